@@ -1,0 +1,113 @@
+# Spendpol: `make run` starts the stack, `make test` tests it.
+#
+# Builds go to build/ (plain) and build/san/ (ASan + UBSan). The nginx
+# module is built against Debian's nginx source tree from nginx-dev and
+# loaded into Debian's nginx binary.
+
+CC        ?= gcc
+BUILD     ?= build
+SAN       ?=
+
+NGX_SRC   := /usr/share/nginx/src
+ROOT      := $(CURDIR)
+
+CFLAGS_BASE := -std=gnu11 -g -O2 -fPIC -Wall -Wextra -Wno-unused-parameter \
+               -Wshadow -Werror=implicit-function-declaration -D_GNU_SOURCE \
+               -Ilibspendpol -Icontrold -I/usr/include/postgresql
+SAN_FLAGS   := -fsanitize=address,undefined -fno-omit-frame-pointer \
+               -fno-sanitize-recover=undefined
+
+ifeq ($(SAN),1)
+OUT       := $(BUILD)/san
+CFLAGS    := $(CFLAGS_BASE) -O1 $(SAN_FLAGS)
+LDFLAGS   := $(SAN_FLAGS)
+else
+OUT       := $(BUILD)
+CFLAGS    := $(CFLAGS_BASE)
+LDFLAGS   :=
+endif
+
+LIBS      := -lmicrohttpd -lpq -lhiredis -ljansson -lssl -lcrypto -lpthread -lm
+
+LIB_SRCS      := $(wildcard libspendpol/*.c)
+LIB_OBJS      := $(patsubst %.c,$(OUT)/obj/%.o,$(LIB_SRCS))
+CONTROLD_SRCS := $(wildcard controld/*.c)
+CONTROLD_OBJS := $(patsubst %.c,$(OUT)/obj/%.o,$(CONTROLD_SRCS))
+# controld logic without main(), for unit tests
+CONTROLD_LIB_OBJS := $(filter-out $(OUT)/obj/controld/main.o,$(CONTROLD_OBJS))
+MODULE_SRCS   := $(wildcard ngx_spendpol_module/*.c ngx_spendpol_module/*.h) \
+                 $(wildcard libspendpol/*.c libspendpol/*.h) config
+UNIT_SRCS     := $(wildcard tests/unit/test_*.c)
+UNIT_BINS     := $(patsubst tests/unit/%.c,$(OUT)/tests/%,$(UNIT_SRCS))
+
+MODULE_SO := $(OUT)/nginx/objs/ngx_http_spendpol_module.so
+
+.PHONY: all deps build module controld unit unit-san test test-integration \
+        run clean bench fuzz test-faults
+
+all: build
+
+deps:
+	@bash scripts/install-deps.sh
+
+build: $(OUT)/controld $(MODULE_SO)
+
+controld: $(OUT)/controld
+
+module: $(MODULE_SO)
+
+$(OUT)/obj/%.o: %.c $(wildcard libspendpol/*.h controld/*.h)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c -o $@ $<
+
+$(OUT)/libspendpol.a: $(LIB_OBJS)
+	@mkdir -p $(dir $@)
+	ar rcs $@ $^
+
+$(OUT)/controld: $(CONTROLD_OBJS) $(OUT)/libspendpol.a
+	$(CC) $(LDFLAGS) -o $@ $(CONTROLD_OBJS) $(OUT)/libspendpol.a $(LIBS)
+
+# nginx's configure generates objs/ngx_auto_config.h for this exact binary
+# (--with-compat plus Debian's flags); `make modules` then compiles only us.
+$(OUT)/nginx/Makefile: config
+	@rm -rf $(OUT)/nginx && mkdir -p $(OUT)/nginx
+	cp -r $(NGX_SRC)/. $(OUT)/nginx/
+	cd $(OUT)/nginx && . ./conf_flags && ./configure "$${NGX_CONF_FLAGS[@]}" \
+	    --with-cc-opt="-g -O2 -fPIC $(if $(SAN),$(SAN_FLAGS) -O1)" \
+	    --with-ld-opt="-fPIC $(if $(SAN),$(SAN_FLAGS))" \
+	    --add-dynamic-module=$(ROOT) > configure.log 2>&1 \
+	    || { tail -30 configure.log; exit 1; }
+
+$(MODULE_SO): $(OUT)/nginx/Makefile $(MODULE_SRCS)
+	$(MAKE) -C $(OUT)/nginx -f objs/Makefile modules
+
+$(OUT)/tests/test_controld_%: tests/unit/test_controld_%.c $(CONTROLD_LIB_OBJS) $(OUT)/libspendpol.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(CONTROLD_LIB_OBJS) \
+	    $(OUT)/libspendpol.a -lcmocka $(LIBS)
+
+$(OUT)/tests/test_%: tests/unit/test_%.c $(OUT)/libspendpol.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(OUT)/libspendpol.a -lcmocka $(LIBS)
+
+unit: $(UNIT_BINS)
+	@bash scripts/run-unit.sh $(UNIT_BINS)
+
+unit-san:
+	$(MAKE) SAN=1 unit
+
+test-integration: build
+	@bash scripts/test-integration.sh $(OUT)
+
+# The whole suite: plain and sanitized, unit and integration.
+test: deps
+	$(MAKE) build unit
+	$(MAKE) SAN=1 build unit
+	bash scripts/test-integration.sh $(BUILD)
+	bash scripts/test-integration.sh $(BUILD)/san
+
+run: deps build
+	@bash scripts/run.sh
+
+clean:
+	rm -rf $(BUILD)

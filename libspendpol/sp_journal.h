@@ -1,0 +1,79 @@
+/*
+ * The journal: one JSON object per line, appended by nginx workers with a
+ * single write() each, tailed by controld and loaded into PostgreSQL.
+ *
+ * A line is at most SP_JOURNAL_LINE_MAX bytes and ends with '\n'. Fields
+ * (all present; strings may be ""):
+ *
+ *   {"v":1,"id":"evt_...","ts_ms":1764230000123,"org_id":"...",
+ *    "api_key_id":"key_...","provider":"openai","requested_model":"...",
+ *    "model":"...","input_tokens":12,"output_tokens":34,
+ *    "cached_tokens":0,"cache_write_tokens":0,"cost_nano":150000,
+ *    "status":200,"cache":"miss","stream":false,"latency_ms":12,
+ *    "gateway_us":85,"department":"...","project":"...","agent_id":"...",
+ *    "trace_id":"<uuid>","span_id":"<16 hex>","parent_id":"...",
+ *    "warnings":"usage_estimated,unpriced_model","error_code":"..."}
+ *
+ * Unknown fields are ignored by the reader, so a newer writer stays
+ * readable.
+ */
+
+#ifndef SP_JOURNAL_H
+#define SP_JOURNAL_H
+
+#include "spendpol.h"
+
+
+#define SP_JOURNAL_VERSION    1
+#define SP_JOURNAL_LINE_MAX   8192
+#define SP_ID_LEN             64      /* max length of any id field */
+#define SP_FIELD_LEN          256     /* max length of other strings */
+
+typedef struct {
+    char      id[SP_ID_LEN];
+    int64_t   ts_ms;                  /* request start, unix ms */
+    char      org_id[SP_ID_LEN];
+    char      api_key_id[SP_ID_LEN];
+    char      provider[SP_ID_LEN];
+    char      requested_model[SP_FIELD_LEN];
+    char      model[SP_FIELD_LEN];
+    int64_t   input_tokens;
+    int64_t   output_tokens;
+    int64_t   cached_tokens;
+    int64_t   cache_write_tokens;
+    int64_t   cost_nano;
+    int       status;
+    char      cache[16];              /* "miss", "hit", "off" */
+    int       stream;
+    int64_t   latency_ms;             /* whole request, as the client saw */
+    int64_t   gateway_us;             /* the gateway's own time */
+    char      department[SP_FIELD_LEN];
+    char      project[SP_FIELD_LEN];
+    char      agent_id[SP_ID_LEN];
+    char      trace_id[SP_ID_LEN];
+    char      span_id[SP_ID_LEN];
+    char      parent_id[SP_ID_LEN];
+    char      warnings[SP_FIELD_LEN]; /* comma-separated */
+    char      error_code[SP_ID_LEN];
+} sp_journal_record_t;
+
+/*
+ * Formats rec as one line ending in '\n' into out (outlen bytes, at least
+ * SP_JOURNAL_LINE_MAX). Strings are JSON-escaped. Returns the length, or 0
+ * if it does not fit.
+ */
+size_t sp_journal_format(const sp_journal_record_t *rec, char *out,
+    size_t outlen);
+
+/*
+ * Parses one line (without or with its '\n'). Returns SP_OK, or SP_ERROR
+ * with a reason in err when the line is not a journal record.
+ */
+int sp_journal_parse(const char *line, size_t len, sp_journal_record_t *rec,
+    char *err, size_t errlen);
+
+/* copies src into a fixed field, truncating at a UTF-8 boundary */
+void sp_field_copy(char *dst, size_t dstlen, const char *src, size_t len);
+
+
+#endif /* SP_JOURNAL_H */

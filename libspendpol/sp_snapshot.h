@@ -1,0 +1,188 @@
+/*
+ * Policy snapshots: controld builds them, nginx workers map them read-only
+ * and use them in place.
+ *
+ * File layout (all integers little-endian, every record 8-byte aligned):
+ *
+ *   sp_snapshot_header_t
+ *   tables: for each table, `slots` entries of sp_snapshot_slot_t
+ *           (open addressing, linear probing, slots a power of two,
+ *           load factor <= 0.5; record == 0 marks an empty slot)
+ *   records and string bytes, referenced by sp_snapshot_ref_t offsets
+ *
+ * checksum = sp_hash64(file + header_size, length - header_size,
+ * generation). A reader validates magic, version, sizes and checksum once
+ * at open, and bounds-checks every offset it follows, so a truncated,
+ * corrupted or hostile file is refused, never trusted.
+ */
+
+#ifndef SP_SNAPSHOT_H
+#define SP_SNAPSHOT_H
+
+#include "spendpol.h"
+
+
+#define SP_SNAPSHOT_MAGIC        "SPSNAP01"
+#define SP_SNAPSHOT_VERSION      1
+#define SP_SNAPSHOT_FILE         "policy.snap"
+
+enum {
+    SP_TABLE_KEYS = 0,
+    SP_TABLE_PROVIDERS,
+    SP_TABLE_PRICES,
+    SP_TABLE_COUNT
+};
+
+typedef struct {
+    uint32_t  offset;
+    uint32_t  len;
+} sp_snapshot_ref_t;
+
+typedef struct {
+    uint64_t  offset;         /* of the first slot, 0 when empty */
+    uint64_t  slots;          /* power of two, or 0 */
+} sp_snapshot_table_t;
+
+typedef struct {
+    char                 magic[8];
+    uint32_t             version;
+    uint32_t             header_size;
+    uint64_t             generation;
+    uint64_t             length;
+    uint64_t             checksum;
+    int64_t              created_at;   /* unix seconds */
+    uint64_t             entries[SP_TABLE_COUNT];
+    sp_snapshot_table_t  tables[SP_TABLE_COUNT];
+} sp_snapshot_header_t;
+
+typedef struct {
+    uint64_t  hash;
+    uint64_t  record;          /* file offset of the record, 0 = empty */
+} sp_snapshot_slot_t;
+
+/* SP_TABLE_KEYS: looked up by the SHA-256 of the presented key */
+typedef struct {
+    uint8_t            key_hash[SP_KEY_HASH_LEN];
+    sp_snapshot_ref_t  key_id;        /* "key_..." */
+    sp_snapshot_ref_t  org_id;
+    sp_snapshot_ref_t  name;
+    sp_snapshot_ref_t  department;    /* len 0 when none */
+    sp_snapshot_ref_t  project;
+    sp_snapshot_ref_t  agent_id;
+    uint32_t           scopes;        /* SP_SCOPE_* */
+    uint32_t           flags;         /* reserved, 0 */
+} sp_snapshot_key_t;
+
+/* SP_TABLE_PROVIDERS: looked up by (org_id, provider) */
+typedef struct {
+    sp_snapshot_ref_t  org_id;
+    sp_snapshot_ref_t  provider;      /* "openai" */
+    sp_snapshot_ref_t  base_url;      /* no trailing slash */
+    sp_snapshot_ref_t  api_key;       /* the decrypted provider credential */
+} sp_snapshot_provider_t;
+
+/*
+ * SP_TABLE_PRICES: looked up by (org_id, provider, model); org_id of
+ * length 0 is the public list price, an organisation's own price wins.
+ */
+typedef struct {
+    sp_snapshot_ref_t  org_id;
+    sp_snapshot_ref_t  provider;
+    sp_snapshot_ref_t  model;
+    sp_price_t         price;         /* nano-USD per 1M tokens */
+    int64_t            max_output_tokens;   /* 0 when unknown */
+} sp_snapshot_price_t;
+
+
+/* ---- building (controld) --------------------------------------------- */
+
+typedef struct sp_snapshot_builder_s  sp_snapshot_builder_t;
+
+/* Strings are copied; NULL means "" */
+typedef struct {
+    uint8_t      key_hash[SP_KEY_HASH_LEN];
+    const char  *key_id;
+    const char  *org_id;
+    const char  *name;
+    const char  *department;
+    const char  *project;
+    const char  *agent_id;
+    uint32_t     scopes;
+} sp_snapshot_key_in_t;
+
+typedef struct {
+    const char  *org_id;
+    const char  *provider;
+    const char  *base_url;
+    const char  *api_key;
+} sp_snapshot_provider_in_t;
+
+typedef struct {
+    const char  *org_id;      /* NULL or "" for the list price */
+    const char  *provider;
+    const char  *model;
+    sp_price_t   price;
+    int64_t      max_output_tokens;
+} sp_snapshot_price_in_t;
+
+sp_snapshot_builder_t *sp_snapshot_builder_new(uint64_t generation);
+void sp_snapshot_builder_free(sp_snapshot_builder_t *b);
+
+/* each returns SP_OK, or SP_ERROR when out of memory */
+int sp_snapshot_add_key(sp_snapshot_builder_t *b,
+    const sp_snapshot_key_in_t *key);
+int sp_snapshot_add_provider(sp_snapshot_builder_t *b,
+    const sp_snapshot_provider_in_t *provider);
+int sp_snapshot_add_price(sp_snapshot_builder_t *b,
+    const sp_snapshot_price_in_t *price);
+
+/*
+ * Lays the snapshot out in one malloc()ed buffer (*out, *len); the caller
+ * frees it. Later duplicates of a lookup key replace earlier ones.
+ */
+int sp_snapshot_build(sp_snapshot_builder_t *b, uint8_t **out,
+    size_t *len);
+
+/*
+ * Builds and publishes atomically: writes dir/.name.tmp.<pid>, then
+ * rename()s it to dir/name. mode is the file mode (e.g. 0640). On failure
+ * returns SP_ERROR with a reason in err (errlen bytes, NUL-terminated).
+ */
+int sp_snapshot_publish(sp_snapshot_builder_t *b, const char *dir,
+    const char *name, unsigned mode, char *err, size_t errlen);
+
+
+/* ---- reading (module) ------------------------------------------------ */
+
+typedef struct {
+    const uint8_t               *base;
+    size_t                       len;
+    const sp_snapshot_header_t  *header;
+} sp_snapshot_t;
+
+/*
+ * Validates data[0..len) and points s at it (no copy: data must outlive
+ * s). On failure returns SP_ERROR with a reason in err.
+ */
+int sp_snapshot_open(sp_snapshot_t *s, const void *data, size_t len,
+    char *err, size_t errlen);
+
+/* NULL when absent */
+const sp_snapshot_key_t *sp_snapshot_find_key(const sp_snapshot_t *s,
+    const uint8_t *key_hash);
+const sp_snapshot_provider_t *sp_snapshot_find_provider(
+    const sp_snapshot_t *s, sp_str_t org_id, sp_str_t provider);
+
+/*
+ * The organisation's price, else the list price; when the exact model is
+ * not priced, retries without a date suffix ("gpt-4o-2024-08-06" ->
+ * "gpt-4o", "claude-3-5-haiku-20241022" -> "claude-3-5-haiku").
+ */
+const sp_snapshot_price_t *sp_snapshot_find_price(const sp_snapshot_t *s,
+    sp_str_t org_id, sp_str_t provider, sp_str_t model);
+
+/* a ref's bytes; an out-of-bounds ref yields the empty string */
+sp_str_t sp_snapshot_str(const sp_snapshot_t *s, sp_snapshot_ref_t ref);
+
+
+#endif /* SP_SNAPSHOT_H */
