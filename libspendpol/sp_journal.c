@@ -1,0 +1,395 @@
+/*
+ * Journal lines: formatted by nginx workers, parsed by controld.
+ */
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <jansson.h>
+
+#include "sp_journal.h"
+
+
+typedef struct {
+    char    *p;
+    char    *end;
+    int      overflow;
+} sp_out_t;
+
+
+static void
+sp_out_bytes(sp_out_t *o, const char *s, size_t n)
+{
+    if (o->overflow || (size_t) (o->end - o->p) < n) {
+        o->overflow = 1;
+        return;
+    }
+
+    memcpy(o->p, s, n);
+    o->p += n;
+}
+
+
+static void
+sp_out_cstr(sp_out_t *o, const char *s)
+{
+    sp_out_bytes(o, s, strlen(s));
+}
+
+
+static void
+sp_out_int(sp_out_t *o, int64_t v)
+{
+    char  buf[24];
+    int   n;
+
+    n = snprintf(buf, sizeof(buf), "%lld", (long long) v);
+    sp_out_bytes(o, buf, (size_t) n);
+}
+
+
+/* length of the valid UTF-8 sequence at s, or 0 when it is invalid */
+static size_t
+sp_utf8_sequence(const unsigned char *s)
+{
+    size_t    n, i;
+    uint32_t  cp;
+
+    if (s[0] < 0x80) {
+        return 1;
+    }
+
+    if ((s[0] & 0xe0) == 0xc0) {
+        n = 2;
+        cp = s[0] & 0x1f;
+
+    } else if ((s[0] & 0xf0) == 0xe0) {
+        n = 3;
+        cp = s[0] & 0x0f;
+
+    } else if ((s[0] & 0xf8) == 0xf0) {
+        n = 4;
+        cp = s[0] & 0x07;
+
+    } else {
+        return 0;
+    }
+
+    /* the terminating NUL stops this loop: it is not a continuation */
+    for (i = 1; i < n; i++) {
+        if ((s[i] & 0xc0) != 0x80) {
+            return 0;
+        }
+
+        cp = cp << 6 | (s[i] & 0x3f);
+    }
+
+    if ((n == 2 && cp < 0x80) || (n == 3 && cp < 0x800)
+        || (n == 4 && (cp < 0x10000 || cp > 0x10ffff))
+        || (cp >= 0xd800 && cp <= 0xdfff))
+    {
+        return 0;
+    }
+
+    return n;
+}
+
+
+/*
+ * A JSON string: quotes, backslashes and control characters escaped, and
+ * invalid UTF-8 replaced by U+FFFD, so that every line parses.
+ */
+static void
+sp_out_json_string(sp_out_t *o, const char *s)
+{
+    static const char     hex[] = "0123456789abcdef";
+    const unsigned char  *p;
+    unsigned char         c;
+    char                  esc[6];
+    size_t                n;
+
+    sp_out_bytes(o, "\"", 1);
+
+    for (p = (const unsigned char *) s; *p; p += n) {
+        c = *p;
+        n = 1;
+
+        if (c == '"' || c == '\\') {
+            esc[0] = '\\';
+            esc[1] = (char) c;
+            sp_out_bytes(o, esc, 2);
+
+        } else if (c < 0x20 || c == 0x7f) {
+            esc[0] = '\\';
+            esc[1] = 'u';
+            esc[2] = '0';
+            esc[3] = '0';
+            esc[4] = hex[c >> 4];
+            esc[5] = hex[c & 0xf];
+            sp_out_bytes(o, esc, 6);
+
+        } else {
+            n = sp_utf8_sequence(p);
+
+            if (n == 0) {
+                sp_out_cstr(o, "\\ufffd");
+                n = 1;
+
+            } else {
+                sp_out_bytes(o, (const char *) p, n);
+            }
+        }
+    }
+
+    sp_out_bytes(o, "\"", 1);
+}
+
+
+#define SP_FIELD_STR(name)                                                    \
+    sp_out_cstr(&o, ",\"" #name "\":");                                       \
+    sp_out_json_string(&o, rec->name)
+
+#define SP_FIELD_INT(name)                                                    \
+    sp_out_cstr(&o, ",\"" #name "\":");                                       \
+    sp_out_int(&o, (int64_t) rec->name)
+
+
+size_t
+sp_journal_format(const sp_journal_record_t *rec, char *out, size_t outlen)
+{
+    sp_out_t  o;
+
+    o.p = out;
+    o.end = out + outlen;
+    o.overflow = 0;
+
+    sp_out_cstr(&o, "{\"v\":1");
+    SP_FIELD_STR(id);
+    SP_FIELD_INT(ts_ms);
+    SP_FIELD_STR(org_id);
+    SP_FIELD_STR(api_key_id);
+    SP_FIELD_STR(provider);
+    SP_FIELD_STR(requested_model);
+    SP_FIELD_STR(model);
+    SP_FIELD_INT(input_tokens);
+    SP_FIELD_INT(output_tokens);
+    SP_FIELD_INT(cached_tokens);
+    SP_FIELD_INT(cache_write_tokens);
+    SP_FIELD_INT(cost_nano);
+    SP_FIELD_INT(status);
+    SP_FIELD_STR(cache);
+    sp_out_cstr(&o, rec->stream ? ",\"stream\":true" : ",\"stream\":false");
+    SP_FIELD_INT(latency_ms);
+    SP_FIELD_INT(gateway_us);
+    SP_FIELD_STR(department);
+    SP_FIELD_STR(project);
+    SP_FIELD_STR(agent_id);
+    SP_FIELD_STR(trace_id);
+    SP_FIELD_STR(span_id);
+    SP_FIELD_STR(parent_id);
+    SP_FIELD_STR(warnings);
+    SP_FIELD_STR(error_code);
+    sp_out_cstr(&o, "}\n");
+
+    if (o.overflow) {
+        return 0;
+    }
+
+    return (size_t) (o.p - out);
+}
+
+
+void
+sp_field_copy(char *dst, size_t dstlen, const char *src, size_t len)
+{
+    if (dstlen == 0) {
+        return;
+    }
+
+    if (len >= dstlen) {
+        len = dstlen - 1;
+
+        /* do not cut a UTF-8 sequence: drop continuation bytes and lead */
+        while (len > 0 && ((unsigned char) src[len] & 0xc0) == 0x80) {
+            len--;
+        }
+    }
+
+    if (len) {
+        memcpy(dst, src, len);
+    }
+
+    dst[len] = '\0';
+}
+
+
+static void
+sp_journal_errorf(char *err, size_t errlen, const char *fmt, ...)
+{
+    va_list  args;
+
+    if (err == NULL || errlen == 0) {
+        return;
+    }
+
+    va_start(args, fmt);
+    vsnprintf(err, errlen, fmt, args);
+    va_end(args);
+}
+
+
+static int
+sp_journal_get_str(json_t *obj, const char *name, char *dst, size_t dstlen,
+    int required, char *err, size_t errlen)
+{
+    json_t  *v;
+
+    v = json_object_get(obj, name);
+
+    if (v == NULL || json_is_null(v)) {
+        dst[0] = '\0';
+
+        if (required) {
+            sp_journal_errorf(err, errlen, "field \"%s\" is missing", name);
+            return SP_ERROR;
+        }
+
+        return SP_OK;
+    }
+
+    if (!json_is_string(v)) {
+        sp_journal_errorf(err, errlen, "field \"%s\" must be a string",
+                          name);
+        return SP_ERROR;
+    }
+
+    sp_field_copy(dst, dstlen, json_string_value(v), json_string_length(v));
+
+    return SP_OK;
+}
+
+
+static int
+sp_journal_get_int(json_t *obj, const char *name, int64_t *dst, char *err,
+    size_t errlen)
+{
+    json_t  *v;
+
+    v = json_object_get(obj, name);
+
+    if (v == NULL || json_is_null(v)) {
+        *dst = 0;
+        return SP_OK;
+    }
+
+    if (!json_is_integer(v)) {
+        sp_journal_errorf(err, errlen, "field \"%s\" must be an integer",
+                          name);
+        return SP_ERROR;
+    }
+
+    *dst = (int64_t) json_integer_value(v);
+
+    return SP_OK;
+}
+
+
+#define SP_GET_STR(name, required)                                            \
+    if (sp_journal_get_str(root, #name, rec->name, sizeof(rec->name),         \
+                           required, err, errlen) != SP_OK)                   \
+    {                                                                         \
+        goto failed;                                                          \
+    }
+
+#define SP_GET_INT(name)                                                      \
+    if (sp_journal_get_int(root, #name, &rec->name, err, errlen) != SP_OK) {  \
+        goto failed;                                                          \
+    }
+
+
+int
+sp_journal_parse(const char *line, size_t len, sp_journal_record_t *rec,
+    char *err, size_t errlen)
+{
+    json_t        *root, *v;
+    json_error_t   jerr;
+    int64_t        status;
+
+    while (len && (line[len - 1] == '\n' || line[len - 1] == '\r')) {
+        len--;
+    }
+
+    memset(rec, 0, sizeof(sp_journal_record_t));
+
+    root = json_loadb(line, len, JSON_REJECT_DUPLICATES, &jerr);
+    if (root == NULL) {
+        sp_journal_errorf(err, errlen, "not JSON: %s at column %d",
+                          jerr.text, jerr.column);
+        return SP_ERROR;
+    }
+
+    if (!json_is_object(root)) {
+        sp_journal_errorf(err, errlen, "not a JSON object");
+        goto failed;
+    }
+
+    v = json_object_get(root, "v");
+
+    if (!json_is_integer(v) || json_integer_value(v) != SP_JOURNAL_VERSION) {
+        sp_journal_errorf(err, errlen, "field \"v\" must be %d",
+                          SP_JOURNAL_VERSION);
+        goto failed;
+    }
+
+    SP_GET_STR(id, 1);
+    SP_GET_INT(ts_ms);
+    SP_GET_STR(org_id, 1);
+    SP_GET_STR(api_key_id, 0);
+    SP_GET_STR(provider, 0);
+    SP_GET_STR(requested_model, 0);
+    SP_GET_STR(model, 0);
+    SP_GET_INT(input_tokens);
+    SP_GET_INT(output_tokens);
+    SP_GET_INT(cached_tokens);
+    SP_GET_INT(cache_write_tokens);
+    SP_GET_INT(cost_nano);
+    SP_GET_STR(cache, 0);
+    SP_GET_INT(latency_ms);
+    SP_GET_INT(gateway_us);
+    SP_GET_STR(department, 0);
+    SP_GET_STR(project, 0);
+    SP_GET_STR(agent_id, 0);
+    SP_GET_STR(trace_id, 0);
+    SP_GET_STR(span_id, 0);
+    SP_GET_STR(parent_id, 0);
+    SP_GET_STR(warnings, 0);
+    SP_GET_STR(error_code, 0);
+
+    if (sp_journal_get_int(root, "status", &status, err, errlen) != SP_OK) {
+        goto failed;
+    }
+
+    if (status < 0 || status > 999) {
+        sp_journal_errorf(err, errlen, "field \"status\" must be 0..999");
+        goto failed;
+    }
+
+    rec->status = (int) status;
+    rec->stream = json_is_true(json_object_get(root, "stream"));
+
+    if (strncmp(rec->id, "evt_", 4) != 0) {
+        sp_journal_errorf(err, errlen, "field \"id\" must start with evt_");
+        goto failed;
+    }
+
+    json_decref(root);
+
+    return SP_OK;
+
+failed:
+
+    json_decref(root);
+
+    return SP_ERROR;
+}

@@ -1,0 +1,178 @@
+/*
+ * Responses: usage and model from JSON bodies and SSE events.
+ *
+ * OpenAI, Azure OpenAI and Mistral share the chat completions shape:
+ * usage.prompt_tokens, usage.completion_tokens and
+ * usage.prompt_tokens_details.cached_tokens (the Responses API names them
+ * input_tokens, output_tokens, input_tokens_details.cached_tokens).
+ */
+
+#include <string.h>
+
+#include <jansson.h>
+
+#include "sp_usage.h"
+
+
+static int64_t
+sp_json_int(json_t *obj, const char *name)
+{
+    json_t  *v;
+
+    v = json_object_get(obj, name);
+
+    if (json_is_integer(v) && json_integer_value(v) > 0) {
+        return (int64_t) json_integer_value(v);
+    }
+
+    return 0;
+}
+
+
+static void
+sp_usage_openai(json_t *usage, sp_response_info_t *info)
+{
+    json_t  *details;
+
+    if (!json_is_object(usage)) {
+        return;
+    }
+
+    info->has_usage = 1;
+
+    if (json_object_get(usage, "prompt_tokens")) {
+        info->usage.input_tokens = sp_json_int(usage, "prompt_tokens");
+        info->usage.output_tokens = sp_json_int(usage, "completion_tokens");
+        details = json_object_get(usage, "prompt_tokens_details");
+
+    } else {
+        info->usage.input_tokens = sp_json_int(usage, "input_tokens");
+        info->usage.output_tokens = sp_json_int(usage, "output_tokens");
+        details = json_object_get(usage, "input_tokens_details");
+    }
+
+    info->usage.cached_tokens = sp_json_int(details, "cached_tokens");
+    info->usage.cache_write_tokens = 0;
+}
+
+
+static void
+sp_usage_model(json_t *root, sp_response_info_t *info)
+{
+    json_t  *model;
+
+    model = json_object_get(root, "model");
+
+    if (json_is_string(model) && info->model[0] == '\0') {
+        sp_field_copy(info->model, sizeof(info->model),
+                      json_string_value(model), json_string_length(model));
+    }
+}
+
+
+/* generated text in an OpenAI choice: message.content or delta.content */
+static int64_t
+sp_openai_choice_bytes(json_t *choices)
+{
+    json_t   *choice, *part, *content;
+    size_t    i;
+    int64_t   n;
+
+    n = 0;
+
+    json_array_foreach(choices, i, choice) {
+        part = json_object_get(choice, "delta");
+
+        if (part == NULL) {
+            part = json_object_get(choice, "message");
+        }
+
+        content = json_object_get(part, "content");
+
+        if (json_is_string(content)) {
+            n += (int64_t) json_string_length(content);
+        }
+
+        content = json_object_get(choice, "text");
+
+        if (json_is_string(content)) {
+            n += (int64_t) json_string_length(content);
+        }
+    }
+
+    return n;
+}
+
+
+int
+sp_usage_from_json(sp_provider_e provider, const char *body, size_t len,
+    sp_response_info_t *info)
+{
+    json_t        *root;
+    json_error_t   jerr;
+
+    root = json_loadb(body, len, 0, &jerr);
+    if (root == NULL) {
+        return SP_ERROR;
+    }
+
+    if (!json_is_object(root)) {
+        json_decref(root);
+        return SP_ERROR;
+    }
+
+    sp_usage_model(root, info);
+    info->output_bytes += sp_openai_choice_bytes(
+                              json_object_get(root, "choices"));
+    sp_usage_openai(json_object_get(root, "usage"), info);
+    info->done = 1;
+
+    (void) provider;
+
+    json_decref(root);
+
+    return SP_OK;
+}
+
+
+int
+sp_usage_from_event(sp_provider_e provider, const char *event,
+    const char *data, size_t len, sp_response_info_t *info)
+{
+    json_t        *root, *choices, *usage;
+    json_error_t   jerr;
+    int            usage_only;
+
+    (void) provider;
+    (void) event;
+
+    if (len == 6 && memcmp(data, "[DONE]", 6) == 0) {
+        info->done = 1;
+        return 0;
+    }
+
+    root = json_loadb(data, len, 0, &jerr);
+    if (root == NULL) {
+        return 0;
+    }
+
+    if (!json_is_object(root)) {
+        json_decref(root);
+        return 0;
+    }
+
+    sp_usage_model(root, info);
+
+    choices = json_object_get(root, "choices");
+    info->output_bytes += sp_openai_choice_bytes(choices);
+
+    usage = json_object_get(root, "usage");
+    sp_usage_openai(usage, info);
+
+    usage_only = json_is_object(usage) && json_is_array(choices)
+                 && json_array_size(choices) == 0;
+
+    json_decref(root);
+
+    return usage_only;
+}

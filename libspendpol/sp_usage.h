@@ -1,0 +1,123 @@
+/*
+ * Providers' wire formats: what a request asks for, and what a response
+ * (JSON or an SSE stream) says it used.
+ */
+
+#ifndef SP_USAGE_H
+#define SP_USAGE_H
+
+#include "spendpol.h"
+#include "sp_journal.h"
+
+
+typedef enum {
+    SP_PROVIDER_UNKNOWN = 0,
+    SP_PROVIDER_OPENAI,
+    SP_PROVIDER_ANTHROPIC,
+    SP_PROVIDER_GOOGLE,
+    SP_PROVIDER_AZURE,
+    SP_PROVIDER_COHERE,
+    SP_PROVIDER_MISTRAL
+} sp_provider_e;
+
+/* SP_PROVIDER_UNKNOWN when name is not one of the six */
+sp_provider_e sp_provider_from_name(const char *name, size_t len);
+const char *sp_provider_name(sp_provider_e provider);
+
+
+/* ---- requests (sp_request.c) ----------------------------------------- */
+
+typedef struct {
+    char     model[SP_FIELD_LEN];
+    int      stream;             /* "stream": true */
+    int      include_usage;      /* the client asked for stream usage */
+    int      has_stream_options; /* "stream_options" present */
+    int64_t  max_tokens;         /* 0 when absent */
+    int64_t  prompt_bytes;       /* bytes of prompt text */
+} sp_request_info_t;
+
+/*
+ * Parses a request body. On failure returns SP_ERROR with a message for
+ * the client in err ("body is not valid JSON: ... at line 1 column 9").
+ * An empty body is valid (GET-like calls).
+ */
+int sp_request_parse(sp_provider_e provider, const char *body, size_t len,
+    sp_request_info_t *info, char *err, size_t errlen);
+
+/*
+ * For an OpenAI-shaped streamed request without stream_options, writes
+ * the body with "stream_options":{"include_usage":true} added after the
+ * opening brace into out. Returns the new length, or 0 when it does not
+ * apply or does not fit.
+ */
+size_t sp_request_add_stream_usage(const char *body, size_t len, char *out,
+    size_t outlen);
+
+/* tokens estimated from text bytes (about 4 bytes a token, rounded up) */
+int64_t sp_tokens_estimate(int64_t bytes);
+
+
+/* ---- SSE (sp_sse.c) -------------------------------------------------- */
+
+/*
+ * An incremental text/event-stream parser. Feed it bytes as they arrive,
+ * split anywhere; it stops at each event boundary so the caller can look
+ * at the event. The data buffer is the caller's (no allocation); an event
+ * whose data does not fit is flagged truncated and its excess dropped.
+ */
+typedef struct {
+    char     *data;          /* caller's buffer */
+    size_t    data_cap;
+    size_t    data_len;
+    int       truncated;
+    char      event[64];
+    size_t    event_len;
+
+    /* parser state */
+    int       state;
+    int       field;
+    size_t    field_len;
+    char      field_name[8];
+    int       after_cr;
+    int       has_data;
+    int       event_complete;
+} sp_sse_t;
+
+void sp_sse_init(sp_sse_t *sse, char *buffer, size_t size);
+
+/*
+ * Consumes bytes up to and including the end of the next event, or all of
+ * them. Returns the number consumed; *event_done is 1 when an event
+ * (sse->event, sse->data) is complete. The next call starts a new event.
+ */
+size_t sp_sse_feed(sp_sse_t *sse, const char *in, size_t len,
+    int *event_done);
+
+
+/* ---- responses (sp_usage.c) ------------------------------------------ */
+
+typedef struct {
+    sp_usage_t  usage;
+    int         has_usage;
+    char        model[SP_FIELD_LEN];
+    int64_t     output_bytes;    /* generated text seen, for estimates */
+    int         done;            /* the stream said it finished */
+} sp_response_info_t;
+
+/*
+ * A whole JSON response body. Returns SP_OK when it was JSON (usage or
+ * not), SP_ERROR when it was not.
+ */
+int sp_usage_from_json(sp_provider_e provider, const char *body, size_t len,
+    sp_response_info_t *info);
+
+/*
+ * One SSE event of a streamed response. Returns 1 when the event exists
+ * only to carry usage the client did not ask for (OpenAI's final chunk
+ * with empty choices), else 0.
+ */
+int sp_usage_from_event(sp_provider_e provider, const char *event,
+    const char *data, size_t len, sp_response_info_t *info);
+
+
+#endif /* SP_USAGE_H */
