@@ -1,0 +1,455 @@
+// Test harness: starts a whole Spendpol stack for one test file on free
+// loopback ports in a temp data dir -- private PostgreSQL and Redis,
+// controld, nginx with the module, and the fixture OpenAI provider -- using
+// the same shell pieces as `make run` (scripts/stack.sh).
+//
+//   import { useStack } from './lib/stack.mjs';
+//   const s = useStack();            // registers before/after hooks
+//   test('x', async () => { const key = await s.createKey(); ... });
+//
+// After the file's tests it stops everything and fails if nginx's error.log
+// or controld's stderr has [alert], [emerg], AddressSanitizer or
+// "runtime error:", or if any sanitizer log file was written.
+
+import { before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, execFile, execFileSync } from 'node:child_process';
+import { promisify } from 'node:util';
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import OpenAI from 'openai';
+import { startFixture } from '../../fixtures/openai-fixture.mjs';
+
+const execFileP = promisify(execFile);
+const here = path.dirname(fileURLToPath(import.meta.url));
+export const REPO = process.env.SPENDPOL_REPO_ROOT || path.resolve(here, '../../..');
+export const BUILD = path.resolve(REPO, process.env.SPENDPOL_BUILD_DIR || 'build');
+const STACK_SH = path.join(REPO, 'scripts/stack.sh');
+export const IS_SAN = /(^|\/)san\/?$/.test(BUILD) || process.env.SPENDPOL_SANITIZE === '1';
+const SLOW = IS_SAN ? 3 : 1;
+
+export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/** A fresh Spendpol-style key: sp_key_ + 48 lowercase hex. */
+export function newKey() { return `sp_key_${crypto.randomBytes(24).toString('hex')}`; }
+
+export async function freePort() {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.unref();
+    srv.on('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address();
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+/** Polls fn until it returns a truthy value; returns it. Throws on timeout. */
+export async function waitFor(fn, { timeout = 5000, interval = 50, message = 'condition' } = {}) {
+  const end = Date.now() + timeout;
+  let last;
+  let lastErr;
+  for (;;) {
+    try {
+      last = await fn();
+      if (last) return last;
+    } catch (e) { lastErr = e; }
+    if (Date.now() > end) {
+      const why = lastErr ? ` (last error: ${lastErr.message})` : ` (last value: ${JSON.stringify(last)?.slice(0, 300)})`;
+      throw new Error(`timed out after ${timeout} ms waiting for ${message}${why}`);
+    }
+    await sleep(interval);
+  }
+}
+
+function tail(file, n = 30) {
+  try {
+    return fs.readFileSync(file, 'utf8').split('\n').slice(-n - 1).join('\n');
+  } catch { return `(no ${file})`; }
+}
+
+async function sh(args, env = {}) {
+  try {
+    const { stdout } = await execFileP('bash', [STACK_SH, ...args], {
+      env: { ...process.env, ...env }, timeout: 120_000, maxBuffer: 4 << 20,
+    });
+    return stdout.trim();
+  } catch (e) {
+    throw new Error(`stack.sh ${args.join(' ')} failed: ${e.stderr || e.message}`);
+  }
+}
+
+const PROBLEM = /\[alert\]|\[emerg\]|AddressSanitizer|LeakSanitizer|runtime error:/;
+
+export class Stack {
+  constructor(opts = {}) {
+    this.opts = opts;
+    this.children = new Set();
+    this.failed = false;
+    this.stopped = false;
+  }
+
+  async start() {
+    const o = this.opts;
+    const base = process.env.SPENDPOL_TEST_TMP || os.tmpdir();
+    this.dataDir = fs.mkdtempSync(path.join(base, 'spendpol-it-'));
+    fs.chmodSync(this.dataDir, 0o755);
+    this.logs = path.join(this.dataDir, 'logs');
+    fs.mkdirSync(this.logs, { recursive: true });
+    this.snapshotDir = await sh(['snapshot-dir', this.dataDir]);
+    this._exitHook = () => this._killSync();
+    process.on('exit', this._exitHook);
+
+    const [pgPort, redisPort, apiPort, proxyPort] = await Promise.all([freePort(), freePort(), freePort(), freePort()]);
+    Object.assign(this, { pgPort, redisPort, apiPort, proxyPort });
+    this.apiURL = `http://127.0.0.1:${apiPort}`;
+    this.proxyURL = `http://127.0.0.1:${proxyPort}`;
+    this.openaiBaseURL = `${this.proxyURL}/v1/openai`;
+    this.region = o.region || 'test-region-1';
+
+    this.fixture = await startFixture();
+
+    this.databaseURL = process.env.SPENDPOL_TEST_DATABASE_URL;
+    if (!this.databaseURL) {
+      await sh(['pg-start', this.dataDir, String(pgPort)], { SPENDPOL_PG_FAST: '1' });
+      this.ownPg = true;
+      this.databaseURL = `postgresql://postgres@127.0.0.1:${pgPort}/postgres`;
+    }
+    this.redisURL = process.env.SPENDPOL_TEST_REDIS_URL;
+    if (!this.redisURL) {
+      await sh(['redis-start', this.dataDir, String(redisPort)]);
+      this.ownRedis = true;
+      this.redisURL = `redis://127.0.0.1:${redisPort}`;
+    }
+
+    this.adminKey = o.adminKey === null ? null : (o.adminKey || newKey());
+    await this.startControld();
+    await this.startNginx();
+    if (o.provider !== false) await this.setProvider();
+    return this;
+  }
+
+  _env() {
+    const env = { ...process.env, SPENDPOL_REGION: this.region };
+    delete env.SPENDPOL_ADMIN_KEY;
+    if (this.adminKey) env.SPENDPOL_ADMIN_KEY = this.adminKey;
+    if (this.opts.maxBodySize) env.SPENDPOL_MAX_BODY_SIZE = this.opts.maxBodySize;
+    for (const k of ['ASAN_OPTIONS', 'UBSAN_OPTIONS', 'LD_PRELOAD']) delete env[k];
+    return env;
+  }
+
+  _spawn(name, args) {
+    const out = fs.openSync(path.join(this.logs, `${name}.out`), 'a');
+    const err = fs.openSync(path.join(this.logs, `${name}.err`), 'a');
+    const child = spawn('bash', [STACK_SH, ...args], {
+      env: this._env(), stdio: ['ignore', 'pipe', err], detached: false,
+    });
+    fs.closeSync(err);
+    child.exited = new Promise((resolve) => child.on('exit', (code, signal) => {
+      this.children.delete(child);
+      child.exitInfo = { code, signal };
+      resolve(child.exitInfo);
+    }));
+    child.stdout.on('data', (d) => fs.writeSync(out, d));
+    child.stdout.on('end', () => { try { fs.closeSync(out); } catch { /* closed */ } });
+    this.children.add(child);
+    return child;
+  }
+
+  /** Starts controld and waits for its ready line. */
+  async startControld() {
+    const c = this._spawn('controld', ['controld-exec', this.dataDir, BUILD, `127.0.0.1:${this.apiPort}`, this.databaseURL, this.redisURL]);
+    this.controld = c;
+    let buf = '';
+    const ready = new Promise((resolve, reject) => {
+      c.stdout.on('data', (d) => {
+        buf += d.toString('utf8');
+        const k = /admin key: (sp_key_[0-9a-f]+)/.exec(buf);
+        if (k && !this.adminKey) this.adminKey = k[1];
+        const m = /controld ready api=(\S+) generation=(\d+)/.exec(buf);
+        if (m) resolve({ api: m[1], generation: Number(m[2]) });
+      });
+      c.exited.then((x) => reject(new Error(
+        `controld exited (${JSON.stringify(x)}) before its ready line\n--- stdout\n${buf.slice(-2000)}\n--- stderr\n${tail(path.join(this.logs, 'controld.err'))}`)));
+    });
+    const t = sleep(60_000 * SLOW).then(() => { throw new Error(`controld not ready after ${60 * SLOW} s\n${tail(path.join(this.logs, 'controld.err'))}`); });
+    this.controldReady = await Promise.race([ready, t]);
+    if (!this.adminKey) {
+      const f = path.join(this.dataDir, 'admin.key');
+      if (fs.existsSync(f)) this.adminKey = fs.readFileSync(f, 'utf8').trim();
+    }
+    return this.controldReady;
+  }
+
+  /** Stops controld with the given signal and waits for it to exit. */
+  async stopControld(signal = 'SIGTERM') {
+    const c = this.controld;
+    if (!c || c.exitInfo) return c?.exitInfo;
+    c.kill(signal);
+    const r = await Promise.race([c.exited, sleep(15_000 * SLOW).then(() => null)]);
+    if (!r) { c.kill('SIGKILL'); return c.exited; }
+    return r;
+  }
+
+  async restartControld({ signal = 'SIGKILL' } = {}) {
+    await this.stopControld(signal);
+    return this.startControld();
+  }
+
+  async startNginx() {
+    await sh(['nginx-conf', this.dataDir, BUILD, `127.0.0.1:${this.proxyPort}`], this._env());
+    const n = this._spawn('nginx', ['nginx-exec', this.dataDir, BUILD]);
+    this.nginx = n;
+    let dead = null;
+    n.exited.then((x) => { dead = x; });
+    await waitFor(async () => {
+      if (dead) {
+        throw Object.assign(new Error(`nginx exited ${JSON.stringify(dead)}\n${tail(path.join(this.logs, 'error.log'))}\n${tail(path.join(this.logs, 'nginx.err'))}`), { fatal: true });
+      }
+      try {
+        const r = await fetch(`${this.proxyURL}/healthz`);
+        await r.arrayBuffer();
+        return r.status > 0;
+      } catch { return false; }
+    }, { timeout: 30_000 * SLOW, interval: 100, message: 'nginx to answer' }).catch((e) => {
+      if (dead) throw new Error(`nginx exited ${JSON.stringify(dead)}\n${tail(path.join(this.logs, 'error.log'))}\n${tail(path.join(this.logs, 'nginx.err'))}`);
+      throw e;
+    });
+  }
+
+  async stopNginx(signal = 'SIGQUIT') {
+    const n = this.nginx;
+    if (!n || n.exitInfo) return;
+    n.kill(signal);
+    const r = await Promise.race([n.exited, sleep(10_000 * SLOW).then(() => null)]);
+    if (!r) { n.kill('SIGKILL'); await n.exited; }
+  }
+
+  // ------------------------------------------------------------ admin API
+
+  /** fetch against the admin API; key defaults to the admin key (null: none). */
+  async api(method, p, { body, key, headers = {} } = {}) {
+    const h = { ...headers };
+    const k = key === undefined ? this.adminKey : key;
+    if (k) h.authorization = `Bearer ${k}`;
+    if (body !== undefined) h['content-type'] = 'application/json';
+    const r = await fetch(`${this.apiURL}${p}`, {
+      method, headers: h, body: body === undefined ? undefined : (typeof body === 'string' ? body : JSON.stringify(body)),
+    });
+    const text = await r.text();
+    let json = null;
+    try { json = text ? JSON.parse(text) : null; } catch { json = null; }
+    return { status: r.status, headers: r.headers, json, text };
+  }
+
+  /** PUT /providers/openai, by default pointing at the fixture. */
+  async setProvider(cfg = {}) {
+    const body = { api_key: 'sk-fixture-secret', base_url: this.fixture.url, ...cfg };
+    const r = await this.api('PUT', `/providers/${cfg.name || 'openai'}`, { body: { api_key: body.api_key, base_url: body.base_url } });
+    assert.ok(r.status >= 200 && r.status < 300, `PUT /providers/openai -> ${r.status} ${r.text}`);
+    return r.json;
+  }
+
+  /**
+   * POST /api-keys; returns the JSON (id, key, ...). Waits (by default) until
+   * the proxy accepts the key, i.e. a snapshot carrying it is published.
+   */
+  async createKey(body = {}, { wait = true } = {}) {
+    const r = await this.api('POST', '/api-keys', { body: { name: `test-${crypto.randomBytes(3).toString('hex')}`, ...body } });
+    assert.equal(r.status, 201, `POST /api-keys -> ${r.status} ${r.text}`);
+    assert.match(r.json?.key ?? '', /^sp_key_[0-9a-f]{48}$/, `key in ${r.text}`);
+    assert.ok(r.json.id, `id in ${r.text}`);
+    if (wait) await this.waitKeyAccepted(r.json.key);
+    return r.json;
+  }
+
+  /**
+   * Status the proxy gives a key, without reaching the provider: a
+   * malformed body is refused (400) after authentication (401 first).
+   */
+  async proxyAuthStatus(key) {
+    const r = await fetch(`${this.openaiBaseURL}/chat/completions`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+      body: '{"model": ',
+    });
+    await r.arrayBuffer();
+    return r.status;
+  }
+
+  async waitKeyAccepted(key, timeout = 5000 * SLOW) {
+    return waitFor(async () => (await this.proxyAuthStatus(key)) !== 401, { timeout, interval: 50, message: 'the proxy to accept a new key' });
+  }
+
+  async waitKeyRejected(key, timeout = 2000) {
+    return waitFor(async () => (await this.proxyAuthStatus(key)) === 401, { timeout, interval: 50, message: 'the proxy to reject a key' });
+  }
+
+  /** The official openai client pointed at the proxy with a Spendpol key. */
+  client(key, opts = {}) {
+    return new OpenAI({ baseURL: this.openaiBaseURL, apiKey: key, maxRetries: 0, timeout: 20_000 * SLOW, ...opts });
+  }
+
+  /** GET /audit-logs with query params; returns the parsed JSON. */
+  async auditLogs(params = {}) {
+    const q = new URLSearchParams(Object.entries(params).filter(([, v]) => v !== undefined && v !== null).map(([k, v]) => [k, String(v)]));
+    const r = await this.api('GET', `/audit-logs${q.size ? `?${q}` : ''}`);
+    assert.equal(r.status, 200, `GET /audit-logs -> ${r.status} ${r.text}`);
+    return r.json;
+  }
+
+  /** Every audit row, following the cursor. */
+  async allAuditRows({ limit = 100 } = {}) {
+    const rows = [];
+    let cursor;
+    for (let i = 0; i < 1000; i++) {
+      const page = await this.auditLogs({ limit, cursor });
+      const data = auditRowsOf(page);
+      rows.push(...data);
+      cursor = nextCursorOf(page);
+      if (!cursor || data.length === 0) break;
+    }
+    return rows;
+  }
+
+  /** Waits until GET /audit-logs has a row with this id; returns it. */
+  async waitAuditRow(id, timeout = 10_000 * SLOW) {
+    return waitFor(async () => (await this.allAuditRows()).find((r) => r.id === id),
+      { timeout, interval: 100, message: `audit row ${id}` });
+  }
+
+  // ------------------------------------------------------------ teardown
+
+  /** Problems found in the logs: [alert], [emerg], sanitizer reports. */
+  logProblems() {
+    const problems = [];
+    for (const f of ['error.log', 'controld.err', 'nginx.err']) {
+      const p = path.join(this.logs, f);
+      if (!fs.existsSync(p)) continue;
+      const lines = fs.readFileSync(p, 'utf8').split('\n');
+      lines.forEach((l, i) => {
+        if (PROBLEM.test(l)) problems.push(`${f}:${i + 1}: ${l}\n${lines.slice(i + 1, i + 12).join('\n')}`);
+      });
+    }
+    for (const f of fs.existsSync(this.logs) ? fs.readdirSync(this.logs) : []) {
+      if (/^(asan|ubsan)\./.test(f)) {
+        problems.push(`${f}:\n${fs.readFileSync(path.join(this.logs, f), 'utf8').slice(0, 6000)}`);
+      }
+    }
+    return problems;
+  }
+
+  async stop() {
+    if (this.stopped) return [];
+    this.stopped = true;
+    await this.stopNginx('SIGQUIT').catch(() => {});
+    await this.stopControld('SIGTERM').catch(() => {});
+    if (this.ownRedis) await sh(['redis-stop', this.dataDir]).catch(() => {});
+    if (this.ownPg) await sh(['pg-stop', this.dataDir]).catch(() => {});
+    await this.fixture?.close().catch(() => {});
+    process.removeListener('exit', this._exitHook);
+    const problems = this.logProblems();
+    if (problems.length || this.failed || process.env.SPENDPOL_KEEP_DATA === '1') {
+      process.stderr.write(`[stack] data dir kept: ${this.dataDir}\n`);
+    } else {
+      fs.rmSync(this.dataDir, { recursive: true, force: true });
+    }
+    if (this.snapshotDir?.includes('spendpol-')) fs.rmSync(this.snapshotDir, { recursive: true, force: true });
+    return problems;
+  }
+
+  _killSync() {
+    for (const c of this.children) { try { c.kill('SIGKILL'); } catch { /* gone */ } }
+    for (const cmd of [this.ownRedis && 'redis-stop', this.ownPg && 'pg-stop'].filter(Boolean)) {
+      try { execFileSync('bash', [STACK_SH, cmd, this.dataDir], { stdio: 'ignore', timeout: 30_000 }); } catch { /* best effort */ }
+    }
+  }
+}
+
+/** Rows of an /audit-logs page, whatever the envelope ({data:[...]} or [...]). */
+export function auditRowsOf(page) {
+  if (Array.isArray(page)) return page;
+  for (const k of ['data', 'items', 'audit_logs', 'rows']) if (Array.isArray(page?.[k])) return page[k];
+  return [];
+}
+
+export function nextCursorOf(page) {
+  return page?.next_cursor ?? page?.cursor ?? page?.next ?? null;
+}
+
+/** Starts a stack before the file's tests and stops (and checks) it after. */
+export function useStack(opts = {}) {
+  const s = new Stack(opts);
+  before(async () => {
+    try {
+      await s.start();
+    } catch (e) {
+      s.failed = true;
+      throw e;
+    }
+  }, { timeout: 180_000 * SLOW });
+  after(async () => {
+    const problems = await s.stop();
+    if (problems.length) {
+      assert.fail(`problems in the stack's logs (${s.dataDir}):\n${problems.join('\n\n')}`);
+    }
+  }, { timeout: 120_000 });
+  return s;
+}
+
+/** Parsed X-Spendpol-* headers of a Response / Headers. */
+export function spendpolHeaders(h) {
+  const headers = h.headers ?? h;
+  const g = (n) => headers.get(n);
+  return {
+    cost: g('x-spendpol-cost'),
+    model: g('x-spendpol-model'),
+    tokens: g('x-spendpol-tokens'),
+    auditId: g('x-spendpol-audit-id'),
+    traceId: g('x-spendpol-trace-id'),
+    spanId: g('x-spendpol-span-id'),
+    latencyMs: g('x-spendpol-latency-ms'),
+    region: g('x-spendpol-region'),
+  };
+}
+
+/** nano-USD -> the decimal USD string the gateway prints (6 decimals). */
+export function nanoToUsd(nano, decimals = 6) {
+  const n = BigInt(nano);
+  const scale = 10n ** BigInt(9 - decimals);
+  // round half up to `decimals`
+  const q = (n + scale / 2n) / scale;
+  const s = q.toString().padStart(decimals + 1, '0');
+  return `${s.slice(0, -decimals)}.${s.slice(-decimals)}`;
+}
+
+/** A USD decimal string -> nano-USD (exact for up to 9 decimals). */
+export function usdToNano(usd) {
+  const m = /^(\d+)(?:\.(\d{1,9}))?$/.exec(String(usd));
+  if (!m) throw new Error(`not a USD decimal: ${usd}`);
+  return BigInt(m[1]) * 1_000_000_000n + BigInt((m[2] ?? '').padEnd(9, '0'));
+}
+
+// Seeded list prices (USD per 1M tokens), as migrations seed them.
+export const PRICES = {
+  'gpt-4o-mini': { input: 0.15, cachedInput: 0.075, output: 0.60 },
+};
+
+/**
+ * Expected cost in nano-USD: uncached input at the input price, cached input
+ * at the cached price, output at the output price. Prices per 1M tokens in
+ * USD -> nano-USD per token = price * 1000.
+ */
+export function expectedCostNano(model, usage) {
+  const p = PRICES[model];
+  const cached = usage.prompt_tokens_details?.cached_tokens ?? 0;
+  const perTok = (usd) => BigInt(Math.round(usd * 1000));
+  return BigInt(usage.prompt_tokens - cached) * perTok(p.input)
+    + BigInt(cached) * perTok(p.cachedInput)
+    + BigInt(usage.completion_tokens) * perTok(p.output);
+}
