@@ -18,6 +18,7 @@ import { promisify } from 'node:util';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import net from 'node:net';
+import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -452,4 +453,51 @@ export function expectedCostNano(model, usage) {
   return BigInt(usage.prompt_tokens - cached) * perTok(p.input)
     + BigInt(cached) * perTok(p.cachedInput)
     + BigInt(usage.completion_tokens) * perTok(p.output);
+}
+
+export const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+/**
+ * A raw HTTP request with node:http that still returns the response when
+ * the server answers (e.g. 413) before the whole body was sent.
+ */
+export function rawRequest(url, { method = 'POST', headers = {}, body } = {}) {
+  return new Promise((resolve, reject) => {
+    const u = new URL(url);
+    const buf = body === undefined ? null : Buffer.isBuffer(body) ? body : Buffer.from(typeof body === 'string' ? body : JSON.stringify(body));
+    const h = { ...headers };
+    if (buf) h['content-length'] = buf.length;
+    let settled = false;
+    const req = http.request({ host: u.hostname, port: u.port, path: u.pathname + u.search, method, headers: h }, (res) => {
+      const chunks = [];
+      res.on('data', (d) => chunks.push(d));
+      res.on('end', () => {
+        settled = true;
+        const text = Buffer.concat(chunks).toString('utf8');
+        let json = null;
+        try { json = text ? JSON.parse(text) : null; } catch { json = null; }
+        resolve({ status: res.statusCode, headers: new Headers(Object.entries(res.headers).map(([k, v]) => [k, Array.isArray(v) ? v.join(', ') : String(v)])), text, json });
+      });
+      res.on('error', (e) => { if (!settled) { settled = true; reject(e); } });
+    });
+    req.on('error', (e) => {
+      // EPIPE/ECONNRESET while still sending: the response may already be on its way
+      setTimeout(() => { if (!settled) { settled = true; reject(e); } }, 500);
+    });
+    if (buf) req.end(buf); else req.end();
+  });
+}
+
+/** Asserts a gateway error: given status, JSON {"error":{"type","code","message"}}. */
+export function assertJsonError(res, status, what = '') {
+  assert.equal(res.status, status, `${what}: status ${res.status}, body ${res.text?.slice(0, 500)}`);
+  const ct = res.headers.get('content-type') || '';
+  assert.match(ct, /application\/json/, `${what}: content-type ${ct}`);
+  assert.ok(res.json && typeof res.json.error === 'object', `${what}: not a JSON error: ${res.text?.slice(0, 500)}`);
+  const e = res.json.error;
+  assert.equal(typeof e.type, 'string', `${what}: error.type in ${res.text}`);
+  assert.ok('code' in e, `${what}: error.code in ${res.text}`);
+  assert.equal(typeof e.message, 'string', `${what}: error.message in ${res.text}`);
+  assert.ok(e.message.length > 0, `${what}: empty error.message`);
+  return e;
 }

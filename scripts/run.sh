@@ -1,0 +1,198 @@
+#!/usr/bin/env bash
+# `make run`: PostgreSQL, Redis, controld and nginx with the Spendpol module,
+# in the foreground. Ctrl-C (SIGINT) or SIGTERM stops everything it started.
+#
+# Env:
+#   SPENDPOL_PROXY_LISTEN   proxy address          (default 127.0.0.1:8080)
+#   SPENDPOL_API_LISTEN     admin API address      (default 127.0.0.1:8081)
+#   SPENDPOL_DATA_DIR       state                  (default <repo>/.run)
+#   SPENDPOL_BUILD_DIR      binaries               (default <repo>/build)
+#   SPENDPOL_ADMIN_KEY      bootstrap admin key    (generated when unset)
+#   SPENDPOL_REGION         X-Spendpol-Region      (default local)
+#   DATABASE_URL / SPENDPOL_DATABASE_URL   use this PostgreSQL instead of a private one
+#   REDIS_URL / SPENDPOL_REDIS_URL         use this Redis instead of a private one
+#   SPENDPOL_PG_PORT / SPENDPOL_REDIS_PORT ports of the private ones (chosen once, kept in the data dir)
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=lib/stack.sh
+. "$ROOT/scripts/lib/stack.sh"
+STACK="$ROOT/scripts/stack.sh"
+
+PROXY_LISTEN=${SPENDPOL_PROXY_LISTEN:-127.0.0.1:8080}
+API_LISTEN=${SPENDPOL_API_LISTEN:-127.0.0.1:8081}
+DATA=$(sp_abs "${SPENDPOL_DATA_DIR:-$ROOT/.run}")
+BUILD=$(sp_abs "${SPENDPOL_BUILD_DIR:-$ROOT/build}")
+DB_URL=${SPENDPOL_DATABASE_URL:-${DATABASE_URL:-}}
+R_URL=${SPENDPOL_REDIS_URL:-${REDIS_URL:-}}
+
+[ -x "$BUILD/controld" ] || sp_die "$BUILD/controld is not built: run 'make run' (or 'make build')"
+[ -f "$(sp_module_so "$BUILD")" ] || sp_die "$(sp_module_so "$BUILD") is not built: run 'make run' (or 'make build')"
+
+mkdir -p "$DATA/logs" "$DATA/journal"
+chmod 0755 "$DATA"
+
+for l in "$PROXY_LISTEN" "$API_LISTEN"; do
+    if sp_port_open "$(sp_host_of "$l")" "$(sp_port_of "$l")"; then
+        sp_die "$l is already in use (another 'make run'?); set SPENDPOL_PROXY_LISTEN / SPENDPOL_API_LISTEN"
+    fi
+done
+
+# Private PostgreSQL/Redis ports: chosen once, kept in the data dir, so a
+# second start finds the same cluster on the same port.
+PORTS="$DATA/ports.env"
+PG_PORT=${SPENDPOL_PG_PORT:-}
+REDIS_PORT=${SPENDPOL_REDIS_PORT:-}
+if [ -f "$PORTS" ]; then
+    # shellcheck disable=SC1090
+    . "$PORTS"
+    PG_PORT=${SPENDPOL_PG_PORT:-$SAVED_PG_PORT}
+    REDIS_PORT=${SPENDPOL_REDIS_PORT:-$SAVED_REDIS_PORT}
+fi
+[ -n "$PG_PORT" ] || PG_PORT=$(sp_free_port)
+[ -n "$REDIS_PORT" ] || REDIS_PORT=$(sp_free_port)
+printf 'SAVED_PG_PORT=%s\nSAVED_REDIS_PORT=%s\n' "$PG_PORT" "$REDIS_PORT" >"$PORTS"
+
+# --------------------------------------------------------------- lifecycle
+
+STARTED_PG=0
+STARTED_REDIS=0
+CONTROLD_PID=
+NGINX_PID=
+STOPPING=0
+
+stop_all() {
+    [ $STOPPING = 1 ] && return
+    STOPPING=1
+    local pid i
+    if [ -n "$NGINX_PID" ] && kill -0 "$NGINX_PID" 2>/dev/null; then
+        kill -QUIT "$NGINX_PID" 2>/dev/null || true
+    fi
+    if [ -n "$CONTROLD_PID" ] && kill -0 "$CONTROLD_PID" 2>/dev/null; then
+        kill -TERM "$CONTROLD_PID" 2>/dev/null || true
+    fi
+    for pid in $NGINX_PID $CONTROLD_PID; do
+        for i in $(seq 1 100); do
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.1
+        done
+        kill -KILL "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
+    [ $STARTED_REDIS = 1 ] && sp_redis_stop "$DATA"
+    [ $STARTED_PG = 1 ] && sp_pg_stop "$DATA"
+    return 0
+}
+
+on_signal() {
+    echo
+    sp_log "stopping"
+    stop_all
+    sp_log "stopped"
+    exit 0
+}
+
+died() { # name logfile...
+    local name=$1; shift
+    sp_log "$name exited unexpectedly; last lines of its log:"
+    for f in "$@"; do
+        [ -s "$f" ] || continue
+        echo "--- $f" >&2
+        tail -n 25 "$f" >&2
+    done
+    stop_all
+    exit 1
+}
+
+trap on_signal INT TERM
+trap 'stop_all' EXIT
+
+# ---------------------------------------------------------------- start
+
+if [ -z "$DB_URL" ]; then
+    sp_log "PostgreSQL on 127.0.0.1:$PG_PORT ($DATA/pg)"
+    sp_pg_start "$DATA" "$PG_PORT"
+    STARTED_PG=1
+    DB_URL=$(sp_pg_url "$PG_PORT")
+fi
+if [ -z "$R_URL" ]; then
+    sp_log "Redis on 127.0.0.1:$REDIS_PORT"
+    sp_redis_start "$DATA" "$REDIS_PORT"
+    STARTED_REDIS=1
+    R_URL="redis://127.0.0.1:$REDIS_PORT"
+fi
+
+sp_log "controld on $API_LISTEN"
+: >"$DATA/logs/controld.out"
+bash "$STACK" controld-exec "$DATA" "$BUILD" "$API_LISTEN" "$DB_URL" "$R_URL" \
+    >>"$DATA/logs/controld.out" 2>>"$DATA/logs/controld.err" &
+CONTROLD_PID=$!
+for i in $(seq 1 600); do
+    grep -q 'controld ready' "$DATA/logs/controld.out" 2>/dev/null && break
+    kill -0 "$CONTROLD_PID" 2>/dev/null || died controld "$DATA/logs/controld.out" "$DATA/logs/controld.err"
+    sleep 0.1
+done
+grep -q 'controld ready' "$DATA/logs/controld.out" \
+    || { sp_log "controld printed no ready line within 60 s"; died controld "$DATA/logs/controld.out" "$DATA/logs/controld.err"; }
+
+ADMIN_KEY=${SPENDPOL_ADMIN_KEY:-}
+if [ -z "$ADMIN_KEY" ] && [ -f "$DATA/admin.key" ]; then
+    ADMIN_KEY=$(tr -d ' \n\r' <"$DATA/admin.key")
+fi
+if [ -z "$ADMIN_KEY" ]; then
+    ADMIN_KEY=$(sed -n 's/.*admin key: \(sp_key_[0-9a-f]*\).*/\1/p' "$DATA/logs/controld.out" | tail -n1)
+fi
+
+sp_log "nginx on $PROXY_LISTEN"
+sp_nginx_conf "$DATA" "$BUILD" "$PROXY_LISTEN" >/dev/null
+bash "$STACK" nginx-exec "$DATA" "$BUILD" >>"$DATA/logs/nginx.out" 2>>"$DATA/logs/nginx.err" &
+NGINX_PID=$!
+PROXY_HOST=$(sp_host_of "$PROXY_LISTEN"); PROXY_PORT=$(sp_port_of "$PROXY_LISTEN")
+for i in $(seq 1 300); do
+    kill -0 "$NGINX_PID" 2>/dev/null || died nginx "$DATA/logs/error.log" "$DATA/logs/nginx.err"
+    if curl -s -o /dev/null --max-time 1 "http://$PROXY_LISTEN/healthz"; then break; fi
+    sleep 0.1
+done
+curl -s -o /dev/null --max-time 2 "http://$PROXY_LISTEN/healthz" \
+    || { sp_log "nginx does not answer on $PROXY_LISTEN"; died nginx "$DATA/logs/error.log" "$DATA/logs/nginx.err"; }
+
+API="http://$API_LISTEN"
+PROXY="http://$PROXY_LISTEN"
+cat <<EOF
+spendpol ready: proxy $PROXY/v1/{provider}/  admin API $API  data $DATA  (Ctrl-C stops)
+
+  admin key: ${ADMIN_KEY:-(see $DATA/admin.key)}
+
+  # try it (copy-paste):
+  ADMIN=${ADMIN_KEY:-\$(cat $DATA/admin.key)}
+  # a key for your application (shown once):
+  curl -s -X POST $API/api-keys -H "Authorization: Bearer \$ADMIN" -H 'Content-Type: application/json' -d '{"name":"demo"}'
+  KEY=sp_key_...   # the "key" from the answer above
+  # your organisation's OpenAI key, stored encrypted:
+  curl -s -X PUT $API/providers/openai -H "Authorization: Bearer \$ADMIN" -H 'Content-Type: application/json' -d '{"api_key":"sk-..."}'
+  # point any OpenAI SDK at Spendpol:
+  export OPENAI_BASE_URL=$PROXY/v1/openai OPENAI_API_KEY=\$KEY
+  curl -s $PROXY/v1/openai/chat/completions -H "Authorization: Bearer \$KEY" -H 'Content-Type: application/json' \\
+       -d '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Hello"}]}' -D -
+  # what it cost:
+  curl -s -H "Authorization: Bearer \$ADMIN" $API/audit-logs
+
+  logs: $DATA/logs/
+EOF
+
+# ---------------------------------------------------------------- watch
+
+while :; do
+    kill -0 "$CONTROLD_PID" 2>/dev/null || died controld "$DATA/logs/controld.err" "$DATA/logs/controld.out"
+    kill -0 "$NGINX_PID" 2>/dev/null || died nginx "$DATA/logs/error.log" "$DATA/logs/nginx.err"
+    if [ $STARTED_PG = 1 ]; then
+        pid=$(sp_pg_pid "$DATA" || true)
+        { [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; } || died postgresql "$DATA/logs/postgres.log"
+    fi
+    if [ $STARTED_REDIS = 1 ]; then
+        pid=$(sp_redis_pid "$DATA" || true)
+        { [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; } || died redis "$DATA/logs/redis.log"
+    fi
+    sleep 1 &
+    wait $! || true
+done
