@@ -4,6 +4,7 @@
 # module is built against Debian's nginx source tree from nginx-dev and
 # loaded into Debian's nginx binary.
 
+SHELL     := /bin/bash
 CC        ?= gcc
 BUILD     ?= build
 SAN       ?=

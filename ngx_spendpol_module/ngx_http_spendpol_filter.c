@@ -1,0 +1,835 @@
+
+/*
+ * Copyright (C) Spendpol
+ *
+ * The response path: a JSON body is held (bounded, in memory) until it is
+ * complete, so its cost goes in the headers; an SSE stream passes through
+ * as it arrives, usage parsed on the side, cost in trailers; nginx's own
+ * error pages become JSON errors in the provider's shape.
+ */
+
+
+#include "ngx_http_spendpol_module.h"
+
+
+static ngx_int_t ngx_http_spendpol_header_filter(ngx_http_request_t *r);
+static ngx_int_t ngx_http_spendpol_body_filter(ngx_http_request_t *r,
+    ngx_chain_t *in);
+static ngx_int_t ngx_http_spendpol_replace_header(ngx_http_request_t *r,
+    ngx_http_spendpol_ctx_t *ctx);
+static ngx_int_t ngx_http_spendpol_start_stream(ngx_http_request_t *r,
+    ngx_http_spendpol_ctx_t *ctx);
+static ngx_int_t ngx_http_spendpol_buffer_filter(ngx_http_request_t *r,
+    ngx_http_spendpol_ctx_t *ctx, ngx_chain_t *in);
+static ngx_int_t ngx_http_spendpol_stream_filter(ngx_http_request_t *r,
+    ngx_http_spendpol_ctx_t *ctx, ngx_chain_t *in);
+static ngx_int_t ngx_http_spendpol_send_buffered(ngx_http_request_t *r,
+    ngx_http_spendpol_ctx_t *ctx, ngx_uint_t last);
+static ngx_int_t ngx_http_spendpol_result_headers(ngx_http_request_t *r,
+    ngx_http_spendpol_ctx_t *ctx, ngx_list_t *headers, ngx_uint_t final);
+
+
+static ngx_http_output_header_filter_pt  ngx_http_next_header_filter;
+static ngx_http_output_body_filter_pt    ngx_http_next_body_filter;
+
+
+ngx_int_t
+ngx_http_spendpol_filter_init(ngx_conf_t *cf)
+{
+    ngx_http_next_header_filter = ngx_http_top_header_filter;
+    ngx_http_top_header_filter = ngx_http_spendpol_header_filter;
+
+    ngx_http_next_body_filter = ngx_http_top_body_filter;
+    ngx_http_top_body_filter = ngx_http_spendpol_body_filter;
+
+    return ngx_http_spendpol_request_body_init(cf);
+}
+
+
+static ngx_int_t
+ngx_http_spendpol_header_filter(ngx_http_request_t *r)
+{
+    uint64_t                       started;
+    ngx_int_t                      rc;
+    ngx_str_t                     *type;
+    ngx_http_spendpol_ctx_t       *ctx;
+    ngx_http_spendpol_loc_conf_t  *slcf;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_spendpol_module);
+
+    if (ctx == NULL || r != r->main || ctx->replaced) {
+        return ngx_http_next_header_filter(r);
+    }
+
+    started = ngx_http_spendpol_now_us();
+
+    if (!ctx->proxied || r->upstream == NULL
+        || r->upstream->headers_in.status_n == 0)
+    {
+        /* nginx's own error page: 502, 504, a late 413, ... */
+        rc = ngx_http_spendpol_replace_header(r, ctx);
+        ctx->gateway_us += ngx_http_spendpol_now_us() - started;
+        return rc;
+    }
+
+    slcf = ngx_http_get_module_loc_conf(r, ngx_http_spendpol_module);
+    type = &r->headers_out.content_type;
+
+    if (type->len >= sizeof("text/event-stream") - 1
+        && ngx_strncasecmp(type->data, (u_char *) "text/event-stream",
+                           sizeof("text/event-stream") - 1) == 0)
+    {
+        rc = ngx_http_spendpol_start_stream(r, ctx);
+
+        if (rc != NGX_OK) {
+            return NGX_ERROR;
+        }
+
+        ctx->gateway_us += ngx_http_spendpol_now_us() - started;
+
+        return ngx_http_next_header_filter(r);
+    }
+
+    if (r->header_only
+        || r->headers_out.content_length_n > (off_t) slcf->max_response_size)
+    {
+        ctx->mode = NGX_HTTP_SPENDPOL_RESPONSE_PASS;
+
+        if (ngx_http_spendpol_add_request_headers(r, ctx) != NGX_OK) {
+            return NGX_ERROR;
+        }
+
+        ctx->gateway_us += ngx_http_spendpol_now_us() - started;
+
+        return ngx_http_next_header_filter(r);
+    }
+
+    /* hold the headers until the body is in: cost goes in them */
+    ctx->mode = NGX_HTTP_SPENDPOL_RESPONSE_BUFFER;
+    ctx->buffer_size = r->headers_out.content_length_n > 0
+                       ? (size_t) r->headers_out.content_length_n : 16384;
+
+    ctx->buffer = ngx_pnalloc(r->pool, ctx->buffer_size);
+    if (ctx->buffer == NULL) {
+        return NGX_ERROR;
+    }
+
+    r->filter_need_in_memory = 1;
+    r->allow_ranges = 0;
+
+    ctx->gateway_us += ngx_http_spendpol_now_us() - started;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_spendpol_replace_header(ngx_http_request_t *r,
+    ngx_http_spendpol_ctx_t *ctx)
+{
+    ngx_uint_t   status;
+    const char  *type, *code, *message;
+
+    status = r->headers_out.status;
+
+    switch (status) {
+
+    case NGX_HTTP_BAD_GATEWAY:
+        code = "upstream_unreachable";
+        message = "the provider could not be reached or answered with an "
+                  "invalid response";
+        break;
+
+    case NGX_HTTP_GATEWAY_TIME_OUT:
+        code = "upstream_timeout";
+        message = "the provider did not answer in time";
+        break;
+
+    case NGX_HTTP_REQUEST_ENTITY_TOO_LARGE:
+        code = "request_too_large";
+        message = "request body is larger than spendpol_max_body_size";
+        break;
+
+    case NGX_HTTP_REQUEST_TIME_OUT:
+        code = "request_timeout";
+        message = "the request body did not arrive in time";
+        break;
+
+    case NGX_HTTP_BAD_REQUEST:
+        code = "bad_request";
+        message = "the request could not be read (malformed HTTP)";
+        break;
+
+    default:
+        code = status >= 500 ? "gateway_error" : "invalid_request";
+        message = status >= 500 ? "the gateway failed to process the "
+                                  "request"
+                                : "the request was refused";
+        break;
+    }
+
+    type = status >= 500 ? "api_error" : "invalid_request_error";
+
+    ctx->error_code = code;
+    ctx->mode = NGX_HTTP_SPENDPOL_RESPONSE_REPLACE;
+
+    if (ngx_http_spendpol_error_json(r->pool, type, code, message,
+                                     &ctx->replacement)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    ngx_str_set(&r->headers_out.content_type, "application/json");
+    r->headers_out.content_type_len = r->headers_out.content_type.len;
+    r->headers_out.content_type_lowcase = NULL;
+    r->headers_out.charset.len = 0;
+
+    ngx_http_clear_content_length(r);
+    ngx_http_clear_accept_ranges(r);
+    ngx_http_clear_last_modified(r);
+    ngx_http_clear_etag(r);
+
+    r->headers_out.content_length_n = ctx->replacement.len;
+
+    if (ngx_http_spendpol_add_request_headers(r, ctx) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    return ngx_http_next_header_filter(r);
+}
+
+
+static ngx_int_t
+ngx_http_spendpol_start_stream(ngx_http_request_t *r,
+    ngx_http_spendpol_ctx_t *ctx)
+{
+    u_char  *data;
+
+    ctx->mode = NGX_HTTP_SPENDPOL_RESPONSE_STREAM;
+
+    data = ngx_pnalloc(r->pool, NGX_HTTP_SPENDPOL_SSE_EVENT_MAX);
+    if (data == NULL) {
+        return NGX_ERROR;
+    }
+
+    sp_sse_init(&ctx->sse, (char *) data, NGX_HTTP_SPENDPOL_SSE_EVENT_MAX);
+
+    if (ctx->strip_usage) {
+        ctx->event = ngx_pnalloc(r->pool, NGX_HTTP_SPENDPOL_SSE_EVENT_MAX);
+        if (ctx->event == NULL) {
+            return NGX_ERROR;
+        }
+    }
+
+    /* the cost is known only at the end: it goes in trailers */
+    ngx_http_clear_content_length(r);
+    ngx_http_clear_accept_ranges(r);
+    r->expect_trailers = 1;
+
+    if (ngx_http_spendpol_add_request_headers(r, ctx) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    if (ngx_http_spendpol_add_header(r, &r->headers_out.headers, "Trailer",
+                                     (u_char *) "X-Spendpol-Cost, "
+                                     "X-Spendpol-Tokens",
+                                     sizeof("X-Spendpol-Cost, "
+                                            "X-Spendpol-Tokens") - 1)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    return ngx_http_spendpol_result_headers(r, ctx, &r->headers_out.headers,
+                                            0);
+}
+
+
+static ngx_int_t
+ngx_http_spendpol_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
+{
+    uint64_t                  started;
+    ngx_int_t                 rc;
+    ngx_buf_t                *b;
+    ngx_chain_t               out, *cl;
+    ngx_http_spendpol_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_spendpol_module);
+
+    if (ctx == NULL || r != r->main) {
+        return ngx_http_next_body_filter(r, in);
+    }
+
+    switch (ctx->mode) {
+
+    case NGX_HTTP_SPENDPOL_RESPONSE_BUFFER:
+        started = ngx_http_spendpol_now_us();
+        rc = ngx_http_spendpol_buffer_filter(r, ctx, in);
+        ctx->gateway_us += ngx_http_spendpol_now_us() - started;
+        return rc;
+
+    case NGX_HTTP_SPENDPOL_RESPONSE_STREAM:
+        started = ngx_http_spendpol_now_us();
+        rc = ngx_http_spendpol_stream_filter(r, ctx, in);
+        ctx->gateway_us += ngx_http_spendpol_now_us() - started;
+        return rc;
+
+    case NGX_HTTP_SPENDPOL_RESPONSE_REPLACE:
+
+        /* nginx's HTML goes nowhere; our JSON goes once */
+        for (cl = in; cl; cl = cl->next) {
+            cl->buf->pos = cl->buf->last;
+            cl->buf->file_pos = cl->buf->file_last;
+        }
+
+        if (ctx->finished) {
+            return NGX_OK;
+        }
+
+        ctx->finished = 1;
+
+        b = ngx_calloc_buf(r->pool);
+        if (b == NULL) {
+            return NGX_ERROR;
+        }
+
+        b->pos = ctx->replacement.data;
+        b->last = ctx->replacement.data + ctx->replacement.len;
+        b->memory = 1;
+        b->last_buf = 1;
+        b->last_in_chain = 1;
+
+        out.buf = b;
+        out.next = NULL;
+
+        return ngx_http_next_body_filter(r, &out);
+
+    default:
+        return ngx_http_next_body_filter(r, in);
+    }
+}
+
+
+static ngx_int_t
+ngx_http_spendpol_buffer_filter(ngx_http_request_t *r,
+    ngx_http_spendpol_ctx_t *ctx, ngx_chain_t *in)
+{
+    u_char                        *grown;
+    size_t                         size, need;
+    ngx_uint_t                     last;
+    ngx_chain_t                   *cl;
+    ngx_http_spendpol_loc_conf_t  *slcf;
+
+    slcf = ngx_http_get_module_loc_conf(r, ngx_http_spendpol_module);
+    last = 0;
+
+    for (cl = in; cl; cl = cl->next) {
+
+        if (cl->buf->last_buf || cl->buf->last_in_chain) {
+            last = 1;
+        }
+
+        if (!ngx_buf_in_memory(cl->buf)) {
+            continue;
+        }
+
+        size = cl->buf->last - cl->buf->pos;
+        need = ctx->buffer_len + size;
+
+        if (need > slcf->max_response_size) {
+            /*
+             * Too large to hold: send what we have without a cost header
+             * and pass the rest through; the journal still gets the cost.
+             */
+            ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                          "spendpol: response over "
+                          "spendpol_max_response_size, passed through");
+
+            ctx->mode = NGX_HTTP_SPENDPOL_RESPONSE_PASS;
+            ctx->usage_estimated = 1;
+
+            if (ngx_http_spendpol_send_buffered(r, ctx, 0) == NGX_ERROR) {
+                return NGX_ERROR;
+            }
+
+            return ngx_http_next_body_filter(r, cl);
+        }
+
+        if (need > ctx->buffer_size) {
+            size = ngx_max(need, ctx->buffer_size * 2);
+            size = ngx_min(size, slcf->max_response_size);
+
+            grown = ngx_pnalloc(r->pool, size);
+            if (grown == NULL) {
+                return NGX_ERROR;
+            }
+
+            ngx_memcpy(grown, ctx->buffer, ctx->buffer_len);
+            ngx_pfree(r->pool, ctx->buffer);
+
+            ctx->buffer = grown;
+            ctx->buffer_size = size;
+            size = cl->buf->last - cl->buf->pos;
+        }
+
+        ngx_memcpy(ctx->buffer + ctx->buffer_len, cl->buf->pos, size);
+        ctx->buffer_len += size;
+
+        cl->buf->pos = cl->buf->last;
+    }
+
+    if (!last) {
+        return NGX_OK;
+    }
+
+    if (r->headers_out.status >= 200 && r->headers_out.status < 300) {
+        (void) sp_usage_from_json(ctx->provider, (char *) ctx->buffer,
+                                  ctx->buffer_len, &ctx->response);
+    }
+
+    ngx_http_spendpol_settle(r, ctx);
+
+    return ngx_http_spendpol_send_buffered(r, ctx, 1);
+}
+
+
+/* sends the held headers and body; last: the body is complete */
+static ngx_int_t
+ngx_http_spendpol_send_buffered(ngx_http_request_t *r,
+    ngx_http_spendpol_ctx_t *ctx, ngx_uint_t last)
+{
+    ngx_int_t     rc;
+    ngx_buf_t    *b;
+    ngx_chain_t   out;
+
+    if (ngx_http_spendpol_add_request_headers(r, ctx) != NGX_OK
+        || ngx_http_spendpol_result_headers(r, ctx, &r->headers_out.headers,
+                                            last)
+           != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    if (last) {
+        r->headers_out.content_length_n = ctx->buffer_len;
+
+        if (r->headers_out.content_length) {
+            r->headers_out.content_length->hash = 0;
+            r->headers_out.content_length = NULL;
+        }
+    }
+
+    ctx->headers_sent = 1;
+
+    rc = ngx_http_next_header_filter(r);
+
+    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
+        return rc;
+    }
+
+    if (ctx->buffer_len == 0 && !last) {
+        return NGX_OK;
+    }
+
+    b = ngx_calloc_buf(r->pool);
+    if (b == NULL) {
+        return NGX_ERROR;
+    }
+
+    b->pos = ctx->buffer;
+    b->last = ctx->buffer + ctx->buffer_len;
+    b->memory = ctx->buffer_len ? 1 : 0;
+    b->last_buf = last;
+    b->last_in_chain = last;
+
+    if (!last) {
+        b->flush = 1;
+    }
+
+    out.buf = b;
+    out.next = NULL;
+
+    return ngx_http_next_body_filter(r, &out);
+}
+
+
+static ngx_int_t
+ngx_http_spendpol_stream_filter(ngx_http_request_t *r,
+    ngx_http_spendpol_ctx_t *ctx, ngx_chain_t *in)
+{
+    u_char       *p, *last;
+    size_t        n, needed;
+    ngx_int_t     rc;
+    ngx_buf_t    *b, *ob;
+    ngx_uint_t    last_buf, flush;
+    ngx_chain_t  *cl, *out;
+    int           done, usage_only;
+
+    last_buf = 0;
+    flush = 0;
+
+    if (!ctx->strip_usage) {
+
+        for (cl = in; cl; cl = cl->next) {
+            b = cl->buf;
+
+            if (b->last_buf) {
+                last_buf = 1;
+            }
+
+            if (!ngx_buf_in_memory(b)) {
+                continue;
+            }
+
+            for (p = b->pos; p < b->last; p += n) {
+                n = sp_sse_feed(&ctx->sse, (char *) p, b->last - p, &done);
+
+                if (done && !ctx->sse.truncated) {
+                    (void) sp_usage_from_event(ctx->provider, ctx->sse.event,
+                                               ctx->sse.data,
+                                               ctx->sse.data_len,
+                                               &ctx->response);
+                }
+            }
+        }
+
+        if (last_buf) {
+            ngx_http_spendpol_settle(r, ctx);
+
+            if (ngx_http_spendpol_result_headers(r, ctx,
+                                                 &r->headers_out.trailers, 1)
+                != NGX_OK)
+            {
+                return NGX_ERROR;
+            }
+        }
+
+        return ngx_http_next_body_filter(r, in);
+    }
+
+    /*
+     * We asked the provider for usage the client did not ask for: pass
+     * complete events on, except the one that carries only that usage.
+     * Event bytes are copied (the upstream buffer is reused as soon as we
+     * return), into output buffers that are recycled through free/busy.
+     */
+    needed = ctx->event_len;
+
+    for (cl = in; cl; cl = cl->next) {
+        needed += ngx_buf_in_memory(cl->buf) ? ngx_buf_size(cl->buf) : 0;
+    }
+
+    ob = NULL;
+    out = NULL;
+
+    if (needed) {
+        cl = ngx_chain_get_free_buf(r->pool, &ctx->free);
+        if (cl == NULL) {
+            return NGX_ERROR;
+        }
+
+        ob = cl->buf;
+
+        if (ob->start == NULL || (size_t) (ob->end - ob->start) < needed) {
+            n = ngx_max(needed, NGX_HTTP_SPENDPOL_OUT_BUF_SIZE);
+
+            ob->start = ngx_palloc(r->pool, n);
+            if (ob->start == NULL) {
+                return NGX_ERROR;
+            }
+
+            ob->end = ob->start + n;
+        }
+
+        ob->pos = ob->start;
+        ob->last = ob->start;
+        ob->memory = 1;
+        ob->tag = (ngx_buf_tag_t) &ngx_http_spendpol_module;
+        ob->flush = 0;
+        ob->last_buf = 0;
+        ob->last_in_chain = 0;
+
+        out = cl;
+    }
+
+    for (cl = in; cl; cl = cl->next) {
+        b = cl->buf;
+
+        if (b->last_buf) {
+            last_buf = 1;
+        }
+
+        if (b->flush) {
+            flush = 1;
+        }
+
+        if (!ngx_buf_in_memory(b)) {
+            continue;
+        }
+
+        last = b->last;
+
+        for (p = b->pos; p < last; p += n) {
+            n = sp_sse_feed(&ctx->sse, (char *) p, last - p, &done);
+
+            if (ctx->event_len + n <= NGX_HTTP_SPENDPOL_SSE_EVENT_MAX) {
+                ngx_memcpy(ctx->event + ctx->event_len, p, n);
+                ctx->event_len += n;
+
+            } else {
+                /* an event too large to hold passes on unexamined */
+                ob->last = ngx_cpymem(ob->last, ctx->event, ctx->event_len);
+                ob->last = ngx_cpymem(ob->last, p, n);
+                ctx->event_len = 0;
+            }
+
+            if (!done) {
+                continue;
+            }
+
+            usage_only = 0;
+
+            if (!ctx->sse.truncated) {
+                usage_only = sp_usage_from_event(ctx->provider,
+                                                 ctx->sse.event,
+                                                 ctx->sse.data,
+                                                 ctx->sse.data_len,
+                                                 &ctx->response);
+            }
+
+            if (!usage_only) {
+                ob->last = ngx_cpymem(ob->last, ctx->event, ctx->event_len);
+
+            } else {
+                ctx->event_dropped++;
+            }
+
+            ctx->event_len = 0;
+        }
+
+        b->pos = last;
+    }
+
+    if (last_buf) {
+        /* an unfinished event at the end still belongs to the client */
+        if (ctx->event_len) {
+            ob->last = ngx_cpymem(ob->last, ctx->event, ctx->event_len);
+            ctx->event_len = 0;
+        }
+
+        ngx_http_spendpol_settle(r, ctx);
+
+        if (ngx_http_spendpol_result_headers(r, ctx,
+                                             &r->headers_out.trailers, 1)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+    }
+
+    if (ob && ob->last == ob->pos) {
+
+        if (!last_buf && !flush) {
+            /* nothing complete yet: the buffer goes back unused */
+            out->next = ctx->free;
+            ctx->free = out;
+            return NGX_OK;
+        }
+
+        /* no data, only the flag: a special buffer */
+        ob->memory = 0;
+    }
+
+    if (ob == NULL && (last_buf || flush)) {
+        cl = ngx_chain_get_free_buf(r->pool, &ctx->free);
+        if (cl == NULL) {
+            return NGX_ERROR;
+        }
+
+        ob = cl->buf;
+        ob->pos = ob->start;
+        ob->last = ob->start;
+        ob->memory = 0;
+        ob->tag = (ngx_buf_tag_t) &ngx_http_spendpol_module;
+        out = cl;
+    }
+
+    if (ob) {
+        ob->last_buf = last_buf;
+        ob->last_in_chain = last_buf;
+        ob->flush = flush;
+    }
+
+    if (out == NULL) {
+        return NGX_OK;
+    }
+
+    rc = ngx_http_next_body_filter(r, out);
+
+    ngx_chain_update_chains(r->pool, &ctx->free, &ctx->busy, &out,
+                            (ngx_buf_tag_t) &ngx_http_spendpol_module);
+
+    return rc;
+}
+
+
+/*
+ * Usage, model and cost once the response is complete (or cut short):
+ * reported usage when there is any, else an estimate from the text seen
+ * for a successful response; never $0 for a 2xx with output.
+ */
+void
+ngx_http_spendpol_settle(ngx_http_request_t *r, ngx_http_spendpol_ctx_t *ctx)
+{
+    sp_str_t                        org, provider, model;
+    ngx_http_spendpol_main_conf_t  *smcf;
+    const sp_snapshot_price_t      *price;
+
+    if (ctx->cost_done) {
+        return;
+    }
+
+    ctx->cost_done = 1;
+
+    if (ctx->response.has_usage) {
+        ctx->usage = ctx->response.usage;
+
+    } else if (ctx->proxied && r->upstream
+               && r->upstream->headers_in.status_n >= 200
+               && r->upstream->headers_in.status_n < 300
+               && ctx->request)
+    {
+        ctx->usage.input_tokens = sp_tokens_estimate(
+                                                  ctx->request->prompt_bytes);
+        ctx->usage.output_tokens = sp_tokens_estimate(
+                                                  ctx->response.output_bytes);
+        ctx->usage_estimated = 1;
+    }
+
+    if (ctx->usage.input_tokens == 0 && ctx->usage.output_tokens == 0) {
+        return;
+    }
+
+    smcf = ngx_http_get_module_main_conf(r, ngx_http_spendpol_module);
+
+    if (smcf->snapshot_map == NULL) {
+        ctx->unpriced = 1;
+        return;
+    }
+
+    org.data = (char *) ctx->org_id.data;
+    org.len = ctx->org_id.len;
+    provider.data = (char *) ctx->provider_name.data;
+    provider.len = ctx->provider_name.len;
+
+    model.data = ctx->response.model[0] ? ctx->response.model
+                                        : ctx->request->model;
+    model.len = ngx_strlen(model.data);
+
+    price = sp_snapshot_find_price(&smcf->snapshot, org, provider, model);
+
+    if (price == NULL && ctx->response.model[0]) {
+        model.data = ctx->request->model;
+        model.len = ngx_strlen(model.data);
+        price = sp_snapshot_find_price(&smcf->snapshot, org, provider, model);
+    }
+
+    if (price == NULL) {
+        ctx->unpriced = 1;
+        return;
+    }
+
+    if (sp_cost_nano(&price->price, &ctx->usage, &ctx->cost_nano) != SP_OK) {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "spendpol: cost overflow, usage %L/%L tokens",
+                      ctx->usage.input_tokens, ctx->usage.output_tokens);
+        ctx->cost_nano = 0;
+        ctx->unpriced = 1;
+    }
+}
+
+
+size_t
+ngx_http_spendpol_warnings(ngx_http_spendpol_ctx_t *ctx, u_char *buf,
+    size_t len)
+{
+    u_char  *p, *last;
+
+    p = buf;
+    last = buf + len;
+
+    if (ctx->usage_estimated) {
+        p = ngx_slprintf(p, last, "usage_estimated");
+    }
+
+    if (ctx->unpriced) {
+        p = ngx_slprintf(p, last, "%sunpriced_model",
+                         p == buf ? "" : ",");
+    }
+
+    return p - buf;
+}
+
+
+/* cost, tokens, model and the gateway's own time */
+static ngx_int_t
+ngx_http_spendpol_result_headers(ngx_http_request_t *r,
+    ngx_http_spendpol_ctx_t *ctx, ngx_list_t *headers, ngx_uint_t final)
+{
+    u_char      buf[SP_FIELD_LEN], *p;
+    size_t      len;
+    uint64_t    us;
+    ngx_str_t   model;
+
+    us = ctx->gateway_us;
+
+    if (final) {
+        len = sp_money_format(ctx->cost_nano, (char *) buf);
+
+        if (ngx_http_spendpol_add_header(r, headers, "X-Spendpol-Cost", buf,
+                                         len) != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+
+        p = ngx_sprintf(buf, "%L/%L", ctx->usage.input_tokens,
+                        ctx->usage.output_tokens);
+
+        if (ngx_http_spendpol_add_header(r, headers, "X-Spendpol-Tokens", buf,
+                                         p - buf) != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+
+        len = ngx_http_spendpol_warnings(ctx, buf, sizeof(buf));
+
+        if (len
+            && ngx_http_spendpol_add_header(r, headers,
+                                            "X-Spendpol-Policy-Warning", buf,
+                                            len) != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+    }
+
+    if (headers == &r->headers_out.trailers) {
+        return NGX_OK;
+    }
+
+    model.data = (u_char *) (ctx->response.model[0] ? ctx->response.model
+                             : ctx->request ? ctx->request->model : "");
+    model.len = ngx_strlen(model.data);
+
+    if (model.len
+        && ngx_http_spendpol_add_header(r, headers, "X-Spendpol-Model",
+                                        model.data, model.len) != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    p = ngx_sprintf(buf, "%uL.%03uL", us / 1000, us % 1000);
+
+    return ngx_http_spendpol_add_header(r, headers, "X-Spendpol-Latency-Ms",
+                                        buf, p - buf);
+}

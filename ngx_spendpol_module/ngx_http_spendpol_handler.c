@@ -1,0 +1,823 @@
+
+/*
+ * Copyright (C) Spendpol
+ *
+ * The request path before the provider: route, authenticate, read and
+ * parse the body once, prepare what the proxy module forwards. Runs in
+ * the precontent phase, re-entered after the body is read (as the mirror
+ * module does).
+ */
+
+
+#include <jansson.h>
+
+#include "ngx_http_spendpol_module.h"
+
+
+#define NGX_HTTP_SPENDPOL_PREFIX  "/v1/"
+
+
+static void ngx_http_spendpol_body_handler(ngx_http_request_t *r);
+static ngx_int_t ngx_http_spendpol_authenticate(ngx_http_request_t *r,
+    ngx_http_spendpol_ctx_t *ctx, ngx_http_spendpol_main_conf_t *smcf);
+static ngx_int_t ngx_http_spendpol_prepare(ngx_http_request_t *r,
+    ngx_http_spendpol_ctx_t *ctx);
+static ngx_int_t ngx_http_spendpol_route(ngx_http_request_t *r,
+    ngx_http_spendpol_ctx_t *ctx);
+static ngx_table_elt_t *ngx_http_spendpol_request_header(
+    ngx_http_request_t *r, const char *name, size_t len);
+static ngx_int_t ngx_http_spendpol_copy(ngx_pool_t *pool, ngx_str_t *dst,
+    sp_str_t src);
+static void ngx_http_spendpol_ids(ngx_http_request_t *r,
+    ngx_http_spendpol_ctx_t *ctx, ngx_http_spendpol_main_conf_t *smcf);
+static ngx_int_t ngx_http_spendpol_request_body_filter(ngx_http_request_t *r,
+    ngx_chain_t *in);
+
+
+static ngx_http_request_body_filter_pt   ngx_http_next_request_body_filter;
+
+
+uint64_t
+ngx_http_spendpol_now_us(void)
+{
+    struct timespec  ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+
+    return (uint64_t) ts.tv_sec * 1000000 + (uint64_t) ts.tv_nsec / 1000;
+}
+
+
+ngx_int_t
+ngx_http_spendpol_handler(ngx_http_request_t *r)
+{
+    off_t                           length;
+    uint64_t                        started;
+    ngx_int_t                       rc;
+    ngx_time_t                     *tp;
+    ngx_http_spendpol_ctx_t        *ctx;
+    ngx_http_spendpol_loc_conf_t   *slcf;
+    ngx_http_spendpol_main_conf_t  *smcf;
+
+    if (r != r->main) {
+        return NGX_DECLINED;
+    }
+
+    slcf = ngx_http_get_module_loc_conf(r, ngx_http_spendpol_module);
+
+    if (!slcf->enable) {
+        return NGX_DECLINED;
+    }
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_spendpol_module);
+
+    if (ctx) {
+        return ctx->phase_status;
+    }
+
+    started = ngx_http_spendpol_now_us();
+
+    ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_spendpol_ctx_t));
+    if (ctx == NULL) {
+        return NGX_ERROR;
+    }
+
+    ctx->start_us = started;
+    tp = ngx_timeofday();
+    ctx->start_ms = (int64_t) tp->sec * 1000 + tp->msec;
+    ctx->phase_status = NGX_DONE;
+
+    ngx_http_set_ctx(r, ctx, ngx_http_spendpol_module);
+
+    smcf = ngx_http_get_module_main_conf(r, ngx_http_spendpol_module);
+
+    ngx_http_spendpol_ids(r, ctx, smcf);
+
+    rc = ngx_http_spendpol_authenticate(r, ctx, smcf);
+
+    if (rc == NGX_OK) {
+        rc = ngx_http_spendpol_route(r, ctx);
+    }
+
+    if (rc != NGX_OK) {
+        ctx->gateway_us += ngx_http_spendpol_now_us() - started;
+        return rc;
+    }
+
+    length = r->headers_in.content_length_n;
+
+    if (length > (off_t) slcf->max_body_size) {
+        ctx->gateway_us += ngx_http_spendpol_now_us() - started;
+        return ngx_http_spendpol_send_error(r, ctx,
+                                   NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
+                                   "invalid_request_error",
+                                   "request_too_large",
+                                   "request body is larger than "
+                                   "spendpol_max_body_size");
+    }
+
+    ctx->gateway_us += ngx_http_spendpol_now_us() - started;
+
+    rc = ngx_http_read_client_request_body(r, ngx_http_spendpol_body_handler);
+
+    if (rc >= NGX_HTTP_SPECIAL_RESPONSE) {
+        if (rc == NGX_HTTP_REQUEST_ENTITY_TOO_LARGE) {
+            return ngx_http_spendpol_send_error(r, ctx, rc,
+                                       "invalid_request_error",
+                                       "request_too_large",
+                                       "request body is larger than "
+                                       "spendpol_max_body_size");
+        }
+
+        return rc;
+    }
+
+    ngx_http_finalize_request(r, NGX_DONE);
+
+    return NGX_DONE;
+}
+
+
+static void
+ngx_http_spendpol_body_handler(ngx_http_request_t *r)
+{
+    uint64_t                  started;
+    ngx_int_t                 rc;
+    ngx_http_spendpol_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_spendpol_module);
+
+    started = ngx_http_spendpol_now_us();
+
+    rc = ngx_http_spendpol_prepare(r, ctx);
+
+    ctx->gateway_us += ngx_http_spendpol_now_us() - started;
+
+    if (rc != NGX_DECLINED) {
+        /* the response is ours: an error already sent, or a failure */
+        ctx->phase_status = NGX_DONE;
+        ngx_http_finalize_request(r, rc);
+        return;
+    }
+
+    ctx->phase_status = NGX_DECLINED;
+    ctx->proxied = 1;
+
+    r->preserve_body = 1;
+
+    r->write_event_handler = ngx_http_core_run_phases;
+    ngx_http_core_run_phases(r);
+}
+
+
+static ngx_int_t
+ngx_http_spendpol_authenticate(ngx_http_request_t *r,
+    ngx_http_spendpol_ctx_t *ctx, ngx_http_spendpol_main_conf_t *smcf)
+{
+    u_char                   *p, *last;
+    uint8_t                   hash[SP_KEY_HASH_LEN];
+    ngx_str_t                 key;
+    ngx_table_elt_t          *h;
+    const sp_snapshot_key_t  *found;
+
+    ngx_str_null(&key);
+
+    h = r->headers_in.authorization;
+
+    if (h && h->value.len > 7
+        && ngx_strncasecmp(h->value.data, (u_char *) "Bearer ", 7) == 0)
+    {
+        p = h->value.data + 7;
+        last = h->value.data + h->value.len;
+
+        while (p < last && *p == ' ') {
+            p++;
+        }
+
+        key.data = p;
+        key.len = last - p;
+    }
+
+    if (key.len == 0) {
+        h = ngx_http_spendpol_request_header(r, "X-Spendpol-Key",
+                                             sizeof("X-Spendpol-Key") - 1);
+        if (h) {
+            key = h->value;
+        }
+    }
+
+    if (key.len == 0) {
+        return ngx_http_spendpol_send_error(r, ctx, NGX_HTTP_UNAUTHORIZED,
+                                   "authentication_error",
+                                   "missing_api_key",
+                                   "no Spendpol key: send \"Authorization: "
+                                   "Bearer sp_key_...\" or \"X-Spendpol-Key\"");
+    }
+
+    if (smcf->snapshot_map == NULL) {
+        ngx_http_spendpol_snapshot_refresh(smcf, r->connection->log);
+    }
+
+    if (smcf->snapshot_map == NULL) {
+        return ngx_http_spendpol_send_error(r, ctx,
+                                   NGX_HTTP_SERVICE_UNAVAILABLE,
+                                   "api_error", "gateway_not_ready",
+                                   "the gateway has no policy snapshot yet; "
+                                   "is controld running?");
+    }
+
+    found = NULL;
+
+    if (sp_key_is_wellformed((char *) key.data, key.len)) {
+        sp_key_hash((char *) key.data, key.len, hash);
+        found = sp_snapshot_find_key(&smcf->snapshot, hash);
+    }
+
+    if (found == NULL || !(found->scopes & SP_SCOPE_PROXY)) {
+        return ngx_http_spendpol_send_error(r, ctx, NGX_HTTP_UNAUTHORIZED,
+                                   "authentication_error",
+                                   "invalid_api_key",
+                                   "the Spendpol key is not valid: unknown, "
+                                   "revoked or without the proxy scope");
+    }
+
+    if (ngx_http_spendpol_copy(r->pool, &ctx->org_id,
+                               sp_snapshot_str(&smcf->snapshot,
+                                               found->org_id)) != NGX_OK
+        || ngx_http_spendpol_copy(r->pool, &ctx->key_id,
+                                  sp_snapshot_str(&smcf->snapshot,
+                                                  found->key_id)) != NGX_OK
+        || ngx_http_spendpol_copy(r->pool, &ctx->department,
+                                  sp_snapshot_str(&smcf->snapshot,
+                                                  found->department))
+           != NGX_OK
+        || ngx_http_spendpol_copy(r->pool, &ctx->project,
+                                  sp_snapshot_str(&smcf->snapshot,
+                                                  found->project)) != NGX_OK
+        || ngx_http_spendpol_copy(r->pool, &ctx->agent_id,
+                                  sp_snapshot_str(&smcf->snapshot,
+                                                  found->agent_id)) != NGX_OK)
+    {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    /* the request's own attribution wins over the key's defaults */
+    h = ngx_http_spendpol_request_header(r, "X-Spendpol-Department",
+                                         sizeof("X-Spendpol-Department") - 1);
+    if (h && h->value.len) {
+        ctx->department = h->value;
+    }
+
+    h = ngx_http_spendpol_request_header(r, "X-Spendpol-Project",
+                                         sizeof("X-Spendpol-Project") - 1);
+    if (h && h->value.len) {
+        ctx->project = h->value;
+    }
+
+    ctx->authenticated = 1;
+
+    return NGX_OK;
+}
+
+
+/* "/v1/{provider}/{rest}": the provider must be known and configured */
+static ngx_int_t
+ngx_http_spendpol_route(ngx_http_request_t *r, ngx_http_spendpol_ctx_t *ctx)
+{
+    u_char                        *p, *last, *start, *u;
+    sp_str_t                       org, name, base_url, api_key;
+    ngx_http_spendpol_main_conf_t *smcf;
+    const sp_snapshot_provider_t  *provider;
+
+    smcf = ngx_http_get_module_main_conf(r, ngx_http_spendpol_module);
+
+    p = r->uri.data;
+    last = r->uri.data + r->uri.len;
+
+    if (r->uri.len < sizeof(NGX_HTTP_SPENDPOL_PREFIX) - 1
+        || ngx_strncmp(p, NGX_HTTP_SPENDPOL_PREFIX,
+                       sizeof(NGX_HTTP_SPENDPOL_PREFIX) - 1) != 0)
+    {
+        return ngx_http_spendpol_send_error(r, ctx, NGX_HTTP_NOT_FOUND,
+                                   "invalid_request_error", "not_found",
+                                   "expected a path /v1/{provider}/..., "
+                                   "provider one of openai, anthropic, "
+                                   "google, azure, cohere, mistral");
+    }
+
+    start = p + sizeof(NGX_HTTP_SPENDPOL_PREFIX) - 1;
+
+    for (p = start; p < last && *p != '/'; p++) {
+        /* void */
+    }
+
+    ctx->provider = sp_provider_from_name((char *) start, p - start);
+
+    if (ctx->provider == SP_PROVIDER_UNKNOWN) {
+        return ngx_http_spendpol_send_error(r, ctx, NGX_HTTP_NOT_FOUND,
+                                   "invalid_request_error",
+                                   "unknown_provider",
+                                   "unknown provider in the path: expected "
+                                   "/v1/{provider}/... with provider one of "
+                                   "openai, anthropic, google, azure, "
+                                   "cohere, mistral");
+    }
+
+    ctx->provider_name.data = start;
+    ctx->provider_name.len = p - start;
+
+    /* the rest keeps its leading '/', and the query string follows it */
+    ctx->rest.data = p;
+    ctx->rest.len = last - p;
+
+    org.data = (char *) ctx->org_id.data;
+    org.len = ctx->org_id.len;
+    name.data = (char *) ctx->provider_name.data;
+    name.len = ctx->provider_name.len;
+
+    provider = sp_snapshot_find_provider(&smcf->snapshot, org, name);
+
+    if (provider == NULL) {
+        return ngx_http_spendpol_send_error(r, ctx, NGX_HTTP_NOT_FOUND,
+                                   "invalid_request_error",
+                                   "provider_not_configured",
+                                   "this provider has no credential in your "
+                                   "organisation: PUT /providers/{name} on "
+                                   "the admin API");
+    }
+
+    base_url = sp_snapshot_str(&smcf->snapshot, provider->base_url);
+    api_key = sp_snapshot_str(&smcf->snapshot, provider->api_key);
+
+    ctx->upstream_url.len = base_url.len + ctx->rest.len
+                            + (r->args.len ? 1 + r->args.len : 0);
+    ctx->upstream_url.data = ngx_pnalloc(r->pool, ctx->upstream_url.len);
+    if (ctx->upstream_url.data == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    u = ngx_cpymem(ctx->upstream_url.data, base_url.data, base_url.len);
+    u = ngx_cpymem(u, ctx->rest.data, ctx->rest.len);
+
+    if (r->args.len) {
+        *u++ = '?';
+        ngx_memcpy(u, r->args.data, r->args.len);
+    }
+
+    ctx->upstream_authorization.len = sizeof("Bearer ") - 1 + api_key.len;
+    ctx->upstream_authorization.data =
+                    ngx_pnalloc(r->pool, ctx->upstream_authorization.len);
+    if (ctx->upstream_authorization.data == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    u = ngx_cpymem(ctx->upstream_authorization.data, "Bearer ",
+                   sizeof("Bearer ") - 1);
+    ngx_memcpy(u, api_key.data, api_key.len);
+
+    return NGX_OK;
+}
+
+
+/* after the body is read: NGX_DECLINED forwards, anything else is sent */
+static ngx_int_t
+ngx_http_spendpol_prepare(ngx_http_request_t *r, ngx_http_spendpol_ctx_t *ctx)
+{
+    u_char                        *p, *rewritten;
+    char                           err[512];
+    size_t                         len, n;
+    ngx_buf_t                     *b;
+    ngx_chain_t                   *cl;
+    ngx_http_spendpol_loc_conf_t  *slcf;
+
+    slcf = ngx_http_get_module_loc_conf(r, ngx_http_spendpol_module);
+
+    len = 0;
+
+    if (r->request_body) {
+        for (cl = r->request_body->bufs; cl; cl = cl->next) {
+            b = cl->buf;
+
+            if (!ngx_buf_in_memory(b)) {
+                /* only a body over the in-memory limit reaches a file */
+                len = slcf->max_body_size + 1;
+                break;
+            }
+
+            len += b->last - b->pos;
+        }
+    }
+
+    if (len > slcf->max_body_size) {
+        return ngx_http_spendpol_send_error(r, ctx,
+                                   NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
+                                   "invalid_request_error",
+                                   "request_too_large",
+                                   "request body is larger than "
+                                   "spendpol_max_body_size");
+    }
+
+    ctx->body.len = len;
+    ctx->body.data = ngx_pnalloc(r->pool, len + 1);
+    if (ctx->body.data == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    p = ctx->body.data;
+
+    if (r->request_body) {
+        for (cl = r->request_body->bufs; cl; cl = cl->next) {
+            p = ngx_cpymem(p, cl->buf->pos, cl->buf->last - cl->buf->pos);
+        }
+    }
+
+    *p = '\0';
+
+    ctx->request = ngx_pcalloc(r->pool, sizeof(sp_request_info_t));
+    if (ctx->request == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (sp_request_parse(ctx->provider, (char *) ctx->body.data,
+                         ctx->body.len, ctx->request, err, sizeof(err))
+        != SP_OK)
+    {
+        return ngx_http_spendpol_send_error(r, ctx, NGX_HTTP_BAD_REQUEST,
+                                   "invalid_request_error", "invalid_json",
+                                   err);
+    }
+
+    /*
+     * A streamed OpenAI-shaped call reports usage only when asked to;
+     * ask, and keep the extra chunk from a client that did not.
+     */
+    if (ctx->request->stream && !ctx->request->has_stream_options
+        && (ctx->provider == SP_PROVIDER_OPENAI
+            || ctx->provider == SP_PROVIDER_AZURE))
+    {
+        n = ctx->body.len + 64;
+
+        rewritten = ngx_pnalloc(r->pool, n);
+        if (rewritten == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        n = sp_request_add_stream_usage((char *) ctx->body.data,
+                                        ctx->body.len, (char *) rewritten,
+                                        n);
+        if (n) {
+            ctx->body.data = rewritten;
+            ctx->body.len = n;
+            ctx->strip_usage = 1;
+        }
+    }
+
+    return NGX_DECLINED;
+}
+
+
+static ngx_table_elt_t *
+ngx_http_spendpol_request_header(ngx_http_request_t *r, const char *name,
+    size_t len)
+{
+    ngx_uint_t        i;
+    ngx_list_part_t  *part;
+    ngx_table_elt_t  *h;
+
+    part = &r->headers_in.headers.part;
+    h = part->elts;
+
+    for (i = 0; /* void */ ; i++) {
+
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                break;
+            }
+
+            part = part->next;
+            h = part->elts;
+            i = 0;
+        }
+
+        if (h[i].key.len == len
+            && ngx_strncasecmp(h[i].key.data, (u_char *) name, len) == 0)
+        {
+            return &h[i];
+        }
+    }
+
+    return NULL;
+}
+
+
+static ngx_int_t
+ngx_http_spendpol_copy(ngx_pool_t *pool, ngx_str_t *dst, sp_str_t src)
+{
+    dst->len = src.len;
+
+    if (src.len == 0) {
+        dst->data = (u_char *) "";
+        return NGX_OK;
+    }
+
+    dst->data = ngx_pnalloc(pool, src.len);
+    if (dst->data == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_memcpy(dst->data, src.data, src.len);
+
+    return NGX_OK;
+}
+
+
+/* 1..64 characters of [A-Za-z0-9._-], as trace ids from clients must be */
+static ngx_uint_t
+ngx_http_spendpol_valid_id(ngx_str_t *value)
+{
+    u_char      c;
+    ngx_uint_t  i;
+
+    if (value->len == 0 || value->len >= SP_ID_LEN) {
+        return 0;
+    }
+
+    for (i = 0; i < value->len; i++) {
+        c = value->data[i];
+
+        if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z')
+              || (c >= 'A' && c <= 'Z') || c == '-' || c == '_' || c == '.'))
+        {
+            return 0;
+        }
+    }
+
+    return 1;
+}
+
+
+static void
+ngx_http_spendpol_ids(ngx_http_request_t *r, ngx_http_spendpol_ctx_t *ctx,
+    ngx_http_spendpol_main_conf_t *smcf)
+{
+    uint64_t          a, b;
+    ngx_table_elt_t  *h;
+
+    ngx_sprintf(ctx->audit_id, "evt_%012xL%08xD%08xD%Z",
+                (uint64_t) ctx->start_ms, smcf->worker_tag,
+                ++smcf->sequence);
+
+    h = ngx_http_spendpol_request_header(r, "X-Spendpol-Trace-Id",
+                                         sizeof("X-Spendpol-Trace-Id") - 1);
+
+    if (h && ngx_http_spendpol_valid_id(&h->value)) {
+        ngx_memcpy(ctx->trace_id, h->value.data, h->value.len);
+        ctx->trace_id[h->value.len] = '\0';
+
+    } else {
+        a = ngx_http_spendpol_random(smcf);
+        b = ngx_http_spendpol_random(smcf);
+
+        /* a version 4, variant 1 UUID */
+        a = (a & 0xffffffffffff0fffULL) | 0x0000000000004000ULL;
+        b = (b & 0x3fffffffffffffffULL) | 0x8000000000000000ULL;
+
+        ngx_sprintf(ctx->trace_id, "%08xD-%04xD-%04xD-%04xD-%012xL%Z",
+                    (uint32_t) (a >> 32), (uint32_t) (a >> 16) & 0xffff,
+                    (uint32_t) a & 0xffff, (uint32_t) (b >> 48),
+                    b & 0xffffffffffffULL);
+    }
+
+    ngx_sprintf(ctx->span_id, "%016xL%Z", ngx_http_spendpol_random(smcf));
+
+    h = ngx_http_spendpol_request_header(r, "X-Spendpol-Parent-Id",
+                                         sizeof("X-Spendpol-Parent-Id") - 1);
+
+    if (h && ngx_http_spendpol_valid_id(&h->value)) {
+        ngx_memcpy(ctx->parent_id, h->value.data, h->value.len);
+        ctx->parent_id[h->value.len] = '\0';
+    }
+}
+
+
+ngx_int_t
+ngx_http_spendpol_add_header(ngx_http_request_t *r, ngx_list_t *headers,
+    const char *name, u_char *value, size_t len)
+{
+    ngx_table_elt_t  *h;
+
+    h = ngx_list_push(headers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    h->hash = 1;
+#if (nginx_version >= 1023000)
+    h->next = NULL;
+#endif
+    h->key.data = (u_char *) name;
+    h->key.len = ngx_strlen(name);
+
+    h->value.data = ngx_pnalloc(r->pool, len);
+    if (h->value.data == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_memcpy(h->value.data, value, len);
+    h->value.len = len;
+
+    return NGX_OK;
+}
+
+
+/* the headers every governed response carries, known before the body */
+ngx_int_t
+ngx_http_spendpol_add_request_headers(ngx_http_request_t *r,
+    ngx_http_spendpol_ctx_t *ctx)
+{
+    ngx_list_t                     *headers;
+    ngx_http_spendpol_main_conf_t  *smcf;
+
+    smcf = ngx_http_get_module_main_conf(r, ngx_http_spendpol_module);
+    headers = &r->headers_out.headers;
+
+    if (ngx_http_spendpol_add_header(r, headers, "X-Spendpol-Audit-Id",
+                                     ctx->audit_id,
+                                     ngx_strlen(ctx->audit_id)) != NGX_OK
+        || ngx_http_spendpol_add_header(r, headers, "X-Spendpol-Trace-Id",
+                                        ctx->trace_id,
+                                        ngx_strlen(ctx->trace_id)) != NGX_OK
+        || ngx_http_spendpol_add_header(r, headers, "X-Spendpol-Span-Id",
+                                        ctx->span_id,
+                                        ngx_strlen(ctx->span_id)) != NGX_OK
+        || ngx_http_spendpol_add_header(r, headers, "X-Spendpol-Region",
+                                        smcf->region.data, smcf->region.len)
+           != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+ngx_int_t
+ngx_http_spendpol_error_json(ngx_pool_t *pool, const char *type,
+    const char *code, const char *message, ngx_str_t *out)
+{
+    char    *text;
+    json_t  *root;
+
+    root = json_pack("{s:{s:s,s:s,s:s,s:n}}", "error", "type", type,
+                     "code", code, "message", message, "param");
+
+    if (root == NULL) {
+        /* the message was not valid UTF-8: say less, never nothing */
+        root = json_pack("{s:{s:s,s:s,s:s,s:n}}", "error", "type", type,
+                         "code", code, "message", code, "param");
+        if (root == NULL) {
+            return NGX_ERROR;
+        }
+    }
+
+    text = json_dumps(root, JSON_COMPACT);
+    json_decref(root);
+
+    if (text == NULL) {
+        return NGX_ERROR;
+    }
+
+    out->len = ngx_strlen(text);
+    out->data = ngx_pnalloc(pool, out->len);
+
+    if (out->data == NULL) {
+        free(text);
+        return NGX_ERROR;
+    }
+
+    ngx_memcpy(out->data, text, out->len);
+    free(text);
+
+    return NGX_OK;
+}
+
+
+/*
+ * Answers with a JSON error in the OpenAI shape, which the providers'
+ * SDKs turn into their typed errors; the status decides whether an SDK
+ * retries (only 429 and 5xx are retried).
+ */
+ngx_int_t
+ngx_http_spendpol_send_error(ngx_http_request_t *r,
+    ngx_http_spendpol_ctx_t *ctx, ngx_uint_t status, const char *type,
+    const char *code, const char *message)
+{
+    ngx_int_t    rc;
+    ngx_buf_t   *b;
+    ngx_str_t    body;
+    ngx_chain_t  out;
+
+    if (ngx_http_discard_request_body(r) != NGX_OK) {
+        r->keepalive = 0;
+    }
+
+    ctx->error_code = code;
+
+    if (ngx_http_spendpol_error_json(r->pool, type, code, message, &body)
+        != NGX_OK)
+    {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    b = ngx_calloc_buf(r->pool);
+    if (b == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    b->pos = body.data;
+    b->last = body.data + body.len;
+    b->memory = 1;
+    b->last_buf = 1;
+    b->last_in_chain = 1;
+
+    r->headers_out.status = status;
+    r->headers_out.content_length_n = body.len;
+    ngx_str_set(&r->headers_out.content_type, "application/json");
+    r->headers_out.content_type_len = r->headers_out.content_type.len;
+    r->headers_out.content_type_lowcase = NULL;
+
+    if (ngx_http_spendpol_add_request_headers(r, ctx) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (status == NGX_HTTP_UNAUTHORIZED) {
+        r->headers_out.www_authenticate = ngx_list_push(
+                                                   &r->headers_out.headers);
+        if (r->headers_out.www_authenticate == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        r->headers_out.www_authenticate->hash = 1;
+#if (nginx_version >= 1023000)
+        r->headers_out.www_authenticate->next = NULL;
+#endif
+        ngx_str_set(&r->headers_out.www_authenticate->key,
+                    "WWW-Authenticate");
+        ngx_str_set(&r->headers_out.www_authenticate->value,
+                    "Bearer realm=\"spendpol\"");
+    }
+
+    ctx->replaced = 1;
+
+    out.buf = b;
+    out.next = NULL;
+
+    rc = ngx_http_send_header(r);
+
+    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
+        return rc;
+    }
+
+    return ngx_http_output_filter(r, &out);
+}
+
+
+ngx_int_t
+ngx_http_spendpol_request_body_init(ngx_conf_t *cf)
+{
+    ngx_http_next_request_body_filter = ngx_http_top_request_body_filter;
+    ngx_http_top_request_body_filter = ngx_http_spendpol_request_body_filter;
+
+    return NGX_OK;
+}
+
+
+/*
+ * client_max_body_size is off in our locations (its 413 is HTML), so a
+ * chunked body is held to spendpol_max_body_size here, as it arrives.
+ */
+static ngx_int_t
+ngx_http_spendpol_request_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
+{
+    ngx_chain_t                   *cl;
+    ngx_http_spendpol_ctx_t       *ctx;
+    ngx_http_spendpol_loc_conf_t  *slcf;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_spendpol_module);
+
+    if (ctx == NULL || r != r->main) {
+        return ngx_http_next_request_body_filter(r, in);
+    }
+
+    slcf = ngx_http_get_module_loc_conf(r, ngx_http_spendpol_module);
+
+    for (cl = in; cl; cl = cl->next) {
+        ctx->body_received += ngx_buf_size(cl->buf);
+    }
+
+    if (ctx->body_received > (off_t) slcf->max_body_size) {
+        return NGX_HTTP_REQUEST_ENTITY_TOO_LARGE;
+    }
+
+    return ngx_http_next_request_body_filter(r, in);
+}

@@ -1,0 +1,165 @@
+
+/*
+ * Copyright (C) Spendpol
+ *
+ * The log phase: one journal line per governed request, appended with a
+ * single write() to the O_APPEND file nginx opened for us (so "nginx -s
+ * reopen" works); controld loads it into PostgreSQL exactly once.
+ */
+
+
+#include <sys/random.h>
+
+#include "ngx_http_spendpol_module.h"
+
+
+#define ngx_http_spendpol_copy_field(field, str)                              \
+    sp_field_copy(rec.field, sizeof(rec.field), (char *) (str).data,          \
+                  (str).len)
+
+
+ngx_int_t
+ngx_http_spendpol_log_handler(ngx_http_request_t *r)
+{
+    u_char                          line[SP_JOURNAL_LINE_MAX];
+    size_t                          len;
+    ssize_t                         n;
+    uint64_t                        now;
+    ngx_str_t                       str;
+    sp_journal_record_t             rec;
+    ngx_http_spendpol_ctx_t        *ctx;
+    ngx_http_spendpol_main_conf_t  *smcf;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_spendpol_module);
+
+    /* requests without a valid key are not anybody's spend */
+    if (ctx == NULL || !ctx->authenticated || ctx->journaled) {
+        return NGX_OK;
+    }
+
+    ctx->journaled = 1;
+
+    smcf = ngx_http_get_module_main_conf(r, ngx_http_spendpol_module);
+
+    ngx_http_spendpol_settle(r, ctx);
+
+    ngx_memzero(&rec, sizeof(sp_journal_record_t));
+
+    ngx_http_spendpol_copy_field(id, ((ngx_str_t) {
+                                     ngx_strlen(ctx->audit_id),
+                                     ctx->audit_id }));
+    rec.ts_ms = ctx->start_ms;
+    ngx_http_spendpol_copy_field(org_id, ctx->org_id);
+    ngx_http_spendpol_copy_field(api_key_id, ctx->key_id);
+    ngx_http_spendpol_copy_field(provider, ctx->provider_name);
+
+    if (ctx->request) {
+        sp_field_copy(rec.requested_model, sizeof(rec.requested_model),
+                      ctx->request->model, ngx_strlen(ctx->request->model));
+        rec.stream = ctx->request->stream;
+    }
+
+    if (ctx->response.model[0]) {
+        sp_field_copy(rec.model, sizeof(rec.model), ctx->response.model,
+                      ngx_strlen(ctx->response.model));
+
+    } else {
+        ngx_memcpy(rec.model, rec.requested_model, sizeof(rec.model));
+    }
+
+    rec.input_tokens = ctx->usage.input_tokens;
+    rec.output_tokens = ctx->usage.output_tokens;
+    rec.cached_tokens = ctx->usage.cached_tokens;
+    rec.cache_write_tokens = ctx->usage.cache_write_tokens;
+    rec.cost_nano = ctx->cost_nano;
+    rec.status = (int) r->headers_out.status;
+    ngx_memcpy(rec.cache, "miss", sizeof("miss"));
+
+    now = ngx_http_spendpol_now_us();
+    rec.latency_ms = (int64_t) ((now - ctx->start_us) / 1000);
+    rec.gateway_us = (int64_t) ctx->gateway_us;
+
+    ngx_http_spendpol_copy_field(department, ctx->department);
+    ngx_http_spendpol_copy_field(project, ctx->project);
+    ngx_http_spendpol_copy_field(agent_id, ctx->agent_id);
+    sp_field_copy(rec.trace_id, sizeof(rec.trace_id), (char *) ctx->trace_id,
+                  ngx_strlen(ctx->trace_id));
+    sp_field_copy(rec.span_id, sizeof(rec.span_id), (char *) ctx->span_id,
+                  ngx_strlen(ctx->span_id));
+    sp_field_copy(rec.parent_id, sizeof(rec.parent_id),
+                  (char *) ctx->parent_id, ngx_strlen(ctx->parent_id));
+
+    str.len = ngx_http_spendpol_warnings(ctx, (u_char *) rec.warnings,
+                                         sizeof(rec.warnings) - 1);
+    rec.warnings[str.len] = '\0';
+
+    if (ctx->error_code) {
+        sp_field_copy(rec.error_code, sizeof(rec.error_code), ctx->error_code,
+                      ngx_strlen(ctx->error_code));
+
+    } else if (ctx->mode == NGX_HTTP_SPENDPOL_RESPONSE_STREAM
+               && !ctx->response.done)
+    {
+        /* cut short: by the client or the provider; billed as delivered */
+        ngx_memcpy(rec.error_code, "stream_incomplete",
+                   sizeof("stream_incomplete"));
+    }
+
+    len = sp_journal_format(&rec, (char *) line, sizeof(line));
+
+    if (len == 0) {
+        ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
+                      "spendpol: journal line for %s does not fit",
+                      ctx->audit_id);
+        return NGX_OK;
+    }
+
+    n = ngx_write_fd(smcf->journal->fd, line, len);
+
+    if (n != (ssize_t) len) {
+        if (smcf->journal_failures++ % 1000 == 0) {
+            ngx_log_error(NGX_LOG_ALERT, r->connection->log, ngx_errno,
+                          "spendpol: journal write to \"%V\" failed "
+                          "(%z of %uz bytes), %ui failures so far",
+                          &smcf->journal_path, n, len,
+                          smcf->journal_failures);
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+/* xoroshiro128+, seeded per worker from the kernel */
+void
+ngx_http_spendpol_random_init(ngx_http_spendpol_main_conf_t *smcf)
+{
+    uint64_t  seed[2];
+
+    if (getrandom(seed, sizeof(seed), 0) != sizeof(seed)) {
+        seed[0] = (uint64_t) ngx_pid << 32 ^ (uint64_t) ngx_time();
+        seed[1] = (uint64_t) (uintptr_t) smcf ^ 0x9e3779b97f4a7c15ULL;
+    }
+
+    smcf->random[0] = seed[0] | 1;
+    smcf->random[1] = seed[1];
+    smcf->worker_tag = (uint32_t) ngx_http_spendpol_random(smcf);
+    smcf->sequence = 0;
+}
+
+
+uint64_t
+ngx_http_spendpol_random(ngx_http_spendpol_main_conf_t *smcf)
+{
+    uint64_t  s0, s1, result;
+
+    s0 = smcf->random[0];
+    s1 = smcf->random[1];
+    result = s0 + s1;
+
+    s1 ^= s0;
+    smcf->random[0] = ((s0 << 24) | (s0 >> 40)) ^ s1 ^ (s1 << 16);
+    smcf->random[1] = (s1 << 37) | (s1 >> 27);
+
+    return result;
+}

@@ -1,0 +1,759 @@
+
+/*
+ * Copyright (C) Spendpol
+ *
+ * Directives, configuration and initialisation. `spendpol on;` in a
+ * location is a complete configuration: it sets up the proxy module for
+ * that location (upstream URL, credential, body, streaming) by calling the
+ * proxy module's own directive handlers, so users write nothing else.
+ */
+
+
+#include "ngx_http_spendpol_module.h"
+
+
+#define NGX_HTTP_SPENDPOL_DEFAULT_SNAPSHOT   "/dev/shm/spendpol"
+#define NGX_HTTP_SPENDPOL_DEFAULT_JOURNAL    "/var/lib/spendpol/journal.log"
+#define NGX_HTTP_SPENDPOL_CA_BUNDLE          "/etc/ssl/certs/ca-certificates.crt"
+#define NGX_HTTP_SPENDPOL_RESOLV_CONF        "/etc/resolv.conf"
+
+
+static ngx_int_t ngx_http_spendpol_add_variables(ngx_conf_t *cf);
+static ngx_int_t ngx_http_spendpol_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data);
+static void *ngx_http_spendpol_create_main_conf(ngx_conf_t *cf);
+static char *ngx_http_spendpol_init_main_conf(ngx_conf_t *cf, void *conf);
+static void *ngx_http_spendpol_create_loc_conf(ngx_conf_t *cf);
+static char *ngx_http_spendpol_merge_loc_conf(ngx_conf_t *cf, void *parent,
+    void *child);
+static char *ngx_http_spendpol(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_http_spendpol_journal(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_http_spendpol_call(ngx_conf_t *cf, ngx_module_t *module,
+    const char *name, ngx_uint_t nargs, ...);
+static ngx_int_t ngx_http_spendpol_set_resolver(ngx_conf_t *cf,
+    ngx_http_core_loc_conf_t *clcf);
+static ngx_int_t ngx_http_spendpol_init(ngx_conf_t *cf);
+static ngx_int_t ngx_http_spendpol_init_process(ngx_cycle_t *cycle);
+static void ngx_http_spendpol_exit_process(ngx_cycle_t *cycle);
+
+
+extern ngx_module_t  ngx_http_proxy_module;
+
+
+enum {
+    NGX_HTTP_SPENDPOL_VAR_UPSTREAM_URL = 0,
+    NGX_HTTP_SPENDPOL_VAR_UPSTREAM_AUTHORIZATION,
+    NGX_HTTP_SPENDPOL_VAR_REQUEST_BODY,
+    NGX_HTTP_SPENDPOL_VAR_AUDIT_ID,
+    NGX_HTTP_SPENDPOL_VAR_TRACE_ID,
+    NGX_HTTP_SPENDPOL_VAR_SPAN_ID,
+    NGX_HTTP_SPENDPOL_VAR_PARENT_ID
+};
+
+
+static ngx_command_t  ngx_http_spendpol_commands[] = {
+
+    { ngx_string("spendpol"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      ngx_http_spendpol,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_spendpol_loc_conf_t, enable),
+      NULL },
+
+    { ngx_string("spendpol_snapshot"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_spendpol_main_conf_t, snapshot_dir),
+      NULL },
+
+    { ngx_string("spendpol_snapshot_interval"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_spendpol_main_conf_t, snapshot_interval),
+      NULL },
+
+    { ngx_string("spendpol_journal"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_spendpol_journal,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("spendpol_region"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_spendpol_main_conf_t, region),
+      NULL },
+
+    { ngx_string("spendpol_max_body_size"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_size_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_spendpol_loc_conf_t, max_body_size),
+      NULL },
+
+    { ngx_string("spendpol_max_response_size"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_size_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_spendpol_loc_conf_t, max_response_size),
+      NULL },
+
+      ngx_null_command
+};
+
+
+static ngx_http_module_t  ngx_http_spendpol_module_ctx = {
+    ngx_http_spendpol_add_variables,       /* preconfiguration */
+    ngx_http_spendpol_init,                /* postconfiguration */
+
+    ngx_http_spendpol_create_main_conf,    /* create main configuration */
+    ngx_http_spendpol_init_main_conf,      /* init main configuration */
+
+    NULL,                                  /* create server configuration */
+    NULL,                                  /* merge server configuration */
+
+    ngx_http_spendpol_create_loc_conf,     /* create location configuration */
+    ngx_http_spendpol_merge_loc_conf       /* merge location configuration */
+};
+
+
+ngx_module_t  ngx_http_spendpol_module = {
+    NGX_MODULE_V1,
+    &ngx_http_spendpol_module_ctx,         /* module context */
+    ngx_http_spendpol_commands,            /* module directives */
+    NGX_HTTP_MODULE,                       /* module type */
+    NULL,                                  /* init master */
+    NULL,                                  /* init module */
+    ngx_http_spendpol_init_process,        /* init process */
+    NULL,                                  /* init thread */
+    NULL,                                  /* exit thread */
+    ngx_http_spendpol_exit_process,        /* exit process */
+    NULL,                                  /* exit master */
+    NGX_MODULE_V1_PADDING
+};
+
+
+static ngx_http_variable_t  ngx_http_spendpol_vars[] = {
+
+    { ngx_string("spendpol_upstream_url"), NULL,
+      ngx_http_spendpol_variable, NGX_HTTP_SPENDPOL_VAR_UPSTREAM_URL,
+      NGX_HTTP_VAR_NOCACHEABLE|NGX_HTTP_VAR_NOHASH, 0 },
+
+    { ngx_string("spendpol_upstream_authorization"), NULL,
+      ngx_http_spendpol_variable,
+      NGX_HTTP_SPENDPOL_VAR_UPSTREAM_AUTHORIZATION,
+      NGX_HTTP_VAR_NOCACHEABLE|NGX_HTTP_VAR_NOHASH, 0 },
+
+    { ngx_string("spendpol_request_body"), NULL,
+      ngx_http_spendpol_variable, NGX_HTTP_SPENDPOL_VAR_REQUEST_BODY,
+      NGX_HTTP_VAR_NOCACHEABLE|NGX_HTTP_VAR_NOHASH, 0 },
+
+    { ngx_string("spendpol_audit_id"), NULL,
+      ngx_http_spendpol_variable, NGX_HTTP_SPENDPOL_VAR_AUDIT_ID,
+      NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("spendpol_trace_id"), NULL,
+      ngx_http_spendpol_variable, NGX_HTTP_SPENDPOL_VAR_TRACE_ID,
+      NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("spendpol_span_id"), NULL,
+      ngx_http_spendpol_variable, NGX_HTTP_SPENDPOL_VAR_SPAN_ID,
+      NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("spendpol_parent_id"), NULL,
+      ngx_http_spendpol_variable, NGX_HTTP_SPENDPOL_VAR_PARENT_ID,
+      NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+      ngx_http_null_variable
+};
+
+
+static ngx_int_t
+ngx_http_spendpol_add_variables(ngx_conf_t *cf)
+{
+    ngx_http_variable_t  *var, *v;
+
+    for (v = ngx_http_spendpol_vars; v->name.len; v++) {
+        var = ngx_http_add_variable(cf, &v->name, v->flags);
+        if (var == NULL) {
+            return NGX_ERROR;
+        }
+
+        var->get_handler = v->get_handler;
+        var->data = v->data;
+    }
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_spendpol_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data)
+{
+    u_char                   *p;
+    size_t                    len;
+    ngx_http_spendpol_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r->main, ngx_http_spendpol_module);
+
+    if (ctx == NULL || !ctx->authenticated) {
+        v->not_found = 1;
+        return NGX_OK;
+    }
+
+    switch (data) {
+
+    case NGX_HTTP_SPENDPOL_VAR_UPSTREAM_URL:
+        p = ctx->upstream_url.data;
+        len = ctx->upstream_url.len;
+        break;
+
+    case NGX_HTTP_SPENDPOL_VAR_UPSTREAM_AUTHORIZATION:
+        p = ctx->upstream_authorization.data;
+        len = ctx->upstream_authorization.len;
+        break;
+
+    case NGX_HTTP_SPENDPOL_VAR_REQUEST_BODY:
+        p = ctx->body.data;
+        len = ctx->body.len;
+        break;
+
+    case NGX_HTTP_SPENDPOL_VAR_AUDIT_ID:
+        p = ctx->audit_id;
+        len = ngx_strlen(ctx->audit_id);
+        break;
+
+    case NGX_HTTP_SPENDPOL_VAR_TRACE_ID:
+        p = ctx->trace_id;
+        len = ngx_strlen(ctx->trace_id);
+        break;
+
+    case NGX_HTTP_SPENDPOL_VAR_SPAN_ID:
+        p = ctx->span_id;
+        len = ngx_strlen(ctx->span_id);
+        break;
+
+    default: /* NGX_HTTP_SPENDPOL_VAR_PARENT_ID */
+        p = ctx->parent_id;
+        len = ngx_strlen(ctx->parent_id);
+        break;
+    }
+
+    if (p == NULL) {
+        p = (u_char *) "";
+        len = 0;
+    }
+
+    v->data = p;
+    v->len = len;
+    v->valid = 1;
+    v->no_cacheable = 1;
+    v->not_found = 0;
+
+    return NGX_OK;
+}
+
+
+static void *
+ngx_http_spendpol_create_main_conf(ngx_conf_t *cf)
+{
+    ngx_http_spendpol_main_conf_t  *smcf;
+
+    smcf = ngx_pcalloc(cf->pool, sizeof(ngx_http_spendpol_main_conf_t));
+    if (smcf == NULL) {
+        return NULL;
+    }
+
+    /*
+     * set by ngx_pcalloc():
+     *
+     *     smcf->snapshot_dir = { 0, NULL };
+     *     smcf->journal = NULL;
+     *     smcf->region = { 0, NULL };
+     */
+
+    smcf->snapshot_interval = NGX_CONF_UNSET_MSEC;
+
+    return smcf;
+}
+
+
+static char *
+ngx_http_spendpol_init_main_conf(ngx_conf_t *cf, void *conf)
+{
+    ngx_http_spendpol_main_conf_t *smcf = conf;
+
+    u_char     *p;
+    ngx_str_t   path;
+
+    if (smcf->snapshot_dir.data == NULL) {
+        ngx_str_set(&smcf->snapshot_dir, NGX_HTTP_SPENDPOL_DEFAULT_SNAPSHOT);
+    }
+
+    while (smcf->snapshot_dir.len > 1
+           && smcf->snapshot_dir.data[smcf->snapshot_dir.len - 1] == '/')
+    {
+        smcf->snapshot_dir.len--;
+    }
+
+    smcf->snapshot_path.len = smcf->snapshot_dir.len + 1
+                              + sizeof(SP_SNAPSHOT_FILE) - 1;
+    smcf->snapshot_path.data = ngx_pnalloc(cf->pool,
+                                           smcf->snapshot_path.len + 1);
+    if (smcf->snapshot_path.data == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    p = ngx_cpymem(smcf->snapshot_path.data, smcf->snapshot_dir.data,
+                   smcf->snapshot_dir.len);
+    *p++ = '/';
+    p = ngx_cpymem(p, SP_SNAPSHOT_FILE, sizeof(SP_SNAPSHOT_FILE) - 1);
+    *p = '\0';
+
+    ngx_conf_init_msec_value(smcf->snapshot_interval, 200);
+
+    if (smcf->region.data == NULL) {
+        ngx_str_set(&smcf->region, "local");
+    }
+
+    if (smcf->journal == NULL) {
+        ngx_str_set(&path, NGX_HTTP_SPENDPOL_DEFAULT_JOURNAL);
+
+        /* the default directory may not exist on a fresh machine */
+        if (ngx_create_dir("/var/lib/spendpol", 0750) == NGX_FILE_ERROR
+            && ngx_errno != NGX_EEXIST)
+        {
+            ngx_conf_log_error(NGX_LOG_WARN, cf, ngx_errno,
+                               ngx_create_dir_n " \"/var/lib/spendpol\" "
+                               "failed; set spendpol_journal");
+        }
+
+        smcf->journal_path = path;
+        smcf->journal = ngx_conf_open_file(cf->cycle, &path);
+        if (smcf->journal == NULL) {
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_spendpol_journal(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_spendpol_main_conf_t *smcf = conf;
+
+    ngx_str_t  *value;
+
+    if (smcf->journal) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    smcf->journal_path = value[1];
+    smcf->journal = ngx_conf_open_file(cf->cycle, &value[1]);
+    if (smcf->journal == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static void *
+ngx_http_spendpol_create_loc_conf(ngx_conf_t *cf)
+{
+    ngx_http_spendpol_loc_conf_t  *slcf;
+
+    slcf = ngx_pcalloc(cf->pool, sizeof(ngx_http_spendpol_loc_conf_t));
+    if (slcf == NULL) {
+        return NULL;
+    }
+
+    slcf->enable = NGX_CONF_UNSET;
+    slcf->max_body_size = NGX_CONF_UNSET_SIZE;
+    slcf->max_response_size = NGX_CONF_UNSET_SIZE;
+
+    return slcf;
+}
+
+
+static char *
+ngx_http_spendpol_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
+{
+    ngx_http_spendpol_loc_conf_t *prev = parent;
+    ngx_http_spendpol_loc_conf_t *conf = child;
+
+    ngx_http_core_loc_conf_t  *clcf;
+
+    /* "spendpol" is not inherited: it configures its own location */
+    ngx_conf_init_value(conf->enable, 0);
+
+    ngx_conf_merge_size_value(conf->max_body_size, prev->max_body_size,
+                              1024 * 1024);
+    ngx_conf_merge_size_value(conf->max_response_size,
+                              prev->max_response_size, 8 * 1024 * 1024);
+
+    if (!conf->enable) {
+        return NGX_CONF_OK;
+    }
+
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+
+    /*
+     * The body limit is ours, answered in JSON; nginx's own check would
+     * answer 413 in HTML before we run. Bodies up to the limit stay in
+     * memory, so they are parsed without touching a temporary file.
+     */
+    clcf->client_max_body_size = 0;
+
+    if (clcf->client_body_buffer_size < conf->max_body_size) {
+        clcf->client_body_buffer_size = conf->max_body_size;
+    }
+
+    if (ngx_http_spendpol_set_resolver(cf, clcf) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+/*
+ * Providers are reached by name; without a "resolver" nginx could not
+ * resolve them at run time, so the system's name servers are the default.
+ */
+static ngx_int_t
+ngx_http_spendpol_set_resolver(ngx_conf_t *cf, ngx_http_core_loc_conf_t *clcf)
+{
+    u_char       *p, *last, *start, buf[4096];
+    ssize_t       n;
+    ngx_fd_t      fd;
+    ngx_str_t    *name;
+    ngx_array_t   names;
+
+    if (clcf->resolver && clcf->resolver->connections.nelts) {
+        return NGX_OK;
+    }
+
+    fd = ngx_open_file(NGX_HTTP_SPENDPOL_RESOLV_CONF, NGX_FILE_RDONLY,
+                       NGX_FILE_OPEN, 0);
+    if (fd == NGX_INVALID_FILE) {
+        ngx_conf_log_error(NGX_LOG_WARN, cf, ngx_errno,
+                           "spendpol: cannot read "
+                           NGX_HTTP_SPENDPOL_RESOLV_CONF "; set \"resolver\" "
+                           "to reach providers by host name");
+        return NGX_OK;
+    }
+
+    n = ngx_read_fd(fd, buf, sizeof(buf) - 1);
+    ngx_close_file(fd);
+
+    if (n <= 0) {
+        return NGX_OK;
+    }
+
+    if (ngx_array_init(&names, cf->temp_pool, 4, sizeof(ngx_str_t))
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    buf[n] = '\n';
+    last = buf + n + 1;
+
+    for (p = buf; p < last; p++) {
+        start = p;
+
+        while (p < last && *p != '\n') {
+            p++;
+        }
+
+        if (p - start <= 11
+            || ngx_strncmp(start, "nameserver", 10) != 0
+            || (start[10] != ' ' && start[10] != '\t'))
+        {
+            continue;
+        }
+
+        start += 10;
+
+        while (start < p && (*start == ' ' || *start == '\t')) {
+            start++;
+        }
+
+        last = start;
+
+        while (last < p && *last != ' ' && *last != '\t' && *last != '\r'
+               && *last != '%')
+        {
+            last++;
+        }
+
+        if (last == start) {
+            last = buf + n + 1;
+            continue;
+        }
+
+        name = ngx_array_push(&names);
+        if (name == NULL) {
+            return NGX_ERROR;
+        }
+
+        if (ngx_strlchr(start, last, ':')) {
+            /* IPv6 addresses are written in brackets for ngx_parse_url() */
+            name->len = last - start + 2;
+            name->data = ngx_pnalloc(cf->pool, name->len);
+            if (name->data == NULL) {
+                return NGX_ERROR;
+            }
+
+            name->data[0] = '[';
+            ngx_memcpy(name->data + 1, start, last - start);
+            name->data[name->len - 1] = ']';
+
+        } else {
+            name->len = last - start;
+            name->data = ngx_pstrdup(cf->pool, &(ngx_str_t) {
+                                         name->len, start });
+            if (name->data == NULL) {
+                return NGX_ERROR;
+            }
+        }
+
+        last = buf + n + 1;
+    }
+
+    if (names.nelts == 0) {
+        return NGX_OK;
+    }
+
+    clcf->resolver = ngx_resolver_create(cf, names.elts, names.nelts);
+    if (clcf->resolver == NULL) {
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+/*
+ * Calls another module's location-level directive as if it were written
+ * in the configuration: "spendpol on;" stands for a block of proxy_*
+ * settings that users would otherwise have to copy exactly.
+ */
+static char *
+ngx_http_spendpol_call(ngx_conf_t *cf, ngx_module_t *module,
+    const char *name, ngx_uint_t nargs, ...)
+{
+    char                 *rv;
+    void                 *conf;
+    va_list               args;
+    ngx_str_t            *value;
+    ngx_uint_t            i;
+    ngx_array_t          *saved, array;
+    ngx_command_t        *cmd;
+    ngx_http_conf_ctx_t  *ctx;
+
+    for (cmd = module->commands; cmd->name.len; cmd++) {
+        if (cmd->name.len == ngx_strlen(name)
+            && ngx_strcmp(cmd->name.data, name) == 0)
+        {
+            break;
+        }
+    }
+
+    if (cmd->name.len == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "spendpol: this nginx has no \"%s\" directive",
+                           name);
+        return NGX_CONF_ERROR;
+    }
+
+    if (ngx_array_init(&array, cf->pool, nargs + 1, sizeof(ngx_str_t))
+        != NGX_OK)
+    {
+        return NGX_CONF_ERROR;
+    }
+
+    value = ngx_array_push_n(&array, nargs + 1);
+    if (value == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    value[0].data = (u_char *) name;
+    value[0].len = ngx_strlen(name);
+
+    va_start(args, nargs);
+
+    for (i = 1; i <= nargs; i++) {
+        value[i].data = (u_char *) va_arg(args, char *);
+        value[i].len = ngx_strlen(value[i].data);
+    }
+
+    va_end(args);
+
+    ctx = cf->ctx;
+    conf = ctx->loc_conf[module->ctx_index];
+
+    saved = cf->args;
+    cf->args = &array;
+
+    rv = cmd->set(cf, cmd, conf);
+
+    cf->args = saved;
+
+    if (rv != NGX_CONF_OK) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"spendpol on\" sets \"%s\" itself: %s; remove "
+                           "\"%s\" from this location", name,
+                           rv == NGX_CONF_ERROR ? "failed" : rv, name);
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_spendpol(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    char  *rv;
+
+    rv = ngx_conf_set_flag_slot(cf, cmd, conf);
+
+    if (rv != NGX_CONF_OK) {
+        return rv;
+    }
+
+    if (!((ngx_http_spendpol_loc_conf_t *) conf)->enable) {
+        return NGX_CONF_OK;
+    }
+
+#define NGX_HTTP_SPENDPOL_PROXY(...)                                          \
+    if (ngx_http_spendpol_call(cf, &ngx_http_proxy_module, __VA_ARGS__)       \
+        != NGX_CONF_OK)                                                       \
+    {                                                                         \
+        return NGX_CONF_ERROR;                                                \
+    }
+
+    NGX_HTTP_SPENDPOL_PROXY("proxy_pass", 1, "$spendpol_upstream_url");
+    NGX_HTTP_SPENDPOL_PROXY("proxy_http_version", 1, "1.1");
+    NGX_HTTP_SPENDPOL_PROXY("proxy_set_body", 1, "$spendpol_request_body");
+
+    /* the organisation's credential replaces whatever the client sent */
+    NGX_HTTP_SPENDPOL_PROXY("proxy_set_header", 2, "Authorization",
+                            "$spendpol_upstream_authorization");
+    NGX_HTTP_SPENDPOL_PROXY("proxy_set_header", 2, "X-Spendpol-Key", "");
+    NGX_HTTP_SPENDPOL_PROXY("proxy_set_header", 2, "x-api-key", "");
+    NGX_HTTP_SPENDPOL_PROXY("proxy_set_header", 2, "api-key", "");
+    NGX_HTTP_SPENDPOL_PROXY("proxy_set_header", 2, "x-goog-api-key", "");
+
+    /* usage is read from the body: it must not arrive compressed */
+    NGX_HTTP_SPENDPOL_PROXY("proxy_set_header", 2, "Accept-Encoding", "");
+
+    NGX_HTTP_SPENDPOL_PROXY("proxy_set_header", 2, "X-Spendpol-Trace-Id",
+                            "$spendpol_trace_id");
+    NGX_HTTP_SPENDPOL_PROXY("proxy_set_header", 2, "X-Spendpol-Span-Id",
+                            "$spendpol_span_id");
+
+    /*
+     * Streams pass through as they arrive; JSON bodies are held by our
+     * body filter, in memory and bounded, not by the proxy.
+     */
+    NGX_HTTP_SPENDPOL_PROXY("proxy_buffering", 1, "off");
+    NGX_HTTP_SPENDPOL_PROXY("proxy_read_timeout", 1, "600s");
+    NGX_HTTP_SPENDPOL_PROXY("proxy_connect_timeout", 1, "10s");
+
+    /* a provider must not steer nginx's internals */
+    NGX_HTTP_SPENDPOL_PROXY("proxy_ignore_headers", 5, "X-Accel-Redirect",
+                            "X-Accel-Expires", "X-Accel-Limit-Rate",
+                            "X-Accel-Buffering", "X-Accel-Charset");
+
+    NGX_HTTP_SPENDPOL_PROXY("proxy_ssl_server_name", 1, "on");
+
+    if (ngx_file_info(NGX_HTTP_SPENDPOL_CA_BUNDLE, &(ngx_file_info_t) { 0 })
+        == 0)
+    {
+        NGX_HTTP_SPENDPOL_PROXY("proxy_ssl_verify", 1, "on");
+        NGX_HTTP_SPENDPOL_PROXY("proxy_ssl_trusted_certificate", 1,
+                                NGX_HTTP_SPENDPOL_CA_BUNDLE);
+
+    } else {
+        ngx_conf_log_error(NGX_LOG_WARN, cf, 0,
+                           "spendpol: " NGX_HTTP_SPENDPOL_CA_BUNDLE
+                           " not found, provider certificates are not "
+                           "verified; install ca-certificates");
+    }
+
+#undef NGX_HTTP_SPENDPOL_PROXY
+
+    return NGX_CONF_OK;
+}
+
+
+static ngx_int_t
+ngx_http_spendpol_init(ngx_conf_t *cf)
+{
+    ngx_http_handler_pt        *h;
+    ngx_http_core_main_conf_t  *cmcf;
+
+    cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_core_module);
+
+    h = ngx_array_push(&cmcf->phases[NGX_HTTP_PRECONTENT_PHASE].handlers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    *h = ngx_http_spendpol_handler;
+
+    h = ngx_array_push(&cmcf->phases[NGX_HTTP_LOG_PHASE].handlers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    *h = ngx_http_spendpol_log_handler;
+
+    return ngx_http_spendpol_filter_init(cf);
+}
+
+
+static ngx_int_t
+ngx_http_spendpol_init_process(ngx_cycle_t *cycle)
+{
+    ngx_http_spendpol_main_conf_t  *smcf;
+
+    smcf = ngx_http_cycle_get_module_main_conf(cycle,
+                                               ngx_http_spendpol_module);
+    if (smcf == NULL) {
+        return NGX_OK;
+    }
+
+    ngx_http_spendpol_random_init(smcf);
+
+    return ngx_http_spendpol_snapshot_init_worker(cycle, smcf);
+}
+
+
+static void
+ngx_http_spendpol_exit_process(ngx_cycle_t *cycle)
+{
+    ngx_http_spendpol_main_conf_t  *smcf;
+
+    smcf = ngx_http_cycle_get_module_main_conf(cycle,
+                                               ngx_http_spendpol_module);
+    if (smcf == NULL) {
+        return;
+    }
+
+    ngx_http_spendpol_snapshot_exit_worker(smcf);
+}

@@ -1,0 +1,170 @@
+
+/*
+ * Copyright (C) Spendpol
+ */
+
+
+#ifndef _NGX_HTTP_SPENDPOL_MODULE_H_INCLUDED_
+#define _NGX_HTTP_SPENDPOL_MODULE_H_INCLUDED_
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+#include <spendpol.h>
+#include <sp_journal.h>
+#include <sp_snapshot.h>
+#include <sp_usage.h>
+
+
+#define NGX_HTTP_SPENDPOL_SSE_EVENT_MAX     65536
+#define NGX_HTTP_SPENDPOL_OUT_BUF_SIZE      4096
+
+
+/* per worker: the mapped snapshot and id generation */
+typedef struct {
+    ngx_str_t                  snapshot_dir;
+    ngx_str_t                  snapshot_path;
+    ngx_msec_t                 snapshot_interval;
+    ngx_open_file_t           *journal;
+    ngx_str_t                  journal_path;
+    ngx_str_t                  region;
+
+    /* worker state after fork */
+    sp_snapshot_t              snapshot;
+    void                      *snapshot_map;
+    size_t                     snapshot_size;
+    ino_t                      snapshot_ino;
+    time_t                     snapshot_mtime;
+    long                       snapshot_mtime_ns;
+    ngx_uint_t                 snapshot_failed_ino;
+    ngx_uint_t                 snapshot_missing_logged;
+    ngx_event_t                snapshot_timer;
+
+    uint64_t                   random[2];
+    uint32_t                   worker_tag;
+    uint32_t                   sequence;
+    ngx_uint_t                 journal_failures;
+} ngx_http_spendpol_main_conf_t;
+
+
+typedef struct {
+    ngx_flag_t                 enable;
+    size_t                     max_body_size;
+    size_t                     max_response_size;
+} ngx_http_spendpol_loc_conf_t;
+
+
+typedef enum {
+    NGX_HTTP_SPENDPOL_RESPONSE_NONE = 0,
+    NGX_HTTP_SPENDPOL_RESPONSE_BUFFER,    /* JSON: held until complete */
+    NGX_HTTP_SPENDPOL_RESPONSE_STREAM,    /* SSE: passed on as it comes */
+    NGX_HTTP_SPENDPOL_RESPONSE_PASS,      /* anything else, or too big */
+    NGX_HTTP_SPENDPOL_RESPONSE_REPLACE    /* nginx's own error page */
+} ngx_http_spendpol_response_e;
+
+
+typedef struct {
+    ngx_int_t                  phase_status;
+    ngx_uint_t                 authenticated:1;
+    ngx_uint_t                 proxied:1;
+    ngx_uint_t                 strip_usage:1;
+    ngx_uint_t                 headers_sent:1;
+    ngx_uint_t                 finished:1;
+    ngx_uint_t                 replaced:1;
+    ngx_uint_t                 journaled:1;
+
+    uint64_t                   start_us;
+    int64_t                    start_ms;
+    uint64_t                   gateway_us;
+
+    sp_provider_e              provider;
+    ngx_str_t                  provider_name;
+    ngx_str_t                  rest;           /* path after the provider */
+
+    /* copied from the snapshot: it may be swapped during the request */
+    ngx_str_t                  org_id;
+    ngx_str_t                  key_id;
+    ngx_str_t                  department;
+    ngx_str_t                  project;
+    ngx_str_t                  agent_id;
+
+    off_t                      body_received;
+    sp_request_info_t         *request;
+    ngx_str_t                  body;           /* as forwarded */
+    ngx_str_t                  upstream_url;
+    ngx_str_t                  upstream_authorization;
+
+    u_char                     audit_id[40];
+    u_char                     trace_id[SP_ID_LEN];
+    u_char                     span_id[17];
+    u_char                     parent_id[SP_ID_LEN];
+
+    ngx_http_spendpol_response_e  mode;
+    sp_response_info_t         response;
+    sp_usage_t                 usage;
+    int64_t                    cost_nano;
+    ngx_uint_t                 usage_estimated:1;
+    ngx_uint_t                 unpriced:1;
+    ngx_uint_t                 cost_done:1;
+    const char                *error_code;
+
+    /* BUFFER: the whole body */
+    u_char                    *buffer;
+    size_t                     buffer_len;
+    size_t                     buffer_size;
+
+    /* STREAM */
+    sp_sse_t                   sse;
+    u_char                    *event;          /* current event's bytes */
+    size_t                     event_len;
+    size_t                     event_dropped;
+    ngx_chain_t               *free;
+    ngx_chain_t               *busy;
+
+    /* REPLACE */
+    ngx_str_t                  replacement;
+} ngx_http_spendpol_ctx_t;
+
+
+extern ngx_module_t  ngx_http_spendpol_module;
+
+
+/* ngx_http_spendpol_snapshot.c */
+ngx_int_t ngx_http_spendpol_snapshot_init_worker(ngx_cycle_t *cycle,
+    ngx_http_spendpol_main_conf_t *smcf);
+void ngx_http_spendpol_snapshot_exit_worker(
+    ngx_http_spendpol_main_conf_t *smcf);
+void ngx_http_spendpol_snapshot_refresh(ngx_http_spendpol_main_conf_t *smcf,
+    ngx_log_t *log);
+
+/* ngx_http_spendpol_handler.c */
+ngx_int_t ngx_http_spendpol_handler(ngx_http_request_t *r);
+ngx_int_t ngx_http_spendpol_send_error(ngx_http_request_t *r,
+    ngx_http_spendpol_ctx_t *ctx, ngx_uint_t status, const char *type,
+    const char *code, const char *message);
+ngx_int_t ngx_http_spendpol_error_json(ngx_pool_t *pool, const char *type,
+    const char *code, const char *message, ngx_str_t *out);
+ngx_int_t ngx_http_spendpol_add_header(ngx_http_request_t *r,
+    ngx_list_t *headers, const char *name, u_char *value, size_t len);
+ngx_int_t ngx_http_spendpol_add_request_headers(ngx_http_request_t *r,
+    ngx_http_spendpol_ctx_t *ctx);
+uint64_t ngx_http_spendpol_now_us(void);
+
+ngx_int_t ngx_http_spendpol_request_body_init(ngx_conf_t *cf);
+
+/* ngx_http_spendpol_filter.c */
+ngx_int_t ngx_http_spendpol_filter_init(ngx_conf_t *cf);
+void ngx_http_spendpol_settle(ngx_http_request_t *r,
+    ngx_http_spendpol_ctx_t *ctx);
+size_t ngx_http_spendpol_warnings(ngx_http_spendpol_ctx_t *ctx, u_char *buf,
+    size_t len);
+
+/* ngx_http_spendpol_journal.c */
+ngx_int_t ngx_http_spendpol_log_handler(ngx_http_request_t *r);
+void ngx_http_spendpol_random_init(ngx_http_spendpol_main_conf_t *smcf);
+uint64_t ngx_http_spendpol_random(ngx_http_spendpol_main_conf_t *smcf);
+
+
+#endif /* _NGX_HTTP_SPENDPOL_MODULE_H_INCLUDED_ */
