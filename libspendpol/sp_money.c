@@ -130,11 +130,13 @@ sp_money_parse(const char *s, size_t len, int64_t *nano)
     digits = 0;
 
     while (s < end && *s >= '0' && *s <= '9') {
-        if (whole > (uint64_t) (INT64_MAX / SP_NANO_PER_USD)) {
+        whole = whole * 10 + (uint64_t) (*s++ - '0');
+
+        /* checked after each digit: whole * 1e9 below must not wrap */
+        if (whole > (uint64_t) (INT64_MAX / SP_NANO_PER_USD) + 1) {
             return SP_ERROR;
         }
 
-        whole = whole * 10 + (uint64_t) (*s++ - '0');
         digits++;
     }
 
