@@ -115,7 +115,7 @@ int
 sp_money_parse(const char *s, size_t len, int64_t *nano)
 {
     const char  *end;
-    uint64_t     whole, frac;
+    uint64_t     whole, frac, magnitude;
     int          negative, decimals, digits;
 
     end = s + len;
@@ -168,14 +168,18 @@ sp_money_parse(const char *s, size_t len, int64_t *nano)
         frac *= 10;
     }
 
-    if (whole * SP_NANO_PER_USD > (uint64_t) INT64_MAX - frac) {
+    /* a negative amount may reach INT64_MIN, which sp_money_format prints */
+    if (whole * SP_NANO_PER_USD > (uint64_t) INT64_MAX + negative - frac) {
         return SP_ERROR;
     }
 
-    *nano = (int64_t) (whole * SP_NANO_PER_USD + frac);
+    magnitude = whole * SP_NANO_PER_USD + frac;
 
-    if (negative) {
-        *nano = -*nano;
+    if (negative && magnitude) {
+        *nano = -(int64_t) (magnitude - 1) - 1;
+
+    } else {
+        *nano = (int64_t) magnitude;
     }
 
     return SP_OK;
