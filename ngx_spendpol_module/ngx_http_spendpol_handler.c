@@ -51,7 +51,6 @@ ngx_http_spendpol_now_us(void)
 ngx_int_t
 ngx_http_spendpol_handler(ngx_http_request_t *r)
 {
-    off_t                           length;
     uint64_t                        started;
     ngx_int_t                       rc;
     ngx_time_t                     *tp;
@@ -95,20 +94,14 @@ ngx_http_spendpol_handler(ngx_http_request_t *r)
 
     rc = ngx_http_spendpol_authenticate(r, ctx, smcf);
 
-    if (rc == NGX_OK) {
+    if (rc == NGX_OK && !ctx->replaced) {
         rc = ngx_http_spendpol_route(r, ctx);
     }
 
-    if (rc != NGX_OK) {
-        ctx->gateway_us += ngx_http_spendpol_now_us() - started;
-        return rc;
-    }
-
-    length = r->headers_in.content_length_n;
-
-    if (length > (off_t) slcf->max_body_size) {
-        ctx->gateway_us += ngx_http_spendpol_now_us() - started;
-        return ngx_http_spendpol_send_error(r, ctx,
+    if (rc == NGX_OK && !ctx->replaced
+        && r->headers_in.content_length_n > (off_t) slcf->max_body_size)
+    {
+        rc = ngx_http_spendpol_send_error(r, ctx,
                                    NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
                                    "invalid_request_error",
                                    "request_too_large",
@@ -118,18 +111,25 @@ ngx_http_spendpol_handler(ngx_http_request_t *r)
 
     ctx->gateway_us += ngx_http_spendpol_now_us() - started;
 
+    if (rc != NGX_OK || ctx->replaced) {
+        /* an error already sent, or one for nginx to send (as JSON) */
+        ngx_http_finalize_request(r, rc);
+        return NGX_DONE;
+    }
+
     rc = ngx_http_read_client_request_body(r, ngx_http_spendpol_body_handler);
 
     if (rc >= NGX_HTTP_SPECIAL_RESPONSE) {
         if (rc == NGX_HTTP_REQUEST_ENTITY_TOO_LARGE) {
-            return ngx_http_spendpol_send_error(r, ctx, rc,
+            rc = ngx_http_spendpol_send_error(r, ctx, rc,
                                        "invalid_request_error",
                                        "request_too_large",
                                        "request body is larger than "
                                        "spendpol_max_body_size");
         }
 
-        return rc;
+        ngx_http_finalize_request(r, rc);
+        return NGX_DONE;
     }
 
     ngx_http_finalize_request(r, NGX_DONE);
@@ -398,6 +398,10 @@ ngx_http_spendpol_prepare(ngx_http_request_t *r, ngx_http_spendpol_ctx_t *ctx)
         for (cl = r->request_body->bufs; cl; cl = cl->next) {
             b = cl->buf;
 
+            if (ngx_buf_special(b)) {
+                continue;
+            }
+
             if (!ngx_buf_in_memory(b)) {
                 /* only a body over the in-memory limit reaches a file */
                 len = slcf->max_body_size + 1;
@@ -427,7 +431,10 @@ ngx_http_spendpol_prepare(ngx_http_request_t *r, ngx_http_spendpol_ctx_t *ctx)
 
     if (r->request_body) {
         for (cl = r->request_body->bufs; cl; cl = cl->next) {
-            p = ngx_cpymem(p, cl->buf->pos, cl->buf->last - cl->buf->pos);
+            if (ngx_buf_in_memory(cl->buf)) {
+                p = ngx_cpymem(p, cl->buf->pos,
+                               cl->buf->last - cl->buf->pos);
+            }
         }
     }
 
