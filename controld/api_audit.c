@@ -1,0 +1,215 @@
+/*
+ * /audit-logs: the organisation's request events, newest first, keyset
+ * paginated on (created_at, id) with an opaque cursor.
+ */
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "controld.h"
+#include "sp_journal.h"
+
+
+#define CD_AUDIT_COLUMNS                                                     \
+    "id, " CD_SQL_TS("created_at") ", api_key_id, provider,"                 \
+    " requested_model, model, input_tokens, output_tokens, cached_tokens,"   \
+    " cache_write_tokens, cost_nano, status, cache, stream, latency_ms,"     \
+    " gateway_us, department, project, agent_id, trace_id, span_id,"         \
+    " parent_id, to_json(warnings)::text, error_code, "                      \
+    CD_SQL_US("created_at")
+
+enum {
+    CD_AUDIT_ID = 0, CD_AUDIT_CREATED, CD_AUDIT_KEY, CD_AUDIT_PROVIDER,
+    CD_AUDIT_REQUESTED_MODEL, CD_AUDIT_MODEL, CD_AUDIT_INPUT,
+    CD_AUDIT_OUTPUT, CD_AUDIT_CACHED, CD_AUDIT_CACHE_WRITE, CD_AUDIT_COST,
+    CD_AUDIT_STATUS, CD_AUDIT_CACHE, CD_AUDIT_STREAM, CD_AUDIT_LATENCY,
+    CD_AUDIT_GATEWAY, CD_AUDIT_DEPARTMENT, CD_AUDIT_PROJECT, CD_AUDIT_AGENT,
+    CD_AUDIT_TRACE, CD_AUDIT_SPAN, CD_AUDIT_PARENT, CD_AUDIT_WARNINGS,
+    CD_AUDIT_ERROR, CD_AUDIT_CREATED_US
+};
+
+
+static json_int_t
+cd_audit_int(PGresult *res, int row, int col)
+{
+    return PQgetisnull(res, row, col)
+           ? 0 : (json_int_t) strtoll(PQgetvalue(res, row, col), NULL, 10);
+}
+
+
+static json_t *
+cd_audit_json(PGresult *res, int row)
+{
+    char     cost[SP_MONEY_STR_LEN];
+    json_t  *obj, *warnings;
+    int64_t  nano;
+
+    obj = json_object();
+    if (obj == NULL) {
+        return NULL;
+    }
+
+    nano = (int64_t) cd_audit_int(res, row, CD_AUDIT_COST);
+    sp_money_format(nano, cost);
+
+    warnings = json_loads(PQgetvalue(res, row, CD_AUDIT_WARNINGS), 0, NULL);
+
+#define cd_audit_str(key, col)                                               \
+    cd_json_set_str(obj, key, cd_db_value(res, row, col))
+#define cd_audit_num(key, col)                                               \
+    json_object_set_new(obj, key, json_integer(cd_audit_int(res, row, col)))
+
+    if (cd_audit_str("id", CD_AUDIT_ID)
+        || cd_audit_str("created_at", CD_AUDIT_CREATED)
+        || cd_audit_str("api_key_id", CD_AUDIT_KEY)
+        || cd_audit_str("provider", CD_AUDIT_PROVIDER)
+        || cd_audit_str("requested_model", CD_AUDIT_REQUESTED_MODEL)
+        || cd_audit_str("model", CD_AUDIT_MODEL)
+        || cd_audit_num("input_tokens", CD_AUDIT_INPUT)
+        || cd_audit_num("output_tokens", CD_AUDIT_OUTPUT)
+        || cd_audit_num("cached_tokens", CD_AUDIT_CACHED)
+        || cd_audit_num("cache_write_tokens", CD_AUDIT_CACHE_WRITE)
+        || json_object_set_new(obj, "cost_usd", json_string(cost))
+        || cd_audit_num("cost_nano", CD_AUDIT_COST)
+        || cd_audit_num("status", CD_AUDIT_STATUS)
+        || cd_audit_str("cache", CD_AUDIT_CACHE)
+        || json_object_set_new(obj, "stream",
+               json_boolean(cd_db_bool(res, row, CD_AUDIT_STREAM)))
+        || cd_audit_num("latency_ms", CD_AUDIT_LATENCY)
+        || cd_audit_num("gateway_latency_us", CD_AUDIT_GATEWAY)
+        || cd_audit_str("department", CD_AUDIT_DEPARTMENT)
+        || cd_audit_str("project", CD_AUDIT_PROJECT)
+        || cd_audit_str("agent_id", CD_AUDIT_AGENT)
+        || cd_audit_str("trace_id", CD_AUDIT_TRACE)
+        || cd_audit_str("span_id", CD_AUDIT_SPAN)
+        || cd_audit_str("parent_id", CD_AUDIT_PARENT)
+        || warnings == NULL
+        || json_object_set_new(obj, "warnings", warnings)
+        || cd_audit_str("error_code", CD_AUDIT_ERROR))
+    {
+        json_decref(obj);
+        return NULL;
+    }
+
+#undef cd_audit_str
+#undef cd_audit_num
+
+    return obj;
+}
+
+
+/* a filter value: absent is no filter; empty or oversized is a 400 */
+static int
+cd_audit_filter(cd_request_t *r, const char *name, const char **value)
+{
+    *value = cd_query(r, name);
+
+    if (*value != NULL
+        && ((*value)[0] == '\0' || strlen(*value) > SP_FIELD_LEN))
+    {
+        cd_respond_error(r, 400, "invalid_request_error", "invalid_filter",
+                         name, "%s must be a non-empty string of at most %d "
+                         "characters", name, SP_FIELD_LEN);
+        return CD_ERROR;
+    }
+
+    return CD_OK;
+}
+
+
+void
+cd_api_audit_list(cd_request_t *r)
+{
+    int            i, n;
+    long           limit;
+    char           id[CD_ID_MAX], us_text[32], limit_text[32];
+    char           cursor[CD_CURSOR_MAX + 1];
+    json_t        *data, *item, *list;
+    int64_t        us;
+    PGresult      *res;
+    const char    *cursor_in, *params[6];
+    cd_db_conn_t  *c;
+
+    if (cd_query_limit(r, 50, 1000, &limit) != CD_OK
+        || cd_audit_filter(r, "api_key_id", &params[2]) != CD_OK
+        || cd_audit_filter(r, "provider", &params[3]) != CD_OK
+        || cd_audit_filter(r, "model", &params[4]) != CD_OK)
+    {
+        return;
+    }
+
+    params[0] = NULL;
+    params[1] = NULL;
+    cursor_in = cd_query(r, "cursor");
+
+    if (cursor_in != NULL) {
+        if (cd_cursor_decode(cursor_in, &us, id, sizeof(id)) != CD_OK) {
+            cd_respond_error(r, 400, "invalid_request_error",
+                             "invalid_cursor", "cursor", "cursor must be a "
+                             "next_cursor value from a previous page");
+            return;
+        }
+
+        snprintf(us_text, sizeof(us_text), "%lld", (long long) us);
+        params[0] = us_text;
+        params[1] = id;
+    }
+
+    snprintf(limit_text, sizeof(limit_text), "%ld", limit + 1);
+    params[5] = limit_text;
+
+    c = cd_request_begin(r);
+    if (c == NULL) {
+        return;
+    }
+
+    /* no org predicate here on purpose: row-level security is the fence */
+    res = cd_db_exec(c, "SELECT " CD_AUDIT_COLUMNS " FROM audit_logs"
+                        " WHERE ($1::bigint IS NULL OR (created_at, id) <"
+                        " ('epoch'::timestamptz + $1::bigint"
+                        " * interval '1 microsecond', $2::text))"
+                        " AND ($3::text IS NULL OR api_key_id = $3)"
+                        " AND ($4::text IS NULL OR provider = $4)"
+                        " AND ($5::text IS NULL OR model = $5"
+                        " OR requested_model = $5)"
+                        " ORDER BY created_at DESC, id DESC LIMIT $6",
+                     6, params);
+    if (res == NULL) {
+        cd_respond_statement_error(r, c);
+        cd_request_end(r, c);
+        return;
+    }
+
+    data = json_array();
+    n = PQntuples(res);
+
+    for (i = 0; data != NULL && i < n && i < limit; i++) {
+        item = cd_audit_json(res, i);
+
+        if (item == NULL || json_array_append_new(data, item) != 0) {
+            json_decref(data);
+            data = NULL;
+        }
+    }
+
+    list = NULL;
+
+    if (data != NULL) {
+        list = json_pack("{s:o, s:n}", "data", data, "next_cursor");
+
+        if (list != NULL && n > limit
+            && cd_cursor_encode(strtoll(PQgetvalue(res, limit - 1,
+                                                   CD_AUDIT_CREATED_US),
+                                        NULL, 10),
+                                PQgetvalue(res, limit - 1, CD_AUDIT_ID),
+                                cursor, sizeof(cursor)) == CD_OK)
+        {
+            json_object_set_new(list, "next_cursor", json_string(cursor));
+        }
+    }
+
+    PQclear(res);
+    cd_request_end(r, c);
+    cd_respond(r, 200, list);
+}

@@ -1,0 +1,764 @@
+/*
+ * /api-keys: Spendpol keys of the caller's organisation. Only SHA-256
+ * hashes are stored; the plaintext is answered once, on create and
+ * rotate. Also the bootstrap admin key.
+ */
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/stat.h>
+
+#include <openssl/crypto.h>
+
+#include "controld.h"
+
+
+#define CD_KEYS_SUBJECT     "api-keys"
+#define CD_KEY_PREFIX_SHOWN 11         /* "sp_key_" + 4 hex */
+#define CD_KEY_ID_PREFIX    "key_"
+#define CD_KEY_ID_BYTES     12
+
+#define CD_KEY_COLUMNS                                                       \
+    "id, key_prefix, name, department, project, agent_id, "                  \
+    "to_json(scopes)::text, active, " CD_SQL_TS("created_at") ", "           \
+    CD_SQL_TS("revoked_at") ", rotated_from, " CD_SQL_US("created_at")
+
+enum {
+    CD_KEY_COL_ID = 0,
+    CD_KEY_COL_PREFIX,
+    CD_KEY_COL_NAME,
+    CD_KEY_COL_DEPARTMENT,
+    CD_KEY_COL_PROJECT,
+    CD_KEY_COL_AGENT,
+    CD_KEY_COL_SCOPES,
+    CD_KEY_COL_ACTIVE,
+    CD_KEY_COL_CREATED,
+    CD_KEY_COL_REVOKED,
+    CD_KEY_COL_ROTATED_FROM,
+    CD_KEY_COL_CREATED_US
+};
+
+static const char  *cd_key_fields[] = {
+    "name", "department", "project", "agent_id", "scopes", NULL
+};
+
+
+int
+cd_key_id_valid(const char *id)
+{
+    size_t  i;
+
+    if (strlen(id) != 4 + 2 * CD_KEY_ID_BYTES
+        || strncmp(id, CD_KEY_ID_PREFIX, 4) != 0)
+    {
+        return 0;
+    }
+
+    for (i = 4; id[i] != '\0'; i++) {
+        if (!((id[i] >= '0' && id[i] <= '9') || (id[i] >= 'a' && id[i] <= 'f')))
+        {
+            return 0;
+        }
+    }
+
+    return 1;
+}
+
+
+int
+cd_scopes_parse(json_t *array, uint32_t *bits, size_t *bad_index)
+{
+    size_t       i;
+    json_t      *item;
+    const char  *s;
+
+    *bits = 0;
+
+    json_array_foreach(array, i, item) {
+        s = json_string_value(item);
+
+        if (s != NULL && strcmp(s, "proxy") == 0) {
+            *bits |= SP_SCOPE_PROXY;
+
+        } else if (s != NULL && strcmp(s, "admin") == 0) {
+            *bits |= SP_SCOPE_ADMIN;
+
+        } else {
+            *bad_index = i;
+            return CD_ERROR;
+        }
+    }
+
+    return CD_OK;
+}
+
+
+/* a text[] literal from constants only */
+static const char *
+cd_scopes_literal(uint32_t bits)
+{
+    switch (bits & (SP_SCOPE_PROXY | SP_SCOPE_ADMIN)) {
+    case SP_SCOPE_PROXY | SP_SCOPE_ADMIN:
+        return "{proxy,admin}";
+    case SP_SCOPE_ADMIN:
+        return "{admin}";
+    default:
+        return "{proxy}";
+    }
+}
+
+
+static json_t *
+cd_key_json(PGresult *res, int row, const char *plaintext)
+{
+    json_t  *obj, *scopes;
+
+    obj = json_object();
+    if (obj == NULL) {
+        return NULL;
+    }
+
+    scopes = json_loads(PQgetvalue(res, row, CD_KEY_COL_SCOPES), 0, NULL);
+
+    if (cd_json_set_str(obj, "id", cd_db_value(res, row, CD_KEY_COL_ID))
+        || (plaintext && cd_json_set_str(obj, "key", plaintext))
+        || cd_json_set_str(obj, "key_prefix",
+                           cd_db_value(res, row, CD_KEY_COL_PREFIX))
+        || cd_json_set_str(obj, "name",
+                           cd_db_value(res, row, CD_KEY_COL_NAME))
+        || cd_json_set_str(obj, "department",
+                           cd_db_value(res, row, CD_KEY_COL_DEPARTMENT))
+        || cd_json_set_str(obj, "project",
+                           cd_db_value(res, row, CD_KEY_COL_PROJECT))
+        || cd_json_set_str(obj, "agent_id",
+                           cd_db_value(res, row, CD_KEY_COL_AGENT))
+        || scopes == NULL
+        || json_object_set_new(obj, "scopes", scopes)
+        || json_object_set_new(obj, "active",
+               json_boolean(cd_db_bool(res, row, CD_KEY_COL_ACTIVE)))
+        || cd_json_set_str(obj, "created_at",
+                           cd_db_value(res, row, CD_KEY_COL_CREATED))
+        || cd_json_set_str(obj, "revoked_at",
+                           cd_db_value(res, row, CD_KEY_COL_REVOKED))
+        || cd_json_set_str(obj, "rotated_from",
+                           cd_db_value(res, row, CD_KEY_COL_ROTATED_FROM)))
+    {
+        json_decref(obj);
+        return NULL;
+    }
+
+    return obj;
+}
+
+
+/*
+ * Inserts a new key for the transaction's org (RLS checks it) and
+ * answers 201 with its plaintext. source: the row to copy tags from
+ * when rotating, else the validated inputs.
+ */
+static int
+cd_key_insert(cd_request_t *r, cd_db_conn_t *c, const char *name,
+    const char *department, const char *project, const char *agent_id,
+    const char *scopes, const char *rotated_from, PGresult **out,
+    char *plaintext)
+{
+    int          lengths[9], formats[9];
+    char         id[CD_ID_MAX], prefix[CD_KEY_PREFIX_SHOWN + 1];
+    uint8_t      hash[SP_KEY_HASH_LEN];
+    PGresult    *res;
+    const char  *params[9];
+
+    if (sp_key_generate(plaintext) != SP_OK
+        || cd_random_id(CD_KEY_ID_PREFIX, CD_KEY_ID_BYTES, id) != CD_OK)
+    {
+        cd_respond_error(r, 500, "api_error", "no_randomness", NULL,
+                         "could not generate a key");
+        return CD_ERROR;
+    }
+
+    sp_key_hash(plaintext, SP_KEY_LEN, hash);
+    memcpy(prefix, plaintext, CD_KEY_PREFIX_SHOWN);
+    prefix[CD_KEY_PREFIX_SHOWN] = '\0';
+
+    memset(formats, 0, sizeof(formats));
+    memset(lengths, 0, sizeof(lengths));
+
+    params[0] = id;
+    params[1] = name;
+    params[2] = (const char *) hash;
+    lengths[2] = SP_KEY_HASH_LEN;
+    formats[2] = 1;
+    params[3] = prefix;
+    params[4] = department;
+    params[5] = project;
+    params[6] = agent_id;
+    params[7] = scopes;
+    params[8] = rotated_from;
+
+    res = cd_db_exec_bin(c,
+              "INSERT INTO api_keys (id, org_id, name, key_hash, key_prefix,"
+              " department, project, agent_id, scopes, rotated_from)"
+              " VALUES ($1, current_setting('spendpol.org_id'), $2, $3, $4,"
+              " $5, $6, $7, $8::text[], $9)"
+              " RETURNING " CD_KEY_COLUMNS,
+              9, params, lengths, formats);
+
+    OPENSSL_cleanse(hash, sizeof(hash));
+
+    if (res == NULL) {
+        cd_respond_statement_error(r, c);
+        return CD_ERROR;
+    }
+
+    *out = res;
+
+    return CD_OK;
+}
+
+
+void
+cd_api_keys_create(cd_request_t *r)
+{
+    char           plaintext[SP_KEY_LEN + 1];
+    size_t         bad;
+    json_t        *body, *scopes_json, *key;
+    uint32_t       scopes;
+    PGresult      *res;
+    const char    *name, *department, *project, *agent_id;
+    cd_db_conn_t  *c;
+
+    body = cd_request_json(r, cd_key_fields);
+    if (body == NULL) {
+        return;
+    }
+
+    if (cd_json_string(r, body, "name", 1, 1, CD_NAME_MAX, &name) != CD_OK
+        || cd_json_string(r, body, "department", 0, 0, CD_NAME_MAX,
+                          &department) != CD_OK
+        || cd_json_string(r, body, "project", 0, 0, CD_NAME_MAX, &project)
+           != CD_OK
+        || cd_json_string(r, body, "agent_id", 0, 0, CD_NAME_MAX, &agent_id)
+           != CD_OK)
+    {
+        json_decref(body);
+        return;
+    }
+
+    scopes = SP_SCOPE_PROXY;
+    scopes_json = json_object_get(body, "scopes");
+
+    if (scopes_json != NULL && !json_is_null(scopes_json)) {
+        if (!json_is_array(scopes_json)) {
+            cd_respond_error(r, 400, "invalid_request_error", "invalid_type",
+                             "scopes", "scopes must be an array of \"proxy\""
+                             " and/or \"admin\"");
+            json_decref(body);
+            return;
+        }
+
+        if (cd_scopes_parse(scopes_json, &scopes, &bad) != CD_OK) {
+            if (json_is_string(json_array_get(scopes_json, bad))) {
+                cd_respond_error(r, 422, "invalid_request_error",
+                                 "invalid_scope", "scopes", "scopes[%zu] "
+                                 "must be \"proxy\" or \"admin\"", bad);
+            } else {
+                cd_respond_error(r, 400, "invalid_request_error",
+                                 "invalid_type", "scopes", "scopes[%zu] "
+                                 "must be a string", bad);
+            }
+
+            json_decref(body);
+            return;
+        }
+
+        if (scopes == 0) {
+            cd_respond_error(r, 422, "invalid_request_error", "invalid_scope",
+                             "scopes", "scopes must hold at least one of "
+                             "\"proxy\" and \"admin\"");
+            json_decref(body);
+            return;
+        }
+    }
+
+    c = cd_request_begin(r);
+    if (c == NULL) {
+        json_decref(body);
+        return;
+    }
+
+    if (cd_key_insert(r, c, name, department, project, agent_id,
+                      cd_scopes_literal(scopes), NULL, &res, plaintext)
+        != CD_OK)
+    {
+        goto done;
+    }
+
+    key = cd_key_json(res, 0, plaintext);
+    PQclear(res);
+
+    if (cd_request_commit(r, c) != CD_OK) {
+        json_decref(key);
+        goto done;
+    }
+
+    cd_snapshot_signal(r->app);
+    cd_respond(r, 201, key);
+
+done:
+
+    OPENSSL_cleanse(plaintext, sizeof(plaintext));
+    cd_request_end(r, c);
+    json_decref(body);
+}
+
+
+void
+cd_api_keys_list(cd_request_t *r)
+{
+    int            i, n;
+    long           limit;
+    char           id[CD_ID_MAX], us_text[32], limit_text[32];
+    char           cursor[CD_CURSOR_MAX + 1];
+    json_t        *data, *item, *list;
+    int64_t        us;
+    PGresult      *res;
+    const char    *cursor_in, *params[3];
+    cd_db_conn_t  *c;
+
+    if (cd_query_limit(r, 100, 1000, &limit) != CD_OK) {
+        return;
+    }
+
+    params[0] = NULL;
+    params[1] = NULL;
+    cursor_in = cd_query(r, "cursor");
+
+    if (cursor_in != NULL) {
+        if (cd_cursor_decode(cursor_in, &us, id, sizeof(id)) != CD_OK) {
+            cd_respond_error(r, 400, "invalid_request_error",
+                             "invalid_cursor", "cursor", "cursor must be a "
+                             "next_cursor value from a previous page");
+            return;
+        }
+
+        snprintf(us_text, sizeof(us_text), "%lld", (long long) us);
+        params[0] = us_text;
+        params[1] = id;
+    }
+
+    /* one more than asked tells whether there is a next page */
+    snprintf(limit_text, sizeof(limit_text), "%ld", limit + 1);
+    params[2] = limit_text;
+
+    c = cd_request_begin(r);
+    if (c == NULL) {
+        return;
+    }
+
+    res = cd_db_exec(c, "SELECT " CD_KEY_COLUMNS " FROM api_keys"
+                        " WHERE $1::bigint IS NULL OR (created_at, id) <"
+                        " ('epoch'::timestamptz + $1::bigint"
+                        " * interval '1 microsecond', $2::text)"
+                        " ORDER BY created_at DESC, id DESC LIMIT $3",
+                     3, params);
+    if (res == NULL) {
+        cd_respond_statement_error(r, c);
+        cd_request_end(r, c);
+        return;
+    }
+
+    data = json_array();
+    n = PQntuples(res);
+
+    for (i = 0; data != NULL && i < n && i < limit; i++) {
+        item = cd_key_json(res, i, NULL);
+
+        if (item == NULL || json_array_append_new(data, item) != 0) {
+            json_decref(data);
+            data = NULL;
+        }
+    }
+
+    list = NULL;
+
+    if (data != NULL) {
+        list = json_pack("{s:o, s:n}", "data", data, "next_cursor");
+
+        if (list != NULL && n > limit
+            && cd_cursor_encode(strtoll(PQgetvalue(res, limit - 1,
+                                                   CD_KEY_COL_CREATED_US),
+                                        NULL, 10),
+                                PQgetvalue(res, limit - 1, CD_KEY_COL_ID),
+                                cursor, sizeof(cursor)) == CD_OK)
+        {
+            json_object_set_new(list, "next_cursor", json_string(cursor));
+        }
+    }
+
+    PQclear(res);
+    cd_request_end(r, c);
+    cd_respond(r, 200, list);
+}
+
+
+static int
+cd_key_id_param(cd_request_t *r)
+{
+    if (!cd_key_id_valid(r->params[0])) {
+        cd_respond_error(r, 404, "not_found_error", "api_key_not_found", "id",
+                         "no API key with id \"%.64s\"", r->params[0]);
+        return CD_ERROR;
+    }
+
+    return CD_OK;
+}
+
+
+void
+cd_api_keys_get(cd_request_t *r)
+{
+    PGresult      *res;
+    const char    *params[1];
+    cd_db_conn_t  *c;
+
+    if (cd_key_id_param(r) != CD_OK) {
+        return;
+    }
+
+    c = cd_request_begin(r);
+    if (c == NULL) {
+        return;
+    }
+
+    params[0] = r->params[0];
+    res = cd_db_exec(c, "SELECT " CD_KEY_COLUMNS " FROM api_keys"
+                        " WHERE id = $1", 1, params);
+
+    if (res == NULL) {
+        cd_respond_statement_error(r, c);
+
+    } else if (PQntuples(res) == 0) {
+        cd_respond_error(r, 404, "not_found_error", "api_key_not_found", "id",
+                         "no API key with id \"%s\"", r->params[0]);
+
+    } else {
+        cd_respond(r, 200, cd_key_json(res, 0, NULL));
+    }
+
+    PQclear(res);
+    cd_request_end(r, c);
+}
+
+
+void
+cd_api_keys_revoke(cd_request_t *r)
+{
+    json_t        *key;
+    PGresult      *res;
+    const char    *params[1];
+    cd_db_conn_t  *c;
+
+    if (cd_key_id_param(r) != CD_OK) {
+        return;
+    }
+
+    c = cd_request_begin(r);
+    if (c == NULL) {
+        return;
+    }
+
+    /* idempotent: a second revoke keeps the first revoked_at */
+    params[0] = r->params[0];
+    res = cd_db_exec(c, "UPDATE api_keys SET active = false,"
+                        " revoked_at = coalesce(revoked_at,"
+                        " clock_timestamp()) WHERE id = $1"
+                        " RETURNING " CD_KEY_COLUMNS, 1, params);
+
+    if (res == NULL) {
+        cd_respond_statement_error(r, c);
+        goto done;
+    }
+
+    if (PQntuples(res) == 0) {
+        cd_respond_error(r, 404, "not_found_error", "api_key_not_found", "id",
+                         "no API key with id \"%s\"", r->params[0]);
+        goto done;
+    }
+
+    key = cd_key_json(res, 0, NULL);
+
+    if (cd_request_commit(r, c) != CD_OK) {
+        json_decref(key);
+        goto done;
+    }
+
+    cd_snapshot_signal(r->app);
+    cd_log_info(CD_KEYS_SUBJECT, "revoked %s org=%s", r->params[0],
+                r->org_id);
+    cd_respond(r, 200, key);
+
+done:
+
+    PQclear(res);
+    cd_request_end(r, c);
+}
+
+
+void
+cd_api_keys_rotate(cd_request_t *r)
+{
+    char           plaintext[SP_KEY_LEN + 1];
+    json_t        *key;
+    PGresult      *old, *res, *update;
+    const char    *params[1];
+    cd_db_conn_t  *c;
+
+    if (cd_key_id_param(r) != CD_OK) {
+        return;
+    }
+
+    if (r->body_len != 0) {
+        /* no options yet; an empty object is accepted */
+        static const char  *none[] = { NULL };
+        json_t             *body = cd_request_json(r, none);
+
+        if (body == NULL) {
+            return;
+        }
+
+        json_decref(body);
+    }
+
+    c = cd_request_begin(r);
+    if (c == NULL) {
+        return;
+    }
+
+    res = NULL;
+    params[0] = r->params[0];
+
+    /* the row lock makes concurrent rotations of one key serial */
+    old = cd_db_exec(c, "SELECT name, department, project, agent_id,"
+                        " scopes::text, active FROM api_keys"
+                        " WHERE id = $1 FOR UPDATE", 1, params);
+
+    if (old == NULL) {
+        cd_respond_statement_error(r, c);
+        goto done;
+    }
+
+    if (PQntuples(old) == 0) {
+        cd_respond_error(r, 404, "not_found_error", "api_key_not_found", "id",
+                         "no API key with id \"%s\"", r->params[0]);
+        goto done;
+    }
+
+    if (!cd_db_bool(old, 0, 5)) {
+        cd_respond_error(r, 409, "conflict_error", "key_revoked", "id",
+                         "API key %s is revoked; only an active key can be "
+                         "rotated", r->params[0]);
+        goto done;
+    }
+
+    update = cd_db_exec(c, "UPDATE api_keys SET active = false,"
+                           " revoked_at = clock_timestamp() WHERE id = $1",
+                        1, params);
+    if (update == NULL) {
+        cd_respond_statement_error(r, c);
+        goto done;
+    }
+
+    PQclear(update);
+
+    if (cd_key_insert(r, c, cd_db_value(old, 0, 0), cd_db_value(old, 0, 1),
+                      cd_db_value(old, 0, 2), cd_db_value(old, 0, 3),
+                      cd_db_value(old, 0, 4), r->params[0], &res, plaintext)
+        != CD_OK)
+    {
+        res = NULL;
+        goto done;
+    }
+
+    key = cd_key_json(res, 0, plaintext);
+
+    if (cd_request_commit(r, c) != CD_OK) {
+        json_decref(key);
+        goto done;
+    }
+
+    cd_snapshot_signal(r->app);
+    cd_log_info(CD_KEYS_SUBJECT, "rotated %s org=%s", r->params[0],
+                r->org_id);
+    cd_respond(r, 201, key);
+
+done:
+
+    OPENSSL_cleanse(plaintext, sizeof(plaintext));
+    PQclear(old);
+    PQclear(res);
+    cd_request_end(r, c);
+}
+
+
+/* ---- the bootstrap admin key ------------------------------------------ */
+
+static int
+cd_admin_ensure(cd_db_conn_t *c, const char *plaintext, int *created)
+{
+    int          lengths[3], formats[3];
+    char         id[CD_ID_MAX], prefix[CD_KEY_PREFIX_SHOWN + 1];
+    uint8_t      hash[SP_KEY_HASH_LEN];
+    PGresult    *res;
+    const char  *params[3];
+
+    sp_key_hash(plaintext, strlen(plaintext), hash);
+
+    memset(lengths, 0, sizeof(lengths));
+    memset(formats, 0, sizeof(formats));
+    params[0] = (const char *) hash;
+    lengths[0] = SP_KEY_HASH_LEN;
+    formats[0] = 1;
+
+    /* an existing row is made an active admin+proxy key again */
+    res = cd_db_exec_bin(c, "UPDATE api_keys SET active = true,"
+                            " revoked_at = NULL, scopes = ARRAY(SELECT"
+                            " DISTINCT unnest(scopes || '{admin,proxy}'))"
+                            " WHERE key_hash = $1 RETURNING id, org_id",
+                         1, params, lengths, formats);
+    if (res == NULL) {
+        return CD_ERROR;
+    }
+
+    *created = PQntuples(res) == 0;
+
+    if (!*created) {
+        cd_log_info("bootstrap", "admin key %s of %s is active",
+                    PQgetvalue(res, 0, 0), PQgetvalue(res, 0, 1));
+        PQclear(res);
+        return CD_OK;
+    }
+
+    PQclear(res);
+
+    if (cd_random_id(CD_KEY_ID_PREFIX, CD_KEY_ID_BYTES, id) != CD_OK) {
+        return CD_ERROR;
+    }
+
+    memcpy(prefix, plaintext, CD_KEY_PREFIX_SHOWN);
+    prefix[CD_KEY_PREFIX_SHOWN] = '\0';
+    params[1] = id;
+    params[2] = prefix;
+
+    res = cd_db_exec_bin(c, "INSERT INTO api_keys (id, org_id, name,"
+                            " key_hash, key_prefix, scopes)"
+                            " VALUES ($2, '" CD_DEFAULT_ORG "',"
+                            " 'bootstrap admin', $1, $3, '{admin,proxy}')",
+                         3, params, lengths, formats);
+    if (res == NULL) {
+        return CD_ERROR;
+    }
+
+    PQclear(res);
+    cd_log_info("bootstrap", "created admin key %s in " CD_DEFAULT_ORG, id);
+
+    return CD_OK;
+}
+
+
+int
+cd_admin_bootstrap(cd_app_t *app)
+{
+    int            rc, created, need;
+    char           path[4096], plaintext[SP_KEY_LEN + 2];
+    PGresult      *res;
+    cd_db_conn_t  *c;
+    struct stat    st;
+
+    snprintf(path, sizeof(path), "%s/admin.key", app->config.data_dir);
+
+    if (app->config.admin_key == NULL && stat(path, &st) == 0) {
+        return CD_OK;
+    }
+
+    c = cd_db_acquire(&app->db, 10000);
+    if (c == NULL) {
+        return CD_ERROR;
+    }
+
+    rc = CD_ERROR;
+    plaintext[0] = '\0';
+
+    if (cd_db_begin(c, CD_ROLE_SYSTEM, NULL) != CD_OK) {
+        goto done;
+    }
+
+    /* serialises controlds that bootstrap one database at once */
+    res = cd_db_exec(c, "SELECT pg_advisory_xact_lock(7310595153598492781)",
+                     0, NULL);
+    if (res == NULL) {
+        goto done;
+    }
+
+    PQclear(res);
+
+    if (app->config.admin_key != NULL) {
+        if (cd_admin_ensure(c, app->config.admin_key, &created) != CD_OK) {
+            goto done;
+        }
+
+        rc = cd_db_commit(c);
+        goto done;
+    }
+
+    res = cd_db_exec(c, "SELECT 1 FROM api_keys WHERE org_id = '"
+                        CD_DEFAULT_ORG "' AND active"
+                        " AND 'admin' = ANY (scopes) LIMIT 1", 0, NULL);
+    if (res == NULL) {
+        goto done;
+    }
+
+    need = PQntuples(res) == 0;
+    PQclear(res);
+
+    if (!need) {
+        rc = CD_OK;
+        goto done;
+    }
+
+    if (sp_key_generate(plaintext) != SP_OK
+        || cd_admin_ensure(c, plaintext, &created) != CD_OK)
+    {
+        goto done;
+    }
+
+    plaintext[SP_KEY_LEN] = '\n';
+
+    if (cd_write_new_file(path, plaintext, SP_KEY_LEN + 1, 0600) != CD_OK) {
+        cd_log_error("bootstrap", "cannot write %s: %s", path,
+                     strerror(errno));
+        goto done;
+    }
+
+    if (cd_db_commit(c) != CD_OK) {
+        unlink(path);
+        goto done;
+    }
+
+    plaintext[SP_KEY_LEN] = '\0';
+    printf("admin key: %s\n", plaintext);
+    fflush(stdout);
+    cd_log_info("bootstrap", "the admin key is in %s (shown once above)",
+                path);
+    rc = CD_OK;
+
+done:
+
+    OPENSSL_cleanse(plaintext, sizeof(plaintext));
+    cd_db_rollback(c);
+    cd_db_release(&app->db, c);
+
+    return rc;
+}

@@ -1,0 +1,402 @@
+/*
+ * /providers/{name}: the organisation's provider credentials, encrypted
+ * at rest with AES-256-GCM (the org and provider name are the associated
+ * data). The credential is written, never read back.
+ */
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/crypto.h>
+
+#include "controld.h"
+
+
+#define CD_PROVIDERS_SUBJECT  "providers"
+#define CD_BASE_URL_MAX       2048
+#define CD_PROVIDER_KEY_MAX   8192
+
+#define CD_PROVIDER_COLUMNS                                                  \
+    "name, base_url, " CD_SQL_TS("updated_at")
+
+
+typedef struct {
+    const char  *name;
+    const char  *default_url;      /* "" when there is none */
+} cd_provider_kind_t;
+
+static const cd_provider_kind_t  cd_provider_kinds[] = {
+    { "openai",    "https://api.openai.com/v1" },
+    { "anthropic", "https://api.anthropic.com" },
+    { "google",    "https://generativelanguage.googleapis.com" },
+    { "azure",     "" },
+    { "cohere",    "https://api.cohere.com" },
+    { "mistral",   "https://api.mistral.ai" },
+};
+
+static const char  *cd_provider_fields[] = { "api_key", "base_url", NULL };
+
+
+const char *
+cd_provider_default_url(const char *name)
+{
+    size_t  i;
+
+    for (i = 0; i < sizeof(cd_provider_kinds) / sizeof(cd_provider_kinds[0]);
+         i++)
+    {
+        if (strcmp(name, cd_provider_kinds[i].name) == 0) {
+            return cd_provider_kinds[i].default_url;
+        }
+    }
+
+    return NULL;
+}
+
+
+int
+cd_base_url_normalize(char *url)
+{
+    size_t       len, scheme;
+    const char  *p;
+
+    if (strncmp(url, "https://", 8) == 0) {
+        scheme = 8;
+    } else if (strncmp(url, "http://", 7) == 0) {
+        scheme = 7;
+    } else {
+        return 0;
+    }
+
+    len = strlen(url);
+
+    while (len > scheme && url[len - 1] == '/') {
+        url[--len] = '\0';
+    }
+
+    /* a host, and nothing that could split or smuggle a request line */
+    if (len == scheme || url[scheme] == '/' || url[scheme] == '?'
+        || url[scheme] == '#' || url[scheme] == '@' || len > CD_BASE_URL_MAX)
+    {
+        return 0;
+    }
+
+    for (p = url; *p != '\0'; p++) {
+        if ((unsigned char) *p <= 0x20 || *p == 0x7f || *p == '#'
+            || *p == '?' || *p == '\\')
+        {
+            return 0;
+        }
+    }
+
+    return 1;
+}
+
+
+static int
+cd_provider_name_param(cd_request_t *r)
+{
+    if (cd_provider_default_url(r->params[0]) == NULL) {
+        cd_respond_error(r, 404, "not_found_error", "unknown_provider",
+                         "name", "unknown provider \"%.64s\": expected one of "
+                         "openai, anthropic, google, azure, cohere, mistral",
+                         r->params[0]);
+        return CD_ERROR;
+    }
+
+    return CD_OK;
+}
+
+
+static json_t *
+cd_provider_json(PGresult *res, int row)
+{
+    return json_pack("{s:s, s:s, s:b, s:s}",
+                     "name", PQgetvalue(res, row, 0),
+                     "base_url", PQgetvalue(res, row, 1),
+                     "api_key_set", 1,
+                     "updated_at", PQgetvalue(res, row, 2));
+}
+
+
+void
+cd_api_providers_put(cd_request_t *r)
+{
+    int            lengths[4], formats[4];
+    char          *base_url, aad[CD_ID_MAX * 2 + 2];
+    json_t        *body, *provider;
+    size_t         sealed_len;
+    uint8_t       *sealed;
+    PGresult      *res;
+    const char    *api_key, *given_url, *params[4];
+    cd_db_conn_t  *c;
+
+    if (cd_provider_name_param(r) != CD_OK) {
+        return;
+    }
+
+    body = cd_request_json(r, cd_provider_fields);
+    if (body == NULL) {
+        return;
+    }
+
+    base_url = NULL;
+    sealed = NULL;
+    c = NULL;
+    res = NULL;
+
+    if (!json_is_string(json_object_get(body, "api_key"))
+        && json_object_get(body, "api_key") != NULL
+        && !json_is_null(json_object_get(body, "api_key")))
+    {
+        cd_respond_error(r, 400, "invalid_request_error", "invalid_type",
+                         "api_key", "api_key must be a string");
+        goto done;
+    }
+
+    api_key = json_string_value(json_object_get(body, "api_key"));
+
+    if (api_key == NULL || api_key[0] == '\0') {
+        cd_respond_error(r, 422, "invalid_request_error", "missing_field",
+                         "api_key", "api_key is required: the provider's "
+                         "API key as a non-empty string");
+        goto done;
+    }
+
+    /* never echo it: the messages name the field, not the value */
+    if (strlen(api_key) > CD_PROVIDER_KEY_MAX
+        || cd_validate_text(api_key, 1, CD_PROVIDER_KEY_MAX) != NULL)
+    {
+        cd_respond_error(r, 422, "invalid_request_error", "invalid_value",
+                         "api_key", "api_key must be printable text of at "
+                         "most %d bytes", CD_PROVIDER_KEY_MAX);
+        goto done;
+    }
+
+    if (cd_json_string(r, body, "base_url", 0, 1, CD_BASE_URL_MAX,
+                       &given_url) != CD_OK)
+    {
+        goto done;
+    }
+
+    if (given_url != NULL) {
+        base_url = strdup(given_url);
+
+        if (base_url == NULL) {
+            goto done;
+        }
+
+        if (!cd_base_url_normalize(base_url)) {
+            cd_respond_error(r, 422, "invalid_request_error", "invalid_value",
+                             "base_url", "base_url must be an http:// or "
+                             "https:// URL with a host, without query or "
+                             "fragment");
+            goto done;
+        }
+
+    } else if (cd_provider_default_url(r->params[0])[0] != '\0') {
+        base_url = strdup(cd_provider_default_url(r->params[0]));
+
+        if (base_url == NULL) {
+            goto done;
+        }
+    }
+
+    snprintf(aad, sizeof(aad), "%s/%s", r->org_id, r->params[0]);
+    sealed = malloc(strlen(api_key) + CD_AEAD_OVERHEAD);
+
+    if (sealed == NULL
+        || cd_aead_encrypt(r->app->master_key, (const uint8_t *) api_key,
+                           strlen(api_key), aad, sealed, &sealed_len)
+           != CD_OK)
+    {
+        cd_respond_error(r, 500, "api_error", "encryption_failed", NULL,
+                         "could not encrypt the provider key");
+        goto done;
+    }
+
+    c = cd_request_begin(r);
+    if (c == NULL) {
+        goto done;
+    }
+
+    memset(lengths, 0, sizeof(lengths));
+    memset(formats, 0, sizeof(formats));
+    params[0] = r->params[0];
+    params[1] = base_url;
+    params[2] = (const char *) sealed;
+    lengths[2] = (int) sealed_len;
+    formats[2] = 1;
+
+    /*
+     * Without base_url an existing row keeps its own; a new azure row
+     * has none and is refused below, inside the same transaction.
+     */
+    res = cd_db_exec_bin(c,
+              "INSERT INTO providers (org_id, name, base_url, api_key_enc)"
+              " SELECT current_setting('spendpol.org_id'), $1, b.url, $3"
+              " FROM (SELECT coalesce($2, (SELECT base_url FROM providers"
+              " WHERE name = $1)) AS url) AS b WHERE b.url IS NOT NULL"
+              " ON CONFLICT (org_id, name) DO UPDATE SET"
+              " base_url = EXCLUDED.base_url,"
+              " api_key_enc = EXCLUDED.api_key_enc,"
+              " updated_at = clock_timestamp()"
+              " RETURNING " CD_PROVIDER_COLUMNS,
+              3, params, lengths, formats);
+
+    if (res == NULL) {
+        cd_respond_statement_error(r, c);
+        goto done;
+    }
+
+    if (PQntuples(res) == 0) {
+        cd_respond_error(r, 422, "invalid_request_error", "missing_field",
+                         "base_url", "base_url is required for %s: there is "
+                         "no default endpoint (e.g. https://<resource>."
+                         "openai.azure.com/openai)", r->params[0]);
+        goto done;
+    }
+
+    provider = cd_provider_json(res, 0);
+
+    if (cd_request_commit(r, c) != CD_OK) {
+        json_decref(provider);
+        goto done;
+    }
+
+    cd_snapshot_signal(r->app);
+    cd_log_info(CD_PROVIDERS_SUBJECT, "set %s org=%s", r->params[0],
+                r->org_id);
+    cd_respond(r, 200, provider);
+
+done:
+
+    if (c != NULL) {
+        cd_request_end(r, c);
+    }
+
+    PQclear(res);
+
+    if (sealed != NULL) {
+        OPENSSL_cleanse(sealed, sealed_len);
+        free(sealed);
+    }
+
+    free(base_url);
+    json_decref(body);
+}
+
+
+void
+cd_api_providers_list(cd_request_t *r)
+{
+    int            i;
+    json_t        *data, *item;
+    PGresult      *res;
+    cd_db_conn_t  *c;
+
+    c = cd_request_begin(r);
+    if (c == NULL) {
+        return;
+    }
+
+    res = cd_db_exec(c, "SELECT " CD_PROVIDER_COLUMNS " FROM providers"
+                        " ORDER BY name", 0, NULL);
+    if (res == NULL) {
+        cd_respond_statement_error(r, c);
+        cd_request_end(r, c);
+        return;
+    }
+
+    data = json_array();
+
+    for (i = 0; data != NULL && i < PQntuples(res); i++) {
+        item = cd_provider_json(res, i);
+
+        if (item == NULL || json_array_append_new(data, item) != 0) {
+            json_decref(data);
+            data = NULL;
+        }
+    }
+
+    PQclear(res);
+    cd_request_end(r, c);
+    cd_respond(r, 200, data ? json_pack("{s:o}", "data", data) : NULL);
+}
+
+
+void
+cd_api_providers_get(cd_request_t *r)
+{
+    PGresult      *res;
+    const char    *params[1];
+    cd_db_conn_t  *c;
+
+    if (cd_provider_name_param(r) != CD_OK) {
+        return;
+    }
+
+    c = cd_request_begin(r);
+    if (c == NULL) {
+        return;
+    }
+
+    params[0] = r->params[0];
+    res = cd_db_exec(c, "SELECT " CD_PROVIDER_COLUMNS " FROM providers"
+                        " WHERE name = $1", 1, params);
+
+    if (res == NULL) {
+        cd_respond_statement_error(r, c);
+
+    } else if (PQntuples(res) == 0) {
+        cd_respond_error(r, 404, "not_found_error", "provider_not_configured",
+                         "name", "provider %s is not configured; PUT "
+                         "/providers/%s with an api_key", r->params[0],
+                         r->params[0]);
+    } else {
+        cd_respond(r, 200, cd_provider_json(res, 0));
+    }
+
+    PQclear(res);
+    cd_request_end(r, c);
+}
+
+
+void
+cd_api_providers_delete(cd_request_t *r)
+{
+    PGresult      *res;
+    const char    *params[1];
+    cd_db_conn_t  *c;
+
+    if (cd_provider_name_param(r) != CD_OK) {
+        return;
+    }
+
+    c = cd_request_begin(r);
+    if (c == NULL) {
+        return;
+    }
+
+    params[0] = r->params[0];
+    res = cd_db_exec(c, "DELETE FROM providers WHERE name = $1", 1, params);
+
+    if (res == NULL) {
+        cd_respond_statement_error(r, c);
+
+    } else if (strcmp(PQcmdTuples(res), "0") == 0) {
+        cd_respond_error(r, 404, "not_found_error", "provider_not_configured",
+                         "name", "provider %s is not configured",
+                         r->params[0]);
+
+    } else if (cd_request_commit(r, c) == CD_OK) {
+        cd_snapshot_signal(r->app);
+        cd_log_info(CD_PROVIDERS_SUBJECT, "deleted %s org=%s", r->params[0],
+                    r->org_id);
+        cd_respond(r, 204, NULL);
+    }
+
+    PQclear(res);
+    cd_request_end(r, c);
+}

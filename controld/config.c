@@ -1,0 +1,346 @@
+/*
+ * Configuration from the environment. One table drives the names, the
+ * fallback names, the defaults and the parsing of every setting.
+ */
+
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/stat.h>
+
+#include "controld.h"
+
+
+typedef enum {
+    CD_CONF_STRING = 0,
+    CD_CONF_PATH_IN_DATA_DIR,    /* default is relative to data_dir */
+    CD_CONF_LISTEN,
+    CD_CONF_MODE,
+    CD_CONF_LOG_LEVEL,
+    CD_CONF_MASTER_KEY,
+    CD_CONF_ADMIN_KEY
+} cd_conf_type_e;
+
+typedef struct {
+    const char       *name;
+    const char       *fallback;     /* older generic name, or NULL */
+    const char       *default_value;/* NULL: unset unless required */
+    cd_conf_type_e    type;
+    size_t            offset;       /* of the char * or value in cd_config_t */
+    int               required;
+} cd_conf_entry_t;
+
+#define CD_CONF_OFFSET(field)  offsetof(cd_config_t, field)
+
+/* data_dir comes before everything whose default lives under it */
+static const cd_conf_entry_t  cd_conf_table[] = {
+    { "SPENDPOL_DATABASE_URL", "DATABASE_URL", NULL, CD_CONF_STRING,
+      CD_CONF_OFFSET(database_url), 1 },
+    { "SPENDPOL_REDIS_URL", "REDIS_URL", NULL, CD_CONF_STRING,
+      CD_CONF_OFFSET(redis_url), 0 },
+    { "SPENDPOL_API_LISTEN", NULL, "127.0.0.1:8081", CD_CONF_LISTEN,
+      CD_CONF_OFFSET(api_listen), 0 },
+    { "SPENDPOL_DATA_DIR", NULL, ".run", CD_CONF_STRING,
+      CD_CONF_OFFSET(data_dir), 0 },
+    { "SPENDPOL_SNAPSHOT_DIR", NULL, "/dev/shm/spendpol", CD_CONF_STRING,
+      CD_CONF_OFFSET(snapshot_dir), 0 },
+    { "SPENDPOL_SNAPSHOT_MODE", NULL, "0640", CD_CONF_MODE,
+      CD_CONF_OFFSET(snapshot_mode), 0 },
+    { "SPENDPOL_JOURNAL", NULL, "journal/journal.log",
+      CD_CONF_PATH_IN_DATA_DIR, CD_CONF_OFFSET(journal_path), 0 },
+    { "SPENDPOL_MASTER_KEY", NULL, NULL, CD_CONF_MASTER_KEY,
+      CD_CONF_OFFSET(master_key_hex), 0 },
+    { "SPENDPOL_ADMIN_KEY", NULL, NULL, CD_CONF_ADMIN_KEY,
+      CD_CONF_OFFSET(admin_key), 0 },
+    { "SPENDPOL_MIGRATIONS_DIR", NULL, NULL, CD_CONF_STRING,
+      CD_CONF_OFFSET(migrations_dir), 0 },
+    { "SPENDPOL_LOG_LEVEL", NULL, "info", CD_CONF_LOG_LEVEL,
+      CD_CONF_OFFSET(log_level), 0 },
+};
+
+
+static char *
+cd_conf_strdup(const char *s)
+{
+    return s == NULL ? NULL : strdup(s);
+}
+
+
+int
+cd_config_parse_listen(const char *value, char **host, uint16_t *port)
+{
+    const char     *colon, *host_start, *host_end;
+    char           *end;
+    unsigned long   n;
+
+    if (value[0] == '[') {
+        host_start = value + 1;
+        host_end = strchr(host_start, ']');
+
+        if (host_end == NULL || host_end[1] != ':') {
+            return CD_ERROR;
+        }
+
+        colon = host_end + 1;
+
+    } else {
+        colon = strrchr(value, ':');
+
+        if (colon == NULL || strchr(value, ':') != colon) {
+            return CD_ERROR;
+        }
+
+        host_start = value;
+        host_end = colon;
+    }
+
+    if (host_end == host_start || colon[1] == '\0') {
+        return CD_ERROR;
+    }
+
+    errno = 0;
+    n = strtoul(colon + 1, &end, 10);
+
+    if (errno != 0 || *end != '\0' || n > 65535 || colon[1] == '-'
+        || colon[1] == '+')
+    {
+        return CD_ERROR;
+    }
+
+    *host = strndup(host_start, host_end - host_start);
+
+    if (*host == NULL) {
+        return CD_ERROR;
+    }
+
+    *port = (uint16_t) n;
+
+    return CD_OK;
+}
+
+
+static int
+cd_conf_parse_mode(const char *value, unsigned *mode)
+{
+    char           *end;
+    unsigned long   n;
+
+    if (value[0] < '0' || value[0] > '7') {
+        return CD_ERROR;
+    }
+
+    errno = 0;
+    n = strtoul(value, &end, 8);
+
+    if (errno != 0 || *end != '\0' || n > 0777) {
+        return CD_ERROR;
+    }
+
+    *mode = (unsigned) n;
+
+    return CD_OK;
+}
+
+
+static int
+cd_conf_master_key_valid(const char *value)
+{
+    uint8_t  key[CD_MASTER_KEY_LEN];
+
+    return sp_hex_decode(value, strlen(value), key, sizeof(key)) == SP_OK;
+}
+
+
+int
+cd_config_load(cd_config_t *cf, cd_getenv_pt getenv_fn, void *data,
+    char *err, size_t errlen)
+{
+    size_t                  i;
+    char                   *path, **field;
+    const char             *value, *used_name;
+    const cd_conf_entry_t  *e;
+
+    memset(cf, 0, sizeof(*cf));
+
+    for (i = 0; i < sizeof(cd_conf_table) / sizeof(cd_conf_table[0]); i++) {
+        e = &cd_conf_table[i];
+        used_name = e->name;
+        value = getenv_fn(e->name, data);
+
+        if ((value == NULL || value[0] == '\0') && e->fallback != NULL) {
+            value = getenv_fn(e->fallback, data);
+            used_name = e->fallback;
+        }
+
+        if (value != NULL && value[0] == '\0') {
+            value = NULL;
+        }
+
+        if (value == NULL && e->required) {
+            snprintf(err, errlen, "%s (or %s) is required: a PostgreSQL "
+                     "connection URL such as postgresql://user@host:5432/db",
+                     e->name, e->fallback);
+            goto failed;
+        }
+
+        if (value == NULL) {
+            value = e->default_value;
+            used_name = e->name;
+        }
+
+        field = (char **) ((char *) cf + e->offset);
+
+        switch (e->type) {
+
+        case CD_CONF_MODE:
+            if (cd_conf_parse_mode(value, (unsigned *) field) != CD_OK) {
+                snprintf(err, errlen, "%s=\"%s\" is not a file mode: expected"
+                         " octal digits such as 0640", used_name, value);
+                goto failed;
+            }
+            continue;
+
+        case CD_CONF_LOG_LEVEL:
+            *(int *) field = cd_log_level_parse(value);
+
+            if (*(int *) field < 0) {
+                snprintf(err, errlen, "%s=\"%s\" is not a log level: expected"
+                         " error, warn, info or debug", used_name, value);
+                goto failed;
+            }
+            continue;
+
+        case CD_CONF_LISTEN:
+            if (cd_config_parse_listen(value, &cf->api_host, &cf->api_port)
+                != CD_OK)
+            {
+                snprintf(err, errlen, "%s=\"%s\" is not a listen address: "
+                         "expected HOST:PORT such as 127.0.0.1:8081",
+                         used_name, value);
+                goto failed;
+            }
+            break;
+
+        case CD_CONF_MASTER_KEY:
+            if (value != NULL && !cd_conf_master_key_valid(value)) {
+                /* never echo the value: it is a secret */
+                snprintf(err, errlen, "%s must be 64 hex characters (a "
+                         "256-bit AES key), e.g. from `openssl rand -hex 32`",
+                         used_name);
+                goto failed;
+            }
+            break;
+
+        case CD_CONF_ADMIN_KEY:
+            if (value != NULL && !sp_key_is_wellformed(value, strlen(value)))
+            {
+                snprintf(err, errlen, "%s is not a Spendpol key: expected "
+                         "\"sp_key_\" followed by 48 lowercase hex characters",
+                         used_name);
+                goto failed;
+            }
+            break;
+
+        case CD_CONF_PATH_IN_DATA_DIR:
+            if (value == e->default_value) {
+                if (asprintf(&path, "%s/%s", cf->data_dir, value) < 0) {
+                    snprintf(err, errlen, "out of memory");
+                    goto failed;
+                }
+
+                *field = path;
+                continue;
+            }
+            break;
+
+        case CD_CONF_STRING:
+            break;
+        }
+
+        if (value != NULL) {
+            *field = cd_conf_strdup(value);
+
+            if (*field == NULL) {
+                snprintf(err, errlen, "out of memory");
+                goto failed;
+            }
+        }
+    }
+
+    return CD_OK;
+
+failed:
+
+    cd_config_free(cf);
+
+    return CD_ERROR;
+}
+
+
+void
+cd_config_free(cd_config_t *cf)
+{
+    free(cf->database_url);
+    free(cf->redis_url);
+    free(cf->api_listen);
+    free(cf->api_host);
+    free(cf->data_dir);
+    free(cf->snapshot_dir);
+    free(cf->journal_path);
+    free(cf->master_key_hex);
+    free(cf->admin_key);
+    free(cf->migrations_dir);
+    memset(cf, 0, sizeof(*cf));
+}
+
+
+static int
+cd_dir_exists(const char *path)
+{
+    struct stat  st;
+
+    return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+
+char *
+cd_config_find_migrations(void)
+{
+    size_t       i;
+    ssize_t      n;
+    char         exe[PATH_MAX], candidate[PATH_MAX + 64], *slash;
+    const char  *relative[] = { "../migrations", "../../migrations" };
+
+    if (cd_dir_exists("migrations")) {
+        return realpath("migrations", NULL);
+    }
+
+    n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+
+    if (n > 0) {
+        exe[n] = '\0';
+        slash = strrchr(exe, '/');
+
+        if (slash != NULL) {
+            *slash = '\0';
+
+            for (i = 0; i < sizeof(relative) / sizeof(relative[0]); i++) {
+                snprintf(candidate, sizeof(candidate), "%s/%s", exe,
+                         relative[i]);
+
+                if (cd_dir_exists(candidate)) {
+                    return realpath(candidate, NULL);
+                }
+            }
+        }
+    }
+
+    if (cd_dir_exists("/usr/share/spendpol/migrations")) {
+        return strdup("/usr/share/spendpol/migrations");
+    }
+
+    return NULL;
+}

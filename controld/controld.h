@@ -1,0 +1,476 @@
+/*
+ * controld: the Spendpol control daemon.
+ *
+ * One file per subsystem (config, log, db, crypto, http, snapshot, ingest,
+ * migrate, redis) and one per REST resource (api_*.c), all under this
+ * header. Every exported name starts with cd_ (functions, types) or CD_
+ * (macros). main.c holds main() only, so the rest links into unit tests.
+ */
+
+#ifndef CONTROLD_H
+#define CONTROLD_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdarg.h>
+#include <pthread.h>
+#include <signal.h>
+
+#include <jansson.h>
+#include <libpq-fe.h>
+
+#include "spendpol.h"
+
+
+#define CD_OK       0
+#define CD_ERROR   -1
+
+#define CD_CHECK    __attribute__((warn_unused_result))
+#define CD_PRINTF(fmt, args)  __attribute__((format(printf, fmt, args)))
+
+#define CD_DEFAULT_ORG        "org_default"
+#define CD_BODY_MAX           (1024 * 1024)
+#define CD_ID_MAX             64
+#define CD_NAME_MAX           200      /* characters of name and tags */
+#define CD_MASTER_KEY_LEN     32       /* AES-256 */
+
+
+/* ---- log.c ------------------------------------------------------------ */
+
+typedef enum {
+    CD_LOG_ERROR = 0,
+    CD_LOG_WARN,
+    CD_LOG_INFO,
+    CD_LOG_DEBUG
+} cd_log_level_e;
+
+extern int  cd_log_level;
+
+void cd_log_write(int level, const char *subject, const char *fmt, ...)
+    CD_PRINTF(3, 4);
+
+#define cd_log(level, subject, ...)                                          \
+    do {                                                                     \
+        if ((level) <= cd_log_level) {                                       \
+            cd_log_write(level, subject, __VA_ARGS__);                       \
+        }                                                                    \
+    } while (0)
+
+#define cd_log_error(subject, ...)  cd_log(CD_LOG_ERROR, subject, __VA_ARGS__)
+#define cd_log_warn(subject, ...)   cd_log(CD_LOG_WARN, subject, __VA_ARGS__)
+#define cd_log_info(subject, ...)   cd_log(CD_LOG_INFO, subject, __VA_ARGS__)
+#define cd_log_debug(subject, ...)  cd_log(CD_LOG_DEBUG, subject, __VA_ARGS__)
+
+/* "error" ... "debug" -> level, or -1 */
+int cd_log_level_parse(const char *name);
+
+
+/* ---- config.c --------------------------------------------------------- */
+
+typedef struct {
+    char      *database_url;
+    char      *redis_url;          /* NULL: redis disabled */
+    char      *api_listen;
+    char      *api_host;           /* parsed from api_listen */
+    uint16_t   api_port;
+    char      *data_dir;
+    char      *snapshot_dir;
+    unsigned   snapshot_mode;
+    char      *journal_path;
+    char      *master_key_hex;     /* NULL: data_dir/master.key */
+    char      *admin_key;          /* NULL: generated on first run */
+    char      *migrations_dir;     /* NULL: searched at start */
+    int        log_level;
+} cd_config_t;
+
+/* looks a variable up; NULL when unset. Tests pass a fake environment. */
+typedef const char *(*cd_getenv_pt)(const char *name, void *data);
+
+/*
+ * Fills cf from the environment through getenv_fn. On failure returns
+ * CD_ERROR with a message naming the variable and what it expects.
+ */
+int cd_config_load(cd_config_t *cf, cd_getenv_pt getenv_fn, void *data,
+    char *err, size_t errlen) CD_CHECK;
+void cd_config_free(cd_config_t *cf);
+
+/* "host:port", "[v6]:port"; port 0 allowed (any free port) */
+int cd_config_parse_listen(const char *value, char **host, uint16_t *port)
+    CD_CHECK;
+
+/* the first existing candidate directory, or NULL; caller frees */
+char *cd_config_find_migrations(void);
+
+
+/* ---- crypto.c --------------------------------------------------------- */
+
+#define CD_AEAD_NONCE_LEN     12
+#define CD_AEAD_TAG_LEN       16
+#define CD_AEAD_OVERHEAD      (CD_AEAD_NONCE_LEN + CD_AEAD_TAG_LEN)
+
+/*
+ * AES-256-GCM. out receives nonce(12) || ciphertext || tag(16), so it
+ * must hold len + CD_AEAD_OVERHEAD bytes. aad binds the ciphertext to its
+ * row, so a ciphertext copied to another row does not decrypt.
+ */
+int cd_aead_encrypt(const uint8_t *key, const uint8_t *plain, size_t len,
+    const char *aad, uint8_t *out, size_t *outlen) CD_CHECK;
+
+/* out must hold len - CD_AEAD_OVERHEAD bytes; CD_ERROR when tampered */
+int cd_aead_decrypt(const uint8_t *key, const uint8_t *sealed, size_t len,
+    const char *aad, uint8_t *out, size_t *outlen) CD_CHECK;
+
+/* from SPENDPOL_MASTER_KEY, else data_dir/master.key (created) */
+int cd_master_key_load(const cd_config_t *cf, uint8_t *key, char *err,
+    size_t errlen) CD_CHECK;
+
+/* id = prefix + 2 * nbytes lowercase hex chars; out holds CD_ID_MAX */
+int cd_random_id(const char *prefix, size_t nbytes, char *out) CD_CHECK;
+
+/* writes a file with O_EXCL and mode; CD_ERROR with errno set */
+int cd_write_new_file(const char *path, const char *data, size_t len,
+    unsigned mode) CD_CHECK;
+
+/* mkdir -p with mode for the directories it creates */
+int cd_mkdir_p(const char *path, unsigned mode) CD_CHECK;
+
+
+/* ---- db.c ------------------------------------------------------------- */
+
+typedef enum {
+    CD_ROLE_APP = 0,        /* tenant requests: RLS by spendpol.org_id */
+    CD_ROLE_SYSTEM          /* ingest, publisher, bootstrap, auth */
+} cd_db_role_e;
+
+typedef struct {
+    PGconn  *pg;
+    int      in_use;
+    char     sqlstate[8];     /* of the last failed statement */
+} cd_db_conn_t;
+
+typedef struct {
+    pthread_mutex_t   mutex;
+    pthread_cond_t    cond;
+    char             *conninfo;
+    cd_db_conn_t     *conns;
+    size_t            size;
+} cd_db_pool_t;
+
+int cd_db_pool_init(cd_db_pool_t *pool, const char *conninfo, size_t size)
+    CD_CHECK;
+void cd_db_pool_close(cd_db_pool_t *pool);
+
+/*
+ * A connection that is up, or NULL when PostgreSQL cannot be reached or
+ * none frees up within timeout_ms.
+ */
+cd_db_conn_t *cd_db_acquire(cd_db_pool_t *pool, unsigned timeout_ms)
+    CD_CHECK;
+void cd_db_release(cd_db_pool_t *pool, cd_db_conn_t *c);
+
+/*
+ * BEGIN; SET LOCAL ROLE <role>; set_config('spendpol.org_id', org, true).
+ * org_id may be NULL for CD_ROLE_SYSTEM.
+ */
+int cd_db_begin(cd_db_conn_t *c, cd_db_role_e role, const char *org_id)
+    CD_CHECK;
+int cd_db_commit(cd_db_conn_t *c) CD_CHECK;
+void cd_db_rollback(cd_db_conn_t *c);
+
+/*
+ * Runs sql with text parameters (NULL = SQL NULL); returns a result with
+ * PGRES_COMMAND_OK or PGRES_TUPLES_OK, else logs and returns NULL.
+ */
+PGresult *cd_db_exec(cd_db_conn_t *c, const char *sql, int nparams,
+    const char *const *params) CD_CHECK;
+
+/* like cd_db_exec, with some binary parameters (lengths and formats) */
+PGresult *cd_db_exec_bin(cd_db_conn_t *c, const char *sql, int nparams,
+    const char *const *params, const int *lengths, const int *formats)
+    CD_CHECK;
+
+/* several statements without parameters (simple protocol) */
+int cd_db_exec_script(cd_db_conn_t *c, const char *sql) CD_CHECK;
+
+/* the SQLSTATE of the last failed statement on c, or "" */
+const char *cd_db_last_sqlstate(cd_db_conn_t *c);
+
+/* NULL for SQL NULL, else the value */
+const char *cd_db_value(PGresult *res, int row, int col);
+
+/* "t" -> 1 */
+int cd_db_bool(PGresult *res, int row, int col);
+
+/* bytea in hex output format ("\\x...") into out; returns length or -1 */
+ssize_t cd_db_bytea(PGresult *res, int row, int col, uint8_t *out,
+    size_t outlen);
+
+/* SQL expression for RFC 3339 UTC with milliseconds of a timestamptz */
+#define CD_SQL_TS(col)                                                       \
+    "to_char(" col " AT TIME ZONE 'UTC', "                                   \
+    "'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"
+
+/* microseconds since the epoch of a timestamptz, for cursors */
+#define CD_SQL_US(col)                                                       \
+    "(extract(epoch FROM " col ") * 1000000)::bigint"
+
+
+/* ---- migrate.c -------------------------------------------------------- */
+
+int cd_migrate(cd_db_pool_t *pool, const char *dir) CD_CHECK;
+
+/* 1 when name looks like NNN_something.sql */
+int cd_migration_name_valid(const char *name);
+
+
+/* ---- redis.c ---------------------------------------------------------- */
+
+typedef struct {
+    pthread_mutex_t   mutex;
+    char             *host;
+    int               port;
+    int               db;
+    char             *user;
+    char             *password;
+    void             *ctx;          /* redisContext, NULL when down */
+    int               enabled;
+} cd_redis_t;
+
+/* parses redis://[[user]:password@]host[:port][/db] */
+int cd_redis_parse_url(const char *url, char **host, int *port, int *db,
+    char **user, char **password) CD_CHECK;
+int cd_redis_init(cd_redis_t *rd, const char *url) CD_CHECK;
+void cd_redis_close(cd_redis_t *rd);
+
+/* "ok", "down" or "disabled" */
+const char *cd_redis_health(cd_redis_t *rd);
+
+
+/* ---- snapshot.c ------------------------------------------------------- */
+
+typedef struct cd_app_s  cd_app_t;
+
+typedef struct {
+    pthread_t         thread;
+    pthread_mutex_t   mutex;
+    pthread_cond_t    cond;
+    int               signalled;
+    int               stop;
+    int               started;
+    int64_t           state_version;     /* of the last publish, -1 none */
+    uint64_t          generation;        /* last published */
+} cd_snapshot_t;
+
+void cd_snapshot_init(cd_app_t *app);
+void cd_snapshot_destroy(cd_app_t *app);
+
+/* builds and publishes once, synchronously */
+int cd_snapshot_publish_now(cd_app_t *app) CD_CHECK;
+int cd_snapshot_start(cd_app_t *app) CD_CHECK;
+void cd_snapshot_signal(cd_app_t *app);
+void cd_snapshot_stop(cd_app_t *app);
+uint64_t cd_snapshot_generation(cd_app_t *app);
+
+
+/* ---- ingest.c --------------------------------------------------------- */
+
+#define CD_INGEST_BATCH_LINES   1000
+#define CD_INGEST_BATCH_MS      200
+
+typedef struct {
+    pthread_t         thread;
+    int               stop;              /* atomic */
+    int               started;
+    int64_t           committed_offset;  /* atomically read by /healthz */
+} cd_ingest_t;
+
+int cd_ingest_start(cd_app_t *app) CD_CHECK;
+void cd_ingest_stop(cd_app_t *app);
+int64_t cd_ingest_offset(cd_app_t *app);
+
+/*
+ * Appends s to a COPY text-format field: backslash, tab, newline and
+ * carriage return escaped. Returns the new length, or 0 on overflow.
+ */
+size_t cd_copy_escape(char *out, size_t pos, size_t outlen, const char *s);
+
+/* 1 when s[0..len) is valid UTF-8 without NUL */
+int cd_utf8_valid(const char *s, size_t len);
+
+
+/* ---- http.c ----------------------------------------------------------- */
+
+#define CD_ROUTE_MAX_PARAMS   4
+
+typedef struct cd_request_s  cd_request_t;
+typedef void (*cd_handler_pt)(cd_request_t *r);
+
+typedef struct {
+    const char     *method;
+    const char     *pattern;      /* "/api-keys/{id}/rotate" */
+    cd_handler_pt   handler;
+    unsigned        admin:1;      /* needs an admin key */
+} cd_route_t;
+
+typedef enum {
+    CD_ROUTE_FOUND = 0,
+    CD_ROUTE_NOT_FOUND,
+    CD_ROUTE_BAD_METHOD
+} cd_route_match_e;
+
+typedef struct {
+    const char  *data;
+    size_t       len;
+} cd_param_t;
+
+/*
+ * Matches method and path against the table. On CD_ROUTE_FOUND, *route
+ * and params (borrowed slices of path) are set; CD_ROUTE_BAD_METHOD means
+ * some route has the path but not the method.
+ */
+cd_route_match_e cd_route_match(const cd_route_t *routes, size_t n,
+    const char *method, const char *path, const cd_route_t **route,
+    cd_param_t *params, size_t *nparams);
+
+struct cd_request_s {
+    cd_app_t                *app;
+    struct MHD_Connection   *connection;
+    const char              *method;
+    const char              *path;
+    char                    *params[CD_ROUTE_MAX_PARAMS];
+    size_t                   nparams;
+    char                    *body;
+    size_t                   body_len;
+    int                      body_too_large;
+    char                     org_id[CD_ID_MAX];      /* of the admin key */
+    char                     key_id[CD_ID_MAX];
+    unsigned                 status;
+    json_t                  *response;               /* NULL: no body */
+    const char              *allow;                  /* for 405 */
+};
+
+typedef struct {
+    void                    *daemon;                 /* MHD_Daemon */
+    uint16_t                 port;                   /* bound */
+} cd_http_t;
+
+int cd_http_start(cd_app_t *app) CD_CHECK;
+void cd_http_stop(cd_app_t *app);
+
+/* response helpers; respond steals json */
+void cd_respond(cd_request_t *r, unsigned status, json_t *json);
+void cd_respond_error(cd_request_t *r, unsigned status, const char *type,
+    const char *code, const char *field, const char *fmt, ...)
+    CD_PRINTF(6, 7);
+void cd_respond_db_error(cd_request_t *r);
+
+/*
+ * A pooled connection inside BEGIN as spendpol_app with the request's
+ * org, or NULL after answering 503. cd_request_end rolls back whatever
+ * was not committed and releases.
+ */
+cd_db_conn_t *cd_request_begin(cd_request_t *r) CD_CHECK;
+int cd_request_commit(cd_request_t *r, cd_db_conn_t *c) CD_CHECK;
+void cd_request_end(cd_request_t *r, cd_db_conn_t *c);
+void cd_respond_statement_error(cd_request_t *r, cd_db_conn_t *c);
+
+/* the query argument, or NULL */
+const char *cd_query(cd_request_t *r, const char *name);
+
+/*
+ * Parses the body as a JSON object whose keys are all in allowed (NULL
+ * terminated). On failure answers 400 and returns NULL.
+ */
+json_t *cd_request_json(cd_request_t *r, const char *const *allowed)
+    CD_CHECK;
+
+/*
+ * Optional string member: absent or null leaves *out NULL; a non-string
+ * answers 400; longer than max characters or with control characters
+ * answers 422 (when required and absent too). Returns CD_OK / CD_ERROR.
+ */
+int cd_json_string(cd_request_t *r, json_t *obj, const char *field,
+    int required, size_t min_chars, size_t max_chars, const char **out)
+    CD_CHECK;
+
+/* validation for unit tests: 0 ok, else an error code string */
+const char *cd_validate_text(const char *s, size_t min_chars,
+    size_t max_chars);
+
+/* adds a string or null member */
+int cd_json_set_str(json_t *obj, const char *key, const char *value)
+    CD_CHECK;
+
+/* limit query parameter: default when absent; 400 when out of 1..max */
+int cd_query_limit(cd_request_t *r, long def, long max, long *limit)
+    CD_CHECK;
+
+
+/* ---- cursors (http.c) ------------------------------------------------- */
+
+#define CD_CURSOR_MAX   128
+
+/* opaque cursor for (created_at microseconds, id) */
+int cd_cursor_encode(int64_t us, const char *id, char *out, size_t outlen)
+    CD_CHECK;
+int cd_cursor_decode(const char *cursor, int64_t *us, char *id,
+    size_t idlen) CD_CHECK;
+
+
+/* ---- api_*.c: one file per resource ----------------------------------- */
+
+extern const cd_route_t  cd_routes[];
+extern const size_t      cd_routes_count;
+
+void cd_api_healthz(cd_request_t *r);
+
+void cd_api_keys_create(cd_request_t *r);
+void cd_api_keys_list(cd_request_t *r);
+void cd_api_keys_get(cd_request_t *r);
+void cd_api_keys_revoke(cd_request_t *r);
+void cd_api_keys_rotate(cd_request_t *r);
+
+void cd_api_providers_put(cd_request_t *r);
+void cd_api_providers_list(cd_request_t *r);
+void cd_api_providers_get(cd_request_t *r);
+void cd_api_providers_delete(cd_request_t *r);
+
+void cd_api_audit_list(cd_request_t *r);
+
+/* "openai" ... -> default base URL ("" when none), NULL when unknown */
+const char *cd_provider_default_url(const char *name);
+
+/* normalises a base URL in place (trailing '/' stripped); 0 if invalid */
+int cd_base_url_normalize(char *url);
+
+/* 1 when id is "key_" + 24 lowercase hex */
+int cd_key_id_valid(const char *id);
+
+/* scopes array -> bits; CD_ERROR with the offending index */
+int cd_scopes_parse(json_t *array, uint32_t *bits, size_t *bad_index)
+    CD_CHECK;
+
+/* the bootstrap admin key (SPENDPOL_ADMIN_KEY or admin.key) */
+int cd_admin_bootstrap(cd_app_t *app) CD_CHECK;
+
+/*
+ * The admin key's org and id for a presented Authorization header
+ * value; answers 401/403 itself and returns CD_ERROR.
+ */
+int cd_authenticate(cd_request_t *r) CD_CHECK;
+
+
+/* ---- the daemon ------------------------------------------------------- */
+
+struct cd_app_s {
+    cd_config_t      config;
+    uint8_t          master_key[CD_MASTER_KEY_LEN];
+    cd_db_pool_t     db;
+    cd_redis_t       redis;
+    cd_snapshot_t    snapshot;
+    cd_ingest_t      ingest;
+    cd_http_t        http;
+};
+
+
+#endif /* CONTROLD_H */

@@ -1,0 +1,412 @@
+/*
+ * PostgreSQL: a small pool of libpq connections guarded by a mutex and a
+ * condition variable, and the transaction helper that puts every
+ * statement under a role, so row-level security applies even though the
+ * daemon may connect as a superuser or the tables' owner.
+ */
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "controld.h"
+
+
+#define CD_DB_SUBJECT  "db"
+
+
+/* NOTICEs ("already exists, skipping") are not worth stderr */
+static void
+cd_db_notice(void *data, const char *message)
+{
+    cd_log_debug(CD_DB_SUBJECT, "%.*s", (int) strcspn(message, "\n"),
+                 message);
+}
+
+
+static PGconn *
+cd_db_connect(const char *conninfo)
+{
+    PGconn  *pg;
+
+    /* dbname last: values in the URL override these defaults */
+    const char  *keywords[] = { "connect_timeout", "application_name",
+                                "dbname", NULL };
+    const char  *values[] = { "5", "spendpol-controld", conninfo, NULL };
+
+    pg = PQconnectdbParams(keywords, values, 1);
+
+    if (pg != NULL) {
+        PQsetNoticeProcessor(pg, cd_db_notice, NULL);
+    }
+
+    return pg;
+}
+
+
+int
+cd_db_pool_init(cd_db_pool_t *pool, const char *conninfo, size_t size)
+{
+    size_t   i;
+    PGconn  *pg;
+
+    memset(pool, 0, sizeof(*pool));
+
+    pool->conninfo = strdup(conninfo);
+    pool->conns = calloc(size, sizeof(cd_db_conn_t));
+
+    if (pool->conninfo == NULL || pool->conns == NULL) {
+        free(pool->conninfo);
+        free(pool->conns);
+        return CD_ERROR;
+    }
+
+    pool->size = size;
+    pthread_mutex_init(&pool->mutex, NULL);
+    pthread_cond_init(&pool->cond, NULL);
+
+    /* the first connection proves the URL; the others open lazily */
+    pg = cd_db_connect(conninfo);
+
+    if (pg == NULL || PQstatus(pg) != CONNECTION_OK) {
+        cd_log_error(CD_DB_SUBJECT, "cannot connect to PostgreSQL: %s",
+                     pg ? PQerrorMessage(pg) : "out of memory");
+        PQfinish(pg);
+        pool->conns[0].pg = NULL;
+        return CD_ERROR;
+    }
+
+    pool->conns[0].pg = pg;
+
+    for (i = 1; i < size; i++) {
+        pool->conns[i].pg = NULL;
+    }
+
+    return CD_OK;
+}
+
+
+void
+cd_db_pool_close(cd_db_pool_t *pool)
+{
+    size_t  i;
+
+    if (pool->conns == NULL) {
+        return;
+    }
+
+    for (i = 0; i < pool->size; i++) {
+        PQfinish(pool->conns[i].pg);
+    }
+
+    free(pool->conns);
+    free(pool->conninfo);
+    pthread_mutex_destroy(&pool->mutex);
+    pthread_cond_destroy(&pool->cond);
+    memset(pool, 0, sizeof(*pool));
+}
+
+
+cd_db_conn_t *
+cd_db_acquire(cd_db_pool_t *pool, unsigned timeout_ms)
+{
+    size_t            i;
+    cd_db_conn_t     *c;
+    struct timespec   deadline;
+
+    clock_gettime(CLOCK_REALTIME, &deadline);
+    deadline.tv_sec += timeout_ms / 1000;
+    deadline.tv_nsec += (long) (timeout_ms % 1000) * 1000000;
+
+    if (deadline.tv_nsec >= 1000000000) {
+        deadline.tv_sec++;
+        deadline.tv_nsec -= 1000000000;
+    }
+
+    pthread_mutex_lock(&pool->mutex);
+
+    for ( ;; ) {
+        c = NULL;
+
+        /* prefer a connection that is already open */
+        for (i = 0; i < pool->size; i++) {
+            if (!pool->conns[i].in_use) {
+                if (c == NULL || (c->pg == NULL && pool->conns[i].pg != NULL))
+                {
+                    c = &pool->conns[i];
+                }
+            }
+        }
+
+        if (c != NULL) {
+            break;
+        }
+
+        if (pthread_cond_timedwait(&pool->cond, &pool->mutex, &deadline)
+            == ETIMEDOUT)
+        {
+            pthread_mutex_unlock(&pool->mutex);
+            cd_log_warn(CD_DB_SUBJECT, "no free connection within %u ms",
+                        timeout_ms);
+            return NULL;
+        }
+    }
+
+    c->in_use = 1;
+    pthread_mutex_unlock(&pool->mutex);
+
+    /* (re)connect outside the lock: it may take connect_timeout */
+    if (c->pg != NULL && PQstatus(c->pg) != CONNECTION_OK) {
+        PQfinish(c->pg);
+        c->pg = NULL;
+    }
+
+    if (c->pg == NULL) {
+        c->pg = cd_db_connect(pool->conninfo);
+
+        if (c->pg == NULL || PQstatus(c->pg) != CONNECTION_OK) {
+            cd_log_warn(CD_DB_SUBJECT, "cannot connect to PostgreSQL: %s",
+                        c->pg ? PQerrorMessage(c->pg) : "out of memory");
+            PQfinish(c->pg);
+            c->pg = NULL;
+            cd_db_release(pool, c);
+            return NULL;
+        }
+    }
+
+    return c;
+}
+
+
+void
+cd_db_release(cd_db_pool_t *pool, cd_db_conn_t *c)
+{
+    /* a connection left inside a transaction is not reusable as is */
+    if (c->pg != NULL && PQtransactionStatus(c->pg) != PQTRANS_IDLE) {
+        PQfinish(c->pg);
+        c->pg = NULL;
+    }
+
+    pthread_mutex_lock(&pool->mutex);
+    c->in_use = 0;
+    pthread_cond_signal(&pool->cond);
+    pthread_mutex_unlock(&pool->mutex);
+}
+
+
+static const char *
+cd_db_first_line(const char *message, char *buf, size_t len)
+{
+    size_t  n;
+
+    n = strcspn(message, "\n");
+    if (n >= len) {
+        n = len - 1;
+    }
+
+    memcpy(buf, message, n);
+    buf[n] = '\0';
+
+    return buf;
+}
+
+
+PGresult *
+cd_db_exec_bin(cd_db_conn_t *c, const char *sql, int nparams,
+    const char *const *params, const int *lengths, const int *formats)
+{
+    char            line[512];
+    PGresult       *res;
+    const char     *state;
+    ExecStatusType  st;
+
+    res = PQexecParams(c->pg, sql, nparams, NULL, params, lengths, formats, 0);
+    st = PQresultStatus(res);
+
+    if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) {
+        c->sqlstate[0] = '\0';
+        return res;
+    }
+
+    state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+    snprintf(c->sqlstate, sizeof(c->sqlstate), "%s", state ? state : "");
+
+    /*
+     * Only the first line: the DETAIL line may quote row values. Integrity
+     * violations are expected (and answered 409/422) by the callers.
+     */
+    cd_log(strncmp(c->sqlstate, "23", 2) == 0 ? CD_LOG_DEBUG : CD_LOG_WARN,
+           CD_DB_SUBJECT, "statement failed (sqlstate %s): %s",
+           c->sqlstate[0] ? c->sqlstate : "-",
+           cd_db_first_line(PQerrorMessage(c->pg), line, sizeof(line)));
+
+    PQclear(res);
+
+    return NULL;
+}
+
+
+PGresult *
+cd_db_exec(cd_db_conn_t *c, const char *sql, int nparams,
+    const char *const *params)
+{
+    return cd_db_exec_bin(c, sql, nparams, params, NULL, NULL);
+}
+
+
+int
+cd_db_exec_script(cd_db_conn_t *c, const char *sql)
+{
+    char            line[512];
+    PGresult       *res;
+    const char     *state;
+    ExecStatusType  st;
+
+    /* the simple protocol: several statements, no parameters */
+    res = PQexec(c->pg, sql);
+    st = PQresultStatus(res);
+
+    if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) {
+        PQclear(res);
+        return CD_OK;
+    }
+
+    state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+    snprintf(c->sqlstate, sizeof(c->sqlstate), "%s", state ? state : "");
+    cd_log_warn(CD_DB_SUBJECT, "script failed (sqlstate %s): %s",
+                c->sqlstate[0] ? c->sqlstate : "-",
+                cd_db_first_line(PQerrorMessage(c->pg), line,
+                                 sizeof(line)));
+    PQclear(res);
+
+    return CD_ERROR;
+}
+
+
+const char *
+cd_db_last_sqlstate(cd_db_conn_t *c)
+{
+    return c->sqlstate;
+}
+
+
+int
+cd_db_begin(cd_db_conn_t *c, cd_db_role_e role, const char *org_id)
+{
+    PGresult    *res;
+    const char  *params[1];
+
+    /* the role name is a constant of ours, never input */
+    if (cd_db_exec_script(c, role == CD_ROLE_APP
+                             ? "BEGIN; SET LOCAL ROLE spendpol_app"
+                             : "BEGIN; SET LOCAL ROLE spendpol_system")
+        != CD_OK)
+    {
+        cd_db_rollback(c);
+        return CD_ERROR;
+    }
+
+    if (org_id == NULL) {
+        if (role == CD_ROLE_APP) {
+            /* a tenant transaction without a tenant sees nothing */
+            org_id = "";
+        } else {
+            return CD_OK;
+        }
+    }
+
+    params[0] = org_id;
+    res = cd_db_exec(c, "SELECT set_config('spendpol.org_id', $1, true)",
+                     1, params);
+    if (res == NULL) {
+        cd_db_rollback(c);
+        return CD_ERROR;
+    }
+
+    PQclear(res);
+
+    return CD_OK;
+}
+
+
+int
+cd_db_commit(cd_db_conn_t *c)
+{
+    PGresult  *res;
+
+    res = cd_db_exec(c, "COMMIT", 0, NULL);
+    if (res == NULL) {
+        cd_db_rollback(c);
+        return CD_ERROR;
+    }
+
+    /* COMMIT of an aborted transaction answers ROLLBACK, not an error */
+    if (strcmp(PQcmdStatus(res), "COMMIT") != 0) {
+        PQclear(res);
+        return CD_ERROR;
+    }
+
+    PQclear(res);
+
+    return CD_OK;
+}
+
+
+void
+cd_db_rollback(cd_db_conn_t *c)
+{
+    PGresult  *res;
+
+    if (c->pg == NULL || PQstatus(c->pg) != CONNECTION_OK) {
+        return;
+    }
+
+    if (PQtransactionStatus(c->pg) == PQTRANS_IDLE) {
+        return;
+    }
+
+    res = PQexec(c->pg, "ROLLBACK");
+    PQclear(res);
+}
+
+
+const char *
+cd_db_value(PGresult *res, int row, int col)
+{
+    if (PQgetisnull(res, row, col)) {
+        return NULL;
+    }
+
+    return PQgetvalue(res, row, col);
+}
+
+
+int
+cd_db_bool(PGresult *res, int row, int col)
+{
+    return !PQgetisnull(res, row, col) && PQgetvalue(res, row, col)[0] == 't';
+}
+
+
+ssize_t
+cd_db_bytea(PGresult *res, int row, int col, uint8_t *out, size_t outlen)
+{
+    size_t       len;
+    const char  *v;
+
+    v = PQgetvalue(res, row, col);
+    len = (size_t) PQgetlength(res, row, col);
+
+    if (len < 2 || v[0] != '\\' || v[1] != 'x' || (len - 2) % 2 != 0
+        || (len - 2) / 2 > outlen)
+    {
+        return -1;
+    }
+
+    if (sp_hex_decode(v + 2, len - 2, out, (len - 2) / 2) != SP_OK) {
+        return -1;
+    }
+
+    return (ssize_t) (len - 2) / 2;
+}

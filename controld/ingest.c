@@ -1,0 +1,928 @@
+/*
+ * Journal ingest: tails the file nginx appends to and loads it into
+ * audit_logs in batches (at most CD_INGEST_BATCH_LINES lines or
+ * CD_INGEST_BATCH_MS), each batch in ONE transaction with the new offset:
+ * COPY into a temporary table, INSERT ... ON CONFLICT (id) DO NOTHING,
+ * offset upsert, commit. So a crash anywhere loses and duplicates
+ * nothing. The file is the only buffer: when PostgreSQL is down the batch
+ * is dropped and re-read from the committed offset later.
+ *
+ * A file is named by (path, device, inode). After a rotation (mv, then
+ * nginx -s reopen) the old file is read to EOF for a grace period, then
+ * the new one starts at 0.
+ */
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <sys/stat.h>
+
+#include "controld.h"
+#include "sp_journal.h"
+
+
+#define CD_INGEST_SUBJECT     "ingest"
+#define CD_INGEST_READ_SIZE   (256 * 1024)
+#define CD_INGEST_IDLE_MS     50
+#define CD_INGEST_ROTATE_MS   1000      /* late writes to a rotated file */
+#define CD_INGEST_BACKOFF_MS  5000
+#define CD_INGEST_TS_MAX      253402300799999LL    /* 9999-12-31, in ms */
+#define CD_COPY_LINE_MAX      (4 * SP_JOURNAL_LINE_MAX + 256)
+
+
+typedef struct {
+    cd_app_t              *app;
+    int                    fd;
+    dev_t                  dev;
+    ino_t                  ino;
+    int64_t                commit_off;    /* in journal_offsets */
+    int64_t                scan_off;      /* end of the batch's lines */
+    int                    skipping;      /* inside an over-long line */
+    int                    at_eof;
+    int64_t                rotated_at;    /* ms; 0 while path is ours */
+    sp_journal_record_t   *records;
+    size_t                 count;
+    size_t                 malformed;
+    int64_t                batch_started; /* ms of the first pending line */
+    char                  *buf;
+    char                  *copy;
+} cd_ingest_ctx_t;
+
+
+static int64_t
+cd_now_ms(void)
+{
+    struct timespec  ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+
+    return (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+
+static int
+cd_ingest_stopping(cd_app_t *app)
+{
+    return __atomic_load_n(&app->ingest.stop, __ATOMIC_ACQUIRE);
+}
+
+
+/* sleeps ms, waking early when asked to stop */
+static void
+cd_ingest_sleep(cd_app_t *app, unsigned ms)
+{
+    struct timespec  ts;
+
+    while (ms > 0 && !cd_ingest_stopping(app)) {
+        unsigned  step = ms < 50 ? ms : 50;
+
+        ts.tv_sec = 0;
+        ts.tv_nsec = (long) step * 1000000;
+        nanosleep(&ts, NULL);
+        ms -= step;
+    }
+}
+
+
+int
+cd_utf8_valid(const char *s, size_t len)
+{
+    size_t               i, n, k;
+    uint32_t             cp;
+    const unsigned char  *p;
+
+    p = (const unsigned char *) s;
+
+    for (i = 0; i < len; i += n) {
+        if (p[i] == 0) {
+            return 0;
+        }
+
+        if (p[i] < 0x80) {
+            n = 1;
+            continue;
+        }
+
+        if ((p[i] & 0xe0) == 0xc0) {
+            n = 2;
+            cp = p[i] & 0x1f;
+        } else if ((p[i] & 0xf0) == 0xe0) {
+            n = 3;
+            cp = p[i] & 0x0f;
+        } else if ((p[i] & 0xf8) == 0xf0) {
+            n = 4;
+            cp = p[i] & 0x07;
+        } else {
+            return 0;
+        }
+
+        if (i + n > len) {
+            return 0;
+        }
+
+        for (k = 1; k < n; k++) {
+            if ((p[i + k] & 0xc0) != 0x80) {
+                return 0;
+            }
+
+            cp = cp << 6 | (p[i + k] & 0x3f);
+        }
+
+        /* overlong forms, surrogates and beyond U+10FFFF */
+        if ((n == 2 && cp < 0x80) || (n == 3 && cp < 0x800)
+            || (n == 4 && cp < 0x10000) || cp > 0x10ffff
+            || (cp >= 0xd800 && cp <= 0xdfff))
+        {
+            return 0;
+        }
+    }
+
+    return 1;
+}
+
+
+size_t
+cd_copy_escape(char *out, size_t pos, size_t outlen, const char *s)
+{
+    const char  *p;
+
+    for (p = s; *p != '\0'; p++) {
+        if (pos + 2 >= outlen) {
+            return 0;
+        }
+
+        switch (*p) {
+        case '\\':
+            out[pos++] = '\\';
+            out[pos++] = '\\';
+            break;
+        case '\t':
+            out[pos++] = '\\';
+            out[pos++] = 't';
+            break;
+        case '\n':
+            out[pos++] = '\\';
+            out[pos++] = 'n';
+            break;
+        case '\r':
+            out[pos++] = '\\';
+            out[pos++] = 'r';
+            break;
+        default:
+            out[pos++] = *p;
+        }
+    }
+
+    return pos;
+}
+
+
+/* the strings PostgreSQL would refuse: one bad event must not stall us */
+static int
+cd_record_acceptable(const sp_journal_record_t *rec)
+{
+    size_t       i;
+    const char  *fields[] = {
+        rec->id, rec->org_id, rec->api_key_id, rec->provider,
+        rec->requested_model, rec->model, rec->cache, rec->department,
+        rec->project, rec->agent_id, rec->trace_id, rec->span_id,
+        rec->parent_id, rec->warnings, rec->error_code
+    };
+
+    if (rec->id[0] == '\0' || rec->org_id[0] == '\0'
+        || rec->ts_ms < 0 || rec->ts_ms > CD_INGEST_TS_MAX)
+    {
+        return 0;
+    }
+
+    for (i = 0; i < sizeof(fields) / sizeof(fields[0]); i++) {
+        if (!cd_utf8_valid(fields[i], strlen(fields[i]))) {
+            return 0;
+        }
+    }
+
+    return 1;
+}
+
+
+static void
+cd_ingest_line(cd_ingest_ctx_t *x, const char *line, size_t len,
+    int64_t offset)
+{
+    char                  err[256];
+    sp_journal_record_t  *rec;
+
+    if (len == 0 || (len == 1 && line[0] == '\r')) {
+        return;
+    }
+
+    rec = &x->records[x->count];
+
+    if (len > SP_JOURNAL_LINE_MAX
+        || sp_journal_parse(line, len, rec, err, sizeof(err)) != SP_OK
+        || !cd_record_acceptable(rec))
+    {
+        /* the reason may quote the line, and the line may hold anything */
+        cd_log_warn(CD_INGEST_SUBJECT, "%s: skipped a malformed line at "
+                    "offset %lld (%zu bytes)", x->app->config.journal_path,
+                    (long long) offset, len);
+        x->malformed++;
+        return;
+    }
+
+    x->count++;
+}
+
+
+/* reads complete lines after scan_off into the batch until it is full */
+static int
+cd_ingest_fill(cd_ingest_ctx_t *x)
+{
+    char     *p, *end, *nl;
+    ssize_t   n;
+    size_t    consumed;
+
+    x->at_eof = 0;
+
+    while (x->count < CD_INGEST_BATCH_LINES) {
+        n = pread(x->fd, x->buf, CD_INGEST_READ_SIZE, x->scan_off);
+
+        if (n < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+
+            cd_log_error(CD_INGEST_SUBJECT, "cannot read %s: %s",
+                         x->app->config.journal_path, strerror(errno));
+            return CD_ERROR;
+        }
+
+        if (n == 0) {
+            x->at_eof = 1;
+            return CD_OK;
+        }
+
+        p = x->buf;
+        end = x->buf + n;
+
+        while (p < end && x->count < CD_INGEST_BATCH_LINES) {
+            nl = memchr(p, '\n', end - p);
+            if (nl == NULL) {
+                break;
+            }
+
+            if (x->skipping) {
+                /* the tail of a line longer than a whole read */
+                x->skipping = 0;
+                cd_log_warn(CD_INGEST_SUBJECT, "%s: skipped an over-long "
+                            "line ending at offset %lld",
+                            x->app->config.journal_path,
+                            (long long) (x->scan_off + (nl - x->buf)));
+                x->malformed++;
+
+            } else {
+                cd_ingest_line(x, p, nl - p, x->scan_off + (p - x->buf));
+            }
+
+            if (x->batch_started == 0) {
+                x->batch_started = cd_now_ms();
+            }
+
+            p = nl + 1;
+        }
+
+        consumed = p - x->buf;
+
+        if (consumed == 0 && n == CD_INGEST_READ_SIZE) {
+            /* no newline in a whole read: longer than any journal line */
+            x->skipping = 1;
+            consumed = (size_t) n;
+
+            if (x->batch_started == 0) {
+                x->batch_started = cd_now_ms();
+            }
+        }
+
+        x->scan_off += (int64_t) consumed;
+
+        if (n < CD_INGEST_READ_SIZE) {
+            /* what is left is a partial line waiting for its '\n' */
+            x->at_eof = 1;
+            return CD_OK;
+        }
+    }
+
+    return CD_OK;
+}
+
+
+static int
+cd_copy_field_str(char *out, size_t *pos, const char *s)
+{
+    size_t  n;
+
+    n = cd_copy_escape(out, *pos, CD_COPY_LINE_MAX, s);
+
+    if (n == 0 && s[0] != '\0') {
+        return CD_ERROR;
+    }
+
+    *pos = n ? n : *pos;
+
+    return CD_OK;
+}
+
+
+static int
+cd_copy_record(const sp_journal_record_t *rec, char *out, size_t *len)
+{
+    int          n;
+    size_t       pos, i;
+    const char  *strings1[] = { rec->id, rec->org_id };
+    const char  *strings2[] = { rec->api_key_id, rec->provider,
+                                rec->requested_model, rec->model };
+    const char  *strings3[] = { rec->cache };
+    const char  *strings4[] = { rec->department, rec->project,
+                                rec->agent_id, rec->trace_id, rec->span_id,
+                                rec->parent_id, rec->warnings,
+                                rec->error_code };
+
+    pos = 0;
+
+#define cd_copy_strings(list)                                                \
+    for (i = 0; i < sizeof(list) / sizeof(list[0]); i++) {                   \
+        if (cd_copy_field_str(out, &pos, list[i]) != CD_OK) {                \
+            return CD_ERROR;                                                 \
+        }                                                                    \
+        out[pos++] = '\t';                                                   \
+    }
+
+    cd_copy_strings(strings1);
+
+    n = snprintf(out + pos, CD_COPY_LINE_MAX - pos, "%lld\t",
+                 (long long) rec->ts_ms);
+    pos += (size_t) n;
+
+    cd_copy_strings(strings2);
+
+    n = snprintf(out + pos, CD_COPY_LINE_MAX - pos,
+                 "%lld\t%lld\t%lld\t%lld\t%lld\t%d\t",
+                 (long long) rec->input_tokens,
+                 (long long) rec->output_tokens,
+                 (long long) rec->cached_tokens,
+                 (long long) rec->cache_write_tokens,
+                 (long long) rec->cost_nano, rec->status);
+    pos += (size_t) n;
+
+    cd_copy_strings(strings3);
+
+    n = snprintf(out + pos, CD_COPY_LINE_MAX - pos, "%s\t%lld\t%lld\t",
+                 rec->stream ? "t" : "f", (long long) rec->latency_ms,
+                 (long long) rec->gateway_us);
+    pos += (size_t) n;
+
+    cd_copy_strings(strings4);
+
+#undef cd_copy_strings
+
+    /* the last field's tab becomes the row's newline */
+    out[pos - 1] = '\n';
+    *len = pos;
+
+    return CD_OK;
+}
+
+
+static int
+cd_ingest_copy(cd_ingest_ctx_t *x, cd_db_conn_t *c)
+{
+    size_t     i, len;
+    PGresult  *res;
+
+    if (cd_db_exec_script(c,
+            "CREATE TEMP TABLE IF NOT EXISTS cd_journal_batch ("
+            " id text, org_id text, ts_ms bigint, api_key_id text,"
+            " provider text, requested_model text, model text,"
+            " input_tokens bigint, output_tokens bigint,"
+            " cached_tokens bigint, cache_write_tokens bigint,"
+            " cost_nano bigint, status integer, cache text, stream boolean,"
+            " latency_ms bigint, gateway_us bigint, department text,"
+            " project text, agent_id text, trace_id text, span_id text,"
+            " parent_id text, warnings text, error_code text)"
+            " ON COMMIT DELETE ROWS") != CD_OK)
+    {
+        return CD_ERROR;
+    }
+
+    res = PQexec(c->pg, "COPY cd_journal_batch FROM STDIN");
+
+    if (PQresultStatus(res) != PGRES_COPY_IN) {
+        cd_log_warn(CD_INGEST_SUBJECT, "COPY failed: %s",
+                    PQerrorMessage(c->pg));
+        PQclear(res);
+        return CD_ERROR;
+    }
+
+    PQclear(res);
+
+    for (i = 0; i < x->count; i++) {
+        if (cd_copy_record(&x->records[i], x->copy, &len) != CD_OK) {
+            PQputCopyEnd(c->pg, "row does not fit");
+            goto drain;
+        }
+
+        if (PQputCopyData(c->pg, x->copy, (int) len) != 1) {
+            goto drain;
+        }
+    }
+
+    if (PQputCopyEnd(c->pg, NULL) != 1) {
+        goto drain;
+    }
+
+    res = PQgetResult(c->pg);
+
+    if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+        cd_log_warn(CD_INGEST_SUBJECT, "COPY failed: %s",
+                    PQerrorMessage(c->pg));
+        PQclear(res);
+        goto drain;
+    }
+
+    PQclear(res);
+
+    while ((res = PQgetResult(c->pg)) != NULL) {
+        PQclear(res);
+    }
+
+    return CD_OK;
+
+drain:
+
+    while ((res = PQgetResult(c->pg)) != NULL) {
+        PQclear(res);
+    }
+
+    return CD_ERROR;
+}
+
+
+/* loads the batch and the new offset in one transaction */
+static int
+cd_ingest_flush(cd_ingest_ctx_t *x)
+{
+    char           dev[32], ino[32], off[32];
+    PGresult      *res;
+    const char    *params[4];
+    cd_db_conn_t  *c;
+
+    c = cd_db_acquire(&x->app->db, 2000);
+    if (c == NULL) {
+        return CD_ERROR;
+    }
+
+    if (cd_db_begin(c, CD_ROLE_SYSTEM, NULL) != CD_OK) {
+        cd_db_release(&x->app->db, c);
+        return CD_ERROR;
+    }
+
+    if (x->count > 0) {
+        if (cd_ingest_copy(x, c) != CD_OK) {
+            goto failed;
+        }
+
+        res = cd_db_exec(c,
+            "INSERT INTO audit_logs (id, org_id, created_at, api_key_id,"
+            " provider, requested_model, model, input_tokens, output_tokens,"
+            " cached_tokens, cache_write_tokens, cost_nano, status, cache,"
+            " stream, latency_ms, gateway_us, department, project, agent_id,"
+            " trace_id, span_id, parent_id, warnings, error_code)"
+            " SELECT id, org_id,"
+            " 'epoch'::timestamptz + ts_ms * interval '1 millisecond',"
+            " nullif(api_key_id, ''), nullif(provider, ''),"
+            " nullif(requested_model, ''), nullif(model, ''), input_tokens,"
+            " output_tokens, cached_tokens, cache_write_tokens, cost_nano,"
+            " status, nullif(cache, ''), stream, latency_ms, gateway_us,"
+            " nullif(department, ''), nullif(project, ''),"
+            " nullif(agent_id, ''), nullif(trace_id, ''),"
+            " nullif(span_id, ''), nullif(parent_id, ''),"
+            " CASE WHEN warnings = '' THEN '{}'::text[]"
+            " ELSE string_to_array(warnings, ',') END,"
+            " nullif(error_code, '')"
+            " FROM cd_journal_batch ON CONFLICT (id) DO NOTHING",
+            0, NULL);
+
+        if (res == NULL) {
+            goto failed;
+        }
+
+        PQclear(res);
+    }
+
+    snprintf(dev, sizeof(dev), "%lld", (long long) x->dev);
+    snprintf(ino, sizeof(ino), "%lld", (long long) x->ino);
+    snprintf(off, sizeof(off), "%lld", (long long) x->scan_off);
+    params[0] = x->app->config.journal_path;
+    params[1] = dev;
+    params[2] = ino;
+    params[3] = off;
+
+    res = cd_db_exec(c, "INSERT INTO journal_offsets"
+                        " (path, device, inode, \"offset\")"
+                        " VALUES ($1, $2, $3, $4)"
+                        " ON CONFLICT (path, device, inode) DO UPDATE SET"
+                        " \"offset\" = EXCLUDED.\"offset\","
+                        " updated_at = clock_timestamp()", 4, params);
+    if (res == NULL) {
+        goto failed;
+    }
+
+    PQclear(res);
+
+    if (cd_db_commit(c) != CD_OK) {
+        goto failed;
+    }
+
+    cd_db_release(&x->app->db, c);
+
+    cd_log_debug(CD_INGEST_SUBJECT, "loaded %zu events (%zu malformed) up to"
+                 " offset %lld", x->count, x->malformed,
+                 (long long) x->scan_off);
+
+    x->commit_off = x->scan_off;
+    __atomic_store_n(&x->app->ingest.committed_offset, x->commit_off,
+                     __ATOMIC_RELEASE);
+
+    return CD_OK;
+
+failed:
+
+    cd_db_rollback(c);
+    cd_db_release(&x->app->db, c);
+
+    return CD_ERROR;
+}
+
+
+static void
+cd_ingest_reset_batch(cd_ingest_ctx_t *x)
+{
+    x->count = 0;
+    x->malformed = 0;
+    x->batch_started = 0;
+}
+
+
+static int
+cd_ingest_pending(cd_ingest_ctx_t *x)
+{
+    return x->count > 0 || x->scan_off != x->commit_off;
+}
+
+
+/*
+ * Flushes with backoff until it succeeds or we stop. On failure the batch
+ * is dropped and the lines re-read later from the committed offset.
+ */
+static int
+cd_ingest_flush_retry(cd_ingest_ctx_t *x)
+{
+    unsigned  backoff;
+
+    backoff = 100;
+
+    for ( ;; ) {
+        if (cd_ingest_flush(x) == CD_OK) {
+            cd_ingest_reset_batch(x);
+            return CD_OK;
+        }
+
+        cd_ingest_reset_batch(x);
+        x->scan_off = x->commit_off;
+        x->skipping = 0;
+
+        if (cd_ingest_stopping(x->app)) {
+            return CD_ERROR;
+        }
+
+        cd_log_warn(CD_INGEST_SUBJECT, "cannot load the journal into "
+                    "PostgreSQL; retrying in %u ms from offset %lld",
+                    backoff, (long long) x->commit_off);
+        cd_ingest_sleep(x->app, backoff);
+
+        backoff = backoff * 2 > CD_INGEST_BACKOFF_MS
+                  ? CD_INGEST_BACKOFF_MS : backoff * 2;
+
+        /* re-read from the file rather than hold lines in memory */
+        if (cd_ingest_fill(x) != CD_OK) {
+            return CD_ERROR;
+        }
+    }
+}
+
+
+static int
+cd_ingest_load_offset(cd_ingest_ctx_t *x, int64_t *offset)
+{
+    char           dev[32], ino[32];
+    PGresult      *res;
+    const char    *params[3];
+    cd_db_conn_t  *c;
+
+    c = cd_db_acquire(&x->app->db, 2000);
+    if (c == NULL) {
+        return CD_ERROR;
+    }
+
+    if (cd_db_begin(c, CD_ROLE_SYSTEM, NULL) != CD_OK) {
+        cd_db_release(&x->app->db, c);
+        return CD_ERROR;
+    }
+
+    snprintf(dev, sizeof(dev), "%lld", (long long) x->dev);
+    snprintf(ino, sizeof(ino), "%lld", (long long) x->ino);
+    params[0] = x->app->config.journal_path;
+    params[1] = dev;
+    params[2] = ino;
+
+    res = cd_db_exec(c, "SELECT \"offset\" FROM journal_offsets"
+                        " WHERE path = $1 AND device = $2 AND inode = $3",
+                     3, params);
+
+    cd_db_rollback(c);
+    cd_db_release(&x->app->db, c);
+
+    if (res == NULL) {
+        return CD_ERROR;
+    }
+
+    *offset = PQntuples(res) ? strtoll(PQgetvalue(res, 0, 0), NULL, 10) : 0;
+    PQclear(res);
+
+    return CD_OK;
+}
+
+
+/* forgets a finished file, so a recycled inode starts at 0 */
+static void
+cd_ingest_forget(cd_ingest_ctx_t *x)
+{
+    char           dev[32], ino[32];
+    PGresult      *res;
+    const char    *params[3];
+    cd_db_conn_t  *c;
+
+    c = cd_db_acquire(&x->app->db, 2000);
+    if (c == NULL) {
+        return;
+    }
+
+    if (cd_db_begin(c, CD_ROLE_SYSTEM, NULL) == CD_OK) {
+        snprintf(dev, sizeof(dev), "%lld", (long long) x->dev);
+        snprintf(ino, sizeof(ino), "%lld", (long long) x->ino);
+        params[0] = x->app->config.journal_path;
+        params[1] = dev;
+        params[2] = ino;
+
+        res = cd_db_exec(c, "DELETE FROM journal_offsets WHERE path = $1"
+                            " AND device = $2 AND inode = $3", 3, params);
+
+        if (res != NULL) {
+            PQclear(res);
+
+            if (cd_db_commit(c) != CD_OK) {
+                cd_log_warn(CD_INGEST_SUBJECT, "cannot forget the offset "
+                            "of the rotated journal");
+            }
+        }
+    }
+
+    cd_db_rollback(c);
+    cd_db_release(&x->app->db, c);
+}
+
+
+/* opens the journal and finds where we stopped; CD_ERROR to retry later */
+static int
+cd_ingest_open(cd_ingest_ctx_t *x)
+{
+    int          fd;
+    int64_t      offset;
+    struct stat  st;
+
+    fd = open(x->app->config.journal_path, O_RDONLY | O_CLOEXEC);
+
+    if (fd < 0) {
+        if (errno != ENOENT) {
+            cd_log_warn(CD_INGEST_SUBJECT, "cannot open %s: %s",
+                        x->app->config.journal_path, strerror(errno));
+        }
+
+        return CD_ERROR;
+    }
+
+    if (fstat(fd, &st) != 0) {
+        close(fd);
+        return CD_ERROR;
+    }
+
+    x->fd = fd;
+    x->dev = st.st_dev;
+    x->ino = st.st_ino;
+
+    if (cd_ingest_load_offset(x, &offset) != CD_OK) {
+        close(fd);
+        x->fd = -1;
+        return CD_ERROR;
+    }
+
+    if (offset > st.st_size) {
+        cd_log_warn(CD_INGEST_SUBJECT, "%s is shorter (%lld bytes) than the "
+                    "stored offset %lld: starting at 0",
+                    x->app->config.journal_path, (long long) st.st_size,
+                    (long long) offset);
+        offset = 0;
+    }
+
+    x->commit_off = offset;
+    x->scan_off = offset;
+    x->skipping = 0;
+    x->rotated_at = 0;
+    __atomic_store_n(&x->app->ingest.committed_offset, offset,
+                     __ATOMIC_RELEASE);
+
+    cd_log_info(CD_INGEST_SUBJECT, "tailing %s from offset %lld",
+                x->app->config.journal_path, (long long) offset);
+
+    return CD_OK;
+}
+
+
+/* at EOF with nothing pending: truncated or rotated? */
+static void
+cd_ingest_check_file(cd_ingest_ctx_t *x)
+{
+    int64_t      now;
+    struct stat  st;
+
+    if (fstat(x->fd, &st) == 0 && st.st_size < x->scan_off) {
+        cd_log_warn(CD_INGEST_SUBJECT, "%s was truncated: starting at 0",
+                    x->app->config.journal_path);
+        x->scan_off = 0;
+        x->skipping = 0;
+
+        if (cd_ingest_flush_retry(x) != CD_OK) {
+            return;
+        }
+    }
+
+    if (stat(x->app->config.journal_path, &st) == 0
+        && st.st_dev == x->dev && st.st_ino == x->ino)
+    {
+        x->rotated_at = 0;
+        return;
+    }
+
+    now = cd_now_ms();
+
+    if (x->rotated_at == 0) {
+        x->rotated_at = now;
+        return;
+    }
+
+    /* a new file exists and the old one went quiet: switch */
+    if (now - x->rotated_at >= CD_INGEST_ROTATE_MS
+        && stat(x->app->config.journal_path, &st) == 0)
+    {
+        if (x->scan_off < (fstat(x->fd, &st) == 0 ? st.st_size : 0)) {
+            cd_log_warn(CD_INGEST_SUBJECT, "the rotated journal ends with "
+                        "an incomplete line; %lld bytes skipped",
+                        (long long) (st.st_size - x->scan_off));
+        }
+
+        cd_log_info(CD_INGEST_SUBJECT, "%s was rotated; finished the old "
+                    "file at offset %lld", x->app->config.journal_path,
+                    (long long) x->scan_off);
+        cd_ingest_forget(x);
+        close(x->fd);
+        x->fd = -1;
+    }
+}
+
+
+static void *
+cd_ingest_thread(void *data)
+{
+    int64_t           age;
+    cd_ingest_ctx_t   x;
+
+    memset(&x, 0, sizeof(x));
+    x.app = data;
+    x.fd = -1;
+    x.records = calloc(CD_INGEST_BATCH_LINES, sizeof(sp_journal_record_t));
+    x.buf = malloc(CD_INGEST_READ_SIZE);
+    x.copy = malloc(CD_COPY_LINE_MAX);
+
+    if (x.records == NULL || x.buf == NULL || x.copy == NULL) {
+        cd_log_error(CD_INGEST_SUBJECT, "out of memory; ingest stopped");
+        goto done;
+    }
+
+    while (!cd_ingest_stopping(x.app)) {
+        if (x.fd < 0) {
+            if (cd_ingest_open(&x) != CD_OK) {
+                cd_ingest_sleep(x.app, 200);
+                continue;
+            }
+        }
+
+        if (cd_ingest_fill(&x) != CD_OK) {
+            cd_ingest_sleep(x.app, 1000);
+            continue;
+        }
+
+        if (cd_ingest_pending(&x)) {
+            age = cd_now_ms() - x.batch_started;
+
+            if (x.count == CD_INGEST_BATCH_LINES
+                || age >= CD_INGEST_BATCH_MS || x.batch_started == 0)
+            {
+                (void) cd_ingest_flush_retry(&x);
+                continue;
+            }
+
+            cd_ingest_sleep(x.app, CD_INGEST_IDLE_MS);
+            continue;
+        }
+
+        if (x.at_eof) {
+            cd_ingest_check_file(&x);
+
+            if (x.fd >= 0) {
+                cd_ingest_sleep(x.app, CD_INGEST_IDLE_MS);
+            }
+        }
+    }
+
+    /* stopping: the batch read so far is loaded, once */
+    if (x.fd >= 0 && cd_ingest_pending(&x) && cd_ingest_flush(&x) != CD_OK) {
+        cd_log_warn(CD_INGEST_SUBJECT, "could not load the last batch; it "
+                    "will be read again from offset %lld at the next start",
+                    (long long) x.commit_off);
+    }
+
+done:
+
+    if (x.fd >= 0) {
+        close(x.fd);
+    }
+
+    free(x.records);
+    free(x.buf);
+    free(x.copy);
+
+    return NULL;
+}
+
+
+int
+cd_ingest_start(cd_app_t *app)
+{
+    int  err;
+
+    app->ingest.stop = 0;
+
+    err = pthread_create(&app->ingest.thread, NULL, cd_ingest_thread, app);
+    if (err != 0) {
+        cd_log_error(CD_INGEST_SUBJECT, "cannot start: %s", strerror(err));
+        return CD_ERROR;
+    }
+
+    app->ingest.started = 1;
+
+    return CD_OK;
+}
+
+
+void
+cd_ingest_stop(cd_app_t *app)
+{
+    if (!app->ingest.started) {
+        return;
+    }
+
+    __atomic_store_n(&app->ingest.stop, 1, __ATOMIC_RELEASE);
+    pthread_join(app->ingest.thread, NULL);
+    app->ingest.started = 0;
+}
+
+
+int64_t
+cd_ingest_offset(cd_app_t *app)
+{
+    return __atomic_load_n(&app->ingest.committed_offset, __ATOMIC_ACQUIRE);
+}

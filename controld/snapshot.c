@@ -1,0 +1,444 @@
+/*
+ * The snapshot publisher: reads every active key, provider (decrypted)
+ * and price as spendpol_system in one repeatable-read transaction and
+ * publishes them atomically for the nginx workers. It runs once at start,
+ * at once when signalled after a commit, and whenever the change marker
+ * state_version moved (writes by other controld nodes) or the last try
+ * failed. A failed publish keeps the previous file.
+ */
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <sys/stat.h>
+
+#include <openssl/crypto.h>
+
+#include "controld.h"
+#include "sp_snapshot.h"
+
+
+#define CD_SNAPSHOT_SUBJECT   "snapshot"
+#define CD_SNAPSHOT_POLL_MS   2000
+
+
+static int
+cd_snapshot_add_keys(sp_snapshot_builder_t *b, PGresult *res)
+{
+    int                    i;
+    const char            *scopes;
+    sp_snapshot_key_in_t   key;
+
+    for (i = 0; i < PQntuples(res); i++) {
+        memset(&key, 0, sizeof(key));
+
+        if (cd_db_bytea(res, i, 0, key.key_hash, sizeof(key.key_hash))
+            != SP_KEY_HASH_LEN)
+        {
+            cd_log_warn(CD_SNAPSHOT_SUBJECT, "key %s has a malformed hash; "
+                        "skipped", PQgetvalue(res, i, 1));
+            continue;
+        }
+
+        key.key_id = PQgetvalue(res, i, 1);
+        key.org_id = PQgetvalue(res, i, 2);
+        key.name = PQgetvalue(res, i, 3);
+        key.department = cd_db_value(res, i, 4);
+        key.project = cd_db_value(res, i, 5);
+        key.agent_id = cd_db_value(res, i, 6);
+
+        /* "{proxy,admin}": the table's CHECK allows only these words */
+        scopes = PQgetvalue(res, i, 7);
+        key.scopes = (strstr(scopes, "proxy") ? SP_SCOPE_PROXY : 0)
+                     | (strstr(scopes, "admin") ? SP_SCOPE_ADMIN : 0);
+
+        if (sp_snapshot_add_key(b, &key) != SP_OK) {
+            return CD_ERROR;
+        }
+    }
+
+    return CD_OK;
+}
+
+
+static int
+cd_snapshot_add_providers(cd_app_t *app, sp_snapshot_builder_t *b,
+    PGresult *res)
+{
+    int                         i, rc;
+    char                        aad[CD_ID_MAX * 2 + 2];
+    size_t                      sealed_len, plain_len;
+    uint8_t                    *sealed, *plain;
+    sp_snapshot_provider_in_t   provider;
+
+    for (i = 0; i < PQntuples(res); i++) {
+        sealed_len = (size_t) PQgetlength(res, i, 3) / 2;
+        sealed = malloc(sealed_len + 1);
+        plain = malloc(sealed_len + 1);
+
+        if (sealed == NULL || plain == NULL) {
+            free(sealed);
+            free(plain);
+            return CD_ERROR;
+        }
+
+        snprintf(aad, sizeof(aad), "%s/%s", PQgetvalue(res, i, 0),
+                 PQgetvalue(res, i, 1));
+
+        rc = cd_db_bytea(res, i, 3, sealed, sealed_len);
+
+        if (rc < 0
+            || cd_aead_decrypt(app->master_key, sealed, (size_t) rc, aad,
+                               plain, &plain_len) != CD_OK)
+        {
+            /* a wrong master key: the proxy answers "not configured" */
+            cd_log_error(CD_SNAPSHOT_SUBJECT, "cannot decrypt the %s key of "
+                         "%s (was SPENDPOL_MASTER_KEY changed?); skipped",
+                         PQgetvalue(res, i, 1), PQgetvalue(res, i, 0));
+            free(sealed);
+            free(plain);
+            continue;
+        }
+
+        plain[plain_len] = '\0';
+
+        provider.org_id = PQgetvalue(res, i, 0);
+        provider.provider = PQgetvalue(res, i, 1);
+        provider.base_url = PQgetvalue(res, i, 2);
+        provider.api_key = (const char *) plain;
+
+        rc = sp_snapshot_add_provider(b, &provider);
+
+        OPENSSL_cleanse(plain, plain_len);
+        free(plain);
+        free(sealed);
+
+        if (rc != SP_OK) {
+            return CD_ERROR;
+        }
+    }
+
+    return CD_OK;
+}
+
+
+static int
+cd_snapshot_add_prices(sp_snapshot_builder_t *b, PGresult *res)
+{
+    int                      i;
+    sp_snapshot_price_in_t   price;
+
+    for (i = 0; i < PQntuples(res); i++) {
+        memset(&price, 0, sizeof(price));
+        price.org_id = cd_db_value(res, i, 0);
+        price.provider = PQgetvalue(res, i, 1);
+        price.model = PQgetvalue(res, i, 2);
+        price.price.input = strtoll(PQgetvalue(res, i, 3), NULL, 10);
+        price.price.output = strtoll(PQgetvalue(res, i, 4), NULL, 10);
+        price.price.cached_input = strtoll(PQgetvalue(res, i, 5), NULL, 10);
+        price.price.cache_write = strtoll(PQgetvalue(res, i, 6), NULL, 10);
+        price.max_output_tokens = strtoll(PQgetvalue(res, i, 7), NULL, 10);
+
+        if (sp_snapshot_add_price(b, &price) != SP_OK) {
+            return CD_ERROR;
+        }
+    }
+
+    return CD_OK;
+}
+
+
+static PGresult *
+cd_snapshot_query(cd_db_conn_t *c, const char *sql)
+{
+    PGresult  *res;
+
+    res = cd_db_exec(c, sql, 0, NULL);
+
+    if (res == NULL) {
+        cd_log_error(CD_SNAPSHOT_SUBJECT, "query failed: %s",
+                     PQerrorMessage(c->pg));
+    }
+
+    return res;
+}
+
+
+int
+cd_snapshot_publish_now(cd_app_t *app)
+{
+    int                     rc;
+    char                    err[256];
+    int64_t                 version;
+    uint64_t                generation;
+    PGresult               *marker, *keys, *providers, *prices, *gen;
+    cd_db_conn_t           *c;
+    sp_snapshot_builder_t  *b;
+
+    marker = keys = providers = prices = gen = NULL;
+    b = NULL;
+    rc = CD_ERROR;
+
+    c = cd_db_acquire(&app->db, 10000);
+    if (c == NULL) {
+        return CD_ERROR;
+    }
+
+    if (cd_db_begin(c, CD_ROLE_SYSTEM, NULL) != CD_OK) {
+        cd_db_release(&app->db, c);
+        return CD_ERROR;
+    }
+
+    /* one consistent view of keys, providers and prices */
+    if (cd_db_exec_script(c, "SET TRANSACTION ISOLATION LEVEL "
+                             "REPEATABLE READ") != CD_OK)
+    {
+        goto done;
+    }
+
+    marker = cd_snapshot_query(c, "SELECT version FROM state_version");
+    keys = marker ? cd_snapshot_query(c,
+               "SELECT key_hash, id, org_id, name, department, project,"
+               " agent_id, scopes::text FROM api_keys WHERE active") : NULL;
+    providers = keys ? cd_snapshot_query(c,
+               "SELECT org_id, name, base_url, api_key_enc FROM providers")
+               : NULL;
+
+    /*
+     * The latest effective price per (org, provider, model); a price
+     * dated in the future is used only while nothing else exists, so a
+     * clock behind the seed date does not leave models unpriced.
+     */
+    prices = providers ? cd_snapshot_query(c,
+               "SELECT DISTINCT ON (coalesce(org_id, ''), provider, model)"
+               " org_id, provider, model, input_nano, output_nano,"
+               " coalesce(cached_input_nano, input_nano),"
+               " coalesce(cache_write_nano, input_nano),"
+               " coalesce(max_output_tokens, 0) FROM model_prices"
+               " ORDER BY coalesce(org_id, ''), provider, model,"
+               " (effective_from <= current_date) DESC,"
+               " effective_from DESC") : NULL;
+    gen = prices ? cd_snapshot_query(c,
+               "SELECT nextval('snapshot_generation')") : NULL;
+
+    if (gen == NULL || PQntuples(marker) != 1) {
+        goto done;
+    }
+
+    if (cd_db_commit(c) != CD_OK) {
+        goto done;
+    }
+
+    version = strtoll(PQgetvalue(marker, 0, 0), NULL, 10);
+    generation = strtoull(PQgetvalue(gen, 0, 0), NULL, 10);
+
+    b = sp_snapshot_builder_new(generation);
+
+    if (b == NULL
+        || cd_snapshot_add_keys(b, keys) != CD_OK
+        || cd_snapshot_add_providers(app, b, providers) != CD_OK
+        || cd_snapshot_add_prices(b, prices) != CD_OK)
+    {
+        cd_log_error(CD_SNAPSHOT_SUBJECT, "out of memory building "
+                     "generation %llu", (unsigned long long) generation);
+        goto done;
+    }
+
+    if (sp_snapshot_publish(b, app->config.snapshot_dir, SP_SNAPSHOT_FILE,
+                            app->config.snapshot_mode, err, sizeof(err))
+        != SP_OK)
+    {
+        cd_log_error(CD_SNAPSHOT_SUBJECT, "cannot publish generation %llu "
+                     "to %s: %s; the previous snapshot stays",
+                     (unsigned long long) generation,
+                     app->config.snapshot_dir, err);
+        goto done;
+    }
+
+    pthread_mutex_lock(&app->snapshot.mutex);
+    app->snapshot.generation = generation;
+    app->snapshot.state_version = version;
+    pthread_mutex_unlock(&app->snapshot.mutex);
+
+    cd_log_info(CD_SNAPSHOT_SUBJECT, "published generation %llu (%d keys, "
+                "%d providers, %d prices)", (unsigned long long) generation,
+                PQntuples(keys), PQntuples(providers), PQntuples(prices));
+    rc = CD_OK;
+
+done:
+
+    sp_snapshot_builder_free(b);
+    PQclear(marker);
+    PQclear(keys);
+    PQclear(providers);
+    PQclear(prices);
+    PQclear(gen);
+    cd_db_rollback(c);
+    cd_db_release(&app->db, c);
+
+    return rc;
+}
+
+
+/* 1 when the marker moved since the last publish or the file is gone */
+static int
+cd_snapshot_stale(cd_app_t *app)
+{
+    int            stale;
+    char           path[4096];
+    int64_t        published;
+    PGresult      *res;
+    cd_db_conn_t  *c;
+    struct stat    st;
+
+    snprintf(path, sizeof(path), "%s/%s", app->config.snapshot_dir,
+             SP_SNAPSHOT_FILE);
+
+    if (stat(path, &st) != 0) {
+        cd_log_warn(CD_SNAPSHOT_SUBJECT, "%s is missing; republishing", path);
+        return 1;
+    }
+
+    c = cd_db_acquire(&app->db, 2000);
+    if (c == NULL) {
+        return 0;
+    }
+
+    res = cd_db_exec(c, "SELECT version FROM state_version", 0, NULL);
+    cd_db_release(&app->db, c);
+
+    if (res == NULL || PQntuples(res) != 1) {
+        PQclear(res);
+        return 0;
+    }
+
+    pthread_mutex_lock(&app->snapshot.mutex);
+    published = app->snapshot.state_version;
+    pthread_mutex_unlock(&app->snapshot.mutex);
+
+    stale = strtoll(PQgetvalue(res, 0, 0), NULL, 10) != published;
+    PQclear(res);
+
+    return stale;
+}
+
+
+static void *
+cd_snapshot_thread(void *data)
+{
+    int               signalled, failed;
+    cd_app_t         *app;
+    cd_snapshot_t    *s;
+    struct timespec   deadline;
+
+    app = data;
+    s = &app->snapshot;
+    failed = 0;
+
+    pthread_mutex_lock(&s->mutex);
+
+    while (!s->stop) {
+        if (!s->signalled) {
+            clock_gettime(CLOCK_REALTIME, &deadline);
+            deadline.tv_sec += CD_SNAPSHOT_POLL_MS / 1000;
+            pthread_cond_timedwait(&s->cond, &s->mutex, &deadline);
+        }
+
+        if (s->stop) {
+            break;
+        }
+
+        signalled = s->signalled;
+        s->signalled = 0;
+        pthread_mutex_unlock(&s->mutex);
+
+        if (signalled || failed || cd_snapshot_stale(app)) {
+            failed = cd_snapshot_publish_now(app) != CD_OK;
+        }
+
+        pthread_mutex_lock(&s->mutex);
+    }
+
+    pthread_mutex_unlock(&s->mutex);
+
+    return NULL;
+}
+
+
+void
+cd_snapshot_init(cd_app_t *app)
+{
+    memset(&app->snapshot, 0, sizeof(cd_snapshot_t));
+    pthread_mutex_init(&app->snapshot.mutex, NULL);
+    pthread_cond_init(&app->snapshot.cond, NULL);
+    app->snapshot.state_version = -1;
+}
+
+
+void
+cd_snapshot_destroy(cd_app_t *app)
+{
+    pthread_mutex_destroy(&app->snapshot.mutex);
+    pthread_cond_destroy(&app->snapshot.cond);
+}
+
+
+int
+cd_snapshot_start(cd_app_t *app)
+{
+    int  err;
+
+    err = pthread_create(&app->snapshot.thread, NULL, cd_snapshot_thread,
+                         app);
+    if (err != 0) {
+        cd_log_error(CD_SNAPSHOT_SUBJECT, "cannot start the publisher: %s",
+                     strerror(err));
+        return CD_ERROR;
+    }
+
+    app->snapshot.started = 1;
+
+    return CD_OK;
+}
+
+
+void
+cd_snapshot_signal(cd_app_t *app)
+{
+    pthread_mutex_lock(&app->snapshot.mutex);
+    app->snapshot.signalled = 1;
+    pthread_cond_signal(&app->snapshot.cond);
+    pthread_mutex_unlock(&app->snapshot.mutex);
+}
+
+
+void
+cd_snapshot_stop(cd_app_t *app)
+{
+    if (!app->snapshot.started) {
+        return;
+    }
+
+    pthread_mutex_lock(&app->snapshot.mutex);
+    app->snapshot.stop = 1;
+    pthread_cond_signal(&app->snapshot.cond);
+    pthread_mutex_unlock(&app->snapshot.mutex);
+
+    pthread_join(app->snapshot.thread, NULL);
+    app->snapshot.started = 0;
+}
+
+
+uint64_t
+cd_snapshot_generation(cd_app_t *app)
+{
+    uint64_t  generation;
+
+    pthread_mutex_lock(&app->snapshot.mutex);
+    generation = app->snapshot.generation;
+    pthread_mutex_unlock(&app->snapshot.mutex);
+
+    return generation;
+}
