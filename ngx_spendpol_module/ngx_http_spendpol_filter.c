@@ -33,6 +33,40 @@ static ngx_http_output_header_filter_pt  ngx_http_next_header_filter;
 static ngx_http_output_body_filter_pt    ngx_http_next_body_filter;
 
 
+/*
+ * The gateway's own time excludes the filters after ours (the socket
+ * writes plain nginx would do as well): they are timed separately.
+ */
+static ngx_int_t
+ngx_http_spendpol_next_header(ngx_http_request_t *r,
+    ngx_http_spendpol_ctx_t *ctx)
+{
+    uint64_t   started;
+    ngx_int_t  rc;
+
+    started = ngx_http_spendpol_now_us();
+    rc = ngx_http_next_header_filter(r);
+    ctx->downstream_us += ngx_http_spendpol_now_us() - started;
+
+    return rc;
+}
+
+
+static ngx_int_t
+ngx_http_spendpol_next_body(ngx_http_request_t *r,
+    ngx_http_spendpol_ctx_t *ctx, ngx_chain_t *in)
+{
+    uint64_t   started;
+    ngx_int_t  rc;
+
+    started = ngx_http_spendpol_now_us();
+    rc = ngx_http_next_body_filter(r, in);
+    ctx->downstream_us += ngx_http_spendpol_now_us() - started;
+
+    return rc;
+}
+
+
 ngx_int_t
 ngx_http_spendpol_filter_init(ngx_conf_t *cf)
 {
@@ -49,7 +83,7 @@ ngx_http_spendpol_filter_init(ngx_conf_t *cf)
 static ngx_int_t
 ngx_http_spendpol_header_filter(ngx_http_request_t *r)
 {
-    uint64_t                       started;
+    uint64_t                       started, downstream;
     ngx_int_t                      rc;
     ngx_str_t                     *type;
     ngx_http_spendpol_ctx_t       *ctx;
@@ -67,8 +101,10 @@ ngx_http_spendpol_header_filter(ngx_http_request_t *r)
         || r->upstream->headers_in.status_n == 0)
     {
         /* nginx's own error page: 502, 504, a late 413, ... */
+        downstream = ctx->downstream_us;
         rc = ngx_http_spendpol_replace_header(r, ctx);
-        ctx->gateway_us += ngx_http_spendpol_now_us() - started;
+        ctx->gateway_us += ngx_http_spendpol_now_us() - started
+                           - (ctx->downstream_us - downstream);
         return rc;
     }
 
@@ -87,7 +123,7 @@ ngx_http_spendpol_header_filter(ngx_http_request_t *r)
 
         ctx->gateway_us += ngx_http_spendpol_now_us() - started;
 
-        return ngx_http_next_header_filter(r);
+        return ngx_http_spendpol_next_header(r, ctx);
     }
 
     if (r->header_only
@@ -101,7 +137,7 @@ ngx_http_spendpol_header_filter(ngx_http_request_t *r)
 
         ctx->gateway_us += ngx_http_spendpol_now_us() - started;
 
-        return ngx_http_next_header_filter(r);
+        return ngx_http_spendpol_next_header(r, ctx);
     }
 
     /* hold the headers until the body is in: cost goes in them */
@@ -196,7 +232,7 @@ ngx_http_spendpol_replace_header(ngx_http_request_t *r,
         return NGX_ERROR;
     }
 
-    return ngx_http_next_header_filter(r);
+    return ngx_http_spendpol_next_header(r, ctx);
 }
 
 
@@ -249,7 +285,7 @@ ngx_http_spendpol_start_stream(ngx_http_request_t *r,
 static ngx_int_t
 ngx_http_spendpol_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
 {
-    uint64_t                  started;
+    uint64_t                  started, downstream;
     ngx_int_t                 rc;
     ngx_buf_t                *b;
     ngx_chain_t               out, *cl;
@@ -264,15 +300,19 @@ ngx_http_spendpol_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
     switch (ctx->mode) {
 
     case NGX_HTTP_SPENDPOL_RESPONSE_BUFFER:
-        started = ngx_http_spendpol_now_us();
-        rc = ngx_http_spendpol_buffer_filter(r, ctx, in);
-        ctx->gateway_us += ngx_http_spendpol_now_us() - started;
-        return rc;
-
     case NGX_HTTP_SPENDPOL_RESPONSE_STREAM:
+        downstream = ctx->downstream_us;
         started = ngx_http_spendpol_now_us();
-        rc = ngx_http_spendpol_stream_filter(r, ctx, in);
-        ctx->gateway_us += ngx_http_spendpol_now_us() - started;
+
+        if (ctx->mode == NGX_HTTP_SPENDPOL_RESPONSE_BUFFER) {
+            rc = ngx_http_spendpol_buffer_filter(r, ctx, in);
+
+        } else {
+            rc = ngx_http_spendpol_stream_filter(r, ctx, in);
+        }
+
+        ctx->gateway_us += ngx_http_spendpol_now_us() - started
+                           - (ctx->downstream_us - downstream);
         return rc;
 
     case NGX_HTTP_SPENDPOL_RESPONSE_REPLACE:
@@ -303,7 +343,7 @@ ngx_http_spendpol_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
         out.buf = b;
         out.next = NULL;
 
-        return ngx_http_next_body_filter(r, &out);
+        return ngx_http_spendpol_next_body(r, ctx, &out);
 
     default:
         return ngx_http_next_body_filter(r, in);
@@ -353,7 +393,7 @@ ngx_http_spendpol_buffer_filter(ngx_http_request_t *r,
                 return NGX_ERROR;
             }
 
-            return ngx_http_next_body_filter(r, cl);
+            return ngx_http_spendpol_next_body(r, ctx, cl);
         }
 
         if (need > ctx->buffer_size) {
@@ -422,7 +462,7 @@ ngx_http_spendpol_send_buffered(ngx_http_request_t *r,
 
     ctx->headers_sent = 1;
 
-    rc = ngx_http_next_header_filter(r);
+    rc = ngx_http_spendpol_next_header(r, ctx);
 
     if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
         return rc;
@@ -450,7 +490,7 @@ ngx_http_spendpol_send_buffered(ngx_http_request_t *r,
     out.buf = b;
     out.next = NULL;
 
-    return ngx_http_next_body_filter(r, &out);
+    return ngx_http_spendpol_next_body(r, ctx, &out);
 }
 
 
@@ -505,7 +545,7 @@ ngx_http_spendpol_stream_filter(ngx_http_request_t *r,
             }
         }
 
-        return ngx_http_next_body_filter(r, in);
+        return ngx_http_spendpol_next_body(r, ctx, in);
     }
 
     /*
@@ -665,7 +705,7 @@ ngx_http_spendpol_stream_filter(ngx_http_request_t *r,
         return NGX_OK;
     }
 
-    rc = ngx_http_next_body_filter(r, out);
+    rc = ngx_http_spendpol_next_body(r, ctx, out);
 
     ngx_chain_update_chains(r->pool, &ctx->free, &ctx->busy, &out,
                             (ngx_buf_tag_t) &ngx_http_spendpol_module);

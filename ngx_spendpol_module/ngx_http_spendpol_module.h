@@ -78,6 +78,7 @@ typedef struct {
     uint64_t                   start_us;
     int64_t                    start_ms;
     uint64_t                   gateway_us;
+    uint64_t                   downstream_us;
 
     sp_provider_e              provider;
     ngx_str_t                  provider_name;

@@ -84,8 +84,12 @@ stop_all() {
     return 0
 }
 
-on_signal() {
-    echo
+# The signal trap only sets a flag; stopping happens in the main flow
+# (bash re-raises SIGINT in subshells started from inside a trap handler).
+GOT_SIGNAL=0
+check_signal() {
+    [ $GOT_SIGNAL = 1 ] || return 0
+    trap '' INT TERM
     sp_log "stopping"
     stop_all
     sp_log "stopped"
@@ -104,7 +108,7 @@ died() { # name logfile...
     exit 1
 }
 
-trap on_signal INT TERM
+trap 'GOT_SIGNAL=1' INT TERM
 trap 'stop_all' EXIT
 
 # ---------------------------------------------------------------- start
@@ -121,6 +125,7 @@ if [ -z "$R_URL" ]; then
     STARTED_REDIS=1
     R_URL="redis://127.0.0.1:$REDIS_PORT"
 fi
+check_signal
 
 sp_log "controld on $API_LISTEN"
 : >"$DATA/logs/controld.out"
@@ -129,6 +134,7 @@ bash "$STACK" controld-exec "$DATA" "$BUILD" "$API_LISTEN" "$DB_URL" "$R_URL" \
 CONTROLD_PID=$!
 for i in $(seq 1 600); do
     grep -q 'controld ready' "$DATA/logs/controld.out" 2>/dev/null && break
+    check_signal
     kill -0 "$CONTROLD_PID" 2>/dev/null || died controld "$DATA/logs/controld.out" "$DATA/logs/controld.err"
     sleep 0.1
 done
@@ -149,6 +155,7 @@ bash "$STACK" nginx-exec "$DATA" "$BUILD" >>"$DATA/logs/nginx.out" 2>>"$DATA/log
 NGINX_PID=$!
 PROXY_HOST=$(sp_host_of "$PROXY_LISTEN"); PROXY_PORT=$(sp_port_of "$PROXY_LISTEN")
 for i in $(seq 1 300); do
+    check_signal
     kill -0 "$NGINX_PID" 2>/dev/null || died nginx "$DATA/logs/error.log" "$DATA/logs/nginx.err"
     if curl -s -o /dev/null --max-time 1 "http://$PROXY_LISTEN/healthz"; then break; fi
     sleep 0.1
@@ -183,6 +190,7 @@ EOF
 # ---------------------------------------------------------------- watch
 
 while :; do
+    check_signal
     kill -0 "$CONTROLD_PID" 2>/dev/null || died controld "$DATA/logs/controld.err" "$DATA/logs/controld.out"
     kill -0 "$NGINX_PID" 2>/dev/null || died nginx "$DATA/logs/error.log" "$DATA/logs/nginx.err"
     if [ $STARTED_PG = 1 ]; then
