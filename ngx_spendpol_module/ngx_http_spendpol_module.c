@@ -658,6 +658,13 @@ ngx_http_spendpol(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     NGX_HTTP_SPENDPOL_PROXY("proxy_set_header", 2, "api-key", "");
     NGX_HTTP_SPENDPOL_PROXY("proxy_set_header", 2, "x-goog-api-key", "");
 
+    /* attribution is ours, not the provider's business */
+    NGX_HTTP_SPENDPOL_PROXY("proxy_set_header", 2, "X-Spendpol-Department",
+                            "");
+    NGX_HTTP_SPENDPOL_PROXY("proxy_set_header", 2, "X-Spendpol-Project", "");
+    NGX_HTTP_SPENDPOL_PROXY("proxy_set_header", 2, "X-Spendpol-Parent-Id",
+                            "$spendpol_parent_id");
+
     /* usage is read from the body: it must not arrive compressed */
     NGX_HTTP_SPENDPOL_PROXY("proxy_set_header", 2, "Accept-Encoding", "");
 
