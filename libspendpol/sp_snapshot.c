@@ -79,8 +79,9 @@ sp_snapshot_lookup_hash(sp_str_t a, sp_str_t b, sp_str_t c, int parts)
 
     n = 0;
 
+/* n may be sizeof(buf) after a separator: do not compute sizeof - n - 1 */
 #define SP_APPEND(s)                                                          \
-    if ((s).len > sizeof(buf) - n - 1) {                                      \
+    if ((s).len >= sizeof(buf) - n) {                                         \
         return sp_hash64((s).data, (s).len, n);                               \
     }                                                                         \
     memcpy(buf + n, (s).data, (s).len);                                       \
