@@ -624,8 +624,7 @@ cd_admin_ensure(cd_db_conn_t *c, const char *plaintext, int *created)
 
     /* an existing row is made an active admin+proxy key again */
     res = cd_db_exec_bin(c, "UPDATE api_keys SET active = true,"
-                            " revoked_at = NULL, scopes = ARRAY(SELECT"
-                            " DISTINCT unnest(scopes || '{admin,proxy}'))"
+                            " revoked_at = NULL, scopes = '{proxy,admin}'"
                             " WHERE key_hash = $1 RETURNING id, org_id",
                          1, params, lengths, formats);
     if (res == NULL) {
@@ -655,7 +654,7 @@ cd_admin_ensure(cd_db_conn_t *c, const char *plaintext, int *created)
     res = cd_db_exec_bin(c, "INSERT INTO api_keys (id, org_id, name,"
                             " key_hash, key_prefix, scopes)"
                             " VALUES ($2, '" CD_DEFAULT_ORG "',"
-                            " 'bootstrap admin', $1, $3, '{admin,proxy}')",
+                            " 'bootstrap admin', $1, $3, '{proxy,admin}')",
                          3, params, lengths, formats);
     if (res == NULL) {
         return CD_ERROR;

@@ -16,6 +16,10 @@
 #define CD_DB_SUBJECT  "db"
 
 
+static const char *cd_db_first_line(const char *message, char *buf,
+    size_t len);
+
+
 /* NOTICEs ("already exists, skipping") are not worth stderr */
 static void
 cd_db_notice(void *data, const char *message)
@@ -48,6 +52,7 @@ cd_db_connect(const char *conninfo)
 int
 cd_db_pool_init(cd_db_pool_t *pool, const char *conninfo, size_t size)
 {
+    char     line[512];
     size_t   i;
     PGconn  *pg;
 
@@ -71,7 +76,9 @@ cd_db_pool_init(cd_db_pool_t *pool, const char *conninfo, size_t size)
 
     if (pg == NULL || PQstatus(pg) != CONNECTION_OK) {
         cd_log_error(CD_DB_SUBJECT, "cannot connect to PostgreSQL: %s",
-                     pg ? PQerrorMessage(pg) : "out of memory");
+                     pg ? cd_db_first_line(PQerrorMessage(pg), line,
+                                           sizeof(line))
+                        : "out of memory");
         PQfinish(pg);
         pool->conns[0].pg = NULL;
         return CD_ERROR;
@@ -111,6 +118,7 @@ cd_db_pool_close(cd_db_pool_t *pool)
 cd_db_conn_t *
 cd_db_acquire(cd_db_pool_t *pool, unsigned timeout_ms)
 {
+    char              line[512];
     size_t            i;
     cd_db_conn_t     *c;
     struct timespec   deadline;
@@ -167,7 +175,9 @@ cd_db_acquire(cd_db_pool_t *pool, unsigned timeout_ms)
 
         if (c->pg == NULL || PQstatus(c->pg) != CONNECTION_OK) {
             cd_log_warn(CD_DB_SUBJECT, "cannot connect to PostgreSQL: %s",
-                        c->pg ? PQerrorMessage(c->pg) : "out of memory");
+                        c->pg ? cd_db_first_line(PQerrorMessage(c->pg), line,
+                                                 sizeof(line))
+                              : "out of memory");
             PQfinish(c->pg);
             c->pg = NULL;
             cd_db_release(pool, c);
