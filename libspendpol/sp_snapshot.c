@@ -730,10 +730,14 @@ sp_snapshot_open(sp_snapshot_t *s, const void *data, size_t len, char *err,
             return SP_ERROR;
         }
 
+        /* offset is checked first: offset + size must not wrap around */
         end = header->tables[t].offset
               + header->tables[t].slots * sizeof(sp_snapshot_slot_t);
 
-        if (header->tables[t].offset < header->header_size || end > len) {
+        if (header->tables[t].offset < header->header_size
+            || header->tables[t].offset > len
+            || end > len)
+        {
             sp_errorf(err, errlen, "snapshot table %d lies outside the file",
                       t);
             return SP_ERROR;
