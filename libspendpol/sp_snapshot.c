@@ -684,7 +684,7 @@ sp_snapshot_open(sp_snapshot_t *s, const void *data, size_t len, char *err,
     size_t errlen)
 {
     const sp_snapshot_header_t  *header;
-    uint64_t                     checksum, end;
+    uint64_t                     checksum, end, next;
     int                          t;
 
     if (len < sizeof(sp_snapshot_header_t)) {
@@ -717,14 +717,29 @@ sp_snapshot_open(sp_snapshot_t *s, const void *data, size_t len, char *err,
         return SP_ERROR;
     }
 
+    /*
+     * The header is outside the checksum: hold the tables to the layout
+     * the builder writes (one after another right after the header, load
+     * factor <= 0.5), so that a corrupted offset or slot count is refused
+     * rather than silently hiding every entry.
+     */
+    next = header->header_size;
+
     for (t = 0; t < SP_TABLE_COUNT; t++) {
         if (header->tables[t].slots == 0) {
+            if (header->entries[t] != 0) {
+                sp_errorf(err, errlen, "snapshot table %d is malformed", t);
+                return SP_ERROR;
+            }
+
             continue;
         }
 
         if ((header->tables[t].slots & (header->tables[t].slots - 1)) != 0
             || header->tables[t].offset % 8 != 0
-            || header->tables[t].slots > len / sizeof(sp_snapshot_slot_t))
+            || header->tables[t].slots > len / sizeof(sp_snapshot_slot_t)
+            || header->entries[t] == 0
+            || header->entries[t] > header->tables[t].slots / 2)
         {
             sp_errorf(err, errlen, "snapshot table %d is malformed", t);
             return SP_ERROR;
@@ -742,6 +757,14 @@ sp_snapshot_open(sp_snapshot_t *s, const void *data, size_t len, char *err,
                       t);
             return SP_ERROR;
         }
+
+        if (header->tables[t].offset != next) {
+            sp_errorf(err, errlen, "snapshot table %d is not where the "
+                      "previous one ends", t);
+            return SP_ERROR;
+        }
+
+        next = end;
     }
 
     checksum = sp_hash64((const uint8_t *) data + header->header_size,
