@@ -1,0 +1,1286 @@
+/*
+ * libspendpol snapshots: build, open, look up, and refuse hostile files.
+ */
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <dirent.h>
+#include <errno.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <cmocka.h>
+
+#include "sp_snapshot.h"
+
+
+static sp_str_t
+S(const char *s)
+{
+    sp_str_t  str;
+
+    str.data = s;
+    str.len = strlen(s);
+
+    return str;
+}
+
+
+static void
+key_hash_of(int i, uint8_t *hash)
+{
+    char  key[32];
+    int   n;
+
+    n = snprintf(key, sizeof(key), "key-%d", i);
+    sp_key_hash(key, (size_t) n, hash);
+}
+
+
+static void
+add_key(sp_snapshot_builder_t *b, int i, const char *key_id,
+    const char *org_id)
+{
+    sp_snapshot_key_in_t  in;
+
+    memset(&in, 0, sizeof(in));
+    key_hash_of(i, in.key_hash);
+    in.key_id = key_id;
+    in.org_id = org_id;
+    in.name = "a key";
+    in.department = "eng";
+    in.project = NULL;
+    in.agent_id = "agent-7";
+    in.scopes = SP_SCOPE_PROXY;
+
+    assert_int_equal(sp_snapshot_add_key(b, &in), SP_OK);
+}
+
+
+static void
+add_provider(sp_snapshot_builder_t *b, const char *org, const char *name,
+    const char *url, const char *api_key)
+{
+    sp_snapshot_provider_in_t  in;
+
+    in.org_id = org;
+    in.provider = name;
+    in.base_url = url;
+    in.api_key = api_key;
+
+    assert_int_equal(sp_snapshot_add_provider(b, &in), SP_OK);
+}
+
+
+static void
+add_price(sp_snapshot_builder_t *b, const char *org, const char *provider,
+    const char *model, int64_t input, int64_t output)
+{
+    sp_snapshot_price_in_t  in;
+
+    memset(&in, 0, sizeof(in));
+    in.org_id = org;
+    in.provider = provider;
+    in.model = model;
+    in.price.input = input;
+    in.price.output = output;
+    in.price.cached_input = input / 2;
+    in.max_output_tokens = 16384;
+
+    assert_int_equal(sp_snapshot_add_price(b, &in), SP_OK);
+}
+
+
+/* builds b into a malloc()ed buffer of exactly len bytes and frees b */
+static uint8_t *
+build(sp_snapshot_builder_t *b, size_t *len)
+{
+    uint8_t  *data;
+
+    assert_int_equal(sp_snapshot_build(b, &data, len), SP_OK);
+    sp_snapshot_builder_free(b);
+
+    return data;
+}
+
+
+static void
+open_ok(sp_snapshot_t *s, const uint8_t *data, size_t len)
+{
+    char  err[256];
+
+    err[0] = '\0';
+
+    if (sp_snapshot_open(s, data, len, err, sizeof(err)) != SP_OK) {
+        fail_msg("sp_snapshot_open: %s", err);
+    }
+}
+
+
+/* a small snapshot with a bit of everything */
+static uint8_t *
+small_snapshot(size_t *len)
+{
+    sp_snapshot_builder_t  *b;
+
+    b = sp_snapshot_builder_new(42);
+    assert_non_null(b);
+
+    add_key(b, 1, "key_1", "org_a");
+    add_key(b, 2, "key_2", "org_b");
+    add_key(b, 3, "key_3", "org_a");
+    add_provider(b, "org_a", "openai", "https://api.openai.com", "sk-a");
+    add_provider(b, "org_b", "openai", "http://127.0.0.1:9", "sk-b");
+    add_provider(b, "org_a", "anthropic", "https://api.anthropic.com",
+                 "sk-ant");
+    add_price(b, NULL, "openai", "gpt-4o-mini", 150000000, 600000000);
+    add_price(b, "", "openai", "gpt-4o", 2500000000LL, 10000000000LL);
+    add_price(b, "org_a", "openai", "gpt-4o-mini", 100000000, 400000000);
+    add_price(b, NULL, "anthropic", "claude-3-5-haiku", 800000000,
+              4000000000LL);
+
+    return build(b, len);
+}
+
+
+/* runs every lookup kind against s; must never crash whatever s holds */
+static void
+exercise(const sp_snapshot_t *s)
+{
+    const sp_snapshot_key_t       *key;
+    const sp_snapshot_provider_t  *provider;
+    const sp_snapshot_price_t     *price;
+    uint8_t                        hash[SP_KEY_HASH_LEN];
+    volatile size_t                sum;
+    sp_str_t                       str;
+    int                            i;
+
+    sum = 0;
+
+    for (i = 0; i < 5; i++) {
+        key_hash_of(i, hash);
+        key = sp_snapshot_find_key(s, hash);
+
+        if (key) {
+            str = sp_snapshot_str(s, key->key_id);
+            sum += str.len ? (unsigned char) str.data[str.len - 1] : 0;
+            str = sp_snapshot_str(s, key->org_id);
+            sum += str.len ? (unsigned char) str.data[str.len - 1] : 0;
+            str = sp_snapshot_str(s, key->agent_id);
+            sum += str.len ? (unsigned char) str.data[str.len - 1] : 0;
+        }
+    }
+
+    provider = sp_snapshot_find_provider(s, S("org_a"), S("openai"));
+
+    if (provider) {
+        str = sp_snapshot_str(s, provider->base_url);
+        sum += str.len ? (unsigned char) str.data[str.len - 1] : 0;
+        str = sp_snapshot_str(s, provider->api_key);
+        sum += str.len ? (unsigned char) str.data[str.len - 1] : 0;
+    }
+
+    price = sp_snapshot_find_price(s, S("org_a"), S("openai"),
+                                   S("gpt-4o-mini-2024-07-18"));
+    if (price) {
+        sum += (size_t) price->price.input;
+    }
+
+    price = sp_snapshot_find_price(s, S("org_b"), S("anthropic"),
+                                   S("claude-3-5-haiku-20241022"));
+    if (price) {
+        sum += (size_t) price->price.output;
+    }
+
+    (void) sum;
+}
+
+
+static void
+test_snapshot_finds_keys_with_all_fields(void **state)
+{
+    const sp_snapshot_key_t  *key;
+    sp_snapshot_t             s;
+    uint8_t                  *data, hash[SP_KEY_HASH_LEN];
+    size_t                    len;
+    sp_str_t                  str;
+
+    (void) state;
+
+    data = small_snapshot(&len);
+    open_ok(&s, data, len);
+
+    assert_true(s.header->generation == 42);
+    assert_true(s.header->entries[SP_TABLE_KEYS] == 3);
+    assert_true(s.header->entries[SP_TABLE_PROVIDERS] == 3);
+    assert_true(s.header->entries[SP_TABLE_PRICES] == 4);
+
+    key_hash_of(2, hash);
+    key = sp_snapshot_find_key(&s, hash);
+    assert_non_null(key);
+    assert_memory_equal(key->key_hash, hash, SP_KEY_HASH_LEN);
+
+    str = sp_snapshot_str(&s, key->key_id);
+    assert_int_equal(str.len, 5);
+    assert_memory_equal(str.data, "key_2", 5);
+    str = sp_snapshot_str(&s, key->org_id);
+    assert_memory_equal(str.data, "org_b", 5);
+    str = sp_snapshot_str(&s, key->name);
+    assert_int_equal(str.len, 5);
+    assert_memory_equal(str.data, "a key", 5);
+    str = sp_snapshot_str(&s, key->department);
+    assert_memory_equal(str.data, "eng", 3);
+    str = sp_snapshot_str(&s, key->project);
+    assert_int_equal(str.len, 0);
+    str = sp_snapshot_str(&s, key->agent_id);
+    assert_int_equal(str.len, 7);
+    assert_memory_equal(str.data, "agent-7", 7);
+    assert_int_equal(key->scopes, SP_SCOPE_PROXY);
+    assert_int_equal(key->flags, 0);
+
+    /* records are 8-byte aligned */
+    assert_int_equal(((const uint8_t *) key - data) % 8, 0);
+
+    free(data);
+}
+
+
+static void
+test_snapshot_absent_key_is_null(void **state)
+{
+    sp_snapshot_t  s;
+    uint8_t       *data, hash[SP_KEY_HASH_LEN];
+    size_t         len;
+
+    (void) state;
+
+    data = small_snapshot(&len);
+    open_ok(&s, data, len);
+
+    key_hash_of(4, hash);
+    assert_null(sp_snapshot_find_key(&s, hash));
+
+    /* same first 8 bytes (the slot hash) as key 1, different rest */
+    key_hash_of(1, hash);
+    hash[31] ^= 1;
+    assert_null(sp_snapshot_find_key(&s, hash));
+
+    free(data);
+}
+
+
+static void
+test_snapshot_finds_providers_by_org_and_name(void **state)
+{
+    const sp_snapshot_provider_t  *p;
+    sp_snapshot_t                  s;
+    uint8_t                       *data;
+    size_t                         len;
+    sp_str_t                       str;
+
+    (void) state;
+
+    data = small_snapshot(&len);
+    open_ok(&s, data, len);
+
+    p = sp_snapshot_find_provider(&s, S("org_a"), S("openai"));
+    assert_non_null(p);
+    str = sp_snapshot_str(&s, p->base_url);
+    assert_int_equal(str.len, strlen("https://api.openai.com"));
+    assert_memory_equal(str.data, "https://api.openai.com", str.len);
+    str = sp_snapshot_str(&s, p->api_key);
+    assert_int_equal(str.len, 4);
+    assert_memory_equal(str.data, "sk-a", 4);
+
+    p = sp_snapshot_find_provider(&s, S("org_b"), S("openai"));
+    assert_non_null(p);
+    str = sp_snapshot_str(&s, p->api_key);
+    assert_memory_equal(str.data, "sk-b", 4);
+
+    p = sp_snapshot_find_provider(&s, S("org_a"), S("anthropic"));
+    assert_non_null(p);
+
+    assert_null(sp_snapshot_find_provider(&s, S("org_b"), S("anthropic")));
+    assert_null(sp_snapshot_find_provider(&s, S("org_c"), S("openai")));
+    assert_null(sp_snapshot_find_provider(&s, S("org_a"), S("opena")));
+    assert_null(sp_snapshot_find_provider(&s, S("org_"), S("aopenai")));
+    assert_null(sp_snapshot_find_provider(&s, S(""), S("")));
+
+    free(data);
+}
+
+
+static void
+test_snapshot_org_price_beats_list_price(void **state)
+{
+    const sp_snapshot_price_t  *p;
+    sp_snapshot_t               s;
+    uint8_t                    *data;
+    size_t                      len;
+    sp_str_t                    str;
+
+    (void) state;
+
+    data = small_snapshot(&len);
+    open_ok(&s, data, len);
+
+    p = sp_snapshot_find_price(&s, S("org_a"), S("openai"), S("gpt-4o-mini"));
+    assert_non_null(p);
+    assert_true(p->price.input == 100000000);
+    assert_true(p->price.output == 400000000);
+    str = sp_snapshot_str(&s, p->org_id);
+    assert_memory_equal(str.data, "org_a", 5);
+
+    p = sp_snapshot_find_price(&s, S("org_b"), S("openai"), S("gpt-4o-mini"));
+    assert_non_null(p);
+    assert_true(p->price.input == 150000000);
+    assert_true(p->price.output == 600000000);
+    assert_true(p->price.cached_input == 75000000);
+    assert_true(p->max_output_tokens == 16384);
+    assert_int_equal(sp_snapshot_str(&s, p->org_id).len, 0);
+
+    /* org_a has no own gpt-4o price: the list price */
+    p = sp_snapshot_find_price(&s, S("org_a"), S("openai"), S("gpt-4o"));
+    assert_non_null(p);
+    assert_true(p->price.input == 2500000000LL);
+
+    free(data);
+}
+
+
+static void
+test_snapshot_price_falls_back_without_date_suffix(void **state)
+{
+    const sp_snapshot_price_t  *p;
+    sp_snapshot_t               s;
+    uint8_t                    *data;
+    size_t                      len;
+
+    (void) state;
+
+    data = small_snapshot(&len);
+    open_ok(&s, data, len);
+
+    p = sp_snapshot_find_price(&s, S("org_b"), S("openai"),
+                               S("gpt-4o-mini-2024-07-18"));
+    assert_non_null(p);
+    assert_true(p->price.input == 150000000);
+
+    /* the organisation's own price, through the fallback too */
+    p = sp_snapshot_find_price(&s, S("org_a"), S("openai"),
+                               S("gpt-4o-mini-2024-07-18"));
+    assert_non_null(p);
+    assert_true(p->price.input == 100000000);
+
+    p = sp_snapshot_find_price(&s, S("org_b"), S("openai"),
+                               S("gpt-4o-2024-08-06"));
+    assert_non_null(p);
+    assert_true(p->price.input == 2500000000LL);
+
+    p = sp_snapshot_find_price(&s, S("org_b"), S("anthropic"),
+                               S("claude-3-5-haiku-20241022"));
+    assert_non_null(p);
+    assert_true(p->price.input == 800000000);
+
+    /* not date suffixes */
+    assert_null(sp_snapshot_find_price(&s, S("org_b"), S("openai"),
+                                       S("gpt-4o-mini-2024-07-1x")));
+    assert_null(sp_snapshot_find_price(&s, S("org_b"), S("openai"),
+                                       S("gpt-4o-mini-2024_07_18")));
+    assert_null(sp_snapshot_find_price(&s, S("org_b"), S("anthropic"),
+                                       S("claude-3-5-haiku-2024102")));
+    assert_null(sp_snapshot_find_price(&s, S("org_b"), S("openai"),
+                                       S("gpt-4o-mini-large")));
+    assert_null(sp_snapshot_find_price(&s, S("org_b"), S("openai"),
+                                       S("-2024-07-18")));
+    assert_null(sp_snapshot_find_price(&s, S("org_b"), S("openai"), S("")));
+
+    /* unknown provider or model */
+    assert_null(sp_snapshot_find_price(&s, S("org_a"), S("google"),
+                                       S("gpt-4o-mini")));
+    assert_null(sp_snapshot_find_price(&s, S("org_a"), S("openai"),
+                                       S("gpt-5")));
+
+    free(data);
+}
+
+
+static void
+test_snapshot_dated_price_beats_undated(void **state)
+{
+    const sp_snapshot_price_t  *p;
+    sp_snapshot_builder_t      *b;
+    sp_snapshot_t               s;
+    uint8_t                    *data;
+    size_t                      len;
+
+    (void) state;
+
+    b = sp_snapshot_builder_new(1);
+    add_price(b, NULL, "openai", "gpt-4o", 2500000000LL, 10000000000LL);
+    add_price(b, NULL, "openai", "gpt-4o-2024-05-13", 5000000000LL,
+              15000000000LL);
+    data = build(b, &len);
+    open_ok(&s, data, len);
+
+    p = sp_snapshot_find_price(&s, S("o"), S("openai"),
+                               S("gpt-4o-2024-05-13"));
+    assert_non_null(p);
+    assert_true(p->price.input == 5000000000LL);
+
+    p = sp_snapshot_find_price(&s, S("o"), S("openai"),
+                               S("gpt-4o-2024-08-06"));
+    assert_non_null(p);
+    assert_true(p->price.input == 2500000000LL);
+
+    free(data);
+}
+
+
+static void
+test_snapshot_later_duplicate_replaces_earlier(void **state)
+{
+    const sp_snapshot_key_t       *key;
+    const sp_snapshot_provider_t  *provider;
+    const sp_snapshot_price_t     *price;
+    sp_snapshot_builder_t         *b;
+    sp_snapshot_t                  s;
+    uint8_t                       *data, hash[SP_KEY_HASH_LEN];
+    size_t                         len;
+    sp_str_t                       str;
+
+    (void) state;
+
+    b = sp_snapshot_builder_new(7);
+    add_key(b, 1, "key_old", "org_a");
+    add_key(b, 2, "key_other", "org_a");
+    add_key(b, 1, "key_new", "org_a");
+    add_provider(b, "org_a", "openai", "http://old", "sk-old");
+    add_provider(b, "org_a", "openai", "http://new", "sk-new");
+    add_price(b, NULL, "openai", "gpt-4o-mini", 1, 2);
+    add_price(b, "org_a", "openai", "gpt-4o-mini", 3, 4);
+    add_price(b, NULL, "openai", "gpt-4o-mini", 5, 6);
+    data = build(b, &len);
+    open_ok(&s, data, len);
+
+    assert_true(s.header->entries[SP_TABLE_KEYS] == 2);
+    assert_true(s.header->entries[SP_TABLE_PROVIDERS] == 1);
+    assert_true(s.header->entries[SP_TABLE_PRICES] == 2);
+
+    key_hash_of(1, hash);
+    key = sp_snapshot_find_key(&s, hash);
+    assert_non_null(key);
+    str = sp_snapshot_str(&s, key->key_id);
+    assert_int_equal(str.len, 7);
+    assert_memory_equal(str.data, "key_new", 7);
+
+    key_hash_of(2, hash);
+    key = sp_snapshot_find_key(&s, hash);
+    assert_non_null(key);
+    str = sp_snapshot_str(&s, key->key_id);
+    assert_memory_equal(str.data, "key_other", 9);
+
+    provider = sp_snapshot_find_provider(&s, S("org_a"), S("openai"));
+    assert_non_null(provider);
+    str = sp_snapshot_str(&s, provider->base_url);
+    assert_int_equal(str.len, 10);
+    assert_memory_equal(str.data, "http://new", 10);
+
+    price = sp_snapshot_find_price(&s, S("org_b"), S("openai"),
+                                   S("gpt-4o-mini"));
+    assert_non_null(price);
+    assert_true(price->price.input == 5);
+
+    price = sp_snapshot_find_price(&s, S("org_a"), S("openai"),
+                                   S("gpt-4o-mini"));
+    assert_non_null(price);
+    assert_true(price->price.input == 3);
+
+    free(data);
+}
+
+
+static void
+test_snapshot_empty_builder_opens_and_finds_nothing(void **state)
+{
+    sp_snapshot_builder_t  *b;
+    sp_snapshot_t           s;
+    uint8_t                *data, hash[SP_KEY_HASH_LEN];
+    size_t                  len;
+    int                     t;
+
+    (void) state;
+
+    b = sp_snapshot_builder_new(0);
+    data = build(b, &len);
+    open_ok(&s, data, len);
+
+    for (t = 0; t < SP_TABLE_COUNT; t++) {
+        assert_true(s.header->tables[t].slots == 0);
+    }
+
+    key_hash_of(1, hash);
+    assert_null(sp_snapshot_find_key(&s, hash));
+    assert_null(sp_snapshot_find_provider(&s, S("a"), S("openai")));
+    assert_null(sp_snapshot_find_price(&s, S("a"), S("openai"),
+                                       S("gpt-4o-2024-08-06")));
+
+    free(data);
+}
+
+
+static void
+test_snapshot_100k_keys_all_findable(void **state)
+{
+    enum { N = 100000 };
+    const sp_snapshot_key_t  *key;
+    sp_snapshot_builder_t    *b;
+    sp_snapshot_t             s;
+    uint8_t                  *data, hash[SP_KEY_HASH_LEN];
+    size_t                    len;
+    char                      id[32];
+    sp_str_t                  str;
+    int                       i, n;
+
+    (void) state;
+
+    b = sp_snapshot_builder_new(100000);
+
+    for (i = 0; i < N; i++) {
+        snprintf(id, sizeof(id), "key_%d", i);
+        add_key(b, i, id, "org_big");
+    }
+
+    data = build(b, &len);
+    open_ok(&s, data, len);
+
+    assert_true(s.header->entries[SP_TABLE_KEYS] == N);
+    assert_true(s.header->tables[SP_TABLE_KEYS].slots >= 2 * N);
+
+    for (i = 0; i < N; i++) {
+        key_hash_of(i, hash);
+        key = sp_snapshot_find_key(&s, hash);
+
+        if (key == NULL) {
+            fail_msg("key %d not found", i);
+        }
+
+        n = snprintf(id, sizeof(id), "key_%d", i);
+        str = sp_snapshot_str(&s, key->key_id);
+
+        if (str.len != (size_t) n || memcmp(str.data, id, str.len) != 0) {
+            fail_msg("key %d found as \"%.*s\"", i, (int) str.len, str.data);
+        }
+    }
+
+    for (i = N; i < N + 10000; i++) {
+        key_hash_of(i, hash);
+        assert_null(sp_snapshot_find_key(&s, hash));
+    }
+
+    free(data);
+}
+
+
+static void
+test_snapshot_long_lookup_strings(void **state)
+{
+    const sp_snapshot_provider_t  *provider;
+    const sp_snapshot_price_t     *price;
+    sp_snapshot_builder_t         *b;
+    sp_snapshot_t                  s;
+    uint8_t                       *data;
+    size_t                         len, lens[] = { 1, 1021, 1022, 1023, 1024,
+                                                   1025, 4000 };
+    char                          *org, *model;
+    size_t                         i, j;
+
+    (void) state;
+
+    for (i = 0; i < sizeof(lens) / sizeof(lens[0]); i++) {
+        for (j = 0; j < sizeof(lens) / sizeof(lens[0]); j++) {
+            org = malloc(lens[i] + 1);
+            model = malloc(lens[j] + 1);
+            memset(org, 'o', lens[i]);
+            org[lens[i]] = '\0';
+            memset(model, 'm', lens[j]);
+            model[lens[j]] = '\0';
+
+            b = sp_snapshot_builder_new(1);
+            add_provider(b, org, model, "http://x", "k");
+            add_price(b, org, "openai", model, 11, 12);
+            add_price(b, org, model, "gpt", 13, 14);
+            data = build(b, &len);
+            open_ok(&s, data, len);
+
+            provider = sp_snapshot_find_provider(&s, S(org), S(model));
+            assert_non_null(provider);
+
+            price = sp_snapshot_find_price(&s, S(org), S("openai"),
+                                           S(model));
+            assert_non_null(price);
+            assert_true(price->price.input == 11);
+
+            price = sp_snapshot_find_price(&s, S(org), S(model), S("gpt"));
+            assert_non_null(price);
+            assert_true(price->price.input == 13);
+
+            free(data);
+            free(org);
+            free(model);
+        }
+    }
+}
+
+
+/* ---- hostile files --------------------------------------------------- */
+
+
+static uint8_t *
+copy_of(const uint8_t *data, size_t len)
+{
+    uint8_t  *p;
+
+    p = malloc(len ? len : 1);
+    assert_non_null(p);
+    memcpy(p, data, len);
+
+    return p;
+}
+
+
+static void
+reseal(uint8_t *data)
+{
+    sp_snapshot_header_t  *h = (sp_snapshot_header_t *) data;
+
+    h->checksum = sp_hash64(data + h->header_size, h->length - h->header_size,
+                            h->generation);
+}
+
+
+static void
+open_fails(const uint8_t *data, size_t len, const char *why)
+{
+    sp_snapshot_t  s;
+    char           err[256];
+    uint8_t       *copy;
+
+    copy = copy_of(data, len);
+    err[0] = '\0';
+
+    if (sp_snapshot_open(&s, copy, len, err, sizeof(err)) == SP_OK) {
+        free(copy);
+        fail_msg("snapshot with %s was accepted", why);
+    }
+
+    assert_true(strlen(err) > 0);
+    free(copy);
+}
+
+
+static void
+test_snapshot_rejects_truncated_file(void **state)
+{
+    uint8_t  *data;
+    size_t    len, n;
+    char      why[64];
+
+    (void) state;
+
+    data = small_snapshot(&len);
+
+    for (n = 0; n < len; n++) {
+        snprintf(why, sizeof(why), "only %zu of %zu bytes", n, len);
+        open_fails(data, n, why);
+    }
+
+    free(data);
+}
+
+
+static void
+test_snapshot_rejects_extended_file(void **state)
+{
+    uint8_t  *data, *longer;
+    size_t    len;
+
+    (void) state;
+
+    data = small_snapshot(&len);
+    longer = calloc(1, len + 8);
+    memcpy(longer, data, len);
+    open_fails(longer, len + 8, "8 extra bytes");
+
+    free(longer);
+    free(data);
+}
+
+
+/*
+ * Header fields that no reader uses: a flip there may be accepted, and the
+ * lookups must stay correct.
+ */
+static int
+informational(size_t off)
+{
+    return (off >= offsetof(sp_snapshot_header_t, created_at)
+            && off < offsetof(sp_snapshot_header_t, created_at) + 8)
+           || (off >= offsetof(sp_snapshot_header_t, entries)
+               && off < offsetof(sp_snapshot_header_t, entries)
+                        + sizeof(((sp_snapshot_header_t *) 0)->entries));
+}
+
+
+static void
+flip_and_open(const uint8_t *data, size_t len, size_t off, uint8_t mask,
+    size_t *accepted)
+{
+    sp_snapshot_t  s;
+    uint8_t       *copy;
+    char           err[256];
+
+    copy = copy_of(data, len);
+    copy[off] ^= mask;
+
+    if (sp_snapshot_open(&s, copy, len, err, sizeof(err)) == SP_OK) {
+        exercise(&s);
+
+        if (!informational(off)) {
+            (*accepted)++;
+            print_message("flip 0x%02x at byte %zu accepted\n", mask, off);
+        }
+    }
+
+    free(copy);
+}
+
+
+static void
+test_snapshot_rejects_every_byte_flipped(void **state)
+{
+    uint8_t  *data;
+    size_t    len, off, accepted;
+
+    (void) state;
+
+    data = small_snapshot(&len);
+    accepted = 0;
+
+    for (off = 0; off < len; off++) {
+        flip_and_open(data, len, off, 0xff, &accepted);
+    }
+
+    assert_int_equal(accepted, 0);
+
+    free(data);
+}
+
+
+static void
+test_snapshot_rejects_every_bit_flipped(void **state)
+{
+    uint8_t  *data;
+    size_t    len, off, accepted;
+    int       bit;
+
+    (void) state;
+
+    data = small_snapshot(&len);
+    accepted = 0;
+
+    for (off = 0; off < len; off++) {
+        for (bit = 0; bit < 8; bit++) {
+            flip_and_open(data, len, off, (uint8_t) (1u << bit), &accepted);
+        }
+    }
+
+    assert_int_equal(accepted, 0);
+
+    free(data);
+}
+
+
+static void
+test_snapshot_rejects_wrong_magic_and_version(void **state)
+{
+    sp_snapshot_header_t  *h;
+    uint8_t               *data;
+    size_t                 len;
+
+    (void) state;
+
+    data = small_snapshot(&len);
+    h = (sp_snapshot_header_t *) data;
+
+    memcpy(h->magic, "SPSNAP02", 8);
+    open_fails(data, len, "magic SPSNAP02");
+    memcpy(h->magic, "spsnap01", 8);
+    open_fails(data, len, "magic spsnap01");
+    memcpy(h->magic, SP_SNAPSHOT_MAGIC, 8);
+
+    h->version = 2;
+    open_fails(data, len, "version 2");
+    h->version = 0;
+    open_fails(data, len, "version 0");
+    h->version = SP_SNAPSHOT_VERSION;
+
+    h->header_size = sizeof(sp_snapshot_header_t) - 8;
+    reseal(data);
+    open_fails(data, len, "a short header_size");
+    h->header_size = (uint32_t) len + 8;
+    open_fails(data, len, "header_size past the end");
+    h->header_size = sizeof(sp_snapshot_header_t);
+    reseal(data);
+
+    h->generation++;
+    open_fails(data, len, "a generation the checksum was not made with");
+    h->generation--;
+
+    free(data);
+}
+
+
+static void
+test_snapshot_rejects_huge_slot_counts(void **state)
+{
+    sp_snapshot_header_t  *h;
+    uint8_t               *data;
+    size_t                 len;
+    int                    t;
+    uint64_t               saved;
+    static const uint64_t  bad[] = {
+        (uint64_t) 1 << 63, (uint64_t) 1 << 60, (uint64_t) 1 << 32,
+        (uint64_t) 1 << 20, 3, 24, UINT64_MAX
+    };
+    size_t                 i;
+    char                   why[64];
+
+    (void) state;
+
+    data = small_snapshot(&len);
+    h = (sp_snapshot_header_t *) data;
+
+    for (t = 0; t < SP_TABLE_COUNT; t++) {
+        saved = h->tables[t].slots;
+
+        for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+            h->tables[t].slots = bad[i];
+            reseal(data);
+            snprintf(why, sizeof(why), "table %d slots %llu", t,
+                     (unsigned long long) bad[i]);
+            open_fails(data, len, why);
+        }
+
+        h->tables[t].slots = saved;
+    }
+
+    free(data);
+}
+
+
+static void
+test_snapshot_rejects_tables_outside_file(void **state)
+{
+    sp_snapshot_header_t  *h;
+    uint8_t               *data;
+    size_t                 len, i;
+    int                    t;
+    uint64_t               saved, slots_bytes;
+    uint64_t               bad[8];
+    char                   why[96];
+
+    (void) state;
+
+    data = small_snapshot(&len);
+    h = (sp_snapshot_header_t *) data;
+
+    for (t = 0; t < SP_TABLE_COUNT; t++) {
+        saved = h->tables[t].offset;
+        slots_bytes = h->tables[t].slots * sizeof(sp_snapshot_slot_t);
+
+        bad[0] = 0;                                   /* over the header */
+        bad[1] = 8;
+        bad[2] = saved + 4;                           /* misaligned */
+        bad[3] = (len - slots_bytes + 8) & ~7ULL;     /* runs past the end */
+        bad[4] = len;
+        bad[5] = 0 - slots_bytes;                     /* wraps to 0 */
+        bad[6] = 0 - slots_bytes + 128;               /* wraps into file */
+        bad[7] = UINT64_MAX & ~7ULL;
+
+        for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+            h->tables[t].offset = bad[i];
+            reseal(data);
+            snprintf(why, sizeof(why), "table %d at offset %llu", t,
+                     (unsigned long long) bad[i]);
+            open_fails(data, len, why);
+        }
+
+        h->tables[t].offset = saved;
+    }
+
+    free(data);
+}
+
+
+static sp_snapshot_slot_t *
+first_used_slot(uint8_t *data, int table)
+{
+    sp_snapshot_header_t  *h = (sp_snapshot_header_t *) data;
+    sp_snapshot_slot_t    *slots;
+    uint64_t               i;
+
+    slots = (sp_snapshot_slot_t *) (data + h->tables[table].offset);
+
+    for (i = 0; i < h->tables[table].slots; i++) {
+        if (slots[i].record) {
+            return &slots[i];
+        }
+    }
+
+    fail_msg("table %d has no records", table);
+
+    return NULL;
+}
+
+
+static void
+test_snapshot_record_offsets_out_of_bounds_are_not_followed(void **state)
+{
+    sp_snapshot_slot_t  *slot;
+    sp_snapshot_t        s;
+    uint8_t             *data, *copy;
+    size_t               len, i;
+    uint64_t             saved;
+    int                  t;
+    uint64_t             bad[7];
+
+    (void) state;
+
+    data = small_snapshot(&len);
+
+    for (t = 0; t < SP_TABLE_COUNT; t++) {
+        bad[0] = len;
+        bad[1] = len - 8;
+        bad[2] = (len - sizeof(sp_snapshot_key_t) + 8) & ~7ULL;
+        bad[3] = 3;
+        bad[4] = UINT64_MAX & ~7ULL;
+        bad[5] = (uint64_t) 1 << 40;
+        bad[6] = 0 - (uint64_t) len;
+
+        for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+            copy = copy_of(data, len);
+            slot = first_used_slot(copy, t);
+            saved = slot->record;
+            slot->record = bad[i];
+            reseal(copy);
+
+            /* offsets are checked when followed, not at open */
+            if (sp_snapshot_open(&s, copy, len, NULL, 0) == SP_OK) {
+                exercise(&s);
+            }
+
+            (void) saved;
+            free(copy);
+        }
+    }
+
+    free(data);
+}
+
+
+static void
+test_snapshot_out_of_bounds_refs_read_as_empty(void **state)
+{
+    const sp_snapshot_key_t  *key;
+    sp_snapshot_key_t        *k;
+    sp_snapshot_t             s;
+    sp_snapshot_ref_t         ref;
+    uint8_t                  *data, hash[SP_KEY_HASH_LEN];
+    size_t                    len;
+    sp_str_t                  str;
+
+    (void) state;
+
+    data = small_snapshot(&len);
+    open_ok(&s, data, len);
+
+    ref.offset = (uint32_t) len;
+    ref.len = 1;
+    assert_int_equal(sp_snapshot_str(&s, ref).len, 0);
+    ref.offset = (uint32_t) len - 1;
+    ref.len = 1;
+    assert_int_equal(sp_snapshot_str(&s, ref).len, 1);
+    ref.len = 2;
+    assert_int_equal(sp_snapshot_str(&s, ref).len, 0);
+    ref.offset = UINT32_MAX;
+    ref.len = UINT32_MAX;
+    assert_int_equal(sp_snapshot_str(&s, ref).len, 0);
+    ref.offset = 8;
+    ref.len = UINT32_MAX;
+    assert_int_equal(sp_snapshot_str(&s, ref).len, 0);
+
+    /* a record whose refs point past the end: found, strings empty */
+    key_hash_of(1, hash);
+    key = sp_snapshot_find_key(&s, hash);
+    assert_non_null(key);
+    k = (sp_snapshot_key_t *) key;
+    k->key_id.offset = UINT32_MAX - 2;
+    k->org_id.len = UINT32_MAX;
+    reseal(data);
+    open_ok(&s, data, len);
+
+    key = sp_snapshot_find_key(&s, hash);
+    assert_non_null(key);
+    str = sp_snapshot_str(&s, key->key_id);
+    assert_int_equal(str.len, 0);
+    str = sp_snapshot_str(&s, key->org_id);
+    assert_int_equal(str.len, 0);
+    exercise(&s);
+
+    free(data);
+}
+
+
+static void
+test_snapshot_full_table_without_empty_slot_terminates(void **state)
+{
+    sp_snapshot_header_t  *h;
+    sp_snapshot_slot_t    *slots;
+    sp_snapshot_t          s;
+    uint8_t               *data, hash[SP_KEY_HASH_LEN];
+    size_t                 len;
+    uint64_t               i, used;
+    int                    t;
+
+    (void) state;
+
+    data = small_snapshot(&len);
+    h = (sp_snapshot_header_t *) data;
+
+    /* every slot occupied, every hash a miss: probing must stop */
+    for (t = 0; t < SP_TABLE_COUNT; t++) {
+        slots = (sp_snapshot_slot_t *) (data + h->tables[t].offset);
+        used = first_used_slot(data, t)->record;
+
+        for (i = 0; i < h->tables[t].slots; i++) {
+            slots[i].record = used;
+            slots[i].hash = 0x5555555555555555ULL + i;
+        }
+    }
+
+    reseal(data);
+    open_ok(&s, data, len);
+
+    key_hash_of(1, hash);
+    assert_null(sp_snapshot_find_key(&s, hash));
+    assert_null(sp_snapshot_find_provider(&s, S("org_a"), S("openai")));
+    assert_null(sp_snapshot_find_price(&s, S("org_a"), S("openai"),
+                                       S("gpt-4o-mini-2024-07-18")));
+
+    free(data);
+}
+
+
+/* ---- publish ---------------------------------------------------------- */
+
+
+static char  tmpdir[256];
+
+
+static int
+make_tmpdir(void **state)
+{
+    (void) state;
+
+    snprintf(tmpdir, sizeof(tmpdir), "/tmp/test_lib_snapshot.XXXXXX");
+
+    return mkdtemp(tmpdir) ? 0 : -1;
+}
+
+
+static int
+remove_tmpdir(void **state)
+{
+    DIR            *dir;
+    struct dirent  *de;
+    char            path[512];
+
+    (void) state;
+
+    dir = opendir(tmpdir);
+
+    if (dir) {
+        while ((de = readdir(dir)) != NULL) {
+            if (strcmp(de->d_name, ".") && strcmp(de->d_name, "..")) {
+                snprintf(path, sizeof(path), "%s/%s", tmpdir, de->d_name);
+                unlink(path);
+            }
+        }
+
+        closedir(dir);
+    }
+
+    return rmdir(tmpdir);
+}
+
+
+static int
+count_entries(const char *path)
+{
+    DIR            *dir;
+    struct dirent  *de;
+    int             n;
+
+    dir = opendir(path);
+    assert_non_null(dir);
+    n = 0;
+
+    while ((de = readdir(dir)) != NULL) {
+        if (strcmp(de->d_name, ".") && strcmp(de->d_name, "..")) {
+            n++;
+        }
+    }
+
+    closedir(dir);
+
+    return n;
+}
+
+
+static uint8_t *
+read_file(const char *path, size_t *len)
+{
+    FILE     *f;
+    uint8_t  *data;
+    long      n;
+
+    f = fopen(path, "rb");
+    assert_non_null(f);
+    fseek(f, 0, SEEK_END);
+    n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    data = malloc((size_t) n + 1);
+    assert_int_equal(fread(data, 1, (size_t) n, f), (size_t) n);
+    fclose(f);
+    *len = (size_t) n;
+
+    return data;
+}
+
+
+static void
+test_snapshot_publish_writes_file_with_mode_and_no_temp(void **state)
+{
+    sp_snapshot_builder_t  *b;
+    sp_snapshot_t           s;
+    struct stat             st;
+    mode_t                  old;
+    uint8_t                *data, hash[SP_KEY_HASH_LEN];
+    size_t                  len;
+    char                    path[512], err[256];
+
+    (void) state;
+
+    old = umask(077);
+
+    b = sp_snapshot_builder_new(9);
+    add_key(b, 1, "key_1", "org_a");
+    assert_int_equal(sp_snapshot_publish(b, tmpdir, SP_SNAPSHOT_FILE, 0640,
+                                         err, sizeof(err)), SP_OK);
+    sp_snapshot_builder_free(b);
+
+    snprintf(path, sizeof(path), "%s/%s", tmpdir, SP_SNAPSHOT_FILE);
+    assert_int_equal(stat(path, &st), 0);
+    assert_int_equal(st.st_mode & 0777, 0640);
+    assert_int_equal(count_entries(tmpdir), 1);
+
+    data = read_file(path, &len);
+    open_ok(&s, data, len);
+    assert_true(s.header->generation == 9);
+    key_hash_of(1, hash);
+    assert_non_null(sp_snapshot_find_key(&s, hash));
+    free(data);
+
+    /* a second publish replaces the file */
+    b = sp_snapshot_builder_new(10);
+    add_key(b, 2, "key_2", "org_a");
+    assert_int_equal(sp_snapshot_publish(b, tmpdir, SP_SNAPSHOT_FILE, 0600,
+                                         err, sizeof(err)), SP_OK);
+    sp_snapshot_builder_free(b);
+
+    assert_int_equal(stat(path, &st), 0);
+    assert_int_equal(st.st_mode & 0777, 0600);
+    assert_int_equal(count_entries(tmpdir), 1);
+
+    data = read_file(path, &len);
+    open_ok(&s, data, len);
+    assert_true(s.header->generation == 10);
+    assert_null(sp_snapshot_find_key(&s, hash));
+    key_hash_of(2, hash);
+    assert_non_null(sp_snapshot_find_key(&s, hash));
+    free(data);
+
+    umask(old);
+}
+
+
+static void
+test_snapshot_publish_into_missing_dir_fails_with_reason(void **state)
+{
+    sp_snapshot_builder_t  *b;
+    char                    dir[512], err[256];
+
+    (void) state;
+
+    snprintf(dir, sizeof(dir), "%s/missing", tmpdir);
+
+    b = sp_snapshot_builder_new(1);
+    err[0] = '\0';
+    assert_int_equal(sp_snapshot_publish(b, dir, SP_SNAPSHOT_FILE, 0640,
+                                         err, sizeof(err)), SP_ERROR);
+    assert_non_null(strstr(err, "missing"));
+    sp_snapshot_builder_free(b);
+}
+
+
+int
+main(void)
+{
+    const struct CMUnitTest  tests[] = {
+        cmocka_unit_test(test_snapshot_finds_keys_with_all_fields),
+        cmocka_unit_test(test_snapshot_absent_key_is_null),
+        cmocka_unit_test(test_snapshot_finds_providers_by_org_and_name),
+        cmocka_unit_test(test_snapshot_org_price_beats_list_price),
+        cmocka_unit_test(test_snapshot_price_falls_back_without_date_suffix),
+        cmocka_unit_test(test_snapshot_dated_price_beats_undated),
+        cmocka_unit_test(test_snapshot_later_duplicate_replaces_earlier),
+        cmocka_unit_test(test_snapshot_empty_builder_opens_and_finds_nothing),
+        cmocka_unit_test(test_snapshot_100k_keys_all_findable),
+        cmocka_unit_test(test_snapshot_long_lookup_strings),
+        cmocka_unit_test(test_snapshot_rejects_truncated_file),
+        cmocka_unit_test(test_snapshot_rejects_extended_file),
+        cmocka_unit_test(test_snapshot_rejects_every_byte_flipped),
+        cmocka_unit_test(test_snapshot_rejects_every_bit_flipped),
+        cmocka_unit_test(test_snapshot_rejects_wrong_magic_and_version),
+        cmocka_unit_test(test_snapshot_rejects_huge_slot_counts),
+        cmocka_unit_test(test_snapshot_rejects_tables_outside_file),
+        cmocka_unit_test(
+            test_snapshot_record_offsets_out_of_bounds_are_not_followed),
+        cmocka_unit_test(test_snapshot_out_of_bounds_refs_read_as_empty),
+        cmocka_unit_test(
+            test_snapshot_full_table_without_empty_slot_terminates),
+        cmocka_unit_test_setup_teardown(
+            test_snapshot_publish_writes_file_with_mode_and_no_temp,
+            make_tmpdir, remove_tmpdir),
+        cmocka_unit_test_setup_teardown(
+            test_snapshot_publish_into_missing_dir_fails_with_reason,
+            make_tmpdir, remove_tmpdir),
+    };
+
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
