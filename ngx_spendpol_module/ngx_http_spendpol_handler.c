@@ -14,7 +14,8 @@
 #include "ngx_http_spendpol_module.h"
 
 
-#define NGX_HTTP_SPENDPOL_PREFIX  "/v1/"
+#define NGX_HTTP_SPENDPOL_PREFIX             "/v1/"
+#define NGX_HTTP_SPENDPOL_ANTHROPIC_VERSION  "2023-06-01"
 
 
 static void ngx_http_spendpol_body_handler(ngx_http_request_t *r);
@@ -24,6 +25,8 @@ static ngx_int_t ngx_http_spendpol_prepare(ngx_http_request_t *r,
     ngx_http_spendpol_ctx_t *ctx);
 static ngx_int_t ngx_http_spendpol_route(ngx_http_request_t *r,
     ngx_http_spendpol_ctx_t *ctx);
+static ngx_int_t ngx_http_spendpol_args(ngx_http_request_t *r,
+    ngx_str_t *args);
 static ngx_table_elt_t *ngx_http_spendpol_request_header(
     ngx_http_request_t *r, const char *name, size_t len);
 static ngx_int_t ngx_http_spendpol_copy(ngx_pool_t *pool, ngx_str_t *dst,
@@ -35,6 +38,15 @@ static ngx_int_t ngx_http_spendpol_request_body_filter(ngx_http_request_t *r,
 
 
 static ngx_http_request_body_filter_pt   ngx_http_next_request_body_filter;
+
+
+static ngx_str_t  ngx_http_spendpol_key_headers[] = {
+    ngx_string("X-Spendpol-Key"),
+    ngx_string("x-api-key"),                /* Anthropic */
+    ngx_string("api-key"),                  /* Azure OpenAI */
+    ngx_string("x-goog-api-key"),           /* Google */
+    ngx_null_string
+};
 
 
 uint64_t
@@ -176,6 +188,7 @@ ngx_http_spendpol_authenticate(ngx_http_request_t *r,
 {
     u_char                   *p, *last;
     uint8_t                   hash[SP_KEY_HASH_LEN];
+    ngx_uint_t                i;
     ngx_str_t                 key;
     ngx_table_elt_t          *h;
     const sp_snapshot_key_t  *found;
@@ -198,12 +211,20 @@ ngx_http_spendpol_authenticate(ngx_http_request_t *r,
         key.len = last - p;
     }
 
-    if (key.len == 0) {
-        h = ngx_http_spendpol_request_header(r, "X-Spendpol-Key",
-                                             sizeof("X-Spendpol-Key") - 1);
+    /* wherever the provider's own SDK puts its key */
+    for (i = 0; key.len == 0 && ngx_http_spendpol_key_headers[i].len; i++) {
+        h = ngx_http_spendpol_request_header(r,
+                              (char *) ngx_http_spendpol_key_headers[i].data,
+                              ngx_http_spendpol_key_headers[i].len);
         if (h) {
             key = h->value;
         }
+    }
+
+    if (key.len == 0
+        && ngx_http_arg(r, (u_char *) "key", 3, &key) != NGX_OK)
+    {
+        key.len = 0;
     }
 
     if (key.len == 0) {
@@ -211,7 +232,8 @@ ngx_http_spendpol_authenticate(ngx_http_request_t *r,
                                    "authentication_error",
                                    "missing_api_key",
                                    "no Spendpol key: send \"Authorization: "
-                                   "Bearer sp_key_...\" or \"X-Spendpol-Key\"");
+                                   "Bearer sp_key_...\", \"X-Spendpol-Key\", "
+                                   "or the provider SDK's own key header");
     }
 
     if (smcf->snapshot_map == NULL) {
@@ -286,6 +308,8 @@ ngx_http_spendpol_route(ngx_http_request_t *r, ngx_http_spendpol_ctx_t *ctx)
 {
     u_char                        *p, *last, *start, *u;
     sp_str_t                       org, name, base_url, api_key;
+    ngx_str_t                      args;
+    ngx_table_elt_t               *h;
     ngx_http_spendpol_main_conf_t *smcf;
     const sp_snapshot_provider_t  *provider;
 
@@ -349,8 +373,15 @@ ngx_http_spendpol_route(ngx_http_request_t *r, ngx_http_spendpol_ctx_t *ctx)
     base_url = sp_snapshot_str(&smcf->snapshot, provider->base_url);
     api_key = sp_snapshot_str(&smcf->snapshot, provider->api_key);
 
+    if (ngx_http_spendpol_copy(r->pool, &ctx->credential, api_key)
+        != NGX_OK
+        || ngx_http_spendpol_args(r, &args) != NGX_OK)
+    {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
     ctx->upstream_url.len = base_url.len + ctx->rest.len
-                            + (r->args.len ? 1 + r->args.len : 0);
+                            + (args.len ? 1 + args.len : 0);
     ctx->upstream_url.data = ngx_pnalloc(r->pool, ctx->upstream_url.len);
     if (ctx->upstream_url.data == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
@@ -359,21 +390,44 @@ ngx_http_spendpol_route(ngx_http_request_t *r, ngx_http_spendpol_ctx_t *ctx)
     u = ngx_cpymem(ctx->upstream_url.data, base_url.data, base_url.len);
     u = ngx_cpymem(u, ctx->rest.data, ctx->rest.len);
 
-    if (r->args.len) {
+    if (args.len) {
         *u++ = '?';
-        ngx_memcpy(u, r->args.data, r->args.len);
+        ngx_memcpy(u, args.data, args.len);
     }
 
-    ctx->upstream_authorization.len = sizeof("Bearer ") - 1 + api_key.len;
-    ctx->upstream_authorization.data =
-                    ngx_pnalloc(r->pool, ctx->upstream_authorization.len);
-    if (ctx->upstream_authorization.data == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
+    switch (ctx->provider) {
 
-    u = ngx_cpymem(ctx->upstream_authorization.data, "Bearer ",
-                   sizeof("Bearer ") - 1);
-    ngx_memcpy(u, api_key.data, api_key.len);
+    case SP_PROVIDER_ANTHROPIC:
+        h = ngx_http_spendpol_request_header(r, "anthropic-version",
+                                             sizeof("anthropic-version") - 1);
+        if (h && h->value.len) {
+            ctx->anthropic_version = h->value;
+
+        } else {
+            ngx_str_set(&ctx->anthropic_version,
+                        NGX_HTTP_SPENDPOL_ANTHROPIC_VERSION);
+        }
+
+        break;
+
+    case SP_PROVIDER_GOOGLE:
+    case SP_PROVIDER_AZURE:
+        break;
+
+    default:
+        /* OpenAI, Cohere, Mistral: a bearer token */
+        ctx->upstream_authorization.len = sizeof("Bearer ") - 1 + api_key.len;
+        ctx->upstream_authorization.data =
+                        ngx_pnalloc(r->pool, ctx->upstream_authorization.len);
+        if (ctx->upstream_authorization.data == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        u = ngx_cpymem(ctx->upstream_authorization.data, "Bearer ",
+                       sizeof("Bearer ") - 1);
+        ngx_memcpy(u, api_key.data, api_key.len);
+        break;
+    }
 
     return NGX_OK;
 }
@@ -480,6 +534,56 @@ ngx_http_spendpol_prepare(ngx_http_request_t *r, ngx_http_spendpol_ctx_t *ctx)
     }
 
     return NGX_DECLINED;
+}
+
+
+/* the query string without "key=...": a Spendpol key goes nowhere */
+static ngx_int_t
+ngx_http_spendpol_args(ngx_http_request_t *r, ngx_str_t *args)
+{
+    u_char  *p, *last, *start, *out;
+
+    *args = r->args;
+
+    if (r->args.len == 0
+        || ngx_http_arg(r, (u_char *) "key", 3, &(ngx_str_t) { 0, NULL })
+           != NGX_OK)
+    {
+        return NGX_OK;
+    }
+
+    out = ngx_pnalloc(r->pool, r->args.len);
+    if (out == NULL) {
+        return NGX_ERROR;
+    }
+
+    args->data = out;
+    p = r->args.data;
+    last = r->args.data + r->args.len;
+
+    while (p < last) {
+        start = p;
+
+        while (p < last && *p != '&') {
+            p++;
+        }
+
+        if (!(p - start >= 4 && ngx_strncmp(start, "key=", 4) == 0)
+            && !(p - start == 3 && ngx_strncmp(start, "key", 3) == 0))
+        {
+            if (out != args->data) {
+                *out++ = '&';
+            }
+
+            out = ngx_cpymem(out, start, p - start);
+        }
+
+        p++;
+    }
+
+    args->len = out - args->data;
+
+    return NGX_OK;
 }
 
 

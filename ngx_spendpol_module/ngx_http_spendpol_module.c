@@ -45,6 +45,10 @@ extern ngx_module_t  ngx_http_proxy_module;
 enum {
     NGX_HTTP_SPENDPOL_VAR_UPSTREAM_URL = 0,
     NGX_HTTP_SPENDPOL_VAR_UPSTREAM_AUTHORIZATION,
+    NGX_HTTP_SPENDPOL_VAR_UPSTREAM_X_API_KEY,
+    NGX_HTTP_SPENDPOL_VAR_UPSTREAM_API_KEY,
+    NGX_HTTP_SPENDPOL_VAR_UPSTREAM_GOOG_API_KEY,
+    NGX_HTTP_SPENDPOL_VAR_ANTHROPIC_VERSION,
     NGX_HTTP_SPENDPOL_VAR_REQUEST_BODY,
     NGX_HTTP_SPENDPOL_VAR_AUDIT_ID,
     NGX_HTTP_SPENDPOL_VAR_TRACE_ID,
@@ -150,6 +154,23 @@ static ngx_http_variable_t  ngx_http_spendpol_vars[] = {
       NGX_HTTP_SPENDPOL_VAR_UPSTREAM_AUTHORIZATION,
       NGX_HTTP_VAR_NOCACHEABLE|NGX_HTTP_VAR_NOHASH, 0 },
 
+    { ngx_string("spendpol_upstream_x_api_key"), NULL,
+      ngx_http_spendpol_variable, NGX_HTTP_SPENDPOL_VAR_UPSTREAM_X_API_KEY,
+      NGX_HTTP_VAR_NOCACHEABLE|NGX_HTTP_VAR_NOHASH, 0 },
+
+    { ngx_string("spendpol_upstream_api_key"), NULL,
+      ngx_http_spendpol_variable, NGX_HTTP_SPENDPOL_VAR_UPSTREAM_API_KEY,
+      NGX_HTTP_VAR_NOCACHEABLE|NGX_HTTP_VAR_NOHASH, 0 },
+
+    { ngx_string("spendpol_upstream_goog_api_key"), NULL,
+      ngx_http_spendpol_variable,
+      NGX_HTTP_SPENDPOL_VAR_UPSTREAM_GOOG_API_KEY,
+      NGX_HTTP_VAR_NOCACHEABLE|NGX_HTTP_VAR_NOHASH, 0 },
+
+    { ngx_string("spendpol_anthropic_version"), NULL,
+      ngx_http_spendpol_variable, NGX_HTTP_SPENDPOL_VAR_ANTHROPIC_VERSION,
+      NGX_HTTP_VAR_NOCACHEABLE|NGX_HTTP_VAR_NOHASH, 0 },
+
     { ngx_string("spendpol_request_body"), NULL,
       ngx_http_spendpol_variable, NGX_HTTP_SPENDPOL_VAR_REQUEST_BODY,
       NGX_HTTP_VAR_NOCACHEABLE|NGX_HTTP_VAR_NOHASH, 0 },
@@ -215,9 +236,31 @@ ngx_http_spendpol_variable(ngx_http_request_t *r,
         len = ctx->upstream_url.len;
         break;
 
+    /* each provider's credential goes in that provider's own header */
+
     case NGX_HTTP_SPENDPOL_VAR_UPSTREAM_AUTHORIZATION:
         p = ctx->upstream_authorization.data;
         len = ctx->upstream_authorization.len;
+        break;
+
+    case NGX_HTTP_SPENDPOL_VAR_UPSTREAM_X_API_KEY:
+        p = ctx->credential.data;
+        len = ctx->provider == SP_PROVIDER_ANTHROPIC ? ctx->credential.len : 0;
+        break;
+
+    case NGX_HTTP_SPENDPOL_VAR_UPSTREAM_API_KEY:
+        p = ctx->credential.data;
+        len = ctx->provider == SP_PROVIDER_AZURE ? ctx->credential.len : 0;
+        break;
+
+    case NGX_HTTP_SPENDPOL_VAR_UPSTREAM_GOOG_API_KEY:
+        p = ctx->credential.data;
+        len = ctx->provider == SP_PROVIDER_GOOGLE ? ctx->credential.len : 0;
+        break;
+
+    case NGX_HTTP_SPENDPOL_VAR_ANTHROPIC_VERSION:
+        p = ctx->anthropic_version.data;
+        len = ctx->anthropic_version.len;
         break;
 
     case NGX_HTTP_SPENDPOL_VAR_REQUEST_BODY:
@@ -654,9 +697,14 @@ ngx_http_spendpol(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     NGX_HTTP_SPENDPOL_PROXY("proxy_set_header", 2, "Authorization",
                             "$spendpol_upstream_authorization");
     NGX_HTTP_SPENDPOL_PROXY("proxy_set_header", 2, "X-Spendpol-Key", "");
-    NGX_HTTP_SPENDPOL_PROXY("proxy_set_header", 2, "x-api-key", "");
-    NGX_HTTP_SPENDPOL_PROXY("proxy_set_header", 2, "api-key", "");
-    NGX_HTTP_SPENDPOL_PROXY("proxy_set_header", 2, "x-goog-api-key", "");
+    NGX_HTTP_SPENDPOL_PROXY("proxy_set_header", 2, "x-api-key",
+                            "$spendpol_upstream_x_api_key");
+    NGX_HTTP_SPENDPOL_PROXY("proxy_set_header", 2, "api-key",
+                            "$spendpol_upstream_api_key");
+    NGX_HTTP_SPENDPOL_PROXY("proxy_set_header", 2, "x-goog-api-key",
+                            "$spendpol_upstream_goog_api_key");
+    NGX_HTTP_SPENDPOL_PROXY("proxy_set_header", 2, "anthropic-version",
+                            "$spendpol_anthropic_version");
 
     /* attribution is ours, not the provider's business */
     NGX_HTTP_SPENDPOL_PROXY("proxy_set_header", 2, "X-Spendpol-Department",

@@ -95,7 +95,9 @@ typedef struct {
     sp_request_info_t         *request;
     ngx_str_t                  body;           /* as forwarded */
     ngx_str_t                  upstream_url;
-    ngx_str_t                  upstream_authorization;
+    ngx_str_t                  upstream_authorization;  /* Bearer ... */
+    ngx_str_t                  credential;    /* the provider key alone */
+    ngx_str_t                  anthropic_version;
 
     u_char                     audit_id[40];
     u_char                     trace_id[SP_ID_LEN];
