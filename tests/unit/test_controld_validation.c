@@ -1,0 +1,213 @@
+/* controld input validation: text fields, provider names and URLs, key
+ * ids, scopes, migration names, journal strings and COPY escaping */
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "controld.h"
+
+
+static void
+test_text_length_counts_characters_not_bytes(void **state)
+{
+    char  *s;
+
+    assert_null(cd_validate_text("name", 1, 200));
+    assert_string_equal(cd_validate_text("", 1, 200), "too_short");
+    assert_null(cd_validate_text("", 0, 200));
+
+    /* 200 two-byte characters fit, 201 do not */
+    s = malloc(2 * 201 + 1);
+    assert_non_null(s);
+
+    for (size_t i = 0; i < 201; i++) {
+        s[2 * i] = (char) 0xc3;
+        s[2 * i + 1] = (char) 0xa9;
+    }
+
+    s[2 * 201] = '\0';
+    assert_string_equal(cd_validate_text(s, 1, 200), "too_long");
+    s[2 * 200] = '\0';
+    assert_null(cd_validate_text(s, 1, 200));
+    free(s);
+}
+
+
+static void
+test_text_rejects_control_characters(void **state)
+{
+    assert_string_equal(cd_validate_text("a\nb", 1, 200),
+                        "control_character");
+    assert_string_equal(cd_validate_text("a\tb", 1, 200),
+                        "control_character");
+    assert_string_equal(cd_validate_text("\x7f", 1, 200),
+                        "control_character");
+}
+
+
+static void
+test_provider_defaults(void **state)
+{
+    assert_string_equal(cd_provider_default_url("openai"),
+                        "https://api.openai.com/v1");
+    assert_string_equal(cd_provider_default_url("anthropic"),
+                        "https://api.anthropic.com");
+    assert_string_equal(cd_provider_default_url("google"),
+                        "https://generativelanguage.googleapis.com");
+    assert_string_equal(cd_provider_default_url("cohere"),
+                        "https://api.cohere.com");
+    assert_string_equal(cd_provider_default_url("mistral"),
+                        "https://api.mistral.ai");
+    assert_string_equal(cd_provider_default_url("azure"), "");
+    assert_null(cd_provider_default_url("OpenAI"));
+    assert_null(cd_provider_default_url("bedrock"));
+}
+
+
+static void
+test_base_url_normalization(void **state)
+{
+    size_t  i;
+    char    url[256];
+    struct {
+        const char  *in;
+        const char  *out;     /* NULL: refused */
+    } cases[] = {
+        { "https://api.openai.com/v1/", "https://api.openai.com/v1" },
+        { "http://127.0.0.1:9000///", "http://127.0.0.1:9000" },
+        { "https://r.openai.azure.com/openai/",
+          "https://r.openai.azure.com/openai" },
+        { "https://", NULL },
+        { "https:///path", NULL },
+        { "ftp://host", NULL },
+        { "host.example", NULL },
+        { "https://h/x?y=1", NULL },
+        { "https://h/x#f", NULL },
+        { "https://h/a b", NULL },
+        { "https://h/a\r\nX: y", NULL },
+        { "HTTPS://h", NULL },
+    };
+
+    for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        strcpy(url, cases[i].in);
+
+        if (cases[i].out == NULL) {
+            assert_false(cd_base_url_normalize(url));
+        } else {
+            assert_true(cd_base_url_normalize(url));
+            assert_string_equal(url, cases[i].out);
+        }
+    }
+}
+
+
+static void
+test_key_ids(void **state)
+{
+    assert_true(cd_key_id_valid("key_0123456789abcdef01234567"));
+    assert_false(cd_key_id_valid("key_0123456789ABCDEF01234567"));
+    assert_false(cd_key_id_valid("key_0123456789abcdef0123456"));
+    assert_false(cd_key_id_valid("key_0123456789abcdef012345678"));
+    assert_false(cd_key_id_valid("kex_0123456789abcdef01234567"));
+    assert_false(cd_key_id_valid("key_0123456789abcdef0123456'"));
+    assert_false(cd_key_id_valid(""));
+}
+
+
+static void
+test_scopes(void **state)
+{
+    json_t    *a;
+    uint32_t   bits;
+    size_t     bad;
+
+    a = json_loads("[\"proxy\", \"admin\", \"proxy\"]", 0, NULL);
+    assert_int_equal(cd_scopes_parse(a, &bits, &bad), CD_OK);
+    assert_int_equal(bits, SP_SCOPE_PROXY | SP_SCOPE_ADMIN);
+    json_decref(a);
+
+    a = json_loads("[\"admin\", \"root\"]", 0, NULL);
+    assert_int_equal(cd_scopes_parse(a, &bits, &bad), CD_ERROR);
+    assert_int_equal(bad, 1);
+    json_decref(a);
+
+    a = json_loads("[1]", 0, NULL);
+    assert_int_equal(cd_scopes_parse(a, &bits, &bad), CD_ERROR);
+    assert_int_equal(bad, 0);
+    json_decref(a);
+
+    a = json_loads("[]", 0, NULL);
+    assert_int_equal(cd_scopes_parse(a, &bits, &bad), CD_OK);
+    assert_int_equal(bits, 0);
+    json_decref(a);
+}
+
+
+static void
+test_migration_names(void **state)
+{
+    assert_true(cd_migration_name_valid("001_schema.sql"));
+    assert_true(cd_migration_name_valid("123_x.sql"));
+    assert_false(cd_migration_name_valid("01_schema.sql"));
+    assert_false(cd_migration_name_valid("001-schema.sql"));
+    assert_false(cd_migration_name_valid("001_schema.sql~"));
+    assert_false(cd_migration_name_valid("abc_schema.sql"));
+    assert_false(cd_migration_name_valid("001_.sq"));
+    assert_false(cd_migration_name_valid(".001_schema.sql.swp"));
+}
+
+
+static void
+test_utf8_validation(void **state)
+{
+    assert_true(cd_utf8_valid("plain", 5));
+    assert_true(cd_utf8_valid("\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80", 9));
+    assert_false(cd_utf8_valid("\xc3", 1));
+    assert_false(cd_utf8_valid("\xc0\xaf", 2));          /* overlong */
+    assert_false(cd_utf8_valid("\xed\xa0\x80", 3));      /* surrogate */
+    assert_false(cd_utf8_valid("\xf4\x90\x80\x80", 4));  /* > U+10FFFF */
+    assert_false(cd_utf8_valid("\xff", 1));
+    assert_false(cd_utf8_valid("a\0b", 3));
+}
+
+
+static void
+test_copy_escaping(void **state)
+{
+    char    out[64];
+    size_t  n;
+
+    n = cd_copy_escape(out, 0, sizeof(out), "a\tb\\c\nd\re");
+    assert_int_equal(n, 13);
+    assert_memory_equal(out, "a\\tb\\\\c\\nd\\re", 13);
+
+    /* appends after pos */
+    n = cd_copy_escape(out, 13, sizeof(out), "x");
+    assert_int_equal(n, 14);
+
+    /* overflow is 0, never a write past outlen */
+    assert_int_equal(cd_copy_escape(out, 0, 4, "abcdef"), 0);
+}
+
+
+int
+main(void)
+{
+    const struct CMUnitTest  tests[] = {
+        cmocka_unit_test(test_text_length_counts_characters_not_bytes),
+        cmocka_unit_test(test_text_rejects_control_characters),
+        cmocka_unit_test(test_provider_defaults),
+        cmocka_unit_test(test_base_url_normalization),
+        cmocka_unit_test(test_key_ids),
+        cmocka_unit_test(test_scopes),
+        cmocka_unit_test(test_migration_names),
+        cmocka_unit_test(test_utf8_validation),
+        cmocka_unit_test(test_copy_escaping),
+    };
+
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
