@@ -1,0 +1,512 @@
+/*
+ * libspendpol journal lines: format, parse, escaping, field copies.
+ */
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include <jansson.h>
+
+#include "sp_journal.h"
+
+
+static void
+fill_record(sp_journal_record_t *rec)
+{
+    memset(rec, 0, sizeof(*rec));
+
+    strcpy(rec->id, "evt_01HZY5J3");
+    rec->ts_ms = 1764230000123LL;
+    strcpy(rec->org_id, "org_a");
+    strcpy(rec->api_key_id, "key_7");
+    strcpy(rec->provider, "openai");
+    strcpy(rec->requested_model, "gpt-4o-mini");
+    strcpy(rec->model, "gpt-4o-mini-2024-07-18");
+    rec->input_tokens = 12;
+    rec->output_tokens = 34;
+    rec->cached_tokens = 5;
+    rec->cache_write_tokens = 6;
+    rec->cost_nano = 150000;
+    rec->status = 200;
+    strcpy(rec->cache, "miss");
+    rec->stream = 1;
+    rec->latency_ms = 1234;
+    rec->gateway_us = 85;
+    strcpy(rec->department, "eng");
+    strcpy(rec->project, "apollo");
+    strcpy(rec->agent_id, "agent-9");
+    strcpy(rec->trace_id, "4bf92f35-77b3-4da6-a3ce-929d0e0e4736");
+    strcpy(rec->span_id, "00f067aa0ba902b7");
+    strcpy(rec->parent_id, "53995c3f42cd8ad8");
+    strcpy(rec->warnings, "usage_estimated,unpriced_model");
+    strcpy(rec->error_code, "upstream_timeout");
+}
+
+
+static void
+assert_records_equal(const sp_journal_record_t *a,
+    const sp_journal_record_t *b)
+{
+    assert_string_equal(a->id, b->id);
+    assert_true(a->ts_ms == b->ts_ms);
+    assert_string_equal(a->org_id, b->org_id);
+    assert_string_equal(a->api_key_id, b->api_key_id);
+    assert_string_equal(a->provider, b->provider);
+    assert_string_equal(a->requested_model, b->requested_model);
+    assert_string_equal(a->model, b->model);
+    assert_true(a->input_tokens == b->input_tokens);
+    assert_true(a->output_tokens == b->output_tokens);
+    assert_true(a->cached_tokens == b->cached_tokens);
+    assert_true(a->cache_write_tokens == b->cache_write_tokens);
+    assert_true(a->cost_nano == b->cost_nano);
+    assert_int_equal(a->status, b->status);
+    assert_string_equal(a->cache, b->cache);
+    assert_int_equal(a->stream, b->stream);
+    assert_true(a->latency_ms == b->latency_ms);
+    assert_true(a->gateway_us == b->gateway_us);
+    assert_string_equal(a->department, b->department);
+    assert_string_equal(a->project, b->project);
+    assert_string_equal(a->agent_id, b->agent_id);
+    assert_string_equal(a->trace_id, b->trace_id);
+    assert_string_equal(a->span_id, b->span_id);
+    assert_string_equal(a->parent_id, b->parent_id);
+    assert_string_equal(a->warnings, b->warnings);
+    assert_string_equal(a->error_code, b->error_code);
+}
+
+
+static size_t
+format_ok(const sp_journal_record_t *rec, char *line)
+{
+    size_t  n;
+
+    n = sp_journal_format(rec, line, SP_JOURNAL_LINE_MAX);
+    assert_true(n > 0);
+    assert_true(n <= SP_JOURNAL_LINE_MAX);
+    assert_int_equal(line[n - 1], '\n');
+    assert_null(memchr(line, '\n', n - 1));
+
+    return n;
+}
+
+
+static void
+parse_ok(const char *line, size_t n, sp_journal_record_t *rec)
+{
+    char  err[256];
+
+    err[0] = '\0';
+
+    if (sp_journal_parse(line, n, rec, err, sizeof(err)) != SP_OK) {
+        fail_msg("parse failed: %s: %.*s", err, (int) n, line);
+    }
+}
+
+
+static void
+test_journal_round_trips_every_field(void **state)
+{
+    sp_journal_record_t  rec, back;
+    char                 line[SP_JOURNAL_LINE_MAX];
+    size_t               n;
+
+    (void) state;
+
+    fill_record(&rec);
+    n = format_ok(&rec, line);
+    parse_ok(line, n, &back);
+    assert_records_equal(&rec, &back);
+
+    /* without the newline too */
+    parse_ok(line, n - 1, &back);
+    assert_records_equal(&rec, &back);
+
+    /* stream false, empty strings, negative and extreme integers */
+    memset(&rec, 0, sizeof(rec));
+    strcpy(rec.id, "evt_x");
+    strcpy(rec.org_id, "o");
+    rec.ts_ms = INT64_MAX;
+    rec.cost_nano = INT64_MIN;
+    rec.input_tokens = -1;
+    rec.status = 999;
+    n = format_ok(&rec, line);
+    parse_ok(line, n, &back);
+    assert_records_equal(&rec, &back);
+}
+
+
+static void
+test_journal_line_is_the_documented_shape(void **state)
+{
+    sp_journal_record_t  rec;
+    char                 line[SP_JOURNAL_LINE_MAX];
+    size_t               n;
+    json_t              *root;
+    json_error_t         jerr;
+
+    (void) state;
+
+    fill_record(&rec);
+    rec.stream = 0;
+    n = format_ok(&rec, line);
+
+    assert_memory_equal(line, "{\"v\":1,\"id\":\"evt_01HZY5J3\","
+                        "\"ts_ms\":1764230000123,", 45);
+
+    root = json_loadb(line, n, JSON_REJECT_DUPLICATES, &jerr);
+    assert_non_null(root);
+    assert_int_equal(json_object_size(root), 26);
+    assert_true(json_is_false(json_object_get(root, "stream")));
+    assert_true(json_is_integer(json_object_get(root, "cost_nano")));
+    assert_true(json_is_integer(json_object_get(root, "status")));
+    assert_string_equal(json_string_value(json_object_get(root, "cache")),
+                        "miss");
+    json_decref(root);
+}
+
+
+static void
+test_journal_escapes_quotes_backslashes_and_controls(void **state)
+{
+    sp_journal_record_t  rec, back;
+    char                 line[SP_JOURNAL_LINE_MAX], ctl[40];
+    size_t               n;
+    int                  i;
+
+    (void) state;
+
+    fill_record(&rec);
+    strcpy(rec.requested_model, "a\"b\\c\"\\");
+    strcpy(rec.department, "line1\nline2\r\ttab");
+
+    for (i = 1; i < 32; i++) {
+        ctl[i - 1] = (char) i;
+    }
+
+    ctl[31] = 0x7f;
+    ctl[32] = '\0';
+    strcpy(rec.project, ctl);
+    strcpy(rec.warnings, "}\n{\"v\":1");
+
+    n = format_ok(&rec, line);
+
+    /* no raw control character in the line but its final newline */
+    for (i = 0; i < (int) n - 1; i++) {
+        if ((unsigned char) line[i] < 0x20 || line[i] == 0x7f) {
+            fail_msg("raw 0x%02x at %d", (unsigned char) line[i], i);
+        }
+    }
+
+    assert_non_null(strstr(line, "\"a\\\"b\\\\c\\\"\\\\\""));
+    assert_non_null(strstr(line, "\\u000a"));
+    assert_non_null(strstr(line, "\\u001f\\u007f\""));
+
+    parse_ok(line, n, &back);
+    assert_records_equal(&rec, &back);
+}
+
+
+static void
+test_journal_invalid_utf8_becomes_replacement_and_parses(void **state)
+{
+    static const char   *bad[] = {
+        "\xff", "a\x80z", "\xc3", "\xc3(", "\xe2\x82", "\xe2\x82(",
+        "\xf0\x9f\x98", "\xc0\xaf", "\xe0\x80\xaf", "\xed\xa0\x80",
+        "\xf4\x90\x80\x80", "\xf8\x88\x80\x80\x80", "\xfe\xff",
+        "ok \xf0\x9f\x98\x80 \xff end", NULL
+    };
+    sp_journal_record_t  rec, back;
+    char                 line[SP_JOURNAL_LINE_MAX];
+    size_t               n;
+    int                  i;
+
+    (void) state;
+
+    for (i = 0; bad[i]; i++) {
+        fill_record(&rec);
+        strcpy(rec.model, bad[i]);
+        n = format_ok(&rec, line);
+        parse_ok(line, n, &back);
+
+        if (strstr(back.model, "\xef\xbf\xbd") == NULL) {
+            fail_msg("case %d: no U+FFFD in \"%s\"", i, back.model);
+        }
+    }
+
+    /* valid UTF-8 passes through unchanged */
+    fill_record(&rec);
+    strcpy(rec.model, "caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80 "
+           "\xf4\x8f\xbf\xbf");
+    n = format_ok(&rec, line);
+    parse_ok(line, n, &back);
+    assert_string_equal(back.model, rec.model);
+
+    /* exactly one replacement for one bad byte, the rest kept */
+    fill_record(&rec);
+    strcpy(rec.model, "ok \xf0\x9f\x98\x80 \xff end");
+    n = format_ok(&rec, line);
+    parse_ok(line, n, &back);
+    assert_string_equal(back.model, "ok \xf0\x9f\x98\x80 \xef\xbf\xbd end");
+}
+
+
+static void
+test_journal_format_returns_0_when_buffer_too_small(void **state)
+{
+    sp_journal_record_t  rec;
+    char                *line;
+    size_t               n, len;
+
+    (void) state;
+
+    fill_record(&rec);
+    line = malloc(SP_JOURNAL_LINE_MAX);
+    n = sp_journal_format(&rec, line, SP_JOURNAL_LINE_MAX);
+    assert_true(n > 0);
+    free(line);
+
+    /* every shorter exact-size heap buffer: 0, no write past it */
+    for (len = 0; len < n; len++) {
+        line = malloc(len ? len : 1);
+        assert_int_equal(sp_journal_format(&rec, line, len), 0);
+        free(line);
+    }
+
+    line = malloc(n);
+    assert_int_equal(sp_journal_format(&rec, line, n), n);
+    free(line);
+}
+
+
+static void
+fill_all(sp_journal_record_t *rec, unsigned char c)
+{
+#define SP_FILL(f) memset(rec->f, c, sizeof(rec->f) - 1); \
+                   rec->f[sizeof(rec->f) - 1] = '\0'
+    SP_FILL(id);
+    memcpy(rec->id, "evt_", 4);
+    SP_FILL(org_id);
+    SP_FILL(api_key_id);
+    SP_FILL(provider);
+    SP_FILL(requested_model);
+    SP_FILL(model);
+    SP_FILL(cache);
+    SP_FILL(department);
+    SP_FILL(project);
+    SP_FILL(agent_id);
+    SP_FILL(trace_id);
+    SP_FILL(span_id);
+    SP_FILL(parent_id);
+    SP_FILL(warnings);
+    SP_FILL(error_code);
+#undef SP_FILL
+}
+
+
+/*
+ * Every field at its longest, of characters that need escaping: does the
+ * line still fit in SP_JOURNAL_LINE_MAX as the header promises?
+ */
+static void
+test_journal_longest_record_fits_line_max(void **state)
+{
+    sp_journal_record_t  rec, back;
+    char                *line;
+    size_t               n;
+
+    (void) state;
+
+    line = malloc(SP_JOURNAL_LINE_MAX);
+
+    fill_record(&rec);
+    fill_all(&rec, 'x');
+    rec.ts_ms = INT64_MIN;
+    rec.input_tokens = INT64_MIN;
+    rec.output_tokens = INT64_MIN;
+    rec.cached_tokens = INT64_MIN;
+    rec.cache_write_tokens = INT64_MIN;
+    rec.cost_nano = INT64_MIN;
+    rec.latency_ms = INT64_MIN;
+    rec.gateway_us = INT64_MIN;
+    rec.status = 999;
+    n = sp_journal_format(&rec, line, SP_JOURNAL_LINE_MAX);
+    assert_true(n > 0);
+    parse_ok(line, n, &back);
+    assert_records_equal(&rec, &back);
+
+    free(line);
+}
+
+
+static void
+test_journal_parse_rejects_bad_lines_with_message(void **state)
+{
+    static const struct {
+        const char  *line;
+        const char  *message;
+    } bad[] = {
+        { "", "not JSON" },
+        { "\n", "not JSON" },
+        { "{", "not JSON" },
+        { "{\"v\":1,\"id\":\"evt_1\",\"org_id\":\"o\"", "not JSON" },
+        { "[1,2]", "not a JSON object" },
+        { "\"evt_1\"", "not" },
+        { "{}", "\"v\"" },
+        { "{\"v\":2,\"id\":\"evt_1\",\"org_id\":\"o\"}", "\"v\"" },
+        { "{\"v\":\"1\",\"id\":\"evt_1\",\"org_id\":\"o\"}", "\"v\"" },
+        { "{\"v\":1,\"org_id\":\"o\"}", "\"id\"" },
+        { "{\"v\":1,\"id\":\"evt_1\"}", "\"org_id\"" },
+        { "{\"v\":1,\"id\":\"x_1\",\"org_id\":\"o\"}", "evt_" },
+        { "{\"v\":1,\"id\":7,\"org_id\":\"o\"}", "\"id\"" },
+        { "{\"v\":1,\"id\":\"evt_1\",\"org_id\":\"o\",\"model\":1}",
+          "\"model\"" },
+        { "{\"v\":1,\"id\":\"evt_1\",\"org_id\":\"o\",\"cost_nano\":\"5\"}",
+          "\"cost_nano\"" },
+        { "{\"v\":1,\"id\":\"evt_1\",\"org_id\":\"o\",\"cost_nano\":1.5}",
+          "\"cost_nano\"" },
+        { "{\"v\":1,\"id\":\"evt_1\",\"org_id\":\"o\",\"status\":1000}",
+          "\"status\"" },
+        { "{\"v\":1,\"id\":\"evt_1\",\"org_id\":\"o\",\"status\":-1}",
+          "\"status\"" },
+        { "{\"v\":1,\"id\":\"evt_1\",\"org_id\":\"o\",\"v\":1}", "not JSON" },
+        { "{\"v\":1,\"id\":\"evt_1\",\"org_id\":\"o\"} x", "not JSON" },
+        { "{\"v\":1,\"id\":\"evt_1\",\"org_id\":\"o\"}\n{\"v\":1}",
+          "not JSON" },
+    };
+    sp_journal_record_t  rec;
+    char                 err[256];
+    size_t               i;
+
+    (void) state;
+
+    for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        err[0] = '\0';
+
+        if (sp_journal_parse(bad[i].line, strlen(bad[i].line), &rec, err,
+                             sizeof(err)) != SP_ERROR)
+        {
+            fail_msg("accepted: %s", bad[i].line);
+        }
+
+        if (strstr(err, bad[i].message) == NULL) {
+            fail_msg("%s: message \"%s\" lacks \"%s\"", bad[i].line, err,
+                     bad[i].message);
+        }
+    }
+
+    /* no error buffer at all */
+    assert_int_equal(sp_journal_parse("{", 1, &rec, NULL, 0), SP_ERROR);
+}
+
+
+static void
+test_journal_parse_minimal_line_defaults_and_ignores_unknown(void **state)
+{
+    sp_journal_record_t  rec;
+    const char          *line;
+
+    (void) state;
+
+    line = "{\"v\":1,\"id\":\"evt_1\",\"org_id\":\"o\",\"future\":[1,{}],"
+           "\"model\":null,\"stream\":true}\r\n";
+    parse_ok(line, strlen(line), &rec);
+    assert_string_equal(rec.id, "evt_1");
+    assert_string_equal(rec.org_id, "o");
+    assert_string_equal(rec.model, "");
+    assert_int_equal(rec.status, 0);
+    assert_int_equal(rec.stream, 1);
+    assert_true(rec.cost_nano == 0);
+}
+
+
+static void
+test_journal_parse_truncates_long_strings_at_utf8_boundary(void **state)
+{
+    sp_journal_record_t  rec;
+    char                 line[4096], model[1024];
+    size_t               i, n;
+
+    (void) state;
+
+    /* 300 x "é" (2 bytes) does not fit model[256]: cut between chars */
+    n = 0;
+
+    for (i = 0; i < 300; i++) {
+        model[n++] = '\xc3';
+        model[n++] = '\xa9';
+    }
+
+    model[n] = '\0';
+
+    n = (size_t) snprintf(line, sizeof(line), "{\"v\":1,\"id\":\"evt_1\","
+                          "\"org_id\":\"o\",\"model\":\"%s\"}", model);
+    parse_ok(line, n, &rec);
+    assert_int_equal(strlen(rec.model), 254);
+    assert_memory_equal(rec.model, model, 254);
+}
+
+
+static void
+test_field_copy_truncates_at_utf8_boundary(void **state)
+{
+    char  dst[8];
+
+    (void) state;
+
+    sp_field_copy(dst, sizeof(dst), "abc", 3);
+    assert_string_equal(dst, "abc");
+
+    sp_field_copy(dst, sizeof(dst), "abcdefgh", 8);
+    assert_string_equal(dst, "abcdefg");
+
+    /* "abcde" + "€" (3 bytes): the euro does not fit whole */
+    sp_field_copy(dst, sizeof(dst), "abcde\xe2\x82\xac", 8);
+    assert_string_equal(dst, "abcde");
+
+    /* "abcd" + "€": fits exactly in 7 */
+    sp_field_copy(dst, sizeof(dst), "abcd\xe2\x82\xac" "z", 8);
+    assert_string_equal(dst, "abcd\xe2\x82\xac");
+
+    /* a 4-byte character straddling the end */
+    sp_field_copy(dst, sizeof(dst), "abcdef\xf0\x9f\x98\x80", 10);
+    assert_string_equal(dst, "abcdef");
+
+    sp_field_copy(dst, 1, "abc", 3);
+    assert_string_equal(dst, "");
+
+    dst[0] = 'q';
+    sp_field_copy(dst, 0, "abc", 3);
+    assert_int_equal(dst[0], 'q');
+
+    sp_field_copy(dst, sizeof(dst), "", 0);
+    assert_string_equal(dst, "");
+}
+
+
+int
+main(void)
+{
+    const struct CMUnitTest  tests[] = {
+        cmocka_unit_test(test_journal_round_trips_every_field),
+        cmocka_unit_test(test_journal_line_is_the_documented_shape),
+        cmocka_unit_test(test_journal_escapes_quotes_backslashes_and_controls),
+        cmocka_unit_test(
+            test_journal_invalid_utf8_becomes_replacement_and_parses),
+        cmocka_unit_test(test_journal_format_returns_0_when_buffer_too_small),
+        cmocka_unit_test(test_journal_longest_record_fits_line_max),
+        cmocka_unit_test(test_journal_parse_rejects_bad_lines_with_message),
+        cmocka_unit_test(
+            test_journal_parse_minimal_line_defaults_and_ignores_unknown),
+        cmocka_unit_test(
+            test_journal_parse_truncates_long_strings_at_utf8_boundary),
+        cmocka_unit_test(test_field_copy_truncates_at_utf8_boundary),
+    };
+
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
