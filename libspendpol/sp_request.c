@@ -50,7 +50,8 @@ sp_tokens_estimate(int64_t bytes)
         return 0;
     }
 
-    return (bytes + 3) / 4;
+    /* not (bytes + 3) / 4: that overflows near INT64_MAX */
+    return bytes / 4 + (bytes % 4 != 0);
 }
 
 
