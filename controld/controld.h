@@ -294,6 +294,21 @@ int64_t cd_ingest_offset(cd_app_t *app);
  */
 size_t cd_copy_escape(char *out, size_t pos, size_t outlen, const char *s);
 
+/* a line without its '\n'; returns 1 to stop scanning after it */
+typedef int (*cd_journal_line_pt)(void *data, const char *line, size_t len,
+    int64_t offset, int overlong);
+
+/*
+ * Feeds the complete lines of buf[0..len), read at file offset base, to
+ * on_line and returns the bytes consumed (through the last '\n' fed). A
+ * trailing partial line is left for the next read, unless a full read
+ * (len == cap) holds no '\n' at all: that line is longer than any journal
+ * line, so buf is consumed, *skipping set, and its tail is later fed with
+ * overlong = 1.
+ */
+size_t cd_journal_scan(const char *buf, size_t len, size_t cap, int64_t base,
+    int *skipping, cd_journal_line_pt on_line, void *data);
+
 /* 1 when s[0..len) is valid UTF-8 without NUL */
 int cd_utf8_valid(const char *s, size_t len);
 

@@ -238,13 +238,73 @@ cd_ingest_line(cd_ingest_ctx_t *x, const char *line, size_t len,
 }
 
 
+size_t
+cd_journal_scan(const char *buf, size_t len, size_t cap, int64_t base,
+    int *skipping, cd_journal_line_pt on_line, void *data)
+{
+    const char  *p, *end, *nl;
+
+    p = buf;
+    end = buf + len;
+
+    while (p < end) {
+        nl = memchr(p, '\n', end - p);
+        if (nl == NULL) {
+            break;
+        }
+
+        /* the tail of a line longer than a whole read is reported as such */
+        if (on_line(data, p, nl - p, base + (p - buf), *skipping)) {
+            *skipping = 0;
+            p = nl + 1;
+            break;
+        }
+
+        *skipping = 0;
+        p = nl + 1;
+    }
+
+    if (p == buf && len == cap && cap > 0) {
+        /* no newline in a whole read: longer than any journal line */
+        *skipping = 1;
+        return len;
+    }
+
+    return p - buf;
+}
+
+
+/* returns 1 when the batch is full */
+static int
+cd_ingest_on_line(void *data, const char *line, size_t len, int64_t offset,
+    int overlong)
+{
+    cd_ingest_ctx_t  *x = data;
+
+    if (overlong) {
+        cd_log_warn(CD_INGEST_SUBJECT, "%s: skipped an over-long line ending "
+                    "at offset %lld", x->app->config.journal_path,
+                    (long long) (offset + (int64_t) len));
+        x->malformed++;
+
+    } else {
+        cd_ingest_line(x, line, len, offset);
+    }
+
+    if (x->batch_started == 0) {
+        x->batch_started = cd_now_ms();
+    }
+
+    return x->count == CD_INGEST_BATCH_LINES;
+}
+
+
 /* reads complete lines after scan_off into the batch until it is full */
 static int
 cd_ingest_fill(cd_ingest_ctx_t *x)
 {
-    char     *p, *end, *nl;
-    ssize_t   n;
-    size_t    consumed;
+    ssize_t  n;
+    size_t   consumed;
 
     x->at_eof = 0;
 
@@ -266,50 +326,17 @@ cd_ingest_fill(cd_ingest_ctx_t *x)
             return CD_OK;
         }
 
-        p = x->buf;
-        end = x->buf + n;
+        consumed = cd_journal_scan(x->buf, (size_t) n, CD_INGEST_READ_SIZE,
+                                   x->scan_off, &x->skipping,
+                                   cd_ingest_on_line, x);
 
-        while (p < end && x->count < CD_INGEST_BATCH_LINES) {
-            nl = memchr(p, '\n', end - p);
-            if (nl == NULL) {
-                break;
-            }
-
-            if (x->skipping) {
-                /* the tail of a line longer than a whole read */
-                x->skipping = 0;
-                cd_log_warn(CD_INGEST_SUBJECT, "%s: skipped an over-long "
-                            "line ending at offset %lld",
-                            x->app->config.journal_path,
-                            (long long) (x->scan_off + (nl - x->buf)));
-                x->malformed++;
-
-            } else {
-                cd_ingest_line(x, p, nl - p, x->scan_off + (p - x->buf));
-            }
-
-            if (x->batch_started == 0) {
-                x->batch_started = cd_now_ms();
-            }
-
-            p = nl + 1;
-        }
-
-        consumed = p - x->buf;
-
-        if (consumed == 0 && n == CD_INGEST_READ_SIZE) {
-            /* no newline in a whole read: longer than any journal line */
-            x->skipping = 1;
-            consumed = (size_t) n;
-
-            if (x->batch_started == 0) {
-                x->batch_started = cd_now_ms();
-            }
+        if (consumed > 0 && x->batch_started == 0) {
+            x->batch_started = cd_now_ms();
         }
 
         x->scan_off += (int64_t) consumed;
 
-        if (n < CD_INGEST_READ_SIZE) {
+        if (n < CD_INGEST_READ_SIZE && x->count < CD_INGEST_BATCH_LINES) {
             /* what is left is a partial line waiting for its '\n' */
             x->at_eof = 1;
             return CD_OK;

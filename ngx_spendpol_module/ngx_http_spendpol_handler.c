@@ -253,6 +253,16 @@ ngx_http_spendpol_authenticate(ngx_http_request_t *r,
     if (sp_key_is_wellformed((char *) key.data, key.len)) {
         sp_key_hash((char *) key.data, key.len, hash);
         found = sp_snapshot_find_key(&smcf->snapshot, hash);
+
+        if (found == NULL) {
+            /*
+             * A key created a moment ago may be in a snapshot this worker
+             * has not picked up yet: one stat() to look costs less than
+             * refusing it.
+             */
+            ngx_http_spendpol_snapshot_refresh(smcf, r->connection->log);
+            found = sp_snapshot_find_key(&smcf->snapshot, hash);
+        }
     }
 
     if (found == NULL || !(found->scopes & SP_SCOPE_PROXY)) {
