@@ -1,0 +1,286 @@
+/*
+ * libspendpol response usage: OpenAI JSON bodies and streamed chunks.
+ */
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "sp_usage.h"
+
+
+static int
+json_body(const char *body, sp_response_info_t *info)
+{
+    return sp_usage_from_json(SP_PROVIDER_OPENAI, body, strlen(body), info);
+}
+
+
+static int
+event(const char *data, sp_response_info_t *info)
+{
+    return sp_usage_from_event(SP_PROVIDER_OPENAI, "", data, strlen(data),
+                               info);
+}
+
+
+static void
+test_usage_from_chat_completion_json(void **state)
+{
+    sp_response_info_t  info;
+    const char         *body;
+
+    (void) state;
+
+    body = "{\"id\":\"chatcmpl-1\",\"object\":\"chat.completion\","
+           "\"model\":\"gpt-4o-mini-2024-07-18\","
+           "\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\","
+           "\"content\":\"Hello there\"},\"finish_reason\":\"stop\"}],"
+           "\"usage\":{\"prompt_tokens\":1000,\"completion_tokens\":500,"
+           "\"total_tokens\":1500,\"prompt_tokens_details\":"
+           "{\"cached_tokens\":256,\"audio_tokens\":0},"
+           "\"completion_tokens_details\":{\"reasoning_tokens\":0}}}";
+
+    memset(&info, 0, sizeof(info));
+    assert_int_equal(json_body(body, &info), SP_OK);
+    assert_int_equal(info.has_usage, 1);
+    assert_true(info.usage.input_tokens == 1000);
+    assert_true(info.usage.output_tokens == 500);
+    assert_true(info.usage.cached_tokens == 256);
+    assert_true(info.usage.cache_write_tokens == 0);
+    assert_string_equal(info.model, "gpt-4o-mini-2024-07-18");
+    assert_true(info.output_bytes == 11);
+    assert_int_equal(info.done, 1);
+}
+
+
+static void
+test_usage_from_responses_api_json(void **state)
+{
+    sp_response_info_t  info;
+    const char         *body;
+
+    (void) state;
+
+    body = "{\"id\":\"resp_1\",\"object\":\"response\",\"model\":\"gpt-4.1\","
+           "\"status\":\"completed\",\"output\":[{\"type\":\"message\","
+           "\"role\":\"assistant\",\"content\":[{\"type\":\"output_text\","
+           "\"text\":\"Hi\"}]}],"
+           "\"usage\":{\"input_tokens\":36,\"input_tokens_details\":"
+           "{\"cached_tokens\":4},\"output_tokens\":87,"
+           "\"output_tokens_details\":{\"reasoning_tokens\":0},"
+           "\"total_tokens\":123}}";
+
+    memset(&info, 0, sizeof(info));
+    assert_int_equal(json_body(body, &info), SP_OK);
+    assert_int_equal(info.has_usage, 1);
+    assert_true(info.usage.input_tokens == 36);
+    assert_true(info.usage.output_tokens == 87);
+    assert_true(info.usage.cached_tokens == 4);
+    assert_string_equal(info.model, "gpt-4.1");
+}
+
+
+static void
+test_usage_json_without_usage_or_invalid(void **state)
+{
+    sp_response_info_t  info;
+
+    (void) state;
+
+    memset(&info, 0, sizeof(info));
+    assert_int_equal(json_body("{\"error\":{\"message\":\"bad key\"}}",
+                               &info), SP_OK);
+    assert_int_equal(info.has_usage, 0);
+    assert_true(info.usage.input_tokens == 0);
+
+    memset(&info, 0, sizeof(info));
+    assert_int_equal(json_body("{\"usage\":null}", &info), SP_OK);
+    assert_int_equal(info.has_usage, 0);
+
+    memset(&info, 0, sizeof(info));
+    assert_int_equal(json_body("not json", &info), SP_ERROR);
+    assert_int_equal(json_body("", &info), SP_ERROR);
+    assert_int_equal(json_body("[1]", &info), SP_ERROR);
+    assert_int_equal(json_body("{\"usage\":{", &info), SP_ERROR);
+    assert_int_equal(info.has_usage, 0);
+}
+
+
+static void
+test_usage_ignores_negative_and_wrong_typed_counts(void **state)
+{
+    sp_response_info_t  info;
+
+    (void) state;
+
+    memset(&info, 0, sizeof(info));
+    assert_int_equal(json_body("{\"usage\":{\"prompt_tokens\":-5,"
+                               "\"completion_tokens\":\"7\","
+                               "\"prompt_tokens_details\":{\"cached_tokens\":"
+                               "1.5}}}", &info), SP_OK);
+    assert_int_equal(info.has_usage, 1);
+    assert_true(info.usage.input_tokens == 0);
+    assert_true(info.usage.output_tokens == 0);
+    assert_true(info.usage.cached_tokens == 0);
+}
+
+
+static void
+test_usage_from_stream_with_include_usage_final_chunk(void **state)
+{
+    static const char   *chunks[] = {
+        "{\"id\":\"c\",\"object\":\"chat.completion.chunk\","
+        "\"model\":\"gpt-4o-mini-2024-07-18\",\"choices\":[{\"index\":0,"
+        "\"delta\":{\"role\":\"assistant\",\"content\":\"\"},"
+        "\"finish_reason\":null}],\"usage\":null}",
+        "{\"id\":\"c\",\"object\":\"chat.completion.chunk\","
+        "\"model\":\"gpt-4o-mini-2024-07-18\",\"choices\":[{\"index\":0,"
+        "\"delta\":{\"content\":\"Hello\"},\"finish_reason\":null}],"
+        "\"usage\":null}",
+        "{\"id\":\"c\",\"object\":\"chat.completion.chunk\","
+        "\"model\":\"gpt-4o-mini-2024-07-18\",\"choices\":[{\"index\":0,"
+        "\"delta\":{\"content\":\" world\"},\"finish_reason\":null}],"
+        "\"usage\":null}",
+        "{\"id\":\"c\",\"object\":\"chat.completion.chunk\","
+        "\"model\":\"gpt-4o-mini-2024-07-18\",\"choices\":[{\"index\":0,"
+        "\"delta\":{},\"finish_reason\":\"stop\"}],\"usage\":null}",
+    };
+    sp_response_info_t   info;
+    size_t               i;
+
+    (void) state;
+
+    memset(&info, 0, sizeof(info));
+
+    for (i = 0; i < sizeof(chunks) / sizeof(chunks[0]); i++) {
+        assert_int_equal(event(chunks[i], &info), 0);
+    }
+
+    assert_int_equal(info.has_usage, 0);
+    assert_int_equal(info.done, 0);
+    assert_true(info.output_bytes == 11);
+    assert_string_equal(info.model, "gpt-4o-mini-2024-07-18");
+
+    /* the usage-only chunk the client did not ask for */
+    assert_int_equal(event("{\"id\":\"c\",\"object\":\"chat.completion.chunk\","
+                           "\"model\":\"gpt-4o-mini-2024-07-18\","
+                           "\"choices\":[],\"usage\":{\"prompt_tokens\":9,"
+                           "\"completion_tokens\":2,\"total_tokens\":11,"
+                           "\"prompt_tokens_details\":{\"cached_tokens\":0}}}",
+                           &info), 1);
+    assert_int_equal(info.has_usage, 1);
+    assert_true(info.usage.input_tokens == 9);
+    assert_true(info.usage.output_tokens == 2);
+    assert_true(info.usage.cached_tokens == 0);
+
+    assert_int_equal(event("[DONE]", &info), 0);
+    assert_int_equal(info.done, 1);
+    assert_true(info.usage.input_tokens == 9);
+}
+
+
+static void
+test_usage_chunk_with_choices_and_usage_is_not_usage_only(void **state)
+{
+    sp_response_info_t  info;
+
+    (void) state;
+
+    /* Azure and Mistral put usage on a chunk that still has choices */
+    memset(&info, 0, sizeof(info));
+    assert_int_equal(event("{\"choices\":[{\"delta\":{\"content\":\"x\"},"
+                           "\"finish_reason\":\"stop\"}],\"usage\":"
+                           "{\"prompt_tokens\":3,\"completion_tokens\":1}}",
+                           &info), 0);
+    assert_int_equal(info.has_usage, 1);
+    assert_true(info.usage.input_tokens == 3);
+    assert_true(info.output_bytes == 1);
+
+    /* empty choices without usage: not a usage chunk */
+    memset(&info, 0, sizeof(info));
+    assert_int_equal(event("{\"choices\":[],\"usage\":null}", &info), 0);
+    assert_int_equal(info.has_usage, 0);
+}
+
+
+static void
+test_usage_model_is_first_seen(void **state)
+{
+    sp_response_info_t  info;
+
+    (void) state;
+
+    memset(&info, 0, sizeof(info));
+    assert_int_equal(event("{\"model\":\"first\",\"choices\":[]}", &info),
+                     0);
+    assert_int_equal(event("{\"model\":\"second\",\"choices\":[]}", &info),
+                     0);
+    assert_string_equal(info.model, "first");
+}
+
+
+static void
+test_usage_bad_events_are_ignored(void **state)
+{
+    sp_response_info_t  info;
+
+    (void) state;
+
+    memset(&info, 0, sizeof(info));
+    assert_int_equal(event("", &info), 0);
+    assert_int_equal(event("[DONE", &info), 0);
+    assert_int_equal(event("[DONE] ", &info), 0);
+    assert_int_equal(event("{\"choices\":", &info), 0);
+    assert_int_equal(event("[]", &info), 0);
+    assert_int_equal(event("42", &info), 0);
+    assert_int_equal(event("{\"choices\":{\"delta\":1},\"usage\":[]}",
+                           &info), 0);
+    assert_int_equal(info.done, 0);
+    assert_int_equal(info.has_usage, 0);
+
+    /* [DONE] is matched on its exact bytes, not NUL-terminated */
+    assert_int_equal(sp_usage_from_event(SP_PROVIDER_OPENAI, "", "[DONE]xyz",
+                                         6, &info), 0);
+    assert_int_equal(info.done, 1);
+}
+
+
+static void
+test_usage_legacy_completions_text_counts_output(void **state)
+{
+    sp_response_info_t  info;
+
+    (void) state;
+
+    memset(&info, 0, sizeof(info));
+    assert_int_equal(json_body("{\"choices\":[{\"text\":\"abc\"},"
+                               "{\"text\":\"de\"}]}", &info), SP_OK);
+    assert_true(info.output_bytes == 5);
+}
+
+
+int
+main(void)
+{
+    const struct CMUnitTest  tests[] = {
+        cmocka_unit_test(test_usage_from_chat_completion_json),
+        cmocka_unit_test(test_usage_from_responses_api_json),
+        cmocka_unit_test(test_usage_json_without_usage_or_invalid),
+        cmocka_unit_test(test_usage_ignores_negative_and_wrong_typed_counts),
+        cmocka_unit_test(
+            test_usage_from_stream_with_include_usage_final_chunk),
+        cmocka_unit_test(
+            test_usage_chunk_with_choices_and_usage_is_not_usage_only),
+        cmocka_unit_test(test_usage_model_is_first_seen),
+        cmocka_unit_test(test_usage_bad_events_are_ignored),
+        cmocka_unit_test(test_usage_legacy_completions_text_counts_output),
+    };
+
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
