@@ -106,11 +106,12 @@ cd_audit_filter(cd_request_t *r, const char *name, const char **value)
     *value = cd_query(r, name);
 
     if (*value != NULL
-        && ((*value)[0] == '\0' || strlen(*value) > SP_FIELD_LEN))
+        && ((*value)[0] == '\0' || strlen(*value) > SP_FIELD_LEN
+            || !cd_utf8_valid(*value, strlen(*value))))
     {
         cd_respond_error(r, 400, "invalid_request_error", "invalid_filter",
-                         name, "%s must be a non-empty string of at most %d "
-                         "characters", name, SP_FIELD_LEN);
+                         name, "%s must be a non-empty UTF-8 string of at most "
+                         "%d bytes", name, SP_FIELD_LEN);
         return CD_ERROR;
     }
 

@@ -184,6 +184,15 @@ cd_respond_error(cd_request_t *r, unsigned status, const char *type,
     vsnprintf(message, sizeof(message), fmt, args);
     va_end(args);
 
+    /* echoed input may be cut mid-character or not UTF-8 at all */
+    if (!cd_utf8_valid(message, strlen(message))) {
+        for (char *p = message; *p != '\0'; p++) {
+            if ((unsigned char) *p >= 0x80) {
+                *p = '?';
+            }
+        }
+    }
+
     error = json_pack("{s:s, s:s, s:s}", "type", type, "code", code,
                       "message", message);
 
