@@ -9,9 +9,7 @@
 
 #include <string.h>
 
-#include <jansson.h>
-
-#include "sp_usage.h"
+#include "sp_usage_internal.h"
 
 
 static int64_t
@@ -56,12 +54,12 @@ sp_usage_openai(json_t *usage, sp_response_info_t *info)
 }
 
 
-static void
-sp_usage_model(json_t *root, sp_response_info_t *info)
+void
+sp_response_model(json_t *root, const char *name, sp_response_info_t *info)
 {
     json_t  *model;
 
-    model = json_object_get(root, "model");
+    model = json_object_get(root, name);
 
     if (json_is_string(model) && info->model[0] == '\0') {
         sp_field_copy(info->model, sizeof(info->model),
@@ -121,13 +119,29 @@ sp_usage_from_json(sp_provider_e provider, const char *body, size_t len,
         return SP_ERROR;
     }
 
-    sp_usage_model(root, info);
-    info->output_bytes += sp_openai_choice_bytes(
-                              json_object_get(root, "choices"));
-    sp_usage_openai(json_object_get(root, "usage"), info);
-    info->done = 1;
+    switch (provider) {
 
-    (void) provider;
+    case SP_PROVIDER_ANTHROPIC:
+        sp_usage_anthropic_json(root, info);
+        break;
+
+    case SP_PROVIDER_GOOGLE:
+        sp_usage_google(root, info);
+        break;
+
+    case SP_PROVIDER_COHERE:
+        sp_usage_cohere_json(root, info);
+        break;
+
+    default: /* OpenAI, Azure OpenAI, Mistral */
+        sp_response_model(root, "model", info);
+        info->output_bytes += sp_openai_choice_bytes(
+                                  json_object_get(root, "choices"));
+        sp_usage_openai(json_object_get(root, "usage"), info);
+        break;
+    }
+
+    info->done = 1;
 
     json_decref(root);
 
@@ -143,7 +157,6 @@ sp_usage_from_event(sp_provider_e provider, const char *event,
     json_error_t   jerr;
     int            usage_only;
 
-    (void) provider;
     (void) event;
 
     if (len == 6 && memcmp(data, "[DONE]", 6) == 0) {
@@ -161,16 +174,35 @@ sp_usage_from_event(sp_provider_e provider, const char *event,
         return 0;
     }
 
-    sp_usage_model(root, info);
+    usage_only = 0;
 
-    choices = json_object_get(root, "choices");
-    info->output_bytes += sp_openai_choice_bytes(choices);
+    switch (provider) {
 
-    usage = json_object_get(root, "usage");
-    sp_usage_openai(usage, info);
+    case SP_PROVIDER_ANTHROPIC:
+        sp_usage_anthropic_event(root, info);
+        break;
 
-    usage_only = json_is_object(usage) && json_is_array(choices)
-                 && json_array_size(choices) == 0;
+    case SP_PROVIDER_GOOGLE:
+        sp_usage_google(root, info);
+        break;
+
+    case SP_PROVIDER_COHERE:
+        sp_usage_cohere_event(root, info);
+        break;
+
+    default: /* OpenAI, Azure OpenAI, Mistral */
+        sp_response_model(root, "model", info);
+
+        choices = json_object_get(root, "choices");
+        info->output_bytes += sp_openai_choice_bytes(choices);
+
+        usage = json_object_get(root, "usage");
+        sp_usage_openai(usage, info);
+
+        usage_only = json_is_object(usage) && json_is_array(choices)
+                     && json_array_size(choices) == 0;
+        break;
+    }
 
     json_decref(root);
 
