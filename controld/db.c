@@ -24,6 +24,7 @@ static const char *cd_db_first_line(const char *message, char *buf,
 static void
 cd_db_notice(void *data, const char *message)
 {
+    (void) data;
     cd_log_debug(CD_DB_SUBJECT, "%.*s", (int) strcspn(message, "\n"),
                  message);
 }

@@ -817,6 +817,7 @@ cd_http_access(void *cls, struct MHD_Connection *connection,
     struct timespec      start, end;
     cd_http_upload_t    *up;
 
+    (void) version;
     up = *con_cls;
 
     if (up == NULL) {
@@ -935,6 +936,9 @@ cd_http_completed(void *cls, struct MHD_Connection *connection,
 {
     cd_http_upload_t  *up;
 
+    (void) cls;
+    (void) connection;
+    (void) toe;
     up = *con_cls;
 
     if (up != NULL) {
@@ -950,6 +954,7 @@ cd_http_log(void *cls, const char *fmt, va_list ap)
 {
     char  message[512];
 
+    (void) cls;
     vsnprintf(message, sizeof(message), fmt, ap);
     message[strcspn(message, "\n")] = '\0';
     cd_log_warn(CD_HTTP_SUBJECT, "libmicrohttpd: %s", message);

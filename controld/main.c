@@ -26,6 +26,7 @@
 static const char *
 cd_main_getenv(const char *name, void *data)
 {
+    (void) data;
     return getenv(name);
 }
 
