@@ -243,3 +243,78 @@ sp_request_add_stream_usage(const char *body, size_t len, char *out,
 
     return i + n + rest;
 }
+
+
+static const char *
+sp_find(const char *p, const char *last, const char *needle)
+{
+    size_t  n;
+
+    n = strlen(needle);
+
+    for (; (size_t) (last - p) >= n; p++) {
+        if (memcmp(p, needle, n) == 0) {
+            return p;
+        }
+    }
+
+    return NULL;
+}
+
+
+void
+sp_request_from_path(sp_provider_e provider, const char *path, size_t len,
+    sp_request_info_t *info)
+{
+    const char  *last, *start, *end, *query;
+
+    last = path + len;
+    query = memchr(path, '?', len);
+
+    if (query) {
+        last = query;
+    }
+
+    if (provider == SP_PROVIDER_GOOGLE) {
+        start = sp_find(path, last, "/models/");
+
+        if (start == NULL) {
+            return;
+        }
+
+        start += sizeof("/models/") - 1;
+        end = memchr(start, ':', last - start);
+
+        if (end == NULL) {
+            return;
+        }
+
+        if (last - end >= (long) sizeof(":streamGenerateContent") - 1
+            && memcmp(end, ":streamGenerateContent",
+                      sizeof(":streamGenerateContent") - 1) == 0)
+        {
+            info->stream = 1;
+        }
+
+    } else if (provider == SP_PROVIDER_AZURE) {
+        start = sp_find(path, last, "/deployments/");
+
+        if (start == NULL) {
+            return;
+        }
+
+        start += sizeof("/deployments/") - 1;
+        end = memchr(start, '/', last - start);
+
+        if (end == NULL) {
+            end = last;
+        }
+
+    } else {
+        return;
+    }
+
+    if (info->model[0] == '\0' && end > start) {
+        sp_field_copy(info->model, sizeof(info->model), start, end - start);
+    }
+}

@@ -106,12 +106,27 @@ int
 sp_usage_from_json(sp_provider_e provider, const char *body, size_t len,
     sp_response_info_t *info)
 {
-    json_t        *root;
+    json_t        *root, *item;
     json_error_t   jerr;
+    size_t         i;
 
     root = json_loadb(body, len, 0, &jerr);
     if (root == NULL) {
         return SP_ERROR;
+    }
+
+    if (provider == SP_PROVIDER_GOOGLE && json_is_array(root)) {
+        /* streamGenerateContent without alt=sse: an array of chunks */
+        json_array_foreach(root, i, item) {
+            if (json_is_object(item)) {
+                sp_usage_google(item, info);
+            }
+        }
+
+        info->done = 1;
+        json_decref(root);
+
+        return SP_OK;
     }
 
     if (!json_is_object(root)) {

@@ -45,6 +45,16 @@ int sp_request_parse(sp_provider_e provider, const char *body, size_t len,
     sp_request_info_t *info, char *err, size_t errlen);
 
 /*
+ * What the path says when the body does not: Google's
+ * ".../models/{model}:generateContent" (and ":streamGenerateContent",
+ * which streams), Azure's ".../deployments/{deployment}/...". Fills
+ * info->model when it is empty and sets info->stream for Google's
+ * streaming method.
+ */
+void sp_request_from_path(sp_provider_e provider, const char *path,
+    size_t len, sp_request_info_t *info);
+
+/*
  * For an OpenAI-shaped streamed request without stream_options, writes
  * the body with "stream_options":{"include_usage":true} added after the
  * opening brace into out. Returns the new length, or 0 when it does not
