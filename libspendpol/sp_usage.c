@@ -164,6 +164,52 @@ sp_usage_from_json(sp_provider_e provider, const char *body, size_t len,
 }
 
 
+/*
+ * The Responses API streams typed events instead of chunks: text arrives
+ * in "response.output_text.delta", and the model and usage under
+ * "response" in "response.created" and in the final "response.completed"
+ * (or "response.incomplete" or "response.failed"); there is no [DONE].
+ */
+static void
+sp_usage_responses_event(json_t *root, sp_response_info_t *info)
+{
+    const char  *type;
+    json_t      *response, *delta;
+
+    type = json_string_value(json_object_get(root, "type"));
+
+    if (type == NULL || strncmp(type, "response.", 9) != 0) {
+        return;
+    }
+
+    if (strcmp(type, "response.output_text.delta") == 0) {
+        delta = json_object_get(root, "delta");
+
+        if (json_is_string(delta)) {
+            info->output_bytes += (int64_t) json_string_length(delta);
+        }
+
+        return;
+    }
+
+    response = json_object_get(root, "response");
+
+    if (!json_is_object(response)) {
+        return;
+    }
+
+    sp_response_model(response, "model", info);
+    sp_usage_openai(json_object_get(response, "usage"), info);
+
+    if (strcmp(type, "response.completed") == 0
+        || strcmp(type, "response.incomplete") == 0
+        || strcmp(type, "response.failed") == 0)
+    {
+        info->done = 1;
+    }
+}
+
+
 int
 sp_usage_from_event(sp_provider_e provider, const char *event,
     const char *data, size_t len, sp_response_info_t *info)
@@ -216,6 +262,8 @@ sp_usage_from_event(sp_provider_e provider, const char *event,
 
         usage_only = json_is_object(usage) && json_is_array(choices)
                      && json_array_size(choices) == 0;
+
+        sp_usage_responses_event(root, info);
         break;
     }
 
