@@ -186,6 +186,67 @@ test_usage_from_stream_with_include_usage_final_chunk(void **state)
 
 
 static void
+test_usage_from_responses_api_stream(void **state)
+{
+    static const char   *events[] = {
+        "{\"type\":\"response.created\",\"sequence_number\":0,"
+        "\"response\":{\"id\":\"resp_1\",\"object\":\"response\","
+        "\"status\":\"in_progress\",\"model\":\"gpt-4.1-2025-04-14\","
+        "\"output\":[],\"usage\":null}}",
+        "{\"type\":\"response.in_progress\",\"sequence_number\":1,"
+        "\"response\":{\"id\":\"resp_1\",\"status\":\"in_progress\","
+        "\"model\":\"gpt-4.1-2025-04-14\",\"usage\":null}}",
+        "{\"type\":\"response.output_text.delta\",\"sequence_number\":4,"
+        "\"item_id\":\"msg_1\",\"output_index\":0,\"content_index\":0,"
+        "\"delta\":\"Hello\"}",
+        "{\"type\":\"response.output_text.delta\",\"sequence_number\":5,"
+        "\"item_id\":\"msg_1\",\"output_index\":0,\"content_index\":0,"
+        "\"delta\":\" world\"}",
+        "{\"type\":\"response.output_text.done\",\"sequence_number\":6,"
+        "\"text\":\"Hello world\"}",
+    };
+    sp_response_info_t   info;
+    size_t               i;
+
+    (void) state;
+
+    memset(&info, 0, sizeof(info));
+
+    for (i = 0; i < sizeof(events) / sizeof(events[0]); i++) {
+        assert_int_equal(event(events[i], &info), 0);
+    }
+
+    assert_int_equal(info.has_usage, 0);
+    assert_int_equal(info.done, 0);
+    assert_string_equal(info.model, "gpt-4.1-2025-04-14");
+    assert_true(info.output_bytes == 11);
+
+    /* the client asked for this event: it is not usage-only */
+    assert_int_equal(event("{\"type\":\"response.completed\","
+                           "\"sequence_number\":9,\"response\":{\"id\":"
+                           "\"resp_1\",\"status\":\"completed\",\"model\":"
+                           "\"gpt-4.1-2025-04-14\",\"output\":[],\"usage\":"
+                           "{\"input_tokens\":36,\"input_tokens_details\":"
+                           "{\"cached_tokens\":4},\"output_tokens\":87,"
+                           "\"total_tokens\":123}}}", &info), 0);
+    assert_int_equal(info.has_usage, 1);
+    assert_true(info.usage.input_tokens == 36);
+    assert_true(info.usage.output_tokens == 87);
+    assert_true(info.usage.cached_tokens == 4);
+    assert_int_equal(info.done, 1);
+
+    /* a response cut at max_output_tokens ends the stream too */
+    memset(&info, 0, sizeof(info));
+    assert_int_equal(event("{\"type\":\"response.incomplete\","
+                           "\"response\":{\"status\":\"incomplete\","
+                           "\"usage\":{\"input_tokens\":5,"
+                           "\"output_tokens\":16}}}", &info), 0);
+    assert_int_equal(info.done, 1);
+    assert_true(info.usage.output_tokens == 16);
+}
+
+
+static void
 test_usage_chunk_with_choices_and_usage_is_not_usage_only(void **state)
 {
     sp_response_info_t  info;
@@ -275,6 +336,7 @@ main(void)
         cmocka_unit_test(test_usage_ignores_negative_and_wrong_typed_counts),
         cmocka_unit_test(
             test_usage_from_stream_with_include_usage_final_chunk),
+        cmocka_unit_test(test_usage_from_responses_api_stream),
         cmocka_unit_test(
             test_usage_chunk_with_choices_and_usage_is_not_usage_only),
         cmocka_unit_test(test_usage_model_is_first_seen),
