@@ -625,7 +625,8 @@ cd_admin_ensure(cd_db_conn_t *c, const char *plaintext, int *created)
     /* an existing row is made an active admin+proxy key again */
     res = cd_db_exec_bin(c, "UPDATE api_keys SET active = true,"
                             " revoked_at = NULL, scopes = '{proxy,admin}'"
-                            " WHERE key_hash = $1 RETURNING id, org_id",
+                            " WHERE key_hash = $1 AND org_id = '"
+                            CD_DEFAULT_ORG "' RETURNING id, org_id",
                          1, params, lengths, formats);
     if (res == NULL) {
         return CD_ERROR;
@@ -657,6 +658,11 @@ cd_admin_ensure(cd_db_conn_t *c, const char *plaintext, int *created)
                             " 'bootstrap admin', $1, $3, '{proxy,admin}')",
                          3, params, lengths, formats);
     if (res == NULL) {
+        if (strcmp(cd_db_last_sqlstate(c), "23505") == 0) {
+            cd_log_error("bootstrap", "SPENDPOL_ADMIN_KEY is already a key "
+                         "of another organisation; choose another key");
+        }
+
         return CD_ERROR;
     }
 

@@ -518,6 +518,9 @@ ngx_http_spendpol_prepare(ngx_http_request_t *r, ngx_http_spendpol_ctx_t *ctx)
                                    err);
     }
 
+    sp_request_from_path(ctx->provider, (char *) ctx->rest.data,
+                         ctx->rest.len, ctx->request);
+
     /*
      * A streamed OpenAI-shaped call reports usage only when asked to;
      * ask, and keep the extra chunk from a client that did not.
