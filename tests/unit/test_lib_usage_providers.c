@@ -1,0 +1,308 @@
+/*
+ * libspendpol response usage for Anthropic, Google and Cohere.
+ */
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "sp_usage.h"
+
+
+static int
+json_body(sp_provider_e p, const char *body, sp_response_info_t *info)
+{
+    return sp_usage_from_json(p, body, strlen(body), info);
+}
+
+
+static int
+event(sp_provider_e p, const char *name, const char *data,
+    sp_response_info_t *info)
+{
+    return sp_usage_from_event(p, name, data, strlen(data), info);
+}
+
+
+static void
+test_anthropic_json_adds_cache_reads_and_writes_to_input(void **state)
+{
+    sp_response_info_t  info;
+
+    (void) state;
+
+    memset(&info, 0, sizeof(info));
+    assert_int_equal(json_body(SP_PROVIDER_ANTHROPIC,
+        "{\"id\":\"msg_1\",\"type\":\"message\",\"role\":\"assistant\","
+        "\"model\":\"claude-3-5-haiku-20241022\",\"content\":[{\"type\":"
+        "\"text\",\"text\":\"Hello!\"}],\"stop_reason\":\"end_turn\","
+        "\"usage\":{\"input_tokens\":10,\"cache_creation_input_tokens\":20,"
+        "\"cache_read_input_tokens\":30,\"output_tokens\":5}}", &info),
+        SP_OK);
+
+    assert_int_equal(info.has_usage, 1);
+    assert_true(info.usage.input_tokens == 60);
+    assert_true(info.usage.cached_tokens == 30);
+    assert_true(info.usage.cache_write_tokens == 20);
+    assert_true(info.usage.output_tokens == 5);
+    assert_string_equal(info.model, "claude-3-5-haiku-20241022");
+    assert_true(info.output_bytes == 6);
+    assert_int_equal(info.done, 1);
+}
+
+
+static void
+test_anthropic_stream_merges_start_and_cumulative_deltas(void **state)
+{
+    sp_response_info_t  info;
+
+    (void) state;
+
+    memset(&info, 0, sizeof(info));
+
+    assert_int_equal(event(SP_PROVIDER_ANTHROPIC, "message_start",
+        "{\"type\":\"message_start\",\"message\":{\"id\":\"msg_1\","
+        "\"model\":\"claude-sonnet-4-20250514\",\"content\":[],"
+        "\"usage\":{\"input_tokens\":25,\"cache_creation_input_tokens\":0,"
+        "\"cache_read_input_tokens\":100,\"output_tokens\":1}}}", &info), 0);
+    assert_true(info.usage.input_tokens == 125);
+    assert_true(info.usage.cached_tokens == 100);
+    assert_true(info.usage.output_tokens == 1);
+
+    assert_int_equal(event(SP_PROVIDER_ANTHROPIC, "ping",
+                           "{\"type\":\"ping\"}", &info), 0);
+    assert_int_equal(event(SP_PROVIDER_ANTHROPIC, "content_block_start",
+        "{\"type\":\"content_block_start\",\"index\":0,\"content_block\":"
+        "{\"type\":\"text\",\"text\":\"\"}}", &info), 0);
+    assert_int_equal(event(SP_PROVIDER_ANTHROPIC, "content_block_delta",
+        "{\"type\":\"content_block_delta\",\"index\":0,\"delta\":"
+        "{\"type\":\"text_delta\",\"text\":\"Hello\"}}", &info), 0);
+    assert_int_equal(event(SP_PROVIDER_ANTHROPIC, "content_block_delta",
+        "{\"type\":\"content_block_delta\",\"index\":0,\"delta\":"
+        "{\"type\":\"text_delta\",\"text\":\" you\"}}", &info), 0);
+
+    /* cumulative: the latest output count wins, input is kept */
+    assert_int_equal(event(SP_PROVIDER_ANTHROPIC, "message_delta",
+        "{\"type\":\"message_delta\",\"delta\":{\"stop_reason\":"
+        "\"end_turn\"},\"usage\":{\"output_tokens\":10}}", &info), 0);
+    assert_int_equal(event(SP_PROVIDER_ANTHROPIC, "message_delta",
+        "{\"type\":\"message_delta\",\"delta\":{},\"usage\":"
+        "{\"output_tokens\":15}}", &info), 0);
+    assert_true(info.usage.input_tokens == 125);
+    assert_true(info.usage.cached_tokens == 100);
+    assert_true(info.usage.cache_write_tokens == 0);
+    assert_true(info.usage.output_tokens == 15);
+    assert_int_equal(info.done, 0);
+
+    /* a newer delta restating input replaces it */
+    assert_int_equal(event(SP_PROVIDER_ANTHROPIC, "message_delta",
+        "{\"type\":\"message_delta\",\"usage\":{\"input_tokens\":30,"
+        "\"cache_read_input_tokens\":100,\"output_tokens\":16}}", &info), 0);
+    assert_true(info.usage.input_tokens == 130);
+    assert_true(info.usage.output_tokens == 16);
+
+    assert_int_equal(event(SP_PROVIDER_ANTHROPIC, "message_stop",
+                           "{\"type\":\"message_stop\"}", &info), 0);
+    assert_int_equal(info.done, 1);
+    assert_string_equal(info.model, "claude-sonnet-4-20250514");
+    assert_true(info.output_bytes == 9);
+}
+
+
+static void
+test_google_json_counts_thoughts_as_output(void **state)
+{
+    sp_response_info_t  info;
+
+    (void) state;
+
+    memset(&info, 0, sizeof(info));
+    assert_int_equal(json_body(SP_PROVIDER_GOOGLE,
+        "{\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"Hi there\"}],"
+        "\"role\":\"model\"},\"finishReason\":\"STOP\"}],"
+        "\"usageMetadata\":{\"promptTokenCount\":100,"
+        "\"candidatesTokenCount\":20,\"thoughtsTokenCount\":7,"
+        "\"cachedContentTokenCount\":40,\"totalTokenCount\":127},"
+        "\"modelVersion\":\"gemini-2.5-flash\"}", &info), SP_OK);
+
+    assert_int_equal(info.has_usage, 1);
+    assert_true(info.usage.input_tokens == 100);
+    assert_true(info.usage.cached_tokens == 40);
+    assert_true(info.usage.output_tokens == 27);
+    assert_string_equal(info.model, "gemini-2.5-flash");
+    assert_true(info.output_bytes == 8);
+    assert_int_equal(info.done, 1);
+}
+
+
+static void
+test_google_stream_last_usage_wins(void **state)
+{
+    sp_response_info_t  info;
+
+    (void) state;
+
+    memset(&info, 0, sizeof(info));
+    assert_int_equal(event(SP_PROVIDER_GOOGLE, "",
+        "{\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"Hel\"}]}}],"
+        "\"usageMetadata\":{\"promptTokenCount\":9,"
+        "\"candidatesTokenCount\":1},\"modelVersion\":\"gemini-2.0-flash\"}",
+        &info), 0);
+    assert_int_equal(info.done, 0);
+    assert_true(info.usage.output_tokens == 1);
+
+    assert_int_equal(event(SP_PROVIDER_GOOGLE, "",
+        "{\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"lo\"}]},"
+        "\"finishReason\":\"STOP\"}],\"usageMetadata\":"
+        "{\"promptTokenCount\":9,\"candidatesTokenCount\":4}}", &info), 0);
+    assert_true(info.usage.input_tokens == 9);
+    assert_true(info.usage.output_tokens == 4);
+    assert_int_equal(info.done, 1);
+    assert_true(info.output_bytes == 5);
+    assert_string_equal(info.model, "gemini-2.0-flash");
+}
+
+
+static void
+test_google_json_array_stream(void **state)
+{
+    sp_response_info_t  info;
+
+    (void) state;
+
+    memset(&info, 0, sizeof(info));
+    assert_int_equal(json_body(SP_PROVIDER_GOOGLE,
+        "[{\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"a\"}]}}],"
+        "\"usageMetadata\":{\"promptTokenCount\":3,"
+        "\"candidatesTokenCount\":1}},"
+        "{\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"bc\"}]},"
+        "\"finishReason\":\"STOP\"}],\"usageMetadata\":"
+        "{\"promptTokenCount\":3,\"candidatesTokenCount\":2}}, 7]", &info),
+        SP_OK);
+    assert_true(info.usage.input_tokens == 3);
+    assert_true(info.usage.output_tokens == 2);
+    assert_true(info.output_bytes == 3);
+    assert_int_equal(info.done, 1);
+
+    /* an array is not a response for the others */
+    memset(&info, 0, sizeof(info));
+    assert_int_equal(json_body(SP_PROVIDER_OPENAI, "[{}]", &info), SP_ERROR);
+}
+
+
+static void
+test_cohere_billed_units_win_over_tokens(void **state)
+{
+    sp_response_info_t  info;
+
+    (void) state;
+
+    memset(&info, 0, sizeof(info));
+    assert_int_equal(json_body(SP_PROVIDER_COHERE,
+        "{\"id\":\"c1\",\"finish_reason\":\"COMPLETE\",\"message\":"
+        "{\"role\":\"assistant\",\"content\":[{\"type\":\"text\","
+        "\"text\":\"Hola\"}]},\"usage\":{\"billed_units\":"
+        "{\"input_tokens\":5,\"output_tokens\":3},\"tokens\":"
+        "{\"input_tokens\":70,\"output_tokens\":3}}}", &info), SP_OK);
+    assert_int_equal(info.has_usage, 1);
+    assert_true(info.usage.input_tokens == 5);
+    assert_true(info.usage.output_tokens == 3);
+    assert_true(info.output_bytes == 4);
+
+    memset(&info, 0, sizeof(info));
+    assert_int_equal(json_body(SP_PROVIDER_COHERE,
+        "{\"usage\":{\"tokens\":{\"input_tokens\":70,\"output_tokens\":2}}}",
+        &info), SP_OK);
+    assert_true(info.usage.input_tokens == 70);
+    assert_true(info.usage.output_tokens == 2);
+}
+
+
+static void
+test_cohere_stream_usage_in_message_end(void **state)
+{
+    sp_response_info_t  info;
+
+    (void) state;
+
+    memset(&info, 0, sizeof(info));
+    assert_int_equal(event(SP_PROVIDER_COHERE, "message-start",
+        "{\"type\":\"message-start\",\"id\":\"x\",\"delta\":{\"message\":"
+        "{\"role\":\"assistant\"}}}", &info), 0);
+    assert_int_equal(event(SP_PROVIDER_COHERE, "content-delta",
+        "{\"type\":\"content-delta\",\"index\":0,\"delta\":{\"message\":"
+        "{\"content\":{\"text\":\"Hi\"}}}}", &info), 0);
+    assert_int_equal(info.has_usage, 0);
+    assert_int_equal(info.done, 0);
+
+    assert_int_equal(event(SP_PROVIDER_COHERE, "message-end",
+        "{\"type\":\"message-end\",\"delta\":{\"finish_reason\":"
+        "\"COMPLETE\",\"usage\":{\"billed_units\":{\"input_tokens\":4,"
+        "\"output_tokens\":2},\"tokens\":{\"input_tokens\":60,"
+        "\"output_tokens\":2}}}}", &info), 0);
+    assert_int_equal(info.has_usage, 1);
+    assert_true(info.usage.input_tokens == 4);
+    assert_true(info.usage.output_tokens == 2);
+    assert_int_equal(info.done, 1);
+    assert_true(info.output_bytes == 2);
+}
+
+
+static void
+test_provider_events_with_wrong_types_are_ignored(void **state)
+{
+    static const char   *bad[] = {
+        "{\"type\":7}", "{\"type\":\"message_start\",\"message\":3}",
+        "{\"type\":\"message_delta\",\"usage\":[1]}",
+        "{\"type\":\"content_block_delta\",\"delta\":\"x\"}",
+        "{\"candidates\":{},\"usageMetadata\":[]}",
+        "{\"type\":\"message-end\",\"delta\":[]}",
+        "{\"type\":\"content-delta\",\"delta\":{\"message\":{\"content\":7}}}",
+        "{\"usage\":{\"input_tokens\":\"1\"}}", "[]", "", "null",
+    };
+    sp_provider_e        providers[] = {
+        SP_PROVIDER_ANTHROPIC, SP_PROVIDER_GOOGLE, SP_PROVIDER_COHERE,
+        SP_PROVIDER_AZURE, SP_PROVIDER_MISTRAL, SP_PROVIDER_UNKNOWN
+    };
+    sp_response_info_t   info;
+    size_t               i, j;
+
+    (void) state;
+
+    for (j = 0; j < sizeof(providers) / sizeof(providers[0]); j++) {
+        memset(&info, 0, sizeof(info));
+
+        for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+            (void) event(providers[j], "", bad[i], &info);
+            (void) json_body(providers[j], bad[i], &info);
+        }
+
+        assert_true(info.usage.input_tokens >= 0);
+        assert_true(info.usage.output_tokens >= 0);
+    }
+}
+
+
+int
+main(void)
+{
+    const struct CMUnitTest  tests[] = {
+        cmocka_unit_test(
+            test_anthropic_json_adds_cache_reads_and_writes_to_input),
+        cmocka_unit_test(
+            test_anthropic_stream_merges_start_and_cumulative_deltas),
+        cmocka_unit_test(test_google_json_counts_thoughts_as_output),
+        cmocka_unit_test(test_google_stream_last_usage_wins),
+        cmocka_unit_test(test_google_json_array_stream),
+        cmocka_unit_test(test_cohere_billed_units_win_over_tokens),
+        cmocka_unit_test(test_cohere_stream_usage_in_message_end),
+        cmocka_unit_test(test_provider_events_with_wrong_types_are_ignored),
+    };
+
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
