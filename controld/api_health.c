@@ -9,14 +9,19 @@
 void
 cd_api_healthz(cd_request_t *r)
 {
-    int            db_ok;
+    int            db_ok, attempt;
     PGresult      *res;
     cd_db_conn_t  *c;
 
     db_ok = 0;
-    c = cd_db_acquire(&r->app->db, 2000);
 
-    if (c != NULL) {
+    /* a second try on a fresh connection after a server restart */
+    for (attempt = 0; attempt < 2 && !db_ok; attempt++) {
+        c = cd_db_acquire(&r->app->db, 2000);
+        if (c == NULL) {
+            break;
+        }
+
         res = cd_db_exec(c, "SELECT 1", 0, NULL);
         db_ok = res != NULL;
         PQclear(res);

@@ -174,6 +174,9 @@ void cd_db_release(cd_db_pool_t *pool, cd_db_conn_t *c);
  */
 int cd_db_begin(cd_db_conn_t *c, cd_db_role_e role, const char *org_id)
     CD_CHECK;
+/* acquire + begin, retried once on a connection the server dropped */
+cd_db_conn_t *cd_db_acquire_begin(cd_db_pool_t *pool, unsigned timeout_ms,
+    cd_db_role_e role, const char *org_id) CD_CHECK;
 int cd_db_commit(cd_db_conn_t *c) CD_CHECK;
 void cd_db_rollback(cd_db_conn_t *c);
 

@@ -341,6 +341,40 @@ cd_db_begin(cd_db_conn_t *c, cd_db_role_e role, const char *org_id)
 }
 
 
+cd_db_conn_t *
+cd_db_acquire_begin(cd_db_pool_t *pool, unsigned timeout_ms,
+    cd_db_role_e role, const char *org_id)
+{
+    int            attempt;
+    cd_db_conn_t  *c;
+
+    /*
+     * A pooled connection learns that the server restarted only when it
+     * is used; BEGIN is that first use and safe to repeat. Every idle
+     * connection may be stale after a restart, hence size + 1 tries.
+     */
+    for (attempt = 0; (size_t) attempt <= pool->size; attempt++) {
+        c = cd_db_acquire(pool, timeout_ms);
+        if (c == NULL) {
+            return NULL;
+        }
+
+        if (cd_db_begin(c, role, org_id) == CD_OK) {
+            return c;
+        }
+
+        if (PQstatus(c->pg) == CONNECTION_OK) {
+            cd_db_release(pool, c);
+            return NULL;
+        }
+
+        cd_db_release(pool, c);
+    }
+
+    return NULL;
+}
+
+
 int
 cd_db_commit(cd_db_conn_t *c)
 {

@@ -641,16 +641,10 @@ cd_authenticate(cd_request_t *r)
 
     sp_key_hash(key, len, hash);
 
-    c = cd_db_acquire(&r->app->db, CD_DB_WAIT_MS);
-
-    if (c == NULL) {
-        cd_respond_db_error(r);
-        return CD_ERROR;
-    }
-
     /* across organisations: the key names its own tenant */
-    if (cd_db_begin(c, CD_ROLE_SYSTEM, NULL) != CD_OK) {
-        cd_db_release(&r->app->db, c);
+    c = cd_db_acquire_begin(&r->app->db, CD_DB_WAIT_MS, CD_ROLE_SYSTEM,
+                            NULL);
+    if (c == NULL) {
         cd_respond_db_error(r);
         return CD_ERROR;
     }
@@ -1039,16 +1033,10 @@ cd_request_begin(cd_request_t *r)
 {
     cd_db_conn_t  *c;
 
-    c = cd_db_acquire(&r->app->db, CD_DB_WAIT_MS);
-
-    if (c == NULL) {
-        cd_respond_db_error(r);
-        return NULL;
-    }
-
     /* every tenant statement runs as spendpol_app under the key's org */
-    if (cd_db_begin(c, CD_ROLE_APP, r->org_id) != CD_OK) {
-        cd_db_release(&r->app->db, c);
+    c = cd_db_acquire_begin(&r->app->db, CD_DB_WAIT_MS, CD_ROLE_APP,
+                            r->org_id);
+    if (c == NULL) {
         cd_respond_db_error(r);
         return NULL;
     }

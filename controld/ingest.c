@@ -507,13 +507,8 @@ cd_ingest_flush(cd_ingest_ctx_t *x)
     const char    *params[4];
     cd_db_conn_t  *c;
 
-    c = cd_db_acquire(&x->app->db, 2000);
+    c = cd_db_acquire_begin(&x->app->db, 2000, CD_ROLE_SYSTEM, NULL);
     if (c == NULL) {
-        return CD_ERROR;
-    }
-
-    if (cd_db_begin(c, CD_ROLE_SYSTEM, NULL) != CD_OK) {
-        cd_db_release(&x->app->db, c);
         return CD_ERROR;
     }
 
@@ -660,13 +655,8 @@ cd_ingest_load_offset(cd_ingest_ctx_t *x, int64_t *offset)
     const char    *params[3];
     cd_db_conn_t  *c;
 
-    c = cd_db_acquire(&x->app->db, 2000);
+    c = cd_db_acquire_begin(&x->app->db, 2000, CD_ROLE_SYSTEM, NULL);
     if (c == NULL) {
-        return CD_ERROR;
-    }
-
-    if (cd_db_begin(c, CD_ROLE_SYSTEM, NULL) != CD_OK) {
-        cd_db_release(&x->app->db, c);
         return CD_ERROR;
     }
 
@@ -703,28 +693,26 @@ cd_ingest_forget(cd_ingest_ctx_t *x)
     const char    *params[3];
     cd_db_conn_t  *c;
 
-    c = cd_db_acquire(&x->app->db, 2000);
+    c = cd_db_acquire_begin(&x->app->db, 2000, CD_ROLE_SYSTEM, NULL);
     if (c == NULL) {
         return;
     }
 
-    if (cd_db_begin(c, CD_ROLE_SYSTEM, NULL) == CD_OK) {
-        snprintf(dev, sizeof(dev), "%lld", (long long) x->dev);
-        snprintf(ino, sizeof(ino), "%lld", (long long) x->ino);
-        params[0] = x->app->config.journal_path;
-        params[1] = dev;
-        params[2] = ino;
+    snprintf(dev, sizeof(dev), "%lld", (long long) x->dev);
+    snprintf(ino, sizeof(ino), "%lld", (long long) x->ino);
+    params[0] = x->app->config.journal_path;
+    params[1] = dev;
+    params[2] = ino;
 
-        res = cd_db_exec(c, "DELETE FROM journal_offsets WHERE path = $1"
-                            " AND device = $2 AND inode = $3", 3, params);
+    res = cd_db_exec(c, "DELETE FROM journal_offsets WHERE path = $1"
+                        " AND device = $2 AND inode = $3", 3, params);
 
-        if (res != NULL) {
-            PQclear(res);
+    if (res != NULL) {
+        PQclear(res);
 
-            if (cd_db_commit(c) != CD_OK) {
-                cd_log_warn(CD_INGEST_SUBJECT, "cannot forget the offset "
-                            "of the rotated journal");
-            }
+        if (cd_db_commit(c) != CD_OK) {
+            cd_log_warn(CD_INGEST_SUBJECT, "cannot forget the offset of the "
+                        "rotated journal");
         }
     }
 

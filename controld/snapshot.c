@@ -181,13 +181,8 @@ cd_snapshot_publish_now(cd_app_t *app)
     b = NULL;
     rc = CD_ERROR;
 
-    c = cd_db_acquire(&app->db, 10000);
+    c = cd_db_acquire_begin(&app->db, 10000, CD_ROLE_SYSTEM, NULL);
     if (c == NULL) {
-        return CD_ERROR;
-    }
-
-    if (cd_db_begin(c, CD_ROLE_SYSTEM, NULL) != CD_OK) {
-        cd_db_release(&app->db, c);
         return CD_ERROR;
     }
 
