@@ -287,6 +287,74 @@ test_provider_names_round_trip(void **state)
 }
 
 
+static void
+path_model(sp_provider_e provider, const char *path, const char *model,
+    int stream)
+{
+    sp_request_info_t  info;
+    char              *copy;
+    size_t             len;
+
+    /* an exact-size heap copy without NUL: ASan sees any over-read */
+    len = strlen(path);
+    copy = malloc(len ? len : 1);
+    memcpy(copy, path, len);
+
+    memset(&info, 0, sizeof(info));
+    sp_request_from_path(provider, copy, len, &info);
+
+    if (strcmp(info.model, model) != 0 || info.stream != stream) {
+        fail_msg("%s: model \"%s\" stream %d, expected \"%s\" %d", path,
+                 info.model, info.stream, model, stream);
+    }
+
+    free(copy);
+}
+
+
+static void
+test_request_model_and_stream_from_path(void **state)
+{
+    sp_request_info_t  info;
+
+    (void) state;
+
+    path_model(SP_PROVIDER_GOOGLE,
+               "/v1beta/models/gemini-2.0-flash:generateContent",
+               "gemini-2.0-flash", 0);
+    path_model(SP_PROVIDER_GOOGLE,
+               "/v1beta/models/gemini-2.0-flash:streamGenerateContent"
+               "?alt=sse", "gemini-2.0-flash", 1);
+    path_model(SP_PROVIDER_GOOGLE,
+               "/v1/google/v1beta/models/gemini-pro:streamGenerateContent",
+               "gemini-pro", 1);
+    path_model(SP_PROVIDER_GOOGLE, "/v1beta/models/gemini-pro", "", 0);
+    path_model(SP_PROVIDER_GOOGLE, "/v1beta/models/:generateContent", "", 0);
+    path_model(SP_PROVIDER_GOOGLE, "/v1beta/models/", "", 0);
+    path_model(SP_PROVIDER_GOOGLE, "/v1beta/models", "", 0);
+    path_model(SP_PROVIDER_GOOGLE, "/v1beta/x?q=/models/m:generateContent",
+               "", 0);
+    path_model(SP_PROVIDER_GOOGLE, "/models/m:streamGenerate", "m", 0);
+    path_model(SP_PROVIDER_GOOGLE, "", "", 0);
+
+    path_model(SP_PROVIDER_AZURE,
+               "/openai/deployments/gpt4o-prod/chat/completions"
+               "?api-version=2024-10-21", "gpt4o-prod", 0);
+    path_model(SP_PROVIDER_AZURE, "/openai/deployments/dep?x=1", "dep", 0);
+    path_model(SP_PROVIDER_AZURE, "/openai/deployments/", "", 0);
+    path_model(SP_PROVIDER_AZURE, "/openai/deployment/x/chat", "", 0);
+
+    path_model(SP_PROVIDER_OPENAI, "/v1/models/gpt-4o:x", "", 0);
+
+    /* the body's model wins */
+    memset(&info, 0, sizeof(info));
+    strcpy(info.model, "from-body");
+    sp_request_from_path(SP_PROVIDER_AZURE, "/openai/deployments/dep/chat",
+                         28, &info);
+    assert_string_equal(info.model, "from-body");
+}
+
+
 /* ---- stream usage rewrite -------------------------------------------- */
 
 
@@ -398,6 +466,7 @@ main(void)
         cmocka_unit_test(test_request_prompt_bytes_skip_ids_and_images),
         cmocka_unit_test(test_tokens_estimate_rounds_up_quarters),
         cmocka_unit_test(test_provider_names_round_trip),
+        cmocka_unit_test(test_request_model_and_stream_from_path),
         cmocka_unit_test(test_stream_usage_is_added_after_opening_brace),
         cmocka_unit_test(test_stream_usage_not_applied_to_non_objects),
         cmocka_unit_test(test_stream_usage_too_small_buffer_returns_0),
