@@ -617,7 +617,8 @@ sp_snapshot_publish(sp_snapshot_builder_t *b, const char *dir,
                              (long) getpid())
             >= sizeof(tmp))
     {
-        sp_errorf(err, errlen, "snapshot path \"%s/%s\" is too long",
+        /* the reason first: the path it is about does not fit in err */
+        sp_errorf(err, errlen, "snapshot path is too long: \"%s/%s\"",
                   dir, name);
         return SP_ERROR;
     }
