@@ -948,6 +948,29 @@ first_used_slot(uint8_t *data, int table)
 }
 
 
+/* the key among 0..4 whose slot hash is hash, looked up in s */
+static const sp_snapshot_key_t *
+find_key_by_slot_hash(const sp_snapshot_t *s, uint64_t hash)
+{
+    uint8_t   key_hash[SP_KEY_HASH_LEN];
+    uint64_t  h;
+    int       i;
+
+    for (i = 0; i < 5; i++) {
+        key_hash_of(i, key_hash);
+        memcpy(&h, key_hash, sizeof(h));
+
+        if (h == hash) {
+            return sp_snapshot_find_key(s, key_hash);
+        }
+    }
+
+    fail_msg("no test key has slot hash %llx", (unsigned long long) hash);
+
+    return NULL;
+}
+
+
 static void
 test_snapshot_record_offsets_out_of_bounds_are_not_followed(void **state)
 {
@@ -982,6 +1005,10 @@ test_snapshot_record_offsets_out_of_bounds_are_not_followed(void **state)
             /* offsets are checked when followed, not at open */
             if (sp_snapshot_open(&s, copy, len, NULL, 0) == SP_OK) {
                 exercise(&s);
+
+                if (t == SP_TABLE_KEYS) {
+                    assert_null(find_key_by_slot_hash(&s, slot->hash));
+                }
             }
 
             (void) saved;
@@ -1248,6 +1275,59 @@ test_snapshot_publish_into_missing_dir_fails_with_reason(void **state)
 }
 
 
+static void
+test_snapshot_publish_failure_leaves_no_temp_file(void **state)
+{
+    sp_snapshot_builder_t  *b;
+    char                    path[512], err[256];
+
+    (void) state;
+
+    /* rename() over a directory fails after the temp file was written */
+    snprintf(path, sizeof(path), "%s/%s", tmpdir, SP_SNAPSHOT_FILE);
+    assert_int_equal(mkdir(path, 0700), 0);
+
+    b = sp_snapshot_builder_new(1);
+    add_key(b, 1, "key_1", "org_a");
+    err[0] = '\0';
+    assert_int_equal(sp_snapshot_publish(b, tmpdir, SP_SNAPSHOT_FILE, 0640,
+                                         err, sizeof(err)), SP_ERROR);
+    assert_non_null(strstr(err, "rename"));
+    sp_snapshot_builder_free(b);
+
+    assert_int_equal(count_entries(tmpdir), 1);
+    assert_int_equal(rmdir(path), 0);
+}
+
+
+static void
+test_snapshot_publish_rejects_too_long_path(void **state)
+{
+    sp_snapshot_builder_t  *b;
+    char                   *dir, err[256];
+
+    (void) state;
+
+    dir = malloc(5000);
+    memset(dir, 'd', 4999);
+    dir[0] = '/';
+    dir[4999] = '\0';
+
+    b = sp_snapshot_builder_new(1);
+    err[0] = '\0';
+    assert_int_equal(sp_snapshot_publish(b, dir, SP_SNAPSHOT_FILE, 0640, err,
+                                         sizeof(err)), SP_ERROR);
+    assert_non_null(strstr(err, "too long"));
+
+    /* no error buffer */
+    assert_int_equal(sp_snapshot_publish(b, dir, SP_SNAPSHOT_FILE, 0640, NULL,
+                                         0), SP_ERROR);
+    sp_snapshot_builder_free(b);
+    free(dir);
+    assert_int_equal(count_entries(tmpdir), 0);
+}
+
+
 int
 main(void)
 {
@@ -1279,6 +1359,12 @@ main(void)
             make_tmpdir, remove_tmpdir),
         cmocka_unit_test_setup_teardown(
             test_snapshot_publish_into_missing_dir_fails_with_reason,
+            make_tmpdir, remove_tmpdir),
+        cmocka_unit_test_setup_teardown(
+            test_snapshot_publish_failure_leaves_no_temp_file,
+            make_tmpdir, remove_tmpdir),
+        cmocka_unit_test_setup_teardown(
+            test_snapshot_publish_rejects_too_long_path,
             make_tmpdir, remove_tmpdir),
     };
 
