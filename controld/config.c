@@ -57,6 +57,8 @@ static const cd_conf_entry_t  cd_conf_table[] = {
       CD_CONF_OFFSET(admin_key), 0 },
     { "SPENDPOL_MIGRATIONS_DIR", NULL, NULL, CD_CONF_STRING,
       CD_CONF_OFFSET(migrations_dir), 0 },
+    { "SPENDPOL_PRICES_FILE", NULL, NULL, CD_CONF_STRING,
+      CD_CONF_OFFSET(prices_file), 0 },
     { "SPENDPOL_LOG_LEVEL", NULL, "info", CD_CONF_LOG_LEVEL,
       CD_CONF_OFFSET(log_level), 0 },
 };
@@ -293,6 +295,7 @@ cd_config_free(cd_config_t *cf)
     free(cf->master_key_hex);
     free(cf->admin_key);
     free(cf->migrations_dir);
+    free(cf->prices_file);
     memset(cf, 0, sizeof(*cf));
 }
 

@@ -80,6 +80,7 @@ typedef struct {
     char      *master_key_hex;     /* NULL: data_dir/master.key */
     char      *admin_key;          /* NULL: generated on first run */
     char      *migrations_dir;     /* NULL: searched at start */
+    char      *prices_file;        /* NULL: migrations_dir/data/... */
     int        log_level;
 } cd_config_t;
 
@@ -224,6 +225,30 @@ int cd_migrate(cd_db_pool_t *pool, const char *dir) CD_CHECK;
 
 /* 1 when name looks like NNN_something.sql */
 int cd_migration_name_valid(const char *name);
+
+
+/* ---- prices.c --------------------------------------------------------- */
+
+typedef struct {
+    char     provider[16];
+    char     model[128];
+    int64_t  input;                 /* nano-USD per 1M tokens */
+    int64_t  output;
+    int64_t  cached_input;          /* -1: billed as input */
+    int64_t  cache_write;           /* -1: billed as input */
+    int64_t  max_output_tokens;     /* -1: unknown */
+} cd_price_row_t;
+
+/* 1 for a row, 0 for a comment or blank line, -1 with a reason in err */
+int cd_price_parse_line(char *line, cd_price_row_t *row, char *err,
+    size_t errlen);
+
+/*
+ * Loads the list-price data file into model_prices, all or nothing. A
+ * missing or malformed file is logged and leaves the prices as they are;
+ * CD_ERROR only when PostgreSQL fails.
+ */
+int cd_prices_load(cd_db_pool_t *pool, const char *path) CD_CHECK;
 
 
 /* ---- redis.c ---------------------------------------------------------- */

@@ -181,6 +181,19 @@ main(int argc, char **argv)
         goto done;
     }
 
+    if (app->config.prices_file == NULL
+        && asprintf(&app->config.prices_file, "%s/data/prices.tsv",
+                    app->config.migrations_dir) < 0)
+    {
+        app->config.prices_file = NULL;
+        goto done;
+    }
+
+    if (cd_prices_load(&app->db, app->config.prices_file) != CD_OK) {
+        cd_log_error(CD_MAIN_SUBJECT, "cannot load the list prices");
+        goto done;
+    }
+
     if (cd_admin_bootstrap(app) != CD_OK) {
         cd_log_error(CD_MAIN_SUBJECT, "cannot set up the admin key");
         goto done;
