@@ -1020,6 +1020,83 @@ test_snapshot_record_offsets_out_of_bounds_are_not_followed(void **state)
 }
 
 
+/* xorshift64*: deterministic, so a failure reproduces */
+static uint64_t
+next_random(uint64_t *x)
+{
+    *x ^= *x >> 12;
+    *x ^= *x << 25;
+    *x ^= *x >> 27;
+
+    return *x * 0x2545f4914f6cdd1dULL;
+}
+
+
+/*
+ * Random corruption past the checksum (resealed), so that the lookups,
+ * not the checksum, meet it: found records must lie inside the file.
+ */
+static void
+test_snapshot_resealed_random_corruption_never_escapes(void **state)
+{
+    const sp_snapshot_key_t  *key;
+    sp_snapshot_t             s;
+    uint8_t                  *data, *copy, hash[SP_KEY_HASH_LEN];
+    uint64_t                  x;
+    size_t                    len, off;
+    int                       round, n, i;
+
+    (void) state;
+
+    data = small_snapshot(&len);
+    x = 0x9e3779b97f4a7c15ULL;
+
+    for (round = 0; round < 20000; round++) {
+        copy = copy_of(data, len);
+        n = 1 + (int) (next_random(&x) % 8);
+
+        for (i = 0; i < n; i++) {
+            /* mostly past the header, where the checksum would catch it */
+            off = sizeof(sp_snapshot_header_t)
+                  + next_random(&x) % (len - sizeof(sp_snapshot_header_t));
+
+            if (next_random(&x) % 4 == 0) {
+                off = next_random(&x) % len;
+            }
+
+            copy[off] = (uint8_t) next_random(&x);
+        }
+
+        /* a corrupted header_size or length cannot be resealed */
+        if (((sp_snapshot_header_t *) copy)->header_size <= len
+            && ((sp_snapshot_header_t *) copy)->length == len)
+        {
+            reseal(copy);
+        }
+
+        if (sp_snapshot_open(&s, copy, len, NULL, 0) == SP_OK) {
+            exercise(&s);
+
+            for (i = 0; i < 5; i++) {
+                key_hash_of(i, hash);
+                key = sp_snapshot_find_key(&s, hash);
+
+                if (key) {
+                    assert_true((const uint8_t *) key >= copy);
+                    assert_true((const uint8_t *) (key + 1) <= copy + len);
+                    assert_memory_equal(key->key_hash, hash,
+                                        SP_KEY_HASH_LEN);
+                }
+            }
+        }
+
+        free(copy);
+    }
+
+    free(data);
+}
+
+
 static void
 test_snapshot_out_of_bounds_refs_read_as_empty(void **state)
 {
@@ -1351,6 +1428,8 @@ main(void)
         cmocka_unit_test(test_snapshot_rejects_tables_outside_file),
         cmocka_unit_test(
             test_snapshot_record_offsets_out_of_bounds_are_not_followed),
+        cmocka_unit_test(
+            test_snapshot_resealed_random_corruption_never_escapes),
         cmocka_unit_test(test_snapshot_out_of_bounds_refs_read_as_empty),
         cmocka_unit_test(
             test_snapshot_full_table_without_empty_slot_terminates),
