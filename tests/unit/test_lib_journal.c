@@ -452,6 +452,86 @@ test_journal_parse_truncates_long_strings_at_utf8_boundary(void **state)
 }
 
 
+static uint64_t
+next_random(uint64_t *x)
+{
+    *x ^= *x >> 12;
+    *x ^= *x << 25;
+    *x ^= *x >> 27;
+
+    return *x * 0x2545f4914f6cdd1dULL;
+}
+
+
+/*
+ * Mutated lines: whatever parses formats into a line that parses back to
+ * the same record (controld may re-emit what it read).
+ */
+static void
+test_journal_mutated_lines_parse_or_fail_cleanly(void **state)
+{
+    static const char     alphabet[] = "\"\\{}[]:,0123456789-.eE"
+                                       "truefalsn\x01\x1f\x7f\xc3\xa9\xff"
+                                       "\xed\xa0\x80u ";
+    sp_journal_record_t   rec, back, again;
+    char                  line[SP_JOURNAL_LINE_MAX], *copy;
+    char                  out[SP_JOURNAL_LINE_MAX], err[128];
+    uint64_t              x;
+    size_t                n, len, off;
+    int                   round, k, i, parsed;
+
+    (void) state;
+
+    fill_record(&rec);
+    n = format_ok(&rec, line);
+    x = 0x243f6a8885a308d3ULL;
+    parsed = 0;
+
+    for (round = 0; round < 20000; round++) {
+        len = n;
+        copy = malloc(n + 16);
+        memcpy(copy, line, n);
+        k = 1 + (int) (next_random(&x) % 4);
+
+        for (i = 0; i < k; i++) {
+            off = next_random(&x) % len;
+
+            switch (next_random(&x) % 3) {
+            case 0:
+                copy[off] = alphabet[next_random(&x) % (sizeof(alphabet) - 1)];
+                break;
+            case 1:
+                memmove(copy + off, copy + off + 1, len - off - 1);
+                len--;
+                break;
+            default:
+                if (len < n + 16) {
+                    memmove(copy + off + 1, copy + off, len - off);
+                    copy[off] = alphabet[next_random(&x)
+                                         % (sizeof(alphabet) - 1)];
+                    len++;
+                }
+            }
+        }
+
+        if (sp_journal_parse(copy, len, &back, err, sizeof(err)) == SP_OK) {
+            parsed++;
+            len = sp_journal_format(&back, out, sizeof(out));
+            assert_true(len > 0);
+            parse_ok(out, len, &again);
+            assert_records_equal(&back, &again);
+
+        } else {
+            assert_true(strlen(err) > 0);
+        }
+
+        free(copy);
+    }
+
+    assert_true(parsed > 0);
+}
+
+
 static void
 test_field_copy_truncates_at_utf8_boundary(void **state)
 {
@@ -505,6 +585,7 @@ main(void)
             test_journal_parse_minimal_line_defaults_and_ignores_unknown),
         cmocka_unit_test(
             test_journal_parse_truncates_long_strings_at_utf8_boundary),
+        cmocka_unit_test(test_journal_mutated_lines_parse_or_fail_cleanly),
         cmocka_unit_test(test_field_copy_truncates_at_utf8_boundary),
     };
 
