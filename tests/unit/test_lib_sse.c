@@ -15,7 +15,7 @@
 #include "sp_usage.h"
 
 
-#define MAX_EVENTS  32
+#define MAX_EVENTS  128
 
 typedef struct {
     char    event[64];
@@ -261,6 +261,73 @@ test_sse_every_three_piece_split_yields_same_events(void **state)
 }
 
 
+static uint64_t
+next_random(uint64_t *x)
+{
+    *x ^= *x >> 12;
+    *x ^= *x << 25;
+    *x ^= *x >> 27;
+
+    return *x * 0x2545f4914f6cdd1dULL;
+}
+
+
+/* random streams of SSE-ish tokens: random splits change nothing */
+static void
+test_sse_random_streams_split_randomly_yield_same_events(void **state)
+{
+    static const char  *tokens[] = {
+        "data", "event", "id", ":", ": ", " ", "\r", "\n", "\r\n", "x",
+        "yz", "data: ", "event: ", "\n\n", "\r\r", "datum", "\xff"
+    };
+    char                s[512];
+    size_t              cuts[8], len, n, i;
+    evs_t               whole, split;
+    uint64_t            x;
+    int                 round, ncuts, j;
+    char                how[64];
+
+    (void) state;
+
+    x = 0x13198a2e03707344ULL;
+
+    for (round = 0; round < 5000; round++) {
+        len = 0;
+
+        while (len < 200) {
+            const char  *t = tokens[next_random(&x)
+                                    % (sizeof(tokens) / sizeof(tokens[0]))];
+
+            n = strlen(t);
+            memcpy(s + len, t, n);
+            len += n;
+        }
+
+        parse_split(s, len, NULL, 0, 32, &whole);
+
+        ncuts = (int) (next_random(&x) % 8);
+
+        for (j = 0; j < ncuts; j++) {
+            cuts[j] = next_random(&x) % (len + 1);
+        }
+
+        /* ascending */
+        for (j = 1; j < ncuts; j++) {
+            for (i = (size_t) j; i > 0 && cuts[i - 1] > cuts[i]; i--) {
+                size_t  t = cuts[i];
+
+                cuts[i] = cuts[i - 1];
+                cuts[i - 1] = t;
+            }
+        }
+
+        parse_split(s, len, cuts, ncuts, 32, &split);
+        snprintf(how, sizeof(how), "round %d", round);
+        assert_same_events(&whole, &split, how);
+    }
+}
+
+
 static void
 test_sse_crlf_and_cr_and_lf_endings_are_equivalent(void **state)
 {
@@ -452,6 +519,8 @@ main(void)
         cmocka_unit_test(test_sse_every_two_piece_split_yields_same_events),
         cmocka_unit_test(
             test_sse_every_three_piece_split_yields_same_events),
+        cmocka_unit_test(
+            test_sse_random_streams_split_randomly_yield_same_events),
         cmocka_unit_test(test_sse_crlf_and_cr_and_lf_endings_are_equivalent),
         cmocka_unit_test(
             test_sse_comments_and_blank_lines_alone_yield_nothing),
