@@ -175,6 +175,11 @@ test_money_format_values(void **state)
     check_format(-1500000000LL, "-1.500000");
     check_format(-150, "-0.00000015");
     check_format(-1, "-0.000000001");
+    check_format(100, "0.0000001");
+    check_format(1230, "0.00000123");
+    check_format(1000, "0.000001");
+    check_format(999999999, "0.999999999");
+    check_format(10000000000LL, "10.000000");
     check_format(INT64_MAX, "9223372036.854775807");
     check_format(INT64_MIN, "-9223372036.854775808");
 }
