@@ -34,7 +34,10 @@ export SPENDPOL_REPO_ROOT="$ROOT"
 unset ASAN_OPTIONS UBSAN_OPTIONS LD_PRELOAD
 
 if [ $# -gt 0 ]; then
-    files=("$@")
+    files=()
+    for f in "$@"; do
+        case "$f" in /*) files+=("$f") ;; *) files+=("$(pwd)/$f") ;; esac
+    done
 else
     files=("$IT"/*.test.mjs)
 fi

@@ -4,7 +4,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import OpenAI from 'openai';
-import { useStack, freePort, rawRequest, assertJsonError, waitFor } from './lib/stack.mjs';
+import { useStack, freePort, rawRequest, assertJsonError } from './lib/stack.mjs';
 import { fixtureReply } from '../fixtures/openai-fixture.mjs';
 
 const s = useStack();
@@ -49,14 +49,13 @@ test('unknown provider -> 404 JSON', async () => {
 test('provider unreachable -> 502 JSON, then recovers', async () => {
   const closed = await freePort();
   await s.setProvider({ base_url: `http://127.0.0.1:${closed}/v1` });
-  const r = await waitFor(async () => {
-    const x = await post('/v1/openai/chat/completions', good);
-    return x.status === 502 ? x : null;
-  }, { timeout: 5000, message: 'a 502 after pointing the provider at a closed port' });
+  const r = await s.waitStable(() => post('/v1/openai/chat/completions', good, { connection: 'close' }), (x) => x.status === 502,
+    { message: 'every worker to answer 502 after pointing the provider at a closed port' });
   assertJsonError(r, 502, 'unreachable provider');
   await assert.rejects(s.client(key).chat.completions.create(good), (err) => err instanceof OpenAI.APIError && err.status === 502);
   await s.setProvider();
-  await waitFor(async () => (await post('/v1/openai/chat/completions', good)).status === 200, { timeout: 5000, message: 'recovery' });
+  await s.waitStable(() => post('/v1/openai/chat/completions', good, { connection: 'close' }), (x) => x.status === 200,
+    { message: 'every worker to recover' });
   await stillWorks();
 });
 

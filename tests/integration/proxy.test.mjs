@@ -51,7 +51,7 @@ test('non-streaming completion: content, X-Spendpol-* headers, provider key, exa
   assert.match(h.auditId ?? '', /^evt_[A-Za-z0-9_-]+$/, `X-Spendpol-Audit-Id ${h.auditId}`);
   assert.match(h.traceId ?? '', UUID_RE, `X-Spendpol-Trace-Id ${h.traceId}`);
   assert.match(h.spanId ?? '', /^[0-9a-f]{16}$/, `X-Spendpol-Span-Id ${h.spanId}`);
-  assert.match(h.latencyMs ?? '', /^\d+$/, `X-Spendpol-Latency-Ms ${h.latencyMs}`);
+  assert.match(h.latencyMs ?? '', /^\d+(\.\d+)?$/, `X-Spendpol-Latency-Ms ${h.latencyMs}`);
   assert.ok(Number(h.latencyMs) <= elapsed + 5, `latency ${h.latencyMs} ms > client-observed ${elapsed} ms`);
   assert.equal(h.region, s.region);
 

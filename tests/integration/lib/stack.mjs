@@ -291,6 +291,24 @@ export class Stack {
     return waitFor(async () => (await this.proxyAuthStatus(key)) === 401, { timeout, interval: 50, message: 'the proxy to reject a key' });
   }
 
+  /**
+   * Waits until pred(await fn()) holds for `times` answers in a row, each on a
+   * new connection (so every nginx worker is asked), e.g. after a change that
+   * every worker must pick up from a new snapshot. Returns the last answer.
+   */
+  async waitStable(fn, pred, { times = 8, timeout = 5000 * SLOW, message = 'a stable answer' } = {}) {
+    const end = Date.now() + timeout;
+    let streak = 0;
+    let last;
+    for (;;) {
+      last = await fn();
+      streak = pred(last) ? streak + 1 : 0;
+      if (streak >= times) return last;
+      if (Date.now() > end) throw new Error(`timed out after ${timeout} ms waiting for ${message} (last: ${JSON.stringify(last?.status ?? last)?.slice(0, 200)})`);
+      if (!streak) await sleep(50);
+    }
+  }
+
   /** The official openai client pointed at the proxy with a Spendpol key. */
   client(key, opts = {}) {
     return new OpenAI({ baseURL: this.openaiBaseURL, apiKey: key, maxRetries: 0, timeout: 20_000 * SLOW, ...opts });
