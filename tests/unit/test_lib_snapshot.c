@@ -505,6 +505,56 @@ test_snapshot_later_duplicate_replaces_earlier(void **state)
 
 
 static void
+test_snapshot_keys_sharing_slot_hash_are_all_found(void **state)
+{
+    const sp_snapshot_key_t  *key;
+    sp_snapshot_key_in_t      in;
+    sp_snapshot_builder_t    *b;
+    sp_snapshot_t             s;
+    uint8_t                  *data, hash[SP_KEY_HASH_LEN];
+    size_t                    len;
+    char                      id[16];
+    int                       i;
+
+    (void) state;
+
+    /* 20 keys, equal first 8 bytes (the slot hash), then a replacement */
+    b = sp_snapshot_builder_new(3);
+
+    for (i = 0; i <= 20; i++) {
+        memset(&in, 0, sizeof(in));
+        memset(in.key_hash, 0xab, SP_KEY_HASH_LEN);
+        in.key_hash[31] = (uint8_t) (i == 20 ? 7 : i);
+        snprintf(id, sizeof(id), "key_%d", i);
+        in.key_id = id;
+        in.org_id = "o";
+        assert_int_equal(sp_snapshot_add_key(b, &in), SP_OK);
+    }
+
+    data = build(b, &len);
+    open_ok(&s, data, len);
+    assert_true(s.header->entries[SP_TABLE_KEYS] == 20);
+
+    for (i = 0; i < 20; i++) {
+        memset(hash, 0xab, SP_KEY_HASH_LEN);
+        hash[31] = (uint8_t) i;
+        key = sp_snapshot_find_key(&s, hash);
+        assert_non_null(key);
+        snprintf(id, sizeof(id), "key_%d", i == 7 ? 20 : i);
+        assert_int_equal(sp_snapshot_str(&s, key->key_id).len, strlen(id));
+        assert_memory_equal(sp_snapshot_str(&s, key->key_id).data, id,
+                            strlen(id));
+    }
+
+    memset(hash, 0xab, SP_KEY_HASH_LEN);
+    hash[31] = 20;
+    assert_null(sp_snapshot_find_key(&s, hash));
+
+    free(data);
+}
+
+
+static void
 test_snapshot_empty_builder_opens_and_finds_nothing(void **state)
 {
     sp_snapshot_builder_t  *b;
@@ -1416,6 +1466,7 @@ main(void)
         cmocka_unit_test(test_snapshot_price_falls_back_without_date_suffix),
         cmocka_unit_test(test_snapshot_dated_price_beats_undated),
         cmocka_unit_test(test_snapshot_later_duplicate_replaces_earlier),
+        cmocka_unit_test(test_snapshot_keys_sharing_slot_hash_are_all_found),
         cmocka_unit_test(test_snapshot_empty_builder_opens_and_finds_nothing),
         cmocka_unit_test(test_snapshot_100k_keys_all_findable),
         cmocka_unit_test(test_snapshot_long_lookup_strings),
