@@ -155,9 +155,9 @@ cd_key_json(PGresult *res, int row, const char *plaintext)
 
 
 /*
- * Inserts a new key for the transaction's org (RLS checks it) and
- * answers 201 with its plaintext. source: the row to copy tags from
- * when rotating, else the validated inputs.
+ * Inserts a fresh key into the transaction's org (RLS checks it) and
+ * returns its row in *out, the plaintext in plaintext. Only the SHA-256
+ * is stored. On failure the error is answered.
  */
 static int
 cd_key_insert(cd_request_t *r, cd_db_conn_t *c, const char *name,

@@ -384,7 +384,6 @@ struct cd_request_s {
     size_t                   nparams;
     char                    *body;
     size_t                   body_len;
-    int                      body_too_large;
     char                     org_id[CD_ID_MAX];      /* of the admin key */
     char                     key_id[CD_ID_MAX];
     unsigned                 status;

@@ -308,10 +308,15 @@ cd_db_begin(cd_db_conn_t *c, cd_db_role_e role, const char *org_id)
     PGresult    *res;
     const char  *params[1];
 
-    /* the role name is a constant of ours, never input */
+    /*
+     * The role name is a constant of ours, never input. The timeouts keep
+     * a stuck lock from holding an HTTP thread or a pooled connection.
+     */
     if (cd_db_exec_script(c, role == CD_ROLE_APP
-                             ? "BEGIN; SET LOCAL ROLE spendpol_app"
-                             : "BEGIN; SET LOCAL ROLE spendpol_system")
+                             ? "BEGIN; SET LOCAL ROLE spendpol_app;"
+                               " SET LOCAL statement_timeout = 10000"
+                             : "BEGIN; SET LOCAL ROLE spendpol_system;"
+                               " SET LOCAL statement_timeout = 60000")
         != CD_OK)
     {
         cd_db_rollback(c);

@@ -782,13 +782,6 @@ cd_http_dispatch(cd_request_t *r)
         r->nparams = i + 1;
     }
 
-    if (r->body_too_large) {
-        cd_respond_error(r, 413, "invalid_request_error", "body_too_large",
-                         NULL, "the request body exceeds %d bytes",
-                         CD_BODY_MAX);
-        return;
-    }
-
     if (route->admin && cd_authenticate(r) != CD_OK) {
         return;
     }
@@ -889,7 +882,6 @@ cd_http_access(void *cls, struct MHD_Connection *connection,
     r.path = url;
     r.body = up->body;
     r.body_len = up->len;
-    r.body_too_large = up->too_large;
 
     if (up->too_large) {
         cd_respond_error(&r, 413, "invalid_request_error", "body_too_large",
