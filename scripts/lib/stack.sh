@@ -42,7 +42,7 @@ sp_snapshot_dir() {
 sp_free_port() {
     local p i
     for i in $(seq 1 200); do
-        p=$(( 20000 + (RANDOM * 32768 + RANDOM) % 40000 ))
+        p=$(( 10000 + (RANDOM * 32768 + RANDOM) % 22000 ))
         if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
             printf '%s\n' "$p"
             return 0

@@ -34,20 +34,43 @@ export const IS_SAN = /(^|\/)san\/?$/.test(BUILD) || process.env.SPENDPOL_SANITI
 const SLOW = IS_SAN ? 3 : 1;
 
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+/** like sleep, but does not keep the process alive (for races against a timeout) */
+const idle = (ms) => new Promise((r) => setTimeout(r, ms).unref());
 
 /** A fresh Spendpol-style key: sp_key_ + 48 lowercase hex. */
 export function newKey() { return `sp_key_${crypto.randomBytes(24).toString('hex')}`; }
 
+/**
+ * A free loopback port below the kernel's ephemeral range (32768+), so
+ * outgoing connections do not grab it between choosing and binding.
+ */
 export async function freePort() {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.unref();
-    srv.on('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address();
-      srv.close(() => resolve(port));
+  for (let i = 0; i < 200; i++) {
+    const port = 10000 + Math.floor(Math.random() * 22000);
+    const ok = await new Promise((resolve) => {
+      const srv = net.createServer();
+      srv.unref();
+      srv.once('error', () => resolve(false));
+      srv.listen(port, '127.0.0.1', () => srv.close(() => resolve(true)));
     });
-  });
+    if (ok) return port;
+  }
+  throw new Error('no free port');
+}
+
+/** Runs start(port) with fresh ports while it fails because the port was taken. */
+async function withPortRetry(name, start, onRetry = () => {}) {
+  for (let attempt = 1; ; attempt++) {
+    const port = await freePort();
+    try {
+      await start(port);
+      return port;
+    } catch (e) {
+      if (attempt >= 4 || !/in use|EADDRINUSE|could not bind|bind\(\)|Address already/i.test(String(e?.message))) throw e;
+      process.stderr.write(`[stack] ${name}: port ${port} was taken, retrying\n`);
+      onRetry(port);
+    }
+  }
 }
 
 /** Polls fn until it returns a truthy value; returns it. Throws on timeout. */
@@ -106,31 +129,44 @@ export class Stack {
     this._exitHook = () => this._killSync();
     process.on('exit', this._exitHook);
 
-    const [pgPort, redisPort, apiPort, proxyPort] = await Promise.all([freePort(), freePort(), freePort(), freePort()]);
-    Object.assign(this, { pgPort, redisPort, apiPort, proxyPort });
-    this.apiURL = `http://127.0.0.1:${apiPort}`;
-    this.proxyURL = `http://127.0.0.1:${proxyPort}`;
-    this.openaiBaseURL = `${this.proxyURL}/v1/openai`;
     this.region = o.region || 'test-region-1';
 
     this.fixture = await startFixture();
 
     this.databaseURL = process.env.SPENDPOL_TEST_DATABASE_URL;
     if (!this.databaseURL) {
-      await sh(['pg-start', this.dataDir, String(pgPort)], { SPENDPOL_PG_FAST: '1' });
       this.ownPg = true;
-      this.databaseURL = `postgresql://postgres@127.0.0.1:${pgPort}/postgres`;
+      this.pgPort = await withPortRetry('postgres', async (port) => {
+        try {
+          await sh(['pg-start', this.dataDir, String(port)], { SPENDPOL_PG_FAST: '1' });
+        } catch (e) {
+          // pg_ctl's message does not say why; its log does
+          throw new Error(`${e.message}\n${tail(path.join(this.logs, 'postgres.log'), 10)}`);
+        }
+      });
+      this.databaseURL = `postgresql://postgres@127.0.0.1:${this.pgPort}/postgres`;
     }
     this.redisURL = process.env.SPENDPOL_TEST_REDIS_URL;
     if (!this.redisURL) {
-      await sh(['redis-start', this.dataDir, String(redisPort)]);
       this.ownRedis = true;
-      this.redisURL = `redis://127.0.0.1:${redisPort}`;
+      this.redisPort = await withPortRetry('redis', (port) => sh(['redis-start', this.dataDir, String(port)]));
+      this.redisURL = `redis://127.0.0.1:${this.redisPort}`;
     }
 
     this.adminKey = o.adminKey === null ? null : (o.adminKey || newKey());
-    await this.startControld();
-    await this.startNginx();
+    this.apiPort = await withPortRetry('controld', async (port) => {
+      this.apiPort = port;
+      await this.startControld();
+    });
+    this.apiURL = `http://127.0.0.1:${this.apiPort}`;
+    this.proxyPort = await withPortRetry('nginx', async (port) => {
+      this.proxyPort = port;
+      await this.startNginx();
+    }, (port) => {
+      // the failed bind's [emerg] is not a finding
+      const log = path.join(this.logs, 'error.log');
+      if (fs.existsSync(log)) fs.renameSync(log, path.join(this.logs, `error.log.bind-${port}`));
+    });
     if (o.provider !== false) await this.setProvider();
     return this;
   }
@@ -164,6 +200,7 @@ export class Stack {
 
   /** Starts controld and waits for its ready line. */
   async startControld() {
+    this.apiURL = `http://127.0.0.1:${this.apiPort}`;
     const c = this._spawn('controld', ['controld-exec', this.dataDir, BUILD, `127.0.0.1:${this.apiPort}`, this.databaseURL, this.redisURL]);
     this.controld = c;
     let buf = '';
@@ -178,7 +215,7 @@ export class Stack {
       c.exited.then((x) => reject(new Error(
         `controld exited (${JSON.stringify(x)}) before its ready line\n--- stdout\n${buf.slice(-2000)}\n--- stderr\n${tail(path.join(this.logs, 'controld.err'))}`)));
     });
-    const t = sleep(60_000 * SLOW).then(() => { throw new Error(`controld not ready after ${60 * SLOW} s\n${tail(path.join(this.logs, 'controld.err'))}`); });
+    const t = idle(60_000 * SLOW).then(() => { throw new Error(`controld not ready after ${60 * SLOW} s\n${tail(path.join(this.logs, 'controld.err'))}`); });
     this.controldReady = await Promise.race([ready, t]);
     if (!this.adminKey) {
       const f = path.join(this.dataDir, 'admin.key');
@@ -192,7 +229,7 @@ export class Stack {
     const c = this.controld;
     if (!c || c.exitInfo) return c?.exitInfo;
     c.kill(signal);
-    const r = await Promise.race([c.exited, sleep(15_000 * SLOW).then(() => null)]);
+    const r = await Promise.race([c.exited, idle(15_000 * SLOW).then(() => null)]);
     if (!r) { c.kill('SIGKILL'); return c.exited; }
     return r;
   }
@@ -203,6 +240,8 @@ export class Stack {
   }
 
   async startNginx() {
+    this.proxyURL = `http://127.0.0.1:${this.proxyPort}`;
+    this.openaiBaseURL = `${this.proxyURL}/v1/openai`;
     await sh(['nginx-conf', this.dataDir, BUILD, `127.0.0.1:${this.proxyPort}`], this._env());
     const n = this._spawn('nginx', ['nginx-exec', this.dataDir, BUILD]);
     this.nginx = n;
@@ -227,7 +266,7 @@ export class Stack {
     const n = this.nginx;
     if (!n || n.exitInfo) return;
     n.kill(signal);
-    const r = await Promise.race([n.exited, sleep(10_000 * SLOW).then(() => null)]);
+    const r = await Promise.race([n.exited, idle(10_000 * SLOW).then(() => null)]);
     if (!r) { n.kill('SIGKILL'); await n.exited; }
   }
 
