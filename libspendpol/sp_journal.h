@@ -25,7 +25,7 @@
 
 
 #define SP_JOURNAL_VERSION    1
-#define SP_JOURNAL_LINE_MAX   8192
+#define SP_JOURNAL_LINE_MAX   16384   /* a full record, all escaped */
 #define SP_ID_LEN             64      /* max length of any id field */
 #define SP_FIELD_LEN          256     /* max length of other strings */
 

@@ -318,3 +318,45 @@ sp_request_from_path(sp_provider_e provider, const char *path, size_t len,
         sp_field_copy(info->model, sizeof(info->model), start, end - start);
     }
 }
+
+
+size_t
+sp_request_set_stream_usage(const char *body, size_t len, char *out,
+    size_t outlen)
+{
+    json_t        *root, *options;
+    json_error_t   jerr;
+    size_t         n;
+
+    root = json_loadb(body, len, 0, &jerr);
+    if (root == NULL) {
+        return 0;
+    }
+
+    if (!json_is_object(root)) {
+        json_decref(root);
+        return 0;
+    }
+
+    options = json_object_get(root, "stream_options");
+
+    if (!json_is_object(options)) {
+        options = json_object();
+
+        if (json_object_set_new(root, "stream_options", options) != 0) {
+            json_decref(root);
+            return 0;
+        }
+    }
+
+    if (json_object_set_new(options, "include_usage", json_true()) != 0) {
+        json_decref(root);
+        return 0;
+    }
+
+    n = json_dumpb(root, out, outlen, JSON_COMPACT | JSON_PRESERVE_ORDER);
+
+    json_decref(root);
+
+    return n <= outlen ? n : 0;
+}

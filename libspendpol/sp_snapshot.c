@@ -629,7 +629,11 @@ sp_snapshot_publish(sp_snapshot_builder_t *b, const char *dir,
         return SP_ERROR;
     }
 
-    fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode & 0777);
+    /* a stale temporary from a crashed writer goes; no symlink is followed */
+    (void) unlink(tmp);
+
+    fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+              mode & 0777);
     if (fd == -1) {
         sp_errorf(err, errlen, "open(\"%s\") failed: %s", tmp,
                   strerror(errno));

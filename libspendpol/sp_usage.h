@@ -63,6 +63,15 @@ void sp_request_from_path(sp_provider_e provider, const char *path,
 size_t sp_request_add_stream_usage(const char *body, size_t len, char *out,
     size_t outlen);
 
+/*
+ * The same when "stream_options" is present but does not ask for usage:
+ * the body is re-serialised (compact) with include_usage set to true.
+ * Returns the new length, or 0 when the body is not an object or out is
+ * too small.
+ */
+size_t sp_request_set_stream_usage(const char *body, size_t len, char *out,
+    size_t outlen);
+
 /* tokens estimated from text bytes (about 4 bytes a token, rounded up) */
 int64_t sp_tokens_estimate(int64_t bytes);
 

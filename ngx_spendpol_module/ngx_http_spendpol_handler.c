@@ -27,6 +27,7 @@ static ngx_int_t ngx_http_spendpol_route(ngx_http_request_t *r,
     ngx_http_spendpol_ctx_t *ctx);
 static ngx_int_t ngx_http_spendpol_args(ngx_http_request_t *r,
     ngx_str_t *args);
+static ngx_uint_t ngx_http_spendpol_is_completions(ngx_str_t *rest);
 static ngx_table_elt_t *ngx_http_spendpol_request_header(
     ngx_http_request_t *r, const char *name, size_t len);
 static ngx_int_t ngx_http_spendpol_copy(ngx_pool_t *pool, ngx_str_t *dst,
@@ -522,23 +523,33 @@ ngx_http_spendpol_prepare(ngx_http_request_t *r, ngx_http_spendpol_ctx_t *ctx)
                          ctx->rest.len, ctx->request);
 
     /*
-     * A streamed OpenAI-shaped call reports usage only when asked to;
-     * ask, and keep the extra chunk from a client that did not.
+     * A streamed OpenAI-shaped chat call reports usage only when asked to;
+     * ask, and keep the extra chunk from a client that did not. (The
+     * Responses API always reports usage and has no stream_options.)
      */
-    if (ctx->request->stream && !ctx->request->has_stream_options
+    if (ctx->request->stream && !ctx->request->include_usage
         && (ctx->provider == SP_PROVIDER_OPENAI
-            || ctx->provider == SP_PROVIDER_AZURE))
+            || ctx->provider == SP_PROVIDER_AZURE)
+        && ngx_http_spendpol_is_completions(&ctx->rest))
     {
-        n = ctx->body.len + 64;
+        n = ctx->body.len * 2 + 64;
 
         rewritten = ngx_pnalloc(r->pool, n);
         if (rewritten == NULL) {
             return NGX_HTTP_INTERNAL_SERVER_ERROR;
         }
 
-        n = sp_request_add_stream_usage((char *) ctx->body.data,
-                                        ctx->body.len, (char *) rewritten,
-                                        n);
+        if (!ctx->request->has_stream_options) {
+            n = sp_request_add_stream_usage((char *) ctx->body.data,
+                                            ctx->body.len,
+                                            (char *) rewritten, n);
+
+        } else {
+            n = sp_request_set_stream_usage((char *) ctx->body.data,
+                                            ctx->body.len,
+                                            (char *) rewritten, n);
+        }
+
         if (n) {
             ctx->body.data = rewritten;
             ctx->body.len = n;
@@ -547,6 +558,22 @@ ngx_http_spendpol_prepare(ngx_http_request_t *r, ngx_http_spendpol_ctx_t *ctx)
     }
 
     return NGX_DECLINED;
+}
+
+
+/* ".../chat/completions" or ".../completions", before any query string */
+static ngx_uint_t
+ngx_http_spendpol_is_completions(ngx_str_t *rest)
+{
+    u_char  *end;
+    size_t   len;
+
+    end = ngx_strlchr(rest->data, rest->data + rest->len, '?');
+    len = (end ? end : rest->data + rest->len) - rest->data;
+
+    return len >= sizeof("/completions") - 1
+           && ngx_strncmp(rest->data + len - (sizeof("/completions") - 1),
+                          "/completions", sizeof("/completions") - 1) == 0;
 }
 
 

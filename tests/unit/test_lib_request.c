@@ -452,6 +452,49 @@ test_stream_usage_too_small_buffer_returns_0(void **state)
 }
 
 
+static void
+test_stream_usage_is_forced_when_client_said_false(void **state)
+{
+    static const char   body[] =
+        "{\"model\":\"gpt-4o\",\"stream\":true,"
+        "\"stream_options\":{\"include_usage\":false},\"n\":1}";
+    char                out[256];
+    size_t              n;
+    sp_request_info_t   info;
+    char                err[128];
+
+    (void) state;
+
+    n = sp_request_set_stream_usage(body, sizeof(body) - 1, out,
+                                    sizeof(out));
+    assert_true(n > 0);
+
+    assert_int_equal(sp_request_parse(SP_PROVIDER_OPENAI, out, n, &info, err,
+                                      sizeof(err)), SP_OK);
+    assert_true(info.include_usage);
+    assert_true(info.stream);
+    assert_string_equal(info.model, "gpt-4o");
+
+    /* the client's other fields and their order are kept */
+    out[n] = '\0';
+    assert_non_null(strstr(out, "\"n\":1"));
+    assert_true(strstr(out, "\"model\"") < strstr(out, "\"n\""));
+
+    /* stream_options: null becomes an object */
+    n = sp_request_set_stream_usage("{\"stream_options\":null}", 23, out,
+                                    sizeof(out));
+    assert_true(n > 0);
+    out[n] = '\0';
+    assert_string_equal(out, "{\"stream_options\":{\"include_usage\":true}}");
+
+    /* too small, or not an object: 0 */
+    assert_int_equal(sp_request_set_stream_usage(body, sizeof(body) - 1, out,
+                                                 10), 0);
+    assert_int_equal(sp_request_set_stream_usage("[1]", 3, out,
+                                                 sizeof(out)), 0);
+}
+
+
 int
 main(void)
 {
@@ -470,6 +513,7 @@ main(void)
         cmocka_unit_test(test_stream_usage_is_added_after_opening_brace),
         cmocka_unit_test(test_stream_usage_not_applied_to_non_objects),
         cmocka_unit_test(test_stream_usage_too_small_buffer_returns_0),
+        cmocka_unit_test(test_stream_usage_is_forced_when_client_said_false),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
