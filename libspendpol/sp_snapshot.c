@@ -139,6 +139,7 @@ sp_snapshot_free_record(int table, void *record)
     sp_snapshot_key_in_t       *key;
     sp_snapshot_provider_in_t  *provider;
     sp_snapshot_price_in_t     *price;
+    sp_snapshot_alias_in_t     *alias;
 
     if (record == NULL) {
         return;
@@ -173,6 +174,18 @@ sp_snapshot_free_record(int table, void *record)
         free((char *) price->org_id);
         free((char *) price->provider);
         free((char *) price->model);
+        break;
+
+    case SP_TABLE_ORGS:
+        free((char *) ((sp_snapshot_org_in_t *) record)->org_id);
+        break;
+
+    case SP_TABLE_ALIASES:
+        alias = record;
+        free((char *) alias->org_id);
+        free((char *) alias->provider);
+        free((char *) alias->alias);
+        free((char *) alias->model);
         break;
     }
 
@@ -367,6 +380,85 @@ sp_snapshot_add_price(sp_snapshot_builder_t *b,
 }
 
 
+int
+sp_snapshot_add_org(sp_snapshot_builder_t *b, const sp_snapshot_org_in_t *in)
+{
+    sp_snapshot_org_in_t  *org;
+    uint64_t               hash;
+
+    org = calloc(1, sizeof(sp_snapshot_org_in_t));
+    if (org == NULL) {
+        return SP_ERROR;
+    }
+
+    org->flags = in->flags;
+    org->org_id = sp_strdup0(in->org_id);
+
+    if (org->org_id == NULL) {
+        sp_snapshot_free_record(SP_TABLE_ORGS, org);
+        return SP_ERROR;
+    }
+
+    hash = sp_snapshot_lookup_hash(sp_str0(org->org_id), sp_str0(NULL),
+                                   sp_str0(NULL), 1);
+
+    if (sp_snapshot_list_push(&b->lists[SP_TABLE_ORGS], hash, org,
+                              sizeof(sp_snapshot_org_t)
+                              + strlen(org->org_id))
+        != SP_OK)
+    {
+        sp_snapshot_free_record(SP_TABLE_ORGS, org);
+        return SP_ERROR;
+    }
+
+    return SP_OK;
+}
+
+
+int
+sp_snapshot_add_alias(sp_snapshot_builder_t *b,
+    const sp_snapshot_alias_in_t *in)
+{
+    sp_snapshot_alias_in_t  *alias;
+    uint64_t                 hash;
+    size_t                   size;
+
+    alias = calloc(1, sizeof(sp_snapshot_alias_in_t));
+    if (alias == NULL) {
+        return SP_ERROR;
+    }
+
+    alias->org_id = sp_strdup0(in->org_id);
+    alias->provider = sp_strdup0(in->provider);
+    alias->alias = sp_strdup0(in->alias);
+    alias->model = sp_strdup0(in->model);
+
+    if (alias->org_id == NULL || alias->provider == NULL
+        || alias->alias == NULL || alias->model == NULL)
+    {
+        sp_snapshot_free_record(SP_TABLE_ALIASES, alias);
+        return SP_ERROR;
+    }
+
+    hash = sp_snapshot_lookup_hash(sp_str0(alias->org_id),
+                                   sp_str0(alias->provider),
+                                   sp_str0(alias->alias), 3);
+
+    size = sizeof(sp_snapshot_alias_t) + strlen(alias->org_id)
+           + strlen(alias->provider) + strlen(alias->alias)
+           + strlen(alias->model);
+
+    if (sp_snapshot_list_push(&b->lists[SP_TABLE_ALIASES], hash, alias, size)
+        != SP_OK)
+    {
+        sp_snapshot_free_record(SP_TABLE_ALIASES, alias);
+        return SP_ERROR;
+    }
+
+    return SP_OK;
+}
+
+
 static sp_snapshot_ref_t
 sp_snapshot_put_string(sp_snapshot_writer_t *w, const char *s)
 {
@@ -396,6 +488,10 @@ sp_snapshot_put_record(sp_snapshot_writer_t *w, int table, void *record)
     sp_snapshot_provider_in_t  *provider_in;
     sp_snapshot_price_t        *price;
     sp_snapshot_price_in_t     *price_in;
+    sp_snapshot_org_t          *org;
+    sp_snapshot_org_in_t       *org_in;
+    sp_snapshot_alias_t        *alias;
+    sp_snapshot_alias_in_t     *alias_in;
 
     w->pos = SP_ALIGN8(w->pos);
     at = w->pos;
@@ -429,6 +525,27 @@ sp_snapshot_put_record(sp_snapshot_writer_t *w, int table, void *record)
         provider->api_key = sp_snapshot_put_string(w, provider_in->api_key);
         break;
 
+    case SP_TABLE_ORGS:
+        org_in = record;
+        org = (sp_snapshot_org_t *) (w->out + at);
+        w->pos += sizeof(sp_snapshot_org_t);
+
+        org->flags = org_in->flags;
+        org->reserved = 0;
+        org->org_id = sp_snapshot_put_string(w, org_in->org_id);
+        break;
+
+    case SP_TABLE_ALIASES:
+        alias_in = record;
+        alias = (sp_snapshot_alias_t *) (w->out + at);
+        w->pos += sizeof(sp_snapshot_alias_t);
+
+        alias->org_id = sp_snapshot_put_string(w, alias_in->org_id);
+        alias->provider = sp_snapshot_put_string(w, alias_in->provider);
+        alias->alias = sp_snapshot_put_string(w, alias_in->alias);
+        alias->model = sp_snapshot_put_string(w, alias_in->model);
+        break;
+
     default: /* SP_TABLE_PRICES */
         price_in = record;
         price = (sp_snapshot_price_t *) (w->out + at);
@@ -452,8 +569,20 @@ sp_snapshot_same_lookup(int table, void *a, void *b)
     sp_snapshot_key_in_t       *ka, *kb;
     sp_snapshot_provider_in_t  *pa, *pb;
     sp_snapshot_price_in_t     *ra, *rb;
+    sp_snapshot_alias_in_t     *aa, *ab;
 
     switch (table) {
+
+    case SP_TABLE_ORGS:
+        return strcmp(((sp_snapshot_org_in_t *) a)->org_id,
+                      ((sp_snapshot_org_in_t *) b)->org_id) == 0;
+
+    case SP_TABLE_ALIASES:
+        aa = a;
+        ab = b;
+        return strcmp(aa->org_id, ab->org_id) == 0
+               && strcmp(aa->provider, ab->provider) == 0
+               && strcmp(aa->alias, ab->alias) == 0;
 
     case SP_TABLE_KEYS:
         ka = a;
@@ -1040,4 +1169,67 @@ sp_snapshot_find_price(const sp_snapshot_t *s, sp_str_t org_id,
     }
 
     return price;
+}
+
+
+static const void *
+sp_snapshot_match_org(const sp_snapshot_t *s, const void *record,
+    const void *arg)
+{
+    const sp_snapshot_org_t     *org = record;
+    const sp_snapshot_lookup_t  *lookup = arg;
+
+    return sp_str_eq(sp_snapshot_str(s, org->org_id), lookup->parts[0])
+           ? org : NULL;
+}
+
+
+const sp_snapshot_org_t *
+sp_snapshot_find_org(const sp_snapshot_t *s, sp_str_t org_id)
+{
+    sp_snapshot_lookup_t  lookup;
+
+    lookup.parts[0] = org_id;
+
+    return sp_snapshot_probe(s, SP_TABLE_ORGS,
+                             sp_snapshot_lookup_hash(org_id, org_id, org_id,
+                                                     1),
+                             sizeof(sp_snapshot_org_t),
+                             sp_snapshot_match_org, &lookup);
+}
+
+
+static const void *
+sp_snapshot_match_alias(const sp_snapshot_t *s, const void *record,
+    const void *arg)
+{
+    const sp_snapshot_alias_t   *alias = record;
+    const sp_snapshot_lookup_t  *lookup = arg;
+
+    if (sp_str_eq(sp_snapshot_str(s, alias->org_id), lookup->parts[0])
+        && sp_str_eq(sp_snapshot_str(s, alias->provider), lookup->parts[1])
+        && sp_str_eq(sp_snapshot_str(s, alias->alias), lookup->parts[2]))
+    {
+        return alias;
+    }
+
+    return NULL;
+}
+
+
+const sp_snapshot_alias_t *
+sp_snapshot_find_alias(const sp_snapshot_t *s, sp_str_t org_id,
+    sp_str_t provider, sp_str_t alias)
+{
+    sp_snapshot_lookup_t  lookup;
+
+    lookup.parts[0] = org_id;
+    lookup.parts[1] = provider;
+    lookup.parts[2] = alias;
+
+    return sp_snapshot_probe(s, SP_TABLE_ALIASES,
+                             sp_snapshot_lookup_hash(org_id, provider, alias,
+                                                     3),
+                             sizeof(sp_snapshot_alias_t),
+                             sp_snapshot_match_alias, &lookup);
 }

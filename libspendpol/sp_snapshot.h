@@ -23,13 +23,15 @@
 
 
 #define SP_SNAPSHOT_MAGIC        "SPSNAP01"
-#define SP_SNAPSHOT_VERSION      1
+#define SP_SNAPSHOT_VERSION      2
 #define SP_SNAPSHOT_FILE         "policy.snap"
 
 enum {
     SP_TABLE_KEYS = 0,
     SP_TABLE_PROVIDERS,
     SP_TABLE_PRICES,
+    SP_TABLE_ORGS,
+    SP_TABLE_ALIASES,
     SP_TABLE_COUNT
 };
 
@@ -94,6 +96,28 @@ typedef struct {
 } sp_snapshot_price_t;
 
 
+/* organisation settings */
+#define SP_ORG_REFUSE_UNPRICED   0x01u   /* refuse models without a price */
+
+/* SP_TABLE_ORGS: looked up by org_id; absent means all flags off */
+typedef struct {
+    sp_snapshot_ref_t  org_id;
+    uint32_t           flags;         /* SP_ORG_* */
+    uint32_t           reserved;
+} sp_snapshot_org_t;
+
+/*
+ * SP_TABLE_ALIASES: (org_id, provider, alias) -> the model it runs, e.g.
+ * an Azure deployment name -> "gpt-4o", for pricing.
+ */
+typedef struct {
+    sp_snapshot_ref_t  org_id;
+    sp_snapshot_ref_t  provider;
+    sp_snapshot_ref_t  alias;
+    sp_snapshot_ref_t  model;
+} sp_snapshot_alias_t;
+
+
 /* ---- building (controld) --------------------------------------------- */
 
 typedef struct sp_snapshot_builder_s  sp_snapshot_builder_t;
@@ -125,6 +149,18 @@ typedef struct {
     int64_t      max_output_tokens;
 } sp_snapshot_price_in_t;
 
+typedef struct {
+    const char  *org_id;
+    uint32_t     flags;
+} sp_snapshot_org_in_t;
+
+typedef struct {
+    const char  *org_id;
+    const char  *provider;
+    const char  *alias;
+    const char  *model;
+} sp_snapshot_alias_in_t;
+
 sp_snapshot_builder_t *sp_snapshot_builder_new(uint64_t generation);
 void sp_snapshot_builder_free(sp_snapshot_builder_t *b);
 
@@ -135,6 +171,10 @@ int sp_snapshot_add_provider(sp_snapshot_builder_t *b,
     const sp_snapshot_provider_in_t *provider);
 int sp_snapshot_add_price(sp_snapshot_builder_t *b,
     const sp_snapshot_price_in_t *price);
+int sp_snapshot_add_org(sp_snapshot_builder_t *b,
+    const sp_snapshot_org_in_t *org);
+int sp_snapshot_add_alias(sp_snapshot_builder_t *b,
+    const sp_snapshot_alias_in_t *alias);
 
 /*
  * Lays the snapshot out in one malloc()ed buffer (*out, *len); the caller
@@ -180,6 +220,11 @@ const sp_snapshot_provider_t *sp_snapshot_find_provider(
  */
 const sp_snapshot_price_t *sp_snapshot_find_price(const sp_snapshot_t *s,
     sp_str_t org_id, sp_str_t provider, sp_str_t model);
+
+const sp_snapshot_org_t *sp_snapshot_find_org(const sp_snapshot_t *s,
+    sp_str_t org_id);
+const sp_snapshot_alias_t *sp_snapshot_find_alias(const sp_snapshot_t *s,
+    sp_str_t org_id, sp_str_t provider, sp_str_t alias);
 
 /* a ref's bytes; an out-of-bounds ref yields the empty string */
 sp_str_t sp_snapshot_str(const sp_snapshot_t *s, sp_snapshot_ref_t ref);

@@ -121,6 +121,33 @@ open_ok(sp_snapshot_t *s, const uint8_t *data, size_t len)
 }
 
 
+static void
+add_org(sp_snapshot_builder_t *b, const char *org_id, uint32_t flags)
+{
+    sp_snapshot_org_in_t  in;
+
+    in.org_id = org_id;
+    in.flags = flags;
+
+    assert_int_equal(sp_snapshot_add_org(b, &in), SP_OK);
+}
+
+
+static void
+add_alias(sp_snapshot_builder_t *b, const char *org_id, const char *provider,
+    const char *alias, const char *model)
+{
+    sp_snapshot_alias_in_t  in;
+
+    in.org_id = org_id;
+    in.provider = provider;
+    in.alias = alias;
+    in.model = model;
+
+    assert_int_equal(sp_snapshot_add_alias(b, &in), SP_OK);
+}
+
+
 /* a small snapshot with a bit of everything */
 static uint8_t *
 small_snapshot(size_t *len)
@@ -142,6 +169,8 @@ small_snapshot(size_t *len)
     add_price(b, "org_a", "openai", "gpt-4o-mini", 100000000, 400000000);
     add_price(b, NULL, "anthropic", "claude-3-5-haiku", 800000000,
               4000000000LL);
+    add_org(b, "org_a", SP_ORG_REFUSE_UNPRICED);
+    add_alias(b, "org_a", "azure", "prod-4o", "gpt-4o");
 
     return build(b, len);
 }
@@ -873,8 +902,8 @@ test_snapshot_rejects_wrong_magic_and_version(void **state)
     open_fails(data, len, "magic spsnap01");
     memcpy(h->magic, SP_SNAPSHOT_MAGIC, 8);
 
-    h->version = 2;
-    open_fails(data, len, "version 2");
+    h->version = SP_SNAPSHOT_VERSION + 1;
+    open_fails(data, len, "a newer version");
     h->version = 0;
     open_fails(data, len, "version 0");
     h->version = SP_SNAPSHOT_VERSION;
@@ -1455,6 +1484,45 @@ test_snapshot_publish_rejects_too_long_path(void **state)
 }
 
 
+static void
+test_snapshot_finds_org_flags_and_aliases(void **state)
+{
+    uint8_t                    *data;
+    size_t                      len;
+    sp_snapshot_t               s;
+    char                        err[256];
+    const sp_snapshot_org_t    *org;
+    const sp_snapshot_alias_t  *alias;
+    sp_str_t                    model;
+
+    (void) state;
+
+    data = small_snapshot(&len);
+    assert_int_equal(sp_snapshot_open(&s, data, len, err, sizeof(err)),
+                     SP_OK);
+
+    org = sp_snapshot_find_org(&s, (sp_str_t) { "org_a", 5 });
+    assert_non_null(org);
+    assert_int_equal(org->flags, SP_ORG_REFUSE_UNPRICED);
+    assert_null(sp_snapshot_find_org(&s, (sp_str_t) { "org_b", 5 }));
+
+    alias = sp_snapshot_find_alias(&s, (sp_str_t) { "org_a", 5 },
+                                   (sp_str_t) { "azure", 5 },
+                                   (sp_str_t) { "prod-4o", 7 });
+    assert_non_null(alias);
+    model = sp_snapshot_str(&s, alias->model);
+    assert_int_equal(model.len, 6);
+    assert_memory_equal(model.data, "gpt-4o", 6);
+
+    /* another organisation's deployment of the same name is not ours */
+    assert_null(sp_snapshot_find_alias(&s, (sp_str_t) { "org_b", 5 },
+                                       (sp_str_t) { "azure", 5 },
+                                       (sp_str_t) { "prod-4o", 7 }));
+
+    free(data);
+}
+
+
 int
 main(void)
 {
@@ -1475,6 +1543,7 @@ main(void)
         cmocka_unit_test(test_snapshot_rejects_every_byte_flipped),
         cmocka_unit_test(test_snapshot_rejects_every_bit_flipped),
         cmocka_unit_test(test_snapshot_rejects_wrong_magic_and_version),
+        cmocka_unit_test(test_snapshot_finds_org_flags_and_aliases),
         cmocka_unit_test(test_snapshot_rejects_huge_slot_counts),
         cmocka_unit_test(test_snapshot_rejects_tables_outside_file),
         cmocka_unit_test(
