@@ -722,7 +722,6 @@ ngx_http_spendpol_stream_filter(ngx_http_request_t *r,
 void
 ngx_http_spendpol_settle(ngx_http_request_t *r, ngx_http_spendpol_ctx_t *ctx)
 {
-    sp_str_t                        org, provider, model;
     ngx_http_spendpol_main_conf_t  *smcf;
     const sp_snapshot_price_t      *price;
 
@@ -758,21 +757,14 @@ ngx_http_spendpol_settle(ngx_http_request_t *r, ngx_http_spendpol_ctx_t *ctx)
         return;
     }
 
-    org.data = (char *) ctx->org_id.data;
-    org.len = ctx->org_id.len;
-    provider.data = (char *) ctx->provider_name.data;
-    provider.len = ctx->provider_name.len;
+    price = NULL;
 
-    model.data = ctx->response.model[0] ? ctx->response.model
-                                        : ctx->request->model;
-    model.len = ngx_strlen(model.data);
+    if (ctx->response.model[0]) {
+        price = ngx_http_spendpol_price(r, ctx, ctx->response.model);
+    }
 
-    price = sp_snapshot_find_price(&smcf->snapshot, org, provider, model);
-
-    if (price == NULL && ctx->response.model[0]) {
-        model.data = ctx->request->model;
-        model.len = ngx_strlen(model.data);
-        price = sp_snapshot_find_price(&smcf->snapshot, org, provider, model);
+    if (price == NULL && ctx->request) {
+        price = ngx_http_spendpol_price(r, ctx, ctx->request->model);
     }
 
     if (price == NULL) {
@@ -787,6 +779,44 @@ ngx_http_spendpol_settle(ngx_http_request_t *r, ngx_http_spendpol_ctx_t *ctx)
         ctx->cost_nano = 0;
         ctx->unpriced = 1;
     }
+}
+
+
+/* the price of a model, or of the model an alias (deployment) runs */
+const sp_snapshot_price_t *
+ngx_http_spendpol_price(ngx_http_request_t *r, ngx_http_spendpol_ctx_t *ctx,
+    const char *name)
+{
+    sp_str_t                        org, provider, model;
+    ngx_http_spendpol_main_conf_t  *smcf;
+    const sp_snapshot_alias_t      *alias;
+    const sp_snapshot_price_t      *price;
+
+    smcf = ngx_http_get_module_main_conf(r, ngx_http_spendpol_module);
+
+    if (smcf->snapshot_map == NULL || name[0] == '\0') {
+        return NULL;
+    }
+
+    org.data = (char *) ctx->org_id.data;
+    org.len = ctx->org_id.len;
+    provider.data = (char *) ctx->provider_name.data;
+    provider.len = ctx->provider_name.len;
+    model.data = name;
+    model.len = ngx_strlen(name);
+
+    alias = sp_snapshot_find_alias(&smcf->snapshot, org, provider, model);
+
+    if (alias) {
+        price = sp_snapshot_find_price(&smcf->snapshot, org, provider,
+                                       sp_snapshot_str(&smcf->snapshot,
+                                                       alias->model));
+        if (price) {
+            return price;
+        }
+    }
+
+    return sp_snapshot_find_price(&smcf->snapshot, org, provider, model);
 }
 
 

@@ -28,6 +28,8 @@ static ngx_int_t ngx_http_spendpol_route(ngx_http_request_t *r,
 static ngx_int_t ngx_http_spendpol_args(ngx_http_request_t *r,
     ngx_str_t *args);
 static ngx_uint_t ngx_http_spendpol_is_completions(ngx_str_t *rest);
+static ngx_uint_t ngx_http_spendpol_refuses_unpriced(ngx_http_request_t *r,
+    ngx_http_spendpol_ctx_t *ctx);
 static ngx_table_elt_t *ngx_http_spendpol_request_header(
     ngx_http_request_t *r, const char *name, size_t len);
 static ngx_int_t ngx_http_spendpol_copy(ngx_pool_t *pool, ngx_str_t *dst,
@@ -522,6 +524,17 @@ ngx_http_spendpol_prepare(ngx_http_request_t *r, ngx_http_spendpol_ctx_t *ctx)
     sp_request_from_path(ctx->provider, (char *) ctx->rest.data,
                          ctx->rest.len, ctx->request);
 
+    if (ngx_http_spendpol_refuses_unpriced(r, ctx)
+        && ngx_http_spendpol_price(r, ctx, ctx->request->model) == NULL)
+    {
+        return ngx_http_spendpol_send_error(r, ctx, NGX_HTTP_BAD_REQUEST,
+                                   "invalid_request_error", "unpriced_model",
+                                   "this model has no price and your "
+                                   "organisation refuses unpriced models: "
+                                   "PUT /pricing/{provider}/{model} on the "
+                                   "admin API");
+    }
+
     /*
      * A streamed OpenAI-shaped chat call reports usage only when asked to;
      * ask, and keep the extra chunk from a client that did not. (The
@@ -558,6 +571,25 @@ ngx_http_spendpol_prepare(ngx_http_request_t *r, ngx_http_spendpol_ctx_t *ctx)
     }
 
     return NGX_DECLINED;
+}
+
+
+static ngx_uint_t
+ngx_http_spendpol_refuses_unpriced(ngx_http_request_t *r,
+    ngx_http_spendpol_ctx_t *ctx)
+{
+    sp_str_t                        org;
+    const sp_snapshot_org_t        *settings;
+    ngx_http_spendpol_main_conf_t  *smcf;
+
+    smcf = ngx_http_get_module_main_conf(r, ngx_http_spendpol_module);
+
+    org.data = (char *) ctx->org_id.data;
+    org.len = ctx->org_id.len;
+
+    settings = sp_snapshot_find_org(&smcf->snapshot, org);
+
+    return settings && (settings->flags & SP_ORG_REFUSE_UNPRICED);
 }
 
 

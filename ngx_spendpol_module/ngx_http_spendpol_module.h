@@ -161,6 +161,8 @@ ngx_int_t ngx_http_spendpol_request_body_init(ngx_conf_t *cf);
 ngx_int_t ngx_http_spendpol_filter_init(ngx_conf_t *cf);
 void ngx_http_spendpol_settle(ngx_http_request_t *r,
     ngx_http_spendpol_ctx_t *ctx);
+const sp_snapshot_price_t *ngx_http_spendpol_price(ngx_http_request_t *r,
+    ngx_http_spendpol_ctx_t *ctx, const char *name);
 size_t ngx_http_spendpol_warnings(ngx_http_spendpol_ctx_t *ctx, u_char *buf,
     size_t len);
 

@@ -9,7 +9,7 @@ log() { printf '[deps] %s\n' "$*" >&2; }
 
 PKGS=(build-essential pkg-config nginx nginx-dev libjansson-dev libhiredis-dev
       libpcre2-dev libpq-dev libssl-dev libmicrohttpd-dev postgresql
-      redis-server libcmocka-dev ca-certificates curl)
+      redis-server libcmocka-dev ca-certificates curl procps)
 
 node_ok() {
     command -v node >/dev/null 2>&1 || return 1

@@ -59,6 +59,7 @@ STARTED_PG=0
 STARTED_REDIS=0
 CONTROLD_PID=
 NGINX_PID=
+NGINX_WORKERS=
 STOPPING=0
 
 stop_all() {
@@ -71,6 +72,12 @@ stop_all() {
     if [ -n "$CONTROLD_PID" ] && kill -0 "$CONTROLD_PID" 2>/dev/null; then
         kill -TERM "$CONTROLD_PID" 2>/dev/null || true
     fi
+    # workers of an nginx master that was killed outlive it: end them too
+    for pid in $NGINX_WORKERS; do
+        if [ "$(ps -o comm= -p "$pid" 2>/dev/null)" = nginx ] && ! kill -0 "$NGINX_PID" 2>/dev/null; then
+            kill -KILL "$pid" 2>/dev/null || true
+        fi
+    done
     for pid in $NGINX_PID $CONTROLD_PID; do
         for i in $(seq 1 100); do
             kill -0 "$pid" 2>/dev/null || break
@@ -191,6 +198,7 @@ EOF
 
 while :; do
     check_signal
+    NGINX_WORKERS=$(ps -o pid= --ppid "$NGINX_PID" 2>/dev/null | tr -d ' ' | tr '\n' ' ' || true)
     kill -0 "$CONTROLD_PID" 2>/dev/null || died controld "$DATA/logs/controld.err" "$DATA/logs/controld.out"
     kill -0 "$NGINX_PID" 2>/dev/null || died nginx "$DATA/logs/error.log" "$DATA/logs/nginx.err"
     if [ $STARTED_PG = 1 ]; then
