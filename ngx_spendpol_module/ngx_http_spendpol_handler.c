@@ -739,12 +739,81 @@ ngx_http_spendpol_valid_id(ngx_str_t *value)
 }
 
 
+static ngx_uint_t
+ngx_http_spendpol_hex(u_char *p, size_t n)
+{
+    size_t  i;
+
+    for (i = 0; i < n; i++) {
+        if (!((p[i] >= '0' && p[i] <= '9') || (p[i] >= 'a' && p[i] <= 'f'))) {
+            return 0;
+        }
+    }
+
+    return 1;
+}
+
+
+static ngx_uint_t
+ngx_http_spendpol_valid_traceparent(ngx_str_t *v)
+{
+    static u_char  zeros[32] = "00000000000000000000000000000000";
+
+    return v->len == 55
+           && ngx_strncmp(v->data, "00-", 3) == 0
+           && ngx_http_spendpol_hex(v->data + 3, 32)
+           && v->data[35] == '-'
+           && ngx_http_spendpol_hex(v->data + 36, 16)
+           && v->data[52] == '-'
+           && ngx_http_spendpol_hex(v->data + 53, 2)
+           && ngx_memcmp(v->data + 3, zeros, 32) != 0
+           && ngx_memcmp(v->data + 36, zeros, 16) != 0;
+}
+
+
+/*
+ * The traceparent sent upstream: the trace (our UUID without dashes, or
+ * the client's 32 hex digits) with our span as the parent. Empty when the
+ * trace id is not expressible in W3C form.
+ */
+size_t
+ngx_http_spendpol_traceparent(ngx_http_spendpol_ctx_t *ctx, u_char *buf)
+{
+    u_char      trace[32], *p, *q;
+    ngx_uint_t  n;
+
+    n = 0;
+
+    for (q = ctx->trace_id; *q && n < 32; q++) {
+        if (*q == '-') {
+            continue;
+        }
+
+        trace[n++] = *q;
+    }
+
+    if (n != 32 || *q != '\0' || !ngx_http_spendpol_hex(trace, 32)) {
+        return 0;
+    }
+
+    p = ngx_cpymem(buf, "00-", 3);
+    p = ngx_cpymem(p, trace, 32);
+    *p++ = '-';
+    p = ngx_cpymem(p, ctx->span_id, 16);
+    *p++ = '-';
+    *p++ = ctx->trace_flags[0];
+    *p++ = ctx->trace_flags[1];
+
+    return p - buf;
+}
+
+
 static void
 ngx_http_spendpol_ids(ngx_http_request_t *r, ngx_http_spendpol_ctx_t *ctx,
     ngx_http_spendpol_main_conf_t *smcf)
 {
     uint64_t          a, b;
-    ngx_table_elt_t  *h;
+    ngx_table_elt_t  *h, *tp;
 
     ngx_sprintf(ctx->audit_id, "evt_%012xL%08xD%08xD%Z",
                 (uint64_t) ctx->start_ms, smcf->worker_tag,
@@ -753,9 +822,32 @@ ngx_http_spendpol_ids(ngx_http_request_t *r, ngx_http_spendpol_ctx_t *ctx,
     h = ngx_http_spendpol_request_header(r, "X-Spendpol-Trace-Id",
                                          sizeof("X-Spendpol-Trace-Id") - 1);
 
+    tp = ngx_http_spendpol_request_header(r, "traceparent",
+                                          sizeof("traceparent") - 1);
+
+    if (tp && !ngx_http_spendpol_valid_traceparent(&tp->value)) {
+        tp = NULL;
+    }
+
+    if (tp) {
+        /* W3C: 00-<32 hex trace id>-<16 hex parent id>-<2 hex flags> */
+        ctx->trace_flags[0] = tp->value.data[53];
+        ctx->trace_flags[1] = tp->value.data[54];
+
+    } else {
+        ctx->trace_flags[0] = '0';
+        ctx->trace_flags[1] = '1';
+    }
+
     if (h && ngx_http_spendpol_valid_id(&h->value)) {
         ngx_memcpy(ctx->trace_id, h->value.data, h->value.len);
         ctx->trace_id[h->value.len] = '\0';
+
+    } else if (tp) {
+        ngx_memcpy(ctx->trace_id, tp->value.data + 3, 32);
+        ctx->trace_id[32] = '\0';
+        ngx_memcpy(ctx->parent_id, tp->value.data + 36, 16);
+        ctx->parent_id[16] = '\0';
 
     } else {
         a = ngx_http_spendpol_random(smcf);

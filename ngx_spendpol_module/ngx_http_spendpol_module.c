@@ -53,7 +53,8 @@ enum {
     NGX_HTTP_SPENDPOL_VAR_AUDIT_ID,
     NGX_HTTP_SPENDPOL_VAR_TRACE_ID,
     NGX_HTTP_SPENDPOL_VAR_SPAN_ID,
-    NGX_HTTP_SPENDPOL_VAR_PARENT_ID
+    NGX_HTTP_SPENDPOL_VAR_PARENT_ID,
+    NGX_HTTP_SPENDPOL_VAR_TRACEPARENT
 };
 
 
@@ -191,6 +192,10 @@ static ngx_http_variable_t  ngx_http_spendpol_vars[] = {
       ngx_http_spendpol_variable, NGX_HTTP_SPENDPOL_VAR_PARENT_ID,
       NGX_HTTP_VAR_NOCACHEABLE, 0 },
 
+    { ngx_string("spendpol_traceparent"), NULL,
+      ngx_http_spendpol_variable, NGX_HTTP_SPENDPOL_VAR_TRACEPARENT,
+      NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
       ngx_http_null_variable
 };
 
@@ -283,9 +288,14 @@ ngx_http_spendpol_variable(ngx_http_request_t *r,
         len = ngx_strlen(ctx->span_id);
         break;
 
-    default: /* NGX_HTTP_SPENDPOL_VAR_PARENT_ID */
+    case NGX_HTTP_SPENDPOL_VAR_PARENT_ID:
         p = ctx->parent_id;
         len = ngx_strlen(ctx->parent_id);
+        break;
+
+    default: /* NGX_HTTP_SPENDPOL_VAR_TRACEPARENT */
+        p = ctx->traceparent;
+        len = ngx_http_spendpol_traceparent(ctx, ctx->traceparent);
         break;
     }
 
@@ -712,6 +722,8 @@ ngx_http_spendpol(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     NGX_HTTP_SPENDPOL_PROXY("proxy_set_header", 2, "X-Spendpol-Project", "");
     NGX_HTTP_SPENDPOL_PROXY("proxy_set_header", 2, "X-Spendpol-Parent-Id",
                             "$spendpol_parent_id");
+    NGX_HTTP_SPENDPOL_PROXY("proxy_set_header", 2, "traceparent",
+                            "$spendpol_traceparent");
 
     /* usage is read from the body: it must not arrive compressed */
     NGX_HTTP_SPENDPOL_PROXY("proxy_set_header", 2, "Accept-Encoding", "");

@@ -103,6 +103,8 @@ typedef struct {
     u_char                     trace_id[SP_ID_LEN];
     u_char                     span_id[17];
     u_char                     parent_id[SP_ID_LEN];
+    u_char                     trace_flags[2];
+    u_char                     traceparent[56];
 
     ngx_http_spendpol_response_e  mode;
     sp_response_info_t         response;
@@ -154,6 +156,8 @@ ngx_int_t ngx_http_spendpol_add_header(ngx_http_request_t *r,
 ngx_int_t ngx_http_spendpol_add_request_headers(ngx_http_request_t *r,
     ngx_http_spendpol_ctx_t *ctx);
 uint64_t ngx_http_spendpol_now_us(void);
+size_t ngx_http_spendpol_traceparent(ngx_http_spendpol_ctx_t *ctx,
+    u_char *buf);
 
 ngx_int_t ngx_http_spendpol_request_body_init(ngx_conf_t *cf);
 
