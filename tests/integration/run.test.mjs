@@ -6,7 +6,7 @@
 
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -25,7 +25,15 @@ let apiPort;
 const running = new Set();
 
 after(async () => {
-  for (const p of running) p.kill('SIGKILL');
+  const alive = setInterval(() => {}, 1000); // the checks below must run
+  try { await cleanup(); } finally { clearInterval(alive); }
+});
+
+async function cleanup() {
+  // run.sh runs in its own process group: end whatever is left of it
+  for (const p of running) { try { process.kill(-p.pid, 'SIGTERM'); } catch { /* gone */ } }
+  if (running.size) await sleep(3000);
+  for (const p of running) { try { process.kill(-p.pid, 'SIGKILL'); } catch { /* gone */ } }
   await fixture.close();
   // a crashed run.sh may have left its private PostgreSQL/Redis behind
   for (const cmd of ['redis-stop', 'pg-stop']) {
@@ -45,7 +53,9 @@ after(async () => {
     assert.fail(problems.join('\n'));
   }
   if (process.env.SPENDPOL_KEEP_DATA !== '1') fs.rmSync(data, { recursive: true, force: true });
-});
+  const snap = spawnSync('bash', [path.join(REPO, 'scripts/stack.sh'), 'snapshot-dir', data], { encoding: 'utf8' }).stdout.trim();
+  if (snap.includes('spendpol-')) fs.rmSync(snap, { recursive: true, force: true });
+}
 
 /** starts scripts/run.sh; resolves when its ready line is out */
 async function startRun(extraEnv = {}) {
@@ -55,7 +65,7 @@ async function startRun(extraEnv = {}) {
     if (!proxyPort || attempt > 0) { proxyPort = await freePort(); apiPort = await freePort(); }
     env.SPENDPOL_PROXY_LISTEN = `127.0.0.1:${proxyPort}`;
     env.SPENDPOL_API_LISTEN = `127.0.0.1:${apiPort}`;
-    const p = spawn('bash', [path.join(REPO, 'scripts/run.sh')], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    const p = spawn('bash', [path.join(REPO, 'scripts/run.sh')], { env, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
     running.add(p);
     let out = '';
     let err = '';

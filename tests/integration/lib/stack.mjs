@@ -452,7 +452,10 @@ export function useStack(opts = {}) {
     }
   }, { timeout: 180_000 * SLOW });
   after(async () => {
-    const problems = await s.stop();
+    // keep the process alive until the checks are done, whatever stop() awaits
+    const alive = setInterval(() => {}, 1000);
+    let problems;
+    try { problems = await s.stop(); } finally { clearInterval(alive); }
     if (problems.length) {
       assert.fail(`problems in the stack's logs (${s.dataDir}):\n${problems.join('\n\n')}`);
     }
