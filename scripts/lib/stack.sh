@@ -273,10 +273,6 @@ http {
         listen $listen;
         server_name _;
 
-        # nginx's own body limit stays above spendpol_max_body_size so an
-        # oversized request gets Spendpol's JSON 413, not nginx's HTML page
-        client_max_body_size 64m;
-
         location /v1/ {
             spendpol on;
             spendpol_snapshot $snap;
