@@ -17,8 +17,14 @@
 #define CD_BASE_URL_MAX       2048
 #define CD_PROVIDER_KEY_MAX   8192
 
+#define CD_ALIASES_MAX        1000
+
+/* providers p: the aliases as one JSON object, sorted */
 #define CD_PROVIDER_COLUMNS                                                  \
-    "name, base_url, " CD_SQL_TS("updated_at")
+    "p.name, p.base_url, " CD_SQL_TS("p.updated_at") ","                     \
+    " coalesce((SELECT json_object_agg(a.alias, a.model ORDER BY a.alias)"   \
+    " FROM model_aliases a WHERE a.org_id = p.org_id"                        \
+    " AND a.provider = p.name), '{}')::text"
 
 
 typedef struct {
@@ -35,7 +41,9 @@ static const cd_provider_kind_t  cd_provider_kinds[] = {
     { "mistral",   "https://api.mistral.ai" },
 };
 
-static const char  *cd_provider_fields[] = { "api_key", "base_url", NULL };
+static const char  *cd_provider_fields[] = {
+    "api_key", "base_url", "model_aliases", NULL
+};
 
 
 const char *
@@ -112,11 +120,75 @@ cd_provider_name_param(cd_request_t *r)
 static json_t *
 cd_provider_json(PGresult *res, int row)
 {
-    return json_pack("{s:s, s:s, s:b, s:s}",
+    json_t  *aliases;
+
+    aliases = json_loads(PQgetvalue(res, row, 3), 0, NULL);
+    if (aliases == NULL) {
+        return NULL;
+    }
+
+    return json_pack("{s:s, s:s, s:b, s:s, s:o}",
                      "name", PQgetvalue(res, row, 0),
                      "base_url", PQgetvalue(res, row, 1),
                      "api_key_set", 1,
-                     "updated_at", PQgetvalue(res, row, 2));
+                     "updated_at", PQgetvalue(res, row, 2),
+                     "model_aliases", aliases);
+}
+
+
+/*
+ * model_aliases: {"deployment-or-alias": "model", ...}, e.g. an Azure
+ * deployment name -> the model it runs, so it is priced. Answers the
+ * error and returns CD_ERROR when invalid.
+ */
+static int
+cd_provider_aliases(cd_request_t *r, json_t *aliases)
+{
+    json_t      *model;
+    const char  *alias, *problem;
+
+    if (!json_is_object(aliases)) {
+        cd_respond_error(r, 400, "invalid_request_error", "invalid_type",
+                         "model_aliases", "model_aliases must be an object "
+                         "mapping an alias (e.g. an Azure deployment) to a "
+                         "model name");
+        return CD_ERROR;
+    }
+
+    if (json_object_size(aliases) > CD_ALIASES_MAX) {
+        cd_respond_error(r, 422, "invalid_request_error", "invalid_value",
+                         "model_aliases", "model_aliases holds at most %d "
+                         "entries", CD_ALIASES_MAX);
+        return CD_ERROR;
+    }
+
+    json_object_foreach(aliases, alias, model) {
+        if (!json_is_string(model)) {
+            cd_respond_error(r, 400, "invalid_request_error", "invalid_type",
+                             "model_aliases", "model_aliases[\"%.64s\"] must "
+                             "be a model name string", alias);
+            return CD_ERROR;
+        }
+
+        problem = cd_validate_text(alias, 1, CD_NAME_MAX);
+
+        if (problem == NULL) {
+            problem = cd_validate_text(json_string_value(model), 1,
+                                       CD_NAME_MAX);
+        }
+
+        if (problem != NULL
+            || strlen(json_string_value(model)) != json_string_length(model))
+        {
+            cd_respond_error(r, 422, "invalid_request_error", "invalid_value",
+                             "model_aliases", "model_aliases[\"%.64s\"]: "
+                             "aliases and models must be 1 to %d printable "
+                             "characters", alias, CD_NAME_MAX);
+            return CD_ERROR;
+        }
+    }
+
+    return CD_OK;
 }
 
 
@@ -124,8 +196,8 @@ void
 cd_api_providers_put(cd_request_t *r)
 {
     int            lengths[4], formats[4];
-    char          *base_url, aad[CD_ID_MAX * 2 + 2];
-    json_t        *body, *provider;
+    char          *base_url, *aliases_text, aad[CD_ID_MAX * 2 + 2];
+    json_t        *body, *provider, *aliases;
     size_t         sealed_len;
     uint8_t       *sealed;
     PGresult      *res;
@@ -142,6 +214,7 @@ cd_api_providers_put(cd_request_t *r)
     }
 
     base_url = NULL;
+    aliases_text = NULL;
     sealed = NULL;
     c = NULL;
     res = NULL;
@@ -203,6 +276,16 @@ cd_api_providers_put(cd_request_t *r)
         }
     }
 
+    aliases = json_object_get(body, "model_aliases");
+
+    if (json_is_null(aliases)) {
+        aliases = NULL;
+    }
+
+    if (aliases != NULL && cd_provider_aliases(r, aliases) != CD_OK) {
+        goto done;
+    }
+
     snprintf(aad, sizeof(aad), "%s/%s", r->org_id, r->params[0]);
     sealed = malloc(strlen(api_key) + CD_AEAD_OVERHEAD);
 
@@ -242,7 +325,7 @@ cd_api_providers_put(cd_request_t *r)
               " base_url = EXCLUDED.base_url,"
               " api_key_enc = EXCLUDED.api_key_enc,"
               " updated_at = clock_timestamp()"
-              " RETURNING " CD_PROVIDER_COLUMNS,
+              " RETURNING name",
               3, params, lengths, formats);
 
     if (res == NULL) {
@@ -255,6 +338,47 @@ cd_api_providers_put(cd_request_t *r)
                          "base_url", "base_url is required for %s: there is "
                          "no default endpoint (e.g. https://<resource>."
                          "openai.azure.com/openai)", r->params[0]);
+        goto done;
+    }
+
+    PQclear(res);
+    res = NULL;
+
+    /* given aliases replace the provider's set; absent ones are kept */
+    if (aliases != NULL) {
+        aliases_text = json_dumps(aliases, JSON_COMPACT);
+
+        if (aliases_text == NULL) {
+            goto done;
+        }
+
+        res = cd_db_exec(c, "DELETE FROM model_aliases WHERE provider = $1",
+                         1, params);
+        if (res == NULL) {
+            cd_respond_statement_error(r, c);
+            goto done;
+        }
+
+        PQclear(res);
+
+        params[1] = aliases_text;
+        res = cd_db_exec(c, "INSERT INTO model_aliases (org_id, provider,"
+                            " alias, model)"
+                            " SELECT current_setting('spendpol.org_id'), $1,"
+                            " key, value FROM json_each_text($2::json)",
+                         2, params);
+        if (res == NULL) {
+            cd_respond_statement_error(r, c);
+            goto done;
+        }
+
+        PQclear(res);
+    }
+
+    res = cd_db_exec(c, "SELECT " CD_PROVIDER_COLUMNS " FROM providers p"
+                        " WHERE p.name = $1", 1, params);
+    if (res == NULL || PQntuples(res) != 1) {
+        cd_respond_statement_error(r, c);
         goto done;
     }
 
@@ -284,6 +408,7 @@ done:
     }
 
     free(base_url);
+    free(aliases_text);
     json_decref(body);
 }
 
@@ -301,8 +426,8 @@ cd_api_providers_list(cd_request_t *r)
         return;
     }
 
-    res = cd_db_exec(c, "SELECT " CD_PROVIDER_COLUMNS " FROM providers"
-                        " ORDER BY name", 0, NULL);
+    res = cd_db_exec(c, "SELECT " CD_PROVIDER_COLUMNS " FROM providers p"
+                        " ORDER BY p.name", 0, NULL);
     if (res == NULL) {
         cd_respond_statement_error(r, c);
         cd_request_end(r, c);
@@ -343,8 +468,8 @@ cd_api_providers_get(cd_request_t *r)
     }
 
     params[0] = r->params[0];
-    res = cd_db_exec(c, "SELECT " CD_PROVIDER_COLUMNS " FROM providers"
-                        " WHERE name = $1", 1, params);
+    res = cd_db_exec(c, "SELECT " CD_PROVIDER_COLUMNS " FROM providers p"
+                        " WHERE p.name = $1", 1, params);
 
     if (res == NULL) {
         cd_respond_statement_error(r, c);

@@ -37,6 +37,8 @@ const cd_route_t  cd_routes[] = {
     { "PUT",    "/providers/{name}",        cd_api_providers_put,    1 },
     { "DELETE", "/providers/{name}",        cd_api_providers_delete, 1 },
     { "GET",    "/audit-logs",              cd_api_audit_list,       1 },
+    { "GET",    "/org",                     cd_api_org_get,          1 },
+    { "PATCH",  "/org",                     cd_api_org_update,       1 },
 };
 
 const size_t  cd_routes_count = sizeof(cd_routes) / sizeof(cd_routes[0]);

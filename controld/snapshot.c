@@ -150,6 +150,46 @@ cd_snapshot_add_prices(sp_snapshot_builder_t *b, PGresult *res)
 }
 
 
+static int
+cd_snapshot_add_orgs(sp_snapshot_builder_t *b, PGresult *res)
+{
+    int                    i;
+    sp_snapshot_org_in_t   org;
+
+    for (i = 0; i < PQntuples(res); i++) {
+        org.org_id = PQgetvalue(res, i, 0);
+        org.flags = cd_db_bool(res, i, 1) ? SP_ORG_REFUSE_UNPRICED : 0;
+
+        if (sp_snapshot_add_org(b, &org) != SP_OK) {
+            return CD_ERROR;
+        }
+    }
+
+    return CD_OK;
+}
+
+
+static int
+cd_snapshot_add_aliases(sp_snapshot_builder_t *b, PGresult *res)
+{
+    int                      i;
+    sp_snapshot_alias_in_t   alias;
+
+    for (i = 0; i < PQntuples(res); i++) {
+        alias.org_id = PQgetvalue(res, i, 0);
+        alias.provider = PQgetvalue(res, i, 1);
+        alias.alias = PQgetvalue(res, i, 2);
+        alias.model = PQgetvalue(res, i, 3);
+
+        if (sp_snapshot_add_alias(b, &alias) != SP_OK) {
+            return CD_ERROR;
+        }
+    }
+
+    return CD_OK;
+}
+
+
 static PGresult *
 cd_snapshot_query(cd_db_conn_t *c, const char *sql)
 {
@@ -174,10 +214,11 @@ cd_snapshot_publish_now(cd_app_t *app)
     int64_t                 version;
     uint64_t                generation;
     PGresult               *marker, *keys, *providers, *prices, *gen;
+    PGresult               *orgs, *aliases;
     cd_db_conn_t           *c;
     sp_snapshot_builder_t  *b;
 
-    marker = keys = providers = prices = gen = NULL;
+    marker = keys = providers = prices = gen = orgs = aliases = NULL;
     b = NULL;
     rc = CD_ERROR;
 
@@ -215,7 +256,12 @@ cd_snapshot_publish_now(cd_app_t *app)
                " ORDER BY coalesce(org_id, ''), provider, model,"
                " (effective_from <= current_date) DESC,"
                " effective_from DESC") : NULL;
-    gen = prices ? cd_snapshot_query(c,
+    orgs = prices ? cd_snapshot_query(c,
+               "SELECT id, refuse_unpriced FROM orgs") : NULL;
+    aliases = orgs ? cd_snapshot_query(c,
+               "SELECT org_id, provider, alias, model FROM model_aliases")
+               : NULL;
+    gen = aliases ? cd_snapshot_query(c,
                "SELECT nextval('snapshot_generation')") : NULL;
 
     if (gen == NULL || PQntuples(marker) != 1) {
@@ -234,7 +280,9 @@ cd_snapshot_publish_now(cd_app_t *app)
     if (b == NULL
         || cd_snapshot_add_keys(b, keys) != CD_OK
         || cd_snapshot_add_providers(app, b, providers) != CD_OK
-        || cd_snapshot_add_prices(b, prices) != CD_OK)
+        || cd_snapshot_add_prices(b, prices) != CD_OK
+        || cd_snapshot_add_orgs(b, orgs) != CD_OK
+        || cd_snapshot_add_aliases(b, aliases) != CD_OK)
     {
         cd_log_error(CD_SNAPSHOT_SUBJECT, "out of memory building "
                      "generation %llu", (unsigned long long) generation);
@@ -258,8 +306,10 @@ cd_snapshot_publish_now(cd_app_t *app)
     pthread_mutex_unlock(&app->snapshot.mutex);
 
     cd_log_info(CD_SNAPSHOT_SUBJECT, "published generation %llu (%d keys, "
-                "%d providers, %d prices)", (unsigned long long) generation,
-                PQntuples(keys), PQntuples(providers), PQntuples(prices));
+                "%d providers, %d prices, %d orgs, %d aliases)",
+                (unsigned long long) generation, PQntuples(keys),
+                PQntuples(providers), PQntuples(prices), PQntuples(orgs),
+                PQntuples(aliases));
     rc = CD_OK;
 
 done:
@@ -270,6 +320,8 @@ done:
     PQclear(providers);
     PQclear(prices);
     PQclear(gen);
+    PQclear(orgs);
+    PQclear(aliases);
     cd_db_rollback(c);
     cd_db_release(&app->db, c);
 
