@@ -134,6 +134,10 @@ test_route_daemon_table_has_every_resource(void **state)
     assert_int_equal(cd_route_match(cd_routes, cd_routes_count, "POST",
                                     "/providers", &route, params, &n),
                      CD_ROUTE_BAD_METHOD);
+    assert_int_equal(cd_route_match(cd_routes, cd_routes_count, "PATCH",
+                                    "/org", &route, params, &n),
+                     CD_ROUTE_FOUND);
+    assert_true(route->admin);
 }
 
 
