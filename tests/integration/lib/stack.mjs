@@ -356,7 +356,8 @@ export class Stack {
   /** GET /audit-logs with query params; returns the parsed JSON. */
   async auditLogs(params = {}) {
     const q = new URLSearchParams(Object.entries(params).filter(([, v]) => v !== undefined && v !== null).map(([k, v]) => [k, String(v)]));
-    const r = await this.api('GET', `/audit-logs${q.size ? `?${q}` : ''}`);
+    const qs = q.toString();
+    const r = await this.api('GET', `/audit-logs${qs ? `?${qs}` : ''}`);
     assert.equal(r.status, 200, `GET /audit-logs -> ${r.status} ${r.text}`);
     return r.json;
   }
