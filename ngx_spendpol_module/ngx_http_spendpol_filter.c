@@ -722,6 +722,7 @@ ngx_http_spendpol_stream_filter(ngx_http_request_t *r,
 void
 ngx_http_spendpol_settle(ngx_http_request_t *r, ngx_http_spendpol_ctx_t *ctx)
 {
+    int64_t                         estimate;
     ngx_http_spendpol_main_conf_t  *smcf;
     const sp_snapshot_price_t      *price;
 
@@ -733,6 +734,21 @@ ngx_http_spendpol_settle(ngx_http_request_t *r, ngx_http_spendpol_ctx_t *ctx)
 
     if (ctx->response.has_usage) {
         ctx->usage = ctx->response.usage;
+
+        if (ctx->mode == NGX_HTTP_SPENDPOL_RESPONSE_STREAM
+            && !ctx->response.done)
+        {
+            /*
+             * Cut short: the usage reported so far (Anthropic's
+             * message_start) undercounts what was delivered.
+             */
+            estimate = sp_tokens_estimate(ctx->response.output_bytes);
+
+            if (estimate > ctx->usage.output_tokens) {
+                ctx->usage.output_tokens = estimate;
+                ctx->usage_estimated = 1;
+            }
+        }
 
     } else if (ctx->proxied && r->upstream
                && r->upstream->headers_in.status_n >= 200

@@ -62,30 +62,40 @@ NGINX_PID=
 NGINX_WORKERS=
 STOPPING=0
 
+# stop_pid PID SIGNAL SECONDS: sends SIGNAL every second (one that arrives
+# before the process has set up its handlers is lost), up to SECONDS; then
+# SIGKILL to it and to its children (nginx workers outlive a killed master).
+stop_pid() {
+    local pid=$1 sig=$2 secs=$3 i kids
+    [ -n "$pid" ] || return 0
+    for i in $(seq 0 $((secs * 10))); do
+        kill -0 "$pid" 2>/dev/null || break
+        [ $((i % 10)) = 0 ] && kill -"$sig" "$pid" 2>/dev/null
+        sleep 0.1
+    done
+    if kill -0 "$pid" 2>/dev/null; then
+        sp_log "pid $pid did not stop on SIG$sig within ${secs}s: killing it"
+        kids=$(ps -o pid= --ppid "$pid" 2>/dev/null)
+        kill -KILL "$pid" $kids 2>/dev/null
+    fi
+    wait "$pid" 2>/dev/null
+    return 0
+}
+
 stop_all() {
     [ $STOPPING = 1 ] && return
     STOPPING=1
-    local pid i
-    if [ -n "$NGINX_PID" ] && kill -0 "$NGINX_PID" 2>/dev/null; then
-        kill -QUIT "$NGINX_PID" 2>/dev/null || true
-    fi
-    if [ -n "$CONTROLD_PID" ] && kill -0 "$CONTROLD_PID" 2>/dev/null; then
-        kill -TERM "$CONTROLD_PID" 2>/dev/null || true
-    fi
-    # workers of an nginx master that was killed outlive it: end them too
-    for pid in $NGINX_WORKERS; do
-        if [ "$(ps -o comm= -p "$pid" 2>/dev/null)" = nginx ] && ! kill -0 "$NGINX_PID" 2>/dev/null; then
-            kill -KILL "$pid" 2>/dev/null || true
-        fi
-    done
-    for pid in $NGINX_PID $CONTROLD_PID; do
-        for i in $(seq 1 100); do
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.1
+    local pid
+    # workers of an nginx master that died outlive it: end them too
+    if [ -n "$NGINX_PID" ] && ! kill -0 "$NGINX_PID" 2>/dev/null; then
+        for pid in $NGINX_WORKERS; do
+            [ "$(ps -o comm= -p "$pid" 2>/dev/null)" = nginx ] && kill -KILL "$pid" 2>/dev/null
         done
-        kill -KILL "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-    done
+    fi
+    # nginx first (graceful: in-flight requests finish and are journaled),
+    # then controld (its last ingest sees the whole journal)
+    stop_pid "$NGINX_PID" QUIT 10
+    stop_pid "$CONTROLD_PID" TERM 10
     [ $STARTED_REDIS = 1 ] && sp_redis_stop "$DATA"
     [ $STARTED_PG = 1 ] && sp_pg_stop "$DATA"
     return 0
@@ -105,6 +115,10 @@ check_signal() {
 
 died() { # name logfile...
     local name=$1; shift
+    # Ctrl-C in a terminal signals the whole process group: nginx and
+    # controld may stop before this script has seen its own SIGINT.
+    sleep 0.3
+    check_signal
     sp_log "$name exited unexpectedly; last lines of its log:"
     for f in "$@"; do
         [ -s "$f" ] || continue
@@ -117,6 +131,15 @@ died() { # name logfile...
 
 trap 'GOT_SIGNAL=1' INT TERM
 trap 'stop_all' EXIT
+# From here on a command killed by the terminal's SIGINT must not end the
+# script before it has stopped what it started: errors are checked explicitly.
+set +e
+# nginx and controld run in sessions of their own, so Ctrl-C reaches only
+# this script, which stops them in order (nginx first, so the journal is
+# complete before controld's last ingest). PostgreSQL (pg_ctl) and Redis
+# (daemonized) detach themselves.
+SETSID=
+command -v setsid >/dev/null && SETSID=setsid
 
 # ---------------------------------------------------------------- start
 
@@ -136,7 +159,7 @@ check_signal
 
 sp_log "controld on $API_LISTEN"
 : >"$DATA/logs/controld.out"
-bash "$STACK" controld-exec "$DATA" "$BUILD" "$API_LISTEN" "$DB_URL" "$R_URL" \
+$SETSID bash "$STACK" controld-exec "$DATA" "$BUILD" "$API_LISTEN" "$DB_URL" "$R_URL" \
     >>"$DATA/logs/controld.out" 2>>"$DATA/logs/controld.err" &
 CONTROLD_PID=$!
 for i in $(seq 1 600); do
@@ -158,7 +181,7 @@ fi
 
 sp_log "nginx on $PROXY_LISTEN"
 sp_nginx_conf "$DATA" "$BUILD" "$PROXY_LISTEN" >/dev/null
-bash "$STACK" nginx-exec "$DATA" "$BUILD" >>"$DATA/logs/nginx.out" 2>>"$DATA/logs/nginx.err" &
+$SETSID bash "$STACK" nginx-exec "$DATA" "$BUILD" >>"$DATA/logs/nginx.out" 2>>"$DATA/logs/nginx.err" &
 NGINX_PID=$!
 PROXY_HOST=$(sp_host_of "$PROXY_LISTEN"); PROXY_PORT=$(sp_port_of "$PROXY_LISTEN")
 for i in $(seq 1 300); do
