@@ -108,6 +108,29 @@ async function sh(args, env = {}) {
   }
 }
 
+/**
+ * Sends signal to a child every second (one that arrives before the process
+ * has its handlers is lost) for up to secs, then SIGKILLs it and its own
+ * children (nginx workers outlive a SIGKILLed master).
+ */
+async function stopChild(c, signal, secs) {
+  if (!c || c.exitInfo) return c?.exitInfo;
+  if (signal === 'SIGKILL') { c.kill('SIGKILL'); return c.exited; }
+  for (let i = 0; i < secs; i++) {
+    c.kill(signal);
+    const r = await Promise.race([c.exited, idle(1000).then(() => null)]);
+    if (r) return r;
+  }
+  let kids = [];
+  try {
+    kids = execFileSync('ps', ['-o', 'pid=', '--ppid', String(c.pid)], { encoding: 'utf8' }).split(/\s+/).filter(Boolean).map(Number);
+  } catch { /* none */ }
+  process.stderr.write(`[stack] pid ${c.pid} ignored ${signal} for ${secs} s: killing it and ${kids.length} children\n`);
+  c.kill('SIGKILL');
+  for (const k of kids) { try { process.kill(k, 'SIGKILL'); } catch { /* gone */ } }
+  return c.exited;
+}
+
 const PROBLEM = /\[alert\]|\[emerg\]|AddressSanitizer|LeakSanitizer|runtime error:/;
 
 export class Stack {
@@ -226,12 +249,7 @@ export class Stack {
 
   /** Stops controld with the given signal and waits for it to exit. */
   async stopControld(signal = 'SIGTERM') {
-    const c = this.controld;
-    if (!c || c.exitInfo) return c?.exitInfo;
-    c.kill(signal);
-    const r = await Promise.race([c.exited, idle(15_000 * SLOW).then(() => null)]);
-    if (!r) { c.kill('SIGKILL'); return c.exited; }
-    return r;
+    return stopChild(this.controld, signal, 15 * SLOW);
   }
 
   async restartControld({ signal = 'SIGKILL' } = {}) {
@@ -263,11 +281,7 @@ export class Stack {
   }
 
   async stopNginx(signal = 'SIGQUIT') {
-    const n = this.nginx;
-    if (!n || n.exitInfo) return;
-    n.kill(signal);
-    const r = await Promise.race([n.exited, idle(10_000 * SLOW).then(() => null)]);
-    if (!r) { n.kill('SIGKILL'); await n.exited; }
+    return stopChild(this.nginx, signal, 10 * SLOW);
   }
 
   // ------------------------------------------------------------ admin API
