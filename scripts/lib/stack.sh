@@ -85,6 +85,7 @@ sp_make_traversable() {
     d=$(sp_abs "$1")
     while [ "$d" != "/" ] && [ -n "$d" ]; do
         if [ -d "$d" ] && ! runuser -u postgres -- test -x "$d" 2>/dev/null; then
+            sp_log "chmod o+x $d (PostgreSQL runs as the postgres user and must reach its data dir)"
             chmod o+x "$d" || sp_die "cannot make $d traversable for the postgres user"
         fi
         d=$(dirname "$d")
