@@ -4,6 +4,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
+import http from 'node:http';
 import {
   useStack, spendpolHeaders, expectedCostNano, nanoToUsd, usdToNano, UUID_RE, auditRowsOf,
 } from './lib/stack.mjs';
@@ -161,3 +162,30 @@ async function waitRow(pred) {
     await new Promise((res) => setTimeout(res, 100));
   }
 }
+
+test('streaming: X-Spendpol-Cost and X-Spendpol-Tokens arrive as trailers, equal to the audit row', async () => {
+  const { key } = await s.createKey({ name: 'trailers' });
+  const body = { model: 'gpt-4o-mini', messages: [{ role: 'user', content: PROMPT_800 }], max_tokens: 200, stream: true };
+  const res = await new Promise((resolve, reject) => {
+    const req = http.request(`${s.openaiBaseURL}/chat/completions`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json', te: 'trailers' },
+    }, (r) => {
+      const chunks = [];
+      r.on('data', (d) => chunks.push(d));
+      r.on('end', () => resolve({ status: r.statusCode, headers: r.headers, trailers: r.trailers, text: Buffer.concat(chunks).toString('utf8') }));
+      r.on('error', reject);
+    });
+    req.on('error', reject);
+    req.end(JSON.stringify(body));
+  });
+  assert.equal(res.status, 200, res.text);
+  assert.match(res.headers['content-type'] ?? '', /text\/event-stream/);
+  assert.match(res.headers.trailer ?? '', /X-Spendpol-Cost/i, `Trailer: ${res.headers.trailer}`);
+  assert.match(res.text, /data: \[DONE\]/);
+  const usage = fixtureUsage(body);
+  assert.equal(res.trailers['x-spendpol-tokens'], `${usage.prompt_tokens}/${usage.completion_tokens}`);
+  assertCostHeader(res.trailers['x-spendpol-cost'], expectedCostNano('gpt-4o-mini', usage));
+  const row = await s.waitAuditRow(res.headers['x-spendpol-audit-id']);
+  assert.equal(usdToNano(row.cost_usd), usdToNano(res.trailers['x-spendpol-cost']));
+});
