@@ -1,0 +1,74 @@
+// nginx -t: `load_module` plus `spendpol on;` is a complete configuration,
+// and the shipped conf/ files are valid with the built module.
+
+import { test, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync, spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { REPO, BUILD, IS_SAN } from './lib/stack.mjs';
+
+const SO = path.join(BUILD, 'nginx/objs/ngx_http_spendpol_module.so');
+const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'spendpol-conf-'));
+after(() => fs.rmSync(dir, { recursive: true, force: true }));
+
+function gccLib(name) {
+  const f = execFileSync('gcc', [`-print-file-name=${name}`], { encoding: 'utf8' }).trim();
+  return fs.realpathSync(f);
+}
+
+/** nginx -t on a config text; returns { status, output } */
+function nginxT(text) {
+  const conf = path.join(dir, `t-${Math.random().toString(16).slice(2)}.conf`);
+  fs.writeFileSync(conf, text);
+  const env = { ...process.env };
+  if (IS_SAN) {
+    env.LD_PRELOAD = `${gccLib('libasan.so')} ${gccLib('libubsan.so')}`;
+    env.ASAN_OPTIONS = 'detect_leaks=0';
+  }
+  const r = spawnSync('/usr/sbin/nginx', ['-t', '-p', `${dir}/`, '-c', conf, '-e', path.join(dir, 'error.log')], { env, encoding: 'utf8' });
+  return { status: r.status, output: `${r.stdout}${r.stderr}` };
+}
+
+// only what nginx itself needs around the two lines, kept out of system paths
+const around = (inner) => `
+load_module ${SO};
+pid ${dir}/nginx.pid;
+error_log ${dir}/error.log;
+events {}
+http {
+  access_log off;
+  client_body_temp_path ${dir}/cb; proxy_temp_path ${dir}/px; fastcgi_temp_path ${dir}/fc;
+  uwsgi_temp_path ${dir}/uw; scgi_temp_path ${dir}/sc;
+  ${inner}
+}
+`;
+
+test('load_module + `spendpol on;` alone passes nginx -t (every other directive has a default)', () => {
+  const r = nginxT(around('server { listen 127.0.0.1:1; location /v1/ { spendpol on; } }'));
+  assert.equal(r.status, 0, r.output);
+  assert.match(r.output, /test is successful/);
+});
+
+test('conf/spendpol.conf included in a server block passes nginx -t', () => {
+  const r = nginxT(around(`server { listen 127.0.0.1:1; include ${path.join(REPO, 'conf/spendpol.conf')}; }`));
+  assert.equal(r.status, 0, r.output);
+});
+
+test('conf/nginx.example.conf passes nginx -t with this build', () => {
+  const text = fs.readFileSync(path.join(REPO, 'conf/nginx.example.conf'), 'utf8')
+    .replace(/^load_module .*;$/m, `load_module ${SO};`)
+    .replaceAll('/var/log/nginx/', `${dir}/`)
+    .replace(/^pid .*;$/m, `pid ${dir}/nginx.pid;`)
+    .replace('/var/lib/spendpol/journal.log', `${dir}/journal.log`)
+    .replace(/^http \{$/m, `http {\n    client_body_temp_path ${dir}/cb; proxy_temp_path ${dir}/px; fastcgi_temp_path ${dir}/fc; uwsgi_temp_path ${dir}/uw; scgi_temp_path ${dir}/sc;`);
+  const r = nginxT(text);
+  assert.equal(r.status, 0, r.output);
+});
+
+test('a bad spendpol directive is refused with a clear [emerg]', () => {
+  const r = nginxT(around('server { listen 127.0.0.1:1; location /v1/ { spendpol maybe; } }'));
+  assert.notEqual(r.status, 0);
+  assert.match(r.output, /\[emerg\].*spendpol/);
+});
