@@ -287,6 +287,8 @@ typedef struct {
     int               started;
     int64_t           state_version;     /* of the last publish, -1 none */
     uint64_t          generation;        /* last published */
+    int64_t           next_change_us;    /* a stored price takes effect
+                                            then (database clock), 0 none */
 } cd_snapshot_t;
 
 void cd_snapshot_init(cd_app_t *app);
@@ -503,6 +505,78 @@ int cd_admin_bootstrap(cd_app_t *app) CD_CHECK;
  * value; answers 401/403 itself and returns CD_ERROR.
  */
 int cd_authenticate(cd_request_t *r) CD_CHECK;
+
+
+/* ---- api_pricing.c ---------------------------------------------------- */
+
+#define CD_PRICE_MAX_USD      1000000        /* per 1M tokens */
+#define CD_PRICE_MAX_TOKENS   1000000000LL   /* max_output_tokens */
+
+/* a validated PUT /pricing body; -1 means "not given" where optional */
+typedef struct {
+    int64_t  input;                 /* nano-USD per 1M tokens */
+    int64_t  output;
+    int64_t  cached_input;          /* -1: billed as input */
+    int64_t  cache_write;           /* -1: billed as input */
+    int64_t  max_output_tokens;     /* -1: unknown */
+    int64_t  effective_us;          /* since the epoch */
+    int      has_effective;         /* 0: from now */
+} cd_price_input_t;
+
+/* why a body was refused: the HTTP status, error code and field */
+typedef struct {
+    unsigned     status;            /* 400 wrong type, 422 bad value */
+    const char  *code;
+    const char  *field;
+    char         message[256];
+} cd_field_error_t;
+
+/*
+ * A price as a decimal string ("2.50") or a JSON number, into nano-USD
+ * per 1M tokens, exactly: a number is accepted only when its shortest
+ * decimal form (at most 15 significant digits) has at most 9 decimals.
+ * Fills err (field included) and returns CD_ERROR when refused.
+ */
+int cd_price_json_money(json_t *value, const char *field, int64_t *nano,
+    cd_field_error_t *err) CD_CHECK;
+
+/* validates the PUT /pricing body (keys already checked) into in */
+int cd_price_body_parse(json_t *body, cd_price_input_t *in,
+    cd_field_error_t *err) CD_CHECK;
+
+/*
+ * RFC 3339 date-time ("2026-12-01T00:00:00Z", "...T09:30:00.5+02:00")
+ * into microseconds since the epoch; digits past microseconds are
+ * dropped, a leap second counts as :59.999999. Years 1970 to 9999.
+ */
+int cd_rfc3339_parse(const char *s, int64_t *us) CD_CHECK;
+
+void cd_api_pricing_list(cd_request_t *r);
+void cd_api_pricing_put(cd_request_t *r);
+void cd_api_pricing_delete(cd_request_t *r);
+
+
+/* ---- api_alerts.c ----------------------------------------------------- */
+
+#define CD_ALERT_ID_PREFIX    "alr_"
+#define CD_ALERT_KEY_MAX      (32 + 2 * 256)
+
+/* 1 when id is "alr_" + 24 lowercase hex */
+int cd_alert_id_valid(const char *id);
+
+/* 1 when the comma-separated list holds exactly the word name */
+int cd_warnings_has(const char *warnings, const char *name);
+
+/*
+ * The dedupe key of an unpriced_model alert: "unpriced_model:PROVIDER:
+ * MODEL". Provider names hold no ':', so the key is unambiguous. Returns
+ * CD_ERROR when it does not fit in outlen.
+ */
+int cd_alert_unpriced_key(const char *provider, const char *model,
+    char *out, size_t outlen) CD_CHECK;
+
+void cd_api_alerts_list(cd_request_t *r);
+void cd_api_alerts_acknowledge(cd_request_t *r);
 
 
 /* ---- the daemon ------------------------------------------------------- */

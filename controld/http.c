@@ -39,6 +39,11 @@ const cd_route_t  cd_routes[] = {
     { "GET",    "/audit-logs",              cd_api_audit_list,       1 },
     { "GET",    "/org",                     cd_api_org_get,          1 },
     { "PATCH",  "/org",                     cd_api_org_update,       1 },
+    { "GET",    "/pricing",                 cd_api_pricing_list,     1 },
+    { "PUT",    "/pricing/{provider}/{model}", cd_api_pricing_put,   1 },
+    { "DELETE", "/pricing/{provider}/{model}", cd_api_pricing_delete, 1 },
+    { "GET",    "/alerts",                  cd_api_alerts_list,      1 },
+    { "POST",   "/alerts/{id}/acknowledge", cd_api_alerts_acknowledge, 1 },
 };
 
 const size_t  cd_routes_count = sizeof(cd_routes) / sizeof(cd_routes[0]);

@@ -3,7 +3,7 @@
  * audit_logs in batches (at most CD_INGEST_BATCH_LINES lines or
  * CD_INGEST_BATCH_MS), each batch in ONE transaction with the new offset:
  * COPY into a temporary table, INSERT ... ON CONFLICT (id) DO NOTHING,
- * offset upsert, commit. So a crash anywhere loses and duplicates
+ * alerts raised by the rows inserted, offset upsert, commit. So a crash anywhere loses and duplicates
  * nothing. The file is the only buffer: when PostgreSQL is down the batch
  * is dropped and re-read from the committed offset later.
  *
@@ -50,6 +50,8 @@ typedef struct {
     int64_t                batch_started; /* ms of the first pending line */
     char                  *buf;
     char                  *copy;
+    char                 (*alert_keys)[CD_ALERT_KEY_MAX];  /* per record,
+                                                 "" when it raises none */
 } cd_ingest_ctx_t;
 
 
@@ -234,6 +236,18 @@ cd_ingest_line(cd_ingest_ctx_t *x, const char *line, size_t len,
         return;
     }
 
+    x->alert_keys[x->count][0] = '\0';
+
+    if (cd_warnings_has(rec->warnings, "unpriced_model")
+        && cd_alert_unpriced_key(rec->provider,
+                                 rec->model[0] ? rec->model
+                                               : rec->requested_model,
+                                 x->alert_keys[x->count], CD_ALERT_KEY_MAX)
+           != CD_OK)
+    {
+        x->alert_keys[x->count][0] = '\0';
+    }
+
     x->count++;
 }
 
@@ -365,7 +379,8 @@ cd_copy_field_str(char *out, size_t *pos, const char *s)
 
 
 static int
-cd_copy_record(const sp_journal_record_t *rec, char *out, size_t *len)
+cd_copy_record(const sp_journal_record_t *rec, const char *alert_key,
+    char *out, size_t *len)
 {
     int          n;
     size_t       pos, i;
@@ -376,7 +391,7 @@ cd_copy_record(const sp_journal_record_t *rec, char *out, size_t *len)
     const char  *strings4[] = { rec->department, rec->project,
                                 rec->agent_id, rec->trace_id, rec->span_id,
                                 rec->parent_id, rec->warnings,
-                                rec->error_code };
+                                rec->error_code, alert_key };
 
     pos = 0;
 
@@ -439,7 +454,8 @@ cd_ingest_copy(cd_ingest_ctx_t *x, cd_db_conn_t *c)
             " cost_nano bigint, status integer, cache text, stream boolean,"
             " latency_ms bigint, gateway_us bigint, department text,"
             " project text, agent_id text, trace_id text, span_id text,"
-            " parent_id text, warnings text, error_code text)"
+            " parent_id text, warnings text, error_code text,"
+            " alert_key text)"
             " ON COMMIT DELETE ROWS") != CD_OK)
     {
         return CD_ERROR;
@@ -457,7 +473,9 @@ cd_ingest_copy(cd_ingest_ctx_t *x, cd_db_conn_t *c)
     PQclear(res);
 
     for (i = 0; i < x->count; i++) {
-        if (cd_copy_record(&x->records[i], x->copy, &len) != CD_OK) {
+        if (cd_copy_record(&x->records[i], x->alert_keys[i], x->copy, &len)
+            != CD_OK)
+        {
             PQputCopyEnd(c->pg, "row does not fit");
             goto drain;
         }
@@ -517,8 +535,14 @@ cd_ingest_flush(cd_ingest_ctx_t *x)
             goto failed;
         }
 
+        /*
+         * Alerts are raised from the rows this batch really inserted, in
+         * its transaction: a batch loaded twice raises nothing twice. One
+         * open alert per (org, dedupe_key) counts the requests.
+         */
         res = cd_db_exec(c,
-            "INSERT INTO audit_logs (id, org_id, created_at, api_key_id,"
+            "WITH inserted AS ("
+            " INSERT INTO audit_logs (id, org_id, created_at, api_key_id,"
             " provider, requested_model, model, input_tokens, output_tokens,"
             " cached_tokens, cache_write_tokens, cost_nano, status, cache,"
             " stream, latency_ms, gateway_us, department, project, agent_id,"
@@ -535,7 +559,38 @@ cd_ingest_flush(cd_ingest_ctx_t *x)
             " CASE WHEN warnings = '' THEN '{}'::text[]"
             " ELSE string_to_array(warnings, ',') END,"
             " nullif(error_code, '')"
-            " FROM cd_journal_batch ON CONFLICT (id) DO NOTHING",
+            " FROM cd_journal_batch ON CONFLICT (id) DO NOTHING"
+            " RETURNING id),"
+            " raised AS ("
+            " SELECT b.org_id, b.alert_key, min(b.provider) AS provider,"
+            " min(coalesce(nullif(b.model, ''), b.requested_model)) AS model,"
+            " count(*) AS requests,"
+            " min(b.ts_ms) AS first_ms, max(b.ts_ms) AS last_ms"
+            " FROM (SELECT DISTINCT ON (id) * FROM cd_journal_batch"
+            " WHERE alert_key <> '') AS b JOIN inserted USING (id)"
+            " GROUP BY b.org_id, b.alert_key)"
+            " INSERT INTO alerts (id, org_id, type, severity, message,"
+            " details, dedupe_key)"
+            " SELECT 'alr_' || left(md5(gen_random_uuid()::text), 24),"
+            " org_id, 'unpriced_model', 'warning',"
+            " format('%s model \"%s\" has no price: its requests are'"
+            " ' served and recorded at $0 (warning unpriced_model). Price'"
+            " ' it with PUT /pricing/%s/%s, or refuse unpriced models'"
+            " ' with PATCH /org {\"refuse_unpriced_models\": true}.',"
+            " provider, model, provider, model),"
+            " jsonb_build_object('provider', provider, 'model', model,"
+            " 'requests', requests, 'first_seen_at',"
+            " 'epoch'::timestamptz + first_ms * interval '1 millisecond',"
+            " 'last_seen_at',"
+            " 'epoch'::timestamptz + last_ms * interval '1 millisecond'),"
+            " alert_key FROM raised"
+            " ON CONFLICT (org_id, dedupe_key)"
+            " WHERE state = 'open' AND dedupe_key IS NOT NULL"
+            " DO UPDATE SET details = alerts.details || jsonb_build_object("
+            " 'requests', coalesce((alerts.details->>'requests')::bigint, 0)"
+            " + (EXCLUDED.details->>'requests')::bigint,"
+            " 'last_seen_at', greatest(alerts.details->>'last_seen_at',"
+            " EXCLUDED.details->>'last_seen_at'))",
             0, NULL);
 
         if (res == NULL) {
@@ -841,8 +896,11 @@ cd_ingest_thread(void *data)
     x.records = calloc(CD_INGEST_BATCH_LINES, sizeof(sp_journal_record_t));
     x.buf = malloc(CD_INGEST_READ_SIZE);
     x.copy = malloc(CD_COPY_LINE_MAX);
+    x.alert_keys = calloc(CD_INGEST_BATCH_LINES, CD_ALERT_KEY_MAX);
 
-    if (x.records == NULL || x.buf == NULL || x.copy == NULL) {
+    if (x.records == NULL || x.buf == NULL || x.copy == NULL
+        || x.alert_keys == NULL)
+    {
         cd_log_error(CD_INGEST_SUBJECT, "out of memory; ingest stopped");
         goto done;
     }
@@ -899,6 +957,7 @@ done:
     free(x.records);
     free(x.buf);
     free(x.copy);
+    free(x.alert_keys);
 
     return NULL;
 }

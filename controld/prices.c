@@ -1,7 +1,8 @@
 /*
  * List prices from the data file (migrations/data/prices.tsv): loaded at
  * start, after the SQL migrations, into model_prices with org_id NULL,
- * replacing earlier list prices of the same provider and model. An
+ * replacing earlier list prices of the same provider and model, each
+ * effective from midnight UTC of the file's date. An
  * organisation's own prices are never touched. The whole file applies in
  * one transaction or not at all; an unchanged file (same checksum) is
  * skipped.
@@ -312,7 +313,8 @@ cd_prices_apply(cd_db_pool_t *pool, cd_price_row_t *rows, size_t n,
         res = cd_db_exec(c, "DELETE FROM model_prices WHERE org_id IS NULL"
                             " AND provider = $1 AND model = $2"
                             " AND effective_from <>"
-                            " coalesce($3::date, current_date)",
+                            " (coalesce($3::date, current_date)::timestamp"
+                            " AT TIME ZONE 'UTC')",
                          3, delete_params);
         if (res == NULL) {
             goto failed;
@@ -325,7 +327,8 @@ cd_prices_apply(cd_db_pool_t *pool, cd_price_row_t *rows, size_t n,
                             " cached_input_nano, cache_write_nano,"
                             " max_output_tokens, source_url, effective_from)"
                             " VALUES (NULL, $1, $2, $3, $4, $5, $6, $7, $8,"
-                            " coalesce($9::date, current_date))"
+                            " coalesce($9::date, current_date)::timestamp"
+                            " AT TIME ZONE 'UTC')"
                             " ON CONFLICT (org_id, provider, model,"
                             " effective_from) DO UPDATE SET"
                             " input_nano = EXCLUDED.input_nano,"

@@ -3,8 +3,9 @@
  * and price as spendpol_system in one repeatable-read transaction and
  * publishes them atomically for the nginx workers. It runs once at start,
  * at once when signalled after a commit, and whenever the change marker
- * state_version moved (writes by other controld nodes) or the last try
- * failed. A failed publish keeps the previous file.
+ * state_version moved (writes by other controld nodes), a stored price
+ * reached its effective_from, or the last try failed. A failed publish
+ * keeps the previous file.
  */
 
 #include <errno.h>
@@ -214,11 +215,12 @@ cd_snapshot_publish_now(cd_app_t *app)
     int64_t                 version;
     uint64_t                generation;
     PGresult               *marker, *keys, *providers, *prices, *gen;
-    PGresult               *orgs, *aliases;
+    PGresult               *orgs, *aliases, *next_change;
     cd_db_conn_t           *c;
     sp_snapshot_builder_t  *b;
 
     marker = keys = providers = prices = gen = orgs = aliases = NULL;
+    next_change = NULL;
     b = NULL;
     rc = CD_ERROR;
 
@@ -243,9 +245,10 @@ cd_snapshot_publish_now(cd_app_t *app)
                : NULL;
 
     /*
-     * The latest effective price per (org, provider, model); a price
-     * dated in the future is used only while nothing else exists, so a
-     * clock behind the seed date does not leave models unpriced.
+     * The latest effective price per (org, provider, model). A list
+     * price dated in the future is used only while nothing else exists,
+     * so a clock behind the seed date does not leave models unpriced; an
+     * organisation's future price waits for its time (next_change).
      */
     prices = providers ? cd_snapshot_query(c,
                "SELECT DISTINCT ON (coalesce(org_id, ''), provider, model)"
@@ -253,10 +256,14 @@ cd_snapshot_publish_now(cd_app_t *app)
                " coalesce(cached_input_nano, input_nano),"
                " coalesce(cache_write_nano, input_nano),"
                " coalesce(max_output_tokens, 0) FROM model_prices"
+               " WHERE org_id IS NULL OR effective_from <= now()"
                " ORDER BY coalesce(org_id, ''), provider, model,"
-               " (effective_from <= current_date) DESC,"
+               " (effective_from <= now()) DESC,"
                " effective_from DESC") : NULL;
-    orgs = prices ? cd_snapshot_query(c,
+    next_change = prices ? cd_snapshot_query(c,
+               "SELECT coalesce(" CD_SQL_US("min(effective_from)") ", 0)"
+               " FROM model_prices WHERE effective_from > now()") : NULL;
+    orgs = next_change ? cd_snapshot_query(c,
                "SELECT id, refuse_unpriced FROM orgs") : NULL;
     aliases = orgs ? cd_snapshot_query(c,
                "SELECT org_id, provider, alias, model FROM model_aliases")
@@ -303,6 +310,8 @@ cd_snapshot_publish_now(cd_app_t *app)
     pthread_mutex_lock(&app->snapshot.mutex);
     app->snapshot.generation = generation;
     app->snapshot.state_version = version;
+    app->snapshot.next_change_us = strtoll(PQgetvalue(next_change, 0, 0),
+                                           NULL, 10);
     pthread_mutex_unlock(&app->snapshot.mutex);
 
     cd_log_info(CD_SNAPSHOT_SUBJECT, "published generation %llu (%d keys, "
@@ -322,6 +331,7 @@ done:
     PQclear(gen);
     PQclear(orgs);
     PQclear(aliases);
+    PQclear(next_change);
     cd_db_rollback(c);
     cd_db_release(&app->db, c);
 
@@ -335,7 +345,7 @@ cd_snapshot_stale(cd_app_t *app)
 {
     int            stale;
     char           path[4096];
-    int64_t        published;
+    int64_t        published, next_change;
     PGresult      *res;
     cd_db_conn_t  *c;
     struct stat    st;
@@ -353,7 +363,10 @@ cd_snapshot_stale(cd_app_t *app)
         return 0;
     }
 
-    res = cd_db_exec(c, "SELECT version FROM state_version", 0, NULL);
+    /* the database's clock decides when a stored price takes effect */
+    res = cd_db_exec(c, "SELECT version, "
+                        CD_SQL_US("clock_timestamp()")
+                        " FROM state_version", 0, NULL);
     cd_db_release(&app->db, c);
 
     if (res == NULL || PQntuples(res) != 1) {
@@ -363,9 +376,12 @@ cd_snapshot_stale(cd_app_t *app)
 
     pthread_mutex_lock(&app->snapshot.mutex);
     published = app->snapshot.state_version;
+    next_change = app->snapshot.next_change_us;
     pthread_mutex_unlock(&app->snapshot.mutex);
 
-    stale = strtoll(PQgetvalue(res, 0, 0), NULL, 10) != published;
+    stale = strtoll(PQgetvalue(res, 0, 0), NULL, 10) != published
+            || (next_change > 0
+                && strtoll(PQgetvalue(res, 0, 1), NULL, 10) >= next_change);
     PQclear(res);
 
     return stale;

@@ -1,0 +1,891 @@
+/*
+ * /pricing: the prices the proxy applies for the caller's organisation.
+ * List prices (org_id NULL, loaded by prices.c) and the organisation's own
+ * (PUT /pricing/{provider}/{model}), each effective from an instant. The
+ * price in effect for a model is the organisation's latest with
+ * effective_from <= now(), else the latest list price in effect (else
+ * the latest list price at all, so a clock behind the seed date does not
+ * leave models unpriced): exactly the rule of the snapshot publisher.
+ *
+ * Prices are nano-USD per 1M tokens in the database and decimal USD
+ * strings per 1M tokens in the API; no floating point touches them,
+ * except to read a JSON number whose decimal form is unambiguous.
+ */
+
+#include <errno.h>
+#include <float.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "controld.h"
+
+
+#define CD_PRICING_SUBJECT    "pricing"
+#define CD_NANO_PER_USD       1000000000LL
+
+#define CD_PRICING_COLUMNS                                                   \
+    "org_id IS NOT NULL, provider, model, input_nano, output_nano,"          \
+    " cached_input_nano, cache_write_nano, max_output_tokens, source_url, "  \
+    CD_SQL_TS("effective_from") ", effective_from <= now()"
+
+enum {
+    CD_PRICING_ORG = 0, CD_PRICING_PROVIDER, CD_PRICING_MODEL,
+    CD_PRICING_INPUT, CD_PRICING_OUTPUT, CD_PRICING_CACHED,
+    CD_PRICING_CACHE_WRITE, CD_PRICING_MAX_OUTPUT, CD_PRICING_SOURCE_URL,
+    CD_PRICING_EFFECTIVE, CD_PRICING_IN_EFFECT
+};
+
+static const char  *cd_pricing_fields[] = {
+    "input_usd_per_mtok", "output_usd_per_mtok", "cached_input_usd_per_mtok",
+    "cache_write_usd_per_mtok", "max_output_tokens", "effective_from", NULL
+};
+
+
+/* ---- validation (pure, unit tested) ----------------------------------- */
+
+static int
+cd_field_error(cd_field_error_t *err, unsigned status, const char *code,
+    const char *field, const char *fmt, ...) CD_PRINTF(5, 6);
+
+static int
+cd_field_error(cd_field_error_t *err, unsigned status, const char *code,
+    const char *field, const char *fmt, ...)
+{
+    va_list  args;
+
+    err->status = status;
+    err->code = code;
+    err->field = field;
+
+    va_start(args, fmt);
+    vsnprintf(err->message, sizeof(err->message), fmt, args);
+    va_end(args);
+
+    return CD_ERROR;
+}
+
+
+/*
+ * The shortest "%.Nf" (N <= 9) that reads back as exactly v, or CD_ERROR.
+ * With at most DBL_DIG significant digits that text is the one the client
+ * wrote (two such decimals never share a double), so the conversion is
+ * exact; anything longer is ambiguous and refused.
+ */
+static int
+cd_price_number_text(double v, char *out, size_t outlen)
+{
+    int          decimals, significant;
+    const char  *p;
+
+    for (decimals = 0; decimals <= 9; decimals++) {
+        snprintf(out, outlen, "%.*f", decimals, v);
+
+        if (strtod(out, NULL) != v) {
+            continue;
+        }
+
+        significant = 0;
+
+        for (p = out; *p != '\0'; p++) {
+            if (*p >= '1' && *p <= '9') {
+                significant++;
+
+            } else if (*p == '0' && significant > 0) {
+                significant++;
+            }
+        }
+
+        return significant <= DBL_DIG ? CD_OK : CD_ERROR;
+    }
+
+    return CD_ERROR;
+}
+
+
+int
+cd_price_json_money(json_t *value, const char *field, int64_t *nano,
+    cd_field_error_t *err)
+{
+    char        text[64];
+    double      v;
+    json_int_t  whole;
+    const char  *s;
+
+    if (json_is_string(value)) {
+        s = json_string_value(value);
+
+        if (strlen(s) != json_string_length(value)
+            || sp_money_parse(s, strlen(s), nano) != SP_OK)
+        {
+            return cd_field_error(err, 422, "invalid_value", field,
+                                  "%s must be a decimal amount of USD per 1M "
+                                  "tokens with at most 9 decimals, e.g. "
+                                  "\"2.50\"", field);
+        }
+
+    } else if (json_is_integer(value)) {
+        whole = json_integer_value(value);
+
+        if (whole < 0) {
+            *nano = -1;
+
+        } else if (whole > CD_PRICE_MAX_USD) {
+            *nano = (int64_t) CD_PRICE_MAX_USD * CD_NANO_PER_USD + 1;
+
+        } else {
+            *nano = (int64_t) whole * CD_NANO_PER_USD;
+        }
+
+    } else if (json_is_real(value)) {
+        v = json_real_value(value);
+
+        if (v < 0) {
+            *nano = -1;
+
+        } else if (v > CD_PRICE_MAX_USD) {
+            *nano = (int64_t) CD_PRICE_MAX_USD * CD_NANO_PER_USD + 1;
+
+        } else if (cd_price_number_text(v, text, sizeof(text)) != CD_OK
+                   || sp_money_parse(text, strlen(text), nano) != SP_OK)
+        {
+            return cd_field_error(err, 422, "invalid_value", field,
+                                  "%s: this number has more than 9 decimals "
+                                  "or 15 significant digits and cannot be "
+                                  "read exactly; send it as a decimal "
+                                  "string, e.g. \"2.50\"", field);
+        }
+
+    } else {
+        return cd_field_error(err, 400, "invalid_type", field,
+                              "%s must be a decimal string (e.g. \"2.50\") "
+                              "or a number: USD per 1M tokens", field);
+    }
+
+    if (*nano < 0) {
+        return cd_field_error(err, 422, "invalid_value", field,
+                              "%s must not be negative", field);
+    }
+
+    if (*nano > (int64_t) CD_PRICE_MAX_USD * CD_NANO_PER_USD) {
+        return cd_field_error(err, 422, "invalid_value", field,
+                              "%s must be at most %d USD per 1M tokens",
+                              field, CD_PRICE_MAX_USD);
+    }
+
+    return CD_OK;
+}
+
+
+/* an optional price: absent or null is -1 */
+static int
+cd_price_optional(json_t *body, const char *field, int64_t *nano,
+    cd_field_error_t *err)
+{
+    json_t  *value;
+
+    value = json_object_get(body, field);
+
+    if (value == NULL || json_is_null(value)) {
+        *nano = -1;
+        return CD_OK;
+    }
+
+    return cd_price_json_money(value, field, nano, err);
+}
+
+
+static int
+cd_price_required(json_t *body, const char *field, int64_t *nano,
+    cd_field_error_t *err)
+{
+    json_t  *value;
+
+    value = json_object_get(body, field);
+
+    if (value == NULL || json_is_null(value)) {
+        return cd_field_error(err, 422, "missing_field", field,
+                              "%s is required: USD per 1M tokens as a "
+                              "decimal string, e.g. \"2.50\"", field);
+    }
+
+    return cd_price_json_money(value, field, nano, err);
+}
+
+
+int
+cd_price_body_parse(json_t *body, cd_price_input_t *in,
+    cd_field_error_t *err)
+{
+    json_t      *value;
+    json_int_t   tokens;
+    const char  *s;
+
+    memset(in, 0, sizeof(*in));
+
+    if (cd_price_required(body, "input_usd_per_mtok", &in->input, err)
+            != CD_OK
+        || cd_price_required(body, "output_usd_per_mtok", &in->output, err)
+            != CD_OK
+        || cd_price_optional(body, "cached_input_usd_per_mtok",
+                             &in->cached_input, err) != CD_OK
+        || cd_price_optional(body, "cache_write_usd_per_mtok",
+                             &in->cache_write, err) != CD_OK)
+    {
+        return CD_ERROR;
+    }
+
+    in->max_output_tokens = -1;
+    value = json_object_get(body, "max_output_tokens");
+
+    if (value != NULL && !json_is_null(value)) {
+        if (!json_is_integer(value)) {
+            return cd_field_error(err, 400, "invalid_type",
+                                  "max_output_tokens", "max_output_tokens "
+                                  "must be an integer or null");
+        }
+
+        tokens = json_integer_value(value);
+
+        if (tokens < 0 || tokens > CD_PRICE_MAX_TOKENS) {
+            return cd_field_error(err, 422, "invalid_value",
+                                  "max_output_tokens", "max_output_tokens "
+                                  "must be from 0 to %lld",
+                                  (long long) CD_PRICE_MAX_TOKENS);
+        }
+
+        in->max_output_tokens = (int64_t) tokens;
+    }
+
+    value = json_object_get(body, "effective_from");
+
+    if (value != NULL && !json_is_null(value)) {
+        if (!json_is_string(value)) {
+            return cd_field_error(err, 400, "invalid_type", "effective_from",
+                                  "effective_from must be an RFC 3339 "
+                                  "date-time string");
+        }
+
+        s = json_string_value(value);
+
+        if (strlen(s) != json_string_length(value)
+            || cd_rfc3339_parse(s, &in->effective_us) != CD_OK)
+        {
+            return cd_field_error(err, 422, "invalid_value", "effective_from",
+                                  "effective_from must be an RFC 3339 "
+                                  "date-time with a time zone, e.g. "
+                                  "\"2026-12-01T00:00:00Z\"");
+        }
+
+        in->has_effective = 1;
+    }
+
+    return CD_OK;
+}
+
+
+/* exactly n digits at s */
+static int
+cd_digits(const char *s, int n, int *value)
+{
+    int  i;
+
+    *value = 0;
+
+    for (i = 0; i < n; i++) {
+        if (s[i] < '0' || s[i] > '9') {
+            return CD_ERROR;
+        }
+
+        *value = *value * 10 + (s[i] - '0');
+    }
+
+    return CD_OK;
+}
+
+
+/* days since 1970-01-01 of a proleptic Gregorian date */
+static int64_t
+cd_days_from_civil(int y, int m, int d)
+{
+    int64_t  era, yoe, doy, doe;
+
+    y -= m <= 2;
+    era = (y >= 0 ? y : y - 399) / 400;
+    yoe = y - era * 400;
+    doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+    doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+
+    return era * 146097 + doe - 719468;
+}
+
+
+int
+cd_rfc3339_parse(const char *s, int64_t *us)
+{
+    int          year, month, day, hour, minute, second, frac, digits;
+    int          off_hour, off_minute, sign, leap, mdays;
+    const char  *p;
+    static const int  days_in[] = {
+        31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31
+    };
+
+    if (strlen(s) < 20
+        || cd_digits(s, 4, &year) != CD_OK || s[4] != '-'
+        || cd_digits(s + 5, 2, &month) != CD_OK || s[7] != '-'
+        || cd_digits(s + 8, 2, &day) != CD_OK
+        || (s[10] != 'T' && s[10] != 't' && s[10] != ' ')
+        || cd_digits(s + 11, 2, &hour) != CD_OK || s[13] != ':'
+        || cd_digits(s + 14, 2, &minute) != CD_OK || s[16] != ':'
+        || cd_digits(s + 17, 2, &second) != CD_OK)
+    {
+        return CD_ERROR;
+    }
+
+    if (year < 1970 || month < 1 || month > 12 || hour > 23 || minute > 59
+        || second > 60)
+    {
+        return CD_ERROR;
+    }
+
+    leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
+    mdays = days_in[month - 1] + (month == 2 && leap);
+
+    if (day < 1 || day > mdays) {
+        return CD_ERROR;
+    }
+
+    p = s + 19;
+    frac = 0;
+    digits = 0;
+
+    if (*p == '.') {
+        p++;
+
+        while (*p >= '0' && *p <= '9') {
+            if (digits < 6) {
+                frac = frac * 10 + (*p - '0');
+            }
+
+            digits++;
+            p++;
+        }
+
+        if (digits == 0) {
+            return CD_ERROR;
+        }
+
+        for ( ; digits < 6; digits++) {
+            frac *= 10;
+        }
+    }
+
+    if (second == 60) {
+        second = 59;
+        frac = 999999;
+    }
+
+    if (*p == 'Z' || *p == 'z') {
+        sign = 0;
+        off_hour = 0;
+        off_minute = 0;
+        p++;
+
+    } else if (*p == '+' || *p == '-') {
+        sign = *p == '-' ? -1 : 1;
+
+        if (cd_digits(p + 1, 2, &off_hour) != CD_OK || p[3] != ':'
+            || cd_digits(p + 4, 2, &off_minute) != CD_OK
+            || off_hour > 23 || off_minute > 59)
+        {
+            return CD_ERROR;
+        }
+
+        p += 6;
+
+    } else {
+        return CD_ERROR;
+    }
+
+    if (*p != '\0') {
+        return CD_ERROR;
+    }
+
+    *us = ((cd_days_from_civil(year, month, day) * 86400
+            + hour * 3600 + minute * 60 + second
+            - (int64_t) sign * (off_hour * 3600 + off_minute * 60))
+           * 1000000) + frac;
+
+    /* "1970-01-01T00:30:00+01:00" is before the epoch */
+    return *us < 0 ? CD_ERROR : CD_OK;
+}
+
+
+/* ---- responses -------------------------------------------------------- */
+
+static int
+cd_pricing_set_money(json_t *obj, const char *key, PGresult *res, int row,
+    int col)
+{
+    char  text[SP_MONEY_STR_LEN];
+
+    if (PQgetisnull(res, row, col)) {
+        return json_object_set_new(obj, key, json_null());
+    }
+
+    sp_money_format(strtoll(PQgetvalue(res, row, col), NULL, 10), text);
+
+    return json_object_set_new(obj, key, json_string(text));
+}
+
+
+/* one model_prices row selected with CD_PRICING_COLUMNS */
+static json_t *
+cd_pricing_json(PGresult *res, int row)
+{
+    json_t  *obj, *max_output;
+
+    obj = json_object();
+    if (obj == NULL) {
+        return NULL;
+    }
+
+    max_output = PQgetisnull(res, row, CD_PRICING_MAX_OUTPUT)
+                 ? json_null()
+                 : json_integer((json_int_t) strtoll(
+                       PQgetvalue(res, row, CD_PRICING_MAX_OUTPUT), NULL, 10));
+
+    if (cd_json_set_str(obj, "provider",
+                        PQgetvalue(res, row, CD_PRICING_PROVIDER)) != CD_OK
+        || cd_json_set_str(obj, "model",
+                           PQgetvalue(res, row, CD_PRICING_MODEL)) != CD_OK
+        || cd_pricing_set_money(obj, "input_usd_per_mtok", res, row,
+                                CD_PRICING_INPUT) != 0
+        || cd_pricing_set_money(obj, "output_usd_per_mtok", res, row,
+                                CD_PRICING_OUTPUT) != 0
+        || cd_pricing_set_money(obj, "cached_input_usd_per_mtok", res, row,
+                                CD_PRICING_CACHED) != 0
+        || cd_pricing_set_money(obj, "cache_write_usd_per_mtok", res, row,
+                                CD_PRICING_CACHE_WRITE) != 0
+        || max_output == NULL
+        || json_object_set_new(obj, "max_output_tokens", max_output) != 0
+        || cd_json_set_str(obj, "source",
+                           cd_db_bool(res, row, CD_PRICING_ORG)
+                           ? "organization" : "list") != CD_OK
+        || cd_json_set_str(obj, "effective_from",
+                           PQgetvalue(res, row, CD_PRICING_EFFECTIVE))
+           != CD_OK
+        || cd_json_set_str(obj, "source_url",
+                           cd_db_value(res, row, CD_PRICING_SOURCE_URL))
+           != CD_OK)
+    {
+        json_decref(obj);
+        return NULL;
+    }
+
+    return obj;
+}
+
+
+/*
+ * One (provider, model) group of rows ordered organisation first, newest
+ * first, into the item GET /pricing shows: the price in effect, with the
+ * list price under "list_price" when the organisation's own wins, and the
+ * organisation's prices not yet in effect under "scheduled" (soonest
+ * first). A model priced only from a future date shows that price with
+ * "in_effect": false.
+ */
+static json_t *
+cd_pricing_item(PGresult *res, int first, int end)
+{
+    int      i, org_now, list_now, list_any, shown, is_org;
+    json_t  *item, *scheduled, *entry, *list_price;
+
+    org_now = list_now = list_any = -1;
+
+    for (i = first; i < end; i++) {
+        if (cd_db_bool(res, i, CD_PRICING_ORG)) {
+            if (org_now < 0 && cd_db_bool(res, i, CD_PRICING_IN_EFFECT)) {
+                org_now = i;
+            }
+
+            continue;
+        }
+
+        if (list_any < 0) {
+            list_any = i;
+        }
+
+        if (list_now < 0 && cd_db_bool(res, i, CD_PRICING_IN_EFFECT)) {
+            list_now = i;
+        }
+    }
+
+    if (list_now < 0) {
+        list_now = list_any;
+    }
+
+    scheduled = json_array();
+    if (scheduled == NULL) {
+        return NULL;
+    }
+
+    /* future organisation rows come first, newest first: walk backwards */
+    shown = org_now >= 0 ? org_now : list_now;
+
+    for (i = end - 1; i >= first; i--) {
+        if (!cd_db_bool(res, i, CD_PRICING_ORG)
+            || cd_db_bool(res, i, CD_PRICING_IN_EFFECT))
+        {
+            continue;
+        }
+
+        if (shown < 0) {
+            shown = i;
+            continue;
+        }
+
+        entry = cd_pricing_json(res, i);
+
+        if (entry == NULL || json_array_append_new(scheduled, entry) != 0) {
+            json_decref(scheduled);
+            return NULL;
+        }
+    }
+
+    item = cd_pricing_json(res, shown);
+
+    if (item == NULL) {
+        json_decref(scheduled);
+        return NULL;
+    }
+
+    /* a list price is what the proxy applies, even one dated ahead */
+    is_org = cd_db_bool(res, shown, CD_PRICING_ORG);
+
+    if (json_object_set_new(item, "in_effect", json_boolean(
+            !is_org || cd_db_bool(res, shown, CD_PRICING_IN_EFFECT))) != 0)
+    {
+        goto failed;
+    }
+
+    if (is_org) {
+        list_price = list_now >= 0 ? cd_pricing_json(res, list_now)
+                                   : json_null();
+
+        if (list_price == NULL
+            || json_object_set_new(item, "list_price", list_price) != 0)
+        {
+            goto failed;
+        }
+    }
+
+    /* json_object_set_new() takes the reference even when it fails */
+    if (json_object_set_new(item, "scheduled", scheduled) != 0) {
+        json_decref(item);
+        return NULL;
+    }
+
+    return item;
+
+failed:
+
+    json_decref(scheduled);
+    json_decref(item);
+
+    return NULL;
+}
+
+
+static int
+cd_pricing_same_model(PGresult *res, int a, int b)
+{
+    return strcmp(PQgetvalue(res, a, CD_PRICING_PROVIDER),
+                  PQgetvalue(res, b, CD_PRICING_PROVIDER)) == 0
+           && strcmp(PQgetvalue(res, a, CD_PRICING_MODEL),
+                     PQgetvalue(res, b, CD_PRICING_MODEL)) == 0;
+}
+
+
+/* the provider path or query value: one of the six, else answered */
+static int
+cd_pricing_provider(cd_request_t *r, const char *name, unsigned status)
+{
+    if (cd_provider_default_url(name) == NULL) {
+        cd_respond_error(r, status, status == 404 ? "not_found_error"
+                         : "invalid_request_error", "unknown_provider",
+                         "provider", "unknown provider \"%.64s\": expected "
+                         "one of openai, anthropic, google, azure, cohere, "
+                         "mistral", name);
+        return CD_ERROR;
+    }
+
+    return CD_OK;
+}
+
+
+static int
+cd_pricing_model(cd_request_t *r, const char *model)
+{
+    if (cd_validate_text(model, 1, CD_NAME_MAX) != NULL
+        || !cd_utf8_valid(model, strlen(model)))
+    {
+        cd_respond_error(r, 422, "invalid_request_error", "invalid_value",
+                         "model", "the model must be 1 to %d printable "
+                         "UTF-8 characters", CD_NAME_MAX);
+        return CD_ERROR;
+    }
+
+    return CD_OK;
+}
+
+
+/* ---- routes ----------------------------------------------------------- */
+
+void
+cd_api_pricing_list(cd_request_t *r)
+{
+    int            i, j, n;
+    json_t        *data, *item;
+    PGresult      *res;
+    const char    *params[2];
+    cd_db_conn_t  *c;
+
+    params[0] = cd_query(r, "provider");
+    params[1] = cd_query(r, "model");
+
+    if ((params[0] != NULL && cd_pricing_provider(r, params[0], 400)
+                              != CD_OK)
+        || (params[1] != NULL && cd_pricing_model(r, params[1]) != CD_OK))
+    {
+        return;
+    }
+
+    c = cd_request_begin(r);
+    if (c == NULL) {
+        return;
+    }
+
+    /* row-level security leaves the list prices and the caller's own */
+    res = cd_db_exec(c, "SELECT " CD_PRICING_COLUMNS " FROM model_prices"
+                        " WHERE ($1::text IS NULL OR provider = $1)"
+                        " AND ($2::text IS NULL OR model = $2)"
+                        " ORDER BY provider, model, org_id IS NULL,"
+                        " effective_from DESC", 2, params);
+    if (res == NULL) {
+        cd_respond_statement_error(r, c);
+        cd_request_end(r, c);
+        return;
+    }
+
+    data = json_array();
+    n = PQntuples(res);
+
+    for (i = 0; data != NULL && i < n; i = j) {
+        for (j = i + 1; j < n && cd_pricing_same_model(res, i, j); j++) {
+            /* the group's end */
+        }
+
+        item = cd_pricing_item(res, i, j);
+
+        if (item == NULL || json_array_append_new(data, item) != 0) {
+            json_decref(data);
+            data = NULL;
+        }
+    }
+
+    PQclear(res);
+    cd_request_end(r, c);
+    cd_respond(r, 200, data ? json_pack("{s:o}", "data", data) : NULL);
+}
+
+
+void
+cd_api_pricing_put(cd_request_t *r)
+{
+    int                i;
+    char               nums[6][24];
+    json_t            *body, *price, *list_price;
+    int64_t            values[6];
+    PGresult          *res;
+    const char        *params[8];
+    cd_db_conn_t      *c;
+    cd_field_error_t   err;
+    cd_price_input_t   in;
+
+    if (cd_pricing_provider(r, r->params[0], 404) != CD_OK
+        || cd_pricing_model(r, r->params[1]) != CD_OK)
+    {
+        return;
+    }
+
+    body = cd_request_json(r, cd_pricing_fields);
+    if (body == NULL) {
+        return;
+    }
+
+    if (cd_price_body_parse(body, &in, &err) != CD_OK) {
+        cd_respond_error(r, err.status, "invalid_request_error", err.code,
+                         err.field, "%s", err.message);
+        json_decref(body);
+        return;
+    }
+
+    json_decref(body);
+
+    values[0] = in.input;
+    values[1] = in.output;
+    values[2] = in.cached_input;
+    values[3] = in.cache_write;
+    values[4] = in.max_output_tokens;
+    values[5] = in.has_effective ? in.effective_us : -1;
+
+    params[0] = r->params[0];
+    params[1] = r->params[1];
+
+    for (i = 0; i < 6; i++) {
+        snprintf(nums[i], sizeof(nums[i]), "%lld", (long long) values[i]);
+        params[2 + i] = values[i] < 0 ? NULL : nums[i];
+    }
+
+    c = cd_request_begin(r);
+    if (c == NULL) {
+        return;
+    }
+
+    /* the same instant again replaces that price: PUT is idempotent */
+    res = cd_db_exec(c, "INSERT INTO model_prices (org_id, provider, model,"
+                        " input_nano, output_nano, cached_input_nano,"
+                        " cache_write_nano, max_output_tokens, effective_from)"
+                        " VALUES (current_setting('spendpol.org_id'), $1, $2,"
+                        " $3, $4, $5, $6, $7, coalesce('epoch'::timestamptz"
+                        " + $8::bigint * interval '1 microsecond', now()))"
+                        " ON CONFLICT (org_id, provider, model,"
+                        " effective_from) DO UPDATE SET"
+                        " input_nano = EXCLUDED.input_nano,"
+                        " output_nano = EXCLUDED.output_nano,"
+                        " cached_input_nano = EXCLUDED.cached_input_nano,"
+                        " cache_write_nano = EXCLUDED.cache_write_nano,"
+                        " max_output_tokens = EXCLUDED.max_output_tokens,"
+                        " created_at = clock_timestamp()"
+                        " RETURNING " CD_PRICING_COLUMNS, 8, params);
+
+    if (res == NULL || PQntuples(res) != 1) {
+        cd_respond_statement_error(r, c);
+        goto done;
+    }
+
+    price = cd_pricing_json(res, 0);
+
+    if (price == NULL
+        || json_object_set_new(price, "in_effect", json_boolean(
+               cd_db_bool(res, 0, CD_PRICING_IN_EFFECT))) != 0)
+    {
+        json_decref(price);
+        goto done;
+    }
+
+    PQclear(res);
+
+    /*
+     * Rows older than the organisation's price in effect can never apply
+     * again; the schedule after it stays.
+     */
+    res = cd_db_exec(c, "DELETE FROM model_prices"
+                        " WHERE org_id = current_setting('spendpol.org_id')"
+                        " AND provider = $1 AND model = $2"
+                        " AND effective_from < (SELECT max(effective_from)"
+                        " FROM model_prices WHERE org_id ="
+                        " current_setting('spendpol.org_id')"
+                        " AND provider = $1 AND model = $2"
+                        " AND effective_from <= now())", 2, params);
+    if (res == NULL) {
+        json_decref(price);
+        cd_respond_statement_error(r, c);
+        goto done;
+    }
+
+    PQclear(res);
+
+    res = cd_db_exec(c, "SELECT " CD_PRICING_COLUMNS " FROM model_prices"
+                        " WHERE org_id IS NULL AND provider = $1"
+                        " AND model = $2 ORDER BY effective_from <= now()"
+                        " DESC, effective_from DESC LIMIT 1", 2, params);
+    if (res == NULL) {
+        json_decref(price);
+        cd_respond_statement_error(r, c);
+        goto done;
+    }
+
+    list_price = PQntuples(res) ? cd_pricing_json(res, 0) : json_null();
+
+    if (list_price == NULL
+        || json_object_set_new(price, "list_price", list_price) != 0)
+    {
+        json_decref(price);
+        goto done;
+    }
+
+    if (cd_request_commit(r, c) != CD_OK) {
+        json_decref(price);
+        goto done;
+    }
+
+    cd_snapshot_signal(r->app);
+    cd_log_info(CD_PRICING_SUBJECT, "set %s/%s org=%s", r->params[0],
+                r->params[1], r->org_id);
+    cd_respond(r, 200, price);
+
+done:
+
+    PQclear(res);
+    cd_request_end(r, c);
+}
+
+
+void
+cd_api_pricing_delete(cd_request_t *r)
+{
+    PGresult      *res;
+    const char    *params[2];
+    cd_db_conn_t  *c;
+
+    if (cd_pricing_provider(r, r->params[0], 404) != CD_OK
+        || cd_pricing_model(r, r->params[1]) != CD_OK)
+    {
+        return;
+    }
+
+    c = cd_request_begin(r);
+    if (c == NULL) {
+        return;
+    }
+
+    params[0] = r->params[0];
+    params[1] = r->params[1];
+
+    /* the schedule goes too: the list price applies from now on */
+    res = cd_db_exec(c, "DELETE FROM model_prices"
+                        " WHERE org_id = current_setting('spendpol.org_id')"
+                        " AND provider = $1 AND model = $2", 2, params);
+
+    if (res == NULL) {
+        cd_respond_statement_error(r, c);
+
+    } else if (strcmp(PQcmdTuples(res), "0") == 0) {
+        cd_respond_error(r, 404, "not_found_error", "price_not_found",
+                         "model", "the organization has no price of its own "
+                         "for %s/%.200s; the list price applies",
+                         r->params[0], r->params[1]);
+
+    } else if (cd_request_commit(r, c) == CD_OK) {
+        cd_snapshot_signal(r->app);
+        cd_log_info(CD_PRICING_SUBJECT, "deleted %s/%s org=%s",
+                    r->params[0], r->params[1], r->org_id);
+        cd_respond(r, 204, NULL);
+    }
+
+    PQclear(res);
+    cd_request_end(r, c);
+}
