@@ -51,6 +51,18 @@ if [ -f "$PORTS" ]; then
 fi
 [ -n "$PG_PORT" ] || PG_PORT=$(sp_free_port)
 [ -n "$REDIS_PORT" ] || REDIS_PORT=$(sp_free_port)
+# a saved port that something else took meanwhile: choose another
+alive() { [ -n "$1" ] && kill -0 "$1" 2>/dev/null; }
+if [ -z "$DB_URL" ] && [ -z "${SPENDPOL_PG_PORT:-}" ] && sp_port_open 127.0.0.1 "$PG_PORT" \
+    && ! alive "$(sp_pg_pid "$DATA" 2>/dev/null)"; then
+    sp_log "port $PG_PORT is taken; PostgreSQL moves to another"
+    PG_PORT=$(sp_free_port)
+fi
+if [ -z "$R_URL" ] && [ -z "${SPENDPOL_REDIS_PORT:-}" ] && sp_port_open 127.0.0.1 "$REDIS_PORT" \
+    && ! alive "$(sp_redis_pid "$DATA" 2>/dev/null)"; then
+    sp_log "port $REDIS_PORT is taken; Redis moves to another"
+    REDIS_PORT=$(sp_free_port)
+fi
 printf 'SAVED_PG_PORT=%s\nSAVED_REDIS_PORT=%s\n' "$PG_PORT" "$REDIS_PORT" >"$PORTS"
 
 # --------------------------------------------------------------- lifecycle
