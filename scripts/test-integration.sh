@@ -7,7 +7,8 @@
 # and drives it with the official openai npm client. Files run in parallel.
 #
 # Env: SPENDPOL_TEST_CONCURRENCY (default 3), SPENDPOL_KEEP_DATA=1 keeps
-# every test stack's data dir (failed ones are always kept).
+# every test stack's data dir (those that failed to start or logged a
+# problem are always kept).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
