@@ -643,8 +643,13 @@ cd_pricing_model(cd_request_t *r, const char *model)
 
 /* ---- routes ----------------------------------------------------------- */
 
-void
-cd_api_pricing_list(cd_request_t *r)
+/*
+ * The items for an optional provider and model; single answers the one
+ * item itself, or 404 when the model has no price at all.
+ */
+static void
+cd_pricing_answer(cd_request_t *r, const char *provider, const char *model,
+    int single)
 {
     int            i, j, n;
     json_t        *data, *item;
@@ -652,20 +657,13 @@ cd_api_pricing_list(cd_request_t *r)
     const char    *params[2];
     cd_db_conn_t  *c;
 
-    params[0] = cd_query(r, "provider");
-    params[1] = cd_query(r, "model");
-
-    if ((params[0] != NULL && cd_pricing_provider(r, params[0], 400)
-                              != CD_OK)
-        || (params[1] != NULL && cd_pricing_model(r, params[1]) != CD_OK))
-    {
-        return;
-    }
-
     c = cd_request_begin(r);
     if (c == NULL) {
         return;
     }
+
+    params[0] = provider;
+    params[1] = model;
 
     /* row-level security leaves the list prices and the caller's own */
     res = cd_db_exec(c, "SELECT " CD_PRICING_COLUMNS " FROM model_prices"
@@ -697,7 +695,54 @@ cd_api_pricing_list(cd_request_t *r)
 
     PQclear(res);
     cd_request_end(r, c);
-    cd_respond(r, 200, data ? json_pack("{s:o}", "data", data) : NULL);
+
+    if (!single) {
+        cd_respond(r, 200, data ? json_pack("{s:o}", "data", data) : NULL);
+        return;
+    }
+
+    if (data != NULL && json_array_size(data) == 0) {
+        cd_respond_error(r, 404, "not_found_error", "model_unpriced",
+                         "model", "%s/%.200s has no price: its requests are "
+                         "recorded at $0; set one with PUT /pricing/%s/"
+                         "%.200s", provider, model, provider, model);
+
+    } else {
+        cd_respond(r, 200, json_incref(json_array_get(data, 0)));
+    }
+
+    json_decref(data);
+}
+
+
+void
+cd_api_pricing_list(cd_request_t *r)
+{
+    const char  *provider, *model;
+
+    provider = cd_query(r, "provider");
+    model = cd_query(r, "model");
+
+    if ((provider != NULL && cd_pricing_provider(r, provider, 400) != CD_OK)
+        || (model != NULL && cd_pricing_model(r, model) != CD_OK))
+    {
+        return;
+    }
+
+    cd_pricing_answer(r, provider, model, 0);
+}
+
+
+void
+cd_api_pricing_get(cd_request_t *r)
+{
+    if (cd_pricing_provider(r, r->params[0], 404) != CD_OK
+        || cd_pricing_model(r, r->params[1]) != CD_OK)
+    {
+        return;
+    }
+
+    cd_pricing_answer(r, r->params[0], r->params[1], 1);
 }
 
 

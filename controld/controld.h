@@ -552,6 +552,7 @@ int cd_price_body_parse(json_t *body, cd_price_input_t *in,
 int cd_rfc3339_parse(const char *s, int64_t *us) CD_CHECK;
 
 void cd_api_pricing_list(cd_request_t *r);
+void cd_api_pricing_get(cd_request_t *r);
 void cd_api_pricing_put(cd_request_t *r);
 void cd_api_pricing_delete(cd_request_t *r);
 

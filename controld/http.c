@@ -40,6 +40,7 @@ const cd_route_t  cd_routes[] = {
     { "GET",    "/org",                     cd_api_org_get,          1 },
     { "PATCH",  "/org",                     cd_api_org_update,       1 },
     { "GET",    "/pricing",                 cd_api_pricing_list,     1 },
+    { "GET",    "/pricing/{provider}/{model}", cd_api_pricing_get,   1 },
     { "PUT",    "/pricing/{provider}/{model}", cd_api_pricing_put,   1 },
     { "DELETE", "/pricing/{provider}/{model}", cd_api_pricing_delete, 1 },
     { "GET",    "/alerts",                  cd_api_alerts_list,      1 },

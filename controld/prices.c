@@ -2,10 +2,9 @@
  * List prices from the data file (migrations/data/prices.tsv): loaded at
  * start, after the SQL migrations, into model_prices with org_id NULL,
  * replacing earlier list prices of the same provider and model, each
- * effective from midnight UTC of the file's date. An
- * organisation's own prices are never touched. The whole file applies in
- * one transaction or not at all; an unchanged file (same checksum) is
- * skipped.
+ * effective from midnight UTC of the file's date. An organisation's own
+ * prices are never touched. The whole file applies in one transaction or
+ * not at all; an unchanged file (same checksum) is skipped.
  *
  * Format: '#' comments, then tab-separated lines
  *   provider  model  input  output  cached_input  cache_write  max_output
