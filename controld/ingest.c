@@ -52,6 +52,7 @@ typedef struct {
     char                  *copy;
     char                 (*alert_keys)[CD_ALERT_KEY_MAX];  /* per record,
                                                  "" when it raises none */
+    size_t                 raises;        /* records with an alert key */
 } cd_ingest_ctx_t;
 
 
@@ -248,6 +249,7 @@ cd_ingest_line(cd_ingest_ctx_t *x, const char *line, size_t len,
         x->alert_keys[x->count][0] = '\0';
     }
 
+    x->raises += x->alert_keys[x->count][0] != '\0';
     x->count++;
 }
 
@@ -455,7 +457,8 @@ cd_ingest_copy(cd_ingest_ctx_t *x, cd_db_conn_t *c)
             " latency_ms bigint, gateway_us bigint, department text,"
             " project text, agent_id text, trace_id text, span_id text,"
             " parent_id text, warnings text, error_code text,"
-            " alert_key text)"
+            " alert_key text) ON COMMIT DELETE ROWS;"
+            " CREATE TEMP TABLE IF NOT EXISTS cd_journal_inserted (id text)"
             " ON COMMIT DELETE ROWS") != CD_OK)
     {
         return CD_ERROR;
@@ -516,6 +519,77 @@ drain:
 }
 
 
+/*
+ * Raises the alerts of the rows this batch inserted, in its transaction,
+ * so a batch loaded twice raises and counts nothing twice. One open alert
+ * per (org, dedupe_key) counts the requests. Under a savepoint with a
+ * short lock timeout: an alert must never stall ingest, so on failure the
+ * batch loads without them (logged).
+ */
+static void
+cd_ingest_raise_alerts(cd_ingest_ctx_t *x, cd_db_conn_t *c)
+{
+    PGresult  *res;
+
+    if (cd_db_exec_script(c, "SAVEPOINT cd_alerts;"
+                             " SET LOCAL lock_timeout = 1000") != CD_OK)
+    {
+        return;
+    }
+
+    res = cd_db_exec(c,
+        "WITH raised AS ("
+        " SELECT b.org_id, b.alert_key, min(b.provider) AS provider,"
+        " min(coalesce(nullif(b.model, ''), b.requested_model)) AS model,"
+        " count(*) AS requests,"
+        " min(b.ts_ms) AS first_ms, max(b.ts_ms) AS last_ms"
+        " FROM (SELECT DISTINCT ON (id) * FROM cd_journal_batch"
+        " WHERE alert_key <> '') AS b"
+        " JOIN cd_journal_inserted USING (id)"
+        " GROUP BY b.org_id, b.alert_key)"
+        " INSERT INTO alerts (id, org_id, type, severity, message,"
+        " details, dedupe_key)"
+        " SELECT 'alr_' || left(md5(gen_random_uuid()::text), 24),"
+        " org_id, 'unpriced_model', 'warning',"
+        " format('%s model \"%s\" has no price: its requests are"
+        " served and recorded at $0 (warning unpriced_model). Price"
+        " it with PUT /pricing/%s/%s, or refuse unpriced models"
+        " with PATCH /org {\"refuse_unpriced_models\": true}.',"
+        " provider, model, provider, model),"
+        " jsonb_build_object('provider', provider, 'model', model,"
+        " 'requests', requests, 'first_seen_at',"
+        " 'epoch'::timestamptz + first_ms * interval '1 millisecond',"
+        " 'last_seen_at',"
+        " 'epoch'::timestamptz + last_ms * interval '1 millisecond'),"
+        " alert_key FROM raised"
+        " ON CONFLICT (org_id, dedupe_key)"
+        " WHERE state = 'open' AND dedupe_key IS NOT NULL"
+        " DO UPDATE SET details = alerts.details || jsonb_build_object("
+        " 'requests', coalesce((alerts.details->>'requests')::bigint, 0)"
+        " + (EXCLUDED.details->>'requests')::bigint,"
+        " 'last_seen_at', greatest(alerts.details->>'last_seen_at',"
+        " EXCLUDED.details->>'last_seen_at'))",
+        0, NULL);
+
+    if (res != NULL) {
+        PQclear(res);
+
+        if (cd_db_exec_script(c, "RELEASE SAVEPOINT cd_alerts") == CD_OK) {
+            return;
+        }
+    }
+
+    cd_log_warn(CD_INGEST_SUBJECT, "%s: could not raise the alerts of the "
+                "batch ending at offset %lld; loading it without them",
+                x->app->config.journal_path, (long long) x->scan_off);
+
+    if (cd_db_exec_script(c, "ROLLBACK TO SAVEPOINT cd_alerts") != CD_OK) {
+        cd_log_warn(CD_INGEST_SUBJECT, "cannot roll back to the alerts "
+                    "savepoint");
+    }
+}
+
+
 /* loads the batch and the new offset in one transaction */
 static int
 cd_ingest_flush(cd_ingest_ctx_t *x)
@@ -535,11 +609,7 @@ cd_ingest_flush(cd_ingest_ctx_t *x)
             goto failed;
         }
 
-        /*
-         * Alerts are raised from the rows this batch really inserted, in
-         * its transaction: a batch loaded twice raises nothing twice. One
-         * open alert per (org, dedupe_key) counts the requests.
-         */
+        /* the ids really inserted: a batch read twice is skipped */
         res = cd_db_exec(c,
             "WITH inserted AS ("
             " INSERT INTO audit_logs (id, org_id, created_at, api_key_id,"
@@ -560,37 +630,8 @@ cd_ingest_flush(cd_ingest_ctx_t *x)
             " ELSE string_to_array(warnings, ',') END,"
             " nullif(error_code, '')"
             " FROM cd_journal_batch ON CONFLICT (id) DO NOTHING"
-            " RETURNING id),"
-            " raised AS ("
-            " SELECT b.org_id, b.alert_key, min(b.provider) AS provider,"
-            " min(coalesce(nullif(b.model, ''), b.requested_model)) AS model,"
-            " count(*) AS requests,"
-            " min(b.ts_ms) AS first_ms, max(b.ts_ms) AS last_ms"
-            " FROM (SELECT DISTINCT ON (id) * FROM cd_journal_batch"
-            " WHERE alert_key <> '') AS b JOIN inserted USING (id)"
-            " GROUP BY b.org_id, b.alert_key)"
-            " INSERT INTO alerts (id, org_id, type, severity, message,"
-            " details, dedupe_key)"
-            " SELECT 'alr_' || left(md5(gen_random_uuid()::text), 24),"
-            " org_id, 'unpriced_model', 'warning',"
-            " format('%s model \"%s\" has no price: its requests are"
-            " served and recorded at $0 (warning unpriced_model). Price"
-            " it with PUT /pricing/%s/%s, or refuse unpriced models"
-            " with PATCH /org {\"refuse_unpriced_models\": true}.',"
-            " provider, model, provider, model),"
-            " jsonb_build_object('provider', provider, 'model', model,"
-            " 'requests', requests, 'first_seen_at',"
-            " 'epoch'::timestamptz + first_ms * interval '1 millisecond',"
-            " 'last_seen_at',"
-            " 'epoch'::timestamptz + last_ms * interval '1 millisecond'),"
-            " alert_key FROM raised"
-            " ON CONFLICT (org_id, dedupe_key)"
-            " WHERE state = 'open' AND dedupe_key IS NOT NULL"
-            " DO UPDATE SET details = alerts.details || jsonb_build_object("
-            " 'requests', coalesce((alerts.details->>'requests')::bigint, 0)"
-            " + (EXCLUDED.details->>'requests')::bigint,"
-            " 'last_seen_at', greatest(alerts.details->>'last_seen_at',"
-            " EXCLUDED.details->>'last_seen_at'))",
+            " RETURNING id)"
+            " INSERT INTO cd_journal_inserted SELECT id FROM inserted",
             0, NULL);
 
         if (res == NULL) {
@@ -598,6 +639,10 @@ cd_ingest_flush(cd_ingest_ctx_t *x)
         }
 
         PQclear(res);
+
+        if (x->raises) {
+            cd_ingest_raise_alerts(x, c);
+        }
     }
 
     snprintf(dev, sizeof(dev), "%lld", (long long) x->dev);
@@ -649,6 +694,7 @@ static void
 cd_ingest_reset_batch(cd_ingest_ctx_t *x)
 {
     x->count = 0;
+    x->raises = 0;
     x->malformed = 0;
     x->batch_started = 0;
 }
