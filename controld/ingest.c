@@ -3,8 +3,8 @@
  * audit_logs in batches (at most CD_INGEST_BATCH_LINES lines or
  * CD_INGEST_BATCH_MS), each batch in ONE transaction with the new offset:
  * COPY into a temporary table, INSERT ... ON CONFLICT (id) DO NOTHING,
- * alerts raised by the rows inserted, offset upsert, commit. So a crash anywhere loses and duplicates
- * nothing. The file is the only buffer: when PostgreSQL is down the batch
+ * alerts raised by the rows inserted, offset upsert, commit. So a crash
+ * anywhere loses and duplicates nothing. The file is the only buffer: when PostgreSQL is down the batch
  * is dropped and re-read from the committed offset later.
  *
  * A file is named by (path, device, inode). After a rotation (mv, then
