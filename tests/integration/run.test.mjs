@@ -34,6 +34,26 @@ async function cleanup() {
   for (const p of running) { try { process.kill(-p.pid, 'SIGTERM'); } catch { /* gone */ } }
   if (running.size) await sleep(3000);
   for (const p of running) { try { process.kill(-p.pid, 'SIGKILL'); } catch { /* gone */ } }
+  // nginx and controld run in sessions of their own: find them by this data dir
+  const leftovers = [];
+  try {
+    const master = Number(fs.readFileSync(path.join(data, 'nginx', 'nginx.pid'), 'utf8'));
+    // a stale pid file must not name someone else's process
+    if (master && fs.readFileSync(`/proc/${master}/cmdline`, 'latin1').includes(data)) {
+      leftovers.push(master);
+      const kids = spawnSync('ps', ['-o', 'pid=', '--ppid', String(master)], { encoding: 'utf8' }).stdout;
+      leftovers.push(...kids.split(/\s+/).filter(Boolean).map(Number));
+    }
+  } catch { /* no nginx */ }
+  for (const pid of fs.readdirSync('/proc').filter((x) => /^\d+$/.test(x))) {
+    try {
+      if (fs.readFileSync(`/proc/${pid}/environ`, 'latin1').split('\0').includes(`SPENDPOL_DATA_DIR=${data}`)) leftovers.push(Number(pid));
+    } catch { /* gone or not ours */ }
+  }
+  for (const pid of leftovers) {
+    if (pid === process.pid) continue;
+    try { process.kill(pid, 'SIGKILL'); process.stderr.write(`[run.test] killed leftover pid ${pid}\n`); } catch { /* gone */ }
+  }
   await fixture.close();
   // a crashed run.sh may have left its private PostgreSQL/Redis behind
   for (const cmd of ['redis-stop', 'pg-stop']) {
@@ -86,6 +106,19 @@ async function startRun(extraEnv = {}) {
   }
 }
 
+/** runs body(p) with run.sh started; a failing body still stops it, so the next test starts clean */
+async function withRun(body) {
+  const p = await startRun();
+  try {
+    await body(p);
+  } finally {
+    if (running.has(p)) {
+      try { process.kill(-p.pid, 'SIGTERM'); } catch { /* gone */ }
+      await Promise.race([p.done, idle(30_000)]);
+    }
+  }
+}
+
 async function stopRun(p, signal = 'SIGINT') {
   p.kill(signal);
   const r = await Promise.race([p.done, idle(60_000).then(() => ({ timeout: true }))]);
@@ -108,8 +141,7 @@ let adminKey;
 let proxyKey;
 let firstAuditId;
 
-test('make run: ready line, admin key, a governed call with its cost in the audit log', async () => {
-  const p = await startRun();
+test('make run: ready line, admin key, a governed call with its cost in the audit log', () => withRun(async (p) => {
   const out = p.output();
   const m = /admin key: (sp_key_[0-9a-f]{48})/.exec(out);
   assert.ok(m, `no admin key in:\n${out}`);
@@ -142,26 +174,26 @@ test('make run: ready line, admin key, a governed call with its cost in the audi
   await stopRun(p, 'SIGINT');
   assert.equal(await portOpen(proxyPort), false, 'nginx still listening after Ctrl-C');
   assert.equal(await portOpen(apiPort), false, 'controld still listening after Ctrl-C');
-});
+}));
 
 test('second start reuses the data: admin key, proxy key, provider and audit logs survive; SIGTERM stops it', async () => {
   assert.ok(adminKey && proxyKey, 'needs the first test');
-  const p = await startRun();
-  const k = await api('GET', '/api-keys', adminKey);
-  assert.equal(k.status, 200, `the admin key from the first run: ${k.text}`);
-  const rows = auditRowsOf((await api('GET', '/audit-logs', adminKey)).json);
-  assert.ok(rows.some((r) => r.id === firstAuditId), 'the first run\'s audit row is gone');
-  const client = new OpenAI({ baseURL: `http://127.0.0.1:${proxyPort}/v1/openai`, apiKey: proxyKey, maxRetries: 0 });
-  const body = { model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'still here?' }] };
-  const res = await waitFor(async () => {
-    try { return await client.chat.completions.create(body); } catch (e) { if (e.status === 401) return null; throw e; }
-  }, { timeout: 5000, message: 'the old key to work after restart' });
-  assert.equal(res.choices[0].message.content, fixtureReply(body));
-  await stopRun(p, 'SIGTERM');
+  await withRun(async (p) => {
+    const k = await api('GET', '/api-keys', adminKey);
+    assert.equal(k.status, 200, `the admin key from the first run: ${k.text}`);
+    const rows = auditRowsOf((await api('GET', '/audit-logs', adminKey)).json);
+    assert.ok(rows.some((r) => r.id === firstAuditId), 'the first run\'s audit row is gone');
+    const client = new OpenAI({ baseURL: `http://127.0.0.1:${proxyPort}/v1/openai`, apiKey: proxyKey, maxRetries: 0 });
+    const body = { model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'still here?' }] };
+    const res = await waitFor(async () => {
+      try { return await client.chat.completions.create(body); } catch (e) { if (e.status === 401) return null; throw e; }
+    }, { timeout: 5000, message: 'the old key to work after restart' });
+    assert.equal(res.choices[0].message.content, fixtureReply(body));
+    await stopRun(p, 'SIGTERM');
+  });
 });
 
-test('a child that dies stops the rest; run.sh exits non-zero with its log', async () => {
-  const p = await startRun();
+test('a child that dies stops the rest; run.sh exits non-zero with its log', () => withRun(async (p) => {
   const { execFileSync } = await import('node:child_process');
   const kids = execFileSync('ps', ['-o', 'pid=,comm=', '--ppid', String(p.pid)], { encoding: 'utf8' });
   const line = kids.split('\n').find((l) => /controld/.test(l));
@@ -172,4 +204,4 @@ test('a child that dies stops the rest; run.sh exits non-zero with its log', asy
   assert.notEqual(r.code, 0, `run.sh exit ${JSON.stringify(r)}`);
   assert.match(p.errors(), /controld exited unexpectedly/);
   assert.equal(await portOpen(proxyPort), false, 'nginx left running');
-});
+}));
