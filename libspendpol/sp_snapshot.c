@@ -140,6 +140,7 @@ sp_snapshot_free_record(int table, void *record)
     sp_snapshot_provider_in_t  *provider;
     sp_snapshot_price_in_t     *price;
     sp_snapshot_alias_in_t     *alias;
+    sp_snapshot_budget_in_t    *budget;
 
     if (record == NULL) {
         return;
@@ -186,6 +187,15 @@ sp_snapshot_free_record(int table, void *record)
         free((char *) alias->provider);
         free((char *) alias->alias);
         free((char *) alias->model);
+        break;
+
+    case SP_TABLE_BUDGETS:
+        budget = record;
+        free((char *) budget->budget_id);
+        free((char *) budget->org_id);
+        free((char *) budget->scope_value);
+        free((char *) budget->provider);
+        free((char *) budget->model);
         break;
     }
 
@@ -459,6 +469,72 @@ sp_snapshot_add_alias(sp_snapshot_builder_t *b,
 }
 
 
+/* the lookup key of a budget: organisation, scope digit, scope value */
+static uint64_t
+sp_snapshot_budget_hash(sp_str_t org_id, uint32_t scope, sp_str_t value)
+{
+    char      digit;
+    sp_str_t  scope_str;
+
+    digit = (char) ('0' + scope % 10);
+    scope_str.data = &digit;
+    scope_str.len = 1;
+
+    return sp_snapshot_lookup_hash(org_id, scope_str, value, 3);
+}
+
+
+int
+sp_snapshot_add_budget(sp_snapshot_builder_t *b,
+    const sp_snapshot_budget_in_t *in)
+{
+    sp_snapshot_budget_in_t  *budget;
+    uint64_t                  hash;
+    size_t                    size;
+
+    if (in->scope >= SP_BUDGET_SCOPE_COUNT) {
+        return SP_ERROR;
+    }
+
+    budget = calloc(1, sizeof(sp_snapshot_budget_in_t));
+    if (budget == NULL) {
+        return SP_ERROR;
+    }
+
+    *budget = *in;
+    budget->budget_id = sp_strdup0(in->budget_id);
+    budget->org_id = sp_strdup0(in->org_id);
+    budget->scope_value = sp_strdup0(in->scope_value);
+    budget->provider = sp_strdup0(in->provider);
+    budget->model = sp_strdup0(in->model);
+
+    if (budget->budget_id == NULL || budget->org_id == NULL
+        || budget->scope_value == NULL || budget->provider == NULL
+        || budget->model == NULL)
+    {
+        sp_snapshot_free_record(SP_TABLE_BUDGETS, budget);
+        return SP_ERROR;
+    }
+
+    hash = sp_snapshot_budget_hash(sp_str0(budget->org_id), budget->scope,
+                                   sp_str0(budget->scope_value));
+
+    size = sizeof(sp_snapshot_budget_t) + strlen(budget->budget_id)
+           + strlen(budget->org_id) + strlen(budget->scope_value)
+           + strlen(budget->provider) + strlen(budget->model);
+
+    if (sp_snapshot_list_push(&b->lists[SP_TABLE_BUDGETS], hash, budget,
+                              size)
+        != SP_OK)
+    {
+        sp_snapshot_free_record(SP_TABLE_BUDGETS, budget);
+        return SP_ERROR;
+    }
+
+    return SP_OK;
+}
+
+
 static sp_snapshot_ref_t
 sp_snapshot_put_string(sp_snapshot_writer_t *w, const char *s)
 {
@@ -492,6 +568,8 @@ sp_snapshot_put_record(sp_snapshot_writer_t *w, int table, void *record)
     sp_snapshot_org_in_t       *org_in;
     sp_snapshot_alias_t        *alias;
     sp_snapshot_alias_in_t     *alias_in;
+    sp_snapshot_budget_t       *budget;
+    sp_snapshot_budget_in_t    *budget_in;
 
     w->pos = SP_ALIGN8(w->pos);
     at = w->pos;
@@ -546,6 +624,24 @@ sp_snapshot_put_record(sp_snapshot_writer_t *w, int table, void *record)
         alias->model = sp_snapshot_put_string(w, alias_in->model);
         break;
 
+    case SP_TABLE_BUDGETS:
+        budget_in = record;
+        budget = (sp_snapshot_budget_t *) (w->out + at);
+        w->pos += sizeof(sp_snapshot_budget_t);
+
+        budget->scope = budget_in->scope;
+        budget->action = budget_in->action;
+        budget->limit_nano = budget_in->limit_nano;
+        budget->period_start_ms = budget_in->period_start_ms;
+        budget->period_end_ms = budget_in->period_end_ms;
+        budget->budget_id = sp_snapshot_put_string(w, budget_in->budget_id);
+        budget->org_id = sp_snapshot_put_string(w, budget_in->org_id);
+        budget->scope_value = sp_snapshot_put_string(w,
+                                                     budget_in->scope_value);
+        budget->provider = sp_snapshot_put_string(w, budget_in->provider);
+        budget->model = sp_snapshot_put_string(w, budget_in->model);
+        break;
+
     default: /* SP_TABLE_PRICES */
         price_in = record;
         price = (sp_snapshot_price_t *) (w->out + at);
@@ -576,6 +672,11 @@ sp_snapshot_same_lookup(int table, void *a, void *b)
     case SP_TABLE_ORGS:
         return strcmp(((sp_snapshot_org_in_t *) a)->org_id,
                       ((sp_snapshot_org_in_t *) b)->org_id) == 0;
+
+    case SP_TABLE_BUDGETS:
+        /* budgets share lookup keys; only the same budget replaces */
+        return strcmp(((sp_snapshot_budget_in_t *) a)->budget_id,
+                      ((sp_snapshot_budget_in_t *) b)->budget_id) == 0;
 
     case SP_TABLE_ALIASES:
         aa = a;
@@ -1232,4 +1333,62 @@ sp_snapshot_find_alias(const sp_snapshot_t *s, sp_str_t org_id,
                                                      3),
                              sizeof(sp_snapshot_alias_t),
                              sp_snapshot_match_alias, &lookup);
+}
+
+
+size_t
+sp_snapshot_foreach_budget(const sp_snapshot_t *s, sp_str_t org_id,
+    uint32_t scope, sp_str_t scope_value,
+    int (*visit)(const sp_snapshot_budget_t *budget, void *arg), void *arg)
+{
+    const sp_snapshot_slot_t    *slots;
+    const sp_snapshot_budget_t  *budget;
+    uint64_t                     n, mask, i, probes, hash;
+    size_t                       visited;
+
+    n = s->header->tables[SP_TABLE_BUDGETS].slots;
+
+    if (n == 0) {
+        return 0;
+    }
+
+    hash = sp_snapshot_budget_hash(org_id, scope, scope_value);
+    slots = (const sp_snapshot_slot_t *)
+                (s->base + s->header->tables[SP_TABLE_BUDGETS].offset);
+    mask = n - 1;
+    visited = 0;
+
+    for (i = hash & mask, probes = 0;
+         probes < n && slots[i].record != 0;
+         i = (i + 1) & mask, probes++)
+    {
+        if (slots[i].hash != hash) {
+            continue;
+        }
+
+        if (slots[i].record % 8 != 0
+            || slots[i].record > s->len
+            || s->len - slots[i].record < sizeof(sp_snapshot_budget_t))
+        {
+            return visited;
+        }
+
+        budget = (const sp_snapshot_budget_t *) (s->base + slots[i].record);
+
+        if (budget->scope != scope
+            || !sp_str_eq(sp_snapshot_str(s, budget->org_id), org_id)
+            || !sp_str_eq(sp_snapshot_str(s, budget->scope_value),
+                          scope_value))
+        {
+            continue;
+        }
+
+        visited++;
+
+        if (visit(budget, arg)) {
+            break;
+        }
+    }
+
+    return visited;
 }

@@ -23,7 +23,7 @@
 
 
 #define SP_SNAPSHOT_MAGIC        "SPSNAP01"
-#define SP_SNAPSHOT_VERSION      2
+#define SP_SNAPSHOT_VERSION      3
 #define SP_SNAPSHOT_FILE         "policy.snap"
 
 enum {
@@ -32,6 +32,7 @@ enum {
     SP_TABLE_PRICES,
     SP_TABLE_ORGS,
     SP_TABLE_ALIASES,
+    SP_TABLE_BUDGETS,
     SP_TABLE_COUNT
 };
 
@@ -118,6 +119,39 @@ typedef struct {
 } sp_snapshot_alias_t;
 
 
+/* what a budget covers: the organisation, or one key, agent, ... */
+enum {
+    SP_BUDGET_SCOPE_ORG = 0,
+    SP_BUDGET_SCOPE_API_KEY,
+    SP_BUDGET_SCOPE_AGENT,
+    SP_BUDGET_SCOPE_DEPARTMENT,
+    SP_BUDGET_SCOPE_PROJECT,
+    SP_BUDGET_SCOPE_COUNT
+};
+
+#define SP_BUDGET_BLOCK   0     /* refuse what would cross the limit */
+#define SP_BUDGET_WARN    1     /* serve, with a warning */
+
+/*
+ * SP_TABLE_BUDGETS: looked up by (org_id, scope, scope_value); several
+ * budgets may share a lookup key (narrowed to different providers or
+ * models), so lookups visit every match. The period is computed by
+ * controld in the budget's time zone; the module only compares instants.
+ */
+typedef struct {
+    sp_snapshot_ref_t  budget_id;
+    sp_snapshot_ref_t  org_id;
+    sp_snapshot_ref_t  scope_value;   /* "" for the organisation scope */
+    sp_snapshot_ref_t  provider;      /* "" for any provider */
+    sp_snapshot_ref_t  model;         /* "" for any model */
+    uint32_t           scope;         /* SP_BUDGET_SCOPE_* */
+    uint32_t           action;        /* SP_BUDGET_BLOCK or SP_BUDGET_WARN */
+    int64_t            limit_nano;
+    int64_t            period_start_ms;
+    int64_t            period_end_ms; /* 0: no end ("total") */
+} sp_snapshot_budget_t;
+
+
 /* ---- building (controld) --------------------------------------------- */
 
 typedef struct sp_snapshot_builder_s  sp_snapshot_builder_t;
@@ -161,6 +195,19 @@ typedef struct {
     const char  *model;
 } sp_snapshot_alias_in_t;
 
+typedef struct {
+    const char  *budget_id;
+    const char  *org_id;
+    uint32_t     scope;
+    const char  *scope_value;
+    const char  *provider;
+    const char  *model;
+    uint32_t     action;
+    int64_t      limit_nano;
+    int64_t      period_start_ms;
+    int64_t      period_end_ms;
+} sp_snapshot_budget_in_t;
+
 sp_snapshot_builder_t *sp_snapshot_builder_new(uint64_t generation);
 void sp_snapshot_builder_free(sp_snapshot_builder_t *b);
 
@@ -175,6 +222,8 @@ int sp_snapshot_add_org(sp_snapshot_builder_t *b,
     const sp_snapshot_org_in_t *org);
 int sp_snapshot_add_alias(sp_snapshot_builder_t *b,
     const sp_snapshot_alias_in_t *alias);
+int sp_snapshot_add_budget(sp_snapshot_builder_t *b,
+    const sp_snapshot_budget_in_t *budget);
 
 /*
  * Lays the snapshot out in one malloc()ed buffer (*out, *len); the caller
@@ -225,6 +274,15 @@ const sp_snapshot_org_t *sp_snapshot_find_org(const sp_snapshot_t *s,
     sp_str_t org_id);
 const sp_snapshot_alias_t *sp_snapshot_find_alias(const sp_snapshot_t *s,
     sp_str_t org_id, sp_str_t provider, sp_str_t alias);
+
+/*
+ * Calls visit(budget, arg) for every budget of the organisation with that
+ * scope and scope value (whatever its provider or model narrowing); stops
+ * early when visit returns non-zero. Returns the number visited.
+ */
+size_t sp_snapshot_foreach_budget(const sp_snapshot_t *s, sp_str_t org_id,
+    uint32_t scope, sp_str_t scope_value,
+    int (*visit)(const sp_snapshot_budget_t *budget, void *arg), void *arg);
 
 /* a ref's bytes; an out-of-bounds ref yields the empty string */
 sp_str_t sp_snapshot_str(const sp_snapshot_t *s, sp_snapshot_ref_t ref);

@@ -148,6 +148,27 @@ add_alias(sp_snapshot_builder_t *b, const char *org_id, const char *provider,
 }
 
 
+static void
+add_budget(sp_snapshot_builder_t *b, const char *id, const char *org_id,
+    uint32_t scope, const char *value, const char *provider, int64_t limit)
+{
+    sp_snapshot_budget_in_t  in;
+
+    memset(&in, 0, sizeof(in));
+    in.budget_id = id;
+    in.org_id = org_id;
+    in.scope = scope;
+    in.scope_value = value;
+    in.provider = provider;
+    in.action = SP_BUDGET_BLOCK;
+    in.limit_nano = limit;
+    in.period_start_ms = 1000;
+    in.period_end_ms = 2000;
+
+    assert_int_equal(sp_snapshot_add_budget(b, &in), SP_OK);
+}
+
+
 /* a small snapshot with a bit of everything */
 static uint8_t *
 small_snapshot(size_t *len)
@@ -171,8 +192,23 @@ small_snapshot(size_t *len)
               4000000000LL);
     add_org(b, "org_a", SP_ORG_REFUSE_UNPRICED);
     add_alias(b, "org_a", "azure", "prod-4o", "gpt-4o");
+    add_budget(b, "bud_1", "org_a", SP_BUDGET_SCOPE_PROJECT, "p1", "", 1000);
+    add_budget(b, "bud_2", "org_a", SP_BUDGET_SCOPE_PROJECT, "p1", "openai",
+               2000);
+    add_budget(b, "bud_3", "org_a", SP_BUDGET_SCOPE_ORG, "", "", 3000);
+    add_budget(b, "bud_4", "org_b", SP_BUDGET_SCOPE_PROJECT, "p1", "", 4000);
 
     return build(b, len);
+}
+
+
+static int
+exercise_budget(const sp_snapshot_budget_t *budget, void *arg)
+{
+    /* every fixed field of a visited budget lies inside the file */
+    *(int64_t *) arg += budget->limit_nano + budget->period_end_ms;
+
+    return 0;
 }
 
 
@@ -183,8 +219,11 @@ exercise(const sp_snapshot_t *s)
     const sp_snapshot_key_t       *key;
     const sp_snapshot_provider_t  *provider;
     const sp_snapshot_price_t     *price;
+    const sp_snapshot_org_t       *org;
+    const sp_snapshot_alias_t     *alias;
     uint8_t                        hash[SP_KEY_HASH_LEN];
     volatile size_t                sum;
+    int64_t                        limits;
     sp_str_t                       str;
     int                            i;
 
@@ -224,6 +263,22 @@ exercise(const sp_snapshot_t *s)
     if (price) {
         sum += (size_t) price->price.output;
     }
+
+    org = sp_snapshot_find_org(s, S("org_a"));
+    if (org) {
+        sum += org->flags;
+    }
+
+    alias = sp_snapshot_find_alias(s, S("org_a"), S("azure"), S("prod-4o"));
+    if (alias) {
+        str = sp_snapshot_str(s, alias->model);
+        sum += str.len;
+    }
+
+    limits = 0;
+    sum += sp_snapshot_foreach_budget(s, S("org_a"), SP_BUDGET_SCOPE_PROJECT,
+                                      S("p1"), exercise_budget, &limits);
+    sum += (size_t) limits;
 
     (void) sum;
 }
@@ -1523,6 +1578,56 @@ test_snapshot_finds_org_flags_and_aliases(void **state)
 }
 
 
+static int
+sum_budget_limits(const sp_snapshot_budget_t *budget, void *arg)
+{
+    *(int64_t *) arg += budget->limit_nano;
+
+    return 0;
+}
+
+
+static void
+test_snapshot_visits_every_budget_of_a_scope(void **state)
+{
+    uint8_t        *data;
+    size_t          len;
+    int64_t         sum;
+    sp_snapshot_t   s;
+    char            err[256];
+
+    (void) state;
+
+    data = small_snapshot(&len);
+    assert_int_equal(sp_snapshot_open(&s, data, len, err, sizeof(err)),
+                     SP_OK);
+
+    /* two budgets share (org_a, project, p1); org_b's is not visited */
+    sum = 0;
+    assert_int_equal(sp_snapshot_foreach_budget(&s, (sp_str_t) { "org_a", 5 },
+                                                SP_BUDGET_SCOPE_PROJECT,
+                                                (sp_str_t) { "p1", 2 },
+                                                sum_budget_limits, &sum), 2);
+    assert_true(sum == 3000);
+
+    sum = 0;
+    assert_int_equal(sp_snapshot_foreach_budget(&s, (sp_str_t) { "org_a", 5 },
+                                                SP_BUDGET_SCOPE_ORG,
+                                                (sp_str_t) { "", 0 },
+                                                sum_budget_limits, &sum), 1);
+    assert_true(sum == 3000);
+
+    /* a scope value of another scope type is not a match */
+    sum = 0;
+    assert_int_equal(sp_snapshot_foreach_budget(&s, (sp_str_t) { "org_a", 5 },
+                                                SP_BUDGET_SCOPE_DEPARTMENT,
+                                                (sp_str_t) { "p1", 2 },
+                                                sum_budget_limits, &sum), 0);
+
+    free(data);
+}
+
+
 int
 main(void)
 {
@@ -1544,6 +1649,7 @@ main(void)
         cmocka_unit_test(test_snapshot_rejects_every_bit_flipped),
         cmocka_unit_test(test_snapshot_rejects_wrong_magic_and_version),
         cmocka_unit_test(test_snapshot_finds_org_flags_and_aliases),
+        cmocka_unit_test(test_snapshot_visits_every_budget_of_a_scope),
         cmocka_unit_test(test_snapshot_rejects_huge_slot_counts),
         cmocka_unit_test(test_snapshot_rejects_tables_outside_file),
         cmocka_unit_test(
