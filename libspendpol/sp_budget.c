@@ -1,0 +1,258 @@
+/*
+ * Budgets: coverage, worst-case cost, the spend file.
+ */
+
+#include <stdio.h>
+#include <string.h>
+
+#include "sp_budget.h"
+
+
+static int
+sp_budget_str_eq(sp_str_t a, sp_str_t b)
+{
+    return a.len == b.len && (a.len == 0 || memcmp(a.data, b.data, a.len) == 0);
+}
+
+
+/* "gpt-4o" covers "gpt-4o" and "gpt-4o-2024-08-06", not "gpt-4o-mini" */
+static int
+sp_budget_model_covers(sp_str_t narrowing, sp_str_t model)
+{
+    const char  *rest;
+    size_t       n, i;
+
+    if (narrowing.len == 0 || sp_budget_str_eq(narrowing, model)) {
+        return 1;
+    }
+
+    if (model.len <= narrowing.len + 1
+        || memcmp(model.data, narrowing.data, narrowing.len) != 0
+        || model.data[narrowing.len] != '-')
+    {
+        return 0;
+    }
+
+    rest = model.data + narrowing.len + 1;
+    n = model.len - narrowing.len - 1;
+
+    /* the rest must be a date: YYYY-MM-DD or YYYYMMDD */
+    if (n == 10) {
+        for (i = 0; i < 10; i++) {
+            if (i == 4 || i == 7) {
+                if (rest[i] != '-') {
+                    return 0;
+                }
+
+            } else if (rest[i] < '0' || rest[i] > '9') {
+                return 0;
+            }
+        }
+
+        return 1;
+    }
+
+    if (n == 8) {
+        for (i = 0; i < 8; i++) {
+            if (rest[i] < '0' || rest[i] > '9') {
+                return 0;
+            }
+        }
+
+        return 1;
+    }
+
+    return 0;
+}
+
+
+int
+sp_budget_covers(const sp_snapshot_t *s, const sp_snapshot_budget_t *b,
+    sp_str_t provider, sp_str_t model, int64_t now_ms)
+{
+    sp_str_t  narrowing;
+
+    if (now_ms < b->period_start_ms
+        || (b->period_end_ms != 0 && now_ms >= b->period_end_ms))
+    {
+        return 0;
+    }
+
+    narrowing = sp_snapshot_str(s, b->provider);
+
+    if (narrowing.len && !sp_budget_str_eq(narrowing, provider)) {
+        return 0;
+    }
+
+    return sp_budget_model_covers(sp_snapshot_str(s, b->model), model);
+}
+
+
+int
+sp_cost_worst_case(const sp_price_t *price, int64_t prompt_tokens,
+    int64_t max_output_tokens, int64_t *cost)
+{
+    sp_usage_t  usage;
+
+    memset(&usage, 0, sizeof(sp_usage_t));
+    usage.input_tokens = prompt_tokens;
+    usage.output_tokens = max_output_tokens;
+
+    return sp_cost_nano(price, &usage, cost);
+}
+
+
+uint64_t
+sp_budget_hash(sp_str_t budget_id)
+{
+    uint64_t  hash;
+
+    hash = sp_hash64(budget_id.data, budget_id.len, 0x5350454e44ULL);
+
+    /* 0 marks an empty slot */
+    return hash ? hash : 1;
+}
+
+
+size_t
+sp_spend_size(uint32_t slots)
+{
+    uint32_t  n;
+
+    n = 8;
+
+    while (n < slots) {
+        n *= 2;
+    }
+
+    return sizeof(sp_spend_header_t) + (size_t) n * sizeof(sp_spend_slot_t);
+}
+
+
+void
+sp_spend_init(void *data, uint32_t slots, uint64_t generation)
+{
+    sp_spend_header_t  *header;
+    uint32_t            n;
+
+    n = 8;
+
+    while (n < slots) {
+        n *= 2;
+    }
+
+    memset(data, 0, sp_spend_size(n));
+
+    header = data;
+    memcpy(header->magic, SP_SPEND_MAGIC, sizeof(header->magic));
+    header->version = SP_SPEND_VERSION;
+    header->slots = n;
+    header->generation = generation;
+}
+
+
+sp_spend_slot_t *
+sp_spend_slot(void *data, sp_str_t budget_id)
+{
+    sp_spend_header_t  *header;
+    sp_spend_slot_t    *slots;
+    uint64_t            hash;
+    uint32_t            i, probes, mask;
+
+    header = data;
+    slots = (sp_spend_slot_t *) (header + 1);
+    hash = sp_budget_hash(budget_id);
+    mask = header->slots - 1;
+
+    for (i = (uint32_t) hash & mask, probes = 0;
+         probes < header->slots;
+         i = (i + 1) & mask, probes++)
+    {
+        if (slots[i].budget_hash == hash) {
+            return &slots[i];
+        }
+
+        if (slots[i].budget_hash == 0) {
+            slots[i].budget_hash = hash;
+            return &slots[i];
+        }
+    }
+
+    return NULL;
+}
+
+
+int
+sp_spend_open(sp_spend_t *spend, const void *data, size_t len, char *err,
+    size_t errlen)
+{
+    const sp_spend_header_t  *header;
+
+    header = data;
+
+    if (len < sizeof(sp_spend_header_t)
+        || memcmp(header->magic, SP_SPEND_MAGIC, sizeof(header->magic)) != 0)
+    {
+        snprintf(err, errlen, "not a spendpol spend file");
+        return SP_ERROR;
+    }
+
+    if (header->version != SP_SPEND_VERSION) {
+        snprintf(err, errlen, "spend file version %u, expected %u",
+                 header->version, SP_SPEND_VERSION);
+        return SP_ERROR;
+    }
+
+    if (header->slots == 0 || (header->slots & (header->slots - 1)) != 0
+        || header->slots > (len - sizeof(sp_spend_header_t))
+                           / sizeof(sp_spend_slot_t))
+    {
+        snprintf(err, errlen, "spend file has %u slots for %zu bytes",
+                 header->slots, len);
+        return SP_ERROR;
+    }
+
+    spend->base = data;
+    spend->len = len;
+    spend->header = header;
+    spend->slots = (const sp_spend_slot_t *) (header + 1);
+
+    return SP_OK;
+}
+
+
+const sp_spend_slot_t *
+sp_spend_find(const sp_spend_t *spend, sp_str_t budget_id,
+    int64_t period_start_ms)
+{
+    const sp_spend_slot_t  *slot;
+    uint64_t                hash, h;
+    uint32_t                i, probes, mask;
+
+    hash = sp_budget_hash(budget_id);
+    mask = spend->header->slots - 1;
+
+    for (i = (uint32_t) hash & mask, probes = 0;
+         probes < spend->header->slots;
+         i = (i + 1) & mask, probes++)
+    {
+        slot = &spend->slots[i];
+        h = __atomic_load_n(&slot->budget_hash, __ATOMIC_ACQUIRE);
+
+        if (h == 0) {
+            return NULL;
+        }
+
+        if (h == hash) {
+            if (__atomic_load_n(&slot->period_start_ms, __ATOMIC_ACQUIRE)
+                != period_start_ms)
+            {
+                return NULL;
+            }
+
+            return slot;
+        }
+    }
+
+    return NULL;
+}

@@ -1,0 +1,100 @@
+/*
+ * Budgets: which budgets cover a request, what it may cost at worst, and
+ * the spend file through which controld tells each node what was spent.
+ *
+ * Spend: a budget's effective spend on a node is
+ *
+ *     global   (every node's spend controld has ingested, this period)
+ *   + pending  (this node's settled spend not yet ingested)
+ *   + reserved (this node's in-flight worst cases)
+ *
+ * where pending = settled since the node's epoch (its nginx shared zone's
+ * creation) - what controld ingested of this node's journal lines of that
+ * epoch. Other nodes' settled-but-not-ingested spend and in-flight
+ * reservations are the overshoot bound across nodes.
+ */
+
+#ifndef SP_BUDGET_H
+#define SP_BUDGET_H
+
+#include "sp_snapshot.h"
+
+
+/*
+ * 1 when the budget covers a call of provider/model at now_ms: its
+ * provider and model narrowing (a model narrowing also covers the dated
+ * names of that model, "gpt-4o" covers "gpt-4o-2024-08-06") and its
+ * period [start, end).
+ */
+int sp_budget_covers(const sp_snapshot_t *s, const sp_snapshot_budget_t *b,
+    sp_str_t provider, sp_str_t model, int64_t now_ms);
+
+/*
+ * The most a call can cost: every prompt token uncached at the input
+ * price, and max_output_tokens at the output price. SP_ERROR on overflow.
+ */
+int sp_cost_worst_case(const sp_price_t *price, int64_t prompt_tokens,
+    int64_t max_output_tokens, int64_t *cost);
+
+
+/* ---- the spend file ------------------------------------------------- */
+
+#define SP_SPEND_MAGIC      "SPSPND01"
+#define SP_SPEND_VERSION    1
+#define SP_SPEND_FILE       "spend.slots"
+
+typedef struct {
+    char      magic[8];
+    uint32_t  version;
+    uint32_t  slots;            /* power of two */
+    uint64_t  generation;       /* bumped on each rewrite of the layout */
+    uint64_t  reserved;
+} sp_spend_header_t;
+
+/*
+ * One budget's spend. controld rewrites the values in place with 8-byte
+ * atomic stores; readers load each field atomically and check that
+ * budget_hash and period_start_ms are those they expect.
+ */
+typedef struct {
+    uint64_t  budget_hash;      /* sp_hash64 of the budget id, 0 = empty */
+    int64_t   period_start_ms;
+    int64_t   global_nano;      /* all nodes, ingested */
+    int64_t   epoch;            /* the node epoch node_nano counts */
+    int64_t   node_nano;        /* this node's lines of that epoch */
+    int64_t   updated_ms;
+    int64_t   pad[2];
+} sp_spend_slot_t;
+
+typedef struct {
+    const uint8_t            *base;
+    size_t                    len;
+    const sp_spend_header_t  *header;
+    const sp_spend_slot_t    *slots;
+} sp_spend_t;
+
+/* validates a mapped spend file; SP_ERROR with a reason in err */
+int sp_spend_open(sp_spend_t *spend, const void *data, size_t len,
+    char *err, size_t errlen);
+
+/*
+ * The slot of a budget (by id) for the period starting at
+ * period_start_ms, or NULL when controld has published none yet.
+ */
+const sp_spend_slot_t *sp_spend_find(const sp_spend_t *spend,
+    sp_str_t budget_id, int64_t period_start_ms);
+
+/* the file size for a number of slots (rounded up to a power of two) */
+size_t sp_spend_size(uint32_t slots);
+
+/*
+ * controld: lays an empty spend file out in data (sp_spend_size bytes)
+ * and returns the slot a budget takes (open addressing by its hash).
+ */
+void sp_spend_init(void *data, uint32_t slots, uint64_t generation);
+sp_spend_slot_t *sp_spend_slot(void *data, sp_str_t budget_id);
+
+uint64_t sp_budget_hash(sp_str_t budget_id);
+
+
+#endif /* SP_BUDGET_H */
