@@ -12,7 +12,13 @@
  *    "status":200,"cache":"miss","stream":false,"latency_ms":12,
  *    "gateway_us":85,"department":"...","project":"...","agent_id":"...",
  *    "trace_id":"<uuid>","span_id":"<16 hex>","parent_id":"...",
- *    "warnings":"usage_estimated,unpriced_model","error_code":"..."}
+ *    "warnings":"usage_estimated,unpriced_model","error_code":"...",
+ *    "epoch":1764230000000,"reserved_nano":450000}
+ *
+ * epoch identifies the nginx instance's shared spend counters (when they
+ * were created, unix ms): controld sums this node's ingested spend per
+ * budget and epoch, so the node can tell settled-but-not-ingested spend
+ * from ingested spend (see sp_budget.h).
  *
  * Unknown fields are ignored by the reader, so a newer writer stays
  * readable.
@@ -55,6 +61,8 @@ typedef struct {
     char      parent_id[SP_ID_LEN];
     char      warnings[SP_FIELD_LEN]; /* comma-separated */
     char      error_code[SP_ID_LEN];
+    int64_t   epoch;                  /* the node's spend counters' epoch */
+    int64_t   reserved_nano;          /* the worst case held at admission */
 } sp_journal_record_t;
 
 /*

@@ -268,6 +268,7 @@ sp_snapshot_add_key(sp_snapshot_builder_t *b, const sp_snapshot_key_in_t *in)
 
     memcpy(key->key_hash, in->key_hash, SP_KEY_HASH_LEN);
     key->scopes = in->scopes;
+    key->flags = in->flags;
     key->key_id = sp_strdup0(in->key_id);
     key->org_id = sp_strdup0(in->org_id);
     key->name = sp_strdup0(in->name);
@@ -583,7 +584,7 @@ sp_snapshot_put_record(sp_snapshot_writer_t *w, int table, void *record)
 
         memcpy(key->key_hash, key_in->key_hash, SP_KEY_HASH_LEN);
         key->scopes = key_in->scopes;
-        key->flags = 0;
+        key->flags = key_in->flags;
         key->key_id = sp_snapshot_put_string(w, key_in->key_id);
         key->org_id = sp_snapshot_put_string(w, key_in->org_id);
         key->name = sp_snapshot_put_string(w, key_in->name);

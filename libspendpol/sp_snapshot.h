@@ -73,8 +73,10 @@ typedef struct {
     sp_snapshot_ref_t  project;
     sp_snapshot_ref_t  agent_id;
     uint32_t           scopes;        /* SP_SCOPE_* */
-    uint32_t           flags;         /* reserved, 0 */
+    uint32_t           flags;         /* SP_KEY_* */
 } sp_snapshot_key_t;
+
+#define SP_KEY_AGENT_PAUSED   0x01u   /* the key's agent is paused */
 
 /* SP_TABLE_PROVIDERS: looked up by (org_id, provider) */
 typedef struct {
@@ -166,6 +168,7 @@ typedef struct {
     const char  *project;
     const char  *agent_id;
     uint32_t     scopes;
+    uint32_t     flags;       /* SP_KEY_* */
 } sp_snapshot_key_in_t;
 
 typedef struct {

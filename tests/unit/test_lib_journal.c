@@ -46,6 +46,8 @@ fill_record(sp_journal_record_t *rec)
     strcpy(rec->parent_id, "53995c3f42cd8ad8");
     strcpy(rec->warnings, "usage_estimated,unpriced_model");
     strcpy(rec->error_code, "upstream_timeout");
+    rec->epoch = 1764230000000;
+    rec->reserved_nano = 450000;
 }
 
 
@@ -78,6 +80,8 @@ assert_records_equal(const sp_journal_record_t *a,
     assert_string_equal(a->parent_id, b->parent_id);
     assert_string_equal(a->warnings, b->warnings);
     assert_string_equal(a->error_code, b->error_code);
+    assert_true(a->epoch == b->epoch);
+    assert_true(a->reserved_nano == b->reserved_nano);
 }
 
 
@@ -161,7 +165,7 @@ test_journal_line_is_the_documented_shape(void **state)
 
     root = json_loadb(line, n, JSON_REJECT_DUPLICATES, &jerr);
     assert_non_null(root);
-    assert_int_equal(json_object_size(root), 26);
+    assert_int_equal(json_object_size(root), 28);
     assert_true(json_is_false(json_object_get(root, "stream")));
     assert_true(json_is_integer(json_object_get(root, "cost_nano")));
     assert_true(json_is_integer(json_object_get(root, "status")));
