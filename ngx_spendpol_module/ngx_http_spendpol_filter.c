@@ -854,6 +854,11 @@ ngx_http_spendpol_warnings(ngx_http_spendpol_ctx_t *ctx, u_char *buf,
                          p == buf ? "" : ",");
     }
 
+    if (ctx->budget_warning) {
+        p = ngx_slprintf(p, last, "%sbudget_exceeded",
+                         p == buf ? "" : ",");
+    }
+
     return p - buf;
 }
 

@@ -276,6 +276,14 @@ ngx_http_spendpol_authenticate(ngx_http_request_t *r,
                                    "revoked or without the proxy scope");
     }
 
+    if (found->flags & SP_KEY_AGENT_PAUSED) {
+        return ngx_http_spendpol_send_error(r, ctx, NGX_HTTP_FORBIDDEN,
+                                   "permission_error", "agent_paused",
+                                   "the agent this key belongs to is "
+                                   "paused: POST /agents/{id}/resume on the "
+                                   "admin API");
+    }
+
     if (ngx_http_spendpol_copy(r->pool, &ctx->org_id,
                                sp_snapshot_str(&smcf->snapshot,
                                                found->org_id)) != NGX_OK
@@ -450,9 +458,10 @@ ngx_http_spendpol_route(ngx_http_request_t *r, ngx_http_spendpol_ctx_t *ctx)
 static ngx_int_t
 ngx_http_spendpol_prepare(ngx_http_request_t *r, ngx_http_spendpol_ctx_t *ctx)
 {
-    u_char                        *p, *rewritten;
+    u_char                        *p, *rewritten, money[80];
     char                           err[512];
-    size_t                         len, n;
+    size_t                         len, n, spent, limit;
+    ngx_int_t                      rc;
     ngx_buf_t                     *b;
     ngx_chain_t                   *cl;
     ngx_http_spendpol_loc_conf_t  *slcf;
@@ -568,6 +577,28 @@ ngx_http_spendpol_prepare(ngx_http_request_t *r, ngx_http_spendpol_ctx_t *ctx)
             ctx->body.len = n;
             ctx->strip_usage = 1;
         }
+    }
+
+    rc = ngx_http_spendpol_budget_admit(r, ctx);
+
+    if (rc == NGX_ERROR) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (rc == NGX_DECLINED) {
+        spent = sp_money_format(ctx->refused_spent, (char *) money);
+        money[spent] = '\0';
+        limit = sp_money_format(ctx->refused_limit, (char *) money + 40);
+        money[40 + limit] = '\0';
+
+        ngx_snprintf((u_char *) err, sizeof(err) - 1,
+                     "budget %s would be exceeded: %s of %s USD spent or "
+                     "reserved in this period%Z", ctx->refused_budget,
+                     money, money + 40);
+
+        /* 402: the SDKs do not retry it, and they should not */
+        return ngx_http_spendpol_send_error(r, ctx, 402, "insufficient_quota",
+                                            "budget_exceeded", err);
     }
 
     return NGX_DECLINED;

@@ -42,6 +42,7 @@ ngx_http_spendpol_log_handler(ngx_http_request_t *r)
     smcf = ngx_http_get_module_main_conf(r, ngx_http_spendpol_module);
 
     ngx_http_spendpol_settle(r, ctx);
+    ngx_http_spendpol_budget_settle(r, ctx);
 
     ngx_memzero(&rec, sizeof(sp_journal_record_t));
 
@@ -104,6 +105,9 @@ ngx_http_spendpol_log_handler(ngx_http_request_t *r)
         ngx_memcpy(rec.error_code, "stream_incomplete",
                    sizeof("stream_incomplete"));
     }
+
+    rec.epoch = ngx_http_spendpol_epoch(smcf);
+    rec.reserved_nano = ctx->reserved_nano;
 
     len = sp_journal_format(&rec, (char *) line, sizeof(line));
 

@@ -95,6 +95,13 @@ static ngx_command_t  ngx_http_spendpol_commands[] = {
       offsetof(ngx_http_spendpol_main_conf_t, region),
       NULL },
 
+    { ngx_string("spendpol_zone_size"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_size_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_spendpol_main_conf_t, zone_size),
+      NULL },
+
     { ngx_string("spendpol_max_body_size"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
       ngx_conf_set_size_slot,
@@ -333,6 +340,7 @@ ngx_http_spendpol_create_main_conf(ngx_conf_t *cf)
      */
 
     smcf->snapshot_interval = NGX_CONF_UNSET_MSEC;
+    smcf->zone_size = NGX_CONF_UNSET_SIZE;
 
     return smcf;
 }
@@ -344,7 +352,7 @@ ngx_http_spendpol_init_main_conf(ngx_conf_t *cf, void *conf)
     ngx_http_spendpol_main_conf_t *smcf = conf;
 
     u_char     *p;
-    ngx_str_t   path;
+    ngx_str_t   path, zone;
 
     if (smcf->snapshot_dir.data == NULL) {
         ngx_str_set(&smcf->snapshot_dir, NGX_HTTP_SPENDPOL_DEFAULT_SNAPSHOT);
@@ -371,6 +379,38 @@ ngx_http_spendpol_init_main_conf(ngx_conf_t *cf, void *conf)
     *p = '\0';
 
     ngx_conf_init_msec_value(smcf->snapshot_interval, 200);
+    ngx_conf_init_size_value(smcf->zone_size, 4 * 1024 * 1024);
+
+    if (smcf->zone_size < 8 * ngx_pagesize) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "spendpol_zone_size must be at least %uz",
+                           8 * ngx_pagesize);
+        return NGX_CONF_ERROR;
+    }
+
+    smcf->spend_path.len = smcf->snapshot_dir.len + 1
+                           + sizeof(SP_SPEND_FILE) - 1;
+    smcf->spend_path.data = ngx_pnalloc(cf->pool, smcf->spend_path.len + 1);
+    if (smcf->spend_path.data == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    p = ngx_cpymem(smcf->spend_path.data, smcf->snapshot_dir.data,
+                   smcf->snapshot_dir.len);
+    *p++ = '/';
+    p = ngx_cpymem(p, SP_SPEND_FILE, sizeof(SP_SPEND_FILE) - 1);
+    *p = '\0';
+
+    ngx_str_set(&zone, "spendpol");
+
+    smcf->shm_zone = ngx_shared_memory_add(cf, &zone, smcf->zone_size,
+                                           &ngx_http_spendpol_module);
+    if (smcf->shm_zone == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    smcf->shm_zone->init = ngx_http_spendpol_init_zone;
+    smcf->shm_zone->data = smcf;
 
     if (smcf->region.data == NULL) {
         ngx_str_set(&smcf->region, "local");

@@ -16,10 +16,36 @@
 #include <sp_journal.h>
 #include <sp_snapshot.h>
 #include <sp_usage.h>
+#include <sp_budget.h>
 
 
 #define NGX_HTTP_SPENDPOL_SSE_EVENT_MAX     65536
 #define NGX_HTTP_SPENDPOL_OUT_BUF_SIZE      4096
+#define NGX_HTTP_SPENDPOL_DEFAULT_MAX_OUTPUT 4096
+
+
+/* the shared zone: budget counters of this nginx instance */
+typedef struct {
+    ngx_rbtree_t               rbtree;
+    ngx_rbtree_node_t          sentinel;
+    int64_t                    epoch_ms;      /* when the zone was made */
+} ngx_http_spendpol_shctx_t;
+
+
+typedef struct {
+    ngx_rbtree_node_t          node;          /* key: sp_budget_hash() */
+    int64_t                    period_start_ms;
+    int64_t                    reserved_nano; /* in flight on this node */
+    int64_t                    settled_nano;  /* settled since the epoch */
+} ngx_http_spendpol_counter_t;
+
+
+typedef struct {
+    ngx_http_spendpol_counter_t  *counter;
+    uint64_t                   hash;
+    int64_t                    period_start_ms;
+    int64_t                    amount;
+} ngx_http_spendpol_reservation_t;
 
 
 /* per worker: the mapped snapshot and id generation */
@@ -30,6 +56,11 @@ typedef struct {
     ngx_open_file_t           *journal;
     ngx_str_t                  journal_path;
     ngx_str_t                  region;
+    size_t                     zone_size;
+    ngx_shm_zone_t            *shm_zone;
+    ngx_slab_pool_t           *shpool;
+    ngx_http_spendpol_shctx_t *sh;
+    ngx_str_t                  spend_path;
 
     /* worker state after fork */
     sp_snapshot_t              snapshot;
@@ -41,6 +72,11 @@ typedef struct {
     ngx_uint_t                 snapshot_failed_ino;
     ngx_uint_t                 snapshot_missing_logged;
     ngx_event_t                snapshot_timer;
+
+    sp_spend_t                 spend;
+    void                      *spend_map;
+    size_t                     spend_size;
+    ino_t                      spend_ino;
 
     uint64_t                   random[2];
     uint32_t                   worker_tag;
@@ -130,6 +166,16 @@ typedef struct {
 
     /* REPLACE */
     ngx_str_t                  replacement;
+
+    /* budgets */
+    ngx_http_spendpol_reservation_t  *reservations;
+    ngx_uint_t                 nreservations;
+    int64_t                    reserved_nano;
+    ngx_uint_t                 budget_released:1;
+    ngx_uint_t                 budget_warning:1;
+    char                       refused_budget[SP_ID_LEN];
+    int64_t                    refused_limit;
+    int64_t                    refused_spent;
 } ngx_http_spendpol_ctx_t;
 
 
@@ -169,6 +215,16 @@ const sp_snapshot_price_t *ngx_http_spendpol_price(ngx_http_request_t *r,
     ngx_http_spendpol_ctx_t *ctx, const char *name);
 size_t ngx_http_spendpol_warnings(ngx_http_spendpol_ctx_t *ctx, u_char *buf,
     size_t len);
+
+/* ngx_http_spendpol_budget.c */
+ngx_int_t ngx_http_spendpol_init_zone(ngx_shm_zone_t *shm_zone, void *data);
+ngx_int_t ngx_http_spendpol_budget_admit(ngx_http_request_t *r,
+    ngx_http_spendpol_ctx_t *ctx);
+void ngx_http_spendpol_budget_settle(ngx_http_request_t *r,
+    ngx_http_spendpol_ctx_t *ctx);
+int64_t ngx_http_spendpol_epoch(ngx_http_spendpol_main_conf_t *smcf);
+void ngx_http_spendpol_spend_refresh(ngx_http_spendpol_main_conf_t *smcf,
+    ngx_log_t *log);
 
 /* ngx_http_spendpol_journal.c */
 ngx_int_t ngx_http_spendpol_log_handler(ngx_http_request_t *r);

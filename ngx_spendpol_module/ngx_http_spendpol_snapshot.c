@@ -33,6 +33,7 @@ ngx_http_spendpol_snapshot_init_worker(ngx_cycle_t *cycle,
     smcf->snapshot_timer.cancelable = 1;
 
     ngx_http_spendpol_snapshot_refresh(smcf, cycle->log);
+    ngx_http_spendpol_spend_refresh(smcf, cycle->log);
 
     ngx_add_timer(&smcf->snapshot_timer, smcf->snapshot_interval);
 
@@ -48,6 +49,11 @@ ngx_http_spendpol_snapshot_exit_worker(ngx_http_spendpol_main_conf_t *smcf)
         smcf->snapshot_map = NULL;
         smcf->snapshot.base = NULL;
     }
+
+    if (smcf->spend_map) {
+        munmap(smcf->spend_map, smcf->spend_size);
+        smcf->spend_map = NULL;
+    }
 }
 
 
@@ -59,6 +65,7 @@ ngx_http_spendpol_snapshot_timer(ngx_event_t *ev)
     smcf = ev->data;
 
     ngx_http_spendpol_snapshot_refresh(smcf, ev->log);
+    ngx_http_spendpol_spend_refresh(smcf, ev->log);
 
     if (!ngx_exiting && !ngx_terminate && !ngx_quit) {
         ngx_add_timer(ev, smcf->snapshot_interval);

@@ -1,0 +1,542 @@
+
+/*
+ * Copyright (C) Spendpol
+ *
+ * Budgets in the request path: reserve the worst case at admission
+ * against every budget that covers the request, settle the actual cost
+ * when the request ends, release on every other path (a pool cleanup,
+ * as limit_conn does). Counters live in one shared zone, so concurrent
+ * requests on all workers see each other's reservations; spend from other
+ * nodes and from before this zone comes from controld's spend file.
+ */
+
+
+#include <sys/mman.h>
+
+#include "ngx_http_spendpol_module.h"
+
+
+#define NGX_HTTP_SPENDPOL_MAX_BUDGETS  32
+
+
+typedef struct {
+    ngx_http_request_t              *r;
+    ngx_http_spendpol_ctx_t         *ctx;
+    ngx_http_spendpol_main_conf_t   *smcf;
+    sp_str_t                         provider;
+    sp_str_t                         model;
+    int64_t                          now_ms;
+    ngx_uint_t                       n;
+    const sp_snapshot_budget_t      *budgets[NGX_HTTP_SPENDPOL_MAX_BUDGETS];
+} ngx_http_spendpol_budget_scan_t;
+
+
+static int ngx_http_spendpol_budget_visit(const sp_snapshot_budget_t *budget,
+    void *arg);
+static ngx_http_spendpol_counter_t *ngx_http_spendpol_counter(
+    ngx_http_spendpol_main_conf_t *smcf, uint64_t hash,
+    int64_t period_start_ms);
+static int64_t ngx_http_spendpol_effective(ngx_http_spendpol_main_conf_t *smcf,
+    sp_str_t budget_id, const sp_snapshot_budget_t *budget,
+    ngx_http_spendpol_counter_t *counter);
+static void ngx_http_spendpol_budget_cleanup(void *data);
+static void ngx_http_spendpol_rbtree_insert_value(ngx_rbtree_node_t *temp,
+    ngx_rbtree_node_t *node, ngx_rbtree_node_t *sentinel);
+
+
+ngx_int_t
+ngx_http_spendpol_init_zone(ngx_shm_zone_t *shm_zone, void *data)
+{
+    ngx_http_spendpol_main_conf_t  *osmcf = data;
+
+    ngx_time_t                     *tp;
+    ngx_http_spendpol_main_conf_t  *smcf;
+
+    smcf = shm_zone->data;
+
+    if (osmcf) {
+        /* a reload keeps the counters and their epoch */
+        smcf->sh = osmcf->sh;
+        smcf->shpool = osmcf->shpool;
+        return NGX_OK;
+    }
+
+    smcf->shpool = (ngx_slab_pool_t *) shm_zone->shm.addr;
+
+    if (shm_zone->shm.exists) {
+        smcf->sh = smcf->shpool->data;
+        return NGX_OK;
+    }
+
+    smcf->sh = ngx_slab_alloc(smcf->shpool, sizeof(ngx_http_spendpol_shctx_t));
+    if (smcf->sh == NULL) {
+        return NGX_ERROR;
+    }
+
+    smcf->shpool->data = smcf->sh;
+
+    ngx_rbtree_init(&smcf->sh->rbtree, &smcf->sh->sentinel,
+                    ngx_http_spendpol_rbtree_insert_value);
+
+    tp = ngx_timeofday();
+    smcf->sh->epoch_ms = (int64_t) tp->sec * 1000 + tp->msec;
+
+    smcf->shpool->log_ctx = (u_char *) " in spendpol zone";
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_spendpol_rbtree_insert_value(ngx_rbtree_node_t *temp,
+    ngx_rbtree_node_t *node, ngx_rbtree_node_t *sentinel)
+{
+    ngx_rbtree_node_t  **p;
+
+    for ( ;; ) {
+        p = (node->key < temp->key) ? &temp->left : &temp->right;
+
+        if (*p == sentinel) {
+            break;
+        }
+
+        temp = *p;
+    }
+
+    *p = node;
+    node->parent = temp;
+    node->left = sentinel;
+    node->right = sentinel;
+    ngx_rbt_red(node);
+}
+
+
+/*
+ * Admission: NGX_OK to go on (reservations held, warnings noted),
+ * NGX_DECLINED when a blocking budget refuses (the error is in
+ * ctx->budget_refusal), NGX_ERROR on failure.
+ */
+ngx_int_t
+ngx_http_spendpol_budget_admit(ngx_http_request_t *r,
+    ngx_http_spendpol_ctx_t *ctx)
+{
+    int64_t                           worst, effective, prompt, output;
+    sp_str_t                          org, id, values[SP_BUDGET_SCOPE_COUNT];
+    ngx_uint_t                        i, refused;
+    ngx_time_t                       *tp;
+    ngx_pool_cleanup_t               *cln;
+    const sp_snapshot_price_t        *price;
+    ngx_http_spendpol_counter_t      *counter;
+    ngx_http_spendpol_main_conf_t    *smcf;
+    ngx_http_spendpol_reservation_t  *res;
+    ngx_http_spendpol_budget_scan_t   scan;
+
+    smcf = ngx_http_get_module_main_conf(r, ngx_http_spendpol_module);
+
+    if (smcf->sh == NULL || smcf->snapshot_map == NULL
+        || smcf->snapshot.header->entries[SP_TABLE_BUDGETS] == 0)
+    {
+        return NGX_OK;
+    }
+
+    tp = ngx_timeofday();
+
+    ngx_memzero(&scan, sizeof(scan));
+    scan.r = r;
+    scan.ctx = ctx;
+    scan.smcf = smcf;
+    scan.now_ms = (int64_t) tp->sec * 1000 + tp->msec;
+    scan.provider.data = (char *) ctx->provider_name.data;
+    scan.provider.len = ctx->provider_name.len;
+    scan.model.data = ctx->request->model;
+    scan.model.len = ngx_strlen(ctx->request->model);
+
+    org.data = (char *) ctx->org_id.data;
+    org.len = ctx->org_id.len;
+
+    values[SP_BUDGET_SCOPE_ORG].data = "";
+    values[SP_BUDGET_SCOPE_ORG].len = 0;
+    values[SP_BUDGET_SCOPE_API_KEY].data = (char *) ctx->key_id.data;
+    values[SP_BUDGET_SCOPE_API_KEY].len = ctx->key_id.len;
+    values[SP_BUDGET_SCOPE_AGENT].data = (char *) ctx->agent_id.data;
+    values[SP_BUDGET_SCOPE_AGENT].len = ctx->agent_id.len;
+    values[SP_BUDGET_SCOPE_DEPARTMENT].data = (char *) ctx->department.data;
+    values[SP_BUDGET_SCOPE_DEPARTMENT].len = ctx->department.len;
+    values[SP_BUDGET_SCOPE_PROJECT].data = (char *) ctx->project.data;
+    values[SP_BUDGET_SCOPE_PROJECT].len = ctx->project.len;
+
+    for (i = 0; i < SP_BUDGET_SCOPE_COUNT; i++) {
+        if (i != SP_BUDGET_SCOPE_ORG && values[i].len == 0) {
+            continue;
+        }
+
+        (void) sp_snapshot_foreach_budget(&smcf->snapshot, org, (uint32_t) i,
+                                          values[i],
+                                          ngx_http_spendpol_budget_visit,
+                                          &scan);
+    }
+
+    if (scan.n == 0) {
+        return NGX_OK;
+    }
+
+    /* the worst case: the prompt, and all the output it may ask for */
+    price = ngx_http_spendpol_price(r, ctx, ctx->request->model);
+
+    if (price == NULL) {
+        /* an unpriced call costs 0 as recorded; nothing to hold */
+        return NGX_OK;
+    }
+
+    /*
+     * An upper bound, not an estimate: a token covers at least one byte
+     * of text, plus a few tokens of framing per request.
+     */
+    prompt = ctx->request->prompt_bytes + 64;
+    output = ctx->request->max_tokens;
+
+    if (output == 0) {
+        output = price->max_output_tokens ? price->max_output_tokens
+                 : NGX_HTTP_SPENDPOL_DEFAULT_MAX_OUTPUT;
+    }
+
+    if (sp_cost_worst_case(&price->price, prompt, output, &worst) != SP_OK) {
+        worst = INT64_MAX / 4;
+    }
+
+    ctx->reservations = ngx_pcalloc(r->pool,
+                          scan.n * sizeof(ngx_http_spendpol_reservation_t));
+    if (ctx->reservations == NULL) {
+        return NGX_ERROR;
+    }
+
+    cln = ngx_pool_cleanup_add(r->pool, 0);
+    if (cln == NULL) {
+        return NGX_ERROR;
+    }
+
+    refused = 0;
+
+    ngx_shmtx_lock(&smcf->shpool->mutex);
+
+    /* check every budget first: a refusal holds nothing anywhere */
+    for (i = 0; i < scan.n; i++) {
+        id = sp_snapshot_str(&smcf->snapshot, scan.budgets[i]->budget_id);
+
+        counter = ngx_http_spendpol_counter(smcf, sp_budget_hash(id),
+                                        scan.budgets[i]->period_start_ms);
+        if (counter == NULL) {
+            ngx_shmtx_unlock(&smcf->shpool->mutex);
+            ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                          "spendpol: zone is full; raise "
+                          "spendpol_zone_size");
+            return NGX_ERROR;
+        }
+
+        res = &ctx->reservations[i];
+        res->counter = counter;
+        res->hash = counter->node.key;
+        res->period_start_ms = scan.budgets[i]->period_start_ms;
+
+        effective = ngx_http_spendpol_effective(smcf, id, scan.budgets[i],
+                                                counter);
+
+        if (effective + worst <= scan.budgets[i]->limit_nano) {
+            continue;
+        }
+
+        if (scan.budgets[i]->action == SP_BUDGET_WARN) {
+            ctx->budget_warning = 1;
+            continue;
+        }
+
+        refused = 1;
+        sp_field_copy(ctx->refused_budget, sizeof(ctx->refused_budget),
+                      id.data, id.len);
+        ctx->refused_limit = scan.budgets[i]->limit_nano;
+        ctx->refused_spent = effective;
+        break;
+    }
+
+    if (!refused) {
+        for (i = 0; i < scan.n; i++) {
+            ctx->reservations[i].amount = worst;
+            ctx->reservations[i].counter->reserved_nano += worst;
+        }
+
+        ctx->nreservations = scan.n;
+        ctx->reserved_nano = worst;
+    }
+
+    ngx_shmtx_unlock(&smcf->shpool->mutex);
+
+    cln->handler = ngx_http_spendpol_budget_cleanup;
+    cln->data = r;
+
+    return refused ? NGX_DECLINED : NGX_OK;
+}
+
+
+static int
+ngx_http_spendpol_budget_visit(const sp_snapshot_budget_t *budget, void *arg)
+{
+    ngx_http_spendpol_budget_scan_t  *scan = arg;
+
+    if (!sp_budget_covers(&scan->smcf->snapshot, budget, scan->provider,
+                          scan->model, scan->now_ms))
+    {
+        return 0;
+    }
+
+    if (scan->n == NGX_HTTP_SPENDPOL_MAX_BUDGETS) {
+        ngx_log_error(NGX_LOG_WARN, scan->r->connection->log, 0,
+                      "spendpol: more than %d budgets cover one request; "
+                      "the others are not checked",
+                      NGX_HTTP_SPENDPOL_MAX_BUDGETS);
+        return 1;
+    }
+
+    scan->budgets[scan->n++] = budget;
+
+    return 0;
+}
+
+
+/* under the zone mutex: the budget's counter for this period */
+static ngx_http_spendpol_counter_t *
+ngx_http_spendpol_counter(ngx_http_spendpol_main_conf_t *smcf, uint64_t hash,
+    int64_t period_start_ms)
+{
+    ngx_rbtree_node_t            *node, *sentinel;
+    ngx_http_spendpol_counter_t  *counter;
+
+    node = smcf->sh->rbtree.root;
+    sentinel = smcf->sh->rbtree.sentinel;
+
+    while (node != sentinel) {
+
+        if (hash != node->key) {
+            node = (hash < node->key) ? node->left : node->right;
+            continue;
+        }
+
+        counter = (ngx_http_spendpol_counter_t *) node;
+
+        if (counter->period_start_ms != period_start_ms) {
+            /*
+             * A new period: spend starts again. Reservations of the old
+             * period still in flight are released against it (see the
+             * period check in ngx_http_spendpol_budget_release()).
+             */
+            counter->period_start_ms = period_start_ms;
+            counter->reserved_nano = 0;
+            counter->settled_nano = 0;
+        }
+
+        return counter;
+    }
+
+    counter = ngx_slab_alloc_locked(smcf->shpool,
+                                    sizeof(ngx_http_spendpol_counter_t));
+    if (counter == NULL) {
+        return NULL;
+    }
+
+    ngx_memzero(counter, sizeof(ngx_http_spendpol_counter_t));
+    counter->node.key = hash;
+    counter->period_start_ms = period_start_ms;
+
+    ngx_rbtree_insert(&smcf->sh->rbtree, &counter->node);
+
+    return counter;
+}
+
+
+/*
+ * global (all nodes, ingested) + pending (settled here, not yet ingested)
+ * + reserved (in flight here); see sp_budget.h.
+ */
+static int64_t
+ngx_http_spendpol_effective(ngx_http_spendpol_main_conf_t *smcf,
+    sp_str_t budget_id, const sp_snapshot_budget_t *budget,
+    ngx_http_spendpol_counter_t *counter)
+{
+    int64_t                 global, ingested, pending;
+    const sp_spend_slot_t  *slot;
+
+    global = 0;
+    ingested = 0;
+
+    if (smcf->spend_map) {
+        slot = sp_spend_find(&smcf->spend, budget_id,
+                             budget->period_start_ms);
+
+        if (slot) {
+            global = __atomic_load_n(&slot->global_nano, __ATOMIC_ACQUIRE);
+
+            if (__atomic_load_n(&slot->epoch, __ATOMIC_ACQUIRE)
+                == smcf->sh->epoch_ms)
+            {
+                ingested = __atomic_load_n(&slot->node_nano,
+                                           __ATOMIC_ACQUIRE);
+            }
+        }
+    }
+
+    pending = counter->settled_nano - ingested;
+
+    if (pending < 0) {
+        pending = 0;
+    }
+
+    return global + pending + counter->reserved_nano;
+}
+
+
+/* releases the reservations; cost: what to count as settled (or -1) */
+static void
+ngx_http_spendpol_budget_release(ngx_http_spendpol_main_conf_t *smcf,
+    ngx_http_spendpol_ctx_t *ctx, int64_t cost)
+{
+    ngx_uint_t                        i;
+    ngx_http_spendpol_reservation_t  *res;
+
+    if (ctx->nreservations == 0 || ctx->budget_released) {
+        return;
+    }
+
+    ctx->budget_released = 1;
+
+    ngx_shmtx_lock(&smcf->shpool->mutex);
+
+    for (i = 0; i < ctx->nreservations; i++) {
+        res = &ctx->reservations[i];
+
+        /* the counter is never freed; its period may have moved on */
+        if (res->counter->node.key != res->hash
+            || res->counter->period_start_ms != res->period_start_ms)
+        {
+            continue;
+        }
+
+        res->counter->reserved_nano -= res->amount;
+
+        if (res->counter->reserved_nano < 0) {
+            res->counter->reserved_nano = 0;
+        }
+
+        if (cost > 0) {
+            res->counter->settled_nano += cost;
+        }
+    }
+
+    ngx_shmtx_unlock(&smcf->shpool->mutex);
+}
+
+
+/* the log phase: the actual cost replaces the worst case */
+void
+ngx_http_spendpol_budget_settle(ngx_http_request_t *r,
+    ngx_http_spendpol_ctx_t *ctx)
+{
+    ngx_http_spendpol_main_conf_t  *smcf;
+
+    smcf = ngx_http_get_module_main_conf(r, ngx_http_spendpol_module);
+
+    ngx_http_spendpol_budget_release(smcf, ctx, ctx->cost_nano);
+}
+
+
+/* every other way a request ends: nothing was spent through us */
+static void
+ngx_http_spendpol_budget_cleanup(void *data)
+{
+    ngx_http_request_t  *r = data;
+
+    ngx_http_spendpol_ctx_t        *ctx;
+    ngx_http_spendpol_main_conf_t  *smcf;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_spendpol_module);
+
+    if (ctx == NULL) {
+        return;
+    }
+
+    smcf = ngx_http_get_module_main_conf(r, ngx_http_spendpol_module);
+
+    ngx_http_spendpol_budget_release(smcf, ctx, -1);
+}
+
+
+int64_t
+ngx_http_spendpol_epoch(ngx_http_spendpol_main_conf_t *smcf)
+{
+    return smcf->sh ? smcf->sh->epoch_ms : 0;
+}
+
+
+/* the spend file, checked with the snapshot; missing is not an error */
+void
+ngx_http_spendpol_spend_refresh(ngx_http_spendpol_main_conf_t *smcf,
+    ngx_log_t *log)
+{
+    void             *map;
+    char              err[256];
+    ngx_fd_t          fd;
+    sp_spend_t        spend;
+    ngx_file_info_t   fi;
+
+    if (ngx_file_info(smcf->spend_path.data, &fi) == NGX_FILE_ERROR) {
+        return;
+    }
+
+    if (smcf->spend_map
+        && ngx_file_uniq(&fi) == smcf->spend_ino
+        && (size_t) ngx_file_size(&fi) == smcf->spend_size)
+    {
+        return;
+    }
+
+    fd = ngx_open_file(smcf->spend_path.data, NGX_FILE_RDONLY,
+                       NGX_FILE_OPEN, 0);
+    if (fd == NGX_INVALID_FILE) {
+        return;
+    }
+
+    if (ngx_fd_info(fd, &fi) == NGX_FILE_ERROR || ngx_file_size(&fi) <= 0) {
+        ngx_close_file(fd);
+        return;
+    }
+
+    /* controld updates it in place: a shared mapping sees every store */
+    map = mmap(NULL, (size_t) ngx_file_size(&fi), PROT_READ, MAP_SHARED, fd,
+               0);
+
+    ngx_close_file(fd);
+
+    if (map == MAP_FAILED) {
+        ngx_log_error(NGX_LOG_ERR, log, ngx_errno,
+                      "spendpol: mmap(\"%V\") failed", &smcf->spend_path);
+        return;
+    }
+
+    if (sp_spend_open(&spend, map, (size_t) ngx_file_size(&fi), err,
+                      sizeof(err))
+        != SP_OK)
+    {
+        ngx_log_error(NGX_LOG_ERR, log, 0,
+                      "spendpol: refused spend file \"%V\": %s",
+                      &smcf->spend_path, err);
+        munmap(map, (size_t) ngx_file_size(&fi));
+        return;
+    }
+
+    if (smcf->spend_map) {
+        munmap(smcf->spend_map, smcf->spend_size);
+    }
+
+    smcf->spend = spend;
+    smcf->spend_map = map;
+    smcf->spend_size = (size_t) ngx_file_size(&fi);
+    smcf->spend_ino = ngx_file_uniq(&fi);
+}
