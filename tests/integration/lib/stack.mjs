@@ -156,7 +156,8 @@ export class Stack {
 
     this.fixture = await startFixture();
 
-    this.databaseURL = process.env.SPENDPOL_TEST_DATABASE_URL;
+    // a second node shares the first one's database, Redis and master key
+    this.databaseURL = o.databaseURL || process.env.SPENDPOL_TEST_DATABASE_URL;
     if (!this.databaseURL) {
       this.ownPg = true;
       this.pgPort = await withPortRetry('postgres', async (port) => {
@@ -169,7 +170,7 @@ export class Stack {
       });
       this.databaseURL = `postgresql://postgres@127.0.0.1:${this.pgPort}/postgres`;
     }
-    this.redisURL = process.env.SPENDPOL_TEST_REDIS_URL;
+    this.redisURL = o.redisURL || process.env.SPENDPOL_TEST_REDIS_URL;
     if (!this.redisURL) {
       this.ownRedis = true;
       this.redisPort = await withPortRetry('redis', (port) => sh(['redis-start', this.dataDir, String(port)]));
@@ -199,6 +200,7 @@ export class Stack {
     delete env.SPENDPOL_ADMIN_KEY;
     if (this.adminKey) env.SPENDPOL_ADMIN_KEY = this.adminKey;
     if (this.opts.maxBodySize) env.SPENDPOL_MAX_BODY_SIZE = this.opts.maxBodySize;
+    if (this.opts.masterKey) env.SPENDPOL_MASTER_KEY = this.opts.masterKey;
     for (const k of ['ASAN_OPTIONS', 'UBSAN_OPTIONS', 'LD_PRELOAD']) delete env[k];
     return env;
   }

@@ -1,0 +1,129 @@
+// Budgets hold under concurrency: the worst case is reserved at admission,
+// the actual cost settled at the end, so 200 concurrent requests against a
+// budget that allows about 10 never settle more than the limit.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import crypto from 'node:crypto';
+import { useStack, waitFor, usdToNano } from './lib/stack.mjs';
+
+const s = useStack();
+
+// gpt-4o-mini list prices in nano-USD per token (x 1e-6 per 1M)
+const IN = 150n;
+const OUT = 600n;
+
+/* the fixture answers prompt = ceil(chars / 4), completion = max_tokens */
+function fixtureCost(content, maxTokens) {
+  const prompt = BigInt(Math.max(1, Math.ceil([...content].length / 4)));
+  return prompt * IN + BigInt(maxTokens) * OUT;
+}
+
+async function budgetFor(project, limitUsd, extra = {}) {
+  const r = await s.api('POST', '/budgets', {
+    body: {
+      name: `b-${project}`,
+      scope: { type: 'project', value: project },
+      limit_usd: limitUsd,
+      period: 'daily',
+      ...extra,
+    },
+  });
+  assert.equal(r.status, 201, `POST /budgets -> ${r.status} ${r.text}`);
+  assert.match(r.json.id, /^bud_/);
+  return r.json;
+}
+
+/* a key created after the budget: once the proxy takes it, it has the budget */
+async function keyIn(project) {
+  return s.createKey({ name: `k-${project}`, project });
+}
+
+async function fire(key, n, body) {
+  const client = s.client(key);
+  return Promise.all(Array.from({ length: n }, () => client.chat.completions
+    .create(body).withResponse()
+    .then(({ response }) => ({ status: response.status, auditId: response.headers.get('x-spendpol-audit-id') }))
+    .catch((e) => ({ status: e.status, code: e.code ?? e.error?.code, error: e }))));
+}
+
+async function settledRows(auditIds) {
+  const want = new Set(auditIds);
+  let rows = [];
+  await waitFor(async () => {
+    rows = (await s.allAuditRows({ limit: 1000 })).filter((r) => want.has(r.id));
+    return rows.length === want.size;
+  }, { timeout: 20_000, message: `${want.size} audit rows` });
+  return rows;
+}
+
+test('200 concurrent requests with max_tokens never settle more than the limit', async () => {
+  const project = `p-${crypto.randomBytes(3).toString('hex')}`;
+  const content = 'how much is this?';
+  const perRequest = fixtureCost(content, 1000);
+  const limit = perRequest * 10n + perRequest / 2n;          // about 10 fit
+  const budget = await budgetFor(project, (Number(limit) / 1e9).toFixed(9));
+  const { key } = await keyIn(project);
+
+  const results = await fire(key, 200, {
+    model: 'gpt-4o-mini', max_tokens: 1000, messages: [{ role: 'user', content }],
+  });
+
+  const ok = results.filter((r) => r.status === 200);
+  const refused = results.filter((r) => r.status === 402);
+  assert.equal(ok.length + refused.length, 200,
+    `only 200 or 402 expected: ${JSON.stringify(results.filter((r) => r.status !== 200 && r.status !== 402).slice(0, 3).map((r) => [r.status, r.error?.message]))}`);
+  assert.ok(refused.length > 0, 'some requests must be refused');
+  assert.ok(ok.length >= 1 && ok.length <= 10, `admitted ${ok.length}, at most 10 fit`);
+  for (const r of refused) assert.equal(r.code, 'budget_exceeded');
+
+  const rows = await settledRows(ok.map((r) => r.auditId));
+  const settled = rows.reduce((sum, r) => sum + BigInt(r.cost_nano), 0n);
+  assert.ok(settled <= limit, `settled ${settled} > limit ${limit}`);
+  for (const r of rows) assert.equal(BigInt(r.cost_nano), perRequest);
+
+  // the budget's spend moves with the traffic, to the nano-dollar
+  await waitFor(async () => {
+    const sp = await s.api('GET', `/budgets/${budget.id}/spend`);
+    return sp.status === 200 && usdToNano(sp.json.spent_usd) === settled;
+  }, { timeout: 10_000, message: 'GET /budgets/{id}/spend to show the settled spend' });
+
+  // the refusal is a clear JSON error the SDK does not retry
+  const again = await fire(key, 1, {
+    model: 'gpt-4o-mini', max_tokens: 1000, messages: [{ role: 'user', content }],
+  });
+  assert.equal(again[0].status, 402);
+  assert.match(again[0].error.message, /budget .* would be exceeded/);
+});
+
+test('without max_tokens the model output limit is reserved, so the limit still holds', async () => {
+  const project = `q-${crypto.randomBytes(3).toString('hex')}`;
+  const content = 'no max tokens here';
+  // the fixture answers 16 completion tokens; gpt-4o-mini's output limit is
+  // 16384, so each admission holds about 9.8 mUSD until it settles
+  const limit = 50_000_000n;
+  await budgetFor(project, '0.05');
+  const { key } = await keyIn(project);
+
+  const results = await fire(key, 100, {
+    model: 'gpt-4o-mini', messages: [{ role: 'user', content }],
+  });
+  const ok = results.filter((r) => r.status === 200);
+  assert.ok(ok.length >= 1, 'some requests are admitted');
+  assert.equal(ok.length + results.filter((r) => r.status === 402).length, 100);
+
+  const rows = await settledRows(ok.map((r) => r.auditId));
+  const settled = rows.reduce((sum, r) => sum + BigInt(r.cost_nano), 0n);
+  assert.ok(settled <= limit, `settled ${settled} > limit ${limit}`);
+  for (const r of rows) assert.equal(BigInt(r.cost_nano), fixtureCost(content, 16));
+});
+
+test('a warn-only budget serves and says so', async () => {
+  const project = `w-${crypto.randomBytes(3).toString('hex')}`;
+  await budgetFor(project, '0.000001', { action: 'warn' });
+  const { key } = await keyIn(project);
+  const { response } = await s.client(key).chat.completions
+    .create({ model: 'gpt-4o-mini', max_tokens: 10, messages: [{ role: 'user', content: 'hi' }] })
+    .withResponse();
+  assert.equal(response.status, 200);
+  assert.match(response.headers.get('x-spendpol-policy-warning') ?? '', /budget_exceeded/);
+});
