@@ -100,12 +100,21 @@ unit-san:
 test-integration: build
 	@bash scripts/test-integration.sh $(OUT)
 
-# The whole suite: plain and sanitized, unit and integration.
+# The whole suite: plain and sanitized, unit and integration, and a short
+# fuzzing run of every libFuzzer target.
 test: deps
 	$(MAKE) build unit
 	$(MAKE) SAN=1 build unit
+	bash tests/fuzz/run.sh smoke
 	bash scripts/test-integration.sh $(BUILD)
 	bash scripts/test-integration.sh $(BUILD)/san
+
+# Longer runs, not part of `make test`.
+fuzz: deps
+	bash tests/fuzz/run.sh long
+
+bench: deps build
+	bash bench/run.sh
 
 run: deps build
 	@bash scripts/run.sh
