@@ -269,6 +269,8 @@ sp_snapshot_add_key(sp_snapshot_builder_t *b, const sp_snapshot_key_in_t *in)
     memcpy(key->key_hash, in->key_hash, SP_KEY_HASH_LEN);
     key->scopes = in->scopes;
     key->flags = in->flags;
+    key->rpm_limit = in->rpm_limit;
+    key->tpm_limit = in->tpm_limit;
     key->key_id = sp_strdup0(in->key_id);
     key->org_id = sp_strdup0(in->org_id);
     key->name = sp_strdup0(in->name);
@@ -403,6 +405,8 @@ sp_snapshot_add_org(sp_snapshot_builder_t *b, const sp_snapshot_org_in_t *in)
     }
 
     org->flags = in->flags;
+    org->rpm_limit = in->rpm_limit;
+    org->tpm_limit = in->tpm_limit;
     org->org_id = sp_strdup0(in->org_id);
 
     if (org->org_id == NULL) {
@@ -585,6 +589,8 @@ sp_snapshot_put_record(sp_snapshot_writer_t *w, int table, void *record)
         memcpy(key->key_hash, key_in->key_hash, SP_KEY_HASH_LEN);
         key->scopes = key_in->scopes;
         key->flags = key_in->flags;
+        key->rpm_limit = key_in->rpm_limit;
+        key->tpm_limit = key_in->tpm_limit;
         key->key_id = sp_snapshot_put_string(w, key_in->key_id);
         key->org_id = sp_snapshot_put_string(w, key_in->org_id);
         key->name = sp_snapshot_put_string(w, key_in->name);
@@ -610,6 +616,8 @@ sp_snapshot_put_record(sp_snapshot_writer_t *w, int table, void *record)
         w->pos += sizeof(sp_snapshot_org_t);
 
         org->flags = org_in->flags;
+        org->rpm_limit = org_in->rpm_limit;
+        org->tpm_limit = org_in->tpm_limit;
         org->reserved = 0;
         org->org_id = sp_snapshot_put_string(w, org_in->org_id);
         break;

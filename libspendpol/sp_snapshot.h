@@ -23,7 +23,7 @@
 
 
 #define SP_SNAPSHOT_MAGIC        "SPSNAP01"
-#define SP_SNAPSHOT_VERSION      3
+#define SP_SNAPSHOT_VERSION      4
 #define SP_SNAPSHOT_FILE         "policy.snap"
 
 enum {
@@ -74,6 +74,8 @@ typedef struct {
     sp_snapshot_ref_t  agent_id;
     uint32_t           scopes;        /* SP_SCOPE_* */
     uint32_t           flags;         /* SP_KEY_* */
+    uint32_t           rpm_limit;     /* requests a minute, 0: none */
+    uint32_t           tpm_limit;     /* tokens a minute, 0: none */
 } sp_snapshot_key_t;
 
 #define SP_KEY_AGENT_PAUSED   0x01u   /* the key's agent is paused */
@@ -106,6 +108,8 @@ typedef struct {
 typedef struct {
     sp_snapshot_ref_t  org_id;
     uint32_t           flags;         /* SP_ORG_* */
+    uint32_t           rpm_limit;     /* the whole organisation, 0: none */
+    uint32_t           tpm_limit;
     uint32_t           reserved;
 } sp_snapshot_org_t;
 
@@ -169,6 +173,8 @@ typedef struct {
     const char  *agent_id;
     uint32_t     scopes;
     uint32_t     flags;       /* SP_KEY_* */
+    uint32_t     rpm_limit;   /* 0: none */
+    uint32_t     tpm_limit;
 } sp_snapshot_key_in_t;
 
 typedef struct {
@@ -189,6 +195,8 @@ typedef struct {
 typedef struct {
     const char  *org_id;
     uint32_t     flags;
+    uint32_t     rpm_limit;   /* 0: none */
+    uint32_t     tpm_limit;
 } sp_snapshot_org_in_t;
 
 typedef struct {
