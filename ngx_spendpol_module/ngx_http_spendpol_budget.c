@@ -77,6 +77,8 @@ ngx_http_spendpol_init_zone(ngx_shm_zone_t *shm_zone, void *data)
 
     ngx_rbtree_init(&smcf->sh->rbtree, &smcf->sh->sentinel,
                     ngx_http_spendpol_rbtree_insert_value);
+    ngx_rbtree_init(&smcf->sh->windows, &smcf->sh->windows_sentinel,
+                    ngx_http_spendpol_rbtree_insert_value);
 
     tp = ngx_timeofday();
     smcf->sh->epoch_ms = (int64_t) tp->sec * 1000 + tp->msec;

@@ -255,6 +255,7 @@ ngx_http_spendpol_authenticate(ngx_http_request_t *r,
 
     if (sp_key_is_wellformed((char *) key.data, key.len)) {
         sp_key_hash((char *) key.data, key.len, hash);
+        ngx_memcpy(ctx->key_hash, hash, SP_KEY_HASH_LEN);
         found = sp_snapshot_find_key(&smcf->snapshot, hash);
 
         if (found == NULL) {
@@ -577,6 +578,16 @@ ngx_http_spendpol_prepare(ngx_http_request_t *r, ngx_http_spendpol_ctx_t *ctx)
             ctx->body.len = n;
             ctx->strip_usage = 1;
         }
+    }
+
+    rc = ngx_http_spendpol_ratelimit_admit(r, ctx);
+
+    if (rc == NGX_ERROR) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (rc == NGX_DECLINED) {
+        return ngx_http_spendpol_ratelimit_refuse(r, ctx);
     }
 
     rc = ngx_http_spendpol_budget_admit(r, ctx);

@@ -43,6 +43,7 @@ ngx_http_spendpol_log_handler(ngx_http_request_t *r)
 
     ngx_http_spendpol_settle(r, ctx);
     ngx_http_spendpol_budget_settle(r, ctx);
+    ngx_http_spendpol_ratelimit_settle(r, ctx);
 
     ngx_memzero(&rec, sizeof(sp_journal_record_t));
 

@@ -26,10 +26,20 @@
 
 /* the shared zone: budget counters of this nginx instance */
 typedef struct {
-    ngx_rbtree_t               rbtree;
+    ngx_rbtree_t               rbtree;        /* budget counters */
     ngx_rbtree_node_t          sentinel;
     int64_t                    epoch_ms;      /* when the zone was made */
+    ngx_rbtree_t               windows;       /* rate limit windows */
+    ngx_rbtree_node_t          windows_sentinel;
 } ngx_http_spendpol_shctx_t;
+
+
+typedef struct {
+    ngx_rbtree_node_t          node;          /* key: hash of scope and id */
+    int64_t                    start_ms;      /* the current minute */
+    int64_t                    requests;
+    int64_t                    tokens;
+} ngx_http_spendpol_window_t;
 
 
 typedef struct {
@@ -123,6 +133,7 @@ typedef struct {
     /* copied from the snapshot: it may be swapped during the request */
     ngx_str_t                  org_id;
     ngx_str_t                  key_id;
+    uint8_t                    key_hash[SP_KEY_HASH_LEN];
     ngx_str_t                  department;
     ngx_str_t                  project;
     ngx_str_t                  agent_id;
@@ -176,6 +187,20 @@ typedef struct {
     char                       refused_budget[SP_ID_LEN];
     int64_t                    refused_limit;
     int64_t                    refused_spent;
+
+    /* rate limits */
+    ngx_http_spendpol_window_t  *rate_windows[2];
+    uint64_t                   rate_hashes[2];
+    ngx_uint_t                 nrate_windows;
+    int64_t                    rate_window_start_ms;
+    int64_t                    rate_held_tokens;
+    ngx_uint_t                 rate_refused:1;
+    ngx_uint_t                 rate_released:1;
+    uint32_t                   rate_rpm;
+    uint32_t                   rate_tpm;
+    int64_t                    rate_requests;
+    int64_t                    rate_tokens;
+    int64_t                    rate_reset_ms;
 } ngx_http_spendpol_ctx_t;
 
 
@@ -225,6 +250,14 @@ void ngx_http_spendpol_budget_settle(ngx_http_request_t *r,
 int64_t ngx_http_spendpol_epoch(ngx_http_spendpol_main_conf_t *smcf);
 void ngx_http_spendpol_spend_refresh(ngx_http_spendpol_main_conf_t *smcf,
     ngx_log_t *log);
+
+/* ngx_http_spendpol_ratelimit.c */
+ngx_int_t ngx_http_spendpol_ratelimit_admit(ngx_http_request_t *r,
+    ngx_http_spendpol_ctx_t *ctx);
+ngx_int_t ngx_http_spendpol_ratelimit_refuse(ngx_http_request_t *r,
+    ngx_http_spendpol_ctx_t *ctx);
+void ngx_http_spendpol_ratelimit_settle(ngx_http_request_t *r,
+    ngx_http_spendpol_ctx_t *ctx);
 
 /* ngx_http_spendpol_journal.c */
 ngx_int_t ngx_http_spendpol_log_handler(ngx_http_request_t *r);

@@ -1,0 +1,315 @@
+
+/*
+ * Copyright (C) Spendpol
+ *
+ * Requests and tokens per minute, per key and per organisation, in the
+ * shared zone (one window a minute, aligned to the clock). Tokens are
+ * held at admission (the prompt estimate plus max_tokens) and corrected
+ * to the actual usage when the request ends. A refusal is 429 with
+ * Retry-After and the x-ratelimit-* headers OpenAI sends, which every SDK
+ * understands and retries after.
+ */
+
+
+#include "ngx_http_spendpol_module.h"
+
+
+#define NGX_HTTP_SPENDPOL_WINDOW_MS  60000
+
+
+static ngx_http_spendpol_window_t *ngx_http_spendpol_window(
+    ngx_http_spendpol_main_conf_t *smcf, uint64_t hash, int64_t start_ms);
+static void ngx_http_spendpol_ratelimit_cleanup(void *data);
+
+
+static uint64_t
+ngx_http_spendpol_limit_hash(const char *kind, ngx_str_t *id)
+{
+    uint64_t  hash;
+
+    hash = sp_hash64(id->data, id->len, sp_hash64(kind, ngx_strlen(kind), 0));
+
+    return hash ? hash : 1;
+}
+
+
+/*
+ * NGX_OK: admitted (requests counted, tokens held); NGX_DECLINED: refused,
+ * the reason in ctx->rate_*; NGX_ERROR.
+ */
+ngx_int_t
+ngx_http_spendpol_ratelimit_admit(ngx_http_request_t *r,
+    ngx_http_spendpol_ctx_t *ctx)
+{
+    int64_t                         now_ms, start_ms, tokens;
+    uint32_t                        rpm[2], tpm[2];
+    uint64_t                        hash[2];
+    sp_str_t                        org;
+    ngx_uint_t                      i, n;
+    ngx_time_t                     *tp;
+    ngx_pool_cleanup_t             *cln;
+    const sp_snapshot_key_t        *key;
+    const sp_snapshot_org_t        *settings;
+    ngx_http_spendpol_window_t     *window[2];
+    ngx_http_spendpol_main_conf_t  *smcf;
+
+    smcf = ngx_http_get_module_main_conf(r, ngx_http_spendpol_module);
+
+    if (smcf->sh == NULL || smcf->snapshot_map == NULL) {
+        return NGX_OK;
+    }
+
+    n = 0;
+
+    key = sp_snapshot_find_key(&smcf->snapshot, ctx->key_hash);
+
+    if (key && (key->rpm_limit || key->tpm_limit)) {
+        rpm[n] = key->rpm_limit;
+        tpm[n] = key->tpm_limit;
+        hash[n] = ngx_http_spendpol_limit_hash("key", &ctx->key_id);
+        n++;
+    }
+
+    org.data = (char *) ctx->org_id.data;
+    org.len = ctx->org_id.len;
+    settings = sp_snapshot_find_org(&smcf->snapshot, org);
+
+    if (settings && (settings->rpm_limit || settings->tpm_limit)) {
+        rpm[n] = settings->rpm_limit;
+        tpm[n] = settings->tpm_limit;
+        hash[n] = ngx_http_spendpol_limit_hash("org", &ctx->org_id);
+        n++;
+    }
+
+    if (n == 0) {
+        return NGX_OK;
+    }
+
+    tp = ngx_timeofday();
+    now_ms = (int64_t) tp->sec * 1000 + tp->msec;
+    start_ms = now_ms - now_ms % NGX_HTTP_SPENDPOL_WINDOW_MS;
+
+    tokens = sp_tokens_estimate(ctx->request->prompt_bytes)
+             + ctx->request->max_tokens;
+
+    cln = ngx_pool_cleanup_add(r->pool, 0);
+    if (cln == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_shmtx_lock(&smcf->shpool->mutex);
+
+    for (i = 0; i < n; i++) {
+        window[i] = ngx_http_spendpol_window(smcf, hash[i], start_ms);
+
+        if (window[i] == NULL) {
+            ngx_shmtx_unlock(&smcf->shpool->mutex);
+            ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                          "spendpol: zone is full; raise "
+                          "spendpol_zone_size");
+            return NGX_ERROR;
+        }
+
+        if ((rpm[i] && window[i]->requests + 1 > rpm[i])
+            || (tpm[i] && window[i]->tokens + tokens > tpm[i]))
+        {
+            ctx->rate_refused = 1;
+            ctx->rate_rpm = rpm[i];
+            ctx->rate_tpm = tpm[i];
+            ctx->rate_requests = window[i]->requests;
+            ctx->rate_tokens = window[i]->tokens;
+            ctx->rate_reset_ms = start_ms + NGX_HTTP_SPENDPOL_WINDOW_MS
+                                 - now_ms;
+            break;
+        }
+    }
+
+    if (!ctx->rate_refused) {
+        for (i = 0; i < n; i++) {
+            window[i]->requests++;
+            window[i]->tokens += tokens;
+            ctx->rate_windows[i] = window[i];
+            ctx->rate_hashes[i] = hash[i];
+        }
+
+        ctx->nrate_windows = n;
+        ctx->rate_window_start_ms = start_ms;
+        ctx->rate_held_tokens = tokens;
+    }
+
+    ngx_shmtx_unlock(&smcf->shpool->mutex);
+
+    cln->handler = ngx_http_spendpol_ratelimit_cleanup;
+    cln->data = r;
+
+    return ctx->rate_refused ? NGX_DECLINED : NGX_OK;
+}
+
+
+/* under the zone mutex */
+static ngx_http_spendpol_window_t *
+ngx_http_spendpol_window(ngx_http_spendpol_main_conf_t *smcf, uint64_t hash,
+    int64_t start_ms)
+{
+    ngx_rbtree_node_t           *node, *sentinel;
+    ngx_http_spendpol_window_t  *window;
+
+    node = smcf->sh->windows.root;
+    sentinel = smcf->sh->windows.sentinel;
+
+    while (node != sentinel) {
+
+        if (hash != node->key) {
+            node = (hash < node->key) ? node->left : node->right;
+            continue;
+        }
+
+        window = (ngx_http_spendpol_window_t *) node;
+
+        if (window->start_ms != start_ms) {
+            window->start_ms = start_ms;
+            window->requests = 0;
+            window->tokens = 0;
+        }
+
+        return window;
+    }
+
+    window = ngx_slab_alloc_locked(smcf->shpool,
+                                   sizeof(ngx_http_spendpol_window_t));
+    if (window == NULL) {
+        return NULL;
+    }
+
+    ngx_memzero(window, sizeof(ngx_http_spendpol_window_t));
+    window->node.key = hash;
+    window->start_ms = start_ms;
+
+    ngx_rbtree_insert(&smcf->sh->windows, &window->node);
+
+    return window;
+}
+
+
+/* the tokens held become the tokens used (-1: none were) */
+static void
+ngx_http_spendpol_ratelimit_release(ngx_http_spendpol_main_conf_t *smcf,
+    ngx_http_spendpol_ctx_t *ctx, int64_t used)
+{
+    ngx_uint_t                   i;
+    ngx_http_spendpol_window_t  *window;
+
+    if (ctx->nrate_windows == 0 || ctx->rate_released) {
+        return;
+    }
+
+    ctx->rate_released = 1;
+
+    ngx_shmtx_lock(&smcf->shpool->mutex);
+
+    for (i = 0; i < ctx->nrate_windows; i++) {
+        window = ctx->rate_windows[i];
+
+        if (window->node.key != ctx->rate_hashes[i]
+            || window->start_ms != ctx->rate_window_start_ms)
+        {
+            continue;
+        }
+
+        window->tokens += (used < 0 ? 0 : used) - ctx->rate_held_tokens;
+
+        if (window->tokens < 0) {
+            window->tokens = 0;
+        }
+    }
+
+    ngx_shmtx_unlock(&smcf->shpool->mutex);
+}
+
+
+void
+ngx_http_spendpol_ratelimit_settle(ngx_http_request_t *r,
+    ngx_http_spendpol_ctx_t *ctx)
+{
+    ngx_http_spendpol_main_conf_t  *smcf;
+
+    smcf = ngx_http_get_module_main_conf(r, ngx_http_spendpol_module);
+
+    ngx_http_spendpol_ratelimit_release(smcf, ctx,
+                                        ctx->usage.input_tokens
+                                        + ctx->usage.output_tokens);
+}
+
+
+static void
+ngx_http_spendpol_ratelimit_cleanup(void *data)
+{
+    ngx_http_request_t  *r = data;
+
+    ngx_http_spendpol_ctx_t        *ctx;
+    ngx_http_spendpol_main_conf_t  *smcf;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_spendpol_module);
+
+    if (ctx == NULL) {
+        return;
+    }
+
+    smcf = ngx_http_get_module_main_conf(r, ngx_http_spendpol_module);
+
+    ngx_http_spendpol_ratelimit_release(smcf, ctx, -1);
+}
+
+
+/* the 429: Retry-After and OpenAI's x-ratelimit-* headers */
+ngx_int_t
+ngx_http_spendpol_ratelimit_refuse(ngx_http_request_t *r,
+    ngx_http_spendpol_ctx_t *ctx)
+{
+    u_char       buf[NGX_INT64_LEN + 2], *p;
+    char         message[256];
+    int64_t      seconds;
+    ngx_list_t  *h;
+
+    h = &r->headers_out.headers;
+    seconds = (ctx->rate_reset_ms + 999) / 1000;
+
+#define NGX_HTTP_SPENDPOL_HEADER(name, fmt, value)                            \
+    p = ngx_sprintf(buf, fmt, value);                                         \
+    if (ngx_http_spendpol_add_header(r, h, name, buf, p - buf) != NGX_OK) {   \
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;                                \
+    }
+
+    NGX_HTTP_SPENDPOL_HEADER("Retry-After", "%L", seconds);
+
+    if (ctx->rate_rpm) {
+        NGX_HTTP_SPENDPOL_HEADER("x-ratelimit-limit-requests", "%uD",
+                                 ctx->rate_rpm);
+        NGX_HTTP_SPENDPOL_HEADER("x-ratelimit-remaining-requests", "%L",
+                                 ngx_max((int64_t) ctx->rate_rpm
+                                         - ctx->rate_requests, 0));
+        NGX_HTTP_SPENDPOL_HEADER("x-ratelimit-reset-requests", "%Ls",
+                                 seconds);
+    }
+
+    if (ctx->rate_tpm) {
+        NGX_HTTP_SPENDPOL_HEADER("x-ratelimit-limit-tokens", "%uD",
+                                 ctx->rate_tpm);
+        NGX_HTTP_SPENDPOL_HEADER("x-ratelimit-remaining-tokens", "%L",
+                                 ngx_max((int64_t) ctx->rate_tpm
+                                         - ctx->rate_tokens, 0));
+        NGX_HTTP_SPENDPOL_HEADER("x-ratelimit-reset-tokens", "%Ls",
+                                 seconds);
+    }
+
+#undef NGX_HTTP_SPENDPOL_HEADER
+
+    ngx_snprintf((u_char *) message, sizeof(message) - 1,
+                 "rate limit reached: %uD requests and %uD tokens a minute "
+                 "(0: no limit); retry in %L s%Z", ctx->rate_rpm,
+                 ctx->rate_tpm, seconds);
+
+    return ngx_http_spendpol_send_error(r, ctx, NGX_HTTP_TOO_MANY_REQUESTS,
+                                        "rate_limit_error",
+                                        "rate_limit_exceeded", message);
+}
