@@ -109,6 +109,10 @@ test: deps
 	bash scripts/test-integration.sh $(BUILD)
 	bash scripts/test-integration.sh $(BUILD)/san
 
+# Faults under load: kill -9, restarts, reload, reopen, resets, disk full.
+test-faults: deps build
+	bash scripts/test-integration.sh $(BUILD) tests/faults/*.test.mjs
+
 # Longer runs, not part of `make test`.
 fuzz: deps
 	bash tests/fuzz/run.sh long
