@@ -14,6 +14,7 @@
 #include <openssl/crypto.h>
 
 #include "controld.h"
+#include "sp_snapshot.h"
 
 
 #define CD_KEYS_SUBJECT     "api-keys"
@@ -219,6 +220,39 @@ cd_key_insert(cd_request_t *r, cd_db_conn_t *c, const char *name,
 }
 
 
+/*
+ * The key's agent must be one of the organisation's; FOR KEY SHARE holds
+ * it until commit, so a concurrent DELETE /agents waits and sees the key.
+ */
+static int
+cd_key_agent_exists(cd_request_t *r, cd_db_conn_t *c, const char *agent_id)
+{
+    int          found;
+    PGresult    *res;
+    const char  *params[1];
+
+    params[0] = agent_id;
+    res = cd_db_exec(c, "SELECT 1 FROM agents WHERE id = $1 FOR KEY SHARE",
+                     1, params);
+    if (res == NULL) {
+        cd_respond_statement_error(r, c);
+        return CD_ERROR;
+    }
+
+    found = PQntuples(res) > 0;
+    PQclear(res);
+
+    if (!found) {
+        cd_respond_error(r, 422, "invalid_request_error", "unknown_agent",
+                         "agent_id", "no agent %s in this organization; "
+                         "create one with POST /agents", agent_id);
+        return CD_ERROR;
+    }
+
+    return CD_OK;
+}
+
+
 void
 cd_api_keys_create(cd_request_t *r)
 {
@@ -283,10 +317,23 @@ cd_api_keys_create(cd_request_t *r)
         }
     }
 
+    if (agent_id != NULL && !cd_id_valid(CD_AGENT_ID_PREFIX, agent_id)) {
+        cd_respond_error(r, 422, "invalid_request_error", "unknown_agent",
+                         "agent_id", "agent_id must be the id of an agent "
+                         "of this organization (agt_ followed by 24 hex "
+                         "characters; create one with POST /agents)");
+        json_decref(body);
+        return;
+    }
+
     c = cd_request_begin(r);
     if (c == NULL) {
         json_decref(body);
         return;
+    }
+
+    if (agent_id != NULL && cd_key_agent_exists(r, c, agent_id) != CD_OK) {
+        goto done;
     }
 
     if (cd_key_insert(r, c, name, department, project, agent_id,

@@ -45,11 +45,7 @@ static const char  *cd_pricing_fields[] = {
 
 /* ---- validation (pure, unit tested) ----------------------------------- */
 
-static int
-cd_field_error(cd_field_error_t *err, unsigned status, const char *code,
-    const char *field, const char *fmt, ...) CD_PRINTF(5, 6);
-
-static int
+int
 cd_field_error(cd_field_error_t *err, unsigned status, const char *code,
     const char *field, const char *fmt, ...)
 {

@@ -21,7 +21,8 @@ typedef enum {
     CD_CONF_MODE,
     CD_CONF_LOG_LEVEL,
     CD_CONF_MASTER_KEY,
-    CD_CONF_ADMIN_KEY
+    CD_CONF_ADMIN_KEY,
+    CD_CONF_NODE_ID              /* default from hostname and journal */
 } cd_conf_type_e;
 
 typedef struct {
@@ -61,6 +62,8 @@ static const cd_conf_entry_t  cd_conf_table[] = {
       CD_CONF_OFFSET(prices_file), 0 },
     { "SPENDPOL_LOG_LEVEL", NULL, "info", CD_CONF_LOG_LEVEL,
       CD_CONF_OFFSET(log_level), 0 },
+    { "SPENDPOL_NODE_ID", NULL, NULL, CD_CONF_NODE_ID,
+      CD_CONF_OFFSET(node_id), 0 },
 };
 
 
@@ -258,6 +261,37 @@ cd_config_load(cd_config_t *cf, cd_getenv_pt getenv_fn, void *data,
             }
             break;
 
+        case CD_CONF_NODE_ID:
+            if (value == NULL) {
+                char  host[256], id[CD_ID_MAX];
+
+                if (gethostname(host, sizeof(host)) != 0) {
+                    strcpy(host, "localhost");
+                }
+
+                host[sizeof(host) - 1] = '\0';
+                cd_config_default_node_id(host, cf->journal_path, id,
+                                          sizeof(id));
+                *field = strdup(id);
+
+                if (*field == NULL) {
+                    snprintf(err, errlen, "out of memory");
+                    goto failed;
+                }
+
+                continue;
+            }
+
+            if (strlen(value) > CD_ID_MAX - 1
+                || cd_validate_text(value, 1, CD_ID_MAX - 1) != NULL)
+            {
+                snprintf(err, errlen, "%s must be 1 to %d printable "
+                         "characters naming this node", used_name,
+                         CD_ID_MAX - 1);
+                goto failed;
+            }
+            break;
+
         case CD_CONF_STRING:
             break;
         }
@@ -296,7 +330,22 @@ cd_config_free(cd_config_t *cf)
     free(cf->admin_key);
     free(cf->migrations_dir);
     free(cf->prices_file);
+    free(cf->node_id);
     memset(cf, 0, sizeof(*cf));
+}
+
+
+void
+cd_config_default_node_id(const char *hostname, const char *journal,
+    char *out, size_t outlen)
+{
+    uint32_t  hash;
+
+    hash = (uint32_t) sp_hash64(journal, strlen(journal), 0);
+
+    /* the hostname is cut so that the hash always fits */
+    snprintf(out, outlen, "%.*s-%08x", (int) (outlen > 10 ? outlen - 10 : 0),
+             hostname, hash);
 }
 
 

@@ -15,6 +15,7 @@
 #include <stdarg.h>
 #include <pthread.h>
 #include <signal.h>
+#include <sys/types.h>
 
 #include <jansson.h>
 #include <libpq-fe.h>
@@ -81,6 +82,7 @@ typedef struct {
     char      *admin_key;          /* NULL: generated on first run */
     char      *migrations_dir;     /* NULL: searched at start */
     char      *prices_file;        /* NULL: migrations_dir/data/... */
+    char      *node_id;            /* this node in budget_node_spend */
     int        log_level;
 } cd_config_t;
 
@@ -98,6 +100,14 @@ void cd_config_free(cd_config_t *cf);
 /* "host:port", "[v6]:port"; port 0 allowed (any free port) */
 int cd_config_parse_listen(const char *value, char **host, uint16_t *port)
     CD_CHECK;
+
+/*
+ * The default node id: hostname + '-' + 8 hex of a hash of the journal
+ * path, so two nodes on one machine (two journals) differ. out holds
+ * CD_ID_MAX bytes.
+ */
+void cd_config_default_node_id(const char *hostname, const char *journal,
+    char *out, size_t outlen);
 
 /* the first existing candidate directory, or NULL; caller frees */
 char *cd_config_find_migrations(void);
@@ -214,6 +224,10 @@ ssize_t cd_db_bytea(PGresult *res, int row, int col, uint8_t *out,
     "to_char(" col " AT TIME ZONE 'UTC', "                                   \
     "'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"
 
+/* milliseconds since the epoch of a timestamptz (snapshot, spend file) */
+#define CD_SQL_MS(col)                                                       \
+    "floor(extract(epoch FROM " col ") * 1000)::bigint"
+
 /* microseconds since the epoch of a timestamptz, for cursors */
 #define CD_SQL_US(col)                                                       \
     "(extract(epoch FROM " col ") * 1000000)::bigint"
@@ -300,6 +314,35 @@ int cd_snapshot_start(cd_app_t *app) CD_CHECK;
 void cd_snapshot_signal(cd_app_t *app);
 void cd_snapshot_stop(cd_app_t *app);
 uint64_t cd_snapshot_generation(cd_app_t *app);
+
+
+/* ---- spend.c ---------------------------------------------------------- */
+
+#define CD_SPEND_INTERVAL_MS   200
+#define CD_SPEND_MIN_SLOTS     64
+
+/*
+ * The spend file writer: every CD_SPEND_INTERVAL_MS it reads each
+ * budget's spend in its current period and stores it in place in
+ * SPENDPOL_SNAPSHOT_DIR/spend.slots (sp_budget.h), mapped read-write.
+ */
+typedef struct {
+    pthread_t         thread;
+    int               stop;              /* atomic */
+    int               started;
+    int               fd;
+    uint8_t          *map;
+    size_t            len;
+    uint64_t          generation;
+    dev_t             dev;
+    ino_t             ino;
+} cd_spend_t;
+
+int cd_spend_start(cd_app_t *app) CD_CHECK;
+void cd_spend_stop(cd_app_t *app);
+
+/* the slots for n budgets: a power of two >= 2n, at least the minimum */
+uint32_t cd_spend_slots_for(size_t budgets);
 
 
 /* ---- ingest.c --------------------------------------------------------- */
@@ -557,6 +600,84 @@ void cd_api_pricing_put(cd_request_t *r);
 void cd_api_pricing_delete(cd_request_t *r);
 
 
+/* fills err and returns CD_ERROR (api_pricing.c) */
+int cd_field_error(cd_field_error_t *err, unsigned status, const char *code,
+    const char *field, const char *fmt, ...) CD_PRINTF(5, 6);
+
+
+/* ---- api_budgets.c, api_agents.c -------------------------------------- */
+
+#define CD_BUDGET_ID_PREFIX       "bud_"
+#define CD_AGENT_ID_PREFIX        "agt_"
+#define CD_RANDOM_ID_BYTES        12          /* 24 hex characters */
+#define CD_BUDGET_THRESHOLDS_MAX  20
+#define CD_TIMEZONE_MAX           64
+
+/* a validated budget body (POST, or PATCH merged onto the stored one) */
+typedef struct {
+    const char  *name;
+    uint32_t     scope;                /* SP_BUDGET_SCOPE_* */
+    const char  *scope_value;          /* "" for the organisation */
+    const char  *provider;             /* NULL: any */
+    const char  *model;                /* NULL: any */
+    int64_t      limit_nano;
+    const char  *period;               /* "daily" ... "total" */
+    const char  *timezone;
+    uint32_t     action;               /* SP_BUDGET_BLOCK / SP_BUDGET_WARN */
+    int          thresholds[CD_BUDGET_THRESHOLDS_MAX];   /* ascending */
+    size_t       nthresholds;
+} cd_budget_input_t;
+
+/* 1 when id is prefix + 24 lowercase hex */
+int cd_id_valid(const char *prefix, const char *id);
+
+/* "organization" ... -> SP_BUDGET_SCOPE_*, or -1 */
+int cd_budget_scope_parse(const char *name);
+/* SP_BUDGET_SCOPE_* -> "organization" ..., NULL when out of range */
+const char *cd_budget_scope_name(uint32_t scope);
+
+/* "daily", "weekly", "monthly", "total" -> the same static string */
+const char *cd_budget_period_parse(const char *name);
+
+/* 1 when tz looks like an IANA zone name (PostgreSQL has the last word) */
+int cd_timezone_wellformed(const char *tz);
+
+/* limit_usd: a decimal string or an integer, > 0, into nano-USD */
+int cd_budget_limit_parse(json_t *value, int64_t *nano,
+    cd_field_error_t *err) CD_CHECK;
+
+/* thresholds: integer percents 1..100, sorted, duplicates dropped */
+int cd_budget_thresholds_parse(json_t *value, int *out, size_t *n,
+    cd_field_error_t *err) CD_CHECK;
+
+/* a PostgreSQL int[] text ("{50,80,100}") into out; CD_ERROR if not one */
+int cd_budget_thresholds_from_text(const char *text, int *out, size_t *n)
+    CD_CHECK;
+
+/* the whole body; strings point into body */
+int cd_budget_body_parse(json_t *body, cd_budget_input_t *in,
+    cd_field_error_t *err) CD_CHECK;
+
+/* 1 when spent reached percent % of limit (exact, no overflow) */
+int cd_budget_threshold_reached(int64_t limit_nano, int64_t spent_nano,
+    int percent);
+
+void cd_api_budgets_create(cd_request_t *r);
+void cd_api_budgets_list(cd_request_t *r);
+void cd_api_budgets_get(cd_request_t *r);
+void cd_api_budgets_update(cd_request_t *r);
+void cd_api_budgets_delete(cd_request_t *r);
+void cd_api_budgets_spend(cd_request_t *r);
+
+void cd_api_agents_create(cd_request_t *r);
+void cd_api_agents_list(cd_request_t *r);
+void cd_api_agents_get(cd_request_t *r);
+void cd_api_agents_update(cd_request_t *r);
+void cd_api_agents_delete(cd_request_t *r);
+void cd_api_agents_pause(cd_request_t *r);
+void cd_api_agents_resume(cd_request_t *r);
+
+
 /* ---- api_alerts.c ----------------------------------------------------- */
 
 #define CD_ALERT_ID_PREFIX    "alr_"
@@ -589,6 +710,7 @@ struct cd_app_s {
     cd_redis_t       redis;
     cd_snapshot_t    snapshot;
     cd_ingest_t      ingest;
+    cd_spend_t       spend;
     cd_http_t        http;
 };
 

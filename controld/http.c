@@ -45,6 +45,19 @@ const cd_route_t  cd_routes[] = {
     { "DELETE", "/pricing/{provider}/{model}", cd_api_pricing_delete, 1 },
     { "GET",    "/alerts",                  cd_api_alerts_list,      1 },
     { "POST",   "/alerts/{id}/acknowledge", cd_api_alerts_acknowledge, 1 },
+    { "GET",    "/budgets",                 cd_api_budgets_list,     1 },
+    { "POST",   "/budgets",                 cd_api_budgets_create,   1 },
+    { "GET",    "/budgets/{id}",            cd_api_budgets_get,      1 },
+    { "PATCH",  "/budgets/{id}",            cd_api_budgets_update,   1 },
+    { "DELETE", "/budgets/{id}",            cd_api_budgets_delete,   1 },
+    { "GET",    "/budgets/{id}/spend",      cd_api_budgets_spend,    1 },
+    { "GET",    "/agents",                  cd_api_agents_list,      1 },
+    { "POST",   "/agents",                  cd_api_agents_create,    1 },
+    { "GET",    "/agents/{id}",             cd_api_agents_get,       1 },
+    { "PATCH",  "/agents/{id}",             cd_api_agents_update,    1 },
+    { "DELETE", "/agents/{id}",             cd_api_agents_delete,    1 },
+    { "POST",   "/agents/{id}/pause",       cd_api_agents_pause,     1 },
+    { "POST",   "/agents/{id}/resume",      cd_api_agents_resume,    1 },
 };
 
 const size_t  cd_routes_count = sizeof(cd_routes) / sizeof(cd_routes[0]);

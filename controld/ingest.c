@@ -433,8 +433,9 @@ cd_copy_record(const sp_journal_record_t *rec, const char *alert_key,
 
 #undef cd_copy_strings
 
-    /* the last field's tab becomes the row's newline */
-    out[pos - 1] = '\n';
+    n = snprintf(out + pos, CD_COPY_LINE_MAX - pos, "%lld\t%lld\n",
+                 (long long) rec->epoch, (long long) rec->reserved_nano);
+    pos += (size_t) n;
     *len = pos;
 
     return CD_OK;
@@ -457,8 +458,13 @@ cd_ingest_copy(cd_ingest_ctx_t *x, cd_db_conn_t *c)
             " latency_ms bigint, gateway_us bigint, department text,"
             " project text, agent_id text, trace_id text, span_id text,"
             " parent_id text, warnings text, error_code text,"
-            " alert_key text) ON COMMIT DELETE ROWS;"
+            " alert_key text, epoch bigint, reserved_nano bigint)"
+            " ON COMMIT DELETE ROWS;"
             " CREATE TEMP TABLE IF NOT EXISTS cd_journal_inserted (id text)"
+            " ON COMMIT DELETE ROWS;"
+            " CREATE TEMP TABLE IF NOT EXISTS cd_budget_hits ("
+            " budget_id text, org_id text, period_start timestamptz,"
+            " provider text, model text, cost_nano bigint, epoch bigint)"
             " ON COMMIT DELETE ROWS") != CD_OK)
     {
         return CD_ERROR;
@@ -590,14 +596,286 @@ cd_ingest_raise_alerts(cd_ingest_ctx_t *x, cd_db_conn_t *c)
 }
 
 
+/*
+ * Raises a budget_threshold alert for each threshold a budget's spend in
+ * a period has reached, once per budget, period and threshold (the
+ * dedupe key, looked up whatever the alert's state): so also for a
+ * threshold reached because the limit was lowered. Only the budgets this
+ * batch counted spend for are looked at. Like unpriced_model, under a
+ * savepoint with a short lock timeout: alerts never stall ingest.
+ */
+static void
+cd_ingest_budget_alerts(cd_ingest_ctx_t *x, cd_db_conn_t *c)
+{
+    int          i, k, thresholds[CD_BUDGET_THRESHOLDS_MAX];
+    char        *ids, *percents, *starts;
+    size_t       n, cap, ids_len, percents_len, starts_len;
+    int64_t      limit, spent;
+    PGresult    *res;
+    const char  *params[3];
+
+    if (cd_db_exec_script(c, "SAVEPOINT cd_budget_alerts;"
+                             " SET LOCAL lock_timeout = 1000") != CD_OK)
+    {
+        return;
+    }
+
+    ids = percents = starts = NULL;
+
+    res = cd_db_exec(c, "SELECT b.id, b.limit_nano, b.thresholds::text,"
+                        " s.spent_nano, " CD_SQL_US("s.period_start")
+                        " FROM (SELECT DISTINCT budget_id, period_start"
+                        " FROM cd_budget_hits) h"
+                        " JOIN budgets b ON b.id = h.budget_id"
+                        " JOIN budget_spend s ON s.budget_id = h.budget_id"
+                        " AND s.period_start = h.period_start", 0, NULL);
+    if (res == NULL) {
+        goto failed;
+    }
+
+    /* "{bud_...,...}", "{50,...}", "{<us>,...}": ids are hex, no quoting */
+    cap = (size_t) PQntuples(res) * CD_BUDGET_THRESHOLDS_MAX * 32 + 8;
+    ids = malloc(cap);
+    percents = malloc(cap);
+    starts = malloc(cap);
+
+    if (ids == NULL || percents == NULL || starts == NULL) {
+        goto failed;
+    }
+
+    ids_len = percents_len = starts_len = 1;
+    ids[0] = percents[0] = starts[0] = '{';
+
+    for (i = 0; i < PQntuples(res); i++) {
+        limit = strtoll(PQgetvalue(res, i, 1), NULL, 10);
+        spent = strtoll(PQgetvalue(res, i, 3), NULL, 10);
+
+        if (cd_budget_thresholds_from_text(PQgetvalue(res, i, 2),
+                                           thresholds, &n) != CD_OK)
+        {
+            continue;
+        }
+
+        for (k = 0; k < (int) n; k++) {
+            if (!cd_budget_threshold_reached(limit, spent, thresholds[k])) {
+                continue;
+            }
+
+            ids_len += (size_t) snprintf(ids + ids_len, cap - ids_len,
+                                         "%s%s", ids_len > 1 ? "," : "",
+                                         PQgetvalue(res, i, 0));
+            percents_len += (size_t) snprintf(percents + percents_len,
+                                              cap - percents_len, "%s%d",
+                                              percents_len > 1 ? "," : "",
+                                              thresholds[k]);
+            starts_len += (size_t) snprintf(starts + starts_len,
+                                            cap - starts_len, "%s%s",
+                                            starts_len > 1 ? "," : "",
+                                            PQgetvalue(res, i, 4));
+        }
+    }
+
+    PQclear(res);
+    res = NULL;
+
+    if (ids_len == 1) {
+        goto done;
+    }
+
+    snprintf(ids + ids_len, cap - ids_len, "}");
+    snprintf(percents + percents_len, cap - percents_len, "}");
+    snprintf(starts + starts_len, cap - starts_len, "}");
+    params[0] = ids;
+    params[1] = percents;
+    params[2] = starts;
+
+    res = cd_db_exec(c,
+        "WITH reached AS ("
+        " SELECT b.id, b.org_id, b.name, b.limit_nano, b.action, t.percent,"
+        " s.spent_nano, s.period_start,"
+        " format('budget_threshold:%s:%s:%s', b.id, t.start_us, t.percent)"
+        " AS dedupe_key"
+        " FROM unnest($1::text[], $2::int[], $3::bigint[])"
+        " AS t(budget_id, percent, start_us)"
+        " JOIN budgets b ON b.id = t.budget_id"
+        " JOIN budget_spend s ON s.budget_id = b.id AND s.period_start ="
+        " 'epoch'::timestamptz + t.start_us * interval '1 microsecond')"
+        " INSERT INTO alerts (id, org_id, type, severity, message, details,"
+        " dedupe_key)"
+        " SELECT 'alr_' || left(md5(gen_random_uuid()::text), 24), org_id,"
+        " 'budget_threshold',"
+        " CASE WHEN percent >= 100 THEN 'critical' ELSE 'warning' END,"
+        " format('Budget \"%s\" (%s) reached %s%% of its limit: %s of %s"
+        " USD spent in the period that started %s.%s', name, id, percent,"
+        " trim_scale(spent_nano::numeric / 1000000000),"
+        " trim_scale(limit_nano::numeric / 1000000000),"
+        " " CD_SQL_TS("period_start") ","
+        " CASE WHEN percent >= 100 AND action = 'block' THEN ' Requests it"
+        " covers are refused (budget_exceeded) until the period ends or"
+        " the limit is raised (PATCH /budgets/' || id || ').' ELSE '' END),"
+        " jsonb_build_object('budget_id', id, 'budget_name', name,"
+        " 'threshold_percent', percent, 'period_start', period_start,"
+        " 'limit_usd', trim_scale(limit_nano::numeric / 1000000000)::text,"
+        " 'spent_usd', trim_scale(spent_nano::numeric / 1000000000)::text,"
+        " 'action', action),"
+        " dedupe_key FROM reached r"
+        " WHERE NOT EXISTS (SELECT 1 FROM alerts a WHERE a.org_id = r.org_id"
+        " AND a.dedupe_key = r.dedupe_key)"
+        " ON CONFLICT (org_id, dedupe_key)"
+        " WHERE state = 'open' AND dedupe_key IS NOT NULL DO NOTHING",
+        3, params);
+
+    if (res == NULL) {
+        goto failed;
+    }
+
+done:
+
+    PQclear(res);
+    free(ids);
+    free(percents);
+    free(starts);
+
+    if (cd_db_exec_script(c, "RELEASE SAVEPOINT cd_budget_alerts")
+        == CD_OK)
+    {
+        return;
+    }
+
+    cd_log_warn(CD_INGEST_SUBJECT, "cannot release the budget alerts "
+                "savepoint");
+    return;
+
+failed:
+
+    PQclear(res);
+    free(ids);
+    free(percents);
+    free(starts);
+
+    cd_log_warn(CD_INGEST_SUBJECT, "%s: could not raise the budget alerts "
+                "of the batch ending at offset %lld; loading it without "
+                "them", x->app->config.journal_path, (long long) x->scan_off);
+
+    if (cd_db_exec_script(c, "ROLLBACK TO SAVEPOINT cd_budget_alerts")
+        != CD_OK)
+    {
+        cd_log_warn(CD_INGEST_SUBJECT, "cannot roll back to the budget "
+                    "alerts savepoint");
+    }
+}
+
+
+/*
+ * Counts the spend of the rows this batch really inserted against every
+ * budget covering them, in the batch's transaction: a batch read twice
+ * inserts no row the second time, so it counts nothing twice. A row
+ * counts in the period of its budget containing its time (request
+ * start); the scope, provider and model narrowing are those of
+ * sp_budget_covers, the model being either the one requested or the one
+ * the provider answered with. Upserts go in key order, so concurrent
+ * nodes do not deadlock on them.
+ */
+static int
+cd_ingest_count_spend(cd_ingest_ctx_t *x, cd_db_conn_t *c)
+{
+    size_t       i;
+    PGresult    *res;
+    const char  *node[1];
+    static const char  *statements[] = {   /* [2] and [4] take $1, the
+                                               node id */
+
+        "INSERT INTO cd_budget_hits"
+        " SELECT bu.id, bu.org_id,"
+        " spendpol_period_start(bu.period, bu.timezone, bu.created_at,"
+        " a.created_at), coalesce(a.provider, ''),"
+        " coalesce(a.model, a.requested_model, ''), a.cost_nano,"
+        " coalesce(a.epoch, 0)"
+        " FROM cd_journal_inserted i JOIN audit_logs a ON a.id = i.id"
+        " JOIN budgets bu ON bu.org_id = a.org_id"
+        " WHERE (bu.period <> 'total' OR a.created_at >= bu.created_at)"
+        " AND CASE bu.scope_type WHEN 'organization' THEN true"
+        " WHEN 'api_key' THEN a.api_key_id = bu.scope_value"
+        " WHEN 'agent' THEN a.agent_id = bu.scope_value"
+        " WHEN 'department' THEN a.department = bu.scope_value"
+        " ELSE a.project = bu.scope_value END"
+        " AND (bu.provider IS NULL OR bu.provider = a.provider)"
+        " AND (bu.model IS NULL"
+        " OR spendpol_model_covers(bu.model, a.requested_model)"
+        " OR spendpol_model_covers(bu.model, a.model))",
+
+        "INSERT INTO budget_spend (budget_id, org_id, period_start,"
+        " spent_nano, requests)"
+        " SELECT budget_id, min(org_id), period_start, sum(cost_nano),"
+        " count(*) FROM cd_budget_hits GROUP BY budget_id, period_start"
+        " ORDER BY budget_id, period_start"
+        " ON CONFLICT (budget_id, period_start) DO UPDATE SET"
+        " spent_nano = budget_spend.spent_nano + EXCLUDED.spent_nano,"
+        " requests = budget_spend.requests + EXCLUDED.requests,"
+        " updated_at = clock_timestamp()",
+
+        "INSERT INTO budget_node_spend (budget_id, org_id, period_start,"
+        " node_id, epoch, spent_nano)"
+        " SELECT budget_id, min(org_id), period_start, $1, epoch,"
+        " sum(cost_nano) FROM cd_budget_hits"
+        " GROUP BY budget_id, period_start, epoch"
+        " ORDER BY budget_id, period_start, epoch"
+        " ON CONFLICT (budget_id, period_start, node_id, epoch) DO UPDATE"
+        " SET spent_nano = budget_node_spend.spent_nano"
+        " + EXCLUDED.spent_nano",
+
+        "INSERT INTO budget_model_spend (budget_id, org_id, period_start,"
+        " provider, model, spent_nano, requests)"
+        " SELECT budget_id, min(org_id), period_start, provider, model,"
+        " sum(cost_nano), count(*) FROM cd_budget_hits"
+        " GROUP BY budget_id, period_start, provider, model"
+        " ORDER BY budget_id, period_start, provider, model"
+        " ON CONFLICT (budget_id, period_start, provider, model) DO UPDATE"
+        " SET spent_nano = budget_model_spend.spent_nano"
+        " + EXCLUDED.spent_nano,"
+        " requests = budget_model_spend.requests + EXCLUDED.requests",
+
+        /* this node's epoch: that of its latest line by request time */
+        "INSERT INTO journal_nodes (node_id, epoch, last_at)"
+        " SELECT $1, coalesce(a.epoch, 0), a.created_at"
+        " FROM cd_journal_inserted i JOIN audit_logs a ON a.id = i.id"
+        " ORDER BY a.created_at DESC, a.id DESC LIMIT 1"
+        " ON CONFLICT (node_id) DO UPDATE SET epoch = EXCLUDED.epoch,"
+        " last_at = EXCLUDED.last_at, updated_at = clock_timestamp()"
+        " WHERE EXCLUDED.last_at >= journal_nodes.last_at"
+    };
+
+    node[0] = x->app->config.node_id;
+
+    for (i = 0; i < sizeof(statements) / sizeof(statements[0]); i++) {
+        res = cd_db_exec(c, statements[i], i == 2 || i == 4,
+                         i == 2 || i == 4 ? node : NULL);
+        if (res == NULL) {
+            cd_log_warn(CD_INGEST_SUBJECT, "cannot count the spend of the "
+                        "batch ending at offset %lld",
+                        (long long) x->scan_off);
+            return CD_ERROR;
+        }
+
+        PQclear(res);
+    }
+
+    cd_ingest_budget_alerts(x, c);
+
+    return CD_OK;
+}
+
+
 /* loads the batch and the new offset in one transaction */
 static int
 cd_ingest_flush(cd_ingest_ctx_t *x)
 {
     char           dev[32], ino[32], off[32];
     PGresult      *res;
-    const char    *params[4];
+    const char    *params[4], *node[1];
     cd_db_conn_t  *c;
+
+    node[0] = x->app->config.node_id;
 
     c = cd_db_acquire_begin(&x->app->db, 2000, CD_ROLE_SYSTEM, NULL);
     if (c == NULL) {
@@ -616,7 +894,8 @@ cd_ingest_flush(cd_ingest_ctx_t *x)
             " provider, requested_model, model, input_tokens, output_tokens,"
             " cached_tokens, cache_write_tokens, cost_nano, status, cache,"
             " stream, latency_ms, gateway_us, department, project, agent_id,"
-            " trace_id, span_id, parent_id, warnings, error_code)"
+            " trace_id, span_id, parent_id, warnings, error_code, node_id,"
+            " epoch, reserved_nano)"
             " SELECT id, org_id,"
             " 'epoch'::timestamptz + ts_ms * interval '1 millisecond',"
             " nullif(api_key_id, ''), nullif(provider, ''),"
@@ -628,17 +907,21 @@ cd_ingest_flush(cd_ingest_ctx_t *x)
             " nullif(span_id, ''), nullif(parent_id, ''),"
             " CASE WHEN warnings = '' THEN '{}'::text[]"
             " ELSE string_to_array(warnings, ',') END,"
-            " nullif(error_code, '')"
+            " nullif(error_code, ''), $1, epoch, reserved_nano"
             " FROM cd_journal_batch ON CONFLICT (id) DO NOTHING"
             " RETURNING id)"
             " INSERT INTO cd_journal_inserted SELECT id FROM inserted",
-            0, NULL);
+            1, node);
 
         if (res == NULL) {
             goto failed;
         }
 
         PQclear(res);
+
+        if (cd_ingest_count_spend(x, c) != CD_OK) {
+            goto failed;
+        }
 
         if (x->raises) {
             cd_ingest_raise_alerts(x, c);

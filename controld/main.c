@@ -207,7 +207,8 @@ main(int argc, char **argv)
 
     if (cd_http_start(app) != CD_OK
         || cd_snapshot_start(app) != CD_OK
-        || cd_ingest_start(app) != CD_OK)
+        || cd_ingest_start(app) != CD_OK
+        || cd_spend_start(app) != CD_OK)
     {
         goto done;
     }
@@ -231,6 +232,7 @@ done:
 
     cd_http_stop(app);
     cd_ingest_stop(app);
+    cd_spend_stop(app);
     cd_snapshot_stop(app);
     cd_db_pool_close(&app->db);
     cd_redis_close(&app->redis);

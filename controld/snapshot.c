@@ -1,10 +1,13 @@
 /*
- * The snapshot publisher: reads every active key, provider (decrypted)
- * and price as spendpol_system in one repeatable-read transaction and
+ * The snapshot publisher: reads every active key (flagged when its agent
+ * is paused), provider (decrypted), price and budget (with its current
+ * period) as spendpol_system in one repeatable-read transaction and
  * publishes them atomically for the nginx workers. It runs once at start,
  * at once when signalled after a commit, and whenever the change marker
  * state_version moved (writes by other controld nodes), a stored price
- * reached its effective_from, or the last try failed. A failed publish
+ * reached its effective_from, a budget period rolled over (also noticed
+ * within 200 ms by the spend writer, which signals), or the last try
+ * failed. A failed publish
  * keeps the previous file.
  */
 
@@ -54,6 +57,7 @@ cd_snapshot_add_keys(sp_snapshot_builder_t *b, PGresult *res)
         scopes = PQgetvalue(res, i, 7);
         key.scopes = (strstr(scopes, "proxy") ? SP_SCOPE_PROXY : 0)
                      | (strstr(scopes, "admin") ? SP_SCOPE_ADMIN : 0);
+        key.flags = cd_db_bool(res, i, 8) ? SP_KEY_AGENT_PAUSED : 0;
 
         if (sp_snapshot_add_key(b, &key) != SP_OK) {
             return CD_ERROR;
@@ -191,6 +195,42 @@ cd_snapshot_add_aliases(sp_snapshot_builder_t *b, PGresult *res)
 }
 
 
+static int
+cd_snapshot_add_budgets(sp_snapshot_builder_t *b, PGresult *res)
+{
+    int                      i, scope;
+    sp_snapshot_budget_in_t  budget;
+
+    for (i = 0; i < PQntuples(res); i++) {
+        scope = cd_budget_scope_parse(PQgetvalue(res, i, 2));
+
+        if (scope < 0) {
+            continue;
+        }
+
+        memset(&budget, 0, sizeof(budget));
+        budget.budget_id = PQgetvalue(res, i, 0);
+        budget.org_id = PQgetvalue(res, i, 1);
+        budget.scope = (uint32_t) scope;
+        budget.scope_value = scope == SP_BUDGET_SCOPE_ORG
+                             ? "" : PQgetvalue(res, i, 3);
+        budget.provider = cd_db_value(res, i, 4);
+        budget.model = cd_db_value(res, i, 5);
+        budget.action = strcmp(PQgetvalue(res, i, 6), "warn") == 0
+                        ? SP_BUDGET_WARN : SP_BUDGET_BLOCK;
+        budget.limit_nano = strtoll(PQgetvalue(res, i, 7), NULL, 10);
+        budget.period_start_ms = strtoll(PQgetvalue(res, i, 8), NULL, 10);
+        budget.period_end_ms = strtoll(PQgetvalue(res, i, 9), NULL, 10);
+
+        if (sp_snapshot_add_budget(b, &budget) != SP_OK) {
+            return CD_ERROR;
+        }
+    }
+
+    return CD_OK;
+}
+
+
 static PGresult *
 cd_snapshot_query(cd_db_conn_t *c, const char *sql)
 {
@@ -215,12 +255,13 @@ cd_snapshot_publish_now(cd_app_t *app)
     int64_t                 version;
     uint64_t                generation;
     PGresult               *marker, *keys, *providers, *prices, *gen;
-    PGresult               *orgs, *aliases, *next_change;
+    PGresult               *orgs, *aliases, *next_change, *budgets;
+    int64_t                 next_us, budget_end_us;
     cd_db_conn_t           *c;
     sp_snapshot_builder_t  *b;
 
     marker = keys = providers = prices = gen = orgs = aliases = NULL;
-    next_change = NULL;
+    next_change = budgets = NULL;
     b = NULL;
     rc = CD_ERROR;
 
@@ -238,8 +279,12 @@ cd_snapshot_publish_now(cd_app_t *app)
 
     marker = cd_snapshot_query(c, "SELECT version FROM state_version");
     keys = marker ? cd_snapshot_query(c,
-               "SELECT key_hash, id, org_id, name, department, project,"
-               " agent_id, scopes::text FROM api_keys WHERE active") : NULL;
+               "SELECT k.key_hash, k.id, k.org_id, k.name, k.department,"
+               " k.project, k.agent_id, k.scopes::text,"
+               " coalesce(a.state = 'paused', false)"
+               " FROM api_keys k LEFT JOIN agents a"
+               " ON a.id = k.agent_id AND a.org_id = k.org_id"
+               " WHERE k.active") : NULL;
     providers = keys ? cd_snapshot_query(c,
                "SELECT org_id, name, base_url, api_key_enc FROM providers")
                : NULL;
@@ -261,9 +306,20 @@ cd_snapshot_publish_now(cd_app_t *app)
                " (effective_from <= now()) DESC,"
                " effective_from DESC") : NULL;
     next_change = prices ? cd_snapshot_query(c,
-               "SELECT coalesce(" CD_SQL_US("min(effective_from)") ", 0)"
+               "SELECT coalesce(" CD_SQL_US("min(effective_from)") ", 0),"
+               " (SELECT coalesce(" CD_SQL_US("min(spendpol_period_end("
+               "period, timezone, now()))") ", 0) FROM budgets)"
                " FROM model_prices WHERE effective_from > now()") : NULL;
-    orgs = next_change ? cd_snapshot_query(c,
+
+    /* each budget's current period, in its time zone */
+    budgets = next_change ? cd_snapshot_query(c,
+               "SELECT id, org_id, scope_type, scope_value, provider, model,"
+               " action, limit_nano, "
+               CD_SQL_MS("spendpol_period_start(period, timezone,"
+                         " created_at, now())") ", coalesce("
+               CD_SQL_MS("spendpol_period_end(period, timezone, now())")
+               ", 0) FROM budgets") : NULL;
+    orgs = budgets ? cd_snapshot_query(c,
                "SELECT id, refuse_unpriced FROM orgs") : NULL;
     aliases = orgs ? cd_snapshot_query(c,
                "SELECT org_id, provider, alias, model FROM model_aliases")
@@ -280,6 +336,15 @@ cd_snapshot_publish_now(cd_app_t *app)
     }
 
     version = strtoll(PQgetvalue(marker, 0, 0), NULL, 10);
+
+    /* the next price to take effect or budget period to roll over */
+    next_us = strtoll(PQgetvalue(next_change, 0, 0), NULL, 10);
+    budget_end_us = strtoll(PQgetvalue(next_change, 0, 1), NULL, 10);
+
+    if (budget_end_us > 0 && (next_us == 0 || budget_end_us < next_us)) {
+        next_us = budget_end_us;
+    }
+
     generation = strtoull(PQgetvalue(gen, 0, 0), NULL, 10);
 
     b = sp_snapshot_builder_new(generation);
@@ -289,7 +354,8 @@ cd_snapshot_publish_now(cd_app_t *app)
         || cd_snapshot_add_providers(app, b, providers) != CD_OK
         || cd_snapshot_add_prices(b, prices) != CD_OK
         || cd_snapshot_add_orgs(b, orgs) != CD_OK
-        || cd_snapshot_add_aliases(b, aliases) != CD_OK)
+        || cd_snapshot_add_aliases(b, aliases) != CD_OK
+        || cd_snapshot_add_budgets(b, budgets) != CD_OK)
     {
         cd_log_error(CD_SNAPSHOT_SUBJECT, "out of memory building "
                      "generation %llu", (unsigned long long) generation);
@@ -310,15 +376,14 @@ cd_snapshot_publish_now(cd_app_t *app)
     pthread_mutex_lock(&app->snapshot.mutex);
     app->snapshot.generation = generation;
     app->snapshot.state_version = version;
-    app->snapshot.next_change_us = strtoll(PQgetvalue(next_change, 0, 0),
-                                           NULL, 10);
+    app->snapshot.next_change_us = next_us;
     pthread_mutex_unlock(&app->snapshot.mutex);
 
     cd_log_info(CD_SNAPSHOT_SUBJECT, "published generation %llu (%d keys, "
-                "%d providers, %d prices, %d orgs, %d aliases)",
+                "%d providers, %d prices, %d orgs, %d aliases, %d budgets)",
                 (unsigned long long) generation, PQntuples(keys),
                 PQntuples(providers), PQntuples(prices), PQntuples(orgs),
-                PQntuples(aliases));
+                PQntuples(aliases), PQntuples(budgets));
     rc = CD_OK;
 
 done:
@@ -332,6 +397,7 @@ done:
     PQclear(orgs);
     PQclear(aliases);
     PQclear(next_change);
+    PQclear(budgets);
     cd_db_rollback(c);
     cd_db_release(&app->db, c);
 

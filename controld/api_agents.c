@@ -1,0 +1,578 @@
+/*
+ * /agents: automated callers that own API keys (api_keys.agent_id). A
+ * paused agent's keys travel in the snapshot with SP_KEY_AGENT_PAUSED, so
+ * every nginx worker refuses them (403 agent_paused) as soon as it maps
+ * the next generation; pause and resume republish at once. Who paused or
+ * resumed (the admin key) and when is kept in agent_events, which
+ * outlives the agent.
+ */
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "controld.h"
+
+
+#define CD_AGENTS_SUBJECT      "agents"
+#define CD_AGENT_DESCRIPTION   2000
+
+#define CD_AGENT_COLUMNS                                                     \
+    "id, name, description, state, " CD_SQL_TS("created_at") ", "            \
+    CD_SQL_TS("updated_at") ", " CD_SQL_US("created_at")
+
+enum {
+    CD_AGENT_ID = 0, CD_AGENT_NAME, CD_AGENT_DESCRIPTION_COL, CD_AGENT_STATE,
+    CD_AGENT_CREATED, CD_AGENT_UPDATED, CD_AGENT_CREATED_US
+};
+
+static const char  *cd_agent_fields[] = { "name", "description", NULL };
+
+
+static json_t *
+cd_agent_json(PGresult *res, int row)
+{
+    json_t  *obj;
+
+    obj = json_object();
+    if (obj == NULL) {
+        return NULL;
+    }
+
+#define cd_agent_str(key, col)                                               \
+    cd_json_set_str(obj, key, cd_db_value(res, row, col))
+
+    if (cd_agent_str("id", CD_AGENT_ID)
+        || cd_agent_str("name", CD_AGENT_NAME)
+        || cd_agent_str("description", CD_AGENT_DESCRIPTION_COL)
+        || cd_agent_str("state", CD_AGENT_STATE)
+        || cd_agent_str("created_at", CD_AGENT_CREATED)
+        || cd_agent_str("updated_at", CD_AGENT_UPDATED))
+    {
+        json_decref(obj);
+        return NULL;
+    }
+
+#undef cd_agent_str
+
+    return obj;
+}
+
+
+/* the agent's row and its events, oldest first, as one object */
+static json_t *
+cd_agent_load(cd_request_t *r, cd_db_conn_t *c, const char *id)
+{
+    int          i;
+    json_t      *agent, *events, *event;
+    PGresult    *res, *ev;
+    const char  *params[1];
+
+    params[0] = id;
+    res = cd_db_exec(c, "SELECT " CD_AGENT_COLUMNS " FROM agents"
+                        " WHERE id = $1", 1, params);
+    if (res == NULL) {
+        cd_respond_statement_error(r, c);
+        return NULL;
+    }
+
+    if (PQntuples(res) == 0) {
+        PQclear(res);
+        cd_respond_error(r, 404, "not_found_error", "agent_not_found", "id",
+                         "no agent with id \"%s\"", id);
+        return NULL;
+    }
+
+    ev = cd_db_exec(c, "SELECT action, key_id, " CD_SQL_TS("created_at")
+                       " FROM agent_events WHERE agent_id = $1"
+                       " ORDER BY created_at, id", 1, params);
+    if (ev == NULL) {
+        PQclear(res);
+        cd_respond_statement_error(r, c);
+        return NULL;
+    }
+
+    agent = cd_agent_json(res, 0);
+    events = json_array();
+
+    if (agent == NULL || events == NULL
+        || json_object_set_new(agent, "events", events) != 0)
+    {
+        events = NULL;
+        goto failed;
+    }
+
+    for (i = 0; i < PQntuples(ev); i++) {
+        event = json_object();
+
+        if (event == NULL || json_array_append_new(events, event) != 0
+            || cd_json_set_str(event, "action", PQgetvalue(ev, i, 0))
+            || cd_json_set_str(event, "by", cd_db_value(ev, i, 1))
+            || cd_json_set_str(event, "at", PQgetvalue(ev, i, 2)))
+        {
+            goto failed;
+        }
+    }
+
+    PQclear(res);
+    PQclear(ev);
+
+    return agent;
+
+failed:
+
+    json_decref(agent);
+    PQclear(res);
+    PQclear(ev);
+    cd_respond_error(r, 500, "api_error", "out_of_memory", NULL,
+                     "out of memory");
+
+    return NULL;
+}
+
+
+static int
+cd_agent_event(cd_request_t *r, cd_db_conn_t *c, const char *id,
+    const char *action)
+{
+    PGresult    *res;
+    const char  *params[3];
+
+    params[0] = id;
+    params[1] = action;
+    params[2] = r->key_id;
+
+    res = cd_db_exec(c, "INSERT INTO agent_events (org_id, agent_id, action,"
+                        " key_id) VALUES (current_setting('spendpol.org_id'),"
+                        " $1, $2, $3)", 3, params);
+    if (res == NULL) {
+        cd_respond_statement_error(r, c);
+        return CD_ERROR;
+    }
+
+    PQclear(res);
+
+    return CD_OK;
+}
+
+
+static int
+cd_agent_id_param(cd_request_t *r)
+{
+    if (!cd_id_valid(CD_AGENT_ID_PREFIX, r->params[0])) {
+        cd_respond_error(r, 404, "not_found_error", "agent_not_found", "id",
+                         "no agent with id \"%.64s\" (agent ids are agt_ "
+                         "followed by 24 hex characters)", r->params[0]);
+        return CD_ERROR;
+    }
+
+    return CD_OK;
+}
+
+
+/* commits, republishes when the proxy must see it, answers agent */
+static void
+cd_agent_finish(cd_request_t *r, cd_db_conn_t *c, const char *id,
+    unsigned status, int republish, const char *what)
+{
+    json_t  *agent;
+
+    agent = cd_agent_load(r, c, id);
+    if (agent == NULL) {
+        return;
+    }
+
+    if (cd_request_commit(r, c) != CD_OK) {
+        json_decref(agent);
+        return;
+    }
+
+    if (republish) {
+        cd_snapshot_signal(r->app);
+    }
+
+    cd_log_info(CD_AGENTS_SUBJECT, "%s %s org=%s by %s", what, id, r->org_id,
+                r->key_id);
+    cd_respond(r, status, agent);
+}
+
+
+void
+cd_api_agents_create(cd_request_t *r)
+{
+    char           id[CD_ID_MAX];
+    json_t        *body;
+    PGresult      *res;
+    const char    *params[3], *name, *description;
+    cd_db_conn_t  *c;
+
+    body = cd_request_json(r, cd_agent_fields);
+    if (body == NULL) {
+        return;
+    }
+
+    if (cd_json_string(r, body, "name", 1, 1, CD_NAME_MAX, &name) != CD_OK
+        || cd_json_string(r, body, "description", 0, 0, CD_AGENT_DESCRIPTION,
+                          &description) != CD_OK)
+    {
+        json_decref(body);
+        return;
+    }
+
+    if (cd_random_id(CD_AGENT_ID_PREFIX, CD_RANDOM_ID_BYTES, id) != CD_OK) {
+        cd_respond_error(r, 500, "api_error", "no_randomness", NULL,
+                         "could not generate an id");
+        json_decref(body);
+        return;
+    }
+
+    c = cd_request_begin(r);
+    if (c == NULL) {
+        json_decref(body);
+        return;
+    }
+
+    params[0] = id;
+    params[1] = name;
+    params[2] = description;
+
+    res = cd_db_exec(c, "INSERT INTO agents (id, org_id, name, description)"
+                        " VALUES ($1, current_setting('spendpol.org_id'),"
+                        " $2, $3)", 3, params);
+    if (res == NULL) {
+        cd_respond_statement_error(r, c);
+
+    } else if (cd_agent_event(r, c, id, "created") == CD_OK) {
+        cd_agent_finish(r, c, id, 201, 0, "created");
+    }
+
+    PQclear(res);
+    cd_request_end(r, c);
+    json_decref(body);
+}
+
+
+void
+cd_api_agents_list(cd_request_t *r)
+{
+    int            i, n;
+    long           limit;
+    char           id[CD_ID_MAX], us_text[32], limit_text[32];
+    char           cursor[CD_CURSOR_MAX + 1];
+    json_t        *data, *item, *list;
+    int64_t        us;
+    PGresult      *res;
+    const char    *cursor_in, *params[4];
+    cd_db_conn_t  *c;
+
+    if (cd_query_limit(r, 100, 1000, &limit) != CD_OK) {
+        return;
+    }
+
+    params[0] = NULL;
+    params[1] = NULL;
+    params[3] = cd_query(r, "state");
+
+    if (params[3] != NULL && strcmp(params[3], "active") != 0
+        && strcmp(params[3], "paused") != 0)
+    {
+        cd_respond_error(r, 400, "invalid_request_error", "invalid_filter",
+                         "state", "state must be active or paused");
+        return;
+    }
+
+    cursor_in = cd_query(r, "cursor");
+
+    if (cursor_in != NULL) {
+        if (cd_cursor_decode(cursor_in, &us, id, sizeof(id)) != CD_OK) {
+            cd_respond_error(r, 400, "invalid_request_error",
+                             "invalid_cursor", "cursor", "cursor must be a "
+                             "next_cursor value from a previous page");
+            return;
+        }
+
+        snprintf(us_text, sizeof(us_text), "%lld", (long long) us);
+        params[0] = us_text;
+        params[1] = id;
+    }
+
+    snprintf(limit_text, sizeof(limit_text), "%ld", limit + 1);
+    params[2] = limit_text;
+
+    c = cd_request_begin(r);
+    if (c == NULL) {
+        return;
+    }
+
+    res = cd_db_exec(c, "SELECT " CD_AGENT_COLUMNS " FROM agents"
+                        " WHERE ($1::bigint IS NULL OR (created_at, id) <"
+                        " ('epoch'::timestamptz + $1::bigint"
+                        " * interval '1 microsecond', $2::text))"
+                        " AND ($4::text IS NULL OR state = $4)"
+                        " ORDER BY created_at DESC, id DESC LIMIT $3",
+                     4, params);
+    if (res == NULL) {
+        cd_respond_statement_error(r, c);
+        cd_request_end(r, c);
+        return;
+    }
+
+    data = json_array();
+    n = PQntuples(res);
+
+    for (i = 0; data != NULL && i < n && i < limit; i++) {
+        item = cd_agent_json(res, i);
+
+        if (item == NULL || json_array_append_new(data, item) != 0) {
+            json_decref(data);
+            data = NULL;
+        }
+    }
+
+    list = NULL;
+
+    if (data != NULL) {
+        list = json_pack("{s:o, s:n}", "data", data, "next_cursor");
+
+        if (list != NULL && n > limit
+            && cd_cursor_encode(strtoll(PQgetvalue(res, limit - 1,
+                                                   CD_AGENT_CREATED_US),
+                                        NULL, 10),
+                                PQgetvalue(res, limit - 1, CD_AGENT_ID),
+                                cursor, sizeof(cursor)) == CD_OK)
+        {
+            json_object_set_new(list, "next_cursor", json_string(cursor));
+        }
+    }
+
+    PQclear(res);
+    cd_request_end(r, c);
+    cd_respond(r, 200, list);
+}
+
+
+void
+cd_api_agents_get(cd_request_t *r)
+{
+    json_t        *agent;
+    cd_db_conn_t  *c;
+
+    if (cd_agent_id_param(r) != CD_OK) {
+        return;
+    }
+
+    c = cd_request_begin(r);
+    if (c == NULL) {
+        return;
+    }
+
+    agent = cd_agent_load(r, c, r->params[0]);
+
+    if (agent != NULL) {
+        cd_respond(r, 200, agent);
+    }
+
+    cd_request_end(r, c);
+}
+
+
+void
+cd_api_agents_update(cd_request_t *r)
+{
+    json_t        *body;
+    PGresult      *res;
+    const char    *params[5], *name, *description;
+    cd_db_conn_t  *c;
+
+    if (cd_agent_id_param(r) != CD_OK) {
+        return;
+    }
+
+    body = cd_request_json(r, cd_agent_fields);
+    if (body == NULL) {
+        return;
+    }
+
+    /* name may be left out, not cleared; description null clears it */
+    if (cd_json_string(r, body, "name", 0, 1, CD_NAME_MAX, &name) != CD_OK
+        || cd_json_string(r, body, "description", 0, 0, CD_AGENT_DESCRIPTION,
+                          &description) != CD_OK)
+    {
+        json_decref(body);
+        return;
+    }
+
+    if (json_is_null(json_object_get(body, "name"))) {
+        cd_respond_error(r, 422, "invalid_request_error", "invalid_value",
+                         "name", "name cannot be null");
+        json_decref(body);
+        return;
+    }
+
+    c = cd_request_begin(r);
+    if (c == NULL) {
+        json_decref(body);
+        return;
+    }
+
+    params[0] = r->params[0];
+    params[1] = name;
+    params[2] = description;
+    params[3] = json_object_get(body, "description") != NULL ? "t" : "f";
+
+    res = cd_db_exec(c, "UPDATE agents SET name = coalesce($2, name),"
+                        " description = CASE WHEN $4::boolean THEN $3"
+                        " ELSE description END,"
+                        " updated_at = clock_timestamp() WHERE id = $1",
+                     4, params);
+
+    if (res == NULL) {
+        cd_respond_statement_error(r, c);
+
+    } else if (strcmp(PQcmdTuples(res), "0") == 0) {
+        cd_respond_error(r, 404, "not_found_error", "agent_not_found", "id",
+                         "no agent with id \"%s\"", r->params[0]);
+
+    } else if (cd_agent_event(r, c, r->params[0], "updated") == CD_OK) {
+        cd_agent_finish(r, c, r->params[0], 200, 0, "updated");
+    }
+
+    PQclear(res);
+    cd_request_end(r, c);
+    json_decref(body);
+}
+
+
+/*
+ * 409 while an active key belongs to the agent: its keys would lose
+ * their agent, and with it a pause. The DELETE comes first so that a key
+ * being created for the agent (which locks the agent row) is waited for.
+ */
+void
+cd_api_agents_delete(cd_request_t *r)
+{
+    PGresult      *res, *keys;
+    const char    *params[1];
+    cd_db_conn_t  *c;
+
+    if (cd_agent_id_param(r) != CD_OK) {
+        return;
+    }
+
+    c = cd_request_begin(r);
+    if (c == NULL) {
+        return;
+    }
+
+    keys = NULL;
+    params[0] = r->params[0];
+    res = cd_db_exec(c, "DELETE FROM agents WHERE id = $1", 1, params);
+
+    if (res == NULL) {
+        cd_respond_statement_error(r, c);
+        goto done;
+    }
+
+    if (strcmp(PQcmdTuples(res), "0") == 0) {
+        cd_respond_error(r, 404, "not_found_error", "agent_not_found", "id",
+                         "no agent with id \"%s\"", r->params[0]);
+        goto done;
+    }
+
+    keys = cd_db_exec(c, "SELECT count(*) FROM api_keys"
+                         " WHERE agent_id = $1 AND active", 1, params);
+    if (keys == NULL) {
+        cd_respond_statement_error(r, c);
+        goto done;
+    }
+
+    if (strcmp(PQgetvalue(keys, 0, 0), "0") != 0) {
+        cd_respond_error(r, 409, "conflict_error", "agent_in_use", "id",
+                         "agent %s still has %s active API key(s); revoke "
+                         "them first (DELETE /api-keys/{id})", r->params[0],
+                         PQgetvalue(keys, 0, 0));
+        goto done;
+    }
+
+    if (cd_agent_event(r, c, r->params[0], "deleted") != CD_OK
+        || cd_request_commit(r, c) != CD_OK)
+    {
+        goto done;
+    }
+
+    cd_snapshot_signal(r->app);
+    cd_log_info(CD_AGENTS_SUBJECT, "deleted %s org=%s by %s", r->params[0],
+                r->org_id, r->key_id);
+    cd_respond(r, 204, NULL);
+
+done:
+
+    PQclear(res);
+    PQclear(keys);
+    cd_request_end(r, c);
+}
+
+
+/* idempotent: an event is recorded only when the state changes */
+static void
+cd_agent_set_state(cd_request_t *r, const char *state, const char *action)
+{
+    PGresult      *res;
+    const char    *params[2];
+    cd_db_conn_t  *c;
+
+    if (cd_agent_id_param(r) != CD_OK) {
+        return;
+    }
+
+    if (r->body_len != 0) {
+        static const char  *none[] = { NULL };
+        json_t             *body = cd_request_json(r, none);
+
+        if (body == NULL) {
+            return;
+        }
+
+        json_decref(body);
+    }
+
+    c = cd_request_begin(r);
+    if (c == NULL) {
+        return;
+    }
+
+    params[0] = r->params[0];
+    params[1] = state;
+
+    res = cd_db_exec(c, "UPDATE agents SET state = $2,"
+                        " updated_at = clock_timestamp()"
+                        " WHERE id = $1 AND state <> $2", 2, params);
+
+    if (res == NULL) {
+        cd_respond_statement_error(r, c);
+
+    } else if (strcmp(PQcmdTuples(res), "0") == 0) {
+        /* unchanged, or unknown: the load answers 404 for the latter */
+        cd_agent_finish(r, c, r->params[0], 200, 0, "unchanged");
+
+    } else if (cd_agent_event(r, c, r->params[0], action) == CD_OK) {
+        cd_agent_finish(r, c, r->params[0], 200, 1, action);
+    }
+
+    PQclear(res);
+    cd_request_end(r, c);
+}
+
+
+void
+cd_api_agents_pause(cd_request_t *r)
+{
+    cd_agent_set_state(r, "paused", "paused");
+}
+
+
+void
+cd_api_agents_resume(cd_request_t *r)
+{
+    cd_agent_set_state(r, "active", "resumed");
+}
