@@ -33,13 +33,10 @@ typedef struct {
 
 static int ngx_http_spendpol_budget_visit(const sp_snapshot_budget_t *budget,
     void *arg);
-static ngx_http_spendpol_counter_t *ngx_http_spendpol_counter(
-    ngx_http_spendpol_main_conf_t *smcf, uint64_t hash,
-    int64_t period_start_ms);
 static int64_t ngx_http_spendpol_effective(ngx_http_spendpol_main_conf_t *smcf,
     sp_str_t budget_id, const sp_snapshot_budget_t *budget,
     ngx_http_spendpol_counter_t *counter);
-static void ngx_http_spendpol_budget_cleanup(void *data);
+static void ngx_http_spendpol_hold_cleanup(void *data);
 static void ngx_http_spendpol_rbtree_insert_value(ngx_rbtree_node_t *temp,
     ngx_rbtree_node_t *node, ngx_rbtree_node_t *sentinel);
 
@@ -126,7 +123,6 @@ ngx_http_spendpol_budget_admit(ngx_http_request_t *r,
     sp_str_t                          org, id, values[SP_BUDGET_SCOPE_COUNT];
     ngx_uint_t                        i, refused;
     ngx_time_t                       *tp;
-    ngx_pool_cleanup_t               *cln;
     const sp_snapshot_price_t        *price;
     ngx_http_spendpol_counter_t      *counter;
     ngx_http_spendpol_main_conf_t    *smcf;
@@ -212,8 +208,7 @@ ngx_http_spendpol_budget_admit(ngx_http_request_t *r,
         return NGX_ERROR;
     }
 
-    cln = ngx_pool_cleanup_add(r->pool, 0);
-    if (cln == NULL) {
+    if (ngx_http_spendpol_hold(r, ctx) != NGX_OK) {
         return NGX_ERROR;
     }
 
@@ -225,8 +220,10 @@ ngx_http_spendpol_budget_admit(ngx_http_request_t *r,
     for (i = 0; i < scan.n; i++) {
         id = sp_snapshot_str(&smcf->snapshot, scan.budgets[i]->budget_id);
 
-        counter = ngx_http_spendpol_counter(smcf, sp_budget_hash(id),
-                                        scan.budgets[i]->period_start_ms);
+        counter = ngx_http_spendpol_zone_count(smcf, &smcf->sh->rbtree,
+                                        sp_budget_hash(id),
+                                        scan.budgets[i]->period_start_ms,
+                                        sizeof(ngx_http_spendpol_counter_t));
         if (counter == NULL) {
             ngx_shmtx_unlock(&smcf->shpool->mutex);
             ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
@@ -237,7 +234,7 @@ ngx_http_spendpol_budget_admit(ngx_http_request_t *r,
 
         res = &ctx->reservations[i];
         res->counter = counter;
-        res->hash = counter->node.key;
+        res->hash = counter->count.node.key;
         res->period_start_ms = scan.budgets[i]->period_start_ms;
 
         effective = ngx_http_spendpol_effective(smcf, id, scan.budgets[i],
@@ -272,9 +269,6 @@ ngx_http_spendpol_budget_admit(ngx_http_request_t *r,
 
     ngx_shmtx_unlock(&smcf->shpool->mutex);
 
-    cln->handler = ngx_http_spendpol_budget_cleanup;
-    cln->data = r;
-
     return refused ? NGX_DECLINED : NGX_OK;
 }
 
@@ -304,16 +298,21 @@ ngx_http_spendpol_budget_visit(const sp_snapshot_budget_t *budget, void *arg)
 }
 
 
-/* under the zone mutex: the budget's counter for this period */
-static ngx_http_spendpol_counter_t *
-ngx_http_spendpol_counter(ngx_http_spendpol_main_conf_t *smcf, uint64_t hash,
-    int64_t period_start_ms)
+/*
+ * Under the zone mutex: the node of the tree that counts hash, created
+ * zeroed when absent, its counts zeroed when start_ms moved on (a new
+ * period or minute: reservations still in flight for the old one are
+ * released against nothing, see the start_ms checks on release).
+ */
+void *
+ngx_http_spendpol_zone_count(ngx_http_spendpol_main_conf_t *smcf,
+    ngx_rbtree_t *tree, uint64_t hash, int64_t start_ms, size_t size)
 {
-    ngx_rbtree_node_t            *node, *sentinel;
-    ngx_http_spendpol_counter_t  *counter;
+    ngx_rbtree_node_t          *node, *sentinel;
+    ngx_http_spendpol_count_t  *count;
 
-    node = smcf->sh->rbtree.root;
-    sentinel = smcf->sh->rbtree.sentinel;
+    node = tree->root;
+    sentinel = tree->sentinel;
 
     while (node != sentinel) {
 
@@ -322,35 +321,29 @@ ngx_http_spendpol_counter(ngx_http_spendpol_main_conf_t *smcf, uint64_t hash,
             continue;
         }
 
-        counter = (ngx_http_spendpol_counter_t *) node;
+        count = (ngx_http_spendpol_count_t *) node;
 
-        if (counter->period_start_ms != period_start_ms) {
-            /*
-             * A new period: spend starts again. Reservations of the old
-             * period still in flight are released against it (see the
-             * period check in ngx_http_spendpol_budget_release()).
-             */
-            counter->period_start_ms = period_start_ms;
-            counter->reserved_nano = 0;
-            counter->settled_nano = 0;
+        if (count->start_ms != start_ms) {
+            ngx_memzero((u_char *) count + sizeof(ngx_http_spendpol_count_t),
+                        size - sizeof(ngx_http_spendpol_count_t));
+            count->start_ms = start_ms;
         }
 
-        return counter;
+        return count;
     }
 
-    counter = ngx_slab_alloc_locked(smcf->shpool,
-                                    sizeof(ngx_http_spendpol_counter_t));
-    if (counter == NULL) {
+    count = ngx_slab_alloc_locked(smcf->shpool, size);
+    if (count == NULL) {
         return NULL;
     }
 
-    ngx_memzero(counter, sizeof(ngx_http_spendpol_counter_t));
-    counter->node.key = hash;
-    counter->period_start_ms = period_start_ms;
+    ngx_memzero(count, size);
+    count->node.key = hash;
+    count->start_ms = start_ms;
 
-    ngx_rbtree_insert(&smcf->sh->rbtree, &counter->node);
+    ngx_rbtree_insert(tree, &count->node);
 
-    return counter;
+    return count;
 }
 
 
@@ -396,7 +389,7 @@ ngx_http_spendpol_effective(ngx_http_spendpol_main_conf_t *smcf,
 
 
 /* releases the reservations; cost: what to count as settled (or -1) */
-static void
+void
 ngx_http_spendpol_budget_release(ngx_http_spendpol_main_conf_t *smcf,
     ngx_http_spendpol_ctx_t *ctx, int64_t cost)
 {
@@ -415,8 +408,8 @@ ngx_http_spendpol_budget_release(ngx_http_spendpol_main_conf_t *smcf,
         res = &ctx->reservations[i];
 
         /* the counter is never freed; its period may have moved on */
-        if (res->counter->node.key != res->hash
-            || res->counter->period_start_ms != res->period_start_ms)
+        if (res->counter->count.node.key != res->hash
+            || res->counter->count.start_ms != res->period_start_ms)
         {
             continue;
         }
@@ -436,37 +429,67 @@ ngx_http_spendpol_budget_release(ngx_http_spendpol_main_conf_t *smcf,
 }
 
 
-/* the log phase: the actual cost replaces the worst case */
-void
-ngx_http_spendpol_budget_settle(ngx_http_request_t *r,
-    ngx_http_spendpol_ctx_t *ctx)
+/*
+ * What a request holds in the zone (budget reservations, rate limit
+ * tokens) is released by one pool cleanup whatever path the request takes;
+ * the log phase releases it first, with the actual cost and usage.
+ */
+ngx_int_t
+ngx_http_spendpol_hold(ngx_http_request_t *r, ngx_http_spendpol_ctx_t *ctx)
 {
-    ngx_http_spendpol_main_conf_t  *smcf;
+    ngx_pool_cleanup_t  *cln;
 
-    smcf = ngx_http_get_module_main_conf(r, ngx_http_spendpol_module);
+    if (ctx->hold_cleanup) {
+        return NGX_OK;
+    }
 
-    ngx_http_spendpol_budget_release(smcf, ctx, ctx->cost_nano);
+    cln = ngx_pool_cleanup_add(r->pool, 0);
+    if (cln == NULL) {
+        return NGX_ERROR;
+    }
+
+    cln->handler = ngx_http_spendpol_hold_cleanup;
+    cln->data = r;
+    ctx->hold_cleanup = 1;
+
+    return NGX_OK;
 }
 
 
-/* every other way a request ends: nothing was spent through us */
-static void
-ngx_http_spendpol_budget_cleanup(void *data)
+void
+ngx_http_spendpol_release(ngx_http_request_t *r, ngx_http_spendpol_ctx_t *ctx,
+    ngx_uint_t settled)
 {
-    ngx_http_request_t  *r = data;
-
-    ngx_http_spendpol_ctx_t        *ctx;
     ngx_http_spendpol_main_conf_t  *smcf;
-
-    ctx = ngx_http_get_module_ctx(r, ngx_http_spendpol_module);
-
-    if (ctx == NULL) {
-        return;
-    }
 
     smcf = ngx_http_get_module_main_conf(r, ngx_http_spendpol_module);
 
+    if (settled) {
+        ngx_http_spendpol_budget_release(smcf, ctx, ctx->cost_nano);
+        ngx_http_spendpol_ratelimit_release(smcf, ctx,
+                                            ctx->usage.input_tokens
+                                            + ctx->usage.output_tokens);
+        return;
+    }
+
+    /* the request ended without the log phase: nothing was spent */
     ngx_http_spendpol_budget_release(smcf, ctx, -1);
+    ngx_http_spendpol_ratelimit_release(smcf, ctx, -1);
+}
+
+
+static void
+ngx_http_spendpol_hold_cleanup(void *data)
+{
+    ngx_http_request_t  *r = data;
+
+    ngx_http_spendpol_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_spendpol_module);
+
+    if (ctx) {
+        ngx_http_spendpol_release(r, ctx, 0);
+    }
 }
 
 
@@ -484,41 +507,20 @@ ngx_http_spendpol_spend_refresh(ngx_http_spendpol_main_conf_t *smcf,
 {
     void             *map;
     char              err[256];
-    ngx_fd_t          fd;
     sp_spend_t        spend;
     ngx_file_info_t   fi;
 
-    if (ngx_file_info(smcf->spend_path.data, &fi) == NGX_FILE_ERROR) {
-        return;
-    }
-
-    if (smcf->spend_map
-        && ngx_file_uniq(&fi) == smcf->spend_ino
-        && (size_t) ngx_file_size(&fi) == smcf->spend_size)
+    if (ngx_file_info(smcf->spend_path.data, &fi) == NGX_FILE_ERROR
+        || (smcf->spend_map
+            && ngx_file_uniq(&fi) == smcf->spend_ino
+            && (size_t) ngx_file_size(&fi) == smcf->spend_size))
     {
         return;
     }
 
-    fd = ngx_open_file(smcf->spend_path.data, NGX_FILE_RDONLY,
-                       NGX_FILE_OPEN, 0);
-    if (fd == NGX_INVALID_FILE) {
-        return;
-    }
-
-    if (ngx_fd_info(fd, &fi) == NGX_FILE_ERROR || ngx_file_size(&fi) <= 0) {
-        ngx_close_file(fd);
-        return;
-    }
-
-    /* controld updates it in place: a shared mapping sees every store */
-    map = mmap(NULL, (size_t) ngx_file_size(&fi), PROT_READ, MAP_SHARED, fd,
-               0);
-
-    ngx_close_file(fd);
-
-    if (map == MAP_FAILED) {
-        ngx_log_error(NGX_LOG_ERR, log, ngx_errno,
-                      "spendpol: mmap(\"%V\") failed", &smcf->spend_path);
+    /* controld updates it in place: the shared mapping sees every store */
+    map = ngx_http_spendpol_map_file(&smcf->spend_path, &fi, log);
+    if (map == NULL) {
         return;
     }
 

@@ -42,8 +42,7 @@ ngx_http_spendpol_log_handler(ngx_http_request_t *r)
     smcf = ngx_http_get_module_main_conf(r, ngx_http_spendpol_module);
 
     ngx_http_spendpol_settle(r, ctx);
-    ngx_http_spendpol_budget_settle(r, ctx);
-    ngx_http_spendpol_ratelimit_settle(r, ctx);
+    ngx_http_spendpol_release(r, ctx, 1);
 
     ngx_memzero(&rec, sizeof(sp_journal_record_t));
 

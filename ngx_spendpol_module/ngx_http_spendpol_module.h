@@ -34,17 +34,27 @@ typedef struct {
 } ngx_http_spendpol_shctx_t;
 
 
+/*
+ * What every node of the zone's trees starts with: what it counts (a
+ * hash) and since when. A new period or minute zeroes what follows.
+ */
 typedef struct {
-    ngx_rbtree_node_t          node;          /* key: hash of scope and id */
-    int64_t                    start_ms;      /* the current minute */
+    ngx_rbtree_node_t          node;
+    int64_t                    start_ms;
+} ngx_http_spendpol_count_t;
+
+
+/* a rate limit's use in the current minute */
+typedef struct {
+    ngx_http_spendpol_count_t  count;         /* key: hash of scope and id */
     int64_t                    requests;
     int64_t                    tokens;
 } ngx_http_spendpol_window_t;
 
 
+/* a budget's spend on this node in the current period */
 typedef struct {
-    ngx_rbtree_node_t          node;          /* key: sp_budget_hash() */
-    int64_t                    period_start_ms;
+    ngx_http_spendpol_count_t  count;         /* key: sp_budget_hash() */
     int64_t                    reserved_nano; /* in flight on this node */
     int64_t                    settled_nano;  /* settled since the epoch */
 } ngx_http_spendpol_counter_t;
@@ -183,6 +193,7 @@ typedef struct {
     ngx_uint_t                 nreservations;
     int64_t                    reserved_nano;
     ngx_uint_t                 budget_released:1;
+    ngx_uint_t                 hold_cleanup:1;
     ngx_uint_t                 budget_warning:1;
     char                       refused_budget[SP_ID_LEN];
     int64_t                    refused_limit;
@@ -245,10 +256,19 @@ size_t ngx_http_spendpol_warnings(ngx_http_spendpol_ctx_t *ctx, u_char *buf,
 ngx_int_t ngx_http_spendpol_init_zone(ngx_shm_zone_t *shm_zone, void *data);
 ngx_int_t ngx_http_spendpol_budget_admit(ngx_http_request_t *r,
     ngx_http_spendpol_ctx_t *ctx);
-void ngx_http_spendpol_budget_settle(ngx_http_request_t *r,
+void ngx_http_spendpol_budget_release(ngx_http_spendpol_main_conf_t *smcf,
+    ngx_http_spendpol_ctx_t *ctx, int64_t cost);
+ngx_int_t ngx_http_spendpol_hold(ngx_http_request_t *r,
     ngx_http_spendpol_ctx_t *ctx);
+void ngx_http_spendpol_release(ngx_http_request_t *r,
+    ngx_http_spendpol_ctx_t *ctx, ngx_uint_t settled);
 int64_t ngx_http_spendpol_epoch(ngx_http_spendpol_main_conf_t *smcf);
 void ngx_http_spendpol_spend_refresh(ngx_http_spendpol_main_conf_t *smcf,
+    ngx_log_t *log);
+
+void *ngx_http_spendpol_zone_count(ngx_http_spendpol_main_conf_t *smcf,
+    ngx_rbtree_t *tree, uint64_t hash, int64_t start_ms, size_t size);
+void *ngx_http_spendpol_map_file(ngx_str_t *path, ngx_file_info_t *fi,
     ngx_log_t *log);
 
 /* ngx_http_spendpol_ratelimit.c */
@@ -256,8 +276,9 @@ ngx_int_t ngx_http_spendpol_ratelimit_admit(ngx_http_request_t *r,
     ngx_http_spendpol_ctx_t *ctx);
 ngx_int_t ngx_http_spendpol_ratelimit_refuse(ngx_http_request_t *r,
     ngx_http_spendpol_ctx_t *ctx);
-void ngx_http_spendpol_ratelimit_settle(ngx_http_request_t *r,
-    ngx_http_spendpol_ctx_t *ctx);
+void ngx_http_spendpol_ratelimit_release(
+    ngx_http_spendpol_main_conf_t *smcf, ngx_http_spendpol_ctx_t *ctx,
+    int64_t used);
 
 /* ngx_http_spendpol_journal.c */
 ngx_int_t ngx_http_spendpol_log_handler(ngx_http_request_t *r);

@@ -17,9 +17,6 @@
 #define NGX_HTTP_SPENDPOL_WINDOW_MS  60000
 
 
-static ngx_http_spendpol_window_t *ngx_http_spendpol_window(
-    ngx_http_spendpol_main_conf_t *smcf, uint64_t hash, int64_t start_ms);
-static void ngx_http_spendpol_ratelimit_cleanup(void *data);
 
 
 static uint64_t
@@ -47,7 +44,6 @@ ngx_http_spendpol_ratelimit_admit(ngx_http_request_t *r,
     sp_str_t                        org;
     ngx_uint_t                      i, n;
     ngx_time_t                     *tp;
-    ngx_pool_cleanup_t             *cln;
     const sp_snapshot_key_t        *key;
     const sp_snapshot_org_t        *settings;
     ngx_http_spendpol_window_t     *window[2];
@@ -92,15 +88,16 @@ ngx_http_spendpol_ratelimit_admit(ngx_http_request_t *r,
     tokens = sp_tokens_estimate(ctx->request->prompt_bytes)
              + ctx->request->max_tokens;
 
-    cln = ngx_pool_cleanup_add(r->pool, 0);
-    if (cln == NULL) {
+    if (ngx_http_spendpol_hold(r, ctx) != NGX_OK) {
         return NGX_ERROR;
     }
 
     ngx_shmtx_lock(&smcf->shpool->mutex);
 
     for (i = 0; i < n; i++) {
-        window[i] = ngx_http_spendpol_window(smcf, hash[i], start_ms);
+        window[i] = ngx_http_spendpol_zone_count(smcf, &smcf->sh->windows,
+                                        hash[i], start_ms,
+                                        sizeof(ngx_http_spendpol_window_t));
 
         if (window[i] == NULL) {
             ngx_shmtx_unlock(&smcf->shpool->mutex);
@@ -139,60 +136,12 @@ ngx_http_spendpol_ratelimit_admit(ngx_http_request_t *r,
 
     ngx_shmtx_unlock(&smcf->shpool->mutex);
 
-    cln->handler = ngx_http_spendpol_ratelimit_cleanup;
-    cln->data = r;
-
     return ctx->rate_refused ? NGX_DECLINED : NGX_OK;
 }
 
 
-/* under the zone mutex */
-static ngx_http_spendpol_window_t *
-ngx_http_spendpol_window(ngx_http_spendpol_main_conf_t *smcf, uint64_t hash,
-    int64_t start_ms)
-{
-    ngx_rbtree_node_t           *node, *sentinel;
-    ngx_http_spendpol_window_t  *window;
-
-    node = smcf->sh->windows.root;
-    sentinel = smcf->sh->windows.sentinel;
-
-    while (node != sentinel) {
-
-        if (hash != node->key) {
-            node = (hash < node->key) ? node->left : node->right;
-            continue;
-        }
-
-        window = (ngx_http_spendpol_window_t *) node;
-
-        if (window->start_ms != start_ms) {
-            window->start_ms = start_ms;
-            window->requests = 0;
-            window->tokens = 0;
-        }
-
-        return window;
-    }
-
-    window = ngx_slab_alloc_locked(smcf->shpool,
-                                   sizeof(ngx_http_spendpol_window_t));
-    if (window == NULL) {
-        return NULL;
-    }
-
-    ngx_memzero(window, sizeof(ngx_http_spendpol_window_t));
-    window->node.key = hash;
-    window->start_ms = start_ms;
-
-    ngx_rbtree_insert(&smcf->sh->windows, &window->node);
-
-    return window;
-}
-
-
 /* the tokens held become the tokens used (-1: none were) */
-static void
+void
 ngx_http_spendpol_ratelimit_release(ngx_http_spendpol_main_conf_t *smcf,
     ngx_http_spendpol_ctx_t *ctx, int64_t used)
 {
@@ -210,8 +159,8 @@ ngx_http_spendpol_ratelimit_release(ngx_http_spendpol_main_conf_t *smcf,
     for (i = 0; i < ctx->nrate_windows; i++) {
         window = ctx->rate_windows[i];
 
-        if (window->node.key != ctx->rate_hashes[i]
-            || window->start_ms != ctx->rate_window_start_ms)
+        if (window->count.node.key != ctx->rate_hashes[i]
+            || window->count.start_ms != ctx->rate_window_start_ms)
         {
             continue;
         }
@@ -224,40 +173,6 @@ ngx_http_spendpol_ratelimit_release(ngx_http_spendpol_main_conf_t *smcf,
     }
 
     ngx_shmtx_unlock(&smcf->shpool->mutex);
-}
-
-
-void
-ngx_http_spendpol_ratelimit_settle(ngx_http_request_t *r,
-    ngx_http_spendpol_ctx_t *ctx)
-{
-    ngx_http_spendpol_main_conf_t  *smcf;
-
-    smcf = ngx_http_get_module_main_conf(r, ngx_http_spendpol_module);
-
-    ngx_http_spendpol_ratelimit_release(smcf, ctx,
-                                        ctx->usage.input_tokens
-                                        + ctx->usage.output_tokens);
-}
-
-
-static void
-ngx_http_spendpol_ratelimit_cleanup(void *data)
-{
-    ngx_http_request_t  *r = data;
-
-    ngx_http_spendpol_ctx_t        *ctx;
-    ngx_http_spendpol_main_conf_t  *smcf;
-
-    ctx = ngx_http_get_module_ctx(r, ngx_http_spendpol_module);
-
-    if (ctx == NULL) {
-        return;
-    }
-
-    smcf = ngx_http_get_module_main_conf(r, ngx_http_spendpol_module);
-
-    ngx_http_spendpol_ratelimit_release(smcf, ctx, -1);
 }
 
 

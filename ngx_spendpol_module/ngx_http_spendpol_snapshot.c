@@ -80,7 +80,6 @@ ngx_http_spendpol_snapshot_refresh(ngx_http_spendpol_main_conf_t *smcf,
     void             *map;
     char              err[256];
     ngx_uint_t        level;
-    ngx_fd_t          fd;
     sp_snapshot_t     snapshot;
     ngx_file_info_t   fi;
 
@@ -117,33 +116,9 @@ ngx_http_spendpol_snapshot_refresh(ngx_http_spendpol_main_conf_t *smcf,
         return;
     }
 
-    fd = ngx_open_file(smcf->snapshot_path.data, NGX_FILE_RDONLY,
-                       NGX_FILE_OPEN, 0);
-    if (fd == NGX_INVALID_FILE) {
-        ngx_log_error(NGX_LOG_ERR, log, ngx_errno,
-                      ngx_open_file_n " \"%V\" failed",
-                      &smcf->snapshot_path);
-        return;
-    }
-
-    /* the file's identity is taken from the descriptor we map */
-    if (ngx_fd_info(fd, &fi) == NGX_FILE_ERROR || ngx_file_size(&fi) <= 0) {
-        ngx_log_error(NGX_LOG_ERR, log, ngx_errno,
-                      "spendpol: snapshot \"%V\" is empty or unreadable",
-                      &smcf->snapshot_path);
-        smcf->snapshot_failed_ino = ngx_file_uniq(&fi);
-        ngx_close_file(fd);
-        return;
-    }
-
-    map = mmap(NULL, (size_t) ngx_file_size(&fi), PROT_READ, MAP_SHARED, fd,
-               0);
-
-    ngx_close_file(fd);
-
-    if (map == MAP_FAILED) {
-        ngx_log_error(NGX_LOG_ERR, log, ngx_errno,
-                      "spendpol: mmap(\"%V\") failed", &smcf->snapshot_path);
+    map = ngx_http_spendpol_map_file(&smcf->snapshot_path, &fi, log);
+    if (map == NULL) {
+        /* retried at the next check */
         return;
     }
 
@@ -178,4 +153,45 @@ ngx_http_spendpol_snapshot_refresh(ngx_http_spendpol_main_conf_t *smcf,
     smcf->snapshot_mtime = ngx_file_mtime(&fi);
     smcf->snapshot_mtime_ns = fi.st_mtim.tv_nsec;
     smcf->snapshot_failed_ino = 0;
+}
+
+
+/*
+ * Maps a file read-only and shared; fi gets the identity and size of
+ * what was mapped (taken from the descriptor, not the name). NULL, logged,
+ * when it cannot be opened or mapped or is empty.
+ */
+void *
+ngx_http_spendpol_map_file(ngx_str_t *path, ngx_file_info_t *fi,
+    ngx_log_t *log)
+{
+    void      *map;
+    ngx_fd_t   fd;
+
+    fd = ngx_open_file(path->data, NGX_FILE_RDONLY, NGX_FILE_OPEN, 0);
+    if (fd == NGX_INVALID_FILE) {
+        ngx_log_error(NGX_LOG_ERR, log, ngx_errno,
+                      ngx_open_file_n " \"%V\" failed", path);
+        return NULL;
+    }
+
+    if (ngx_fd_info(fd, fi) == NGX_FILE_ERROR || ngx_file_size(fi) <= 0) {
+        ngx_log_error(NGX_LOG_ERR, log, ngx_errno,
+                      "spendpol: \"%V\" is empty or unreadable", path);
+        ngx_close_file(fd);
+        return NULL;
+    }
+
+    map = mmap(NULL, (size_t) ngx_file_size(fi), PROT_READ, MAP_SHARED, fd,
+               0);
+
+    ngx_close_file(fd);
+
+    if (map == MAP_FAILED) {
+        ngx_log_error(NGX_LOG_ERR, log, ngx_errno,
+                      "spendpol: mmap(\"%V\") failed", path);
+        return NULL;
+    }
+
+    return map;
 }
