@@ -1198,12 +1198,7 @@ cd_api_budgets_spend(cd_request_t *r)
     spent = strtoll(PQgetvalue(res, 0, 2), NULL, 10);
 
     obj = json_object();
-    by_model = json_array();
-
-    if (obj == NULL || by_model == NULL
-        || json_object_set_new(obj, "by_model", by_model) != 0)
-    {
-        json_decref(by_model);
+    if (obj == NULL) {
         goto oom;
     }
 
@@ -1217,6 +1212,14 @@ cd_api_budgets_spend(cd_request_t *r)
                                spent >= limit ? 0 : limit - spent)
         || json_object_set_new(obj, "requests", json_integer(
                (json_int_t) strtoll(PQgetvalue(res, 0, 3), NULL, 10))))
+    {
+        goto oom;
+    }
+
+    by_model = json_array();
+
+    if (by_model == NULL
+        || json_object_set_new(obj, "by_model", by_model) != 0)
     {
         goto oom;
     }
