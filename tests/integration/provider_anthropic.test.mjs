@@ -6,6 +6,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
   useProviderStack, providerSuite, CREDENTIAL, SLOW, rawRequest, auditRow, assertRowUsage, costNano, priceOf,
+  lastProxyResponse, LONG_PROMPT,
 } from './lib/providers.mjs';
 import Anthropic from '@anthropic-ai/sdk';
 import * as fixture from '../fixtures/providers/anthropic.mjs';
@@ -43,6 +44,9 @@ providerSuite(ctx, {
     body: body(c, stream),
   }),
   keyHeaders: (key) => ({ 'x-api-key': key }),
+  // @anthropic-ai/sdk 1.x sends apiKey as "Authorization: Bearer" (0.x used
+  // x-api-key, which keyHeaders covers)
+  sdkKeyHeaders: (key) => ({ authorization: `Bearer ${key}` }),
   requests: (fx) => fx.requests.filter((r) => r.pathname === '/v1/messages'),
   billing: fixture.billingFor,
   reply: fixture.replyFor,
@@ -86,6 +90,24 @@ test('anthropic: the client\'s anthropic-version is forwarded; without one the g
     const row = await auditRow(ctx.s, res.headers['x-spendpol-audit-id']);
     assertRowUsage(row, u, costNano(priceOf('anthropic', 'claude-haiku-4-5'), u));
   }
+});
+
+test('anthropic: a message_delta repeating the input-side usage is not counted twice', async () => {
+  ctx.fx.clear();
+  const client = new Anthropic({ baseURL: ctx.baseURL, apiKey: ctx.key, maxRetries: 0 });
+  const st = await client.messages.create(body({ model: 'claude-sonnet-4-5', maxTokens: 64, prompt: `${LONG_PROMPT} fixture-delta:full` }, true));
+  let text = '';
+  let deltaUsage = null;
+  for await (const ev of st) {
+    if (ev.type === 'content_block_delta') text += ev.delta.text;
+    if (ev.type === 'message_delta') deltaUsage = ev.usage;
+  }
+  const rec = ctx.fx.last();
+  assert.equal(text, fixture.replyFor(rec));
+  assert.ok(deltaUsage.cache_read_input_tokens > 0, JSON.stringify(deltaUsage));
+  const u = fixture.billingFor(rec);
+  const row = await auditRow(ctx.s, lastProxyResponse().headers.get('x-spendpol-audit-id'));
+  assertRowUsage(row, u, costNano(priceOf('anthropic', 'claude-sonnet-4-5'), u));
 });
 
 test('anthropic: cache-read and cache-write tokens are priced at their own rates', async () => {

@@ -85,7 +85,8 @@ globalThis.fetch = async function recordingFetch(input, init) {
   const res = await realFetch(input, init);
   const url = typeof input === 'string' ? input : (input?.url ?? String(input));
   if (proxyPrefix && url.startsWith(proxyPrefix)) {
-    proxyResponses.push({ url, status: res.status, headers: res.headers });
+    const requestHeaders = new Headers(init?.headers ?? (typeof input === 'object' ? input.headers : undefined));
+    proxyResponses.push({ url, status: res.status, headers: res.headers, requestHeaders });
     if (proxyResponses.length > 50) proxyResponses.shift();
   }
   return res;
@@ -250,7 +251,8 @@ export const SHORT_PROMPT = 'Sag hallo auf Deutsch, bitte — grüß mich ✓ �
  *   assertCredential(rec)              the provider credential in the provider's header
  *   assertProviderError(err, status)   the SDK's own typed error with the provider's message
  *   assertAuthError(err)               the SDK's authentication error
- *   keyHeaders(key)                    where the SDK puts its key (raw request headers)
+ *   keyHeaders(key)                    where the provider's API takes its key (raw request headers)
+ *   sdkKeyHeaders(key)                 where this SDK version puts it, when not there
  */
 export function providerSuite(ctx, a, test) {
   const { s } = ctx;
@@ -486,7 +488,12 @@ export function providerSuite(ctx, a, test) {
     try { await a.complete(a.client(wrong), conv(SHORT_PROMPT)); } catch (e) { err = e; }
     assert.ok(err, 'a wrong key is refused');
     a.assertAuthError(err);
-    assert.equal(lastProxyResponse().status, 401);
+    const last = lastProxyResponse();
+    assert.equal(last.status, 401);
     assert.equal(a.requests(ctx.fx).length, before, 'never forwarded');
+    // and the SDK itself put its key where keyHeaders() says
+    for (const [h, v] of Object.entries((a.sdkKeyHeaders ?? a.keyHeaders)(wrong))) {
+      assert.equal(last.requestHeaders.get(h), v, `the SDK sent its key in ${h}`);
+    }
   });
 }
