@@ -56,7 +56,7 @@ async function settledRows(auditIds) {
   return rows;
 }
 
-test('200 concurrent requests with max_tokens never settle more than the limit', async () => {
+test('200 concurrent requests with max_tokens never settle more than the limit', async (t) => {
   const project = `p-${crypto.randomBytes(3).toString('hex')}`;
   const content = 'how much is this?';
   const perRequest = fixtureCost(content, 1000);
@@ -78,6 +78,7 @@ test('200 concurrent requests with max_tokens never settle more than the limit',
 
   const rows = await settledRows(ok.map((r) => r.auditId));
   const settled = rows.reduce((sum, r) => sum + BigInt(r.cost_nano), 0n);
+  t.diagnostic(`${ok.length} admitted of 200, settled ${settled} nano-USD, limit ${limit}`);
   assert.ok(settled <= limit, `settled ${settled} > limit ${limit}`);
   for (const r of rows) assert.equal(BigInt(r.cost_nano), perRequest);
 
