@@ -201,6 +201,7 @@ export class Stack {
     if (this.adminKey) env.SPENDPOL_ADMIN_KEY = this.adminKey;
     if (this.opts.maxBodySize) env.SPENDPOL_MAX_BODY_SIZE = this.opts.maxBodySize;
     if (this.opts.masterKey) env.SPENDPOL_MASTER_KEY = this.opts.masterKey;
+    if (this.opts.journal) env.SPENDPOL_JOURNAL = this.opts.journal;
     for (const k of ['ASAN_OPTIONS', 'UBSAN_OPTIONS', 'LD_PRELOAD']) delete env[k];
     return env;
   }
@@ -284,6 +285,78 @@ export class Stack {
 
   async stopNginx(signal = 'SIGQUIT') {
     return stopChild(this.nginx, signal, 10 * SLOW);
+  }
+
+  // ------------------------------------------------------------ faults
+  // (used by tests/faults; additive: nothing above calls these)
+
+  /** The journal nginx appends to and controld tails (opts.journal, else the data dir's). */
+  get journalPath() {
+    return this.opts.journal || path.join(this.dataDir, 'journal', 'journal.log');
+  }
+
+  /** pid of the nginx master, from its pid file (falls back to the child's pid). */
+  nginxMasterPid() {
+    try {
+      const pid = Number(fs.readFileSync(path.join(this.dataDir, 'nginx', 'nginx.pid'), 'utf8').trim());
+      if (pid > 0) return pid;
+    } catch { /* no pid file yet */ }
+    return this.nginx?.pid;
+  }
+
+  /**
+   * What `nginx -s reload|reopen|quit|stop` does: the signal to the master
+   * (HUP, USR1, QUIT, TERM). Returns the master's pid.
+   */
+  nginxSignal(what) {
+    const sig = { reload: 'SIGHUP', reopen: 'SIGUSR1', quit: 'SIGQUIT', stop: 'SIGTERM' }[what] ?? what;
+    const pid = this.nginxMasterPid();
+    process.kill(pid, sig);
+    return pid;
+  }
+
+  /** pids of the nginx master's worker processes (ps --ppid). */
+  nginxWorkerPids() {
+    try {
+      return execFileSync('ps', ['-o', 'pid=', '--ppid', String(this.nginxMasterPid())], { encoding: 'utf8' })
+        .split(/\s+/).filter(Boolean).map(Number);
+    } catch { return []; }
+  }
+
+  /** Stops the stack's own PostgreSQL (pg_ctl stop -m fast). */
+  async stopPostgres() {
+    if (!this.ownPg) throw new Error('stopPostgres: this stack uses a shared database');
+    await sh(['pg-stop', this.dataDir]);
+  }
+
+  /** Starts the stack's own PostgreSQL again on the same port. */
+  async startPostgres() {
+    if (!this.ownPg) throw new Error('startPostgres: this stack uses a shared database');
+    await sh(['pg-start', this.dataDir, String(this.pgPort)], { SPENDPOL_PG_FAST: '1' });
+  }
+
+  /** Stops PostgreSQL, waits downMs, starts it again on the same port. */
+  async restartPostgres({ downMs = 0 } = {}) {
+    await this.stopPostgres();
+    if (downMs) await sleep(downMs);
+    await this.startPostgres();
+  }
+
+  async stopRedis() {
+    if (!this.ownRedis) throw new Error('stopRedis: this stack uses a shared Redis');
+    await sh(['redis-stop', this.dataDir]);
+  }
+
+  async startRedis() {
+    if (!this.ownRedis) throw new Error('startRedis: this stack uses a shared Redis');
+    await sh(['redis-start', this.dataDir, String(this.redisPort)]);
+  }
+
+  /** Stops Redis, waits downMs, starts it again on the same port. */
+  async restartRedis({ downMs = 0 } = {}) {
+    await this.stopRedis();
+    if (downMs) await sleep(downMs);
+    await this.startRedis();
   }
 
   // ------------------------------------------------------------ admin API

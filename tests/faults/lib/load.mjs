@@ -1,0 +1,238 @@
+// Load and audit checks shared by the fault tests (tests/faults/*.test.mjs).
+//
+//   const load = startLoad(s, key, { concurrency: 6, maxMs: 6000 });
+//   ... inject a fault while load runs ...
+//   const results = await load.stop();
+//   await verifyAudit(s, results, { keyId });
+//
+// Load is a bounded loop (in requests and in time) of concurrent requests
+// with the official openai client through the proxy, mixed JSON and
+// streaming, every one recorded with its audit id, its cost header (JSON)
+// and the cost the fixture's usage implies (streams: the trailer is not
+// visible to the SDK, so the cost is computed from the tokens).
+
+import assert from 'node:assert/strict';
+import crypto from 'node:crypto';
+import {
+  sleep, waitFor, usdToNano, expectedCostNano,
+} from '../../integration/lib/stack.mjs';
+import { fixtureUsage } from '../../fixtures/openai-fixture.mjs';
+
+export const MODEL = 'gpt-4o-mini';
+
+/** Body of the i-th load request: small, varied prompts and max_tokens. */
+export function loadBody(tag, i, stream) {
+  const content = `${tag} #${i} ${'ç'.repeat(i % 37)} ${'x'.repeat((i * 7) % 53)}`;
+  return { model: MODEL, messages: [{ role: 'user', content }], max_tokens: 4 + (i % 29), stream };
+}
+
+function headerOf(e, name) {
+  const h = e?.headers;
+  if (!h) return null;
+  if (typeof h.get === 'function') return h.get(name);
+  return h[name] ?? null;
+}
+
+/**
+ * One request through the official client. Returns
+ * { i, stream, status, id, cost, expectedNano, ok, phase, error, t0, t1 }.
+ * ok: 200 and (stream) every chunk through to finish_reason 'stop'.
+ */
+export async function oneRequest(client, body, i, { headers } = {}) {
+  const rec = { i, stream: !!body.stream, status: 0, id: null, cost: null, ok: false, t0: Date.now() };
+  rec.expectedNano = expectedCostNano(MODEL, fixtureUsage(body));
+  let response;
+  try {
+    const r = await client.chat.completions.create(body, headers ? { headers } : undefined).withResponse();
+    response = r.response;
+    rec.status = response.status;
+    rec.id = response.headers.get('x-spendpol-audit-id');
+    rec.cost = response.headers.get('x-spendpol-cost');
+    if (body.stream) {
+      let finished = false;
+      rec.chunks = 0;
+      for await (const c of r.data) {
+        rec.chunks++;
+        if (c.choices?.[0]?.finish_reason === 'stop') finished = true;
+      }
+      rec.ok = rec.status === 200 && finished;
+      if (!finished) { rec.phase = 'stream'; rec.error = 'stream ended without finish_reason stop'; }
+    } else {
+      const text = r.data?.choices?.[0]?.message?.content ?? '';
+      rec.ok = rec.status === 200 && text.length > 0;
+    }
+  } catch (e) {
+    rec.phase = response ? 'stream' : 'request';
+    rec.error = `${e?.constructor?.name}: ${e?.message}`.slice(0, 300);
+    if (!response) {
+      rec.status = e?.status ?? 0;
+      rec.id = headerOf(e, 'x-spendpol-audit-id');
+      rec.code = e?.code ?? e?.error?.code ?? null;
+    }
+  }
+  rec.t1 = Date.now();
+  return rec;
+}
+
+/**
+ * Starts concurrency workers sending requests until stop() is called, maxMs
+ * passed or maxRequests were sent. Every third request streams unless
+ * streamEvery says otherwise.
+ */
+export function startLoad(s, key, {
+  concurrency = 6, maxMs = 8000, maxRequests = 3000, streamEvery = 2, tag = 'load', headers,
+} = {}) {
+  const client = s.client(key, { timeout: 15_000 });
+  const results = [];
+  const started = Date.now();
+  let next = 0;
+  let stopped = false;
+  const runTag = `${tag}-${crypto.randomBytes(3).toString('hex')}`;
+  const worker = async () => {
+    while (!stopped && Date.now() - started < maxMs && next < maxRequests) {
+      const i = next++;
+      const body = loadBody(runTag, i, i % streamEvery === 1);
+      results.push(await oneRequest(client, body, i, { headers }));
+    }
+  };
+  const workers = Array.from({ length: concurrency }, worker);
+  const done = Promise.all(workers);
+  return {
+    results,
+    started,
+    /** requests completed so far */
+    get count() { return results.length; },
+    /** waits until at least n more requests completed (bounded) */
+    async more(n, timeout = 10_000) {
+      const want = results.length + n;
+      await waitFor(() => results.length >= want, { timeout, interval: 20, message: `${n} more load requests` });
+    },
+    async stop() {
+      stopped = true;
+      await done;
+      return results;
+    },
+  };
+}
+
+/** One line per failure kind, for assertion messages. */
+export function summarize(recs, n = 8) {
+  const by = new Map();
+  for (const r of recs) {
+    const k = `${r.status} ${r.phase ?? ''} ${r.code ?? ''} ${r.error ?? ''}`.slice(0, 160);
+    by.set(k, (by.get(k) ?? 0) + 1);
+  }
+  return [...by].sort((a, b) => b[1] - a[1]).slice(0, n).map(([k, c]) => `${c}x ${k}`).join('\n');
+}
+
+/** Fail static: every request answered 200 and complete, except those `allowed(rec)` says the fault caused. */
+export function assertAnswered(results, { min = 20, allowed = () => false, what = 'the fault' } = {}) {
+  const ok = results.filter((r) => r.ok);
+  assert.ok(ok.length >= min, `only ${ok.length} of ${results.length} requests succeeded during ${what}:\n${summarize(results.filter((r) => !r.ok))}`);
+  const bad = results.filter((r) => !r.ok && !allowed(r));
+  assert.equal(bad.length, 0, `${bad.length} of ${results.length} requests failed during ${what}:\n${summarize(bad)}`);
+  const noId = results.filter((r) => r.status === 200 && !r.id);
+  assert.equal(noId.length, 0, `${noId.length} answers without X-Spendpol-Audit-Id`);
+}
+
+/** Every audit row, pages of 1000. */
+export async function allRows(s) {
+  return s.allAuditRows({ limit: 1000 });
+}
+
+/**
+ * After recovery: every request in `recs` that the proxy answered with an
+ * audit id is in GET /audit-logs exactly once; rows of completed requests
+ * cost what their X-Spendpol-Cost header said (JSON) or what their tokens
+ * cost (streams); if keyId is given, the key's rows are exactly these
+ * requests and their total matches. Returns { rows, byId, keyRows, totalNano }.
+ */
+export async function verifyAudit(s, recs, {
+  keyId, timeout = 30_000, mustHave = (r) => !!r.id, exactKeyRows = true,
+} = {}) {
+  const want = recs.filter(mustHave);
+  const wantIds = new Set(want.map((r) => r.id));
+  assert.equal(wantIds.size, want.length, 'audit ids in X-Spendpol-Audit-Id are unique');
+  let rows = [];
+  const end = Date.now() + timeout;
+  for (;;) {
+    rows = await allRows(s);
+    const have = new Set(rows.map((r) => r.id));
+    const missing = [...wantIds].filter((id) => !have.has(id));
+    if (!missing.length) break;
+    if (Date.now() > end) {
+      const ex = want.filter((r) => missing.includes(r.id)).slice(0, 5)
+        .map((r) => `${r.id} (#${r.i} ${r.stream ? 'stream' : 'json'} status ${r.status} at +${r.t0 - want[0].t0} ms ${r.error ?? ''})`);
+      assert.fail(`${missing.length} of ${wantIds.size} answered requests missing from /audit-logs after ${timeout} ms, e.g.\n${ex.join('\n')}`);
+    }
+    await sleep(250);
+  }
+  const counts = new Map();
+  for (const r of rows) counts.set(r.id, (counts.get(r.id) ?? 0) + 1);
+  const dup = [...counts].filter(([, n]) => n > 1);
+  assert.deepEqual(dup, [], `${dup.length} audit ids duplicated in /audit-logs`);
+  const byId = new Map(rows.map((r) => [r.id, r]));
+
+  // cost of each completed request
+  const costBad = [];
+  let expectTotal = 0n;
+  for (const r of want) {
+    const row = byId.get(r.id);
+    if (!r.ok) continue;
+    const nano = BigInt(row.cost_nano);
+    expectTotal += r.expectedNano;
+    if (nano !== r.expectedNano) costBad.push(`${r.id}: row ${row.cost_nano} nano, expected ${r.expectedNano} (${r.stream ? 'stream' : 'json'})`);
+    if (usdToNano(row.cost_usd) !== nano) costBad.push(`${r.id}: cost_usd ${row.cost_usd} != cost_nano ${row.cost_nano}`);
+    if (r.cost != null && usdToNano(r.cost) !== usdToNano(row.cost_usd)) {
+      costBad.push(`${r.id}: X-Spendpol-Cost ${r.cost} != cost_usd ${row.cost_usd}`);
+    }
+    if (row.status !== 200 || row.error_code) costBad.push(`${r.id}: completed request has status ${row.status} error_code ${row.error_code}`);
+  }
+  assert.deepEqual(costBad.slice(0, 10), [], `${costBad.length} rows with a wrong cost or status`);
+
+  let keyRows = [];
+  let totalNano = 0n;
+  if (keyId) {
+    keyRows = rows.filter((r) => r.api_key_id === keyId);
+    totalNano = keyRows.reduce((a, r) => a + BigInt(r.cost_nano), 0n);
+    if (exactKeyRows) {
+      // the harness's waitKeyAccepted() probes the key with a malformed body (400 invalid_json)
+      const extra = keyRows.filter((r) => !wantIds.has(r.id) && !(r.status === 400 && r.error_code === 'invalid_json'));
+      assert.deepEqual(extra.map((r) => `${r.id} status ${r.status} ${r.error_code}`).slice(0, 10), [],
+        `${extra.length} audit rows of the key that no answered request carries`);
+    }
+    const okTotal = keyRows.filter((r) => want.find((w) => w.id === r.id)?.ok).reduce((a, r) => a + BigInt(r.cost_nano), 0n);
+    assert.equal(okTotal, expectTotal, 'total cost of the completed requests');
+  }
+  return { rows, byId, keyRows, totalNano };
+}
+
+/**
+ * A budget on a fresh project (limit far above what the test spends) and a
+ * key in that project; null budget when POST /budgets is not there.
+ */
+export async function budgetedKey(s, tag) {
+  const project = `f-${tag}-${crypto.randomBytes(3).toString('hex')}`;
+  const r = await s.api('POST', '/budgets', {
+    body: { name: `b-${project}`, scope: { type: 'project', value: project }, limit_usd: '1000', period: 'daily' },
+  });
+  let budget = null;
+  if (r.status === 201) budget = r.json;
+  else if (r.status !== 404) assert.fail(`POST /budgets -> ${r.status} ${r.text}`);
+  const key = await s.createKey({ name: `k-${project}`, project });
+  return { key: key.key, keyId: key.id, budget, project };
+}
+
+/** GET /budgets/{id}/spend equals totalNano (waits for the spend to settle). */
+export async function assertBudgetSpend(s, budget, totalNano, timeout = 15_000) {
+  if (!budget) return;
+  let last;
+  try {
+    await waitFor(async () => {
+      last = await s.api('GET', `/budgets/${budget.id}/spend`);
+      return last.status === 200 && usdToNano(last.json.spent_usd) === totalNano;
+    }, { timeout, interval: 200, message: 'budget spend' });
+  } catch {
+    assert.fail(`GET /budgets/${budget.id}/spend: ${last?.status} ${last?.text?.slice(0, 300)}; the audit rows sum to ${totalNano} nano-USD`);
+  }
+}
