@@ -277,14 +277,6 @@ ngx_http_spendpol_authenticate(ngx_http_request_t *r,
                                    "revoked or without the proxy scope");
     }
 
-    if (found->flags & SP_KEY_AGENT_PAUSED) {
-        return ngx_http_spendpol_send_error(r, ctx, NGX_HTTP_FORBIDDEN,
-                                   "permission_error", "agent_paused",
-                                   "the agent this key belongs to is "
-                                   "paused: POST /agents/{id}/resume on the "
-                                   "admin API");
-    }
-
     if (ngx_http_spendpol_copy(r->pool, &ctx->org_id,
                                sp_snapshot_str(&smcf->snapshot,
                                                found->org_id)) != NGX_OK
@@ -319,6 +311,15 @@ ngx_http_spendpol_authenticate(ngx_http_request_t *r,
     }
 
     ctx->authenticated = 1;
+
+    /* refused, and journaled: a paused agent's attempts are audited */
+    if (found->flags & SP_KEY_AGENT_PAUSED) {
+        return ngx_http_spendpol_send_error(r, ctx, NGX_HTTP_FORBIDDEN,
+                                   "permission_error", "agent_paused",
+                                   "the agent this key belongs to is "
+                                   "paused: POST /agents/{id}/resume on the "
+                                   "admin API");
+    }
 
     return NGX_OK;
 }
