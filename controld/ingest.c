@@ -3,9 +3,10 @@
  * audit_logs in batches (at most CD_INGEST_BATCH_LINES lines or
  * CD_INGEST_BATCH_MS), each batch in ONE transaction with the new offset:
  * COPY into a temporary table, INSERT ... ON CONFLICT (id) DO NOTHING,
- * alerts raised by the rows inserted, offset upsert, commit. So a crash
- * anywhere loses and duplicates nothing. The file is the only buffer: when PostgreSQL is down the batch
- * is dropped and re-read from the committed offset later.
+ * budget spend counted and alerts raised from the rows inserted, offset
+ * upsert, commit. So a crash anywhere loses and duplicates nothing. The
+ * file is the only buffer: when PostgreSQL is down the batch is dropped
+ * and re-read from the committed offset later.
  *
  * A file is named by (path, device, inode). After a rotation (mv, then
  * nginx -s reopen) the old file is read to EOF for a grace period, then
