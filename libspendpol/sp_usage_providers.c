@@ -43,6 +43,17 @@ sp_int_field(json_t *obj, const char *name, int *present)
 }
 
 
+/*
+ * a + b for counts (both >= 0) that an upstream may send as large as
+ * INT64_MAX: saturates instead of overflowing
+ */
+static int64_t
+sp_add_tokens(int64_t a, int64_t b)
+{
+    return a > INT64_MAX - b ? INT64_MAX : a + b;
+}
+
+
 /* Anthropic: merge a usage object; absent fields keep their value */
 void
 sp_usage_anthropic(json_t *usage, sp_response_info_t *info)
@@ -56,7 +67,8 @@ sp_usage_anthropic(json_t *usage, sp_response_info_t *info)
 
     cached = info->usage.cached_tokens;
     written = info->usage.cache_write_tokens;
-    uncached = info->usage.input_tokens - cached - written;
+    uncached = info->usage.input_tokens - cached;
+    uncached = uncached > written ? uncached - written : 0;
 
     v = sp_int_field(usage, "input_tokens", &present);
     if (present) {
@@ -78,11 +90,8 @@ sp_usage_anthropic(json_t *usage, sp_response_info_t *info)
         info->usage.output_tokens = v;
     }
 
-    if (uncached < 0) {
-        uncached = 0;
-    }
-
-    info->usage.input_tokens = uncached + cached + written;
+    info->usage.input_tokens = sp_add_tokens(sp_add_tokens(uncached, cached),
+                                             written);
     info->usage.cached_tokens = cached;
     info->usage.cache_write_tokens = written;
     info->has_usage = 1;
@@ -186,11 +195,12 @@ sp_usage_google(json_t *root, sp_response_info_t *info)
         return;
     }
 
-    info->usage.input_tokens = sp_int_field(meta, "promptTokenCount", NULL)
-                       + sp_int_field(meta, "toolUsePromptTokenCount", NULL);
-    info->usage.output_tokens =
-                          sp_int_field(meta, "candidatesTokenCount", NULL)
-                          + sp_int_field(meta, "thoughtsTokenCount", NULL);
+    info->usage.input_tokens = sp_add_tokens(
+                          sp_int_field(meta, "promptTokenCount", NULL),
+                          sp_int_field(meta, "toolUsePromptTokenCount", NULL));
+    info->usage.output_tokens = sp_add_tokens(
+                          sp_int_field(meta, "candidatesTokenCount", NULL),
+                          sp_int_field(meta, "thoughtsTokenCount", NULL));
     info->usage.cached_tokens = sp_int_field(meta, "cachedContentTokenCount",
                                              NULL);
     info->usage.cache_write_tokens = 0;

@@ -288,6 +288,49 @@ test_provider_events_with_wrong_types_are_ignored(void **state)
 }
 
 
+/*
+ * Found by fuzzing (tests/fuzz/fuzz_usage_json): counts up to INT64_MAX
+ * are valid JSON integers, and adding them overflowed (undefined
+ * behaviour, negative tokens). Sums saturate at INT64_MAX.
+ */
+static void
+test_huge_token_counts_saturate(void **state)
+{
+    sp_response_info_t  info;
+
+    (void) state;
+
+    memset(&info, 0, sizeof(info));
+    assert_int_equal(json_body(SP_PROVIDER_GOOGLE,
+                     "{\"usageMetadata\":{"
+                     "\"promptTokenCount\":9223372036854775807,"
+                     "\"toolUsePromptTokenCount\":9223372036854775807,"
+                     "\"candidatesTokenCount\":9223372036854775807,"
+                     "\"thoughtsTokenCount\":1}}", &info), SP_OK);
+    assert_true(info.usage.input_tokens == INT64_MAX);
+    assert_true(info.usage.output_tokens == INT64_MAX);
+
+    memset(&info, 0, sizeof(info));
+    assert_int_equal(json_body(SP_PROVIDER_ANTHROPIC,
+                     "{\"usage\":{\"input_tokens\":9223372036854775807,"
+                     "\"cache_read_input_tokens\":9223372036854775807,"
+                     "\"cache_creation_input_tokens\":1,"
+                     "\"output_tokens\":5}}", &info), SP_OK);
+    assert_true(info.usage.input_tokens == INT64_MAX);
+    assert_true(info.usage.cached_tokens == INT64_MAX);
+    assert_true(info.usage.cache_write_tokens == 1);
+
+    /* a later delta merges into the saturated counts without overflow */
+    assert_int_equal(event(SP_PROVIDER_ANTHROPIC, "message_delta",
+                     "{\"type\":\"message_delta\",\"usage\":"
+                     "{\"cache_creation_input_tokens\":9223372036854775807,"
+                     "\"output_tokens\":9}}", &info), 0);
+    assert_true(info.usage.input_tokens == INT64_MAX);
+    assert_true(info.usage.cache_write_tokens == INT64_MAX);
+    assert_true(info.usage.output_tokens == 9);
+}
+
+
 int
 main(void)
 {
@@ -302,6 +345,7 @@ main(void)
         cmocka_unit_test(test_cohere_billed_units_win_over_tokens),
         cmocka_unit_test(test_cohere_stream_usage_in_message_end),
         cmocka_unit_test(test_provider_events_with_wrong_types_are_ignored),
+        cmocka_unit_test(test_huge_token_counts_saturate),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
