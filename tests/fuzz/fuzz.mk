@@ -1,0 +1,43 @@
+# Builds the libFuzzer targets; driven by tests/fuzz/run.sh from the
+# repository root: make -f tests/fuzz/fuzz.mk OUT=build/fuzz
+#
+# libspendpol is compiled once with coverage and sanitizer instrumentation
+# (fuzzer-no-link) into $(OUT)/obj/, each target links it with libFuzzer's
+# main. Nothing is rebuilt when nothing changed.
+
+FUZZ_CC     ?= clang
+OUT         ?= build/fuzz
+
+FUZZ_SAN    := -fsanitize=address,undefined -fno-sanitize-recover=undefined \
+               -fno-omit-frame-pointer
+FUZZ_CFLAGS := -std=gnu11 -g -O1 -Wall -Wextra -Wno-unused-parameter \
+               -Werror=implicit-function-declaration -D_GNU_SOURCE \
+               -Ilibspendpol $(FUZZ_SAN)
+FUZZ_LIBS   := -ljansson -lcrypto -lm
+
+LIB_SRCS    := $(wildcard libspendpol/*.c)
+LIB_HDRS    := $(wildcard libspendpol/*.h)
+LIB_OBJS    := $(patsubst libspendpol/%.c,$(OUT)/obj/%.o,$(LIB_SRCS))
+TARGET_SRCS := $(wildcard tests/fuzz/fuzz_*.c)
+TARGETS     := $(patsubst tests/fuzz/%.c,$(OUT)/%,$(TARGET_SRCS))
+
+.PHONY: all seeds
+all: $(TARGETS) $(OUT)/gen_seeds
+
+$(OUT)/obj/%.o: libspendpol/%.c $(LIB_HDRS) tests/fuzz/fuzz.mk
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -c -o $@ $<
+
+$(OUT)/libspendpol_fuzz.a: $(LIB_OBJS)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(OUT)/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz_common.h $(LIB_HDRS) \
+               $(OUT)/libspendpol_fuzz.a
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $< \
+	    $(OUT)/libspendpol_fuzz.a $(FUZZ_LIBS)
+
+# the seed generator: plain, sanitized, no libFuzzer main
+$(OUT)/gen_seeds: tests/fuzz/gen_seeds.c $(OUT)/libspendpol_fuzz.a
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -o $@ $< \
+	    $(OUT)/libspendpol_fuzz.a $(FUZZ_LIBS)

@@ -1,0 +1,131 @@
+/*
+ * Request handling: sp_request_parse, sp_request_from_path,
+ * sp_request_add_stream_usage and sp_request_set_stream_usage, for every
+ * provider.
+ *
+ * Input: a path, a newline, the body ("/v1/chat/completions\n{...}");
+ * without a newline the whole input is the body and the path is empty.
+ */
+
+#include <jansson.h>
+
+#include "fuzz_common.h"
+#include "sp_usage.h"
+
+
+/* the rewritten body is JSON that asks for stream usage */
+static void
+fuzz_check_rewritten(const char *out, size_t n)
+{
+    sp_request_info_t  info;
+    char               err[256];
+
+    FUZZ_CHECK(sp_request_parse(SP_PROVIDER_OPENAI, out, n, &info, err,
+                                sizeof(err))
+               == SP_OK);
+    FUZZ_CHECK(info.has_stream_options);
+    FUZZ_CHECK(info.include_usage);
+}
+
+
+int
+LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    sp_request_info_t   info, again;
+    const uint8_t      *nl;
+    size_t              path_len, body_len, outlen, small, n;
+    char               *path, *body, *out, err[256];
+    int                 p, rc;
+
+    nl = memchr(data, '\n', size);
+
+    if (nl) {
+        path_len = (size_t) (nl - data);
+        body_len = size - path_len - 1;
+
+    } else {
+        path_len = 0;
+        body_len = size;
+    }
+
+    path = (char *) fuzz_dup(data, path_len);
+    body = (char *) fuzz_dup(data + size - body_len, body_len);
+
+    /* compact re-serialisation may lengthen numbers ("1e2" -> "100.0") */
+    outlen = body_len * 8 + 256;
+    out = malloc(outlen);
+    FUZZ_CHECK(out != NULL);
+
+    for (p = SP_PROVIDER_UNKNOWN; p <= SP_PROVIDER_MISTRAL; p++) {
+        err[0] = '\0';
+        rc = sp_request_parse((sp_provider_e) p, body, body_len, &info, err,
+                              sizeof(err));
+
+        FUZZ_CHECK(rc == SP_OK || rc == SP_ERROR);
+        FUZZ_CHECK(strlen(err) < sizeof(err));
+
+        if (rc != SP_OK) {
+            FUZZ_CHECK(err[0] != '\0');
+            memset(&info, 0, sizeof(info));
+        }
+
+        FUZZ_CHECK(strlen(info.model) < sizeof(info.model));
+        FUZZ_CHECK(info.max_tokens >= 0 && info.prompt_bytes >= 0);
+
+        sp_request_from_path((sp_provider_e) p, path, path_len, &info);
+
+        FUZZ_CHECK(strlen(info.model) < sizeof(info.model));
+        (void) sp_tokens_estimate(info.prompt_bytes);
+    }
+
+    rc = sp_request_parse(SP_PROVIDER_OPENAI, body, body_len, &info, err,
+                          sizeof(err));
+
+    /* the module's case: streamed, no stream_options in the body */
+    n = sp_request_add_stream_usage(body, body_len, out, outlen);
+
+    if (rc == SP_OK && body_len && !info.has_stream_options) {
+        FUZZ_CHECK(n > 0);
+        fuzz_check_rewritten(out, n);
+
+        /* the rest of the request is unchanged */
+        FUZZ_CHECK(sp_request_parse(SP_PROVIDER_OPENAI, out, n, &again, err,
+                                    sizeof(err))
+                   == SP_OK);
+        FUZZ_CHECK(strcmp(again.model, info.model) == 0);
+        FUZZ_CHECK(again.stream == info.stream);
+        FUZZ_CHECK(again.max_tokens == info.max_tokens);
+        FUZZ_CHECK(again.prompt_bytes == info.prompt_bytes);
+    }
+
+    FUZZ_CHECK(n <= outlen);
+
+    n = sp_request_set_stream_usage(body, body_len, out, outlen);
+
+    if (rc == SP_OK && body_len) {
+        FUZZ_CHECK(n > 0);
+        fuzz_check_rewritten(out, n);
+    }
+
+    FUZZ_CHECK(n <= outlen);
+
+    free(out);
+
+    /* outputs that do not fit: exact-size buffers, so ASan sees overruns */
+    small = body_len ? (size_t) (sp_hash64(body, body_len, 7) % (body_len
+                                                                 + 48))
+                     : 0;
+    out = malloc(small ? small : 1);
+    FUZZ_CHECK(out != NULL);
+
+    n = sp_request_add_stream_usage(body, body_len, out, small);
+    FUZZ_CHECK(n <= small);
+    n = sp_request_set_stream_usage(body, body_len, out, small);
+    FUZZ_CHECK(n <= small);
+
+    free(out);
+    free(body);
+    free(path);
+
+    return 0;
+}
