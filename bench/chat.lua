@@ -1,0 +1,48 @@
+-- wrk script for make bench: POST one OpenAI chat completion per request.
+--
+-- Environment (set by bench/run.sh):
+--   BENCH_STREAM=1      ask for a stream ("stream": true, usage included)
+--   BENCH_AUTH          value of the Authorization header
+--   BENCH_HEADERS       extra headers, "Name: value" separated by "|"
+--   BENCH_PATH          request path (default /v1/chat/completions)
+-- done() prints one line that run.sh parses:
+--   BENCH_RESULT requests=N duration_us=N rps=F p50_us=N p99_us=N
+--                non2xx=N connect=N read=N write=N timeout=N
+
+local stream = os.getenv("BENCH_STREAM") == "1"
+
+local body = '{"model":"gpt-4o-mini","messages":['
+  .. '{"role":"system","content":"You are a helpful assistant."},'
+  .. '{"role":"user","content":"Hello! Say hello back in one short sentence."}],'
+  .. '"max_tokens":64'
+if stream then
+  body = body .. ',"stream":true,"stream_options":{"include_usage":true}'
+end
+body = body .. '}'
+
+wrk.method = "POST"
+wrk.path = os.getenv("BENCH_PATH") or "/v1/chat/completions"
+wrk.body = body
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Accept"] = "application/json"
+wrk.headers["User-Agent"] = "OpenAI/Python 1.99.9"
+local auth = os.getenv("BENCH_AUTH")
+if auth and auth ~= "" then
+  wrk.headers["Authorization"] = auth
+end
+local extra = os.getenv("BENCH_HEADERS") or ""
+for h in string.gmatch(extra, "[^|]+") do
+  local name, value = string.match(h, "^%s*([^:]+):%s*(.-)%s*$")
+  if name then wrk.headers[name] = value end
+end
+
+function done(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    "BENCH_RESULT requests=%d duration_us=%d rps=%.1f p50_us=%d p99_us=%d " ..
+    "non2xx=%d connect=%d read=%d write=%d timeout=%d\n",
+    summary.requests, summary.duration,
+    summary.requests / (summary.duration / 1e6),
+    latency:percentile(50), latency:percentile(99),
+    e.status, e.connect, e.read, e.write, e.timeout))
+end
