@@ -76,11 +76,11 @@ export async function oneRequest(client, body, i, { headers } = {}) {
 
 /**
  * Starts concurrency workers sending requests until stop() is called, maxMs
- * passed or maxRequests were sent. Every third request streams unless
- * streamEvery says otherwise.
+ * passed or maxRequests were sent. Every other request streams (every
+ * streamEvery-th; stream: true or false for all).
  */
 export function startLoad(s, key, {
-  concurrency = 6, maxMs = 8000, maxRequests = 3000, streamEvery = 2, tag = 'load', headers,
+  concurrency = 6, maxMs = 8000, maxRequests = 3000, streamEvery = 2, tag = 'load', headers, stream,
 } = {}) {
   const client = s.client(key, { timeout: 15_000 });
   const results = [];
@@ -91,7 +91,7 @@ export function startLoad(s, key, {
   const worker = async () => {
     while (!stopped && Date.now() - started < maxMs && next < maxRequests) {
       const i = next++;
-      const body = loadBody(runTag, i, i % streamEvery === 1);
+      const body = loadBody(runTag, i, stream ?? (i % streamEvery === 1));
       results.push(await oneRequest(client, body, i, { headers }));
     }
   };
