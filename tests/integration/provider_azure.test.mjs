@@ -52,7 +52,8 @@ providerSuite(ctx, {
   raw: (c, { stream, key }) => ({
     path: `/openai/deployments/${c.model}/chat/completions?api-version=${API_VERSION}`,
     headers: key ? { 'api-key': key } : {},
-    body: params(c, stream),
+    // a raw client that asks for usage gets the provider's stream unchanged
+    body: { ...params(c, stream), ...(stream ? { stream_options: { include_usage: true } } : {}) },
   }),
   keyHeaders: (key) => ({ 'api-key': key }),
   requests: (fx) => fx.requests.filter((r) => fixture.deploymentOf(r)),

@@ -6,6 +6,7 @@
 
 import { before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import crypto from 'node:crypto';
 import fs from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
@@ -337,6 +338,7 @@ export function providerSuite(ctx, a, test) {
     assert.match(res.headers['content-type'] ?? '', /text\/event-stream/);
     assert.match(res.headers.trailer ?? '', /X-Spendpol-Cost/i, `Trailer: ${res.headers.trailer}`);
     const rec = lastRec();
+    assert.equal(res.text, rec.response, 'the client gets the provider\'s stream byte for byte');
     const u = a.billing(rec);
     const expected = costNano(price(), u);
     assertCostString(res.trailers['x-spendpol-cost'], expected, 'trailer X-Spendpol-Cost');
@@ -356,11 +358,25 @@ export function providerSuite(ctx, a, test) {
       const res = lastProxyResponse();
       assert.equal(res.status, status);
       const id = res.headers.get('x-spendpol-audit-id');
+      assert.match(res.headers.get('x-spendpol-trace-id') ?? '', /\S/, 'X-Spendpol-Trace-Id on a provider error');
+      assert.match(res.headers.get('x-spendpol-span-id') ?? '', /^[0-9a-f]{16}$/, 'X-Spendpol-Span-Id on a provider error');
+      assert.equal(res.headers.get('x-spendpol-region'), s.region);
       const row = await auditRow(s, id);
       assert.equal(row.status, status);
       assert.equal(usdToNano(row.cost_usd), 0n, 'an error costs nothing');
     });
   }
+
+  test(`${a.provider}: a provider error reaches the client byte for byte, with the governance headers`, async () => {
+    const r = a.raw(conv(`${SHORT_PROMPT} fixture-mode:error-429`), { stream: false, key: ctx.key });
+    const res = await rawRequest(`${ctx.baseURL}${r.path}`, { headers: r.headers, body: r.body });
+    assert.equal(res.status, 429);
+    assert.equal(res.text, lastRec().response);
+    assert.match(res.headers['content-type'] ?? '', /application\/json/);
+    for (const h of ['x-spendpol-audit-id', 'x-spendpol-trace-id', 'x-spendpol-span-id', 'x-spendpol-region']) {
+      assert.ok(res.headers[h], `${h} on a provider error`);
+    }
+  });
 
   test(`${a.provider}: provider error while streaming reaches the SDK as its typed error`, async () => {
     const client = a.client(ctx.key);
@@ -420,6 +436,10 @@ export function providerSuite(ctx, a, test) {
     assert.ok((row.warnings ?? []).includes('usage_estimated'));
     assert.ok(usdToNano(res.trailers['x-spendpol-cost'] ?? '0') > 0n, `trailer cost ${res.trailers['x-spendpol-cost']}`);
     assert.equal(res.trailers['x-spendpol-cost'], row.cost_usd);
+    // known only at the end of the stream: the warning can only be a trailer
+    const w = warningsOf(res.trailers['x-spendpol-policy-warning'] ?? res.headers['x-spendpol-policy-warning']);
+    assert.ok(w.includes('usage_estimated'),
+      `X-Spendpol-Policy-Warning on a streamed response without usage: trailers ${JSON.stringify(res.trailers)}, Trailer: ${res.headers.trailer}`);
   });
 
   test(`${a.provider}: a stream the provider resets mid-way is billed for what was delivered`, async () => {
@@ -474,11 +494,86 @@ export function providerSuite(ctx, a, test) {
     }
   });
 
+  test(`${a.provider}: a non-streamed answer the provider resets mid-body is a JSON 502, journaled`, async () => {
+    // the gateway holds a JSON answer until it is complete, so nothing has
+    // reached the client when the provider resets: it can still answer
+    const r = a.raw(conv(`${SHORT_PROMPT} fixture-mode:reset`), { stream: false, key: ctx.key });
+    const trace = `reset-${crypto.randomUUID()}`;
+    let res = null;
+    let err = null;
+    try {
+      res = await rawRequest(`${ctx.baseURL}${r.path}`, { headers: { ...r.headers, 'x-spendpol-trace-id': trace }, body: r.body });
+    } catch (e) { err = e; }
+    const row = await waitFor(async () => (await s.allAuditRows()).find((x) => x.trace_id === trace),
+      { timeout: 15_000 * SLOW, interval: 100, message: `the audit row of trace ${trace}` });
+    assert.ok(res, `the client got no HTTP response at all (${err?.code} ${err?.message}); the journal says status ${row.status}, ` +
+      `${row.input_tokens}/${row.output_tokens} tokens, cost ${row.cost_usd}, warnings ${JSON.stringify(row.warnings)}`);
+    assert.equal(res.status, 502, `status ${res.status}: ${res.text.slice(0, 300)}`);
+    assert.equal(typeof res.json?.error?.message, 'string', res.text.slice(0, 300));
+    assert.equal(res.headers['x-spendpol-audit-id'], row.id);
+    assert.equal(row.status, 502);
+  });
+
+  test(`${a.provider}: a client that hangs up mid-stream is billed for what was delivered`, async () => {
+    const r = a.raw(conv(`${LONG_PROMPT} fixture-split:utf8`), { stream: true, key: ctx.key });
+    const buf = Buffer.from(JSON.stringify(r.body));
+    const auditId = await new Promise((resolve, reject) => {
+      const req = http.request(`${ctx.baseURL}${r.path}`, {
+        method: 'POST', headers: { ...r.headers, 'content-type': 'application/json', 'content-length': buf.length },
+      }, (res) => {
+        let got = 0;
+        res.on('data', (d) => {
+          got += d.length;
+          // past the preamble events: some text has been delivered
+          if (got > 2500) { req.destroy(); resolve(res.headers['x-spendpol-audit-id']); }
+        });
+        res.on('end', () => resolve(res.headers['x-spendpol-audit-id']));
+        res.on('error', () => {});
+      });
+      req.on('error', (e) => { if (e.code !== 'ECONNRESET') reject(e); });
+      req.end(buf);
+    });
+    const row = await auditRow(s, auditId);
+    assert.ok(Number(row.input_tokens) > 0, `input_tokens ${row.input_tokens}`);
+    assert.ok(Number(row.output_tokens) > 0, `output_tokens ${row.output_tokens}`);
+    assert.ok(usdToNano(row.cost_usd) > 0n, `cost_usd ${row.cost_usd}`);
+  });
+
+  test(`${a.provider}: a streamed unpriced model is served and flagged in the journal`, async () => {
+    const client = a.client(ctx.key);
+    const { text } = await a.stream(client, conv(SHORT_PROMPT, { model: a.unpricedModel }));
+    assert.equal(text, a.reply(lastRec()));
+    const res = lastProxyResponse();
+    const row = await auditRow(s, res.headers.get('x-spendpol-audit-id'));
+    assert.ok((row.warnings ?? []).includes('unpriced_model'), `warnings ${JSON.stringify(row.warnings)}`);
+    assert.ok(Number(row.output_tokens) > 0);
+  });
+
+  test(`${a.provider}: traceparent and X-Spendpol-Trace-Id reach the provider`, async () => {
+    const trace = '4bf92f3577b34da6a3ce929d0e0e4736';
+    const parent = '00f067aa0ba902b7';
+    const r = a.raw(conv(SHORT_PROMPT), { stream: false, key: ctx.key });
+    const res = await rawRequest(`${ctx.baseURL}${r.path}`, {
+      headers: { ...r.headers, traceparent: `00-${trace}-${parent}-01` }, body: r.body,
+    });
+    assert.equal(res.status, 200, res.text.slice(0, 300));
+    assert.equal(res.headers['x-spendpol-trace-id'], trace);
+    const rec = lastRec();
+    const tp = /^00-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}$/.exec(rec.headers.traceparent ?? '');
+    assert.ok(tp, `traceparent upstream: ${rec.headers.traceparent}`);
+    assert.equal(tp[1], trace);
+    assert.equal(tp[2], res.headers['x-spendpol-span-id'], 'our span is the parent upstream');
+    assert.equal(rec.headers['x-spendpol-trace-id'], trace);
+    const row = await auditRow(s, res.headers['x-spendpol-audit-id']);
+    assert.equal(row.parent_id, parent);
+  });
+
   test(`${a.provider}: the Spendpol key works where the SDK puts its key; a wrong key is the SDK's authentication error`, async () => {
     ctx.fx.clear();
     const r = a.raw(conv(SHORT_PROMPT), { stream: false, key: null });
     const res = await rawRequest(`${ctx.baseURL}${r.path}`, { headers: { ...r.headers, ...a.keyHeaders(ctx.key) }, body: r.body });
     assert.equal(res.status, 200, res.text.slice(0, 300));
+    assert.equal(res.text, lastRec().response, 'the client gets the provider\'s answer byte for byte');
     assertNoSpendpolKey(lastRec(), ctx.key);
     a.assertCredential(lastRec());
 
