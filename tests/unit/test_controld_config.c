@@ -5,6 +5,7 @@
 #include <setjmp.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <cmocka.h>
 
 #include "controld.h"
@@ -55,6 +56,36 @@ test_config_defaults(void **state)
     assert_null(cf.migrations_dir);
     assert_int_equal(cf.log_level, CD_LOG_INFO);
     cd_config_free(&cf);
+}
+
+
+static void
+test_config_node_id_defaults_to_host_and_journal(void **state)
+{
+    char          err[512], expected[CD_ID_MAX], host[256];
+    cd_config_t   cf;
+    const char   *env[] = { "SPENDPOL_DATABASE_URL", "postgresql://x/db",
+                            "SPENDPOL_JOURNAL", "/var/spendpol/j.log",
+                            NULL };
+    const char   *own[] = { "SPENDPOL_DATABASE_URL", "postgresql://x/db",
+                            "SPENDPOL_NODE_ID", "gw-eu-1", NULL };
+    const char   *bad[] = { "SPENDPOL_DATABASE_URL", "postgresql://x/db",
+                            "SPENDPOL_NODE_ID", "gw\n1", NULL };
+
+    assert_int_equal(load(&cf, env, err, sizeof(err)), CD_OK);
+    assert_int_equal(gethostname(host, sizeof(host)), 0);
+    host[sizeof(host) - 1] = '\0';
+    cd_config_default_node_id(host, "/var/spendpol/j.log", expected,
+                              sizeof(expected));
+    assert_string_equal(cf.node_id, expected);
+    cd_config_free(&cf);
+
+    assert_int_equal(load(&cf, own, err, sizeof(err)), CD_OK);
+    assert_string_equal(cf.node_id, "gw-eu-1");
+    cd_config_free(&cf);
+
+    assert_int_equal(load(&cf, bad, err, sizeof(err)), CD_ERROR);
+    assert_non_null(strstr(err, "SPENDPOL_NODE_ID"));
 }
 
 
@@ -242,6 +273,7 @@ main(void)
         cmocka_unit_test(test_config_secrets_are_never_echoed),
         cmocka_unit_test(test_config_accepts_wellformed_keys),
         cmocka_unit_test(test_listen_parsing),
+        cmocka_unit_test(test_config_node_id_defaults_to_host_and_journal),
         cmocka_unit_test(test_redis_url_parsing),
     };
 
