@@ -285,6 +285,7 @@ export function providerSuite(ctx, a, test) {
     assertRowUsage(row, u, expected);
     assert.equal(res.headers.get('x-spendpol-cost'), row.cost_usd, 'X-Spendpol-Cost equals the audit row');
     assert.equal(res.headers.get('x-spendpol-tokens'), `${row.input_tokens}/${row.output_tokens}`);
+    assert.equal(res.headers.get('x-spendpol-model'), a.answeredModel);
     assert.equal(row.provider, a.provider);
     assert.equal(row.status, 200);
     assert.equal(row.model, a.answeredModel);
@@ -486,6 +487,10 @@ export function providerSuite(ctx, a, test) {
       assert.equal(x.status, 400);
       assert.match(x.headers['content-type'] ?? '', /application\/json/);
       assert.equal(x.json?.error?.code, 'unpriced_model', x.text);
+      const rs = a.raw(c, { stream: true, key: ctx.key });
+      const xs = await rawRequest(`${ctx.baseURL}${rs.path}`, { headers: rs.headers, body: rs.body });
+      assert.equal(xs.status, 400, 'a streamed request for an unpriced model is refused too');
+      assert.equal(xs.json?.error?.code, 'unpriced_model', xs.text);
       assert.equal(a.requests(ctx.fx).length, before, 'a refused request never reaches the provider');
       // a priced model is still served
       assert.equal(await a.complete(client, conv(SHORT_PROMPT)), a.reply(lastRec()));
@@ -590,5 +595,43 @@ export function providerSuite(ctx, a, test) {
     for (const [h, v] of Object.entries((a.sdkKeyHeaders ?? a.keyHeaders)(wrong))) {
       assert.equal(last.requestHeaders.get(h), v, `the SDK sent its key in ${h}`);
     }
+  });
+
+  test(`${a.provider}: an organisation's own price (PUT /pricing) applies exactly, streamed and not; DELETE returns to the list price`, async () => {
+    const model = a.priceModel ?? a.model;
+    const own = { input: '1.111111111', output: '7.777777777', cached: '0.333333333', cacheWrite: '2.222222222' };
+    const r = await s.api('PUT', `/pricing/${a.provider}/${model}`, {
+      body: {
+        input_usd_per_mtok: own.input, output_usd_per_mtok: own.output,
+        cached_input_usd_per_mtok: own.cached, cache_write_usd_per_mtok: own.cacheWrite,
+      },
+    });
+    assert.equal(r.status, 200, r.text);
+    const ownPrice = { input: usdToNano(own.input), output: usdToNano(own.output), cached: usdToNano(own.cached), cacheWrite: usdToNano(own.cacheWrite) };
+    const client = a.client(ctx.key);
+    const c = conv(LONG_PROMPT);
+    try {
+      // the new snapshot reaches every worker within about a second
+      const u0 = await waitFor(async () => {
+        await a.complete(client, c);
+        const u = a.billing(lastRec());
+        const cost = lastProxyResponse().headers.get('x-spendpol-cost');
+        return usdToNano(cost) === costNano(ownPrice, u) ? u : null;
+      }, { timeout: 10_000 * SLOW, interval: 100, message: 'the organisation price to apply' });
+      const row = await auditRow(s, lastProxyResponse().headers.get('x-spendpol-audit-id'));
+      assertRowUsage(row, u0, costNano(ownPrice, u0), 'org price, non-streamed');
+      await a.stream(client, c);
+      const srow = await auditRow(s, lastProxyResponse().headers.get('x-spendpol-audit-id'));
+      assertRowUsage(srow, a.billing(lastRec()), costNano(ownPrice, a.billing(lastRec())), 'org price, streamed');
+      assert.equal(srow.cost_usd, row.cost_usd);
+    } finally {
+      const d = await s.api('DELETE', `/pricing/${a.provider}/${model}`);
+      assert.equal(d.status, 204, d.text);
+    }
+    await waitFor(async () => {
+      await a.complete(client, c);
+      const u = a.billing(lastRec());
+      return usdToNano(lastProxyResponse().headers.get('x-spendpol-cost')) === costNano(price(), u);
+    }, { timeout: 10_000 * SLOW, interval: 100, message: 'the list price to apply again' });
   });
 }
