@@ -13,6 +13,7 @@
 
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
+import http from 'node:http';
 import {
   sleep, waitFor, usdToNano, expectedCostNano,
 } from '../../integration/lib/stack.mjs';
@@ -75,12 +76,58 @@ export async function oneRequest(client, body, i, { headers } = {}) {
 }
 
 /**
+ * A streamed request over node:http with `TE: trailers`, so the
+ * X-Spendpol-Cost trailer is seen (the SDK's fetch does not expose
+ * trailers). Same record as oneRequest, raw: true.
+ */
+export function rawStreamRequest(url, key, body, i, { headers = {} } = {}) {
+  const rec = { i, stream: true, raw: true, status: 0, id: null, cost: null, ok: false, t0: Date.now() };
+  rec.expectedNano = expectedCostNano(MODEL, fixtureUsage(body));
+  const u = new URL(`${url}/chat/completions`);
+  const payload = Buffer.from(JSON.stringify(body));
+  return new Promise((resolve) => {
+    const done = (err) => {
+      if (err && !rec.error) { rec.error = `${err.code ?? ''} ${err.message}`.slice(0, 300); rec.phase = rec.status ? 'stream' : 'request'; }
+      rec.t1 = Date.now();
+      resolve(rec);
+    };
+    const req = http.request({
+      host: u.hostname, port: u.port, path: u.pathname, method: 'POST', timeout: 15_000,
+      headers: {
+        authorization: `Bearer ${key}`, 'content-type': 'application/json', 'content-length': payload.length, te: 'trailers', ...headers,
+      },
+    }, (res) => {
+      rec.status = res.statusCode;
+      rec.id = res.headers['x-spendpol-audit-id'] ?? null;
+      const chunks = [];
+      res.on('data', (d) => chunks.push(d));
+      res.on('error', done);
+      res.on('aborted', () => done(new Error('response aborted')));
+      res.on('end', () => {
+        const text = Buffer.concat(chunks).toString('utf8');
+        rec.cost = res.trailers['x-spendpol-cost'] ?? null;
+        const finished = /"finish_reason":"stop"/.test(text) && /data: \[DONE\]/.test(text);
+        rec.ok = rec.status === 200 && finished && rec.cost != null;
+        if (!rec.ok && !rec.error) {
+          rec.phase = 'stream';
+          rec.error = rec.status !== 200 ? text.slice(0, 200) : (finished ? 'no X-Spendpol-Cost trailer' : 'stream ended without finish_reason stop');
+        }
+        done();
+      });
+    });
+    req.on('timeout', () => req.destroy(new Error('timeout')));
+    req.on('error', done);
+    req.end(payload);
+  });
+}
+
+/**
  * Starts concurrency workers sending requests until stop() is called, maxMs
  * passed or maxRequests were sent. Every other request streams (every
  * streamEvery-th; stream: true or false for all).
  */
 export function startLoad(s, key, {
-  concurrency = 6, maxMs = 8000, maxRequests = 3000, streamEvery = 2, tag = 'load', headers, stream,
+  concurrency = 6, maxMs = 8000, maxRequests = 3000, streamEvery = 2, tag = 'load', headers, stream, rawEvery = 8,
 } = {}) {
   const client = s.client(key, { timeout: 15_000 });
   const results = [];
@@ -92,7 +139,12 @@ export function startLoad(s, key, {
     while (!stopped && Date.now() - started < maxMs && next < maxRequests) {
       const i = next++;
       const body = loadBody(runTag, i, stream ?? (i % streamEvery === 1));
-      results.push(await oneRequest(client, body, i, { headers }));
+      // one stream in four over node:http, to check the X-Spendpol-Cost trailer too
+      if (body.stream && rawEvery && i % rawEvery === rawEvery - 1) {
+        results.push(await rawStreamRequest(s.openaiBaseURL, key, body, i, { headers }));
+      } else {
+        results.push(await oneRequest(client, body, i, { headers }));
+      }
     }
   };
   const workers = Array.from({ length: concurrency }, worker);
