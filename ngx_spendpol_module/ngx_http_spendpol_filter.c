@@ -23,6 +23,8 @@ static ngx_int_t ngx_http_spendpol_buffer_filter(ngx_http_request_t *r,
     ngx_http_spendpol_ctx_t *ctx, ngx_chain_t *in);
 static ngx_int_t ngx_http_spendpol_stream_filter(ngx_http_request_t *r,
     ngx_http_spendpol_ctx_t *ctx, ngx_chain_t *in);
+static ngx_int_t ngx_http_spendpol_send_replacement(ngx_http_request_t *r,
+    ngx_http_spendpol_ctx_t *ctx);
 static ngx_int_t ngx_http_spendpol_send_buffered(ngx_http_request_t *r,
     ngx_http_spendpol_ctx_t *ctx, ngx_uint_t last);
 static ngx_int_t ngx_http_spendpol_result_headers(ngx_http_request_t *r,
@@ -287,8 +289,7 @@ ngx_http_spendpol_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
 {
     uint64_t                  started, downstream;
     ngx_int_t                 rc;
-    ngx_buf_t                *b;
-    ngx_chain_t               out, *cl;
+    ngx_chain_t              *cl;
     ngx_http_spendpol_ctx_t  *ctx;
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_spendpol_module);
@@ -323,31 +324,42 @@ ngx_http_spendpol_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
             cl->buf->file_pos = cl->buf->file_last;
         }
 
-        if (ctx->finished) {
-            return NGX_OK;
-        }
-
-        ctx->finished = 1;
-
-        b = ngx_calloc_buf(r->pool);
-        if (b == NULL) {
-            return NGX_ERROR;
-        }
-
-        b->pos = ctx->replacement.data;
-        b->last = ctx->replacement.data + ctx->replacement.len;
-        b->memory = 1;
-        b->last_buf = 1;
-        b->last_in_chain = 1;
-
-        out.buf = b;
-        out.next = NULL;
-
-        return ngx_http_spendpol_next_body(r, ctx, &out);
+        return ngx_http_spendpol_send_replacement(r, ctx);
 
     default:
         return ngx_http_next_body_filter(r, in);
     }
+}
+
+
+static ngx_int_t
+ngx_http_spendpol_send_replacement(ngx_http_request_t *r,
+    ngx_http_spendpol_ctx_t *ctx)
+{
+    ngx_buf_t    *b;
+    ngx_chain_t   out;
+
+    if (ctx->finished) {
+        return NGX_OK;
+    }
+
+    ctx->finished = 1;
+
+    b = ngx_calloc_buf(r->pool);
+    if (b == NULL) {
+        return NGX_ERROR;
+    }
+
+    b->pos = ctx->replacement.data;
+    b->last = ctx->replacement.data + ctx->replacement.len;
+    b->memory = 1;
+    b->last_buf = 1;
+    b->last_in_chain = 1;
+
+    out.buf = b;
+    out.next = NULL;
+
+    return ngx_http_spendpol_next_body(r, ctx, &out);
 }
 
 
@@ -357,6 +369,7 @@ ngx_http_spendpol_buffer_filter(ngx_http_request_t *r,
 {
     u_char                        *grown;
     size_t                         size, need;
+    ngx_int_t                      rc;
     ngx_uint_t                     last;
     ngx_chain_t                   *cl;
     ngx_http_spendpol_loc_conf_t  *slcf;
@@ -420,7 +433,31 @@ ngx_http_spendpol_buffer_filter(ngx_http_request_t *r,
     }
 
     if (!last) {
-        return NGX_OK;
+
+        if (r->upstream == NULL || r->upstream->peer.connection != NULL) {
+            return NGX_OK;
+        }
+
+        /*
+         * The provider went away mid-body (the proxy closed its
+         * connection and flushes without a last buffer). Nothing has
+         * reached the client yet: it gets a JSON 502, not a reset.
+         */
+        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                      "spendpol: provider response cut after %uz bytes",
+                      ctx->buffer_len);
+
+        r->headers_out.status = NGX_HTTP_BAD_GATEWAY;
+        r->headers_out.status_line.len = 0;
+        ctx->buffer_len = 0;
+
+        rc = ngx_http_spendpol_replace_header(r, ctx);
+
+        if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
+            return rc;
+        }
+
+        return ngx_http_spendpol_send_replacement(r, ctx);
     }
 
     if (r->headers_out.status >= 200 && r->headers_out.status < 300) {
