@@ -25,7 +25,8 @@
 #define CD_KEY_COLUMNS                                                       \
     "id, key_prefix, name, department, project, agent_id, "                  \
     "to_json(scopes)::text, active, " CD_SQL_TS("created_at") ", "           \
-    CD_SQL_TS("revoked_at") ", rotated_from, " CD_SQL_US("created_at")
+    CD_SQL_TS("revoked_at") ", rotated_from, " CD_SQL_US("created_at") ","  \
+    " rpm_limit, tpm_limit"
 
 enum {
     CD_KEY_COL_ID = 0,
@@ -39,12 +40,122 @@ enum {
     CD_KEY_COL_CREATED,
     CD_KEY_COL_REVOKED,
     CD_KEY_COL_ROTATED_FROM,
-    CD_KEY_COL_CREATED_US
+    CD_KEY_COL_CREATED_US,
+    CD_KEY_COL_RPM,
+    CD_KEY_COL_TPM
 };
 
 static const char  *cd_key_fields[] = {
-    "name", "department", "project", "agent_id", "scopes", NULL
+    "name", "department", "project", "agent_id", "scopes", "rate_limits",
+    NULL
 };
+
+static const char  *cd_key_update_fields[] = {
+    "name", "rate_limits", NULL
+};
+
+
+/* ---- rate limits ------------------------------------------------------ */
+
+static int
+cd_rate_limit_member(json_t *obj, const char *name, const char *field,
+    int64_t *out, cd_field_error_t *err)
+{
+    json_t     *v;
+    json_int_t  n;
+
+    v = json_object_get(obj, name);
+
+    if (v == NULL) {
+        *out = -1;
+        return CD_OK;
+    }
+
+    if (json_is_null(v)) {
+        *out = 0;
+        return CD_OK;
+    }
+
+    if (!json_is_integer(v)) {
+        return cd_field_error(err, 400, "invalid_type", field, "%s must be "
+                              "an integer (0 for no limit)", field);
+    }
+
+    n = json_integer_value(v);
+
+    if (n < 0 || n > CD_RATE_LIMIT_MAX) {
+        return cd_field_error(err, 422, "invalid_rate_limit", field,
+                              "%s must be between 0 (no limit) and %lld",
+                              field, CD_RATE_LIMIT_MAX);
+    }
+
+    *out = (int64_t) n;
+
+    return CD_OK;
+}
+
+
+int
+cd_rate_limits_parse(json_t *value, cd_rate_limits_t *rl,
+    cd_field_error_t *err)
+{
+    const char  *key;
+    json_t      *v;
+
+    rl->rpm = -1;
+    rl->tpm = -1;
+
+    if (value == NULL) {
+        return CD_OK;
+    }
+
+    if (json_is_null(value)) {
+        rl->rpm = 0;
+        rl->tpm = 0;
+        return CD_OK;
+    }
+
+    if (!json_is_object(value)) {
+        return cd_field_error(err, 400, "invalid_type", "rate_limits",
+                              "rate_limits must be an object with "
+                              "requests_per_minute and/or "
+                              "tokens_per_minute");
+    }
+
+    json_object_foreach(value, key, v) {
+        if (strcmp(key, "requests_per_minute") != 0
+            && strcmp(key, "tokens_per_minute") != 0)
+        {
+            return cd_field_error(err, 400, "unknown_field", "rate_limits",
+                                  "rate_limits.%.64s is not a known field "
+                                  "(requests_per_minute, "
+                                  "tokens_per_minute)", key);
+        }
+    }
+
+    if (cd_rate_limit_member(value, "requests_per_minute",
+                             "rate_limits.requests_per_minute", &rl->rpm,
+                             err) != CD_OK
+        || cd_rate_limit_member(value, "tokens_per_minute",
+                                "rate_limits.tokens_per_minute", &rl->tpm,
+                                err) != CD_OK)
+    {
+        return CD_ERROR;
+    }
+
+    return CD_OK;
+}
+
+
+json_t *
+cd_rate_limits_json(const char *rpm, const char *tpm)
+{
+    return json_pack("{s:I, s:I}",
+                     "requests_per_minute",
+                     (json_int_t) strtoll(rpm ? rpm : "0", NULL, 10),
+                     "tokens_per_minute",
+                     (json_int_t) strtoll(tpm ? tpm : "0", NULL, 10));
+}
 
 
 int
@@ -115,7 +226,7 @@ cd_scopes_literal(uint32_t bits)
 static json_t *
 cd_key_json(PGresult *res, int row, const char *plaintext)
 {
-    json_t  *obj, *scopes;
+    json_t  *obj, *scopes, *limits;
 
     obj = json_object();
     if (obj == NULL) {
@@ -123,6 +234,8 @@ cd_key_json(PGresult *res, int row, const char *plaintext)
     }
 
     scopes = json_loads(PQgetvalue(res, row, CD_KEY_COL_SCOPES), 0, NULL);
+    limits = cd_rate_limits_json(cd_db_value(res, row, CD_KEY_COL_RPM),
+                                 cd_db_value(res, row, CD_KEY_COL_TPM));
 
     if (cd_json_set_str(obj, "id", cd_db_value(res, row, CD_KEY_COL_ID))
         || (plaintext && cd_json_set_str(obj, "key", plaintext))
@@ -145,8 +258,15 @@ cd_key_json(PGresult *res, int row, const char *plaintext)
         || cd_json_set_str(obj, "revoked_at",
                            cd_db_value(res, row, CD_KEY_COL_REVOKED))
         || cd_json_set_str(obj, "rotated_from",
-                           cd_db_value(res, row, CD_KEY_COL_ROTATED_FROM)))
+                           cd_db_value(res, row, CD_KEY_COL_ROTATED_FROM))
+        || limits == NULL)
     {
+        json_decref(limits);
+        json_decref(obj);
+        return NULL;
+    }
+
+    if (json_object_set_new(obj, "rate_limits", limits) != 0) {
         json_decref(obj);
         return NULL;
     }
@@ -163,14 +283,14 @@ cd_key_json(PGresult *res, int row, const char *plaintext)
 static int
 cd_key_insert(cd_request_t *r, cd_db_conn_t *c, const char *name,
     const char *department, const char *project, const char *agent_id,
-    const char *scopes, const char *rotated_from, PGresult **out,
-    char *plaintext)
+    const char *scopes, const char *rotated_from, const char *rpm,
+    const char *tpm, PGresult **out, char *plaintext)
 {
-    int          lengths[9], formats[9];
+    int          lengths[11], formats[11];
     char         id[CD_ID_MAX], prefix[CD_KEY_PREFIX_SHOWN + 1];
     uint8_t      hash[SP_KEY_HASH_LEN];
     PGresult    *res;
-    const char  *params[9];
+    const char  *params[11];
 
     if (sp_key_generate(plaintext) != SP_OK
         || cd_random_id(CD_KEY_ID_PREFIX, CD_KEY_ID_BYTES, id) != CD_OK)
@@ -198,14 +318,17 @@ cd_key_insert(cd_request_t *r, cd_db_conn_t *c, const char *name,
     params[6] = agent_id;
     params[7] = scopes;
     params[8] = rotated_from;
+    params[9] = rpm;
+    params[10] = tpm;
 
     res = cd_db_exec_bin(c,
               "INSERT INTO api_keys (id, org_id, name, key_hash, key_prefix,"
-              " department, project, agent_id, scopes, rotated_from)"
+              " department, project, agent_id, scopes, rotated_from,"
+              " rpm_limit, tpm_limit)"
               " VALUES ($1, current_setting('spendpol.org_id'), $2, $3, $4,"
-              " $5, $6, $7, $8::text[], $9)"
+              " $5, $6, $7, $8::text[], $9, $10::bigint, $11::bigint)"
               " RETURNING " CD_KEY_COLUMNS,
-              9, params, lengths, formats);
+              11, params, lengths, formats);
 
     OPENSSL_cleanse(hash, sizeof(hash));
 
@@ -256,13 +379,15 @@ cd_key_agent_exists(cd_request_t *r, cd_db_conn_t *c, const char *agent_id)
 void
 cd_api_keys_create(cd_request_t *r)
 {
-    char           plaintext[SP_KEY_LEN + 1];
-    size_t         bad;
-    json_t        *body, *scopes_json, *key;
-    uint32_t       scopes;
-    PGresult      *res;
-    const char    *name, *department, *project, *agent_id;
-    cd_db_conn_t  *c;
+    char              plaintext[SP_KEY_LEN + 1], rpm[24], tpm[24];
+    size_t            bad;
+    json_t           *body, *scopes_json, *key;
+    uint32_t          scopes;
+    PGresult         *res;
+    const char       *name, *department, *project, *agent_id;
+    cd_db_conn_t     *c;
+    cd_field_error_t  err;
+    cd_rate_limits_t  limits;
 
     body = cd_request_json(r, cd_key_fields);
     if (body == NULL) {
@@ -280,6 +405,20 @@ cd_api_keys_create(cd_request_t *r)
         json_decref(body);
         return;
     }
+
+    if (cd_rate_limits_parse(json_object_get(body, "rate_limits"), &limits,
+                             &err) != CD_OK)
+    {
+        cd_respond_error(r, err.status, "invalid_request_error", err.code,
+                         err.field, "%s", err.message);
+        json_decref(body);
+        return;
+    }
+
+    snprintf(rpm, sizeof(rpm), "%lld",
+             (long long) (limits.rpm < 0 ? 0 : limits.rpm));
+    snprintf(tpm, sizeof(tpm), "%lld",
+             (long long) (limits.tpm < 0 ? 0 : limits.tpm));
 
     scopes = SP_SCOPE_PROXY;
     scopes_json = json_object_get(body, "scopes");
@@ -337,7 +476,8 @@ cd_api_keys_create(cd_request_t *r)
     }
 
     if (cd_key_insert(r, c, name, department, project, agent_id,
-                      cd_scopes_literal(scopes), NULL, &res, plaintext)
+                      cd_scopes_literal(scopes), NULL, rpm, tpm, &res,
+                      plaintext)
         != CD_OK)
     {
         goto done;
@@ -589,7 +729,8 @@ cd_api_keys_rotate(cd_request_t *r)
 
     /* the row lock makes concurrent rotations of one key serial */
     old = cd_db_exec(c, "SELECT name, department, project, agent_id,"
-                        " scopes::text, active FROM api_keys"
+                        " scopes::text, active, rpm_limit, tpm_limit"
+                        " FROM api_keys"
                         " WHERE id = $1 FOR UPDATE", 1, params);
 
     if (old == NULL) {
@@ -622,7 +763,9 @@ cd_api_keys_rotate(cd_request_t *r)
 
     if (cd_key_insert(r, c, cd_db_value(old, 0, 0), cd_db_value(old, 0, 1),
                       cd_db_value(old, 0, 2), cd_db_value(old, 0, 3),
-                      cd_db_value(old, 0, 4), r->params[0], &res, plaintext)
+                      cd_db_value(old, 0, 4), r->params[0],
+                      cd_db_value(old, 0, 6), cd_db_value(old, 0, 7), &res,
+                      plaintext)
         != CD_OK)
     {
         res = NULL;
@@ -647,6 +790,88 @@ done:
     PQclear(old);
     PQclear(res);
     cd_request_end(r, c);
+}
+
+
+/* PATCH /api-keys/{id}: name and rate_limits; what is left out stays */
+void
+cd_api_keys_update(cd_request_t *r)
+{
+    char              rpm[24], tpm[24];
+    json_t           *body, *key;
+    PGresult         *res;
+    const char       *name, *params[4];
+    cd_db_conn_t     *c;
+    cd_field_error_t  err;
+    cd_rate_limits_t  limits;
+
+    if (cd_key_id_param(r) != CD_OK) {
+        return;
+    }
+
+    body = cd_request_json(r, cd_key_update_fields);
+    if (body == NULL) {
+        return;
+    }
+
+    if (cd_json_string(r, body, "name", 0, 1, CD_NAME_MAX, &name) != CD_OK) {
+        json_decref(body);
+        return;
+    }
+
+    if (cd_rate_limits_parse(json_object_get(body, "rate_limits"), &limits,
+                             &err) != CD_OK)
+    {
+        cd_respond_error(r, err.status, "invalid_request_error", err.code,
+                         err.field, "%s", err.message);
+        json_decref(body);
+        return;
+    }
+
+    snprintf(rpm, sizeof(rpm), "%lld", (long long) limits.rpm);
+    snprintf(tpm, sizeof(tpm), "%lld", (long long) limits.tpm);
+
+    params[0] = r->params[0];
+    params[1] = name;
+    params[2] = limits.rpm < 0 ? NULL : rpm;
+    params[3] = limits.tpm < 0 ? NULL : tpm;
+
+    c = cd_request_begin(r);
+    if (c == NULL) {
+        json_decref(body);
+        return;
+    }
+
+    res = cd_db_exec(c, "UPDATE api_keys SET name = coalesce($2, name),"
+                        " rpm_limit = coalesce($3::bigint, rpm_limit),"
+                        " tpm_limit = coalesce($4::bigint, tpm_limit)"
+                        " WHERE id = $1 RETURNING " CD_KEY_COLUMNS,
+                     4, params);
+
+    if (res == NULL) {
+        cd_respond_statement_error(r, c);
+
+    } else if (PQntuples(res) == 0) {
+        cd_respond_error(r, 404, "not_found_error", "api_key_not_found", "id",
+                         "no API key with id \"%s\"", r->params[0]);
+
+    } else {
+        key = cd_key_json(res, 0, NULL);
+
+        if (cd_request_commit(r, c) == CD_OK) {
+            cd_snapshot_signal(r->app);
+            cd_log_info(CD_KEYS_SUBJECT, "updated %s org=%s", r->params[0],
+                        r->org_id);
+            cd_respond(r, 200, key);
+
+        } else {
+            json_decref(key);
+        }
+    }
+
+    PQclear(res);
+    cd_request_end(r, c);
+    json_decref(body);
 }
 
 

@@ -4,24 +4,37 @@
  * without a price).
  */
 
+#include <stdio.h>
 #include <string.h>
 
 #include "controld.h"
 
 
 #define CD_ORG_COLUMNS                                                       \
-    "id, name, refuse_unpriced, " CD_SQL_TS("updated_at")
+    "id, name, refuse_unpriced, " CD_SQL_TS("updated_at") ","               \
+    " rpm_limit, tpm_limit"
 
-static const char  *cd_org_fields[] = { "refuse_unpriced_models", NULL };
+static const char  *cd_org_fields[] = {
+    "refuse_unpriced_models", "rate_limits", NULL
+};
 
 
 static json_t *
 cd_org_json(PGresult *res)
 {
-    return json_pack("{s:s, s:s, s:b, s:s}",
+    json_t  *limits;
+
+    limits = cd_rate_limits_json(PQgetvalue(res, 0, 4),
+                                 PQgetvalue(res, 0, 5));
+    if (limits == NULL) {
+        return NULL;
+    }
+
+    return json_pack("{s:s, s:s, s:b, s:o, s:s}",
                      "id", PQgetvalue(res, 0, 0),
                      "name", PQgetvalue(res, 0, 1),
                      "refuse_unpriced_models", cd_db_bool(res, 0, 2),
+                     "rate_limits", limits,
                      "updated_at", PQgetvalue(res, 0, 3));
 }
 
@@ -54,10 +67,13 @@ cd_api_org_get(cd_request_t *r)
 void
 cd_api_org_update(cd_request_t *r)
 {
-    json_t        *body, *refuse;
-    PGresult      *res;
-    const char    *params[1];
-    cd_db_conn_t  *c;
+    char              rpm[24], tpm[24];
+    json_t           *body, *refuse;
+    PGresult         *res;
+    const char       *params[3];
+    cd_db_conn_t     *c;
+    cd_field_error_t  err;
+    cd_rate_limits_t  limits;
 
     body = cd_request_json(r, cd_org_fields);
     if (body == NULL) {
@@ -74,8 +90,22 @@ cd_api_org_update(cd_request_t *r)
         return;
     }
 
+    if (cd_rate_limits_parse(json_object_get(body, "rate_limits"), &limits,
+                             &err) != CD_OK)
+    {
+        cd_respond_error(r, err.status, "invalid_request_error", err.code,
+                         err.field, "%s", err.message);
+        json_decref(body);
+        return;
+    }
+
+    snprintf(rpm, sizeof(rpm), "%lld", (long long) limits.rpm);
+    snprintf(tpm, sizeof(tpm), "%lld", (long long) limits.tpm);
+
     /* NULL keeps the stored value: PATCH semantics */
     params[0] = refuse == NULL ? NULL : json_is_true(refuse) ? "t" : "f";
+    params[1] = limits.rpm < 0 ? NULL : rpm;
+    params[2] = limits.tpm < 0 ? NULL : tpm;
 
     c = cd_request_begin(r);
     if (c == NULL) {
@@ -85,8 +115,10 @@ cd_api_org_update(cd_request_t *r)
 
     res = cd_db_exec(c, "UPDATE orgs SET refuse_unpriced ="
                         " coalesce($1::boolean, refuse_unpriced),"
+                        " rpm_limit = coalesce($2::bigint, rpm_limit),"
+                        " tpm_limit = coalesce($3::bigint, tpm_limit),"
                         " updated_at = clock_timestamp()"
-                        " RETURNING " CD_ORG_COLUMNS, 1, params);
+                        " RETURNING " CD_ORG_COLUMNS, 3, params);
 
     if (res == NULL || PQntuples(res) != 1) {
         cd_respond_statement_error(r, c);

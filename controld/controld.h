@@ -516,6 +516,7 @@ void cd_api_keys_list(cd_request_t *r);
 void cd_api_keys_get(cd_request_t *r);
 void cd_api_keys_revoke(cd_request_t *r);
 void cd_api_keys_rotate(cd_request_t *r);
+void cd_api_keys_update(cd_request_t *r);
 
 void cd_api_providers_put(cd_request_t *r);
 void cd_api_providers_list(cd_request_t *r);
@@ -603,6 +604,28 @@ void cd_api_pricing_delete(cd_request_t *r);
 /* fills err and returns CD_ERROR (api_pricing.c) */
 int cd_field_error(cd_field_error_t *err, unsigned status, const char *code,
     const char *field, const char *fmt, ...) CD_PRINTF(5, 6);
+
+
+/* ---- rate limits (api_keys.c) ----------------------------------------- */
+
+#define CD_RATE_LIMIT_MAX     4294967295LL    /* the snapshot's uint32 */
+
+/*
+ * "rate_limits": {"requests_per_minute": n, "tokens_per_minute": n}, each
+ * an integer 0..CD_RATE_LIMIT_MAX (0: none). A member left out is -1
+ * (POST: none; PATCH: unchanged); null for the whole object sets both to
+ * 0. Fills err (field "rate_limits.requests_per_minute" ...) on refusal.
+ */
+typedef struct {
+    int64_t  rpm;
+    int64_t  tpm;
+} cd_rate_limits_t;
+
+int cd_rate_limits_parse(json_t *value, cd_rate_limits_t *rl,
+    cd_field_error_t *err) CD_CHECK;
+
+/* {"requests_per_minute": rpm, "tokens_per_minute": tpm} */
+json_t *cd_rate_limits_json(const char *rpm, const char *tpm);
 
 
 /* ---- api_budgets.c, api_agents.c -------------------------------------- */

@@ -31,6 +31,7 @@ const cd_route_t  cd_routes[] = {
     { "POST",   "/api-keys",                cd_api_keys_create,      1 },
     { "GET",    "/api-keys/{id}",           cd_api_keys_get,         1 },
     { "DELETE", "/api-keys/{id}",           cd_api_keys_revoke,      1 },
+    { "PATCH",  "/api-keys/{id}",           cd_api_keys_update,      1 },
     { "POST",   "/api-keys/{id}/rotate",    cd_api_keys_rotate,      1 },
     { "GET",    "/providers",               cd_api_providers_list,   1 },
     { "GET",    "/providers/{name}",        cd_api_providers_get,    1 },

@@ -58,6 +58,8 @@ cd_snapshot_add_keys(sp_snapshot_builder_t *b, PGresult *res)
         key.scopes = (strstr(scopes, "proxy") ? SP_SCOPE_PROXY : 0)
                      | (strstr(scopes, "admin") ? SP_SCOPE_ADMIN : 0);
         key.flags = cd_db_bool(res, i, 8) ? SP_KEY_AGENT_PAUSED : 0;
+        key.rpm_limit = (uint32_t) strtoul(PQgetvalue(res, i, 9), NULL, 10);
+        key.tpm_limit = (uint32_t) strtoul(PQgetvalue(res, i, 10), NULL, 10);
 
         if (sp_snapshot_add_key(b, &key) != SP_OK) {
             return CD_ERROR;
@@ -164,6 +166,8 @@ cd_snapshot_add_orgs(sp_snapshot_builder_t *b, PGresult *res)
     for (i = 0; i < PQntuples(res); i++) {
         org.org_id = PQgetvalue(res, i, 0);
         org.flags = cd_db_bool(res, i, 1) ? SP_ORG_REFUSE_UNPRICED : 0;
+        org.rpm_limit = (uint32_t) strtoul(PQgetvalue(res, i, 2), NULL, 10);
+        org.tpm_limit = (uint32_t) strtoul(PQgetvalue(res, i, 3), NULL, 10);
 
         if (sp_snapshot_add_org(b, &org) != SP_OK) {
             return CD_ERROR;
@@ -281,8 +285,8 @@ cd_snapshot_publish_now(cd_app_t *app)
     keys = marker ? cd_snapshot_query(c,
                "SELECT k.key_hash, k.id, k.org_id, k.name, k.department,"
                " k.project, k.agent_id, k.scopes::text,"
-               " coalesce(a.state = 'paused', false)"
-               " FROM api_keys k LEFT JOIN agents a"
+               " coalesce(a.state = 'paused', false),"
+               " k.rpm_limit, k.tpm_limit FROM api_keys k LEFT JOIN agents a"
                " ON a.id = k.agent_id AND a.org_id = k.org_id"
                " WHERE k.active") : NULL;
     providers = keys ? cd_snapshot_query(c,
@@ -320,7 +324,8 @@ cd_snapshot_publish_now(cd_app_t *app)
                CD_SQL_MS("spendpol_period_end(period, timezone, now())")
                ", 0) FROM budgets") : NULL;
     orgs = budgets ? cd_snapshot_query(c,
-               "SELECT id, refuse_unpriced FROM orgs") : NULL;
+               "SELECT id, refuse_unpriced, rpm_limit, tpm_limit"
+               " FROM orgs") : NULL;
     aliases = orgs ? cd_snapshot_query(c,
                "SELECT org_id, provider, alias, model FROM model_aliases")
                : NULL;
