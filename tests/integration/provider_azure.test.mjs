@@ -67,7 +67,7 @@ providerSuite(ctx, {
   assertProviderError(err, status) {
     assert.ok(err instanceof OpenAI.APIError, `not an APIError: ${err}`);
     assert.equal(err.status, status);
-    const cls = { 400: OpenAI.BadRequestError, 429: OpenAI.RateLimitError, 500: OpenAI.InternalServerError }[status];
+    const cls = { 400: OpenAI.BadRequestError, 401: OpenAI.AuthenticationError, 429: OpenAI.RateLimitError, 500: OpenAI.InternalServerError }[status];
     assert.ok(err instanceof cls, `${err.constructor.name} for ${status}`);
     assert.equal(err.error?.message, fixture.errorMessage(status));
     assert.match(err.message, new RegExp(fixture.errorMessage(status)));

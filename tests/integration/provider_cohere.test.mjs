@@ -48,7 +48,7 @@ providerSuite(ctx, {
     assert.equal(rec.headers.authorization, `Bearer ${CREDENTIAL}`);
   },
   assertProviderError(err, status) {
-    const cls = { 400: Cohere.BadRequestError, 429: Cohere.TooManyRequestsError, 500: Cohere.InternalServerError }[status];
+    const cls = { 400: Cohere.BadRequestError, 401: Cohere.UnauthorizedError, 429: Cohere.TooManyRequestsError, 500: Cohere.InternalServerError }[status];
     assert.ok(err instanceof cls, `${err?.constructor?.name} for ${status}: ${err}`);
     assert.ok(err instanceof CohereError);
     assert.equal(err.statusCode, status);

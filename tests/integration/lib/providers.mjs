@@ -349,7 +349,7 @@ export function providerSuite(ctx, a, test) {
     assert.equal(res.trailers['x-spendpol-tokens'], `${row.input_tokens}/${row.output_tokens}`);
   });
 
-  for (const status of [400, 429, 500]) {
+  for (const status of [400, 401, 429, 500]) {
     test(`${a.provider}: provider error ${status} reaches the SDK as its typed error with the provider's message; journaled with status`, async () => {
       const client = a.client(ctx.key);
       let err;
@@ -579,6 +579,12 @@ export function providerSuite(ctx, a, test) {
     const res = await rawRequest(`${ctx.baseURL}${r.path}`, { headers: { ...r.headers, ...a.keyHeaders(ctx.key) }, body: r.body });
     assert.equal(res.status, 200, res.text.slice(0, 300));
     assert.equal(res.text, lastRec().response, 'the client gets the provider\'s answer byte for byte');
+    assertNoSpendpolKey(lastRec(), ctx.key);
+    a.assertCredential(lastRec());
+
+    // X-Spendpol-Key works for every provider
+    const res2 = await rawRequest(`${ctx.baseURL}${r.path}`, { headers: { ...r.headers, 'x-spendpol-key': ctx.key }, body: r.body });
+    assert.equal(res2.status, 200, res2.text.slice(0, 300));
     assertNoSpendpolKey(lastRec(), ctx.key);
     a.assertCredential(lastRec());
 
