@@ -34,7 +34,7 @@ esac
 # clang 14 and its libFuzzer runtime, from Debian, only when absent
 need_toolchain() {
     command -v clang >/dev/null 2>&1 || return 0
-    ls /usr/lib/llvm-*/lib/clang/*/lib/linux/libclang_rt.fuzzer-x86_64.a \
+    ls /usr/lib/llvm-*/lib/clang/*/lib/linux/libclang_rt.fuzzer-*.a \
         >/dev/null 2>&1 || return 0
     return 1
 }
@@ -149,7 +149,7 @@ for name in "${TARGETS[@]}"; do
         unset "pids[$done_pid]"
     done
 
-    run_target "$name" &
+    run_target "$name" 2>/dev/null &
     pids[$!]=$name
 done
 
