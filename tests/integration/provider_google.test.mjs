@@ -99,3 +99,20 @@ test('google: streamed with ?key= and alt=sse: the key is stripped, alt=sse kept
   assertRowUsage(row, u, costNano(priceOf('google', 'gemini-2.5-pro'), u));
   assert.equal(res.trailers['x-spendpol-cost'], row.cost_usd);
 });
+
+test('google: :streamGenerateContent without alt=sse (one JSON array) is costed from its last usageMetadata', async () => {
+  ctx.fx.clear();
+  const c = { model: 'gemini-2.5-flash', prompt: `${'Erzähl mir was ✓ 🚀 '.repeat(10)}`, maxTokens: 40 };
+  const res = await rawRequest(`${ctx.baseURL}/v1beta/models/gemini-2.5-flash:streamGenerateContent`, {
+    headers: { 'x-goog-api-key': ctx.key }, body: wireBody(c),
+  });
+  assert.equal(res.status, 200, res.text.slice(0, 300));
+  const rec = ctx.fx.last();
+  assert.equal(res.text, rec.response, 'the array reaches the client byte for byte');
+  const arr = JSON.parse(res.text);
+  assert.equal(arr.map((x) => x.candidates[0].content.parts[0].text).join(''), fixture.replyFor(rec));
+  const u = fixture.billingFor(rec);
+  const row = await auditRow(ctx.s, res.headers['x-spendpol-audit-id']);
+  assertRowUsage(row, u, costNano(priceOf('google', 'gemini-2.5-flash'), u));
+  assert.deepEqual(row.warnings ?? [], []);
+});
