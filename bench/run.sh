@@ -19,6 +19,8 @@
 #   BENCH_SECONDS=10            length of one wrk run
 #   BENCH_REPS=3                interleaved repetitions (0: no table, e.g. soak only)
 #   BENCH_CONFIGS="direct nginx spendpol portkey"
+#                               (also: nokeep, plain nginx without upstream
+#                               keepalive, proxied the way `spendpol on` does)
 #   BENCH_CONNS="1 64"          connection counts (-t1 for c=1, else -t2)
 #   BENCH_KINDS="json sse"
 #   BENCH_WARMUP=2              seconds of warm-up per configuration and kind
@@ -28,6 +30,8 @@
 #   BENCH_PERF=0                1: perf record the Spendpol and plain nginx
 #                               workers at c=64 JSON after the table
 #   BENCH_KEEP=0                1: keep the temp dir (logs, wrk output)
+#   BENCH_HOLD=0                seconds to keep everything running after the
+#                               report, for inspection (endpoints printed)
 #   SPENDPOL_BUILD_DIR=build    where controld and the module come from
 # Results are also written to bench/results/ (not committed).
 set -uo pipefail
@@ -86,7 +90,7 @@ fi
 WORK=$(mktemp -d /tmp/spendpol-bench.XXXXXX)
 chmod 0755 "$WORK"
 SPDATA="$WORK/spendpol"
-MOCK_PID= PLAIN_PID= SP_NGINX_PID= CONTROLD_PID= PORTKEY_PID=
+MOCK_PID= PLAIN_PID= NOKEEP_PID= SP_NGINX_PID= CONTROLD_PID= PORTKEY_PID=
 STARTED_PG=0 STARTED_REDIS=0 WRK_BG=
 CLEANED=0
 
@@ -127,6 +131,7 @@ cleanup() {
     [ $STARTED_REDIS = 1 ] && sp_redis_stop "$SPDATA"
     [ $STARTED_PG = 1 ] && sp_pg_stop "$SPDATA"
     stop_proc "$PLAIN_PID" QUIT 5
+    stop_proc "$NOKEEP_PID" QUIT 5
     stop_proc "$MOCK_PID" QUIT 5
     rm -rf "$(sp_snapshot_dir "$SPDATA")"
     if [ "$KEEP" = 1 ]; then
@@ -273,6 +278,8 @@ setsid /usr/sbin/nginx -p "$WORK/mock/" -c "$WORK/mock/nginx.conf" -e "$WORK/moc
     >>"$WORK/mock/nginx.out" 2>&1 &
 MOCK_PID=$!
 wait_port 127.0.0.1 "$MOCK_PORT" "$MOCK_PID" mock "$WORK/mock/error.log"
+sleep 0.2
+MOCK_WORKERS=$(workers_of "$MOCK_PID")
 
 # ------------------------------------------------------------ plain nginx
 
@@ -310,6 +317,44 @@ EOF
         >>"$WORK/nginx/nginx.out" 2>&1 &
     PLAIN_PID=$!
     wait_port 127.0.0.1 "$PLAIN_PORT" "$PLAIN_PID" "plain nginx" "$WORK/nginx/error.log"
+fi
+
+# ------------------------------------------------------------ plain nginx, no upstream keepalive
+
+# A diagnostic, not in the default set: plain nginx proxying the way
+# `spendpol on` configures the proxy module (proxy_pass to a variable URL,
+# so no upstream keepalive; HTTP/1.1; proxy_buffering off). Its gap to
+# `nginx` is what the missing upstream keepalive costs; Spendpol's gap to it
+# is the module's own work.
+if has "$CONFIGS" nokeep; then
+    NOKEEP_PORT=$(sp_free_port)
+    mkdir -p "$WORK/nokeep"
+    {
+        ngx_head "$WORK/nokeep"
+        cat <<EOF
+http {
+    access_log $WORK/nokeep/access.log;
+$(ngx_temp "$WORK/nokeep")
+    keepalive_requests 10000000;
+    server {
+        listen 127.0.0.1:$NOKEEP_PORT backlog=4096;
+        location / {
+            set \$upstream_url http://127.0.0.1:$MOCK_PORT;
+            proxy_pass \$upstream_url;
+            proxy_http_version 1.1;
+            proxy_buffering off;
+        }
+    }
+}
+EOF
+    } >"$WORK/nokeep/nginx.conf"
+    log "plain nginx without upstream keepalive on 127.0.0.1:$NOKEEP_PORT"
+    /usr/sbin/nginx -t -q -p "$WORK/nokeep/" -c "$WORK/nokeep/nginx.conf" -e "$WORK/nokeep/error.log" \
+        || die "nokeep nginx.conf invalid"
+    setsid /usr/sbin/nginx -p "$WORK/nokeep/" -c "$WORK/nokeep/nginx.conf" -e "$WORK/nokeep/error.log" \
+        >>"$WORK/nokeep/nginx.out" 2>&1 &
+    NOKEEP_PID=$!
+    wait_port 127.0.0.1 "$NOKEEP_PORT" "$NOKEEP_PID" "nokeep nginx" "$WORK/nokeep/error.log"
 fi
 
 # ------------------------------------------------------------ Spendpol
@@ -393,6 +438,7 @@ target() {
     case "$cfg" in
         direct)   T_PORT=$MOCK_PORT;  T_PIDS=$(workers_of "$MOCK_PID") ;;
         nginx)    T_PORT=$PLAIN_PORT; T_PIDS=$(workers_of "$PLAIN_PID") ;;
+        nokeep)   T_PORT=$NOKEEP_PORT; T_PIDS=$(workers_of "$NOKEEP_PID") ;;
         spendpol) T_PORT=$SP_PORT;    T_PIDS=$(workers_of "$SP_NGINX_PID")
                   T_PATH=/v1/openai/chat/completions T_AUTH="Bearer $SP_KEY"
                   T_AUX="$CONTROLD_PID $(pg_pids)" ;;
@@ -410,26 +456,26 @@ mkdir -p "$WORK/wrk"
 # run_wrk CONFIG KIND CONNS SECONDS TAG: one wrk run; prints the result
 # fields "requests rps p50 p99 non2xx sockerr cpu_us aux_us"
 run_wrk() {
-    local cfg=$1 kind=$2 c=$3 secs=$4 tag=$5 t=2 out c0 c1 a0 a1 res
+    local cfg=$1 kind=$2 c=$3 secs=$4 tag=$5 t=2 out c0 c1 a0 a1 m0 m1 res
     [ "$c" -lt 2 ] && t=1
     target "$cfg" "$kind"
     out="$WORK/wrk/$tag-$cfg-$kind-c$c.log"
     # shellcheck disable=SC2086
-    c0=$(cpu_us $T_PIDS); a0=$(cpu_us $T_AUX)
+    c0=$(cpu_us $T_PIDS); a0=$(cpu_us $T_AUX); m0=$(cpu_us $MOCK_WORKERS)
     BENCH_STREAM=$([ "$kind" = sse ] && echo 1 || echo 0) BENCH_PATH=$T_PATH \
     BENCH_AUTH=$T_AUTH BENCH_HEADERS=$T_HEADERS \
         wrk -t"$t" -c"$c" -d"${secs}s" --timeout 10s -s "$BENCH/chat.lua" \
             "http://127.0.0.1:$T_PORT" >"$out" 2>&1
     # shellcheck disable=SC2086
-    c1=$(cpu_us $T_PIDS); a1=$(cpu_us $T_AUX)
+    c1=$(cpu_us $T_PIDS); a1=$(cpu_us $T_AUX); m1=$(cpu_us $MOCK_WORKERS)
     res=$(grep '^BENCH_RESULT' "$out" | tail -n1)
     [ -n "$res" ] || { cat "$out" >&2; die "wrk printed no result ($out)"; }
     local requests rps p50 p99 non2xx connect read write timeout
     eval "$(sed 's/^BENCH_RESULT //; s/\([a-z0-9_]*\)=\([^ ]*\)/local w_\1=\2;/g' <<<"$res")"
     # run_wrk runs in a subshell: Spendpol's answered requests go to a file
     [ "$cfg" = spendpol ] && echo "$w_requests" >>"$WORK/sp-sent"
-    printf '%s %s %s %s %s %s %s %s\n' "$w_requests" "$w_rps" "$w_p50_us" "$w_p99_us" "$w_non2xx" \
-        $((w_connect + w_read + w_write + w_timeout)) $((c1 - c0)) $((a1 - a0))
+    printf '%s %s %s %s %s %s %s %s %s\n' "$w_requests" "$w_rps" "$w_p50_us" "$w_p99_us" "$w_non2xx" \
+        $((w_connect + w_read + w_write + w_timeout)) $((c1 - c0)) $((a1 - a0)) $((m1 - m0))
 }
 
 # ------------------------------------------------------------ Spendpol governs?
@@ -534,10 +580,10 @@ table() {
         k = $2 SUBSEP $3 SUBSEP $4
         if (!(k in seen)) { seen[k] = 1; keys[++nk] = k }
         rps[k] = rps[k] " " $6; p50[k] = p50[k] " " $7; p99[k] = p99[k] " " $8
-        req[k] += $5; err[k] += $9; sock[k] += $10; cpu[k] += $11; aux[k] += $12
+        req[k] += $5; err[k] += $9; sock[k] += $10; cpu[k] += $11; aux[k] += $12; mck[k] += $13
     }
     END {
-        printf "%-9s %-5s %4s %10s %9s %9s %8s %9s %7s %6s\n", "config", "kind", "c", "req/s", "p50 us", "p99 us", "CPU us/r", "ctl+pg/r", "non2xx", "sock"
+        printf "%-9s %-5s %4s %9s %8s %9s %8s %8s %7s %7s %5s\n", "config", "kind", "c", "req/s", "p50 us", "p99 us", "CPU us/r", "ctl+pg/r", "mock/r", "non2xx", "sock"
         nc = split(order, cfgs, " ")
         # kinds and c in first-seen order
         for (i = 1; i <= nk; i++) {
@@ -553,7 +599,8 @@ table() {
                 cu = req[k] ? cpu[k] / req[k] : 0
                 au = (cfgs[ci] == "spendpol" && req[k]) ? sprintf("%.1f", aux[k] / req[k]) : "-"
                 m[k] = median(rps[k]); q[k] = median(p50[k])
-                printf "%-9s %-5s %4s %10.0f %9.0f %9.0f %8.1f %9s %7d %6d\n", cfgs[ci], gf[1], gf[2], m[k], q[k], median(p99[k]), cu, au, err[k], sock[k]
+                mu = req[k] ? sprintf("%.1f", mck[k] / req[k]) : "-"
+                printf "%-9s %-5s %4s %9.0f %8.0f %9.0f %8.1f %8s %7s %7d %5d\n", cfgs[ci], gf[1], gf[2], m[k], q[k], median(p99[k]), cu, au, mu, err[k], sock[k]
                 R[cfgs[ci], gf[1], gf[2]] = m[k]; P[cfgs[ci], gf[1], gf[2]] = q[k]; C[cfgs[ci], gf[1], gf[2]] = cu
             }
         }
@@ -564,12 +611,15 @@ table() {
             s = ""
             if (R["nginx", kd, cc] > 0 && R["spendpol", kd, cc] > 0)
                 s = s sprintf("  spendpol/nginx req/s %.2fx, added p50 %+d us, added CPU %+.1f us/req;", R["spendpol", kd, cc] / R["nginx", kd, cc], P["spendpol", kd, cc] - P["nginx", kd, cc], C["spendpol", kd, cc] - C["nginx", kd, cc])
+            if (R["nokeep", kd, cc] > 0 && R["nginx", kd, cc] > 0)
+                s = s sprintf("  nokeep/nginx req/s %.2fx, CPU %+.1f us/req; spendpol over nokeep CPU %+.1f us/req;", R["nokeep", kd, cc] / R["nginx", kd, cc], C["nokeep", kd, cc] - C["nginx", kd, cc], C["spendpol", kd, cc] - C["nokeep", kd, cc])
             if (R["portkey", kd, cc] > 0 && R["spendpol", kd, cc] > 0)
                 s = s sprintf("  spendpol/portkey req/s %.1fx", R["spendpol", kd, cc] / R["portkey", kd, cc])
             if (s != "") printf "  %-4s c=%-3s%s\n", kd, cc, s
         }
         print ""
-        print "targets (issue 5):"
+        for (k in err) { split(k, f, SUBSEP); if (f[1] == "spendpol" && err[k] > 0) bad = 1 }
+        print "targets (issue 5):" (bad ? " NOT VALID: Spendpol answered non-2xx responses (see the audit line for their codes)" : "")
         if (R["nginx", "json", 64] > 0 && R["spendpol", "json", 64] > 0) {
             r = R["spendpol", "json", 64] / R["nginx", "json", 64]
             printf "  >= 0.8x plain nginx req/s at c=64 JSON:   %.2fx  %s\n", r, (r >= 0.8 ? "MET" : "MISSED")
@@ -594,6 +644,7 @@ if [ "$REPS" -gt 0 ]; then
         echo
         echo "CPU us/r: the proxy's own CPU (nginx workers, or the node process) per request, from /proc/<pid>/stat"
         echo "ctl+pg/r: controld and PostgreSQL CPU per Spendpol request (journal ingest), on the same 2 cores"
+        echo "mock/r: the mock upstream's CPU per request (a new upstream connection per request costs it too)"
         echo "non2xx: wrk's responses with status >= 400 (all repetitions); sock: connect/read/write/timeout errors"
     } >"$OUTFILE"
 fi
@@ -612,9 +663,9 @@ if [ "$PERF" = 1 ] && command -v perf >/dev/null; then
         sleep 0.5
         run_wrk "$cfg" json 64 "$SECS" perf >/dev/null
         wait "$perf_pid"
-        perf report -i "$WORK/perf-$cfg.data" --stdio --no-children --sort dso,sym --percent-limit 0.7 2>/dev/null \
-            | grep -v '^$' | grep -v '^#' | grep '%' | head -n 60 >"$RESULTS/perf-$STAMP-$cfg.txt"
-        perf report -i "$WORK/perf-$cfg.data" --stdio --no-children --sort dso 2>/dev/null \
+        perf report -i "$WORK/perf-$cfg.data" --stdio --no-children -g none --sort dso,sym --percent-limit 0.4 2>/dev/null \
+            | grep -v '^$' | grep -v '^#' | grep '%' | head -n 80 >"$RESULTS/perf-$STAMP-$cfg.txt"
+        perf report -i "$WORK/perf-$cfg.data" --stdio --no-children -g none --sort dso 2>/dev/null \
             | grep '%' | grep -v '^#' | head -n 15 >"$RESULTS/perf-$STAMP-$cfg-dso.txt"
         log "perf: $RESULTS/perf-$STAMP-$cfg.txt"
     done
@@ -645,7 +696,8 @@ if [ "$SOAK" -gt 0 ] && [ -n "$SP_KEY" ]; then
         for p in $wpids $CONTROLD_PID; do line="$line $(rss "$p")"; done
         echo "$line" >>"$WORK/rss.tsv"
         [ $t -ge "$SOAK" ] && break
-        sleep "$SOAK_INTERVAL"
+        sleep "$SOAK_INTERVAL" &
+        wait $!
         t=$((t + SOAK_INTERVAL))
     done
     for p in $WRK_BG; do wait "$p"; done
@@ -698,6 +750,14 @@ if [ -n "$SP_KEY" ]; then
     AUDIT_LINE="audit: $n rows in audit_logs ($ok 2xx, $bad other) for $SP_SENT requests that wrk and curl counted as answered ($(( n - SP_SENT )) more)"
     AUDIT_LINE="$AUDIT_LINE"$'\n'"  by status: $bystatus (499: requests in flight when a wrk run stopped, journaled as the client gone)"
     AUDIT_LINE="$AUDIT_LINE"$'\n'"  gateway_us (the module's own time per request, from the audit rows), 200s: $gw"
+    if [ "${bad:-0}" != 0 ] && grep -q '^429' <<<"$(tr ',' '\n' <<<"$bystatus")"; then
+        # what limit refused them: one more request shows OpenAI's headers
+        rl=$(curl -s -D - -o /dev/null "http://127.0.0.1:$SP_PORT/v1/openai/chat/completions" \
+             -H "Authorization: Bearer $SP_KEY" -H 'Content-Type: application/json' \
+             -d '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}],"max_tokens":8}' \
+             | tr -d '\r' | grep -i '^x-ratelimit-limit\|^HTTP/' | paste -sd' ' -)
+        AUDIT_LINE="$AUDIT_LINE"$'\n'"  WARNING: 429s from a rate limit nobody set (the admin API sets none); a request now: $rl"
+    fi
     if [ -n "$BUDGET_ID" ]; then
         sp=$(curl -s -H "Authorization: Bearer $SP_ADMIN" "$SP_API/budgets/$BUDGET_ID/spend")
         AUDIT_LINE="$AUDIT_LINE"$'\n'"budget: GET /budgets/$BUDGET_ID/spend -> $sp; audit_logs sum(cost_nano) $costn"
@@ -720,4 +780,9 @@ fi
 } | tee "$RESULTS/report-$STAMP.txt"
 [ "$REPS" -gt 0 ] && cp "$RESULTS/report-$STAMP.txt" "$OUTFILE"
 log "report: $RESULTS/report-$STAMP.txt"
+if [ "${BENCH_HOLD:-0}" -gt 0 ]; then
+    log "holding the stack ${BENCH_HOLD}s for inspection: mock :$MOCK_PORT${PLAIN_PORT:+ nginx :$PLAIN_PORT}${SP_PORT:+ spendpol :$SP_PORT api :$API_PORT pg :$PG_PORT key $SP_KEY admin $SP_ADMIN}${PK_PORT:+ portkey :$PK_PORT} data $WORK"
+    sleep "$BENCH_HOLD" &
+    wait $!
+fi
 exit 0
