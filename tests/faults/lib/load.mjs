@@ -40,7 +40,7 @@ function headerOf(e, name) {
  * ok: 200 and (stream) every chunk through to finish_reason 'stop'.
  */
 export async function oneRequest(client, body, i, { headers } = {}) {
-  const rec = { i, stream: !!body.stream, status: 0, id: null, cost: null, ok: false, t0: Date.now() };
+  const rec = { i, stream: !!body.stream, status: 0, id: null, cost: null, ok: false, t0: Date.now(), content: body.messages[0].content };
   rec.expectedNano = expectedCostNano(MODEL, fixtureUsage(body));
   let response;
   try {
@@ -64,7 +64,8 @@ export async function oneRequest(client, body, i, { headers } = {}) {
     }
   } catch (e) {
     rec.phase = response ? 'stream' : 'request';
-    rec.error = `${e?.constructor?.name}: ${e?.message}`.slice(0, 300);
+    const cause = e?.cause ? ` (cause: ${e.cause.code ?? ''} ${e.cause.message ?? ''}${e.cause.cause ? ` / ${e.cause.cause.code ?? ''} ${e.cause.cause.message ?? ''}` : ''})` : '';
+    rec.error = `${e?.constructor?.name}: ${e?.message}${cause}`.slice(0, 300);
     if (!response) {
       rec.status = e?.status ?? 0;
       rec.id = headerOf(e, 'x-spendpol-audit-id');
@@ -81,7 +82,7 @@ export async function oneRequest(client, body, i, { headers } = {}) {
  * trailers). Same record as oneRequest, raw: true.
  */
 export function rawStreamRequest(url, key, body, i, { headers = {} } = {}) {
-  const rec = { i, stream: true, raw: true, status: 0, id: null, cost: null, ok: false, t0: Date.now() };
+  const rec = { i, stream: true, raw: true, status: 0, id: null, cost: null, ok: false, t0: Date.now(), content: body.messages[0].content };
   rec.expectedNano = expectedCostNano(MODEL, fixtureUsage(body));
   const u = new URL(`${url}/chat/completions`);
   const payload = Buffer.from(JSON.stringify(body));
@@ -185,6 +186,25 @@ export function assertAnswered(results, { min = 20, allowed = () => false, what 
   assert.equal(bad.length, 0, `${bad.length} of ${results.length} requests failed during ${what}:\n${summarize(bad)}`);
   const noId = results.filter((r) => r.status === 200 && !r.id);
   assert.equal(noId.length, 0, `${noId.length} answers without X-Spendpol-Audit-Id`);
+}
+
+/**
+ * The keep-alive race: the server closed an idle persistent connection
+ * (e.g. an nginx worker exiting gracefully after a reload) just as the
+ * client sent its next request on it. No response at all, "other side
+ * closed" / "socket hang up". Such a request must never have reached the
+ * provider (checked against the fixture's log by notForwarded()).
+ */
+export function keepAliveRace(r) {
+  return !r.ok && r.status === 0 && r.phase === 'request' && !r.id
+    && /other side closed|socket hang up|ECONNRESET/.test(r.error ?? '');
+}
+
+/** The fixture never received these requests (their prompt is unique). */
+export function assertNotForwarded(s, recs) {
+  const seen = s.fixture.completions().map((q) => q.body);
+  const reached = recs.filter((r) => seen.some((b) => b.includes(JSON.stringify(r.content).slice(1, -1))));
+  assert.deepEqual(reached.map((r) => `#${r.i} ${r.error}`), [], 'requests that failed without any answer reached the provider');
 }
 
 /** Every audit row, pages of 1000. */
