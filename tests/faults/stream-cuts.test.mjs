@@ -5,6 +5,7 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import http from 'node:http';
 import { useStack, sleep, waitFor } from '../integration/lib/stack.mjs';
 import {
   startLoad, assertAnswered, verifyAudit, budgetedKey, assertBudgetSpend, loadBody, allRows, MODEL,
@@ -101,6 +102,30 @@ test('client gone before the provider answered: the request is still audited', a
   assert.equal(ids.size, rows.length, 'no duplicate rows');
 });
 
+/** A JSON request the fixture resets mid-body, over node:http: what arrived. */
+function rawJsonReset(s, key, body) {
+  const u = new URL(`${s.openaiBaseURL}/chat/completions`);
+  const payload = Buffer.from(JSON.stringify(body));
+  return new Promise((resolve) => {
+    const out = { status: 0, id: null, contentLength: null, got: 0 };
+    const req = http.request({
+      host: u.hostname, port: u.port, path: u.pathname, method: 'POST', timeout: 10_000,
+      headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json', 'content-length': payload.length, 'x-fixture-mode': 'reset' },
+    }, (res) => {
+      out.status = res.statusCode;
+      out.id = res.headers['x-spendpol-audit-id'] ?? null;
+      out.contentLength = res.headers['content-length'] ?? null;
+      res.on('data', (d) => { out.got += d.length; });
+      res.on('error', (e) => { out.error = e.message; });
+      res.on('aborted', () => { out.error = out.error ?? 'aborted'; });
+      res.on('close', () => resolve(out));
+    });
+    req.on('timeout', () => req.destroy(new Error('timeout')));
+    req.on('error', (e) => { out.error = e.message; resolve(out); });
+    req.end(payload);
+  });
+}
+
 async function resetRun(t, tag, stream) {
   const bg = await budgetedKey(s, `bg-${tag}`);
   const cut = await budgetedKey(s, tag);
@@ -154,6 +179,16 @@ test('upstream resets mid-body (JSON): one audit row each, and the row says the 
     return rows.length >= cutRes.length;
   }, { timeout: 15_000, interval: 250, message: `${cutRes.length} rows` }).catch(() => {});
   t.diagnostic(`reset JSON rows: ${tally(rows, (r) => `status ${r.status} error_code ${r.error_code || '-'} warnings ${JSON.stringify(r.warnings)} output_tokens ${r.output_tokens} cost>0 ${BigInt(r.cost_nano) > 0n}`)}`);
+  // what exactly a client gets, seen over node:http
+  const raw = [];
+  for (let i = 0; i < 3; i++) raw.push(await rawJsonReset(s, cut.key, loadBody('reset-raw', i, false)));
+  t.diagnostic(`reset JSON over node:http: ${JSON.stringify(raw)}`);
+  for (const r of raw.filter((x) => x.id)) {
+    const row = await s.waitAuditRow(r.id);
+    t.diagnostic(`  ${r.id}: client status ${r.status}, ${r.got}/${r.contentLength} body bytes, ${r.error ?? 'no error'}; row status ${row.status} error_code ${JSON.stringify(row.error_code)} tokens ${row.input_tokens}/${row.output_tokens} cost_nano ${row.cost_nano}`);
+  }
+  rows = (await allRows(s)).filter((r) => r.api_key_id === cut.keyId && !(r.status === 400 && r.error_code === 'invalid_json')
+    && !raw.some((x) => x.id === r.id));
   assert.equal(new Set(rows.map((r) => r.id)).size, rows.length, 'no duplicate rows');
   assert.equal(rows.length, cutRes.length, 'one audit row per reset request');
   for (const r of rows) assert.ok(BigInt(r.cost_nano) >= 0n);
