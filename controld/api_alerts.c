@@ -11,6 +11,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <openssl/crypto.h>
+
 #include "controld.h"
 
 
@@ -90,6 +92,358 @@ cd_alert_unpriced_key(const char *provider, const char *model, char *out,
     n = snprintf(out, outlen, "unpriced_model:%s:%s", provider, model);
 
     return n < 0 || (size_t) n >= outlen ? CD_ERROR : CD_OK;
+}
+
+
+/* ---- alert rules: pure validation (unit tested) ----------------------- */
+
+static const char  *cd_alert_rule_types[] = {
+    "budget_threshold", "spend_spike", "error_rate", "unpriced_model", NULL
+};
+
+
+const char *
+cd_alert_rule_type_parse(const char *name)
+{
+    size_t  i;
+
+    for (i = 0; cd_alert_rule_types[i] != NULL; i++) {
+        if (strcmp(name, cd_alert_rule_types[i]) == 0) {
+            return cd_alert_rule_types[i];
+        }
+    }
+
+    return NULL;
+}
+
+
+/* an integer parameter into out (defaulted when absent) */
+static int
+cd_rule_int(json_t *params, json_t *out, const char *name, json_int_t def,
+    json_int_t min, json_int_t max, cd_field_error_t *err)
+{
+    char         field[64];
+    json_t      *v;
+    json_int_t   n;
+
+    snprintf(field, sizeof(field), "params.%s", name);
+    v = params ? json_object_get(params, name) : NULL;
+
+    if (v == NULL || json_is_null(v)) {
+        n = def;
+
+    } else if (!json_is_integer(v)) {
+        return cd_field_error(err, 400, "invalid_type", "params",
+                              "%s must be an integer", field);
+
+    } else {
+        n = json_integer_value(v);
+
+        if (n < min || n > max) {
+            return cd_field_error(err, 422, "invalid_rule_param", "params",
+                                  "%s must be between %lld and %lld", field,
+                                  (long long) min, (long long) max);
+        }
+    }
+
+    if (json_object_set_new(out, name, json_integer(n)) != 0) {
+        return cd_field_error(err, 500, "out_of_memory", "params",
+                              "out of memory");
+    }
+
+    return CD_OK;
+}
+
+
+static int
+cd_rule_params(const char *type, json_t *params, json_t *out,
+    cd_field_error_t *err)
+{
+    double       factor;
+    json_t      *v;
+    const char  *key, *budget;
+
+    static const char  *allowed_budget[] = { "budget_id", NULL };
+    static const char  *allowed_spike[] = {
+        "window_minutes", "factor", "baseline_windows", NULL
+    };
+    static const char  *allowed_error[] = {
+        "window_minutes", "threshold_percent", "min_requests", NULL
+    };
+    static const char  *allowed_none[] = { NULL };
+
+    const char  *const *allowed;
+    size_t       i;
+
+    if (params != NULL && !json_is_null(params) && !json_is_object(params)) {
+        return cd_field_error(err, 400, "invalid_type", "params",
+                              "params must be an object");
+    }
+
+    if (params != NULL && json_is_null(params)) {
+        params = NULL;
+    }
+
+    if (strcmp(type, "budget_threshold") == 0) {
+        allowed = allowed_budget;
+    } else if (strcmp(type, "spend_spike") == 0) {
+        allowed = allowed_spike;
+    } else if (strcmp(type, "error_rate") == 0) {
+        allowed = allowed_error;
+    } else {
+        allowed = allowed_none;
+    }
+
+    if (params != NULL) {
+        json_object_foreach(params, key, v) {
+            for (i = 0; allowed[i] != NULL; i++) {
+                if (strcmp(key, allowed[i]) == 0) {
+                    break;
+                }
+            }
+
+            if (allowed[i] == NULL) {
+                return cd_field_error(err, 400, "unknown_field", "params",
+                                      "params.%.64s is not a parameter of "
+                                      "%s rules", key, type);
+            }
+        }
+    }
+
+    if (strcmp(type, "spend_spike") == 0) {
+        if (cd_rule_int(params, out, "window_minutes", 60, 1, 1440, err)
+            != CD_OK
+            || cd_rule_int(params, out, "baseline_windows", 24, 1, 168, err)
+               != CD_OK)
+        {
+            return CD_ERROR;
+        }
+
+        v = params ? json_object_get(params, "factor") : NULL;
+
+        if (v == NULL || json_is_null(v)) {
+            factor = 3;
+
+        } else if (!json_is_number(v)) {
+            return cd_field_error(err, 400, "invalid_type", "params",
+                                  "params.factor must be a number");
+
+        } else {
+            factor = json_number_value(v);
+
+            if (!(factor > 1 && factor <= 1000)) {
+                return cd_field_error(err, 422, "invalid_rule_param",
+                                      "params", "params.factor must be "
+                                      "greater than 1 and at most 1000");
+            }
+        }
+
+        if (json_object_set_new(out, "factor", json_real(factor)) != 0) {
+            return cd_field_error(err, 500, "out_of_memory", "params",
+                                  "out of memory");
+        }
+
+        return CD_OK;
+    }
+
+    if (strcmp(type, "error_rate") == 0) {
+        if (cd_rule_int(params, out, "window_minutes", 5, 1, 1440, err)
+            != CD_OK
+            || cd_rule_int(params, out, "threshold_percent", 20, 1, 100, err)
+               != CD_OK
+            || cd_rule_int(params, out, "min_requests", 20, 1, 1000000, err)
+               != CD_OK)
+        {
+            return CD_ERROR;
+        }
+
+        return CD_OK;
+    }
+
+    if (strcmp(type, "budget_threshold") == 0 && params != NULL) {
+        v = json_object_get(params, "budget_id");
+
+        if (v != NULL && !json_is_null(v)) {
+            budget = json_string_value(v);
+
+            if (budget == NULL) {
+                return cd_field_error(err, 400, "invalid_type", "params",
+                                      "params.budget_id must be a string");
+            }
+
+            if (!cd_id_valid(CD_BUDGET_ID_PREFIX, budget)) {
+                return cd_field_error(err, 422, "invalid_rule_param",
+                                      "params", "params.budget_id must be "
+                                      "a budget id (bud_ followed by 24 hex "
+                                      "characters)");
+            }
+
+            if (json_object_set_new(out, "budget_id", json_string(budget))
+                != 0)
+            {
+                return cd_field_error(err, 500, "out_of_memory", "params",
+                                      "out of memory");
+            }
+        }
+    }
+
+    return CD_OK;
+}
+
+
+static int
+cd_rule_webhook(json_t *webhook, cd_alert_rule_input_t *in,
+    cd_field_error_t *err)
+{
+    json_t      *v;
+    cd_url_t     u;
+    const char  *key, *format;
+
+    if (webhook == NULL || json_is_null(webhook)) {
+        return CD_OK;
+    }
+
+    if (!json_is_object(webhook)) {
+        return cd_field_error(err, 400, "invalid_type", "webhook",
+                              "webhook must be an object with url and "
+                              "format");
+    }
+
+    json_object_foreach(webhook, key, v) {
+        if (strcmp(key, "url") != 0 && strcmp(key, "format") != 0) {
+            return cd_field_error(err, 400, "unknown_field", "webhook",
+                                  "webhook.%.64s is not a known field (url,"
+                                  " format)", key);
+        }
+    }
+
+    v = json_object_get(webhook, "url");
+
+    if (v == NULL || json_is_null(v)) {
+        return cd_field_error(err, 422, "missing_field", "webhook.url",
+                              "webhook.url is required");
+    }
+
+    in->url = json_string_value(v);
+
+    if (in->url == NULL) {
+        return cd_field_error(err, 400, "invalid_type", "webhook.url",
+                              "webhook.url must be a string");
+    }
+
+    if (cd_url_parse(in->url, &u) != CD_OK) {
+        in->url = NULL;
+        return cd_field_error(err, 422, "invalid_webhook_url", "webhook.url",
+                              "webhook.url must be an http:// or https:// "
+                              "URL with a host name (at most %d characters)",
+                              CD_URL_MAX);
+    }
+
+    OPENSSL_cleanse(u.userinfo, sizeof(u.userinfo));
+
+    v = json_object_get(webhook, "format");
+    in->format = "json";
+
+    if (v != NULL && !json_is_null(v)) {
+        format = json_string_value(v);
+
+        if (format == NULL) {
+            return cd_field_error(err, 400, "invalid_type", "webhook.format",
+                                  "webhook.format must be a string");
+        }
+
+        if (strcmp(format, "json") == 0) {
+            in->format = "json";
+
+        } else if (strcmp(format, "slack") == 0) {
+            in->format = "slack";
+
+        } else {
+            return cd_field_error(err, 422, "invalid_webhook_format",
+                                  "webhook.format", "webhook.format must be"
+                                  " \"json\" or \"slack\"");
+        }
+    }
+
+    return CD_OK;
+}
+
+
+int
+cd_alert_rule_parse(json_t *body, cd_alert_rule_input_t *in,
+    cd_field_error_t *err)
+{
+    json_t      *v;
+    const char  *type;
+
+    memset(in, 0, sizeof(cd_alert_rule_input_t));
+
+    v = json_object_get(body, "type");
+
+    if (v == NULL || json_is_null(v)) {
+        return cd_field_error(err, 422, "missing_field", "type",
+                              "type is required: budget_threshold, "
+                              "spend_spike, error_rate or unpriced_model");
+    }
+
+    type = json_string_value(v);
+
+    if (type == NULL) {
+        return cd_field_error(err, 400, "invalid_type", "type",
+                              "type must be a string");
+    }
+
+    in->type = cd_alert_rule_type_parse(type);
+
+    if (in->type == NULL) {
+        return cd_field_error(err, 422, "invalid_alert_type", "type",
+                              "type must be budget_threshold, spend_spike, "
+                              "error_rate or unpriced_model");
+    }
+
+    in->params = json_object();
+    if (in->params == NULL) {
+        return cd_field_error(err, 500, "out_of_memory", "params",
+                              "out of memory");
+    }
+
+    if (cd_rule_params(in->type, json_object_get(body, "params"),
+                       in->params, err) != CD_OK
+        || cd_rule_webhook(json_object_get(body, "webhook"), in, err)
+           != CD_OK)
+    {
+        json_decref(in->params);
+        in->params = NULL;
+        return CD_ERROR;
+    }
+
+    return CD_OK;
+}
+
+
+json_t *
+cd_alert_slack_payload(json_t *alert)
+{
+    char        *text;
+    json_t      *out;
+    const char  *severity, *type, *message, *id;
+
+    severity = json_string_value(json_object_get(alert, "severity"));
+    type = json_string_value(json_object_get(alert, "type"));
+    message = json_string_value(json_object_get(alert, "message"));
+    id = json_string_value(json_object_get(alert, "id"));
+
+    if (asprintf(&text, "[Spendpol %s] %s: %s (alert %s)",
+                 severity ? severity : "alert", type ? type : "alert",
+                 message ? message : "", id ? id : "?") < 0)
+    {
+        return NULL;
+    }
+
+    out = json_pack("{s:s}", "text", text);
+    free(text);
+
+    return out;
 }
 
 
@@ -323,6 +677,324 @@ cd_api_alerts_acknowledge(cd_request_t *r)
         } else {
             json_decref(alert);
         }
+    }
+
+    PQclear(res);
+    cd_request_end(r, c);
+}
+
+
+/* GET /alerts/{id}: the alert and every webhook delivery attempt */
+void
+cd_api_alerts_get(cd_request_t *r)
+{
+    int            i;
+    json_t        *alert, *deliveries, *item;
+    PGresult      *res, *att;
+    const char    *params[1], *v;
+    cd_db_conn_t  *c;
+
+    if (!cd_alert_id_valid(r->params[0])) {
+        cd_respond_error(r, 404, "not_found_error", "alert_not_found", "id",
+                         "no alert %.64s (alert ids are alr_ followed by "
+                         "24 hex characters)", r->params[0]);
+        return;
+    }
+
+    c = cd_request_begin(r);
+    if (c == NULL) {
+        return;
+    }
+
+    params[0] = r->params[0];
+    att = NULL;
+
+    res = cd_db_exec(c, "SELECT " CD_ALERT_COLUMNS " FROM alerts"
+                        " WHERE id = $1", 1, params);
+    if (res == NULL) {
+        cd_respond_statement_error(r, c);
+        goto done;
+    }
+
+    if (PQntuples(res) == 0) {
+        cd_respond_error(r, 404, "not_found_error", "alert_not_found", "id",
+                         "no alert %s", r->params[0]);
+        goto done;
+    }
+
+    att = cd_db_exec(c, "SELECT rule_id, attempt, status_code, error, "
+                        CD_SQL_TS("at") " FROM alert_deliveries"
+                        " WHERE alert_id = $1 ORDER BY at, id",
+                     1, params);
+    if (att == NULL) {
+        cd_respond_statement_error(r, c);
+        goto done;
+    }
+
+    alert = cd_alert_json(res, 0);
+    deliveries = json_array();
+
+    if (alert == NULL || deliveries == NULL
+        || json_object_set_new(alert, "deliveries", deliveries) != 0)
+    {
+        json_decref(alert);
+        cd_respond(r, 500, NULL);
+        goto done;
+    }
+
+    for (i = 0; i < PQntuples(att); i++) {
+        v = cd_db_value(att, i, 2);
+
+        item = json_pack("{s:s, s:I, s:o, s:o, s:s}",
+                         "rule_id", PQgetvalue(att, i, 0),
+                         "attempt",
+                         (json_int_t) strtoll(PQgetvalue(att, i, 1), NULL,
+                                              10),
+                         "status_code",
+                         v ? json_integer(strtoll(v, NULL, 10))
+                           : json_null(),
+                         "error",
+                         cd_db_value(att, i, 3)
+                           ? json_string(cd_db_value(att, i, 3))
+                           : json_null(),
+                         "at", PQgetvalue(att, i, 4));
+
+        if (item == NULL || json_array_append_new(deliveries, item) != 0) {
+            json_decref(alert);
+            cd_respond(r, 500, NULL);
+            goto done;
+        }
+    }
+
+    cd_respond(r, 200, alert);
+
+done:
+
+    PQclear(res);
+    PQclear(att);
+    cd_request_end(r, c);
+}
+
+
+/* ---- /alerts/rules ---------------------------------------------------- */
+
+#define CD_RULE_COLUMNS                                                      \
+    "id, type, params::text, webhook_url, webhook_format, "                  \
+    CD_SQL_TS("created_at") ", " CD_SQL_US("created_at")
+
+static const char  *cd_alert_rule_fields[] = {
+    "type", "params", "webhook", NULL
+};
+
+
+static json_t *
+cd_alert_rule_json(PGresult *res, int row)
+{
+    char        redacted[CD_URL_MAX + 64];
+    json_t      *obj, *params, *webhook;
+    const char  *url;
+
+    params = json_loads(PQgetvalue(res, row, 2), 0, NULL);
+    if (params == NULL) {
+        return NULL;
+    }
+
+    url = cd_db_value(res, row, 3);
+
+    if (url != NULL) {
+        cd_url_redact(url, redacted, sizeof(redacted));
+        webhook = json_pack("{s:s, s:s}", "url", redacted,
+                            "format", PQgetvalue(res, row, 4));
+    } else {
+        webhook = json_null();
+    }
+
+    if (webhook == NULL) {
+        json_decref(params);
+        return NULL;
+    }
+
+    obj = json_pack("{s:s, s:s, s:o, s:o, s:s}",
+                    "id", PQgetvalue(res, row, 0),
+                    "type", PQgetvalue(res, row, 1),
+                    "params", params,
+                    "webhook", webhook,
+                    "created_at", PQgetvalue(res, row, 5));
+
+    return obj;
+}
+
+
+static int
+cd_alert_rule_id_param(cd_request_t *r)
+{
+    if (!cd_id_valid(CD_ALERT_RULE_ID_PREFIX, r->params[0])) {
+        cd_respond_error(r, 404, "not_found_error", "alert_rule_not_found",
+                         "id", "no alert rule %.64s (rule ids are arl_ "
+                         "followed by 24 hex characters)", r->params[0]);
+        return CD_ERROR;
+    }
+
+    return CD_OK;
+}
+
+
+void
+cd_api_alert_rules_create(cd_request_t *r)
+{
+    char                   id[CD_ID_MAX], redacted[CD_URL_MAX + 64];
+    char                  *params_text;
+    json_t                *body, *rule;
+    PGresult              *res;
+    const char            *params[5];
+    cd_db_conn_t          *c;
+    cd_field_error_t       err;
+    cd_alert_rule_input_t  in;
+
+    body = cd_request_json(r, cd_alert_rule_fields);
+    if (body == NULL) {
+        return;
+    }
+
+    if (cd_alert_rule_parse(body, &in, &err) != CD_OK) {
+        cd_respond_error(r, err.status, "invalid_request_error", err.code,
+                         err.field, "%s", err.message);
+        json_decref(body);
+        return;
+    }
+
+    params_text = json_dumps(in.params, JSON_COMPACT | JSON_SORT_KEYS);
+    json_decref(in.params);
+
+    if (params_text == NULL
+        || cd_random_id(CD_ALERT_RULE_ID_PREFIX, CD_RANDOM_ID_BYTES, id)
+           != CD_OK)
+    {
+        free(params_text);
+        cd_respond_error(r, 500, "api_error", "internal_error", NULL,
+                         "could not create the rule");
+        json_decref(body);
+        return;
+    }
+
+    params[0] = id;
+    params[1] = in.type;
+    params[2] = params_text;
+    params[3] = in.url;
+    params[4] = in.url ? in.format : NULL;
+
+    c = cd_request_begin(r);
+    if (c == NULL) {
+        free(params_text);
+        json_decref(body);
+        return;
+    }
+
+    res = cd_db_exec(c, "INSERT INTO alert_rules (id, org_id, type, params,"
+                        " webhook_url, webhook_format) VALUES ($1,"
+                        " current_setting('spendpol.org_id'), $2,"
+                        " $3::jsonb, $4, $5) RETURNING " CD_RULE_COLUMNS,
+                     5, params);
+
+    if (res == NULL) {
+        cd_respond_statement_error(r, c);
+
+    } else {
+        rule = cd_alert_rule_json(res, 0);
+
+        if (cd_request_commit(r, c) == CD_OK) {
+            if (in.url != NULL) {
+                cd_url_redact(in.url, redacted, sizeof(redacted));
+            }
+
+            cd_log_info(CD_ALERTS_SUBJECT, "rule %s (%s) created org=%s "
+                        "webhook=%s", id, in.type, r->org_id,
+                        in.url ? redacted : "none");
+            cd_respond(r, 201, rule);
+
+        } else {
+            json_decref(rule);
+        }
+    }
+
+    PQclear(res);
+    free(params_text);
+    cd_request_end(r, c);
+    json_decref(body);
+}
+
+
+void
+cd_api_alert_rules_list(cd_request_t *r)
+{
+    int            i;
+    json_t        *data, *item;
+    PGresult      *res;
+    cd_db_conn_t  *c;
+
+    c = cd_request_begin(r);
+    if (c == NULL) {
+        return;
+    }
+
+    res = cd_db_exec(c, "SELECT " CD_RULE_COLUMNS " FROM alert_rules"
+                        " ORDER BY created_at DESC, id DESC LIMIT 1000",
+                     0, NULL);
+    if (res == NULL) {
+        cd_respond_statement_error(r, c);
+        cd_request_end(r, c);
+        return;
+    }
+
+    data = json_array();
+
+    for (i = 0; data != NULL && i < PQntuples(res); i++) {
+        item = cd_alert_rule_json(res, i);
+
+        if (item == NULL || json_array_append_new(data, item) != 0) {
+            json_decref(data);
+            data = NULL;
+        }
+    }
+
+    PQclear(res);
+    cd_request_end(r, c);
+    cd_respond(r, 200, data ? json_pack("{s:o}", "data", data) : NULL);
+}
+
+
+void
+cd_api_alert_rules_delete(cd_request_t *r)
+{
+    PGresult      *res;
+    const char    *params[1];
+    cd_db_conn_t  *c;
+
+    if (cd_alert_rule_id_param(r) != CD_OK) {
+        return;
+    }
+
+    c = cd_request_begin(r);
+    if (c == NULL) {
+        return;
+    }
+
+    params[0] = r->params[0];
+    res = cd_db_exec(c, "DELETE FROM alert_rules WHERE id = $1"
+                        " RETURNING id", 1, params);
+
+    if (res == NULL) {
+        cd_respond_statement_error(r, c);
+
+    } else if (PQntuples(res) == 0) {
+        cd_respond_error(r, 404, "not_found_error", "alert_rule_not_found",
+                         "id", "no alert rule %s", r->params[0]);
+
+    } else if (cd_request_commit(r, c) == CD_OK) {
+        cd_log_info(CD_ALERTS_SUBJECT, "rule %s deleted org=%s",
+                    r->params[0], r->org_id);
+        cd_respond(r, 200, json_pack("{s:s, s:b}", "id", r->params[0],
+                                     "deleted", 1));
     }
 
     PQclear(res);

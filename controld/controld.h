@@ -721,7 +721,101 @@ int cd_alert_unpriced_key(const char *provider, const char *model,
     char *out, size_t outlen) CD_CHECK;
 
 void cd_api_alerts_list(cd_request_t *r);
+void cd_api_alerts_get(cd_request_t *r);
 void cd_api_alerts_acknowledge(cd_request_t *r);
+
+
+/* ---- alert rules (api_alerts.c) --------------------------------------- */
+
+#define CD_ALERT_RULE_ID_PREFIX  "arl_"
+
+/* a validated POST /alerts/rules body */
+typedef struct {
+    const char  *type;         /* "budget_threshold" ... (static) */
+    json_t      *params;       /* normalised, defaults filled; owned */
+    const char  *url;          /* NULL: no webhook; points into body */
+    const char  *format;       /* "json" or "slack" (static), or NULL */
+} cd_alert_rule_input_t;
+
+/* "budget_threshold" ... -> the same static string, or NULL */
+const char *cd_alert_rule_type_parse(const char *name);
+
+/* the whole body; on success in->params must be json_decref'ed */
+int cd_alert_rule_parse(json_t *body, cd_alert_rule_input_t *in,
+    cd_field_error_t *err) CD_CHECK;
+
+/* the Slack-compatible payload {"text": "..."} of an alert object */
+json_t *cd_alert_slack_payload(json_t *alert);
+
+void cd_api_alert_rules_create(cd_request_t *r);
+void cd_api_alert_rules_list(cd_request_t *r);
+void cd_api_alert_rules_delete(cd_request_t *r);
+
+
+/* ---- webhook.c -------------------------------------------------------- */
+
+#define CD_URL_MAX                   2048
+#define CD_WEBHOOK_TIMEOUT_MS        5000
+#define CD_WEBHOOK_ATTEMPTS          5
+#define CD_WEBHOOK_BACKOFF_BASE_MS   1000LL
+#define CD_WEBHOOK_BACKOFF_MAX_MS    60000LL
+
+typedef struct {
+    int       https;
+    int       ipv6;              /* host was [v6] */
+    int       explicit_port;
+    uint16_t  port;
+    char      host[256];
+    char      userinfo[256];     /* "user:password" or "" */
+    char      path[CD_URL_MAX + 2];   /* path and query, "/" at least */
+} cd_url_t;
+
+/* http(s)://[userinfo@]host[:port][/path][?query][#fragment] */
+int cd_url_parse(const char *url, cd_url_t *u) CD_CHECK;
+
+/* scheme://host[:port]/path: no userinfo, query or fragment */
+void cd_url_redact(const char *url, char *out, size_t outlen);
+
+/* the wait after failed attempt n (1-based): 1 s, 2 s, 4 s ... capped */
+int64_t cd_webhook_backoff_ms(int attempt);
+
+/* the status code of "HTTP/1.x NNN ..." */
+int cd_http_status_parse(const char *buf, size_t len, int *status)
+    CD_CHECK;
+
+/*
+ * POSTs body as application/json within timeout_ms (connect, send and
+ * status line). CD_OK with *status set when an answer came, else
+ * CD_ERROR with err naming what failed (never the URL's credentials).
+ */
+int cd_webhook_post(const cd_url_t *u, const char *body, size_t len,
+    unsigned timeout_ms, int *status, char *err, size_t errlen) CD_CHECK;
+
+
+/* ---- alert_jobs.c ----------------------------------------------------- */
+
+#define CD_ALERT_EVAL_MS       15000
+#define CD_ALERT_DELIVER_MS    500
+#define CD_ALERT_CLAIM_BATCH   16
+
+/*
+ * Two threads: the evaluator (every CD_ALERT_EVAL_MS) raises spend_spike
+ * and error_rate alerts from audit_logs; the deliverer queues every alert
+ * of a type some rule has a webhook for and posts it, retrying with
+ * backoff, every attempt recorded in alert_deliveries.
+ */
+typedef struct {
+    pthread_t         eval_thread;
+    pthread_t         deliver_thread;
+    pthread_mutex_t   mutex;
+    pthread_cond_t    cond;
+    int               stop;
+    int               eval_started;
+    int               deliver_started;
+} cd_alert_jobs_t;
+
+int cd_alert_jobs_start(cd_app_t *app) CD_CHECK;
+void cd_alert_jobs_stop(cd_app_t *app);
 
 
 /* ---- the daemon ------------------------------------------------------- */
@@ -735,6 +829,7 @@ struct cd_app_s {
     cd_ingest_t      ingest;
     cd_spend_t       spend;
     cd_http_t        http;
+    cd_alert_jobs_t  alert_jobs;
 };
 
 

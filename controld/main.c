@@ -208,7 +208,8 @@ main(int argc, char **argv)
     if (cd_http_start(app) != CD_OK
         || cd_snapshot_start(app) != CD_OK
         || cd_ingest_start(app) != CD_OK
-        || cd_spend_start(app) != CD_OK)
+        || cd_spend_start(app) != CD_OK
+        || cd_alert_jobs_start(app) != CD_OK)
     {
         goto done;
     }
@@ -231,6 +232,7 @@ main(int argc, char **argv)
 done:
 
     cd_http_stop(app);
+    cd_alert_jobs_stop(app);
     cd_ingest_stop(app);
     cd_spend_stop(app);
     cd_snapshot_stop(app);
