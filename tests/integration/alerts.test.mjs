@@ -183,3 +183,33 @@ test('slack format posts {"text"}; URL credentials are sent, never shown or logg
     assert.ok(!text.includes('s3cr3t') && !text.includes('t0ps3cret'), `${f} holds a webhook credential`);
   }
 });
+
+test('error_rate: the evaluator raises an alert once 5xx answers pass the threshold', async () => {
+  const hook = await receiver();
+  const r = await rule('error_rate', { window_minutes: 5, threshold_percent: 30, min_requests: 5 },
+    { url: `${hook.url}/errors`, format: 'json' });
+  const { key } = await budgetAndKey();
+  const client = s.client(key);
+  for (let i = 0; i < 12; i++) {
+    await client.chat.completions.create({ model: 'fixture-500', messages: [{ role: 'user', content: 'hi' }] })
+      .then(() => assert.fail('fixture-500 answered 2xx'), (e) => assert.equal(e.status, 500));
+  }
+  // the evaluator runs every 15 s
+  await waitFor(() => hook.got.length >= 1, { timeout: 45_000, message: 'the error_rate webhook call' });
+  const alert = JSON.parse(hook.got[0].body);
+  assert.equal(alert.type, 'error_rate');
+  assert.equal(alert.details.rule_id, r.id);
+  assert.ok(alert.details.errors >= 12, JSON.stringify(alert.details));
+  assert.ok(alert.details.error_percent >= 30, JSON.stringify(alert.details));
+  assert.equal(alert.dedupe_key.split(':')[1], r.id);
+  const listed = await s.api('GET', '/alerts?type=error_rate');
+  assert.ok(listed.json.data.some((a) => a.id === alert.id), listed.text);
+  // one alert per rule and (clock-aligned) window, however often the job
+  // runs; a window boundary passed while waiting may add the next one
+  await new Promise((res) => setTimeout(res, 16_000));
+  const again = await s.api('GET', '/alerts?type=error_rate');
+  const mine = again.json.data.filter((a) => a.details.rule_id === r.id);
+  assert.equal(new Set(mine.map((a) => a.dedupe_key)).size, mine.length, JSON.stringify(mine));
+  assert.ok(mine.length <= 2, `${mine.length} alerts`);
+  assert.equal(hook.got.length, mine.length);
+});
