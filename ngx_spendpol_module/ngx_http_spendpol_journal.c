@@ -21,8 +21,9 @@
 ngx_int_t
 ngx_http_spendpol_log_handler(ngx_http_request_t *r)
 {
-    u_char                          line[SP_JOURNAL_LINE_MAX];
+    u_char                          line[SP_JOURNAL_LINE_MAX + 1], *start;
     size_t                          len;
+    ngx_uint_t                      torn;
     ssize_t                         n;
     uint64_t                        now;
     ngx_str_t                       str;
@@ -109,7 +110,8 @@ ngx_http_spendpol_log_handler(ngx_http_request_t *r)
     rec.epoch = ngx_http_spendpol_epoch(smcf);
     rec.reserved_nano = ctx->reserved_nano;
 
-    len = sp_journal_format(&rec, (char *) line, sizeof(line));
+    /* line[0] is kept for the newline that ends a torn line */
+    len = sp_journal_format(&rec, (char *) line + 1, sizeof(line) - 1);
 
     if (len == 0) {
         ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
@@ -118,9 +120,33 @@ ngx_http_spendpol_log_handler(ngx_http_request_t *r)
         return NGX_OK;
     }
 
-    n = ngx_write_fd(smcf->journal->fd, line, len);
+    /*
+     * A short write (a full disk) leaves a line without its newline; the
+     * next line written, by any worker, starts with one, so the torn line
+     * stands alone and the next one is whole.
+     */
+    start = line + 1;
+    torn = smcf->sh
+           && __atomic_load_n(&smcf->sh->journal_torn, __ATOMIC_ACQUIRE);
 
-    if (n != (ssize_t) len) {
+    if (torn) {
+        line[0] = '\n';
+        start = line;
+        len++;
+    }
+
+    n = ngx_write_fd(smcf->journal->fd, start, len);
+
+    if (n == (ssize_t) len) {
+        if (torn) {
+            __atomic_store_n(&smcf->sh->journal_torn, 0, __ATOMIC_RELEASE);
+        }
+
+    } else {
+        if (n > 0 && smcf->sh) {
+            __atomic_store_n(&smcf->sh->journal_torn, 1, __ATOMIC_RELEASE);
+        }
+
         if (smcf->journal_failures++ % 1000 == 0) {
             ngx_log_error(NGX_LOG_ALERT, r->connection->log, ngx_errno,
                           "spendpol: journal write to \"%V\" failed "

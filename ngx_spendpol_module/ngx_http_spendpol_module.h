@@ -31,6 +31,7 @@ typedef struct {
     int64_t                    epoch_ms;      /* when the zone was made */
     ngx_rbtree_t               windows;       /* rate limit windows */
     ngx_rbtree_node_t          windows_sentinel;
+    ngx_atomic_uint_t          journal_torn;  /* a line lacks its newline */
 } ngx_http_spendpol_shctx_t;
 
 
