@@ -10,7 +10,10 @@
  *
  * A file is named by (path, device, inode). After a rotation (mv, then
  * nginx -s reopen) the old file is read to EOF for a grace period, then
- * the new one starts at 0.
+ * the new one starts at 0. A rotation while controld was down is found at
+ * start: a stored offset whose file is no longer at the path is looked for
+ * in the journal's directory by device and inode, and its tail is read
+ * before the current file.
  */
 
 #include <errno.h>
@@ -20,6 +23,7 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include <dirent.h>
 #include <sys/stat.h>
 
 #include "controld.h"
@@ -1106,6 +1110,137 @@ cd_ingest_forget(cd_ingest_ctx_t *x)
 }
 
 
+/*
+ * A file rotated away while we were not running: a stored (device, inode)
+ * of this path that the path no longer names, with an unread tail. Its
+ * new name is found in the journal's directory. CD_OK with x pointing at
+ * it (offset from the store), CD_ERROR when there is none.
+ */
+static int
+cd_ingest_open_rotated(cd_ingest_ctx_t *x)
+{
+    int             i, n, fd, found;
+    char            dir[4096], *slash;
+    DIR            *d;
+    dev_t           dev;
+    ino_t           ino;
+    int64_t         offset;
+    PGresult       *res;
+    const char     *params[1];
+    struct stat     now, st;
+    cd_db_conn_t   *c;
+    struct dirent  *e;
+
+    c = cd_db_acquire_begin(&x->app->db, 2000, CD_ROLE_SYSTEM, NULL);
+    if (c == NULL) {
+        return CD_ERROR;
+    }
+
+    params[0] = x->app->config.journal_path;
+    res = cd_db_exec(c, "SELECT device, inode, \"offset\" FROM journal_offsets"
+                        " WHERE path = $1", 1, params);
+
+    cd_db_rollback(c);
+    cd_db_release(&x->app->db, c);
+
+    if (res == NULL) {
+        return CD_ERROR;
+    }
+
+    if (stat(x->app->config.journal_path, &now) != 0) {
+        now.st_dev = 0;
+        now.st_ino = 0;
+    }
+
+    snprintf(dir, sizeof(dir), "%s", x->app->config.journal_path);
+    slash = strrchr(dir, '/');
+
+    if (slash == NULL) {
+        snprintf(dir, sizeof(dir), ".");
+
+    } else if (slash == dir) {
+        dir[1] = '\0';
+
+    } else {
+        *slash = '\0';
+    }
+
+    n = PQntuples(res);
+
+    for (i = 0; i < n; i++) {
+        dev = (dev_t) strtoull(PQgetvalue(res, i, 0), NULL, 10);
+        ino = (ino_t) strtoull(PQgetvalue(res, i, 1), NULL, 10);
+        offset = strtoll(PQgetvalue(res, i, 2), NULL, 10);
+
+        if (dev == now.st_dev && ino == now.st_ino) {
+            continue;
+        }
+
+        found = 0;
+        d = opendir(dir);
+
+        while (d != NULL && (e = readdir(d)) != NULL) {
+            if (fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0
+                || !S_ISREG(st.st_mode) || st.st_dev != dev
+                || st.st_ino != ino)
+            {
+                continue;
+            }
+
+            found = 1;
+
+            if (st.st_size <= offset) {
+                break;
+            }
+
+            fd = openat(dirfd(d), e->d_name, O_RDONLY | O_CLOEXEC);
+
+            if (fd < 0) {
+                break;
+            }
+
+            cd_log_info(CD_INGEST_SUBJECT, "%s/%s was rotated while we were "
+                        "down: reading it from offset %lld first", dir,
+                        e->d_name, (long long) offset);
+
+            closedir(d);
+            PQclear(res);
+
+            x->fd = fd;
+            x->dev = dev;
+            x->ino = ino;
+            x->commit_off = offset;
+            x->scan_off = offset;
+            x->skipping = 0;
+
+            /* at its EOF, check_file moves on to the current file */
+            x->rotated_at = cd_now_ms();
+
+            return CD_OK;
+        }
+
+        if (d != NULL) {
+            closedir(d);
+        }
+
+        if (!found) {
+            cd_log_warn(CD_INGEST_SUBJECT, "a rotated journal (inode %llu) "
+                        "is gone; what it held after offset %lld is lost",
+                        (unsigned long long) ino, (long long) offset);
+        }
+
+        /* read to its end, or gone: forget it */
+        x->dev = dev;
+        x->ino = ino;
+        cd_ingest_forget(x);
+    }
+
+    PQclear(res);
+
+    return CD_ERROR;
+}
+
+
 /* opens the journal and finds where we stopped; CD_ERROR to retry later */
 static int
 cd_ingest_open(cd_ingest_ctx_t *x)
@@ -1113,6 +1248,12 @@ cd_ingest_open(cd_ingest_ctx_t *x)
     int          fd;
     int64_t      offset;
     struct stat  st;
+
+    if (cd_ingest_open_rotated(x) == CD_OK) {
+        __atomic_store_n(&x->app->ingest.committed_offset, x->commit_off,
+                         __ATOMIC_RELEASE);
+        return CD_OK;
+    }
 
     fd = open(x->app->config.journal_path, O_RDONLY | O_CLOEXEC);
 
