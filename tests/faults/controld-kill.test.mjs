@@ -5,7 +5,7 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { useStack, sleep } from '../integration/lib/stack.mjs';
+import { useStack, sleep, waitFor } from '../integration/lib/stack.mjs';
 import { startLoad, assertAnswered, verifyAudit, budgetedKey, assertBudgetSpend } from './lib/load.mjs';
 
 const s = useStack();
@@ -25,5 +25,27 @@ test('kill -9 controld mid-load, restart: no request refused, no audit row lost 
   assert.ok(during > 10, `only ${during} requests answered while controld was down`);
   assertAnswered(results, { what: 'controld kill -9' });
   const { totalNano } = await verifyAudit(s, results, { keyId });
+  await assertBudgetSpend(s, budget, totalNano);
+});
+
+test('kill -9 controld again and again while it catches up a backlog: every row exactly once', async (t) => {
+  const { key, keyId, budget } = await budgetedKey(s, 'backlog');
+  await s.stopControld('SIGKILL');
+  // a backlog of journal lines while controld is down (JSON only: faster)
+  const load = startLoad(s, key, { concurrency: 16, maxMs: 6000, maxRequests: 1500, stream: false, tag: 'backlog' });
+  await waitFor(() => load.count >= 1200, { timeout: 8000, interval: 50, message: '1200 backlog requests' }).catch(() => {});
+  const results = await load.stop();
+  const kills = [];
+  for (const delay of [0, 100, 180, 220, 260, 300, 600]) {
+    await s.startControld();
+    await sleep(delay);
+    const h = await s.api('GET', '/healthz').catch(() => null);
+    kills.push(`${delay} ms: journal_offset ${h?.json?.journal_offset}`);
+    await s.stopControld('SIGKILL');
+  }
+  await s.startControld();
+  t.diagnostic(`${results.length} requests in the backlog; controld killed at: ${kills.join('; ')}`);
+  assertAnswered(results, { min: 500, what: 'the backlog (controld down)' });
+  const { totalNano } = await verifyAudit(s, results, { keyId, timeout: 30_000 });
   await assertBudgetSpend(s, budget, totalNano);
 });
