@@ -776,6 +776,9 @@ int cd_url_parse(const char *url, cd_url_t *u) CD_CHECK;
 /* scheme://host[:port]/path: no userinfo, query or fragment */
 void cd_url_redact(const char *url, char *out, size_t outlen);
 
+/* %XX-decodes s into out (NUL-terminated); returns the decoded length */
+size_t cd_url_pct_decode(const char *s, char *out, size_t outlen);
+
 /* the wait after failed attempt n (1-based): 1 s, 2 s, 4 s ... capped */
 int64_t cd_webhook_backoff_ms(int attempt);
 

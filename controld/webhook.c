@@ -20,6 +20,7 @@
 #include <unistd.h>
 #include <sys/socket.h>
 #include <sys/types.h>
+#include <arpa/inet.h>
 
 #include <openssl/err.h>
 #include <openssl/evp.h>
@@ -30,6 +31,25 @@
 
 
 /* ---- pure helpers (unit tested) --------------------------------------- */
+
+static int
+cd_hex_value(char c)
+{
+    if (c >= '0' && c <= '9') {
+        return c - '0';
+    }
+
+    if (c >= 'a' && c <= 'f') {
+        return c - 'a' + 10;
+    }
+
+    if (c >= 'A' && c <= 'F') {
+        return c - 'A' + 10;
+    }
+
+    return -1;
+}
+
 
 int
 cd_url_parse(const char *url, cd_url_t *u)
@@ -245,6 +265,33 @@ cd_http_status_parse(const char *buf, size_t len, int *status)
 }
 
 
+size_t
+cd_url_pct_decode(const char *s, char *out, size_t outlen)
+{
+    int     hi, lo;
+    size_t  n;
+
+    for (n = 0; *s != '\0' && n + 1 < outlen; n++) {
+        if (s[0] == '%'
+            && (hi = cd_hex_value(s[1])) >= 0
+            && (lo = cd_hex_value(s[2])) >= 0)
+        {
+            out[n] = (char) (hi * 16 + lo);
+            s += 3;
+
+        } else {
+            out[n] = *s++;
+        }
+    }
+
+    if (outlen > 0) {
+        out[n] = '\0';
+    }
+
+    return n;
+}
+
+
 /* ---- the client ------------------------------------------------------- */
 
 static int64_t
@@ -381,7 +428,8 @@ cd_tls_wait(cd_conn_t *cn, int rc)
 static int
 cd_tls_start(cd_conn_t *cn, const cd_url_t *u, char *err, size_t errlen)
 {
-    int  rc;
+    int            rc, is_ip;
+    unsigned char  addr[16];
 
     cn->ctx = SSL_CTX_new(TLS_client_method());
     if (cn->ctx == NULL) {
@@ -398,12 +446,17 @@ cd_tls_start(cd_conn_t *cn, const cd_url_t *u, char *err, size_t errlen)
     }
 
     cn->ssl = SSL_new(cn->ctx);
+    is_ip = inet_pton(AF_INET, u->host, addr) == 1
+            || inet_pton(AF_INET6, u->host, addr) == 1;
 
+    /* an address is checked against the certificate's IP names */
     if (cn->ssl == NULL
         || SSL_set_fd(cn->ssl, cn->fd) != 1
-        || SSL_set1_host(cn->ssl, u->host) != 1
-        || (!u->ipv6
-            && SSL_set_tlsext_host_name(cn->ssl, u->host) != 1))
+        || (is_ip
+            ? X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(cn->ssl),
+                                            u->host) != 1
+            : (SSL_set1_host(cn->ssl, u->host) != 1
+               || SSL_set_tlsext_host_name(cn->ssl, u->host) != 1)))
     {
         snprintf(err, errlen, "TLS: cannot set up the connection");
         return CD_ERROR;
@@ -550,12 +603,16 @@ cd_webhook_post(const cd_url_t *u, const char *body, size_t len,
     auth[0] = '\0';
 
     if (u->userinfo[0] != '\0') {
-        char  b64[4 * ((sizeof(u->userinfo) + 2) / 3) + 1];
+        char    plain[sizeof(u->userinfo)];
+        char    b64[4 * ((sizeof(u->userinfo) + 2) / 3) + 1];
+        size_t  n_plain;
 
-        EVP_EncodeBlock((unsigned char *) b64,
-                        (const unsigned char *) u->userinfo,
-                        (int) strlen(u->userinfo));
+        /* "user:p%40ss" is sent as "user:p@ss" */
+        n_plain = cd_url_pct_decode(u->userinfo, plain, sizeof(plain));
+        EVP_EncodeBlock((unsigned char *) b64, (unsigned char *) plain,
+                        (int) n_plain);
         snprintf(auth, sizeof(auth), "Authorization: Basic %s\r\n", b64);
+        OPENSSL_cleanse(plain, sizeof(plain));
         OPENSSL_cleanse(b64, sizeof(b64));
     }
 

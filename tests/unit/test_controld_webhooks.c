@@ -103,6 +103,22 @@ test_url_redaction_strips_userinfo_query_fragment(void **state)
 }
 
 
+static void
+test_userinfo_is_percent_decoded(void **state)
+{
+    char  out[32];
+
+    assert_int_equal(cd_url_pct_decode("user:p%40ss", out, sizeof(out)), 9);
+    assert_string_equal(out, "user:p@ss");
+    assert_int_equal(cd_url_pct_decode("a%2", out, sizeof(out)), 3);
+    assert_string_equal(out, "a%2");
+    assert_int_equal(cd_url_pct_decode("%zz%3a", out, sizeof(out)), 4);
+    assert_string_equal(out, "%zz:");
+    assert_int_equal(cd_url_pct_decode("abcdef", out, 4), 3);
+    assert_string_equal(out, "abc");
+}
+
+
 /* ---- backoff and status lines ----------------------------------------- */
 
 static void
@@ -431,6 +447,7 @@ main(void)
         cmocka_unit_test(test_url_parse_http_https_ports_paths),
         cmocka_unit_test(test_url_parse_refuses_what_is_not_a_webhook),
         cmocka_unit_test(test_url_redaction_strips_userinfo_query_fragment),
+        cmocka_unit_test(test_userinfo_is_percent_decoded),
         cmocka_unit_test(test_backoff_doubles_from_one_second_and_is_capped),
         cmocka_unit_test(test_status_line),
         cmocka_unit_test(test_rule_types),
