@@ -712,13 +712,13 @@ if [ "$SOAK" -gt 0 ] && [ -n "$SP_KEY" ]; then
     {
         echo "memory check $(date -u '+%Y-%m-%d %H:%M UTC'): ${SOAK}s, Spendpol under JSON c=32 + SSE c=32, $soak_req requests, $soak_err non-2xx"
         echo "RSS in KiB, sampled every ${SOAK_INTERVAL}s:"
-        awk -v names="$(for p in $wpids; do printf 'worker-%s ' "$p"; done)controld-$CONTROLD_PID" '
+        awk -v iv="$SOAK_INTERVAL" -v names="$(for p in $wpids; do printf 'worker-%s ' "$p"; done)controld-$CONTROLD_PID" '
             { for (i = 2; i <= NF; i++) { v = $i + 0; if (NR == 1) s[i] = v; e[i] = v; if (v > mx[i]) mx[i] = v; if (NR == 2) s2[i] = v } n = NF }
             END {
                 split(names, nm, " ")
-                printf "  %-22s %9s %9s %9s %9s %s\n", "process", "start", "after 10s", "end", "max", "end-after10s"
+                printf "  %-22s %9s %9s %9s %9s  %s\n", "process", "start", "at " iv "s", "end", "max", "end - at " iv "s"
                 for (i = 2; i <= n; i++)
-                    printf "  %-22s %9d %9d %9d %9d %+d KiB\n", nm[i-1], s[i], s2[i], e[i], mx[i], e[i] - s2[i]
+                    printf "  %-22s %9d %9d %9d %9d  %+d KiB\n", nm[i-1], s[i], s2[i], e[i], mx[i], e[i] - s2[i]
             }' "$WORK/rss.tsv"
         echo "samples (t, RSS of each process above):"
         sed 's/^/  /' "$WORK/rss.tsv"
