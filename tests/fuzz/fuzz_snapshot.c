@@ -125,7 +125,8 @@ fuzz_lookups(const sp_snapshot_t *s, sp_str_t org, sp_str_t provider,
     o = sp_snapshot_find_org(s, org);
 
     if (o) {
-        sum += fuzz_ref(s, o->org_id) + o->flags;
+        sum += fuzz_ref(s, o->org_id) + o->flags + o->rpm_limit
+               + o->tpm_limit;
     }
 
     alias = sp_snapshot_find_alias(s, org, provider, model);
@@ -190,6 +191,12 @@ fuzz_open_and_look(const uint8_t *data, size_t size)
     /* what the file's own records name */
     for (t = 0; t < SP_TABLE_COUNT; t++) {
         n = h->tables[t].slots;
+
+        if (n == 0) {
+            /* an empty table's offset is not checked: do not follow it */
+            continue;
+        }
+
         slots = (const sp_snapshot_slot_t *) (s.base + h->tables[t].offset);
 
         for (i = 0; i < n && i < 256; i++) {
@@ -212,7 +219,9 @@ fuzz_open_and_look(const uint8_t *data, size_t size)
                             + fuzz_ref(&s, key->name)
                             + fuzz_ref(&s, key->department)
                             + fuzz_ref(&s, key->project)
-                            + fuzz_ref(&s, key->agent_id));
+                            + fuzz_ref(&s, key->agent_id)
+                            + key->scopes + key->flags + key->rpm_limit
+                            + key->tpm_limit);
                 }
 
                 break;

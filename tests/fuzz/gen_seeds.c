@@ -3,7 +3,12 @@
  * with the builder, journal lines formatted by sp_journal_format, spend
  * files laid out by sp_spend_init.
  *
- *   gen_seeds DIR     (DIR is tests/fuzz/corpus; run.sh seeds)
+ *   gen_seeds DIR
+ *
+ * run.sh writes them into build/fuzz/seeds/ before every run, so that the
+ * seeds always match the current format (a snapshot version bump would
+ * leave committed seeds refused at the header); `run.sh seeds` refreshes
+ * the committed samples in tests/fuzz/corpus/.
  */
 
 #include <errno.h>
@@ -63,6 +68,8 @@ add_key(sp_snapshot_builder_t *b, const char *key, const char *key_id,
     in.agent_id = agent;
     in.scopes = SP_SCOPE_PROXY;
     in.flags = flags;
+    in.rpm_limit = flags ? 0 : 600;
+    in.tpm_limit = flags ? 0 : 200000;
 
     if (sp_snapshot_add_key(b, &in) != SP_OK) {
         die("add_key");
@@ -125,6 +132,8 @@ snapshot(const char *dir, const char *name, int full)
     sp_snapshot_provider_in_t    p;
     sp_snapshot_org_in_t         o;
     sp_snapshot_alias_in_t       a;
+    sp_snapshot_t                s;
+    char                         err[256];
     uint8_t                     *data;
     size_t                       len;
 
@@ -184,6 +193,8 @@ snapshot(const char *dir, const char *name, int full)
         memset(&o, 0, sizeof(o));
         o.org_id = "org_1";
         o.flags = SP_ORG_REFUSE_UNPRICED;
+        o.rpm_limit = 6000;
+        o.tpm_limit = 2000000;
 
         if (sp_snapshot_add_org(b, &o) != SP_OK) {
             die("add_org");
@@ -213,6 +224,11 @@ snapshot(const char *dir, const char *name, int full)
 
     if (sp_snapshot_build(b, &data, &len) != SP_OK) {
         die("build");
+    }
+
+    /* a seed the reader refuses would fuzz nothing past the header */
+    if (sp_snapshot_open(&s, data, len, err, sizeof(err)) != SP_OK) {
+        die(err);
     }
 
     write_file(dir, "snapshot", name, data, len);

@@ -11,8 +11,9 @@
 # (targets run at once; default: the number of cores, at most 2).
 #
 # Each target fuzzes its seed corpus (tests/fuzz/corpus/<name>/, read
-# only) plus a working corpus in build/fuzz/corpus/<name>/ that keeps what
-# earlier runs found. Crashes go to build/fuzz/crashes/<name>/. The last
+# only), the seeds gen_seeds writes for the current formats
+# (build/fuzz/seeds/<name>/) and a working corpus in
+# build/fuzz/corpus/<name>/ that keeps what earlier runs found. Crashes go to build/fuzz/crashes/<name>/. The last
 # line is "fuzz: N passed, M failed"; the exit status is non-zero when a
 # target crashed or could not be built.
 set -uo pipefail
@@ -71,6 +72,15 @@ if [ "$MODE" = seeds ]; then
     exit $?
 fi
 
+# generated seeds in the current formats, next to the committed ones
+rm -rf "$OUT/seeds"
+mkdir -p "$OUT/seeds"
+if ! "$OUT/gen_seeds" "$OUT/seeds"; then
+    echo "fuzz: gen_seeds failed" >&2
+    echo "fuzz: 0 passed, 1 failed"
+    exit 1
+fi
+
 if [ $# -gt 0 ]; then
     TARGETS=("$@")
 else
@@ -95,7 +105,7 @@ run_target() {
     local name=$1 bin="$OUT/fuzz_$1" seeds="tests/fuzz/corpus/$1"
     local work="$OUT/corpus/$1" crashes="$OUT/crashes/$1"
     local log="$OUT/logs/$1.log" dict="tests/fuzz/$1.dict"
-    local args=()
+    local args=() dirs=()
 
     mkdir -p "$work" "$crashes" "$seeds"
 
@@ -104,7 +114,10 @@ run_target() {
           -artifact_prefix="$crashes/")
     [ -f "$dict" ] && args+=(-dict="$dict")
 
-    "$bin" "${args[@]}" "$work" "$seeds" >"$log" 2>&1
+    dirs=("$work" "$seeds")
+    [ -d "$OUT/seeds/$1" ] && dirs+=("$OUT/seeds/$1")
+
+    "$bin" "${args[@]}" "${dirs[@]}" >"$log" 2>&1
 }
 
 passed=0
