@@ -8,6 +8,7 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
+import { execFileSync } from 'node:child_process';
 import { useStack, waitFor } from './lib/stack.mjs';
 
 const s = useStack();
@@ -212,4 +213,27 @@ test('error_rate: the evaluator raises an alert once 5xx answers pass the thresh
   assert.equal(new Set(mine.map((a) => a.dedupe_key)).size, mine.length, JSON.stringify(mine));
   assert.ok(mine.length <= 2, `${mine.length} alerts`);
   assert.equal(hook.got.length, mine.length);
+});
+
+test('spend_spike: the last window against the average of the ones before', async () => {
+  const hook = await receiver();
+  const r = await rule('spend_spike', { window_minutes: 1, baseline_windows: 2, factor: 3 },
+    { url: `${hook.url}/spike`, format: 'slack' });
+  // history written straight into audit_logs (as the superuser): 1 USD in
+  // the baseline windows, 10 USD in the last minute, far above any spend
+  // the other tests of this file made
+  const id = () => `spike-${crypto.randomBytes(8).toString('hex')}`;
+  execFileSync('psql', [s.databaseURL, '-v', 'ON_ERROR_STOP=1', '-qc',
+    `INSERT INTO audit_logs (id, org_id, created_at, cost_nano) VALUES
+     ('${id()}', 'org_default', now() - interval '90 seconds', 1000000000),
+     ('${id()}', 'org_default', now() - interval '5 seconds', 10000000000)`]);
+  await waitFor(() => hook.got.length >= 1, { timeout: 45_000, message: 'the spend_spike webhook call' });
+  const { text } = JSON.parse(hook.got[0].body);
+  assert.match(text, /spend_spike/);
+  const listed = await s.api('GET', '/alerts?type=spend_spike');
+  const mine = listed.json.data.filter((a) => a.details.rule_id === r.id);
+  assert.equal(mine.length, 1, listed.text);
+  assert.equal(Number(mine[0].details.factor), 3);
+  assert.ok(Number(mine[0].details.spend_usd) >= 10, JSON.stringify(mine[0].details));
+  assert.ok(Number(mine[0].details.ratio) >= 3, JSON.stringify(mine[0].details));
 });
