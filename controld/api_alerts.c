@@ -159,9 +159,11 @@ static int
 cd_rule_params(const char *type, json_t *params, json_t *out,
     cd_field_error_t *err)
 {
-    double       factor;
-    json_t      *v;
-    const char  *key, *budget;
+    size_t               i;
+    double               factor;
+    json_t              *v;
+    const char          *key, *budget;
+    const char *const   *allowed;
 
     static const char  *allowed_budget[] = { "budget_id", NULL };
     static const char  *allowed_spike[] = {
@@ -171,9 +173,6 @@ cd_rule_params(const char *type, json_t *params, json_t *out,
         "window_minutes", "threshold_percent", "min_requests", NULL
     };
     static const char  *allowed_none[] = { NULL };
-
-    const char  *const *allowed;
-    size_t       i;
 
     if (params != NULL && !json_is_null(params) && !json_is_object(params)) {
         return cd_field_error(err, 400, "invalid_type", "params",
