@@ -33,6 +33,7 @@
 #   BENCH_HOLD=0                seconds to keep everything running after the
 #                               report, for inspection (endpoints printed)
 #   SPENDPOL_BUILD_DIR=build    where controld and the module come from
+#   BENCH_LABEL                 a line on what was measured, printed in the report
 # Results are also written to bench/results/ (not committed).
 set -uo pipefail
 
@@ -537,6 +538,7 @@ header() {
     echo "date: $(date -u '+%Y-%m-%d %H:%M UTC')  machine: $NPROC cores, $CPU_MODEL, $(uname -r)"
     echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)"
     echo "versions: $(/usr/sbin/nginx -v 2>&1 | sed 's/.*: //'), $(wrk -v 2>&1 | head -n1 | awk '{print $1, $2}'), Spendpol $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$( [ -n "$(git -C "$ROOT" status --porcelain -- controld libspendpol ngx_spendpol_module config 2>/dev/null)" ] && echo ' (+ uncommitted changes)')${PK_PORT:+, @portkey-ai/gateway $(jq -r .version "$BENCH/portkey/node_modules/@portkey-ai/gateway/package.json") on node $(node -v)}"
+    [ -n "${BENCH_LABEL:-}" ] && echo "build: $BENCH_LABEL"
     echo "runs: ${SECS}s each, $REPS interleaved repetitions; configs: $CONFIGS; kinds: $KINDS; c: $CONNS"
     [ -n "$BUDGET_NOTE" ] && echo "spendpol: $BUDGET_NOTE"
 }
