@@ -53,3 +53,46 @@ sp_hash64(const void *data, size_t len, uint64_t seed)
 
     return h;
 }
+
+
+void
+sp_hash64_begin(sp_hash_state_t *st, size_t len, uint64_t seed)
+{
+    st->h = seed ^ (len * SP_HASH_M1);
+    st->len = len;
+    st->done = 0;
+    st->tail = 0;
+    st->tail_len = 0;
+}
+
+
+void
+sp_hash64_update(sp_hash_state_t *st, const void *data, size_t len)
+{
+    const uint8_t  *p;
+    uint64_t        word;
+    size_t          i;
+
+    p = data;
+
+    for (i = 0; i + 8 <= len; i += 8) {
+        memcpy(&word, p + i, 8);
+        st->h = sp_hash_mix(st->h ^ word) + SP_HASH_M1;
+    }
+
+    /* only the last piece may end with a partial word */
+    if (len > i) {
+        st->tail = 0;
+        memcpy(&st->tail, p + i, len - i);
+        st->tail_len = len - i;
+    }
+
+    st->done += len;
+}
+
+
+uint64_t
+sp_hash64_end(sp_hash_state_t *st)
+{
+    return sp_hash_mix(st->h ^ st->tail ^ ((uint64_t) st->tail_len << 56));
+}

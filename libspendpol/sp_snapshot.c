@@ -924,11 +924,11 @@ sp_snapshot_publish(sp_snapshot_builder_t *b, const char *dir,
 
 
 int
-sp_snapshot_open(sp_snapshot_t *s, const void *data, size_t len, char *err,
-    size_t errlen)
+sp_snapshot_open_structure(sp_snapshot_t *s, const void *data, size_t len,
+    char *err, size_t errlen)
 {
     const sp_snapshot_header_t  *header;
-    uint64_t                     checksum, end, next;
+    uint64_t                     end, next;
     int                          t;
 
     if (len < sizeof(sp_snapshot_header_t)) {
@@ -1011,19 +1011,67 @@ sp_snapshot_open(sp_snapshot_t *s, const void *data, size_t len, char *err,
         next = end;
     }
 
-    checksum = sp_hash64((const uint8_t *) data + header->header_size,
-                         len - header->header_size, header->generation);
-
-    if (checksum != header->checksum) {
-        sp_errorf(err, errlen, "snapshot checksum mismatch (corrupted)");
-        return SP_ERROR;
-    }
-
     s->base = data;
     s->len = len;
     s->header = header;
 
     return SP_OK;
+}
+
+
+void
+sp_snapshot_verify_begin(const sp_snapshot_t *s, sp_hash_state_t *st)
+{
+    sp_hash64_begin(st, s->len - s->header->header_size,
+                    s->header->generation);
+}
+
+
+int
+sp_snapshot_verify(const sp_snapshot_t *s, sp_hash_state_t *st,
+    size_t max_bytes, char *err, size_t errlen)
+{
+    size_t  n;
+
+    n = st->len - st->done;
+
+    if (n > max_bytes) {
+        /* whole words, so only the last piece has a partial one */
+        n = max_bytes & ~(size_t) 7;
+
+        if (n == 0) {
+            n = 8;
+        }
+    }
+
+    sp_hash64_update(st, s->base + s->header->header_size + st->done, n);
+
+    if (st->done < st->len) {
+        return SP_AGAIN;
+    }
+
+    if (sp_hash64_end(st) != s->header->checksum) {
+        sp_errorf(err, errlen, "snapshot checksum mismatch (corrupted)");
+        return SP_ERROR;
+    }
+
+    return SP_OK;
+}
+
+
+int
+sp_snapshot_open(sp_snapshot_t *s, const void *data, size_t len, char *err,
+    size_t errlen)
+{
+    sp_hash_state_t  st;
+
+    if (sp_snapshot_open_structure(s, data, len, err, errlen) != SP_OK) {
+        return SP_ERROR;
+    }
+
+    sp_snapshot_verify_begin(s, &st);
+
+    return sp_snapshot_verify(s, &st, (size_t) -1, err, errlen);
 }
 
 

@@ -267,6 +267,22 @@ typedef struct {
 int sp_snapshot_open(sp_snapshot_t *s, const void *data, size_t len,
     char *err, size_t errlen);
 
+/*
+ * sp_snapshot_open() in two steps, so a large snapshot is validated
+ * without holding up the caller (an nginx worker's event loop): the
+ * structure at once, then the checksum a bounded number of bytes per
+ * call. sp_snapshot_verify() returns SP_AGAIN while bytes remain, SP_OK
+ * when the checksum matches, SP_ERROR (with a reason) when it does not;
+ * s is usable only after SP_OK.
+ */
+#define SP_AGAIN  1
+
+int sp_snapshot_open_structure(sp_snapshot_t *s, const void *data,
+    size_t len, char *err, size_t errlen);
+void sp_snapshot_verify_begin(const sp_snapshot_t *s, sp_hash_state_t *st);
+int sp_snapshot_verify(const sp_snapshot_t *s, sp_hash_state_t *st,
+    size_t max_bytes, char *err, size_t errlen);
+
 /* NULL when absent */
 const sp_snapshot_key_t *sp_snapshot_find_key(const sp_snapshot_t *s,
     const uint8_t *key_hash);

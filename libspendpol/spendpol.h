@@ -106,5 +106,22 @@ int sp_money_parse(const char *s, size_t len, int64_t *nano);
 /* 64-bit hash for hash tables and checksums; stable across platforms */
 uint64_t sp_hash64(const void *data, size_t len, uint64_t seed);
 
+/*
+ * The same hash in steps, for data too large to hash at once: begin with
+ * the total length, update with pieces whose lengths are multiples of 8
+ * (the last may be shorter), end. Gives exactly sp_hash64()'s value.
+ */
+typedef struct {
+    uint64_t  h;
+    size_t    len;        /* total */
+    size_t    done;       /* hashed so far */
+    uint64_t  tail;       /* the last partial word */
+    size_t    tail_len;
+} sp_hash_state_t;
+
+void sp_hash64_begin(sp_hash_state_t *st, size_t len, uint64_t seed);
+void sp_hash64_update(sp_hash_state_t *st, const void *data, size_t len);
+uint64_t sp_hash64_end(sp_hash_state_t *st);
+
 
 #endif /* SPENDPOL_H */

@@ -91,10 +91,39 @@ test_hash64_reads_unaligned_input(void **state)
 }
 
 
+static void
+test_hash_in_steps_equals_hash_at_once(void **state)
+{
+    uint8_t          data[1000];
+    size_t           len, step, off, n;
+    sp_hash_state_t  st;
+
+    (void) state;
+
+    for (len = 0; len < sizeof(data); len++) {
+        data[len] = (uint8_t) (len * 131 + 7);
+    }
+
+    for (len = 0; len <= 200; len += 1) {
+        for (step = 8; step <= 64; step += 8) {
+            sp_hash64_begin(&st, len, 42);
+
+            for (off = 0; off < len; off += n) {
+                n = len - off < step ? len - off : step;
+                sp_hash64_update(&st, data + off, n);
+            }
+
+            assert_true(sp_hash64_end(&st) == sp_hash64(data, len, 42));
+        }
+    }
+}
+
+
 int
 main(void)
 {
     const struct CMUnitTest  tests[] = {
+        cmocka_unit_test(test_hash_in_steps_equals_hash_at_once),
         cmocka_unit_test(test_hash64_values_are_pinned),
         cmocka_unit_test(test_hash64_depends_on_length_seed_and_every_byte),
         cmocka_unit_test(test_hash64_reads_unaligned_input),

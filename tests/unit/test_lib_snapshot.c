@@ -1628,6 +1628,52 @@ test_snapshot_visits_every_budget_of_a_scope(void **state)
 }
 
 
+static void
+test_snapshot_verified_in_steps_like_at_once(void **state)
+{
+    uint8_t          *data;
+    size_t            len;
+    int               rc, steps;
+    sp_snapshot_t     s;
+    sp_hash_state_t   st;
+    char              err[256];
+
+    (void) state;
+
+    data = small_snapshot(&len);
+
+    assert_int_equal(sp_snapshot_open_structure(&s, data, len, err,
+                                                sizeof(err)), SP_OK);
+    sp_snapshot_verify_begin(&s, &st);
+
+    steps = 0;
+
+    do {
+        rc = sp_snapshot_verify(&s, &st, 64, err, sizeof(err));
+        steps++;
+    } while (rc == SP_AGAIN);
+
+    assert_int_equal(rc, SP_OK);
+    assert_true(steps > 1);
+
+    /* a flipped byte past the header is found, in steps too */
+    data[len - 1] ^= 0x01;
+
+    assert_int_equal(sp_snapshot_open_structure(&s, data, len, err,
+                                                sizeof(err)), SP_OK);
+    sp_snapshot_verify_begin(&s, &st);
+
+    do {
+        rc = sp_snapshot_verify(&s, &st, 64, err, sizeof(err));
+    } while (rc == SP_AGAIN);
+
+    assert_int_equal(rc, SP_ERROR);
+    assert_non_null(strstr(err, "checksum"));
+
+    free(data);
+}
+
+
 int
 main(void)
 {
@@ -1650,6 +1696,7 @@ main(void)
         cmocka_unit_test(test_snapshot_rejects_wrong_magic_and_version),
         cmocka_unit_test(test_snapshot_finds_org_flags_and_aliases),
         cmocka_unit_test(test_snapshot_visits_every_budget_of_a_scope),
+        cmocka_unit_test(test_snapshot_verified_in_steps_like_at_once),
         cmocka_unit_test(test_snapshot_rejects_huge_slot_counts),
         cmocka_unit_test(test_snapshot_rejects_tables_outside_file),
         cmocka_unit_test(
