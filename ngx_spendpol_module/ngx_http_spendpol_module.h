@@ -92,6 +92,15 @@ typedef struct {
     long                       snapshot_mtime_ns;
     ngx_uint_t                 snapshot_failed_ino;
     ngx_uint_t                 snapshot_missing_logged;
+
+    /* a new snapshot whose checksum is being verified, in steps */
+    sp_snapshot_t              pending;
+    sp_hash_state_t            pending_hash;
+    void                      *pending_map;
+    size_t                     pending_size;
+    ino_t                      pending_ino;
+    time_t                     pending_mtime;
+    long                       pending_mtime_ns;
     ngx_event_t                snapshot_timer;
 
     sp_spend_t                 spend;

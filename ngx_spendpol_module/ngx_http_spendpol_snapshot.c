@@ -14,7 +14,14 @@
 #include "ngx_http_spendpol_module.h"
 
 
+#define NGX_HTTP_SPENDPOL_VERIFY_STEP  (4 * 1024 * 1024)
+
+
 static void ngx_http_spendpol_snapshot_timer(ngx_event_t *ev);
+static void ngx_http_spendpol_snapshot_verify(
+    ngx_http_spendpol_main_conf_t *smcf, ngx_log_t *log);
+static void ngx_http_spendpol_snapshot_drop_pending(
+    ngx_http_spendpol_main_conf_t *smcf);
 
 
 ngx_int_t
@@ -50,6 +57,8 @@ ngx_http_spendpol_snapshot_exit_worker(ngx_http_spendpol_main_conf_t *smcf)
         smcf->snapshot.base = NULL;
     }
 
+    ngx_http_spendpol_snapshot_drop_pending(smcf);
+
     if (smcf->spend_map) {
         munmap(smcf->spend_map, smcf->spend_size);
         smcf->spend_map = NULL;
@@ -68,7 +77,8 @@ ngx_http_spendpol_snapshot_timer(ngx_event_t *ev)
     ngx_http_spendpol_spend_refresh(smcf, ev->log);
 
     if (!ngx_exiting && !ngx_terminate && !ngx_quit) {
-        ngx_add_timer(ev, smcf->snapshot_interval);
+        /* a snapshot being verified gets the next step at once */
+        ngx_add_timer(ev, smcf->pending_map ? 1 : smcf->snapshot_interval);
     }
 }
 
@@ -80,7 +90,6 @@ ngx_http_spendpol_snapshot_refresh(ngx_http_spendpol_main_conf_t *smcf,
     void             *map;
     char              err[256];
     ngx_uint_t        level;
-    sp_snapshot_t     snapshot;
     ngx_file_info_t   fi;
 
     if (ngx_file_info(smcf->snapshot_path.data, &fi) == NGX_FILE_ERROR) {
@@ -108,6 +117,15 @@ ngx_http_spendpol_snapshot_refresh(ngx_http_spendpol_main_conf_t *smcf,
         && fi.st_mtim.tv_nsec == smcf->snapshot_mtime_ns
         && (size_t) ngx_file_size(&fi) == smcf->snapshot_size)
     {
+        ngx_http_spendpol_snapshot_drop_pending(smcf);
+        return;
+    }
+
+    if (smcf->pending_map
+        && ngx_file_uniq(&fi) == smcf->pending_ino
+        && (size_t) ngx_file_size(&fi) == smcf->pending_size)
+    {
+        ngx_http_spendpol_snapshot_verify(smcf, log);
         return;
     }
 
@@ -116,14 +134,18 @@ ngx_http_spendpol_snapshot_refresh(ngx_http_spendpol_main_conf_t *smcf,
         return;
     }
 
+    /* a newer publication replaces one still being verified */
+    ngx_http_spendpol_snapshot_drop_pending(smcf);
+
     map = ngx_http_spendpol_map_file(&smcf->snapshot_path, &fi, log);
     if (map == NULL) {
         /* retried at the next check */
         return;
     }
 
-    if (sp_snapshot_open(&snapshot, map, (size_t) ngx_file_size(&fi), err,
-                         sizeof(err))
+    if (sp_snapshot_open_structure(&smcf->pending, map,
+                                   (size_t) ngx_file_size(&fi), err,
+                                   sizeof(err))
         != SP_OK)
     {
         ngx_log_error(NGX_LOG_ERR, log, 0,
@@ -136,23 +158,76 @@ ngx_http_spendpol_snapshot_refresh(ngx_http_spendpol_main_conf_t *smcf,
         return;
     }
 
+    smcf->pending_map = map;
+    smcf->pending_size = (size_t) ngx_file_size(&fi);
+    smcf->pending_ino = ngx_file_uniq(&fi);
+    smcf->pending_mtime = ngx_file_mtime(&fi);
+    smcf->pending_mtime_ns = fi.st_mtim.tv_nsec;
+
+    sp_snapshot_verify_begin(&smcf->pending, &smcf->pending_hash);
+
+    ngx_http_spendpol_snapshot_verify(smcf, log);
+}
+
+
+/*
+ * One bounded step of the checksum of the pending snapshot: a large one
+ * is verified over several timer ticks, never stalling the event loop,
+ * and swapped in once it is whole.
+ */
+static void
+ngx_http_spendpol_snapshot_verify(ngx_http_spendpol_main_conf_t *smcf,
+    ngx_log_t *log)
+{
+    char  err[256];
+    int   rc;
+
+    rc = sp_snapshot_verify(&smcf->pending, &smcf->pending_hash,
+                            NGX_HTTP_SPENDPOL_VERIFY_STEP, err, sizeof(err));
+
+    if (rc == SP_AGAIN) {
+        return;
+    }
+
+    if (rc != SP_OK) {
+        ngx_log_error(NGX_LOG_ERR, log, 0,
+                      "spendpol: refused snapshot \"%V\": %s%s",
+                      &smcf->snapshot_path, err,
+                      smcf->snapshot_map
+                          ? "; keeping the one loaded" : "");
+        smcf->snapshot_failed_ino = smcf->pending_ino;
+        ngx_http_spendpol_snapshot_drop_pending(smcf);
+        return;
+    }
+
     /* requests copy what they use, so the old mapping can go now */
     if (smcf->snapshot_map) {
         munmap(smcf->snapshot_map, smcf->snapshot_size);
     }
 
+    smcf->snapshot = smcf->pending;
+    smcf->snapshot_map = smcf->pending_map;
+    smcf->snapshot_size = smcf->pending_size;
+    smcf->snapshot_ino = smcf->pending_ino;
+    smcf->snapshot_mtime = smcf->pending_mtime;
+    smcf->snapshot_mtime_ns = smcf->pending_mtime_ns;
+    smcf->snapshot_failed_ino = 0;
+    smcf->pending_map = NULL;
+
     ngx_log_error(NGX_LOG_INFO, log, 0,
                   "spendpol: snapshot generation %uL loaded (%uL keys)",
-                  snapshot.header->generation,
-                  snapshot.header->entries[SP_TABLE_KEYS]);
+                  smcf->snapshot.header->generation,
+                  smcf->snapshot.header->entries[SP_TABLE_KEYS]);
+}
 
-    smcf->snapshot = snapshot;
-    smcf->snapshot_map = map;
-    smcf->snapshot_size = (size_t) ngx_file_size(&fi);
-    smcf->snapshot_ino = ngx_file_uniq(&fi);
-    smcf->snapshot_mtime = ngx_file_mtime(&fi);
-    smcf->snapshot_mtime_ns = fi.st_mtim.tv_nsec;
-    smcf->snapshot_failed_ino = 0;
+
+static void
+ngx_http_spendpol_snapshot_drop_pending(ngx_http_spendpol_main_conf_t *smcf)
+{
+    if (smcf->pending_map) {
+        munmap(smcf->pending_map, smcf->pending_size);
+        smcf->pending_map = NULL;
+    }
 }
 
 
