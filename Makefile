@@ -44,7 +44,7 @@ UNIT_BINS     := $(patsubst tests/unit/%.c,$(OUT)/tests/%,$(UNIT_SRCS))
 MODULE_SO := $(OUT)/nginx/objs/ngx_http_spendpol_module.so
 
 .PHONY: all deps build module controld unit unit-san test test-integration \
-        run clean bench fuzz test-faults
+        run clean bench bench-micro fuzz test-faults
 
 all: build
 
@@ -119,6 +119,12 @@ fuzz: deps
 
 bench: deps build
 	bash bench/run.sh
+
+# libspendpol alone: parsers in MB/s, key lookup in ns, a 1M-key snapshot.
+bench-micro: $(OUT)/libspendpol.a
+	$(CC) $(CFLAGS) -o $(OUT)/micro bench/micro/micro.c \
+	    $(OUT)/libspendpol.a -ljansson -lcrypto -lm
+	$(OUT)/micro $(KEYS)
 
 run: deps build
 	@bash scripts/run.sh

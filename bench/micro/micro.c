@@ -1,0 +1,322 @@
+/*
+ * libspendpol micro-benchmarks: parsers in MB/s, key lookup in ns,
+ * snapshot build, publish and load for a large number of keys.
+ *
+ * usage: micro [keys]      (default 1000000)
+ */
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <fcntl.h>
+
+#include "spendpol.h"
+#include "sp_snapshot.h"
+#include "sp_usage.h"
+
+
+static double
+now_s(void)
+{
+    struct timespec  ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+
+    return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+
+static const char  chunk_event[] =
+    "data: {\"id\":\"chatcmpl-B9MBs8CjcvOU2jLn4n570S5qMJKcT\",\"object\":"
+    "\"chat.completion.chunk\",\"created\":1727292222,\"model\":"
+    "\"gpt-4o-mini-2024-07-18\",\"system_fingerprint\":\"fp_1bb46167f9\","
+    "\"choices\":[{\"index\":0,\"delta\":{\"content\":\" governance\"},"
+    "\"logprobs\":null,\"finish_reason\":null}],\"usage\":null}\n\n";
+
+static const char  usage_event[] =
+    "data: {\"id\":\"chatcmpl-B9MBs8CjcvOU2jLn4n570S5qMJKcT\",\"object\":"
+    "\"chat.completion.chunk\",\"created\":1727292222,\"model\":"
+    "\"gpt-4o-mini-2024-07-18\",\"choices\":[],\"usage\":{\"prompt_tokens\":"
+    "1024,\"completion_tokens\":512,\"total_tokens\":1536,"
+    "\"prompt_tokens_details\":{\"cached_tokens\":512}}}\n\n"
+    "data: [DONE]\n\n";
+
+static const char  completion[] =
+    "{\"id\":\"chatcmpl-B9MHDbslfkBeAs8l4bebGdFOJ6PeG\",\"object\":"
+    "\"chat.completion\",\"created\":1727292511,\"model\":"
+    "\"gpt-4o-mini-2024-07-18\",\"choices\":[{\"index\":0,\"message\":"
+    "{\"role\":\"assistant\",\"content\":\"Spend governance keeps every "
+    "call within budget, priced to the nano-dollar, and written to the "
+    "audit log before the next one starts.\",\"refusal\":null},"
+    "\"logprobs\":null,\"finish_reason\":\"stop\"}],\"usage\":"
+    "{\"prompt_tokens\":19,\"completion_tokens\":28,\"total_tokens\":47,"
+    "\"prompt_tokens_details\":{\"cached_tokens\":0,\"audio_tokens\":0},"
+    "\"completion_tokens_details\":{\"reasoning_tokens\":0}}}";
+
+static const char  request[] =
+    "{\"model\":\"gpt-4o-mini\",\"max_tokens\":256,\"stream\":false,"
+    "\"messages\":[{\"role\":\"system\",\"content\":\"You are a careful "
+    "assistant for the finance team.\"},{\"role\":\"user\",\"content\":"
+    "\"Summarise last month's spend by department and flag anything above "
+    "budget, with the three largest line items for each.\"}]}";
+
+
+static void
+bench_sse(void)
+{
+    char               *stream, *data;
+    size_t              n, len, i, off, step;
+    double              t0, t1;
+    int                 done, rounds, r;
+    sp_sse_t            sse;
+    sp_response_info_t  info;
+
+    n = 20000;
+    len = n * (sizeof(chunk_event) - 1) + sizeof(usage_event) - 1;
+    stream = malloc(len);
+    data = malloc(65536);
+
+    if (stream == NULL || data == NULL) {
+        exit(1);
+    }
+
+    for (i = 0; i < n; i++) {
+        memcpy(stream + i * (sizeof(chunk_event) - 1), chunk_event,
+               sizeof(chunk_event) - 1);
+    }
+
+    memcpy(stream + n * (sizeof(chunk_event) - 1), usage_event,
+           sizeof(usage_event) - 1);
+
+    rounds = 5;
+
+    /* the parser alone, fed 4 KiB reads as they come off a socket */
+    t0 = now_s();
+
+    for (r = 0; r < rounds; r++) {
+        sp_sse_init(&sse, data, 65536);
+
+        for (off = 0; off < len; off += step) {
+            step = len - off < 4096 ? len - off : 4096;
+            i = 0;
+
+            while (i < step) {
+                i += sp_sse_feed(&sse, stream + off + i, step - i, &done);
+            }
+        }
+    }
+
+    t1 = now_s();
+    printf("sse parser                    %8.0f MB/s\n",
+           rounds * len / (t1 - t0) / 1e6);
+
+    /* and with every event's JSON looked at, as the module does */
+    t0 = now_s();
+
+    for (r = 0; r < rounds; r++) {
+        sp_sse_init(&sse, data, 65536);
+        memset(&info, 0, sizeof(info));
+
+        for (off = 0; off < len; off += step) {
+            step = len - off < 4096 ? len - off : 4096;
+            i = 0;
+
+            while (i < step) {
+                i += sp_sse_feed(&sse, stream + off + i, step - i, &done);
+
+                if (done) {
+                    (void) sp_usage_from_event(SP_PROVIDER_OPENAI, sse.event,
+                                               sse.data, sse.data_len, &info);
+                }
+            }
+        }
+    }
+
+    t1 = now_s();
+    printf("sse parser + usage per event  %8.0f MB/s  (%.2f us/event)\n",
+           rounds * len / (t1 - t0) / 1e6,
+           (t1 - t0) / (rounds * (double) (n + 2)) * 1e6);
+
+    if (!info.has_usage || info.usage.input_tokens != 1024) {
+        fprintf(stderr, "sse benchmark read the wrong usage\n");
+        exit(1);
+    }
+
+    free(stream);
+    free(data);
+}
+
+
+static void
+bench_json(void)
+{
+    double              t0, t1;
+    int                 i, n;
+    char                err[256];
+    sp_request_info_t   req;
+    sp_response_info_t  info;
+
+    n = 200000;
+    t0 = now_s();
+
+    for (i = 0; i < n; i++) {
+        memset(&info, 0, sizeof(info));
+        (void) sp_usage_from_json(SP_PROVIDER_OPENAI, completion,
+                                  sizeof(completion) - 1, &info);
+    }
+
+    t1 = now_s();
+    printf("usage from a JSON completion  %8.2f us  (%.0f MB/s)\n",
+           (t1 - t0) / n * 1e6, n * (sizeof(completion) - 1) / (t1 - t0)
+           / 1e6);
+
+    t0 = now_s();
+
+    for (i = 0; i < n; i++) {
+        (void) sp_request_parse(SP_PROVIDER_OPENAI, request,
+                                sizeof(request) - 1, &req, err, sizeof(err));
+    }
+
+    t1 = now_s();
+    printf("request body parse            %8.2f us  (%.0f MB/s)\n",
+           (t1 - t0) / n * 1e6, n * (sizeof(request) - 1) / (t1 - t0) / 1e6);
+}
+
+
+static void
+bench_snapshot(size_t keys)
+{
+    int                      fd;
+    char                     key[SP_KEY_LEN + 1], id[32], err[256];
+    void                    *map;
+    size_t                   i, hits;
+    double                   t0, t1, t2;
+    uint8_t                  hash[SP_KEY_HASH_LEN], (*hashes)[SP_KEY_HASH_LEN];
+    struct stat              st;
+    sp_snapshot_t            s;
+    sp_snapshot_key_in_t     in;
+    sp_snapshot_builder_t   *b;
+
+    hashes = malloc(keys * SP_KEY_HASH_LEN);
+    if (hashes == NULL) {
+        exit(1);
+    }
+
+    t0 = now_s();
+    b = sp_snapshot_builder_new(1);
+
+    for (i = 0; i < keys; i++) {
+        snprintf(key, sizeof(key), "sp_key_%048zx", i);
+        sp_key_hash(key, SP_KEY_LEN, hashes[i]);
+
+        memset(&in, 0, sizeof(in));
+        memcpy(in.key_hash, hashes[i], SP_KEY_HASH_LEN);
+        snprintf(id, sizeof(id), "key_%024zx", i);
+        in.key_id = id;
+        in.org_id = "org_default";
+        in.name = "bench";
+        in.department = "engineering";
+        in.project = "gateway";
+        in.scopes = SP_SCOPE_PROXY;
+
+        if (sp_snapshot_add_key(b, &in) != SP_OK) {
+            exit(1);
+        }
+    }
+
+    t1 = now_s();
+
+    if (sp_snapshot_publish(b, "/dev/shm", "spendpol-micro.snap", 0600, err,
+                            sizeof(err)) != SP_OK)
+    {
+        fprintf(stderr, "publish: %s\n", err);
+        exit(1);
+    }
+
+    t2 = now_s();
+    sp_snapshot_builder_free(b);
+
+    printf("snapshot of %zu keys: add %.2f s, build+write %.2f s\n",
+           keys, t1 - t0, t2 - t1);
+
+    fd = open("/dev/shm/spendpol-micro.snap", O_RDONLY);
+    if (fd < 0 || fstat(fd, &st) != 0) {
+        exit(1);
+    }
+
+    /* what a worker does on a new generation: map and validate */
+    t0 = now_s();
+    map = mmap(NULL, st.st_size, PROT_READ, MAP_SHARED, fd, 0);
+
+    if (map == MAP_FAILED
+        || sp_snapshot_open(&s, map, st.st_size, err, sizeof(err)) != SP_OK)
+    {
+        fprintf(stderr, "open: %s\n", err);
+        exit(1);
+    }
+
+    t1 = now_s();
+    printf("snapshot load (map + validate) %.1f ms for %.0f MB\n",
+           (t1 - t0) * 1e3, st.st_size / 1e6);
+
+    hits = 0;
+    t0 = now_s();
+
+    for (i = 0; i < keys; i++) {
+        hits += sp_snapshot_find_key(&s, hashes[(i * 7919) % keys]) != NULL;
+    }
+
+    t1 = now_s();
+    printf("key lookup (hit)              %8.0f ns\n", (t1 - t0) / keys * 1e9);
+
+    t0 = now_s();
+
+    for (i = 0; i < keys; i++) {
+        memcpy(hash, hashes[i], sizeof(hash));
+        hash[31] ^= 0x5a;
+        hash[0] ^= 0xa5;
+        hits += sp_snapshot_find_key(&s, hash) != NULL;
+    }
+
+    t1 = now_s();
+    printf("key lookup (miss)             %8.0f ns\n", (t1 - t0) / keys * 1e9);
+
+    t0 = now_s();
+
+    for (i = 0; i < 1000000; i++) {
+        snprintf(key, sizeof(key), "sp_key_%048zx", i % keys);
+        sp_key_hash(key, SP_KEY_LEN, hash);
+    }
+
+    t1 = now_s();
+    printf("key hash (SHA-256)            %8.0f ns\n", (t1 - t0) / 1e6 * 1e9);
+
+    if (hits != keys) {
+        fprintf(stderr, "lookups found %zu of %zu keys\n", hits, keys);
+        exit(1);
+    }
+
+    munmap(map, st.st_size);
+    close(fd);
+    unlink("/dev/shm/spendpol-micro.snap");
+    free(hashes);
+}
+
+
+int
+main(int argc, char **argv)
+{
+    size_t  keys;
+
+    keys = argc > 1 ? (size_t) strtoull(argv[1], NULL, 10) : 1000000;
+
+    bench_sse();
+    bench_json();
+    bench_snapshot(keys);
+
+    return 0;
+}
