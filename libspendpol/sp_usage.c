@@ -210,6 +210,61 @@ sp_usage_responses_event(json_t *root, sp_response_info_t *info)
 }
 
 
+static const char *
+sp_find_bytes(const char *p, const char *last, const char *needle, size_t n)
+{
+    for (; (size_t) (last - p) >= n; p++) {
+        if (*p == *needle && memcmp(p, needle, n) == 0) {
+            return p;
+        }
+    }
+
+    return NULL;
+}
+
+
+/*
+ * Most events of a streamed chat completion carry a few characters of
+ * content and no usage: they are counted without parsing the JSON. Once
+ * the model is known, a chat.completion.chunk without a usage object
+ * only adds its "content" strings' bytes (escapes counted as written).
+ * Returns 1 when the event was handled so.
+ */
+static int
+sp_usage_chunk_fast(sp_provider_e provider, const char *data, size_t len,
+    sp_response_info_t *info)
+{
+    const char  *p, *last;
+
+    if (provider == SP_PROVIDER_ANTHROPIC || provider == SP_PROVIDER_GOOGLE
+        || provider == SP_PROVIDER_COHERE || info->model[0] == '\0')
+    {
+        return 0;
+    }
+
+    last = data + len;
+
+    if (sp_find_bytes(data, last, "\"chat.completion.chunk\"", 23) == NULL
+        || sp_find_bytes(data, last, "\"usage\":{", 9) != NULL
+        || sp_find_bytes(data, last, "\"usage\": {", 10) != NULL)
+    {
+        return 0;
+    }
+
+    for (p = data; (p = sp_find_bytes(p, last, "\"content\":\"", 11)); ) {
+        for (p += 11; p < last && *p != '"'; p++) {
+            if (*p == '\\') {
+                p++;
+            }
+
+            info->output_bytes++;
+        }
+    }
+
+    return 1;
+}
+
+
 int
 sp_usage_from_event(sp_provider_e provider, const char *event,
     const char *data, size_t len, sp_response_info_t *info)
@@ -222,6 +277,10 @@ sp_usage_from_event(sp_provider_e provider, const char *event,
 
     if (len == 6 && memcmp(data, "[DONE]", 6) == 0) {
         info->done = 1;
+        return 0;
+    }
+
+    if (sp_usage_chunk_fast(provider, data, len, info)) {
         return 0;
     }
 

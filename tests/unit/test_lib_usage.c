@@ -326,10 +326,51 @@ test_usage_legacy_completions_text_counts_output(void **state)
 }
 
 
+static void
+test_stream_chunks_without_usage_are_counted_without_json(void **state)
+{
+    static const char  first[] =
+        "{\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"model\":"
+        "\"gpt-4o-mini-2024-07-18\",\"choices\":[{\"index\":0,\"delta\":"
+        "{\"role\":\"assistant\",\"content\":\"\"}}],\"usage\":null}";
+    static const char  text[] =
+        "{\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"model\":"
+        "\"gpt-4o-mini-2024-07-18\",\"choices\":[{\"index\":0,\"delta\":"
+        "{\"content\":\"say \\\"hi\\\"\"}}],\"usage\":null}";
+    static const char  last[] =
+        "{\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"model\":"
+        "\"gpt-4o-mini-2024-07-18\",\"choices\":[],\"usage\":"
+        "{\"prompt_tokens\":7,\"completion_tokens\":3}}";
+    sp_response_info_t  info;
+
+    (void) state;
+
+    memset(&info, 0, sizeof(info));
+
+    assert_int_equal(sp_usage_from_event(SP_PROVIDER_OPENAI, "", first,
+                                         sizeof(first) - 1, &info), 0);
+    assert_string_equal(info.model, "gpt-4o-mini-2024-07-18");
+
+    /* say "hi": 8 characters, the escaped quotes counted once each */
+    assert_int_equal(sp_usage_from_event(SP_PROVIDER_OPENAI, "", text,
+                                         sizeof(text) - 1, &info), 0);
+    assert_true(info.output_bytes == 8);
+    assert_false(info.has_usage);
+
+    /* the usage chunk is still parsed, and still recognised as usage-only */
+    assert_int_equal(sp_usage_from_event(SP_PROVIDER_OPENAI, "", last,
+                                         sizeof(last) - 1, &info), 1);
+    assert_true(info.has_usage);
+    assert_true(info.usage.input_tokens == 7);
+    assert_true(info.usage.output_tokens == 3);
+}
+
+
 int
 main(void)
 {
     const struct CMUnitTest  tests[] = {
+        cmocka_unit_test(test_stream_chunks_without_usage_are_counted_without_json),
         cmocka_unit_test(test_usage_from_chat_completion_json),
         cmocka_unit_test(test_usage_from_responses_api_json),
         cmocka_unit_test(test_usage_json_without_usage_or_invalid),
