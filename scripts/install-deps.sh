@@ -9,7 +9,8 @@ log() { printf '[deps] %s\n' "$*" >&2; }
 
 PKGS=(build-essential pkg-config nginx nginx-dev libjansson-dev libhiredis-dev
       libpcre2-dev libpq-dev libssl-dev libmicrohttpd-dev postgresql
-      redis-server libcmocka-dev ca-certificates curl procps)
+      redis-server libcmocka-dev ca-certificates curl procps
+      clang libclang-rt-14-dev)
 
 node_ok() {
     command -v node >/dev/null 2>&1 || return 1
