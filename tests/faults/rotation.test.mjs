@@ -91,3 +91,34 @@ test('journal rotated while PostgreSQL is down: controld finishes the moved file
   const { totalNano } = await verifyAudit(s, results, { keyId, timeout: 30_000 });
   await assertBudgetSpend(s, budget, totalNano);
 });
+
+test('two rotations while PostgreSQL is down: every moved file is read, none skipped', async (t) => {
+  // controld cannot ingest while the database is down, so it is still on
+  // the first file when the second rotation happens: the file in between
+  // must not be skipped (hourly logrotate and an hour-long outage)
+  const { key, keyId, budget } = await budgetedKey(s, 'rot-pg2');
+  const load = startLoad(s, key, { concurrency: 6, maxMs: 20_000, tag: 'rot-pg2' });
+  await load.more(30);
+  await s.stopPostgres();
+  await load.more(30);
+  const first = await rotate('pg2a', { gapMs: 0 });
+  await load.more(30);
+  const second = await rotate('pg2b', { gapMs: 0 });
+  await load.more(30);
+  await s.startPostgres();
+  await load.more(30);
+  const results = await load.stop();
+  t.diagnostic(`${results.length} requests; ids in ${first.split('/').pop()} ${idsIn(first, results)}, in ${second.split('/').pop()} ${idsIn(second, results)}, in the current file ${idsIn(s.journalPath, results)}`);
+  assertAnswered(results, { what: 'two rotations while PostgreSQL is down' });
+  let v;
+  try {
+    v = await verifyAudit(s, results, { keyId, timeout: 15_000 });
+  } catch (e) {
+    const have = new Set((await allRows(s)).map((r) => r.id));
+    const missing = results.filter((r) => r.id && !have.has(r.id));
+    e.message += `\n(of the ${missing.length} missing: ${idsIn(first, missing)} in ${first.split('/').pop()}, `
+      + `${idsIn(second, missing)} in ${second.split('/').pop()}, ${idsIn(s.journalPath, missing)} in the current file)`;
+    throw e;
+  }
+  await assertBudgetSpend(s, budget, v.totalNano);
+});
