@@ -1303,12 +1303,19 @@ cd_ingest_open(cd_ingest_ctx_t *x)
 }
 
 
+static int cd_ingest_open_next_rotated(cd_ingest_ctx_t *x, dev_t done_dev,
+    ino_t done_ino, struct timespec done_mtime);
+
+
 /* at EOF with nothing pending: truncated or rotated? */
 static void
 cd_ingest_check_file(cd_ingest_ctx_t *x)
 {
-    int64_t      now;
-    struct stat  st;
+    dev_t            dev;
+    ino_t            ino;
+    int64_t          now;
+    struct stat      st;
+    struct timespec  mtime;
 
     if (fstat(x->fd, &st) == 0 && st.st_size < x->scan_off) {
         cd_log_warn(CD_INGEST_SUBJECT, "%s was truncated: starting at 0",
@@ -1348,10 +1355,126 @@ cd_ingest_check_file(cd_ingest_ctx_t *x)
         cd_log_info(CD_INGEST_SUBJECT, "%s was rotated; finished the old "
                     "file at offset %lld", x->app->config.journal_path,
                     (long long) x->scan_off);
+
+        mtime = fstat(x->fd, &st) == 0 ? st.st_mtim : (struct timespec) {0};
+        dev = x->dev;
+        ino = x->ino;
+
         cd_ingest_forget(x);
         close(x->fd);
         x->fd = -1;
+
+        /*
+         * More than one rotation may have happened meanwhile (ingest was
+         * behind, PostgreSQL was down): a file rotated after this one is
+         * read before the current one.
+         */
+        (void) cd_ingest_open_next_rotated(x, dev, ino, mtime);
     }
+}
+
+
+/*
+ * The oldest file in the journal's directory, named like the journal, that
+ * was written after the file just finished (its mtime is not older) and is
+ * neither that file nor the current one. CD_OK with x pointing at it.
+ */
+static int
+cd_ingest_open_next_rotated(cd_ingest_ctx_t *x, dev_t done_dev,
+    ino_t done_ino, struct timespec done_mtime)
+{
+    int              fd;
+    char             dir[4096], best[1024];
+    const char      *base, *slash;
+    DIR             *d;
+    size_t           base_len;
+    int64_t          offset;
+    struct stat      now, st, best_st;
+    struct dirent   *e;
+
+    slash = strrchr(x->app->config.journal_path, '/');
+    base = slash ? slash + 1 : x->app->config.journal_path;
+    base_len = strlen(base);
+
+    if (slash == NULL) {
+        snprintf(dir, sizeof(dir), ".");
+
+    } else {
+        snprintf(dir, sizeof(dir), "%.*s",
+                 (int) (slash == x->app->config.journal_path
+                        ? 1 : slash - x->app->config.journal_path),
+                 x->app->config.journal_path);
+    }
+
+    if (stat(x->app->config.journal_path, &now) != 0) {
+        now.st_dev = 0;
+        now.st_ino = 0;
+    }
+
+    d = opendir(dir);
+    if (d == NULL) {
+        return CD_ERROR;
+    }
+
+    best[0] = '\0';
+    memset(&best_st, 0, sizeof(best_st));
+
+    while ((e = readdir(d)) != NULL) {
+        if (strncmp(e->d_name, base, base_len) != 0
+            || fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0
+            || !S_ISREG(st.st_mode)
+            || (st.st_dev == now.st_dev && st.st_ino == now.st_ino)
+            || (st.st_dev == done_dev && st.st_ino == done_ino)
+            || st.st_mtim.tv_sec < done_mtime.tv_sec
+            || (st.st_mtim.tv_sec == done_mtime.tv_sec
+                && st.st_mtim.tv_nsec < done_mtime.tv_nsec))
+        {
+            continue;
+        }
+
+        if (best[0] == '\0'
+            || st.st_mtim.tv_sec < best_st.st_mtim.tv_sec
+            || (st.st_mtim.tv_sec == best_st.st_mtim.tv_sec
+                && st.st_mtim.tv_nsec < best_st.st_mtim.tv_nsec))
+        {
+            snprintf(best, sizeof(best), "%s", e->d_name);
+            best_st = st;
+        }
+    }
+
+    if (best[0] == '\0') {
+        closedir(d);
+        return CD_ERROR;
+    }
+
+    fd = openat(dirfd(d), best, O_RDONLY | O_CLOEXEC);
+    closedir(d);
+
+    if (fd < 0) {
+        return CD_ERROR;
+    }
+
+    x->fd = fd;
+    x->dev = best_st.st_dev;
+    x->ino = best_st.st_ino;
+
+    if (cd_ingest_load_offset(x, &offset) != CD_OK
+        || offset > best_st.st_size)
+    {
+        offset = 0;
+    }
+
+    cd_log_info(CD_INGEST_SUBJECT, "%s/%s was rotated too: reading it from "
+                "offset %lld first", dir, best, (long long) offset);
+
+    x->commit_off = offset;
+    x->scan_off = offset;
+    x->skipping = 0;
+    x->rotated_at = cd_now_ms();
+    __atomic_store_n(&x->app->ingest.committed_offset, offset,
+                     __ATOMIC_RELEASE);
+
+    return CD_OK;
 }
 
 
