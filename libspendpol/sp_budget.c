@@ -193,12 +193,12 @@ sp_spend_open(sp_spend_t *spend, const void *data, size_t len, char *err,
     if (len < sizeof(sp_spend_header_t)
         || memcmp(header->magic, SP_SPEND_MAGIC, sizeof(header->magic)) != 0)
     {
-        snprintf(err, errlen, "not a spendpol spend file");
+        sp_errorf(err, errlen, "not a spendpol spend file");
         return SP_ERROR;
     }
 
     if (header->version != SP_SPEND_VERSION) {
-        snprintf(err, errlen, "spend file version %u, expected %u",
+        sp_errorf(err, errlen, "spend file version %u, expected %u",
                  header->version, SP_SPEND_VERSION);
         return SP_ERROR;
     }
@@ -207,7 +207,7 @@ sp_spend_open(sp_spend_t *spend, const void *data, size_t len, char *err,
         || header->slots > (len - sizeof(sp_spend_header_t))
                            / sizeof(sp_spend_slot_t))
     {
-        snprintf(err, errlen, "spend file has %u slots for %zu bytes",
+        sp_errorf(err, errlen, "spend file has %u slots for %zu bytes",
                  header->slots, len);
         return SP_ERROR;
     }

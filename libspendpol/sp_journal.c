@@ -226,21 +226,6 @@ sp_field_copy(char *dst, size_t dstlen, const char *src, size_t len)
 }
 
 
-static void
-sp_journal_errorf(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list  args;
-
-    if (err == NULL || errlen == 0) {
-        return;
-    }
-
-    va_start(args, fmt);
-    vsnprintf(err, errlen, fmt, args);
-    va_end(args);
-}
-
-
 static int
 sp_journal_get_str(json_t *obj, const char *name, char *dst, size_t dstlen,
     int required, char *err, size_t errlen)
@@ -253,7 +238,7 @@ sp_journal_get_str(json_t *obj, const char *name, char *dst, size_t dstlen,
         dst[0] = '\0';
 
         if (required) {
-            sp_journal_errorf(err, errlen, "field \"%s\" is missing", name);
+            sp_errorf(err, errlen, "field \"%s\" is missing", name);
             return SP_ERROR;
         }
 
@@ -261,7 +246,7 @@ sp_journal_get_str(json_t *obj, const char *name, char *dst, size_t dstlen,
     }
 
     if (!json_is_string(v)) {
-        sp_journal_errorf(err, errlen, "field \"%s\" must be a string",
+        sp_errorf(err, errlen, "field \"%s\" must be a string",
                           name);
         return SP_ERROR;
     }
@@ -286,7 +271,7 @@ sp_journal_get_int(json_t *obj, const char *name, int64_t *dst, char *err,
     }
 
     if (!json_is_integer(v)) {
-        sp_journal_errorf(err, errlen, "field \"%s\" must be an integer",
+        sp_errorf(err, errlen, "field \"%s\" must be an integer",
                           name);
         return SP_ERROR;
     }
@@ -326,20 +311,20 @@ sp_journal_parse(const char *line, size_t len, sp_journal_record_t *rec,
 
     root = json_loadb(line, len, JSON_REJECT_DUPLICATES, &jerr);
     if (root == NULL) {
-        sp_journal_errorf(err, errlen, "not JSON: %s at column %d",
+        sp_errorf(err, errlen, "not JSON: %s at column %d",
                           jerr.text, jerr.column);
         return SP_ERROR;
     }
 
     if (!json_is_object(root)) {
-        sp_journal_errorf(err, errlen, "not a JSON object");
+        sp_errorf(err, errlen, "not a JSON object");
         goto failed;
     }
 
     v = json_object_get(root, "v");
 
     if (!json_is_integer(v) || json_integer_value(v) != SP_JOURNAL_VERSION) {
-        sp_journal_errorf(err, errlen, "field \"v\" must be %d",
+        sp_errorf(err, errlen, "field \"v\" must be %d",
                           SP_JOURNAL_VERSION);
         goto failed;
     }
@@ -375,7 +360,7 @@ sp_journal_parse(const char *line, size_t len, sp_journal_record_t *rec,
     }
 
     if (status < 0 || status > 999) {
-        sp_journal_errorf(err, errlen, "field \"status\" must be 0..999");
+        sp_errorf(err, errlen, "field \"status\" must be 0..999");
         goto failed;
     }
 
@@ -383,7 +368,7 @@ sp_journal_parse(const char *line, size_t len, sp_journal_record_t *rec,
     rec->stream = json_is_true(json_object_get(root, "stream"));
 
     if (strncmp(rec->id, "evt_", 4) != 0) {
-        sp_journal_errorf(err, errlen, "field \"id\" must start with evt_");
+        sp_errorf(err, errlen, "field \"id\" must start with evt_");
         goto failed;
     }
 

@@ -55,7 +55,7 @@ sp_strdup0(const char *s)
 }
 
 
-static void
+void
 sp_errorf(char *err, size_t errlen, const char *fmt, ...)
 {
     va_list  args;

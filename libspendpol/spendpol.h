@@ -24,6 +24,14 @@ typedef struct {
 #define SP_ERROR          -1
 
 
+/*
+ * Writes a reason into err (errlen bytes, NUL-terminated); err may be
+ * NULL. The one way libspendpol reports why something was refused.
+ */
+void sp_errorf(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+
 /* ---- keys (sp_key.c) ------------------------------------------------- */
 
 #define SP_KEY_PREFIX          "sp_key_"
