@@ -4,7 +4,8 @@
  * every nginx worker refuses them (403 agent_paused) as soon as it maps
  * the next generation; pause and resume republish at once. Who paused or
  * resumed (the admin key) and when is kept in agent_events, which
- * outlives the agent.
+ * outlives the agent. rate_limits (requests and tokens a minute across
+ * all of the agent's keys) travel the same way, on each of its keys.
  */
 
 #include <stdio.h>
@@ -19,14 +20,18 @@
 
 #define CD_AGENT_COLUMNS                                                     \
     "id, name, description, state, " CD_SQL_TS("created_at") ", "            \
-    CD_SQL_TS("updated_at") ", " CD_SQL_US("created_at")
+    CD_SQL_TS("updated_at") ", " CD_SQL_US("created_at") ", rpm_limit,"     \
+    " tpm_limit"
 
 enum {
     CD_AGENT_ID = 0, CD_AGENT_NAME, CD_AGENT_DESCRIPTION_COL, CD_AGENT_STATE,
-    CD_AGENT_CREATED, CD_AGENT_UPDATED, CD_AGENT_CREATED_US
+    CD_AGENT_CREATED, CD_AGENT_UPDATED, CD_AGENT_CREATED_US, CD_AGENT_RPM,
+    CD_AGENT_TPM
 };
 
-static const char  *cd_agent_fields[] = { "name", "description", NULL };
+static const char  *cd_agent_fields[] = {
+    "name", "description", "rate_limits", NULL
+};
 
 
 static json_t *
@@ -54,6 +59,15 @@ cd_agent_json(PGresult *res, int row)
     }
 
 #undef cd_agent_str
+
+    if (json_object_set_new(obj, "rate_limits",
+            cd_rate_limits_json(cd_db_value(res, row, CD_AGENT_RPM),
+                                cd_db_value(res, row, CD_AGENT_TPM)))
+        != 0)
+    {
+        json_decref(obj);
+        return NULL;
+    }
 
     return obj;
 }
@@ -197,14 +211,33 @@ cd_agent_finish(cd_request_t *r, cd_db_conn_t *c, const char *id,
 }
 
 
+/* rate_limits of a body, or a 400/422 naming the field */
+static int
+cd_agent_rate_limits(cd_request_t *r, json_t *body, cd_rate_limits_t *limits)
+{
+    cd_field_error_t  err;
+
+    if (cd_rate_limits_parse(json_object_get(body, "rate_limits"), limits,
+                             &err) != CD_OK)
+    {
+        cd_respond_error(r, err.status, "invalid_request_error", err.code,
+                         err.field, "%s", err.message);
+        return CD_ERROR;
+    }
+
+    return CD_OK;
+}
+
+
 void
 cd_api_agents_create(cd_request_t *r)
 {
-    char           id[CD_ID_MAX];
-    json_t        *body;
-    PGresult      *res;
-    const char    *params[3], *name, *description;
-    cd_db_conn_t  *c;
+    char              id[CD_ID_MAX], rpm[24], tpm[24];
+    json_t           *body;
+    PGresult         *res;
+    const char       *params[5], *name, *description;
+    cd_db_conn_t     *c;
+    cd_rate_limits_t  limits;
 
     body = cd_request_json(r, cd_agent_fields);
     if (body == NULL) {
@@ -213,11 +246,17 @@ cd_api_agents_create(cd_request_t *r)
 
     if (cd_json_string(r, body, "name", 1, 1, CD_NAME_MAX, &name) != CD_OK
         || cd_json_string(r, body, "description", 0, 0, CD_AGENT_DESCRIPTION,
-                          &description) != CD_OK)
+                          &description) != CD_OK
+        || cd_agent_rate_limits(r, body, &limits) != CD_OK)
     {
         json_decref(body);
         return;
     }
+
+    snprintf(rpm, sizeof(rpm), "%lld",
+             (long long) (limits.rpm < 0 ? 0 : limits.rpm));
+    snprintf(tpm, sizeof(tpm), "%lld",
+             (long long) (limits.tpm < 0 ? 0 : limits.tpm));
 
     if (cd_random_id(CD_AGENT_ID_PREFIX, CD_RANDOM_ID_BYTES, id) != CD_OK) {
         cd_respond_error(r, 500, "api_error", "no_randomness", NULL,
@@ -235,10 +274,13 @@ cd_api_agents_create(cd_request_t *r)
     params[0] = id;
     params[1] = name;
     params[2] = description;
+    params[3] = rpm;
+    params[4] = tpm;
 
-    res = cd_db_exec(c, "INSERT INTO agents (id, org_id, name, description)"
+    res = cd_db_exec(c, "INSERT INTO agents (id, org_id, name, description,"
+                        " rpm_limit, tpm_limit)"
                         " VALUES ($1, current_setting('spendpol.org_id'),"
-                        " $2, $3)", 3, params);
+                        " $2, $3, $4, $5)", 5, params);
     if (res == NULL) {
         cd_respond_statement_error(r, c);
 
@@ -379,10 +421,12 @@ cd_api_agents_get(cd_request_t *r)
 void
 cd_api_agents_update(cd_request_t *r)
 {
-    json_t        *body;
-    PGresult      *res;
-    const char    *params[5], *name, *description;
-    cd_db_conn_t  *c;
+    char              rpm[24], tpm[24];
+    json_t           *body;
+    PGresult         *res;
+    const char       *params[6], *name, *description;
+    cd_db_conn_t     *c;
+    cd_rate_limits_t  limits;
 
     if (cd_agent_id_param(r) != CD_OK) {
         return;
@@ -396,11 +440,15 @@ cd_api_agents_update(cd_request_t *r)
     /* name may be left out, not cleared; description null clears it */
     if (cd_json_string(r, body, "name", 0, 1, CD_NAME_MAX, &name) != CD_OK
         || cd_json_string(r, body, "description", 0, 0, CD_AGENT_DESCRIPTION,
-                          &description) != CD_OK)
+                          &description) != CD_OK
+        || cd_agent_rate_limits(r, body, &limits) != CD_OK)
     {
         json_decref(body);
         return;
     }
+
+    snprintf(rpm, sizeof(rpm), "%lld", (long long) limits.rpm);
+    snprintf(tpm, sizeof(tpm), "%lld", (long long) limits.tpm);
 
     if (json_is_null(json_object_get(body, "name"))) {
         cd_respond_error(r, 422, "invalid_request_error", "invalid_value",
@@ -420,11 +468,17 @@ cd_api_agents_update(cd_request_t *r)
     params[2] = description;
     params[3] = json_object_get(body, "description") != NULL ? "t" : "f";
 
+    /* NULL keeps the stored limit */
+    params[4] = limits.rpm < 0 ? NULL : rpm;
+    params[5] = limits.tpm < 0 ? NULL : tpm;
+
     res = cd_db_exec(c, "UPDATE agents SET name = coalesce($2, name),"
                         " description = CASE WHEN $4::boolean THEN $3"
                         " ELSE description END,"
+                        " rpm_limit = coalesce($5::bigint, rpm_limit),"
+                        " tpm_limit = coalesce($6::bigint, tpm_limit),"
                         " updated_at = clock_timestamp() WHERE id = $1",
-                     4, params);
+                     6, params);
 
     if (res == NULL) {
         cd_respond_statement_error(r, c);
@@ -434,7 +488,8 @@ cd_api_agents_update(cd_request_t *r)
                          "no agent with id \"%s\"", r->params[0]);
 
     } else if (cd_agent_event(r, c, r->params[0], "updated") == CD_OK) {
-        cd_agent_finish(r, c, r->params[0], 200, 0, "updated");
+        cd_agent_finish(r, c, r->params[0], 200,
+                        limits.rpm >= 0 || limits.tpm >= 0, "updated");
     }
 
     PQclear(res);

@@ -21,6 +21,7 @@
 #include <libpq-fe.h>
 
 #include "spendpol.h"
+#include "sp_journal.h"
 
 
 #define CD_OK       0
@@ -287,10 +288,44 @@ void cd_redis_close(cd_redis_t *rd);
 /* "ok", "down" or "disabled" */
 const char *cd_redis_health(cd_redis_t *rd);
 
+/* a new connection (redisContext *) with timeout_ms, or NULL */
+void *cd_redis_connect(cd_redis_t *rd, unsigned timeout_ms);
+
+
+/* ---- rates.c: rate limit counts across nodes -------------------------- */
+
+typedef struct cd_app_s  cd_app_t;
+
+/* one thread's Redis connection for rate counts */
+typedef struct {
+    void     *ctx;          /* redisContext, NULL when down */
+    int64_t   failed_ms;    /* of the last failure: retried after 5 s */
+    int       down;
+} cd_rates_conn_t;
+
+/* the other nodes' counts of one subject in the current window */
+typedef struct {
+    uint64_t  hash;         /* sp_rate_hash() */
+    int64_t   requests;
+    int64_t   tokens;
+} cd_rate_t;
+
+/* ingest: adds committed journal lines to this node's counts in Redis */
+void cd_rates_push(cd_app_t *app, cd_rates_conn_t *rc,
+    const sp_journal_record_t *records, size_t count);
+
+/*
+ * The current window's subjects and the other nodes' counts (*out is
+ * malloc()ed, NULL when none); CD_OK also when Redis is not configured or
+ * down (nothing to add).
+ */
+int cd_rates_fetch(cd_app_t *app, cd_rates_conn_t *rc, cd_rate_t **out,
+    size_t *nout, int64_t *window_ms);
+void cd_rates_close(cd_rates_conn_t *rc);
+
 
 /* ---- snapshot.c ------------------------------------------------------- */
 
-typedef struct cd_app_s  cd_app_t;
 
 typedef struct {
     pthread_t         thread;
@@ -336,6 +371,7 @@ typedef struct {
     uint64_t          generation;
     dev_t             dev;
     ino_t             ino;
+    cd_rates_conn_t   rates;
 } cd_spend_t;
 
 int cd_spend_start(cd_app_t *app) CD_CHECK;

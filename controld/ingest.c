@@ -58,6 +58,7 @@ typedef struct {
     char                 (*alert_keys)[CD_ALERT_KEY_MAX];  /* per record,
                                                  "" when it raises none */
     size_t                 raises;        /* records with an alert key */
+    cd_rates_conn_t        rates;
 } cd_ingest_ctx_t;
 
 
@@ -967,6 +968,9 @@ cd_ingest_flush(cd_ingest_ctx_t *x)
     __atomic_store_n(&x->app->ingest.committed_offset, x->commit_off,
                      __ATOMIC_RELEASE);
 
+    /* committed once: now the other nodes may count these lines */
+    cd_rates_push(x->app, &x->rates, x->records, x->count);
+
     return CD_OK;
 
 failed:
@@ -1548,6 +1552,7 @@ done:
         close(x.fd);
     }
 
+    cd_rates_close(&x.rates);
     free(x.records);
     free(x.buf);
     free(x.copy);

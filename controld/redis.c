@@ -1,6 +1,7 @@
 /*
- * Redis: only a health check for now. Connected lazily, reconnected on
- * the next check after a failure, never fatal.
+ * Redis: the URL, connections, and the health check (connected lazily,
+ * reconnected on the next check after a failure, never fatal). Rate
+ * limit counts across nodes are in rates.c.
  */
 
 #include <errno.h>
@@ -165,11 +166,14 @@ cd_redis_command_ok(redisContext *ctx, const char *expect, const char *fmt,
 }
 
 
-static redisContext *
-cd_redis_connect(cd_redis_t *rd)
+void *
+cd_redis_connect(cd_redis_t *rd, unsigned timeout_ms)
 {
     redisContext    *ctx;
-    struct timeval   timeout = { 0, 500000 };
+    struct timeval   timeout;
+
+    timeout.tv_sec = timeout_ms / 1000;
+    timeout.tv_usec = (timeout_ms % 1000) * 1000;
 
     ctx = redisConnectWithTimeout(rd->host, rd->port, timeout);
 
@@ -222,7 +226,7 @@ cd_redis_health(cd_redis_t *rd)
     pthread_mutex_lock(&rd->mutex);
 
     if (rd->ctx == NULL) {
-        rd->ctx = cd_redis_connect(rd);
+        rd->ctx = cd_redis_connect(rd, 500);
     }
 
     ok = rd->ctx != NULL && cd_redis_command_ok(rd->ctx, "PONG", "PING");

@@ -60,6 +60,10 @@ cd_snapshot_add_keys(sp_snapshot_builder_t *b, PGresult *res)
         key.flags = cd_db_bool(res, i, 8) ? SP_KEY_AGENT_PAUSED : 0;
         key.rpm_limit = (uint32_t) strtoul(PQgetvalue(res, i, 9), NULL, 10);
         key.tpm_limit = (uint32_t) strtoul(PQgetvalue(res, i, 10), NULL, 10);
+        key.agent_rpm_limit = (uint32_t) strtoul(PQgetvalue(res, i, 11),
+                                                 NULL, 10);
+        key.agent_tpm_limit = (uint32_t) strtoul(PQgetvalue(res, i, 12),
+                                                 NULL, 10);
 
         if (sp_snapshot_add_key(b, &key) != SP_OK) {
             return CD_ERROR;
@@ -286,7 +290,8 @@ cd_snapshot_publish_now(cd_app_t *app)
                "SELECT k.key_hash, k.id, k.org_id, k.name, k.department,"
                " k.project, k.agent_id, k.scopes::text,"
                " coalesce(a.state = 'paused', false),"
-               " k.rpm_limit, k.tpm_limit FROM api_keys k LEFT JOIN agents a"
+               " k.rpm_limit, k.tpm_limit, coalesce(a.rpm_limit, 0),"
+               " coalesce(a.tpm_limit, 0) FROM api_keys k LEFT JOIN agents a"
                " ON a.id = k.agent_id AND a.org_id = k.org_id"
                " WHERE k.active") : NULL;
     providers = keys ? cd_snapshot_query(c,

@@ -15,6 +15,11 @@
  * full) or the file is replaced under us, a new file (generation + 1) is
  * laid out in a temporary file and renamed into place.
  *
+ * Rate limit slots: every round also stores, for each subject counted in
+ * Redis in the current minute, the other nodes' requests and tokens
+ * (rates.c), with the same protocol (window_start_ms 0 while a slot moves
+ * to a new window).
+ *
  * Also notices a budget period rolling over (the publisher's
  * next_change, by the database clock) and asks for a republish, so the
  * snapshot carries the new period within about 200 ms.
@@ -254,22 +259,58 @@ cd_spend_store(sp_spend_slot_t *slot, int64_t period_start, int64_t global,
 }
 
 
+static void
+cd_spend_store_rate(sp_rate_slot_t *slot, int64_t window, const cd_rate_t *rate,
+    int64_t now_ms)
+{
+    int64_t  start;
+
+    start = __atomic_load_n(&slot->window_start_ms, __ATOMIC_RELAXED);
+
+    if (start != window) {
+        __atomic_store_n(&slot->window_start_ms, 0, __ATOMIC_RELEASE);
+    }
+
+    __atomic_store_n(&slot->requests, rate->requests, __ATOMIC_RELEASE);
+    __atomic_store_n(&slot->tokens, rate->tokens, __ATOMIC_RELEASE);
+    __atomic_store_n(&slot->updated_ms, now_ms, __ATOMIC_RELEASE);
+
+    if (start != window) {
+        __atomic_store_n(&slot->window_start_ms, window, __ATOMIC_RELEASE);
+    }
+}
+
+
 /* one round: read every budget's spend, store it; CD_ERROR to retry */
 static int
 cd_spend_update(cd_app_t *app)
 {
     int                i, n;
-    int64_t            now_ms, next_change;
+    size_t             nrates, r;
+    int64_t            now_ms, next_change, window;
     uint32_t           slots;
     PGresult          *res;
+    cd_rate_t         *rates;
     const char        *params[1];
     cd_db_conn_t      *c;
     sp_str_t           id;
+    sp_rate_slot_t    *rate;
     sp_spend_slot_t   *slot;
     struct timespec    ts;
 
+    /* Redis down: the rate slots keep their last values for this window */
+    window = 0;
+
+    if (cd_rates_fetch(app, &app->spend.rates, &rates, &nrates, &window)
+        != CD_OK)
+    {
+        rates = NULL;
+        nrates = 0;
+    }
+
     c = cd_db_acquire_begin(&app->db, 1000, CD_ROLE_SYSTEM, NULL);
     if (c == NULL) {
+        free(rates);
         return CD_ERROR;
     }
 
@@ -295,10 +336,11 @@ cd_spend_update(cd_app_t *app)
     cd_db_release(&app->db, c);
 
     if (res == NULL) {
+        free(rates);
         return CD_ERROR;
     }
 
-    n = PQntuples(res) - 1;
+    n = PQntuples(res) - 1 + (int) nrates;
 
     if (app->spend.map == NULL || cd_spend_replaced(app)
         || (uint32_t) n * 2 > ((sp_spend_header_t *) app->spend.map)->slots
@@ -309,6 +351,7 @@ cd_spend_update(cd_app_t *app)
 
         if (cd_spend_create(app, slots) != CD_OK) {
             PQclear(res);
+            free(rates);
             return CD_ERROR;
         }
     }
@@ -338,6 +381,20 @@ cd_spend_update(cd_app_t *app)
                        strtoll(PQgetvalue(res, i, CD_SPEND_NODE), NULL, 10),
                        now_ms);
     }
+
+    for (r = 0; r < nrates; r++) {
+        if (rates[r].hash == 0) {
+            continue;
+        }
+
+        rate = sp_rate_slot(app->spend.map, rates[r].hash);
+
+        if (rate != NULL) {
+            cd_spend_store_rate(rate, window, &rates[r], now_ms);
+        }
+    }
+
+    free(rates);
 
     /* a period rolled over: the snapshot must carry the new one */
     pthread_mutex_lock(&app->snapshot.mutex);
@@ -387,6 +444,7 @@ cd_spend_thread(void *data)
     }
 
     cd_spend_unmap(&app->spend);
+    cd_rates_close(&app->spend.rates);
 
     return NULL;
 }
@@ -400,6 +458,7 @@ cd_spend_start(cd_app_t *app)
     app->spend.stop = 0;
     app->spend.fd = -1;
     app->spend.map = NULL;
+    memset(&app->spend.rates, 0, sizeof(cd_rates_conn_t));
 
     err = pthread_create(&app->spend.thread, NULL, cd_spend_thread, app);
     if (err != 0) {

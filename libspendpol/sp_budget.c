@@ -2,6 +2,7 @@
  * Budgets: coverage, worst-case cost, the spend file.
  */
 
+#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -103,6 +104,17 @@ sp_cost_worst_case(const sp_price_t *price, int64_t prompt_tokens,
 
 
 uint64_t
+sp_rate_hash(const char *kind, sp_str_t id)
+{
+    uint64_t  hash;
+
+    hash = sp_hash64(id.data, id.len, sp_hash64(kind, strlen(kind), 0));
+
+    return hash ? hash : 1;
+}
+
+
+uint64_t
 sp_budget_hash(sp_str_t budget_id)
 {
     uint64_t  hash;
@@ -151,34 +163,63 @@ sp_spend_init(void *data, uint32_t slots, uint64_t generation)
 }
 
 
-sp_spend_slot_t *
-sp_spend_slot(void *data, sp_str_t budget_id)
+/*
+ * Budget and rate slots share the table: both are 64 bytes and start with
+ * the hash (0: empty) and the period or window start, read here as the
+ * slot's first two 64-bit words.
+ */
+typedef char  sp_spend_slot_layout_check[
+    sizeof(sp_rate_slot_t) == sizeof(sp_spend_slot_t)
+    && offsetof(sp_spend_slot_t, budget_hash) == 0
+    && offsetof(sp_rate_slot_t, subject_hash) == 0
+    && offsetof(sp_spend_slot_t, period_start_ms) == 8
+    && offsetof(sp_rate_slot_t, window_start_ms) == 8 ? 1 : -1];
+
+
+/* controld: the slot of hash, taken when absent; NULL when full */
+static void *
+sp_spend_take(void *data, uint64_t hash)
 {
-    sp_spend_header_t  *header;
-    sp_spend_slot_t    *slots;
-    uint64_t            hash;
+    uint64_t           *key;
     uint32_t            i, probes, mask;
+    sp_spend_slot_t    *slots;
+    sp_spend_header_t  *header;
 
     header = data;
     slots = (sp_spend_slot_t *) (header + 1);
-    hash = sp_budget_hash(budget_id);
     mask = header->slots - 1;
 
     for (i = (uint32_t) hash & mask, probes = 0;
          probes < header->slots;
          i = (i + 1) & mask, probes++)
     {
-        if (slots[i].budget_hash == hash) {
+        key = (uint64_t *) &slots[i];
+
+        if (key[0] == hash) {
             return &slots[i];
         }
 
-        if (slots[i].budget_hash == 0) {
-            slots[i].budget_hash = hash;
+        if (key[0] == 0) {
+            key[0] = hash;
             return &slots[i];
         }
     }
 
     return NULL;
+}
+
+
+sp_spend_slot_t *
+sp_spend_slot(void *data, sp_str_t budget_id)
+{
+    return sp_spend_take(data, sp_budget_hash(budget_id));
+}
+
+
+sp_rate_slot_t *
+sp_rate_slot(void *data, uint64_t hash)
+{
+    return sp_spend_take(data, hash);
 }
 
 
@@ -221,38 +262,53 @@ sp_spend_open(sp_spend_t *spend, const void *data, size_t len, char *err,
 }
 
 
-const sp_spend_slot_t *
-sp_spend_find(const sp_spend_t *spend, sp_str_t budget_id,
-    int64_t period_start_ms)
+/* readers: the slot of hash for the period or window at start_ms */
+static const void *
+sp_spend_lookup(const sp_spend_t *spend, uint64_t hash, int64_t start_ms)
 {
-    const sp_spend_slot_t  *slot;
-    uint64_t                hash, h;
-    uint32_t                i, probes, mask;
+    uint64_t         h;
+    uint32_t         i, probes, mask;
+    const uint64_t  *key;
 
-    hash = sp_budget_hash(budget_id);
     mask = spend->header->slots - 1;
 
     for (i = (uint32_t) hash & mask, probes = 0;
          probes < spend->header->slots;
          i = (i + 1) & mask, probes++)
     {
-        slot = &spend->slots[i];
-        h = __atomic_load_n(&slot->budget_hash, __ATOMIC_ACQUIRE);
+        key = (const uint64_t *) &spend->slots[i];
+        h = __atomic_load_n(&key[0], __ATOMIC_ACQUIRE);
 
         if (h == 0) {
             return NULL;
         }
 
         if (h == hash) {
-            if (__atomic_load_n(&slot->period_start_ms, __ATOMIC_ACQUIRE)
-                != period_start_ms)
+            if (__atomic_load_n(&key[1], __ATOMIC_ACQUIRE)
+                != (uint64_t) start_ms)
             {
                 return NULL;
             }
 
-            return slot;
+            return key;
         }
     }
 
     return NULL;
+}
+
+
+const sp_spend_slot_t *
+sp_spend_find(const sp_spend_t *spend, sp_str_t budget_id,
+    int64_t period_start_ms)
+{
+    return sp_spend_lookup(spend, sp_budget_hash(budget_id),
+                           period_start_ms);
+}
+
+
+const sp_rate_slot_t *
+sp_rate_find(const sp_spend_t *spend, uint64_t hash, int64_t window_start_ms)
+{
+    return sp_spend_lookup(spend, hash, window_start_ms);
 }

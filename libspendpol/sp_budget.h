@@ -66,6 +66,21 @@ typedef struct {
     int64_t   pad[2];
 } sp_spend_slot_t;
 
+/*
+ * Rate limit counts from other nodes, in slots of the same table. For a
+ * subject (a key, agent or organisation: sp_rate_hash()) controld stores
+ * what every other node's journal counted in the current minute window
+ * (summed from Redis); a node adds it to its own counts.
+ */
+typedef struct {
+    uint64_t  subject_hash;     /* sp_rate_hash(), 0 = empty */
+    int64_t   window_start_ms;
+    int64_t   requests;         /* other nodes, in this window */
+    int64_t   tokens;
+    int64_t   updated_ms;
+    int64_t   pad[3];
+} sp_rate_slot_t;
+
 typedef struct {
     const uint8_t            *base;
     size_t                    len;
@@ -84,6 +99,13 @@ int sp_spend_open(sp_spend_t *spend, const void *data, size_t len,
 const sp_spend_slot_t *sp_spend_find(const sp_spend_t *spend,
     sp_str_t budget_id, int64_t period_start_ms);
 
+/*
+ * The other nodes' counts of a rate limit subject for the window starting
+ * at window_start_ms, or NULL when controld has published none.
+ */
+const sp_rate_slot_t *sp_rate_find(const sp_spend_t *spend, uint64_t hash,
+    int64_t window_start_ms);
+
 /* the file size for a number of slots (rounded up to a power of two) */
 size_t sp_spend_size(uint32_t slots);
 
@@ -93,8 +115,12 @@ size_t sp_spend_size(uint32_t slots);
  */
 void sp_spend_init(void *data, uint32_t slots, uint64_t generation);
 sp_spend_slot_t *sp_spend_slot(void *data, sp_str_t budget_id);
+sp_rate_slot_t *sp_rate_slot(void *data, uint64_t hash);
 
 uint64_t sp_budget_hash(sp_str_t budget_id);
+
+/* a rate limit subject: kind "key", "agent" or "org", and its id */
+uint64_t sp_rate_hash(const char *kind, sp_str_t id);
 
 
 #endif /* SP_BUDGET_H */

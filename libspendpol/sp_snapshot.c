@@ -271,6 +271,8 @@ sp_snapshot_add_key(sp_snapshot_builder_t *b, const sp_snapshot_key_in_t *in)
     key->flags = in->flags;
     key->rpm_limit = in->rpm_limit;
     key->tpm_limit = in->tpm_limit;
+    key->agent_rpm_limit = in->agent_rpm_limit;
+    key->agent_tpm_limit = in->agent_tpm_limit;
     key->key_id = sp_strdup0(in->key_id);
     key->org_id = sp_strdup0(in->org_id);
     key->name = sp_strdup0(in->name);
@@ -591,6 +593,8 @@ sp_snapshot_put_record(sp_snapshot_writer_t *w, int table, void *record)
         key->flags = key_in->flags;
         key->rpm_limit = key_in->rpm_limit;
         key->tpm_limit = key_in->tpm_limit;
+        key->agent_rpm_limit = key_in->agent_rpm_limit;
+        key->agent_tpm_limit = key_in->agent_tpm_limit;
         key->key_id = sp_snapshot_put_string(w, key_in->key_id);
         key->org_id = sp_snapshot_put_string(w, key_in->org_id);
         key->name = sp_snapshot_put_string(w, key_in->name);

@@ -23,7 +23,7 @@
 
 
 #define SP_SNAPSHOT_MAGIC        "SPSNAP01"
-#define SP_SNAPSHOT_VERSION      4
+#define SP_SNAPSHOT_VERSION      5
 #define SP_SNAPSHOT_FILE         "policy.snap"
 
 enum {
@@ -76,6 +76,8 @@ typedef struct {
     uint32_t           flags;         /* SP_KEY_* */
     uint32_t           rpm_limit;     /* requests a minute, 0: none */
     uint32_t           tpm_limit;     /* tokens a minute, 0: none */
+    uint32_t           agent_rpm_limit;   /* the key's agent, all its keys */
+    uint32_t           agent_tpm_limit;
 } sp_snapshot_key_t;
 
 #define SP_KEY_AGENT_PAUSED   0x01u   /* the key's agent is paused */
@@ -175,6 +177,8 @@ typedef struct {
     uint32_t     flags;       /* SP_KEY_* */
     uint32_t     rpm_limit;   /* 0: none */
     uint32_t     tpm_limit;
+    uint32_t     agent_rpm_limit;
+    uint32_t     agent_tpm_limit;
 } sp_snapshot_key_in_t;
 
 typedef struct {

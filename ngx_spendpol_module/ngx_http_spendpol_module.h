@@ -22,6 +22,7 @@
 #define NGX_HTTP_SPENDPOL_SSE_EVENT_MAX     65536
 #define NGX_HTTP_SPENDPOL_OUT_BUF_SIZE      4096
 #define NGX_HTTP_SPENDPOL_DEFAULT_MAX_OUTPUT 4096
+#define NGX_HTTP_SPENDPOL_LIMITS            3    /* key, agent, org */
 
 
 /* the shared zone: budget counters of this nginx instance */
@@ -210,8 +211,8 @@ typedef struct {
     int64_t                    refused_spent;
 
     /* rate limits */
-    ngx_http_spendpol_window_t  *rate_windows[2];
-    uint64_t                   rate_hashes[2];
+    ngx_http_spendpol_window_t  *rate_windows[NGX_HTTP_SPENDPOL_LIMITS];
+    uint64_t                   rate_hashes[NGX_HTTP_SPENDPOL_LIMITS];
     ngx_uint_t                 nrate_windows;
     int64_t                    rate_window_start_ms;
     int64_t                    rate_held_tokens;

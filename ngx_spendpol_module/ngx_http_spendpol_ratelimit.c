@@ -2,12 +2,14 @@
 /*
  * Copyright (C) Spendpol
  *
- * Requests and tokens per minute, per key and per organisation, in the
- * shared zone (one window a minute, aligned to the clock). Tokens are
+ * Requests and tokens per minute, per key, agent and organisation, in
+ * the shared zone (one window a minute, aligned to the clock). Tokens are
  * held at admission (the prompt estimate plus max_tokens) and corrected
- * to the actual usage when the request ends. A refusal is 429 with
- * Retry-After and the x-ratelimit-* headers OpenAI sends, which every SDK
- * understands and retries after.
+ * to the actual usage when the request ends. Other nodes' counts of the
+ * same window come from controld through the spend file (sp_rate_find():
+ * their journals, summed in Redis), so a limit holds across nodes. A
+ * refusal is 429 with Retry-After and the x-ratelimit-* headers OpenAI
+ * sends, which every SDK understands and retries after.
  */
 
 
@@ -17,16 +19,63 @@
 #define NGX_HTTP_SPENDPOL_WINDOW_MS  60000
 
 
+typedef struct {
+    uint32_t  rpm;
+    uint32_t  tpm;
+    uint64_t  hash;          /* sp_rate_hash() */
+    int64_t   requests;      /* other nodes' counts */
+    int64_t   tokens;
+} ngx_http_spendpol_limit_t;
 
 
-static uint64_t
-ngx_http_spendpol_limit_hash(const char *kind, ngx_str_t *id)
+static ngx_uint_t
+ngx_http_spendpol_limit_add(ngx_http_spendpol_limit_t *limits, ngx_uint_t n,
+    uint32_t rpm, uint32_t tpm, const char *kind, ngx_str_t *id)
 {
-    uint64_t  hash;
+    sp_str_t  s;
 
-    hash = sp_hash64(id->data, id->len, sp_hash64(kind, ngx_strlen(kind), 0));
+    if ((rpm == 0 && tpm == 0) || id->len == 0) {
+        return n;
+    }
 
-    return hash ? hash : 1;
+    s.data = (char *) id->data;
+    s.len = id->len;
+
+    limits[n].rpm = rpm;
+    limits[n].tpm = tpm;
+    limits[n].hash = sp_rate_hash(kind, s);
+    limits[n].requests = 0;
+    limits[n].tokens = 0;
+
+    return n + 1;
+}
+
+
+/* what the other nodes counted in this window, from controld */
+static void
+ngx_http_spendpol_limit_remote(ngx_http_spendpol_main_conf_t *smcf,
+    ngx_http_spendpol_limit_t *limit, int64_t start_ms)
+{
+    const sp_rate_slot_t  *slot;
+
+    if (smcf->spend_map == NULL) {
+        return;
+    }
+
+    slot = sp_rate_find(&smcf->spend, limit->hash, start_ms);
+
+    if (slot) {
+        limit->requests = __atomic_load_n(&slot->requests, __ATOMIC_ACQUIRE);
+        limit->tokens = __atomic_load_n(&slot->tokens, __ATOMIC_ACQUIRE);
+
+        if (limit->requests < 0) {
+            limit->requests = 0;
+        }
+
+        if (limit->tokens < 0) {
+            limit->tokens = 0;
+        }
+    }
 }
 
 
@@ -38,15 +87,15 @@ ngx_int_t
 ngx_http_spendpol_ratelimit_admit(ngx_http_request_t *r,
     ngx_http_spendpol_ctx_t *ctx)
 {
-    int64_t                         now_ms, start_ms, tokens;
-    uint32_t                        rpm[2], tpm[2];
-    uint64_t                        hash[2];
+    int64_t                         now_ms, start_ms, tokens, requests;
+    int64_t                         used;
     sp_str_t                        org;
     ngx_uint_t                      i, n;
     ngx_time_t                     *tp;
     const sp_snapshot_key_t        *key;
     const sp_snapshot_org_t        *settings;
-    ngx_http_spendpol_window_t     *window[2];
+    ngx_http_spendpol_limit_t       limits[NGX_HTTP_SPENDPOL_LIMITS];
+    ngx_http_spendpol_window_t     *window[NGX_HTTP_SPENDPOL_LIMITS];
     ngx_http_spendpol_main_conf_t  *smcf;
 
     smcf = ngx_http_get_module_main_conf(r, ngx_http_spendpol_module);
@@ -59,22 +108,22 @@ ngx_http_spendpol_ratelimit_admit(ngx_http_request_t *r,
 
     key = sp_snapshot_find_key(&smcf->snapshot, ctx->key_hash);
 
-    if (key && (key->rpm_limit || key->tpm_limit)) {
-        rpm[n] = key->rpm_limit;
-        tpm[n] = key->tpm_limit;
-        hash[n] = ngx_http_spendpol_limit_hash("key", &ctx->key_id);
-        n++;
+    if (key) {
+        n = ngx_http_spendpol_limit_add(limits, n, key->rpm_limit,
+                                        key->tpm_limit, "key", &ctx->key_id);
+        n = ngx_http_spendpol_limit_add(limits, n, key->agent_rpm_limit,
+                                        key->agent_tpm_limit, "agent",
+                                        &ctx->agent_id);
     }
 
     org.data = (char *) ctx->org_id.data;
     org.len = ctx->org_id.len;
     settings = sp_snapshot_find_org(&smcf->snapshot, org);
 
-    if (settings && (settings->rpm_limit || settings->tpm_limit)) {
-        rpm[n] = settings->rpm_limit;
-        tpm[n] = settings->tpm_limit;
-        hash[n] = ngx_http_spendpol_limit_hash("org", &ctx->org_id);
-        n++;
+    if (settings) {
+        n = ngx_http_spendpol_limit_add(limits, n, settings->rpm_limit,
+                                        settings->tpm_limit, "org",
+                                        &ctx->org_id);
     }
 
     if (n == 0) {
@@ -84,6 +133,10 @@ ngx_http_spendpol_ratelimit_admit(ngx_http_request_t *r,
     tp = ngx_timeofday();
     now_ms = (int64_t) tp->sec * 1000 + tp->msec;
     start_ms = now_ms - now_ms % NGX_HTTP_SPENDPOL_WINDOW_MS;
+
+    for (i = 0; i < n; i++) {
+        ngx_http_spendpol_limit_remote(smcf, &limits[i], start_ms);
+    }
 
     tokens = sp_tokens_estimate(ctx->request->prompt_bytes)
              + ctx->request->max_tokens;
@@ -96,7 +149,7 @@ ngx_http_spendpol_ratelimit_admit(ngx_http_request_t *r,
 
     for (i = 0; i < n; i++) {
         window[i] = ngx_http_spendpol_zone_count(smcf, &smcf->sh->windows,
-                                        hash[i], start_ms,
+                                        limits[i].hash, start_ms,
                                         sizeof(ngx_http_spendpol_window_t));
 
         if (window[i] == NULL) {
@@ -107,14 +160,17 @@ ngx_http_spendpol_ratelimit_admit(ngx_http_request_t *r,
             return NGX_ERROR;
         }
 
-        if ((rpm[i] && window[i]->requests + 1 > rpm[i])
-            || (tpm[i] && window[i]->tokens + tokens > tpm[i]))
+        requests = window[i]->requests + limits[i].requests;
+        used = window[i]->tokens + limits[i].tokens;
+
+        if ((limits[i].rpm && requests + 1 > limits[i].rpm)
+            || (limits[i].tpm && used + tokens > limits[i].tpm))
         {
             ctx->rate_refused = 1;
-            ctx->rate_rpm = rpm[i];
-            ctx->rate_tpm = tpm[i];
-            ctx->rate_requests = window[i]->requests;
-            ctx->rate_tokens = window[i]->tokens;
+            ctx->rate_rpm = limits[i].rpm;
+            ctx->rate_tpm = limits[i].tpm;
+            ctx->rate_requests = requests;
+            ctx->rate_tokens = used;
             ctx->rate_reset_ms = start_ms + NGX_HTTP_SPENDPOL_WINDOW_MS
                                  - now_ms;
             break;
@@ -126,7 +182,7 @@ ngx_http_spendpol_ratelimit_admit(ngx_http_request_t *r,
             window[i]->requests++;
             window[i]->tokens += tokens;
             ctx->rate_windows[i] = window[i];
-            ctx->rate_hashes[i] = hash[i];
+            ctx->rate_hashes[i] = limits[i].hash;
         }
 
         ctx->nrate_windows = n;

@@ -1,5 +1,6 @@
 /*
- * The spend file on hostile bytes: sp_spend_open, then sp_spend_find.
+ * The spend file on hostile bytes: sp_spend_open, then sp_spend_find and
+ * sp_rate_find.
  *
  * Input: a spend file. Lookups use the budget ids the seeds were built
  * with and, so that hashes land on the file's slots, ids taken from the
@@ -29,6 +30,25 @@ fuzz_find(const sp_spend_t *spend, sp_str_t id, int64_t period)
                                                      + spend->len);
         FUZZ_CHECK(slot->budget_hash == sp_budget_hash(id));
         FUZZ_CHECK(slot->period_start_ms == period);
+        (void) fuzz_touch(slot, sizeof(*slot));
+    }
+}
+
+
+/* a rate lookup of every hash the file holds, and of one it may not */
+static void
+fuzz_rate(const sp_spend_t *spend, uint64_t hash, int64_t window)
+{
+    const sp_rate_slot_t  *slot;
+
+    slot = sp_rate_find(spend, hash, window);
+
+    if (slot) {
+        FUZZ_CHECK((const uint8_t *) slot >= spend->base
+                   && (const uint8_t *) (slot + 1) <= spend->base
+                                                     + spend->len);
+        FUZZ_CHECK(slot->subject_hash == hash);
+        FUZZ_CHECK(slot->window_start_ms == window);
         (void) fuzz_touch(slot, sizeof(*slot));
     }
 }
@@ -74,6 +94,13 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     id.len = size % 32;
     id.data = (const char *) copy + size - id.len;
     fuzz_find(&spend, id, 1764547200000LL);
+
+    for (i = 0; i < spend.header->slots && i < 64; i++) {
+        slot = &spend.slots[i];
+        fuzz_rate(&spend, slot->budget_hash, slot->period_start_ms);
+    }
+
+    fuzz_rate(&spend, sp_rate_hash("key", id), 1764547200000LL);
 
     free(copy);
 

@@ -4,6 +4,11 @@
 // requests never overshoot; a simultaneous burst overshoots at most by
 // what the other node admits before it sees the first settlement, which is
 // bounded by the limit itself (docs/budgets.md).
+//
+// Rate limits are global the same way: each controld pushes its node's
+// ingested requests to Redis and publishes the other nodes' counts of the
+// current minute in the spend file. With Redis down each node holds the
+// limits on its own.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
@@ -103,4 +108,77 @@ test('a burst on both nodes overshoots at most by the documented bound', async (
   await sleep(1000);
   assert.equal((await call(a, key)).status, 402);
   assert.equal((await call(b, key)).status, 402);
+});
+
+
+async function ask(node, key) {
+  try {
+    const { response } = await node.client(key, { maxRetries: 0 }).chat.completions
+      .create({ model: 'gpt-4o-mini', max_tokens: 5, messages: [{ role: 'user', content: 'hi' }] })
+      .withResponse();
+    return { status: response.status };
+  } catch (e) {
+    return { status: e.status, code: e.code, headers: e.headers };
+  }
+}
+
+// windows are whole minutes: start early enough to end in the same one
+async function freshWindow(needSeconds) {
+  if ((Date.now() % 60000) / 1000 > 60 - needSeconds) await sleep(60000 - (Date.now() % 60000) + 200);
+}
+
+const SEEN = 2000;   // ingestion, Redis, the other node's spend file round
+
+test('a key\'s requests_per_minute holds across both nodes', async () => {
+  await freshWindow(25);
+  const { key } = await a.createKey({ rate_limits: { requests_per_minute: 6 } });
+  await b.waitKeyAccepted(key);
+
+  for (let i = 0; i < 4; i++) assert.equal((await ask(a, key)).status, 200, `node a call ${i + 1}`);
+  await sleep(SEEN);
+
+  // node b has admitted nothing itself, yet only two are left
+  const got = [];
+  for (let i = 0; i < 3; i++) got.push(await ask(b, key));
+  assert.deepEqual(got.map((r) => r.status), [200, 200, 429]);
+  assert.equal(got[2].code, 'rate_limit_exceeded');
+  assert.equal(got[2].headers.get('x-ratelimit-limit-requests'), '6');
+  assert.equal(got[2].headers.get('x-ratelimit-remaining-requests'), '0');
+
+  // and node a sees node b's two
+  await sleep(SEEN);
+  assert.equal((await ask(a, key)).status, 429);
+});
+
+test('an agent\'s limit across nodes, and each node alone while Redis is down', async () => {
+  const created = await a.api('POST', '/agents', { body: { name: 'two-node agent', rate_limits: { requests_per_minute: 4 } } });
+  assert.equal(created.status, 201, created.text);
+  await freshWindow(40);
+  const one = await a.createKey({ agent_id: created.json.id });
+  const two = await a.createKey({ agent_id: created.json.id });
+  await b.waitKeyAccepted(one.key);
+  await b.waitKeyAccepted(two.key);
+
+  assert.equal((await ask(a, one.key)).status, 200);
+  assert.equal((await ask(a, one.key)).status, 200);
+  assert.equal((await ask(a, one.key)).status, 200);
+  await sleep(SEEN);
+  assert.equal((await ask(b, two.key)).status, 200);
+  assert.equal((await ask(b, two.key)).status, 429);
+
+  // Redis down: the proxy keeps answering and each node counts alone
+  const lone = await a.createKey({ rate_limits: { requests_per_minute: 2 } });
+  await b.waitKeyAccepted(lone.key);
+  await a.stopRedis();
+  try {
+    assert.equal((await ask(a, lone.key)).status, 200);
+    assert.equal((await ask(a, lone.key)).status, 200);
+    assert.equal((await ask(a, lone.key)).status, 429);
+    await sleep(SEEN);
+    assert.equal((await ask(b, lone.key)).status, 200, 'node b cannot know of node a\'s calls');
+    assert.equal((await ask(b, lone.key)).status, 200);
+    assert.equal((await ask(b, lone.key)).status, 429);
+  } finally {
+    await a.startRedis();
+  }
 });

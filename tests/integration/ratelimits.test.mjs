@@ -1,6 +1,6 @@
-// Rate limits: requests and tokens per minute per key and per
-// organisation, set through the admin API (POST/PATCH /api-keys, PATCH
-// /org), published in the snapshot and enforced by the proxy: 429 with
+// Rate limits: requests and tokens per minute per key, agent and
+// organisation, set through the admin API (POST/PATCH /api-keys,
+// POST/PATCH /agents, PATCH /org), published in the snapshot and enforced by the proxy: 429 with
 // Retry-After and OpenAI's x-ratelimit-* headers (the SDK's
 // RateLimitError).
 import { test } from 'node:test';
@@ -103,6 +103,39 @@ test('a PATCH raising the limit takes effect within about a second', async () =>
   const at = Date.now();
   await waitFor(async () => (await ask(created.key)).status === 200, { timeout: 3000, interval: 50, message: 'the raised limit' });
   assert.ok(Date.now() - at < 1500, `took ${Date.now() - at} ms`);
+});
+
+test('an agent\'s limit applies across all of its keys', async () => {
+  const bad = await s.api('POST', '/agents', { body: { name: 'x', rate_limits: { requests_per_minute: 1.5 } } });
+  assert.equal(bad.status, 400, bad.text);
+  assert.equal(bad.json.error.field, 'rate_limits.requests_per_minute');
+
+  const created = await s.api('POST', '/agents', { body: { name: 'batch', rate_limits: { requests_per_minute: 3 } } });
+  assert.equal(created.status, 201, created.text);
+  assert.deepEqual(created.json.rate_limits, { requests_per_minute: 3, tokens_per_minute: 0 });
+  const agent = created.json;
+
+  await freshWindow();
+  const one = await s.createKey({ agent_id: agent.id });
+  const two = await s.createKey({ agent_id: agent.id });
+  const other = await s.createKey();
+  const got = [];
+  for (const k of [one.key, two.key, one.key, two.key, one.key]) got.push(await ask(k));
+  assert.deepEqual(got.map((r) => r.status), [200, 200, 200, 429, 429]);
+  assert.ok(got[3].error instanceof OpenAI.RateLimitError);
+  assert.equal(header(got[3].error.headers, 'x-ratelimit-limit-requests'), '3');
+  assert.equal(header(got[3].error.headers, 'x-ratelimit-remaining-requests'), '0');
+  // a key of no agent is not held by it
+  assert.equal((await ask(other.key)).status, 200);
+
+  // PATCH names only what changes; raising the limit lets the agent on
+  const p = await s.api('PATCH', `/agents/${agent.id}`, { body: { rate_limits: { requests_per_minute: 100 } } });
+  assert.equal(p.status, 200, p.text);
+  assert.deepEqual(p.json.rate_limits, { requests_per_minute: 100, tokens_per_minute: 0 });
+  assert.equal(p.json.name, 'batch');
+  await waitFor(async () => (await ask(two.key)).status === 200, { timeout: 3000, interval: 50, message: 'the raised agent limit' });
+  const listed = await s.api('GET', '/agents');
+  assert.deepEqual(listed.json.data.find((x) => x.id === agent.id).rate_limits, { requests_per_minute: 100, tokens_per_minute: 0 });
 });
 
 test('an organisation limit applies across its keys', async () => {

@@ -204,6 +204,75 @@ test_spend_file_round_trip(void **state)
 }
 
 
+/* rate slots share the table with budget slots and never collide */
+static void
+test_rate_slots_beside_budgets(void **state)
+{
+    uint8_t               *data;
+    size_t                 len;
+    uint64_t               key, agent, org;
+    sp_spend_t             spend;
+    sp_rate_slot_t        *rate;
+    sp_spend_slot_t       *slot;
+    char                   err[128];
+    const sp_rate_slot_t  *found;
+
+    (void) state;
+
+    key = sp_rate_hash("key", S("key_1"));
+    agent = sp_rate_hash("agent", S("key_1"));
+    org = sp_rate_hash("org", S("org_1"));
+
+    /* the kind is part of the subject */
+    assert_true(key != agent);
+    assert_true(key != 0 && agent != 0 && org != 0);
+    assert_true(key == sp_rate_hash("key", S("key_1")));
+
+    len = sp_spend_size(8);
+    data = malloc(len);
+    assert_non_null(data);
+    sp_spend_init(data, 8, 1);
+
+    slot = sp_spend_slot(data, S("bud_1"));
+    assert_non_null(slot);
+    slot->period_start_ms = 1000;
+    slot->global_nano = 5;
+
+    rate = sp_rate_slot(data, key);
+    assert_non_null(rate);
+    assert_ptr_not_equal((void *) rate, (void *) slot);
+    assert_ptr_equal(sp_rate_slot(data, key), rate);
+    rate->window_start_ms = 60000;
+    rate->requests = 3;
+    rate->tokens = 300;
+
+    assert_int_equal(sp_spend_open(&spend, data, len, err, sizeof(err)),
+                     SP_OK);
+
+    found = sp_rate_find(&spend, key, 60000);
+    assert_non_null(found);
+    assert_int_equal(found->requests, 3);
+    assert_int_equal(found->tokens, 300);
+
+    /* another window, another subject: nothing */
+    assert_null(sp_rate_find(&spend, key, 120000));
+    assert_null(sp_rate_find(&spend, agent, 60000));
+    assert_null(sp_rate_find(&spend, org, 60000));
+
+    assert_int_equal(sp_spend_find(&spend, S("bud_1"), 1000)->global_nano, 5);
+
+    /* a full table gives NULL rather than looping */
+    while (sp_rate_slot(data, ++org) != NULL) {
+        /* fill */
+    }
+
+    assert_null(sp_rate_slot(data, org + 1000));
+    assert_non_null(sp_rate_find(&spend, key, 60000));
+
+    free(data);
+}
+
+
 static void
 test_spend_open_refuses_bad_files(void **state)
 {
@@ -250,6 +319,7 @@ main(void)
         cmocka_unit_test(test_worst_case_prices_every_token_uncached),
         cmocka_unit_test(test_spend_file_round_trip),
         cmocka_unit_test(test_spend_open_refuses_bad_files),
+        cmocka_unit_test(test_rate_slots_beside_budgets),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -56,6 +56,10 @@ add_key(sp_snapshot_builder_t *b, int i, const char *key_id,
     in.project = NULL;
     in.agent_id = "agent-7";
     in.scopes = SP_SCOPE_PROXY;
+    in.rpm_limit = (uint32_t) i * 10;
+    in.tpm_limit = (uint32_t) i * 1000;
+    in.agent_rpm_limit = 4000000000u + (uint32_t) i;
+    in.agent_tpm_limit = 7;
 
     assert_int_equal(sp_snapshot_add_key(b, &in), SP_OK);
 }
@@ -325,6 +329,10 @@ test_snapshot_finds_keys_with_all_fields(void **state)
     assert_memory_equal(str.data, "agent-7", 7);
     assert_int_equal(key->scopes, SP_SCOPE_PROXY);
     assert_int_equal(key->flags, 0);
+    assert_int_equal(key->rpm_limit, 20);
+    assert_int_equal(key->tpm_limit, 2000);
+    assert_int_equal(key->agent_rpm_limit, 4000000002u);
+    assert_int_equal(key->agent_tpm_limit, 7);
 
     /* records are 8-byte aligned */
     assert_int_equal(((const uint8_t *) key - data) % 8, 0);
