@@ -100,14 +100,16 @@ unit-san:
 test-integration: build
 	@bash scripts/test-integration.sh $(OUT)
 
-# The whole suite: plain and sanitized, unit and integration, and a short
-# fuzzing run of every libFuzzer target.
+# The whole suite: plain and sanitized, unit and integration, a short
+# fuzzing run of every libFuzzer target, and the fault suite (about a
+# minute).
 test: deps
 	$(MAKE) build unit
 	$(MAKE) SAN=1 build unit
 	bash tests/fuzz/run.sh smoke
 	bash scripts/test-integration.sh $(BUILD)
 	bash scripts/test-integration.sh $(BUILD)/san
+	bash scripts/test-integration.sh $(BUILD) tests/faults/*.test.mjs
 
 # Faults under load: kill -9, restarts, reload, reopen, resets, disk full.
 test-faults: deps build
