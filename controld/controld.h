@@ -15,6 +15,7 @@
 #include <stdarg.h>
 #include <pthread.h>
 #include <signal.h>
+#include <time.h>
 #include <sys/types.h>
 
 #include <jansson.h>
@@ -35,6 +36,18 @@
 #define CD_ID_MAX             64
 #define CD_NAME_MAX           200      /* characters of name and tags */
 #define CD_MASTER_KEY_LEN     32       /* AES-256 */
+
+
+/* milliseconds of a clock: CLOCK_REALTIME (unix) or CLOCK_MONOTONIC */
+static inline int64_t
+cd_clock_ms(clockid_t clock)
+{
+    struct timespec  ts;
+
+    clock_gettime(clock, &ts);
+
+    return (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
 
 
 /* ---- log.c ------------------------------------------------------------ */

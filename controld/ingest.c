@@ -62,17 +62,6 @@ typedef struct {
 } cd_ingest_ctx_t;
 
 
-static int64_t
-cd_now_ms(void)
-{
-    struct timespec  ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-
-    return (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-
 static int
 cd_ingest_stopping(cd_app_t *app)
 {
@@ -314,7 +303,7 @@ cd_ingest_on_line(void *data, const char *line, size_t len, int64_t offset,
     }
 
     if (x->batch_started == 0) {
-        x->batch_started = cd_now_ms();
+        x->batch_started = cd_clock_ms(CLOCK_MONOTONIC);
     }
 
     return x->count == CD_INGEST_BATCH_LINES;
@@ -353,7 +342,7 @@ cd_ingest_fill(cd_ingest_ctx_t *x)
                                    cd_ingest_on_line, x);
 
         if (consumed > 0 && x->batch_started == 0) {
-            x->batch_started = cd_now_ms();
+            x->batch_started = cd_clock_ms(CLOCK_MONOTONIC);
         }
 
         x->scan_off += (int64_t) consumed;
@@ -1218,7 +1207,7 @@ cd_ingest_open_rotated(cd_ingest_ctx_t *x)
             x->skipping = 0;
 
             /* at its EOF, check_file moves on to the current file */
-            x->rotated_at = cd_now_ms();
+            x->rotated_at = cd_clock_ms(CLOCK_MONOTONIC);
 
             return CD_OK;
         }
@@ -1339,7 +1328,7 @@ cd_ingest_check_file(cd_ingest_ctx_t *x)
         return;
     }
 
-    now = cd_now_ms();
+    now = cd_clock_ms(CLOCK_MONOTONIC);
 
     if (x->rotated_at == 0) {
         x->rotated_at = now;
@@ -1474,7 +1463,7 @@ cd_ingest_open_next_rotated(cd_ingest_ctx_t *x, dev_t done_dev,
     x->commit_off = offset;
     x->scan_off = offset;
     x->skipping = 0;
-    x->rotated_at = cd_now_ms();
+    x->rotated_at = cd_clock_ms(CLOCK_MONOTONIC);
     __atomic_store_n(&x->app->ingest.committed_offset, offset,
                      __ATOMIC_RELEASE);
 
@@ -1517,7 +1506,7 @@ cd_ingest_thread(void *data)
         }
 
         if (cd_ingest_pending(&x)) {
-            age = cd_now_ms() - x.batch_started;
+            age = cd_clock_ms(CLOCK_MONOTONIC) - x.batch_started;
 
             if (x.count == CD_INGEST_BATCH_LINES
                 || age >= CD_INGEST_BATCH_MS || x.batch_started == 0)

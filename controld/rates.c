@@ -57,17 +57,6 @@ typedef struct {
 } cd_rates_count_t;
 
 
-static int64_t
-cd_rates_now_ms(void)
-{
-    struct timespec  ts;
-
-    clock_gettime(CLOCK_REALTIME, &ts);
-
-    return (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-
 /* the connection, (re)made at most every CD_RATES_RETRY_MS */
 static redisContext *
 cd_rates_context(cd_rates_conn_t *rc, cd_redis_t *rd)
@@ -82,7 +71,7 @@ cd_rates_context(cd_rates_conn_t *rc, cd_redis_t *rd)
         return rc->ctx;
     }
 
-    now = cd_rates_now_ms();
+    now = cd_clock_ms(CLOCK_REALTIME);
 
     if (now - rc->failed_ms < CD_RATES_RETRY_MS) {
         return NULL;
@@ -125,7 +114,7 @@ cd_rates_fail(cd_rates_conn_t *rc, const char *what)
     }
 
     rc->down = 1;
-    rc->failed_ms = cd_rates_now_ms();
+    rc->failed_ms = cd_clock_ms(CLOCK_REALTIME);
 }
 
 
@@ -225,7 +214,7 @@ cd_rates_push(cd_app_t *app, cd_rates_conn_t *rc,
         return;
     }
 
-    now = cd_rates_now_ms();
+    now = cd_clock_ms(CLOCK_REALTIME);
     oldest = now - now % CD_RATES_WINDOW_MS - CD_RATES_WINDOW_MS;
     n = 0;
 
@@ -359,7 +348,7 @@ cd_rates_fetch(cd_app_t *app, cd_rates_conn_t *rc, cd_rate_t **out,
         return CD_OK;
     }
 
-    now = cd_rates_now_ms();
+    now = cd_clock_ms(CLOCK_REALTIME);
     *window_ms = now - now % CD_RATES_WINDOW_MS;
 
     snprintf(set, sizeof(set), "spendpol:rate:%lld", (long long) *window_ms);

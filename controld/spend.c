@@ -296,7 +296,6 @@ cd_spend_update(cd_app_t *app)
     sp_str_t           id;
     sp_rate_slot_t    *rate;
     sp_spend_slot_t   *slot;
-    struct timespec    ts;
 
     /* Redis down: the rate slots keep their last values for this window */
     window = 0;
@@ -356,8 +355,7 @@ cd_spend_update(cd_app_t *app)
         }
     }
 
-    clock_gettime(CLOCK_REALTIME, &ts);
-    now_ms = (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    now_ms = cd_clock_ms(CLOCK_REALTIME);
 
     for (i = 0; i < PQntuples(res); i++) {
         if (PQgetisnull(res, i, CD_SPEND_ID)) {

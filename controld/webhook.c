@@ -294,17 +294,6 @@ cd_url_pct_decode(const char *s, char *out, size_t outlen)
 
 /* ---- the client ------------------------------------------------------- */
 
-static int64_t
-cd_now_ms(void)
-{
-    struct timespec  ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-
-    return (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-
 /* waits for events on fd until the deadline; 0 on timeout */
 static int
 cd_wait_fd(int fd, short events, int64_t deadline)
@@ -314,7 +303,7 @@ cd_wait_fd(int fd, short events, int64_t deadline)
     struct pollfd  pfd;
 
     for ( ;; ) {
-        left = deadline - cd_now_ms();
+        left = deadline - cd_clock_ms(CLOCK_MONOTONIC);
         if (left <= 0) {
             return 0;
         }
@@ -598,7 +587,7 @@ cd_webhook_post(const cd_url_t *u, const char *body, size_t len,
     rc = CD_ERROR;
 
     memset(&cn, 0, sizeof(cn));
-    cn.deadline = cd_now_ms() + timeout_ms;
+    cn.deadline = cd_clock_ms(CLOCK_MONOTONIC) + timeout_ms;
 
     auth[0] = '\0';
 
