@@ -83,10 +83,14 @@ test('200 concurrent requests with max_tokens never settle more than the limit',
   for (const r of rows) assert.equal(BigInt(r.cost_nano), perRequest);
 
   // the budget's spend moves with the traffic, to the nano-dollar
+  let spend;
   await waitFor(async () => {
-    const sp = await s.api('GET', `/budgets/${budget.id}/spend`);
-    return sp.status === 200 && usdToNano(sp.json.spent_usd) === settled;
+    spend = await s.api('GET', `/budgets/${budget.id}/spend`);
+    return spend.status === 200 && usdToNano(spend.json.spent_usd) === settled;
   }, { timeout: 10_000, message: 'GET /budgets/{id}/spend to show the settled spend' });
+  // the refusals are audited but were not calls of the budget
+  assert.equal(spend.json.requests, ok.length);
+  assert.equal(spend.json.by_model.reduce((n, m) => n + m.requests, 0), ok.length);
 
   // the refusal is a clear JSON error the SDK does not retry
   const again = await fire(key, 1, {
