@@ -4,7 +4,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import OpenAI from 'openai';
-import { useStack, waitFor } from './lib/stack.mjs';
+import { useStack, waitFor, assertPaged } from './lib/stack.mjs';
 
 const s = useStack();
 
@@ -65,4 +65,19 @@ test('a key cannot name an agent that does not exist', async () => {
   const r = await s.api('POST', '/api-keys', { body: { name: 'x', agent_id: 'agt_000000000000000000000000' } });
   assert.equal(r.status, 422, r.text);
   assert.equal(r.json.error.field, 'agent_id');
+});
+
+test('GET /agents pages newest first with a cursor, also filtered by state', async () => {
+  const agents = [];
+  for (const name of ['page a', 'page b', 'page c']) {
+    const r = await s.api('POST', '/agents', { body: { name } });
+    assert.equal(r.status, 201, r.text);
+    agents.push(r.json.id);
+  }
+  for (const id of [agents[0], agents[2]]) {
+    assert.equal((await s.api('POST', `/agents/${id}/pause`)).status, 200);
+  }
+  assert.deepEqual(await assertPaged(s, '/agents', { badFilter: 'state=bogus' }), [agents[2], agents[1]]);
+  assert.deepEqual(await assertPaged(s, '/agents?state=paused'), [agents[2], agents[0]]);
+  assert.equal((await assertPaged(s, '/agents?state=active'))[0], agents[1]);
 });

@@ -9,7 +9,7 @@ import fs from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
 import { execFileSync } from 'node:child_process';
-import { useStack, waitFor } from './lib/stack.mjs';
+import { useStack, waitFor, assertPaged } from './lib/stack.mjs';
 
 const s = useStack();
 
@@ -183,6 +183,31 @@ test('slack format posts {"text"}; URL credentials are sent, never shown or logg
     const text = fs.readFileSync(path.join(s.logs, f), 'utf8');
     assert.ok(!text.includes('s3cr3t') && !text.includes('t0ps3cret'), `${f} holds a webhook credential`);
   }
+});
+
+/* before the evaluator tests, whose rules may raise alerts at any time */
+test('GET /alerts pages newest first with a cursor, also filtered', async () => {
+  const budgets = [];
+  for (let i = 0; i < 2; i++) {
+    const { budget, key } = await budgetAndKey();
+    await spend(key);
+    budgets.push(budget.id);
+  }
+  const ours = [];
+  await waitFor(async () => {
+    const r = await s.api('GET', '/alerts?type=budget_threshold');
+    ours.length = 0;
+    for (const id of budgets) {
+      const alert = r.json?.data?.find((a) => a.details.budget_id === id);
+      if (alert) ours.push(alert.id);
+    }
+    return ours.length === 2;
+  }, { timeout: 15_000, message: 'two budget_threshold alerts' });
+  /* one ingest batch may raise both in one transaction: same created_at */
+  const same = (got) => assert.deepEqual([...got].sort(), [...ours].sort());
+  same(await assertPaged(s, '/alerts', { badFilter: 'state=bogus' }));
+  same(await assertPaged(s, '/alerts?type=budget_threshold', { badFilter: 'state=open%01' }));
+  same(await assertPaged(s, '/alerts?state=open', { badFilter: 'type=%01' }));
 });
 
 test('error_rate: the evaluator raises an alert once 5xx answers pass the threshold', async () => {

@@ -5,7 +5,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
 import {
-  useStack, spendpolHeaders, usdToNano, expectedCostNano, auditRowsOf, nextCursorOf, UUID_RE,
+  useStack, spendpolHeaders, usdToNano, expectedCostNano, auditRowsOf, nextCursorOf, UUID_RE, assertPaged,
 } from './lib/stack.mjs';
 import { fixtureUsage } from '../fixtures/openai-fixture.mjs';
 
@@ -57,7 +57,7 @@ test("attribution falls back to the key's defaults", async () => {
 });
 
 test('pagination: limit and cursor, newest first, no duplicates', async () => {
-  const { key } = await s.createKey({ name: 'pages' });
+  const { id: keyId, key } = await s.createKey({ name: 'pages' });
   const client = s.client(key);
   const ids = [];
   for (let i = 0; i < 7; i++) {
@@ -96,4 +96,11 @@ test('pagination: limit and cursor, newest first, no duplicates', async () => {
   const first = auditRowsOf(await s.auditLogs({ limit: 1 }));
   assert.equal(first.length, 1);
   assert.equal(first[0].id, seen[0].id);
+
+  const long = 'm'.repeat(257);
+  assert.deepEqual(await assertPaged(s, '/audit-logs', { badFilter: `provider=${long}` }), ours.slice(0, 2));
+  assert.deepEqual(await assertPaged(s, `/audit-logs?api_key_id=${keyId}`, { badFilter: `model=${long}` }),
+    ours.slice(0, 2));
+  assert.deepEqual(await assertPaged(s, `/audit-logs?provider=openai&model=gpt-4o-mini&api_key_id=${keyId}`),
+    ours.slice(0, 2));
 });

@@ -4,7 +4,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import OpenAI from 'openai';
-import { useStack, newKey, rawRequest, assertJsonError } from './lib/stack.mjs';
+import { useStack, newKey, rawRequest, assertJsonError, assertPaged } from './lib/stack.mjs';
 import { fixtureReply } from '../fixtures/openai-fixture.mjs';
 
 const s = useStack();
@@ -114,4 +114,10 @@ test('admin API never returns secrets', async () => {
   assert.equal(list.status, 200, list.text);
   assert.ok(!list.text.includes(created.key), 'GET /api-keys returns a plaintext key');
   assert.ok(list.text.includes(created.id));
+});
+
+test('GET /api-keys pages newest first with a cursor', async () => {
+  const older = await s.createKey({ name: 'page older' }, { wait: false });
+  const newer = await s.createKey({ name: 'page newer' }, { wait: false });
+  assert.deepEqual(await assertPaged(s, '/api-keys'), [newer.id, older.id]);
 });

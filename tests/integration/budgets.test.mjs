@@ -4,7 +4,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
-import { useStack, waitFor, usdToNano } from './lib/stack.mjs';
+import { useStack, waitFor, usdToNano, assertPaged } from './lib/stack.mjs';
 
 const s = useStack();
 
@@ -131,4 +131,10 @@ test('a warn-only budget serves and says so', async () => {
     .withResponse();
   assert.equal(response.status, 200);
   assert.match(response.headers.get('x-spendpol-policy-warning') ?? '', /budget_exceeded/);
+});
+
+test('GET /budgets pages newest first with a cursor', async () => {
+  const older = await budgetFor(`page-${crypto.randomBytes(3).toString('hex')}`, '1');
+  const newer = await budgetFor(`page-${crypto.randomBytes(3).toString('hex')}`, '1');
+  assert.deepEqual(await assertPaged(s, '/budgets'), [newer.id, older.id]);
 });

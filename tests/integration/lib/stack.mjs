@@ -530,6 +530,61 @@ export function nextCursorOf(page) {
   return page?.next_cursor ?? page?.cursor ?? page?.next ?? null;
 }
 
+/**
+ * A keyset-paged list route (path may carry filters, e.g. '/agents?state=
+ * paused'): limit=1 twice, following next_cursor, gives the rows of one
+ * limit=2 page; a page holding the last row has next_cursor null; a bad
+ * limit or cursor is 400 invalid_limit / invalid_cursor, checked in that
+ * order, with the route's own filter (badFilter, e.g. 'state=bogus')
+ * checked between them. Returns the ids of the two newest rows.
+ */
+export async function assertPaged(s, route, { badFilter } = {}) {
+  const get = (query) => s.api('GET', `${route}${route.includes('?') ? '&' : '?'}${query}`);
+  const ok = async (query) => {
+    const r = await get(query);
+    assert.equal(r.status, 200, `GET ${route} ${query}: ${r.text}`);
+    assert.deepEqual(Object.keys(r.json), ['data', 'next_cursor'], `GET ${route} ${query}: ${r.text}`);
+    return r.json;
+  };
+  const refused = async (query, code, field, message) => {
+    const r = await get(query);
+    assert.equal(r.status, 400, `GET ${route} ${query}: ${r.text}`);
+    if (message === undefined) {
+      assert.equal(r.json?.error?.code, code, `GET ${route} ${query}: ${r.text}`);
+    } else {
+      assert.deepEqual(r.json, { error: { type: 'invalid_request_error', code, message, field } },
+        `GET ${route} ${query}`);
+    }
+  };
+  const ids = (page) => page.data.map((row) => row.id);
+
+  const two = await ok('limit=2');
+  assert.equal(two.data.length, 2, `GET ${route} limit=2 needs two rows: ${JSON.stringify(two)}`);
+  const first = await ok('limit=1');
+  assert.deepEqual(ids(first), ids(two).slice(0, 1));
+  assert.match(first.next_cursor ?? '', /^[A-Za-z0-9_-]+$/, `next_cursor of ${JSON.stringify(first)}`);
+  const second = await ok(`limit=1&cursor=${first.next_cursor}`);
+  assert.deepEqual(ids(second), ids(two).slice(1, 2));
+  const all = await ok('limit=1000');
+  assert.equal(all.next_cursor, null, 'the last page has next_cursor null');
+  assert.deepEqual(ids(all).slice(0, 2), ids(two));
+
+  const badCursor = 'bm90LWEtY3Vyc29y';     /* "not-a-cursor": no ':' */
+  const cursorMessage = 'cursor must be a next_cursor value from a previous page';
+  const limitMessage = 'limit must be an integer from 1 to 1000';
+  await refused(`cursor=${badCursor}`, 'invalid_cursor', 'cursor', cursorMessage);
+  await refused('limit=1&cursor=%21', 'invalid_cursor', 'cursor', cursorMessage);
+  await refused('limit=0', 'invalid_limit', 'limit', limitMessage);
+  await refused('limit=1001', 'invalid_limit', 'limit', limitMessage);
+  await refused('limit=x1', 'invalid_limit', 'limit', limitMessage);
+  await refused(`limit=0&cursor=${badCursor}`, 'invalid_limit', 'limit', limitMessage);
+  if (badFilter) {
+    await refused(`limit=0&${badFilter}`, 'invalid_limit', 'limit', limitMessage);
+    await refused(`${badFilter}&cursor=${badCursor}`, 'invalid_filter');
+  }
+  return ids(two);
+}
+
 /** Starts a stack before the file's tests and stops (and checks) it after. */
 export function useStack(opts = {}) {
   const s = new Stack(opts);
