@@ -529,94 +529,19 @@ cd_alert_filter(cd_request_t *r, const char *name, const char **value)
 void
 cd_api_alerts_list(cd_request_t *r)
 {
-    int            i, n;
-    long           limit;
-    char           id[CD_ID_MAX], us_text[32], limit_text[32];
-    char           cursor[CD_CURSOR_MAX + 1];
-    json_t        *data, *item, *list;
-    int64_t        us;
-    PGresult      *res;
-    const char    *cursor_in, *params[5];
-    cd_db_conn_t  *c;
+    static const cd_page_t  page = {
+        .sql = CD_PAGE_SQL(CD_ALERT_COLUMNS, "alerts",
+                           " AND ($4::text IS NULL OR type = $4)"
+                           " AND ($5::text IS NULL OR state = $5)"),
+        .default_limit = 50,
+        .id_column = CD_ALERT_ID,
+        .created_us_column = CD_ALERT_CREATED_US,
+        .row_json = cd_alert_json,
+        .filters = { "type", "state" },
+        .filter = cd_alert_filter
+    };
 
-    if (cd_query_limit(r, 50, 1000, &limit) != CD_OK
-        || cd_alert_filter(r, "type", &params[2]) != CD_OK
-        || cd_alert_filter(r, "state", &params[3]) != CD_OK)
-    {
-        return;
-    }
-
-    params[0] = NULL;
-    params[1] = NULL;
-    cursor_in = cd_query(r, "cursor");
-
-    if (cursor_in != NULL) {
-        if (cd_cursor_decode(cursor_in, &us, id, sizeof(id)) != CD_OK) {
-            cd_respond_error(r, 400, "invalid_request_error",
-                             "invalid_cursor", "cursor", "cursor must be a "
-                             "next_cursor value from a previous page");
-            return;
-        }
-
-        snprintf(us_text, sizeof(us_text), "%lld", (long long) us);
-        params[0] = us_text;
-        params[1] = id;
-    }
-
-    snprintf(limit_text, sizeof(limit_text), "%ld", limit + 1);
-    params[4] = limit_text;
-
-    c = cd_request_begin(r);
-    if (c == NULL) {
-        return;
-    }
-
-    /* no org predicate on purpose: row-level security is the fence */
-    res = cd_db_exec(c, "SELECT " CD_ALERT_COLUMNS " FROM alerts"
-                        " WHERE ($1::bigint IS NULL OR (created_at, id) <"
-                        " ('epoch'::timestamptz + $1::bigint"
-                        " * interval '1 microsecond', $2::text))"
-                        " AND ($3::text IS NULL OR type = $3)"
-                        " AND ($4::text IS NULL OR state = $4)"
-                        " ORDER BY created_at DESC, id DESC LIMIT $5",
-                     5, params);
-    if (res == NULL) {
-        cd_respond_statement_error(r, c);
-        cd_request_end(r, c);
-        return;
-    }
-
-    data = json_array();
-    n = PQntuples(res);
-
-    for (i = 0; data != NULL && i < n && i < limit; i++) {
-        item = cd_alert_json(res, i);
-
-        if (item == NULL || json_array_append_new(data, item) != 0) {
-            json_decref(data);
-            data = NULL;
-        }
-    }
-
-    list = NULL;
-
-    if (data != NULL) {
-        list = json_pack("{s:o, s:n}", "data", data, "next_cursor");
-
-        if (list != NULL && n > limit
-            && cd_cursor_encode(strtoll(PQgetvalue(res, limit - 1,
-                                                   CD_ALERT_CREATED_US),
-                                        NULL, 10),
-                                PQgetvalue(res, limit - 1, CD_ALERT_ID),
-                                cursor, sizeof(cursor)) == CD_OK)
-        {
-            json_object_set_new(list, "next_cursor", json_string(cursor));
-        }
-    }
-
-    PQclear(res);
-    cd_request_end(r, c);
-    cd_respond(r, 200, list);
+    cd_page_respond(r, &page);
 }
 
 

@@ -553,6 +553,55 @@ int cd_cursor_decode(const char *cursor, int64_t *us, char *id,
     size_t idlen) CD_CHECK;
 
 
+/* ---- paged lists (http.c) --------------------------------------------- */
+
+#define CD_PAGE_LIMIT_MAX     1000
+#define CD_PAGE_FILTERS_MAX   4
+
+/*
+ * The query of a paged list, newest first: $1 and $2 are the cursor's
+ * created_at microseconds and id (NULL on the first page), $3 the limit
+ * plus one, $4... the route's filter values, which filters (" AND (...)"
+ * conditions, or "") tests. No org predicate: row-level security is the
+ * fence.
+ */
+#define CD_PAGE_SQL(columns, table, filters)                                 \
+    "SELECT " columns " FROM " table                                         \
+    " WHERE ($1::bigint IS NULL OR (created_at, id) <"                       \
+    " ('epoch'::timestamptz + $1::bigint * interval '1 microsecond',"        \
+    " $2::text))" filters                                                    \
+    " ORDER BY created_at DESC, id DESC LIMIT $3"
+
+/* a row of the list's query as JSON, or NULL when out of memory */
+typedef json_t *(*cd_page_row_pt)(PGresult *res, int row);
+
+/*
+ * Reads the query argument name into *value (NULL: absent, no filter),
+ * or answers 400 and returns CD_ERROR.
+ */
+typedef int (*cd_page_filter_pt)(cd_request_t *r, const char *name,
+    const char **value);
+
+typedef struct {
+    const char          *sql;                /* CD_PAGE_SQL(...) */
+    long                 default_limit;      /* 1 .. CD_PAGE_LIMIT_MAX */
+    int                  id_column;
+    int                  created_us_column;  /* CD_SQL_US("created_at") */
+    cd_page_row_pt       row_json;
+    /* query arguments read in this order by filter into $4... */
+    const char          *filters[CD_PAGE_FILTERS_MAX];
+    cd_page_filter_pt    filter;             /* when filters are named */
+} cd_page_t;
+
+/*
+ * Answers a GET of a paged list. Checked in this order: ?limit= (1 ..
+ * CD_PAGE_LIMIT_MAX, else 400 invalid_limit), the route's filters,
+ * ?cursor= (400 invalid_cursor); then 200 {"data": [...], "next_cursor":
+ * the cursor of the page's last row, or null when no row follows}.
+ */
+void cd_page_respond(cd_request_t *r, const cd_page_t *page);
+
+
 /* ---- api_*.c: one file per resource ----------------------------------- */
 
 extern const cd_route_t  cd_routes[];

@@ -624,6 +624,102 @@ cd_cursor_decode(const char *cursor, int64_t *us, char *id, size_t idlen)
 }
 
 
+/* ---- paged lists ------------------------------------------------------ */
+
+void
+cd_page_respond(cd_request_t *r, const cd_page_t *page)
+{
+    int            i, n, nparams;
+    long           limit;
+    char           id[CD_ID_MAX], us_text[32], limit_text[32];
+    char           cursor[CD_CURSOR_MAX + 1];
+    json_t        *data, *item, *list;
+    int64_t        us;
+    PGresult      *res;
+    const char    *cursor_in, *params[3 + CD_PAGE_FILTERS_MAX];
+    cd_db_conn_t  *c;
+
+    if (cd_query_limit(r, page->default_limit, CD_PAGE_LIMIT_MAX, &limit)
+        != CD_OK)
+    {
+        return;
+    }
+
+    nparams = 3;
+
+    for (i = 0; i < CD_PAGE_FILTERS_MAX && page->filters[i] != NULL; i++) {
+        if (page->filter(r, page->filters[i], &params[nparams++]) != CD_OK) {
+            return;
+        }
+    }
+
+    params[0] = NULL;
+    params[1] = NULL;
+    cursor_in = cd_query(r, "cursor");
+
+    if (cursor_in != NULL) {
+        if (cd_cursor_decode(cursor_in, &us, id, sizeof(id)) != CD_OK) {
+            cd_respond_error(r, 400, "invalid_request_error",
+                             "invalid_cursor", "cursor", "cursor must be a "
+                             "next_cursor value from a previous page");
+            return;
+        }
+
+        snprintf(us_text, sizeof(us_text), "%lld", (long long) us);
+        params[0] = us_text;
+        params[1] = id;
+    }
+
+    /* one more than asked tells whether there is a next page */
+    snprintf(limit_text, sizeof(limit_text), "%ld", limit + 1);
+    params[2] = limit_text;
+
+    c = cd_request_begin(r);
+    if (c == NULL) {
+        return;
+    }
+
+    res = cd_db_exec(c, page->sql, nparams, params);
+    if (res == NULL) {
+        cd_respond_statement_error(r, c);
+        cd_request_end(r, c);
+        return;
+    }
+
+    data = json_array();
+    n = PQntuples(res);
+
+    for (i = 0; data != NULL && i < n && i < limit; i++) {
+        item = page->row_json(res, i);
+
+        if (item == NULL || json_array_append_new(data, item) != 0) {
+            json_decref(data);
+            data = NULL;
+        }
+    }
+
+    list = NULL;
+
+    if (data != NULL) {
+        list = json_pack("{s:o, s:n}", "data", data, "next_cursor");
+
+        if (list != NULL && n > limit
+            && cd_cursor_encode(strtoll(PQgetvalue(res, limit - 1,
+                                                   page->created_us_column),
+                                        NULL, 10),
+                                PQgetvalue(res, limit - 1, page->id_column),
+                                cursor, sizeof(cursor)) == CD_OK)
+        {
+            json_object_set_new(list, "next_cursor", json_string(cursor));
+        }
+    }
+
+    PQclear(res);
+    cd_request_end(r, c);
+    cd_respond(r, 200, list);
+}
+
+
 /* ---- authentication --------------------------------------------------- */
 
 int
