@@ -192,7 +192,8 @@ cd_rates_push(cd_app_t *app, cd_rates_conn_t *rc,
     const sp_journal_record_t *records, size_t count)
 {
     int                 ok;
-    char                key[CD_RATES_KEY_MAX], set[CD_RATES_KEY_MAX];
+    char                set[CD_RATES_KEY_MAX];
+    char                key[CD_RATES_KEY_MAX + 24];
     char                rfield[CD_ID_MAX + 2], tfield[CD_ID_MAX + 2];
     char                member[24];
     size_t              i, n, size, queued;
