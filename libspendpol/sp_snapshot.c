@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -133,70 +134,173 @@ sp_snapshot_builder_new(uint64_t generation)
 }
 
 
+/*
+ * How each table's input record (sp_snapshot_*_in_t, as the builder keeps
+ * it) becomes a file record: its strings (copied on add, written after
+ * the record as refs), its fixed fields, and which fields identify it (a
+ * later record with the same identity replaces an earlier one).
+ */
+
+#define SP_RECORD_STRINGS_MAX  6
+
+typedef struct {
+    size_t    in_size;
+    size_t    record_size;
+    size_t    nstrings;
+    size_t    in_strings[SP_RECORD_STRINGS_MAX];     /* const char * */
+    size_t    record_strings[SP_RECORD_STRINGS_MAX]; /* sp_snapshot_ref_t */
+    size_t    identity;      /* the first strings that identify a record */
+    void    (*put_fixed)(void *record, const void *in);
+} sp_snapshot_kind_t;
+
+#define SP_STR(type, field)                                                   \
+    offsetof(sp_snapshot_##type##_in_t, field)
+#define SP_REF(type, field)                                                   \
+    offsetof(sp_snapshot_##type##_t, field)
+
+
+static void
+sp_snapshot_put_key(void *record, const void *in)
+{
+    sp_snapshot_key_t           *key = record;
+    const sp_snapshot_key_in_t  *key_in = in;
+
+    memcpy(key->key_hash, key_in->key_hash, SP_KEY_HASH_LEN);
+    key->scopes = key_in->scopes;
+    key->flags = key_in->flags;
+    key->rpm_limit = key_in->rpm_limit;
+    key->tpm_limit = key_in->tpm_limit;
+    key->agent_rpm_limit = key_in->agent_rpm_limit;
+    key->agent_tpm_limit = key_in->agent_tpm_limit;
+}
+
+
+static void
+sp_snapshot_put_price(void *record, const void *in)
+{
+    sp_snapshot_price_t           *price = record;
+    const sp_snapshot_price_in_t  *price_in = in;
+
+    price->price = price_in->price;
+    price->max_output_tokens = price_in->max_output_tokens;
+}
+
+
+static void
+sp_snapshot_put_org(void *record, const void *in)
+{
+    sp_snapshot_org_t           *org = record;
+    const sp_snapshot_org_in_t  *org_in = in;
+
+    org->flags = org_in->flags;
+    org->rpm_limit = org_in->rpm_limit;
+    org->tpm_limit = org_in->tpm_limit;
+    org->reserved = 0;
+}
+
+
+static void
+sp_snapshot_put_budget(void *record, const void *in)
+{
+    sp_snapshot_budget_t           *budget = record;
+    const sp_snapshot_budget_in_t  *budget_in = in;
+
+    budget->scope = budget_in->scope;
+    budget->action = budget_in->action;
+    budget->limit_nano = budget_in->limit_nano;
+    budget->period_start_ms = budget_in->period_start_ms;
+    budget->period_end_ms = budget_in->period_end_ms;
+}
+
+
+static const sp_snapshot_kind_t  sp_snapshot_kinds[SP_TABLE_COUNT] = {
+
+    [SP_TABLE_KEYS] = {
+        sizeof(sp_snapshot_key_in_t), sizeof(sp_snapshot_key_t), 6,
+        { SP_STR(key, key_id), SP_STR(key, org_id), SP_STR(key, name),
+          SP_STR(key, department), SP_STR(key, project),
+          SP_STR(key, agent_id) },
+        { SP_REF(key, key_id), SP_REF(key, org_id), SP_REF(key, name),
+          SP_REF(key, department), SP_REF(key, project),
+          SP_REF(key, agent_id) },
+        0,                                  /* identified by key_hash */
+        sp_snapshot_put_key
+    },
+
+    [SP_TABLE_PROVIDERS] = {
+        sizeof(sp_snapshot_provider_in_t), sizeof(sp_snapshot_provider_t), 4,
+        { SP_STR(provider, org_id), SP_STR(provider, provider),
+          SP_STR(provider, base_url), SP_STR(provider, api_key) },
+        { SP_REF(provider, org_id), SP_REF(provider, provider),
+          SP_REF(provider, base_url), SP_REF(provider, api_key) },
+        2, NULL
+    },
+
+    [SP_TABLE_PRICES] = {
+        sizeof(sp_snapshot_price_in_t), sizeof(sp_snapshot_price_t), 3,
+        { SP_STR(price, org_id), SP_STR(price, provider),
+          SP_STR(price, model) },
+        { SP_REF(price, org_id), SP_REF(price, provider),
+          SP_REF(price, model) },
+        3, sp_snapshot_put_price
+    },
+
+    [SP_TABLE_ORGS] = {
+        sizeof(sp_snapshot_org_in_t), sizeof(sp_snapshot_org_t), 1,
+        { SP_STR(org, org_id) },
+        { SP_REF(org, org_id) },
+        1, sp_snapshot_put_org
+    },
+
+    [SP_TABLE_ALIASES] = {
+        sizeof(sp_snapshot_alias_in_t), sizeof(sp_snapshot_alias_t), 4,
+        { SP_STR(alias, org_id), SP_STR(alias, provider),
+          SP_STR(alias, alias), SP_STR(alias, model) },
+        { SP_REF(alias, org_id), SP_REF(alias, provider),
+          SP_REF(alias, alias), SP_REF(alias, model) },
+        3, NULL
+    },
+
+    /* budgets share lookup keys; only the same budget replaces */
+    [SP_TABLE_BUDGETS] = {
+        sizeof(sp_snapshot_budget_in_t), sizeof(sp_snapshot_budget_t), 5,
+        { SP_STR(budget, budget_id), SP_STR(budget, org_id),
+          SP_STR(budget, scope_value), SP_STR(budget, provider),
+          SP_STR(budget, model) },
+        { SP_REF(budget, budget_id), SP_REF(budget, org_id),
+          SP_REF(budget, scope_value), SP_REF(budget, provider),
+          SP_REF(budget, model) },
+        1, sp_snapshot_put_budget
+    }
+};
+
+
+static const char **
+sp_snapshot_string(int table, void *record, size_t i)
+{
+    return (const char **) ((uint8_t *) record
+                            + sp_snapshot_kinds[table].in_strings[i]);
+}
+
+
+/* the builder's copy and its strings; strings are zeroed (credentials) */
 static void
 sp_snapshot_free_record(int table, void *record)
 {
-    sp_snapshot_key_in_t       *key;
-    sp_snapshot_provider_in_t  *provider;
-    sp_snapshot_price_in_t     *price;
-    sp_snapshot_alias_in_t     *alias;
-    sp_snapshot_budget_in_t    *budget;
+    size_t        i;
+    const char  **s;
 
     if (record == NULL) {
         return;
     }
 
-    switch (table) {
+    for (i = 0; i < sp_snapshot_kinds[table].nstrings; i++) {
+        s = sp_snapshot_string(table, record, i);
 
-    case SP_TABLE_KEYS:
-        key = record;
-        free((char *) key->key_id);
-        free((char *) key->org_id);
-        free((char *) key->name);
-        free((char *) key->department);
-        free((char *) key->project);
-        free((char *) key->agent_id);
-        break;
-
-    case SP_TABLE_PROVIDERS:
-        provider = record;
-        free((char *) provider->org_id);
-        free((char *) provider->provider);
-        free((char *) provider->base_url);
-        if (provider->api_key) {
-            /* a credential does not linger in freed memory */
-            memset((char *) provider->api_key, 0, strlen(provider->api_key));
+        if (*s != NULL) {
+            memset((char *) *s, 0, strlen(*s));
+            free((char *) *s);
         }
-        free((char *) provider->api_key);
-        break;
-
-    case SP_TABLE_PRICES:
-        price = record;
-        free((char *) price->org_id);
-        free((char *) price->provider);
-        free((char *) price->model);
-        break;
-
-    case SP_TABLE_ORGS:
-        free((char *) ((sp_snapshot_org_in_t *) record)->org_id);
-        break;
-
-    case SP_TABLE_ALIASES:
-        alias = record;
-        free((char *) alias->org_id);
-        free((char *) alias->provider);
-        free((char *) alias->alias);
-        free((char *) alias->model);
-        break;
-
-    case SP_TABLE_BUDGETS:
-        budget = record;
-        free((char *) budget->budget_id);
-        free((char *) budget->org_id);
-        free((char *) budget->scope_value);
-        free((char *) budget->provider);
-        free((char *) budget->model);
-        break;
     }
 
     free(record);
@@ -254,55 +358,62 @@ sp_snapshot_list_push(sp_snapshot_list_t *list, uint64_t hash, void *record,
 }
 
 
-int
-sp_snapshot_add_key(sp_snapshot_builder_t *b, const sp_snapshot_key_in_t *in)
+/* copies in (its strings too, NULL as "") into the table's list */
+static int
+sp_snapshot_add(sp_snapshot_builder_t *b, int table, const void *in,
+    uint64_t hash)
 {
-    sp_snapshot_key_in_t  *key;
-    uint64_t               hash;
-    size_t                 size;
+    void                      *record;
+    size_t                     i, j, size;
+    const char               **s;
+    const sp_snapshot_kind_t  *kind;
 
-    key = calloc(1, sizeof(sp_snapshot_key_in_t));
-    if (key == NULL) {
+    kind = &sp_snapshot_kinds[table];
+
+    record = malloc(kind->in_size);
+    if (record == NULL) {
         return SP_ERROR;
     }
 
-    memcpy(key->key_hash, in->key_hash, SP_KEY_HASH_LEN);
-    key->scopes = in->scopes;
-    key->flags = in->flags;
-    key->rpm_limit = in->rpm_limit;
-    key->tpm_limit = in->tpm_limit;
-    key->agent_rpm_limit = in->agent_rpm_limit;
-    key->agent_tpm_limit = in->agent_tpm_limit;
-    key->key_id = sp_strdup0(in->key_id);
-    key->org_id = sp_strdup0(in->org_id);
-    key->name = sp_strdup0(in->name);
-    key->department = sp_strdup0(in->department);
-    key->project = sp_strdup0(in->project);
-    key->agent_id = sp_strdup0(in->agent_id);
+    memcpy(record, in, kind->in_size);
+    size = kind->record_size;
 
-    if (key->key_id == NULL || key->org_id == NULL || key->name == NULL
-        || key->department == NULL || key->project == NULL
-        || key->agent_id == NULL)
-    {
-        sp_snapshot_free_record(SP_TABLE_KEYS, key);
-        return SP_ERROR;
+    for (i = 0; i < kind->nstrings; i++) {
+        s = sp_snapshot_string(table, record, i);
+        *s = sp_strdup0(*s);
+
+        if (*s == NULL) {
+            /* the rest still point at the caller's strings */
+            for (j = i + 1; j < kind->nstrings; j++) {
+                *sp_snapshot_string(table, record, j) = NULL;
+            }
+
+            sp_snapshot_free_record(table, record);
+            return SP_ERROR;
+        }
+
+        size += strlen(*s);
     }
 
-    memcpy(&hash, in->key_hash, sizeof(hash));
-
-    size = sizeof(sp_snapshot_key_t) + strlen(key->key_id)
-           + strlen(key->org_id) + strlen(key->name)
-           + strlen(key->department) + strlen(key->project)
-           + strlen(key->agent_id);
-
-    if (sp_snapshot_list_push(&b->lists[SP_TABLE_KEYS], hash, key, size)
+    if (sp_snapshot_list_push(&b->lists[table], hash, record, size)
         != SP_OK)
     {
-        sp_snapshot_free_record(SP_TABLE_KEYS, key);
+        sp_snapshot_free_record(table, record);
         return SP_ERROR;
     }
 
     return SP_OK;
+}
+
+
+int
+sp_snapshot_add_key(sp_snapshot_builder_t *b, const sp_snapshot_key_in_t *in)
+{
+    uint64_t  hash;
+
+    memcpy(&hash, in->key_hash, sizeof(hash));
+
+    return sp_snapshot_add(b, SP_TABLE_KEYS, in, hash);
 }
 
 
@@ -310,44 +421,10 @@ int
 sp_snapshot_add_provider(sp_snapshot_builder_t *b,
     const sp_snapshot_provider_in_t *in)
 {
-    sp_snapshot_provider_in_t  *provider;
-    uint64_t                    hash;
-    size_t                      size;
-
-    provider = calloc(1, sizeof(sp_snapshot_provider_in_t));
-    if (provider == NULL) {
-        return SP_ERROR;
-    }
-
-    provider->org_id = sp_strdup0(in->org_id);
-    provider->provider = sp_strdup0(in->provider);
-    provider->base_url = sp_strdup0(in->base_url);
-    provider->api_key = sp_strdup0(in->api_key);
-
-    if (provider->org_id == NULL || provider->provider == NULL
-        || provider->base_url == NULL || provider->api_key == NULL)
-    {
-        sp_snapshot_free_record(SP_TABLE_PROVIDERS, provider);
-        return SP_ERROR;
-    }
-
-    hash = sp_snapshot_lookup_hash(sp_str0(provider->org_id),
-                                   sp_str0(provider->provider),
-                                   sp_str0(NULL), 2);
-
-    size = sizeof(sp_snapshot_provider_t) + strlen(provider->org_id)
-           + strlen(provider->provider) + strlen(provider->base_url)
-           + strlen(provider->api_key);
-
-    if (sp_snapshot_list_push(&b->lists[SP_TABLE_PROVIDERS], hash, provider,
-                              size)
-        != SP_OK)
-    {
-        sp_snapshot_free_record(SP_TABLE_PROVIDERS, provider);
-        return SP_ERROR;
-    }
-
-    return SP_OK;
+    return sp_snapshot_add(b, SP_TABLE_PROVIDERS, in,
+                           sp_snapshot_lookup_hash(sp_str0(in->org_id),
+                                                   sp_str0(in->provider),
+                                                   sp_str0(NULL), 2));
 }
 
 
@@ -355,80 +432,20 @@ int
 sp_snapshot_add_price(sp_snapshot_builder_t *b,
     const sp_snapshot_price_in_t *in)
 {
-    sp_snapshot_price_in_t  *price;
-    uint64_t                 hash;
-    size_t                   size;
-
-    price = calloc(1, sizeof(sp_snapshot_price_in_t));
-    if (price == NULL) {
-        return SP_ERROR;
-    }
-
-    price->price = in->price;
-    price->max_output_tokens = in->max_output_tokens;
-    price->org_id = sp_strdup0(in->org_id);
-    price->provider = sp_strdup0(in->provider);
-    price->model = sp_strdup0(in->model);
-
-    if (price->org_id == NULL || price->provider == NULL
-        || price->model == NULL)
-    {
-        sp_snapshot_free_record(SP_TABLE_PRICES, price);
-        return SP_ERROR;
-    }
-
-    hash = sp_snapshot_lookup_hash(sp_str0(price->org_id),
-                                   sp_str0(price->provider),
-                                   sp_str0(price->model), 3);
-
-    size = sizeof(sp_snapshot_price_t) + strlen(price->org_id)
-           + strlen(price->provider) + strlen(price->model);
-
-    if (sp_snapshot_list_push(&b->lists[SP_TABLE_PRICES], hash, price, size)
-        != SP_OK)
-    {
-        sp_snapshot_free_record(SP_TABLE_PRICES, price);
-        return SP_ERROR;
-    }
-
-    return SP_OK;
+    return sp_snapshot_add(b, SP_TABLE_PRICES, in,
+                           sp_snapshot_lookup_hash(sp_str0(in->org_id),
+                                                   sp_str0(in->provider),
+                                                   sp_str0(in->model), 3));
 }
 
 
 int
 sp_snapshot_add_org(sp_snapshot_builder_t *b, const sp_snapshot_org_in_t *in)
 {
-    sp_snapshot_org_in_t  *org;
-    uint64_t               hash;
-
-    org = calloc(1, sizeof(sp_snapshot_org_in_t));
-    if (org == NULL) {
-        return SP_ERROR;
-    }
-
-    org->flags = in->flags;
-    org->rpm_limit = in->rpm_limit;
-    org->tpm_limit = in->tpm_limit;
-    org->org_id = sp_strdup0(in->org_id);
-
-    if (org->org_id == NULL) {
-        sp_snapshot_free_record(SP_TABLE_ORGS, org);
-        return SP_ERROR;
-    }
-
-    hash = sp_snapshot_lookup_hash(sp_str0(org->org_id), sp_str0(NULL),
-                                   sp_str0(NULL), 1);
-
-    if (sp_snapshot_list_push(&b->lists[SP_TABLE_ORGS], hash, org,
-                              sizeof(sp_snapshot_org_t)
-                              + strlen(org->org_id))
-        != SP_OK)
-    {
-        sp_snapshot_free_record(SP_TABLE_ORGS, org);
-        return SP_ERROR;
-    }
-
-    return SP_OK;
+    return sp_snapshot_add(b, SP_TABLE_ORGS, in,
+                           sp_snapshot_lookup_hash(sp_str0(in->org_id),
+                                                   sp_str0(NULL),
+                                                   sp_str0(NULL), 1));
 }
 
 
@@ -436,43 +453,10 @@ int
 sp_snapshot_add_alias(sp_snapshot_builder_t *b,
     const sp_snapshot_alias_in_t *in)
 {
-    sp_snapshot_alias_in_t  *alias;
-    uint64_t                 hash;
-    size_t                   size;
-
-    alias = calloc(1, sizeof(sp_snapshot_alias_in_t));
-    if (alias == NULL) {
-        return SP_ERROR;
-    }
-
-    alias->org_id = sp_strdup0(in->org_id);
-    alias->provider = sp_strdup0(in->provider);
-    alias->alias = sp_strdup0(in->alias);
-    alias->model = sp_strdup0(in->model);
-
-    if (alias->org_id == NULL || alias->provider == NULL
-        || alias->alias == NULL || alias->model == NULL)
-    {
-        sp_snapshot_free_record(SP_TABLE_ALIASES, alias);
-        return SP_ERROR;
-    }
-
-    hash = sp_snapshot_lookup_hash(sp_str0(alias->org_id),
-                                   sp_str0(alias->provider),
-                                   sp_str0(alias->alias), 3);
-
-    size = sizeof(sp_snapshot_alias_t) + strlen(alias->org_id)
-           + strlen(alias->provider) + strlen(alias->alias)
-           + strlen(alias->model);
-
-    if (sp_snapshot_list_push(&b->lists[SP_TABLE_ALIASES], hash, alias, size)
-        != SP_OK)
-    {
-        sp_snapshot_free_record(SP_TABLE_ALIASES, alias);
-        return SP_ERROR;
-    }
-
-    return SP_OK;
+    return sp_snapshot_add(b, SP_TABLE_ALIASES, in,
+                           sp_snapshot_lookup_hash(sp_str0(in->org_id),
+                                                   sp_str0(in->provider),
+                                                   sp_str0(in->alias), 3));
 }
 
 
@@ -495,50 +479,14 @@ int
 sp_snapshot_add_budget(sp_snapshot_builder_t *b,
     const sp_snapshot_budget_in_t *in)
 {
-    sp_snapshot_budget_in_t  *budget;
-    uint64_t                  hash;
-    size_t                    size;
-
     if (in->scope >= SP_BUDGET_SCOPE_COUNT) {
         return SP_ERROR;
     }
 
-    budget = calloc(1, sizeof(sp_snapshot_budget_in_t));
-    if (budget == NULL) {
-        return SP_ERROR;
-    }
-
-    *budget = *in;
-    budget->budget_id = sp_strdup0(in->budget_id);
-    budget->org_id = sp_strdup0(in->org_id);
-    budget->scope_value = sp_strdup0(in->scope_value);
-    budget->provider = sp_strdup0(in->provider);
-    budget->model = sp_strdup0(in->model);
-
-    if (budget->budget_id == NULL || budget->org_id == NULL
-        || budget->scope_value == NULL || budget->provider == NULL
-        || budget->model == NULL)
-    {
-        sp_snapshot_free_record(SP_TABLE_BUDGETS, budget);
-        return SP_ERROR;
-    }
-
-    hash = sp_snapshot_budget_hash(sp_str0(budget->org_id), budget->scope,
-                                   sp_str0(budget->scope_value));
-
-    size = sizeof(sp_snapshot_budget_t) + strlen(budget->budget_id)
-           + strlen(budget->org_id) + strlen(budget->scope_value)
-           + strlen(budget->provider) + strlen(budget->model);
-
-    if (sp_snapshot_list_push(&b->lists[SP_TABLE_BUDGETS], hash, budget,
-                              size)
-        != SP_OK)
-    {
-        sp_snapshot_free_record(SP_TABLE_BUDGETS, budget);
-        return SP_ERROR;
-    }
-
-    return SP_OK;
+    return sp_snapshot_add(b, SP_TABLE_BUDGETS, in,
+                           sp_snapshot_budget_hash(sp_str0(in->org_id),
+                                                   in->scope,
+                                                   sp_str0(in->scope_value)));
 }
 
 
@@ -562,110 +510,27 @@ sp_snapshot_put_string(sp_snapshot_writer_t *w, const char *s)
 
 /* writes a record's fixed part at w->pos and its strings after it */
 static size_t
-sp_snapshot_put_record(sp_snapshot_writer_t *w, int table, void *record)
+sp_snapshot_put_record(sp_snapshot_writer_t *w, int table, void *in)
 {
-    size_t                      at;
-    sp_snapshot_key_t          *key;
-    sp_snapshot_key_in_t       *key_in;
-    sp_snapshot_provider_t     *provider;
-    sp_snapshot_provider_in_t  *provider_in;
-    sp_snapshot_price_t        *price;
-    sp_snapshot_price_in_t     *price_in;
-    sp_snapshot_org_t          *org;
-    sp_snapshot_org_in_t       *org_in;
-    sp_snapshot_alias_t        *alias;
-    sp_snapshot_alias_in_t     *alias_in;
-    sp_snapshot_budget_t       *budget;
-    sp_snapshot_budget_in_t    *budget_in;
+    size_t                     at, i;
+    uint8_t                   *record;
+    sp_snapshot_ref_t          ref;
+    const sp_snapshot_kind_t  *kind;
+
+    kind = &sp_snapshot_kinds[table];
 
     w->pos = SP_ALIGN8(w->pos);
     at = w->pos;
+    record = w->out + at;
+    w->pos += kind->record_size;
 
-    switch (table) {
+    if (kind->put_fixed) {
+        kind->put_fixed(record, in);
+    }
 
-    case SP_TABLE_KEYS:
-        key_in = record;
-        key = (sp_snapshot_key_t *) (w->out + at);
-        w->pos += sizeof(sp_snapshot_key_t);
-
-        memcpy(key->key_hash, key_in->key_hash, SP_KEY_HASH_LEN);
-        key->scopes = key_in->scopes;
-        key->flags = key_in->flags;
-        key->rpm_limit = key_in->rpm_limit;
-        key->tpm_limit = key_in->tpm_limit;
-        key->agent_rpm_limit = key_in->agent_rpm_limit;
-        key->agent_tpm_limit = key_in->agent_tpm_limit;
-        key->key_id = sp_snapshot_put_string(w, key_in->key_id);
-        key->org_id = sp_snapshot_put_string(w, key_in->org_id);
-        key->name = sp_snapshot_put_string(w, key_in->name);
-        key->department = sp_snapshot_put_string(w, key_in->department);
-        key->project = sp_snapshot_put_string(w, key_in->project);
-        key->agent_id = sp_snapshot_put_string(w, key_in->agent_id);
-        break;
-
-    case SP_TABLE_PROVIDERS:
-        provider_in = record;
-        provider = (sp_snapshot_provider_t *) (w->out + at);
-        w->pos += sizeof(sp_snapshot_provider_t);
-
-        provider->org_id = sp_snapshot_put_string(w, provider_in->org_id);
-        provider->provider = sp_snapshot_put_string(w, provider_in->provider);
-        provider->base_url = sp_snapshot_put_string(w, provider_in->base_url);
-        provider->api_key = sp_snapshot_put_string(w, provider_in->api_key);
-        break;
-
-    case SP_TABLE_ORGS:
-        org_in = record;
-        org = (sp_snapshot_org_t *) (w->out + at);
-        w->pos += sizeof(sp_snapshot_org_t);
-
-        org->flags = org_in->flags;
-        org->rpm_limit = org_in->rpm_limit;
-        org->tpm_limit = org_in->tpm_limit;
-        org->reserved = 0;
-        org->org_id = sp_snapshot_put_string(w, org_in->org_id);
-        break;
-
-    case SP_TABLE_ALIASES:
-        alias_in = record;
-        alias = (sp_snapshot_alias_t *) (w->out + at);
-        w->pos += sizeof(sp_snapshot_alias_t);
-
-        alias->org_id = sp_snapshot_put_string(w, alias_in->org_id);
-        alias->provider = sp_snapshot_put_string(w, alias_in->provider);
-        alias->alias = sp_snapshot_put_string(w, alias_in->alias);
-        alias->model = sp_snapshot_put_string(w, alias_in->model);
-        break;
-
-    case SP_TABLE_BUDGETS:
-        budget_in = record;
-        budget = (sp_snapshot_budget_t *) (w->out + at);
-        w->pos += sizeof(sp_snapshot_budget_t);
-
-        budget->scope = budget_in->scope;
-        budget->action = budget_in->action;
-        budget->limit_nano = budget_in->limit_nano;
-        budget->period_start_ms = budget_in->period_start_ms;
-        budget->period_end_ms = budget_in->period_end_ms;
-        budget->budget_id = sp_snapshot_put_string(w, budget_in->budget_id);
-        budget->org_id = sp_snapshot_put_string(w, budget_in->org_id);
-        budget->scope_value = sp_snapshot_put_string(w,
-                                                     budget_in->scope_value);
-        budget->provider = sp_snapshot_put_string(w, budget_in->provider);
-        budget->model = sp_snapshot_put_string(w, budget_in->model);
-        break;
-
-    default: /* SP_TABLE_PRICES */
-        price_in = record;
-        price = (sp_snapshot_price_t *) (w->out + at);
-        w->pos += sizeof(sp_snapshot_price_t);
-
-        price->price = price_in->price;
-        price->max_output_tokens = price_in->max_output_tokens;
-        price->org_id = sp_snapshot_put_string(w, price_in->org_id);
-        price->provider = sp_snapshot_put_string(w, price_in->provider);
-        price->model = sp_snapshot_put_string(w, price_in->model);
-        break;
+    for (i = 0; i < kind->nstrings; i++) {
+        ref = sp_snapshot_put_string(w, *sp_snapshot_string(table, in, i));
+        memcpy(record + kind->record_strings[i], &ref, sizeof(ref));
     }
 
     return at;
@@ -675,47 +540,23 @@ sp_snapshot_put_record(sp_snapshot_writer_t *w, int table, void *record)
 static int
 sp_snapshot_same_lookup(int table, void *a, void *b)
 {
-    sp_snapshot_key_in_t       *ka, *kb;
-    sp_snapshot_provider_in_t  *pa, *pb;
-    sp_snapshot_price_in_t     *ra, *rb;
-    sp_snapshot_alias_in_t     *aa, *ab;
+    size_t  i;
 
-    switch (table) {
-
-    case SP_TABLE_ORGS:
-        return strcmp(((sp_snapshot_org_in_t *) a)->org_id,
-                      ((sp_snapshot_org_in_t *) b)->org_id) == 0;
-
-    case SP_TABLE_BUDGETS:
-        /* budgets share lookup keys; only the same budget replaces */
-        return strcmp(((sp_snapshot_budget_in_t *) a)->budget_id,
-                      ((sp_snapshot_budget_in_t *) b)->budget_id) == 0;
-
-    case SP_TABLE_ALIASES:
-        aa = a;
-        ab = b;
-        return strcmp(aa->org_id, ab->org_id) == 0
-               && strcmp(aa->provider, ab->provider) == 0
-               && strcmp(aa->alias, ab->alias) == 0;
-
-    case SP_TABLE_KEYS:
-        ka = a;
-        kb = b;
-        return memcmp(ka->key_hash, kb->key_hash, SP_KEY_HASH_LEN) == 0;
-
-    case SP_TABLE_PROVIDERS:
-        pa = a;
-        pb = b;
-        return strcmp(pa->org_id, pb->org_id) == 0
-               && strcmp(pa->provider, pb->provider) == 0;
-
-    default:
-        ra = a;
-        rb = b;
-        return strcmp(ra->org_id, rb->org_id) == 0
-               && strcmp(ra->provider, rb->provider) == 0
-               && strcmp(ra->model, rb->model) == 0;
+    if (table == SP_TABLE_KEYS) {
+        return memcmp(((sp_snapshot_key_in_t *) a)->key_hash,
+                      ((sp_snapshot_key_in_t *) b)->key_hash,
+                      SP_KEY_HASH_LEN) == 0;
     }
+
+    for (i = 0; i < sp_snapshot_kinds[table].identity; i++) {
+        if (strcmp(*sp_snapshot_string(table, a, i),
+                   *sp_snapshot_string(table, b, i)) != 0)
+        {
+            return 0;
+        }
+    }
+
+    return 1;
 }
 
 
