@@ -1020,25 +1020,53 @@ sp_snapshot_find_key(const sp_snapshot_t *s, const uint8_t *key_hash)
 
 
 typedef struct {
+    int       table;
     sp_str_t  parts[3];
 } sp_snapshot_lookup_t;
 
 
+/* a record whose identity strings (sp_snapshot_kinds) equal the parts */
 static const void *
-sp_snapshot_match_provider(const sp_snapshot_t *s, const void *record,
+sp_snapshot_match_identity(const sp_snapshot_t *s, const void *record,
     const void *arg)
 {
-    const sp_snapshot_provider_t  *provider = record;
-    const sp_snapshot_lookup_t    *lookup = arg;
+    size_t                      i;
+    sp_snapshot_ref_t           ref;
+    const sp_snapshot_kind_t   *kind;
+    const sp_snapshot_lookup_t *lookup = arg;
 
-    if (sp_str_eq(sp_snapshot_str(s, provider->org_id), lookup->parts[0])
-        && sp_str_eq(sp_snapshot_str(s, provider->provider),
-                     lookup->parts[1]))
-    {
-        return provider;
+    kind = &sp_snapshot_kinds[lookup->table];
+
+    for (i = 0; i < kind->identity; i++) {
+        memcpy(&ref, (const uint8_t *) record + kind->record_strings[i],
+               sizeof(ref));
+
+        if (!sp_str_eq(sp_snapshot_str(s, ref), lookup->parts[i])) {
+            return NULL;
+        }
     }
 
-    return NULL;
+    return record;
+}
+
+
+/* the record of table identified by a (, b (, c)) */
+static const void *
+sp_snapshot_find(const sp_snapshot_t *s, int table, sp_str_t a, sp_str_t b,
+    sp_str_t c)
+{
+    sp_snapshot_lookup_t  lookup;
+
+    lookup.table = table;
+    lookup.parts[0] = a;
+    lookup.parts[1] = b;
+    lookup.parts[2] = c;
+
+    return sp_snapshot_probe(s, table,
+                             sp_snapshot_lookup_hash(a, b, c,
+                                 (int) sp_snapshot_kinds[table].identity),
+                             sp_snapshot_kinds[table].record_size,
+                             sp_snapshot_match_identity, &lookup);
 }
 
 
@@ -1046,34 +1074,8 @@ const sp_snapshot_provider_t *
 sp_snapshot_find_provider(const sp_snapshot_t *s, sp_str_t org_id,
     sp_str_t provider)
 {
-    sp_snapshot_lookup_t  lookup;
-
-    lookup.parts[0] = org_id;
-    lookup.parts[1] = provider;
-
-    return sp_snapshot_probe(s, SP_TABLE_PROVIDERS,
-                             sp_snapshot_lookup_hash(org_id, provider,
-                                                     provider, 2),
-                             sizeof(sp_snapshot_provider_t),
-                             sp_snapshot_match_provider, &lookup);
-}
-
-
-static const void *
-sp_snapshot_match_price(const sp_snapshot_t *s, const void *record,
-    const void *arg)
-{
-    const sp_snapshot_price_t   *price = record;
-    const sp_snapshot_lookup_t  *lookup = arg;
-
-    if (sp_str_eq(sp_snapshot_str(s, price->org_id), lookup->parts[0])
-        && sp_str_eq(sp_snapshot_str(s, price->provider), lookup->parts[1])
-        && sp_str_eq(sp_snapshot_str(s, price->model), lookup->parts[2]))
-    {
-        return price;
-    }
-
-    return NULL;
+    return sp_snapshot_find(s, SP_TABLE_PROVIDERS, org_id, provider,
+                            provider);
 }
 
 
@@ -1081,17 +1083,7 @@ static const sp_snapshot_price_t *
 sp_snapshot_find_price_exact(const sp_snapshot_t *s, sp_str_t org_id,
     sp_str_t provider, sp_str_t model)
 {
-    sp_snapshot_lookup_t  lookup;
-
-    lookup.parts[0] = org_id;
-    lookup.parts[1] = provider;
-    lookup.parts[2] = model;
-
-    return sp_snapshot_probe(s, SP_TABLE_PRICES,
-                             sp_snapshot_lookup_hash(org_id, provider, model,
-                                                     3),
-                             sizeof(sp_snapshot_price_t),
-                             sp_snapshot_match_price, &lookup);
+    return sp_snapshot_find(s, SP_TABLE_PRICES, org_id, provider, model);
 }
 
 
@@ -1175,48 +1167,10 @@ sp_snapshot_find_price(const sp_snapshot_t *s, sp_str_t org_id,
 }
 
 
-static const void *
-sp_snapshot_match_org(const sp_snapshot_t *s, const void *record,
-    const void *arg)
-{
-    const sp_snapshot_org_t     *org = record;
-    const sp_snapshot_lookup_t  *lookup = arg;
-
-    return sp_str_eq(sp_snapshot_str(s, org->org_id), lookup->parts[0])
-           ? org : NULL;
-}
-
-
 const sp_snapshot_org_t *
 sp_snapshot_find_org(const sp_snapshot_t *s, sp_str_t org_id)
 {
-    sp_snapshot_lookup_t  lookup;
-
-    lookup.parts[0] = org_id;
-
-    return sp_snapshot_probe(s, SP_TABLE_ORGS,
-                             sp_snapshot_lookup_hash(org_id, org_id, org_id,
-                                                     1),
-                             sizeof(sp_snapshot_org_t),
-                             sp_snapshot_match_org, &lookup);
-}
-
-
-static const void *
-sp_snapshot_match_alias(const sp_snapshot_t *s, const void *record,
-    const void *arg)
-{
-    const sp_snapshot_alias_t   *alias = record;
-    const sp_snapshot_lookup_t  *lookup = arg;
-
-    if (sp_str_eq(sp_snapshot_str(s, alias->org_id), lookup->parts[0])
-        && sp_str_eq(sp_snapshot_str(s, alias->provider), lookup->parts[1])
-        && sp_str_eq(sp_snapshot_str(s, alias->alias), lookup->parts[2]))
-    {
-        return alias;
-    }
-
-    return NULL;
+    return sp_snapshot_find(s, SP_TABLE_ORGS, org_id, org_id, org_id);
 }
 
 
@@ -1224,17 +1178,7 @@ const sp_snapshot_alias_t *
 sp_snapshot_find_alias(const sp_snapshot_t *s, sp_str_t org_id,
     sp_str_t provider, sp_str_t alias)
 {
-    sp_snapshot_lookup_t  lookup;
-
-    lookup.parts[0] = org_id;
-    lookup.parts[1] = provider;
-    lookup.parts[2] = alias;
-
-    return sp_snapshot_probe(s, SP_TABLE_ALIASES,
-                             sp_snapshot_lookup_hash(org_id, provider, alias,
-                                                     3),
-                             sizeof(sp_snapshot_alias_t),
-                             sp_snapshot_match_alias, &lookup);
+    return sp_snapshot_find(s, SP_TABLE_ALIASES, org_id, provider, alias);
 }
 
 
