@@ -166,10 +166,37 @@ ngx_http_spendpol_body_handler(ngx_http_request_t *r)
 
     rc = ngx_http_spendpol_prepare(r, ctx);
 
+    if (rc != NGX_DECLINED) {
+        ctx->gateway_us += ngx_http_spendpol_now_us() - started;
+
+        /* the response is ours: an error already sent, or a failure */
+        ctx->phase_status = NGX_DONE;
+        ngx_http_finalize_request(r, rc);
+        return;
+    }
+
+    rc = ngx_http_spendpol_upstream_resolve(r, ctx);
+
     ctx->gateway_us += ngx_http_spendpol_now_us() - started;
 
-    if (rc != NGX_DECLINED) {
-        /* the response is ours: an error already sent, or a failure */
+    if (rc == NGX_AGAIN) {
+        /* the resolver's handler goes on */
+        return;
+    }
+
+    ngx_http_spendpol_forward(r, ctx, rc);
+}
+
+
+/*
+ * After the provider's address is known: NGX_OK runs the proxy, anything
+ * else is nginx's error page (JSON, from our header filter).
+ */
+void
+ngx_http_spendpol_forward(ngx_http_request_t *r, ngx_http_spendpol_ctx_t *ctx,
+    ngx_int_t rc)
+{
+    if (rc != NGX_OK) {
         ctx->phase_status = NGX_DONE;
         ngx_http_finalize_request(r, rc);
         return;
@@ -331,6 +358,7 @@ ngx_http_spendpol_route(ngx_http_request_t *r, ngx_http_spendpol_ctx_t *ctx)
 {
     u_char                        *p, *last, *start, *u;
     sp_str_t                       org, name, base_url, api_key;
+    ngx_int_t                      rc;
     ngx_str_t                      args;
     ngx_table_elt_t               *h;
     ngx_http_spendpol_main_conf_t *smcf;
@@ -403,19 +431,19 @@ ngx_http_spendpol_route(ngx_http_request_t *r, ngx_http_spendpol_ctx_t *ctx)
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    ctx->upstream_url.len = base_url.len + ctx->rest.len
-                            + (args.len ? 1 + args.len : 0);
-    ctx->upstream_url.data = ngx_pnalloc(r->pool, ctx->upstream_url.len);
-    if (ctx->upstream_url.data == NULL) {
+    rc = ngx_http_spendpol_upstream_target(r, ctx, (u_char *) base_url.data,
+                                           base_url.len, &args);
+
+    if (rc == NGX_ERROR) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    u = ngx_cpymem(ctx->upstream_url.data, base_url.data, base_url.len);
-    u = ngx_cpymem(u, ctx->rest.data, ctx->rest.len);
-
-    if (args.len) {
-        *u++ = '?';
-        ngx_memcpy(u, args.data, args.len);
+    if (rc == NGX_DECLINED) {
+        return ngx_http_spendpol_send_error(r, ctx, NGX_HTTP_BAD_GATEWAY,
+                                   "api_error", "upstream_unreachable",
+                                   "the provider's base_url is not a valid "
+                                   "http:// or https:// URL: PUT "
+                                   "/providers/{name} on the admin API");
     }
 
     switch (ctx->provider) {

@@ -44,6 +44,8 @@ extern ngx_module_t  ngx_http_proxy_module;
 
 enum {
     NGX_HTTP_SPENDPOL_VAR_UPSTREAM_URL = 0,
+    NGX_HTTP_SPENDPOL_VAR_UPSTREAM_HOST,
+    NGX_HTTP_SPENDPOL_VAR_UPSTREAM_SNI,
     NGX_HTTP_SPENDPOL_VAR_UPSTREAM_AUTHORIZATION,
     NGX_HTTP_SPENDPOL_VAR_UPSTREAM_X_API_KEY,
     NGX_HTTP_SPENDPOL_VAR_UPSTREAM_API_KEY,
@@ -116,6 +118,27 @@ static ngx_command_t  ngx_http_spendpol_commands[] = {
       offsetof(ngx_http_spendpol_loc_conf_t, max_response_size),
       NULL },
 
+    { ngx_string("spendpol_upstream_keepalive"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_spendpol_main_conf_t, keepalive),
+      NULL },
+
+    { ngx_string("spendpol_upstream_keepalive_timeout"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_spendpol_main_conf_t, keepalive_timeout),
+      NULL },
+
+    { ngx_string("spendpol_upstream_keepalive_requests"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_spendpol_main_conf_t, keepalive_requests),
+      NULL },
+
       ngx_null_command
 };
 
@@ -155,6 +178,14 @@ static ngx_http_variable_t  ngx_http_spendpol_vars[] = {
 
     { ngx_string("spendpol_upstream_url"), NULL,
       ngx_http_spendpol_variable, NGX_HTTP_SPENDPOL_VAR_UPSTREAM_URL,
+      NGX_HTTP_VAR_NOCACHEABLE|NGX_HTTP_VAR_NOHASH, 0 },
+
+    { ngx_string("spendpol_upstream_host"), NULL,
+      ngx_http_spendpol_variable, NGX_HTTP_SPENDPOL_VAR_UPSTREAM_HOST,
+      NGX_HTTP_VAR_NOCACHEABLE|NGX_HTTP_VAR_NOHASH, 0 },
+
+    { ngx_string("spendpol_upstream_sni"), NULL,
+      ngx_http_spendpol_variable, NGX_HTTP_SPENDPOL_VAR_UPSTREAM_SNI,
       NGX_HTTP_VAR_NOCACHEABLE|NGX_HTTP_VAR_NOHASH, 0 },
 
     { ngx_string("spendpol_upstream_authorization"), NULL,
@@ -246,6 +277,16 @@ ngx_http_spendpol_variable(ngx_http_request_t *r,
     case NGX_HTTP_SPENDPOL_VAR_UPSTREAM_URL:
         p = ctx->upstream_url.data;
         len = ctx->upstream_url.len;
+        break;
+
+    case NGX_HTTP_SPENDPOL_VAR_UPSTREAM_HOST:
+        p = ctx->upstream_host.data;
+        len = ctx->upstream_host.len;
+        break;
+
+    case NGX_HTTP_SPENDPOL_VAR_UPSTREAM_SNI:
+        p = ctx->upstream_name.data;
+        len = ctx->upstream_name.len;
         break;
 
     /* each provider's credential goes in that provider's own header */
@@ -341,6 +382,9 @@ ngx_http_spendpol_create_main_conf(ngx_conf_t *cf)
 
     smcf->snapshot_interval = NGX_CONF_UNSET_MSEC;
     smcf->zone_size = NGX_CONF_UNSET_SIZE;
+    smcf->keepalive = NGX_CONF_UNSET_UINT;
+    smcf->keepalive_timeout = NGX_CONF_UNSET_MSEC;
+    smcf->keepalive_requests = NGX_CONF_UNSET_UINT;
 
     return smcf;
 }
@@ -435,7 +479,7 @@ ngx_http_spendpol_init_main_conf(ngx_conf_t *cf, void *conf)
         }
     }
 
-    return NGX_CONF_OK;
+    return ngx_http_spendpol_upstream_init_main_conf(cf, smcf);
 }
 
 
@@ -720,7 +764,8 @@ ngx_http_spendpol_call(ngx_conf_t *cf, ngx_module_t *module,
 static char *
 ngx_http_spendpol(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
-    char  *rv;
+    char                           *rv;
+    ngx_http_spendpol_main_conf_t  *smcf;
 
     rv = ngx_conf_set_flag_slot(cf, cmd, conf);
 
@@ -732,6 +777,12 @@ ngx_http_spendpol(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return NGX_CONF_OK;
     }
 
+    smcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_spendpol_module);
+
+    if (ngx_http_spendpol_upstream_add(cf, smcf) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
 #define NGX_HTTP_SPENDPOL_PROXY(...)                                          \
     if (ngx_http_spendpol_call(cf, &ngx_http_proxy_module, __VA_ARGS__)       \
         != NGX_CONF_OK)                                                       \
@@ -739,8 +790,15 @@ ngx_http_spendpol(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return NGX_CONF_ERROR;                                                \
     }
 
+    /*
+     * The URL's host is our upstream{} block, which keeps connections
+     * alive; the provider's own host goes in Host and in the TLS name.
+     */
     NGX_HTTP_SPENDPOL_PROXY("proxy_pass", 1, "$spendpol_upstream_url");
     NGX_HTTP_SPENDPOL_PROXY("proxy_http_version", 1, "1.1");
+    NGX_HTTP_SPENDPOL_PROXY("proxy_set_header", 2, "Host",
+                            "$spendpol_upstream_host");
+    NGX_HTTP_SPENDPOL_PROXY("proxy_set_header", 2, "Connection", "");
     NGX_HTTP_SPENDPOL_PROXY("proxy_set_body", 1, "$spendpol_request_body");
 
     /* the organisation's credential replaces whatever the client sent */
@@ -787,6 +845,7 @@ ngx_http_spendpol(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
                             "X-Accel-Buffering", "X-Accel-Charset");
 
     NGX_HTTP_SPENDPOL_PROXY("proxy_ssl_server_name", 1, "on");
+    NGX_HTTP_SPENDPOL_PROXY("proxy_ssl_name", 1, "$spendpol_upstream_sni");
 
     if (ngx_file_info(NGX_HTTP_SPENDPOL_CA_BUNDLE, &(ngx_file_info_t) { 0 })
         == 0)
@@ -862,5 +921,6 @@ ngx_http_spendpol_exit_process(ngx_cycle_t *cycle)
         return;
     }
 
+    ngx_http_spendpol_upstream_exit_worker(smcf);
     ngx_http_spendpol_snapshot_exit_worker(smcf);
 }

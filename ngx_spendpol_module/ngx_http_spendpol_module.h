@@ -24,6 +24,9 @@
 #define NGX_HTTP_SPENDPOL_DEFAULT_MAX_OUTPUT 4096
 #define NGX_HTTP_SPENDPOL_LIMITS            3    /* key, agent, org */
 
+/* the host of $spendpol_upstream_url: the upstream{} block the module adds */
+#define NGX_HTTP_SPENDPOL_UPSTREAM          "spendpol.upstream"
+
 
 /* the shared zone: budget counters of this nginx instance */
 typedef struct {
@@ -113,6 +116,15 @@ typedef struct {
     uint32_t                   worker_tag;
     uint32_t                   sequence;
     ngx_uint_t                 journal_failures;
+
+    /* upstream connections: ngx_http_spendpol_upstream.c */
+    ngx_uint_t                 keepalive;      /* idle ones kept per worker */
+    ngx_msec_t                 keepalive_timeout;
+    ngx_uint_t                 keepalive_requests;
+    ngx_http_upstream_srv_conf_t  *upstream;
+    ngx_queue_t                keepalive_cache;  /* most recently idle first */
+    ngx_queue_t                keepalive_free;
+    ngx_uint_t                 upstream_rotation;  /* of a name's addresses */
 } ngx_http_spendpol_main_conf_t;
 
 
@@ -162,7 +174,15 @@ typedef struct {
     off_t                      body_received;
     sp_request_info_t         *request;
     ngx_str_t                  body;           /* as forwarded */
-    ngx_str_t                  upstream_url;
+    ngx_str_t                  upstream_url;   /* to our upstream{} block */
+    ngx_str_t                  upstream_host;  /* Host: as in the base URL */
+    ngx_str_t                  upstream_name;  /* its host alone: TLS name */
+    in_port_t                  upstream_port;
+    ngx_addr_t                *upstream_addrs;
+    ngx_uint_t                 upstream_naddrs;
+    ngx_resolver_ctx_t        *resolver_ctx;   /* a name being resolved */
+    ngx_int_t                  resolved_rc;
+    ngx_uint_t                 resolving:1;    /* in ngx_resolve_name() */
     ngx_str_t                  upstream_authorization;  /* Bearer ... */
     ngx_str_t                  credential;    /* the provider key alone */
     ngx_str_t                  anthropic_version;
@@ -251,6 +271,8 @@ ngx_int_t ngx_http_spendpol_add_request_headers(ngx_http_request_t *r,
 uint64_t ngx_http_spendpol_now_us(void);
 size_t ngx_http_spendpol_traceparent(ngx_http_spendpol_ctx_t *ctx,
     u_char *buf);
+void ngx_http_spendpol_forward(ngx_http_request_t *r,
+    ngx_http_spendpol_ctx_t *ctx, ngx_int_t rc);
 
 ngx_int_t ngx_http_spendpol_request_body_init(ngx_conf_t *cf);
 
@@ -290,6 +312,19 @@ ngx_int_t ngx_http_spendpol_ratelimit_refuse(ngx_http_request_t *r,
 void ngx_http_spendpol_ratelimit_release(
     ngx_http_spendpol_main_conf_t *smcf, ngx_http_spendpol_ctx_t *ctx,
     int64_t used);
+
+/* ngx_http_spendpol_upstream.c */
+ngx_int_t ngx_http_spendpol_upstream_add(ngx_conf_t *cf,
+    ngx_http_spendpol_main_conf_t *smcf);
+char *ngx_http_spendpol_upstream_init_main_conf(ngx_conf_t *cf,
+    ngx_http_spendpol_main_conf_t *smcf);
+ngx_int_t ngx_http_spendpol_upstream_target(ngx_http_request_t *r,
+    ngx_http_spendpol_ctx_t *ctx, u_char *base_url, size_t len,
+    ngx_str_t *args);
+ngx_int_t ngx_http_spendpol_upstream_resolve(ngx_http_request_t *r,
+    ngx_http_spendpol_ctx_t *ctx);
+void ngx_http_spendpol_upstream_exit_worker(
+    ngx_http_spendpol_main_conf_t *smcf);
 
 /* ngx_http_spendpol_journal.c */
 ngx_int_t ngx_http_spendpol_log_handler(ngx_http_request_t *r);
