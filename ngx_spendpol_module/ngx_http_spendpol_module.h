@@ -124,6 +124,7 @@ typedef struct {
     ngx_http_upstream_srv_conf_t  *upstream;
     ngx_queue_t                keepalive_cache;  /* most recently idle first */
     ngx_queue_t                keepalive_free;
+    ngx_queue_t                ssl_sessions;     /* most recently used first */
     ngx_uint_t                 upstream_rotation;  /* of a name's addresses */
 } ngx_http_spendpol_main_conf_t;
 

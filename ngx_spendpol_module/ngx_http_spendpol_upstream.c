@@ -38,6 +38,20 @@ typedef struct {
 } ngx_http_spendpol_keepalive_t;
 
 
+#if (NGX_HTTP_SSL)
+
+/* a TLS session with a provider's host, to resume the next handshake */
+typedef struct {
+    ngx_queue_t                      queue;
+    ngx_ssl_session_t               *session;
+    in_port_t                        port;
+    size_t                           name_len;
+    u_char                           name[NGX_HTTP_SPENDPOL_NAME_LEN];
+} ngx_http_spendpol_session_t;
+
+#endif
+
+
 /* the balancer's state in one request */
 typedef struct {
     ngx_http_request_t              *request;
@@ -69,6 +83,8 @@ static ngx_int_t ngx_http_spendpol_upstream_set_session(
     ngx_peer_connection_t *pc, void *data);
 static void ngx_http_spendpol_upstream_save_session(
     ngx_peer_connection_t *pc, void *data);
+static ngx_http_spendpol_session_t *ngx_http_spendpol_session_find(
+    ngx_http_spendpol_peer_t *peer);
 #endif
 static ngx_int_t ngx_http_spendpol_upstream_init(ngx_conf_t *cf,
     ngx_http_upstream_srv_conf_t *us);
@@ -677,11 +693,30 @@ ngx_http_spendpol_keepalive_close(ngx_connection_t *c)
 
 #if (NGX_HTTP_SSL)
 
+/*
+ * A new connection resumes the last session with the same host name and
+ * port, whichever of its addresses it goes to; the name is what the
+ * certificate was verified for, and a resumed session keeps that result.
+ */
 static ngx_int_t
 ngx_http_spendpol_upstream_set_session(ngx_peer_connection_t *pc,
     void *data)
 {
-    return NGX_OK;
+    ngx_http_spendpol_peer_t  *peer = data;
+
+    ngx_http_spendpol_session_t  *session;
+
+    session = ngx_http_spendpol_session_find(peer);
+
+    if (session == NULL) {
+        return NGX_OK;
+    }
+
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, pc->log, 0,
+                   "spendpol upstream: resuming session %p with \"%V\"",
+                   session->session, &peer->ctx->upstream_name);
+
+    return ngx_ssl_set_session(pc->connection, session->session);
 }
 
 
@@ -689,7 +724,94 @@ static void
 ngx_http_spendpol_upstream_save_session(ngx_peer_connection_t *pc,
     void *data)
 {
-    return;
+    ngx_http_spendpol_peer_t  *peer = data;
+
+    ngx_queue_t                    *q;
+    ngx_ssl_session_t              *ssl_session;
+    ngx_http_spendpol_ctx_t        *ctx;
+    ngx_http_spendpol_session_t    *session;
+    ngx_http_spendpol_main_conf_t  *smcf;
+
+    smcf = peer->smcf;
+    ctx = peer->ctx;
+
+    if (ngx_queue_empty(&smcf->ssl_sessions)
+        || ctx->upstream_name.len > NGX_HTTP_SPENDPOL_NAME_LEN)
+    {
+        return;
+    }
+
+    ssl_session = ngx_ssl_get_session(pc->connection);
+
+    if (ssl_session == NULL) {
+        return;
+    }
+
+    session = ngx_http_spendpol_session_find(peer);
+
+    if (session == NULL) {
+
+        /* the least recently used host's makes room */
+
+        q = ngx_queue_last(&smcf->ssl_sessions);
+        ngx_queue_remove(q);
+        ngx_queue_insert_head(&smcf->ssl_sessions, q);
+
+        session = ngx_queue_data(q, ngx_http_spendpol_session_t, queue);
+
+        session->port = ctx->upstream_port;
+        session->name_len = ctx->upstream_name.len;
+        ngx_memcpy(session->name, ctx->upstream_name.data,
+                   session->name_len);
+    }
+
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, pc->log, 0,
+                   "spendpol upstream: saving session %p with \"%V\"",
+                   ssl_session, &ctx->upstream_name);
+
+    if (session->session) {
+        ngx_ssl_free_session(session->session);
+    }
+
+    session->session = ssl_session;
+}
+
+
+/* the request's host's session, moved to the front; NULL: none yet */
+static ngx_http_spendpol_session_t *
+ngx_http_spendpol_session_find(ngx_http_spendpol_peer_t *peer)
+{
+    ngx_queue_t                  *q, *sessions;
+    ngx_http_spendpol_ctx_t      *ctx;
+    ngx_http_spendpol_session_t  *session;
+
+    ctx = peer->ctx;
+    sessions = &peer->smcf->ssl_sessions;
+
+    for (q = ngx_queue_head(sessions);
+         q != ngx_queue_sentinel(sessions);
+         q = ngx_queue_next(q))
+    {
+        session = ngx_queue_data(q, ngx_http_spendpol_session_t, queue);
+
+        if (session->session == NULL) {
+            /* the used ones are all in front */
+            return NULL;
+        }
+
+        if (session->port == ctx->upstream_port
+            && session->name_len == ctx->upstream_name.len
+            && ngx_strncasecmp(session->name, ctx->upstream_name.data,
+                               session->name_len) == 0)
+        {
+            ngx_queue_remove(q);
+            ngx_queue_insert_head(sessions, q);
+
+            return session;
+        }
+    }
+
+    return NULL;
 }
 
 #endif
@@ -701,6 +823,9 @@ ngx_http_spendpol_upstream_exit_worker(ngx_http_spendpol_main_conf_t *smcf)
 {
     ngx_queue_t                    *q;
     ngx_http_spendpol_keepalive_t  *item;
+#if (NGX_HTTP_SSL)
+    ngx_http_spendpol_session_t    *session;
+#endif
 
     while (!ngx_queue_empty(&smcf->keepalive_cache)) {
         q = ngx_queue_head(&smcf->keepalive_cache);
@@ -711,6 +836,22 @@ ngx_http_spendpol_upstream_exit_worker(ngx_http_spendpol_main_conf_t *smcf)
 
         ngx_http_spendpol_keepalive_close(item->connection);
     }
+
+#if (NGX_HTTP_SSL)
+
+    for (q = ngx_queue_head(&smcf->ssl_sessions);
+         q != ngx_queue_sentinel(&smcf->ssl_sessions);
+         q = ngx_queue_next(q))
+    {
+        session = ngx_queue_data(q, ngx_http_spendpol_session_t, queue);
+
+        if (session->session) {
+            ngx_ssl_free_session(session->session);
+            session->session = NULL;
+        }
+    }
+
+#endif
 }
 
 
@@ -761,6 +902,9 @@ ngx_http_spendpol_upstream_init_main_conf(ngx_conf_t *cf,
 {
     ngx_uint_t                      i;
     ngx_http_spendpol_keepalive_t  *items;
+#if (NGX_HTTP_SSL)
+    ngx_http_spendpol_session_t    *sessions;
+#endif
 
     ngx_conf_init_uint_value(smcf->keepalive, 32);
     ngx_conf_init_msec_value(smcf->keepalive_timeout, 60000);
@@ -776,6 +920,7 @@ ngx_http_spendpol_upstream_init_main_conf(ngx_conf_t *cf,
 
     ngx_queue_init(&smcf->keepalive_cache);
     ngx_queue_init(&smcf->keepalive_free);
+    ngx_queue_init(&smcf->ssl_sessions);
 
     if (smcf->keepalive == 0) {
         return NGX_CONF_OK;
@@ -791,6 +936,22 @@ ngx_http_spendpol_upstream_init_main_conf(ngx_conf_t *cf,
         items[i].smcf = smcf;
         ngx_queue_insert_head(&smcf->keepalive_free, &items[i].queue);
     }
+
+#if (NGX_HTTP_SSL)
+
+    /* as many hosts' TLS sessions as idle connections */
+
+    sessions = ngx_pcalloc(cf->pool, smcf->keepalive
+                                     * sizeof(ngx_http_spendpol_session_t));
+    if (sessions == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    for (i = 0; i < smcf->keepalive; i++) {
+        ngx_queue_insert_tail(&smcf->ssl_sessions, &sessions[i].queue);
+    }
+
+#endif
 
     return NGX_CONF_OK;
 }
