@@ -235,7 +235,8 @@ sp_module_so() { printf '%s/nginx/objs/ngx_http_spendpol_module.so\n' "$(sp_abs 
 
 # sp_nginx_conf DATA BUILDDIR PROXY_LISTEN: writes DATA/nginx/nginx.conf,
 # prints its path. SPENDPOL_REGION, SPENDPOL_SNAPSHOT_DIR, SPENDPOL_JOURNAL,
-# SPENDPOL_MAX_BODY_SIZE are honoured.
+# SPENDPOL_MAX_BODY_SIZE are honoured; SPENDPOL_NGINX_HTTP is copied into
+# the http block as it is (tests: a resolver, spendpol_upstream_* settings).
 sp_nginx_conf() {
     local data build listen conf snap journal region so user_line="" maxbody=""
     data=$(sp_abs "$1"); build=$(sp_abs "$2"); listen=$3
@@ -269,6 +270,7 @@ http {
     fastcgi_temp_path     $data/nginx/fastcgi_temp;
     uwsgi_temp_path       $data/nginx/uwsgi_temp;
     scgi_temp_path        $data/nginx/scgi_temp;
+    ${SPENDPOL_NGINX_HTTP:-}
 
     server {
         listen $listen;

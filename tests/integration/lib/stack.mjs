@@ -202,6 +202,7 @@ export class Stack {
     if (this.opts.maxBodySize) env.SPENDPOL_MAX_BODY_SIZE = this.opts.maxBodySize;
     if (this.opts.masterKey) env.SPENDPOL_MASTER_KEY = this.opts.masterKey;
     if (this.opts.journal) env.SPENDPOL_JOURNAL = this.opts.journal;
+    if (this.opts.nginxHttp) env.SPENDPOL_NGINX_HTTP = this.opts.nginxHttp;
     for (const k of ['ASAN_OPTIONS', 'UBSAN_OPTIONS', 'LD_PRELOAD']) delete env[k];
     return env;
   }
