@@ -323,10 +323,10 @@ fi
 # ------------------------------------------------------------ plain nginx, no upstream keepalive
 
 # A diagnostic, not in the default set: plain nginx proxying the way
-# `spendpol on` configures the proxy module (proxy_pass to a variable URL,
-# so no upstream keepalive; HTTP/1.1; proxy_buffering off). Its gap to
-# `nginx` is what the missing upstream keepalive costs; Spendpol's gap to it
-# is the module's own work.
+# `spendpol on` configured the proxy module before it kept upstream
+# connections alive (proxy_pass to a variable URL, so a new upstream
+# connection per request; HTTP/1.1; proxy_buffering off). Its gap to
+# `nginx` is what the missing upstream keepalive costs.
 if has "$CONFIGS" nokeep; then
     NOKEEP_PORT=$(sp_free_port)
     mkdir -p "$WORK/nokeep"
@@ -646,7 +646,7 @@ if [ "$REPS" -gt 0 ]; then
         echo
         echo "CPU us/r: the proxy's own CPU (nginx workers, or the node process) per request, from /proc/<pid>/stat"
         echo "ctl+pg/r: controld and PostgreSQL CPU per Spendpol request (journal ingest), on the same 2 cores"
-        echo "mock/r: the mock upstream's CPU per request (a new upstream connection per request costs it too)"
+        echo "mock/r: the mock upstream's CPU per request (new upstream connections cost it too; nginx and spendpol keep theirs alive)"
         echo "non2xx: wrk's responses with status >= 400 (all repetitions); sock: connect/read/write/timeout errors"
     } >"$OUTFILE"
 fi

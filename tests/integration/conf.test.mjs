@@ -72,3 +72,19 @@ test('a bad spendpol directive is refused with a clear [emerg]', () => {
   assert.notEqual(r.status, 0);
   assert.match(r.output, /\[emerg\].*spendpol/);
 });
+
+test('spendpol_upstream_keepalive* are accepted in http and location context', () => {
+  let r = nginxT(around('spendpol_upstream_keepalive 0; spendpol_upstream_keepalive_timeout 5s; '
+    + 'server { listen 127.0.0.1:1; location /v1/ { spendpol on; spendpol_upstream_keepalive_requests 10; } }'));
+  assert.equal(r.status, 0, r.output);
+  r = nginxT(around('server { listen 127.0.0.1:1; location /v1/ { spendpol on; spendpol_upstream_keepalive_requests 0; } }'));
+  assert.notEqual(r.status, 0);
+  assert.match(r.output, /\[emerg\].*spendpol_upstream_keepalive_requests must be at least 1/);
+});
+
+test('an upstream block named spendpol.upstream is refused: the module owns that name', () => {
+  const r = nginxT(around('upstream spendpol.upstream { server 127.0.0.1:1; } '
+    + 'server { listen 127.0.0.1:1; location /v1/ { spendpol on; } }'));
+  assert.notEqual(r.status, 0);
+  assert.match(r.output, /\[emerg\].*duplicate upstream "spendpol\.upstream"/);
+});
