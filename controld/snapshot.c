@@ -265,6 +265,7 @@ cd_snapshot_publish_now(cd_app_t *app)
     PGresult               *marker, *keys, *providers, *prices, *gen;
     PGresult               *orgs, *aliases, *next_change, *budgets;
     int64_t                 next_us, budget_end_us;
+    int64_t                 started, queried, built, published;
     cd_db_conn_t           *c;
     sp_snapshot_builder_t  *b;
 
@@ -272,6 +273,7 @@ cd_snapshot_publish_now(cd_app_t *app)
     next_change = budgets = NULL;
     b = NULL;
     rc = CD_ERROR;
+    started = cd_clock_ms(CLOCK_MONOTONIC);
 
     c = cd_db_acquire_begin(&app->db, 10000, CD_ROLE_SYSTEM, NULL);
     if (c == NULL) {
@@ -345,6 +347,7 @@ cd_snapshot_publish_now(cd_app_t *app)
         goto done;
     }
 
+    queried = cd_clock_ms(CLOCK_MONOTONIC);
     version = strtoll(PQgetvalue(marker, 0, 0), NULL, 10);
 
     /* the next price to take effect or budget period to roll over */
@@ -372,6 +375,8 @@ cd_snapshot_publish_now(cd_app_t *app)
         goto done;
     }
 
+    built = cd_clock_ms(CLOCK_MONOTONIC);
+
     if (sp_snapshot_publish(b, app->config.snapshot_dir, SP_SNAPSHOT_FILE,
                             app->config.snapshot_mode, err, sizeof(err))
         != SP_OK)
@@ -383,6 +388,8 @@ cd_snapshot_publish_now(cd_app_t *app)
         goto done;
     }
 
+    published = cd_clock_ms(CLOCK_MONOTONIC);
+
     pthread_mutex_lock(&app->snapshot.mutex);
     app->snapshot.generation = generation;
     app->snapshot.state_version = version;
@@ -390,10 +397,14 @@ cd_snapshot_publish_now(cd_app_t *app)
     pthread_mutex_unlock(&app->snapshot.mutex);
 
     cd_log_info(CD_SNAPSHOT_SUBJECT, "published generation %llu (%d keys, "
-                "%d providers, %d prices, %d orgs, %d aliases, %d budgets)",
+                "%d providers, %d prices, %d orgs, %d aliases, %d budgets) "
+                "in %lld ms (read %lld, build %lld, write %lld)",
                 (unsigned long long) generation, PQntuples(keys),
                 PQntuples(providers), PQntuples(prices), PQntuples(orgs),
-                PQntuples(aliases), PQntuples(budgets));
+                PQntuples(aliases), PQntuples(budgets),
+                (long long) (published - started),
+                (long long) (queried - started), (long long) (built - queried),
+                (long long) (published - built));
     rc = CD_OK;
 
 done:
