@@ -7,7 +7,8 @@
 --   BENCH_PATH          request path (default /v1/chat/completions)
 -- done() prints one line that run.sh parses:
 --   BENCH_RESULT requests=N duration_us=N rps=F p50_us=N p99_us=N
---                non2xx=N connect=N read=N write=N timeout=N
+--                p999_us=N max_us=N non2xx=N connect=N read=N write=N
+--                timeout=N
 
 local stream = os.getenv("BENCH_STREAM") == "1"
 
@@ -40,9 +41,11 @@ function done(summary, latency, requests)
   local e = summary.errors
   io.write(string.format(
     "BENCH_RESULT requests=%d duration_us=%d rps=%.1f p50_us=%d p99_us=%d " ..
-    "non2xx=%d connect=%d read=%d write=%d timeout=%d\n",
+    "p999_us=%d max_us=%d non2xx=%d connect=%d read=%d write=%d " ..
+    "timeout=%d\n",
     summary.requests, summary.duration,
     summary.requests / (summary.duration / 1e6),
     latency:percentile(50), latency:percentile(99),
+    latency:percentile(99.9), latency.max,
     e.status, e.connect, e.read, e.write, e.timeout))
 end
