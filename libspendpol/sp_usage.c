@@ -102,8 +102,236 @@ sp_openai_choice_bytes(json_t *choices)
 }
 
 
+/*
+ * A held chat completion (OpenAI, Azure OpenAI, Mistral) is mostly the
+ * generated text, which the cost does not need once the response reports
+ * its usage. So the top-level members are located without building a
+ * tree, and jansson parses only the "usage" object (and "model" when it
+ * has escapes). Anything unusual (not one object, a key with an escape,
+ * nesting deeper than SP_JSON_FAST_DEPTH, no usage object) is declined
+ * and the whole body is parsed as before, which also counts the text for
+ * an estimate. Duplicate members: the last one wins, as in jansson.
+ */
+
+#define SP_JSON_FAST_DEPTH  64
+
+static const char *
+sp_json_ws(const char *p, const char *last)
+{
+    while (p < last
+           && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r'))
+    {
+        p++;
+    }
+
+    return p;
+}
+
+
+/* past the string that starts at p ('"'), or NULL; *escaped if any '\\' */
+static const char *
+sp_json_string_end(const char *p, const char *last, int *escaped)
+{
+    for (p++; p < last; p++) {
+        if (*p == '"') {
+            return p + 1;
+        }
+
+        if (*p == '\\') {
+            *escaped = 1;
+            p++;
+        }
+    }
+
+    return NULL;
+}
+
+
+/* past the value that starts at p, or NULL when it is not well nested */
+static const char *
+sp_json_value_end(const char *p, const char *last)
+{
+    int  depth, escaped;
+
+    if (p < last && *p == '"') {
+        return sp_json_string_end(p, last, &escaped);
+    }
+
+    if (p < last && (*p == '{' || *p == '[')) {
+        depth = 0;
+
+        while (p < last) {
+            switch (*p) {
+
+            case '"':
+                p = sp_json_string_end(p, last, &escaped);
+                if (p == NULL) {
+                    return NULL;
+                }
+                continue;
+
+            case '{':
+            case '[':
+                if (++depth > SP_JSON_FAST_DEPTH) {
+                    return NULL;
+                }
+                break;
+
+            case '}':
+            case ']':
+                if (--depth == 0) {
+                    return p + 1;
+                }
+                break;
+            }
+
+            p++;
+        }
+
+        return NULL;
+    }
+
+    /* a number, true, false or null */
+    while (p < last && *p != ',' && *p != '}' && *p != ']' && *p != ' '
+           && *p != '\t' && *p != '\n' && *p != '\r')
+    {
+        p++;
+    }
+
+    return p;
+}
+
+
+static int
+sp_usage_openai_fast(const char *body, size_t len, sp_response_info_t *info)
+{
+    int            escaped;
+    size_t         klen;
+    json_t        *v;
+    const char    *p, *last, *key, *value, *end;
+    const char    *usage, *usage_end, *model, *model_end;
+    json_error_t   jerr;
+
+    p = body;
+    last = body + len;
+    usage = usage_end = model = model_end = NULL;
+
+    p = sp_json_ws(p, last);
+
+    if (p == last || *p != '{') {
+        return SP_ERROR;
+    }
+
+    p = sp_json_ws(p + 1, last);
+
+    for ( ;; ) {
+        if (p == last || *p != '"') {
+            return SP_ERROR;
+        }
+
+        escaped = 0;
+        key = p + 1;
+        p = sp_json_string_end(p, last, &escaped);
+
+        if (p == NULL || escaped) {
+            return SP_ERROR;
+        }
+
+        klen = (size_t) (p - key - 1);
+
+        p = sp_json_ws(p, last);
+
+        if (p == last || *p != ':') {
+            return SP_ERROR;
+        }
+
+        value = sp_json_ws(p + 1, last);
+        end = sp_json_value_end(value, last);
+
+        if (end == NULL || end == value) {
+            return SP_ERROR;
+        }
+
+        if (klen == 5 && memcmp(key, "usage", 5) == 0) {
+            usage = value;
+            usage_end = end;
+
+        } else if (klen == 5 && memcmp(key, "model", 5) == 0) {
+            model = value;
+            model_end = end;
+        }
+
+        p = sp_json_ws(end, last);
+
+        if (p == last || *p != ',') {
+            break;
+        }
+
+        p = sp_json_ws(p + 1, last);
+    }
+
+    /* one object and nothing after it, with a usage object */
+    if (p == last || *p != '}' || sp_json_ws(p + 1, last) != last
+        || usage == NULL || *usage != '{')
+    {
+        return SP_ERROR;
+    }
+
+    v = json_loadb(usage, (size_t) (usage_end - usage), 0, &jerr);
+    if (v == NULL) {
+        return SP_ERROR;
+    }
+
+    sp_usage_openai(v, info);
+    json_decref(v);
+
+    if (model != NULL && *model == '"' && info->model[0] == '\0') {
+        for (p = model + 1; p < model_end - 1; p++) {
+            if (*p < 0x20 || *p > 0x7e || *p == '\\') {
+                break;
+            }
+        }
+
+        if (p == model_end - 1) {
+            sp_field_copy(info->model, sizeof(info->model), model + 1,
+                          (size_t) (model_end - model - 2));
+
+        } else {
+            v = json_loadb(model, (size_t) (model_end - model),
+                           JSON_DECODE_ANY, &jerr);
+
+            if (json_is_string(v)) {
+                sp_field_copy(info->model, sizeof(info->model),
+                              json_string_value(v), json_string_length(v));
+            }
+
+            json_decref(v);
+        }
+    }
+
+    info->done = 1;
+
+    return SP_OK;
+}
+
+
 int
 sp_usage_from_json(sp_provider_e provider, const char *body, size_t len,
+    sp_response_info_t *info)
+{
+    if ((provider == SP_PROVIDER_OPENAI || provider == SP_PROVIDER_AZURE
+         || provider == SP_PROVIDER_MISTRAL)
+        && sp_usage_openai_fast(body, len, info) == SP_OK)
+    {
+        return SP_OK;
+    }
+
+    return sp_usage_from_json_tree(provider, body, len, info);
+}
+
+
+int
+sp_usage_from_json_tree(sp_provider_e provider, const char *body, size_t len,
     sp_response_info_t *info)
 {
     json_t        *root, *item;

@@ -10,6 +10,14 @@
 #include "sp_usage.h"
 
 
+/*
+ * sp_usage_from_json() without the fast path for chat completions: the
+ * whole body parsed by jansson (also the fuzzers' reference for the fast
+ * path).
+ */
+int sp_usage_from_json_tree(sp_provider_e provider, const char *body,
+    size_t len, sp_response_info_t *info);
+
 /* copies root[name] into info->model unless a model is already known */
 void sp_response_model(json_t *root, const char *name,
     sp_response_info_t *info);

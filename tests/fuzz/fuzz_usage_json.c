@@ -1,9 +1,41 @@
 /*
- * sp_usage_from_json for every provider on one response body.
+ * sp_usage_from_json for every provider on one response body. For the
+ * chat completion shape its fast path must agree with the whole-body
+ * parse (sp_usage_from_json_tree) on every body jansson accepts.
  */
 
 #include "fuzz_common.h"
-#include "sp_usage.h"
+#include "sp_usage_internal.h"
+
+
+static void
+fuzz_same_as_tree(sp_provider_e provider, const char *body, size_t size,
+    int rc, const sp_response_info_t *info)
+{
+    sp_response_info_t  tree;
+
+    memset(&tree, 0, sizeof(tree));
+
+    if (sp_usage_from_json_tree(provider, body, size, &tree) != SP_OK) {
+        /* the fast path may read the usage of a body jansson refuses */
+        return;
+    }
+
+    FUZZ_CHECK(rc == SP_OK);
+    FUZZ_CHECK(info->has_usage == tree.has_usage);
+    FUZZ_CHECK(info->done == tree.done);
+    FUZZ_CHECK(info->usage.input_tokens == tree.usage.input_tokens);
+    FUZZ_CHECK(info->usage.output_tokens == tree.usage.output_tokens);
+    FUZZ_CHECK(info->usage.cached_tokens == tree.usage.cached_tokens);
+    FUZZ_CHECK(info->usage.cache_write_tokens
+               == tree.usage.cache_write_tokens);
+    FUZZ_CHECK(strcmp(info->model, tree.model) == 0);
+
+    /* the text only matters for an estimate, without usage */
+    if (!tree.has_usage) {
+        FUZZ_CHECK(info->output_bytes == tree.output_bytes);
+    }
+}
 
 
 int
@@ -38,6 +70,12 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
         if (rc == SP_ERROR) {
             FUZZ_CHECK(info.has_usage == 0);
+        }
+
+        if (p == SP_PROVIDER_OPENAI || p == SP_PROVIDER_AZURE
+            || p == SP_PROVIDER_MISTRAL)
+        {
+            fuzz_same_as_tree((sp_provider_e) p, body, size, rc, &info);
         }
 
         (void) sp_cost_nano(&price, &info.usage, &cost);

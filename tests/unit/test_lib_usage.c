@@ -54,8 +54,70 @@ test_usage_from_chat_completion_json(void **state)
     assert_true(info.usage.cached_tokens == 256);
     assert_true(info.usage.cache_write_tokens == 0);
     assert_string_equal(info.model, "gpt-4o-mini-2024-07-18");
-    assert_true(info.output_bytes == 11);
+    /* with usage reported the text is not read (it is for estimates) */
+    assert_true(info.output_bytes == 0);
     assert_int_equal(info.done, 1);
+}
+
+
+/*
+ * The chat completion fast path reads only "usage" and "model"; what it
+ * does not handle goes to the whole-body parse, with the same result.
+ */
+static void
+test_usage_chat_completion_fast_path_edges(void **state)
+{
+    sp_response_info_t  info;
+
+    (void) state;
+
+    /* the last of duplicate members wins, as in jansson */
+    memset(&info, 0, sizeof(info));
+    assert_int_equal(json_body("{\"usage\":{\"prompt_tokens\":1},"
+                               "\"model\":\"a\",\"choices\":[{\"message\":"
+                               "{\"content\":\"}]\\\"{\"}}],"
+                               "\"usage\":{\"prompt_tokens\":7,"
+                               "\"completion_tokens\":3},\"model\":\"b\"}",
+                               &info), SP_OK);
+    assert_true(info.usage.input_tokens == 7);
+    assert_true(info.usage.output_tokens == 3);
+    assert_string_equal(info.model, "b");
+
+    /* an escaped model name is unescaped */
+    memset(&info, 0, sizeof(info));
+    assert_int_equal(json_body("{\"model\":\"gpt\\u002d4o\",\"usage\":"
+                               "{\"prompt_tokens\":2}}", &info), SP_OK);
+    assert_string_equal(info.model, "gpt-4o");
+    assert_true(info.usage.input_tokens == 2);
+
+    /* an escaped key: the whole body is parsed, usage still found */
+    memset(&info, 0, sizeof(info));
+    assert_int_equal(json_body("{\"\\u0075sage\":{\"prompt_tokens\":4}}",
+                               &info), SP_OK);
+    assert_true(info.usage.input_tokens == 4);
+
+    /* no usage: the text is counted for an estimate */
+    memset(&info, 0, sizeof(info));
+    assert_int_equal(json_body("{\"choices\":[{\"message\":{\"content\":"
+                               "\"12345\"}}]}", &info), SP_OK);
+    assert_int_equal(info.has_usage, 0);
+    assert_true(info.output_bytes == 5);
+
+    /* not one object: refused as before */
+    memset(&info, 0, sizeof(info));
+    assert_int_equal(json_body("{\"usage\":{\"prompt_tokens\":4}} x",
+                               &info), SP_ERROR);
+    assert_int_equal(info.has_usage, 0);
+
+    memset(&info, 0, sizeof(info));
+    assert_int_equal(json_body("{\"usage\":{\"prompt_tokens\":4},}",
+                               &info), SP_ERROR);
+    assert_int_equal(info.has_usage, 0);
+
+    memset(&info, 0, sizeof(info));
+    assert_int_equal(json_body("{\"usage\":{\"prompt_tokens\":4}",
+                               &info), SP_ERROR);
+    assert_int_equal(info.has_usage, 0);
 }
 
 
@@ -372,6 +434,7 @@ main(void)
     const struct CMUnitTest  tests[] = {
         cmocka_unit_test(test_stream_chunks_without_usage_are_counted_without_json),
         cmocka_unit_test(test_usage_from_chat_completion_json),
+        cmocka_unit_test(test_usage_chat_completion_fast_path_edges),
         cmocka_unit_test(test_usage_from_responses_api_json),
         cmocka_unit_test(test_usage_json_without_usage_or_invalid),
         cmocka_unit_test(test_usage_ignores_negative_and_wrong_typed_counts),
