@@ -132,15 +132,26 @@ sp_json_ws(const char *p, const char *last)
 static const char *
 sp_json_string_end(const char *p, const char *last, int *escaped)
 {
-    for (p++; p < last; p++) {
-        if (*p == '"') {
-            return p + 1;
+    const char  *quote, *backslash;
+
+    p++;
+
+    while (p < last) {
+        quote = memchr(p, '"', (size_t) (last - p));
+
+        if (quote == NULL) {
+            return NULL;
         }
 
-        if (*p == '\\') {
-            *escaped = 1;
-            p++;
+        backslash = memchr(p, '\\', (size_t) (quote - p));
+
+        if (backslash == NULL) {
+            return quote + 1;
         }
+
+        /* step over the escaped character, then look again */
+        *escaped = 1;
+        p = backslash + 2;
     }
 
     return NULL;
