@@ -323,6 +323,25 @@ typedef struct {
     int64_t   tokens;
 } cd_rate_t;
 
+/*
+ * The subjects that have a rate limit (sorted sp_rate_hash() values),
+ * from each snapshot publish; ingest pushes only theirs, so Redis and the
+ * spend thread's reads grow with the limited subjects in use, not with
+ * every key. Until the first publish (known 0) every subject is pushed.
+ */
+typedef struct {
+    pthread_mutex_t   mutex;
+    uint64_t         *hashes;
+    size_t            n;
+    int               known;
+} cd_rates_limited_t;
+
+void cd_rates_init(cd_app_t *app);
+void cd_rates_destroy(cd_app_t *app);
+
+/* takes hashes (malloc()ed, any order, duplicates allowed) */
+void cd_rates_set_limited(cd_app_t *app, uint64_t *hashes, size_t n);
+
 /* ingest: adds committed journal lines to this node's counts in Redis */
 void cd_rates_push(cd_app_t *app, cd_rates_conn_t *rc,
     const sp_journal_record_t *records, size_t count);
@@ -929,6 +948,7 @@ struct cd_app_s {
     cd_snapshot_t    snapshot;
     cd_ingest_t      ingest;
     cd_spend_t       spend;
+    cd_rates_limited_t  rates;
     cd_http_t        http;
     cd_alert_jobs_t  alert_jobs;
 };

@@ -130,6 +130,7 @@ main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
 
     cd_snapshot_init(app);
+    cd_rates_init(app);
 
     if (cd_redis_init(&app->redis, app->config.redis_url) != CD_OK) {
         cd_log_error(CD_MAIN_SUBJECT, "SPENDPOL_REDIS_URL is not a "
@@ -239,6 +240,7 @@ done:
     cd_db_pool_close(&app->db);
     cd_redis_close(&app->redis);
     cd_snapshot_destroy(app);
+    cd_rates_destroy(app);
     OPENSSL_cleanse(app->master_key, sizeof(app->master_key));
     cd_config_free(&app->config);
     free(app);

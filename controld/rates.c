@@ -14,7 +14,9 @@
  * the other nodes' fields and stores them in the spend file's rate slots,
  * which the module adds to its own counts.
  *
- * Lines count when they reached the module's rate limit check (they have
+ * Only subjects that have a limit are pushed (cd_rates_set_limited(),
+ * from each snapshot publish), so this costs nothing for the keys without
+ * one. Lines count when they reached the module's rate limit check (they have
  * a key and were not refused before it). Another node's request is seen
  * here once it finished and was ingested, and read at the next spend
  * round: that lag times the other nodes' request rate is the overshoot
@@ -147,10 +149,74 @@ cd_rates_counted(const sp_journal_record_t *rec)
 }
 
 
+static int
+cd_rates_hash_cmp(const void *a, const void *b)
+{
+    uint64_t  x = *(const uint64_t *) a, y = *(const uint64_t *) b;
+
+    return x < y ? -1 : x > y;
+}
+
+
+void
+cd_rates_init(cd_app_t *app)
+{
+    pthread_mutex_init(&app->rates.mutex, NULL);
+    app->rates.hashes = NULL;
+    app->rates.n = 0;
+    app->rates.known = 0;
+}
+
+
+void
+cd_rates_destroy(cd_app_t *app)
+{
+    free(app->rates.hashes);
+    app->rates.hashes = NULL;
+    pthread_mutex_destroy(&app->rates.mutex);
+}
+
+
+void
+cd_rates_set_limited(cd_app_t *app, uint64_t *hashes, size_t n)
+{
+    size_t     i, m;
+    uint64_t  *old;
+
+    qsort(hashes, n, sizeof(uint64_t), cd_rates_hash_cmp);
+
+    for (i = 0, m = 0; i < n; i++) {
+        if (m == 0 || hashes[m - 1] != hashes[i]) {
+            hashes[m++] = hashes[i];
+        }
+    }
+
+    pthread_mutex_lock(&app->rates.mutex);
+    old = app->rates.hashes;
+    app->rates.hashes = hashes;
+    app->rates.n = m;
+    app->rates.known = 1;
+    pthread_mutex_unlock(&app->rates.mutex);
+
+    free(old);
+}
+
+
+/* called with app->rates.mutex held */
+static int
+cd_rates_is_limited(cd_app_t *app, uint64_t hash)
+{
+    return !app->rates.known
+           || bsearch(&hash, app->rates.hashes, app->rates.n,
+                      sizeof(uint64_t), cd_rates_hash_cmp) != NULL;
+}
+
+
 /* adds a line's request and tokens to its subject's count */
 static void
-cd_rates_add(cd_rates_count_t *counts, size_t size, size_t *n,
-    const char *kind, const char *id, int64_t window_ms, int64_t tokens)
+cd_rates_add(cd_app_t *app, cd_rates_count_t *counts, size_t size,
+    size_t *n, const char *kind, const char *id, int64_t window_ms,
+    int64_t tokens)
 {
     size_t            i;
     uint64_t          hash;
@@ -164,6 +230,10 @@ cd_rates_add(cd_rates_count_t *counts, size_t size, size_t *n,
     s.data = (char *) id;
     s.len = strlen(id);
     hash = sp_rate_hash(kind, s);
+
+    if (!cd_rates_is_limited(app, hash)) {
+        return;
+    }
 
     for (i = (size_t) (hash ^ (uint64_t) window_ms) % size; ;
          i = (i + 1) % size)
@@ -219,6 +289,8 @@ cd_rates_push(cd_app_t *app, cd_rates_conn_t *rc,
     oldest = now - now % CD_RATES_WINDOW_MS - CD_RATES_WINDOW_MS;
     n = 0;
 
+    pthread_mutex_lock(&app->rates.mutex);
+
     for (i = 0; i < count; i++) {
         rec = &records[i];
 
@@ -234,12 +306,15 @@ cd_rates_push(cd_app_t *app, cd_rates_conn_t *rc,
             tokens = 0;
         }
 
-        cd_rates_add(counts, size, &n, "key", rec->api_key_id, window,
+        cd_rates_add(app, counts, size, &n, "key", rec->api_key_id, window,
                      tokens);
-        cd_rates_add(counts, size, &n, "agent", rec->agent_id, window,
+        cd_rates_add(app, counts, size, &n, "agent", rec->agent_id, window,
                      tokens);
-        cd_rates_add(counts, size, &n, "org", rec->org_id, window, tokens);
+        cd_rates_add(app, counts, size, &n, "org", rec->org_id, window,
+                     tokens);
     }
+
+    pthread_mutex_unlock(&app->rates.mutex);
 
     snprintf(rfield, sizeof(rfield), "r:%s", app->config.node_id);
     snprintf(tfield, sizeof(tfield), "t:%s", app->config.node_id);

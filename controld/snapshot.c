@@ -22,6 +22,7 @@
 #include <openssl/crypto.h>
 
 #include "controld.h"
+#include "sp_budget.h"
 #include "sp_snapshot.h"
 
 
@@ -159,6 +160,69 @@ cd_snapshot_add_prices(sp_snapshot_builder_t *b, PGresult *res)
     }
 
     return CD_OK;
+}
+
+
+static int
+cd_snapshot_limit_set(PGresult *res, int row, int rpm, int tpm)
+{
+    return strcmp(PQgetvalue(res, row, rpm), "0") != 0
+           || strcmp(PQgetvalue(res, row, tpm), "0") != 0;
+}
+
+
+static uint64_t
+cd_snapshot_rate_hash(const char *kind, const char *id)
+{
+    sp_str_t  s;
+
+    s.data = (char *) id;
+    s.len = strlen(id);
+
+    return sp_rate_hash(kind, s);
+}
+
+
+/*
+ * Tells ingest which subjects have a rate limit (rates.c): the keys with
+ * their own, the agents of keys carrying an agent's, the organisations
+ * with one. Out of memory: the previous set stays.
+ */
+static void
+cd_snapshot_limited(cd_app_t *app, PGresult *keys, PGresult *orgs)
+{
+    int        i;
+    size_t     n;
+    uint64_t  *hashes;
+
+    hashes = malloc(((size_t) PQntuples(keys) * 2
+                     + (size_t) PQntuples(orgs) + 1) * sizeof(uint64_t));
+    if (hashes == NULL) {
+        return;
+    }
+
+    n = 0;
+
+    for (i = 0; i < PQntuples(keys); i++) {
+        if (cd_snapshot_limit_set(keys, i, 9, 10)) {
+            hashes[n++] = cd_snapshot_rate_hash("key", PQgetvalue(keys, i, 1));
+        }
+
+        if (PQgetvalue(keys, i, 6)[0] != '\0'
+            && cd_snapshot_limit_set(keys, i, 11, 12))
+        {
+            hashes[n++] = cd_snapshot_rate_hash("agent",
+                                                PQgetvalue(keys, i, 6));
+        }
+    }
+
+    for (i = 0; i < PQntuples(orgs); i++) {
+        if (cd_snapshot_limit_set(orgs, i, 2, 3)) {
+            hashes[n++] = cd_snapshot_rate_hash("org", PQgetvalue(orgs, i, 0));
+        }
+    }
+
+    cd_rates_set_limited(app, hashes, n);
 }
 
 
@@ -390,6 +454,8 @@ cd_snapshot_publish_now(cd_app_t *app)
     }
 
     published = cd_clock_ms(CLOCK_MONOTONIC);
+
+    cd_snapshot_limited(app, keys, orgs);
 
     pthread_mutex_lock(&app->snapshot.mutex);
     app->snapshot.generation = generation;

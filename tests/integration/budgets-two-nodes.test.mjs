@@ -14,6 +14,7 @@ import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
+import { execFileSync } from 'node:child_process';
 import { Stack, sleep, waitFor } from './lib/stack.mjs';
 
 const a = new Stack();
@@ -134,8 +135,17 @@ test('a key\'s requests_per_minute holds across both nodes', async () => {
   const { key } = await a.createKey({ rate_limits: { requests_per_minute: 6 } });
   await b.waitKeyAccepted(key);
 
+  const window = Date.now() - (Date.now() % 60000);
+  const unlimited = await a.createKey();
+  for (let i = 0; i < 3; i++) assert.equal((await ask(a, unlimited.key)).status, 200);
   for (let i = 0; i < 4; i++) assert.equal((await ask(a, key)).status, 200, `node a call ${i + 1}`);
   await sleep(SEEN);
+
+  // only subjects with a limit are counted in Redis: this key, not the
+  // key without one nor the organisation
+  const members = execFileSync('redis-cli', ['-p', String(a.redisPort), 'SMEMBERS', `spendpol:rate:${window}`],
+    { encoding: 'utf8' }).split(/\s+/).filter(Boolean);
+  assert.equal(members.length, 1, `subjects counted in Redis: ${members}`);
 
   // node b has admitted nothing itself, yet only two are left
   const got = [];
