@@ -211,24 +211,6 @@ cd_agent_finish(cd_request_t *r, cd_db_conn_t *c, const char *id,
 }
 
 
-/* rate_limits of a body, or a 400/422 naming the field */
-static int
-cd_agent_rate_limits(cd_request_t *r, json_t *body, cd_rate_limits_t *limits)
-{
-    cd_field_error_t  err;
-
-    if (cd_rate_limits_parse(json_object_get(body, "rate_limits"), limits,
-                             &err) != CD_OK)
-    {
-        cd_respond_error(r, err.status, "invalid_request_error", err.code,
-                         err.field, "%s", err.message);
-        return CD_ERROR;
-    }
-
-    return CD_OK;
-}
-
-
 void
 cd_api_agents_create(cd_request_t *r)
 {
@@ -247,7 +229,7 @@ cd_api_agents_create(cd_request_t *r)
     if (cd_json_string(r, body, "name", 1, 1, CD_NAME_MAX, &name) != CD_OK
         || cd_json_string(r, body, "description", 0, 0, CD_AGENT_DESCRIPTION,
                           &description) != CD_OK
-        || cd_agent_rate_limits(r, body, &limits) != CD_OK)
+        || cd_rate_limits_of(r, body, &limits) != CD_OK)
     {
         json_decref(body);
         return;
@@ -378,7 +360,7 @@ cd_api_agents_update(cd_request_t *r)
     if (cd_json_string(r, body, "name", 0, 1, CD_NAME_MAX, &name) != CD_OK
         || cd_json_string(r, body, "description", 0, 0, CD_AGENT_DESCRIPTION,
                           &description) != CD_OK
-        || cd_agent_rate_limits(r, body, &limits) != CD_OK)
+        || cd_rate_limits_of(r, body, &limits) != CD_OK)
     {
         json_decref(body);
         return;
@@ -513,19 +495,8 @@ cd_agent_set_state(cd_request_t *r, const char *state, const char *action)
     const char    *params[2];
     cd_db_conn_t  *c;
 
-    if (cd_agent_id_param(r) != CD_OK) {
+    if (cd_agent_id_param(r) != CD_OK || cd_request_no_options(r) != CD_OK) {
         return;
-    }
-
-    if (r->body_len != 0) {
-        static const char  *none[] = { NULL };
-        json_t             *body = cd_request_json(r, none);
-
-        if (body == NULL) {
-            return;
-        }
-
-        json_decref(body);
     }
 
     c = cd_request_begin(r);

@@ -781,8 +781,7 @@ cd_api_alert_rules_create(cd_request_t *r)
     }
 
     if (cd_alert_rule_parse(body, &in, &err) != CD_OK) {
-        cd_respond_error(r, err.status, "invalid_request_error", err.code,
-                         err.field, "%s", err.message);
+        cd_respond_field_error(r, &err);
         json_decref(body);
         return;
     }
@@ -851,8 +850,7 @@ cd_api_alert_rules_create(cd_request_t *r)
 void
 cd_api_alert_rules_list(cd_request_t *r)
 {
-    int            i;
-    json_t        *data, *item;
+    json_t        *data;
     PGresult      *res;
     cd_db_conn_t  *c;
 
@@ -870,16 +868,7 @@ cd_api_alert_rules_list(cd_request_t *r)
         return;
     }
 
-    data = json_array();
-
-    for (i = 0; data != NULL && i < PQntuples(res); i++) {
-        item = cd_alert_rule_json(res, i);
-
-        if (item == NULL || json_array_append_new(data, item) != 0) {
-            json_decref(data);
-            data = NULL;
-        }
-    }
+    data = cd_rows_json(res, PQntuples(res), cd_alert_rule_json);
 
     PQclear(res);
     cd_request_end(r, c);

@@ -627,14 +627,6 @@ cd_budget_body_of(PGresult *res, int row)
 }
 
 
-static void
-cd_budget_respond_field_error(cd_request_t *r, cd_field_error_t *err)
-{
-    cd_respond_error(r, err->status, "invalid_request_error", err->code,
-                     err->field, "%s", err->message);
-}
-
-
 static int
 cd_budget_id_param(cd_request_t *r)
 {
@@ -744,13 +736,67 @@ cd_budget_thresholds_literal(const cd_budget_input_t *in, char *out,
 
 /* ---- routes ----------------------------------------------------------- */
 
+/*
+ * Writes a budget with sql ($1 the id, $2..$11 its fields, RETURNING its
+ * columns), commits, republishes the snapshot and answers the budget.
+ */
+static void
+cd_budget_store(cd_request_t *r, cd_db_conn_t *c, const char *id,
+    const cd_budget_input_t *in, const char *sql, unsigned status,
+    const char *what)
+{
+    char         limit[32], thresholds[128];
+    json_t      *budget;
+    PGresult    *res;
+    const char  *params[11];
+
+    snprintf(limit, sizeof(limit), "%lld", (long long) in->limit_nano);
+    cd_budget_thresholds_literal(in, thresholds, sizeof(thresholds));
+
+    params[0] = id;
+    params[1] = in->name;
+    params[2] = cd_budget_scope_name(in->scope);
+    params[3] = in->scope_value;
+    params[4] = in->provider;
+    params[5] = in->model;
+    params[6] = limit;
+    params[7] = in->period;
+    params[8] = in->timezone;
+    params[9] = in->action == SP_BUDGET_WARN ? "warn" : "block";
+    params[10] = thresholds;
+
+    res = cd_db_exec(c, sql, 11, params);
+    if (res == NULL) {
+        cd_respond_statement_error(r, c);
+        return;
+    }
+
+    budget = cd_budget_json(res, 0);
+    PQclear(res);
+
+    if (budget == NULL) {
+        cd_respond_error(r, 500, "api_error", "out_of_memory", NULL,
+                         "out of memory");
+        return;
+    }
+
+    if (cd_request_commit(r, c) != CD_OK) {
+        json_decref(budget);
+        return;
+    }
+
+    cd_snapshot_signal(r->app);
+    cd_log_info(CD_BUDGETS_SUBJECT, "%s %s org=%s by %s", what, id,
+                r->org_id, r->key_id);
+    cd_respond(r, status, budget);
+}
+
+
 void
 cd_api_budgets_create(cd_request_t *r)
 {
-    char               id[CD_ID_MAX], limit[32], thresholds[128];
-    json_t            *body, *budget;
-    PGresult          *res;
-    const char        *params[11];
+    char               id[CD_ID_MAX];
+    json_t            *body;
     cd_db_conn_t      *c;
     cd_field_error_t   err;
     cd_budget_input_t  in;
@@ -761,7 +807,7 @@ cd_api_budgets_create(cd_request_t *r)
     }
 
     if (cd_budget_body_parse(body, &in, &err) != CD_OK) {
-        cd_budget_respond_field_error(r, &err);
+        cd_respond_field_error(r, &err);
         json_decref(body);
         return;
     }
@@ -779,59 +825,16 @@ cd_api_budgets_create(cd_request_t *r)
         return;
     }
 
-    res = NULL;
-
-    if (cd_budget_check_refs(r, c, &in) != CD_OK) {
-        goto done;
-    }
-
-    snprintf(limit, sizeof(limit), "%lld", (long long) in.limit_nano);
-    cd_budget_thresholds_literal(&in, thresholds, sizeof(thresholds));
-
-    params[0] = id;
-    params[1] = in.name;
-    params[2] = cd_budget_scope_name(in.scope);
-    params[3] = in.scope_value;
-    params[4] = in.provider;
-    params[5] = in.model;
-    params[6] = limit;
-    params[7] = in.period;
-    params[8] = in.timezone;
-    params[9] = in.action == SP_BUDGET_WARN ? "warn" : "block";
-    params[10] = thresholds;
-
-    res = cd_db_exec(c, "INSERT INTO budgets (id, org_id, name, scope_type,"
+    if (cd_budget_check_refs(r, c, &in) == CD_OK) {
+        cd_budget_store(r, c, id, &in,
+                        "INSERT INTO budgets (id, org_id, name, scope_type,"
                         " scope_value, provider, model, limit_nano, period,"
                         " timezone, action, thresholds)"
                         " VALUES ($1, current_setting('spendpol.org_id'),"
                         " $2, $3, $4, $5, $6, $7, $8, $9, $10, $11::int[])"
-                        " RETURNING " CD_BUDGET_COLUMNS, 11, params);
-    if (res == NULL) {
-        cd_respond_statement_error(r, c);
-        goto done;
+                        " RETURNING " CD_BUDGET_COLUMNS, 201, "created");
     }
 
-    budget = cd_budget_json(res, 0);
-
-    if (budget == NULL) {
-        cd_respond_error(r, 500, "api_error", "out_of_memory", NULL,
-                         "out of memory");
-        goto done;
-    }
-
-    if (cd_request_commit(r, c) != CD_OK) {
-        json_decref(budget);
-        goto done;
-    }
-
-    cd_snapshot_signal(r->app);
-    cd_log_info(CD_BUDGETS_SUBJECT, "created %s org=%s by %s", id, r->org_id,
-                r->key_id);
-    cd_respond(r, 201, budget);
-
-done:
-
-    PQclear(res);
     cd_request_end(r, c);
     json_decref(body);
 }
@@ -898,10 +901,9 @@ cd_api_budgets_get(cd_request_t *r)
 void
 cd_api_budgets_update(cd_request_t *r)
 {
-    char               limit[32], thresholds[128];
-    json_t            *patch, *merged, *budget;
-    PGresult          *old, *res;
-    const char        *params[11];
+    json_t            *patch, *merged;
+    PGresult          *old;
+    const char        *params[1];
     cd_db_conn_t      *c;
     cd_field_error_t   err;
     cd_budget_input_t  in;
@@ -922,7 +924,6 @@ cd_api_budgets_update(cd_request_t *r)
     }
 
     merged = NULL;
-    res = NULL;
     params[0] = r->params[0];
 
     old = cd_db_exec(c, "SELECT " CD_BUDGET_COLUMNS " FROM budgets"
@@ -947,7 +948,7 @@ cd_api_budgets_update(cd_request_t *r)
     }
 
     if (cd_budget_body_parse(merged, &in, &err) != CD_OK) {
-        cd_budget_respond_field_error(r, &err);
+        cd_respond_field_error(r, &err);
         goto done;
     }
 
@@ -955,53 +956,17 @@ cd_api_budgets_update(cd_request_t *r)
         goto done;
     }
 
-    snprintf(limit, sizeof(limit), "%lld", (long long) in.limit_nano);
-    cd_budget_thresholds_literal(&in, thresholds, sizeof(thresholds));
-
-    params[1] = in.name;
-    params[2] = cd_budget_scope_name(in.scope);
-    params[3] = in.scope_value;
-    params[4] = in.provider;
-    params[5] = in.model;
-    params[6] = limit;
-    params[7] = in.period;
-    params[8] = in.timezone;
-    params[9] = in.action == SP_BUDGET_WARN ? "warn" : "block";
-    params[10] = thresholds;
-
-    res = cd_db_exec(c, "UPDATE budgets SET name = $2, scope_type = $3,"
-                        " scope_value = $4, provider = $5, model = $6,"
-                        " limit_nano = $7, period = $8, timezone = $9,"
-                        " action = $10, thresholds = $11::int[],"
-                        " updated_at = clock_timestamp() WHERE id = $1"
-                        " RETURNING " CD_BUDGET_COLUMNS, 11, params);
-    if (res == NULL) {
-        cd_respond_statement_error(r, c);
-        goto done;
-    }
-
-    budget = cd_budget_json(res, 0);
-
-    if (budget == NULL) {
-        cd_respond_error(r, 500, "api_error", "out_of_memory", NULL,
-                         "out of memory");
-        goto done;
-    }
-
-    if (cd_request_commit(r, c) != CD_OK) {
-        json_decref(budget);
-        goto done;
-    }
-
-    cd_snapshot_signal(r->app);
-    cd_log_info(CD_BUDGETS_SUBJECT, "updated %s org=%s by %s", r->params[0],
-                r->org_id, r->key_id);
-    cd_respond(r, 200, budget);
+    cd_budget_store(r, c, r->params[0], &in,
+                    "UPDATE budgets SET name = $2, scope_type = $3,"
+                    " scope_value = $4, provider = $5, model = $6,"
+                    " limit_nano = $7, period = $8, timezone = $9,"
+                    " action = $10, thresholds = $11::int[],"
+                    " updated_at = clock_timestamp() WHERE id = $1"
+                    " RETURNING " CD_BUDGET_COLUMNS, 200, "updated");
 
 done:
 
     PQclear(old);
-    PQclear(res);
     json_decref(merged);
     json_decref(patch);
     cd_request_end(r, c);

@@ -147,6 +147,22 @@ cd_rate_limits_parse(json_t *value, cd_rate_limits_t *rl,
 }
 
 
+int
+cd_rate_limits_of(cd_request_t *r, json_t *body, cd_rate_limits_t *rl)
+{
+    cd_field_error_t  err;
+
+    if (cd_rate_limits_parse(json_object_get(body, "rate_limits"), rl, &err)
+        != CD_OK)
+    {
+        cd_respond_field_error(r, &err);
+        return CD_ERROR;
+    }
+
+    return CD_OK;
+}
+
+
 json_t *
 cd_rate_limits_json(const char *rpm, const char *tpm)
 {
@@ -386,7 +402,6 @@ cd_api_keys_create(cd_request_t *r)
     PGresult         *res;
     const char       *name, *department, *project, *agent_id;
     cd_db_conn_t     *c;
-    cd_field_error_t  err;
     cd_rate_limits_t  limits;
 
     body = cd_request_json(r, cd_key_fields);
@@ -406,11 +421,7 @@ cd_api_keys_create(cd_request_t *r)
         return;
     }
 
-    if (cd_rate_limits_parse(json_object_get(body, "rate_limits"), &limits,
-                             &err) != CD_OK)
-    {
-        cd_respond_error(r, err.status, "invalid_request_error", err.code,
-                         err.field, "%s", err.message);
+    if (cd_rate_limits_of(r, body, &limits) != CD_OK) {
         json_decref(body);
         return;
     }
@@ -641,16 +652,9 @@ cd_api_keys_rotate(cd_request_t *r)
         return;
     }
 
-    if (r->body_len != 0) {
-        /* no options yet; an empty object is accepted */
-        static const char  *none[] = { NULL };
-        json_t             *body = cd_request_json(r, none);
-
-        if (body == NULL) {
-            return;
-        }
-
-        json_decref(body);
+    /* no options yet; an empty object is accepted */
+    if (cd_request_no_options(r) != CD_OK) {
+        return;
     }
 
     c = cd_request_begin(r);
@@ -736,7 +740,6 @@ cd_api_keys_update(cd_request_t *r)
     PGresult         *res;
     const char       *name, *params[4];
     cd_db_conn_t     *c;
-    cd_field_error_t  err;
     cd_rate_limits_t  limits;
 
     if (cd_key_id_param(r) != CD_OK) {
@@ -753,11 +756,7 @@ cd_api_keys_update(cd_request_t *r)
         return;
     }
 
-    if (cd_rate_limits_parse(json_object_get(body, "rate_limits"), &limits,
-                             &err) != CD_OK)
-    {
-        cd_respond_error(r, err.status, "invalid_request_error", err.code,
-                         err.field, "%s", err.message);
+    if (cd_rate_limits_of(r, body, &limits) != CD_OK) {
         json_decref(body);
         return;
     }

@@ -72,7 +72,6 @@ cd_api_org_update(cd_request_t *r)
     PGresult         *res;
     const char       *params[3];
     cd_db_conn_t     *c;
-    cd_field_error_t  err;
     cd_rate_limits_t  limits;
 
     body = cd_request_json(r, cd_org_fields);
@@ -90,11 +89,7 @@ cd_api_org_update(cd_request_t *r)
         return;
     }
 
-    if (cd_rate_limits_parse(json_object_get(body, "rate_limits"), &limits,
-                             &err) != CD_OK)
-    {
-        cd_respond_error(r, err.status, "invalid_request_error", err.code,
-                         err.field, "%s", err.message);
+    if (cd_rate_limits_of(r, body, &limits) != CD_OK) {
         json_decref(body);
         return;
     }

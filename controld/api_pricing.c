@@ -767,8 +767,7 @@ cd_api_pricing_put(cd_request_t *r)
     }
 
     if (cd_price_body_parse(body, &in, &err) != CD_OK) {
-        cd_respond_error(r, err.status, "invalid_request_error", err.code,
-                         err.field, "%s", err.message);
+        cd_respond_field_error(r, &err);
         json_decref(body);
         return;
     }

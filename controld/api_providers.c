@@ -416,8 +416,7 @@ done:
 void
 cd_api_providers_list(cd_request_t *r)
 {
-    int            i;
-    json_t        *data, *item;
+    json_t        *data;
     PGresult      *res;
     cd_db_conn_t  *c;
 
@@ -434,16 +433,7 @@ cd_api_providers_list(cd_request_t *r)
         return;
     }
 
-    data = json_array();
-
-    for (i = 0; data != NULL && i < PQntuples(res); i++) {
-        item = cd_provider_json(res, i);
-
-        if (item == NULL || json_array_append_new(data, item) != 0) {
-            json_decref(data);
-            data = NULL;
-        }
-    }
+    data = cd_rows_json(res, PQntuples(res), cd_provider_json);
 
     PQclear(res);
     cd_request_end(r, c);

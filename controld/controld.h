@@ -540,6 +540,12 @@ json_t *cd_request_json(cd_request_t *r, const char *const *allowed)
     CD_CHECK;
 
 /*
+ * A route without options: no body or an empty JSON object. Anything
+ * else answers 400 (as cd_request_json) and returns CD_ERROR.
+ */
+int cd_request_no_options(cd_request_t *r) CD_CHECK;
+
+/*
  * Optional string member: absent or null leaves *out NULL; a non-string
  * answers 400; longer than max characters or with control characters
  * answers 422 (when required and absent too). Returns CD_OK / CD_ERROR.
@@ -593,6 +599,9 @@ int cd_cursor_decode(const char *cursor, int64_t *us, char *id,
 
 /* a row of the list's query as JSON, or NULL when out of memory */
 typedef json_t *(*cd_page_row_pt)(PGresult *res, int row);
+
+/* the first n rows of res as a JSON array, or NULL when out of memory */
+json_t *cd_rows_json(PGresult *res, int n, cd_page_row_pt row_json);
 
 /*
  * Reads the query argument name into *value (NULL: absent, no filter),
@@ -692,6 +701,9 @@ typedef struct {
     char         message[256];
 } cd_field_error_t;
 
+/* answers err as an invalid_request_error naming its field */
+void cd_respond_field_error(cd_request_t *r, const cd_field_error_t *err);
+
 /*
  * A price as a decimal string ("2.50") or a JSON number, into nano-USD
  * per 1M tokens, exactly: a number is accepted only when its shortest
@@ -740,6 +752,10 @@ typedef struct {
 
 int cd_rate_limits_parse(json_t *value, cd_rate_limits_t *rl,
     cd_field_error_t *err) CD_CHECK;
+
+/* body's "rate_limits", or CD_ERROR after answering 400/422 */
+int cd_rate_limits_of(cd_request_t *r, json_t *body, cd_rate_limits_t *rl)
+    CD_CHECK;
 
 /* {"requests_per_minute": rpm, "tokens_per_minute": tpm} */
 json_t *cd_rate_limits_json(const char *rpm, const char *tpm);

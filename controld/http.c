@@ -232,6 +232,14 @@ cd_respond_error(cd_request_t *r, unsigned status, const char *type,
 
 
 void
+cd_respond_field_error(cd_request_t *r, const cd_field_error_t *err)
+{
+    cd_respond_error(r, err->status, "invalid_request_error", err->code,
+                     err->field, "%s", err->message);
+}
+
+
+void
 cd_respond_db_error(cd_request_t *r)
 {
     cd_respond_error(r, 503, "api_error", "database_unavailable", NULL,
@@ -328,6 +336,27 @@ cd_request_json(cd_request_t *r, const char *const *allowed)
     }
 
     return root;
+}
+
+
+int
+cd_request_no_options(cd_request_t *r)
+{
+    json_t             *body;
+    static const char  *none[] = { NULL };
+
+    if (r->body_len == 0) {
+        return CD_OK;
+    }
+
+    body = cd_request_json(r, none);
+    if (body == NULL) {
+        return CD_ERROR;
+    }
+
+    json_decref(body);
+
+    return CD_OK;
 }
 
 
@@ -626,6 +655,27 @@ cd_cursor_decode(const char *cursor, int64_t *us, char *id, size_t idlen)
 
 /* ---- paged lists ------------------------------------------------------ */
 
+json_t *
+cd_rows_json(PGresult *res, int n, cd_page_row_pt row_json)
+{
+    int      i;
+    json_t  *data, *item;
+
+    data = json_array();
+
+    for (i = 0; data != NULL && i < n; i++) {
+        item = row_json(res, i);
+
+        if (item == NULL || json_array_append_new(data, item) != 0) {
+            json_decref(data);
+            data = NULL;
+        }
+    }
+
+    return data;
+}
+
+
 void
 cd_page_respond(cd_request_t *r, const cd_page_t *page)
 {
@@ -633,7 +683,7 @@ cd_page_respond(cd_request_t *r, const cd_page_t *page)
     long           limit;
     char           id[CD_ID_MAX], us_text[32], limit_text[32];
     char           cursor[CD_CURSOR_MAX + 1];
-    json_t        *data, *item, *list;
+    json_t        *data, *list;
     int64_t        us;
     PGresult      *res;
     const char    *cursor_in, *params[3 + CD_PAGE_FILTERS_MAX];
@@ -686,17 +736,8 @@ cd_page_respond(cd_request_t *r, const cd_page_t *page)
         return;
     }
 
-    data = json_array();
     n = PQntuples(res);
-
-    for (i = 0; data != NULL && i < n && i < limit; i++) {
-        item = page->row_json(res, i);
-
-        if (item == NULL || json_array_append_new(data, item) != 0) {
-            json_decref(data);
-            data = NULL;
-        }
-    }
+    data = cd_rows_json(res, n < limit ? n : (int) limit, page->row_json);
 
     list = NULL;
 
