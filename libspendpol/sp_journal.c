@@ -192,6 +192,7 @@ sp_journal_format(const sp_journal_record_t *rec, char *out, size_t outlen)
     SP_FIELD_STR(error_code);
     SP_FIELD_INT(epoch);
     SP_FIELD_INT(reserved_nano);
+    SP_FIELD_STR(endpoint);
     sp_out_cstr(&o, "}\n");
 
     if (o.overflow) {
@@ -354,6 +355,7 @@ sp_journal_parse(const char *line, size_t len, sp_journal_record_t *rec,
     SP_GET_STR(error_code, 0);
     SP_GET_INT(epoch);
     SP_GET_INT(reserved_nano);
+    SP_GET_STR(endpoint, 0);
 
     if (sp_journal_get_int(root, "status", &status, err, errlen) != SP_OK) {
         goto failed;

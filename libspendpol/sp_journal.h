@@ -13,7 +13,8 @@
  *    "gateway_us":85,"department":"...","project":"...","agent_id":"...",
  *    "trace_id":"<uuid>","span_id":"<16 hex>","parent_id":"...",
  *    "warnings":"usage_estimated,unpriced_model","error_code":"...",
- *    "epoch":1764230000000,"reserved_nano":450000}
+ *    "epoch":1764230000000,"reserved_nano":450000,
+ *    "endpoint":"POST /chat/completions"}
  *
  * epoch identifies the nginx instance's shared spend counters (when they
  * were created, unix ms): controld sums this node's ingested spend per
@@ -63,6 +64,9 @@ typedef struct {
     char      error_code[SP_ID_LEN];
     int64_t   epoch;                  /* the node's spend counters' epoch */
     int64_t   reserved_nano;          /* the worst case held at admission */
+    char      endpoint[SP_FIELD_LEN]; /* "POST /chat/completions": the
+                                         method and the path after
+                                         /v1/{provider}, re-encoded */
 } sp_journal_record_t;
 
 /*

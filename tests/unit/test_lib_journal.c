@@ -48,6 +48,7 @@ fill_record(sp_journal_record_t *rec)
     strcpy(rec->error_code, "upstream_timeout");
     rec->epoch = 1764230000000;
     rec->reserved_nano = 450000;
+    strcpy(rec->endpoint, "POST /chat/completions");
 }
 
 
@@ -82,6 +83,7 @@ assert_records_equal(const sp_journal_record_t *a,
     assert_string_equal(a->error_code, b->error_code);
     assert_true(a->epoch == b->epoch);
     assert_true(a->reserved_nano == b->reserved_nano);
+    assert_string_equal(a->endpoint, b->endpoint);
 }
 
 
@@ -309,6 +311,7 @@ fill_all(sp_journal_record_t *rec, unsigned char c)
     SP_FILL(parent_id);
     SP_FILL(warnings);
     SP_FILL(error_code);
+    SP_FILL(endpoint);
 #undef SP_FILL
 }
 
