@@ -657,24 +657,6 @@ void cd_api_audit_list(cd_request_t *r);
 void cd_api_org_get(cd_request_t *r);
 void cd_api_org_update(cd_request_t *r);
 
-/* "allowed_endpoints" of PUT /org: at most this many, replaced whole */
-#define CD_ALLOWED_ENDPOINTS_MAX  64
-
-typedef struct {
-    const char  *provider;      /* one of the six; all point into the body */
-    const char  *method;        /* sp_endpoint_method_valid() */
-    const char  *path;          /* sp_endpoint_pattern_valid() */
-} cd_allowed_endpoint_t;
-
-/*
- * Validates an "allowed_endpoints" array into out (n entries, room for
- * CD_ALLOWED_ENDPOINTS_MAX). Each refusal names its entry and member
- * ("allowed_endpoints[2].path: ..."): 400 for a wrong type or an unknown
- * member, 422 for a missing member, an unknown provider or method, a path
- * the gateway cannot match, a repeated entry or too many.
- */
-int cd_allowed_endpoints_parse(json_t *value, cd_allowed_endpoint_t *out,
-    size_t *n, cd_field_error_t *err) CD_CHECK;
 
 /* "openai" ... -> default base URL ("" when none), NULL when unknown */
 const char *cd_provider_default_url(const char *name);
@@ -778,6 +760,28 @@ void cd_api_pricing_delete(cd_request_t *r);
 /* fills err and returns CD_ERROR (api_pricing.c) */
 int cd_field_error(cd_field_error_t *err, unsigned status, const char *code,
     const char *field, const char *fmt, ...) CD_PRINTF(5, 6);
+
+
+/* ---- allowed endpoints (api_org.c) ---------------------------------- */
+
+/* "allowed_endpoints" of PUT /org: at most this many, replaced whole */
+#define CD_ALLOWED_ENDPOINTS_MAX  64
+
+typedef struct {
+    const char  *provider;      /* one of the six; all point into the body */
+    const char  *method;        /* sp_endpoint_method_valid() */
+    const char  *path;          /* sp_endpoint_pattern_valid() */
+} cd_allowed_endpoint_t;
+
+/*
+ * Validates an "allowed_endpoints" array into out (n entries, room for
+ * CD_ALLOWED_ENDPOINTS_MAX). Each refusal names its entry and member
+ * ("allowed_endpoints[2].path: ..."): 400 for a wrong type or an unknown
+ * member, 422 for a missing member, an unknown provider or method, a path
+ * the gateway cannot match, a repeated entry or too many.
+ */
+int cd_allowed_endpoints_parse(json_t *value, cd_allowed_endpoint_t *out,
+    size_t *n, cd_field_error_t *err) CD_CHECK;
 
 
 /* ---- rate limits (api_keys.c) ----------------------------------------- */

@@ -27,7 +27,7 @@ CREATE TABLE IF NOT EXISTS org_allowed_endpoints (
                     'google', 'azure', 'cohere', 'mistral')),
     method      text NOT NULL CHECK (method IN ('GET', 'POST', 'PUT',
                     'PATCH', 'DELETE')),
-    pattern     text NOT NULL CHECK (length(pattern) BETWEEN 1 AND 512),
+    pattern     text NOT NULL CHECK (length(pattern) BETWEEN 1 AND 256),
     created_at  timestamptz NOT NULL DEFAULT clock_timestamp(),
     PRIMARY KEY (org_id, ordinal),
     UNIQUE (org_id, provider, method, pattern)
