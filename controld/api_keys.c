@@ -26,7 +26,7 @@
     "id, key_prefix, name, department, project, agent_id, "                  \
     "to_json(scopes)::text, active, " CD_SQL_TS("created_at") ", "           \
     CD_SQL_TS("revoked_at") ", rotated_from, " CD_SQL_US("created_at") ","  \
-    " rpm_limit, tpm_limit"
+    " rpm_limit, tpm_limit, attribution_override"
 
 enum {
     CD_KEY_COL_ID = 0,
@@ -42,16 +42,17 @@ enum {
     CD_KEY_COL_ROTATED_FROM,
     CD_KEY_COL_CREATED_US,
     CD_KEY_COL_RPM,
-    CD_KEY_COL_TPM
+    CD_KEY_COL_TPM,
+    CD_KEY_COL_ATTRIBUTION_OVERRIDE
 };
 
 static const char  *cd_key_fields[] = {
     "name", "department", "project", "agent_id", "scopes", "rate_limits",
-    NULL
+    "attribution_override", NULL
 };
 
 static const char  *cd_key_update_fields[] = {
-    "name", "rate_limits", NULL
+    "name", "rate_limits", "attribution_override", NULL
 };
 
 
@@ -269,6 +270,9 @@ cd_key_json(PGresult *res, int row, const char *plaintext)
         || json_object_set_new(obj, "scopes", scopes)
         || json_object_set_new(obj, "active",
                json_boolean(cd_db_bool(res, row, CD_KEY_COL_ACTIVE)))
+        || json_object_set_new(obj, "attribution_override",
+               json_boolean(cd_db_bool(res, row,
+                                       CD_KEY_COL_ATTRIBUTION_OVERRIDE)))
         || cd_json_set_str(obj, "created_at",
                            cd_db_value(res, row, CD_KEY_COL_CREATED))
         || cd_json_set_str(obj, "revoked_at",
@@ -294,19 +298,21 @@ cd_key_json(PGresult *res, int row, const char *plaintext)
 /*
  * Inserts a fresh key into the transaction's org (RLS checks it) and
  * returns its row in *out, the plaintext in plaintext. Only the SHA-256
- * is stored. On failure the error is answered.
+ * is stored. attribution_override is "t" or "f". On failure the error is
+ * answered.
  */
 static int
 cd_key_insert(cd_request_t *r, cd_db_conn_t *c, const char *name,
     const char *department, const char *project, const char *agent_id,
     const char *scopes, const char *rotated_from, const char *rpm,
-    const char *tpm, PGresult **out, char *plaintext)
+    const char *tpm, const char *attribution_override, PGresult **out,
+    char *plaintext)
 {
-    int          lengths[11], formats[11];
+    int          lengths[12], formats[12];
     char         id[CD_ID_MAX], prefix[CD_KEY_PREFIX_SHOWN + 1];
     uint8_t      hash[SP_KEY_HASH_LEN];
     PGresult    *res;
-    const char  *params[11];
+    const char  *params[12];
 
     if (sp_key_generate(plaintext) != SP_OK
         || cd_random_id(CD_KEY_ID_PREFIX, CD_KEY_ID_BYTES, id) != CD_OK)
@@ -336,15 +342,17 @@ cd_key_insert(cd_request_t *r, cd_db_conn_t *c, const char *name,
     params[8] = rotated_from;
     params[9] = rpm;
     params[10] = tpm;
+    params[11] = attribution_override;
 
     res = cd_db_exec_bin(c,
               "INSERT INTO api_keys (id, org_id, name, key_hash, key_prefix,"
               " department, project, agent_id, scopes, rotated_from,"
-              " rpm_limit, tpm_limit)"
+              " rpm_limit, tpm_limit, attribution_override)"
               " VALUES ($1, current_setting('spendpol.org_id'), $2, $3, $4,"
-              " $5, $6, $7, $8::text[], $9, $10::bigint, $11::bigint)"
+              " $5, $6, $7, $8::text[], $9, $10::bigint, $11::bigint,"
+              " $12::boolean)"
               " RETURNING " CD_KEY_COLUMNS,
-              11, params, lengths, formats);
+              12, params, lengths, formats);
 
     OPENSSL_cleanse(hash, sizeof(hash));
 
@@ -395,6 +403,7 @@ cd_key_agent_exists(cd_request_t *r, cd_db_conn_t *c, const char *agent_id)
 void
 cd_api_keys_create(cd_request_t *r)
 {
+    int               override;
     char              plaintext[SP_KEY_LEN + 1], rpm[24], tpm[24];
     size_t            bad;
     json_t           *body, *scopes_json, *key;
@@ -421,7 +430,9 @@ cd_api_keys_create(cd_request_t *r)
         return;
     }
 
-    if (cd_rate_limits_of(r, body, &limits) != CD_OK) {
+    if (cd_rate_limits_of(r, body, &limits) != CD_OK
+        || cd_json_bool(r, body, "attribution_override", &override) != CD_OK)
+    {
         json_decref(body);
         return;
     }
@@ -487,8 +498,8 @@ cd_api_keys_create(cd_request_t *r)
     }
 
     if (cd_key_insert(r, c, name, department, project, agent_id,
-                      cd_scopes_literal(scopes), NULL, rpm, tpm, &res,
-                      plaintext)
+                      cd_scopes_literal(scopes), NULL, rpm, tpm,
+                      override == 1 ? "t" : "f", &res, plaintext)
         != CD_OK)
     {
         goto done;
@@ -667,8 +678,8 @@ cd_api_keys_rotate(cd_request_t *r)
 
     /* the row lock makes concurrent rotations of one key serial */
     old = cd_db_exec(c, "SELECT name, department, project, agent_id,"
-                        " scopes::text, active, rpm_limit, tpm_limit"
-                        " FROM api_keys"
+                        " scopes::text, active, rpm_limit, tpm_limit,"
+                        " attribution_override FROM api_keys"
                         " WHERE id = $1 FOR UPDATE", 1, params);
 
     if (old == NULL) {
@@ -702,8 +713,8 @@ cd_api_keys_rotate(cd_request_t *r)
     if (cd_key_insert(r, c, cd_db_value(old, 0, 0), cd_db_value(old, 0, 1),
                       cd_db_value(old, 0, 2), cd_db_value(old, 0, 3),
                       cd_db_value(old, 0, 4), r->params[0],
-                      cd_db_value(old, 0, 6), cd_db_value(old, 0, 7), &res,
-                      plaintext)
+                      cd_db_value(old, 0, 6), cd_db_value(old, 0, 7),
+                      cd_db_bool(old, 0, 8) ? "t" : "f", &res, plaintext)
         != CD_OK)
     {
         res = NULL;
@@ -731,14 +742,18 @@ done:
 }
 
 
-/* PATCH /api-keys/{id}: name and rate_limits; what is left out stays */
+/*
+ * PATCH /api-keys/{id}: name, rate_limits and attribution_override; what
+ * is left out stays
+ */
 void
 cd_api_keys_update(cd_request_t *r)
 {
+    int               override;
     char              rpm[24], tpm[24];
     json_t           *body, *key;
     PGresult         *res;
-    const char       *name, *params[4];
+    const char       *name, *params[5];
     cd_db_conn_t     *c;
     cd_rate_limits_t  limits;
 
@@ -756,7 +771,9 @@ cd_api_keys_update(cd_request_t *r)
         return;
     }
 
-    if (cd_rate_limits_of(r, body, &limits) != CD_OK) {
+    if (cd_rate_limits_of(r, body, &limits) != CD_OK
+        || cd_json_bool(r, body, "attribution_override", &override) != CD_OK)
+    {
         json_decref(body);
         return;
     }
@@ -768,6 +785,7 @@ cd_api_keys_update(cd_request_t *r)
     params[1] = name;
     params[2] = limits.rpm < 0 ? NULL : rpm;
     params[3] = limits.tpm < 0 ? NULL : tpm;
+    params[4] = override < 0 ? NULL : override ? "t" : "f";
 
     c = cd_request_begin(r);
     if (c == NULL) {
@@ -777,9 +795,11 @@ cd_api_keys_update(cd_request_t *r)
 
     res = cd_db_exec(c, "UPDATE api_keys SET name = coalesce($2, name),"
                         " rpm_limit = coalesce($3::bigint, rpm_limit),"
-                        " tpm_limit = coalesce($4::bigint, tpm_limit)"
+                        " tpm_limit = coalesce($4::bigint, tpm_limit),"
+                        " attribution_override = coalesce($5::boolean,"
+                        " attribution_override)"
                         " WHERE id = $1 RETURNING " CD_KEY_COLUMNS,
-                     4, params);
+                     5, params);
 
     if (res == NULL) {
         cd_respond_statement_error(r, c);
@@ -793,8 +813,11 @@ cd_api_keys_update(cd_request_t *r)
 
         if (cd_request_commit(r, c) == CD_OK) {
             cd_snapshot_signal(r->app);
-            cd_log_info(CD_KEYS_SUBJECT, "updated %s org=%s", r->params[0],
-                        r->org_id);
+            /* who may re-attribute spend is worth a line of its own */
+            cd_log_info(CD_KEYS_SUBJECT, "updated %s org=%s%s", r->params[0],
+                        r->org_id, override < 0 ? ""
+                        : override ? " attribution_override=true"
+                        : " attribution_override=false");
             cd_respond(r, 200, key);
 
         } else {

@@ -7,6 +7,11 @@
  * the latest list price at all, so a clock behind the seed date does not
  * leave models unpriced): exactly the rule of the snapshot publisher.
  *
+ * The model "*" is the organisation's fallback price for a provider: what
+ * the proxy reserves and bills for a model without a price of its own
+ * (sp_snapshot_find_price(org, provider, "*")). Only an organisation has
+ * one; the list-price loader and the table refuse a list "*".
+ *
  * Prices are nano-USD per 1M tokens in the database and decimal USD
  * strings per 1M tokens in the API; no floating point touches them,
  * except to read a JSON number whose decimal form is unambiguous.
@@ -20,6 +25,7 @@
 #include <string.h>
 
 #include "controld.h"
+#include "sp_snapshot.h"
 
 
 #define CD_PRICING_SUBJECT    "pricing"
@@ -621,19 +627,50 @@ cd_pricing_provider(cd_request_t *r, const char *name, unsigned status)
 }
 
 
-static int
-cd_pricing_model(cd_request_t *r, const char *model)
+const char *
+cd_price_model_problem(const char *model)
 {
     if (cd_validate_text(model, 1, CD_NAME_MAX) != NULL
         || !cd_utf8_valid(model, strlen(model)))
     {
+        return "the model must be 1 to " CD_STRINGIFY(CD_NAME_MAX)
+               " printable UTF-8 characters";
+    }
+
+    /* "gpt-4*" would read like a wildcard; prices are exact names */
+    if (strchr(model, '*') != NULL
+        && strcmp(model, SP_PRICE_FALLBACK_MODEL) != 0)
+    {
+        return "\"*\" is a model name only alone: the organization's "
+               "fallback price for the provider (PUT /pricing/{provider}/*);"
+               " other names are exact, without wildcards";
+    }
+
+    return NULL;
+}
+
+
+static int
+cd_pricing_model(cd_request_t *r, const char *model)
+{
+    const char  *problem;
+
+    problem = cd_price_model_problem(model);
+
+    if (problem != NULL) {
         cd_respond_error(r, 422, "invalid_request_error", "invalid_value",
-                         "model", "the model must be 1 to %d printable "
-                         "UTF-8 characters", CD_NAME_MAX);
+                         "model", "%s", problem);
         return CD_ERROR;
     }
 
     return CD_OK;
+}
+
+
+static int
+cd_pricing_is_fallback(const char *model)
+{
+    return strcmp(model, SP_PRICE_FALLBACK_MODEL) == 0;
 }
 
 
@@ -697,7 +734,15 @@ cd_pricing_answer(cd_request_t *r, const char *provider, const char *model,
         return;
     }
 
-    if (data != NULL && json_array_size(data) == 0) {
+    if (data != NULL && json_array_size(data) == 0
+        && cd_pricing_is_fallback(model))
+    {
+        cd_respond_error(r, 404, "not_found_error", "price_not_found",
+                         "model", "the organization has no fallback price "
+                         "for %s; set one with PUT /pricing/%s/*", provider,
+                         provider);
+
+    } else if (data != NULL && json_array_size(data) == 0) {
         cd_respond_error(r, 404, "not_found_error", "model_unpriced",
                          "model", "%s/%.200s has no price: its requests are "
                          "recorded at $0; set one with PUT /pricing/%s/"
@@ -912,6 +957,13 @@ cd_api_pricing_delete(cd_request_t *r)
 
     if (res == NULL) {
         cd_respond_statement_error(r, c);
+
+    } else if (strcmp(PQcmdTuples(res), "0") == 0
+               && cd_pricing_is_fallback(r->params[1]))
+    {
+        cd_respond_error(r, 404, "not_found_error", "price_not_found",
+                         "model", "the organization has no fallback price "
+                         "for %s", r->params[0]);
 
     } else if (strcmp(PQcmdTuples(res), "0") == 0) {
         cd_respond_error(r, 404, "not_found_error", "price_not_found",

@@ -28,6 +28,9 @@
 #define CD_OK       0
 #define CD_ERROR   -1
 
+#define CD_STRINGIFY_(x)   #x
+#define CD_STRINGIFY(x)    CD_STRINGIFY_(x)     /* a macro's value, "200" */
+
 #define CD_CHECK    __attribute__((warn_unused_result))
 #define CD_PRINTF(fmt, args)  __attribute__((format(printf, fmt, args)))
 
@@ -654,6 +657,7 @@ void cd_api_audit_list(cd_request_t *r);
 void cd_api_org_get(cd_request_t *r);
 void cd_api_org_update(cd_request_t *r);
 
+
 /* "openai" ... -> default base URL ("" when none), NULL when unknown */
 const char *cd_provider_default_url(const char *name);
 
@@ -699,10 +703,25 @@ typedef struct {
     const char  *code;
     const char  *field;
     char         message[256];
+    char         field_buf[64];     /* a field named at run time
+                                       ("allowed_endpoints[2].path"):
+                                       field points here then */
 } cd_field_error_t;
 
 /* answers err as an invalid_request_error naming its field */
 void cd_respond_field_error(cd_request_t *r, const cd_field_error_t *err);
+
+/*
+ * A boolean member: absent is -1, true 1, false 0; anything else (null
+ * too) fills err (400 invalid_type, "FIELD must be true or false") and
+ * returns CD_ERROR.
+ */
+int cd_bool_parse(json_t *obj, const char *field, int *out,
+    cd_field_error_t *err) CD_CHECK;
+
+/* cd_bool_parse, answering 400 itself */
+int cd_json_bool(cd_request_t *r, json_t *obj, const char *field, int *out)
+    CD_CHECK;
 
 /*
  * A price as a decimal string ("2.50") or a JSON number, into nano-USD
@@ -724,6 +743,14 @@ int cd_price_body_parse(json_t *body, cd_price_input_t *in,
  */
 int cd_rfc3339_parse(const char *s, int64_t *us) CD_CHECK;
 
+/*
+ * NULL when model is a name the pricing routes take: 1 to CD_NAME_MAX
+ * printable UTF-8 characters, "*" only as the whole name (the
+ * organisation's fallback price for the provider, SP_PRICE_FALLBACK_MODEL
+ * in the snapshot); else the reason, a sentence.
+ */
+const char *cd_price_model_problem(const char *model);
+
 void cd_api_pricing_list(cd_request_t *r);
 void cd_api_pricing_get(cd_request_t *r);
 void cd_api_pricing_put(cd_request_t *r);
@@ -733,6 +760,28 @@ void cd_api_pricing_delete(cd_request_t *r);
 /* fills err and returns CD_ERROR (api_pricing.c) */
 int cd_field_error(cd_field_error_t *err, unsigned status, const char *code,
     const char *field, const char *fmt, ...) CD_PRINTF(5, 6);
+
+
+/* ---- allowed endpoints (api_org.c) ---------------------------------- */
+
+/* "allowed_endpoints" of PUT /org: at most this many, replaced whole */
+#define CD_ALLOWED_ENDPOINTS_MAX  64
+
+typedef struct {
+    const char  *provider;      /* one of the six; all point into the body */
+    const char  *method;        /* sp_endpoint_method_valid() */
+    const char  *path;          /* sp_endpoint_pattern_valid() */
+} cd_allowed_endpoint_t;
+
+/*
+ * Validates an "allowed_endpoints" array into out (n entries, room for
+ * CD_ALLOWED_ENDPOINTS_MAX). Each refusal names its entry and member
+ * ("allowed_endpoints[2].path: ..."): 400 for a wrong type or an unknown
+ * member, 422 for a missing member, an unknown provider or method, a path
+ * the gateway cannot match, a repeated entry or too many.
+ */
+int cd_allowed_endpoints_parse(json_t *value, cd_allowed_endpoint_t *out,
+    size_t *n, cd_field_error_t *err) CD_CHECK;
 
 
 /* ---- rate limits (api_keys.c) ----------------------------------------- */

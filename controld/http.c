@@ -40,6 +40,7 @@ const cd_route_t  cd_routes[] = {
     { "GET",    "/audit-logs",              cd_api_audit_list,       1 },
     { "GET",    "/org",                     cd_api_org_get,          1 },
     { "PATCH",  "/org",                     cd_api_org_update,       1 },
+    { "PUT",    "/org",                     cd_api_org_update,       1 },
     { "GET",    "/pricing",                 cd_api_pricing_list,     1 },
     { "GET",    "/pricing/{provider}/{model}", cd_api_pricing_get,   1 },
     { "PUT",    "/pricing/{provider}/{model}", cd_api_pricing_put,   1 },
@@ -388,6 +389,44 @@ cd_validate_text(const char *s, size_t min_chars, size_t max_chars)
     }
 
     return NULL;
+}
+
+
+int
+cd_bool_parse(json_t *obj, const char *field, int *out,
+    cd_field_error_t *err)
+{
+    json_t  *value;
+
+    value = json_object_get(obj, field);
+
+    if (value == NULL) {
+        *out = -1;
+        return CD_OK;
+    }
+
+    if (!json_is_boolean(value)) {
+        return cd_field_error(err, 400, "invalid_type", field,
+                              "%s must be true or false", field);
+    }
+
+    *out = json_is_true(value);
+
+    return CD_OK;
+}
+
+
+int
+cd_json_bool(cd_request_t *r, json_t *obj, const char *field, int *out)
+{
+    cd_field_error_t  err;
+
+    if (cd_bool_parse(obj, field, out, &err) != CD_OK) {
+        cd_respond_field_error(r, &err);
+        return CD_ERROR;
+    }
+
+    return CD_OK;
 }
 
 

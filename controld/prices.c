@@ -129,6 +129,18 @@ cd_price_parse_line(char *line, cd_price_row_t *row, char *err,
         return -1;
     }
 
+    /*
+     * "*" is an organisation's fallback price: a list "*" would price
+     * every unknown model for everyone. Nor is "*" a wildcard elsewhere.
+     */
+    if (strchr(fields[1], '*') != NULL) {
+        snprintf(err, errlen, "the model name \"%.32s\" holds '*': a list "
+                 "price is for one exact model; a fallback price is an "
+                 "organization's own (PUT /pricing/{provider}/*)",
+                 fields[1]);
+        return -1;
+    }
+
     strcpy(row->provider, fields[0]);
     strcpy(row->model, fields[1]);
 

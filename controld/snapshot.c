@@ -1,7 +1,8 @@
 /*
  * The snapshot publisher: reads every active key (flagged when its agent
- * is paused), provider (decrypted), price and budget (with its current
- * period) as spendpol_system in one repeatable-read transaction and
+ * is paused or it may override attribution), provider (decrypted), price,
+ * budget (with its current period), organisation setting and allowed
+ * endpoint as spendpol_system in one repeatable-read transaction and
  * publishes them atomically for the nginx workers. It runs once at start,
  * at once when signalled after a commit, and whenever the change marker
  * state_version moved (writes by other controld nodes), a stored price
@@ -59,7 +60,9 @@ cd_snapshot_add_keys(sp_snapshot_builder_t *b, PGresult *res)
         scopes = PQgetvalue(res, i, 7);
         key.scopes = (strstr(scopes, "proxy") ? SP_SCOPE_PROXY : 0)
                      | (strstr(scopes, "admin") ? SP_SCOPE_ADMIN : 0);
-        key.flags = cd_db_bool(res, i, 8) ? SP_KEY_AGENT_PAUSED : 0;
+        key.flags = (cd_db_bool(res, i, 8) ? SP_KEY_AGENT_PAUSED : 0)
+                    | (cd_db_bool(res, i, 13) ? SP_KEY_ATTRIBUTION_OVERRIDE
+                                              : 0);
         key.rpm_limit = (uint32_t) strtoul(PQgetvalue(res, i, 9), NULL, 10);
         key.tpm_limit = (uint32_t) strtoul(PQgetvalue(res, i, 10), NULL, 10);
         key.agent_rpm_limit = (uint32_t) strtoul(PQgetvalue(res, i, 11),
@@ -304,6 +307,27 @@ cd_snapshot_add_budgets(sp_snapshot_builder_t *b, PGresult *res)
 }
 
 
+static int
+cd_snapshot_add_endpoints(sp_snapshot_builder_t *b, PGresult *res)
+{
+    int                        i;
+    sp_snapshot_endpoint_in_t  endpoint;
+
+    for (i = 0; i < PQntuples(res); i++) {
+        endpoint.org_id = PQgetvalue(res, i, 0);
+        endpoint.provider = PQgetvalue(res, i, 1);
+        endpoint.method = PQgetvalue(res, i, 2);
+        endpoint.pattern = PQgetvalue(res, i, 3);
+
+        if (sp_snapshot_add_endpoint(b, &endpoint) != SP_OK) {
+            return CD_ERROR;
+        }
+    }
+
+    return CD_OK;
+}
+
+
 static PGresult *
 cd_snapshot_query(cd_db_conn_t *c, const char *sql)
 {
@@ -329,13 +353,14 @@ cd_snapshot_publish_now(cd_app_t *app)
     uint64_t                generation;
     PGresult               *marker, *keys, *providers, *prices, *gen;
     PGresult               *orgs, *aliases, *next_change, *budgets;
+    PGresult               *endpoints;
     int64_t                 next_us, budget_end_us;
     int64_t                 started, queried, built, published;
     cd_db_conn_t           *c;
     sp_snapshot_builder_t  *b;
 
     marker = keys = providers = prices = gen = orgs = aliases = NULL;
-    next_change = budgets = NULL;
+    next_change = budgets = endpoints = NULL;
     b = NULL;
     rc = CD_ERROR;
     started = cd_clock_ms(CLOCK_MONOTONIC);
@@ -358,7 +383,8 @@ cd_snapshot_publish_now(cd_app_t *app)
                " k.project, k.agent_id, k.scopes::text,"
                " coalesce(a.state = 'paused', false),"
                " k.rpm_limit, k.tpm_limit, coalesce(a.rpm_limit, 0),"
-               " coalesce(a.tpm_limit, 0) FROM api_keys k LEFT JOIN agents a"
+               " coalesce(a.tpm_limit, 0), k.attribution_override"
+               " FROM api_keys k LEFT JOIN agents a"
                " ON a.id = k.agent_id AND a.org_id = k.org_id"
                " WHERE k.active") : NULL;
     providers = keys ? cd_snapshot_query(c,
@@ -401,7 +427,10 @@ cd_snapshot_publish_now(cd_app_t *app)
     aliases = orgs ? cd_snapshot_query(c,
                "SELECT org_id, provider, alias, model FROM model_aliases")
                : NULL;
-    gen = aliases ? cd_snapshot_query(c,
+    endpoints = aliases ? cd_snapshot_query(c,
+               "SELECT org_id, provider, method, pattern"
+               " FROM org_allowed_endpoints") : NULL;
+    gen = endpoints ? cd_snapshot_query(c,
                "SELECT nextval('snapshot_generation')") : NULL;
 
     if (gen == NULL || PQntuples(marker) != 1) {
@@ -433,7 +462,8 @@ cd_snapshot_publish_now(cd_app_t *app)
         || cd_snapshot_add_prices(b, prices) != CD_OK
         || cd_snapshot_add_orgs(b, orgs) != CD_OK
         || cd_snapshot_add_aliases(b, aliases) != CD_OK
-        || cd_snapshot_add_budgets(b, budgets) != CD_OK)
+        || cd_snapshot_add_budgets(b, budgets) != CD_OK
+        || cd_snapshot_add_endpoints(b, endpoints) != CD_OK)
     {
         cd_log_error(CD_SNAPSHOT_SUBJECT, "out of memory building "
                      "generation %llu", (unsigned long long) generation);
@@ -464,11 +494,12 @@ cd_snapshot_publish_now(cd_app_t *app)
     pthread_mutex_unlock(&app->snapshot.mutex);
 
     cd_log_info(CD_SNAPSHOT_SUBJECT, "published generation %llu (%d keys, "
-                "%d providers, %d prices, %d orgs, %d aliases, %d budgets) "
+                "%d providers, %d prices, %d orgs, %d aliases, %d budgets, "
+                "%d allowed endpoints) "
                 "in %lld ms (read %lld, build %lld, write %lld)",
                 (unsigned long long) generation, PQntuples(keys),
                 PQntuples(providers), PQntuples(prices), PQntuples(orgs),
-                PQntuples(aliases), PQntuples(budgets),
+                PQntuples(aliases), PQntuples(budgets), PQntuples(endpoints),
                 (long long) (published - started),
                 (long long) (queried - started), (long long) (built - queried),
                 (long long) (published - built));
@@ -486,6 +517,7 @@ done:
     PQclear(aliases);
     PQclear(next_change);
     PQclear(budgets);
+    PQclear(endpoints);
     cd_db_rollback(c);
     cd_db_release(&app->db, c);
 

@@ -271,6 +271,21 @@ static const sp_snapshot_kind_t  sp_snapshot_kinds[SP_TABLE_COUNT] = {
           SP_REF(budget, scope_value), SP_REF(budget, provider),
           SP_REF(budget, model) },
         1, sp_snapshot_put_budget
+    },
+
+    /*
+     * endpoints share the lookup key (org_id, provider); only the same
+     * method and pattern replace. Never looked up by identity
+     * (sp_snapshot_find() takes at most three parts), only visited.
+     */
+    [SP_TABLE_ENDPOINTS] = {
+        sizeof(sp_snapshot_endpoint_in_t), sizeof(sp_snapshot_endpoint_t),
+        4,
+        { SP_STR(endpoint, org_id), SP_STR(endpoint, provider),
+          SP_STR(endpoint, method), SP_STR(endpoint, pattern) },
+        { SP_REF(endpoint, org_id), SP_REF(endpoint, provider),
+          SP_REF(endpoint, method), SP_REF(endpoint, pattern) },
+        4, NULL
     }
 };
 
@@ -487,6 +502,17 @@ sp_snapshot_add_budget(sp_snapshot_builder_t *b,
                            sp_snapshot_budget_hash(sp_str0(in->org_id),
                                                    in->scope,
                                                    sp_str0(in->scope_value)));
+}
+
+
+int
+sp_snapshot_add_endpoint(sp_snapshot_builder_t *b,
+    const sp_snapshot_endpoint_in_t *in)
+{
+    return sp_snapshot_add(b, SP_TABLE_ENDPOINTS, in,
+                           sp_snapshot_lookup_hash(sp_str0(in->org_id),
+                                                   sp_str0(in->provider),
+                                                   sp_str0(NULL), 2));
 }
 
 
@@ -776,7 +802,12 @@ sp_snapshot_open_structure(sp_snapshot_t *s, const void *data, size_t len,
     uint64_t                     end, next;
     int                          t;
 
-    if (len < sizeof(sp_snapshot_header_t)) {
+    /*
+     * Magic and version first: another version's header has another
+     * size, and "version 5, expected 6" tells the operator more than
+     * "truncated" would.
+     */
+    if (len < offsetof(sp_snapshot_header_t, header_size)) {
         sp_errorf(err, errlen, "snapshot is truncated: %zu bytes, the header "
                   "alone needs %zu", len, sizeof(sp_snapshot_header_t));
         return SP_ERROR;
@@ -791,8 +822,15 @@ sp_snapshot_open_structure(sp_snapshot_t *s, const void *data, size_t len,
     }
 
     if (header->version != SP_SNAPSHOT_VERSION) {
-        sp_errorf(err, errlen, "snapshot format version %u, expected %u",
+        sp_errorf(err, errlen, "snapshot format version %u, expected %u "
+                  "(written by a controld of another release)",
                   header->version, SP_SNAPSHOT_VERSION);
+        return SP_ERROR;
+    }
+
+    if (len < sizeof(sp_snapshot_header_t)) {
+        sp_errorf(err, errlen, "snapshot is truncated: %zu bytes, the header "
+                  "alone needs %zu", len, sizeof(sp_snapshot_header_t));
         return SP_ERROR;
     }
 
@@ -1137,6 +1175,14 @@ sp_model_without_date(sp_str_t model)
 }
 
 
+static int
+sp_is_fallback_model(sp_str_t model)
+{
+    return model.len == sizeof(SP_PRICE_FALLBACK_MODEL) - 1
+           && memcmp(model.data, SP_PRICE_FALLBACK_MODEL, model.len) == 0;
+}
+
+
 const sp_snapshot_price_t *
 sp_snapshot_find_price(const sp_snapshot_t *s, sp_str_t org_id,
     sp_str_t provider, sp_str_t model)
@@ -1147,7 +1193,22 @@ sp_snapshot_find_price(const sp_snapshot_t *s, sp_str_t org_id,
     none.data = "";
     none.len = 0;
 
+    /* a fallback is an organisation's; a list "*" is never applied */
+    if (sp_is_fallback_model(model)) {
+        return org_id.len
+               ? sp_snapshot_find_price_exact(s, org_id, provider, model)
+               : NULL;
+    }
+
     base = sp_model_without_date(model);
+
+    /*
+     * "*-20240806" must not be priced as the fallback "*": the caller
+     * would take a fallback for a real price (and not flag it).
+     */
+    if (sp_is_fallback_model(base)) {
+        base.len = 0;
+    }
 
     price = sp_snapshot_find_price_exact(s, org_id, provider, model);
 
@@ -1182,25 +1243,31 @@ sp_snapshot_find_alias(const sp_snapshot_t *s, sp_str_t org_id,
 }
 
 
-size_t
-sp_snapshot_foreach_budget(const sp_snapshot_t *s, sp_str_t org_id,
-    uint32_t scope, sp_str_t scope_value,
-    int (*visit)(const sp_snapshot_budget_t *budget, void *arg), void *arg)
+/*
+ * Calls match(record, arg) for every record of table whose slot hash is
+ * hash, bounds-checking each record offset; match returns -1 for a record
+ * that is not one, 1 to stop after it, 0 to go on. Returns the number of
+ * records matched.
+ */
+static size_t
+sp_snapshot_foreach(const sp_snapshot_t *s, int table, uint64_t hash,
+    int (*match)(const sp_snapshot_t *s, const void *record, void *arg),
+    void *arg)
 {
-    const sp_snapshot_slot_t    *slots;
-    const sp_snapshot_budget_t  *budget;
-    uint64_t                     n, mask, i, probes, hash;
-    size_t                       visited;
+    const sp_snapshot_slot_t  *slots;
+    uint64_t                   n, mask, i, probes;
+    size_t                     visited, record_size;
+    int                        rc;
 
-    n = s->header->tables[SP_TABLE_BUDGETS].slots;
+    n = s->header->tables[table].slots;
 
     if (n == 0) {
         return 0;
     }
 
-    hash = sp_snapshot_budget_hash(org_id, scope, scope_value);
+    record_size = sp_snapshot_kinds[table].record_size;
     slots = (const sp_snapshot_slot_t *)
-                (s->base + s->header->tables[SP_TABLE_BUDGETS].offset);
+                (s->base + s->header->tables[table].offset);
     mask = n - 1;
     visited = 0;
 
@@ -1214,27 +1281,116 @@ sp_snapshot_foreach_budget(const sp_snapshot_t *s, sp_str_t org_id,
 
         if (slots[i].record % 8 != 0
             || slots[i].record > s->len
-            || s->len - slots[i].record < sizeof(sp_snapshot_budget_t))
+            || s->len - slots[i].record < record_size)
         {
             return visited;
         }
 
-        budget = (const sp_snapshot_budget_t *) (s->base + slots[i].record);
+        rc = match(s, s->base + slots[i].record, arg);
 
-        if (budget->scope != scope
-            || !sp_str_eq(sp_snapshot_str(s, budget->org_id), org_id)
-            || !sp_str_eq(sp_snapshot_str(s, budget->scope_value),
-                          scope_value))
-        {
+        if (rc < 0) {
             continue;
         }
 
         visited++;
 
-        if (visit(budget, arg)) {
+        if (rc > 0) {
             break;
         }
     }
 
     return visited;
+}
+
+
+typedef struct {
+    sp_str_t      org_id;
+    uint32_t      scope;
+    sp_str_t      scope_value;
+    int         (*visit)(const sp_snapshot_budget_t *budget, void *arg);
+    void         *arg;
+} sp_snapshot_budget_visit_t;
+
+
+static int
+sp_snapshot_match_budget(const sp_snapshot_t *s, const void *record,
+    void *arg)
+{
+    const sp_snapshot_budget_t  *budget = record;
+    sp_snapshot_budget_visit_t  *v = arg;
+
+    if (budget->scope != v->scope
+        || !sp_str_eq(sp_snapshot_str(s, budget->org_id), v->org_id)
+        || !sp_str_eq(sp_snapshot_str(s, budget->scope_value),
+                      v->scope_value))
+    {
+        return -1;
+    }
+
+    return v->visit(budget, v->arg) != 0;
+}
+
+
+size_t
+sp_snapshot_foreach_budget(const sp_snapshot_t *s, sp_str_t org_id,
+    uint32_t scope, sp_str_t scope_value,
+    int (*visit)(const sp_snapshot_budget_t *budget, void *arg), void *arg)
+{
+    sp_snapshot_budget_visit_t  v;
+
+    v.org_id = org_id;
+    v.scope = scope;
+    v.scope_value = scope_value;
+    v.visit = visit;
+    v.arg = arg;
+
+    return sp_snapshot_foreach(s, SP_TABLE_BUDGETS,
+                               sp_snapshot_budget_hash(org_id, scope,
+                                                       scope_value),
+                               sp_snapshot_match_budget, &v);
+}
+
+
+typedef struct {
+    sp_str_t      org_id;
+    sp_str_t      provider;
+    int         (*visit)(const sp_snapshot_endpoint_t *endpoint, void *arg);
+    void         *arg;
+} sp_snapshot_endpoint_visit_t;
+
+
+static int
+sp_snapshot_match_endpoint(const sp_snapshot_t *s, const void *record,
+    void *arg)
+{
+    const sp_snapshot_endpoint_t  *endpoint = record;
+    sp_snapshot_endpoint_visit_t  *v = arg;
+
+    if (!sp_str_eq(sp_snapshot_str(s, endpoint->org_id), v->org_id)
+        || !sp_str_eq(sp_snapshot_str(s, endpoint->provider), v->provider))
+    {
+        return -1;
+    }
+
+    return v->visit(endpoint, v->arg) != 0;
+}
+
+
+size_t
+sp_snapshot_foreach_endpoint(const sp_snapshot_t *s, sp_str_t org_id,
+    sp_str_t provider,
+    int (*visit)(const sp_snapshot_endpoint_t *endpoint, void *arg),
+    void *arg)
+{
+    sp_snapshot_endpoint_visit_t  v;
+
+    v.org_id = org_id;
+    v.provider = provider;
+    v.visit = visit;
+    v.arg = arg;
+
+    return sp_snapshot_foreach(s, SP_TABLE_ENDPOINTS,
+                               sp_snapshot_lookup_hash(org_id, provider,
+                                                       provider, 2),
+                               sp_snapshot_match_endpoint, &v);
 }

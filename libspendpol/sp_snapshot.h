@@ -23,7 +23,7 @@
 
 
 #define SP_SNAPSHOT_MAGIC        "SPSNAP01"
-#define SP_SNAPSHOT_VERSION      5
+#define SP_SNAPSHOT_VERSION      6
 #define SP_SNAPSHOT_FILE         "policy.snap"
 
 enum {
@@ -33,6 +33,7 @@ enum {
     SP_TABLE_ORGS,
     SP_TABLE_ALIASES,
     SP_TABLE_BUDGETS,
+    SP_TABLE_ENDPOINTS,
     SP_TABLE_COUNT
 };
 
@@ -80,7 +81,12 @@ typedef struct {
     uint32_t           agent_tpm_limit;
 } sp_snapshot_key_t;
 
-#define SP_KEY_AGENT_PAUSED   0x01u   /* the key's agent is paused */
+#define SP_KEY_AGENT_PAUSED          0x01u   /* the key's agent is paused */
+/*
+ * The key may re-attribute a request with X-Spendpol-Department, -Project
+ * or -Agent (a shared service key); without it the key's own values bind.
+ */
+#define SP_KEY_ATTRIBUTION_OVERRIDE  0x02u
 
 /* SP_TABLE_PROVIDERS: looked up by (org_id, provider) */
 typedef struct {
@@ -101,6 +107,15 @@ typedef struct {
     sp_price_t         price;         /* nano-USD per 1M tokens */
     int64_t            max_output_tokens;   /* 0 when unknown */
 } sp_snapshot_price_t;
+
+/*
+ * The model name of an organisation's fallback price for a provider (set
+ * with PUT /pricing/PROVIDER/ followed by "*"): what a model without a
+ * price of its own is reserved and billed at. Only an organisation has
+ * one: the list-price lookups of sp_snapshot_find_price() never answer
+ * it, and no other model name reaches it through the date-suffix retry.
+ */
+#define SP_PRICE_FALLBACK_MODEL  "*"
 
 
 /* organisation settings */
@@ -158,6 +173,22 @@ typedef struct {
     int64_t            period_start_ms;
     int64_t            period_end_ms; /* 0: no end ("total") */
 } sp_snapshot_budget_t;
+
+
+/*
+ * SP_TABLE_ENDPOINTS: endpoints an organisation allows beyond the
+ * built-in catalogue (PUT /org "allowed_endpoints"), looked up by
+ * (org_id, provider); several share a lookup key, so lookups visit every
+ * match. method is "GET" ... "DELETE", pattern a path pattern after
+ * /v1/{provider} as sp_endpoint_pattern_valid() accepts it (controld
+ * validated both; the module matches them).
+ */
+typedef struct {
+    sp_snapshot_ref_t  org_id;
+    sp_snapshot_ref_t  provider;
+    sp_snapshot_ref_t  method;
+    sp_snapshot_ref_t  pattern;
+} sp_snapshot_endpoint_t;
 
 
 /* ---- building (controld) --------------------------------------------- */
@@ -223,6 +254,13 @@ typedef struct {
     int64_t      period_end_ms;
 } sp_snapshot_budget_in_t;
 
+typedef struct {
+    const char  *org_id;
+    const char  *provider;
+    const char  *method;
+    const char  *pattern;
+} sp_snapshot_endpoint_in_t;
+
 sp_snapshot_builder_t *sp_snapshot_builder_new(uint64_t generation);
 void sp_snapshot_builder_free(sp_snapshot_builder_t *b);
 
@@ -239,6 +277,9 @@ int sp_snapshot_add_alias(sp_snapshot_builder_t *b,
     const sp_snapshot_alias_in_t *alias);
 int sp_snapshot_add_budget(sp_snapshot_builder_t *b,
     const sp_snapshot_budget_in_t *budget);
+/* the same (org, provider, method, pattern) twice is one record */
+int sp_snapshot_add_endpoint(sp_snapshot_builder_t *b,
+    const sp_snapshot_endpoint_in_t *endpoint);
 
 /*
  * Lays the snapshot out in one malloc()ed buffer (*out, *len); the caller
@@ -296,7 +337,9 @@ const sp_snapshot_provider_t *sp_snapshot_find_provider(
 /*
  * The organisation's price, else the list price; when the exact model is
  * not priced, retries without a date suffix ("gpt-4o-2024-08-06" ->
- * "gpt-4o", "claude-3-5-haiku-20241022" -> "claude-3-5-haiku").
+ * "gpt-4o", "claude-3-5-haiku-20241022" -> "claude-3-5-haiku"). Model
+ * SP_PRICE_FALLBACK_MODEL finds the organisation's fallback price only;
+ * no other model name is retried as it ("*-20240806" stays unpriced).
  */
 const sp_snapshot_price_t *sp_snapshot_find_price(const sp_snapshot_t *s,
     sp_str_t org_id, sp_str_t provider, sp_str_t model);
@@ -314,6 +357,16 @@ const sp_snapshot_alias_t *sp_snapshot_find_alias(const sp_snapshot_t *s,
 size_t sp_snapshot_foreach_budget(const sp_snapshot_t *s, sp_str_t org_id,
     uint32_t scope, sp_str_t scope_value,
     int (*visit)(const sp_snapshot_budget_t *budget, void *arg), void *arg);
+
+/*
+ * Calls visit(endpoint, arg) for every endpoint the organisation allows
+ * for that provider, in no particular order; stops early when visit
+ * returns non-zero. Returns the number visited.
+ */
+size_t sp_snapshot_foreach_endpoint(const sp_snapshot_t *s, sp_str_t org_id,
+    sp_str_t provider,
+    int (*visit)(const sp_snapshot_endpoint_t *endpoint, void *arg),
+    void *arg);
 
 /* a ref's bytes; an out-of-bounds ref yields the empty string */
 sp_str_t sp_snapshot_str(const sp_snapshot_t *s, sp_snapshot_ref_t ref);

@@ -1,6 +1,6 @@
 /*
  * The snapshot reader on hostile bytes: sp_snapshot_open, then every
- * lookup (keys, providers, prices, orgs, aliases, budgets) and
+ * lookup (keys, providers, prices, orgs, aliases, budgets, endpoints) and
  * sp_budget_covers.
  *
  * Input: a snapshot file. It is opened as is (the checksum refuses almost
@@ -24,7 +24,8 @@
                       sizeof(sp_snapshot_budget_t)),                          \
              FUZZ_MAX(FUZZ_MAX(sizeof(sp_snapshot_price_t),                   \
                                sizeof(sp_snapshot_provider_t)),               \
-                      sizeof(sp_snapshot_alias_t)))
+                      FUZZ_MAX(sizeof(sp_snapshot_alias_t),                   \
+                               sizeof(sp_snapshot_endpoint_t))))
 
 
 static sp_str_t
@@ -83,13 +84,27 @@ fuzz_visit_budget(const sp_snapshot_budget_t *b, void *arg)
 }
 
 
+static int
+fuzz_visit_endpoint(const sp_snapshot_endpoint_t *e, void *arg)
+{
+    fuzz_visit_t  *v = arg;
+
+    v->sum += fuzz_ref(v->snap, e->org_id);
+    v->sum += fuzz_ref(v->snap, e->provider);
+    v->sum += fuzz_ref(v->snap, e->method);
+    v->sum += fuzz_ref(v->snap, e->pattern);
+
+    return --v->stop_after == 0;
+}
+
+
 static const char  *fuzz_orgs[] = { "org_1", "org_2", "", NULL };
 static const char  *fuzz_providers[] = {
     "openai", "anthropic", "google", "azure", "cohere", "mistral", "", NULL
 };
 static const char  *fuzz_models[] = {
     "gpt-4o", "gpt-4o-2024-08-06", "claude-3-5-haiku-20241022",
-    "gemini-2.0-flash", "my-gpt4o-deployment", "", NULL
+    "gemini-2.0-flash", "my-gpt4o-deployment", "*", "*-20240806", "", NULL
 };
 
 
@@ -149,6 +164,13 @@ fuzz_lookups(const sp_snapshot_t *s, sp_str_t org, sp_str_t provider,
         sum += visit.sum;
     }
 
+    visit.snap = s;
+    visit.sum = 0;
+    visit.stop_after = 1 + (int) (value.len % 3);
+    (void) sp_snapshot_foreach_endpoint(s, org, provider,
+                                        fuzz_visit_endpoint, &visit);
+    sum += visit.sum;
+
     (void) sum;
 }
 
@@ -164,6 +186,7 @@ fuzz_open_and_look(const uint8_t *data, size_t size)
     sp_snapshot_provider_t       provider;
     sp_snapshot_alias_t          alias;
     sp_snapshot_budget_t         budget;
+    sp_snapshot_endpoint_t       endpoint;
     uint64_t                     i, n, rec;
     char                         err[256];
     int                          a, b, c, t;
@@ -256,6 +279,14 @@ fuzz_open_and_look(const uint8_t *data, size_t size)
                              sp_snapshot_str(&s, budget.provider),
                              sp_snapshot_str(&s, budget.model),
                              sp_snapshot_str(&s, budget.scope_value));
+                break;
+
+            case SP_TABLE_ENDPOINTS:
+                memcpy(&endpoint, s.base + rec, sizeof(endpoint));
+                fuzz_lookups(&s, sp_snapshot_str(&s, endpoint.org_id),
+                             sp_snapshot_str(&s, endpoint.provider),
+                             sp_snapshot_str(&s, endpoint.pattern),
+                             sp_snapshot_str(&s, endpoint.method));
                 break;
 
             default: /* SP_TABLE_ORGS */

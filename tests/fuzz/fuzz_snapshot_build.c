@@ -12,6 +12,7 @@
  *   o <org> <flags>
  *   a <org> <provider> <alias> <model>
  *   b <budget id> <org> <scope> <value> <provider> <model> <limit>
+ *   e <org> <provider> <method> <pattern>
  */
 
 #include "fuzz_common.h"
@@ -86,6 +87,35 @@ typedef struct {
 } fuzz_find_budget_t;
 
 
+typedef struct {
+    const sp_snapshot_t  *snap;
+    const fuzz_rec_t     *rec;
+    int                   found;
+    int                   visited;
+} fuzz_find_endpoint_t;
+
+
+static int
+fuzz_endpoint_visit(const sp_snapshot_endpoint_t *e, void *arg)
+{
+    fuzz_find_endpoint_t  *f = arg;
+
+    FUZZ_CHECK(fuzz_eq(sp_snapshot_str(f->snap, e->org_id), f->rec->f[1]));
+    FUZZ_CHECK(fuzz_eq(sp_snapshot_str(f->snap, e->provider),
+                       f->rec->f[2]));
+
+    f->visited++;
+
+    if (fuzz_eq(sp_snapshot_str(f->snap, e->method), f->rec->f[3])
+        && fuzz_eq(sp_snapshot_str(f->snap, e->pattern), f->rec->f[4]))
+    {
+        f->found++;
+    }
+
+    return 0;
+}
+
+
 static int
 fuzz_budget_visit(const sp_snapshot_budget_t *b, void *arg)
 {
@@ -111,6 +141,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     sp_snapshot_org_in_t          oin;
     sp_snapshot_alias_in_t        ain;
     sp_snapshot_budget_in_t       bin;
+    sp_snapshot_endpoint_in_t     ein;
     const sp_snapshot_key_t      *k;
     const sp_snapshot_provider_t *p;
     const sp_snapshot_price_t    *r;
@@ -118,9 +149,10 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     const sp_snapshot_alias_t    *a;
     const fuzz_rec_t             *last;
     fuzz_find_budget_t            fb;
+    fuzz_find_endpoint_t          fe;
     sp_snapshot_t                 s;
     uint8_t                       hash[SP_KEY_HASH_LEN], *out;
-    size_t                        n, len, i, j;
+    size_t                        n, len, i, j, m;
     char                         *text, *line, *next, *tab, err[256];
     int                           fld, rc;
 
@@ -224,6 +256,15 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
             break;
 
+        case 'e':
+            memset(&ein, 0, sizeof(ein));
+            ein.org_id = recs[n].f[1];
+            ein.provider = recs[n].f[2];
+            ein.method = recs[n].f[3];
+            ein.pattern = recs[n].f[4];
+            rc = sp_snapshot_add_endpoint(b, &ein);
+            break;
+
         default:
             continue;
         }
@@ -282,6 +323,15 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             r = sp_snapshot_find_price(&s, fuzz_s(&recs[i], 1),
                                        fuzz_s(&recs[i], 2),
                                        fuzz_s(&recs[i], 3));
+
+            /* a fallback price is an organisation's only */
+            if (recs[i].f[1][0] == '\0'
+                && strcmp(recs[i].f[3], SP_PRICE_FALLBACK_MODEL) == 0)
+            {
+                FUZZ_CHECK(r == NULL);
+                break;
+            }
+
             FUZZ_CHECK(r != NULL);
             FUZZ_CHECK(fuzz_eq(sp_snapshot_str(&s, r->model), last->f[3]));
             FUZZ_CHECK(r->price.input == strtoll(last->f[4], NULL, 10));
@@ -299,6 +349,35 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                                        fuzz_s(&recs[i], 3));
             FUZZ_CHECK(a != NULL);
             FUZZ_CHECK(fuzz_eq(sp_snapshot_str(&s, a->model), last->f[4]));
+            break;
+
+        case 'e':
+            /* every endpoint of (org, provider) visited, this one once */
+            fe.snap = &s;
+            fe.rec = &recs[i];
+            fe.found = 0;
+            fe.visited = 0;
+            (void) sp_snapshot_foreach_endpoint(&s, fuzz_s(&recs[i], 1),
+                      fuzz_s(&recs[i], 2), fuzz_endpoint_visit, &fe);
+            FUZZ_CHECK(fe.found == 1);
+
+            for (j = 0; j < n; j++) {
+                if (recs[j].op == 'e' && fuzz_same(&recs[i], &recs[j], 2)) {
+                    fe.visited--;
+
+                    /* a duplicate of an earlier one is not another */
+                    for (m = 0; m < j; m++) {
+                        if (recs[m].op == 'e'
+                            && fuzz_same(&recs[m], &recs[j], 4))
+                        {
+                            fe.visited++;
+                            break;
+                        }
+                    }
+                }
+            }
+
+            FUZZ_CHECK(fe.visited == 0);
             break;
 
         default: /* 'b' */

@@ -173,6 +173,21 @@ add_budget(sp_snapshot_builder_t *b, const char *id, const char *org_id,
 }
 
 
+static void
+add_endpoint(sp_snapshot_builder_t *b, const char *org_id,
+    const char *provider, const char *method, const char *pattern)
+{
+    sp_snapshot_endpoint_in_t  in;
+
+    in.org_id = org_id;
+    in.provider = provider;
+    in.method = method;
+    in.pattern = pattern;
+
+    assert_int_equal(sp_snapshot_add_endpoint(b, &in), SP_OK);
+}
+
+
 /* a small snapshot with a bit of everything */
 static uint8_t *
 small_snapshot(size_t *len)
@@ -201,8 +216,22 @@ small_snapshot(size_t *len)
                2000);
     add_budget(b, "bud_3", "org_a", SP_BUDGET_SCOPE_ORG, "", "", 3000);
     add_budget(b, "bud_4", "org_b", SP_BUDGET_SCOPE_PROJECT, "p1", "", 4000);
+    add_endpoint(b, "org_a", "openai", "POST", "/batches");
+    add_endpoint(b, "org_a", "openai", "GET", "/batches/*");
+    add_endpoint(b, "org_b", "openai", "POST", "/files");
+    add_endpoint(b, "org_a", "anthropic", "POST", "/v1/messages/batches");
 
     return build(b, len);
+}
+
+
+static int
+exercise_endpoint(const sp_snapshot_endpoint_t *endpoint, void *arg)
+{
+    /* refs are read through sp_snapshot_str, never trusted */
+    *(size_t *) arg += endpoint->method.len + endpoint->pattern.offset;
+
+    return 0;
 }
 
 
@@ -228,6 +257,7 @@ exercise(const sp_snapshot_t *s)
     uint8_t                        hash[SP_KEY_HASH_LEN];
     volatile size_t                sum;
     int64_t                        limits;
+    size_t                         fields;
     sp_str_t                       str;
     int                            i;
 
@@ -283,6 +313,11 @@ exercise(const sp_snapshot_t *s)
     sum += sp_snapshot_foreach_budget(s, S("org_a"), SP_BUDGET_SCOPE_PROJECT,
                                       S("p1"), exercise_budget, &limits);
     sum += (size_t) limits;
+
+    fields = 0;
+    sum += sp_snapshot_foreach_endpoint(s, S("org_a"), S("openai"),
+                                        exercise_endpoint, &fields);
+    sum += fields;
 
     (void) sum;
 }
@@ -1682,6 +1717,339 @@ test_snapshot_verified_in_steps_like_at_once(void **state)
 }
 
 
+typedef struct {
+    const sp_snapshot_t  *snap;
+    int                   seen;
+    int                   stop_after;     /* 0: never stop */
+    char                  got[8][64];     /* "METHOD pattern" */
+} endpoint_visit_t;
+
+
+static int
+collect_endpoint(const sp_snapshot_endpoint_t *endpoint, void *arg)
+{
+    endpoint_visit_t  *v = arg;
+    sp_str_t           method, pattern;
+
+    method = sp_snapshot_str(v->snap, endpoint->method);
+    pattern = sp_snapshot_str(v->snap, endpoint->pattern);
+
+    if (v->seen < 8) {
+        snprintf(v->got[v->seen], sizeof(v->got[0]), "%.*s %.*s",
+                 (int) method.len, method.data, (int) pattern.len,
+                 pattern.data);
+    }
+
+    v->seen++;
+
+    return v->stop_after != 0 && v->seen >= v->stop_after;
+}
+
+
+static int
+endpoint_seen(const endpoint_visit_t *v, const char *what)
+{
+    int  i;
+
+    for (i = 0; i < v->seen && i < 8; i++) {
+        if (strcmp(v->got[i], what) == 0) {
+            return 1;
+        }
+    }
+
+    return 0;
+}
+
+
+static size_t
+visit_endpoints(const sp_snapshot_t *s, const char *org,
+    const char *provider, endpoint_visit_t *v, int stop_after)
+{
+    memset(v, 0, sizeof(*v));
+    v->snap = s;
+    v->stop_after = stop_after;
+
+    return sp_snapshot_foreach_endpoint(s, S(org), S(provider),
+                                        collect_endpoint, v);
+}
+
+
+static void
+test_snapshot_visits_every_endpoint_of_an_org_and_provider(void **state)
+{
+    uint8_t           *data;
+    size_t             len;
+    sp_snapshot_t      s;
+    endpoint_visit_t   v;
+
+    (void) state;
+
+    data = small_snapshot(&len);
+    open_ok(&s, data, len);
+
+    assert_true(s.header->entries[SP_TABLE_ENDPOINTS] == 4);
+
+    assert_int_equal(visit_endpoints(&s, "org_a", "openai", &v, 0), 2);
+    assert_int_equal(v.seen, 2);
+    assert_true(endpoint_seen(&v, "POST /batches"));
+    assert_true(endpoint_seen(&v, "GET /batches/*"));
+
+    /* another organisation's, another provider's: not visited */
+    assert_int_equal(visit_endpoints(&s, "org_b", "openai", &v, 0), 1);
+    assert_true(endpoint_seen(&v, "POST /files"));
+    assert_int_equal(visit_endpoints(&s, "org_a", "anthropic", &v, 0), 1);
+    assert_true(endpoint_seen(&v, "POST /v1/messages/batches"));
+    assert_int_equal(visit_endpoints(&s, "org_b", "anthropic", &v, 0), 0);
+    assert_int_equal(visit_endpoints(&s, "org_a", "google", &v, 0), 0);
+    assert_int_equal(visit_endpoints(&s, "org_c", "openai", &v, 0), 0);
+    assert_int_equal(visit_endpoints(&s, "", "", &v, 0), 0);
+
+    /* a prefix of the lookup key is not the key */
+    assert_int_equal(visit_endpoints(&s, "org_", "openai", &v, 0), 0);
+    assert_int_equal(visit_endpoints(&s, "org_a", "open", &v, 0), 0);
+
+    /* visit stops the walk */
+    assert_int_equal(visit_endpoints(&s, "org_a", "openai", &v, 1), 1);
+    assert_int_equal(v.seen, 1);
+
+    free(data);
+}
+
+
+static void
+test_snapshot_same_endpoint_twice_is_one_record(void **state)
+{
+    sp_snapshot_builder_t  *b;
+    uint8_t                *data;
+    size_t                  len;
+    sp_snapshot_t           s;
+    endpoint_visit_t        v;
+
+    (void) state;
+
+    b = sp_snapshot_builder_new(1);
+    assert_non_null(b);
+
+    add_endpoint(b, "org_a", "openai", "POST", "/batches");
+    add_endpoint(b, "org_a", "openai", "POST", "/batches");
+    add_endpoint(b, "org_a", "openai", "GET", "/batches");
+    add_endpoint(b, "org_a", "openai", "POST", "/files");
+    add_endpoint(b, "org_a", "mistral", "POST", "/batches");
+
+    data = build(b, &len);
+    open_ok(&s, data, len);
+
+    assert_true(s.header->entries[SP_TABLE_ENDPOINTS] == 4);
+    assert_int_equal(visit_endpoints(&s, "org_a", "openai", &v, 0), 3);
+    assert_true(endpoint_seen(&v, "POST /batches"));
+    assert_true(endpoint_seen(&v, "GET /batches"));
+    assert_true(endpoint_seen(&v, "POST /files"));
+    assert_int_equal(visit_endpoints(&s, "org_a", "mistral", &v, 0), 1);
+
+    free(data);
+}
+
+
+static void
+test_snapshot_endpoint_refs_out_of_bounds_match_nothing(void **state)
+{
+    sp_snapshot_header_t    *h;
+    sp_snapshot_slot_t      *slots;
+    sp_snapshot_endpoint_t  *e;
+    uint8_t                 *data;
+    size_t                   len;
+    uint64_t                 i;
+    sp_snapshot_t            s;
+    endpoint_visit_t         v;
+    int                      corrupted;
+
+    (void) state;
+
+    data = small_snapshot(&len);
+    h = (sp_snapshot_header_t *) data;
+    slots = (sp_snapshot_slot_t *) (data + h->tables[SP_TABLE_ENDPOINTS]
+                                               .offset);
+    corrupted = 0;
+
+    /* every org_a/openai endpoint's org_id points past the end */
+    for (i = 0; i < h->tables[SP_TABLE_ENDPOINTS].slots; i++) {
+        if (slots[i].record == 0) {
+            continue;
+        }
+
+        e = (sp_snapshot_endpoint_t *) (data + slots[i].record);
+
+        if (e->pattern.len == 8 || e->pattern.len == 10) {
+            /* "/batches" and "/batches/<anything>" */
+            e->org_id.offset = (uint32_t) len;
+            e->method.offset = UINT32_MAX;
+            e->method.len = UINT32_MAX;
+            corrupted++;
+        }
+    }
+
+    assert_int_equal(corrupted, 2);
+    reseal(data);
+    open_ok(&s, data, len);
+
+    assert_int_equal(visit_endpoints(&s, "org_a", "openai", &v, 0), 0);
+    assert_int_equal(visit_endpoints(&s, "org_b", "openai", &v, 0), 1);
+    exercise(&s);
+
+    free(data);
+}
+
+
+static void
+test_snapshot_key_flags_carry_attribution_override(void **state)
+{
+    sp_snapshot_builder_t     *b;
+    sp_snapshot_key_in_t       in;
+    const sp_snapshot_key_t   *key;
+    uint8_t                   *data, hash[SP_KEY_HASH_LEN];
+    size_t                     len;
+    sp_snapshot_t              s;
+    int                        i;
+    static const uint32_t      flags[] = {
+        0, SP_KEY_AGENT_PAUSED, SP_KEY_ATTRIBUTION_OVERRIDE,
+        SP_KEY_AGENT_PAUSED | SP_KEY_ATTRIBUTION_OVERRIDE
+    };
+
+    (void) state;
+
+    assert_int_equal(SP_KEY_AGENT_PAUSED & SP_KEY_ATTRIBUTION_OVERRIDE, 0);
+
+    b = sp_snapshot_builder_new(1);
+    assert_non_null(b);
+
+    for (i = 0; i < 4; i++) {
+        memset(&in, 0, sizeof(in));
+        key_hash_of(i, in.key_hash);
+        in.key_id = "key_x";
+        in.org_id = "org_a";
+        in.department = "eng";
+        in.flags = flags[i];
+        assert_int_equal(sp_snapshot_add_key(b, &in), SP_OK);
+    }
+
+    data = build(b, &len);
+    open_ok(&s, data, len);
+
+    for (i = 0; i < 4; i++) {
+        key_hash_of(i, hash);
+        key = sp_snapshot_find_key(&s, hash);
+        assert_non_null(key);
+        assert_int_equal(key->flags, flags[i]);
+    }
+
+    free(data);
+}
+
+
+static void
+test_snapshot_fallback_price_is_only_the_orgs_star(void **state)
+{
+    sp_snapshot_builder_t      *b;
+    const sp_snapshot_price_t  *price;
+    uint8_t                    *data;
+    size_t                      len;
+    sp_snapshot_t               s;
+    sp_str_t                    model;
+
+    (void) state;
+
+    assert_string_equal(SP_PRICE_FALLBACK_MODEL, "*");
+
+    b = sp_snapshot_builder_new(1);
+    assert_non_null(b);
+
+    add_price(b, "org_a", "openai", "*", 5000000000LL, 20000000000LL);
+    add_price(b, NULL, "openai", "gpt-4o", 2500000000LL, 10000000000LL);
+    /* a list "*" the loader and the database refuse; never applied */
+    add_price(b, NULL, "openai", "*", 1, 1);
+    add_price(b, NULL, "anthropic", "*", 1, 1);
+
+    data = build(b, &len);
+    open_ok(&s, data, len);
+
+    price = sp_snapshot_find_price(&s, S("org_a"), S("openai"), S("*"));
+    assert_non_null(price);
+    assert_true(price->price.input == 5000000000LL);
+    model = sp_snapshot_str(&s, price->model);
+    assert_int_equal(model.len, 1);
+    assert_memory_equal(model.data, "*", 1);
+
+    /* only the organisation's fallback: never the list's */
+    assert_null(sp_snapshot_find_price(&s, S("org_b"), S("openai"), S("*")));
+    assert_null(sp_snapshot_find_price(&s, S("org_a"), S("anthropic"),
+                                       S("*")));
+    assert_null(sp_snapshot_find_price(&s, S(""), S("openai"), S("*")));
+
+    /* the date-suffix retry never turns a model name into "*" */
+    assert_null(sp_snapshot_find_price(&s, S("org_a"), S("openai"),
+                                       S("*-2024-08-06")));
+    assert_null(sp_snapshot_find_price(&s, S("org_a"), S("openai"),
+                                       S("*-20240806")));
+    assert_null(sp_snapshot_find_price(&s, S("org_b"), S("openai"),
+                                       S("*-20240806")));
+
+    /* an unpriced model is not priced by the lookup: the caller decides */
+    assert_null(sp_snapshot_find_price(&s, S("org_a"), S("openai"),
+                                       S("gpt-unknown")));
+    assert_null(sp_snapshot_find_price(&s, S("org_a"), S("openai"),
+                                       S("**")));
+
+    /* real models are still found, dated or not */
+    price = sp_snapshot_find_price(&s, S("org_a"), S("openai"),
+                                   S("gpt-4o-2024-08-06"));
+    assert_non_null(price);
+    assert_true(price->price.input == 2500000000LL);
+
+    free(data);
+}
+
+
+static void
+test_snapshot_rejects_older_version_by_name(void **state)
+{
+    sp_snapshot_header_t  *h;
+    sp_snapshot_t          s;
+    uint8_t               *data;
+    size_t                 len;
+    char                   err[256];
+
+    (void) state;
+
+    data = small_snapshot(&len);
+    h = (sp_snapshot_header_t *) data;
+
+    h->version = SP_SNAPSHOT_VERSION - 1;
+    reseal(data);
+    err[0] = '\0';
+    assert_int_equal(sp_snapshot_open(&s, data, len, err, sizeof(err)),
+                     SP_ERROR);
+    assert_non_null(strstr(err, "version"));
+
+    /*
+     * An older, smaller header: the version is named, not "truncated"
+     * (version 5 had a header 24 bytes shorter).
+     */
+    err[0] = '\0';
+    assert_int_equal(sp_snapshot_open(&s, data,
+                                      sizeof(sp_snapshot_header_t) - 24,
+                                      err, sizeof(err)), SP_ERROR);
+    assert_non_null(strstr(err, "version"));
+
+    /* too short for magic and version */
+    err[0] = '\0';
+    assert_int_equal(sp_snapshot_open(&s, data, 11, err, sizeof(err)),
+                     SP_ERROR);
+    assert_non_null(strstr(err, "truncated"));
+
+    free(data);
+}
+
+
 int
 main(void)
 {
@@ -1705,6 +2073,14 @@ main(void)
         cmocka_unit_test(test_snapshot_finds_org_flags_and_aliases),
         cmocka_unit_test(test_snapshot_visits_every_budget_of_a_scope),
         cmocka_unit_test(test_snapshot_verified_in_steps_like_at_once),
+        cmocka_unit_test(
+            test_snapshot_visits_every_endpoint_of_an_org_and_provider),
+        cmocka_unit_test(test_snapshot_same_endpoint_twice_is_one_record),
+        cmocka_unit_test(
+            test_snapshot_endpoint_refs_out_of_bounds_match_nothing),
+        cmocka_unit_test(test_snapshot_key_flags_carry_attribution_override),
+        cmocka_unit_test(test_snapshot_fallback_price_is_only_the_orgs_star),
+        cmocka_unit_test(test_snapshot_rejects_older_version_by_name),
         cmocka_unit_test(test_snapshot_rejects_huge_slot_counts),
         cmocka_unit_test(test_snapshot_rejects_tables_outside_file),
         cmocka_unit_test(
