@@ -55,146 +55,774 @@ sp_tokens_estimate(int64_t bytes)
 }
 
 
-/* bytes of every string under v, depth-limited against hostile nesting */
+/* a + b for counts (both >= 0): saturates instead of overflowing */
 static int64_t
-sp_text_bytes(json_t *v, int depth)
+sp_request_add(int64_t a, int64_t b)
 {
-    const char  *key;
-    json_t      *item;
-    size_t       i;
-    int64_t      n;
-
-    if (depth > 32) {
-        return 0;
-    }
-
-    n = 0;
-
-    if (json_is_string(v)) {
-        return (int64_t) json_string_length(v);
-    }
-
-    if (json_is_array(v)) {
-        json_array_foreach(v, i, item) {
-            n += sp_text_bytes(item, depth + 1);
-        }
-
-    } else if (json_is_object(v)) {
-        json_object_foreach(v, key, item) {
-            /* image data and ids are not prompt text */
-            if (strcmp(key, "image_url") == 0 || strcmp(key, "data") == 0
-                || strcmp(key, "id") == 0 || strcmp(key, "role") == 0
-                || strcmp(key, "type") == 0)
-            {
-                continue;
-            }
-
-            n += sp_text_bytes(item, depth + 1);
-        }
-    }
-
-    return n;
+    return a > INT64_MAX - b ? INT64_MAX : a + b;
 }
 
 
-static const char  *sp_prompt_fields[] = {
-    "messages", "input", "prompt", "system", "contents", "message",
-    "chat_history", "documents", "tools", "systemInstruction", NULL
+/*
+ * A request's prompt: its text bytes and the charge for its media, found
+ * in one walk over the prompt fields.
+ *
+ * Media are recognised by the part's "type" (OpenAI chat and Responses,
+ * Anthropic, Cohere, Mistral) or by Gemini's inline_data and file_data
+ * parts; their data ("data", "file_data", "image_url", "input_audio") is
+ * skipped as text, so a base64 blob is charged once, as media. Object
+ * keys are not text, except in schemas (tools, functions,
+ * response_format, "text"), where the model reads the property names.
+ */
+typedef struct {
+    int64_t  text;
+    int64_t  media;
+    int      keys;       /* count object keys as text */
+    int      token_ids;  /* integers are token ids (input, prompt) */
+} sp_prompt_t;
+
+#define SP_PROMPT_DEPTH  32
+
+enum {
+    SP_PROMPT_KEY_TEXT = 0,
+    SP_PROMPT_KEY_SKIP,
+    SP_PROMPT_KEY_TYPE,
+    SP_PROMPT_KEY_INLINE,    /* Gemini inline_data: mime type and bytes */
+    SP_PROMPT_KEY_FILE       /* Gemini file_data: mime type, by URI */
 };
 
 
-static const char  *sp_max_tokens_fields[] = {
-    "max_tokens", "max_completion_tokens", "max_output_tokens", NULL
+static int
+sp_prompt_key(const char *key)
+{
+    switch (key[0]) {
+
+    case 'd':
+        return strcmp(key, "data") == 0 ? SP_PROMPT_KEY_SKIP
+                                        : SP_PROMPT_KEY_TEXT;
+
+    case 'f':
+        if (strcmp(key, "file_data") == 0) {
+            return SP_PROMPT_KEY_FILE;
+        }
+
+        return strcmp(key, "fileData") == 0 ? SP_PROMPT_KEY_FILE
+                                            : SP_PROMPT_KEY_TEXT;
+
+    case 'i':
+        if (strcmp(key, "id") == 0 || strcmp(key, "image_url") == 0
+            || strcmp(key, "input_audio") == 0)
+        {
+            return SP_PROMPT_KEY_SKIP;
+        }
+
+        if (strcmp(key, "inline_data") == 0
+            || strcmp(key, "inlineData") == 0)
+        {
+            return SP_PROMPT_KEY_INLINE;
+        }
+
+        return SP_PROMPT_KEY_TEXT;
+
+    case 'r':
+        return strcmp(key, "role") == 0 ? SP_PROMPT_KEY_SKIP
+                                        : SP_PROMPT_KEY_TEXT;
+
+    case 't':
+        return strcmp(key, "type") == 0 ? SP_PROMPT_KEY_TYPE
+                                        : SP_PROMPT_KEY_TEXT;
+    }
+
+    return SP_PROMPT_KEY_TEXT;
+}
+
+
+/* the charge of a file whose data is v (a string) or v.data */
+static int64_t
+sp_prompt_file_tokens(json_t *v)
+{
+    int64_t  bytes;
+
+    if (json_is_object(v)) {
+        v = json_object_get(v, "data");
+    }
+
+    bytes = json_is_string(v) ? (int64_t) json_string_length(v) : 0;
+
+    return bytes > SP_REQUEST_FILE_TOKENS ? bytes : SP_REQUEST_FILE_TOKENS;
+}
+
+
+/* OpenAI, Anthropic, Cohere, Mistral: a content part of a media type */
+static int64_t
+sp_prompt_part_tokens(json_t *part, const char *type)
+{
+    switch (type[0]) {
+
+    case 'i':
+        if (strcmp(type, "image_url") == 0 || strcmp(type, "image") == 0
+            || strcmp(type, "input_image") == 0)
+        {
+            return SP_REQUEST_IMAGE_TOKENS;
+        }
+
+        if (strcmp(type, "input_audio") == 0) {
+            /* {"data","format"}, or Mistral's base64 string */
+            return sp_prompt_file_tokens(json_object_get(part,
+                                                         "input_audio"));
+        }
+
+        if (strcmp(type, "input_file") == 0) {
+            return sp_prompt_file_tokens(json_object_get(part, "file_data"));
+        }
+
+        break;
+
+    case 'f':
+        if (strcmp(type, "file") == 0) {
+            return sp_prompt_file_tokens(json_object_get(
+                          json_object_get(part, "file"), "file_data"));
+        }
+
+        break;
+
+    case 'd':
+        if (strcmp(type, "document") == 0) {
+            /* Anthropic: source {"type":"base64"|"text","data"} */
+            return sp_prompt_file_tokens(json_object_get(part, "source"));
+        }
+
+        if (strcmp(type, "document_url") == 0) {
+            return SP_REQUEST_FILE_TOKENS;
+        }
+
+        break;
+    }
+
+    return 0;
+}
+
+
+/* Gemini: inline_data or file_data, by mime type */
+static int64_t
+sp_prompt_blob_tokens(json_t *blob, int inline_data)
+{
+    json_t  *mime;
+
+    if (!json_is_object(blob)) {
+        /* OpenAI's "file_data" is the file itself, a string */
+        return 0;
+    }
+
+    mime = json_object_get(blob, "mime_type");
+
+    if (mime == NULL) {
+        mime = json_object_get(blob, "mimeType");
+    }
+
+    if (json_is_string(mime)
+        && strncmp(json_string_value(mime), "image/", 6) == 0)
+    {
+        return SP_REQUEST_IMAGE_TOKENS;
+    }
+
+    return inline_data ? sp_prompt_file_tokens(blob)
+                       : SP_REQUEST_FILE_TOKENS;
+}
+
+
+static void
+sp_prompt_walk(json_t *v, int depth, sp_prompt_t *prompt)
+{
+    const char  *key, *type;
+    json_t      *item, *inline_data, *file_data;
+    size_t       i, klen;
+
+    if (depth > SP_PROMPT_DEPTH) {
+        return;
+    }
+
+    switch (json_typeof(v)) {
+
+    case JSON_STRING:
+        prompt->text += (int64_t) json_string_length(v);
+        return;
+
+    case JSON_INTEGER:
+        /* a token id (input: [[1, 2, 3]]): 4 bytes, one estimated token */
+        if (prompt->token_ids) {
+            prompt->text += 4;
+        }
+
+        return;
+
+    case JSON_ARRAY:
+        json_array_foreach(v, i, item) {
+            sp_prompt_walk(item, depth + 1, prompt);
+        }
+
+        return;
+
+    case JSON_OBJECT:
+        break;
+
+    default:
+        return;
+    }
+
+    type = NULL;
+    inline_data = NULL;
+    file_data = NULL;
+
+    json_object_keylen_foreach(v, key, klen, item) {
+        if (prompt->keys) {
+            /* a schema: property names and every value are read */
+            prompt->text += (int64_t) klen;
+            sp_prompt_walk(item, depth + 1, prompt);
+            continue;
+        }
+
+        switch (sp_prompt_key(key)) {
+
+        case SP_PROMPT_KEY_SKIP:
+            continue;
+
+        case SP_PROMPT_KEY_TYPE:
+            type = json_string_value(item);
+            continue;
+
+        case SP_PROMPT_KEY_INLINE:
+            inline_data = item;
+            continue;
+
+        case SP_PROMPT_KEY_FILE:
+            file_data = item;
+            continue;
+        }
+
+        sp_prompt_walk(item, depth + 1, prompt);
+    }
+
+    if (type != NULL) {
+        prompt->media = sp_request_add(prompt->media,
+                                       sp_prompt_part_tokens(v, type));
+    }
+
+    if (inline_data != NULL) {
+        prompt->media = sp_request_add(prompt->media,
+                                 sp_prompt_blob_tokens(inline_data, 1));
+    }
+
+    if (file_data != NULL) {
+        prompt->media = sp_request_add(prompt->media,
+                                 sp_prompt_blob_tokens(file_data, 0));
+    }
+}
+
+
+/*
+ * The top-level fields the gateway reads, found in one walk over the
+ * body's members.
+ */
+typedef enum {
+    SP_FIELD_OTHER = 0,
+    SP_FIELD_MODEL,
+    SP_FIELD_STREAM,
+    SP_FIELD_STREAM_OPTIONS,
+    SP_FIELD_MAX_TOKENS,      /* an output limit */
+    SP_FIELD_CHOICES,         /* a number of outputs */
+    SP_FIELD_GENERATION,      /* Gemini's generationConfig */
+    SP_FIELD_PROMPT,          /* text and media */
+    SP_FIELD_PROMPT_IDS,      /* text, media and token ids */
+    SP_FIELD_SCHEMA,          /* text with object keys */
+    SP_FIELD_IMAGES           /* Cohere embed: images as data URIs */
+} sp_field_e;
+
+typedef struct {
+    const char  *name;
+    sp_field_e   field;
+} sp_field_name_t;
+
+static const sp_field_name_t  sp_request_fields[] = {
+    { "model", SP_FIELD_MODEL },
+    { "messages", SP_FIELD_PROMPT },
+    { "max_tokens", SP_FIELD_MAX_TOKENS },
+    { "stream", SP_FIELD_STREAM },
+    { "stream_options", SP_FIELD_STREAM_OPTIONS },
+    { "max_completion_tokens", SP_FIELD_MAX_TOKENS },
+    { "max_output_tokens", SP_FIELD_MAX_TOKENS },
+    { "n", SP_FIELD_CHOICES },
+    { "best_of", SP_FIELD_CHOICES },
+    { "generationConfig", SP_FIELD_GENERATION },
+    { "generation_config", SP_FIELD_GENERATION },
+    { "input", SP_FIELD_PROMPT_IDS },         /* Responses, embeddings */
+    { "prompt", SP_FIELD_PROMPT_IDS },        /* completions, FIM */
+    { "suffix", SP_FIELD_PROMPT },            /* completions, FIM */
+    { "instructions", SP_FIELD_PROMPT },      /* Responses */
+    { "system", SP_FIELD_PROMPT },            /* Anthropic */
+    { "contents", SP_FIELD_PROMPT },          /* Gemini */
+    { "content", SP_FIELD_PROMPT },           /* Gemini embedContent */
+    { "requests", SP_FIELD_PROMPT },          /* Gemini batch embeds */
+    { "systemInstruction", SP_FIELD_PROMPT },
+    { "system_instruction", SP_FIELD_PROMPT },
+    { "message", SP_FIELD_PROMPT },           /* Cohere v1 */
+    { "preamble", SP_FIELD_PROMPT },          /* Cohere v1 */
+    { "chat_history", SP_FIELD_PROMPT },      /* Cohere v1 */
+    { "documents", SP_FIELD_PROMPT },         /* Cohere chat, rerank */
+    { "query", SP_FIELD_PROMPT },             /* Cohere rerank */
+    { "texts", SP_FIELD_PROMPT },             /* Cohere embed */
+    { "inputs", SP_FIELD_PROMPT },            /* Cohere embed v2 */
+    { "images", SP_FIELD_IMAGES },            /* Cohere embed */
+    { "tools", SP_FIELD_SCHEMA },
+    { "functions", SP_FIELD_SCHEMA },         /* OpenAI, deprecated */
+    { "response_format", SP_FIELD_SCHEMA },
+    { "text", SP_FIELD_SCHEMA },              /* Responses: format */
+    { NULL, SP_FIELD_OTHER }
 };
+
+
+static sp_field_e
+sp_request_field(const char *key)
+{
+    const sp_field_name_t  *f;
+
+    for (f = sp_request_fields; f->name; f++) {
+        if (f->name[0] == key[0] && strcmp(f->name, key) == 0) {
+            return f->field;
+        }
+    }
+
+    return SP_FIELD_OTHER;
+}
+
+
+/* what a value is, for "..., not a string" */
+static const char *
+sp_json_kind(json_t *v)
+{
+    switch (json_typeof(v)) {
+    case JSON_OBJECT:
+        return "an object";
+    case JSON_ARRAY:
+        return "an array";
+    case JSON_STRING:
+        return "a string";
+    case JSON_INTEGER:
+        return "an integer";
+    case JSON_REAL:
+        return "a number with a fraction or exponent";
+    case JSON_TRUE:
+    case JSON_FALSE:
+        return "a boolean";
+    default:
+        return "null";
+    }
+}
+
+
+/*
+ * An integer field in min..max; null is absent. The larger of the value
+ * and *out is kept: when a request spells a limit twice (max_tokens and
+ * max_completion_tokens), the larger one is the worst case.
+ */
+static int
+sp_request_int(json_t *v, const char *name, int64_t min, int64_t max,
+    int64_t *out, sp_request_info_t *info, char *err, size_t errlen)
+{
+    json_int_t  n;
+
+    if (json_is_null(v)) {
+        return SP_OK;
+    }
+
+    if (!json_is_integer(v)) {
+        snprintf(err, errlen, "field \"%s\" must be an integer from %lld "
+                 "to %lld, not %s", name, (long long) min, (long long) max,
+                 sp_json_kind(v));
+        info->error_code = "invalid_field";
+        return SP_ERROR;
+    }
+
+    n = json_integer_value(v);
+
+    if (n < min || n > max) {
+        snprintf(err, errlen, "field \"%s\" must be an integer from %lld "
+                 "to %lld, not %lld", name, (long long) min, (long long) max,
+                 (long long) n);
+        info->error_code = "invalid_field";
+        return SP_ERROR;
+    }
+
+    if ((int64_t) n > *out) {
+        *out = (int64_t) n;
+    }
+
+    return SP_OK;
+}
+
+
+/* Gemini's generationConfig: maxOutputTokens and candidateCount */
+static int
+sp_request_generation(json_t *config, const char *config_name,
+    sp_request_info_t *info, char *err, size_t errlen)
+{
+    char         name[64];
+    const char  *key;
+    json_t      *v;
+
+    if (!json_is_object(config)) {
+        return SP_OK;
+    }
+
+    json_object_foreach(config, key, v) {
+        if (strcmp(key, "maxOutputTokens") == 0
+            || strcmp(key, "max_output_tokens") == 0)
+        {
+            snprintf(name, sizeof(name), "%s.%s", config_name, key);
+
+            if (sp_request_int(v, name, 0, SP_REQUEST_MAX_OUTPUT_TOKENS,
+                               &info->max_tokens, info, err, errlen)
+                != SP_OK)
+            {
+                return SP_ERROR;
+            }
+
+        } else if (strcmp(key, "candidateCount") == 0
+                   || strcmp(key, "candidate_count") == 0)
+        {
+            snprintf(name, sizeof(name), "%s.%s", config_name, key);
+
+            if (sp_request_int(v, name, 1, SP_REQUEST_MAX_CHOICES,
+                               &info->choices, info, err, errlen)
+                != SP_OK)
+            {
+                return SP_ERROR;
+            }
+        }
+    }
+
+    return SP_OK;
+}
+
+
+static int
+sp_request_model(json_t *v, sp_request_info_t *info, char *err,
+    size_t errlen)
+{
+    const unsigned char  *p, *last;
+
+    if (!json_is_string(v)) {
+        snprintf(err, errlen, "field \"model\" must be a string, not %s",
+                 sp_json_kind(v));
+        info->error_code = "invalid_field";
+        return SP_ERROR;
+    }
+
+    /* the model is written into response headers and the journal */
+    p = (const unsigned char *) json_string_value(v);
+    last = p + json_string_length(v);
+
+    for ( /* void */ ; p < last; p++) {
+        if (*p < 0x20 || *p == 0x7f) {
+            snprintf(err, errlen, "field \"model\" contains a control "
+                     "character");
+            info->error_code = "invalid_field";
+            return SP_ERROR;
+        }
+    }
+
+    sp_field_copy(info->model, sizeof(info->model), json_string_value(v),
+                  json_string_length(v));
+
+    return SP_OK;
+}
+
+
+/*
+ * The key whose closing quote is body[end - 1], or NULL. An escaped
+ * quote inside it has an odd run of backslashes before it.
+ */
+static const char *
+sp_json_key_before(const char *body, size_t end, size_t *len)
+{
+    size_t  i, k;
+
+    if (end == 0 || body[end - 1] != '"') {
+        return NULL;
+    }
+
+    for (i = end - 1; i > 0; i--) {
+        if (body[i - 1] != '"') {
+            continue;
+        }
+
+        for (k = i - 1; k > 0 && body[k - 1] == '\\'; k--) {
+            /* count the backslashes */
+        }
+
+        if ((i - 1 - k) % 2 == 0) {
+            *len = end - 1 - i;
+            return body + i;
+        }
+    }
+
+    return NULL;
+}
+
+
+static int
+sp_json_space(char c)
+{
+    return c == ' ' || c == '\t' || c == '\r' || c == '\n';
+}
+
+
+static int
+sp_json_number_char(char c)
+{
+    return (c >= '0' && c <= '9') || c == '-' || c == '+' || c == '.'
+           || c == 'e' || c == 'E';
+}
+
+
+/* a key as it can be quoted in a message: printable, at most 64 bytes */
+static void
+sp_json_key_print(const char *key, size_t len, char *out, size_t outlen)
+{
+    size_t  i;
+
+    if (len > 64) {
+        len = 64;
+    }
+
+    for (i = 0; i < len && i + 1 < outlen; i++) {
+        out[i] = (key[i] < 0x20 || key[i] > 0x7e || key[i] == '"'
+                  || key[i] == '\\') ? '?' : key[i];
+    }
+
+    out[i] = '\0';
+}
+
+
+/*
+ * jansson's error as the client's: a duplicate key and a number outside
+ * int64 (or a double) name the field, from the text before the error's
+ * position; anything else is not valid JSON.
+ */
+static int
+sp_request_json_error(const char *body, size_t len, json_error_t *jerr,
+    sp_request_info_t *info, char *err, size_t errlen)
+{
+    char         name[72];
+    size_t       end, klen;
+    const char  *key;
+
+    end = jerr->position > 0 ? (size_t) jerr->position : 0;
+
+    if (end > len) {
+        end = len;
+    }
+
+    switch (json_error_code(jerr)) {
+
+    case json_error_duplicate_key:
+        key = sp_json_key_before(body, end, &klen);
+
+        if (key == NULL) {
+            break;
+        }
+
+        sp_json_key_print(key, klen, name, sizeof(name));
+        snprintf(err, errlen, "field \"%s\" appears twice in one object of "
+                 "the request body; send each field once", name);
+        info->error_code = "duplicate_field";
+        return SP_ERROR;
+
+    case json_error_numeric_overflow:
+        /* back over the number and the colon to the key */
+        while (end > 0 && sp_json_number_char(body[end - 1])) {
+            end--;
+        }
+
+        while (end > 0 && sp_json_space(body[end - 1])) {
+            end--;
+        }
+
+        key = NULL;
+
+        if (end > 0 && body[end - 1] == ':') {
+            end--;
+
+            while (end > 0 && sp_json_space(body[end - 1])) {
+                end--;
+            }
+
+            key = sp_json_key_before(body, end, &klen);
+        }
+
+        if (key != NULL) {
+            sp_json_key_print(key, klen, name, sizeof(name));
+            snprintf(err, errlen, "field \"%s\" is a number too large for "
+                     "the gateway to read (at most a 64-bit integer)", name);
+
+        } else {
+            snprintf(err, errlen, "the request body has a number too large "
+                     "for the gateway to read (at most a 64-bit integer) at "
+                     "line %d column %d", jerr->line, jerr->column);
+        }
+
+        info->error_code = "invalid_field";
+        return SP_ERROR;
+
+    default:
+        break;
+    }
+
+    snprintf(err, errlen, "request body is not valid JSON: %s at line %d "
+             "column %d", jerr->text, jerr->line, jerr->column);
+    info->error_code = "invalid_json";
+
+    return SP_ERROR;
+}
 
 
 int
 sp_request_parse(sp_provider_e provider, const char *body, size_t len,
     sp_request_info_t *info, char *err, size_t errlen)
 {
-    json_t        *root, *v, *options;
+    int            rc;
+    json_t        *root, *v;
+    const char    *key;
+    sp_prompt_t    prompt;
     json_error_t   jerr;
-    size_t         i;
 
     memset(info, 0, sizeof(sp_request_info_t));
+    info->choices = 1;
+
+    (void) provider;
 
     if (len == 0) {
         return SP_OK;
     }
 
-    root = json_loadb(body, len, 0, &jerr);
+    /* duplicates refused: the provider might read the other one */
+    root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &jerr);
     if (root == NULL) {
-        snprintf(err, errlen, "request body is not valid JSON: %s at line "
-                 "%d column %d", jerr.text, jerr.line, jerr.column);
-        return SP_ERROR;
+        return sp_request_json_error(body, len, &jerr, info, err, errlen);
     }
 
     if (!json_is_object(root)) {
         snprintf(err, errlen, "request body must be a JSON object");
+        info->error_code = "invalid_json";
         json_decref(root);
         return SP_ERROR;
     }
 
-    v = json_object_get(root, "model");
+    memset(&prompt, 0, sizeof(sp_prompt_t));
+    rc = SP_OK;
 
-    if (v != NULL && !json_is_string(v)) {
-        snprintf(err, errlen, "field \"model\" must be a string");
-        json_decref(root);
-        return SP_ERROR;
-    }
+    json_object_foreach(root, key, v) {
 
-    if (v) {
-        sp_field_copy(info->model, sizeof(info->model), json_string_value(v),
-                      json_string_length(v));
-    }
+        switch (sp_request_field(key)) {
 
-    v = json_object_get(root, "stream");
+        case SP_FIELD_MODEL:
+            rc = sp_request_model(v, info, err, errlen);
+            break;
 
-    if (v != NULL && !json_is_boolean(v) && !json_is_null(v)) {
-        snprintf(err, errlen, "field \"stream\" must be a boolean");
-        json_decref(root);
-        return SP_ERROR;
-    }
+        case SP_FIELD_STREAM:
+            if (!json_is_boolean(v) && !json_is_null(v)) {
+                snprintf(err, errlen, "field \"stream\" must be a boolean, "
+                         "not %s", sp_json_kind(v));
+                info->error_code = "invalid_field";
+                rc = SP_ERROR;
+                break;
+            }
 
-    info->stream = json_is_true(v);
+            info->stream = json_is_true(v);
+            break;
 
-    options = json_object_get(root, "stream_options");
+        case SP_FIELD_STREAM_OPTIONS:
+            info->has_stream_options = 1;
+            info->include_usage =
+                json_is_true(json_object_get(v, "include_usage"));
+            break;
 
-    if (options != NULL) {
-        info->has_stream_options = 1;
-        info->include_usage =
-            json_is_true(json_object_get(options, "include_usage"));
-    }
+        case SP_FIELD_MAX_TOKENS:
+            rc = sp_request_int(v, key, 0, SP_REQUEST_MAX_OUTPUT_TOKENS,
+                                &info->max_tokens, info, err, errlen);
+            break;
 
-    for (i = 0; sp_max_tokens_fields[i]; i++) {
-        v = json_object_get(root, sp_max_tokens_fields[i]);
+        case SP_FIELD_CHOICES:
+            rc = sp_request_int(v, key, 1, SP_REQUEST_MAX_CHOICES,
+                                &info->choices, info, err, errlen);
+            break;
 
-        if (v == NULL || json_is_null(v)) {
-            continue;
+        case SP_FIELD_GENERATION:
+            rc = sp_request_generation(v, key, info, err, errlen);
+            break;
+
+        case SP_FIELD_PROMPT:
+            sp_prompt_walk(v, 0, &prompt);
+            break;
+
+        case SP_FIELD_PROMPT_IDS:
+            prompt.token_ids = 1;
+            sp_prompt_walk(v, 0, &prompt);
+            prompt.token_ids = 0;
+            break;
+
+        case SP_FIELD_SCHEMA:
+            prompt.keys = 1;
+            sp_prompt_walk(v, 0, &prompt);
+            prompt.keys = 0;
+            break;
+
+        case SP_FIELD_IMAGES:
+            prompt.media = sp_request_add(prompt.media,
+                               json_array_size(v) < INT64_MAX
+                                                    / SP_REQUEST_IMAGE_TOKENS
+                               ? (int64_t) json_array_size(v)
+                                 * SP_REQUEST_IMAGE_TOKENS
+                               : INT64_MAX);
+            break;
+
+        default:
+            break;
         }
 
-        if (!json_is_integer(v) || json_integer_value(v) < 0) {
-            snprintf(err, errlen, "field \"%s\" must be a non-negative "
-                     "integer", sp_max_tokens_fields[i]);
+        if (rc != SP_OK) {
             json_decref(root);
             return SP_ERROR;
         }
-
-        info->max_tokens = (int64_t) json_integer_value(v);
-        break;
     }
 
-    for (i = 0; sp_prompt_fields[i]; i++) {
-        info->prompt_bytes += sp_text_bytes(
-                                  json_object_get(root, sp_prompt_fields[i]),
-                                  0);
-    }
-
-    (void) provider;
+    info->prompt_bytes = prompt.text;
+    info->media_tokens = prompt.media;
 
     json_decref(root);
 
     return SP_OK;
+}
+
+
+void
+sp_request_worst_case(const sp_request_info_t *info,
+    int64_t model_max_output, int64_t *prompt_tokens,
+    int64_t *output_tokens)
+{
+    int64_t  limit, choices;
+
+    *prompt_tokens = sp_request_add(sp_request_add(
+                         info->prompt_bytes > 0 ? info->prompt_bytes : 0,
+                         SP_REQUEST_FRAMING_TOKENS),
+                         info->media_tokens > 0 ? info->media_tokens : 0);
+
+    limit = info->max_tokens > 0 ? info->max_tokens : model_max_output;
+    limit = limit > 0 ? limit : 0;
+    choices = info->choices > 1 ? info->choices : 1;
+
+    *output_tokens = limit > INT64_MAX / choices ? INT64_MAX
+                                                 : limit * choices;
 }
 
 

@@ -27,19 +27,80 @@ const char *sp_provider_name(sp_provider_e provider);
 
 /* ---- requests (sp_request.c) ----------------------------------------- */
 
+/*
+ * The largest output limit (max_tokens and its spellings) and the most
+ * outputs (n, best_of, candidateCount) a request may ask for. Far above
+ * any model's; they exist so that no product of them can overflow.
+ */
+#define SP_REQUEST_MAX_OUTPUT_TOKENS  100000000
+#define SP_REQUEST_MAX_CHOICES        128
+
+/*
+ * What an image costs at most, in input tokens, whatever its size: the
+ * worst published case is gpt-4o-mini at high detail, 2,833 tokens plus
+ * 5,667 per 512 px tile, and an image is cut to at most 768 x 2,000 px,
+ * 2 x 4 tiles: 48,169 tokens. (gpt-4o: 85 + 8 x 170 = 1,445; the 4.1 and
+ * o4 models cap at 1,536 patches times 1.62 or 2.46; Claude about 1,600;
+ * Gemini 258 per 768 px tile.)
+ */
+#define SP_REQUEST_IMAGE_TOKENS       50000
+
+/*
+ * Audio, documents and other files are charged the larger of this and
+ * the bytes of their (base64) data, a byte taken as a token: 20,000
+ * tokens is 10 minutes of Gemini audio (32 tokens a second) or about 10
+ * PDF pages. A file sent by reference (an id or a URL) has no bytes here
+ * and is charged this much.
+ */
+#define SP_REQUEST_FILE_TOKENS        20000
+
+/* tokens of framing a provider adds to any prompt (roles, templates) */
+#define SP_REQUEST_FRAMING_TOKENS     64
+
 typedef struct {
-    char     model[SP_FIELD_LEN];
-    int      stream;             /* "stream": true */
-    int      include_usage;      /* the client asked for stream usage */
-    int      has_stream_options; /* "stream_options" present */
-    int64_t  max_tokens;         /* 0 when absent */
-    int64_t  prompt_bytes;       /* bytes of prompt text */
+    char        model[SP_FIELD_LEN];
+    int         stream;             /* "stream": true */
+    int         include_usage;      /* the client asked for stream usage */
+    int         has_stream_options; /* "stream_options" present */
+    int64_t     max_tokens;         /* the largest of max_tokens,
+                                       max_completion_tokens,
+                                       max_output_tokens and Gemini's
+                                       generationConfig.maxOutputTokens;
+                                       0 when absent */
+    int64_t     choices;            /* outputs asked for: n, best_of (the
+                                       larger), Gemini's
+                                       generationConfig.candidateCount;
+                                       1 when absent */
+    int64_t     prompt_bytes;       /* bytes of prompt text (media data
+                                       excluded) */
+    int64_t     media_tokens;       /* conservative charge for image,
+                                       audio and document/file inputs:
+                                       SP_REQUEST_IMAGE_TOKENS an image,
+                                       at least SP_REQUEST_FILE_TOKENS a
+                                       file; saturates at INT64_MAX */
+    const char *error_code;         /* on SP_ERROR: "invalid_json",
+                                       "invalid_field" or
+                                       "duplicate_field" (static) */
 } sp_request_info_t;
 
 /*
  * Parses a request body. On failure returns SP_ERROR with a message for
- * the client in err ("body is not valid JSON: ... at line 1 column 9").
- * An empty body is valid (GET-like calls).
+ * the client in err that names the field and what was expected ("field
+ * \"max_tokens\" must be an integer from 0 to 100000000, not a string")
+ * and the error's code in info->error_code:
+ *   invalid_json     not JSON, or not one object
+ *   invalid_field    max_tokens, max_completion_tokens, max_output_tokens,
+ *                    generationConfig.maxOutputTokens not an integer in
+ *                    0..SP_REQUEST_MAX_OUTPUT_TOKENS; n, best_of,
+ *                    generationConfig.candidateCount not an integer in
+ *                    1..SP_REQUEST_MAX_CHOICES; a number anywhere outside
+ *                    int64; "model" not a string or holding a control
+ *                    character (it ends up in headers and the journal);
+ *                    "stream" not a boolean
+ *   duplicate_field  a key twice in one object (whichever object: the
+ *                    gateway and the provider could read different ones)
+ * Gemini's snake_case spellings (generation_config, max_output_tokens,
+ * candidate_count) are read too. An empty body is valid (GET-like calls).
  */
 int sp_request_parse(sp_provider_e provider, const char *body, size_t len,
     sp_request_info_t *info, char *err, size_t errlen);
@@ -71,6 +132,19 @@ size_t sp_request_add_stream_usage(const char *body, size_t len, char *out,
  */
 size_t sp_request_set_stream_usage(const char *body, size_t len, char *out,
     size_t outlen);
+
+/*
+ * The most a request may use, for a budget reservation:
+ *   prompt_tokens = prompt_bytes + SP_REQUEST_FRAMING_TOKENS + media_tokens
+ *                   (every byte of text taken as a token: no tokenizer
+ *                   makes more tokens than bytes)
+ *   output_tokens = choices * (max_tokens, or model_max_output when the
+ *                   request sets no limit)
+ * Both saturate at INT64_MAX instead of overflowing.
+ */
+void sp_request_worst_case(const sp_request_info_t *info,
+    int64_t model_max_output, int64_t *prompt_tokens,
+    int64_t *output_tokens);
 
 /* tokens estimated from text bytes (about 4 bytes a token, rounded up) */
 int64_t sp_tokens_estimate(int64_t bytes);

@@ -13,6 +13,12 @@
  *
  * Cohere v2 chat: usage.billed_units.{input,output}_tokens (what is
  * charged), else usage.tokens; streamed, in the message-end event's delta.
+ * Cohere v1 chat, embed and rerank (v1 and v2) report meta.billed_units
+ * instead: input_tokens (plus image_tokens for embed-v4.0's images) for
+ * embed, search_units for rerank. A search unit is counted as an input
+ * token: rerank's list price is per 1M search units.
+ *
+ * Google's embedContent reports no usage: the caller estimates.
  */
 
 #include <string.h>
@@ -261,12 +267,52 @@ sp_cohere_text_bytes(json_t *message)
 }
 
 
+/* meta.billed_units of Cohere's v1 chat, embed and rerank */
+static void
+sp_usage_cohere_meta(json_t *meta, sp_response_info_t *info)
+{
+    json_t  *units;
+    int      input, images, output, search;
+    int64_t  n, out;
+
+    units = json_object_get(meta, "billed_units");
+
+    if (!json_is_object(units)) {
+        return;
+    }
+
+    n = sp_add_tokens(sp_int_field(units, "input_tokens", &input),
+                      sp_int_field(units, "image_tokens", &images));
+    n = sp_add_tokens(n, sp_int_field(units, "search_units", &search));
+    out = sp_int_field(units, "output_tokens", &output);
+
+    if (!input && !images && !search && !output) {
+        return;
+    }
+
+    info->usage.input_tokens = n;
+    info->usage.output_tokens = out;
+    info->usage.cached_tokens = 0;
+    info->usage.cache_write_tokens = 0;
+    info->has_usage = 1;
+}
+
+
 void
 sp_usage_cohere_json(json_t *root, sp_response_info_t *info)
 {
+    json_t  *usage;
+
     info->output_bytes += sp_cohere_text_bytes(json_object_get(root,
                                                                "message"));
-    sp_usage_cohere(json_object_get(root, "usage"), info);
+    usage = json_object_get(root, "usage");
+
+    if (json_is_object(usage)) {
+        sp_usage_cohere(usage, info);
+        return;
+    }
+
+    sp_usage_cohere_meta(json_object_get(root, "meta"), info);
 }
 
 

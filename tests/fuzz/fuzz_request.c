@@ -28,6 +28,18 @@ fuzz_check_rewritten(const char *out, size_t n)
 }
 
 
+/* an accepted model can go into a header: no control characters */
+static void
+fuzz_check_model(const char *model)
+{
+    const unsigned char  *p;
+
+    for (p = (const unsigned char *) model; *p; p++) {
+        FUZZ_CHECK(*p >= 0x20 && *p != 0x7f);
+    }
+}
+
+
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -36,6 +48,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     size_t              path_len, body_len, outlen, small, n;
     char               *path, *body, *out, err[256];
     int                 p, rc;
+    int64_t             worst_prompt, worst_output;
 
     nl = memchr(data, '\n', size);
 
@@ -66,11 +79,28 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
         if (rc != SP_OK) {
             FUZZ_CHECK(err[0] != '\0');
+            FUZZ_CHECK(info.error_code != NULL);
+            FUZZ_CHECK(strcmp(info.error_code, "invalid_json") == 0
+                       || strcmp(info.error_code, "invalid_field") == 0
+                       || strcmp(info.error_code, "duplicate_field") == 0);
             memset(&info, 0, sizeof(info));
+            info.choices = 1;
+
+        } else {
+            fuzz_check_model(info.model);
         }
 
         FUZZ_CHECK(strlen(info.model) < sizeof(info.model));
         FUZZ_CHECK(info.max_tokens >= 0 && info.prompt_bytes >= 0);
+        FUZZ_CHECK(info.max_tokens <= SP_REQUEST_MAX_OUTPUT_TOKENS);
+        FUZZ_CHECK(info.choices >= 1
+                   && info.choices <= SP_REQUEST_MAX_CHOICES);
+        FUZZ_CHECK(info.media_tokens >= 0);
+        FUZZ_CHECK(info.prompt_bytes <= (int64_t) body_len * 4);
+
+        sp_request_worst_case(&info, 16384, &worst_prompt, &worst_output);
+        FUZZ_CHECK(worst_prompt >= SP_REQUEST_FRAMING_TOKENS);
+        FUZZ_CHECK(worst_output >= 0);
 
         sp_request_from_path((sp_provider_e) p, path, path_len, &info);
 
@@ -96,6 +126,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         FUZZ_CHECK(again.stream == info.stream);
         FUZZ_CHECK(again.max_tokens == info.max_tokens);
         FUZZ_CHECK(again.prompt_bytes == info.prompt_bytes);
+        FUZZ_CHECK(again.choices == info.choices);
+        FUZZ_CHECK(again.media_tokens == info.media_tokens);
     }
 
     FUZZ_CHECK(n <= outlen);

@@ -50,6 +50,46 @@ parse_fails(const char *body, const char *message)
     if (strstr(err, message) == NULL) {
         fail_msg("%s: message \"%s\" lacks \"%s\"", body, err, message);
     }
+
+    if (info.error_code == NULL
+        || (strcmp(info.error_code, "invalid_json") != 0
+            && strcmp(info.error_code, "invalid_field") != 0
+            && strcmp(info.error_code, "duplicate_field") != 0))
+    {
+        fail_msg("%s: error code %s", body,
+                 info.error_code ? info.error_code : "(null)");
+    }
+}
+
+
+/* refused with this code, and a message holding each of two parts */
+static void
+parse_fails_code(const char *body, const char *code, const char *message,
+    const char *message2)
+{
+    sp_request_info_t  info;
+    char               err[256];
+
+    err[0] = '\0';
+
+    if (sp_request_parse(SP_PROVIDER_OPENAI, body, strlen(body), &info, err,
+                         sizeof(err))
+        != SP_ERROR)
+    {
+        fail_msg("accepted: %s", body);
+    }
+
+    if (info.error_code == NULL || strcmp(info.error_code, code) != 0) {
+        fail_msg("%s: code %s, expected %s (%s)", body,
+                 info.error_code ? info.error_code : "(null)", code, err);
+    }
+
+    if (strstr(err, message) == NULL
+        || (message2 != NULL && strstr(err, message2) == NULL))
+    {
+        fail_msg("%s: message \"%s\" lacks \"%s\" or \"%s\"", body, err,
+                 message, message2 ? message2 : "");
+    }
 }
 
 
@@ -495,6 +535,484 @@ test_stream_usage_is_forced_when_client_said_false(void **state)
 }
 
 
+/* ---- issue 9: validation, choices, media ----------------------------- */
+
+
+static void
+test_request_error_codes_name_the_kind(void **state)
+{
+    (void) state;
+
+    parse_fails_code("{\"model\": gpt}", "invalid_json", "not valid JSON",
+                     "line 1 column");
+    parse_fails_code("[1]", "invalid_json", "must be a JSON object", NULL);
+    parse_fails_code("{\"model\":42}", "invalid_field", "\"model\"",
+                     "must be a string, not an integer");
+    parse_fails_code("{\"stream\":\"yes\"}", "invalid_field", "\"stream\"",
+                     "must be a boolean, not a string");
+}
+
+
+static void
+test_request_token_limits_are_bounded_integers(void **state)
+{
+    sp_request_info_t  info;
+
+    (void) state;
+
+    parse_ok("{\"max_tokens\":100000000}", &info);
+    assert_true(info.max_tokens == SP_REQUEST_MAX_OUTPUT_TOKENS);
+    parse_ok("{\"max_tokens\":0}", &info);
+    assert_true(info.max_tokens == 0);
+
+    parse_fails_code("{\"max_tokens\":100000001}", "invalid_field",
+                     "field \"max_tokens\" must be an integer from 0 to "
+                     "100000000", "not 100000001");
+    parse_fails_code("{\"max_tokens\":-1}", "invalid_field",
+                     "field \"max_tokens\"", "not -1");
+    parse_fails_code("{\"max_tokens\":9223372036854775807}", "invalid_field",
+                     "field \"max_tokens\"", "not 9223372036854775807");
+    parse_fails_code("{\"max_tokens\":-9223372036854775808}",
+                     "invalid_field", "field \"max_tokens\"",
+                     "not -9223372036854775808");
+    parse_fails_code("{\"max_tokens\":16.0}", "invalid_field",
+                     "field \"max_tokens\"", "not a number with a fraction");
+    parse_fails_code("{\"max_tokens\":1e3}", "invalid_field",
+                     "field \"max_tokens\"", "not a number with a fraction");
+    parse_fails_code("{\"max_tokens\":\"16\"}", "invalid_field",
+                     "field \"max_tokens\"", "not a string");
+    parse_fails_code("{\"max_tokens\":false}", "invalid_field",
+                     "field \"max_tokens\"", "not a boolean");
+    parse_fails_code("{\"max_completion_tokens\":[1]}", "invalid_field",
+                     "field \"max_completion_tokens\"", "not an array");
+    parse_fails_code("{\"max_output_tokens\":200000000}", "invalid_field",
+                     "field \"max_output_tokens\"", "from 0 to 100000000");
+
+    /* every spelling is checked, not only the first one found */
+    parse_fails_code("{\"max_tokens\":9,\"max_completion_tokens\":\"x\"}",
+                     "invalid_field", "field \"max_completion_tokens\"",
+                     NULL);
+}
+
+
+static void
+test_request_largest_output_limit_wins(void **state)
+{
+    sp_request_info_t  info;
+
+    (void) state;
+
+    parse_ok("{\"max_tokens\":5,\"max_completion_tokens\":9}", &info);
+    assert_true(info.max_tokens == 9);
+    parse_ok("{\"max_output_tokens\":700,\"max_tokens\":5}", &info);
+    assert_true(info.max_tokens == 700);
+}
+
+
+static void
+test_request_gemini_generation_config_is_read_and_checked(void **state)
+{
+    sp_request_info_t  info;
+
+    (void) state;
+
+    parse_ok("{\"contents\":[{\"parts\":[{\"text\":\"hi\"}]}],"
+             "\"generationConfig\":{\"maxOutputTokens\":512,"
+             "\"candidateCount\":4,\"temperature\":0.5}}", &info);
+    assert_true(info.max_tokens == 512);
+    assert_true(info.choices == 4);
+    assert_true(info.prompt_bytes == 2);
+
+    /* protobuf JSON takes the field names as written in the proto too */
+    parse_ok("{\"generation_config\":{\"max_output_tokens\":64,"
+             "\"candidate_count\":2}}", &info);
+    assert_true(info.max_tokens == 64);
+    assert_true(info.choices == 2);
+
+    parse_fails_code("{\"generationConfig\":{\"maxOutputTokens\":\"64\"}}",
+                     "invalid_field",
+                     "field \"generationConfig.maxOutputTokens\"",
+                     "not a string");
+    parse_fails_code("{\"generationConfig\":{\"maxOutputTokens\":"
+                     "4611686018427387904}}", "invalid_field",
+                     "field \"generationConfig.maxOutputTokens\"",
+                     "from 0 to 100000000");
+    parse_fails_code("{\"generation_config\":{\"candidate_count\":0}}",
+                     "invalid_field",
+                     "field \"generation_config.candidate_count\"",
+                     "from 1 to 128");
+    parse_fails_code("{\"generationConfig\":{\"candidateCount\":1000}}",
+                     "invalid_field", "field \"generationConfig."
+                     "candidateCount\"", "not 1000");
+}
+
+
+static void
+test_request_choices_take_the_larger_of_n_and_best_of(void **state)
+{
+    sp_request_info_t  info;
+
+    (void) state;
+
+    parse_ok("{\"model\":\"m\"}", &info);
+    assert_true(info.choices == 1);
+    parse_ok("{\"n\":3}", &info);
+    assert_true(info.choices == 3);
+    parse_ok("{\"n\":2,\"best_of\":5}", &info);
+    assert_true(info.choices == 5);
+    parse_ok("{\"best_of\":2,\"n\":7}", &info);
+    assert_true(info.choices == 7);
+    parse_ok("{\"n\":128,\"best_of\":null}", &info);
+    assert_true(info.choices == SP_REQUEST_MAX_CHOICES);
+
+    parse_fails_code("{\"n\":0}", "invalid_field",
+                     "field \"n\" must be an integer from 1 to 128", "not 0");
+    parse_fails_code("{\"n\":129}", "invalid_field", "field \"n\"",
+                     "not 129");
+    parse_fails_code("{\"n\":2.5}", "invalid_field", "field \"n\"",
+                     "a number with a fraction");
+    parse_fails_code("{\"best_of\":\"3\"}", "invalid_field",
+                     "field \"best_of\"", "not a string");
+    parse_fails_code("{\"best_of\":true}", "invalid_field",
+                     "field \"best_of\"", "not a boolean");
+}
+
+
+static void
+test_request_number_outside_int64_names_the_field(void **state)
+{
+    (void) state;
+
+    parse_fails_code("{\"max_tokens\":9223372036854775808}", "invalid_field",
+                     "field \"max_tokens\" is a number too large",
+                     "64-bit integer");
+    parse_fails_code("{\"model\":\"m\", \"n\" :\n -99999999999999999999 }",
+                     "invalid_field", "field \"n\" is a number too large",
+                     NULL);
+    parse_fails_code("{\"generationConfig\":{\"maxOutputTokens\":"
+                     "18446744073709551616}}", "invalid_field",
+                     "field \"maxOutputTokens\" is a number too large",
+                     NULL);
+    /* any field: the gateway cannot read the body as sent */
+    parse_fails_code("{\"temperature\":1e400}", "invalid_field",
+                     "field \"temperature\"", NULL);
+    /* a key with an escaped quote, printed without it */
+    parse_fails_code("{\"a\\\"b\":99999999999999999999}", "invalid_field",
+                     "field \"a??b\"", NULL);
+    /* in an array there is no field name: the position instead */
+    parse_fails_code("{\"input\":[1,99999999999999999999]}", "invalid_field",
+                     "number too large", "line 1 column");
+    parse_fails_code("99999999999999999999", "invalid_field",
+                     "number too large", "line 1 column");
+}
+
+
+static void
+test_request_duplicate_keys_are_refused(void **state)
+{
+    (void) state;
+
+    parse_fails_code("{\"model\":\"gpt-4o-mini\",\"model\":\"o1\"}",
+                     "duplicate_field", "field \"model\" appears twice",
+                     "send each field once");
+    parse_fails_code("{\"max_tokens\":1,\"stream\":true,\"max_tokens\":900}",
+                     "duplicate_field", "field \"max_tokens\"", NULL);
+    parse_fails_code("{\"messages\":[{\"role\":\"user\",\"content\":\"a\","
+                     "\"content\":\"b\"}]}", "duplicate_field",
+                     "field \"content\"", NULL);
+    parse_fails_code("{\"generationConfig\":{\"maxOutputTokens\":1,"
+                     "\"maxOutputTokens\":2}}", "duplicate_field",
+                     "field \"maxOutputTokens\"", NULL);
+}
+
+
+static void
+test_request_model_with_control_characters_is_refused(void **state)
+{
+    sp_request_info_t  info;
+
+    (void) state;
+
+    parse_fails_code("{\"model\":\"gpt-4o-mini\\r\\nX-Injected: yes\"}",
+                     "invalid_field",
+                     "field \"model\" contains a control character", NULL);
+    parse_fails_code("{\"model\":\"a\\tb\"}", "invalid_field",
+                     "field \"model\" contains a control character", NULL);
+    parse_fails_code("{\"model\":\"a\\u007f\"}", "invalid_field",
+                     "field \"model\" contains a control character", NULL);
+    parse_fails_code("{\"model\":\"\\u001b[31m\"}", "invalid_field",
+                     "field \"model\" contains a control character", NULL);
+    /* jansson refuses a NUL unless asked to allow it */
+    parse_fails_code("{\"model\":\"a\\u0000b\"}", "invalid_json",
+                     "not valid JSON", NULL);
+
+    parse_ok("{\"model\":\"mod\\u00e8le-2 ~v1\"}", &info);
+    assert_string_equal(info.model, "mod\xc3\xa8le-2 ~v1");
+}
+
+
+/* a JSON string of n base64-like bytes */
+static char *
+blob(size_t n)
+{
+    char  *s;
+
+    s = malloc(n + 1);
+    assert_non_null(s);
+    memset(s, 'A', n);
+    s[n] = '\0';
+
+    return s;
+}
+
+
+static void
+media(const char *body, int64_t text, int64_t media_tokens)
+{
+    sp_request_info_t  info;
+
+    parse_ok(body, &info);
+
+    if (info.prompt_bytes != text || info.media_tokens != media_tokens) {
+        fail_msg("%.200s: text %lld media %lld, expected %lld %lld", body,
+                 (long long) info.prompt_bytes,
+                 (long long) info.media_tokens, (long long) text,
+                 (long long) media_tokens);
+    }
+}
+
+
+static void
+test_request_images_are_charged_a_fixed_worst_case(void **state)
+{
+    char  body[512];
+
+    (void) state;
+
+    /* OpenAI chat, two images; the URL is not text */
+    media("{\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"text\","
+          "\"text\":\"abcd\"},{\"type\":\"image_url\",\"image_url\":{\"url\":"
+          "\"data:image/png;base64,AAAA\",\"detail\":\"high\"}},"
+          "{\"type\":\"image_url\",\"image_url\":{\"url\":"
+          "\"https://x/y.png\"}}]}]}", 4, 2 * SP_REQUEST_IMAGE_TOKENS);
+
+    /* Responses API */
+    media("{\"input\":[{\"role\":\"user\",\"content\":[{\"type\":"
+          "\"input_text\",\"text\":\"ab\"},{\"type\":\"input_image\","
+          "\"image_url\":\"data:image/jpeg;base64,AAAAAAAA\"}]}]}", 2,
+          SP_REQUEST_IMAGE_TOKENS);
+
+    /* Anthropic, also inside a tool result */
+    media("{\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":"
+          "\"image\",\"source\":{\"type\":\"base64\",\"media_type\":"
+          "\"image/png\",\"data\":\"AAAAAAAAAAAA\"}},{\"type\":"
+          "\"tool_result\",\"tool_use_id\":\"t\",\"content\":[{\"type\":"
+          "\"image\",\"source\":{\"type\":\"url\",\"url\":\"u\"}}]}]}]}",
+          /* "type" values are not text */
+          (int64_t) (strlen("image/png") + strlen("t") + strlen("u")),
+          2 * SP_REQUEST_IMAGE_TOKENS);
+
+    /* Gemini: inline_data and fileData with an image mime type */
+    media("{\"contents\":[{\"parts\":[{\"inline_data\":{\"mime_type\":"
+          "\"image/png\",\"data\":\"AAAAAAAA\"}},{\"fileData\":{\"mimeType\":"
+          "\"image/webp\",\"fileUri\":\"gs://b/i\"}},{\"text\":\"hey\"}]}]}",
+          3, 2 * SP_REQUEST_IMAGE_TOKENS);
+
+    /* Cohere embed: images as data URIs, and v2 inputs */
+    snprintf(body, sizeof(body), "{\"model\":\"embed-v4.0\",\"images\":"
+             "[\"data:image/png;base64,AAAA\",\"data:image/png;base64,BB\"],"
+             "\"inputs\":[{\"content\":[{\"type\":\"text\",\"text\":\"xy\"},"
+             "{\"type\":\"image_url\",\"image_url\":{\"url\":\"data:x\"}}]}]"
+             "}");
+    media(body, 2, 3 * SP_REQUEST_IMAGE_TOKENS);
+
+    /* an image's charge covers gpt-4o-mini's 2,833 + 8 x 5,667 tokens */
+    assert_true(SP_REQUEST_IMAGE_TOKENS >= 2833 + 8 * 5667);
+}
+
+
+static void
+test_request_files_are_charged_by_their_bytes(void **state)
+{
+    char  *big, body[65536];
+
+    (void) state;
+
+    big = blob(30000);
+
+    /* OpenAI chat: input_audio and a file; their data is not text */
+    media("{\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":"
+          "\"input_audio\",\"input_audio\":{\"data\":\"AAAA\",\"format\":"
+          "\"wav\"}}]}]}", 0, SP_REQUEST_FILE_TOKENS);
+
+    snprintf(body, sizeof(body), "{\"messages\":[{\"role\":\"user\","
+             "\"content\":[{\"type\":\"input_audio\",\"input_audio\":"
+             "{\"data\":\"%s\",\"format\":\"mp3\"}},{\"type\":\"file\","
+             "\"file\":{\"file_data\":\"data:application/pdf;base64,%s\","
+             "\"filename\":\"a.pdf\"}}]}]}", big, big);
+    media(body, (int64_t) strlen("a.pdf"), 30000 + 30000 + 28);
+
+    /* Responses: input_file by data and by id */
+    snprintf(body, sizeof(body), "{\"input\":[{\"role\":\"user\","
+             "\"content\":[{\"type\":\"input_file\",\"file_data\":\"%s\"},"
+             "{\"type\":\"input_file\",\"file_id\":\"file-1\"}]}]}", big);
+    media(body, 6, 30000 + SP_REQUEST_FILE_TOKENS);
+
+    /* Anthropic documents: base64, plain text, by URL */
+    snprintf(body, sizeof(body), "{\"messages\":[{\"role\":\"user\","
+             "\"content\":[{\"type\":\"document\",\"source\":{\"type\":"
+             "\"base64\",\"media_type\":\"application/pdf\",\"data\":"
+             "\"%s\"}},{\"type\":\"document\",\"source\":{\"type\":\"text\","
+             "\"media_type\":\"text/plain\",\"data\":\"short\"}},"
+             "{\"type\":\"document\",\"source\":{\"type\":\"url\",\"url\":"
+             "\"https://x\"}}]}]}", big);
+    media(body, (int64_t) (strlen("application/pdf") + strlen("text/plain")
+                           + strlen("https://x")),
+          30000 + 2 * SP_REQUEST_FILE_TOKENS);
+
+    /* Gemini: pdf and audio inline, video by URI */
+    snprintf(body, sizeof(body), "{\"contents\":[{\"parts\":[{\"inlineData\":"
+             "{\"mimeType\":\"application/pdf\",\"data\":\"%s\"}},"
+             "{\"inline_data\":{\"mime_type\":\"audio/mp3\",\"data\":\"AA\"}},"
+             "{\"file_data\":{\"mime_type\":\"video/mp4\",\"file_uri\":"
+             "\"gs://v\"}}]}]}", big);
+    media(body, 0, 30000 + 2 * SP_REQUEST_FILE_TOKENS);
+
+    /* Mistral: audio as a string, a document by URL */
+    snprintf(body, sizeof(body), "{\"messages\":[{\"role\":\"user\","
+             "\"content\":[{\"type\":\"input_audio\",\"input_audio\":\"%s\"},"
+             "{\"type\":\"document_url\",\"document_url\":\"https://d\"}]}]}",
+             big);
+    media(body, (int64_t) strlen("https://d"),
+          30000 + SP_REQUEST_FILE_TOKENS);
+
+    free(big);
+}
+
+
+static void
+test_request_new_prompt_fields_are_text(void **state)
+{
+    (void) state;
+
+    /* Responses instructions, Gemini embedContent, Cohere embed/rerank */
+    media("{\"instructions\":\"abc\",\"input\":\"de\"}", 5, 0);
+    media("{\"model\":\"models/text-embedding-004\",\"content\":{\"parts\":"
+          "[{\"text\":\"abcd\"}]}}", 4, 0);
+    media("{\"texts\":[\"ab\",\"cd\"],\"input_type\":\"search_document\"}",
+          4, 0);
+    media("{\"query\":\"abc\",\"documents\":[\"d1\",{\"text\":\"d22\"}],"
+          "\"top_n\":3}", 8, 0);
+    media("{\"prompt\":\"def f(\",\"suffix\":\"return\"}", 12, 0);
+    media("{\"message\":\"hi\",\"preamble\":\"be nice\"}", 9, 0);
+    media("{\"system_instruction\":{\"parts\":[{\"text\":\"ab\"}]}}", 2, 0);
+    /* the model, options and ids are not */
+    media("{\"model\":\"text-embedding-3-small\",\"encoding_format\":"
+          "\"float\",\"dimensions\":256,\"user\":\"u\",\"input\":\"x\"}",
+          1, 0);
+}
+
+
+static void
+test_request_token_ids_count_as_tokens(void **state)
+{
+    (void) state;
+
+    /* one token id = one estimated token = 4 bytes */
+    media("{\"input\":[[1,2,3],[4]]}", 16, 0);
+    media("{\"prompt\":[50256,1]}", 8, 0);
+    media("{\"input\":[1.5,true,null]}", 0, 0);
+    /* integers elsewhere are not token ids */
+    media("{\"messages\":[{\"role\":\"user\",\"content\":\"ab\",\"x\":7}]}",
+          2, 0);
+}
+
+
+static void
+test_request_schemas_count_their_property_names(void **state)
+{
+    sp_request_info_t  info;
+    char              *name, body[4096];
+
+    (void) state;
+
+    name = blob(1000);
+    snprintf(body, sizeof(body), "{\"tools\":[{\"type\":\"function\","
+             "\"function\":{\"name\":\"f\",\"parameters\":{\"type\":"
+             "\"object\",\"properties\":{\"%s\":{\"type\":\"string\"}}}}}]}",
+             name);
+    parse_ok(body, &info);
+    /* the model reads the 1000-byte property name */
+    assert_true(info.prompt_bytes >= 1000);
+    assert_true(info.prompt_bytes < 1100);
+    assert_true(info.media_tokens == 0);
+
+    snprintf(body, sizeof(body), "{\"response_format\":{\"type\":"
+             "\"json_schema\",\"json_schema\":{\"schema\":{\"properties\":"
+             "{\"%s\":{}}}}}}", name);
+    parse_ok(body, &info);
+    assert_true(info.prompt_bytes >= 1000);
+
+    /* in a schema, a "type" of image is a word, not an image */
+    parse_ok("{\"tools\":[{\"type\":\"image\",\"data\":\"abc\"}]}", &info);
+    assert_true(info.media_tokens == 0);
+    assert_true(info.prompt_bytes == (int64_t) strlen("typeimagedataabc"));
+
+    free(name);
+}
+
+
+static void
+test_request_worst_case_multiplies_and_saturates(void **state)
+{
+    sp_request_info_t  info;
+    int64_t            prompt, output;
+
+    (void) state;
+
+    parse_ok("{\"n\":3,\"max_tokens\":100,\"messages\":[{\"role\":\"user\","
+             "\"content\":[{\"type\":\"text\",\"text\":\"abcdefgh\"},"
+             "{\"type\":\"image_url\",\"image_url\":{\"url\":\"u\"}}]}]}",
+             &info);
+    sp_request_worst_case(&info, 16384, &prompt, &output);
+    assert_true(prompt == 8 + SP_REQUEST_FRAMING_TOKENS
+                          + SP_REQUEST_IMAGE_TOKENS);
+    assert_true(output == 300);
+
+    /* no limit in the request: the model's, per choice */
+    parse_ok("{\"best_of\":2,\"prompt\":\"x\"}", &info);
+    sp_request_worst_case(&info, 16384, &prompt, &output);
+    assert_true(output == 32768);
+    assert_true(prompt == 1 + SP_REQUEST_FRAMING_TOKENS);
+
+    parse_ok("{}", &info);
+    sp_request_worst_case(&info, 0, &prompt, &output);
+    assert_true(output == 0);
+    assert_true(prompt == SP_REQUEST_FRAMING_TOKENS);
+
+    /* the largest values the parser lets through cannot overflow */
+    parse_ok("{\"n\":128,\"max_tokens\":100000000}", &info);
+    sp_request_worst_case(&info, 0, &prompt, &output);
+    assert_true(output == 12800000000LL);
+
+    /* and sums near the top saturate */
+    memset(&info, 0, sizeof(info));
+    info.choices = 128;
+    info.prompt_bytes = INT64_MAX - 10;
+    info.media_tokens = INT64_MAX - 10;
+    sp_request_worst_case(&info, INT64_MAX / 2, &prompt, &output);
+    assert_true(prompt == INT64_MAX);
+    assert_true(output == INT64_MAX);
+
+    info.prompt_bytes = -5;
+    info.media_tokens = -5;
+    info.choices = 0;
+    sp_request_worst_case(&info, -1, &prompt, &output);
+    assert_true(prompt == SP_REQUEST_FRAMING_TOKENS);
+    assert_true(output == 0);
+}
+
+
 int
 main(void)
 {
@@ -507,6 +1025,23 @@ main(void)
         cmocka_unit_test(test_request_wrong_types_are_named),
         cmocka_unit_test(test_request_long_model_is_cut_to_field),
         cmocka_unit_test(test_request_prompt_bytes_skip_ids_and_images),
+        cmocka_unit_test(test_request_error_codes_name_the_kind),
+        cmocka_unit_test(test_request_token_limits_are_bounded_integers),
+        cmocka_unit_test(test_request_largest_output_limit_wins),
+        cmocka_unit_test(
+            test_request_gemini_generation_config_is_read_and_checked),
+        cmocka_unit_test(
+            test_request_choices_take_the_larger_of_n_and_best_of),
+        cmocka_unit_test(test_request_number_outside_int64_names_the_field),
+        cmocka_unit_test(test_request_duplicate_keys_are_refused),
+        cmocka_unit_test(
+            test_request_model_with_control_characters_is_refused),
+        cmocka_unit_test(test_request_images_are_charged_a_fixed_worst_case),
+        cmocka_unit_test(test_request_files_are_charged_by_their_bytes),
+        cmocka_unit_test(test_request_new_prompt_fields_are_text),
+        cmocka_unit_test(test_request_token_ids_count_as_tokens),
+        cmocka_unit_test(test_request_schemas_count_their_property_names),
+        cmocka_unit_test(test_request_worst_case_multiplies_and_saturates),
         cmocka_unit_test(test_tokens_estimate_rounds_up_quarters),
         cmocka_unit_test(test_provider_names_round_trip),
         cmocka_unit_test(test_request_model_and_stream_from_path),

@@ -11,7 +11,7 @@
 #include <string.h>
 #include <cmocka.h>
 
-#include "sp_usage.h"
+#include "sp_usage_internal.h"
 
 
 static int
@@ -428,12 +428,131 @@ test_stream_chunks_without_usage_are_counted_without_json(void **state)
 }
 
 
+/*
+ * An embeddings answer (OpenAI, Azure OpenAI, Mistral) is mostly a
+ * "data" array of floats: the fast path must step over it and read the
+ * usage, and agree with the whole-body parse.
+ */
+static char *
+embedding_body(int vectors, int dims, const char *model, int prompt_tokens)
+{
+    char    *body, *p;
+    size_t   cap;
+    int      v, d;
+    double   x;
+
+    cap = (size_t) vectors * dims * 24 + 1024;
+    body = malloc(cap);
+    assert_non_null(body);
+
+    p = body;
+    p += sprintf(p, "{\n  \"object\": \"list\",\n  \"data\": [");
+
+    for (v = 0; v < vectors; v++) {
+        p += sprintf(p, "%s\n    {\n      \"object\": \"embedding\",\n"
+                     "      \"index\": %d,\n      \"embedding\": [",
+                     v ? "," : "", v);
+
+        for (d = 0; d < dims; d++) {
+            /* negative, tiny (exponent) and ordinary values */
+            x = ((d * 7919 + v * 104729) % 20001 - 10000) / 313370.0;
+
+            if (d % 97 == 0) {
+                p += sprintf(p, "%s%.8e", d ? ", " : "", x / 1000);
+
+            } else {
+                p += sprintf(p, "%s%.10f", d ? ", " : "", x);
+            }
+        }
+
+        p += sprintf(p, "]\n    }");
+    }
+
+    p += sprintf(p, "\n  ],\n  \"model\": \"%s\",\n  \"usage\": {\n"
+                 "    \"prompt_tokens\": %d,\n    \"total_tokens\": %d\n"
+                 "  }\n}\n", model, prompt_tokens, prompt_tokens);
+
+    assert_true((size_t) (p - body) < cap);
+
+    return body;
+}
+
+
+static void
+embedding_usage(sp_provider_e provider, const char *body,
+    const char *model, int64_t input)
+{
+    sp_response_info_t  fast, tree;
+
+    memset(&fast, 0, sizeof(fast));
+    memset(&tree, 0, sizeof(tree));
+
+    assert_int_equal(sp_usage_from_json(provider, body, strlen(body), &fast),
+                     SP_OK);
+    assert_int_equal(sp_usage_from_json_tree(provider, body, strlen(body),
+                                             &tree), SP_OK);
+
+    assert_int_equal(fast.has_usage, 1);
+    assert_true(fast.usage.input_tokens == input);
+    assert_true(fast.usage.output_tokens == 0);
+    assert_true(fast.usage.cached_tokens == 0);
+    assert_string_equal(fast.model, model);
+    assert_true(fast.output_bytes == 0);
+    assert_int_equal(fast.done, 1);
+
+    assert_int_equal(tree.has_usage, 1);
+    assert_true(tree.usage.input_tokens == input);
+    assert_true(tree.usage.output_tokens == 0);
+    assert_string_equal(tree.model, model);
+    assert_true(tree.output_bytes == 0);
+}
+
+
+static void
+test_usage_from_embeddings_json(void **state)
+{
+    char  *body;
+
+    (void) state;
+
+    /* text-embedding-3-small's 1,536 dimensions, as OpenAI indents them */
+    body = embedding_body(1, 1536, "text-embedding-3-small", 8);
+    assert_true(strlen(body) > 1536 * 12);
+    embedding_usage(SP_PROVIDER_OPENAI, body, "text-embedding-3-small", 8);
+    embedding_usage(SP_PROVIDER_AZURE, body, "text-embedding-3-small", 8);
+    free(body);
+
+    /* a batch of inputs */
+    body = embedding_body(16, 1536, "text-embedding-3-large", 4242);
+    embedding_usage(SP_PROVIDER_OPENAI, body, "text-embedding-3-large",
+                    4242);
+    free(body);
+
+    /* Mistral adds an id and completion_tokens: 0 */
+    embedding_usage(SP_PROVIDER_MISTRAL,
+        "{\"id\":\"embd-aad6fc62b17349b192ef09225058bc45\",\"object\":"
+        "\"list\",\"data\":[{\"object\":\"embedding\",\"embedding\":"
+        "[-0.016632080078125,0.0701904296875,0.03143310546875,"
+        "1.2e-05],\"index\":0}],\"model\":\"mistral-embed\",\"usage\":"
+        "{\"prompt_tokens\":15,\"total_tokens\":15,\"completion_tokens\":0}}",
+        "mistral-embed", 15);
+
+    /* encoding_format "base64": one long string per vector */
+    embedding_usage(SP_PROVIDER_OPENAI,
+        "{\"object\":\"list\",\"data\":[{\"object\":\"embedding\",\"index\":"
+        "0,\"embedding\":\"AAAAP8l2Pr+\\/q0o9\"}],\"model\":"
+        "\"text-embedding-ada-002\",\"usage\":{\"prompt_tokens\":3,"
+        "\"total_tokens\":3}}", "text-embedding-ada-002", 3);
+}
+
+
 int
 main(void)
 {
     const struct CMUnitTest  tests[] = {
         cmocka_unit_test(test_stream_chunks_without_usage_are_counted_without_json),
         cmocka_unit_test(test_usage_from_chat_completion_json),
+        cmocka_unit_test(test_usage_from_embeddings_json),
         cmocka_unit_test(test_usage_chat_completion_fast_path_edges),
         cmocka_unit_test(test_usage_from_responses_api_json),
         cmocka_unit_test(test_usage_json_without_usage_or_invalid),

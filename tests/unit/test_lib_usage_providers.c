@@ -331,6 +331,134 @@ test_huge_token_counts_saturate(void **state)
 }
 
 
+static void
+test_cohere_embed_reads_meta_billed_units(void **state)
+{
+    sp_response_info_t  info;
+
+    (void) state;
+
+    /* v2 embed */
+    memset(&info, 0, sizeof(info));
+    assert_int_equal(json_body(SP_PROVIDER_COHERE,
+        "{\"id\":\"da6e531f-54c6-4a73-bf92-f60566d8d753\",\"embeddings\":"
+        "{\"float\":[[0.016296387,-0.008354187,-0.04699707,1.1e-05]]},"
+        "\"texts\":[\"hello\"],\"meta\":{\"api_version\":{\"version\":\"2\"},"
+        "\"billed_units\":{\"input_tokens\":2}},\"response_type\":"
+        "\"embeddings_by_type\"}", &info), SP_OK);
+    assert_int_equal(info.has_usage, 1);
+    assert_true(info.usage.input_tokens == 2);
+    assert_true(info.usage.output_tokens == 0);
+    assert_true(info.output_bytes == 0);
+
+    /* v1 embed, floats directly */
+    memset(&info, 0, sizeof(info));
+    assert_int_equal(json_body(SP_PROVIDER_COHERE,
+        "{\"id\":\"e1\",\"embeddings\":[[0.1,0.2],[0.3,0.4]],\"texts\":"
+        "[\"a b c\",\"d e\"],\"meta\":{\"api_version\":{\"version\":\"1\"},"
+        "\"billed_units\":{\"input_tokens\":7}},\"response_type\":"
+        "\"embeddings_floats\"}", &info), SP_OK);
+    assert_int_equal(info.has_usage, 1);
+    assert_true(info.usage.input_tokens == 7);
+
+    /* embed-v4.0 images are billed in image tokens: counted as input */
+    memset(&info, 0, sizeof(info));
+    assert_int_equal(json_body(SP_PROVIDER_COHERE,
+        "{\"meta\":{\"billed_units\":{\"input_tokens\":3,"
+        "\"image_tokens\":1000}}}", &info), SP_OK);
+    assert_true(info.usage.input_tokens == 1003);
+
+    /* v1 chat reports output too */
+    memset(&info, 0, sizeof(info));
+    assert_int_equal(json_body(SP_PROVIDER_COHERE,
+        "{\"text\":\"hi\",\"meta\":{\"billed_units\":{\"input_tokens\":4,"
+        "\"output_tokens\":9}}}", &info), SP_OK);
+    assert_true(info.usage.input_tokens == 4);
+    assert_true(info.usage.output_tokens == 9);
+
+    /* v2 chat's usage wins over a meta */
+    memset(&info, 0, sizeof(info));
+    assert_int_equal(json_body(SP_PROVIDER_COHERE,
+        "{\"meta\":{\"billed_units\":{\"input_tokens\":99}},\"usage\":"
+        "{\"billed_units\":{\"input_tokens\":5,\"output_tokens\":1}}}",
+        &info), SP_OK);
+    assert_true(info.usage.input_tokens == 5);
+
+    /* nothing billed, or not an object: no usage */
+    memset(&info, 0, sizeof(info));
+    assert_int_equal(json_body(SP_PROVIDER_COHERE,
+        "{\"meta\":{\"api_version\":{\"version\":\"2\"},\"billed_units\":{}}}",
+        &info), SP_OK);
+    assert_int_equal(info.has_usage, 0);
+    assert_int_equal(json_body(SP_PROVIDER_COHERE,
+        "{\"meta\":{\"billed_units\":[1]}}", &info), SP_OK);
+    assert_int_equal(info.has_usage, 0);
+    assert_int_equal(json_body(SP_PROVIDER_COHERE,
+        "{\"meta\":{\"billed_units\":{\"input_tokens\":\"5\"}}}", &info),
+        SP_OK);
+    assert_int_equal(info.has_usage, 0);
+
+    /* counts near INT64_MAX saturate */
+    memset(&info, 0, sizeof(info));
+    assert_int_equal(json_body(SP_PROVIDER_COHERE,
+        "{\"meta\":{\"billed_units\":{\"input_tokens\":9223372036854775807,"
+        "\"image_tokens\":9223372036854775807}}}", &info), SP_OK);
+    assert_true(info.usage.input_tokens == INT64_MAX);
+}
+
+
+static void
+test_cohere_rerank_search_units_are_input(void **state)
+{
+    sp_response_info_t  info;
+    sp_price_t          rerank;
+    int64_t             cost;
+
+    (void) state;
+
+    memset(&info, 0, sizeof(info));
+    assert_int_equal(json_body(SP_PROVIDER_COHERE,
+        "{\"results\":[{\"index\":3,\"relevance_score\":0.999071},"
+        "{\"index\":4,\"relevance_score\":0.7867867}],\"id\":"
+        "\"2d6c6dc3-2b4e-4a6d-b1a1-1d0e3ea0f0b4\",\"meta\":{\"api_version\":"
+        "{\"version\":\"2\"},\"billed_units\":{\"search_units\":1}}}", &info),
+        SP_OK);
+    assert_int_equal(info.has_usage, 1);
+    assert_true(info.usage.input_tokens == 1);
+    assert_true(info.usage.output_tokens == 0);
+    assert_int_equal(info.done, 1);
+
+    /* $2.00 per 1,000 searches is 2000 USD per 1M units: $0.002 each */
+    memset(&rerank, 0, sizeof(rerank));
+    rerank.input = 2000LL * 1000000000LL;
+    assert_int_equal(sp_cost_nano(&rerank, &info.usage, &cost), SP_OK);
+    assert_true(cost == 2000000);
+}
+
+
+static void
+test_google_embed_content_has_no_usage(void **state)
+{
+    sp_response_info_t  info;
+
+    (void) state;
+
+    memset(&info, 0, sizeof(info));
+    assert_int_equal(json_body(SP_PROVIDER_GOOGLE,
+        "{\"embedding\":{\"values\":[0.013168523,-0.008711934,-0.046782676,"
+        "0.00069968984,-0.009518873]}}", &info), SP_OK);
+    assert_int_equal(info.has_usage, 0);
+    assert_true(info.usage.input_tokens == 0);
+    assert_true(info.output_bytes == 0);
+
+    memset(&info, 0, sizeof(info));
+    assert_int_equal(json_body(SP_PROVIDER_GOOGLE,
+        "{\"embeddings\":[{\"values\":[0.1]},{\"values\":[0.2]}]}", &info),
+        SP_OK);
+    assert_int_equal(info.has_usage, 0);
+}
+
+
 int
 main(void)
 {
@@ -343,6 +471,9 @@ main(void)
         cmocka_unit_test(test_google_stream_last_usage_wins),
         cmocka_unit_test(test_google_json_array_stream),
         cmocka_unit_test(test_cohere_billed_units_win_over_tokens),
+        cmocka_unit_test(test_cohere_embed_reads_meta_billed_units),
+        cmocka_unit_test(test_cohere_rerank_search_units_are_input),
+        cmocka_unit_test(test_google_embed_content_has_no_usage),
         cmocka_unit_test(test_cohere_stream_usage_in_message_end),
         cmocka_unit_test(test_provider_events_with_wrong_types_are_ignored),
         cmocka_unit_test(test_huge_token_counts_saturate),
