@@ -267,7 +267,8 @@ sp_endpoint_pattern_valid(const char *pattern, size_t len, char *err,
     size_t errlen)
 {
     unsigned char  c;
-    size_t         i, seg;
+    size_t         i, j, seg;
+    int            stars;
 
     if (len == 0 || pattern[0] != '/') {
         sp_errorf(err, errlen, "an endpoint pattern must start with '/' "
@@ -326,9 +327,15 @@ sp_endpoint_pattern_valid(const char *pattern, size_t len, char *err,
             return SP_ERROR;
         }
 
-        if (memmem(pattern + seg, i - seg, "**", 2) != NULL
-            && !(i == len && i - seg == 2))
-        {
+        stars = 0;
+
+        for (j = seg; j + 1 < i; j++) {
+            if (pattern[j] == '*' && pattern[j + 1] == '*') {
+                stars = 1;
+            }
+        }
+
+        if (stars && !(i == len && i - seg == 2)) {
             sp_errorf(err, errlen, "\"**\" may only be an endpoint "
                       "pattern's whole last segment (\"/v1/files/**\")");
             return SP_ERROR;

@@ -61,8 +61,8 @@ extern const char *const  sp_query_key_names[];
  *
  * Parameters that carry a Spendpol key are removed: a name that decodes,
  * in any letter case, to one of sp_query_key_names, and any parameter
- * whose decoded value starts with "sp_key_". When keybuf is not NULL and
- * the decoded value of such a parameter is a well-formed key
+ * whose decoded name or value contains "sp_key_". When keybuf is not
+ * NULL and the decoded value of such a parameter is a well-formed key
  * (sp_key_is_wellformed), the first such key is written into keybuf
  * (SP_KEY_LEN + 1 bytes, NUL-terminated) and *has_key is set to 1 (else
  * *has_key is 0). out (outcap bytes; 3 * len + 1 always suffices) gets the

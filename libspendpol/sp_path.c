@@ -127,6 +127,29 @@ sp_path_refuse(char *err, size_t errlen, const char *what, unsigned char c,
 }
 
 
+/* "://" anywhere; memmem() is a GNU extension the nginx build lacks */
+static int
+sp_path_has_scheme(const char *in, size_t len)
+{
+    const char  *p, *last;
+
+    last = in + len;
+
+    for (p = in; last - p >= 3; p++) {
+        p = memchr(p, ':', last - p - 2);
+        if (p == NULL) {
+            return 0;
+        }
+
+        if (p[1] == '/' && p[2] == '/') {
+            return 1;
+        }
+    }
+
+    return 0;
+}
+
+
 /* 1 when c may appear in a component after `round` rounds of decoding */
 static int
 sp_path_byte_allowed(unsigned char c, int kind, int round)
@@ -332,7 +355,7 @@ sp_path_canonical(const char *in, size_t len, char *out, size_t outcap,
         return SP_ERROR;
     }
 
-    if (memmem(in, len, "://", 3) != NULL) {
+    if (sp_path_has_scheme(in, len)) {
         sp_errorf(err, errlen, "the path contains a scheme (\"://\"); "
                   "expected a path relative to the provider's base URL");
         return SP_ERROR;
@@ -405,6 +428,33 @@ sp_query_is_key_name(const char *name, size_t len)
 }
 
 
+/*
+ * 1 when a decoded name or value holds "sp_key_" anywhere: a key pasted
+ * into a value ("Bearer sp_key_...") or sent as a bare name goes nowhere
+ * either, though only a value that is exactly a key authenticates.
+ */
+static int
+sp_query_has_key(const char *s, size_t len)
+{
+    const char  *p, *last;
+
+    last = s + len;
+
+    for (p = s; (size_t) (last - p) >= SP_KEY_PREFIX_LEN; p++) {
+        p = memchr(p, 's', last - p - SP_KEY_PREFIX_LEN + 1);
+        if (p == NULL) {
+            return 0;
+        }
+
+        if (memcmp(p, SP_KEY_PREFIX, SP_KEY_PREFIX_LEN) == 0) {
+            return 1;
+        }
+    }
+
+    return 0;
+}
+
+
 int
 sp_query_canonical(const char *in, size_t len, char *out, size_t outcap,
     size_t *outlen, char *keybuf, int *has_key, char *err, size_t errlen)
@@ -447,7 +497,7 @@ sp_query_canonical(const char *in, size_t len, char *out, size_t outcap,
             return SP_ERROR;
         }
 
-        drop = sp_query_is_key_name(buf, n);
+        drop = sp_query_is_key_name(buf, n) || sp_query_has_key(buf, n);
 
         if (eq != NULL) {
             if (sp_path_check(eq + 1, end - eq - 1, SP_COMPONENT_QUERY,
@@ -457,9 +507,7 @@ sp_query_canonical(const char *in, size_t len, char *out, size_t outcap,
                 return SP_ERROR;
             }
 
-            if (n >= SP_KEY_PREFIX_LEN
-                && memcmp(buf, SP_KEY_PREFIX, SP_KEY_PREFIX_LEN) == 0)
-            {
+            if (sp_query_has_key(buf, n)) {
                 drop = 1;
             }
 

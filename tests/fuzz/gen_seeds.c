@@ -1,7 +1,9 @@
 /*
  * Writes the generated seed files of the fuzz corpora: snapshots built
  * with the builder, journal lines formatted by sp_journal_format, spend
- * files laid out by sp_spend_init.
+ * files laid out by sp_spend_init, and a path for every entry of the
+ * endpoint catalogue (so that the path target reaches every pattern as
+ * the catalogue changes).
  *
  *   gen_seeds DIR
  *
@@ -18,6 +20,7 @@
 #include <sys/stat.h>
 
 #include "sp_budget.h"
+#include "sp_endpoint.h"
 #include "sp_journal.h"
 #include "sp_snapshot.h"
 
@@ -342,6 +345,55 @@ spend(const char *dir)
 }
 
 
+/*
+ * One path per catalogue entry, its '*' and "**" filled in, the GET
+ * entries with a query string that carries a key to be removed.
+ */
+static void
+paths(const char *dir)
+{
+    const sp_endpoint_t  *e;
+    const char           *s;
+    char                  path[512], name[64];
+    size_t                n;
+    int                   p, i;
+
+    for (p = SP_PROVIDER_OPENAI; p <= SP_PROVIDER_MISTRAL; p++) {
+        e = sp_endpoint_catalogue((sp_provider_e) p);
+        if (e == NULL) {
+            die("no catalogue");
+        }
+
+        for (i = 0; e[i].method; i++) {
+            n = 0;
+
+            for (s = e[i].pattern; *s && n < sizeof(path) - 32; s++) {
+                if (*s != '*') {
+                    path[n++] = *s;
+                    continue;
+                }
+
+                memcpy(path + n, "gpt-4o-mini", 11);
+                n += 11;
+
+                if (s[1] == '*') {
+                    s++;
+                }
+            }
+
+            if (strcmp(e[i].method, "GET") == 0) {
+                n += (size_t) snprintf(path + n, sizeof(path) - n,
+                                       "?Key=sp_key_0123");
+            }
+
+            snprintf(name, sizeof(name), "%s-%02d.txt",
+                     sp_provider_name((sp_provider_e) p), i);
+            write_file(dir, "path", name, path, n);
+        }
+    }
+}
+
+
 int
 main(int argc, char **argv)
 {
@@ -354,6 +406,7 @@ main(int argc, char **argv)
     snapshot(argv[1], "full.snap", 1);
     journal(argv[1]);
     spend(argv[1]);
+    paths(argv[1]);
 
     return 0;
 }

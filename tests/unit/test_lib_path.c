@@ -473,6 +473,14 @@ test_query_key_values_anywhere_are_removed(void **state)
     assert_string_equal(out, "");
     assert_string_equal(keybuf, KEY);
 
+    /* a key inside a value or as a bare name is removed, and does not
+     * authenticate (fuzzing found the bare name) */
+    out = query("a=1&auth=Bearer%20" KEY "&" KEY "&sp_key_x=1&b=2", keybuf,
+                &has_key, err);
+    assert_non_null(out);
+    assert_string_equal(out, "a=1&b=2");
+    assert_int_equal(has_key, 0);
+
     /* without a keybuf the parameter is removed all the same */
     assert_query("x-goog-api-key=" KEY "&alt=sse", "alt=sse");
     /* names that only contain a key name stay */
