@@ -942,7 +942,13 @@ sp_request_from_path(sp_provider_e provider, const char *path, size_t len,
         return;
     }
 
-    if (info->model[0] == '\0' && end > start) {
+    /*
+     * Google runs the model the path names, whatever the body says
+     * (embedContent's body may carry "models/..."): the path wins there.
+     */
+    if ((info->model[0] == '\0' || provider == SP_PROVIDER_GOOGLE)
+        && end > start)
+    {
         sp_field_copy(info->model, sizeof(info->model), start, end - start);
     }
 }

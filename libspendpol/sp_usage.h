@@ -109,8 +109,9 @@ int sp_request_parse(sp_provider_e provider, const char *body, size_t len,
  * What the path says when the body does not: Google's
  * ".../models/{model}:generateContent" (and ":streamGenerateContent",
  * which streams), Azure's ".../deployments/{deployment}/...". Fills
- * info->model when it is empty and sets info->stream for Google's
- * streaming method.
+ * info->model when it is empty (for Google always: the path names the
+ * model that runs, a body's "model" cannot lower the price) and sets
+ * info->stream for Google's streaming method.
  */
 void sp_request_from_path(sp_provider_e provider, const char *path,
     size_t len, sp_request_info_t *info);

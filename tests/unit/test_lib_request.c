@@ -392,6 +392,27 @@ test_request_model_and_stream_from_path(void **state)
     sp_request_from_path(SP_PROVIDER_AZURE, "/openai/deployments/dep/chat",
                          28, &info);
     assert_string_equal(info.model, "from-body");
+
+    /* except for Google, where the path names the model that runs */
+    memset(&info, 0, sizeof(info));
+    strcpy(info.model, "gemini-2.5-flash-lite");
+    sp_request_from_path(SP_PROVIDER_GOOGLE,
+                         "/v1beta/models/gemini-2.5-pro:generateContent", 45,
+                         &info);
+    assert_string_equal(info.model, "gemini-2.5-pro");
+
+    memset(&info, 0, sizeof(info));
+    strcpy(info.model, "models/gemini-embedding-001");
+    sp_request_from_path(SP_PROVIDER_GOOGLE,
+                         "/v1beta/models/gemini-embedding-001:embedContent",
+                         48, &info);
+    assert_string_equal(info.model, "gemini-embedding-001");
+
+    /* a Google path without a model leaves the body's */
+    memset(&info, 0, sizeof(info));
+    strcpy(info.model, "from-body");
+    sp_request_from_path(SP_PROVIDER_GOOGLE, "/v1beta/files", 13, &info);
+    assert_string_equal(info.model, "from-body");
 }
 
 
