@@ -705,8 +705,12 @@ sp_request_parse(sp_provider_e provider, const char *body, size_t len,
         return SP_OK;
     }
 
-    /* duplicates refused: the provider might read the other one */
-    root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &jerr);
+    /*
+     * Duplicates refused: the provider might read the other one. NUL is
+     * let through to be refused where it matters, naming the field.
+     */
+    root = json_loadb(body, len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL,
+                      &jerr);
     if (root == NULL) {
         return sp_request_json_error(body, len, &jerr, info, err, errlen);
     }

@@ -112,18 +112,18 @@ ngx_http_spendpol_rbtree_insert_value(ngx_rbtree_node_t *temp,
 
 /*
  * Admission: NGX_OK to go on (reservations held, warnings noted),
- * NGX_DECLINED when a blocking budget refuses (the error is in
- * ctx->budget_refusal), NGX_ERROR on failure.
+ * NGX_DECLINED when a blocking budget refuses (ctx->refused_*; with
+ * ctx->refused_unpriced when the model has no price to hold), NGX_ERROR
+ * on failure.
  */
 ngx_int_t
 ngx_http_spendpol_budget_admit(ngx_http_request_t *r,
     ngx_http_spendpol_ctx_t *ctx)
 {
-    int64_t                           worst, effective, prompt, output;
+    int64_t                           worst, effective;
     sp_str_t                          org, id, values[SP_BUDGET_SCOPE_COUNT];
-    ngx_uint_t                        i, refused;
+    ngx_uint_t                        i, refused, hard;
     ngx_time_t                       *tp;
-    const sp_snapshot_price_t        *price;
     ngx_http_spendpol_counter_t      *counter;
     ngx_http_spendpol_main_conf_t    *smcf;
     ngx_http_spendpol_reservation_t  *res;
@@ -174,33 +174,57 @@ ngx_http_spendpol_budget_admit(ngx_http_request_t *r,
                                           &scan);
     }
 
+    /* re-attributed by a key that allows it: the key's own budgets too */
+    if (ctx->key_department.len) {
+        id.data = (char *) ctx->key_department.data;
+        id.len = ctx->key_department.len;
+
+        (void) sp_snapshot_foreach_budget(&smcf->snapshot, org,
+                                          SP_BUDGET_SCOPE_DEPARTMENT, id,
+                                          ngx_http_spendpol_budget_visit,
+                                          &scan);
+    }
+
+    if (ctx->key_project.len) {
+        id.data = (char *) ctx->key_project.data;
+        id.len = ctx->key_project.len;
+
+        (void) sp_snapshot_foreach_budget(&smcf->snapshot, org,
+                                          SP_BUDGET_SCOPE_PROJECT, id,
+                                          ngx_http_spendpol_budget_visit,
+                                          &scan);
+    }
+
     if (scan.n == 0) {
         return NGX_OK;
     }
 
-    /* the worst case: the prompt, and all the output it may ask for */
-    price = ngx_http_spendpol_price(r, ctx, ctx->request->model);
+    /*
+     * A call whose cost cannot be held (no price) does not pass a hard
+     * budget; an endpoint the organisation allowed is not metered and
+     * holds nothing, but does not pass a spent hard budget either.
+     */
+    hard = 0;
 
-    if (price == NULL) {
+    for (i = 0; i < scan.n; i++) {
+        if (scan.budgets[i]->action == SP_BUDGET_BLOCK) {
+            hard = 1;
+        }
+    }
+
+    if (!ctx->priced && !ctx->ungoverned
+        && ctx->endpoint && ctx->endpoint->meter != SP_METER_FREE)
+    {
+        if (hard) {
+            ctx->refused_unpriced = 1;
+            return NGX_DECLINED;
+        }
+
         /* an unpriced call costs 0 as recorded; nothing to hold */
         return NGX_OK;
     }
 
-    /*
-     * An upper bound, not an estimate: a token covers at least one byte
-     * of text, plus a few tokens of framing per request.
-     */
-    prompt = ctx->request->prompt_bytes + 64;
-    output = ctx->request->max_tokens;
-
-    if (output == 0) {
-        output = price->max_output_tokens ? price->max_output_tokens
-                 : NGX_HTTP_SPENDPOL_DEFAULT_MAX_OUTPUT;
-    }
-
-    if (sp_cost_worst_case(&price->price, prompt, output, &worst) != SP_OK) {
-        worst = INT64_MAX / 4;
-    }
+    worst = ctx->priced ? ctx->worst_nano : 0;
 
     ctx->reservations = ngx_pcalloc(r->pool,
                           scan.n * sizeof(ngx_http_spendpol_reservation_t));
@@ -240,7 +264,10 @@ ngx_http_spendpol_budget_admit(ngx_http_request_t *r,
         effective = ngx_http_spendpol_effective(smcf, id, scan.budgets[i],
                                                 counter);
 
-        if (effective + worst <= scan.budgets[i]->limit_nano) {
+        if (effective + worst <= scan.budgets[i]->limit_nano
+            && !(ctx->ungoverned
+                 && effective >= scan.budgets[i]->limit_nano))
+        {
             continue;
         }
 

@@ -19,15 +19,30 @@
 
 
 static void ngx_http_spendpol_body_handler(ngx_http_request_t *r);
+static ngx_int_t ngx_http_spendpol_path(ngx_http_request_t *r,
+    ngx_http_spendpol_ctx_t *ctx, u_char *query_key);
+static ngx_int_t ngx_http_spendpol_canonical(ngx_http_request_t *r,
+    ngx_str_t *in, ngx_str_t *out, char *reason);
+static ngx_int_t ngx_http_spendpol_invalid_path(ngx_http_request_t *r,
+    ngx_http_spendpol_ctx_t *ctx, const char *what, char *reason);
 static ngx_int_t ngx_http_spendpol_authenticate(ngx_http_request_t *r,
-    ngx_http_spendpol_ctx_t *ctx, ngx_http_spendpol_main_conf_t *smcf);
+    ngx_http_spendpol_ctx_t *ctx, ngx_http_spendpol_main_conf_t *smcf,
+    u_char *query_key);
+static ngx_int_t ngx_http_spendpol_attribute(ngx_http_request_t *r,
+    ngx_http_spendpol_ctx_t *ctx, const sp_snapshot_key_t *key);
+static ngx_int_t ngx_http_spendpol_attribute_one(ngx_http_request_t *r,
+    ngx_http_spendpol_ctx_t *ctx, const char *header, size_t len,
+    ngx_uint_t may_override, ngx_str_t *value, ngx_str_t *key_value);
+static ngx_int_t ngx_http_spendpol_governed(ngx_http_request_t *r,
+    ngx_http_spendpol_ctx_t *ctx);
+static int ngx_http_spendpol_endpoint_visit(const sp_snapshot_endpoint_t *e,
+    void *arg);
+static ngx_int_t ngx_http_spendpol_worst_case(ngx_http_request_t *r,
+    ngx_http_spendpol_ctx_t *ctx);
 static ngx_int_t ngx_http_spendpol_prepare(ngx_http_request_t *r,
     ngx_http_spendpol_ctx_t *ctx);
 static ngx_int_t ngx_http_spendpol_route(ngx_http_request_t *r,
     ngx_http_spendpol_ctx_t *ctx);
-static ngx_int_t ngx_http_spendpol_args(ngx_http_request_t *r,
-    ngx_str_t *args);
-static ngx_uint_t ngx_http_spendpol_is_completions(ngx_str_t *rest);
 static ngx_uint_t ngx_http_spendpol_refuses_unpriced(ngx_http_request_t *r,
     ngx_http_spendpol_ctx_t *ctx);
 static ngx_table_elt_t *ngx_http_spendpol_request_header(
@@ -66,6 +81,7 @@ ngx_http_spendpol_now_us(void)
 ngx_int_t
 ngx_http_spendpol_handler(ngx_http_request_t *r)
 {
+    u_char                          query_key[SP_KEY_LEN + 1];
     uint64_t                        started;
     ngx_int_t                       rc;
     ngx_time_t                     *tp;
@@ -107,7 +123,13 @@ ngx_http_spendpol_handler(ngx_http_request_t *r)
 
     ngx_http_spendpol_ids(r, ctx, smcf);
 
-    rc = ngx_http_spendpol_authenticate(r, ctx, smcf);
+    query_key[0] = '\0';
+
+    rc = ngx_http_spendpol_path(r, ctx, query_key);
+
+    if (rc == NGX_OK && !ctx->replaced) {
+        rc = ngx_http_spendpol_authenticate(r, ctx, smcf, query_key);
+    }
 
     if (rc == NGX_OK && !ctx->replaced) {
         rc = ngx_http_spendpol_route(r, ctx);
@@ -212,12 +234,203 @@ ngx_http_spendpol_forward(ngx_http_request_t *r, ngx_http_spendpol_ctx_t *ctx,
 }
 
 
+/*
+ * Stage 1: "/v1/{provider}/{rest}?{query}" from the request target as the
+ * client sent it, still percent-encoded: nginx's decoded URI may hold
+ * CR, LF or spaces that would split the upstream request line, and has
+ * its dot segments resolved. The whole path and the query are validated
+ * and re-encoded by libspendpol; only their canonical forms reach the
+ * provider. A Spendpol key in the query is taken out of it (into
+ * query_key) whatever its spelling.
+ */
+static ngx_int_t
+ngx_http_spendpol_path(ngx_http_request_t *r, ngx_http_spendpol_ctx_t *ctx,
+    u_char *query_key)
+{
+    int        has_key;
+    char       reason[256];
+    u_char    *p, *last, *start, *out;
+    size_t     len;
+    ngx_str_t  target, path;
+
+    /* the path as sent: up to the query, without nginx's decoding */
+    target = r->unparsed_uri;
+
+    p = ngx_strlchr(target.data, target.data + target.len, '?');
+
+    if (p) {
+        target.len = p - target.data;
+    }
+
+    if (ngx_http_spendpol_canonical(r, &target, &path, reason) != NGX_OK) {
+        return path.data ? ngx_http_spendpol_invalid_path(r, ctx, "the path",
+                                                          reason)
+                         : NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (path.len < sizeof(NGX_HTTP_SPENDPOL_PREFIX) - 1
+        || ngx_strncmp(path.data, NGX_HTTP_SPENDPOL_PREFIX,
+                       sizeof(NGX_HTTP_SPENDPOL_PREFIX) - 1) != 0)
+    {
+        /*
+         * Not sent to /v1/: a rewrite of the configuration's brought it
+         * here. Its result, decoded, is checked the same way.
+         */
+        if (ngx_http_spendpol_canonical(r, &r->uri, &path, reason)
+            != NGX_OK)
+        {
+            return path.data ? ngx_http_spendpol_invalid_path(r, ctx,
+                                                         "the path", reason)
+                             : NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+    }
+
+    p = path.data;
+    last = path.data + path.len;
+
+    if (path.len < sizeof(NGX_HTTP_SPENDPOL_PREFIX) - 1
+        || ngx_strncmp(p, NGX_HTTP_SPENDPOL_PREFIX,
+                       sizeof(NGX_HTTP_SPENDPOL_PREFIX) - 1) != 0)
+    {
+        return ngx_http_spendpol_send_error(r, ctx, NGX_HTTP_NOT_FOUND,
+                                   "invalid_request_error", "not_found",
+                                   "expected a path /v1/{provider}/..., "
+                                   "provider one of openai, anthropic, "
+                                   "google, azure, cohere, mistral");
+    }
+
+    start = p + sizeof(NGX_HTTP_SPENDPOL_PREFIX) - 1;
+
+    for (p = start; p < last && *p != '/'; p++) {
+        /* void */
+    }
+
+    ctx->provider = sp_provider_from_name((char *) start, p - start);
+
+    if (ctx->provider == SP_PROVIDER_UNKNOWN) {
+        return ngx_http_spendpol_send_error(r, ctx, NGX_HTTP_NOT_FOUND,
+                                   "invalid_request_error",
+                                   "unknown_provider",
+                                   "unknown provider in the path: expected "
+                                   "/v1/{provider}/... with provider one of "
+                                   "openai, anthropic, google, azure, "
+                                   "cohere, mistral");
+    }
+
+    ctx->provider_name.data = (u_char *) sp_provider_name(ctx->provider);
+    ctx->provider_name.len = ngx_strlen(ctx->provider_name.data);
+
+    /* already canonical: every segment of the whole path was */
+    ctx->rest.data = p;
+    ctx->rest.len = last - p;
+
+    if (ctx->rest.len == 0) {
+        return ngx_http_spendpol_invalid_path(r, ctx, "the path",
+                                   (char *) "it names no endpoint after "
+                                   "/v1/{provider}");
+    }
+
+    ngx_str_null(&ctx->args);
+
+    if (r->args.len == 0) {
+        return NGX_OK;
+    }
+
+    len = r->args.len;
+
+    if (len > SP_PATH_MAX) {
+        return ngx_http_spendpol_invalid_path(r, ctx, "the query string",
+                                              (char *) "it is too long");
+    }
+
+    out = ngx_pnalloc(r->pool, 3 * len + 1);
+    if (out == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    has_key = 0;
+
+    if (sp_query_canonical((char *) r->args.data, len, (char *) out,
+                           3 * len + 1, &ctx->args.len, (char *) query_key,
+                           &has_key, reason, sizeof(reason))
+        != SP_OK)
+    {
+        return ngx_http_spendpol_invalid_path(r, ctx, "the query string",
+                                              reason);
+    }
+
+    ctx->args.data = out;
+
+    if (!has_key) {
+        query_key[0] = '\0';
+    }
+
+    return NGX_OK;
+}
+
+
+/*
+ * The canonical form of a whole path into out (NGX_OK), or NGX_DECLINED
+ * with the reason (out->data set), or NGX_ERROR (out->data NULL).
+ */
+static ngx_int_t
+ngx_http_spendpol_canonical(ngx_http_request_t *r, ngx_str_t *in,
+    ngx_str_t *out, char *reason)
+{
+    size_t  len;
+
+    ngx_str_null(out);
+
+    if (in->len > SP_PATH_MAX) {
+        out->data = (u_char *) "";
+        ngx_cpystrn((u_char *) reason, (u_char *) "it is too long", 256);
+        return NGX_DECLINED;
+    }
+
+    out->data = ngx_pnalloc(r->pool, 3 * in->len + 1);
+    if (out->data == NULL) {
+        return NGX_ERROR;
+    }
+
+    if (sp_path_canonical((char *) in->data, in->len, (char *) out->data,
+                          3 * in->len + 1, &len, reason, 256)
+        != SP_OK)
+    {
+        return NGX_DECLINED;
+    }
+
+    out->len = len;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_spendpol_invalid_path(ngx_http_request_t *r,
+    ngx_http_spendpol_ctx_t *ctx, const char *what, char *reason)
+{
+    char  err[384];
+
+    ngx_snprintf((u_char *) err, sizeof(err) - 1,
+                 "%s after /v1/{provider} is refused: %s; nothing was sent "
+                 "to the provider%Z", what, reason);
+
+    err[sizeof(err) - 1] = '\0';
+
+    return ngx_http_spendpol_send_error(r, ctx, NGX_HTTP_BAD_REQUEST,
+                                        "invalid_request_error",
+                                        "invalid_path", err);
+}
+
+
 static ngx_int_t
 ngx_http_spendpol_authenticate(ngx_http_request_t *r,
-    ngx_http_spendpol_ctx_t *ctx, ngx_http_spendpol_main_conf_t *smcf)
+    ngx_http_spendpol_ctx_t *ctx, ngx_http_spendpol_main_conf_t *smcf,
+    u_char *query_key)
 {
     u_char                   *p, *last;
     uint8_t                   hash[SP_KEY_HASH_LEN];
+    ngx_int_t                 rc;
     ngx_uint_t                i;
     ngx_str_t                 key;
     ngx_table_elt_t          *h;
@@ -251,10 +464,9 @@ ngx_http_spendpol_authenticate(ngx_http_request_t *r,
         }
     }
 
-    if (key.len == 0
-        && ngx_http_arg(r, (u_char *) "key", 3, &key) != NGX_OK)
-    {
-        key.len = 0;
+    if (key.len == 0 && query_key[0] != '\0') {
+        key.data = query_key;
+        key.len = ngx_strlen(query_key);
     }
 
     if (key.len == 0) {
@@ -324,20 +536,13 @@ ngx_http_spendpol_authenticate(ngx_http_request_t *r,
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    /* the request's own attribution wins over the key's defaults */
-    h = ngx_http_spendpol_request_header(r, "X-Spendpol-Department",
-                                         sizeof("X-Spendpol-Department") - 1);
-    if (h && h->value.len) {
-        ctx->department = h->value;
-    }
-
-    h = ngx_http_spendpol_request_header(r, "X-Spendpol-Project",
-                                         sizeof("X-Spendpol-Project") - 1);
-    if (h && h->value.len) {
-        ctx->project = h->value;
-    }
-
     ctx->authenticated = 1;
+
+    rc = ngx_http_spendpol_attribute(r, ctx, found);
+
+    if (rc != NGX_OK || ctx->replaced) {
+        return rc;
+    }
 
     /* refused, and journaled: a paused agent's attempts are audited */
     if (found->flags & SP_KEY_AGENT_PAUSED) {
@@ -352,58 +557,103 @@ ngx_http_spendpol_authenticate(ngx_http_request_t *r,
 }
 
 
+/*
+ * Stage 4: attribution. A key's own department and project bind: a
+ * header may name one only when the key has none, or when the key allows
+ * overrides (a shared service key), and then the key's own values stay
+ * in ctx->key_* so that their budgets apply as well. NGX_OK to go on;
+ * a refusal is sent (ctx->replaced) and its status returned.
+ */
+static ngx_int_t
+ngx_http_spendpol_attribute(ngx_http_request_t *r,
+    ngx_http_spendpol_ctx_t *ctx, const sp_snapshot_key_t *key)
+{
+    ngx_int_t   rc;
+    ngx_uint_t  may_override;
+
+    may_override = (key->flags & SP_KEY_ATTRIBUTION_OVERRIDE) != 0;
+
+    rc = ngx_http_spendpol_attribute_one(r, ctx, "X-Spendpol-Department",
+                                         sizeof("X-Spendpol-Department") - 1,
+                                         may_override, &ctx->department,
+                                         &ctx->key_department);
+
+    if (rc != NGX_OK || ctx->replaced) {
+        return rc;
+    }
+
+    return ngx_http_spendpol_attribute_one(r, ctx, "X-Spendpol-Project",
+                                    sizeof("X-Spendpol-Project") - 1,
+                                    may_override, &ctx->project,
+                                    &ctx->key_project);
+}
+
+
+static ngx_int_t
+ngx_http_spendpol_attribute_one(ngx_http_request_t *r,
+    ngx_http_spendpol_ctx_t *ctx, const char *header, size_t len,
+    ngx_uint_t may_override, ngx_str_t *value, ngx_str_t *key_value)
+{
+    char              err[512];
+    ngx_table_elt_t  *h;
+
+    h = ngx_http_spendpol_request_header(r, header, len);
+
+    if (h == NULL || h->value.len == 0) {
+        return NGX_OK;
+    }
+
+    if (h->value.len >= SP_FIELD_LEN
+        || !sp_header_value_ok((char *) h->value.data, h->value.len))
+    {
+        ngx_snprintf((u_char *) err, sizeof(err) - 1,
+                     "header %s must be at most %d bytes without control "
+                     "characters%Z", header, SP_FIELD_LEN - 1);
+
+        return ngx_http_spendpol_send_error(r, ctx, NGX_HTTP_BAD_REQUEST,
+                                            "invalid_request_error",
+                                            "invalid_header", err);
+    }
+
+    if (value->len == 0
+        || (value->len == h->value.len
+            && ngx_strncmp(value->data, h->value.data, value->len) == 0))
+    {
+        *value = h->value;
+        return NGX_OK;
+    }
+
+    if (!may_override) {
+        ngx_snprintf((u_char *) err, sizeof(err) - 1,
+                     "this key is bound to its own attribution and %s names "
+                     "another; send the key's own value or none, or give "
+                     "the key \"attribution_override\": true (PATCH "
+                     "/api-keys/{id} on the admin API)%Z", header);
+
+        return ngx_http_spendpol_send_error(r, ctx, NGX_HTTP_FORBIDDEN,
+                                            "permission_error",
+                                            "attribution_not_allowed", err);
+    }
+
+    *key_value = *value;
+    *value = h->value;
+
+    return NGX_OK;
+}
+
+
 /* "/v1/{provider}/{rest}": the provider must be known and configured */
 static ngx_int_t
 ngx_http_spendpol_route(ngx_http_request_t *r, ngx_http_spendpol_ctx_t *ctx)
 {
-    u_char                        *p, *last, *start, *u;
+    u_char                        *u;
     sp_str_t                       org, name, base_url, api_key;
     ngx_int_t                      rc;
-    ngx_str_t                      args;
     ngx_table_elt_t               *h;
     ngx_http_spendpol_main_conf_t *smcf;
     const sp_snapshot_provider_t  *provider;
 
     smcf = ngx_http_get_module_main_conf(r, ngx_http_spendpol_module);
-
-    p = r->uri.data;
-    last = r->uri.data + r->uri.len;
-
-    if (r->uri.len < sizeof(NGX_HTTP_SPENDPOL_PREFIX) - 1
-        || ngx_strncmp(p, NGX_HTTP_SPENDPOL_PREFIX,
-                       sizeof(NGX_HTTP_SPENDPOL_PREFIX) - 1) != 0)
-    {
-        return ngx_http_spendpol_send_error(r, ctx, NGX_HTTP_NOT_FOUND,
-                                   "invalid_request_error", "not_found",
-                                   "expected a path /v1/{provider}/..., "
-                                   "provider one of openai, anthropic, "
-                                   "google, azure, cohere, mistral");
-    }
-
-    start = p + sizeof(NGX_HTTP_SPENDPOL_PREFIX) - 1;
-
-    for (p = start; p < last && *p != '/'; p++) {
-        /* void */
-    }
-
-    ctx->provider = sp_provider_from_name((char *) start, p - start);
-
-    if (ctx->provider == SP_PROVIDER_UNKNOWN) {
-        return ngx_http_spendpol_send_error(r, ctx, NGX_HTTP_NOT_FOUND,
-                                   "invalid_request_error",
-                                   "unknown_provider",
-                                   "unknown provider in the path: expected "
-                                   "/v1/{provider}/... with provider one of "
-                                   "openai, anthropic, google, azure, "
-                                   "cohere, mistral");
-    }
-
-    ctx->provider_name.data = start;
-    ctx->provider_name.len = p - start;
-
-    /* the rest keeps its leading '/', and the query string follows it */
-    ctx->rest.data = p;
-    ctx->rest.len = last - p;
 
     org.data = (char *) ctx->org_id.data;
     org.len = ctx->org_id.len;
@@ -421,18 +671,23 @@ ngx_http_spendpol_route(ngx_http_request_t *r, ngx_http_spendpol_ctx_t *ctx)
                                    "the admin API");
     }
 
+    rc = ngx_http_spendpol_governed(r, ctx);
+
+    if (rc != NGX_OK || ctx->replaced) {
+        return rc;
+    }
+
     base_url = sp_snapshot_str(&smcf->snapshot, provider->base_url);
     api_key = sp_snapshot_str(&smcf->snapshot, provider->api_key);
 
     if (ngx_http_spendpol_copy(r->pool, &ctx->credential, api_key)
-        != NGX_OK
-        || ngx_http_spendpol_args(r, &args) != NGX_OK)
+        != NGX_OK)
     {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
     rc = ngx_http_spendpol_upstream_target(r, ctx, (u_char *) base_url.data,
-                                           base_url.len, &args);
+                                           base_url.len, &ctx->args);
 
     if (rc == NGX_ERROR) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
@@ -452,6 +707,14 @@ ngx_http_spendpol_route(ngx_http_request_t *r, ngx_http_spendpol_ctx_t *ctx)
         h = ngx_http_spendpol_request_header(r, "anthropic-version",
                                              sizeof("anthropic-version") - 1);
         if (h && h->value.len) {
+            if (!sp_header_value_ok((char *) h->value.data, h->value.len)) {
+                return ngx_http_spendpol_send_error(r, ctx,
+                                   NGX_HTTP_BAD_REQUEST,
+                                   "invalid_request_error", "invalid_header",
+                                   "header anthropic-version must not "
+                                   "contain control characters");
+            }
+
             ctx->anthropic_version = h->value;
 
         } else {
@@ -481,6 +744,98 @@ ngx_http_spendpol_route(ngx_http_request_t *r, ngx_http_spendpol_ctx_t *ctx)
     }
 
     return NGX_OK;
+}
+
+
+typedef struct {
+    const sp_snapshot_t  *snapshot;
+    ngx_str_t             method;
+    ngx_str_t             path;
+    ngx_uint_t            allowed;
+} ngx_http_spendpol_allow_t;
+
+
+/*
+ * Stage 1, once the organisation is known: the endpoint must be one the
+ * catalogue meters, or one the organisation allowed (journaled, rate
+ * limited, refused while a hard budget is spent, never metered).
+ */
+static ngx_int_t
+ngx_http_spendpol_governed(ngx_http_request_t *r,
+    ngx_http_spendpol_ctx_t *ctx)
+{
+    char                            err[512];
+    sp_str_t                        org, provider;
+    ngx_http_spendpol_allow_t       allow;
+    ngx_http_spendpol_main_conf_t  *smcf;
+
+    ctx->endpoint = sp_endpoint_find(ctx->provider,
+                                     (char *) r->method_name.data,
+                                     r->method_name.len,
+                                     (char *) ctx->rest.data, ctx->rest.len);
+
+    if (ctx->endpoint) {
+        return NGX_OK;
+    }
+
+    smcf = ngx_http_get_module_main_conf(r, ngx_http_spendpol_module);
+
+    org.data = (char *) ctx->org_id.data;
+    org.len = ctx->org_id.len;
+    provider.data = (char *) ctx->provider_name.data;
+    provider.len = ctx->provider_name.len;
+
+    allow.snapshot = &smcf->snapshot;
+    allow.method = r->method_name;
+    allow.path = ctx->rest;
+    allow.allowed = 0;
+
+    (void) sp_snapshot_foreach_endpoint(&smcf->snapshot, org, provider,
+                                        ngx_http_spendpol_endpoint_visit,
+                                        &allow);
+
+    if (allow.allowed) {
+        ctx->ungoverned = 1;
+        return NGX_OK;
+    }
+
+    ngx_snprintf((u_char *) err, sizeof(err) - 1,
+                 "%V %*s is not an endpoint Spendpol meters for %V, so it "
+                 "is not forwarded; an administrator can allow it: PUT /org "
+                 "{\"allowed_endpoints\":[{\"provider\":\"%V\",\"method\":"
+                 "\"%V\",\"path\":\"%*s\"}]}%Z",
+                 &r->method_name, ngx_min(ctx->rest.len, 100), ctx->rest.data,
+                 &ctx->provider_name, &ctx->provider_name, &r->method_name,
+                 ngx_min(ctx->rest.len, 100), ctx->rest.data);
+
+    err[sizeof(err) - 1] = '\0';
+
+    return ngx_http_spendpol_send_error(r, ctx, NGX_HTTP_FORBIDDEN,
+                                        "permission_error",
+                                        "endpoint_not_governed", err);
+}
+
+
+static int
+ngx_http_spendpol_endpoint_visit(const sp_snapshot_endpoint_t *e, void *arg)
+{
+    ngx_http_spendpol_allow_t  *allow = arg;
+
+    sp_str_t  method, pattern;
+
+    method = sp_snapshot_str(allow->snapshot, e->method);
+    pattern = sp_snapshot_str(allow->snapshot, e->pattern);
+
+    if (method.len == allow->method.len
+        && ngx_strncmp(method.data, allow->method.data, method.len) == 0
+        && sp_endpoint_match(pattern.data, pattern.len,
+                             (char *) allow->path.data, allow->path.len))
+    {
+        allow->allowed = 1;
+        return 1;
+    }
+
+    return 0;
 }
 
 
@@ -551,27 +906,29 @@ ngx_http_spendpol_prepare(ngx_http_request_t *r, ngx_http_spendpol_ctx_t *ctx)
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
+    if (ctx->ungoverned) {
+        /* an endpoint the organisation allowed: its body is not ours */
+        goto admit;
+    }
+
     if (sp_request_parse(ctx->provider, (char *) ctx->body.data,
                          ctx->body.len, ctx->request, err, sizeof(err))
         != SP_OK)
     {
         return ngx_http_spendpol_send_error(r, ctx, NGX_HTTP_BAD_REQUEST,
-                                   "invalid_request_error", "invalid_json",
-                                   err);
+                                   "invalid_request_error",
+                                   ctx->request->error_code
+                                   ? ctx->request->error_code
+                                   : "invalid_json", err);
     }
 
     sp_request_from_path(ctx->provider, (char *) ctx->rest.data,
                          ctx->rest.len, ctx->request);
 
-    if (ngx_http_spendpol_refuses_unpriced(r, ctx)
-        && ngx_http_spendpol_price(r, ctx, ctx->request->model) == NULL)
-    {
-        return ngx_http_spendpol_send_error(r, ctx, NGX_HTTP_BAD_REQUEST,
-                                   "invalid_request_error", "unpriced_model",
-                                   "this model has no price and your "
-                                   "organisation refuses unpriced models: "
-                                   "PUT /pricing/{provider}/{model} on the "
-                                   "admin API");
+    rc = ngx_http_spendpol_worst_case(r, ctx);
+
+    if (rc != NGX_DECLINED) {
+        return rc;
     }
 
     /*
@@ -580,9 +937,7 @@ ngx_http_spendpol_prepare(ngx_http_request_t *r, ngx_http_spendpol_ctx_t *ctx)
      * Responses API always reports usage and has no stream_options.)
      */
     if (ctx->request->stream && !ctx->request->include_usage
-        && (ctx->provider == SP_PROVIDER_OPENAI
-            || ctx->provider == SP_PROVIDER_AZURE)
-        && ngx_http_spendpol_is_completions(&ctx->rest))
+        && (ctx->endpoint->flags & SP_ENDPOINT_CHAT))
     {
         n = ctx->body.len * 2 + 64;
 
@@ -609,6 +964,8 @@ ngx_http_spendpol_prepare(ngx_http_request_t *r, ngx_http_spendpol_ctx_t *ctx)
         }
     }
 
+admit:
+
     rc = ngx_http_spendpol_ratelimit_admit(r, ctx);
 
     if (rc == NGX_ERROR) {
@@ -623,6 +980,23 @@ ngx_http_spendpol_prepare(ngx_http_request_t *r, ngx_http_spendpol_ctx_t *ctx)
 
     if (rc == NGX_ERROR) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (rc == NGX_DECLINED && ctx->refused_unpriced) {
+        ngx_snprintf((u_char *) err, sizeof(err) - 1,
+                     "model \"%s\" has no price and a budget with a hard "
+                     "limit covers this request, so its cost could not be "
+                     "held against it; add a price with PUT "
+                     "/pricing/%V/{model}, or a fallback price for every "
+                     "unpriced %V model with PUT /pricing/%V/* on the admin "
+                     "API%Z", ctx->request->model, &ctx->provider_name,
+                     &ctx->provider_name, &ctx->provider_name);
+
+        err[sizeof(err) - 1] = '\0';
+
+        return ngx_http_spendpol_send_error(r, ctx, NGX_HTTP_FORBIDDEN,
+                                            "permission_error",
+                                            "unpriced_model", err);
     }
 
     if (rc == NGX_DECLINED) {
@@ -645,6 +1019,123 @@ ngx_http_spendpol_prepare(ngx_http_request_t *r, ngx_http_spendpol_ctx_t *ctx)
 }
 
 
+/*
+ * Stage 3's numbers: the price of the requested model (or the
+ * organisation's fallback "*" price for the provider), and the worst case
+ * the request may cost: every token of the prompt (a token covers at
+ * least one byte of text, plus framing), the media charges, and every
+ * output it may ask for (each of n choices up to the output limit, the
+ * model's own limit when the request sets none). Refuses an output limit
+ * above the model's. NGX_DECLINED goes on; anything else was sent.
+ */
+static ngx_int_t
+ngx_http_spendpol_worst_case(ngx_http_request_t *r,
+    ngx_http_spendpol_ctx_t *ctx)
+{
+    char                            err[384];
+    int64_t                         input, output, limit;
+    sp_str_t                        org, provider, any;
+    sp_request_info_t              *req;
+    ngx_http_spendpol_main_conf_t  *smcf;
+    const sp_snapshot_price_t      *price;
+
+    smcf = ngx_http_get_module_main_conf(r, ngx_http_spendpol_module);
+    req = ctx->request;
+
+    if (ctx->endpoint->meter == SP_METER_FREE) {
+        return NGX_DECLINED;
+    }
+
+    price = ngx_http_spendpol_price(r, ctx, req->model);
+
+    if (price == NULL && ngx_http_spendpol_refuses_unpriced(r, ctx)) {
+        return ngx_http_spendpol_send_error(r, ctx, NGX_HTTP_BAD_REQUEST,
+                                   "invalid_request_error", "unpriced_model",
+                                   "this model has no price and your "
+                                   "organisation refuses unpriced models: "
+                                   "PUT /pricing/{provider}/{model} on the "
+                                   "admin API");
+    }
+
+    if (price == NULL && smcf->snapshot_map) {
+        org.data = (char *) ctx->org_id.data;
+        org.len = ctx->org_id.len;
+        provider.data = (char *) ctx->provider_name.data;
+        provider.len = ctx->provider_name.len;
+        any.data = "*";
+        any.len = 1;
+
+        price = sp_snapshot_find_price(&smcf->snapshot, org, provider, any);
+
+        if (price) {
+            ctx->fallback_price = 1;
+        }
+    }
+
+    limit = price ? price->max_output_tokens : 0;
+
+    if (limit && req->max_tokens > limit) {
+        ngx_snprintf((u_char *) err, sizeof(err) - 1,
+                     "field \"max_tokens\" (or max_completion_tokens, "
+                     "max_output_tokens, maxOutputTokens) is %L, above the "
+                     "output limit of \"%s\", %L tokens%Z",
+                     req->max_tokens, req->model, limit);
+
+        err[sizeof(err) - 1] = '\0';
+
+        return ngx_http_spendpol_send_error(r, ctx, NGX_HTTP_BAD_REQUEST,
+                                            "invalid_request_error",
+                                            "invalid_field", err);
+    }
+
+    sp_request_worst_case(req,
+                          limit ? limit : NGX_HTTP_SPENDPOL_DEFAULT_MAX_OUTPUT,
+                          &input, &output);
+
+    switch (ctx->endpoint->meter) {
+
+    case SP_METER_EMBED:
+        output = 0;
+        break;
+
+    case SP_METER_SEARCH:
+        /*
+         * Search units: one per query and 100 documents (or 500-token
+         * chunks); a document takes at least 3 bytes of the body.
+         */
+        input = 1 + (int64_t) ctx->body.len / 300;
+        output = 0;
+        break;
+
+    default:
+        break;
+    }
+
+    /*
+     * The rate limits hold the estimate plus what was asked for (all of
+     * them at most 1e8 times 128, or saturated media: no overflow).
+     */
+    ctx->hold_tokens = sp_tokens_estimate(req->prompt_bytes)
+                       + ngx_min(req->media_tokens, INT64_MAX / 4)
+                       + req->max_tokens * ngx_max(req->choices, 1);
+
+    if (price == NULL) {
+        return NGX_DECLINED;
+    }
+
+    ctx->priced = 1;
+    ctx->price = price->price;
+
+    if (sp_cost_worst_case(&price->price, input, output, &ctx->worst_nano)
+        != SP_OK)
+    {
+        ctx->worst_nano = INT64_MAX / 4;
+    }
+
+    return NGX_DECLINED;
+}
+
+
 static ngx_uint_t
 ngx_http_spendpol_refuses_unpriced(ngx_http_request_t *r,
     ngx_http_spendpol_ctx_t *ctx)
@@ -661,72 +1152,6 @@ ngx_http_spendpol_refuses_unpriced(ngx_http_request_t *r,
     settings = sp_snapshot_find_org(&smcf->snapshot, org);
 
     return settings && (settings->flags & SP_ORG_REFUSE_UNPRICED);
-}
-
-
-/* ".../chat/completions" or ".../completions", before any query string */
-static ngx_uint_t
-ngx_http_spendpol_is_completions(ngx_str_t *rest)
-{
-    u_char  *end;
-    size_t   len;
-
-    end = ngx_strlchr(rest->data, rest->data + rest->len, '?');
-    len = (end ? end : rest->data + rest->len) - rest->data;
-
-    return len >= sizeof("/completions") - 1
-           && ngx_strncmp(rest->data + len - (sizeof("/completions") - 1),
-                          "/completions", sizeof("/completions") - 1) == 0;
-}
-
-
-/* the query string without "key=...": a Spendpol key goes nowhere */
-static ngx_int_t
-ngx_http_spendpol_args(ngx_http_request_t *r, ngx_str_t *args)
-{
-    u_char  *p, *last, *start, *out;
-
-    *args = r->args;
-
-    if (r->args.len == 0
-        || ngx_http_arg(r, (u_char *) "key", 3, &(ngx_str_t) { 0, NULL })
-           != NGX_OK)
-    {
-        return NGX_OK;
-    }
-
-    out = ngx_pnalloc(r->pool, r->args.len);
-    if (out == NULL) {
-        return NGX_ERROR;
-    }
-
-    args->data = out;
-    p = r->args.data;
-    last = r->args.data + r->args.len;
-
-    while (p < last) {
-        start = p;
-
-        while (p < last && *p != '&') {
-            p++;
-        }
-
-        if (!(p - start >= 4 && ngx_strncmp(start, "key=", 4) == 0)
-            && !(p - start == 3 && ngx_strncmp(start, "key", 3) == 0))
-        {
-            if (out != args->data) {
-                *out++ = '&';
-            }
-
-            out = ngx_cpymem(out, start, p - start);
-        }
-
-        p++;
-    }
-
-    args->len = out - args->data;
-
-    return NGX_OK;
 }
 
 

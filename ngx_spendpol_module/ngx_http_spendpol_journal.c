@@ -110,6 +110,10 @@ ngx_http_spendpol_log_handler(ngx_http_request_t *r)
     rec.epoch = ngx_http_spendpol_epoch(smcf);
     rec.reserved_nano = ctx->reserved_nano;
 
+    /* the method is nginx's (a token), the path our re-encoded one */
+    ngx_snprintf((u_char *) rec.endpoint, sizeof(rec.endpoint) - 1, "%V %V%Z",
+                 &r->method_name, &ctx->rest);
+
     /* line[0] is kept for the newline that ends a torn line */
     len = sp_journal_format(&rec, (char *) line + 1, sizeof(line) - 1);
 

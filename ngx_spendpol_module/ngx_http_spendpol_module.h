@@ -17,6 +17,7 @@
 #include <sp_snapshot.h>
 #include <sp_usage.h>
 #include <sp_budget.h>
+#include <sp_endpoint.h>
 
 
 #define NGX_HTTP_SPENDPOL_SSE_EVENT_MAX     65536
@@ -162,7 +163,12 @@ typedef struct {
 
     sp_provider_e              provider;
     ngx_str_t                  provider_name;
-    ngx_str_t                  rest;           /* path after the provider */
+    ngx_str_t                  rest;           /* path after the provider,
+                                                  validated, re-encoded */
+    ngx_str_t                  args;           /* the query, re-encoded,
+                                                  without Spendpol keys */
+    const sp_endpoint_t       *endpoint;       /* the catalogue's, or NULL:
+                                                  allowed by the org */
 
     /* copied from the snapshot: it may be swapped during the request */
     ngx_str_t                  org_id;
@@ -171,6 +177,8 @@ typedef struct {
     ngx_str_t                  department;
     ngx_str_t                  project;
     ngx_str_t                  agent_id;
+    ngx_str_t                  key_department; /* the key's own, when an */
+    ngx_str_t                  key_project;    /* override named another */
 
     off_t                      body_received;
     sp_request_info_t         *request;
@@ -202,6 +210,13 @@ typedef struct {
     ngx_uint_t                 usage_estimated:1;
     ngx_uint_t                 unpriced:1;
     ngx_uint_t                 cost_done:1;
+    ngx_uint_t                 fallback_price:1;  /* the org's "*" price */
+    ngx_uint_t                 ungoverned:1;   /* an org-allowed endpoint */
+    ngx_uint_t                 refused_unpriced:1;
+    ngx_uint_t                 priced:1;
+    sp_price_t                 price;          /* of the requested model */
+    int64_t                    worst_nano;     /* reserved per budget */
+    int64_t                    hold_tokens;    /* held per rate limit */
     const char                *error_code;
 
     /* BUFFER: the whole body */

@@ -4,7 +4,8 @@
  *
  * Requests and tokens per minute, per key, agent and organisation, in
  * the shared zone (one window a minute, aligned to the clock). Tokens are
- * held at admission (the prompt estimate plus max_tokens) and corrected
+ * held at admission (the prompt estimate, media, and max_tokens for each
+ * choice asked for: ctx->hold_tokens) and corrected
  * to the actual usage when the request ends. Other nodes' counts of the
  * same window come from controld through the spend file (sp_rate_find():
  * their journals, summed in Redis), so a limit holds across nodes. A
@@ -138,8 +139,7 @@ ngx_http_spendpol_ratelimit_admit(ngx_http_request_t *r,
         ngx_http_spendpol_limit_remote(smcf, &limits[i], start_ms);
     }
 
-    tokens = sp_tokens_estimate(ctx->request->prompt_bytes)
-             + ctx->request->max_tokens;
+    tokens = ctx->hold_tokens;
 
     if (ngx_http_spendpol_hold(r, ctx) != NGX_OK) {
         return NGX_ERROR;

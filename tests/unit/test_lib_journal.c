@@ -167,7 +167,7 @@ test_journal_line_is_the_documented_shape(void **state)
 
     root = json_loadb(line, n, JSON_REJECT_DUPLICATES, &jerr);
     assert_non_null(root);
-    assert_int_equal(json_object_size(root), 28);
+    assert_int_equal(json_object_size(root), 29);
     assert_true(json_is_false(json_object_get(root, "stream")));
     assert_true(json_is_integer(json_object_get(root, "cost_nano")));
     assert_true(json_is_integer(json_object_get(root, "status")));

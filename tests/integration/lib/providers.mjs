@@ -150,8 +150,12 @@ export async function routeStatus(s, name, key, pathSuffix = 'x') {
   return r.status;
 }
 
+/*
+ * Routed: the provider is configured (404 provider_not_configured until
+ * then), so the path /x, no endpoint of any catalogue, is refused as such.
+ */
 export async function waitRouted(s, name, key) {
-  return s.waitStable(() => routeStatus(s, name, key), (st) => st === 400,
+  return s.waitStable(() => routeStatus(s, name, key), (st) => st === 403,
     { message: `the proxy to route /v1/${name}`, timeout: 10_000 * SLOW });
 }
 
@@ -182,7 +186,10 @@ export function rawRequest(url, { method = 'POST', headers = {}, body } = {}) {
     const buf = body === undefined ? null : Buffer.from(typeof body === 'string' ? body : JSON.stringify(body));
     const h = { te: 'trailers', ...headers };
     if (buf) { h['content-length'] = buf.length; h['content-type'] ??= 'application/json'; }
-    const req = http.request(url, { method, headers: h }, (r) => {
+    // the path exactly as written: URL() would resolve "%2e%2e" segments
+    const u = new URL(url);
+    const path = url.slice(url.indexOf('/', url.indexOf('//') + 2)) || '/';
+    const req = http.request({ host: u.hostname, port: u.port, path, method, headers: h }, (r) => {
       const chunks = [];
       const done = (error) => {
         const text = Buffer.concat(chunks).toString('utf8');

@@ -674,7 +674,9 @@ export function rawRequest(url, { method = 'POST', headers = {}, body } = {}) {
     const h = { ...headers };
     if (buf) h['content-length'] = buf.length;
     let settled = false;
-    const req = http.request({ host: u.hostname, port: u.port, path: u.pathname + u.search, method, headers: h }, (res) => {
+    // the path exactly as written: URL() would resolve "%2e%2e" segments
+    const rawPath = url.slice(url.indexOf('/', url.indexOf('//') + 2)) || '/';
+    const req = http.request({ host: u.hostname, port: u.port, path: rawPath, method, headers: h }, (res) => {
       const chunks = [];
       res.on('data', (d) => chunks.push(d));
       res.on('end', () => {
