@@ -17,7 +17,7 @@
     " cache_write_tokens, cost_nano, status, cache, stream, latency_ms,"     \
     " gateway_us, department, project, agent_id, trace_id, span_id,"         \
     " parent_id, to_json(warnings)::text, error_code, "                      \
-    CD_SQL_US("created_at")
+    CD_SQL_US("created_at") ", endpoint"
 
 enum {
     CD_AUDIT_ID = 0, CD_AUDIT_CREATED, CD_AUDIT_KEY, CD_AUDIT_PROVIDER,
@@ -26,7 +26,7 @@ enum {
     CD_AUDIT_STATUS, CD_AUDIT_CACHE, CD_AUDIT_STREAM, CD_AUDIT_LATENCY,
     CD_AUDIT_GATEWAY, CD_AUDIT_DEPARTMENT, CD_AUDIT_PROJECT, CD_AUDIT_AGENT,
     CD_AUDIT_TRACE, CD_AUDIT_SPAN, CD_AUDIT_PARENT, CD_AUDIT_WARNINGS,
-    CD_AUDIT_ERROR, CD_AUDIT_CREATED_US
+    CD_AUDIT_ERROR, CD_AUDIT_CREATED_US, CD_AUDIT_ENDPOINT
 };
 
 
@@ -86,7 +86,8 @@ cd_audit_json(PGresult *res, int row)
         || cd_audit_str("parent_id", CD_AUDIT_PARENT)
         || warnings == NULL
         || json_object_set_new(obj, "warnings", warnings)
-        || cd_audit_str("error_code", CD_AUDIT_ERROR))
+        || cd_audit_str("error_code", CD_AUDIT_ERROR)
+        || cd_audit_str("endpoint", CD_AUDIT_ENDPOINT))
     {
         json_decref(obj);
         return NULL;

@@ -389,6 +389,7 @@ cd_copy_record(const sp_journal_record_t *rec, const char *alert_key,
                                 rec->agent_id, rec->trace_id, rec->span_id,
                                 rec->parent_id, rec->warnings,
                                 rec->error_code, alert_key };
+    const char  *strings5[] = { rec->endpoint };
 
     pos = 0;
 
@@ -426,11 +427,16 @@ cd_copy_record(const sp_journal_record_t *rec, const char *alert_key,
 
     cd_copy_strings(strings4);
 
-#undef cd_copy_strings
-
-    n = snprintf(out + pos, CD_COPY_LINE_MAX - pos, "%lld\t%lld\n",
+    n = snprintf(out + pos, CD_COPY_LINE_MAX - pos, "%lld\t%lld\t",
                  (long long) rec->epoch, (long long) rec->reserved_nano);
     pos += (size_t) n;
+
+    cd_copy_strings(strings5);
+
+#undef cd_copy_strings
+
+    /* the last field's tab is the line's end */
+    out[pos - 1] = '\n';
     *len = pos;
 
     return CD_OK;
@@ -453,7 +459,8 @@ cd_ingest_copy(cd_ingest_ctx_t *x, cd_db_conn_t *c)
             " latency_ms bigint, gateway_us bigint, department text,"
             " project text, agent_id text, trace_id text, span_id text,"
             " parent_id text, warnings text, error_code text,"
-            " alert_key text, epoch bigint, reserved_nano bigint)"
+            " alert_key text, epoch bigint, reserved_nano bigint,"
+            " endpoint text)"
             " ON COMMIT DELETE ROWS;"
             " CREATE TEMP TABLE IF NOT EXISTS cd_journal_inserted (id text)"
             " ON COMMIT DELETE ROWS;"
@@ -763,7 +770,9 @@ failed:
 
 /*
  * Counts the spend of the rows this batch really inserted against every
- * budget covering them, in the batch's transaction: a batch read twice
+ * budget covering them (a department or project budget also covers the
+ * calls of its keys that re-attributed themselves elsewhere, as the
+ * module holds them), in the batch's transaction: a batch read twice
  * inserts no row the second time, so it counts nothing twice. A row
  * counts in the period of its budget containing its time (request
  * start); the scope, provider and model narrowing are those of
@@ -788,13 +797,15 @@ cd_ingest_count_spend(cd_ingest_ctx_t *x, cd_db_conn_t *c)
         " coalesce(a.epoch, 0)"
         " FROM cd_journal_inserted i JOIN audit_logs a ON a.id = i.id"
         " JOIN budgets bu ON bu.org_id = a.org_id"
+        " LEFT JOIN api_keys k ON k.id = a.api_key_id"
         " WHERE (a.cost_nano > 0 OR a.status < 400)"
         " AND (bu.period <> 'total' OR a.created_at >= bu.created_at)"
         " AND CASE bu.scope_type WHEN 'organization' THEN true"
         " WHEN 'api_key' THEN a.api_key_id = bu.scope_value"
         " WHEN 'agent' THEN a.agent_id = bu.scope_value"
         " WHEN 'department' THEN a.department = bu.scope_value"
-        " ELSE a.project = bu.scope_value END"
+        " OR k.department = bu.scope_value"
+        " ELSE a.project = bu.scope_value OR k.project = bu.scope_value END"
         " AND (bu.provider IS NULL OR bu.provider = a.provider)"
         " AND (bu.model IS NULL"
         " OR spendpol_model_covers(bu.model, a.requested_model)"
@@ -891,7 +902,7 @@ cd_ingest_flush(cd_ingest_ctx_t *x)
             " cached_tokens, cache_write_tokens, cost_nano, status, cache,"
             " stream, latency_ms, gateway_us, department, project, agent_id,"
             " trace_id, span_id, parent_id, warnings, error_code, node_id,"
-            " epoch, reserved_nano)"
+            " epoch, reserved_nano, endpoint)"
             " SELECT id, org_id,"
             " 'epoch'::timestamptz + ts_ms * interval '1 millisecond',"
             " nullif(api_key_id, ''), nullif(provider, ''),"
@@ -903,7 +914,8 @@ cd_ingest_flush(cd_ingest_ctx_t *x)
             " nullif(span_id, ''), nullif(parent_id, ''),"
             " CASE WHEN warnings = '' THEN '{}'::text[]"
             " ELSE string_to_array(warnings, ',') END,"
-            " nullif(error_code, ''), $1, epoch, reserved_nano"
+            " nullif(error_code, ''), $1, epoch, reserved_nano,"
+            " nullif(endpoint, '')"
             " FROM cd_journal_batch ON CONFLICT (id) DO NOTHING"
             " RETURNING id)"
             " INSERT INTO cd_journal_inserted SELECT id FROM inserted",

@@ -1,5 +1,6 @@
 // GET /audit-logs: the row of a request matches its X-Spendpol-* headers;
-// attribution from request headers or the key's defaults; pagination.
+// attribution from request headers (a key that allows overrides) or the
+// key's defaults; pagination.
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -12,7 +13,7 @@ import { fixtureUsage } from '../fixtures/openai-fixture.mjs';
 const s = useStack();
 
 test('the audit row matches the response headers', async () => {
-  const created = await s.createKey({ name: 'audit', department: 'eng', project: 'alpha' });
+  const created = await s.createKey({ name: 'audit', department: 'eng', project: 'alpha', attribution_override: true });
   const trace = crypto.randomUUID();
   const body = { model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'Count the cost of this, please ✓' }], max_tokens: 42 };
   const { data, response } = await s.client(created.key).chat.completions.create(body, {

@@ -233,3 +233,64 @@ test('n choices and images are part of the worst case held against a budget', as
   const one = await call(key, body({ n: 1 }));
   assert.equal(one.status, 200, `n=1 fits: ${one.text}`);
 });
+
+// ---------------------------------------------------------------- item 4
+
+test('embeddings are metered and priced like chat', async () => {
+  const { key } = await s.createKey({});
+  const input = 'Spendpol prices embeddings to the nano-dollar.';
+  const { data, response } = await s.client(key).embeddings
+    .create({ model: 'text-embedding-3-small', input }).withResponse();
+  const tokens = data.usage.prompt_tokens;
+  assert.ok(tokens > 0);
+  // text-embedding-3-small: 0.02 USD per 1M tokens = 20 nano-USD a token
+  const nano = BigInt(tokens) * 20n;
+  assert.equal(response.headers.get('x-spendpol-tokens'), `${tokens}/0`);
+  const row = await s.waitAuditRow(response.headers.get('x-spendpol-audit-id'));
+  assert.equal(String(row.cost_nano), String(nano));
+  assert.equal(row.endpoint, 'POST /embeddings');
+});
+
+test('an endpoint the organisation allowed is forwarded, journaled with its endpoint, rate limited and stopped by a spent budget', async () => {
+  const { key, id } = await s.createKey({});
+  const batch = { input_file_id: 'file-abc', endpoint: '/v1/chat/completions', completion_window: '24h' };
+  const post = () => rawRequest(`${s.openaiBaseURL}/batches`, {
+    headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' }, body: batch,
+  });
+
+  assert.equal(assertJsonError(await post(), 403, 'not allowed yet').code, 'endpoint_not_governed');
+
+  const put = await s.api('PUT', '/org', { body: { allowed_endpoints: [{ provider: 'openai', method: 'POST', path: '/batches' }] } });
+  assert.equal(put.status, 200, put.text);
+  s.fixture.clear();
+  // the fixture has no batches: its own 404 proves the call went through
+  const through = await s.waitStable(post, (r) => r.status === 404, { times: 6, message: 'every worker to allow /batches' });
+  assert.ok(s.fixture.requests.some((r) => r.method === 'POST' && r.path.endsWith('/batches')), 'the fixture got the batch');
+  const row = await s.waitAuditRow(through.headers.get('x-spendpol-audit-id'));
+  assert.equal(row.endpoint, 'POST /batches');
+  assert.equal(String(row.cost_nano), '0');
+
+  // rate limited like any call of the key
+  const limited = await s.api('PATCH', `/api-keys/${id}`, { body: { rate_limits: { requests_per_minute: 1 } } });
+  assert.equal(limited.status, 200, limited.text);
+  const r429 = await s.waitStable(post, (r) => r.status === 429, { times: 3, message: 'the rate limit to refuse' });
+  assert.equal(r429.json.error.code, 'rate_limit_exceeded');
+  const unlimited = await s.api('PATCH', `/api-keys/${id}`, { body: { rate_limits: null } });
+  assert.equal(unlimited.status, 200, unlimited.text);
+
+  // and refused while a hard budget that covers the key is spent: spend
+  // some, then lower the limit below it
+  const b = await budget('api_key', id, 1_000_000_000n);
+  const chat = await s.waitStable(() => call(key, hi()), (r) => r.status === 200, { times: 1, message: 'a chat call' });
+  const spent = BigInt(Math.round(Number(chat.headers.get('x-spendpol-cost')) * 1e9));
+  assert.ok(spent > 1n, `cost ${spent}`);
+  await waitFor(async () => (await s.api('GET', `/budgets/${b.id}/spend`)).json?.requests === 1,
+    { timeout: 15_000, message: 'the spend to be counted' });
+  const lower = await s.api('PATCH', `/budgets/${b.id}`, { body: { limit_usd: '0.000000001' } });
+  assert.equal(lower.status, 200, lower.text);
+  const r402 = await s.waitStable(post, (r) => r.status === 402, { times: 6, message: 'the spent budget to refuse the allowed endpoint' });
+  assert.equal(r402.json.error.code, 'budget_exceeded');
+
+  const clear = await s.api('PUT', '/org', { body: { allowed_endpoints: [] } });
+  assert.equal(clear.status, 200, clear.text);
+});

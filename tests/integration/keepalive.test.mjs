@@ -53,7 +53,7 @@ before(async () => {
   port = fxA.port;
   // two providers on one address, under two names
   await s.setProvider({ name: 'openai', base_url: `http://alpha.test:${port}/v1` });
-  await s.setProvider({ name: 'mistral', base_url: `http://beta.test:${port}/v1` });
+  await s.setProvider({ name: 'mistral', base_url: `http://beta.test:${port}` });
   ({ key } = await s.createKey({ name: 'keepalive' }));
 }, { timeout: 180_000 * SLOW });
 
@@ -76,9 +76,16 @@ function body(provider, content, extra = {}) {
   return { model: MODEL[provider], messages: [{ role: 'user', content }], max_tokens: 5, ...extra };
 }
 
+/*
+ * The chat endpoint as each SDK sends it: OpenAI's base URL ends in /v1,
+ * Mistral's does not (its SDK adds /v1 to the path). The fixture answers
+ * both /chat/completions and /v1/chat/completions.
+ */
+const chatPath = (provider) => `/v1/${provider}${provider === 'mistral' ? '/v1' : ''}/chat/completions`;
+
 /** POST .../chat/completions through the gateway; fresh: on a new client connection (any worker) */
 function chat(provider, b, { fresh = false } = {}) {
-  return rawRequest(`${s.proxyURL}/v1/${provider}/chat/completions`, {
+  return rawRequest(`${s.proxyURL}${chatPath(provider)}`, {
     headers: {
       authorization: `Bearer ${key}`, 'content-type': 'application/json', ...(fresh ? { connection: 'close' } : {}),
     },
@@ -90,7 +97,7 @@ function chat(provider, b, { fresh = false } = {}) {
 function chatOn(agent, provider, b) {
   return new Promise((resolve, reject) => {
     const data = Buffer.from(JSON.stringify(b));
-    const req = http.request(`${s.proxyURL}/v1/${provider}/chat/completions`, {
+    const req = http.request(`${s.proxyURL}${chatPath(provider)}`, {
       method: 'POST',
       agent,
       headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json', 'content-length': data.length },
@@ -241,7 +248,7 @@ test('two providers on one address under different host names never share a conn
 
 test('a name with two addresses: a refused one passes the request to the next', async () => {
   const host = `two.test:${port}`;
-  await setMistral(`http://${host}/v1`, (r) => r.status === 200 && fxA.requests.at(-1)?.headers.host === host);
+  await setMistral(`http://${host}`, (r) => r.status === 200 && fxA.requests.at(-1)?.headers.host === host);
   // concurrent requests need new connections, which take the addresses in turn
   const rs = await Promise.all(Array.from({ length: 6 }, (_, i) => chat('mistral', body('mistral', `two ${i}`), { fresh: true })));
   for (const r of rs) assert.equal(r.status, 200, r.text);
@@ -252,7 +259,7 @@ test('the same host name on two ports: each provider keeps to its own fixture', 
   const fxB = await startFixture();
   started.push(fxB);
   const host = `alpha.test:${fxB.port}`;
-  await setMistral(`http://${host}/v1`, (r) => r.status === 200 && fxB.requests.at(-1)?.headers.host === host);
+  await setMistral(`http://${host}`, (r) => r.status === 200 && fxB.requests.at(-1)?.headers.host === host);
   const a0 = fxA.requests.length;
   const b0 = fxB.requests.length;
   for (let i = 0; i < 6; i++) {
@@ -266,7 +273,7 @@ test('the same host name on two ports: each provider keeps to its own fixture', 
 });
 
 test('a provider host that does not resolve: JSON 502 upstream_unreachable, journaled; others unaffected', async () => {
-  const r = await setMistral(`http://nowhere.test:${port}/v1`, (x) => x.status === 502);
+  const r = await setMistral(`http://nowhere.test:${port}`, (x) => x.status === 502);
   const e = assertJsonError(r, 502, 'unresolvable provider host');
   assert.equal(e.code, 'upstream_unreachable');
   const row = await s.waitAuditRow(r.headers.get('x-spendpol-audit-id'));
@@ -274,7 +281,7 @@ test('a provider host that does not resolve: JSON 502 upstream_unreachable, jour
   assert.match(errorLog(), /"nowhere\.test" could not be resolved/);
   const ok = await chat('openai', body('openai', 'still fine'));
   assert.equal(ok.status, 200, ok.text);
-  await setMistral(`http://beta.test:${port}/v1`, (x) => x.status === 200);
+  await setMistral(`http://beta.test:${port}`, (x) => x.status === 200);
 });
 
 function haveOpenssl() {
@@ -307,7 +314,7 @@ test('https: the scheme comes from the base URL, the TLS name (SNI) is the provi
     server.on('secureConnection', (sock) => handshakes.push({ name: sock.servername, resumed: sock.isSessionReused() }));
     await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
     started.push({ close: () => new Promise((resolve) => { server.closeAllConnections(); server.close(resolve); }) });
-    const url = `https://alpha.test:${server.address().port}/v1`;
+    const url = `https://alpha.test:${server.address().port}`;
     if (fs.existsSync(CA_BUNDLE)) {
       // a self-signed certificate is refused: verification is on, for that name
       const r = await setMistral(url, (x) => x.status === 502);
