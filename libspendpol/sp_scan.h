@@ -31,7 +31,7 @@ typedef enum {
 } sp_scan_member_e;
 
 
-typedef struct {
+typedef struct sp_scan_s {
     /*
      * What the body held so far: the JSON text of the last complete value
      * of each member looked for (length 0: not found) and its name.
