@@ -1313,11 +1313,16 @@ ngx_http_spendpol_settle(ngx_http_request_t *r, ngx_http_spendpol_ctx_t *ctx)
             }
         }
 
-    } else if (ctx->proxied && r->upstream
-               && r->upstream->headers_in.status_n >= 200
-               && r->upstream->headers_in.status_n < 300
-               && ctx->request)
+    } else if (ctx->proxied && ctx->request
+               && (ctx->orphan_cut
+                   || (r->upstream
+                       && r->upstream->headers_in.status_n >= 200
+                       && r->upstream->headers_in.status_n < 300)))
     {
+        /*
+         * An orphan we gave up on may not have answered at all yet: the
+         * provider has the request, the prompt is billed.
+         */
         ctx->usage.input_tokens = sp_tokens_estimate(
                                                   ctx->request->prompt_bytes);
         ctx->usage.output_tokens = sp_tokens_estimate(
