@@ -377,12 +377,13 @@ ngx_http_spendpol_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
         ctx->gateway_us += ngx_http_spendpol_now_us() - started
                            - (ctx->downstream_us - downstream);
 
-        if (rc == NGX_ERROR && r->connection->error
+        if (rc == NGX_ERROR && r->connection->error && !ctx->client_gone
             && ngx_http_spendpol_orphan(r, ctx) == NGX_OK)
         {
             /*
              * The client went away as we wrote to it: what we were given
              * has been metered and goes nowhere; the rest is still read.
+             * (An orphan that began inside the call has had its say.)
              */
             for (cl = in; cl; cl = cl->next) {
                 cl->buf->pos = cl->buf->last;
