@@ -5,11 +5,14 @@
 // real usage (with or without Content-Length). An answer without usage is
 // estimated from its text and flagged; never $0 for a 2xx with output.
 
-import { test } from 'node:test';
+import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
 import { useStack, waitFor, IS_SAN, usdToNano, expectedCostNano, rawRequest } from './lib/stack.mjs';
+import { costNano, priceOf } from './lib/providers.mjs';
 import { fixtureUsage } from '../fixtures/openai-fixture.mjs';
+import * as anthropic from '../fixtures/providers/anthropic.mjs';
+import * as cohere from '../fixtures/providers/cohere.mjs';
 
 const SLOW = IS_SAN ? 3 : 1;
 const LIMIT = 16 * 1024;
@@ -17,6 +20,22 @@ const LIMIT = 16 * 1024;
 const s = useStack({ nginxHttp: `spendpol_max_response_size ${LIMIT / 1024}k;` });
 
 const MODEL = 'gpt-4o-mini';
+
+// two more providers' wire formats on the same stack
+const fixtures = {};
+
+/* the provider's fixture, started and configured on first use */
+async function fixtureFor(name, start) {
+  if (!fixtures[name]) {
+    fixtures[name] = await start();
+    await s.setProvider({ name, base_url: fixtures[name].url });
+  }
+  return fixtures[name];
+}
+
+after(async () => {
+  for (const fx of Object.values(fixtures)) await fx.close();
+});
 
 function chatBody(tag) {
   return {
@@ -106,3 +125,44 @@ test('an answer under the limit still carries its cost in the headers', async ()
   assert.equal(res.headers.get('x-spendpol-tokens'), `${usage.prompt_tokens}/${usage.completion_tokens}`);
   assert.equal(usdToNano(res.headers.get('x-spendpol-cost')), expectedCostNano(MODEL, usage));
 });
+
+for (const [provider, fx, start, request] of [
+  ['anthropic', anthropic, anthropic.startAnthropicFixture, (tag) => ({
+    path: '/v1/messages',
+    headers: { 'anthropic-version': '2023-06-01' },
+    body: { model: 'claude-sonnet-4-5', max_tokens: 200, messages: [{ role: 'user', content: `large ${tag}` }] },
+  })],
+  ['cohere', cohere, cohere.startCohereFixture, (tag) => ({
+    path: '/v2/chat',
+    headers: {},
+    body: { model: 'command-a-03-2025', max_tokens: 200, messages: [{ role: 'user', content: `large ${tag}` }] },
+  })],
+]) {
+  test(`a large ${provider} answer is billed with its real usage`, async () => {
+    const fixture = await fixtureFor(provider, start);
+    const { key, budget } = await budgetedKey(provider);
+    const tag = crypto.randomBytes(4).toString('hex');
+    const q = request(tag);
+    let routed;
+    await waitFor(async () => {
+      routed = await rawRequest(`${s.proxyURL}/v1/${provider}${q.path}`, {
+        headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json', 'x-fixture-mode': 'pad-50000,chunked', ...q.headers },
+        body: q.body,
+      });
+      return routed.status !== 404;
+    }, { timeout: 10_000 * SLOW, message: `the proxy to route ${provider}` });
+    assert.equal(routed.status, 200, routed.text.slice(0, 300));
+    assert.ok(routed.text.length > LIMIT && routed.json, `a whole ${routed.text.length}-byte answer`);
+    assert.equal(routed.headers.get('x-spendpol-cost'), null);
+    const rec = fixture.requests.find((r) => r.body.includes(`large ${tag}`));
+    const u = fx.billingFor(rec);
+    const row = await s.waitAuditRow(routed.headers.get('x-spendpol-audit-id'));
+    assert.equal(row.input_tokens, u.input, JSON.stringify(row));
+    assert.equal(row.output_tokens, u.output, JSON.stringify(row));
+    assert.equal(row.cached_tokens ?? 0, u.cached ?? 0);
+    assert.equal(BigInt(row.cost_nano), costNano(priceOf(provider, q.body.model), u), JSON.stringify(row));
+    assert.ok(BigInt(row.cost_nano) > 0n);
+    assert.ok(!JSON.stringify(row.warnings ?? '').includes('usage_estimated'), `warnings ${JSON.stringify(row.warnings)}`);
+    await assertBudgetSpend(budget, BigInt(row.cost_nano));
+  });
+}
