@@ -4,10 +4,20 @@
  *
  * The response path: a JSON body is held (bounded, in memory) until it is
  * complete, so its cost goes in the headers; an SSE stream passes through
- * as it arrives, usage parsed on the side, cost in trailers; nginx's own
- * error pages become JSON errors in the provider's shape.
+ * as it arrives, usage parsed on the side, cost in trailers; a JSON body
+ * too large to hold passes through, its usage scanned as it passes (cost
+ * in the journal only); nginx's own error pages become JSON errors in the
+ * provider's shape.
+ *
+ * A client that hangs up after its request reached the provider does not
+ * end the metering: the answer is still read (an "orphan", bounded by
+ * spendpol_orphan_timeout and spendpol_orphan_max_size), nothing more is
+ * written, and its real usage is settled, or an estimate when the answer
+ * never completes.
  */
 
+
+#include <sp_scan.h>
 
 #include "ngx_http_spendpol_module.h"
 
@@ -29,6 +39,19 @@ static ngx_int_t ngx_http_spendpol_send_buffered(ngx_http_request_t *r,
     ngx_http_spendpol_ctx_t *ctx, ngx_uint_t last);
 static ngx_int_t ngx_http_spendpol_result_headers(ngx_http_request_t *r,
     ngx_http_spendpol_ctx_t *ctx, ngx_list_t *headers, ngx_uint_t final);
+static ngx_int_t ngx_http_spendpol_buffer_append(ngx_http_request_t *r,
+    ngx_http_spendpol_ctx_t *ctx, ngx_buf_t *b);
+static ngx_int_t ngx_http_spendpol_scan_start(ngx_http_request_t *r,
+    ngx_http_spendpol_ctx_t *ctx);
+static ngx_int_t ngx_http_spendpol_pass_filter(ngx_http_request_t *r,
+    ngx_http_spendpol_ctx_t *ctx, ngx_chain_t *in);
+static ngx_int_t ngx_http_spendpol_orphan(ngx_http_request_t *r,
+    ngx_http_spendpol_ctx_t *ctx);
+static ngx_int_t ngx_http_spendpol_orphan_filter(ngx_http_request_t *r,
+    ngx_http_spendpol_ctx_t *ctx, ngx_chain_t *in);
+static void ngx_http_spendpol_orphan_timeout(ngx_event_t *ev);
+static void ngx_http_spendpol_orphan_cleanup(void *data);
+static void ngx_http_spendpol_check_client(ngx_http_request_t *r);
 
 
 static ngx_http_output_header_filter_pt  ngx_http_next_header_filter;
@@ -125,7 +148,20 @@ ngx_http_spendpol_header_filter(ngx_http_request_t *r)
 
         ctx->gateway_us += ngx_http_spendpol_now_us() - started;
 
-        return ngx_http_spendpol_next_header(r, ctx);
+        if (ctx->client_gone) {
+            /* nobody to send it to; the body is still read and metered */
+            return NGX_OK;
+        }
+
+        rc = ngx_http_spendpol_next_header(r, ctx);
+
+        if (rc == NGX_ERROR && r->connection->error
+            && ngx_http_spendpol_orphan(r, ctx) == NGX_OK)
+        {
+            return NGX_OK;
+        }
+
+        return rc;
     }
 
     if (r->header_only
@@ -137,9 +173,26 @@ ngx_http_spendpol_header_filter(ngx_http_request_t *r)
             return NGX_ERROR;
         }
 
+        if (!r->header_only && ngx_http_spendpol_scan_start(r, ctx) != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+
         ctx->gateway_us += ngx_http_spendpol_now_us() - started;
 
-        return ngx_http_spendpol_next_header(r, ctx);
+        if (ctx->client_gone) {
+            return NGX_OK;
+        }
+
+        rc = ngx_http_spendpol_next_header(r, ctx);
+
+        if (rc == NGX_ERROR && r->connection->error
+            && ngx_http_spendpol_orphan(r, ctx) == NGX_OK)
+        {
+            return NGX_OK;
+        }
+
+        return rc;
     }
 
     /* hold the headers until the body is in: cost goes in them */
@@ -302,18 +355,44 @@ ngx_http_spendpol_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
 
     case NGX_HTTP_SPENDPOL_RESPONSE_BUFFER:
     case NGX_HTTP_SPENDPOL_RESPONSE_STREAM:
+    case NGX_HTTP_SPENDPOL_RESPONSE_PASS:
+
+        if (ctx->client_gone) {
+            return ngx_http_spendpol_orphan_filter(r, ctx, in);
+        }
+
         downstream = ctx->downstream_us;
         started = ngx_http_spendpol_now_us();
 
         if (ctx->mode == NGX_HTTP_SPENDPOL_RESPONSE_BUFFER) {
             rc = ngx_http_spendpol_buffer_filter(r, ctx, in);
 
-        } else {
+        } else if (ctx->mode == NGX_HTTP_SPENDPOL_RESPONSE_STREAM) {
             rc = ngx_http_spendpol_stream_filter(r, ctx, in);
+
+        } else {
+            rc = ngx_http_spendpol_pass_filter(r, ctx, in);
         }
 
         ctx->gateway_us += ngx_http_spendpol_now_us() - started
                            - (ctx->downstream_us - downstream);
+
+        if (rc == NGX_ERROR && r->connection->error && !ctx->client_gone
+            && ngx_http_spendpol_orphan(r, ctx) == NGX_OK)
+        {
+            /*
+             * The client went away as we wrote to it: what we were given
+             * has been metered and goes nowhere; the rest is still read.
+             * (An orphan that began inside the call has had its say.)
+             */
+            for (cl = in; cl; cl = cl->next) {
+                cl->buf->pos = cl->buf->last;
+                cl->buf->file_pos = cl->buf->file_last;
+            }
+
+            return NGX_OK;
+        }
+
         return rc;
 
     case NGX_HTTP_SPENDPOL_RESPONSE_REPLACE:
@@ -367,14 +446,10 @@ static ngx_int_t
 ngx_http_spendpol_buffer_filter(ngx_http_request_t *r,
     ngx_http_spendpol_ctx_t *ctx, ngx_chain_t *in)
 {
-    u_char                        *grown;
-    size_t                         size, need;
-    ngx_int_t                      rc;
-    ngx_uint_t                     last;
-    ngx_chain_t                   *cl;
-    ngx_http_spendpol_loc_conf_t  *slcf;
+    ngx_int_t     rc;
+    ngx_uint_t    last;
+    ngx_chain_t  *cl;
 
-    slcf = ngx_http_get_module_loc_conf(r, ngx_http_spendpol_module);
     last = 0;
 
     for (cl = in; cl; cl = cl->next) {
@@ -383,53 +458,43 @@ ngx_http_spendpol_buffer_filter(ngx_http_request_t *r,
             last = 1;
         }
 
-        if (!ngx_buf_in_memory(cl->buf)) {
-            continue;
+        rc = ngx_http_spendpol_buffer_append(r, ctx, cl->buf);
+
+        if (rc == NGX_ERROR) {
+            return NGX_ERROR;
         }
 
-        size = cl->buf->last - cl->buf->pos;
-        need = ctx->buffer_len + size;
-
-        if (need > slcf->max_response_size) {
+        if (rc == NGX_DECLINED) {
             /*
-             * Too large to hold: send what we have without a cost header
-             * and pass the rest through; the journal still gets the cost.
+             * Too large to hold: what we have goes out without a cost
+             * header and the rest passes through, its usage scanned on
+             * the way; the journal still gets the cost.
              */
-            ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+            ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
                           "spendpol: response over "
-                          "spendpol_max_response_size, passed through");
+                          "spendpol_max_response_size, passed through and "
+                          "metered as it passes");
 
             ctx->mode = NGX_HTTP_SPENDPOL_RESPONSE_PASS;
-            ctx->usage_estimated = 1;
 
-            if (ngx_http_spendpol_send_buffered(r, ctx, 0) == NGX_ERROR) {
+            if (ngx_http_spendpol_scan_start(r, ctx) != NGX_OK) {
                 return NGX_ERROR;
             }
 
-            return ngx_http_spendpol_next_body(r, ctx, cl);
-        }
+            rc = ngx_http_spendpol_send_buffered(r, ctx, 0);
 
-        if (need > ctx->buffer_size) {
-            size = ngx_max(need, ctx->buffer_size * 2);
-            size = ngx_min(size, slcf->max_response_size);
-
-            grown = ngx_pnalloc(r->pool, size);
-            if (grown == NULL) {
-                return NGX_ERROR;
+            if (rc == NGX_ERROR && r->connection->error
+                && ngx_http_spendpol_orphan(r, ctx) == NGX_OK)
+            {
+                return ngx_http_spendpol_orphan_filter(r, ctx, cl);
             }
 
-            ngx_memcpy(grown, ctx->buffer, ctx->buffer_len);
-            ngx_pfree(r->pool, ctx->buffer);
+            if (rc == NGX_ERROR || rc > NGX_OK) {
+                return rc;
+            }
 
-            ctx->buffer = grown;
-            ctx->buffer_size = size;
-            size = cl->buf->last - cl->buf->pos;
+            return ngx_http_spendpol_pass_filter(r, ctx, cl);
         }
-
-        ngx_memcpy(ctx->buffer + ctx->buffer_len, cl->buf->pos, size);
-        ctx->buffer_len += size;
-
-        cl->buf->pos = cl->buf->last;
     }
 
     if (!last) {
@@ -752,6 +817,451 @@ ngx_http_spendpol_stream_filter(ngx_http_request_t *r,
 
 
 /*
+ * Appends a buffer's bytes to the held body. NGX_DECLINED: they do not
+ * fit in spendpol_max_response_size (nothing is taken).
+ */
+static ngx_int_t
+ngx_http_spendpol_buffer_append(ngx_http_request_t *r,
+    ngx_http_spendpol_ctx_t *ctx, ngx_buf_t *b)
+{
+    u_char                        *grown;
+    size_t                         size, need;
+    ngx_http_spendpol_loc_conf_t  *slcf;
+
+    if (!ngx_buf_in_memory(b)) {
+        return NGX_OK;
+    }
+
+    slcf = ngx_http_get_module_loc_conf(r, ngx_http_spendpol_module);
+
+    size = b->last - b->pos;
+    need = ctx->buffer_len + size;
+
+    if (need > slcf->max_response_size) {
+        return NGX_DECLINED;
+    }
+
+    if (need > ctx->buffer_size) {
+        size = ngx_max(need, ctx->buffer_size * 2);
+        size = ngx_min(size, slcf->max_response_size);
+
+        grown = ngx_pnalloc(r->pool, size);
+        if (grown == NULL) {
+            return NGX_ERROR;
+        }
+
+        ngx_memcpy(grown, ctx->buffer, ctx->buffer_len);
+        ngx_pfree(r->pool, ctx->buffer);
+
+        ctx->buffer = grown;
+        ctx->buffer_size = size;
+        size = b->last - b->pos;
+    }
+
+    ngx_memcpy(ctx->buffer + ctx->buffer_len, b->pos, size);
+    ctx->buffer_len += size;
+
+    b->pos = b->last;
+
+    return NGX_OK;
+}
+
+
+/*
+ * A body that will not be held: its usage is scanned as it passes, from
+ * what is held so far on. Only a successful answer that may be JSON costs
+ * anything; the rest passes unexamined.
+ */
+static ngx_int_t
+ngx_http_spendpol_scan_start(ngx_http_request_t *r,
+    ngx_http_spendpol_ctx_t *ctx)
+{
+    ngx_str_t  *type;
+
+    if (ctx->scan || !ctx->proxied || r->upstream == NULL
+        || r->upstream->headers_in.status_n < 200
+        || r->upstream->headers_in.status_n >= 300)
+    {
+        return NGX_OK;
+    }
+
+    type = &r->headers_out.content_type;
+
+    if (type->len
+        && ngx_strlcasestrn(type->data, type->data + type->len,
+                            (u_char *) "json", sizeof("json") - 2)
+           == NULL)
+    {
+        return NGX_OK;
+    }
+
+    ctx->scan = ngx_palloc(r->pool, sizeof(sp_scan_t));
+    if (ctx->scan == NULL) {
+        return NGX_ERROR;
+    }
+
+    sp_scan_init(ctx->scan);
+    sp_scan_feed(ctx->scan, (char *) ctx->buffer, ctx->buffer_len);
+
+    return NGX_OK;
+}
+
+
+/* PASS: on to the client as it comes, a JSON body's usage scanned */
+static ngx_int_t
+ngx_http_spendpol_pass_filter(ngx_http_request_t *r,
+    ngx_http_spendpol_ctx_t *ctx, ngx_chain_t *in)
+{
+    ngx_uint_t    last;
+    ngx_chain_t  *cl;
+
+    last = 0;
+
+    for (cl = in; cl; cl = cl->next) {
+
+        if (cl->buf->last_buf) {
+            last = 1;
+        }
+
+        if (ctx->scan && ngx_buf_in_memory(cl->buf)) {
+            sp_scan_feed(ctx->scan, (char *) cl->buf->pos,
+                         cl->buf->last - cl->buf->pos);
+        }
+    }
+
+    if (last) {
+        /* the headers are gone: the cost is in the journal only */
+        ngx_http_spendpol_settle(r, ctx);
+    }
+
+    return ngx_http_spendpol_next_body(r, ctx, in);
+}
+
+
+/*
+ * The client has gone. When its request has reached the provider, the
+ * provider bills the answer: it is read to its end (or to a bound), and
+ * goes nowhere. NGX_DECLINED: nothing to wait for, end as nginx would.
+ */
+static ngx_int_t
+ngx_http_spendpol_orphan(ngx_http_request_t *r, ngx_http_spendpol_ctx_t *ctx)
+{
+    ngx_pool_cleanup_t            *cln;
+    ngx_http_spendpol_loc_conf_t  *slcf;
+
+    if (ctx->client_gone) {
+        return NGX_OK;
+    }
+
+    slcf = ngx_http_get_module_loc_conf(r, ngx_http_spendpol_module);
+
+    if (slcf->orphan_timeout == 0
+        || !ctx->proxied
+        || ctx->cost_done
+        || ctx->mode == NGX_HTTP_SPENDPOL_RESPONSE_REPLACE
+        || r->upstream == NULL
+        || r->upstream->peer.connection == NULL
+        || !r->upstream->request_sent)
+    {
+        return NGX_DECLINED;
+    }
+
+    cln = ngx_pool_cleanup_add(r->pool, 0);
+    if (cln == NULL) {
+        return NGX_ERROR;
+    }
+
+    cln->handler = ngx_http_spendpol_orphan_cleanup;
+    cln->data = ctx;
+
+    ctx->client_gone = 1;
+
+    ctx->orphan_timer.handler = ngx_http_spendpol_orphan_timeout;
+    ctx->orphan_timer.data = r;
+    ctx->orphan_timer.log = r->connection->log;
+
+    ngx_add_timer(&ctx->orphan_timer, slcf->orphan_timeout);
+
+    ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                  "spendpol: client closed the connection, the provider's "
+                  "answer is read to meter it");
+
+    return NGX_OK;
+}
+
+
+/* what reaches the body filter once the client has gone: metered only */
+static ngx_int_t
+ngx_http_spendpol_orphan_filter(ngx_http_request_t *r,
+    ngx_http_spendpol_ctx_t *ctx, ngx_chain_t *in)
+{
+    u_char                        *p;
+    size_t                         n;
+    ngx_int_t                      rc;
+    ngx_buf_t                     *b;
+    ngx_uint_t                     last;
+    ngx_chain_t                   *cl;
+    ngx_http_spendpol_loc_conf_t  *slcf;
+    int                            done;
+
+    last = 0;
+
+    for (cl = in; cl; cl = cl->next) {
+        b = cl->buf;
+
+        if (b->last_buf) {
+            last = 1;
+        }
+
+        if (!ngx_buf_in_memory(b)) {
+            continue;
+        }
+
+        ctx->orphan_bytes += b->last - b->pos;
+
+        switch (ctx->mode) {
+
+        case NGX_HTTP_SPENDPOL_RESPONSE_BUFFER:
+            rc = ngx_http_spendpol_buffer_append(r, ctx, b);
+
+            if (rc == NGX_ERROR) {
+                return NGX_ERROR;
+            }
+
+            if (rc == NGX_OK) {
+                break;
+            }
+
+            ctx->mode = NGX_HTTP_SPENDPOL_RESPONSE_PASS;
+
+            if (ngx_http_spendpol_scan_start(r, ctx) != NGX_OK) {
+                return NGX_ERROR;
+            }
+
+            /* fall through */
+
+        case NGX_HTTP_SPENDPOL_RESPONSE_PASS:
+            if (ctx->scan) {
+                sp_scan_feed(ctx->scan, (char *) b->pos, b->last - b->pos);
+            }
+
+            break;
+
+        default: /* STREAM */
+
+            for (p = b->pos; p < b->last; p += n) {
+                n = sp_sse_feed(&ctx->sse, (char *) p, b->last - p, &done);
+
+                if (done && !ctx->sse.truncated) {
+                    (void) sp_usage_from_event(ctx->provider, ctx->sse.event,
+                                               ctx->sse.data,
+                                               ctx->sse.data_len,
+                                               &ctx->response);
+                }
+            }
+
+            break;
+        }
+
+        b->pos = b->last;
+        b->file_pos = b->file_last;
+    }
+
+    if (last) {
+        if (ctx->mode == NGX_HTTP_SPENDPOL_RESPONSE_BUFFER
+            && r->headers_out.status >= 200 && r->headers_out.status < 300)
+        {
+            (void) sp_usage_from_json(ctx->provider, (char *) ctx->buffer,
+                                      ctx->buffer_len, &ctx->response);
+        }
+
+        ngx_http_spendpol_settle(r, ctx);
+
+        return NGX_OK;
+    }
+
+    slcf = ngx_http_get_module_loc_conf(r, ngx_http_spendpol_module);
+
+    if (ctx->orphan_bytes > (off_t) slcf->orphan_max_size) {
+        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                      "spendpol: %O bytes of the provider's answer read "
+                      "since the client left, over spendpol_orphan_max_size;"
+                      " billed an estimate", ctx->orphan_bytes);
+
+        ctx->orphan_cut = 1;
+
+        /* the proxy closes the connection: nothing more is read */
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_spendpol_orphan_timeout(ngx_event_t *ev)
+{
+    ngx_connection_t         *c;
+    ngx_http_request_t       *r;
+    ngx_http_spendpol_ctx_t  *ctx;
+
+    r = ev->data;
+    c = r->connection;
+    ctx = ngx_http_get_module_ctx(r, ngx_http_spendpol_module);
+
+    ngx_log_error(NGX_LOG_WARN, c->log, 0,
+                  "spendpol: the provider's answer did not end within "
+                  "spendpol_orphan_timeout after the client left; billed an "
+                  "estimate");
+
+    ctx->orphan_cut = 1;
+
+    ngx_http_finalize_request(r, NGX_HTTP_CLIENT_CLOSED_REQUEST);
+    ngx_http_run_posted_requests(c);
+}
+
+
+static void
+ngx_http_spendpol_orphan_cleanup(void *data)
+{
+    ngx_http_spendpol_ctx_t  *ctx = data;
+
+    if (ctx->orphan_timer.timer_set) {
+        ngx_del_timer(&ctx->orphan_timer);
+    }
+}
+
+
+/*
+ * From the proxy's start on, a client that closes its connection is
+ * noticed here rather than by the proxy (proxy_ignore_client_abort is on
+ * in our locations): before the request was sent it ends the request, as
+ * nginx would; after, the request becomes an orphan.
+ */
+void
+ngx_http_spendpol_watch_client(ngx_http_request_t *r)
+{
+    r->read_event_handler = ngx_http_spendpol_check_client;
+
+    /* a close that arrived earlier has been reported already */
+    if (r->connection->read->ready) {
+        ngx_post_event(r->connection->read, &ngx_posted_events);
+    }
+}
+
+
+/* ngx_http_upstream_check_broken_connection(), for a read event */
+static void
+ngx_http_spendpol_check_client(ngx_http_request_t *r)
+{
+    int                       n;
+    char                      buf[1];
+    ngx_err_t                 err;
+    ngx_int_t                 rc;
+    ngx_event_t              *ev;
+    ngx_connection_t         *c;
+    ngx_http_spendpol_ctx_t  *ctx;
+
+    c = r->connection;
+    ev = c->read;
+
+    if (c->error) {
+        goto gone;
+    }
+
+#if (NGX_HTTP_V2)
+    if (r->stream) {
+        return;
+    }
+#endif
+
+#if (NGX_HAVE_EPOLLRDHUP)
+
+    if ((ngx_event_flags & NGX_USE_EPOLL_EVENT) && ngx_use_epoll_rdhup) {
+        socklen_t  len;
+
+        if (!ev->pending_eof) {
+            return;
+        }
+
+        ev->eof = 1;
+        c->error = 1;
+
+        err = 0;
+        len = sizeof(ngx_err_t);
+
+        if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, (void *) &err, &len)
+            == -1)
+        {
+            err = ngx_socket_errno;
+        }
+
+        if (err) {
+            ev->error = 1;
+        }
+
+        goto gone;
+    }
+
+#endif
+
+    n = recv(c->fd, buf, 1, MSG_PEEK);
+
+    err = ngx_socket_errno;
+
+    if ((ngx_event_flags & NGX_USE_LEVEL_EVENT) && ev->active) {
+        if (ngx_del_event(ev, NGX_READ_EVENT, 0) != NGX_OK) {
+            ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+            return;
+        }
+    }
+
+    if (n > 0) {
+        return;
+    }
+
+    if (n == -1) {
+        if (err == NGX_EAGAIN) {
+            return;
+        }
+
+        ev->error = 1;
+    }
+
+    ev->eof = 1;
+    c->error = 1;
+
+gone:
+
+    if ((ngx_event_flags & NGX_USE_LEVEL_EVENT) && ev->active) {
+        if (ngx_del_event(ev, NGX_READ_EVENT, 0) != NGX_OK) {
+            ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+            return;
+        }
+    }
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_spendpol_module);
+
+    rc = ctx ? ngx_http_spendpol_orphan(r, ctx) : NGX_DECLINED;
+
+    if (rc == NGX_OK) {
+        return;
+    }
+
+    if (rc == NGX_ERROR) {
+        ngx_http_finalize_request(r, NGX_ERROR);
+        return;
+    }
+
+    ngx_log_error(NGX_LOG_INFO, c->log, 0,
+                  "client prematurely closed connection, so upstream "
+                  "connection is closed too");
+
+    ngx_http_finalize_request(r, NGX_HTTP_CLIENT_CLOSED_REQUEST);
+}
+
+
+/*
  * Usage, model and cost once the response is complete (or cut short):
  * reported usage when there is any, else an estimate from the text seen
  * for a successful response; never $0 for a 2xx with output.
@@ -769,11 +1279,28 @@ ngx_http_spendpol_settle(ngx_http_request_t *r, ngx_http_spendpol_ctx_t *ctx)
 
     ctx->cost_done = 1;
 
+    if (ctx->client_gone) {
+        /* the client's view: it left before the answer was complete */
+        r->headers_out.status = NGX_HTTP_CLIENT_CLOSED_REQUEST;
+        r->headers_out.status_line.len = 0;
+    }
+
+    if (ctx->scan) {
+        (void) sp_scan_result(ctx->scan, ctx->provider, &ctx->response);
+
+    } else if (ctx->mode == NGX_HTTP_SPENDPOL_RESPONSE_BUFFER
+               && ctx->client_gone && !ctx->response.done)
+    {
+        /* held, never completed: what arrived is the output's measure */
+        ctx->response.output_bytes = ctx->buffer_len;
+    }
+
     if (ctx->response.has_usage) {
         ctx->usage = ctx->response.usage;
 
-        if (ctx->mode == NGX_HTTP_SPENDPOL_RESPONSE_STREAM
-            && !ctx->response.done)
+        if ((ctx->mode == NGX_HTTP_SPENDPOL_RESPONSE_STREAM
+             && !ctx->response.done)
+            || ctx->orphan_cut)
         {
             /*
              * Cut short: the usage reported so far (Anthropic's
@@ -787,11 +1314,16 @@ ngx_http_spendpol_settle(ngx_http_request_t *r, ngx_http_spendpol_ctx_t *ctx)
             }
         }
 
-    } else if (ctx->proxied && r->upstream
-               && r->upstream->headers_in.status_n >= 200
-               && r->upstream->headers_in.status_n < 300
-               && ctx->request)
+    } else if (ctx->proxied && ctx->request
+               && (ctx->orphan_cut
+                   || (r->upstream
+                       && r->upstream->headers_in.status_n >= 200
+                       && r->upstream->headers_in.status_n < 300)))
     {
+        /*
+         * An orphan we gave up on may not have answered at all yet: the
+         * provider has the request, the prompt is billed.
+         */
         ctx->usage.input_tokens = sp_tokens_estimate(
                                                   ctx->request->prompt_bytes);
         ctx->usage.output_tokens = sp_tokens_estimate(

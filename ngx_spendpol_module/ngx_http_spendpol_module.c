@@ -118,6 +118,20 @@ static ngx_command_t  ngx_http_spendpol_commands[] = {
       offsetof(ngx_http_spendpol_loc_conf_t, max_response_size),
       NULL },
 
+    { ngx_string("spendpol_orphan_timeout"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_spendpol_loc_conf_t, orphan_timeout),
+      NULL },
+
+    { ngx_string("spendpol_orphan_max_size"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_size_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_spendpol_loc_conf_t, orphan_max_size),
+      NULL },
+
     { ngx_string("spendpol_upstream_keepalive"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
       ngx_conf_set_num_slot,
@@ -519,6 +533,8 @@ ngx_http_spendpol_create_loc_conf(ngx_conf_t *cf)
     slcf->enable = NGX_CONF_UNSET;
     slcf->max_body_size = NGX_CONF_UNSET_SIZE;
     slcf->max_response_size = NGX_CONF_UNSET_SIZE;
+    slcf->orphan_timeout = NGX_CONF_UNSET_MSEC;
+    slcf->orphan_max_size = NGX_CONF_UNSET_SIZE;
 
     return slcf;
 }
@@ -539,6 +555,10 @@ ngx_http_spendpol_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
                               1024 * 1024);
     ngx_conf_merge_size_value(conf->max_response_size,
                               prev->max_response_size, 8 * 1024 * 1024);
+    ngx_conf_merge_msec_value(conf->orphan_timeout, prev->orphan_timeout,
+                              60000);
+    ngx_conf_merge_size_value(conf->orphan_max_size, prev->orphan_max_size,
+                              8 * 1024 * 1024);
 
     if (!conf->enable) {
         return NGX_CONF_OK;
@@ -836,6 +856,14 @@ ngx_http_spendpol(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
      * body filter, in memory and bounded, not by the proxy.
      */
     NGX_HTTP_SPENDPOL_PROXY("proxy_buffering", 1, "off");
+
+    /*
+     * A client that hangs up must not stop the metering of work the
+     * provider bills: ngx_http_spendpol_watch_client() watches the client
+     * instead of the proxy and keeps reading the answer once the request
+     * has been sent (spendpol_orphan_timeout, spendpol_orphan_max_size).
+     */
+    NGX_HTTP_SPENDPOL_PROXY("proxy_ignore_client_abort", 1, "on");
     NGX_HTTP_SPENDPOL_PROXY("proxy_read_timeout", 1, "600s");
     NGX_HTTP_SPENDPOL_PROXY("proxy_connect_timeout", 1, "10s");
 

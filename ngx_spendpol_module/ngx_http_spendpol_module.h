@@ -134,6 +134,10 @@ typedef struct {
     ngx_flag_t                 enable;
     size_t                     max_body_size;
     size_t                     max_response_size;
+
+    /* response side, issue 9: a client that hangs up (filter.c) */
+    ngx_msec_t                 orphan_timeout;   /* 0: stop at once */
+    size_t                     orphan_max_size;
 } ngx_http_spendpol_loc_conf_t;
 
 
@@ -259,6 +263,18 @@ typedef struct {
     int64_t                    rate_requests;
     int64_t                    rate_tokens;
     int64_t                    rate_reset_ms;
+
+    /*
+     * Response side, issue 9 (ngx_http_spendpol_filter.c): a JSON body
+     * too large to hold is metered as it passes (scan); a client that
+     * hangs up after the request reached the provider leaves an orphan
+     * whose answer is still read, bounded, to settle what it cost.
+     */
+    struct sp_scan_s          *scan;
+    ngx_uint_t                 client_gone:1;
+    ngx_uint_t                 orphan_cut:1;   /* given up: time or size */
+    off_t                      orphan_bytes;   /* read after the client left */
+    ngx_event_t                orphan_timer;
 } ngx_http_spendpol_ctx_t;
 
 
@@ -300,6 +316,7 @@ const sp_snapshot_price_t *ngx_http_spendpol_price(ngx_http_request_t *r,
     ngx_http_spendpol_ctx_t *ctx, const char *name);
 size_t ngx_http_spendpol_warnings(ngx_http_spendpol_ctx_t *ctx, u_char *buf,
     size_t len);
+void ngx_http_spendpol_watch_client(ngx_http_request_t *r);
 
 /* ngx_http_spendpol_budget.c */
 ngx_int_t ngx_http_spendpol_init_zone(ngx_shm_zone_t *shm_zone, void *data);

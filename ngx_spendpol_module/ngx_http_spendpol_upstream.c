@@ -401,6 +401,12 @@ ngx_http_spendpol_upstream_init_peer(ngx_http_request_t *r,
     u->peer.save_session = ngx_http_spendpol_upstream_save_session;
 #endif
 
+    /*
+     * proxy_ignore_client_abort is on in our locations: we watch the
+     * client ourselves, from now until the answer is read.
+     */
+    ngx_http_spendpol_watch_client(r);
+
     return NGX_OK;
 }
 
