@@ -1352,12 +1352,19 @@ ngx_http_spendpol_settle(ngx_http_request_t *r, ngx_http_spendpol_ctx_t *ctx)
         price = ngx_http_spendpol_price(r, ctx, ctx->request->model);
     }
 
-    if (price == NULL) {
+    if (price) {
+        ctx->fallback_price = 0;
+
+    } else if (!ctx->fallback_price) {
         ctx->unpriced = 1;
         return;
     }
 
-    if (sp_cost_nano(&price->price, &ctx->usage, &ctx->cost_nano) != SP_OK) {
+    /* the organisation's fallback price, as reserved at admission */
+    if (sp_cost_nano(price ? &price->price : &ctx->price, &ctx->usage,
+                     &ctx->cost_nano)
+        != SP_OK)
+    {
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                       "spendpol: cost overflow, usage %L/%L tokens",
                       ctx->usage.input_tokens, ctx->usage.output_tokens);
@@ -1428,6 +1435,11 @@ ngx_http_spendpol_warnings(ngx_http_spendpol_ctx_t *ctx, u_char *buf,
                          p == buf ? "" : ",");
     }
 
+    if (ctx->fallback_price) {
+        p = ngx_slprintf(p, last, "%sfallback_price",
+                         p == buf ? "" : ",");
+    }
+
     return p - buf;
 }
 
@@ -1480,6 +1492,20 @@ ngx_http_spendpol_result_headers(ngx_http_request_t *r,
     model.data = (u_char *) (ctx->response.model[0] ? ctx->response.model
                              : ctx->request ? ctx->request->model : "");
     model.len = ngx_strlen(model.data);
+
+    if (model.len
+        && !sp_header_value_ok((char *) model.data, model.len))
+    {
+        /* the provider's bytes never go raw into a header: %XX them */
+        p = ngx_pnalloc(r->pool, 3 * model.len);
+        if (p == NULL) {
+            return NGX_ERROR;
+        }
+
+        model.len = sp_header_value_escape((char *) model.data, model.len,
+                                           (char *) p, 3 * model.len);
+        model.data = p;
+    }
 
     if (model.len
         && ngx_http_spendpol_add_header(r, headers, "X-Spendpol-Model",
