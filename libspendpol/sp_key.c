@@ -74,8 +74,8 @@ sp_hex_encode(const uint8_t *in, size_t len, char *out)
 }
 
 
-static int
-sp_hex_value(char c)
+int
+sp_hex_digit(unsigned char c)
 {
     if (c >= '0' && c <= '9') {
         return c - '0';
@@ -102,8 +102,8 @@ sp_hex_decode(const char *in, size_t inlen, uint8_t *out, size_t outlen)
     }
 
     for (i = 0; i < outlen; i++) {
-        hi = sp_hex_value(in[2 * i]);
-        lo = sp_hex_value(in[2 * i + 1]);
+        hi = sp_hex_digit((unsigned char) in[2 * i]);
+        lo = sp_hex_digit((unsigned char) in[2 * i + 1]);
 
         if (hi < 0 || lo < 0) {
             return SP_ERROR;

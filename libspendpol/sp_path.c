@@ -41,23 +41,6 @@ const char *const  sp_query_key_names[] = {
 static const char  sp_hex_upper[] = "0123456789ABCDEF";
 
 
-static int
-sp_path_hex(unsigned char c)
-{
-    if (c >= '0' && c <= '9') {
-        return c - '0';
-    }
-
-    c |= 0x20;
-
-    if (c >= 'a' && c <= 'f') {
-        return c - 'a' + 10;
-    }
-
-    return -1;
-}
-
-
 /* 1 when byte c is written as it is in a canonical path segment */
 static int
 sp_path_literal(unsigned char c)
@@ -204,8 +187,8 @@ sp_path_check(const char *in, size_t len, int kind, const char *what,
             }
 
             if (n - i < 3
-                || sp_path_hex((unsigned char) buf[i + 1]) < 0
-                || sp_path_hex((unsigned char) buf[i + 2]) < 0)
+                || sp_hex_digit((unsigned char) buf[i + 1]) < 0
+                || sp_hex_digit((unsigned char) buf[i + 2]) < 0)
             {
                 sp_errorf(err, errlen, "the %s contains a malformed "
                           "percent-escape%s; expected %%XX with two hex "
@@ -240,8 +223,8 @@ sp_path_check(const char *in, size_t len, int kind, const char *what,
         /* decoding in place: the write position never passes the read */
         for (i = 0, d = 0; i < n; d++) {
             if (buf[i] == '%') {
-                hi = sp_path_hex((unsigned char) buf[i + 1]);
-                lo = sp_path_hex((unsigned char) buf[i + 2]);
+                hi = sp_hex_digit((unsigned char) buf[i + 1]);
+                lo = sp_hex_digit((unsigned char) buf[i + 2]);
                 buf[d] = (char) (hi << 4 | lo);
                 i += 3;
 
@@ -277,8 +260,8 @@ sp_path_reencode(const char *in, size_t len, int kind, char *out,
         c = (unsigned char) in[i];
 
         if (c == '%') {
-            c = (unsigned char) (sp_path_hex((unsigned char) in[i + 1]) << 4
-                                 | sp_path_hex((unsigned char) in[i + 2]));
+            c = (unsigned char) (sp_hex_digit((unsigned char) in[i + 1]) << 4
+                                 | sp_hex_digit((unsigned char) in[i + 2]));
             i += 2;
             literal = kind == SP_COMPONENT_QUERY ? sp_query_literal(c)
                                                  : sp_path_literal(c);

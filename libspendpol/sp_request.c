@@ -947,11 +947,12 @@ sp_request_from_path(sp_provider_e provider, const char *path, size_t len,
     }
 
     /*
-     * Google runs the model the path names, whatever the body says
-     * (embedContent's body may carry "models/..."): the path wins there.
+     * Google and Azure run the model (the deployment) the path names,
+     * whatever the body says (embedContent's body may carry "models/...";
+     * an Azure body's "model" is ignored by Azure): the path wins, so a
+     * cheaper name in the body cannot lower the reservation.
      */
-    if ((info->model[0] == '\0' || provider == SP_PROVIDER_GOOGLE)
-        && end > start)
+    if (end > start)
     {
         sp_field_copy(info->model, sizeof(info->model), start, end - start);
     }

@@ -60,6 +60,9 @@ void sp_key_hash(const char *key, size_t len, uint8_t *hash);
 /* hex of a hash: out must hold 2 * SP_KEY_HASH_LEN + 1 bytes */
 void sp_hex_encode(const uint8_t *in, size_t len, char *out);
 
+/* the value of one hex digit (either case), or -1 */
+int sp_hex_digit(unsigned char c);
+
 /* returns SP_OK when in is exactly 2 * outlen hex characters */
 int sp_hex_decode(const char *in, size_t inlen, uint8_t *out,
     size_t outlen);

@@ -23,6 +23,8 @@
 
 
 static ngx_int_t ngx_http_spendpol_header_filter(ngx_http_request_t *r);
+static ngx_int_t ngx_http_spendpol_pass_header(ngx_http_request_t *r,
+    ngx_http_spendpol_ctx_t *ctx);
 static ngx_int_t ngx_http_spendpol_body_filter(ngx_http_request_t *r,
     ngx_chain_t *in);
 static ngx_int_t ngx_http_spendpol_replace_header(ngx_http_request_t *r,
@@ -72,6 +74,33 @@ ngx_http_spendpol_next_header(ngx_http_request_t *r,
     started = ngx_http_spendpol_now_us();
     rc = ngx_http_next_header_filter(r);
     ctx->downstream_us += ngx_http_spendpol_now_us() - started;
+
+    return rc;
+}
+
+
+/*
+ * The headers of an answer passed on as it comes. A client gone by now
+ * makes the request an orphan: nobody to send to, but the body is still
+ * read and metered.
+ */
+static ngx_int_t
+ngx_http_spendpol_pass_header(ngx_http_request_t *r,
+    ngx_http_spendpol_ctx_t *ctx)
+{
+    ngx_int_t  rc;
+
+    if (ctx->client_gone) {
+        return NGX_OK;
+    }
+
+    rc = ngx_http_spendpol_next_header(r, ctx);
+
+    if (rc == NGX_ERROR && r->connection->error
+        && ngx_http_spendpol_orphan(r, ctx) == NGX_OK)
+    {
+        return NGX_OK;
+    }
 
     return rc;
 }
@@ -148,20 +177,7 @@ ngx_http_spendpol_header_filter(ngx_http_request_t *r)
 
         ctx->gateway_us += ngx_http_spendpol_now_us() - started;
 
-        if (ctx->client_gone) {
-            /* nobody to send it to; the body is still read and metered */
-            return NGX_OK;
-        }
-
-        rc = ngx_http_spendpol_next_header(r, ctx);
-
-        if (rc == NGX_ERROR && r->connection->error
-            && ngx_http_spendpol_orphan(r, ctx) == NGX_OK)
-        {
-            return NGX_OK;
-        }
-
-        return rc;
+        return ngx_http_spendpol_pass_header(r, ctx);
     }
 
     if (r->header_only
@@ -180,19 +196,7 @@ ngx_http_spendpol_header_filter(ngx_http_request_t *r)
 
         ctx->gateway_us += ngx_http_spendpol_now_us() - started;
 
-        if (ctx->client_gone) {
-            return NGX_OK;
-        }
-
-        rc = ngx_http_spendpol_next_header(r, ctx);
-
-        if (rc == NGX_ERROR && r->connection->error
-            && ngx_http_spendpol_orphan(r, ctx) == NGX_OK)
-        {
-            return NGX_OK;
-        }
-
-        return rc;
+        return ngx_http_spendpol_pass_header(r, ctx);
     }
 
     /* hold the headers until the body is in: cost goes in them */

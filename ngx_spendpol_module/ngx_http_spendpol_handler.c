@@ -251,6 +251,7 @@ ngx_http_spendpol_path(ngx_http_request_t *r, ngx_http_spendpol_ctx_t *ctx,
     char       reason[256];
     u_char    *p, *last, *start, *out;
     size_t     len;
+    ngx_int_t  rc;
     ngx_str_t  target, path;
 
     /* the path as sent: up to the query, without nginx's decoding */
@@ -262,10 +263,12 @@ ngx_http_spendpol_path(ngx_http_request_t *r, ngx_http_spendpol_ctx_t *ctx,
         target.len = p - target.data;
     }
 
-    if (ngx_http_spendpol_canonical(r, &target, &path, reason) != NGX_OK) {
-        return path.data ? ngx_http_spendpol_invalid_path(r, ctx, "the path",
-                                                          reason)
-                         : NGX_HTTP_INTERNAL_SERVER_ERROR;
+    rc = ngx_http_spendpol_canonical(r, &target, &path, reason);
+
+    if (rc != NGX_OK) {
+        return rc == NGX_DECLINED
+               ? ngx_http_spendpol_invalid_path(r, ctx, "the path", reason)
+               : NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
     if (path.len < sizeof(NGX_HTTP_SPENDPOL_PREFIX) - 1
@@ -276,12 +279,13 @@ ngx_http_spendpol_path(ngx_http_request_t *r, ngx_http_spendpol_ctx_t *ctx,
          * Not sent to /v1/: a rewrite of the configuration's brought it
          * here. Its result, decoded, is checked the same way.
          */
-        if (ngx_http_spendpol_canonical(r, &r->uri, &path, reason)
-            != NGX_OK)
-        {
-            return path.data ? ngx_http_spendpol_invalid_path(r, ctx,
-                                                         "the path", reason)
-                             : NGX_HTTP_INTERNAL_SERVER_ERROR;
+        rc = ngx_http_spendpol_canonical(r, &r->uri, &path, reason);
+
+        if (rc != NGX_OK) {
+            return rc == NGX_DECLINED
+                   ? ngx_http_spendpol_invalid_path(r, ctx, "the path",
+                                                    reason)
+                   : NGX_HTTP_INTERNAL_SERVER_ERROR;
         }
     }
 
@@ -370,8 +374,8 @@ ngx_http_spendpol_path(ngx_http_request_t *r, ngx_http_spendpol_ctx_t *ctx,
 
 
 /*
- * The canonical form of a whole path into out (NGX_OK), or NGX_DECLINED
- * with the reason (out->data set), or NGX_ERROR (out->data NULL).
+ * The canonical form of a whole path into out: NGX_OK, NGX_DECLINED with
+ * the reason (256 bytes), or NGX_ERROR.
  */
 static ngx_int_t
 ngx_http_spendpol_canonical(ngx_http_request_t *r, ngx_str_t *in,
@@ -379,10 +383,7 @@ ngx_http_spendpol_canonical(ngx_http_request_t *r, ngx_str_t *in,
 {
     size_t  len;
 
-    ngx_str_null(out);
-
     if (in->len > SP_PATH_MAX) {
-        out->data = (u_char *) "";
         ngx_cpystrn((u_char *) reason, (u_char *) "it is too long", 256);
         return NGX_DECLINED;
     }

@@ -135,6 +135,7 @@ snapshot(const char *dir, const char *name, int full)
     sp_snapshot_provider_in_t    p;
     sp_snapshot_org_in_t         o;
     sp_snapshot_alias_in_t       a;
+    sp_snapshot_endpoint_in_t    e;
     sp_snapshot_t                s;
     char                         err[256];
     uint8_t                     *data;
@@ -192,6 +193,26 @@ snapshot(const char *dir, const char *name, int full)
                   400000000LL, 25000000LL, 0);
         add_price(b, "", "azure", "gpt-4o", 2500000000LL, 10000000000LL,
                   1250000000LL, 0);
+        /* the organisation's fallback price for unpriced openai models */
+        add_price(b, "org_1", "openai", SP_PRICE_FALLBACK_MODEL,
+                  1000000000LL, 2000000000LL, 0, 0);
+
+        memset(&e, 0, sizeof(e));
+        e.org_id = "org_1";
+        e.provider = "openai";
+        e.method = "POST";
+        e.pattern = "/batches";
+
+        if (sp_snapshot_add_endpoint(b, &e) != SP_OK) {
+            die("add_endpoint");
+        }
+
+        e.method = "GET";
+        e.pattern = "/batches/*";
+
+        if (sp_snapshot_add_endpoint(b, &e) != SP_OK) {
+            die("add_endpoint");
+        }
 
         memset(&o, 0, sizeof(o));
         o.org_id = "org_1";

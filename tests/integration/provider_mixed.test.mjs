@@ -108,3 +108,22 @@ test('concurrent requests to all five providers: answers and usage never mix, ev
     assert.equal(j.stream ? j.res.trailers['x-spendpol-cost'] : j.res.headers['x-spendpol-cost'], row.cost_usd);
   }
 });
+
+// what sp_query_key_names holds, in lower and in mixed letter case
+const KEY_SPELLINGS = ['key', 'api-key', 'api_key', 'apikey', 'x-api-key', 'x-goog-api-key', 'spendpol-key', 'x-spendpol-key',
+  'KEY', 'Api-Key', 'API_KEY', 'ApiKey', 'X-Api-Key', 'X-GOOG-API-KEY', 'Spendpol-Key', 'X-Spendpol-KEY'];
+
+test('a Spendpol key in the query string, under every spelling and letter case, authenticates with every provider and never reaches it', async () => {
+  for (const [name, p] of Object.entries(P)) {
+    for (const spelling of KEY_SPELLINGS) {
+      const { path, body } = p.req(`spelled ${spelling}`, false);
+      const sep = path.includes('?') ? '&' : '?';
+      const r = await rawRequest(`${s.proxyURL}/v1/${name}${path}${sep}${spelling}=${key}`, { body });
+      assert.equal(r.status, 200, `${name} ?${spelling}=: ${r.status} ${r.text.slice(0, 200)}`);
+      const rec = fx[name].requests.at(-1);
+      assert.ok(rec.path.startsWith(path.split('?')[0]) || rec.path.includes(path.split('?')[0]), `${name}: the fixture got ${rec.path}`);
+      assertNoSpendpolKey(rec, key);
+      if (path.includes('?')) assert.ok(rec.path.includes(path.split('?')[1]), `${name}: the other parameters stay (${rec.path})`);
+    }
+  }
+});

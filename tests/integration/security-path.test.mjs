@@ -155,6 +155,25 @@ test('header injection: a model with CR LF gets 400 naming "model" and no X-Inje
   await stillWorks();
 });
 
+test('header injection: a provider model with CR LF is escaped in X-Spendpol-Model, never copied raw', async () => {
+  const json = JSON.stringify(good);
+  const answer = await rawHttp(s.proxyPort,
+    'POST /v1/openai/chat/completions HTTP/1.1\r\n'
+    + `Host: 127.0.0.1:${s.proxyPort}\r\n`
+    + `Authorization: Bearer ${key}\r\n`
+    + 'Content-Type: application/json\r\n'
+    + 'X-Fixture-Mode: ctlmodel\r\n'
+    + `Content-Length: ${Buffer.byteLength(json)}\r\n`
+    + 'Connection: close\r\n\r\n'
+    + json);
+  const head = answer.slice(0, answer.indexOf('\r\n\r\n'));
+  assert.match(head, /^HTTP\/1\.1 200 /, answer.slice(0, 600));
+  assert.doesNotMatch(head, /^x-injected:/im, `an injected response header:\n${head}`);
+  assert.match(head, /^X-Spendpol-Model: gpt-4o-mini-2024-07-18%0D%0AX-Injected: yes\r?$/m, head);
+  // the cost is still exact: the answer was metered like any other
+  assert.match(head, /^X-Spendpol-Cost: 0\.0000\d+/m, head);
+});
+
 /** the one call the fixture got, checked for any trace of a Spendpol key */
 function assertForwardedWithout(rec, expectedPath, what) {
   assert.equal(rec.path, expectedPath, `${what}: forwarded as ${rec.path}`);

@@ -386,14 +386,21 @@ test_request_model_and_stream_from_path(void **state)
 
     path_model(SP_PROVIDER_OPENAI, "/v1/models/gpt-4o:x", "", 0);
 
-    /* the body's model wins */
+    /* Azure runs the deployment the path names: a body's model loses */
     memset(&info, 0, sizeof(info));
     strcpy(info.model, "from-body");
     sp_request_from_path(SP_PROVIDER_AZURE, "/openai/deployments/dep/chat",
                          28, &info);
+    assert_string_equal(info.model, "dep");
+
+    /* an Azure path without a deployment (the v1 API) leaves the body's */
+    memset(&info, 0, sizeof(info));
+    strcpy(info.model, "from-body");
+    sp_request_from_path(SP_PROVIDER_AZURE, "/openai/v1/chat/completions",
+                         27, &info);
     assert_string_equal(info.model, "from-body");
 
-    /* except for Google, where the path names the model that runs */
+    /* so does Google, where the path names the model that runs */
     memset(&info, 0, sizeof(info));
     strcpy(info.model, "gemini-2.5-flash-lite");
     sp_request_from_path(SP_PROVIDER_GOOGLE,
