@@ -967,7 +967,7 @@ sp_request_set_stream_usage(const char *body, size_t len, char *out,
     json_error_t   jerr;
     size_t         n;
 
-    root = json_loadb(body, len, 0, &jerr);
+    root = json_loadb(body, len, JSON_ALLOW_NUL, &jerr);
     if (root == NULL) {
         return 0;
     }
