@@ -337,7 +337,8 @@ cd_api_providers_put(cd_request_t *r)
         cd_respond_error(r, 422, "invalid_request_error", "missing_field",
                          "base_url", "base_url is required for %s: there is "
                          "no default endpoint (e.g. https://<resource>."
-                         "openai.azure.com/openai)", r->params[0]);
+                         "openai.azure.com: the SDK's paths start with "
+                         "/openai)", r->params[0]);
         goto done;
     }
 

@@ -1289,6 +1289,13 @@ ngx_http_spendpol_settle(ngx_http_request_t *r, ngx_http_spendpol_ctx_t *ctx)
         r->headers_out.status_line.len = 0;
     }
 
+    if (ctx->ungoverned
+        || (ctx->endpoint && ctx->endpoint->meter == SP_METER_FREE))
+    {
+        /* not metered (a model list, a token count, an allowed endpoint) */
+        return;
+    }
+
     if (ctx->scan) {
         (void) sp_scan_result(ctx->scan, ctx->provider, &ctx->response);
 

@@ -251,6 +251,17 @@ test('embeddings are metered and priced like chat', async () => {
   assert.equal(row.endpoint, 'POST /embeddings');
 });
 
+test('a model list is governed, journaled with its endpoint and free', async () => {
+  const { key } = await s.createKey({});
+  const r = await rawRequest(`${s.openaiBaseURL}/models`, { method: 'GET', headers: { authorization: `Bearer ${key}` } });
+  assert.equal(r.status, 200, r.text);
+  assert.ok(Array.isArray(r.json?.data), r.text);
+  const row = await s.waitAuditRow(r.headers.get('x-spendpol-audit-id'));
+  assert.equal(row.endpoint, 'GET /models');
+  assert.equal(String(row.cost_nano), '0');
+  assert.deepEqual(row.warnings, []);
+});
+
 test('an endpoint the organisation allowed is forwarded, journaled with its endpoint, rate limited and stopped by a spent budget', async () => {
   const { key, id } = await s.createKey({});
   const batch = { input_file_id: 'file-abc', endpoint: '/v1/chat/completions', completion_window: '24h' };
@@ -269,6 +280,7 @@ test('an endpoint the organisation allowed is forwarded, journaled with its endp
   const row = await s.waitAuditRow(through.headers.get('x-spendpol-audit-id'));
   assert.equal(row.endpoint, 'POST /batches');
   assert.equal(String(row.cost_nano), '0');
+  assert.deepEqual(row.warnings, []);
 
   // rate limited like any call of the key
   const limited = await s.api('PATCH', `/api-keys/${id}`, { body: { rate_limits: { requests_per_minute: 1 } } });
