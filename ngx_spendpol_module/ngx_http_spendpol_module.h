@@ -135,7 +135,7 @@ typedef struct {
     size_t                     max_body_size;
     size_t                     max_response_size;
 
-    /* response side, issue 9: a client that hangs up (filter.c) */
+    /* a client that hangs up: how long and how much is still read */
     ngx_msec_t                 orphan_timeout;   /* 0: stop at once */
     size_t                     orphan_max_size;
 } ngx_http_spendpol_loc_conf_t;
@@ -218,7 +218,8 @@ typedef struct {
     ngx_uint_t                 ungoverned:1;   /* an org-allowed endpoint */
     ngx_uint_t                 refused_unpriced:1;
     ngx_uint_t                 priced:1;
-    sp_price_t                 price;          /* of the requested model */
+    sp_price_t                 price;          /* held at admission: the
+                                                  model's, or the "*" one */
     int64_t                    worst_nano;     /* reserved per budget */
     int64_t                    hold_tokens;    /* held per rate limit */
     const char                *error_code;
@@ -265,7 +266,7 @@ typedef struct {
     int64_t                    rate_reset_ms;
 
     /*
-     * Response side, issue 9 (ngx_http_spendpol_filter.c): a JSON body
+     * Response side (ngx_http_spendpol_filter.c): a JSON body
      * too large to hold is metered as it passes (scan); a client that
      * hangs up after the request reached the provider leaves an orphan
      * whose answer is still read, bounded, to settle what it cost.
