@@ -80,17 +80,46 @@ test('a directory or an empty file as the bundle fails nginx -t', () => {
   refusedFor(nginxT(around(`spendpol_ssl_trusted_certificate ${empty};`)), empty, /is empty/);
 });
 
-test('a file nginx cannot read fails nginx -t (when not running as root)', () => {
-  const locked = path.join(dir, 'locked.pem');
+test('a bundle the user nginx runs as cannot read fails nginx -t', () => {
+  // as root every file is readable: run nginx -t as nobody, in a directory of its own
+  const own = path.join(dir, 'as-nobody');
+  fs.chmodSync(dir, 0o755);
+  fs.mkdirSync(own);
+  fs.chmodSync(own, 0o777);
+  const locked = path.join(own, 'locked.pem');
   fs.copyFileSync(SYSTEM_BUNDLE, locked);
   fs.chmodSync(locked, 0o000);
-  const r = nginxT(around(`spendpol_ssl_trusted_certificate ${locked};`));
-  if (process.getuid() === 0) {
-    // root reads a mode 000 file: nothing to refuse, and nothing turned off
-    assert.equal(r.status, 0, r.output);
-  } else {
-    refusedFor(r, locked, /cannot be opened.*Permission denied/);
-  }
+  const asUser = process.getuid() === 0 ? ['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups'] : [];
+  const run = () => {
+    const conf = path.join(own, 't.conf');
+    fs.writeFileSync(conf, `
+load_module ${SO};
+pid ${own}/nginx.pid;
+error_log ${own}/error.log;
+events {}
+http {
+  access_log off;
+  client_body_temp_path ${own}/cb; proxy_temp_path ${own}/px; fastcgi_temp_path ${own}/fc;
+  uwsgi_temp_path ${own}/uw; scgi_temp_path ${own}/sc;
+  spendpol_journal ${own}/journal.log;
+  spendpol_ssl_trusted_certificate ${locked};
+  server { listen unix:${own}/nginx.sock; location /v1/ { spendpol on; } }
+}
+`, { mode: 0o644 });
+    const env = { ...process.env };
+    if (IS_SAN) {
+      env.LD_PRELOAD = `${gccLib('libasan.so')} ${gccLib('libubsan.so')}`;
+      env.ASAN_OPTIONS = 'detect_leaks=0';
+    }
+    const args = [...asUser, '/usr/sbin/nginx', '-t', '-p', `${own}/`, '-c', conf, '-e', path.join(own, 'error.log')];
+    const r = spawnSync(args[0], args.slice(1), { env, encoding: 'utf8' });
+    return { status: r.status, output: `${r.stdout}${r.stderr}` };
+  };
+  refusedFor(run(), locked, /cannot be opened.*Permission denied/);
+  // the same file made readable passes: the refusal was about reading it
+  fs.chmodSync(locked, 0o644);
+  const r = run();
+  assert.equal(r.status, 0, r.output);
 });
 
 test('a bundle that is not PEM is refused by nginx, naming the file', () => {
