@@ -46,6 +46,19 @@ function refusals() {
     .map((m) => ({ pid: Number(m[1]), offered: Number(m[2]), loaded: Number(m[3]) }));
 }
 
+/* pids of the workers that loaded generation gen or a later one */
+function loadedBy(gen) {
+  const log = fs.readFileSync(path.join(s.logs, 'error.log'), 'utf8');
+  return new Set([...log.matchAll(/\[info\] (\d+)#\d+: (?:\*\d+ )?spendpol: snapshot generation (\d+) loaded/g)]
+    .filter((m) => Number(m[2]) >= gen).map((m) => Number(m[1])));
+}
+
+/* waits until every worker's timer has loaded generation gen (or later) */
+async function waitLoaded(gen) {
+  await waitFor(() => loadedBy(gen).size === WORKERS,
+    { timeout: 5000 * SLOW, interval: 100, message: `generation ${gen} loaded by each worker` });
+}
+
 async function generation() {
   const r = await s.api('GET', '/healthz');
   assert.equal(r.status, 200, r.text);
@@ -68,6 +81,7 @@ test('an older policy.snap renamed over the current one is refused by every work
   await s.waitStable(() => authStatus(fresh.key), (st) => st !== 401, { message: 'the new key on every worker' });
   const newGen = await generation();
   assert.ok(newGen > oldGen, `${newGen} > ${oldGen}`);
+  await waitLoaded(newGen);
 
   // the roll back, atomically, as controld publishes
   const rolledBack = fs.readFileSync(aside);
@@ -100,15 +114,8 @@ test('a later, higher publication replaces the held snapshot as usual', async ()
   const before = refusals().length;
   const later = await s.createKey({ name: 'after-the-rollback' });
   await s.waitStable(() => authStatus(later.key), (st) => st !== 401, { message: 'the later key on every worker' });
-  const gen = await generation();
   // each worker's timer loads it, whichever worker the requests reached
-  const loadedBy = () => {
-    const log = fs.readFileSync(path.join(s.logs, 'error.log'), 'utf8');
-    return new Set([...log.matchAll(/\[info\] (\d+)#\d+: (?:\*\d+ )?spendpol: snapshot generation (\d+) loaded/g)]
-      .filter((m) => Number(m[2]) >= gen).map((m) => Number(m[1])));
-  };
-  await waitFor(() => loadedBy().size === WORKERS,
-    { timeout: 5000 * SLOW, interval: 100, message: `generation ${gen} loaded by each worker` });
+  await waitLoaded(await generation());
   assert.equal(refusals().length, before, 'no new refusal');
 });
 
@@ -120,6 +127,7 @@ test('after nginx -s reload the new workers hold nothing and take the file in pl
   const del = await s.api('DELETE', `/api-keys/${key.id}`);
   assert.ok(del.status >= 200 && del.status < 300, del.text);
   await s.waitStable(() => authStatus(key.key), (st) => st === 401, { message: 'the revocation on every worker' });
+  await waitLoaded(await generation());
   fs.renameSync(aside, snap());
   await waitFor(() => refusals().some((r) => r.offered === oldGen),
     { timeout: 5000 * SLOW, interval: 100, message: 'the refusal' });
