@@ -34,6 +34,10 @@ static char *ngx_http_spendpol_call(ngx_conf_t *cf, ngx_module_t *module,
     const char *name, ngx_uint_t nargs, ...);
 static ngx_int_t ngx_http_spendpol_set_resolver(ngx_conf_t *cf,
     ngx_http_core_loc_conf_t *clcf);
+static char *ngx_http_spendpol_ssl_trusted_certificate(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
+static ngx_int_t ngx_http_spendpol_ssl_check(ngx_conf_t *cf,
+    ngx_http_spendpol_main_conf_t *smcf);
 static ngx_int_t ngx_http_spendpol_init(ngx_conf_t *cf);
 static ngx_int_t ngx_http_spendpol_init_process(ngx_cycle_t *cycle);
 static void ngx_http_spendpol_exit_process(ngx_cycle_t *cycle);
@@ -151,6 +155,13 @@ static ngx_command_t  ngx_http_spendpol_commands[] = {
       ngx_conf_set_num_slot,
       NGX_HTTP_MAIN_CONF_OFFSET,
       offsetof(ngx_http_spendpol_main_conf_t, keepalive_requests),
+      NULL },
+
+    { ngx_string("spendpol_ssl_trusted_certificate"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_http_spendpol_ssl_trusted_certificate,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
       NULL },
 
       ngx_null_command
@@ -392,6 +403,8 @@ ngx_http_spendpol_create_main_conf(ngx_conf_t *cf)
      *     smcf->snapshot_dir = { 0, NULL };
      *     smcf->journal = NULL;
      *     smcf->region = { 0, NULL };
+     *     smcf->ssl_trusted_certificate = { 0, NULL };
+     *     smcf->ssl_checked = 0;
      */
 
     smcf->snapshot_interval = NGX_CONF_UNSET_MSEC;
@@ -704,6 +717,130 @@ ngx_http_spendpol_set_resolver(ngx_conf_t *cf, ngx_http_core_loc_conf_t *clcf)
 
 
 /*
+ * The bundle is handed to each "spendpol on" location's proxy when that
+ * line is read, so it is an http{} setting that must come first; a later
+ * one would leave earlier locations on another bundle.
+ */
+static char *
+ngx_http_spendpol_ssl_trusted_certificate(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_http_spendpol_main_conf_t *smcf = conf;
+
+    ngx_str_t  *value;
+
+    /* first: the check fills in the default, which is no duplicate */
+    if (smcf->ssl_checked) {
+        return "must come before the first \"spendpol on\"";
+    }
+
+    if (smcf->ssl_trusted_certificate.data) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    if (value[1].len == 0) {
+        return "needs a path";
+    }
+
+    /* nginx resolves a relative path against the prefix in the same way */
+    smcf->ssl_trusted_certificate = value[1];
+
+    if (ngx_conf_full_name(cf->cycle, &smcf->ssl_trusted_certificate, 1)
+        != NGX_OK)
+    {
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+/*
+ * The proxy would fail later on an unreadable bundle too, but naming
+ * neither our directive nor the default; a missing default bundle used to
+ * turn verification off, which is never acceptable. Only readability is
+ * checked here: OpenSSL judges the contents when the proxy loads them.
+ */
+static ngx_int_t
+ngx_http_spendpol_ssl_check(ngx_conf_t *cf,
+    ngx_http_spendpol_main_conf_t *smcf)
+{
+    u_char           byte;
+    ssize_t          n;
+    ngx_fd_t         fd;
+    ngx_err_t        err;
+    ngx_str_t       *path;
+    ngx_uint_t       is_default;
+    const char      *problem;
+    ngx_file_info_t  fi;
+
+    if (smcf->ssl_checked) {
+        return NGX_OK;
+    }
+
+    path = &smcf->ssl_trusted_certificate;
+
+    is_default = (path->data == NULL);
+
+    if (is_default) {
+        ngx_str_set(path, NGX_HTTP_SPENDPOL_CA_BUNDLE);
+    }
+
+    err = 0;
+    problem = NULL;
+
+    /* the path came from ngx_conf_full_name() or a literal: terminated */
+    fd = ngx_open_file(path->data, NGX_FILE_RDONLY, NGX_FILE_OPEN, 0);
+
+    if (fd == NGX_INVALID_FILE) {
+        err = ngx_errno;
+        problem = "cannot be opened";
+
+    } else {
+        if (ngx_fd_info(fd, &fi) == NGX_FILE_ERROR) {
+            err = ngx_errno;
+            problem = "cannot be read";
+
+        } else if (!ngx_is_file(&fi)) {
+            problem = "is not a file";
+
+        } else {
+            n = ngx_read_fd(fd, &byte, 1);
+
+            if (n == -1) {
+                err = ngx_errno;
+                problem = "cannot be read";
+
+            } else if (n == 0) {
+                problem = "is empty";
+            }
+        }
+
+        ngx_close_file(fd);
+    }
+
+    if (problem) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, err,
+                           "spendpol: CA bundle \"%V\" (%s"
+                           "spendpol_ssl_trusted_certificate\") %s; "
+                           "providers' certificates are always verified: "
+                           "set spendpol_ssl_trusted_certificate in http{} "
+                           "to a readable PEM bundle, or install "
+                           "ca-certificates", path,
+                           is_default ? "the default of \"" : "set by \"",
+                           problem);
+        return NGX_ERROR;
+    }
+
+    smcf->ssl_checked = 1;
+
+    return NGX_OK;
+}
+
+
+/*
  * Calls another module's location-level directive as if it were written
  * in the configuration: "spendpol on;" stands for a block of proxy_*
  * settings that users would otherwise have to copy exactly.
@@ -875,19 +1012,14 @@ ngx_http_spendpol(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     NGX_HTTP_SPENDPOL_PROXY("proxy_ssl_server_name", 1, "on");
     NGX_HTTP_SPENDPOL_PROXY("proxy_ssl_name", 1, "$spendpol_upstream_sni");
 
-    if (ngx_file_info(NGX_HTTP_SPENDPOL_CA_BUNDLE, &(ngx_file_info_t) { 0 })
-        == 0)
-    {
-        NGX_HTTP_SPENDPOL_PROXY("proxy_ssl_verify", 1, "on");
-        NGX_HTTP_SPENDPOL_PROXY("proxy_ssl_trusted_certificate", 1,
-                                NGX_HTTP_SPENDPOL_CA_BUNDLE);
-
-    } else {
-        ngx_conf_log_error(NGX_LOG_WARN, cf, 0,
-                           "spendpol: " NGX_HTTP_SPENDPOL_CA_BUNDLE
-                           " not found, provider certificates are not "
-                           "verified; install ca-certificates");
+    /* never unverified: a bundle that cannot be read fails the config */
+    if (ngx_http_spendpol_ssl_check(cf, smcf) != NGX_OK) {
+        return NGX_CONF_ERROR;
     }
+
+    NGX_HTTP_SPENDPOL_PROXY("proxy_ssl_verify", 1, "on");
+    NGX_HTTP_SPENDPOL_PROXY("proxy_ssl_trusted_certificate", 1,
+                            (char *) smcf->ssl_trusted_certificate.data);
 
 #undef NGX_HTTP_SPENDPOL_PROXY
 

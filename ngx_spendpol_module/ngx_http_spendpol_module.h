@@ -127,6 +127,10 @@ typedef struct {
     ngx_queue_t                keepalive_free;
     ngx_queue_t                ssl_sessions;     /* most recently used first */
     ngx_uint_t                 upstream_rotation;  /* of a name's addresses */
+
+    /* the CA bundle that verifies providers' certificates, full path */
+    ngx_str_t                  ssl_trusted_certificate;
+    ngx_uint_t                 ssl_checked;      /* readable: checked once */
 } ngx_http_spendpol_main_conf_t;
 
 

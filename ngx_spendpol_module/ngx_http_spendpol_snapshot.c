@@ -6,6 +6,7 @@
  * controld renames into place, checked every spendpol_snapshot_interval
  * by a cancelable per-worker timer. A bad or missing file never replaces
  * a good one: the worker keeps what it has (fail static) and says so.
+ * Nor does an older one: a generation lower than the one loaded is refused.
  */
 
 
@@ -153,6 +154,28 @@ ngx_http_spendpol_snapshot_refresh(ngx_http_spendpol_main_conf_t *smcf,
                       &smcf->snapshot_path, err,
                       smcf->snapshot_map
                           ? "; keeping the one loaded" : "");
+        munmap(map, (size_t) ngx_file_size(&fi));
+        smcf->snapshot_failed_ino = ngx_file_uniq(&fi);
+        return;
+    }
+
+    if (smcf->snapshot_map
+        && smcf->pending.header->generation
+           < smcf->snapshot.header->generation)
+    {
+        /*
+         * An older file renamed over a newer one would bring back revoked
+         * keys and lifted budgets. Refused once per file: a later, higher
+         * publication is picked up as usual. A new worker (after a reload)
+         * holds nothing and takes whatever is there.
+         */
+        ngx_log_error(NGX_LOG_ERR, log, 0,
+                      "spendpol: refused snapshot \"%V\": generation %uL "
+                      "is older than generation %uL loaded; keeping the "
+                      "one loaded (reload nginx to accept it)",
+                      &smcf->snapshot_path,
+                      smcf->pending.header->generation,
+                      smcf->snapshot.header->generation);
         munmap(map, (size_t) ngx_file_size(&fi));
         smcf->snapshot_failed_ino = ngx_file_uniq(&fi);
         return;
