@@ -1021,6 +1021,12 @@ ngx_http_spendpol(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     NGX_HTTP_SPENDPOL_PROXY("proxy_ssl_trusted_certificate", 1,
                             (char *) smcf->ssl_trusted_certificate.data);
 
+    /*
+     * nginx's default depth, 1, refuses a chain with two intermediates
+     * (cross-signed roots do that); providers' chains are public ones.
+     */
+    NGX_HTTP_SPENDPOL_PROXY("proxy_ssl_verify_depth", 1, "4");
+
 #undef NGX_HTTP_SPENDPOL_PROXY
 
     return NGX_CONF_OK;
