@@ -426,11 +426,18 @@ typedef struct {
     int               stop;              /* atomic */
     int               started;
     int64_t           committed_offset;  /* atomically read by /healthz */
+    /* since start, atomic, counted when the offset past them commits */
+    int64_t           malformed_lines;   /* lines that are no record */
+    int64_t           refused_lines;     /* records sp_journal_check
+                                            refused */
 } cd_ingest_t;
 
 int cd_ingest_start(cd_app_t *app) CD_CHECK;
 void cd_ingest_stop(cd_app_t *app);
 int64_t cd_ingest_offset(cd_app_t *app);
+
+/* the lines skipped since start: not journal records, and refused ones */
+void cd_ingest_counts(cd_app_t *app, int64_t *malformed, int64_t *refused);
 
 /*
  * Appends s to a COPY text-format field: backslash, tab, newline and
