@@ -161,6 +161,13 @@ int cd_aead_decrypt(const uint8_t *key, const uint8_t *sealed, size_t len,
 int cd_master_key_load(const cd_config_t *cf, uint8_t *key, char *err,
     size_t errlen) CD_CHECK;
 
+/*
+ * Makes jansson wipe every block it frees: request bodies hold provider
+ * keys and responses the plaintext of created keys, and jansson copies
+ * each string it holds. Called once, before any thread uses jansson.
+ */
+void cd_json_wipe_on_free(void);
+
 /* id = prefix + 2 * nbytes lowercase hex chars; out holds CD_ID_MAX */
 int cd_random_id(const char *prefix, size_t nbytes, char *out) CD_CHECK;
 
