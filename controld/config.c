@@ -11,6 +11,8 @@
 #include <unistd.h>
 #include <sys/stat.h>
 
+#include <openssl/crypto.h>
+
 #include "controld.h"
 
 
@@ -319,6 +321,17 @@ failed:
 void
 cd_config_free(cd_config_t *cf)
 {
+    size_t   i;
+    char   **secrets[] = { &cf->database_url, &cf->redis_url,
+                           &cf->master_key_hex, &cf->admin_key };
+
+    /* passwords and keys: wiped, not only freed */
+    for (i = 0; i < sizeof(secrets) / sizeof(secrets[0]); i++) {
+        if (*secrets[i] != NULL) {
+            OPENSSL_cleanse(*secrets[i], strlen(*secrets[i]));
+        }
+    }
+
     free(cf->database_url);
     free(cf->redis_url);
     free(cf->api_listen);

@@ -79,6 +79,15 @@ void cd_log_write(int level, const char *subject, const char *fmt, ...)
 #define cd_log_info(subject, ...)   cd_log(CD_LOG_INFO, subject, __VA_ARGS__)
 #define cd_log_debug(subject, ...)  cd_log(CD_LOG_DEBUG, subject, __VA_ARGS__)
 
+/*
+ * Copies s[0..len) into out for a log line: a backslash doubled; C0 and
+ * C1 control characters, DEL and bytes that are not UTF-8 as \xNN (a C1
+ * character as its two bytes, \xc2\x9b); other UTF-8 as is. Truncates
+ * before an escape that does not fit, always NUL-terminates (outlen > 0)
+ * and returns the length written. 4 * len + 1 bytes always suffice.
+ */
+size_t cd_log_escape(const char *s, size_t len, char *out, size_t outlen);
+
 /* "error" ... "debug" -> level, or -1 */
 int cd_log_level_parse(const char *name);
 
@@ -151,6 +160,13 @@ int cd_aead_decrypt(const uint8_t *key, const uint8_t *sealed, size_t len,
 /* from SPENDPOL_MASTER_KEY, else data_dir/master.key (created) */
 int cd_master_key_load(const cd_config_t *cf, uint8_t *key, char *err,
     size_t errlen) CD_CHECK;
+
+/*
+ * Makes jansson wipe every block it frees: request bodies hold provider
+ * keys and responses the plaintext of created keys, and jansson copies
+ * each string it holds. Called once, before any thread uses jansson.
+ */
+void cd_json_wipe_on_free(void);
 
 /* id = prefix + 2 * nbytes lowercase hex chars; out holds CD_ID_MAX */
 int cd_random_id(const char *prefix, size_t nbytes, char *out) CD_CHECK;
@@ -426,11 +442,18 @@ typedef struct {
     int               stop;              /* atomic */
     int               started;
     int64_t           committed_offset;  /* atomically read by /healthz */
+    /* since start, atomic, counted when the offset past them commits */
+    int64_t           malformed_lines;   /* lines that are no record */
+    int64_t           refused_lines;     /* records sp_journal_check
+                                            refused */
 } cd_ingest_t;
 
 int cd_ingest_start(cd_app_t *app) CD_CHECK;
 void cd_ingest_stop(cd_app_t *app);
 int64_t cd_ingest_offset(cd_app_t *app);
+
+/* the lines skipped since start: not journal records, and refused ones */
+void cd_ingest_counts(cd_app_t *app, int64_t *malformed, int64_t *refused);
 
 /*
  * Appends s to a COPY text-format field: backslash, tab, newline and

@@ -5,6 +5,7 @@
  */
 
 #include <errno.h>
+#include <malloc.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -349,4 +350,28 @@ cd_master_key_load(const cd_config_t *cf, uint8_t *key, char *err,
                 "provider keys cannot be decrypted without it", path);
 
     return CD_OK;
+}
+
+
+static void *
+cd_json_malloc(size_t size)
+{
+    return malloc(size);
+}
+
+
+static void
+cd_json_free(void *p)
+{
+    if (p != NULL) {
+        OPENSSL_cleanse(p, malloc_usable_size(p));
+        free(p);
+    }
+}
+
+
+void
+cd_json_wipe_on_free(void)
+{
+    json_set_alloc_funcs(cd_json_malloc, cd_json_free);
 }

@@ -17,6 +17,8 @@
 
 #include <microhttpd.h>
 
+#include <openssl/crypto.h>
+
 #include "controld.h"
 
 
@@ -888,6 +890,21 @@ cd_authenticate(cd_request_t *r)
 
 /* ---- the server ------------------------------------------------------- */
 
+/*
+ * A response text, freed by libmicrohttpd once sent. Created and rotated
+ * keys are answered in plaintext once: no copy of them outlives the
+ * answer (jansson's own copies are wiped by cd_json_wipe_on_free).
+ */
+static void
+cd_http_response_free(void *text)
+{
+    if (text != NULL) {
+        OPENSSL_cleanse(text, strlen(text));
+        free(text);
+    }
+}
+
+
 static enum MHD_Result
 cd_http_send(struct MHD_Connection *connection, cd_request_t *r)
 {
@@ -916,11 +933,17 @@ cd_http_send(struct MHD_Connection *connection, cd_request_t *r)
         len = text ? strlen(text) : 0;
     }
 
-    response = MHD_create_response_from_buffer(len, text ? text : (char *) "",
-                                               text ? MHD_RESPMEM_MUST_FREE
-                                                    : MHD_RESPMEM_PERSISTENT);
+    if (text != NULL) {
+        response = MHD_create_response_from_buffer_with_free_callback(
+                       len, text, cd_http_response_free);
+
+    } else {
+        response = MHD_create_response_from_buffer(0, (char *) "",
+                                                   MHD_RESPMEM_PERSISTENT);
+    }
+
     if (response == NULL) {
-        free(text);
+        cd_http_response_free(text);
         return MHD_NO;
     }
 
@@ -993,6 +1016,21 @@ cd_http_dispatch(cd_request_t *r)
 }
 
 
+/* bodies carry provider keys (PUT /providers): wiped before freed */
+static void
+cd_http_body_free(cd_http_upload_t *up)
+{
+    if (up->body != NULL) {
+        OPENSSL_cleanse(up->body, up->cap);
+        free(up->body);
+    }
+
+    up->body = NULL;
+    up->len = 0;
+    up->cap = 0;
+}
+
+
 static enum MHD_Result
 cd_http_access(void *cls, struct MHD_Connection *connection,
     const char *url, const char *method, const char *version,
@@ -1038,8 +1076,7 @@ cd_http_access(void *cls, struct MHD_Connection *connection,
     if (*upload_data_size != 0) {
         if (!up->too_large && up->len + *upload_data_size > CD_BODY_MAX) {
             up->too_large = 1;
-            free(up->body);
-            up->body = NULL;
+            cd_http_body_free(up);
             up->len = 0;
         }
 
@@ -1051,11 +1088,17 @@ cd_http_access(void *cls, struct MHD_Connection *connection,
                     cap *= 2;
                 }
 
-                grown = realloc(up->body, cap);
+                /* not realloc(): the old copy may hold a provider key */
+                grown = malloc(cap);
                 if (grown == NULL) {
                     return MHD_NO;
                 }
 
+                if (up->len) {
+                    memcpy(grown, up->body, up->len);
+                }
+
+                cd_http_body_free(up);
                 up->body = grown;
                 up->cap = cap;
             }
@@ -1131,7 +1174,7 @@ cd_http_completed(void *cls, struct MHD_Connection *connection,
     up = *con_cls;
 
     if (up != NULL) {
-        free(up->body);
+        cd_http_body_free(up);
         free(up);
         *con_cls = NULL;
     }

@@ -51,7 +51,13 @@ typedef struct {
     int64_t                rotated_at;    /* ms; 0 while path is ours */
     sp_journal_record_t   *records;
     size_t                 count;
-    size_t                 malformed;
+    size_t                 malformed;     /* in this batch: not a record */
+    size_t                 refused;       /* in this batch: a record out
+                                             of sp_journal_check's bounds */
+    int64_t                warned_off;    /* lines before this offset were
+                                             logged once already: a batch
+                                             re-read after a failed load
+                                             is not logged again */
     int64_t                batch_started; /* ms of the first pending line */
     char                  *buf;
     char                  *copy;
@@ -207,6 +213,23 @@ cd_record_acceptable(const sp_journal_record_t *rec)
 }
 
 
+/*
+ * 1 when the line at offset was not warned about yet: a batch dropped
+ * after a failed load is read again, its lines warned about once.
+ */
+static int
+cd_ingest_first_warning(cd_ingest_ctx_t *x, int64_t offset, size_t len)
+{
+    if (offset < x->warned_off) {
+        return 0;
+    }
+
+    x->warned_off = offset + (int64_t) len + 1;
+
+    return 1;
+}
+
+
 static void
 cd_ingest_line(cd_ingest_ctx_t *x, const char *line, size_t len,
     int64_t offset)
@@ -225,10 +248,31 @@ cd_ingest_line(cd_ingest_ctx_t *x, const char *line, size_t len,
         || !cd_record_acceptable(rec))
     {
         /* the reason may quote the line, and the line may hold anything */
-        cd_log_warn(CD_INGEST_SUBJECT, "%s: skipped a malformed line at "
-                    "offset %lld (%zu bytes)", x->app->config.journal_path,
-                    (long long) offset, len);
+        if (cd_ingest_first_warning(x, offset, len)) {
+            cd_log_warn(CD_INGEST_SUBJECT, "%s: skipped a malformed line at "
+                        "offset %lld (%zu bytes)",
+                        x->app->config.journal_path, (long long) offset, len);
+        }
+
         x->malformed++;
+        return;
+    }
+
+    /*
+     * A record whose numbers no gateway writes would bill or credit
+     * anything at all: it is refused like a malformed line, its offset
+     * passed with the batch, so it is skipped exactly once. The reason
+     * names only the field and its bound; the id is the record's own
+     * (cd_log_write escapes what it holds).
+     */
+    if (sp_journal_check(rec, err, sizeof(err)) != SP_OK) {
+        if (cd_ingest_first_warning(x, offset, len)) {
+            cd_log_warn(CD_INGEST_SUBJECT, "%s: refused event %s at offset "
+                        "%lld: %s", x->app->config.journal_path, rec->id,
+                        (long long) offset, err);
+        }
+
+        x->refused++;
         return;
     }
 
@@ -293,9 +337,12 @@ cd_ingest_on_line(void *data, const char *line, size_t len, int64_t offset,
     cd_ingest_ctx_t  *x = data;
 
     if (overlong) {
-        cd_log_warn(CD_INGEST_SUBJECT, "%s: skipped an over-long line ending "
-                    "at offset %lld", x->app->config.journal_path,
-                    (long long) (offset + (int64_t) len));
+        if (cd_ingest_first_warning(x, offset, len)) {
+            cd_log_warn(CD_INGEST_SUBJECT, "%s: skipped an over-long line "
+                        "ending at offset %lld", x->app->config.journal_path,
+                        (long long) (offset + (int64_t) len));
+        }
+
         x->malformed++;
 
     } else {
@@ -962,9 +1009,15 @@ cd_ingest_flush(cd_ingest_ctx_t *x)
 
     cd_db_release(&x->app->db, c);
 
-    cd_log_debug(CD_INGEST_SUBJECT, "loaded %zu events (%zu malformed) up to"
-                 " offset %lld", x->count, x->malformed,
-                 (long long) x->scan_off);
+    cd_log_debug(CD_INGEST_SUBJECT, "loaded %zu events (%zu malformed, %zu "
+                 "refused) up to offset %lld", x->count, x->malformed,
+                 x->refused, (long long) x->scan_off);
+
+    /* counted with the offset that passes them: once, whatever retries */
+    __atomic_add_fetch(&x->app->ingest.malformed_lines,
+                       (int64_t) x->malformed, __ATOMIC_RELAXED);
+    __atomic_add_fetch(&x->app->ingest.refused_lines, (int64_t) x->refused,
+                       __ATOMIC_RELAXED);
 
     x->commit_off = x->scan_off;
     __atomic_store_n(&x->app->ingest.committed_offset, x->commit_off,
@@ -990,6 +1043,7 @@ cd_ingest_reset_batch(cd_ingest_ctx_t *x)
     x->count = 0;
     x->raises = 0;
     x->malformed = 0;
+    x->refused = 0;
     x->batch_started = 0;
 }
 
@@ -1218,6 +1272,7 @@ cd_ingest_open_rotated(cd_ingest_ctx_t *x)
             x->commit_off = offset;
             x->scan_off = offset;
             x->skipping = 0;
+            x->warned_off = 0;
 
             /* at its EOF, check_file moves on to the current file */
             x->rotated_at = cd_clock_ms(CLOCK_MONOTONIC);
@@ -1298,6 +1353,7 @@ cd_ingest_open(cd_ingest_ctx_t *x)
     x->commit_off = offset;
     x->scan_off = offset;
     x->skipping = 0;
+    x->warned_off = 0;
     x->rotated_at = 0;
     __atomic_store_n(&x->app->ingest.committed_offset, offset,
                      __ATOMIC_RELEASE);
@@ -1328,6 +1384,7 @@ cd_ingest_check_file(cd_ingest_ctx_t *x)
                     x->app->config.journal_path);
         x->scan_off = 0;
         x->skipping = 0;
+        x->warned_off = 0;
 
         if (cd_ingest_flush_retry(x) != CD_OK) {
             return;
@@ -1476,6 +1533,7 @@ cd_ingest_open_next_rotated(cd_ingest_ctx_t *x, dev_t done_dev,
     x->commit_off = offset;
     x->scan_off = offset;
     x->skipping = 0;
+    x->warned_off = 0;
     x->rotated_at = cd_clock_ms(CLOCK_MONOTONIC);
     __atomic_store_n(&x->app->ingest.committed_offset, offset,
                      __ATOMIC_RELEASE);
@@ -1600,4 +1658,13 @@ int64_t
 cd_ingest_offset(cd_app_t *app)
 {
     return __atomic_load_n(&app->ingest.committed_offset, __ATOMIC_ACQUIRE);
+}
+
+
+void
+cd_ingest_counts(cd_app_t *app, int64_t *malformed, int64_t *refused)
+{
+    *malformed = __atomic_load_n(&app->ingest.malformed_lines,
+                                 __ATOMIC_RELAXED);
+    *refused = __atomic_load_n(&app->ingest.refused_lines, __ATOMIC_RELAXED);
 }

@@ -13,6 +13,8 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
 
 #include <openssl/crypto.h>
 
@@ -49,6 +51,54 @@ cd_main_wait_signal(const sigset_t *signals, unsigned ms)
     }
 
     return 0;
+}
+
+
+/*
+ * A core dump would hold the master key, provider keys and the plaintext
+ * of keys being created. Not dumpable also keeps other processes of our
+ * user from reading our memory (ptrace, /proc/PID/mem).
+ */
+static int
+cd_main_no_core_dumps(void)
+{
+    struct rlimit  rl;
+
+    rl.rlim_cur = 0;
+    rl.rlim_max = 0;
+
+    if (setrlimit(RLIMIT_CORE, &rl) != 0
+        || prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0)
+    {
+        fprintf(stderr, "controld: cannot disable core dumps: %s\n",
+                strerror(errno));
+        return CD_ERROR;
+    }
+
+    return CD_OK;
+}
+
+
+/*
+ * Wipes a secret read once at start: our copy and the environment's
+ * string in place, which is also what /proc/PID/environ shows.
+ */
+static void
+cd_main_forget(char **value, const char *name)
+{
+    char  *env;
+
+    if (*value != NULL) {
+        OPENSSL_cleanse(*value, strlen(*value));
+        free(*value);
+        *value = NULL;
+    }
+
+    env = getenv(name);
+
+    if (env != NULL) {
+        OPENSSL_cleanse(env, strlen(env));
+    }
 }
 
 
@@ -105,6 +155,13 @@ main(int argc, char **argv)
                              || strcmp(argv[1], "--help") == 0) ? 0 : 2;
     }
 
+    if (cd_main_no_core_dumps() != CD_OK) {
+        return 1;
+    }
+
+    /* before any thread: jansson's allocator is process-wide */
+    cd_json_wipe_on_free();
+
     app = calloc(1, sizeof(cd_app_t));
     if (app == NULL) {
         fprintf(stderr, "controld: out of memory\n");
@@ -153,6 +210,8 @@ main(int argc, char **argv)
         goto done;
     }
 
+    cd_main_forget(&app->config.master_key_hex, "SPENDPOL_MASTER_KEY");
+
     if (app->config.migrations_dir == NULL) {
         app->config.migrations_dir = cd_config_find_migrations();
 
@@ -199,6 +258,8 @@ main(int argc, char **argv)
         cd_log_error(CD_MAIN_SUBJECT, "cannot set up the admin key");
         goto done;
     }
+
+    cd_main_forget(&app->config.admin_key, "SPENDPOL_ADMIN_KEY");
 
     if (cd_snapshot_publish_now(app) != CD_OK) {
         cd_log_error(CD_MAIN_SUBJECT, "cannot publish the first snapshot to "

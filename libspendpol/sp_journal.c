@@ -384,3 +384,69 @@ failed:
 
     return SP_ERROR;
 }
+
+
+static int
+sp_journal_check_range(const char *name, int64_t v, int64_t max, char *err,
+    size_t errlen)
+{
+    if (v < 0 || v > max) {
+        sp_errorf(err, errlen, "field \"%s\" is %lld, expected 0..%lld",
+                  name, (long long) v, (long long) max);
+        return SP_ERROR;
+    }
+
+    return SP_OK;
+}
+
+
+int
+sp_journal_check(const sp_journal_record_t *rec, char *err, size_t errlen)
+{
+    size_t  i;
+    const struct {
+        const char  *name;
+        int64_t      value;
+        int64_t      max;
+    } ranges[] = {
+        { "input_tokens", rec->input_tokens, SP_JOURNAL_TOKENS_MAX },
+        { "output_tokens", rec->output_tokens, SP_JOURNAL_TOKENS_MAX },
+        { "cached_tokens", rec->cached_tokens, SP_JOURNAL_TOKENS_MAX },
+        { "cache_write_tokens", rec->cache_write_tokens,
+          SP_JOURNAL_TOKENS_MAX },
+        { "cost_nano", rec->cost_nano, SP_JOURNAL_NANO_MAX },
+        { "reserved_nano", rec->reserved_nano, SP_JOURNAL_NANO_MAX },
+    };
+
+    for (i = 0; i < sizeof(ranges) / sizeof(ranges[0]); i++) {
+        if (sp_journal_check_range(ranges[i].name, ranges[i].value,
+                                   ranges[i].max, err, errlen)
+            != SP_OK)
+        {
+            return SP_ERROR;
+        }
+    }
+
+    /* each is at most 1e12, so the sum cannot overflow */
+    if (rec->cached_tokens + rec->cache_write_tokens > rec->input_tokens) {
+        sp_errorf(err, errlen, "fields \"cached_tokens\" (%lld) and "
+                  "\"cache_write_tokens\" (%lld) exceed \"input_tokens\" "
+                  "(%lld)", (long long) rec->cached_tokens,
+                  (long long) rec->cache_write_tokens,
+                  (long long) rec->input_tokens);
+        return SP_ERROR;
+    }
+
+    /* 0: the client left before any response (nginx logs no status) */
+    if (rec->status != 0
+        && (rec->status < SP_JOURNAL_STATUS_MIN
+            || rec->status > SP_JOURNAL_STATUS_MAX))
+    {
+        sp_errorf(err, errlen, "field \"status\" is %d, expected 0 or "
+                  "%d..%d", rec->status, SP_JOURNAL_STATUS_MIN,
+                  SP_JOURNAL_STATUS_MAX);
+        return SP_ERROR;
+    }
+
+    return SP_OK;
+}

@@ -84,6 +84,29 @@ size_t sp_journal_format(const sp_journal_record_t *rec, char *out,
 int sp_journal_parse(const char *line, size_t len, sp_journal_record_t *rec,
     char *err, size_t errlen);
 
+/*
+ * The bounds a record loaded into the ledger must keep. A line outside
+ * them is no request the gateway wrote (it never reports negative usage;
+ * a whole request past a trillion tokens or a million USD is a corrupt or
+ * forged line), so the reader refuses it rather than bill or credit it.
+ */
+#define SP_JOURNAL_TOKENS_MAX  1000000000000LL        /* 1e12 tokens */
+#define SP_JOURNAL_NANO_MAX    1000000000000000LL     /* 1e15 nano-USD,
+                                                         1,000,000 USD */
+#define SP_JOURNAL_STATUS_MIN  100
+#define SP_JOURNAL_STATUS_MAX  599
+
+/*
+ * Checks a parsed record's numbers: tokens 0..SP_JOURNAL_TOKENS_MAX,
+ * cached_tokens + cache_write_tokens <= input_tokens (both are part of the
+ * input), cost_nano and reserved_nano 0..SP_JOURNAL_NANO_MAX, status 0 (no
+ * response was sent) or SP_JOURNAL_STATUS_MIN..MAX. Returns SP_OK, or
+ * SP_ERROR with the first field out of range and its bound in err (never
+ * the record's strings, so err is safe to log).
+ */
+int sp_journal_check(const sp_journal_record_t *rec, char *err,
+    size_t errlen);
+
 /* copies src into a fixed field, truncating at a UTF-8 boundary */
 void sp_field_copy(char *dst, size_t dstlen, const char *src, size_t len);
 

@@ -576,6 +576,144 @@ test_field_copy_truncates_at_utf8_boundary(void **state)
 }
 
 
+static void
+test_journal_check_accepts_a_written_record_and_the_bounds(void **state)
+{
+    char                 err[256];
+    sp_journal_record_t  rec;
+
+    (void) state;
+
+    fill_record(&rec);
+    assert_int_equal(sp_journal_check(&rec, err, sizeof(err)), SP_OK);
+
+    /* the largest values the bounds allow, and the statuses at the ends */
+    rec.input_tokens = SP_JOURNAL_TOKENS_MAX;
+    rec.output_tokens = SP_JOURNAL_TOKENS_MAX;
+    rec.cached_tokens = SP_JOURNAL_TOKENS_MAX / 2;
+    rec.cache_write_tokens = SP_JOURNAL_TOKENS_MAX / 2;
+    rec.cost_nano = SP_JOURNAL_NANO_MAX;
+    rec.reserved_nano = SP_JOURNAL_NANO_MAX;
+    rec.status = 599;
+    assert_int_equal(sp_journal_check(&rec, err, sizeof(err)), SP_OK);
+
+    rec.status = 100;
+    assert_int_equal(sp_journal_check(&rec, err, sizeof(err)), SP_OK);
+
+    /* no response sent: nginx leaves the status 0 */
+    fill_record(&rec);
+    rec.status = 0;
+    rec.input_tokens = 0;
+    rec.output_tokens = 0;
+    rec.cached_tokens = 0;
+    rec.cache_write_tokens = 0;
+    rec.cost_nano = 0;
+    rec.reserved_nano = 0;
+    assert_int_equal(sp_journal_check(&rec, err, sizeof(err)), SP_OK);
+}
+
+
+static void
+test_journal_check_refuses_out_of_range_numbers_naming_the_field(
+    void **state)
+{
+    size_t               i;
+    char                 err[256];
+    sp_journal_record_t  rec;
+    const struct {
+        size_t       offset;
+        int64_t      value;
+        const char  *field;
+    } cases[] = {
+        { offsetof(sp_journal_record_t, input_tokens), -1, "input_tokens" },
+        { offsetof(sp_journal_record_t, output_tokens), -5,
+          "output_tokens" },
+        { offsetof(sp_journal_record_t, cached_tokens), -1,
+          "cached_tokens" },
+        { offsetof(sp_journal_record_t, cache_write_tokens), INT64_MIN,
+          "cache_write_tokens" },
+        { offsetof(sp_journal_record_t, cost_nano), -1, "cost_nano" },
+        { offsetof(sp_journal_record_t, reserved_nano), -150000,
+          "reserved_nano" },
+        { offsetof(sp_journal_record_t, input_tokens),
+          SP_JOURNAL_TOKENS_MAX + 1, "input_tokens" },
+        { offsetof(sp_journal_record_t, output_tokens), INT64_MAX,
+          "output_tokens" },
+        { offsetof(sp_journal_record_t, cost_nano), SP_JOURNAL_NANO_MAX + 1,
+          "cost_nano" },
+        { offsetof(sp_journal_record_t, reserved_nano), INT64_MAX,
+          "reserved_nano" },
+    };
+
+    (void) state;
+
+    for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        fill_record(&rec);
+        memcpy((char *) &rec + cases[i].offset, &cases[i].value,
+               sizeof(int64_t));
+        err[0] = '\0';
+
+        assert_int_equal(sp_journal_check(&rec, err, sizeof(err)),
+                         SP_ERROR);
+        assert_non_null(strstr(err, cases[i].field));
+        /* the reason never quotes the record's strings */
+        assert_null(strstr(err, rec.org_id));
+    }
+}
+
+
+static void
+test_journal_check_refuses_cached_beyond_input_and_bad_status(void **state)
+{
+    char                 err[256];
+    sp_journal_record_t  rec;
+
+    (void) state;
+
+    fill_record(&rec);
+    rec.input_tokens = 10;
+    rec.cached_tokens = 6;
+    rec.cache_write_tokens = 5;
+    assert_int_equal(sp_journal_check(&rec, err, sizeof(err)), SP_ERROR);
+    assert_non_null(strstr(err, "exceed \"input_tokens\" (10)"));
+
+    rec.cache_write_tokens = 4;
+    assert_int_equal(sp_journal_check(&rec, err, sizeof(err)), SP_OK);
+
+    rec.status = 99;
+    assert_int_equal(sp_journal_check(&rec, err, sizeof(err)), SP_ERROR);
+    assert_non_null(strstr(err, "\"status\" is 99"));
+
+    rec.status = 600;
+    assert_int_equal(sp_journal_check(&rec, err, sizeof(err)), SP_ERROR);
+
+    rec.status = 999;
+    assert_int_equal(sp_journal_check(&rec, err, sizeof(err)), SP_ERROR);
+}
+
+
+static void
+test_journal_check_refuses_a_parsed_line_with_negative_tokens(void **state)
+{
+    char                 err[256];
+    const char          *line;
+    sp_journal_record_t  rec;
+
+    (void) state;
+
+    /* the parser takes any integer; the check is what refuses it */
+    line = "{\"v\":1,\"id\":\"evt_neg\",\"org_id\":\"org_a\","
+           "\"input_tokens\":-1000000,\"output_tokens\":3,"
+           "\"cost_nano\":-5,\"status\":200}";
+
+    assert_int_equal(sp_journal_parse(line, strlen(line), &rec, err,
+                                      sizeof(err)), SP_OK);
+    assert_int_equal(sp_journal_check(&rec, err, sizeof(err)), SP_ERROR);
+    assert_string_equal(err, "field \"input_tokens\" is -1000000, "
+                             "expected 0..1000000000000");
+}
+
+
 int
 main(void)
 {
@@ -594,6 +732,14 @@ main(void)
             test_journal_parse_truncates_long_strings_at_utf8_boundary),
         cmocka_unit_test(test_journal_mutated_lines_parse_or_fail_cleanly),
         cmocka_unit_test(test_field_copy_truncates_at_utf8_boundary),
+        cmocka_unit_test(
+            test_journal_check_accepts_a_written_record_and_the_bounds),
+        cmocka_unit_test(
+            test_journal_check_refuses_out_of_range_numbers_naming_the_field),
+        cmocka_unit_test(
+            test_journal_check_refuses_cached_beyond_input_and_bad_status),
+        cmocka_unit_test(
+            test_journal_check_refuses_a_parsed_line_with_negative_tokens),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
