@@ -18,25 +18,41 @@ sp_nonnegative(int64_t v)
 }
 
 
+void
+sp_usage_normalize(sp_usage_t *usage)
+{
+    usage->input_tokens = sp_nonnegative(usage->input_tokens);
+    usage->output_tokens = sp_nonnegative(usage->output_tokens);
+    usage->cached_tokens = sp_nonnegative(usage->cached_tokens);
+    usage->cache_write_tokens = sp_nonnegative(usage->cache_write_tokens);
+
+    if (usage->cached_tokens > usage->input_tokens) {
+        usage->cached_tokens = usage->input_tokens;
+    }
+
+    if (usage->cache_write_tokens
+        > usage->input_tokens - usage->cached_tokens)
+    {
+        usage->cache_write_tokens = usage->input_tokens
+                                    - usage->cached_tokens;
+    }
+}
+
+
 int
 sp_cost_nano(const sp_price_t *price, const sp_usage_t *usage, int64_t *cost)
 {
-    __int128  total;
-    int64_t   input, cached, written, uncached, output;
+    __int128    total;
+    int64_t     input, cached, written, uncached, output;
+    sp_usage_t  u;
 
-    input = sp_nonnegative(usage->input_tokens);
-    output = sp_nonnegative(usage->output_tokens);
-    cached = sp_nonnegative(usage->cached_tokens);
-    written = sp_nonnegative(usage->cache_write_tokens);
+    u = *usage;
+    sp_usage_normalize(&u);
 
-    if (cached > input) {
-        cached = input;
-    }
-
-    if (written > input - cached) {
-        written = input - cached;
-    }
-
+    input = u.input_tokens;
+    output = u.output_tokens;
+    cached = u.cached_tokens;
+    written = u.cache_write_tokens;
     uncached = input - cached - written;
 
     total = (__int128) uncached * price->input

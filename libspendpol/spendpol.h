@@ -90,6 +90,13 @@ typedef struct {
 } sp_usage_t;
 
 /*
+ * Usage as it is billed and journaled: negative counts become 0, cached
+ * tokens at most the input, cache-write tokens at most the rest of it
+ * (a provider's report that says otherwise is not trusted further).
+ */
+void sp_usage_normalize(sp_usage_t *usage);
+
+/*
  * Cost of usage at price, rounded half up to a whole nano-USD. Negative
  * counts are treated as 0; cached and cache-write tokens are clamped to
  * the input tokens. Returns SP_ERROR on overflow, else SP_OK.

@@ -1309,6 +1309,9 @@ ngx_http_spendpol_settle(ngx_http_request_t *r, ngx_http_spendpol_ctx_t *ctx)
     if (ctx->response.has_usage) {
         ctx->usage = ctx->response.usage;
 
+        /* the journal never carries what controld's ingest refuses */
+        sp_usage_normalize(&ctx->usage);
+
         if ((ctx->mode == NGX_HTTP_SPENDPOL_RESPONSE_STREAM
              && !ctx->response.done)
             || ctx->orphan_cut)

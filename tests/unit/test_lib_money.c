@@ -310,10 +310,47 @@ test_money_format_parse_round_trip(void **state)
 }
 
 
+/* what a provider reports is clamped before it is billed or journaled */
+static void
+test_usage_normalize_clamps_cached_and_negative_counts(void **state)
+{
+    sp_usage_t  u;
+
+    (void) state;
+
+    u.input_tokens = 100;
+    u.output_tokens = -5;
+    u.cached_tokens = 80;
+    u.cache_write_tokens = 50;
+    sp_usage_normalize(&u);
+    assert_true(u.input_tokens == 100);
+    assert_true(u.output_tokens == 0);
+    assert_true(u.cached_tokens == 80);
+    assert_true(u.cache_write_tokens == 20);
+
+    u.input_tokens = 10;
+    u.output_tokens = 7;
+    u.cached_tokens = 500;
+    u.cache_write_tokens = -1;
+    sp_usage_normalize(&u);
+    assert_true(u.cached_tokens == 10);
+    assert_true(u.cache_write_tokens == 0);
+    assert_true(u.output_tokens == 7);
+
+    u.input_tokens = -3;
+    u.cached_tokens = 2;
+    u.cache_write_tokens = 2;
+    sp_usage_normalize(&u);
+    assert_true(u.input_tokens == 0 && u.cached_tokens == 0
+                && u.cache_write_tokens == 0);
+}
+
+
 int
 main(void)
 {
     const struct CMUnitTest  tests[] = {
+        cmocka_unit_test(test_usage_normalize_clamps_cached_and_negative_counts),
         cmocka_unit_test(test_cost_gpt4o_mini_exact),
         cmocka_unit_test(test_cost_cached_tokens_use_cached_price),
         cmocka_unit_test(test_cost_cached_tokens_clamped_to_input),
