@@ -18,6 +18,17 @@
 
 #define NGX_HTTP_SPENDPOL_MAX_BUDGETS  32
 
+/*
+ * Idle nodes looked at from the LRU end before every allocation (stopping
+ * at the first still needed, as limit_req's expire(ctx, 1) does), and
+ * after an allocation failed (skipping the ones still needed).
+ */
+#define NGX_HTTP_SPENDPOL_EXPIRE_IDLE  3
+#define NGX_HTTP_SPENDPOL_EXPIRE_FULL  64
+
+/* at most one "zone is full" line a minute */
+#define NGX_HTTP_SPENDPOL_FULL_LOG_MS  60000
+
 
 typedef struct {
     ngx_http_request_t              *r;
@@ -34,8 +45,14 @@ typedef struct {
 static int ngx_http_spendpol_budget_visit(const sp_snapshot_budget_t *budget,
     void *arg);
 static int64_t ngx_http_spendpol_effective(ngx_http_spendpol_main_conf_t *smcf,
-    sp_str_t budget_id, const sp_snapshot_budget_t *budget,
-    ngx_http_spendpol_counter_t *counter);
+    const sp_snapshot_budget_t *budget, ngx_http_spendpol_counter_t *counter);
+static int64_t ngx_http_spendpol_ingested(ngx_http_spendpol_main_conf_t *smcf,
+    uint64_t hash, int64_t period_start_ms, int64_t *global);
+static void ngx_http_spendpol_zone_expire(ngx_http_spendpol_main_conf_t *smcf,
+    ngx_uint_t n, ngx_uint_t force);
+static ngx_uint_t ngx_http_spendpol_zone_idle(
+    ngx_http_spendpol_main_conf_t *smcf, ngx_http_spendpol_count_t *count,
+    int64_t now_ms);
 static void ngx_http_spendpol_hold_cleanup(void *data);
 static void ngx_http_spendpol_rbtree_insert_value(ngx_rbtree_node_t *temp,
     ngx_rbtree_node_t *node, ngx_rbtree_node_t *sentinel);
@@ -65,6 +82,9 @@ ngx_http_spendpol_init_zone(ngx_shm_zone_t *shm_zone, void *data)
         return NGX_OK;
     }
 
+    /* a full zone is answered and logged once a minute, not per request */
+    smcf->shpool->log_nomem = 0;
+
     smcf->sh = ngx_slab_alloc(smcf->shpool, sizeof(ngx_http_spendpol_shctx_t));
     if (smcf->sh == NULL) {
         return NGX_ERROR;
@@ -76,6 +96,7 @@ ngx_http_spendpol_init_zone(ngx_shm_zone_t *shm_zone, void *data)
                     ngx_http_spendpol_rbtree_insert_value);
     ngx_rbtree_init(&smcf->sh->windows, &smcf->sh->windows_sentinel,
                     ngx_http_spendpol_rbtree_insert_value);
+    ngx_queue_init(&smcf->sh->queue);
 
     tp = ngx_timeofday();
     smcf->sh->epoch_ms = (int64_t) tp->sec * 1000 + tp->msec;
@@ -113,8 +134,10 @@ ngx_http_spendpol_rbtree_insert_value(ngx_rbtree_node_t *temp,
 /*
  * Admission: NGX_OK to go on (reservations held, warnings noted),
  * NGX_DECLINED when a blocking budget refuses (ctx->refused_*; with
- * ctx->refused_unpriced when the model has no price to hold), NGX_ERROR
- * on failure.
+ * ctx->refused_unpriced when the model has no price to hold), NGX_BUSY
+ * when the zone has no room for a counter even after expiring idle ones
+ * (nothing held: ngx_http_spendpol_zone_full() answers), NGX_ERROR on
+ * failure.
  */
 ngx_int_t
 ngx_http_spendpol_budget_admit(ngx_http_request_t *r,
@@ -240,6 +263,9 @@ ngx_http_spendpol_budget_admit(ngx_http_request_t *r,
 
     ngx_shmtx_lock(&smcf->shpool->mutex);
 
+    /* the counters this admission finds cannot expire while it runs */
+    smcf->sh->admissions++;
+
     /* check every budget first: a refusal holds nothing anywhere */
     for (i = 0; i < scan.n; i++) {
         id = sp_snapshot_str(&smcf->snapshot, scan.budgets[i]->budget_id);
@@ -250,10 +276,7 @@ ngx_http_spendpol_budget_admit(ngx_http_request_t *r,
                                         sizeof(ngx_http_spendpol_counter_t));
         if (counter == NULL) {
             ngx_shmtx_unlock(&smcf->shpool->mutex);
-            ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                          "spendpol: zone is full; raise "
-                          "spendpol_zone_size");
-            return NGX_ERROR;
+            return NGX_BUSY;
         }
 
         res = &ctx->reservations[i];
@@ -261,7 +284,7 @@ ngx_http_spendpol_budget_admit(ngx_http_request_t *r,
         res->hash = counter->count.node.key;
         res->period_start_ms = scan.budgets[i]->period_start_ms;
 
-        effective = ngx_http_spendpol_effective(smcf, id, scan.budgets[i],
+        effective = ngx_http_spendpol_effective(smcf, scan.budgets[i],
                                                 counter);
 
         if (effective + worst <= scan.budgets[i]->limit_nano
@@ -329,12 +352,18 @@ ngx_http_spendpol_budget_visit(const sp_snapshot_budget_t *budget, void *arg)
  * Under the zone mutex: the node of the tree that counts hash, created
  * zeroed when absent, its counts zeroed when start_ms moved on (a new
  * period or minute: reservations still in flight for the old one are
- * released against nothing, see the start_ms checks on release).
+ * released against nothing, see the start_ms checks on release). Every
+ * node found goes to the front of the zone's LRU queue. When the slab is
+ * full, idle nodes are expired from the back and the allocation is tried
+ * once more, as limit_req does; NULL when it still fails (logged here at
+ * most once a minute).
  */
 void *
 ngx_http_spendpol_zone_count(ngx_http_spendpol_main_conf_t *smcf,
     ngx_rbtree_t *tree, uint64_t hash, int64_t start_ms, size_t size)
 {
+    ngx_time_t                 *tp;
+    int64_t                     now_ms;
     ngx_rbtree_node_t          *node, *sentinel;
     ngx_http_spendpol_count_t  *count;
 
@@ -350,6 +379,10 @@ ngx_http_spendpol_zone_count(ngx_http_spendpol_main_conf_t *smcf,
 
         count = (ngx_http_spendpol_count_t *) node;
 
+        ngx_queue_remove(&count->queue);
+        ngx_queue_insert_head(&smcf->sh->queue, &count->queue);
+        count->admission = smcf->sh->admissions;
+
         if (count->start_ms != start_ms) {
             ngx_memzero((u_char *) count + sizeof(ngx_http_spendpol_count_t),
                         size - sizeof(ngx_http_spendpol_count_t));
@@ -359,59 +392,226 @@ ngx_http_spendpol_zone_count(ngx_http_spendpol_main_conf_t *smcf,
         return count;
     }
 
+    ngx_http_spendpol_zone_expire(smcf, NGX_HTTP_SPENDPOL_EXPIRE_IDLE, 0);
+
     count = ngx_slab_alloc_locked(smcf->shpool, size);
+
     if (count == NULL) {
-        return NULL;
+        ngx_http_spendpol_zone_expire(smcf, NGX_HTTP_SPENDPOL_EXPIRE_FULL, 1);
+
+        count = ngx_slab_alloc_locked(smcf->shpool, size);
+
+        if (count == NULL) {
+            tp = ngx_timeofday();
+            now_ms = (int64_t) tp->sec * 1000 + tp->msec;
+
+            if (now_ms - smcf->sh->full_logged_ms
+                >= NGX_HTTP_SPENDPOL_FULL_LOG_MS)
+            {
+                smcf->sh->full_logged_ms = now_ms;
+
+                ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
+                              "spendpol: shared zone \"%V\" is full "
+                              "(spendpol_zone_size %uz) and nothing in it "
+                              "is idle; requests needing a new budget "
+                              "counter or rate limit window get 503: "
+                              "raise spendpol_zone_size",
+                              &smcf->shm_zone->shm.name, smcf->zone_size);
+            }
+
+            return NULL;
+        }
     }
 
     ngx_memzero(count, size);
     count->node.key = hash;
     count->start_ms = start_ms;
+    count->window = (tree == &smcf->sh->windows);
+    count->admission = smcf->sh->admissions;
 
     ngx_rbtree_insert(tree, &count->node);
+    ngx_queue_insert_head(&smcf->sh->queue, &count->queue);
 
     return count;
 }
 
 
 /*
+ * Under the zone mutex: frees idle nodes from the LRU end of the queue,
+ * looking at n of them at most. Without force it stops at the first node
+ * still needed, as the queue is in order of use; with force it looks past
+ * those (a budget counter whose spend controld has not ingested yet may
+ * sit behind idle ones). It never frees a node the running admission
+ * found: those are at the front, so the walk stops there.
+ */
+static void
+ngx_http_spendpol_zone_expire(ngx_http_spendpol_main_conf_t *smcf,
+    ngx_uint_t n, ngx_uint_t force)
+{
+    int64_t                     now_ms;
+    ngx_time_t                 *tp;
+    ngx_queue_t                *q, *prev;
+    ngx_http_spendpol_count_t  *count;
+
+    tp = ngx_timeofday();
+    now_ms = (int64_t) tp->sec * 1000 + tp->msec;
+
+    q = ngx_queue_last(&smcf->sh->queue);
+
+    while (n-- && q != ngx_queue_sentinel(&smcf->sh->queue)) {
+
+        prev = ngx_queue_prev(q);
+        count = ngx_queue_data(q, ngx_http_spendpol_count_t, queue);
+
+        if (count->admission == smcf->sh->admissions) {
+            return;
+        }
+
+        if (!ngx_http_spendpol_zone_idle(smcf, count, now_ms)) {
+            if (!force) {
+                return;
+            }
+
+            q = prev;
+            continue;
+        }
+
+        ngx_queue_remove(q);
+        ngx_rbtree_delete(count->window ? &smcf->sh->windows
+                                        : &smcf->sh->rbtree,
+                          &count->node);
+        ngx_slab_free_locked(smcf->shpool, count);
+
+        q = prev;
+    }
+}
+
+
+/*
+ * 1 when forgetting the node changes no decision. A rate limit window:
+ * its minute is over and no request still holds tokens in it. A budget
+ * counter: nothing reserved, and everything settled in it already
+ * ingested by controld (in global, and in node_nano for this epoch), so
+ * the budget's effective spend is global whether the counter is there or
+ * not; ngx_http_spendpol_effective() starts a counter made again at what
+ * was ingested, so later spend is pending from there, not from zero.
+ */
+static ngx_uint_t
+ngx_http_spendpol_zone_idle(ngx_http_spendpol_main_conf_t *smcf,
+    ngx_http_spendpol_count_t *count, int64_t now_ms)
+{
+    int64_t                       global;
+    ngx_http_spendpol_window_t   *window;
+    ngx_http_spendpol_counter_t  *counter;
+
+    if (count->window) {
+        window = (ngx_http_spendpol_window_t *) count;
+
+        return window->holders == 0
+               && now_ms - count->start_ms >= NGX_HTTP_SPENDPOL_WINDOW_MS;
+    }
+
+    counter = (ngx_http_spendpol_counter_t *) count;
+
+    if (counter->reserved_nano > 0) {
+        return 0;
+    }
+
+    if (counter->settled_nano <= 0) {
+        return 1;
+    }
+
+    return counter->settled_nano
+           <= ngx_http_spendpol_ingested(smcf, count->node.key,
+                                         count->start_ms, &global);
+}
+
+
+/*
+ * What controld ingested of this node's spend on a budget in the period
+ * (0 when it has published nothing, or counted another epoch), and in
+ * global every node's ingested spend.
+ */
+static int64_t
+ngx_http_spendpol_ingested(ngx_http_spendpol_main_conf_t *smcf,
+    uint64_t hash, int64_t period_start_ms, int64_t *global)
+{
+    const sp_spend_slot_t  *slot;
+
+    *global = 0;
+
+    if (smcf->spend_map == NULL) {
+        return 0;
+    }
+
+    /*
+     * budget slots and rate slots share one table keyed by hash and
+     * start (sp_budget.h); the counter holds sp_budget_hash() of its id
+     */
+    slot = (const sp_spend_slot_t *) sp_rate_find(&smcf->spend, hash,
+                                                  period_start_ms);
+    if (slot == NULL) {
+        return 0;
+    }
+
+    *global = __atomic_load_n(&slot->global_nano, __ATOMIC_ACQUIRE);
+
+    if (__atomic_load_n(&slot->epoch, __ATOMIC_ACQUIRE)
+        != smcf->sh->epoch_ms)
+    {
+        return 0;
+    }
+
+    return __atomic_load_n(&slot->node_nano, __ATOMIC_ACQUIRE);
+}
+
+
+/*
  * global (all nodes, ingested) + pending (settled here, not yet ingested)
- * + reserved (in flight here); see sp_budget.h.
+ * + reserved (in flight here); see sp_budget.h. A counter that settled
+ * less than was ingested was expired and made again: it starts at what
+ * was ingested, so that what it settles from now on counts as pending.
  */
 static int64_t
 ngx_http_spendpol_effective(ngx_http_spendpol_main_conf_t *smcf,
-    sp_str_t budget_id, const sp_snapshot_budget_t *budget,
-    ngx_http_spendpol_counter_t *counter)
+    const sp_snapshot_budget_t *budget, ngx_http_spendpol_counter_t *counter)
 {
-    int64_t                 global, ingested, pending;
-    const sp_spend_slot_t  *slot;
+    int64_t  global, ingested, pending;
 
-    global = 0;
-    ingested = 0;
+    ingested = ngx_http_spendpol_ingested(smcf, counter->count.node.key,
+                                          budget->period_start_ms, &global);
 
-    if (smcf->spend_map) {
-        slot = sp_spend_find(&smcf->spend, budget_id,
-                             budget->period_start_ms);
-
-        if (slot) {
-            global = __atomic_load_n(&slot->global_nano, __ATOMIC_ACQUIRE);
-
-            if (__atomic_load_n(&slot->epoch, __ATOMIC_ACQUIRE)
-                == smcf->sh->epoch_ms)
-            {
-                ingested = __atomic_load_n(&slot->node_nano,
-                                           __ATOMIC_ACQUIRE);
-            }
-        }
+    if (counter->settled_nano < ingested) {
+        counter->settled_nano = ingested;
     }
 
     pending = counter->settled_nano - ingested;
 
-    if (pending < 0) {
-        pending = 0;
+    return global + pending + counter->reserved_nano;
+}
+
+
+/*
+ * The zone had no room for what the request must count in it: 503, which
+ * the SDKs retry; nothing was held. The cause is in the error log.
+ */
+ngx_int_t
+ngx_http_spendpol_zone_full(ngx_http_request_t *r,
+    ngx_http_spendpol_ctx_t *ctx)
+{
+    if (ngx_http_spendpol_add_header(r, &r->headers_out.headers,
+                                     "Retry-After", (u_char *) "1", 1)
+        != NGX_OK)
+    {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    return global + pending + counter->reserved_nano;
+    return ngx_http_spendpol_send_error(r, ctx, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                        "api_error", "gateway_busy",
+                                        "the gateway's shared zone is full "
+                                        "of budgets and rate limits in use; "
+                                        "retry shortly (operators: raise "
+                                        "spendpol_zone_size)");
 }
 
 
@@ -434,7 +634,10 @@ ngx_http_spendpol_budget_release(ngx_http_spendpol_main_conf_t *smcf,
     for (i = 0; i < ctx->nreservations; i++) {
         res = &ctx->reservations[i];
 
-        /* the counter is never freed; its period may have moved on */
+        /*
+         * its period may have moved on, and only then can the counter
+         * have been freed (nothing reserved): the key and start tell
+         */
         if (res->counter->count.node.key != res->hash
             || res->counter->count.start_ms != res->period_start_ms)
         {

@@ -24,6 +24,7 @@
 #define NGX_HTTP_SPENDPOL_OUT_BUF_SIZE      4096
 #define NGX_HTTP_SPENDPOL_DEFAULT_MAX_OUTPUT 4096
 #define NGX_HTTP_SPENDPOL_LIMITS            3    /* key, agent, org */
+#define NGX_HTTP_SPENDPOL_WINDOW_MS         60000 /* a rate limit's minute */
 
 /* the host of $spendpol_upstream_url: the upstream{} block the module adds */
 #define NGX_HTTP_SPENDPOL_UPSTREAM          "spendpol.upstream"
@@ -37,16 +38,23 @@ typedef struct {
     ngx_rbtree_t               windows;       /* rate limit windows */
     ngx_rbtree_node_t          windows_sentinel;
     ngx_atomic_uint_t          journal_torn;  /* a line lacks its newline */
+    ngx_queue_t                queue;         /* every node, last used first */
+    uint64_t                   admissions;    /* locked admissions so far */
+    int64_t                    full_logged_ms; /* the last "zone is full" */
 } ngx_http_spendpol_shctx_t;
 
 
 /*
  * What every node of the zone's trees starts with: what it counts (a
- * hash) and since when. A new period or minute zeroes what follows.
+ * hash) and since when, its place in the zone's LRU queue and which tree
+ * holds it. A new period or minute zeroes what follows.
  */
 typedef struct {
     ngx_rbtree_node_t          node;
     int64_t                    start_ms;
+    ngx_queue_t                queue;
+    ngx_uint_t                 window;        /* 1: in sh->windows */
+    uint64_t                   admission;     /* sh->admissions when used */
 } ngx_http_spendpol_count_t;
 
 
@@ -55,6 +63,7 @@ typedef struct {
     ngx_http_spendpol_count_t  count;         /* key: hash of scope and id */
     int64_t                    requests;
     int64_t                    tokens;
+    int64_t                    holders;       /* requests holding tokens */
 } ngx_http_spendpol_window_t;
 
 
@@ -339,6 +348,8 @@ void ngx_http_spendpol_spend_refresh(ngx_http_spendpol_main_conf_t *smcf,
 
 void *ngx_http_spendpol_zone_count(ngx_http_spendpol_main_conf_t *smcf,
     ngx_rbtree_t *tree, uint64_t hash, int64_t start_ms, size_t size);
+ngx_int_t ngx_http_spendpol_zone_full(ngx_http_request_t *r,
+    ngx_http_spendpol_ctx_t *ctx);
 void *ngx_http_spendpol_map_file(ngx_str_t *path, ngx_file_info_t *fi,
     ngx_log_t *log);
 

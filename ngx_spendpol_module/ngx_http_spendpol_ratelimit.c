@@ -17,9 +17,6 @@
 #include "ngx_http_spendpol_module.h"
 
 
-#define NGX_HTTP_SPENDPOL_WINDOW_MS  60000
-
-
 typedef struct {
     uint32_t  rpm;
     uint32_t  tpm;
@@ -82,7 +79,9 @@ ngx_http_spendpol_limit_remote(ngx_http_spendpol_main_conf_t *smcf,
 
 /*
  * NGX_OK: admitted (requests counted, tokens held); NGX_DECLINED: refused,
- * the reason in ctx->rate_*; NGX_ERROR.
+ * the reason in ctx->rate_* (ctx->rate_refused clear: the zone had no room
+ * for a window, nothing counted; ngx_http_spendpol_ratelimit_refuse()
+ * answers either); NGX_ERROR.
  */
 ngx_int_t
 ngx_http_spendpol_ratelimit_admit(ngx_http_request_t *r,
@@ -147,6 +146,9 @@ ngx_http_spendpol_ratelimit_admit(ngx_http_request_t *r,
 
     ngx_shmtx_lock(&smcf->shpool->mutex);
 
+    /* the windows this admission finds cannot expire while it runs */
+    smcf->sh->admissions++;
+
     for (i = 0; i < n; i++) {
         window[i] = ngx_http_spendpol_zone_count(smcf, &smcf->sh->windows,
                                         limits[i].hash, start_ms,
@@ -154,10 +156,7 @@ ngx_http_spendpol_ratelimit_admit(ngx_http_request_t *r,
 
         if (window[i] == NULL) {
             ngx_shmtx_unlock(&smcf->shpool->mutex);
-            ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                          "spendpol: zone is full; raise "
-                          "spendpol_zone_size");
-            return NGX_ERROR;
+            return NGX_DECLINED;
         }
 
         requests = window[i]->requests + limits[i].requests;
@@ -181,6 +180,7 @@ ngx_http_spendpol_ratelimit_admit(ngx_http_request_t *r,
         for (i = 0; i < n; i++) {
             window[i]->requests++;
             window[i]->tokens += tokens;
+            window[i]->holders++;
             ctx->rate_windows[i] = window[i];
             ctx->rate_hashes[i] = limits[i].hash;
         }
@@ -215,6 +215,10 @@ ngx_http_spendpol_ratelimit_release(ngx_http_spendpol_main_conf_t *smcf,
     for (i = 0; i < ctx->nrate_windows; i++) {
         window = ctx->rate_windows[i];
 
+        /*
+         * the minute may have moved on, and only then can the window have
+         * been freed (no holders left): the key and start tell
+         */
         if (window->count.node.key != ctx->rate_hashes[i]
             || window->count.start_ms != ctx->rate_window_start_ms)
         {
@@ -225,6 +229,10 @@ ngx_http_spendpol_ratelimit_release(ngx_http_spendpol_main_conf_t *smcf,
 
         if (window->tokens < 0) {
             window->tokens = 0;
+        }
+
+        if (window->holders > 0) {
+            window->holders--;
         }
     }
 
@@ -241,6 +249,10 @@ ngx_http_spendpol_ratelimit_refuse(ngx_http_request_t *r,
     char         message[256];
     int64_t      seconds;
     ngx_list_t  *h;
+
+    if (!ctx->rate_refused) {
+        return ngx_http_spendpol_zone_full(r, ctx);
+    }
 
     h = &r->headers_out.headers;
     seconds = (ctx->rate_reset_ms + 999) / 1000;
