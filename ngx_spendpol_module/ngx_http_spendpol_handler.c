@@ -979,6 +979,10 @@ admit:
 
     rc = ngx_http_spendpol_budget_admit(r, ctx);
 
+    if (rc == NGX_BUSY) {
+        return ngx_http_spendpol_zone_full(r, ctx);
+    }
+
     if (rc == NGX_ERROR) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
