@@ -3,7 +3,11 @@
 #
 # libspendpol is compiled once with coverage and sanitizer instrumentation
 # (fuzzer-no-link) into $(OUT)/obj/, each target links it with libFuzzer's
-# main. Nothing is rebuilt when nothing changed.
+# main. controld's sources (without main.c, as the unit tests link them)
+# go the same way into $(OUT)/obj/controld/ for the fuzz_controld_*
+# targets, which link them as an archive (only the objects a target needs
+# are pulled in) with the daemon's libraries. Nothing is rebuilt when
+# nothing changed.
 
 FUZZ_CC     ?= clang
 OUT         ?= build/fuzz
@@ -14,10 +18,16 @@ FUZZ_CFLAGS := -std=gnu11 -g -O1 -Wall -Wextra -Wno-unused-parameter \
                -Werror=implicit-function-declaration -D_GNU_SOURCE \
                -Ilibspendpol $(FUZZ_SAN)
 FUZZ_LIBS   := -ljansson -lcrypto -lm
+CD_CFLAGS   := -Icontrold -I/usr/include/postgresql
+CD_LIBS     := -lpq -lmicrohttpd -lhiredis -ljansson -lssl -lcrypto \
+               -lpthread -lm
 
 LIB_SRCS    := $(wildcard libspendpol/*.c)
 LIB_HDRS    := $(wildcard libspendpol/*.h)
 LIB_OBJS    := $(patsubst libspendpol/%.c,$(OUT)/obj/%.o,$(LIB_SRCS))
+CD_SRCS     := $(filter-out controld/main.c,$(wildcard controld/*.c))
+CD_HDRS     := $(wildcard controld/*.h)
+CD_OBJS     := $(patsubst controld/%.c,$(OUT)/obj/controld/%.o,$(CD_SRCS))
 TARGET_SRCS := $(wildcard tests/fuzz/fuzz_*.c)
 TARGETS     := $(patsubst tests/fuzz/%.c,$(OUT)/%,$(TARGET_SRCS))
 
@@ -31,6 +41,23 @@ $(OUT)/obj/%.o: libspendpol/%.c $(LIB_HDRS) tests/fuzz/fuzz.mk
 $(OUT)/libspendpol_fuzz.a: $(LIB_OBJS)
 	@rm -f $@
 	ar rcs $@ $^
+
+$(OUT)/obj/controld/%.o: controld/%.c $(CD_HDRS) $(LIB_HDRS) \
+                         tests/fuzz/fuzz.mk
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) $(CD_CFLAGS) -fsanitize=fuzzer-no-link \
+	    -c -o $@ $<
+
+$(OUT)/libcontrold_fuzz.a: $(CD_OBJS)
+	@rm -f $@
+	ar rcs $@ $^
+
+# controld's targets (the more specific pattern wins over fuzz_%)
+$(OUT)/fuzz_controld_%: tests/fuzz/fuzz_controld_%.c \
+                        tests/fuzz/fuzz_common.h $(CD_HDRS) $(LIB_HDRS) \
+                        $(OUT)/libcontrold_fuzz.a $(OUT)/libspendpol_fuzz.a
+	$(FUZZ_CC) $(FUZZ_CFLAGS) $(CD_CFLAGS) -fsanitize=fuzzer -o $@ $< \
+	    $(OUT)/libcontrold_fuzz.a $(OUT)/libspendpol_fuzz.a $(CD_LIBS)
 
 $(OUT)/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz_common.h $(LIB_HDRS) \
                $(OUT)/libspendpol_fuzz.a

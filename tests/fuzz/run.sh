@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# libFuzzer targets for libspendpol; see tests/fuzz/README.md.
+# libFuzzer targets for libspendpol and controld; see tests/fuzz/README.md.
 #
 #   bash tests/fuzz/run.sh smoke          every target briefly (make test)
 #   bash tests/fuzz/run.sh long           every target for long (make fuzz)
@@ -8,7 +8,9 @@
 #   bash tests/fuzz/run.sh smoke sse ...  only the named targets
 #
 # Environment: FUZZ_SECONDS (per target; smoke 6, long 600), FUZZ_JOBS
-# (targets run at once; default: the number of cores, at most 2).
+# (targets run at once; default: the number of cores, at most 2),
+# FUZZ_CONTROLD_STRICT=1 (the controld_* targets also check what controld
+# does not pass yet; README.md, Found so far).
 #
 # Each target fuzzes its seed corpus (tests/fuzz/corpus/<name>/, read
 # only), the seeds gen_seeds writes for the current formats
