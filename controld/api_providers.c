@@ -67,6 +67,7 @@ int
 cd_base_url_normalize(char *url)
 {
     size_t       len, scheme;
+    cd_url_t     parsed;
     const char  *p;
 
     if (strncmp(url, "https://", 8) == 0) {
@@ -96,6 +97,14 @@ cd_base_url_normalize(char *url)
         {
             return 0;
         }
+    }
+
+    /*
+     * The gateway takes what comes before the first '/' as host[:port]
+     * (Host header, TLS name): it must be one, without userinfo.
+     */
+    if (cd_url_parse(url, &parsed) != CD_OK || parsed.userinfo[0] != '\0') {
+        return 0;
     }
 
     return 1;

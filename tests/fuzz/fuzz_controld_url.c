@@ -169,21 +169,6 @@ fuzz_url(const char *s, size_t len)
 }
 
 
-/* FUZZ_CONTROLD_STRICT=1: also the checks controld does not pass yet */
-static int
-fuzz_strict(void)
-{
-    static int  strict = -1;
-
-    if (strict < 0) {
-        strict = getenv("FUZZ_CONTROLD_STRICT") != NULL
-                 && strcmp(getenv("FUZZ_CONTROLD_STRICT"), "1") == 0;
-    }
-
-    return strict;
-}
-
-
 static void
 fuzz_base_url(const char *s, size_t len)
 {
@@ -220,18 +205,11 @@ fuzz_base_url(const char *s, size_t len)
 
     /*
      * The gateway takes the authority (up to the first '/') as host[:port]
-     * for ngx_parse_url, the Host header and the TLS name. Today controld
-     * also accepts an empty host ("https://:80"), userinfo
-     * ("https://user@host") and bytes no host name has ("https://a^b"),
-     * which the gateway refuses per request instead (see README.md, Found
-     * so far); FUZZ_CONTROLD_STRICT=1 checks that a base URL the control
-     * plane accepts also parses as a URL with a host name (cd_url_parse),
-     * without userinfo.
+     * for ngx_parse_url, the Host header and the TLS name: a base URL the
+     * control plane accepts parses as a URL with a host, without userinfo.
      */
-    if (fuzz_strict()) {
-        FUZZ_CHECK(cd_url_parse(url, &u) == CD_OK);
-        FUZZ_CHECK(u.userinfo[0] == '\0');
-    }
+    FUZZ_CHECK(cd_url_parse(url, &u) == CD_OK);
+    FUZZ_CHECK(u.userinfo[0] == '\0');
 
     /* normalised: again is the same */
     again = strdup(url);

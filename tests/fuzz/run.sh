@@ -8,9 +8,7 @@
 #   bash tests/fuzz/run.sh smoke sse ...  only the named targets
 #
 # Environment: FUZZ_SECONDS (per target; smoke 6, long 600), FUZZ_JOBS
-# (targets run at once; default: the number of cores, at most 2),
-# FUZZ_CONTROLD_STRICT=1 (the controld_* targets also check what controld
-# does not pass yet; README.md, Found so far).
+# (targets run at once; default: the number of cores, at most 2).
 #
 # Each target fuzzes its seed corpus (tests/fuzz/corpus/<name>/, read
 # only), the seeds gen_seeds writes for the current formats

@@ -90,6 +90,13 @@ test_base_url_normalization(void **state)
         { "https://h/a b", NULL },
         { "https://h/a\r\nX: y", NULL },
         { "HTTPS://h", NULL },
+        /* what comes before the path must be a host (found by fuzzing) */
+        { "https://:80", NULL },
+        { "https://user@host", NULL },
+        { "https://user:pw@host/v1", NULL },
+        { "https://a^b", NULL },
+        { "https://[::1", NULL },
+        { "http://[::1]:8080/v1", "http://[::1]:8080/v1" },
     };
 
     for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
