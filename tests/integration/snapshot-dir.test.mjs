@@ -98,7 +98,7 @@ test('a symbolic link, even to a private dir, stops the start', async () => {
   await refused(link, new RegExp(`${esc(link)} is a symbolic link owned by ${me.username}`));
 });
 
-test('a fresh snapshot dir is created 0700; 0700 and 0750 are accepted', async () => {
+test('a fresh snapshot dir is created 0700; 0700, 0750 and 2750 are accepted', async () => {
   const dir = path.join(tmp, 'fresh', 'snap');
   await accepted(dir);
   assert.ok(fs.lstatSync(dir).isDirectory());
@@ -107,6 +107,8 @@ test('a fresh snapshot dir is created 0700; 0700 and 0750 are accepted', async (
   fs.chmodSync(dir, 0o750);
   await accepted(dir);
   assert.equal(mode(dir), 0o750);
+  fs.chmodSync(dir, 0o2750);  // setgid: files inherit the workers' group
+  await accepted(dir);
 });
 
 test('SPENDPOL_SNAPSHOT_MODE above 0640 is a configuration error', async () => {
