@@ -400,6 +400,9 @@ if has "$CONFIGS" spendpol || [ "$SOAK" -gt 0 ] || [ "$SWAP" = 1 ]; then
     STARTED_PG=1
     sp_redis_start "$SPDATA" "$REDIS_PORT" || die "Redis did not start"
     STARTED_REDIS=1
+    # private, as controld demands (it refuses a directory others can
+    # read or write); created here too so a looser mkdir cannot win
+    mkdir -p -m 0700 "$(sp_snapshot_dir "$SPDATA")"
     SPENDPOL_ADMIN_KEY=$SP_ADMIN setsid bash "$STACK" controld-exec "$SPDATA" "$BUILD" \
         "127.0.0.1:$API_PORT" "$(sp_pg_url "$PG_PORT")" "redis://127.0.0.1:$REDIS_PORT" \
         >>"$SPDATA/logs/controld.out" 2>>"$SPDATA/logs/controld.err" &

@@ -8,6 +8,7 @@
 
 #include <errno.h>
 #include <libgen.h>
+#include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,6 +16,7 @@
 #include <unistd.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 
 #include <openssl/crypto.h>
 
@@ -102,6 +104,84 @@ cd_main_forget(char **value, const char *name)
 }
 
 
+/* a user's name for messages into buf; "?" when it has none */
+static const char *
+cd_main_user(uid_t uid, char *buf, size_t size)
+{
+    struct passwd  *pw;
+
+    pw = getpwuid(uid);
+    snprintf(buf, size, "%s", pw != NULL ? pw->pw_name : "?");
+
+    return buf;
+}
+
+
+/*
+ * The snapshot and the spend file steer every nginx worker: whoever can
+ * write into their directory can plant a policy (keys, budgets, an old
+ * generation). controld makes the directory itself, 0700; one that
+ * already exists must be ours and closed to others: 0700, or 0750 when
+ * the operator gave the nginx workers' group read access (chgrp). A
+ * symbolic link is refused too: its owner could point it elsewhere
+ * after this check.
+ */
+static int
+cd_main_snapshot_dir(const char *dir)
+{
+    char         *copy, owner[64], self[64];
+    uid_t         uid;
+    struct stat   st;
+
+    copy = strdup(dir);
+    if (copy == NULL) {
+        fprintf(stderr, "controld: out of memory\n");
+        return CD_ERROR;
+    }
+
+    /* the parents (e.g. /dev/shm) are not ours to restrict */
+    if (cd_mkdir_p(dirname(copy), 0755) != CD_OK
+        || (mkdir(dir, 0700) != 0 && errno != EEXIST))
+    {
+        fprintf(stderr, "controld: cannot create SPENDPOL_SNAPSHOT_DIR %s: "
+                "%s\n", dir, strerror(errno));
+        free(copy);
+        return CD_ERROR;
+    }
+
+    free(copy);
+
+    if (lstat(dir, &st) != 0) {
+        fprintf(stderr, "controld: cannot stat SPENDPOL_SNAPSHOT_DIR %s: "
+                "%s\n", dir, strerror(errno));
+        return CD_ERROR;
+    }
+
+    uid = geteuid();
+
+    if (S_ISDIR(st.st_mode)
+        && st.st_uid == uid
+        && (st.st_mode & (S_IWGRP | S_IRWXO)) == 0)
+    {
+        return CD_OK;
+    }
+
+    fprintf(stderr, "controld: SPENDPOL_SNAPSHOT_DIR %s is %s owned by %s "
+            "(uid %u) with mode %04o; expected a directory owned by "
+            "controld's user %s (uid %u) with mode 0700, or 0750 for the "
+            "nginx workers' group: nobody else may write there or read it. "
+            "Remove it (controld creates it) or fix it with chown and "
+            "chmod\n", dir,
+            S_ISDIR(st.st_mode) ? "a directory"
+                : S_ISLNK(st.st_mode) ? "a symbolic link" : "not a directory",
+            cd_main_user(st.st_uid, owner, sizeof(owner)),
+            (unsigned) st.st_uid, (unsigned) (st.st_mode & 07777),
+            cd_main_user(uid, self, sizeof(self)), (unsigned) uid);
+
+    return CD_ERROR;
+}
+
+
 static int
 cd_main_dirs(cd_config_t *cf)
 {
@@ -114,10 +194,7 @@ cd_main_dirs(cd_config_t *cf)
         return CD_ERROR;
     }
 
-    /* nginx workers map the snapshot: the directory is readable */
-    if (cd_mkdir_p(cf->snapshot_dir, 0755) != CD_OK) {
-        fprintf(stderr, "controld: cannot create SPENDPOL_SNAPSHOT_DIR %s: "
-                "%s\n", cf->snapshot_dir, strerror(errno));
+    if (cd_main_snapshot_dir(cf->snapshot_dir) != CD_OK) {
         return CD_ERROR;
     }
 
@@ -135,6 +212,84 @@ cd_main_dirs(cd_config_t *cf)
     }
 
     free(copy);
+
+    return CD_OK;
+}
+
+
+/*
+ * SPENDPOL_ADMIN_KEY seeds an empty database only. Once an admin key
+ * exists, keys are the API's business: re-creating or re-activating the
+ * bootstrap key at every start would undo its revocation or rotation
+ * at the next restart. Then the variable is dropped, and
+ * cd_admin_bootstrap() only checks that an active admin key remains.
+ */
+static int
+cd_main_admin_seed(cd_app_t *app)
+{
+    int            lengths[1], formats[1];
+    char           state[CD_ID_MAX + 16];
+    long           admins;
+    uint8_t        hash[SP_KEY_HASH_LEN];
+    PGresult      *res;
+    const char    *params[1];
+    cd_db_conn_t  *c;
+
+    if (app->config.admin_key == NULL) {
+        return CD_OK;
+    }
+
+    c = cd_db_acquire_begin(&app->db, 10000, CD_ROLE_SYSTEM, NULL);
+    if (c == NULL) {
+        return CD_ERROR;
+    }
+
+    sp_key_hash(app->config.admin_key, strlen(app->config.admin_key), hash);
+
+    params[0] = (const char *) hash;
+    lengths[0] = SP_KEY_HASH_LEN;
+    formats[0] = 1;
+
+    res = cd_db_exec_bin(c, "SELECT (SELECT count(*) FROM api_keys"
+                            " WHERE 'admin' = ANY (scopes)),"
+                            " (SELECT id || CASE WHEN active THEN ' (active)'"
+                            " ELSE ' (revoked)' END FROM api_keys"
+                            " WHERE key_hash = $1)",
+                         1, params, lengths, formats);
+
+    OPENSSL_cleanse(hash, sizeof(hash));
+
+    if (res == NULL) {
+        cd_db_rollback(c);
+        cd_db_release(&app->db, c);
+        return CD_ERROR;
+    }
+
+    admins = strtol(PQgetvalue(res, 0, 0), NULL, 10);
+    snprintf(state, sizeof(state), "%s",
+             PQgetisnull(res, 0, 1) ? "" : PQgetvalue(res, 0, 1));
+
+    PQclear(res);
+    cd_db_rollback(c);
+    cd_db_release(&app->db, c);
+
+    if (admins == 0) {
+        return CD_OK;
+    }
+
+    if (state[0] != '\0') {
+        cd_log_info(CD_MAIN_SUBJECT, "SPENDPOL_ADMIN_KEY is key %s and "
+                    "stays as the API left it: it only seeds an empty "
+                    "database", state);
+
+    } else {
+        cd_log_warn(CD_MAIN_SUBJECT, "SPENDPOL_ADMIN_KEY is ignored: it is "
+                    "not a key of this database, which already has %ld "
+                    "admin keys; it only seeds an empty database (create "
+                    "keys through the API)", admins);
+    }
+
+    cd_main_forget(&app->config.admin_key, "SPENDPOL_ADMIN_KEY");
 
     return CD_OK;
 }
@@ -179,6 +334,16 @@ main(int argc, char **argv)
     }
 
     cd_log_level = app->config.log_level;
+
+    /* workers need read at most; nobody but controld writes */
+    if (app->config.snapshot_mode & ~0640u) {
+        fprintf(stderr, "controld: SPENDPOL_SNAPSHOT_MODE=%04o gives more "
+                "than 0640: expected at most owner read-write and group "
+                "read, such as 0640 or 0600\n", app->config.snapshot_mode);
+        cd_config_free(&app->config);
+        free(app);
+        return 2;
+    }
 
     sigemptyset(&signals);
     sigaddset(&signals, SIGINT);
@@ -254,7 +419,9 @@ main(int argc, char **argv)
         goto done;
     }
 
-    if (cd_admin_bootstrap(app) != CD_OK) {
+    if (cd_main_admin_seed(app) != CD_OK
+        || cd_admin_bootstrap(app) != CD_OK)
+    {
         cd_log_error(CD_MAIN_SUBJECT, "cannot set up the admin key");
         goto done;
     }

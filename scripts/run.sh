@@ -169,10 +169,31 @@ if [ -z "$R_URL" ]; then
 fi
 check_signal
 
+# The snapshot dir steers every nginx worker: controld refuses one that
+# others can write to or read. A fresh one is made private here (as
+# controld would); one an earlier make run left at 0755 is tightened, as
+# it is ours and nobody else could write into it. Anything else (another
+# owner, group/other-writable, a link) is left for controld to refuse.
+SNAP=${SPENDPOL_SNAPSHOT_DIR:-$(sp_snapshot_dir "$DATA")}
+if [ ! -e "$SNAP" ] && [ ! -L "$SNAP" ]; then
+    mkdir -p -m 0700 "$SNAP"
+elif [ -d "$SNAP" ] && [ ! -L "$SNAP" ] && [ -O "$SNAP" ] \
+    && [ -z "$(find "$SNAP" -maxdepth 0 -perm /022)" ]; then
+    chmod go-rwx "$SNAP"
+fi
+
+# The admin key is shown once: when controld creates admin.key on this
+# start. It reaches this terminal only, never a log file.
+NEW_ADMIN_KEY=0
+[ -z "${SPENDPOL_ADMIN_KEY:-}" ] && [ ! -f "$DATA/admin.key" ] && NEW_ADMIN_KEY=1
+
 sp_log "controld on $API_LISTEN"
 : >"$DATA/logs/controld.out"
+# controld prints a key it generates on stdout: that line never reaches
+# the log file (the key is in admin.key, shown below)
 $SETSID bash "$STACK" controld-exec "$DATA" "$BUILD" "$API_LISTEN" "$DB_URL" "$R_URL" \
-    >>"$DATA/logs/controld.out" 2>>"$DATA/logs/controld.err" &
+    > >(sed -u '/admin key: sp_key_/d' >>"$DATA/logs/controld.out") \
+    2>>"$DATA/logs/controld.err" &
 CONTROLD_PID=$!
 for i in $(seq 1 600); do
     grep -q 'controld ready' "$DATA/logs/controld.out" 2>/dev/null && break
@@ -183,12 +204,14 @@ done
 grep -q 'controld ready' "$DATA/logs/controld.out" \
     || { sp_log "controld printed no ready line within 60 s"; died controld "$DATA/logs/controld.out" "$DATA/logs/controld.err"; }
 
-ADMIN_KEY=${SPENDPOL_ADMIN_KEY:-}
-if [ -z "$ADMIN_KEY" ] && [ -f "$DATA/admin.key" ]; then
-    ADMIN_KEY=$(tr -d ' \n\r' <"$DATA/admin.key")
-fi
-if [ -z "$ADMIN_KEY" ]; then
-    ADMIN_KEY=$(sed -n 's/.*admin key: \(sp_key_[0-9a-f]*\).*/\1/p' "$DATA/logs/controld.out" | tail -n1)
+ADMIN_FROM="\$(cat $DATA/admin.key)"
+if [ $NEW_ADMIN_KEY = 1 ] && [ -f "$DATA/admin.key" ]; then
+    ADMIN_LINE="admin key: $(tr -d ' \n\r' <"$DATA/admin.key")   (shown once; kept in $DATA/admin.key, mode 0600)"
+elif [ -n "${SPENDPOL_ADMIN_KEY:-}" ] && [ ! -f "$DATA/admin.key" ]; then
+    ADMIN_FROM="\$SPENDPOL_ADMIN_KEY"
+    ADMIN_LINE="admin key: the one you set in SPENDPOL_ADMIN_KEY (it only seeds an empty database)"
+else
+    ADMIN_LINE="admin key: in $DATA/admin.key (mode 0600)"
 fi
 
 sp_log "nginx on $PROXY_LISTEN"
@@ -210,10 +233,10 @@ PROXY="http://$PROXY_LISTEN"
 cat <<EOF
 spendpol ready: proxy $PROXY/v1/{provider}/  admin API $API  data $DATA  (Ctrl-C stops)
 
-  admin key: ${ADMIN_KEY:-(see $DATA/admin.key)}
+  $ADMIN_LINE
 
   # try it (copy-paste):
-  ADMIN=${ADMIN_KEY:-\$(cat $DATA/admin.key)}
+  ADMIN=$ADMIN_FROM
   # a key for your application (shown once):
   curl -s -X POST $API/api-keys -H "Authorization: Bearer \$ADMIN" -H 'Content-Type: application/json' -d '{"name":"demo"}'
   KEY=sp_key_...   # the "key" from the answer above
