@@ -342,7 +342,6 @@ sp_controld_exec() {
     export SPENDPOL_SNAPSHOT_DIR="${SPENDPOL_SNAPSHOT_DIR:-$(sp_snapshot_dir "$data")}"
     export SPENDPOL_JOURNAL="${SPENDPOL_JOURNAL:-$data/journal/journal.log}"
     export SPENDPOL_MIGRATIONS_DIR="${SPENDPOL_MIGRATIONS_DIR:-$SP_REPO_ROOT/migrations}"
-    mkdir -p "$SPENDPOL_SNAPSHOT_DIR"
     if sp_is_san "$build"; then
         export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0}"
         export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1}"
