@@ -1037,7 +1037,7 @@ cd_http_access(void *cls, struct MHD_Connection *connection,
     const char *upload_data, size_t *upload_data_size, void **con_cls)
 {
     char                *grown;
-    size_t               i, cap;
+    size_t               i, cap, len;
     long long            length;
     const char          *header;
     enum MHD_Result      ret;
@@ -1099,12 +1099,16 @@ cd_http_access(void *cls, struct MHD_Connection *connection,
                     return MHD_NO;
                 }
 
-                if (up->len) {
-                    memcpy(grown, up->body, up->len);
+                len = up->len;
+
+                if (len) {
+                    memcpy(grown, up->body, len);
                 }
 
+                /* cd_http_body_free() zeroes len: keep what was read */
                 cd_http_body_free(up);
                 up->body = grown;
+                up->len = len;
                 up->cap = cap;
             }
 
