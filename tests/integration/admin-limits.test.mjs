@@ -107,14 +107,18 @@ function bareEnv(extra) {
 
 test('plain HTTP on 0.0.0.0 without SPENDPOL_API_INSECURE: exits 2 before connecting', async () => {
   const port = await freePort();
+  const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'sp-insecure-'));
   const started = Date.now();
   // a database that never answers: reaching it would wait forever
   const out = spawnSyncish(CONTROLD, bareEnv({
     SPENDPOL_DATABASE_URL: 'postgresql://nobody@127.0.0.1:1/none?connect_timeout=1',
     SPENDPOL_API_LISTEN: `0.0.0.0:${port}`,
-    SPENDPOL_DATA_DIR: fs.mkdtempSync(path.join(os.tmpdir(), 'sp-insecure-')),
+    SPENDPOL_DATA_DIR: dataDir,
   }));
   const res = await out;
+  const left = fs.readdirSync(dataDir);
+  fs.rmSync(dataDir, { recursive: true, force: true });
+  assert.deepEqual(left, [], 'it created files before refusing');
   assert.equal(res.code, 2, `exit ${JSON.stringify(res)}`);
   assert.ok(Date.now() - started < 10_000, 'took too long: it waited for the database');
   assert.match(res.stderr, /SPENDPOL_API_LISTEN="0\.0\.0\.0:\d+" is not a loopback address/);
