@@ -253,6 +253,16 @@ cd_api_agents_create(cd_request_t *r)
         return;
     }
 
+    if (cd_org_cap_check(r, c, "agents", NULL,
+                         r->app->config.max_agents_per_org,
+                         "SPENDPOL_MAX_AGENTS_PER_ORG", "agents")
+        != CD_OK)
+    {
+        cd_request_end(r, c);
+        json_decref(body);
+        return;
+    }
+
     params[0] = id;
     params[1] = name;
     params[2] = description;

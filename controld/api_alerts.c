@@ -813,6 +813,17 @@ cd_api_alert_rules_create(cd_request_t *r)
         return;
     }
 
+    if (cd_org_cap_check(r, c, "alert_rules", NULL,
+                         r->app->config.max_alert_rules_per_org,
+                         "SPENDPOL_MAX_ALERT_RULES_PER_ORG", "alert rules")
+        != CD_OK)
+    {
+        free(params_text);
+        cd_request_end(r, c);
+        json_decref(body);
+        return;
+    }
+
     res = cd_db_exec(c, "INSERT INTO alert_rules (id, org_id, type, params,"
                         " webhook_url, webhook_format) VALUES ($1,"
                         " current_setting('spendpol.org_id'), $2,"

@@ -825,7 +825,12 @@ cd_api_budgets_create(cd_request_t *r)
         return;
     }
 
-    if (cd_budget_check_refs(r, c, &in) == CD_OK) {
+    if (cd_org_cap_check(r, c, "budgets", NULL,
+                         r->app->config.max_budgets_per_org,
+                         "SPENDPOL_MAX_BUDGETS_PER_ORG", "budgets")
+            == CD_OK
+        && cd_budget_check_refs(r, c, &in) == CD_OK)
+    {
         cd_budget_store(r, c, id, &in,
                         "INSERT INTO budgets (id, org_id, name, scope_type,"
                         " scope_value, provider, model, limit_nano, period,"

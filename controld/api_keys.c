@@ -493,6 +493,15 @@ cd_api_keys_create(cd_request_t *r)
         return;
     }
 
+    /* revoked keys do not count: revoking one makes room for another */
+    if (cd_org_cap_check(r, c, "api_keys", "active",
+                         r->app->config.max_keys_per_org,
+                         "SPENDPOL_MAX_KEYS_PER_ORG", "active keys")
+        != CD_OK)
+    {
+        goto done;
+    }
+
     if (agent_id != NULL && cd_key_agent_exists(r, c, agent_id) != CD_OK) {
         goto done;
     }

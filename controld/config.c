@@ -9,7 +9,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <strings.h>
 #include <sys/stat.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 
 #include <openssl/crypto.h>
 
@@ -24,7 +27,9 @@ typedef enum {
     CD_CONF_LOG_LEVEL,
     CD_CONF_MASTER_KEY,
     CD_CONF_ADMIN_KEY,
-    CD_CONF_NODE_ID              /* default from hostname and journal */
+    CD_CONF_NODE_ID,             /* default from hostname and journal */
+    CD_CONF_LONG,                /* a long in [min, max] */
+    CD_CONF_BOOL                 /* "0" or "1", stored as a long */
 } cd_conf_type_e;
 
 typedef struct {
@@ -34,6 +39,9 @@ typedef struct {
     cd_conf_type_e    type;
     size_t            offset;       /* of the char * or value in cd_config_t */
     int               required;
+    long              min;          /* CD_CONF_LONG: accepted range */
+    long              max;
+    const char       *unit;         /* CD_CONF_LONG: for messages */
 } cd_conf_entry_t;
 
 #define CD_CONF_OFFSET(field)  offsetof(cd_config_t, field)
@@ -66,7 +74,46 @@ static const cd_conf_entry_t  cd_conf_table[] = {
       CD_CONF_OFFSET(log_level), 0 },
     { "SPENDPOL_NODE_ID", NULL, NULL, CD_CONF_NODE_ID,
       CD_CONF_OFFSET(node_id), 0 },
+
+    /*
+     * Admin API limits. The body cap leaves room for the largest
+     * legitimate body (a price list or a provider's settings); one
+     * client may hold at most half the connections.
+     */
+    { "SPENDPOL_API_BODY_MAX", NULL, "1048576", CD_CONF_LONG,
+      CD_CONF_OFFSET(api_body_max), 0, 1024, 64L * 1024 * 1024, "bytes" },
+    { "SPENDPOL_API_CONNECTION_LIMIT", NULL, "512", CD_CONF_LONG,
+      CD_CONF_OFFSET(api_connection_limit), 0, 1, 65536, "connections" },
+    { "SPENDPOL_API_PER_IP_CONNECTION_LIMIT", NULL, "256", CD_CONF_LONG,
+      CD_CONF_OFFSET(api_per_ip_connection_limit), 0, 0, 65536,
+      "connections (0: no limit)" },
+    { "SPENDPOL_API_CONNECTION_TIMEOUT", NULL, "30", CD_CONF_LONG,
+      CD_CONF_OFFSET(api_connection_timeout), 0, 1, 3600, "seconds" },
+    { "SPENDPOL_API_TLS_CERT", NULL, NULL, CD_CONF_STRING,
+      CD_CONF_OFFSET(api_tls_cert), 0 },
+    { "SPENDPOL_API_TLS_KEY", NULL, NULL, CD_CONF_STRING,
+      CD_CONF_OFFSET(api_tls_key), 0 },
+    { "SPENDPOL_API_INSECURE", NULL, "0", CD_CONF_BOOL,
+      CD_CONF_OFFSET(api_insecure), 0 },
+
+    /*
+     * Rows one organisation may create through the API. High enough for
+     * real fleets (the 1M-key bench inserts its keys with SQL), low enough
+     * that one admin key cannot grow the snapshot without bound.
+     */
+    { "SPENDPOL_MAX_KEYS_PER_ORG", NULL, "100000", CD_CONF_LONG,
+      CD_CONF_OFFSET(max_keys_per_org), 0, 1, 100000000, "active keys" },
+    { "SPENDPOL_MAX_BUDGETS_PER_ORG", NULL, "10000", CD_CONF_LONG,
+      CD_CONF_OFFSET(max_budgets_per_org), 0, 1, 10000000, "budgets" },
+    { "SPENDPOL_MAX_ALERT_RULES_PER_ORG", NULL, "1000", CD_CONF_LONG,
+      CD_CONF_OFFSET(max_alert_rules_per_org), 0, 1, 1000000,
+      "alert rules" },
+    { "SPENDPOL_MAX_AGENTS_PER_ORG", NULL, "100000", CD_CONF_LONG,
+      CD_CONF_OFFSET(max_agents_per_org), 0, 1, 100000000, "agents" },
 };
+
+/* a PEM file holds a few certificates at most */
+#define CD_CONF_PEM_MAX  (256 * 1024)
 
 
 static char *
@@ -161,6 +208,152 @@ cd_conf_master_key_valid(const char *value)
 }
 
 
+static int
+cd_conf_parse_long(const char *value, long min, long max, long *out)
+{
+    char  *end;
+    long   n;
+
+    if (value[0] < '0' || value[0] > '9') {
+        return CD_ERROR;
+    }
+
+    errno = 0;
+    n = strtol(value, &end, 10);
+
+    if (errno != 0 || *end != '\0' || n < min || n > max) {
+        return CD_ERROR;
+    }
+
+    *out = n;
+
+    return CD_OK;
+}
+
+
+int
+cd_config_host_is_loopback(const char *host)
+{
+    unsigned char  a4[4], a6[16];
+    static const unsigned char  v4mapped[12] = { 0, 0, 0, 0, 0, 0, 0, 0,
+                                                 0, 0, 0xff, 0xff };
+
+    if (strcasecmp(host, "localhost") == 0) {
+        return 1;
+    }
+
+    if (inet_pton(AF_INET, host, a4) == 1) {
+        return a4[0] == 127;
+    }
+
+    if (inet_pton(AF_INET6, host, a6) == 1) {
+        if (memcmp(a6, in6addr_loopback.s6_addr, 16) == 0) {
+            return 1;
+        }
+
+        return memcmp(a6, v4mapped, 12) == 0 && a6[12] == 127;
+    }
+
+    return 0;
+}
+
+
+/* reads a whole PEM file of at most CD_CONF_PEM_MAX bytes into *out */
+static int
+cd_conf_read_pem(const char *name, const char *path, char **out, char *err,
+    size_t errlen)
+{
+    FILE    *f;
+    char    *buf;
+    size_t   n;
+
+    f = fopen(path, "r");
+    if (f == NULL) {
+        snprintf(err, errlen, "%s=\"%s\" cannot be read: %s", name, path,
+                 strerror(errno));
+        return CD_ERROR;
+    }
+
+    buf = malloc(CD_CONF_PEM_MAX + 1);
+    if (buf == NULL) {
+        fclose(f);
+        snprintf(err, errlen, "out of memory");
+        return CD_ERROR;
+    }
+
+    n = fread(buf, 1, CD_CONF_PEM_MAX + 1, f);
+
+    if (ferror(f) || n > CD_CONF_PEM_MAX) {
+        snprintf(err, errlen, "%s=\"%s\" %s", name, path,
+                 ferror(f) ? "cannot be read" : "is larger than 256 KiB: "
+                 "expected a PEM file");
+        OPENSSL_cleanse(buf, CD_CONF_PEM_MAX + 1);
+        free(buf);
+        fclose(f);
+        return CD_ERROR;
+    }
+
+    fclose(f);
+    buf[n] = '\0';
+
+    /* never echo the contents: the key file is a secret */
+    if (strstr(buf, "-----BEGIN ") == NULL || strlen(buf) != n) {
+        snprintf(err, errlen, "%s=\"%s\" is not a PEM file: expected "
+                 "\"-----BEGIN ...\" blocks", name, path);
+        OPENSSL_cleanse(buf, n);
+        free(buf);
+        return CD_ERROR;
+    }
+
+    *out = buf;
+
+    return CD_OK;
+}
+
+
+/*
+ * After the table: TLS for the admin API (both files or neither), and no
+ * plain HTTP on an address other hosts reach unless asked for by name,
+ * since admin keys and provider keys cross this API.
+ */
+static int
+cd_conf_check_api(cd_config_t *cf, char *err, size_t errlen)
+{
+    if ((cf->api_tls_cert == NULL) != (cf->api_tls_key == NULL)) {
+        snprintf(err, errlen, "%s is set but %s is not: the admin API "
+                 "needs both a certificate and its private key for TLS",
+                 cf->api_tls_cert ? "SPENDPOL_API_TLS_CERT"
+                                  : "SPENDPOL_API_TLS_KEY",
+                 cf->api_tls_cert ? "SPENDPOL_API_TLS_KEY"
+                                  : "SPENDPOL_API_TLS_CERT");
+        return CD_ERROR;
+    }
+
+    if (cf->api_tls_cert != NULL) {
+        if (cd_conf_read_pem("SPENDPOL_API_TLS_CERT", cf->api_tls_cert,
+                             &cf->api_tls_cert_pem, err, errlen) != CD_OK
+            || cd_conf_read_pem("SPENDPOL_API_TLS_KEY", cf->api_tls_key,
+                                &cf->api_tls_key_pem, err, errlen) != CD_OK)
+        {
+            return CD_ERROR;
+        }
+
+        return CD_OK;
+    }
+
+    if (!cf->api_insecure && !cd_config_host_is_loopback(cf->api_host)) {
+        snprintf(err, errlen, "SPENDPOL_API_LISTEN=\"%s\" is not a loopback "
+                 "address and the admin API has no TLS: set "
+                 "SPENDPOL_API_TLS_CERT and SPENDPOL_API_TLS_KEY, or set "
+                 "SPENDPOL_API_INSECURE=1 to serve plain HTTP there (e.g. "
+                 "behind a TLS proxy on a private network)", cf->api_listen);
+        return CD_ERROR;
+    }
+
+    return CD_OK;
+}
+
+
 int
 cd_config_load(cd_config_t *cf, cd_getenv_pt getenv_fn, void *data,
     char *err, size_t errlen)
@@ -201,6 +394,27 @@ cd_config_load(cd_config_t *cf, cd_getenv_pt getenv_fn, void *data,
         field = (char **) ((char *) cf + e->offset);
 
         switch (e->type) {
+
+        case CD_CONF_LONG:
+            if (cd_conf_parse_long(value, e->min, e->max, (long *) field)
+                != CD_OK)
+            {
+                snprintf(err, errlen, "%s=\"%s\" is not a number of %s "
+                         "from %ld to %ld", used_name, value, e->unit,
+                         e->min, e->max);
+                goto failed;
+            }
+            continue;
+
+        case CD_CONF_BOOL:
+            if (strcmp(value, "0") != 0 && strcmp(value, "1") != 0) {
+                snprintf(err, errlen, "%s=\"%s\" is not 0 or 1",
+                         used_name, value);
+                goto failed;
+            }
+
+            *(long *) field = value[0] == '1';
+            continue;
 
         case CD_CONF_MODE:
             if (cd_conf_parse_mode(value, (unsigned *) field) != CD_OK) {
@@ -308,6 +522,10 @@ cd_config_load(cd_config_t *cf, cd_getenv_pt getenv_fn, void *data,
         }
     }
 
+    if (cd_conf_check_api(cf, err, errlen) != CD_OK) {
+        goto failed;
+    }
+
     return CD_OK;
 
 failed:
@@ -323,7 +541,8 @@ cd_config_free(cd_config_t *cf)
 {
     size_t   i;
     char   **secrets[] = { &cf->database_url, &cf->redis_url,
-                           &cf->master_key_hex, &cf->admin_key };
+                           &cf->master_key_hex, &cf->admin_key,
+                           &cf->api_tls_key_pem };
 
     /* passwords and keys: wiped, not only freed */
     for (i = 0; i < sizeof(secrets) / sizeof(secrets[0]); i++) {
@@ -344,6 +563,10 @@ cd_config_free(cd_config_t *cf)
     free(cf->migrations_dir);
     free(cf->prices_file);
     free(cf->node_id);
+    free(cf->api_tls_cert);
+    free(cf->api_tls_key);
+    free(cf->api_tls_cert_pem);
+    free(cf->api_tls_key_pem);
     memset(cf, 0, sizeof(*cf));
 }
 

@@ -35,7 +35,6 @@
 #define CD_PRINTF(fmt, args)  __attribute__((format(printf, fmt, args)))
 
 #define CD_DEFAULT_ORG        "org_default"
-#define CD_BODY_MAX           (1024 * 1024)
 #define CD_ID_MAX             64
 #define CD_NAME_MAX           200      /* characters of name and tags */
 #define CD_MASTER_KEY_LEN     32       /* AES-256 */
@@ -110,6 +109,21 @@ typedef struct {
     char      *prices_file;        /* NULL: migrations_dir/data/... */
     char      *node_id;            /* this node in budget_node_spend */
     int        log_level;
+
+    /* admin API limits: request bodies, connections, per-org rows */
+    long       api_body_max;                  /* bytes */
+    long       api_connection_limit;
+    long       api_per_ip_connection_limit;   /* 0: no limit */
+    long       api_connection_timeout;        /* seconds idle */
+    char      *api_tls_cert;                  /* paths, both or neither */
+    char      *api_tls_key;
+    char      *api_tls_cert_pem;              /* their contents */
+    char      *api_tls_key_pem;               /* secret: wiped */
+    long       api_insecure;                  /* 1: plain HTTP anywhere */
+    long       max_keys_per_org;              /* active keys */
+    long       max_budgets_per_org;
+    long       max_alert_rules_per_org;
+    long       max_agents_per_org;
 } cd_config_t;
 
 /* looks a variable up; NULL when unset. Tests pass a fake environment. */
@@ -137,6 +151,13 @@ void cd_config_default_node_id(const char *hostname, const char *journal,
 
 /* the first existing candidate directory, or NULL; caller frees */
 char *cd_config_find_migrations(void);
+
+/*
+ * 1 when host (as in SPENDPOL_API_LISTEN) is a loopback address:
+ * 127.0.0.0/8, ::1, ::ffff:127.x.x.x or "localhost". Names are not
+ * resolved: any other name counts as reachable from outside.
+ */
+int cd_config_host_is_loopback(const char *host);
 
 
 /* ---- crypto.c --------------------------------------------------------- */
@@ -554,6 +575,17 @@ cd_db_conn_t *cd_request_begin(cd_request_t *r) CD_CHECK;
 int cd_request_commit(cd_request_t *r, cd_db_conn_t *c) CD_CHECK;
 void cd_request_end(cd_request_t *r, cd_db_conn_t *c);
 void cd_respond_statement_error(cd_request_t *r, cd_db_conn_t *c);
+
+/*
+ * Inside a request's transaction: answers 422 org_limit_reached, naming
+ * cap and setting (the variable that raises it), and returns CD_ERROR
+ * when the organisation already has cap rows of table (and where, an SQL
+ * condition from code, or NULL). Holds a lock on (table, org) until the
+ * transaction ends.
+ */
+int cd_org_cap_check(cd_request_t *r, cd_db_conn_t *c, const char *table,
+    const char *where, long cap, const char *setting, const char *what)
+    CD_CHECK;
 
 /* the query argument, or NULL */
 const char *cd_query(cd_request_t *r, const char *name);

@@ -1037,15 +1037,17 @@ cd_http_access(void *cls, struct MHD_Connection *connection,
     const char *upload_data, size_t *upload_data_size, void **con_cls)
 {
     char                *grown;
-    size_t               i, cap;
+    size_t               i, cap, len;
     long long            length;
     const char          *header;
     enum MHD_Result      ret;
     cd_request_t         r;
     struct timespec      start, end;
+    cd_app_t            *app;
     cd_http_upload_t    *up;
 
     (void) version;
+    app = cls;
     up = *con_cls;
 
     if (up == NULL) {
@@ -1063,7 +1065,7 @@ cd_http_access(void *cls, struct MHD_Connection *connection,
             length = strtoll(header, NULL, 10);
 
             /* refuse before reading a byte of an oversized body */
-            if (length > CD_BODY_MAX) {
+            if (length > app->config.api_body_max) {
                 up->too_large = 1;
             }
         }
@@ -1074,7 +1076,10 @@ cd_http_access(void *cls, struct MHD_Connection *connection,
     }
 
     if (*upload_data_size != 0) {
-        if (!up->too_large && up->len + *upload_data_size > CD_BODY_MAX) {
+        if (!up->too_large
+            && up->len + *upload_data_size
+               > (size_t) app->config.api_body_max)
+        {
             up->too_large = 1;
             cd_http_body_free(up);
             up->len = 0;
@@ -1094,12 +1099,16 @@ cd_http_access(void *cls, struct MHD_Connection *connection,
                     return MHD_NO;
                 }
 
-                if (up->len) {
-                    memcpy(grown, up->body, up->len);
+                len = up->len;
+
+                if (len) {
+                    memcpy(grown, up->body, len);
                 }
 
+                /* cd_http_body_free() zeroes len: keep what was read */
                 cd_http_body_free(up);
                 up->body = grown;
+                up->len = len;
                 up->cap = cap;
             }
 
@@ -1131,8 +1140,9 @@ cd_http_access(void *cls, struct MHD_Connection *connection,
 
     if (up->too_large) {
         cd_respond_error(&r, 413, "invalid_request_error", "body_too_large",
-                         NULL, "the request body exceeds %d bytes",
-                         CD_BODY_MAX);
+                         NULL, "the request body exceeds the limit of %ld "
+                         "bytes (SPENDPOL_API_BODY_MAX)",
+                         app->config.api_body_max);
     } else {
         cd_http_dispatch(&r);
     }
@@ -1202,8 +1212,10 @@ cd_http_start(cd_app_t *app)
     struct addrinfo             hints, *ai;
     struct MHD_Daemon          *daemon;
     const union MHD_DaemonInfo *info;
+    struct MHD_OptionItem       opts[8], *ops;
 
     memset(&hints, 0, sizeof(hints));
+    memset(opts, 0, sizeof(opts));
     hints.ai_family = AF_UNSPEC;
     hints.ai_socktype = SOCK_STREAM;
     hints.ai_flags = AI_PASSIVE;
@@ -1223,15 +1235,53 @@ cd_http_start(cd_app_t *app)
         flags |= MHD_USE_IPv6;
     }
 
+    ops = opts;
+
+    /*
+     * Limits against a client that holds connections or sends slowly:
+     * the idle timeout closes a connection that stalls mid-request, the
+     * per-IP limit keeps one host from taking every connection.
+     */
+    ops->option = MHD_OPTION_CONNECTION_TIMEOUT;
+    ops->value = app->config.api_connection_timeout;
+    ops++;
+    ops->option = MHD_OPTION_CONNECTION_LIMIT;
+    ops->value = app->config.api_connection_limit;
+    ops++;
+
+    if (app->config.api_per_ip_connection_limit > 0) {
+        ops->option = MHD_OPTION_PER_IP_CONNECTION_LIMIT;
+        ops->value = app->config.api_per_ip_connection_limit;
+        ops++;
+    }
+
+    if (app->config.api_tls_cert_pem != NULL) {
+        if (!MHD_is_feature_supported(MHD_FEATURE_TLS)) {
+            cd_log_error(CD_HTTP_SUBJECT, "SPENDPOL_API_TLS_CERT is set but "
+                         "this libmicrohttpd has no TLS support");
+            freeaddrinfo(ai);
+            return CD_ERROR;
+        }
+
+        flags |= MHD_USE_TLS;
+        ops->option = MHD_OPTION_HTTPS_MEM_CERT;
+        ops->ptr_value = app->config.api_tls_cert_pem;
+        ops++;
+        ops->option = MHD_OPTION_HTTPS_MEM_KEY;
+        ops->ptr_value = app->config.api_tls_key_pem;
+        ops++;
+    }
+
+    ops->option = MHD_OPTION_END;
+
     daemon = MHD_start_daemon(flags, app->config.api_port, NULL, NULL,
                  cd_http_access, app,
                  MHD_OPTION_EXTERNAL_LOGGER, cd_http_log, app,
                  MHD_OPTION_SOCK_ADDR, ai->ai_addr,
                  MHD_OPTION_THREAD_POOL_SIZE, (unsigned) CD_HTTP_THREADS,
-                 MHD_OPTION_CONNECTION_TIMEOUT, (unsigned) 30,
-                 MHD_OPTION_CONNECTION_LIMIT, (unsigned) 512,
                  MHD_OPTION_NOTIFY_COMPLETED, cd_http_completed, app,
                  MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned) 1,
+                 MHD_OPTION_ARRAY, opts,
                  MHD_OPTION_END);
 
     freeaddrinfo(ai);
@@ -1247,8 +1297,15 @@ cd_http_start(cd_app_t *app)
     app->http.daemon = daemon;
     app->http.port = info ? info->port : app->config.api_port;
 
-    cd_log_info(CD_HTTP_SUBJECT, "listening on %s port %u (%d threads)",
-                app->config.api_host, app->http.port, CD_HTTP_THREADS);
+    cd_log_info(CD_HTTP_SUBJECT, "listening on %s port %u (%d threads, %s, "
+                "%ld connections, %ld per IP, %ld s idle timeout, bodies up "
+                "to %ld bytes)", app->config.api_host, app->http.port,
+                CD_HTTP_THREADS,
+                app->config.api_tls_cert_pem ? "https" : "plain http",
+                app->config.api_connection_limit,
+                app->config.api_per_ip_connection_limit,
+                app->config.api_connection_timeout,
+                app->config.api_body_max);
 
     return CD_OK;
 }
@@ -1302,6 +1359,65 @@ cd_request_end(cd_request_t *r, cd_db_conn_t *c)
 {
     cd_db_rollback(c);
     cd_db_release(&r->app->db, c);
+}
+
+
+/*
+ * Per-organisation caps. A transaction-scoped advisory lock on (table,
+ * org) serialises creations of one kind in one organisation, so two
+ * concurrent requests at cap - 1 cannot both pass; the count stops at cap
+ * rows, so the check costs O(cap) at most.
+ */
+int
+cd_org_cap_check(cd_request_t *r, cd_db_conn_t *c, const char *table,
+    const char *where, long cap, const char *setting, const char *what)
+{
+    int          n;
+    char         sql[512], limit[24];
+    PGresult    *res;
+    const char  *params[1];
+
+    params[0] = table;
+    res = cd_db_exec(c, "SELECT pg_advisory_xact_lock(hashtext($1 || ':' ||"
+                        " current_setting('spendpol.org_id')))", 1, params);
+    if (res == NULL) {
+        cd_respond_statement_error(r, c);
+        return CD_ERROR;
+    }
+
+    PQclear(res);
+
+    snprintf(limit, sizeof(limit), "%ld", cap);
+    n = snprintf(sql, sizeof(sql), "SELECT count(*) FROM (SELECT 1 FROM %s"
+                 " WHERE org_id = current_setting('spendpol.org_id')%s%s"
+                 " LIMIT $1::bigint) capped", table, where ? " AND " : "",
+                 where ? where : "");
+
+    if (n < 0 || (size_t) n >= sizeof(sql)) {
+        cd_respond_error(r, 500, "api_error", "internal_error", NULL,
+                         "internal error");
+        return CD_ERROR;
+    }
+
+    params[0] = limit;
+    res = cd_db_exec(c, sql, 1, params);
+    if (res == NULL) {
+        cd_respond_statement_error(r, c);
+        return CD_ERROR;
+    }
+
+    n = atoi(PQgetvalue(res, 0, 0));
+    PQclear(res);
+
+    if (n >= cap) {
+        cd_respond_error(r, 422, "invalid_request_error", "org_limit_reached",
+                         NULL, "this organization already has %ld %s, the "
+                         "most allowed (%s=%ld); delete some or raise %s",
+                         cap, what, setting, cap, setting);
+        return CD_ERROR;
+    }
+
+    return CD_OK;
 }
 
 

@@ -55,6 +55,19 @@ test_config_defaults(void **state)
     assert_null(cf.admin_key);
     assert_null(cf.migrations_dir);
     assert_int_equal(cf.log_level, CD_LOG_INFO);
+    assert_int_equal(cf.api_body_max, 1048576);
+    assert_int_equal(cf.api_connection_limit, 512);
+    assert_int_equal(cf.api_per_ip_connection_limit, 256);
+    assert_int_equal(cf.api_connection_timeout, 30);
+    assert_null(cf.api_tls_cert);
+    assert_null(cf.api_tls_key);
+    assert_null(cf.api_tls_cert_pem);
+    assert_null(cf.api_tls_key_pem);
+    assert_int_equal(cf.api_insecure, 0);
+    assert_int_equal(cf.max_keys_per_org, 100000);
+    assert_int_equal(cf.max_budgets_per_org, 10000);
+    assert_int_equal(cf.max_alert_rules_per_org, 1000);
+    assert_int_equal(cf.max_agents_per_org, 100000);
     cd_config_free(&cf);
 }
 
@@ -139,7 +152,7 @@ test_config_errors_name_the_variable(void **state)
     cd_config_t   cf;
     size_t        i;
     struct {
-        const char  *env[6];
+        const char  *env[8];
         const char  *name;
     } cases[] = {
         { { NULL }, "SPENDPOL_DATABASE_URL" },
@@ -157,6 +170,38 @@ test_config_errors_name_the_variable(void **state)
           "SPENDPOL_MASTER_KEY" },
         { { "DATABASE_URL", "x", "SPENDPOL_ADMIN_KEY", "sp_key_short",
             NULL }, "SPENDPOL_ADMIN_KEY" },
+        { { "DATABASE_URL", "x", "SPENDPOL_API_BODY_MAX", "1m", NULL },
+          "SPENDPOL_API_BODY_MAX" },
+        { { "DATABASE_URL", "x", "SPENDPOL_API_BODY_MAX", "1023", NULL },
+          "SPENDPOL_API_BODY_MAX" },
+        { { "DATABASE_URL", "x", "SPENDPOL_API_BODY_MAX", "67108865",
+            NULL }, "SPENDPOL_API_BODY_MAX" },
+        { { "DATABASE_URL", "x", "SPENDPOL_API_CONNECTION_LIMIT", "0",
+            NULL }, "SPENDPOL_API_CONNECTION_LIMIT" },
+        { { "DATABASE_URL", "x", "SPENDPOL_API_PER_IP_CONNECTION_LIMIT",
+            "-1", NULL }, "SPENDPOL_API_PER_IP_CONNECTION_LIMIT" },
+        { { "DATABASE_URL", "x", "SPENDPOL_API_CONNECTION_TIMEOUT", "0",
+            NULL }, "SPENDPOL_API_CONNECTION_TIMEOUT" },
+        { { "DATABASE_URL", "x", "SPENDPOL_API_CONNECTION_TIMEOUT",
+            "99999999999999999999", NULL },
+          "SPENDPOL_API_CONNECTION_TIMEOUT" },
+        { { "DATABASE_URL", "x", "SPENDPOL_API_INSECURE", "yes", NULL },
+          "SPENDPOL_API_INSECURE" },
+        { { "DATABASE_URL", "x", "SPENDPOL_MAX_KEYS_PER_ORG", "0", NULL },
+          "SPENDPOL_MAX_KEYS_PER_ORG" },
+        { { "DATABASE_URL", "x", "SPENDPOL_MAX_BUDGETS_PER_ORG", "+5",
+            NULL }, "SPENDPOL_MAX_BUDGETS_PER_ORG" },
+        { { "DATABASE_URL", "x", "SPENDPOL_MAX_ALERT_RULES_PER_ORG", "5 ",
+            NULL }, "SPENDPOL_MAX_ALERT_RULES_PER_ORG" },
+        { { "DATABASE_URL", "x", "SPENDPOL_MAX_AGENTS_PER_ORG", "x", NULL },
+          "SPENDPOL_MAX_AGENTS_PER_ORG" },
+        { { "DATABASE_URL", "x", "SPENDPOL_API_TLS_CERT", "/c.pem", NULL },
+          "SPENDPOL_API_TLS_KEY" },
+        { { "DATABASE_URL", "x", "SPENDPOL_API_TLS_KEY", "/k.pem", NULL },
+          "SPENDPOL_API_TLS_CERT" },
+        { { "DATABASE_URL", "x", "SPENDPOL_API_TLS_CERT", "/nonexistent/c",
+            "SPENDPOL_API_TLS_KEY", "/nonexistent/k", NULL },
+          "SPENDPOL_API_TLS_CERT" },
     };
 
     for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
@@ -198,6 +243,168 @@ test_config_accepts_wellformed_keys(void **state)
     assert_non_null(cf.master_key_hex);
     assert_non_null(cf.admin_key);
     cd_config_free(&cf);
+}
+
+
+static void
+test_config_api_limits_are_set(void **state)
+{
+    char          err[512];
+    cd_config_t   cf;
+    const char   *env[] = { "DATABASE_URL", "x",
+                            "SPENDPOL_API_BODY_MAX", "2048",
+                            "SPENDPOL_API_CONNECTION_LIMIT", "16",
+                            "SPENDPOL_API_PER_IP_CONNECTION_LIMIT", "0",
+                            "SPENDPOL_API_CONNECTION_TIMEOUT", "5",
+                            "SPENDPOL_MAX_KEYS_PER_ORG", "3",
+                            "SPENDPOL_MAX_BUDGETS_PER_ORG", "4",
+                            "SPENDPOL_MAX_ALERT_RULES_PER_ORG", "5",
+                            "SPENDPOL_MAX_AGENTS_PER_ORG", "6", NULL };
+
+    assert_int_equal(load(&cf, env, err, sizeof(err)), CD_OK);
+    assert_int_equal(cf.api_body_max, 2048);
+    assert_int_equal(cf.api_connection_limit, 16);
+    assert_int_equal(cf.api_per_ip_connection_limit, 0);
+    assert_int_equal(cf.api_connection_timeout, 5);
+    assert_int_equal(cf.max_keys_per_org, 3);
+    assert_int_equal(cf.max_budgets_per_org, 4);
+    assert_int_equal(cf.max_alert_rules_per_org, 5);
+    assert_int_equal(cf.max_agents_per_org, 6);
+    cd_config_free(&cf);
+}
+
+
+static void
+test_config_range_error_names_the_bounds(void **state)
+{
+    char          err[512];
+    cd_config_t   cf;
+    const char   *env[] = { "DATABASE_URL", "x",
+                            "SPENDPOL_API_BODY_MAX", "10", NULL };
+
+    assert_int_equal(load(&cf, env, err, sizeof(err)), CD_ERROR);
+    assert_non_null(strstr(err, "SPENDPOL_API_BODY_MAX=\"10\""));
+    assert_non_null(strstr(err, "1024"));
+    assert_non_null(strstr(err, "67108864"));
+}
+
+
+static void
+test_config_refuses_plain_http_off_loopback(void **state)
+{
+    char          err[512];
+    size_t        i;
+    cd_config_t   cf;
+    const char   *refused[] = { "0.0.0.0:8081", "[::]:8081",
+                                "10.0.0.5:8081", "admin.example.com:8081",
+                                "[::ffff:10.0.0.1]:80" };
+    const char   *allowed[] = { "127.0.0.1:0", "127.0.0.2:8081",
+                                "[::1]:8081", "localhost:8081",
+                                "[::ffff:127.0.0.1]:80" };
+    const char   *env[] = { "DATABASE_URL", "x", "SPENDPOL_API_LISTEN", NULL,
+                            NULL, NULL, NULL };
+
+    for (i = 0; i < sizeof(refused) / sizeof(refused[0]); i++) {
+        env[3] = refused[i];
+        env[4] = NULL;
+        assert_int_equal(load(&cf, env, err, sizeof(err)), CD_ERROR);
+        assert_non_null(strstr(err, refused[i]));
+        assert_non_null(strstr(err, "SPENDPOL_API_TLS_CERT"));
+        assert_non_null(strstr(err, "SPENDPOL_API_INSECURE=1"));
+
+        /* asked for by name: plain HTTP there */
+        env[4] = "SPENDPOL_API_INSECURE";
+        env[5] = "1";
+        assert_int_equal(load(&cf, env, err, sizeof(err)), CD_OK);
+        assert_int_equal(cf.api_insecure, 1);
+        cd_config_free(&cf);
+    }
+
+    env[4] = NULL;
+
+    for (i = 0; i < sizeof(allowed) / sizeof(allowed[0]); i++) {
+        env[3] = allowed[i];
+        assert_int_equal(load(&cf, env, err, sizeof(err)), CD_OK);
+        cd_config_free(&cf);
+    }
+}
+
+
+static void
+test_loopback_hosts(void **state)
+{
+    assert_true(cd_config_host_is_loopback("127.0.0.1"));
+    assert_true(cd_config_host_is_loopback("127.255.0.9"));
+    assert_true(cd_config_host_is_loopback("::1"));
+    assert_true(cd_config_host_is_loopback("LocalHost"));
+    assert_true(cd_config_host_is_loopback("::ffff:127.0.0.1"));
+    assert_false(cd_config_host_is_loopback("0.0.0.0"));
+    assert_false(cd_config_host_is_loopback("::"));
+    assert_false(cd_config_host_is_loopback("128.0.0.1"));
+    assert_false(cd_config_host_is_loopback("::2"));
+    assert_false(cd_config_host_is_loopback("localhost.example.com"));
+    assert_false(cd_config_host_is_loopback("127.0.0.1.nip.io"));
+}
+
+
+static char *
+write_temp(const char *text)
+{
+    int    fd;
+    char  *path;
+
+    path = strdup("/tmp/test_controld_config.XXXXXX");
+    assert_non_null(path);
+    fd = mkstemp(path);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, text, strlen(text)), (ssize_t) strlen(text));
+    close(fd);
+
+    return path;
+}
+
+
+static void
+test_config_tls_files_are_read(void **state)
+{
+    char          err[512], *cert, *key, *junk;
+    cd_config_t   cf;
+    const char   *cert_pem = "-----BEGIN CERTIFICATE-----\nMIIB\n"
+                             "-----END CERTIFICATE-----\n";
+    const char   *key_pem = "-----BEGIN PRIVATE KEY-----\nSECRETKEYBYTES\n"
+                            "-----END PRIVATE KEY-----\n";
+    const char   *env[] = { "DATABASE_URL", "x",
+                            "SPENDPOL_API_LISTEN", "0.0.0.0:8443",
+                            "SPENDPOL_API_TLS_CERT", NULL,
+                            "SPENDPOL_API_TLS_KEY", NULL, NULL };
+
+    cert = write_temp(cert_pem);
+    key = write_temp(key_pem);
+    junk = write_temp("not a pem file SECRETKEYBYTES\n");
+
+    /* TLS: any address is allowed without SPENDPOL_API_INSECURE */
+    env[5] = cert;
+    env[7] = key;
+    assert_int_equal(load(&cf, env, err, sizeof(err)), CD_OK);
+    assert_string_equal(cf.api_tls_cert, cert);
+    assert_string_equal(cf.api_tls_key, key);
+    assert_string_equal(cf.api_tls_cert_pem, cert_pem);
+    assert_string_equal(cf.api_tls_key_pem, key_pem);
+    cd_config_free(&cf);
+
+    /* a key file that is not PEM: named, never echoed */
+    env[7] = junk;
+    assert_int_equal(load(&cf, env, err, sizeof(err)), CD_ERROR);
+    assert_non_null(strstr(err, "SPENDPOL_API_TLS_KEY"));
+    assert_non_null(strstr(err, "not a PEM file"));
+    assert_null(strstr(err, "SECRETKEYBYTES"));
+
+    unlink(cert);
+    unlink(key);
+    unlink(junk);
+    free(cert);
+    free(key);
+    free(junk);
 }
 
 
@@ -275,6 +482,11 @@ main(void)
         cmocka_unit_test(test_listen_parsing),
         cmocka_unit_test(test_config_node_id_defaults_to_host_and_journal),
         cmocka_unit_test(test_redis_url_parsing),
+        cmocka_unit_test(test_config_api_limits_are_set),
+        cmocka_unit_test(test_config_range_error_names_the_bounds),
+        cmocka_unit_test(test_config_refuses_plain_http_off_loopback),
+        cmocka_unit_test(test_loopback_hosts),
+        cmocka_unit_test(test_config_tls_files_are_read),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
