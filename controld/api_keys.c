@@ -990,10 +990,14 @@ cd_admin_bootstrap(cd_app_t *app)
     }
 
     plaintext[SP_KEY_LEN] = '\0';
-    printf("admin key: %s\n", plaintext);
-    fflush(stdout);
-    cd_log_info("bootstrap", "the admin key is in %s (shown once above)",
-                path);
+
+    /* on a terminal only: a redirected stdout is a log file */
+    if (isatty(STDOUT_FILENO)) {
+        printf("admin key: %s\n", plaintext);
+        fflush(stdout);
+    }
+
+    cd_log_info("bootstrap", "the admin key is in %s (mode 0600)", path);
     rc = CD_OK;
 
 done:

@@ -443,7 +443,8 @@ main(int argc, char **argv)
         goto done;
     }
 
-    printf("controld ready api=http://%s%s%s:%u generation=%llu\n",
+    printf("controld ready api=%s://%s%s%s:%u generation=%llu\n",
+           app->config.api_tls_cert_pem ? "https" : "http",
            strchr(app->config.api_host, ':') ? "[" : "",
            app->config.api_host,
            strchr(app->config.api_host, ':') ? "]" : "",
