@@ -313,6 +313,34 @@ sp_path_terminate(char *out, size_t outcap, size_t pos, size_t *outlen,
 }
 
 
+/*
+ * 1 when a decoded component (a path segment, a query name or value)
+ * holds "sp_key_" anywhere: a key pasted into a value ("Bearer
+ * sp_key_...") or a path goes nowhere, though only a query value that is
+ * exactly a key authenticates.
+ */
+static int
+sp_has_key(const char *s, size_t len)
+{
+    const char  *p, *last;
+
+    last = s + len;
+
+    for (p = s; (size_t) (last - p) >= SP_KEY_PREFIX_LEN; p++) {
+        p = memchr(p, 's', last - p - SP_KEY_PREFIX_LEN + 1);
+        if (p == NULL) {
+            return 0;
+        }
+
+        if (memcmp(p, SP_KEY_PREFIX, SP_KEY_PREFIX_LEN) == 0) {
+            return 1;
+        }
+    }
+
+    return 0;
+}
+
+
 int
 sp_path_canonical(const char *in, size_t len, char *out, size_t outcap,
     size_t *outlen, char *err, size_t errlen)
@@ -367,6 +395,13 @@ sp_path_canonical(const char *in, size_t len, char *out, size_t outcap,
             return SP_ERROR;
         }
 
+        /* it would reach the provider, and the journal, in the path */
+        if (sp_has_key(buf, n)) {
+            sp_errorf(err, errlen, "the path holds a Spendpol key; send "
+                      "the key in a header, never in the path");
+            return SP_ERROR;
+        }
+
         if (pos >= outcap) {
             goto too_small;
         }
@@ -411,31 +446,6 @@ sp_query_is_key_name(const char *name, size_t len)
 }
 
 
-/*
- * 1 when a decoded name or value holds "sp_key_" anywhere: a key pasted
- * into a value ("Bearer sp_key_...") or sent as a bare name goes nowhere
- * either, though only a value that is exactly a key authenticates.
- */
-static int
-sp_query_has_key(const char *s, size_t len)
-{
-    const char  *p, *last;
-
-    last = s + len;
-
-    for (p = s; (size_t) (last - p) >= SP_KEY_PREFIX_LEN; p++) {
-        p = memchr(p, 's', last - p - SP_KEY_PREFIX_LEN + 1);
-        if (p == NULL) {
-            return 0;
-        }
-
-        if (memcmp(p, SP_KEY_PREFIX, SP_KEY_PREFIX_LEN) == 0) {
-            return 1;
-        }
-    }
-
-    return 0;
-}
 
 
 int
@@ -480,7 +490,7 @@ sp_query_canonical(const char *in, size_t len, char *out, size_t outcap,
             return SP_ERROR;
         }
 
-        drop = sp_query_is_key_name(buf, n) || sp_query_has_key(buf, n);
+        drop = sp_query_is_key_name(buf, n) || sp_has_key(buf, n);
 
         if (eq != NULL) {
             if (sp_path_check(eq + 1, end - eq - 1, SP_COMPONENT_QUERY,
@@ -490,7 +500,7 @@ sp_query_canonical(const char *in, size_t len, char *out, size_t outcap,
                 return SP_ERROR;
             }
 
-            if (sp_query_has_key(buf, n)) {
+            if (sp_has_key(buf, n)) {
                 drop = 1;
             }
 

@@ -87,6 +87,9 @@ test('dot segments, encoded slashes, an authority or a scheme in the path get 40
     '/v1/openai/models/../chat/completions',
     '/v1/openai//evil.com/chat/completions',
     '/v1/openai/http://evil.com/chat/completions',
+    // a key in the path would reach the provider (an Azure deployment
+    // segment is forwarded) and the audit row's endpoint
+    `/v1/openai/chat/${key}/completions`,
   ];
   for (const p of paths) {
     assertInvalidPath(await refusedBeforeUpstream(p), `POST ${p}`);

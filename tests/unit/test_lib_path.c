@@ -135,6 +135,22 @@ test_path_nul_and_control_bytes_are_refused(void **state)
 }
 
 
+/* a key in the path would reach the provider, and the audit log */
+static void
+test_path_holding_a_key_is_refused(void **state)
+{
+    (void) state;
+
+    assert_path_refused("/openai/deployments/sp_key_0123abcd/chat/completions",
+                        "Spendpol key");
+    assert_path_refused("/models/%73p_key_x", "Spendpol key");
+    assert_path_refused("/models/x%2573p_key_", "Spendpol key");
+
+    assert_path("/models/sp_keys", "/models/sp_keys");
+    assert_path("/models/sp-key_", "/models/sp-key_");
+}
+
+
 static void
 test_path_dot_segments_are_refused(void **state)
 {
@@ -637,6 +653,7 @@ main(void)
         cmocka_unit_test(test_path_multiply_encoded_crlf_is_refused),
         cmocka_unit_test(test_path_nul_and_control_bytes_are_refused),
         cmocka_unit_test(test_path_dot_segments_are_refused),
+        cmocka_unit_test(test_path_holding_a_key_is_refused),
         cmocka_unit_test(test_path_authority_and_scheme_are_refused),
         cmocka_unit_test(test_path_other_refusals),
         cmocka_unit_test(test_path_is_decoded_once_and_reencoded),
