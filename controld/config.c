@@ -50,6 +50,9 @@ typedef struct {
 static const cd_conf_entry_t  cd_conf_table[] = {
     { "SPENDPOL_DATABASE_URL", "DATABASE_URL", NULL, CD_CONF_STRING,
       CD_CONF_OFFSET(database_url), 1 },
+    /* the owner role that runs migrations; NULL: SPENDPOL_DATABASE_URL */
+    { "SPENDPOL_MIGRATE_DATABASE_URL", NULL, NULL, CD_CONF_STRING,
+      CD_CONF_OFFSET(migrate_database_url), 0 },
     { "SPENDPOL_REDIS_URL", "REDIS_URL", NULL, CD_CONF_STRING,
       CD_CONF_OFFSET(redis_url), 0 },
     { "SPENDPOL_API_LISTEN", NULL, "127.0.0.1:8081", CD_CONF_LISTEN,
@@ -74,6 +77,12 @@ static const cd_conf_entry_t  cd_conf_table[] = {
       CD_CONF_OFFSET(log_level), 0 },
     { "SPENDPOL_NODE_ID", NULL, NULL, CD_CONF_NODE_ID,
       CD_CONF_OFFSET(node_id), 0 },
+    /* the user controld runs as when started as root */
+    { "SPENDPOL_USER", NULL, NULL, CD_CONF_STRING,
+      CD_CONF_OFFSET(user), 0 },
+    /* outbound addresses beyond public https: CIDRs and host names */
+    { "SPENDPOL_UPSTREAM_ALLOW", NULL, NULL, CD_CONF_STRING,
+      CD_CONF_OFFSET(upstream_allow), 0 },
 
     /*
      * Admin API limits. The body cap leaves room for the largest
@@ -540,7 +549,8 @@ void
 cd_config_free(cd_config_t *cf)
 {
     size_t   i;
-    char   **secrets[] = { &cf->database_url, &cf->redis_url,
+    char   **secrets[] = { &cf->database_url, &cf->migrate_database_url,
+                           &cf->redis_url,
                            &cf->master_key_hex, &cf->admin_key,
                            &cf->api_tls_key_pem };
 
@@ -552,6 +562,7 @@ cd_config_free(cd_config_t *cf)
     }
 
     free(cf->database_url);
+    free(cf->migrate_database_url);
     free(cf->redis_url);
     free(cf->api_listen);
     free(cf->api_host);
@@ -563,6 +574,8 @@ cd_config_free(cd_config_t *cf)
     free(cf->migrations_dir);
     free(cf->prices_file);
     free(cf->node_id);
+    free(cf->user);
+    free(cf->upstream_allow);
     free(cf->api_tls_cert);
     free(cf->api_tls_key);
     free(cf->api_tls_cert_pem);

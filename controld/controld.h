@@ -94,7 +94,8 @@ int cd_log_level_parse(const char *name);
 /* ---- config.c --------------------------------------------------------- */
 
 typedef struct {
-    char      *database_url;
+    char      *database_url;       /* the runtime role */
+    char      *migrate_database_url; /* the owner role; NULL: database_url */
     char      *redis_url;          /* NULL: redis disabled */
     char      *api_listen;
     char      *api_host;           /* parsed from api_listen */
@@ -108,6 +109,8 @@ typedef struct {
     char      *migrations_dir;     /* NULL: searched at start */
     char      *prices_file;        /* NULL: migrations_dir/data/... */
     char      *node_id;            /* this node in budget_node_spend */
+    char      *user;               /* run as this user when root */
+    char      *upstream_allow;     /* SPENDPOL_UPSTREAM_ALLOW, as given */
     int        log_level;
 
     /* admin API limits: request bodies, connections, per-org rows */

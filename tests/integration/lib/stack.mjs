@@ -197,6 +197,12 @@ export class Stack {
 
   _env() {
     const env = { ...process.env, SPENDPOL_REGION: this.region };
+    // the fixture providers and webhook sinks listen on loopback, under
+    // *.test names from the DNS fixture; opts.upstreamAllow: null for the
+    // default (public https only)
+    delete env.SPENDPOL_UPSTREAM_ALLOW;
+    const allow = this.opts.upstreamAllow === undefined ? '127.0.0.0/8,::1/128,*.test' : this.opts.upstreamAllow;
+    if (allow !== null) env.SPENDPOL_UPSTREAM_ALLOW = allow;
     delete env.SPENDPOL_ADMIN_KEY;
     if (this.adminKey) env.SPENDPOL_ADMIN_KEY = this.adminKey;
     if (this.opts.maxBodySize) env.SPENDPOL_MAX_BODY_SIZE = this.opts.maxBodySize;
