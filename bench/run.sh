@@ -53,6 +53,8 @@ SP_REPO_ROOT=$ROOT
 # shellcheck source=../scripts/lib/stack.sh
 . "$ROOT/scripts/lib/stack.sh"
 STACK="$ROOT/scripts/stack.sh"
+# the mock provider listens on loopback, which is refused by default
+export SPENDPOL_UPSTREAM_ALLOW="${SPENDPOL_UPSTREAM_ALLOW:-127.0.0.0/8}"
 
 SECS=${BENCH_SECONDS:-10}
 REPS=${BENCH_REPS:-3}

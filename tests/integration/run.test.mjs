@@ -79,7 +79,8 @@ async function cleanup() {
 
 /** starts scripts/run.sh; resolves when its ready line is out */
 async function startRun(extraEnv = {}) {
-  const env = { ...process.env, SPENDPOL_DATA_DIR: data, SPENDPOL_BUILD_DIR: BUILD, ...extraEnv };
+  // the fixture provider listens on loopback, which is refused by default
+  const env = { ...process.env, SPENDPOL_DATA_DIR: data, SPENDPOL_BUILD_DIR: BUILD, SPENDPOL_UPSTREAM_ALLOW: '127.0.0.0/8', ...extraEnv };
   for (const k of ['SPENDPOL_ADMIN_KEY', 'DATABASE_URL', 'SPENDPOL_DATABASE_URL', 'REDIS_URL', 'SPENDPOL_REDIS_URL', 'ASAN_OPTIONS', 'UBSAN_OPTIONS', 'LD_PRELOAD']) delete env[k];
   for (let attempt = 0; ; attempt++) {
     if (!proxyPort || attempt > 0) { proxyPort = await freePort(); apiPort = await freePort(); }
