@@ -376,10 +376,11 @@ sp_nginx_exec() {
     if sp_is_san "$build"; then
         asan=$(sp_gcc_lib libasan.so) || sp_die "libasan not found"
         ubsan=$(sp_gcc_lib libubsan.so) || sp_die "libubsan not found"
-        export LD_PRELOAD="$asan $ubsan"
-        # the workers' reports: in a directory they may write
+        # the workers' reports: in a directory they may write (made
+        # before the runtimes are preloaded into every command)
         mkdir -p "$data/logs/san"
-        sp_is_root && chown "$(sp_nginx_user):" "$data/logs/san"
+        if sp_is_root; then chown "$(sp_nginx_user):" "$data/logs/san"; fi
+        export LD_PRELOAD="$asan $ubsan"
         export ASAN_OPTIONS="detect_leaks=0:abort_on_error=0:log_path=$data/logs/san/asan"
         export UBSAN_OPTIONS="print_stacktrace=1:log_path=$data/logs/san/ubsan"
     fi
