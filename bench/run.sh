@@ -415,8 +415,8 @@ if has "$CONFIGS" spendpol || [ "$SOAK" -gt 0 ] || [ "$SWAP" = 1 ]; then
         sleep 0.1
     done
     grep -q 'controld ready' "$SPDATA/logs/controld.out" || die "controld not ready within 60 s"
-    if [ -f "$SPDATA/admin.key" ] && ! curl -sf -o /dev/null -H "Authorization: Bearer $SP_ADMIN" "$SP_API/providers"; then
-        SP_ADMIN=$(tr -d ' \n\r' <"$SPDATA/admin.key")
+    if [ -f "$SPDATA/controld/admin.key" ] && ! curl -sf -o /dev/null -H "Authorization: Bearer $SP_ADMIN" "$SP_API/providers"; then
+        SP_ADMIN=$(tr -d ' \n\r' <"$SPDATA/controld/admin.key")
     fi
 
     bash "$STACK" nginx-conf "$SPDATA" "$BUILD" "127.0.0.1:$SP_PORT" >/dev/null || die "nginx-conf failed"

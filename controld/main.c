@@ -7,6 +7,7 @@
  */
 
 #include <errno.h>
+#include <grp.h>
 #include <libgen.h>
 #include <pwd.h>
 #include <stdio.h>
@@ -182,15 +183,175 @@ cd_main_snapshot_dir(const char *dir)
 }
 
 
+/*
+ * A directory root makes for us (missing until now) or a private one
+ * (0700) root made before (an older version ran as root): given to the
+ * user. Anything else is checked after the switch and refused when it
+ * is not ours.
+ */
+static int
+cd_main_own_dir(const char *what, const char *dir, unsigned mode,
+    const struct passwd *pw)
+{
+    int           created;
+    char         *copy;
+    struct stat   st;
+
+    created = 0;
+
+    if (lstat(dir, &st) != 0) {
+        created = 1;
+        copy = strdup(dir);
+        if (copy == NULL) {
+            fprintf(stderr, "controld: out of memory\n");
+            return CD_ERROR;
+        }
+
+        /* the parents (e.g. /dev/shm, /var/lib) stay root's */
+        if (cd_mkdir_p(dirname(copy), 0755) != CD_OK
+            || (mkdir(dir, mode) != 0 && errno != EEXIST)
+            || lstat(dir, &st) != 0)
+        {
+            fprintf(stderr, "controld: cannot create %s %s: %s\n", what,
+                    dir, strerror(errno));
+            free(copy);
+            return CD_ERROR;
+        }
+
+        free(copy);
+    }
+
+    if (!created
+        && (!S_ISDIR(st.st_mode) || st.st_uid != 0
+            || (st.st_mode & (S_IRWXG | S_IRWXO))))
+    {
+        return CD_OK;
+    }
+
+    if (chown(dir, pw->pw_uid, pw->pw_gid) != 0 || chmod(dir, mode) != 0) {
+        fprintf(stderr, "controld: cannot give %s %s to user %s: %s\n",
+                what, dir, pw->pw_name, strerror(errno));
+        return CD_ERROR;
+    }
+
+    return CD_OK;
+}
+
+
+/*
+ * Started as root, controld becomes SPENDPOL_USER (default "spendpol")
+ * before it reads a key, opens a socket or connects to the database.
+ * While still root it makes the directories that must be the user's:
+ * the data dir (0700: master.key, admin.key) and the snapshot dir
+ * (0750: its group is the user's primary group, the one the nginx
+ * workers run with, so they read what controld publishes and write
+ * nothing). The journal is nginx's: its directory gets that group's
+ * read access only. A port below 1024 cannot be bound afterwards.
+ */
+static int
+cd_main_drop_privileges(cd_config_t *cf)
+{
+    char            *copy;
+    const char      *name;
+    struct passwd   *pw;
+
+    name = cf->user != NULL ? cf->user : "spendpol";
+
+    if (geteuid() != 0) {
+        pw = getpwuid(geteuid());
+
+        if (cf->user != NULL && (pw == NULL || strcmp(pw->pw_name, name)))
+        {
+            fprintf(stderr, "controld: SPENDPOL_USER=%s is ignored: "
+                    "controld was not started as root\n", name);
+        }
+
+        return CD_OK;
+    }
+
+    pw = getpwnam(name);
+
+    if (pw == NULL) {
+        fprintf(stderr, "controld: started as root, controld runs as "
+                "SPENDPOL_USER=%s, which does not exist: create it "
+                "(useradd --system --user-group --home-dir /nonexistent "
+                "--shell /usr/sbin/nologin %s) or set SPENDPOL_USER to "
+                "another unprivileged user\n", name, name);
+        return CD_ERROR;
+    }
+
+    if (pw->pw_uid == 0 || pw->pw_gid == 0) {
+        fprintf(stderr, "controld: SPENDPOL_USER=%s has uid %u gid %u: "
+                "controld does not run as root; name an unprivileged "
+                "user\n", name, (unsigned) pw->pw_uid,
+                (unsigned) pw->pw_gid);
+        return CD_ERROR;
+    }
+
+    if (cd_main_own_dir("SPENDPOL_DATA_DIR", cf->data_dir, 0700, pw)
+        != CD_OK
+        || cd_main_own_dir("SPENDPOL_SNAPSHOT_DIR", cf->snapshot_dir, 0750,
+                           pw) != CD_OK)
+    {
+        return CD_ERROR;
+    }
+
+    copy = strdup(cf->journal_path);
+    if (copy == NULL) {
+        fprintf(stderr, "controld: out of memory\n");
+        return CD_ERROR;
+    }
+
+    /* nginx's master (root) creates the journal; we only read it */
+    if (cd_mkdir_p(dirname(copy), 0755) != CD_OK) {
+        cd_log_warn(CD_MAIN_SUBJECT, "cannot create the journal directory "
+                    "of %s: %s", cf->journal_path, strerror(errno));
+    }
+
+    free(copy);
+
+    if (initgroups(pw->pw_name, pw->pw_gid) != 0
+        || setgid(pw->pw_gid) != 0
+        || setuid(pw->pw_uid) != 0)
+    {
+        fprintf(stderr, "controld: cannot switch to user %s: %s\n",
+                pw->pw_name, strerror(errno));
+        return CD_ERROR;
+    }
+
+    /* the switch must be one way */
+    if (setuid(0) == 0 || geteuid() == 0) {
+        fprintf(stderr, "controld: still able to become root after "
+                "switching to user %s; not starting\n", pw->pw_name);
+        return CD_ERROR;
+    }
+
+    cd_log_info(CD_MAIN_SUBJECT, "running as user %s (uid %u, gid %u)",
+                pw->pw_name, (unsigned) pw->pw_uid, (unsigned) pw->pw_gid);
+
+    /* a change of user resets the dumpable flag */
+    return cd_main_no_core_dumps();
+}
+
+
 static int
 cd_main_dirs(cd_config_t *cf)
 {
-    char  *copy;
     int    rc;
+    char  *copy, self[64];
 
     if (cd_mkdir_p(cf->data_dir, 0700) != CD_OK) {
         fprintf(stderr, "controld: cannot create SPENDPOL_DATA_DIR %s: %s\n",
                 cf->data_dir, strerror(errno));
+        return CD_ERROR;
+    }
+
+    /* master.key and admin.key are written there */
+    if (access(cf->data_dir, W_OK | X_OK) != 0) {
+        fprintf(stderr, "controld: SPENDPOL_DATA_DIR %s is not writable by "
+                "controld's user %s: %s; give it to that user (chown)\n",
+                cf->data_dir, cd_main_user(geteuid(), self, sizeof(self)),
+                strerror(errno));
         return CD_ERROR;
     }
 
@@ -364,7 +525,9 @@ main(int argc, char **argv)
         }
     }
 
-    if (cd_main_dirs(&app->config) != CD_OK) {
+    if (cd_main_drop_privileges(&app->config) != CD_OK
+        || cd_main_dirs(&app->config) != CD_OK)
+    {
         goto done;
     }
 

@@ -174,8 +174,11 @@ check_signal
 # controld would); one an earlier make run left at 0755 is tightened, as
 # it is ours and nobody else could write into it. Anything else (another
 # owner, group/other-writable, a link) is left for controld to refuse.
+# As root, controld makes it itself, owned by the user it runs as.
 SNAP=${SPENDPOL_SNAPSHOT_DIR:-$(sp_snapshot_dir "$DATA")}
-if [ ! -e "$SNAP" ] && [ ! -L "$SNAP" ]; then
+if sp_is_root; then
+    :
+elif [ ! -e "$SNAP" ] && [ ! -L "$SNAP" ]; then
     mkdir -p -m 0700 "$SNAP"
 elif [ -d "$SNAP" ] && [ ! -L "$SNAP" ] && [ -O "$SNAP" ] \
     && [ -z "$(find "$SNAP" -maxdepth 0 -perm /022)" ]; then
@@ -184,8 +187,10 @@ fi
 
 # The admin key is shown once: when controld creates admin.key on this
 # start. It reaches this terminal only, never a log file.
+# (An older version kept it in $DATA itself; controld-exec moves it.)
+KEYFILE="$DATA/controld/admin.key"
 NEW_ADMIN_KEY=0
-[ -z "${SPENDPOL_ADMIN_KEY:-}" ] && [ ! -f "$DATA/admin.key" ] && NEW_ADMIN_KEY=1
+[ -z "${SPENDPOL_ADMIN_KEY:-}" ] && [ ! -f "$KEYFILE" ] && [ ! -f "$DATA/admin.key" ] && NEW_ADMIN_KEY=1
 
 sp_log "controld on $API_LISTEN"
 : >"$DATA/logs/controld.out"
@@ -204,14 +209,14 @@ done
 grep -q 'controld ready' "$DATA/logs/controld.out" \
     || { sp_log "controld printed no ready line within 60 s"; died controld "$DATA/logs/controld.out" "$DATA/logs/controld.err"; }
 
-ADMIN_FROM="\$(cat $DATA/admin.key)"
-if [ $NEW_ADMIN_KEY = 1 ] && [ -f "$DATA/admin.key" ]; then
-    ADMIN_LINE="admin key: $(tr -d ' \n\r' <"$DATA/admin.key")   (shown once; kept in $DATA/admin.key, mode 0600)"
-elif [ -n "${SPENDPOL_ADMIN_KEY:-}" ] && [ ! -f "$DATA/admin.key" ]; then
+ADMIN_FROM="\$(cat $KEYFILE)"
+if [ $NEW_ADMIN_KEY = 1 ] && [ -f "$KEYFILE" ]; then
+    ADMIN_LINE="admin key: $(tr -d ' \n\r' <"$KEYFILE")   (shown once; kept in $KEYFILE, mode 0600)"
+elif [ -n "${SPENDPOL_ADMIN_KEY:-}" ] && [ ! -f "$KEYFILE" ]; then
     ADMIN_FROM="\$SPENDPOL_ADMIN_KEY"
     ADMIN_LINE="admin key: the one you set in SPENDPOL_ADMIN_KEY (it only seeds an empty database)"
 else
-    ADMIN_LINE="admin key: in $DATA/admin.key (mode 0600)"
+    ADMIN_LINE="admin key: in $KEYFILE (mode 0600)"
 fi
 
 sp_log "nginx on $PROXY_LISTEN"

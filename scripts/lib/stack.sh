@@ -11,7 +11,14 @@
 #   D/nginx/           generated nginx.conf, pid, *_temp dirs
 #   D/journal/         the module's journal, tailed by controld
 #   D/logs/            postgres.log redis.log error.log (nginx) controld.*
-#   D/admin.key        bootstrap admin key written by controld (0600)
+#   D/controld/        controld's own state (0700): master.key, admin.key (0600)
+#   D/logs/san/        sanitizer reports of nginx workers (sanitizer builds)
+#
+# Started as root, nothing but the nginx master stays root: PostgreSQL runs
+# as postgres, controld and Redis as $SPENDPOL_USER (default spendpol), the
+# nginx workers as $SPENDPOL_NGINX_USER (default spendpol-nginx) with
+# controld's group, so they read the snapshot dir (0750) and write nothing
+# there. The users are created when missing (sp_ensure_users).
 
 SP_REPO_ROOT="${SP_REPO_ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}"
 
@@ -27,6 +34,45 @@ sp_abs() {
 }
 
 sp_is_root() { [ "$(id -u)" -eq 0 ]; }
+
+sp_user() { printf '%s\n' "${SPENDPOL_USER:-spendpol}"; }
+sp_nginx_user() { printf '%s\n' "${SPENDPOL_NGINX_USER:-spendpol-nginx}"; }
+# controld's group: the nginx workers run with it to read the snapshot dir
+sp_group() { id -gn "$(sp_user)"; }
+
+# sp_ensure_users: as root, the system users controld and the nginx workers
+# run as, created when missing (no home, no shell)
+sp_ensure_users() {
+    sp_is_root || return 0
+    local u
+    for u in "$(sp_user)" "$(sp_nginx_user)"; do
+        getent passwd "$u" >/dev/null && continue
+        sp_log "creating system user $u"
+        useradd --system --user-group --home-dir /nonexistent --no-create-home \
+            --shell /usr/sbin/nologin "$u" 2>/dev/null \
+            || getent passwd "$u" >/dev/null \
+            || sp_die "cannot create the system user $u (useradd)"
+    done
+}
+
+# sp_controld_dir DATA: controld's state dir (its SPENDPOL_DATA_DIR). Keys
+# an older version kept in DATA itself move there.
+sp_controld_dir() {
+    local data dir f
+    data=$(sp_abs "$1"); dir="$data/controld"
+    mkdir -p "$dir"
+    chmod 0700 "$dir"
+    for f in master.key admin.key; do
+        if [ -f "$data/$f" ] && [ ! -e "$dir/$f" ]; then
+            mv "$data/$f" "$dir/$f"
+        fi
+    done
+    if sp_is_root; then
+        sp_ensure_users
+        chown -R "$(sp_user):" "$dir"
+    fi
+    printf '%s\n' "$dir"
+}
 
 # Where controld publishes snapshots for this data dir: tmpfs, unique per
 # data dir so parallel stacks never share one.
@@ -73,6 +119,15 @@ sp_pg_bindir() {
 sp_as_pg() {
     if sp_is_root; then
         runuser -u postgres -- "$@"
+    else
+        "$@"
+    fi
+}
+
+# run a command as controld's user when we are root
+sp_as_user() {
+    if sp_is_root; then
+        runuser -u "$(sp_user)" -- "$@"
     else
         "$@"
     fi
@@ -165,7 +220,13 @@ sp_redis_start() {
     fi
     rm -f "$pidf"
     command -v redis-server >/dev/null || sp_die "redis-server not found (make deps)"
-    redis-server --port "$port" --bind 127.0.0.1 --dir "$dir" --save "" \
+    touch "$data/logs/redis.log"
+    if sp_is_root; then
+        sp_ensure_users
+        chown "$(sp_user):" "$dir" "$data/logs/redis.log"
+        chmod 0700 "$dir"
+    fi
+    sp_as_user redis-server --port "$port" --bind 127.0.0.1 --dir "$dir" --save "" \
         --appendonly no --daemonize yes --pidfile "$pidf" \
         --logfile "$data/logs/redis.log" --protected-mode yes >/dev/null \
         || sp_die "redis-server failed to start"
@@ -244,8 +305,17 @@ sp_nginx_conf() {
     snap=${SPENDPOL_SNAPSHOT_DIR:-$(sp_snapshot_dir "$data")}
     journal=${SPENDPOL_JOURNAL:-$data/journal/journal.log}
     region=${SPENDPOL_REGION:-local}
-    mkdir -p "$data/nginx" "$data/logs" "$(dirname "$journal")" "$snap"
-    sp_is_root && user_line="user root;"
+    mkdir -p "$data/nginx" "$data/logs" "$(dirname "$journal")"
+    if sp_is_root; then
+        # the master opens the journal as root; controld's group reads it
+        sp_ensure_users
+        user_line="user $(sp_nginx_user) $(sp_group);"
+        chgrp "$(sp_group)" "$(dirname "$journal")"
+        chmod 0750 "$(dirname "$journal")"
+    else
+        # controld makes it when it runs as root (owned by its user)
+        mkdir -p "$snap"
+    fi
     [ -n "${SPENDPOL_MAX_BODY_SIZE:-}" ] && maxbody="spendpol_max_body_size ${SPENDPOL_MAX_BODY_SIZE};"
     conf="$data/nginx/nginx.conf"
     cat >"$conf" <<EOF
@@ -306,9 +376,13 @@ sp_nginx_exec() {
     if sp_is_san "$build"; then
         asan=$(sp_gcc_lib libasan.so) || sp_die "libasan not found"
         ubsan=$(sp_gcc_lib libubsan.so) || sp_die "libubsan not found"
+        # the workers' reports: in a directory they may write (made
+        # before the runtimes are preloaded into every command)
+        mkdir -p "$data/logs/san"
+        if sp_is_root; then chown "$(sp_nginx_user):" "$data/logs/san"; fi
         export LD_PRELOAD="$asan $ubsan"
-        export ASAN_OPTIONS="detect_leaks=0:abort_on_error=0:log_path=$data/logs/asan"
-        export UBSAN_OPTIONS="print_stacktrace=1:log_path=$data/logs/ubsan"
+        export ASAN_OPTIONS="detect_leaks=0:abort_on_error=0:log_path=$data/logs/san/asan"
+        export UBSAN_OPTIONS="print_stacktrace=1:log_path=$data/logs/san/ubsan"
     fi
     exec /usr/sbin/nginx -p "$data/nginx/" -c "$conf" -e "$data/logs/error.log"
 }
@@ -335,7 +409,9 @@ sp_controld_exec() {
     data=$(sp_abs "$1"); build=$(sp_abs "$2")
     [ -x "$build/controld" ] || sp_die "controld not built: $build/controld (make build)"
     mkdir -p "$data/journal" "$data/logs"
-    export SPENDPOL_DATA_DIR="$data"
+    export SPENDPOL_DATA_DIR
+    SPENDPOL_DATA_DIR=$(sp_controld_dir "$data")
+    sp_is_root && export SPENDPOL_USER="$(sp_user)"
     export SPENDPOL_API_LISTEN="$3"
     export SPENDPOL_DATABASE_URL="$4"
     export SPENDPOL_REDIS_URL="$5"

@@ -10,7 +10,7 @@ import { useStack } from './lib/stack.mjs';
 const s = useStack({ adminKey: null });
 
 test('a generated admin key is only in admin.key (0600), never in a log', async () => {
-  const file = path.join(s.dataDir, 'admin.key');
+  const file = path.join(s.dataDir, 'controld', 'admin.key');
   assert.match(s.adminKey ?? '', /^sp_key_[0-9a-f]{48}$/, 'the harness read the key from admin.key');
   assert.equal(fs.readFileSync(file, 'utf8').trim(), s.adminKey);
   assert.equal(fs.statSync(file).mode & 0o777, 0o600);

@@ -89,7 +89,7 @@ test('a new SPENDPOL_ADMIN_KEY does not get into a database that has admin keys'
   assert.equal(await s.proxyAuthStatus(other), 401);
   assert.match(fs.readFileSync(path.join(s.logs, 'controld.err'), 'utf8'),
     /\[warn\] main: SPENDPOL_ADMIN_KEY is ignored: it is not a key of this database, which already has \d+ admin keys/);
-  assert.equal(fs.existsSync(path.join(s.dataDir, 'admin.key')), false, 'no key generated while an admin key is active');
+  assert.equal(fs.existsSync(path.join(s.dataDir, 'controld', 'admin.key')), false, 'no key generated while an admin key is active');
 });
 
 test('no key text is in controld\'s logs (stdout and stderr)', () => {

@@ -26,7 +26,7 @@ before(async () => {
     databaseURL: a.databaseURL,
     redisURL: a.redisURL,
     adminKey: a.adminKey,
-    masterKey: fs.readFileSync(path.join(a.dataDir, 'master.key'), 'utf8').trim(),
+    masterKey: fs.readFileSync(path.join(a.dataDir, 'controld', 'master.key'), 'utf8').trim(),
   });
   await b.start();
 }, { timeout: 240_000 });

@@ -57,6 +57,8 @@ test('conf/spendpol.conf included in a server block passes nginx -t', () => {
 });
 
 test('conf/nginx.example.conf passes nginx -t with this build', () => {
+  // its `user spendpol-nginx spendpol;` needs the users (made when missing)
+  execFileSync('bash', ['-c', `. '${REPO}/scripts/lib/stack.sh'; sp_ensure_users`]);
   const text = fs.readFileSync(path.join(REPO, 'conf/nginx.example.conf'), 'utf8')
     .replace(/^load_module .*;$/m, `load_module ${SO};`)
     .replaceAll('/var/log/nginx/', `${dir}/`)

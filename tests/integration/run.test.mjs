@@ -150,7 +150,7 @@ test('make run: ready line, admin key, a governed call with its cost in the audi
   assert.match(out, new RegExp(`OPENAI_BASE_URL=http://127\\.0\\.0\\.1:${proxyPort}/v1/openai`));
   assert.match(out, /curl .*\/api-keys/);
   assert.match(out, /audit-logs/);
-  assert.equal(fs.readFileSync(path.join(data, 'admin.key'), 'utf8').trim(), adminKey);
+  assert.equal(fs.readFileSync(path.join(data, 'controld', 'admin.key'), 'utf8').trim(), adminKey);
 
   const k = await api('POST', '/api-keys', adminKey, { name: 'demo' });
   assert.equal(k.status, 201, k.text);

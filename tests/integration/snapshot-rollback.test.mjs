@@ -40,6 +40,16 @@ function authStatus(key) {
 
 const snap = () => path.join(s.snapshotDir, 'policy.snap');
 
+/*
+ * A copy of policy.snap with its owner and group, as controld would have
+ * written it (the test runs as root; the workers read through the group).
+ */
+function keepCopy(to) {
+  fs.copyFileSync(snap(), to);
+  const st = fs.statSync(snap());
+  fs.chownSync(to, st.uid, st.gid);
+}
+
 function refusals() {
   const log = fs.readFileSync(path.join(s.logs, 'error.log'), 'utf8');
   return log.split('\n').map((l) => REFUSAL.exec(l)).filter(Boolean)
@@ -71,7 +81,7 @@ test('an older policy.snap renamed over the current one is refused by every work
   const doomed = await s.createKey({ name: 'revoked-later' });
   const oldGen = await generation();
   const aside = path.join(s.snapshotDir, 'policy.snap.aside');
-  fs.copyFileSync(snap(), aside);
+  keepCopy(aside);
 
   // newer generations: one key revoked, another created
   const del = await s.api('DELETE', `/api-keys/${doomed.id}`);
@@ -123,7 +133,7 @@ test('after nginx -s reload the new workers hold nothing and take the file in pl
   const key = await s.createKey({ name: 'before-reload-rollback' });
   const oldGen = await generation();
   const aside = path.join(s.snapshotDir, 'policy.snap.aside');
-  fs.copyFileSync(snap(), aside);
+  keepCopy(aside);
   const del = await s.api('DELETE', `/api-keys/${key.id}`);
   assert.ok(del.status >= 200 && del.status < 300, del.text);
   await s.waitStable(() => authStatus(key.key), (st) => st === 401, { message: 'the revocation on every worker' });

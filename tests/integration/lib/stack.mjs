@@ -251,7 +251,7 @@ export class Stack {
     const t = idle(60_000 * SLOW).then(() => { throw new Error(`controld not ready after ${60 * SLOW} s\n${tail(path.join(this.logs, 'controld.err'))}`); });
     this.controldReady = await Promise.race([ready, t]);
     if (!this.adminKey) {
-      const f = path.join(this.dataDir, 'admin.key');
+      const f = path.join(this.dataDir, 'controld', 'admin.key');
       if (fs.existsSync(f)) this.adminKey = fs.readFileSync(f, 'utf8').trim();
     }
     return this.controldReady;
@@ -491,9 +491,12 @@ export class Stack {
         if (PROBLEM.test(l)) problems.push(`${f}:${i + 1}: ${l}\n${lines.slice(i + 1, i + 12).join('\n')}`);
       });
     }
-    for (const f of fs.existsSync(this.logs) ? fs.readdirSync(this.logs) : []) {
-      if (/^(asan|ubsan)\./.test(f)) {
-        problems.push(`${f}:\n${fs.readFileSync(path.join(this.logs, f), 'utf8').slice(0, 6000)}`);
+    // nginx workers (not root) write theirs in logs/san
+    for (const dir of [this.logs, path.join(this.logs, 'san')]) {
+      for (const f of fs.existsSync(dir) ? fs.readdirSync(dir) : []) {
+        if (/^(asan|ubsan)\./.test(f)) {
+          problems.push(`${f}:\n${fs.readFileSync(path.join(dir, f), 'utf8').slice(0, 6000)}`);
+        }
       }
     }
     return problems;
