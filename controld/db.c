@@ -495,7 +495,8 @@ cd_db_check_role(cd_db_pool_t *pool, int insecure)
     static const char  *what[3] = {
         "is (or can become) the superuser",
         "is (or can become) the BYPASSRLS role",
-        "owns (or can become the owner of) the tables, as"
+        "owns (or can become the owner of) tables with row-level security "
+        "(owner:"
     };
 
     c = cd_db_acquire(pool, 10000);
@@ -540,9 +541,9 @@ cd_db_check_role(cd_db_pool_t *pool, int insecure)
     for (i = 0; i < 3; i++) {
         if (found[i][0] != '\0') {
             cd_log(insecure ? CD_LOG_WARN : CD_LOG_ERROR, CD_DB_SUBJECT,
-                   "the role \"%s\" of SPENDPOL_DATABASE_URL %s (%s), so "
+                   "the role \"%s\" of SPENDPOL_DATABASE_URL %s%s%s), so "
                    "row-level security does not bind it", role, what[i],
-                   found[i]);
+                   i == 2 ? " " : " (", found[i]);
         }
     }
 
