@@ -150,6 +150,9 @@ sp_pg_roles() {
     fi
     sp_pg_su "$data" "$port" >/dev/null <<EOF \
         || sp_die "cannot create the database roles (see $data/logs/postgres.log)"
+-- a failing statement is not copied into postgres.log: it holds passwords
+SET log_min_error_statement = panic;
+SET log_statement = none;
 DO \$\$
 BEGIN
     IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'spendpol_app') THEN
@@ -274,6 +277,8 @@ sp_pg_start() {
         "$bindir/psql" -X -q -v ON_ERROR_STOP=1 -h "$sock" -p "$port" \
             -U postgres -d "$SP_PG_DB" >/dev/null <<EOF \
             || sp_die "cannot set the superuser's password in $pgdata"
+SET log_min_error_statement = panic;
+SET log_statement = none;
 ALTER ROLE postgres PASSWORD '$su_pw';
 EOF
         sp_pg_hba "$pgdata"
