@@ -105,6 +105,9 @@ test('RESET ROLE leaves the runtime login with no table privilege; it cannot SET
   }
   denied(s.databaseURL, 'SET ROLE spendpol_owner', /permission denied to set role "spendpol_owner"/);
   denied(s.databaseURL, 'SET ROLE postgres', /permission denied to set role "postgres"/);
+  // the same through an expression, as an injected SELECT would try
+  denied(s.databaseURL, asApp('org_default', "SELECT set_config('role', 'spendpol_owner', true)"),
+    /permission denied to set role "spendpol_owner"/);
   denied(s.databaseURL, 'SET SESSION AUTHORIZATION postgres', /permission denied to set session authorization/);
   denied(s.databaseURL, 'CREATE TABLE planted (x int)', /permission denied for schema public/);
 });
