@@ -310,17 +310,22 @@ sp_pg_pid() {
 # sp_pg_url PORT DATA: controld's runtime URL (the password is in the
 # passfile, never in the URL). sp_pg_owner_url: the migrations' URL.
 # sp_pg_superuser_url: for these scripts and the tests that need one.
+# a path as a URI query value (libpq decodes %XX)
+sp_uri_path() {
+    printf '%s' "$1" | sed -e 's/%/%25/g; s/ /%20/g; s/&/%26/g; s/#/%23/g' \
+        -e 's/?/%3F/g; s/+/%2B/g; s/=/%3D/g'
+}
 sp_pg_url() {
     printf 'postgresql://%s@127.0.0.1:%s/%s?passfile=%s\n' "$SP_PG_RUNTIME" \
-        "$1" "$SP_PG_DB" "$(sp_abs "$2")/pg/pgpass"
+        "$1" "$SP_PG_DB" "$(sp_uri_path "$(sp_abs "$2")/pg/pgpass")"
 }
 sp_pg_owner_url() {
     printf 'postgresql://%s@127.0.0.1:%s/%s?passfile=%s\n' "$SP_PG_OWNER" \
-        "$1" "$SP_PG_DB" "$(sp_abs "$2")/pg/pgpass"
+        "$1" "$SP_PG_DB" "$(sp_uri_path "$(sp_abs "$2")/pg/pgpass")"
 }
 sp_pg_superuser_url() {
     printf 'postgresql://postgres@127.0.0.1:%s/%s?passfile=%s\n' "$1" \
-        "$SP_PG_DB" "$(sp_abs "$2")/pg/superuser.pgpass"
+        "$SP_PG_DB" "$(sp_uri_path "$(sp_abs "$2")/pg/superuser.pgpass")"
 }
 
 # --------------------------------------------------------------------- Redis
