@@ -406,7 +406,8 @@ if has "$CONFIGS" spendpol || [ "$SOAK" -gt 0 ] || [ "$SWAP" = 1 ]; then
     # read or write); created here too so a looser mkdir cannot win
     mkdir -p -m 0700 "$(sp_snapshot_dir "$SPDATA")"
     SPENDPOL_ADMIN_KEY=$SP_ADMIN setsid bash "$STACK" controld-exec "$SPDATA" "$BUILD" \
-        "127.0.0.1:$API_PORT" "$(sp_pg_url "$PG_PORT")" "redis://127.0.0.1:$REDIS_PORT" \
+        "127.0.0.1:$API_PORT" "$(sp_pg_url "$PG_PORT" "$SPDATA")" "redis://127.0.0.1:$REDIS_PORT" \
+        "$(sp_pg_owner_url "$PG_PORT" "$SPDATA")" \
         >>"$SPDATA/logs/controld.out" 2>>"$SPDATA/logs/controld.err" &
     CONTROLD_PID=$!
     for i in $(seq 1 600); do
@@ -781,7 +782,7 @@ if [ "$SWAP" = 1 ] && [ -n "$SP_KEY" ]; then
     mkdir -p "$SW" "$RESULTS"
     swap_snap="$(sp_snapshot_dir "$SPDATA")/policy.snap"
     swap_workers=$(workers_of "$SP_NGINX_PID")
-    swap_pg() { psql -h 127.0.0.1 -p "$PG_PORT" -U postgres -d postgres -v ON_ERROR_STOP=1 -qtA "$@"; }
+    swap_pg() { psql "$(sp_pg_owner_url "$PG_PORT" "$SPDATA")" -v ON_ERROR_STOP=1 -qtA "$@"; }
     # PostgreSQL's sha256 must be sp_key_hash, or no inserted key would work
     swap_org=$(swap_pg -c "select org_id from api_keys where key_hash = sha256(convert_to('$SP_KEY', 'UTF8'))")
     [ -n "$swap_org" ] || die "swap: no api_keys row has the SHA-256 of the bench key"
@@ -847,7 +848,7 @@ if [ "$SWAP" = 1 ] && [ -n "$SP_KEY" ]; then
     # its end goes to the watcher's fifo as "insert RC TIME" (opened
     # read-write, so it never blocks)
     (
-        psql -h 127.0.0.1 -p "$PG_PORT" -U postgres -d postgres -v ON_ERROR_STOP=1 -qtA \
+        psql "$(sp_pg_owner_url "$PG_PORT" "$SPDATA")" -v ON_ERROR_STOP=1 -qtA \
             -c "INSERT INTO api_keys (id, org_id, name, key_hash, key_prefix, department, project)
                 SELECT 'key_b0b0' || lpad(to_hex(g), 20, '0'), '$swap_org', 'swap ' || g,
                        sha256(convert_to(k, 'UTF8')), left(k, 11), 'swap', 'swap'
@@ -978,19 +979,19 @@ if [ -n "$SP_KEY" ]; then
     log "waiting for controld to ingest the journal"
     prev=-1 same=0 n=0
     for i in $(seq 1 120); do
-        n=$(psql -h 127.0.0.1 -p "$PG_PORT" -U postgres -d postgres -tAc 'select count(*) from audit_logs' 2>/dev/null || echo -1)
+        n=$(psql "$(sp_pg_owner_url "$PG_PORT" "$SPDATA")" -tAc 'select count(*) from audit_logs' 2>/dev/null || echo -1)
         if [ "$n" = "$prev" ]; then same=$((same + 1)); else same=0; fi
         [ $same -ge 3 ] && [ "$n" -ge "$SP_SENT" ] && break
         [ $same -ge 10 ] && break
         prev=$n
         sleep 0.5
     done
-    stats=$(psql -h 127.0.0.1 -p "$PG_PORT" -U postgres -d postgres -tA -F' ' -c \
+    stats=$(psql "$(sp_pg_owner_url "$PG_PORT" "$SPDATA")" -tA -F' ' -c \
         "select count(*) filter (where status between 200 and 299), count(*) filter (where status not between 200 and 299), coalesce(sum(cost_nano),0) from audit_logs" 2>/dev/null || echo "? ? ?")
     read -r ok bad costn <<<"$stats"
-    bystatus=$(psql -h 127.0.0.1 -p "$PG_PORT" -U postgres -d postgres -tA -F' ' -c \
+    bystatus=$(psql "$(sp_pg_owner_url "$PG_PORT" "$SPDATA")" -tA -F' ' -c \
         "select status || coalesce(' ' || error_code, '') || ': ' || count(*) from audit_logs group by status, error_code order by 1" 2>/dev/null | paste -sd, -)
-    gw=$(psql -h 127.0.0.1 -p "$PG_PORT" -U postgres -d postgres -tA -F' ' -c \
+    gw=$(psql "$(sp_pg_owner_url "$PG_PORT" "$SPDATA")" -tA -F' ' -c \
         "select string_agg(case when stream then 'SSE' else 'JSON' end || ' ' || round(avg_us, 1) || ' us', ', ') from (select stream, avg(gateway_us) avg_us from audit_logs where status = 200 group by stream) g" 2>/dev/null)
     # a wrk run leaves at most c requests in flight when it stops: the
     # journal has them, wrk did not count them

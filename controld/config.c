@@ -53,6 +53,9 @@ static const cd_conf_entry_t  cd_conf_table[] = {
     /* the owner role that runs migrations; NULL: SPENDPOL_DATABASE_URL */
     { "SPENDPOL_MIGRATE_DATABASE_URL", NULL, NULL, CD_CONF_STRING,
       CD_CONF_OFFSET(migrate_database_url), 0 },
+    /* 1: run even when the runtime role could bypass row-level security */
+    { "SPENDPOL_DATABASE_INSECURE", NULL, "0", CD_CONF_BOOL,
+      CD_CONF_OFFSET(database_insecure), 0 },
     { "SPENDPOL_REDIS_URL", "REDIS_URL", NULL, CD_CONF_STRING,
       CD_CONF_OFFSET(redis_url), 0 },
     { "SPENDPOL_API_LISTEN", NULL, "127.0.0.1:8081", CD_CONF_LISTEN,

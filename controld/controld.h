@@ -96,6 +96,7 @@ int cd_log_level_parse(const char *name);
 typedef struct {
     char      *database_url;       /* the runtime role */
     char      *migrate_database_url; /* the owner role; NULL: database_url */
+    long       database_insecure;  /* 1: runtime role may bypass RLS */
     char      *redis_url;          /* NULL: redis disabled */
     char      *api_listen;
     char      *api_host;           /* parsed from api_listen */
@@ -247,6 +248,13 @@ cd_db_conn_t *cd_db_acquire_begin(cd_db_pool_t *pool, unsigned timeout_ms,
     cd_db_role_e role, const char *org_id) CD_CHECK;
 int cd_db_commit(cd_db_conn_t *c) CD_CHECK;
 void cd_db_rollback(cd_db_conn_t *c);
+/*
+ * Refuses (CD_ERROR, with a message naming the role and the settings)
+ * a runtime role that is, or may SET ROLE to, a superuser, a BYPASSRLS
+ * role or the owner of a table with row-level security; with insecure
+ * set it only warns.
+ */
+int cd_db_check_role(cd_db_pool_t *pool, int insecure) CD_CHECK;
 
 /*
  * Runs sql with text parameters (NULL = SQL NULL); returns a result with

@@ -460,3 +460,105 @@ cd_db_bytea(PGresult *res, int row, int col, uint8_t *out, size_t outlen)
 
     return (ssize_t) (len - 2) / 2;
 }
+
+
+/*
+ * The runtime role must not be able to step around row-level security:
+ * not a superuser, not BYPASSRLS, not the owner of a table with RLS,
+ * and not a member of any such role (it could SET ROLE or RESET ROLE
+ * into it). pg_has_role(..., 'MEMBER') covers membership through any
+ * chain, with or without INHERIT.
+ */
+#define CD_DB_ROLE_SQL                                                        \
+    "SELECT current_user,"                                                    \
+    " (SELECT string_agg(r.rolname, ', ' ORDER BY r.rolname)"                 \
+    "    FROM pg_roles r WHERE r.rolsuper"                                    \
+    "     AND pg_has_role(current_user, r.oid, 'MEMBER')),"                   \
+    " (SELECT string_agg(r.rolname, ', ' ORDER BY r.rolname)"                 \
+    "    FROM pg_roles r WHERE r.rolbypassrls"                                \
+    "     AND pg_has_role(current_user, r.oid, 'MEMBER')),"                   \
+    " (SELECT string_agg(DISTINCT pg_get_userbyid(c.relowner), ', ')"         \
+    "    FROM pg_class c WHERE c.relrowsecurity"                              \
+    "     AND c.relnamespace = (SELECT n.oid FROM pg_namespace n"              \
+    "                           WHERE n.nspname = current_schema())"          \
+    "     AND pg_has_role(current_user, c.relowner, 'MEMBER'))"
+
+int
+cd_db_check_role(cd_db_pool_t *pool, int insecure)
+{
+    int            i, bad;
+    char           role[256], found[3][512];
+    PGresult      *res;
+    const char    *v;
+    cd_db_conn_t  *c;
+
+    static const char  *what[3] = {
+        "is (or can become) the superuser",
+        "is (or can become) the BYPASSRLS role",
+        "owns (or can become the owner of) tables with row-level security "
+        "(owner:"
+    };
+
+    c = cd_db_acquire(pool, 10000);
+    if (c == NULL) {
+        return CD_ERROR;
+    }
+
+    res = cd_db_exec(c, CD_DB_ROLE_SQL, 0, NULL);
+
+    if (res == NULL || PQntuples(res) != 1) {
+        PQclear(res);
+        cd_db_release(pool, c);
+        cd_log_error(CD_DB_SUBJECT, "cannot inspect the runtime database "
+                     "role");
+        return CD_ERROR;
+    }
+
+    /* names come from the database: escaped before they reach a log */
+    v = PQgetvalue(res, 0, 0);
+    cd_log_escape(v, strlen(v), role, sizeof(role));
+    bad = 0;
+
+    for (i = 0; i < 3; i++) {
+        found[i][0] = '\0';
+
+        if (!PQgetisnull(res, 0, i + 1)) {
+            v = PQgetvalue(res, 0, i + 1);
+            cd_log_escape(v, strlen(v), found[i], sizeof(found[i]));
+            bad = 1;
+        }
+    }
+
+    PQclear(res);
+    cd_db_release(pool, c);
+
+    if (!bad) {
+        cd_log_info(CD_DB_SUBJECT, "runtime role \"%s\": no superuser, "
+                    "BYPASSRLS or table owner within reach", role);
+        return CD_OK;
+    }
+
+    for (i = 0; i < 3; i++) {
+        if (found[i][0] != '\0') {
+            cd_log(insecure ? CD_LOG_WARN : CD_LOG_ERROR, CD_DB_SUBJECT,
+                   "the role \"%s\" of SPENDPOL_DATABASE_URL %s%s%s), so "
+                   "row-level security does not bind it", role, what[i],
+                   i == 2 ? " " : " (", found[i]);
+        }
+    }
+
+    if (insecure) {
+        cd_log_warn(CD_DB_SUBJECT, "SPENDPOL_DATABASE_INSECURE=1: starting "
+                    "anyway");
+        return CD_OK;
+    }
+
+    cd_log_error(CD_DB_SUBJECT, "not starting: let SPENDPOL_DATABASE_URL "
+                 "log in as a role that is no superuser, has no BYPASSRLS, "
+                 "owns no table and is only a member of spendpol_app and "
+                 "spendpol_system (make run creates spendpol_controld), run "
+                 "migrations as the owner with SPENDPOL_MIGRATE_DATABASE_URL, "
+                 "or set SPENDPOL_DATABASE_INSECURE=1 to accept this");
+
+    return CD_ERROR;
+}

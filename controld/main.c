@@ -459,7 +459,7 @@ cd_main_admin_seed(cd_app_t *app)
 int
 main(int argc, char **argv)
 {
-    int        status;
+    int        status, migrated;
     char       err[512];
     sigset_t   signals;
     cd_app_t  *app;
@@ -552,7 +552,43 @@ main(int argc, char **argv)
         }
     }
 
-    /* PostgreSQL may still be starting: wait for it, interruptibly */
+    /*
+     * Migrations run as the tables' owner over their own short-lived
+     * connection when SPENDPOL_MIGRATE_DATABASE_URL is set, closed before
+     * anything is served; the pool logs in as the runtime role.
+     */
+    migrated = 0;
+
+    if (app->config.migrate_database_url != NULL) {
+        int           rc;
+        cd_db_pool_t  owner;
+
+        /* PostgreSQL may still be starting: wait for it, interruptibly */
+        while (cd_db_pool_init(&owner, app->config.migrate_database_url, 1)
+               != CD_OK)
+        {
+            cd_log_warn(CD_MAIN_SUBJECT, "waiting for PostgreSQL "
+                        "(SPENDPOL_MIGRATE_DATABASE_URL)");
+
+            if (cd_main_wait_signal(&signals, 1000)) {
+                status = 0;
+                goto done;
+            }
+        }
+
+        rc = cd_migrate(&owner, app->config.migrations_dir);
+        cd_db_pool_close(&owner);
+        cd_main_forget(&app->config.migrate_database_url,
+                       "SPENDPOL_MIGRATE_DATABASE_URL");
+
+        if (rc != CD_OK) {
+            cd_log_error(CD_MAIN_SUBJECT, "migrations failed; not starting");
+            goto done;
+        }
+
+        migrated = 1;
+    }
+
     while (cd_db_pool_init(&app->db, app->config.database_url, CD_POOL_SIZE)
            != CD_OK)
     {
@@ -564,8 +600,16 @@ main(int argc, char **argv)
         }
     }
 
-    if (cd_migrate(&app->db, app->config.migrations_dir) != CD_OK) {
+    if (!migrated
+        && cd_migrate(&app->db, app->config.migrations_dir) != CD_OK)
+    {
         cd_log_error(CD_MAIN_SUBJECT, "migrations failed; not starting");
+        goto done;
+    }
+
+    if (cd_db_check_role(&app->db, app->config.database_insecure != 0)
+        != CD_OK)
+    {
         goto done;
     }
 

@@ -244,6 +244,13 @@ cd_migrate(cd_db_pool_t *pool, const char *dir)
 
 unlock:
 
+    if (rc != CD_OK && strcmp(cd_db_last_sqlstate(c), "42501") == 0) {
+        cd_log_error(CD_MIGRATE_SUBJECT, "the migrations' role may not "
+                     "change the schema: set SPENDPOL_MIGRATE_DATABASE_URL "
+                     "to a URL of the tables' owner (make run: "
+                     "spendpol_owner)");
+    }
+
     if (cd_db_exec_script(c, "SELECT pg_advisory_unlock(" CD_MIGRATE_LOCK
                              ")") != CD_OK)
     {

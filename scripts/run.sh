@@ -10,6 +10,8 @@
 #   SPENDPOL_ADMIN_KEY      bootstrap admin key    (generated when unset)
 #   SPENDPOL_REGION         X-Spendpol-Region      (default local)
 #   DATABASE_URL / SPENDPOL_DATABASE_URL   use this PostgreSQL instead of a private one
+#                                          (controld's runtime role; see docs/security.md)
+#   SPENDPOL_MIGRATE_DATABASE_URL          the tables' owner, for migrations (with the above)
 #   REDIS_URL / SPENDPOL_REDIS_URL         use this Redis instead of a private one
 #   SPENDPOL_PG_PORT / SPENDPOL_REDIS_PORT ports of the private ones (chosen once, kept in the data dir)
 set -euo pipefail
@@ -24,6 +26,7 @@ API_LISTEN=${SPENDPOL_API_LISTEN:-127.0.0.1:8081}
 DATA=$(sp_abs "${SPENDPOL_DATA_DIR:-$ROOT/.run}")
 BUILD=$(sp_abs "${SPENDPOL_BUILD_DIR:-$ROOT/build}")
 DB_URL=${SPENDPOL_DATABASE_URL:-${DATABASE_URL:-}}
+MIGRATE_URL=${SPENDPOL_MIGRATE_DATABASE_URL:-}
 R_URL=${SPENDPOL_REDIS_URL:-${REDIS_URL:-}}
 
 [ -x "$BUILD/controld" ] || sp_die "$BUILD/controld is not built: run 'make run' (or 'make build')"
@@ -159,7 +162,9 @@ if [ -z "$DB_URL" ]; then
     sp_log "PostgreSQL on 127.0.0.1:$PG_PORT ($DATA/pg)"
     sp_pg_start "$DATA" "$PG_PORT"
     STARTED_PG=1
-    DB_URL=$(sp_pg_url "$PG_PORT")
+    # passwords are in $DATA/pg/pgpass (0600), named by the URLs
+    DB_URL=$(sp_pg_url "$PG_PORT" "$DATA")
+    MIGRATE_URL=$(sp_pg_owner_url "$PG_PORT" "$DATA")
 fi
 if [ -z "$R_URL" ]; then
     sp_log "Redis on 127.0.0.1:$REDIS_PORT"
@@ -197,6 +202,7 @@ sp_log "controld on $API_LISTEN"
 # controld prints a key it generates on stdout: that line never reaches
 # the log file (the key is in admin.key, shown below)
 $SETSID bash "$STACK" controld-exec "$DATA" "$BUILD" "$API_LISTEN" "$DB_URL" "$R_URL" \
+    ${MIGRATE_URL:+"$MIGRATE_URL"} \
     > >(sed -u '/admin key: sp_key_/d' >>"$DATA/logs/controld.out") \
     2>>"$DATA/logs/controld.err" &
 CONTROLD_PID=$!

@@ -147,10 +147,132 @@ sp_make_traversable() {
     done
 }
 
+# Database roles of the private cluster (docs/security.md "Database roles"):
+#   postgres           superuser; its password is in D/pg/superuser.pgpass,
+#                      used only by these functions (init, upgrade, roles)
+#   spendpol_owner     LOGIN BYPASSRLS, owns the schema and the tables, runs
+#                      the migrations (SPENDPOL_MIGRATE_DATABASE_URL)
+#   spendpol_controld  LOGIN NOINHERIT, member of spendpol_app and
+#                      spendpol_system only, owns nothing
+#                      (SPENDPOL_DATABASE_URL)
+# Both login passwords are in D/pg/pgpass (mode 0600), named by the URLs'
+# passfile= parameter, so no password is in an argv or an environment.
+# Every connection, the unix socket included, needs a password
+# (scram-sha-256); the cluster is never initialised with trust.
+
+SP_PG_OWNER=spendpol_owner
+SP_PG_RUNTIME=spendpol_controld
+SP_PG_DB=postgres
+
+# 48 hex digits: nothing a pgpass line would need to escape
+sp_pg_password() { od -An -tx1 -N24 /dev/urandom | tr -d ' \n'; }
+
+# sp_pg_hba PGDATA: passwords only, loopback only
+sp_pg_hba() {
+    sp_as_pg sh -c "cat >'$1/pg_hba.conf'" <<'EOF'
+# written by scripts/lib/stack.sh: every connection needs a password
+# (scram-sha-256); there is no trust line. TYPE DATABASE USER ADDRESS METHOD
+local   all       all                 scram-sha-256
+host    all       all   127.0.0.1/32  scram-sha-256
+host    all       all   ::1/128       scram-sha-256
+EOF
+}
+
+# sp_pg_su DATA PORT psql-args...: psql as the superuser over the socket
+sp_pg_su() {
+    local data=$1 port=$2
+    shift 2
+    PGPASSFILE="$data/pg/superuser.pgpass" "$(sp_pg_bindir)/psql" -X -q \
+        -v ON_ERROR_STOP=1 -h "$data/pg/run" -p "$port" -U postgres \
+        -d "$SP_PG_DB" "$@"
+}
+
+# sp_pg_roles DATA PORT: create the roles (first start, or a data dir from
+# a version that connected as the superuser), give the owner what the
+# superuser used to own. Idempotent; passwords go through stdin.
+sp_pg_roles() {
+    local data=$1 port=$2 pass="$1/pg/pgpass" owner_pw runtime_pw
+    if [ ! -s "$pass" ]; then
+        owner_pw=$(sp_pg_password); runtime_pw=$(sp_pg_password)
+        ( umask 077
+          printf '*:*:*:%s:%s\n*:*:*:%s:%s\n' "$SP_PG_OWNER" "$owner_pw" \
+              "$SP_PG_RUNTIME" "$runtime_pw" >"$pass.tmp" )
+    else
+        owner_pw=$(awk -F: -v u="$SP_PG_OWNER" '$4 == u { print $5 }' "$pass")
+        runtime_pw=$(awk -F: -v u="$SP_PG_RUNTIME" '$4 == u { print $5 }' "$pass")
+        [ -n "$owner_pw" ] && [ -n "$runtime_pw" ] \
+            || sp_die "$pass lacks a line for $SP_PG_OWNER or $SP_PG_RUNTIME"
+    fi
+    sp_pg_su "$data" "$port" >/dev/null <<EOF \
+        || sp_die "cannot create the database roles (see $data/logs/postgres.log)"
+-- a failing statement is not copied into postgres.log: it holds passwords
+SET log_min_error_statement = panic;
+SET log_statement = none;
+DO \$\$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'spendpol_app') THEN
+        CREATE ROLE spendpol_app NOLOGIN;
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'spendpol_system')
+    THEN
+        CREATE ROLE spendpol_system NOLOGIN;
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '$SP_PG_OWNER') THEN
+        CREATE ROLE $SP_PG_OWNER;
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '$SP_PG_RUNTIME') THEN
+        CREATE ROLE $SP_PG_RUNTIME;
+    END IF;
+END
+\$\$;
+ALTER ROLE spendpol_app NOLOGIN NOSUPERUSER NOBYPASSRLS;
+ALTER ROLE spendpol_system NOLOGIN NOSUPERUSER NOBYPASSRLS;
+-- the owner bypasses RLS: migrations that fill tenant tables have no org
+ALTER ROLE $SP_PG_OWNER LOGIN NOSUPERUSER BYPASSRLS NOCREATEDB NOCREATEROLE
+    PASSWORD '$owner_pw';
+ALTER ROLE $SP_PG_RUNTIME LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB
+    NOCREATEROLE NOINHERIT PASSWORD '$runtime_pw';
+GRANT spendpol_app, spendpol_system TO $SP_PG_RUNTIME;
+GRANT TEMPORARY ON DATABASE $SP_PG_DB TO spendpol_system;
+ALTER SCHEMA public OWNER TO $SP_PG_OWNER;
+REVOKE CREATE ON SCHEMA public FROM PUBLIC;
+-- a data dir whose migrations ran as the superuser: the owner takes over
+DO \$\$
+DECLARE
+    r record;
+BEGIN
+    FOR r IN SELECT c.oid::regclass AS obj FROM pg_class c
+              WHERE c.relnamespace = 'public'::regnamespace
+                AND c.relkind IN ('r', 'p', 'v', 'm', 'f')
+                AND c.relowner <> '$SP_PG_OWNER'::regrole
+    LOOP
+        EXECUTE format('ALTER TABLE %s OWNER TO $SP_PG_OWNER', r.obj);
+    END LOOP;
+    -- sequences of serial columns moved with their tables
+    FOR r IN SELECT c.oid::regclass AS obj FROM pg_class c
+              WHERE c.relnamespace = 'public'::regnamespace
+                AND c.relkind = 'S'
+                AND c.relowner <> '$SP_PG_OWNER'::regrole
+    LOOP
+        EXECUTE format('ALTER SEQUENCE %s OWNER TO $SP_PG_OWNER', r.obj);
+    END LOOP;
+    FOR r IN SELECT p.oid::regprocedure AS obj FROM pg_proc p
+              WHERE p.pronamespace = 'public'::regnamespace
+                AND p.proowner <> '$SP_PG_OWNER'::regrole
+    LOOP
+        EXECUTE format('ALTER ROUTINE %s OWNER TO $SP_PG_OWNER', r.obj);
+    END LOOP;
+END
+\$\$;
+EOF
+    [ -f "$pass.tmp" ] && mv -f "$pass.tmp" "$pass"
+    chmod 0600 "$pass"
+}
+
 # sp_pg_start DATA PORT: init (first time) and start the private cluster.
 # SPENDPOL_PG_FAST=1 turns off fsync (tests only).
 sp_pg_start() {
-    local data port bindir pgdir pgdata sock log
+    local data port bindir pgdir pgdata sock log su_pw upgrade=0
     data=$(sp_abs "$1"); port=$2
     bindir=$(sp_pg_bindir)
     pgdir="$data/pg"; pgdata="$pgdir/data"; sock="$pgdir/run"
@@ -165,24 +287,60 @@ sp_pg_start() {
     fi
     if [ ! -f "$pgdata/PG_VERSION" ]; then
         sp_log "initdb $pgdata"
-        rm -rf "$pgdata"
+        rm -rf "$pgdata" "$pgdir/pgpass" "$pgdir/superuser.pgpass"
         sp_as_pg mkdir -p "$pgdata"
-        sp_as_pg "$bindir/initdb" -D "$pgdata" -A trust -U postgres -E UTF8 \
-            --locale=C >"$data/logs/initdb.log" 2>&1 \
-            || { tail -n 20 "$data/logs/initdb.log" >&2; sp_die "initdb failed"; }
+        su_pw=$(sp_pg_password)
+        ( umask 077
+          printf '*:*:*:postgres:%s\n' "$su_pw" >"$pgdir/superuser.pgpass" )
+        # initdb reads the password from a file: it runs as postgres
+        printf '%s\n' "$su_pw" \
+            | sp_as_pg sh -c "umask 077; cat >'$pgdata.pw'"
+        sp_as_pg "$bindir/initdb" -D "$pgdata" -A scram-sha-256 \
+            --pwfile="$pgdata.pw" -U postgres -E UTF8 --locale=C \
+            >"$data/logs/initdb.log" 2>&1 \
+            || { rm -f "$pgdata.pw"; tail -n 20 "$data/logs/initdb.log" >&2
+                 sp_die "initdb failed"; }
+        rm -f "$pgdata.pw"
+        sp_pg_hba "$pgdata"
+    elif grep -Eq '^[[:space:]]*(local|host)[^#]*[[:space:]]trust([[:space:]]|$)' \
+             "$pgdata/pg_hba.conf"; then
+        # a data dir from a version that trusted every local connection
+        sp_log "upgrading $pgdata: passwords (scram-sha-256) instead of trust"
+        upgrade=1
     fi
     if sp_as_pg "$bindir/pg_ctl" status -D "$pgdata" >/dev/null 2>&1; then
         sp_log "PostgreSQL already running in $pgdata"
-        return 0
+    else
+        # a stale pid file from a killed run would stop the start
+        rm -f "$pgdata/postmaster.pid"
+        local opts="-p $port -c listen_addresses=127.0.0.1 -k $sock -c max_connections=100"
+        opts="$opts -c password_encryption=scram-sha-256"
+        if [ "${SPENDPOL_PG_FAST:-0}" = 1 ]; then
+            opts="$opts -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+        fi
+        sp_as_pg "$bindir/pg_ctl" start -D "$pgdata" -w -t 60 -l "$log" -o "$opts" >/dev/null \
+            || { tail -n 20 "$log" >&2; sp_die "PostgreSQL did not start (port $port)"; }
     fi
-    # a stale pid file from a killed run would stop the start
-    rm -f "$pgdata/postmaster.pid"
-    local opts="-p $port -c listen_addresses=127.0.0.1 -k $sock -c max_connections=100"
-    if [ "${SPENDPOL_PG_FAST:-0}" = 1 ]; then
-        opts="$opts -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+    if [ $upgrade = 1 ]; then
+        # still trusted: give the superuser a password, then require them
+        if [ ! -s "$pgdir/superuser.pgpass" ]; then
+            ( umask 077
+              printf '*:*:*:postgres:%s\n' "$(sp_pg_password)" \
+                  >"$pgdir/superuser.pgpass" )
+        fi
+        su_pw=$(awk -F: '$4 == "postgres" { print $5 }' "$pgdir/superuser.pgpass")
+        "$bindir/psql" -X -q -v ON_ERROR_STOP=1 -h "$sock" -p "$port" \
+            -U postgres -d "$SP_PG_DB" >/dev/null <<EOF \
+            || sp_die "cannot set the superuser's password in $pgdata"
+SET log_min_error_statement = panic;
+SET log_statement = none;
+ALTER ROLE postgres PASSWORD '$su_pw';
+EOF
+        sp_pg_hba "$pgdata"
+        sp_as_pg "$bindir/pg_ctl" reload -D "$pgdata" >/dev/null \
+            || sp_die "cannot reload $pgdata/pg_hba.conf"
     fi
-    sp_as_pg "$bindir/pg_ctl" start -D "$pgdata" -w -t 60 -l "$log" -o "$opts" >/dev/null \
-        || { tail -n 20 "$log" >&2; sp_die "PostgreSQL did not start (port $port)"; }
+    sp_pg_roles "$data" "$port"
 }
 
 sp_pg_stop() {
@@ -204,7 +362,26 @@ sp_pg_pid() {
     [ -f "$f" ] && head -n1 "$f"
 }
 
-sp_pg_url() { printf 'postgresql://postgres@127.0.0.1:%s/postgres\n' "$1"; }
+# sp_pg_url PORT DATA: controld's runtime URL (the password is in the
+# passfile, never in the URL). sp_pg_owner_url: the migrations' URL.
+# sp_pg_superuser_url: for these scripts and the tests that need one.
+# a path as a URI query value (libpq decodes %XX)
+sp_uri_path() {
+    printf '%s' "$1" | sed -e 's/%/%25/g; s/ /%20/g; s/&/%26/g; s/#/%23/g' \
+        -e 's/?/%3F/g; s/+/%2B/g; s/=/%3D/g'
+}
+sp_pg_url() {
+    printf 'postgresql://%s@127.0.0.1:%s/%s?passfile=%s\n' "$SP_PG_RUNTIME" \
+        "$1" "$SP_PG_DB" "$(sp_uri_path "$(sp_abs "$2")/pg/pgpass")"
+}
+sp_pg_owner_url() {
+    printf 'postgresql://%s@127.0.0.1:%s/%s?passfile=%s\n' "$SP_PG_OWNER" \
+        "$1" "$SP_PG_DB" "$(sp_uri_path "$(sp_abs "$2")/pg/pgpass")"
+}
+sp_pg_superuser_url() {
+    printf 'postgresql://postgres@127.0.0.1:%s/%s?passfile=%s\n' "$1" \
+        "$SP_PG_DB" "$(sp_uri_path "$(sp_abs "$2")/pg/superuser.pgpass")"
+}
 
 # --------------------------------------------------------------------- Redis
 
@@ -402,8 +579,10 @@ sp_nginx_test() {
 
 # ------------------------------------------------------------------ controld
 
-# sp_controld_exec DATA BUILDDIR API_LISTEN DATABASE_URL REDIS_URL: replaces
-# the shell with controld in the foreground, environment set.
+# sp_controld_exec DATA BUILDDIR API_LISTEN DATABASE_URL REDIS_URL
+# [MIGRATE_DATABASE_URL]: replaces the shell with controld in the
+# foreground, environment set. Without the sixth argument an
+# SPENDPOL_MIGRATE_DATABASE_URL already in the environment is kept.
 sp_controld_exec() {
     local data build
     data=$(sp_abs "$1"); build=$(sp_abs "$2")
@@ -414,6 +593,15 @@ sp_controld_exec() {
     sp_is_root && export SPENDPOL_USER="$(sp_user)"
     export SPENDPOL_API_LISTEN="$3"
     export SPENDPOL_DATABASE_URL="$4"
+    if [ -n "${6:-}" ]; then
+        export SPENDPOL_MIGRATE_DATABASE_URL="$6"
+    fi
+    # controld may drop to SPENDPOL_USER before it connects: the passfile
+    # must stay readable by it (libpq also wants mode 0600 or less)
+    if sp_is_root && [ -n "${SPENDPOL_USER:-}" ] && [ -f "$data/pg/pgpass" ] \
+        && id -u "$SPENDPOL_USER" >/dev/null 2>&1; then
+        chown "$SPENDPOL_USER" "$data/pg/pgpass"
+    fi
     export SPENDPOL_REDIS_URL="$5"
     export SPENDPOL_SNAPSHOT_DIR="${SPENDPOL_SNAPSHOT_DIR:-$(sp_snapshot_dir "$data")}"
     export SPENDPOL_JOURNAL="${SPENDPOL_JOURNAL:-$data/journal/journal.log}"

@@ -156,6 +156,7 @@ async function startHand(env) {
   const c = spawn(CONTROLD, [], {
     env: bareEnv({
       SPENDPOL_DATABASE_URL: s.databaseURL,
+      SPENDPOL_MIGRATE_DATABASE_URL: s.ownerDatabaseURL,
       SPENDPOL_API_LISTEN: '127.0.0.1:0',
       SPENDPOL_DATA_DIR: dir,
       SPENDPOL_SNAPSHOT_DIR: path.join(dir, 'snap'),

@@ -244,11 +244,12 @@ test('spend_spike: the last window against the average of the ones before', asyn
   const hook = await receiver();
   const r = await rule('spend_spike', { window_minutes: 1, baseline_windows: 2, factor: 3 },
     { url: `${hook.url}/spike`, format: 'slack' });
-  // history written straight into audit_logs (as the superuser): 1 USD in
+  // history written straight into audit_logs (as the tables' owner; the
+  // runtime role may not insert audit rows): 1 USD in
   // the baseline windows, 10 USD in the last minute, far above any spend
   // the other tests of this file made
   const id = () => `spike-${crypto.randomBytes(8).toString('hex')}`;
-  execFileSync('psql', [s.databaseURL, '-v', 'ON_ERROR_STOP=1', '-qc',
+  execFileSync('psql', [s.ownerDatabaseURL, '-v', 'ON_ERROR_STOP=1', '-qc',
     `INSERT INTO audit_logs (id, org_id, created_at, cost_nano) VALUES
      ('${id()}', 'org_default', now() - interval '90 seconds', 1000000000),
      ('${id()}', 'org_default', now() - interval '5 seconds', 10000000000)`]);

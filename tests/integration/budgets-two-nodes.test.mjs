@@ -24,6 +24,7 @@ before(async () => {
   await a.start();
   b = new Stack({
     databaseURL: a.databaseURL,
+    ownerDatabaseURL: a.ownerDatabaseURL,
     redisURL: a.redisURL,
     adminKey: a.adminKey,
     masterKey: fs.readFileSync(path.join(a.dataDir, 'controld', 'master.key'), 'utf8').trim(),

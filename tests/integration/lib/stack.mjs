@@ -156,8 +156,18 @@ export class Stack {
 
     this.fixture = await startFixture();
 
-    // a second node shares the first one's database, Redis and master key
+    // a second node shares the first one's database (both URLs), Redis
+    // and master key. databaseURL: controld's runtime role;
+    // ownerDatabaseURL: the tables' owner, for migrations and for tests
+    // that inspect or change tables with psql.
     this.databaseURL = o.databaseURL || process.env.SPENDPOL_TEST_DATABASE_URL;
+    this.ownerDatabaseURL = o.ownerDatabaseURL || process.env.SPENDPOL_TEST_OWNER_DATABASE_URL;
+    if (this.databaseURL && !this.ownerDatabaseURL) {
+      // one external URL: migrations and serving share a role that owns
+      // the tables, which controld accepts only when told to
+      this.ownerDatabaseURL = this.databaseURL;
+      this.databaseInsecure = true;
+    }
     if (!this.databaseURL) {
       this.ownPg = true;
       this.pgPort = await withPortRetry('postgres', async (port) => {
@@ -168,7 +178,8 @@ export class Stack {
           throw new Error(`${e.message}\n${tail(path.join(this.logs, 'postgres.log'), 10)}`);
         }
       });
-      this.databaseURL = `postgresql://postgres@127.0.0.1:${this.pgPort}/postgres`;
+      this.databaseURL = await sh(['pg-url', this.dataDir, String(this.pgPort)]);
+      this.ownerDatabaseURL = await sh(['pg-owner-url', this.dataDir, String(this.pgPort)]);
     }
     this.redisURL = o.redisURL || process.env.SPENDPOL_TEST_REDIS_URL;
     if (!this.redisURL) {
@@ -209,6 +220,10 @@ export class Stack {
     if (this.opts.masterKey) env.SPENDPOL_MASTER_KEY = this.opts.masterKey;
     if (this.opts.journal) env.SPENDPOL_JOURNAL = this.opts.journal;
     if (this.opts.nginxHttp) env.SPENDPOL_NGINX_HTTP = this.opts.nginxHttp;
+    delete env.SPENDPOL_MIGRATE_DATABASE_URL;
+    delete env.SPENDPOL_DATABASE_INSECURE;
+    if (this.ownerDatabaseURL !== this.databaseURL) env.SPENDPOL_MIGRATE_DATABASE_URL = this.ownerDatabaseURL;
+    if (this.databaseInsecure) env.SPENDPOL_DATABASE_INSECURE = '1';
     for (const k of ['ASAN_OPTIONS', 'UBSAN_OPTIONS', 'LD_PRELOAD']) delete env[k];
     return env;
   }
