@@ -173,7 +173,7 @@ function runControld(url, extra = {}) {
       SPENDPOL_JOURNAL: path.join(dir, 'journal.log'),
       SPENDPOL_MIGRATIONS_DIR: path.join(REPO, 'migrations'),
       SPENDPOL_ADMIN_KEY: s.adminKey,
-      SPENDPOL_MASTER_KEY: fs.readFileSync(path.join(s.dataDir, 'master.key'), 'utf8').trim(),
+      SPENDPOL_MASTER_KEY: fs.readFileSync(path.join(s.dataDir, 'controld', 'master.key'), 'utf8').trim(),
       ...extra,
     },
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -199,7 +199,10 @@ test('controld refuses a superuser or table-owning runtime URL, unless SPENDPOL_
   const su = superuserURL();
   const suPassword = fs.readFileSync(path.join(s.dataDir, 'pg', 'superuser.pgpass'), 'utf8').trim().split(':')[4];
 
-  let r = runControld(su);
+  // started as root, controld reads no file of root's: the superuser's
+  // password goes in the environment for these runs
+  const suEnv = { PGPASSWORD: suPassword };
+  let r = runControld(su, suEnv);
   let x = await r.done;
   assert.notEqual(x.code, 0, r.out);
   assert.match(r.out, /the role "postgres" of SPENDPOL_DATABASE_URL is \(or can become\) the superuser/);
@@ -216,7 +219,7 @@ test('controld refuses a superuser or table-owning runtime URL, unless SPENDPOL_
   assert.match(r.out, /the role "spendpol_owner" of SPENDPOL_DATABASE_URL owns \(or can become the owner of\) tables with row-level security \(owner: spendpol_owner\)/);
 
   // accepted when told, with a warning
-  r = runControld(su, { SPENDPOL_DATABASE_INSECURE: '1' });
+  r = runControld(su, { ...suEnv, SPENDPOL_DATABASE_INSECURE: '1' });
   assert.ok(await r.ready, r.out);
   assert.match(r.out, /\[warn\] db: .*superuser/);
   assert.match(r.out, /SPENDPOL_DATABASE_INSECURE=1: starting anyway/);
