@@ -90,6 +90,22 @@ cd_outbound_allow_text(void)
 }
 
 
+void
+cd_outbound_admin_listen(uint16_t port, char *out, size_t outlen)
+{
+    char  text[SP_NETADDR_STRLEN];
+
+    if (cd_outbound_nadmin == 0 || port == 0) {
+        snprintf(out, outlen, "%s", "");
+        return;
+    }
+
+    sp_netaddr_format(&cd_outbound_admin[0], text);
+    snprintf(out, outlen, sp_netaddr_is_v4(&cd_outbound_admin[0])
+                          ? "%s:%u" : "[%s]:%u", text, (unsigned) port);
+}
+
+
 /* the decision on one address of u, against every admin API address */
 static void
 cd_outbound_decide(sp_netdecision_t *d, const cd_url_t *u,

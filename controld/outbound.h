@@ -46,5 +46,11 @@ int cd_outbound_check_addr(const cd_url_t *u, const struct sockaddr *sa,
  */
 const char *cd_outbound_allow_text(void);
 
+/*
+ * The admin API's address as "addr:port" or "[v6]:port" for the module
+ * ("" when unknown); port is the bound one (the configured may be 0).
+ */
+void cd_outbound_admin_listen(uint16_t port, char *out, size_t outlen);
+
 
 #endif /* CD_OUTBOUND_H */
