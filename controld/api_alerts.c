@@ -342,14 +342,6 @@ cd_rule_webhook(json_t *webhook, cd_alert_rule_input_t *in,
 
     OPENSSL_cleanse(u.userinfo, sizeof(u.userinfo));
 
-    /* the deliverer judges every address again when it connects */
-    if (cd_outbound_check_url(&u, msg, sizeof(msg), &rule) != CD_OK) {
-        in->url = NULL;
-        return cd_field_error(err, 422, "upstream_not_allowed",
-                              "webhook.url", "webhook.url %s (rule: %s)",
-                              msg, rule);
-    }
-
     v = json_object_get(webhook, "format");
     in->format = "json";
 
@@ -372,6 +364,17 @@ cd_rule_webhook(json_t *webhook, cd_alert_rule_input_t *in,
                                   "webhook.format", "webhook.format must be"
                                   " \"json\" or \"slack\"");
         }
+    }
+
+    /*
+     * Last: it may resolve the name. The deliverer judges every address
+     * again when it connects.
+     */
+    if (cd_outbound_check_url(&u, msg, sizeof(msg), &rule) != CD_OK) {
+        in->url = NULL;
+        return cd_field_error(err, 422, "upstream_not_allowed",
+                              "webhook.url", "webhook.url %s (rule: %s)",
+                              msg, rule);
     }
 
     return CD_OK;
