@@ -93,6 +93,8 @@ static void ngx_http_spendpol_outbound_load(
     ngx_http_spendpol_main_conf_t *smcf, ngx_log_t *log);
 static ngx_int_t ngx_http_spendpol_outbound_check(ngx_http_request_t *r,
     ngx_http_spendpol_ctx_t *ctx, ngx_uint_t literal);
+static ngx_int_t ngx_http_spendpol_outbound_sent(ngx_http_request_t *r,
+    ngx_http_spendpol_ctx_t *ctx, ngx_int_t rc);
 
 
 /*
@@ -221,7 +223,8 @@ ngx_http_spendpol_upstream_resolve(ngx_http_request_t *r,
 
     if (ctx->upstream_naddrs) {
         /* an address literal: judged before anything connects */
-        return ngx_http_spendpol_outbound_check(r, ctx, 1);
+        return ngx_http_spendpol_outbound_sent(r, ctx,
+                   ngx_http_spendpol_outbound_check(r, ctx, 1));
     }
 
     clcf = ngx_http_get_module_loc_conf(r, ngx_http_core_module);
@@ -265,7 +268,7 @@ ngx_http_spendpol_upstream_resolve(ngx_http_request_t *r,
 
     if (ctx->resolver_ctx == NULL) {
         /* the handler ran already: the answer was in the resolver's cache */
-        return ctx->resolved_rc;
+        return ngx_http_spendpol_outbound_sent(r, ctx, ctx->resolved_rc);
     }
 
     return NGX_AGAIN;
@@ -297,7 +300,8 @@ ngx_http_spendpol_resolve_handler(ngx_resolver_ctx_t *rctx)
         return;
     }
 
-    ngx_http_spendpol_forward(r, ctx, rc);
+    /* a refusal already answered: the request only ends */
+    ngx_http_spendpol_forward(r, ctx, rc == NGX_DONE ? NGX_AGAIN : rc);
 
     ngx_http_run_posted_requests(c);
 }
@@ -445,6 +449,30 @@ ngx_http_spendpol_outbound_load(ngx_http_spendpol_main_conf_t *smcf,
 
 
 /*
+ * In ngx_http_spendpol_upstream_resolve(), whose caller touches the
+ * request after it returns and then passes anything but NGX_AGAIN to
+ * ngx_http_spendpol_forward(): a refusal already answered (NGX_DONE) is
+ * finalized here with a reference held (r->main->count), so the request
+ * outlives the caller, which drops the reference by finalizing NGX_DONE.
+ */
+static ngx_int_t
+ngx_http_spendpol_outbound_sent(ngx_http_request_t *r,
+    ngx_http_spendpol_ctx_t *ctx, ngx_int_t rc)
+{
+    if (rc != NGX_DONE) {
+        return rc;
+    }
+
+    r->main->count++;
+
+    /* NGX_AGAIN: as nginx finalizes after an output filter's answer */
+    ngx_http_spendpol_forward(r, ctx, NGX_AGAIN);
+
+    return NGX_DONE;
+}
+
+
+/*
  * Every address the request may connect to must be one the operator
  * allows (SPENDPOL_UPSTREAM_ALLOW through the snapshot) and never the
  * admin API's own. A refusal is a 502 that names the rule but not the
@@ -518,8 +546,8 @@ ngx_http_spendpol_outbound_check(ngx_http_request_t *r,
                  "allows (SPENDPOL_UPSTREAM_ALLOW); the gateway's log names "
                  "the rule");
 
-        /* the answer is sent: NGX_OK would run the proxy */
-        return rc == NGX_OK ? NGX_AGAIN : rc;
+        /* sent: NGX_DONE, which the callers turn into a finalization */
+        return (rc == NGX_OK || rc == NGX_AGAIN) ? NGX_DONE : rc;
     }
 
     return NGX_OK;
