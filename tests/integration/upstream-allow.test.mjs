@@ -66,7 +66,7 @@ function assertRefused(r, param, rule, what) {
   assert.equal(r.status, 422, `${what}: ${r.status} ${r.text}`);
   const e = r.json?.error;
   assert.equal(e?.code, 'upstream_not_allowed', `${what}: ${r.text}`);
-  assert.equal(e?.param ?? e?.field, param, `${what}: ${r.text}`);
+  assert.equal(e?.field, param, `${what}: ${r.text}`);
   assert.match(e.message, new RegExp(`\\(rule: ${rule}\\)`), `${what}: ${r.text}`);
   return e;
 }
