@@ -505,8 +505,9 @@ ngx_http_spendpol_outbound_check(ngx_http_request_t *r,
         ngx_http_spendpol_outbound_load(smcf, r->connection->log);
     }
 
+    /* "http://" or "https://", in either case */
     https = ctx->upstream_url.len > 5
-            && ctx->upstream_url.data[4] == 's';
+            && (ctx->upstream_url.data[4] | 0x20) == 's';
 
     name = literal ? NULL : ctx->upstream_name.data;
     name_len = literal ? 0 : ctx->upstream_name.len;
