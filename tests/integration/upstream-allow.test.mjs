@@ -203,6 +203,22 @@ test('the module refuses what the list no longer allows, and a name resolving ou
     lines.join('\n') || log.slice(-2000));
   assert.ok(lines.some((l) => /\[error\].*upstream 127\.0\.0\.1:\d+ at 127\.0\.0\.1:\d+ refused/.test(l)), lines.join('\n'));
   assert.ok(!/\[alert\]/.test(log));
+
+  // a name the list allows that resolves to the admin API: still refused
+  await allow('127.0.0.0/8,*.test');
+  const admin = new URL(s.apiURL).port;
+  const put2 = await putProvider(`https://alpha.test:${admin}/v1`);
+  assert.equal(put2.status, 200, put2.text);
+  // (the previous refusal answers the same until the new snapshot is in)
+  const line = `upstream alpha.test:${admin} at 127.0.0.1:${admin} refused: the admin API's own address (rule admin-api)`;
+  let adm;
+  await waitFor(async () => {
+    adm = await ask();
+    return fs.readFileSync(path.join(s.logs, 'error.log'), 'utf8').includes(line);
+  }, { timeout: 10_000 * SLOW, interval: 100, message: 'the admin-api log line' });
+  const e3 = assertJsonError(adm, 502, 'admin API');
+  assert.equal(e3.code, 'upstream_not_allowed');
+  assert.ok(!adm.text.includes(admin), adm.text);
 });
 
 test('webhook delivery judges the address it connects to and says what failed', async () => {
