@@ -70,7 +70,17 @@ $(OUT)/controld: $(CONTROLD_OBJS) $(OUT)/libspendpol.a
 
 # nginx's configure generates objs/ngx_auto_config.h for this exact binary
 # (--with-compat plus Debian's flags); `make modules` then compiles only us.
-$(OUT)/nginx/Makefile: config
+# configure lists the module's sources: a file added to (or removed
+# from) ngx_spendpol_module/ or libspendpol/ configures again
+MODULE_C_SRCS := $(sort $(wildcard ngx_spendpol_module/*.c libspendpol/*.c))
+
+$(OUT)/module-sources.txt: FORCE
+	@mkdir -p $(dir $@)
+	@echo "$(MODULE_C_SRCS)" | cmp -s - $@ || echo "$(MODULE_C_SRCS)" > $@
+
+FORCE:
+
+$(OUT)/nginx/Makefile: config $(OUT)/module-sources.txt
 	@rm -rf $(OUT)/nginx && mkdir -p $(OUT)/nginx
 	cp -r $(NGX_SRC)/. $(OUT)/nginx/
 	cd $(OUT)/nginx && . ./conf_flags && ./configure "$${NGX_CONF_FLAGS[@]}" \

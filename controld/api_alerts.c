@@ -14,6 +14,7 @@
 #include <openssl/crypto.h>
 
 #include "controld.h"
+#include "outbound.h"
 
 
 #define CD_ALERTS_SUBJECT   "alerts"
@@ -294,9 +295,10 @@ static int
 cd_rule_webhook(json_t *webhook, cd_alert_rule_input_t *in,
     cd_field_error_t *err)
 {
+    char         msg[512];
     json_t      *v;
     cd_url_t     u;
-    const char  *key, *format;
+    const char  *key, *format, *rule;
 
     if (webhook == NULL || json_is_null(webhook)) {
         return CD_OK;
@@ -362,6 +364,17 @@ cd_rule_webhook(json_t *webhook, cd_alert_rule_input_t *in,
                                   "webhook.format", "webhook.format must be"
                                   " \"json\" or \"slack\"");
         }
+    }
+
+    /*
+     * Last: it may resolve the name. The deliverer judges every address
+     * again when it connects.
+     */
+    if (cd_outbound_check_url(&u, msg, sizeof(msg), &rule) != CD_OK) {
+        in->url = NULL;
+        return cd_field_error(err, 422, "upstream_not_allowed",
+                              "webhook.url", "webhook.url %s (rule: %s)",
+                              msg, rule);
     }
 
     return CD_OK;

@@ -11,6 +11,7 @@
 #include <openssl/crypto.h>
 
 #include "controld.h"
+#include "outbound.h"
 
 
 #define CD_PROVIDERS_SUBJECT  "providers"
@@ -108,6 +109,34 @@ cd_base_url_normalize(char *url)
     }
 
     return 1;
+}
+
+
+/*
+ * The operator chooses the addresses the gateway may reach: refuses a
+ * base URL outside SPENDPOL_UPSTREAM_ALLOW (answers 422).
+ */
+static int
+cd_provider_url_allowed(cd_request_t *r, const char *base_url)
+{
+    char         msg[512];
+    cd_url_t     u;
+    const char  *rule;
+
+    if (cd_url_parse(base_url, &u) != CD_OK) {
+        return CD_ERROR;
+    }
+
+    if (cd_outbound_check_url(&u, msg, sizeof(msg), &rule) == CD_OK) {
+        return CD_OK;
+    }
+
+    cd_respond_error(r, 422, "invalid_request_error", "upstream_not_allowed",
+                     "base_url", "base_url %s (rule: %s)", msg, rule);
+    cd_log_info(CD_PROVIDERS_SUBJECT, "refused base_url for %s org=%s: %s",
+                r->params[0], r->org_id, rule);
+
+    return CD_ERROR;
 }
 
 
@@ -274,6 +303,10 @@ cd_api_providers_put(cd_request_t *r)
                              "base_url", "base_url must be an http:// or "
                              "https:// URL with a host, without query or "
                              "fragment");
+            goto done;
+        }
+
+        if (cd_provider_url_allowed(r, base_url) != CD_OK) {
             goto done;
         }
 

@@ -17,6 +17,7 @@
 #include <openssl/crypto.h>
 
 #include "controld.h"
+#include "outbound.h"
 
 
 typedef enum {
@@ -535,6 +536,15 @@ cd_config_load(cd_config_t *cf, cd_getenv_pt getenv_fn, void *data,
     }
 
     if (cd_conf_check_api(cf, err, errlen) != CD_OK) {
+        goto failed;
+    }
+
+    /*
+     * A mistyped allow list would refuse (or admit) the wrong upstreams:
+     * refuse to start, naming the entry. The parsed list and the admin
+     * API address are kept for the outbound checks.
+     */
+    if (cd_outbound_configure(cf, err, errlen) != CD_OK) {
         goto failed;
     }
 

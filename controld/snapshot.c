@@ -23,6 +23,7 @@
 #include <openssl/crypto.h>
 
 #include "controld.h"
+#include "outbound.h"
 #include "sp_budget.h"
 #include "sp_snapshot.h"
 
@@ -328,6 +329,33 @@ cd_snapshot_add_endpoints(sp_snapshot_builder_t *b, PGresult *res)
 }
 
 
+/*
+ * The module judges each upstream address by the same allow list and
+ * refuses the admin API's own address: both travel in the snapshot.
+ */
+static int
+cd_snapshot_add_settings(cd_app_t *app, sp_snapshot_builder_t *b)
+{
+    char                      listen[SP_NETADDR_STRLEN + 16];
+    sp_snapshot_setting_in_t  setting;
+
+    setting.name = SP_SETTING_UPSTREAM_ALLOW;
+    setting.value = cd_outbound_allow_text();
+
+    if (sp_snapshot_add_setting(b, &setting) != SP_OK) {
+        return CD_ERROR;
+    }
+
+    cd_outbound_admin_listen(app->http.port ? app->http.port
+                                            : app->config.api_port,
+                             listen, sizeof(listen));
+    setting.name = SP_SETTING_ADMIN_LISTEN;
+    setting.value = listen;
+
+    return sp_snapshot_add_setting(b, &setting) == SP_OK ? CD_OK : CD_ERROR;
+}
+
+
 static PGresult *
 cd_snapshot_query(cd_db_conn_t *c, const char *sql)
 {
@@ -463,7 +491,8 @@ cd_snapshot_publish_now(cd_app_t *app)
         || cd_snapshot_add_orgs(b, orgs) != CD_OK
         || cd_snapshot_add_aliases(b, aliases) != CD_OK
         || cd_snapshot_add_budgets(b, budgets) != CD_OK
-        || cd_snapshot_add_endpoints(b, endpoints) != CD_OK)
+        || cd_snapshot_add_endpoints(b, endpoints) != CD_OK
+        || cd_snapshot_add_settings(app, b) != CD_OK)
     {
         cd_log_error(CD_SNAPSHOT_SUBJECT, "out of memory building "
                      "generation %llu", (unsigned long long) generation);

@@ -28,6 +28,7 @@
 #include <openssl/x509v3.h>
 
 #include "controld.h"
+#include "outbound.h"
 
 
 /* ---- pure helpers (unit tested) --------------------------------------- */
@@ -347,6 +348,17 @@ cd_connect(const cd_url_t *u, int64_t deadline, char *err, size_t errlen)
     snprintf(err, errlen, "cannot connect");
 
     for (ai = res; ai != NULL; ai = ai->ai_next) {
+        /*
+         * Every address, at every delivery: the name may resolve
+         * elsewhere now than when the rule was stored (DNS rebinding).
+         */
+        if (cd_outbound_check_addr(u, ai->ai_addr, ai->ai_addrlen, err,
+                                   errlen)
+            != CD_OK)
+        {
+            continue;
+        }
+
         fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK
                     | SOCK_CLOEXEC, ai->ai_protocol);
         if (fd < 0) {

@@ -286,6 +286,13 @@ static const sp_snapshot_kind_t  sp_snapshot_kinds[SP_TABLE_COUNT] = {
         { SP_REF(endpoint, org_id), SP_REF(endpoint, provider),
           SP_REF(endpoint, method), SP_REF(endpoint, pattern) },
         4, NULL
+    },
+
+    [SP_TABLE_SETTINGS] = {
+        sizeof(sp_snapshot_setting_in_t), sizeof(sp_snapshot_setting_t), 2,
+        { SP_STR(setting, name), SP_STR(setting, value) },
+        { SP_REF(setting, name), SP_REF(setting, value) },
+        1, NULL
     }
 };
 
@@ -513,6 +520,17 @@ sp_snapshot_add_endpoint(sp_snapshot_builder_t *b,
                            sp_snapshot_lookup_hash(sp_str0(in->org_id),
                                                    sp_str0(in->provider),
                                                    sp_str0(NULL), 2));
+}
+
+
+int
+sp_snapshot_add_setting(sp_snapshot_builder_t *b,
+    const sp_snapshot_setting_in_t *in)
+{
+    return sp_snapshot_add(b, SP_TABLE_SETTINGS, in,
+                           sp_snapshot_lookup_hash(sp_str0(in->name),
+                                                   sp_str0(NULL),
+                                                   sp_str0(NULL), 1));
 }
 
 
@@ -1240,6 +1258,13 @@ sp_snapshot_find_alias(const sp_snapshot_t *s, sp_str_t org_id,
     sp_str_t provider, sp_str_t alias)
 {
     return sp_snapshot_find(s, SP_TABLE_ALIASES, org_id, provider, alias);
+}
+
+
+const sp_snapshot_setting_t *
+sp_snapshot_find_setting(const sp_snapshot_t *s, sp_str_t name)
+{
+    return sp_snapshot_find(s, SP_TABLE_SETTINGS, name, name, name);
 }
 
 

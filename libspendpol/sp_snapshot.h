@@ -23,7 +23,7 @@
 
 
 #define SP_SNAPSHOT_MAGIC        "SPSNAP01"
-#define SP_SNAPSHOT_VERSION      6
+#define SP_SNAPSHOT_VERSION      7
 #define SP_SNAPSHOT_FILE         "policy.snap"
 
 enum {
@@ -34,6 +34,7 @@ enum {
     SP_TABLE_ALIASES,
     SP_TABLE_BUDGETS,
     SP_TABLE_ENDPOINTS,
+    SP_TABLE_SETTINGS,
     SP_TABLE_COUNT
 };
 
@@ -191,6 +192,22 @@ typedef struct {
 } sp_snapshot_endpoint_t;
 
 
+/*
+ * SP_TABLE_SETTINGS: deployment-wide settings controld passes to the
+ * module, looked up by name (v7). A reader treats an absent setting as
+ * its default.
+ */
+typedef struct {
+    sp_snapshot_ref_t  name;
+    sp_snapshot_ref_t  value;
+} sp_snapshot_setting_t;
+
+/* SPENDPOL_UPSTREAM_ALLOW as controld validated it ("" or absent: none) */
+#define SP_SETTING_UPSTREAM_ALLOW  "upstream_allow"
+/* the admin API's listen address, "127.0.0.1:8081" or "[::1]:8081" */
+#define SP_SETTING_ADMIN_LISTEN    "admin_listen"
+
+
 /* ---- building (controld) --------------------------------------------- */
 
 typedef struct sp_snapshot_builder_s  sp_snapshot_builder_t;
@@ -261,6 +278,11 @@ typedef struct {
     const char  *pattern;
 } sp_snapshot_endpoint_in_t;
 
+typedef struct {
+    const char  *name;
+    const char  *value;
+} sp_snapshot_setting_in_t;
+
 sp_snapshot_builder_t *sp_snapshot_builder_new(uint64_t generation);
 void sp_snapshot_builder_free(sp_snapshot_builder_t *b);
 
@@ -280,6 +302,10 @@ int sp_snapshot_add_budget(sp_snapshot_builder_t *b,
 /* the same (org, provider, method, pattern) twice is one record */
 int sp_snapshot_add_endpoint(sp_snapshot_builder_t *b,
     const sp_snapshot_endpoint_in_t *endpoint);
+
+/* a later value of the same name replaces an earlier one */
+int sp_snapshot_add_setting(sp_snapshot_builder_t *b,
+    const sp_snapshot_setting_in_t *setting);
 
 /*
  * Lays the snapshot out in one malloc()ed buffer (*out, *len); the caller
@@ -367,6 +393,10 @@ size_t sp_snapshot_foreach_endpoint(const sp_snapshot_t *s, sp_str_t org_id,
     sp_str_t provider,
     int (*visit)(const sp_snapshot_endpoint_t *endpoint, void *arg),
     void *arg);
+
+/* NULL when absent */
+const sp_snapshot_setting_t *sp_snapshot_find_setting(const sp_snapshot_t *s,
+    sp_str_t name);
 
 /* a ref's bytes; an out-of-bounds ref yields the empty string */
 sp_str_t sp_snapshot_str(const sp_snapshot_t *s, sp_snapshot_ref_t ref);

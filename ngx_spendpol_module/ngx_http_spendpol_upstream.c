@@ -13,6 +13,7 @@
 
 
 #include "ngx_http_spendpol_module.h"
+#include <sp_netaddr.h>
 
 
 /* a DNS name has at most 253 characters */
@@ -88,6 +89,25 @@ static ngx_http_spendpol_session_t *ngx_http_spendpol_session_find(
 #endif
 static ngx_int_t ngx_http_spendpol_upstream_init(ngx_conf_t *cf,
     ngx_http_upstream_srv_conf_t *us);
+static void ngx_http_spendpol_outbound_load(
+    ngx_http_spendpol_main_conf_t *smcf, ngx_log_t *log);
+static ngx_int_t ngx_http_spendpol_outbound_check(ngx_http_request_t *r,
+    ngx_http_spendpol_ctx_t *ctx, ngx_uint_t literal);
+static ngx_int_t ngx_http_spendpol_outbound_sent(ngx_http_request_t *r,
+    ngx_http_spendpol_ctx_t *ctx, ngx_int_t rc);
+
+
+/*
+ * The operator's outbound allow list and the admin API's address, from
+ * the snapshot's settings, parsed once per snapshot in each worker (a
+ * worker is one thread: plain statics).
+ */
+static sp_netallow_t   ngx_http_spendpol_allow;
+static const void     *ngx_http_spendpol_allow_base;
+static uint64_t        ngx_http_spendpol_allow_generation;
+static ngx_uint_t      ngx_http_spendpol_admin_known;
+static sp_netaddr_t    ngx_http_spendpol_admin;
+static uint16_t        ngx_http_spendpol_admin_port;
 
 
 /*
@@ -202,7 +222,9 @@ ngx_http_spendpol_upstream_resolve(ngx_http_request_t *r,
     ngx_http_core_loc_conf_t  *clcf;
 
     if (ctx->upstream_naddrs) {
-        return NGX_OK;
+        /* an address literal: judged before anything connects */
+        return ngx_http_spendpol_outbound_sent(r, ctx,
+                   ngx_http_spendpol_outbound_check(r, ctx, 1));
     }
 
     clcf = ngx_http_get_module_loc_conf(r, ngx_http_core_module);
@@ -246,7 +268,7 @@ ngx_http_spendpol_upstream_resolve(ngx_http_request_t *r,
 
     if (ctx->resolver_ctx == NULL) {
         /* the handler ran already: the answer was in the resolver's cache */
-        return ctx->resolved_rc;
+        return ngx_http_spendpol_outbound_sent(r, ctx, ctx->resolved_rc);
     }
 
     return NGX_AGAIN;
@@ -278,7 +300,8 @@ ngx_http_spendpol_resolve_handler(ngx_resolver_ctx_t *rctx)
         return;
     }
 
-    ngx_http_spendpol_forward(r, ctx, rc);
+    /* a refusal already answered: the request only ends */
+    ngx_http_spendpol_forward(r, ctx, rc == NGX_DONE ? NGX_AGAIN : rc);
 
     ngx_http_run_posted_requests(c);
 }
@@ -335,6 +358,198 @@ ngx_http_spendpol_resolved(ngx_http_request_t *r, ngx_http_spendpol_ctx_t *ctx,
 
     ctx->upstream_addrs = addrs;
     ctx->upstream_naddrs = rctx->naddrs;
+
+    /* what the name resolves to now, not when it was stored */
+    return ngx_http_spendpol_outbound_check(r, ctx, 0);
+}
+
+
+static void
+ngx_http_spendpol_outbound_load(ngx_http_spendpol_main_conf_t *smcf,
+    ngx_log_t *log)
+{
+    u_char                       *p, *last, *colon;
+    char                          err[256];
+    ngx_int_t                     port;
+    sp_str_t                      name, value, host;
+    const sp_snapshot_setting_t  *setting;
+
+    ngx_http_spendpol_allow_base = smcf->snapshot.base;
+    ngx_http_spendpol_allow_generation = smcf->snapshot.header->generation;
+    ngx_http_spendpol_admin_known = 0;
+
+    name.data = SP_SETTING_UPSTREAM_ALLOW;
+    name.len = sizeof(SP_SETTING_UPSTREAM_ALLOW) - 1;
+    setting = sp_snapshot_find_setting(&smcf->snapshot, name);
+    value.data = "";
+    value.len = 0;
+
+    if (setting != NULL) {
+        value = sp_snapshot_str(&smcf->snapshot, setting->value);
+    }
+
+    if (sp_netallow_parse(&ngx_http_spendpol_allow, value.data, value.len,
+                          err, sizeof(err))
+        != SP_OK)
+    {
+        /* controld validated it: the defaults (public https) hold */
+        ngx_log_error(NGX_LOG_WARN, log, 0,
+                      "spendpol: snapshot %uL: %s; only https to public "
+                      "addresses is allowed",
+                      ngx_http_spendpol_allow_generation, err);
+    }
+
+    name.data = SP_SETTING_ADMIN_LISTEN;
+    name.len = sizeof(SP_SETTING_ADMIN_LISTEN) - 1;
+    setting = sp_snapshot_find_setting(&smcf->snapshot, name);
+
+    if (setting == NULL) {
+        return;
+    }
+
+    value = sp_snapshot_str(&smcf->snapshot, setting->value);
+
+    /* "a.b.c.d:port" or "[v6]:port" */
+    p = (u_char *) value.data;
+    last = p + value.len;
+    colon = NULL;
+
+    for ( /* void */ ; p < last; p++) {
+        if (*p == ':') {
+            colon = p;
+        }
+    }
+
+    if (colon == NULL || colon + 1 == last) {
+        return;
+    }
+
+    port = ngx_atoi(colon + 1, last - colon - 1);
+
+    if (port <= 0 || port > 65535) {
+        return;
+    }
+
+    host.data = value.data;
+    host.len = (const char *) colon - value.data;
+
+    if (host.len >= 2 && host.data[0] == '[' && host.data[host.len - 1] == ']')
+    {
+        host.data++;
+        host.len -= 2;
+    }
+
+    if (sp_netaddr_parse(&ngx_http_spendpol_admin, host.data, host.len)
+        == SP_OK)
+    {
+        ngx_http_spendpol_admin_port = (uint16_t) port;
+        ngx_http_spendpol_admin_known = 1;
+    }
+}
+
+
+/*
+ * In ngx_http_spendpol_upstream_resolve(), whose caller touches the
+ * request after it returns and then passes anything but NGX_AGAIN to
+ * ngx_http_spendpol_forward(): a refusal already answered (NGX_DONE) is
+ * finalized here with a reference held (r->main->count), so the request
+ * outlives the caller, which drops the reference by finalizing NGX_DONE.
+ */
+static ngx_int_t
+ngx_http_spendpol_outbound_sent(ngx_http_request_t *r,
+    ngx_http_spendpol_ctx_t *ctx, ngx_int_t rc)
+{
+    if (rc != NGX_DONE) {
+        return rc;
+    }
+
+    r->main->count++;
+
+    /* NGX_AGAIN: as nginx finalizes after an output filter's answer */
+    ngx_http_spendpol_forward(r, ctx, NGX_AGAIN);
+
+    return NGX_DONE;
+}
+
+
+/*
+ * Every address the request may connect to must be one the operator
+ * allows (SPENDPOL_UPSTREAM_ALLOW through the snapshot) and never the
+ * admin API's own. A refusal is a 502 that names the rule but not the
+ * address (the client must not learn the provider's internal address);
+ * the log line names both.
+ */
+static ngx_int_t
+ngx_http_spendpol_outbound_check(ngx_http_request_t *r,
+    ngx_http_spendpol_ctx_t *ctx, ngx_uint_t literal)
+{
+    u_char                         *name;
+    size_t                          name_len;
+    uint16_t                        port;
+    ngx_int_t                       rc;
+    ngx_uint_t                      i, https;
+    sp_netaddr_t                    addr;
+    sp_netdecision_t                d;
+    ngx_http_spendpol_main_conf_t  *smcf;
+
+    smcf = ngx_http_get_module_main_conf(r, ngx_http_spendpol_module);
+
+    if (smcf->snapshot.header == NULL) {
+        return NGX_HTTP_BAD_GATEWAY;
+    }
+
+    if (smcf->snapshot.base != ngx_http_spendpol_allow_base
+        || smcf->snapshot.header->generation
+           != ngx_http_spendpol_allow_generation)
+    {
+        ngx_http_spendpol_outbound_load(smcf, r->connection->log);
+    }
+
+    /* "http://" or "https://", in either case */
+    https = ctx->upstream_url.len > 5
+            && (ctx->upstream_url.data[4] | 0x20) == 's';
+
+    name = literal ? NULL : ctx->upstream_name.data;
+    name_len = literal ? 0 : ctx->upstream_name.len;
+
+    for (i = 0; i < ctx->upstream_naddrs; i++) {
+        if (sp_netaddr_from_sockaddr(&addr, &port,
+                                     ctx->upstream_addrs[i].sockaddr,
+                                     ctx->upstream_addrs[i].socklen)
+            != SP_OK)
+        {
+            d.verdict = SP_NET_REFUSED_CLASS;
+            d.class = SP_NET_RESERVED;
+
+        } else {
+            sp_netaddr_decide(&d, &ngx_http_spendpol_allow, (int) https,
+                              (const char *) name, name_len, &addr, port,
+                              ngx_http_spendpol_admin_known
+                              ? &ngx_http_spendpol_admin : NULL,
+                              ngx_http_spendpol_admin_port);
+        }
+
+        if (d.verdict == SP_NET_ALLOWED) {
+            continue;
+        }
+
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "spendpol: provider %s: upstream %V at %V refused: "
+                      "%s (rule %s)%s", sp_provider_name(ctx->provider),
+                      &ctx->upstream_host, &ctx->upstream_addrs[i].name,
+                      sp_netdecision_text(&d), sp_netdecision_rule(&d),
+                      d.verdict == SP_NET_REFUSED_ADMIN_API
+                      ? "" : "; allow it with SPENDPOL_UPSTREAM_ALLOW");
+
+        rc = ngx_http_spendpol_send_error(r, ctx, NGX_HTTP_BAD_GATEWAY,
+                 "api_error", "upstream_not_allowed",
+                 "the provider's address is not one the gateway's operator "
+                 "allows (SPENDPOL_UPSTREAM_ALLOW); the gateway's log names "
+                 "the rule");
+
+        /* sent: NGX_DONE, which the callers turn into a finalization */
+        return (rc == NGX_OK || rc == NGX_AGAIN) ? NGX_DONE : rc;
+    }
 
     return NGX_OK;
 }

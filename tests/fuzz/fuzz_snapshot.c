@@ -151,6 +151,26 @@ fuzz_lookups(const sp_snapshot_t *s, sp_str_t org, sp_str_t provider,
                + fuzz_ref(s, alias->alias) + fuzz_ref(s, alias->model);
     }
 
+    /* the v7 settings, by the name the module asks for and by any */
+    {
+        sp_str_t                      names[2];
+        size_t                        n;
+        const sp_snapshot_setting_t  *setting;
+
+        names[0].data = SP_SETTING_UPSTREAM_ALLOW;
+        names[0].len = sizeof(SP_SETTING_UPSTREAM_ALLOW) - 1;
+        names[1] = org;
+
+        for (n = 0; n < 2; n++) {
+            setting = sp_snapshot_find_setting(s, names[n]);
+
+            if (setting) {
+                sum += fuzz_ref(s, setting->name)
+                       + fuzz_ref(s, setting->value);
+            }
+        }
+    }
+
     /* every scope, and one past the last */
     for (scope = 0; scope <= SP_BUDGET_SCOPE_COUNT; scope++) {
         visit.snap = s;

@@ -234,6 +234,24 @@ snapshot(const char *dir, const char *name, int full)
             die("add_alias");
         }
 
+        {
+            sp_snapshot_setting_in_t  st;
+
+            st.name = SP_SETTING_UPSTREAM_ALLOW;
+            st.value = "127.0.0.0/8,*.test";
+
+            if (sp_snapshot_add_setting(b, &st) != SP_OK) {
+                die("add_setting");
+            }
+
+            st.name = SP_SETTING_ADMIN_LISTEN;
+            st.value = "127.0.0.1:8081";
+
+            if (sp_snapshot_add_setting(b, &st) != SP_OK) {
+                die("add_setting");
+            }
+        }
+
         add_budget(b, "bud_org_monthly", SP_BUDGET_SCOPE_ORG, "", "", "",
                    100000000000LL, 1764547200000LL, 1767225600000LL);
         add_budget(b, "bud_org_gpt4o", SP_BUDGET_SCOPE_ORG, "", "openai",

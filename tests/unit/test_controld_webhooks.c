@@ -245,7 +245,7 @@ test_rule_defaults_are_filled(void **state)
     json_decref(in.params);
 
     assert_int_equal(parse_rule("{\"type\": \"budget_threshold\", \"webhook\":"
-                                " {\"url\": \"http://127.0.0.1:1/\"}}",
+                                " {\"url\": \"https://hooks.example/\"}}",
                                 &in, &err), CD_OK);
     assert_string_equal(in.format, "json");
     assert_int_equal(json_object_size(in.params), 0);
@@ -293,10 +293,10 @@ test_rule_errors_name_the_field(void **state)
     expect_rule_error("{\"type\": \"budget_threshold\", \"webhook\":"
                       " {\"url\": 5}}", 400, "webhook.url");
     expect_rule_error("{\"type\": \"budget_threshold\", \"webhook\":"
-                      " {\"url\": \"http://x/\", \"format\": \"xml\"}}", 422,
+                      " {\"url\": \"https://x.example/\", \"format\": \"xml\"}}", 422,
                       "webhook.format");
     expect_rule_error("{\"type\": \"budget_threshold\", \"webhook\":"
-                      " {\"url\": \"http://x/\", \"secret\": \"y\"}}", 400,
+                      " {\"url\": \"https://x.example/\", \"secret\": \"y\"}}", 400,
                       "webhook");
 }
 

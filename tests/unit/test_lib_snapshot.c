@@ -188,6 +188,18 @@ add_endpoint(sp_snapshot_builder_t *b, const char *org_id,
 }
 
 
+static void
+add_setting(sp_snapshot_builder_t *b, const char *name, const char *value)
+{
+    sp_snapshot_setting_in_t  in;
+
+    in.name = name;
+    in.value = value;
+
+    assert_int_equal(sp_snapshot_add_setting(b, &in), SP_OK);
+}
+
+
 /* a small snapshot with a bit of everything */
 static uint8_t *
 small_snapshot(size_t *len)
@@ -220,6 +232,9 @@ small_snapshot(size_t *len)
     add_endpoint(b, "org_a", "openai", "GET", "/batches/*");
     add_endpoint(b, "org_b", "openai", "POST", "/files");
     add_endpoint(b, "org_a", "anthropic", "POST", "/v1/messages/batches");
+    add_setting(b, SP_SETTING_UPSTREAM_ALLOW, "10.0.0.0/8");
+    add_setting(b, SP_SETTING_UPSTREAM_ALLOW, "127.0.0.0/8,*.test");
+    add_setting(b, SP_SETTING_ADMIN_LISTEN, "127.0.0.1:8081");
 
     return build(b, len);
 }
@@ -2050,11 +2065,52 @@ test_snapshot_rejects_older_version_by_name(void **state)
 }
 
 
+static int
+str_is(sp_str_t str, const char *want)
+{
+    return str.len == strlen(want) && memcmp(str.data, want, str.len) == 0;
+}
+
+
+/* v7: deployment settings by name, the last value of a name wins */
+static void
+test_snapshot_settings(void **state)
+{
+    sp_snapshot_t                 s;
+    const sp_snapshot_setting_t  *setting;
+    uint8_t                      *data;
+    size_t                        len;
+    char                          err[256];
+
+    (void) state;
+
+    data = small_snapshot(&len);
+    assert_int_equal(sp_snapshot_open(&s, data, len, err, sizeof(err)),
+                     SP_OK);
+    assert_true(s.header->entries[SP_TABLE_SETTINGS] == 2);
+
+    setting = sp_snapshot_find_setting(&s, S(SP_SETTING_UPSTREAM_ALLOW));
+    assert_non_null(setting);
+    assert_true(str_is(sp_snapshot_str(&s, setting->value),
+                       "127.0.0.0/8,*.test"));
+
+    setting = sp_snapshot_find_setting(&s, S(SP_SETTING_ADMIN_LISTEN));
+    assert_non_null(setting);
+    assert_true(str_is(sp_snapshot_str(&s, setting->value),
+                       "127.0.0.1:8081"));
+
+    assert_null(sp_snapshot_find_setting(&s, S("nothing")));
+
+    free(data);
+}
+
+
 int
 main(void)
 {
     const struct CMUnitTest  tests[] = {
         cmocka_unit_test(test_snapshot_finds_keys_with_all_fields),
+        cmocka_unit_test(test_snapshot_settings),
         cmocka_unit_test(test_snapshot_absent_key_is_null),
         cmocka_unit_test(test_snapshot_finds_providers_by_org_and_name),
         cmocka_unit_test(test_snapshot_org_price_beats_list_price),
