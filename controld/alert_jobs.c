@@ -390,7 +390,7 @@ cd_deliver_one(cd_app_t *app, PGresult *jobs, int row)
         delivered = status >= 200 && status < 300;
 
         if (!delivered) {
-            snprintf(err, sizeof(err), "HTTP %d", status);
+            snprintf(err, sizeof(err), "HTTP status %d", status);
         }
     }
 

@@ -260,3 +260,40 @@ test('webhook delivery judges the address it connects to and says what failed', 
     await new Promise((r) => sink.close(r));
   }
 });
+
+test('a failed webhook delivery says the HTTP status and never the response body', async () => {
+  const got = [];
+  const sink = http.createServer((req, res) => { got.push(req.url); res.writeHead(500); res.end('secret body of the sink'); });
+  await new Promise((r) => sink.listen(0, '127.0.0.3', r));
+  try {
+    await allow('127.0.0.1/32,127.0.0.3/32');
+    await putProvider(`http://127.0.0.1:${s.fixture.port}/v1`);
+    const project = `p-${crypto.randomBytes(3).toString('hex')}`;
+    const b = await s.api('POST', '/budgets', {
+      body: { name: `ua-${project}`, scope: { type: 'project', value: project }, limit_usd: '0.001', period: 'daily', action: 'warn', thresholds: [50] },
+    });
+    assert.equal(b.status, 201, b.text);
+    const r = await s.api('POST', '/alerts/rules', {
+      body: { type: 'budget_threshold', params: { budget_id: b.json.id }, webhook: { url: `http://127.0.0.3:${sink.address().port}/hook`, format: 'json' } },
+    });
+    assert.equal(r.status, 201, r.text);
+    const { key } = await s.createKey({ project });
+    await s.client(key).chat.completions.create({ model: 'gpt-4o-mini', max_tokens: 1000, messages: [{ role: 'user', content: 'hi' }] });
+
+    let alert;
+    await waitFor(async () => {
+      const list = await s.api('GET', '/alerts?type=budget_threshold');
+      const a = list.json?.data?.find((x) => x.details?.budget_id === b.json.id);
+      if (!a) return false;
+      alert = await s.api('GET', `/alerts/${a.id}`);
+      return alert.json?.deliveries?.length >= 1;
+    }, { timeout: 20_000 * SLOW, message: 'a recorded delivery attempt' });
+    const d = alert.json.deliveries[0];
+    assert.ok(got.length >= 1, 'the sink was reached');
+    assert.equal(d.status_code, 500, JSON.stringify(d));
+    assert.equal(d.error, 'HTTP status 500', JSON.stringify(d));
+    assert.ok(!alert.text.includes('secret body'), 'the response body is not echoed');
+  } finally {
+    await new Promise((r) => sink.close(r));
+  }
+});
