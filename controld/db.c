@@ -498,7 +498,7 @@ int
 cd_db_check_role(cd_db_pool_t *pool, cd_db_role_e role, const char *var,
     int insecure)
 {
-    int            i, bad;
+    int            i, bad, member;
     char           user[256], found[CD_DB_CHECKS][512];
     PGresult      *res;
     const char    *v, *params[2], *what[CD_DB_CHECKS];
@@ -544,20 +544,12 @@ cd_db_check_role(cd_db_pool_t *pool, cd_db_role_e role, const char *var,
         }
     }
 
-    /* without the pool's role every transaction would fail: no start */
-    if (!cd_db_bool(res, 0, CD_DB_CHECKS + 1)) {
-        PQclear(res);
-        cd_db_release(pool, c);
-        cd_log_error(CD_DB_SUBJECT, "not starting: the role \"%s\" of %s "
-                     "is not a member of %s, which its transactions SET "
-                     "ROLE to", user, var, params[0]);
-        return CD_ERROR;
-    }
+    member = cd_db_bool(res, 0, CD_DB_CHECKS + 1);
 
     PQclear(res);
     cd_db_release(pool, c);
 
-    if (!bad) {
+    if (!bad && member) {
         cd_log_info(CD_DB_SUBJECT, "%s role \"%s\" (%s): no superuser, "
                     "BYPASSRLS or table owner%s within reach",
                     role == CD_ROLE_APP ? "tenant" : "runtime", user, var,
@@ -571,6 +563,21 @@ cd_db_check_role(cd_db_pool_t *pool, cd_db_role_e role, const char *var,
                    "the role \"%s\" of %s %s%s), so row-level security "
                    "does not bind %s", user, var, what[i], found[i],
                    i == 3 ? "its tenant statements" : "it");
+        }
+    }
+
+    /*
+     * Without the pool's role every transaction would fail: no start,
+     * whatever SPENDPOL_DATABASE_INSECURE says; the advice below still
+     * follows when the role had more to answer for.
+     */
+    if (!member) {
+        cd_log_error(CD_DB_SUBJECT, "not starting: the role \"%s\" of %s "
+                     "is not a member of %s, which its transactions SET "
+                     "ROLE to", user, var, params[0]);
+
+        if (!bad || insecure) {
+            return CD_ERROR;
         }
     }
 
