@@ -407,7 +407,7 @@ if has "$CONFIGS" spendpol || [ "$SOAK" -gt 0 ] || [ "$SWAP" = 1 ]; then
     mkdir -p -m 0700 "$(sp_snapshot_dir "$SPDATA")"
     SPENDPOL_ADMIN_KEY=$SP_ADMIN setsid bash "$STACK" controld-exec "$SPDATA" "$BUILD" \
         "127.0.0.1:$API_PORT" "$(sp_pg_url "$PG_PORT" "$SPDATA")" "redis://127.0.0.1:$REDIS_PORT" \
-        "$(sp_pg_owner_url "$PG_PORT" "$SPDATA")" \
+        "$(sp_pg_owner_url "$PG_PORT" "$SPDATA")" "$(sp_pg_api_url "$PG_PORT" "$SPDATA")" \
         >>"$SPDATA/logs/controld.out" 2>>"$SPDATA/logs/controld.err" &
     CONTROLD_PID=$!
     for i in $(seq 1 600); do

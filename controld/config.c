@@ -54,6 +54,13 @@ static const cd_conf_entry_t  cd_conf_table[] = {
     /* the owner role that runs migrations; NULL: SPENDPOL_DATABASE_URL */
     { "SPENDPOL_MIGRATE_DATABASE_URL", NULL, NULL, CD_CONF_STRING,
       CD_CONF_OFFSET(migrate_database_url), 0 },
+    /*
+     * the role of the admin API's tenant statements (spendpol_app only);
+     * NULL: SPENDPOL_DATABASE_URL, refused unless SPENDPOL_DATABASE_INSECURE
+     * when that role can also become spendpol_system
+     */
+    { "SPENDPOL_API_DATABASE_URL", NULL, NULL, CD_CONF_STRING,
+      CD_CONF_OFFSET(api_database_url), 0 },
     /* 1: run even when the runtime role could bypass row-level security */
     { "SPENDPOL_DATABASE_INSECURE", NULL, "0", CD_CONF_BOOL,
       CD_CONF_OFFSET(database_insecure), 0 },
@@ -563,7 +570,7 @@ cd_config_free(cd_config_t *cf)
 {
     size_t   i;
     char   **secrets[] = { &cf->database_url, &cf->migrate_database_url,
-                           &cf->redis_url,
+                           &cf->api_database_url, &cf->redis_url,
                            &cf->master_key_hex, &cf->admin_key,
                            &cf->api_tls_key_pem };
 
@@ -576,6 +583,7 @@ cd_config_free(cd_config_t *cf)
 
     free(cf->database_url);
     free(cf->migrate_database_url);
+    free(cf->api_database_url);
     free(cf->redis_url);
     free(cf->api_listen);
     free(cf->api_host);

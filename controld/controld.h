@@ -96,6 +96,7 @@ int cd_log_level_parse(const char *name);
 typedef struct {
     char      *database_url;       /* the runtime role */
     char      *migrate_database_url; /* the owner role; NULL: database_url */
+    char      *api_database_url;   /* tenant statements; NULL: database_url */
     long       database_insecure;  /* 1: runtime role may bypass RLS */
     char      *redis_url;          /* NULL: redis disabled */
     char      *api_listen;
@@ -249,12 +250,15 @@ cd_db_conn_t *cd_db_acquire_begin(cd_db_pool_t *pool, unsigned timeout_ms,
 int cd_db_commit(cd_db_conn_t *c) CD_CHECK;
 void cd_db_rollback(cd_db_conn_t *c);
 /*
- * Refuses (CD_ERROR, with a message naming the role and the settings)
- * a runtime role that is, or may SET ROLE to, a superuser, a BYPASSRLS
- * role or the owner of a table with row-level security; with insecure
- * set it only warns.
+ * Refuses (CD_ERROR, with a message naming the role and var, the setting
+ * the pool's URL came from) a runtime role that is, or may SET ROLE to,
+ * a superuser, a BYPASSRLS role or the owner of a table with row-level
+ * security, or, for role CD_ROLE_APP (the tenant pool), spendpol_system;
+ * with insecure set it only warns. A role that cannot become the pool's
+ * own role (spendpol_app or spendpol_system) is refused always.
  */
-int cd_db_check_role(cd_db_pool_t *pool, int insecure) CD_CHECK;
+int cd_db_check_role(cd_db_pool_t *pool, cd_db_role_e role, const char *var,
+    int insecure) CD_CHECK;
 
 /*
  * Runs sql with text parameters (NULL = SQL NULL); returns a result with
@@ -1074,7 +1078,8 @@ void cd_alert_jobs_stop(cd_app_t *app);
 struct cd_app_s {
     cd_config_t      config;
     uint8_t          master_key[CD_MASTER_KEY_LEN];
-    cd_db_pool_t     db;
+    cd_db_pool_t     db;           /* spendpol_system transactions */
+    cd_db_pool_t     tenant_db;    /* the admin API's spendpol_app ones */
     cd_redis_t       redis;
     cd_snapshot_t    snapshot;
     cd_ingest_t      ingest;

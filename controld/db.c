@@ -81,7 +81,8 @@ cd_db_pool_init(cd_db_pool_t *pool, const char *conninfo, size_t size)
                                            sizeof(line))
                         : "out of memory");
         PQfinish(pg);
-        pool->conns[0].pg = NULL;
+        /* the caller retries: nothing of this attempt may stay behind */
+        cd_db_pool_close(pool);
         return CD_ERROR;
     }
 
@@ -463,11 +464,14 @@ cd_db_bytea(PGresult *res, int row, int col, uint8_t *out, size_t outlen)
 
 
 /*
- * The runtime role must not be able to step around row-level security:
+ * A runtime role must not be able to step around row-level security:
  * not a superuser, not BYPASSRLS, not the owner of a table with RLS,
  * and not a member of any such role (it could SET ROLE or RESET ROLE
  * into it). pg_has_role(..., 'MEMBER') covers membership through any
- * chain, with or without INHERIT.
+ * chain, with or without INHERIT. $1 is the role every transaction of
+ * the pool sets (it must be reachable); $2, if not NULL, a role it must
+ * not reach: spendpol_system for the tenant pool, or an injected
+ * "SET LOCAL ROLE spendpol_system" would see every organisation's rows.
  */
 #define CD_DB_ROLE_SQL                                                        \
     "SELECT current_user,"                                                    \
@@ -481,45 +485,56 @@ cd_db_bytea(PGresult *res, int row, int col, uint8_t *out, size_t outlen)
     "    FROM pg_class c WHERE c.relrowsecurity"                              \
     "     AND c.relnamespace = (SELECT n.oid FROM pg_namespace n"              \
     "                           WHERE n.nspname = current_schema())"          \
-    "     AND pg_has_role(current_user, c.relowner, 'MEMBER'))"
+    "     AND pg_has_role(current_user, c.relowner, 'MEMBER')),"              \
+    " (SELECT string_agg(r.rolname, ', ')"                                    \
+    "    FROM pg_roles r WHERE r.rolname = $2::text"                          \
+    "     AND pg_has_role(current_user, r.oid, 'MEMBER')),"                   \
+    " EXISTS (SELECT 1 FROM pg_roles r WHERE r.rolname = $1::text"            \
+    "          AND pg_has_role(current_user, r.oid, 'MEMBER'))"
+
+#define CD_DB_CHECKS  4
 
 int
-cd_db_check_role(cd_db_pool_t *pool, int insecure)
+cd_db_check_role(cd_db_pool_t *pool, cd_db_role_e role, const char *var,
+    int insecure)
 {
-    int            i, bad;
-    char           role[256], found[3][512];
+    int            i, bad, member;
+    char           user[256], found[CD_DB_CHECKS][512];
     PGresult      *res;
-    const char    *v;
+    const char    *v, *params[2], *what[CD_DB_CHECKS];
     cd_db_conn_t  *c;
 
-    static const char  *what[3] = {
-        "is (or can become) the superuser",
-        "is (or can become) the BYPASSRLS role",
-        "owns (or can become the owner of) tables with row-level security "
-        "(owner:"
-    };
+    /* role names are constants of ours, as in cd_db_begin */
+    params[0] = role == CD_ROLE_APP ? "spendpol_app" : "spendpol_system";
+    params[1] = role == CD_ROLE_APP ? "spendpol_system" : NULL;
+
+    what[0] = "is (or can become) the superuser (";
+    what[1] = "is (or can become) the BYPASSRLS role (";
+    what[2] = "owns (or can become the owner of) tables with row-level "
+              "security (owner: ";
+    what[3] = "can become the role of every organisation's rows too (";
 
     c = cd_db_acquire(pool, 10000);
     if (c == NULL) {
         return CD_ERROR;
     }
 
-    res = cd_db_exec(c, CD_DB_ROLE_SQL, 0, NULL);
+    res = cd_db_exec(c, CD_DB_ROLE_SQL, 2, params);
 
     if (res == NULL || PQntuples(res) != 1) {
         PQclear(res);
         cd_db_release(pool, c);
-        cd_log_error(CD_DB_SUBJECT, "cannot inspect the runtime database "
-                     "role");
+        cd_log_error(CD_DB_SUBJECT, "cannot inspect the database role of "
+                     "%s", var);
         return CD_ERROR;
     }
 
     /* names come from the database: escaped before they reach a log */
     v = PQgetvalue(res, 0, 0);
-    cd_log_escape(v, strlen(v), role, sizeof(role));
+    cd_log_escape(v, strlen(v), user, sizeof(user));
     bad = 0;
 
-    for (i = 0; i < 3; i++) {
+    for (i = 0; i < CD_DB_CHECKS; i++) {
         found[i][0] = '\0';
 
         if (!PQgetisnull(res, 0, i + 1)) {
@@ -529,21 +544,40 @@ cd_db_check_role(cd_db_pool_t *pool, int insecure)
         }
     }
 
+    member = cd_db_bool(res, 0, CD_DB_CHECKS + 1);
+
     PQclear(res);
     cd_db_release(pool, c);
 
-    if (!bad) {
-        cd_log_info(CD_DB_SUBJECT, "runtime role \"%s\": no superuser, "
-                    "BYPASSRLS or table owner within reach", role);
+    if (!bad && member) {
+        cd_log_info(CD_DB_SUBJECT, "%s role \"%s\" (%s): no superuser, "
+                    "BYPASSRLS or table owner%s within reach",
+                    role == CD_ROLE_APP ? "tenant" : "runtime", user, var,
+                    role == CD_ROLE_APP ? ", nor spendpol_system" : "");
         return CD_OK;
     }
 
-    for (i = 0; i < 3; i++) {
+    for (i = 0; i < CD_DB_CHECKS; i++) {
         if (found[i][0] != '\0') {
             cd_log(insecure ? CD_LOG_WARN : CD_LOG_ERROR, CD_DB_SUBJECT,
-                   "the role \"%s\" of SPENDPOL_DATABASE_URL %s%s%s), so "
-                   "row-level security does not bind it", role, what[i],
-                   i == 2 ? " " : " (", found[i]);
+                   "the role \"%s\" of %s %s%s), so row-level security "
+                   "does not bind %s", user, var, what[i], found[i],
+                   i == 3 ? "its tenant statements" : "it");
+        }
+    }
+
+    /*
+     * Without the pool's role every transaction would fail: no start,
+     * whatever SPENDPOL_DATABASE_INSECURE says; the advice below still
+     * follows when the role had more to answer for.
+     */
+    if (!member) {
+        cd_log_error(CD_DB_SUBJECT, "not starting: the role \"%s\" of %s "
+                     "is not a member of %s, which its transactions SET "
+                     "ROLE to", user, var, params[0]);
+
+        if (!bad || insecure) {
+            return CD_ERROR;
         }
     }
 
@@ -553,12 +587,22 @@ cd_db_check_role(cd_db_pool_t *pool, int insecure)
         return CD_OK;
     }
 
+    if (role == CD_ROLE_APP) {
+        cd_log_error(CD_DB_SUBJECT, "not starting: set "
+                     "SPENDPOL_API_DATABASE_URL to a role that is no "
+                     "superuser, has no BYPASSRLS, owns no table and is "
+                     "only a member of spendpol_app (make run creates "
+                     "spendpol_api), or set SPENDPOL_DATABASE_INSECURE=1 to "
+                     "accept this");
+        return CD_ERROR;
+    }
+
     cd_log_error(CD_DB_SUBJECT, "not starting: let SPENDPOL_DATABASE_URL "
                  "log in as a role that is no superuser, has no BYPASSRLS, "
-                 "owns no table and is only a member of spendpol_app and "
-                 "spendpol_system (make run creates spendpol_controld), run "
-                 "migrations as the owner with SPENDPOL_MIGRATE_DATABASE_URL, "
-                 "or set SPENDPOL_DATABASE_INSECURE=1 to accept this");
+                 "owns no table and is only a member of spendpol_system "
+                 "(make run creates spendpol_controld), run migrations as "
+                 "the owner with SPENDPOL_MIGRATE_DATABASE_URL, or set "
+                 "SPENDPOL_DATABASE_INSECURE=1 to accept this");
 
     return CD_ERROR;
 }

@@ -1328,8 +1328,11 @@ cd_request_begin(cd_request_t *r)
 {
     cd_db_conn_t  *c;
 
-    /* every tenant statement runs as spendpol_app under the key's org */
-    c = cd_db_acquire_begin(&r->app->db, CD_DB_WAIT_MS, CD_ROLE_APP,
+    /*
+     * every tenant statement runs as spendpol_app under the key's org,
+     * over the tenant pool's login, which cannot become spendpol_system
+     */
+    c = cd_db_acquire_begin(&r->app->tenant_db, CD_DB_WAIT_MS, CD_ROLE_APP,
                             r->org_id);
     if (c == NULL) {
         cd_respond_db_error(r);
@@ -1358,7 +1361,7 @@ void
 cd_request_end(cd_request_t *r, cd_db_conn_t *c)
 {
     cd_db_rollback(c);
-    cd_db_release(&r->app->db, c);
+    cd_db_release(&r->app->tenant_db, c);
 }
 
 

@@ -26,6 +26,8 @@
 
 #define CD_MAIN_SUBJECT  "main"
 #define CD_POOL_SIZE     8
+/* the admin API's tenant transactions; the cluster allows 100 in all */
+#define CD_TENANT_POOL_SIZE  8
 
 
 static const char *
@@ -607,7 +609,43 @@ main(int argc, char **argv)
         goto done;
     }
 
-    if (cd_db_check_role(&app->db, app->config.database_insecure != 0)
+    if (cd_db_check_role(&app->db, CD_ROLE_SYSTEM, "SPENDPOL_DATABASE_URL",
+                         app->config.database_insecure != 0)
+        != CD_OK)
+    {
+        goto done;
+    }
+
+    /*
+     * The admin API's tenant statements have a login of their own that
+     * can become spendpol_app only: an injected "SET LOCAL ROLE
+     * spendpol_system" then fails instead of showing every organisation.
+     * Without one they share the runtime role, which the check refuses
+     * when it can become both (unless SPENDPOL_DATABASE_INSECURE=1).
+     */
+    while (cd_db_pool_init(&app->tenant_db,
+                           app->config.api_database_url
+                           ? app->config.api_database_url
+                           : app->config.database_url,
+                           CD_TENANT_POOL_SIZE)
+           != CD_OK)
+    {
+        cd_log_warn(CD_MAIN_SUBJECT, "waiting for PostgreSQL "
+                    "(SPENDPOL_API_DATABASE_URL)");
+
+        if (cd_main_wait_signal(&signals, 1000)) {
+            status = 0;
+            goto done;
+        }
+    }
+
+    if (cd_db_check_role(&app->tenant_db, CD_ROLE_APP,
+                         app->config.api_database_url
+                         ? "SPENDPOL_API_DATABASE_URL"
+                         : "SPENDPOL_DATABASE_URL (the admin API's tenant "
+                           "statements too: SPENDPOL_API_DATABASE_URL is "
+                           "unset)",
+                         app->config.database_insecure != 0)
         != CD_OK)
     {
         goto done;
@@ -673,6 +711,7 @@ done:
     cd_ingest_stop(app);
     cd_spend_stop(app);
     cd_snapshot_stop(app);
+    cd_db_pool_close(&app->tenant_db);
     cd_db_pool_close(&app->db);
     cd_redis_close(&app->redis);
     cd_snapshot_destroy(app);

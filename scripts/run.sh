@@ -12,6 +12,7 @@
 #   DATABASE_URL / SPENDPOL_DATABASE_URL   use this PostgreSQL instead of a private one
 #                                          (controld's runtime role; see docs/security.md)
 #   SPENDPOL_MIGRATE_DATABASE_URL          the tables' owner, for migrations (with the above)
+#   SPENDPOL_API_DATABASE_URL              the admin API's tenant role, member of spendpol_app only (with the above)
 #   REDIS_URL / SPENDPOL_REDIS_URL         use this Redis instead of a private one
 #   SPENDPOL_PG_PORT / SPENDPOL_REDIS_PORT ports of the private ones (chosen once, kept in the data dir)
 set -euo pipefail
@@ -27,6 +28,7 @@ DATA=$(sp_abs "${SPENDPOL_DATA_DIR:-$ROOT/.run}")
 BUILD=$(sp_abs "${SPENDPOL_BUILD_DIR:-$ROOT/build}")
 DB_URL=${SPENDPOL_DATABASE_URL:-${DATABASE_URL:-}}
 MIGRATE_URL=${SPENDPOL_MIGRATE_DATABASE_URL:-}
+API_DB_URL=${SPENDPOL_API_DATABASE_URL:-}
 R_URL=${SPENDPOL_REDIS_URL:-${REDIS_URL:-}}
 
 [ -x "$BUILD/controld" ] || sp_die "$BUILD/controld is not built: run 'make run' (or 'make build')"
@@ -165,6 +167,7 @@ if [ -z "$DB_URL" ]; then
     # passwords are in $DATA/pg/pgpass (0600), named by the URLs
     DB_URL=$(sp_pg_url "$PG_PORT" "$DATA")
     MIGRATE_URL=$(sp_pg_owner_url "$PG_PORT" "$DATA")
+    API_DB_URL=$(sp_pg_api_url "$PG_PORT" "$DATA")
 fi
 if [ -z "$R_URL" ]; then
     sp_log "Redis on 127.0.0.1:$REDIS_PORT"
@@ -202,7 +205,7 @@ sp_log "controld on $API_LISTEN"
 # controld prints a key it generates on stdout: that line never reaches
 # the log file (the key is in admin.key, shown below)
 $SETSID bash "$STACK" controld-exec "$DATA" "$BUILD" "$API_LISTEN" "$DB_URL" "$R_URL" \
-    ${MIGRATE_URL:+"$MIGRATE_URL"} \
+    "$MIGRATE_URL" "$API_DB_URL" \
     > >(sed -u '/admin key: sp_key_/d' >>"$DATA/logs/controld.out") \
     2>>"$DATA/logs/controld.err" &
 CONTROLD_PID=$!

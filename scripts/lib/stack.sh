@@ -152,16 +152,20 @@ sp_make_traversable() {
 #                      used only by these functions (init, upgrade, roles)
 #   spendpol_owner     LOGIN BYPASSRLS, owns the schema and the tables, runs
 #                      the migrations (SPENDPOL_MIGRATE_DATABASE_URL)
-#   spendpol_controld  LOGIN NOINHERIT, member of spendpol_app and
-#                      spendpol_system only, owns nothing
-#                      (SPENDPOL_DATABASE_URL)
-# Both login passwords are in D/pg/pgpass (mode 0600), named by the URLs'
+#   spendpol_controld  LOGIN NOINHERIT, member of spendpol_system only,
+#                      owns nothing (SPENDPOL_DATABASE_URL)
+#   spendpol_api       LOGIN NOINHERIT, member of spendpol_app only, owns
+#                      nothing: the admin API's tenant statements
+#                      (SPENDPOL_API_DATABASE_URL); an injected SET ROLE
+#                      cannot reach spendpol_system from it
+# The login passwords are in D/pg/pgpass (mode 0600), named by the URLs'
 # passfile= parameter, so no password is in an argv or an environment.
 # Every connection, the unix socket included, needs a password
 # (scram-sha-256); the cluster is never initialised with trust.
 
 SP_PG_OWNER=spendpol_owner
 SP_PG_RUNTIME=spendpol_controld
+SP_PG_API=spendpol_api
 SP_PG_DB=postgres
 
 # 48 hex digits: nothing a pgpass line would need to escape
@@ -191,17 +195,23 @@ sp_pg_su() {
 # a version that connected as the superuser), give the owner what the
 # superuser used to own. Idempotent; passwords go through stdin.
 sp_pg_roles() {
-    local data=$1 port=$2 pass="$1/pg/pgpass" owner_pw runtime_pw
-    if [ ! -s "$pass" ]; then
-        owner_pw=$(sp_pg_password); runtime_pw=$(sp_pg_password)
-        ( umask 077
-          printf '*:*:*:%s:%s\n*:*:*:%s:%s\n' "$SP_PG_OWNER" "$owner_pw" \
-              "$SP_PG_RUNTIME" "$runtime_pw" >"$pass.tmp" )
-    else
+    local data=$1 port=$2 pass="$1/pg/pgpass" owner_pw="" runtime_pw="" api_pw=""
+    if [ -s "$pass" ]; then
         owner_pw=$(awk -F: -v u="$SP_PG_OWNER" '$4 == u { print $5 }' "$pass")
         runtime_pw=$(awk -F: -v u="$SP_PG_RUNTIME" '$4 == u { print $5 }' "$pass")
+        api_pw=$(awk -F: -v u="$SP_PG_API" '$4 == u { print $5 }' "$pass")
         [ -n "$owner_pw" ] && [ -n "$runtime_pw" ] \
             || sp_die "$pass lacks a line for $SP_PG_OWNER or $SP_PG_RUNTIME"
+    fi
+    # a first start, or a data dir from before spendpol_api: new lines
+    if [ ! -s "$pass" ] || [ -z "$api_pw" ]; then
+        [ -n "$owner_pw" ] || owner_pw=$(sp_pg_password)
+        [ -n "$runtime_pw" ] || runtime_pw=$(sp_pg_password)
+        api_pw=$(sp_pg_password)
+        ( umask 077
+          printf '*:*:*:%s:%s\n*:*:*:%s:%s\n*:*:*:%s:%s\n' \
+              "$SP_PG_OWNER" "$owner_pw" "$SP_PG_RUNTIME" "$runtime_pw" \
+              "$SP_PG_API" "$api_pw" >"$pass.tmp" )
     fi
     sp_pg_su "$data" "$port" >/dev/null <<EOF \
         || sp_die "cannot create the database roles (see $data/logs/postgres.log)"
@@ -223,6 +233,9 @@ BEGIN
     IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '$SP_PG_RUNTIME') THEN
         CREATE ROLE $SP_PG_RUNTIME;
     END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '$SP_PG_API') THEN
+        CREATE ROLE $SP_PG_API;
+    END IF;
 END
 \$\$;
 ALTER ROLE spendpol_app NOLOGIN NOSUPERUSER NOBYPASSRLS;
@@ -232,7 +245,18 @@ ALTER ROLE $SP_PG_OWNER LOGIN NOSUPERUSER BYPASSRLS NOCREATEDB NOCREATEROLE
     PASSWORD '$owner_pw';
 ALTER ROLE $SP_PG_RUNTIME LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB
     NOCREATEROLE NOINHERIT PASSWORD '$runtime_pw';
-GRANT spendpol_app, spendpol_system TO $SP_PG_RUNTIME;
+ALTER ROLE $SP_PG_API LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB
+    NOCREATEROLE NOINHERIT PASSWORD '$api_pw';
+-- one login per side: the tenant login cannot SET ROLE spendpol_system
+-- (nor the system login spendpol_app); a cluster from the version with
+-- one runtime login loses the second membership here
+GRANT spendpol_system TO $SP_PG_RUNTIME;
+GRANT spendpol_app TO $SP_PG_API;
+-- (a REVOKE of what was never granted only warns: not worth stderr)
+SET client_min_messages = error;
+REVOKE spendpol_app FROM $SP_PG_RUNTIME;
+REVOKE spendpol_system FROM $SP_PG_API;
+RESET client_min_messages;
 GRANT TEMPORARY ON DATABASE $SP_PG_DB TO spendpol_system;
 ALTER SCHEMA public OWNER TO $SP_PG_OWNER;
 REVOKE CREATE ON SCHEMA public FROM PUBLIC;
@@ -363,7 +387,8 @@ sp_pg_pid() {
 }
 
 # sp_pg_url PORT DATA: controld's runtime URL (the password is in the
-# passfile, never in the URL). sp_pg_owner_url: the migrations' URL.
+# passfile, never in the URL). sp_pg_api_url: the admin API's tenant
+# statements. sp_pg_owner_url: the migrations' URL.
 # sp_pg_superuser_url: for these scripts and the tests that need one.
 # a path as a URI query value (libpq decodes %XX)
 sp_uri_path() {
@@ -372,6 +397,10 @@ sp_uri_path() {
 }
 sp_pg_url() {
     printf 'postgresql://%s@127.0.0.1:%s/%s?passfile=%s\n' "$SP_PG_RUNTIME" \
+        "$1" "$SP_PG_DB" "$(sp_uri_path "$(sp_abs "$2")/pg/pgpass")"
+}
+sp_pg_api_url() {
+    printf 'postgresql://%s@127.0.0.1:%s/%s?passfile=%s\n' "$SP_PG_API" \
         "$1" "$SP_PG_DB" "$(sp_uri_path "$(sp_abs "$2")/pg/pgpass")"
 }
 sp_pg_owner_url() {
@@ -580,9 +609,10 @@ sp_nginx_test() {
 # ------------------------------------------------------------------ controld
 
 # sp_controld_exec DATA BUILDDIR API_LISTEN DATABASE_URL REDIS_URL
-# [MIGRATE_DATABASE_URL]: replaces the shell with controld in the
-# foreground, environment set. Without the sixth argument an
-# SPENDPOL_MIGRATE_DATABASE_URL already in the environment is kept.
+# [MIGRATE_DATABASE_URL [API_DATABASE_URL]]: replaces the shell with
+# controld in the foreground, environment set. Without the sixth (or
+# seventh) argument, or with an empty one, an SPENDPOL_MIGRATE_DATABASE_URL
+# (SPENDPOL_API_DATABASE_URL) already in the environment is kept.
 sp_controld_exec() {
     local data build
     data=$(sp_abs "$1"); build=$(sp_abs "$2")
@@ -595,6 +625,9 @@ sp_controld_exec() {
     export SPENDPOL_DATABASE_URL="$4"
     if [ -n "${6:-}" ]; then
         export SPENDPOL_MIGRATE_DATABASE_URL="$6"
+    fi
+    if [ -n "${7:-}" ]; then
+        export SPENDPOL_API_DATABASE_URL="$7"
     fi
     # controld may drop to SPENDPOL_USER before it connects: the passfile
     # must stay readable by it (libpq also wants mode 0600 or less)

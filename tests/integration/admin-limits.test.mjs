@@ -157,6 +157,7 @@ async function startHand(env) {
     env: bareEnv({
       SPENDPOL_DATABASE_URL: s.databaseURL,
       SPENDPOL_MIGRATE_DATABASE_URL: s.ownerDatabaseURL,
+      SPENDPOL_API_DATABASE_URL: s.apiDatabaseURL,
       SPENDPOL_API_LISTEN: '127.0.0.1:0',
       SPENDPOL_DATA_DIR: dir,
       SPENDPOL_SNAPSHOT_DIR: path.join(dir, 'snap'),

@@ -24,6 +24,7 @@ before(async () => {
   await a.start();
   b = new Stack({
     databaseURL: a.databaseURL,
+    apiDatabaseURL: a.apiDatabaseURL,
     ownerDatabaseURL: a.ownerDatabaseURL,
     redisURL: a.redisURL,
     adminKey: a.adminKey,

@@ -156,16 +156,23 @@ export class Stack {
 
     this.fixture = await startFixture();
 
-    // a second node shares the first one's database (both URLs), Redis
-    // and master key. databaseURL: controld's runtime role;
-    // ownerDatabaseURL: the tables' owner, for migrations and for tests
-    // that inspect or change tables with psql.
+    // a second node shares the first one's database (the three URLs),
+    // Redis and master key. databaseURL: controld's runtime role
+    // (spendpol_system); apiDatabaseURL: the admin API's tenant role
+    // (spendpol_app); ownerDatabaseURL: the tables' owner, for migrations
+    // and for tests that inspect or change tables with psql.
     this.databaseURL = o.databaseURL || process.env.SPENDPOL_TEST_DATABASE_URL;
+    this.apiDatabaseURL = o.apiDatabaseURL || process.env.SPENDPOL_TEST_API_DATABASE_URL;
     this.ownerDatabaseURL = o.ownerDatabaseURL || process.env.SPENDPOL_TEST_OWNER_DATABASE_URL;
     if (this.databaseURL && !this.ownerDatabaseURL) {
       // one external URL: migrations and serving share a role that owns
       // the tables, which controld accepts only when told to
       this.ownerDatabaseURL = this.databaseURL;
+      this.databaseInsecure = true;
+    }
+    if (this.databaseURL && !this.apiDatabaseURL) {
+      // an external runtime URL without a tenant one: both pools share
+      // a role that can become spendpol_app and spendpol_system
       this.databaseInsecure = true;
     }
     if (!this.databaseURL) {
@@ -179,6 +186,7 @@ export class Stack {
         }
       });
       this.databaseURL = await sh(['pg-url', this.dataDir, String(this.pgPort)]);
+      this.apiDatabaseURL = await sh(['pg-api-url', this.dataDir, String(this.pgPort)]);
       this.ownerDatabaseURL = await sh(['pg-owner-url', this.dataDir, String(this.pgPort)]);
     }
     this.redisURL = o.redisURL || process.env.SPENDPOL_TEST_REDIS_URL;
@@ -222,6 +230,8 @@ export class Stack {
     if (this.opts.nginxHttp) env.SPENDPOL_NGINX_HTTP = this.opts.nginxHttp;
     delete env.SPENDPOL_MIGRATE_DATABASE_URL;
     delete env.SPENDPOL_DATABASE_INSECURE;
+    delete env.SPENDPOL_API_DATABASE_URL;
+    if (this.apiDatabaseURL) env.SPENDPOL_API_DATABASE_URL = this.apiDatabaseURL;
     if (this.ownerDatabaseURL !== this.databaseURL) env.SPENDPOL_MIGRATE_DATABASE_URL = this.ownerDatabaseURL;
     if (this.databaseInsecure) env.SPENDPOL_DATABASE_INSECURE = '1';
     for (const k of ['ASAN_OPTIONS', 'UBSAN_OPTIONS', 'LD_PRELOAD']) delete env[k];
