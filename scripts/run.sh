@@ -14,6 +14,9 @@
 #   SPENDPOL_MIGRATE_DATABASE_URL          the tables' owner, for migrations (with the above)
 #   SPENDPOL_API_DATABASE_URL              the admin API's tenant role, member of spendpol_app only (with the above)
 #   REDIS_URL / SPENDPOL_REDIS_URL         use this Redis instead of a private one
+#   SPENDPOL_API_DATABASE_URL, SPENDPOL_MIGRATE_DATABASE_URL   with your own PostgreSQL: the tenant and owner roles
+#   SPENDPOL_USER / SPENDPOL_NGINX_USER    as root: controld+Redis / nginx workers run as these (default spendpol / spendpol-nginx)
+#   SPENDPOL_UPSTREAM_ALLOW                outbound CIDRs and names beyond https to public addresses
 #   SPENDPOL_PG_PORT / SPENDPOL_REDIS_PORT ports of the private ones (chosen once, kept in the data dir)
 set -euo pipefail
 
