@@ -63,12 +63,23 @@ static const char  *sp_tok_patterns[SP_TOK_ENCODINGS] = {
 
 struct sp_tok_enc_s {
     const sp_tok_vocab_t  *vocab;
+    unsigned               which;
     pcre2_code            *code;
     int                    jit;
 };
 
 
+typedef struct {
+    uint32_t  hash;
+    uint8_t   len;                  /* 0: empty */
+    uint8_t   which;                /* the encoding */
+    uint16_t  tokens;
+    uint8_t   bytes[SP_TOK_CACHE_PIECE];
+} sp_tok_cached_t;
+
+
 struct sp_tok_ctx_s {
+    sp_tok_cached_t      *cache;
     pcre2_match_data     *md;
     pcre2_match_context  *mctx;
     pcre2_jit_stack      *stack;
@@ -100,16 +111,12 @@ sp_tok_hash(const uint8_t *p, size_t len)
 }
 
 
-uint32_t
-sp_tok_rank(const sp_tok_vocab_t *v, const uint8_t *p, size_t len)
+static uint32_t
+sp_tok_rank_h(const sp_tok_vocab_t *v, const uint8_t *p, size_t len,
+    uint32_t h)
 {
-    uint32_t  h, i, s, tag, rank, off;
+    uint32_t  i, s, tag, rank, off;
 
-    if (len == 0 || len > v->max_len) {
-        return SP_TOK_RANK_NONE;
-    }
-
-    h = sp_tok_hash(p, len);
     tag = h >> SP_TOK_RANK_BITS;
 
     for (i = h & v->slot_mask; ; i = (i + 1) & v->slot_mask) {
@@ -135,6 +142,21 @@ sp_tok_rank(const sp_tok_vocab_t *v, const uint8_t *p, size_t len)
 }
 
 
+uint32_t
+sp_tok_rank(const sp_tok_vocab_t *v, const uint8_t *p, size_t len)
+{
+    if (len == 0 || len > v->max_len) {
+        return SP_TOK_RANK_NONE;
+    }
+
+    if (len == 2) {
+        return v->pairs[p[0] << 8 | p[1]];
+    }
+
+    return sp_tok_rank_h(v, p, len, sp_tok_hash(p, len));
+}
+
+
 /* tiktoken's loop: parts as boundaries start[0..m), start[m-1] == len */
 static uint64_t
 sp_tok_merge_short(const sp_tok_vocab_t *v, const uint8_t *p, size_t len)
@@ -152,7 +174,7 @@ sp_tok_merge_short(const sp_tok_vocab_t *v, const uint8_t *p, size_t len)
 
     /* rank[i]: the pair of parts i and i + 1 */
     for (i = 0; i + 1 < len; i++) {
-        rank[i] = sp_tok_rank(v, p + i, 2);
+        rank[i] = v->pairs[p[i] << 8 | p[i + 1]];
     }
 
     if (len > 0) {
@@ -396,9 +418,16 @@ sp_tok_enc_create(sp_tok_encoding_e which, const sp_tok_vocab_t *vocab,
         return NULL;
     }
 
-    if (vocab == NULL) {
-        vocab = (which == SP_TOK_O200K_BASE) ? &sp_tok_vocab_o200k_base
-                                             : &sp_tok_vocab_cl100k_base;
+    /*
+     * No default vocabulary here: a reference to the generated data would
+     * make every binary that compiles this file (the nginx module takes
+     * all of libspendpol/) fail to load unless it links that data too.
+     */
+    if (vocab == NULL || vocab->n_ranks == 0
+        || vocab->n_ranks >= (1u << SP_TOK_RANK_BITS))
+    {
+        snprintf(err, errlen, "encoding %d: no vocabulary", (int) which);
+        return NULL;
     }
 
     enc = calloc(1, sizeof(sp_tok_enc_t));
@@ -408,6 +437,7 @@ sp_tok_enc_create(sp_tok_encoding_e which, const sp_tok_vocab_t *vocab,
     }
 
     enc->vocab = vocab;
+    enc->which = which;
     enc->code = pcre2_compile((PCRE2_SPTR) sp_tok_patterns[which],
                               PCRE2_ZERO_TERMINATED,
                               PCRE2_UTF | PCRE2_UCP | PCRE2_MATCH_INVALID_UTF
@@ -472,8 +502,9 @@ sp_tok_ctx_create(size_t max_piece)
     ctx->mctx = pcre2_match_context_create(NULL);
     ctx->stack = pcre2_jit_stack_create(32 * 1024, 1024 * 1024, NULL);
     ctx->scratch = malloc(SP_TOK_SCRATCH_PER_BYTE * (max_piece + 1));
+    ctx->cache = calloc(SP_TOK_CACHE, sizeof(sp_tok_cached_t));
 
-    if (ctx->md == NULL || ctx->mctx == NULL || ctx->stack == NULL
+    if (ctx->cache == NULL || ctx->md == NULL || ctx->mctx == NULL || ctx->stack == NULL
         || ctx->scratch == NULL)
     {
         sp_tok_ctx_free(ctx);
@@ -497,6 +528,7 @@ sp_tok_ctx_free(sp_tok_ctx_t *ctx)
     pcre2_match_context_free(ctx->mctx);
     pcre2_jit_stack_free(ctx->stack);
     free(ctx->scratch);
+    free(ctx->cache);
     free(ctx);
 }
 
@@ -505,23 +537,55 @@ static uint64_t
 sp_tok_piece(const sp_tok_enc_t *enc, sp_tok_ctx_t *ctx, const uint8_t *p,
     size_t len, sp_tok_result_t *res)
 {
+    uint32_t          h;
+    uint64_t          n;
+    sp_tok_cached_t  *c;
+
     res->pieces++;
 
-    if (sp_tok_rank(enc->vocab, p, len) != SP_TOK_RANK_NONE) {
-        return 1;
+    if (len > SP_TOK_CACHE_PIECE) {
+        if (sp_tok_rank(enc->vocab, p, len) != SP_TOK_RANK_NONE) {
+            return 1;
+        }
+
+        if (len <= SP_TOK_SHORT_PIECE) {
+            return sp_tok_merge_short(enc->vocab, p, len);
+        }
+
+        if (len <= ctx->max_piece) {
+            return sp_tok_merge_heap(enc->vocab, p, len, ctx->scratch);
+        }
+
+        res->long_pieces++;
+
+        return len;
     }
 
-    if (len <= SP_TOK_SHORT_PIECE) {
-        return sp_tok_merge_short(enc->vocab, p, len);
+    h = sp_tok_hash(p, len);
+    c = &ctx->cache[(h ^ (enc->which * 0x9e3779b9u)) & (SP_TOK_CACHE - 1)];
+
+    if (c->hash == h && c->len == len && c->which == enc->which
+        && memcmp(c->bytes, p, len) == 0)
+    {
+        return c->tokens;
     }
 
-    if (len <= ctx->max_piece) {
-        return sp_tok_merge_heap(enc->vocab, p, len, ctx->scratch);
+    if (len <= enc->vocab->max_len
+        && sp_tok_rank_h(enc->vocab, p, len, h) != SP_TOK_RANK_NONE)
+    {
+        n = 1;
+
+    } else {
+        n = sp_tok_merge_short(enc->vocab, p, len);
     }
 
-    res->long_pieces++;
+    c->hash = h;
+    c->len = (uint8_t) len;
+    c->which = (uint8_t) enc->which;
+    c->tokens = (uint16_t) n;
+    memcpy(c->bytes, p, len);
 
-    return len;
+    return n;
 }
 
 

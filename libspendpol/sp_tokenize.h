@@ -10,8 +10,9 @@
  *   sp_tok_enc_t  the compiled pattern and the vocabulary; read-only after
  *                 sp_tok_enc_create(), so a master process builds it before
  *                 fork and every worker (or thread) shares it.
- *   sp_tok_ctx_t  per worker or thread: PCRE2 match data, a JIT stack and
- *                 the scratch for merging long pieces, sized by its caller.
+ *   sp_tok_ctx_t  per worker or thread: PCRE2 match data, a JIT stack, a
+ *                 cache of recent pieces' counts (256 KiB) and the scratch
+ *                 for merging long pieces, sized by its caller.
  *                 sp_tok_count() allocates nothing.
  *
  * The vocabularies are data generated at build time from the npm package
@@ -41,6 +42,14 @@
 
 /* pieces up to this long merge in a stack buffer, the rest in the scratch */
 #define SP_TOK_SHORT_PIECE  128
+
+/*
+ * A context remembers the counts of recent pieces up to this long (a
+ * direct-mapped cache of SP_TOK_CACHE entries): text repeats its words,
+ * and a piece found there costs one hash and one compare.
+ */
+#define SP_TOK_CACHE_PIECE  24
+#define SP_TOK_CACHE        8192
 
 /* the scratch bytes sp_tok_ctx_create() sets aside per byte of max_piece */
 #define SP_TOK_SCRATCH_PER_BYTE  36
@@ -73,6 +82,7 @@ typedef struct {
     const uint32_t  *offsets;       /* n_ranks + 1: token r is bytes */
                                     /* [offsets[r], offsets[r + 1]) */
     const uint32_t  *slots;         /* hash tag << 18 | rank, or ~0 */
+    const uint32_t  *pairs;         /* 65536: two-byte tokens' ranks */
     const uint8_t   *bytes;
 } sp_tok_vocab_t;
 
@@ -106,8 +116,9 @@ typedef struct {
 
 /*
  * Compiles the encoding's pattern (with JIT where the CPU has it) against
- * the vocabulary (NULL: the built-in one). NULL on failure, with a reason
- * in err.
+ * the vocabulary: &sp_tok_vocab_o200k_base or &sp_tok_vocab_cl100k_base,
+ * which live in the generated build/gen/sp_tok_vocab.c, so only binaries
+ * that link it name them. NULL on failure, with a reason in err.
  */
 sp_tok_enc_t *sp_tok_enc_create(sp_tok_encoding_e which,
     const sp_tok_vocab_t *vocab, char *err, size_t errlen);
@@ -126,7 +137,8 @@ void sp_tok_ctx_free(sp_tok_ctx_t *ctx);
  * The token count of text[0 .. len). Never fails: where the pattern engine
  * reports an error (a JIT stack too small for a pathological input) the
  * rest of the text counts one token per byte and result.exact is 0.
- * Returns result->tokens; result may be NULL.
+ * Returns the count; when result is not NULL the counts are added to it
+ * (zero it first) and result->exact says whether all of them are exact.
  */
 uint64_t sp_tok_count(const sp_tok_enc_t *enc, sp_tok_ctx_t *ctx,
     const char *text, size_t len, sp_tok_result_t *result);
@@ -146,7 +158,8 @@ uint32_t sp_tok_rank(const sp_tok_vocab_t *v, const uint8_t *p, size_t len);
  * The tokens BPE gives one piece (the whole piece's own rank is not
  * looked up first: sp_tok_count does that). scratch: NULL for the
  * quadratic merge tiktoken uses (len <= SP_TOK_SHORT_PIECE only), else
- * SP_TOK_SCRATCH_PER_BYTE * len bytes for the O(n log n) heap merge.
+ * SP_TOK_SCRATCH_PER_BYTE * (len + 1) bytes, aligned for uint64_t, for
+ * the O(n log n) heap merge.
  * Exposed so that tests and the fuzzer can hold both merges to one answer.
  */
 uint64_t sp_tok_merge(const sp_tok_vocab_t *v, const uint8_t *p, size_t len,

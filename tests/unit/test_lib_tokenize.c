@@ -29,13 +29,16 @@ static sp_tok_ctx_t  *ctx;
 static int
 setup(void **state)
 {
-    int   i;
-    char  err[256];
+    int                    i;
+    char                   err[256];
+    const sp_tok_vocab_t  *vocab[SP_TOK_ENCODINGS] = {
+        &sp_tok_vocab_o200k_base, &sp_tok_vocab_cl100k_base
+    };
 
     (void) state;
 
     for (i = 0; i < SP_TOK_ENCODINGS; i++) {
-        encs[i] = sp_tok_enc_create(i, NULL, err, sizeof(err));
+        encs[i] = sp_tok_enc_create(i, vocab[i], err, sizeof(err));
         if (encs[i] == NULL) {
             fprintf(stderr, "sp_tok_enc_create: %s\n", err);
             return -1;
@@ -416,8 +419,12 @@ test_tokenize_bad_encoding(void **state)
 
     (void) state;
 
-    assert_null(sp_tok_enc_create(SP_TOK_ENCODINGS, NULL, err, sizeof(err)));
+    assert_null(sp_tok_enc_create(SP_TOK_ENCODINGS, &sp_tok_vocab_o200k_base,
+                                  err, sizeof(err)));
     assert_non_null(strstr(err, "unknown encoding"));
+
+    assert_null(sp_tok_enc_create(SP_TOK_O200K_BASE, NULL, err, sizeof(err)));
+    assert_non_null(strstr(err, "no vocabulary"));
 }
 
 

@@ -6,7 +6,7 @@
 //
 // For each encoding: the token bytes in rank order (offsets + one byte
 // string) and an open-addressing hash table from bytes to rank, laid out
-// here so that it sits in read-only data, shared by every process that
+// here, with a table of the two-byte tokens, so that it sits in read-only data, shared by every process that
 // maps the binary, and needs no work at start. The hash (FNV-1a 32 with
 // murmur3's finaliser) must stay identical to sp_tok_hash() in
 // sp_tokenize.c; test_lib_tokenize.c looks every token up to prove it.
@@ -99,7 +99,14 @@ function build(enc) {
     }
     offsets[n] = total;
 
-    return { enc, n, slots, table, offsets, bytes: Buffer.concat(tokens.filter(Boolean)), maxLen };
+    // two-byte tokens by their bytes: the merge's first round of lookups
+    const pairs = new Uint32Array(65536).fill(EMPTY);
+    for (let r = 0; r < n; r++) {
+        const t = tokens[r];
+        if (t !== undefined && t.length === 2) pairs[(t[0] << 8) | t[1]] = r;
+    }
+
+    return { enc, n, slots, table, offsets, pairs, bytes: Buffer.concat(tokens.filter(Boolean)), maxLen };
 }
 
 function cString(buf) {
@@ -162,12 +169,16 @@ static const uint32_t  ${enc.sym}_slots[${v.slots}] = {
 ${cArray(v.table)}
 };
 
+static const uint32_t  ${enc.sym}_pairs[65536] = {
+${cArray(v.pairs)}
+};
+
 static const uint8_t  ${enc.sym}_bytes[${v.bytes.length + 1}] =
 ${cString(v.bytes)};
 
 const sp_tok_vocab_t  sp_tok_vocab_${enc.name} = {
     "${enc.name}", ${v.n}, ${v.slots - 1}, ${v.maxLen},
-    ${enc.sym}_offsets, ${enc.sym}_slots, ${enc.sym}_bytes
+    ${enc.sym}_offsets, ${enc.sym}_slots, ${enc.sym}_pairs, ${enc.sym}_bytes
 };
 `;
 }
