@@ -690,3 +690,60 @@ sp_tok_chat(const sp_tok_enc_t *enc, sp_tok_ctx_t *ctx,
 
     return tokens;
 }
+
+
+typedef struct {
+    const char         *prefix;
+    size_t              len;
+    sp_tok_encoding_e   encoding;
+} sp_tok_model_t;
+
+#define SP_TOK_MODEL(p, e)  { p, sizeof(p) - 1, e }
+
+/* the more specific first: "gpt-4.1" and "gpt-4o" before "gpt-4" */
+static const sp_tok_model_t  sp_tok_models[] = {
+    SP_TOK_MODEL("gpt-5", SP_TOK_O200K_BASE),
+    SP_TOK_MODEL("gpt-4.5", SP_TOK_O200K_BASE),
+    SP_TOK_MODEL("gpt-4.1", SP_TOK_O200K_BASE),
+    SP_TOK_MODEL("gpt-4o", SP_TOK_O200K_BASE),
+    SP_TOK_MODEL("chatgpt-4o", SP_TOK_O200K_BASE),
+    SP_TOK_MODEL("o1", SP_TOK_O200K_BASE),
+    SP_TOK_MODEL("o3", SP_TOK_O200K_BASE),
+    SP_TOK_MODEL("o4", SP_TOK_O200K_BASE),
+    SP_TOK_MODEL("gpt-oss", SP_TOK_O200K_BASE),
+    SP_TOK_MODEL("gpt-4", SP_TOK_CL100K_BASE),
+    SP_TOK_MODEL("gpt-3.5-turbo", SP_TOK_CL100K_BASE),
+    SP_TOK_MODEL("gpt-35-turbo", SP_TOK_CL100K_BASE),
+    SP_TOK_MODEL("text-embedding-ada-002", SP_TOK_CL100K_BASE),
+    SP_TOK_MODEL("text-embedding-3-small", SP_TOK_CL100K_BASE),
+    SP_TOK_MODEL("text-embedding-3-large", SP_TOK_CL100K_BASE),
+};
+
+
+int
+sp_tok_encoding_for_model(const char *model, size_t len)
+{
+    char     c;
+    size_t   i;
+
+    if (len >= 3 && memcmp(model, "ft:", 3) == 0) {
+        model += 3;
+        len -= 3;
+    }
+
+    for (i = 0; i < sizeof(sp_tok_models) / sizeof(sp_tok_models[0]); i++) {
+        const sp_tok_model_t  *m = &sp_tok_models[i];
+
+        if (len < m->len || memcmp(model, m->prefix, m->len) != 0) {
+            continue;
+        }
+
+        c = (len == m->len) ? '\0' : model[m->len];
+
+        if (c == '\0' || c == '-' || c == '.' || c == ':' || c == '@') {
+            return (int) m->encoding;
+        }
+    }
+
+    return -1;
+}

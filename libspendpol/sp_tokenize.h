@@ -151,6 +151,19 @@ uint64_t sp_tok_count(const sp_tok_enc_t *enc, sp_tok_ctx_t *ctx,
 uint64_t sp_tok_chat(const sp_tok_enc_t *enc, sp_tok_ctx_t *ctx,
     const sp_tok_msg_t *msgs, size_t n, sp_tok_result_t *result);
 
+/*
+ * The encoding an OpenAI model counts its input with, from its name:
+ * o200k_base for gpt-5*, gpt-4.5*, gpt-4.1*, gpt-4o*, chatgpt-4o*, o1*,
+ * o3*, o4*, gpt-oss*; cl100k_base for gpt-4 and gpt-4-*, gpt-3.5-turbo*,
+ * gpt-35-turbo* (Azure's spelling) and the text-embedding-ada-002 and
+ * text-embedding-3-* models. A name matches a prefix when the prefix is
+ * followed by the end, '-', '.', ':' or '@' (so "gpt-4o" is not "gpt-4");
+ * "ft:" (a fine-tune of the model) is skipped. -1 for any other name
+ * (older encodings, other providers, Azure deployment names): the caller
+ * keeps its estimate.
+ */
+int sp_tok_encoding_for_model(const char *model, size_t len);
+
 /* the rank of the token with exactly these bytes, or SP_TOK_RANK_NONE */
 uint32_t sp_tok_rank(const sp_tok_vocab_t *v, const uint8_t *p, size_t len);
 

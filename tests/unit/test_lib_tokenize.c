@@ -412,6 +412,48 @@ test_tokenize_chat(void **state)
 }
 
 
+static int
+model(const char *name)
+{
+    return sp_tok_encoding_for_model(name, strlen(name));
+}
+
+
+static void
+test_tokenize_models(void **state)
+{
+    size_t  i;
+
+    (void) state;
+
+    /* every model js-tiktoken names, as it maps them */
+    for (i = 0; i < sizeof(tok_models) / sizeof(tok_models[0]); i++) {
+        if (model(tok_models[i].model) != tok_models[i].encoding) {
+            fail_msg("%s: encoding %d, js-tiktoken says %d",
+                     tok_models[i].model, model(tok_models[i].model),
+                     tok_models[i].encoding);
+        }
+    }
+
+    /* fine-tunes, later snapshots, and names that only look alike */
+    assert_int_equal(model("ft:gpt-4o-mini-2024-07-18:acme::abc123"),
+                     SP_TOK_O200K_BASE);
+    assert_int_equal(model("ft:gpt-3.5-turbo-0125:acme::x"),
+                     SP_TOK_CL100K_BASE);
+    assert_int_equal(model("gpt-5.1"), SP_TOK_O200K_BASE);
+    assert_int_equal(model("gpt-4.1-mini-2025-04-14"), SP_TOK_O200K_BASE);
+    assert_int_equal(model("o3-pro"), SP_TOK_O200K_BASE);
+    assert_int_equal(model("gpt-4oops"), -1);
+    assert_int_equal(model("o10"), -1);
+    assert_int_equal(model("gpt-40"), -1);
+    assert_int_equal(model("claude-3-5-sonnet"), -1);
+    assert_int_equal(model("my-azure-deployment"), -1);
+    assert_int_equal(model("ft:"), -1);
+    assert_int_equal(sp_tok_encoding_for_model("gpt-4o", 5), SP_TOK_CL100K_BASE);
+    assert_int_equal(sp_tok_encoding_for_model("gpt-4o", 0), -1);
+}
+
+
 static void
 test_tokenize_bad_encoding(void **state)
 {
@@ -440,6 +482,7 @@ main(void)
         cmocka_unit_test(test_tokenize_long_piece),
         cmocka_unit_test(test_tokenize_large),
         cmocka_unit_test(test_tokenize_chat),
+        cmocka_unit_test(test_tokenize_models),
         cmocka_unit_test(test_tokenize_bad_encoding),
     };
 

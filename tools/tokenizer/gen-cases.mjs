@@ -25,7 +25,7 @@ import { fileURLToPath } from "node:url";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const require = createRequire(join(here, "package.json"));
-const { Tiktoken } = require("js-tiktoken/lite");
+const { Tiktoken, getEncodingNameForModel } = require("js-tiktoken/lite");
 
 const WS = "\\t\\n\\v\\f\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028"
          + "\\u2029\\u202f\\u205f\\u3000";
@@ -189,6 +189,48 @@ for (const t of TEXTS) {
        + `      ${len}, ${a}, ${b} },\n`;
 }
 
+h += "};\n";
+
+// js-tiktoken's model -> encoding table (it exports no list: these are the
+// names its getEncodingNameForModel knows, plus fine-tune spellings)
+const MODELS = [
+    "gpt-4o", "gpt-4o-2024-05-13", "gpt-4o-2024-08-06", "gpt-4o-2024-11-20",
+    "gpt-4o-mini", "gpt-4o-mini-2024-07-18", "gpt-4o-search-preview",
+    "gpt-4o-mini-search-preview-2025-03-11", "gpt-4o-audio-preview",
+    "gpt-4o-mini-audio-preview-2024-12-17", "gpt-4o-realtime",
+    "gpt-4o-realtime-preview-2024-12-17", "chatgpt-4o-latest",
+    "o1", "o1-2024-12-17", "o1-mini", "o1-mini-2024-09-12", "o1-preview",
+    "o1-pro", "o1-pro-2025-03-19", "o3", "o3-2025-04-16", "o3-mini",
+    "o3-mini-2025-01-31", "o4-mini", "o4-mini-2025-04-16",
+    "gpt-4.1", "gpt-4.1-2025-04-14", "gpt-4.1-mini", "gpt-4.1-nano",
+    "gpt-4.1-nano-2025-04-14", "gpt-4.5-preview", "gpt-4.5-preview-2025-02-27",
+    "gpt-5", "gpt-5-2025-08-07", "gpt-5-nano", "gpt-5-mini",
+    "gpt-5-mini-2025-08-07", "gpt-5-chat-latest",
+    "gpt-4", "gpt-4-0314", "gpt-4-0613", "gpt-4-32k", "gpt-4-32k-0613",
+    "gpt-4-1106-preview", "gpt-4-vision-preview", "gpt-4-turbo",
+    "gpt-4-turbo-2024-04-09", "gpt-4-turbo-preview", "gpt-4-0125-preview",
+    "gpt-3.5-turbo", "gpt-3.5-turbo-0301", "gpt-3.5-turbo-0613",
+    "gpt-3.5-turbo-1106", "gpt-3.5-turbo-0125", "gpt-3.5-turbo-16k",
+    "gpt-3.5-turbo-instruct", "gpt-35-turbo",
+    "text-embedding-ada-002", "text-embedding-3-small",
+    "text-embedding-3-large",
+    "text-davinci-003", "davinci", "code-davinci-002", "gpt2",
+];
+
+h += `
+typedef struct {
+    const char  *model;
+    int          encoding;      /* sp_tok_encoding_e, or -1 */
+} tok_model_t;
+
+static const tok_model_t  tok_models[] = {
+`;
+for (const m of MODELS) {
+    const name = getEncodingNameForModel(m);
+    const e = name === "o200k_base" ? "SP_TOK_O200K_BASE"
+            : name === "cl100k_base" ? "SP_TOK_CL100K_BASE" : "-1";
+    h += `    { "${m}", ${e} },\n`;
+}
 h += "};\n";
 
 const args = process.argv.slice(2);
