@@ -111,11 +111,30 @@ sp_tok_hash(const uint8_t *p, size_t len)
 }
 
 
+/* both of a token's bits are set (gen-vocab.mjs's bloomBits) */
+static inline int
+sp_tok_bloom(const sp_tok_vocab_t *v, uint32_t h)
+{
+    uint32_t  a, b, g;
+
+    g = h * 0x9e3779b1u;
+    a = h & (SP_TOK_BLOOM_BITS - 1);
+    b = (g ^ (g >> 15)) & (SP_TOK_BLOOM_BITS - 1);
+
+    return (v->bloom[a >> 6] >> (a & 63) & 1)
+           && (v->bloom[b >> 6] >> (b & 63) & 1);
+}
+
+
 static uint32_t
 sp_tok_rank_h(const sp_tok_vocab_t *v, const uint8_t *p, size_t len,
     uint32_t h)
 {
     uint32_t  i, s, tag, rank, off;
+
+    if (!sp_tok_bloom(v, h)) {
+        return SP_TOK_RANK_NONE;
+    }
 
     tag = h >> SP_TOK_RANK_BITS;
 

@@ -39,6 +39,7 @@
 
 #define SP_TOK_RANK_BITS   18                 /* ranks below 2^18 */
 #define SP_TOK_RANK_NONE   UINT32_MAX
+#define SP_TOK_BLOOM_BITS  (1u << 22)
 
 /* pieces up to this long merge in a stack buffer, the rest in the scratch */
 #define SP_TOK_SHORT_PIECE  128
@@ -83,6 +84,7 @@ typedef struct {
                                     /* [offsets[r], offsets[r + 1]) */
     const uint32_t  *slots;         /* hash tag << 18 | rank, or ~0 */
     const uint32_t  *pairs;         /* 65536: two-byte tokens' ranks */
+    const uint64_t  *bloom;         /* SP_TOK_BLOOM_BITS: may be a token */
     const uint8_t   *bytes;
 } sp_tok_vocab_t;
 

@@ -60,6 +60,13 @@ function hash(bytes) {
 }
 
 const RANK_BITS = 18;           // SP_TOK_RANK_BITS
+const BLOOM_BITS = 1 << 22;     // SP_TOK_BLOOM_BITS
+const BLOOM_WORDS = BLOOM_BITS / 64;
+
+function bloomBits(h) {
+    const g = Math.imul(h, 0x9e3779b1) >>> 0;
+    return [h & (BLOOM_BITS - 1), (g ^ (g >>> 15)) & (BLOOM_BITS - 1)];
+}
 const EMPTY = 0xffffffff;
 
 function build(enc) {
@@ -99,6 +106,18 @@ function build(enc) {
     }
     offsets[n] = total;
 
+    // a Bloom filter (two bits a token) in front of the table: most of
+    // the merge's lookups miss, and the filter (512 KiB) stays in cache
+    // where the table does not; bloomBits() must match sp_tok_bloom()
+    const bloom = new BigUint64Array(BLOOM_WORDS);
+    for (let r = 0; r < n; r++) {
+        const t = tokens[r];
+        if (t === undefined) continue;
+        for (const bit of bloomBits(hash(t))) {
+            bloom[bit >>> 6] |= 1n << BigInt(bit & 63);
+        }
+    }
+
     // two-byte tokens by their bytes: the merge's first round of lookups
     const pairs = new Uint32Array(65536).fill(EMPTY);
     for (let r = 0; r < n; r++) {
@@ -106,7 +125,7 @@ function build(enc) {
         if (t !== undefined && t.length === 2) pairs[(t[0] << 8) | t[1]] = r;
     }
 
-    return { enc, n, slots, table, offsets, pairs, bytes: Buffer.concat(tokens.filter(Boolean)), maxLen };
+    return { enc, n, slots, table, offsets, pairs, bloom, bytes: Buffer.concat(tokens.filter(Boolean)), maxLen };
 }
 
 function cString(buf) {
@@ -131,6 +150,18 @@ function cArray(arr) {
     let line = "   ";
     for (const v of arr) {
         const s = v === EMPTY ? " E," : ` ${v},`;
+        if (line.length + s.length > 78) { out.push(line); line = "   "; }
+        line += s;
+    }
+    out.push(line);
+    return out.join("\n");
+}
+
+function cArray64(arr) {
+    const out = [];
+    let line = "   ";
+    for (const v of arr) {
+        const s = v === 0n ? " 0," : ` 0x${v.toString(16)}u,`;
         if (line.length + s.length > 78) { out.push(line); line = "   "; }
         line += s;
     }
@@ -173,12 +204,17 @@ static const uint32_t  ${enc.sym}_pairs[65536] = {
 ${cArray(v.pairs)}
 };
 
+static const uint64_t  ${enc.sym}_bloom[${BLOOM_WORDS}] = {
+${cArray64(v.bloom)}
+};
+
 static const uint8_t  ${enc.sym}_bytes[${v.bytes.length + 1}] =
 ${cString(v.bytes)};
 
 const sp_tok_vocab_t  sp_tok_vocab_${enc.name} = {
     "${enc.name}", ${v.n}, ${v.slots - 1}, ${v.maxLen},
-    ${enc.sym}_offsets, ${enc.sym}_slots, ${enc.sym}_pairs, ${enc.sym}_bytes
+    ${enc.sym}_offsets, ${enc.sym}_slots, ${enc.sym}_pairs, ${enc.sym}_bloom,
+    ${enc.sym}_bytes
 };
 `;
 }
