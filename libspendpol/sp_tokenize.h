@@ -130,7 +130,9 @@ const sp_tok_vocab_t *sp_tok_enc_vocab(const sp_tok_enc_t *enc);
 /*
  * A context that counts pieces up to max_piece bytes exactly (0: 64 KiB);
  * it holds SP_TOK_SCRATCH_PER_BYTE * max_piece bytes of scratch. NULL when
- * out of memory.
+ * out of memory. One context serves both encodings (its piece cache is
+ * keyed by encoding, so two sp_tok_enc_t of one encoding must share the
+ * vocabulary, as the built-in ones do), but one thread at a time.
  */
 sp_tok_ctx_t *sp_tok_ctx_create(size_t max_piece);
 void sp_tok_ctx_free(sp_tok_ctx_t *ctx);
