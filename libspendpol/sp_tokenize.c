@@ -111,6 +111,22 @@ sp_tok_hash(const uint8_t *p, size_t len)
 }
 
 
+/* pieces are short: a loop beats a call to memcmp() */
+static inline int
+sp_tok_equal(const uint8_t *a, const uint8_t *b, size_t len)
+{
+    size_t  i;
+
+    for (i = 0; i < len; i++) {
+        if (a[i] != b[i]) {
+            return 0;
+        }
+    }
+
+    return 1;
+}
+
+
 /* both of a token's bits are set (gen-vocab.mjs's bloomBits) */
 static inline int
 sp_tok_bloom(const sp_tok_vocab_t *v, uint32_t h)
@@ -153,7 +169,7 @@ sp_tok_rank_h(const sp_tok_vocab_t *v, const uint8_t *p, size_t len,
         off = v->offsets[rank];
 
         if (v->offsets[rank + 1] - off == len
-            && memcmp(v->bytes + off, p, len) == 0)
+            && sp_tok_equal(v->bytes + off, p, len))
         {
             return rank;
         }
@@ -584,7 +600,7 @@ sp_tok_piece(const sp_tok_enc_t *enc, sp_tok_ctx_t *ctx, const uint8_t *p,
     c = &ctx->cache[(h ^ (enc->which * 0x9e3779b9u)) & (SP_TOK_CACHE - 1)];
 
     if (c->hash == h && c->len == len && c->which == enc->which
-        && memcmp(c->bytes, p, len) == 0)
+        && sp_tok_equal(c->bytes, p, len))
     {
         return c->tokens;
     }
