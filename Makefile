@@ -28,10 +28,12 @@ CFLAGS    := $(CFLAGS_BASE)
 LDFLAGS   :=
 endif
 
-LIBS      := -lmicrohttpd -lpq -lhiredis -ljansson -lssl -lcrypto -lpthread -lm
+LIBS      := -lmicrohttpd -lpq -lhiredis -ljansson -lssl -lcrypto -lpthread -lm \
+             -lpcre2-8
 
 LIB_SRCS      := $(wildcard libspendpol/*.c)
-LIB_OBJS      := $(patsubst %.c,$(OUT)/obj/%.o,$(LIB_SRCS))
+LIB_OBJS      := $(patsubst %.c,$(OUT)/obj/%.o,$(LIB_SRCS)) \
+                 $(OUT)/obj/gen/sp_tok_vocab.o
 CONTROLD_SRCS := $(wildcard controld/*.c)
 CONTROLD_OBJS := $(patsubst %.c,$(OUT)/obj/%.o,$(CONTROLD_SRCS))
 # controld logic without main(), for unit tests
@@ -44,7 +46,8 @@ UNIT_BINS     := $(patsubst tests/unit/%.c,$(OUT)/tests/%,$(UNIT_SRCS))
 MODULE_SO := $(OUT)/nginx/objs/ngx_http_spendpol_module.so
 
 .PHONY: all deps build module controld unit unit-san test test-integration \
-        run clean bench bench-micro fuzz test-faults
+        run clean bench bench-micro fuzz test-faults \
+        tok-cases-check
 
 all: build
 
@@ -60,6 +63,22 @@ module: $(MODULE_SO)
 $(OUT)/obj/%.o: %.c $(wildcard libspendpol/*.h controld/*.h)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c -o $@ $<
+
+# The tokenizer's vocabularies (sp_tokenize.h), generated from the npm
+# package js-tiktoken that `make deps` installs into tools/tokenizer/; one
+# copy under $(BUILD)/gen for the plain and the sanitized builds.
+TOK_DIR   := tools/tokenizer
+TOK_VOCAB := $(BUILD)/gen/sp_tok_vocab.c
+
+$(TOK_VOCAB): $(TOK_DIR)/gen-vocab.mjs $(TOK_DIR)/package-lock.json
+	@mkdir -p $(dir $@)
+	@test -d $(TOK_DIR)/node_modules/js-tiktoken \
+	    || { echo "$(TOK_DIR)/node_modules is missing: run make deps"; exit 1; }
+	node $(TOK_DIR)/gen-vocab.mjs $@
+
+$(OUT)/obj/gen/sp_tok_vocab.o: $(TOK_VOCAB) libspendpol/sp_tokenize.h
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -O0 -c -o $@ $<
 
 $(OUT)/libspendpol.a: $(LIB_OBJS)
 	@mkdir -p $(dir $@)
@@ -101,7 +120,13 @@ $(OUT)/tests/test_%: tests/unit/test_%.c $(OUT)/libspendpol.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(OUT)/libspendpol.a -lcmocka $(LIBS)
 
-unit: $(UNIT_BINS)
+# the tokenizer's reference counts must still be js-tiktoken's
+$(OUT)/tests/test_lib_tokenize: tests/unit/tokenize_cases.h
+
+tok-cases-check:
+	@node $(TOK_DIR)/gen-cases.mjs --check tests/unit/tokenize_cases.h
+
+unit: $(UNIT_BINS) tok-cases-check
 	@bash scripts/run-unit.sh $(UNIT_BINS)
 
 unit-san:
@@ -135,7 +160,7 @@ bench: deps build
 # libspendpol alone: parsers in MB/s, key lookup in ns, a 1M-key snapshot.
 bench-micro: $(OUT)/libspendpol.a
 	$(CC) $(CFLAGS) -o $(OUT)/micro bench/micro/micro.c \
-	    $(OUT)/libspendpol.a -ljansson -lcrypto -lm
+	    $(OUT)/libspendpol.a -ljansson -lcrypto -lpcre2-8 -lm
 	$(OUT)/micro $(KEYS)
 
 run: deps build

@@ -54,26 +54,32 @@ fi
 
 node_ok || { log "node >= 18 with npm is required for the integration tests"; exit 1; }
 
-# npm packages for the integration tests, only when missing or outdated
-IT="$ROOT/tests/integration"
-if [ -f "$IT/package.json" ]; then
-    stamp="$IT/node_modules/.package-lock.json"
-    need=0
-    if [ ! -d "$IT/node_modules" ] || [ ! -f "$stamp" ]; then
+# npm packages, only when missing or outdated: the integration tests', and
+# the tokenizer's vocabularies (js-tiktoken, read at build time only)
+npm_dir() {
+    local dir="$ROOT/$1" stamp need=0
+    [ -f "$dir/package.json" ] || return 0
+    # a symlinked node_modules (a git worktree sharing the main checkout's)
+    # belongs to that checkout: npm ci here would empty it through the link
+    [ -L "$dir/node_modules" ] && return 0
+    stamp="$dir/node_modules/.package-lock.json"
+    if [ ! -d "$dir/node_modules" ] || [ ! -f "$stamp" ]; then
         need=1
-    elif [ -f "$IT/package-lock.json" ] && [ "$IT/package-lock.json" -nt "$stamp" ]; then
+    elif [ -f "$dir/package-lock.json" ] && [ "$dir/package-lock.json" -nt "$stamp" ]; then
         need=1
-    elif [ "$IT/package.json" -nt "$stamp" ]; then
+    elif [ "$dir/package.json" -nt "$stamp" ]; then
         need=1
     fi
     if [ $need = 1 ]; then
-        log "npm packages for tests/integration"
-        if [ -f "$IT/package-lock.json" ]; then
-            (cd "$IT" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+        log "npm packages for $1"
+        if [ -f "$dir/package-lock.json" ]; then
+            (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
         else
-            (cd "$IT" && npm install --no-audit --no-fund --loglevel=error >/dev/null)
+            (cd "$dir" && npm install --no-audit --no-fund --loglevel=error >/dev/null)
         fi
         touch "$stamp"
     fi
-fi
+}
+npm_dir tests/integration
+npm_dir tools/tokenizer
 exit 0

@@ -3,6 +3,7 @@
  * snapshot build, publish and load for a large number of keys.
  *
  * usage: micro [keys]      (default 1000000)
+ *        micro tokenize    (the tokenizer only)
  */
 
 #include <stdio.h>
@@ -16,6 +17,7 @@
 
 #include "spendpol.h"
 #include "sp_snapshot.h"
+#include "sp_tokenize.h"
 #include "sp_usage.h"
 
 
@@ -307,15 +309,204 @@ bench_snapshot(size_t keys)
 }
 
 
+/* a mixed prompt corpus: prose, code, JSON, numbers, CJK, RTL, emoji */
+static const char  *tok_corpus[] = {
+    "The quick brown fox jumps over the lazy dog. It's a sentence that "
+    "uses every letter; we've used it for years, and they're still "
+    "typing it. Budgets, invoices and quarterly reports: 1,234,567.89 USD "
+    "spent on 42 projects in 2026.\n\n",
+    "def handler(event, context):\n    items = [x * 2 for x in event['items']]"
+    "\n    if not items:\n        return {\"status\": 404}\n    return {\"status\":"
+    " 200, \"items\": items}\n\n",
+    "{\"model\":\"gpt-4o\",\"messages\":[{\"role\":\"system\",\"content\":"
+    "\"You are a helpful assistant.\"},{\"role\":\"user\",\"content\":"
+    "\"Summarise the attached report in three bullet points.\"}]}\n",
+    "日本語のテキストと中文文本，还有한국어 텍스트도 있습니다。\n",
+    "عربي: مرحبا بالعالم. עברית: שלום עולם. हिन्दी: नमस्ते दुनिया।\n",
+    "Emoji 😀👍🏽 👨‍👩‍👧‍👦 and accents: café, naïve, Zürich, São Paulo.\n",
+    "        indented    with    runs   of   spaces\t\tand tabs\n\n\n\n",
+};
+
+
+static size_t
+tok_fresh_words(char *buf, size_t cap)
+{
+    size_t     len, k, n;
+    uint64_t   seed;
+    const char *syl;
+
+    static const char  *syllables[] = {
+        "ka", "ron", "te", "vil", "ma", "sor", "pi", "quen", "da", "lu",
+        "bre", "ost", "ing", "zu", "fal", "ne", "gro", "wy", "char", "ex",
+        "sto", "mi", "pla", "un", "der", "tho", "ve", "sk", "li", "nar",
+    };
+
+    seed = 7;
+    len = 0;
+
+    while (len + 64 < cap) {
+        seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+        n = 1 + (seed >> 60) % 5;
+
+        if ((seed >> 20) % 11 == 0) {
+            len += snprintf(buf + len, cap - len, " %llu",
+                            (unsigned long long) (seed >> 40));
+            continue;
+        }
+
+        buf[len++] = ((seed >> 24) % 7 == 0) ? '\n' : ' ';
+
+        for (k = 0; k < n; k++) {
+            seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+            syl = syllables[(seed >> 33) % 30];
+            memcpy(buf + len, syl, strlen(syl));
+            len += strlen(syl);
+        }
+
+        if ((seed >> 50) % 9 == 0) {
+            buf[len++] = ((seed >> 45) % 2) ? ',' : '.';
+        }
+    }
+
+    return len;
+}
+
+
+/* CPU time of this thread: MB/s per core, whatever else runs */
+static double
+cpu_s(void)
+{
+    struct timespec  ts;
+
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+
+    return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+
+static void
+bench_tokenize_one(sp_tok_encoding_e e, const sp_tok_vocab_t *vocab,
+    const char *buf, size_t len, const char *prompt, size_t plen)
+{
+    int               i, rounds;
+    char              err[256];
+    double            t0, t1;
+    uint64_t          tokens;
+    sp_tok_ctx_t     *ctx;
+    sp_tok_enc_t     *enc;
+    sp_tok_result_t   res;
+
+    enc = sp_tok_enc_create(e, vocab, err, sizeof(err));
+    ctx = sp_tok_ctx_create(0);
+
+    if (enc == NULL || ctx == NULL) {
+        fprintf(stderr, "tokenizer: %s\n", enc ? "out of memory" : err);
+        exit(1);
+    }
+
+    /* once to warm the caches */
+    tokens = sp_tok_count(enc, ctx, buf, len, NULL);
+
+    rounds = 5;
+    t0 = cpu_s();
+
+    for (i = 0; i < rounds; i++) {
+        memset(&res, 0, sizeof(res));
+        tokens = sp_tok_count(enc, ctx, buf, len, &res);
+    }
+
+    t1 = cpu_s();
+
+    printf("tokenize %-12s         %8.1f MB/s  (%.1f M tokens/s, "
+           "%.2f bytes/token)\n", vocab->name,
+           rounds * len / (t1 - t0) / 1e6,
+           rounds * tokens / (t1 - t0) / 1e6, (double) len / tokens);
+
+    rounds = 20000;
+    t0 = cpu_s();
+
+    for (i = 0; i < rounds; i++) {
+        tokens = sp_tok_count(enc, ctx, prompt, plen, NULL);
+    }
+
+    t1 = cpu_s();
+
+    printf("tokenize %-12s %zu B    %8.2f us  (%llu tokens)\n",
+           vocab->name, plen, (t1 - t0) / rounds * 1e6,
+           (unsigned long long) tokens);
+
+    sp_tok_ctx_free(ctx);
+    sp_tok_enc_free(enc);
+}
+
+
+static void
+bench_tokenize(void)
+{
+    char    *buf;
+    size_t   len, cap, i, n, plen;
+
+    /* 4 MiB of the corpus, in rotation */
+    cap = 4 * 1024 * 1024;
+    buf = malloc(cap);
+    if (buf == NULL) {
+        exit(1);
+    }
+
+    len = 0;
+    n = sizeof(tok_corpus) / sizeof(tok_corpus[0]);
+
+    for (i = 0; ; i++) {
+        size_t  l = strlen(tok_corpus[i % n]);
+
+        if (len + l > cap) {
+            break;
+        }
+
+        memcpy(buf + len, tok_corpus[i % n], l);
+        len += l;
+    }
+
+    /* a typical prompt: the first 2 KB of it */
+    plen = len < 2048 ? len : 2048;
+
+    printf("tokenize: 4 MiB of mixed text (prose, code, JSON, CJK, RTL, "
+           "emoji, whitespace)\n");
+    bench_tokenize_one(SP_TOK_O200K_BASE, &sp_tok_vocab_o200k_base, buf, len,
+                       buf, plen);
+    bench_tokenize_one(SP_TOK_CL100K_BASE, &sp_tok_vocab_cl100k_base, buf,
+                       len, buf, plen);
+
+    /*
+     * The same corpus repeats its words, which the context's piece cache
+     * remembers. Words made of random syllables (about 10^7 of them, few
+     * seen twice) and random numbers show the cost without that help.
+     */
+    len = tok_fresh_words(buf, cap);
+    printf("tokenize: 4 MiB of words rarely seen twice (no cache help)\n");
+    bench_tokenize_one(SP_TOK_O200K_BASE, &sp_tok_vocab_o200k_base, buf, len,
+                       buf, plen);
+    bench_tokenize_one(SP_TOK_CL100K_BASE, &sp_tok_vocab_cl100k_base, buf,
+                       len, buf, plen);
+    free(buf);
+}
+
+
 int
 main(int argc, char **argv)
 {
     size_t  keys;
 
+    if (argc > 1 && strcmp(argv[1], "tokenize") == 0) {
+        bench_tokenize();
+        return 0;
+    }
+
     keys = argc > 1 ? (size_t) strtoull(argv[1], NULL, 10) : 1000000;
 
     bench_sse();
     bench_json();
+    bench_tokenize();
     bench_snapshot(keys);
 
     return 0;

@@ -59,6 +59,24 @@ $(OUT)/fuzz_controld_%: tests/fuzz/fuzz_controld_%.c \
 	$(FUZZ_CC) $(FUZZ_CFLAGS) $(CD_CFLAGS) -fsanitize=fuzzer -o $@ $< \
 	    $(OUT)/libcontrold_fuzz.a $(OUT)/libspendpol_fuzz.a $(CD_LIBS)
 
+# the tokenizer's target also links the generated vocabularies (the main
+# Makefile writes them from js-tiktoken; data only, so no instrumentation)
+TOK_VOCAB   := build/gen/sp_tok_vocab.c
+
+$(TOK_VOCAB): tools/tokenizer/gen-vocab.mjs
+	$(MAKE) -f Makefile $@
+
+$(OUT)/obj/gen/sp_tok_vocab.o: $(TOK_VOCAB) libspendpol/sp_tokenize.h
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) -std=gnu11 -O0 -Ilibspendpol -c -o $@ $<
+
+$(OUT)/fuzz_tokenize: tests/fuzz/fuzz_tokenize.c tests/fuzz/fuzz_common.h \
+                      $(LIB_HDRS) $(OUT)/libspendpol_fuzz.a \
+                      $(OUT)/obj/gen/sp_tok_vocab.o
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $< \
+	    $(OUT)/obj/gen/sp_tok_vocab.o $(OUT)/libspendpol_fuzz.a \
+	    $(FUZZ_LIBS) -lpcre2-8
+
 $(OUT)/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz_common.h $(LIB_HDRS) \
                $(OUT)/libspendpol_fuzz.a
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $< \
