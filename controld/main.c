@@ -120,6 +120,37 @@ cd_main_user(uid_t uid, char *buf, size_t size)
 }
 
 
+static void cd_main_journal_dir(const cd_config_t *cf);
+
+
+/* dir with mode, its missing parents 0755 (e.g. /dev/shm: not ours) */
+static int
+cd_main_mkdir(const char *what, const char *dir, unsigned mode)
+{
+    int    rc;
+    char  *copy;
+
+    copy = strdup(dir);
+    if (copy == NULL) {
+        fprintf(stderr, "controld: out of memory\n");
+        return CD_ERROR;
+    }
+
+    rc = cd_mkdir_p(dirname(copy), 0755) == CD_OK
+         && (mkdir(dir, mode) == 0 || errno == EEXIST);
+
+    free(copy);
+
+    if (!rc) {
+        fprintf(stderr, "controld: cannot create %s %s: %s\n", what, dir,
+                strerror(errno));
+        return CD_ERROR;
+    }
+
+    return CD_OK;
+}
+
+
 /*
  * The snapshot and the spend file steer every nginx worker: whoever can
  * write into their directory can plant a policy (keys, budgets, an old
@@ -132,27 +163,13 @@ cd_main_user(uid_t uid, char *buf, size_t size)
 static int
 cd_main_snapshot_dir(const char *dir)
 {
-    char         *copy, owner[64], self[64];
+    char          owner[64], self[64];
     uid_t         uid;
     struct stat   st;
 
-    copy = strdup(dir);
-    if (copy == NULL) {
-        fprintf(stderr, "controld: out of memory\n");
+    if (cd_main_mkdir("SPENDPOL_SNAPSHOT_DIR", dir, 0700) != CD_OK) {
         return CD_ERROR;
     }
-
-    /* the parents (e.g. /dev/shm) are not ours to restrict */
-    if (cd_mkdir_p(dirname(copy), 0755) != CD_OK
-        || (mkdir(dir, 0700) != 0 && errno != EEXIST))
-    {
-        fprintf(stderr, "controld: cannot create SPENDPOL_SNAPSHOT_DIR %s: "
-                "%s\n", dir, strerror(errno));
-        free(copy);
-        return CD_ERROR;
-    }
-
-    free(copy);
 
     if (lstat(dir, &st) != 0) {
         fprintf(stderr, "controld: cannot stat SPENDPOL_SNAPSHOT_DIR %s: "
@@ -196,31 +213,22 @@ cd_main_own_dir(const char *what, const char *dir, unsigned mode,
     const struct passwd *pw)
 {
     int           created;
-    char         *copy;
     struct stat   st;
 
     created = 0;
 
     if (lstat(dir, &st) != 0) {
         created = 1;
-        copy = strdup(dir);
-        if (copy == NULL) {
-            fprintf(stderr, "controld: out of memory\n");
+
+        if (cd_main_mkdir(what, dir, mode) != CD_OK) {
             return CD_ERROR;
         }
 
-        /* the parents (e.g. /dev/shm, /var/lib) stay root's */
-        if (cd_mkdir_p(dirname(copy), 0755) != CD_OK
-            || (mkdir(dir, mode) != 0 && errno != EEXIST)
-            || lstat(dir, &st) != 0)
-        {
-            fprintf(stderr, "controld: cannot create %s %s: %s\n", what,
-                    dir, strerror(errno));
-            free(copy);
+        if (lstat(dir, &st) != 0) {
+            fprintf(stderr, "controld: cannot stat %s %s: %s\n", what, dir,
+                    strerror(errno));
             return CD_ERROR;
         }
-
-        free(copy);
     }
 
     if (!created
@@ -247,13 +255,11 @@ cd_main_own_dir(const char *what, const char *dir, unsigned mode,
  * the data dir (0700: master.key, admin.key) and the snapshot dir
  * (0750: its group is the user's primary group, the one the nginx
  * workers run with, so they read what controld publishes and write
- * nothing). The journal is nginx's: its directory gets that group's
- * read access only. A port below 1024 cannot be bound afterwards.
+ * nothing). A port below 1024 cannot be bound afterwards.
  */
 static int
 cd_main_drop_privileges(cd_config_t *cf)
 {
-    char            *copy;
     const char      *name;
     struct passwd   *pw;
 
@@ -298,19 +304,7 @@ cd_main_drop_privileges(cd_config_t *cf)
         return CD_ERROR;
     }
 
-    copy = strdup(cf->journal_path);
-    if (copy == NULL) {
-        fprintf(stderr, "controld: out of memory\n");
-        return CD_ERROR;
-    }
-
-    /* nginx's master (root) creates the journal; we only read it */
-    if (cd_mkdir_p(dirname(copy), 0755) != CD_OK) {
-        cd_log_warn(CD_MAIN_SUBJECT, "cannot create the journal directory "
-                    "of %s: %s", cf->journal_path, strerror(errno));
-    }
-
-    free(copy);
+    cd_main_journal_dir(cf);
 
     if (initgroups(pw->pw_name, pw->pw_gid) != 0
         || setgid(pw->pw_gid) != 0
@@ -339,8 +333,7 @@ cd_main_drop_privileges(cd_config_t *cf)
 static int
 cd_main_dirs(cd_config_t *cf)
 {
-    int    rc;
-    char  *copy, self[64];
+    char  self[64];
 
     if (cd_mkdir_p(cf->data_dir, 0700) != CD_OK) {
         fprintf(stderr, "controld: cannot create SPENDPOL_DATA_DIR %s: %s\n",
@@ -361,22 +354,31 @@ cd_main_dirs(cd_config_t *cf)
         return CD_ERROR;
     }
 
+    cd_main_journal_dir(cf);
+
+    return CD_OK;
+}
+
+
+/*
+ * nginx's master (root) creates the journal in it, controld only reads
+ * it: made while controld may still be root (after its data dir, which
+ * may hold it), and again as its user when it was not (a no-op when it
+ * exists). nginx may create it too; ingest waits for the file.
+ */
+static void
+cd_main_journal_dir(const cd_config_t *cf)
+{
+    char  *copy;
+
     copy = strdup(cf->journal_path);
-    if (copy == NULL) {
-        return CD_ERROR;
-    }
 
-    rc = cd_mkdir_p(dirname(copy), 0755);
-
-    if (rc != CD_OK) {
-        /* nginx may create it; ingest waits for the file either way */
+    if (copy == NULL || cd_mkdir_p(dirname(copy), 0755) != CD_OK) {
         cd_log_warn(CD_MAIN_SUBJECT, "cannot create the journal directory "
                     "of %s: %s", cf->journal_path, strerror(errno));
     }
 
     free(copy);
-
-    return CD_OK;
 }
 
 
