@@ -3,33 +3,19 @@
 
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync, spawnSync } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { REPO, BUILD, IS_SAN } from './lib/stack.mjs';
+import { REPO, BUILD } from './lib/stack.mjs';
+import { nginxTest } from './lib/nginx-t.mjs';
 
 const SO = path.join(BUILD, 'nginx/objs/ngx_http_spendpol_module.so');
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'spendpol-conf-'));
 after(() => fs.rmSync(dir, { recursive: true, force: true }));
 
-function gccLib(name) {
-  const f = execFileSync('gcc', [`-print-file-name=${name}`], { encoding: 'utf8' }).trim();
-  return fs.realpathSync(f);
-}
-
-/** nginx -t on a config text; returns { status, output } */
-function nginxT(text) {
-  const conf = path.join(dir, `t-${Math.random().toString(16).slice(2)}.conf`);
-  fs.writeFileSync(conf, text);
-  const env = { ...process.env };
-  if (IS_SAN) {
-    env.LD_PRELOAD = `${gccLib('libasan.so')} ${gccLib('libubsan.so')}`;
-    env.ASAN_OPTIONS = 'detect_leaks=0';
-  }
-  const r = spawnSync('/usr/sbin/nginx', ['-t', '-p', `${dir}/`, '-c', conf, '-e', path.join(dir, 'error.log')], { env, encoding: 'utf8' });
-  return { status: r.status, output: `${r.stdout}${r.stderr}` };
-}
+/** nginx -t on a config text in this file's dir; returns { status, output } */
+const nginxT = (text) => nginxTest(dir, text);
 
 // only what nginx itself needs around the two lines, kept out of system paths
 const around = (inner) => `

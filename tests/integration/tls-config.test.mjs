@@ -5,34 +5,19 @@
 
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { REPO, BUILD, IS_SAN } from './lib/stack.mjs';
+import { BUILD } from './lib/stack.mjs';
+import { nginxTest } from './lib/nginx-t.mjs';
 
 const SO = path.join(BUILD, 'nginx/objs/ngx_http_spendpol_module.so');
 const SYSTEM_BUNDLE = '/etc/ssl/certs/ca-certificates.crt';
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'spendpol-tls-conf-'));
 after(() => fs.rmSync(dir, { recursive: true, force: true }));
 
-function gccLib(name) {
-  const f = execFileSync('gcc', [`-print-file-name=${name}`], { encoding: 'utf8' }).trim();
-  return fs.realpathSync(f);
-}
-
-/** nginx -t on a config text; returns { status, output } */
-function nginxT(text) {
-  const conf = path.join(dir, `t-${Math.random().toString(16).slice(2)}.conf`);
-  fs.writeFileSync(conf, text);
-  const env = { ...process.env };
-  if (IS_SAN) {
-    env.LD_PRELOAD = `${gccLib('libasan.so')} ${gccLib('libubsan.so')}`;
-    env.ASAN_OPTIONS = 'detect_leaks=0';
-  }
-  const r = spawnSync('/usr/sbin/nginx', ['-t', '-p', `${dir}/`, '-c', conf, '-e', path.join(dir, 'error.log')], { env, encoding: 'utf8' });
-  return { status: r.status, output: `${r.stdout}${r.stderr}` };
-}
+/** nginx -t on a config text in this file's dir; returns { status, output } */
+const nginxT = (text) => nginxTest(dir, text);
 
 // `http` goes in http{} before the server whose location says `spendpol on`
 const around = (http, loc = '') => `
@@ -90,9 +75,7 @@ test('a bundle the user nginx runs as cannot read fails nginx -t', () => {
   fs.copyFileSync(SYSTEM_BUNDLE, locked);
   fs.chmodSync(locked, 0o000);
   const asUser = process.getuid() === 0 ? ['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups'] : [];
-  const run = () => {
-    const conf = path.join(own, 't.conf');
-    fs.writeFileSync(conf, `
+  const run = () => nginxTest(own, `
 load_module ${SO};
 pid ${own}/nginx.pid;
 error_log ${own}/error.log;
@@ -105,16 +88,7 @@ http {
   spendpol_ssl_trusted_certificate ${locked};
   server { listen unix:${own}/nginx.sock; location /v1/ { spendpol on; } }
 }
-`, { mode: 0o644 });
-    const env = { ...process.env };
-    if (IS_SAN) {
-      env.LD_PRELOAD = `${gccLib('libasan.so')} ${gccLib('libubsan.so')}`;
-      env.ASAN_OPTIONS = 'detect_leaks=0';
-    }
-    const args = [...asUser, '/usr/sbin/nginx', '-t', '-p', `${own}/`, '-c', conf, '-e', path.join(own, 'error.log')];
-    const r = spawnSync(args[0], args.slice(1), { env, encoding: 'utf8' });
-    return { status: r.status, output: `${r.stdout}${r.stderr}` };
-  };
+`, { file: 't.conf', prefix: asUser });
   refusedFor(run(), locked, /cannot be opened.*Permission denied/);
   // the same file made readable passes: the refusal was about reading it
   fs.chmodSync(locked, 0o644);
