@@ -221,47 +221,13 @@ test('the module refuses what the list no longer allows, and a name resolving ou
   assert.ok(!adm.text.includes(admin), adm.text);
 });
 
-test('webhook delivery judges the address it connects to and says what failed', async () => {
-  // store a rule while 127.0.0.3 is allowed, then take it off the list
-  const got = [];
-  const sink = http.createServer((req, res) => { got.push(req.url); res.writeHead(500); res.end('secret body'); });
-  await new Promise((r) => sink.listen(0, '127.0.0.3', r));
-  try {
-    await allow('127.0.0.1/32,127.0.0.3/32');
-    await putProvider(`http://127.0.0.1:${s.fixture.port}/v1`);
-    const project = `p-${crypto.randomBytes(3).toString('hex')}`;
-    const b = await s.api('POST', '/budgets', {
-      body: { name: `ua-${project}`, scope: { type: 'project', value: project }, limit_usd: '0.001', period: 'daily', action: 'warn', thresholds: [50] },
-    });
-    assert.equal(b.status, 201, b.text);
-    const r = await s.api('POST', '/alerts/rules', {
-      body: { type: 'budget_threshold', params: { budget_id: b.json.id }, webhook: { url: `http://127.0.0.3:${sink.address().port}/hook`, format: 'json' } },
-    });
-    assert.equal(r.status, 201, r.text);
-
-    await allow('127.0.0.1/32');
-    const { key } = await s.createKey({ project });
-    await s.client(key).chat.completions.create({ model: 'gpt-4o-mini', max_tokens: 1000, messages: [{ role: 'user', content: 'hi' }] });
-
-    let alert;
-    await waitFor(async () => {
-      const list = await s.api('GET', '/alerts?type=budget_threshold');
-      const a = list.json?.data?.find((x) => x.details?.budget_id === b.json.id);
-      if (!a) return false;
-      alert = await s.api('GET', `/alerts/${a.id}`);
-      return alert.json?.deliveries?.length >= 1;
-    }, { timeout: 20_000 * SLOW, message: 'a recorded delivery attempt' });
-    const d = alert.json.deliveries[0];
-    assert.equal(d.status_code ?? 0, 0, JSON.stringify(d));
-    assert.match(d.error, /address not allowed: loopback/, JSON.stringify(d));
-    assert.ok(!d.error.includes('secret body'));
-    assert.equal(got.length, 0, 'the sink was never reached');
-  } finally {
-    await new Promise((r) => sink.close(r));
-  }
-});
-
-test('a failed webhook delivery says the HTTP status and never the response body', async () => {
+/**
+ * A budget alert whose webhook goes to a sink on 127.0.0.3 answering 500
+ * with a body; the rule is stored while 127.0.0.3 is allowed, then the
+ * allow list becomes `then` and one request crosses the threshold.
+ * Returns the alert's first recorded delivery and the sink's requests.
+ */
+async function webhookDelivery(then) {
   const got = [];
   const sink = http.createServer((req, res) => { got.push(req.url); res.writeHead(500); res.end('secret body of the sink'); });
   await new Promise((r) => sink.listen(0, '127.0.0.3', r));
@@ -277,6 +243,8 @@ test('a failed webhook delivery says the HTTP status and never the response body
       body: { type: 'budget_threshold', params: { budget_id: b.json.id }, webhook: { url: `http://127.0.0.3:${sink.address().port}/hook`, format: 'json' } },
     });
     assert.equal(r.status, 201, r.text);
+
+    await allow(then);
     const { key } = await s.createKey({ project });
     await s.client(key).chat.completions.create({ model: 'gpt-4o-mini', max_tokens: 1000, messages: [{ role: 'user', content: 'hi' }] });
 
@@ -288,12 +256,25 @@ test('a failed webhook delivery says the HTTP status and never the response body
       alert = await s.api('GET', `/alerts/${a.id}`);
       return alert.json?.deliveries?.length >= 1;
     }, { timeout: 20_000 * SLOW, message: 'a recorded delivery attempt' });
-    const d = alert.json.deliveries[0];
-    assert.ok(got.length >= 1, 'the sink was reached');
-    assert.equal(d.status_code, 500, JSON.stringify(d));
-    assert.equal(d.error, 'HTTP status 500', JSON.stringify(d));
-    assert.ok(!alert.text.includes('secret body'), 'the response body is not echoed');
+    return { d: alert.json.deliveries[0], text: alert.text, got };
   } finally {
     await new Promise((r) => sink.close(r));
   }
+}
+
+test('webhook delivery judges the address it connects to and says what failed', async () => {
+  // the rule was stored while 127.0.0.3 was allowed; it is not any more
+  const { d, text, got } = await webhookDelivery('127.0.0.1/32');
+  assert.equal(d.status_code ?? 0, 0, JSON.stringify(d));
+  assert.match(d.error, /address not allowed: loopback/, JSON.stringify(d));
+  assert.ok(!text.includes('secret body'));
+  assert.equal(got.length, 0, 'the sink was never reached');
+});
+
+test('a failed webhook delivery says the HTTP status and never the response body', async () => {
+  const { d, text, got } = await webhookDelivery('127.0.0.1/32,127.0.0.3/32');
+  assert.ok(got.length >= 1, 'the sink was reached');
+  assert.equal(d.status_code, 500, JSON.stringify(d));
+  assert.equal(d.error, 'HTTP status 500', JSON.stringify(d));
+  assert.ok(!text.includes('secret body'), 'the response body is not echoed');
 });
