@@ -333,6 +333,23 @@ int cd_price_parse_line(char *line, cd_price_row_t *row, char *err,
  */
 int cd_prices_load(cd_db_pool_t *pool, const char *path) CD_CHECK;
 
+/*
+ * Rows of model_prices sorted by (organisation, provider, model,
+ * effective_from DESC), with the columns named in cols: the end of the
+ * group starting at first (same organisation, provider and model) and
+ * in *row the group's price in effect by sp_price_effective(), -1 when
+ * none. CD_ERROR when out of memory.
+ */
+typedef struct {
+    int  org;                       /* NULL for a list price */
+    int  provider;
+    int  model;
+    int  in_effect;                 /* boolean: effective_from <= now() */
+} cd_price_cols_t;
+
+int cd_prices_in_effect(PGresult *res, int first, const cd_price_cols_t *cols,
+    int *end, int *row) CD_CHECK;
+
 
 /* ---- redis.c ---------------------------------------------------------- */
 

@@ -21,6 +21,7 @@
 #include <string.h>
 
 #include "controld.h"
+#include "sp_price.h"
 
 
 #define CD_PRICES_SUBJECT   "prices"
@@ -466,4 +467,55 @@ done:
     free(data);
 
     return rc;
+}
+
+
+static int
+cd_prices_same_key(PGresult *res, int a, int b, const cd_price_cols_t *cols)
+{
+    return PQgetisnull(res, a, cols->org) == PQgetisnull(res, b, cols->org)
+           && strcmp(PQgetvalue(res, a, cols->org),
+                     PQgetvalue(res, b, cols->org)) == 0
+           && strcmp(PQgetvalue(res, a, cols->provider),
+                     PQgetvalue(res, b, cols->provider)) == 0
+           && strcmp(PQgetvalue(res, a, cols->model),
+                     PQgetvalue(res, b, cols->model)) == 0;
+}
+
+
+int
+cd_prices_in_effect(PGresult *res, int first, const cd_price_cols_t *cols,
+    int *end, int *row)
+{
+    int             i, n;
+    long            pick;
+    unsigned char  *in_effect;
+
+    n = PQntuples(res);
+
+    for (i = first + 1; i < n && cd_prices_same_key(res, first, i, cols);
+         i++)
+    {
+        /* the group's end */
+    }
+
+    *end = i;
+
+    in_effect = malloc((size_t) (i - first));
+    if (in_effect == NULL) {
+        return CD_ERROR;
+    }
+
+    for (i = first; i < *end; i++) {
+        in_effect[i - first] = (unsigned char) cd_db_bool(res, i,
+                                                          cols->in_effect);
+    }
+
+    pick = sp_price_effective(in_effect, (size_t) (*end - first),
+                              PQgetisnull(res, first, cols->org));
+    free(in_effect);
+
+    *row = pick < 0 ? -1 : first + (int) pick;
+
+    return CD_OK;
 }
