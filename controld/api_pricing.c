@@ -792,16 +792,7 @@ failed:
 static int
 cd_pricing_provider(cd_request_t *r, const char *name, unsigned status)
 {
-    if (cd_provider_default_url(name) == NULL) {
-        cd_respond_error(r, status, status == 404 ? "not_found_error"
-                         : "invalid_request_error", "unknown_provider",
-                         "provider", "unknown provider \"%.64s\": expected "
-                         "one of openai, anthropic, google, azure, cohere, "
-                         "mistral", name);
-        return CD_ERROR;
-    }
-
-    return CD_OK;
+    return cd_provider_param(r, name, status, "provider");
 }
 
 

@@ -749,6 +749,14 @@ void cd_api_org_update(cd_request_t *r);
 /* "openai" ... -> default base URL ("" when none), NULL when unknown */
 const char *cd_provider_default_url(const char *name);
 
+/*
+ * CD_OK when name is a provider of the catalogue (sp_provider.h), else
+ * CD_ERROR after answering status (404 for a path part, 400 for a query
+ * value) naming field and the providers expected
+ */
+int cd_provider_param(cd_request_t *r, const char *name, unsigned status,
+    const char *field);
+
 /* normalises a base URL in place (trailing '/' stripped); 0 if invalid */
 int cd_base_url_normalize(char *url);
 

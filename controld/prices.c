@@ -22,6 +22,7 @@
 
 #include "controld.h"
 #include "sp_price.h"
+#include "sp_provider.h"
 
 
 #define CD_PRICES_SUBJECT   "prices"
@@ -29,25 +30,11 @@
 #define CD_PRICES_ROWS_MAX  4096
 
 
-static const char  *cd_price_providers[] = {
-    "openai", "anthropic", "google", "azure", "cohere", "mistral"
-};
-
-
+/* 0 .. SP_PROVIDER_COUNT - 1 for a provider of the catalogue, else -1 */
 static int
 cd_price_provider_index(const char *name, size_t len)
 {
-    size_t  i;
-
-    for (i = 0; i < sizeof(cd_price_providers) / sizeof(char *); i++) {
-        if (strlen(cd_price_providers[i]) == len
-            && memcmp(cd_price_providers[i], name, len) == 0)
-        {
-            return (int) i;
-        }
-    }
-
-    return -1;
+    return (int) sp_provider_from_name(name, len) - SP_PROVIDER_OPENAI;
 }
 
 
@@ -396,7 +383,7 @@ cd_prices_load(cd_db_pool_t *pool, const char *path)
 {
     int              rc;
     char            *data, *line, *next, err[256], date[16], checksum[24];
-    char             sources[6][256];
+    char             sources[SP_PROVIDER_COUNT][256];
     size_t           len, n, lineno;
     cd_price_row_t  *rows;
 
