@@ -16,16 +16,8 @@
 #include "sp_snapshot.h"
 
 
-static sp_str_t
-S(const char *s)
-{
-    sp_str_t  str;
-
-    str.data = s;
-    str.len = strlen(s);
-
-    return str;
-}
+/* a NUL-terminated literal as a borrowed string */
+#define S(s)  ((sp_str_t) { (s), strlen(s) })
 
 
 static int
