@@ -173,14 +173,7 @@ cd_agent_event(cd_request_t *r, cd_db_conn_t *c, const char *id,
 static int
 cd_agent_id_param(cd_request_t *r)
 {
-    if (!cd_id_valid(CD_AGENT_ID_PREFIX, r->params[0])) {
-        cd_respond_error(r, 404, "not_found_error", "agent_not_found", "id",
-                         "no agent with id \"%.64s\" (agent ids are agt_ "
-                         "followed by 24 hex characters)", r->params[0]);
-        return CD_ERROR;
-    }
-
-    return CD_OK;
+    return cd_id_param(r, SP_ID_AGENT, "agent_not_found");
 }
 
 

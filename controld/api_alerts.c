@@ -18,7 +18,6 @@
 
 
 #define CD_ALERTS_SUBJECT   "alerts"
-#define CD_ALERT_ID_HEX     24
 
 #define CD_ALERT_COLUMNS                                                     \
     "id, type, state, severity, message, details::text, dedupe_key, "        \
@@ -33,32 +32,6 @@ enum {
 
 
 /* ---- pure helpers (unit tested) --------------------------------------- */
-
-int
-cd_alert_id_valid(const char *id)
-{
-    size_t  i, len;
-
-    len = strlen(id);
-
-    if (len != sizeof(CD_ALERT_ID_PREFIX) - 1 + CD_ALERT_ID_HEX
-        || strncmp(id, CD_ALERT_ID_PREFIX, sizeof(CD_ALERT_ID_PREFIX) - 1)
-           != 0)
-    {
-        return 0;
-    }
-
-    for (i = sizeof(CD_ALERT_ID_PREFIX) - 1; i < len; i++) {
-        if (!((id[i] >= '0' && id[i] <= '9')
-              || (id[i] >= 'a' && id[i] <= 'f')))
-        {
-            return 0;
-        }
-    }
-
-    return 1;
-}
-
 
 int
 cd_warnings_has(const char *warnings, const char *name)
@@ -271,11 +244,11 @@ cd_rule_params(const char *type, json_t *params, json_t *out,
                                       "params.budget_id must be a string");
             }
 
-            if (!cd_id_valid(CD_BUDGET_ID_PREFIX, budget)) {
+            if (!sp_id_valid(SP_ID_BUDGET, budget, strlen(budget))) {
                 return cd_field_error(err, 422, "invalid_rule_param",
                                       "params", "params.budget_id must be "
-                                      "a budget id (bud_ followed by 24 hex "
-                                      "characters)");
+                                      "a budget id (bud_ followed by 24 "
+                                      "lowercase hex digits)");
             }
 
             if (json_object_set_new(out, "budget_id", json_string(budget))
@@ -565,10 +538,7 @@ cd_api_alerts_acknowledge(cd_request_t *r)
     const char    *params[2];
     cd_db_conn_t  *c;
 
-    if (!cd_alert_id_valid(r->params[0])) {
-        cd_respond_error(r, 404, "not_found_error", "alert_not_found", "id",
-                         "no alert %.64s (alert ids are alr_ followed by "
-                         "24 hex characters)", r->params[0]);
+    if (cd_id_param(r, SP_ID_ALERT, "alert_not_found") != CD_OK) {
         return;
     }
 
@@ -631,10 +601,7 @@ cd_api_alerts_get(cd_request_t *r)
     const char    *params[1], *v;
     cd_db_conn_t  *c;
 
-    if (!cd_alert_id_valid(r->params[0])) {
-        cd_respond_error(r, 404, "not_found_error", "alert_not_found", "id",
-                         "no alert %.64s (alert ids are alr_ followed by "
-                         "24 hex characters)", r->params[0]);
+    if (cd_id_param(r, SP_ID_ALERT, "alert_not_found") != CD_OK) {
         return;
     }
 
@@ -765,14 +732,7 @@ cd_alert_rule_json(PGresult *res, int row)
 static int
 cd_alert_rule_id_param(cd_request_t *r)
 {
-    if (!cd_id_valid(CD_ALERT_RULE_ID_PREFIX, r->params[0])) {
-        cd_respond_error(r, 404, "not_found_error", "alert_rule_not_found",
-                         "id", "no alert rule %.64s (rule ids are arl_ "
-                         "followed by 24 hex characters)", r->params[0]);
-        return CD_ERROR;
-    }
-
-    return CD_OK;
+    return cd_id_param(r, SP_ID_ALERT_RULE, "alert_rule_not_found");
 }
 
 

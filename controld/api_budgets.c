@@ -56,27 +56,37 @@ static const char  *cd_budget_periods[] = {
 /* ---- validation (pure, unit tested) ----------------------------------- */
 
 int
-cd_id_valid(const char *prefix, const char *id)
+cd_id_param(cd_request_t *r, unsigned kind, const char *not_found)
 {
-    size_t  i, plen;
+    char  expected[96];
 
-    plen = strlen(prefix);
-
-    if (strlen(id) != plen + 2 * CD_RANDOM_ID_BYTES
-        || strncmp(id, prefix, plen) != 0)
-    {
-        return 0;
+    if (sp_id_valid(kind, r->params[0], strlen(r->params[0]))) {
+        return CD_OK;
     }
 
-    for (i = plen; id[i] != '\0'; i++) {
-        if (!((id[i] >= '0' && id[i] <= '9')
-              || (id[i] >= 'a' && id[i] <= 'f')))
-        {
-            return 0;
-        }
+    sp_id_expected(kind, expected, sizeof(expected));
+    cd_respond_error(r, 404, "not_found_error", not_found, "id",
+                     "no %s with id \"%.64s\" (expected %s)",
+                     sp_id_format(kind)->noun, r->params[0], expected);
+
+    return CD_ERROR;
+}
+
+
+int
+cd_id_field(const char *id, unsigned kind, const char *field,
+    cd_field_error_t *err)
+{
+    char  expected[96];
+
+    if (sp_id_valid(kind, id, strlen(id))) {
+        return CD_OK;
     }
 
-    return 1;
+    sp_id_expected(kind, expected, sizeof(expected));
+
+    return cd_field_error(err, 422, "invalid_value", field,
+                          "%s must be %s", field, expected);
 }
 
 
@@ -422,20 +432,12 @@ cd_budget_scope_body(json_t *scope, cd_budget_input_t *in,
         in->scope_value = "";
     }
 
-    if (type == SP_BUDGET_SCOPE_API_KEY
-        && !cd_id_valid("key_", in->scope_value))
-    {
-        return cd_field_error(err, 422, "invalid_value", "scope.value",
-                              "scope.value must be an API key id (key_ "
-                              "followed by 24 hex characters)");
+    if (type == SP_BUDGET_SCOPE_API_KEY) {
+        return cd_id_field(in->scope_value, SP_ID_KEY, "scope.value", err);
     }
 
-    if (type == SP_BUDGET_SCOPE_AGENT
-        && !cd_id_valid(CD_AGENT_ID_PREFIX, in->scope_value))
-    {
-        return cd_field_error(err, 422, "invalid_value", "scope.value",
-                              "scope.value must be an agent id (agt_ "
-                              "followed by 24 hex characters)");
+    if (type == SP_BUDGET_SCOPE_AGENT) {
+        return cd_id_field(in->scope_value, SP_ID_AGENT, "scope.value", err);
     }
 
     return CD_OK;
@@ -630,14 +632,7 @@ cd_budget_body_of(PGresult *res, int row)
 static int
 cd_budget_id_param(cd_request_t *r)
 {
-    if (!cd_id_valid(CD_BUDGET_ID_PREFIX, r->params[0])) {
-        cd_respond_error(r, 404, "not_found_error", "budget_not_found", "id",
-                         "no budget with id \"%.64s\" (budget ids are bud_ "
-                         "followed by 24 hex characters)", r->params[0]);
-        return CD_ERROR;
-    }
-
-    return CD_OK;
+    return cd_id_param(r, SP_ID_BUDGET, "budget_not_found");
 }
 
 

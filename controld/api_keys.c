@@ -19,8 +19,8 @@
 
 #define CD_KEYS_SUBJECT     "api-keys"
 #define CD_KEY_PREFIX_SHOWN 11         /* "sp_key_" + 4 hex */
-#define CD_KEY_ID_PREFIX    "key_"
-#define CD_KEY_ID_BYTES     12
+#define CD_KEY_ID_PREFIX    SP_ID_KEY_PREFIX
+#define CD_KEY_ID_BYTES     SP_ID_RANDOM_BYTES
 
 #define CD_KEY_COLUMNS                                                       \
     "id, key_prefix, name, department, project, agent_id, "                  \
@@ -172,28 +172,6 @@ cd_rate_limits_json(const char *rpm, const char *tpm)
                      (json_int_t) strtoll(rpm ? rpm : "0", NULL, 10),
                      "tokens_per_minute",
                      (json_int_t) strtoll(tpm ? tpm : "0", NULL, 10));
-}
-
-
-int
-cd_key_id_valid(const char *id)
-{
-    size_t  i;
-
-    if (strlen(id) != 4 + 2 * CD_KEY_ID_BYTES
-        || strncmp(id, CD_KEY_ID_PREFIX, 4) != 0)
-    {
-        return 0;
-    }
-
-    for (i = 4; id[i] != '\0'; i++) {
-        if (!((id[i] >= '0' && id[i] <= '9') || (id[i] >= 'a' && id[i] <= 'f')))
-        {
-            return 0;
-        }
-    }
-
-    return 1;
 }
 
 
@@ -478,7 +456,9 @@ cd_api_keys_create(cd_request_t *r)
         }
     }
 
-    if (agent_id != NULL && !cd_id_valid(CD_AGENT_ID_PREFIX, agent_id)) {
+    if (agent_id != NULL
+        && !sp_id_valid(SP_ID_AGENT, agent_id, strlen(agent_id)))
+    {
         cd_respond_error(r, 422, "invalid_request_error", "unknown_agent",
                          "agent_id", "agent_id must be the id of an agent "
                          "of this organization (agt_ followed by 24 hex "
@@ -559,13 +539,7 @@ cd_api_keys_list(cd_request_t *r)
 static int
 cd_key_id_param(cd_request_t *r)
 {
-    if (!cd_key_id_valid(r->params[0])) {
-        cd_respond_error(r, 404, "not_found_error", "api_key_not_found", "id",
-                         "no API key with id \"%.64s\"", r->params[0]);
-        return CD_ERROR;
-    }
-
-    return CD_OK;
+    return cd_id_param(r, SP_ID_KEY, "api_key_not_found");
 }
 
 

@@ -25,14 +25,14 @@
 #include <string.h>
 
 #include "controld.h"
-#include "sp_snapshot.h"
+#include "sp_price.h"
 
 
 #define CD_PRICING_SUBJECT    "pricing"
 #define CD_NANO_PER_USD       1000000000LL
 
 #define CD_PRICING_COLUMNS                                                   \
-    "org_id IS NOT NULL, provider, model, input_nano, output_nano,"          \
+    "org_id, provider, model, input_nano, output_nano,"                      \
     " cached_input_nano, cache_write_nano, max_output_tokens, source_url, "  \
     CD_SQL_TS("effective_from") ", effective_from <= now()"
 
@@ -473,7 +473,7 @@ cd_pricing_json(PGresult *res, int row)
         || max_output == NULL
         || json_object_set_new(obj, "max_output_tokens", max_output) != 0
         || cd_json_set_str(obj, "source",
-                           cd_db_bool(res, row, CD_PRICING_ORG)
+                           !PQgetisnull(res, row, CD_PRICING_ORG)
                            ? "organization" : "list") != CD_OK
         || cd_json_set_str(obj, "effective_from",
                            PQgetvalue(res, row, CD_PRICING_EFFECTIVE))
@@ -491,42 +491,221 @@ cd_pricing_json(PGresult *res, int row)
 
 
 /*
- * One (provider, model) group of rows ordered organisation first, newest
- * first, into the item GET /pricing shows: the price in effect, with the
- * list price under "list_price" when the organisation's own wins, and the
- * organisation's prices not yet in effect under "scheduled" (soonest
- * first). A model priced only from a future date shows that price with
- * "in_effect": false.
+ * The prices GET /pricing answers from: model_prices rows (the list's and,
+ * through row-level security, the caller's organisation's) grouped by
+ * (provider, model), each group's organisation rows first, newest first;
+ * per group the organisation's and the list's price in effect by the rule
+ * the snapshot publisher applies (cd_prices_in_effect()). Prices are then
+ * resolved by sp_price_resolve() over these groups and the caller's
+ * aliases: the rule the proxy applies to its snapshot.
+ */
+typedef struct {
+    int  first;
+    int  end;
+    int  row[2];                    /* in effect: [0] org, [1] list; -1 */
+} cd_pricing_group_t;
+
+typedef struct {
+    PGresult            *res;
+    PGresult            *aliases;   /* provider, alias, model */
+    cd_pricing_group_t  *groups;
+    int                  ngroups;
+} cd_pricing_book_t;
+
+
+static int
+cd_pricing_is_org(PGresult *res, int row)
+{
+    return !PQgetisnull(res, row, CD_PRICING_ORG);
+}
+
+
+static int
+cd_pricing_str_is(sp_str_t s, const char *value)
+{
+    return strlen(value) == s.len && memcmp(value, s.data, s.len) == 0;
+}
+
+
+static int
+cd_pricing_same_model(PGresult *res, int a, int b)
+{
+    return strcmp(PQgetvalue(res, a, CD_PRICING_PROVIDER),
+                  PQgetvalue(res, b, CD_PRICING_PROVIDER)) == 0
+           && strcmp(PQgetvalue(res, a, CD_PRICING_MODEL),
+                     PQgetvalue(res, b, CD_PRICING_MODEL)) == 0;
+}
+
+
+static int
+cd_pricing_book_open(cd_pricing_book_t *book)
+{
+    int                       i, end, row, n;
+    cd_pricing_group_t       *g;
+    static const cd_price_cols_t  cols = {
+        CD_PRICING_ORG, CD_PRICING_PROVIDER, CD_PRICING_MODEL,
+        CD_PRICING_IN_EFFECT
+    };
+
+    n = PQntuples(book->res);
+    book->ngroups = 0;
+    book->groups = calloc((size_t) n + 1, sizeof(cd_pricing_group_t));
+    if (book->groups == NULL) {
+        return CD_ERROR;
+    }
+
+    g = NULL;
+
+    for (i = 0; i < n; i = end) {
+        if (cd_prices_in_effect(book->res, i, &cols, &end, &row) != CD_OK) {
+            return CD_ERROR;
+        }
+
+        if (g == NULL || !cd_pricing_same_model(book->res, g->first, i)) {
+            g = &book->groups[book->ngroups++];
+            g->first = i;
+            g->row[0] = g->row[1] = -1;
+        }
+
+        g->end = end;
+        g->row[cd_pricing_is_org(book->res, i) ? 0 : 1] = row;
+    }
+
+    return CD_OK;
+}
+
+
+static const cd_pricing_group_t *
+cd_pricing_book_group(const cd_pricing_book_t *book, sp_str_t provider,
+    sp_str_t model)
+{
+    int                        i;
+    const cd_pricing_group_t  *g;
+
+    for (i = 0; i < book->ngroups; i++) {
+        g = &book->groups[i];
+
+        if (cd_pricing_str_is(provider, PQgetvalue(book->res, g->first,
+                                                   CD_PRICING_PROVIDER))
+            && cd_pricing_str_is(model, PQgetvalue(book->res, g->first,
+                                                   CD_PRICING_MODEL)))
+        {
+            return g;
+        }
+    }
+
+    return NULL;
+}
+
+
+/* sp_price_lookup_t: the row in effect, as a pointer to its index */
+static const void *
+cd_pricing_book_price(void *data, sp_str_t org_id, sp_str_t provider,
+    sp_str_t model)
+{
+    const int                 *row;
+    const cd_pricing_group_t  *g;
+
+    g = cd_pricing_book_group(data, provider, model);
+
+    if (g == NULL) {
+        return NULL;
+    }
+
+    row = &g->row[org_id.len ? 0 : 1];
+
+    return *row >= 0 ? row : NULL;
+}
+
+
+static sp_str_t
+cd_pricing_book_alias(void *data, sp_str_t org_id, sp_str_t provider,
+    sp_str_t alias)
+{
+    int                 i;
+    sp_str_t            model;
+    cd_pricing_book_t  *book;
+
+    book = data;
+    model.data = "";
+    model.len = 0;
+
+    for (i = 0; i < PQntuples(book->aliases); i++) {
+        if (cd_pricing_str_is(provider, PQgetvalue(book->aliases, i, 0))
+            && cd_pricing_str_is(alias, PQgetvalue(book->aliases, i, 1)))
+        {
+            model.data = PQgetvalue(book->aliases, i, 2);
+            model.len = strlen(model.data);
+            break;
+        }
+    }
+
+    return model;
+}
+
+
+/* how the requested name was priced: what the proxy applies to it */
+static json_t *
+cd_pricing_match(const char *model, const sp_price_found_t *found)
+{
+    return json_pack("{s:s, s:s, s:b, s:b}", "requested_model", model,
+                     "source", sp_price_source_name(found->source),
+                     "alias", (found->via & SP_PRICE_VIA_ALIAS) != 0,
+                     "base_model", (found->via & SP_PRICE_VIA_BASE_MODEL)
+                                   != 0);
+}
+
+
+/*
+ * The item GET /pricing shows for a model name: the price the proxy
+ * applies to it (sp_price_resolve()), with "match" saying how it was
+ * found, the list price under "list_price" when the organisation's own
+ * wins, and the organisation's prices of that model not yet in effect
+ * under "scheduled" (soonest first). A name priced only by an
+ * organisation's price dated ahead shows that price with "in_effect":
+ * false. NULL when the name has no price at all, or out of memory
+ * (*failed set).
  */
 static json_t *
-cd_pricing_item(PGresult *res, int first, int end)
+cd_pricing_item(cd_pricing_book_t *book, const char *org_id,
+    const char *provider, const char *model, unsigned options, int *failed)
 {
-    int      i, org_now, list_now, list_any, shown, is_org;
-    json_t  *item, *scheduled, *entry, *list_price;
+    int                        i, shown, is_org;
+    json_t                    *item, *scheduled, *entry, *list_price;
+    PGresult                  *res;
+    sp_price_found_t           found;
+    sp_price_lookup_t          lookup;
+    const cd_pricing_group_t  *g;
+    sp_str_t                   org, prov, name;
 
-    org_now = list_now = list_any = -1;
+    res = book->res;
+    lookup.find_price = cd_pricing_book_price;
+    lookup.find_alias = cd_pricing_book_alias;
+    lookup.data = book;
 
-    for (i = first; i < end; i++) {
-        if (cd_db_bool(res, i, CD_PRICING_ORG)) {
-            if (org_now < 0 && cd_db_bool(res, i, CD_PRICING_IN_EFFECT)) {
-                org_now = i;
-            }
+    org.data = org_id;
+    org.len = strlen(org_id);
+    prov.data = provider;
+    prov.len = strlen(provider);
+    name.data = model;
+    name.len = strlen(model);
 
-            continue;
-        }
+    shown = -1;
+    g = NULL;
 
-        if (list_any < 0) {
-            list_any = i;
-        }
+    if (sp_price_resolve(&lookup, org, prov, name, options, &found) != NULL) {
+        shown = *(const int *) found.record;
+        g = cd_pricing_book_group(book, prov, found.model);
 
-        if (list_now < 0 && cd_db_bool(res, i, CD_PRICING_IN_EFFECT)) {
-            list_now = i;
-        }
+    } else {
+        g = cd_pricing_book_group(book, prov, name);
     }
 
-    if (list_now < 0) {
-        list_now = list_any;
+    if (g == NULL) {
+        return NULL;
     }
+
+    *failed = 1;
 
     scheduled = json_array();
     if (scheduled == NULL) {
@@ -534,10 +713,8 @@ cd_pricing_item(PGresult *res, int first, int end)
     }
 
     /* future organisation rows come first, newest first: walk backwards */
-    shown = org_now >= 0 ? org_now : list_now;
-
-    for (i = end - 1; i >= first; i--) {
-        if (!cd_db_bool(res, i, CD_PRICING_ORG)
+    for (i = g->end - 1; i >= g->first; i--) {
+        if (!cd_pricing_is_org(res, i)
             || cd_db_bool(res, i, CD_PRICING_IN_EFFECT))
         {
             continue;
@@ -556,6 +733,13 @@ cd_pricing_item(PGresult *res, int first, int end)
         }
     }
 
+    if (shown < 0) {
+        /* only list rows, none in effect: sp_price_effective() took one */
+        *failed = 0;
+        json_decref(scheduled);
+        return NULL;
+    }
+
     item = cd_pricing_json(res, shown);
 
     if (item == NULL) {
@@ -564,17 +748,19 @@ cd_pricing_item(PGresult *res, int first, int end)
     }
 
     /* a list price is what the proxy applies, even one dated ahead */
-    is_org = cd_db_bool(res, shown, CD_PRICING_ORG);
+    is_org = cd_pricing_is_org(res, shown);
 
     if (json_object_set_new(item, "in_effect", json_boolean(
-            !is_org || cd_db_bool(res, shown, CD_PRICING_IN_EFFECT))) != 0)
+            !is_org || cd_db_bool(res, shown, CD_PRICING_IN_EFFECT))) != 0
+        || json_object_set_new(item, "match", cd_pricing_match(model, &found))
+           != 0)
     {
         goto failed;
     }
 
     if (is_org) {
-        list_price = list_now >= 0 ? cd_pricing_json(res, list_now)
-                                   : json_null();
+        list_price = g->row[1] >= 0 ? cd_pricing_json(res, g->row[1])
+                                    : json_null();
 
         if (list_price == NULL
             || json_object_set_new(item, "list_price", list_price) != 0)
@@ -589,6 +775,8 @@ cd_pricing_item(PGresult *res, int first, int end)
         return NULL;
     }
 
+    *failed = 0;
+
     return item;
 
 failed:
@@ -600,30 +788,11 @@ failed:
 }
 
 
-static int
-cd_pricing_same_model(PGresult *res, int a, int b)
-{
-    return strcmp(PQgetvalue(res, a, CD_PRICING_PROVIDER),
-                  PQgetvalue(res, b, CD_PRICING_PROVIDER)) == 0
-           && strcmp(PQgetvalue(res, a, CD_PRICING_MODEL),
-                     PQgetvalue(res, b, CD_PRICING_MODEL)) == 0;
-}
-
-
 /* the provider path or query value: one of the six, else answered */
 static int
 cd_pricing_provider(cd_request_t *r, const char *name, unsigned status)
 {
-    if (cd_provider_default_url(name) == NULL) {
-        cd_respond_error(r, status, status == 404 ? "not_found_error"
-                         : "invalid_request_error", "unknown_provider",
-                         "provider", "unknown provider \"%.64s\": expected "
-                         "one of openai, anthropic, google, azure, cohere, "
-                         "mistral", name);
-        return CD_ERROR;
-    }
-
-    return CD_OK;
+    return cd_provider_param(r, name, status, "provider");
 }
 
 
@@ -678,81 +847,110 @@ cd_pricing_is_fallback(const char *model)
 
 /*
  * The items for an optional provider and model; single answers the one
- * item itself, or 404 when the model has no price at all.
+ * item itself (resolved as the proxy resolves it: alias, base model,
+ * fallback), or 404 when the model has no price at all.
  */
 static void
 cd_pricing_answer(cd_request_t *r, const char *provider, const char *model,
     int single)
 {
-    int            i, j, n;
-    json_t        *data, *item;
-    PGresult      *res;
-    const char    *params[2];
-    cd_db_conn_t  *c;
+    int                 i, failed;
+    json_t             *data, *item;
+    const char         *name;
+    cd_db_conn_t       *c;
+    cd_pricing_book_t   book;
 
     c = cd_request_begin(r);
     if (c == NULL) {
         return;
     }
 
-    params[0] = provider;
-    params[1] = model;
+    memset(&book, 0, sizeof(book));
 
     /* row-level security leaves the list prices and the caller's own */
-    res = cd_db_exec(c, "SELECT " CD_PRICING_COLUMNS " FROM model_prices"
-                        " WHERE ($1::text IS NULL OR provider = $1)"
-                        " AND ($2::text IS NULL OR model = $2)"
-                        " ORDER BY provider, model, org_id IS NULL,"
-                        " effective_from DESC", 2, params);
-    if (res == NULL) {
+    book.res = cd_db_exec(c, "SELECT " CD_PRICING_COLUMNS " FROM model_prices"
+                             " WHERE ($1::text IS NULL OR provider = $1)"
+                             " ORDER BY provider, model, org_id IS NULL,"
+                             " effective_from DESC", 1, &provider);
+    book.aliases = book.res ? cd_db_exec(c, "SELECT provider, alias, model"
+                                            " FROM model_aliases WHERE"
+                                            " ($1::text IS NULL"
+                                            " OR provider = $1)", 1,
+                                         &provider) : NULL;
+    if (book.aliases == NULL) {
         cd_respond_statement_error(r, c);
-        cd_request_end(r, c);
-        return;
+        goto done;
     }
 
     data = json_array();
-    n = PQntuples(res);
 
-    for (i = 0; data != NULL && i < n; i = j) {
-        for (j = i + 1; j < n && cd_pricing_same_model(res, i, j); j++) {
-            /* the group's end */
-        }
+    if (data == NULL || cd_pricing_book_open(&book) != CD_OK) {
+        json_decref(data);
+        goto done;
+    }
 
-        item = cd_pricing_item(res, i, j);
+    failed = 0;
 
-        if (item == NULL || json_array_append_new(data, item) != 0) {
-            json_decref(data);
-            data = NULL;
+    if (single) {
+        item = cd_pricing_item(&book, r->org_id, provider, model,
+                               SP_PRICE_WITH_FALLBACK, &failed);
+
+        if (item != NULL && json_array_append_new(data, item) != 0) {
+            failed = 1;
         }
     }
 
-    PQclear(res);
-    cd_request_end(r, c);
+    /* the list: every priced model name, as the proxy prices it */
+    for (i = 0; !single && !failed && i < book.ngroups; i++) {
+        name = PQgetvalue(book.res, book.groups[i].first, CD_PRICING_MODEL);
+
+        if (model != NULL && strcmp(name, model) != 0) {
+            continue;
+        }
+
+        item = cd_pricing_item(&book, r->org_id,
+                               PQgetvalue(book.res, book.groups[i].first,
+                                          CD_PRICING_PROVIDER),
+                               name, 0, &failed);
+
+        if (item != NULL && json_array_append_new(data, item) != 0) {
+            failed = 1;
+        }
+    }
+
+    if (failed) {
+        json_decref(data);
+        goto done;
+    }
 
     if (!single) {
-        cd_respond(r, 200, data ? json_pack("{s:o}", "data", data) : NULL);
-        return;
-    }
+        cd_respond(r, 200, json_pack("{s:o}", "data", data));
 
-    if (data != NULL && json_array_size(data) == 0
-        && cd_pricing_is_fallback(model))
-    {
+    } else if (json_array_size(data) == 0 && cd_pricing_is_fallback(model)) {
         cd_respond_error(r, 404, "not_found_error", "price_not_found",
                          "model", "the organization has no fallback price "
                          "for %s; set one with PUT /pricing/%s/*", provider,
                          provider);
+        json_decref(data);
 
-    } else if (data != NULL && json_array_size(data) == 0) {
+    } else if (json_array_size(data) == 0) {
         cd_respond_error(r, 404, "not_found_error", "model_unpriced",
                          "model", "%s/%.200s has no price: its requests are "
                          "recorded at $0; set one with PUT /pricing/%s/"
                          "%.200s", provider, model, provider, model);
+        json_decref(data);
 
     } else {
         cd_respond(r, 200, json_incref(json_array_get(data, 0)));
+        json_decref(data);
     }
 
-    json_decref(data);
+done:
+
+    free(book.groups);
+    PQclear(book.aliases);
+    PQclear(book.res);
+    cd_request_end(r, c);
 }
 
 

@@ -11,6 +11,7 @@
 #include <openssl/crypto.h>
 
 #include "controld.h"
+#include "sp_provider.h"
 #include "outbound.h"
 
 
@@ -28,20 +29,6 @@
     " AND a.provider = p.name), '{}')::text"
 
 
-typedef struct {
-    const char  *name;
-    const char  *default_url;      /* "" when there is none */
-} cd_provider_kind_t;
-
-static const cd_provider_kind_t  cd_provider_kinds[] = {
-    { "openai",    "https://api.openai.com/v1" },
-    { "anthropic", "https://api.anthropic.com" },
-    { "google",    "https://generativelanguage.googleapis.com" },
-    { "azure",     "" },
-    { "cohere",    "https://api.cohere.com" },
-    { "mistral",   "https://api.mistral.ai" },
-};
-
 static const char  *cd_provider_fields[] = {
     "api_key", "base_url", "model_aliases", NULL
 };
@@ -50,17 +37,28 @@ static const char  *cd_provider_fields[] = {
 const char *
 cd_provider_default_url(const char *name)
 {
-    size_t  i;
+    const sp_provider_t  *provider;
 
-    for (i = 0; i < sizeof(cd_provider_kinds) / sizeof(cd_provider_kinds[0]);
-         i++)
-    {
-        if (strcmp(name, cd_provider_kinds[i].name) == 0) {
-            return cd_provider_kinds[i].default_url;
-        }
+    provider = sp_provider_find(name, strlen(name));
+
+    return provider ? provider->default_base_url : NULL;
+}
+
+
+int
+cd_provider_param(cd_request_t *r, const char *name, unsigned status,
+    const char *field)
+{
+    if (sp_provider_find(name, strlen(name)) != NULL) {
+        return CD_OK;
     }
 
-    return NULL;
+    cd_respond_error(r, status, status == 404 ? "not_found_error"
+                     : "invalid_request_error", "unknown_provider", field,
+                     "unknown provider \"%.64s\": expected one of "
+                     SP_PROVIDER_NAMES_TEXT, name);
+
+    return CD_ERROR;
 }
 
 
@@ -143,15 +141,7 @@ cd_provider_url_allowed(cd_request_t *r, const char *base_url)
 static int
 cd_provider_name_param(cd_request_t *r)
 {
-    if (cd_provider_default_url(r->params[0]) == NULL) {
-        cd_respond_error(r, 404, "not_found_error", "unknown_provider",
-                         "name", "unknown provider \"%.64s\": expected one of "
-                         "openai, anthropic, google, azure, cohere, mistral",
-                         r->params[0]);
-        return CD_ERROR;
-    }
-
-    return CD_OK;
+    return cd_provider_param(r, r->params[0], 404, "name");
 }
 
 

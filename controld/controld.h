@@ -22,6 +22,7 @@
 #include <libpq-fe.h>
 
 #include "spendpol.h"
+#include "sp_id.h"
 #include "sp_journal.h"
 
 
@@ -332,6 +333,23 @@ int cd_price_parse_line(char *line, cd_price_row_t *row, char *err,
  * CD_ERROR only when PostgreSQL fails.
  */
 int cd_prices_load(cd_db_pool_t *pool, const char *path) CD_CHECK;
+
+/*
+ * Rows of model_prices sorted by (organisation, provider, model,
+ * effective_from DESC), with the columns named in cols: the end of the
+ * group starting at first (same organisation, provider and model) and
+ * in *row the group's price in effect by sp_price_effective(), -1 when
+ * none. CD_ERROR when out of memory.
+ */
+typedef struct {
+    int  org;                       /* NULL for a list price */
+    int  provider;
+    int  model;
+    int  in_effect;                 /* boolean: effective_from <= now() */
+} cd_price_cols_t;
+
+int cd_prices_in_effect(PGresult *res, int first, const cd_price_cols_t *cols,
+    int *end, int *row) CD_CHECK;
 
 
 /* ---- redis.c ---------------------------------------------------------- */
@@ -731,11 +749,17 @@ void cd_api_org_update(cd_request_t *r);
 /* "openai" ... -> default base URL ("" when none), NULL when unknown */
 const char *cd_provider_default_url(const char *name);
 
+/*
+ * CD_OK when name is a provider of the catalogue (sp_provider.h), else
+ * CD_ERROR after answering status (404 for a path part, 400 for a query
+ * value) naming field and the providers expected
+ */
+int cd_provider_param(cd_request_t *r, const char *name, unsigned status,
+    const char *field);
+
 /* normalises a base URL in place (trailing '/' stripped); 0 if invalid */
 int cd_base_url_normalize(char *url);
 
-/* 1 when id is "key_" + 24 lowercase hex */
-int cd_key_id_valid(const char *id);
 
 /* scopes array -> bits; CD_ERROR with the offending index */
 int cd_scopes_parse(json_t *array, uint32_t *bits, size_t *bad_index)
@@ -882,9 +906,9 @@ json_t *cd_rate_limits_json(const char *rpm, const char *tpm);
 
 /* ---- api_budgets.c, api_agents.c -------------------------------------- */
 
-#define CD_BUDGET_ID_PREFIX       "bud_"
-#define CD_AGENT_ID_PREFIX        "agt_"
-#define CD_RANDOM_ID_BYTES        12          /* 24 hex characters */
+#define CD_BUDGET_ID_PREFIX       SP_ID_BUDGET_PREFIX
+#define CD_AGENT_ID_PREFIX        SP_ID_AGENT_PREFIX
+#define CD_RANDOM_ID_BYTES        SP_ID_RANDOM_BYTES  /* 24 hex characters */
 #define CD_BUDGET_THRESHOLDS_MAX  20
 #define CD_TIMEZONE_MAX           64
 
@@ -903,8 +927,15 @@ typedef struct {
     size_t       nthresholds;
 } cd_budget_input_t;
 
-/* 1 when id is prefix + 24 lowercase hex */
-int cd_id_valid(const char *prefix, const char *id);
+/*
+ * r->params[0] as an id of kind SP_ID_*: CD_OK, or CD_ERROR after a 404
+ * with code not_found (e.g. "budget_not_found") saying what ids look like
+ */
+int cd_id_param(cd_request_t *r, unsigned kind, const char *not_found);
+
+/* CD_OK when id is of kind SP_ID_*, else a 422 on field saying why */
+int cd_id_field(const char *id, unsigned kind, const char *field,
+    cd_field_error_t *err);
 
 /* "organization" ... -> SP_BUDGET_SCOPE_*, or -1 */
 int cd_budget_scope_parse(const char *name);
@@ -955,11 +986,9 @@ void cd_api_agents_resume(cd_request_t *r);
 
 /* ---- api_alerts.c ----------------------------------------------------- */
 
-#define CD_ALERT_ID_PREFIX    "alr_"
+#define CD_ALERT_ID_PREFIX    SP_ID_ALERT_PREFIX
 #define CD_ALERT_KEY_MAX      (32 + 2 * 256)
 
-/* 1 when id is "alr_" + 24 lowercase hex */
-int cd_alert_id_valid(const char *id);
 
 /* 1 when the comma-separated list holds exactly the word name */
 int cd_warnings_has(const char *warnings, const char *name);
@@ -979,7 +1008,7 @@ void cd_api_alerts_acknowledge(cd_request_t *r);
 
 /* ---- alert rules (api_alerts.c) --------------------------------------- */
 
-#define CD_ALERT_RULE_ID_PREFIX  "arl_"
+#define CD_ALERT_RULE_ID_PREFIX  SP_ID_ALERT_RULE_PREFIX
 
 /* a validated POST /alerts/rules body */
 typedef struct {

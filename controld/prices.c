@@ -21,6 +21,8 @@
 #include <string.h>
 
 #include "controld.h"
+#include "sp_price.h"
+#include "sp_provider.h"
 
 
 #define CD_PRICES_SUBJECT   "prices"
@@ -28,25 +30,11 @@
 #define CD_PRICES_ROWS_MAX  4096
 
 
-static const char  *cd_price_providers[] = {
-    "openai", "anthropic", "google", "azure", "cohere", "mistral"
-};
-
-
+/* 0 .. SP_PROVIDER_COUNT - 1 for a provider of the catalogue, else -1 */
 static int
 cd_price_provider_index(const char *name, size_t len)
 {
-    size_t  i;
-
-    for (i = 0; i < sizeof(cd_price_providers) / sizeof(char *); i++) {
-        if (strlen(cd_price_providers[i]) == len
-            && memcmp(cd_price_providers[i], name, len) == 0)
-        {
-            return (int) i;
-        }
-    }
-
-    return -1;
+    return (int) sp_provider_from_name(name, len) - SP_PROVIDER_OPENAI;
 }
 
 
@@ -395,7 +383,7 @@ cd_prices_load(cd_db_pool_t *pool, const char *path)
 {
     int              rc;
     char            *data, *line, *next, err[256], date[16], checksum[24];
-    char             sources[6][256];
+    char             sources[SP_PROVIDER_COUNT][256];
     size_t           len, n, lineno;
     cd_price_row_t  *rows;
 
@@ -466,4 +454,55 @@ done:
     free(data);
 
     return rc;
+}
+
+
+static int
+cd_prices_same_key(PGresult *res, int a, int b, const cd_price_cols_t *cols)
+{
+    return PQgetisnull(res, a, cols->org) == PQgetisnull(res, b, cols->org)
+           && strcmp(PQgetvalue(res, a, cols->org),
+                     PQgetvalue(res, b, cols->org)) == 0
+           && strcmp(PQgetvalue(res, a, cols->provider),
+                     PQgetvalue(res, b, cols->provider)) == 0
+           && strcmp(PQgetvalue(res, a, cols->model),
+                     PQgetvalue(res, b, cols->model)) == 0;
+}
+
+
+int
+cd_prices_in_effect(PGresult *res, int first, const cd_price_cols_t *cols,
+    int *end, int *row)
+{
+    int             i, n;
+    long            pick;
+    unsigned char  *in_effect;
+
+    n = PQntuples(res);
+
+    for (i = first + 1; i < n && cd_prices_same_key(res, first, i, cols);
+         i++)
+    {
+        /* the group's end */
+    }
+
+    *end = i;
+
+    in_effect = malloc((size_t) (i - first));
+    if (in_effect == NULL) {
+        return CD_ERROR;
+    }
+
+    for (i = first; i < *end; i++) {
+        in_effect[i - first] = (unsigned char) cd_db_bool(res, i,
+                                                          cols->in_effect);
+    }
+
+    pick = sp_price_effective(in_effect, (size_t) (*end - first),
+                              PQgetisnull(res, first, cols->org));
+    free(in_effect);
+
+    *row = pick < 0 ? -1 : first + (int) pick;
+
+    return CD_OK;
 }

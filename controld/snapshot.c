@@ -144,19 +144,29 @@ cd_snapshot_add_providers(cd_app_t *app, sp_snapshot_builder_t *b,
 static int
 cd_snapshot_add_prices(sp_snapshot_builder_t *b, PGresult *res)
 {
-    int                      i;
+    int                      i, end, row;
     sp_snapshot_price_in_t   price;
+    static const cd_price_cols_t  cols = { 0, 1, 2, 8 };
 
-    for (i = 0; i < PQntuples(res); i++) {
+    /* one price per (organisation, provider, model): the one in effect */
+    for (i = 0; i < PQntuples(res); i = end) {
+        if (cd_prices_in_effect(res, i, &cols, &end, &row) != CD_OK) {
+            return CD_ERROR;
+        }
+
+        if (row < 0) {
+            continue;
+        }
+
         memset(&price, 0, sizeof(price));
-        price.org_id = cd_db_value(res, i, 0);
-        price.provider = PQgetvalue(res, i, 1);
-        price.model = PQgetvalue(res, i, 2);
-        price.price.input = strtoll(PQgetvalue(res, i, 3), NULL, 10);
-        price.price.output = strtoll(PQgetvalue(res, i, 4), NULL, 10);
-        price.price.cached_input = strtoll(PQgetvalue(res, i, 5), NULL, 10);
-        price.price.cache_write = strtoll(PQgetvalue(res, i, 6), NULL, 10);
-        price.max_output_tokens = strtoll(PQgetvalue(res, i, 7), NULL, 10);
+        price.org_id = cd_db_value(res, row, 0);
+        price.provider = PQgetvalue(res, row, 1);
+        price.model = PQgetvalue(res, row, 2);
+        price.price.input = strtoll(PQgetvalue(res, row, 3), NULL, 10);
+        price.price.output = strtoll(PQgetvalue(res, row, 4), NULL, 10);
+        price.price.cached_input = strtoll(PQgetvalue(res, row, 5), NULL, 10);
+        price.price.cache_write = strtoll(PQgetvalue(res, row, 6), NULL, 10);
+        price.max_output_tokens = strtoll(PQgetvalue(res, row, 7), NULL, 10);
 
         if (sp_snapshot_add_price(b, &price) != SP_OK) {
             return CD_ERROR;
@@ -420,20 +430,17 @@ cd_snapshot_publish_now(cd_app_t *app)
                : NULL;
 
     /*
-     * The latest effective price per (org, provider, model). A list
-     * price dated in the future is used only while nothing else exists,
-     * so a clock behind the seed date does not leave models unpriced; an
-     * organisation's future price waits for its time (next_change).
+     * Every dated price, newest first per (org, provider, model): which
+     * one is in effect is sp_price_effective()'s rule, applied in
+     * cd_snapshot_add_prices(), the same the admin API shows.
      */
     prices = providers ? cd_snapshot_query(c,
-               "SELECT DISTINCT ON (coalesce(org_id, ''), provider, model)"
-               " org_id, provider, model, input_nano, output_nano,"
+               "SELECT org_id, provider, model, input_nano, output_nano,"
                " coalesce(cached_input_nano, input_nano),"
                " coalesce(cache_write_nano, input_nano),"
-               " coalesce(max_output_tokens, 0) FROM model_prices"
-               " WHERE org_id IS NULL OR effective_from <= now()"
-               " ORDER BY coalesce(org_id, ''), provider, model,"
-               " (effective_from <= now()) DESC,"
+               " coalesce(max_output_tokens, 0), effective_from <= now()"
+               " FROM model_prices"
+               " ORDER BY org_id NULLS FIRST, provider, model,"
                " effective_from DESC") : NULL;
     next_change = prices ? cd_snapshot_query(c,
                "SELECT coalesce(" CD_SQL_US("min(effective_from)") ", 0),"

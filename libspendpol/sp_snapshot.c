@@ -1135,69 +1135,46 @@ sp_snapshot_find_provider(const sp_snapshot_t *s, sp_str_t org_id,
 }
 
 
-static const sp_snapshot_price_t *
-sp_snapshot_find_price_exact(const sp_snapshot_t *s, sp_str_t org_id,
-    sp_str_t provider, sp_str_t model)
+static const void *
+sp_snapshot_price_exact(void *data, sp_str_t org_id, sp_str_t provider,
+    sp_str_t model)
 {
-    return sp_snapshot_find(s, SP_TABLE_PRICES, org_id, provider, model);
+    return sp_snapshot_find(data, SP_TABLE_PRICES, org_id, provider, model);
 }
 
 
-static int
-sp_all_digits(const char *p, size_t n)
-{
-    size_t  i;
-
-    for (i = 0; i < n; i++) {
-        if (p[i] < '0' || p[i] > '9') {
-            return 0;
-        }
-    }
-
-    return 1;
-}
-
-
-/* the model name without "-YYYY-MM-DD" or "-YYYYMMDD"; len 0 if none */
 static sp_str_t
-sp_model_without_date(sp_str_t model)
+sp_snapshot_alias_model(void *data, sp_str_t org_id, sp_str_t provider,
+    sp_str_t alias)
 {
-    sp_str_t     base;
-    const char  *p;
+    sp_str_t                    none;
+    const sp_snapshot_alias_t  *a;
 
-    base.data = model.data;
-    base.len = 0;
+    a = sp_snapshot_find_alias(data, org_id, provider, alias);
 
-    if (model.len > 11) {
-        p = model.data + model.len - 11;
-
-        if (p[0] == '-' && sp_all_digits(p + 1, 4) && p[5] == '-'
-            && sp_all_digits(p + 6, 2) && p[8] == '-'
-            && sp_all_digits(p + 9, 2))
-        {
-            base.len = model.len - 11;
-            return base;
-        }
+    if (a == NULL) {
+        none.data = "";
+        none.len = 0;
+        return none;
     }
 
-    if (model.len > 9) {
-        p = model.data + model.len - 9;
-
-        if (p[0] == '-' && sp_all_digits(p + 1, 8)) {
-            base.len = model.len - 9;
-            return base;
-        }
-    }
-
-    return base;
+    return sp_snapshot_str(data, a->model);
 }
 
 
-static int
-sp_is_fallback_model(sp_str_t model)
+const sp_snapshot_price_t *
+sp_snapshot_resolve_price(const sp_snapshot_t *s, sp_str_t org_id,
+    sp_str_t provider, sp_str_t model, unsigned options,
+    sp_price_found_t *found)
 {
-    return model.len == sizeof(SP_PRICE_FALLBACK_MODEL) - 1
-           && memcmp(model.data, SP_PRICE_FALLBACK_MODEL, model.len) == 0;
+    sp_price_lookup_t  lookup;
+
+    lookup.find_price = sp_snapshot_price_exact;
+    lookup.find_alias = sp_snapshot_alias_model;
+    lookup.data = (void *) s;
+
+    return sp_price_resolve(&lookup, org_id, provider, model, options,
+                            found);
 }
 
 
@@ -1205,44 +1182,14 @@ const sp_snapshot_price_t *
 sp_snapshot_find_price(const sp_snapshot_t *s, sp_str_t org_id,
     sp_str_t provider, sp_str_t model)
 {
-    const sp_snapshot_price_t  *price;
-    sp_str_t                    none, base;
+    sp_price_found_t   found;
+    sp_price_lookup_t  lookup;
 
-    none.data = "";
-    none.len = 0;
+    lookup.find_price = sp_snapshot_price_exact;
+    lookup.find_alias = NULL;
+    lookup.data = (void *) s;
 
-    /* a fallback is an organisation's; a list "*" is never applied */
-    if (sp_is_fallback_model(model)) {
-        return org_id.len
-               ? sp_snapshot_find_price_exact(s, org_id, provider, model)
-               : NULL;
-    }
-
-    base = sp_model_without_date(model);
-
-    /*
-     * "*-20240806" must not be priced as the fallback "*": the caller
-     * would take a fallback for a real price (and not flag it).
-     */
-    if (sp_is_fallback_model(base)) {
-        base.len = 0;
-    }
-
-    price = sp_snapshot_find_price_exact(s, org_id, provider, model);
-
-    if (price == NULL && base.len) {
-        price = sp_snapshot_find_price_exact(s, org_id, provider, base);
-    }
-
-    if (price == NULL) {
-        price = sp_snapshot_find_price_exact(s, none, provider, model);
-    }
-
-    if (price == NULL && base.len) {
-        price = sp_snapshot_find_price_exact(s, none, provider, base);
-    }
-
-    return price;
+    return sp_price_resolve(&lookup, org_id, provider, model, 0, &found);
 }
 
 

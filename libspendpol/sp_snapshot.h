@@ -20,6 +20,7 @@
 #define SP_SNAPSHOT_H
 
 #include "spendpol.h"
+#include "sp_price.h"
 
 
 #define SP_SNAPSHOT_MAGIC        "SPSNAP01"
@@ -108,16 +109,6 @@ typedef struct {
     sp_price_t         price;         /* nano-USD per 1M tokens */
     int64_t            max_output_tokens;   /* 0 when unknown */
 } sp_snapshot_price_t;
-
-/*
- * The model name of an organisation's fallback price for a provider (set
- * with PUT /pricing/PROVIDER/ followed by "*"): what a model without a
- * price of its own is reserved and billed at. Only an organisation has
- * one: the list-price lookups of sp_snapshot_find_price() never answer
- * it, and no other model name reaches it through the date-suffix retry.
- */
-#define SP_PRICE_FALLBACK_MODEL  "*"
-
 
 /* organisation settings */
 #define SP_ORG_REFUSE_UNPRICED   0x01u   /* refuse models without a price */
@@ -361,11 +352,18 @@ const sp_snapshot_provider_t *sp_snapshot_find_provider(
     const sp_snapshot_t *s, sp_str_t org_id, sp_str_t provider);
 
 /*
- * The organisation's price, else the list price; when the exact model is
- * not priced, retries without a date suffix ("gpt-4o-2024-08-06" ->
- * "gpt-4o", "claude-3-5-haiku-20241022" -> "claude-3-5-haiku"). Model
- * SP_PRICE_FALLBACK_MODEL finds the organisation's fallback price only;
- * no other model name is retried as it ("*-20240806" stays unpriced).
+ * The price a model is billed at for the organisation, by the rule of
+ * sp_price.h (alias, organisation, list, undated base model, and with
+ * SP_PRICE_WITH_FALLBACK the organisation's fallback); found says how.
+ * NULL when unpriced. The snapshot holds only the prices in effect.
+ */
+const sp_snapshot_price_t *sp_snapshot_resolve_price(const sp_snapshot_t *s,
+    sp_str_t org_id, sp_str_t provider, sp_str_t model, unsigned options,
+    sp_price_found_t *found);
+
+/*
+ * The same rule without aliases and without the fallback step: model
+ * SP_PRICE_FALLBACK_MODEL still finds the organisation's fallback.
  */
 const sp_snapshot_price_t *sp_snapshot_find_price(const sp_snapshot_t *s,
     sp_str_t org_id, sp_str_t provider, sp_str_t model);

@@ -11,19 +11,6 @@
 
 
 static void
-test_alert_ids_are_alr_and_24_hex(void **state)
-{
-    assert_true(cd_alert_id_valid("alr_0123456789abcdef01234567"));
-    assert_false(cd_alert_id_valid("alr_0123456789abcdef0123456"));
-    assert_false(cd_alert_id_valid("alr_0123456789abcdef012345678"));
-    assert_false(cd_alert_id_valid("alr_0123456789ABCDEF01234567"));
-    assert_false(cd_alert_id_valid("key_0123456789abcdef01234567"));
-    assert_false(cd_alert_id_valid("alr_"));
-    assert_false(cd_alert_id_valid(""));
-}
-
-
-static void
 test_warnings_match_whole_words_only(void **state)
 {
     assert_true(cd_warnings_has("unpriced_model", "unpriced_model"));
@@ -75,7 +62,6 @@ int
 main(void)
 {
     const struct CMUnitTest  tests[] = {
-        cmocka_unit_test(test_alert_ids_are_alr_and_24_hex),
         cmocka_unit_test(test_warnings_match_whole_words_only),
         cmocka_unit_test(test_unpriced_alert_key_names_provider_and_model),
     };

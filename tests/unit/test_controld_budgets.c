@@ -39,19 +39,6 @@ assert_refused(const char *text, unsigned status, const char *field)
 
 
 static void
-test_budget_ids_and_agent_ids_are_prefix_and_24_hex(void **state)
-{
-    assert_true(cd_id_valid("bud_", "bud_0123456789abcdef01234567"));
-    assert_true(cd_id_valid("agt_", "agt_0123456789abcdef01234567"));
-    assert_false(cd_id_valid("bud_", "agt_0123456789abcdef01234567"));
-    assert_false(cd_id_valid("bud_", "bud_0123456789abcdef0123456"));
-    assert_false(cd_id_valid("bud_", "bud_0123456789ABCDEF01234567"));
-    assert_false(cd_id_valid("agt_", "agt_"));
-    assert_false(cd_id_valid("agt_", "bot-1"));
-}
-
-
-static void
 test_scope_names_map_to_snapshot_scopes(void **state)
 {
     assert_int_equal(cd_budget_scope_parse("organization"),
@@ -370,7 +357,6 @@ int
 main(void)
 {
     const struct CMUnitTest  tests[] = {
-        cmocka_unit_test(test_budget_ids_and_agent_ids_are_prefix_and_24_hex),
         cmocka_unit_test(test_scope_names_map_to_snapshot_scopes),
         cmocka_unit_test(test_period_kinds_are_daily_weekly_monthly_total),
         cmocka_unit_test(test_limit_is_exact_and_positive),

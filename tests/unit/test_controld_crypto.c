@@ -175,7 +175,7 @@ test_random_ids_have_prefix_and_hex(void **state)
 
     assert_int_equal(cd_random_id("key_", 12, a), CD_OK);
     assert_int_equal(cd_random_id("key_", 12, b), CD_OK);
-    assert_true(cd_key_id_valid(a));
+    assert_true(sp_id_valid(SP_ID_KEY, a, strlen(a)));
     assert_string_not_equal(a, b);
     assert_int_equal(cd_random_id("x", 40, a), CD_ERROR);
 }

@@ -113,19 +113,6 @@ test_base_url_normalization(void **state)
 
 
 static void
-test_key_ids(void **state)
-{
-    assert_true(cd_key_id_valid("key_0123456789abcdef01234567"));
-    assert_false(cd_key_id_valid("key_0123456789ABCDEF01234567"));
-    assert_false(cd_key_id_valid("key_0123456789abcdef0123456"));
-    assert_false(cd_key_id_valid("key_0123456789abcdef012345678"));
-    assert_false(cd_key_id_valid("kex_0123456789abcdef01234567"));
-    assert_false(cd_key_id_valid("key_0123456789abcdef0123456'"));
-    assert_false(cd_key_id_valid(""));
-}
-
-
-static void
 test_scopes(void **state)
 {
     json_t    *a;
@@ -209,7 +196,6 @@ main(void)
         cmocka_unit_test(test_text_rejects_control_characters),
         cmocka_unit_test(test_provider_defaults),
         cmocka_unit_test(test_base_url_normalization),
-        cmocka_unit_test(test_key_ids),
         cmocka_unit_test(test_scopes),
         cmocka_unit_test(test_migration_names),
         cmocka_unit_test(test_utf8_validation),
