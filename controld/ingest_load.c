@@ -184,19 +184,40 @@ cd_ingest_copy_row(const sp_journal_record_t *rec, const char *node_id,
 }
 
 
+/*
+ * The civil date of a day since 1970-01-01 (days >= 0), by integer
+ * arithmetic (H. Hinnant's days_from_civil inverse): called per record,
+ * where gmtime_r and timegm would cost a microsecond each.
+ */
+static void
+cd_ingest_civil(int64_t days, int *year, int *month, int *day)
+{
+    int64_t  z, era, doe, yoe, doy, mp;
+
+    z = days + 719468;
+    era = z / 146097;
+    doe = z - era * 146097;
+    yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    mp = (5 * doy + 2) / 153;
+
+    *day = (int) (doy - (153 * mp + 2) / 5 + 1);
+    *month = (int) (mp < 10 ? mp + 3 : mp - 9);
+    *year = (int) (yoe + era * 400 + (*month <= 2));
+}
+
+
+/* ms >= 0, as cd_record_acceptable holds */
 int64_t
 cd_ingest_month_start(int64_t ms)
 {
-    time_t     t;
-    struct tm  tm;
+    int      year, month, day;
+    int64_t  days;
 
-    t = (time_t) (ms / 1000);
-    gmtime_r(&t, &tm);
+    days = ms / 86400000;
+    cd_ingest_civil(days, &year, &month, &day);
 
-    tm.tm_mday = 1;
-    tm.tm_hour = tm.tm_min = tm.tm_sec = 0;
-
-    return (int64_t) timegm(&tm) * 1000;
+    return (days - (day - 1)) * 86400000;
 }
 
 
@@ -204,14 +225,11 @@ cd_ingest_month_start(int64_t ms)
 static void
 cd_ingest_partition_name(int64_t month_ms, char *out, size_t len)
 {
-    time_t     t;
-    struct tm  tm;
+    int  year, month, day;
 
-    t = (time_t) (month_ms / 1000);
-    gmtime_r(&t, &tm);
+    cd_ingest_civil(month_ms / 86400000, &year, &month, &day);
 
-    snprintf(out, len, "audit_logs_p%04d%02d", tm.tm_year + 1900,
-             tm.tm_mon + 1);
+    snprintf(out, len, "audit_logs_p%04d%02d", year, month);
 }
 
 
@@ -483,7 +501,7 @@ cd_ingest_copy_dedupe(cd_ingest_ctx_t *x, cd_db_conn_t *c)
     res = cd_db_exec(c, "INSERT INTO audit_logs (" CD_INGEST_AUDIT_COLUMNS ")"
                         " SELECT " CD_INGEST_AUDIT_COLUMNS
                         " FROM cd_audit_batch"
-                        " ON CONFLICT (id, created_at) DO NOTHING"
+                        " ON CONFLICT (org_id, created_at, id) DO NOTHING"
                         " RETURNING id", 0, NULL);
     if (res == NULL) {
         return CD_ERROR;
