@@ -61,6 +61,7 @@ typedef struct {
     int64_t                months[CD_INGEST_MONTHS];  /* partitions known
                                              to exist, by month start ms */
     size_t                 nmonths;
+    int64_t                retention_at;  /* ms of the last retention */
     cd_ingest_spend_t     *spend;
     cd_rates_conn_t        rates;
 } cd_ingest_ctx_t;
@@ -78,6 +79,12 @@ int cd_ingest_pending(cd_ingest_ctx_t *x);
 int cd_ingest_load_offset(cd_ingest_ctx_t *x, int64_t *offset) CD_CHECK;
 void cd_ingest_forget(cd_ingest_ctx_t *x);
 int cd_ingest_load_init(cd_ingest_ctx_t *x) CD_CHECK;
+
+/*
+ * At most hourly, with SPENDPOL_AUDIT_RETENTION_MONTHS set: drops the
+ * audit_logs months older than that (spendpol_audit_drop_months).
+ */
+void cd_ingest_retention(cd_ingest_ctx_t *x);
 void cd_ingest_load_free(cd_ingest_ctx_t *x);
 
 /* UTC month start (ms) of a time in ms: the audit_logs partition's */

@@ -27,6 +27,7 @@
 
 
 #define CD_INGEST_BACKOFF_MS  5000
+#define CD_INGEST_RETENTION_MS  (3600 * 1000)
 #define CD_INGEST_COPY_SIZE   (256 * 1024)
 #define CD_INGEST_ROW_MAX     (32 * 1024)   /* > any record's fields */
 #define CD_INGEST_PG_EPOCH_MS 946684800000LL   /* 2000-01-01, unix ms */
@@ -533,6 +534,19 @@ cd_ingest_copy_dedupe(cd_ingest_ctx_t *x, cd_db_conn_t *c)
 }
 
 
+/* $1..$3 of the journal_offsets statements: the file's path and id */
+static void
+cd_ingest_file_params(cd_ingest_ctx_t *x, char *dev, char *ino,
+    const char **params)
+{
+    snprintf(dev, 32, "%lld", (long long) x->dev);
+    snprintf(ino, 32, "%lld", (long long) x->ino);
+    params[0] = x->app->config.journal_path;
+    params[1] = dev;
+    params[2] = ino;
+}
+
+
 static int
 cd_ingest_save_offset(cd_ingest_ctx_t *x, cd_db_conn_t *c)
 {
@@ -540,12 +554,8 @@ cd_ingest_save_offset(cd_ingest_ctx_t *x, cd_db_conn_t *c)
     PGresult    *res;
     const char  *params[4];
 
-    snprintf(dev, sizeof(dev), "%lld", (long long) x->dev);
-    snprintf(ino, sizeof(ino), "%lld", (long long) x->ino);
+    cd_ingest_file_params(x, dev, ino, params);
     snprintf(off, sizeof(off), "%lld", (long long) x->scan_off);
-    params[0] = x->app->config.journal_path;
-    params[1] = dev;
-    params[2] = ino;
     params[3] = off;
 
     res = cd_db_exec(c, "INSERT INTO journal_offsets"
@@ -650,6 +660,59 @@ cd_ingest_flush(cd_ingest_ctx_t *x)
 }
 
 
+void
+cd_ingest_retention(cd_ingest_ctx_t *x)
+{
+    char           months[32];
+    int64_t        now;
+    PGresult      *res;
+    const char    *params[1];
+    cd_db_conn_t  *c;
+
+    now = cd_clock_ms(CLOCK_MONOTONIC);
+
+    if (x->app->config.audit_retention_months <= 0
+        || (x->retention_at != 0
+            && now - x->retention_at < CD_INGEST_RETENTION_MS))
+    {
+        return;
+    }
+
+    x->retention_at = now;
+
+    c = cd_db_acquire_begin(&x->app->db, 2000, CD_ROLE_SYSTEM, NULL);
+    if (c == NULL) {
+        return;
+    }
+
+    snprintf(months, sizeof(months), "%ld",
+             x->app->config.audit_retention_months);
+    params[0] = months;
+
+    /* a whole month at a time: a DROP TABLE, no DELETE, no vacuum */
+    res = cd_db_exec(c, "SELECT spendpol_audit_drop_months($1::integer)",
+                     1, params);
+
+    if (res == NULL || cd_db_commit(c) != CD_OK) {
+        cd_log_warn(CD_INGEST_SUBJECT, "could not drop the audit_logs "
+                    "months older than %s months; trying again in an hour",
+                    months);
+
+    } else if (atoi(PQgetvalue(res, 0, 0)) > 0) {
+        cd_log_info(CD_INGEST_SUBJECT, "dropped %s audit_logs months older "
+                    "than %s months (SPENDPOL_AUDIT_RETENTION_MONTHS)",
+                    PQgetvalue(res, 0, 0), months);
+
+        /* a month dropped is created again if a late line needs it */
+        x->nmonths = 0;
+    }
+
+    PQclear(res);
+    cd_db_rollback(c);
+    cd_db_release(&x->app->db, c);
+}
+
+
 int
 cd_ingest_load_init(cd_ingest_ctx_t *x)
 {
@@ -750,11 +813,7 @@ cd_ingest_load_offset(cd_ingest_ctx_t *x, int64_t *offset)
         return CD_ERROR;
     }
 
-    snprintf(dev, sizeof(dev), "%lld", (long long) x->dev);
-    snprintf(ino, sizeof(ino), "%lld", (long long) x->ino);
-    params[0] = x->app->config.journal_path;
-    params[1] = dev;
-    params[2] = ino;
+    cd_ingest_file_params(x, dev, ino, params);
 
     res = cd_db_exec(c, "SELECT \"offset\" FROM journal_offsets"
                         " WHERE path = $1 AND device = $2 AND inode = $3",
@@ -788,11 +847,7 @@ cd_ingest_forget(cd_ingest_ctx_t *x)
         return;
     }
 
-    snprintf(dev, sizeof(dev), "%lld", (long long) x->dev);
-    snprintf(ino, sizeof(ino), "%lld", (long long) x->ino);
-    params[0] = x->app->config.journal_path;
-    params[1] = dev;
-    params[2] = ino;
+    cd_ingest_file_params(x, dev, ino, params);
 
     res = cd_db_exec(c, "DELETE FROM journal_offsets WHERE path = $1"
                         " AND device = $2 AND inode = $3", 3, params);

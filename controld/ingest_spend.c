@@ -49,7 +49,6 @@ struct cd_ingest_spend_s {
     cd_spend_hit_t     *hits;
     size_t              nhits;
     size_t              hits_cap;
-    const sp_journal_record_t  *records;   /* for the sort functions */
 };
 
 /* a PostgreSQL array literal being built */
@@ -558,10 +557,6 @@ cd_spend_resolve(cd_ingest_ctx_t *x, cd_db_conn_t *c, size_t misses)
 }
 
 
-static cd_ingest_spend_t  *cd_spend_sorting;   /* only the ingest thread
-                                                  sorts; qsort has no
-                                                  context argument */
-
 static int
 cd_spend_cmp_period(const cd_spend_hit_t *a, const cd_spend_hit_t *b)
 {
@@ -577,12 +572,13 @@ cd_spend_cmp_period(const cd_spend_hit_t *a, const cd_spend_hit_t *b)
 }
 
 
+/* qsort_r: the records are the context */
 static int
-cd_spend_cmp_epoch(const void *pa, const void *pb)
+cd_spend_cmp_epoch(const void *pa, const void *pb, void *data)
 {
     int64_t                     ea, eb;
     const cd_spend_hit_t       *a = pa, *b = pb;
-    const sp_journal_record_t  *records;
+    const sp_journal_record_t  *records = data;
     int                         cmp;
 
     cmp = cd_spend_cmp_period(a, b);
@@ -590,7 +586,6 @@ cd_spend_cmp_epoch(const void *pa, const void *pb)
         return cmp;
     }
 
-    records = cd_spend_sorting->records;
     ea = records[a->record].epoch;
     eb = records[b->record].epoch;
 
@@ -599,10 +594,10 @@ cd_spend_cmp_epoch(const void *pa, const void *pb)
 
 
 static int
-cd_spend_cmp_model(const void *pa, const void *pb)
+cd_spend_cmp_model(const void *pa, const void *pb, void *data)
 {
     const cd_spend_hit_t       *a = pa, *b = pb;
-    const sp_journal_record_t  *records;
+    const sp_journal_record_t  *records = data;
     int                         cmp;
 
     cmp = cd_spend_cmp_period(a, b);
@@ -610,7 +605,6 @@ cd_spend_cmp_model(const void *pa, const void *pb)
         return cmp;
     }
 
-    records = cd_spend_sorting->records;
     cmp = strcmp(records[a->record].provider, records[b->record].provider);
     if (cmp != 0) {
         return cmp;
@@ -926,9 +920,8 @@ cd_spend_upsert_periods(cd_ingest_ctx_t *x, cd_db_conn_t *c,
         }
     }
 
-    cd_spend_sorting = s;
-    s->records = x->records;
-    qsort(s->hits, s->nhits, sizeof(cd_spend_hit_t), cd_spend_cmp_epoch);
+    qsort_r(s->hits, s->nhits, sizeof(cd_spend_hit_t), cd_spend_cmp_epoch,
+            x->records);
 
     /* a[0..3]: budget_spend rows; a[4..7]: budget_node_spend rows */
     for (start = 0; start < s->nhits; /* void */) {
@@ -946,8 +939,8 @@ cd_spend_upsert_periods(cd_ingest_ctx_t *x, cd_db_conn_t *c,
             do {
                 node_sum += x->records[s->hits[h].record].cost_nano;
                 h++;
-            } while (h < s->nhits && cd_spend_cmp_epoch(&s->hits[h], hit)
-                                     == 0);
+            } while (h < s->nhits
+                     && cd_spend_cmp_epoch(&s->hits[h], hit, x->records) == 0);
 
             cd_spend_array_str(&a[4], s->budgets[hit->budget].id);
             cd_spend_array_int(&a[5], hit->period_us);
@@ -1046,16 +1039,16 @@ cd_spend_upsert_models(cd_ingest_ctx_t *x, cd_db_conn_t *c)
         }
     }
 
-    cd_spend_sorting = s;
-    qsort(s->hits, s->nhits, sizeof(cd_spend_hit_t), cd_spend_cmp_model);
+    qsort_r(s->hits, s->nhits, sizeof(cd_spend_hit_t), cd_spend_cmp_model,
+            x->records);
 
     for (start = 0; start < s->nhits; start = h) {
         sum = 0;
         requests = 0;
 
         for (h = start;
-             h < s->nhits && cd_spend_cmp_model(&s->hits[h],
-                                                &s->hits[start]) == 0;
+             h < s->nhits && cd_spend_cmp_model(&s->hits[h], &s->hits[start],
+                                                x->records) == 0;
              h++)
         {
             sum += x->records[s->hits[h].record].cost_nano;

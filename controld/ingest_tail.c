@@ -751,6 +751,7 @@ cd_ingest_thread(void *data)
         }
 
         if (x.at_eof) {
+            cd_ingest_retention(&x);
             cd_ingest_check_file(&x);
 
             if (x.fd >= 0) {
