@@ -616,12 +616,50 @@ cd_spend_cmp_model(const void *pa, const void *pb, void *data)
 
 
 /*
+ * Runs an alert statement under a savepoint with a short lock timeout:
+ * an alert must never stall ingest, so on failure the batch loads
+ * without it (logged).
+ */
+static void
+cd_spend_alert_exec(cd_ingest_ctx_t *x, cd_db_conn_t *c, const char *what,
+    const char *sql, int nparams, const char *const *params)
+{
+    PGresult  *res;
+
+    if (cd_db_exec_script(c, "SAVEPOINT cd_alerts;"
+                             " SET LOCAL lock_timeout = 1000") != CD_OK)
+    {
+        return;
+    }
+
+    res = cd_db_exec(c, sql, nparams, params);
+
+    if (res != NULL) {
+        PQclear(res);
+
+        if (cd_db_exec_script(c, "RELEASE SAVEPOINT cd_alerts") == CD_OK) {
+            return;
+        }
+    }
+
+    cd_log_warn(CD_INGEST_SUBJECT, "%s: could not raise the %s of the "
+                "batch ending at offset %lld; loading it without them",
+                x->app->config.journal_path, what, (long long) x->scan_off);
+
+    if (cd_db_exec_script(c, "ROLLBACK TO SAVEPOINT cd_alerts") != CD_OK) {
+        cd_log_warn(CD_INGEST_SUBJECT, "cannot roll back to the alerts "
+                    "savepoint");
+    }
+}
+
+
+/*
  * Raises a budget_threshold alert for each threshold a budget's spend in
  * a period has reached, once per budget, period and threshold (the
  * dedupe key, looked up whatever the alert's state): so also for a
  * threshold reached because the limit was lowered. spent holds the rows
  * budget_spend's upsert returned: the budgets this batch counted for.
- * Under a savepoint with a short lock timeout: alerts never stall ingest.
+ * Under a savepoint (cd_spend_alert_exec).
  */
 static void
 cd_ingest_budget_alerts(cd_ingest_ctx_t *x, cd_db_conn_t *c, PGresult *spent)
@@ -629,7 +667,6 @@ cd_ingest_budget_alerts(cd_ingest_ctx_t *x, cd_db_conn_t *c, PGresult *spent)
     int                 i, k, b, thresholds[CD_BUDGET_THRESHOLDS_MAX];
     size_t              n, count;
     int64_t             total;
-    PGresult           *res;
     const char         *params[3];
     cd_spend_array_t    a[3];
     cd_ingest_spend_t  *s;
@@ -688,14 +725,7 @@ cd_ingest_budget_alerts(cd_ingest_ctx_t *x, cd_db_conn_t *c, PGresult *spent)
     params[1] = cd_spend_array_end(&a[1]);
     params[2] = cd_spend_array_end(&a[2]);
 
-    if (cd_db_exec_script(c, "SAVEPOINT cd_budget_alerts;"
-                             " SET LOCAL lock_timeout = 1000") != CD_OK)
-    {
-        cd_spend_arrays_free(a, 3);
-        return;
-    }
-
-    res = cd_db_exec(c,
+    cd_spend_alert_exec(x, c, "budget alerts",
         "WITH reached AS ("
         " SELECT b.id, b.org_id, b.name, b.limit_nano, b.action, t.percent,"
         " s.spent_nano, s.period_start,"
@@ -732,43 +762,20 @@ cd_ingest_budget_alerts(cd_ingest_ctx_t *x, cd_db_conn_t *c, PGresult *spent)
         3, params);
 
     cd_spend_arrays_free(a, 3);
-
-    if (res != NULL) {
-        PQclear(res);
-
-        if (cd_db_exec_script(c, "RELEASE SAVEPOINT cd_budget_alerts")
-            == CD_OK)
-        {
-            return;
-        }
-    }
-
-    cd_log_warn(CD_INGEST_SUBJECT, "%s: could not raise the budget alerts "
-                "of the batch ending at offset %lld; loading it without "
-                "them", x->app->config.journal_path, (long long) x->scan_off);
-
-    if (cd_db_exec_script(c, "ROLLBACK TO SAVEPOINT cd_budget_alerts")
-        != CD_OK)
-    {
-        cd_log_warn(CD_INGEST_SUBJECT, "cannot roll back to the budget "
-                    "alerts savepoint");
-    }
 }
 
 
 /*
  * Raises the alerts of the rows this batch inserted, in its transaction,
  * so a batch loaded twice raises and counts nothing twice. One open alert
- * per (org, dedupe_key) counts the requests. Under a savepoint with a
- * short lock timeout: an alert must never stall ingest, so on failure the
- * batch loads without them (logged).
+ * per (org, dedupe_key) counts the requests. Under a savepoint
+ * (cd_spend_alert_exec).
  */
 static void
 cd_ingest_raise_alerts(cd_ingest_ctx_t *x, cd_db_conn_t *c)
 {
     size_t             r, j, i, requests;
     int64_t            first, last;
-    PGresult          *res;
     const char        *params[7];
     cd_spend_array_t   a[7];
 
@@ -838,14 +845,7 @@ cd_ingest_raise_alerts(cd_ingest_ctx_t *x, cd_db_conn_t *c)
         params[i] = cd_spend_array_end(&a[i]);
     }
 
-    if (cd_db_exec_script(c, "SAVEPOINT cd_alerts;"
-                             " SET LOCAL lock_timeout = 1000") != CD_OK)
-    {
-        cd_spend_arrays_free(a, 7);
-        return;
-    }
-
-    res = cd_db_exec(c,
+    cd_spend_alert_exec(x, c, "unpriced_model alerts",
         "WITH raised AS (SELECT * FROM unnest($1::text[], $2::text[],"
         " $3::text[], $4::text[], $5::bigint[], $6::bigint[], $7::bigint[])"
         " AS t(org_id, alert_key, provider, model, requests, first_ms,"
@@ -875,23 +875,6 @@ cd_ingest_raise_alerts(cd_ingest_ctx_t *x, cd_db_conn_t *c)
         7, params);
 
     cd_spend_arrays_free(a, 7);
-
-    if (res != NULL) {
-        PQclear(res);
-
-        if (cd_db_exec_script(c, "RELEASE SAVEPOINT cd_alerts") == CD_OK) {
-            return;
-        }
-    }
-
-    cd_log_warn(CD_INGEST_SUBJECT, "%s: could not raise the alerts of the "
-                "batch ending at offset %lld; loading it without them",
-                x->app->config.journal_path, (long long) x->scan_off);
-
-    if (cd_db_exec_script(c, "ROLLBACK TO SAVEPOINT cd_alerts") != CD_OK) {
-        cd_log_warn(CD_INGEST_SUBJECT, "cannot roll back to the alerts "
-                    "savepoint");
-    }
 }
 
 
