@@ -178,3 +178,17 @@ test('retention drops whole months older than the setting, and no other', async 
   assert.throws(() => sql('SET ROLE spendpol_app; SELECT spendpol_audit_drop_months(1)', s.apiDatabaseURL),
     /permission denied/);
 });
+
+test('the audit list queries read the partitions\' indexes in order: no sort, no sequential scan', async () => {
+  const t = await template(`idx${crypto.randomBytes(4).toString('hex')}`);
+  const explain = (filter) => sql(`SET ROLE spendpol_app; SELECT set_config('spendpol.org_id', '${t.org_id}', false);
+    SET enable_seqscan = off; SET enable_sort = off; SET enable_bitmapscan = off;
+    EXPLAIN SELECT id FROM audit_logs WHERE ($1::bigint IS NULL OR true) ${filter}
+    ORDER BY created_at DESC, id DESC LIMIT 50`.replace('$1::bigint', 'NULL::bigint'), s.apiDatabaseURL);
+  const list = explain('');
+  assert.match(list, /Index (Only )?Scan Backward using audit_logs_p\d{6}_pkey/, list);
+  assert.doesNotMatch(list, /Sort|Seq Scan/, list);
+  const byKey = explain(`AND api_key_id = '${t.api_key_id}'`);
+  assert.match(byKey, /Index (Only )?Scan Backward using audit_logs_p\d{6}_org_id_api_key_id_created_at_id_idx/, byKey);
+  assert.doesNotMatch(byKey, /Sort|Seq Scan/, byKey);
+});
