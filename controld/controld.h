@@ -130,6 +130,7 @@ typedef struct {
     long       max_budgets_per_org;
     long       max_alert_rules_per_org;
     long       max_agents_per_org;
+    long       audit_retention_months;        /* 0: keep audit_logs */
 } cd_config_t;
 
 /* looks a variable up; NULL when unset. Tests pass a fake environment. */

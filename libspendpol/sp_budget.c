@@ -17,7 +17,7 @@ sp_budget_str_eq(sp_str_t a, sp_str_t b)
 
 
 /* "gpt-4o" covers "gpt-4o" and "gpt-4o-2024-08-06", not "gpt-4o-mini" */
-static int
+int
 sp_budget_model_covers(sp_str_t narrowing, sp_str_t model)
 {
     const char  *rest;

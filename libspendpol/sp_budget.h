@@ -30,6 +30,14 @@ int sp_budget_covers(const sp_snapshot_t *s, const sp_snapshot_budget_t *b,
     sp_str_t provider, sp_str_t model, int64_t now_ms);
 
 /*
+ * 1 when a budget's model narrowing covers model: the same name, or that
+ * name and a date ("gpt-4o" covers "gpt-4o-2024-08-06" and
+ * "gpt-4o-20240806", not "gpt-4o-mini"); an empty narrowing covers all.
+ * SQL repeats it as spendpol_model_covers (a test checks they agree).
+ */
+int sp_budget_model_covers(sp_str_t narrowing, sp_str_t model);
+
+/*
  * The most a call can cost: every prompt token uncached at the input
  * price, and max_output_tokens at the output price. SP_ERROR on overflow.
  */

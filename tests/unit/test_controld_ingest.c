@@ -1,4 +1,7 @@
-/* controld journal tailing: splitting reads into complete lines */
+/*
+ * controld journal ingest: splitting reads into complete lines, the
+ * binary COPY rows of audit_logs, the array literals of the spend upserts
+ */
 
 #include <stdarg.h>
 #include <stddef.h>
@@ -6,7 +9,7 @@
 #include <string.h>
 #include <cmocka.h>
 
-#include "controld.h"
+#include "ingest.h"
 
 
 typedef struct {
@@ -129,6 +132,134 @@ test_scan_empty_lines_are_fed(void **state)
 }
 
 
+static uint32_t
+get_u32(const uint8_t *p)
+{
+    return (uint32_t) p[0] << 24 | (uint32_t) p[1] << 16
+           | (uint32_t) p[2] << 8 | p[3];
+}
+
+
+static int64_t
+get_i64(const uint8_t *p)
+{
+    return (int64_t) ((uint64_t) get_u32(p) << 32 | get_u32(p + 4));
+}
+
+
+/* walks to field n (0-based) of a row; returns its length (-1: NULL) */
+static int32_t
+field(const uint8_t *row, int n, const uint8_t **data)
+{
+    int32_t         len;
+    const uint8_t  *p;
+
+    p = row + 2;
+
+    for ( ;; ) {
+        len = (int32_t) get_u32(p);
+        *data = p + 4;
+
+        if (n-- == 0) {
+            return len;
+        }
+
+        p += 4 + (len > 0 ? len : 0);
+    }
+}
+
+
+static void
+test_copy_row_is_binary_copy_of_the_audit_columns(void **state)
+{
+    size_t                len;
+    uint8_t               out[64 * 1024];
+    const uint8_t        *d;
+    sp_journal_record_t   rec;
+
+    memset(&rec, 0, sizeof(rec));
+    strcpy(rec.id, "evt_1");
+    strcpy(rec.org_id, "org_default");
+    rec.ts_ms = 946684800123LL;             /* 2000-01-01T00:00:00.123Z */
+    strcpy(rec.provider, "openai");
+    strcpy(rec.model, "gpt-4o");
+    rec.cost_nano = 1234567;
+    rec.status = 200;
+    rec.stream = 1;
+    strcpy(rec.warnings, "unpriced_model,,x");
+    rec.epoch = -2;
+
+    len = cd_ingest_copy_row(&rec, "node-a", out, 0, sizeof(out));
+    assert_true(len > 0);
+    assert_int_equal(out[0] << 8 | out[1], 29);
+
+    assert_int_equal(field(out, 0, &d), 5);
+    assert_memory_equal(d, "evt_1", 5);
+    assert_int_equal(field(out, 2, &d), 8);
+    assert_int_equal(get_i64(d), 123000);   /* us since 2000-01-01 */
+    assert_int_equal(field(out, 3, &d), -1);        /* no key: NULL */
+    assert_int_equal(field(out, 4, &d), 6);
+    assert_int_equal(field(out, 11, &d), 8);
+    assert_int_equal(get_i64(d), 1234567);
+    assert_int_equal(field(out, 12, &d), 4);
+    assert_int_equal(get_u32(d), 200);
+    assert_int_equal(field(out, 14, &d), 1);
+    assert_int_equal(d[0], 1);
+
+    /* warnings: text[] of 3, the empty one kept (string_to_array) */
+    assert_true(field(out, 23, &d) > 0);
+    assert_int_equal(get_u32(d), 1);                /* one dimension */
+    assert_int_equal(get_u32(d + 8), 25);           /* of text */
+    assert_int_equal(get_u32(d + 12), 3);
+    assert_int_equal(get_u32(d + 20), 14);
+    assert_memory_equal(d + 24, "unpriced_model", 14);
+    assert_int_equal(get_u32(d + 38), 0);
+    assert_int_equal(get_u32(d + 42), 1);
+
+    assert_int_equal(field(out, 25, &d), 6);
+    assert_memory_equal(d, "node-a", 6);
+    assert_int_equal(field(out, 26, &d), 8);
+    assert_int_equal(get_i64(d), -2);
+    assert_int_equal(field(out, 28, &d), -1);       /* no endpoint */
+    assert_int_equal(d - out, (ptrdiff_t) len);
+
+    /* no warnings: an empty array, not NULL */
+    rec.warnings[0] = '\0';
+    len = cd_ingest_copy_row(&rec, "node-a", out, 0, sizeof(out));
+    assert_int_equal(field(out, 23, &d), 12);
+    assert_int_equal(get_u32(d), 0);
+
+    /* too little room: refused, nothing written past it */
+    assert_int_equal(cd_ingest_copy_row(&rec, "node-a", out, 0, 1024), 0);
+}
+
+
+static void
+test_array_literal_quotes_what_it_must(void **state)
+{
+    char    out[64];
+    size_t  pos;
+
+    pos = cd_ingest_array_add(out, 0, sizeof(out), "a\"b", 3);
+    pos = cd_ingest_array_add(out, pos, sizeof(out), "c\\,}", 4);
+    assert_string_equal(out, "{\"a\\\"b\",\"c\\\\,}\"");
+    assert_int_equal(pos, strlen(out));
+
+    /* no room for the worst case: 0, the literal unchanged */
+    assert_int_equal(cd_ingest_array_add(out, pos, pos + 8, "abcd", 4), 0);
+}
+
+
+static void
+test_month_start_is_the_utc_month(void **state)
+{
+    /* 2026-03-31T23:59:59.999Z and 2026-04-01T00:00:00Z */
+    assert_int_equal(cd_ingest_month_start(1775001599999LL), 1772323200000LL);
+    assert_int_equal(cd_ingest_month_start(1775001600000LL), 1775001600000LL);
+    assert_int_equal(cd_ingest_month_start(0), 0);
+}
+
+
 int
 main(void)
 {
@@ -138,6 +269,9 @@ main(void)
         cmocka_unit_test(test_scan_stops_when_the_batch_is_full),
         cmocka_unit_test(test_scan_skips_a_line_longer_than_a_read),
         cmocka_unit_test(test_scan_empty_lines_are_fed),
+        cmocka_unit_test(test_copy_row_is_binary_copy_of_the_audit_columns),
+        cmocka_unit_test(test_array_literal_quotes_what_it_must),
+        cmocka_unit_test(test_month_start_is_the_utc_month),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

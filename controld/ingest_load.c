@@ -1,0 +1,906 @@
+/*
+ * Journal ingest, the load: each batch in ONE transaction with the new
+ * journal offset.
+ *
+ * The fast path is a binary COPY straight into the batch's monthly
+ * partitions of audit_logs: no temporary table, no ON CONFLICT. Rows are
+ * seen twice only when the commit of their offset was lost (the reply to
+ * COMMIT never arrived, or the stored offset was forgotten); then the
+ * COPY fails on the primary key and the batch is loaded again through
+ * the dedupe path: COPY into a temporary table and INSERT ... ON
+ * CONFLICT DO NOTHING RETURNING, so each row is loaded, and its spend
+ * counted (ingest_spend.c), exactly once.
+ *
+ * Why the partitions and not the parent: PostgreSQL refuses COPY FROM
+ * into a table with row-level security, and audit_logs forces it for
+ * the tenants' reads. The partitions have none; only spendpol_system may
+ * insert into them and no other role may read them (migration 015), so
+ * tenants still read every row through the parent's policies.
+ */
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "ingest.h"
+
+
+#define CD_INGEST_BACKOFF_MS  5000
+#define CD_INGEST_RETENTION_MS  (3600 * 1000)
+#define CD_INGEST_COPY_SIZE   (256 * 1024)
+#define CD_INGEST_ROW_MAX     (32 * 1024)   /* > any record's fields */
+#define CD_INGEST_PG_EPOCH_MS 946684800000LL   /* 2000-01-01, unix ms */
+
+#define CD_INGEST_AUDIT_COLUMNS                                              \
+    "id, org_id, created_at, api_key_id, provider, requested_model, model,"  \
+    " input_tokens, output_tokens, cached_tokens, cache_write_tokens,"       \
+    " cost_nano, status, cache, stream, latency_ms, gateway_us,"             \
+    " department, project, agent_id, trace_id, span_id, parent_id,"          \
+    " warnings, error_code, node_id, epoch, reserved_nano, endpoint"
+
+#define CD_INGEST_AUDIT_NCOLUMNS  29
+
+#define CD_INGEST_UNIQUE_VIOLATION  "23505"
+#define CD_INGEST_UNDEFINED_TABLE   "42P01"
+
+
+static const uint8_t  cd_copy_signature[] = "PGCOPY\n\377\r\n";
+
+
+/*
+ * Text-format COPY escaping: no longer used by ingest (binary COPY); kept
+ * for its declaration in controld.h and its unit test until they go.
+ */
+size_t
+cd_copy_escape(char *out, size_t pos, size_t outlen, const char *s)
+{
+    const char  *p;
+
+    for (p = s; *p != '\0'; p++) {
+        if (pos + 2 >= outlen) {
+            return 0;
+        }
+
+        switch (*p) {
+        case '\\':
+            out[pos++] = '\\';
+            out[pos++] = '\\';
+            break;
+        case '\t':
+            out[pos++] = '\\';
+            out[pos++] = 't';
+            break;
+        case '\n':
+            out[pos++] = '\\';
+            out[pos++] = 'n';
+            break;
+        case '\r':
+            out[pos++] = '\\';
+            out[pos++] = 'r';
+            break;
+        default:
+            out[pos++] = *p;
+        }
+    }
+
+    return pos;
+}
+
+
+static size_t
+cd_copy_u32(uint8_t *out, size_t pos, uint32_t v)
+{
+    out[pos] = (uint8_t) (v >> 24);
+    out[pos + 1] = (uint8_t) (v >> 16);
+    out[pos + 2] = (uint8_t) (v >> 8);
+    out[pos + 3] = (uint8_t) v;
+
+    return pos + 4;
+}
+
+
+static size_t
+cd_copy_i64(uint8_t *out, size_t pos, int64_t v)
+{
+    pos = cd_copy_u32(out, pos, 8);
+    pos = cd_copy_u32(out, pos, (uint32_t) ((uint64_t) v >> 32));
+
+    return cd_copy_u32(out, pos, (uint32_t) v);
+}
+
+
+/* "" is SQL NULL: the columns the journal leaves empty are nullable */
+static size_t
+cd_copy_text(uint8_t *out, size_t pos, const char *s, int empty_is_null)
+{
+    size_t  n;
+
+    n = strlen(s);
+
+    if (n == 0 && empty_is_null) {
+        return cd_copy_u32(out, pos, 0xffffffff);
+    }
+
+    pos = cd_copy_u32(out, pos, (uint32_t) n);
+    memcpy(out + pos, s, n);
+
+    return pos + n;
+}
+
+
+/* text[] of the comma-separated names, as string_to_array(s, ',') */
+static size_t
+cd_copy_text_array(uint8_t *out, size_t pos, const char *s)
+{
+    size_t       start, n, elements;
+    const char  *p, *comma;
+
+    start = pos;
+    pos += 4;                               /* the field's length */
+
+    if (s[0] == '\0') {
+        pos = cd_copy_u32(out, pos, 0);     /* no dimension */
+        pos = cd_copy_u32(out, pos, 0);     /* no NULL */
+        pos = cd_copy_u32(out, pos, 25);    /* text */
+        (void) cd_copy_u32(out, start, (uint32_t) (pos - start - 4));
+        return pos;
+    }
+
+    elements = 1;
+
+    for (p = s; *p; p++) {
+        elements += *p == ',';
+    }
+
+    pos = cd_copy_u32(out, pos, 1);
+    pos = cd_copy_u32(out, pos, 0);
+    pos = cd_copy_u32(out, pos, 25);
+    pos = cd_copy_u32(out, pos, (uint32_t) elements);
+    pos = cd_copy_u32(out, pos, 1);         /* lower bound */
+
+    for (p = s; ; p = comma + 1) {
+        comma = strchr(p, ',');
+        n = comma ? (size_t) (comma - p) : strlen(p);
+        pos = cd_copy_u32(out, pos, (uint32_t) n);
+        memcpy(out + pos, p, n);
+        pos += n;
+
+        if (comma == NULL) {
+            break;
+        }
+    }
+
+    (void) cd_copy_u32(out, start, (uint32_t) (pos - start - 4));
+
+    return pos;
+}
+
+
+size_t
+cd_ingest_copy_row(const sp_journal_record_t *rec, const char *node_id,
+    uint8_t *out, size_t pos, size_t cap)
+{
+    /* every field is bounded by sp_journal_record_t's arrays */
+    if (cap < pos || cap - pos < CD_INGEST_ROW_MAX + strlen(node_id)) {
+        return 0;
+    }
+
+    out[pos++] = 0;
+    out[pos++] = CD_INGEST_AUDIT_NCOLUMNS;
+
+    pos = cd_copy_text(out, pos, rec->id, 0);
+    pos = cd_copy_text(out, pos, rec->org_id, 0);
+    pos = cd_copy_i64(out, pos, (rec->ts_ms - CD_INGEST_PG_EPOCH_MS) * 1000);
+    pos = cd_copy_text(out, pos, rec->api_key_id, 1);
+    pos = cd_copy_text(out, pos, rec->provider, 1);
+    pos = cd_copy_text(out, pos, rec->requested_model, 1);
+    pos = cd_copy_text(out, pos, rec->model, 1);
+    pos = cd_copy_i64(out, pos, rec->input_tokens);
+    pos = cd_copy_i64(out, pos, rec->output_tokens);
+    pos = cd_copy_i64(out, pos, rec->cached_tokens);
+    pos = cd_copy_i64(out, pos, rec->cache_write_tokens);
+    pos = cd_copy_i64(out, pos, rec->cost_nano);
+    pos = cd_copy_u32(out, pos, 4);
+    pos = cd_copy_u32(out, pos, (uint32_t) rec->status);
+    pos = cd_copy_text(out, pos, rec->cache, 1);
+    pos = cd_copy_u32(out, pos, 1);
+    out[pos++] = rec->stream ? 1 : 0;
+    pos = cd_copy_i64(out, pos, rec->latency_ms);
+    pos = cd_copy_i64(out, pos, rec->gateway_us);
+    pos = cd_copy_text(out, pos, rec->department, 1);
+    pos = cd_copy_text(out, pos, rec->project, 1);
+    pos = cd_copy_text(out, pos, rec->agent_id, 1);
+    pos = cd_copy_text(out, pos, rec->trace_id, 1);
+    pos = cd_copy_text(out, pos, rec->span_id, 1);
+    pos = cd_copy_text(out, pos, rec->parent_id, 1);
+    pos = cd_copy_text_array(out, pos, rec->warnings);
+    pos = cd_copy_text(out, pos, rec->error_code, 1);
+    pos = cd_copy_text(out, pos, node_id, 0);
+    pos = cd_copy_i64(out, pos, rec->epoch);
+    pos = cd_copy_i64(out, pos, rec->reserved_nano);
+    pos = cd_copy_text(out, pos, rec->endpoint, 1);
+
+    return pos;
+}
+
+
+/*
+ * The civil date of a day since 1970-01-01 (days >= 0), by integer
+ * arithmetic (H. Hinnant's days_from_civil inverse): called per record,
+ * where gmtime_r and timegm would cost a microsecond each.
+ */
+static void
+cd_ingest_civil(int64_t days, int *year, int *month, int *day)
+{
+    int64_t  z, era, doe, yoe, doy, mp;
+
+    z = days + 719468;
+    era = z / 146097;
+    doe = z - era * 146097;
+    yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    mp = (5 * doy + 2) / 153;
+
+    *day = (int) (doy - (153 * mp + 2) / 5 + 1);
+    *month = (int) (mp < 10 ? mp + 3 : mp - 9);
+    *year = (int) (yoe + era * 400 + (*month <= 2));
+}
+
+
+/* ms >= 0, as cd_record_acceptable holds */
+int64_t
+cd_ingest_month_start(int64_t ms)
+{
+    int      year, month, day;
+    int64_t  days;
+
+    days = ms / 86400000;
+    cd_ingest_civil(days, &year, &month, &day);
+
+    return (days - (day - 1)) * 86400000;
+}
+
+
+/* the partition of a month: spendpol_audit_partition's name for it */
+static void
+cd_ingest_partition_name(int64_t month_ms, char *out, size_t len)
+{
+    int  year, month, day;
+
+    cd_ingest_civil(month_ms / 86400000, &year, &month, &day);
+
+    snprintf(out, len, "audit_logs_p%04d%02d", year, month);
+}
+
+
+static int
+cd_ingest_month_known(cd_ingest_ctx_t *x, int64_t month)
+{
+    size_t  i;
+
+    for (i = 0; i < x->nmonths; i++) {
+        if (x->months[i] == month) {
+            return 1;
+        }
+    }
+
+    return 0;
+}
+
+
+/*
+ * Makes sure the partitions of the batch's months exist, and next
+ * month's (so that the first rows of a month do not wait for its
+ * creation), before the batch's transaction: a partition is created
+ * once, in a short transaction of its own, by the owner's function
+ * spendpol_audit_partition (migration 015). No row is ever refused for
+ * want of one.
+ */
+static int
+cd_ingest_partitions(cd_ingest_ctx_t *x)
+{
+    char           ms[32];
+    size_t         i, k;
+    int64_t        month, wanted[CD_INGEST_MONTHS];
+    PGresult      *res;
+    const char    *params[1];
+    cd_db_conn_t  *c;
+
+    k = 0;
+
+    for (i = 0; i <= x->count && k < CD_INGEST_MONTHS; i++) {
+        month = i < x->count
+                ? cd_ingest_month_start(x->records[i].ts_ms)
+                : cd_ingest_month_start(cd_ingest_month_start(
+                      cd_clock_ms(CLOCK_REALTIME)) + 32LL * 86400000);
+
+        if (!cd_ingest_month_known(x, month)) {
+            wanted[k++] = month;
+            x->months[x->nmonths++ % CD_INGEST_MONTHS] = month;
+
+            if (x->nmonths > CD_INGEST_MONTHS) {
+                x->nmonths = CD_INGEST_MONTHS;
+            }
+        }
+    }
+
+    if (k == 0) {
+        return CD_OK;
+    }
+
+    c = cd_db_acquire_begin(&x->app->db, 2000, CD_ROLE_SYSTEM, NULL);
+    if (c == NULL) {
+        x->nmonths = 0;
+        return CD_ERROR;
+    }
+
+    for (i = 0; i < k; i++) {
+        snprintf(ms, sizeof(ms), "%lld", (long long) wanted[i]);
+        params[0] = ms;
+
+        res = cd_db_exec(c, "SELECT spendpol_audit_partition('epoch'::"
+                            "timestamptz + $1::bigint"
+                            " * interval '1 millisecond')", 1, params);
+        if (res == NULL) {
+            goto failed;
+        }
+
+        PQclear(res);
+    }
+
+    if (cd_db_commit(c) != CD_OK) {
+        goto failed;
+    }
+
+    cd_db_release(&x->app->db, c);
+
+    return CD_OK;
+
+failed:
+
+    /* forgotten, so the next attempt asks again */
+    x->nmonths = 0;
+    cd_db_rollback(c);
+    cd_db_release(&x->app->db, c);
+
+    return CD_ERROR;
+}
+
+
+/*
+ * One COPY of the batch's records of one month (month != 0) into its
+ * partition, or of all of them (month 0) into table. On failure the
+ * SQLSTATE is in state.
+ */
+static int
+cd_ingest_copy(cd_ingest_ctx_t *x, cd_db_conn_t *c, const char *table,
+    int64_t month, char *state, size_t state_len)
+{
+    char         sql[512];
+    size_t       i, pos, n;
+    PGresult    *res;
+    const char  *s;
+
+    state[0] = '\0';
+
+    snprintf(sql, sizeof(sql), "COPY %s (" CD_INGEST_AUDIT_COLUMNS ")"
+             " FROM STDIN (FORMAT binary)", table);
+
+    res = PQexec(c->pg, sql);
+
+    if (PQresultStatus(res) != PGRES_COPY_IN) {
+        s = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+        snprintf(state, state_len, "%s", s ? s : "");
+        cd_log_warn(CD_INGEST_SUBJECT, "COPY into %s failed (sqlstate %s)",
+                    table, state[0] ? state : "-");
+        PQclear(res);
+        return CD_ERROR;
+    }
+
+    PQclear(res);
+
+    memcpy(x->copy, cd_copy_signature, 11);
+    pos = cd_copy_u32(x->copy, 11, 0);          /* flags */
+    pos = cd_copy_u32(x->copy, pos, 0);         /* no header extension */
+
+    for (i = 0; i < x->count; i++) {
+        if (month != 0 && cd_ingest_month_start(x->records[i].ts_ms) != month)
+        {
+            continue;
+        }
+
+        n = cd_ingest_copy_row(&x->records[i], x->app->config.node_id,
+                               x->copy, pos, x->copy_cap);
+        if (n == 0) {
+            if (PQputCopyData(c->pg, (char *) x->copy, (int) pos) != 1) {
+                goto drain;
+            }
+
+            pos = cd_ingest_copy_row(&x->records[i], x->app->config.node_id,
+                                     x->copy, 0, x->copy_cap);
+            if (pos == 0) {
+                PQputCopyEnd(c->pg, "row does not fit");
+                goto drain;
+            }
+
+            continue;
+        }
+
+        pos = n;
+    }
+
+    x->copy[pos++] = 0xff;                      /* the trailer: -1 */
+    x->copy[pos++] = 0xff;
+
+    if (PQputCopyData(c->pg, (char *) x->copy, (int) pos) != 1
+        || PQputCopyEnd(c->pg, NULL) != 1)
+    {
+        goto drain;
+    }
+
+    res = PQgetResult(c->pg);
+
+    if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+        s = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+        snprintf(state, state_len, "%s", s ? s : "");
+
+        /* the DETAIL line would quote a row: only the SQLSTATE */
+        cd_log(strcmp(state, CD_INGEST_UNIQUE_VIOLATION) == 0
+               ? CD_LOG_INFO : CD_LOG_WARN, CD_INGEST_SUBJECT,
+               "COPY into %s failed (sqlstate %s)", table,
+               state[0] ? state : "-");
+        PQclear(res);
+        goto drain;
+    }
+
+    PQclear(res);
+
+    while ((res = PQgetResult(c->pg)) != NULL) {
+        PQclear(res);
+    }
+
+    return CD_OK;
+
+drain:
+
+    while ((res = PQgetResult(c->pg)) != NULL) {
+        PQclear(res);
+    }
+
+    return CD_ERROR;
+}
+
+
+/* the fast path: every row is new, COPY into each month's partition */
+static int
+cd_ingest_copy_months(cd_ingest_ctx_t *x, cd_db_conn_t *c, char *state,
+    size_t state_len)
+{
+    char     table[64];
+    size_t   i, k, n;
+    int64_t  month, done[CD_INGEST_MONTHS];
+
+    n = 0;
+
+    for (i = 0; i < x->count; i++) {
+        month = cd_ingest_month_start(x->records[i].ts_ms);
+
+        for (k = 0; k < n && done[k] != month; k++) { /* void */ }
+
+        if (k < n) {
+            continue;
+        }
+
+        if (n == CD_INGEST_MONTHS) {
+            /* more months than one batch should span: the dedupe path */
+            snprintf(state, state_len, "%s", CD_INGEST_UNIQUE_VIOLATION);
+            return CD_ERROR;
+        }
+
+        done[n++] = month;
+        cd_ingest_partition_name(month, table, sizeof(table));
+
+        if (cd_ingest_copy(x, c, table, month, state, state_len) != CD_OK) {
+            return CD_ERROR;
+        }
+    }
+
+    memset(x->inserted, 1, x->count);
+
+    return CD_OK;
+}
+
+
+/*
+ * The dedupe path: the rows through a temporary table, inserted unless
+ * present, each record marked with whether it was.
+ */
+static int
+cd_ingest_copy_dedupe(cd_ingest_ctx_t *x, cd_db_conn_t *c)
+{
+    int          i;
+    char         state[8];
+    size_t       k;
+    PGresult    *res;
+    const char  *id;
+
+    if (cd_db_exec_script(c,
+            "CREATE TEMP TABLE IF NOT EXISTS cd_audit_batch"
+            " (LIKE audit_logs INCLUDING DEFAULTS) ON COMMIT DELETE ROWS")
+        != CD_OK)
+    {
+        return CD_ERROR;
+    }
+
+    if (cd_ingest_copy(x, c, "cd_audit_batch", 0, state, sizeof(state))
+        != CD_OK)
+    {
+        return CD_ERROR;
+    }
+
+    res = cd_db_exec(c, "INSERT INTO audit_logs (" CD_INGEST_AUDIT_COLUMNS ")"
+                        " SELECT " CD_INGEST_AUDIT_COLUMNS
+                        " FROM cd_audit_batch"
+                        " ON CONFLICT (org_id, created_at, id) DO NOTHING"
+                        " RETURNING id", 0, NULL);
+    if (res == NULL) {
+        return CD_ERROR;
+    }
+
+    memset(x->inserted, 0, x->count);
+
+    /* a line twice in one batch: only its first copy was inserted */
+    for (i = 0; i < PQntuples(res); i++) {
+        id = PQgetvalue(res, i, 0);
+
+        for (k = 0; k < x->count; k++) {
+            if (!x->inserted[k] && strcmp(x->records[k].id, id) == 0) {
+                x->inserted[k] = 1;
+                break;
+            }
+        }
+    }
+
+    cd_log_info(CD_INGEST_SUBJECT, "%s: %zu of the %zu events of the batch "
+                "ending at offset %lld were loaded before; skipped",
+                x->app->config.journal_path,
+                x->count - (size_t) PQntuples(res), x->count,
+                (long long) x->scan_off);
+
+    PQclear(res);
+
+    return CD_OK;
+}
+
+
+/* $1..$3 of the journal_offsets statements: the file's path and id */
+static void
+cd_ingest_file_params(cd_ingest_ctx_t *x, char *dev, char *ino,
+    const char **params)
+{
+    snprintf(dev, 32, "%lld", (long long) x->dev);
+    snprintf(ino, 32, "%lld", (long long) x->ino);
+    params[0] = x->app->config.journal_path;
+    params[1] = dev;
+    params[2] = ino;
+}
+
+
+static int
+cd_ingest_save_offset(cd_ingest_ctx_t *x, cd_db_conn_t *c)
+{
+    char         dev[32], ino[32], off[32];
+    PGresult    *res;
+    const char  *params[4];
+
+    cd_ingest_file_params(x, dev, ino, params);
+    snprintf(off, sizeof(off), "%lld", (long long) x->scan_off);
+    params[3] = off;
+
+    res = cd_db_exec(c, "INSERT INTO journal_offsets"
+                        " (path, device, inode, \"offset\")"
+                        " VALUES ($1, $2, $3, $4)"
+                        " ON CONFLICT (path, device, inode) DO UPDATE SET"
+                        " \"offset\" = EXCLUDED.\"offset\","
+                        " updated_at = clock_timestamp()", 4, params);
+    if (res == NULL) {
+        return CD_ERROR;
+    }
+
+    PQclear(res);
+
+    return CD_OK;
+}
+
+
+/* one attempt: rows, spend and offset in one transaction */
+static int
+cd_ingest_load(cd_ingest_ctx_t *x, int dedupe, char *state, size_t state_len)
+{
+    cd_db_conn_t  *c;
+
+    state[0] = '\0';
+
+    c = cd_db_acquire_begin(&x->app->db, 2000, CD_ROLE_SYSTEM, NULL);
+    if (c == NULL) {
+        return CD_ERROR;
+    }
+
+    if (x->count > 0) {
+        if (dedupe ? cd_ingest_copy_dedupe(x, c)
+                   : cd_ingest_copy_months(x, c, state, state_len))
+        {
+            goto failed;
+        }
+
+        if (cd_ingest_count_spend(x, c) != CD_OK) {
+            goto failed;
+        }
+    }
+
+    if (cd_ingest_save_offset(x, c) != CD_OK || cd_db_commit(c) != CD_OK) {
+        goto failed;
+    }
+
+    cd_db_release(&x->app->db, c);
+
+    return CD_OK;
+
+failed:
+
+    cd_db_rollback(c);
+    cd_db_release(&x->app->db, c);
+
+    return CD_ERROR;
+}
+
+
+/* loads the batch and the new offset in one transaction */
+int
+cd_ingest_flush(cd_ingest_ctx_t *x)
+{
+    char  state[8];
+
+    if (x->count > 0 && cd_ingest_partitions(x) != CD_OK) {
+        return CD_ERROR;
+    }
+
+    if (cd_ingest_load(x, 0, state, sizeof(state)) != CD_OK) {
+        if (strcmp(state, CD_INGEST_UNDEFINED_TABLE) == 0) {
+            /* a partition dropped by retention: created again next time */
+            x->nmonths = 0;
+        }
+
+        if (strcmp(state, CD_INGEST_UNIQUE_VIOLATION) != 0
+            || cd_ingest_load(x, 1, state, sizeof(state)) != CD_OK)
+        {
+            return CD_ERROR;
+        }
+    }
+
+    cd_log_debug(CD_INGEST_SUBJECT, "loaded %zu events (%zu malformed, %zu "
+                 "refused) up to offset %lld", x->count, x->malformed,
+                 x->refused, (long long) x->scan_off);
+
+    /* counted with the offset that passes them: once, whatever retries */
+    __atomic_add_fetch(&x->app->ingest.malformed_lines,
+                       (int64_t) x->malformed, __ATOMIC_RELAXED);
+    __atomic_add_fetch(&x->app->ingest.refused_lines, (int64_t) x->refused,
+                       __ATOMIC_RELAXED);
+
+    x->commit_off = x->scan_off;
+    __atomic_store_n(&x->app->ingest.committed_offset, x->commit_off,
+                     __ATOMIC_RELEASE);
+
+    /* committed once: now the other nodes may count these lines */
+    cd_rates_push(x->app, &x->rates, x->records, x->count);
+
+    return CD_OK;
+}
+
+
+void
+cd_ingest_retention(cd_ingest_ctx_t *x)
+{
+    char           months[32];
+    int64_t        now;
+    PGresult      *res;
+    const char    *params[1];
+    cd_db_conn_t  *c;
+
+    now = cd_clock_ms(CLOCK_MONOTONIC);
+
+    if (x->app->config.audit_retention_months <= 0
+        || (x->retention_at != 0
+            && now - x->retention_at < CD_INGEST_RETENTION_MS))
+    {
+        return;
+    }
+
+    x->retention_at = now;
+
+    c = cd_db_acquire_begin(&x->app->db, 2000, CD_ROLE_SYSTEM, NULL);
+    if (c == NULL) {
+        return;
+    }
+
+    snprintf(months, sizeof(months), "%ld",
+             x->app->config.audit_retention_months);
+    params[0] = months;
+
+    /* a whole month at a time: a DROP TABLE, no DELETE, no vacuum */
+    res = cd_db_exec(c, "SELECT spendpol_audit_drop_months($1::integer)",
+                     1, params);
+
+    if (res == NULL || cd_db_commit(c) != CD_OK) {
+        cd_log_warn(CD_INGEST_SUBJECT, "could not drop the audit_logs "
+                    "months older than %s months; trying again in an hour",
+                    months);
+
+    } else if (atoi(PQgetvalue(res, 0, 0)) > 0) {
+        cd_log_info(CD_INGEST_SUBJECT, "dropped %s audit_logs months older "
+                    "than %s months (SPENDPOL_AUDIT_RETENTION_MONTHS)",
+                    PQgetvalue(res, 0, 0), months);
+
+        /* a month dropped is created again if a late line needs it */
+        x->nmonths = 0;
+    }
+
+    PQclear(res);
+    cd_db_rollback(c);
+    cd_db_release(&x->app->db, c);
+}
+
+
+int
+cd_ingest_load_init(cd_ingest_ctx_t *x)
+{
+    x->copy_cap = CD_INGEST_COPY_SIZE;
+    x->copy = malloc(x->copy_cap);
+    x->inserted = malloc(CD_INGEST_BATCH_LINES);
+    x->spend = cd_ingest_spend_create();
+
+    if (x->copy == NULL || x->inserted == NULL || x->spend == NULL) {
+        return CD_ERROR;
+    }
+
+    return CD_OK;
+}
+
+
+void
+cd_ingest_load_free(cd_ingest_ctx_t *x)
+{
+    free(x->copy);
+    free(x->inserted);
+    cd_ingest_spend_free(x->spend);
+    x->copy = NULL;
+    x->inserted = NULL;
+    x->spend = NULL;
+}
+
+
+static void
+cd_ingest_reset_batch(cd_ingest_ctx_t *x)
+{
+    x->count = 0;
+    x->raises = 0;
+    x->malformed = 0;
+    x->refused = 0;
+    x->batch_started = 0;
+}
+
+
+int
+cd_ingest_pending(cd_ingest_ctx_t *x)
+{
+    return x->count > 0 || x->scan_off != x->commit_off;
+}
+
+
+/*
+ * Flushes with backoff until it succeeds or we stop. On failure the batch
+ * is dropped and the lines re-read later from the committed offset.
+ */
+int
+cd_ingest_flush_retry(cd_ingest_ctx_t *x)
+{
+    unsigned  backoff;
+
+    backoff = 100;
+
+    for ( ;; ) {
+        if (cd_ingest_flush(x) == CD_OK) {
+            cd_ingest_reset_batch(x);
+            return CD_OK;
+        }
+
+        cd_ingest_reset_batch(x);
+        x->scan_off = x->commit_off;
+        x->skipping = 0;
+
+        if (cd_ingest_stopping(x->app)) {
+            return CD_ERROR;
+        }
+
+        cd_log_warn(CD_INGEST_SUBJECT, "cannot load the journal into "
+                    "PostgreSQL; retrying in %u ms from offset %lld",
+                    backoff, (long long) x->commit_off);
+        cd_ingest_sleep(x->app, backoff);
+
+        backoff = backoff * 2 > CD_INGEST_BACKOFF_MS
+                  ? CD_INGEST_BACKOFF_MS : backoff * 2;
+
+        /* re-read from the file rather than hold lines in memory */
+        if (cd_ingest_fill(x) != CD_OK) {
+            return CD_ERROR;
+        }
+    }
+}
+
+
+int
+cd_ingest_load_offset(cd_ingest_ctx_t *x, int64_t *offset)
+{
+    char           dev[32], ino[32];
+    PGresult      *res;
+    const char    *params[3];
+    cd_db_conn_t  *c;
+
+    c = cd_db_acquire_begin(&x->app->db, 2000, CD_ROLE_SYSTEM, NULL);
+    if (c == NULL) {
+        return CD_ERROR;
+    }
+
+    cd_ingest_file_params(x, dev, ino, params);
+
+    res = cd_db_exec(c, "SELECT \"offset\" FROM journal_offsets"
+                        " WHERE path = $1 AND device = $2 AND inode = $3",
+                     3, params);
+
+    cd_db_rollback(c);
+    cd_db_release(&x->app->db, c);
+
+    if (res == NULL) {
+        return CD_ERROR;
+    }
+
+    *offset = PQntuples(res) ? strtoll(PQgetvalue(res, 0, 0), NULL, 10) : 0;
+    PQclear(res);
+
+    return CD_OK;
+}
+
+
+/* forgets a finished file, so a recycled inode starts at 0 */
+void
+cd_ingest_forget(cd_ingest_ctx_t *x)
+{
+    char           dev[32], ino[32];
+    PGresult      *res;
+    const char    *params[3];
+    cd_db_conn_t  *c;
+
+    c = cd_db_acquire_begin(&x->app->db, 2000, CD_ROLE_SYSTEM, NULL);
+    if (c == NULL) {
+        return;
+    }
+
+    cd_ingest_file_params(x, dev, ino, params);
+
+    res = cd_db_exec(c, "DELETE FROM journal_offsets WHERE path = $1"
+                        " AND device = $2 AND inode = $3", 3, params);
+
+    if (res != NULL) {
+        PQclear(res);
+
+        if (cd_db_commit(c) != CD_OK) {
+            cd_log_warn(CD_INGEST_SUBJECT, "cannot forget the offset of the "
+                        "rotated journal");
+        }
+    }
+
+    cd_db_rollback(c);
+    cd_db_release(&x->app->db, c);
+}
