@@ -160,6 +160,8 @@ static int64_t
 sp_prompt_part_tokens(const sp_json_tape_t *tape, size_t part,
     const char *type)
 {
+    size_t  file;
+
     switch (type[0]) {
 
     case 'i':
@@ -184,10 +186,12 @@ sp_prompt_part_tokens(const sp_json_tape_t *tape, size_t part,
 
     case 'f':
         if (strcmp(type, "file") == 0) {
+            /* 0 is "none" as a result, but the root as an argument */
+            file = sp_json_get(tape, part, "file");
+
             return sp_prompt_file_tokens(tape,
-                              sp_json_get(tape,
-                                          sp_json_get(tape, part, "file"),
-                                          "file_data"));
+                              file ? sp_json_get(tape, file, "file_data")
+                                   : 0);
         }
 
         break;

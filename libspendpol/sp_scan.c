@@ -377,6 +377,7 @@ sp_json_tape_init(sp_json_tape_t *tape)
     tape->token = tape->local;
     tape->n = 0;
     tape->cap = SP_JSON_TAPE_LOCAL;
+    tape->nul = 0;
 }
 
 
@@ -711,8 +712,12 @@ sp_json_string(sp_json_tape_t *tape, const char **pp, const char *last,
                 continue;
             }
 
-            if (cp == 0 && key) {
-                return SP_ERROR;
+            if (cp == 0) {
+                if (key) {
+                    return SP_ERROR;
+                }
+
+                tape->nul = 1;
             }
 
             decoded += cp < 0x80 ? 1 : (cp < 0x800 ? 2 : 3);

@@ -127,6 +127,8 @@ typedef struct {
     sp_json_token_t  *token;
     size_t            n;
     size_t            cap;
+    int               nul;      /* a string value holds \u0000: jansson
+                                   refuses it without JSON_ALLOW_NUL */
     sp_json_token_t   local[SP_JSON_TAPE_LOCAL];
 } sp_json_tape_t;
 
@@ -153,7 +155,11 @@ char *sp_json_cstr(const sp_json_token_t *t, char *out, size_t size);
 /* the first size bytes of a string decoded; returns how many were written */
 size_t sp_json_decode(const sp_json_token_t *t, char *out, size_t size);
 
-/* the value of member name in object i, or 0 (not an object, no member) */
+/*
+ * The value of member name in object i (the root is 0), or 0 when i is
+ * not an object or has no such member: a lookup in what another found
+ * must check for 0 first.
+ */
 size_t sp_json_get(const sp_json_tape_t *tape, size_t i, const char *name);
 
 

@@ -555,6 +555,11 @@ test_request_scan_nul_and_controls(void **state)
 
     /* NUL in a value is let through, in a key refused (by jansson) */
     assert_true(json_scans_str("{\"messages\":\"a\\u0000b\"}"));
+    sp_json_tape_init(&tape);
+    assert_int_equal(sp_json_scan(&tape, "[\"\\u0000\"]", 10), SP_OK);
+    assert_true(tape.nul);
+    sp_json_tape_free(&tape);
+    assert_false(tape.nul);
     assert_int_equal(request_agrees_str("{\"messages\":\"a\\u0000b\"}", err),
                      SP_OK);
     assert_false(json_scans_str("{\"a\\u0000\":1}"));
