@@ -763,6 +763,17 @@ sp_request_json_error(const char *body, size_t len, json_error_t *jerr,
 }
 
 
+_Static_assert(JSON_OBJECT + 1 == SP_JSON_OBJECT
+               && JSON_ARRAY + 1 == SP_JSON_ARRAY
+               && JSON_STRING + 1 == SP_JSON_STRING
+               && JSON_INTEGER + 1 == SP_JSON_INTEGER
+               && JSON_REAL + 1 == SP_JSON_REAL
+               && JSON_TRUE + 1 == SP_JSON_TRUE
+               && JSON_FALSE + 1 == SP_JSON_FALSE
+               && JSON_NULL + 1 == SP_JSON_NULL,
+               "sp_json_type_e follows json_type, one up");
+
+
 /*
  * A tree jansson accepted as a tape, for the bodies the scanner declines:
  * strings point into the tree, decoded (not escaped).
@@ -838,18 +849,10 @@ sp_request_tape_from_tree(sp_json_tape_t *tape, json_t *v)
         tape->token[i].value = (int64_t) json_integer_value(v);
         return SP_OK;
 
-    case JSON_REAL:
-        return sp_json_tape_push(tape, SP_JSON_REAL) < 0 ? SP_ERROR : SP_OK;
-
-    case JSON_TRUE:
-        return sp_json_tape_push(tape, SP_JSON_TRUE) < 0 ? SP_ERROR : SP_OK;
-
-    case JSON_FALSE:
-        return sp_json_tape_push(tape, SP_JSON_FALSE) < 0 ? SP_ERROR
-                                                          : SP_OK;
-
     default:
-        return sp_json_tape_push(tape, SP_JSON_NULL) < 0 ? SP_ERROR : SP_OK;
+        /* a real, true, false or null: the tape's types are jansson's */
+        return sp_json_tape_push(tape, (sp_json_type_e) (json_typeof(v) + 1))
+               < 0 ? SP_ERROR : SP_OK;
     }
 
     tape->token[i].end = (uint32_t) tape->n;

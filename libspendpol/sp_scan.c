@@ -366,6 +366,8 @@ static int sp_json_string(sp_json_tape_t *tape, const char **pp,
     const char *last, int key);
 static int sp_json_number(sp_json_tape_t *tape, const char **pp,
     const char *last);
+static int sp_json_literal(sp_json_tape_t *tape, const char **pp,
+    const char *last);
 static int sp_json_close_object(sp_json_tape_t *tape, size_t open);
 static int sp_json_hex4(const char *p, uint32_t *cp);
 static size_t sp_json_next(const char **pp, unsigned char *out);
@@ -515,33 +517,12 @@ value:
         break;
 
     case 't':
-        if (last - p < 4 || memcmp(p, "true", 4) != 0
-            || sp_json_tape_push(tape, SP_JSON_TRUE) < 0)
-        {
-            return SP_ERROR;
-        }
-
-        p += 4;
-        break;
-
     case 'f':
-        if (last - p < 5 || memcmp(p, "false", 5) != 0
-            || sp_json_tape_push(tape, SP_JSON_FALSE) < 0)
-        {
-            return SP_ERROR;
-        }
-
-        p += 5;
-        break;
-
     case 'n':
-        if (last - p < 4 || memcmp(p, "null", 4) != 0
-            || sp_json_tape_push(tape, SP_JSON_NULL) < 0)
-        {
+        if (sp_json_literal(tape, &p, last) != SP_OK) {
             return SP_ERROR;
         }
 
-        p += 4;
         break;
 
     default:
@@ -777,6 +758,46 @@ sp_json_string(sp_json_tape_t *tape, const char **pp, const char *last,
     tape->token[i].escaped = (uint8_t) escaped;
 
     *pp = (const char *) p + 1;
+
+    return SP_OK;
+}
+
+
+/* true, false or null, spelt out in full */
+static int
+sp_json_literal(sp_json_tape_t *tape, const char **pp, const char *last)
+{
+    size_t          len;
+    const char     *text;
+    sp_json_type_e  type;
+
+    switch (**pp) {
+
+    case 't':
+        text = "true";
+        type = SP_JSON_TRUE;
+        break;
+
+    case 'f':
+        text = "false";
+        type = SP_JSON_FALSE;
+        break;
+
+    default:
+        text = "null";
+        type = SP_JSON_NULL;
+        break;
+    }
+
+    len = strlen(text);
+
+    if ((size_t) (last - *pp) < len || memcmp(*pp, text, len) != 0
+        || sp_json_tape_push(tape, type) < 0)
+    {
+        return SP_ERROR;
+    }
+
+    *pp += len;
 
     return SP_OK;
 }
