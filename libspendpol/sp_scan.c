@@ -361,6 +361,19 @@ sp_scan_parse(sp_provider_e provider, const char *name, const char *text,
 
 /* ---- request bodies: the validating scanner -------------------------- */
 
+/* bytes a string holds as they are: ASCII but controls, '"' and '\\' */
+static const uint8_t  sp_json_plain[256] = {
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    1, 1, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,     /* '"' */
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 1, 1, 1,     /* '\\' */
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1      /* DEL too */
+};
+
+
 static const char *sp_json_skip_space(const char *p, const char *last);
 static int sp_json_string(sp_json_tape_t *tape, const char **pp,
     const char *last, int key);
@@ -616,7 +629,7 @@ sp_json_string(sp_json_tape_t *tape, const char **pp, const char *last,
     int64_t               decoded;
     uint32_t              cp, low;
     unsigned              escaped;
-    const unsigned char  *p, *start, *end;
+    const unsigned char  *p, *start, *end, *run;
 
     p = (const unsigned char *) *pp + 1;
     end = (const unsigned char *) last;
@@ -626,13 +639,14 @@ sp_json_string(sp_json_tape_t *tape, const char **pp, const char *last,
 
     for ( ;; ) {
 
-        /* the common case first: printable ASCII */
-        while (p < end && *p >= 0x20 && *p < 0x80 && *p != '"'
-               && *p != '\\')
-        {
+        /* the common case first: a run of plain ASCII, one test a byte */
+        run = p;
+
+        while (p < end && sp_json_plain[*p]) {
             p++;
-            decoded++;
         }
+
+        decoded += p - run;
 
         if (p == end) {
             return SP_ERROR;
