@@ -7,6 +7,7 @@
 
 #include <jansson.h>
 
+#include "sp_scan.h"
 #include "sp_usage.h"
 
 
@@ -137,17 +138,18 @@ sp_prompt_key(const char *key)
 }
 
 
-/* the charge of a file whose data is v (a string) or v.data */
+/* the charge of a file whose data is v (a string) or v.data; 0: none */
 static int64_t
-sp_prompt_file_tokens(json_t *v)
+sp_prompt_file_tokens(const sp_json_tape_t *tape, size_t v)
 {
     int64_t  bytes;
 
-    if (json_is_object(v)) {
-        v = json_object_get(v, "data");
+    if (v && tape->token[v].type == SP_JSON_OBJECT) {
+        v = sp_json_get(tape, v, "data");
     }
 
-    bytes = json_is_string(v) ? (int64_t) json_string_length(v) : 0;
+    bytes = (v && tape->token[v].type == SP_JSON_STRING)
+            ? tape->token[v].value : 0;
 
     return bytes > SP_REQUEST_FILE_TOKENS ? bytes : SP_REQUEST_FILE_TOKENS;
 }
@@ -155,8 +157,11 @@ sp_prompt_file_tokens(json_t *v)
 
 /* OpenAI, Anthropic, Cohere, Mistral: a content part of a media type */
 static int64_t
-sp_prompt_part_tokens(json_t *part, const char *type)
+sp_prompt_part_tokens(const sp_json_tape_t *tape, size_t part,
+    const char *type)
 {
+    size_t  file;
+
     switch (type[0]) {
 
     case 'i':
@@ -168,20 +173,25 @@ sp_prompt_part_tokens(json_t *part, const char *type)
 
         if (strcmp(type, "input_audio") == 0) {
             /* {"data","format"}, or Mistral's base64 string */
-            return sp_prompt_file_tokens(json_object_get(part,
-                                                         "input_audio"));
+            return sp_prompt_file_tokens(tape,
+                              sp_json_get(tape, part, "input_audio"));
         }
 
         if (strcmp(type, "input_file") == 0) {
-            return sp_prompt_file_tokens(json_object_get(part, "file_data"));
+            return sp_prompt_file_tokens(tape,
+                              sp_json_get(tape, part, "file_data"));
         }
 
         break;
 
     case 'f':
         if (strcmp(type, "file") == 0) {
-            return sp_prompt_file_tokens(json_object_get(
-                          json_object_get(part, "file"), "file_data"));
+            /* 0 is "none" as a result, but the root as an argument */
+            file = sp_json_get(tape, part, "file");
+
+            return sp_prompt_file_tokens(tape,
+                              file ? sp_json_get(tape, file, "file_data")
+                                   : 0);
         }
 
         break;
@@ -189,7 +199,8 @@ sp_prompt_part_tokens(json_t *part, const char *type)
     case 'd':
         if (strcmp(type, "document") == 0) {
             /* Anthropic: source {"type":"base64"|"text","data"} */
-            return sp_prompt_file_tokens(json_object_get(part, "source"));
+            return sp_prompt_file_tokens(tape,
+                              sp_json_get(tape, part, "source"));
         }
 
         if (strcmp(type, "document_url") == 0) {
@@ -205,50 +216,57 @@ sp_prompt_part_tokens(json_t *part, const char *type)
 
 /* Gemini: inline_data or file_data, by mime type */
 static int64_t
-sp_prompt_blob_tokens(json_t *blob, int inline_data)
+sp_prompt_blob_tokens(const sp_json_tape_t *tape, size_t blob,
+    int inline_data)
 {
-    json_t  *mime;
+    char    type[16];
+    size_t  mime;
 
-    if (!json_is_object(blob)) {
+    if (tape->token[blob].type != SP_JSON_OBJECT) {
         /* OpenAI's "file_data" is the file itself, a string */
         return 0;
     }
 
-    mime = json_object_get(blob, "mime_type");
+    mime = sp_json_get(tape, blob, "mime_type");
 
-    if (mime == NULL) {
-        mime = json_object_get(blob, "mimeType");
+    if (mime == 0) {
+        mime = sp_json_get(tape, blob, "mimeType");
     }
 
-    if (json_is_string(mime)
-        && strncmp(json_string_value(mime), "image/", 6) == 0)
+    if (mime && tape->token[mime].type == SP_JSON_STRING
+        && strncmp(sp_json_cstr(&tape->token[mime], type, sizeof(type)),
+                   "image/", 6) == 0)
     {
         return SP_REQUEST_IMAGE_TOKENS;
     }
 
-    return inline_data ? sp_prompt_file_tokens(blob)
+    return inline_data ? sp_prompt_file_tokens(tape, blob)
                        : SP_REQUEST_FILE_TOKENS;
 }
 
 
 static void
-sp_prompt_walk(json_t *v, int depth, sp_prompt_t *prompt)
+sp_prompt_walk(const sp_json_tape_t *tape, size_t v, int depth,
+    sp_prompt_t *prompt)
 {
-    const char  *key, *type;
-    json_t      *item, *inline_data, *file_data;
-    size_t       i, klen;
+    char                    key[32], type_text[32];
+    size_t                  k, item, inline_data, file_data;
+    const char             *type;
+    const sp_json_token_t  *t;
 
     if (depth > SP_PROMPT_DEPTH) {
         return;
     }
 
-    switch (json_typeof(v)) {
+    t = tape->token;
 
-    case JSON_STRING:
-        prompt->text += (int64_t) json_string_length(v);
+    switch (t[v].type) {
+
+    case SP_JSON_STRING:
+        prompt->text += t[v].value;
         return;
 
-    case JSON_INTEGER:
+    case SP_JSON_INTEGER:
         /* a token id (input: [[1, 2, 3]]): 4 bytes, one estimated token */
         if (prompt->token_ids) {
             prompt->text += 4;
@@ -256,14 +274,14 @@ sp_prompt_walk(json_t *v, int depth, sp_prompt_t *prompt)
 
         return;
 
-    case JSON_ARRAY:
-        json_array_foreach(v, i, item) {
-            sp_prompt_walk(item, depth + 1, prompt);
+    case SP_JSON_ARRAY:
+        for (item = v + 1; item < t[v].end; item = t[item].end) {
+            sp_prompt_walk(tape, item, depth + 1, prompt);
         }
 
         return;
 
-    case JSON_OBJECT:
+    case SP_JSON_OBJECT:
         break;
 
     default:
@@ -271,24 +289,29 @@ sp_prompt_walk(json_t *v, int depth, sp_prompt_t *prompt)
     }
 
     type = NULL;
-    inline_data = NULL;
-    file_data = NULL;
+    inline_data = 0;
+    file_data = 0;
 
-    json_object_keylen_foreach(v, key, klen, item) {
+    for (k = v + 1; k < t[v].end; k = t[k + 1].end) {
+        item = k + 1;
+
         if (prompt->keys) {
             /* a schema: property names and every value are read */
-            prompt->text += (int64_t) klen;
-            sp_prompt_walk(item, depth + 1, prompt);
+            prompt->text += t[k].value;
+            sp_prompt_walk(tape, item, depth + 1, prompt);
             continue;
         }
 
-        switch (sp_prompt_key(key)) {
+        /* keys longer than the buffer are none of the names looked for */
+        switch (sp_prompt_key(sp_json_cstr(&t[k], key, sizeof(key)))) {
 
         case SP_PROMPT_KEY_SKIP:
             continue;
 
         case SP_PROMPT_KEY_TYPE:
-            type = json_string_value(item);
+            type = t[item].type == SP_JSON_STRING
+                   ? sp_json_cstr(&t[item], type_text, sizeof(type_text))
+                   : NULL;
             continue;
 
         case SP_PROMPT_KEY_INLINE:
@@ -300,22 +323,22 @@ sp_prompt_walk(json_t *v, int depth, sp_prompt_t *prompt)
             continue;
         }
 
-        sp_prompt_walk(item, depth + 1, prompt);
+        sp_prompt_walk(tape, item, depth + 1, prompt);
     }
 
     if (type != NULL) {
         prompt->media = sp_request_add(prompt->media,
-                                       sp_prompt_part_tokens(v, type));
+                                       sp_prompt_part_tokens(tape, v, type));
     }
 
-    if (inline_data != NULL) {
+    if (inline_data) {
         prompt->media = sp_request_add(prompt->media,
-                                 sp_prompt_blob_tokens(inline_data, 1));
+                              sp_prompt_blob_tokens(tape, inline_data, 1));
     }
 
-    if (file_data != NULL) {
+    if (file_data) {
         prompt->media = sp_request_add(prompt->media,
-                                 sp_prompt_blob_tokens(file_data, 0));
+                              sp_prompt_blob_tokens(tape, file_data, 0));
     }
 }
 
@@ -398,21 +421,21 @@ sp_request_field(const char *key)
 
 /* what a value is, for "..., not a string" */
 static const char *
-sp_json_kind(json_t *v)
+sp_json_kind(const sp_json_token_t *v)
 {
-    switch (json_typeof(v)) {
-    case JSON_OBJECT:
+    switch (v->type) {
+    case SP_JSON_OBJECT:
         return "an object";
-    case JSON_ARRAY:
+    case SP_JSON_ARRAY:
         return "an array";
-    case JSON_STRING:
+    case SP_JSON_STRING:
         return "a string";
-    case JSON_INTEGER:
+    case SP_JSON_INTEGER:
         return "an integer";
-    case JSON_REAL:
+    case SP_JSON_REAL:
         return "a number with a fraction or exponent";
-    case JSON_TRUE:
-    case JSON_FALSE:
+    case SP_JSON_TRUE:
+    case SP_JSON_FALSE:
         return "a boolean";
     default:
         return "null";
@@ -426,16 +449,17 @@ sp_json_kind(json_t *v)
  * max_completion_tokens), the larger one is the worst case.
  */
 static int
-sp_request_int(json_t *v, const char *name, int64_t min, int64_t max,
-    int64_t *out, sp_request_info_t *info, char *err, size_t errlen)
+sp_request_int(const sp_json_token_t *v, const char *name, int64_t min,
+    int64_t max, int64_t *out, sp_request_info_t *info, char *err,
+    size_t errlen)
 {
-    json_int_t  n;
+    int64_t  n;
 
-    if (json_is_null(v)) {
+    if (v->type == SP_JSON_NULL) {
         return SP_OK;
     }
 
-    if (!json_is_integer(v)) {
+    if (v->type != SP_JSON_INTEGER) {
         snprintf(err, errlen, "field \"%s\" must be an integer from %lld "
                  "to %lld, not %s", name, (long long) min, (long long) max,
                  sp_json_kind(v));
@@ -443,7 +467,7 @@ sp_request_int(json_t *v, const char *name, int64_t min, int64_t max,
         return SP_ERROR;
     }
 
-    n = json_integer_value(v);
+    n = v->value;
 
     if (n < min || n > max) {
         snprintf(err, errlen, "field \"%s\" must be an integer from %lld "
@@ -453,8 +477,8 @@ sp_request_int(json_t *v, const char *name, int64_t min, int64_t max,
         return SP_ERROR;
     }
 
-    if ((int64_t) n > *out) {
-        *out = (int64_t) n;
+    if (n > *out) {
+        *out = n;
     }
 
     return SP_OK;
@@ -463,24 +487,30 @@ sp_request_int(json_t *v, const char *name, int64_t min, int64_t max,
 
 /* Gemini's generationConfig: maxOutputTokens and candidateCount */
 static int
-sp_request_generation(json_t *config, const char *config_name,
-    sp_request_info_t *info, char *err, size_t errlen)
+sp_request_generation(const sp_json_tape_t *tape, size_t config,
+    const char *config_name, sp_request_info_t *info, char *err,
+    size_t errlen)
 {
-    char         name[64];
-    const char  *key;
-    json_t      *v;
+    char                    name[64], key[32];
+    size_t                  k;
+    const sp_json_token_t  *t;
 
-    if (!json_is_object(config)) {
+    t = tape->token;
+
+    if (t[config].type != SP_JSON_OBJECT) {
         return SP_OK;
     }
 
-    json_object_foreach(config, key, v) {
+    for (k = config + 1; k < t[config].end; k = t[k + 1].end) {
+        sp_json_cstr(&t[k], key, sizeof(key));
+
         if (strcmp(key, "maxOutputTokens") == 0
             || strcmp(key, "max_output_tokens") == 0)
         {
             snprintf(name, sizeof(name), "%s.%s", config_name, key);
 
-            if (sp_request_int(v, name, 0, SP_REQUEST_MAX_OUTPUT_TOKENS,
+            if (sp_request_int(&t[k + 1], name, 0,
+                               SP_REQUEST_MAX_OUTPUT_TOKENS,
                                &info->max_tokens, info, err, errlen)
                 != SP_OK)
             {
@@ -492,7 +522,7 @@ sp_request_generation(json_t *config, const char *config_name,
         {
             snprintf(name, sizeof(name), "%s.%s", config_name, key);
 
-            if (sp_request_int(v, name, 1, SP_REQUEST_MAX_CHOICES,
+            if (sp_request_int(&t[k + 1], name, 1, SP_REQUEST_MAX_CHOICES,
                                &info->choices, info, err, errlen)
                 != SP_OK)
             {
@@ -505,13 +535,64 @@ sp_request_generation(json_t *config, const char *config_name,
 }
 
 
+/*
+ * A control character in a string, raw or escaped. A string from jansson
+ * (not escaped) holds its decoded bytes, backslashes included.
+ */
 static int
-sp_request_model(json_t *v, sp_request_info_t *info, char *err,
-    size_t errlen)
+sp_json_has_control(const sp_json_token_t *v)
 {
-    const unsigned char  *p, *last;
+    int                   d;
+    size_t                i;
+    uint32_t              cp;
+    const unsigned char  *p;
 
-    if (!json_is_string(v)) {
+    p = (const unsigned char *) v->text;
+
+    for (i = 0; i < v->raw_len; i++) {
+        if (p[i] < 0x20 || p[i] == 0x7f) {
+            return 1;
+        }
+
+        if (p[i] != '\\' || !v->escaped) {
+            continue;
+        }
+
+        /* the scan checked every escape: a letter, or u and four digits */
+        i++;
+
+        if (p[i] != 'u') {
+            if (p[i] != '"' && p[i] != '\\' && p[i] != '/') {
+                return 1;
+            }
+
+            continue;
+        }
+
+        cp = 0;
+
+        for (d = 1; d <= 4; d++) {
+            cp = cp * 16 + (uint32_t) sp_hex_digit(p[i + d]);
+        }
+
+        if (cp < 0x20 || cp == 0x7f) {
+            return 1;
+        }
+
+        i += 4;
+    }
+
+    return 0;
+}
+
+
+static int
+sp_request_model(const sp_json_token_t *v, sp_request_info_t *info,
+    char *err, size_t errlen)
+{
+    char  text[SP_FIELD_LEN];
+
+    if (v->type != SP_JSON_STRING) {
         snprintf(err, errlen, "field \"model\" must be a string, not %s",
                  sp_json_kind(v));
         info->error_code = "invalid_field";
@@ -519,20 +600,16 @@ sp_request_model(json_t *v, sp_request_info_t *info, char *err,
     }
 
     /* the model is written into response headers and the journal */
-    p = (const unsigned char *) json_string_value(v);
-    last = p + json_string_length(v);
-
-    for ( /* void */ ; p < last; p++) {
-        if (*p < 0x20 || *p == 0x7f) {
-            snprintf(err, errlen, "field \"model\" contains a control "
-                     "character");
-            info->error_code = "invalid_field";
-            return SP_ERROR;
-        }
+    if (sp_json_has_control(v)) {
+        snprintf(err, errlen, "field \"model\" contains a control "
+                 "character");
+        info->error_code = "invalid_field";
+        return SP_ERROR;
     }
 
-    sp_field_copy(info->model, sizeof(info->model), json_string_value(v),
-                  json_string_length(v));
+    /* a longer model is cut to the room it has: text holds enough */
+    sp_field_copy(info->model, sizeof(info->model), text,
+                  sp_json_decode(v, text, sizeof(text)));
 
     return SP_OK;
 }
@@ -686,108 +763,196 @@ sp_request_json_error(const char *body, size_t len, json_error_t *jerr,
 }
 
 
-int
-sp_request_parse(sp_provider_e provider, const char *body, size_t len,
-    sp_request_info_t *info, char *err, size_t errlen)
+_Static_assert(JSON_OBJECT + 1 == SP_JSON_OBJECT
+               && JSON_ARRAY + 1 == SP_JSON_ARRAY
+               && JSON_STRING + 1 == SP_JSON_STRING
+               && JSON_INTEGER + 1 == SP_JSON_INTEGER
+               && JSON_REAL + 1 == SP_JSON_REAL
+               && JSON_TRUE + 1 == SP_JSON_TRUE
+               && JSON_FALSE + 1 == SP_JSON_FALSE
+               && JSON_NULL + 1 == SP_JSON_NULL,
+               "sp_json_type_e follows json_type, one up");
+
+
+/*
+ * A tree jansson accepted as a tape, for the bodies the scanner declines:
+ * strings point into the tree, decoded (not escaped).
+ */
+static int
+sp_request_tape_from_tree(sp_json_tape_t *tape, json_t *v)
 {
-    int            rc;
-    json_t        *root, *v;
-    const char    *key;
-    sp_prompt_t    prompt;
-    json_error_t   jerr;
+    long         i, k;
+    size_t       j, klen;
+    json_t      *item;
+    const char  *key;
 
-    memset(info, 0, sizeof(sp_request_info_t));
-    info->choices = 1;
+    switch (json_typeof(v)) {
 
-    (void) provider;
+    case JSON_OBJECT:
+        i = sp_json_tape_push(tape, SP_JSON_OBJECT);
+        if (i < 0) {
+            return SP_ERROR;
+        }
 
-    if (len == 0) {
+        json_object_keylen_foreach(v, key, klen, item) {
+            k = sp_json_tape_push(tape, SP_JSON_STRING);
+            if (k < 0) {
+                return SP_ERROR;
+            }
+
+            tape->token[k].text = key;
+            tape->token[k].raw_len = (uint32_t) klen;
+            tape->token[k].value = (int64_t) klen;
+
+            if (sp_request_tape_from_tree(tape, item) != SP_OK) {
+                return SP_ERROR;
+            }
+
+            tape->token[i].value++;
+        }
+
+        break;
+
+    case JSON_ARRAY:
+        i = sp_json_tape_push(tape, SP_JSON_ARRAY);
+        if (i < 0) {
+            return SP_ERROR;
+        }
+
+        json_array_foreach(v, j, item) {
+            if (sp_request_tape_from_tree(tape, item) != SP_OK) {
+                return SP_ERROR;
+            }
+
+            tape->token[i].value++;
+        }
+
+        break;
+
+    case JSON_STRING:
+        i = sp_json_tape_push(tape, SP_JSON_STRING);
+        if (i < 0) {
+            return SP_ERROR;
+        }
+
+        tape->token[i].text = json_string_value(v);
+        tape->token[i].raw_len = (uint32_t) json_string_length(v);
+        tape->token[i].value = (int64_t) json_string_length(v);
         return SP_OK;
+
+    case JSON_INTEGER:
+        i = sp_json_tape_push(tape, SP_JSON_INTEGER);
+        if (i < 0) {
+            return SP_ERROR;
+        }
+
+        tape->token[i].value = (int64_t) json_integer_value(v);
+        return SP_OK;
+
+    default:
+        /* a real, true, false or null: the tape's types are jansson's */
+        return sp_json_tape_push(tape, (sp_json_type_e) (json_typeof(v) + 1))
+               < 0 ? SP_ERROR : SP_OK;
     }
 
-    /*
-     * Duplicates refused: the provider might read the other one. NUL is
-     * let through to be refused where it matters, naming the field.
-     */
-    root = json_loadb(body, len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL,
-                      &jerr);
-    if (root == NULL) {
-        return sp_request_json_error(body, len, &jerr, info, err, errlen);
-    }
+    tape->token[i].end = (uint32_t) tape->n;
 
-    if (!json_is_object(root)) {
+    return SP_OK;
+}
+
+
+/* the members of the body's object, in the order written */
+static int
+sp_request_members(const sp_json_tape_t *tape, sp_request_info_t *info,
+    char *err, size_t errlen)
+{
+    int                     rc;
+    char                    key[32];
+    size_t                  k, v;
+    sp_prompt_t             prompt;
+    const sp_json_token_t  *t;
+
+    t = tape->token;
+
+    if (t[0].type != SP_JSON_OBJECT) {
         snprintf(err, errlen, "request body must be a JSON object");
         info->error_code = "invalid_json";
-        json_decref(root);
         return SP_ERROR;
     }
 
     memset(&prompt, 0, sizeof(sp_prompt_t));
     rc = SP_OK;
 
-    json_object_foreach(root, key, v) {
+    for (k = 1; k < t[0].end; k = t[v].end) {
+        v = k + 1;
 
-        switch (sp_request_field(key)) {
+        /* keys longer than the buffer are none of the fields */
+        switch (sp_request_field(sp_json_cstr(&t[k], key, sizeof(key)))) {
 
         case SP_FIELD_MODEL:
-            rc = sp_request_model(v, info, err, errlen);
+            rc = sp_request_model(&t[v], info, err, errlen);
             break;
 
         case SP_FIELD_STREAM:
-            if (!json_is_boolean(v) && !json_is_null(v)) {
+            if (t[v].type != SP_JSON_TRUE && t[v].type != SP_JSON_FALSE
+                && t[v].type != SP_JSON_NULL)
+            {
                 snprintf(err, errlen, "field \"stream\" must be a boolean, "
-                         "not %s", sp_json_kind(v));
+                         "not %s", sp_json_kind(&t[v]));
                 info->error_code = "invalid_field";
                 rc = SP_ERROR;
                 break;
             }
 
-            info->stream = json_is_true(v);
+            info->stream = (t[v].type == SP_JSON_TRUE);
             break;
 
         case SP_FIELD_STREAM_OPTIONS:
             info->has_stream_options = 1;
-            info->include_usage =
-                json_is_true(json_object_get(v, "include_usage"));
+            v = sp_json_get(tape, v, "include_usage");
+            info->include_usage = (v && t[v].type == SP_JSON_TRUE);
+            v = k + 1;
             break;
 
         case SP_FIELD_MAX_TOKENS:
-            rc = sp_request_int(v, key, 0, SP_REQUEST_MAX_OUTPUT_TOKENS,
+            rc = sp_request_int(&t[v], key, 0, SP_REQUEST_MAX_OUTPUT_TOKENS,
                                 &info->max_tokens, info, err, errlen);
             break;
 
         case SP_FIELD_CHOICES:
-            rc = sp_request_int(v, key, 1, SP_REQUEST_MAX_CHOICES,
+            rc = sp_request_int(&t[v], key, 1, SP_REQUEST_MAX_CHOICES,
                                 &info->choices, info, err, errlen);
             break;
 
         case SP_FIELD_GENERATION:
-            rc = sp_request_generation(v, key, info, err, errlen);
+            rc = sp_request_generation(tape, v, key, info, err, errlen);
             break;
 
         case SP_FIELD_PROMPT:
-            sp_prompt_walk(v, 0, &prompt);
+            sp_prompt_walk(tape, v, 0, &prompt);
             break;
 
         case SP_FIELD_PROMPT_IDS:
             prompt.token_ids = 1;
-            sp_prompt_walk(v, 0, &prompt);
+            sp_prompt_walk(tape, v, 0, &prompt);
             prompt.token_ids = 0;
             break;
 
         case SP_FIELD_SCHEMA:
             prompt.keys = 1;
-            sp_prompt_walk(v, 0, &prompt);
+            sp_prompt_walk(tape, v, 0, &prompt);
             prompt.keys = 0;
             break;
 
         case SP_FIELD_IMAGES:
-            prompt.media = sp_request_add(prompt.media,
-                               json_array_size(v) < INT64_MAX
-                                                    / SP_REQUEST_IMAGE_TOKENS
-                               ? (int64_t) json_array_size(v)
-                                 * SP_REQUEST_IMAGE_TOKENS
-                               : INT64_MAX);
+            if (t[v].type == SP_JSON_ARRAY) {
+                prompt.media = sp_request_add(prompt.media,
+                                   t[v].value < INT64_MAX
+                                                / SP_REQUEST_IMAGE_TOKENS
+                                   ? t[v].value * SP_REQUEST_IMAGE_TOKENS
+                                   : INT64_MAX);
+            }
+
             break;
 
         default:
@@ -795,7 +960,6 @@ sp_request_parse(sp_provider_e provider, const char *body, size_t len,
         }
 
         if (rc != SP_OK) {
-            json_decref(root);
             return SP_ERROR;
         }
     }
@@ -803,9 +967,84 @@ sp_request_parse(sp_provider_e provider, const char *body, size_t len,
     info->prompt_bytes = prompt.text;
     info->media_tokens = prompt.media;
 
-    json_decref(root);
-
     return SP_OK;
+}
+
+
+static int
+sp_request_parse_body(const char *body, size_t len, int scan,
+    sp_request_info_t *info, char *err, size_t errlen)
+{
+    int             rc;
+    json_t         *root;
+    json_error_t    jerr;
+    sp_json_tape_t  tape;
+
+    memset(info, 0, sizeof(sp_request_info_t));
+    info->choices = 1;
+
+    if (len == 0) {
+        return SP_OK;
+    }
+
+    sp_json_tape_init(&tape);
+    root = NULL;
+
+    if (!scan || sp_json_scan(&tape, body, len) != SP_OK) {
+        sp_json_tape_free(&tape);
+
+        /*
+         * Invalid, or declined by the scanner: jansson decides, and its
+         * errors are the client's. Duplicates refused: the provider might
+         * read the other one. NUL is let through to be refused where it
+         * matters, naming the field.
+         */
+        root = json_loadb(body, len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL,
+                          &jerr);
+        if (root == NULL) {
+            return sp_request_json_error(body, len, &jerr, info, err,
+                                         errlen);
+        }
+
+        if (sp_request_tape_from_tree(&tape, root) != SP_OK) {
+            sp_json_tape_free(&tape);
+            json_decref(root);
+            snprintf(err, errlen, "the gateway ran out of memory reading "
+                     "the request body");
+            info->error_code = "invalid_json";
+            return SP_ERROR;
+        }
+    }
+
+    rc = sp_request_members(&tape, info, err, errlen);
+
+    sp_json_tape_free(&tape);
+
+    if (root != NULL) {
+        json_decref(root);
+    }
+
+    return rc;
+}
+
+
+int
+sp_request_parse(sp_provider_e provider, const char *body, size_t len,
+    sp_request_info_t *info, char *err, size_t errlen)
+{
+    (void) provider;
+
+    return sp_request_parse_body(body, len, 1, info, err, errlen);
+}
+
+
+int
+sp_request_parse_tree(sp_provider_e provider, const char *body, size_t len,
+    sp_request_info_t *info, char *err, size_t errlen)
+{
+    (void) provider;
+
+    return sp_request_parse_body(body, len, 0, info, err, errlen);
 }
 
 

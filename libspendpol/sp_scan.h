@@ -82,4 +82,85 @@ int sp_scan_result(const sp_scan_t *scan, sp_provider_e provider,
     sp_response_info_t *info);
 
 
+/* ---- request bodies: a validating scanner --------------------------- */
+
+/*
+ * A request body read without building a tree: one pass checks that it
+ * is JSON as jansson reads it (json_loadb with JSON_REJECT_DUPLICATES and
+ * JSON_ALLOW_NUL: UTF-8, escapes, surrogates, no key twice, numbers within
+ * int64 and double) and writes a tape, one token a value or key, in
+ * document order. The readers walk the tape: a container's members follow
+ * it, and each token knows where its subtree ends.
+ *
+ * The scanner is never less strict than jansson. Where it cannot decide
+ * cheaply (a body it finds invalid, keys that differ only after escapes,
+ * deep nesting, numbers near the limits, very wide objects) it declines,
+ * and the caller asks jansson, whose error messages are the client's.
+ */
+
+#define SP_JSON_TAPE_LOCAL   256    /* tokens held before one malloc */
+#define SP_JSON_DEPTH_MAX    256    /* deeper: declined */
+#define SP_JSON_WIDTH_MAX    64     /* object members checked for twins */
+
+typedef enum {
+    SP_JSON_OBJECT = 1,
+    SP_JSON_ARRAY,
+    SP_JSON_STRING,
+    SP_JSON_INTEGER,
+    SP_JSON_REAL,
+    SP_JSON_TRUE,
+    SP_JSON_FALSE,
+    SP_JSON_NULL
+} sp_json_type_e;
+
+typedef struct {
+    const char  *text;      /* string: its bytes as written, after '"' */
+    uint32_t     raw_len;   /* string: bytes as written */
+    uint32_t     end;       /* the token after this value's subtree */
+    int64_t      value;     /* integer: the value; string: its length
+                               decoded; object, array: members */
+    uint8_t      type;      /* sp_json_type_e */
+    uint8_t      escaped;   /* string: holds backslash escapes */
+} sp_json_token_t;
+
+typedef struct {
+    sp_json_token_t  *token;
+    size_t            n;
+    size_t            cap;
+    int               nul;      /* a string value holds \u0000: jansson
+                                   refuses it without JSON_ALLOW_NUL */
+    sp_json_token_t   local[SP_JSON_TAPE_LOCAL];
+} sp_json_tape_t;
+
+void sp_json_tape_init(sp_json_tape_t *tape);
+void sp_json_tape_free(sp_json_tape_t *tape);
+
+/* appends a token; returns its index, or -1 when memory ran out */
+long sp_json_tape_push(sp_json_tape_t *tape, sp_json_type_e type);
+
+/*
+ * Scans body (an object or an array, as json_loadb would accept it) onto
+ * an empty tape. SP_OK: valid, token 0 is the root. SP_ERROR: invalid, or
+ * declined (see above); the tape is then to be reset.
+ */
+int sp_json_scan(sp_json_tape_t *tape, const char *body, size_t len);
+
+/*
+ * A string token decoded into out (a C string of at most size - 1 bytes),
+ * cut at the first NUL as jansson's json_string_value() would be seen by
+ * strcmp(). Returns out.
+ */
+char *sp_json_cstr(const sp_json_token_t *t, char *out, size_t size);
+
+/* the first size bytes of a string decoded; returns how many were written */
+size_t sp_json_decode(const sp_json_token_t *t, char *out, size_t size);
+
+/*
+ * The value of member name in object i (the root is 0), or 0 when i is
+ * not an object or has no such member: a lookup in what another found
+ * must check for 0 first.
+ */
+size_t sp_json_get(const sp_json_tape_t *tape, size_t i, const char *name);
+
+
 #endif /* SP_SCAN_H */

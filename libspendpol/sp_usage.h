@@ -106,6 +106,14 @@ int sp_request_parse(sp_provider_e provider, const char *body, size_t len,
     sp_request_info_t *info, char *err, size_t errlen);
 
 /*
+ * The same answers with jansson reading every body (sp_request_parse
+ * scans without a tree and asks jansson only about bodies its scanner
+ * declines): the reference the tests and the fuzzer hold it to.
+ */
+int sp_request_parse_tree(sp_provider_e provider, const char *body,
+    size_t len, sp_request_info_t *info, char *err, size_t errlen);
+
+/*
  * What the path says when the body does not: Google's
  * ".../models/{model}:generateContent" (and ":streamGenerateContent",
  * which streams), Azure's ".../deployments/{deployment}/...". Fills

@@ -9,7 +9,6 @@
  */
 
 
-#include <jansson.h>
 
 #include "ngx_http_spendpol_module.h"
 
@@ -45,12 +44,8 @@ static ngx_int_t ngx_http_spendpol_route(ngx_http_request_t *r,
     ngx_http_spendpol_ctx_t *ctx);
 static ngx_uint_t ngx_http_spendpol_refuses_unpriced(ngx_http_request_t *r,
     ngx_http_spendpol_ctx_t *ctx);
-static ngx_table_elt_t *ngx_http_spendpol_request_header(
-    ngx_http_request_t *r, const char *name, size_t len);
 static ngx_int_t ngx_http_spendpol_copy(ngx_pool_t *pool, ngx_str_t *dst,
     sp_str_t src);
-static void ngx_http_spendpol_ids(ngx_http_request_t *r,
-    ngx_http_spendpol_ctx_t *ctx, ngx_http_spendpol_main_conf_t *smcf);
 static ngx_int_t ngx_http_spendpol_request_body_filter(ngx_http_request_t *r,
     ngx_chain_t *in);
 
@@ -1160,7 +1155,7 @@ ngx_http_spendpol_refuses_unpriced(ngx_http_request_t *r,
 }
 
 
-static ngx_table_elt_t *
+ngx_table_elt_t *
 ngx_http_spendpol_request_header(ngx_http_request_t *r, const char *name,
     size_t len)
 {
@@ -1212,167 +1207,6 @@ ngx_http_spendpol_copy(ngx_pool_t *pool, ngx_str_t *dst, sp_str_t src)
     ngx_memcpy(dst->data, src.data, src.len);
 
     return NGX_OK;
-}
-
-
-/* 1..64 characters of [A-Za-z0-9._-], as trace ids from clients must be */
-static ngx_uint_t
-ngx_http_spendpol_valid_id(ngx_str_t *value)
-{
-    u_char      c;
-    ngx_uint_t  i;
-
-    if (value->len == 0 || value->len >= SP_ID_LEN) {
-        return 0;
-    }
-
-    for (i = 0; i < value->len; i++) {
-        c = value->data[i];
-
-        if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z')
-              || (c >= 'A' && c <= 'Z') || c == '-' || c == '_' || c == '.'))
-        {
-            return 0;
-        }
-    }
-
-    return 1;
-}
-
-
-static ngx_uint_t
-ngx_http_spendpol_hex(u_char *p, size_t n)
-{
-    size_t  i;
-
-    for (i = 0; i < n; i++) {
-        if (!((p[i] >= '0' && p[i] <= '9') || (p[i] >= 'a' && p[i] <= 'f'))) {
-            return 0;
-        }
-    }
-
-    return 1;
-}
-
-
-static ngx_uint_t
-ngx_http_spendpol_valid_traceparent(ngx_str_t *v)
-{
-    static u_char  zeros[32] = "00000000000000000000000000000000";
-
-    return v->len == 55
-           && ngx_strncmp(v->data, "00-", 3) == 0
-           && ngx_http_spendpol_hex(v->data + 3, 32)
-           && v->data[35] == '-'
-           && ngx_http_spendpol_hex(v->data + 36, 16)
-           && v->data[52] == '-'
-           && ngx_http_spendpol_hex(v->data + 53, 2)
-           && ngx_memcmp(v->data + 3, zeros, 32) != 0
-           && ngx_memcmp(v->data + 36, zeros, 16) != 0;
-}
-
-
-/*
- * The traceparent sent upstream: the trace (our UUID without dashes, or
- * the client's 32 hex digits) with our span as the parent. Empty when the
- * trace id is not expressible in W3C form.
- */
-size_t
-ngx_http_spendpol_traceparent(ngx_http_spendpol_ctx_t *ctx, u_char *buf)
-{
-    u_char      trace[32], *p, *q;
-    ngx_uint_t  n;
-
-    n = 0;
-
-    for (q = ctx->trace_id; *q && n < 32; q++) {
-        if (*q == '-') {
-            continue;
-        }
-
-        trace[n++] = *q;
-    }
-
-    if (n != 32 || *q != '\0' || !ngx_http_spendpol_hex(trace, 32)) {
-        return 0;
-    }
-
-    p = ngx_cpymem(buf, "00-", 3);
-    p = ngx_cpymem(p, trace, 32);
-    *p++ = '-';
-    p = ngx_cpymem(p, ctx->span_id, 16);
-    *p++ = '-';
-    *p++ = ctx->trace_flags[0];
-    *p++ = ctx->trace_flags[1];
-
-    return p - buf;
-}
-
-
-static void
-ngx_http_spendpol_ids(ngx_http_request_t *r, ngx_http_spendpol_ctx_t *ctx,
-    ngx_http_spendpol_main_conf_t *smcf)
-{
-    uint64_t          a, b;
-    ngx_table_elt_t  *h, *tp;
-
-    ngx_sprintf(ctx->audit_id, "evt_%012xL%08xD%08xD%Z",
-                (uint64_t) ctx->start_ms, smcf->worker_tag,
-                ++smcf->sequence);
-
-    h = ngx_http_spendpol_request_header(r, "X-Spendpol-Trace-Id",
-                                         sizeof("X-Spendpol-Trace-Id") - 1);
-
-    tp = ngx_http_spendpol_request_header(r, "traceparent",
-                                          sizeof("traceparent") - 1);
-
-    if (tp && !ngx_http_spendpol_valid_traceparent(&tp->value)) {
-        tp = NULL;
-    }
-
-    if (tp) {
-        /* W3C: 00-<32 hex trace id>-<16 hex parent id>-<2 hex flags> */
-        ctx->trace_flags[0] = tp->value.data[53];
-        ctx->trace_flags[1] = tp->value.data[54];
-
-    } else {
-        ctx->trace_flags[0] = '0';
-        ctx->trace_flags[1] = '1';
-    }
-
-    if (h && ngx_http_spendpol_valid_id(&h->value)) {
-        ngx_memcpy(ctx->trace_id, h->value.data, h->value.len);
-        ctx->trace_id[h->value.len] = '\0';
-
-    } else if (tp) {
-        ngx_memcpy(ctx->trace_id, tp->value.data + 3, 32);
-        ctx->trace_id[32] = '\0';
-        ngx_memcpy(ctx->parent_id, tp->value.data + 36, 16);
-        ctx->parent_id[16] = '\0';
-
-    } else {
-        a = ngx_http_spendpol_random(smcf);
-        b = ngx_http_spendpol_random(smcf);
-
-        /* a version 4, variant 1 UUID */
-        a = (a & 0xffffffffffff0fffULL) | 0x0000000000004000ULL;
-        b = (b & 0x3fffffffffffffffULL) | 0x8000000000000000ULL;
-
-        ngx_sprintf(ctx->trace_id, "%08xD-%04xD-%04xD-%04xD-%012xL%Z",
-                    (uint32_t) (a >> 32), (uint32_t) (a >> 16) & 0xffff,
-                    (uint32_t) a & 0xffff, (uint32_t) (b >> 48),
-                    b & 0xffffffffffffULL);
-    }
-
-    ngx_sprintf(ctx->span_id, "%016xL%Z", ngx_http_spendpol_random(smcf));
-
-    h = ngx_http_spendpol_request_header(r, "X-Spendpol-Parent-Id",
-                                         sizeof("X-Spendpol-Parent-Id") - 1);
-
-    if (h && ngx_http_spendpol_valid_id(&h->value)) {
-        ngx_memcpy(ctx->parent_id, h->value.data, h->value.len);
-        ctx->parent_id[h->value.len] = '\0';
-    }
 }
 
 
@@ -1434,127 +1268,6 @@ ngx_http_spendpol_add_request_headers(ngx_http_request_t *r,
     }
 
     return NGX_OK;
-}
-
-
-ngx_int_t
-ngx_http_spendpol_error_json(ngx_pool_t *pool, const char *type,
-    const char *code, const char *message, ngx_str_t *out)
-{
-    char    *text;
-    json_t  *root;
-
-    root = json_pack("{s:{s:s,s:s,s:s,s:n}}", "error", "type", type,
-                     "code", code, "message", message, "param");
-
-    if (root == NULL) {
-        /* the message was not valid UTF-8: say less, never nothing */
-        root = json_pack("{s:{s:s,s:s,s:s,s:n}}", "error", "type", type,
-                         "code", code, "message", code, "param");
-        if (root == NULL) {
-            return NGX_ERROR;
-        }
-    }
-
-    text = json_dumps(root, JSON_COMPACT);
-    json_decref(root);
-
-    if (text == NULL) {
-        return NGX_ERROR;
-    }
-
-    out->len = ngx_strlen(text);
-    out->data = ngx_pnalloc(pool, out->len);
-
-    if (out->data == NULL) {
-        free(text);
-        return NGX_ERROR;
-    }
-
-    ngx_memcpy(out->data, text, out->len);
-    free(text);
-
-    return NGX_OK;
-}
-
-
-/*
- * Answers with a JSON error in the OpenAI shape, which the providers'
- * SDKs turn into their typed errors; the status decides whether an SDK
- * retries (only 429 and 5xx are retried).
- */
-ngx_int_t
-ngx_http_spendpol_send_error(ngx_http_request_t *r,
-    ngx_http_spendpol_ctx_t *ctx, ngx_uint_t status, const char *type,
-    const char *code, const char *message)
-{
-    ngx_int_t    rc;
-    ngx_buf_t   *b;
-    ngx_str_t    body;
-    ngx_chain_t  out;
-
-    if (ngx_http_discard_request_body(r) != NGX_OK) {
-        r->keepalive = 0;
-    }
-
-    ctx->error_code = code;
-
-    if (ngx_http_spendpol_error_json(r->pool, type, code, message, &body)
-        != NGX_OK)
-    {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    b = ngx_calloc_buf(r->pool);
-    if (b == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    b->pos = body.data;
-    b->last = body.data + body.len;
-    b->memory = 1;
-    b->last_buf = 1;
-    b->last_in_chain = 1;
-
-    r->headers_out.status = status;
-    r->headers_out.content_length_n = body.len;
-    ngx_str_set(&r->headers_out.content_type, "application/json");
-    r->headers_out.content_type_len = r->headers_out.content_type.len;
-    r->headers_out.content_type_lowcase = NULL;
-
-    if (ngx_http_spendpol_add_request_headers(r, ctx) != NGX_OK) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    if (status == NGX_HTTP_UNAUTHORIZED) {
-        r->headers_out.www_authenticate = ngx_list_push(
-                                                   &r->headers_out.headers);
-        if (r->headers_out.www_authenticate == NULL) {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
-        }
-
-        r->headers_out.www_authenticate->hash = 1;
-#if (nginx_version >= 1023000)
-        r->headers_out.www_authenticate->next = NULL;
-#endif
-        ngx_str_set(&r->headers_out.www_authenticate->key,
-                    "WWW-Authenticate");
-        ngx_str_set(&r->headers_out.www_authenticate->value,
-                    "Bearer realm=\"spendpol\"");
-    }
-
-    ctx->replaced = 1;
-
-    out.buf = b;
-    out.next = NULL;
-
-    rc = ngx_http_send_header(r);
-
-    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
-        return rc;
-    }
-
-    return ngx_http_output_filter(r, &out);
 }
 
 

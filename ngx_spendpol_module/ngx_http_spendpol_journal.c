@@ -8,8 +8,6 @@
  */
 
 
-#include <sys/random.h>
-
 #include "ngx_http_spendpol_module.h"
 
 
@@ -164,36 +162,3 @@ ngx_http_spendpol_log_handler(ngx_http_request_t *r)
 }
 
 
-/* xoroshiro128+, seeded per worker from the kernel */
-void
-ngx_http_spendpol_random_init(ngx_http_spendpol_main_conf_t *smcf)
-{
-    uint64_t  seed[2];
-
-    if (getrandom(seed, sizeof(seed), 0) != sizeof(seed)) {
-        seed[0] = (uint64_t) ngx_pid << 32 ^ (uint64_t) ngx_time();
-        seed[1] = (uint64_t) (uintptr_t) smcf ^ 0x9e3779b97f4a7c15ULL;
-    }
-
-    smcf->random[0] = seed[0] | 1;
-    smcf->random[1] = seed[1];
-    smcf->worker_tag = (uint32_t) ngx_http_spendpol_random(smcf);
-    smcf->sequence = 0;
-}
-
-
-uint64_t
-ngx_http_spendpol_random(ngx_http_spendpol_main_conf_t *smcf)
-{
-    uint64_t  s0, s1, result;
-
-    s0 = smcf->random[0];
-    s1 = smcf->random[1];
-    result = s0 + s1;
-
-    s1 ^= s0;
-    smcf->random[0] = ((s0 << 24) | (s0 >> 40)) ^ s1 ^ (s1 << 16);
-    smcf->random[1] = (s1 << 37) | (s1 >> 27);
-
-    return result;
-}

@@ -302,21 +302,18 @@ void ngx_http_spendpol_snapshot_exit_worker(
     ngx_http_spendpol_main_conf_t *smcf);
 void ngx_http_spendpol_snapshot_refresh(ngx_http_spendpol_main_conf_t *smcf,
     ngx_log_t *log);
+void *ngx_http_spendpol_map_file(ngx_str_t *path, ngx_file_info_t *fi,
+    ngx_log_t *log);
 
 /* ngx_http_spendpol_handler.c */
 ngx_int_t ngx_http_spendpol_handler(ngx_http_request_t *r);
-ngx_int_t ngx_http_spendpol_send_error(ngx_http_request_t *r,
-    ngx_http_spendpol_ctx_t *ctx, ngx_uint_t status, const char *type,
-    const char *code, const char *message);
-ngx_int_t ngx_http_spendpol_error_json(ngx_pool_t *pool, const char *type,
-    const char *code, const char *message, ngx_str_t *out);
+ngx_table_elt_t *ngx_http_spendpol_request_header(ngx_http_request_t *r,
+    const char *name, size_t len);
 ngx_int_t ngx_http_spendpol_add_header(ngx_http_request_t *r,
     ngx_list_t *headers, const char *name, u_char *value, size_t len);
 ngx_int_t ngx_http_spendpol_add_request_headers(ngx_http_request_t *r,
     ngx_http_spendpol_ctx_t *ctx);
 uint64_t ngx_http_spendpol_now_us(void);
-size_t ngx_http_spendpol_traceparent(ngx_http_spendpol_ctx_t *ctx,
-    u_char *buf);
 void ngx_http_spendpol_forward(ngx_http_request_t *r,
     ngx_http_spendpol_ctx_t *ctx, ngx_int_t rc);
 
@@ -332,8 +329,15 @@ size_t ngx_http_spendpol_warnings(ngx_http_spendpol_ctx_t *ctx, u_char *buf,
     size_t len);
 void ngx_http_spendpol_watch_client(ngx_http_request_t *r);
 
-/* ngx_http_spendpol_budget.c */
+/* ngx_http_spendpol_zone.c */
 ngx_int_t ngx_http_spendpol_init_zone(ngx_shm_zone_t *shm_zone, void *data);
+void *ngx_http_spendpol_zone_count(ngx_http_spendpol_main_conf_t *smcf,
+    ngx_rbtree_t *tree, uint64_t hash, int64_t start_ms, size_t size);
+ngx_int_t ngx_http_spendpol_zone_full(ngx_http_request_t *r,
+    ngx_http_spendpol_ctx_t *ctx);
+int64_t ngx_http_spendpol_epoch(ngx_http_spendpol_main_conf_t *smcf);
+
+/* ngx_http_spendpol_budget.c */
 ngx_int_t ngx_http_spendpol_budget_admit(ngx_http_request_t *r,
     ngx_http_spendpol_ctx_t *ctx);
 void ngx_http_spendpol_budget_release(ngx_http_spendpol_main_conf_t *smcf,
@@ -342,15 +346,9 @@ ngx_int_t ngx_http_spendpol_hold(ngx_http_request_t *r,
     ngx_http_spendpol_ctx_t *ctx);
 void ngx_http_spendpol_release(ngx_http_request_t *r,
     ngx_http_spendpol_ctx_t *ctx, ngx_uint_t settled);
-int64_t ngx_http_spendpol_epoch(ngx_http_spendpol_main_conf_t *smcf);
+ngx_uint_t ngx_http_spendpol_counter_idle(ngx_http_spendpol_main_conf_t *smcf,
+    ngx_http_spendpol_counter_t *counter);
 void ngx_http_spendpol_spend_refresh(ngx_http_spendpol_main_conf_t *smcf,
-    ngx_log_t *log);
-
-void *ngx_http_spendpol_zone_count(ngx_http_spendpol_main_conf_t *smcf,
-    ngx_rbtree_t *tree, uint64_t hash, int64_t start_ms, size_t size);
-ngx_int_t ngx_http_spendpol_zone_full(ngx_http_request_t *r,
-    ngx_http_spendpol_ctx_t *ctx);
-void *ngx_http_spendpol_map_file(ngx_str_t *path, ngx_file_info_t *fi,
     ngx_log_t *log);
 
 /* ngx_http_spendpol_ratelimit.c */
@@ -377,6 +375,19 @@ void ngx_http_spendpol_upstream_exit_worker(
 
 /* ngx_http_spendpol_journal.c */
 ngx_int_t ngx_http_spendpol_log_handler(ngx_http_request_t *r);
+
+/* ngx_http_spendpol_error.c */
+ngx_int_t ngx_http_spendpol_send_error(ngx_http_request_t *r,
+    ngx_http_spendpol_ctx_t *ctx, ngx_uint_t status, const char *type,
+    const char *code, const char *message);
+ngx_int_t ngx_http_spendpol_error_json(ngx_pool_t *pool, const char *type,
+    const char *code, const char *message, ngx_str_t *out);
+
+/* ngx_http_spendpol_ids.c */
+void ngx_http_spendpol_ids(ngx_http_request_t *r,
+    ngx_http_spendpol_ctx_t *ctx, ngx_http_spendpol_main_conf_t *smcf);
+size_t ngx_http_spendpol_traceparent(ngx_http_spendpol_ctx_t *ctx,
+    u_char *buf);
 void ngx_http_spendpol_random_init(ngx_http_spendpol_main_conf_t *smcf);
 uint64_t ngx_http_spendpol_random(ngx_http_spendpol_main_conf_t *smcf);
 

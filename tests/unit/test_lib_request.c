@@ -880,6 +880,13 @@ test_request_files_are_charged_by_their_bytes(void **state)
              "\"filename\":\"a.pdf\"}}]}]}", big, big);
     media(body, (int64_t) strlen("a.pdf"), 30000 + 30000 + 28);
 
+    /* a "file" part without its file: charged by reference, whatever
+       file_data the body holds elsewhere */
+    snprintf(body, sizeof(body), "{\"file_data\":\"%s\",\"messages\":"
+             "[{\"role\":\"user\",\"content\":[{\"type\":\"file\"}]}]}",
+             big);
+    media(body, 0, SP_REQUEST_FILE_TOKENS);
+
     /* Responses: input_file by data and by id */
     snprintf(body, sizeof(body), "{\"input\":[{\"role\":\"user\","
              "\"content\":[{\"type\":\"input_file\",\"file_data\":\"%s\"},"

@@ -1,7 +1,8 @@
 /*
  * libspendpol streaming usage scanner: a JSON body too large to hold is
  * metered as it passes, and says what the whole body says, however it is
- * split.
+ * split. And the validating scanner that reads request bodies: it
+ * answers as jansson does, or declines and lets jansson answer.
  */
 
 #include <stdarg.h>
@@ -218,6 +219,408 @@ test_scan_cut_or_oversized_usage_is_not_used(void **state)
 }
 
 
+/* ---- request bodies: the validating scanner ------------------------- */
+
+static sp_json_tape_t  tape;
+
+
+/* 1 when the scanner accepts body (len bytes) itself, 0 when it declines */
+static int
+json_scans(const char *body, size_t len)
+{
+    int  rc;
+
+    sp_json_tape_init(&tape);
+    rc = sp_json_scan(&tape, body, len);
+    sp_json_tape_free(&tape);
+
+    return rc == SP_OK;
+}
+
+#define json_scans_str(s)  json_scans(s, sizeof(s) - 1)
+
+
+/*
+ * The request parser answers as jansson alone does, for a body the
+ * scanner accepts and for one it declines: same result, same fields,
+ * same message.
+ */
+static int
+request_agrees(const char *body, size_t len, char *err, size_t errlen)
+{
+    int                rc, rc_tree;
+    char               err_tree[512];
+    sp_request_info_t  info, info_tree;
+
+    err[0] = '\0';
+    err_tree[0] = '\0';
+
+    rc = sp_request_parse(SP_PROVIDER_OPENAI, body, len, &info, err, errlen);
+    rc_tree = sp_request_parse_tree(SP_PROVIDER_OPENAI, body, len,
+                                    &info_tree, err_tree, sizeof(err_tree));
+
+    assert_int_equal(rc, rc_tree);
+    assert_string_equal(err, err_tree);
+
+    if (rc == SP_OK) {
+        assert_memory_equal(&info, &info_tree, sizeof(sp_request_info_t));
+
+    } else {
+        assert_string_equal(info.error_code, info_tree.error_code);
+    }
+
+    return rc;
+}
+
+#define request_agrees_str(s, err) \
+    request_agrees(s, sizeof(s) - 1, err, sizeof(err))
+
+
+static void
+test_request_scan_accepts_ordinary_bodies(void **state)
+{
+    char               err[512];
+    sp_request_info_t  info;
+
+    static const char  chat[] =
+        "{\"model\":\"gpt-4o-mini\",\"messages\":["
+        "{\"role\":\"system\",\"content\":\"You are helpful.\"},"
+        "{\"role\":\"user\",\"content\":[{\"type\":\"text\","
+        "\"text\":\"caf\\u00e9 \\ud83d\\ude00 \xc3\xa9\\n\"},"
+        "{\"type\":\"image_url\",\"image_url\":{\"url\":\"x\"}}]}],"
+        "\"max_tokens\":64,\"temperature\":0.7,\"top_p\":1e-3,"
+        "\"stream\":false,\"n\":2,\"stop\":null,\"seed\":-9223372036854775808"
+        ",\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\","
+        "\"parameters\":{\"type\":\"object\",\"properties\":{\"a\":{}}}}}]}";
+
+    /* read by the scanner itself, not handed to jansson */
+    assert_true(json_scans_str(chat));
+    assert_true(json_scans_str(" [ ] "));
+    assert_true(json_scans_str("{\"a\":{\"b\":[1,2,{\"c\":true}]},\"b\":1}"));
+
+    assert_int_equal(request_agrees_str(chat, err), SP_OK);
+
+    assert_int_equal(sp_request_parse(SP_PROVIDER_OPENAI, chat,
+                                      sizeof(chat) - 1, &info, err,
+                                      sizeof(err)),
+                     SP_OK);
+    assert_string_equal(info.model, "gpt-4o-mini");
+    assert_int_equal(info.max_tokens, 64);
+    assert_int_equal(info.choices, 2);
+    assert_int_equal(info.media_tokens, SP_REQUEST_IMAGE_TOKENS);
+    /*
+     * "You are helpful." 16, "caf\u00e9 \ud83d\ude00 \u00e9\n" 14
+     * decoded; keys and types are not text, except in the tool schema:
+     * type function function name f parameters type object properties a
+     */
+    assert_int_equal(info.prompt_bytes, 16 + 14 + 4 + 8 + 8 + 4 + 1 + 10
+                                        + 4 + 6 + 10 + 1);
+}
+
+
+static void
+test_request_scan_invalid_utf8(void **state)
+{
+    char  err[512];
+
+    static const char  *bad[] = {
+        "{\"model\":\"\xc3\"}",             /* cut short */
+        "{\"model\":\"\xc0\xaf\"}",         /* overlong '/' */
+        "{\"model\":\"\xe0\x80\xaf\"}",     /* overlong, 3 bytes */
+        "{\"model\":\"\xed\xa0\x80\"}",     /* a surrogate, encoded */
+        "{\"model\":\"\xf4\x90\x80\x80\"}", /* above U+10FFFF */
+        "{\"model\":\"\xff\"}",
+        "{\"model\":\"\x80\"}",             /* a lone continuation */
+        "{\"model\":\"\\ud800\"}",          /* a lone high surrogate */
+        "{\"model\":\"\\udc00\"}",          /* a lone low surrogate */
+        "{\"model\":\"\\ud800\\u0041\"}",   /* high, then not low */
+        "{\"model\":\"a\tb\"}",             /* a raw control character */
+        "{\"model\":\"\\x41\"}",            /* not an escape */
+        "{\"model\":\"\\u12g4\"}",
+        "{\"m\xff\":1}",                    /* in a key */
+        NULL
+    };
+    const char  **b;
+
+    for (b = bad; *b; b++) {
+        assert_false(json_scans(*b, strlen(*b)));
+        assert_int_equal(request_agrees(*b, strlen(*b), err, sizeof(err)),
+                         SP_ERROR);
+        assert_non_null(strstr(err, "request body is not valid JSON"));
+    }
+
+    /* the longest valid sequences pass */
+    assert_true(json_scans_str("{\"m\":\"\xf4\x8f\xbf\xbf\xef\xbf\xbd"
+                               "\xdf\xbf\"}"));
+}
+
+
+static void
+test_request_scan_deep_nesting(void **state)
+{
+    char    err[512], *body;
+    size_t  depth, n, i;
+
+    body = malloc(2 * 3000 + 32);
+    assert_non_null(body);
+
+    /* at the scanner's limit, past it (jansson reads it), past jansson's */
+    for (depth = SP_JSON_DEPTH_MAX - 1; depth <= 3000; depth += 1000) {
+        n = 0;
+        n += (size_t) sprintf(body, "{\"messages\":");
+
+        for (i = 0; i < depth; i++) {
+            body[n++] = '[';
+        }
+
+        body[n++] = '"';
+        body[n++] = 'x';
+        body[n++] = '"';
+
+        for (i = 0; i < depth; i++) {
+            body[n++] = ']';
+        }
+
+        body[n++] = '}';
+
+        assert_int_equal(json_scans(body, n), depth < SP_JSON_DEPTH_MAX);
+
+        if (depth <= 2000) {
+            assert_int_equal(request_agrees(body, n, err, sizeof(err)),
+                             SP_OK);
+
+        } else {
+            assert_int_equal(request_agrees(body, n, err, sizeof(err)),
+                             SP_ERROR);
+            assert_non_null(strstr(err, "maximum parsing depth"));
+        }
+
+        /* cut short anywhere: refused, with jansson's words */
+        assert_int_equal(request_agrees(body, n / 2, err, sizeof(err)),
+                         SP_ERROR);
+    }
+
+    free(body);
+}
+
+
+static void
+test_request_scan_duplicate_keys(void **state)
+{
+    char  err[512];
+
+    /* twice at the top, in a nested object, spelt with an escape */
+    assert_false(json_scans_str("{\"model\":\"a\",\"model\":\"b\"}"));
+    assert_int_equal(request_agrees_str("{\"model\":\"a\",\"model\":\"b\"}",
+                                        err),
+                     SP_ERROR);
+    assert_string_equal(err, "field \"model\" appears twice in one object "
+                        "of the request body; send each field once");
+
+    assert_int_equal(request_agrees_str("{\"messages\":[{\"role\":\"user\","
+                                        "\"content\":\"a\",\"role\":\"x\"}]}",
+                                        err),
+                     SP_ERROR);
+    assert_non_null(strstr(err, "\"role\" appears twice"));
+
+    assert_int_equal(request_agrees_str("{\"n\":1,\"\\u006e\":2}", err),
+                     SP_ERROR);
+
+    /* the same name in two objects, and names alike but not equal */
+    assert_true(json_scans_str("{\"a\":{\"a\":1},\"b\":[{\"a\":1},"
+                               "{\"a\":2}],\"ab\":1,\"ba\":2}"));
+    assert_int_equal(request_agrees_str("{\"a\":{\"a\":1},\"b\":[{\"a\":1},"
+                                        "{\"a\":2}],\"ab\":1,\"ba\":2}",
+                                        err),
+                     SP_OK);
+
+    /* an escape that only looks alike: declined, then accepted */
+    assert_false(json_scans_str("{\"ab\":1,\"\\u0061c\":2}"));
+    assert_int_equal(request_agrees_str("{\"ab\":1,\"\\u0061c\":2}", err),
+                     SP_OK);
+}
+
+
+static void
+test_request_scan_wide_object(void **state)
+{
+    char    err[512], body[8192];
+    size_t  n, i;
+
+    n = (size_t) sprintf(body, "{\"max_tokens\":7");
+
+    for (i = 0; i < SP_JSON_WIDTH_MAX + 10; i++) {
+        n += (size_t) sprintf(body + n, ",\"k%zu\":%zu", i, i);
+    }
+
+    body[n++] = '}';
+
+    /* too wide to compare pairwise: jansson checks the names */
+    assert_false(json_scans(body, n));
+    assert_int_equal(request_agrees(body, n, err, sizeof(err)), SP_OK);
+
+    n = (size_t) sprintf(body + n - 1, ",\"k3\":0}") + n - 1;
+    assert_int_equal(request_agrees(body, n, err, sizeof(err)), SP_ERROR);
+    assert_non_null(strstr(err, "\"k3\" appears twice"));
+}
+
+
+static void
+test_request_scan_huge_numbers(void **state)
+{
+    char  err[512];
+
+    assert_true(json_scans_str("{\"a\":9223372036854775807,"
+                               "\"b\":-9223372036854775808,\"c\":1e-400,"
+                               "\"d\":123456.789e-5,\"e\":-0}"));
+    assert_int_equal(request_agrees_str("{\"a\":9223372036854775807,"
+                                        "\"c\":1e-400}", err),
+                     SP_OK);
+
+    assert_false(json_scans_str("{\"max_tokens\":9223372036854775808}"));
+    assert_int_equal(request_agrees_str("{\"max_tokens\":"
+                                        "9223372036854775808}", err),
+                     SP_ERROR);
+    assert_string_equal(err, "field \"max_tokens\" is a number too large "
+                        "for the gateway to read (at most a 64-bit "
+                        "integer)");
+
+    assert_int_equal(request_agrees_str("{\"x\":-9223372036854775809}",
+                                        err),
+                     SP_ERROR);
+    assert_int_equal(request_agrees_str("{\"x\":[1e400]}", err), SP_ERROR);
+
+    /* near the limit of a double: declined, jansson decides */
+    assert_false(json_scans_str("{\"x\":1.5e307}"));
+    assert_int_equal(request_agrees_str("{\"x\":1.5e307}", err), SP_OK);
+
+    /* the grammar: no leading zero, plus sign, bare point or exponent */
+    assert_int_equal(request_agrees_str("{\"x\":01}", err), SP_ERROR);
+    assert_int_equal(request_agrees_str("{\"x\":+1}", err), SP_ERROR);
+    assert_int_equal(request_agrees_str("{\"x\":1.}", err), SP_ERROR);
+    assert_int_equal(request_agrees_str("{\"x\":.5}", err), SP_ERROR);
+    assert_int_equal(request_agrees_str("{\"x\":1e}", err), SP_ERROR);
+    assert_int_equal(request_agrees_str("{\"x\":-}", err), SP_ERROR);
+
+    /* an integer where a real is expected, and the other way round */
+    assert_int_equal(request_agrees_str("{\"max_tokens\":64.0}", err),
+                     SP_ERROR);
+    assert_string_equal(err, "field \"max_tokens\" must be an integer from "
+                        "0 to 100000000, not a number with a fraction or "
+                        "exponent");
+}
+
+
+static void
+test_request_scan_truncated_input(void **state)
+{
+    char    err[512];
+    size_t  n;
+
+    static const char  body[] =
+        "{\"model\":\"gpt-4o\",\"messages\":[{\"role\":\"user\","
+        "\"content\":\"h\\u00e9llo \\\"q\\\"\"}],\"max_tokens\":5,"
+        "\"stream\":true,\"stream_options\":{\"include_usage\":true},"
+        "\"x\":[null,false,1.5]}";
+
+    /* every prefix: refused as jansson refuses it, never read past */
+    for (n = 1; n < sizeof(body) - 1; n++) {
+        assert_false(json_scans(body, n));
+        assert_int_equal(request_agrees(body, n, err, sizeof(err)),
+                         SP_ERROR);
+    }
+
+    assert_int_equal(request_agrees(body, n, err, sizeof(err)), SP_OK);
+
+    /* and what follows the object */
+    assert_int_equal(request_agrees_str("{} {}", err), SP_ERROR);
+    assert_int_equal(request_agrees_str("{}x", err), SP_ERROR);
+    assert_int_equal(request_agrees_str("{\"a\":tru}", err), SP_ERROR);
+    assert_int_equal(request_agrees_str("{\"a\":truex}", err), SP_ERROR);
+    assert_int_equal(request_agrees_str("{\"a\" 1}", err), SP_ERROR);
+    assert_int_equal(request_agrees_str("{\"a\":1,}", err), SP_ERROR);
+    assert_int_equal(request_agrees_str("[1,]", err), SP_ERROR);
+    assert_int_equal(request_agrees_str("{\"a\":[1}", err), SP_ERROR);
+    assert_int_equal(request_agrees_str("\"a\"", err), SP_ERROR);
+    assert_int_equal(request_agrees_str("[1]", err), SP_ERROR);
+    assert_string_equal(err, "request body must be a JSON object");
+}
+
+
+static void
+test_request_scan_nul_and_controls(void **state)
+{
+    char               err[512];
+    sp_request_info_t  info;
+
+    /* NUL in a value is let through, in a key refused (by jansson) */
+    assert_true(json_scans_str("{\"messages\":\"a\\u0000b\"}"));
+    sp_json_tape_init(&tape);
+    assert_int_equal(sp_json_scan(&tape, "[\"\\u0000\"]", 10), SP_OK);
+    assert_true(tape.nul);
+    sp_json_tape_free(&tape);
+    assert_false(tape.nul);
+    assert_int_equal(request_agrees_str("{\"messages\":\"a\\u0000b\"}", err),
+                     SP_OK);
+    assert_false(json_scans_str("{\"a\\u0000\":1}"));
+    assert_int_equal(request_agrees_str("{\"a\\u0000\":1}", err), SP_ERROR);
+
+    /* a control character in the model, escaped or raw DEL */
+    assert_int_equal(request_agrees_str("{\"model\":\"a\\nb\"}", err),
+                     SP_ERROR);
+    assert_string_equal(err, "field \"model\" contains a control "
+                        "character");
+    assert_int_equal(request_agrees_str("{\"model\":\"a\\u001fb\"}", err),
+                     SP_ERROR);
+    assert_int_equal(request_agrees_str("{\"model\":\"a\x7f\"}", err),
+                     SP_ERROR);
+    assert_int_equal(request_agrees_str("{\"model\":\"a\\u007f\"}", err),
+                     SP_ERROR);
+
+    /* escapes that are not control characters are decoded */
+    assert_int_equal(request_agrees_str("{\"model\":\"a\\/b\\\\c\\\"d"
+                                        "\\u00e9\"}", err),
+                     SP_OK);
+    assert_int_equal(sp_request_parse(SP_PROVIDER_OPENAI,
+                                      "{\"model\":\"a\\/b\\\\c\\\"d"
+                                      "\\u00e9\"}", 28, &info, err,
+                                      sizeof(err)),
+                     SP_OK);
+    assert_string_equal(info.model, "a/b\\c\"d\xc3\xa9");
+
+    /* a type whose name goes on after a NUL is still that type */
+    assert_int_equal(request_agrees_str("{\"messages\":[{\"type\":"
+                                        "\"image\\u0000x\"}]}", err),
+                     SP_OK);
+}
+
+
+static void
+test_request_scan_long_prompt_grows_the_tape(void **state)
+{
+    char    err[512], *body;
+    size_t  n, i;
+
+    body = malloc(128 * 1024);
+    assert_non_null(body);
+
+    n = (size_t) sprintf(body, "{\"model\":\"m\",\"messages\":[");
+
+    for (i = 0; i < 2000; i++) {
+        n += (size_t) sprintf(body + n, "%s{\"role\":\"user\","
+                              "\"content\":\"message %zu\"}",
+                              i ? "," : "", i);
+    }
+
+    n += (size_t) sprintf(body + n, "]}");
+
+    assert_true(json_scans(body, n));
+    assert_int_equal(request_agrees(body, n, err, sizeof(err)), SP_OK);
+
+    free(body);
+}
+
+
 int
 main(void)
 {
@@ -228,6 +631,15 @@ main(void)
         cmocka_unit_test(test_scan_ignores_nested_and_quoted_members),
         cmocka_unit_test(test_scan_last_duplicate_wins),
         cmocka_unit_test(test_scan_cut_or_oversized_usage_is_not_used),
+        cmocka_unit_test(test_request_scan_accepts_ordinary_bodies),
+        cmocka_unit_test(test_request_scan_invalid_utf8),
+        cmocka_unit_test(test_request_scan_deep_nesting),
+        cmocka_unit_test(test_request_scan_duplicate_keys),
+        cmocka_unit_test(test_request_scan_wide_object),
+        cmocka_unit_test(test_request_scan_huge_numbers),
+        cmocka_unit_test(test_request_scan_truncated_input),
+        cmocka_unit_test(test_request_scan_nul_and_controls),
+        cmocka_unit_test(test_request_scan_long_prompt_grows_the_tape),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
