@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # bench/swap.sh: the snapshot swap under load, one phase of bench/run.sh
 # (sourced; swap_phase FILE writes its report to FILE). It runs on the
 # Spendpol stack of the run: SPDATA, SP_NGINX_PID, CONTROLD_PID, SP_KEY,

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # bench/lib/common.sh: helpers every part of bench/run.sh uses (sourced).
 # Logging, process lifecycle (start, wait for a port, stop with children),
 # nginx workers and CPU accounting from /proc.

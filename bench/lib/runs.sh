@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # bench/lib/runs.sh: the measured runs (sourced by bench/run.sh): wrk
 # against one configuration with the CPU of every component around it,
 # the interleaved repetitions, and the optional perf profile and memory

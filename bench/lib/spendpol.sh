@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # bench/lib/spendpol.sh: the Spendpol stack of the bench (sourced by
 # bench/run.sh). Started through scripts/lib/stack.sh exactly as `make run`
 # does (private PostgreSQL, Redis, controld, nginx with the module, the

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # bench/lib/upstreams.sh: everything wrk talks to besides Spendpol (sourced
 # by bench/run.sh): the mock upstream, plain nginx with and without
 # upstream keepalive, the Portkey gateway. The nginx confs are the
