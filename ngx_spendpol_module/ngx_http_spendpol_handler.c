@@ -294,8 +294,8 @@ ngx_http_spendpol_path(ngx_http_request_t *r, ngx_http_spendpol_ctx_t *ctx,
         return ngx_http_spendpol_send_error(r, ctx, NGX_HTTP_NOT_FOUND,
                                    "invalid_request_error", "not_found",
                                    "expected a path /v1/{provider}/..., "
-                                   "provider one of openai, anthropic, "
-                                   "google, azure, cohere, mistral");
+                                   "provider one of "
+                                   SP_PROVIDER_NAMES_TEXT);
     }
 
     start = p + sizeof(NGX_HTTP_SPENDPOL_PREFIX) - 1;
@@ -312,8 +312,7 @@ ngx_http_spendpol_path(ngx_http_request_t *r, ngx_http_spendpol_ctx_t *ctx,
                                    "unknown_provider",
                                    "unknown provider in the path: expected "
                                    "/v1/{provider}/... with provider one of "
-                                   "openai, anthropic, google, azure, "
-                                   "cohere, mistral");
+                                   SP_PROVIDER_NAMES_TEXT);
     }
 
     ctx->provider_name.data = (u_char *) sp_provider_name(ctx->provider);
@@ -645,6 +644,7 @@ ngx_http_spendpol_route(ngx_http_request_t *r, ngx_http_spendpol_ctx_t *ctx)
     u_char                        *u;
     sp_str_t                       org, name, base_url, api_key;
     ngx_int_t                      rc;
+    const char                    *scheme;
     ngx_table_elt_t               *h;
     ngx_http_spendpol_main_conf_t *smcf;
     const sp_snapshot_provider_t  *provider;
@@ -720,23 +720,24 @@ ngx_http_spendpol_route(ngx_http_request_t *r, ngx_http_spendpol_ctx_t *ctx)
 
         break;
 
-    case SP_PROVIDER_GOOGLE:
-    case SP_PROVIDER_AZURE:
-        break;
-
     default:
-        /* OpenAI, Cohere, Mistral: a bearer token */
-        ctx->upstream_authorization.len = sizeof("Bearer ") - 1 + api_key.len;
+        break;
+    }
+
+    /* the catalogue says which providers take "Authorization: Bearer" */
+    scheme = sp_provider(ctx->provider)->auth_scheme;
+
+    if (scheme[0] != '\0') {
+        ctx->upstream_authorization.len = ngx_strlen(scheme) + api_key.len;
         ctx->upstream_authorization.data =
                         ngx_pnalloc(r->pool, ctx->upstream_authorization.len);
         if (ctx->upstream_authorization.data == NULL) {
             return NGX_HTTP_INTERNAL_SERVER_ERROR;
         }
 
-        u = ngx_cpymem(ctx->upstream_authorization.data, "Bearer ",
-                       sizeof("Bearer ") - 1);
+        u = ngx_cpymem(ctx->upstream_authorization.data, scheme,
+                       ngx_strlen(scheme));
         ngx_memcpy(u, api_key.data, api_key.len);
-        break;
     }
 
     return NGX_OK;

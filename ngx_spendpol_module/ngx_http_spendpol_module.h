@@ -18,6 +18,8 @@
 #include <sp_usage.h>
 #include <sp_budget.h>
 #include <sp_endpoint.h>
+#include <sp_price.h>
+#include <sp_provider.h>
 
 
 #define NGX_HTTP_SPENDPOL_SSE_EVENT_MAX     65536
