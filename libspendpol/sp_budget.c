@@ -16,54 +16,15 @@ sp_budget_str_eq(sp_str_t a, sp_str_t b)
 }
 
 
-/* "gpt-4o" covers "gpt-4o" and "gpt-4o-2024-08-06", not "gpt-4o-mini" */
+/*
+ * "gpt-4o" covers "gpt-4o" and "gpt-4o-2024-08-06", not "gpt-4o-mini":
+ * the undated base model rule of price resolution (sp_price.h)
+ */
 int
 sp_budget_model_covers(sp_str_t narrowing, sp_str_t model)
 {
-    const char  *rest;
-    size_t       n, i;
-
-    if (narrowing.len == 0 || sp_budget_str_eq(narrowing, model)) {
-        return 1;
-    }
-
-    if (model.len <= narrowing.len + 1
-        || memcmp(model.data, narrowing.data, narrowing.len) != 0
-        || model.data[narrowing.len] != '-')
-    {
-        return 0;
-    }
-
-    rest = model.data + narrowing.len + 1;
-    n = model.len - narrowing.len - 1;
-
-    /* the rest must be a date: YYYY-MM-DD or YYYYMMDD */
-    if (n == 10) {
-        for (i = 0; i < 10; i++) {
-            if (i == 4 || i == 7) {
-                if (rest[i] != '-') {
-                    return 0;
-                }
-
-            } else if (rest[i] < '0' || rest[i] > '9') {
-                return 0;
-            }
-        }
-
-        return 1;
-    }
-
-    if (n == 8) {
-        for (i = 0; i < 8; i++) {
-            if (rest[i] < '0' || rest[i] > '9') {
-                return 0;
-            }
-        }
-
-        return 1;
-    }
-
-    return 0;
+    return narrowing.len == 0 || sp_budget_str_eq(narrowing, model)
+           || sp_budget_str_eq(narrowing, sp_price_base_model(model));
 }
 
 
