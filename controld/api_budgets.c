@@ -465,8 +465,8 @@ cd_budget_body_parse(json_t *body, cd_budget_input_t *in,
     if (in->provider != NULL && cd_provider_default_url(in->provider) == NULL)
     {
         return cd_field_error(err, 422, "invalid_value", "provider",
-                              "provider must be openai, anthropic, google, "
-                              "azure, cohere or mistral");
+                              "provider must be one of "
+                              SP_PROVIDER_NAMES_TEXT);
     }
 
     if (cd_budget_string(body, "model", "model", 0, CD_NAME_MAX, &in->model,

@@ -123,8 +123,8 @@ cd_allowed_endpoints_parse(json_t *value, cd_allowed_endpoint_t *out,
 
         e = &out[i];
 
-        if (cd_endpoint_string(entry, i, "provider", "one of openai, "
-                               "anthropic, google, azure, cohere, mistral",
+        if (cd_endpoint_string(entry, i, "provider",
+                               "one of " SP_PROVIDER_NAMES_TEXT,
                                &e->provider, err) != CD_OK
             || cd_endpoint_string(entry, i, "method", "GET, POST, PUT, "
                                   "PATCH or DELETE", &e->method, err)
@@ -140,8 +140,8 @@ cd_allowed_endpoints_parse(json_t *value, cd_allowed_endpoint_t *out,
             field = cd_endpoint_field(err, i, "provider");
             return cd_field_error(err, 422, "unknown_provider", field,
                                   "%s: unknown provider \"%.32s\"; expected "
-                                  "one of openai, anthropic, google, azure, "
-                                  "cohere, mistral", field, e->provider);
+                                  "one of " SP_PROVIDER_NAMES_TEXT, field,
+                                  e->provider);
         }
 
         if (!sp_endpoint_method_valid(e->method, strlen(e->method))) {

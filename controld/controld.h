@@ -23,6 +23,7 @@
 
 #include "spendpol.h"
 #include "sp_id.h"
+#include "sp_provider.h"
 #include "sp_journal.h"
 
 
