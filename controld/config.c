@@ -130,6 +130,13 @@ static const cd_conf_entry_t  cd_conf_table[] = {
       "alert rules" },
     { "SPENDPOL_MAX_AGENTS_PER_ORG", NULL, "100000", CD_CONF_LONG,
       CD_CONF_OFFSET(max_agents_per_org), 0, 1, 100000000, "agents" },
+    /*
+     * Whole months of audit_logs kept before the current one (UTC);
+     * older ones are dropped hourly by ingest. 0: keep forever.
+     */
+    { "SPENDPOL_AUDIT_RETENTION_MONTHS", NULL, "0", CD_CONF_LONG,
+      CD_CONF_OFFSET(audit_retention_months), 0, 0, 1200,
+      "months (0: keep forever)" },
 };
 
 /* a PEM file holds a few certificates at most */
