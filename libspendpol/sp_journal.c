@@ -38,14 +38,26 @@ sp_out_cstr(sp_out_t *o, const char *s)
 }
 
 
+/* decimal, as "%lld" writes it, without printf's per-call cost */
 static void
 sp_out_int(sp_out_t *o, int64_t v)
 {
-    char  buf[24];
-    int   n;
+    char      buf[24], *p;
+    uint64_t  u;
 
-    n = snprintf(buf, sizeof(buf), "%lld", (long long) v);
-    sp_out_bytes(o, buf, (size_t) n);
+    p = buf + sizeof(buf);
+    u = v < 0 ? 0 - (uint64_t) v : (uint64_t) v;
+
+    do {
+        *--p = (char) ('0' + u % 10);
+        u /= 10;
+    } while (u);
+
+    if (v < 0) {
+        *--p = '-';
+    }
+
+    sp_out_bytes(o, p, (size_t) (buf + sizeof(buf) - p));
 }
 
 
@@ -112,6 +124,19 @@ sp_out_json_string(sp_out_t *o, const char *s)
     sp_out_bytes(o, "\"", 1);
 
     for (p = (const unsigned char *) s; *p; p += n) {
+
+        /* a run of printable ASCII goes out in one copy */
+        for (n = 0; p[n] >= 0x20 && p[n] < 0x7f && p[n] != '"'
+                    && p[n] != '\\'; n++)
+        {
+            /* void */
+        }
+
+        if (n) {
+            sp_out_bytes(o, (const char *) p, n);
+            continue;
+        }
+
         c = *p;
         n = 1;
 

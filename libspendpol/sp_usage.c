@@ -9,6 +9,7 @@
 
 #include <string.h>
 
+#include "sp_scan.h"
 #include "sp_usage_internal.h"
 
 
@@ -213,6 +214,65 @@ sp_json_value_end(const char *p, const char *last)
 }
 
 
+/* a member's integer value when above 0, else 0, as sp_json_int() */
+static int64_t
+sp_tape_int(const sp_json_tape_t *tape, size_t object, const char *name)
+{
+    size_t  v;
+
+    v = sp_json_get(tape, object, name);
+
+    return (v && tape->token[v].type == SP_JSON_INTEGER
+            && tape->token[v].value > 0) ? tape->token[v].value : 0;
+}
+
+
+/*
+ * sp_usage_openai() of a usage object's text, read without a tree: the
+ * object is most of what a held chat completion costs to meter. SP_ERROR
+ * when the validating scanner declines it (then jansson decides).
+ */
+static int
+sp_usage_openai_scan(const char *text, size_t len, sp_response_info_t *info)
+{
+    size_t          details;
+    sp_json_tape_t  tape;
+
+    sp_json_tape_init(&tape);
+
+    /* as json_loadb(text, len, 0) reads it: NUL in a string refused */
+    if (sp_json_scan(&tape, text, len) != SP_OK
+        || tape.token[0].type != SP_JSON_OBJECT || tape.nul)
+    {
+        sp_json_tape_free(&tape);
+        return SP_ERROR;
+    }
+
+    info->has_usage = 1;
+
+    if (sp_json_get(&tape, 0, "prompt_tokens")) {
+        info->usage.input_tokens = sp_tape_int(&tape, 0, "prompt_tokens");
+        info->usage.output_tokens = sp_tape_int(&tape, 0,
+                                                "completion_tokens");
+        details = sp_json_get(&tape, 0, "prompt_tokens_details");
+
+    } else {
+        info->usage.input_tokens = sp_tape_int(&tape, 0, "input_tokens");
+        info->usage.output_tokens = sp_tape_int(&tape, 0, "output_tokens");
+        details = sp_json_get(&tape, 0, "input_tokens_details");
+    }
+
+    info->usage.cached_tokens = details
+                                ? sp_tape_int(&tape, details, "cached_tokens")
+                                : 0;
+    info->usage.cache_write_tokens = 0;
+
+    sp_json_tape_free(&tape);
+
+    return SP_OK;
+}
+
+
 static int
 sp_usage_openai_fast(const char *body, size_t len, sp_response_info_t *info)
 {
@@ -288,13 +348,18 @@ sp_usage_openai_fast(const char *body, size_t len, sp_response_info_t *info)
         return SP_ERROR;
     }
 
-    v = json_loadb(usage, (size_t) (usage_end - usage), 0, &jerr);
-    if (v == NULL) {
-        return SP_ERROR;
-    }
+    if (sp_usage_openai_scan(usage, (size_t) (usage_end - usage), info)
+        != SP_OK)
+    {
+        /* declined by the scanner (a key twice, say): jansson reads it */
+        v = json_loadb(usage, (size_t) (usage_end - usage), 0, &jerr);
+        if (v == NULL) {
+            return SP_ERROR;
+        }
 
-    sp_usage_openai(v, info);
-    json_decref(v);
+        sp_usage_openai(v, info);
+        json_decref(v);
+    }
 
     if (model != NULL && *model == '"' && info->model[0] == '\0') {
         for (p = model + 1; p < model_end - 1; p++) {
