@@ -68,6 +68,7 @@ test_config_defaults(void **state)
     assert_int_equal(cf.max_budgets_per_org, 10000);
     assert_int_equal(cf.max_alert_rules_per_org, 1000);
     assert_int_equal(cf.max_agents_per_org, 100000);
+    assert_int_equal(cf.audit_retention_months, 0);
     cd_config_free(&cf);
 }
 
@@ -195,6 +196,8 @@ test_config_errors_name_the_variable(void **state)
             NULL }, "SPENDPOL_MAX_ALERT_RULES_PER_ORG" },
         { { "DATABASE_URL", "x", "SPENDPOL_MAX_AGENTS_PER_ORG", "x", NULL },
           "SPENDPOL_MAX_AGENTS_PER_ORG" },
+        { { "DATABASE_URL", "x", "SPENDPOL_AUDIT_RETENTION_MONTHS", "-1",
+            NULL }, "SPENDPOL_AUDIT_RETENTION_MONTHS" },
         { { "DATABASE_URL", "x", "SPENDPOL_API_TLS_CERT", "/c.pem", NULL },
           "SPENDPOL_API_TLS_KEY" },
         { { "DATABASE_URL", "x", "SPENDPOL_API_TLS_KEY", "/k.pem", NULL },
@@ -259,7 +262,8 @@ test_config_api_limits_are_set(void **state)
                             "SPENDPOL_MAX_KEYS_PER_ORG", "3",
                             "SPENDPOL_MAX_BUDGETS_PER_ORG", "4",
                             "SPENDPOL_MAX_ALERT_RULES_PER_ORG", "5",
-                            "SPENDPOL_MAX_AGENTS_PER_ORG", "6", NULL };
+                            "SPENDPOL_MAX_AGENTS_PER_ORG", "6",
+                            "SPENDPOL_AUDIT_RETENTION_MONTHS", "13", NULL };
 
     assert_int_equal(load(&cf, env, err, sizeof(err)), CD_OK);
     assert_int_equal(cf.api_body_max, 2048);
@@ -270,6 +274,7 @@ test_config_api_limits_are_set(void **state)
     assert_int_equal(cf.max_budgets_per_org, 4);
     assert_int_equal(cf.max_alert_rules_per_org, 5);
     assert_int_equal(cf.max_agents_per_org, 6);
+    assert_int_equal(cf.audit_retention_months, 13);
     cd_config_free(&cf);
 }
 
