@@ -253,11 +253,13 @@ fuzz_budget(json_t *body)
     }
 
     if (in.scope == SP_BUDGET_SCOPE_API_KEY) {
-        FUZZ_CHECK(cd_id_valid("key_", in.scope_value));
+        FUZZ_CHECK(sp_id_valid(SP_ID_KEY, in.scope_value,
+                               strlen(in.scope_value)));
     }
 
     if (in.scope == SP_BUDGET_SCOPE_AGENT) {
-        FUZZ_CHECK(cd_id_valid(CD_AGENT_ID_PREFIX, in.scope_value));
+        FUZZ_CHECK(sp_id_valid(SP_ID_AGENT, in.scope_value,
+                               strlen(in.scope_value)));
     }
 
     FUZZ_CHECK(in.provider == NULL

@@ -324,9 +324,13 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                                        fuzz_s(&recs[i], 2),
                                        fuzz_s(&recs[i], 3));
 
-            /* a fallback price is an organisation's only */
-            if (recs[i].f[1][0] == '\0'
-                && strcmp(recs[i].f[3], SP_PRICE_FALLBACK_MODEL) == 0)
+            /*
+             * A fallback price is an organisation's only; an empty model
+             * name prices nothing (sp_price_resolve)
+             */
+            if ((recs[i].f[1][0] == '\0'
+                 && strcmp(recs[i].f[3], SP_PRICE_FALLBACK_MODEL) == 0)
+                || recs[i].f[3][0] == '\0')
             {
                 FUZZ_CHECK(r == NULL);
                 break;
