@@ -384,7 +384,7 @@ sp_journal_read(const sp_json_tape_t *tape, sp_journal_record_t *rec,
 {
     int                        f;
     char                      *dst;
-    size_t                     k, n, hint;
+    size_t                     k, n, keep, hint;
     uint32_t                   at[SP_JF_COUNT];
     const sp_json_token_t     *t, *v;
     const sp_journal_field_t  *jf;
@@ -456,9 +456,9 @@ sp_journal_read(const sp_json_tape_t *tape, sp_journal_record_t *rec,
              */
             dst = (char *) rec + jf->offset;
             n = sp_json_decode(v, dst, jf->size);
-            k = sp_field_fit(dst, n, jf->size);
-            memset(dst + k, 0, n - k);
-            dst[k] = '\0';
+            keep = sp_field_fit(dst, n, jf->size);
+            memset(dst + keep, 0, n - keep);
+            dst[keep] = '\0';
             break;
 
         case SP_JF_STREAM:

@@ -855,7 +855,7 @@ test_journal_parse_agrees_with_jansson_on_a_table_of_lines(void **state)
         ",\"v\":1", ",\"id\":\"evt_2\"", ",\"status\":200", ",\"stream\":false",
         ",\"stream\":true", ",\"x\":1,\"x\":2", ",\"i\\u0064\":\"evt_3\"",
         ",\"unknown\":{\"deep\":[1,2,{\"v\":2}]}",
-        ",\"n\":[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]",
+        ",\"n\":[[[[[[[[[[[[[[[[]]]]]]]]]]]]]]]]",
         ",\"u\":\"\\u0000\"", ",\"e\":\"\\ud800\"", "  ", "\t\r\n ", ",",
         ",\"z\"", ",\"z\":", ",\"z\":1}", "} ", "}{}", "]",
     };
@@ -948,6 +948,17 @@ test_journal_parse_agrees_with_jansson_on_a_table_of_lines(void **state)
             ok += differ_check(line, n);
             total += 2;
         }
+    }
+
+    /* nesting deeper than the scanner follows, and than jansson takes */
+    for (j = 300; j <= 3000; j += 2700) {
+        n = differ_line(line, sizeof(line), SIZE_MAX, NULL, NULL, "") - 2;
+        n += (size_t) snprintf(line + n, sizeof(line) - n, ",\"n\":");
+        memset(line + n, '[', j);
+        memset(line + n + j, ']', j);
+        memcpy(line + n + 2 * j, "}\n", 3);
+        ok += differ_check(line, n + 2 * j + 2);
+        total++;
     }
 
     /* more members than the scanner checks for twins: jansson reads it */
