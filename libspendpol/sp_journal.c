@@ -3,12 +3,14 @@
  */
 
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 
 #include <jansson.h>
 
 #include "sp_journal.h"
+#include "sp_scan.h"
 
 
 typedef struct {
@@ -228,6 +230,28 @@ sp_journal_format(const sp_journal_record_t *rec, char *out, size_t outlen)
 }
 
 
+/*
+ * How much of a string of len bytes a field of dstlen bytes keeps: all of
+ * it when it fits, else dstlen - 1 bytes less any UTF-8 sequence cut
+ * short (its continuation bytes and its lead). Reads s[0..dstlen - 1].
+ */
+static size_t
+sp_field_fit(const char *s, size_t len, size_t dstlen)
+{
+    if (len < dstlen) {
+        return len;
+    }
+
+    len = dstlen - 1;
+
+    while (len > 0 && ((unsigned char) s[len] & 0xc0) == 0x80) {
+        len--;
+    }
+
+    return len;
+}
+
+
 void
 sp_field_copy(char *dst, size_t dstlen, const char *src, size_t len)
 {
@@ -235,14 +259,7 @@ sp_field_copy(char *dst, size_t dstlen, const char *src, size_t len)
         return;
     }
 
-    if (len >= dstlen) {
-        len = dstlen - 1;
-
-        /* do not cut a UTF-8 sequence: drop continuation bytes and lead */
-        while (len > 0 && ((unsigned char) src[len] & 0xc0) == 0x80) {
-            len--;
-        }
-    }
+    len = sp_field_fit(src, len, dstlen);
 
     if (len) {
         memcpy(dst, src, len);
@@ -252,82 +269,251 @@ sp_field_copy(char *dst, size_t dstlen, const char *src, size_t len)
 }
 
 
+/*
+ * The members a line is read for, in the order they are checked: the
+ * first one wrong names the error. The writer puts them in the same
+ * order but for status and stream, so the next member is tried first.
+ */
+typedef enum {
+    SP_JF_STRING = 0,
+    SP_JF_REQUIRED,                     /* a string, missing is an error */
+    SP_JF_INTEGER,
+    SP_JF_VERSION,
+    SP_JF_STATUS,
+    SP_JF_STREAM
+} sp_journal_kind_e;
+
+typedef struct {
+    const char  *name;
+    uint8_t      len;
+    uint8_t      kind;                  /* sp_journal_kind_e */
+    uint16_t     offset;                /* in sp_journal_record_t */
+    uint16_t     size;
+} sp_journal_field_t;
+
+#define SP_JF(name, kind)                                                     \
+    { #name, sizeof(#name) - 1, kind,                                         \
+      offsetof(sp_journal_record_t, name),                                    \
+      sizeof(((sp_journal_record_t *) 0)->name) }
+
+#define SP_JF_NAME_MAX  32              /* longer than every name */
+
+static const sp_journal_field_t  sp_journal_fields[] = {
+    { "v", 1, SP_JF_VERSION, 0, 0 },
+    SP_JF(id, SP_JF_REQUIRED),
+    SP_JF(ts_ms, SP_JF_INTEGER),
+    SP_JF(org_id, SP_JF_REQUIRED),
+    SP_JF(api_key_id, SP_JF_STRING),
+    SP_JF(provider, SP_JF_STRING),
+    SP_JF(requested_model, SP_JF_STRING),
+    SP_JF(model, SP_JF_STRING),
+    SP_JF(input_tokens, SP_JF_INTEGER),
+    SP_JF(output_tokens, SP_JF_INTEGER),
+    SP_JF(cached_tokens, SP_JF_INTEGER),
+    SP_JF(cache_write_tokens, SP_JF_INTEGER),
+    SP_JF(cost_nano, SP_JF_INTEGER),
+    SP_JF(cache, SP_JF_STRING),
+    SP_JF(latency_ms, SP_JF_INTEGER),
+    SP_JF(gateway_us, SP_JF_INTEGER),
+    SP_JF(department, SP_JF_STRING),
+    SP_JF(project, SP_JF_STRING),
+    SP_JF(agent_id, SP_JF_STRING),
+    SP_JF(trace_id, SP_JF_STRING),
+    SP_JF(span_id, SP_JF_STRING),
+    SP_JF(parent_id, SP_JF_STRING),
+    SP_JF(warnings, SP_JF_STRING),
+    SP_JF(error_code, SP_JF_STRING),
+    SP_JF(epoch, SP_JF_INTEGER),
+    SP_JF(reserved_nano, SP_JF_INTEGER),
+    SP_JF(endpoint, SP_JF_STRING),
+    { "status", 6, SP_JF_STATUS, 0, 0 },
+    { "stream", 6, SP_JF_STREAM, 0, 0 },
+};
+
+#define SP_JF_COUNT  (sizeof(sp_journal_fields) / sizeof(sp_journal_fields[0]))
+
+
+/* the field a member's key names, trying hint first; -1: none of them */
 static int
-sp_journal_get_str(json_t *obj, const char *name, char *dst, size_t dstlen,
-    int required, char *err, size_t errlen)
+sp_journal_field(const sp_json_token_t *key, size_t hint)
 {
-    json_t  *v;
+    char                       buf[SP_JF_NAME_MAX];
+    size_t                     i, len;
+    const char                *name;
+    const sp_journal_field_t  *f;
 
-    v = json_object_get(obj, name);
+    len = (size_t) key->value;
 
-    if (v == NULL || json_is_null(v)) {
-        dst[0] = '\0';
+    if (len >= sizeof(buf)) {
+        return -1;
+    }
 
-        if (required) {
-            sp_errorf(err, errlen, "field \"%s\" is missing", name);
-            return SP_ERROR;
+    name = key->text;
+
+    if (key->escaped) {
+        sp_json_decode(key, buf, len);
+        name = buf;
+    }
+
+    f = sp_journal_fields;
+
+    if (hint < SP_JF_COUNT && f[hint].len == len
+        && memcmp(f[hint].name, name, len) == 0)
+    {
+        return (int) hint;
+    }
+
+    for (i = 0; i < SP_JF_COUNT; i++) {
+        if (f[i].len == len && memcmp(f[i].name, name, len) == 0) {
+            return (int) i;
+        }
+    }
+
+    return -1;
+}
+
+
+/*
+ * The record from a line's tape, read in the order of sp_journal_fields
+ * and stopping at the first member wrong (what was read stays in rec).
+ * Missing and null are alike: "" or 0.
+ */
+static int
+sp_journal_read(const sp_json_tape_t *tape, sp_journal_record_t *rec,
+    char *err, size_t errlen)
+{
+    int                        f;
+    char                      *dst;
+    size_t                     k, n, keep, hint;
+    uint32_t                   at[SP_JF_COUNT];
+    const sp_json_token_t     *t, *v;
+    const sp_journal_field_t  *jf;
+
+    t = tape->token;
+
+    if (t[0].type != SP_JSON_OBJECT) {
+        sp_errorf(err, errlen, "not a JSON object");
+        return SP_ERROR;
+    }
+
+    memset(at, 0, sizeof(at));
+    hint = 0;
+
+    /* no key twice: the scanner and jansson both refuse them */
+    for (k = 1; k < t[0].end; k = t[k + 1].end) {
+        f = sp_journal_field(&t[k], hint);
+
+        if (f >= 0) {
+            at[f] = (uint32_t) k + 1;
+            hint = (size_t) f + 1;
+        }
+    }
+
+    for (f = 0; f < (int) SP_JF_COUNT; f++) {
+        jf = &sp_journal_fields[f];
+        v = at[f] ? &t[at[f]] : NULL;
+
+        if (v != NULL && v->type == SP_JSON_NULL
+            && jf->kind != SP_JF_VERSION)
+        {
+            v = NULL;
         }
 
-        return SP_OK;
+        switch (jf->kind) {
+
+        case SP_JF_VERSION:
+            if (v == NULL || v->type != SP_JSON_INTEGER
+                || v->value != SP_JOURNAL_VERSION)
+            {
+                sp_errorf(err, errlen, "field \"v\" must be %d",
+                          SP_JOURNAL_VERSION);
+                return SP_ERROR;
+            }
+
+            break;
+
+        case SP_JF_STRING:
+        case SP_JF_REQUIRED:
+            if (v == NULL) {
+                if (jf->kind == SP_JF_REQUIRED) {
+                    sp_errorf(err, errlen, "field \"%s\" is missing",
+                              jf->name);
+                    return SP_ERROR;
+                }
+
+                break;
+            }
+
+            if (v->type != SP_JSON_STRING) {
+                sp_errorf(err, errlen, "field \"%s\" must be a string",
+                          jf->name);
+                return SP_ERROR;
+            }
+
+            /*
+             * Decoded in place, then cut as sp_field_copy would, and
+             * nothing of the cut tail left: the same bytes as its copy.
+             */
+            dst = (char *) rec + jf->offset;
+            n = sp_json_decode(v, dst, jf->size);
+            keep = sp_field_fit(dst, n, jf->size);
+            memset(dst + keep, 0, n - keep);
+            dst[keep] = '\0';
+            break;
+
+        case SP_JF_STREAM:
+            rec->stream = (v != NULL && v->type == SP_JSON_TRUE);
+            break;
+
+        default: /* SP_JF_INTEGER, SP_JF_STATUS */
+            if (v != NULL && v->type != SP_JSON_INTEGER) {
+                sp_errorf(err, errlen, "field \"%s\" must be an integer",
+                          jf->name);
+                return SP_ERROR;
+            }
+
+            if (jf->kind == SP_JF_INTEGER) {
+                if (v != NULL) {
+                    memcpy((char *) rec + jf->offset, &v->value,
+                           sizeof(int64_t));
+                }
+
+                break;
+            }
+
+            if (v != NULL && (v->value < 0 || v->value > 999)) {
+                sp_errorf(err, errlen, "field \"status\" must be 0..999");
+                return SP_ERROR;
+            }
+
+            rec->status = v ? (int) v->value : 0;
+            break;
+        }
     }
 
-    if (!json_is_string(v)) {
-        sp_errorf(err, errlen, "field \"%s\" must be a string",
-                          name);
+    if (strncmp(rec->id, "evt_", 4) != 0) {
+        sp_errorf(err, errlen, "field \"id\" must start with evt_");
         return SP_ERROR;
     }
-
-    sp_field_copy(dst, dstlen, json_string_value(v), json_string_length(v));
 
     return SP_OK;
 }
 
 
-static int
-sp_journal_get_int(json_t *obj, const char *name, int64_t *dst, char *err,
-    size_t errlen)
-{
-    json_t  *v;
-
-    v = json_object_get(obj, name);
-
-    if (v == NULL || json_is_null(v)) {
-        *dst = 0;
-        return SP_OK;
-    }
-
-    if (!json_is_integer(v)) {
-        sp_errorf(err, errlen, "field \"%s\" must be an integer",
-                          name);
-        return SP_ERROR;
-    }
-
-    *dst = (int64_t) json_integer_value(v);
-
-    return SP_OK;
-}
-
-
-#define SP_GET_STR(name, required)                                            \
-    if (sp_journal_get_str(root, #name, rec->name, sizeof(rec->name),         \
-                           required, err, errlen) != SP_OK)                   \
-    {                                                                         \
-        goto failed;                                                          \
-    }
-
-#define SP_GET_INT(name)                                                      \
-    if (sp_journal_get_int(root, #name, &rec->name, err, errlen) != SP_OK) {  \
-        goto failed;                                                          \
-    }
-
-
+/*
+ * The scanner reads the line onto a tape; what it declines (invalid JSON
+ * included) jansson reads, for its verdict and its error text, and its
+ * tree becomes the same tape. jansson here refuses duplicate keys and
+ * \u0000 (no JSON_ALLOW_NUL): the scanner's tape.nul sends those to it.
+ */
 int
 sp_journal_parse(const char *line, size_t len, sp_journal_record_t *rec,
     char *err, size_t errlen)
 {
-    json_t        *root, *v;
-    json_error_t   jerr;
-    int64_t        status;
+    int              rc;
+    json_t          *root;
+    json_error_t     jerr;
+    sp_json_tape_t   tape;
 
     while (len && (line[len - 1] == '\n' || line[len - 1] == '\r')) {
         len--;
@@ -335,79 +521,36 @@ sp_journal_parse(const char *line, size_t len, sp_journal_record_t *rec,
 
     memset(rec, 0, sizeof(sp_journal_record_t));
 
-    root = json_loadb(line, len, JSON_REJECT_DUPLICATES, &jerr);
-    if (root == NULL) {
-        sp_errorf(err, errlen, "not JSON: %s at column %d",
-                          jerr.text, jerr.column);
-        return SP_ERROR;
+    sp_json_tape_init(&tape);
+    root = NULL;
+
+    if (sp_json_scan(&tape, line, len) != SP_OK || tape.nul) {
+        sp_json_tape_free(&tape);
+
+        root = json_loadb(line, len, JSON_REJECT_DUPLICATES, &jerr);
+        if (root == NULL) {
+            sp_errorf(err, errlen, "not JSON: %s at column %d",
+                      jerr.text, jerr.column);
+            return SP_ERROR;
+        }
+
+        if (sp_json_tape_from_tree(&tape, root) != SP_OK) {
+            sp_json_tape_free(&tape);
+            json_decref(root);
+            sp_errorf(err, errlen, "out of memory reading the line");
+            return SP_ERROR;
+        }
     }
 
-    if (!json_is_object(root)) {
-        sp_errorf(err, errlen, "not a JSON object");
-        goto failed;
+    rc = sp_journal_read(&tape, rec, err, errlen);
+
+    sp_json_tape_free(&tape);
+
+    if (root != NULL) {
+        json_decref(root);
     }
 
-    v = json_object_get(root, "v");
-
-    if (!json_is_integer(v) || json_integer_value(v) != SP_JOURNAL_VERSION) {
-        sp_errorf(err, errlen, "field \"v\" must be %d",
-                          SP_JOURNAL_VERSION);
-        goto failed;
-    }
-
-    SP_GET_STR(id, 1);
-    SP_GET_INT(ts_ms);
-    SP_GET_STR(org_id, 1);
-    SP_GET_STR(api_key_id, 0);
-    SP_GET_STR(provider, 0);
-    SP_GET_STR(requested_model, 0);
-    SP_GET_STR(model, 0);
-    SP_GET_INT(input_tokens);
-    SP_GET_INT(output_tokens);
-    SP_GET_INT(cached_tokens);
-    SP_GET_INT(cache_write_tokens);
-    SP_GET_INT(cost_nano);
-    SP_GET_STR(cache, 0);
-    SP_GET_INT(latency_ms);
-    SP_GET_INT(gateway_us);
-    SP_GET_STR(department, 0);
-    SP_GET_STR(project, 0);
-    SP_GET_STR(agent_id, 0);
-    SP_GET_STR(trace_id, 0);
-    SP_GET_STR(span_id, 0);
-    SP_GET_STR(parent_id, 0);
-    SP_GET_STR(warnings, 0);
-    SP_GET_STR(error_code, 0);
-    SP_GET_INT(epoch);
-    SP_GET_INT(reserved_nano);
-    SP_GET_STR(endpoint, 0);
-
-    if (sp_journal_get_int(root, "status", &status, err, errlen) != SP_OK) {
-        goto failed;
-    }
-
-    if (status < 0 || status > 999) {
-        sp_errorf(err, errlen, "field \"status\" must be 0..999");
-        goto failed;
-    }
-
-    rec->status = (int) status;
-    rec->stream = json_is_true(json_object_get(root, "stream"));
-
-    if (strncmp(rec->id, "evt_", 4) != 0) {
-        sp_errorf(err, errlen, "field \"id\" must start with evt_");
-        goto failed;
-    }
-
-    json_decref(root);
-
-    return SP_OK;
-
-failed:
-
-    json_decref(root);
-
-    return SP_ERROR;
+    return rc;
 }
 
 

@@ -162,5 +162,15 @@ size_t sp_json_decode(const sp_json_token_t *t, char *out, size_t size);
  */
 size_t sp_json_get(const sp_json_tape_t *tape, size_t i, const char *name);
 
+/*
+ * A tree jansson accepted, written onto an empty tape, for the input the
+ * scanner declined: the same readers then serve both. Strings point into
+ * the tree (decoded, not escaped), which must outlive the tape. SP_ERROR:
+ * memory ran out.
+ */
+struct json_t;
+
+int sp_json_tape_from_tree(sp_json_tape_t *tape, struct json_t *v);
+
 
 #endif /* SP_SCAN_H */

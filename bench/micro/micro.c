@@ -4,6 +4,7 @@
  *
  * usage: micro [keys]      (default 1000000)
  *        micro tokenize    (the tokenizer only)
+ *        micro journal     (the journal line parser only)
  */
 
 #include <stdio.h>
@@ -16,6 +17,7 @@
 #include <fcntl.h>
 
 #include "spendpol.h"
+#include "sp_journal.h"
 #include "sp_snapshot.h"
 #include "sp_tokenize.h"
 #include "sp_usage.h"
@@ -492,6 +494,84 @@ bench_tokenize(void)
 }
 
 
+/*
+ * controld's ingest: one journal line as the module writes it (a typical
+ * record, nothing escaped; and one with escapes in its strings), parsed
+ * again and again. ns per line in thread CPU time.
+ */
+static void
+bench_journal_one(const char *what, const sp_journal_record_t *rec)
+{
+    int                  i, rounds;
+    char                 line[SP_JOURNAL_LINE_MAX], err[256];
+    size_t               len;
+    double               t0, t1;
+    sp_journal_record_t  out;
+
+    len = sp_journal_format(rec, line, sizeof(line));
+
+    if (len == 0 || sp_journal_parse(line, len, &out, err, sizeof(err))
+                    != SP_OK)
+    {
+        fprintf(stderr, "journal: %s\n", len ? err : "line too long");
+        exit(1);
+    }
+
+    rounds = 200000;
+    t0 = cpu_s();
+
+    for (i = 0; i < rounds; i++) {
+        sp_journal_parse(line, len, &out, err, sizeof(err));
+    }
+
+    t1 = cpu_s();
+
+    printf("journal line parse, %-8s %zu B %8.0f ns\n", what, len,
+           (t1 - t0) / rounds * 1e9);
+}
+
+
+static void
+bench_journal(void)
+{
+    sp_journal_record_t  rec;
+
+    memset(&rec, 0, sizeof(rec));
+    strcpy(rec.id, "evt_01JDX4Z7Q8M2N5P6R7S8T9V0WX");
+    rec.ts_ms = 1764230000123LL;
+    strcpy(rec.org_id, "org_default");
+    strcpy(rec.api_key_id, "key_000000000000000000000042");
+    strcpy(rec.provider, "openai");
+    strcpy(rec.requested_model, "gpt-4o-mini");
+    strcpy(rec.model, "gpt-4o-mini-2024-07-18");
+    rec.input_tokens = 1234;
+    rec.output_tokens = 567;
+    rec.cached_tokens = 1024;
+    rec.cost_nano = 150000;
+    rec.status = 200;
+    strcpy(rec.cache, "miss");
+    rec.stream = 1;
+    rec.latency_ms = 842;
+    rec.gateway_us = 85;
+    strcpy(rec.department, "engineering");
+    strcpy(rec.project, "gateway");
+    strcpy(rec.agent_id, "agent-7");
+    strcpy(rec.trace_id, "4bf92f35-77b3-4da6-a3ce-929d0e0e4736");
+    strcpy(rec.span_id, "00f067aa0ba902b7");
+    strcpy(rec.warnings, "usage_estimated");
+    rec.epoch = 1764230000000LL;
+    rec.reserved_nano = 450000;
+    strcpy(rec.endpoint, "POST /chat/completions");
+
+    bench_journal_one("plain", &rec);
+
+    strcpy(rec.project, "caf\xc3\xa9 \"quoted\"\tand\\slashed");
+    strcpy(rec.agent_id, "\xe6\x97\xa5\xe6\x9c\xac\x01");
+
+    bench_journal_one("escaped", &rec);
+}
+
+
 int
 main(int argc, char **argv)
 {
@@ -502,10 +582,16 @@ main(int argc, char **argv)
         return 0;
     }
 
+    if (argc > 1 && strcmp(argv[1], "journal") == 0) {
+        bench_journal();
+        return 0;
+    }
+
     keys = argc > 1 ? (size_t) strtoull(argv[1], NULL, 10) : 1000000;
 
     bench_sse();
     bench_json();
+    bench_journal();
     bench_tokenize();
     bench_snapshot(keys);
 

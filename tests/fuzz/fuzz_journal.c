@@ -2,13 +2,37 @@
  * Journal lines: anything sp_journal_parse accepts must format and parse
  * back to the same record (and the same line). Also the other way: a
  * record of arbitrary bytes must format to a line that parses, and
- * sp_field_copy must cut only at UTF-8 boundaries.
+ * sp_field_copy must cut only at UTF-8 boundaries. And differential: the
+ * parser (the scanner's tape, jansson when it declines) must agree with
+ * the jansson-only parser it replaced on every line, in verdict, error
+ * text and record bytes.
  *
  * Input: one journal line. The same bytes also fill a record's fields.
  */
 
 #include "fuzz_common.h"
 #include "sp_journal.h"
+#include "fuzz_journal_oracle.h"
+
+
+static void
+fuzz_differ(const char *line, size_t len)
+{
+    static sp_journal_record_t  a, b;
+    int                         ra, rb;
+    char                        ea[256], eb[256];
+
+    memset(&a, 0x5a, sizeof(a));
+    memset(&b, 0xa5, sizeof(b));
+    ea[0] = eb[0] = '\0';
+
+    ra = oracle_journal_parse(line, len, &a, ea, sizeof(ea));
+    rb = sp_journal_parse(line, len, &b, eb, sizeof(eb));
+
+    FUZZ_CHECK(ra == rb);
+    FUZZ_CHECK(ra == SP_OK || strcmp(ea, eb) == 0);
+    FUZZ_CHECK(memcmp(&a, &b, sizeof(a)) == 0);
+}
 
 
 static void
@@ -137,6 +161,7 @@ fuzz_format_bytes(const uint8_t *data, size_t size)
 
     /* the widest record (every byte escaped) fits the line maximum */
     FUZZ_CHECK(n > 0);
+    fuzz_differ(out, n);
 
     /* the writer escapes and replaces so that every line parses */
     FUZZ_CHECK(sp_journal_parse(out, n, rec, err, sizeof(err)) == SP_OK);
@@ -152,6 +177,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     line = (char *) fuzz_dup(data, size);
 
+    fuzz_differ(line, size);
     fuzz_round_trip(line, size);
     fuzz_format_bytes(data, size);
 

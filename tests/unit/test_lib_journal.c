@@ -14,6 +14,7 @@
 #include <jansson.h>
 
 #include "sp_journal.h"
+#include "../fuzz/fuzz_journal_oracle.h"
 
 
 static void
@@ -113,6 +114,9 @@ parse_ok(const char *line, size_t n, sp_journal_record_t *rec)
         fail_msg("parse failed: %s: %.*s", err, (int) n, line);
     }
 }
+
+
+static int differ_check(const char *line, size_t len);
 
 
 static void
@@ -472,7 +476,8 @@ next_random(uint64_t *x)
 
 /*
  * Mutated lines: whatever parses formats into a line that parses back to
- * the same record (controld may re-emit what it read).
+ * the same record (controld may re-emit what it read), and the parser
+ * agrees with the jansson-only one it replaced (see differ_check).
  */
 static void
 test_journal_mutated_lines_parse_or_fail_cleanly(void **state)
@@ -520,6 +525,9 @@ test_journal_mutated_lines_parse_or_fail_cleanly(void **state)
                 }
             }
         }
+
+        /* and the jansson-only parser says the same of it */
+        differ_check(copy, len);
 
         if (sp_journal_parse(copy, len, &back, err, sizeof(err)) == SP_OK) {
             parsed++;
@@ -714,6 +722,266 @@ test_journal_check_refuses_a_parsed_line_with_negative_tokens(void **state)
 }
 
 
+/* ---- the tape reader against the jansson-only parser it replaced ---- */
+
+/*
+ * Both parsers on one line: the same verdict, the same error text and the
+ * same record, byte for byte (what was read before an error included).
+ * Returns whether the line parsed.
+ */
+static int
+differ_check(const char *line, size_t len)
+{
+    int                  ra, rb;
+    char                 ea[256], eb[256];
+    sp_journal_record_t  a, b;
+
+    memset(&a, 0x5a, sizeof(a));
+    memset(&b, 0xa5, sizeof(b));
+    strcpy(ea, "(unset)");
+    strcpy(eb, "(unset)");
+
+    ra = oracle_journal_parse(line, len, &a, ea, sizeof(ea));
+    rb = sp_journal_parse(line, len, &b, eb, sizeof(eb));
+
+    if (ra != rb || (ra != SP_OK && strcmp(ea, eb) != 0)
+        || memcmp(&a, &b, sizeof(a)) != 0)
+    {
+        fail_msg("differs on %.*s\n  jansson: %d %s\n  tape:    %d %s",
+                 (int) len, line, ra, ra == SP_OK ? "" : ea, rb,
+                 rb == SP_OK ? "" : eb);
+    }
+
+    return ra == SP_OK;
+}
+
+
+/* the members of a line the writer could have written, raw JSON values */
+static const char  *differ_members[][2] = {
+    { "v", "1" },
+    { "id", "\"evt_01HZY5J3\"" },
+    { "ts_ms", "1764230000123" },
+    { "org_id", "\"org_a\"" },
+    { "api_key_id", "\"key_7\"" },
+    { "provider", "\"openai\"" },
+    { "requested_model", "\"gpt-4o-mini\"" },
+    { "model", "\"gpt-4o-mini-2024-07-18\"" },
+    { "input_tokens", "12" },
+    { "output_tokens", "34" },
+    { "cached_tokens", "5" },
+    { "cache_write_tokens", "6" },
+    { "cost_nano", "150000" },
+    { "status", "200" },
+    { "cache", "\"miss\"" },
+    { "stream", "true" },
+    { "latency_ms", "1234" },
+    { "gateway_us", "85" },
+    { "department", "\"eng\"" },
+    { "project", "\"apollo\"" },
+    { "agent_id", "\"agent-9\"" },
+    { "trace_id", "\"4bf92f35-77b3-4da6-a3ce-929d0e0e4736\"" },
+    { "span_id", "\"00f067aa0ba902b7\"" },
+    { "parent_id", "\"53995c3f42cd8ad8\"" },
+    { "warnings", "\"usage_estimated,unpriced_model\"" },
+    { "error_code", "\"upstream_timeout\"" },
+    { "epoch", "1764230000000" },
+    { "reserved_nano", "450000" },
+    { "endpoint", "\"POST /chat/completions\"" },
+};
+
+#define DIFFER_NMEMBERS                                                       \
+    (sizeof(differ_members) / sizeof(differ_members[0]))
+
+
+/*
+ * A line of all members but member which (if any), whose value is raw
+ * instead (NULL: left out; its key written as key when key is not NULL),
+ * then extra before the closing brace.
+ */
+static size_t
+differ_line(char *out, size_t size, size_t which, const char *key,
+    const char *raw, const char *extra)
+{
+    size_t       i, n;
+    const char  *value, *name;
+
+    n = (size_t) snprintf(out, size, "{");
+
+    for (i = 0; i < DIFFER_NMEMBERS; i++) {
+        name = differ_members[i][0];
+        value = differ_members[i][1];
+
+        if (i == which) {
+            if (raw == NULL) {
+                continue;
+            }
+
+            value = raw;
+            name = key ? key : name;
+        }
+
+        n += (size_t) snprintf(out + n, size - n, "%s\"%s\":%s",
+                               n > 1 ? "," : "", name, value);
+    }
+
+    n += (size_t) snprintf(out + n, size - n, "%s}\n", extra);
+    assert_true(n < size);
+
+    return n;
+}
+
+
+static void
+test_journal_parse_agrees_with_jansson_on_a_table_of_lines(void **state)
+{
+    static const char   *values[] = {
+        NULL, "null", "\"\"", "\"x\"", "0", "-0", "1", "-1", "999", "1000",
+        "1.5", "1e3", "1E-2", "-0.0", "true", "false", "[]", "{}", "[1,2]",
+        "{\"a\":1}", "9223372036854775807", "-9223372036854775808",
+        "9223372036854775808", "-9223372036854775809",
+        "123456789012345678901234567890", "1e400", "\"evt_\"",
+        "\"evt_\\u00e9\"", "\"evt_\\ud83d\\ude00\"", "\"evt_\\ud83d\"",
+        "\"evt_\\u0000x\"", "\"\\u0000\"", "\"a\\nb\\t\\\"\\\\\\/\"",
+        "\"caf\xc3\xa9\"", "\"bad\xff\"", "\"bad\xc3\"", "\"\xed\xa0\x80\"",
+        "\"\xf4\x90\x80\x80\"", "\"raw\x01\"", "\"evt_\\x\"", "01", "+1",
+        "- 1", ".5", "1.", "tru", "nul", "\"unterminated",
+    };
+    static const char   *keys[] = {
+        "\\u0076", "i\\u0064", "\\u006frg_id", "stat\\u0075s", "st\\u0072eam",
+        "id\\u0000", "v\\u0000", "\\ud83d\\ude00", "ID", "",
+        "a_key_that_is_longer_than_any_field_name_at_all",
+    };
+    static const char   *extras[] = {
+        ",\"v\":1", ",\"id\":\"evt_2\"", ",\"status\":200", ",\"stream\":false",
+        ",\"stream\":true", ",\"x\":1,\"x\":2", ",\"i\\u0064\":\"evt_3\"",
+        ",\"unknown\":{\"deep\":[1,2,{\"v\":2}]}",
+        ",\"n\":[[[[[[[[[[[[[[[[]]]]]]]]]]]]]]]]",
+        ",\"u\":\"\\u0000\"", ",\"e\":\"\\ud800\"", "  ", "\t\r\n ", ",",
+        ",\"z\"", ",\"z\":", ",\"z\":1}", "} ", "}{}", "]",
+    };
+    char                 line[SP_JOURNAL_LINE_MAX], wide[8192];
+    const char          *fixed[] = {
+        "", " ", "\n", "\r\n", "{}", "[]", "[{\"v\":1}]", "\"evt_\"", "1",
+        "null", "{\"v\":1}", "{\"v\":1,\"id\":\"evt_a\"}",
+        "{\"v\":1,\"id\":\"evt_a\",\"org_id\":\"o\"}",
+        "{\"v\":1,\"id\":\"evt_a\",\"org_id\":\"o\"}\r\n\r\n",
+        "\xef\xbb\xbf{\"v\":1,\"id\":\"evt_a\",\"org_id\":\"o\"}",
+        " {\"v\":1,\"id\":\"evt_a\",\"org_id\":\"o\"} ",
+        "{\"v\":1,\"id\":\"evt_a\",\"org_id\":\"o\"}\n{}",
+        "{\"v\":1,\"v\":1,\"id\":\"evt_a\",\"org_id\":\"o\"}",
+        "{\"v\":1,\"id\":\"evt_a\",\"org_id\":\"o\",\"org_id\":\"o\"}",
+        "{\"v\":1,\"id\":\"evt_a\",\"org_id\":\"o\",\"org\\u005fid\":\"o\"}",
+        "{\"v\":01}", "{\"v\":1.0}", "{\"v\":\"1\"}", "{\"v\":2}",
+    };
+    static const char    nul_in_string[] =
+        "{\"v\":1,\"id\":\"evt_\0a\",\"org_id\":\"o\"}";
+    static const char    nul_between[] =
+        "{\"v\":1,\"id\":\"evt_a\",\0\"org_id\":\"o\"}";
+    static const char    nul_after[] =
+        "{\"v\":1,\"id\":\"evt_a\",\"org_id\":\"o\"}\0";
+    size_t               i, j, n, ok, cut, total;
+
+    (void) state;
+
+    ok = 0;
+    total = 0;
+
+    /* every member: left out, or any of the values */
+    for (i = 0; i < DIFFER_NMEMBERS; i++) {
+        for (j = 0; j < sizeof(values) / sizeof(values[0]); j++) {
+            n = differ_line(line, sizeof(line), i, NULL, values[j], "");
+            ok += differ_check(line, n);
+            total++;
+        }
+
+        /* the member's key spelt otherwise, escaped or not */
+        for (j = 0; j < sizeof(keys) / sizeof(keys[0]); j++) {
+            n = differ_line(line, sizeof(line), i, keys[j],
+                            differ_members[i][1], "");
+            ok += differ_check(line, n);
+            total++;
+        }
+    }
+
+    for (j = 0; j < sizeof(extras) / sizeof(extras[0]); j++) {
+        n = differ_line(line, sizeof(line), SIZE_MAX, NULL, NULL,
+                        extras[j]);
+        ok += differ_check(line, n);
+        total++;
+    }
+
+    for (j = 0; j < sizeof(fixed) / sizeof(fixed[0]); j++) {
+        ok += differ_check(fixed[j], strlen(fixed[j]));
+        total++;
+    }
+
+    /* a NUL byte in the line, raw: in a string, between members, after */
+    differ_check(nul_in_string, sizeof(nul_in_string) - 1);
+    differ_check(nul_between, sizeof(nul_between) - 1);
+    differ_check(nul_after, sizeof(nul_after) - 1);
+    total += 3;
+
+    /* the whole line cut short, at every byte */
+    n = differ_line(line, sizeof(line), SIZE_MAX, NULL, NULL, "");
+
+    for (cut = 0; cut <= n; cut++) {
+        ok += differ_check(line, cut);
+        total++;
+    }
+
+    /* overlong strings, cut at UTF-8 boundaries, plain and escaped */
+    for (j = 0; j < 4; j++) {
+        static const char  *unit[] = { "a", "\xc3\xa9", "\xe6\x97\xa5",
+                                       "\\u00e9" };
+        size_t               w;
+
+        w = (size_t) snprintf(wide, sizeof(wide), "\"evt_");
+
+        for (i = 0; i < 300; i++) {
+            w += (size_t) snprintf(wide + w, sizeof(wide) - w, "%s",
+                                   unit[j]);
+            snprintf(wide + w, sizeof(wide) - w, "\"");
+
+            n = differ_line(line, sizeof(line), 1, NULL, wide, "");
+            ok += differ_check(line, n);
+            n = differ_line(line, sizeof(line), 7, NULL, wide, "");
+            ok += differ_check(line, n);
+            total += 2;
+        }
+    }
+
+    /* nesting deeper than the scanner follows, and than jansson takes */
+    for (j = 300; j <= 3000; j += 2700) {
+        n = differ_line(line, sizeof(line), SIZE_MAX, NULL, NULL, "") - 2;
+        n += (size_t) snprintf(line + n, sizeof(line) - n, ",\"n\":");
+        memset(line + n, '[', j);
+        memset(line + n + j, ']', j);
+        memcpy(line + n + 2 * j, "}\n", 3);
+        ok += differ_check(line, n + 2 * j + 2);
+        total++;
+    }
+
+    /* more members than the scanner checks for twins: jansson reads it */
+    n = differ_line(line, sizeof(line), SIZE_MAX, NULL, NULL, "");
+    n -= 2;
+
+    for (i = 0; i < 80; i++) {
+        n += (size_t) snprintf(line + n, sizeof(line) - n, ",\"x%zu\":%zu",
+                               i, i);
+        memcpy(line + n, "}\n", 3);
+        ok += differ_check(line, n + 2);
+        total++;
+    }
+
+    memcpy(line + n - 6, ",\"x0\":0}", 9);
+    differ_check(line, strlen(line));
+
+    /* the table has both outcomes in number */
+    print_message("%zu lines, %zu parsed\n", total, ok);
+    assert_true(ok > 300);
+    assert_true(total - ok > 600);
+}
+
 int
 main(void)
 {
@@ -740,6 +1008,8 @@ main(void)
             test_journal_check_refuses_cached_beyond_input_and_bad_status),
         cmocka_unit_test(
             test_journal_check_refuses_a_parsed_line_with_negative_tokens),
+        cmocka_unit_test(
+            test_journal_parse_agrees_with_jansson_on_a_table_of_lines),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
