@@ -763,104 +763,6 @@ sp_request_json_error(const char *body, size_t len, json_error_t *jerr,
 }
 
 
-_Static_assert(JSON_OBJECT + 1 == SP_JSON_OBJECT
-               && JSON_ARRAY + 1 == SP_JSON_ARRAY
-               && JSON_STRING + 1 == SP_JSON_STRING
-               && JSON_INTEGER + 1 == SP_JSON_INTEGER
-               && JSON_REAL + 1 == SP_JSON_REAL
-               && JSON_TRUE + 1 == SP_JSON_TRUE
-               && JSON_FALSE + 1 == SP_JSON_FALSE
-               && JSON_NULL + 1 == SP_JSON_NULL,
-               "sp_json_type_e follows json_type, one up");
-
-
-/*
- * A tree jansson accepted as a tape, for the bodies the scanner declines:
- * strings point into the tree, decoded (not escaped).
- */
-static int
-sp_request_tape_from_tree(sp_json_tape_t *tape, json_t *v)
-{
-    long         i, k;
-    size_t       j, klen;
-    json_t      *item;
-    const char  *key;
-
-    switch (json_typeof(v)) {
-
-    case JSON_OBJECT:
-        i = sp_json_tape_push(tape, SP_JSON_OBJECT);
-        if (i < 0) {
-            return SP_ERROR;
-        }
-
-        json_object_keylen_foreach(v, key, klen, item) {
-            k = sp_json_tape_push(tape, SP_JSON_STRING);
-            if (k < 0) {
-                return SP_ERROR;
-            }
-
-            tape->token[k].text = key;
-            tape->token[k].raw_len = (uint32_t) klen;
-            tape->token[k].value = (int64_t) klen;
-
-            if (sp_request_tape_from_tree(tape, item) != SP_OK) {
-                return SP_ERROR;
-            }
-
-            tape->token[i].value++;
-        }
-
-        break;
-
-    case JSON_ARRAY:
-        i = sp_json_tape_push(tape, SP_JSON_ARRAY);
-        if (i < 0) {
-            return SP_ERROR;
-        }
-
-        json_array_foreach(v, j, item) {
-            if (sp_request_tape_from_tree(tape, item) != SP_OK) {
-                return SP_ERROR;
-            }
-
-            tape->token[i].value++;
-        }
-
-        break;
-
-    case JSON_STRING:
-        i = sp_json_tape_push(tape, SP_JSON_STRING);
-        if (i < 0) {
-            return SP_ERROR;
-        }
-
-        tape->token[i].text = json_string_value(v);
-        tape->token[i].raw_len = (uint32_t) json_string_length(v);
-        tape->token[i].value = (int64_t) json_string_length(v);
-        return SP_OK;
-
-    case JSON_INTEGER:
-        i = sp_json_tape_push(tape, SP_JSON_INTEGER);
-        if (i < 0) {
-            return SP_ERROR;
-        }
-
-        tape->token[i].value = (int64_t) json_integer_value(v);
-        return SP_OK;
-
-    default:
-        /* a real, true, false or null: the tape's types are jansson's */
-        return sp_json_tape_push(tape, (sp_json_type_e) (json_typeof(v) + 1))
-               < 0 ? SP_ERROR : SP_OK;
-    }
-
-    tape->token[i].end = (uint32_t) tape->n;
-
-    return SP_OK;
-}
-
-
 /* the members of the body's object, in the order written */
 static int
 sp_request_members(const sp_json_tape_t *tape, sp_request_info_t *info,
@@ -1006,7 +908,7 @@ sp_request_parse_body(const char *body, size_t len, int scan,
                                          errlen);
         }
 
-        if (sp_request_tape_from_tree(&tape, root) != SP_OK) {
+        if (sp_json_tape_from_tree(&tape, root) != SP_OK) {
             sp_json_tape_free(&tape);
             json_decref(root);
             snprintf(err, errlen, "the gateway ran out of memory reading "
