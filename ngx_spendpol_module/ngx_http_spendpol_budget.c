@@ -349,31 +349,21 @@ ngx_http_spendpol_effective(ngx_http_spendpol_main_conf_t *smcf,
 }
 
 
-/* releases the reservations; cost: what to count as settled (or -1) */
+/*
+ * releases the reservations, under the zone's mutex; cost: what to count
+ * as settled (or -1)
+ */
 void
-ngx_http_spendpol_budget_release(ngx_http_spendpol_main_conf_t *smcf,
-    ngx_http_spendpol_ctx_t *ctx, int64_t cost)
+ngx_http_spendpol_budget_release(ngx_http_spendpol_ctx_t *ctx, int64_t cost)
 {
     ngx_uint_t                        i;
     ngx_http_spendpol_reservation_t  *res;
 
-    if (ctx->nreservations == 0 || ctx->budget_released) {
-        return;
-    }
-
-    ctx->budget_released = 1;
-
-    ngx_shmtx_lock(&smcf->shpool->mutex);
-
     for (i = 0; i < ctx->nreservations; i++) {
         res = &ctx->reservations[i];
 
-        /*
-         * its period may have moved on, and only then can the counter
-         * have been freed (nothing reserved): the key and start tell
-         */
-        if (res->counter->count.node.key != res->hash
-            || res->counter->count.start_ms != res->period_start_ms)
+        if (!ngx_http_spendpol_zone_held(&res->counter->count, res->hash,
+                                         res->period_start_ms))
         {
             continue;
         }
@@ -388,8 +378,6 @@ ngx_http_spendpol_budget_release(ngx_http_spendpol_main_conf_t *smcf,
             res->counter->settled_nano += cost;
         }
     }
-
-    ngx_shmtx_unlock(&smcf->shpool->mutex);
 }
 
 
@@ -420,25 +408,41 @@ ngx_http_spendpol_hold(ngx_http_request_t *r, ngx_http_spendpol_ctx_t *ctx)
 }
 
 
+/*
+ * Once, under one lock: both kinds are held until the request ends, and
+ * nothing is taken after the first release (the log phase or the pool
+ * cleanup, whichever comes first).
+ */
 void
 ngx_http_spendpol_release(ngx_http_request_t *r, ngx_http_spendpol_ctx_t *ctx,
     ngx_uint_t settled)
 {
     ngx_http_spendpol_main_conf_t  *smcf;
 
-    smcf = ngx_http_get_module_main_conf(r, ngx_http_spendpol_module);
-
-    if (settled) {
-        ngx_http_spendpol_budget_release(smcf, ctx, ctx->cost_nano);
-        ngx_http_spendpol_ratelimit_release(smcf, ctx,
-                                            ctx->usage.input_tokens
-                                            + ctx->usage.output_tokens);
+    if (ctx->released
+        || (ctx->nreservations == 0 && ctx->nrate_windows == 0))
+    {
         return;
     }
 
-    /* the request ended without the log phase: nothing was spent */
-    ngx_http_spendpol_budget_release(smcf, ctx, -1);
-    ngx_http_spendpol_ratelimit_release(smcf, ctx, -1);
+    ctx->released = 1;
+
+    smcf = ngx_http_get_module_main_conf(r, ngx_http_spendpol_module);
+
+    ngx_shmtx_lock(&smcf->shpool->mutex);
+
+    if (settled) {
+        ngx_http_spendpol_budget_release(ctx, ctx->cost_nano);
+        ngx_http_spendpol_ratelimit_release(ctx, ctx->usage.input_tokens
+                                                 + ctx->usage.output_tokens);
+
+    } else {
+        /* the request ended without the log phase: nothing was spent */
+        ngx_http_spendpol_budget_release(ctx, -1);
+        ngx_http_spendpol_ratelimit_release(ctx, -1);
+    }
+
+    ngx_shmtx_unlock(&smcf->shpool->mutex);
 }
 
 

@@ -39,6 +39,12 @@ static ngx_int_t ngx_http_spendpol_send_replacement(ngx_http_request_t *r,
     ngx_http_spendpol_ctx_t *ctx);
 static ngx_int_t ngx_http_spendpol_send_buffered(ngx_http_request_t *r,
     ngx_http_spendpol_ctx_t *ctx, ngx_uint_t last);
+static ngx_int_t ngx_http_spendpol_send_data(ngx_http_request_t *r,
+    ngx_http_spendpol_ctx_t *ctx, u_char *data, size_t len, ngx_uint_t last);
+static void ngx_http_spendpol_sse_usage(ngx_http_spendpol_ctx_t *ctx,
+    u_char *p, u_char *last);
+static ngx_int_t ngx_http_spendpol_stream_end(ngx_http_request_t *r,
+    ngx_http_spendpol_ctx_t *ctx);
 static ngx_int_t ngx_http_spendpol_result_headers(ngx_http_request_t *r,
     ngx_http_spendpol_ctx_t *ctx, ngx_list_t *headers, ngx_uint_t final);
 static ngx_int_t ngx_http_spendpol_buffer_append(ngx_http_request_t *r,
@@ -419,30 +425,14 @@ static ngx_int_t
 ngx_http_spendpol_send_replacement(ngx_http_request_t *r,
     ngx_http_spendpol_ctx_t *ctx)
 {
-    ngx_buf_t    *b;
-    ngx_chain_t   out;
-
     if (ctx->finished) {
         return NGX_OK;
     }
 
     ctx->finished = 1;
 
-    b = ngx_calloc_buf(r->pool);
-    if (b == NULL) {
-        return NGX_ERROR;
-    }
-
-    b->pos = ctx->replacement.data;
-    b->last = ctx->replacement.data + ctx->replacement.len;
-    b->memory = 1;
-    b->last_buf = 1;
-    b->last_in_chain = 1;
-
-    out.buf = b;
-    out.next = NULL;
-
-    return ngx_http_spendpol_next_body(r, ctx, &out);
+    return ngx_http_spendpol_send_data(r, ctx, ctx->replacement.data,
+                                       ctx->replacement.len, 1);
 }
 
 
@@ -545,9 +535,7 @@ static ngx_int_t
 ngx_http_spendpol_send_buffered(ngx_http_request_t *r,
     ngx_http_spendpol_ctx_t *ctx, ngx_uint_t last)
 {
-    ngx_int_t     rc;
-    ngx_buf_t    *b;
-    ngx_chain_t   out;
+    ngx_int_t  rc;
 
     if (ngx_http_spendpol_add_request_headers(r, ctx) != NGX_OK
         || ngx_http_spendpol_result_headers(r, ctx, &r->headers_out.headers,
@@ -578,14 +566,30 @@ ngx_http_spendpol_send_buffered(ngx_http_request_t *r,
         return NGX_OK;
     }
 
+    return ngx_http_spendpol_send_data(r, ctx, ctx->buffer, ctx->buffer_len,
+                                       last);
+}
+
+
+/*
+ * Sends data on as one buffer. An empty one is a special buffer (only
+ * its flags), as the write filter wants; what is not the end is flushed.
+ */
+static ngx_int_t
+ngx_http_spendpol_send_data(ngx_http_request_t *r,
+    ngx_http_spendpol_ctx_t *ctx, u_char *data, size_t len, ngx_uint_t last)
+{
+    ngx_buf_t    *b;
+    ngx_chain_t   out;
+
     b = ngx_calloc_buf(r->pool);
     if (b == NULL) {
         return NGX_ERROR;
     }
 
-    b->pos = ctx->buffer;
-    b->last = ctx->buffer + ctx->buffer_len;
-    b->memory = ctx->buffer_len ? 1 : 0;
+    b->pos = data;
+    b->last = data + len;
+    b->memory = len ? 1 : 0;
     b->last_buf = last;
     b->last_in_chain = last;
 
@@ -597,6 +601,38 @@ ngx_http_spendpol_send_buffered(ngx_http_request_t *r,
     out.next = NULL;
 
     return ngx_http_spendpol_next_body(r, ctx, &out);
+}
+
+
+/* the usage in the SSE events of data, when its stream is only read */
+static void
+ngx_http_spendpol_sse_usage(ngx_http_spendpol_ctx_t *ctx, u_char *p,
+    u_char *last)
+{
+    int     done;
+    size_t  n;
+
+    for ( /* void */ ; p < last; p += n) {
+        n = sp_sse_feed(&ctx->sse, (char *) p, last - p, &done);
+
+        if (done && !ctx->sse.truncated) {
+            (void) sp_usage_from_event(ctx->provider, ctx->sse.event,
+                                       ctx->sse.data, ctx->sse.data_len,
+                                       &ctx->response);
+        }
+    }
+}
+
+
+/* the end of a stream: settled, the cost sent as trailers */
+static ngx_int_t
+ngx_http_spendpol_stream_end(ngx_http_request_t *r,
+    ngx_http_spendpol_ctx_t *ctx)
+{
+    ngx_http_spendpol_settle(r, ctx);
+
+    return ngx_http_spendpol_result_headers(r, ctx, &r->headers_out.trailers,
+                                            1);
 }
 
 
@@ -624,31 +660,13 @@ ngx_http_spendpol_stream_filter(ngx_http_request_t *r,
                 last_buf = 1;
             }
 
-            if (!ngx_buf_in_memory(b)) {
-                continue;
-            }
-
-            for (p = b->pos; p < b->last; p += n) {
-                n = sp_sse_feed(&ctx->sse, (char *) p, b->last - p, &done);
-
-                if (done && !ctx->sse.truncated) {
-                    (void) sp_usage_from_event(ctx->provider, ctx->sse.event,
-                                               ctx->sse.data,
-                                               ctx->sse.data_len,
-                                               &ctx->response);
-                }
+            if (ngx_buf_in_memory(b)) {
+                ngx_http_spendpol_sse_usage(ctx, b->pos, b->last);
             }
         }
 
-        if (last_buf) {
-            ngx_http_spendpol_settle(r, ctx);
-
-            if (ngx_http_spendpol_result_headers(r, ctx,
-                                                 &r->headers_out.trailers, 1)
-                != NGX_OK)
-            {
-                return NGX_ERROR;
-            }
+        if (last_buf && ngx_http_spendpol_stream_end(r, ctx) != NGX_OK) {
+            return NGX_ERROR;
         }
 
         return ngx_http_spendpol_next_body(r, ctx, in);
@@ -764,12 +782,7 @@ ngx_http_spendpol_stream_filter(ngx_http_request_t *r,
             ctx->event_len = 0;
         }
 
-        ngx_http_spendpol_settle(r, ctx);
-
-        if (ngx_http_spendpol_result_headers(r, ctx,
-                                             &r->headers_out.trailers, 1)
-            != NGX_OK)
-        {
+        if (ngx_http_spendpol_stream_end(r, ctx) != NGX_OK) {
             return NGX_ERROR;
         }
     }
@@ -999,14 +1012,11 @@ static ngx_int_t
 ngx_http_spendpol_orphan_filter(ngx_http_request_t *r,
     ngx_http_spendpol_ctx_t *ctx, ngx_chain_t *in)
 {
-    u_char                        *p;
-    size_t                         n;
     ngx_int_t                      rc;
     ngx_buf_t                     *b;
     ngx_uint_t                     last;
     ngx_chain_t                   *cl;
     ngx_http_spendpol_loc_conf_t  *slcf;
-    int                            done;
 
     last = 0;
 
@@ -1052,18 +1062,7 @@ ngx_http_spendpol_orphan_filter(ngx_http_request_t *r,
             break;
 
         default: /* STREAM */
-
-            for (p = b->pos; p < b->last; p += n) {
-                n = sp_sse_feed(&ctx->sse, (char *) p, b->last - p, &done);
-
-                if (done && !ctx->sse.truncated) {
-                    (void) sp_usage_from_event(ctx->provider, ctx->sse.event,
-                                               ctx->sse.data,
-                                               ctx->sse.data_len,
-                                               &ctx->response);
-                }
-            }
-
+            ngx_http_spendpol_sse_usage(ctx, b->pos, b->last);
             break;
         }
 

@@ -259,8 +259,8 @@ typedef struct {
     ngx_http_spendpol_reservation_t  *reservations;
     ngx_uint_t                 nreservations;
     int64_t                    reserved_nano;
-    ngx_uint_t                 budget_released:1;
     ngx_uint_t                 hold_cleanup:1;
+    ngx_uint_t                 released:1;    /* budgets and rate limits */
     ngx_uint_t                 budget_warning:1;
     char                       refused_budget[SP_ID_LEN];
     int64_t                    refused_limit;
@@ -273,7 +273,6 @@ typedef struct {
     int64_t                    rate_window_start_ms;
     int64_t                    rate_held_tokens;
     ngx_uint_t                 rate_refused:1;
-    ngx_uint_t                 rate_released:1;
     uint32_t                   rate_rpm;
     uint32_t                   rate_tpm;
     int64_t                    rate_requests;
@@ -335,6 +334,8 @@ void ngx_http_spendpol_watch_client(ngx_http_request_t *r);
 ngx_int_t ngx_http_spendpol_init_zone(ngx_shm_zone_t *shm_zone, void *data);
 void *ngx_http_spendpol_zone_count(ngx_http_spendpol_main_conf_t *smcf,
     ngx_rbtree_t *tree, uint64_t hash, int64_t start_ms, size_t size);
+ngx_uint_t ngx_http_spendpol_zone_held(ngx_http_spendpol_count_t *count,
+    uint64_t hash, int64_t start_ms);
 ngx_int_t ngx_http_spendpol_zone_full(ngx_http_request_t *r,
     ngx_http_spendpol_ctx_t *ctx);
 int64_t ngx_http_spendpol_epoch(ngx_http_spendpol_main_conf_t *smcf);
@@ -342,8 +343,8 @@ int64_t ngx_http_spendpol_epoch(ngx_http_spendpol_main_conf_t *smcf);
 /* ngx_http_spendpol_budget.c */
 ngx_int_t ngx_http_spendpol_budget_admit(ngx_http_request_t *r,
     ngx_http_spendpol_ctx_t *ctx);
-void ngx_http_spendpol_budget_release(ngx_http_spendpol_main_conf_t *smcf,
-    ngx_http_spendpol_ctx_t *ctx, int64_t cost);
+void ngx_http_spendpol_budget_release(ngx_http_spendpol_ctx_t *ctx,
+    int64_t cost);
 ngx_int_t ngx_http_spendpol_hold(ngx_http_request_t *r,
     ngx_http_spendpol_ctx_t *ctx);
 void ngx_http_spendpol_release(ngx_http_request_t *r,
@@ -358,8 +359,7 @@ ngx_int_t ngx_http_spendpol_ratelimit_admit(ngx_http_request_t *r,
     ngx_http_spendpol_ctx_t *ctx);
 ngx_int_t ngx_http_spendpol_ratelimit_refuse(ngx_http_request_t *r,
     ngx_http_spendpol_ctx_t *ctx);
-void ngx_http_spendpol_ratelimit_release(
-    ngx_http_spendpol_main_conf_t *smcf, ngx_http_spendpol_ctx_t *ctx,
+void ngx_http_spendpol_ratelimit_release(ngx_http_spendpol_ctx_t *ctx,
     int64_t used);
 
 /* ngx_http_spendpol_upstream.c */

@@ -26,6 +26,27 @@ typedef struct {
 } ngx_http_spendpol_limit_t;
 
 
+static ngx_int_t ngx_http_spendpol_ratelimit_header(ngx_http_request_t *r,
+    const char *name, const char *fmt, int64_t value);
+static ngx_int_t ngx_http_spendpol_ratelimit_headers(ngx_http_request_t *r,
+    const char *const *names, uint32_t limit, int64_t used,
+    int64_t seconds);
+
+
+/* OpenAI's names: limit, remaining and reset, for requests and tokens */
+static const char *const  ngx_http_spendpol_rpm_headers[] = {
+    "x-ratelimit-limit-requests",
+    "x-ratelimit-remaining-requests",
+    "x-ratelimit-reset-requests"
+};
+
+static const char *const  ngx_http_spendpol_tpm_headers[] = {
+    "x-ratelimit-limit-tokens",
+    "x-ratelimit-remaining-tokens",
+    "x-ratelimit-reset-tokens"
+};
+
+
 static ngx_uint_t
 ngx_http_spendpol_limit_add(ngx_http_spendpol_limit_t *limits, ngx_uint_t n,
     uint32_t rpm, uint32_t tpm, const char *kind, ngx_str_t *id)
@@ -196,31 +217,21 @@ ngx_http_spendpol_ratelimit_admit(ngx_http_request_t *r,
 }
 
 
-/* the tokens held become the tokens used (-1: none were) */
+/*
+ * the tokens held become the tokens used (-1: none were), under the
+ * zone's mutex
+ */
 void
-ngx_http_spendpol_ratelimit_release(ngx_http_spendpol_main_conf_t *smcf,
-    ngx_http_spendpol_ctx_t *ctx, int64_t used)
+ngx_http_spendpol_ratelimit_release(ngx_http_spendpol_ctx_t *ctx, int64_t used)
 {
     ngx_uint_t                   i;
     ngx_http_spendpol_window_t  *window;
 
-    if (ctx->nrate_windows == 0 || ctx->rate_released) {
-        return;
-    }
-
-    ctx->rate_released = 1;
-
-    ngx_shmtx_lock(&smcf->shpool->mutex);
-
     for (i = 0; i < ctx->nrate_windows; i++) {
         window = ctx->rate_windows[i];
 
-        /*
-         * the minute may have moved on, and only then can the window have
-         * been freed (no holders left): the key and start tell
-         */
-        if (window->count.node.key != ctx->rate_hashes[i]
-            || window->count.start_ms != ctx->rate_window_start_ms)
+        if (!ngx_http_spendpol_zone_held(&window->count, ctx->rate_hashes[i],
+                                         ctx->rate_window_start_ms))
         {
             continue;
         }
@@ -235,8 +246,6 @@ ngx_http_spendpol_ratelimit_release(ngx_http_spendpol_main_conf_t *smcf,
             window->holders--;
         }
     }
-
-    ngx_shmtx_unlock(&smcf->shpool->mutex);
 }
 
 
@@ -245,47 +254,30 @@ ngx_int_t
 ngx_http_spendpol_ratelimit_refuse(ngx_http_request_t *r,
     ngx_http_spendpol_ctx_t *ctx)
 {
-    u_char       buf[NGX_INT64_LEN + 2], *p;
-    char         message[256];
-    int64_t      seconds;
-    ngx_list_t  *h;
+    char     message[256];
+    int64_t  seconds;
 
     if (!ctx->rate_refused) {
         return ngx_http_spendpol_zone_full(r, ctx);
     }
 
-    h = &r->headers_out.headers;
     seconds = (ctx->rate_reset_ms + 999) / 1000;
 
-#define NGX_HTTP_SPENDPOL_HEADER(name, fmt, value)                            \
-    p = ngx_sprintf(buf, fmt, value);                                         \
-    if (ngx_http_spendpol_add_header(r, h, name, buf, p - buf) != NGX_OK) {   \
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;                                \
+    if (ngx_http_spendpol_ratelimit_header(r, "Retry-After", "%L", seconds)
+        != NGX_OK
+        || ngx_http_spendpol_ratelimit_headers(r,
+                                               ngx_http_spendpol_rpm_headers,
+                                               ctx->rate_rpm,
+                                               ctx->rate_requests, seconds)
+           != NGX_OK
+        || ngx_http_spendpol_ratelimit_headers(r,
+                                               ngx_http_spendpol_tpm_headers,
+                                               ctx->rate_tpm, ctx->rate_tokens,
+                                               seconds)
+           != NGX_OK)
+    {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
-
-    NGX_HTTP_SPENDPOL_HEADER("Retry-After", "%L", seconds);
-
-    if (ctx->rate_rpm) {
-        NGX_HTTP_SPENDPOL_HEADER("x-ratelimit-limit-requests", "%uD",
-                                 ctx->rate_rpm);
-        NGX_HTTP_SPENDPOL_HEADER("x-ratelimit-remaining-requests", "%L",
-                                 ngx_max((int64_t) ctx->rate_rpm
-                                         - ctx->rate_requests, 0));
-        NGX_HTTP_SPENDPOL_HEADER("x-ratelimit-reset-requests", "%Ls",
-                                 seconds);
-    }
-
-    if (ctx->rate_tpm) {
-        NGX_HTTP_SPENDPOL_HEADER("x-ratelimit-limit-tokens", "%uD",
-                                 ctx->rate_tpm);
-        NGX_HTTP_SPENDPOL_HEADER("x-ratelimit-remaining-tokens", "%L",
-                                 ngx_max((int64_t) ctx->rate_tpm
-                                         - ctx->rate_tokens, 0));
-        NGX_HTTP_SPENDPOL_HEADER("x-ratelimit-reset-tokens", "%Ls",
-                                 seconds);
-    }
-
-#undef NGX_HTTP_SPENDPOL_HEADER
 
     ngx_snprintf((u_char *) message, sizeof(message) - 1,
                  "rate limit reached: %uD requests and %uD tokens a minute "
@@ -295,4 +287,43 @@ ngx_http_spendpol_ratelimit_refuse(ngx_http_request_t *r,
     return ngx_http_spendpol_send_error(r, ctx, NGX_HTTP_TOO_MANY_REQUESTS,
                                         "rate_limit_error",
                                         "rate_limit_exceeded", message);
+}
+
+
+/* the three headers of one limit (none when it is 0: no limit) */
+static ngx_int_t
+ngx_http_spendpol_ratelimit_headers(ngx_http_request_t *r,
+    const char *const *names, uint32_t limit, int64_t used, int64_t seconds)
+{
+    if (limit == 0) {
+        return NGX_OK;
+    }
+
+    if (ngx_http_spendpol_ratelimit_header(r, names[0], "%L", limit)
+        != NGX_OK
+        || ngx_http_spendpol_ratelimit_header(r, names[1], "%L",
+                                              ngx_max((int64_t) limit - used,
+                                                      0))
+           != NGX_OK
+        || ngx_http_spendpol_ratelimit_header(r, names[2], "%Ls", seconds)
+           != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+/* fmt: an ngx_sprintf() format of one int64_t and at most a unit after it */
+static ngx_int_t
+ngx_http_spendpol_ratelimit_header(ngx_http_request_t *r, const char *name,
+    const char *fmt, int64_t value)
+{
+    u_char  buf[NGX_INT64_LEN + 2], *p;
+
+    p = ngx_sprintf(buf, fmt, value);
+
+    return ngx_http_spendpol_add_header(r, &r->headers_out.headers, name, buf,
+                                        p - buf);
 }

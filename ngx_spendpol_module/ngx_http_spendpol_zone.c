@@ -197,6 +197,19 @@ ngx_http_spendpol_zone_idle(ngx_http_spendpol_main_conf_t *smcf,
 
 
 /*
+ * Whether a count is still the one a request took: its period or minute
+ * may have moved on, and only then can the node have been freed and made
+ * again (nothing was held on it any more); the key and start tell.
+ */
+ngx_uint_t
+ngx_http_spendpol_zone_held(ngx_http_spendpol_count_t *count, uint64_t hash,
+    int64_t start_ms)
+{
+    return count->node.key == hash && count->start_ms == start_ms;
+}
+
+
+/*
  * The zone had no room for what the request must count in it: 503, which
  * the SDKs retry; nothing was held. The cause is in the error log.
  */
