@@ -402,14 +402,10 @@ cd_api_agents_update(cd_request_t *r)
                         " updated_at = clock_timestamp() WHERE id = $1",
                      6, params);
 
-    if (res == NULL) {
-        cd_respond_statement_error(r, c);
-
-    } else if (strcmp(PQcmdTuples(res), "0") == 0) {
-        cd_respond_error(r, 404, "not_found_error", "agent_not_found", "id",
-                         "no agent with id \"%s\"", r->params[0]);
-
-    } else if (cd_agent_event(r, c, r->params[0], "updated") == CD_OK) {
+    if (cd_request_found(r, c, res, "agent_not_found", "id",
+        "no agent with id \"%s\"", r->params[0]) == CD_OK
+        && cd_agent_event(r, c, r->params[0], "updated") == CD_OK)
+    {
         cd_agent_finish(r, c, r->params[0], 200,
                         limits.rpm >= 0 || limits.tpm >= 0, "updated");
     }
@@ -445,14 +441,9 @@ cd_api_agents_delete(cd_request_t *r)
     params[0] = r->params[0];
     res = cd_db_exec(c, "DELETE FROM agents WHERE id = $1", 1, params);
 
-    if (res == NULL) {
-        cd_respond_statement_error(r, c);
-        goto done;
-    }
-
-    if (strcmp(PQcmdTuples(res), "0") == 0) {
-        cd_respond_error(r, 404, "not_found_error", "agent_not_found", "id",
-                         "no agent with id \"%s\"", r->params[0]);
+    if (cd_request_found(r, c, res, "agent_not_found", "id",
+        "no agent with id \"%s\"", r->params[0]) != CD_OK)
+    {
         goto done;
     }
 

@@ -566,14 +566,9 @@ cd_api_alerts_acknowledge(cd_request_t *r)
     res = cd_db_exec(c, "SELECT " CD_ALERT_COLUMNS " FROM alerts"
                         " WHERE id = $1", 1, params);
 
-    if (res == NULL) {
-        cd_respond_statement_error(r, c);
-
-    } else if (PQntuples(res) == 0) {
-        cd_respond_error(r, 404, "not_found_error", "alert_not_found", "id",
-                         "no alert %s", r->params[0]);
-
-    } else {
+    if (cd_request_found(r, c, res, "alert_not_found", "id", "no alert %s",
+        r->params[0]) == CD_OK)
+    {
         json_t  *alert = cd_alert_json(res, 0);
 
         if (cd_request_commit(r, c) == CD_OK) {
@@ -615,14 +610,9 @@ cd_api_alerts_get(cd_request_t *r)
 
     res = cd_db_exec(c, "SELECT " CD_ALERT_COLUMNS " FROM alerts"
                         " WHERE id = $1", 1, params);
-    if (res == NULL) {
-        cd_respond_statement_error(r, c);
-        goto done;
-    }
-
-    if (PQntuples(res) == 0) {
-        cd_respond_error(r, 404, "not_found_error", "alert_not_found", "id",
-                         "no alert %s", r->params[0]);
+    if (cd_request_found(r, c, res, "alert_not_found", "id", "no alert %s",
+        r->params[0]) != CD_OK)
+    {
         goto done;
     }
 
@@ -834,29 +824,9 @@ cd_api_alert_rules_create(cd_request_t *r)
 void
 cd_api_alert_rules_list(cd_request_t *r)
 {
-    json_t        *data;
-    PGresult      *res;
-    cd_db_conn_t  *c;
-
-    c = cd_request_begin(r);
-    if (c == NULL) {
-        return;
-    }
-
-    res = cd_db_exec(c, "SELECT " CD_RULE_COLUMNS " FROM alert_rules"
-                        " ORDER BY created_at DESC, id DESC LIMIT 1000",
-                     0, NULL);
-    if (res == NULL) {
-        cd_respond_statement_error(r, c);
-        cd_request_end(r, c);
-        return;
-    }
-
-    data = cd_rows_json(res, PQntuples(res), cd_alert_rule_json);
-
-    PQclear(res);
-    cd_request_end(r, c);
-    cd_respond(r, 200, data ? json_pack("{s:o}", "data", data) : NULL);
+    cd_list_respond(r, "SELECT " CD_RULE_COLUMNS " FROM alert_rules"
+                       " ORDER BY created_at DESC, id DESC LIMIT 1000",
+                    cd_alert_rule_json);
 }
 
 
@@ -880,14 +850,10 @@ cd_api_alert_rules_delete(cd_request_t *r)
     res = cd_db_exec(c, "DELETE FROM alert_rules WHERE id = $1"
                         " RETURNING id", 1, params);
 
-    if (res == NULL) {
-        cd_respond_statement_error(r, c);
-
-    } else if (PQntuples(res) == 0) {
-        cd_respond_error(r, 404, "not_found_error", "alert_rule_not_found",
-                         "id", "no alert rule %s", r->params[0]);
-
-    } else if (cd_request_commit(r, c) == CD_OK) {
+    if (cd_request_found(r, c, res, "alert_rule_not_found", "id",
+        "no alert rule %s", r->params[0]) == CD_OK
+        && cd_request_commit(r, c) == CD_OK)
+    {
         cd_log_info(CD_ALERTS_SUBJECT, "rule %s deleted org=%s",
                     r->params[0], r->org_id);
         cd_respond(r, 200, json_pack("{s:s, s:b}", "id", r->params[0],

@@ -875,14 +875,9 @@ cd_api_budgets_get(cd_request_t *r)
     res = cd_db_exec(c, "SELECT " CD_BUDGET_COLUMNS " FROM budgets"
                         " WHERE id = $1", 1, params);
 
-    if (res == NULL) {
-        cd_respond_statement_error(r, c);
-
-    } else if (PQntuples(res) == 0) {
-        cd_respond_error(r, 404, "not_found_error", "budget_not_found", "id",
-                         "no budget with id \"%s\"", r->params[0]);
-
-    } else {
+    if (cd_request_found(r, c, res, "budget_not_found", "id",
+        "no budget with id \"%s\"", r->params[0]) == CD_OK)
+    {
         cd_respond(r, 200, cd_budget_json(res, 0));
     }
 
@@ -928,14 +923,9 @@ cd_api_budgets_update(cd_request_t *r)
 
     old = cd_db_exec(c, "SELECT " CD_BUDGET_COLUMNS " FROM budgets"
                         " WHERE id = $1 FOR UPDATE", 1, params);
-    if (old == NULL) {
-        cd_respond_statement_error(r, c);
-        goto done;
-    }
-
-    if (PQntuples(old) == 0) {
-        cd_respond_error(r, 404, "not_found_error", "budget_not_found", "id",
-                         "no budget with id \"%s\"", r->params[0]);
+    if (cd_request_found(r, c, old, "budget_not_found", "id",
+        "no budget with id \"%s\"", r->params[0]) != CD_OK)
+    {
         goto done;
     }
 
@@ -992,14 +982,10 @@ cd_api_budgets_delete(cd_request_t *r)
     params[0] = r->params[0];
     res = cd_db_exec(c, "DELETE FROM budgets WHERE id = $1", 1, params);
 
-    if (res == NULL) {
-        cd_respond_statement_error(r, c);
-
-    } else if (strcmp(PQcmdTuples(res), "0") == 0) {
-        cd_respond_error(r, 404, "not_found_error", "budget_not_found", "id",
-                         "no budget with id \"%s\"", r->params[0]);
-
-    } else if (cd_request_commit(r, c) == CD_OK) {
+    if (cd_request_found(r, c, res, "budget_not_found", "id",
+        "no budget with id \"%s\"", r->params[0]) == CD_OK
+        && cd_request_commit(r, c) == CD_OK)
+    {
         cd_snapshot_signal(r->app);
         cd_log_info(CD_BUDGETS_SUBJECT, "deleted %s org=%s by %s",
                     r->params[0], r->org_id, r->key_id);
@@ -1061,14 +1047,9 @@ cd_api_budgets_spend(cd_request_t *r)
                         " FROM b LEFT JOIN budget_spend s"
                         " ON s.budget_id = b.id AND s.period_start = b.ps",
                      1, params);
-    if (res == NULL) {
-        cd_respond_statement_error(r, c);
-        goto done;
-    }
-
-    if (PQntuples(res) == 0) {
-        cd_respond_error(r, 404, "not_found_error", "budget_not_found", "id",
-                         "no budget with id \"%s\"", r->params[0]);
+    if (cd_request_found(r, c, res, "budget_not_found", "id",
+        "no budget with id \"%s\"", r->params[0]) != CD_OK)
+    {
         goto done;
     }
 

@@ -563,14 +563,9 @@ cd_api_keys_get(cd_request_t *r)
     res = cd_db_exec(c, "SELECT " CD_KEY_COLUMNS " FROM api_keys"
                         " WHERE id = $1", 1, params);
 
-    if (res == NULL) {
-        cd_respond_statement_error(r, c);
-
-    } else if (PQntuples(res) == 0) {
-        cd_respond_error(r, 404, "not_found_error", "api_key_not_found", "id",
-                         "no API key with id \"%s\"", r->params[0]);
-
-    } else {
+    if (cd_request_found(r, c, res, "api_key_not_found", "id",
+        "no API key with id \"%s\"", r->params[0]) == CD_OK)
+    {
         cd_respond(r, 200, cd_key_json(res, 0, NULL));
     }
 
@@ -603,14 +598,9 @@ cd_api_keys_revoke(cd_request_t *r)
                         " clock_timestamp()) WHERE id = $1"
                         " RETURNING " CD_KEY_COLUMNS, 1, params);
 
-    if (res == NULL) {
-        cd_respond_statement_error(r, c);
-        goto done;
-    }
-
-    if (PQntuples(res) == 0) {
-        cd_respond_error(r, 404, "not_found_error", "api_key_not_found", "id",
-                         "no API key with id \"%s\"", r->params[0]);
+    if (cd_request_found(r, c, res, "api_key_not_found", "id",
+        "no API key with id \"%s\"", r->params[0]) != CD_OK)
+    {
         goto done;
     }
 
@@ -665,14 +655,9 @@ cd_api_keys_rotate(cd_request_t *r)
                         " attribution_override FROM api_keys"
                         " WHERE id = $1 FOR UPDATE", 1, params);
 
-    if (old == NULL) {
-        cd_respond_statement_error(r, c);
-        goto done;
-    }
-
-    if (PQntuples(old) == 0) {
-        cd_respond_error(r, 404, "not_found_error", "api_key_not_found", "id",
-                         "no API key with id \"%s\"", r->params[0]);
+    if (cd_request_found(r, c, old, "api_key_not_found", "id",
+        "no API key with id \"%s\"", r->params[0]) != CD_OK)
+    {
         goto done;
     }
 
@@ -784,14 +769,9 @@ cd_api_keys_update(cd_request_t *r)
                         " WHERE id = $1 RETURNING " CD_KEY_COLUMNS,
                      5, params);
 
-    if (res == NULL) {
-        cd_respond_statement_error(r, c);
-
-    } else if (PQntuples(res) == 0) {
-        cd_respond_error(r, 404, "not_found_error", "api_key_not_found", "id",
-                         "no API key with id \"%s\"", r->params[0]);
-
-    } else {
+    if (cd_request_found(r, c, res, "api_key_not_found", "id",
+        "no API key with id \"%s\"", r->params[0]) == CD_OK)
+    {
         key = cd_key_json(res, 0, NULL);
 
         if (cd_request_commit(r, c) == CD_OK) {

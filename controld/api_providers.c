@@ -449,28 +449,9 @@ done:
 void
 cd_api_providers_list(cd_request_t *r)
 {
-    json_t        *data;
-    PGresult      *res;
-    cd_db_conn_t  *c;
-
-    c = cd_request_begin(r);
-    if (c == NULL) {
-        return;
-    }
-
-    res = cd_db_exec(c, "SELECT " CD_PROVIDER_COLUMNS " FROM providers p"
-                        " ORDER BY p.name", 0, NULL);
-    if (res == NULL) {
-        cd_respond_statement_error(r, c);
-        cd_request_end(r, c);
-        return;
-    }
-
-    data = cd_rows_json(res, PQntuples(res), cd_provider_json);
-
-    PQclear(res);
-    cd_request_end(r, c);
-    cd_respond(r, 200, data ? json_pack("{s:o}", "data", data) : NULL);
+    cd_list_respond(r, "SELECT " CD_PROVIDER_COLUMNS " FROM providers p"
+                       " ORDER BY p.name",
+                    cd_provider_json);
 }
 
 
@@ -494,15 +475,10 @@ cd_api_providers_get(cd_request_t *r)
     res = cd_db_exec(c, "SELECT " CD_PROVIDER_COLUMNS " FROM providers p"
                         " WHERE p.name = $1", 1, params);
 
-    if (res == NULL) {
-        cd_respond_statement_error(r, c);
-
-    } else if (PQntuples(res) == 0) {
-        cd_respond_error(r, 404, "not_found_error", "provider_not_configured",
-                         "name", "provider %s is not configured; PUT "
-                         "/providers/%s with an api_key", r->params[0],
-                         r->params[0]);
-    } else {
+    if (cd_request_found(r, c, res, "provider_not_configured", "name",
+        "provider %s is not configured; PUT /providers/%s with an api_key",
+        r->params[0], r->params[0]) == CD_OK)
+    {
         cd_respond(r, 200, cd_provider_json(res, 0));
     }
 
@@ -530,15 +506,10 @@ cd_api_providers_delete(cd_request_t *r)
     params[0] = r->params[0];
     res = cd_db_exec(c, "DELETE FROM providers WHERE name = $1", 1, params);
 
-    if (res == NULL) {
-        cd_respond_statement_error(r, c);
-
-    } else if (strcmp(PQcmdTuples(res), "0") == 0) {
-        cd_respond_error(r, 404, "not_found_error", "provider_not_configured",
-                         "name", "provider %s is not configured",
-                         r->params[0]);
-
-    } else if (cd_request_commit(r, c) == CD_OK) {
+    if (cd_request_found(r, c, res, "provider_not_configured", "name",
+        "provider %s is not configured", r->params[0]) == CD_OK
+        && cd_request_commit(r, c) == CD_OK)
+    {
         cd_snapshot_signal(r->app);
         cd_log_info(CD_PROVIDERS_SUBJECT, "deleted %s org=%s", r->params[0],
                     r->org_id);

@@ -599,6 +599,9 @@ void cd_respond(cd_request_t *r, unsigned status, json_t *json);
 void cd_respond_error(cd_request_t *r, unsigned status, const char *type,
     const char *code, const char *field, const char *fmt, ...)
     CD_PRINTF(6, 7);
+void cd_respond_verror(cd_request_t *r, unsigned status, const char *type,
+    const char *code, const char *field, const char *fmt, va_list args)
+    CD_PRINTF(6, 0);
 void cd_respond_db_error(cd_request_t *r);
 
 /*
@@ -610,6 +613,16 @@ cd_db_conn_t *cd_request_begin(cd_request_t *r) CD_CHECK;
 int cd_request_commit(cd_request_t *r, cd_db_conn_t *c) CD_CHECK;
 void cd_request_end(cd_request_t *r, cd_db_conn_t *c);
 void cd_respond_statement_error(cd_request_t *r, cd_db_conn_t *c);
+
+/*
+ * After a statement that names one row (res may be NULL: it failed):
+ * CD_OK when it returned or changed a row; else answers (the statement
+ * error, or 404 not_found_error with code, field and the message fmt)
+ * and returns CD_ERROR. The caller still clears res.
+ */
+int cd_request_found(cd_request_t *r, cd_db_conn_t *c, PGresult *res,
+    const char *code, const char *field, const char *fmt, ...)
+    CD_CHECK CD_PRINTF(6, 7);
 
 /*
  * Inside a request's transaction: answers 422 org_limit_reached, naming
@@ -721,6 +734,10 @@ typedef struct {
  * the cursor of the page's last row, or null when no row follows}.
  */
 void cd_page_respond(cd_request_t *r, const cd_page_t *page);
+
+/* a list without pages: 200 {"data": [every row of sql (no parameters)]} */
+void cd_list_respond(cd_request_t *r, const char *sql,
+    cd_page_row_pt row_json);
 
 
 /* ---- api_*.c: one file per resource ----------------------------------- */

@@ -206,13 +206,22 @@ void
 cd_respond_error(cd_request_t *r, unsigned status, const char *type,
     const char *code, const char *field, const char *fmt, ...)
 {
-    char     message[512];
     va_list  args;
-    json_t  *error;
 
     va_start(args, fmt);
-    vsnprintf(message, sizeof(message), fmt, args);
+    cd_respond_verror(r, status, type, code, field, fmt, args);
     va_end(args);
+}
+
+
+void
+cd_respond_verror(cd_request_t *r, unsigned status, const char *type,
+    const char *code, const char *field, const char *fmt, va_list args)
+{
+    char     message[512];
+    json_t  *error;
+
+    vsnprintf(message, sizeof(message), fmt, args);
 
     /* echoed input may be cut mid-character or not UTF-8 at all */
     if (!cd_utf8_valid(message, strlen(message))) {
@@ -1436,4 +1445,66 @@ cd_respond_statement_error(cd_request_t *r, cd_db_conn_t *c)
     cd_respond_error(r, 500, "api_error", "internal_error", NULL,
                      "the request failed inside the database; nothing was "
                      "written");
+}
+
+
+/*
+ * A statement that names one row: found when it returned a row or
+ * changed one (DELETE and UPDATE without RETURNING count by their
+ * command tag).
+ */
+int
+cd_request_found(cd_request_t *r, cd_db_conn_t *c, PGresult *res,
+    const char *code, const char *field, const char *fmt, ...)
+{
+    va_list  args;
+
+    if (res == NULL) {
+        cd_respond_statement_error(r, c);
+        return CD_ERROR;
+    }
+
+    if (PQresultStatus(res) == PGRES_TUPLES_OK ? PQntuples(res) > 0
+                                               : strcmp(PQcmdTuples(res),
+                                                        "0") != 0)
+    {
+        return CD_OK;
+    }
+
+    va_start(args, fmt);
+    cd_respond_verror(r, 404, "not_found_error", code, field, fmt, args);
+    va_end(args);
+
+    return CD_ERROR;
+}
+
+
+/*
+ * A list without pages: 200 {"data": [every row of sql]}; sql takes no
+ * parameters and bounds itself.
+ */
+void
+cd_list_respond(cd_request_t *r, const char *sql, cd_page_row_pt row_json)
+{
+    json_t        *data;
+    PGresult      *res;
+    cd_db_conn_t  *c;
+
+    c = cd_request_begin(r);
+    if (c == NULL) {
+        return;
+    }
+
+    res = cd_db_exec(c, sql, 0, NULL);
+    if (res == NULL) {
+        cd_respond_statement_error(r, c);
+        cd_request_end(r, c);
+        return;
+    }
+
+    data = cd_rows_json(res, PQntuples(res), row_json);
+
+    PQclear(res);
+    cd_request_end(r, c);
+    cd_respond(r, 200, data ? json_pack("{s:o}", "data", data) : NULL);
 }
