@@ -207,7 +207,7 @@ cd_agent_finish(cd_request_t *r, cd_db_conn_t *c, const char *id,
 void
 cd_api_agents_create(cd_request_t *r)
 {
-    char              id[CD_ID_MAX], rpm[24], tpm[24];
+    char              id[CD_ID_MAX], rpm[CD_INT_TEXT], tpm[CD_INT_TEXT];
     json_t           *body;
     PGresult         *res;
     const char       *params[5], *name, *description;
@@ -228,30 +228,12 @@ cd_api_agents_create(cd_request_t *r)
         return;
     }
 
-    snprintf(rpm, sizeof(rpm), "%lld",
-             (long long) (limits.rpm < 0 ? 0 : limits.rpm));
-    snprintf(tpm, sizeof(tpm), "%lld",
-             (long long) (limits.tpm < 0 ? 0 : limits.tpm));
+    cd_rate_limits_text(&limits, rpm, tpm);
 
-    if (cd_random_id(CD_AGENT_ID_PREFIX, CD_RANDOM_ID_BYTES, id) != CD_OK) {
-        cd_respond_error(r, 500, "api_error", "no_randomness", NULL,
-                         "could not generate an id");
-        json_decref(body);
-        return;
-    }
-
-    c = cd_request_begin(r);
+    c = cd_request_begin_create(r, CD_AGENT_ID_PREFIX, id, "agents", NULL,
+                                r->app->config.max_agents_per_org,
+                                "SPENDPOL_MAX_AGENTS_PER_ORG", "agents");
     if (c == NULL) {
-        json_decref(body);
-        return;
-    }
-
-    if (cd_org_cap_check(r, c, "agents", NULL,
-                         r->app->config.max_agents_per_org,
-                         "SPENDPOL_MAX_AGENTS_PER_ORG", "agents")
-        != CD_OK)
-    {
-        cd_request_end(r, c);
         json_decref(body);
         return;
     }
@@ -343,7 +325,7 @@ cd_api_agents_get(cd_request_t *r)
 void
 cd_api_agents_update(cd_request_t *r)
 {
-    char              rpm[24], tpm[24];
+    char              rpm[CD_INT_TEXT], tpm[CD_INT_TEXT];
     json_t           *body;
     PGresult         *res;
     const char       *params[6], *name, *description;
@@ -369,8 +351,7 @@ cd_api_agents_update(cd_request_t *r)
         return;
     }
 
-    snprintf(rpm, sizeof(rpm), "%lld", (long long) limits.rpm);
-    snprintf(tpm, sizeof(tpm), "%lld", (long long) limits.tpm);
+    cd_rate_limits_text(&limits, rpm, tpm);
 
     if (json_is_null(json_object_get(body, "name"))) {
         cd_respond_error(r, 422, "invalid_request_error", "invalid_value",

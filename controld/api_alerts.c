@@ -769,20 +769,12 @@ cd_api_alert_rules_create(cd_request_t *r)
     params[3] = in.url;
     params[4] = in.url ? in.format : NULL;
 
-    c = cd_request_begin(r);
+    c = cd_request_begin_create(r, NULL, NULL, "alert_rules", NULL,
+                                r->app->config.max_alert_rules_per_org,
+                                "SPENDPOL_MAX_ALERT_RULES_PER_ORG",
+                                "alert rules");
     if (c == NULL) {
         free(params_text);
-        json_decref(body);
-        return;
-    }
-
-    if (cd_org_cap_check(r, c, "alert_rules", NULL,
-                         r->app->config.max_alert_rules_per_org,
-                         "SPENDPOL_MAX_ALERT_RULES_PER_ORG", "alert rules")
-        != CD_OK)
-    {
-        free(params_text);
-        cd_request_end(r, c);
         json_decref(body);
         return;
     }

@@ -807,25 +807,15 @@ cd_api_budgets_create(cd_request_t *r)
         return;
     }
 
-    if (cd_random_id(CD_BUDGET_ID_PREFIX, CD_RANDOM_ID_BYTES, id) != CD_OK) {
-        cd_respond_error(r, 500, "api_error", "no_randomness", NULL,
-                         "could not generate an id");
-        json_decref(body);
-        return;
-    }
-
-    c = cd_request_begin(r);
+    c = cd_request_begin_create(r, CD_BUDGET_ID_PREFIX, id, "budgets", NULL,
+                                r->app->config.max_budgets_per_org,
+                                "SPENDPOL_MAX_BUDGETS_PER_ORG", "budgets");
     if (c == NULL) {
         json_decref(body);
         return;
     }
 
-    if (cd_org_cap_check(r, c, "budgets", NULL,
-                         r->app->config.max_budgets_per_org,
-                         "SPENDPOL_MAX_BUDGETS_PER_ORG", "budgets")
-            == CD_OK
-        && cd_budget_check_refs(r, c, &in) == CD_OK)
-    {
+    if (cd_budget_check_refs(r, c, &in) == CD_OK) {
         cd_budget_store(r, c, id, &in,
                         "INSERT INTO budgets (id, org_id, name, scope_type,"
                         " scope_value, provider, model, limit_nano, period,"

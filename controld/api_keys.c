@@ -148,6 +148,16 @@ cd_rate_limits_parse(json_t *value, cd_rate_limits_t *rl,
 }
 
 
+void
+cd_rate_limits_text(const cd_rate_limits_t *rl, char *rpm, char *tpm)
+{
+    snprintf(rpm, CD_INT_TEXT, "%lld",
+             (long long) (rl->rpm < 0 ? 0 : rl->rpm));
+    snprintf(tpm, CD_INT_TEXT, "%lld",
+             (long long) (rl->tpm < 0 ? 0 : rl->tpm));
+}
+
+
 int
 cd_rate_limits_of(cd_request_t *r, json_t *body, cd_rate_limits_t *rl)
 {
@@ -382,7 +392,8 @@ void
 cd_api_keys_create(cd_request_t *r)
 {
     int               override;
-    char              plaintext[SP_KEY_LEN + 1], rpm[24], tpm[24];
+    char              plaintext[SP_KEY_LEN + 1];
+    char              rpm[CD_INT_TEXT], tpm[CD_INT_TEXT];
     size_t            bad;
     json_t           *body, *scopes_json, *key;
     uint32_t          scopes;
@@ -415,10 +426,7 @@ cd_api_keys_create(cd_request_t *r)
         return;
     }
 
-    snprintf(rpm, sizeof(rpm), "%lld",
-             (long long) (limits.rpm < 0 ? 0 : limits.rpm));
-    snprintf(tpm, sizeof(tpm), "%lld",
-             (long long) (limits.tpm < 0 ? 0 : limits.tpm));
+    cd_rate_limits_text(&limits, rpm, tpm);
 
     scopes = SP_SCOPE_PROXY;
     scopes_json = json_object_get(body, "scopes");
@@ -467,19 +475,16 @@ cd_api_keys_create(cd_request_t *r)
         return;
     }
 
-    c = cd_request_begin(r);
+    /*
+     * cd_key_insert makes the id; revoked keys do not count: revoking
+     * one makes room for another
+     */
+    c = cd_request_begin_create(r, NULL, NULL, "api_keys", "active",
+                                r->app->config.max_keys_per_org,
+                                "SPENDPOL_MAX_KEYS_PER_ORG", "active keys");
     if (c == NULL) {
         json_decref(body);
         return;
-    }
-
-    /* revoked keys do not count: revoking one makes room for another */
-    if (cd_org_cap_check(r, c, "api_keys", "active",
-                         r->app->config.max_keys_per_org,
-                         "SPENDPOL_MAX_KEYS_PER_ORG", "active keys")
-        != CD_OK)
-    {
-        goto done;
     }
 
     if (agent_id != NULL && cd_key_agent_exists(r, c, agent_id) != CD_OK) {
@@ -718,7 +723,7 @@ void
 cd_api_keys_update(cd_request_t *r)
 {
     int               override;
-    char              rpm[24], tpm[24];
+    char              rpm[CD_INT_TEXT], tpm[CD_INT_TEXT];
     json_t           *body, *key;
     PGresult         *res;
     const char       *name, *params[5];
@@ -746,8 +751,7 @@ cd_api_keys_update(cd_request_t *r)
         return;
     }
 
-    snprintf(rpm, sizeof(rpm), "%lld", (long long) limits.rpm);
-    snprintf(tpm, sizeof(tpm), "%lld", (long long) limits.tpm);
+    cd_rate_limits_text(&limits, rpm, tpm);
 
     params[0] = r->params[0];
     params[1] = name;

@@ -309,7 +309,7 @@ void
 cd_api_org_update(cd_request_t *r)
 {
     int                    refuse;
-    char                   rpm[24], tpm[24];
+    char                   rpm[CD_INT_TEXT], tpm[CD_INT_TEXT];
     size_t                 nendpoints;
     json_t                *body, *allowed, *org;
     PGresult              *res, *endpoints;
@@ -342,8 +342,7 @@ cd_api_org_update(cd_request_t *r)
         return;
     }
 
-    snprintf(rpm, sizeof(rpm), "%lld", (long long) limits.rpm);
-    snprintf(tpm, sizeof(tpm), "%lld", (long long) limits.tpm);
+    cd_rate_limits_text(&limits, rpm, tpm);
 
     /* NULL keeps the stored value */
     params[0] = refuse < 0 ? NULL : refuse ? "t" : "f";

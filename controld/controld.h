@@ -635,6 +635,16 @@ int cd_org_cap_check(cd_request_t *r, cd_db_conn_t *c, const char *table,
     const char *where, long cap, const char *setting, const char *what)
     CD_CHECK;
 
+/*
+ * The start of a creation: a fresh id of prefix into id (CD_ID_MAX; none
+ * when prefix is NULL), the request's transaction, and the cap check
+ * above. NULL after answering (500 no_randomness, 503, 422) with the
+ * transaction ended.
+ */
+cd_db_conn_t *cd_request_begin_create(cd_request_t *r, const char *prefix,
+    char *id, const char *table, const char *where, long cap,
+    const char *setting, const char *what) CD_CHECK;
+
 /* the query argument, or NULL */
 const char *cd_query(cd_request_t *r, const char *name);
 
@@ -918,6 +928,12 @@ int cd_rate_limits_parse(json_t *value, cd_rate_limits_t *rl,
 /* body's "rate_limits", or CD_ERROR after answering 400/422 */
 int cd_rate_limits_of(cd_request_t *r, json_t *body, cd_rate_limits_t *rl)
     CD_CHECK;
+
+/* the longest decimal text of an int64_t, with its NUL */
+#define CD_INT_TEXT  24
+
+/* rl as SQL parameters; an absent limit (< 0) is 0, unlimited */
+void cd_rate_limits_text(const cd_rate_limits_t *rl, char *rpm, char *tpm);
 
 /* {"requests_per_minute": rpm, "tokens_per_minute": tpm} */
 json_t *cd_rate_limits_json(const char *rpm, const char *tpm);

@@ -1433,6 +1433,35 @@ cd_org_cap_check(cd_request_t *r, cd_db_conn_t *c, const char *table,
 }
 
 
+cd_db_conn_t *
+cd_request_begin_create(cd_request_t *r, const char *prefix, char *id,
+    const char *table, const char *where, long cap, const char *setting,
+    const char *what)
+{
+    cd_db_conn_t  *c;
+
+    if (prefix != NULL
+        && cd_random_id(prefix, CD_RANDOM_ID_BYTES, id) != CD_OK)
+    {
+        cd_respond_error(r, 500, "api_error", "no_randomness", NULL,
+                         "could not generate an id");
+        return NULL;
+    }
+
+    c = cd_request_begin(r);
+    if (c == NULL) {
+        return NULL;
+    }
+
+    if (cd_org_cap_check(r, c, table, where, cap, setting, what) != CD_OK) {
+        cd_request_end(r, c);
+        return NULL;
+    }
+
+    return c;
+}
+
+
 /* a statement failed inside a request: 503 when the server went away */
 void
 cd_respond_statement_error(cd_request_t *r, cd_db_conn_t *c)
