@@ -189,18 +189,12 @@ cd_agent_finish(cd_request_t *r, cd_db_conn_t *c, const char *id,
         return;
     }
 
-    if (cd_request_commit(r, c) != CD_OK) {
-        json_decref(agent);
+    if (cd_request_commit_respond(r, c, republish, status, agent) != CD_OK) {
         return;
-    }
-
-    if (republish) {
-        cd_snapshot_signal(r->app);
     }
 
     cd_log_info(CD_AGENTS_SUBJECT, "%s %s org=%s by %s", what, id, r->org_id,
                 r->key_id);
-    cd_respond(r, status, agent);
 }
 
 
@@ -444,15 +438,13 @@ cd_api_agents_delete(cd_request_t *r)
     }
 
     if (cd_agent_event(r, c, r->params[0], "deleted") != CD_OK
-        || cd_request_commit(r, c) != CD_OK)
+        || cd_request_commit_respond(r, c, 1, 204, NULL) != CD_OK)
     {
         goto done;
     }
 
-    cd_snapshot_signal(r->app);
     cd_log_info(CD_AGENTS_SUBJECT, "deleted %s org=%s by %s", r->params[0],
                 r->org_id, r->key_id);
-    cd_respond(r, 204, NULL);
 
 done:
 

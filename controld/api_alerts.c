@@ -571,13 +571,9 @@ cd_api_alerts_acknowledge(cd_request_t *r)
     {
         json_t  *alert = cd_alert_json(res, 0);
 
-        if (cd_request_commit(r, c) == CD_OK) {
+        if (cd_request_commit_respond(r, c, 0, 200, alert) == CD_OK) {
             cd_log_info(CD_ALERTS_SUBJECT, "%s acknowledged by %s org=%s",
                         r->params[0], r->key_id, r->org_id);
-            cd_respond(r, 200, alert);
-
-        } else {
-            json_decref(alert);
         }
     }
 
@@ -791,7 +787,7 @@ cd_api_alert_rules_create(cd_request_t *r)
     } else {
         rule = cd_alert_rule_json(res, 0);
 
-        if (cd_request_commit(r, c) == CD_OK) {
+        if (cd_request_commit_respond(r, c, 0, 201, rule) == CD_OK) {
             if (in.url != NULL) {
                 cd_url_redact(in.url, redacted, sizeof(redacted));
             }
@@ -799,10 +795,6 @@ cd_api_alert_rules_create(cd_request_t *r)
             cd_log_info(CD_ALERTS_SUBJECT, "rule %s (%s) created org=%s "
                         "webhook=%s", id, in.type, r->org_id,
                         in.url ? redacted : "none");
-            cd_respond(r, 201, rule);
-
-        } else {
-            json_decref(rule);
         }
     }
 
@@ -844,12 +836,13 @@ cd_api_alert_rules_delete(cd_request_t *r)
 
     if (cd_request_found(r, c, res, "alert_rule_not_found", "id",
         "no alert rule %s", r->params[0]) == CD_OK
-        && cd_request_commit(r, c) == CD_OK)
+        && cd_request_commit_respond(r, c, 0, 200,
+                                     json_pack("{s:s, s:b}", "id",
+                                               r->params[0], "deleted", 1))
+           == CD_OK)
     {
         cd_log_info(CD_ALERTS_SUBJECT, "rule %s deleted org=%s",
                     r->params[0], r->org_id);
-        cd_respond(r, 200, json_pack("{s:s, s:b}", "id", r->params[0],
-                                     "deleted", 1));
     }
 
     PQclear(res);

@@ -775,15 +775,12 @@ cd_budget_store(cd_request_t *r, cd_db_conn_t *c, const char *id,
         return;
     }
 
-    if (cd_request_commit(r, c) != CD_OK) {
-        json_decref(budget);
+    if (cd_request_commit_respond(r, c, 1, status, budget) != CD_OK) {
         return;
     }
 
-    cd_snapshot_signal(r->app);
     cd_log_info(CD_BUDGETS_SUBJECT, "%s %s org=%s by %s", what, id,
                 r->org_id, r->key_id);
-    cd_respond(r, status, budget);
 }
 
 
@@ -974,12 +971,10 @@ cd_api_budgets_delete(cd_request_t *r)
 
     if (cd_request_found(r, c, res, "budget_not_found", "id",
         "no budget with id \"%s\"", r->params[0]) == CD_OK
-        && cd_request_commit(r, c) == CD_OK)
+        && cd_request_commit_respond(r, c, 1, 204, NULL) == CD_OK)
     {
-        cd_snapshot_signal(r->app);
         cd_log_info(CD_BUDGETS_SUBJECT, "deleted %s org=%s by %s",
                     r->params[0], r->org_id, r->key_id);
-        cd_respond(r, 204, NULL);
     }
 
     PQclear(res);

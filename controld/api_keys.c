@@ -502,13 +502,9 @@ cd_api_keys_create(cd_request_t *r)
     key = cd_key_json(res, 0, plaintext);
     PQclear(res);
 
-    if (cd_request_commit(r, c) != CD_OK) {
-        json_decref(key);
+    if (cd_request_commit_respond(r, c, 1, 201, key) != CD_OK) {
         goto done;
     }
-
-    cd_snapshot_signal(r->app);
-    cd_respond(r, 201, key);
 
 done:
 
@@ -611,15 +607,12 @@ cd_api_keys_revoke(cd_request_t *r)
 
     key = cd_key_json(res, 0, NULL);
 
-    if (cd_request_commit(r, c) != CD_OK) {
-        json_decref(key);
+    if (cd_request_commit_respond(r, c, 1, 200, key) != CD_OK) {
         goto done;
     }
 
-    cd_snapshot_signal(r->app);
     cd_log_info(CD_KEYS_SUBJECT, "revoked %s org=%s", r->params[0],
                 r->org_id);
-    cd_respond(r, 200, key);
 
 done:
 
@@ -696,15 +689,12 @@ cd_api_keys_rotate(cd_request_t *r)
 
     key = cd_key_json(res, 0, plaintext);
 
-    if (cd_request_commit(r, c) != CD_OK) {
-        json_decref(key);
+    if (cd_request_commit_respond(r, c, 1, 201, key) != CD_OK) {
         goto done;
     }
 
-    cd_snapshot_signal(r->app);
     cd_log_info(CD_KEYS_SUBJECT, "rotated %s org=%s", r->params[0],
                 r->org_id);
-    cd_respond(r, 201, key);
 
 done:
 
@@ -778,17 +768,12 @@ cd_api_keys_update(cd_request_t *r)
     {
         key = cd_key_json(res, 0, NULL);
 
-        if (cd_request_commit(r, c) == CD_OK) {
-            cd_snapshot_signal(r->app);
+        if (cd_request_commit_respond(r, c, 1, 200, key) == CD_OK) {
             /* who may re-attribute spend is worth a line of its own */
             cd_log_info(CD_KEYS_SUBJECT, "updated %s org=%s%s", r->params[0],
                         r->org_id, override < 0 ? ""
                         : override ? " attribution_override=true"
                         : " attribution_override=false");
-            cd_respond(r, 200, key);
-
-        } else {
-            json_decref(key);
         }
     }
 

@@ -384,12 +384,9 @@ cd_api_org_update(cd_request_t *r)
 
     org = cd_org_json(res, endpoints);
 
-    if (cd_request_commit(r, c) != CD_OK) {
-        json_decref(org);
+    if (cd_request_commit_respond(r, c, 1, 200, org) != CD_OK) {
         goto done;
     }
-
-    cd_snapshot_signal(r->app);
 
     if (allowed != NULL) {
         cd_log_info("org", "settings of %s updated, %zu allowed endpoints",
@@ -397,8 +394,6 @@ cd_api_org_update(cd_request_t *r)
     } else {
         cd_log_info("org", "settings of %s updated", r->org_id);
     }
-
-    cd_respond(r, 200, org);
 
 done:
 

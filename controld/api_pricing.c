@@ -1110,15 +1110,12 @@ cd_api_pricing_put(cd_request_t *r)
         goto done;
     }
 
-    if (cd_request_commit(r, c) != CD_OK) {
-        json_decref(price);
+    if (cd_request_commit_respond(r, c, 1, 200, price) != CD_OK) {
         goto done;
     }
 
-    cd_snapshot_signal(r->app);
     cd_log_info(CD_PRICING_SUBJECT, "set %s/%s org=%s", r->params[0],
                 r->params[1], r->org_id);
-    cd_respond(r, 200, price);
 
 done:
 
@@ -1169,11 +1166,9 @@ cd_api_pricing_delete(cd_request_t *r)
                          "for %s/%.200s; the list price applies",
                          r->params[0], r->params[1]);
 
-    } else if (cd_request_commit(r, c) == CD_OK) {
-        cd_snapshot_signal(r->app);
+    } else if (cd_request_commit_respond(r, c, 1, 204, NULL) == CD_OK) {
         cd_log_info(CD_PRICING_SUBJECT, "deleted %s/%s org=%s",
                     r->params[0], r->params[1], r->org_id);
-        cd_respond(r, 204, NULL);
     }
 
     PQclear(res);

@@ -417,15 +417,12 @@ cd_api_providers_put(cd_request_t *r)
 
     provider = cd_provider_json(res, 0);
 
-    if (cd_request_commit(r, c) != CD_OK) {
-        json_decref(provider);
+    if (cd_request_commit_respond(r, c, 1, 200, provider) != CD_OK) {
         goto done;
     }
 
-    cd_snapshot_signal(r->app);
     cd_log_info(CD_PROVIDERS_SUBJECT, "set %s org=%s", r->params[0],
                 r->org_id);
-    cd_respond(r, 200, provider);
 
 done:
 
@@ -508,12 +505,10 @@ cd_api_providers_delete(cd_request_t *r)
 
     if (cd_request_found(r, c, res, "provider_not_configured", "name",
         "provider %s is not configured", r->params[0]) == CD_OK
-        && cd_request_commit(r, c) == CD_OK)
+        && cd_request_commit_respond(r, c, 1, 204, NULL) == CD_OK)
     {
-        cd_snapshot_signal(r->app);
         cd_log_info(CD_PROVIDERS_SUBJECT, "deleted %s org=%s", r->params[0],
                     r->org_id);
-        cd_respond(r, 204, NULL);
     }
 
     PQclear(res);

@@ -612,6 +612,14 @@ void cd_respond_db_error(cd_request_t *r);
 cd_db_conn_t *cd_request_begin(cd_request_t *r) CD_CHECK;
 int cd_request_commit(cd_request_t *r, cd_db_conn_t *c) CD_CHECK;
 void cd_request_end(cd_request_t *r, cd_db_conn_t *c);
+
+/*
+ * Commits, then answers status with json (stolen) and, with publish,
+ * asks for a new snapshot. When the commit fails its 500 stands, json is
+ * dropped and CD_ERROR returned.
+ */
+int cd_request_commit_respond(cd_request_t *r, cd_db_conn_t *c,
+    int publish, unsigned status, json_t *json) CD_CHECK;
 void cd_respond_statement_error(cd_request_t *r, cd_db_conn_t *c);
 
 /*

@@ -1366,6 +1366,25 @@ cd_request_commit(cd_request_t *r, cd_db_conn_t *c)
 }
 
 
+int
+cd_request_commit_respond(cd_request_t *r, cd_db_conn_t *c, int publish,
+    unsigned status, json_t *json)
+{
+    if (cd_request_commit(r, c) != CD_OK) {
+        json_decref(json);
+        return CD_ERROR;
+    }
+
+    if (publish) {
+        cd_snapshot_signal(r->app);
+    }
+
+    cd_respond(r, status, json);
+
+    return CD_OK;
+}
+
+
 void
 cd_request_end(cd_request_t *r, cd_db_conn_t *c)
 {
