@@ -1044,13 +1044,7 @@ cd_api_pricing_put(cd_request_t *r)
                         " VALUES (current_setting('spendpol.org_id'), $1, $2,"
                         " $3, $4, $5, $6, $7, coalesce('epoch'::timestamptz"
                         " + $8::bigint * interval '1 microsecond', now()))"
-                        " ON CONFLICT (org_id, provider, model,"
-                        " effective_from) DO UPDATE SET"
-                        " input_nano = EXCLUDED.input_nano,"
-                        " output_nano = EXCLUDED.output_nano,"
-                        " cached_input_nano = EXCLUDED.cached_input_nano,"
-                        " cache_write_nano = EXCLUDED.cache_write_nano,"
-                        " max_output_tokens = EXCLUDED.max_output_tokens,"
+                        CD_PRICE_UPSERT ","
                         " created_at = clock_timestamp()"
                         " RETURNING " CD_PRICING_COLUMNS, 8, params);
 

@@ -315,6 +315,19 @@ int cd_migration_name_valid(const char *name);
 
 /* ---- prices.c --------------------------------------------------------- */
 
+/*
+ * The tail of an INSERT INTO model_prices: a price at the same instant
+ * replaces the one stored (both the catalogue and PUT /pricing write so)
+ */
+#define CD_PRICE_UPSERT                                                      \
+    " ON CONFLICT (org_id, provider, model,"                                 \
+    " effective_from) DO UPDATE SET"                                         \
+    " input_nano = EXCLUDED.input_nano,"                                     \
+    " output_nano = EXCLUDED.output_nano,"                                   \
+    " cached_input_nano = EXCLUDED.cached_input_nano,"                       \
+    " cache_write_nano = EXCLUDED.cache_write_nano,"                         \
+    " max_output_tokens = EXCLUDED.max_output_tokens"
+
 typedef struct {
     char     provider[16];
     char     model[128];
@@ -594,6 +607,12 @@ typedef struct {
 int cd_http_start(cd_app_t *app) CD_CHECK;
 void cd_http_stop(cd_app_t *app);
 
+
+/* ---- http_request.c: what every handler uses -------------------------- */
+
+/* how long a request waits for a pooled database connection */
+#define CD_DB_WAIT_MS         5000
+
 /* response helpers; respond steals json */
 void cd_respond(cd_request_t *r, unsigned status, json_t *json);
 void cd_respond_error(cd_request_t *r, unsigned status, const char *type,
@@ -691,7 +710,7 @@ int cd_query_limit(cd_request_t *r, long def, long max, long *limit)
     CD_CHECK;
 
 
-/* ---- cursors (http.c) ------------------------------------------------- */
+/* ---- cursors (http_request.c) ----------------------------------------- */
 
 #define CD_CURSOR_MAX   128
 
@@ -702,7 +721,7 @@ int cd_cursor_decode(const char *cursor, int64_t *us, char *id,
     size_t idlen) CD_CHECK;
 
 
-/* ---- paged lists (http.c) --------------------------------------------- */
+/* ---- paged lists (http_request.c) ------------------------------------- */
 
 #define CD_PAGE_LIMIT_MAX     1000
 #define CD_PAGE_FILTERS_MAX   4
@@ -806,8 +825,8 @@ int cd_scopes_parse(json_t *array, uint32_t *bits, size_t *bad_index)
 int cd_admin_bootstrap(cd_app_t *app) CD_CHECK;
 
 /*
- * The admin key's org and id for a presented Authorization header
- * value; answers 401/403 itself and returns CD_ERROR.
+ * http_auth.c: the admin key's org and id for a presented Authorization
+ * header value; answers 401/403 itself and returns CD_ERROR.
  */
 int cd_authenticate(cd_request_t *r) CD_CHECK;
 
@@ -893,7 +912,7 @@ int cd_field_error(cd_field_error_t *err, unsigned status, const char *code,
     const char *field, const char *fmt, ...) CD_PRINTF(5, 6);
 
 
-/* ---- allowed endpoints (api_org.c) ---------------------------------- */
+/* ---- allowed endpoints (api_org.c) ------------------------------------ */
 
 /* "allowed_endpoints" of PUT /org: at most this many, replaced whole */
 #define CD_ALLOWED_ENDPOINTS_MAX  64
