@@ -444,6 +444,33 @@ int cd_rates_fetch(cd_app_t *app, cd_rates_conn_t *rc, cd_rate_t **out,
 void cd_rates_close(cd_rates_conn_t *rc);
 
 
+/* ---- thread.c --------------------------------------------------------- */
+
+/*
+ * A background thread and its one way to stop: cd_thread_stop sets the
+ * flag, wakes cd_thread_sleep at once and joins.
+ */
+typedef struct {
+    const char       *name;              /* log subject */
+    pthread_t         thread;
+    pthread_mutex_t   mutex;
+    pthread_cond_t    cond;
+    int               stop;              /* atomic; set under mutex */
+    int               started;
+} cd_thread_t;
+
+int cd_thread_start(cd_thread_t *t, const char *name, void *(*fn)(void *),
+    void *arg) CD_CHECK;
+void cd_thread_stop(cd_thread_t *t);
+int cd_thread_stopping(cd_thread_t *t);
+
+/* sleeps ms, waking early when asked to stop */
+void cd_thread_sleep(cd_thread_t *t, unsigned ms);
+
+/* CLOCK_REALTIME now plus ms, for pthread_cond_timedwait */
+void cd_deadline_after(struct timespec *deadline, unsigned ms);
+
+
 /* ---- snapshot.c ------------------------------------------------------- */
 
 
@@ -482,9 +509,7 @@ uint64_t cd_snapshot_generation(cd_app_t *app);
  * SPENDPOL_SNAPSHOT_DIR/spend.slots (sp_budget.h), mapped read-write.
  */
 typedef struct {
-    pthread_t         thread;
-    int               stop;              /* atomic */
-    int               started;
+    cd_thread_t       thread;
     int               fd;
     uint8_t          *map;
     size_t            len;
@@ -507,9 +532,7 @@ uint32_t cd_spend_slots_for(size_t budgets);
 #define CD_INGEST_BATCH_MS      200
 
 typedef struct {
-    pthread_t         thread;
-    int               stop;              /* atomic */
-    int               started;
+    cd_thread_t       thread;
     int64_t           committed_offset;  /* atomically read by /healthz */
     /* since start, atomic, counted when the offset past them commits */
     int64_t           malformed_lines;   /* lines that are no record */
