@@ -845,31 +845,14 @@ cd_api_budgets_list(cd_request_t *r)
 void
 cd_api_budgets_get(cd_request_t *r)
 {
-    PGresult      *res;
-    const char    *params[1];
-    cd_db_conn_t  *c;
-
     if (cd_budget_id_param(r) != CD_OK) {
         return;
     }
 
-    c = cd_request_begin(r);
-    if (c == NULL) {
-        return;
-    }
-
-    params[0] = r->params[0];
-    res = cd_db_exec(c, "SELECT " CD_BUDGET_COLUMNS " FROM budgets"
-                        " WHERE id = $1", 1, params);
-
-    if (cd_request_found(r, c, res, "budget_not_found", "id",
-        "no budget with id \"%s\"", r->params[0]) == CD_OK)
-    {
-        cd_respond(r, 200, cd_budget_json(res, 0));
-    }
-
-    PQclear(res);
-    cd_request_end(r, c);
+    cd_row_respond(r, "SELECT " CD_BUDGET_COLUMNS " FROM budgets"
+                      " WHERE id = $1",
+                   cd_budget_json, "budget_not_found", "id",
+                   "no budget with id \"%s\"");
 }
 
 

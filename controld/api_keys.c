@@ -547,31 +547,14 @@ cd_key_id_param(cd_request_t *r)
 void
 cd_api_keys_get(cd_request_t *r)
 {
-    PGresult      *res;
-    const char    *params[1];
-    cd_db_conn_t  *c;
-
     if (cd_key_id_param(r) != CD_OK) {
         return;
     }
 
-    c = cd_request_begin(r);
-    if (c == NULL) {
-        return;
-    }
-
-    params[0] = r->params[0];
-    res = cd_db_exec(c, "SELECT " CD_KEY_COLUMNS " FROM api_keys"
-                        " WHERE id = $1", 1, params);
-
-    if (cd_request_found(r, c, res, "api_key_not_found", "id",
-        "no API key with id \"%s\"", r->params[0]) == CD_OK)
-    {
-        cd_respond(r, 200, cd_key_json(res, 0, NULL));
-    }
-
-    PQclear(res);
-    cd_request_end(r, c);
+    cd_row_respond(r, "SELECT " CD_KEY_COLUMNS " FROM api_keys"
+                      " WHERE id = $1",
+                   cd_key_list_json, "api_key_not_found", "id",
+                   "no API key with id \"%s\"");
 }
 
 

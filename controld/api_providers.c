@@ -455,32 +455,15 @@ cd_api_providers_list(cd_request_t *r)
 void
 cd_api_providers_get(cd_request_t *r)
 {
-    PGresult      *res;
-    const char    *params[1];
-    cd_db_conn_t  *c;
-
     if (cd_provider_name_param(r) != CD_OK) {
         return;
     }
 
-    c = cd_request_begin(r);
-    if (c == NULL) {
-        return;
-    }
-
-    params[0] = r->params[0];
-    res = cd_db_exec(c, "SELECT " CD_PROVIDER_COLUMNS " FROM providers p"
-                        " WHERE p.name = $1", 1, params);
-
-    if (cd_request_found(r, c, res, "provider_not_configured", "name",
-        "provider %s is not configured; PUT /providers/%s with an api_key",
-        r->params[0], r->params[0]) == CD_OK)
-    {
-        cd_respond(r, 200, cd_provider_json(res, 0));
-    }
-
-    PQclear(res);
-    cd_request_end(r, c);
+    cd_row_respond(r, "SELECT " CD_PROVIDER_COLUMNS " FROM providers p"
+                      " WHERE p.name = $1",
+                   cd_provider_json, "provider_not_configured", "name",
+                   "provider %1$s is not configured; PUT /providers/%1$s"
+                   " with an api_key");
 }
 
 

@@ -795,6 +795,14 @@ typedef struct {
  */
 void cd_page_respond(cd_request_t *r, const cd_page_t *page);
 
+/*
+ * A GET of one row: sql with $1 the route's checked first parameter,
+ * then 200 with row_json of the row, or 404 not_found_error with code,
+ * field and the message fmt, whose one argument is that parameter.
+ */
+void cd_row_respond(cd_request_t *r, const char *sql, cd_page_row_pt row_json,
+    const char *code, const char *field, const char *fmt);
+
 /* a list without pages: 200 {"data": [every row of sql (no parameters)]} */
 void cd_list_respond(cd_request_t *r, const char *sql,
     cd_page_row_pt row_json);

@@ -832,6 +832,33 @@ cd_request_found(cd_request_t *r, cd_db_conn_t *c, PGresult *res,
 }
 
 
+void
+cd_row_respond(cd_request_t *r, const char *sql, cd_page_row_pt row_json,
+    const char *code, const char *field, const char *fmt)
+{
+    PGresult      *res;
+    const char    *params[1];
+    cd_db_conn_t  *c;
+
+    c = cd_request_begin(r);
+    if (c == NULL) {
+        return;
+    }
+
+    params[0] = r->params[0];
+    res = cd_db_exec(c, sql, 1, params);
+
+    if (cd_request_found(r, c, res, code, field, fmt, r->params[0])
+        == CD_OK)
+    {
+        cd_respond(r, 200, row_json(res, 0));
+    }
+
+    PQclear(res);
+    cd_request_end(r, c);
+}
+
+
 /*
  * A list without pages: 200 {"data": [every row of sql]}; sql takes no
  * parameters and bounds itself.
