@@ -297,11 +297,7 @@ cd_api_agents_get(cd_request_t *r)
     json_t        *agent;
     cd_db_conn_t  *c;
 
-    if (cd_agent_id_param(r) != CD_OK) {
-        return;
-    }
-
-    c = cd_request_begin(r);
+    c = cd_request_begin_param(r, cd_agent_id_param);
     if (c == NULL) {
         return;
     }
@@ -403,11 +399,7 @@ cd_api_agents_delete(cd_request_t *r)
     const char    *params[1];
     cd_db_conn_t  *c;
 
-    if (cd_agent_id_param(r) != CD_OK) {
-        return;
-    }
-
-    c = cd_request_begin(r);
+    c = cd_request_begin_param(r, cd_agent_id_param);
     if (c == NULL) {
         return;
     }

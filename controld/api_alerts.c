@@ -821,11 +821,7 @@ cd_api_alert_rules_delete(cd_request_t *r)
     const char    *params[1];
     cd_db_conn_t  *c;
 
-    if (cd_alert_rule_id_param(r) != CD_OK) {
-        return;
-    }
-
-    c = cd_request_begin(r);
+    c = cd_request_begin_param(r, cd_alert_rule_id_param);
     if (c == NULL) {
         return;
     }

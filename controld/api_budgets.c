@@ -940,11 +940,7 @@ cd_api_budgets_delete(cd_request_t *r)
     const char    *params[1];
     cd_db_conn_t  *c;
 
-    if (cd_budget_id_param(r) != CD_OK) {
-        return;
-    }
-
-    c = cd_request_begin(r);
+    c = cd_request_begin_param(r, cd_budget_id_param);
     if (c == NULL) {
         return;
     }
@@ -992,11 +988,7 @@ cd_api_budgets_spend(cd_request_t *r)
     const char    *params[1];
     cd_db_conn_t  *c;
 
-    if (cd_budget_id_param(r) != CD_OK) {
-        return;
-    }
-
-    c = cd_request_begin(r);
+    c = cd_request_begin_param(r, cd_budget_id_param);
     if (c == NULL) {
         return;
     }

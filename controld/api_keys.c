@@ -566,11 +566,7 @@ cd_api_keys_revoke(cd_request_t *r)
     const char    *params[1];
     cd_db_conn_t  *c;
 
-    if (cd_key_id_param(r) != CD_OK) {
-        return;
-    }
-
-    c = cd_request_begin(r);
+    c = cd_request_begin_param(r, cd_key_id_param);
     if (c == NULL) {
         return;
     }
@@ -618,11 +614,7 @@ cd_api_keys_rotate(cd_request_t *r)
     }
 
     /* no options yet; an empty object is accepted */
-    if (cd_request_no_options(r) != CD_OK) {
-        return;
-    }
-
-    c = cd_request_begin(r);
+    c = cd_request_begin_param(r, cd_request_no_options);
     if (c == NULL) {
         return;
     }

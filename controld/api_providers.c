@@ -474,11 +474,7 @@ cd_api_providers_delete(cd_request_t *r)
     const char    *params[1];
     cd_db_conn_t  *c;
 
-    if (cd_provider_name_param(r) != CD_OK) {
-        return;
-    }
-
-    c = cd_request_begin(r);
+    c = cd_request_begin_param(r, cd_provider_name_param);
     if (c == NULL) {
         return;
     }

@@ -653,6 +653,13 @@ void cd_respond_db_error(cd_request_t *r);
  */
 cd_db_conn_t *cd_request_begin(cd_request_t *r) CD_CHECK;
 int cd_request_commit(cd_request_t *r, cd_db_conn_t *c) CD_CHECK;
+
+/*
+ * check(r) on the route's parameters (it answers 400/404 and returns
+ * CD_ERROR), then cd_request_begin; NULL when either answered.
+ */
+cd_db_conn_t *cd_request_begin_param(cd_request_t *r,
+    int (*check)(cd_request_t *r)) CD_CHECK;
 void cd_request_end(cd_request_t *r, cd_db_conn_t *c);
 
 /*

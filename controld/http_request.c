@@ -657,6 +657,17 @@ cd_request_begin(cd_request_t *r)
 }
 
 
+cd_db_conn_t *
+cd_request_begin_param(cd_request_t *r, int (*check)(cd_request_t *r))
+{
+    if (check(r) != CD_OK) {
+        return NULL;
+    }
+
+    return cd_request_begin(r);
+}
+
+
 int
 cd_request_commit(cd_request_t *r, cd_db_conn_t *c)
 {
