@@ -46,15 +46,20 @@ cd_thread_start(cd_thread_t *t, const char *name, void *(*fn)(void *),
         return CD_ERROR;
     }
 
+    /*
+     * set before the thread runs: its first cd_thread_sleep must wait on
+     * the condition, not take the plain sleep of a thread never started
+     */
+    t->started = 1;
+
     err = pthread_create(&t->thread, NULL, fn, arg);
     if (err != 0) {
+        t->started = 0;
         pthread_cond_destroy(&t->cond);
         pthread_mutex_destroy(&t->mutex);
         cd_log_error(name, "cannot start: %s", strerror(err));
         return CD_ERROR;
     }
-
-    t->started = 1;
 
     return CD_OK;
 }
