@@ -60,9 +60,15 @@ controld: $(OUT)/controld
 
 module: $(MODULE_SO)
 
-$(OUT)/obj/%.o: %.c $(wildcard libspendpol/*.h controld/*.h)
+# The compiler writes each object's real header dependencies (-MMD) into
+# a .d file beside it; -MP keeps a deleted header from breaking the build.
+# Objects also depend on this Makefile: a changed flag rebuilds them, and
+# objects built before the .d files existed are rebuilt once.
+DEP_FLAGS := -MMD -MP
+
+$(OUT)/obj/%.o: %.c Makefile
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -c -o $@ $<
+	$(CC) $(CFLAGS) $(DEP_FLAGS) -c -o $@ $<
 
 # The tokenizer's vocabularies (sp_tokenize.h), generated from the npm
 # package js-tiktoken that `make deps` installs into tools/tokenizer/; one
@@ -113,12 +119,15 @@ $(MODULE_SO): $(OUT)/nginx/Makefile $(MODULE_SRCS)
 
 $(OUT)/tests/test_controld_%: tests/unit/test_controld_%.c $(CONTROLD_LIB_OBJS) $(OUT)/libspendpol.a
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(CONTROLD_LIB_OBJS) \
+	$(CC) $(CFLAGS) $(DEP_FLAGS) $(LDFLAGS) -o $@ $< $(CONTROLD_LIB_OBJS) \
 	    $(OUT)/libspendpol.a -lcmocka $(LIBS)
 
 $(OUT)/tests/test_%: tests/unit/test_%.c $(OUT)/libspendpol.a
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(OUT)/libspendpol.a -lcmocka $(LIBS)
+	$(CC) $(CFLAGS) $(DEP_FLAGS) $(LDFLAGS) -o $@ $< $(OUT)/libspendpol.a \
+	    -lcmocka $(LIBS)
+
+-include $(CONTROLD_OBJS:.o=.d) $(LIB_OBJS:.o=.d) $(UNIT_BINS:=.d)
 
 # the tokenizer's reference counts must still be js-tiktoken's
 $(OUT)/tests/test_lib_tokenize: tests/unit/tokenize_cases.h

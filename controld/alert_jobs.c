@@ -38,14 +38,7 @@ cd_jobs_wait(cd_app_t *app, unsigned ms)
 
     j = &app->alert_jobs;
 
-    clock_gettime(CLOCK_REALTIME, &deadline);
-    deadline.tv_sec += ms / 1000;
-    deadline.tv_nsec += (long) (ms % 1000) * 1000000;
-
-    if (deadline.tv_nsec >= 1000000000) {
-        deadline.tv_sec++;
-        deadline.tv_nsec -= 1000000000;
-    }
+    cd_deadline_after(&deadline, ms);
 
     pthread_mutex_lock(&j->mutex);
 

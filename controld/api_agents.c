@@ -189,25 +189,19 @@ cd_agent_finish(cd_request_t *r, cd_db_conn_t *c, const char *id,
         return;
     }
 
-    if (cd_request_commit(r, c) != CD_OK) {
-        json_decref(agent);
+    if (cd_request_commit_respond(r, c, republish, status, agent) != CD_OK) {
         return;
-    }
-
-    if (republish) {
-        cd_snapshot_signal(r->app);
     }
 
     cd_log_info(CD_AGENTS_SUBJECT, "%s %s org=%s by %s", what, id, r->org_id,
                 r->key_id);
-    cd_respond(r, status, agent);
 }
 
 
 void
 cd_api_agents_create(cd_request_t *r)
 {
-    char              id[CD_ID_MAX], rpm[24], tpm[24];
+    char              id[CD_ID_MAX], rpm[CD_INT_TEXT], tpm[CD_INT_TEXT];
     json_t           *body;
     PGresult         *res;
     const char       *params[5], *name, *description;
@@ -228,30 +222,12 @@ cd_api_agents_create(cd_request_t *r)
         return;
     }
 
-    snprintf(rpm, sizeof(rpm), "%lld",
-             (long long) (limits.rpm < 0 ? 0 : limits.rpm));
-    snprintf(tpm, sizeof(tpm), "%lld",
-             (long long) (limits.tpm < 0 ? 0 : limits.tpm));
+    cd_rate_limits_text(&limits, rpm, tpm);
 
-    if (cd_random_id(CD_AGENT_ID_PREFIX, CD_RANDOM_ID_BYTES, id) != CD_OK) {
-        cd_respond_error(r, 500, "api_error", "no_randomness", NULL,
-                         "could not generate an id");
-        json_decref(body);
-        return;
-    }
-
-    c = cd_request_begin(r);
+    c = cd_request_begin_create(r, CD_AGENT_ID_PREFIX, id, "agents", NULL,
+                                r->app->config.max_agents_per_org,
+                                "SPENDPOL_MAX_AGENTS_PER_ORG", "agents");
     if (c == NULL) {
-        json_decref(body);
-        return;
-    }
-
-    if (cd_org_cap_check(r, c, "agents", NULL,
-                         r->app->config.max_agents_per_org,
-                         "SPENDPOL_MAX_AGENTS_PER_ORG", "agents")
-        != CD_OK)
-    {
-        cd_request_end(r, c);
         json_decref(body);
         return;
     }
@@ -321,11 +297,7 @@ cd_api_agents_get(cd_request_t *r)
     json_t        *agent;
     cd_db_conn_t  *c;
 
-    if (cd_agent_id_param(r) != CD_OK) {
-        return;
-    }
-
-    c = cd_request_begin(r);
+    c = cd_request_begin_param(r, cd_agent_id_param);
     if (c == NULL) {
         return;
     }
@@ -343,7 +315,7 @@ cd_api_agents_get(cd_request_t *r)
 void
 cd_api_agents_update(cd_request_t *r)
 {
-    char              rpm[24], tpm[24];
+    char              rpm[CD_INT_TEXT], tpm[CD_INT_TEXT];
     json_t           *body;
     PGresult         *res;
     const char       *params[6], *name, *description;
@@ -369,8 +341,7 @@ cd_api_agents_update(cd_request_t *r)
         return;
     }
 
-    snprintf(rpm, sizeof(rpm), "%lld", (long long) limits.rpm);
-    snprintf(tpm, sizeof(tpm), "%lld", (long long) limits.tpm);
+    cd_rate_limits_text(&limits, rpm, tpm);
 
     if (json_is_null(json_object_get(body, "name"))) {
         cd_respond_error(r, 422, "invalid_request_error", "invalid_value",
@@ -402,14 +373,10 @@ cd_api_agents_update(cd_request_t *r)
                         " updated_at = clock_timestamp() WHERE id = $1",
                      6, params);
 
-    if (res == NULL) {
-        cd_respond_statement_error(r, c);
-
-    } else if (strcmp(PQcmdTuples(res), "0") == 0) {
-        cd_respond_error(r, 404, "not_found_error", "agent_not_found", "id",
-                         "no agent with id \"%s\"", r->params[0]);
-
-    } else if (cd_agent_event(r, c, r->params[0], "updated") == CD_OK) {
+    if (cd_request_found(r, c, res, "agent_not_found", "id",
+        "no agent with id \"%s\"", r->params[0]) == CD_OK
+        && cd_agent_event(r, c, r->params[0], "updated") == CD_OK)
+    {
         cd_agent_finish(r, c, r->params[0], 200,
                         limits.rpm >= 0 || limits.tpm >= 0, "updated");
     }
@@ -432,11 +399,7 @@ cd_api_agents_delete(cd_request_t *r)
     const char    *params[1];
     cd_db_conn_t  *c;
 
-    if (cd_agent_id_param(r) != CD_OK) {
-        return;
-    }
-
-    c = cd_request_begin(r);
+    c = cd_request_begin_param(r, cd_agent_id_param);
     if (c == NULL) {
         return;
     }
@@ -445,14 +408,9 @@ cd_api_agents_delete(cd_request_t *r)
     params[0] = r->params[0];
     res = cd_db_exec(c, "DELETE FROM agents WHERE id = $1", 1, params);
 
-    if (res == NULL) {
-        cd_respond_statement_error(r, c);
-        goto done;
-    }
-
-    if (strcmp(PQcmdTuples(res), "0") == 0) {
-        cd_respond_error(r, 404, "not_found_error", "agent_not_found", "id",
-                         "no agent with id \"%s\"", r->params[0]);
+    if (cd_request_found(r, c, res, "agent_not_found", "id",
+        "no agent with id \"%s\"", r->params[0]) != CD_OK)
+    {
         goto done;
     }
 
@@ -472,15 +430,13 @@ cd_api_agents_delete(cd_request_t *r)
     }
 
     if (cd_agent_event(r, c, r->params[0], "deleted") != CD_OK
-        || cd_request_commit(r, c) != CD_OK)
+        || cd_request_commit_respond(r, c, 1, 204, NULL) != CD_OK)
     {
         goto done;
     }
 
-    cd_snapshot_signal(r->app);
     cd_log_info(CD_AGENTS_SUBJECT, "deleted %s org=%s by %s", r->params[0],
                 r->org_id, r->key_id);
-    cd_respond(r, 204, NULL);
 
 done:
 

@@ -566,23 +566,14 @@ cd_api_alerts_acknowledge(cd_request_t *r)
     res = cd_db_exec(c, "SELECT " CD_ALERT_COLUMNS " FROM alerts"
                         " WHERE id = $1", 1, params);
 
-    if (res == NULL) {
-        cd_respond_statement_error(r, c);
-
-    } else if (PQntuples(res) == 0) {
-        cd_respond_error(r, 404, "not_found_error", "alert_not_found", "id",
-                         "no alert %s", r->params[0]);
-
-    } else {
+    if (cd_request_found(r, c, res, "alert_not_found", "id", "no alert %s",
+        r->params[0]) == CD_OK)
+    {
         json_t  *alert = cd_alert_json(res, 0);
 
-        if (cd_request_commit(r, c) == CD_OK) {
+        if (cd_request_commit_respond(r, c, 0, 200, alert) == CD_OK) {
             cd_log_info(CD_ALERTS_SUBJECT, "%s acknowledged by %s org=%s",
                         r->params[0], r->key_id, r->org_id);
-            cd_respond(r, 200, alert);
-
-        } else {
-            json_decref(alert);
         }
     }
 
@@ -615,14 +606,9 @@ cd_api_alerts_get(cd_request_t *r)
 
     res = cd_db_exec(c, "SELECT " CD_ALERT_COLUMNS " FROM alerts"
                         " WHERE id = $1", 1, params);
-    if (res == NULL) {
-        cd_respond_statement_error(r, c);
-        goto done;
-    }
-
-    if (PQntuples(res) == 0) {
-        cd_respond_error(r, 404, "not_found_error", "alert_not_found", "id",
-                         "no alert %s", r->params[0]);
+    if (cd_request_found(r, c, res, "alert_not_found", "id", "no alert %s",
+        r->params[0]) != CD_OK)
+    {
         goto done;
     }
 
@@ -779,20 +765,12 @@ cd_api_alert_rules_create(cd_request_t *r)
     params[3] = in.url;
     params[4] = in.url ? in.format : NULL;
 
-    c = cd_request_begin(r);
+    c = cd_request_begin_create(r, NULL, NULL, "alert_rules", NULL,
+                                r->app->config.max_alert_rules_per_org,
+                                "SPENDPOL_MAX_ALERT_RULES_PER_ORG",
+                                "alert rules");
     if (c == NULL) {
         free(params_text);
-        json_decref(body);
-        return;
-    }
-
-    if (cd_org_cap_check(r, c, "alert_rules", NULL,
-                         r->app->config.max_alert_rules_per_org,
-                         "SPENDPOL_MAX_ALERT_RULES_PER_ORG", "alert rules")
-        != CD_OK)
-    {
-        free(params_text);
-        cd_request_end(r, c);
         json_decref(body);
         return;
     }
@@ -809,7 +787,7 @@ cd_api_alert_rules_create(cd_request_t *r)
     } else {
         rule = cd_alert_rule_json(res, 0);
 
-        if (cd_request_commit(r, c) == CD_OK) {
+        if (cd_request_commit_respond(r, c, 0, 201, rule) == CD_OK) {
             if (in.url != NULL) {
                 cd_url_redact(in.url, redacted, sizeof(redacted));
             }
@@ -817,10 +795,6 @@ cd_api_alert_rules_create(cd_request_t *r)
             cd_log_info(CD_ALERTS_SUBJECT, "rule %s (%s) created org=%s "
                         "webhook=%s", id, in.type, r->org_id,
                         in.url ? redacted : "none");
-            cd_respond(r, 201, rule);
-
-        } else {
-            json_decref(rule);
         }
     }
 
@@ -834,29 +808,9 @@ cd_api_alert_rules_create(cd_request_t *r)
 void
 cd_api_alert_rules_list(cd_request_t *r)
 {
-    json_t        *data;
-    PGresult      *res;
-    cd_db_conn_t  *c;
-
-    c = cd_request_begin(r);
-    if (c == NULL) {
-        return;
-    }
-
-    res = cd_db_exec(c, "SELECT " CD_RULE_COLUMNS " FROM alert_rules"
-                        " ORDER BY created_at DESC, id DESC LIMIT 1000",
-                     0, NULL);
-    if (res == NULL) {
-        cd_respond_statement_error(r, c);
-        cd_request_end(r, c);
-        return;
-    }
-
-    data = cd_rows_json(res, PQntuples(res), cd_alert_rule_json);
-
-    PQclear(res);
-    cd_request_end(r, c);
-    cd_respond(r, 200, data ? json_pack("{s:o}", "data", data) : NULL);
+    cd_list_respond(r, "SELECT " CD_RULE_COLUMNS " FROM alert_rules"
+                       " ORDER BY created_at DESC, id DESC LIMIT 1000",
+                    cd_alert_rule_json);
 }
 
 
@@ -867,11 +821,7 @@ cd_api_alert_rules_delete(cd_request_t *r)
     const char    *params[1];
     cd_db_conn_t  *c;
 
-    if (cd_alert_rule_id_param(r) != CD_OK) {
-        return;
-    }
-
-    c = cd_request_begin(r);
+    c = cd_request_begin_param(r, cd_alert_rule_id_param);
     if (c == NULL) {
         return;
     }
@@ -880,18 +830,15 @@ cd_api_alert_rules_delete(cd_request_t *r)
     res = cd_db_exec(c, "DELETE FROM alert_rules WHERE id = $1"
                         " RETURNING id", 1, params);
 
-    if (res == NULL) {
-        cd_respond_statement_error(r, c);
-
-    } else if (PQntuples(res) == 0) {
-        cd_respond_error(r, 404, "not_found_error", "alert_rule_not_found",
-                         "id", "no alert rule %s", r->params[0]);
-
-    } else if (cd_request_commit(r, c) == CD_OK) {
+    if (cd_request_found(r, c, res, "alert_rule_not_found", "id",
+        "no alert rule %s", r->params[0]) == CD_OK
+        && cd_request_commit_respond(r, c, 0, 200,
+                                     json_pack("{s:s, s:b}", "id",
+                                               r->params[0], "deleted", 1))
+           == CD_OK)
+    {
         cd_log_info(CD_ALERTS_SUBJECT, "rule %s deleted org=%s",
                     r->params[0], r->org_id);
-        cd_respond(r, 200, json_pack("{s:s, s:b}", "id", r->params[0],
-                                     "deleted", 1));
     }
 
     PQclear(res);

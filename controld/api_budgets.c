@@ -775,15 +775,12 @@ cd_budget_store(cd_request_t *r, cd_db_conn_t *c, const char *id,
         return;
     }
 
-    if (cd_request_commit(r, c) != CD_OK) {
-        json_decref(budget);
+    if (cd_request_commit_respond(r, c, 1, status, budget) != CD_OK) {
         return;
     }
 
-    cd_snapshot_signal(r->app);
     cd_log_info(CD_BUDGETS_SUBJECT, "%s %s org=%s by %s", what, id,
                 r->org_id, r->key_id);
-    cd_respond(r, status, budget);
 }
 
 
@@ -807,25 +804,15 @@ cd_api_budgets_create(cd_request_t *r)
         return;
     }
 
-    if (cd_random_id(CD_BUDGET_ID_PREFIX, CD_RANDOM_ID_BYTES, id) != CD_OK) {
-        cd_respond_error(r, 500, "api_error", "no_randomness", NULL,
-                         "could not generate an id");
-        json_decref(body);
-        return;
-    }
-
-    c = cd_request_begin(r);
+    c = cd_request_begin_create(r, CD_BUDGET_ID_PREFIX, id, "budgets", NULL,
+                                r->app->config.max_budgets_per_org,
+                                "SPENDPOL_MAX_BUDGETS_PER_ORG", "budgets");
     if (c == NULL) {
         json_decref(body);
         return;
     }
 
-    if (cd_org_cap_check(r, c, "budgets", NULL,
-                         r->app->config.max_budgets_per_org,
-                         "SPENDPOL_MAX_BUDGETS_PER_ORG", "budgets")
-            == CD_OK
-        && cd_budget_check_refs(r, c, &in) == CD_OK)
-    {
+    if (cd_budget_check_refs(r, c, &in) == CD_OK) {
         cd_budget_store(r, c, id, &in,
                         "INSERT INTO budgets (id, org_id, name, scope_type,"
                         " scope_value, provider, model, limit_nano, period,"
@@ -858,36 +845,14 @@ cd_api_budgets_list(cd_request_t *r)
 void
 cd_api_budgets_get(cd_request_t *r)
 {
-    PGresult      *res;
-    const char    *params[1];
-    cd_db_conn_t  *c;
-
     if (cd_budget_id_param(r) != CD_OK) {
         return;
     }
 
-    c = cd_request_begin(r);
-    if (c == NULL) {
-        return;
-    }
-
-    params[0] = r->params[0];
-    res = cd_db_exec(c, "SELECT " CD_BUDGET_COLUMNS " FROM budgets"
-                        " WHERE id = $1", 1, params);
-
-    if (res == NULL) {
-        cd_respond_statement_error(r, c);
-
-    } else if (PQntuples(res) == 0) {
-        cd_respond_error(r, 404, "not_found_error", "budget_not_found", "id",
-                         "no budget with id \"%s\"", r->params[0]);
-
-    } else {
-        cd_respond(r, 200, cd_budget_json(res, 0));
-    }
-
-    PQclear(res);
-    cd_request_end(r, c);
+    cd_row_respond(r, "SELECT " CD_BUDGET_COLUMNS " FROM budgets"
+                      " WHERE id = $1",
+                   cd_budget_json, "budget_not_found", "id",
+                   "no budget with id \"%s\"");
 }
 
 
@@ -928,14 +893,9 @@ cd_api_budgets_update(cd_request_t *r)
 
     old = cd_db_exec(c, "SELECT " CD_BUDGET_COLUMNS " FROM budgets"
                         " WHERE id = $1 FOR UPDATE", 1, params);
-    if (old == NULL) {
-        cd_respond_statement_error(r, c);
-        goto done;
-    }
-
-    if (PQntuples(old) == 0) {
-        cd_respond_error(r, 404, "not_found_error", "budget_not_found", "id",
-                         "no budget with id \"%s\"", r->params[0]);
+    if (cd_request_found(r, c, old, "budget_not_found", "id",
+        "no budget with id \"%s\"", r->params[0]) != CD_OK)
+    {
         goto done;
     }
 
@@ -980,11 +940,7 @@ cd_api_budgets_delete(cd_request_t *r)
     const char    *params[1];
     cd_db_conn_t  *c;
 
-    if (cd_budget_id_param(r) != CD_OK) {
-        return;
-    }
-
-    c = cd_request_begin(r);
+    c = cd_request_begin_param(r, cd_budget_id_param);
     if (c == NULL) {
         return;
     }
@@ -992,18 +948,12 @@ cd_api_budgets_delete(cd_request_t *r)
     params[0] = r->params[0];
     res = cd_db_exec(c, "DELETE FROM budgets WHERE id = $1", 1, params);
 
-    if (res == NULL) {
-        cd_respond_statement_error(r, c);
-
-    } else if (strcmp(PQcmdTuples(res), "0") == 0) {
-        cd_respond_error(r, 404, "not_found_error", "budget_not_found", "id",
-                         "no budget with id \"%s\"", r->params[0]);
-
-    } else if (cd_request_commit(r, c) == CD_OK) {
-        cd_snapshot_signal(r->app);
+    if (cd_request_found(r, c, res, "budget_not_found", "id",
+        "no budget with id \"%s\"", r->params[0]) == CD_OK
+        && cd_request_commit_respond(r, c, 1, 204, NULL) == CD_OK)
+    {
         cd_log_info(CD_BUDGETS_SUBJECT, "deleted %s org=%s by %s",
                     r->params[0], r->org_id, r->key_id);
-        cd_respond(r, 204, NULL);
     }
 
     PQclear(res);
@@ -1038,11 +988,7 @@ cd_api_budgets_spend(cd_request_t *r)
     const char    *params[1];
     cd_db_conn_t  *c;
 
-    if (cd_budget_id_param(r) != CD_OK) {
-        return;
-    }
-
-    c = cd_request_begin(r);
+    c = cd_request_begin_param(r, cd_budget_id_param);
     if (c == NULL) {
         return;
     }
@@ -1061,14 +1007,9 @@ cd_api_budgets_spend(cd_request_t *r)
                         " FROM b LEFT JOIN budget_spend s"
                         " ON s.budget_id = b.id AND s.period_start = b.ps",
                      1, params);
-    if (res == NULL) {
-        cd_respond_statement_error(r, c);
-        goto done;
-    }
-
-    if (PQntuples(res) == 0) {
-        cd_respond_error(r, 404, "not_found_error", "budget_not_found", "id",
-                         "no budget with id \"%s\"", r->params[0]);
+    if (cd_request_found(r, c, res, "budget_not_found", "id",
+        "no budget with id \"%s\"", r->params[0]) != CD_OK)
+    {
         goto done;
     }
 

@@ -148,6 +148,16 @@ cd_rate_limits_parse(json_t *value, cd_rate_limits_t *rl,
 }
 
 
+void
+cd_rate_limits_text(const cd_rate_limits_t *rl, char *rpm, char *tpm)
+{
+    snprintf(rpm, CD_INT_TEXT, "%lld",
+             (long long) (rl->rpm < 0 ? 0 : rl->rpm));
+    snprintf(tpm, CD_INT_TEXT, "%lld",
+             (long long) (rl->tpm < 0 ? 0 : rl->tpm));
+}
+
+
 int
 cd_rate_limits_of(cd_request_t *r, json_t *body, cd_rate_limits_t *rl)
 {
@@ -382,7 +392,8 @@ void
 cd_api_keys_create(cd_request_t *r)
 {
     int               override;
-    char              plaintext[SP_KEY_LEN + 1], rpm[24], tpm[24];
+    char              plaintext[SP_KEY_LEN + 1];
+    char              rpm[CD_INT_TEXT], tpm[CD_INT_TEXT];
     size_t            bad;
     json_t           *body, *scopes_json, *key;
     uint32_t          scopes;
@@ -415,10 +426,7 @@ cd_api_keys_create(cd_request_t *r)
         return;
     }
 
-    snprintf(rpm, sizeof(rpm), "%lld",
-             (long long) (limits.rpm < 0 ? 0 : limits.rpm));
-    snprintf(tpm, sizeof(tpm), "%lld",
-             (long long) (limits.tpm < 0 ? 0 : limits.tpm));
+    cd_rate_limits_text(&limits, rpm, tpm);
 
     scopes = SP_SCOPE_PROXY;
     scopes_json = json_object_get(body, "scopes");
@@ -467,19 +475,16 @@ cd_api_keys_create(cd_request_t *r)
         return;
     }
 
-    c = cd_request_begin(r);
+    /*
+     * cd_key_insert makes the id; revoked keys do not count: revoking
+     * one makes room for another
+     */
+    c = cd_request_begin_create(r, NULL, NULL, "api_keys", "active",
+                                r->app->config.max_keys_per_org,
+                                "SPENDPOL_MAX_KEYS_PER_ORG", "active keys");
     if (c == NULL) {
         json_decref(body);
         return;
-    }
-
-    /* revoked keys do not count: revoking one makes room for another */
-    if (cd_org_cap_check(r, c, "api_keys", "active",
-                         r->app->config.max_keys_per_org,
-                         "SPENDPOL_MAX_KEYS_PER_ORG", "active keys")
-        != CD_OK)
-    {
-        goto done;
     }
 
     if (agent_id != NULL && cd_key_agent_exists(r, c, agent_id) != CD_OK) {
@@ -497,13 +502,9 @@ cd_api_keys_create(cd_request_t *r)
     key = cd_key_json(res, 0, plaintext);
     PQclear(res);
 
-    if (cd_request_commit(r, c) != CD_OK) {
-        json_decref(key);
+    if (cd_request_commit_respond(r, c, 1, 201, key) != CD_OK) {
         goto done;
     }
-
-    cd_snapshot_signal(r->app);
-    cd_respond(r, 201, key);
 
 done:
 
@@ -546,36 +547,14 @@ cd_key_id_param(cd_request_t *r)
 void
 cd_api_keys_get(cd_request_t *r)
 {
-    PGresult      *res;
-    const char    *params[1];
-    cd_db_conn_t  *c;
-
     if (cd_key_id_param(r) != CD_OK) {
         return;
     }
 
-    c = cd_request_begin(r);
-    if (c == NULL) {
-        return;
-    }
-
-    params[0] = r->params[0];
-    res = cd_db_exec(c, "SELECT " CD_KEY_COLUMNS " FROM api_keys"
-                        " WHERE id = $1", 1, params);
-
-    if (res == NULL) {
-        cd_respond_statement_error(r, c);
-
-    } else if (PQntuples(res) == 0) {
-        cd_respond_error(r, 404, "not_found_error", "api_key_not_found", "id",
-                         "no API key with id \"%s\"", r->params[0]);
-
-    } else {
-        cd_respond(r, 200, cd_key_json(res, 0, NULL));
-    }
-
-    PQclear(res);
-    cd_request_end(r, c);
+    cd_row_respond(r, "SELECT " CD_KEY_COLUMNS " FROM api_keys"
+                      " WHERE id = $1",
+                   cd_key_list_json, "api_key_not_found", "id",
+                   "no API key with id \"%s\"");
 }
 
 
@@ -587,11 +566,7 @@ cd_api_keys_revoke(cd_request_t *r)
     const char    *params[1];
     cd_db_conn_t  *c;
 
-    if (cd_key_id_param(r) != CD_OK) {
-        return;
-    }
-
-    c = cd_request_begin(r);
+    c = cd_request_begin_param(r, cd_key_id_param);
     if (c == NULL) {
         return;
     }
@@ -603,28 +578,20 @@ cd_api_keys_revoke(cd_request_t *r)
                         " clock_timestamp()) WHERE id = $1"
                         " RETURNING " CD_KEY_COLUMNS, 1, params);
 
-    if (res == NULL) {
-        cd_respond_statement_error(r, c);
-        goto done;
-    }
-
-    if (PQntuples(res) == 0) {
-        cd_respond_error(r, 404, "not_found_error", "api_key_not_found", "id",
-                         "no API key with id \"%s\"", r->params[0]);
+    if (cd_request_found(r, c, res, "api_key_not_found", "id",
+        "no API key with id \"%s\"", r->params[0]) != CD_OK)
+    {
         goto done;
     }
 
     key = cd_key_json(res, 0, NULL);
 
-    if (cd_request_commit(r, c) != CD_OK) {
-        json_decref(key);
+    if (cd_request_commit_respond(r, c, 1, 200, key) != CD_OK) {
         goto done;
     }
 
-    cd_snapshot_signal(r->app);
     cd_log_info(CD_KEYS_SUBJECT, "revoked %s org=%s", r->params[0],
                 r->org_id);
-    cd_respond(r, 200, key);
 
 done:
 
@@ -647,11 +614,7 @@ cd_api_keys_rotate(cd_request_t *r)
     }
 
     /* no options yet; an empty object is accepted */
-    if (cd_request_no_options(r) != CD_OK) {
-        return;
-    }
-
-    c = cd_request_begin(r);
+    c = cd_request_begin_param(r, cd_request_no_options);
     if (c == NULL) {
         return;
     }
@@ -665,14 +628,9 @@ cd_api_keys_rotate(cd_request_t *r)
                         " attribution_override FROM api_keys"
                         " WHERE id = $1 FOR UPDATE", 1, params);
 
-    if (old == NULL) {
-        cd_respond_statement_error(r, c);
-        goto done;
-    }
-
-    if (PQntuples(old) == 0) {
-        cd_respond_error(r, 404, "not_found_error", "api_key_not_found", "id",
-                         "no API key with id \"%s\"", r->params[0]);
+    if (cd_request_found(r, c, old, "api_key_not_found", "id",
+        "no API key with id \"%s\"", r->params[0]) != CD_OK)
+    {
         goto done;
     }
 
@@ -706,15 +664,12 @@ cd_api_keys_rotate(cd_request_t *r)
 
     key = cd_key_json(res, 0, plaintext);
 
-    if (cd_request_commit(r, c) != CD_OK) {
-        json_decref(key);
+    if (cd_request_commit_respond(r, c, 1, 201, key) != CD_OK) {
         goto done;
     }
 
-    cd_snapshot_signal(r->app);
     cd_log_info(CD_KEYS_SUBJECT, "rotated %s org=%s", r->params[0],
                 r->org_id);
-    cd_respond(r, 201, key);
 
 done:
 
@@ -733,7 +688,7 @@ void
 cd_api_keys_update(cd_request_t *r)
 {
     int               override;
-    char              rpm[24], tpm[24];
+    char              rpm[CD_INT_TEXT], tpm[CD_INT_TEXT];
     json_t           *body, *key;
     PGresult         *res;
     const char       *name, *params[5];
@@ -761,8 +716,7 @@ cd_api_keys_update(cd_request_t *r)
         return;
     }
 
-    snprintf(rpm, sizeof(rpm), "%lld", (long long) limits.rpm);
-    snprintf(tpm, sizeof(tpm), "%lld", (long long) limits.tpm);
+    cd_rate_limits_text(&limits, rpm, tpm);
 
     params[0] = r->params[0];
     params[1] = name;
@@ -784,27 +738,17 @@ cd_api_keys_update(cd_request_t *r)
                         " WHERE id = $1 RETURNING " CD_KEY_COLUMNS,
                      5, params);
 
-    if (res == NULL) {
-        cd_respond_statement_error(r, c);
-
-    } else if (PQntuples(res) == 0) {
-        cd_respond_error(r, 404, "not_found_error", "api_key_not_found", "id",
-                         "no API key with id \"%s\"", r->params[0]);
-
-    } else {
+    if (cd_request_found(r, c, res, "api_key_not_found", "id",
+        "no API key with id \"%s\"", r->params[0]) == CD_OK)
+    {
         key = cd_key_json(res, 0, NULL);
 
-        if (cd_request_commit(r, c) == CD_OK) {
-            cd_snapshot_signal(r->app);
+        if (cd_request_commit_respond(r, c, 1, 200, key) == CD_OK) {
             /* who may re-attribute spend is worth a line of its own */
             cd_log_info(CD_KEYS_SUBJECT, "updated %s org=%s%s", r->params[0],
                         r->org_id, override < 0 ? ""
                         : override ? " attribution_override=true"
                         : " attribution_override=false");
-            cd_respond(r, 200, key);
-
-        } else {
-            json_decref(key);
         }
     }
 

@@ -309,7 +309,7 @@ void
 cd_api_org_update(cd_request_t *r)
 {
     int                    refuse;
-    char                   rpm[24], tpm[24];
+    char                   rpm[CD_INT_TEXT], tpm[CD_INT_TEXT];
     size_t                 nendpoints;
     json_t                *body, *allowed, *org;
     PGresult              *res, *endpoints;
@@ -342,8 +342,7 @@ cd_api_org_update(cd_request_t *r)
         return;
     }
 
-    snprintf(rpm, sizeof(rpm), "%lld", (long long) limits.rpm);
-    snprintf(tpm, sizeof(tpm), "%lld", (long long) limits.tpm);
+    cd_rate_limits_text(&limits, rpm, tpm);
 
     /* NULL keeps the stored value */
     params[0] = refuse < 0 ? NULL : refuse ? "t" : "f";
@@ -385,12 +384,9 @@ cd_api_org_update(cd_request_t *r)
 
     org = cd_org_json(res, endpoints);
 
-    if (cd_request_commit(r, c) != CD_OK) {
-        json_decref(org);
+    if (cd_request_commit_respond(r, c, 1, 200, org) != CD_OK) {
         goto done;
     }
-
-    cd_snapshot_signal(r->app);
 
     if (allowed != NULL) {
         cd_log_info("org", "settings of %s updated, %zu allowed endpoints",
@@ -398,8 +394,6 @@ cd_api_org_update(cd_request_t *r)
     } else {
         cd_log_info("org", "settings of %s updated", r->org_id);
     }
-
-    cd_respond(r, 200, org);
 
 done:
 

@@ -1044,13 +1044,7 @@ cd_api_pricing_put(cd_request_t *r)
                         " VALUES (current_setting('spendpol.org_id'), $1, $2,"
                         " $3, $4, $5, $6, $7, coalesce('epoch'::timestamptz"
                         " + $8::bigint * interval '1 microsecond', now()))"
-                        " ON CONFLICT (org_id, provider, model,"
-                        " effective_from) DO UPDATE SET"
-                        " input_nano = EXCLUDED.input_nano,"
-                        " output_nano = EXCLUDED.output_nano,"
-                        " cached_input_nano = EXCLUDED.cached_input_nano,"
-                        " cache_write_nano = EXCLUDED.cache_write_nano,"
-                        " max_output_tokens = EXCLUDED.max_output_tokens,"
+                        CD_PRICE_UPSERT ","
                         " created_at = clock_timestamp()"
                         " RETURNING " CD_PRICING_COLUMNS, 8, params);
 
@@ -1110,15 +1104,12 @@ cd_api_pricing_put(cd_request_t *r)
         goto done;
     }
 
-    if (cd_request_commit(r, c) != CD_OK) {
-        json_decref(price);
+    if (cd_request_commit_respond(r, c, 1, 200, price) != CD_OK) {
         goto done;
     }
 
-    cd_snapshot_signal(r->app);
     cd_log_info(CD_PRICING_SUBJECT, "set %s/%s org=%s", r->params[0],
                 r->params[1], r->org_id);
-    cd_respond(r, 200, price);
 
 done:
 
@@ -1169,11 +1160,9 @@ cd_api_pricing_delete(cd_request_t *r)
                          "for %s/%.200s; the list price applies",
                          r->params[0], r->params[1]);
 
-    } else if (cd_request_commit(r, c) == CD_OK) {
-        cd_snapshot_signal(r->app);
+    } else if (cd_request_commit_respond(r, c, 1, 204, NULL) == CD_OK) {
         cd_log_info(CD_PRICING_SUBJECT, "deleted %s/%s org=%s",
                     r->params[0], r->params[1], r->org_id);
-        cd_respond(r, 204, NULL);
     }
 
     PQclear(res);

@@ -417,15 +417,12 @@ cd_api_providers_put(cd_request_t *r)
 
     provider = cd_provider_json(res, 0);
 
-    if (cd_request_commit(r, c) != CD_OK) {
-        json_decref(provider);
+    if (cd_request_commit_respond(r, c, 1, 200, provider) != CD_OK) {
         goto done;
     }
 
-    cd_snapshot_signal(r->app);
     cd_log_info(CD_PROVIDERS_SUBJECT, "set %s org=%s", r->params[0],
                 r->org_id);
-    cd_respond(r, 200, provider);
 
 done:
 
@@ -449,65 +446,24 @@ done:
 void
 cd_api_providers_list(cd_request_t *r)
 {
-    json_t        *data;
-    PGresult      *res;
-    cd_db_conn_t  *c;
-
-    c = cd_request_begin(r);
-    if (c == NULL) {
-        return;
-    }
-
-    res = cd_db_exec(c, "SELECT " CD_PROVIDER_COLUMNS " FROM providers p"
-                        " ORDER BY p.name", 0, NULL);
-    if (res == NULL) {
-        cd_respond_statement_error(r, c);
-        cd_request_end(r, c);
-        return;
-    }
-
-    data = cd_rows_json(res, PQntuples(res), cd_provider_json);
-
-    PQclear(res);
-    cd_request_end(r, c);
-    cd_respond(r, 200, data ? json_pack("{s:o}", "data", data) : NULL);
+    cd_list_respond(r, "SELECT " CD_PROVIDER_COLUMNS " FROM providers p"
+                       " ORDER BY p.name",
+                    cd_provider_json);
 }
 
 
 void
 cd_api_providers_get(cd_request_t *r)
 {
-    PGresult      *res;
-    const char    *params[1];
-    cd_db_conn_t  *c;
-
     if (cd_provider_name_param(r) != CD_OK) {
         return;
     }
 
-    c = cd_request_begin(r);
-    if (c == NULL) {
-        return;
-    }
-
-    params[0] = r->params[0];
-    res = cd_db_exec(c, "SELECT " CD_PROVIDER_COLUMNS " FROM providers p"
-                        " WHERE p.name = $1", 1, params);
-
-    if (res == NULL) {
-        cd_respond_statement_error(r, c);
-
-    } else if (PQntuples(res) == 0) {
-        cd_respond_error(r, 404, "not_found_error", "provider_not_configured",
-                         "name", "provider %s is not configured; PUT "
-                         "/providers/%s with an api_key", r->params[0],
-                         r->params[0]);
-    } else {
-        cd_respond(r, 200, cd_provider_json(res, 0));
-    }
-
-    PQclear(res);
-    cd_request_end(r, c);
+    cd_row_respond(r, "SELECT " CD_PROVIDER_COLUMNS " FROM providers p"
+                      " WHERE p.name = $1",
+                   cd_provider_json, "provider_not_configured", "name",
+                   "provider %1$s is not configured; PUT /providers/%1$s"
+                   " with an api_key");
 }
 
 
@@ -518,11 +474,7 @@ cd_api_providers_delete(cd_request_t *r)
     const char    *params[1];
     cd_db_conn_t  *c;
 
-    if (cd_provider_name_param(r) != CD_OK) {
-        return;
-    }
-
-    c = cd_request_begin(r);
+    c = cd_request_begin_param(r, cd_provider_name_param);
     if (c == NULL) {
         return;
     }
@@ -530,19 +482,12 @@ cd_api_providers_delete(cd_request_t *r)
     params[0] = r->params[0];
     res = cd_db_exec(c, "DELETE FROM providers WHERE name = $1", 1, params);
 
-    if (res == NULL) {
-        cd_respond_statement_error(r, c);
-
-    } else if (strcmp(PQcmdTuples(res), "0") == 0) {
-        cd_respond_error(r, 404, "not_found_error", "provider_not_configured",
-                         "name", "provider %s is not configured",
-                         r->params[0]);
-
-    } else if (cd_request_commit(r, c) == CD_OK) {
-        cd_snapshot_signal(r->app);
+    if (cd_request_found(r, c, res, "provider_not_configured", "name",
+        "provider %s is not configured", r->params[0]) == CD_OK
+        && cd_request_commit_respond(r, c, 1, 204, NULL) == CD_OK)
+    {
         cd_log_info(CD_PROVIDERS_SUBJECT, "deleted %s org=%s", r->params[0],
                     r->org_id);
-        cd_respond(r, 204, NULL);
     }
 
     PQclear(res);

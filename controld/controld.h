@@ -315,6 +315,19 @@ int cd_migration_name_valid(const char *name);
 
 /* ---- prices.c --------------------------------------------------------- */
 
+/*
+ * The tail of an INSERT INTO model_prices: a price at the same instant
+ * replaces the one stored (both the catalogue and PUT /pricing write so)
+ */
+#define CD_PRICE_UPSERT                                                      \
+    " ON CONFLICT (org_id, provider, model,"                                 \
+    " effective_from) DO UPDATE SET"                                         \
+    " input_nano = EXCLUDED.input_nano,"                                     \
+    " output_nano = EXCLUDED.output_nano,"                                   \
+    " cached_input_nano = EXCLUDED.cached_input_nano,"                       \
+    " cache_write_nano = EXCLUDED.cache_write_nano,"                         \
+    " max_output_tokens = EXCLUDED.max_output_tokens"
+
 typedef struct {
     char     provider[16];
     char     model[128];
@@ -431,6 +444,33 @@ int cd_rates_fetch(cd_app_t *app, cd_rates_conn_t *rc, cd_rate_t **out,
 void cd_rates_close(cd_rates_conn_t *rc);
 
 
+/* ---- thread.c --------------------------------------------------------- */
+
+/*
+ * A background thread and its one way to stop: cd_thread_stop sets the
+ * flag, wakes cd_thread_sleep at once and joins.
+ */
+typedef struct {
+    const char       *name;              /* log subject */
+    pthread_t         thread;
+    pthread_mutex_t   mutex;
+    pthread_cond_t    cond;
+    int               stop;              /* atomic; set under mutex */
+    int               started;
+} cd_thread_t;
+
+int cd_thread_start(cd_thread_t *t, const char *name, void *(*fn)(void *),
+    void *arg) CD_CHECK;
+void cd_thread_stop(cd_thread_t *t);
+int cd_thread_stopping(cd_thread_t *t);
+
+/* sleeps ms, waking early when asked to stop */
+void cd_thread_sleep(cd_thread_t *t, unsigned ms);
+
+/* CLOCK_REALTIME now plus ms, for pthread_cond_timedwait */
+void cd_deadline_after(struct timespec *deadline, unsigned ms);
+
+
 /* ---- snapshot.c ------------------------------------------------------- */
 
 
@@ -469,9 +509,7 @@ uint64_t cd_snapshot_generation(cd_app_t *app);
  * SPENDPOL_SNAPSHOT_DIR/spend.slots (sp_budget.h), mapped read-write.
  */
 typedef struct {
-    pthread_t         thread;
-    int               stop;              /* atomic */
-    int               started;
+    cd_thread_t       thread;
     int               fd;
     uint8_t          *map;
     size_t            len;
@@ -494,9 +532,7 @@ uint32_t cd_spend_slots_for(size_t budgets);
 #define CD_INGEST_BATCH_MS      200
 
 typedef struct {
-    pthread_t         thread;
-    int               stop;              /* atomic */
-    int               started;
+    cd_thread_t       thread;
     int64_t           committed_offset;  /* atomically read by /healthz */
     /* since start, atomic, counted when the offset past them commits */
     int64_t           malformed_lines;   /* lines that are no record */
@@ -594,11 +630,20 @@ typedef struct {
 int cd_http_start(cd_app_t *app) CD_CHECK;
 void cd_http_stop(cd_app_t *app);
 
+
+/* ---- http_request.c: what every handler uses -------------------------- */
+
+/* how long a request waits for a pooled database connection */
+#define CD_DB_WAIT_MS         5000
+
 /* response helpers; respond steals json */
 void cd_respond(cd_request_t *r, unsigned status, json_t *json);
 void cd_respond_error(cd_request_t *r, unsigned status, const char *type,
     const char *code, const char *field, const char *fmt, ...)
     CD_PRINTF(6, 7);
+void cd_respond_verror(cd_request_t *r, unsigned status, const char *type,
+    const char *code, const char *field, const char *fmt, va_list args)
+    CD_PRINTF(6, 0);
 void cd_respond_db_error(cd_request_t *r);
 
 /*
@@ -608,8 +653,33 @@ void cd_respond_db_error(cd_request_t *r);
  */
 cd_db_conn_t *cd_request_begin(cd_request_t *r) CD_CHECK;
 int cd_request_commit(cd_request_t *r, cd_db_conn_t *c) CD_CHECK;
+
+/*
+ * check(r) on the route's parameters (it answers 400/404 and returns
+ * CD_ERROR), then cd_request_begin; NULL when either answered.
+ */
+cd_db_conn_t *cd_request_begin_param(cd_request_t *r,
+    int (*check)(cd_request_t *r)) CD_CHECK;
 void cd_request_end(cd_request_t *r, cd_db_conn_t *c);
+
+/*
+ * Commits, then answers status with json (stolen) and, with publish,
+ * asks for a new snapshot. When the commit fails its 500 stands, json is
+ * dropped and CD_ERROR returned.
+ */
+int cd_request_commit_respond(cd_request_t *r, cd_db_conn_t *c,
+    int publish, unsigned status, json_t *json) CD_CHECK;
 void cd_respond_statement_error(cd_request_t *r, cd_db_conn_t *c);
+
+/*
+ * After a statement that names one row (res may be NULL: it failed):
+ * CD_OK when it returned or changed a row; else answers (the statement
+ * error, or 404 not_found_error with code, field and the message fmt)
+ * and returns CD_ERROR. The caller still clears res.
+ */
+int cd_request_found(cd_request_t *r, cd_db_conn_t *c, PGresult *res,
+    const char *code, const char *field, const char *fmt, ...)
+    CD_CHECK CD_PRINTF(6, 7);
 
 /*
  * Inside a request's transaction: answers 422 org_limit_reached, naming
@@ -621,6 +691,16 @@ void cd_respond_statement_error(cd_request_t *r, cd_db_conn_t *c);
 int cd_org_cap_check(cd_request_t *r, cd_db_conn_t *c, const char *table,
     const char *where, long cap, const char *setting, const char *what)
     CD_CHECK;
+
+/*
+ * The start of a creation: a fresh id of prefix into id (CD_ID_MAX; none
+ * when prefix is NULL), the request's transaction, and the cap check
+ * above. NULL after answering (500 no_randomness, 503, 422) with the
+ * transaction ended.
+ */
+cd_db_conn_t *cd_request_begin_create(cd_request_t *r, const char *prefix,
+    char *id, const char *table, const char *where, long cap,
+    const char *setting, const char *what) CD_CHECK;
 
 /* the query argument, or NULL */
 const char *cd_query(cd_request_t *r, const char *name);
@@ -660,7 +740,7 @@ int cd_query_limit(cd_request_t *r, long def, long max, long *limit)
     CD_CHECK;
 
 
-/* ---- cursors (http.c) ------------------------------------------------- */
+/* ---- cursors (http_request.c) ----------------------------------------- */
 
 #define CD_CURSOR_MAX   128
 
@@ -671,7 +751,7 @@ int cd_cursor_decode(const char *cursor, int64_t *us, char *id,
     size_t idlen) CD_CHECK;
 
 
-/* ---- paged lists (http.c) --------------------------------------------- */
+/* ---- paged lists (http_request.c) ------------------------------------- */
 
 #define CD_PAGE_LIMIT_MAX     1000
 #define CD_PAGE_FILTERS_MAX   4
@@ -722,6 +802,18 @@ typedef struct {
  */
 void cd_page_respond(cd_request_t *r, const cd_page_t *page);
 
+/*
+ * A GET of one row: sql with $1 the route's checked first parameter,
+ * then 200 with row_json of the row, or 404 not_found_error with code,
+ * field and the message fmt, whose one argument is that parameter.
+ */
+void cd_row_respond(cd_request_t *r, const char *sql, cd_page_row_pt row_json,
+    const char *code, const char *field, const char *fmt);
+
+/* a list without pages: 200 {"data": [every row of sql (no parameters)]} */
+void cd_list_respond(cd_request_t *r, const char *sql,
+    cd_page_row_pt row_json);
+
 
 /* ---- api_*.c: one file per resource ----------------------------------- */
 
@@ -771,8 +863,8 @@ int cd_scopes_parse(json_t *array, uint32_t *bits, size_t *bad_index)
 int cd_admin_bootstrap(cd_app_t *app) CD_CHECK;
 
 /*
- * The admin key's org and id for a presented Authorization header
- * value; answers 401/403 itself and returns CD_ERROR.
+ * http_auth.c: the admin key's org and id for a presented Authorization
+ * header value; answers 401/403 itself and returns CD_ERROR.
  */
 int cd_authenticate(cd_request_t *r) CD_CHECK;
 
@@ -858,7 +950,7 @@ int cd_field_error(cd_field_error_t *err, unsigned status, const char *code,
     const char *field, const char *fmt, ...) CD_PRINTF(5, 6);
 
 
-/* ---- allowed endpoints (api_org.c) ---------------------------------- */
+/* ---- allowed endpoints (api_org.c) ------------------------------------ */
 
 /* "allowed_endpoints" of PUT /org: at most this many, replaced whole */
 #define CD_ALLOWED_ENDPOINTS_MAX  64
@@ -901,6 +993,12 @@ int cd_rate_limits_parse(json_t *value, cd_rate_limits_t *rl,
 /* body's "rate_limits", or CD_ERROR after answering 400/422 */
 int cd_rate_limits_of(cd_request_t *r, json_t *body, cd_rate_limits_t *rl)
     CD_CHECK;
+
+/* the longest decimal text of an int64_t, with its NUL */
+#define CD_INT_TEXT  24
+
+/* rl as SQL parameters; an absent limit (< 0) is 0, unlimited */
+void cd_rate_limits_text(const cd_rate_limits_t *rl, char *rpm, char *tpm);
 
 /* {"requests_per_minute": rpm, "tokens_per_minute": tpm} */
 json_t *cd_rate_limits_json(const char *rpm, const char *tpm);

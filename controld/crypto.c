@@ -20,26 +20,18 @@
 #include "controld.h"
 
 
-int
-cd_aead_encrypt(const uint8_t *key, const uint8_t *plain, size_t len,
-    const char *aad, uint8_t *out, size_t *outlen)
+/*
+ * One AES-256-GCM pass over len bytes of in into out (enc 1: seal, the
+ * tag written; enc 0: open, the tag checked). EVP_Cipher* serve both
+ * directions, so sealing and opening cannot drift apart.
+ */
+static int
+cd_aead_gcm(int enc, const uint8_t *key, const uint8_t *nonce,
+    const char *aad, const uint8_t *in, size_t len, uint8_t *out,
+    uint8_t *tag)
 {
     int              n, rc;
-    uint8_t         *nonce, *cipher, *tag;
     EVP_CIPHER_CTX  *ctx;
-
-    if (len > INT32_MAX - CD_AEAD_OVERHEAD) {
-        return CD_ERROR;
-    }
-
-    nonce = out;
-    cipher = out + CD_AEAD_NONCE_LEN;
-    tag = cipher + len;
-
-    /* a random 96-bit nonce per message: far below the 2^32 bound */
-    if (RAND_bytes(nonce, CD_AEAD_NONCE_LEN) != 1) {
-        return CD_ERROR;
-    }
 
     ctx = EVP_CIPHER_CTX_new();
     if (ctx == NULL) {
@@ -48,32 +40,46 @@ cd_aead_encrypt(const uint8_t *key, const uint8_t *plain, size_t len,
 
     rc = CD_ERROR;
 
-    if (EVP_EncryptInit_ex(ctx, EVP_aes_256_gcm(), NULL, key, nonce) != 1) {
-        goto done;
-    }
-
-    if (aad != NULL
-        && EVP_EncryptUpdate(ctx, NULL, &n, (const uint8_t *) aad,
-                             (int) strlen(aad)) != 1)
-    {
-        goto done;
-    }
-
-    if (EVP_EncryptUpdate(ctx, cipher, &n, plain, (int) len) != 1) {
-        goto done;
-    }
-
-    if (EVP_EncryptFinal_ex(ctx, cipher + n, &n) != 1) {
-        goto done;
-    }
-
-    if (EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_GET_TAG, CD_AEAD_TAG_LEN, tag)
+    if (EVP_CipherInit_ex(ctx, EVP_aes_256_gcm(), NULL, key, nonce, enc)
         != 1)
     {
         goto done;
     }
 
-    *outlen = len + CD_AEAD_OVERHEAD;
+    if (aad != NULL
+        && EVP_CipherUpdate(ctx, NULL, &n, (const uint8_t *) aad,
+                            (int) strlen(aad)) != 1)
+    {
+        goto done;
+    }
+
+    if (EVP_CipherUpdate(ctx, out, &n, in, (int) len) != 1) {
+        goto done;
+    }
+
+    if (!enc
+        && EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_TAG, CD_AEAD_TAG_LEN,
+                               tag) != 1)
+    {
+        goto done;
+    }
+
+    /* opening: the tag check, a modified byte anywhere fails here */
+    if (EVP_CipherFinal_ex(ctx, out + n, &n) != 1) {
+        if (!enc) {
+            OPENSSL_cleanse(out, len);
+        }
+
+        goto done;
+    }
+
+    if (enc
+        && EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_GET_TAG, CD_AEAD_TAG_LEN,
+                               tag) != 1)
+    {
+        goto done;
+    }
+
     rc = CD_OK;
 
 done:
@@ -85,65 +91,59 @@ done:
 
 
 int
+cd_aead_encrypt(const uint8_t *key, const uint8_t *plain, size_t len,
+    const char *aad, uint8_t *out, size_t *outlen)
+{
+    uint8_t  *nonce, *cipher;
+
+    if (len > INT32_MAX - CD_AEAD_OVERHEAD) {
+        return CD_ERROR;
+    }
+
+    nonce = out;
+    cipher = out + CD_AEAD_NONCE_LEN;
+
+    /* a random 96-bit nonce per message: far below the 2^32 bound */
+    if (RAND_bytes(nonce, CD_AEAD_NONCE_LEN) != 1) {
+        return CD_ERROR;
+    }
+
+    if (cd_aead_gcm(1, key, nonce, aad, plain, len, cipher, cipher + len)
+        != CD_OK)
+    {
+        return CD_ERROR;
+    }
+
+    *outlen = len + CD_AEAD_OVERHEAD;
+
+    return CD_OK;
+}
+
+
+int
 cd_aead_decrypt(const uint8_t *key, const uint8_t *sealed, size_t len,
     const char *aad, uint8_t *out, size_t *outlen)
 {
-    int              n, rc;
-    size_t           cipher_len;
-    const uint8_t   *nonce, *cipher, *tag;
-    EVP_CIPHER_CTX  *ctx;
+    size_t          cipher_len;
+    const uint8_t  *cipher;
 
     if (len < CD_AEAD_OVERHEAD || len > INT32_MAX) {
         return CD_ERROR;
     }
 
     cipher_len = len - CD_AEAD_OVERHEAD;
-    nonce = sealed;
     cipher = sealed + CD_AEAD_NONCE_LEN;
-    tag = cipher + cipher_len;
 
-    ctx = EVP_CIPHER_CTX_new();
-    if (ctx == NULL) {
+    /* GCM's tag is only read when opening; the cast drops nothing */
+    if (cd_aead_gcm(0, key, sealed, aad, cipher, cipher_len, out,
+                    (uint8_t *) cipher + cipher_len) != CD_OK)
+    {
         return CD_ERROR;
     }
 
-    rc = CD_ERROR;
-
-    if (EVP_DecryptInit_ex(ctx, EVP_aes_256_gcm(), NULL, key, nonce) != 1) {
-        goto done;
-    }
-
-    if (aad != NULL
-        && EVP_DecryptUpdate(ctx, NULL, &n, (const uint8_t *) aad,
-                             (int) strlen(aad)) != 1)
-    {
-        goto done;
-    }
-
-    if (EVP_DecryptUpdate(ctx, out, &n, cipher, (int) cipher_len) != 1) {
-        goto done;
-    }
-
-    if (EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_TAG, CD_AEAD_TAG_LEN,
-                            (void *) tag) != 1)
-    {
-        goto done;
-    }
-
-    /* the tag check: a modified byte anywhere fails here */
-    if (EVP_DecryptFinal_ex(ctx, out + n, &n) != 1) {
-        OPENSSL_cleanse(out, cipher_len);
-        goto done;
-    }
-
     *outlen = cipher_len;
-    rc = CD_OK;
 
-done:
-
-    EVP_CIPHER_CTX_free(ctx);
-
-    return rc;
+    return CD_OK;
 }
 
 

@@ -125,14 +125,7 @@ cd_db_acquire(cd_db_pool_t *pool, unsigned timeout_ms)
     cd_db_conn_t     *c;
     struct timespec   deadline;
 
-    clock_gettime(CLOCK_REALTIME, &deadline);
-    deadline.tv_sec += timeout_ms / 1000;
-    deadline.tv_nsec += (long) (timeout_ms % 1000) * 1000000;
-
-    if (deadline.tv_nsec >= 1000000000) {
-        deadline.tv_sec++;
-        deadline.tv_nsec -= 1000000000;
-    }
+    cd_deadline_after(&deadline, timeout_ms);
 
     pthread_mutex_lock(&pool->mutex);
 

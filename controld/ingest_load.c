@@ -55,31 +55,23 @@ static const uint8_t  cd_copy_signature[] = "PGCOPY\n\377\r\n";
 size_t
 cd_copy_escape(char *out, size_t pos, size_t outlen, const char *s)
 {
-    const char  *p;
+    const char  *p, *e;
+
+    /* COPY text format escapes these four; the loop never meets the NUL */
+    static const char  special[] = "\\\t\n\r", letter[] = "\\tnr";
 
     for (p = s; *p != '\0'; p++) {
         if (pos + 2 >= outlen) {
             return 0;
         }
 
-        switch (*p) {
-        case '\\':
+        e = strchr(special, *p);
+
+        if (e != NULL) {
             out[pos++] = '\\';
-            out[pos++] = '\\';
-            break;
-        case '\t':
-            out[pos++] = '\\';
-            out[pos++] = 't';
-            break;
-        case '\n':
-            out[pos++] = '\\';
-            out[pos++] = 'n';
-            break;
-        case '\r':
-            out[pos++] = '\\';
-            out[pos++] = 'r';
-            break;
-        default:
+            out[pos++] = letter[e - special];
+
+        } else {
             out[pos++] = *p;
         }
     }

@@ -169,6 +169,32 @@ cd_spend_arrays_free(cd_spend_array_t *a, size_t n)
 }
 
 
+/*
+ * n arrays of elements values, each at most each bytes but array wide
+ * (when < n), which holds values of wide_each. CD_ERROR with none left
+ * allocated.
+ */
+static int
+cd_spend_arrays_init(cd_spend_array_t *a, size_t n, size_t elements,
+    size_t each, size_t wide, size_t wide_each)
+{
+    size_t  i;
+
+    memset(a, 0, n * sizeof(cd_spend_array_t));
+
+    for (i = 0; i < n; i++) {
+        if (cd_spend_array_init(&a[i], elements, i == wide ? wide_each : each)
+            != CD_OK)
+        {
+            cd_spend_arrays_free(a, n);
+            return CD_ERROR;
+        }
+    }
+
+    return CD_OK;
+}
+
+
 static sp_str_t
 cd_spend_str(const char *s)
 {
@@ -504,12 +530,7 @@ cd_spend_resolve(cd_ingest_ctx_t *x, cd_db_conn_t *c, size_t misses)
     cd_ingest_spend_t  *s;
 
     s = x->spend;
-    a[0].data = a[1].data = NULL;
-
-    if (cd_spend_array_init(&a[0], misses, 32) != CD_OK
-        || cd_spend_array_init(&a[1], misses, 32) != CD_OK)
-    {
-        cd_spend_arrays_free(a, 2);
+    if (cd_spend_arrays_init(a, 2, misses, 32, 2, 0) != CD_OK) {
         return CD_ERROR;
     }
 
@@ -679,11 +700,7 @@ cd_ingest_budget_alerts(cd_ingest_ctx_t *x, cd_db_conn_t *c, PGresult *spent)
         return;
     }
 
-    if (cd_spend_array_init(&a[0], count, 32) != CD_OK
-        || cd_spend_array_init(&a[1], count, 32) != CD_OK
-        || cd_spend_array_init(&a[2], count, 32) != CD_OK)
-    {
-        cd_spend_arrays_free(a, 3);
+    if (cd_spend_arrays_init(a, 3, count, 32, 3, 0) != CD_OK) {
         cd_log_warn(CD_INGEST_SUBJECT, "out of memory for the budget alerts");
         return;
     }
@@ -779,16 +796,10 @@ cd_ingest_raise_alerts(cd_ingest_ctx_t *x, cd_db_conn_t *c)
     const char        *params[7];
     cd_spend_array_t   a[7];
 
-    memset(a, 0, sizeof(a));
-
-    for (i = 0; i < 7; i++) {
-        if (cd_spend_array_init(&a[i], x->raises,
-                                i == 3 ? SP_FIELD_LEN : CD_ALERT_KEY_MAX)
-            != CD_OK)
-        {
-            cd_spend_arrays_free(a, 7);
-            return;
-        }
+    if (cd_spend_arrays_init(a, 7, x->raises, CD_ALERT_KEY_MAX, 3,
+                             SP_FIELD_LEN) != CD_OK)
+    {
+        return;
     }
 
     /* per (org, key): the first record's provider and model, the count */
@@ -1010,16 +1021,10 @@ cd_spend_upsert_models(cd_ingest_ctx_t *x, cd_db_conn_t *c)
     const sp_journal_record_t  *rec;
 
     s = x->spend;
-    memset(a, 0, sizeof(a));
-
-    for (h = 0; h < 6; h++) {
-        if (cd_spend_array_init(&a[h], s->nhits,
-                                h == 3 ? SP_FIELD_LEN : SP_ID_LEN)
-            != CD_OK)
-        {
-            cd_spend_arrays_free(a, 6);
-            return CD_ERROR;
-        }
+    if (cd_spend_arrays_init(a, 6, s->nhits, SP_ID_LEN, 3, SP_FIELD_LEN)
+        != CD_OK)
+    {
+        return CD_ERROR;
     }
 
     qsort_r(s->hits, s->nhits, sizeof(cd_spend_hit_t), cd_spend_cmp_model,

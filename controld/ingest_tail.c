@@ -33,7 +33,7 @@
 int
 cd_ingest_stopping(cd_app_t *app)
 {
-    return __atomic_load_n(&app->ingest.stop, __ATOMIC_ACQUIRE);
+    return cd_thread_stopping(&app->ingest.thread);
 }
 
 
@@ -41,16 +41,7 @@ cd_ingest_stopping(cd_app_t *app)
 void
 cd_ingest_sleep(cd_app_t *app, unsigned ms)
 {
-    struct timespec  ts;
-
-    while (ms > 0 && !cd_ingest_stopping(app)) {
-        unsigned  step = ms < 50 ? ms : 50;
-
-        ts.tv_sec = 0;
-        ts.tv_nsec = (long) step * 1000000;
-        nanosleep(&ts, NULL);
-        ms -= step;
-    }
+    cd_thread_sleep(&app->ingest.thread, ms);
 }
 
 
@@ -786,32 +777,15 @@ done:
 int
 cd_ingest_start(cd_app_t *app)
 {
-    int  err;
-
-    app->ingest.stop = 0;
-
-    err = pthread_create(&app->ingest.thread, NULL, cd_ingest_thread, app);
-    if (err != 0) {
-        cd_log_error(CD_INGEST_SUBJECT, "cannot start: %s", strerror(err));
-        return CD_ERROR;
-    }
-
-    app->ingest.started = 1;
-
-    return CD_OK;
+    return cd_thread_start(&app->ingest.thread, CD_INGEST_SUBJECT,
+                           cd_ingest_thread, app);
 }
 
 
 void
 cd_ingest_stop(cd_app_t *app)
 {
-    if (!app->ingest.started) {
-        return;
-    }
-
-    __atomic_store_n(&app->ingest.stop, 1, __ATOMIC_RELEASE);
-    pthread_join(app->ingest.thread, NULL);
-    app->ingest.started = 0;
+    cd_thread_stop(&app->ingest.thread);
 }
 
 

@@ -157,14 +157,28 @@ cd_outbound_message(const sp_netdecision_t *d, const cd_url_t *u,
 
 
 int
+cd_outbound_resolve(const cd_url_t *u, struct addrinfo **res)
+{
+    char             port[8];
+    struct addrinfo  hints;
+
+    snprintf(port, sizeof(port), "%u", (unsigned) u->port);
+    memset(&hints, 0, sizeof(hints));
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+
+    return getaddrinfo(u->host, port, &hints, res);
+}
+
+
+int
 cd_outbound_check_url(const cd_url_t *u, char *msg, size_t msglen,
     const char **rule)
 {
     int               rc;
-    char              port[8];
     sp_netaddr_t      addr;
     sp_netdecision_t  d;
-    struct addrinfo   hints, *res, *ai;
+    struct addrinfo  *res, *ai;
 
     if (sp_netaddr_parse(&addr, u->host, strlen(u->host)) == SP_OK) {
         cd_outbound_decide(&d, u, &addr, u->port, 1);
@@ -186,12 +200,7 @@ cd_outbound_check_url(const cd_url_t *u, char *msg, size_t msglen,
         return CD_ERROR;
     }
 
-    snprintf(port, sizeof(port), "%u", (unsigned) u->port);
-    memset(&hints, 0, sizeof(hints));
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
-
-    rc = getaddrinfo(u->host, port, &hints, &res);
+    rc = cd_outbound_resolve(u, &res);
 
     if (rc != 0) {
         /* judged again where it is used: the module, the deliverer */

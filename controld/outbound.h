@@ -30,6 +30,10 @@ int cd_outbound_configure(const cd_config_t *cf, char *err, size_t errlen)
  * CD_OK when allowed, else CD_ERROR with msg ("host 10.0.0.5 is a private
  * address; allow it with SPENDPOL_UPSTREAM_ALLOW") and *rule ("private").
  */
+/* getaddrinfo of u's host and port for a TCP stream (its return code) */
+struct addrinfo;
+int cd_outbound_resolve(const cd_url_t *u, struct addrinfo **res);
+
 int cd_outbound_check_url(const cd_url_t *u, char *msg, size_t msglen,
     const char **rule);
 

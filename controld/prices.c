@@ -328,13 +328,7 @@ cd_prices_apply(cd_db_pool_t *pool, cd_price_row_t *rows, size_t n,
                             " VALUES (NULL, $1, $2, $3, $4, $5, $6, $7, $8,"
                             " coalesce($9::date, current_date)::timestamp"
                             " AT TIME ZONE 'UTC')"
-                            " ON CONFLICT (org_id, provider, model,"
-                            " effective_from) DO UPDATE SET"
-                            " input_nano = EXCLUDED.input_nano,"
-                            " output_nano = EXCLUDED.output_nano,"
-                            " cached_input_nano = EXCLUDED.cached_input_nano,"
-                            " cache_write_nano = EXCLUDED.cache_write_nano,"
-                            " max_output_tokens = EXCLUDED.max_output_tokens,"
+                            CD_PRICE_UPSERT ","
                             " source_url = EXCLUDED.source_url",
                          9, params);
         if (res == NULL) {

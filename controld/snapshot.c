@@ -32,51 +32,65 @@
 #define CD_SNAPSHOT_POLL_MS   2000
 
 
+typedef int (*cd_snapshot_row_pt)(sp_snapshot_builder_t *b, PGresult *res,
+    int row);
+
+
+/* every row of res into the builder; a row function may skip its row */
 static int
-cd_snapshot_add_keys(sp_snapshot_builder_t *b, PGresult *res)
+cd_snapshot_add_rows(sp_snapshot_builder_t *b, PGresult *res,
+    cd_snapshot_row_pt add_row)
 {
-    int                    i;
-    const char            *scopes;
-    sp_snapshot_key_in_t   key;
+    int  i;
 
     for (i = 0; i < PQntuples(res); i++) {
-        memset(&key, 0, sizeof(key));
-
-        if (cd_db_bytea(res, i, 0, key.key_hash, sizeof(key.key_hash))
-            != SP_KEY_HASH_LEN)
-        {
-            cd_log_warn(CD_SNAPSHOT_SUBJECT, "key %s has a malformed hash; "
-                        "skipped", PQgetvalue(res, i, 1));
-            continue;
-        }
-
-        key.key_id = PQgetvalue(res, i, 1);
-        key.org_id = PQgetvalue(res, i, 2);
-        key.name = PQgetvalue(res, i, 3);
-        key.department = cd_db_value(res, i, 4);
-        key.project = cd_db_value(res, i, 5);
-        key.agent_id = cd_db_value(res, i, 6);
-
-        /* "{proxy,admin}": the table's CHECK allows only these words */
-        scopes = PQgetvalue(res, i, 7);
-        key.scopes = (strstr(scopes, "proxy") ? SP_SCOPE_PROXY : 0)
-                     | (strstr(scopes, "admin") ? SP_SCOPE_ADMIN : 0);
-        key.flags = (cd_db_bool(res, i, 8) ? SP_KEY_AGENT_PAUSED : 0)
-                    | (cd_db_bool(res, i, 13) ? SP_KEY_ATTRIBUTION_OVERRIDE
-                                              : 0);
-        key.rpm_limit = (uint32_t) strtoul(PQgetvalue(res, i, 9), NULL, 10);
-        key.tpm_limit = (uint32_t) strtoul(PQgetvalue(res, i, 10), NULL, 10);
-        key.agent_rpm_limit = (uint32_t) strtoul(PQgetvalue(res, i, 11),
-                                                 NULL, 10);
-        key.agent_tpm_limit = (uint32_t) strtoul(PQgetvalue(res, i, 12),
-                                                 NULL, 10);
-
-        if (sp_snapshot_add_key(b, &key) != SP_OK) {
+        if (add_row(b, res, i) != CD_OK) {
             return CD_ERROR;
         }
     }
 
     return CD_OK;
+}
+
+
+static int
+cd_snapshot_key_row(sp_snapshot_builder_t *b, PGresult *res, int i)
+{
+    const char            *scopes;
+    sp_snapshot_key_in_t   key;
+
+    memset(&key, 0, sizeof(key));
+
+    if (cd_db_bytea(res, i, 0, key.key_hash, sizeof(key.key_hash))
+        != SP_KEY_HASH_LEN)
+    {
+        cd_log_warn(CD_SNAPSHOT_SUBJECT, "key %s has a malformed hash; "
+                    "skipped", PQgetvalue(res, i, 1));
+        return CD_OK;
+    }
+
+    key.key_id = PQgetvalue(res, i, 1);
+    key.org_id = PQgetvalue(res, i, 2);
+    key.name = PQgetvalue(res, i, 3);
+    key.department = cd_db_value(res, i, 4);
+    key.project = cd_db_value(res, i, 5);
+    key.agent_id = cd_db_value(res, i, 6);
+
+    /* "{proxy,admin}": the table's CHECK allows only these words */
+    scopes = PQgetvalue(res, i, 7);
+    key.scopes = (strstr(scopes, "proxy") ? SP_SCOPE_PROXY : 0)
+                 | (strstr(scopes, "admin") ? SP_SCOPE_ADMIN : 0);
+    key.flags = (cd_db_bool(res, i, 8) ? SP_KEY_AGENT_PAUSED : 0)
+                | (cd_db_bool(res, i, 13) ? SP_KEY_ATTRIBUTION_OVERRIDE
+                                          : 0);
+    key.rpm_limit = (uint32_t) strtoul(PQgetvalue(res, i, 9), NULL, 10);
+    key.tpm_limit = (uint32_t) strtoul(PQgetvalue(res, i, 10), NULL, 10);
+    key.agent_rpm_limit = (uint32_t) strtoul(PQgetvalue(res, i, 11),
+                                             NULL, 10);
+    key.agent_tpm_limit = (uint32_t) strtoul(PQgetvalue(res, i, 12),
+                                             NULL, 10);
+
+    return sp_snapshot_add_key(b, &key) == SP_OK ? CD_OK : CD_ERROR;
 }
 
 
@@ -241,101 +255,74 @@ cd_snapshot_limited(cd_app_t *app, PGresult *keys, PGresult *orgs)
 
 
 static int
-cd_snapshot_add_orgs(sp_snapshot_builder_t *b, PGresult *res)
+cd_snapshot_org_row(sp_snapshot_builder_t *b, PGresult *res, int i)
 {
-    int                    i;
     sp_snapshot_org_in_t   org;
 
-    for (i = 0; i < PQntuples(res); i++) {
-        org.org_id = PQgetvalue(res, i, 0);
-        org.flags = cd_db_bool(res, i, 1) ? SP_ORG_REFUSE_UNPRICED : 0;
-        org.rpm_limit = (uint32_t) strtoul(PQgetvalue(res, i, 2), NULL, 10);
-        org.tpm_limit = (uint32_t) strtoul(PQgetvalue(res, i, 3), NULL, 10);
+    org.org_id = PQgetvalue(res, i, 0);
+    org.flags = cd_db_bool(res, i, 1) ? SP_ORG_REFUSE_UNPRICED : 0;
+    org.rpm_limit = (uint32_t) strtoul(PQgetvalue(res, i, 2), NULL, 10);
+    org.tpm_limit = (uint32_t) strtoul(PQgetvalue(res, i, 3), NULL, 10);
 
-        if (sp_snapshot_add_org(b, &org) != SP_OK) {
-            return CD_ERROR;
-        }
-    }
-
-    return CD_OK;
+    return sp_snapshot_add_org(b, &org) == SP_OK ? CD_OK : CD_ERROR;
 }
 
 
 static int
-cd_snapshot_add_aliases(sp_snapshot_builder_t *b, PGresult *res)
+cd_snapshot_alias_row(sp_snapshot_builder_t *b, PGresult *res, int i)
 {
-    int                      i;
     sp_snapshot_alias_in_t   alias;
 
-    for (i = 0; i < PQntuples(res); i++) {
-        alias.org_id = PQgetvalue(res, i, 0);
-        alias.provider = PQgetvalue(res, i, 1);
-        alias.alias = PQgetvalue(res, i, 2);
-        alias.model = PQgetvalue(res, i, 3);
+    alias.org_id = PQgetvalue(res, i, 0);
+    alias.provider = PQgetvalue(res, i, 1);
+    alias.alias = PQgetvalue(res, i, 2);
+    alias.model = PQgetvalue(res, i, 3);
 
-        if (sp_snapshot_add_alias(b, &alias) != SP_OK) {
-            return CD_ERROR;
-        }
-    }
-
-    return CD_OK;
+    return sp_snapshot_add_alias(b, &alias) == SP_OK ? CD_OK : CD_ERROR;
 }
 
 
 static int
-cd_snapshot_add_budgets(sp_snapshot_builder_t *b, PGresult *res)
+cd_snapshot_budget_row(sp_snapshot_builder_t *b, PGresult *res, int i)
 {
-    int                      i, scope;
+    int                      scope;
     sp_snapshot_budget_in_t  budget;
 
-    for (i = 0; i < PQntuples(res); i++) {
-        scope = cd_budget_scope_parse(PQgetvalue(res, i, 2));
+    scope = cd_budget_scope_parse(PQgetvalue(res, i, 2));
 
-        if (scope < 0) {
-            continue;
-        }
-
-        memset(&budget, 0, sizeof(budget));
-        budget.budget_id = PQgetvalue(res, i, 0);
-        budget.org_id = PQgetvalue(res, i, 1);
-        budget.scope = (uint32_t) scope;
-        budget.scope_value = scope == SP_BUDGET_SCOPE_ORG
-                             ? "" : PQgetvalue(res, i, 3);
-        budget.provider = cd_db_value(res, i, 4);
-        budget.model = cd_db_value(res, i, 5);
-        budget.action = strcmp(PQgetvalue(res, i, 6), "warn") == 0
-                        ? SP_BUDGET_WARN : SP_BUDGET_BLOCK;
-        budget.limit_nano = strtoll(PQgetvalue(res, i, 7), NULL, 10);
-        budget.period_start_ms = strtoll(PQgetvalue(res, i, 8), NULL, 10);
-        budget.period_end_ms = strtoll(PQgetvalue(res, i, 9), NULL, 10);
-
-        if (sp_snapshot_add_budget(b, &budget) != SP_OK) {
-            return CD_ERROR;
-        }
+    if (scope < 0) {
+        return CD_OK;
     }
 
-    return CD_OK;
+    memset(&budget, 0, sizeof(budget));
+    budget.budget_id = PQgetvalue(res, i, 0);
+    budget.org_id = PQgetvalue(res, i, 1);
+    budget.scope = (uint32_t) scope;
+    budget.scope_value = scope == SP_BUDGET_SCOPE_ORG
+                         ? "" : PQgetvalue(res, i, 3);
+    budget.provider = cd_db_value(res, i, 4);
+    budget.model = cd_db_value(res, i, 5);
+    budget.action = strcmp(PQgetvalue(res, i, 6), "warn") == 0
+                    ? SP_BUDGET_WARN : SP_BUDGET_BLOCK;
+    budget.limit_nano = strtoll(PQgetvalue(res, i, 7), NULL, 10);
+    budget.period_start_ms = strtoll(PQgetvalue(res, i, 8), NULL, 10);
+    budget.period_end_ms = strtoll(PQgetvalue(res, i, 9), NULL, 10);
+
+    return sp_snapshot_add_budget(b, &budget) == SP_OK ? CD_OK : CD_ERROR;
 }
 
 
 static int
-cd_snapshot_add_endpoints(sp_snapshot_builder_t *b, PGresult *res)
+cd_snapshot_endpoint_row(sp_snapshot_builder_t *b, PGresult *res, int i)
 {
-    int                        i;
     sp_snapshot_endpoint_in_t  endpoint;
 
-    for (i = 0; i < PQntuples(res); i++) {
-        endpoint.org_id = PQgetvalue(res, i, 0);
-        endpoint.provider = PQgetvalue(res, i, 1);
-        endpoint.method = PQgetvalue(res, i, 2);
-        endpoint.pattern = PQgetvalue(res, i, 3);
+    endpoint.org_id = PQgetvalue(res, i, 0);
+    endpoint.provider = PQgetvalue(res, i, 1);
+    endpoint.method = PQgetvalue(res, i, 2);
+    endpoint.pattern = PQgetvalue(res, i, 3);
 
-        if (sp_snapshot_add_endpoint(b, &endpoint) != SP_OK) {
-            return CD_ERROR;
-        }
-    }
-
-    return CD_OK;
+    return sp_snapshot_add_endpoint(b, &endpoint) == SP_OK ? CD_OK : CD_ERROR;
 }
 
 
@@ -492,13 +479,14 @@ cd_snapshot_publish_now(cd_app_t *app)
     b = sp_snapshot_builder_new(generation);
 
     if (b == NULL
-        || cd_snapshot_add_keys(b, keys) != CD_OK
+        || cd_snapshot_add_rows(b, keys, cd_snapshot_key_row) != CD_OK
         || cd_snapshot_add_providers(app, b, providers) != CD_OK
         || cd_snapshot_add_prices(b, prices) != CD_OK
-        || cd_snapshot_add_orgs(b, orgs) != CD_OK
-        || cd_snapshot_add_aliases(b, aliases) != CD_OK
-        || cd_snapshot_add_budgets(b, budgets) != CD_OK
-        || cd_snapshot_add_endpoints(b, endpoints) != CD_OK
+        || cd_snapshot_add_rows(b, orgs, cd_snapshot_org_row) != CD_OK
+        || cd_snapshot_add_rows(b, aliases, cd_snapshot_alias_row) != CD_OK
+        || cd_snapshot_add_rows(b, budgets, cd_snapshot_budget_row) != CD_OK
+        || cd_snapshot_add_rows(b, endpoints, cd_snapshot_endpoint_row)
+           != CD_OK
         || cd_snapshot_add_settings(app, b) != CD_OK)
     {
         cd_log_error(CD_SNAPSHOT_SUBJECT, "out of memory building "

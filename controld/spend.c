@@ -65,7 +65,7 @@ cd_spend_slots_for(size_t budgets)
 static int
 cd_spend_stopping(cd_app_t *app)
 {
-    return __atomic_load_n(&app->spend.stop, __ATOMIC_ACQUIRE);
+    return cd_thread_stopping(&app->spend.thread);
 }
 
 
@@ -415,9 +415,8 @@ cd_spend_update(cd_app_t *app)
 static void *
 cd_spend_thread(void *data)
 {
-    int               failed;
-    cd_app_t         *app;
-    struct timespec   ts;
+    int        failed;
+    cd_app_t  *app;
 
     app = data;
     failed = 0;
@@ -436,9 +435,7 @@ cd_spend_thread(void *data)
             failed = 0;
         }
 
-        ts.tv_sec = 0;
-        ts.tv_nsec = (long) CD_SPEND_INTERVAL_MS * 1000000;
-        nanosleep(&ts, NULL);
+        cd_thread_sleep(&app->spend.thread, CD_SPEND_INTERVAL_MS);
     }
 
     cd_spend_unmap(&app->spend);
@@ -451,33 +448,17 @@ cd_spend_thread(void *data)
 int
 cd_spend_start(cd_app_t *app)
 {
-    int  err;
-
-    app->spend.stop = 0;
     app->spend.fd = -1;
     app->spend.map = NULL;
     memset(&app->spend.rates, 0, sizeof(cd_rates_conn_t));
 
-    err = pthread_create(&app->spend.thread, NULL, cd_spend_thread, app);
-    if (err != 0) {
-        cd_log_error(CD_SPEND_SUBJECT, "cannot start: %s", strerror(err));
-        return CD_ERROR;
-    }
-
-    app->spend.started = 1;
-
-    return CD_OK;
+    return cd_thread_start(&app->spend.thread, CD_SPEND_SUBJECT,
+                           cd_spend_thread, app);
 }
 
 
 void
 cd_spend_stop(cd_app_t *app)
 {
-    if (!app->spend.started) {
-        return;
-    }
-
-    __atomic_store_n(&app->spend.stop, 1, __ATOMIC_RELEASE);
-    pthread_join(app->spend.thread, NULL);
-    app->spend.started = 0;
+    cd_thread_stop(&app->spend.thread);
 }

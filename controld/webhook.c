@@ -328,16 +328,10 @@ static int
 cd_connect(const cd_url_t *u, int64_t deadline, char *err, size_t errlen)
 {
     int               fd, rc, soerr;
-    char              port[8];
     socklen_t         slen;
-    struct addrinfo   hints, *res, *ai;
+    struct addrinfo  *res, *ai;
 
-    snprintf(port, sizeof(port), "%u", (unsigned) u->port);
-    memset(&hints, 0, sizeof(hints));
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
-
-    rc = getaddrinfo(u->host, port, &hints, &res);
+    rc = cd_outbound_resolve(u, &res);
     if (rc != 0) {
         snprintf(err, errlen, "cannot resolve %s: %s", u->host,
                  gai_strerror(rc));

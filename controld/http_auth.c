@@ -1,0 +1,101 @@
+/*
+ * Admin API authentication: the bearer key's hash looked up among the
+ * active keys with the admin scope; the request learns its org and key.
+ */
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <microhttpd.h>
+
+#include <openssl/crypto.h>
+
+#include "controld.h"
+
+
+/* ---- authentication --------------------------------------------------- */
+
+int
+cd_authenticate(cd_request_t *r)
+{
+    int             rc, formats[1], lengths[1];
+    size_t          len;
+    uint8_t         hash[SP_KEY_HASH_LEN];
+    PGresult       *res;
+    const char     *header, *key, *params[1];
+    cd_db_conn_t   *c;
+
+    header = MHD_lookup_connection_value(r->connection, MHD_HEADER_KIND,
+                                         MHD_HTTP_HEADER_AUTHORIZATION);
+
+    if (header == NULL || strncasecmp(header, "Bearer ", 7) != 0) {
+        cd_respond_error(r, 401, "authentication_error", "missing_api_key",
+                         NULL, "send an admin key as \"Authorization: Bearer "
+                         "sp_key_...\"");
+        return CD_ERROR;
+    }
+
+    key = header + 7;
+
+    while (*key == ' ') {
+        key++;
+    }
+
+    len = strlen(key);
+
+    while (len > 0 && key[len - 1] == ' ') {
+        len--;
+    }
+
+    if (!sp_key_is_wellformed(key, len)) {
+        cd_respond_error(r, 401, "authentication_error", "missing_api_key",
+                         NULL, "the Authorization header does not hold a "
+                         "Spendpol key (\"Bearer sp_key_\" followed by 48 "
+                         "hex characters)");
+        return CD_ERROR;
+    }
+
+    sp_key_hash(key, len, hash);
+
+    /* across organisations: the key names its own tenant */
+    c = cd_db_acquire_begin(&r->app->db, CD_DB_WAIT_MS, CD_ROLE_SYSTEM,
+                            NULL);
+    if (c == NULL) {
+        cd_respond_db_error(r);
+        return CD_ERROR;
+    }
+
+    params[0] = (const char *) hash;
+    lengths[0] = SP_KEY_HASH_LEN;
+    formats[0] = 1;
+
+    res = cd_db_exec_bin(c, "SELECT id, org_id, 'admin' = ANY (scopes) "
+                            "FROM api_keys WHERE key_hash = $1 AND active",
+                         1, params, lengths, formats);
+    rc = CD_ERROR;
+
+    if (res == NULL) {
+        cd_respond_db_error(r);
+
+    } else if (PQntuples(res) == 0) {
+        cd_respond_error(r, 401, "authentication_error", "invalid_api_key",
+                         NULL, "the API key is unknown or revoked");
+
+    } else if (!cd_db_bool(res, 0, 2)) {
+        cd_respond_error(r, 403, "permission_error", "insufficient_scope",
+                         NULL, "this API key lacks the admin scope");
+
+    } else {
+        snprintf(r->key_id, sizeof(r->key_id), "%s", PQgetvalue(res, 0, 0));
+        snprintf(r->org_id, sizeof(r->org_id), "%s", PQgetvalue(res, 0, 1));
+        rc = CD_OK;
+    }
+
+    PQclear(res);
+    cd_db_rollback(c);
+    cd_db_release(&r->app->db, c);
+
+    return rc;
+}
