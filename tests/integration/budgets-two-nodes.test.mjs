@@ -71,6 +71,18 @@ function call(node, key) {
     .catch((e) => ({ status: e.status, code: e.code ?? e.error?.code }));
 }
 
+/** what nginx logged about the provider on both nodes (to tell why a call failed) */
+function upstreamErrors() {
+  return [a, b].flatMap((node) => {
+    try {
+      return fs.readFileSync(path.join(node.logs, 'error.log'), 'utf8')
+        .split('\n').filter((l) => /\[(error|crit|alert)\]|upstream/.test(l)).slice(-5);
+    } catch (e) {
+      return [`${node.dataDir}: ${e.message}`];
+    }
+  });
+}
+
 async function settled(ids) {
   const want = new Set(ids);
   let rows = [];
@@ -102,7 +114,8 @@ test('a burst on both nodes overshoots at most by the documented bound', async (
   ]);
   const ok = results.filter((r) => r.status === 200).map((r) => r.auditId);
   const other = results.filter((r) => r.status !== 200 && r.code !== 'budget_exceeded');
-  assert.equal(other.length, 0, `only 200 or 402 budget_exceeded: ${JSON.stringify(other.slice(0, 3))}`);
+  assert.equal(other.length, 0, `only 200 or 402 budget_exceeded: ${JSON.stringify(other.slice(0, 3))}; ` +
+    `the nodes' upstream errors: ${upstreamErrors().join(' | ')}`);
   const total = await settled(ok);
   t.diagnostic(`burst: ${ok.length} admitted of 80, settled ${total} nano-USD, limit ${limit} (${(Number(total) / Number(limit)).toFixed(3)} x)`);
   // each node alone holds the limit; together at most one limit per node
