@@ -544,6 +544,36 @@ cd_key_id_param(cd_request_t *r)
 }
 
 
+/* the 404 of every handler that looks a key up by the {id} of its path */
+static int
+cd_key_found(cd_request_t *r, cd_db_conn_t *c, PGresult *res)
+{
+    return cd_request_found(r, c, res, "api_key_not_found", "id",
+                            "no API key with id \"%s\"", r->params[0]);
+}
+
+
+/*
+ * commits and answers with row 0 of res, then logs what was done to the
+ * key; a failed commit has answered already and is not logged
+ */
+static void
+cd_key_respond(cd_request_t *r, cd_db_conn_t *c, PGresult *res,
+    const char *plaintext, int status, const char *done)
+{
+    json_t  *key;
+
+    key = cd_key_json(res, 0, plaintext);
+
+    if (cd_request_commit_respond(r, c, 1, status, key) != CD_OK) {
+        return;
+    }
+
+    cd_log_info(CD_KEYS_SUBJECT, "%s %s org=%s", done, r->params[0],
+                r->org_id);
+}
+
+
 void
 cd_api_keys_get(cd_request_t *r)
 {
@@ -561,7 +591,6 @@ cd_api_keys_get(cd_request_t *r)
 void
 cd_api_keys_revoke(cd_request_t *r)
 {
-    json_t        *key;
     PGresult      *res;
     const char    *params[1];
     cd_db_conn_t  *c;
@@ -578,22 +607,9 @@ cd_api_keys_revoke(cd_request_t *r)
                         " clock_timestamp()) WHERE id = $1"
                         " RETURNING " CD_KEY_COLUMNS, 1, params);
 
-    if (cd_request_found(r, c, res, "api_key_not_found", "id",
-        "no API key with id \"%s\"", r->params[0]) != CD_OK)
-    {
-        goto done;
+    if (cd_key_found(r, c, res) == CD_OK) {
+        cd_key_respond(r, c, res, NULL, 200, "revoked");
     }
-
-    key = cd_key_json(res, 0, NULL);
-
-    if (cd_request_commit_respond(r, c, 1, 200, key) != CD_OK) {
-        goto done;
-    }
-
-    cd_log_info(CD_KEYS_SUBJECT, "revoked %s org=%s", r->params[0],
-                r->org_id);
-
-done:
 
     PQclear(res);
     cd_request_end(r, c);
@@ -604,7 +620,6 @@ void
 cd_api_keys_rotate(cd_request_t *r)
 {
     char           plaintext[SP_KEY_LEN + 1];
-    json_t        *key;
     PGresult      *old, *res, *update;
     const char    *params[1];
     cd_db_conn_t  *c;
@@ -628,9 +643,7 @@ cd_api_keys_rotate(cd_request_t *r)
                         " attribution_override FROM api_keys"
                         " WHERE id = $1 FOR UPDATE", 1, params);
 
-    if (cd_request_found(r, c, old, "api_key_not_found", "id",
-        "no API key with id \"%s\"", r->params[0]) != CD_OK)
-    {
+    if (cd_key_found(r, c, old) != CD_OK) {
         goto done;
     }
 
@@ -662,14 +675,7 @@ cd_api_keys_rotate(cd_request_t *r)
         goto done;
     }
 
-    key = cd_key_json(res, 0, plaintext);
-
-    if (cd_request_commit_respond(r, c, 1, 201, key) != CD_OK) {
-        goto done;
-    }
-
-    cd_log_info(CD_KEYS_SUBJECT, "rotated %s org=%s", r->params[0],
-                r->org_id);
+    cd_key_respond(r, c, res, plaintext, 201, "rotated");
 
 done:
 
@@ -738,9 +744,7 @@ cd_api_keys_update(cd_request_t *r)
                         " WHERE id = $1 RETURNING " CD_KEY_COLUMNS,
                      5, params);
 
-    if (cd_request_found(r, c, res, "api_key_not_found", "id",
-        "no API key with id \"%s\"", r->params[0]) == CD_OK)
-    {
+    if (cd_key_found(r, c, res) == CD_OK) {
         key = cd_key_json(res, 0, NULL);
 
         if (cd_request_commit_respond(r, c, 1, 200, key) == CD_OK) {
