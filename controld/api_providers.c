@@ -385,27 +385,23 @@ cd_api_providers_put(cd_request_t *r)
             goto done;
         }
 
-        res = cd_db_exec(c, "DELETE FROM model_aliases WHERE provider = $1",
-                         1, params);
-        if (res == NULL) {
+        if (cd_db_command(c, "DELETE FROM model_aliases WHERE provider = $1",
+                          1, params) != CD_OK)
+        {
             cd_respond_statement_error(r, c);
             goto done;
         }
-
-        PQclear(res);
 
         params[1] = aliases_text;
-        res = cd_db_exec(c, "INSERT INTO model_aliases (org_id, provider,"
-                            " alias, model)"
-                            " SELECT current_setting('spendpol.org_id'), $1,"
-                            " key, value FROM json_each_text($2::json)",
-                         2, params);
-        if (res == NULL) {
+        if (cd_db_command(c, "INSERT INTO model_aliases (org_id, provider,"
+                             " alias, model)"
+                             " SELECT current_setting('spendpol.org_id'), $1,"
+                             " key, value FROM json_each_text($2::json)",
+                          2, params) != CD_OK)
+        {
             cd_respond_statement_error(r, c);
             goto done;
         }
-
-        PQclear(res);
     }
 
     res = cd_db_exec(c, "SELECT " CD_PROVIDER_COLUMNS " FROM providers p"

@@ -275,6 +275,10 @@ PGresult *cd_db_exec_bin(cd_db_conn_t *c, const char *sql, int nparams,
     const char *const *params, const int *lengths, const int *formats)
     CD_CHECK;
 
+/* cd_db_exec for a statement whose rows are not read: CD_OK or CD_ERROR */
+int cd_db_command(cd_db_conn_t *c, const char *sql, int nparams,
+    const char *const *params) CD_CHECK;
+
 /* several statements without parameters (simple protocol) */
 int cd_db_exec_script(cd_db_conn_t *c, const char *sql) CD_CHECK;
 
