@@ -269,7 +269,6 @@ cd_deliver_record(cd_app_t *app, PGresult *jobs, int row, int status,
     int            attempt;
     char           code[16], wait[32];
     int64_t        backoff;
-    PGresult      *res;
     const char    *params[6], *state;
     cd_db_conn_t  *c;
 
@@ -295,31 +294,27 @@ cd_deliver_record(cd_app_t *app, PGresult *jobs, int row, int status,
     params[4] = status > 0 ? code : NULL;
     params[5] = error;
 
-    res = cd_db_exec(c, "INSERT INTO alert_deliveries (org_id, alert_id,"
-                        " rule_id, attempt, status_code, error)"
-                        " VALUES ($1, $2, $3, $4::int, $5::int, $6)",
-                     6, params);
-    if (res == NULL) {
+    if (cd_db_command(c, "INSERT INTO alert_deliveries (org_id, alert_id,"
+                         " rule_id, attempt, status_code, error)"
+                         " VALUES ($1, $2, $3, $4::int, $5::int, $6)",
+                      6, params) != CD_OK)
+    {
         goto done;
     }
-
-    PQclear(res);
 
     params[0] = PQgetvalue(jobs, row, CD_JOB_ALERT);
     params[1] = PQgetvalue(jobs, row, CD_JOB_RULE);
     params[2] = state;
     params[3] = wait;
 
-    res = cd_db_exec(c, "UPDATE alert_delivery_jobs SET state = $3,"
-                        " next_at = clock_timestamp() + $4::bigint"
-                        " * interval '1 millisecond'"
-                        " WHERE alert_id = $1 AND rule_id = $2",
-                     4, params);
-    if (res == NULL) {
+    if (cd_db_command(c, "UPDATE alert_delivery_jobs SET state = $3,"
+                         " next_at = clock_timestamp() + $4::bigint"
+                         " * interval '1 millisecond'"
+                         " WHERE alert_id = $1 AND rule_id = $2",
+                      4, params) != CD_OK)
+    {
         goto done;
     }
-
-    PQclear(res);
 
     if (cd_db_commit(c) != CD_OK) {
         goto done;

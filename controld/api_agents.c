@@ -177,6 +177,46 @@ cd_agent_id_param(cd_request_t *r)
 }
 
 
+/* what POST and PATCH /agents read from the body */
+typedef struct {
+    const char        *name;
+    const char        *description;
+    cd_rate_limits_t   limits;
+    char               rpm[CD_INT_TEXT];
+    char               tpm[CD_INT_TEXT];
+} cd_agent_body_t;
+
+
+/*
+ * reads the body both writes of an agent take; name_required is 1 for a
+ * create, 0 for an update; NULL has answered
+ */
+static json_t *
+cd_agent_body(cd_request_t *r, int name_required, cd_agent_body_t *a)
+{
+    json_t  *body;
+
+    body = cd_request_json(r, cd_agent_fields);
+    if (body == NULL) {
+        return NULL;
+    }
+
+    if (cd_json_string(r, body, "name", name_required, 1, CD_NAME_MAX,
+                       &a->name) != CD_OK
+        || cd_json_string(r, body, "description", 0, 0, CD_AGENT_DESCRIPTION,
+                          &a->description) != CD_OK
+        || cd_rate_limits_of(r, body, &a->limits) != CD_OK)
+    {
+        json_decref(body);
+        return NULL;
+    }
+
+    cd_rate_limits_text(&a->limits, a->rpm, a->tpm);
+
+    return body;
+}
+
+
 /* commits, republishes when the proxy must see it, answers agent */
 static void
 cd_agent_finish(cd_request_t *r, cd_db_conn_t *c, const char *id,
@@ -201,28 +241,17 @@ cd_agent_finish(cd_request_t *r, cd_db_conn_t *c, const char *id,
 void
 cd_api_agents_create(cd_request_t *r)
 {
-    char              id[CD_ID_MAX], rpm[CD_INT_TEXT], tpm[CD_INT_TEXT];
+    char              id[CD_ID_MAX];
     json_t           *body;
     PGresult         *res;
-    const char       *params[5], *name, *description;
+    const char       *params[5];
     cd_db_conn_t     *c;
-    cd_rate_limits_t  limits;
+    cd_agent_body_t   a;
 
-    body = cd_request_json(r, cd_agent_fields);
+    body = cd_agent_body(r, 1, &a);
     if (body == NULL) {
         return;
     }
-
-    if (cd_json_string(r, body, "name", 1, 1, CD_NAME_MAX, &name) != CD_OK
-        || cd_json_string(r, body, "description", 0, 0, CD_AGENT_DESCRIPTION,
-                          &description) != CD_OK
-        || cd_rate_limits_of(r, body, &limits) != CD_OK)
-    {
-        json_decref(body);
-        return;
-    }
-
-    cd_rate_limits_text(&limits, rpm, tpm);
 
     c = cd_request_begin_create(r, CD_AGENT_ID_PREFIX, id, "agents", NULL,
                                 r->app->config.max_agents_per_org,
@@ -233,10 +262,10 @@ cd_api_agents_create(cd_request_t *r)
     }
 
     params[0] = id;
-    params[1] = name;
-    params[2] = description;
-    params[3] = rpm;
-    params[4] = tpm;
+    params[1] = a.name;
+    params[2] = a.description;
+    params[3] = a.rpm;
+    params[4] = a.tpm;
 
     res = cd_db_exec(c, "INSERT INTO agents (id, org_id, name, description,"
                         " rpm_limit, tpm_limit)"
@@ -315,33 +344,21 @@ cd_api_agents_get(cd_request_t *r)
 void
 cd_api_agents_update(cd_request_t *r)
 {
-    char              rpm[CD_INT_TEXT], tpm[CD_INT_TEXT];
     json_t           *body;
     PGresult         *res;
-    const char       *params[6], *name, *description;
+    const char       *params[6];
     cd_db_conn_t     *c;
-    cd_rate_limits_t  limits;
+    cd_agent_body_t   a;
 
     if (cd_agent_id_param(r) != CD_OK) {
         return;
     }
 
-    body = cd_request_json(r, cd_agent_fields);
+    /* name may be left out, not cleared; description null clears it */
+    body = cd_agent_body(r, 0, &a);
     if (body == NULL) {
         return;
     }
-
-    /* name may be left out, not cleared; description null clears it */
-    if (cd_json_string(r, body, "name", 0, 1, CD_NAME_MAX, &name) != CD_OK
-        || cd_json_string(r, body, "description", 0, 0, CD_AGENT_DESCRIPTION,
-                          &description) != CD_OK
-        || cd_rate_limits_of(r, body, &limits) != CD_OK)
-    {
-        json_decref(body);
-        return;
-    }
-
-    cd_rate_limits_text(&limits, rpm, tpm);
 
     if (json_is_null(json_object_get(body, "name"))) {
         cd_respond_error(r, 422, "invalid_request_error", "invalid_value",
@@ -357,13 +374,13 @@ cd_api_agents_update(cd_request_t *r)
     }
 
     params[0] = r->params[0];
-    params[1] = name;
-    params[2] = description;
+    params[1] = a.name;
+    params[2] = a.description;
     params[3] = json_object_get(body, "description") != NULL ? "t" : "f";
 
     /* NULL keeps the stored limit */
-    params[4] = limits.rpm < 0 ? NULL : rpm;
-    params[5] = limits.tpm < 0 ? NULL : tpm;
+    params[4] = a.limits.rpm < 0 ? NULL : a.rpm;
+    params[5] = a.limits.tpm < 0 ? NULL : a.tpm;
 
     res = cd_db_exec(c, "UPDATE agents SET name = coalesce($2, name),"
                         " description = CASE WHEN $4::boolean THEN $3"
@@ -378,7 +395,7 @@ cd_api_agents_update(cd_request_t *r)
         && cd_agent_event(r, c, r->params[0], "updated") == CD_OK)
     {
         cd_agent_finish(r, c, r->params[0], 200,
-                        limits.rpm >= 0 || limits.tpm >= 0, "updated");
+                        a.limits.rpm >= 0 || a.limits.tpm >= 0, "updated");
     }
 
     PQclear(res);

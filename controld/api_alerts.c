@@ -531,6 +531,38 @@ cd_api_alerts_list(cd_request_t *r)
 }
 
 
+static int
+cd_alert_id_param(cd_request_t *r)
+{
+    return cd_id_param(r, SP_ID_ALERT, "alert_not_found");
+}
+
+
+/*
+ * the alert of the {id} of the path; NULL has answered (404, or the
+ * statement's error)
+ */
+static PGresult *
+cd_alert_find(cd_request_t *r, cd_db_conn_t *c)
+{
+    PGresult    *res;
+    const char  *params[1];
+
+    params[0] = r->params[0];
+    res = cd_db_exec(c, "SELECT " CD_ALERT_COLUMNS " FROM alerts"
+                        " WHERE id = $1", 1, params);
+
+    if (cd_request_found(r, c, res, "alert_not_found", "id", "no alert %s",
+        r->params[0]) != CD_OK)
+    {
+        PQclear(res);
+        return NULL;
+    }
+
+    return res;
+}
+
+
 void
 cd_api_alerts_acknowledge(cd_request_t *r)
 {
@@ -538,11 +570,7 @@ cd_api_alerts_acknowledge(cd_request_t *r)
     const char    *params[2];
     cd_db_conn_t  *c;
 
-    if (cd_id_param(r, SP_ID_ALERT, "alert_not_found") != CD_OK) {
-        return;
-    }
-
-    c = cd_request_begin(r);
+    c = cd_request_begin_param(r, cd_alert_id_param);
     if (c == NULL) {
         return;
     }
@@ -563,12 +591,9 @@ cd_api_alerts_acknowledge(cd_request_t *r)
 
     PQclear(res);
 
-    res = cd_db_exec(c, "SELECT " CD_ALERT_COLUMNS " FROM alerts"
-                        " WHERE id = $1", 1, params);
+    res = cd_alert_find(r, c);
 
-    if (cd_request_found(r, c, res, "alert_not_found", "id", "no alert %s",
-        r->params[0]) == CD_OK)
-    {
+    if (res != NULL) {
         json_t  *alert = cd_alert_json(res, 0);
 
         if (cd_request_commit_respond(r, c, 0, 200, alert) == CD_OK) {
@@ -592,11 +617,7 @@ cd_api_alerts_get(cd_request_t *r)
     const char    *params[1], *v;
     cd_db_conn_t  *c;
 
-    if (cd_id_param(r, SP_ID_ALERT, "alert_not_found") != CD_OK) {
-        return;
-    }
-
-    c = cd_request_begin(r);
+    c = cd_request_begin_param(r, cd_alert_id_param);
     if (c == NULL) {
         return;
     }
@@ -604,11 +625,8 @@ cd_api_alerts_get(cd_request_t *r)
     params[0] = r->params[0];
     att = NULL;
 
-    res = cd_db_exec(c, "SELECT " CD_ALERT_COLUMNS " FROM alerts"
-                        " WHERE id = $1", 1, params);
-    if (cd_request_found(r, c, res, "alert_not_found", "id", "no alert %s",
-        r->params[0]) != CD_OK)
-    {
+    res = cd_alert_find(r, c);
+    if (res == NULL) {
         goto done;
     }
 

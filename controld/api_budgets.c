@@ -936,28 +936,14 @@ done:
 void
 cd_api_budgets_delete(cd_request_t *r)
 {
-    PGresult      *res;
-    const char    *params[1];
-    cd_db_conn_t  *c;
-
-    c = cd_request_begin_param(r, cd_budget_id_param);
-    if (c == NULL) {
-        return;
-    }
-
-    params[0] = r->params[0];
-    res = cd_db_exec(c, "DELETE FROM budgets WHERE id = $1", 1, params);
-
-    if (cd_request_found(r, c, res, "budget_not_found", "id",
-        "no budget with id \"%s\"", r->params[0]) == CD_OK
-        && cd_request_commit_respond(r, c, 1, 204, NULL) == CD_OK)
+    if (cd_delete_respond(r, cd_budget_id_param,
+                          "DELETE FROM budgets WHERE id = $1",
+                          "budget_not_found", "id",
+                          "no budget with id \"%s\"") == CD_OK)
     {
         cd_log_info(CD_BUDGETS_SUBJECT, "deleted %s org=%s by %s",
                     r->params[0], r->org_id, r->key_id);
     }
-
-    PQclear(res);
-    cd_request_end(r, c);
 }
 
 

@@ -388,19 +388,43 @@ cd_key_agent_exists(cd_request_t *r, cd_db_conn_t *c, const char *agent_id)
 }
 
 
+/* rate_limits and attribution_override, read by create and update */
+typedef struct {
+    int                override;
+    cd_rate_limits_t   limits;
+    char               rpm[CD_INT_TEXT];
+    char               tpm[CD_INT_TEXT];
+} cd_key_limits_t;
+
+
+/* CD_ERROR has answered */
+static int
+cd_key_limits_of(cd_request_t *r, json_t *body, cd_key_limits_t *k)
+{
+    if (cd_rate_limits_of(r, body, &k->limits) != CD_OK
+        || cd_json_bool(r, body, "attribution_override", &k->override)
+           != CD_OK)
+    {
+        return CD_ERROR;
+    }
+
+    cd_rate_limits_text(&k->limits, k->rpm, k->tpm);
+
+    return CD_OK;
+}
+
+
 void
 cd_api_keys_create(cd_request_t *r)
 {
-    int               override;
     char              plaintext[SP_KEY_LEN + 1];
-    char              rpm[CD_INT_TEXT], tpm[CD_INT_TEXT];
     size_t            bad;
     json_t           *body, *scopes_json, *key;
     uint32_t          scopes;
     PGresult         *res;
     const char       *name, *department, *project, *agent_id;
     cd_db_conn_t     *c;
-    cd_rate_limits_t  limits;
+    cd_key_limits_t   k;
 
     body = cd_request_json(r, cd_key_fields);
     if (body == NULL) {
@@ -419,14 +443,10 @@ cd_api_keys_create(cd_request_t *r)
         return;
     }
 
-    if (cd_rate_limits_of(r, body, &limits) != CD_OK
-        || cd_json_bool(r, body, "attribution_override", &override) != CD_OK)
-    {
+    if (cd_key_limits_of(r, body, &k) != CD_OK) {
         json_decref(body);
         return;
     }
-
-    cd_rate_limits_text(&limits, rpm, tpm);
 
     scopes = SP_SCOPE_PROXY;
     scopes_json = json_object_get(body, "scopes");
@@ -492,8 +512,8 @@ cd_api_keys_create(cd_request_t *r)
     }
 
     if (cd_key_insert(r, c, name, department, project, agent_id,
-                      cd_scopes_literal(scopes), NULL, rpm, tpm,
-                      override == 1 ? "t" : "f", &res, plaintext)
+                      cd_scopes_literal(scopes), NULL, k.rpm, k.tpm,
+                      k.override == 1 ? "t" : "f", &res, plaintext)
         != CD_OK)
     {
         goto done;
@@ -544,6 +564,36 @@ cd_key_id_param(cd_request_t *r)
 }
 
 
+/* the 404 of every handler that looks a key up by the {id} of its path */
+static int
+cd_key_found(cd_request_t *r, cd_db_conn_t *c, PGresult *res)
+{
+    return cd_request_found(r, c, res, "api_key_not_found", "id",
+                            "no API key with id \"%s\"", r->params[0]);
+}
+
+
+/*
+ * commits and answers with row 0 of res, then logs what was done to the
+ * key; a failed commit has answered already and is not logged
+ */
+static void
+cd_key_respond(cd_request_t *r, cd_db_conn_t *c, PGresult *res,
+    const char *plaintext, int status, const char *done)
+{
+    json_t  *key;
+
+    key = cd_key_json(res, 0, plaintext);
+
+    if (cd_request_commit_respond(r, c, 1, status, key) != CD_OK) {
+        return;
+    }
+
+    cd_log_info(CD_KEYS_SUBJECT, "%s %s org=%s", done, r->params[0],
+                r->org_id);
+}
+
+
 void
 cd_api_keys_get(cd_request_t *r)
 {
@@ -561,7 +611,6 @@ cd_api_keys_get(cd_request_t *r)
 void
 cd_api_keys_revoke(cd_request_t *r)
 {
-    json_t        *key;
     PGresult      *res;
     const char    *params[1];
     cd_db_conn_t  *c;
@@ -578,22 +627,9 @@ cd_api_keys_revoke(cd_request_t *r)
                         " clock_timestamp()) WHERE id = $1"
                         " RETURNING " CD_KEY_COLUMNS, 1, params);
 
-    if (cd_request_found(r, c, res, "api_key_not_found", "id",
-        "no API key with id \"%s\"", r->params[0]) != CD_OK)
-    {
-        goto done;
+    if (cd_key_found(r, c, res) == CD_OK) {
+        cd_key_respond(r, c, res, NULL, 200, "revoked");
     }
-
-    key = cd_key_json(res, 0, NULL);
-
-    if (cd_request_commit_respond(r, c, 1, 200, key) != CD_OK) {
-        goto done;
-    }
-
-    cd_log_info(CD_KEYS_SUBJECT, "revoked %s org=%s", r->params[0],
-                r->org_id);
-
-done:
 
     PQclear(res);
     cd_request_end(r, c);
@@ -604,7 +640,6 @@ void
 cd_api_keys_rotate(cd_request_t *r)
 {
     char           plaintext[SP_KEY_LEN + 1];
-    json_t        *key;
     PGresult      *old, *res, *update;
     const char    *params[1];
     cd_db_conn_t  *c;
@@ -628,9 +663,7 @@ cd_api_keys_rotate(cd_request_t *r)
                         " attribution_override FROM api_keys"
                         " WHERE id = $1 FOR UPDATE", 1, params);
 
-    if (cd_request_found(r, c, old, "api_key_not_found", "id",
-        "no API key with id \"%s\"", r->params[0]) != CD_OK)
-    {
+    if (cd_key_found(r, c, old) != CD_OK) {
         goto done;
     }
 
@@ -662,14 +695,7 @@ cd_api_keys_rotate(cd_request_t *r)
         goto done;
     }
 
-    key = cd_key_json(res, 0, plaintext);
-
-    if (cd_request_commit_respond(r, c, 1, 201, key) != CD_OK) {
-        goto done;
-    }
-
-    cd_log_info(CD_KEYS_SUBJECT, "rotated %s org=%s", r->params[0],
-                r->org_id);
+    cd_key_respond(r, c, res, plaintext, 201, "rotated");
 
 done:
 
@@ -687,13 +713,11 @@ done:
 void
 cd_api_keys_update(cd_request_t *r)
 {
-    int               override;
-    char              rpm[CD_INT_TEXT], tpm[CD_INT_TEXT];
     json_t           *body, *key;
     PGresult         *res;
     const char       *name, *params[5];
     cd_db_conn_t     *c;
-    cd_rate_limits_t  limits;
+    cd_key_limits_t   k;
 
     if (cd_key_id_param(r) != CD_OK) {
         return;
@@ -709,20 +733,16 @@ cd_api_keys_update(cd_request_t *r)
         return;
     }
 
-    if (cd_rate_limits_of(r, body, &limits) != CD_OK
-        || cd_json_bool(r, body, "attribution_override", &override) != CD_OK)
-    {
+    if (cd_key_limits_of(r, body, &k) != CD_OK) {
         json_decref(body);
         return;
     }
 
-    cd_rate_limits_text(&limits, rpm, tpm);
-
     params[0] = r->params[0];
     params[1] = name;
-    params[2] = limits.rpm < 0 ? NULL : rpm;
-    params[3] = limits.tpm < 0 ? NULL : tpm;
-    params[4] = override < 0 ? NULL : override ? "t" : "f";
+    params[2] = k.limits.rpm < 0 ? NULL : k.rpm;
+    params[3] = k.limits.tpm < 0 ? NULL : k.tpm;
+    params[4] = k.override < 0 ? NULL : k.override ? "t" : "f";
 
     c = cd_request_begin(r);
     if (c == NULL) {
@@ -738,16 +758,14 @@ cd_api_keys_update(cd_request_t *r)
                         " WHERE id = $1 RETURNING " CD_KEY_COLUMNS,
                      5, params);
 
-    if (cd_request_found(r, c, res, "api_key_not_found", "id",
-        "no API key with id \"%s\"", r->params[0]) == CD_OK)
-    {
+    if (cd_key_found(r, c, res) == CD_OK) {
         key = cd_key_json(res, 0, NULL);
 
         if (cd_request_commit_respond(r, c, 1, 200, key) == CD_OK) {
             /* who may re-attribute spend is worth a line of its own */
             cd_log_info(CD_KEYS_SUBJECT, "updated %s org=%s%s", r->params[0],
-                        r->org_id, override < 0 ? ""
-                        : override ? " attribution_override=true"
+                        r->org_id, k.override < 0 ? ""
+                        : k.override ? " attribution_override=true"
                         : " attribution_override=false");
         }
     }

@@ -385,27 +385,23 @@ cd_api_providers_put(cd_request_t *r)
             goto done;
         }
 
-        res = cd_db_exec(c, "DELETE FROM model_aliases WHERE provider = $1",
-                         1, params);
-        if (res == NULL) {
+        if (cd_db_command(c, "DELETE FROM model_aliases WHERE provider = $1",
+                          1, params) != CD_OK)
+        {
             cd_respond_statement_error(r, c);
             goto done;
         }
-
-        PQclear(res);
 
         params[1] = aliases_text;
-        res = cd_db_exec(c, "INSERT INTO model_aliases (org_id, provider,"
-                            " alias, model)"
-                            " SELECT current_setting('spendpol.org_id'), $1,"
-                            " key, value FROM json_each_text($2::json)",
-                         2, params);
-        if (res == NULL) {
+        if (cd_db_command(c, "INSERT INTO model_aliases (org_id, provider,"
+                             " alias, model)"
+                             " SELECT current_setting('spendpol.org_id'), $1,"
+                             " key, value FROM json_each_text($2::json)",
+                          2, params) != CD_OK)
+        {
             cd_respond_statement_error(r, c);
             goto done;
         }
-
-        PQclear(res);
     }
 
     res = cd_db_exec(c, "SELECT " CD_PROVIDER_COLUMNS " FROM providers p"
@@ -470,26 +466,12 @@ cd_api_providers_get(cd_request_t *r)
 void
 cd_api_providers_delete(cd_request_t *r)
 {
-    PGresult      *res;
-    const char    *params[1];
-    cd_db_conn_t  *c;
-
-    c = cd_request_begin_param(r, cd_provider_name_param);
-    if (c == NULL) {
-        return;
-    }
-
-    params[0] = r->params[0];
-    res = cd_db_exec(c, "DELETE FROM providers WHERE name = $1", 1, params);
-
-    if (cd_request_found(r, c, res, "provider_not_configured", "name",
-        "provider %s is not configured", r->params[0]) == CD_OK
-        && cd_request_commit_respond(r, c, 1, 204, NULL) == CD_OK)
+    if (cd_delete_respond(r, cd_provider_name_param,
+                          "DELETE FROM providers WHERE name = $1",
+                          "provider_not_configured", "name",
+                          "provider %s is not configured") == CD_OK)
     {
         cd_log_info(CD_PROVIDERS_SUBJECT, "deleted %s org=%s", r->params[0],
                     r->org_id);
     }
-
-    PQclear(res);
-    cd_request_end(r, c);
 }

@@ -275,6 +275,10 @@ PGresult *cd_db_exec_bin(cd_db_conn_t *c, const char *sql, int nparams,
     const char *const *params, const int *lengths, const int *formats)
     CD_CHECK;
 
+/* cd_db_exec for a statement whose rows are not read: CD_OK or CD_ERROR */
+int cd_db_command(cd_db_conn_t *c, const char *sql, int nparams,
+    const char *const *params) CD_CHECK;
+
 /* several statements without parameters (simple protocol) */
 int cd_db_exec_script(cd_db_conn_t *c, const char *sql) CD_CHECK;
 
@@ -809,6 +813,14 @@ void cd_page_respond(cd_request_t *r, const cd_page_t *page);
  */
 void cd_row_respond(cd_request_t *r, const char *sql, cd_page_row_pt row_json,
     const char *code, const char *field, const char *fmt);
+
+/*
+ * A DELETE of one row: check validates the route's first parameter, sql
+ * deletes with it as $1; 204 and CD_OK, for the caller to log, or the
+ * 404 of cd_row_respond (code, field, fmt) or another error answered.
+ */
+int cd_delete_respond(cd_request_t *r, int (*check)(cd_request_t *r),
+    const char *sql, const char *code, const char *field, const char *fmt);
 
 /* a list without pages: 200 {"data": [every row of sql (no parameters)]} */
 void cd_list_respond(cd_request_t *r, const char *sql,

@@ -260,6 +260,24 @@ cd_db_exec(cd_db_conn_t *c, const char *sql, int nparams,
 }
 
 
+/* a statement whose rows, if any, are not read */
+int
+cd_db_command(cd_db_conn_t *c, const char *sql, int nparams,
+    const char *const *params)
+{
+    PGresult  *res;
+
+    res = cd_db_exec(c, sql, nparams, params);
+    if (res == NULL) {
+        return CD_ERROR;
+    }
+
+    PQclear(res);
+
+    return CD_OK;
+}
+
+
 int
 cd_db_exec_script(cd_db_conn_t *c, const char *sql)
 {

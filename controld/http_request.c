@@ -870,6 +870,38 @@ cd_row_respond(cd_request_t *r, const char *sql, cd_page_row_pt row_json,
 }
 
 
+int
+cd_delete_respond(cd_request_t *r, int (*check)(cd_request_t *r),
+    const char *sql, const char *code, const char *field, const char *fmt)
+{
+    int            rc;
+    PGresult      *res;
+    const char    *params[1];
+    cd_db_conn_t  *c;
+
+    c = cd_request_begin_param(r, check);
+    if (c == NULL) {
+        return CD_ERROR;
+    }
+
+    params[0] = r->params[0];
+    res = cd_db_exec(c, sql, 1, params);
+
+    rc = CD_ERROR;
+
+    if (cd_request_found(r, c, res, code, field, fmt, r->params[0]) == CD_OK
+        && cd_request_commit_respond(r, c, 1, 204, NULL) == CD_OK)
+    {
+        rc = CD_OK;
+    }
+
+    PQclear(res);
+    cd_request_end(r, c);
+
+    return rc;
+}
+
+
 /*
  * A list without pages: 200 {"data": [every row of sql]}; sql takes no
  * parameters and bounds itself.

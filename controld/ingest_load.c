@@ -832,8 +832,14 @@ cd_ingest_flush_retry(cd_ingest_ctx_t *x)
 }
 
 
-int
-cd_ingest_load_offset(cd_ingest_ctx_t *x, int64_t *offset)
+/*
+ * runs sql on the journal_offsets row of the file in a transaction of its
+ * own, committed when commit_failed (what to warn if it is not) is set;
+ * NULL when no connection came or the statement failed
+ */
+static PGresult *
+cd_ingest_offset_exec(cd_ingest_ctx_t *x, const char *sql,
+    const char *commit_failed)
 {
     char           dev[32], ino[32];
     PGresult      *res;
@@ -842,18 +848,32 @@ cd_ingest_load_offset(cd_ingest_ctx_t *x, int64_t *offset)
 
     c = cd_db_acquire_begin(&x->app->db, 2000, CD_ROLE_SYSTEM, NULL);
     if (c == NULL) {
-        return CD_ERROR;
+        return NULL;
     }
 
     cd_ingest_file_params(x, dev, ino, params);
 
-    res = cd_db_exec(c, "SELECT \"offset\" FROM journal_offsets"
-                        " WHERE path = $1 AND device = $2 AND inode = $3",
-                     3, params);
+    res = cd_db_exec(c, sql, 3, params);
+
+    if (res != NULL && commit_failed != NULL && cd_db_commit(c) != CD_OK) {
+        cd_log_warn(CD_INGEST_SUBJECT, "%s", commit_failed);
+    }
 
     cd_db_rollback(c);
     cd_db_release(&x->app->db, c);
 
+    return res;
+}
+
+
+int
+cd_ingest_load_offset(cd_ingest_ctx_t *x, int64_t *offset)
+{
+    PGresult  *res;
+
+    res = cd_ingest_offset_exec(x, "SELECT \"offset\" FROM journal_offsets"
+                                   " WHERE path = $1 AND device = $2"
+                                   " AND inode = $3", NULL);
     if (res == NULL) {
         return CD_ERROR;
     }
@@ -869,30 +889,9 @@ cd_ingest_load_offset(cd_ingest_ctx_t *x, int64_t *offset)
 void
 cd_ingest_forget(cd_ingest_ctx_t *x)
 {
-    char           dev[32], ino[32];
-    PGresult      *res;
-    const char    *params[3];
-    cd_db_conn_t  *c;
-
-    c = cd_db_acquire_begin(&x->app->db, 2000, CD_ROLE_SYSTEM, NULL);
-    if (c == NULL) {
-        return;
-    }
-
-    cd_ingest_file_params(x, dev, ino, params);
-
-    res = cd_db_exec(c, "DELETE FROM journal_offsets WHERE path = $1"
-                        " AND device = $2 AND inode = $3", 3, params);
-
-    if (res != NULL) {
-        PQclear(res);
-
-        if (cd_db_commit(c) != CD_OK) {
-            cd_log_warn(CD_INGEST_SUBJECT, "cannot forget the offset of the "
-                        "rotated journal");
-        }
-    }
-
-    cd_db_rollback(c);
-    cd_db_release(&x->app->db, c);
+    PQclear(cd_ingest_offset_exec(x, "DELETE FROM journal_offsets"
+                                     " WHERE path = $1 AND device = $2"
+                                     " AND inode = $3",
+                                  "cannot forget the offset of the rotated "
+                                  "journal"));
 }

@@ -1091,7 +1091,6 @@ cd_spend_node_epoch(cd_ingest_ctx_t *x, cd_db_conn_t *c)
 {
     char                        epoch[32], ms[32];
     size_t                      r;
-    PGresult                   *res;
     const char                 *params[3];
     const sp_journal_record_t  *rec, *latest;
 
@@ -1119,23 +1118,18 @@ cd_spend_node_epoch(cd_ingest_ctx_t *x, cd_db_conn_t *c)
     params[1] = epoch;
     params[2] = ms;
 
-    res = cd_db_exec(c, "INSERT INTO journal_nodes (node_id, epoch, last_at)"
-                        " VALUES ($1, $2,"
-                        " 'epoch'::timestamptz + $3::bigint"
-                        " * interval '1 millisecond')"
-                        " ON CONFLICT (node_id) DO UPDATE SET"
-                        " epoch = EXCLUDED.epoch,"
-                        " last_at = EXCLUDED.last_at,"
-                        " updated_at = clock_timestamp()"
-                        " WHERE EXCLUDED.last_at >= journal_nodes.last_at",
-                     3, params);
-    if (res == NULL) {
-        return CD_ERROR;
-    }
-
-    PQclear(res);
-
-    return CD_OK;
+    return cd_db_command(c, "INSERT INTO journal_nodes"
+                            " (node_id, epoch, last_at)"
+                            " VALUES ($1, $2,"
+                            " 'epoch'::timestamptz + $3::bigint"
+                            " * interval '1 millisecond')"
+                            " ON CONFLICT (node_id) DO UPDATE SET"
+                            " epoch = EXCLUDED.epoch,"
+                            " last_at = EXCLUDED.last_at,"
+                            " updated_at = clock_timestamp()"
+                            " WHERE EXCLUDED.last_at"
+                            " >= journal_nodes.last_at",
+                         3, params);
 }
 
 

@@ -309,49 +309,43 @@ cd_prices_apply(cd_db_pool_t *pool, cd_price_row_t *rows, size_t n,
         delete_params[1] = params[1];
         delete_params[2] = params[8];
 
-        res = cd_db_exec(c, "DELETE FROM model_prices WHERE org_id IS NULL"
-                            " AND provider = $1 AND model = $2"
-                            " AND effective_from <>"
-                            " (coalesce($3::date, current_date)::timestamp"
-                            " AT TIME ZONE 'UTC')",
-                         3, delete_params);
-        if (res == NULL) {
+        if (cd_db_command(c, "DELETE FROM model_prices WHERE org_id IS NULL"
+                             " AND provider = $1 AND model = $2"
+                             " AND effective_from <>"
+                             " (coalesce($3::date, current_date)::timestamp"
+                             " AT TIME ZONE 'UTC')",
+                          3, delete_params) != CD_OK)
+        {
             goto failed;
         }
 
-        PQclear(res);
-
-        res = cd_db_exec(c, "INSERT INTO model_prices (org_id, provider,"
-                            " model, input_nano, output_nano,"
-                            " cached_input_nano, cache_write_nano,"
-                            " max_output_tokens, source_url, effective_from)"
-                            " VALUES (NULL, $1, $2, $3, $4, $5, $6, $7, $8,"
-                            " coalesce($9::date, current_date)::timestamp"
-                            " AT TIME ZONE 'UTC')"
-                            CD_PRICE_UPSERT ","
-                            " source_url = EXCLUDED.source_url",
-                         9, params);
-        if (res == NULL) {
+        if (cd_db_command(c, "INSERT INTO model_prices (org_id, provider,"
+                             " model, input_nano, output_nano,"
+                             " cached_input_nano, cache_write_nano,"
+                             " max_output_tokens, source_url, effective_from)"
+                             " VALUES (NULL, $1, $2, $3, $4, $5, $6, $7, $8,"
+                             " coalesce($9::date, current_date)::timestamp"
+                             " AT TIME ZONE 'UTC')"
+                             CD_PRICE_UPSERT ","
+                             " source_url = EXCLUDED.source_url",
+                          9, params) != CD_OK)
+        {
             goto failed;
         }
-
-        PQclear(res);
     }
 
     snprintf(count, sizeof(count), "%zu", n);
     params[0] = checksum;
     params[1] = count;
 
-    res = cd_db_exec(c, "INSERT INTO price_data_loads (name, checksum, rows)"
-                        " VALUES ('prices.tsv', $1, $2) ON CONFLICT (name)"
-                        " DO UPDATE SET checksum = EXCLUDED.checksum,"
-                        " rows = EXCLUDED.rows,"
-                        " loaded_at = clock_timestamp()", 2, params);
-    if (res == NULL) {
+    if (cd_db_command(c, "INSERT INTO price_data_loads (name, checksum, rows)"
+                         " VALUES ('prices.tsv', $1, $2) ON CONFLICT (name)"
+                         " DO UPDATE SET checksum = EXCLUDED.checksum,"
+                         " rows = EXCLUDED.rows,"
+                         " loaded_at = clock_timestamp()", 2, params) != CD_OK)
+    {
         goto failed;
     }
-
-    PQclear(res);
 
     if (cd_db_commit(c) != CD_OK) {
         goto failed;
