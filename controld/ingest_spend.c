@@ -195,18 +195,6 @@ cd_spend_arrays_init(cd_spend_array_t *a, size_t n, size_t elements,
 }
 
 
-static sp_str_t
-cd_spend_str(const char *s)
-{
-    sp_str_t  str;
-
-    str.data = s;
-    str.len = strlen(s);
-
-    return str;
-}
-
-
 /* a failed call that cost nothing counts against no budget */
 static int
 cd_spend_countable(const sp_journal_record_t *rec)
@@ -326,7 +314,7 @@ cd_spend_load_budgets(cd_ingest_ctx_t *x, cd_db_conn_t *c, PGresult **res,
         b->id = PQgetvalue(*res, i, 0);
         b->org_id = PQgetvalue(*res, i, 1);
 
-        if (sp_attrib_scope(cd_spend_str(PQgetvalue(*res, i, 2)),
+        if (sp_attrib_scope(sp_str_from(PQgetvalue(*res, i, 2)),
                             &b->rule.scope) != SP_OK)
         {
             /* the table's CHECK allows no other: a newer schema's */
@@ -335,9 +323,9 @@ cd_spend_load_budgets(cd_ingest_ctx_t *x, cd_db_conn_t *c, PGresult **res,
             continue;
         }
 
-        b->rule.scope_value = cd_spend_str(PQgetvalue(*res, i, 3));
-        b->rule.provider = cd_spend_str(PQgetvalue(*res, i, 4));
-        b->rule.model = cd_spend_str(PQgetvalue(*res, i, 5));
+        b->rule.scope_value = sp_str_from(PQgetvalue(*res, i, 3));
+        b->rule.provider = sp_str_from(PQgetvalue(*res, i, 4));
+        b->rule.model = sp_str_from(PQgetvalue(*res, i, 5));
         b->rule.total = cd_db_bool(*res, i, 6);
         b->rule.created_us = strtoll(PQgetvalue(*res, i, 7), NULL, 10);
         b->limit_nano = strtoll(PQgetvalue(*res, i, 8), NULL, 10);
@@ -467,24 +455,24 @@ cd_spend_match(cd_ingest_ctx_t *x, PGresult *keys, size_t *misses)
         }
 
         memset(&call, 0, sizeof(call));
-        call.api_key_id = cd_spend_str(rec->api_key_id);
-        call.agent_id = cd_spend_str(rec->agent_id);
-        call.department = cd_spend_str(rec->department);
-        call.project = cd_spend_str(rec->project);
-        call.provider = cd_spend_str(rec->provider);
-        call.requested_model = cd_spend_str(rec->requested_model);
-        call.model = cd_spend_str(rec->model);
+        call.api_key_id = sp_str_from(rec->api_key_id);
+        call.agent_id = sp_str_from(rec->agent_id);
+        call.department = sp_str_from(rec->department);
+        call.project = sp_str_from(rec->project);
+        call.provider = sp_str_from(rec->provider);
+        call.requested_model = sp_str_from(rec->requested_model);
+        call.model = sp_str_from(rec->model);
         call.ts_us = rec->ts_ms * 1000;
         call.cost_nano = rec->cost_nano;
         call.status = rec->status;
-        call.key_department = cd_spend_str("");
-        call.key_project = cd_spend_str("");
+        call.key_department = sp_str_from("");
+        call.key_project = sp_str_from("");
 
         row = keys ? cd_spend_find_row(keys, rec->api_key_id) : -1;
 
         if (row >= 0) {
-            call.key_department = cd_spend_str(PQgetvalue(keys, row, 1));
-            call.key_project = cd_spend_str(PQgetvalue(keys, row, 2));
+            call.key_department = sp_str_from(PQgetvalue(keys, row, 1));
+            call.key_project = sp_str_from(PQgetvalue(keys, row, 2));
         }
 
         for (i = 0; i < s->nbudgets; i++) {

@@ -106,18 +106,6 @@ sp_snapshot_lookup_hash(sp_str_t a, sp_str_t b, sp_str_t c, int parts)
 }
 
 
-static sp_str_t
-sp_str0(const char *s)
-{
-    sp_str_t  str;
-
-    str.data = s ? s : "";
-    str.len = strlen(str.data);
-
-    return str;
-}
-
-
 sp_snapshot_builder_t *
 sp_snapshot_builder_new(uint64_t generation)
 {
@@ -444,9 +432,9 @@ sp_snapshot_add_provider(sp_snapshot_builder_t *b,
     const sp_snapshot_provider_in_t *in)
 {
     return sp_snapshot_add(b, SP_TABLE_PROVIDERS, in,
-                           sp_snapshot_lookup_hash(sp_str0(in->org_id),
-                                                   sp_str0(in->provider),
-                                                   sp_str0(NULL), 2));
+                           sp_snapshot_lookup_hash(sp_str_from(in->org_id),
+                                                   sp_str_from(in->provider),
+                                                   sp_str_from(NULL), 2));
 }
 
 
@@ -455,9 +443,9 @@ sp_snapshot_add_price(sp_snapshot_builder_t *b,
     const sp_snapshot_price_in_t *in)
 {
     return sp_snapshot_add(b, SP_TABLE_PRICES, in,
-                           sp_snapshot_lookup_hash(sp_str0(in->org_id),
-                                                   sp_str0(in->provider),
-                                                   sp_str0(in->model), 3));
+                           sp_snapshot_lookup_hash(sp_str_from(in->org_id),
+                                                   sp_str_from(in->provider),
+                                                   sp_str_from(in->model), 3));
 }
 
 
@@ -465,9 +453,9 @@ int
 sp_snapshot_add_org(sp_snapshot_builder_t *b, const sp_snapshot_org_in_t *in)
 {
     return sp_snapshot_add(b, SP_TABLE_ORGS, in,
-                           sp_snapshot_lookup_hash(sp_str0(in->org_id),
-                                                   sp_str0(NULL),
-                                                   sp_str0(NULL), 1));
+                           sp_snapshot_lookup_hash(sp_str_from(in->org_id),
+                                                   sp_str_from(NULL),
+                                                   sp_str_from(NULL), 1));
 }
 
 
@@ -476,9 +464,9 @@ sp_snapshot_add_alias(sp_snapshot_builder_t *b,
     const sp_snapshot_alias_in_t *in)
 {
     return sp_snapshot_add(b, SP_TABLE_ALIASES, in,
-                           sp_snapshot_lookup_hash(sp_str0(in->org_id),
-                                                   sp_str0(in->provider),
-                                                   sp_str0(in->alias), 3));
+                           sp_snapshot_lookup_hash(sp_str_from(in->org_id),
+                                                   sp_str_from(in->provider),
+                                                   sp_str_from(in->alias), 3));
 }
 
 
@@ -506,9 +494,9 @@ sp_snapshot_add_budget(sp_snapshot_builder_t *b,
     }
 
     return sp_snapshot_add(b, SP_TABLE_BUDGETS, in,
-                           sp_snapshot_budget_hash(sp_str0(in->org_id),
+                           sp_snapshot_budget_hash(sp_str_from(in->org_id),
                                                    in->scope,
-                                                   sp_str0(in->scope_value)));
+                                                   sp_str_from(in->scope_value)));
 }
 
 
@@ -517,9 +505,9 @@ sp_snapshot_add_endpoint(sp_snapshot_builder_t *b,
     const sp_snapshot_endpoint_in_t *in)
 {
     return sp_snapshot_add(b, SP_TABLE_ENDPOINTS, in,
-                           sp_snapshot_lookup_hash(sp_str0(in->org_id),
-                                                   sp_str0(in->provider),
-                                                   sp_str0(NULL), 2));
+                           sp_snapshot_lookup_hash(sp_str_from(in->org_id),
+                                                   sp_str_from(in->provider),
+                                                   sp_str_from(NULL), 2));
 }
 
 
@@ -528,9 +516,9 @@ sp_snapshot_add_setting(sp_snapshot_builder_t *b,
     const sp_snapshot_setting_in_t *in)
 {
     return sp_snapshot_add(b, SP_TABLE_SETTINGS, in,
-                           sp_snapshot_lookup_hash(sp_str0(in->name),
-                                                   sp_str0(NULL),
-                                                   sp_str0(NULL), 1));
+                           sp_snapshot_lookup_hash(sp_str_from(in->name),
+                                                   sp_str_from(NULL),
+                                                   sp_str_from(NULL), 1));
 }
 
 

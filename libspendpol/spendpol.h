@@ -11,6 +11,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 
 /* A borrowed byte string: not NUL-terminated unless said so. */
@@ -18,6 +19,19 @@ typedef struct {
     const char  *data;
     size_t       len;
 } sp_str_t;
+
+
+/* a C string as an sp_str_t (NULL as "") */
+static inline sp_str_t
+sp_str_from(const char *s)
+{
+    sp_str_t  str;
+
+    str.data = s ? s : "";
+    str.len = strlen(str.data);
+
+    return str;
+}
 
 
 #define SP_OK              0
