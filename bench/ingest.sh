@@ -21,24 +21,26 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # shellcheck source=../scripts/lib/stack.sh
 . "$ROOT/scripts/lib/stack.sh"
+# shellcheck source=lib/common.sh
+. "$ROOT/bench/lib/common.sh"
+# shellcheck source=lib/spendpol.sh
+. "$ROOT/bench/lib/spendpol.sh"
 STACK="$ROOT/scripts/stack.sh"
+CLK_TCK=$(getconf CLK_TCK)
 
 ROWS=${INGEST_ROWS:-200000}
 RATE=${INGEST_RATE:-20000}
 BUILD=$(sp_abs "${SPENDPOL_BUILD_DIR:-$ROOT/build}")
 export SPENDPOL_MIGRATIONS_DIR="${SPENDPOL_MIGRATIONS_DIR:-$ROOT/migrations}"
 WORK=$(mktemp -d /tmp/spendpol-ingest-bench.XXXXXX)
-DATA="$WORK/data"
-CONTROLD_PID=
-
-log() { printf '[ingest-bench] %s\n' "$*" >&2; }
-die() { log "error: $*"; exit 1; }
+SPDATA="$WORK/data"
+CONTROLD_PID= STARTED_PG=0 STARTED_REDIS=0
 
 cleanup() {
     set +e
-    [ -n "$CONTROLD_PID" ] && kill -- -"$CONTROLD_PID" 2>/dev/null && wait "$CONTROLD_PID" 2>/dev/null
-    sp_redis_stop "$DATA" >/dev/null 2>&1
-    sp_pg_stop "$DATA" >/dev/null 2>&1
+    stop_proc "$CONTROLD_PID" TERM 10
+    [ $STARTED_REDIS = 1 ] && sp_redis_stop "$SPDATA" >/dev/null 2>&1
+    [ $STARTED_PG = 1 ] && sp_pg_stop "$SPDATA" >/dev/null 2>&1
     [ "${INGEST_KEEP:-0}" = 1 ] || rm -rf "$WORK"
 }
 trap cleanup EXIT INT TERM
@@ -49,75 +51,47 @@ cc -std=gnu11 -O2 -I"$ROOT/libspendpol" "$ROOT/bench/ingest/gen.c" \
     "$BUILD/libspendpol.a" -ljansson -lcrypto -lpcre2-8 -lm -o "$WORK/gen" \
     || die "cannot build bench/ingest/gen.c"
 
-mkdir -p "$DATA/logs" "$DATA/journal"
-PG_PORT=$(sp_free_port); REDIS_PORT=$(sp_free_port); API_PORT=$(sp_free_port)
-API="http://127.0.0.1:$API_PORT"
-ADMIN="sp_key_$(openssl rand -hex 24)"
-sp_pg_start "$DATA" "$PG_PORT" >/dev/null || die "PostgreSQL did not start"
-sp_redis_start "$DATA" "$REDIS_PORT" >/dev/null || die "Redis did not start"
-mkdir -p -m 0700 "$(sp_snapshot_dir "$DATA")"
-SPENDPOL_ADMIN_KEY=$ADMIN setsid bash "$STACK" controld-exec "$DATA" "$BUILD" \
-    "127.0.0.1:$API_PORT" "$(sp_pg_url "$PG_PORT" "$DATA")" "redis://127.0.0.1:$REDIS_PORT" \
-    "$(sp_pg_owner_url "$PG_PORT" "$DATA")" "$(sp_pg_api_url "$PG_PORT" "$DATA")" \
-    >>"$DATA/logs/controld.out" 2>>"$DATA/logs/controld.err" &
-CONTROLD_PID=$!
-for _ in $(seq 1 600); do
-    grep -q 'controld ready' "$DATA/logs/controld.out" 2>/dev/null && break
-    kill -0 "$CONTROLD_PID" 2>/dev/null || { tail -n 20 "$DATA/logs/controld.err" >&2; die "controld exited"; }
-    sleep 0.1
-done
-grep -q 'controld ready' "$DATA/logs/controld.out" || die "controld not ready within 60 s"
+spendpol_controld_start
 
-api() { # METHOD PATH [JSON]: prints the body, fails unless 2xx
-    curl -sf -X "$1" "$API$2" -H "Authorization: Bearer $ADMIN" \
-        -H 'Content-Type: application/json' ${3:+-d "$3"}
+# api_ok METHOD PATH [JSON]: the admin API, dies unless 2xx
+api_ok() {
+    api "$@"
+    case "$API_STATUS" in 2??) ;; *) die "$1 $2 -> $API_STATUS $API_BODY" ;; esac
 }
 for b in '"scope":{"type":"organization"}' '"scope":{"type":"project","value":"bench"}' \
          '"scope":{"type":"department","value":"bench"},"model":"gpt-4o-mini"'; do
-    api POST /budgets "{\"name\":\"bench\",$b,\"limit_usd\":\"1000000\",\"period\":\"monthly\",\"action\":\"warn\"}" \
-        >/dev/null || die "POST /budgets failed"
+    api_ok POST /budgets "{\"name\":\"bench\",$b,\"limit_usd\":\"1000000\",\"period\":\"monthly\",\"action\":\"warn\"}"
 done
-KEY_ID=$(api POST /api-keys '{"name":"bench","department":"bench","project":"bench"}' | jq -r .id)
-[ -n "$KEY_ID" ] || die "POST /api-keys failed"
-OWNER_URL=$(sp_pg_owner_url "$PG_PORT" "$DATA")
-JOURNAL="$DATA/journal/journal.log"
+api_ok POST /api-keys '{"name":"bench","department":"bench","project":"bench"}'
+KEY_ID=$(jq -r .id <<<"$API_BODY")
+OWNER_URL=$(sp_pg_owner_url "$PG_PORT" "$SPDATA")
+JOURNAL="$SPDATA/journal/journal.log"
 
-# the controld thread and every PostgreSQL process, in clock ticks
+# the controld process and every PostgreSQL process
 CONTROLD=$(pgrep -f "^$BUILD/controld" -s "$CONTROLD_PID" | head -1 || true)
 [ -n "$CONTROLD" ] || CONTROLD=$(pgrep -n -x controld)
-POSTMASTER=$(sp_pg_pid "$DATA")
-ticks() { # PID...: utime+stime, children that exited included
-    local t=0 p f
-    for p in "$@"; do
-        f=$(cat "/proc/$p/stat" 2>/dev/null) || continue
-        f=${f##*) }
-        set -- $f
-        t=$((t + ${12} + ${13} + ${14} + ${15}))
-    done
-    echo "$t"
-}
-pg_pids() { echo "$POSTMASTER" $(pgrep -P "$POSTMASTER"); }
-# PostgreSQL's ticks by role: "backends", "background" (wal writer,
+POSTMASTER=$(sp_pg_pid "$SPDATA")
+pg_pids() { echo "$POSTMASTER" $(workers_of "$POSTMASTER"); }
+# PostgreSQL's CPU by role: "backends", "background" (wal writer,
 # checkpointer, autovacuum: exited workers count in the postmaster's)
 pg_roles() {
     local p b=0 g=0 t
-    for p in $(pgrep -P "$POSTMASTER"); do
-        t=$(ticks "$p")
+    for p in $(workers_of "$POSTMASTER"); do
+        t=$(cpu_us "$p")
         case "$(tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null)" in
             *spendpol_*|*postgres\ postgres*) b=$((b + t)) ;;
             *) g=$((g + t)) ;;
         esac
     done
-    echo "$b $(( g + $(ticks "$POSTMASTER") ))"
+    echo "$b $(( g + $(cpu_us "$POSTMASTER") ))"
 }
-HZ=$(getconf CLK_TCK)
 
 if [ "${INGEST_STATEMENTS:-0}" = 1 ]; then
-    psql "$(sp_pg_superuser_url "$PG_PORT" "$DATA")" -qc "ALTER SYSTEM SET log_min_duration_statement = 0" \
+    psql "$(sp_pg_superuser_url "$PG_PORT" "$SPDATA")" -qc "ALTER SYSTEM SET log_min_duration_statement = 0" \
         -c "SELECT pg_reload_conf()" >/dev/null
 fi
 sleep 1
-C0=$(ticks "$CONTROLD"); P0=$(ticks $(pg_pids)); read -r B0 G0 <<<"$(pg_roles)"
+C0=$(cpu_us "$CONTROLD"); P0=$(cpu_us $(pg_pids)); read -r B0 G0 <<<"$(pg_roles)"
 log "$ROWS lines at $RATE/s into $JOURNAL (controld $CONTROLD, postmaster $POSTMASTER, build $BUILD)"
 PERF_PID=
 if [ "${INGEST_PERF:-0}" = 1 ]; then
@@ -131,7 +105,7 @@ for _ in $(seq 1 1200); do
     [ "$OFF" = "$SIZE" ] && break
     sleep 0.1
 done
-C1=$(ticks "$CONTROLD"); P1=$(ticks $(pg_pids)); read -r B1 G1 <<<"$(pg_roles)"
+C1=$(cpu_us "$CONTROLD"); P1=$(cpu_us $(pg_pids)); read -r B1 G1 <<<"$(pg_roles)"
 if [ -n "$PERF_PID" ]; then
     kill -INT "$PERF_PID"; wait "$PERF_PID" || true
     perf report -i "$WORK/perf.data" --no-children --sort "${INGEST_PERF_SORT:-comm,dso,symbol}" --stdio 2>/dev/null \
@@ -146,14 +120,14 @@ SPENT=$(psql "$OWNER_URL" -Atqc "SELECT string_agg(requests::text, ',' ORDER BY 
 
 if [ "${INGEST_STATEMENTS:-0}" = 1 ]; then
     # wall ms per statement kind over the run, from the server log
-    grep -h 'duration: ' "$DATA"/pg/data/log/* "$DATA"/logs/postgres.log 2>/dev/null \
+    grep -h 'duration: ' "$SPDATA"/pg/data/log/* "$SPDATA"/logs/postgres.log 2>/dev/null \
         | sed -E 's/.*duration: ([0-9.]+) ms +(statement|execute [^:]*|parse [^:]*|bind [^:]*): *(.{0,60}).*/\1\t\3/' \
         | awk -F'\t' '{ t[$2] += $1; n[$2]++ } END { for (k in t) printf "%10.1f ms %6d x  %s\n", t[k], n[k], k }' \
         | sort -rn | head -15 >&2
 fi
 read -r _ SECS <<<"$GEN"
-awk -v c="$((C1 - C0))" -v p="$((P1 - P0))" -v b="$((B1 - B0))" -v g="$((G1 - G0))" -v n="$ROWS" -v hz="$HZ" -v secs="$SECS" -v rate="$RATE" 'BEGIN {
-    us = 1e6 / hz / n
+awk -v c="$((C1 - C0))" -v p="$((P1 - P0))" -v b="$((B1 - B0))" -v g="$((G1 - G0))" -v n="$ROWS" -v secs="$SECS" -v rate="$RATE" 'BEGIN {
+    us = 1 / n
     printf "ingest: %d lines offered at %d/s in %.1f s, all loaded and counted in 3 budgets\n", n, rate, secs
     printf "  controld    %6.2f us CPU per line\n", c * us
     printf "  PostgreSQL  %6.2f us CPU per line (backends %.2f, background %.2f)\n", p * us, b * us, g * us

@@ -51,14 +51,17 @@ wait_port() {
 # worker pids of an nginx master (or any process's children)
 workers_of() { ps -o pid= --ppid "$1" 2>/dev/null | tr -d ' ' | tr '\n' ' '; }
 
-# cpu_us PID...: utime+stime of those processes, in microseconds
+# cpu_us PID...: utime+stime of those processes, and of their children
+# that exited and were waited for (PostgreSQL's autovacuum workers,
+# backends that ended), in microseconds
 cpu_us() {
     local t=0 p line f
     for p in "$@"; do
         line=$(cat "/proc/$p/stat" 2>/dev/null) || continue
         # fields after "comm)": state(3) ... utime(14) stime(15)
+        # cutime(16) cstime(17)
         read -r -a f <<<"${line##*) }"
-        t=$((t + f[11] + f[12]))
+        t=$((t + f[11] + f[12] + f[13] + f[14]))
     done
     echo $((t * 1000000 / CLK_TCK))
 }

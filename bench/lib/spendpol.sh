@@ -40,15 +40,32 @@ api() {
 }
 
 spendpol_start() {
+    SP_PORT=$(sp_free_port)
+    spendpol_controld_start
+    log "Spendpol: nginx :$SP_PORT"
+
+    bash "$STACK" nginx-conf "$SPDATA" "$BUILD" "127.0.0.1:$SP_PORT" >/dev/null || die "nginx-conf failed"
+    bash "$STACK" nginx-test "$SPDATA" "$BUILD" || die "nginx -t failed on Spendpol's conf"
+    setsid bash "$STACK" nginx-exec "$SPDATA" "$BUILD" \
+        >>"$SPDATA/logs/nginx.out" 2>>"$SPDATA/logs/nginx.err" &
+    SP_NGINX_PID=$!
+    wait_port 127.0.0.1 "$SP_PORT" "$SP_NGINX_PID" "Spendpol nginx" \
+        "$SPDATA/logs/error.log" "$SPDATA/logs/nginx.err"
+    spendpol_provision
+}
+
+# spendpol_controld_start: PostgreSQL, Redis and controld in $SPDATA, as
+# `make run` starts them (bench/run.sh, and bench/ingest.sh without nginx);
+# sets PG_PORT, REDIS_PORT, API_PORT, SP_API, SP_ADMIN and CONTROLD_PID
+spendpol_controld_start() {
     local i
     mkdir -p "$SPDATA/logs" "$SPDATA/journal"
     PG_PORT=$(sp_free_port)
     REDIS_PORT=$(sp_free_port)
-    SP_PORT=$(sp_free_port)
     API_PORT=$(sp_free_port)
     SP_API="http://127.0.0.1:$API_PORT"
     SP_ADMIN="sp_key_$(openssl rand -hex 24)"
-    log "Spendpol: PostgreSQL :$PG_PORT, Redis :$REDIS_PORT, controld :$API_PORT, nginx :$SP_PORT ($SPDATA)"
+    log "Spendpol: PostgreSQL :$PG_PORT, Redis :$REDIS_PORT, controld :$API_PORT ($SPDATA)"
     sp_pg_start "$SPDATA" "$PG_PORT" || die "PostgreSQL did not start"
     STARTED_PG=1
     sp_redis_start "$SPDATA" "$REDIS_PORT" || die "Redis did not start"
@@ -72,15 +89,6 @@ spendpol_start() {
         && ! curl -sf -o /dev/null -H "Authorization: Bearer $SP_ADMIN" "$SP_API/providers"; then
         SP_ADMIN=$(tr -d ' \n\r' <"$SPDATA/controld/admin.key")
     fi
-
-    bash "$STACK" nginx-conf "$SPDATA" "$BUILD" "127.0.0.1:$SP_PORT" >/dev/null || die "nginx-conf failed"
-    bash "$STACK" nginx-test "$SPDATA" "$BUILD" || die "nginx -t failed on Spendpol's conf"
-    setsid bash "$STACK" nginx-exec "$SPDATA" "$BUILD" \
-        >>"$SPDATA/logs/nginx.out" 2>>"$SPDATA/logs/nginx.err" &
-    SP_NGINX_PID=$!
-    wait_port 127.0.0.1 "$SP_PORT" "$SP_NGINX_PID" "Spendpol nginx" \
-        "$SPDATA/logs/error.log" "$SPDATA/logs/nginx.err"
-    spendpol_provision
 }
 
 # the provider pointing at the mock, a blocking organisation budget, and
