@@ -124,7 +124,9 @@ export function rawStreamRequest(url, key, body, i, { headers = {} } = {}) {
 
 /**
  * Starts concurrency workers sending requests until stop() is called, maxMs
- * passed or maxRequests were sent. Every other request streams (every
+ * passed or maxRequests were sent. more(n) keeps the load going (past maxMs,
+ * restarting the workers if they ended) until n more requests completed, so
+ * a slow machine makes a phase longer, not the test fail. Every other request streams (every
  * streamEvery-th; stream: true or false for all).
  */
 export function startLoad(s, key, {
@@ -136,8 +138,9 @@ export function startLoad(s, key, {
   let next = 0;
   let stopped = false;
   const runTag = `${tag}-${crypto.randomBytes(3).toString('hex')}`;
+  let deadline = started + maxMs;
   const worker = async () => {
-    while (!stopped && Date.now() - started < maxMs && next < maxRequests) {
+    while (!stopped && Date.now() < deadline && next < maxRequests) {
       const i = next++;
       const body = loadBody(runTag, i, stream ?? (i % streamEvery === 1));
       // one stream in four over node:http, to check the X-Spendpol-Cost trailer too
@@ -148,8 +151,9 @@ export function startLoad(s, key, {
       }
     }
   };
-  const workers = Array.from({ length: concurrency }, worker);
-  const done = Promise.all(workers);
+  let done = Promise.all(Array.from({ length: concurrency }, worker));
+  let running = true;
+  done.then(() => { running = false; });
   return {
     results,
     started,
@@ -158,6 +162,13 @@ export function startLoad(s, key, {
     /** waits until at least n more requests completed (bounded) */
     async more(n, timeout = 10_000) {
       const want = results.length + n;
+      deadline = Math.max(deadline, Date.now() + timeout);
+      if (!running && !stopped && next < maxRequests) {
+        const again = Promise.all(Array.from({ length: concurrency }, worker));
+        done = Promise.all([done, again]);
+        running = true;
+        again.then(() => { running = false; });
+      }
       await waitFor(() => results.length >= want, { timeout, interval: 20, message: `${n} more load requests` });
     },
     async stop() {
