@@ -24,6 +24,7 @@
 #include <openssl/crypto.h>
 
 #include "controld.h"
+#include "webhook.h"
 
 
 #define CD_JOBS_SUBJECT   "alert-jobs"

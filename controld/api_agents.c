@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "controld.h"
+#include "api.h"
 
 
 #define CD_AGENTS_SUBJECT      "agents"

@@ -14,7 +14,10 @@
 #include <openssl/crypto.h>
 
 #include "controld.h"
+#include "crypto.h"
+#include "webhook.h"
 #include "outbound.h"
+#include "api.h"
 
 
 #define CD_ALERTS_SUBJECT   "alerts"
@@ -32,29 +35,6 @@ enum {
 
 
 /* ---- pure helpers (unit tested) --------------------------------------- */
-
-int
-cd_warnings_has(const char *warnings, const char *name)
-{
-    size_t       len, n;
-    const char  *p;
-
-    len = strlen(name);
-
-    if (len == 0) {
-        return 0;
-    }
-
-    for (p = warnings; *p != '\0'; p += n + (p[n] == ',')) {
-        n = strcspn(p, ",");
-
-        if (n == len && memcmp(p, name, len) == 0) {
-            return 1;
-        }
-    }
-
-    return 0;
-}
 
 
 int

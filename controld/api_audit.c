@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "controld.h"
+#include "api.h"
 #include "sp_journal.h"
 
 

@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "controld.h"
+#include "api.h"
 #include "sp_snapshot.h"
 
 
@@ -54,40 +55,6 @@ static const char  *cd_budget_periods[] = {
 
 
 /* ---- validation (pure, unit tested) ----------------------------------- */
-
-int
-cd_id_param(cd_request_t *r, unsigned kind, const char *not_found)
-{
-    char  expected[96];
-
-    if (sp_id_valid(kind, r->params[0], strlen(r->params[0]))) {
-        return CD_OK;
-    }
-
-    sp_id_expected(kind, expected, sizeof(expected));
-    cd_respond_error(r, 404, "not_found_error", not_found, "id",
-                     "no %s with id \"%.64s\" (expected %s)",
-                     sp_id_format(kind)->noun, r->params[0], expected);
-
-    return CD_ERROR;
-}
-
-
-int
-cd_id_field(const char *id, unsigned kind, const char *field,
-    cd_field_error_t *err)
-{
-    char  expected[96];
-
-    if (sp_id_valid(kind, id, strlen(id))) {
-        return CD_OK;
-    }
-
-    sp_id_expected(kind, expected, sizeof(expected));
-
-    return cd_field_error(err, 422, "invalid_value", field,
-                          "%s must be %s", field, expected);
-}
 
 
 int

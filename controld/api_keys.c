@@ -14,6 +14,9 @@
 #include <openssl/crypto.h>
 
 #include "controld.h"
+#include "crypto.h"
+#include "auth.h"
+#include "api.h"
 #include "sp_snapshot.h"
 
 

@@ -11,8 +11,11 @@
 #include <openssl/crypto.h>
 
 #include "controld.h"
-#include "sp_provider.h"
+#include "crypto.h"
+#include "webhook.h"
 #include "outbound.h"
+#include "api.h"
+#include "sp_provider.h"
 
 
 #define CD_PROVIDERS_SUBJECT  "providers"

@@ -13,6 +13,7 @@
 #include <openssl/crypto.h>
 
 #include "controld.h"
+#include "auth.h"
 
 
 /* ---- authentication --------------------------------------------------- */

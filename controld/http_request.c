@@ -13,6 +13,8 @@
 #include <microhttpd.h>
 
 #include "controld.h"
+#include "crypto.h"
+#include "api.h"
 
 
 /* ---- responses -------------------------------------------------------- */
@@ -67,11 +69,64 @@ cd_respond_verror(cd_request_t *r, unsigned status, const char *type,
 }
 
 
+int
+cd_field_error(cd_field_error_t *err, unsigned status, const char *code,
+    const char *field, const char *fmt, ...)
+{
+    va_list  args;
+
+    err->status = status;
+    err->code = code;
+    err->field = field;
+
+    va_start(args, fmt);
+    vsnprintf(err->message, sizeof(err->message), fmt, args);
+    va_end(args);
+
+    return CD_ERROR;
+}
+
+
 void
 cd_respond_field_error(cd_request_t *r, const cd_field_error_t *err)
 {
     cd_respond_error(r, err->status, "invalid_request_error", err->code,
                      err->field, "%s", err->message);
+}
+
+
+int
+cd_id_param(cd_request_t *r, unsigned kind, const char *not_found)
+{
+    char  expected[96];
+
+    if (sp_id_valid(kind, r->params[0], strlen(r->params[0]))) {
+        return CD_OK;
+    }
+
+    sp_id_expected(kind, expected, sizeof(expected));
+    cd_respond_error(r, 404, "not_found_error", not_found, "id",
+                     "no %s with id \"%.64s\" (expected %s)",
+                     sp_id_format(kind)->noun, r->params[0], expected);
+
+    return CD_ERROR;
+}
+
+
+int
+cd_id_field(const char *id, unsigned kind, const char *field,
+    cd_field_error_t *err)
+{
+    char  expected[96];
+
+    if (sp_id_valid(kind, id, strlen(id))) {
+        return CD_OK;
+    }
+
+    sp_id_expected(kind, expected, sizeof(expected));
+
+    return cd_field_error(err, 422, "invalid_value", field,
+                          "%s must be %s", field, expected);
 }
 
 
@@ -193,37 +248,6 @@ cd_request_no_options(cd_request_t *r)
     json_decref(body);
 
     return CD_OK;
-}
-
-
-const char *
-cd_validate_text(const char *s, size_t min_chars, size_t max_chars)
-{
-    size_t               chars;
-    const unsigned char  *p;
-
-    chars = 0;
-
-    for (p = (const unsigned char *) s; *p != '\0'; p++) {
-        if (*p < 0x20 || *p == 0x7f) {
-            return "control_character";
-        }
-
-        /* count code points: continuation bytes are 10xxxxxx */
-        if ((*p & 0xc0) != 0x80) {
-            chars++;
-        }
-    }
-
-    if (chars < min_chars) {
-        return "too_short";
-    }
-
-    if (chars > max_chars) {
-        return "too_long";
-    }
-
-    return NULL;
 }
 
 

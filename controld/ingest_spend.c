@@ -20,7 +20,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "ingest.h"
+#include "controld.h"
+#include "api.h"
 #include "sp_attrib.h"
 
 

@@ -22,6 +22,11 @@
 #include <openssl/crypto.h>
 
 #include "controld.h"
+#include "crypto.h"
+#include "migrate.h"
+#include "prices.h"
+#include "outbound.h"
+#include "auth.h"
 
 
 #define CD_MAIN_SUBJECT  "main"

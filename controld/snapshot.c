@@ -23,7 +23,10 @@
 #include <openssl/crypto.h>
 
 #include "controld.h"
+#include "crypto.h"
+#include "prices.h"
 #include "outbound.h"
+#include "api.h"
 #include "sp_budget.h"
 #include "sp_snapshot.h"
 

@@ -11,20 +11,6 @@
 #include "controld.h"
 
 
-void
-cd_deadline_after(struct timespec *deadline, unsigned ms)
-{
-    clock_gettime(CLOCK_REALTIME, deadline);
-    deadline->tv_sec += ms / 1000;
-    deadline->tv_nsec += (long) (ms % 1000) * 1000000;
-
-    if (deadline->tv_nsec >= 1000000000) {
-        deadline->tv_sec++;
-        deadline->tv_nsec -= 1000000000;
-    }
-}
-
-
 int
 cd_thread_start(cd_thread_t *t, const char *name, void *(*fn)(void *),
     void *arg)
