@@ -30,30 +30,6 @@
 #define CD_JOBS_SUBJECT   "alert-jobs"
 
 
-static int
-cd_jobs_wait(cd_app_t *app, unsigned ms)
-{
-    int               stop;
-    cd_alert_jobs_t  *j;
-    struct timespec   deadline;
-
-    j = &app->alert_jobs;
-
-    cd_deadline_after(&deadline, ms);
-
-    pthread_mutex_lock(&j->mutex);
-
-    if (!j->stop) {
-        pthread_cond_timedwait(&j->cond, &j->mutex, &deadline);
-    }
-
-    stop = j->stop;
-    pthread_mutex_unlock(&j->mutex);
-
-    return stop;
-}
-
-
 /* ---- the evaluator ---------------------------------------------------- */
 
 #define CD_ALERT_INSERT_HIT                                                  \
@@ -167,7 +143,9 @@ cd_eval_thread(void *data)
         cd_eval_once(app, cd_eval_error_rate, "error_rate");
         cd_eval_once(app, cd_eval_spend_spike, "spend_spike");
 
-    } while (!cd_jobs_wait(app, CD_ALERT_EVAL_MS));
+        cd_thread_sleep(&app->alert_jobs.eval, CD_ALERT_EVAL_MS);
+
+    } while (!cd_thread_stopping(&app->alert_jobs.eval));
 
     return NULL;
 }
@@ -426,7 +404,9 @@ cd_deliver_thread(void *data)
 
         PQclear(jobs);
 
-    } while (!cd_jobs_wait(app, CD_ALERT_DELIVER_MS));
+        cd_thread_sleep(&app->alert_jobs.deliver, CD_ALERT_DELIVER_MS);
+
+    } while (!cd_thread_stopping(&app->alert_jobs.deliver));
 
     return NULL;
 }
@@ -437,62 +417,21 @@ cd_deliver_thread(void *data)
 int
 cd_alert_jobs_start(cd_app_t *app)
 {
-    int               err;
-    cd_alert_jobs_t  *j;
-
-    j = &app->alert_jobs;
-    memset(j, 0, sizeof(cd_alert_jobs_t));
-    pthread_mutex_init(&j->mutex, NULL);
-    pthread_cond_init(&j->cond, NULL);
-
-    err = pthread_create(&j->eval_thread, NULL, cd_eval_thread, app);
-    if (err != 0) {
-        cd_log_error(CD_JOBS_SUBJECT, "cannot start the alert evaluator: "
-                     "%s", strerror(err));
+    if (cd_thread_start(&app->alert_jobs.eval, CD_JOBS_SUBJECT, cd_eval_thread,
+                        app)
+        != CD_OK)
+    {
         return CD_ERROR;
     }
 
-    j->eval_started = 1;
-
-    err = pthread_create(&j->deliver_thread, NULL, cd_deliver_thread, app);
-    if (err != 0) {
-        cd_log_error(CD_JOBS_SUBJECT, "cannot start the webhook deliverer: "
-                     "%s", strerror(err));
-        return CD_ERROR;
-    }
-
-    j->deliver_started = 1;
-
-    return CD_OK;
+    return cd_thread_start(&app->alert_jobs.deliver, CD_JOBS_SUBJECT,
+                           cd_deliver_thread, app);
 }
 
 
 void
 cd_alert_jobs_stop(cd_app_t *app)
 {
-    cd_alert_jobs_t  *j;
-
-    j = &app->alert_jobs;
-
-    if (!j->eval_started && !j->deliver_started) {
-        return;
-    }
-
-    pthread_mutex_lock(&j->mutex);
-    j->stop = 1;
-    pthread_cond_broadcast(&j->cond);
-    pthread_mutex_unlock(&j->mutex);
-
-    if (j->eval_started) {
-        pthread_join(j->eval_thread, NULL);
-        j->eval_started = 0;
-    }
-
-    if (j->deliver_started) {
-        pthread_join(j->deliver_thread, NULL);
-        j->deliver_started = 0;
-    }
-
-    pthread_mutex_destroy(&j->mutex);
-    pthread_cond_destroy(&j->cond);
+    cd_thread_stop(&app->alert_jobs.eval);
+    cd_thread_stop(&app->alert_jobs.deliver);
 }

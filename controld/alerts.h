@@ -56,13 +56,8 @@ json_t *cd_alert_slack_payload(json_t *alert);
  * backoff, every attempt recorded in alert_deliveries.
  */
 typedef struct {
-    pthread_t         eval_thread;
-    pthread_t         deliver_thread;
-    pthread_mutex_t   mutex;
-    pthread_cond_t    cond;
-    int               stop;
-    int               eval_started;
-    int               deliver_started;
+    cd_thread_t       eval;
+    cd_thread_t       deliver;
 } cd_alert_jobs_t;
 
 int cd_alert_jobs_start(cd_app_t *app) CD_CHECK;

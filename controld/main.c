@@ -521,8 +521,11 @@ main(int argc, char **argv)
     pthread_sigmask(SIG_BLOCK, &signals, NULL);
     signal(SIGPIPE, SIG_IGN);
 
-    cd_snapshot_init(app);
     cd_rates_init(app);
+
+    if (cd_snapshot_init(app) != CD_OK) {
+        goto done;
+    }
 
     if (cd_redis_init(&app->redis, app->config.redis_url) != CD_OK) {
         cd_log_error(CD_MAIN_SUBJECT, "SPENDPOL_REDIS_URL is not a "

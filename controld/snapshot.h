@@ -7,19 +7,16 @@
 
 
 typedef struct {
-    pthread_t         thread;
-    pthread_mutex_t   mutex;
-    pthread_cond_t    cond;
-    int               signalled;
-    int               stop;
-    int               started;
+    cd_thread_t       thread;            /* the publisher */
+    int               inited;            /* mutex exists */
+    pthread_mutex_t   mutex;             /* of the three below */
     int64_t           state_version;     /* of the last publish, -1 none */
     uint64_t          generation;        /* last published */
     int64_t           next_change_us;    /* a stored price takes effect
                                             then (database clock), 0 none */
 } cd_snapshot_t;
 
-void cd_snapshot_init(cd_app_t *app);
+int cd_snapshot_init(cd_app_t *app) CD_CHECK;
 void cd_snapshot_destroy(cd_app_t *app);
 
 /* builds and publishes once, synchronously */
