@@ -1,6 +1,7 @@
 /*
- * Alerts: rows, dedupe keys, rules, and the evaluator and delivery threads
- * (alert_jobs.c). Included by controld.h.
+ * Alerts: writing them and their dedupe keys (alerts.c), rules
+ * (api_alerts.c), the evaluator and delivery threads (alert_jobs.c).
+ * Included by controld.h.
  */
 
 #ifndef CD_ALERTS_H
@@ -18,6 +19,21 @@
  */
 int cd_alert_unpriced_key(const char *provider, const char *model,
     char *out, size_t outlen) CD_CHECK;
+
+
+/*
+ * The one writer of alerts (alerts.c), in the caller's transaction. with
+ * is a WITH list whose last query, named new_alerts, has the columns
+ * org_id, type, severity, message, details (jsonb) and dedupe_key; each
+ * of its rows becomes an alert unless one with its dedupe key exists: with
+ * update NULL, in any state (a key raises once); else an open one, which
+ * update (a SET list over alerts and EXCLUDED) changes instead. Every
+ * alert inserted or updated queues a delivery for each rule whose
+ * webhook wants it. Returns the alerts' id, org_id and type, or NULL
+ * when the statement failed (logged).
+ */
+PGresult *cd_alerts_raise(cd_db_conn_t *c, const char *with,
+    const char *update, int nparams, const char *const *params) CD_CHECK;
 
 
 /* ---- alert rules (api_alerts.c) --------------------------------------- */
@@ -51,9 +67,9 @@ json_t *cd_alert_slack_payload(json_t *alert);
 
 /*
  * Two threads: the evaluator (every CD_ALERT_EVAL_MS) raises spend_spike
- * and error_rate alerts from audit_logs; the deliverer queues every alert
- * of a type some rule has a webhook for and posts it, retrying with
- * backoff, every attempt recorded in alert_deliveries.
+ * and error_rate alerts from audit_logs; the deliverer posts the queued
+ * deliveries, retrying with backoff, every attempt recorded in
+ * alert_deliveries.
  */
 typedef struct {
     cd_thread_t       eval;

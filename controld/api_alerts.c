@@ -37,18 +37,6 @@ enum {
 /* ---- pure helpers (unit tested) --------------------------------------- */
 
 
-int
-cd_alert_unpriced_key(const char *provider, const char *model, char *out,
-    size_t outlen)
-{
-    int  n;
-
-    n = snprintf(out, outlen, "unpriced_model:%s:%s", provider, model);
-
-    return n < 0 || (size_t) n >= outlen ? CD_ERROR : CD_OK;
-}
-
-
 /* ---- alert rules: pure validation (unit tested) ----------------------- */
 
 static const char  *cd_alert_rule_types[] = {
