@@ -116,6 +116,14 @@ int cd_request_found(cd_request_t *r, cd_db_conn_t *c, PGresult *res,
     CD_CHECK CD_PRINTF(6, 7);
 
 /*
+ * sql with $1 the route's first parameter, in the request's transaction:
+ * its result when it returned or changed a row, else NULL after
+ * answering as cd_request_found (fmt's one argument is that parameter).
+ */
+PGresult *cd_request_row(cd_request_t *r, cd_db_conn_t *c, const char *sql,
+    const char *code, const char *field, const char *fmt) CD_CHECK;
+
+/*
  * Inside a request's transaction: answers 422 org_limit_reached, naming
  * cap and setting (the variable that raises it), and returns CD_ERROR
  * when the organisation already has cap rows of table (and where, an SQL
@@ -161,6 +169,10 @@ int cd_json_string(cd_request_t *r, json_t *obj, const char *field,
     int required, size_t min_chars, size_t max_chars, const char **out)
     CD_CHECK;
 
+
+/* adds column col of row as a string member, null for SQL NULL */
+int cd_json_set_column(json_t *obj, const char *key, PGresult *res, int row,
+    int col) CD_CHECK;
 
 /* adds a string or null member */
 int cd_json_set_str(json_t *obj, const char *key, const char *value)
@@ -277,12 +289,14 @@ typedef struct {
 void cd_page_respond(cd_request_t *r, const cd_page_t *page);
 
 /*
- * A GET of one row: sql with $1 the route's checked first parameter,
- * then 200 with row_json of the row, or 404 not_found_error with code,
- * field and the message fmt, whose one argument is that parameter.
+ * A GET of one row: check validates the route's first parameter (it
+ * answers), sql selects with it as $1; then 200 with row_json of the row,
+ * or 404 not_found_error with code, field and the message fmt, whose one
+ * argument is that parameter.
  */
-void cd_row_respond(cd_request_t *r, const char *sql, cd_page_row_pt row_json,
-    const char *code, const char *field, const char *fmt);
+void cd_row_respond(cd_request_t *r, int (*check)(cd_request_t *r),
+    const char *sql, cd_page_row_pt row_json, const char *code,
+    const char *field, const char *fmt);
 
 /*
  * A DELETE of one row: check validates the route's first parameter, sql

@@ -360,6 +360,14 @@ cd_json_set_str(json_t *obj, const char *key, const char *value)
 }
 
 
+int
+cd_json_set_column(json_t *obj, const char *key, PGresult *res, int row,
+    int col)
+{
+    return cd_json_set_str(obj, key, cd_db_value(res, row, col));
+}
+
+
 /* ---- cursors: base64url of "<microseconds>:<id>" ----------------------- */
 
 static const char  cd_b64url[] =
@@ -867,25 +875,43 @@ cd_request_found(cd_request_t *r, cd_db_conn_t *c, PGresult *res,
 }
 
 
-void
-cd_row_respond(cd_request_t *r, const char *sql, cd_page_row_pt row_json,
+PGresult *
+cd_request_row(cd_request_t *r, cd_db_conn_t *c, const char *sql,
     const char *code, const char *field, const char *fmt)
 {
-    PGresult      *res;
-    const char    *params[1];
-    cd_db_conn_t  *c;
-
-    c = cd_request_begin(r);
-    if (c == NULL) {
-        return;
-    }
+    PGresult    *res;
+    const char  *params[1];
 
     params[0] = r->params[0];
     res = cd_db_exec(c, sql, 1, params);
 
     if (cd_request_found(r, c, res, code, field, fmt, r->params[0])
-        == CD_OK)
+        != CD_OK)
     {
+        PQclear(res);
+        return NULL;
+    }
+
+    return res;
+}
+
+
+void
+cd_row_respond(cd_request_t *r, int (*check)(cd_request_t *r),
+    const char *sql, cd_page_row_pt row_json, const char *code,
+    const char *field, const char *fmt)
+{
+    PGresult      *res;
+    cd_db_conn_t  *c;
+
+    c = cd_request_begin_param(r, check);
+    if (c == NULL) {
+        return;
+    }
+
+    res = cd_request_row(r, c, sql, code, field, fmt);
+
+    if (res != NULL) {
         cd_respond(r, 200, row_json(res, 0));
     }
 
@@ -900,7 +926,6 @@ cd_delete_respond(cd_request_t *r, int (*check)(cd_request_t *r),
 {
     int            rc;
     PGresult      *res;
-    const char    *params[1];
     cd_db_conn_t  *c;
 
     c = cd_request_begin_param(r, check);
@@ -908,16 +933,10 @@ cd_delete_respond(cd_request_t *r, int (*check)(cd_request_t *r),
         return CD_ERROR;
     }
 
-    params[0] = r->params[0];
-    res = cd_db_exec(c, sql, 1, params);
+    res = cd_request_row(r, c, sql, code, field, fmt);
 
-    rc = CD_ERROR;
-
-    if (cd_request_found(r, c, res, code, field, fmt, r->params[0]) == CD_OK
-        && cd_request_commit_respond(r, c, 1, 204, NULL) == CD_OK)
-    {
-        rc = CD_OK;
-    }
+    rc = res != NULL && cd_request_commit_respond(r, c, 1, 204, NULL) == CD_OK
+         ? CD_OK : CD_ERROR;
 
     PQclear(res);
     cd_request_end(r, c);
