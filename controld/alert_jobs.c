@@ -4,12 +4,12 @@
  *
  * - the evaluator, every CD_ALERT_EVAL_MS, raises spend_spike and
  *   error_rate alerts from audit_logs for every such rule, at most once
- *   per rule and window (dedupe key "TYPE:RULE:WINDOW");
- * - the deliverer, every CD_ALERT_DELIVER_MS, queues each alert raised
- *   after a rule with a webhook was created and is of its type (a
- *   budget_threshold rule may name one budget) in alert_delivery_jobs,
- *   claims due jobs (FOR UPDATE SKIP LOCKED, so several controld nodes
- *   share the queue; a claim is a 60 s lease), POSTs them outside any
+ *   per rule and window (dedupe key "TYPE:RULE:WINDOW"), through
+ *   cd_alerts_raise() (alerts.c);
+ * - the deliverer, every CD_ALERT_DELIVER_MS, claims the due jobs that
+ *   cd_alerts_raise() queued in alert_delivery_jobs with each alert
+ *   (FOR UPDATE SKIP LOCKED, so several controld nodes share the queue;
+ *   a claim is a 60 s lease), POSTs them outside any
  *   transaction and records every attempt in alert_deliveries. A 2xx
  *   answer delivers; anything else is retried after 1, 2, 4, 8 s, at
  *   most CD_WEBHOOK_ATTEMPTS attempts.
@@ -24,47 +24,15 @@
 #include <openssl/crypto.h>
 
 #include "controld.h"
+#include "webhook.h"
 
 
 #define CD_JOBS_SUBJECT   "alert-jobs"
 
 
-static int
-cd_jobs_wait(cd_app_t *app, unsigned ms)
-{
-    int               stop;
-    cd_alert_jobs_t  *j;
-    struct timespec   deadline;
-
-    j = &app->alert_jobs;
-
-    cd_deadline_after(&deadline, ms);
-
-    pthread_mutex_lock(&j->mutex);
-
-    if (!j->stop) {
-        pthread_cond_timedwait(&j->cond, &j->mutex, &deadline);
-    }
-
-    stop = j->stop;
-    pthread_mutex_unlock(&j->mutex);
-
-    return stop;
-}
-
-
 /* ---- the evaluator ---------------------------------------------------- */
 
-#define CD_ALERT_INSERT_HIT                                                  \
-    " INSERT INTO alerts (id, org_id, type, severity, message, details,"     \
-    " dedupe_key) SELECT 'alr_' || left(md5(gen_random_uuid()::text), 24),"  \
-    " org_id, type, 'warning', message, details, dedupe_key FROM hit h"      \
-    " WHERE NOT EXISTS (SELECT 1 FROM alerts a WHERE a.org_id = h.org_id"    \
-    " AND a.dedupe_key = h.dedupe_key)"                                      \
-    " ON CONFLICT (org_id, dedupe_key)"                                      \
-    " WHERE state = 'open' AND dedupe_key IS NOT NULL DO NOTHING"            \
-    " RETURNING id, org_id, type"
-
+/* the alerts of the rules that fired, for cd_alerts_raise() */
 static const char  cd_eval_error_rate[] =
     "WITH r AS ("
     " SELECT id, org_id, (params->>'window_minutes')::int AS w,"
@@ -77,7 +45,8 @@ static const char  cd_eval_error_rate[] =
     " count(*) FILTER (WHERE a.status >= 500) AS errors"
     " FROM audit_logs a WHERE a.org_id = r.org_id"
     " AND a.created_at >= now() - r.w * interval '1 minute') x),"
-    " hit AS (SELECT org_id, 'error_rate' AS type,"
+    " new_alerts AS (SELECT org_id, 'error_rate' AS type,"
+    " 'warning' AS severity,"
     " format('%s of %s requests (%s%%) failed with a 5xx status in the"
     " last %s minutes (rule %s: alert at %s%% of at least %s requests)',"
     " errors, total, round(errors * 100.0 / total, 1), w, id, pct,"
@@ -88,8 +57,7 @@ static const char  cd_eval_error_rate[] =
     " 'threshold_percent', pct) AS details,"
     " format('error_rate:%s:%s', id, bucket) AS dedupe_key"
     " FROM s WHERE total > 0 AND total >= min_requests"
-    " AND errors * 100 >= pct * total)"
-    CD_ALERT_INSERT_HIT;
+    " AND errors * 100 >= pct * total)";
 
 static const char  cd_eval_spend_spike[] =
     "WITH r AS ("
@@ -107,7 +75,8 @@ static const char  cd_eval_spend_spike[] =
     " FROM audit_logs a WHERE a.org_id = r.org_id"
     " AND a.created_at >= now() - r.w * (r.n + 1) * interval '1 minute')"
     " x),"
-    " hit AS (SELECT org_id, 'spend_spike' AS type,"
+    " new_alerts AS (SELECT org_id, 'spend_spike' AS type,"
+    " 'warning' AS severity,"
     " format('Spend in the last %s minutes is %s USD, %s times the"
     " average of the %s windows before (%s USD; rule %s alerts at %s"
     " times)', w, trim_scale(cur::numeric / 1000000000),"
@@ -120,8 +89,7 @@ static const char  cd_eval_spend_spike[] =
     " 'factor', factor) AS details,"
     " format('spend_spike:%s:%s', id, bucket) AS dedupe_key"
     " FROM s WHERE cur > 0 AND prev > 0 AND cur::numeric * n >="
-    " factor * prev)"
-    CD_ALERT_INSERT_HIT;
+    " factor * prev)";
 
 
 static void
@@ -136,7 +104,7 @@ cd_eval_once(cd_app_t *app, const char *sql, const char *what)
         return;
     }
 
-    res = cd_db_exec(c, sql, 0, NULL);
+    res = cd_alerts_raise(c, sql, NULL, 0, NULL);
 
     if (res == NULL) {
         cd_log_warn(CD_JOBS_SUBJECT, "cannot evaluate the %s rules", what);
@@ -166,24 +134,15 @@ cd_eval_thread(void *data)
         cd_eval_once(app, cd_eval_error_rate, "error_rate");
         cd_eval_once(app, cd_eval_spend_spike, "spend_spike");
 
-    } while (!cd_jobs_wait(app, CD_ALERT_EVAL_MS));
+        cd_thread_sleep(&app->alert_jobs.eval, CD_ALERT_EVAL_MS);
+
+    } while (!cd_thread_stopping(&app->alert_jobs.eval));
 
     return NULL;
 }
 
 
 /* ---- the deliverer ---------------------------------------------------- */
-
-static const char  cd_deliver_enqueue[] =
-    "INSERT INTO alert_delivery_jobs (alert_id, rule_id, org_id)"
-    " SELECT a.id, r.id, r.org_id FROM alert_rules r JOIN alerts a"
-    " ON a.org_id = r.org_id AND a.type = r.type"
-    " AND a.created_at >= r.created_at"
-    " AND a.created_at > now() - interval '1 hour'"
-    " WHERE r.webhook_url IS NOT NULL"
-    " AND (r.params->>'budget_id' IS NULL"
-    " OR a.details->>'budget_id' = r.params->>'budget_id')"
-    " ON CONFLICT DO NOTHING";
 
 /* a deleted rule's queued deliveries end */
 static const char  cd_deliver_orphans[] =
@@ -231,13 +190,6 @@ cd_deliver_claim_jobs(cd_app_t *app)
     snprintf(limit, sizeof(limit), "%d", CD_ALERT_CLAIM_BATCH);
     params[0] = limit;
     res = NULL;
-
-    q = cd_db_exec(c, cd_deliver_enqueue, 0, NULL);
-    if (q == NULL) {
-        goto done;
-    }
-
-    PQclear(q);
 
     q = cd_db_exec(c, cd_deliver_orphans, 0, NULL);
     if (q == NULL) {
@@ -425,7 +377,9 @@ cd_deliver_thread(void *data)
 
         PQclear(jobs);
 
-    } while (!cd_jobs_wait(app, CD_ALERT_DELIVER_MS));
+        cd_thread_sleep(&app->alert_jobs.deliver, CD_ALERT_DELIVER_MS);
+
+    } while (!cd_thread_stopping(&app->alert_jobs.deliver));
 
     return NULL;
 }
@@ -436,62 +390,21 @@ cd_deliver_thread(void *data)
 int
 cd_alert_jobs_start(cd_app_t *app)
 {
-    int               err;
-    cd_alert_jobs_t  *j;
-
-    j = &app->alert_jobs;
-    memset(j, 0, sizeof(cd_alert_jobs_t));
-    pthread_mutex_init(&j->mutex, NULL);
-    pthread_cond_init(&j->cond, NULL);
-
-    err = pthread_create(&j->eval_thread, NULL, cd_eval_thread, app);
-    if (err != 0) {
-        cd_log_error(CD_JOBS_SUBJECT, "cannot start the alert evaluator: "
-                     "%s", strerror(err));
+    if (cd_thread_start(&app->alert_jobs.eval, CD_JOBS_SUBJECT, cd_eval_thread,
+                        app)
+        != CD_OK)
+    {
         return CD_ERROR;
     }
 
-    j->eval_started = 1;
-
-    err = pthread_create(&j->deliver_thread, NULL, cd_deliver_thread, app);
-    if (err != 0) {
-        cd_log_error(CD_JOBS_SUBJECT, "cannot start the webhook deliverer: "
-                     "%s", strerror(err));
-        return CD_ERROR;
-    }
-
-    j->deliver_started = 1;
-
-    return CD_OK;
+    return cd_thread_start(&app->alert_jobs.deliver, CD_JOBS_SUBJECT,
+                           cd_deliver_thread, app);
 }
 
 
 void
 cd_alert_jobs_stop(cd_app_t *app)
 {
-    cd_alert_jobs_t  *j;
-
-    j = &app->alert_jobs;
-
-    if (!j->eval_started && !j->deliver_started) {
-        return;
-    }
-
-    pthread_mutex_lock(&j->mutex);
-    j->stop = 1;
-    pthread_cond_broadcast(&j->cond);
-    pthread_mutex_unlock(&j->mutex);
-
-    if (j->eval_started) {
-        pthread_join(j->eval_thread, NULL);
-        j->eval_started = 0;
-    }
-
-    if (j->deliver_started) {
-        pthread_join(j->deliver_thread, NULL);
-        j->deliver_started = 0;
-    }
-
-    pthread_mutex_destroy(&j->mutex);
-    pthread_cond_destroy(&j->cond);
+    cd_thread_stop(&app->alert_jobs.eval);
+    cd_thread_stop(&app->alert_jobs.deliver);
 }

@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "controld.h"
+#include "api.h"
 
 
 #define CD_AGENTS_SUBJECT      "agents"
@@ -44,21 +45,19 @@ cd_agent_json(PGresult *res, int row)
         return NULL;
     }
 
-#define cd_agent_str(key, col)                                               \
-    cd_json_set_str(obj, key, cd_db_value(res, row, col))
 
-    if (cd_agent_str("id", CD_AGENT_ID)
-        || cd_agent_str("name", CD_AGENT_NAME)
-        || cd_agent_str("description", CD_AGENT_DESCRIPTION_COL)
-        || cd_agent_str("state", CD_AGENT_STATE)
-        || cd_agent_str("created_at", CD_AGENT_CREATED)
-        || cd_agent_str("updated_at", CD_AGENT_UPDATED))
+    if (cd_json_set_column(obj, "id", res, row, CD_AGENT_ID)
+        || cd_json_set_column(obj, "name", res, row, CD_AGENT_NAME)
+        || cd_json_set_column(obj, "description", res, row,
+                              CD_AGENT_DESCRIPTION_COL)
+        || cd_json_set_column(obj, "state", res, row, CD_AGENT_STATE)
+        || cd_json_set_column(obj, "created_at", res, row, CD_AGENT_CREATED)
+        || cd_json_set_column(obj, "updated_at", res, row, CD_AGENT_UPDATED))
     {
         json_decref(obj);
         return NULL;
     }
 
-#undef cd_agent_str
 
     if (json_object_set_new(obj, "rate_limits",
             cd_rate_limits_json(cd_db_value(res, row, CD_AGENT_RPM),

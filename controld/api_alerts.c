@@ -14,7 +14,10 @@
 #include <openssl/crypto.h>
 
 #include "controld.h"
+#include "crypto.h"
+#include "webhook.h"
 #include "outbound.h"
+#include "api.h"
 
 
 #define CD_ALERTS_SUBJECT   "alerts"
@@ -32,41 +35,6 @@ enum {
 
 
 /* ---- pure helpers (unit tested) --------------------------------------- */
-
-int
-cd_warnings_has(const char *warnings, const char *name)
-{
-    size_t       len, n;
-    const char  *p;
-
-    len = strlen(name);
-
-    if (len == 0) {
-        return 0;
-    }
-
-    for (p = warnings; *p != '\0'; p += n + (p[n] == ',')) {
-        n = strcspn(p, ",");
-
-        if (n == len && memcmp(p, name, len) == 0) {
-            return 1;
-        }
-    }
-
-    return 0;
-}
-
-
-int
-cd_alert_unpriced_key(const char *provider, const char *model, char *out,
-    size_t outlen)
-{
-    int  n;
-
-    n = snprintf(out, outlen, "unpriced_model:%s:%s", provider, model);
-
-    return n < 0 || (size_t) n >= outlen ? CD_ERROR : CD_OK;
-}
 
 
 /* ---- alert rules: pure validation (unit tested) ----------------------- */
@@ -450,25 +418,24 @@ cd_alert_json(PGresult *res, int row)
         return NULL;
     }
 
-#define cd_alert_str(key, col)                                               \
-    cd_json_set_str(obj, key, cd_db_value(res, row, col))
 
-    if (cd_alert_str("id", CD_ALERT_ID)
-        || cd_alert_str("type", CD_ALERT_TYPE)
-        || cd_alert_str("state", CD_ALERT_STATE)
-        || cd_alert_str("severity", CD_ALERT_SEVERITY)
-        || cd_alert_str("message", CD_ALERT_MESSAGE)
+    if (cd_json_set_column(obj, "id", res, row, CD_ALERT_ID)
+        || cd_json_set_column(obj, "type", res, row, CD_ALERT_TYPE)
+        || cd_json_set_column(obj, "state", res, row, CD_ALERT_STATE)
+        || cd_json_set_column(obj, "severity", res, row, CD_ALERT_SEVERITY)
+        || cd_json_set_column(obj, "message", res, row, CD_ALERT_MESSAGE)
         || json_object_set_new(obj, "details", details)
-        || cd_alert_str("dedupe_key", CD_ALERT_DEDUPE)
-        || cd_alert_str("created_at", CD_ALERT_CREATED)
-        || cd_alert_str("acknowledged_at", CD_ALERT_ACKED_AT)
-        || cd_alert_str("acknowledged_by", CD_ALERT_ACKED_BY))
+        || cd_json_set_column(obj, "dedupe_key", res, row, CD_ALERT_DEDUPE)
+        || cd_json_set_column(obj, "created_at", res, row, CD_ALERT_CREATED)
+        || cd_json_set_column(obj, "acknowledged_at", res, row,
+                              CD_ALERT_ACKED_AT)
+        || cd_json_set_column(obj, "acknowledged_by", res, row,
+                              CD_ALERT_ACKED_BY))
     {
         json_decref(obj);
         return NULL;
     }
 
-#undef cd_alert_str
 
     return obj;
 }
@@ -545,21 +512,9 @@ cd_alert_id_param(cd_request_t *r)
 static PGresult *
 cd_alert_find(cd_request_t *r, cd_db_conn_t *c)
 {
-    PGresult    *res;
-    const char  *params[1];
-
-    params[0] = r->params[0];
-    res = cd_db_exec(c, "SELECT " CD_ALERT_COLUMNS " FROM alerts"
-                        " WHERE id = $1", 1, params);
-
-    if (cd_request_found(r, c, res, "alert_not_found", "id", "no alert %s",
-        r->params[0]) != CD_OK)
-    {
-        PQclear(res);
-        return NULL;
-    }
-
-    return res;
+    return cd_request_row(r, c, "SELECT " CD_ALERT_COLUMNS " FROM alerts"
+                                " WHERE id = $1",
+                          "alert_not_found", "id", "no alert %s");
 }
 
 
@@ -836,7 +791,6 @@ void
 cd_api_alert_rules_delete(cd_request_t *r)
 {
     PGresult      *res;
-    const char    *params[1];
     cd_db_conn_t  *c;
 
     c = cd_request_begin_param(r, cd_alert_rule_id_param);
@@ -844,12 +798,11 @@ cd_api_alert_rules_delete(cd_request_t *r)
         return;
     }
 
-    params[0] = r->params[0];
-    res = cd_db_exec(c, "DELETE FROM alert_rules WHERE id = $1"
-                        " RETURNING id", 1, params);
+    res = cd_request_row(r, c, "DELETE FROM alert_rules WHERE id = $1"
+                               " RETURNING id",
+                         "alert_rule_not_found", "id", "no alert rule %s");
 
-    if (cd_request_found(r, c, res, "alert_rule_not_found", "id",
-        "no alert rule %s", r->params[0]) == CD_OK
+    if (res != NULL
         && cd_request_commit_respond(r, c, 0, 200,
                                      json_pack("{s:s, s:b}", "id",
                                                r->params[0], "deleted", 1))

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "controld.h"
+#include "api.h"
 #include "sp_journal.h"
 
 
@@ -55,17 +56,16 @@ cd_audit_json(PGresult *res, int row)
 
     warnings = json_loads(PQgetvalue(res, row, CD_AUDIT_WARNINGS), 0, NULL);
 
-#define cd_audit_str(key, col)                                               \
-    cd_json_set_str(obj, key, cd_db_value(res, row, col))
 #define cd_audit_num(key, col)                                               \
     json_object_set_new(obj, key, json_integer(cd_audit_int(res, row, col)))
 
-    if (cd_audit_str("id", CD_AUDIT_ID)
-        || cd_audit_str("created_at", CD_AUDIT_CREATED)
-        || cd_audit_str("api_key_id", CD_AUDIT_KEY)
-        || cd_audit_str("provider", CD_AUDIT_PROVIDER)
-        || cd_audit_str("requested_model", CD_AUDIT_REQUESTED_MODEL)
-        || cd_audit_str("model", CD_AUDIT_MODEL)
+    if (cd_json_set_column(obj, "id", res, row, CD_AUDIT_ID)
+        || cd_json_set_column(obj, "created_at", res, row, CD_AUDIT_CREATED)
+        || cd_json_set_column(obj, "api_key_id", res, row, CD_AUDIT_KEY)
+        || cd_json_set_column(obj, "provider", res, row, CD_AUDIT_PROVIDER)
+        || cd_json_set_column(obj, "requested_model", res, row,
+                              CD_AUDIT_REQUESTED_MODEL)
+        || cd_json_set_column(obj, "model", res, row, CD_AUDIT_MODEL)
         || cd_audit_num("input_tokens", CD_AUDIT_INPUT)
         || cd_audit_num("output_tokens", CD_AUDIT_OUTPUT)
         || cd_audit_num("cached_tokens", CD_AUDIT_CACHED)
@@ -73,27 +73,26 @@ cd_audit_json(PGresult *res, int row)
         || json_object_set_new(obj, "cost_usd", json_string(cost))
         || cd_audit_num("cost_nano", CD_AUDIT_COST)
         || cd_audit_num("status", CD_AUDIT_STATUS)
-        || cd_audit_str("cache", CD_AUDIT_CACHE)
+        || cd_json_set_column(obj, "cache", res, row, CD_AUDIT_CACHE)
         || json_object_set_new(obj, "stream",
                json_boolean(cd_db_bool(res, row, CD_AUDIT_STREAM)))
         || cd_audit_num("latency_ms", CD_AUDIT_LATENCY)
         || cd_audit_num("gateway_latency_us", CD_AUDIT_GATEWAY)
-        || cd_audit_str("department", CD_AUDIT_DEPARTMENT)
-        || cd_audit_str("project", CD_AUDIT_PROJECT)
-        || cd_audit_str("agent_id", CD_AUDIT_AGENT)
-        || cd_audit_str("trace_id", CD_AUDIT_TRACE)
-        || cd_audit_str("span_id", CD_AUDIT_SPAN)
-        || cd_audit_str("parent_id", CD_AUDIT_PARENT)
+        || cd_json_set_column(obj, "department", res, row, CD_AUDIT_DEPARTMENT)
+        || cd_json_set_column(obj, "project", res, row, CD_AUDIT_PROJECT)
+        || cd_json_set_column(obj, "agent_id", res, row, CD_AUDIT_AGENT)
+        || cd_json_set_column(obj, "trace_id", res, row, CD_AUDIT_TRACE)
+        || cd_json_set_column(obj, "span_id", res, row, CD_AUDIT_SPAN)
+        || cd_json_set_column(obj, "parent_id", res, row, CD_AUDIT_PARENT)
         || warnings == NULL
         || json_object_set_new(obj, "warnings", warnings)
-        || cd_audit_str("error_code", CD_AUDIT_ERROR)
-        || cd_audit_str("endpoint", CD_AUDIT_ENDPOINT))
+        || cd_json_set_column(obj, "error_code", res, row, CD_AUDIT_ERROR)
+        || cd_json_set_column(obj, "endpoint", res, row, CD_AUDIT_ENDPOINT))
     {
         json_decref(obj);
         return NULL;
     }
 
-#undef cd_audit_str
 #undef cd_audit_num
 
     return obj;

@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "controld.h"
+#include "api.h"
 #include "sp_snapshot.h"
 
 
@@ -54,40 +55,6 @@ static const char  *cd_budget_periods[] = {
 
 
 /* ---- validation (pure, unit tested) ----------------------------------- */
-
-int
-cd_id_param(cd_request_t *r, unsigned kind, const char *not_found)
-{
-    char  expected[96];
-
-    if (sp_id_valid(kind, r->params[0], strlen(r->params[0]))) {
-        return CD_OK;
-    }
-
-    sp_id_expected(kind, expected, sizeof(expected));
-    cd_respond_error(r, 404, "not_found_error", not_found, "id",
-                     "no %s with id \"%.64s\" (expected %s)",
-                     sp_id_format(kind)->noun, r->params[0], expected);
-
-    return CD_ERROR;
-}
-
-
-int
-cd_id_field(const char *id, unsigned kind, const char *field,
-    cd_field_error_t *err)
-{
-    char  expected[96];
-
-    if (sp_id_valid(kind, id, strlen(id))) {
-        return CD_OK;
-    }
-
-    sp_id_expected(kind, expected, sizeof(expected));
-
-    return cd_field_error(err, 422, "invalid_value", field,
-                          "%s must be %s", field, expected);
-}
 
 
 int
@@ -529,6 +496,7 @@ cd_budget_body_parse(json_t *body, cd_budget_input_t *in,
 static json_t *
 cd_budget_json(PGresult *res, int row)
 {
+    int      failed;
     char     money[SP_MONEY_STR_LEN];
     json_t  *obj, *scope, *thresholds;
 
@@ -540,65 +508,40 @@ cd_budget_json(PGresult *res, int row)
     thresholds = json_loads(PQgetvalue(res, row, CD_BUDGET_THRESHOLDS), 0,
                             NULL);
 
-    if (obj == NULL || scope == NULL || thresholds == NULL) {
-        goto failed;
-    }
-
-#define cd_budget_str(o, key, col)                                           \
-    cd_json_set_str(o, key, cd_db_value(res, row, col))
-
-    if (cd_budget_str(scope, "type", CD_BUDGET_SCOPE_TYPE)
+    /* json_object_set: obj takes its own references, ours go below */
+    failed = obj == NULL || scope == NULL || thresholds == NULL
+        || cd_json_set_column(scope, "type", res, row, CD_BUDGET_SCOPE_TYPE)
         || (strcmp(PQgetvalue(res, row, CD_BUDGET_SCOPE_TYPE), "organization")
             != 0
-            ? cd_budget_str(scope, "value", CD_BUDGET_SCOPE_VALUE)
-            : cd_json_set_str(scope, "value", NULL)))
-    {
-        goto failed;
-    }
-
-    if (cd_budget_str(obj, "id", CD_BUDGET_ID)
-        || cd_budget_str(obj, "name", CD_BUDGET_NAME)
-        || json_object_set_new(obj, "scope", scope))
-    {
-        scope = NULL;
-        goto failed;
-    }
-
-    scope = NULL;
-
-    if (cd_budget_str(obj, "provider", CD_BUDGET_PROVIDER)
-        || cd_budget_str(obj, "model", CD_BUDGET_MODEL)
+            ? cd_json_set_column(scope, "value", res, row,
+                                 CD_BUDGET_SCOPE_VALUE)
+            : cd_json_set_str(scope, "value", NULL))
+        || cd_json_set_column(obj, "id", res, row, CD_BUDGET_ID)
+        || cd_json_set_column(obj, "name", res, row, CD_BUDGET_NAME)
+        || json_object_set(obj, "scope", scope)
+        || cd_json_set_column(obj, "provider", res, row, CD_BUDGET_PROVIDER)
+        || cd_json_set_column(obj, "model", res, row, CD_BUDGET_MODEL)
         || cd_json_set_str(obj, "limit_usd", money)
-        || cd_budget_str(obj, "period", CD_BUDGET_PERIOD)
-        || cd_budget_str(obj, "timezone", CD_BUDGET_TIMEZONE)
-        || cd_budget_str(obj, "action", CD_BUDGET_ACTION)
-        || json_object_set_new(obj, "thresholds", thresholds))
-    {
-        thresholds = NULL;
-        goto failed;
-    }
+        || cd_json_set_column(obj, "period", res, row, CD_BUDGET_PERIOD)
+        || cd_json_set_column(obj, "timezone", res, row, CD_BUDGET_TIMEZONE)
+        || cd_json_set_column(obj, "action", res, row, CD_BUDGET_ACTION)
+        || json_object_set(obj, "thresholds", thresholds)
+        || cd_json_set_column(obj, "period_start", res, row,
+                              CD_BUDGET_PERIOD_START_COL)
+        || cd_json_set_column(obj, "period_end", res, row,
+                              CD_BUDGET_PERIOD_END_COL)
+        || cd_json_set_column(obj, "created_at", res, row, CD_BUDGET_CREATED)
+        || cd_json_set_column(obj, "updated_at", res, row, CD_BUDGET_UPDATED);
 
-    thresholds = NULL;
-
-    if (cd_budget_str(obj, "period_start", CD_BUDGET_PERIOD_START_COL)
-        || cd_budget_str(obj, "period_end", CD_BUDGET_PERIOD_END_COL)
-        || cd_budget_str(obj, "created_at", CD_BUDGET_CREATED)
-        || cd_budget_str(obj, "updated_at", CD_BUDGET_UPDATED))
-    {
-        goto failed;
-    }
-
-#undef cd_budget_str
-
-    return obj;
-
-failed:
-
-    json_decref(obj);
     json_decref(scope);
     json_decref(thresholds);
 
-    return NULL;
+    if (failed) {
+        json_decref(obj);
+        return NULL;
+    }
+
+    return obj;
 }
 
 
@@ -845,12 +788,9 @@ cd_api_budgets_list(cd_request_t *r)
 void
 cd_api_budgets_get(cd_request_t *r)
 {
-    if (cd_budget_id_param(r) != CD_OK) {
-        return;
-    }
-
-    cd_row_respond(r, "SELECT " CD_BUDGET_COLUMNS " FROM budgets"
-                      " WHERE id = $1",
+    cd_row_respond(r, cd_budget_id_param,
+                   "SELECT " CD_BUDGET_COLUMNS " FROM budgets"
+                   " WHERE id = $1",
                    cd_budget_json, "budget_not_found", "id",
                    "no budget with id \"%s\"");
 }

@@ -10,6 +10,8 @@
 #include <microhttpd.h>
 
 #include "controld.h"
+#include "auth.h"
+#include "api.h"
 
 
 void

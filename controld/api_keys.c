@@ -14,6 +14,9 @@
 #include <openssl/crypto.h>
 
 #include "controld.h"
+#include "crypto.h"
+#include "auth.h"
+#include "api.h"
 #include "sp_snapshot.h"
 
 
@@ -21,6 +24,10 @@
 #define CD_KEY_PREFIX_SHOWN 11         /* "sp_key_" + 4 hex */
 #define CD_KEY_ID_PREFIX    SP_ID_KEY_PREFIX
 #define CD_KEY_ID_BYTES     SP_ID_RANDOM_BYTES
+
+/* the code, field and message of the 404 for the {id} of a path */
+#define CD_KEY_NOT_FOUND                                                     \
+    "api_key_not_found", "id", "no API key with id \"%s\""
 
 #define CD_KEY_COLUMNS                                                       \
     "id, key_prefix, name, department, project, agent_id, "                  \
@@ -242,18 +249,14 @@ cd_key_json(PGresult *res, int row, const char *plaintext)
     limits = cd_rate_limits_json(cd_db_value(res, row, CD_KEY_COL_RPM),
                                  cd_db_value(res, row, CD_KEY_COL_TPM));
 
-    if (cd_json_set_str(obj, "id", cd_db_value(res, row, CD_KEY_COL_ID))
+    if (cd_json_set_column(obj, "id", res, row, CD_KEY_COL_ID)
         || (plaintext && cd_json_set_str(obj, "key", plaintext))
-        || cd_json_set_str(obj, "key_prefix",
-                           cd_db_value(res, row, CD_KEY_COL_PREFIX))
-        || cd_json_set_str(obj, "name",
-                           cd_db_value(res, row, CD_KEY_COL_NAME))
-        || cd_json_set_str(obj, "department",
-                           cd_db_value(res, row, CD_KEY_COL_DEPARTMENT))
-        || cd_json_set_str(obj, "project",
-                           cd_db_value(res, row, CD_KEY_COL_PROJECT))
-        || cd_json_set_str(obj, "agent_id",
-                           cd_db_value(res, row, CD_KEY_COL_AGENT))
+        || cd_json_set_column(obj, "key_prefix", res, row, CD_KEY_COL_PREFIX)
+        || cd_json_set_column(obj, "name", res, row, CD_KEY_COL_NAME)
+        || cd_json_set_column(obj, "department", res, row,
+                              CD_KEY_COL_DEPARTMENT)
+        || cd_json_set_column(obj, "project", res, row, CD_KEY_COL_PROJECT)
+        || cd_json_set_column(obj, "agent_id", res, row, CD_KEY_COL_AGENT)
         || scopes == NULL
         || json_object_set_new(obj, "scopes", scopes)
         || json_object_set_new(obj, "active",
@@ -261,12 +264,10 @@ cd_key_json(PGresult *res, int row, const char *plaintext)
         || json_object_set_new(obj, "attribution_override",
                json_boolean(cd_db_bool(res, row,
                                        CD_KEY_COL_ATTRIBUTION_OVERRIDE)))
-        || cd_json_set_str(obj, "created_at",
-                           cd_db_value(res, row, CD_KEY_COL_CREATED))
-        || cd_json_set_str(obj, "revoked_at",
-                           cd_db_value(res, row, CD_KEY_COL_REVOKED))
-        || cd_json_set_str(obj, "rotated_from",
-                           cd_db_value(res, row, CD_KEY_COL_ROTATED_FROM))
+        || cd_json_set_column(obj, "created_at", res, row, CD_KEY_COL_CREATED)
+        || cd_json_set_column(obj, "revoked_at", res, row, CD_KEY_COL_REVOKED)
+        || cd_json_set_column(obj, "rotated_from", res, row,
+                              CD_KEY_COL_ROTATED_FROM)
         || limits == NULL)
     {
         json_decref(limits);
@@ -568,8 +569,7 @@ cd_key_id_param(cd_request_t *r)
 static int
 cd_key_found(cd_request_t *r, cd_db_conn_t *c, PGresult *res)
 {
-    return cd_request_found(r, c, res, "api_key_not_found", "id",
-                            "no API key with id \"%s\"", r->params[0]);
+    return cd_request_found(r, c, res, CD_KEY_NOT_FOUND, r->params[0]);
 }
 
 
@@ -597,14 +597,10 @@ cd_key_respond(cd_request_t *r, cd_db_conn_t *c, PGresult *res,
 void
 cd_api_keys_get(cd_request_t *r)
 {
-    if (cd_key_id_param(r) != CD_OK) {
-        return;
-    }
-
-    cd_row_respond(r, "SELECT " CD_KEY_COLUMNS " FROM api_keys"
-                      " WHERE id = $1",
-                   cd_key_list_json, "api_key_not_found", "id",
-                   "no API key with id \"%s\"");
+    cd_row_respond(r, cd_key_id_param,
+                   "SELECT " CD_KEY_COLUMNS " FROM api_keys"
+                   " WHERE id = $1",
+                   cd_key_list_json, CD_KEY_NOT_FOUND);
 }
 
 
@@ -612,7 +608,6 @@ void
 cd_api_keys_revoke(cd_request_t *r)
 {
     PGresult      *res;
-    const char    *params[1];
     cd_db_conn_t  *c;
 
     c = cd_request_begin_param(r, cd_key_id_param);
@@ -621,13 +616,13 @@ cd_api_keys_revoke(cd_request_t *r)
     }
 
     /* idempotent: a second revoke keeps the first revoked_at */
-    params[0] = r->params[0];
-    res = cd_db_exec(c, "UPDATE api_keys SET active = false,"
-                        " revoked_at = coalesce(revoked_at,"
-                        " clock_timestamp()) WHERE id = $1"
-                        " RETURNING " CD_KEY_COLUMNS, 1, params);
+    res = cd_request_row(r, c, "UPDATE api_keys SET active = false,"
+                               " revoked_at = coalesce(revoked_at,"
+                               " clock_timestamp()) WHERE id = $1"
+                               " RETURNING " CD_KEY_COLUMNS,
+                         CD_KEY_NOT_FOUND);
 
-    if (cd_key_found(r, c, res) == CD_OK) {
+    if (res != NULL) {
         cd_key_respond(r, c, res, NULL, 200, "revoked");
     }
 
@@ -781,26 +776,19 @@ cd_api_keys_update(cd_request_t *r)
 static int
 cd_admin_ensure(cd_db_conn_t *c, const char *plaintext, int *created)
 {
-    int          lengths[3], formats[3];
     char         id[CD_ID_MAX], prefix[CD_KEY_PREFIX_SHOWN + 1];
-    uint8_t      hash[SP_KEY_HASH_LEN];
+    size_t       len;
     PGresult    *res;
-    const char  *params[3];
+    const char  *params[2];
 
-    sp_key_hash(plaintext, strlen(plaintext), hash);
-
-    memset(lengths, 0, sizeof(lengths));
-    memset(formats, 0, sizeof(formats));
-    params[0] = (const char *) hash;
-    lengths[0] = SP_KEY_HASH_LEN;
-    formats[0] = 1;
+    len = strlen(plaintext);
 
     /* an existing row is made an active admin+proxy key again */
-    res = cd_db_exec_bin(c, "UPDATE api_keys SET active = true,"
-                            " revoked_at = NULL, scopes = '{proxy,admin}'"
-                            " WHERE key_hash = $1 AND org_id = '"
-                            CD_DEFAULT_ORG "' RETURNING id, org_id",
-                         1, params, lengths, formats);
+    res = cd_key_hash_exec(c, "UPDATE api_keys SET active = true,"
+                              " revoked_at = NULL, scopes = '{proxy,admin}'"
+                              " WHERE key_hash = $1 AND org_id = '"
+                              CD_DEFAULT_ORG "' RETURNING id, org_id",
+                           plaintext, len, 0, NULL);
     if (res == NULL) {
         return CD_ERROR;
     }
@@ -822,14 +810,14 @@ cd_admin_ensure(cd_db_conn_t *c, const char *plaintext, int *created)
 
     memcpy(prefix, plaintext, CD_KEY_PREFIX_SHOWN);
     prefix[CD_KEY_PREFIX_SHOWN] = '\0';
-    params[1] = id;
-    params[2] = prefix;
+    params[0] = id;
+    params[1] = prefix;
 
-    res = cd_db_exec_bin(c, "INSERT INTO api_keys (id, org_id, name,"
-                            " key_hash, key_prefix, scopes)"
-                            " VALUES ($2, '" CD_DEFAULT_ORG "',"
-                            " 'bootstrap admin', $1, $3, '{proxy,admin}')",
-                         3, params, lengths, formats);
+    res = cd_key_hash_exec(c, "INSERT INTO api_keys (id, org_id, name,"
+                              " key_hash, key_prefix, scopes)"
+                              " VALUES ($2, '" CD_DEFAULT_ORG "',"
+                              " 'bootstrap admin', $1, $3, '{proxy,admin}')",
+                           plaintext, len, 2, params);
     if (res == NULL) {
         if (strcmp(cd_db_last_sqlstate(c), "23505") == 0) {
             cd_log_error("bootstrap", "SPENDPOL_ADMIN_KEY is already a key "

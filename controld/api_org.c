@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "controld.h"
+#include "api.h"
 #include "sp_endpoint.h"
 
 

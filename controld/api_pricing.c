@@ -25,6 +25,8 @@
 #include <string.h>
 
 #include "controld.h"
+#include "prices.h"
+#include "api.h"
 #include "sp_price.h"
 
 
@@ -50,23 +52,6 @@ static const char  *cd_pricing_fields[] = {
 
 
 /* ---- validation (pure, unit tested) ----------------------------------- */
-
-int
-cd_field_error(cd_field_error_t *err, unsigned status, const char *code,
-    const char *field, const char *fmt, ...)
-{
-    va_list  args;
-
-    err->status = status;
-    err->code = code;
-    err->field = field;
-
-    va_start(args, fmt);
-    vsnprintf(err->message, sizeof(err->message), fmt, args);
-    va_end(args);
-
-    return CD_ERROR;
-}
 
 
 /*

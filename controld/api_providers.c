@@ -11,8 +11,11 @@
 #include <openssl/crypto.h>
 
 #include "controld.h"
-#include "sp_provider.h"
+#include "crypto.h"
+#include "webhook.h"
 #include "outbound.h"
+#include "api.h"
+#include "sp_provider.h"
 
 
 #define CD_PROVIDERS_SUBJECT  "providers"
@@ -451,12 +454,9 @@ cd_api_providers_list(cd_request_t *r)
 void
 cd_api_providers_get(cd_request_t *r)
 {
-    if (cd_provider_name_param(r) != CD_OK) {
-        return;
-    }
-
-    cd_row_respond(r, "SELECT " CD_PROVIDER_COLUMNS " FROM providers p"
-                      " WHERE p.name = $1",
+    cd_row_respond(r, cd_provider_name_param,
+                   "SELECT " CD_PROVIDER_COLUMNS " FROM providers p"
+                   " WHERE p.name = $1",
                    cd_provider_json, "provider_not_configured", "name",
                    "provider %1$s is not configured; PUT /providers/%1$s"
                    " with an api_key");

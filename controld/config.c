@@ -46,54 +46,56 @@ typedef struct {
 } cd_conf_entry_t;
 
 #define CD_CONF_OFFSET(field)  offsetof(cd_config_t, field)
+/* the range and unit of an entry that is no CD_CONF_LONG */
+#define CD_CONF_ANY            0, 0, NULL
 
 /* data_dir comes before everything whose default lives under it */
 static const cd_conf_entry_t  cd_conf_table[] = {
     { "SPENDPOL_DATABASE_URL", "DATABASE_URL", NULL, CD_CONF_STRING,
-      CD_CONF_OFFSET(database_url), 1 },
+      CD_CONF_OFFSET(database_url), 1, CD_CONF_ANY },
     /* the owner role that runs migrations; NULL: SPENDPOL_DATABASE_URL */
     { "SPENDPOL_MIGRATE_DATABASE_URL", NULL, NULL, CD_CONF_STRING,
-      CD_CONF_OFFSET(migrate_database_url), 0 },
+      CD_CONF_OFFSET(migrate_database_url), 0, CD_CONF_ANY },
     /*
      * the role of the admin API's tenant statements (spendpol_app only);
      * NULL: SPENDPOL_DATABASE_URL, refused unless SPENDPOL_DATABASE_INSECURE
      * when that role can also become spendpol_system
      */
     { "SPENDPOL_API_DATABASE_URL", NULL, NULL, CD_CONF_STRING,
-      CD_CONF_OFFSET(api_database_url), 0 },
+      CD_CONF_OFFSET(api_database_url), 0, CD_CONF_ANY },
     /* 1: run even when the runtime role could bypass row-level security */
     { "SPENDPOL_DATABASE_INSECURE", NULL, "0", CD_CONF_BOOL,
-      CD_CONF_OFFSET(database_insecure), 0 },
+      CD_CONF_OFFSET(database_insecure), 0, CD_CONF_ANY },
     { "SPENDPOL_REDIS_URL", "REDIS_URL", NULL, CD_CONF_STRING,
-      CD_CONF_OFFSET(redis_url), 0 },
+      CD_CONF_OFFSET(redis_url), 0, CD_CONF_ANY },
     { "SPENDPOL_API_LISTEN", NULL, "127.0.0.1:8081", CD_CONF_LISTEN,
-      CD_CONF_OFFSET(api_listen), 0 },
+      CD_CONF_OFFSET(api_listen), 0, CD_CONF_ANY },
     { "SPENDPOL_DATA_DIR", NULL, ".run", CD_CONF_STRING,
-      CD_CONF_OFFSET(data_dir), 0 },
+      CD_CONF_OFFSET(data_dir), 0, CD_CONF_ANY },
     { "SPENDPOL_SNAPSHOT_DIR", NULL, "/dev/shm/spendpol", CD_CONF_STRING,
-      CD_CONF_OFFSET(snapshot_dir), 0 },
+      CD_CONF_OFFSET(snapshot_dir), 0, CD_CONF_ANY },
     { "SPENDPOL_SNAPSHOT_MODE", NULL, "0640", CD_CONF_MODE,
-      CD_CONF_OFFSET(snapshot_mode), 0 },
+      CD_CONF_OFFSET(snapshot_mode), 0, CD_CONF_ANY },
     { "SPENDPOL_JOURNAL", NULL, "journal/journal.log",
-      CD_CONF_PATH_IN_DATA_DIR, CD_CONF_OFFSET(journal_path), 0 },
+      CD_CONF_PATH_IN_DATA_DIR, CD_CONF_OFFSET(journal_path), 0, CD_CONF_ANY },
     { "SPENDPOL_MASTER_KEY", NULL, NULL, CD_CONF_MASTER_KEY,
-      CD_CONF_OFFSET(master_key_hex), 0 },
+      CD_CONF_OFFSET(master_key_hex), 0, CD_CONF_ANY },
     { "SPENDPOL_ADMIN_KEY", NULL, NULL, CD_CONF_ADMIN_KEY,
-      CD_CONF_OFFSET(admin_key), 0 },
+      CD_CONF_OFFSET(admin_key), 0, CD_CONF_ANY },
     { "SPENDPOL_MIGRATIONS_DIR", NULL, NULL, CD_CONF_STRING,
-      CD_CONF_OFFSET(migrations_dir), 0 },
+      CD_CONF_OFFSET(migrations_dir), 0, CD_CONF_ANY },
     { "SPENDPOL_PRICES_FILE", NULL, NULL, CD_CONF_STRING,
-      CD_CONF_OFFSET(prices_file), 0 },
+      CD_CONF_OFFSET(prices_file), 0, CD_CONF_ANY },
     { "SPENDPOL_LOG_LEVEL", NULL, "info", CD_CONF_LOG_LEVEL,
-      CD_CONF_OFFSET(log_level), 0 },
+      CD_CONF_OFFSET(log_level), 0, CD_CONF_ANY },
     { "SPENDPOL_NODE_ID", NULL, NULL, CD_CONF_NODE_ID,
-      CD_CONF_OFFSET(node_id), 0 },
+      CD_CONF_OFFSET(node_id), 0, CD_CONF_ANY },
     /* the user controld runs as when started as root */
     { "SPENDPOL_USER", NULL, NULL, CD_CONF_STRING,
-      CD_CONF_OFFSET(user), 0 },
+      CD_CONF_OFFSET(user), 0, CD_CONF_ANY },
     /* outbound addresses beyond public https: CIDRs and host names */
     { "SPENDPOL_UPSTREAM_ALLOW", NULL, NULL, CD_CONF_STRING,
-      CD_CONF_OFFSET(upstream_allow), 0 },
+      CD_CONF_OFFSET(upstream_allow), 0, CD_CONF_ANY },
 
     /*
      * Admin API limits. The body cap leaves room for the largest
@@ -110,11 +112,11 @@ static const cd_conf_entry_t  cd_conf_table[] = {
     { "SPENDPOL_API_CONNECTION_TIMEOUT", NULL, "30", CD_CONF_LONG,
       CD_CONF_OFFSET(api_connection_timeout), 0, 1, 3600, "seconds" },
     { "SPENDPOL_API_TLS_CERT", NULL, NULL, CD_CONF_STRING,
-      CD_CONF_OFFSET(api_tls_cert), 0 },
+      CD_CONF_OFFSET(api_tls_cert), 0, CD_CONF_ANY },
     { "SPENDPOL_API_TLS_KEY", NULL, NULL, CD_CONF_STRING,
-      CD_CONF_OFFSET(api_tls_key), 0 },
+      CD_CONF_OFFSET(api_tls_key), 0, CD_CONF_ANY },
     { "SPENDPOL_API_INSECURE", NULL, "0", CD_CONF_BOOL,
-      CD_CONF_OFFSET(api_insecure), 0 },
+      CD_CONF_OFFSET(api_insecure), 0, CD_CONF_ANY },
 
     /*
      * Rows one organisation may create through the API. High enough for

@@ -18,6 +18,7 @@
 #include <openssl/crypto.h>
 
 #include "controld.h"
+#include "crypto.h"
 
 
 /*
@@ -166,92 +167,6 @@ cd_random_id(const char *prefix, size_t nbytes, char *out)
     memcpy(out, prefix, plen);
     sp_hex_encode(random, nbytes, out + plen);
     out[plen + 2 * nbytes] = '\0';
-
-    return CD_OK;
-}
-
-
-int
-cd_write_new_file(const char *path, const char *data, size_t len,
-    unsigned mode)
-{
-    int      fd, saved;
-    ssize_t  n;
-    size_t   done;
-
-    fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode);
-    if (fd < 0) {
-        return CD_ERROR;
-    }
-
-    for (done = 0; done < len; done += n) {
-        n = write(fd, data + done, len - done);
-
-        if (n < 0) {
-            if (errno == EINTR) {
-                n = 0;
-                continue;
-            }
-
-            saved = errno;
-            close(fd);
-            unlink(path);
-            errno = saved;
-            return CD_ERROR;
-        }
-    }
-
-    if (fsync(fd) != 0 || close(fd) != 0) {
-        saved = errno;
-        unlink(path);
-        errno = saved;
-        return CD_ERROR;
-    }
-
-    return CD_OK;
-}
-
-
-int
-cd_mkdir_p(const char *path, unsigned mode)
-{
-    char    *copy, *p;
-    size_t   len;
-
-    copy = strdup(path);
-    if (copy == NULL) {
-        errno = ENOMEM;
-        return CD_ERROR;
-    }
-
-    len = strlen(copy);
-
-    while (len > 1 && copy[len - 1] == '/') {
-        copy[--len] = '\0';
-    }
-
-    for (p = copy + 1; ; p++) {
-        if (*p != '/' && *p != '\0') {
-            continue;
-        }
-
-        char  saved = *p;
-
-        *p = '\0';
-
-        if (mkdir(copy, mode) != 0 && errno != EEXIST) {
-            free(copy);
-            return CD_ERROR;
-        }
-
-        if (saved == '\0') {
-            break;
-        }
-
-        *p = saved;
-    }
-
-    free(copy);
 
     return CD_OK;
 }

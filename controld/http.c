@@ -19,6 +19,8 @@
 #include <openssl/crypto.h>
 
 #include "controld.h"
+#include "auth.h"
+#include "api.h"
 
 
 #define CD_HTTP_SUBJECT      "http"

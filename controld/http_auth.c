@@ -13,6 +13,45 @@
 #include <openssl/crypto.h>
 
 #include "controld.h"
+#include "auth.h"
+
+
+#define CD_KEY_HASH_PARAMS_MAX  4
+
+
+PGresult *
+cd_key_hash_exec(cd_db_conn_t *c, const char *sql, const char *key,
+    size_t len, int nparams, const char *const *params)
+{
+    int          i, lengths[CD_KEY_HASH_PARAMS_MAX],
+                 formats[CD_KEY_HASH_PARAMS_MAX];
+    uint8_t      hash[SP_KEY_HASH_LEN];
+    PGresult    *res;
+    const char  *all[CD_KEY_HASH_PARAMS_MAX];
+
+    if (nparams + 1 > CD_KEY_HASH_PARAMS_MAX) {
+        cd_log_error("auth", "a key statement with %d parameters", nparams);
+        return NULL;
+    }
+
+    sp_key_hash(key, len, hash);
+
+    all[0] = (const char *) hash;
+    lengths[0] = SP_KEY_HASH_LEN;
+    formats[0] = 1;
+
+    for (i = 0; i < nparams; i++) {
+        all[i + 1] = params[i];
+        lengths[i + 1] = 0;
+        formats[i + 1] = 0;
+    }
+
+    res = cd_db_exec_bin(c, sql, nparams + 1, all, lengths, formats);
+
+    OPENSSL_cleanse(hash, sizeof(hash));
+
+    return res;
+}
 
 
 /* ---- authentication --------------------------------------------------- */
@@ -20,11 +59,10 @@
 int
 cd_authenticate(cd_request_t *r)
 {
-    int             rc, formats[1], lengths[1];
+    int             rc;
     size_t          len;
-    uint8_t         hash[SP_KEY_HASH_LEN];
     PGresult       *res;
-    const char     *header, *key, *params[1];
+    const char     *header, *key;
     cd_db_conn_t   *c;
 
     header = MHD_lookup_connection_value(r->connection, MHD_HEADER_KIND,
@@ -57,8 +95,6 @@ cd_authenticate(cd_request_t *r)
         return CD_ERROR;
     }
 
-    sp_key_hash(key, len, hash);
-
     /* across organisations: the key names its own tenant */
     c = cd_db_acquire_begin(&r->app->db, CD_DB_WAIT_MS, CD_ROLE_SYSTEM,
                             NULL);
@@ -67,13 +103,9 @@ cd_authenticate(cd_request_t *r)
         return CD_ERROR;
     }
 
-    params[0] = (const char *) hash;
-    lengths[0] = SP_KEY_HASH_LEN;
-    formats[0] = 1;
-
-    res = cd_db_exec_bin(c, "SELECT id, org_id, 'admin' = ANY (scopes) "
-                            "FROM api_keys WHERE key_hash = $1 AND active",
-                         1, params, lengths, formats);
+    res = cd_key_hash_exec(c, "SELECT id, org_id, 'admin' = ANY (scopes) "
+                              "FROM api_keys WHERE key_hash = $1 AND active",
+                           key, len, 0, NULL);
     rc = CD_ERROR;
 
     if (res == NULL) {

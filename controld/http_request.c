@@ -13,6 +13,8 @@
 #include <microhttpd.h>
 
 #include "controld.h"
+#include "crypto.h"
+#include "api.h"
 
 
 /* ---- responses -------------------------------------------------------- */
@@ -67,11 +69,64 @@ cd_respond_verror(cd_request_t *r, unsigned status, const char *type,
 }
 
 
+int
+cd_field_error(cd_field_error_t *err, unsigned status, const char *code,
+    const char *field, const char *fmt, ...)
+{
+    va_list  args;
+
+    err->status = status;
+    err->code = code;
+    err->field = field;
+
+    va_start(args, fmt);
+    vsnprintf(err->message, sizeof(err->message), fmt, args);
+    va_end(args);
+
+    return CD_ERROR;
+}
+
+
 void
 cd_respond_field_error(cd_request_t *r, const cd_field_error_t *err)
 {
     cd_respond_error(r, err->status, "invalid_request_error", err->code,
                      err->field, "%s", err->message);
+}
+
+
+int
+cd_id_param(cd_request_t *r, unsigned kind, const char *not_found)
+{
+    char  expected[96];
+
+    if (sp_id_valid(kind, r->params[0], strlen(r->params[0]))) {
+        return CD_OK;
+    }
+
+    sp_id_expected(kind, expected, sizeof(expected));
+    cd_respond_error(r, 404, "not_found_error", not_found, "id",
+                     "no %s with id \"%.64s\" (expected %s)",
+                     sp_id_format(kind)->noun, r->params[0], expected);
+
+    return CD_ERROR;
+}
+
+
+int
+cd_id_field(const char *id, unsigned kind, const char *field,
+    cd_field_error_t *err)
+{
+    char  expected[96];
+
+    if (sp_id_valid(kind, id, strlen(id))) {
+        return CD_OK;
+    }
+
+    sp_id_expected(kind, expected, sizeof(expected));
+
+    return cd_field_error(err, 422, "invalid_value", field,
+                          "%s must be %s", field, expected);
 }
 
 
@@ -196,37 +251,6 @@ cd_request_no_options(cd_request_t *r)
 }
 
 
-const char *
-cd_validate_text(const char *s, size_t min_chars, size_t max_chars)
-{
-    size_t               chars;
-    const unsigned char  *p;
-
-    chars = 0;
-
-    for (p = (const unsigned char *) s; *p != '\0'; p++) {
-        if (*p < 0x20 || *p == 0x7f) {
-            return "control_character";
-        }
-
-        /* count code points: continuation bytes are 10xxxxxx */
-        if ((*p & 0xc0) != 0x80) {
-            chars++;
-        }
-    }
-
-    if (chars < min_chars) {
-        return "too_short";
-    }
-
-    if (chars > max_chars) {
-        return "too_long";
-    }
-
-    return NULL;
-}
-
-
 int
 cd_bool_parse(json_t *obj, const char *field, int *out,
     cd_field_error_t *err)
@@ -333,6 +357,14 @@ cd_json_set_str(json_t *obj, const char *key, const char *value)
     return json_object_set_new(obj, key,
                                value ? json_string(value) : json_null())
            == 0 ? CD_OK : CD_ERROR;
+}
+
+
+int
+cd_json_set_column(json_t *obj, const char *key, PGresult *res, int row,
+    int col)
+{
+    return cd_json_set_str(obj, key, cd_db_value(res, row, col));
 }
 
 
@@ -843,25 +875,43 @@ cd_request_found(cd_request_t *r, cd_db_conn_t *c, PGresult *res,
 }
 
 
-void
-cd_row_respond(cd_request_t *r, const char *sql, cd_page_row_pt row_json,
+PGresult *
+cd_request_row(cd_request_t *r, cd_db_conn_t *c, const char *sql,
     const char *code, const char *field, const char *fmt)
 {
-    PGresult      *res;
-    const char    *params[1];
-    cd_db_conn_t  *c;
-
-    c = cd_request_begin(r);
-    if (c == NULL) {
-        return;
-    }
+    PGresult    *res;
+    const char  *params[1];
 
     params[0] = r->params[0];
     res = cd_db_exec(c, sql, 1, params);
 
     if (cd_request_found(r, c, res, code, field, fmt, r->params[0])
-        == CD_OK)
+        != CD_OK)
     {
+        PQclear(res);
+        return NULL;
+    }
+
+    return res;
+}
+
+
+void
+cd_row_respond(cd_request_t *r, int (*check)(cd_request_t *r),
+    const char *sql, cd_page_row_pt row_json, const char *code,
+    const char *field, const char *fmt)
+{
+    PGresult      *res;
+    cd_db_conn_t  *c;
+
+    c = cd_request_begin_param(r, check);
+    if (c == NULL) {
+        return;
+    }
+
+    res = cd_request_row(r, c, sql, code, field, fmt);
+
+    if (res != NULL) {
         cd_respond(r, 200, row_json(res, 0));
     }
 
@@ -876,7 +926,6 @@ cd_delete_respond(cd_request_t *r, int (*check)(cd_request_t *r),
 {
     int            rc;
     PGresult      *res;
-    const char    *params[1];
     cd_db_conn_t  *c;
 
     c = cd_request_begin_param(r, check);
@@ -884,16 +933,10 @@ cd_delete_respond(cd_request_t *r, int (*check)(cd_request_t *r),
         return CD_ERROR;
     }
 
-    params[0] = r->params[0];
-    res = cd_db_exec(c, sql, 1, params);
+    res = cd_request_row(r, c, sql, code, field, fmt);
 
-    rc = CD_ERROR;
-
-    if (cd_request_found(r, c, res, code, field, fmt, r->params[0]) == CD_OK
-        && cd_request_commit_respond(r, c, 1, 204, NULL) == CD_OK)
-    {
-        rc = CD_OK;
-    }
+    rc = res != NULL && cd_request_commit_respond(r, c, 1, 204, NULL) == CD_OK
+         ? CD_OK : CD_ERROR;
 
     PQclear(res);
     cd_request_end(r, c);

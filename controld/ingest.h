@@ -11,6 +11,9 @@
  *
  * Each batch is one transaction holding its rows, their spend and the new
  * offset: a crash anywhere loses and duplicates nothing.
+ *
+ * Included by controld.h: first the ingest thread as the daemon sees it,
+ * then what the three files share.
  */
 
 #ifndef CD_INGEST_H
@@ -18,9 +21,51 @@
 
 #include <sys/types.h>
 
-#include "controld.h"
 #include "sp_journal.h"
 
+
+#define CD_INGEST_BATCH_LINES   1000
+#define CD_INGEST_BATCH_MS      200
+
+typedef struct {
+    cd_thread_t       thread;
+    int64_t           committed_offset;  /* atomically read by /healthz */
+    /* since start, atomic, counted when the offset past them commits */
+    int64_t           malformed_lines;   /* lines that are no record */
+    int64_t           refused_lines;     /* records sp_journal_check
+                                            refused */
+} cd_ingest_t;
+
+int cd_ingest_start(cd_app_t *app) CD_CHECK;
+void cd_ingest_stop(cd_app_t *app);
+int64_t cd_ingest_offset(cd_app_t *app);
+
+/* the lines skipped since start: not journal records, and refused ones */
+void cd_ingest_counts(cd_app_t *app, int64_t *malformed, int64_t *refused);
+
+/*
+ * Appends s to a COPY text-format field: backslash, tab, newline and
+ * carriage return escaped. Returns the new length, or 0 on overflow.
+ */
+size_t cd_copy_escape(char *out, size_t pos, size_t outlen, const char *s);
+
+/* a line without its '\n'; returns 1 to stop scanning after it */
+typedef int (*cd_journal_line_pt)(void *data, const char *line, size_t len,
+    int64_t offset, int overlong);
+
+/*
+ * Feeds the complete lines of buf[0..len), read at file offset base, to
+ * on_line and returns the bytes consumed (through the last '\n' fed). A
+ * trailing partial line is left for the next read, unless a full read
+ * (len == cap) holds no '\n' at all: that line is longer than any journal
+ * line, so buf is consumed, *skipping set, and its tail is later fed with
+ * overlong = 1.
+ */
+size_t cd_journal_scan(const char *buf, size_t len, size_t cap, int64_t base,
+    int *skipping, cd_journal_line_pt on_line, void *data);
+
+
+/* between ingest_tail.c, ingest_load.c and ingest_spend.c */
 
 #define CD_INGEST_SUBJECT     "ingest"
 #define CD_INGEST_READ_SIZE   (256 * 1024)

@@ -23,7 +23,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "ingest.h"
+#include "controld.h"
 
 
 #define CD_INGEST_BACKOFF_MS  5000
@@ -50,7 +50,7 @@ static const uint8_t  cd_copy_signature[] = "PGCOPY\n\377\r\n";
 
 /*
  * Text-format COPY escaping: no longer used by ingest (binary COPY); kept
- * for its declaration in controld.h and its unit test until they go.
+ * for its declaration in ingest.h and its unit test until they go.
  */
 size_t
 cd_copy_escape(char *out, size_t pos, size_t outlen, const char *s)

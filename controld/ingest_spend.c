@@ -20,7 +20,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "ingest.h"
+#include "controld.h"
+#include "api.h"
 #include "sp_attrib.h"
 
 
@@ -625,13 +626,14 @@ cd_spend_cmp_model(const void *pa, const void *pb, void *data)
 
 
 /*
- * Runs an alert statement under a savepoint with a short lock timeout:
- * an alert must never stall ingest, so on failure the batch loads
- * without it (logged).
+ * Raises alerts (cd_alerts_raise: with and update) under a savepoint with
+ * a short lock timeout: an alert must never stall ingest, so on failure
+ * the batch loads without it (logged).
  */
 static void
 cd_spend_alert_exec(cd_ingest_ctx_t *x, cd_db_conn_t *c, const char *what,
-    const char *sql, int nparams, const char *const *params)
+    const char *with, const char *update, int nparams,
+    const char *const *params)
 {
     PGresult  *res;
 
@@ -641,7 +643,7 @@ cd_spend_alert_exec(cd_ingest_ctx_t *x, cd_db_conn_t *c, const char *what,
         return;
     }
 
-    res = cd_db_exec(c, sql, nparams, params);
+    res = cd_alerts_raise(c, with, update, nparams, params);
 
     if (res != NULL) {
         PQclear(res);
@@ -740,12 +742,10 @@ cd_ingest_budget_alerts(cd_ingest_ctx_t *x, cd_db_conn_t *c, PGresult *spent)
         " AS t(budget_id, percent, start_us)"
         " JOIN budgets b ON b.id = t.budget_id"
         " JOIN budget_spend s ON s.budget_id = b.id AND s.period_start ="
-        " 'epoch'::timestamptz + t.start_us * interval '1 microsecond')"
-        " INSERT INTO alerts (id, org_id, type, severity, message, details,"
-        " dedupe_key)"
-        " SELECT 'alr_' || left(md5(gen_random_uuid()::text), 24), org_id,"
-        " 'budget_threshold',"
-        " CASE WHEN percent >= 100 THEN 'critical' ELSE 'warning' END,"
+        " 'epoch'::timestamptz + t.start_us * interval '1 microsecond'),"
+        " new_alerts AS (SELECT org_id, 'budget_threshold' AS type,"
+        " CASE WHEN percent >= 100 THEN 'critical' ELSE 'warning' END"
+        " AS severity,"
         " format('Budget \"%s\" (%s) reached %s%% of its limit: %s of %s"
         " USD spent in the period that started %s.%s', name, id, percent,"
         " trim_scale(spent_nano::numeric / 1000000000),"
@@ -753,17 +753,15 @@ cd_ingest_budget_alerts(cd_ingest_ctx_t *x, cd_db_conn_t *c, PGresult *spent)
         " " CD_SQL_TS("period_start") ","
         " CASE WHEN percent >= 100 AND action = 'block' THEN ' Requests it"
         " covers are refused (budget_exceeded) until the period ends or"
-        " the limit is raised (PATCH /budgets/' || id || ').' ELSE '' END),"
+        " the limit is raised (PATCH /budgets/' || id || ').' ELSE '' END)"
+        " AS message,"
         " jsonb_build_object('budget_id', id, 'budget_name', name,"
         " 'threshold_percent', percent, 'period_start', period_start,"
         " 'limit_usd', trim_scale(limit_nano::numeric / 1000000000)::text,"
         " 'spent_usd', trim_scale(spent_nano::numeric / 1000000000)::text,"
-        " 'action', action),"
-        " dedupe_key FROM reached r"
-        " WHERE NOT EXISTS (SELECT 1 FROM alerts a WHERE a.org_id = r.org_id"
-        " AND a.dedupe_key = r.dedupe_key)"
-        " ON CONFLICT (org_id, dedupe_key)"
-        " WHERE state = 'open' AND dedupe_key IS NOT NULL DO NOTHING",
+        " 'action', action) AS details,"
+        " dedupe_key FROM reached)",
+        NULL,
         3, params);
 
     cd_spend_arrays_free(a, 3);
@@ -845,28 +843,25 @@ cd_ingest_raise_alerts(cd_ingest_ctx_t *x, cd_db_conn_t *c)
     }
 
     cd_spend_alert_exec(x, c, "unpriced_model alerts",
-        "WITH raised AS (SELECT * FROM unnest($1::text[], $2::text[],"
+        "WITH unpriced AS (SELECT * FROM unnest($1::text[], $2::text[],"
         " $3::text[], $4::text[], $5::bigint[], $6::bigint[], $7::bigint[])"
         " AS t(org_id, alert_key, provider, model, requests, first_ms,"
-        " last_ms))"
-        " INSERT INTO alerts (id, org_id, type, severity, message,"
-        " details, dedupe_key)"
-        " SELECT 'alr_' || left(md5(gen_random_uuid()::text), 24),"
-        " org_id, 'unpriced_model', 'warning',"
+        " last_ms)),"
+        " new_alerts AS (SELECT org_id, 'unpriced_model' AS type,"
+        " 'warning' AS severity,"
         " format('%s model \"%s\" has no price: its requests are"
         " served and recorded at $0 (warning unpriced_model). Price"
         " it with PUT /pricing/%s/%s, or refuse unpriced models"
         " with PATCH /org {\"refuse_unpriced_models\": true}.',"
-        " provider, model, provider, model),"
+        " provider, model, provider, model) AS message,"
         " jsonb_build_object('provider', provider, 'model', model,"
         " 'requests', requests, 'first_seen_at',"
         " 'epoch'::timestamptz + first_ms * interval '1 millisecond',"
         " 'last_seen_at',"
-        " 'epoch'::timestamptz + last_ms * interval '1 millisecond'),"
-        " alert_key FROM raised"
-        " ON CONFLICT (org_id, dedupe_key)"
-        " WHERE state = 'open' AND dedupe_key IS NOT NULL"
-        " DO UPDATE SET details = alerts.details || jsonb_build_object("
+        " 'epoch'::timestamptz + last_ms * interval '1 millisecond')"
+        " AS details,"
+        " alert_key AS dedupe_key FROM unpriced)",
+        "details = alerts.details || jsonb_build_object("
         " 'requests', coalesce((alerts.details->>'requests')::bigint, 0)"
         " + (EXCLUDED.details->>'requests')::bigint,"
         " 'last_seen_at', greatest(alerts.details->>'last_seen_at',"

@@ -23,7 +23,7 @@
 #include <dirent.h>
 #include <sys/stat.h>
 
-#include "ingest.h"
+#include "controld.h"
 
 
 #define CD_INGEST_IDLE_MS     50
@@ -42,63 +42,6 @@ void
 cd_ingest_sleep(cd_app_t *app, unsigned ms)
 {
     cd_thread_sleep(&app->ingest.thread, ms);
-}
-
-
-int
-cd_utf8_valid(const char *s, size_t len)
-{
-    size_t               i, n, k;
-    uint32_t             cp;
-    const unsigned char  *p;
-
-    p = (const unsigned char *) s;
-
-    for (i = 0; i < len; i += n) {
-        if (p[i] == 0) {
-            return 0;
-        }
-
-        if (p[i] < 0x80) {
-            n = 1;
-            continue;
-        }
-
-        if ((p[i] & 0xe0) == 0xc0) {
-            n = 2;
-            cp = p[i] & 0x1f;
-        } else if ((p[i] & 0xf0) == 0xe0) {
-            n = 3;
-            cp = p[i] & 0x0f;
-        } else if ((p[i] & 0xf8) == 0xf0) {
-            n = 4;
-            cp = p[i] & 0x07;
-        } else {
-            return 0;
-        }
-
-        if (i + n > len) {
-            return 0;
-        }
-
-        for (k = 1; k < n; k++) {
-            if ((p[i + k] & 0xc0) != 0x80) {
-                return 0;
-            }
-
-            cp = cp << 6 | (p[i + k] & 0x3f);
-        }
-
-        /* overlong forms, surrogates and beyond U+10FFFF */
-        if ((n == 2 && cp < 0x80) || (n == 3 && cp < 0x800)
-            || (n == 4 && cp < 0x10000) || cp > 0x10ffff
-            || (cp >= 0xd800 && cp <= 0xdfff))
-        {
-            return 0;
-        }
-    }
-
-    return 1;
 }
 
 

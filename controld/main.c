@@ -22,6 +22,11 @@
 #include <openssl/crypto.h>
 
 #include "controld.h"
+#include "crypto.h"
+#include "migrate.h"
+#include "prices.h"
+#include "outbound.h"
+#include "auth.h"
 
 
 #define CD_MAIN_SUBJECT  "main"
@@ -392,12 +397,9 @@ cd_main_journal_dir(const cd_config_t *cf)
 static int
 cd_main_admin_seed(cd_app_t *app)
 {
-    int            lengths[1], formats[1];
     char           state[CD_ID_MAX + 16];
     long           admins;
-    uint8_t        hash[SP_KEY_HASH_LEN];
     PGresult      *res;
-    const char    *params[1];
     cd_db_conn_t  *c;
 
     if (app->config.admin_key == NULL) {
@@ -409,20 +411,13 @@ cd_main_admin_seed(cd_app_t *app)
         return CD_ERROR;
     }
 
-    sp_key_hash(app->config.admin_key, strlen(app->config.admin_key), hash);
-
-    params[0] = (const char *) hash;
-    lengths[0] = SP_KEY_HASH_LEN;
-    formats[0] = 1;
-
-    res = cd_db_exec_bin(c, "SELECT (SELECT count(*) FROM api_keys"
-                            " WHERE 'admin' = ANY (scopes)),"
-                            " (SELECT id || CASE WHEN active THEN ' (active)'"
-                            " ELSE ' (revoked)' END FROM api_keys"
-                            " WHERE key_hash = $1)",
-                         1, params, lengths, formats);
-
-    OPENSSL_cleanse(hash, sizeof(hash));
+    res = cd_key_hash_exec(c, "SELECT (SELECT count(*) FROM api_keys"
+                              " WHERE 'admin' = ANY (scopes)),"
+                              " (SELECT id || CASE WHEN active"
+                              " THEN ' (active)' ELSE ' (revoked)' END"
+                              " FROM api_keys WHERE key_hash = $1)",
+                           app->config.admin_key,
+                           strlen(app->config.admin_key), 0, NULL);
 
     if (res == NULL) {
         cd_db_rollback(c);
@@ -516,8 +511,11 @@ main(int argc, char **argv)
     pthread_sigmask(SIG_BLOCK, &signals, NULL);
     signal(SIGPIPE, SIG_IGN);
 
-    cd_snapshot_init(app);
     cd_rates_init(app);
+
+    if (cd_snapshot_init(app) != CD_OK) {
+        goto done;
+    }
 
     if (cd_redis_init(&app->redis, app->config.redis_url) != CD_OK) {
         cd_log_error(CD_MAIN_SUBJECT, "SPENDPOL_REDIS_URL is not a "

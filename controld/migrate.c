@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "controld.h"
+#include "migrate.h"
 
 
 #define CD_MIGRATE_SUBJECT  "migrate"

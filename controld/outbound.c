@@ -13,6 +13,8 @@
 #include <netdb.h>
 #include <sys/socket.h>
 
+#include "controld.h"
+#include "webhook.h"
 #include "outbound.h"
 
 

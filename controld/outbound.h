@@ -2,16 +2,16 @@
  * Outbound addresses in controld (outbound.c): provider base URLs and
  * webhook URLs are judged by sp_netaddr_decide() against
  * SPENDPOL_UPSTREAM_ALLOW and the admin API's own address, when they are
- * stored and before every webhook connection.
+ * stored and before every webhook connection. Needs controld.h first.
  */
 
 #ifndef CD_OUTBOUND_H
 #define CD_OUTBOUND_H
 
-#include "controld.h"
 #include <sys/socket.h>
 
 #include "sp_netaddr.h"
+#include "webhook.h"
 
 
 /*

@@ -21,6 +21,7 @@
 #include <string.h>
 
 #include "controld.h"
+#include "prices.h"
 #include "sp_price.h"
 #include "sp_provider.h"
 

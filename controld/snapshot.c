@@ -23,7 +23,10 @@
 #include <openssl/crypto.h>
 
 #include "controld.h"
+#include "crypto.h"
+#include "prices.h"
 #include "outbound.h"
+#include "api.h"
 #include "sp_budget.h"
 #include "sp_snapshot.h"
 
@@ -608,106 +611,82 @@ cd_snapshot_stale(cd_app_t *app)
 static void *
 cd_snapshot_thread(void *data)
 {
-    int               signalled, failed;
-    cd_app_t         *app;
-    cd_snapshot_t    *s;
-    struct timespec   deadline;
+    int        woken, failed;
+    cd_app_t  *app;
 
     app = data;
-    s = &app->snapshot;
     failed = 0;
 
-    pthread_mutex_lock(&s->mutex);
+    for ( ;; ) {
+        woken = cd_thread_sleep(&app->snapshot.thread, CD_SNAPSHOT_POLL_MS);
 
-    while (!s->stop) {
-        if (!s->signalled) {
-            clock_gettime(CLOCK_REALTIME, &deadline);
-            deadline.tv_sec += CD_SNAPSHOT_POLL_MS / 1000;
-            pthread_cond_timedwait(&s->cond, &s->mutex, &deadline);
-        }
-
-        if (s->stop) {
+        if (cd_thread_stopping(&app->snapshot.thread)) {
             break;
         }
 
-        signalled = s->signalled;
-        s->signalled = 0;
-        pthread_mutex_unlock(&s->mutex);
-
-        if (signalled || failed || cd_snapshot_stale(app)) {
+        if (woken || failed || cd_snapshot_stale(app)) {
             failed = cd_snapshot_publish_now(app) != CD_OK;
         }
-
-        pthread_mutex_lock(&s->mutex);
     }
-
-    pthread_mutex_unlock(&s->mutex);
 
     return NULL;
 }
 
 
-void
+int
 cd_snapshot_init(cd_app_t *app)
 {
     memset(&app->snapshot, 0, sizeof(cd_snapshot_t));
-    pthread_mutex_init(&app->snapshot.mutex, NULL);
-    pthread_cond_init(&app->snapshot.cond, NULL);
     app->snapshot.state_version = -1;
-}
 
-
-void
-cd_snapshot_destroy(cd_app_t *app)
-{
-    pthread_mutex_destroy(&app->snapshot.mutex);
-    pthread_cond_destroy(&app->snapshot.cond);
-}
-
-
-int
-cd_snapshot_start(cd_app_t *app)
-{
-    int  err;
-
-    err = pthread_create(&app->snapshot.thread, NULL, cd_snapshot_thread,
-                         app);
-    if (err != 0) {
-        cd_log_error(CD_SNAPSHOT_SUBJECT, "cannot start the publisher: %s",
-                     strerror(err));
+    if (pthread_mutex_init(&app->snapshot.mutex, NULL) != 0) {
+        cd_log_error(CD_SNAPSHOT_SUBJECT, "no mutex");
         return CD_ERROR;
     }
 
-    app->snapshot.started = 1;
+    /* before the start: a publish asked for meanwhile is kept */
+    if (cd_thread_init(&app->snapshot.thread, CD_SNAPSHOT_SUBJECT)
+        != CD_OK)
+    {
+        pthread_mutex_destroy(&app->snapshot.mutex);
+        return CD_ERROR;
+    }
+
+    app->snapshot.inited = 1;
 
     return CD_OK;
 }
 
 
 void
+cd_snapshot_destroy(cd_app_t *app)
+{
+    if (app->snapshot.inited) {
+        pthread_mutex_destroy(&app->snapshot.mutex);
+        app->snapshot.inited = 0;
+    }
+}
+
+
+int
+cd_snapshot_start(cd_app_t *app)
+{
+    return cd_thread_start(&app->snapshot.thread, CD_SNAPSHOT_SUBJECT,
+                           cd_snapshot_thread, app);
+}
+
+
+void
 cd_snapshot_signal(cd_app_t *app)
 {
-    pthread_mutex_lock(&app->snapshot.mutex);
-    app->snapshot.signalled = 1;
-    pthread_cond_signal(&app->snapshot.cond);
-    pthread_mutex_unlock(&app->snapshot.mutex);
+    cd_thread_wake(&app->snapshot.thread);
 }
 
 
 void
 cd_snapshot_stop(cd_app_t *app)
 {
-    if (!app->snapshot.started) {
-        return;
-    }
-
-    pthread_mutex_lock(&app->snapshot.mutex);
-    app->snapshot.stop = 1;
-    pthread_cond_signal(&app->snapshot.cond);
-    pthread_mutex_unlock(&app->snapshot.mutex);
-
-    pthread_join(app->snapshot.thread, NULL);
-    app->snapshot.started = 0;
+    cd_thread_stop(&app->snapshot.thread);
 }
 
 

@@ -1,7 +1,8 @@
 /*
- * Background threads with one way to stop them: a stop flag under a
- * mutex, and a condition that cd_thread_stop signals so that a thread
- * asleep in cd_thread_sleep wakes at once instead of at its next poll.
+ * Background threads with one way to start, wake and stop them: a stop
+ * flag and a "signalled" flag under a mutex, and a condition that
+ * cd_thread_wake and cd_thread_stop signal so that a thread asleep in
+ * cd_thread_sleep wakes at once instead of at its next poll.
  */
 
 #include <errno.h>
@@ -11,28 +12,13 @@
 #include "controld.h"
 
 
-void
-cd_deadline_after(struct timespec *deadline, unsigned ms)
-{
-    clock_gettime(CLOCK_REALTIME, deadline);
-    deadline->tv_sec += ms / 1000;
-    deadline->tv_nsec += (long) (ms % 1000) * 1000000;
-
-    if (deadline->tv_nsec >= 1000000000) {
-        deadline->tv_sec++;
-        deadline->tv_nsec -= 1000000000;
-    }
-}
-
-
 int
-cd_thread_start(cd_thread_t *t, const char *name, void *(*fn)(void *),
-    void *arg)
+cd_thread_init(cd_thread_t *t, const char *name)
 {
-    int  err;
-
     t->name = name;
     t->stop = 0;
+    t->signalled = 0;
+    t->ready = 0;
     t->started = 0;
 
     if (pthread_mutex_init(&t->mutex, NULL) != 0) {
@@ -46,6 +32,22 @@ cd_thread_start(cd_thread_t *t, const char *name, void *(*fn)(void *),
         return CD_ERROR;
     }
 
+    t->ready = 1;
+
+    return CD_OK;
+}
+
+
+int
+cd_thread_start(cd_thread_t *t, const char *name, void *(*fn)(void *),
+    void *arg)
+{
+    int  err;
+
+    if (!t->ready && cd_thread_init(t, name) != CD_OK) {
+        return CD_ERROR;
+    }
+
     /*
      * set before the thread runs: its first cd_thread_sleep must wait on
      * the condition, not take the plain sleep of a thread never started
@@ -55,8 +57,6 @@ cd_thread_start(cd_thread_t *t, const char *name, void *(*fn)(void *),
     err = pthread_create(&t->thread, NULL, fn, arg);
     if (err != 0) {
         t->started = 0;
-        pthread_cond_destroy(&t->cond);
-        pthread_mutex_destroy(&t->mutex);
         cd_log_error(name, "cannot start: %s", strerror(err));
         return CD_ERROR;
     }
@@ -68,20 +68,23 @@ cd_thread_start(cd_thread_t *t, const char *name, void *(*fn)(void *),
 void
 cd_thread_stop(cd_thread_t *t)
 {
-    if (!t->started) {
+    if (!t->ready) {
         return;
     }
 
-    pthread_mutex_lock(&t->mutex);
-    __atomic_store_n(&t->stop, 1, __ATOMIC_RELEASE);
-    pthread_cond_broadcast(&t->cond);
-    pthread_mutex_unlock(&t->mutex);
+    if (t->started) {
+        pthread_mutex_lock(&t->mutex);
+        __atomic_store_n(&t->stop, 1, __ATOMIC_RELEASE);
+        pthread_cond_broadcast(&t->cond);
+        pthread_mutex_unlock(&t->mutex);
 
-    pthread_join(t->thread, NULL);
+        pthread_join(t->thread, NULL);
+        t->started = 0;
+    }
 
     pthread_cond_destroy(&t->cond);
     pthread_mutex_destroy(&t->mutex);
-    t->started = 0;
+    t->ready = 0;
 }
 
 
@@ -93,8 +96,23 @@ cd_thread_stopping(cd_thread_t *t)
 
 
 void
+cd_thread_wake(cd_thread_t *t)
+{
+    if (!t->ready) {
+        return;
+    }
+
+    pthread_mutex_lock(&t->mutex);
+    t->signalled = 1;
+    pthread_cond_broadcast(&t->cond);
+    pthread_mutex_unlock(&t->mutex);
+}
+
+
+int
 cd_thread_sleep(cd_thread_t *t, unsigned ms)
 {
+    int              signalled;
     struct timespec  deadline;
 
     if (!t->started) {
@@ -102,14 +120,14 @@ cd_thread_sleep(cd_thread_t *t, unsigned ms)
         deadline.tv_sec = ms / 1000;
         deadline.tv_nsec = (long) (ms % 1000) * 1000000;
         nanosleep(&deadline, NULL);
-        return;
+        return 0;
     }
 
     cd_deadline_after(&deadline, ms);
 
     pthread_mutex_lock(&t->mutex);
 
-    while (!t->stop) {
+    while (!t->stop && !t->signalled) {
         if (pthread_cond_timedwait(&t->cond, &t->mutex, &deadline)
             == ETIMEDOUT)
         {
@@ -117,5 +135,10 @@ cd_thread_sleep(cd_thread_t *t, unsigned ms)
         }
     }
 
+    signalled = t->signalled;
+    t->signalled = 0;
+
     pthread_mutex_unlock(&t->mutex);
+
+    return signalled;
 }

@@ -28,6 +28,7 @@
 #include <openssl/x509v3.h>
 
 #include "controld.h"
+#include "webhook.h"
 #include "outbound.h"
 
 

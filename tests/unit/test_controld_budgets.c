@@ -7,6 +7,7 @@
 #include <cmocka.h>
 
 #include "controld.h"
+#include "api.h"
 #include "sp_snapshot.h"
 
 

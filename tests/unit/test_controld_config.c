@@ -9,6 +9,7 @@
 #include <cmocka.h>
 
 #include "controld.h"
+#include "outbound.h"
 
 
 /* a fake environment: NULL-terminated name, value pairs */

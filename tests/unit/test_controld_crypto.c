@@ -11,6 +11,7 @@
 #include <cmocka.h>
 
 #include "controld.h"
+#include "crypto.h"
 
 
 static const uint8_t  key[CD_MASTER_KEY_LEN] = {

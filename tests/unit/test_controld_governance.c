@@ -13,6 +13,8 @@
 #include <cmocka.h>
 
 #include "controld.h"
+#include "prices.h"
+#include "api.h"
 
 
 static json_t *

@@ -9,7 +9,7 @@
 #include <string.h>
 #include <cmocka.h>
 
-#include "ingest.h"
+#include "controld.h"
 
 
 typedef struct {

@@ -15,6 +15,7 @@
 #include <netinet/in.h>
 
 #include "controld.h"
+#include "webhook.h"
 #include "outbound.h"
 
 

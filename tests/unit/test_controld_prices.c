@@ -7,6 +7,7 @@
 #include <cmocka.h>
 
 #include "controld.h"
+#include "prices.h"
 
 
 static int

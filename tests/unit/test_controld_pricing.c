@@ -7,6 +7,7 @@
 #include <cmocka.h>
 
 #include "controld.h"
+#include "api.h"
 
 
 /* parses a JSON body; returns CD_OK or CD_ERROR with err filled */

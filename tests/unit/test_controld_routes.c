@@ -7,6 +7,7 @@
 #include <cmocka.h>
 
 #include "controld.h"
+#include "api.h"
 
 
 static void h_list(cd_request_t *r) { (void) r; }

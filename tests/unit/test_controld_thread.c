@@ -1,4 +1,4 @@
-/* controld background threads: stopping wakes a sleeper at once */
+/* controld background threads: stopping or waking wakes a sleeper at once */
 
 #include <stdarg.h>
 #include <stddef.h>
@@ -12,6 +12,8 @@
 
 static cd_thread_t  sleeper;
 static int          laps;
+static cd_thread_t  waker;
+static int          wakes;
 
 
 static int64_t
@@ -69,6 +71,65 @@ test_thread_stop_wakes_a_minute_long_sleep(void **state)
 }
 
 
+/* counts the sleeps a wake ended */
+static void *
+waker_run(void *arg)
+{
+    (void) arg;
+
+    while (!cd_thread_stopping(&waker)) {
+        if (cd_thread_sleep(&waker, 60000)) {
+            __atomic_add_fetch(&wakes, 1, __ATOMIC_RELEASE);
+        }
+    }
+
+    return NULL;
+}
+
+
+static void
+wait_for_wakes(int n)
+{
+    int64_t  start;
+
+    start = now_ms();
+
+    while (__atomic_load_n(&wakes, __ATOMIC_ACQUIRE) < n
+           && now_ms() - start < 2000)
+    {
+        struct timespec  ts = { 0, 1000000 };
+
+        nanosleep(&ts, NULL);
+    }
+
+    assert_int_equal(__atomic_load_n(&wakes, __ATOMIC_ACQUIRE), n);
+}
+
+
+static void
+test_thread_wake_ends_a_sleep_and_is_kept_from_before_the_start(
+    void **state)
+{
+    (void) state;
+
+    assert_int_equal(cd_thread_init(&waker, "test"), CD_OK);
+    cd_thread_wake(&waker);
+
+    assert_int_equal(cd_thread_start(&waker, "test", waker_run, NULL),
+                     CD_OK);
+    wait_for_wakes(1);
+
+    cd_thread_wake(&waker);
+    wait_for_wakes(2);
+
+    cd_thread_stop(&waker);
+    assert_int_equal(wakes, 2);
+
+    /* stopped: a wake is a no-op */
+    cd_thread_wake(&waker);
+}
+
+
 static void
 test_thread_sleep_lasts_its_time_when_not_stopped(void **state)
 {
@@ -110,6 +171,8 @@ main(void)
 {
     const struct CMUnitTest  tests[] = {
         cmocka_unit_test(test_thread_stop_wakes_a_minute_long_sleep),
+        cmocka_unit_test(
+            test_thread_wake_ends_a_sleep_and_is_kept_from_before_the_start),
         cmocka_unit_test(test_thread_sleep_lasts_its_time_when_not_stopped),
         cmocka_unit_test(test_deadline_after_carries_nanoseconds_into_seconds),
     };

@@ -9,6 +9,8 @@
 #include <cmocka.h>
 
 #include "controld.h"
+#include "migrate.h"
+#include "api.h"
 
 
 static void

@@ -11,6 +11,8 @@
 #include <cmocka.h>
 
 #include "controld.h"
+#include "webhook.h"
+#include "api.h"
 
 
 /* ---- URLs ------------------------------------------------------------- */

@@ -1,0 +1,240 @@
+/*
+ * The route table and one handler set per REST resource (api_*.c), with
+ * the validation of their bodies. Needs controld.h first.
+ */
+
+#ifndef CD_API_H
+#define CD_API_H
+
+
+extern const cd_route_t  cd_routes[];
+extern const size_t      cd_routes_count;
+
+void cd_api_healthz(cd_request_t *r);
+
+void cd_api_keys_create(cd_request_t *r);
+void cd_api_keys_list(cd_request_t *r);
+void cd_api_keys_get(cd_request_t *r);
+void cd_api_keys_revoke(cd_request_t *r);
+void cd_api_keys_rotate(cd_request_t *r);
+void cd_api_keys_update(cd_request_t *r);
+
+void cd_api_providers_put(cd_request_t *r);
+void cd_api_providers_list(cd_request_t *r);
+void cd_api_providers_get(cd_request_t *r);
+void cd_api_providers_delete(cd_request_t *r);
+
+void cd_api_audit_list(cd_request_t *r);
+
+void cd_api_org_get(cd_request_t *r);
+void cd_api_org_update(cd_request_t *r);
+
+
+/* "openai" ... -> default base URL ("" when none), NULL when unknown */
+const char *cd_provider_default_url(const char *name);
+
+/*
+ * CD_OK when name is a provider of the catalogue (sp_provider.h), else
+ * CD_ERROR after answering status (404 for a path part, 400 for a query
+ * value) naming field and the providers expected
+ */
+int cd_provider_param(cd_request_t *r, const char *name, unsigned status,
+    const char *field);
+
+/* normalises a base URL in place (trailing '/' stripped); 0 if invalid */
+int cd_base_url_normalize(char *url);
+
+
+/* scopes array -> bits; CD_ERROR with the offending index */
+int cd_scopes_parse(json_t *array, uint32_t *bits, size_t *bad_index)
+    CD_CHECK;
+
+
+/* ---- api_pricing.c ---------------------------------------------------- */
+
+#define CD_PRICE_MAX_USD      1000000        /* per 1M tokens */
+#define CD_PRICE_MAX_TOKENS   1000000000LL   /* max_output_tokens */
+
+/* a validated PUT /pricing body; -1 means "not given" where optional */
+typedef struct {
+    int64_t  input;                 /* nano-USD per 1M tokens */
+    int64_t  output;
+    int64_t  cached_input;          /* -1: billed as input */
+    int64_t  cache_write;           /* -1: billed as input */
+    int64_t  max_output_tokens;     /* -1: unknown */
+    int64_t  effective_us;          /* since the epoch */
+    int      has_effective;         /* 0: from now */
+} cd_price_input_t;
+
+
+/*
+ * A price as a decimal string ("2.50") or a JSON number, into nano-USD
+ * per 1M tokens, exactly: a number is accepted only when its shortest
+ * decimal form (at most 15 significant digits) has at most 9 decimals.
+ * Fills err (field included) and returns CD_ERROR when refused.
+ */
+int cd_price_json_money(json_t *value, const char *field, int64_t *nano,
+    cd_field_error_t *err) CD_CHECK;
+
+/* validates the PUT /pricing body (keys already checked) into in */
+int cd_price_body_parse(json_t *body, cd_price_input_t *in,
+    cd_field_error_t *err) CD_CHECK;
+
+/*
+ * RFC 3339 date-time ("2026-12-01T00:00:00Z", "...T09:30:00.5+02:00")
+ * into microseconds since the epoch; digits past microseconds are
+ * dropped, a leap second counts as :59.999999. Years 1970 to 9999.
+ */
+int cd_rfc3339_parse(const char *s, int64_t *us) CD_CHECK;
+
+/*
+ * NULL when model is a name the pricing routes take: 1 to CD_NAME_MAX
+ * printable UTF-8 characters, "*" only as the whole name (the
+ * organisation's fallback price for the provider, SP_PRICE_FALLBACK_MODEL
+ * in the snapshot); else the reason, a sentence.
+ */
+const char *cd_price_model_problem(const char *model);
+
+void cd_api_pricing_list(cd_request_t *r);
+void cd_api_pricing_get(cd_request_t *r);
+void cd_api_pricing_put(cd_request_t *r);
+void cd_api_pricing_delete(cd_request_t *r);
+
+
+/* ---- allowed endpoints (api_org.c) ------------------------------------ */
+
+/* "allowed_endpoints" of PUT /org: at most this many, replaced whole */
+#define CD_ALLOWED_ENDPOINTS_MAX  64
+
+typedef struct {
+    const char  *provider;      /* one of the six; all point into the body */
+    const char  *method;        /* sp_endpoint_method_valid() */
+    const char  *path;          /* sp_endpoint_pattern_valid() */
+} cd_allowed_endpoint_t;
+
+/*
+ * Validates an "allowed_endpoints" array into out (n entries, room for
+ * CD_ALLOWED_ENDPOINTS_MAX). Each refusal names its entry and member
+ * ("allowed_endpoints[2].path: ..."): 400 for a wrong type or an unknown
+ * member, 422 for a missing member, an unknown provider or method, a path
+ * the gateway cannot match, a repeated entry or too many.
+ */
+int cd_allowed_endpoints_parse(json_t *value, cd_allowed_endpoint_t *out,
+    size_t *n, cd_field_error_t *err) CD_CHECK;
+
+
+/* ---- rate limits (api_keys.c) ----------------------------------------- */
+
+#define CD_RATE_LIMIT_MAX     4294967295LL    /* the snapshot's uint32 */
+
+/*
+ * "rate_limits": {"requests_per_minute": n, "tokens_per_minute": n}, each
+ * an integer 0..CD_RATE_LIMIT_MAX (0: none). A member left out is -1
+ * (POST: none; PATCH: unchanged); null for the whole object sets both to
+ * 0. Fills err (field "rate_limits.requests_per_minute" ...) on refusal.
+ */
+typedef struct {
+    int64_t  rpm;
+    int64_t  tpm;
+} cd_rate_limits_t;
+
+int cd_rate_limits_parse(json_t *value, cd_rate_limits_t *rl,
+    cd_field_error_t *err) CD_CHECK;
+
+/* body's "rate_limits", or CD_ERROR after answering 400/422 */
+int cd_rate_limits_of(cd_request_t *r, json_t *body, cd_rate_limits_t *rl)
+    CD_CHECK;
+
+/* the longest decimal text of an int64_t, with its NUL */
+#define CD_INT_TEXT  24
+
+/* rl as SQL parameters; an absent limit (< 0) is 0, unlimited */
+void cd_rate_limits_text(const cd_rate_limits_t *rl, char *rpm, char *tpm);
+
+/* {"requests_per_minute": rpm, "tokens_per_minute": tpm} */
+json_t *cd_rate_limits_json(const char *rpm, const char *tpm);
+
+
+/* ---- api_budgets.c, api_agents.c -------------------------------------- */
+
+#define CD_BUDGET_ID_PREFIX       SP_ID_BUDGET_PREFIX
+#define CD_AGENT_ID_PREFIX        SP_ID_AGENT_PREFIX
+#define CD_RANDOM_ID_BYTES        SP_ID_RANDOM_BYTES  /* 24 hex characters */
+#define CD_BUDGET_THRESHOLDS_MAX  20
+#define CD_TIMEZONE_MAX           64
+
+/* a validated budget body (POST, or PATCH merged onto the stored one) */
+typedef struct {
+    const char  *name;
+    uint32_t     scope;                /* SP_BUDGET_SCOPE_* */
+    const char  *scope_value;          /* "" for the organisation */
+    const char  *provider;             /* NULL: any */
+    const char  *model;                /* NULL: any */
+    int64_t      limit_nano;
+    const char  *period;               /* "daily" ... "total" */
+    const char  *timezone;
+    uint32_t     action;               /* SP_BUDGET_BLOCK / SP_BUDGET_WARN */
+    int          thresholds[CD_BUDGET_THRESHOLDS_MAX];   /* ascending */
+    size_t       nthresholds;
+} cd_budget_input_t;
+
+
+/* "organization" ... -> SP_BUDGET_SCOPE_*, or -1 */
+int cd_budget_scope_parse(const char *name);
+/* SP_BUDGET_SCOPE_* -> "organization" ..., NULL when out of range */
+const char *cd_budget_scope_name(uint32_t scope);
+
+/* "daily", "weekly", "monthly", "total" -> the same static string */
+const char *cd_budget_period_parse(const char *name);
+
+/* 1 when tz looks like an IANA zone name (PostgreSQL has the last word) */
+int cd_timezone_wellformed(const char *tz);
+
+/* limit_usd: a decimal string or an integer, > 0, into nano-USD */
+int cd_budget_limit_parse(json_t *value, int64_t *nano,
+    cd_field_error_t *err) CD_CHECK;
+
+/* thresholds: integer percents 1..100, sorted, duplicates dropped */
+int cd_budget_thresholds_parse(json_t *value, int *out, size_t *n,
+    cd_field_error_t *err) CD_CHECK;
+
+/* a PostgreSQL int[] text ("{50,80,100}") into out; CD_ERROR if not one */
+int cd_budget_thresholds_from_text(const char *text, int *out, size_t *n)
+    CD_CHECK;
+
+/* the whole body; strings point into body */
+int cd_budget_body_parse(json_t *body, cd_budget_input_t *in,
+    cd_field_error_t *err) CD_CHECK;
+
+/* 1 when spent reached percent % of limit (exact, no overflow) */
+int cd_budget_threshold_reached(int64_t limit_nano, int64_t spent_nano,
+    int percent);
+
+void cd_api_budgets_create(cd_request_t *r);
+void cd_api_budgets_list(cd_request_t *r);
+void cd_api_budgets_get(cd_request_t *r);
+void cd_api_budgets_update(cd_request_t *r);
+void cd_api_budgets_delete(cd_request_t *r);
+void cd_api_budgets_spend(cd_request_t *r);
+
+void cd_api_agents_create(cd_request_t *r);
+void cd_api_agents_list(cd_request_t *r);
+void cd_api_agents_get(cd_request_t *r);
+void cd_api_agents_update(cd_request_t *r);
+void cd_api_agents_delete(cd_request_t *r);
+void cd_api_agents_pause(cd_request_t *r);
+void cd_api_agents_resume(cd_request_t *r);
+
+
+/* ---- api_alerts.c ----------------------------------------------------- */
+
+void cd_api_alerts_list(cd_request_t *r);
+void cd_api_alerts_get(cd_request_t *r);
+void cd_api_alerts_acknowledge(cd_request_t *r);
+
+void cd_api_alert_rules_create(cd_request_t *r);
+void cd_api_alert_rules_list(cd_request_t *r);
+void cd_api_alert_rules_delete(cd_request_t *r);
+
+
+#endif /* CD_API_H */
