@@ -30,6 +30,7 @@
 
 #include "fuzz_common.h"
 #include "controld.h"
+#include "api.h"
 #include "sp_snapshot.h"
 
 
