@@ -105,16 +105,20 @@ $(OUT)/module-sources.txt: FORCE
 
 FORCE:
 
-$(OUT)/nginx/Makefile: config $(OUT)/module-sources.txt
+# The module links the vocabularies' object compiled above (see config).
+$(OUT)/nginx/Makefile: config $(OUT)/module-sources.txt \
+                       $(OUT)/obj/gen/sp_tok_vocab.o
 	@rm -rf $(OUT)/nginx && mkdir -p $(OUT)/nginx
 	cp -r $(NGX_SRC)/. $(OUT)/nginx/
-	cd $(OUT)/nginx && . ./conf_flags && ./configure "$${NGX_CONF_FLAGS[@]}" \
+	cd $(OUT)/nginx && . ./conf_flags \
+	    && SPENDPOL_TOK_VOCAB_OBJ=$(ROOT)/$(OUT)/obj/gen/sp_tok_vocab.o \
+	    ./configure "$${NGX_CONF_FLAGS[@]}" \
 	    --with-cc-opt="-g -O2 -fPIC $(if $(SAN),$(SAN_FLAGS) -O1)" \
 	    --with-ld-opt="-fPIC $(if $(SAN),$(SAN_FLAGS))" \
 	    --add-dynamic-module=$(ROOT) > configure.log 2>&1 \
 	    || { tail -30 configure.log; exit 1; }
 
-$(MODULE_SO): $(OUT)/nginx/Makefile $(MODULE_SRCS)
+$(MODULE_SO): $(OUT)/nginx/Makefile $(MODULE_SRCS) $(OUT)/obj/gen/sp_tok_vocab.o
 	$(MAKE) -C $(OUT)/nginx -f objs/Makefile modules
 
 $(OUT)/tests/test_controld_%: tests/unit/test_controld_%.c $(CONTROLD_LIB_OBJS) $(OUT)/libspendpol.a

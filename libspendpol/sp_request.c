@@ -3,6 +3,7 @@
  */
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <jansson.h>
@@ -419,6 +420,50 @@ sp_request_field(const char *key)
 }
 
 
+/* a prompt field's text bytes and media, as its kind says to read them */
+static void
+sp_prompt_field(const sp_json_tape_t *tape, sp_field_e field, size_t v,
+    sp_prompt_t *prompt)
+{
+    const sp_json_token_t  *t;
+
+    t = tape->token;
+
+    switch (field) {
+
+    case SP_FIELD_PROMPT:
+        sp_prompt_walk(tape, v, 0, prompt);
+        break;
+
+    case SP_FIELD_PROMPT_IDS:
+        prompt->token_ids = 1;
+        sp_prompt_walk(tape, v, 0, prompt);
+        prompt->token_ids = 0;
+        break;
+
+    case SP_FIELD_SCHEMA:
+        prompt->keys = 1;
+        sp_prompt_walk(tape, v, 0, prompt);
+        prompt->keys = 0;
+        break;
+
+    case SP_FIELD_IMAGES:
+        if (t[v].type == SP_JSON_ARRAY) {
+            prompt->media = sp_request_add(prompt->media,
+                                t[v].value < INT64_MAX
+                                             / SP_REQUEST_IMAGE_TOKENS
+                                ? t[v].value * SP_REQUEST_IMAGE_TOKENS
+                                : INT64_MAX);
+        }
+
+        break;
+
+    default:
+        break;
+    }
+}
+
+
 /* what a value is, for "..., not a string" */
 static const char *
 sp_json_kind(const sp_json_token_t *v)
@@ -771,6 +816,7 @@ sp_request_members(const sp_json_tape_t *tape, sp_request_info_t *info,
     int                     rc;
     char                    key[32];
     size_t                  k, v;
+    sp_field_e              field;
     sp_prompt_t             prompt;
     const sp_json_token_t  *t;
 
@@ -789,7 +835,9 @@ sp_request_members(const sp_json_tape_t *tape, sp_request_info_t *info,
         v = k + 1;
 
         /* keys longer than the buffer are none of the fields */
-        switch (sp_request_field(sp_json_cstr(&t[k], key, sizeof(key)))) {
+        field = sp_request_field(sp_json_cstr(&t[k], key, sizeof(key)));
+
+        switch (field) {
 
         case SP_FIELD_MODEL:
             rc = sp_request_model(&t[v], info, err, errlen);
@@ -831,30 +879,10 @@ sp_request_members(const sp_json_tape_t *tape, sp_request_info_t *info,
             break;
 
         case SP_FIELD_PROMPT:
-            sp_prompt_walk(tape, v, 0, &prompt);
-            break;
-
         case SP_FIELD_PROMPT_IDS:
-            prompt.token_ids = 1;
-            sp_prompt_walk(tape, v, 0, &prompt);
-            prompt.token_ids = 0;
-            break;
-
         case SP_FIELD_SCHEMA:
-            prompt.keys = 1;
-            sp_prompt_walk(tape, v, 0, &prompt);
-            prompt.keys = 0;
-            break;
-
         case SP_FIELD_IMAGES:
-            if (t[v].type == SP_JSON_ARRAY) {
-                prompt.media = sp_request_add(prompt.media,
-                                   t[v].value < INT64_MAX
-                                                / SP_REQUEST_IMAGE_TOKENS
-                                   ? t[v].value * SP_REQUEST_IMAGE_TOKENS
-                                   : INT64_MAX);
-            }
-
+            sp_prompt_field(tape, field, v, &prompt);
             break;
 
         default:
@@ -868,6 +896,49 @@ sp_request_members(const sp_json_tape_t *tape, sp_request_info_t *info,
 
     info->prompt_bytes = prompt.text;
     info->media_tokens = prompt.media;
+
+    return SP_OK;
+}
+
+
+/*
+ * The body onto an initialised tape: the scanner, or (scan 0, or a body
+ * it declines) jansson, whose tree *root then holds the strings the tape
+ * points to and is the caller's to release after sp_json_tape_free().
+ * SP_ERROR: jansson's error in jerr; SP_REQUEST_NO_MEMORY.
+ */
+#define SP_REQUEST_NO_MEMORY  -2
+
+static int
+sp_request_tape(sp_json_tape_t *tape, const char *body, size_t len, int scan,
+    json_t **root, json_error_t *jerr)
+{
+    *root = NULL;
+
+    if (scan && sp_json_scan(tape, body, len) == SP_OK) {
+        return SP_OK;
+    }
+
+    sp_json_tape_free(tape);
+
+    /*
+     * Invalid, or declined by the scanner: jansson decides, and its
+     * errors are the client's. Duplicates refused: the provider might
+     * read the other one. NUL is let through to be refused where it
+     * matters, naming the field.
+     */
+    *root = json_loadb(body, len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL,
+                       jerr);
+    if (*root == NULL) {
+        return SP_ERROR;
+    }
+
+    if (sp_json_tape_from_tree(tape, *root) != SP_OK) {
+        sp_json_tape_free(tape);
+        json_decref(*root);
+        *root = NULL;
+        return SP_REQUEST_NO_MEMORY;
+    }
 
     return SP_OK;
 }
@@ -890,32 +961,18 @@ sp_request_parse_body(const char *body, size_t len, int scan,
     }
 
     sp_json_tape_init(&tape);
-    root = NULL;
 
-    if (!scan || sp_json_scan(&tape, body, len) != SP_OK) {
-        sp_json_tape_free(&tape);
+    rc = sp_request_tape(&tape, body, len, scan, &root, &jerr);
 
-        /*
-         * Invalid, or declined by the scanner: jansson decides, and its
-         * errors are the client's. Duplicates refused: the provider might
-         * read the other one. NUL is let through to be refused where it
-         * matters, naming the field.
-         */
-        root = json_loadb(body, len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL,
-                          &jerr);
-        if (root == NULL) {
-            return sp_request_json_error(body, len, &jerr, info, err,
-                                         errlen);
-        }
+    if (rc == SP_ERROR) {
+        return sp_request_json_error(body, len, &jerr, info, err, errlen);
+    }
 
-        if (sp_json_tape_from_tree(&tape, root) != SP_OK) {
-            sp_json_tape_free(&tape);
-            json_decref(root);
-            snprintf(err, errlen, "the gateway ran out of memory reading "
-                     "the request body");
-            info->error_code = "invalid_json";
-            return SP_ERROR;
-        }
+    if (rc != SP_OK) {
+        snprintf(err, errlen, "the gateway ran out of memory reading "
+                 "the request body");
+        info->error_code = "invalid_json";
+        return SP_ERROR;
     }
 
     rc = sp_request_members(&tape, info, err, errlen);
@@ -950,6 +1007,442 @@ sp_request_parse_tree(sp_provider_e provider, const char *body, size_t len,
 }
 
 
+/*
+ * Exact prompt tokens (sp_request_count_prompt): a second walk over the
+ * body's tape, with the tokenizer, once the model is known.
+ */
+typedef struct {
+    const sp_tok_enc_t  *enc;
+    sp_tok_ctx_t        *ctx;
+    const char          *model;
+    char                *buf;       /* escaped strings, decoded */
+    size_t               buf_size;
+    int64_t              tokens;    /* counted exactly */
+    int64_t              bound;     /* bytes of parts only bounded */
+    int                  no_memory;
+} sp_count_t;
+
+
+/* tokens of a string token's text, decoded */
+static void
+sp_count_string(sp_count_t *c, const sp_json_token_t *v)
+{
+    char    *p;
+    size_t   n, size;
+
+    if (!v->escaped) {
+        c->tokens += (int64_t) sp_tok_count(c->enc, c->ctx, v->text,
+                                            (size_t) v->value, NULL);
+        return;
+    }
+
+    n = (size_t) v->value;
+
+    if (n > c->buf_size) {
+        size = n < 4096 ? 4096 : n;
+        p = realloc(c->buf, size);
+
+        if (p == NULL) {
+            /* every token is at least one byte */
+            c->no_memory = 1;
+            c->bound += (int64_t) n;
+            return;
+        }
+
+        c->buf = p;
+        c->buf_size = size;
+    }
+
+    n = sp_json_decode(v, c->buf, n);
+    c->tokens += (int64_t) sp_tok_count(c->enc, c->ctx, c->buf, n, NULL);
+}
+
+
+static void
+sp_count_literal(sp_count_t *c, const char *text)
+{
+    c->tokens += (int64_t) sp_tok_count(c->enc, c->ctx, text, strlen(text),
+                                        NULL);
+}
+
+
+/* a part whose rendering is not public: its text and keys, a token a byte */
+static void
+sp_count_bound(sp_count_t *c, const sp_json_tape_t *tape, size_t v)
+{
+    sp_prompt_t  prompt;
+
+    memset(&prompt, 0, sizeof(sp_prompt_t));
+    prompt.keys = 1;
+    prompt.token_ids = 1;
+
+    sp_prompt_walk(tape, v, 0, &prompt);
+
+    c->bound = sp_request_add(c->bound, prompt.text);
+}
+
+
+/* a text type of a content part: chat, Responses input and output */
+static int
+sp_count_text_part(const char *type)
+{
+    return strcmp(type, "text") == 0 || strcmp(type, "input_text") == 0
+           || strcmp(type, "output_text") == 0;
+}
+
+
+/* a message's content: a string, or parts (text counted, media skipped) */
+static void
+sp_count_content(sp_count_t *c, const sp_json_tape_t *tape, size_t v)
+{
+    char                    type[32];
+    size_t                  part, type_v, text_v, k;
+    int64_t                 parts;
+    const sp_json_token_t  *t;
+
+    t = tape->token;
+
+    switch (t[v].type) {
+
+    case SP_JSON_STRING:
+        sp_count_string(c, &t[v]);
+        return;
+
+    case SP_JSON_NULL:
+        return;
+
+    case SP_JSON_ARRAY:
+        break;
+
+    default:
+        sp_count_bound(c, tape, v);
+        return;
+    }
+
+    parts = 0;
+
+    for (part = v + 1; part < t[v].end; part = t[part].end) {
+
+        if (parts++) {
+            /* parts are joined as the provider does: slack at the seam */
+            c->tokens++;
+        }
+
+        if (t[part].type == SP_JSON_STRING) {
+            sp_count_string(c, &t[part]);
+            continue;
+        }
+
+        type_v = sp_json_get(tape, part, "type");
+
+        if (type_v == 0 || t[type_v].type != SP_JSON_STRING) {
+            sp_count_bound(c, tape, part);
+            continue;
+        }
+
+        sp_json_cstr(&t[type_v], type, sizeof(type));
+        text_v = sp_json_get(tape, part, "text");
+
+        if (sp_count_text_part(type) && text_v
+            && t[text_v].type == SP_JSON_STRING)
+        {
+            sp_count_string(c, &t[text_v]);
+
+            /* annotations, cache hints: not text the model reads, bounded */
+            for (k = part + 1; k < t[part].end; k = t[k + 1].end) {
+                if (k + 1 != type_v && k + 1 != text_v) {
+                    c->bound = sp_request_add(c->bound, t[k].value);
+                    sp_count_bound(c, tape, k + 1);
+                }
+            }
+
+            continue;
+        }
+
+        /* media are media_tokens already */
+        if (sp_prompt_part_tokens(tape, part, type) == 0) {
+            sp_count_bound(c, tape, part);
+        }
+    }
+}
+
+
+/*
+ * A chat message, or a Responses input item: with a role it is a message
+ * (overhead, role, content, name); anything else is bounded.
+ */
+static void
+sp_count_message(sp_count_t *c, const sp_json_tape_t *tape, size_t m)
+{
+    char                    key[16], type[16];
+    size_t                  k, v, role;
+    const sp_json_token_t  *t;
+
+    t = tape->token;
+    role = sp_json_get(tape, m, "role");
+
+    if (role == 0 || t[role].type != SP_JSON_STRING) {
+        sp_count_bound(c, tape, m);
+        return;
+    }
+
+    c->tokens += SP_TOK_CHAT_PER_MESSAGE;
+
+    for (k = m + 1; k < t[m].end; k = t[v].end) {
+        v = k + 1;
+        sp_json_cstr(&t[k], key, sizeof(key));
+
+        if (strcmp(key, "role") == 0) {
+            sp_count_string(c, &t[v]);
+
+        } else if (strcmp(key, "content") == 0) {
+            sp_count_content(c, tape, v);
+
+        } else if (strcmp(key, "name") == 0 && t[v].type == SP_JSON_STRING) {
+            c->tokens += SP_TOK_CHAT_PER_NAME;
+            sp_count_string(c, &t[v]);
+
+        } else if (strcmp(key, "type") == 0 && t[v].type == SP_JSON_STRING
+                   && strcmp(sp_json_cstr(&t[v], type, sizeof(type)),
+                             "message") == 0)
+        {
+            /* the Responses API's item type: not rendered */
+            continue;
+
+        } else {
+            /* tool calls, tool call ids, audio, refusals */
+            c->bound = sp_request_add(c->bound, t[k].value);
+            sp_count_bound(c, tape, v);
+        }
+    }
+}
+
+
+/* chat "messages" or Responses "input" items, and the reply's priming */
+static void
+sp_count_messages(sp_count_t *c, const sp_json_tape_t *tape, size_t v)
+{
+    size_t                  m;
+    const sp_json_token_t  *t;
+
+    t = tape->token;
+
+    if (t[v].type != SP_JSON_ARRAY) {
+        sp_count_bound(c, tape, v);
+        return;
+    }
+
+    for (m = v + 1; m < t[v].end; m = t[m].end) {
+        if (t[m].type == SP_JSON_OBJECT) {
+            sp_count_message(c, tape, m);
+
+        } else {
+            sp_count_bound(c, tape, m);
+        }
+    }
+}
+
+
+/* a string as one message of a role: Responses' input and instructions */
+static void
+sp_count_string_message(sp_count_t *c, const sp_json_token_t *v,
+    const char *role)
+{
+    c->tokens += SP_TOK_CHAT_PER_MESSAGE;
+    sp_count_literal(c, role);
+    sp_count_string(c, v);
+}
+
+
+/*
+ * Completions' "prompt" and embeddings' "input": a string, or an array of
+ * strings, token ids, or arrays of token ids; each is billed.
+ */
+static void
+sp_count_texts(sp_count_t *c, const sp_json_tape_t *tape, size_t v)
+{
+    size_t                  item, id;
+    const sp_json_token_t  *t;
+
+    t = tape->token;
+
+    if (t[v].type == SP_JSON_STRING) {
+        sp_count_string(c, &t[v]);
+        return;
+    }
+
+    if (t[v].type != SP_JSON_ARRAY) {
+        sp_count_bound(c, tape, v);
+        return;
+    }
+
+    for (item = v + 1; item < t[v].end; item = t[item].end) {
+
+        switch (t[item].type) {
+
+        case SP_JSON_STRING:
+            sp_count_string(c, &t[item]);
+            break;
+
+        case SP_JSON_INTEGER:
+            c->tokens++;
+            break;
+
+        case SP_JSON_ARRAY:
+            for (id = item + 1; id < t[item].end; id = t[id].end) {
+                if (t[id].type == SP_JSON_INTEGER) {
+                    c->tokens++;
+
+                } else {
+                    sp_count_bound(c, tape, id);
+                }
+            }
+
+            break;
+
+        default:
+            sp_count_bound(c, tape, item);
+            break;
+        }
+    }
+}
+
+
+static void
+sp_count_members(sp_count_t *c, const sp_json_tape_t *tape, int embeddings)
+{
+    int                     reply;
+    char                    key[32];
+    size_t                  k, v;
+    sp_field_e              field;
+    sp_prompt_t             prompt;
+    const sp_json_token_t  *t;
+
+    t = tape->token;
+    reply = 0;
+
+    for (k = 1; k < t[0].end; k = t[v].end) {
+        v = k + 1;
+        sp_json_cstr(&t[k], key, sizeof(key));
+        field = sp_request_field(key);
+
+        if (field != SP_FIELD_PROMPT && field != SP_FIELD_PROMPT_IDS
+            && field != SP_FIELD_SCHEMA)
+        {
+            continue;
+        }
+
+        if (strcmp(key, "messages") == 0) {
+            sp_count_messages(c, tape, v);
+            reply = 1;
+
+        } else if (strcmp(key, "prompt") == 0 || strcmp(key, "suffix") == 0
+                   || (strcmp(key, "input") == 0 && embeddings))
+        {
+            sp_count_texts(c, tape, v);
+
+        } else if (strcmp(key, "input") == 0) {
+            if (t[v].type == SP_JSON_STRING) {
+                sp_count_string_message(c, &t[v], "user");
+
+            } else {
+                sp_count_messages(c, tape, v);
+            }
+
+            reply = 1;
+
+        } else if (strcmp(key, "instructions") == 0
+                   && t[v].type == SP_JSON_STRING)
+        {
+            sp_count_string_message(c, &t[v], "developer");
+            reply = 1;
+
+        } else {
+            /* schemas, and what the provider reads but does not document */
+            memset(&prompt, 0, sizeof(sp_prompt_t));
+            sp_prompt_field(tape, field, v, &prompt);
+            c->bound = sp_request_add(c->bound, prompt.text);
+        }
+    }
+
+    if (reply) {
+        c->tokens += SP_TOK_CHAT_PER_REPLY;
+    }
+}
+
+
+int
+sp_request_count_prompt(const sp_request_tokenizer_t *tokenizer,
+    sp_provider_e provider, const char *model, int embeddings,
+    const char *body, size_t len, sp_request_info_t *info)
+{
+    int             rc, encoding;
+    json_t         *root;
+    json_error_t    jerr;
+    sp_count_t      count;
+    sp_json_tape_t  tape;
+
+    if (provider != SP_PROVIDER_OPENAI && provider != SP_PROVIDER_AZURE) {
+        return SP_ERROR;
+    }
+
+    encoding = sp_tok_encoding_for_model(model, strlen(model));
+
+    if (encoding < 0 || tokenizer == NULL || tokenizer->ctx == NULL
+        || tokenizer->enc[encoding] == NULL || len == 0)
+    {
+        return SP_ERROR;
+    }
+
+    sp_json_tape_init(&tape);
+
+    if (sp_request_tape(&tape, body, len, 1, &root, &jerr) != SP_OK) {
+        return SP_ERROR;
+    }
+
+    rc = SP_ERROR;
+
+    if (tape.token[0].type == SP_JSON_OBJECT) {
+        memset(&count, 0, sizeof(sp_count_t));
+        count.enc = tokenizer->enc[encoding];
+        count.ctx = tokenizer->ctx;
+
+        sp_count_members(&count, &tape, embeddings);
+
+        free(count.buf);
+
+        if (count.bound > 0) {
+            count.bound = sp_request_add(count.bound,
+                                         SP_REQUEST_FRAMING_TOKENS);
+        }
+
+        info->prompt_tokens = sp_request_add(count.tokens, count.bound);
+        info->prompt_bound = count.bound;
+        info->prompt_counted = 1;
+        rc = SP_OK;
+    }
+
+    sp_json_tape_free(&tape);
+
+    if (root != NULL) {
+        json_decref(root);
+    }
+
+    return rc;
+}
+
+
+int64_t
+sp_request_prompt_estimate(const sp_request_info_t *info)
+{
+    if (info->prompt_counted) {
+        return info->prompt_tokens;
+    }
+
+    return sp_tokens_estimate(info->prompt_bytes);
+}
+
+
 void
 sp_request_worst_case(const sp_request_info_t *info,
     int64_t model_max_output, int64_t *prompt_tokens,
@@ -957,10 +1450,20 @@ sp_request_worst_case(const sp_request_info_t *info,
 {
     int64_t  limit, choices;
 
-    *prompt_tokens = sp_request_add(sp_request_add(
-                         info->prompt_bytes > 0 ? info->prompt_bytes : 0,
-                         SP_REQUEST_FRAMING_TOKENS),
-                         info->media_tokens > 0 ? info->media_tokens : 0);
+    if (info->prompt_counted) {
+        *prompt_tokens = sp_request_add(
+                             info->prompt_tokens > 0 ? info->prompt_tokens
+                                                     : 0,
+                             info->media_tokens > 0 ? info->media_tokens
+                                                    : 0);
+
+    } else {
+        *prompt_tokens = sp_request_add(sp_request_add(
+                             info->prompt_bytes > 0 ? info->prompt_bytes : 0,
+                             SP_REQUEST_FRAMING_TOKENS),
+                             info->media_tokens > 0 ? info->media_tokens
+                                                    : 0);
+    }
 
     limit = info->max_tokens > 0 ? info->max_tokens : model_max_output;
     limit = limit > 0 ? limit : 0;

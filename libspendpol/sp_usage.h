@@ -8,6 +8,7 @@
 
 #include "spendpol.h"
 #include "sp_journal.h"
+#include "sp_tokenize.h"
 
 
 typedef enum {
@@ -78,6 +79,14 @@ typedef struct {
                                        SP_REQUEST_IMAGE_TOKENS an image,
                                        at least SP_REQUEST_FILE_TOKENS a
                                        file; saturates at INT64_MAX */
+    int64_t     prompt_tokens;      /* set by sp_request_count_prompt():
+                                       the prompt's tokens, media
+                                       excluded; valid when
+                                       prompt_counted */
+    int64_t     prompt_bound;       /* of prompt_tokens, the bytes of
+                                       parts only bounded (tools, unknown
+                                       fields), framing included */
+    int         prompt_counted;
     const char *error_code;         /* on SP_ERROR: "invalid_json",
                                        "invalid_field" or
                                        "duplicate_field" (static) */
@@ -143,10 +152,59 @@ size_t sp_request_set_stream_usage(const char *body, size_t len, char *out,
     size_t outlen);
 
 /*
+ * The tokenizers sp_request_count_prompt() uses: the encodings, built
+ * once before workers start, and one worker's (or thread's) context.
+ * enc[e] may be NULL: that encoding's models keep the bytes bound.
+ */
+typedef struct {
+    const sp_tok_enc_t  *enc[SP_TOK_ENCODINGS];
+    sp_tok_ctx_t        *ctx;
+} sp_request_tokenizer_t;
+
+/*
+ * The exact prompt tokens of an OpenAI model's request, where the
+ * tokenizer is public: provider openai or azure and a model whose
+ * encoding sp_tok_encoding_for_model() knows (for Azure, the model the
+ * deployment runs). embeddings: the body is an embeddings request (its
+ * "input" is a list of texts, not the Responses API's items).
+ *
+ * Counted exactly, as OpenAI bills them:
+ *   chat "messages"       per message SP_TOK_CHAT_PER_MESSAGE, its role,
+ *                         content and name (SP_TOK_CHAT_PER_NAME more),
+ *                         and SP_TOK_CHAT_PER_REPLY once
+ *   Responses "input"     a string is one user message; items with a
+ *                         role are messages as above; "instructions" a
+ *                         developer message
+ *   completions "prompt", "suffix", embeddings "input"
+ *                         the text of each string, one token per token id
+ * Bounded (the provider's rendering is not public): tools, functions and
+ * response formats, message members other than role, content and name
+ * (tool calls), items without a role, content parts that are neither
+ * text nor media, and fields of other providers: their bytes, keys
+ * included, a token each, plus SP_REQUEST_FRAMING_TOKENS once. A content
+ * array's text parts count each on its own plus one token per part after
+ * the first (how parts are joined is not documented). Media keep
+ * media_tokens. A piece the tokenizer cannot count exactly counts a
+ * token a byte. So prompt_tokens + media_tokens is an upper bound of
+ * what the provider bills as input, and equal to it for text prompts.
+ *
+ * Sets info->prompt_tokens, prompt_bound and prompt_counted and returns
+ * SP_OK; SP_ERROR (nothing set) when the tokenizer does not apply, the
+ * body is not an object or memory ran out. info must be what
+ * sp_request_parse() made of the same body.
+ */
+int sp_request_count_prompt(const sp_request_tokenizer_t *tokenizer,
+    sp_provider_e provider, const char *model, int embeddings,
+    const char *body, size_t len, sp_request_info_t *info);
+
+/*
  * The most a request may use, for a budget reservation:
- *   prompt_tokens = prompt_bytes + SP_REQUEST_FRAMING_TOKENS + media_tokens
+ *   prompt_tokens = the counted prompt_tokens + media_tokens, when
+ *                   sp_request_count_prompt() counted them; else
+ *                   prompt_bytes + SP_REQUEST_FRAMING_TOKENS + media_tokens
  *                   (every byte of text taken as a token: no tokenizer
- *                   makes more tokens than bytes)
+ *                   makes more tokens than bytes; the tokenizers of the
+ *                   other providers are not public)
  *   output_tokens = choices * (max_tokens, or model_max_output when the
  *                   request sets no limit)
  * Both saturate at INT64_MAX instead of overflowing.
@@ -157,6 +215,12 @@ void sp_request_worst_case(const sp_request_info_t *info,
 
 /* tokens estimated from text bytes (about 4 bytes a token, rounded up) */
 int64_t sp_tokens_estimate(int64_t bytes);
+
+/*
+ * The prompt's input tokens when the provider's answer never says: the
+ * counted prompt_tokens, else sp_tokens_estimate(prompt_bytes).
+ */
+int64_t sp_request_prompt_estimate(const sp_request_info_t *info);
 
 
 /* ---- SSE (sp_sse.c) -------------------------------------------------- */

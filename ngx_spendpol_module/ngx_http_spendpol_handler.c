@@ -38,6 +38,8 @@ static int ngx_http_spendpol_endpoint_visit(const sp_snapshot_endpoint_t *e,
     void *arg);
 static ngx_int_t ngx_http_spendpol_worst_case(ngx_http_request_t *r,
     ngx_http_spendpol_ctx_t *ctx);
+static void ngx_http_spendpol_count_prompt(ngx_http_request_t *r,
+    ngx_http_spendpol_ctx_t *ctx);
 static ngx_int_t ngx_http_spendpol_prepare(ngx_http_request_t *r,
     ngx_http_spendpol_ctx_t *ctx);
 static ngx_int_t ngx_http_spendpol_route(ngx_http_request_t *r,
@@ -51,6 +53,15 @@ static ngx_int_t ngx_http_spendpol_request_body_filter(ngx_http_request_t *r,
 
 
 static ngx_http_request_body_filter_pt   ngx_http_next_request_body_filter;
+
+/*
+ * The prompt tokenizer of this process, kept the way nginx's ngx_regex.c
+ * keeps its PCRE2 match data: the encodings (compiled patterns over the
+ * linked-in vocabularies, read-only) are built once by the master, or by
+ * nginx -t, before workers are forked, and survive reloads; each worker
+ * makes its own context (match data, JIT stack, piece cache, scratch).
+ */
+static sp_request_tokenizer_t  ngx_http_spendpol_tokenizer;
 
 
 static ngx_str_t  ngx_http_spendpol_key_headers[] = {
@@ -1089,6 +1100,8 @@ ngx_http_spendpol_worst_case(ngx_http_request_t *r,
                                             "invalid_field", err);
     }
 
+    ngx_http_spendpol_count_prompt(r, ctx);
+
     sp_request_worst_case(req,
                           limit ? limit : NGX_HTTP_SPENDPOL_DEFAULT_MAX_OUTPUT,
                           &input, &output);
@@ -1116,7 +1129,8 @@ ngx_http_spendpol_worst_case(ngx_http_request_t *r,
      * The rate limits hold the estimate plus what was asked for (all of
      * them at most 1e8 times 128, or saturated media: no overflow).
      */
-    ctx->hold_tokens = sp_tokens_estimate(req->prompt_bytes)
+    ctx->hold_tokens = ngx_min(sp_request_prompt_estimate(req),
+                               INT64_MAX / 4)
                        + ngx_min(req->media_tokens, INT64_MAX / 4)
                        + req->max_tokens * ngx_max(req->choices, 1);
 
@@ -1134,6 +1148,111 @@ ngx_http_spendpol_worst_case(ngx_http_request_t *r,
     }
 
     return NGX_DECLINED;
+}
+
+
+/*
+ * OpenAI's models count their prompt exactly (libspendpol's
+ * sp_request_count_prompt says what and how); an Azure deployment counts
+ * as the model its alias runs. Anything else keeps the bytes bound.
+ */
+static void
+ngx_http_spendpol_count_prompt(ngx_http_request_t *r,
+    ngx_http_spendpol_ctx_t *ctx)
+{
+    char                            model[SP_FIELD_LEN];
+    sp_str_t                        org, provider, name, runs;
+    const sp_snapshot_alias_t      *alias;
+    ngx_http_spendpol_main_conf_t  *smcf;
+
+    smcf = ngx_http_get_module_main_conf(r, ngx_http_spendpol_module);
+
+    ngx_cpystrn((u_char *) model, (u_char *) ctx->request->model,
+                sizeof(model));
+
+    if (ctx->provider == SP_PROVIDER_AZURE && smcf->snapshot_map) {
+        org.data = (char *) ctx->org_id.data;
+        org.len = ctx->org_id.len;
+        provider.data = (char *) ctx->provider_name.data;
+        provider.len = ctx->provider_name.len;
+        name = sp_str_from(model);
+
+        alias = sp_snapshot_find_alias(&smcf->snapshot, org, provider, name);
+
+        if (alias) {
+            runs = sp_snapshot_str(&smcf->snapshot, alias->model);
+            sp_field_copy(model, sizeof(model), runs.data, runs.len);
+        }
+    }
+
+    if (sp_request_count_prompt(&ngx_http_spendpol_tokenizer, ctx->provider,
+                                model,
+                                ctx->endpoint->meter == SP_METER_EMBED,
+                                (char *) ctx->body.data, ctx->body.len,
+                                ctx->request)
+        == SP_OK)
+    {
+        ngx_log_debug3(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                       "spendpol: prompt of \"%s\": %L tokens, %L bounded",
+                       model, ctx->request->prompt_tokens,
+                       ctx->request->prompt_bound);
+    }
+}
+
+
+ngx_int_t
+ngx_http_spendpol_tokenizer_init(ngx_cycle_t *cycle)
+{
+    char                   err[256];
+    sp_tok_enc_t          *enc;
+    sp_tok_encoding_e      e;
+
+    static const sp_tok_vocab_t  *vocabs[SP_TOK_ENCODINGS] = {
+        &sp_tok_vocab_o200k_base, &sp_tok_vocab_cl100k_base
+    };
+
+    for (e = 0; e < SP_TOK_ENCODINGS; e++) {
+        if (ngx_http_spendpol_tokenizer.enc[e]) {
+            continue;
+        }
+
+        err[0] = '\0';
+        enc = sp_tok_enc_create(e, vocabs[e], err, sizeof(err));
+
+        if (enc == NULL) {
+            ngx_log_error(NGX_LOG_EMERG, cycle->log, 0,
+                          "spendpol: cannot build the %s prompt tokenizer: "
+                          "%s", vocabs[e]->name, err);
+            return NGX_ERROR;
+        }
+
+        ngx_http_spendpol_tokenizer.enc[e] = enc;
+    }
+
+    return NGX_OK;
+}
+
+
+ngx_int_t
+ngx_http_spendpol_tokenizer_init_worker(ngx_cycle_t *cycle)
+{
+    ngx_http_spendpol_tokenizer.ctx = sp_tok_ctx_create(0);
+
+    if (ngx_http_spendpol_tokenizer.ctx == NULL) {
+        ngx_log_error(NGX_LOG_EMERG, cycle->log, 0,
+                      "spendpol: no memory for the prompt tokenizer");
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+void
+ngx_http_spendpol_tokenizer_exit_worker(void)
+{
+    sp_tok_ctx_free(ngx_http_spendpol_tokenizer.ctx);
+    ngx_http_spendpol_tokenizer.ctx = NULL;
 }
 
 

@@ -39,8 +39,17 @@ static char *ngx_http_spendpol_ssl_trusted_certificate(ngx_conf_t *cf,
 static ngx_int_t ngx_http_spendpol_ssl_check(ngx_conf_t *cf,
     ngx_http_spendpol_main_conf_t *smcf);
 static ngx_int_t ngx_http_spendpol_init(ngx_conf_t *cf);
+static ngx_int_t ngx_http_spendpol_init_module(ngx_cycle_t *cycle);
 static ngx_int_t ngx_http_spendpol_init_process(ngx_cycle_t *cycle);
 static void ngx_http_spendpol_exit_process(ngx_cycle_t *cycle);
+
+/*
+ * The tokenizer (ngx_http_spendpol_handler.c); these belong in
+ * ngx_http_spendpol_module.h, which this change does not touch.
+ */
+ngx_int_t ngx_http_spendpol_tokenizer_init(ngx_cycle_t *cycle);
+ngx_int_t ngx_http_spendpol_tokenizer_init_worker(ngx_cycle_t *cycle);
+void ngx_http_spendpol_tokenizer_exit_worker(void);
 
 
 extern ngx_module_t  ngx_http_proxy_module;
@@ -189,7 +198,7 @@ ngx_module_t  ngx_http_spendpol_module = {
     ngx_http_spendpol_commands,            /* module directives */
     NGX_HTTP_MODULE,                       /* module type */
     NULL,                                  /* init master */
-    NULL,                                  /* init module */
+    ngx_http_spendpol_init_module,         /* init module */
     ngx_http_spendpol_init_process,        /* init process */
     NULL,                                  /* init thread */
     NULL,                                  /* exit thread */
@@ -1059,6 +1068,20 @@ ngx_http_spendpol_init(ngx_conf_t *cf)
 }
 
 
+/* in the master (and nginx -t), before workers are forked */
+static ngx_int_t
+ngx_http_spendpol_init_module(ngx_cycle_t *cycle)
+{
+    if (ngx_http_cycle_get_module_main_conf(cycle, ngx_http_spendpol_module)
+        == NULL)
+    {
+        return NGX_OK;
+    }
+
+    return ngx_http_spendpol_tokenizer_init(cycle);
+}
+
+
 static ngx_int_t
 ngx_http_spendpol_init_process(ngx_cycle_t *cycle)
 {
@@ -1071,6 +1094,10 @@ ngx_http_spendpol_init_process(ngx_cycle_t *cycle)
     }
 
     ngx_http_spendpol_random_init(smcf);
+
+    if (ngx_http_spendpol_tokenizer_init_worker(cycle) != NGX_OK) {
+        return NGX_ERROR;
+    }
 
     return ngx_http_spendpol_snapshot_init_worker(cycle, smcf);
 }
@@ -1089,4 +1116,5 @@ ngx_http_spendpol_exit_process(ngx_cycle_t *cycle)
 
     ngx_http_spendpol_upstream_exit_worker(smcf);
     ngx_http_spendpol_snapshot_exit_worker(smcf);
+    ngx_http_spendpol_tokenizer_exit_worker();
 }

@@ -3,7 +3,7 @@
  * snapshot build, publish and load for a large number of keys.
  *
  * usage: micro [keys]      (default 1000000)
- *        micro tokenize    (the tokenizer only)
+ *        micro tokenize    (the tokenizer, and a request's count)
  *        micro journal     (the journal line parser only)
  */
 
@@ -15,6 +15,8 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <fcntl.h>
+
+#include <jansson.h>
 
 #include "spendpol.h"
 #include "sp_journal.h"
@@ -495,6 +497,109 @@ bench_tokenize(void)
 
 
 /*
+ * The request path's count: a chat body (messages from the corpus, in
+ * rotation, JSON-escaped) parsed by sp_request_parse and counted by
+ * sp_request_count_prompt, as the module does for an OpenAI model. MB/s
+ * of body per core, and us for a body of about size bytes.
+ */
+static void
+bench_request_count_one(const sp_request_tokenizer_t *tokenizer,
+    const char *model, size_t size)
+{
+    int                 i, rounds;
+    char               *body, err[256];
+    size_t              len, n, k;
+    double              t0, t1;
+    json_t             *root, *messages;
+    sp_request_info_t   info;
+
+    n = sizeof(tok_corpus) / sizeof(tok_corpus[0]);
+    messages = json_array();
+
+    for (k = 0, len = 0; len < size; k++) {
+        json_array_append_new(messages,
+            json_pack("{s:s, s:s}", "role", k % 2 ? "assistant" : "user",
+                      "content", tok_corpus[k % n]));
+        len += strlen(tok_corpus[k % n]) + 32;
+    }
+
+    root = json_pack("{s:s, s:i, s:o}", "model", model, "max_tokens", 256,
+                     "messages", messages);
+    body = json_dumps(root, JSON_COMPACT);
+    len = strlen(body);
+
+    rounds = (int) (64 * 1024 * 1024 / len) + 1;
+    t0 = cpu_s();
+
+    for (i = 0; i < rounds; i++) {
+        if (sp_request_parse(SP_PROVIDER_OPENAI, body, len, &info, err,
+                             sizeof(err))
+            != SP_OK
+            || sp_request_count_prompt(tokenizer, SP_PROVIDER_OPENAI, model,
+                                       0, body, len, &info)
+               != SP_OK)
+        {
+            fprintf(stderr, "request count: %s\n", err);
+            exit(1);
+        }
+    }
+
+    t1 = cpu_s();
+
+    printf("request parse + count %-12s %6zu B  %8.1f MB/s  %9.2f us  "
+           "(%lld tokens, %lld bytes bound)\n", model, len,
+           rounds * len / (t1 - t0) / 1e6, (t1 - t0) / rounds * 1e6,
+           (long long) info.prompt_tokens,
+           (long long) (info.prompt_bytes + SP_REQUEST_FRAMING_TOKENS));
+
+    free(body);
+    json_decref(root);
+}
+
+
+static void
+bench_request_count(void)
+{
+    int                     e;
+    char                    err[256];
+    sp_tok_enc_t           *enc[SP_TOK_ENCODINGS];
+    sp_request_tokenizer_t  tokenizer;
+
+    static const sp_tok_vocab_t  *vocab[SP_TOK_ENCODINGS] = {
+        &sp_tok_vocab_o200k_base, &sp_tok_vocab_cl100k_base
+    };
+
+    for (e = 0; e < SP_TOK_ENCODINGS; e++) {
+        enc[e] = sp_tok_enc_create(e, vocab[e], err, sizeof(err));
+
+        if (enc[e] == NULL) {
+            fprintf(stderr, "tokenizer: %s\n", err);
+            exit(1);
+        }
+
+        tokenizer.enc[e] = enc[e];
+    }
+
+    tokenizer.ctx = sp_tok_ctx_create(0);
+
+    if (tokenizer.ctx == NULL) {
+        exit(1);
+    }
+
+    printf("request: a chat body parsed and its prompt counted exactly\n");
+    bench_request_count_one(&tokenizer, "gpt-4o", 2048);
+    bench_request_count_one(&tokenizer, "gpt-4o", 64 * 1024);
+    bench_request_count_one(&tokenizer, "gpt-4", 64 * 1024);
+
+    sp_tok_ctx_free(tokenizer.ctx);
+
+    for (e = 0; e < SP_TOK_ENCODINGS; e++) {
+        sp_tok_enc_free(enc[e]);
+    }
+}
+
+
+/*
  * controld's ingest: one journal line as the module writes it (a typical
  * record, nothing escaped; and one with escapes in its strings), parsed
  * again and again. ns per line in thread CPU time.
@@ -579,6 +684,7 @@ main(int argc, char **argv)
 
     if (argc > 1 && strcmp(argv[1], "tokenize") == 0) {
         bench_tokenize();
+        bench_request_count();
         return 0;
     }
 
@@ -593,6 +699,7 @@ main(int argc, char **argv)
     bench_json();
     bench_journal();
     bench_tokenize();
+    bench_request_count();
     bench_snapshot(keys);
 
     return 0;

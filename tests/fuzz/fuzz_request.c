@@ -1,7 +1,9 @@
 /*
  * Request handling: sp_request_parse, sp_request_from_path,
  * sp_request_add_stream_usage and sp_request_set_stream_usage, for every
- * provider.
+ * provider; sp_request_count_prompt for an o200k_base and a cl100k_base
+ * model, which must count a body and its rewrites (re-escaped by
+ * jansson) alike.
  *
  * Input: a path, a newline, the body ("/v1/chat/completions\n{...}");
  * without a newline the whole input is the body and the path is empty.
@@ -28,6 +30,75 @@ fuzz_check_rewritten(const char *out, size_t n)
 }
 
 
+static sp_request_tokenizer_t  fuzz_tokenizer;
+
+
+int
+LLVMFuzzerInitialize(int *argc, char ***argv)
+{
+    int   e;
+    char  err[256];
+
+    static const sp_tok_vocab_t  *vocab[SP_TOK_ENCODINGS] = {
+        &sp_tok_vocab_o200k_base, &sp_tok_vocab_cl100k_base
+    };
+
+    for (e = 0; e < SP_TOK_ENCODINGS; e++) {
+        fuzz_tokenizer.enc[e] = sp_tok_enc_create(e, vocab[e], err,
+                                                  sizeof(err));
+        FUZZ_CHECK(fuzz_tokenizer.enc[e] != NULL);
+    }
+
+    fuzz_tokenizer.ctx = sp_tok_ctx_create(0);
+    FUZZ_CHECK(fuzz_tokenizer.ctx != NULL);
+
+    return 0;
+}
+
+
+/* the prompt counts of a parsed body, for both encodings, or -1 */
+static void
+fuzz_count(const char *body, size_t len, int embeddings, int64_t counts[2])
+{
+    int                 e, rc;
+    char                err[256];
+    int64_t             worst_prompt, worst_output;
+    sp_request_info_t   info;
+
+    static const char  *models[2] = { "gpt-4o-mini", "gpt-4" };
+
+    for (e = 0; e < 2; e++) {
+        counts[e] = -1;
+
+        if (sp_request_parse(SP_PROVIDER_OPENAI, body, len, &info, err,
+                             sizeof(err))
+            != SP_OK)
+        {
+            continue;
+        }
+
+        rc = sp_request_count_prompt(&fuzz_tokenizer, SP_PROVIDER_OPENAI,
+                                     models[e], embeddings, body, len, &info);
+
+        FUZZ_CHECK(rc == SP_OK || rc == SP_ERROR);
+        FUZZ_CHECK((rc == SP_OK) == (info.prompt_counted != 0));
+
+        if (rc != SP_OK) {
+            continue;
+        }
+
+        FUZZ_CHECK(info.prompt_bound >= 0);
+        FUZZ_CHECK(info.prompt_tokens >= info.prompt_bound);
+
+        sp_request_worst_case(&info, 16384, &worst_prompt, &worst_output);
+        FUZZ_CHECK(worst_prompt >= info.prompt_tokens);
+        FUZZ_CHECK(sp_request_prompt_estimate(&info) == info.prompt_tokens);
+
+        counts[e] = info.prompt_tokens;
+    }
+}
+
+
 /* an accepted model can go into a header: no control characters */
 static void
 fuzz_check_model(const char *model)
@@ -47,8 +118,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     const uint8_t      *nl;
     size_t              path_len, body_len, outlen, small, n;
     char               *path, *body, *out, err[256];
-    int                 p, rc;
-    int64_t             worst_prompt, worst_output;
+    int                 p, rc, embeddings;
+    int64_t             worst_prompt, worst_output, counts[2], again_counts[2];
 
     nl = memchr(data, '\n', size);
 
@@ -111,6 +182,9 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     rc = sp_request_parse(SP_PROVIDER_OPENAI, body, body_len, &info, err,
                           sizeof(err));
 
+    embeddings = path_len > 0 && memmem(path, path_len, "embed", 5) != NULL;
+    fuzz_count(body, body_len, embeddings, counts);
+
     /* the module's case: streamed, no stream_options in the body */
     n = sp_request_add_stream_usage(body, body_len, out, outlen);
 
@@ -128,6 +202,10 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         FUZZ_CHECK(again.prompt_bytes == info.prompt_bytes);
         FUZZ_CHECK(again.choices == info.choices);
         FUZZ_CHECK(again.media_tokens == info.media_tokens);
+
+        fuzz_count(out, n, embeddings, again_counts);
+        FUZZ_CHECK(again_counts[0] == counts[0]
+                   && again_counts[1] == counts[1]);
     }
 
     FUZZ_CHECK(n <= outlen);
@@ -137,6 +215,11 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (rc == SP_OK && body_len) {
         FUZZ_CHECK(n > 0);
         fuzz_check_rewritten(out, n);
+
+        /* jansson re-escapes every string: the counts stay */
+        fuzz_count(out, n, embeddings, again_counts);
+        FUZZ_CHECK(again_counts[0] == counts[0]
+                   && again_counts[1] == counts[1]);
     }
 
     FUZZ_CHECK(n <= outlen);

@@ -5,6 +5,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
 import { useStack, waitFor, usdToNano, assertPaged } from './lib/stack.mjs';
+import { fixtureUsage } from '../fixtures/openai-fixture.mjs';
+import { chatTokens, loadCorpus } from '../fixtures/prompt-tokens.mjs';
 
 const s = useStack();
 
@@ -98,6 +100,43 @@ test('200 concurrent requests with max_tokens never settle more than the limit',
   });
   assert.equal(again[0].status, 402);
   assert.match(again[0].error.message, /budget .* would be exceeded/);
+});
+
+/*
+ * Issue 18, item 5 (one node): the prompt is counted exactly, so the
+ * reservation is what the request will cost and a burst spends the budget
+ * to its last request. The prompt is one the fixture bills as OpenAI does
+ * (its ceil(chars / 4) equals tiktoken's count with the chat overhead), so
+ * the utilisation measures the gateway's estimate, not the fixture's. The
+ * bytes bound this replaces reserved 2.6 times the cost: 4 of 10 admitted.
+ */
+test('with max_tokens, a burst of 200 admits at least 90% of what the budget can pay in full, never more', async (t) => {
+  const project = `u-${crypto.randomBytes(3).toString('hex')}`;
+  const content = loadCorpus().texts.find((x) => x.name === 'english').text;
+  const body = { model: 'gpt-4o-mini', max_tokens: 20, messages: [{ role: 'user', content }] };
+  const usage = fixtureUsage(body);
+  assert.equal(usage.prompt_tokens, chatTokens('o200k_base', body.messages),
+    'the fixture bills this prompt as OpenAI would');
+
+  const perRequest = BigInt(usage.prompt_tokens) * IN + 20n * OUT;
+  const limit = perRequest * 10n + perRequest / 2n;
+  const payable = Number(limit / perRequest);
+  await budgetFor(project, (Number(limit) / 1e9).toFixed(9));
+  const { key } = await keyIn(project);
+
+  const results = await fire(key, 200, body);
+  const ok = results.filter((r) => r.status === 200);
+  const refused = results.filter((r) => r.status === 402);
+  assert.equal(ok.length + refused.length, 200,
+    `only 200 or 402 expected: ${JSON.stringify(results.filter((r) => r.status !== 200 && r.status !== 402).slice(0, 3).map((r) => [r.status, r.error?.message]))}`);
+  for (const r of refused) assert.equal(r.code, 'budget_exceeded');
+
+  const rows = await settledRows(ok.map((r) => r.auditId));
+  const settled = rows.reduce((sum, r) => sum + BigInt(r.cost_nano), 0n);
+  t.diagnostic(`${ok.length} admitted of ${payable} payable, settled ${settled} of ${limit} nano-USD`);
+  assert.ok(ok.length >= Math.ceil(0.9 * payable), `admitted ${ok.length} of the ${payable} the budget pays for`);
+  assert.ok(settled <= limit, `settled ${settled} > limit ${limit}`);
+  for (const r of rows) assert.equal(BigInt(r.cost_nano), perRequest);
 });
 
 test('without max_tokens the model output limit is reserved, so the limit still holds', async () => {

@@ -5,7 +5,9 @@
 // spendpol_orphan_max_size), settles the real usage against the budget, and
 // journals status 499 with the real cost; when the answer never completes
 // (the provider resets, the bound is reached) it bills the prompt estimate
-// plus the output received, flagged usage_estimated.
+// plus the output received, flagged usage_estimated. For an OpenAI model
+// the prompt estimate is its exact count (o200k_base with the chat
+// overhead), what OpenAI bills, not the fixture's ceil(chars / 4).
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -15,6 +17,7 @@ import {
   useStack, waitFor, sleep, IS_SAN, usdToNano, expectedCostNano, auditRowsOf,
 } from './lib/stack.mjs';
 import { fixtureUsage } from '../fixtures/openai-fixture.mjs';
+import { chatTokens, encodingOf } from '../fixtures/prompt-tokens.mjs';
 
 const SLOW = IS_SAN ? 3 : 1;
 const ORPHAN_TIMEOUT_MS = 3000 * SLOW;
@@ -104,6 +107,9 @@ async function assertBudgetSpend(budget, nano) {
   });
 }
 
+/** the prompt's tokens as OpenAI bills them: tiktoken with the chat overhead */
+const promptTokens = (body) => chatTokens(encodingOf(body.model), body.messages);
+
 const warned = (row) => JSON.stringify(row.warnings ?? '').includes('usage_estimated');
 
 /** the row carries the provider's real usage and cost, and the budget counts it */
@@ -177,8 +183,8 @@ test('the provider resets after the client left: the prompt and the output recei
   const usage = fixtureUsage(body);
   assert.equal(row.status, 499);
   assert.ok(warned(row), `usage_estimated in ${JSON.stringify(row.warnings)}`);
-  // the estimate is an upper bound of the prompt (bytes / 4), never below the real count
-  assert.ok(row.input_tokens >= usage.prompt_tokens, `input tokens ${row.input_tokens} < ${usage.prompt_tokens}`);
+  // the prompt is billed as counted at admission: exactly what OpenAI bills
+  assert.equal(row.input_tokens, promptTokens(body), `input tokens ${row.input_tokens}, fixture ${usage.prompt_tokens}`);
   assert.ok(row.output_tokens > 0, `output received is billed: ${JSON.stringify(row)}`);
   assert.ok(BigInt(row.cost_nano) > 0n, `cost ${row.cost_nano}`);
   await assertBudgetSpend(budget, BigInt(row.cost_nano));
@@ -198,7 +204,7 @@ for (const [what, mode, output] of [
     assert.ok(Date.now() - started < delay, `settled at the bound (${Date.now() - started} ms), not when the provider finished`);
     assert.equal(row.status, 499);
     assert.ok(warned(row), `usage_estimated in ${JSON.stringify(row.warnings)}`);
-    assert.ok(row.input_tokens >= fixtureUsage(body).prompt_tokens, `input tokens ${row.input_tokens}`);
+    assert.equal(row.input_tokens, promptTokens(body), `input tokens ${row.input_tokens}`);
     assert.equal(row.output_tokens > 0, output, `output tokens ${row.output_tokens}`);
     assert.ok(BigInt(row.cost_nano) > 0n, `cost ${row.cost_nano}`);
     assert.ok(row.latency_ms >= ORPHAN_TIMEOUT_MS - 100 && row.latency_ms < delay, `latency ${row.latency_ms} ms`);

@@ -1,5 +1,6 @@
 /*
- * libspendpol request parsing and the stream_options rewrite.
+ * libspendpol request parsing, the exact prompt counts of OpenAI's
+ * models, and the stream_options rewrite.
  */
 
 #include <stdarg.h>
@@ -1047,6 +1048,449 @@ test_request_worst_case_multiplies_and_saturates(void **state)
     assert_true(output == 0);
 }
 
+/* ---- exact prompt tokens -------------------------------------------- */
+
+static sp_request_tokenizer_t  tokenizer;
+
+
+static int
+tokenizer_setup(void **state)
+{
+    int                    e;
+    char                   err[256];
+
+    static const sp_tok_vocab_t  *vocab[SP_TOK_ENCODINGS] = {
+        &sp_tok_vocab_o200k_base, &sp_tok_vocab_cl100k_base
+    };
+
+    (void) state;
+
+    for (e = 0; e < SP_TOK_ENCODINGS; e++) {
+        tokenizer.enc[e] = sp_tok_enc_create(e, vocab[e], err, sizeof(err));
+
+        if (tokenizer.enc[e] == NULL) {
+            fprintf(stderr, "tokenizer: %s\n", err);
+            return -1;
+        }
+    }
+
+    tokenizer.ctx = sp_tok_ctx_create(0);
+
+    return tokenizer.ctx ? 0 : -1;
+}
+
+
+static int
+tokenizer_teardown(void **state)
+{
+    int  e;
+
+    (void) state;
+
+    for (e = 0; e < SP_TOK_ENCODINGS; e++) {
+        sp_tok_enc_free((sp_tok_enc_t *) tokenizer.enc[e]);
+    }
+
+    sp_tok_ctx_free(tokenizer.ctx);
+
+    return 0;
+}
+
+
+/* parses body and counts it for model; returns prompt_tokens */
+static int64_t
+counted(sp_provider_e provider, const char *model, int embeddings,
+    const char *body, size_t len, sp_request_info_t *info)
+{
+    char  err[256];
+
+    if (sp_request_parse(provider, body, len, info, err, sizeof(err))
+        != SP_OK)
+    {
+        fail_msg("%.*s: %s", (int) (len < 200 ? len : 200), body, err);
+    }
+
+    if (sp_request_count_prompt(&tokenizer, provider, model, embeddings,
+                                body, len, info)
+        != SP_OK)
+    {
+        fail_msg("not counted for %s: %.*s", model,
+                 (int) (len < 200 ? len : 200), body);
+    }
+
+    assert_true(info->prompt_counted);
+
+    return info->prompt_tokens;
+}
+
+
+/* a body {"model": model, member: value} serialised with these flags */
+static int64_t
+counted_json(const char *model, const char *member, json_t *value,
+    int embeddings, size_t flags, sp_request_info_t *info)
+{
+    char     *body;
+    json_t   *root;
+    int64_t   n;
+
+    root = json_pack("{s:s, s:O}", "model", model, member, value);
+    assert_non_null(root);
+
+    body = json_dumps(root, flags);
+    assert_non_null(body);
+
+    n = counted(SP_PROVIDER_OPENAI, model, embeddings, body, strlen(body),
+                info);
+
+    free(body);
+    json_decref(root);
+
+    return n;
+}
+
+
+static json_t *
+load_corpus(void)
+{
+    json_t        *corpus;
+    const char    *path;
+    json_error_t   jerr;
+
+    path = getenv("SPENDPOL_PROMPT_CORPUS");
+    path = path ? path : "tests/fixtures/prompt-corpus.json";
+
+    corpus = json_load_file(path, 0, &jerr);
+
+    if (corpus == NULL) {
+        fail_msg("%s: %s (run from the repository's root)", path, jerr.text);
+    }
+
+    return corpus;
+}
+
+
+/*
+ * The corpus's texts and chats, with js-tiktoken's counts
+ * (tests/fixtures/prompt-tokens.mjs): every endpoint shape counts them
+ * exactly, escaped (\n, \u00e9, surrogate pairs) or not.
+ */
+static void
+test_request_counts_corpus_prompts_exactly(void **state)
+{
+    size_t              i, f;
+    json_t             *corpus, *item, *value, *pair;
+    int64_t             o200k, cl100k, overhead;
+    const char         *name;
+    sp_request_info_t   info;
+
+    static const size_t  flags[] = { JSON_COMPACT, JSON_ENSURE_ASCII };
+
+    (void) state;
+
+    corpus = load_corpus();
+
+    json_array_foreach(json_object_get(corpus, "texts"), i, item) {
+        name = json_string_value(json_object_get(item, "name"));
+        value = json_object_get(item, "text");
+        o200k = json_integer_value(json_object_get(item, "o200k_base"));
+        cl100k = json_integer_value(json_object_get(item, "cl100k_base"));
+        pair = json_pack("[O,O]", value, value);
+
+        /* "user" is one token in both encodings */
+        overhead = SP_TOK_CHAT_PER_MESSAGE + 1 + SP_TOK_CHAT_PER_REPLY;
+
+        for (f = 0; f < sizeof(flags) / sizeof(flags[0]); f++) {
+            if (counted_json("gpt-4o", "prompt", value, 0, flags[f], &info)
+                != o200k)
+            {
+                fail_msg("%s: o200k_base %lld, js-tiktoken %lld", name,
+                         (long long) info.prompt_tokens, (long long) o200k);
+            }
+
+            if (counted_json("gpt-4-turbo", "prompt", value, 0, flags[f],
+                             &info)
+                != cl100k)
+            {
+                fail_msg("%s: cl100k_base %lld, js-tiktoken %lld", name,
+                         (long long) info.prompt_tokens, (long long) cl100k);
+            }
+
+            assert_int_equal(info.prompt_bound, 0);
+
+            assert_int_equal(counted_json("text-embedding-3-small", "input",
+                                          pair, 1, flags[f], &info),
+                             2 * cl100k);
+            assert_int_equal(counted_json("gpt-4.1-mini", "input", value, 0,
+                                          flags[f], &info),
+                             o200k + overhead);
+        }
+
+        json_decref(pair);
+    }
+
+    json_array_foreach(json_object_get(corpus, "chats"), i, item) {
+        name = json_string_value(json_object_get(item, "name"));
+        value = json_object_get(item, "messages");
+        o200k = json_integer_value(json_object_get(item, "o200k_base"));
+        cl100k = json_integer_value(json_object_get(item, "cl100k_base"));
+
+        for (f = 0; f < sizeof(flags) / sizeof(flags[0]); f++) {
+            if (counted_json("gpt-4o-mini", "messages", value, 0, flags[f],
+                             &info)
+                != o200k
+                || counted_json("gpt-3.5-turbo", "messages", value, 0,
+                                flags[f], &info)
+                   != cl100k)
+            {
+                fail_msg("%s: chat counts differ from the cookbook's "
+                         "(o200k_base %lld, cl100k_base %lld)", name,
+                         (long long) o200k, (long long) cl100k);
+            }
+
+            /* the Responses API takes the same messages as input items */
+            assert_int_equal(counted_json("o4-mini", "input", value, 0,
+                                          flags[f], &info),
+                             o200k);
+        }
+    }
+
+    json_decref(corpus);
+}
+
+
+/*
+ * Other providers keep prompt bytes + framing: their tokenizers are not
+ * public, so no count is known to hold it to, and byte-level BPE (and
+ * SentencePiece's byte fallback) can spend a token on every byte of rare
+ * text. On the corpus the bound holds for both public encodings, whose
+ * tightest text (numbers) still takes 1.86 bytes a token.
+ */
+static void
+test_request_bytes_bound_covers_corpus_for_other_providers(void **state)
+{
+    char               *body;
+    size_t              i;
+    json_t             *corpus, *item, *root;
+    int64_t             prompt, output, most;
+    sp_request_info_t   info;
+
+    (void) state;
+
+    corpus = load_corpus();
+
+    json_array_foreach(json_object_get(corpus, "texts"), i, item) {
+        root = json_pack("{s:s, s:[{s:s, s:O}]}", "model", "claude-sonnet-4",
+                         "messages", "role", "user", "content",
+                         json_object_get(item, "text"));
+        body = json_dumps(root, JSON_COMPACT);
+        parse_ok(body, &info);
+
+        /* not an OpenAI model, or not OpenAI: not counted */
+        assert_int_equal(sp_request_count_prompt(&tokenizer,
+                             SP_PROVIDER_ANTHROPIC, "claude-sonnet-4", 0,
+                             body, strlen(body), &info),
+                         SP_ERROR);
+        assert_int_equal(sp_request_count_prompt(&tokenizer,
+                             SP_PROVIDER_OPENAI, "claude-sonnet-4", 0,
+                             body, strlen(body), &info),
+                         SP_ERROR);
+        assert_false(info.prompt_counted);
+
+        sp_request_worst_case(&info, 0, &prompt, &output);
+
+        most = json_integer_value(json_object_get(item, "cl100k_base"));
+        if (json_integer_value(json_object_get(item, "o200k_base")) > most) {
+            most = json_integer_value(json_object_get(item, "o200k_base"));
+        }
+
+        assert_true(prompt == json_integer_value(json_object_get(item,
+                                                                 "bytes"))
+                              + SP_REQUEST_FRAMING_TOKENS);
+        assert_true(prompt >= most + SP_TOK_CHAT_PER_MESSAGE + 1
+                              + SP_TOK_CHAT_PER_REPLY);
+
+        free(body);
+        json_decref(root);
+    }
+
+    json_decref(corpus);
+}
+
+
+static int64_t
+count_openai(const char *model, const char *body, sp_request_info_t *info)
+{
+    return counted(SP_PROVIDER_OPENAI, model, 0, body, strlen(body), info);
+}
+
+
+static int64_t
+text_tokens(const char *text)
+{
+    return (int64_t) sp_tok_count(tokenizer.enc[SP_TOK_O200K_BASE],
+                                  tokenizer.ctx, text, strlen(text), NULL);
+}
+
+
+/*
+ * What OpenAI does not document keeps a bound: tools and response
+ * formats, tool calls, parts that are neither text nor media, items
+ * without a role. The counted part stays exact, the rest is bytes plus
+ * the framing once.
+ */
+static void
+test_request_count_bounds_what_is_not_public(void **state)
+{
+    int64_t            prompt, output, exact;
+    sp_request_info_t  info;
+
+    (void) state;
+
+    exact = SP_TOK_CHAT_PER_MESSAGE + 1 + text_tokens("hi")
+            + SP_TOK_CHAT_PER_REPLY;
+
+    assert_int_equal(count_openai("gpt-4o",
+                         "{\"model\":\"gpt-4o\",\"messages\":[{\"role\":"
+                         "\"user\",\"content\":\"hi\"}]}", &info),
+                     exact);
+    assert_int_equal(info.prompt_bound, 0);
+
+    /* "name" and "parameters", "type" and "x": keys and values */
+    count_openai("gpt-4o",
+                 "{\"model\":\"gpt-4o\",\"messages\":[{\"role\":\"user\","
+                 "\"content\":\"hi\"}],\"tools\":[{\"name\":\"f\","
+                 "\"parameters\":{\"type\":\"x\"}}]}", &info);
+    assert_int_equal(info.prompt_bound, 4 + 1 + 10 + 4 + 1
+                                        + SP_REQUEST_FRAMING_TOKENS);
+    assert_int_equal(info.prompt_tokens, exact + info.prompt_bound);
+
+    /* a tool call: its key and its text; the tool's answer: its id */
+    count_openai("gpt-4o",
+                 "{\"model\":\"gpt-4o\",\"messages\":[{\"role\":\"assistant\","
+                 "\"tool_calls\":[{\"id\":\"c1\",\"function\":{\"name\":\"f\","
+                 "\"arguments\":\"{}\"}}]},{\"role\":\"tool\","
+                 "\"tool_call_id\":\"c1\",\"content\":\"ok\"}]}", &info);
+    assert_int_equal(info.prompt_bound,
+                     10 + (2 + 2 + 8 + 4 + 1 + 9 + 2) + 12 + 2
+                     + SP_REQUEST_FRAMING_TOKENS);
+    assert_int_equal(info.prompt_tokens - info.prompt_bound,
+                     2 * SP_TOK_CHAT_PER_MESSAGE + text_tokens("assistant")
+                     + text_tokens("tool") + text_tokens("ok")
+                     + SP_TOK_CHAT_PER_REPLY);
+
+    /*
+     * Text parts count each, a token of slack at each seam; an image is
+     * media_tokens, not text; an unknown part is bounded.
+     */
+    count_openai("gpt-4o",
+                 "{\"model\":\"gpt-4o\",\"messages\":[{\"role\":\"user\","
+                 "\"content\":[{\"type\":\"text\",\"text\":\"hello\"},"
+                 "{\"type\":\"image_url\",\"image_url\":{\"url\":\"u\"}},"
+                 "{\"type\":\"text\",\"text\":\" world\"}]}]}", &info);
+    assert_int_equal(info.prompt_bound, 0);
+    assert_int_equal(info.prompt_tokens,
+                     SP_TOK_CHAT_PER_MESSAGE + 1 + text_tokens("hello") + 2
+                     + text_tokens(" world") + SP_TOK_CHAT_PER_REPLY);
+    assert_int_equal(info.media_tokens, SP_REQUEST_IMAGE_TOKENS);
+
+    sp_request_worst_case(&info, 0, &prompt, &output);
+    assert_true(prompt == info.prompt_tokens + SP_REQUEST_IMAGE_TOKENS);
+
+    count_openai("gpt-4o",
+                 "{\"model\":\"gpt-4o\",\"messages\":[{\"role\":\"user\","
+                 "\"content\":[{\"type\":\"novel\",\"z\":\"abc\"}]}]}",
+                 &info);
+    assert_int_equal(info.prompt_bound, 4 + 5 + 1 + 3
+                                        + SP_REQUEST_FRAMING_TOKENS);
+
+    /* Responses: instructions, and an item without a role */
+    count_openai("gpt-5",
+                 "{\"model\":\"gpt-5\",\"instructions\":\"Be brief.\","
+                 "\"input\":[{\"type\":\"function_call_output\","
+                 "\"call_id\":\"c\",\"output\":\"42\"}]}", &info);
+    assert_int_equal(info.prompt_bound, 4 + 20 + 7 + 1 + 6 + 2
+                                        + SP_REQUEST_FRAMING_TOKENS);
+    assert_int_equal(info.prompt_tokens - info.prompt_bound,
+                     SP_TOK_CHAT_PER_MESSAGE + text_tokens("developer")
+                     + text_tokens("Be brief.") + SP_TOK_CHAT_PER_REPLY);
+
+    /* token ids are a token each */
+    count_openai("gpt-3.5-turbo-instruct",
+                 "{\"model\":\"gpt-3.5-turbo-instruct\",\"prompt\":"
+                 "[[1,2,3],[4]],\"suffix\":\"end\"}", &info);
+    assert_int_equal(info.prompt_tokens, 4 + 1);
+}
+
+
+/*
+ * Counted when the tokenizer is public and the request is OpenAI's:
+ * Azure (the caller resolves the deployment's model), not Anthropic; an
+ * unknown or older model, an empty body, a missing encoding keep the
+ * bytes bound. A body the scanner declines (here: more than 64 members)
+ * is counted through jansson's tree, the same.
+ */
+static void
+test_request_count_applies_to_openai_models_only(void **state)
+{
+    char                    body[4096];
+    size_t                  i, n;
+    sp_request_info_t       info;
+    sp_request_tokenizer_t  partial;
+
+    static const char  chat[] = "{\"model\":\"gpt-4o\",\"messages\":"
+                                "[{\"role\":\"user\",\"content\":\"hi\"}]}";
+
+    (void) state;
+
+    assert_int_equal(counted(SP_PROVIDER_AZURE, "gpt-4o", 0, chat,
+                             sizeof(chat) - 1, &info),
+                     3 + 1 + 1 + 3);
+
+    parse_ok(chat, &info);
+    assert_int_equal(sp_request_count_prompt(&tokenizer, SP_PROVIDER_MISTRAL,
+                         "gpt-4o", 0, chat, sizeof(chat) - 1, &info),
+                     SP_ERROR);
+    assert_int_equal(sp_request_count_prompt(&tokenizer, SP_PROVIDER_OPENAI,
+                         "text-davinci-003", 0, chat, sizeof(chat) - 1,
+                         &info),
+                     SP_ERROR);
+    assert_int_equal(sp_request_count_prompt(&tokenizer, SP_PROVIDER_OPENAI,
+                         "my-deployment", 0, chat, sizeof(chat) - 1, &info),
+                     SP_ERROR);
+    assert_int_equal(sp_request_count_prompt(NULL, SP_PROVIDER_OPENAI,
+                         "gpt-4o", 0, chat, sizeof(chat) - 1, &info),
+                     SP_ERROR);
+    assert_int_equal(sp_request_count_prompt(&tokenizer, SP_PROVIDER_OPENAI,
+                         "gpt-4o", 0, "", 0, &info),
+                     SP_ERROR);
+    assert_int_equal(sp_request_count_prompt(&tokenizer, SP_PROVIDER_OPENAI,
+                         "gpt-4o", 0, "[1]", 3, &info),
+                     SP_ERROR);
+
+    partial = tokenizer;
+    partial.enc[SP_TOK_O200K_BASE] = NULL;
+    assert_int_equal(sp_request_count_prompt(&partial, SP_PROVIDER_OPENAI,
+                         "gpt-4o", 0, chat, sizeof(chat) - 1, &info),
+                     SP_ERROR);
+    assert_false(info.prompt_counted);
+    assert_int_equal(sp_request_prompt_estimate(&info),
+                     sp_tokens_estimate(info.prompt_bytes));
+
+    n = snprintf(body, sizeof(body), "{");
+
+    for (i = 0; i < 70; i++) {
+        n += snprintf(body + n, sizeof(body) - n, "\"x%zu\":%zu,", i, i);
+    }
+
+    n += snprintf(body + n, sizeof(body) - n, "%s", chat + 1);
+
+    assert_int_equal(counted(SP_PROVIDER_OPENAI, "gpt-4o", 0, body, n,
+                             &info),
+                     3 + 1 + 1 + 3);
+    assert_int_equal(sp_request_prompt_estimate(&info), 8);
+}
+
+
 
 int
 main(void)
@@ -1084,7 +1528,12 @@ main(void)
         cmocka_unit_test(test_stream_usage_not_applied_to_non_objects),
         cmocka_unit_test(test_stream_usage_too_small_buffer_returns_0),
         cmocka_unit_test(test_stream_usage_is_forced_when_client_said_false),
+        cmocka_unit_test(test_request_counts_corpus_prompts_exactly),
+        cmocka_unit_test(
+            test_request_bytes_bound_covers_corpus_for_other_providers),
+        cmocka_unit_test(test_request_count_bounds_what_is_not_public),
+        cmocka_unit_test(test_request_count_applies_to_openai_models_only),
     };
 
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return cmocka_run_group_tests(tests, tokenizer_setup, tokenizer_teardown);
 }
