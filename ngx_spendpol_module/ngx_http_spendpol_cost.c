@@ -83,10 +83,10 @@ ngx_http_spendpol_settle(ngx_http_request_t *r, ngx_http_spendpol_ctx_t *ctx)
     {
         /*
          * An orphan we gave up on may not have answered at all yet: the
-         * provider has the request, the prompt is billed.
+         * provider has the request, the prompt is billed (exactly, when
+         * its tokenizer is public).
          */
-        ctx->usage.input_tokens = sp_tokens_estimate(
-                                                  ctx->request->prompt_bytes);
+        ctx->usage.input_tokens = sp_request_prompt_estimate(ctx->request);
         ctx->usage.output_tokens = sp_tokens_estimate(
                                                   ctx->response.output_bytes);
         ctx->usage_estimated = 1;

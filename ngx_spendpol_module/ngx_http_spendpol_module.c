@@ -43,14 +43,6 @@ static ngx_int_t ngx_http_spendpol_init_module(ngx_cycle_t *cycle);
 static ngx_int_t ngx_http_spendpol_init_process(ngx_cycle_t *cycle);
 static void ngx_http_spendpol_exit_process(ngx_cycle_t *cycle);
 
-/*
- * The tokenizer (ngx_http_spendpol_handler.c); these belong in
- * ngx_http_spendpol_module.h, which this change does not touch.
- */
-ngx_int_t ngx_http_spendpol_tokenizer_init(ngx_cycle_t *cycle);
-ngx_int_t ngx_http_spendpol_tokenizer_init_worker(ngx_cycle_t *cycle);
-void ngx_http_spendpol_tokenizer_exit_worker(void);
-
 
 extern ngx_module_t  ngx_http_proxy_module;
 

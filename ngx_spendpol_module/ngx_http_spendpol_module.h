@@ -391,6 +391,12 @@ void ngx_http_spendpol_ids(ngx_http_request_t *r,
 size_t ngx_http_spendpol_traceparent(ngx_http_spendpol_ctx_t *ctx,
     u_char *buf);
 void ngx_http_spendpol_random_init(ngx_http_spendpol_main_conf_t *smcf);
+
+/* the tokenizer (ngx_http_spendpol_handler.c): encoders in the master,
+   a context per worker */
+ngx_int_t ngx_http_spendpol_tokenizer_init(ngx_cycle_t *cycle);
+ngx_int_t ngx_http_spendpol_tokenizer_init_worker(ngx_cycle_t *cycle);
+void ngx_http_spendpol_tokenizer_exit_worker(void);
 uint64_t ngx_http_spendpol_random(ngx_http_spendpol_main_conf_t *smcf);
 
 

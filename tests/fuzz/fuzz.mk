@@ -17,14 +17,15 @@ FUZZ_SAN    := -fsanitize=address,undefined -fno-sanitize-recover=undefined \
 FUZZ_CFLAGS := -std=gnu11 -g -O1 -Wall -Wextra -Wno-unused-parameter \
                -Werror=implicit-function-declaration -D_GNU_SOURCE \
                -Ilibspendpol $(FUZZ_SAN)
-FUZZ_LIBS   := -ljansson -lcrypto -lm
+FUZZ_LIBS   := -ljansson -lcrypto -lpcre2-8 -lm
 CD_CFLAGS   := -Icontrold -I/usr/include/postgresql
 CD_LIBS     := -lpq -lmicrohttpd -lhiredis -ljansson -lssl -lcrypto \
                -lpthread -lm
 
 LIB_SRCS    := $(wildcard libspendpol/*.c)
 LIB_HDRS    := $(wildcard libspendpol/*.h)
-LIB_OBJS    := $(patsubst libspendpol/%.c,$(OUT)/obj/%.o,$(LIB_SRCS))
+LIB_OBJS    := $(patsubst libspendpol/%.c,$(OUT)/obj/%.o,$(LIB_SRCS)) \
+               $(OUT)/obj/sp_tok_vocab.o
 CD_SRCS     := $(filter-out controld/main.c,$(wildcard controld/*.c))
 CD_HDRS     := $(wildcard controld/*.h)
 CD_OBJS     := $(patsubst controld/%.c,$(OUT)/obj/controld/%.o,$(CD_SRCS))
@@ -37,6 +38,12 @@ all: $(TARGETS) $(OUT)/gen_seeds
 $(OUT)/obj/%.o: libspendpol/%.c $(LIB_HDRS) tests/fuzz/fuzz.mk
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -c -o $@ $<
+
+# the tokenizer's vocabularies, data the main Makefile generates
+# (make build/gen/sp_tok_vocab.c): no instrumentation, no optimisation
+$(OUT)/obj/sp_tok_vocab.o: build/gen/sp_tok_vocab.c libspendpol/sp_tokenize.h
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) -O0 -fPIC -Ilibspendpol -c -o $@ $<
 
 $(OUT)/libspendpol_fuzz.a: $(LIB_OBJS)
 	@rm -f $@
