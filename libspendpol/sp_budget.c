@@ -125,12 +125,15 @@ sp_spend_init(void *data, uint32_t slots, uint64_t generation)
 
 
 /*
- * Budget and rate slots share the table: both are 64 bytes and start with
+ * Budget and rate slots share the table: both are 128 bytes and start with
  * the hash (0: empty) and the period or window start, read here as the
- * slot's first two 64-bit words.
+ * slot's first two 64-bit words; the header keeps the slots 64-byte
+ * aligned.
  */
 typedef char  sp_spend_slot_layout_check[
-    sizeof(sp_rate_slot_t) == sizeof(sp_spend_slot_t)
+    sizeof(sp_spend_header_t) == 64
+    && sizeof(sp_spend_slot_t) == 128
+    && sizeof(sp_rate_slot_t) == sizeof(sp_spend_slot_t)
     && offsetof(sp_spend_slot_t, budget_hash) == 0
     && offsetof(sp_rate_slot_t, subject_hash) == 0
     && offsetof(sp_spend_slot_t, period_start_ms) == 8
@@ -272,4 +275,59 @@ const sp_rate_slot_t *
 sp_rate_find(const sp_spend_t *spend, uint64_t hash, int64_t window_start_ms)
 {
     return sp_spend_lookup(spend, hash, window_start_ms);
+}
+
+
+
+void
+sp_spend_read(const sp_spend_t *spend, uint64_t hash, int64_t period_start_ms,
+    int64_t epoch, sp_spend_view_t *view)
+{
+    sp_spend_view_t         v;
+    const sp_spend_slot_t  *slot;
+
+    memset(view, 0, sizeof(sp_spend_view_t));
+
+    if (spend == NULL || spend->header == NULL) {
+        return;
+    }
+
+    view->leases = (__atomic_load_n(&spend->header->flags, __ATOMIC_ACQUIRE)
+                    & SP_SPEND_LEASES) != 0;
+    view->drained_ms = __atomic_load_n(&spend->header->drained_ms,
+                                       __ATOMIC_ACQUIRE);
+
+    slot = (const sp_spend_slot_t *) sp_spend_lookup(spend, hash,
+                                                     period_start_ms);
+    if (slot == NULL) {
+        return;
+    }
+
+    v = *view;
+
+    /* node_nano before node_all_nano: see sp_spend_slot_t */
+    if (__atomic_load_n(&slot->epoch, __ATOMIC_ACQUIRE) == epoch) {
+        v.epoch_nano = __atomic_load_n(&slot->node_nano, __ATOMIC_ACQUIRE);
+    }
+
+    v.node_all_nano = __atomic_load_n(&slot->node_all_nano, __ATOMIC_ACQUIRE);
+    v.global_nano = __atomic_load_n(&slot->global_nano, __ATOMIC_ACQUIRE);
+    v.lease_nano = __atomic_load_n(&slot->lease_nano, __ATOMIC_ACQUIRE);
+    v.lease_expires_ms = __atomic_load_n(&slot->lease_expires_ms,
+                                         __ATOMIC_ACQUIRE);
+    v.left_nano = __atomic_load_n(&slot->left_nano, __ATOMIC_ACQUIRE);
+
+    /*
+     * controld moving the slot to a new period zeroes period_start_ms
+     * first and sets it last: values read meanwhile may be the new
+     * period's, so they count as none
+     */
+    if (__atomic_load_n(&slot->period_start_ms, __ATOMIC_ACQUIRE)
+        != period_start_ms)
+    {
+        return;
+    }
+
+    v.found = 1;
+    *view = v;
 }
