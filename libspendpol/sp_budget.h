@@ -169,6 +169,26 @@ sp_rate_slot_t *sp_rate_slot(void *data, uint64_t hash);
 
 uint64_t sp_budget_hash(sp_str_t budget_id);
 
+/*
+ * The open addressing of the spend file and the ask file (sp_lease.h): n
+ * slots (a power of two) of stride bytes, each starting with a 64-bit
+ * hash (0: empty) and a 64-bit start (a period or window). take: the one
+ * writer's slot of hash, taken when absent, NULL when full; find: a
+ * reader's slot of hash starting at start_ms, or NULL.
+ */
+void *sp_slots_take(void *slots, uint32_t n, size_t stride, uint64_t hash);
+const void *sp_slots_find(const void *slots, uint32_t n, size_t stride,
+    uint64_t hash, int64_t start_ms);
+
+/*
+ * Validates a mapped slot file whose header (header_size bytes) starts
+ * with magic[8], a uint32_t version and a uint32_t slot count; what names
+ * the file in the reason written to err. SP_OK or SP_ERROR.
+ */
+int sp_slots_open(const void *data, size_t len, const char *magic,
+    uint32_t version, size_t header_size, size_t stride, const char *what,
+    char *err, size_t errlen);
+
 /* a rate limit subject: kind "key", "agent" or "org", and its id */
 uint64_t sp_rate_hash(const char *kind, sp_str_t id);
 

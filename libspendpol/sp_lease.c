@@ -2,6 +2,10 @@
  * Leased budgets: the admission check and the sizing rules (sp_lease.h).
  */
 
+#include <stddef.h>
+#include <string.h>
+
+#include "sp_budget.h"
 #include "sp_lease.h"
 
 
@@ -144,4 +148,121 @@ sp_lease_rate(int64_t rate, int64_t reserved, int64_t elapsed_ms)
 
     /* at most 3/4 and 1/4 of INT64_MAX: the sum cannot overflow */
     return rate - rate / 4 + now / 4;
+}
+
+
+typedef char  sp_ask_layout_check[
+    sizeof(sp_ask_header_t) == 64 && sizeof(sp_ask_slot_t) == 64
+    && offsetof(sp_ask_header_t, version) == 8
+    && offsetof(sp_ask_header_t, slots) == 12
+    && offsetof(sp_ask_slot_t, budget_hash) == 0
+    && offsetof(sp_ask_slot_t, period_start_ms) == 8 ? 1 : -1];
+
+
+static uint32_t
+sp_ask_slots(uint32_t slots)
+{
+    uint32_t  n;
+
+    n = 8;
+
+    while (n < slots && n < (1u << 24)) {
+        n *= 2;
+    }
+
+    return n;
+}
+
+
+size_t
+sp_ask_size(uint32_t slots)
+{
+    return sizeof(sp_ask_header_t)
+           + (size_t) sp_ask_slots(slots) * sizeof(sp_ask_slot_t);
+}
+
+
+void
+sp_ask_init(void *data, uint32_t slots, int64_t epoch_ms)
+{
+    sp_ask_header_t  *header;
+
+    memset(data, 0, sp_ask_size(slots));
+
+    header = data;
+    memcpy(header->magic, SP_ASK_MAGIC, sizeof(header->magic));
+    header->version = SP_ASK_VERSION;
+    header->slots = sp_ask_slots(slots);
+    header->epoch_ms = epoch_ms;
+}
+
+
+sp_ask_slot_t *
+sp_ask_slot(void *data, uint64_t hash, int64_t period_start_ms)
+{
+    sp_ask_slot_t    *slot;
+    sp_ask_header_t  *header;
+
+    header = data;
+
+    slot = sp_slots_take(header + 1, header->slots, sizeof(sp_ask_slot_t),
+                         hash);
+    if (slot == NULL) {
+        return NULL;
+    }
+
+    if (__atomic_load_n(&slot->period_start_ms, __ATOMIC_RELAXED)
+        != period_start_ms)
+    {
+        /* controld sees "no period" while the slot starts over */
+        __atomic_store_n(&slot->period_start_ms, 0, __ATOMIC_RELEASE);
+        __atomic_store_n(&slot->used_nano, 0, __ATOMIC_RELEASE);
+        __atomic_store_n(&slot->admitted_nano, 0, __ATOMIC_RELEASE);
+        __atomic_store_n(&slot->need_nano, 0, __ATOMIC_RELEASE);
+        __atomic_store_n(&slot->last_admit_ms, 0, __ATOMIC_RELEASE);
+        __atomic_store_n(&slot->period_start_ms, period_start_ms,
+                         __ATOMIC_RELEASE);
+    }
+
+    return slot;
+}
+
+
+int
+sp_ask_open(sp_ask_t *ask, const void *data, size_t len, char *err,
+    size_t errlen)
+{
+    if (sp_slots_open(data, len, SP_ASK_MAGIC, SP_ASK_VERSION,
+                      sizeof(sp_ask_header_t), sizeof(sp_ask_slot_t), "ask",
+                      err, errlen)
+        != SP_OK)
+    {
+        return SP_ERROR;
+    }
+
+    ask->header = data;
+    ask->slots = (const sp_ask_slot_t *) (ask->header + 1);
+
+    return SP_OK;
+}
+
+
+int
+sp_lease_publish(int64_t *ask_used, const int64_t *lease, int64_t used)
+{
+    __atomic_store_n(ask_used, used, __ATOMIC_SEQ_CST);
+
+    return used <= __atomic_load_n(lease, __ATOMIC_SEQ_CST);
+}
+
+
+int64_t
+sp_lease_shrink(int64_t *lease, const int64_t *ask_used, int64_t smaller)
+{
+    int64_t  used;
+
+    __atomic_store_n(lease, smaller, __ATOMIC_SEQ_CST);
+    used = __atomic_load_n(ask_used, __ATOMIC_SEQ_CST);
+
+    return used > smaller ? used : smaller;
 }

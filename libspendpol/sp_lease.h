@@ -108,4 +108,78 @@ int64_t sp_lease_target(int64_t lease, int64_t used, int64_t slice);
 int64_t sp_lease_rate(int64_t rate, int64_t reserved, int64_t elapsed_ms);
 
 
+/* ---- the ask file: this node's nginx to its controld ---------------- */
+
+/*
+ * asks.slots beside the journal (the same trust and permissions: nginx
+ * writes, controld reads), laid out by the nginx master with the zone; a
+ * new zone (epoch) lays out a new file. Workers write it under the zone
+ * mutex; controld only reads it and answers in the spend file
+ * (lease_nano, answered_seq). An ask is state, not a message: controld
+ * reads what is asked now, whenever it looks.
+ */
+
+#define SP_ASK_MAGIC        "SPASKS01"
+#define SP_ASK_VERSION      1
+#define SP_ASK_FILE         "asks.slots"
+
+typedef struct {
+    char      magic[8];
+    uint32_t  version;
+    uint32_t  slots;            /* power of two */
+    int64_t   epoch_ms;         /* the zone's */
+    int64_t   heartbeat_ms;     /* workers' timers: nginx is alive */
+    uint64_t  asks;             /* bumped on each new ask; controld polls */
+    int64_t   pad[3];
+} sp_ask_header_t;
+
+/* one budget and period, keyed as in the spend file (sp_slots_take) */
+typedef struct {
+    uint64_t  budget_hash;      /* sp_budget_hash(), 0 = empty */
+    int64_t   period_start_ms;
+    int64_t   used_nano;        /* sp_lease_used(), see sp_lease_publish */
+    int64_t   admitted_nano;    /* worst cases reserved so far: the rate */
+    int64_t   need_nano;        /* the largest parked request's shortfall */
+    uint64_t  ask_seq;          /* bumped with need_nano */
+    int64_t   last_admit_ms;
+    int64_t   pad;
+} sp_ask_slot_t;
+
+typedef struct {
+    const sp_ask_header_t  *header;
+    const sp_ask_slot_t    *slots;
+} sp_ask_t;
+
+size_t sp_ask_size(uint32_t slots);
+void sp_ask_init(void *data, uint32_t slots, int64_t epoch_ms);
+
+/*
+ * nginx, under the zone mutex: the slot of a budget for the period
+ * starting at period_start_ms, taken when absent and emptied when it
+ * held an earlier period; NULL when the file is full.
+ */
+sp_ask_slot_t *sp_ask_slot(void *data, uint64_t hash,
+    int64_t period_start_ms);
+
+/* controld: validates a mapped ask file; SP_ERROR with a reason in err */
+int sp_ask_open(sp_ask_t *ask, const void *data, size_t len, char *err,
+    size_t errlen);
+
+/*
+ * Shrinking a lease races admissions; two sequentially consistent words
+ * settle it (Dekker). The module, after sp_lease_check() said OK under
+ * the zone mutex: sp_lease_publish() stores used (with the request's
+ * worst case) in the ask slot, then loads the lease again; 0 when the
+ * lease shrank under it (the module then stores used back without the
+ * request and treats it as SP_LEASE_TOP_UP). controld giving back:
+ * sp_lease_shrink() stores the smaller lease, then loads used, and
+ * returns max(lease, used): the lease to keep (and to tell PostgreSQL).
+ * In any interleaving controld sees the admission or the module sees
+ * the smaller lease.
+ */
+int sp_lease_publish(int64_t *ask_used, const int64_t *lease, int64_t used);
+int64_t sp_lease_shrink(int64_t *lease, const int64_t *ask_used,
+    int64_t smaller);
+
+
 #endif /* SP_LEASE_H */

@@ -6,8 +6,12 @@
 #include <stddef.h>
 #include <setjmp.h>
 #include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <pthread.h>
 #include <cmocka.h>
 
+#include "sp_budget.h"
 #include "sp_lease.h"
 
 
@@ -257,6 +261,158 @@ test_rate_moves_a_quarter_a_round(void **state)
 }
 
 
+static void
+test_ask_file_slots_per_budget_and_period(void **state)
+{
+    uint8_t        *data;
+    size_t          len;
+    uint64_t        hash;
+    sp_ask_t        ask;
+    sp_ask_slot_t  *slot;
+    char            err[128];
+
+    (void) state;
+
+    len = sp_ask_size(100);
+    assert_true(len == sizeof(sp_ask_header_t) + 128 * sizeof(sp_ask_slot_t));
+    data = malloc(len);
+    assert_non_null(data);
+    sp_ask_init(data, 100, 1234);
+
+    assert_int_equal(sp_ask_open(&ask, data, len, err, sizeof(err)), SP_OK);
+    assert_int_equal(ask.header->epoch_ms, 1234);
+    assert_int_equal(ask.header->slots, 128);
+
+    hash = sp_budget_hash((sp_str_t) { "bud_1", 5 });
+    slot = sp_ask_slot(data, hash, 1000);
+    assert_non_null(slot);
+    slot->used_nano = 70;
+    slot->need_nano = 5;
+    assert_ptr_equal(sp_ask_slot(data, hash, 1000), slot);
+    assert_int_equal(slot->used_nano, 70);
+    assert_ptr_equal(sp_slots_find(ask.slots, ask.header->slots,
+                                   sizeof(sp_ask_slot_t), hash, 1000),
+                     slot);
+
+    /* the next period starts the slot over */
+    assert_ptr_equal(sp_ask_slot(data, hash, 2000), slot);
+    assert_int_equal(slot->period_start_ms, 2000);
+    assert_int_equal(slot->used_nano, 0);
+    assert_int_equal(slot->need_nano, 0);
+    assert_null(sp_slots_find(ask.slots, ask.header->slots,
+                              sizeof(sp_ask_slot_t), hash, 1000));
+
+    ((sp_ask_header_t *) data)->version = 2;
+    assert_int_equal(sp_ask_open(&ask, data, len, err, sizeof(err)),
+                     SP_ERROR);
+    assert_string_equal(err, "ask file version 2, expected 1");
+
+    memcpy(data, "SPSPND01", 8);
+    assert_int_equal(sp_ask_open(&ask, data, len, err, sizeof(err)),
+                     SP_ERROR);
+    assert_string_equal(err, "not a spendpol ask file");
+
+    free(data);
+}
+
+
+/* one module admitting one nano-USD at a time while controld gives back */
+typedef struct {
+    int64_t  lease;
+    int64_t  ask_used;
+    int64_t  used;              /* the module's own count */
+    int      start;
+    int      done;              /* controld gave back */
+    int      delay;             /* controld's start, in spins */
+} race_t;
+
+
+static void *
+race_module(void *arg)
+{
+    int      i;
+    race_t  *race = arg;
+
+    while (!__atomic_load_n(&race->start, __ATOMIC_ACQUIRE)) {
+        /* void */
+    }
+
+    /* admits until controld is done, and a little after */
+    for (i = 0; i < 100; i += __atomic_load_n(&race->done, __ATOMIC_ACQUIRE))
+    {
+        if (race->used + 1 > __atomic_load_n(&race->lease, __ATOMIC_ACQUIRE)) {
+            continue;
+        }
+
+        if (sp_lease_publish(&race->ask_used, &race->lease, race->used + 1)) {
+            race->used++;
+
+        } else {
+            __atomic_store_n(&race->ask_used, race->used, __ATOMIC_SEQ_CST);
+        }
+    }
+
+    return NULL;
+}
+
+
+static void *
+race_controld(void *arg)
+{
+    int               i;
+    int64_t           seen, keep;
+    race_t           *race = arg;
+    volatile int64_t  spin;
+
+    while (!__atomic_load_n(&race->start, __ATOMIC_ACQUIRE)) {
+        /* void */
+    }
+
+    for (i = 0, spin = 0; i < race->delay; i++) {
+        spin += i;
+    }
+
+    seen = __atomic_load_n(&race->ask_used, __ATOMIC_SEQ_CST);
+    keep = sp_lease_shrink(&race->lease, &race->ask_used, seen);
+
+    if (keep > seen) {
+        __atomic_store_n(&race->lease, keep, __ATOMIC_SEQ_CST);
+    }
+
+    __atomic_store_n(&race->done, 1, __ATOMIC_RELEASE);
+
+    return NULL;
+}
+
+
+static void
+test_giving_back_never_takes_what_an_admission_holds(void **state)
+{
+    int        round;
+    race_t     race;
+    pthread_t  module, controld;
+
+    (void) state;
+
+    for (round = 0; round < 500; round++) {
+        memset(&race, 0, sizeof(race));
+        race.lease = INT64_MAX;
+        race.delay = (round % 50) * 100;
+
+        assert_int_equal(pthread_create(&module, NULL, race_module, &race),
+                         0);
+        assert_int_equal(pthread_create(&controld, NULL, race_controld,
+                                        &race),
+                         0);
+        __atomic_store_n(&race.start, 1, __ATOMIC_RELEASE);
+        pthread_join(module, NULL);
+        pthread_join(controld, NULL);
+
+        assert_true(race.used <= race.lease);
+    }
+}
+
+
 int
 main(void)
 {
@@ -272,6 +428,8 @@ main(void)
         cmocka_unit_test(test_slice_shares_the_last_dollars),
         cmocka_unit_test(test_target_tops_up_at_the_watermark_and_gives_back),
         cmocka_unit_test(test_rate_moves_a_quarter_a_round),
+        cmocka_unit_test(test_ask_file_slots_per_budget_and_period),
+        cmocka_unit_test(test_giving_back_never_takes_what_an_admission_holds),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
