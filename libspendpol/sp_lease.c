@@ -220,6 +220,7 @@ sp_ask_slot(void *data, uint64_t hash, int64_t period_start_ms)
         __atomic_store_n(&slot->admitted_nano, 0, __ATOMIC_RELEASE);
         __atomic_store_n(&slot->need_nano, 0, __ATOMIC_RELEASE);
         __atomic_store_n(&slot->last_admit_ms, 0, __ATOMIC_RELEASE);
+        __atomic_store_n(&slot->worst_nano, 0, __ATOMIC_RELEASE);
         __atomic_store_n(&slot->period_start_ms, period_start_ms,
                          __ATOMIC_RELEASE);
     }

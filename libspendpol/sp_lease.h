@@ -142,7 +142,8 @@ typedef struct {
     int64_t   need_nano;        /* the largest parked request's shortfall */
     uint64_t  ask_seq;          /* bumped with need_nano */
     int64_t   last_admit_ms;
-    int64_t   pad;
+    int64_t   worst_nano;       /* the largest worst case this period:
+                                   the slice's floor */
 } sp_ask_slot_t;
 
 typedef struct {

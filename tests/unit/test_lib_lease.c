@@ -288,6 +288,7 @@ test_ask_file_slots_per_budget_and_period(void **state)
     assert_non_null(slot);
     slot->used_nano = 70;
     slot->need_nano = 5;
+    slot->worst_nano = 9;
     assert_ptr_equal(sp_ask_slot(data, hash, 1000), slot);
     assert_int_equal(slot->used_nano, 70);
     assert_ptr_equal(sp_slots_find(ask.slots, ask.header->slots,
@@ -299,6 +300,7 @@ test_ask_file_slots_per_budget_and_period(void **state)
     assert_int_equal(slot->period_start_ms, 2000);
     assert_int_equal(slot->used_nano, 0);
     assert_int_equal(slot->need_nano, 0);
+    assert_int_equal(slot->worst_nano, 0);
     assert_null(sp_slots_find(ask.slots, ask.header->slots,
                               sizeof(sp_ask_slot_t), hash, 1000));
 
