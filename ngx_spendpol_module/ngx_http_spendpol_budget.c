@@ -15,6 +15,7 @@
 #include <sys/mman.h>
 
 #include "ngx_http_spendpol_module.h"
+#include <sp_lease.h>
 
 
 #define NGX_HTTP_SPENDPOL_MAX_BUDGETS  32
@@ -33,10 +34,13 @@ typedef struct {
 
 static int ngx_http_spendpol_budget_visit(const sp_snapshot_budget_t *budget,
     void *arg);
-static int64_t ngx_http_spendpol_effective(ngx_http_spendpol_main_conf_t *smcf,
-    const sp_snapshot_budget_t *budget, ngx_http_spendpol_counter_t *counter);
-static int64_t ngx_http_spendpol_ingested(ngx_http_spendpol_main_conf_t *smcf,
-    uint64_t hash, int64_t period_start_ms, int64_t *global);
+static void ngx_http_spendpol_spend_view(ngx_http_spendpol_main_conf_t *smcf,
+    uint64_t hash, int64_t period_start_ms, sp_spend_view_t *view);
+static int64_t ngx_http_spendpol_effective(ngx_http_spendpol_counter_t *counter,
+    const sp_spend_view_t *view);
+static sp_lease_verdict_t ngx_http_spendpol_lease_check(
+    ngx_http_spendpol_main_conf_t *smcf, ngx_http_spendpol_counter_t *counter,
+    const sp_spend_view_t *view, int64_t worst, int64_t now_ms);
 static void ngx_http_spendpol_hold_cleanup(void *data);
 
 
@@ -53,8 +57,9 @@ ngx_http_spendpol_budget_admit(ngx_http_request_t *r,
     ngx_http_spendpol_ctx_t *ctx)
 {
     int64_t                           worst, effective;
+    sp_spend_view_t                   view;
     sp_str_t                          org, id, values[SP_BUDGET_SCOPE_COUNT];
-    ngx_uint_t                        i, refused, hard;
+    ngx_uint_t                        i, refused, hard, fits;
     ngx_time_t                       *tp;
     ngx_http_spendpol_counter_t      *counter;
     ngx_http_spendpol_main_conf_t    *smcf;
@@ -193,18 +198,36 @@ ngx_http_spendpol_budget_admit(ngx_http_request_t *r,
         res->hash = counter->count.node.key;
         res->period_start_ms = scan.budgets[i]->period_start_ms;
 
-        effective = ngx_http_spendpol_effective(smcf, scan.budgets[i],
-                                                counter);
+        ngx_http_spendpol_spend_view(smcf, res->hash, res->period_start_ms,
+                                     &view);
 
-        if (effective + worst <= scan.budgets[i]->limit_nano
-            && !(ctx->ungoverned
-                 && effective >= scan.budgets[i]->limit_nano))
-        {
+        effective = ngx_http_spendpol_effective(counter, &view);
+
+        fits = effective + worst <= scan.budgets[i]->limit_nano
+               && !(ctx->ungoverned
+                    && effective >= scan.budgets[i]->limit_nano);
+
+        if (scan.budgets[i]->action == SP_BUDGET_WARN) {
+            if (!fits) {
+                ctx->budget_warning = 1;
+            }
+
             continue;
         }
 
-        if (scan.budgets[i]->action == SP_BUDGET_WARN) {
-            ctx->budget_warning = 1;
+        /*
+         * TODO(issue 18, part ii): a lease that lacks what is left
+         * (SP_LEASE_TOP_UP) or waits for the journal
+         * (SP_LEASE_CATCHING_UP) parks the request while controld is
+         * asked (spendpol_lease_wait), and the 402 names the cause; until
+         * then every verdict but SP_LEASE_OK refuses as the limit does.
+         * Dormant while no controld sets SP_SPEND_LEASES.
+         */
+        if (fits
+            && ngx_http_spendpol_lease_check(smcf, counter, &view, worst,
+                                             scan.now_ms)
+               == SP_LEASE_OK)
+        {
             continue;
         }
 
@@ -269,7 +292,7 @@ ngx_uint_t
 ngx_http_spendpol_counter_idle(ngx_http_spendpol_main_conf_t *smcf,
     ngx_http_spendpol_counter_t *counter)
 {
-    int64_t  global;
+    sp_spend_view_t  view;
 
     if (counter->reserved_nano > 0) {
         return 0;
@@ -279,48 +302,25 @@ ngx_http_spendpol_counter_idle(ngx_http_spendpol_main_conf_t *smcf,
         return 1;
     }
 
-    return counter->settled_nano
-           <= ngx_http_spendpol_ingested(smcf, counter->count.node.key,
-                                         counter->count.start_ms, &global);
+    ngx_http_spendpol_spend_view(smcf, counter->count.node.key,
+                                 counter->count.start_ms, &view);
+
+    return counter->settled_nano <= view.epoch_nano;
 }
 
 
 /*
- * What controld ingested of this node's spend on a budget in the period
- * (0 when it has published nothing, or counted another epoch), and in
- * global every node's ingested spend.
+ * What controld published of a budget in the period (sp_spend_read): all
+ * 0 without a spend file, or before controld publishes the budget; its
+ * epoch_nano counts this zone's epoch only. The counter holds
+ * sp_budget_hash() of the budget's id.
  */
-static int64_t
-ngx_http_spendpol_ingested(ngx_http_spendpol_main_conf_t *smcf,
-    uint64_t hash, int64_t period_start_ms, int64_t *global)
+static void
+ngx_http_spendpol_spend_view(ngx_http_spendpol_main_conf_t *smcf,
+    uint64_t hash, int64_t period_start_ms, sp_spend_view_t *view)
 {
-    const sp_spend_slot_t  *slot;
-
-    *global = 0;
-
-    if (smcf->spend_map == NULL) {
-        return 0;
-    }
-
-    /*
-     * budget slots and rate slots share one table keyed by hash and
-     * start (sp_budget.h); the counter holds sp_budget_hash() of its id
-     */
-    slot = (const sp_spend_slot_t *) sp_rate_find(&smcf->spend, hash,
-                                                  period_start_ms);
-    if (slot == NULL) {
-        return 0;
-    }
-
-    *global = __atomic_load_n(&slot->global_nano, __ATOMIC_ACQUIRE);
-
-    if (__atomic_load_n(&slot->epoch, __ATOMIC_ACQUIRE)
-        != smcf->sh->epoch_ms)
-    {
-        return 0;
-    }
-
-    return __atomic_load_n(&slot->node_nano, __ATOMIC_ACQUIRE);
+    sp_spend_read(smcf->spend_map ? &smcf->spend : NULL, hash,
+                  period_start_ms, smcf->sh->epoch_ms, view);
 }
 
 
@@ -331,21 +331,49 @@ ngx_http_spendpol_ingested(ngx_http_spendpol_main_conf_t *smcf,
  * was ingested, so that what it settles from now on counts as pending.
  */
 static int64_t
-ngx_http_spendpol_effective(ngx_http_spendpol_main_conf_t *smcf,
-    const sp_snapshot_budget_t *budget, ngx_http_spendpol_counter_t *counter)
+ngx_http_spendpol_effective(ngx_http_spendpol_counter_t *counter,
+    const sp_spend_view_t *view)
 {
-    int64_t  global, ingested, pending;
-
-    ingested = ngx_http_spendpol_ingested(smcf, counter->count.node.key,
-                                          budget->period_start_ms, &global);
-
-    if (counter->settled_nano < ingested) {
-        counter->settled_nano = ingested;
+    if (counter->settled_nano < view->epoch_nano) {
+        counter->settled_nano = view->epoch_nano;
     }
 
-    pending = counter->settled_nano - ingested;
+    return view->global_nano + (counter->settled_nano - view->epoch_nano)
+           + counter->reserved_nano;
+}
 
-    return global + pending + counter->reserved_nano;
+
+/*
+ * A blocking budget across nodes (sp_lease.h): this node's spend of every
+ * epoch, pending and reserved, plus the worst case, within the lease
+ * controld holds for it. Without SP_SPEND_LEASES (controld does not
+ * grant leases, or no spend file) the global check above is the rule,
+ * as before leases; a request that costs nothing needs no lease.
+ */
+static sp_lease_verdict_t
+ngx_http_spendpol_lease_check(ngx_http_spendpol_main_conf_t *smcf,
+    ngx_http_spendpol_counter_t *counter, const sp_spend_view_t *view,
+    int64_t worst, int64_t now_ms)
+{
+    int64_t           shortfall;
+    sp_lease_check_t  in;
+
+    if (!view->leases || worst <= 0) {
+        return SP_LEASE_OK;
+    }
+
+    in.used = sp_lease_used(view->node_all_nano, view->epoch_nano,
+                            counter->settled_nano, counter->reserved_nano);
+    in.worst = worst;
+    in.lease = view->lease_nano;
+    in.left = view->left_nano;
+    in.expires_ms = view->lease_expires_ms;
+    in.drained_ms = view->drained_ms;
+    in.epoch_ms = smcf->sh->epoch_ms;
+    in.now_ms = now_ms;
+    in.found = view->found;
+
+    return sp_lease_check(&in, &shortfall);
 }
 
 

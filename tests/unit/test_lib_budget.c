@@ -310,6 +310,106 @@ test_spend_open_refuses_bad_files(void **state)
 }
 
 
+/* what a node reads of its budget's slot (version 2: the lease) */
+static void
+test_spend_read_sees_its_epoch_and_lease(void **state)
+{
+    uint8_t           *data;
+    size_t             len;
+    uint64_t           hash;
+    sp_spend_t         spend;
+    sp_spend_slot_t   *slot;
+    sp_spend_view_t    view;
+    char               err[128];
+
+    (void) state;
+
+    len = sp_spend_size(8);
+    data = calloc(1, len);
+    assert_non_null(data);
+    sp_spend_init(data, 8, 1);
+    assert_int_equal(sp_spend_open(&spend, data, len, err, sizeof(err)),
+                     SP_OK);
+
+    hash = sp_budget_hash(S("bud_1"));
+
+    /* no file, or no slot: nothing, and no lease rules */
+    sp_spend_read(NULL, hash, 1000, 77, &view);
+    assert_false(view.found || view.leases);
+    sp_spend_read(&spend, hash, 1000, 77, &view);
+    assert_false(view.found || view.leases);
+
+    slot = sp_spend_slot(data, S("bud_1"));
+    slot->period_start_ms = 1000;
+    slot->global_nano = 900;
+    slot->epoch = 77;
+    slot->node_nano = 200;
+    slot->node_all_nano = 500;
+    slot->lease_nano = 1500;
+    slot->lease_expires_ms = 9000;
+    slot->left_nano = 4000;
+    ((sp_spend_header_t *) data)->flags = SP_SPEND_LEASES;
+    ((sp_spend_header_t *) data)->drained_ms = 800;
+
+    sp_spend_read(&spend, hash, 1000, 77, &view);
+    assert_true(view.found && view.leases);
+    assert_int_equal(view.global_nano, 900);
+    assert_int_equal(view.epoch_nano, 200);
+    assert_int_equal(view.node_all_nano, 500);
+    assert_int_equal(view.lease_nano, 1500);
+    assert_int_equal(view.lease_expires_ms, 9000);
+    assert_int_equal(view.left_nano, 4000);
+    assert_int_equal(view.drained_ms, 800);
+
+    /* another epoch (nginx restarted): none of its lines are ingested */
+    sp_spend_read(&spend, hash, 1000, 78, &view);
+    assert_true(view.found);
+    assert_int_equal(view.epoch_nano, 0);
+    assert_int_equal(view.node_all_nano, 500);
+
+    /* another period: nothing, but the file still says leases are on */
+    sp_spend_read(&spend, hash, 2000, 77, &view);
+    assert_false(view.found);
+    assert_true(view.leases);
+    assert_int_equal(view.lease_nano, 0);
+    assert_int_equal(view.drained_ms, 800);
+
+    free(data);
+}
+
+
+/* budget and rate slots are one size, and the header keeps them aligned */
+static void
+test_spend_file_version_2_layout(void **state)
+{
+    uint8_t     *data;
+    size_t       len;
+    sp_spend_t   spend;
+    char         err[128];
+
+    (void) state;
+
+    assert_int_equal(sizeof(sp_spend_header_t), 64);
+    assert_int_equal(sizeof(sp_spend_slot_t), 128);
+    assert_int_equal(sizeof(sp_rate_slot_t), 128);
+
+    len = sp_spend_size(8);
+    data = calloc(1, len);
+    assert_non_null(data);
+    sp_spend_init(data, 8, 1);
+    assert_int_equal(((sp_spend_header_t *) data)->version, 2);
+    assert_int_equal(((sp_spend_header_t *) data)->flags, 0);
+
+    /* a version 1 file (controld not upgraded with nginx) is refused */
+    ((sp_spend_header_t *) data)->version = 1;
+    assert_int_equal(sp_spend_open(&spend, data, len, err, sizeof(err)),
+                     SP_ERROR);
+    assert_string_equal(err, "spend file version 1, expected 2");
+
+    free(data);
+}
+
+
 int
 main(void)
 {
@@ -320,6 +420,8 @@ main(void)
         cmocka_unit_test(test_spend_file_round_trip),
         cmocka_unit_test(test_spend_open_refuses_bad_files),
         cmocka_unit_test(test_rate_slots_beside_budgets),
+        cmocka_unit_test(test_spend_read_sees_its_epoch_and_lease),
+        cmocka_unit_test(test_spend_file_version_2_layout),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
