@@ -20,12 +20,12 @@ FUZZ_CFLAGS := -std=gnu11 -g -O1 -Wall -Wextra -Wno-unused-parameter \
 FUZZ_LIBS   := -ljansson -lcrypto -lpcre2-8 -lm
 CD_CFLAGS   := -Icontrold -I/usr/include/postgresql
 CD_LIBS     := -lpq -lmicrohttpd -lhiredis -ljansson -lssl -lcrypto \
-               -lpthread -lm
+               -lpcre2-8 -lpthread -lm
 
 LIB_SRCS    := $(wildcard libspendpol/*.c)
 LIB_HDRS    := $(wildcard libspendpol/*.h)
 LIB_OBJS    := $(patsubst libspendpol/%.c,$(OUT)/obj/%.o,$(LIB_SRCS)) \
-               $(OUT)/obj/sp_tok_vocab.o
+               $(OUT)/obj/gen/sp_tok_vocab.o
 CD_SRCS     := $(filter-out controld/main.c,$(wildcard controld/*.c))
 CD_HDRS     := $(wildcard controld/*.h)
 CD_OBJS     := $(patsubst controld/%.c,$(OUT)/obj/controld/%.o,$(CD_SRCS))
@@ -38,12 +38,6 @@ all: $(TARGETS) $(OUT)/gen_seeds
 $(OUT)/obj/%.o: libspendpol/%.c $(LIB_HDRS) tests/fuzz/fuzz.mk
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -c -o $@ $<
-
-# the tokenizer's vocabularies, data the main Makefile generates
-# (make build/gen/sp_tok_vocab.c): no instrumentation, no optimisation
-$(OUT)/obj/sp_tok_vocab.o: build/gen/sp_tok_vocab.c libspendpol/sp_tokenize.h
-	@mkdir -p $(dir $@)
-	$(FUZZ_CC) -O0 -fPIC -Ilibspendpol -c -o $@ $<
 
 $(OUT)/libspendpol_fuzz.a: $(LIB_OBJS)
 	@rm -f $@
@@ -82,7 +76,7 @@ $(OUT)/fuzz_tokenize: tests/fuzz/fuzz_tokenize.c tests/fuzz/fuzz_common.h \
                       $(OUT)/obj/gen/sp_tok_vocab.o
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $< \
 	    $(OUT)/obj/gen/sp_tok_vocab.o $(OUT)/libspendpol_fuzz.a \
-	    $(FUZZ_LIBS) -lpcre2-8
+	    $(FUZZ_LIBS)
 
 $(OUT)/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz_common.h $(LIB_HDRS) \
                $(OUT)/libspendpol_fuzz.a

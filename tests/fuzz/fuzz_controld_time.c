@@ -16,6 +16,7 @@
 
 #include "fuzz_common.h"
 #include "controld.h"
+#include "api.h"
 
 
 /* 1970-01-01T00:00:00Z .. 9999-12-31T23:59:59.999999Z in microseconds */

@@ -23,6 +23,9 @@
 
 #include "fuzz_common.h"
 #include "controld.h"
+#include "outbound.h"
+#include "webhook.h"
+#include "api.h"
 
 
 #define FUZZ_BASE_URL_MAX  2048        /* CD_BASE_URL_MAX, api_providers.c */
