@@ -77,9 +77,19 @@ typedef struct {
     char    *body;
     size_t   len;
     size_t   cap;
+    size_t   discarded;
     int      too_large;
     int      responded;
 } cd_http_upload_t;
+
+
+/*
+ * An oversized body is read and dropped up to this many times the cap
+ * before the 413 is sent, so the client sees the answer instead of a
+ * connection reset while it is still writing (nginx's lingering close does
+ * the same); a body larger than that is refused at once.
+ */
+#define CD_HTTP_DRAIN_FACTOR  8
 
 
 /* ---- routing ---------------------------------------------------------- */
@@ -367,15 +377,19 @@ cd_http_access(void *cls, struct MHD_Connection *connection,
         if (header != NULL) {
             length = strtoll(header, NULL, 10);
 
-            /* refuse before reading a byte of an oversized body */
             if (length > app->config.api_body_max) {
                 up->too_large = 1;
+
+                /* far over the cap: refuse before reading a byte */
+                if (length / CD_HTTP_DRAIN_FACTOR
+                    > app->config.api_body_max)
+                {
+                    goto respond;
+                }
             }
         }
 
-        if (!up->too_large) {
-            return MHD_YES;
-        }
+        return MHD_YES;
     }
 
     if (*upload_data_size != 0) {
@@ -420,10 +434,23 @@ cd_http_access(void *cls, struct MHD_Connection *connection,
             up->body[up->len] = '\0';
         }
 
+        up->discarded += up->too_large ? *upload_data_size : 0;
         *upload_data_size = 0;
+
+        /*
+         * no answer can be queued while upload data is handled: a body
+         * that goes on far past the cap (chunked) loses its connection
+         */
+        if (up->discarded / CD_HTTP_DRAIN_FACTOR
+            > (size_t) app->config.api_body_max)
+        {
+            return MHD_NO;
+        }
 
         return MHD_YES;
     }
+
+respond:
 
     if (up->responded) {
         return MHD_YES;

@@ -48,6 +48,54 @@ test('a 2 MiB body -> 413 JSON naming the limit and SPENDPOL_API_BODY_MAX', asyn
   assert.equal((await s.api('GET', '/api-keys?limit=1')).status, 200);
 });
 
+test('an oversized body is drained, so a client still writing reads the 413 (ten in a row)', async () => {
+  // 6 MiB: under eight times the cap, read and dropped before the answer;
+  // a client without Expect: 100-continue must never see a reset instead
+  const big = Buffer.alloc(6 * 1024 * 1024, 0x78);
+  for (let i = 0; i < 10; i++) {
+    const r = await rawRequest(`${s.apiURL}/api-keys`, { headers: adminHeaders(), body: big });
+    assert.equal(assertJsonError(r, 413, `round ${i}`).code, 'body_too_large');
+  }
+});
+
+test('a Content-Length far over the cap is refused unread; a chunked flood loses its connection', async () => {
+  // 64 MiB announced, nothing sent: the answer comes before any body
+  const far = await new Promise((resolve, reject) => {
+    const sock = net.connect(Number(new URL(s.apiURL).port), '127.0.0.1');
+    let got = '';
+    sock.on('data', (d) => { got += d; });
+    sock.on('end', () => resolve(got));
+    sock.on('error', reject);
+    sock.write(`POST /api-keys HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${s.adminKey}\r\n` +
+      `Content-Type: application/json\r\nContent-Length: ${64 * 1024 * 1024}\r\n\r\n`);
+  });
+  assert.match(far, /^HTTP\/1\.1 413/, far.slice(0, 200));
+  assert.match(far, /SPENDPOL_API_BODY_MAX/);
+
+  // chunked, 16 MiB and more: the daemon stops reading and closes
+  const closed = await new Promise((resolve) => {
+    const sock = net.connect(Number(new URL(s.apiURL).port), '127.0.0.1');
+    const chunk = Buffer.alloc(1024 * 1024, 0x78);
+    let sent = 0;
+    sock.on('error', () => resolve(sent));
+    sock.on('close', () => resolve(sent));
+    sock.write(`POST /api-keys HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${s.adminKey}\r\n` +
+      'Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n');
+    const pump = () => {
+      while (sent < 64) {
+        sent++;
+        if (!sock.write(`${chunk.length.toString(16)}\r\n`) || !sock.write(chunk) || !sock.write('\r\n')) {
+          sock.once('drain', pump);
+          return;
+        }
+      }
+    };
+    pump();
+  });
+  assert.ok(closed < 64, `the daemon read all ${closed} MiB of a chunked flood`);
+  assert.equal((await s.api('GET', '/api-keys?limit=1')).status, 200);
+});
+
 function assertCapError(r, setting, cap) {
   const e = assertJsonError(r, 422, setting);
   assert.equal(e.code, 'org_limit_reached');
