@@ -225,6 +225,7 @@ cd_ingest_fill(cd_ingest_ctx_t *x)
     size_t   consumed;
 
     x->at_eof = 0;
+    x->fill_started_ms = cd_clock_ms(CLOCK_REALTIME);
 
     while (x->count < CD_INGEST_BATCH_LINES) {
         n = pread(x->fd, x->buf, CD_INGEST_READ_SIZE, x->scan_off);
@@ -688,6 +689,12 @@ cd_ingest_thread(void *data)
             cd_ingest_retention(&x);
             cd_ingest_check_file(&x);
 
+            if (x.fd >= 0 && x.rotated_at == 0 && !cd_ingest_pending(&x)) {
+                /* the current file, read to its end, all committed */
+                __atomic_store_n(&x.app->ingest.drained_ms,
+                                 x.fill_started_ms, __ATOMIC_RELEASE);
+            }
+
             if (x.fd >= 0) {
                 cd_ingest_sleep(x.app, CD_INGEST_IDLE_MS);
             }
@@ -736,6 +743,13 @@ int64_t
 cd_ingest_offset(cd_app_t *app)
 {
     return __atomic_load_n(&app->ingest.committed_offset, __ATOMIC_ACQUIRE);
+}
+
+
+int64_t
+cd_ingest_drained_ms(cd_app_t *app)
+{
+    return __atomic_load_n(&app->ingest.drained_ms, __ATOMIC_ACQUIRE);
 }
 
 
