@@ -50,6 +50,7 @@ typedef struct {
     int64_t            rate;
     int64_t            admitted;    /* the ask slot's, at the last round */
     int64_t            round_ms;    /* monotonic, of the last round */
+    uint64_t           answered;    /* the last ask_seq answered */
     unsigned           granted:1;
     unsigned           seen:1;      /* in this round's budget list */
     /* this round */
@@ -324,7 +325,12 @@ cd_lease_size(cd_lease_ctx_t *x, cd_lease_state_t *s, int nginx_gone,
 
     if (ask != NULL) {
         s->ask_seq = __atomic_load_n(&ask->ask_seq, __ATOMIC_ACQUIRE);
-        in.need = __atomic_load_n(&ask->need_nano, __ATOMIC_ACQUIRE);
+
+        /* need_nano stays after its answer: it counts while asked */
+        if (s->ask_seq != s->answered) {
+            in.need = __atomic_load_n(&ask->need_nano, __ATOMIC_ACQUIRE);
+        }
+
         in.floor = __atomic_load_n(&ask->worst_nano, __ATOMIC_ACQUIRE);
         used = cd_lease_max(used, __atomic_load_n(&ask->used_nano,
                                             __ATOMIC_SEQ_CST));
@@ -361,8 +367,15 @@ cd_lease_size(cd_lease_ctx_t *x, cd_lease_state_t *s, int nginx_gone,
     }
 
     s->used = used;
-    s->want = s->granted ? sp_lease_target(s->lease, used, slice)
-                         : sp_lease_target(0, used, slice);
+    s->want = sp_lease_target(s->lease, used, slice);
+
+    /*
+     * an ask pays its shortfall now, even where the watermark would wait
+     * (headroom exactly half a slice)
+     */
+    if (in.need > 0 && slice > 0 && s->want < s->lease + in.need) {
+        s->want = s->lease + in.need;
+    }
 
     if (!s->granted || s->want >= s->lease) {
         return 1;
@@ -495,6 +508,7 @@ cd_lease_grant(cd_lease_ctx_t *x, cd_lease_state_t **round, size_t n,
         round[i]->left = strtoll(PQgetvalue(res, (int) row, 2), NULL, 10);
         round[i]->live = strtoll(PQgetvalue(res, (int) row, 3), NULL, 10);
         round[i]->granted = 1;
+        round[i]->answered = round[i]->ask_seq;
 
         spend = cd_lease_spend_slot(x->app, &round[i]->b);
         if (spend == NULL) {
