@@ -107,6 +107,10 @@ typedef struct {
     int64_t                batch_started; /* ms of the first pending line */
     int64_t                fill_started_ms; /* realtime ms the last
                                              cd_ingest_fill began */
+    int64_t                eof_started_ms; /* of the last fill that read
+                                             to the end of the file */
+    int64_t                eof_off;       /* where that fill ended, */
+    ino_t                  eof_ino;       /* in this file */
     char                  *buf;
     char                 (*alert_keys)[CD_ALERT_KEY_MAX];  /* per record,
                                                  "" when it raises none */

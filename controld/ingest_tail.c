@@ -638,6 +638,23 @@ cd_ingest_open_next_rotated(cd_ingest_ctx_t *x, dev_t done_dev,
 }
 
 
+/*
+ * Publishes drained_ms once the lines the last read to the end of the
+ * current file found are committed (the offset passed where that read
+ * ended): under steady load too, where no read finds nothing new.
+ */
+static void
+cd_ingest_drained(cd_ingest_ctx_t *x)
+{
+    if (x->fd >= 0 && x->rotated_at == 0 && x->eof_started_ms != 0
+        && x->eof_ino == x->ino && x->commit_off >= x->eof_off)
+    {
+        __atomic_store_n(&x->app->ingest.drained_ms, x->eof_started_ms,
+                         __ATOMIC_RELEASE);
+    }
+}
+
+
 static void *
 cd_ingest_thread(void *data)
 {
@@ -671,6 +688,15 @@ cd_ingest_thread(void *data)
             continue;
         }
 
+        if (x.at_eof) {
+            /* every line written before this read began is below here */
+            x.eof_started_ms = x.fill_started_ms;
+            x.eof_off = x.scan_off;
+            x.eof_ino = x.ino;
+        }
+
+        cd_ingest_drained(&x);
+
         if (cd_ingest_pending(&x)) {
             age = cd_clock_ms(CLOCK_MONOTONIC) - x.batch_started;
 
@@ -678,6 +704,7 @@ cd_ingest_thread(void *data)
                 || age >= CD_INGEST_BATCH_MS || x.batch_started == 0)
             {
                 (void) cd_ingest_flush_retry(&x);
+                cd_ingest_drained(&x);
                 continue;
             }
 
@@ -688,12 +715,6 @@ cd_ingest_thread(void *data)
         if (x.at_eof) {
             cd_ingest_retention(&x);
             cd_ingest_check_file(&x);
-
-            if (x.fd >= 0 && x.rotated_at == 0 && !cd_ingest_pending(&x)) {
-                /* the current file, read to its end, all committed */
-                __atomic_store_n(&x.app->ingest.drained_ms,
-                                 x.fill_started_ms, __ATOMIC_RELEASE);
-            }
 
             if (x.fd >= 0) {
                 cd_ingest_sleep(x.app, CD_INGEST_IDLE_MS);

@@ -308,7 +308,7 @@ static int
 cd_lease_size(cd_lease_ctx_t *x, cd_lease_state_t *s, int nginx_gone,
     int64_t now_ms, int64_t mono_ms)
 {
-    int64_t               used, admitted, slice, none;
+    int64_t               used, admitted, delta, burst, slice, none;
     sp_lease_slice_t      in;
     sp_spend_slot_t      *spend;
     const sp_ask_slot_t  *ask;
@@ -335,15 +335,28 @@ cd_lease_size(cd_lease_ctx_t *x, cd_lease_state_t *s, int nginx_gone,
         used = cd_lease_max(used, __atomic_load_n(&ask->used_nano,
                                             __ATOMIC_SEQ_CST));
         admitted = __atomic_load_n(&ask->admitted_nano, __ATOMIC_ACQUIRE);
+        delta = admitted >= s->admitted ? admitted - s->admitted : admitted;
 
         if (s->round_ms != 0) {
-            s->rate = sp_lease_rate(s->rate,
-                                    admitted >= s->admitted
-                                    ? admitted - s->admitted : admitted,
-                                    mono_ms - s->round_ms);
+            s->rate = sp_lease_rate(s->rate, delta, mono_ms - s->round_ms);
         }
 
         s->admitted = admitted;
+
+        /*
+         * A burst outruns the average, which starts at 0: what this round
+         * saw admitted and asked, as a rate over at least a heartbeat,
+         * sizes the slice too (still at most half of what is left per
+         * live node), so a busy budget far from its limit stops asking.
+         */
+        burst = sp_lease_rate(0, delta > INT64_MAX - in.need
+                                 ? INT64_MAX : delta + in.need,
+                              cd_lease_max(mono_ms - s->round_ms,
+                                           CD_LEASE_HEARTBEAT_MS)) * 4;
+        in.rate = cd_lease_max(s->rate, burst);
+
+    } else {
+        in.rate = s->rate;
     }
 
     s->round_ms = mono_ms;
@@ -352,7 +365,6 @@ cd_lease_size(cd_lease_ctx_t *x, cd_lease_state_t *s, int nginx_gone,
     in.free = s->granted ? cd_lease_max(s->lease - used, 0) + s->left
                          : INT64_MAX / 4;
     in.live_nodes = s->live;
-    in.rate = s->rate;
     in.horizon_ms = x->app->config.lease_horizon_ms;
 
     slice = sp_lease_slice(&in);
