@@ -185,10 +185,29 @@ cd_lease_set_budgets(cd_app_t *app, cd_lease_budget_t *b, size_t n)
 }
 
 
+/* the spend slot of b; under app->spend.lock */
+static sp_spend_slot_t *
+cd_lease_spend_slot(cd_app_t *app, const cd_lease_budget_t *b)
+{
+    sp_spend_header_t  *header;
+
+    if (app->spend.map == NULL) {
+        return NULL;
+    }
+
+    header = (sp_spend_header_t *) app->spend.map;
+
+    return (sp_spend_slot_t *) sp_slots_find(header + 1, header->slots,
+                                             sizeof(sp_spend_slot_t),
+                                             b->hash, b->period_ms);
+}
+
+
 static cd_lease_state_t *
 cd_lease_state(cd_lease_ctx_t *x, const cd_lease_budget_t *b)
 {
     size_t             i;
+    sp_spend_slot_t   *spend;
     cd_lease_state_t  *s;
 
     for (i = 0; i < x->nstates; i++) {
@@ -210,6 +229,26 @@ cd_lease_state(cd_lease_ctx_t *x, const cd_lease_budget_t *b)
     s = &x->states[x->nstates++];
     memset(s, 0, sizeof(*s));
     s->b = *b;
+
+    /*
+     * After a restart the module still holds what the last controld
+     * published: start from it, so a smaller lease goes through the
+     * shrink handshake like any other
+     */
+    pthread_mutex_lock(&x->app->spend.lock);
+    spend = cd_lease_spend_slot(x->app, b);
+
+    if (spend != NULL
+        && __atomic_load_n(&spend->lease_expires_ms, __ATOMIC_ACQUIRE) != 0)
+    {
+        s->lease = __atomic_load_n(&spend->lease_nano, __ATOMIC_SEQ_CST);
+        s->left = __atomic_load_n(&spend->left_nano, __ATOMIC_ACQUIRE);
+        s->live = __atomic_load_n(&spend->live_nodes, __ATOMIC_ACQUIRE);
+        s->answered = __atomic_load_n(&spend->answered_seq, __ATOMIC_ACQUIRE);
+        s->granted = 1;
+    }
+
+    pthread_mutex_unlock(&x->app->spend.lock);
 
     return s;
 }
@@ -279,24 +318,6 @@ cd_lease_ask_slot(cd_lease_ctx_t *x, const cd_lease_budget_t *b)
 
     return sp_slots_find(x->ask.slots, x->ask.header->slots,
                          sizeof(sp_ask_slot_t), b->hash, b->period_ms);
-}
-
-
-/* the spend slot of b; under app->spend.lock */
-static sp_spend_slot_t *
-cd_lease_spend_slot(cd_app_t *app, const cd_lease_budget_t *b)
-{
-    sp_spend_header_t  *header;
-
-    if (app->spend.map == NULL) {
-        return NULL;
-    }
-
-    header = (sp_spend_header_t *) app->spend.map;
-
-    return (sp_spend_slot_t *) sp_slots_find(header + 1, header->slots,
-                                             sizeof(sp_spend_slot_t),
-                                             b->hash, b->period_ms);
 }
 
 

@@ -111,26 +111,31 @@ cd_spend_existing_generation(const char *path)
 
 
 /*
- * A new layout keeps what the old one holds: every slot (its values and
- * the leases lease.c stored), the flags and drained_ms. Under sp->lock.
+ * A new layout keeps the slots of the old one that hold a live lease
+ * (with their values), the flags and drained_ms. Under sp->lock.
  */
 static void
-cd_spend_carry(cd_spend_t *sp, uint8_t *map)
+cd_spend_carry(const uint8_t *from_map, uint8_t *map)
 {
-    uint32_t            i;
-    sp_spend_slot_t    *from, *to;
-    sp_spend_header_t  *old, *header;
+    int64_t                   now_ms;
+    uint32_t                  i;
+    sp_spend_slot_t          *to;
+    sp_spend_header_t        *header;
+    const sp_spend_slot_t    *from;
+    const sp_spend_header_t  *old;
 
-    if (sp->map == NULL) {
-        return;
-    }
-
-    old = (sp_spend_header_t *) sp->map;
+    old = (const sp_spend_header_t *) from_map;
     header = (sp_spend_header_t *) map;
-    from = (sp_spend_slot_t *) (old + 1);
+    from = (const sp_spend_slot_t *) (old + 1);
+
+    now_ms = cd_clock_ms(CLOCK_REALTIME);
 
     for (i = 0; i < old->slots; i++) {
-        if (from[i].budget_hash == 0) {
+        /* what the module must not lose: a lease it may admit inside */
+        if (from[i].budget_hash == 0
+            || __atomic_load_n(&from[i].lease_expires_ms, __ATOMIC_ACQUIRE)
+               <= now_ms)
+        {
             continue;
         }
 
@@ -143,6 +148,46 @@ cd_spend_carry(cd_spend_t *sp, uint8_t *map)
 
     header->flags = __atomic_load_n(&old->flags, __ATOMIC_ACQUIRE);
     header->drained_ms = __atomic_load_n(&old->drained_ms, __ATOMIC_ACQUIRE);
+}
+
+
+/*
+ * At start, the file an earlier controld left: the module still admits
+ * inside the leases it holds, so they are carried over too.
+ */
+static void
+cd_spend_carry_file(const char *path, uint8_t *map)
+{
+    int          fd;
+    char         err[256];
+    void        *old;
+    sp_spend_t   spend;
+    struct stat  st;
+
+    fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        return;
+    }
+
+    if (fstat(fd, &st) != 0 || st.st_size <= 0) {
+        close(fd);
+        return;
+    }
+
+    old = mmap(NULL, (size_t) st.st_size, PROT_READ, MAP_SHARED, fd, 0);
+    close(fd);
+
+    if (old == MAP_FAILED) {
+        return;
+    }
+
+    if (sp_spend_open(&spend, old, (size_t) st.st_size, err, sizeof(err))
+        == SP_OK)
+    {
+        cd_spend_carry(old, map);
+    }
+
+    munmap(old, (size_t) st.st_size);
 }
 
 
@@ -201,7 +246,13 @@ cd_spend_create(cd_app_t *app, uint32_t slots)
     }
 
     sp_spend_init(map, slots, generation);
-    cd_spend_carry(sp, map);
+
+    if (sp->map != NULL) {
+        cd_spend_carry(sp->map, map);
+
+    } else {
+        cd_spend_carry_file(path, map);
+    }
 
     if (rename(tmp, path) != 0) {
         cd_log_error(CD_SPEND_SUBJECT, "cannot rename %s to %s: %s", tmp,
