@@ -72,6 +72,8 @@ typedef struct {
     cd_lease_state_t   *states;
     size_t              nstates;
     int                 failed;
+    size_t              asked;       /* this round: known budgets asked */
+    int64_t             woken_ms;    /* monotonic: spend.c last woken */
 } cd_lease_ctx_t;
 
 
@@ -612,10 +614,12 @@ cd_lease_round(cd_lease_ctx_t *x)
     }
 
     n = 0;
+    x->asked = 0;
 
     for (i = 0; i < x->nstates; i++) {
         if (cd_lease_size(x, &x->states[i], gone, now_ms, mono_ms)) {
             round[n++] = &x->states[i];
+            x->asked += x->states[i].ask_seq != x->states[i].answered;
         }
     }
 
@@ -634,6 +638,48 @@ cd_lease_round(cd_lease_ctx_t *x)
     }
 
     return rc;
+}
+
+
+/* asks spend.c for a round now (a new budget, drained_ms), every 20 ms */
+static void
+cd_lease_wake_spend(cd_lease_ctx_t *x, int64_t mono_ms)
+{
+    if (mono_ms - x->woken_ms >= 20) {
+        x->woken_ms = mono_ms;
+        cd_thread_wake(&x->app->spend.thread);
+    }
+}
+
+
+/*
+ * 1 while the spend file's drained_ms is older than this nginx's epoch
+ * though the journal is drained past it: the module waits for spend.c
+ */
+static int
+cd_lease_catching_up(cd_lease_ctx_t *x)
+{
+    int      behind;
+    int64_t  epoch;
+
+    if (x->map == NULL) {
+        return 0;
+    }
+
+    epoch = __atomic_load_n(&x->ask.header->epoch_ms, __ATOMIC_ACQUIRE);
+
+    if (cd_ingest_drained_ms(x->app) < epoch) {
+        return 0;
+    }
+
+    pthread_mutex_lock(&x->app->spend.lock);
+    behind = x->app->spend.map != NULL
+             && __atomic_load_n(&((sp_spend_header_t *)
+                                  x->app->spend.map)->drained_ms,
+                                __ATOMIC_ACQUIRE) < epoch;
+    pthread_mutex_unlock(&x->app->spend.lock);
+
+    return behind;
 }
 
 
@@ -678,6 +724,11 @@ cd_lease_thread(void *data)
                 x.failed = 1;
 
             } else {
+                if (asks != last_asks && x.asked == 0) {
+                    /* an ask for a budget spend.c has not listed yet */
+                    cd_lease_wake_spend(&x, mono_ms);
+                }
+
                 if (x.failed) {
                     cd_log_info(CD_LEASE_SUBJECT, "budget leases renewed "
                                 "again");
@@ -688,6 +739,11 @@ cd_lease_thread(void *data)
             }
 
             last_ms = mono_ms;
+        }
+
+        if (cd_lease_catching_up(&x)) {
+            /* nginx waits for drained_ms: spend.c publishes it */
+            cd_lease_wake_spend(&x, mono_ms);
         }
 
         cd_thread_sleep(&x.app->lease.thread, CD_LEASE_POLL_MS);
