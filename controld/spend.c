@@ -394,6 +394,7 @@ cd_spend_update(cd_app_t *app)
     sp_str_t           id;
     sp_rate_slot_t    *rate;
     sp_spend_slot_t   *slot;
+    sp_spend_header_t *header;
     cd_lease_budget_t *leases;
 
     /* the journal read before this round's values */
@@ -509,9 +510,16 @@ cd_spend_update(cd_app_t *app)
         }
     }
 
-    /* the values above count every line written before drained_ms */
-    __atomic_store_n(&((sp_spend_header_t *) app->spend.map)->drained_ms,
-                     drained_ms, __ATOMIC_RELEASE);
+    /*
+     * the values above count every line written before drained_ms; it
+     * never goes back (a restarted ingest starts at 0, the file carried
+     * over holds the last controld's)
+     */
+    header = (sp_spend_header_t *) app->spend.map;
+
+    if (drained_ms > __atomic_load_n(&header->drained_ms, __ATOMIC_RELAXED)) {
+        __atomic_store_n(&header->drained_ms, drained_ms, __ATOMIC_RELEASE);
+    }
 
     for (r = 0; r < nrates; r++) {
         if (rates[r].hash == 0) {
