@@ -217,6 +217,10 @@ void cd_api_budgets_update(cd_request_t *r);
 void cd_api_budgets_delete(cd_request_t *r);
 void cd_api_budgets_spend(cd_request_t *r);
 
+/* api_leases.c: every node's budget leases; free a dead node's */
+void cd_api_leases_list(cd_request_t *r);
+void cd_api_leases_release(cd_request_t *r);
+
 void cd_api_agents_create(cd_request_t *r);
 void cd_api_agents_list(cd_request_t *r);
 void cd_api_agents_get(cd_request_t *r);

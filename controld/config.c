@@ -18,6 +18,7 @@
 
 #include "controld.h"
 #include "outbound.h"
+#include "sp_lease.h"
 
 
 typedef enum {
@@ -139,6 +140,18 @@ static const cd_conf_entry_t  cd_conf_table[] = {
     { "SPENDPOL_AUDIT_RETENTION_MONTHS", NULL, "0", CD_CONF_LONG,
       CD_CONF_OFFSET(audit_retention_months), 0, 0, 1200,
       "months (0: keep forever)" },
+    /*
+     * Budget leases across nodes (lease.c): a granted lease is good for
+     * ttl unless renewed; live nodes are those heartbeating within it;
+     * a slice lasts a horizon of this node's traffic.
+     */
+    { "SPENDPOL_LEASE_TTL_MS", NULL, CD_STRINGIFY(SP_LEASE_TTL_MS),
+      CD_CONF_LONG, CD_CONF_OFFSET(lease_ttl_ms), 0, 500, 3600000, "ms" },
+    { "SPENDPOL_LEASE_GRACE_MS", NULL, CD_STRINGIFY(SP_LEASE_GRACE_MS),
+      CD_CONF_LONG, CD_CONF_OFFSET(lease_grace_ms), 0, 0, 3600000, "ms" },
+    { "SPENDPOL_LEASE_HORIZON_MS", NULL, CD_STRINGIFY(SP_LEASE_HORIZON_MS),
+      CD_CONF_LONG, CD_CONF_OFFSET(lease_horizon_ms), 0, 100, 600000,
+      "ms" },
 };
 
 /* a PEM file holds a few certificates at most */

@@ -70,6 +70,7 @@ typedef struct cd_app_s      cd_app_t;
 #include "rates.h"
 #include "snapshot.h"
 #include "spend.h"
+#include "lease.h"
 #include "http.h"
 #include "alerts.h"
 #include "ingest.h"
@@ -85,6 +86,7 @@ struct cd_app_s {
     cd_snapshot_t    snapshot;
     cd_ingest_t      ingest;
     cd_spend_t       spend;
+    cd_lease_t       lease;
     cd_rates_limited_t  rates;
     cd_http_t        http;
     cd_alert_jobs_t  alert_jobs;

@@ -60,6 +60,8 @@ const cd_route_t  cd_routes[] = {
     { "PATCH",  "/budgets/{id}",            cd_api_budgets_update,   1 },
     { "DELETE", "/budgets/{id}",            cd_api_budgets_delete,   1 },
     { "GET",    "/budgets/{id}/spend",      cd_api_budgets_spend,    1 },
+    { "GET",    "/budget-leases",           cd_api_leases_list,      1 },
+    { "DELETE", "/budget-leases/{node_id}", cd_api_leases_release,   1 },
     { "GET",    "/agents",                  cd_api_agents_list,      1 },
     { "POST",   "/agents",                  cd_api_agents_create,    1 },
     { "GET",    "/agents/{id}",             cd_api_agents_get,       1 },

@@ -34,11 +34,21 @@ typedef struct {
     int64_t           malformed_lines;   /* lines that are no record */
     int64_t           refused_lines;     /* records sp_journal_check
                                             refused */
+    int64_t           drained_ms;        /* atomic: every journal line
+                                            written before it (realtime
+                                            ms) is committed */
 } cd_ingest_t;
 
 int cd_ingest_start(cd_app_t *app) CD_CHECK;
 void cd_ingest_stop(cd_app_t *app);
 int64_t cd_ingest_offset(cd_app_t *app);
+
+/*
+ * Realtime ms before which every line nginx wrote to the journal is in
+ * PostgreSQL (a read that began then reached the end of the current file
+ * with every batch committed); 0 until then. Lease checks need it.
+ */
+int64_t cd_ingest_drained_ms(cd_app_t *app);
 
 /* the lines skipped since start: not journal records, and refused ones */
 void cd_ingest_counts(cd_app_t *app, int64_t *malformed, int64_t *refused);
@@ -95,6 +105,12 @@ typedef struct {
                                              re-read after a failed load
                                              is not logged again */
     int64_t                batch_started; /* ms of the first pending line */
+    int64_t                fill_started_ms; /* realtime ms the last
+                                             cd_ingest_fill began */
+    int64_t                eof_started_ms; /* of the last fill that read
+                                             to the end of the file */
+    int64_t                eof_off;       /* where that fill ended, */
+    ino_t                  eof_ino;       /* in this file */
     char                  *buf;
     char                 (*alert_keys)[CD_ALERT_KEY_MAX];  /* per record,
                                                  "" when it raises none */
@@ -163,6 +179,24 @@ int cd_ingest_count_spend(cd_ingest_ctx_t *x, cd_db_conn_t *c) CD_CHECK;
  */
 size_t cd_ingest_array_add(char *out, size_t pos, size_t cap, const char *s,
     size_t len);
+
+/*
+ * A PostgreSQL array literal being built (ingest, leases): init sizes it
+ * for elements of at most each bytes, so str and int always fit; end
+ * closes it and returns the literal, "{}" when empty. The caller frees
+ * data.
+ */
+typedef struct {
+    char    *data;
+    size_t   len;
+    size_t   cap;
+} cd_spend_array_t;
+
+int cd_spend_array_init(cd_spend_array_t *a, size_t elements, size_t each)
+    CD_CHECK;
+void cd_spend_array_str(cd_spend_array_t *a, const char *s);
+void cd_spend_array_int(cd_spend_array_t *a, int64_t v);
+const char *cd_spend_array_end(cd_spend_array_t *a);
 
 
 #endif /* CD_INGEST_H */

@@ -52,13 +52,6 @@ struct cd_ingest_spend_s {
     size_t              hits_cap;
 };
 
-/* a PostgreSQL array literal being built */
-typedef struct {
-    char    *data;
-    size_t   len;
-    size_t   cap;
-} cd_spend_array_t;
-
 
 cd_ingest_spend_t *
 cd_ingest_spend_create(void)
@@ -110,7 +103,7 @@ cd_ingest_array_add(char *out, size_t pos, size_t cap, const char *s,
 }
 
 
-static int
+int
 cd_spend_array_init(cd_spend_array_t *a, size_t elements, size_t each)
 {
     a->len = 0;
@@ -121,7 +114,7 @@ cd_spend_array_init(cd_spend_array_t *a, size_t elements, size_t each)
 }
 
 
-static void
+void
 cd_spend_array_str(cd_spend_array_t *a, const char *s)
 {
     size_t  n;
@@ -132,7 +125,7 @@ cd_spend_array_str(cd_spend_array_t *a, const char *s)
 }
 
 
-static void
+void
 cd_spend_array_int(cd_spend_array_t *a, int64_t v)
 {
     char  num[32];
@@ -142,8 +135,7 @@ cd_spend_array_int(cd_spend_array_t *a, int64_t v)
 }
 
 
-/* the literal, "{}" when empty */
-static const char *
+const char *
 cd_spend_array_end(cd_spend_array_t *a)
 {
     if (a->len == 0) {

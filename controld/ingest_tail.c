@@ -225,6 +225,7 @@ cd_ingest_fill(cd_ingest_ctx_t *x)
     size_t   consumed;
 
     x->at_eof = 0;
+    x->fill_started_ms = cd_clock_ms(CLOCK_REALTIME);
 
     while (x->count < CD_INGEST_BATCH_LINES) {
         n = pread(x->fd, x->buf, CD_INGEST_READ_SIZE, x->scan_off);
@@ -637,6 +638,23 @@ cd_ingest_open_next_rotated(cd_ingest_ctx_t *x, dev_t done_dev,
 }
 
 
+/*
+ * Publishes drained_ms once the lines the last read to the end of the
+ * current file found are committed (the offset passed where that read
+ * ended): under steady load too, where no read finds nothing new.
+ */
+static void
+cd_ingest_drained(cd_ingest_ctx_t *x)
+{
+    if (x->fd >= 0 && x->rotated_at == 0 && x->eof_started_ms != 0
+        && x->eof_ino == x->ino && x->commit_off >= x->eof_off)
+    {
+        __atomic_store_n(&x->app->ingest.drained_ms, x->eof_started_ms,
+                         __ATOMIC_RELEASE);
+    }
+}
+
+
 static void *
 cd_ingest_thread(void *data)
 {
@@ -670,6 +688,15 @@ cd_ingest_thread(void *data)
             continue;
         }
 
+        if (x.at_eof) {
+            /* every line written before this read began is below here */
+            x.eof_started_ms = x.fill_started_ms;
+            x.eof_off = x.scan_off;
+            x.eof_ino = x.ino;
+        }
+
+        cd_ingest_drained(&x);
+
         if (cd_ingest_pending(&x)) {
             age = cd_clock_ms(CLOCK_MONOTONIC) - x.batch_started;
 
@@ -677,6 +704,7 @@ cd_ingest_thread(void *data)
                 || age >= CD_INGEST_BATCH_MS || x.batch_started == 0)
             {
                 (void) cd_ingest_flush_retry(&x);
+                cd_ingest_drained(&x);
                 continue;
             }
 
@@ -736,6 +764,13 @@ int64_t
 cd_ingest_offset(cd_app_t *app)
 {
     return __atomic_load_n(&app->ingest.committed_offset, __ATOMIC_ACQUIRE);
+}
+
+
+int64_t
+cd_ingest_drained_ms(cd_app_t *app)
+{
+    return __atomic_load_n(&app->ingest.drained_ms, __ATOMIC_ACQUIRE);
 }
 
 

@@ -683,6 +683,7 @@ main(int argc, char **argv)
         || cd_snapshot_start(app) != CD_OK
         || cd_ingest_start(app) != CD_OK
         || cd_spend_start(app) != CD_OK
+        || cd_lease_start(app) != CD_OK
         || cd_alert_jobs_start(app) != CD_OK)
     {
         goto done;
@@ -708,6 +709,7 @@ done:
 
     cd_http_stop(app);
     cd_alert_jobs_stop(app);
+    cd_lease_stop(app);
     cd_ingest_stop(app);
     cd_spend_stop(app);
     cd_snapshot_stop(app);

@@ -43,7 +43,7 @@
 
 enum {
     CD_SPEND_ID = 0, CD_SPEND_PERIOD, CD_SPEND_GLOBAL, CD_SPEND_EPOCH,
-    CD_SPEND_NODE, CD_SPEND_NOW_US
+    CD_SPEND_NODE, CD_SPEND_NOW_US, CD_SPEND_NODE_ALL, CD_SPEND_BLOCKS
 };
 
 
@@ -110,7 +110,88 @@ cd_spend_existing_generation(const char *path)
 }
 
 
-/* lays out an empty file for slots and renames it into place */
+/*
+ * A new layout keeps the slots of the old one that hold a live lease
+ * (with their values), the flags and drained_ms. Under sp->lock.
+ */
+static void
+cd_spend_carry(const uint8_t *from_map, uint8_t *map)
+{
+    int64_t                   now_ms;
+    uint32_t                  i;
+    sp_spend_slot_t          *to;
+    sp_spend_header_t        *header;
+    const sp_spend_slot_t    *from;
+    const sp_spend_header_t  *old;
+
+    old = (const sp_spend_header_t *) from_map;
+    header = (sp_spend_header_t *) map;
+    from = (const sp_spend_slot_t *) (old + 1);
+
+    now_ms = cd_clock_ms(CLOCK_REALTIME);
+
+    for (i = 0; i < old->slots; i++) {
+        /* what the module must not lose: a lease it may admit inside */
+        if (from[i].budget_hash == 0
+            || __atomic_load_n(&from[i].lease_expires_ms, __ATOMIC_ACQUIRE)
+               <= now_ms)
+        {
+            continue;
+        }
+
+        to = sp_slots_take(header + 1, header->slots, sizeof(sp_spend_slot_t),
+                           from[i].budget_hash);
+        if (to != NULL) {
+            *to = from[i];
+        }
+    }
+
+    header->flags = __atomic_load_n(&old->flags, __ATOMIC_ACQUIRE);
+    header->drained_ms = __atomic_load_n(&old->drained_ms, __ATOMIC_ACQUIRE);
+}
+
+
+/*
+ * At start, the file an earlier controld left: the module still admits
+ * inside the leases it holds, so they are carried over too.
+ */
+static void
+cd_spend_carry_file(const char *path, uint8_t *map)
+{
+    int          fd;
+    char         err[256];
+    void        *old;
+    sp_spend_t   spend;
+    struct stat  st;
+
+    fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        return;
+    }
+
+    if (fstat(fd, &st) != 0 || st.st_size <= 0) {
+        close(fd);
+        return;
+    }
+
+    old = mmap(NULL, (size_t) st.st_size, PROT_READ, MAP_SHARED, fd, 0);
+    close(fd);
+
+    if (old == MAP_FAILED) {
+        return;
+    }
+
+    if (sp_spend_open(&spend, old, (size_t) st.st_size, err, sizeof(err))
+        == SP_OK)
+    {
+        cd_spend_carry(old, map);
+    }
+
+    munmap(old, (size_t) st.st_size);
+}
+
+
+/* lays out a file for slots (carrying the old one over), renames it */
 static int
 cd_spend_create(cd_app_t *app, uint32_t slots)
 {
@@ -165,6 +246,13 @@ cd_spend_create(cd_app_t *app, uint32_t slots)
     }
 
     sp_spend_init(map, slots, generation);
+
+    if (sp->map != NULL) {
+        cd_spend_carry(sp->map, map);
+
+    } else {
+        cd_spend_carry_file(path, map);
+    }
 
     if (rename(tmp, path) != 0) {
         cd_log_error(CD_SPEND_SUBJECT, "cannot rename %s to %s: %s", tmp,
@@ -231,15 +319,23 @@ cd_spend_used(cd_spend_t *sp)
 
 static void
 cd_spend_store(sp_spend_slot_t *slot, int64_t period_start, int64_t global,
-    int64_t epoch, int64_t node, int64_t now_ms)
+    int64_t epoch, int64_t node, int64_t node_all, int64_t now_ms)
 {
     if (__atomic_load_n(&slot->period_start_ms, __ATOMIC_RELAXED)
         != period_start)
     {
-        /* readers of the old period see "no data" until we are done */
+        /*
+         * readers of the old period see "no data" until we are done; the
+         * new period holds no lease until lease.c grants one
+         */
         __atomic_store_n(&slot->period_start_ms, 0, __ATOMIC_RELEASE);
+        __atomic_store_n(&slot->lease_nano, 0, __ATOMIC_SEQ_CST);
+        __atomic_store_n(&slot->lease_expires_ms, 0, __ATOMIC_RELEASE);
+        __atomic_store_n(&slot->left_nano, 0, __ATOMIC_RELEASE);
+        __atomic_store_n(&slot->live_nodes, 0, __ATOMIC_RELEASE);
         __atomic_store_n(&slot->node_nano, 0, __ATOMIC_RELEASE);
         __atomic_store_n(&slot->epoch, epoch, __ATOMIC_RELEASE);
+        __atomic_store_n(&slot->node_all_nano, node_all, __ATOMIC_RELEASE);
         __atomic_store_n(&slot->node_nano, node, __ATOMIC_RELEASE);
         __atomic_store_n(&slot->global_nano, global, __ATOMIC_RELEASE);
         __atomic_store_n(&slot->updated_ms, now_ms, __ATOMIC_RELEASE);
@@ -253,6 +349,8 @@ cd_spend_store(sp_spend_slot_t *slot, int64_t period_start, int64_t global,
         __atomic_store_n(&slot->epoch, epoch, __ATOMIC_RELEASE);
     }
 
+    /* node_all first: a reader loads node_nano first, so overcounts */
+    __atomic_store_n(&slot->node_all_nano, node_all, __ATOMIC_RELEASE);
     __atomic_store_n(&slot->node_nano, node, __ATOMIC_RELEASE);
     __atomic_store_n(&slot->global_nano, global, __ATOMIC_RELEASE);
     __atomic_store_n(&slot->updated_ms, now_ms, __ATOMIC_RELEASE);
@@ -286,8 +384,8 @@ static int
 cd_spend_update(cd_app_t *app)
 {
     int                i, n;
-    size_t             nrates, r;
-    int64_t            now_ms, next_change, window;
+    size_t             nrates, r, nleases;
+    int64_t            now_ms, next_change, window, drained_ms;
     uint32_t           slots;
     PGresult          *res;
     cd_rate_t         *rates;
@@ -296,6 +394,11 @@ cd_spend_update(cd_app_t *app)
     sp_str_t           id;
     sp_rate_slot_t    *rate;
     sp_spend_slot_t   *slot;
+    sp_spend_header_t *header;
+    cd_lease_budget_t *leases;
+
+    /* the journal read before this round's values */
+    drained_ms = cd_ingest_drained_ms(app);
 
     /* Redis down: the rate slots keep their last values for this window */
     window = 0;
@@ -316,19 +419,23 @@ cd_spend_update(cd_app_t *app)
     params[0] = app->config.node_id;
 
     res = cd_db_exec(c,
-        "WITH b AS (SELECT id, spendpol_period_start(period, timezone,"
-        " created_at, now()) AS ps FROM budgets),"
+        "WITH b AS (SELECT id, action, spendpol_period_start(period,"
+        " timezone, created_at, now()) AS ps FROM budgets),"
         " n AS (SELECT epoch FROM journal_nodes WHERE node_id = $1)"
         " SELECT b.id, " CD_SQL_MS("b.ps") ", coalesce(s.spent_nano, 0),"
         " coalesce((SELECT epoch FROM n), 0),"
-        " coalesce(ns.spent_nano, 0), " CD_SQL_US("clock_timestamp()")
+        " coalesce(ns.spent_nano, 0), " CD_SQL_US("clock_timestamp()") ","
+        " coalesce(na.spent, 0), b.action = 'block'"
         " FROM b LEFT JOIN budget_spend s"
         " ON s.budget_id = b.id AND s.period_start = b.ps"
         " LEFT JOIN budget_node_spend ns ON ns.budget_id = b.id"
         " AND ns.period_start = b.ps AND ns.node_id = $1"
         " AND ns.epoch = (SELECT epoch FROM n)"
+        " LEFT JOIN (SELECT budget_id, period_start, sum(spent_nano) AS spent"
+        " FROM budget_node_spend WHERE node_id = $1 GROUP BY 1, 2) na"
+        " ON na.budget_id = b.id AND na.period_start = b.ps"
         " UNION ALL SELECT NULL, 0, 0, 0, 0, "
-        CD_SQL_US("clock_timestamp()"),
+        CD_SQL_US("clock_timestamp()") ", 0, false",
         1, params);
 
     cd_db_rollback(c);
@@ -341,6 +448,17 @@ cd_spend_update(cd_app_t *app)
 
     n = PQntuples(res) - 1 + (int) nrates;
 
+    leases = calloc((size_t) PQntuples(res), sizeof(cd_lease_budget_t));
+    nleases = 0;
+
+    if (leases == NULL) {
+        PQclear(res);
+        free(rates);
+        return CD_ERROR;
+    }
+
+    pthread_mutex_lock(&app->spend.lock);
+
     if (app->spend.map == NULL || cd_spend_replaced(app)
         || (uint32_t) n * 2 > ((sp_spend_header_t *) app->spend.map)->slots
         || cd_spend_used(&app->spend)
@@ -349,8 +467,10 @@ cd_spend_update(cd_app_t *app)
         slots = cd_spend_slots_for((size_t) (n > 0 ? n : 0));
 
         if (cd_spend_create(app, slots) != CD_OK) {
+            pthread_mutex_unlock(&app->spend.lock);
             PQclear(res);
             free(rates);
+            free(leases);
             return CD_ERROR;
         }
     }
@@ -377,7 +497,28 @@ cd_spend_update(cd_app_t *app)
                        strtoll(PQgetvalue(res, i, CD_SPEND_GLOBAL), NULL, 10),
                        strtoll(PQgetvalue(res, i, CD_SPEND_EPOCH), NULL, 10),
                        strtoll(PQgetvalue(res, i, CD_SPEND_NODE), NULL, 10),
+                       strtoll(PQgetvalue(res, i, CD_SPEND_NODE_ALL), NULL,
+                               10),
                        now_ms);
+
+        if (cd_db_bool(res, i, CD_SPEND_BLOCKS) && id.len <= CD_ID_MAX) {
+            memcpy(leases[nleases].id, id.data, id.len);
+            leases[nleases].hash = slot->budget_hash;
+            leases[nleases].period_ms = slot->period_start_ms;
+            leases[nleases].node_all = slot->node_all_nano;
+            nleases++;
+        }
+    }
+
+    /*
+     * the values above count every line written before drained_ms; it
+     * never goes back (a restarted ingest starts at 0, the file carried
+     * over holds the last controld's)
+     */
+    header = (sp_spend_header_t *) app->spend.map;
+
+    if (drained_ms > __atomic_load_n(&header->drained_ms, __ATOMIC_RELAXED)) {
+        __atomic_store_n(&header->drained_ms, drained_ms, __ATOMIC_RELEASE);
     }
 
     for (r = 0; r < nrates; r++) {
@@ -392,7 +533,10 @@ cd_spend_update(cd_app_t *app)
         }
     }
 
+    pthread_mutex_unlock(&app->spend.lock);
     free(rates);
+
+    cd_lease_set_budgets(app, leases, nleases);
 
     /* a period rolled over: the snapshot must carry the new one */
     pthread_mutex_lock(&app->snapshot.mutex);
@@ -438,7 +582,9 @@ cd_spend_thread(void *data)
         cd_thread_sleep(&app->spend.thread, CD_SPEND_INTERVAL_MS);
     }
 
+    pthread_mutex_lock(&app->spend.lock);
     cd_spend_unmap(&app->spend);
+    pthread_mutex_unlock(&app->spend.lock);
     cd_rates_close(&app->spend.rates);
 
     return NULL;
@@ -450,6 +596,11 @@ cd_spend_start(cd_app_t *app)
 {
     app->spend.fd = -1;
     app->spend.map = NULL;
+
+    if (pthread_mutex_init(&app->spend.lock, NULL) != 0) {
+        return CD_ERROR;
+    }
+
     memset(&app->spend.rates, 0, sizeof(cd_rates_conn_t));
 
     return cd_thread_start(&app->spend.thread, CD_SPEND_SUBJECT,

@@ -13,9 +13,13 @@
  * The spend file writer: every CD_SPEND_INTERVAL_MS it reads each
  * budget's spend in its current period and stores it in place in
  * SPENDPOL_SNAPSHOT_DIR/spend.slots (sp_budget.h), mapped read-write.
+ * The lease fields of the slots and SP_SPEND_LEASES are lease.c's.
  */
 typedef struct {
     cd_thread_t       thread;
+    pthread_mutex_t   lock;         /* the map and its slots: held by this
+                                       thread to lay out or store, and by
+                                       lease.c to store lease fields */
     int               fd;
     uint8_t          *map;
     size_t            len;

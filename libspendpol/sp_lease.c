@@ -28,8 +28,11 @@ sp_lease_check(const sp_lease_check_t *in, int64_t *shortfall)
 {
     int64_t  need;
 
-    if (!in->found) {
-        /* no lease yet for this budget and period: ask for a first one */
+    if (!in->found || in->expires_ms == 0) {
+        /*
+         * no lease yet for this budget and period (controld lays the
+         * slot out with the spend before it grants): ask for a first one
+         */
         *shortfall = in->worst;
         return SP_LEASE_TOP_UP;
     }

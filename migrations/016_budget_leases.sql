@@ -20,7 +20,7 @@ CREATE TABLE IF NOT EXISTS budget_leases (
     node_id       text NOT NULL,
     granted_nano  bigint NOT NULL DEFAULT 0 CHECK (granted_nano >= 0),
     -- the node's own count at its last heartbeat: spend of every epoch,
-    -- pending and in flight (what a reclaim may not take back)
+    -- pending and in flight (what the node reported last)
     used_nano     bigint NOT NULL DEFAULT 0 CHECK (used_nano >= 0),
     rate_nano     bigint NOT NULL DEFAULT 0 CHECK (rate_nano >= 0),
     heartbeat_at  timestamptz NOT NULL DEFAULT clock_timestamp(),
@@ -31,10 +31,13 @@ CREATE TABLE IF NOT EXISTS budget_leases (
 
 -- One node's lease on one budget and period. used: the node's count now
 -- (>= what it settled and holds); want: the lease it asks for (less than
--- it holds gives back, never below used nor its ingested spend). Before
--- granting, the leases of nodes silent for ttl + grace are reclaimed down
--- to what they last reported using. Returns the lease granted, what the
--- cluster can still grant after it, and the nodes holding a live lease.
+-- it holds gives back, never below used nor its ingested spend). A silent
+-- node's lease is never reclaimed here: only that node (its controld, once
+-- its journal is ingested) or an operator (DELETE /budget-leases/{node})
+-- lowers it, so its unreported spend can never add to the others'
+-- (grace_ms is kept for the callers; the operator's view uses it).
+-- Returns the lease granted, what the cluster can still
+-- grant after it, and the nodes holding a live lease.
 CREATE OR REPLACE FUNCTION spendpol_lease_grant(budget text,
     period timestamptz, node text, used bigint, want bigint, rate bigint,
     ttl_ms bigint, grace_ms bigint,
@@ -63,17 +66,6 @@ BEGIN
     END IF;
 
     now_at := clock_timestamp();
-
-    UPDATE budget_leases l
-       SET granted_nano = least(l.granted_nano, greatest(l.used_nano,
-               coalesce((SELECT sum(s.spent_nano) FROM budget_node_spend s
-                          WHERE s.budget_id = l.budget_id
-                            AND s.period_start = l.period_start
-                            AND s.node_id = l.node_id), 0))),
-           reclaimed_at = now_at
-     WHERE l.budget_id = budget AND l.period_start = period
-       AND l.node_id <> node AND l.reclaimed_at IS NULL
-       AND l.expires_at + grace_ms * interval '1 millisecond' < now_at;
 
     -- each other node holds its lease or its spend, whichever is larger
     SELECT coalesce(sum(greatest(coalesce(l.granted_nano, 0),
@@ -117,6 +109,46 @@ BEGIN
 END
 $$;
 
+-- An operator frees the unused leases of a node gone for good: each lease
+-- of the node in an organisation falls to the node's ingested spend. What
+-- the node settled and was not ingested, if its journal is ever ingested,
+-- then counts on top. Returns what was released per budget and period.
+CREATE OR REPLACE FUNCTION spendpol_lease_release(node text, org text,
+    OUT budget_id text, OUT period_start timestamptz,
+    OUT released_nano bigint)
+RETURNS SETOF record
+LANGUAGE plpgsql AS $$
+DECLARE
+    l  record;
+    spent  bigint;
+BEGIN
+    FOR l IN SELECT bl.budget_id, bl.period_start, bl.granted_nano
+               FROM budget_leases bl
+              WHERE bl.node_id = node AND bl.org_id = org
+              ORDER BY bl.budget_id, bl.period_start
+    LOOP
+        PERFORM pg_advisory_xact_lock(hashtextextended(l.budget_id, 18));
+
+        SELECT coalesce(sum(s.spent_nano), 0) INTO spent
+          FROM budget_node_spend s
+         WHERE s.budget_id = l.budget_id AND s.period_start = l.period_start
+           AND s.node_id = node;
+
+        UPDATE budget_leases bl
+           SET granted_nano = least(bl.granted_nano, spent),
+               used_nano = least(bl.used_nano, spent),
+               reclaimed_at = clock_timestamp()
+         WHERE bl.budget_id = l.budget_id
+           AND bl.period_start = l.period_start AND bl.node_id = node
+        RETURNING l.granted_nano - bl.granted_nano INTO released_nano;
+
+        budget_id := l.budget_id;
+        period_start := l.period_start;
+        RETURN NEXT;
+    END LOOP;
+END
+$$;
+
 GRANT SELECT ON budget_leases TO spendpol_app;
 GRANT SELECT, INSERT, UPDATE ON budget_leases TO spendpol_system;
 
@@ -127,6 +159,9 @@ BEGIN
         bigint, bigint, bigint, bigint, bigint) FROM PUBLIC;
     GRANT EXECUTE ON FUNCTION spendpol_lease_grant(text, timestamptz, text,
         bigint, bigint, bigint, bigint, bigint) TO spendpol_system;
+    REVOKE ALL ON FUNCTION spendpol_lease_release(text, text) FROM PUBLIC;
+    GRANT EXECUTE ON FUNCTION spendpol_lease_release(text, text)
+        TO spendpol_system;
 EXCEPTION WHEN insufficient_privilege THEN
     RAISE WARNING 'could not grant spendpol_lease_grant: %', SQLERRM;
 END

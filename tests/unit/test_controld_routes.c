@@ -139,6 +139,19 @@ test_route_daemon_table_has_every_resource(void **state)
                                     "/org", &route, params, &n),
                      CD_ROUTE_FOUND);
     assert_true(route->admin);
+    assert_int_equal(cd_route_match(cd_routes, cd_routes_count, "GET",
+                                    "/budget-leases", &route, params, &n),
+                     CD_ROUTE_FOUND);
+    assert_true(route->admin);
+    assert_int_equal(cd_route_match(cd_routes, cd_routes_count, "DELETE",
+                                    "/budget-leases/node-a", &route, params,
+                                    &n),
+                     CD_ROUTE_FOUND);
+    assert_true(route->admin);
+    assert_int_equal(n, 1);
+    assert_int_equal(cd_route_match(cd_routes, cd_routes_count, "POST",
+                                    "/budget-leases", &route, params, &n),
+                     CD_ROUTE_BAD_METHOD);
 }
 
 
