@@ -15,7 +15,6 @@
 #include <sys/mman.h>
 
 #include "ngx_http_spendpol_module.h"
-#include <sp_lease.h>
 
 
 #define NGX_HTTP_SPENDPOL_MAX_BUDGETS  32
@@ -219,16 +218,17 @@ ngx_http_spendpol_budget_admit(ngx_http_request_t *r,
          * TODO(issue 18, part ii): a lease that lacks what is left
          * (SP_LEASE_TOP_UP) or waits for the journal
          * (SP_LEASE_CATCHING_UP) parks the request while controld is
-         * asked (spendpol_lease_wait), and the 402 names the cause; until
-         * then every verdict but SP_LEASE_OK refuses as the limit does.
-         * Dormant while no controld sets SP_SPEND_LEASES.
+         * asked (spendpol_lease_wait); until then every verdict but
+         * SP_LEASE_OK refuses, the 402 naming the cause
+         * (ctx->refused_lease). Dormant while no controld sets
+         * SP_SPEND_LEASES.
          */
-        if (fits
-            && ngx_http_spendpol_lease_check(smcf, counter, &view, worst,
-                                             scan.now_ms)
-               == SP_LEASE_OK)
-        {
-            continue;
+        if (fits) {
+            ctx->refused_lease = ngx_http_spendpol_lease_check(smcf, counter,
+                                                   &view, worst, scan.now_ms);
+            if (ctx->refused_lease == SP_LEASE_OK) {
+                continue;
+            }
         }
 
         refused = 1;

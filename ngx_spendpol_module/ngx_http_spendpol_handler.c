@@ -1011,6 +1011,23 @@ admit:
                                             "unpriced_model", err);
     }
 
+    if (rc == NGX_DECLINED && ctx->refused_lease != SP_LEASE_OK
+        && ctx->refused_lease != SP_LEASE_EXHAUSTED)
+    {
+        /* exactness over availability: docs/budgets.md, Failures */
+        ngx_snprintf((u_char *) err, sizeof(err) - 1,
+                     "budget %s: this node's share of the budget is used "
+                     "up or expired and its control daemon has not "
+                     "renewed it (controld stopped or PostgreSQL "
+                     "unreachable); a hard budget refuses rather than "
+                     "risk overspending%Z", ctx->refused_budget);
+
+        err[sizeof(err) - 1] = '\0';
+
+        return ngx_http_spendpol_send_error(r, ctx, 402, "insufficient_quota",
+                                            "budget_unavailable", err);
+    }
+
     if (rc == NGX_DECLINED) {
         spent = sp_money_format(ctx->refused_spent, (char *) money);
         money[spent] = '\0';

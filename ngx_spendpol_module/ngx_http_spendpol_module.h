@@ -17,6 +17,7 @@
 #include <sp_snapshot.h>
 #include <sp_usage.h>
 #include <sp_budget.h>
+#include <sp_lease.h>
 #include <sp_endpoint.h>
 #include <sp_price.h>
 #include <sp_provider.h>
@@ -265,6 +266,8 @@ typedef struct {
     char                       refused_budget[SP_ID_LEN];
     int64_t                    refused_limit;
     int64_t                    refused_spent;
+    ngx_uint_t                 refused_lease;  /* sp_lease_verdict_t; 0:
+                                                  the limit refused */
 
     /* rate limits */
     ngx_http_spendpol_window_t  *rate_windows[NGX_HTTP_SPENDPOL_LIMITS];
