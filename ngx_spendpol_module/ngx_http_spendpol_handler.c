@@ -21,7 +21,7 @@
 
 
 static void ngx_http_spendpol_body_handler(ngx_http_request_t *r);
-static void ngx_http_spendpol_go_on(ngx_http_request_t *r,
+static void ngx_http_spendpol_after_admission(ngx_http_request_t *r,
     ngx_http_spendpol_ctx_t *ctx, ngx_int_t rc, uint64_t started);
 static ngx_int_t ngx_http_spendpol_lease_park(ngx_http_request_t *r,
     ngx_http_spendpol_ctx_t *ctx);
@@ -204,7 +204,7 @@ ngx_http_spendpol_body_handler(ngx_http_request_t *r)
 
     rc = ngx_http_spendpol_prepare(r, ctx);
 
-    ngx_http_spendpol_go_on(r, ctx, rc, started);
+    ngx_http_spendpol_after_admission(r, ctx, rc, started);
 }
 
 
@@ -214,8 +214,8 @@ ngx_http_spendpol_body_handler(ngx_http_request_t *r)
  * send (an error already sent, or a failure).
  */
 static void
-ngx_http_spendpol_go_on(ngx_http_request_t *r, ngx_http_spendpol_ctx_t *ctx,
-    ngx_int_t rc, uint64_t started)
+ngx_http_spendpol_after_admission(ngx_http_request_t *r,
+    ngx_http_spendpol_ctx_t *ctx, ngx_int_t rc, uint64_t started)
 {
     if (rc == NGX_AGAIN) {
         rc = ngx_http_spendpol_lease_park(r, ctx);
@@ -319,7 +319,7 @@ ngx_http_spendpol_lease_wake(ngx_http_request_t *r)
         r->write_event_handler = ngx_http_core_run_phases;
     }
 
-    ngx_http_spendpol_go_on(r, ctx, rc, started);
+    ngx_http_spendpol_after_admission(r, ctx, rc, started);
 }
 
 

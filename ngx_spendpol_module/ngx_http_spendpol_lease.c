@@ -258,7 +258,8 @@ ngx_http_spendpol_lease_check(ngx_http_spendpol_main_conf_t *smcf,
 /*
  * Under the zone mutex, once every budget said OK: the handshake with a
  * controld that shrinks leases (sp_lease_publish) for each leased budget,
- * then the admission counted for controld's rate and slice. n when all
+ * then the admission counted for controld's rate and slice, and an ask
+ * controld answered cleared. n when all
  * passed, else the index of the budget whose lease shrank under the
  * request (its verdict now SP_LEASE_TOP_UP), with used put back
  * everywhere.
@@ -315,6 +316,15 @@ ngx_http_spendpol_lease_publish(ngx_http_spendpol_lease_t *leases,
         }
 
         __atomic_store_n(&ask->last_admit_ms, now_ms, __ATOMIC_RELEASE);
+
+        /* answered and admitting again: nothing outstanding (idle needs 0) */
+        if (ask->need_nano != 0
+            && __atomic_load_n(&leases[i].spend->answered_seq,
+                               __ATOMIC_ACQUIRE)
+               >= ask->ask_seq)
+        {
+            __atomic_store_n(&ask->need_nano, 0, __ATOMIC_RELEASE);
+        }
     }
 
     return n;
@@ -362,7 +372,8 @@ ngx_http_spendpol_lease_ask(ngx_http_spendpol_main_conf_t *smcf,
 /*
  * Under the zone mutex, when a request let its reservation go: what this
  * node uses now, so that controld can give back what it no longer needs
- * (until then it only sees too much, never too little).
+ * (until then it only sees too much, never too little). Only a budget
+ * whose admissions were published has a slot: warning budgets take none.
  */
 void
 ngx_http_spendpol_lease_released(ngx_http_spendpol_main_conf_t *smcf,
@@ -370,23 +381,27 @@ ngx_http_spendpol_lease_released(ngx_http_spendpol_main_conf_t *smcf,
 {
     sp_ask_slot_t    *ask;
     sp_spend_view_t   view;
+    sp_ask_header_t  *header;
 
-    if (smcf->ask == NULL) {
+    if (smcf->ask == NULL || smcf->spend_map == NULL
+        || !(__atomic_load_n(&smcf->spend.header->flags, __ATOMIC_ACQUIRE)
+             & SP_SPEND_LEASES))
+    {
+        return;
+    }
+
+    header = smcf->ask;
+
+    ask = (sp_ask_slot_t *) sp_slots_find(header + 1, header->slots,
+                                          sizeof(sp_ask_slot_t),
+                                          counter->count.node.key,
+                                          counter->count.start_ms);
+    if (ask == NULL) {
         return;
     }
 
     ngx_http_spendpol_spend_view(smcf, counter->count.node.key,
                                  counter->count.start_ms, &view);
-
-    if (!view.leases) {
-        return;
-    }
-
-    ask = sp_ask_slot(smcf->ask, counter->count.node.key,
-                      counter->count.start_ms);
-    if (ask == NULL) {
-        return;
-    }
 
     __atomic_store_n(&ask->used_nano,
                      sp_lease_used(view.node_all_nano, view.epoch_nano,

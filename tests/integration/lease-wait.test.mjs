@@ -202,6 +202,7 @@ test('a request the lease does not cover asks controld, waits, and is admitted w
   const after = askSlot(b.budget);
   assert.ok(after.admitted > 0n && after.worst === after.admitted, JSON.stringify(after, (k, v) => String(v)));
   assert.ok(Number(after.lastAdmit) > Date.now() - 10_000);
+  assert.equal(after.need, 0n, 'the ask was answered: nothing outstanding');
   // released: used no longer holds the worst case (what is pending only)
   assert.ok(after.used >= 0n && after.used < 2n * after.worst, `used ${after.used}`);
 
