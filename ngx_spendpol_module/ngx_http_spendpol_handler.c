@@ -1126,6 +1126,11 @@ ngx_http_spendpol_budget_stage(ngx_http_request_t *r,
         }
 
         rc = NGX_DECLINED;
+
+        if (ctx->lease_answered) {
+            /* controld answered: the other nodes hold what is left */
+            ctx->refused_lease = SP_LEASE_EXHAUSTED;
+        }
     }
 
     if (rc == NGX_BUSY) {
@@ -1172,8 +1177,8 @@ ngx_http_spendpol_budget_stage(ngx_http_request_t *r,
         default: /* SP_LEASE_TOP_UP */
             cause = "does not cover this request and its control daemon "
                     "did not extend it within spendpol_lease_wait "
-                    "(controld stopped, PostgreSQL unreachable, or the "
-                    "other nodes hold the rest)";
+                    "(controld stopped or slow, or PostgreSQL "
+                    "unreachable)";
         }
 
         /* exactness over availability: docs/budgets.md, Failures */

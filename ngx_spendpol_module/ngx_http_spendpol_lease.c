@@ -336,8 +336,10 @@ ngx_http_spendpol_lease_publish(ngx_http_spendpol_lease_t *leases,
  * new ask when controld answered the last one (answered_seq), else the
  * outstanding ask grows when this request lacks more. An ask is state:
  * controld reads need_nano whenever it looks, however many requests wait.
+ * 1 when controld had answered every ask so far (and still the lease
+ * does not cover the request).
  */
-void
+ngx_uint_t
 ngx_http_spendpol_lease_ask(ngx_http_spendpol_main_conf_t *smcf,
     ngx_http_spendpol_lease_t *lease)
 {
@@ -348,7 +350,7 @@ ngx_http_spendpol_lease_ask(ngx_http_spendpol_main_conf_t *smcf,
     ask = lease->ask;
 
     if (ask == NULL || lease->verdict != SP_LEASE_TOP_UP) {
-        return;
+        return 0;
     }
 
     seq = ask->ask_seq;
@@ -358,7 +360,7 @@ ngx_http_spendpol_lease_ask(ngx_http_spendpol_main_conf_t *smcf,
 
     if (answered < seq && lease->shortfall <= ask->need_nano) {
         /* asked for at least this, not answered yet */
-        return;
+        return 0;
     }
 
     header = smcf->ask;
@@ -366,6 +368,8 @@ ngx_http_spendpol_lease_ask(ngx_http_spendpol_main_conf_t *smcf,
     __atomic_store_n(&ask->need_nano, lease->shortfall, __ATOMIC_RELEASE);
     __atomic_store_n(&ask->ask_seq, seq + 1, __ATOMIC_RELEASE);
     __atomic_fetch_add(&header->asks, 1, __ATOMIC_RELEASE);
+
+    return answered >= seq;
 }
 
 

@@ -290,6 +290,8 @@ typedef struct {
     ngx_uint_t                 nreservations_max;  /* room in reservations */
     ngx_msec_t                 lease_deadline;  /* waits until then */
     ngx_uint_t                 lease_waiting:1;
+    ngx_uint_t                 lease_answered:1;  /* while it waited, and
+                                                     still short */
 
     /* rate limits */
     ngx_http_spendpol_window_t  *rate_windows[NGX_HTTP_SPENDPOL_LIMITS];
@@ -391,7 +393,7 @@ sp_lease_verdict_t ngx_http_spendpol_lease_check(
     ngx_http_spendpol_lease_t *lease);
 ngx_uint_t ngx_http_spendpol_lease_publish(ngx_http_spendpol_lease_t *leases,
     ngx_uint_t n, int64_t worst, int64_t now_ms);
-void ngx_http_spendpol_lease_ask(ngx_http_spendpol_main_conf_t *smcf,
+ngx_uint_t ngx_http_spendpol_lease_ask(ngx_http_spendpol_main_conf_t *smcf,
     ngx_http_spendpol_lease_t *lease);
 void ngx_http_spendpol_lease_released(ngx_http_spendpol_main_conf_t *smcf,
     ngx_http_spendpol_counter_t *counter);

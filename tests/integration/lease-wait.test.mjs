@@ -224,6 +224,19 @@ test('no answer within spendpol_lease_wait: 402 budget_unavailable naming the ca
   assert.ok(r.ms < WAIT_MS + 1500, `not much longer: ${r.ms} ms`);
 });
 
+test('controld answered and the lease still falls short (the other nodes hold the rest): budget_exceeded after the wait', async () => {
+  const b = await published();
+  grant(b.budget, { lease: 1n });
+  const pending = ask(b.key);
+  await waitFor(() => (askSlot(b.budget)?.seq ?? 0n) >= 1n && spend().get64(spend().find(budgetHash(b.budget)) + SLOT.answered) < askSlot(b.budget).seq,
+    { timeout: WAIT_MS, interval: 10, message: 'the request\'s ask' });
+  grant(b.budget, { lease: 1n });
+  const r = await pending;
+  assert.equal(r.status, 402, r.text);
+  assert.equal(r.json?.error?.code, 'budget_exceeded', r.text);
+  assert.ok(r.ms >= WAIT_MS - 50, `waited: ${r.ms} ms`);
+});
+
 test('an expired lease refuses at once (budget_unavailable); a budget the cluster cannot pay too (budget_exceeded)', async () => {
   const b = await published();
   grant(b.budget, { lease: 1000n * USD, expiresIn: -1 });
