@@ -15,6 +15,7 @@
  */
 
 
+#include <fcntl.h>
 #include <sys/mman.h>
 
 #include "ngx_http_spendpol_module.h"
@@ -73,6 +74,7 @@ ngx_http_spendpol_ask_create(ngx_http_spendpol_main_conf_t *smcf,
     void       *map;
     uint32_t    slots;
     ngx_fd_t    fd;
+    ngx_err_t   err;
     ngx_str_t  *journal;
 
     journal = &smcf->journal->name;
@@ -113,9 +115,16 @@ ngx_http_spendpol_ask_create(ngx_http_spendpol_main_conf_t *smcf,
 
     map = MAP_FAILED;
 
-    if (ftruncate(fd, (off_t) size) == -1) {
-        ngx_log_error(NGX_LOG_ERR, log, ngx_errno,
-                      "ftruncate(\"%s\", %uz) failed", temp, size);
+    /*
+     * the blocks for real, not a sparse file: a full disk (the journal's
+     * own failure mode) must fail here, not as SIGBUS on a store later
+     */
+    err = posix_fallocate(fd, 0, (off_t) size);
+    if (err != 0) {
+        ngx_log_error(NGX_LOG_ERR, log, err,
+                      "posix_fallocate(\"%s\", %uz) failed: without an ask "
+                      "file controld grants this node no budget lease",
+                      temp, size);
         goto failed;
     }
 
