@@ -15,7 +15,6 @@
 #include <sys/mman.h>
 
 #include "ngx_http_spendpol_module.h"
-#include <sp_lease.h>
 
 
 #define NGX_HTTP_SPENDPOL_MAX_BUDGETS  32
@@ -34,13 +33,8 @@ typedef struct {
 
 static int ngx_http_spendpol_budget_visit(const sp_snapshot_budget_t *budget,
     void *arg);
-static void ngx_http_spendpol_spend_view(ngx_http_spendpol_main_conf_t *smcf,
-    uint64_t hash, int64_t period_start_ms, sp_spend_view_t *view);
 static int64_t ngx_http_spendpol_effective(ngx_http_spendpol_counter_t *counter,
     const sp_spend_view_t *view);
-static sp_lease_verdict_t ngx_http_spendpol_lease_check(
-    ngx_http_spendpol_main_conf_t *smcf, ngx_http_spendpol_counter_t *counter,
-    const sp_spend_view_t *view, int64_t worst, int64_t now_ms);
 static void ngx_http_spendpol_hold_cleanup(void *data);
 
 
@@ -49,22 +43,26 @@ static void ngx_http_spendpol_hold_cleanup(void *data);
  * NGX_DECLINED when a blocking budget refuses (ctx->refused_*; with
  * ctx->refused_unpriced when the model has no price to hold), NGX_BUSY
  * when the zone has no room for a counter even after expiring idle ones
- * (nothing held: ngx_http_spendpol_zone_full() answers), NGX_ERROR on
- * failure.
+ * (nothing held: ngx_http_spendpol_zone_full() answers), NGX_AGAIN when
+ * a blocking budget's lease lacks what the request needs and controld
+ * may extend it (nothing held, ctx->refused_* set: wait and admit
+ * again), NGX_ERROR on failure.
  */
 ngx_int_t
 ngx_http_spendpol_budget_admit(ngx_http_request_t *r,
     ngx_http_spendpol_ctx_t *ctx)
 {
-    int64_t                           worst, effective;
+    int64_t                           worst;
+    int64_t                           effective[NGX_HTTP_SPENDPOL_MAX_BUDGETS];
     sp_spend_view_t                   view;
     sp_str_t                          org, id, values[SP_BUDGET_SCOPE_COUNT];
-    ngx_uint_t                        i, refused, hard, fits;
+    ngx_uint_t                        i, j, refused, waiting, hard, fits;
     ngx_time_t                       *tp;
     ngx_http_spendpol_counter_t      *counter;
     ngx_http_spendpol_main_conf_t    *smcf;
     ngx_http_spendpol_reservation_t  *res;
     ngx_http_spendpol_budget_scan_t   scan;
+    ngx_http_spendpol_lease_t         leases[NGX_HTTP_SPENDPOL_MAX_BUDGETS];
 
     smcf = ngx_http_get_module_main_conf(r, ngx_http_spendpol_module);
 
@@ -163,10 +161,15 @@ ngx_http_spendpol_budget_admit(ngx_http_request_t *r,
 
     worst = ctx->priced ? ctx->worst_nano : 0;
 
-    ctx->reservations = ngx_pcalloc(r->pool,
-                          scan.n * sizeof(ngx_http_spendpol_reservation_t));
-    if (ctx->reservations == NULL) {
-        return NGX_ERROR;
+    /* a request parked for its lease comes back here: the room stays */
+    if (ctx->nreservations_max < scan.n) {
+        ctx->reservations = ngx_pcalloc(r->pool,
+                              scan.n * sizeof(ngx_http_spendpol_reservation_t));
+        if (ctx->reservations == NULL) {
+            return NGX_ERROR;
+        }
+
+        ctx->nreservations_max = scan.n;
     }
 
     if (ngx_http_spendpol_hold(r, ctx) != NGX_OK) {
@@ -174,6 +177,8 @@ ngx_http_spendpol_budget_admit(ngx_http_request_t *r,
     }
 
     refused = 0;
+    waiting = scan.n;
+    ctx->refused_lease = SP_LEASE_OK;
 
     ngx_shmtx_lock(&smcf->shpool->mutex);
 
@@ -201,11 +206,13 @@ ngx_http_spendpol_budget_admit(ngx_http_request_t *r,
         ngx_http_spendpol_spend_view(smcf, res->hash, res->period_start_ms,
                                      &view);
 
-        effective = ngx_http_spendpol_effective(counter, &view);
+        effective[i] = ngx_http_spendpol_effective(counter, &view);
 
-        fits = effective + worst <= scan.budgets[i]->limit_nano
+        fits = effective[i] + worst <= scan.budgets[i]->limit_nano
                && !(ctx->ungoverned
-                    && effective >= scan.budgets[i]->limit_nano);
+                    && effective[i] >= scan.budgets[i]->limit_nano);
+
+        leases[i].ask = NULL;
 
         if (scan.budgets[i]->action == SP_BUDGET_WARN) {
             if (!fits) {
@@ -215,31 +222,64 @@ ngx_http_spendpol_budget_admit(ngx_http_request_t *r,
             continue;
         }
 
-        /*
-         * TODO(issue 18, part ii): a lease that lacks what is left
-         * (SP_LEASE_TOP_UP) or waits for the journal
-         * (SP_LEASE_CATCHING_UP) parks the request while controld is
-         * asked (spendpol_lease_wait), and the 402 names the cause; until
-         * then every verdict but SP_LEASE_OK refuses as the limit does.
-         * Dormant while no controld sets SP_SPEND_LEASES.
-         */
-        if (fits
-            && ngx_http_spendpol_lease_check(smcf, counter, &view, worst,
-                                             scan.now_ms)
-               == SP_LEASE_OK)
-        {
-            continue;
+        if (!fits) {
+            refused = 1;
+            break;
         }
 
-        refused = 1;
-        sp_field_copy(ctx->refused_budget, sizeof(ctx->refused_budget),
-                      id.data, id.len);
-        ctx->refused_limit = scan.budgets[i]->limit_nano;
-        ctx->refused_spent = effective;
+        switch (ngx_http_spendpol_lease_check(smcf, counter, &view, worst,
+                                              scan.now_ms, &leases[i]))
+        {
+        case SP_LEASE_OK:
+            continue;
+
+        case SP_LEASE_TOP_UP:
+        case SP_LEASE_CATCHING_UP:
+            /* a budget further on may refuse outright: no wait then */
+            if (waiting == scan.n) {
+                waiting = i;
+            }
+
+            continue;
+
+        default:
+            refused = 1;
+            ctx->refused_lease = leases[i].verdict;
+        }
+
         break;
     }
 
-    if (!refused) {
+    /* the lease may have shrunk under the request: see sp_lease_publish */
+    if (!refused && waiting == scan.n) {
+        waiting = ngx_http_spendpol_lease_publish(leases, scan.n, worst,
+                                                  scan.now_ms);
+    }
+
+    if (!refused && waiting < scan.n) {
+        refused = 1;
+        i = waiting;
+        ctx->refused_lease = leases[i].verdict;
+
+        for (j = 0; j < scan.n; j++) {
+            if (ngx_http_spendpol_lease_ask(smcf, &leases[j]) && j == i
+                && ctx->lease_waiting)
+            {
+                /* answered since the request asked: no more to give */
+                ctx->lease_answered = 1;
+            }
+        }
+    }
+
+    if (refused) {
+        id = sp_snapshot_str(&smcf->snapshot, scan.budgets[i]->budget_id);
+
+        sp_field_copy(ctx->refused_budget, sizeof(ctx->refused_budget),
+                      id.data, id.len);
+        ctx->refused_limit = scan.budgets[i]->limit_nano;
+        ctx->refused_spent = effective[i];
+
+    } else {
         for (i = 0; i < scan.n; i++) {
             ctx->reservations[i].amount = worst;
             ctx->reservations[i].counter->reserved_nano += worst;
@@ -251,7 +291,14 @@ ngx_http_spendpol_budget_admit(ngx_http_request_t *r,
 
     ngx_shmtx_unlock(&smcf->shpool->mutex);
 
-    return refused ? NGX_DECLINED : NGX_OK;
+    if (!refused) {
+        return NGX_OK;
+    }
+
+    /* controld may extend the lease: the request waits, holding nothing */
+    return (ctx->refused_lease == SP_LEASE_TOP_UP
+            || ctx->refused_lease == SP_LEASE_CATCHING_UP)
+           ? NGX_AGAIN : NGX_DECLINED;
 }
 
 
@@ -315,7 +362,7 @@ ngx_http_spendpol_counter_idle(ngx_http_spendpol_main_conf_t *smcf,
  * epoch_nano counts this zone's epoch only. The counter holds
  * sp_budget_hash() of the budget's id.
  */
-static void
+void
 ngx_http_spendpol_spend_view(ngx_http_spendpol_main_conf_t *smcf,
     uint64_t hash, int64_t period_start_ms, sp_spend_view_t *view)
 {
@@ -344,45 +391,12 @@ ngx_http_spendpol_effective(ngx_http_spendpol_counter_t *counter,
 
 
 /*
- * A blocking budget across nodes (sp_lease.h): this node's spend of every
- * epoch, pending and reserved, plus the worst case, within the lease
- * controld holds for it. Without SP_SPEND_LEASES (controld does not
- * grant leases, or no spend file) the global check above is the rule,
- * as before leases; a request that costs nothing needs no lease.
- */
-static sp_lease_verdict_t
-ngx_http_spendpol_lease_check(ngx_http_spendpol_main_conf_t *smcf,
-    ngx_http_spendpol_counter_t *counter, const sp_spend_view_t *view,
-    int64_t worst, int64_t now_ms)
-{
-    int64_t           shortfall;
-    sp_lease_check_t  in;
-
-    if (!view->leases || worst <= 0) {
-        return SP_LEASE_OK;
-    }
-
-    in.used = sp_lease_used(view->node_all_nano, view->epoch_nano,
-                            counter->settled_nano, counter->reserved_nano);
-    in.worst = worst;
-    in.lease = view->lease_nano;
-    in.left = view->left_nano;
-    in.expires_ms = view->lease_expires_ms;
-    in.drained_ms = view->drained_ms;
-    in.epoch_ms = smcf->sh->epoch_ms;
-    in.now_ms = now_ms;
-    in.found = view->found;
-
-    return sp_lease_check(&in, &shortfall);
-}
-
-
-/*
  * releases the reservations, under the zone's mutex; cost: what to count
  * as settled (or -1)
  */
 void
-ngx_http_spendpol_budget_release(ngx_http_spendpol_ctx_t *ctx, int64_t cost)
+ngx_http_spendpol_budget_release(ngx_http_spendpol_main_conf_t *smcf,
+    ngx_http_spendpol_ctx_t *ctx, int64_t cost)
 {
     ngx_uint_t                        i;
     ngx_http_spendpol_reservation_t  *res;
@@ -405,6 +419,8 @@ ngx_http_spendpol_budget_release(ngx_http_spendpol_ctx_t *ctx, int64_t cost)
         if (cost > 0) {
             res->counter->settled_nano += cost;
         }
+
+        ngx_http_spendpol_lease_released(smcf, res->counter);
     }
 }
 
@@ -460,13 +476,13 @@ ngx_http_spendpol_release(ngx_http_request_t *r, ngx_http_spendpol_ctx_t *ctx,
     ngx_shmtx_lock(&smcf->shpool->mutex);
 
     if (settled) {
-        ngx_http_spendpol_budget_release(ctx, ctx->cost_nano);
+        ngx_http_spendpol_budget_release(smcf, ctx, ctx->cost_nano);
         ngx_http_spendpol_ratelimit_release(ctx, ctx->usage.input_tokens
                                                  + ctx->usage.output_tokens);
 
     } else {
         /* the request ended without the log phase: nothing was spent */
-        ngx_http_spendpol_budget_release(ctx, -1);
+        ngx_http_spendpol_budget_release(smcf, ctx, -1);
         ngx_http_spendpol_ratelimit_release(ctx, -1);
     }
 

@@ -16,8 +16,18 @@
 #define NGX_HTTP_SPENDPOL_PREFIX             "/v1/"
 #define NGX_HTTP_SPENDPOL_ANTHROPIC_VERSION  "2023-06-01"
 
+/* a request waiting for its lease looks again this often (ms) */
+#define NGX_HTTP_SPENDPOL_LEASE_RECHECK      5
+
 
 static void ngx_http_spendpol_body_handler(ngx_http_request_t *r);
+static void ngx_http_spendpol_after_admission(ngx_http_request_t *r,
+    ngx_http_spendpol_ctx_t *ctx, ngx_int_t rc, uint64_t started);
+static ngx_int_t ngx_http_spendpol_lease_park(ngx_http_request_t *r,
+    ngx_http_spendpol_ctx_t *ctx);
+static void ngx_http_spendpol_lease_wake(ngx_http_request_t *r);
+static ngx_int_t ngx_http_spendpol_budget_stage(ngx_http_request_t *r,
+    ngx_http_spendpol_ctx_t *ctx);
 static ngx_int_t ngx_http_spendpol_path(ngx_http_request_t *r,
     ngx_http_spendpol_ctx_t *ctx, u_char *query_key);
 static ngx_int_t ngx_http_spendpol_canonical(ngx_http_request_t *r,
@@ -194,10 +204,30 @@ ngx_http_spendpol_body_handler(ngx_http_request_t *r)
 
     rc = ngx_http_spendpol_prepare(r, ctx);
 
+    ngx_http_spendpol_after_admission(r, ctx, rc, started);
+}
+
+
+/*
+ * After the budget stage: NGX_DECLINED resolves the provider's address
+ * and forwards, NGX_AGAIN waits for the lease, anything else is ours to
+ * send (an error already sent, or a failure).
+ */
+static void
+ngx_http_spendpol_after_admission(ngx_http_request_t *r,
+    ngx_http_spendpol_ctx_t *ctx, ngx_int_t rc, uint64_t started)
+{
+    if (rc == NGX_AGAIN) {
+        rc = ngx_http_spendpol_lease_park(r, ctx);
+    }
+
     if (rc != NGX_DECLINED) {
         ctx->gateway_us += ngx_http_spendpol_now_us() - started;
 
-        /* the response is ours: an error already sent, or a failure */
+        if (rc == NGX_AGAIN) {
+            return;
+        }
+
         ctx->phase_status = NGX_DONE;
         ngx_http_finalize_request(r, rc);
         return;
@@ -213,6 +243,83 @@ ngx_http_spendpol_body_handler(ngx_http_request_t *r)
     }
 
     ngx_http_spendpol_forward(r, ctx, rc);
+}
+
+
+/*
+ * A request whose lease lacks what it needs waits for controld to extend
+ * it, as limit_req delays a request (ngx_http_limit_req_module.c): a
+ * timer on the write event, the budget stage run again on each wake.
+ * It holds nothing meanwhile (its rate limit count excepted, as any
+ * request in flight), and a client that goes away is noticed
+ * (ngx_http_test_reading) and ends the request as any 499: the timer
+ * goes with the connection.
+ */
+static ngx_int_t
+ngx_http_spendpol_lease_park(ngx_http_request_t *r,
+    ngx_http_spendpol_ctx_t *ctx)
+{
+    ngx_msec_t          delay;
+    ngx_msec_int_t      left;
+    ngx_connection_t   *c;
+
+    c = r->connection;
+    left = (ngx_msec_int_t) (ctx->lease_deadline - ngx_current_msec);
+    delay = ngx_min(NGX_HTTP_SPENDPOL_LEASE_RECHECK, ngx_max(left, 1));
+
+    if (c->read->ready) {
+        ngx_post_event(c->read, &ngx_posted_events);
+
+    } else if (ngx_handle_read_event(c->read, 0) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    r->read_event_handler = ngx_http_test_reading;
+    r->write_event_handler = ngx_http_spendpol_lease_wake;
+
+    c->write->delayed = 1;
+    ngx_add_timer(c->write, delay);
+
+    return NGX_AGAIN;
+}
+
+
+static void
+ngx_http_spendpol_lease_wake(ngx_http_request_t *r)
+{
+    uint64_t                  started;
+    ngx_int_t                 rc;
+    ngx_event_t              *wev;
+    ngx_http_spendpol_ctx_t  *ctx;
+
+    wev = r->connection->write;
+
+    if (wev->delayed) {
+        /* not the timer: the socket became writable meanwhile */
+        if (ngx_handle_write_event(wev, 0) != NGX_OK) {
+            ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+        }
+
+        return;
+    }
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_spendpol_module);
+
+    started = ngx_http_spendpol_now_us();
+
+    rc = ngx_http_spendpol_budget_stage(r, ctx);
+
+    if (rc != NGX_AGAIN) {
+        if (ngx_handle_read_event(r->connection->read, 0) != NGX_OK) {
+            ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+            return;
+        }
+
+        r->read_event_handler = ngx_http_block_reading;
+        r->write_event_handler = ngx_http_core_run_phases;
+    }
+
+    ngx_http_spendpol_after_admission(r, ctx, rc, started);
 }
 
 
@@ -851,9 +958,9 @@ ngx_http_spendpol_endpoint_visit(const sp_snapshot_endpoint_t *e, void *arg)
 static ngx_int_t
 ngx_http_spendpol_prepare(ngx_http_request_t *r, ngx_http_spendpol_ctx_t *ctx)
 {
-    u_char                        *p, *rewritten, money[80];
+    u_char                        *p, *rewritten;
     char                           err[512];
-    size_t                         len, n, spent, limit;
+    size_t                         len, n;
     ngx_int_t                      rc;
     ngx_buf_t                     *b;
     ngx_chain_t                   *cl;
@@ -984,7 +1091,47 @@ admit:
         return ngx_http_spendpol_ratelimit_refuse(r, ctx);
     }
 
+    return ngx_http_spendpol_budget_stage(r, ctx);
+}
+
+
+/*
+ * Stage 8: the budget reservation. NGX_DECLINED goes on, NGX_AGAIN waits
+ * for the lease (until spendpol_lease_wait has passed), anything else
+ * was sent.
+ */
+static ngx_int_t
+ngx_http_spendpol_budget_stage(ngx_http_request_t *r,
+    ngx_http_spendpol_ctx_t *ctx)
+{
+    u_char                         money[80];
+    char                           err[512];
+    size_t                         spent, limit;
+    ngx_int_t                      rc;
+    const char                    *cause;
+    ngx_http_spendpol_loc_conf_t  *slcf;
+
     rc = ngx_http_spendpol_budget_admit(r, ctx);
+
+    if (rc == NGX_AGAIN) {
+        slcf = ngx_http_get_module_loc_conf(r, ngx_http_spendpol_module);
+
+        if (!ctx->lease_waiting) {
+            ctx->lease_waiting = 1;
+            ctx->lease_deadline = ngx_current_msec + slcf->lease_wait;
+        }
+
+        if ((ngx_msec_int_t) (ctx->lease_deadline - ngx_current_msec) > 0) {
+            return NGX_AGAIN;
+        }
+
+        rc = NGX_DECLINED;
+
+        if (ctx->lease_answered) {
+            /* controld answered: the other nodes hold what is left */
+            ctx->refused_lease = SP_LEASE_EXHAUSTED;
+        }
+    }
 
     if (rc == NGX_BUSY) {
         return ngx_http_spendpol_zone_full(r, ctx);
@@ -1009,6 +1156,41 @@ admit:
         return ngx_http_spendpol_send_error(r, ctx, NGX_HTTP_FORBIDDEN,
                                             "permission_error",
                                             "unpriced_model", err);
+    }
+
+    if (rc == NGX_DECLINED && ctx->refused_lease != SP_LEASE_OK
+        && ctx->refused_lease != SP_LEASE_EXHAUSTED)
+    {
+        switch (ctx->refused_lease) {
+
+        case SP_LEASE_EXPIRED:
+            cause = "has expired: its control daemon has not renewed it "
+                    "(controld stopped or PostgreSQL unreachable)";
+            break;
+
+        case SP_LEASE_CATCHING_UP:
+            cause = "is not usable yet: its control daemon has not yet "
+                    "counted what this node's previous nginx spent "
+                    "(controld stopped or PostgreSQL unreachable)";
+            break;
+
+        default: /* SP_LEASE_TOP_UP */
+            cause = "does not cover this request and its control daemon "
+                    "did not extend it within spendpol_lease_wait "
+                    "(controld stopped or slow, or PostgreSQL "
+                    "unreachable)";
+        }
+
+        /* exactness over availability: docs/budgets.md, Failures */
+        ngx_snprintf((u_char *) err, sizeof(err) - 1,
+                     "budget %s: this node's share of the budget %s; a hard "
+                     "budget refuses rather than risk overspending%Z",
+                     ctx->refused_budget, cause);
+
+        err[sizeof(err) - 1] = '\0';
+
+        return ngx_http_spendpol_send_error(r, ctx, 402, "insufficient_quota",
+                                            "budget_unavailable", err);
     }
 
     if (rc == NGX_DECLINED) {

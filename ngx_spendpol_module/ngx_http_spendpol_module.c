@@ -137,6 +137,13 @@ static ngx_command_t  ngx_http_spendpol_commands[] = {
       offsetof(ngx_http_spendpol_loc_conf_t, orphan_max_size),
       NULL },
 
+    { ngx_string("spendpol_lease_wait"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_spendpol_loc_conf_t, lease_wait),
+      NULL },
+
     { ngx_string("spendpol_upstream_keepalive"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
       ngx_conf_set_num_slot,
@@ -549,6 +556,7 @@ ngx_http_spendpol_create_loc_conf(ngx_conf_t *cf)
     slcf->max_response_size = NGX_CONF_UNSET_SIZE;
     slcf->orphan_timeout = NGX_CONF_UNSET_MSEC;
     slcf->orphan_max_size = NGX_CONF_UNSET_SIZE;
+    slcf->lease_wait = NGX_CONF_UNSET_MSEC;
 
     return slcf;
 }
@@ -573,6 +581,7 @@ ngx_http_spendpol_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
                               60000);
     ngx_conf_merge_size_value(conf->orphan_max_size, prev->orphan_max_size,
                               8 * 1024 * 1024);
+    ngx_conf_merge_msec_value(conf->lease_wait, prev->lease_wait, 50);
 
     if (!conf->enable) {
         return NGX_CONF_OK;

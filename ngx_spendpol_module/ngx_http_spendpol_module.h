@@ -17,6 +17,7 @@
 #include <sp_snapshot.h>
 #include <sp_usage.h>
 #include <sp_budget.h>
+#include <sp_lease.h>
 #include <sp_endpoint.h>
 #include <sp_price.h>
 #include <sp_provider.h>
@@ -43,6 +44,7 @@ typedef struct {
     ngx_queue_t                queue;         /* every node, last used first */
     uint64_t                   admissions;    /* locked admissions so far */
     int64_t                    full_logged_ms; /* the last "zone is full" */
+    int64_t                    ask_logged_ms; /* the last "ask file full" */
 } ngx_http_spendpol_shctx_t;
 
 
@@ -85,6 +87,17 @@ typedef struct {
 } ngx_http_spendpol_reservation_t;
 
 
+/* a blocking budget's lease as one admission sees it */
+typedef struct {
+    sp_lease_verdict_t         verdict;
+    int64_t                    used;          /* sp_lease_used(), without
+                                                 the request */
+    int64_t                    shortfall;     /* what the lease lacks */
+    const sp_spend_slot_t     *spend;         /* the lease's, or NULL */
+    sp_ask_slot_t             *ask;           /* NULL: no lease check */
+} ngx_http_spendpol_lease_t;
+
+
 /* per worker: the mapped snapshot and id generation */
 typedef struct {
     ngx_str_t                  snapshot_dir;
@@ -98,6 +111,10 @@ typedef struct {
     ngx_slab_pool_t           *shpool;
     ngx_http_spendpol_shctx_t *sh;
     ngx_str_t                  spend_path;
+
+    /* the ask file (sp_lease.h): mapped by the master with the zone */
+    void                      *ask;
+    size_t                     ask_size;
 
     /* worker state after fork */
     sp_snapshot_t              snapshot;
@@ -153,6 +170,9 @@ typedef struct {
     /* a client that hangs up: how long and how much is still read */
     ngx_msec_t                 orphan_timeout;   /* 0: stop at once */
     size_t                     orphan_max_size;
+
+    /* the longest a request waits for controld to extend the lease */
+    ngx_msec_t                 lease_wait;
 } ngx_http_spendpol_loc_conf_t;
 
 
@@ -265,6 +285,13 @@ typedef struct {
     char                       refused_budget[SP_ID_LEN];
     int64_t                    refused_limit;
     int64_t                    refused_spent;
+    ngx_uint_t                 refused_lease;  /* sp_lease_verdict_t; 0:
+                                                  the limit refused */
+    ngx_uint_t                 nreservations_max;  /* room in reservations */
+    ngx_msec_t                 lease_deadline;  /* waits until then */
+    ngx_uint_t                 lease_waiting:1;
+    ngx_uint_t                 lease_answered:1;  /* while it waited, and
+                                                     still short */
 
     /* rate limits */
     ngx_http_spendpol_window_t  *rate_windows[NGX_HTTP_SPENDPOL_LIMITS];
@@ -343,8 +370,8 @@ int64_t ngx_http_spendpol_epoch(ngx_http_spendpol_main_conf_t *smcf);
 /* ngx_http_spendpol_budget.c */
 ngx_int_t ngx_http_spendpol_budget_admit(ngx_http_request_t *r,
     ngx_http_spendpol_ctx_t *ctx);
-void ngx_http_spendpol_budget_release(ngx_http_spendpol_ctx_t *ctx,
-    int64_t cost);
+void ngx_http_spendpol_budget_release(ngx_http_spendpol_main_conf_t *smcf,
+    ngx_http_spendpol_ctx_t *ctx, int64_t cost);
 ngx_int_t ngx_http_spendpol_hold(ngx_http_request_t *r,
     ngx_http_spendpol_ctx_t *ctx);
 void ngx_http_spendpol_release(ngx_http_request_t *r,
@@ -353,6 +380,23 @@ ngx_uint_t ngx_http_spendpol_counter_idle(ngx_http_spendpol_main_conf_t *smcf,
     ngx_http_spendpol_counter_t *counter);
 void ngx_http_spendpol_spend_refresh(ngx_http_spendpol_main_conf_t *smcf,
     ngx_log_t *log);
+void ngx_http_spendpol_spend_view(ngx_http_spendpol_main_conf_t *smcf,
+    uint64_t hash, int64_t period_start_ms, sp_spend_view_t *view);
+
+/* ngx_http_spendpol_lease.c */
+ngx_int_t ngx_http_spendpol_ask_init(ngx_http_spendpol_main_conf_t *smcf,
+    ngx_http_spendpol_main_conf_t *osmcf, ngx_log_t *log);
+void ngx_http_spendpol_ask_heartbeat(ngx_http_spendpol_main_conf_t *smcf);
+sp_lease_verdict_t ngx_http_spendpol_lease_check(
+    ngx_http_spendpol_main_conf_t *smcf, ngx_http_spendpol_counter_t *counter,
+    const sp_spend_view_t *view, int64_t worst, int64_t now_ms,
+    ngx_http_spendpol_lease_t *lease);
+ngx_uint_t ngx_http_spendpol_lease_publish(ngx_http_spendpol_lease_t *leases,
+    ngx_uint_t n, int64_t worst, int64_t now_ms);
+ngx_uint_t ngx_http_spendpol_lease_ask(ngx_http_spendpol_main_conf_t *smcf,
+    ngx_http_spendpol_lease_t *lease);
+void ngx_http_spendpol_lease_released(ngx_http_spendpol_main_conf_t *smcf,
+    ngx_http_spendpol_counter_t *counter);
 
 /* ngx_http_spendpol_ratelimit.c */
 ngx_int_t ngx_http_spendpol_ratelimit_admit(ngx_http_request_t *r,

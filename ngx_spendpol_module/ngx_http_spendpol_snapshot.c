@@ -42,6 +42,7 @@ ngx_http_spendpol_snapshot_init_worker(ngx_cycle_t *cycle,
 
     ngx_http_spendpol_snapshot_refresh(smcf, cycle->log);
     ngx_http_spendpol_spend_refresh(smcf, cycle->log);
+    ngx_http_spendpol_ask_heartbeat(smcf);
 
     ngx_add_timer(&smcf->snapshot_timer, smcf->snapshot_interval);
 
@@ -76,6 +77,7 @@ ngx_http_spendpol_snapshot_timer(ngx_event_t *ev)
 
     ngx_http_spendpol_snapshot_refresh(smcf, ev->log);
     ngx_http_spendpol_spend_refresh(smcf, ev->log);
+    ngx_http_spendpol_ask_heartbeat(smcf);
 
     if (!ngx_exiting && !ngx_terminate && !ngx_quit) {
         /* a snapshot being verified gets the next step at once */

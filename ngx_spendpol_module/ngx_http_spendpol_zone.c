@@ -251,10 +251,10 @@ ngx_http_spendpol_init_zone(ngx_shm_zone_t *shm_zone, void *data)
     smcf = shm_zone->data;
 
     if (osmcf) {
-        /* a reload keeps the counters and their epoch */
+        /* a reload keeps the counters, their epoch and the ask file */
         smcf->sh = osmcf->sh;
         smcf->shpool = osmcf->shpool;
-        return NGX_OK;
+        return ngx_http_spendpol_ask_init(smcf, osmcf, shm_zone->shm.log);
     }
 
     smcf->shpool = (ngx_slab_pool_t *) shm_zone->shm.addr;
@@ -285,7 +285,7 @@ ngx_http_spendpol_init_zone(ngx_shm_zone_t *shm_zone, void *data)
 
     smcf->shpool->log_ctx = (u_char *) " in spendpol zone";
 
-    return NGX_OK;
+    return ngx_http_spendpol_ask_init(smcf, NULL, shm_zone->shm.log);
 }
 
 

@@ -76,3 +76,15 @@ test('an upstream block named spendpol.upstream is refused: the module owns that
   assert.notEqual(r.status, 0);
   assert.match(r.output, /\[emerg\].*duplicate upstream "spendpol\.upstream"/);
 });
+
+test('spendpol_lease_wait takes a time in http, server and location context; anything else is refused', () => {
+  let r = nginxT(around('spendpol_lease_wait 20ms; server { listen 127.0.0.1:1; spendpol_lease_wait 1s; '
+    + 'location /v1/ { spendpol on; spendpol_lease_wait 0; } }'));
+  assert.equal(r.status, 0, r.output);
+  r = nginxT(around('server { listen 127.0.0.1:1; location /v1/ { spendpol on; spendpol_lease_wait soon; } }'));
+  assert.notEqual(r.status, 0);
+  assert.match(r.output, /\[emerg\] "spendpol_lease_wait" directive invalid value/);
+  r = nginxT(around('server { listen 127.0.0.1:1; location /v1/ { spendpol on; spendpol_lease_wait 1s 2s; } }'));
+  assert.notEqual(r.status, 0);
+  assert.match(r.output, /\[emerg\] invalid number of arguments in "spendpol_lease_wait"/);
+});
