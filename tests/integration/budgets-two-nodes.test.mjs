@@ -22,14 +22,7 @@ let b;
 
 before(async () => {
   await a.start();
-  b = new Stack({
-    databaseURL: a.databaseURL,
-    apiDatabaseURL: a.apiDatabaseURL,
-    ownerDatabaseURL: a.ownerDatabaseURL,
-    redisURL: a.redisURL,
-    adminKey: a.adminKey,
-    masterKey: fs.readFileSync(path.join(a.dataDir, 'controld', 'master.key'), 'utf8').trim(),
-  });
+  b = Stack.join(a);
   await b.start();
 }, { timeout: 240_000 });
 

@@ -141,6 +141,30 @@ export class Stack {
     this.stopped = false;
   }
 
+  /**
+   * A node that joins first's database, Redis and master key, as
+   * `make run` starts a node that joins an existing database. Start it
+   * after first; stop it before first (first owns PostgreSQL and Redis).
+   */
+  static join(first, opts = {}) {
+    return new Stack({
+      databaseURL: first.databaseURL,
+      apiDatabaseURL: first.apiDatabaseURL,
+      ownerDatabaseURL: first.ownerDatabaseURL,
+      redisURL: first.redisURL,
+      adminKey: first.adminKey,
+      masterKey: fs.readFileSync(path.join(first.dataDir, 'controld', 'master.key'), 'utf8').trim(),
+      ...opts,
+    });
+  }
+
+  /** SIGKILL to the nginx master and every worker: the node's proxy is gone at once. */
+  killNginx() {
+    const pids = [...this.nginxWorkerPids(), this.nginxMasterPid()];
+    for (const pid of pids) { try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ } }
+    return pids;
+  }
+
   async start() {
     const o = this.opts;
     const base = process.env.SPENDPOL_TEST_TMP || os.tmpdir();
@@ -228,6 +252,7 @@ export class Stack {
     if (this.opts.masterKey) env.SPENDPOL_MASTER_KEY = this.opts.masterKey;
     if (this.opts.journal) env.SPENDPOL_JOURNAL = this.opts.journal;
     if (this.opts.nginxHttp) env.SPENDPOL_NGINX_HTTP = this.opts.nginxHttp;
+    Object.assign(env, this.opts.env);   // e.g. SPENDPOL_LEASE_TTL_MS
     delete env.SPENDPOL_MIGRATE_DATABASE_URL;
     delete env.SPENDPOL_DATABASE_INSECURE;
     delete env.SPENDPOL_API_DATABASE_URL;
