@@ -143,8 +143,12 @@ static const cd_conf_entry_t  cd_conf_table[] = {
     /*
      * Budget leases across nodes (lease.c): a granted lease is good for
      * ttl unless renewed; live nodes are those heartbeating within it;
-     * a slice lasts a horizon of this node's traffic.
+     * a slice lasts a horizon of this node's traffic. SPENDPOL_LEASES=0
+     * turns leasing off: each node checks a budget's whole remainder
+     * alone (exact on one node, up to N x the limit on N nodes).
      */
+    { "SPENDPOL_LEASES", NULL, "1", CD_CONF_BOOL,
+      CD_CONF_OFFSET(leases), 0, CD_CONF_ANY },
     { "SPENDPOL_LEASE_TTL_MS", NULL, CD_STRINGIFY(SP_LEASE_TTL_MS),
       CD_CONF_LONG, CD_CONF_OFFSET(lease_ttl_ms), 0, 500, 3600000, "ms" },
     { "SPENDPOL_LEASE_GRACE_MS", NULL, CD_STRINGIFY(SP_LEASE_GRACE_MS),

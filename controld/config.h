@@ -43,6 +43,7 @@ typedef struct {
     long       max_alert_rules_per_org;
     long       max_agents_per_org;
     long       audit_retention_months;        /* 0: keep audit_logs */
+    long       leases;                        /* 0: no budget leases */
     long       lease_ttl_ms;                  /* budget leases (lease.c) */
     long       lease_grace_ms;
     long       lease_horizon_ms;

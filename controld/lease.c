@@ -74,6 +74,10 @@ typedef struct {
     int                 failed;
     size_t              asked;       /* this round: known budgets asked */
     int64_t             woken_ms;    /* monotonic: spend.c last woken */
+    uint64_t            unlisted;    /* spend.c's round count when an ask
+                                        named a budget not listed yet, +1;
+                                        0: none */
+    unsigned            relists;     /* spend.c woken for one ask change */
 } cd_lease_ctx_t;
 
 
@@ -184,6 +188,10 @@ cd_lease_set_budgets(cd_app_t *app, cd_lease_budget_t *b, size_t n)
     l->budgets = b;
     l->nbudgets = n;
     pthread_mutex_unlock(&l->mutex);
+
+    /* an ask may wait for this list: the lease thread looks at once */
+    __atomic_add_fetch(&l->listed, 1, __ATOMIC_RELEASE);
+    cd_thread_wake(&l->thread);
 }
 
 
@@ -434,19 +442,36 @@ cd_lease_size(cd_lease_ctx_t *x, cd_lease_state_t *s, int nginx_gone,
 }
 
 
-static void
-cd_lease_set_flag(cd_app_t *app)
+/*
+ * Sets (on) or clears SP_SPEND_LEASES in the spend file; 0 when spend.c
+ * has not laid it out yet.
+ */
+static int
+cd_lease_set_flag(cd_app_t *app, int on)
 {
+    int                 done;
     sp_spend_header_t  *header;
 
     pthread_mutex_lock(&app->spend.lock);
 
-    if (app->spend.map != NULL) {
+    done = app->spend.map != NULL;
+
+    if (done) {
         header = (sp_spend_header_t *) app->spend.map;
-        __atomic_or_fetch(&header->flags, SP_SPEND_LEASES, __ATOMIC_RELEASE);
+
+        if (on) {
+            __atomic_or_fetch(&header->flags, SP_SPEND_LEASES,
+                              __ATOMIC_RELEASE);
+
+        } else {
+            __atomic_and_fetch(&header->flags, ~(uint64_t) SP_SPEND_LEASES,
+                               __ATOMIC_RELEASE);
+        }
     }
 
     pthread_mutex_unlock(&app->spend.lock);
+
+    return done;
 }
 
 
@@ -634,7 +659,7 @@ cd_lease_round(cd_lease_ctx_t *x)
 
     if (rc == CD_OK && x->map != NULL) {
         /* the module may rely on leases: it asks for those it lacks */
-        cd_lease_set_flag(x->app);
+        (void) cd_lease_set_flag(x->app, 1);
     }
 
     return rc;
@@ -687,7 +712,8 @@ static void *
 cd_lease_thread(void *data)
 {
     int64_t          mono_ms, last_ms;
-    uint64_t         asks, last_asks;
+    int              forced;
+    uint64_t         asks, last_asks, listed;
     char             dir[4096];
     cd_lease_ctx_t   x;
 
@@ -700,6 +726,23 @@ cd_lease_thread(void *data)
     snprintf(dir, sizeof(dir), "%s", x.app->config.journal_path);
     snprintf(x.path, sizeof(x.path), "%s/%s", dirname(dir), SP_ASK_FILE);
 
+    /*
+     * leasing off: the flag an earlier controld set (carried over in the
+     * spend file) must not keep the module waiting for leases
+     */
+    while (!x.app->config.leases
+           && !cd_thread_stopping(&x.app->lease.thread))
+    {
+        if (cd_lease_set_flag(x.app, 0)) {
+            cd_log_info(CD_LEASE_SUBJECT, "budget leases off "
+                        "(SPENDPOL_LEASES=0): each node checks a budget "
+                        "alone");
+            return NULL;
+        }
+
+        cd_thread_sleep(&x.app->lease.thread, CD_LEASE_POLL_MS);
+    }
+
     while (!cd_thread_stopping(&x.app->lease.thread)) {
         mono_ms = cd_clock_ms(CLOCK_MONOTONIC);
 
@@ -709,11 +752,16 @@ cd_lease_thread(void *data)
         }
 
         asks = cd_lease_asks(&x);
+        listed = __atomic_load_n(&x.app->lease.listed, __ATOMIC_ACQUIRE);
 
         if ((x.map != NULL || x.nstates > 0)
             && (asks != last_asks
+                || (x.unlisted != 0 && listed + 1 != x.unlisted)
                 || mono_ms - last_ms >= CD_LEASE_HEARTBEAT_MS))
         {
+            forced = x.unlisted != 0 && listed + 1 != x.unlisted;
+            x.unlisted = 0;
+
             if (cd_lease_round(&x) != CD_OK) {
                 if (!x.failed) {
                     cd_log_warn(CD_LEASE_SUBJECT, "cannot renew the budget "
@@ -724,8 +772,19 @@ cd_lease_thread(void *data)
                 x.failed = 1;
 
             } else {
-                if (asks != last_asks && x.asked == 0) {
-                    /* an ask for a budget spend.c has not listed yet */
+                if (asks != last_asks) {
+                    x.relists = 0;
+                }
+
+                if ((asks != last_asks || forced) && x.asked == 0
+                    && x.relists++ < CD_LEASE_RELISTS)
+                {
+                    /*
+                     * an ask for a budget spend.c has not listed yet (or
+                     * listed from a read begun before it existed): a
+                     * round again as soon as spend.c lists its budgets
+                     */
+                    x.unlisted = listed + 1;
                     cd_lease_wake_spend(&x, mono_ms);
                 }
 

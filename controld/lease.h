@@ -10,6 +10,8 @@
 #define CD_LEASE_HEARTBEAT_MS   200     /* a round at least this often */
 #define CD_LEASE_IDLE_MS        10000   /* no admission: give back */
 #define CD_LEASE_GONE_MS        5000    /* no nginx heartbeat: give back */
+#define CD_LEASE_RELISTS        8       /* spend.c rounds awaited for an ask
+                                           naming a budget it has not listed */
 
 /* a blocking budget in its current period, as spend.c last read it */
 typedef struct {
@@ -32,6 +34,7 @@ typedef struct {
     int                 ready;      /* mutex exists */
     cd_lease_budget_t  *budgets;    /* from spend.c, each of its rounds */
     size_t              nbudgets;
+    uint64_t            listed;     /* spend.c's rounds so far (atomic) */
 } cd_lease_t;
 
 int cd_lease_start(cd_app_t *app) CD_CHECK;

@@ -513,11 +513,14 @@ cd_spend_update(cd_app_t *app)
     /*
      * the values above count every line written before drained_ms; it
      * never goes back (a restarted ingest starts at 0, the file carried
-     * over holds the last controld's)
+     * over holds the last controld's); only leases read it
      */
     header = (sp_spend_header_t *) app->spend.map;
 
-    if (drained_ms > __atomic_load_n(&header->drained_ms, __ATOMIC_RELAXED)) {
+    if (app->config.leases
+        && drained_ms > __atomic_load_n(&header->drained_ms,
+                                        __ATOMIC_RELAXED))
+    {
         __atomic_store_n(&header->drained_ms, drained_ms, __ATOMIC_RELEASE);
     }
 

@@ -262,7 +262,9 @@ ngx_http_spendpol_budget_admit(ngx_http_request_t *r,
         ctx->refused_lease = leases[i].verdict;
 
         for (j = 0; j < scan.n; j++) {
-            if (ngx_http_spendpol_lease_ask(smcf, &leases[j]) && j == i
+            if (ngx_http_spendpol_lease_ask(smcf, &leases[j], worst,
+                                            j == i ? ctx : NULL)
+                && j == i
                 && ctx->lease_waiting)
             {
                 /* answered since the request asked: no more to give */

@@ -341,18 +341,24 @@ ngx_http_spendpol_lease_publish(ngx_http_spendpol_lease_t *leases,
 
 
 /*
- * Under the zone mutex, for a request the lease lacks shortfall for: a
- * new ask when controld answered the last one (answered_seq), else the
- * outstanding ask grows when this request lacks more. An ask is state:
- * controld reads need_nano whenever it looks, however many requests wait.
- * 1 when controld had answered every ask so far (and still the lease
- * does not cover the request).
+ * Under the zone mutex, for a request the lease lacks shortfall for. An
+ * ask is state: controld reads need_nano whenever it looks. When controld
+ * answered the last ask, a new one asks for the shortfall; while one is
+ * outstanding, each further waiting request (ctx, the budget that stopped
+ * it) adds its whole worst case once, so that one answer can pay every
+ * request waiting, not one a round; for another budget of the request
+ * (ctx NULL) the ask grows to the shortfall. 1 when controld had answered
+ * every ask so far, or one this request was counted in (and still the
+ * lease does not cover the request).
  */
 ngx_uint_t
 ngx_http_spendpol_lease_ask(ngx_http_spendpol_main_conf_t *smcf,
-    ngx_http_spendpol_lease_t *lease)
+    ngx_http_spendpol_lease_t *lease, int64_t worst,
+    ngx_http_spendpol_ctx_t *ctx)
 {
+    int64_t           need;
     uint64_t          seq, answered;
+    ngx_uint_t        mine;
     sp_ask_slot_t    *ask;
     sp_ask_header_t  *header;
 
@@ -367,18 +373,44 @@ ngx_http_spendpol_lease_ask(ngx_http_spendpol_main_conf_t *smcf,
                                               __ATOMIC_ACQUIRE)
                             : 0;
 
-    if (answered < seq && lease->shortfall <= ask->need_nano) {
-        /* asked for at least this, not answered yet */
+    /* controld answered an ask this request was counted in */
+    mine = ctx != NULL && ctx->lease_ask_hash == ask->budget_hash
+           && ctx->lease_ask_seq != 0 && ctx->lease_ask_seq <= answered;
+
+    if (answered >= seq) {
+        need = lease->shortfall;
+
+    } else if (ctx == NULL) {
+        if (lease->shortfall <= ask->need_nano) {
+            /* asked for at least this, not answered yet */
+            return 0;
+        }
+
+        need = lease->shortfall;
+
+    } else if (ctx->lease_ask_hash == ask->budget_hash
+               && ctx->lease_ask_seq > answered)
+    {
+        /* this request is counted in an ask not answered yet */
         return 0;
+
+    } else {
+        need = ask->need_nano > INT64_MAX - worst ? INT64_MAX
+                                                  : ask->need_nano + worst;
     }
 
     header = smcf->ask;
 
-    __atomic_store_n(&ask->need_nano, lease->shortfall, __ATOMIC_RELEASE);
+    __atomic_store_n(&ask->need_nano, need, __ATOMIC_RELEASE);
     __atomic_store_n(&ask->ask_seq, seq + 1, __ATOMIC_RELEASE);
     __atomic_fetch_add(&header->asks, 1, __ATOMIC_RELEASE);
 
-    return answered >= seq;
+    if (ctx != NULL) {
+        ctx->lease_ask_hash = ask->budget_hash;
+        ctx->lease_ask_seq = seq + 1;
+    }
+
+    return answered >= seq || mine;
 }
 
 

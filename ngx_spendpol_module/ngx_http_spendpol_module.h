@@ -292,6 +292,8 @@ typedef struct {
     ngx_uint_t                 lease_waiting:1;
     ngx_uint_t                 lease_answered:1;  /* while it waited, and
                                                      still short */
+    uint64_t                   lease_ask_hash;  /* the ask its worst case */
+    uint64_t                   lease_ask_seq;   /* is counted in */
 
     /* rate limits */
     ngx_http_spendpol_window_t  *rate_windows[NGX_HTTP_SPENDPOL_LIMITS];
@@ -394,7 +396,8 @@ sp_lease_verdict_t ngx_http_spendpol_lease_check(
 ngx_uint_t ngx_http_spendpol_lease_publish(ngx_http_spendpol_lease_t *leases,
     ngx_uint_t n, int64_t worst, int64_t now_ms);
 ngx_uint_t ngx_http_spendpol_lease_ask(ngx_http_spendpol_main_conf_t *smcf,
-    ngx_http_spendpol_lease_t *lease);
+    ngx_http_spendpol_lease_t *lease, int64_t worst,
+    ngx_http_spendpol_ctx_t *ctx);
 void ngx_http_spendpol_lease_released(ngx_http_spendpol_main_conf_t *smcf,
     ngx_http_spendpol_counter_t *counter);
 

@@ -1,10 +1,11 @@
 // The module's side of leased budgets (issue 18, docs/budgets.md): the ask
 // file nginx lays out beside the journal, and a request whose lease lacks
 // what it needs waiting up to spendpol_lease_wait for controld to extend
-// it. controld's lease manager is not in this stack's controld yet: the
-// test plays its part, writing the lease fields of the spend file (and the
-// SP_SPEND_LEASES flag) the way controld stores them, and reading the asks
-// the module writes.
+// it. This stack's controld runs with leasing off (SPENDPOL_LEASES=0), so
+// the test plays its lease manager exactly: it writes the lease fields of
+// the spend file (and the SP_SPEND_LEASES flag) the way controld stores
+// them, and reads the asks the module writes. budget-leases.test.mjs and
+// budgets-three-nodes.test.mjs run the real one.
 import { test, afterEach } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
@@ -14,7 +15,7 @@ import { execFileSync } from 'node:child_process';
 import { useStack, waitFor, sleep, REPO, BUILD } from './lib/stack.mjs';
 
 const WAIT_MS = 1000;
-const s = useStack({ nginxHttp: `spendpol_lease_wait ${WAIT_MS}ms;` });
+const s = useStack({ nginxHttp: `spendpol_lease_wait ${WAIT_MS}ms;`, env: { SPENDPOL_LEASES: '0' } });
 
 /* ---- the slot files (libspendpol/sp_budget.h, sp_lease.h) ---------- */
 

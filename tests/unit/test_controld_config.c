@@ -70,6 +70,7 @@ test_config_defaults(void **state)
     assert_int_equal(cf.max_alert_rules_per_org, 1000);
     assert_int_equal(cf.max_agents_per_org, 100000);
     assert_int_equal(cf.audit_retention_months, 0);
+    assert_int_equal(cf.leases, 1);
     assert_int_equal(cf.lease_ttl_ms, 10000);
     assert_int_equal(cf.lease_grace_ms, 5000);
     assert_int_equal(cf.lease_horizon_ms, 2000);
@@ -202,6 +203,8 @@ test_config_errors_name_the_variable(void **state)
           "SPENDPOL_MAX_AGENTS_PER_ORG" },
         { { "DATABASE_URL", "x", "SPENDPOL_AUDIT_RETENTION_MONTHS", "-1",
             NULL }, "SPENDPOL_AUDIT_RETENTION_MONTHS" },
+        { { "DATABASE_URL", "x", "SPENDPOL_LEASES", "yes", NULL },
+          "SPENDPOL_LEASES" },
         { { "DATABASE_URL", "x", "SPENDPOL_LEASE_TTL_MS", "10", NULL },
           "SPENDPOL_LEASE_TTL_MS" },
         { { "DATABASE_URL", "x", "SPENDPOL_LEASE_GRACE_MS", "-1", NULL },
