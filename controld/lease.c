@@ -363,8 +363,15 @@ cd_lease_size(cd_lease_ctx_t *x, cd_lease_state_t *s, int nginx_gone,
         }
 
         in.floor = __atomic_load_n(&ask->worst_nano, __ATOMIC_ACQUIRE);
-        used = cd_lease_max(used, __atomic_load_n(&ask->used_nano,
-                                            __ATOMIC_SEQ_CST));
+
+        /*
+         * nginx gone: the reservations of requests it was serving never
+         * settle, so what was ingested (node_all) is all it used
+         */
+        if (!nginx_gone) {
+            used = cd_lease_max(used, __atomic_load_n(&ask->used_nano,
+                                                      __ATOMIC_SEQ_CST));
+        }
         admitted = __atomic_load_n(&ask->admitted_nano, __ATOMIC_ACQUIRE);
         delta = admitted >= s->admitted ? admitted - s->admitted : admitted;
 
@@ -431,7 +438,9 @@ cd_lease_size(cd_lease_ctx_t *x, cd_lease_state_t *s, int nginx_gone,
 
     if (spend != NULL) {
         s->want = sp_lease_shrink(&spend->lease_nano,
-                                  ask ? &ask->used_nano : &none, s->want);
+                                  ask && !nginx_gone ? &ask->used_nano
+                                                     : &none,
+                                  s->want);
     }
 
     pthread_mutex_unlock(&x->app->spend.lock);

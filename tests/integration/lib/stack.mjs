@@ -160,7 +160,11 @@ export class Stack {
 
   /** SIGKILL to the nginx master and every worker: the node's proxy is gone at once. */
   killNginx() {
-    const pids = [...this.nginxWorkerPids(), this.nginxMasterPid()];
+    // the master stopped first: killed workers are not replaced meanwhile
+    // (a replacement would outlive the master and keep the port)
+    const master = this.nginxMasterPid();
+    try { process.kill(master, 'SIGSTOP'); } catch { /* gone */ }
+    const pids = [...this.nginxWorkerPids(), master];
     for (const pid of pids) { try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ } }
     return pids;
   }
