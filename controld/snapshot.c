@@ -626,6 +626,14 @@ cd_snapshot_thread(void *data)
 
         if (woken || failed || cd_snapshot_stale(app)) {
             failed = cd_snapshot_publish_now(app) != CD_OK;
+
+            /*
+             * a budget the module can now see is laid out in the spend
+             * file and listed for leases before its first request asks
+             */
+            if (!failed) {
+                cd_thread_wake(&app->spend.thread);
+            }
         }
     }
 

@@ -24,7 +24,7 @@
 #include "spendpol.h"
 
 
-#define SP_LEASE_HORIZON_MS     2000    /* a slice lasts this long */
+#define SP_LEASE_HORIZON_MS     10000   /* a slice lasts this long */
 #define SP_LEASE_TTL_MS         10000   /* a lease unconfirmed this long */
 #define SP_LEASE_GRACE_MS       5000    /* then reclaimable after this */
 

@@ -73,7 +73,7 @@ test_config_defaults(void **state)
     assert_int_equal(cf.leases, 1);
     assert_int_equal(cf.lease_ttl_ms, 10000);
     assert_int_equal(cf.lease_grace_ms, 5000);
-    assert_int_equal(cf.lease_horizon_ms, 2000);
+    assert_int_equal(cf.lease_horizon_ms, 10000);
     cd_config_free(&cf);
 }
 

@@ -173,14 +173,14 @@ test_slice_is_a_horizon_of_traffic_far_from_the_limit(void **state)
 
     (void) state;
 
-    /* $1000 free, 3 nodes, this one spends 1 mUSD a second: 2 mUSD */
+    /* $1000 free, 3 nodes, this one spends 1 mUSD a second: 10 mUSD */
     in.free = 1000000000000;
     in.live_nodes = 3;
     in.rate = 1000000;
     in.horizon_ms = SP_LEASE_HORIZON_MS;
     in.floor = 1000;
     in.need = 0;
-    assert_int_equal(sp_lease_slice(&in), 2000000);
+    assert_int_equal(sp_lease_slice(&in), 10000000);
 }
 
 

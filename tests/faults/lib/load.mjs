@@ -293,11 +293,17 @@ export async function verifyAudit(s, recs, {
 /**
  * A budget on a fresh project (limit far above what the test spends) and a
  * key in that project; null budget when POST /budgets is not there.
+ * action 'warn' for a test whose node has no controld from the start: a
+ * blocking budget is leased, and without controld the node holds no lease
+ * (402 budget_unavailable, docs/budgets.md).
  */
-export async function budgetedKey(s, tag) {
+export async function budgetedKey(s, tag, { action } = {}) {
   const project = `f-${tag}-${crypto.randomBytes(3).toString('hex')}`;
   const r = await s.api('POST', '/budgets', {
-    body: { name: `b-${project}`, scope: { type: 'project', value: project }, limit_usd: '1000', period: 'daily' },
+    body: {
+      name: `b-${project}`, scope: { type: 'project', value: project }, limit_usd: '1000', period: 'daily',
+      ...(action ? { action } : {}),
+    },
   });
   let budget = null;
   if (r.status === 201) budget = r.json;
