@@ -94,6 +94,11 @@ sp_lease_slice(const sp_lease_slice_t *in)
         traffic = in->rate * in->horizon_ms / 1000;
     }
 
+    if (in->floor > 0 && traffic / SP_LEASE_MIN_WORST < in->floor) {
+        traffic = in->floor > INT64_MAX / SP_LEASE_MIN_WORST
+                  ? INT64_MAX : in->floor * SP_LEASE_MIN_WORST;
+    }
+
     slice = share < traffic ? share : traffic;
 
     if (slice < in->floor) {

@@ -27,6 +27,8 @@
 #define SP_LEASE_HORIZON_MS     10000   /* a slice lasts this long */
 #define SP_LEASE_TTL_MS         10000   /* a lease unconfirmed this long */
 #define SP_LEASE_GRACE_MS       5000    /* then reclaimable after this */
+#define SP_LEASE_MIN_WORST      16      /* a slice's traffic: at least this
+                                           many of the largest worst case */
 
 
 /* what the module may do with a request against its lease */
@@ -82,14 +84,16 @@ typedef struct {
     int64_t   rate;             /* this node's nano-USD a second */
     int64_t   horizon_ms;       /* SP_LEASE_HORIZON_MS */
     int64_t   floor;            /* the largest recent worst case */
-    int64_t   need;             /* the largest parked request's shortfall */
+    int64_t   need;             /* what the waiting requests lack */
 } sp_lease_slice_t;
 
 /*
- * min(free / (2 * live_nodes), rate * horizon), at least floor and need,
- * at most free: far from the limit a node holds a horizon of its own
- * traffic; near it, each grant hands out half of what is left per node,
- * so the last dollars are shared by the nodes that ask for them.
+ * min(free / (2 * live_nodes), max(rate * horizon, SP_LEASE_MIN_WORST *
+ * floor)), at least floor and need, at most free: far from the limit a
+ * node holds a horizon of its own traffic (and, while its rate is still
+ * unknown, a few requests' worth, so a cold start does not wait for a
+ * round per request); near it, each grant hands out half of what is left
+ * per node, so the last dollars are shared by the nodes that ask for them.
  */
 int64_t sp_lease_slice(const sp_lease_slice_t *in);
 

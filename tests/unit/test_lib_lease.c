@@ -212,13 +212,21 @@ test_slice_shares_the_last_dollars(void **state)
     in.free = 0;
     assert_int_equal(sp_lease_slice(&in), 0);
 
-    /* no traffic yet: the floor */
+    /* no traffic yet: a few worst cases, within the share */
     in.free = 6000;
     in.rate = 0;
     in.need = 0;
     in.floor = 100;
     in.live_nodes = 0;
-    assert_int_equal(sp_lease_slice(&in), 100);
+    assert_int_equal(sp_lease_slice(&in), 100 * SP_LEASE_MIN_WORST);
+    in.floor = 1000;
+    assert_int_equal(sp_lease_slice(&in), 3000);
+
+    /* slow traffic far from the limit: still a few worst cases */
+    in.free = 1000000;
+    in.rate = 1;
+    in.floor = 100;
+    assert_int_equal(sp_lease_slice(&in), 100 * SP_LEASE_MIN_WORST);
 }
 
 
