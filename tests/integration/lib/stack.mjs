@@ -255,7 +255,12 @@ export class Stack {
     if (this.opts.maxBodySize) env.SPENDPOL_MAX_BODY_SIZE = this.opts.maxBodySize;
     if (this.opts.masterKey) env.SPENDPOL_MASTER_KEY = this.opts.masterKey;
     if (this.opts.journal) env.SPENDPOL_JOURNAL = this.opts.journal;
-    if (this.opts.nginxHttp) env.SPENDPOL_NGINX_HTTP = this.opts.nginxHttp;
+    // A lease top-up is one PostgreSQL transaction away; on a 2-core test
+    // machine running three stacks (and ASan) at once that can take longer
+    // than the 50 ms default, which the budget tests prove when run alone.
+    // Tests of the wait itself set their own.
+    const http = this.opts.nginxHttp ?? '';
+    env.SPENDPOL_NGINX_HTTP = /spendpol_lease_wait/.test(http) ? http : `spendpol_lease_wait 250ms; ${http}`;
     Object.assign(env, this.opts.env);   // e.g. SPENDPOL_LEASE_TTL_MS
     delete env.SPENDPOL_MIGRATE_DATABASE_URL;
     delete env.SPENDPOL_DATABASE_INSECURE;
