@@ -220,7 +220,7 @@ test('an idle upstream connection is closed after spendpol_upstream_keepalive_ti
   const remotePort = fxA.requests[r0].remotePort;
   const conn = fxA.connections.findLast((c) => c.remotePort === remotePort);
   assert.ok(conn?.open, 'the connection stays open after the response');
-  // node itself closes idle connections after 5 s (keepAliveTimeout)
+  // the fixture keeps idle connections 75 s: nginx closes first (2 s)
   await waitFor(() => !conn.open, { timeout: 4500, interval: 50, message: 'nginx to close the idle connection (2 s)' });
   assert.ok(conn.peerClosed, 'nginx closed it, not the fixture');
 });
