@@ -184,6 +184,14 @@ cd_lease_set_budgets(cd_app_t *app, cd_lease_budget_t *b, size_t n)
     }
 
     pthread_mutex_lock(&l->mutex);
+
+    /* stopped meanwhile (spend.c stops after this thread): keep nothing */
+    if (l->stopped) {
+        pthread_mutex_unlock(&l->mutex);
+        free(b);
+        return;
+    }
+
     free(l->budgets);
     l->budgets = b;
     l->nbudgets = n;
@@ -846,6 +854,7 @@ cd_lease_stop(cd_app_t *app)
 
     if (__atomic_load_n(&app->lease.ready, __ATOMIC_ACQUIRE)) {
         pthread_mutex_lock(&app->lease.mutex);
+        app->lease.stopped = 1;
         free(app->lease.budgets);
         app->lease.budgets = NULL;
         app->lease.nbudgets = 0;

@@ -32,6 +32,7 @@ typedef struct {
     cd_thread_t         thread;
     pthread_mutex_t     mutex;      /* budgets */
     int                 ready;      /* mutex exists */
+    int                 stopped;    /* under mutex: takes no more lists */
     cd_lease_budget_t  *budgets;    /* from spend.c, each of its rounds */
     size_t              nbudgets;
     uint64_t            listed;     /* spend.c's rounds so far (atomic) */
