@@ -182,7 +182,8 @@ function spawnSyncish(cmd, env) {
     c.stderr.on('data', (d) => { stderr += d; });
     const t = setTimeout(() => c.kill('SIGKILL'), 20_000);
     c.on('error', reject);
-    c.on('exit', (code, signal) => { clearTimeout(t); resolve({ code, signal, stdout, stderr }); });
+    // 'close': after the exit, the pipes may still hold output
+    c.on('close', (code, signal) => { clearTimeout(t); resolve({ code, signal, stdout, stderr }); });
   });
 }
 
@@ -218,7 +219,7 @@ async function startHand(env) {
   });
   const h = { dir, stdout: '', stderr: '' };
   c.stderr.on('data', (d) => { h.stderr += d; });
-  const exited = new Promise((resolve) => c.on('exit', (code, signal) => resolve({ code, signal })));
+  const exited = new Promise((resolve) => c.on('close', (code, signal) => resolve({ code, signal })));
   h.stop = async () => {
     c.kill('SIGTERM');
     const kill = setTimeout(() => c.kill('SIGKILL'), 15_000);

@@ -8,34 +8,15 @@
 // ingested requests to Redis and publishes the other nodes' counts of the
 // current minute in the spend file. With Redis down each node holds the
 // limits on its own.
-import { test, before, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { execFileSync } from 'node:child_process';
-import { Stack, sleep, waitFor } from './lib/stack.mjs';
+import { useNodes, sleep, waitFor } from './lib/stack.mjs';
 
-const a = new Stack();
-let b;
-
-before(async () => {
-  await a.start();
-  b = Stack.join(a);
-  await b.start();
-}, { timeout: 240_000 });
-
-// node b first: node a owns the PostgreSQL and Redis both use
-after(async () => {
-  const alive = setInterval(() => {}, 1000);
-  let problems;
-  try {
-    problems = [...(b ? await b.stop() : []), ...await a.stop()];
-  } finally {
-    clearInterval(alive);
-  }
-  assert.deepEqual(problems, [], `problems in the nodes' logs (${a.dataDir}, ${b?.dataDir})`);
-}, { timeout: 120_000 });
+const [a, b] = useNodes(2);
 
 const CONTENT = 'split between two nodes';
 const PER_REQUEST = 6n * 150n + 1000n * 600n;   // fixture: 6 prompt, 1000 out

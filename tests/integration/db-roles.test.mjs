@@ -219,7 +219,7 @@ function runControld(url, extra = {}) {
   const r = { out: '' };
   c.stdout.on('data', (d) => { r.out += d; });
   c.stderr.on('data', (d) => { r.out += d; });
-  r.done = new Promise((resolve) => c.on('exit', (code, signal) => {
+  r.done = new Promise((resolve) => c.on('close', (code, signal) => {
     fs.rmSync(dir, { recursive: true, force: true });
     resolve({ code, signal });
   }));

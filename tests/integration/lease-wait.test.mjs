@@ -13,34 +13,12 @@ import path from 'node:path';
 import crypto from 'node:crypto';
 import { execFileSync } from 'node:child_process';
 import { useStack, waitFor, sleep, REPO, BUILD } from './lib/stack.mjs';
+import { budgetHash } from './lib/slots.mjs';
 
 const WAIT_MS = 1000;
 const s = useStack({ nginxHttp: `spendpol_lease_wait ${WAIT_MS}ms;`, env: { SPENDPOL_LEASES: '0' } });
 
 /* ---- the slot files (libspendpol/sp_budget.h, sp_lease.h) ---------- */
-
-const MASK = (1n << 64n) - 1n;
-const M1 = 0x9e3779b97f4a7c15n;
-const M2 = 0xbf58476d1ce4e5b9n;
-const M3 = 0x94d049bb133111ebn;
-
-function mix(x) {
-  x ^= x >> 30n; x = (x * M2) & MASK;
-  x ^= x >> 27n; x = (x * M3) & MASK;
-  return x ^ (x >> 31n);
-}
-
-/* sp_budget_hash(): sp_hash64 of the id, seeded */
-function budgetHash(id) {
-  const b = Buffer.from(id);
-  let h = (0x5350454e44n ^ ((BigInt(b.length) * M1) & MASK)) & MASK;
-  let i = 0;
-  for (; i + 8 <= b.length; i += 8) h = (mix(h ^ b.readBigUInt64LE(i)) + M1) & MASK;
-  let word = 0n;
-  for (let k = b.length - 1; k >= i; k--) word = (word << 8n) | BigInt(b[k]);
-  h = mix(h ^ word ^ (BigInt(b.length - i) << 56n));
-  return h === 0n ? 1n : h;
-}
 
 /** a slot file: 64-byte header (slots at 12), slots of stride bytes keyed by hash */
 class Slots {

@@ -35,7 +35,8 @@ function controld(dir, extra = {}) {
   c.err = '';
   c.stderr.on('data', (d) => { c.err += d; });
   c.stdout.resume();
-  c.done = new Promise((resolve) => c.on('exit', (code, signal) => resolve({ code, signal })));
+  // 'close', not 'exit': after the exit, stderr may still hold the message
+  c.done = new Promise((resolve) => c.on('close', (code, signal) => resolve({ code, signal })));
   return c;
 }
 

@@ -147,15 +147,7 @@ export class Stack {
    * after first; stop it before first (first owns PostgreSQL and Redis).
    */
   static join(first, opts = {}) {
-    return new Stack({
-      databaseURL: first.databaseURL,
-      apiDatabaseURL: first.apiDatabaseURL,
-      ownerDatabaseURL: first.ownerDatabaseURL,
-      redisURL: first.redisURL,
-      adminKey: first.adminKey,
-      masterKey: fs.readFileSync(path.join(first.dataDir, 'controld', 'master.key'), 'utf8').trim(),
-      ...opts,
-    });
+    return new Stack({ ...opts, join: first });
   }
 
   /** SIGKILL to the nginx master and every worker: the node's proxy is gone at once. */
@@ -170,6 +162,20 @@ export class Stack {
   }
 
   async start() {
+    if (this.opts.join) {
+      // first's settings, read now that it has started
+      const first = this.opts.join;
+      this.opts = {
+        databaseURL: first.databaseURL,
+        apiDatabaseURL: first.apiDatabaseURL,
+        ownerDatabaseURL: first.ownerDatabaseURL,
+        redisURL: first.redisURL,
+        adminKey: first.adminKey,
+        masterKey: fs.readFileSync(path.join(first.dataDir, 'controld', 'master.key'), 'utf8').trim(),
+        ...this.opts,
+        join: undefined,
+      };
+    }
     const o = this.opts;
     const base = process.env.SPENDPOL_TEST_TMP || os.tmpdir();
     this.dataDir = fs.mkdtempSync(path.join(base, 'spendpol-it-'));
@@ -675,6 +681,34 @@ export function useStack(opts = {}) {
     }
   }, { timeout: 120_000 });
   return s;
+}
+
+/**
+ * n nodes (nginx + controld each) sharing the first one's PostgreSQL and
+ * Redis (Stack.join), started before the file's tests and stopped, the
+ * joining ones first, after them.
+ */
+export function useNodes(n, opts = {}) {
+  const nodes = [new Stack(opts)];
+  for (let i = 1; i < n; i++) nodes.push(Stack.join(nodes[0], opts));
+  const started = [];
+  before(async () => {
+    for (const node of nodes) {
+      started.push(node);
+      await node.start();
+    }
+  }, { timeout: 120_000 * n * SLOW });
+  after(async () => {
+    const alive = setInterval(() => {}, 1000);
+    const problems = [];
+    try {
+      for (const node of started.reverse()) problems.push(...await node.stop());
+    } finally {
+      clearInterval(alive);
+    }
+    assert.deepEqual(problems, [], `problems in the nodes' logs (${nodes.map((x) => x.dataDir).join(', ')})`);
+  }, { timeout: 120_000 });
+  return nodes;
 }
 
 /** Parsed X-Spendpol-* headers of a Response / Headers. */
