@@ -145,7 +145,7 @@ static const cd_conf_entry_t  cd_conf_table[] = {
      * ttl unless renewed; live nodes are those heartbeating within it;
      * a slice lasts a horizon of this node's traffic. SPENDPOL_LEASES=0
      * turns leasing off: each node checks a budget's whole remainder
-     * alone (exact on one node, up to N x the limit on N nodes).
+     * alone (exact on one node, not across nodes in a burst).
      */
     { "SPENDPOL_LEASES", NULL, "1", CD_CONF_BOOL,
       CD_CONF_OFFSET(leases), 0, CD_CONF_ANY },

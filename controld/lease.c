@@ -19,9 +19,11 @@
  * does not use. On stop the leases are kept: the module admits inside
  * them until they expire, and a restart renews them.
  *
- * Without an ask file (nginx not running, or an nginx without leases)
- * no lease is taken and the flag stays clear: the module's rule is the
- * one before leases.
+ * Until an ask file is first seen (nginx not running, or an nginx
+ * without leases) no lease is taken and the flag stays clear: the
+ * module's rule is the one before leases. Once set, the flag is not
+ * cleared when the file goes (exactness: that nginx refuses hard budgets
+ * instead of admitting without a lease); SPENDPOL_LEASES=0 clears it.
  */
 
 #include <errno.h>
@@ -74,9 +76,9 @@ typedef struct {
     int                 failed;
     size_t              asked;       /* this round: known budgets asked */
     int64_t             woken_ms;    /* monotonic: spend.c last woken */
-    uint64_t            unlisted;    /* spend.c's round count when an ask
-                                        named a budget not listed yet, +1;
-                                        0: none */
+    int                 unlisted;    /* an ask named a budget spend.c had
+                                        not listed: a round at its next list */
+    uint64_t            listed;      /* spend.c's list count then */
     unsigned            relists;     /* spend.c woken for one ask change */
 } cd_lease_ctx_t;
 
@@ -729,7 +731,7 @@ static void *
 cd_lease_thread(void *data)
 {
     int64_t          mono_ms, last_ms;
-    int              forced;
+    int              relisted;
     uint64_t         asks, last_asks, listed;
     char             dir[4096];
     cd_lease_ctx_t   x;
@@ -771,12 +773,12 @@ cd_lease_thread(void *data)
         asks = cd_lease_asks(&x);
         listed = __atomic_load_n(&x.app->lease.listed, __ATOMIC_ACQUIRE);
 
+        relisted = x.unlisted && listed != x.listed;
+
         if ((x.map != NULL || x.nstates > 0)
-            && (asks != last_asks
-                || (x.unlisted != 0 && listed + 1 != x.unlisted)
+            && (asks != last_asks || relisted
                 || mono_ms - last_ms >= CD_LEASE_HEARTBEAT_MS))
         {
-            forced = x.unlisted != 0 && listed + 1 != x.unlisted;
             x.unlisted = 0;
 
             if (cd_lease_round(&x) != CD_OK) {
@@ -793,7 +795,7 @@ cd_lease_thread(void *data)
                     x.relists = 0;
                 }
 
-                if ((asks != last_asks || forced) && x.asked == 0
+                if ((asks != last_asks || relisted) && x.asked == 0
                     && x.relists++ < CD_LEASE_RELISTS)
                 {
                     /*
@@ -801,7 +803,8 @@ cd_lease_thread(void *data)
                      * listed from a read begun before it existed): a
                      * round again as soon as spend.c lists its budgets
                      */
-                    x.unlisted = listed + 1;
+                    x.unlisted = 1;
+                    x.listed = listed;
                     cd_lease_wake_spend(&x, mono_ms);
                 }
 

@@ -373,5 +373,6 @@ sp_spend_read(const sp_spend_t *spend, uint64_t hash, int64_t period_start_ms,
     }
 
     v.found = 1;
+    v.slot = slot;
     *view = v;
 }

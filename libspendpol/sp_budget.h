@@ -118,6 +118,7 @@ typedef struct {
     int64_t   lease_expires_ms;
     int64_t   left_nano;
     int64_t   drained_ms;       /* from the header */
+    const sp_spend_slot_t  *slot;   /* the slot read, when found */
     unsigned  found:1;          /* a slot of this budget and period */
     unsigned  leases:1;         /* SP_SPEND_LEASES */
 } sp_spend_view_t;

@@ -226,11 +226,8 @@ ngx_http_spendpol_lease_check(ngx_http_spendpol_main_conf_t *smcf,
     lease->used = in.used;
     lease->verdict = sp_lease_check(&in, &lease->shortfall);
 
-    if (view->found) {
-        lease->spend = sp_slots_find(smcf->spend.slots,
-                                     smcf->spend.header->slots,
-                                     sizeof(sp_spend_slot_t), hash, start_ms);
-    }
+    /* found: sp_lease_check() says OK only then */
+    lease->spend = view->slot;
 
     if (smcf->ask) {
         lease->ask = sp_ask_slot(smcf->ask, hash, start_ms);
@@ -254,10 +251,6 @@ ngx_http_spendpol_lease_check(ngx_http_spendpol_main_conf_t *smcf,
         }
 
         lease->verdict = SP_LEASE_EXPIRED;
-
-    } else if (lease->verdict == SP_LEASE_OK && lease->spend == NULL) {
-        /* controld moved the slot on meanwhile: look again shortly */
-        lease->verdict = SP_LEASE_TOP_UP;
     }
 
     return lease->verdict;

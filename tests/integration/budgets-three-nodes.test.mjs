@@ -61,12 +61,7 @@ async function budgetFor(pays, { action } = {}) {
 
 /** The audit rows' total for these ids, once every node has ingested them. */
 async function settled(ids) {
-  const want = new Set(ids);
-  let rows = [];
-  await waitFor(async () => {
-    rows = (await a.allAuditRows({ limit: 1000 })).filter((r) => want.has(r.id));
-    return rows.length === want.size;
-  }, { timeout: 30_000, message: `${want.size} audit rows from the nodes` });
+  const rows = await a.waitAuditRows(ids, 30_000);
   return rows.reduce((sum, r) => sum + BigInt(r.cost_nano), 0n);
 }
 

@@ -14,7 +14,7 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { execFileSync } from 'node:child_process';
-import { useNodes, sleep, waitFor } from './lib/stack.mjs';
+import { useNodes, sleep } from './lib/stack.mjs';
 
 const [a, b] = useNodes(2);
 
@@ -56,13 +56,9 @@ function upstreamErrors() {
   });
 }
 
+/** The audit rows' total for these ids, once both nodes have ingested them. */
 async function settled(ids) {
-  const want = new Set(ids);
-  let rows = [];
-  await waitFor(async () => {
-    rows = (await a.allAuditRows({ limit: 1000 })).filter((r) => want.has(r.id));
-    return rows.length === want.size;
-  }, { timeout: 20_000, message: 'audit rows from both nodes' });
+  const rows = await a.waitAuditRows(ids);
   return rows.reduce((sum, r) => sum + BigInt(r.cost_nano), 0n);
 }
 

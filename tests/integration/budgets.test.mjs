@@ -48,15 +48,7 @@ async function fire(key, n, body) {
     .catch((e) => ({ status: e.status, code: e.code ?? e.error?.code, error: e }))));
 }
 
-async function settledRows(auditIds) {
-  const want = new Set(auditIds);
-  let rows = [];
-  await waitFor(async () => {
-    rows = (await s.allAuditRows({ limit: 1000 })).filter((r) => want.has(r.id));
-    return rows.length === want.size;
-  }, { timeout: 20_000, message: `${want.size} audit rows` });
-  return rows;
-}
+const settledRows = (auditIds) => s.waitAuditRows(auditIds);
 
 test('200 concurrent requests with max_tokens never settle more than the limit', async (t) => {
   const project = `p-${crypto.randomBytes(3).toString('hex')}`;

@@ -543,6 +543,17 @@ export class Stack {
       { timeout, interval: 100, message: `audit row ${id}` });
   }
 
+  /** Waits until GET /audit-logs has a row for each of ids; returns those rows. */
+  async waitAuditRows(ids, timeout = 20_000) {
+    const want = new Set(ids);
+    let rows = [];
+    await waitFor(async () => {
+      rows = (await this.allAuditRows({ limit: 1000 })).filter((r) => want.has(r.id));
+      return rows.length === want.size;
+    }, { timeout, message: `${want.size} audit rows` });
+    return rows;
+  }
+
   // ------------------------------------------------------------ teardown
 
   /** Problems found in the logs: [alert], [emerg], sanitizer reports. */
