@@ -9,7 +9,8 @@
  *    "api_key_id":"key_...","provider":"openai","requested_model":"...",
  *    "model":"...","input_tokens":12,"output_tokens":34,
  *    "cached_tokens":0,"cache_write_tokens":0,"cost_nano":150000,
- *    "status":200,"cache":"miss","stream":false,"latency_ms":12,
+ *    "status":200,"cache":"miss","saved_nano":0,"stream":false,
+ *    "latency_ms":12,
  *    "gateway_us":85,"department":"...","project":"...","agent_id":"...",
  *    "trace_id":"<uuid>","span_id":"<16 hex>","parent_id":"...",
  *    "warnings":"usage_estimated,unpriced_model","error_code":"...",
@@ -50,7 +51,10 @@ typedef struct {
     int64_t   cache_write_tokens;
     int64_t   cost_nano;
     int       status;
-    char      cache[16];              /* "miss", "hit", "off" */
+    char      cache[16];              /* "hit", "miss" or "skip" (the
+                                         cache was not looked up) */
+    int64_t   saved_nano;             /* a hit: what the answer cost
+                                         when it was stored; else 0 */
     int       stream;
     int64_t   latency_ms;             /* whole request, as the client saw */
     int64_t   gateway_us;             /* the gateway's own time */

@@ -134,7 +134,11 @@ typedef struct {
     int64_t   epoch_ms;         /* the zone's */
     int64_t   heartbeat_ms;     /* workers' timers: nginx is alive */
     uint64_t  asks;             /* bumped on each new ask; controld polls */
-    int64_t   pad[3];
+    /* the response cache's zone on this node, for GET /cache/stats
+       (written by workers with atomic stores; 0 before the first) */
+    int64_t   cache_entries;
+    int64_t   cache_bytes;      /* of entries' data, as stored */
+    int64_t   cache_evictions;  /* taken out for room before expiry */
 } sp_ask_header_t;
 
 /* one budget and period, keyed as in the spend file (sp_slots_take) */

@@ -21,10 +21,11 @@
 
 #include "spendpol.h"
 #include "sp_price.h"
+#include "sp_cache.h"
 
 
 #define SP_SNAPSHOT_MAGIC        "SPSNAP01"
-#define SP_SNAPSHOT_VERSION      7
+#define SP_SNAPSHOT_VERSION      8
 #define SP_SNAPSHOT_FILE         "policy.snap"
 
 enum {
@@ -36,6 +37,7 @@ enum {
     SP_TABLE_BUDGETS,
     SP_TABLE_ENDPOINTS,
     SP_TABLE_SETTINGS,
+    SP_TABLE_CACHE_PURGES,
     SP_TABLE_COUNT
 };
 
@@ -113,14 +115,34 @@ typedef struct {
 /* organisation settings */
 #define SP_ORG_REFUSE_UNPRICED   0x01u   /* refuse models without a price */
 
-/* SP_TABLE_ORGS: looked up by org_id; absent means all flags off */
+/*
+ * SP_TABLE_ORGS: looked up by org_id; absent means all flags off and the
+ * cache's defaults (sp_cache_config_default(); v8: the cache's settings)
+ */
 typedef struct {
     sp_snapshot_ref_t  org_id;
     uint32_t           flags;         /* SP_ORG_* */
     uint32_t           rpm_limit;     /* the whole organisation, 0: none */
     uint32_t           tpm_limit;
     uint32_t           reserved;
+    sp_cache_config_t  cache;         /* GET /cache/config, or defaults */
+    uint32_t           pad;
 } sp_snapshot_org_t;
+
+/*
+ * SP_TABLE_CACHE_PURGES (v8): DELETE /cache, looked up by (org_id,
+ * provider, model); provider and model "" stand for all (a purge of the
+ * whole organisation is ("", ""), of one provider (provider, "")). An
+ * entry stored before purged_ms (the database's clock, unix ms) by a
+ * purge that covers it is not served.
+ */
+typedef struct {
+    sp_snapshot_ref_t  org_id;
+    sp_snapshot_ref_t  provider;
+    sp_snapshot_ref_t  model;
+    uint32_t           pad;
+    int64_t            purged_ms;
+} sp_snapshot_cache_purge_t;
 
 /*
  * SP_TABLE_ALIASES: (org_id, provider, alias) -> the model it runs, e.g.
@@ -236,11 +258,20 @@ typedef struct {
 } sp_snapshot_price_in_t;
 
 typedef struct {
-    const char  *org_id;
-    uint32_t     flags;
-    uint32_t     rpm_limit;   /* 0: none */
-    uint32_t     tpm_limit;
+    const char         *org_id;
+    uint32_t            flags;
+    uint32_t            rpm_limit;   /* 0: none */
+    uint32_t            tpm_limit;
+    sp_cache_config_t   cache;       /* all zero: sp_cache_config_default */
+    unsigned            cache_set:1; /* cache holds the organisation's */
 } sp_snapshot_org_in_t;
+
+typedef struct {
+    const char  *org_id;
+    const char  *provider;       /* NULL or "": all */
+    const char  *model;          /* NULL or "": all */
+    int64_t      purged_ms;
+} sp_snapshot_cache_purge_in_t;
 
 typedef struct {
     const char  *org_id;
@@ -286,6 +317,9 @@ int sp_snapshot_add_price(sp_snapshot_builder_t *b,
     const sp_snapshot_price_in_t *price);
 int sp_snapshot_add_org(sp_snapshot_builder_t *b,
     const sp_snapshot_org_in_t *org);
+/* the same (org, provider, model) twice: the later purge wins */
+int sp_snapshot_add_cache_purge(sp_snapshot_builder_t *b,
+    const sp_snapshot_cache_purge_in_t *purge);
 int sp_snapshot_add_alias(sp_snapshot_builder_t *b,
     const sp_snapshot_alias_in_t *alias);
 int sp_snapshot_add_budget(sp_snapshot_builder_t *b,
@@ -370,6 +404,21 @@ const sp_snapshot_price_t *sp_snapshot_find_price(const sp_snapshot_t *s,
 
 const sp_snapshot_org_t *sp_snapshot_find_org(const sp_snapshot_t *s,
     sp_str_t org_id);
+/*
+ * The cache settings of an organisation: its record's, or the defaults
+ * when it has none.
+ */
+void sp_snapshot_cache_config(const sp_snapshot_t *s, sp_str_t org_id,
+    sp_cache_config_t *config);
+
+/*
+ * The latest purge that covers (org_id, provider, model): the largest
+ * purged_ms of ("", ""), (provider, "") and (provider, model); 0 when
+ * none.
+ */
+int64_t sp_snapshot_cache_purged_ms(const sp_snapshot_t *s, sp_str_t org_id,
+    sp_str_t provider, sp_str_t model);
+
 const sp_snapshot_alias_t *sp_snapshot_find_alias(const sp_snapshot_t *s,
     sp_str_t org_id, sp_str_t provider, sp_str_t alias);
 

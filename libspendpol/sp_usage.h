@@ -87,6 +87,12 @@ typedef struct {
                                        parts only bounded (tools, unknown
                                        fields), framing included */
     int         prompt_counted;
+    int         temperature_zero;   /* temperature (Gemini's
+                                       generationConfig.temperature) is
+                                       a number equal to 0 */
+    int         has_seed;           /* seed (Mistral random_seed,
+                                       Gemini generationConfig.seed) is
+                                       present and not null */
     const char *error_code;         /* on SP_ERROR: "invalid_json",
                                        "invalid_field" or
                                        "duplicate_field" (static) */

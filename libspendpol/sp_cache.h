@@ -1,0 +1,104 @@
+/*
+ * The response cache's rules (issue 12), shared by the module (lookup and
+ * store) and controld (/cache/config validation and defaults): what a
+ * request's cache key is, which requests may be cached, and an
+ * organisation's settings.
+ *
+ * The key is a SHA-256 over the organisation, the scope and its value,
+ * the provider, the endpoint ("POST /chat/completions") and the request
+ * body as it is sent upstream, canonicalised: insignificant whitespace
+ * removed, the members of every object sorted by name (bytewise, as
+ * spelled), and the top-level members that do not change the answer
+ * (user, stream_options, metadata) left out. Strings and numbers are kept
+ * as spelled: two spellings of one value are two keys (a miss, never a
+ * wrong hit). Two organisations never share a key.
+ */
+
+#ifndef SP_CACHE_H
+#define SP_CACHE_H
+
+#include "spendpol.h"
+
+
+#define SP_CACHE_KEY_LEN               32         /* SHA-256 */
+
+typedef enum {
+    SP_CACHE_OFF = 0,
+    SP_CACHE_EXACT,
+    SP_CACHE_SEMANTIC
+} sp_cache_mode_e;
+
+/* whose requests share entries, beyond the organisation */
+typedef enum {
+    SP_CACHE_SCOPE_ORG = 0,
+    SP_CACHE_SCOPE_API_KEY,
+    SP_CACHE_SCOPE_PROJECT,
+    SP_CACHE_SCOPE_DEPARTMENT
+} sp_cache_scope_e;
+
+#define SP_CACHE_DEFAULT_MODE          SP_CACHE_EXACT
+#define SP_CACHE_DEFAULT_TTL_S         3600
+#define SP_CACHE_DEFAULT_SCOPE         SP_CACHE_SCOPE_ORG
+#define SP_CACHE_DEFAULT_MAX_ENTRY     (1024 * 1024)   /* bytes */
+#define SP_CACHE_TTL_MAX_S             (30 * 86400)
+#define SP_CACHE_MAX_ENTRY_MAX         (16 * 1024 * 1024)
+
+typedef struct {
+    uint32_t  mode;                  /* sp_cache_mode_e */
+    uint32_t  scope;                 /* sp_cache_scope_e */
+    uint32_t  ttl_s;                 /* 1..SP_CACHE_TTL_MAX_S */
+    uint32_t  max_entry_bytes;       /* 1..SP_CACHE_MAX_ENTRY_MAX */
+    uint32_t  only_deterministic;    /* 1: temperature 0 or a seed only */
+} sp_cache_config_t;
+
+/* the defaults an organisation without settings has */
+void sp_cache_config_default(sp_cache_config_t *config);
+
+/* names as the admin API spells them; NULL for an unknown value */
+const char *sp_cache_mode_name(uint32_t mode);
+const char *sp_cache_scope_name(uint32_t scope);
+
+/* SP_OK and the value, or SP_ERROR for an unknown name */
+int sp_cache_mode_parse(const char *name, size_t len, uint32_t *mode);
+int sp_cache_scope_parse(const char *name, size_t len, uint32_t *scope);
+
+
+/* what the key covers besides the body */
+typedef struct {
+    sp_str_t     org_id;
+    uint32_t     scope;              /* sp_cache_scope_e */
+    sp_str_t     scope_value;        /* the key id, project or department;
+                                        "" for the organisation scope */
+    sp_str_t     provider;
+    sp_str_t     endpoint;           /* "POST /chat/completions" */
+    const char  *body;               /* as sent upstream */
+    size_t       body_len;
+} sp_cache_key_in_t;
+
+/*
+ * Scratch bytes sp_cache_key() needs for a body of body_len bytes (the
+ * canonical body and the member lists it sorts); the caller allocates
+ * them, so the function allocates nothing.
+ */
+size_t sp_cache_key_scratch(size_t body_len);
+
+/*
+ * The key into key[SP_CACHE_KEY_LEN]. SP_ERROR with a reason in err when
+ * the body is not JSON, nests deeper than the request parser allows or
+ * scratch is too small: such a request is not cached.
+ */
+int sp_cache_key(const sp_cache_key_in_t *in, void *scratch,
+    size_t scratch_len, uint8_t *key, char *err, size_t errlen);
+
+
+/*
+ * 1 when the request may be cached under only_deterministic: its
+ * temperature is exactly 0 or it carries a seed (sp_request_info_t's
+ * temperature_zero and has_seed), or its endpoint does not sample at all
+ * (metered as embeddings or search).
+ */
+int sp_cache_deterministic(int temperature_zero, int has_seed,
+    int meter);
+
+
+#endif /* SP_CACHE_H */
