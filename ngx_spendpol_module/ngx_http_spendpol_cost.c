@@ -36,6 +36,11 @@ ngx_http_spendpol_settle(ngx_http_request_t *r, ngx_http_spendpol_ctx_t *ctx)
         r->headers_out.status_line.len = 0;
     }
 
+    if (ctx->cache_state == NGX_HTTP_SPENDPOL_CACHE_HIT) {
+        /* no provider was asked: no usage, no cost (saved, journaled) */
+        return;
+    }
+
     if (ctx->ungoverned
         || (ctx->endpoint && ctx->endpoint->meter == SP_METER_FREE))
     {

@@ -157,8 +157,9 @@ ngx_http_spendpol_header_filter(ngx_http_request_t *r)
 
     started = ngx_http_spendpol_now_us();
 
-    if (!ctx->proxied || r->upstream == NULL
-        || r->upstream->headers_in.status_n == 0)
+    if (ctx->cache_state != NGX_HTTP_SPENDPOL_CACHE_HIT
+        && (!ctx->proxied || r->upstream == NULL
+            || r->upstream->headers_in.status_n == 0))
     {
         /* nginx's own error page: 502, 504, a late 413, ... */
         downstream = ctx->downstream_us;
@@ -526,6 +527,8 @@ ngx_http_spendpol_buffer_filter(ngx_http_request_t *r,
 
     ngx_http_spendpol_settle(r, ctx);
 
+    ngx_http_spendpol_cache_store(r, ctx, ctx->buffer, ctx->buffer_len);
+
     return ngx_http_spendpol_send_buffered(r, ctx, 1);
 }
 
@@ -631,6 +634,9 @@ ngx_http_spendpol_stream_end(ngx_http_request_t *r,
 {
     ngx_http_spendpol_settle(r, ctx);
 
+    ngx_http_spendpol_cache_store(r, ctx, ctx->cache_capture,
+                                  ctx->cache_captured);
+
     return ngx_http_spendpol_result_headers(r, ctx, &r->headers_out.trailers,
                                             1);
 }
@@ -650,6 +656,12 @@ ngx_http_spendpol_stream_filter(ngx_http_request_t *r,
 
     last_buf = 0;
     flush = 0;
+
+    if (ctx->cache_store
+        && ngx_http_spendpol_cache_capture(r, ctx, in) != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
 
     if (!ctx->strip_usage) {
 

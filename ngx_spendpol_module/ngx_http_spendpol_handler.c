@@ -1079,6 +1079,15 @@ ngx_http_spendpol_prepare(ngx_http_request_t *r, ngx_http_spendpol_ctx_t *ctx)
         }
     }
 
+    /* stage 7: the body is final; a hit holds no tokens (only a request) */
+    if (ngx_http_spendpol_cache_lookup(r, ctx) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (ctx->cache_state == NGX_HTTP_SPENDPOL_CACHE_HIT) {
+        ctx->hold_tokens = 0;
+    }
+
 admit:
 
     rc = ngx_http_spendpol_ratelimit_admit(r, ctx);
@@ -1089,6 +1098,11 @@ admit:
 
     if (rc == NGX_DECLINED) {
         return ngx_http_spendpol_ratelimit_refuse(r, ctx);
+    }
+
+    if (ctx->cache_state == NGX_HTTP_SPENDPOL_CACHE_HIT) {
+        /* no upstream, no reservation */
+        return ngx_http_spendpol_cache_send(r, ctx);
     }
 
     return ngx_http_spendpol_budget_stage(r, ctx);
@@ -1569,7 +1583,7 @@ ngx_http_spendpol_add_request_headers(ngx_http_request_t *r,
         return NGX_ERROR;
     }
 
-    return NGX_OK;
+    return ngx_http_spendpol_cache_headers(r, ctx);
 }
 
 

@@ -73,7 +73,12 @@ ngx_http_spendpol_log_handler(ngx_http_request_t *r)
     rec.cache_write_tokens = ctx->usage.cache_write_tokens;
     rec.cost_nano = ctx->cost_nano;
     rec.status = (int) r->headers_out.status;
-    ngx_memcpy(rec.cache, "miss", sizeof("miss"));
+    str = *ngx_http_spendpol_cache_state_name(ctx);
+    sp_field_copy(rec.cache, sizeof(rec.cache), (char *) str.data, str.len);
+
+    if (ctx->cache_state == NGX_HTTP_SPENDPOL_CACHE_HIT) {
+        rec.saved_nano = ctx->cache_saved_nano;
+    }
 
     now = ngx_http_spendpol_now_us();
     rec.latency_ms = (int64_t) ((now - ctx->start_us) / 1000);

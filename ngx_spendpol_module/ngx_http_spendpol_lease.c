@@ -167,7 +167,7 @@ failed:
 
 
 /* each worker's snapshot timer: nginx is alive (controld gives back the
-   leases of an nginx whose heartbeat stopped) */
+   leases of an nginx whose heartbeat stopped), and the cache's figures */
 void
 ngx_http_spendpol_ask_heartbeat(ngx_http_spendpol_main_conf_t *smcf)
 {
@@ -183,6 +183,8 @@ ngx_http_spendpol_ask_heartbeat(ngx_http_spendpol_main_conf_t *smcf)
 
     __atomic_store_n(&header->heartbeat_ms,
                      (int64_t) tp->sec * 1000 + tp->msec, __ATOMIC_RELEASE);
+
+    ngx_http_spendpol_cache_report(smcf);
 }
 
 

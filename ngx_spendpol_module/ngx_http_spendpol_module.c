@@ -109,6 +109,13 @@ static ngx_command_t  ngx_http_spendpol_commands[] = {
       offsetof(ngx_http_spendpol_main_conf_t, zone_size),
       NULL },
 
+    { ngx_string("spendpol_cache_size"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_size_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_spendpol_main_conf_t, cache_size),
+      NULL },
+
     { ngx_string("spendpol_max_body_size"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
       ngx_conf_set_size_slot,
@@ -417,6 +424,7 @@ ngx_http_spendpol_create_main_conf(ngx_conf_t *cf)
 
     smcf->snapshot_interval = NGX_CONF_UNSET_MSEC;
     smcf->zone_size = NGX_CONF_UNSET_SIZE;
+    smcf->cache_size = NGX_CONF_UNSET_SIZE;
     smcf->keepalive = NGX_CONF_UNSET_UINT;
     smcf->keepalive_timeout = NGX_CONF_UNSET_MSEC;
     smcf->keepalive_requests = NGX_CONF_UNSET_UINT;
@@ -490,6 +498,28 @@ ngx_http_spendpol_init_main_conf(ngx_conf_t *cf, void *conf)
 
     smcf->shm_zone->init = ngx_http_spendpol_init_zone;
     smcf->shm_zone->data = smcf;
+
+    ngx_conf_init_size_value(smcf->cache_size, 64 * 1024 * 1024);
+
+    if (smcf->cache_size && smcf->cache_size < 8 * ngx_pagesize) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "spendpol_cache_size must be 0 (no cache) or at "
+                           "least %uz", 8 * ngx_pagesize);
+        return NGX_CONF_ERROR;
+    }
+
+    if (smcf->cache_size) {
+        ngx_str_set(&zone, "spendpol_cache");
+
+        smcf->cache_zone = ngx_shared_memory_add(cf, &zone, smcf->cache_size,
+                                                 &ngx_http_spendpol_module);
+        if (smcf->cache_zone == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        smcf->cache_zone->init = ngx_http_spendpol_cache_init_zone;
+        smcf->cache_zone->data = smcf;
+    }
 
     if (smcf->region.data == NULL) {
         ngx_str_set(&smcf->region, "local");

@@ -21,6 +21,7 @@
 #include <sp_endpoint.h>
 #include <sp_price.h>
 #include <sp_provider.h>
+#include <sp_cache.h>
 
 
 #define NGX_HTTP_SPENDPOL_SSE_EVENT_MAX     65536
@@ -60,6 +61,23 @@ typedef struct {
     ngx_uint_t                 window;        /* 1: in sh->windows */
     uint64_t                   admission;     /* sh->admissions when used */
 } ngx_http_spendpol_count_t;
+
+
+/* the response cache's zone (ngx_http_spendpol_cache.c) */
+typedef struct {
+    ngx_rbtree_t               rbtree;
+    ngx_rbtree_node_t          sentinel;
+    ngx_queue_t                queue;         /* last used first */
+    int64_t                    entries;
+    int64_t                    bytes;         /* of answers stored */
+    int64_t                    evictions;     /* for room, before expiry */
+} ngx_http_spendpol_cache_sh_t;
+
+
+/* X-Spendpol-Cache */
+#define NGX_HTTP_SPENDPOL_CACHE_SKIP   0      /* not looked up */
+#define NGX_HTTP_SPENDPOL_CACHE_MISS   1
+#define NGX_HTTP_SPENDPOL_CACHE_HIT    2
 
 
 /* a rate limit's use in the current minute */
@@ -111,6 +129,12 @@ typedef struct {
     ngx_slab_pool_t           *shpool;
     ngx_http_spendpol_shctx_t *sh;
     ngx_str_t                  spend_path;
+
+    /* the response cache's zone: 0 turns the cache off */
+    size_t                     cache_size;
+    ngx_shm_zone_t            *cache_zone;
+    ngx_slab_pool_t           *cache_shpool;
+    ngx_http_spendpol_cache_sh_t  *cache_sh;
 
     /* the ask file (sp_lease.h): mapped by the master with the zone */
     void                      *ask;
@@ -308,6 +332,21 @@ typedef struct {
     int64_t                    rate_tokens;
     int64_t                    rate_reset_ms;
 
+    /* the response cache (ngx_http_spendpol_cache.c) */
+    ngx_uint_t                 cache_state;   /* NGX_HTTP_SPENDPOL_CACHE_* */
+    ngx_uint_t                 cache_store:1; /* a miss, stored when the
+                                                 answer is complete */
+    u_char                     cache_key[SP_CACHE_KEY_LEN];
+    int64_t                    cache_ttl_ms;
+    size_t                     cache_max_entry;
+    int64_t                    cache_saved_nano;  /* a hit: its cost */
+    int64_t                    cache_age_s;
+    ngx_str_t                  cache_type;    /* a hit's content type */
+    ngx_str_t                  cache_body;    /* and answer */
+    u_char                    *cache_capture; /* a stream to store */
+    size_t                     cache_captured;
+    size_t                     cache_capture_size;
+
     /*
      * Response side (ngx_http_spendpol_filter.c): a JSON body
      * too large to hold is metered as it passes (scan); a client that
@@ -421,6 +460,22 @@ ngx_int_t ngx_http_spendpol_upstream_resolve(ngx_http_request_t *r,
     ngx_http_spendpol_ctx_t *ctx);
 void ngx_http_spendpol_upstream_exit_worker(
     ngx_http_spendpol_main_conf_t *smcf);
+
+/* ngx_http_spendpol_cache.c */
+ngx_int_t ngx_http_spendpol_cache_init_zone(ngx_shm_zone_t *shm_zone,
+    void *data);
+ngx_int_t ngx_http_spendpol_cache_lookup(ngx_http_request_t *r,
+    ngx_http_spendpol_ctx_t *ctx);
+ngx_int_t ngx_http_spendpol_cache_send(ngx_http_request_t *r,
+    ngx_http_spendpol_ctx_t *ctx);
+ngx_int_t ngx_http_spendpol_cache_capture(ngx_http_request_t *r,
+    ngx_http_spendpol_ctx_t *ctx, ngx_chain_t *in);
+void ngx_http_spendpol_cache_store(ngx_http_request_t *r,
+    ngx_http_spendpol_ctx_t *ctx, u_char *body, size_t len);
+ngx_int_t ngx_http_spendpol_cache_headers(ngx_http_request_t *r,
+    ngx_http_spendpol_ctx_t *ctx);
+ngx_str_t *ngx_http_spendpol_cache_state_name(ngx_http_spendpol_ctx_t *ctx);
+void ngx_http_spendpol_cache_report(ngx_http_spendpol_main_conf_t *smcf);
 
 /* ngx_http_spendpol_journal.c */
 ngx_int_t ngx_http_spendpol_log_handler(ngx_http_request_t *r);

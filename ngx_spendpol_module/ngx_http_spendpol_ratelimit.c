@@ -10,7 +10,9 @@
  * same window come from controld through the spend file (sp_rate_find():
  * their journals, summed in Redis), so a limit holds across nodes. A
  * refusal is 429 with Retry-After and the x-ratelimit-* headers OpenAI
- * sends, which every SDK understands and retries after.
+ * sends, which every SDK understands and retries after. A cache hit
+ * counts as a request but uses no tokens: a token limit does not refuse
+ * it.
  */
 
 
@@ -184,7 +186,9 @@ ngx_http_spendpol_ratelimit_admit(ngx_http_request_t *r,
         used = window[i]->tokens + limits[i].tokens;
 
         if ((limits[i].rpm && requests + 1 > limits[i].rpm)
-            || (limits[i].tpm && used + tokens > limits[i].tpm))
+            || (limits[i].tpm
+                && ctx->cache_state != NGX_HTTP_SPENDPOL_CACHE_HIT
+                && used + tokens > limits[i].tpm))
         {
             ctx->rate_refused = 1;
             ctx->rate_rpm = limits[i].rpm;
