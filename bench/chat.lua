@@ -2,6 +2,8 @@
 --
 -- Environment (set by bench/run.sh):
 --   BENCH_STREAM=1      ask for a stream ("stream": true, usage included)
+--   BENCH_CACHEABLE=1   "temperature": 0: Spendpol's cache answers every
+--                       request after the first (the "hit" kind)
 --   BENCH_AUTH          value of the Authorization header
 --   BENCH_HEADERS       extra headers, "Name: value" separated by "|"
 --   BENCH_PATH          request path (default /v1/chat/completions)
@@ -16,6 +18,9 @@ local body = '{"model":"gpt-4o-mini","messages":['
   .. '{"role":"system","content":"You are a helpful assistant."},'
   .. '{"role":"user","content":"Hello! Say hello back in one short sentence."}],'
   .. '"max_tokens":64'
+if os.getenv("BENCH_CACHEABLE") == "1" then
+  body = body .. ',"temperature":0'
+end
 if stream then
   body = body .. ',"stream":true,"stream_options":{"include_usage":true}'
 end

@@ -22,6 +22,8 @@
 #   --max-ingest US    <= US of controld + PostgreSQL CPU per request,
 #                      c=64 JSON (5, issue 11; bench/ingest.sh measures
 #                      the same at a fixed 20,000 rows/s)
+#   --min-hit-ratio R  cache hits >= R x plain nginx req/s proxying the
+#                      same answer, c=64 (1.5, issue 12)
 #   --min-portkey X    >= X x Portkey's req/s, c=64 JSON (none: issue 11
 #                      asks for Portkey's figure, which is always shown)
 #   --configs LIST     the order of the table's rows (default: first seen)
@@ -29,6 +31,7 @@
 set -euo pipefail
 
 min_ratio=0.6 goal_ratio=0.8 max_p50=30 max_module=8 max_ingest=5 min_portkey=
+min_hit_ratio=1.5
 configs= row_date= row_commit=
 while [ $# -gt 1 ]; do
     case "$1" in
@@ -38,20 +41,22 @@ while [ $# -gt 1 ]; do
         --max-module)  max_module=$2; shift 2 ;;
         --max-ingest)  max_ingest=$2; shift 2 ;;
         --min-portkey) min_portkey=$2; shift 2 ;;
+        --min-hit-ratio) min_hit_ratio=$2; shift 2 ;;
         --configs)     configs=$2; shift 2 ;;
         --row)         row_date=$2; row_commit=$3; shift 3 ;;
         *) echo "report.sh: unknown option $1 (see the top of bench/report.sh)" >&2; exit 2 ;;
     esac
 done
 [ $# -eq 1 ] && [ -f "$1" ] || { echo "usage: bench/report.sh [OPTIONS] RUNS.tsv" >&2; exit 2; }
-for v in "$min_ratio" "$goal_ratio" "$max_p50" "$max_module" "$max_ingest" "$min_portkey"; do
+for v in "$min_ratio" "$goal_ratio" "$max_p50" "$max_module" "$max_ingest" "$min_portkey" \
+         "$min_hit_ratio"; do
     [[ -z $v || $v =~ ^[0-9]+(\.[0-9]+)?$ ]] \
         || { echo "report.sh: a target must be a number or empty, not \"$v\"" >&2; exit 2; }
 done
 
 awk -F'\t' -v order="$configs" -v min_ratio="$min_ratio" -v goal_ratio="$goal_ratio" \
     -v max_p50="$max_p50" -v max_module="$max_module" -v max_ingest="$max_ingest" \
-    -v min_portkey="$min_portkey" -v row_date="$row_date" -v row_commit="$row_commit" '
+    -v min_portkey="$min_portkey" -v min_hit_ratio="$min_hit_ratio" -v row_date="$row_date" -v row_commit="$row_commit" '
 function median(s,   a, n, i, j, t) {
     n = split(s, a, " ")
     for (i = 2; i <= n; i++)
@@ -158,6 +163,12 @@ END {
         r = R["spendpol", "json", 64] / R["portkey", "json", 64]; nt++
         v = verdict(r >= min_portkey)
         printf "  >= %sx Portkey req/s at c=64 JSON:  %.1fx  %s\n", min_portkey, r, v
+    }
+    if (min_hit_ratio != "" && has("nginx", "hit", 64) && has("spendpol", "hit", 64)) {
+        r = R["spendpol", "hit", 64] / R["nginx", "hit", 64]; nt++
+        v = verdict(r >= min_hit_ratio)
+        printf "  >= %sx plain nginx req/s for cache hits at c=64 (nginx proxies the same answer):  %.2fx  %s\n", \
+            min_hit_ratio, r, v
     }
     if (nt == 0) print "  none measurable in this run (they need nginx and spendpol at c=1 or c=64, JSON)"
     if (row_date != "") {

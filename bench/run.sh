@@ -36,7 +36,11 @@
 #                               (also: nokeep, plain nginx without upstream
 #                               keepalive, proxied the way `spendpol on` does)
 #   BENCH_CONNS="1 64"          connection counts (-t1 for c=1, else -t2)
-#   BENCH_KINDS="json sse"
+#   BENCH_KINDS="json sse hit"
+#                               (hit: JSON with "temperature": 0, which
+#                               Spendpol's response cache answers after the
+#                               first request; plain nginx proxies it as
+#                               any JSON request)
 #   BENCH_WARMUP=2              seconds of warm-up per configuration and kind
 #   BENCH_SOAK=0                seconds of the memory check (300: 5 minutes):
 #                               Spendpol under JSON+SSE load, each worker's RSS
@@ -61,6 +65,7 @@
 #   BENCH_TARGET_MODULE_US=8    nginx workers' CPU over plain nginx's and
 #   BENCH_TARGET_INGEST_US=5    controld+PostgreSQL CPU per request at c=64
 #   BENCH_TARGET_PORTKEY=       JSON, Spendpol/Portkey req/s
+#   BENCH_TARGET_HIT_RATIO=1.5  cache hits over plain nginx req/s, c=64
 #   BENCH_KEEP=0                1: keep the temp dir (logs, wrk output)
 #   BENCH_HOLD=0                seconds to keep everything running after the
 #                               report, for inspection (endpoints printed)
@@ -89,7 +94,7 @@ SECS=${BENCH_SECONDS:-10}
 REPS=${BENCH_REPS:-3}
 CONFIGS=${BENCH_CONFIGS:-direct nginx spendpol portkey}
 CONNS=${BENCH_CONNS:-1 64}
-KINDS=${BENCH_KINDS:-json sse}
+KINDS=${BENCH_KINDS:-json sse hit}
 WARMUP=${BENCH_WARMUP:-2}
 SOAK=${BENCH_SOAK:-0}
 SOAK_INTERVAL=${BENCH_SOAK_INTERVAL:-10}
@@ -204,6 +209,7 @@ if [ "$REPS" -gt 0 ]; then
             --min-ratio "${BENCH_TARGET_RATIO-0.6}" --goal-ratio "${BENCH_GOAL_RATIO-0.8}" \
             --max-p50 "${BENCH_TARGET_P50_US-30}" --max-module "${BENCH_TARGET_MODULE_US-8}" \
             --max-ingest "${BENCH_TARGET_INGEST_US-5}" --min-portkey "${BENCH_TARGET_PORTKEY-}" \
+            --min-hit-ratio "${BENCH_TARGET_HIT_RATIO-1.5}" \
             --row "$(date -u '+%Y-%m-%d %H:%M')" "$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')" \
             "$RUNS" || die "bench/report.sh failed on $RUNS"
     } >"$OUTFILE"
