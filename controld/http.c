@@ -236,7 +236,13 @@ cd_http_send(struct MHD_Connection *connection, cd_request_t *r)
     len = 0;
 
     if (r->response != NULL) {
-        text = json_dumps(r->response, JSON_COMPACT);
+        /*
+         * 15 significant digits (DBL_DIG): a decimal of up to 15 digits,
+         * as a user typed it or a rate rounded to 4 places, prints as
+         * itself ("0.6667", not jansson's default "0.66669999999999996")
+         */
+        text = json_dumps(r->response,
+                          JSON_COMPACT | JSON_REAL_PRECISION(15));
 
         if (text == NULL) {
             r->status = 500;

@@ -225,6 +225,7 @@ test('GET /cache/stats counts hits, misses and skips of the range by model; audi
   assert.equal(st.to, to);
   assert.deepEqual([st.hits, st.misses, st.skips], [4, 2, 2]);
   assert.equal(st.hit_rate, 0.6667);
+  assert.match(r.text, /"hit_rate":0\.6667,/, 'printed with 4 decimals, not 17 digits');
   assert.equal(usdToNano(st.saved_usd), 6_000_500n);
   assert.deepEqual(st.by_model.map((m) => ({ ...m, saved_usd: String(usdToNano(m.saved_usd)) })), [
     { provider: 'openai', model: 'gpt-4o-mini', hits: 3, misses: 1, skips: 1, hit_rate: 0.75, saved_usd: '3000500' },
