@@ -7,6 +7,9 @@
 #define CD_API_H
 
 
+#include "sp_cache.h"
+
+
 extern const cd_route_t  cd_routes[];
 extern const size_t      cd_routes_count;
 
@@ -228,6 +231,34 @@ void cd_api_agents_update(cd_request_t *r);
 void cd_api_agents_delete(cd_request_t *r);
 void cd_api_agents_pause(cd_request_t *r);
 void cd_api_agents_resume(cd_request_t *r);
+
+
+/* ---- api_cache.c ------------------------------------------------------ */
+
+/* which members a PUT /cache/config body gave */
+#define CD_CACHE_MODE            0x01u
+#define CD_CACHE_TTL             0x02u
+#define CD_CACHE_SCOPE           0x04u
+#define CD_CACHE_DETERMINISTIC   0x08u
+#define CD_CACHE_MAX_ENTRY       0x10u
+
+/*
+ * The members of a PUT /cache/config body (keys already checked) over
+ * config, the given ones flagged in given (CD_CACHE_*). A refusal names
+ * its field: 400 for a wrong type, 422 for a value out of range, an
+ * unknown name or mode "semantic" (not available in this version).
+ */
+int cd_cache_config_parse(json_t *body, sp_cache_config_t *config,
+    unsigned *given, cd_field_error_t *err) CD_CHECK;
+
+/* {"mode", "ttl_seconds", "scope", "only_deterministic",
+   "max_entry_bytes"}; NULL for an unknown mode or scope, or no memory */
+json_t *cd_cache_config_json(const sp_cache_config_t *config);
+
+void cd_api_cache_config_get(cd_request_t *r);
+void cd_api_cache_config_put(cd_request_t *r);
+void cd_api_cache_purge(cd_request_t *r);
+void cd_api_cache_stats(cd_request_t *r);
 
 
 /* ---- api_alerts.c ----------------------------------------------------- */

@@ -18,7 +18,7 @@
     " cache_write_tokens, cost_nano, status, cache, stream, latency_ms,"     \
     " gateway_us, department, project, agent_id, trace_id, span_id,"         \
     " parent_id, to_json(warnings)::text, error_code, "                      \
-    CD_SQL_US("created_at") ", endpoint"
+    CD_SQL_US("created_at") ", endpoint, saved_nano"
 
 enum {
     CD_AUDIT_ID = 0, CD_AUDIT_CREATED, CD_AUDIT_KEY, CD_AUDIT_PROVIDER,
@@ -27,7 +27,7 @@ enum {
     CD_AUDIT_STATUS, CD_AUDIT_CACHE, CD_AUDIT_STREAM, CD_AUDIT_LATENCY,
     CD_AUDIT_GATEWAY, CD_AUDIT_DEPARTMENT, CD_AUDIT_PROJECT, CD_AUDIT_AGENT,
     CD_AUDIT_TRACE, CD_AUDIT_SPAN, CD_AUDIT_PARENT, CD_AUDIT_WARNINGS,
-    CD_AUDIT_ERROR, CD_AUDIT_CREATED_US, CD_AUDIT_ENDPOINT
+    CD_AUDIT_ERROR, CD_AUDIT_CREATED_US, CD_AUDIT_ENDPOINT, CD_AUDIT_SAVED
 };
 
 
@@ -42,7 +42,7 @@ cd_audit_int(PGresult *res, int row, int col)
 static json_t *
 cd_audit_json(PGresult *res, int row)
 {
-    char     cost[SP_MONEY_STR_LEN];
+    char     cost[SP_MONEY_STR_LEN], saved[SP_MONEY_STR_LEN];
     json_t  *obj, *warnings;
     int64_t  nano;
 
@@ -53,6 +53,7 @@ cd_audit_json(PGresult *res, int row)
 
     nano = (int64_t) cd_audit_int(res, row, CD_AUDIT_COST);
     sp_money_format(nano, cost);
+    sp_money_format((int64_t) cd_audit_int(res, row, CD_AUDIT_SAVED), saved);
 
     warnings = json_loads(PQgetvalue(res, row, CD_AUDIT_WARNINGS), 0, NULL);
 
@@ -74,6 +75,7 @@ cd_audit_json(PGresult *res, int row)
         || cd_audit_num("cost_nano", CD_AUDIT_COST)
         || cd_audit_num("status", CD_AUDIT_STATUS)
         || cd_json_set_column(obj, "cache", res, row, CD_AUDIT_CACHE)
+        || json_object_set_new(obj, "saved_usd", json_string(saved))
         || json_object_set_new(obj, "stream",
                json_boolean(cd_db_bool(res, row, CD_AUDIT_STREAM)))
         || cd_audit_num("latency_ms", CD_AUDIT_LATENCY)

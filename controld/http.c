@@ -62,6 +62,10 @@ const cd_route_t  cd_routes[] = {
     { "GET",    "/budgets/{id}/spend",      cd_api_budgets_spend,    1 },
     { "GET",    "/budget-leases",           cd_api_leases_list,      1 },
     { "DELETE", "/budget-leases/{node_id}", cd_api_leases_release,   1 },
+    { "GET",    "/cache/config",            cd_api_cache_config_get, 1 },
+    { "PUT",    "/cache/config",            cd_api_cache_config_put, 1 },
+    { "GET",    "/cache/stats",             cd_api_cache_stats,      1 },
+    { "DELETE", "/cache",                   cd_api_cache_purge,      1 },
     { "GET",    "/agents",                  cd_api_agents_list,      1 },
     { "POST",   "/agents",                  cd_api_agents_create,    1 },
     { "GET",    "/agents/{id}",             cd_api_agents_get,       1 },
@@ -232,7 +236,13 @@ cd_http_send(struct MHD_Connection *connection, cd_request_t *r)
     len = 0;
 
     if (r->response != NULL) {
-        text = json_dumps(r->response, JSON_COMPACT);
+        /*
+         * 15 significant digits (DBL_DIG): a decimal of up to 15 digits,
+         * as a user typed it or a rate rounded to 4 places, prints as
+         * itself ("0.6667", not jansson's default "0.66669999999999996")
+         */
+        text = json_dumps(r->response,
+                          JSON_COMPACT | JSON_REAL_PRECISION(15));
 
         if (text == NULL) {
             r->status = 500;

@@ -37,9 +37,10 @@
     " input_tokens, output_tokens, cached_tokens, cache_write_tokens,"       \
     " cost_nano, status, cache, stream, latency_ms, gateway_us,"             \
     " department, project, agent_id, trace_id, span_id, parent_id,"          \
-    " warnings, error_code, node_id, epoch, reserved_nano, endpoint"
+    " warnings, error_code, node_id, epoch, reserved_nano, endpoint,"        \
+    " saved_nano"
 
-#define CD_INGEST_AUDIT_NCOLUMNS  29
+#define CD_INGEST_AUDIT_NCOLUMNS  30
 
 #define CD_INGEST_UNIQUE_VIOLATION  "23505"
 #define CD_INGEST_UNDEFINED_TABLE   "42P01"
@@ -212,6 +213,7 @@ cd_ingest_copy_row(const sp_journal_record_t *rec, const char *node_id,
     pos = cd_copy_i64(out, pos, rec->epoch);
     pos = cd_copy_i64(out, pos, rec->reserved_nano);
     pos = cd_copy_text(out, pos, rec->endpoint, 1);
+    pos = cd_copy_i64(out, pos, rec->saved_nano);
 
     return pos;
 }

@@ -836,6 +836,53 @@ cd_lease_thread(void *data)
 }
 
 
+void
+cd_lease_cache_figures(cd_app_t *app, int64_t zone[3])
+{
+    int                     fd;
+    char                    dir[4096], path[4096], err[256];
+    void                   *map;
+    sp_ask_t                ask;
+    struct stat             st;
+
+    zone[0] = zone[1] = zone[2] = 0;
+
+    snprintf(dir, sizeof(dir), "%s", app->config.journal_path);
+    snprintf(path, sizeof(path), "%s/%s", dirname(dir), SP_ASK_FILE);
+
+    fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        return;
+    }
+
+    if (fstat(fd, &st) != 0 || st.st_size <= 0) {
+        close(fd);
+        return;
+    }
+
+    map = mmap(NULL, (size_t) st.st_size, PROT_READ, MAP_SHARED, fd, 0);
+    close(fd);
+
+    if (map == MAP_FAILED) {
+        return;
+    }
+
+    /* workers store the figures atomically: load them so */
+    if (sp_ask_open(&ask, map, (size_t) st.st_size, err, sizeof(err))
+        == SP_OK)
+    {
+        zone[0] = __atomic_load_n(&ask.header->cache_entries,
+                                  __ATOMIC_RELAXED);
+        zone[1] = __atomic_load_n(&ask.header->cache_bytes,
+                                  __ATOMIC_RELAXED);
+        zone[2] = __atomic_load_n(&ask.header->cache_evictions,
+                                  __ATOMIC_RELAXED);
+    }
+
+    munmap(map, (size_t) st.st_size);
+}
+
+
 int
 cd_lease_start(cd_app_t *app)
 {

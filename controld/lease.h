@@ -41,6 +41,14 @@ typedef struct {
 int cd_lease_start(cd_app_t *app) CD_CHECK;
 void cd_lease_stop(cd_app_t *app);
 
+/*
+ * GET /cache/stats: this node's response cache zone as the ask header
+ * reports it (zone[0] entries, [1] bytes, [2] evictions); zeros when no
+ * ask file is there or it is not one. Maps the file for the call only, so
+ * it works whether the lease thread runs or not.
+ */
+void cd_lease_cache_figures(cd_app_t *app, int64_t zone[3]);
+
 /* spend.c: the blocking budgets of its round; takes b (malloc'ed) */
 void cd_lease_set_budgets(cd_app_t *app, cd_lease_budget_t *b, size_t n);
 

@@ -32,7 +32,13 @@
 
 
 #define CD_SNAPSHOT_SUBJECT   "snapshot"
-#define CD_SNAPSHOT_POLL_MS   2000
+/*
+ * How often the change marker is read (one row). A cache purge, like any
+ * write, reaches the node that took it at once (cd_snapshot_signal); the
+ * other nodes see it at their next poll: 500 ms plus a publish keeps a
+ * purge well within the 1 s the cache's docs promise on every node.
+ */
+#define CD_SNAPSHOT_POLL_MS   500
 
 
 typedef int (*cd_snapshot_row_pt)(sp_snapshot_builder_t *b, PGresult *res,
@@ -262,12 +268,59 @@ cd_snapshot_org_row(sp_snapshot_builder_t *b, PGresult *res, int i)
 {
     sp_snapshot_org_in_t   org;
 
+    memset(&org, 0, sizeof(org));
     org.org_id = PQgetvalue(res, i, 0);
     org.flags = cd_db_bool(res, i, 1) ? SP_ORG_REFUSE_UNPRICED : 0;
     org.rpm_limit = (uint32_t) strtoul(PQgetvalue(res, i, 2), NULL, 10);
     org.tpm_limit = (uint32_t) strtoul(PQgetvalue(res, i, 3), NULL, 10);
 
+    /*
+     * No cache_config row: the builder writes the defaults. The table's
+     * CHECKs hold the names to the ones the parsers know; a name they do
+     * not know (a newer migration) turns the cache off, never on.
+     */
+    if (!PQgetisnull(res, i, 4)) {
+        org.cache_set = 1;
+
+        if (sp_cache_mode_parse(PQgetvalue(res, i, 4),
+                                (size_t) PQgetlength(res, i, 4),
+                                &org.cache.mode)
+            != SP_OK
+            || sp_cache_scope_parse(PQgetvalue(res, i, 5),
+                                    (size_t) PQgetlength(res, i, 5),
+                                    &org.cache.scope)
+               != SP_OK)
+        {
+            cd_log_warn(CD_SNAPSHOT_SUBJECT, "organisation %s has an "
+                        "unknown cache mode or scope; its cache is off",
+                        org.org_id);
+            sp_cache_config_default(&org.cache);
+            org.cache.mode = SP_CACHE_OFF;
+        }
+
+        org.cache.ttl_s = (uint32_t) strtoul(PQgetvalue(res, i, 6), NULL,
+                                             10);
+        org.cache.only_deterministic = cd_db_bool(res, i, 7);
+        org.cache.max_entry_bytes = (uint32_t) strtoul(PQgetvalue(res, i, 8),
+                                                       NULL, 10);
+    }
+
     return sp_snapshot_add_org(b, &org) == SP_OK ? CD_OK : CD_ERROR;
+}
+
+
+static int
+cd_snapshot_cache_purge_row(sp_snapshot_builder_t *b, PGresult *res, int i)
+{
+    sp_snapshot_cache_purge_in_t  purge;
+
+    purge.org_id = PQgetvalue(res, i, 0);
+    purge.provider = PQgetvalue(res, i, 1);
+    purge.model = PQgetvalue(res, i, 2);
+    purge.purged_ms = strtoll(PQgetvalue(res, i, 3), NULL, 10);
+
+    return sp_snapshot_add_cache_purge(b, &purge) == SP_OK
+           ? CD_OK : CD_ERROR;
 }
 
 
@@ -381,14 +434,14 @@ cd_snapshot_publish_now(cd_app_t *app)
     uint64_t                generation;
     PGresult               *marker, *keys, *providers, *prices, *gen;
     PGresult               *orgs, *aliases, *next_change, *budgets;
-    PGresult               *endpoints;
+    PGresult               *endpoints, *purges;
     int64_t                 next_us, budget_end_us;
     int64_t                 started, queried, built, published;
     cd_db_conn_t           *c;
     sp_snapshot_builder_t  *b;
 
     marker = keys = providers = prices = gen = orgs = aliases = NULL;
-    next_change = budgets = endpoints = NULL;
+    next_change = budgets = endpoints = purges = NULL;
     b = NULL;
     rc = CD_ERROR;
     started = cd_clock_ms(CLOCK_MONOTONIC);
@@ -447,15 +500,22 @@ cd_snapshot_publish_now(cd_app_t *app)
                CD_SQL_MS("spendpol_period_end(period, timezone, now())")
                ", 0) FROM budgets") : NULL;
     orgs = budgets ? cd_snapshot_query(c,
-               "SELECT id, refuse_unpriced, rpm_limit, tpm_limit"
-               " FROM orgs") : NULL;
+               "SELECT o.id, o.refuse_unpriced, o.rpm_limit, o.tpm_limit,"
+               " c.mode, c.scope, c.ttl_seconds, c.only_deterministic,"
+               " c.max_entry_bytes"
+               " FROM orgs o LEFT JOIN cache_config c ON c.org_id = o.id")
+               : NULL;
     aliases = orgs ? cd_snapshot_query(c,
                "SELECT org_id, provider, alias, model FROM model_aliases")
                : NULL;
     endpoints = aliases ? cd_snapshot_query(c,
                "SELECT org_id, provider, method, pattern"
                " FROM org_allowed_endpoints") : NULL;
-    gen = endpoints ? cd_snapshot_query(c,
+    /* the database's clock: the module compares it with entries' ages */
+    purges = endpoints ? cd_snapshot_query(c,
+               "SELECT org_id, provider, model, "
+               CD_SQL_MS("purged_at") " FROM cache_purges") : NULL;
+    gen = purges ? cd_snapshot_query(c,
                "SELECT nextval('snapshot_generation')") : NULL;
 
     if (gen == NULL || PQntuples(marker) != 1) {
@@ -490,6 +550,8 @@ cd_snapshot_publish_now(cd_app_t *app)
         || cd_snapshot_add_rows(b, budgets, cd_snapshot_budget_row) != CD_OK
         || cd_snapshot_add_rows(b, endpoints, cd_snapshot_endpoint_row)
            != CD_OK
+        || cd_snapshot_add_rows(b, purges, cd_snapshot_cache_purge_row)
+           != CD_OK
         || cd_snapshot_add_settings(app, b) != CD_OK)
     {
         cd_log_error(CD_SNAPSHOT_SUBJECT, "out of memory building "
@@ -522,11 +584,12 @@ cd_snapshot_publish_now(cd_app_t *app)
 
     cd_log_info(CD_SNAPSHOT_SUBJECT, "published generation %llu (%d keys, "
                 "%d providers, %d prices, %d orgs, %d aliases, %d budgets, "
-                "%d allowed endpoints) "
+                "%d allowed endpoints, %d cache purges) "
                 "in %lld ms (read %lld, build %lld, write %lld)",
                 (unsigned long long) generation, PQntuples(keys),
                 PQntuples(providers), PQntuples(prices), PQntuples(orgs),
                 PQntuples(aliases), PQntuples(budgets), PQntuples(endpoints),
+                PQntuples(purges),
                 (long long) (published - started),
                 (long long) (queried - started), (long long) (built - queried),
                 (long long) (published - built));
@@ -545,6 +608,7 @@ done:
     PQclear(next_change);
     PQclear(budgets);
     PQclear(endpoints);
+    PQclear(purges);
     cd_db_rollback(c);
     cd_db_release(&app->db, c);
 

@@ -206,6 +206,7 @@ sp_journal_format(const sp_journal_record_t *rec, char *out, size_t outlen)
     SP_FIELD_INT(cost_nano);
     SP_FIELD_INT(status);
     SP_FIELD_STR(cache);
+    SP_FIELD_INT(saved_nano);
     sp_out_cstr(&o, rec->stream ? ",\"stream\":true" : ",\"stream\":false");
     SP_FIELD_INT(latency_ms);
     SP_FIELD_INT(gateway_us);
@@ -313,6 +314,7 @@ static const sp_journal_field_t  sp_journal_fields[] = {
     SP_JF(cache_write_tokens, SP_JF_INTEGER),
     SP_JF(cost_nano, SP_JF_INTEGER),
     SP_JF(cache, SP_JF_STRING),
+    SP_JF(saved_nano, SP_JF_INTEGER),     /* absent: an older writer, 0 */
     SP_JF(latency_ms, SP_JF_INTEGER),
     SP_JF(gateway_us, SP_JF_INTEGER),
     SP_JF(department, SP_JF_STRING),
@@ -584,6 +586,7 @@ sp_journal_check(const sp_journal_record_t *rec, char *err, size_t errlen)
           SP_JOURNAL_TOKENS_MAX },
         { "cost_nano", rec->cost_nano, SP_JOURNAL_NANO_MAX },
         { "reserved_nano", rec->reserved_nano, SP_JOURNAL_NANO_MAX },
+        { "saved_nano", rec->saved_nano, SP_JOURNAL_NANO_MAX },
     };
 
     for (i = 0; i < sizeof(ranges) / sizeof(ranges[0]); i++) {

@@ -184,6 +184,25 @@ sp_snapshot_put_org(void *record, const void *in)
     org->rpm_limit = org_in->rpm_limit;
     org->tpm_limit = org_in->tpm_limit;
     org->reserved = 0;
+    org->pad = 0;
+
+    if (org_in->cache_set) {
+        org->cache = org_in->cache;
+
+    } else {
+        sp_cache_config_default(&org->cache);
+    }
+}
+
+
+static void
+sp_snapshot_put_cache_purge(void *record, const void *in)
+{
+    sp_snapshot_cache_purge_t           *purge = record;
+    const sp_snapshot_cache_purge_in_t  *purge_in = in;
+
+    purge->pad = 0;
+    purge->purged_ms = purge_in->purged_ms;
 }
 
 
@@ -281,6 +300,17 @@ static const sp_snapshot_kind_t  sp_snapshot_kinds[SP_TABLE_COUNT] = {
         { SP_STR(setting, name), SP_STR(setting, value) },
         { SP_REF(setting, name), SP_REF(setting, value) },
         1, NULL
+    },
+
+    /* provider and model "" stand for all: found by exact identity */
+    [SP_TABLE_CACHE_PURGES] = {
+        sizeof(sp_snapshot_cache_purge_in_t),
+        sizeof(sp_snapshot_cache_purge_t), 3,
+        { SP_STR(cache_purge, org_id), SP_STR(cache_purge, provider),
+          SP_STR(cache_purge, model) },
+        { SP_REF(cache_purge, org_id), SP_REF(cache_purge, provider),
+          SP_REF(cache_purge, model) },
+        3, sp_snapshot_put_cache_purge
     }
 };
 
@@ -456,6 +486,19 @@ sp_snapshot_add_org(sp_snapshot_builder_t *b, const sp_snapshot_org_in_t *in)
                            sp_snapshot_lookup_hash(sp_str_from(in->org_id),
                                                    sp_str_from(NULL),
                                                    sp_str_from(NULL), 1));
+}
+
+
+int
+sp_snapshot_add_cache_purge(sp_snapshot_builder_t *b,
+    const sp_snapshot_cache_purge_in_t *in)
+{
+    /* the hash must be the one a lookup of ("", "") computes for NULL */
+    return sp_snapshot_add(b, SP_TABLE_CACHE_PURGES, in,
+                           sp_snapshot_lookup_hash(sp_str_from(in->org_id),
+                                                   sp_str_from(in->provider),
+                                                   sp_str_from(in->model),
+                                                   3));
 }
 
 
@@ -1185,6 +1228,86 @@ const sp_snapshot_org_t *
 sp_snapshot_find_org(const sp_snapshot_t *s, sp_str_t org_id)
 {
     return sp_snapshot_find(s, SP_TABLE_ORGS, org_id, org_id, org_id);
+}
+
+
+/*
+ * The record's settings are checked against the ranges the admin API
+ * enforces: the checksum proves the file is the one controld wrote, not
+ * that its writer was sound, and a worker must not size or key entries by
+ * a value it never validated. Out of range turns the cache off for the
+ * organisation (a miss costs money; a wrong hit would serve another
+ * request's answer).
+ */
+void
+sp_snapshot_cache_config(const sp_snapshot_t *s, sp_str_t org_id,
+    sp_cache_config_t *config)
+{
+    const sp_snapshot_org_t  *org;
+
+    sp_cache_config_default(config);
+
+    org = sp_snapshot_find_org(s, org_id);
+
+    if (org == NULL) {
+        return;
+    }
+
+    if (org->cache.mode > SP_CACHE_SEMANTIC
+        || org->cache.scope > SP_CACHE_SCOPE_DEPARTMENT
+        || org->cache.ttl_s < 1
+        || org->cache.ttl_s > SP_CACHE_TTL_MAX_S
+        || org->cache.max_entry_bytes < 1
+        || org->cache.max_entry_bytes > SP_CACHE_MAX_ENTRY_MAX
+        || org->cache.only_deterministic > 1)
+    {
+        config->mode = SP_CACHE_OFF;
+        return;
+    }
+
+    *config = org->cache;
+}
+
+
+static int64_t
+sp_snapshot_purge_ms(const sp_snapshot_t *s, sp_str_t org_id,
+    sp_str_t provider, sp_str_t model)
+{
+    const sp_snapshot_cache_purge_t  *purge;
+
+    purge = sp_snapshot_find(s, SP_TABLE_CACHE_PURGES, org_id, provider,
+                             model);
+
+    return purge ? purge->purged_ms : 0;
+}
+
+
+int64_t
+sp_snapshot_cache_purged_ms(const sp_snapshot_t *s, sp_str_t org_id,
+    sp_str_t provider, sp_str_t model)
+{
+    int64_t   ms, latest;
+    sp_str_t  all;
+
+    all.data = "";
+    all.len = 0;
+
+    latest = sp_snapshot_purge_ms(s, org_id, all, all);
+
+    if (provider.len == 0) {
+        return latest;
+    }
+
+    ms = sp_snapshot_purge_ms(s, org_id, provider, all);
+    latest = ms > latest ? ms : latest;
+
+    if (model.len == 0) {
+        return latest;
+    }
+
+    ms = sp_snapshot_purge_ms(s, org_id, provider, model);
+
+    return ms > latest ? ms : latest;
 }
 
 

@@ -149,6 +149,7 @@ fuzz_format_bytes(const uint8_t *data, size_t size)
     FUZZ_INT(cost_nano);
     FUZZ_INT(epoch);
     FUZZ_INT(reserved_nano);
+    FUZZ_INT(saved_nano);
     FUZZ_INT(latency_ms);
 
     memcpy(rec->id, "evt_", 4);

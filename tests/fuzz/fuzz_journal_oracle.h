@@ -134,6 +134,7 @@ oracle_journal_parse(const char *line, size_t len, sp_journal_record_t *rec,
     ORACLE_GET_INT(cache_write_tokens);
     ORACLE_GET_INT(cost_nano);
     ORACLE_GET_STR(cache, 0);
+    ORACLE_GET_INT(saved_nano);
     ORACLE_GET_INT(latency_ms);
     ORACLE_GET_INT(gateway_us);
     ORACLE_GET_STR(department, 0);

@@ -24,8 +24,9 @@
                       sizeof(sp_snapshot_budget_t)),                          \
              FUZZ_MAX(FUZZ_MAX(sizeof(sp_snapshot_price_t),                   \
                                sizeof(sp_snapshot_provider_t)),               \
-                      FUZZ_MAX(sizeof(sp_snapshot_alias_t),                   \
-                               sizeof(sp_snapshot_endpoint_t))))
+                      FUZZ_MAX(FUZZ_MAX(sizeof(sp_snapshot_alias_t),          \
+                                        sizeof(sp_snapshot_endpoint_t)),      \
+                               sizeof(sp_snapshot_cache_purge_t))))
 
 
 static sp_str_t
@@ -144,6 +145,15 @@ fuzz_lookups(const sp_snapshot_t *s, sp_str_t org, sp_str_t provider,
                + o->tpm_limit;
     }
 
+    {
+        sp_cache_config_t  cache;
+
+        sp_snapshot_cache_config(s, org, &cache);
+        sum += cache.mode + cache.scope + cache.ttl_s
+               + cache.max_entry_bytes + cache.only_deterministic;
+        sum += (size_t) sp_snapshot_cache_purged_ms(s, org, provider, model);
+    }
+
     alias = sp_snapshot_find_alias(s, org, provider, model);
 
     if (alias) {
@@ -207,6 +217,7 @@ fuzz_open_and_look(const uint8_t *data, size_t size)
     sp_snapshot_alias_t          alias;
     sp_snapshot_budget_t         budget;
     sp_snapshot_endpoint_t       endpoint;
+    sp_snapshot_cache_purge_t    purge;
     uint64_t                     i, n, rec;
     char                         err[256];
     int                          a, b, c, t;
@@ -309,7 +320,15 @@ fuzz_open_and_look(const uint8_t *data, size_t size)
                              sp_snapshot_str(&s, endpoint.method));
                 break;
 
-            default: /* SP_TABLE_ORGS */
+            case SP_TABLE_CACHE_PURGES:
+                memcpy(&purge, s.base + rec, sizeof(purge));
+                fuzz_lookups(&s, sp_snapshot_str(&s, purge.org_id),
+                             sp_snapshot_str(&s, purge.provider),
+                             sp_snapshot_str(&s, purge.model),
+                             sp_snapshot_str(&s, purge.model));
+                break;
+
+            default: /* SP_TABLE_ORGS, SP_TABLE_SETTINGS */
                 break;
             }
         }

@@ -13,6 +13,7 @@
  *   a <org> <provider> <alias> <model>
  *   b <budget id> <org> <scope> <value> <provider> <model> <limit>
  *   e <org> <provider> <method> <pattern>
+ *   c <org> <provider> <model> <purged_ms>      (a cache purge)
  */
 
 #include "fuzz_common.h"
@@ -28,6 +29,36 @@ typedef struct {
     char   *f[FUZZ_FIELDS];     /* missing fields are "" */
     size_t  len[FUZZ_FIELDS];
 } fuzz_rec_t;
+
+
+/* the last purge's purged_ms of exactly (org, provider, model), or 0 */
+static int64_t
+fuzz_purge_of(const fuzz_rec_t *recs, size_t n, const char *org,
+    const char *provider, const char *model)
+{
+    size_t   j;
+    int64_t  ms;
+
+    ms = 0;
+
+    for (j = 0; j < n; j++) {
+        if (recs[j].op == 'c' && strcmp(recs[j].f[1], org) == 0
+            && strcmp(recs[j].f[2], provider) == 0
+            && strcmp(recs[j].f[3], model) == 0)
+        {
+            ms = strtoll(recs[j].f[4], NULL, 10);
+        }
+    }
+
+    return ms;
+}
+
+
+static int64_t
+fuzz_max(int64_t a, int64_t b)
+{
+    return a > b ? a : b;
+}
 
 
 static sp_str_t
@@ -142,6 +173,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     sp_snapshot_alias_in_t        ain;
     sp_snapshot_budget_in_t       bin;
     sp_snapshot_endpoint_in_t     ein;
+    sp_snapshot_cache_purge_in_t  cin;
+    int64_t                       want;
     const sp_snapshot_key_t      *k;
     const sp_snapshot_provider_t *p;
     const sp_snapshot_price_t    *r;
@@ -265,6 +298,15 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             rc = sp_snapshot_add_endpoint(b, &ein);
             break;
 
+        case 'c':
+            memset(&cin, 0, sizeof(cin));
+            cin.org_id = recs[n].f[1];
+            cin.provider = recs[n].f[2];
+            cin.model = recs[n].f[3];
+            cin.purged_ms = strtoll(recs[n].f[4], NULL, 10);
+            rc = sp_snapshot_add_cache_purge(b, &cin);
+            break;
+
         default:
             continue;
         }
@@ -382,6 +424,26 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             }
 
             FUZZ_CHECK(fe.visited == 0);
+            break;
+
+        case 'c':
+            /* the latest of the organisation's, provider's and model's */
+            want = fuzz_purge_of(recs, n, recs[i].f[1], "", "");
+
+            if (recs[i].f[2][0] != '\0') {
+                want = fuzz_max(want, fuzz_purge_of(recs, n, recs[i].f[1],
+                                                    recs[i].f[2], ""));
+
+                if (recs[i].f[3][0] != '\0') {
+                    want = fuzz_max(want, fuzz_purge_of(recs, n,
+                                        recs[i].f[1], recs[i].f[2],
+                                        recs[i].f[3]));
+                }
+            }
+
+            FUZZ_CHECK(sp_snapshot_cache_purged_ms(&s, fuzz_s(&recs[i], 1),
+                           fuzz_s(&recs[i], 2), fuzz_s(&recs[i], 3))
+                       == want);
             break;
 
         default: /* 'b' */

@@ -219,9 +219,36 @@ snapshot(const char *dir, const char *name, int full)
         o.flags = SP_ORG_REFUSE_UNPRICED;
         o.rpm_limit = 6000;
         o.tpm_limit = 2000000;
+        o.cache.mode = SP_CACHE_EXACT;
+        o.cache.scope = SP_CACHE_SCOPE_PROJECT;
+        o.cache.ttl_s = 600;
+        o.cache.max_entry_bytes = 65536;
+        o.cache.only_deterministic = 1;
+        o.cache_set = 1;
 
         if (sp_snapshot_add_org(b, &o) != SP_OK) {
             die("add_org");
+        }
+
+        {
+            sp_snapshot_cache_purge_in_t  cp;
+
+            cp.org_id = "org_1";
+            cp.provider = "";
+            cp.model = "";
+            cp.purged_ms = 1764230000000LL;
+
+            if (sp_snapshot_add_cache_purge(b, &cp) != SP_OK) {
+                die("add_cache_purge");
+            }
+
+            cp.provider = "openai";
+            cp.model = "gpt-4o";
+            cp.purged_ms = 1764230001000LL;
+
+            if (sp_snapshot_add_cache_purge(b, &cp) != SP_OK) {
+                die("add_cache_purge");
+            }
         }
 
         memset(&a, 0, sizeof(a));
@@ -325,6 +352,15 @@ journal(const char *dir)
     strcpy(rec.parent_id, "b7ad6b7169203331");
     n = sp_journal_format(&rec, line, sizeof(line));
     write_file(dir, "journal", "anthropic-stream.jsonl", line, n);
+
+    /* a response cache hit: what the answer cost when it was stored */
+    strcpy(rec.id, "evt_01JDQ2M4W7X8Y9Z0A1B2C3D4E7");
+    strcpy(rec.cache, "hit");
+    rec.saved_nano = 4340000;
+    rec.cost_nano = 0;
+    n = sp_journal_format(&rec, line, sizeof(line));
+    write_file(dir, "journal", "cache-hit.jsonl", line, n);
+    rec.saved_nano = 0;
 
     memset(&rec, 0, sizeof(rec));
     strcpy(rec.id, "evt_err");

@@ -188,10 +188,11 @@ test_copy_row_is_binary_copy_of_the_audit_columns(void **state)
     rec.stream = 1;
     strcpy(rec.warnings, "unpriced_model,,x");
     rec.epoch = -2;
+    rec.saved_nano = 987654;
 
     len = cd_ingest_copy_row(&rec, "node-a", out, 0, sizeof(out));
     assert_true(len > 0);
-    assert_int_equal(out[0] << 8 | out[1], 29);
+    assert_int_equal(out[0] << 8 | out[1], 30);
 
     assert_int_equal(field(out, 0, &d), 5);
     assert_memory_equal(d, "evt_1", 5);
@@ -221,7 +222,9 @@ test_copy_row_is_binary_copy_of_the_audit_columns(void **state)
     assert_int_equal(field(out, 26, &d), 8);
     assert_int_equal(get_i64(d), -2);
     assert_int_equal(field(out, 28, &d), -1);       /* no endpoint */
-    assert_int_equal(d - out, (ptrdiff_t) len);
+    assert_int_equal(field(out, 29, &d), 8);
+    assert_int_equal(get_i64(d), 987654);
+    assert_int_equal(d + 8 - out, (ptrdiff_t) len);
 
     /* no warnings: an empty array, not NULL */
     rec.warnings[0] = '\0';

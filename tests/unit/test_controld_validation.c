@@ -1,5 +1,6 @@
 /* controld input validation: text fields, provider names and URLs, key
- * ids, scopes, migration names, journal strings and COPY escaping */
+ * ids, scopes, migration names, journal strings, COPY escaping and the
+ * cache settings of PUT /cache/config */
 
 #include <stdarg.h>
 #include <stddef.h>
@@ -190,6 +191,125 @@ test_copy_escaping(void **state)
 }
 
 
+/* body is JSON text; returns the parse's result, err filled on refusal */
+static int
+cache_parse(const char *body, sp_cache_config_t *config, unsigned *given,
+    cd_field_error_t *err)
+{
+    int      rc;
+    json_t  *json;
+
+    json = json_loads(body, 0, NULL);
+    assert_non_null(json);
+
+    sp_cache_config_default(config);
+    memset(err, 0, sizeof(*err));
+    rc = cd_cache_config_parse(json, config, given, err);
+    json_decref(json);
+
+    return rc;
+}
+
+
+static void
+test_cache_config_partial_body_changes_only_its_fields(void **state)
+{
+    unsigned           given;
+    json_t            *json;
+    cd_field_error_t   err;
+    sp_cache_config_t  config, defaults;
+
+    (void) state;
+
+    sp_cache_config_default(&defaults);
+
+    assert_int_equal(cache_parse("{}", &config, &given, &err), CD_OK);
+    assert_int_equal(given, 0);
+    assert_memory_equal(&config, &defaults, sizeof(config));
+
+    assert_int_equal(cache_parse("{\"ttl_seconds\": 60, \"scope\": "
+                                 "\"api_key\"}", &config, &given, &err),
+                     CD_OK);
+    assert_int_equal(given, CD_CACHE_TTL | CD_CACHE_SCOPE);
+    assert_int_equal(config.ttl_s, 60);
+    assert_int_equal(config.scope, SP_CACHE_SCOPE_API_KEY);
+    assert_int_equal(config.mode, defaults.mode);
+
+    assert_int_equal(cache_parse("{\"mode\": \"off\", "
+                                 "\"only_deterministic\": false, "
+                                 "\"max_entry_bytes\": 16777216, "
+                                 "\"ttl_seconds\": 2592000, "
+                                 "\"scope\": \"department\"}",
+                                 &config, &given, &err), CD_OK);
+    assert_int_equal(given, CD_CACHE_MODE | CD_CACHE_TTL | CD_CACHE_SCOPE
+                            | CD_CACHE_DETERMINISTIC | CD_CACHE_MAX_ENTRY);
+    assert_int_equal(config.mode, SP_CACHE_OFF);
+    assert_int_equal(config.only_deterministic, 0);
+    assert_int_equal(config.max_entry_bytes, 16777216);
+
+    json = cd_cache_config_json(&config);
+    assert_non_null(json);
+    assert_string_equal(json_string_value(json_object_get(json, "mode")),
+                        "off");
+    assert_string_equal(json_string_value(json_object_get(json, "scope")),
+                        "department");
+    assert_true(json_is_false(json_object_get(json, "only_deterministic")));
+    assert_int_equal(json_integer_value(json_object_get(json,
+                                                        "ttl_seconds")),
+                     2592000);
+    json_decref(json);
+}
+
+
+static void
+test_cache_config_refusals_name_their_field(void **state)
+{
+    size_t             i;
+    unsigned           given;
+    cd_field_error_t   err;
+    sp_cache_config_t  config;
+    const struct {
+        const char  *body;
+        unsigned     status;
+        const char  *field;
+        const char  *says;
+    } cases[] = {
+        { "{\"mode\": \"semantic\"}", 422, "mode",
+          "semantic caching is not available in this version; use "
+          "\"exact\" or \"off\"" },
+        { "{\"mode\": \"fuzzy\"}", 422, "mode", "fuzzy" },
+        { "{\"mode\": 1}", 400, "mode", "string" },
+        { "{\"mode\": null}", 400, "mode", "string" },
+        { "{\"ttl_seconds\": 0}", 422, "ttl_seconds", "1 to 2592000" },
+        { "{\"ttl_seconds\": 2592001}", 422, "ttl_seconds", "2592001" },
+        { "{\"ttl_seconds\": 1.5}", 400, "ttl_seconds", "integer" },
+        { "{\"ttl_seconds\": \"60\"}", 400, "ttl_seconds", "integer" },
+        { "{\"scope\": \"team\"}", 422, "scope", "team" },
+        { "{\"scope\": true}", 400, "scope", "string" },
+        { "{\"only_deterministic\": \"yes\"}", 400,
+          "only_deterministic", "true or false" },
+        { "{\"max_entry_bytes\": 0}", 422, "max_entry_bytes", "1 to" },
+        { "{\"max_entry_bytes\": 16777217}", 422, "max_entry_bytes",
+          "16777216" },
+        { "{\"max_entry_bytes\": -1}", 422, "max_entry_bytes", "-1" },
+    };
+
+    (void) state;
+
+    for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        assert_int_equal(cache_parse(cases[i].body, &config, &given, &err),
+                         CD_ERROR);
+        assert_int_equal(err.status, cases[i].status);
+        assert_string_equal(err.field, cases[i].field);
+
+        if (strstr(err.message, cases[i].says) == NULL) {
+            fail_msg("%s: \"%s\" does not say \"%s\"", cases[i].body,
+                     err.message, cases[i].says);
+        }
+    }
+}
+
+
 int
 main(void)
 {
@@ -202,6 +322,9 @@ main(void)
         cmocka_unit_test(test_migration_names),
         cmocka_unit_test(test_utf8_validation),
         cmocka_unit_test(test_copy_escaping),
+        cmocka_unit_test(
+            test_cache_config_partial_body_changes_only_its_fields),
+        cmocka_unit_test(test_cache_config_refusals_name_their_field),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -35,7 +35,8 @@ fill_record(sp_journal_record_t *rec)
     rec->cache_write_tokens = 6;
     rec->cost_nano = 150000;
     rec->status = 200;
-    strcpy(rec->cache, "miss");
+    strcpy(rec->cache, "hit");
+    rec->saved_nano = 120000;
     rec->stream = 1;
     rec->latency_ms = 1234;
     rec->gateway_us = 85;
@@ -71,6 +72,7 @@ assert_records_equal(const sp_journal_record_t *a,
     assert_true(a->cost_nano == b->cost_nano);
     assert_int_equal(a->status, b->status);
     assert_string_equal(a->cache, b->cache);
+    assert_true(a->saved_nano == b->saved_nano);
     assert_int_equal(a->stream, b->stream);
     assert_true(a->latency_ms == b->latency_ms);
     assert_true(a->gateway_us == b->gateway_us);
@@ -171,12 +173,16 @@ test_journal_line_is_the_documented_shape(void **state)
 
     root = json_loadb(line, n, JSON_REJECT_DUPLICATES, &jerr);
     assert_non_null(root);
-    assert_int_equal(json_object_size(root), 29);
+    assert_int_equal(json_object_size(root), 30);
     assert_true(json_is_false(json_object_get(root, "stream")));
     assert_true(json_is_integer(json_object_get(root, "cost_nano")));
     assert_true(json_is_integer(json_object_get(root, "status")));
     assert_string_equal(json_string_value(json_object_get(root, "cache")),
-                        "miss");
+                        "hit");
+    assert_true(json_integer_value(json_object_get(root, "saved_nano"))
+                == 120000);
+    /* saved_nano right after cache, as sp_journal.h shows the line */
+    assert_non_null(strstr(line, "\"cache\":\"hit\",\"saved_nano\":120000,"));
     json_decref(root);
 }
 
@@ -343,6 +349,7 @@ test_journal_longest_record_fits_line_max(void **state)
     rec.cached_tokens = INT64_MIN;
     rec.cache_write_tokens = INT64_MIN;
     rec.cost_nano = INT64_MIN;
+    rec.saved_nano = INT64_MIN;
     rec.latency_ms = INT64_MIN;
     rec.gateway_us = INT64_MIN;
     rec.status = 999;
@@ -433,6 +440,8 @@ test_journal_parse_minimal_line_defaults_and_ignores_unknown(void **state)
     assert_int_equal(rec.status, 0);
     assert_int_equal(rec.stream, 1);
     assert_true(rec.cost_nano == 0);
+    /* an older writer's line has no saved_nano: nothing was saved */
+    assert_true(rec.saved_nano == 0);
 }
 
 
@@ -602,6 +611,7 @@ test_journal_check_accepts_a_written_record_and_the_bounds(void **state)
     rec.cache_write_tokens = SP_JOURNAL_TOKENS_MAX / 2;
     rec.cost_nano = SP_JOURNAL_NANO_MAX;
     rec.reserved_nano = SP_JOURNAL_NANO_MAX;
+    rec.saved_nano = SP_JOURNAL_NANO_MAX;
     rec.status = 599;
     assert_int_equal(sp_journal_check(&rec, err, sizeof(err)), SP_OK);
 
@@ -617,6 +627,7 @@ test_journal_check_accepts_a_written_record_and_the_bounds(void **state)
     rec.cache_write_tokens = 0;
     rec.cost_nano = 0;
     rec.reserved_nano = 0;
+    rec.saved_nano = 0;
     assert_int_equal(sp_journal_check(&rec, err, sizeof(err)), SP_OK);
 }
 
@@ -651,6 +662,9 @@ test_journal_check_refuses_out_of_range_numbers_naming_the_field(
           "cost_nano" },
         { offsetof(sp_journal_record_t, reserved_nano), INT64_MAX,
           "reserved_nano" },
+        { offsetof(sp_journal_record_t, saved_nano), -1, "saved_nano" },
+        { offsetof(sp_journal_record_t, saved_nano),
+          SP_JOURNAL_NANO_MAX + 1, "saved_nano" },
     };
 
     (void) state;
@@ -772,7 +786,8 @@ static const char  *differ_members[][2] = {
     { "cache_write_tokens", "6" },
     { "cost_nano", "150000" },
     { "status", "200" },
-    { "cache", "\"miss\"" },
+    { "cache", "\"hit\"" },
+    { "saved_nano", "120000" },
     { "stream", "true" },
     { "latency_ms", "1234" },
     { "gateway_us", "85" },

@@ -130,10 +130,26 @@ add_org(sp_snapshot_builder_t *b, const char *org_id, uint32_t flags)
 {
     sp_snapshot_org_in_t  in;
 
+    memset(&in, 0, sizeof(in));
     in.org_id = org_id;
     in.flags = flags;
 
     assert_int_equal(sp_snapshot_add_org(b, &in), SP_OK);
+}
+
+
+static void
+add_purge(sp_snapshot_builder_t *b, const char *org_id, const char *provider,
+    const char *model, int64_t purged_ms)
+{
+    sp_snapshot_cache_purge_in_t  in;
+
+    in.org_id = org_id;
+    in.provider = provider;
+    in.model = model;
+    in.purged_ms = purged_ms;
+
+    assert_int_equal(sp_snapshot_add_cache_purge(b, &in), SP_OK);
 }
 
 
@@ -235,6 +251,10 @@ small_snapshot(size_t *len)
     add_setting(b, SP_SETTING_UPSTREAM_ALLOW, "10.0.0.0/8");
     add_setting(b, SP_SETTING_UPSTREAM_ALLOW, "127.0.0.0/8,*.test");
     add_setting(b, SP_SETTING_ADMIN_LISTEN, "127.0.0.1:8081");
+    add_purge(b, "org_a", NULL, NULL, 1000);
+    add_purge(b, "org_a", "openai", "", 3000);
+    add_purge(b, "org_a", "openai", "gpt-4o", 2000);
+    add_purge(b, "org_b", "anthropic", "claude-3-5-haiku", 5000);
 
     return build(b, len);
 }
@@ -274,6 +294,7 @@ exercise(const sp_snapshot_t *s)
     int64_t                        limits;
     size_t                         fields;
     sp_str_t                       str;
+    sp_cache_config_t              cache;
     int                            i;
 
     sum = 0;
@@ -333,6 +354,14 @@ exercise(const sp_snapshot_t *s)
     sum += sp_snapshot_foreach_endpoint(s, S("org_a"), S("openai"),
                                         exercise_endpoint, &fields);
     sum += fields;
+
+    sp_snapshot_cache_config(s, S("org_a"), &cache);
+    sum += cache.mode + cache.ttl_s + cache.max_entry_bytes;
+    sum += (size_t) sp_snapshot_cache_purged_ms(s, S("org_a"), S("openai"),
+                                                S("gpt-4o"));
+    sum += (size_t) sp_snapshot_cache_purged_ms(s, S("org_b"),
+                                                S("anthropic"),
+                                                S("claude-3-5-haiku"));
 
     (void) sum;
 }
@@ -2105,6 +2134,177 @@ test_snapshot_settings(void **state)
 }
 
 
+static void
+test_snapshot_org_carries_cache_settings_or_defaults(void **state)
+{
+    uint8_t                *data;
+    size_t                  len;
+    sp_snapshot_t           s;
+    sp_cache_config_t       config, defaults;
+    sp_snapshot_org_in_t    in;
+    sp_snapshot_builder_t  *b;
+
+    (void) state;
+
+    sp_cache_config_default(&defaults);
+
+    b = sp_snapshot_builder_new(7);
+    assert_non_null(b);
+
+    memset(&in, 0, sizeof(in));
+    in.org_id = "org_set";
+    in.cache.mode = SP_CACHE_OFF;
+    in.cache.scope = SP_CACHE_SCOPE_PROJECT;
+    in.cache.ttl_s = 60;
+    in.cache.max_entry_bytes = 4096;
+    in.cache.only_deterministic = 0;
+    in.cache_set = 1;
+    assert_int_equal(sp_snapshot_add_org(b, &in), SP_OK);
+
+    /* cache not set: whatever cache holds, the record has the defaults */
+    memset(&in, 0, sizeof(in));
+    in.org_id = "org_unset";
+    in.cache.ttl_s = 99;
+    assert_int_equal(sp_snapshot_add_org(b, &in), SP_OK);
+
+    data = build(b, &len);
+    open_ok(&s, data, len);
+
+    sp_snapshot_cache_config(&s, S("org_set"), &config);
+    assert_int_equal(config.mode, SP_CACHE_OFF);
+    assert_int_equal(config.scope, SP_CACHE_SCOPE_PROJECT);
+    assert_int_equal(config.ttl_s, 60);
+    assert_int_equal(config.max_entry_bytes, 4096);
+    assert_int_equal(config.only_deterministic, 0);
+
+    sp_snapshot_cache_config(&s, S("org_unset"), &config);
+    assert_memory_equal(&config, &defaults, sizeof(config));
+    assert_int_equal(sp_snapshot_find_org(&s, S("org_unset"))->cache.ttl_s,
+                     defaults.ttl_s);
+
+    /* no record at all: the defaults too */
+    memset(&config, 0xff, sizeof(config));
+    sp_snapshot_cache_config(&s, S("org_none"), &config);
+    assert_memory_equal(&config, &defaults, sizeof(config));
+
+    free(data);
+}
+
+
+static void
+test_snapshot_cache_settings_out_of_range_turn_the_cache_off(void **state)
+{
+    uint8_t            *data;
+    size_t              len, i;
+    sp_snapshot_t       s;
+    sp_snapshot_org_t  *org;
+    sp_cache_config_t   config;
+    const struct {
+        size_t    offset;
+        uint32_t  value;
+    } bad[] = {
+        { offsetof(sp_cache_config_t, mode), SP_CACHE_SEMANTIC + 1 },
+        { offsetof(sp_cache_config_t, scope), SP_CACHE_SCOPE_DEPARTMENT + 1 },
+        { offsetof(sp_cache_config_t, ttl_s), 0 },
+        { offsetof(sp_cache_config_t, ttl_s), SP_CACHE_TTL_MAX_S + 1 },
+        { offsetof(sp_cache_config_t, max_entry_bytes), 0 },
+        { offsetof(sp_cache_config_t, max_entry_bytes),
+          SP_CACHE_MAX_ENTRY_MAX + 1 },
+        { offsetof(sp_cache_config_t, only_deterministic), 2 },
+    };
+
+    (void) state;
+
+    for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        data = small_snapshot(&len);
+        open_ok(&s, data, len);
+
+        /* a writer gone wrong, sealed with a good checksum */
+        org = (sp_snapshot_org_t *) sp_snapshot_find_org(&s, S("org_a"));
+        assert_non_null(org);
+        memcpy((uint8_t *) &org->cache + bad[i].offset, &bad[i].value,
+               sizeof(uint32_t));
+        reseal(data);
+        open_ok(&s, data, len);
+
+        sp_snapshot_cache_config(&s, S("org_a"), &config);
+        assert_int_equal(config.mode, SP_CACHE_OFF);
+
+        free(data);
+    }
+}
+
+
+static void
+test_snapshot_cache_purged_ms_is_the_latest_covering_purge(void **state)
+{
+    uint8_t        *data;
+    size_t          len;
+    sp_snapshot_t   s;
+
+    (void) state;
+
+    data = small_snapshot(&len);
+    open_ok(&s, data, len);
+
+    /* org_a: all at 1000, openai at 3000, openai/gpt-4o at 2000 */
+    assert_int_equal(sp_snapshot_cache_purged_ms(&s, S("org_a"),
+                         S("openai"), S("gpt-4o")), 3000);
+    assert_int_equal(sp_snapshot_cache_purged_ms(&s, S("org_a"),
+                         S("openai"), S("gpt-4o-mini")), 3000);
+    assert_int_equal(sp_snapshot_cache_purged_ms(&s, S("org_a"),
+                         S("anthropic"), S("claude-3-5-haiku")), 1000);
+    assert_int_equal(sp_snapshot_cache_purged_ms(&s, S("org_a"), S(""),
+                         S("")), 1000);
+
+    /* org_b: one model only; another organisation's purges are not its */
+    assert_int_equal(sp_snapshot_cache_purged_ms(&s, S("org_b"),
+                         S("anthropic"), S("claude-3-5-haiku")), 5000);
+    assert_int_equal(sp_snapshot_cache_purged_ms(&s, S("org_b"),
+                         S("anthropic"), S("claude-3-opus")), 0);
+    assert_int_equal(sp_snapshot_cache_purged_ms(&s, S("org_b"),
+                         S("openai"), S("gpt-4o")), 0);
+    assert_int_equal(sp_snapshot_cache_purged_ms(&s, S("org_c"),
+                         S("openai"), S("gpt-4o")), 0);
+
+    free(data);
+}
+
+
+static void
+test_snapshot_cache_purge_model_wins_over_older_provider_purge(void **state)
+{
+    uint8_t                *data;
+    size_t                  len;
+    sp_snapshot_t           s;
+    sp_snapshot_builder_t  *b;
+
+    (void) state;
+
+    b = sp_snapshot_builder_new(9);
+    assert_non_null(b);
+
+    add_purge(b, "org_a", "openai", NULL, 100);
+    add_purge(b, "org_a", "openai", "gpt-4o", 200);
+    /* the same purge again: the later replaces the earlier */
+    add_purge(b, "org_a", "openai", "gpt-4o", 300);
+
+    data = build(b, &len);
+    open_ok(&s, data, len);
+
+    assert_int_equal(s.header->entries[SP_TABLE_CACHE_PURGES], 2);
+    assert_int_equal(sp_snapshot_cache_purged_ms(&s, S("org_a"),
+                         S("openai"), S("gpt-4o")), 300);
+    assert_int_equal(sp_snapshot_cache_purged_ms(&s, S("org_a"),
+                         S("openai"), S("o1")), 100);
+    /* a provider purge does not cover the organisation's other providers */
+    assert_int_equal(sp_snapshot_cache_purged_ms(&s, S("org_a"),
+                         S("mistral"), S("gpt-4o")), 0);
+
+    free(data);
+}
+
+
 int
 main(void)
 {
@@ -2127,6 +2327,14 @@ main(void)
         cmocka_unit_test(test_snapshot_rejects_every_bit_flipped),
         cmocka_unit_test(test_snapshot_rejects_wrong_magic_and_version),
         cmocka_unit_test(test_snapshot_finds_org_flags_and_aliases),
+        cmocka_unit_test(
+            test_snapshot_org_carries_cache_settings_or_defaults),
+        cmocka_unit_test(
+            test_snapshot_cache_settings_out_of_range_turn_the_cache_off),
+        cmocka_unit_test(
+            test_snapshot_cache_purged_ms_is_the_latest_covering_purge),
+        cmocka_unit_test(
+            test_snapshot_cache_purge_model_wins_over_older_provider_purge),
         cmocka_unit_test(test_snapshot_visits_every_budget_of_a_scope),
         cmocka_unit_test(test_snapshot_verified_in_steps_like_at_once),
         cmocka_unit_test(

@@ -1,0 +1,655 @@
+/*
+ * /cache: the response cache's settings, purges and figures (issue 12).
+ *
+ * The settings (GET/PUT /cache/config) and purges (DELETE /cache) are
+ * rows the snapshot carries to the module (snapshot.c): a change is
+ * published at once on this node and within a poll on the others. The
+ * figures (GET /cache/stats) are the audit rows' cache outcomes in a time
+ * range, and this node's zone as the ask header reports it.
+ */
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "controld.h"
+#include "api.h"
+#include "sp_cache.h"
+#include "sp_provider.h"
+
+
+#define CD_CACHE_COLUMNS                                                     \
+    "mode, ttl_seconds, scope, only_deterministic, max_entry_bytes"
+
+#define CD_CACHE_STATS_DEFAULT_US   (24LL * 3600 * 1000000)
+
+static const char  *cd_cache_fields[] = {
+    "mode", "ttl_seconds", "scope", "only_deterministic", "max_entry_bytes",
+    NULL
+};
+
+
+/* ---- PUT /cache/config validation (pure, unit tested) ----------------- */
+
+/* an integer member lo..hi; absent leaves *out */
+static int
+cd_cache_integer(json_t *body, const char *field, json_int_t lo,
+    json_int_t hi, uint32_t *out, unsigned bit, unsigned *given,
+    cd_field_error_t *err)
+{
+    json_t      *value;
+    json_int_t   n;
+
+    value = json_object_get(body, field);
+
+    if (value == NULL) {
+        return CD_OK;
+    }
+
+    if (!json_is_integer(value)) {
+        return cd_field_error(err, 400, "invalid_type", field,
+                              "%s must be an integer from %lld to %lld",
+                              field, (long long) lo, (long long) hi);
+    }
+
+    n = json_integer_value(value);
+
+    if (n < lo || n > hi) {
+        return cd_field_error(err, 422, "invalid_value", field,
+                              "%s is %lld; expected %lld to %lld", field,
+                              (long long) n, (long long) lo, (long long) hi);
+    }
+
+    *out = (uint32_t) n;
+    *given |= bit;
+
+    return CD_OK;
+}
+
+
+int
+cd_cache_config_parse(json_t *body, sp_cache_config_t *config,
+    unsigned *given, cd_field_error_t *err)
+{
+    int          b;
+    json_t      *value;
+    const char  *s;
+
+    *given = 0;
+
+    value = json_object_get(body, "mode");
+
+    if (value != NULL) {
+        if (!json_is_string(value)) {
+            return cd_field_error(err, 400, "invalid_type", "mode",
+                                  "mode must be a string: \"exact\" or "
+                                  "\"off\"");
+        }
+
+        s = json_string_value(value);
+
+        if (sp_cache_mode_parse(s, json_string_length(value), &config->mode)
+            != SP_OK)
+        {
+            return cd_field_error(err, 422, "invalid_value", "mode",
+                                  "unknown mode \"%.32s\": expected "
+                                  "\"exact\" or \"off\"", s);
+        }
+
+        if (config->mode == SP_CACHE_SEMANTIC) {
+            return cd_field_error(err, 422, "unsupported_value", "mode",
+                                  "semantic caching is not available in "
+                                  "this version; use \"exact\" or \"off\"");
+        }
+
+        *given |= CD_CACHE_MODE;
+    }
+
+    value = json_object_get(body, "scope");
+
+    if (value != NULL) {
+        if (!json_is_string(value)) {
+            return cd_field_error(err, 400, "invalid_type", "scope",
+                                  "scope must be a string: \"org\", "
+                                  "\"api_key\", \"project\" or "
+                                  "\"department\"");
+        }
+
+        s = json_string_value(value);
+
+        if (sp_cache_scope_parse(s, json_string_length(value),
+                                 &config->scope)
+            != SP_OK)
+        {
+            return cd_field_error(err, 422, "invalid_value", "scope",
+                                  "unknown scope \"%.32s\": expected "
+                                  "\"org\", \"api_key\", \"project\" or "
+                                  "\"department\"", s);
+        }
+
+        *given |= CD_CACHE_SCOPE;
+    }
+
+    if (cd_cache_integer(body, "ttl_seconds", 1, SP_CACHE_TTL_MAX_S,
+                         &config->ttl_s, CD_CACHE_TTL, given, err)
+        != CD_OK
+        || cd_cache_integer(body, "max_entry_bytes", 1,
+                            SP_CACHE_MAX_ENTRY_MAX, &config->max_entry_bytes,
+                            CD_CACHE_MAX_ENTRY, given, err)
+           != CD_OK
+        || cd_bool_parse(body, "only_deterministic", &b, err) != CD_OK)
+    {
+        return CD_ERROR;
+    }
+
+    if (b >= 0) {
+        config->only_deterministic = (uint32_t) b;
+        *given |= CD_CACHE_DETERMINISTIC;
+    }
+
+    return CD_OK;
+}
+
+
+json_t *
+cd_cache_config_json(const sp_cache_config_t *config)
+{
+    const char  *mode, *scope;
+
+    mode = sp_cache_mode_name(config->mode);
+    scope = sp_cache_scope_name(config->scope);
+
+    if (mode == NULL || scope == NULL) {
+        return NULL;
+    }
+
+    return json_pack("{s:s, s:I, s:s, s:b, s:I}",
+                     "mode", mode,
+                     "ttl_seconds", (json_int_t) config->ttl_s,
+                     "scope", scope,
+                     "only_deterministic", (int) config->only_deterministic,
+                     "max_entry_bytes", (json_int_t) config->max_entry_bytes);
+}
+
+
+/* ---- routes ----------------------------------------------------------- */
+
+/*
+ * A cache_config row (CD_CACHE_COLUMNS) into config; the table's CHECKs
+ * hold it to the values the parsers know, so a failure is a bug or a
+ * newer schema: the caller answers 500.
+ */
+static int
+cd_cache_config_row(PGresult *res, sp_cache_config_t *config)
+{
+    if (sp_cache_mode_parse(PQgetvalue(res, 0, 0),
+                            (size_t) PQgetlength(res, 0, 0), &config->mode)
+        != SP_OK
+        || sp_cache_scope_parse(PQgetvalue(res, 0, 2),
+                                (size_t) PQgetlength(res, 0, 2),
+                                &config->scope)
+           != SP_OK)
+    {
+        return CD_ERROR;
+    }
+
+    config->ttl_s = (uint32_t) strtoul(PQgetvalue(res, 0, 1), NULL, 10);
+    config->only_deterministic = (uint32_t) cd_db_bool(res, 0, 3);
+    config->max_entry_bytes = (uint32_t) strtoul(PQgetvalue(res, 0, 4),
+                                                 NULL, 10);
+
+    return CD_OK;
+}
+
+
+static void
+cd_cache_respond_config(cd_request_t *r, cd_db_conn_t *c, PGresult *res,
+    int commit)
+{
+    json_t             *json;
+    sp_cache_config_t   config;
+
+    sp_cache_config_default(&config);
+
+    if (PQntuples(res) == 1 && cd_cache_config_row(res, &config) != CD_OK) {
+        cd_log_error("cache", "the cache settings of %s hold an unknown "
+                     "mode or scope", r->org_id);
+        cd_respond_db_error(r);
+        return;
+    }
+
+    json = cd_cache_config_json(&config);
+
+    if (json == NULL) {
+        cd_respond_db_error(r);
+        return;
+    }
+
+    if (!commit) {
+        cd_respond(r, 200, json);
+        return;
+    }
+
+    if (cd_request_commit_respond(r, c, 1, 200, json) == CD_OK) {
+        cd_log_info("cache", "cache settings of %s updated: mode %s, ttl "
+                    "%u s, scope %s", r->org_id,
+                    sp_cache_mode_name(config.mode), config.ttl_s,
+                    sp_cache_scope_name(config.scope));
+    }
+}
+
+
+void
+cd_api_cache_config_get(cd_request_t *r)
+{
+    PGresult      *res;
+    cd_db_conn_t  *c;
+
+    c = cd_request_begin(r);
+    if (c == NULL) {
+        return;
+    }
+
+    /* RLS leaves the caller's row, or none: the defaults */
+    res = cd_db_exec(c, "SELECT " CD_CACHE_COLUMNS " FROM cache_config",
+                     0, NULL);
+
+    if (res == NULL) {
+        cd_respond_statement_error(r, c);
+    } else {
+        cd_cache_respond_config(r, c, res, 0);
+    }
+
+    PQclear(res);
+    cd_request_end(r, c);
+}
+
+
+void
+cd_api_cache_config_put(cd_request_t *r)
+{
+    char                ttl[CD_INT_TEXT], max_entry[CD_INT_TEXT];
+    char                ttl_default[CD_INT_TEXT];
+    char                max_entry_default[CD_INT_TEXT];
+    json_t             *body;
+    unsigned            given;
+    PGresult           *res;
+    const char         *params[10];
+    cd_db_conn_t       *c;
+    cd_field_error_t    err;
+    sp_cache_config_t   config, defaults;
+
+    body = cd_request_json(r, cd_cache_fields);
+    if (body == NULL) {
+        return;
+    }
+
+    sp_cache_config_default(&config);
+
+    if (cd_cache_config_parse(body, &config, &given, &err) != CD_OK) {
+        cd_respond_field_error(r, &err);
+        json_decref(body);
+        return;
+    }
+
+    json_decref(body);
+
+    sp_cache_config_default(&defaults);
+    snprintf(ttl, sizeof(ttl), "%u", config.ttl_s);
+    snprintf(max_entry, sizeof(max_entry), "%u", config.max_entry_bytes);
+    snprintf(ttl_default, sizeof(ttl_default), "%u", defaults.ttl_s);
+    snprintf(max_entry_default, sizeof(max_entry_default), "%u",
+             defaults.max_entry_bytes);
+
+    /* NULL keeps the stored value, or takes the default for a new row */
+    params[0] = (given & CD_CACHE_MODE) ? sp_cache_mode_name(config.mode)
+                                        : NULL;
+    params[1] = (given & CD_CACHE_TTL) ? ttl : NULL;
+    params[2] = (given & CD_CACHE_SCOPE) ? sp_cache_scope_name(config.scope)
+                                         : NULL;
+    params[3] = (given & CD_CACHE_DETERMINISTIC)
+                ? (config.only_deterministic ? "t" : "f") : NULL;
+    params[4] = (given & CD_CACHE_MAX_ENTRY) ? max_entry : NULL;
+    params[5] = sp_cache_mode_name(defaults.mode);
+    params[6] = ttl_default;
+    params[7] = sp_cache_scope_name(defaults.scope);
+    params[8] = defaults.only_deterministic ? "t" : "f";
+    params[9] = max_entry_default;
+
+    c = cd_request_begin(r);
+    if (c == NULL) {
+        return;
+    }
+
+    /* one statement: concurrent partial PUTs merge, none is lost */
+    res = cd_db_exec(c, "INSERT INTO cache_config AS c (org_id, mode,"
+                        " ttl_seconds, scope, only_deterministic,"
+                        " max_entry_bytes, updated_at)"
+                        " VALUES (current_setting('spendpol.org_id'),"
+                        " coalesce($1, $6), coalesce($2::integer,"
+                        " $7::integer), coalesce($3, $8),"
+                        " coalesce($4::boolean, $9::boolean),"
+                        " coalesce($5::integer, $10::integer),"
+                        " clock_timestamp())"
+                        " ON CONFLICT (org_id) DO UPDATE SET"
+                        " mode = coalesce($1, c.mode),"
+                        " ttl_seconds = coalesce($2::integer,"
+                        " c.ttl_seconds),"
+                        " scope = coalesce($3, c.scope),"
+                        " only_deterministic = coalesce($4::boolean,"
+                        " c.only_deterministic),"
+                        " max_entry_bytes = coalesce($5::integer,"
+                        " c.max_entry_bytes),"
+                        " updated_at = clock_timestamp()"
+                        " RETURNING " CD_CACHE_COLUMNS, 10, params);
+
+    if (res == NULL || PQntuples(res) != 1) {
+        cd_respond_statement_error(r, c);
+    } else {
+        cd_cache_respond_config(r, c, res, 1);
+    }
+
+    PQclear(res);
+    cd_request_end(r, c);
+}
+
+
+void
+cd_api_cache_purge(cd_request_t *r)
+{
+    json_t        *json;
+    PGresult      *res;
+    const char    *provider, *model, *params[2];
+    cd_db_conn_t  *c;
+
+    provider = cd_query(r, "provider");
+    model = cd_query(r, "model");
+
+    if (provider != NULL
+        && cd_provider_param(r, provider, 422, "provider") != CD_OK)
+    {
+        return;
+    }
+
+    if (model != NULL) {
+        if (provider == NULL) {
+            cd_respond_error(r, 422, "invalid_request_error",
+                             "provider_required", "model",
+                             "model purges one provider's model: give "
+                             "provider too (DELETE /cache?provider=openai"
+                             "&model=gpt-4o-mini)");
+            return;
+        }
+
+        if (cd_validate_text(model, 1, CD_NAME_MAX) != NULL
+            || !cd_utf8_valid(model, strlen(model)))
+        {
+            cd_respond_error(r, 422, "invalid_request_error",
+                             "invalid_value", "model", "model must be 1 to "
+                             CD_STRINGIFY(CD_NAME_MAX) " printable UTF-8 "
+                             "characters");
+            return;
+        }
+    }
+
+    params[0] = provider ? provider : "";
+    params[1] = model ? model : "";
+
+    c = cd_request_begin(r);
+    if (c == NULL) {
+        return;
+    }
+
+    /*
+     * The database's clock, as the snapshot carries it: an entry the
+     * module stored before it is not served. clock_timestamp(), not
+     * now(): an entry stored while this transaction ran is purged too.
+     */
+    res = cd_db_exec(c, "INSERT INTO cache_purges AS p (org_id, provider,"
+                        " model, purged_at)"
+                        " VALUES (current_setting('spendpol.org_id'), $1, $2,"
+                        " clock_timestamp())"
+                        " ON CONFLICT (org_id, provider, model) DO UPDATE"
+                        " SET purged_at = EXCLUDED.purged_at"
+                        " RETURNING " CD_SQL_TS("purged_at"), 2, params);
+
+    if (res == NULL || PQntuples(res) != 1) {
+        cd_respond_statement_error(r, c);
+        goto done;
+    }
+
+    json = json_pack("{s:{s:s?, s:s?, s:s}}", "purged",
+                     "provider", provider, "model", model,
+                     "purged_at", PQgetvalue(res, 0, 0));
+
+    if (json == NULL) {
+        cd_respond_db_error(r);
+        goto done;
+    }
+
+    /* publish: this node's snapshot carries the purge at once */
+    if (cd_request_commit_respond(r, c, 1, 200, json) == CD_OK) {
+        cd_log_info("cache", "cache of %s purged (provider %s, model %s)",
+                    r->org_id, provider ? provider : "all",
+                    model ? "given" : "all");
+    }
+
+done:
+
+    PQclear(res);
+    cd_request_end(r, c);
+}
+
+
+/* ?name= as RFC 3339 into *us; absent leaves it. 400 when malformed */
+static int
+cd_cache_time(cd_request_t *r, const char *name, int64_t *us, int *given)
+{
+    const char  *value;
+
+    value = cd_query(r, name);
+    *given = value != NULL;
+
+    if (value == NULL) {
+        return CD_OK;
+    }
+
+    if (cd_rfc3339_parse(value, us) != CD_OK) {
+        cd_respond_error(r, 400, "invalid_request_error", "invalid_time",
+                         name, "%s must be an RFC 3339 date-time, e.g. "
+                         "\"2026-12-01T00:00:00Z\"", name);
+        return CD_ERROR;
+    }
+
+    return CD_OK;
+}
+
+
+/* microseconds since the epoch as RFC 3339 UTC with milliseconds */
+static void
+cd_cache_time_text(int64_t us, char *out, size_t outlen)
+{
+    char       stamp[32];
+    time_t     sec;
+    struct tm  tm;
+
+    sec = (time_t) (us / 1000000);
+    gmtime_r(&sec, &tm);
+    strftime(stamp, sizeof(stamp), "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(out, outlen, "%s.%03dZ", stamp, (int) (us % 1000000 / 1000));
+}
+
+
+/* hits / (hits + misses), 4 decimals; 0 when neither */
+static json_t *
+cd_cache_hit_rate(int64_t hits, int64_t misses)
+{
+    if (hits + misses == 0) {
+        return json_integer(0);
+    }
+
+    return json_real(round((double) hits * 10000 / (double) (hits + misses))
+                     / 10000);
+}
+
+
+/* the outcome counts of a stats row (columns 2..5) into obj */
+static int
+cd_cache_counts(json_t *obj, PGresult *res, int row)
+{
+    char     saved[SP_MONEY_STR_LEN];
+    int64_t  hits, misses, skips;
+
+    hits = strtoll(PQgetvalue(res, row, 2), NULL, 10);
+    misses = strtoll(PQgetvalue(res, row, 3), NULL, 10);
+    skips = strtoll(PQgetvalue(res, row, 4), NULL, 10);
+    sp_money_format(strtoll(PQgetvalue(res, row, 5), NULL, 10), saved);
+
+    return json_object_set_new(obj, "hits", json_integer(hits))
+           || json_object_set_new(obj, "misses", json_integer(misses))
+           || json_object_set_new(obj, "skips", json_integer(skips))
+           || json_object_set_new(obj, "hit_rate",
+                                  cd_cache_hit_rate(hits, misses))
+           || json_object_set_new(obj, "saved_usd", json_string(saved));
+}
+
+
+static json_t *
+cd_cache_stats_json(PGresult *res, const char *from, const char *to,
+    const int64_t *zone)
+{
+    int      i;
+    json_t  *obj, *list, *entry;
+
+    obj = json_pack("{s:s, s:s}", "from", from, "to", to);
+    list = json_array();
+
+    if (obj == NULL || list == NULL) {
+        goto failed;
+    }
+
+    /* row 0 is the whole range's (ORDER BY grouping first) */
+    if (PQntuples(res) < 1 || !cd_db_bool(res, 0, 6)
+        || cd_cache_counts(obj, res, 0)
+        || json_object_set_new(obj, "entries", json_integer(zone[0]))
+        || json_object_set_new(obj, "bytes", json_integer(zone[1]))
+        || json_object_set_new(obj, "evictions", json_integer(zone[2])))
+    {
+        goto failed;
+    }
+
+    for (i = 1; i < PQntuples(res); i++) {
+        entry = json_object();
+
+        if (entry == NULL || json_array_append_new(list, entry) != 0
+            || cd_json_set_column(entry, "provider", res, i, 0)
+            || cd_json_set_column(entry, "model", res, i, 1)
+            || cd_cache_counts(entry, res, i))
+        {
+            goto failed;
+        }
+    }
+
+    if (json_object_set_new(obj, "by_model", list) != 0) {
+        list = NULL;
+        goto failed;
+    }
+
+    return obj;
+
+failed:
+
+    json_decref(obj);
+    json_decref(list);
+
+    return NULL;
+}
+
+
+void
+cd_api_cache_stats(cd_request_t *r)
+{
+    int            from_given, to_given;
+    char           from[40], to[40], from_us[CD_INT_TEXT];
+    char           to_us[CD_INT_TEXT];
+    json_t        *json;
+    int64_t        from_t, to_t, zone[3];
+    PGresult      *res;
+    const char    *params[2];
+    cd_db_conn_t  *c;
+
+    to_t = cd_clock_ms(CLOCK_REALTIME) * 1000;
+    from_t = 0;
+
+    if (cd_cache_time(r, "from", &from_t, &from_given) != CD_OK
+        || cd_cache_time(r, "to", &to_t, &to_given) != CD_OK)
+    {
+        return;
+    }
+
+    if (!from_given) {
+        from_t = to_t - CD_CACHE_STATS_DEFAULT_US;
+        from_t = from_t < 0 ? 0 : from_t;
+    }
+
+    if (from_t > to_t) {
+        cd_respond_error(r, 422, "invalid_request_error", "invalid_range",
+                         "from", "from must not be after to");
+        return;
+    }
+
+    snprintf(from_us, sizeof(from_us), "%lld", (long long) from_t);
+    snprintf(to_us, sizeof(to_us), "%lld", (long long) to_t);
+    params[0] = from_us;
+    params[1] = to_us;
+
+    c = cd_request_begin(r);
+    if (c == NULL) {
+        return;
+    }
+
+    /*
+     * One pass over the range's rows by the primary key (org_id,
+     * created_at, id): RLS supplies org_id, the range prunes the
+     * partitions to the months it covers. The grouping set () is the
+     * whole range, always one row, first.
+     */
+    res = cd_db_exec(c, "SELECT provider, model,"
+                        " count(*) FILTER (WHERE cache = 'hit'),"
+                        " count(*) FILTER (WHERE cache = 'miss'),"
+                        " count(*) FILTER (WHERE cache = 'skip'),"
+                        " coalesce(sum(saved_nano), 0),"
+                        " grouping(provider, model) <> 0 AS total"
+                        " FROM audit_logs"
+                        " WHERE created_at >= 'epoch'::timestamptz"
+                        " + $1::bigint * interval '1 microsecond'"
+                        " AND created_at < 'epoch'::timestamptz"
+                        " + $2::bigint * interval '1 microsecond'"
+                        " AND cache IN ('hit', 'miss', 'skip')"
+                        " GROUP BY GROUPING SETS ((provider, model), ())"
+                        " ORDER BY total DESC, 3 DESC, provider, model",
+                     2, params);
+
+    if (res == NULL) {
+        cd_respond_statement_error(r, c);
+        cd_request_end(r, c);
+        return;
+    }
+
+    cd_cache_time_text(from_t, from, sizeof(from));
+    cd_cache_time_text(to_t, to, sizeof(to));
+    cd_lease_cache_figures(r->app, zone);
+
+    json = cd_cache_stats_json(res, from, to, zone);
+
+    if (json == NULL) {
+        cd_respond_db_error(r);
+    } else {
+        cd_respond(r, 200, json);
+    }
+
+    PQclear(res);
+    cd_request_end(r, c);
+}
