@@ -850,7 +850,7 @@ sp_json_number(sp_json_tape_t *tape, const char **pp, const char *last)
 {
     int          negative, real, exp_negative, nonzero;
     long         i;
-    int64_t      digits, exponent, frac_zeros;
+    int64_t      digits, exponent, frac_zeros, int_digits, e;
     uint64_t     n, limit;
     const char  *p;
 
@@ -861,6 +861,7 @@ sp_json_number(sp_json_tape_t *tape, const char **pp, const char *last)
     digits = 0;
     nonzero = 0;
     frac_zeros = 0;
+    int_digits = 0;
 
     if (*p == '-') {
         negative = 1;
@@ -891,6 +892,8 @@ sp_json_number(sp_json_tape_t *tape, const char **pp, const char *last)
             digits++;
             p++;
         }
+
+        int_digits = digits;
     }
 
     if (p < last && *p == '.') {
@@ -950,15 +953,21 @@ sp_json_number(sp_json_tape_t *tape, const char **pp, const char *last)
         }
 
         /*
-         * Far below 10^-300 strtod may round a non-zero number to 0:
-         * declined, so that "is it zero" is jansson's answer.
+         * Whether strtod makes it 0, as jansson's tree says: the value is
+         * in [10^e, 10^(e+1)); below 10^-324 it rounds to 0, from 10^-323
+         * up it does not, and between, rare, jansson decides.
          */
-        if (nonzero && n == 0 && exponent - frac_zeros < -300) {
-            return SP_ERROR;
-        }
+        if (nonzero) {
+            e = (n != 0) ? int_digits - 1 + exponent
+                         : exponent - frac_zeros - 1;
 
-        if (nonzero && n != 0 && exponent < -300) {
-            return SP_ERROR;
+            if (e == -324) {
+                return SP_ERROR;
+            }
+
+            if (e < -324) {
+                nonzero = 0;
+            }
         }
 
         i = sp_json_tape_push(tape, SP_JSON_REAL);

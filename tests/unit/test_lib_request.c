@@ -1564,8 +1564,15 @@ test_request_temperature_zero_is_a_number_equal_to_0(void **state)
                   0, 0);
     }
 
-    /* a number too small for a double is not 0 to the scanner either */
+    /*
+     * What a double makes of it, by both readers: below the smallest
+     * denormal it is 0, a denormal is not.
+     */
     flags_are(SP_PROVIDER_OPENAI, "{\"temperature\":1e-400}", 1, 0);
+    flags_are(SP_PROVIDER_OPENAI, "{\"temperature\":0.001e-323}", 1, 0);
+    flags_are(SP_PROVIDER_OPENAI, "{\"temperature\":12e-327}", 1, 0);
+    flags_are(SP_PROVIDER_OPENAI, "{\"temperature\":3e-324}", 0, 0);
+    flags_are(SP_PROVIDER_OPENAI, "{\"temperature\":1e-320}", 0, 0);
     flags_are(SP_PROVIDER_OPENAI, "{\"temperature\":0.5e-300}", 0, 0);
 }
 
