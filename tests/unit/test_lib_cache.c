@@ -432,6 +432,57 @@ test_cache_key_refuses_what_is_not_one_json_value(void **state)
         hex_of(ok, hex);
     }
 
+    /* objects as deep, sorted at every level: bounded recursion */
+    {
+        char    *a, *b, ha[2 * SP_CACHE_KEY_LEN + 1];
+        char     hb[2 * SP_CACHE_KEY_LEN + 1];
+        size_t   i, n;
+
+        a = malloc(2048 * 16 + 16);
+        b = malloc(2048 * 16 + 16);
+        assert_non_null(a);
+        assert_non_null(b);
+        n = 0;
+
+        for (i = 0; i < 2047; i++) {
+            memcpy(a + n, "{\"z\":0,\"a\":", 11);
+            n += 11;
+        }
+
+        memcpy(a + n, "{}", 2);
+        n += 2;
+
+        for (i = 0; i < 2047; i++) {
+            a[n++] = '}';
+        }
+
+        a[n] = '\0';
+
+        n = 0;
+
+        for (i = 0; i < 2047; i++) {
+            memcpy(b + n, "{\"a\":", 5);
+            n += 5;
+        }
+
+        memcpy(b + n, "{}", 2);
+        n += 2;
+
+        for (i = 0; i < 2047; i++) {
+            memcpy(b + n, ",\"z\":0}", 7);
+            n += 7;
+        }
+
+        b[n] = '\0';
+
+        hex_of(a, ha);
+        hex_of(b, hb);
+        assert_string_equal(ha, hb);
+
+        free(a);
+        free(b);
+    }
+
     memset(deep, '[', 2049);
     memset(deep + 2049, ']', 2049);
     deep[sizeof(deep) - 1] = '\0';
