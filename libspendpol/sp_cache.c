@@ -95,10 +95,11 @@ typedef struct {
     size_t               nobjects;
     size_t               objects_cap;
     sp_cache_member_t   *members;
-    size_t               stack;          /* members of open objects: [0, stack) */
+    size_t               stack;          /* open objects' members: [0, stack) */
     size_t               sorted;         /* of closed ones: [sorted, cap) */
     size_t               members_cap;
     sp_cache_open_t     *open;
+    size_t               depth_cap;
 } sp_cache_ctx_t;
 
 
@@ -183,9 +184,10 @@ sp_cache_deterministic(int temperature_zero, int has_seed, int meter)
 
 
 /*
- * Capacities for a body of len bytes. A member takes at least 5 bytes
- * ("":0 and a comma or brace), an object with members at least 7
- * ({"":0} and a comma): the arrays can never fill up.
+ * Capacities for a body of len bytes, counting bytes no two own: a
+ * member owns its name's quotes, its ':' and the '{' or ',' before it (4
+ * bytes); an object with members its '{', its first name's quotes and ':'
+ * and its '}' (5). The lists never fill up (they are checked anyway).
  */
 static size_t
 sp_cache_members_cap(size_t len)
@@ -197,7 +199,15 @@ sp_cache_members_cap(size_t len)
 static size_t
 sp_cache_objects_cap(size_t len)
 {
-    return len / 6 + 2;
+    return len / 5 + 2;
+}
+
+
+/* each level opens and closes: a body nests at most len / 2 deep */
+static size_t
+sp_cache_depth_cap(size_t len)
+{
+    return (len / 2 < SP_CACHE_DEPTH_MAX ? len / 2 : SP_CACHE_DEPTH_MAX) + 1;
 }
 
 
@@ -211,7 +221,7 @@ sp_cache_key_scratch(size_t body_len)
     /* 8: aligning the caller's pointer */
     return 8 + sp_cache_objects_cap(body_len) * sizeof(sp_cache_object_t)
            + sp_cache_members_cap(body_len) * sizeof(sp_cache_member_t)
-           + (SP_CACHE_DEPTH_MAX + 1) * sizeof(sp_cache_open_t)
+           + sp_cache_depth_cap(body_len) * sizeof(sp_cache_open_t)
            + SP_CACHE_HEADER_MAX + 2 * body_len;
 }
 
@@ -646,6 +656,12 @@ value:
             return SP_ERROR;
         }
 
+        if (depth + 1 >= ctx->depth_cap) {
+            /* unclosed brackets: the body ends inside them */
+            *reason = "the body ends inside an object or array";
+            return SP_ERROR;
+        }
+
         o = &ctx->open[depth++];
         o->open = (uint32_t) (w - ctx->compact);
         o->object = SP_CACHE_NONE;
@@ -984,7 +1000,8 @@ sp_cache_key(const sp_cache_key_in_t *in, void *scratch,
     p += ctx.members_cap * sizeof(sp_cache_member_t);
 
     ctx.open = (sp_cache_open_t *) p;
-    p += (SP_CACHE_DEPTH_MAX + 1) * sizeof(sp_cache_open_t);
+    ctx.depth_cap = sp_cache_depth_cap(in->body_len);
+    p += ctx.depth_cap * sizeof(sp_cache_open_t);
 
     ctx.compact = p;
     p += in->body_len;

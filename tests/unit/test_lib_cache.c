@@ -200,6 +200,10 @@ test_cache_key_ignores_user_stream_options_metadata_at_top_level(
 }
 
 
+#define SYSTEM  "\"messages\":[{\"role\":\"system\",\"content\":" \
+                "\"Be brief\"},"
+
+
 static void
 test_cache_key_changes_with_any_other_change(void **state)
 {
@@ -207,7 +211,7 @@ test_cache_key_changes_with_any_other_change(void **state)
 
     different_key(CHAT,
                   "{\"model\":\"gpt-4o\",\"temperature\":0,\"stream\":false,"
-                  "\"messages\":[{\"role\":\"system\",\"content\":\"Be brief\"},"
+                  SYSTEM
                   "{\"role\":\"user\",\"content\":\"Hellp\"}]}");
     different_key(CHAT,
                   "{\"model\":\"gpt-4o-mini\",\"temperature\":0,\"stream\":"
@@ -215,11 +219,11 @@ test_cache_key_changes_with_any_other_change(void **state)
                   "\"Be brief\"},{\"role\":\"user\",\"content\":\"Hello\"}]}");
     different_key(CHAT,
                   "{\"model\":\"gpt-4o\",\"temperature\":0.2,\"stream\":false,"
-                  "\"messages\":[{\"role\":\"system\",\"content\":\"Be brief\"},"
+                  SYSTEM
                   "{\"role\":\"user\",\"content\":\"Hello\"}]}");
     different_key(CHAT,
                   "{\"model\":\"gpt-4o\",\"temperature\":0,\"stream\":true,"
-                  "\"messages\":[{\"role\":\"system\",\"content\":\"Be brief\"},"
+                  SYSTEM
                   "{\"role\":\"user\",\"content\":\"Hello\"}]}");
 
     /* arrays keep their order */
@@ -481,6 +485,31 @@ test_cache_key_refuses_what_is_not_one_json_value(void **state)
 
         free(a);
         free(b);
+    }
+
+    /* the tightest nesting of objects: {"":{"":...0}} */
+    {
+        char    *a, hex[2 * SP_CACHE_KEY_LEN + 1];
+        size_t   i, n;
+
+        a = malloc(2048 * 5 + 2);
+        assert_non_null(a);
+        n = 0;
+
+        for (i = 0; i < 2048; i++) {
+            memcpy(a + n, "{\"\":", 4);
+            n += 4;
+        }
+
+        a[n++] = '0';
+
+        for (i = 0; i < 2048; i++) {
+            a[n++] = '}';
+        }
+
+        a[n] = '\0';
+        hex_of(a, hex);
+        free(a);
     }
 
     memset(deep, '[', 2049);
