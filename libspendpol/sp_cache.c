@@ -647,15 +647,16 @@ value:
         return SP_ERROR;
     }
 
+    /* jansson counts every value, a string or number too, as a level */
+    if (depth == SP_CACHE_DEPTH_MAX) {
+        *reason = "the body nests deeper than the request parser allows";
+        return SP_ERROR;
+    }
+
     switch (*p) {
 
     case '{':
     case '[':
-        if (depth == SP_CACHE_DEPTH_MAX) {
-            *reason = "the body nests deeper than the request parser allows";
-            return SP_ERROR;
-        }
-
         if (depth + 1 >= ctx->depth_cap) {
             /* unclosed brackets: the body ends inside them */
             *reason = "the body ends inside an object or array";

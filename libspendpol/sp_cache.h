@@ -20,7 +20,8 @@
  * empty, not JSON as the request parser reads it (jansson: UTF-8,
  * escapes, surrogates, a member name twice in one object, as spelled) or
  * followed by more than whitespace; nesting deeper than jansson's
- * JSON_PARSER_MAX_DEPTH (2048); a string field longer than 1024 bytes.
+ * JSON_PARSER_MAX_DEPTH (2048, every value a level: 2047 objects around a
+ * number, 2048 around nothing); a string field longer than 1024 bytes.
  */
 
 #ifndef SP_CACHE_H

@@ -427,6 +427,9 @@ test_cache_key_refuses_what_is_not_one_json_value(void **state)
     key_fails("{\"b\":{\"a\":1,\"c\":0,\"a\":2}}", "twice");
 
     /* the request parser's limit (jansson's): 2048 levels, not 2049 */
+    key_fails("[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[["
+              "[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[",
+              "ends inside");
     memset(ok, '[', 2048);
     memset(ok + 2048, ']', 2048);
     ok[sizeof(ok) - 1] = '\0';
@@ -487,29 +490,41 @@ test_cache_key_refuses_what_is_not_one_json_value(void **state)
         free(b);
     }
 
-    /* the tightest nesting of objects: {"":{"":...0}} */
+    /*
+     * The tightest nesting of objects, {"":{"":...0}}. jansson counts
+     * the 0 as a level too: 2047 objects around it, not 2048.
+     */
     {
         char    *a, hex[2 * SP_CACHE_KEY_LEN + 1];
-        size_t   i, n;
+        size_t   i, n, levels;
 
-        a = malloc(2048 * 5 + 2);
-        assert_non_null(a);
-        n = 0;
+        for (levels = 2047; levels <= 2048; levels++) {
+            a = malloc(levels * 5 + 2);
+            assert_non_null(a);
+            n = 0;
 
-        for (i = 0; i < 2048; i++) {
-            memcpy(a + n, "{\"\":", 4);
-            n += 4;
+            for (i = 0; i < levels; i++) {
+                memcpy(a + n, "{\"\":", 4);
+                n += 4;
+            }
+
+            a[n++] = '0';
+
+            for (i = 0; i < levels; i++) {
+                a[n++] = '}';
+            }
+
+            a[n] = '\0';
+
+            if (levels == 2047) {
+                hex_of(a, hex);
+
+            } else {
+                key_fails(a, "deeper");
+            }
+
+            free(a);
         }
-
-        a[n++] = '0';
-
-        for (i = 0; i < 2048; i++) {
-            a[n++] = '}';
-        }
-
-        a[n] = '\0';
-        hex_of(a, hex);
-        free(a);
     }
 
     memset(deep, '[', 2049);
