@@ -12,6 +12,16 @@
  * (user, stream_options, metadata) left out. Strings and numbers are kept
  * as spelled: two spellings of one value are two keys (a miss, never a
  * wrong hit). Two organisations never share a key.
+ *
+ * The bytes hashed: "spendpol-cache-v1"; org_id, the scope as a 4-byte
+ * big-endian number, scope_value, provider and endpoint, each string
+ * after its length as 4 bytes big-endian (so ("ab","c") and ("a","bc")
+ * differ); then the canonical body. Not keyed (SP_ERROR): a body that is
+ * empty, not JSON as the request parser reads it (jansson: UTF-8,
+ * escapes, surrogates, a member name twice in one object, as spelled) or
+ * followed by more than whitespace; nesting deeper than jansson's
+ * JSON_PARSER_MAX_DEPTH (2048, every value a level: 2047 objects around a
+ * number, 2048 around nothing); a string field longer than 1024 bytes.
  */
 
 #ifndef SP_CACHE_H

@@ -359,7 +359,10 @@ typedef enum {
     SP_FIELD_PROMPT,          /* text and media */
     SP_FIELD_PROMPT_IDS,      /* text, media and token ids */
     SP_FIELD_SCHEMA,          /* text with object keys */
-    SP_FIELD_IMAGES           /* Cohere embed: images as data URIs */
+    SP_FIELD_IMAGES,          /* Cohere embed: images as data URIs */
+    SP_FIELD_TEMPERATURE,
+    SP_FIELD_SEED,            /* OpenAI, Azure, Cohere */
+    SP_FIELD_RANDOM_SEED      /* Mistral */
 } sp_field_e;
 
 typedef struct {
@@ -401,6 +404,9 @@ static const sp_field_name_t  sp_request_fields[] = {
     { "functions", SP_FIELD_SCHEMA },         /* OpenAI, deprecated */
     { "response_format", SP_FIELD_SCHEMA },
     { "text", SP_FIELD_SCHEMA },              /* Responses: format */
+    { "temperature", SP_FIELD_TEMPERATURE },
+    { "seed", SP_FIELD_SEED },
+    { "random_seed", SP_FIELD_RANDOM_SEED },
     { NULL, SP_FIELD_OTHER }
 };
 
@@ -530,11 +536,27 @@ sp_request_int(const sp_json_token_t *v, const char *name, int64_t min,
 }
 
 
-/* Gemini's generationConfig: maxOutputTokens and candidateCount */
+/*
+ * A temperature that makes sampling deterministic: a number equal to 0,
+ * however spelled (0, -0, 0.0, 0e5). null, a string or absent: not.
+ */
 static int
-sp_request_generation(const sp_json_tape_t *tape, size_t config,
-    const char *config_name, sp_request_info_t *info, char *err,
-    size_t errlen)
+sp_request_temperature_zero(const sp_json_token_t *v)
+{
+    return (v->type == SP_JSON_INTEGER || v->type == SP_JSON_REAL)
+           && v->value == 0;
+}
+
+
+/*
+ * Gemini's generationConfig: maxOutputTokens and candidateCount; for
+ * Google, whose generation settings live only there, its temperature and
+ * seed too.
+ */
+static int
+sp_request_generation(sp_provider_e provider, const sp_json_tape_t *tape,
+    size_t config, const char *config_name, sp_request_info_t *info,
+    char *err, size_t errlen)
 {
     char                    name[64], key[32];
     size_t                  k;
@@ -573,6 +595,15 @@ sp_request_generation(const sp_json_tape_t *tape, size_t config,
             {
                 return SP_ERROR;
             }
+
+        } else if (provider != SP_PROVIDER_GOOGLE) {
+            continue;
+
+        } else if (strcmp(key, "temperature") == 0) {
+            info->temperature_zero = sp_request_temperature_zero(&t[k + 1]);
+
+        } else if (strcmp(key, "seed") == 0) {
+            info->has_seed = (t[k + 1].type != SP_JSON_NULL);
         }
     }
 
@@ -810,8 +841,8 @@ sp_request_json_error(const char *body, size_t len, json_error_t *jerr,
 
 /* the members of the body's object, in the order written */
 static int
-sp_request_members(const sp_json_tape_t *tape, sp_request_info_t *info,
-    char *err, size_t errlen)
+sp_request_members(sp_provider_e provider, const sp_json_tape_t *tape,
+    sp_request_info_t *info, char *err, size_t errlen)
 {
     int                     rc;
     char                    key[32];
@@ -875,7 +906,35 @@ sp_request_members(const sp_json_tape_t *tape, sp_request_info_t *info,
             break;
 
         case SP_FIELD_GENERATION:
-            rc = sp_request_generation(tape, v, key, info, err, errlen);
+            rc = sp_request_generation(provider, tape, v, key, info, err,
+                                       errlen);
+            break;
+
+        case SP_FIELD_TEMPERATURE:
+            /* Gemini's is in generationConfig */
+            if (provider != SP_PROVIDER_GOOGLE
+                && provider != SP_PROVIDER_UNKNOWN)
+            {
+                info->temperature_zero = sp_request_temperature_zero(&t[v]);
+            }
+
+            break;
+
+        case SP_FIELD_SEED:
+            if (provider == SP_PROVIDER_OPENAI
+                || provider == SP_PROVIDER_AZURE
+                || provider == SP_PROVIDER_COHERE)
+            {
+                info->has_seed = (t[v].type != SP_JSON_NULL);
+            }
+
+            break;
+
+        case SP_FIELD_RANDOM_SEED:
+            if (provider == SP_PROVIDER_MISTRAL) {
+                info->has_seed = (t[v].type != SP_JSON_NULL);
+            }
+
             break;
 
         case SP_FIELD_PROMPT:
@@ -945,8 +1004,8 @@ sp_request_tape(sp_json_tape_t *tape, const char *body, size_t len, int scan,
 
 
 static int
-sp_request_parse_body(const char *body, size_t len, int scan,
-    sp_request_info_t *info, char *err, size_t errlen)
+sp_request_parse_body(sp_provider_e provider, const char *body, size_t len,
+    int scan, sp_request_info_t *info, char *err, size_t errlen)
 {
     int             rc;
     json_t         *root;
@@ -975,7 +1034,7 @@ sp_request_parse_body(const char *body, size_t len, int scan,
         return SP_ERROR;
     }
 
-    rc = sp_request_members(&tape, info, err, errlen);
+    rc = sp_request_members(provider, &tape, info, err, errlen);
 
     sp_json_tape_free(&tape);
 
@@ -991,9 +1050,7 @@ int
 sp_request_parse(sp_provider_e provider, const char *body, size_t len,
     sp_request_info_t *info, char *err, size_t errlen)
 {
-    (void) provider;
-
-    return sp_request_parse_body(body, len, 1, info, err, errlen);
+    return sp_request_parse_body(provider, body, len, 1, info, err, errlen);
 }
 
 
@@ -1001,9 +1058,7 @@ int
 sp_request_parse_tree(sp_provider_e provider, const char *body, size_t len,
     sp_request_info_t *info, char *err, size_t errlen)
 {
-    (void) provider;
-
-    return sp_request_parse_body(body, len, 0, info, err, errlen);
+    return sp_request_parse_body(provider, body, len, 0, info, err, errlen);
 }
 
 

@@ -848,9 +848,9 @@ sp_json_hex4(const char *p, uint32_t *cp)
 static int
 sp_json_number(sp_json_tape_t *tape, const char **pp, const char *last)
 {
-    int          negative, real, exp_negative;
+    int          negative, real, exp_negative, nonzero;
     long         i;
-    int64_t      digits, exponent;
+    int64_t      digits, exponent, frac_zeros, int_digits, e;
     uint64_t     n, limit;
     const char  *p;
 
@@ -859,6 +859,9 @@ sp_json_number(sp_json_tape_t *tape, const char **pp, const char *last)
     real = 0;
     n = 0;
     digits = 0;
+    nonzero = 0;
+    frac_zeros = 0;
+    int_digits = 0;
 
     if (*p == '-') {
         negative = 1;
@@ -875,6 +878,8 @@ sp_json_number(sp_json_tape_t *tape, const char **pp, const char *last)
         p++;
 
     } else {
+        nonzero = 1;
+
         while (p < last && *p >= '0' && *p <= '9') {
             if (n > (limit - (uint64_t) (*p - '0')) / 10) {
                 /* too large for an integer; a real is judged below */
@@ -887,6 +892,8 @@ sp_json_number(sp_json_tape_t *tape, const char **pp, const char *last)
             digits++;
             p++;
         }
+
+        int_digits = digits;
     }
 
     if (p < last && *p == '.') {
@@ -898,6 +905,13 @@ sp_json_number(sp_json_tape_t *tape, const char **pp, const char *last)
         }
 
         while (p < last && *p >= '0' && *p <= '9') {
+            if (*p != '0') {
+                nonzero = 1;
+
+            } else if (!nonzero) {
+                frac_zeros++;
+            }
+
             digits++;
             p++;
         }
@@ -938,7 +952,29 @@ sp_json_number(sp_json_tape_t *tape, const char **pp, const char *last)
             return SP_ERROR;
         }
 
+        /*
+         * Whether strtod makes it 0, as jansson's tree says: the value is
+         * in [10^e, 10^(e+1)); below 10^-324 it rounds to 0, from 10^-323
+         * up it does not, and between, rare, jansson decides.
+         */
+        if (nonzero) {
+            e = (n != 0) ? int_digits - 1 + exponent
+                         : exponent - frac_zeros - 1;
+
+            if (e == -324) {
+                return SP_ERROR;
+            }
+
+            if (e < -324) {
+                nonzero = 0;
+            }
+        }
+
         i = sp_json_tape_push(tape, SP_JSON_REAL);
+
+        if (i >= 0) {
+            tape->token[i].value = nonzero;
+        }
 
     } else {
         if (n > limit) {
@@ -1248,8 +1284,17 @@ sp_json_tape_from_tree(sp_json_tape_t *tape, json_t *v)
         tape->token[i].value = (int64_t) json_integer_value(v);
         return SP_OK;
 
+    case JSON_REAL:
+        i = sp_json_tape_push(tape, SP_JSON_REAL);
+        if (i < 0) {
+            return SP_ERROR;
+        }
+
+        tape->token[i].value = (json_real_value(v) != 0.0);
+        return SP_OK;
+
     default:
-        /* a real, true, false or null: the tape's types are jansson's */
+        /* true, false or null: the tape's types are jansson's */
         return sp_json_tape_push(tape, (sp_json_type_e) (json_typeof(v) + 1))
                < 0 ? SP_ERROR : SP_OK;
     }

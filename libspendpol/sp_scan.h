@@ -118,7 +118,8 @@ typedef struct {
     uint32_t     raw_len;   /* string: bytes as written */
     uint32_t     end;       /* the token after this value's subtree */
     int64_t      value;     /* integer: the value; string: its length
-                               decoded; object, array: members */
+                               decoded; object, array: members; real:
+                               1 when not zero, 0 when zero */
     uint8_t      type;      /* sp_json_type_e */
     uint8_t      escaped;   /* string: holds backslash escapes */
 } sp_json_token_t;

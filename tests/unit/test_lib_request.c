@@ -1492,6 +1492,153 @@ test_request_count_applies_to_openai_models_only(void **state)
 
 
 
+/*
+ * temperature_zero and has_seed as provider said, by both readers (the
+ * scanner and jansson alone): they must agree.
+ */
+static void
+flags_are(sp_provider_e provider, const char *body, int temperature_zero,
+    int has_seed)
+{
+    int                 tree;
+    char                err[256];
+    sp_request_info_t   info;
+
+    for (tree = 0; tree < 2; tree++) {
+        err[0] = '\0';
+
+        if ((tree ? sp_request_parse_tree : sp_request_parse)(provider, body,
+                strlen(body), &info, err, sizeof(err))
+            != SP_OK)
+        {
+            fail_msg("%s: %s", body, err);
+        }
+
+        if (info.temperature_zero != temperature_zero
+            || info.has_seed != has_seed)
+        {
+            fail_msg("%s (%s, %s): temperature_zero %d has_seed %d, expected "
+                     "%d %d", body, sp_provider_name(provider),
+                     tree ? "tree" : "scan", info.temperature_zero,
+                     info.has_seed, temperature_zero, has_seed);
+        }
+    }
+}
+
+
+static void
+test_request_temperature_zero_is_a_number_equal_to_0(void **state)
+{
+    size_t  i;
+
+    static const sp_provider_e  top[] = {
+        SP_PROVIDER_OPENAI, SP_PROVIDER_AZURE, SP_PROVIDER_MISTRAL,
+        SP_PROVIDER_COHERE, SP_PROVIDER_ANTHROPIC
+    };
+
+    (void) state;
+
+    for (i = 0; i < sizeof(top) / sizeof(top[0]); i++) {
+        flags_are(top[i], "{\"temperature\":0}", 1, 0);
+        flags_are(top[i], "{\"temperature\":0.0}", 1, 0);
+        flags_are(top[i], "{\"temperature\":-0}", 1, 0);
+        flags_are(top[i], "{\"temperature\":-0.0}", 1, 0);
+        flags_are(top[i], "{\"temperature\":0e5}", 1, 0);
+        flags_are(top[i], "{\"temperature\":0.000E-7}", 1, 0);
+        flags_are(top[i], "{\"model\":\"m\", \"temperature\" : 0 }", 1, 0);
+
+        flags_are(top[i], "{\"temperature\":0.1}", 0, 0);
+        flags_are(top[i], "{\"temperature\":1}", 0, 0);
+        flags_are(top[i], "{\"temperature\":1e-300}", 0, 0);
+        flags_are(top[i], "{\"temperature\":0.0000001}", 0, 0);
+        flags_are(top[i], "{\"temperature\":null}", 0, 0);
+        flags_are(top[i], "{\"temperature\":\"0\"}", 0, 0);
+        flags_are(top[i], "{\"temperature\":false}", 0, 0);
+        flags_are(top[i], "{\"temperature\":[0]}", 0, 0);
+        flags_are(top[i], "{\"model\":\"m\"}", 0, 0);
+        flags_are(top[i], "", 0, 0);
+
+        /* only the top level's */
+        flags_are(top[i], "{\"x\":{\"temperature\":0}}", 0, 0);
+        flags_are(top[i], "{\"generationConfig\":{\"temperature\":0}}",
+                  0, 0);
+    }
+
+    /*
+     * What a double makes of it, by both readers: below the smallest
+     * denormal it is 0, a denormal is not.
+     */
+    flags_are(SP_PROVIDER_OPENAI, "{\"temperature\":1e-400}", 1, 0);
+    flags_are(SP_PROVIDER_OPENAI, "{\"temperature\":0.001e-323}", 1, 0);
+    flags_are(SP_PROVIDER_OPENAI, "{\"temperature\":12e-327}", 1, 0);
+    flags_are(SP_PROVIDER_OPENAI, "{\"temperature\":3e-324}", 0, 0);
+    flags_are(SP_PROVIDER_OPENAI, "{\"temperature\":1e-320}", 0, 0);
+    flags_are(SP_PROVIDER_OPENAI, "{\"temperature\":0.5e-300}", 0, 0);
+}
+
+
+static void
+test_request_gemini_temperature_and_seed_are_in_generation_config(
+    void **state)
+{
+    (void) state;
+
+    flags_are(SP_PROVIDER_GOOGLE,
+              "{\"generationConfig\":{\"temperature\":0}}", 1, 0);
+    flags_are(SP_PROVIDER_GOOGLE,
+              "{\"generationConfig\":{\"temperature\":0.0,\"seed\":7}}", 1, 1);
+    flags_are(SP_PROVIDER_GOOGLE,
+              "{\"generation_config\":{\"temperature\":-0.0e3}}", 1, 0);
+    flags_are(SP_PROVIDER_GOOGLE,
+              "{\"generation_config\":{\"seed\":1}}", 0, 1);
+    flags_are(SP_PROVIDER_GOOGLE,
+              "{\"generationConfig\":{\"temperature\":0.7,\"seed\":null}}",
+              0, 0);
+    flags_are(SP_PROVIDER_GOOGLE,
+              "{\"generationConfig\":{\"temperature\":\"0\"}}", 0, 0);
+
+    /* Gemini reads neither at the top level */
+    flags_are(SP_PROVIDER_GOOGLE, "{\"temperature\":0,\"seed\":1}", 0, 0);
+
+    /* other providers do not read generationConfig's */
+    flags_are(SP_PROVIDER_OPENAI,
+              "{\"generationConfig\":{\"temperature\":0,\"seed\":1}}", 0, 0);
+}
+
+
+static void
+test_request_seed_is_present_and_not_null(void **state)
+{
+    size_t  i;
+
+    static const sp_provider_e  seed[] = {
+        SP_PROVIDER_OPENAI, SP_PROVIDER_AZURE, SP_PROVIDER_COHERE
+    };
+
+    (void) state;
+
+    for (i = 0; i < sizeof(seed) / sizeof(seed[0]); i++) {
+        flags_are(seed[i], "{\"seed\":42}", 0, 1);
+        flags_are(seed[i], "{\"seed\":0}", 0, 1);
+        flags_are(seed[i], "{\"seed\":\"x\"}", 0, 1);
+        flags_are(seed[i], "{\"seed\":null}", 0, 0);
+        flags_are(seed[i], "{\"temperature\":0,\"seed\":3}", 1, 1);
+        flags_are(seed[i], "{\"random_seed\":3}", 0, 0);
+        flags_are(seed[i], "{\"x\":{\"seed\":3}}", 0, 0);
+    }
+
+    flags_are(SP_PROVIDER_MISTRAL, "{\"random_seed\":3}", 0, 1);
+    flags_are(SP_PROVIDER_MISTRAL, "{\"random_seed\":null}", 0, 0);
+    flags_are(SP_PROVIDER_MISTRAL, "{\"seed\":3}", 0, 0);
+    flags_are(SP_PROVIDER_MISTRAL, "{\"temperature\":0,\"random_seed\":1}",
+              1, 1);
+
+    /* Anthropic has no seed */
+    flags_are(SP_PROVIDER_ANTHROPIC, "{\"seed\":3}", 0, 0);
+    flags_are(SP_PROVIDER_ANTHROPIC, "{\"random_seed\":3}", 0, 0);
+}
+
+
 int
 main(void)
 {
@@ -1521,6 +1668,11 @@ main(void)
         cmocka_unit_test(test_request_token_ids_count_as_tokens),
         cmocka_unit_test(test_request_schemas_count_their_property_names),
         cmocka_unit_test(test_request_worst_case_multiplies_and_saturates),
+        cmocka_unit_test(
+            test_request_temperature_zero_is_a_number_equal_to_0),
+        cmocka_unit_test(
+            test_request_gemini_temperature_and_seed_are_in_generation_config),
+        cmocka_unit_test(test_request_seed_is_present_and_not_null),
         cmocka_unit_test(test_tokens_estimate_rounds_up_quarters),
         cmocka_unit_test(test_provider_names_round_trip),
         cmocka_unit_test(test_request_model_and_stream_from_path),

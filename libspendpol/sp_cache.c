@@ -1,0 +1,1048 @@
+/*
+ * The response cache's rules: settings, names, the deterministic rule and
+ * the cache key (sp_cache.h).
+ *
+ * The key is computed in two passes over caller-provided scratch, with no
+ * allocation:
+ *
+ *   1. one pass over the body validates it (as jansson reads it: UTF-8,
+ *      escapes, surrogates, the number grammar, nesting at most
+ *      JSON_PARSER_MAX_DEPTH) and writes it without whitespace, in source
+ *      order, into "compact". Every object with members gets an entry in
+ *      "objects" (in the order the objects open) and its members' spans
+ *      in "members"; when it closes its members are sorted by name and
+ *      moved, sorted, to the top of "members".
+ *   2. the compact text is copied into "canonical" once: everything
+ *      verbatim except objects, whose members are written in sorted
+ *      order. A span without objects inside is one memcpy.
+ *
+ * Each byte is copied twice and each object sorted once: the cost is
+ * linear in the body plus the sorting of objects' members, whatever the
+ * nesting.
+ */
+
+#include <stdio.h>
+#include <string.h>
+
+#include <jansson.h>
+#include <openssl/sha.h>
+
+#include "sp_cache.h"
+#include "sp_endpoint.h"
+
+
+/*
+ * The request parser's limit: its scanner declines deeper bodies and
+ * jansson, which then decides, refuses them beyond this depth.
+ */
+#ifdef JSON_PARSER_MAX_DEPTH
+#define SP_CACHE_DEPTH_MAX      JSON_PARSER_MAX_DEPTH
+#else
+#define SP_CACHE_DEPTH_MAX      2048
+#endif
+
+/*
+ * The longest org_id, scope_value, provider and endpoint: the header they
+ * form is hashed with the body and needs room of a size known in advance.
+ * Ids and the catalogue's endpoints are far shorter.
+ */
+#define SP_CACHE_FIELD_MAX      1024
+
+#define SP_CACHE_PREFIX         "spendpol-cache-v1"
+#define SP_CACHE_PREFIX_LEN     (sizeof(SP_CACHE_PREFIX) - 1)
+#define SP_CACHE_HEADER_MAX     (SP_CACHE_PREFIX_LEN + 5 * 4 \
+                                 + 4 * SP_CACHE_FIELD_MAX)
+
+/* members sorted by insertion up to this, by a heap above */
+#define SP_CACHE_INSERTION_MAX  12
+
+#define SP_CACHE_NONE           UINT32_MAX
+
+
+/* an object with members; offsets are into the compact text */
+typedef struct {
+    uint32_t  open;         /* its '{' */
+    uint32_t  close;        /* past its '}' */
+    uint32_t  next;         /* the first object opened after it closed */
+    uint32_t  first;        /* its sorted members in members[] */
+    uint32_t  count;
+} sp_cache_object_t;
+
+/* a member: from its name's opening quote to the end of its value */
+typedef struct {
+    uint32_t  start;
+    uint32_t  name_len;     /* between the quotes, as spelled */
+    uint32_t  end;
+    uint32_t  objects;      /* the objects opened before it started */
+} sp_cache_member_t;
+
+/* a container open during pass 1 */
+typedef struct {
+    uint32_t  open;         /* compact offset of its bracket */
+    uint32_t  object;       /* objects[] index, or SP_CACHE_NONE */
+    uint32_t  base;         /* its first member on the stack */
+    uint32_t  written;      /* members or elements written */
+    uint32_t  array;
+} sp_cache_open_t;
+
+typedef struct {
+    const char          *body;
+    size_t               body_len;
+    char                *compact;
+    char                *canonical;
+    size_t               out;            /* canonical bytes written */
+    sp_cache_object_t   *objects;
+    size_t               nobjects;
+    size_t               objects_cap;
+    sp_cache_member_t   *members;
+    size_t               stack;          /* open objects' members: [0, stack) */
+    size_t               sorted;         /* of closed ones: [sorted, cap) */
+    size_t               members_cap;
+    sp_cache_open_t     *open;
+    size_t               depth_cap;
+} sp_cache_ctx_t;
+
+
+static const char  *sp_cache_mode_names[] = { "off", "exact", "semantic" };
+static const char  *sp_cache_scope_names[] = {
+    "org", "api_key", "project", "department"
+};
+
+
+void
+sp_cache_config_default(sp_cache_config_t *config)
+{
+    config->mode = SP_CACHE_DEFAULT_MODE;
+    config->scope = SP_CACHE_DEFAULT_SCOPE;
+    config->ttl_s = SP_CACHE_DEFAULT_TTL_S;
+    config->max_entry_bytes = SP_CACHE_DEFAULT_MAX_ENTRY;
+    config->only_deterministic = 1;
+}
+
+
+const char *
+sp_cache_mode_name(uint32_t mode)
+{
+    return mode < sizeof(sp_cache_mode_names) / sizeof(char *)
+           ? sp_cache_mode_names[mode] : NULL;
+}
+
+
+const char *
+sp_cache_scope_name(uint32_t scope)
+{
+    return scope < sizeof(sp_cache_scope_names) / sizeof(char *)
+           ? sp_cache_scope_names[scope] : NULL;
+}
+
+
+static int
+sp_cache_name_find(const char **names, uint32_t n, const char *name,
+    size_t len, uint32_t *value)
+{
+    uint32_t  i;
+
+    if (name == NULL) {
+        return SP_ERROR;
+    }
+
+    for (i = 0; i < n; i++) {
+        if (strlen(names[i]) == len && memcmp(names[i], name, len) == 0) {
+            *value = i;
+            return SP_OK;
+        }
+    }
+
+    return SP_ERROR;
+}
+
+
+int
+sp_cache_mode_parse(const char *name, size_t len, uint32_t *mode)
+{
+    return sp_cache_name_find(sp_cache_mode_names,
+                              sizeof(sp_cache_mode_names) / sizeof(char *),
+                              name, len, mode);
+}
+
+
+int
+sp_cache_scope_parse(const char *name, size_t len, uint32_t *scope)
+{
+    return sp_cache_name_find(sp_cache_scope_names,
+                              sizeof(sp_cache_scope_names) / sizeof(char *),
+                              name, len, scope);
+}
+
+
+int
+sp_cache_deterministic(int temperature_zero, int has_seed, int meter)
+{
+    return temperature_zero || has_seed || meter == SP_METER_EMBED
+           || meter == SP_METER_SEARCH;
+}
+
+
+/*
+ * Capacities for a body of len bytes, counting bytes no two own: a
+ * member owns its name's quotes, its ':' and the '{' or ',' before it (4
+ * bytes); an object with members its '{', its first name's quotes and ':'
+ * and its '}' (5). The lists never fill up (they are checked anyway).
+ */
+static size_t
+sp_cache_members_cap(size_t len)
+{
+    return len / 4 + 2;
+}
+
+
+static size_t
+sp_cache_objects_cap(size_t len)
+{
+    return len / 5 + 2;
+}
+
+
+/* each level opens and closes: a body nests at most len / 2 deep */
+static size_t
+sp_cache_depth_cap(size_t len)
+{
+    return (len / 2 < SP_CACHE_DEPTH_MAX ? len / 2 : SP_CACHE_DEPTH_MAX) + 1;
+}
+
+
+size_t
+sp_cache_key_scratch(size_t body_len)
+{
+    if (body_len > UINT32_MAX / 4) {
+        return SIZE_MAX;
+    }
+
+    /* 8: aligning the caller's pointer */
+    return 8 + sp_cache_objects_cap(body_len) * sizeof(sp_cache_object_t)
+           + sp_cache_members_cap(body_len) * sizeof(sp_cache_member_t)
+           + sp_cache_depth_cap(body_len) * sizeof(sp_cache_open_t)
+           + SP_CACHE_HEADER_MAX + 2 * body_len;
+}
+
+
+/* ---- pass 1: validate and compact ----------------------------------- */
+
+static const char *
+sp_cache_space(const char *p, const char *last)
+{
+    while (p < last && (*p == ' ' || *p == '\n' || *p == '\r' || *p == '\t'))
+    {
+        p++;
+    }
+
+    return p;
+}
+
+
+static int
+sp_cache_hex4(const unsigned char *p, const unsigned char *last,
+    uint32_t *cp)
+{
+    int  i, d;
+
+    if (last - p < 4) {
+        return SP_ERROR;
+    }
+
+    *cp = 0;
+
+    for (i = 0; i < 4; i++) {
+        d = sp_hex_digit(p[i]);
+
+        if (d < 0) {
+            return SP_ERROR;
+        }
+
+        *cp = *cp * 16 + (uint32_t) d;
+    }
+
+    return SP_OK;
+}
+
+
+/*
+ * A string from after its opening quote to past its closing one, checked
+ * as jansson checks it: no raw control character, known escapes, paired
+ * surrogates, UTF-8 without overlong forms, surrogates or code points
+ * past U+10FFFF. A name may not hold \u0000 (jansson refuses it in keys).
+ */
+static const char *
+sp_cache_string(const char *start, const char *last, int name,
+    const char **reason)
+{
+    uint32_t              cp, low;
+    const unsigned char  *p, *end;
+
+    p = (const unsigned char *) start;
+    end = (const unsigned char *) last;
+
+    for ( ;; ) {
+        while (p < end && *p >= 0x20 && *p < 0x80 && *p != '"'
+               && *p != '\\')
+        {
+            p++;
+        }
+
+        if (p == end) {
+            *reason = "a string is not closed";
+            return NULL;
+        }
+
+        if (*p == '"') {
+            return (const char *) p + 1;
+        }
+
+        if (*p < 0x20) {
+            *reason = "a string holds a raw control character";
+            return NULL;
+        }
+
+        if (*p == '\\') {
+            p++;
+
+            if (p == end) {
+                *reason = "a string is not closed";
+                return NULL;
+            }
+
+            switch (*p) {
+            case '"': case '\\': case '/': case 'b': case 'f': case 'n':
+            case 'r': case 't':
+                p++;
+                continue;
+
+            case 'u':
+                break;
+
+            default:
+                *reason = "a string holds an unknown escape";
+                return NULL;
+            }
+
+            if (sp_cache_hex4(p + 1, end, &cp) != SP_OK) {
+                *reason = "a string holds a bad \\u escape";
+                return NULL;
+            }
+
+            p += 5;
+
+            if (cp >= 0xdc00 && cp <= 0xdfff) {
+                *reason = "a string holds a lone low surrogate";
+                return NULL;
+            }
+
+            if (cp >= 0xd800 && cp <= 0xdbff) {
+                if (end - p < 2 || p[0] != '\\' || p[1] != 'u'
+                    || sp_cache_hex4(p + 2, end, &low) != SP_OK
+                    || low < 0xdc00 || low > 0xdfff)
+                {
+                    *reason = "a string holds a lone high surrogate";
+                    return NULL;
+                }
+
+                p += 6;
+            }
+
+            if (cp == 0 && name) {
+                *reason = "a member name holds \\u0000";
+                return NULL;
+            }
+
+            continue;
+        }
+
+        /* a UTF-8 sequence: lead byte, then continuation bytes */
+        if (*p >= 0xc2 && *p <= 0xdf) {
+            if (end - p < 2 || (p[1] & 0xc0) != 0x80) {
+                goto utf8;
+            }
+
+            p += 2;
+
+        } else if (*p >= 0xe0 && *p <= 0xef) {
+            if (end - p < 3 || (p[1] & 0xc0) != 0x80
+                || (p[2] & 0xc0) != 0x80
+                || (*p == 0xe0 && p[1] < 0xa0)
+                || (*p == 0xed && p[1] > 0x9f))
+            {
+                goto utf8;
+            }
+
+            p += 3;
+
+        } else if (*p >= 0xf0 && *p <= 0xf4) {
+            if (end - p < 4 || (p[1] & 0xc0) != 0x80
+                || (p[2] & 0xc0) != 0x80 || (p[3] & 0xc0) != 0x80
+                || (*p == 0xf0 && p[1] < 0x90)
+                || (*p == 0xf4 && p[1] > 0x8f))
+            {
+                goto utf8;
+            }
+
+            p += 4;
+
+        } else {
+            goto utf8;
+        }
+    }
+
+utf8:
+
+    *reason = "a string is not valid UTF-8";
+    return NULL;
+}
+
+
+/* -?(0|[1-9][0-9]*)(.[0-9]+)?([eE][+-]?[0-9]+)? */
+static const char *
+sp_cache_number(const char *p, const char *last)
+{
+    if (p < last && *p == '-') {
+        p++;
+    }
+
+    if (p == last || *p < '0' || *p > '9') {
+        return NULL;
+    }
+
+    if (*p == '0') {
+        p++;
+
+        /* jansson refuses leading zeros */
+        if (p < last && *p >= '0' && *p <= '9') {
+            return NULL;
+        }
+
+    } else {
+        while (p < last && *p >= '0' && *p <= '9') {
+            p++;
+        }
+    }
+
+    if (p < last && *p == '.') {
+        p++;
+
+        if (p == last || *p < '0' || *p > '9') {
+            return NULL;
+        }
+
+        while (p < last && *p >= '0' && *p <= '9') {
+            p++;
+        }
+    }
+
+    if (p < last && (*p == 'e' || *p == 'E')) {
+        p++;
+
+        if (p < last && (*p == '+' || *p == '-')) {
+            p++;
+        }
+
+        if (p == last || *p < '0' || *p > '9') {
+            return NULL;
+        }
+
+        while (p < last && *p >= '0' && *p <= '9') {
+            p++;
+        }
+    }
+
+    return p;
+}
+
+
+static int
+sp_cache_name_cmp(const sp_cache_ctx_t *ctx, const sp_cache_member_t *a,
+    const sp_cache_member_t *b)
+{
+    int     rc;
+    size_t  n;
+
+    n = a->name_len < b->name_len ? a->name_len : b->name_len;
+    rc = memcmp(ctx->compact + a->start + 1, ctx->compact + b->start + 1, n);
+
+    if (rc != 0) {
+        return rc;
+    }
+
+    return (a->name_len > b->name_len) - (a->name_len < b->name_len);
+}
+
+
+static void
+sp_cache_sift(const sp_cache_ctx_t *ctx, sp_cache_member_t *m, size_t i,
+    size_t n)
+{
+    size_t             child;
+    sp_cache_member_t  t;
+
+    for ( ;; ) {
+        child = 2 * i + 1;
+
+        if (child >= n) {
+            return;
+        }
+
+        if (child + 1 < n
+            && sp_cache_name_cmp(ctx, &m[child], &m[child + 1]) < 0)
+        {
+            child++;
+        }
+
+        if (sp_cache_name_cmp(ctx, &m[i], &m[child]) >= 0) {
+            return;
+        }
+
+        t = m[i];
+        m[i] = m[child];
+        m[child] = t;
+        i = child;
+    }
+}
+
+
+/*
+ * Sorts n members in place: insertion for small objects, a heap for
+ * large ones (in place, so the member list needs no room for a copy).
+ */
+static void
+sp_cache_sort(const sp_cache_ctx_t *ctx, sp_cache_member_t *m, size_t n)
+{
+    size_t             i, j;
+    sp_cache_member_t  t;
+
+    if (n <= SP_CACHE_INSERTION_MAX) {
+        for (i = 1; i < n; i++) {
+            t = m[i];
+
+            for (j = i; j > 0 && sp_cache_name_cmp(ctx, &m[j - 1], &t) > 0;
+                 j--)
+            {
+                m[j] = m[j - 1];
+            }
+
+            m[j] = t;
+        }
+
+        return;
+    }
+
+    for (i = n / 2; i > 0; i--) {
+        sp_cache_sift(ctx, m, i - 1, n);
+    }
+
+    for (i = n - 1; i > 0; i--) {
+        t = m[0];
+        m[0] = m[i];
+        m[i] = t;
+        sp_cache_sift(ctx, m, 0, i);
+    }
+}
+
+
+/* the object that has just closed: its members sorted, names checked */
+static int
+sp_cache_close_object(sp_cache_ctx_t *ctx, sp_cache_open_t *o,
+    uint32_t close, const char **reason)
+{
+    size_t              n, i;
+    sp_cache_member_t  *sorted;
+    sp_cache_object_t  *object;
+
+    if (o->object == SP_CACHE_NONE) {
+        return SP_OK;
+    }
+
+    n = ctx->stack - o->base;
+    object = &ctx->objects[o->object];
+
+    sp_cache_sort(ctx, &ctx->members[o->base], n);
+
+    /* to the top: the stack is below the sorted lists, overlap or not */
+    sorted = &ctx->members[ctx->sorted - n];
+    memmove(sorted, &ctx->members[o->base], n * sizeof(sp_cache_member_t));
+
+    /*
+     * Names are compared as spelled: the request parser refuses twins
+     * that differ only in escapes, here they would make two keys (a miss,
+     * never a wrong hit).
+     */
+    for (i = 1; i < n; i++) {
+        if (sp_cache_name_cmp(ctx, &sorted[i - 1], &sorted[i]) == 0) {
+            *reason = "a member name appears twice in one object";
+            return SP_ERROR;
+        }
+    }
+
+    ctx->sorted -= n;
+    ctx->stack = o->base;
+
+    object->close = close;
+    object->next = (uint32_t) ctx->nobjects;
+    object->first = (uint32_t) ctx->sorted;
+    object->count = (uint32_t) n;
+
+    return SP_OK;
+}
+
+
+/* top-level members that do not change the answer */
+static int
+sp_cache_ignored(const char *name, size_t len)
+{
+    switch (len) {
+    case 4:
+        return memcmp(name, "user", 4) == 0;
+    case 8:
+        return memcmp(name, "metadata", 8) == 0;
+    case 14:
+        return memcmp(name, "stream_options", 14) == 0;
+    }
+
+    return 0;
+}
+
+
+static int
+sp_cache_compact(sp_cache_ctx_t *ctx, size_t *compact_len,
+    const char **reason)
+{
+    char                *w;
+    size_t               depth, top_stack, top_sorted, top_objects;
+    uint32_t             top_w;
+    const char          *p, *last, *q;
+    sp_cache_open_t     *o;
+    sp_cache_member_t   *m;
+    sp_cache_object_t   *object;
+
+    p = ctx->body;
+    last = p + ctx->body_len;
+    w = ctx->compact;
+    depth = 0;
+    o = NULL;
+    top_w = 0;
+    top_stack = 0;
+    top_sorted = 0;
+    top_objects = 0;
+
+    p = sp_cache_space(p, last);
+
+    if (p == last) {
+        *reason = "the body is empty";
+        return SP_ERROR;
+    }
+
+value:
+
+    p = sp_cache_space(p, last);
+
+    if (p == last) {
+        *reason = "the body ends where a value is expected";
+        return SP_ERROR;
+    }
+
+    /* jansson counts every value, a string or number too, as a level */
+    if (depth == SP_CACHE_DEPTH_MAX) {
+        *reason = "the body nests deeper than the request parser allows";
+        return SP_ERROR;
+    }
+
+    switch (*p) {
+
+    case '{':
+    case '[':
+        if (depth + 1 >= ctx->depth_cap) {
+            /* unclosed brackets: the body ends inside them */
+            *reason = "the body ends inside an object or array";
+            return SP_ERROR;
+        }
+
+        o = &ctx->open[depth++];
+        o->open = (uint32_t) (w - ctx->compact);
+        o->object = SP_CACHE_NONE;
+        o->base = (uint32_t) ctx->stack;
+        o->written = 0;
+        o->array = (*p == '[');
+        *w++ = *p++;
+
+        p = sp_cache_space(p, last);
+
+        if (p < last && (*p == '}' || *p == ']')) {
+            goto close;
+        }
+
+        if (o->array) {
+            goto value;
+        }
+
+        goto name;
+
+    case '"':
+        q = sp_cache_string(p + 1, last, 0, reason);
+
+        if (q == NULL) {
+            return SP_ERROR;
+        }
+
+        memcpy(w, p, (size_t) (q - p));
+        w += q - p;
+        p = q;
+        break;
+
+    case 't':
+    case 'f':
+    case 'n':
+        q = (*p == 't') ? "true" : (*p == 'f') ? "false" : "null";
+
+        if ((size_t) (last - p) < strlen(q)
+            || memcmp(p, q, strlen(q)) != 0)
+        {
+            *reason = "the body holds an unknown literal";
+            return SP_ERROR;
+        }
+
+        memcpy(w, q, strlen(q));
+        w += strlen(q);
+        p += strlen(q);
+        break;
+
+    default:
+        q = sp_cache_number(p, last);
+
+        if (q == NULL) {
+            *reason = "the body holds an invalid value";
+            return SP_ERROR;
+        }
+
+        memcpy(w, p, (size_t) (q - p));
+        w += q - p;
+        p = q;
+        break;
+    }
+
+next:
+
+    /* a value is complete: a member or element of the container around */
+    p = sp_cache_space(p, last);
+
+    if (depth == 0) {
+        if (p != last) {
+            *reason = "the body has bytes after its JSON value";
+            return SP_ERROR;
+        }
+
+        *compact_len = (size_t) (w - ctx->compact);
+        return SP_OK;
+    }
+
+    o = &ctx->open[depth - 1];
+
+    if (!o->array) {
+        m = &ctx->members[ctx->stack - 1];
+        m->end = (uint32_t) (w - ctx->compact);
+
+        if (depth == 1
+            && sp_cache_ignored(ctx->compact + m->start + 1, m->name_len))
+        {
+            /* as if it had never been there */
+            w = ctx->compact + top_w;
+            ctx->stack = top_stack;
+            ctx->sorted = top_sorted;
+            ctx->nobjects = top_objects;
+            o->written--;
+        }
+    }
+
+    if (p == last) {
+        *reason = "the body ends inside an object or array";
+        return SP_ERROR;
+    }
+
+    if (*p == ',') {
+        p++;
+
+        if (o->array) {
+            *w++ = ',';
+            goto value;
+        }
+
+        goto name;
+    }
+
+close:
+
+    o = &ctx->open[depth - 1];
+
+    if (p == last) {
+        *reason = "the body ends inside an object or array";
+        return SP_ERROR;
+    }
+
+    if (*p != (o->array ? ']' : '}')) {
+        *reason = o->array ? "an array is not closed by ']'"
+                           : "an object is not closed by '}'";
+        return SP_ERROR;
+    }
+
+    *w++ = *p++;
+
+    if (!o->array
+        && sp_cache_close_object(ctx, o, (uint32_t) (w - ctx->compact),
+                                 reason)
+           != SP_OK)
+    {
+        return SP_ERROR;
+    }
+
+    depth--;
+    goto next;
+
+name:
+
+    p = sp_cache_space(p, last);
+    o = &ctx->open[depth - 1];
+
+    if (p == last) {
+        *reason = "the body ends inside an object or array";
+        return SP_ERROR;
+    }
+
+    if (*p != '"') {
+        *reason = "an object member does not start with a quoted name";
+        return SP_ERROR;
+    }
+
+    if (o->object == SP_CACHE_NONE) {
+        if (ctx->nobjects == ctx->objects_cap) {
+            *reason = "internal: object list overflow";
+            return SP_ERROR;
+        }
+
+        o->object = (uint32_t) ctx->nobjects++;
+        object = &ctx->objects[o->object];
+        object->open = o->open;
+    }
+
+    if (depth == 1) {
+        top_w = (uint32_t) (w - ctx->compact);
+        top_stack = ctx->stack;
+        top_sorted = ctx->sorted;
+        top_objects = ctx->nobjects;
+    }
+
+    if (o->written++ > 0) {
+        *w++ = ',';
+    }
+
+    if (ctx->stack == ctx->sorted) {
+        *reason = "internal: member list overflow";
+        return SP_ERROR;
+    }
+
+    m = &ctx->members[ctx->stack++];
+    m->start = (uint32_t) (w - ctx->compact);
+    m->objects = (uint32_t) ctx->nobjects;
+
+    q = sp_cache_string(p + 1, last, 1, reason);
+
+    if (q == NULL) {
+        return SP_ERROR;
+    }
+
+    m->name_len = (uint32_t) (q - p - 2);
+    memcpy(w, p, (size_t) (q - p));
+    w += q - p;
+    p = sp_cache_space(q, last);
+
+    if (p == last || *p != ':') {
+        *reason = "an object member's name is not followed by ':'";
+        return SP_ERROR;
+    }
+
+    *w++ = ':';
+    p++;
+
+    goto value;
+}
+
+
+/* ---- pass 2: the canonical text ------------------------------------- */
+
+static void sp_cache_emit_object(sp_cache_ctx_t *ctx, size_t i);
+
+
+/*
+ * compact[start, end) into canonical: verbatim but for the outermost
+ * objects in it, objects[i] and on, which are written sorted.
+ */
+static void
+sp_cache_emit_span(sp_cache_ctx_t *ctx, size_t start, size_t end, size_t i)
+{
+    sp_cache_object_t  *object;
+
+    while (i < ctx->nobjects && ctx->objects[i].open < end) {
+        object = &ctx->objects[i];
+
+        memcpy(ctx->canonical + ctx->out, ctx->compact + start,
+               object->open - start);
+        ctx->out += object->open - start;
+
+        sp_cache_emit_object(ctx, i);
+
+        start = object->close;
+        i = object->next;
+    }
+
+    memcpy(ctx->canonical + ctx->out, ctx->compact + start, end - start);
+    ctx->out += end - start;
+}
+
+
+/* recursion: one level an object, at most SP_CACHE_DEPTH_MAX */
+static void
+sp_cache_emit_object(sp_cache_ctx_t *ctx, size_t i)
+{
+    size_t              k;
+    sp_cache_member_t  *m;
+    sp_cache_object_t  *object;
+
+    object = &ctx->objects[i];
+    ctx->canonical[ctx->out++] = '{';
+
+    for (k = 0; k < object->count; k++) {
+        if (k > 0) {
+            ctx->canonical[ctx->out++] = ',';
+        }
+
+        m = &ctx->members[object->first + k];
+        sp_cache_emit_span(ctx, m->start, m->end, m->objects);
+    }
+
+    ctx->canonical[ctx->out++] = '}';
+}
+
+
+static char *
+sp_cache_header_field(char *p, const void *data, size_t len)
+{
+    *p++ = (char) (len >> 24);
+    *p++ = (char) (len >> 16);
+    *p++ = (char) (len >> 8);
+    *p++ = (char) len;
+
+    if (len) {
+        memcpy(p, data, len);
+    }
+
+    return p + len;
+}
+
+
+int
+sp_cache_key(const sp_cache_key_in_t *in, void *scratch,
+    size_t scratch_len, uint8_t *key, char *err, size_t errlen)
+{
+    char            *p, *header, number[4];
+    size_t           need, compact_len, header_len, i;
+    uintptr_t        align;
+    const char      *reason;
+    sp_cache_ctx_t   ctx;
+
+    static const struct {
+        const char  *name;
+        size_t       offset;
+    } fields[] = {
+        { "org_id", offsetof(sp_cache_key_in_t, org_id) },
+        { "scope_value", offsetof(sp_cache_key_in_t, scope_value) },
+        { "provider", offsetof(sp_cache_key_in_t, provider) },
+        { "endpoint", offsetof(sp_cache_key_in_t, endpoint) },
+    };
+
+    for (i = 0; i < sizeof(fields) / sizeof(fields[0]); i++) {
+        if (((const sp_str_t *) ((const char *) in + fields[i].offset))->len
+            > SP_CACHE_FIELD_MAX)
+        {
+            sp_errorf(err, errlen, "cache key: %s is longer than %d bytes",
+                      fields[i].name, SP_CACHE_FIELD_MAX);
+            return SP_ERROR;
+        }
+    }
+
+    need = sp_cache_key_scratch(in->body_len);
+
+    if (need == SIZE_MAX || scratch == NULL || scratch_len < need) {
+        sp_errorf(err, errlen, "cache key: scratch of %zu bytes is too "
+                  "small for a body of %zu bytes (%zu needed)", scratch_len,
+                  in->body_len, need);
+        return SP_ERROR;
+    }
+
+    /* the arrays first, 8-aligned; then the texts */
+    align = (8 - ((uintptr_t) scratch & 7)) & 7;
+    p = (char *) scratch + align;
+
+    memset(&ctx, 0, sizeof(sp_cache_ctx_t));
+    ctx.body = in->body;
+    ctx.body_len = in->body_len;
+
+    ctx.objects = (sp_cache_object_t *) p;
+    ctx.objects_cap = sp_cache_objects_cap(in->body_len);
+    p += ctx.objects_cap * sizeof(sp_cache_object_t);
+
+    ctx.members = (sp_cache_member_t *) p;
+    ctx.members_cap = sp_cache_members_cap(in->body_len);
+    ctx.sorted = ctx.members_cap;
+    p += ctx.members_cap * sizeof(sp_cache_member_t);
+
+    ctx.open = (sp_cache_open_t *) p;
+    ctx.depth_cap = sp_cache_depth_cap(in->body_len);
+    p += ctx.depth_cap * sizeof(sp_cache_open_t);
+
+    ctx.compact = p;
+    p += in->body_len;
+
+    /* the header is written right before the canonical body: one hash */
+    header = p;
+    ctx.canonical = p + SP_CACHE_HEADER_MAX;
+
+    if (in->body == NULL && in->body_len > 0) {
+        sp_errorf(err, errlen, "cache key: no body");
+        return SP_ERROR;
+    }
+
+    if (sp_cache_compact(&ctx, &compact_len, &reason) != SP_OK) {
+        sp_errorf(err, errlen, "cache key: %s", reason);
+        return SP_ERROR;
+    }
+
+    sp_cache_emit_span(&ctx, 0, compact_len, 0);
+
+    number[0] = (char) (in->scope >> 24);
+    number[1] = (char) (in->scope >> 16);
+    number[2] = (char) (in->scope >> 8);
+    number[3] = (char) in->scope;
+
+    header_len = SP_CACHE_PREFIX_LEN + 5 * 4 + in->org_id.len
+                 + in->scope_value.len + in->provider.len + in->endpoint.len;
+    p = ctx.canonical - header_len;
+    header = p;
+
+    memcpy(p, SP_CACHE_PREFIX, SP_CACHE_PREFIX_LEN);
+    p += SP_CACHE_PREFIX_LEN;
+    p = sp_cache_header_field(p, in->org_id.data, in->org_id.len);
+    memcpy(p, number, 4);
+    p += 4;
+    p = sp_cache_header_field(p, in->scope_value.data, in->scope_value.len);
+    p = sp_cache_header_field(p, in->provider.data, in->provider.len);
+    p = sp_cache_header_field(p, in->endpoint.data, in->endpoint.len);
+
+    SHA256((const unsigned char *) header, header_len + ctx.out, key);
+
+    return SP_OK;
+}
