@@ -496,7 +496,7 @@ test('DELETE /cache?provider=openai&model=M purges that model only; DELETE /cach
 // ------------------------------------------------------------ limits and budgets
 
 test('requests_per_minute 2 counts hits: the third call in the minute is a 429; hits do not use tokens_per_minute', async () => {
-  await freshWindow();
+  await freshWindow(8);
   const body = chatBody(fresh('rpm'));
   assert.equal(cacheOf(await chat(key, body)), 'miss');     // stored by an unlimited key
   const limited = (await s.createKey({ rate_limits: { requests_per_minute: 2 } })).key;
@@ -508,11 +508,12 @@ test('requests_per_minute 2 counts hits: the third call in the minute is a 429; 
   const c = await chat(limited, body);
   assert.equal(c.status, 429, `the third call in the minute: ${c.status}`);
   assert.ok(c.error instanceof OpenAI.RateLimitError, String(c.error));
+  assert.ok(['hit', 'miss', 'skip'].includes(cacheOf(c)), `X-Spendpol-Cache on a 429: ${cacheOf(c)}`);
   assert.equal(upstream(), n0);
 
   // a hit is not charged to the token window: six hits of a ~310-token
   // answer, then a live call of the same size, all under 1000 tokens a minute
-  await freshWindow();
+  await freshWindow(8);
   const big = chatBody(fresh('tpm'), { max_tokens: 300 });
   assert.equal(cacheOf(await chat(key, big)), 'miss');
   const tpm = (await s.createKey({ rate_limits: { tokens_per_minute: 1000 } })).key;
@@ -548,6 +549,7 @@ test('a hard budget nearly spent still serves hits, at no cost', async () => {
   // what is left does not pay for another live call of the same size
   const other = await chat(k, chatBody(fresh('budget'), { max_tokens: maxTokens }));
   assert.equal(other.status, 402, `a live call over the budget: ${other.status}`);
+  assert.ok(['hit', 'miss', 'skip'].includes(cacheOf(other)), `X-Spendpol-Cache on a 402: ${cacheOf(other)}`);
   for (let i = 0; i < 3; i++) {
     const r = await chat(k, body);
     assert.equal(r.status, 200, `hit ${i + 1} within a spent budget: ${r.status} ${r.error?.message}`);
