@@ -89,21 +89,33 @@ test('GET /cache/config has the defaults; PUT refuses a bad value naming the fie
   const cfg = await getCacheConfig(s);
   for (const [k, v] of Object.entries(CACHE_DEFAULTS)) assert.equal(cfg[k], v, `default ${k}: ${JSON.stringify(cfg)}`);
 
+  // a valid change first, so a refused PUT that wrote half would show;
+  // none of it changes what the next test sees while the defaults come
+  // back (one key, small answers)
+  const changed = { mode: 'exact', ttl_seconds: 120, scope: 'api_key', only_deterministic: true, max_entry_bytes: 1024 * 1024 - 1 };
+  await putCacheConfig(s, changed);
   const bad = [
     ['mode', 'fuzzy'], ['mode', 3], ['ttl_seconds', 0], ['ttl_seconds', -5], ['ttl_seconds', 1.5],
     ['ttl_seconds', 30 * 86400 + 1], ['ttl_seconds', '60'], ['scope', 'team'],
     ['only_deterministic', 'yes'], ['max_entry_bytes', 0], ['max_entry_bytes', 16 * 1024 * 1024 + 1],
   ];
-  for (const [field, value] of bad) {
-    const r = await s.api('PUT', '/cache/config', { body: { ...CACHE_DEFAULTS, [field]: value } });
-    assert.ok(r.status === 400 || r.status === 422, `PUT ${field}=${JSON.stringify(value)} -> ${r.status} ${r.text}`);
-    assert.equal(r.json?.error?.field, field, `PUT ${field}=${JSON.stringify(value)}: ${r.text}`);
-    assert.equal(typeof r.json?.error?.message, 'string');
+  try {
+    for (const [field, value] of bad) {
+      const body = { mode: 'off', ttl_seconds: 60, scope: 'department', only_deterministic: false, max_entry_bytes: 2048, [field]: value };
+      const r = await s.api('PUT', '/cache/config', { body });
+      assert.ok(r.status === 400 || r.status === 422, `PUT ${field}=${JSON.stringify(value)} -> ${r.status} ${r.text}`);
+      assert.equal(r.json?.error?.field, field, `PUT ${field}=${JSON.stringify(value)}: ${r.text}`);
+      assert.equal(typeof r.json?.error?.message, 'string');
+    }
+    const r = await s.api('PUT', '/cache/config', { body: { ...CACHE_DEFAULTS, colour: 'blue' } });
+    assert.ok(r.status === 400 || r.status === 422, `an unknown member -> ${r.status} ${r.text}`);
+    const after = await getCacheConfig(s);
+    for (const [k, v] of Object.entries(changed)) assert.equal(after[k], v, `${k} unchanged by refused PUTs: ${JSON.stringify(after)}`);
+  } finally {
+    await putCacheConfig(s, {});
   }
-  const r = await s.api('PUT', '/cache/config', { body: { ...CACHE_DEFAULTS, colour: 'blue' } });
-  assert.ok(r.status === 400 || r.status === 422, `an unknown member -> ${r.status} ${r.text}`);
-  const after = await getCacheConfig(s);
-  for (const [k, v] of Object.entries(CACHE_DEFAULTS)) assert.equal(after[k], v, `${k} unchanged: ${JSON.stringify(after)}`);
+  const restored = await getCacheConfig(s);
+  for (const [k, v] of Object.entries(CACHE_DEFAULTS)) assert.equal(restored[k], v, `${k} back to its default`);
 
   const noKey = await s.api('GET', '/cache/config', { key: null });
   assert.equal(noKey.status, 401, noKey.text);
