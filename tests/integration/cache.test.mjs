@@ -89,10 +89,11 @@ test('GET /cache/config has the defaults; PUT refuses a bad value naming the fie
   const cfg = await getCacheConfig(s);
   for (const [k, v] of Object.entries(CACHE_DEFAULTS)) assert.equal(cfg[k], v, `default ${k}: ${JSON.stringify(cfg)}`);
 
-  // a valid change first, so a refused PUT that wrote half would show;
-  // none of it changes what the next test sees while the defaults come
-  // back (one key, small answers)
-  const changed = { mode: 'exact', ttl_seconds: 120, scope: 'api_key', only_deterministic: true, max_entry_bytes: 1024 * 1024 - 1 };
+  // a valid change first, so a refused PUT that wrote half would show.
+  // Not of mode, scope or only_deterministic: the next test does not wait
+  // for the defaults to reach nginx, and those change what is looked up
+  // and under which key
+  const changed = { ...CACHE_DEFAULTS, ttl_seconds: 120, max_entry_bytes: 1024 * 1024 - 1 };
   await putCacheConfig(s, changed);
   const bad = [
     ['mode', 'fuzzy'], ['mode', 3], ['ttl_seconds', 0], ['ttl_seconds', -5], ['ttl_seconds', 1.5],
@@ -482,20 +483,35 @@ test('DELETE /cache?provider=openai&model=M purges that model only; DELETE /cach
     assertHit(await chat(key, b), { what: `stored ${b.model}` });
   }
 
+  // A purge cannot be watched on every worker (a miss stores the answer
+  // again); a setting PUT after it can, and a worker that has that
+  // snapshot has the purge too. only_deterministic changes no key.
   await purgeCache(s, `provider=openai&model=${encodeURIComponent(X)}`);
-  await waitFor(async () => (await probeOnce(x1)) === 'miss', { timeout: 10_000, interval: 20, message: `the purge of ${X} to reach nginx` });
-  assert.equal(await probeOnce(x2), 'miss', `every ${X} entry is purged`);
-  assert.equal(await probeOnce(y1), 'hit', `${Y} is kept`);
-  assert.equal(await probeOnce(x1), 'hit', 'stored again after the purge');
+  try {
+    await putCacheConfig(s, { only_deterministic: false });
+    await waitApplied(() => probeOnce(chatBody(fresh('purge probe'), { temperature: 0.7 })), (c) => c !== 'skip',
+      { message: `a setting PUT after the purge of ${X}` });
+    assert.equal(await probeOnce(x1), 'miss', `the purge of ${X}`);
+    assert.equal(await probeOnce(x2), 'miss', `every ${X} entry is purged`);
+    assert.equal(await probeOnce(y1), 'hit', `${Y} is kept`);
+    assert.equal(await probeOnce(x1), 'hit', 'stored again after the purge');
 
-  const y2 = chatBody(fresh('purge y2'), { model: Y });
-  assert.equal(await probeOnce(y2), 'miss');
-  assert.equal(await probeOnce(y2), 'hit');
-  await purgeCache(s);
-  await waitFor(async () => (await probeOnce(y1)) === 'miss', { timeout: 10_000, interval: 20, message: 'the purge of everything to reach nginx' });
-  assert.equal(await probeOnce(y2), 'miss');
-  assert.equal(await probeOnce(x1), 'miss');
-  assert.equal(await probeOnce(x1), 'hit', 'stored again after the purge');
+    const y2 = chatBody(fresh('purge y2'), { model: Y });
+    assert.equal(await probeOnce(y2), 'miss');
+    assert.equal(await probeOnce(y2), 'hit');
+    await purgeCache(s);
+    await putCacheConfig(s, {});
+    await waitApplied(() => probeOnce(chatBody(fresh('purge probe'), { temperature: 0.7 })), (c) => c === 'skip',
+      { message: 'a setting PUT after the purge of everything' });
+    assert.equal(await probeOnce(y1), 'miss', 'the purge of everything');
+    assert.equal(await probeOnce(y2), 'miss');
+    assert.equal(await probeOnce(x1), 'miss');
+    assert.equal(await probeOnce(x1), 'hit', 'stored again after the purge');
+  } finally {
+    await putCacheConfig(s, {});
+    await waitApplied(() => probeOnce(chatBody(fresh('purge restore'), { temperature: 0.7 })), (c) => c === 'skip',
+      { message: 'the default settings again' });
+  }
 
   // an unknown provider, or a model without its provider, is refused by name
   for (const [q, fields] of [['provider=nope', ['provider']], ['model=x', ['provider', 'model']]]) {

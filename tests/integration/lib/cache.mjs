@@ -6,7 +6,9 @@
 
 import { before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { Stack, sleep, waitFor, usdToNano, UUID_RE } from './stack.mjs';
+import { Stack, IS_SAN, sleep, waitFor, usdToNano, UUID_RE } from './stack.mjs';
+
+const SLOW = IS_SAN ? 3 : 1;
 
 // ------------------------------------------------------------ fetch recorder
 
@@ -208,17 +210,23 @@ export async function cacheStats(s, from, to) {
 }
 
 /**
- * Polls probe() until pred holds for `times` answers in a row: a cache
- * setting reaches nginx through the snapshot (each worker within its
- * snapshot interval).
+ * Polls probe() until pred holds for `times` answers in a row spanning at
+ * least stableMs: a cache setting reaches nginx through the snapshot, which
+ * each worker checks on its own timer (spendpol_snapshot_interval, 200 ms
+ * by default), so the first worker to answer with the new setting does not
+ * speak for the others until an interval or two has passed.
  */
-export async function waitApplied(probe, pred, { times = 4, timeout = 10_000, message = 'the cache setting to reach nginx' } = {}) {
+export async function waitApplied(probe, pred, {
+  times = 4, stableMs = 600 * SLOW, timeout = 10_000 * SLOW, message = 'the cache setting to reach nginx',
+} = {}) {
   let streak = 0;
+  let since = 0;
   let last;
   await waitFor(async () => {
     last = await probe();
-    streak = pred(last) ? streak + 1 : 0;
-    return streak >= times;
+    if (!pred(last)) { streak = 0; return false; }
+    if (streak++ === 0) since = Date.now();
+    return streak >= times && Date.now() - since >= stableMs;
   }, { timeout, interval: 20, message: `${message} (last: ${JSON.stringify(last)?.slice(0, 200)})` });
   return last;
 }
