@@ -103,7 +103,8 @@ int sp_journal_parse(const char *line, size_t len, sp_journal_record_t *rec,
 /*
  * Checks a parsed record's numbers: tokens 0..SP_JOURNAL_TOKENS_MAX,
  * cached_tokens + cache_write_tokens <= input_tokens (both are part of the
- * input), cost_nano and reserved_nano 0..SP_JOURNAL_NANO_MAX, status 0 (no
+ * input), cost_nano, reserved_nano and saved_nano 0..SP_JOURNAL_NANO_MAX,
+ * status 0 (no
  * response was sent) or SP_JOURNAL_STATUS_MIN..MAX. Returns SP_OK, or
  * SP_ERROR with the first field out of range and its bound in err (never
  * the record's strings, so err is safe to log).
