@@ -46,8 +46,10 @@ static ngx_int_t ngx_http_spendpol_governed(ngx_http_request_t *r,
     ngx_http_spendpol_ctx_t *ctx);
 static int ngx_http_spendpol_endpoint_visit(const sp_snapshot_endpoint_t *e,
     void *arg);
-static ngx_int_t ngx_http_spendpol_worst_case(ngx_http_request_t *r,
-    ngx_http_spendpol_ctx_t *ctx);
+static ngx_int_t ngx_http_spendpol_check_price(ngx_http_request_t *r,
+    ngx_http_spendpol_ctx_t *ctx, const sp_snapshot_price_t **found);
+static void ngx_http_spendpol_worst_case(ngx_http_request_t *r,
+    ngx_http_spendpol_ctx_t *ctx, const sp_snapshot_price_t *price);
 static void ngx_http_spendpol_count_prompt(ngx_http_request_t *r,
     ngx_http_spendpol_ctx_t *ctx);
 static ngx_int_t ngx_http_spendpol_prepare(ngx_http_request_t *r,
@@ -965,10 +967,12 @@ ngx_http_spendpol_prepare(ngx_http_request_t *r, ngx_http_spendpol_ctx_t *ctx)
     ngx_buf_t                     *b;
     ngx_chain_t                   *cl;
     ngx_http_spendpol_loc_conf_t  *slcf;
+    const sp_snapshot_price_t     *price;
 
     slcf = ngx_http_get_module_loc_conf(r, ngx_http_spendpol_module);
 
     len = 0;
+    price = NULL;
 
     if (r->request_body) {
         for (cl = r->request_body->bufs; cl; cl = cl->next) {
@@ -1040,7 +1044,7 @@ ngx_http_spendpol_prepare(ngx_http_request_t *r, ngx_http_spendpol_ctx_t *ctx)
     sp_request_from_path(ctx->provider, (char *) ctx->rest.data,
                          ctx->rest.len, ctx->request);
 
-    rc = ngx_http_spendpol_worst_case(r, ctx);
+    rc = ngx_http_spendpol_check_price(r, ctx, &price);
 
     if (rc != NGX_DECLINED) {
         return rc;
@@ -1079,13 +1083,20 @@ ngx_http_spendpol_prepare(ngx_http_request_t *r, ngx_http_spendpol_ctx_t *ctx)
         }
     }
 
-    /* stage 7: the body is final; a hit holds no tokens (only a request) */
+    /*
+     * Stage 7 on the final body. A hit needs no worst case (it holds no
+     * tokens and reserves nothing), so the prompt is not counted for it.
+     */
     if (ngx_http_spendpol_cache_lookup(r, ctx) != NGX_OK) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    if (ctx->cache_state == NGX_HTTP_SPENDPOL_CACHE_HIT) {
-        ctx->hold_tokens = 0;
+    if (ctx->cache_state != NGX_HTTP_SPENDPOL_CACHE_HIT) {
+        ngx_http_spendpol_worst_case(r, ctx, price);
+
+    } else {
+        /* nothing is billed, at any price */
+        ctx->fallback_price = 0;
     }
 
 admit:
@@ -1228,20 +1239,18 @@ ngx_http_spendpol_budget_stage(ngx_http_request_t *r,
 
 
 /*
- * Stage 3's numbers: the price of the requested model (or the
- * organisation's fallback "*" price for the provider), and the worst case
- * the request may cost: every token of the prompt (a token covers at
- * least one byte of text, plus framing), the media charges, and every
- * output it may ask for (each of n choices up to the output limit, the
- * model's own limit when the request sets none). Refuses an output limit
- * above the model's. NGX_DECLINED goes on; anything else was sent.
+ * Stage 3's checks: the price of the requested model (or the
+ * organisation's fallback "*" price for the provider) into *found, NULL
+ * when unpriced; refuses an unpriced model where the organisation says
+ * so, and an output limit above the model's. NGX_DECLINED goes on;
+ * anything else was sent.
  */
 static ngx_int_t
-ngx_http_spendpol_worst_case(ngx_http_request_t *r,
-    ngx_http_spendpol_ctx_t *ctx)
+ngx_http_spendpol_check_price(ngx_http_request_t *r,
+    ngx_http_spendpol_ctx_t *ctx, const sp_snapshot_price_t **found)
 {
     char                            err[384];
-    int64_t                         input, output, limit;
+    int64_t                         limit;
     sp_str_t                        org, provider, any;
     sp_request_info_t              *req;
     ngx_http_spendpol_main_conf_t  *smcf;
@@ -1249,6 +1258,8 @@ ngx_http_spendpol_worst_case(ngx_http_request_t *r,
 
     smcf = ngx_http_get_module_main_conf(r, ngx_http_spendpol_module);
     req = ctx->request;
+
+    *found = NULL;
 
     if (ctx->endpoint->meter == SP_METER_FREE) {
         return NGX_DECLINED;
@@ -1280,6 +1291,8 @@ ngx_http_spendpol_worst_case(ngx_http_request_t *r,
         }
     }
 
+    *found = price;
+
     limit = price ? price->max_output_tokens : 0;
 
     if (limit && req->max_tokens > limit) {
@@ -1295,6 +1308,33 @@ ngx_http_spendpol_worst_case(ngx_http_request_t *r,
                                             "invalid_request_error",
                                             "invalid_field", err);
     }
+
+    return NGX_DECLINED;
+}
+
+
+/*
+ * Stage 3's numbers, for a request that will be forwarded: the worst
+ * case it may cost at price (NULL: unpriced) and the tokens the rate
+ * limits hold: every token of the prompt (a token covers at least one
+ * byte of text, plus framing), the media charges, and every output it
+ * may ask for (each of n choices up to the output limit, the model's own
+ * limit when the request sets none).
+ */
+static void
+ngx_http_spendpol_worst_case(ngx_http_request_t *r,
+    ngx_http_spendpol_ctx_t *ctx, const sp_snapshot_price_t *price)
+{
+    int64_t             input, output, limit;
+    sp_request_info_t  *req;
+
+    req = ctx->request;
+
+    if (ctx->endpoint->meter == SP_METER_FREE) {
+        return;
+    }
+
+    limit = price ? price->max_output_tokens : 0;
 
     ngx_http_spendpol_count_prompt(r, ctx);
 
@@ -1331,7 +1371,7 @@ ngx_http_spendpol_worst_case(ngx_http_request_t *r,
                        + req->max_tokens * ngx_max(req->choices, 1);
 
     if (price == NULL) {
-        return NGX_DECLINED;
+        return;
     }
 
     ctx->priced = 1;
@@ -1342,8 +1382,6 @@ ngx_http_spendpol_worst_case(ngx_http_request_t *r,
     {
         ctx->worst_nano = INT64_MAX / 4;
     }
-
-    return NGX_DECLINED;
 }
 
 
