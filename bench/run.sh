@@ -45,6 +45,7 @@
 #   BENCH_SOAK=0                seconds of the memory check (300: 5 minutes):
 #                               Spendpol under JSON+SSE load, each worker's RSS
 #                               sampled every BENCH_SOAK_INTERVAL (10) seconds
+#   BENCH_PERF_KIND=json        the kind BENCH_PERF profiles (json, sse, hit)
 #   BENCH_PERF=0                1: perf record the Spendpol and plain nginx
 #                               workers at c=64 JSON after the table
 #   BENCH_SWAP=1                the snapshot swap under load (0: skip; default

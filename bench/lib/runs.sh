@@ -128,19 +128,20 @@ run_header() {
 }
 
 # perf_profiles: perf record of Spendpol's and plain nginx's workers at
-# c=64 JSON, the symbols and the shared objects into bench/results/
+# c=64 of BENCH_PERF_KIND (json), the symbols and the shared objects into
+# bench/results/
 perf_profiles() {
-    local cfg pids perf_pid
+    local cfg pids perf_pid kind=${BENCH_PERF_KIND:-json}
     for cfg in spendpol nginx; do
         has "$CONFIGS" "$cfg" || continue
-        target "$cfg" json
+        target "$cfg" "$kind"
         pids=$(tr ' ' ',' <<<"$T_PIDS" | sed 's/,*$//')
-        log "perf record on $cfg workers ($pids), c=64 JSON, ${SECS}s"
+        log "perf record on $cfg workers ($pids), c=64 $kind, ${SECS}s"
         perf record -q -e cpu-clock -F 1999 -g -p "$pids" -o "$WORK/perf-$cfg.data" \
             -- sleep "$((SECS > 4 ? SECS - 2 : SECS))" >"$WORK/perf-$cfg.log" 2>&1 &
         perf_pid=$!
         sleep 0.5
-        run_wrk "$cfg" json 64 "$SECS" perf >/dev/null
+        run_wrk "$cfg" "$kind" 64 "$SECS" perf >/dev/null
         wait "$perf_pid"
         perf report -i "$WORK/perf-$cfg.data" --stdio --no-children -g none --sort dso,sym --percent-limit 0.4 2>/dev/null \
             | grep -v '^$' | grep -v '^#' | grep '%' | head -n 80 >"$RESULTS/perf-$STAMP-$cfg.txt"
