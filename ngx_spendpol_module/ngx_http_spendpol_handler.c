@@ -1108,6 +1108,11 @@ admit:
     }
 
     if (rc == NGX_DECLINED) {
+        if (ctx->cache_state == NGX_HTTP_SPENDPOL_CACHE_HIT) {
+            /* found but not served: no hit, nothing saved */
+            ctx->cache_state = NGX_HTTP_SPENDPOL_CACHE_SKIP;
+        }
+
         return ngx_http_spendpol_ratelimit_refuse(r, ctx);
     }
 
