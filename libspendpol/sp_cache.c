@@ -266,6 +266,30 @@ sp_cache_hex4(const unsigned char *p, const unsigned char *last,
 }
 
 
+#define SP_CACHE_ONES           0x0101010101010101ULL
+#define SP_CACHE_HIGHS          0x8080808080808080ULL
+
+/*
+ * Non-zero when one of the eight bytes in w is a quote, a backslash,
+ * below 0x20 or above 0x7f. Bytes above 0x7f show in w's high bits; when
+ * there are none, a byte minus 1 (or 0x20) sets its high bit exactly
+ * when the byte was 0 (below 0x20), and only such a byte borrows from
+ * the next: the test is exact, without false alarms.
+ */
+static inline uint64_t
+sp_cache_plain8(uint64_t w)
+{
+    uint64_t  quote, backslash;
+
+    quote = w ^ (SP_CACHE_ONES * '"');
+    backslash = w ^ (SP_CACHE_ONES * '\\');
+
+    return (w | (w - SP_CACHE_ONES * 0x20) | (quote - SP_CACHE_ONES)
+            | (backslash - SP_CACHE_ONES))
+           & SP_CACHE_HIGHS;
+}
+
+
 /*
  * A string from after its opening quote to past its closing one, checked
  * as jansson checks it: no raw control character, known escapes, paired
@@ -283,6 +307,23 @@ sp_cache_string(const char *start, const char *last, int name,
     end = (const unsigned char *) last;
 
     for ( ;; ) {
+        /*
+         * Eight bytes at a time while none of them ends the run (a
+         * quote, a backslash, a control byte or a non-ASCII one): the
+         * text of a prompt is such runs, and this is most of the work.
+         */
+        while (end - p >= 8) {
+            uint64_t  w;
+
+            memcpy(&w, p, 8);
+
+            if (sp_cache_plain8(w) != 0) {
+                break;
+            }
+
+            p += 8;
+        }
+
         while (p < end && *p >= 0x20 && *p < 0x80 && *p != '"'
                && *p != '\\')
         {
