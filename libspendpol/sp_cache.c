@@ -25,7 +25,7 @@
 #include <string.h>
 
 #include <jansson.h>
-#include <openssl/sha.h>
+#include <openssl/evp.h>
 
 #include "sp_cache.h"
 #include "sp_endpoint.h"
@@ -985,6 +985,45 @@ sp_cache_header_field(char *p, const void *data, size_t len)
 }
 
 
+/*
+ * SHA-256 fetched once per process. SHA256() looks the digest up on
+ * every call (a lock and two reference counts, about 250 ns: a tenth of
+ * a 2 KB body's key); a fetched EVP_MD is immutable and shared by
+ * threads. Two threads may both fetch the first time: one keeps its
+ * copy, the other frees its own. It is never freed, like OpenSSL's own
+ * tables. NULL if the fetch failed.
+ */
+static const EVP_MD *
+sp_cache_sha256(void)
+{
+    EVP_MD         *md, *expected;
+    static EVP_MD  *fetched;
+
+    md = __atomic_load_n(&fetched, __ATOMIC_ACQUIRE);
+
+    if (md != NULL) {
+        return md;
+    }
+
+    md = EVP_MD_fetch(NULL, "SHA256", NULL);
+
+    if (md == NULL) {
+        return NULL;
+    }
+
+    expected = NULL;
+
+    if (!__atomic_compare_exchange_n(&fetched, &expected, md, 0,
+                                     __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+    {
+        EVP_MD_free(md);
+        md = expected;
+    }
+
+    return md;
+}
+
+
 int
 sp_cache_key(const sp_cache_key_in_t *in, void *scratch,
     size_t scratch_len, uint8_t *key, char *err, size_t errlen)
@@ -993,6 +1032,7 @@ sp_cache_key(const sp_cache_key_in_t *in, void *scratch,
     size_t           need, compact_len, header_len, i;
     uintptr_t        align;
     const char      *reason;
+    const EVP_MD    *md;
     sp_cache_ctx_t   ctx;
 
     static const struct {
@@ -1083,7 +1123,14 @@ sp_cache_key(const sp_cache_key_in_t *in, void *scratch,
     p = sp_cache_header_field(p, in->provider.data, in->provider.len);
     p = sp_cache_header_field(p, in->endpoint.data, in->endpoint.len);
 
-    SHA256((const unsigned char *) header, header_len + ctx.out, key);
+    md = sp_cache_sha256();
+
+    if (md == NULL
+        || !EVP_Digest(header, header_len + ctx.out, key, NULL, md, NULL))
+    {
+        sp_errorf(err, errlen, "cache key: SHA-256 is not available");
+        return SP_ERROR;
+    }
 
     return SP_OK;
 }
