@@ -24,6 +24,10 @@
 #include <stdio.h>
 #include <string.h>
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
 #include <jansson.h>
 #include <openssl/evp.h>
 
@@ -273,23 +277,68 @@ sp_cache_hex4(const unsigned char *p, const unsigned char *last,
 #define SP_CACHE_HIGHS          0x8080808080808080ULL
 
 /*
- * Non-zero when one of the eight bytes in w is a quote, a backslash,
- * below 0x20 or above 0x7f. Bytes above 0x7f show in w's high bits; when
- * there are none, a byte minus 1 (or 0x20) sets its high bit exactly
- * when the byte was 0 (below 0x20), and only such a byte borrows from
- * the next: the test is exact, without false alarms.
+ * Past the bytes from p on that need no look (not a quote, a backslash,
+ * below 0x20 or above 0x7f), many at a time: the text of a prompt is
+ * such runs, and this is most of the work. Stops at such a byte or
+ * short of end, where the byte loop takes over.
  */
-static inline uint64_t
-sp_cache_plain8(uint64_t w)
+static inline const unsigned char *
+sp_cache_plain_run(const unsigned char *p, const unsigned char *end)
 {
-    uint64_t  quote, backslash;
+#if defined(__SSE2__)
+    unsigned  mask;
+    __m128i   x, quote, backslash, space;
 
-    quote = w ^ (SP_CACHE_ONES * '"');
-    backslash = w ^ (SP_CACHE_ONES * '\\');
+    quote = _mm_set1_epi8('"');
+    backslash = _mm_set1_epi8('\\');
+    space = _mm_set1_epi8(0x20);
 
-    return (w | (w - SP_CACHE_ONES * 0x20) | (quote - SP_CACHE_ONES)
-            | (backslash - SP_CACHE_ONES))
-           & SP_CACHE_HIGHS;
+    /* signed: bytes above 0x7f are below 0x20 too */
+    while (end - p >= 16) {
+        x = _mm_loadu_si128((const __m128i *) p);
+        mask = (unsigned) _mm_movemask_epi8(
+                   _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(x, quote),
+                                             _mm_cmpeq_epi8(x, backslash)),
+                                _mm_cmplt_epi8(x, space)));
+
+        if (mask != 0) {
+            return p + __builtin_ctz(mask);
+        }
+
+        p += 16;
+    }
+
+#else
+    uint64_t  w, hit;
+
+    /*
+     * Bytes above 0x7f show in w's high bits; when there are none, a
+     * byte minus 1 (or 0x20) sets its high bit exactly when the byte was
+     * 0 (below 0x20), and only such a byte borrows from the next: the
+     * lowest bit set is the first byte to look at.
+     */
+    while (end - p >= 8) {
+        memcpy(&w, p, 8);
+
+        hit = (w | (w - SP_CACHE_ONES * 0x20)
+               | ((w ^ (SP_CACHE_ONES * '"')) - SP_CACHE_ONES)
+               | ((w ^ (SP_CACHE_ONES * '\\')) - SP_CACHE_ONES))
+              & SP_CACHE_HIGHS;
+
+        if (hit != 0) {
+#if (__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__)
+            return p + __builtin_ctzll(hit) / 8;
+#else
+            return p;
+#endif
+        }
+
+        p += 8;
+    }
+
+#endif
+
+    return p;
 }
 
 
@@ -310,22 +359,7 @@ sp_cache_string(const char *start, const char *last, int name,
     end = (const unsigned char *) last;
 
     for ( ;; ) {
-        /*
-         * Eight bytes at a time while none of them ends the run (a
-         * quote, a backslash, a control byte or a non-ASCII one): the
-         * text of a prompt is such runs, and this is most of the work.
-         */
-        while (end - p >= 8) {
-            uint64_t  w;
-
-            memcpy(&w, p, 8);
-
-            if (sp_cache_plain8(w) != 0) {
-                break;
-            }
-
-            p += 8;
-        }
+        p = sp_cache_plain_run(p, end);
 
         while (p < end && *p >= 0x20 && *p < 0x80 && *p != '"'
                && *p != '\\')
