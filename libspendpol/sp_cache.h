@@ -87,8 +87,12 @@ typedef struct {
 
 /*
  * Scratch bytes sp_cache_key() needs for a body of body_len bytes (the
- * canonical body and the member lists it sorts); the caller allocates
- * them, so the function allocates nothing.
+ * compact and canonical texts and the member lists it sorts); the caller
+ * allocates them, so the function allocates nothing. About 6 times
+ * body_len, at least 4 KB: two texts of body_len (the first at least
+ * 4,133 bytes, the longest header), 12 bytes for each of at most
+ * body_len / 5 members and 16 for each of at most body_len / 10 objects
+ * out of order. SIZE_MAX past 1 GB.
  */
 size_t sp_cache_key_scratch(size_t body_len);
 

@@ -5,6 +5,7 @@
  * usage: micro [keys]      (default 1000000)
  *        micro tokenize    (the tokenizer, and a request's count)
  *        micro journal     (the journal line parser only)
+ *        micro cache       (the response cache key only)
  */
 
 #include <stdio.h>
@@ -19,6 +20,7 @@
 #include <jansson.h>
 
 #include "spendpol.h"
+#include "sp_cache.h"
 #include "sp_journal.h"
 #include "sp_snapshot.h"
 #include "sp_tokenize.h"
@@ -677,6 +679,134 @@ bench_journal(void)
 }
 
 
+/*
+ * The response cache's key (sp_cache_key) on a chat body as the OpenAI
+ * SDKs send it: compact, members in the SDK's order (model, messages,
+ * max_tokens, temperature), every message {"role","content"}, so every
+ * object is out of order and gets sorted. A system prompt and the user's
+ * question make about 2 KB; a conversation of turns about 20 KB. ns per
+ * key in thread CPU time, and the scratch the caller allocates.
+ */
+static void
+bench_cache_key_one(size_t size)
+{
+    int                 i, rounds;
+    char               *body, *scratch, err[256];
+    size_t              len, cap, need, k;
+    double              t0, t1;
+    uint8_t             key[SP_CACHE_KEY_LEN];
+    sp_cache_key_in_t   in;
+
+    static const char  system[] =
+        "You are a careful assistant for the finance team of a mid-sized "
+        "company. Answer in plain English, cite the ledger lines you rely "
+        "on, never invent figures, and say so when the data you were given "
+        "does not answer the question. Amounts are in US dollars unless a "
+        "line says otherwise; round to whole dollars in prose and keep "
+        "cents in tables. When a department is over budget, name the three "
+        "largest contributors and whether each is recurring. Keep answers "
+        "under three hundred words unless asked for more detail. If a "
+        "question needs numbers from outside the export, ask for them "
+        "rather than estimating, and list what you would need.";
+    static const char  question[] =
+        "Here is last month's spend export. Summarise it by department, "
+        "flag anything above budget and suggest where to look first.\\n\\n"
+        "department,line,amount,budget\\nengineering,cloud compute,48210.55,"
+        "45000\\nengineering,LLM APIs,12877.10,10000\\nmarketing,events,"
+        "23100.00,25000\\nmarketing,ads,31877.42,30000\\nsales,travel,"
+        "9120.77,12000\\nsales,CRM seats,7600.00,7600\\nfinance,audit,"
+        "15000.00,15000\\nsupport,contractors,21455.90,20000\\n"
+        "support,tooling,4380.00,5000\\nlegal,outside counsel,18250.00,"
+        "15000\\nlegal,filings,1200.00,2000\\nhr,recruiting,11990.35,"
+        "12000\\nhr,benefits admin,3300.00,3300\\noperations,rent,"
+        "41000.00,41000\\noperations,utilities,5210.66,5000\\n"
+        "operations,insurance,7800.00,7800\\nresearch,lab supplies,"
+        "9344.12,8000\\nresearch,conferences,6120.00,4000\\n\\n"
+        "Last month engineering moved two services to a new region, and "
+        "marketing ran its spring campaign three weeks early; both may "
+        "explain some of the variance. Finance also asked whether the "
+        "legal overrun is a one-off: the outside counsel line covers a "
+        "contract dispute that should settle this quarter. Please keep "
+        "the summary short enough to paste into the monthly report, then "
+        "add a table with one row per department (spend, budget, "
+        "difference) and a last paragraph on what to watch next month, "
+        "especially the LLM API line, which has grown every month.";
+    static const char  answer[] =
+        "Engineering is 6,088 dollars over budget: cloud compute (48,211 "
+        "against 45,000, recurring) and LLM APIs (12,877 against 10,000, "
+        "growing month on month). Marketing's ads ran 1,877 over while "
+        "events came in under, so the department as a whole is within "
+        "budget. Support's contractors are 1,456 over.";
+
+    cap = size + 4096;
+    body = malloc(cap);
+
+    if (body == NULL) {
+        exit(1);
+    }
+
+    len = (size_t) snprintf(body, cap, "{\"model\":\"gpt-4o-mini\","
+                            "\"messages\":[{\"role\":\"system\","
+                            "\"content\":\"%s\"},{\"role\":\"user\","
+                            "\"content\":\"%s\"}", system, question);
+
+    for (k = 0; len + sizeof(question) + sizeof(answer) < size; k++) {
+        len += (size_t) snprintf(body + len, cap - len,
+                                 ",{\"role\":\"%s\",\"content\":\"%s\"}",
+                                 k % 2 ? "user" : "assistant",
+                                 k % 2 ? question : answer);
+    }
+
+    len += (size_t) snprintf(body + len, cap - len,
+                             "],\"max_tokens\":512,\"temperature\":0}");
+
+    memset(&in, 0, sizeof(sp_cache_key_in_t));
+    in.org_id = sp_str_from("org_default");
+    in.scope = SP_CACHE_SCOPE_ORG;
+    in.scope_value = sp_str_from("");
+    in.provider = sp_str_from("openai");
+    in.endpoint = sp_str_from("POST /chat/completions");
+    in.body = body;
+    in.body_len = len;
+
+    need = sp_cache_key_scratch(len);
+    scratch = malloc(need);
+
+    if (scratch == NULL) {
+        exit(1);
+    }
+
+    if (sp_cache_key(&in, scratch, need, key, err, sizeof(err)) != SP_OK) {
+        fprintf(stderr, "cache key: %s\n", err);
+        exit(1);
+    }
+
+    rounds = (int) (256 * 1024 * 1024 / len) + 1;
+    t0 = cpu_s();
+
+    for (i = 0; i < rounds; i++) {
+        (void) sp_cache_key(&in, scratch, need, key, err, sizeof(err));
+    }
+
+    t1 = cpu_s();
+
+    printf("cache key %6zu B              %8.0f ns  (%.0f MB/s, scratch "
+           "%zu B = %.1fx the body)\n", len, (t1 - t0) / rounds * 1e9,
+           rounds * len / (t1 - t0) / 1e6, need, (double) need / len);
+
+    free(scratch);
+    free(body);
+}
+
+
+static void
+bench_cache_key(void)
+{
+    bench_cache_key_one(2048);
+    bench_cache_key_one(20 * 1024);
+}
+
+
 int
 main(int argc, char **argv)
 {
@@ -693,11 +823,17 @@ main(int argc, char **argv)
         return 0;
     }
 
+    if (argc > 1 && strcmp(argv[1], "cache") == 0) {
+        bench_cache_key();
+        return 0;
+    }
+
     keys = argc > 1 ? (size_t) strtoull(argv[1], NULL, 10) : 1000000;
 
     bench_sse();
     bench_json();
     bench_journal();
+    bench_cache_key();
     bench_tokenize();
     bench_request_count();
     bench_snapshot(keys);

@@ -626,6 +626,105 @@ test_cache_key_large_body_is_linear_and_sorted(void **state)
 }
 
 
+/*
+ * Objects whose names already ascend are written as they stand, the
+ * others sorted: every mix of the two, nested both ways, in arrays and
+ * at the top, keys as the same body written sorted.
+ */
+static void
+test_cache_key_objects_in_order_and_not_mixed(void **state)
+{
+    (void) state;
+
+    /* in order around out of order, and the other way round */
+    same_key("{\"a\":{\"c\":{\"z\":1,\"y\":2},\"d\":[{\"q\":1,\"p\":2},"
+             "{\"a\":1}]},\"b\":1}",
+             "{\"a\":{\"c\":{\"y\":2,\"z\":1},\"d\":[{\"p\":2,\"q\":1},"
+             "{\"a\":1}]},\"b\":1}");
+    same_key("{\"b\":{\"x\":{\"m\":1,\"n\":{\"k\":0,\"j\":1}},\"w\":2},"
+             "\"a\":[[{\"b\":1,\"a\":2}],{\"a\":{\"d\":1,\"c\":2}}]}",
+             "{\"a\":[[{\"a\":2,\"b\":1}],{\"a\":{\"c\":2,\"d\":1}}],"
+             "\"b\":{\"w\":2,\"x\":{\"m\":1,\"n\":{\"j\":1,\"k\":0}}}}");
+
+    /* siblings after a nested out-of-order object, at several depths */
+    same_key("[{\"b\":{\"d\":1,\"c\":1},\"a\":{\"f\":{\"h\":1,\"g\":1},"
+             "\"e\":1}},{\"z\":1,\"y\":{\"b\":1,\"a\":1}},{\"a\":1}]",
+             "[{\"a\":{\"e\":1,\"f\":{\"g\":1,\"h\":1}},\"b\":{\"c\":1,"
+             "\"d\":1}},{\"y\":{\"a\":1,\"b\":1},\"z\":1},{\"a\":1}]");
+
+    /* a name that is a prefix of the next is in order; equal is a twin */
+    same_key("{\"a\":1,\"ab\":2}", "{\"ab\":2,\"a\":1}");
+    key_fails("{\"a\":1,\"b\":2,\"b\":3}", "twice");
+    key_fails("{\"x\":{\"a\":1,\"a\":1},\"w\":0}", "twice");
+
+    /* an ignored member between two others leaves them in order */
+    same_key("{\"a\":{\"d\":1,\"c\":2},\"user\":{\"z\":1,\"y\":2},"
+             "\"b\":1}",
+             "{\"a\":{\"c\":2,\"d\":1},\"b\":1}");
+}
+
+
+/*
+ * The scratch a body costs: the module allocates it for every cacheable
+ * request. About 6 times the body, at least 4 KB; a 1 MB body is keyed
+ * in it, members as dense as they come.
+ */
+static void
+test_cache_key_scratch_is_six_times_the_body(void **state)
+{
+    char    *body, hex[2 * SP_CACHE_KEY_LEN + 1];
+    size_t   len, n, i;
+
+    (void) state;
+
+    assert_true(sp_cache_key_scratch(0) < 4300);
+    assert_true(sp_cache_key_scratch(2048) < 5 * 2048 + 4300);
+
+    for (len = 4096; len <= 64 * 1024 * 1024; len *= 4) {
+        assert_true(sp_cache_key_scratch(len) <= 6 * len + 128);
+    }
+
+    assert_int_equal(sp_cache_key_scratch((size_t) UINT32_MAX), SIZE_MAX);
+
+    /* 1 MB of [{"b":0,"a":0},...]: every object out of order */
+    len = 1024 * 1024;
+    body = malloc(len + 32);
+    assert_non_null(body);
+    n = 0;
+    body[n++] = '[';
+
+    for (i = 0; n + 16 < len; i++) {
+        memcpy(body + n, i ? ",{\"b\":0,\"a\":0}" : "{\"b\":0,\"a\":0}",
+               i ? 14 : 13);
+        n += i ? 14 : 13;
+    }
+
+    body[n++] = ']';
+    body[n] = '\0';
+
+    hex_of(body, hex);
+
+    /* and {"":{"":...0}} as deep as allowed */
+    n = 0;
+
+    for (i = 0; i < 2047; i++) {
+        memcpy(body + n, "{\"\":", 4);
+        n += 4;
+    }
+
+    body[n++] = '0';
+
+    for (i = 0; i < 2047; i++) {
+        body[n++] = '}';
+    }
+
+    body[n] = '\0';
+    hex_of(body, hex);
+
+    free(body);
+}
+
+
 static void
 test_cache_config_defaults_and_names(void **state)
 {
@@ -714,6 +813,8 @@ main(void)
         cmocka_unit_test(test_cache_key_refuses_what_is_not_one_json_value),
         cmocka_unit_test(test_cache_key_scratch_too_small_is_an_error),
         cmocka_unit_test(test_cache_key_large_body_is_linear_and_sorted),
+        cmocka_unit_test(test_cache_key_objects_in_order_and_not_mixed),
+        cmocka_unit_test(test_cache_key_scratch_is_six_times_the_body),
         cmocka_unit_test(test_cache_config_defaults_and_names),
         cmocka_unit_test(test_cache_deterministic_rule),
     };
