@@ -64,6 +64,18 @@ static void ngx_http_spendpol_cache_rbtree_insert_value(
     ngx_rbtree_node_t *sentinel);
 
 
+/* request headers forwarded to the provider that may change its answer */
+static const char  *ngx_http_spendpol_cache_headers_keyed[] = {
+    "anthropic-version",
+    "anthropic-beta",
+    "openai-beta"
+};
+
+#define NGX_HTTP_SPENDPOL_CACHE_HEADERS                                       \
+    (sizeof(ngx_http_spendpol_cache_headers_keyed)                            \
+     / sizeof(ngx_http_spendpol_cache_headers_keyed[0]))
+
+
 static ngx_str_t  ngx_http_spendpol_cache_states[] = {
     ngx_string("skip"),
     ngx_string("miss"),
@@ -85,6 +97,8 @@ ngx_http_spendpol_cache_lookup(ngx_http_request_t *r,
     u_char                           *endpoint, *p, *scratch;
     char                              err[128];
     size_t                            n;
+    ngx_uint_t                        i;
+    ngx_table_elt_t                  *h[NGX_HTTP_SPENDPOL_CACHE_HEADERS];
     int64_t                           now_ms, purged_ms, max_entry;
     sp_str_t                          org, model;
     sp_cache_config_t                 config;
@@ -122,8 +136,23 @@ ngx_http_spendpol_cache_lookup(ngx_http_request_t *r,
         return NGX_OK;
     }
 
-    /* "POST /chat/completions?alt=sse": the query may change the answer */
+    /*
+     * "POST /chat/completions?alt=sse": the query may change the answer,
+     * and so may the provider's version and beta headers the client sends
+     * on (one line each after the path)
+     */
     n = r->method_name.len + 1 + ctx->rest.len + 1 + ctx->args.len;
+
+    for (i = 0; i < NGX_HTTP_SPENDPOL_CACHE_HEADERS; i++) {
+        h[i] = ngx_http_spendpol_request_header(r,
+                                    ngx_http_spendpol_cache_headers_keyed[i],
+                                    ngx_strlen(
+                                    ngx_http_spendpol_cache_headers_keyed[i]));
+        if (h[i]) {
+            n += 1 + ngx_strlen(ngx_http_spendpol_cache_headers_keyed[i]) + 2
+                 + h[i]->value.len;
+        }
+    }
 
     endpoint = ngx_pnalloc(r->pool, n);
     if (endpoint == NULL) {
@@ -134,6 +163,14 @@ ngx_http_spendpol_cache_lookup(ngx_http_request_t *r,
 
     if (ctx->args.len) {
         p = ngx_sprintf(p, "?%V", &ctx->args);
+    }
+
+    for (i = 0; i < NGX_HTTP_SPENDPOL_CACHE_HEADERS; i++) {
+        if (h[i]) {
+            p = ngx_sprintf(p, "\n%s: %V",
+                            ngx_http_spendpol_cache_headers_keyed[i],
+                            &h[i]->value);
+        }
     }
 
     ngx_memzero(&in, sizeof(sp_cache_key_in_t));
@@ -161,6 +198,16 @@ ngx_http_spendpol_cache_lookup(ngx_http_request_t *r,
     default: /* SP_CACHE_SCOPE_ORG */
         in.scope_value.data = "";
         break;
+    }
+
+    if (in.scope != SP_CACHE_SCOPE_ORG && in.scope_value.len == 0) {
+        /*
+         * no project (or department) to share with: the key's own
+         * entries, not every unattributed request's of the organisation
+         */
+        in.scope = SP_CACHE_SCOPE_API_KEY;
+        in.scope_value.data = (char *) ctx->key_id.data;
+        in.scope_value.len = ctx->key_id.len;
     }
 
     in.provider.data = (char *) ctx->provider_name.data;
@@ -204,6 +251,7 @@ ngx_http_spendpol_cache_lookup(ngx_http_request_t *r,
     ctx->cache_store = ctx->cache_max_entry > 0;
 
     now_ms = ngx_http_spendpol_cache_now_ms();
+    ctx->cache_lookup_ms = now_ms;
 
     ngx_shmtx_lock(&smcf->cache_shpool->mutex);
 
@@ -214,7 +262,11 @@ ngx_http_spendpol_cache_lookup(ngx_http_request_t *r,
         return NGX_OK;
     }
 
-    if (entry->expires_ms <= now_ms || entry->stored_ms <= purged_ms) {
+    if (entry->expires_ms <= now_ms
+        || now_ms - entry->stored_ms >= ctx->cache_ttl_ms
+        || entry->stored_ms <= purged_ms)
+    {
+        /* expired, by its own time or a shorter one set since, or purged */
         ngx_http_spendpol_cache_free(smcf, entry);
         ngx_shmtx_unlock(&smcf->cache_shpool->mutex);
         return NGX_OK;
@@ -273,7 +325,8 @@ ngx_http_spendpol_cache_send(ngx_http_request_t *r,
 
     ctx->gateway_us -= ngx_http_spendpol_now_us() - started;
 
-    return rc;
+    /* as ngx_http_spendpol_send_error(): NGX_AGAIN is the lease wait's */
+    return rc == NGX_AGAIN ? NGX_OK : rc;
 }
 
 
@@ -354,7 +407,9 @@ ngx_http_spendpol_cache_capture(ngx_http_request_t *r,
 
             grown = ngx_pnalloc(r->pool, size);
             if (grown == NULL) {
-                return NGX_ERROR;
+                /* a live answer is never cut for the cache's sake */
+                ctx->cache_store = 0;
+                break;
             }
 
             if (ctx->cache_capture) {
@@ -387,6 +442,7 @@ ngx_http_spendpol_cache_store(ngx_http_request_t *r,
 {
     size_t                            size;
     int64_t                           now_ms;
+    sp_str_t                          org, provider;
     ngx_uint_t                        n;
     ngx_queue_t                      *q;
     ngx_str_t                        *type;
@@ -414,6 +470,23 @@ ngx_http_spendpol_cache_store(ngx_http_request_t *r,
 
     smcf = ngx_http_get_module_main_conf(r, ngx_http_spendpol_module);
     type = &r->headers_out.content_type;
+
+    /*
+     * An entry's time is its request's lookup: an answer still in flight
+     * when a purge was made is older than the purge, and not stored.
+     */
+    org.data = (char *) ctx->org_id.data;
+    org.len = ctx->org_id.len;
+    provider.data = (char *) ctx->provider_name.data;
+    provider.len = ctx->provider_name.len;
+
+    if (smcf->snapshot_map == NULL
+        || sp_snapshot_cache_purged_ms(&smcf->snapshot, org, provider,
+                                       sp_str_from(ctx->request->model))
+           >= ctx->cache_lookup_ms)
+    {
+        return;
+    }
 
     size = offsetof(ngx_http_spendpol_cache_entry_t, data) + type->len + len;
 
@@ -459,8 +532,8 @@ ngx_http_spendpol_cache_store(ngx_http_request_t *r,
 
     ngx_memcpy(entry->key, ctx->cache_key, SP_CACHE_KEY_LEN);
     entry->node.key = ngx_hash_key(ctx->cache_key, sizeof(ngx_rbtree_key_t));
-    entry->stored_ms = now_ms;
-    entry->expires_ms = now_ms + ctx->cache_ttl_ms;
+    entry->stored_ms = ctx->cache_lookup_ms;
+    entry->expires_ms = ctx->cache_lookup_ms + ctx->cache_ttl_ms;
     entry->cost_nano = ctx->cost_nano;
     entry->body_len = len;
     entry->type_len = type->len;

@@ -90,7 +90,13 @@ ngx_http_spendpol_send_error(ngx_http_request_t *r,
         return rc;
     }
 
-    return ngx_http_output_filter(r, &out);
+    rc = ngx_http_output_filter(r, &out);
+
+    /*
+     * What the socket did not take yet is the writer's, which finalizing
+     * installs; NGX_AGAIN is kept for the lease wait in the handler.
+     */
+    return rc == NGX_AGAIN ? NGX_OK : rc;
 }
 
 

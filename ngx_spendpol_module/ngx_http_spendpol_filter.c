@@ -362,6 +362,24 @@ ngx_http_spendpol_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
         return ngx_http_next_body_filter(r, in);
     }
 
+    if (ctx->finished) {
+        /*
+         * Our whole answer has gone on (a held body, a stream's end, a
+         * replacement): what comes now is the writer flushing what the
+         * socket did not take yet, or nginx's own page after ours.
+         */
+        for (cl = in; ctx->mode == NGX_HTTP_SPENDPOL_RESPONSE_REPLACE && cl;
+             cl = cl->next)
+        {
+            cl->buf->pos = cl->buf->last;
+            cl->buf->file_pos = cl->buf->file_last;
+        }
+
+        return ngx_http_spendpol_next_body(r, ctx,
+                           ctx->mode == NGX_HTTP_SPENDPOL_RESPONSE_REPLACE
+                           ? NULL : in);
+    }
+
     switch (ctx->mode) {
 
     case NGX_HTTP_SPENDPOL_RESPONSE_BUFFER:
@@ -569,6 +587,8 @@ ngx_http_spendpol_send_buffered(ngx_http_request_t *r,
         return NGX_OK;
     }
 
+    ctx->finished = last;
+
     return ngx_http_spendpol_send_data(r, ctx, ctx->buffer, ctx->buffer_len,
                                        last);
 }
@@ -677,8 +697,12 @@ ngx_http_spendpol_stream_filter(ngx_http_request_t *r,
             }
         }
 
-        if (last_buf && ngx_http_spendpol_stream_end(r, ctx) != NGX_OK) {
-            return NGX_ERROR;
+        if (last_buf) {
+            if (ngx_http_spendpol_stream_end(r, ctx) != NGX_OK) {
+                return NGX_ERROR;
+            }
+
+            ctx->finished = 1;
         }
 
         return ngx_http_spendpol_next_body(r, ctx, in);
@@ -835,6 +859,8 @@ ngx_http_spendpol_stream_filter(ngx_http_request_t *r,
     if (out == NULL) {
         return NGX_OK;
     }
+
+    ctx->finished = last_buf;
 
     rc = ngx_http_spendpol_next_body(r, ctx, out);
 

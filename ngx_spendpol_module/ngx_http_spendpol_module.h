@@ -338,6 +338,7 @@ typedef struct {
                                                  answer is complete */
     u_char                     cache_key[SP_CACHE_KEY_LEN];
     int64_t                    cache_ttl_ms;
+    int64_t                    cache_lookup_ms;  /* a stored answer's time */
     size_t                     cache_max_entry;
     int64_t                    cache_saved_nano;  /* a hit: its cost */
     int64_t                    cache_age_s;

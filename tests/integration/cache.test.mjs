@@ -11,6 +11,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
 import { spawnSync } from 'node:child_process';
+import http from 'node:http';
 import OpenAI from 'openai';
 import { newKey, sleep, waitFor, usdToNano } from './lib/stack.mjs';
 import { rawRequest } from './lib/providers.mjs';
@@ -232,6 +233,82 @@ test('X-Spendpol-Cache: skip on the request is not looked up and not stored: a l
   assert.equal(upstream(), n0 + 3);
   assert.equal((await row(a)).cache, 'skip');
   assert.equal((await row(d)).cache, 'skip');
+});
+
+test('a provider beta or version header the client sends is part of the key: another value is a miss, the same a hit', async () => {
+  const body = chatBody(fresh('beta header'));
+  const n0 = upstream();
+  const plain = await chat(key, body);
+  assert.equal(cacheOf(plain), 'miss');
+  const beta = await chat(key, body, { headers: { 'OpenAI-Beta': 'assistants=v2' } });
+  assert.equal(cacheOf(beta), 'miss', 'a beta header may change the answer');
+  const again = await chat(key, body, { headers: { 'OpenAI-Beta': 'assistants=v2' } });
+  assertHit(again, { first: beta });
+  const other = await chat(key, body, { headers: { 'OpenAI-Beta': 'assistants=v1' } });
+  assert.equal(cacheOf(other), 'miss');
+  assert.equal(upstream(), n0 + 3);
+  assertHit(await chat(key, body), { first: plain });
+});
+
+/**
+ * POST /chat/completions whose answer is read only after pauseMs (the
+ * socket's buffers fill and nginx must wait to write): {status, cache,
+ * bytes, body}
+ */
+function slowReader(k, body, { pauseMs, headers = {} }) {
+  return new Promise((resolve, reject) => {
+    const url = new URL(`${s.openaiBaseURL}/chat/completions`);
+    const req = http.request(url, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${k}`, ...headers },
+    }, (res) => {
+      res.pause();
+      const parts = [];
+      setTimeout(() => {
+        res.on('data', (d) => parts.push(d));
+        res.on('end', () => {
+          const buf = Buffer.concat(parts);
+          resolve({ status: res.statusCode, cache: res.headers['x-spendpol-cache'], bytes: buf.length, body: buf });
+        });
+        res.resume();
+      }, pauseMs);
+    });
+    req.on('error', reject);
+    req.end(JSON.stringify(body));
+  });
+}
+
+test('an answer larger than the socket takes at once, live or a hit, is sent whole to a slow reader; the hit never reaches the provider', async () => {
+  const before = await getCacheConfig(s);
+  await putCacheConfig(s, { max_entry_bytes: 8 * 1024 * 1024 });
+  try {
+    // a 6 MB answer: far more than the loopback socket's buffers hold
+    const body = chatBody(fresh('a large hit'));
+    const pad = { 'x-fixture-mode': `pad-${6 * 1024 * 1024}` };
+    // stored once the setting reached the worker that answers
+    let first;
+    await waitFor(async () => {
+      first = await slowReader(key, body, { pauseMs: 0, headers: pad });
+      return first.status === 200 && first.cache === 'hit';
+    }, { timeout: 15_000, interval: 50, message: 'a 6 MB answer stored under max_entry_bytes 8 MiB' });
+    assert.ok(first.bytes > 6 * 1024 * 1024, `${first.bytes} bytes`);
+    // the live answer too (held whole for its cost, then written in parts)
+    const live = await slowReader(key, body, { pauseMs: 500, headers: { ...pad, 'X-Spendpol-Cache': 'skip' } });
+    assert.equal(live.status, 200);
+    assert.equal(live.cache, 'skip');
+    assert.equal(JSON.parse(live.body).choices[0].message.content,
+      JSON.parse(first.body).choices[0].message.content, 'a live 6 MB answer, whole, to a slow reader');
+    const n0 = upstream();
+    const hit = await slowReader(key, body, { pauseMs: 500, headers: pad });
+    assert.equal(hit.status, 200);
+    assert.equal(hit.cache, 'hit');
+    assert.equal(hit.bytes, first.bytes, 'the whole answer');
+    assert.ok(hit.body.equals(first.body), 'the same bytes');
+    await sleep(300);
+    assert.equal(upstream(), n0, 'a hit sent in several writes reaches no provider');
+  } finally {
+    await putCacheConfig(s, { max_entry_bytes: before.max_entry_bytes });
+  }
 });
 
 // ------------------------------------------------------------ streams
