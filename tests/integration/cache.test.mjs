@@ -549,6 +549,74 @@ test('scope org: two keys share entries; scope api_key: they do not; two organis
   assert.equal(cfgB.scope, 'org');
 });
 
+test('scope project: keys of one project share entries; requests without a project share only with their own key', async () => {
+  const p1a = (await s.createKey({ name: 'cache p1 a', project: 'cache-p1' })).key;
+  const p1b = (await s.createKey({ name: 'cache p1 b', project: 'cache-p1' })).key;
+  const p2 = (await s.createKey({ name: 'cache p2', project: 'cache-p2' })).key;
+  const none = (await s.createKey({ name: 'cache no project' })).key;
+  await putCacheConfig(s, { scope: 'project' });
+  try {
+    await waitApplied(async () => {
+      const b = chatBody(fresh('project scope probe'));
+      await chat(p1a, b);
+      return cacheOf(await chat(p2, b));
+    }, (c) => c === 'miss', { message: 'scope project' });
+    const b = chatBody(fresh('project scope'));
+    const n0 = upstream();
+    assert.equal(cacheOf(await chat(p1a, b)), 'miss');
+    assertHit(await chat(p1b, b), { what: 'another key of the same project' });
+    assert.equal(cacheOf(await chat(p2, b)), 'miss', 'another project');
+    // no project: not shared with every unattributed request, only the key's own
+    assert.equal(cacheOf(await chat(none, b)), 'miss');
+    assertHit(await chat(none, b), { what: 'the key without a project, again' });
+    assert.equal(cacheOf(await chat(key, b)), 'miss', 'another key without a project');
+    assert.equal(upstream(), n0 + 4);
+  } finally {
+    await putCacheConfig(s, {});
+    await waitApplied(async () => {
+      const b = chatBody(fresh('org scope again'));
+      await chat(p1a, b);
+      return cacheOf(await chat(p2, b));
+    }, (c) => c === 'hit', { message: 'scope org again' });
+  }
+});
+
+test('a shorter ttl_seconds applies to answers stored before it', async () => {
+  const body = chatBody(fresh('ttl lowered'));
+  assert.equal(cacheOf(await chat(key, body)), 'miss');
+  assertHit(await chat(key, body), { what: 'stored under the default ttl' });
+  await sleep(1100);
+  await putCacheConfig(s, { ttl_seconds: 1, only_deterministic: false });
+  try {
+    await waitApplied(() => probeOnce(chatBody(fresh('ttl lowered probe'), { temperature: 0.7 })), (c) => c !== 'skip',
+      { message: 'ttl 1' });
+    const n0 = upstream();
+    const r = await chat(key, body);
+    assert.equal(cacheOf(r), 'miss', 'older than the new ttl: not served');
+    assert.equal(upstream(), n0 + 1);
+  } finally {
+    await putCacheConfig(s, {});
+    await waitApplied(() => probeOnce(chatBody(fresh('ttl lowered restore'), { temperature: 0.7 })), (c) => c === 'skip',
+      { message: 'the default settings again' });
+  }
+});
+
+test('an answer still on its way when a purge is made is not stored', async () => {
+  const body = chatBody(fresh('purge in flight'));
+  // the fixture answers after 2.5 s; the purge is made and reaches the workers meanwhile
+  const slow = chat(key, body, { headers: { 'X-Fixture-Mode': 'slow-2500' } });
+  await sleep(300);
+  await purgeCache(s);
+  const first = await slow;
+  assert.equal(first.status, 200, first.error?.message);
+  assert.equal(cacheOf(first), 'miss');
+  const n0 = upstream();
+  const again = await chat(key, body);
+  assert.equal(cacheOf(again), 'miss', 'the answer that crossed the purge was not stored');
+  assert.equal(upstream(), n0 + 1);
+  assertHit(await chat(key, body), { first: again, what: 'stored after the purge' });
+});
+
 test('DELETE /cache?provider=openai&model=M purges that model only; DELETE /cache purges all; what is stored after a purge is served', async () => {
   const X = 'gpt-4o-mini-2024-07-18';
   const Y = 'gpt-4.1-nano-2025-04-14';
