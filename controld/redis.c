@@ -9,6 +9,9 @@
 #include <string.h>
 #include <sys/time.h>
 
+#include <netdb.h>
+#include <sys/socket.h>
+
 #include <hiredis/hiredis.h>
 
 #include "controld.h"
@@ -140,6 +143,48 @@ cd_redis_close(cd_redis_t *rd)
     free(rd->password);
     pthread_mutex_destroy(&rd->mutex);
     memset(rd, 0, sizeof(*rd));
+}
+
+
+/*
+ * The host as a numeric address for the module's cache tier (a worker
+ * must not wait on DNS): resolved here, on controld's own thread, each
+ * time a snapshot is built. CD_ERROR (logged once until it resolves
+ * again) leaves the tier off.
+ */
+int
+cd_redis_resolve(cd_redis_t *rd, char *out, size_t len)
+{
+    int               rc;
+    struct addrinfo   hints, *res;
+    static int        failed;
+
+    memset(&hints, 0, sizeof(hints));
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+
+    rc = getaddrinfo(rd->host, NULL, &hints, &res);
+
+    if (rc == 0) {
+        rc = getnameinfo(res->ai_addr, res->ai_addrlen, out, len, NULL, 0,
+                         NI_NUMERICHOST);
+        freeaddrinfo(res);
+    }
+
+    if (rc != 0) {
+        if (!failed) {
+            cd_log_warn(CD_REDIS_SUBJECT, "cannot resolve %s (%s): the "
+                        "response cache has no Redis tier until it resolves",
+                        rd->host, gai_strerror(rc));
+        }
+
+        failed = 1;
+        return CD_ERROR;
+    }
+
+    failed = 0;
+
+    return CD_OK;
 }
 
 

@@ -23,6 +23,9 @@ int cd_redis_parse_url(const char *url, char **host, int *port, int *db,
 int cd_redis_init(cd_redis_t *rd, const char *url) CD_CHECK;
 void cd_redis_close(cd_redis_t *rd);
 
+/* the host as a numeric address, resolved now */
+int cd_redis_resolve(cd_redis_t *rd, char *out, size_t len) CD_CHECK;
+
 /* "ok", "down" or "disabled" */
 const char *cd_redis_health(cd_redis_t *rd);
 

@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <netdb.h>
 #include <sys/stat.h>
 
 #include <openssl/crypto.h>
@@ -382,6 +383,45 @@ cd_snapshot_endpoint_row(sp_snapshot_builder_t *b, PGresult *res, int i)
 }
 
 
+/* the response cache's Redis tier: REDIS_URL's parts, the host resolved */
+static int
+cd_snapshot_add_redis(cd_app_t *app, sp_snapshot_builder_t *b)
+{
+    char                      host[NI_MAXHOST], port[16], db[16];
+    size_t                    i;
+    cd_redis_t               *rd;
+    sp_snapshot_setting_in_t  settings[5];
+
+    rd = &app->redis;
+
+    if (!rd->enabled || cd_redis_resolve(rd, host, sizeof(host)) != CD_OK) {
+        return CD_OK;
+    }
+
+    snprintf(port, sizeof(port), "%d", rd->port);
+    snprintf(db, sizeof(db), "%d", rd->db);
+
+    settings[0].name = SP_SETTING_REDIS_HOST;
+    settings[0].value = host;
+    settings[1].name = SP_SETTING_REDIS_PORT;
+    settings[1].value = port;
+    settings[2].name = SP_SETTING_REDIS_DB;
+    settings[2].value = db;
+    settings[3].name = SP_SETTING_REDIS_USER;
+    settings[3].value = rd->user;
+    settings[4].name = SP_SETTING_REDIS_PASSWORD;
+    settings[4].value = rd->password;
+
+    for (i = 0; i < 5; i++) {
+        if (sp_snapshot_add_setting(b, &settings[i]) != SP_OK) {
+            return CD_ERROR;
+        }
+    }
+
+    return CD_OK;
+}
+
+
 /*
  * The module judges each upstream address by the same allow list and
  * refuses the admin API's own address: both travel in the snapshot.
@@ -405,7 +445,11 @@ cd_snapshot_add_settings(cd_app_t *app, sp_snapshot_builder_t *b)
     setting.name = SP_SETTING_ADMIN_LISTEN;
     setting.value = listen;
 
-    return sp_snapshot_add_setting(b, &setting) == SP_OK ? CD_OK : CD_ERROR;
+    if (sp_snapshot_add_setting(b, &setting) != SP_OK) {
+        return CD_ERROR;
+    }
+
+    return cd_snapshot_add_redis(app, b);
 }
 
 

@@ -219,6 +219,17 @@ typedef struct {
 #define SP_SETTING_UPSTREAM_ALLOW  "upstream_allow"
 /* the admin API's listen address, "127.0.0.1:8081" or "[::1]:8081" */
 #define SP_SETTING_ADMIN_LISTEN    "admin_listen"
+/*
+ * The response cache's Redis tier, from controld's REDIS_URL (absent: no
+ * tier): the address as controld resolved it (a numeric IPv4 or IPv6
+ * address, so a worker never waits on DNS), the port, the database and
+ * the credentials ("" for none).
+ */
+#define SP_SETTING_REDIS_HOST      "redis_host"
+#define SP_SETTING_REDIS_PORT      "redis_port"
+#define SP_SETTING_REDIS_DB        "redis_db"
+#define SP_SETTING_REDIS_USER      "redis_user"
+#define SP_SETTING_REDIS_PASSWORD  "redis_password"
 
 
 /* ---- building (controld) --------------------------------------------- */

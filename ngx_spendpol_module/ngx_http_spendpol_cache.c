@@ -34,6 +34,15 @@
 /* a stream is captured in steps of this much, up to the entry limit */
 #define NGX_HTTP_SPENDPOL_CACHE_CAPTURE  16384
 
+/*
+ * An entry as the Redis tier keeps it: "SPC1" and a version (8 bytes),
+ * the time it was stored, its cost, the lengths of its content type
+ * (high 32 bits) and body (low), all big-endian; then both.
+ */
+#define NGX_HTTP_SPENDPOL_CACHE_MAGIC    0x5350433100000001ULL
+#define NGX_HTTP_SPENDPOL_CACHE_VALUE    32
+#define NGX_HTTP_SPENDPOL_CACHE_TYPE_MAX 1024
+
 
 typedef struct {
     ngx_rbtree_node_t          node;          /* key: the hash's first
@@ -53,6 +62,12 @@ static ngx_int_t ngx_http_spendpol_cache_send_answer(ngx_http_request_t *r,
     ngx_http_spendpol_ctx_t *ctx);
 static ngx_http_spendpol_cache_entry_t *ngx_http_spendpol_cache_find(
     ngx_http_spendpol_cache_sh_t *sh, u_char *key);
+static ngx_int_t ngx_http_spendpol_cache_insert(
+    ngx_http_spendpol_main_conf_t *smcf, ngx_log_t *log, u_char *key,
+    int64_t stored_ms, int64_t expires_ms, int64_t cost_nano,
+    ngx_str_t *type, u_char *body, size_t len);
+static u_char *ngx_http_spendpol_cache_put64(u_char *p, uint64_t v);
+static uint64_t ngx_http_spendpol_cache_get64(u_char *p);
 static void ngx_http_spendpol_cache_free(ngx_http_spendpol_main_conf_t *smcf,
     ngx_http_spendpol_cache_entry_t *entry);
 static void ngx_http_spendpol_cache_expire(
@@ -88,7 +103,10 @@ static ngx_str_t  ngx_http_spendpol_cache_states[] = {
  * X-Spendpol-Cache: skip (not looked up: asked so, the organisation's
  * mode is off, or not cacheable), miss (to be stored when the answer is
  * complete) or hit (the stored answer is copied into the request's pool,
- * to be sent by ngx_http_spendpol_cache_send()). NGX_OK, or NGX_ERROR.
+ * to be sent by ngx_http_spendpol_cache_send()). NGX_OK; NGX_AGAIN when
+ * a miss waits for the Redis tier (ngx_http_spendpol_cache_found() may
+ * make it a hit, then the handler goes on); or
+ * NGX_ERROR.
  */
 ngx_int_t
 ngx_http_spendpol_cache_lookup(ngx_http_request_t *r,
@@ -257,19 +275,22 @@ ngx_http_spendpol_cache_lookup(ngx_http_request_t *r,
 
     entry = ngx_http_spendpol_cache_find(smcf->cache_sh, ctx->cache_key);
 
-    if (entry == NULL) {
-        ngx_shmtx_unlock(&smcf->cache_shpool->mutex);
-        return NGX_OK;
-    }
-
-    if (entry->expires_ms <= now_ms
-        || now_ms - entry->stored_ms >= ctx->cache_ttl_ms
-        || entry->stored_ms <= purged_ms)
+    if (entry != NULL
+        && (entry->expires_ms <= now_ms
+            || now_ms - entry->stored_ms >= ctx->cache_ttl_ms
+            || entry->stored_ms <= purged_ms))
     {
         /* expired, by its own time or a shorter one set since, or purged */
         ngx_http_spendpol_cache_free(smcf, entry);
+        entry = NULL;
+    }
+
+    if (entry == NULL) {
         ngx_shmtx_unlock(&smcf->cache_shpool->mutex);
-        return NGX_OK;
+
+        /* the second tier, when there is one: NGX_AGAIN waits for it */
+        return ngx_http_spendpol_redis_lookup(r, ctx) == NGX_AGAIN
+               ? NGX_AGAIN : NGX_OK;
     }
 
     ngx_queue_remove(&entry->queue);
@@ -440,13 +461,10 @@ void
 ngx_http_spendpol_cache_store(ngx_http_request_t *r,
     ngx_http_spendpol_ctx_t *ctx, u_char *body, size_t len)
 {
-    size_t                            size;
+    u_char                           *value, *p;
     int64_t                           now_ms;
     sp_str_t                          org, provider;
-    ngx_uint_t                        n;
-    ngx_queue_t                      *q;
     ngx_str_t                        *type;
-    ngx_http_spendpol_cache_entry_t  *entry;
     ngx_http_spendpol_main_conf_t    *smcf;
 
     if (!ctx->cache_store) {
@@ -488,20 +506,156 @@ ngx_http_spendpol_cache_store(ngx_http_request_t *r,
         return;
     }
 
-    size = offsetof(ngx_http_spendpol_cache_entry_t, data) + type->len + len;
-
     now_ms = ngx_http_spendpol_cache_now_ms();
+
+    if (ngx_http_spendpol_cache_insert(smcf, r->connection->log,
+                                       ctx->cache_key, ctx->cache_lookup_ms,
+                                       ctx->cache_lookup_ms
+                                       + ctx->cache_ttl_ms,
+                                       ctx->cost_nano, type, body, len)
+        != NGX_OK)
+    {
+        return;
+    }
+
+    if (!ngx_http_spendpol_redis_ready(smcf, r->connection->log)) {
+        return;
+    }
+
+    value = ngx_pnalloc(r->pool, NGX_HTTP_SPENDPOL_CACHE_VALUE + type->len
+                                 + len);
+    if (value == NULL) {
+        return;
+    }
+
+    p = ngx_http_spendpol_cache_put64(value, NGX_HTTP_SPENDPOL_CACHE_MAGIC);
+    p = ngx_http_spendpol_cache_put64(p, (uint64_t) ctx->cache_lookup_ms);
+    p = ngx_http_spendpol_cache_put64(p, (uint64_t) ctx->cost_nano);
+    p = ngx_http_spendpol_cache_put64(p, ((uint64_t) type->len << 32) | len);
+    p = ngx_cpymem(p, type->data, type->len);
+    p = ngx_cpymem(p, body, len);
+
+    ngx_http_spendpol_redis_store(r, ctx, ctx->cache_lookup_ms
+                                          + ctx->cache_ttl_ms - now_ms,
+                                  value, p - value);
+}
+
+
+/*
+ * The Redis tier's answer to a lookup (the value as the store above made
+ * it): a hit when it is whole, within the request's limits, not expired
+ * by the organisation's TTL and newer than its purges; it is kept in the
+ * zone too, under its own time. Anything else stays a miss.
+ */
+void
+ngx_http_spendpol_cache_found(ngx_http_request_t *r,
+    ngx_http_spendpol_ctx_t *ctx, u_char *value, size_t len)
+{
+    u_char                         *p;
+    int64_t                         now_ms, stored_ms, cost, purged_ms;
+    uint64_t                        lens;
+    size_t                          type_len, body_len;
+    sp_str_t                        org, provider;
+    ngx_str_t                       type;
+    ngx_http_spendpol_main_conf_t  *smcf;
+
+    smcf = ngx_http_get_module_main_conf(r, ngx_http_spendpol_module);
+
+    if (len < NGX_HTTP_SPENDPOL_CACHE_VALUE
+        || ngx_http_spendpol_cache_get64(value)
+           != NGX_HTTP_SPENDPOL_CACHE_MAGIC
+        || smcf->snapshot_map == NULL)
+    {
+        return;
+    }
+
+    stored_ms = (int64_t) ngx_http_spendpol_cache_get64(value + 8);
+    cost = (int64_t) ngx_http_spendpol_cache_get64(value + 16);
+    lens = ngx_http_spendpol_cache_get64(value + 24);
+    type_len = (size_t) (lens >> 32);
+    body_len = (size_t) (lens & 0xffffffff);
+
+    if (type_len > NGX_HTTP_SPENDPOL_CACHE_TYPE_MAX
+        || body_len > ctx->cache_max_entry
+        || len != NGX_HTTP_SPENDPOL_CACHE_VALUE + type_len + body_len
+        || cost < 0)
+    {
+        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                      "spendpol: an entry of the cache's Redis tier is "
+                      "not one this version reads, or is larger than this "
+                      "organisation's max_entry_bytes; a miss");
+        return;
+    }
+
+    org.data = (char *) ctx->org_id.data;
+    org.len = ctx->org_id.len;
+    provider.data = (char *) ctx->provider_name.data;
+    provider.len = ctx->provider_name.len;
+
+    purged_ms = sp_snapshot_cache_purged_ms(&smcf->snapshot, org, provider,
+                                            sp_str_from(ctx->request->model));
+    now_ms = ngx_http_spendpol_cache_now_ms();
+
+    if (stored_ms <= purged_ms
+        || stored_ms > now_ms + 60000
+        || now_ms - stored_ms >= ctx->cache_ttl_ms)
+    {
+        return;
+    }
+
+    p = ngx_pnalloc(r->pool, type_len + body_len);
+    if (p == NULL) {
+        return;
+    }
+
+    ngx_memcpy(p, value + NGX_HTTP_SPENDPOL_CACHE_VALUE, type_len + body_len);
+
+    ctx->cache_type.data = p;
+    ctx->cache_type.len = type_len;
+    ctx->cache_body.data = p + type_len;
+    ctx->cache_body.len = body_len;
+    ctx->cache_saved_nano = cost;
+    ctx->cache_age_s = ngx_max(now_ms - stored_ms, 0) / 1000;
+    ctx->cache_state = NGX_HTTP_SPENDPOL_CACHE_HIT;
+    ctx->cache_store = 0;
+
+    type = ctx->cache_type;
+
+    (void) ngx_http_spendpol_cache_insert(smcf, r->connection->log,
+                                          ctx->cache_key, stored_ms,
+                                          stored_ms + ctx->cache_ttl_ms,
+                                          cost, &type, ctx->cache_body.data,
+                                          body_len);
+}
+
+
+/*
+ * An entry into the zone (one with the same key replaced), room made by
+ * expiring and then evicting from the LRU end. NGX_OK, or NGX_DECLINED
+ * when no room was found (only a later miss).
+ */
+static ngx_int_t
+ngx_http_spendpol_cache_insert(ngx_http_spendpol_main_conf_t *smcf,
+    ngx_log_t *log, u_char *key, int64_t stored_ms, int64_t expires_ms,
+    int64_t cost_nano, ngx_str_t *type, u_char *body, size_t len)
+{
+    size_t                            size;
+    ngx_uint_t                        n;
+    ngx_queue_t                      *q;
+    ngx_http_spendpol_cache_entry_t  *entry;
+
+    size = offsetof(ngx_http_spendpol_cache_entry_t, data) + type->len + len;
 
     ngx_shmtx_lock(&smcf->cache_shpool->mutex);
 
     /* an identical request that missed at the same time stored first */
-    entry = ngx_http_spendpol_cache_find(smcf->cache_sh, ctx->cache_key);
+    entry = ngx_http_spendpol_cache_find(smcf->cache_sh, key);
 
     if (entry) {
         ngx_http_spendpol_cache_free(smcf, entry);
     }
 
-    ngx_http_spendpol_cache_expire(smcf, now_ms);
+    ngx_http_spendpol_cache_expire(smcf, ngx_http_spendpol_cache_now_ms());
 
     entry = ngx_slab_alloc_locked(smcf->cache_shpool, size);
 
@@ -523,18 +677,18 @@ ngx_http_spendpol_cache_store(ngx_http_request_t *r,
     if (entry == NULL) {
         ngx_shmtx_unlock(&smcf->cache_shpool->mutex);
 
-        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+        ngx_log_error(NGX_LOG_INFO, log, 0,
                       "spendpol: an answer of %uz bytes found no room in "
                       "the cache zone (spendpol_cache_size %uz); not stored",
                       len, smcf->cache_size);
-        return;
+        return NGX_DECLINED;
     }
 
-    ngx_memcpy(entry->key, ctx->cache_key, SP_CACHE_KEY_LEN);
-    entry->node.key = ngx_hash_key(ctx->cache_key, sizeof(ngx_rbtree_key_t));
-    entry->stored_ms = ctx->cache_lookup_ms;
-    entry->expires_ms = ctx->cache_lookup_ms + ctx->cache_ttl_ms;
-    entry->cost_nano = ctx->cost_nano;
+    ngx_memcpy(entry->key, key, SP_CACHE_KEY_LEN);
+    entry->node.key = ngx_hash_key(key, sizeof(ngx_rbtree_key_t));
+    entry->stored_ms = stored_ms;
+    entry->expires_ms = expires_ms;
+    entry->cost_nano = cost_nano;
     entry->body_len = len;
     entry->type_len = type->len;
     ngx_memcpy(entry->data, type->data, type->len);
@@ -547,6 +701,37 @@ ngx_http_spendpol_cache_store(ngx_http_request_t *r,
     smcf->cache_sh->bytes += len;
 
     ngx_shmtx_unlock(&smcf->cache_shpool->mutex);
+
+    return NGX_OK;
+}
+
+
+static u_char *
+ngx_http_spendpol_cache_put64(u_char *p, uint64_t v)
+{
+    ngx_uint_t  i;
+
+    for (i = 0; i < 8; i++) {
+        p[i] = (u_char) (v >> (56 - 8 * i));
+    }
+
+    return p + 8;
+}
+
+
+static uint64_t
+ngx_http_spendpol_cache_get64(u_char *p)
+{
+    uint64_t    v;
+    ngx_uint_t  i;
+
+    v = 0;
+
+    for (i = 0; i < 8; i++) {
+        v = (v << 8) | p[i];
+    }
+
+    return v;
 }
 
 

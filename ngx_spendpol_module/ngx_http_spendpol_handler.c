@@ -26,6 +26,13 @@ static void ngx_http_spendpol_after_admission(ngx_http_request_t *r,
 static ngx_int_t ngx_http_spendpol_lease_park(ngx_http_request_t *r,
     ngx_http_spendpol_ctx_t *ctx);
 static void ngx_http_spendpol_lease_wake(ngx_http_request_t *r);
+static ngx_int_t ngx_http_spendpol_park(ngx_http_request_t *r,
+    ngx_msec_t delay, ngx_http_event_handler_pt handler);
+static ngx_int_t ngx_http_spendpol_after_lookup(ngx_http_request_t *r,
+    ngx_http_spendpol_ctx_t *ctx, const sp_snapshot_price_t *price);
+static void ngx_http_spendpol_cache_wake(ngx_http_request_t *r);
+static ngx_int_t ngx_http_spendpol_admit(ngx_http_request_t *r,
+    ngx_http_spendpol_ctx_t *ctx);
 static ngx_int_t ngx_http_spendpol_budget_stage(ngx_http_request_t *r,
     ngx_http_spendpol_ctx_t *ctx);
 static ngx_int_t ngx_http_spendpol_path(ngx_http_request_t *r,
@@ -219,7 +226,7 @@ static void
 ngx_http_spendpol_after_admission(ngx_http_request_t *r,
     ngx_http_spendpol_ctx_t *ctx, ngx_int_t rc, uint64_t started)
 {
-    if (rc == NGX_AGAIN) {
+    if (rc == NGX_AGAIN && !ctx->cache_waiting) {
         rc = ngx_http_spendpol_lease_park(r, ctx);
     }
 
@@ -261,13 +268,30 @@ static ngx_int_t
 ngx_http_spendpol_lease_park(ngx_http_request_t *r,
     ngx_http_spendpol_ctx_t *ctx)
 {
-    ngx_msec_t          delay;
-    ngx_msec_int_t      left;
-    ngx_connection_t   *c;
+    ngx_msec_int_t  left;
+
+    left = (ngx_msec_int_t) (ctx->lease_deadline - ngx_current_msec);
+
+    return ngx_http_spendpol_park(r,
+                                  ngx_min(NGX_HTTP_SPENDPOL_LEASE_RECHECK,
+                                          ngx_max(left, 1)),
+                                  ngx_http_spendpol_lease_wake);
+}
+
+
+/*
+ * A request waits (for its lease, or for the cache's Redis tier) as
+ * limit_req delays one: a timer on the write event, handler called when
+ * it fires or when the wait is cut short (the event posted, delayed
+ * cleared); a client that goes away meanwhile ends the request.
+ */
+static ngx_int_t
+ngx_http_spendpol_park(ngx_http_request_t *r, ngx_msec_t delay,
+    ngx_http_event_handler_pt handler)
+{
+    ngx_connection_t  *c;
 
     c = r->connection;
-    left = (ngx_msec_int_t) (ctx->lease_deadline - ngx_current_msec);
-    delay = ngx_min(NGX_HTTP_SPENDPOL_LEASE_RECHECK, ngx_max(left, 1));
 
     if (c->read->ready) {
         ngx_post_event(c->read, &ngx_posted_events);
@@ -277,7 +301,7 @@ ngx_http_spendpol_lease_park(ngx_http_request_t *r,
     }
 
     r->read_event_handler = ngx_http_test_reading;
-    r->write_event_handler = ngx_http_spendpol_lease_wake;
+    r->write_event_handler = handler;
 
     c->write->delayed = 1;
     ngx_add_timer(c->write, delay);
@@ -967,6 +991,7 @@ ngx_http_spendpol_prepare(ngx_http_request_t *r, ngx_http_spendpol_ctx_t *ctx)
     ngx_buf_t                     *b;
     ngx_chain_t                   *cl;
     ngx_http_spendpol_loc_conf_t  *slcf;
+    ngx_http_spendpol_main_conf_t *smcf;
     const sp_snapshot_price_t     *price;
 
     slcf = ngx_http_get_module_loc_conf(r, ngx_http_spendpol_module);
@@ -1083,14 +1108,38 @@ ngx_http_spendpol_prepare(ngx_http_request_t *r, ngx_http_spendpol_ctx_t *ctx)
         }
     }
 
-    /*
-     * Stage 7 on the final body. A hit needs no worst case (it holds no
-     * tokens and reserves nothing), so the prompt is not counted for it.
-     */
-    if (ngx_http_spendpol_cache_lookup(r, ctx) != NGX_OK) {
+    /* stage 7 on the final body */
+    rc = ngx_http_spendpol_cache_lookup(r, ctx);
+
+    if (rc == NGX_AGAIN) {
+        /* the Redis tier answers, or its time runs out */
+        smcf = ngx_http_get_module_main_conf(r, ngx_http_spendpol_module);
+        ctx->cache_waiting = 1;
+
+        return ngx_http_spendpol_park(r, smcf->cache_redis_timeout,
+                                      ngx_http_spendpol_cache_wake);
+    }
+
+    if (rc != NGX_OK) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
+    return ngx_http_spendpol_after_lookup(r, ctx, price);
+
+admit:
+
+    return ngx_http_spendpol_admit(r, ctx);
+}
+
+
+/*
+ * After stage 7. A hit needs no worst case (it holds no tokens and
+ * reserves nothing), so the prompt is not counted for it.
+ */
+static ngx_int_t
+ngx_http_spendpol_after_lookup(ngx_http_request_t *r,
+    ngx_http_spendpol_ctx_t *ctx, const sp_snapshot_price_t *price)
+{
     if (ctx->cache_state != NGX_HTTP_SPENDPOL_CACHE_HIT) {
         ngx_http_spendpol_worst_case(r, ctx, price);
 
@@ -1099,7 +1148,70 @@ ngx_http_spendpol_prepare(ngx_http_request_t *r, ngx_http_spendpol_ctx_t *ctx)
         ctx->fallback_price = 0;
     }
 
-admit:
+    return ngx_http_spendpol_admit(r, ctx);
+}
+
+
+/*
+ * A lookup that waited for the Redis tier goes on: answered (a hit or a
+ * miss), or its time ran out (a miss). The price is found again: the
+ * snapshot may have changed meanwhile.
+ */
+static void
+ngx_http_spendpol_cache_wake(ngx_http_request_t *r)
+{
+    uint64_t                    started;
+    ngx_int_t                   rc;
+    ngx_event_t                *wev;
+    ngx_http_spendpol_ctx_t    *ctx;
+    const sp_snapshot_price_t  *price;
+
+    wev = r->connection->write;
+
+    if (wev->delayed) {
+        /* not the timer nor the answer: the socket became writable */
+        if (ngx_handle_write_event(wev, 0) != NGX_OK) {
+            ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+        }
+
+        return;
+    }
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_spendpol_module);
+
+    started = ngx_http_spendpol_now_us();
+
+    ctx->cache_waiting = 0;
+    ngx_http_spendpol_redis_abandon(ctx);
+
+    if (ngx_handle_read_event(r->connection->read, 0) != NGX_OK) {
+        ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+        return;
+    }
+
+    r->read_event_handler = ngx_http_block_reading;
+    r->write_event_handler = ngx_http_core_run_phases;
+
+    rc = NGX_DECLINED;
+    price = NULL;
+
+    if (ctx->cache_state != NGX_HTTP_SPENDPOL_CACHE_HIT) {
+        rc = ngx_http_spendpol_check_price(r, ctx, &price);
+    }
+
+    if (rc == NGX_DECLINED) {
+        rc = ngx_http_spendpol_after_lookup(r, ctx, price);
+    }
+
+    ngx_http_spendpol_after_admission(r, ctx, rc, started);
+}
+
+
+/* stages 7 (rate limits) and 8, or a hit's answer */
+static ngx_int_t
+ngx_http_spendpol_admit(ngx_http_request_t *r, ngx_http_spendpol_ctx_t *ctx)
+{
+    ngx_int_t  rc;
 
     rc = ngx_http_spendpol_ratelimit_admit(r, ctx);
 

@@ -116,6 +116,20 @@ static ngx_command_t  ngx_http_spendpol_commands[] = {
       offsetof(ngx_http_spendpol_main_conf_t, cache_size),
       NULL },
 
+    { ngx_string("spendpol_cache_redis"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_spendpol_main_conf_t, cache_redis),
+      NULL },
+
+    { ngx_string("spendpol_cache_redis_timeout"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_spendpol_main_conf_t, cache_redis_timeout),
+      NULL },
+
     { ngx_string("spendpol_max_body_size"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
       ngx_conf_set_size_slot,
@@ -425,6 +439,8 @@ ngx_http_spendpol_create_main_conf(ngx_conf_t *cf)
     smcf->snapshot_interval = NGX_CONF_UNSET_MSEC;
     smcf->zone_size = NGX_CONF_UNSET_SIZE;
     smcf->cache_size = NGX_CONF_UNSET_SIZE;
+    smcf->cache_redis = NGX_CONF_UNSET;
+    smcf->cache_redis_timeout = NGX_CONF_UNSET_MSEC;
     smcf->keepalive = NGX_CONF_UNSET_UINT;
     smcf->keepalive_timeout = NGX_CONF_UNSET_MSEC;
     smcf->keepalive_requests = NGX_CONF_UNSET_UINT;
@@ -500,6 +516,15 @@ ngx_http_spendpol_init_main_conf(ngx_conf_t *cf, void *conf)
     smcf->shm_zone->data = smcf;
 
     ngx_conf_init_size_value(smcf->cache_size, 64 * 1024 * 1024);
+    ngx_conf_init_value(smcf->cache_redis, 1);
+    ngx_conf_init_msec_value(smcf->cache_redis_timeout, 5);
+
+    if (smcf->cache_redis_timeout == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "spendpol_cache_redis_timeout must be at least "
+                           "1ms");
+        return NGX_CONF_ERROR;
+    }
 
     if (smcf->cache_size && smcf->cache_size < 8 * ngx_pagesize) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
@@ -1145,6 +1170,7 @@ ngx_http_spendpol_exit_process(ngx_cycle_t *cycle)
         return;
     }
 
+    ngx_http_spendpol_redis_exit_worker();
     ngx_http_spendpol_upstream_exit_worker(smcf);
     ngx_http_spendpol_snapshot_exit_worker(smcf);
     ngx_http_spendpol_tokenizer_exit_worker();

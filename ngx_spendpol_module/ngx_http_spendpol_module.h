@@ -135,6 +135,8 @@ typedef struct {
     ngx_shm_zone_t            *cache_zone;
     ngx_slab_pool_t           *cache_shpool;
     ngx_http_spendpol_cache_sh_t  *cache_sh;
+    ngx_flag_t                 cache_redis;   /* the Redis tier, if any */
+    ngx_msec_t                 cache_redis_timeout;  /* a Redis lookup's */
 
     /* the ask file (sp_lease.h): mapped by the master with the zone */
     void                      *ask;
@@ -347,6 +349,8 @@ typedef struct {
     u_char                    *cache_capture; /* a stream to store */
     size_t                     cache_captured;
     size_t                     cache_capture_size;
+    ngx_uint_t                 cache_waiting:1;  /* on the Redis tier */
+    void                      *cache_redis;   /* its lookup in flight */
 
     /*
      * Response side (ngx_http_spendpol_filter.c): a JSON body
@@ -477,6 +481,19 @@ ngx_int_t ngx_http_spendpol_cache_headers(ngx_http_request_t *r,
     ngx_http_spendpol_ctx_t *ctx);
 ngx_str_t *ngx_http_spendpol_cache_state_name(ngx_http_spendpol_ctx_t *ctx);
 void ngx_http_spendpol_cache_report(ngx_http_spendpol_main_conf_t *smcf);
+void ngx_http_spendpol_cache_found(ngx_http_request_t *r,
+    ngx_http_spendpol_ctx_t *ctx, u_char *value, size_t len);
+
+/* ngx_http_spendpol_redis.c */
+ngx_uint_t ngx_http_spendpol_redis_ready(ngx_http_spendpol_main_conf_t *smcf,
+    ngx_log_t *log);
+ngx_int_t ngx_http_spendpol_redis_lookup(ngx_http_request_t *r,
+    ngx_http_spendpol_ctx_t *ctx);
+void ngx_http_spendpol_redis_abandon(ngx_http_spendpol_ctx_t *ctx);
+void ngx_http_spendpol_redis_store(ngx_http_request_t *r,
+    ngx_http_spendpol_ctx_t *ctx, int64_t ttl_ms, u_char *value,
+    size_t len);
+void ngx_http_spendpol_redis_exit_worker(void);
 
 /* ngx_http_spendpol_journal.c */
 ngx_int_t ngx_http_spendpol_log_handler(ngx_http_request_t *r);

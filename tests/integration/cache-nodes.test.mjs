@@ -1,16 +1,22 @@
 // The response cache on two nodes (nginx + controld each) sharing
 // PostgreSQL and Redis (docs/cache.md): the organisation's settings are
 // shared (a PUT on one node's controld reaches the other node's nginx),
-// each node has its own cache zone (no shared tier yet), and a purge
-// taken by one node stops the other from serving its entries within 1 s.
+// each node has its own cache zone and both share the Redis tier (a hit
+// on A is a hit on B, with no upstream request), both keep answering with
+// Redis stopped and share again once it is back, and a purge taken by
+// one node stops the other from serving its entries (zone or Redis)
+// within 1 s.
 //
 // The org's provider points at the fixture of the node started last, so
 // upstream counts add both fixtures.
 
 import { test } from 'node:test';
+import fs from 'node:fs';
+import path from 'node:path';
+import { execFileSync } from 'node:child_process';
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
-import { useNodes, IS_SAN, sleep } from './lib/stack.mjs';
+import { useNodes, IS_SAN, REPO, sleep } from './lib/stack.mjs';
 import { header, cacheOf, getCacheConfig, putCacheConfig, purgeCache, waitApplied, CACHE_DEFAULTS } from './lib/cache.mjs';
 
 const SLOW = IS_SAN ? 3 : 1;
@@ -46,6 +52,19 @@ async function call(node, body) {
   return { status: r.status, cache: cacheOf(r), age: header(r, 'x-spendpol-cache-age'), text, at: Date.now() };
 }
 
+/**
+ * The same call on node (B by default), expected a hit from the Redis
+ * tier: the storing node's SET goes out without waiting for its reply, so
+ * the call waits 50 ms first.
+ */
+async function waitShared(body, node = b) {
+  await sleep(50 * SLOW);
+  const r = await call(node, body);
+  assert.equal(r.status, 200, r.text.slice(0, 300));
+  assert.equal(r.cache, 'hit', 'the other node did not find the answer in Redis');
+  return r;
+}
+
 async function expectState(node, body, state, what) {
   const r = await call(node, body);
   assert.equal(r.status, 200, `${what}: ${r.text.slice(0, 300)}`);
@@ -76,20 +95,110 @@ test('settings are shared: a PUT /cache/config on node A reaches node B\'s nginx
   for (const [k, v] of Object.entries(CACHE_DEFAULTS)) assert.equal(back[k], v, `${k} on node B`);
 });
 
-test('each node has its own cache: a hit on A is a miss on B (no shared tier yet)', async () => {
-  const body = chatBody('own zones');
+test('the Redis tier: an answer stored on A is a hit on B, with no upstream request', async () => {
+  const body = chatBody('shared tier');
   const n0 = upstream();
   const first = await expectState(a, body, 'miss', 'first call on A');
-  await expectState(a, body, 'hit', 'second call on A');
-  // No shared second tier is built yet (docs/cache.md): when the Redis
-  // tier lands, B answers this from it and this assertion changes.
-  const onB = await expectState(b, body, 'miss', 'the same call on B: its zone does not have it');
-  assert.equal(upstream(), n0 + 2, 'B asked the provider itself');
+  assert.equal(upstream(), n0 + 1);
+  // A's store reaches Redis without waiting for its reply: give it a moment
+  const onB = await waitShared(body);
+  assert.equal(upstream(), n0 + 1, 'B answered from Redis: the provider was not asked again');
+  assert.equal(onB.text, first.text, 'B sends A\'s stored answer byte for byte');
+  assert.ok(Number(onB.age) >= 0, `X-Spendpol-Cache-Age on B: ${onB.age}`);
+  // B keeps it in its own zone too, and A still has it
   await expectState(b, body, 'hit', 'the same call on B again');
-  assert.equal(upstream(), n0 + 2);
-  // the same answer either way, but for the provider's id and time
-  const strip = (x) => x.replace(/"(id|created)":("[^"]*"|\d+)/g, '');
-  assert.equal(strip(onB.text), strip(first.text));
+  await expectState(a, body, 'hit', 'the same call on A again');
+  assert.equal(upstream(), n0 + 1);
+});
+
+test('a streamed answer stored on B is replayed on A through Redis', async () => {
+  const body = chatBody('shared stream', { stream: true });
+  const n0 = upstream();
+  const first = await expectState(b, body, 'miss', 'a stream on B');
+  assert.match(first.text, /data: \[DONE\]/);
+  const onA = await waitShared(body, a);
+  assert.equal(onA.text, first.text, 'the stream replayed on A byte for byte');
+  assert.equal(upstream(), n0 + 1);
+});
+
+test('Redis stopped: both nodes keep answering (misses, then their own hits), logged once; shared again once it is back', async (t) => {
+  const logA = path.join(a.logs, 'error.log');
+  const logB = path.join(b.logs, 'error.log');
+  const down = (f) => (fs.readFileSync(f, 'utf8').match(/the cache's second tier\) is unreachable/g) || []).length;
+  const before = [down(logA), down(logB)];
+  await a.stopRedis();
+  try {
+    const slowest = [];
+    for (const node of [a, b]) {
+      for (let i = 0; i < 6; i++) {
+        const body = chatBody(`redis down ${i}`);
+        const t0 = Date.now();
+        await expectState(node, body, 'miss', `call ${i} with Redis stopped`);
+        await expectState(node, body, 'hit', `call ${i} again with Redis stopped: the node's own zone`);
+        slowest.push(Date.now() - t0);
+      }
+    }
+    t.diagnostic(`with Redis stopped, the slowest miss+hit pair took ${Math.max(...slowest)} ms`);
+    assert.ok(Math.max(...slowest) < 2000 * SLOW, `a pair took ${Math.max(...slowest)} ms with Redis stopped`);
+    // once per outage and worker, not once per request
+    const workers = (n) => n.nginxWorkerPids().length;
+    for (const [i, [node, log]] of [[a, logA], [b, logB]].entries()) {
+      const n = down(log) - before[i];
+      assert.ok(n >= 1 && n <= workers(node), `node ${i ? 'B' : 'A'} logged Redis down ${n} times (${workers(node)} workers)`);
+    }
+  } finally {
+    await a.startRedis();
+  }
+  // each worker connects again at most a second after its last try
+  let shared = null;
+  const until = Date.now() + 10_000 * SLOW;
+  for (let i = 0; Date.now() < until; i++) {
+    const probe = chatBody(`redis back ${i}`);
+    await expectState(a, probe, 'miss', 'a new answer on A after Redis came back');
+    await sleep(50 * SLOW);
+    const x = await call(b, probe);
+    assert.equal(x.status, 200, x.text.slice(0, 300));
+    if (x.cache === 'hit') { shared = i; break; }
+    await sleep(250);
+  }
+  assert.notEqual(shared, null, 'B never shared A\'s answers after Redis came back');
+  t.diagnostic(`shared again after ${shared + 1} tries`);
+});
+
+test('Redis hung (SIGSTOP): lookups give up after spendpol_cache_redis_timeout and are misses; late answers are dropped', async (t) => {
+  const pid = Number(execFileSync('bash', [path.join(REPO, 'scripts/stack.sh'), 'redis-pid', a.dataDir], { encoding: 'utf8' }));
+  assert.ok(pid > 0, `Redis pid ${pid}`);
+  const logA = path.join(a.logs, 'error.log');
+  const slow = () => (fs.readFileSync(logA, 'utf8').match(/did not answer a lookup within spendpol_cache_redis_timeout/g) || []).length;
+  const before = slow();
+  const stored = chatBody('before the hang');
+  await expectState(a, stored, 'miss', 'stored on A before the hang');
+  process.kill(pid, 'SIGSTOP');
+  const took = [];
+  try {
+    for (let i = 0; i < 8; i++) {
+      const body = chatBody(`hung ${i}`);
+      const t0 = Date.now();
+      await expectState(a, body, 'miss', `call ${i} with Redis hung`);
+      took.push(Date.now() - t0);
+      await expectState(a, body, 'hit', `call ${i} again: A's own zone, no Redis lookup`);
+    }
+    // B has not got it in its zone, and Redis does not answer: a miss, in time
+    const onB = await call(b, stored);
+    assert.equal(onB.status, 200, onB.text.slice(0, 300));
+    assert.equal(onB.cache, 'miss', 'B cannot reach the entry while Redis hangs');
+  } finally {
+    process.kill(pid, 'SIGCONT');
+  }
+  t.diagnostic(`misses with Redis hung took ${took.join(', ')} ms`);
+  assert.ok(Math.max(...took) < 1000 * SLOW, `a miss with Redis hung took ${Math.max(...took)} ms`);
+  const n = slow() - before;
+  assert.ok(n >= 1 && n <= a.nginxWorkerPids().length, `node A logged the slow Redis ${n} times`);
+  // the late answers to abandoned lookups are dropped; sharing goes on
+  await sleep(200 * SLOW);
+  const after = chatBody('after the hang');
+  await expectState(a, after, 'miss', 'stored on A after the hang');
+  await waitShared(after);
 });
 
 test('DELETE /cache on node A: node B stops serving its stored entries within 1 s', async (t) => {

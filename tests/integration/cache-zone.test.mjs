@@ -27,7 +27,9 @@ const SLOW = IS_SAN ? 3 : 1;
 const ZONE = 64 * 1024;
 const WORKERS = 2;                       // scripts/lib/stack.sh
 
-const s = new Stack({ nginxHttp: `spendpol_cache_size ${ZONE / 1024}k;` });
+// the zone alone: its Redis tier (cache-nodes.test.mjs) is off here, so an
+// evicted entry is a miss
+const s = new Stack({ nginxHttp: `spendpol_cache_size ${ZONE / 1024}k; spendpol_cache_redis off;` });
 const zero = Stack.join(s, { nginxHttp: 'spendpol_cache_size 0;' });
 let key;
 
@@ -145,6 +147,38 @@ http {
   const bad = nginxTest(dir, conf('lots'));
   assert.notEqual(bad.status, 0, bad.output);
   assert.match(bad.output, /\[emerg\].*"spendpol_cache_size"/, bad.output);
+});
+
+test('nginx -t: spendpol_cache_redis on|off and spendpol_cache_redis_timeout (at least 1ms) are checked', (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'spendpol-cache-redis-'));
+  t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const so = path.join(BUILD, 'nginx/objs/ngx_http_spendpol_module.so');
+  const conf = (lines) => `
+load_module ${so};
+pid ${dir}/nginx.pid;
+error_log ${dir}/error.log;
+events {}
+http {
+  access_log off;
+  client_body_temp_path ${dir}/cb; proxy_temp_path ${dir}/px; fastcgi_temp_path ${dir}/fc;
+  uwsgi_temp_path ${dir}/uw; scgi_temp_path ${dir}/sc;
+  ${lines}
+  server { listen 127.0.0.1:1; location /v1/ { spendpol on; } }
+}
+`;
+  for (const ok of ['spendpol_cache_redis off;', 'spendpol_cache_redis on; spendpol_cache_redis_timeout 20ms;',
+    'spendpol_cache_redis_timeout 1;']) {
+    const r = nginxTest(dir, conf(ok));
+    assert.equal(r.status, 0, `${ok}: ${r.output}`);
+  }
+  const zero = nginxTest(dir, conf('spendpol_cache_redis_timeout 0;'));
+  assert.notEqual(zero.status, 0, zero.output);
+  assert.match(zero.output, /\[emerg\].*spendpol_cache_redis_timeout must be at least 1ms/, zero.output);
+  for (const bad of ['spendpol_cache_redis maybe;', 'spendpol_cache_redis_timeout soon;']) {
+    const r = nginxTest(dir, conf(bad));
+    assert.notEqual(r.status, 0, `${bad}: ${r.output}`);
+    assert.match(r.output, /\[emerg\].*"spendpol_cache_redis(_timeout)?"/, `${bad}: ${r.output}`);
+  }
 });
 
 test('spendpol_cache_size 0: every response says skip and identical deterministic calls both reach the provider', async () => {
