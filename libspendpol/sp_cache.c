@@ -39,6 +39,7 @@
 
 #include "sp_cache.h"
 #include "sp_endpoint.h"
+#include "sp_usage.h"
 
 
 /*
@@ -60,7 +61,12 @@
 
 #define SP_CACHE_PREFIX         "spendpol-cache-v1"
 #define SP_CACHE_PREFIX_LEN     (sizeof(SP_CACHE_PREFIX) - 1)
-#define SP_CACHE_HEADER_MAX     (SP_CACHE_PREFIX_LEN + 5 * 4 \
+
+/* SP_CACHE_KEY_NO_PROMPT's: never the same bytes as an exact key's */
+#define SP_CACHE_GROUP_PREFIX   "spendpol-cache-v1-group"
+#define SP_CACHE_GROUP_PREFIX_LEN  (sizeof(SP_CACHE_GROUP_PREFIX) - 1)
+
+#define SP_CACHE_HEADER_MAX     (SP_CACHE_GROUP_PREFIX_LEN + 5 * 4 \
                                  + 4 * SP_CACHE_FIELD_MAX)
 
 /* members sorted by insertion up to this, by a heap above */
@@ -101,6 +107,7 @@ typedef struct {
     size_t               sorted;         /* of closed ones: [sorted, cap) */
     size_t               members_cap;
     size_t               depth_cap;
+    unsigned             flags;          /* SP_CACHE_KEY_* */
 
     /* the containers open during pass 1, on the C stack (10 KB) */
     uint32_t             base[SP_CACHE_DEPTH_MAX];   /* first member */
@@ -122,6 +129,47 @@ sp_cache_config_default(sp_cache_config_t *config)
     config->ttl_s = SP_CACHE_DEFAULT_TTL_S;
     config->max_entry_bytes = SP_CACHE_DEFAULT_MAX_ENTRY;
     config->only_deterministic = 1;
+    config->threshold_ppm = SP_CACHE_DEFAULT_THRESHOLD_PPM;
+    config->embed_provider = SP_PROVIDER_UNKNOWN;
+    config->embed_system = 0;
+    config->embed_timeout_ms = SP_CACHE_DEFAULT_EMBED_TIMEOUT;
+    config->max_vectors = SP_CACHE_DEFAULT_MAX_VECTORS;
+    memset(config->embed_model, 0, SP_CACHE_EMBED_MODEL_LEN);
+}
+
+
+int
+sp_cache_embed_provider_valid(uint32_t provider)
+{
+    switch (provider) {
+    case SP_PROVIDER_OPENAI:
+    case SP_PROVIDER_AZURE:
+    case SP_PROVIDER_GOOGLE:
+    case SP_PROVIDER_COHERE:
+    case SP_PROVIDER_MISTRAL:
+        return 1;
+    }
+
+    return 0;
+}
+
+
+int
+sp_cache_embed_model_valid(const char *model, size_t len)
+{
+    size_t  i;
+
+    if (model == NULL || len == 0 || len >= SP_CACHE_EMBED_MODEL_LEN) {
+        return 0;
+    }
+
+    for (i = 0; i < len; i++) {
+        if (model[i] < 0x21 || model[i] > 0x7e) {
+            return 0;
+        }
+    }
+
+    return 1;
 }
 
 
@@ -698,17 +746,42 @@ sp_cache_close_object(sp_cache_ctx_t *ctx, size_t base, uint32_t close,
 }
 
 
-/* top-level members that do not change the answer */
+/*
+ * Top-level members that do not change the answer; with
+ * SP_CACHE_KEY_NO_PROMPT also those that carry the prompt (the providers'
+ * spellings: OpenAI, Mistral and Anthropic messages and system, Google
+ * contents and systemInstruction or system_instruction, Cohere message,
+ * chat_history and preamble).
+ */
 static int
-sp_cache_ignored(const char *name, size_t len)
+sp_cache_ignored(const char *name, size_t len, unsigned flags)
 {
+    if ((len == 4 && memcmp(name, "user", 4) == 0)
+        || (len == 8 && memcmp(name, "metadata", 8) == 0)
+        || (len == 14 && memcmp(name, "stream_options", 14) == 0))
+    {
+        return 1;
+    }
+
+    if (!(flags & SP_CACHE_KEY_NO_PROMPT)) {
+        return 0;
+    }
+
     switch (len) {
-    case 4:
-        return memcmp(name, "user", 4) == 0;
+    case 6:
+        return memcmp(name, "system", 6) == 0;
+    case 7:
+        return memcmp(name, "message", 7) == 0;
     case 8:
-        return memcmp(name, "metadata", 8) == 0;
-    case 14:
-        return memcmp(name, "stream_options", 14) == 0;
+        return memcmp(name, "messages", 8) == 0
+               || memcmp(name, "contents", 8) == 0
+               || memcmp(name, "preamble", 8) == 0;
+    case 12:
+        return memcmp(name, "chat_history", 12) == 0;
+    case 17:
+        return memcmp(name, "systemInstruction", 17) == 0;
+    case 18:
+        return memcmp(name, "system_instruction", 18) == 0;
     }
 
     return 0;
@@ -846,7 +919,8 @@ next:
         m->end = (uint32_t) (w - ctx->compact);
 
         if (depth == 1
-            && sp_cache_ignored(ctx->compact + m->start + 1, m->name_len))
+            && sp_cache_ignored(ctx->compact + m->start + 1, m->name_len,
+                                ctx->flags))
         {
             /* as if it had never been there */
             w = ctx->compact + top_w;
@@ -1214,9 +1288,9 @@ sp_cache_key(const sp_cache_key_in_t *in, void *scratch,
     size_t scratch_len, uint8_t *key, char *err, size_t errlen)
 {
     char            *p, *header, number[4];
-    size_t           need, compact_len, header_len, i;
+    size_t           need, compact_len, header_len, prefix_len, i;
     uintptr_t        align;
-    const char      *reason;
+    const char      *reason, *prefix;
     const EVP_MD    *md;
     sp_cache_ctx_t   ctx;
 
@@ -1258,6 +1332,7 @@ sp_cache_key(const sp_cache_key_in_t *in, void *scratch,
     ctx.out = 0;
     ctx.nobjects = 0;
     ctx.stack = 0;
+    ctx.flags = in->flags;
 
     ctx.objects = (sp_cache_object_t *) p;
     ctx.objects_cap = sp_cache_objects_cap(in->body_len);
@@ -1293,13 +1368,22 @@ sp_cache_key(const sp_cache_key_in_t *in, void *scratch,
     number[2] = (char) (in->scope >> 8);
     number[3] = (char) in->scope;
 
-    header_len = SP_CACHE_PREFIX_LEN + 5 * 4 + in->org_id.len
+    if (in->flags & SP_CACHE_KEY_NO_PROMPT) {
+        prefix = SP_CACHE_GROUP_PREFIX;
+        prefix_len = SP_CACHE_GROUP_PREFIX_LEN;
+
+    } else {
+        prefix = SP_CACHE_PREFIX;
+        prefix_len = SP_CACHE_PREFIX_LEN;
+    }
+
+    header_len = prefix_len + 5 * 4 + in->org_id.len
                  + in->scope_value.len + in->provider.len + in->endpoint.len;
     p = ctx.canonical - header_len;
     header = p;
 
-    memcpy(p, SP_CACHE_PREFIX, SP_CACHE_PREFIX_LEN);
-    p += SP_CACHE_PREFIX_LEN;
+    memcpy(p, prefix, prefix_len);
+    p += prefix_len;
     p = sp_cache_header_field(p, in->org_id.data, in->org_id.len);
     memcpy(p, number, 4);
     p += 4;

@@ -53,16 +53,55 @@ typedef enum {
 #define SP_CACHE_TTL_MAX_S             (30 * 86400)
 #define SP_CACHE_MAX_ENTRY_MAX         (16 * 1024 * 1024)
 
+/* the semantic cache's settings (mode semantic) */
+#define SP_CACHE_EMBED_MODEL_LEN        128       /* with its NUL */
+#define SP_CACHE_DEFAULT_THRESHOLD_PPM  950000    /* similarity 0.95 */
+#define SP_CACHE_DEFAULT_EMBED_TIMEOUT  1000      /* ms */
+#define SP_CACHE_DEFAULT_MAX_VECTORS    10000
+#define SP_CACHE_THRESHOLD_MIN_PPM      500000
+#define SP_CACHE_THRESHOLD_MAX_PPM      1000000
+#define SP_CACHE_EMBED_TIMEOUT_MIN      50
+#define SP_CACHE_EMBED_TIMEOUT_MAX      30000
+#define SP_CACHE_MAX_VECTORS_MAX        100000
+
 typedef struct {
     uint32_t  mode;                  /* sp_cache_mode_e */
     uint32_t  scope;                 /* sp_cache_scope_e */
     uint32_t  ttl_s;                 /* 1..SP_CACHE_TTL_MAX_S */
     uint32_t  max_entry_bytes;       /* 1..SP_CACHE_MAX_ENTRY_MAX */
     uint32_t  only_deterministic;    /* 1: temperature 0 or a seed only */
+
+    /*
+     * Mode semantic: the embeddings endpoint, and how close a stored
+     * prompt must be. Meaningful only with both embed_provider and
+     * embed_model set (sp_snapshot_cache_config() reads a semantic
+     * record without them as exact).
+     */
+    uint32_t  threshold_ppm;      /* similarity_threshold x 1e6:
+                                     500000..1000000 */
+    uint32_t  embed_provider;     /* sp_provider_e of the embeddings endpoint;
+                                     SP_PROVIDER_UNKNOWN unset */
+    uint32_t  embed_system;       /* 1: the system prompt is embedded too */
+    uint32_t  embed_timeout_ms;   /* 50..30000 */
+    uint32_t  max_vectors;        /* per organisation, 1..100000 */
+    char      embed_model[SP_CACHE_EMBED_MODEL_LEN];  /* NUL-terminated,
+                                                          "" unset */
 } sp_cache_config_t;
 
 /* the defaults an organisation without settings has */
 void sp_cache_config_default(sp_cache_config_t *config);
+
+/*
+ * 1 when provider may serve the semantic cache's embeddings: openai,
+ * azure, google, cohere or mistral (anthropic has no embeddings endpoint)
+ */
+int sp_cache_embed_provider_valid(uint32_t provider);
+
+/*
+ * 1 when model is an embedding model name the settings accept: 1 to
+ * SP_CACHE_EMBED_MODEL_LEN - 1 bytes of printable ASCII without spaces
+ */
+int sp_cache_embed_model_valid(const char *model, size_t len);
 
 /* names as the admin API spells them; NULL for an unknown value */
 const char *sp_cache_mode_name(uint32_t mode);
@@ -72,6 +111,18 @@ const char *sp_cache_scope_name(uint32_t scope);
 int sp_cache_mode_parse(const char *name, size_t len, uint32_t *mode);
 int sp_cache_scope_parse(const char *name, size_t len, uint32_t *scope);
 
+
+/*
+ * SP_CACHE_KEY_NO_PROMPT: the semantic cache's "group" key, the entries
+ * a prompt's vector is compared with (same organisation, scope,
+ * provider, endpoint and parameters). It hashes the prefix
+ * "spendpol-cache-v1-group" instead of "spendpol-cache-v1", so it never
+ * equals an exact key, and leaves out, besides user, stream_options and
+ * metadata, the top-level members that carry the prompt: messages,
+ * contents, system, systemInstruction, system_instruction, message,
+ * chat_history and preamble.
+ */
+#define SP_CACHE_KEY_NO_PROMPT         0x1
 
 /* what the key covers besides the body */
 typedef struct {
@@ -83,6 +134,7 @@ typedef struct {
     sp_str_t     endpoint;           /* "POST /chat/completions" */
     const char  *body;               /* as sent upstream */
     size_t       body_len;
+    unsigned     flags;              /* SP_CACHE_KEY_*, 0: the exact key */
 } sp_cache_key_in_t;
 
 /*
@@ -90,7 +142,7 @@ typedef struct {
  * compact and canonical texts and the member lists it sorts); the caller
  * allocates them, so the function allocates nothing. About 6 times
  * body_len, at least 4 KB: two texts of body_len (the first at least
- * 4,133 bytes, the longest header), 12 bytes for each of at most
+ * 4,139 bytes, the longest header), 12 bytes for each of at most
  * body_len / 5 members and 16 for each of at most body_len / 10 objects
  * out of order. SIZE_MAX past 1 GB.
  */

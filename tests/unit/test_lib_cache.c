@@ -384,6 +384,143 @@ test_cache_key_known_answer(void **state)
 }
 
 
+/* the key of body with flags, hex */
+static void
+hex_of_flags(const char *body, unsigned flags, char *hex)
+{
+    char               err[256];
+    sp_cache_key_in_t  in;
+
+    in = key_in(body);
+    in.flags = flags;
+
+    if (key_of(&in, hex, err, sizeof(err)) != SP_OK) {
+        fail_msg("%s: %s", body, err);
+    }
+}
+
+
+static void
+same_group(const char *a, const char *b)
+{
+    char  ha[2 * SP_CACHE_KEY_LEN + 1], hb[2 * SP_CACHE_KEY_LEN + 1];
+
+    hex_of_flags(a, SP_CACHE_KEY_NO_PROMPT, ha);
+    hex_of_flags(b, SP_CACHE_KEY_NO_PROMPT, hb);
+
+    if (strcmp(ha, hb) != 0) {
+        fail_msg("different groups:\n  %s\n  %s", a, b);
+    }
+}
+
+
+static void
+different_group(const char *a, const char *b)
+{
+    char  ha[2 * SP_CACHE_KEY_LEN + 1], hb[2 * SP_CACHE_KEY_LEN + 1];
+
+    hex_of_flags(a, SP_CACHE_KEY_NO_PROMPT, ha);
+    hex_of_flags(b, SP_CACHE_KEY_NO_PROMPT, hb);
+
+    if (strcmp(ha, hb) == 0) {
+        fail_msg("same group:\n  %s\n  %s", a, b);
+    }
+}
+
+
+/*
+ * The semantic group: every provider's prompt members are left out at the
+ * top level, and only there; the parameters still count.
+ */
+static void
+test_cache_group_key_leaves_out_the_prompt(void **state)
+{
+    (void) state;
+
+    /* OpenAI, Mistral, Anthropic */
+    same_group("{\"model\":\"m\",\"temperature\":0,\"messages\":[{\"role\":"
+               "\"user\",\"content\":\"enable 2FA\"}]}",
+               "{\"model\":\"m\",\"temperature\":0,\"messages\":[{\"role\":"
+               "\"user\",\"content\":\"disable 2FA\"}],\"user\":\"u\"}");
+    same_group("{\"model\":\"m\",\"system\":\"be terse\",\"messages\":[]}",
+               "{\"model\":\"m\",\"system\":[{\"type\":\"text\"}]}");
+
+    /* Google, both spellings of the system instruction */
+    same_group("{\"contents\":[{\"parts\":[{\"text\":\"a\"}]}],"
+               "\"systemInstruction\":{\"parts\":[]},"
+               "\"generationConfig\":{\"temperature\":0}}",
+               "{\"contents\":[],\"system_instruction\":{},"
+               "\"generationConfig\":{\"temperature\":0}}");
+
+    /* Cohere */
+    same_group("{\"model\":\"c\",\"message\":\"a\",\"chat_history\":[],"
+               "\"preamble\":\"p\"}",
+               "{\"model\":\"c\",\"message\":\"b\"}");
+
+    /* the parameters and the rest of the body still count */
+    different_group("{\"model\":\"m\",\"messages\":[]}",
+                    "{\"model\":\"n\",\"messages\":[]}");
+    different_group("{\"model\":\"m\",\"temperature\":0,\"messages\":[]}",
+                    "{\"model\":\"m\",\"temperature\":1,\"messages\":[]}");
+    different_group("{\"model\":\"m\",\"tools\":[{\"name\":\"a\"}]}",
+                    "{\"model\":\"m\",\"tools\":[{\"name\":\"b\"}]}");
+
+    /* only at the top level: nested prompt names are ordinary members */
+    different_group("{\"x\":{\"messages\":\"a\"}}",
+                    "{\"x\":{\"messages\":\"b\"}}");
+
+    /* names that merely look alike are kept */
+    different_group("{\"Messages\":\"a\"}", "{\"Messages\":\"b\"}");
+    different_group("{\"systems\":\"a\"}", "{\"systems\":\"b\"}");
+    different_group("{\"message_id\":\"a\"}", "{\"message_id\":\"b\"}");
+
+    /* without the flag the prompt is in the key, as before */
+    different_key("{\"model\":\"m\",\"messages\":[{\"content\":\"a\"}]}",
+                  "{\"model\":\"m\",\"messages\":[{\"content\":\"b\"}]}");
+    different_key("{\"model\":\"c\",\"preamble\":\"a\"}",
+                  "{\"model\":\"c\",\"preamble\":\"b\"}");
+}
+
+
+/*
+ * A group key never equals an exact key, even for a body the flag leaves
+ * unchanged; and its bytes are the exact key's with the group prefix:
+ *
+ * printf 'spendpol-cache-v1-group\0\0\0\5org_1\0\0\0\1\0\0\0\5key_a'\
+ * '\0\0\0\6openai\0\0\0\26POST /chat/completions'\
+ * '{"model":"gpt-4o","temperature":0}' | sha256sum
+ */
+static void
+test_cache_group_key_never_equals_an_exact_key(void **state)
+{
+    char               exact[2 * SP_CACHE_KEY_LEN + 1];
+    char               group[2 * SP_CACHE_KEY_LEN + 1], err[256];
+    sp_cache_key_in_t  in;
+
+    (void) state;
+
+    hex_of_flags("{\"model\":\"m\"}", 0, exact);
+    hex_of_flags("{\"model\":\"m\"}", SP_CACHE_KEY_NO_PROMPT, group);
+    assert_string_not_equal(exact, group);
+
+    in = key_in("{ \"model\": \"gpt-4o\",\n  \"messages\": [{\"role\": "
+                "\"user\", \"content\": \"hi\"}],\n  \"user\": \"u1\", "
+                "\"temperature\": 0 }");
+    in.scope = SP_CACHE_SCOPE_API_KEY;
+    in.scope_value = sp_str_from("key_a");
+    in.flags = SP_CACHE_KEY_NO_PROMPT;
+
+    assert_int_equal(key_of(&in, group, err, sizeof(err)), SP_OK);
+    assert_string_equal(group, "fedcdea338fabb5b55674359f74e1ed3"
+                               "84da0798e3c9d48278bfea52afa92929");
+
+    /* the flag does not make a bad body keyable */
+    in = key_in("{\"messages\": [1,}");
+    in.flags = SP_CACHE_KEY_NO_PROMPT;
+    assert_int_equal(key_of(&in, group, err, sizeof(err)), SP_ERROR);
+}
+
+
 static void
 test_cache_key_refuses_what_is_not_one_json_value(void **state)
 {
@@ -740,6 +877,13 @@ test_cache_config_defaults_and_names(void **state)
     assert_int_equal(config.ttl_s, 3600);
     assert_int_equal(config.max_entry_bytes, 1024 * 1024);
     assert_int_equal(config.only_deterministic, 1);
+    assert_int_equal(config.threshold_ppm, 950000);
+    assert_int_equal(config.embed_provider, SP_PROVIDER_UNKNOWN);
+    assert_int_equal(config.embed_system, 0);
+    assert_int_equal(config.embed_timeout_ms, 1000);
+    assert_int_equal(config.max_vectors, 10000);
+    assert_string_equal(config.embed_model, "");
+    assert_int_equal(config.embed_model[SP_CACHE_EMBED_MODEL_LEN - 1], 0);
 
     assert_string_equal(sp_cache_mode_name(SP_CACHE_OFF), "off");
     assert_string_equal(sp_cache_mode_name(SP_CACHE_EXACT), "exact");
@@ -784,6 +928,45 @@ test_cache_config_defaults_and_names(void **state)
 
 
 static void
+test_cache_embed_provider_and_model_rules(void **state)
+{
+    char  model[SP_CACHE_EMBED_MODEL_LEN + 1];
+
+    (void) state;
+
+    assert_int_equal(sp_cache_embed_provider_valid(SP_PROVIDER_OPENAI), 1);
+    assert_int_equal(sp_cache_embed_provider_valid(SP_PROVIDER_AZURE), 1);
+    assert_int_equal(sp_cache_embed_provider_valid(SP_PROVIDER_GOOGLE), 1);
+    assert_int_equal(sp_cache_embed_provider_valid(SP_PROVIDER_COHERE), 1);
+    assert_int_equal(sp_cache_embed_provider_valid(SP_PROVIDER_MISTRAL), 1);
+    /* no embeddings endpoint */
+    assert_int_equal(sp_cache_embed_provider_valid(SP_PROVIDER_ANTHROPIC),
+                     0);
+    assert_int_equal(sp_cache_embed_provider_valid(SP_PROVIDER_UNKNOWN), 0);
+    assert_int_equal(sp_cache_embed_provider_valid(SP_PROVIDER_MISTRAL + 1),
+                     0);
+
+    assert_int_equal(sp_cache_embed_model_valid("text-embedding-3-small",
+                                                22), 1);
+    assert_int_equal(sp_cache_embed_model_valid("models/embedding-001~!",
+                                                21), 1);
+    assert_int_equal(sp_cache_embed_model_valid("", 0), 0);
+    assert_int_equal(sp_cache_embed_model_valid(NULL, 3), 0);
+    assert_int_equal(sp_cache_embed_model_valid("a b", 3), 0);
+    assert_int_equal(sp_cache_embed_model_valid("a\tb", 3), 0);
+    assert_int_equal(sp_cache_embed_model_valid("a\x7f", 2), 0);
+    assert_int_equal(sp_cache_embed_model_valid("caf\xc3\xa9", 5), 0);
+    assert_int_equal(sp_cache_embed_model_valid("a\0b", 3), 0);
+
+    memset(model, 'm', sizeof(model));
+    assert_int_equal(sp_cache_embed_model_valid(model,
+                         SP_CACHE_EMBED_MODEL_LEN - 1), 1);
+    assert_int_equal(sp_cache_embed_model_valid(model,
+                         SP_CACHE_EMBED_MODEL_LEN), 0);
+}
+
+
+static void
 test_cache_deterministic_rule(void **state)
 {
     (void) state;
@@ -810,12 +993,15 @@ main(void)
         cmocka_unit_test(test_cache_key_covers_org_scope_provider_endpoint),
         cmocka_unit_test(test_cache_key_fields_are_length_prefixed),
         cmocka_unit_test(test_cache_key_known_answer),
+        cmocka_unit_test(test_cache_group_key_leaves_out_the_prompt),
+        cmocka_unit_test(test_cache_group_key_never_equals_an_exact_key),
         cmocka_unit_test(test_cache_key_refuses_what_is_not_one_json_value),
         cmocka_unit_test(test_cache_key_scratch_too_small_is_an_error),
         cmocka_unit_test(test_cache_key_large_body_is_linear_and_sorted),
         cmocka_unit_test(test_cache_key_objects_in_order_and_not_mixed),
         cmocka_unit_test(test_cache_key_scratch_is_six_times_the_body),
         cmocka_unit_test(test_cache_config_defaults_and_names),
+        cmocka_unit_test(test_cache_embed_provider_and_model_rules),
         cmocka_unit_test(test_cache_deterministic_rule),
     };
 
