@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "sp_snapshot.h"
+#include "sp_usage.h"
 
 
 #define SP_ALIGN8(n)  (((n) + 7) & ~(size_t) 7)
@@ -184,7 +185,6 @@ sp_snapshot_put_org(void *record, const void *in)
     org->rpm_limit = org_in->rpm_limit;
     org->tpm_limit = org_in->tpm_limit;
     org->reserved = 0;
-    org->pad = 0;
 
     if (org_in->cache_set) {
         org->cache = org_in->cache;
@@ -1237,12 +1237,15 @@ sp_snapshot_find_org(const sp_snapshot_t *s, sp_str_t org_id)
  * that its writer was sound, and a worker must not size or key entries by
  * a value it never validated. Out of range turns the cache off for the
  * organisation (a miss costs money; a wrong hit would serve another
- * request's answer).
+ * request's answer). The embedding model must end inside its array: the
+ * module passes it on as a C string. A semantic cache without both its
+ * embeddings provider and model reads as exact: never half-configured.
  */
 void
 sp_snapshot_cache_config(const sp_snapshot_t *s, sp_str_t org_id,
     sp_cache_config_t *config)
 {
+    size_t                    len;
     const sp_snapshot_org_t  *org;
 
     sp_cache_config_default(config);
@@ -1259,13 +1262,41 @@ sp_snapshot_cache_config(const sp_snapshot_t *s, sp_str_t org_id,
         || org->cache.ttl_s > SP_CACHE_TTL_MAX_S
         || org->cache.max_entry_bytes < 1
         || org->cache.max_entry_bytes > SP_CACHE_MAX_ENTRY_MAX
-        || org->cache.only_deterministic > 1)
+        || org->cache.only_deterministic > 1
+        || org->cache.threshold_ppm < SP_CACHE_THRESHOLD_MIN_PPM
+        || org->cache.threshold_ppm > SP_CACHE_THRESHOLD_MAX_PPM
+        || (org->cache.embed_provider != SP_PROVIDER_UNKNOWN
+            && !sp_cache_embed_provider_valid(org->cache.embed_provider))
+        || org->cache.embed_system > 1
+        || org->cache.embed_timeout_ms < SP_CACHE_EMBED_TIMEOUT_MIN
+        || org->cache.embed_timeout_ms > SP_CACHE_EMBED_TIMEOUT_MAX
+        || org->cache.max_vectors < 1
+        || org->cache.max_vectors > SP_CACHE_MAX_VECTORS_MAX)
+    {
+        config->mode = SP_CACHE_OFF;
+        return;
+    }
+
+    len = strnlen(org->cache.embed_model, SP_CACHE_EMBED_MODEL_LEN);
+
+    if (len == SP_CACHE_EMBED_MODEL_LEN
+        || (len > 0
+            && !sp_cache_embed_model_valid(org->cache.embed_model, len)))
     {
         config->mode = SP_CACHE_OFF;
         return;
     }
 
     *config = org->cache;
+
+    /* the bytes past the NUL as the defaults have them: zero */
+    memset(config->embed_model + len, 0, SP_CACHE_EMBED_MODEL_LEN - len);
+
+    if (config->mode == SP_CACHE_SEMANTIC
+        && (config->embed_provider == SP_PROVIDER_UNKNOWN || len == 0))
+    {
+        config->mode = SP_CACHE_EXACT;
+    }
 }
 
 

@@ -219,7 +219,12 @@ snapshot(const char *dir, const char *name, int full)
         o.flags = SP_ORG_REFUSE_UNPRICED;
         o.rpm_limit = 6000;
         o.tpm_limit = 2000000;
-        o.cache.mode = SP_CACHE_EXACT;
+        /* v9: a semantic cache, every setting in range */
+        sp_cache_config_default(&o.cache);
+        o.cache.mode = SP_CACHE_SEMANTIC;
+        o.cache.embed_provider = SP_PROVIDER_OPENAI;
+        strcpy(o.cache.embed_model, "text-embedding-3-small");
+        o.cache.threshold_ppm = 900000;
         o.cache.scope = SP_CACHE_SCOPE_PROJECT;
         o.cache.ttl_s = 600;
         o.cache.max_entry_bytes = 65536;

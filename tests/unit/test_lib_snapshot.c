@@ -16,6 +16,7 @@
 #include <cmocka.h>
 
 #include "sp_snapshot.h"
+#include "sp_usage.h"
 
 
 static sp_str_t
@@ -2146,6 +2147,10 @@ test_snapshot_org_carries_cache_settings_or_defaults(void **state)
 
     (void) state;
 
+    /* records are 8-byte aligned: no padding the writer must fill */
+    assert_int_equal(sizeof(sp_snapshot_org_t), 192);
+    assert_int_equal(sizeof(sp_snapshot_org_t) % 8, 0);
+
     sp_cache_config_default(&defaults);
 
     b = sp_snapshot_builder_new(7);
@@ -2153,12 +2158,37 @@ test_snapshot_org_carries_cache_settings_or_defaults(void **state)
 
     memset(&in, 0, sizeof(in));
     in.org_id = "org_set";
+    sp_cache_config_default(&in.cache);
     in.cache.mode = SP_CACHE_OFF;
     in.cache.scope = SP_CACHE_SCOPE_PROJECT;
     in.cache.ttl_s = 60;
     in.cache.max_entry_bytes = 4096;
     in.cache.only_deterministic = 0;
     in.cache_set = 1;
+    assert_int_equal(sp_snapshot_add_org(b, &in), SP_OK);
+
+    /* v9: the semantic cache's settings, every field off its default */
+    memset(&in, 0, sizeof(in));
+    in.org_id = "org_semantic";
+    sp_cache_config_default(&in.cache);
+    in.cache.mode = SP_CACHE_SEMANTIC;
+    in.cache.threshold_ppm = 912345;
+    in.cache.embed_provider = SP_PROVIDER_COHERE;
+    in.cache.embed_system = 1;
+    in.cache.embed_timeout_ms = 30000;
+    in.cache.max_vectors = 100000;
+    strcpy(in.cache.embed_model, "embed-english-v3.0");
+    in.cache_set = 1;
+    assert_int_equal(sp_snapshot_add_org(b, &in), SP_OK);
+
+    /* semantic without a model, or without a provider: exact */
+    in.org_id = "org_no_model";
+    in.cache.embed_model[0] = '\0';
+    assert_int_equal(sp_snapshot_add_org(b, &in), SP_OK);
+
+    in.org_id = "org_no_provider";
+    strcpy(in.cache.embed_model, "text-embedding-3-small");
+    in.cache.embed_provider = SP_PROVIDER_UNKNOWN;
     assert_int_equal(sp_snapshot_add_org(b, &in), SP_OK);
 
     /* cache not set: whatever cache holds, the record has the defaults */
@@ -2176,6 +2206,28 @@ test_snapshot_org_carries_cache_settings_or_defaults(void **state)
     assert_int_equal(config.ttl_s, 60);
     assert_int_equal(config.max_entry_bytes, 4096);
     assert_int_equal(config.only_deterministic, 0);
+    assert_int_equal(config.threshold_ppm, SP_CACHE_DEFAULT_THRESHOLD_PPM);
+    assert_int_equal(config.embed_provider, SP_PROVIDER_UNKNOWN);
+    assert_string_equal(config.embed_model, "");
+
+    sp_snapshot_cache_config(&s, S("org_semantic"), &config);
+    assert_int_equal(config.mode, SP_CACHE_SEMANTIC);
+    assert_int_equal(config.scope, SP_CACHE_SCOPE_ORG);
+    assert_int_equal(config.ttl_s, defaults.ttl_s);
+    assert_int_equal(config.threshold_ppm, 912345);
+    assert_int_equal(config.embed_provider, SP_PROVIDER_COHERE);
+    assert_int_equal(config.embed_system, 1);
+    assert_int_equal(config.embed_timeout_ms, 30000);
+    assert_int_equal(config.max_vectors, 100000);
+    assert_string_equal(config.embed_model, "embed-english-v3.0");
+
+    sp_snapshot_cache_config(&s, S("org_no_model"), &config);
+    assert_int_equal(config.mode, SP_CACHE_EXACT);
+    assert_int_equal(config.threshold_ppm, 912345);
+
+    sp_snapshot_cache_config(&s, S("org_no_provider"), &config);
+    assert_int_equal(config.mode, SP_CACHE_EXACT);
+    assert_string_equal(config.embed_model, "text-embedding-3-small");
 
     sp_snapshot_cache_config(&s, S("org_unset"), &config);
     assert_memory_equal(&config, &defaults, sizeof(config));
@@ -2211,6 +2263,21 @@ test_snapshot_cache_settings_out_of_range_turn_the_cache_off(void **state)
         { offsetof(sp_cache_config_t, max_entry_bytes),
           SP_CACHE_MAX_ENTRY_MAX + 1 },
         { offsetof(sp_cache_config_t, only_deterministic), 2 },
+        { offsetof(sp_cache_config_t, threshold_ppm), 499999 },
+        { offsetof(sp_cache_config_t, threshold_ppm), 1000001 },
+        { offsetof(sp_cache_config_t, embed_provider), SP_PROVIDER_ANTHROPIC },
+        { offsetof(sp_cache_config_t, embed_provider),
+          SP_PROVIDER_MISTRAL + 1 },
+        { offsetof(sp_cache_config_t, embed_system), 2 },
+        { offsetof(sp_cache_config_t, embed_timeout_ms), 49 },
+        { offsetof(sp_cache_config_t, embed_timeout_ms), 30001 },
+        { offsetof(sp_cache_config_t, max_vectors), 0 },
+        { offsetof(sp_cache_config_t, max_vectors), 100001 },
+        /* the model: a space, a byte above 0x7e, no NUL in its array */
+        { offsetof(sp_cache_config_t, embed_model), 0x00622061 },
+        { offsetof(sp_cache_config_t, embed_model), 0x000080ff },
+        { offsetof(sp_cache_config_t, embed_model)
+          + SP_CACHE_EMBED_MODEL_LEN - 4, 0x61616161 },
     };
 
     (void) state;
@@ -2224,6 +2291,13 @@ test_snapshot_cache_settings_out_of_range_turn_the_cache_off(void **state)
         assert_non_null(org);
         memcpy((uint8_t *) &org->cache + bad[i].offset, &bad[i].value,
                sizeof(uint32_t));
+
+        if (bad[i].offset > offsetof(sp_cache_config_t, embed_model)) {
+            /* a model without its NUL: every byte before a letter */
+            memset(org->cache.embed_model, 'a',
+                   SP_CACHE_EMBED_MODEL_LEN - 4);
+        }
+
         reseal(data);
         open_ok(&s, data, len);
 
