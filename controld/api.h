@@ -241,18 +241,38 @@ void cd_api_agents_resume(cd_request_t *r);
 #define CD_CACHE_SCOPE           0x04u
 #define CD_CACHE_DETERMINISTIC   0x08u
 #define CD_CACHE_MAX_ENTRY       0x10u
+#define CD_CACHE_THRESHOLD       0x20u
+#define CD_CACHE_EMBED_PROVIDER  0x40u
+#define CD_CACHE_EMBED_MODEL     0x80u
+#define CD_CACHE_EMBED_SYSTEM    0x100u
+#define CD_CACHE_EMBED_TIMEOUT   0x200u
+#define CD_CACHE_MAX_VECTORS     0x400u
 
 /*
  * The members of a PUT /cache/config body (keys already checked) over
  * config, the given ones flagged in given (CD_CACHE_*). A refusal names
- * its field: 400 for a wrong type, 422 for a value out of range, an
- * unknown name or mode "semantic" (not available in this version).
+ * its field: 400 for a wrong type, 422 for a value out of range or an
+ * unknown name (anthropic as embedding_provider: it has no embeddings
+ * endpoint). embedding_provider and embedding_model null unset them.
  */
 int cd_cache_config_parse(json_t *body, sp_cache_config_t *config,
     unsigned *given, cd_field_error_t *err) CD_CHECK;
 
+/*
+ * The members given in put over config (the stored settings, or the
+ * defaults), then the rule no single member shows: mode semantic needs
+ * an embeddings provider and model, from this PUT or stored before (422
+ * missing_field naming embedding_model, else embedding_provider).
+ */
+int cd_cache_config_merge(sp_cache_config_t *config,
+    const sp_cache_config_t *put, unsigned given, cd_field_error_t *err)
+    CD_CHECK;
+
 /* {"mode", "ttl_seconds", "scope", "only_deterministic",
-   "max_entry_bytes"}; NULL for an unknown mode or scope, or no memory */
+   "max_entry_bytes", "similarity_threshold", "embedding_provider",
+   "embedding_model", "embed_system_prompt", "embedding_timeout_ms",
+   "max_vectors"}, provider and model null when unset; NULL for an
+   unknown mode, scope or provider, or no memory */
 json_t *cd_cache_config_json(const sp_cache_config_t *config);
 
 void cd_api_cache_config_get(cd_request_t *r);

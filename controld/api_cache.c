@@ -18,16 +18,23 @@
 #include "api.h"
 #include "sp_cache.h"
 #include "sp_provider.h"
+#include "sp_usage.h"
 
 
 #define CD_CACHE_COLUMNS                                                     \
-    "mode, ttl_seconds, scope, only_deterministic, max_entry_bytes"
+    "mode, ttl_seconds, scope, only_deterministic, max_entry_bytes,"         \
+    " similarity_threshold_ppm, embedding_provider, embedding_model,"        \
+    " embed_system_prompt, embedding_timeout_ms, max_vectors"
+
+#define CD_CACHE_EMBED_PROVIDERS                                             \
+    "\"openai\", \"azure\", \"google\", \"cohere\" or \"mistral\""
 
 #define CD_CACHE_STATS_DEFAULT_US   (24LL * 3600 * 1000000)
 
 static const char  *cd_cache_fields[] = {
     "mode", "ttl_seconds", "scope", "only_deterministic", "max_entry_bytes",
-    NULL
+    "similarity_threshold", "embedding_provider", "embedding_model",
+    "embed_system_prompt", "embedding_timeout_ms", "max_vectors", NULL
 };
 
 
@@ -69,6 +76,146 @@ cd_cache_integer(json_t *body, const char *field, json_int_t lo,
 }
 
 
+/*
+ * similarity_threshold: a number from 0.5 to 1.0 with at most 6 decimals,
+ * stored as millionths so that the module compares exactly what was set
+ */
+static int
+cd_cache_threshold(json_t *body, sp_cache_config_t *config,
+    unsigned *given, cd_field_error_t *err)
+{
+    double   d, ppm, rounded;
+    json_t  *value;
+
+    value = json_object_get(body, "similarity_threshold");
+
+    if (value == NULL) {
+        return CD_OK;
+    }
+
+    if (!json_is_number(value)) {
+        return cd_field_error(err, 400, "invalid_type",
+                              "similarity_threshold", "similarity_threshold "
+                              "must be a number from 0.5 to 1.0");
+    }
+
+    d = json_number_value(value);
+
+    if (!(d >= 0.5 && d <= 1.0)) {
+        return cd_field_error(err, 422, "invalid_value",
+                              "similarity_threshold", "similarity_threshold "
+                              "is %.15g; expected 0.5 to 1.0", d);
+    }
+
+    /* a double is within 1e-10 of a 6-decimal number in this range */
+    ppm = d * 1e6;
+    rounded = floor(ppm + 0.5);
+
+    if (fabs(ppm - rounded) > 1e-6) {
+        return cd_field_error(err, 422, "invalid_value",
+                              "similarity_threshold", "similarity_threshold "
+                              "is %.15g; expected at most 6 decimals "
+                              "(e.g. 0.95)", d);
+    }
+
+    config->threshold_ppm = (uint32_t) rounded;
+    *given |= CD_CACHE_THRESHOLD;
+
+    return CD_OK;
+}
+
+
+/* embedding_provider: one with an embeddings endpoint; null unsets it */
+static int
+cd_cache_embed_provider(json_t *body, sp_cache_config_t *config,
+    unsigned *given, cd_field_error_t *err)
+{
+    json_t         *value;
+    const char     *s;
+    sp_provider_e   provider;
+
+    value = json_object_get(body, "embedding_provider");
+
+    if (value == NULL) {
+        return CD_OK;
+    }
+
+    if (json_is_null(value)) {
+        config->embed_provider = SP_PROVIDER_UNKNOWN;
+        *given |= CD_CACHE_EMBED_PROVIDER;
+        return CD_OK;
+    }
+
+    if (!json_is_string(value)) {
+        return cd_field_error(err, 400, "invalid_type", "embedding_provider",
+                              "embedding_provider must be a string: "
+                              CD_CACHE_EMBED_PROVIDERS ", or null");
+    }
+
+    s = json_string_value(value);
+    provider = sp_provider_from_name(s, json_string_length(value));
+
+    if (provider == SP_PROVIDER_ANTHROPIC) {
+        return cd_field_error(err, 422, "invalid_value", "embedding_provider",
+                              "anthropic has no embeddings endpoint; "
+                              "expected " CD_CACHE_EMBED_PROVIDERS);
+    }
+
+    if (!sp_cache_embed_provider_valid(provider)) {
+        return cd_field_error(err, 422, "invalid_value", "embedding_provider",
+                              "unknown embedding_provider \"%.32s\": "
+                              "expected " CD_CACHE_EMBED_PROVIDERS, s);
+    }
+
+    config->embed_provider = provider;
+    *given |= CD_CACHE_EMBED_PROVIDER;
+
+    return CD_OK;
+}
+
+
+/* embedding_model: a name the module may send as it stands; null unsets */
+static int
+cd_cache_embed_model(json_t *body, sp_cache_config_t *config,
+    unsigned *given, cd_field_error_t *err)
+{
+    size_t   len;
+    json_t  *value;
+
+    value = json_object_get(body, "embedding_model");
+
+    if (value == NULL) {
+        return CD_OK;
+    }
+
+    if (json_is_null(value)) {
+        memset(config->embed_model, 0, SP_CACHE_EMBED_MODEL_LEN);
+        *given |= CD_CACHE_EMBED_MODEL;
+        return CD_OK;
+    }
+
+    if (!json_is_string(value)) {
+        return cd_field_error(err, 400, "invalid_type", "embedding_model",
+                              "embedding_model must be a string, or null");
+    }
+
+    len = json_string_length(value);
+
+    if (!sp_cache_embed_model_valid(json_string_value(value), len)) {
+        return cd_field_error(err, 422, "invalid_value", "embedding_model",
+                              "embedding_model must be 1 to %d printable "
+                              "ASCII characters without spaces",
+                              SP_CACHE_EMBED_MODEL_LEN - 1);
+    }
+
+    memset(config->embed_model, 0, SP_CACHE_EMBED_MODEL_LEN);
+    memcpy(config->embed_model, json_string_value(value), len);
+    *given |= CD_CACHE_EMBED_MODEL;
+
+    return CD_OK;
+}
+
+
 int
 cd_cache_config_parse(json_t *body, sp_cache_config_t *config,
     unsigned *given, cd_field_error_t *err)
@@ -84,8 +231,8 @@ cd_cache_config_parse(json_t *body, sp_cache_config_t *config,
     if (value != NULL) {
         if (!json_is_string(value)) {
             return cd_field_error(err, 400, "invalid_type", "mode",
-                                  "mode must be a string: \"exact\" or "
-                                  "\"off\"");
+                                  "mode must be a string: \"exact\", "
+                                  "\"semantic\" or \"off\"");
         }
 
         s = json_string_value(value);
@@ -95,13 +242,7 @@ cd_cache_config_parse(json_t *body, sp_cache_config_t *config,
         {
             return cd_field_error(err, 422, "invalid_value", "mode",
                                   "unknown mode \"%.32s\": expected "
-                                  "\"exact\" or \"off\"", s);
-        }
-
-        if (config->mode == SP_CACHE_SEMANTIC) {
-            return cd_field_error(err, 422, "unsupported_value", "mode",
-                                  "semantic caching is not available in "
-                                  "this version; use \"exact\" or \"off\"");
+                                  "\"exact\", \"semantic\" or \"off\"", s);
         }
 
         *given |= CD_CACHE_MODE;
@@ -149,14 +290,119 @@ cd_cache_config_parse(json_t *body, sp_cache_config_t *config,
         *given |= CD_CACHE_DETERMINISTIC;
     }
 
+    if (cd_cache_threshold(body, config, given, err) != CD_OK
+        || cd_cache_embed_provider(body, config, given, err) != CD_OK
+        || cd_cache_embed_model(body, config, given, err) != CD_OK
+        || cd_cache_integer(body, "embedding_timeout_ms",
+                            SP_CACHE_EMBED_TIMEOUT_MIN,
+                            SP_CACHE_EMBED_TIMEOUT_MAX,
+                            &config->embed_timeout_ms, CD_CACHE_EMBED_TIMEOUT,
+                            given, err)
+           != CD_OK
+        || cd_cache_integer(body, "max_vectors", 1, SP_CACHE_MAX_VECTORS_MAX,
+                            &config->max_vectors, CD_CACHE_MAX_VECTORS,
+                            given, err)
+           != CD_OK
+        || cd_bool_parse(body, "embed_system_prompt", &b, err) != CD_OK)
+    {
+        return CD_ERROR;
+    }
+
+    if (b >= 0) {
+        config->embed_system = (uint32_t) b;
+        *given |= CD_CACHE_EMBED_SYSTEM;
+    }
+
     return CD_OK;
+}
+
+
+int
+cd_cache_config_merge(sp_cache_config_t *config,
+    const sp_cache_config_t *put, unsigned given, cd_field_error_t *err)
+{
+    const char  *missing;
+
+    if (given & CD_CACHE_MODE) {
+        config->mode = put->mode;
+    }
+
+    if (given & CD_CACHE_TTL) {
+        config->ttl_s = put->ttl_s;
+    }
+
+    if (given & CD_CACHE_SCOPE) {
+        config->scope = put->scope;
+    }
+
+    if (given & CD_CACHE_DETERMINISTIC) {
+        config->only_deterministic = put->only_deterministic;
+    }
+
+    if (given & CD_CACHE_MAX_ENTRY) {
+        config->max_entry_bytes = put->max_entry_bytes;
+    }
+
+    if (given & CD_CACHE_THRESHOLD) {
+        config->threshold_ppm = put->threshold_ppm;
+    }
+
+    if (given & CD_CACHE_EMBED_PROVIDER) {
+        config->embed_provider = put->embed_provider;
+    }
+
+    if (given & CD_CACHE_EMBED_MODEL) {
+        memcpy(config->embed_model, put->embed_model,
+               SP_CACHE_EMBED_MODEL_LEN);
+    }
+
+    if (given & CD_CACHE_EMBED_SYSTEM) {
+        config->embed_system = put->embed_system;
+    }
+
+    if (given & CD_CACHE_EMBED_TIMEOUT) {
+        config->embed_timeout_ms = put->embed_timeout_ms;
+    }
+
+    if (given & CD_CACHE_MAX_VECTORS) {
+        config->max_vectors = put->max_vectors;
+    }
+
+    if (config->mode != SP_CACHE_SEMANTIC) {
+        return CD_OK;
+    }
+
+    /* never a half-configured semantic cache: the snapshot would say exact */
+    if (config->embed_model[0] != '\0'
+        && config->embed_provider != SP_PROVIDER_UNKNOWN)
+    {
+        return CD_OK;
+    }
+
+    if (config->embed_model[0] == '\0'
+        && config->embed_provider == SP_PROVIDER_UNKNOWN)
+    {
+        return cd_field_error(err, 422, "missing_field", "embedding_model",
+                              "mode \"semantic\" needs embedding_provider "
+                              "and embedding_model: give them in this PUT "
+                              "or set them first");
+    }
+
+    missing = config->embed_model[0] == '\0' ? "embedding_model"
+                                             : "embedding_provider";
+
+    return cd_field_error(err, 422, "missing_field", missing,
+                          "mode \"semantic\" needs %s: give it in this PUT "
+                          "or set it first", missing);
 }
 
 
 json_t *
 cd_cache_config_json(const sp_cache_config_t *config)
 {
-    const char  *mode, *scope;
+    size_t       len;
+    json_t      *provider, *model;
+    const char  *mode, *scope, *name;
 
     mode = sp_cache_mode_name(config->mode);
     scope = sp_cache_scope_name(config->scope);
@@ -165,12 +411,39 @@ cd_cache_config_json(const sp_cache_config_t *config)
         return NULL;
     }
 
-    return json_pack("{s:s, s:I, s:s, s:b, s:I}",
+    if (config->embed_provider == SP_PROVIDER_UNKNOWN) {
+        provider = json_null();
+
+    } else {
+        name = sp_cache_embed_provider_valid(config->embed_provider)
+               ? sp_provider_name(config->embed_provider) : NULL;
+
+        if (name == NULL) {
+            return NULL;
+        }
+
+        provider = json_string(name);
+    }
+
+    len = strnlen(config->embed_model, SP_CACHE_EMBED_MODEL_LEN);
+    model = len ? json_stringn(config->embed_model, len) : json_null();
+
+    /* "o" takes the references, and a NULL one fails the whole pack */
+    return json_pack("{s:s, s:I, s:s, s:b, s:I, s:f, s:o, s:o, s:b, s:I,"
+                     " s:I}",
                      "mode", mode,
                      "ttl_seconds", (json_int_t) config->ttl_s,
                      "scope", scope,
                      "only_deterministic", (int) config->only_deterministic,
-                     "max_entry_bytes", (json_int_t) config->max_entry_bytes);
+                     "max_entry_bytes", (json_int_t) config->max_entry_bytes,
+                     "similarity_threshold",
+                     (double) config->threshold_ppm / 1e6,
+                     "embedding_provider", provider,
+                     "embedding_model", model,
+                     "embed_system_prompt", (int) config->embed_system,
+                     "embedding_timeout_ms",
+                     (json_int_t) config->embed_timeout_ms,
+                     "max_vectors", (json_int_t) config->max_vectors);
 }
 
 
@@ -184,6 +457,8 @@ cd_cache_config_json(const sp_cache_config_t *config)
 static int
 cd_cache_config_row(PGresult *res, sp_cache_config_t *config)
 {
+    size_t  len;
+
     if (sp_cache_mode_parse(PQgetvalue(res, 0, 0),
                             (size_t) PQgetlength(res, 0, 0), &config->mode)
         != SP_OK
@@ -199,6 +474,37 @@ cd_cache_config_row(PGresult *res, sp_cache_config_t *config)
     config->only_deterministic = (uint32_t) cd_db_bool(res, 0, 3);
     config->max_entry_bytes = (uint32_t) strtoul(PQgetvalue(res, 0, 4),
                                                  NULL, 10);
+    config->threshold_ppm = (uint32_t) strtoul(PQgetvalue(res, 0, 5), NULL,
+                                               10);
+    config->embed_system = (uint32_t) cd_db_bool(res, 0, 8);
+    config->embed_timeout_ms = (uint32_t) strtoul(PQgetvalue(res, 0, 9),
+                                                  NULL, 10);
+    config->max_vectors = (uint32_t) strtoul(PQgetvalue(res, 0, 10), NULL,
+                                             10);
+
+    config->embed_provider = SP_PROVIDER_UNKNOWN;
+
+    if (!PQgetisnull(res, 0, 6)) {
+        config->embed_provider = sp_provider_from_name(
+                                     PQgetvalue(res, 0, 6),
+                                     (size_t) PQgetlength(res, 0, 6));
+
+        if (!sp_cache_embed_provider_valid(config->embed_provider)) {
+            return CD_ERROR;
+        }
+    }
+
+    memset(config->embed_model, 0, SP_CACHE_EMBED_MODEL_LEN);
+
+    if (!PQgetisnull(res, 0, 7)) {
+        len = (size_t) PQgetlength(res, 0, 7);
+
+        if (!sp_cache_embed_model_valid(PQgetvalue(res, 0, 7), len)) {
+            return CD_ERROR;
+        }
+
+        memcpy(config->embed_model, PQgetvalue(res, 0, 7), len);
+    }
 
     return CD_OK;
 }
@@ -215,7 +521,7 @@ cd_cache_respond_config(cd_request_t *r, cd_db_conn_t *c, PGresult *res,
 
     if (PQntuples(res) == 1 && cd_cache_config_row(res, &config) != CD_OK) {
         cd_log_error("cache", "the cache settings of %s hold an unknown "
-                     "mode or scope", r->org_id);
+                     "mode, scope or embeddings endpoint", r->org_id);
         cd_respond_db_error(r);
         return;
     }
@@ -267,28 +573,75 @@ cd_api_cache_config_get(cd_request_t *r)
 }
 
 
+/*
+ * The PUT's statement: $1..$5, $11, $16..$18 NULL keep the stored value
+ * (or take the default $6..$10, $19..$22 for a new row);
+ * embedding_provider and embedding_model, which null unsets, are written
+ * when their flag ($12, $14) says they were given. One statement:
+ * concurrent partial PUTs merge, none is lost.
+ */
+#define CD_CACHE_UPSERT                                                      \
+    "INSERT INTO cache_config AS c (org_id, mode, ttl_seconds, scope,"       \
+    " only_deterministic, max_entry_bytes, similarity_threshold_ppm,"        \
+    " embedding_provider, embedding_model, embed_system_prompt,"             \
+    " embedding_timeout_ms, max_vectors, updated_at)"                        \
+    " VALUES (current_setting('spendpol.org_id'), coalesce($1, $6),"         \
+    " coalesce($2::integer, $7::integer), coalesce($3, $8),"                 \
+    " coalesce($4::boolean, $9::boolean),"                                   \
+    " coalesce($5::integer, $10::integer),"                                  \
+    " coalesce($11::integer, $19::integer), $13, $15,"                       \
+    " coalesce($16::boolean, $20::boolean),"                                 \
+    " coalesce($17::integer, $21::integer),"                                 \
+    " coalesce($18::integer, $22::integer), clock_timestamp())"              \
+    " ON CONFLICT (org_id) DO UPDATE SET"                                    \
+    " mode = coalesce($1, c.mode),"                                          \
+    " ttl_seconds = coalesce($2::integer, c.ttl_seconds),"                   \
+    " scope = coalesce($3, c.scope),"                                        \
+    " only_deterministic = coalesce($4::boolean, c.only_deterministic),"     \
+    " max_entry_bytes = coalesce($5::integer, c.max_entry_bytes),"           \
+    " similarity_threshold_ppm = coalesce($11::integer,"                     \
+    " c.similarity_threshold_ppm),"                                          \
+    " embedding_provider = CASE WHEN $12::boolean THEN $13"                  \
+    " ELSE c.embedding_provider END,"                                        \
+    " embedding_model = CASE WHEN $14::boolean THEN $15"                     \
+    " ELSE c.embedding_model END,"                                           \
+    " embed_system_prompt = coalesce($16::boolean, c.embed_system_prompt),"  \
+    " embedding_timeout_ms = coalesce($17::integer,"                         \
+    " c.embedding_timeout_ms),"                                              \
+    " max_vectors = coalesce($18::integer, c.max_vectors),"                  \
+    " updated_at = clock_timestamp()"                                        \
+    " RETURNING " CD_CACHE_COLUMNS
+
+#define CD_CACHE_CHECK_VIOLATION   "23514"
+
+
 void
 cd_api_cache_config_put(cd_request_t *r)
 {
     char                ttl[CD_INT_TEXT], max_entry[CD_INT_TEXT];
+    char                threshold[CD_INT_TEXT], timeout[CD_INT_TEXT];
+    char                vectors[CD_INT_TEXT];
     char                ttl_default[CD_INT_TEXT];
     char                max_entry_default[CD_INT_TEXT];
+    char                threshold_default[CD_INT_TEXT];
+    char                timeout_default[CD_INT_TEXT];
+    char                vectors_default[CD_INT_TEXT];
     json_t             *body;
     unsigned            given;
     PGresult           *res;
-    const char         *params[10];
+    const char         *params[22];
     cd_db_conn_t       *c;
     cd_field_error_t    err;
-    sp_cache_config_t   config, defaults;
+    sp_cache_config_t   put, merged, defaults;
 
     body = cd_request_json(r, cd_cache_fields);
     if (body == NULL) {
         return;
     }
 
-    sp_cache_config_default(&config);
+    sp_cache_config_default(&put);
 
-    if (cd_cache_config_parse(body, &config, &given, &err) != CD_OK) {
+    if (cd_cache_config_parse(body, &put, &given, &err) != CD_OK) {
         cd_respond_field_error(r, &err);
         json_decref(body);
         return;
@@ -296,60 +649,105 @@ cd_api_cache_config_put(cd_request_t *r)
 
     json_decref(body);
 
+    c = cd_request_begin(r);
+    if (c == NULL) {
+        return;
+    }
+
+    /*
+     * The stored settings, locked: whether mode semantic has its
+     * embeddings endpoint depends on them, and a PUT unsetting one must
+     * not slip in between this check and the write. (Two first PUTs of
+     * an organisation without a row are not serialised by the lock; the
+     * table's CHECK refuses a half-configured result, answered 409.)
+     */
+    res = cd_db_exec(c, "SELECT " CD_CACHE_COLUMNS " FROM cache_config"
+                        " FOR UPDATE", 0, NULL);
+
+    if (res == NULL) {
+        cd_respond_statement_error(r, c);
+        goto done;
+    }
+
+    sp_cache_config_default(&merged);
+
+    if (PQntuples(res) == 1 && cd_cache_config_row(res, &merged) != CD_OK) {
+        cd_log_error("cache", "the cache settings of %s hold an unknown "
+                     "mode, scope or embeddings endpoint", r->org_id);
+        cd_respond_db_error(r);
+        goto done;
+    }
+
+    PQclear(res);
+    res = NULL;
+
+    if (cd_cache_config_merge(&merged, &put, given, &err) != CD_OK) {
+        cd_respond_field_error(r, &err);
+        goto done;
+    }
+
     sp_cache_config_default(&defaults);
-    snprintf(ttl, sizeof(ttl), "%u", config.ttl_s);
-    snprintf(max_entry, sizeof(max_entry), "%u", config.max_entry_bytes);
+    snprintf(ttl, sizeof(ttl), "%u", put.ttl_s);
+    snprintf(max_entry, sizeof(max_entry), "%u", put.max_entry_bytes);
+    snprintf(threshold, sizeof(threshold), "%u", put.threshold_ppm);
+    snprintf(timeout, sizeof(timeout), "%u", put.embed_timeout_ms);
+    snprintf(vectors, sizeof(vectors), "%u", put.max_vectors);
     snprintf(ttl_default, sizeof(ttl_default), "%u", defaults.ttl_s);
     snprintf(max_entry_default, sizeof(max_entry_default), "%u",
              defaults.max_entry_bytes);
+    snprintf(threshold_default, sizeof(threshold_default), "%u",
+             defaults.threshold_ppm);
+    snprintf(timeout_default, sizeof(timeout_default), "%u",
+             defaults.embed_timeout_ms);
+    snprintf(vectors_default, sizeof(vectors_default), "%u",
+             defaults.max_vectors);
 
-    /* NULL keeps the stored value, or takes the default for a new row */
-    params[0] = (given & CD_CACHE_MODE) ? sp_cache_mode_name(config.mode)
+    params[0] = (given & CD_CACHE_MODE) ? sp_cache_mode_name(put.mode)
                                         : NULL;
     params[1] = (given & CD_CACHE_TTL) ? ttl : NULL;
-    params[2] = (given & CD_CACHE_SCOPE) ? sp_cache_scope_name(config.scope)
+    params[2] = (given & CD_CACHE_SCOPE) ? sp_cache_scope_name(put.scope)
                                          : NULL;
     params[3] = (given & CD_CACHE_DETERMINISTIC)
-                ? (config.only_deterministic ? "t" : "f") : NULL;
+                ? (put.only_deterministic ? "t" : "f") : NULL;
     params[4] = (given & CD_CACHE_MAX_ENTRY) ? max_entry : NULL;
     params[5] = sp_cache_mode_name(defaults.mode);
     params[6] = ttl_default;
     params[7] = sp_cache_scope_name(defaults.scope);
     params[8] = defaults.only_deterministic ? "t" : "f";
     params[9] = max_entry_default;
+    params[10] = (given & CD_CACHE_THRESHOLD) ? threshold : NULL;
+    params[11] = (given & CD_CACHE_EMBED_PROVIDER) ? "t" : "f";
+    params[12] = put.embed_provider != SP_PROVIDER_UNKNOWN
+                 ? sp_provider_name(put.embed_provider) : NULL;
+    params[13] = (given & CD_CACHE_EMBED_MODEL) ? "t" : "f";
+    params[14] = put.embed_model[0] != '\0' ? put.embed_model : NULL;
+    params[15] = (given & CD_CACHE_EMBED_SYSTEM)
+                 ? (put.embed_system ? "t" : "f") : NULL;
+    params[16] = (given & CD_CACHE_EMBED_TIMEOUT) ? timeout : NULL;
+    params[17] = (given & CD_CACHE_MAX_VECTORS) ? vectors : NULL;
+    params[18] = threshold_default;
+    params[19] = defaults.embed_system ? "t" : "f";
+    params[20] = timeout_default;
+    params[21] = vectors_default;
 
-    c = cd_request_begin(r);
-    if (c == NULL) {
-        return;
-    }
+    res = cd_db_exec(c, CD_CACHE_UPSERT, 22, params);
 
-    /* one statement: concurrent partial PUTs merge, none is lost */
-    res = cd_db_exec(c, "INSERT INTO cache_config AS c (org_id, mode,"
-                        " ttl_seconds, scope, only_deterministic,"
-                        " max_entry_bytes, updated_at)"
-                        " VALUES (current_setting('spendpol.org_id'),"
-                        " coalesce($1, $6), coalesce($2::integer,"
-                        " $7::integer), coalesce($3, $8),"
-                        " coalesce($4::boolean, $9::boolean),"
-                        " coalesce($5::integer, $10::integer),"
-                        " clock_timestamp())"
-                        " ON CONFLICT (org_id) DO UPDATE SET"
-                        " mode = coalesce($1, c.mode),"
-                        " ttl_seconds = coalesce($2::integer,"
-                        " c.ttl_seconds),"
-                        " scope = coalesce($3, c.scope),"
-                        " only_deterministic = coalesce($4::boolean,"
-                        " c.only_deterministic),"
-                        " max_entry_bytes = coalesce($5::integer,"
-                        " c.max_entry_bytes),"
-                        " updated_at = clock_timestamp()"
-                        " RETURNING " CD_CACHE_COLUMNS, 10, params);
+    if (res == NULL
+        && strcmp(cd_db_last_sqlstate(c), CD_CACHE_CHECK_VIOLATION) == 0)
+    {
+        cd_respond_error(r, 409, "conflict_error", "concurrent_update",
+                         "embedding_provider", "the cache settings changed "
+                         "while this request ran; nothing was written, "
+                         "retry");
 
-    if (res == NULL || PQntuples(res) != 1) {
+    } else if (res == NULL || PQntuples(res) != 1) {
         cd_respond_statement_error(r, c);
+
     } else {
         cd_cache_respond_config(r, c, res, 1);
     }
+
+done:
 
     PQclear(res);
     cd_request_end(r, c);

@@ -267,6 +267,7 @@ cd_snapshot_limited(cd_app_t *app, PGresult *keys, PGresult *orgs)
 static int
 cd_snapshot_org_row(sp_snapshot_builder_t *b, PGresult *res, int i)
 {
+    size_t                 len;
     sp_snapshot_org_in_t   org;
 
     memset(&org, 0, sizeof(org));
@@ -282,6 +283,7 @@ cd_snapshot_org_row(sp_snapshot_builder_t *b, PGresult *res, int i)
      */
     if (!PQgetisnull(res, i, 4)) {
         org.cache_set = 1;
+        sp_cache_config_default(&org.cache);
 
         if (sp_cache_mode_parse(PQgetvalue(res, i, 4),
                                 (size_t) PQgetlength(res, i, 4),
@@ -304,6 +306,32 @@ cd_snapshot_org_row(sp_snapshot_builder_t *b, PGresult *res, int i)
         org.cache.only_deterministic = cd_db_bool(res, i, 7);
         org.cache.max_entry_bytes = (uint32_t) strtoul(PQgetvalue(res, i, 8),
                                                        NULL, 10);
+        org.cache.threshold_ppm = (uint32_t) strtoul(PQgetvalue(res, i, 9),
+                                                     NULL, 10);
+        org.cache.embed_system = cd_db_bool(res, i, 12);
+        org.cache.embed_timeout_ms = (uint32_t) strtoul(
+                                         PQgetvalue(res, i, 13), NULL, 10);
+        org.cache.max_vectors = (uint32_t) strtoul(PQgetvalue(res, i, 14),
+                                                   NULL, 10);
+
+        /*
+         * NULL: unset. A mode semantic without both reads as exact in
+         * the workers (sp_snapshot_cache_config()); the table's CHECK
+         * keeps such rows out anyway.
+         */
+        if (!PQgetisnull(res, i, 10)) {
+            org.cache.embed_provider = sp_provider_from_name(
+                                           PQgetvalue(res, i, 10),
+                                           (size_t) PQgetlength(res, i, 10));
+        }
+
+        len = (size_t) PQgetlength(res, i, 11);
+
+        if (!PQgetisnull(res, i, 11)
+            && sp_cache_embed_model_valid(PQgetvalue(res, i, 11), len))
+        {
+            memcpy(org.cache.embed_model, PQgetvalue(res, i, 11), len);
+        }
     }
 
     return sp_snapshot_add_org(b, &org) == SP_OK ? CD_OK : CD_ERROR;
@@ -546,7 +574,10 @@ cd_snapshot_publish_now(cd_app_t *app)
     orgs = budgets ? cd_snapshot_query(c,
                "SELECT o.id, o.refuse_unpriced, o.rpm_limit, o.tpm_limit,"
                " c.mode, c.scope, c.ttl_seconds, c.only_deterministic,"
-               " c.max_entry_bytes"
+               " c.max_entry_bytes, c.similarity_threshold_ppm,"
+               " c.embedding_provider, c.embedding_model,"
+               " c.embed_system_prompt, c.embedding_timeout_ms,"
+               " c.max_vectors"
                " FROM orgs o LEFT JOIN cache_config c ON c.org_id = o.id")
                : NULL;
     aliases = orgs ? cd_snapshot_query(c,

@@ -274,9 +274,6 @@ test_cache_config_refusals_name_their_field(void **state)
         const char  *field;
         const char  *says;
     } cases[] = {
-        { "{\"mode\": \"semantic\"}", 422, "mode",
-          "semantic caching is not available in this version; use "
-          "\"exact\" or \"off\"" },
         { "{\"mode\": \"fuzzy\"}", 422, "mode", "fuzzy" },
         { "{\"mode\": 1}", 400, "mode", "string" },
         { "{\"mode\": null}", 400, "mode", "string" },
@@ -292,6 +289,43 @@ test_cache_config_refusals_name_their_field(void **state)
         { "{\"max_entry_bytes\": 16777217}", 422, "max_entry_bytes",
           "16777216" },
         { "{\"max_entry_bytes\": -1}", 422, "max_entry_bytes", "-1" },
+        { "{\"similarity_threshold\": 0.4999999}", 422,
+          "similarity_threshold", "0.5 to 1.0" },
+        { "{\"similarity_threshold\": 1.01}", 422, "similarity_threshold",
+          "0.5 to 1.0" },
+        { "{\"similarity_threshold\": 0}", 422, "similarity_threshold",
+          "0.5 to 1.0" },
+        { "{\"similarity_threshold\": 0.9500001}", 422,
+          "similarity_threshold", "at most 6 decimals" },
+        { "{\"similarity_threshold\": \"0.9\"}", 400,
+          "similarity_threshold", "number" },
+        { "{\"similarity_threshold\": null}", 400, "similarity_threshold",
+          "number" },
+        { "{\"embedding_provider\": \"anthropic\"}", 422,
+          "embedding_provider", "anthropic has no embeddings endpoint" },
+        { "{\"embedding_provider\": \"OpenAI\"}", 422, "embedding_provider",
+          "\"openai\", \"azure\", \"google\", \"cohere\" or \"mistral\"" },
+        { "{\"embedding_provider\": 3}", 400, "embedding_provider",
+          "string" },
+        { "{\"embedding_model\": \"\"}", 422, "embedding_model",
+          "1 to 127 printable ASCII characters without spaces" },
+        { "{\"embedding_model\": \"text embedding\"}", 422,
+          "embedding_model", "without spaces" },
+        { "{\"embedding_model\": \"mod\u00e8le\"}", 422,
+          "embedding_model", "ASCII" },
+        { "{\"embedding_model\": [\"m\"]}", 400, "embedding_model",
+          "string" },
+        { "{\"embed_system_prompt\": 1}", 400, "embed_system_prompt",
+          "true or false" },
+        { "{\"embedding_timeout_ms\": 49}", 422, "embedding_timeout_ms",
+          "50 to 30000" },
+        { "{\"embedding_timeout_ms\": 30001}", 422, "embedding_timeout_ms",
+          "30001" },
+        { "{\"embedding_timeout_ms\": 100.5}", 400, "embedding_timeout_ms",
+          "integer" },
+        { "{\"max_vectors\": 0}", 422, "max_vectors", "1 to 100000" },
+        { "{\"max_vectors\": 100001}", 422, "max_vectors", "100001" },
+        { "{\"max_vectors\": \"10\"}", 400, "max_vectors", "integer" },
     };
 
     (void) state;
@@ -310,6 +344,193 @@ test_cache_config_refusals_name_their_field(void **state)
 }
 
 
+static void
+test_cache_config_semantic_settings_parse(void **state)
+{
+    char               model[200], m[128];
+    unsigned           given;
+    json_t            *json;
+    cd_field_error_t   err;
+    sp_cache_config_t  config;
+
+    (void) state;
+
+    assert_int_equal(cache_parse("{\"mode\": \"semantic\", "
+                                 "\"similarity_threshold\": 0.912345, "
+                                 "\"embedding_provider\": \"mistral\", "
+                                 "\"embedding_model\": \"mistral-embed\", "
+                                 "\"embed_system_prompt\": true, "
+                                 "\"embedding_timeout_ms\": 50, "
+                                 "\"max_vectors\": 100000}",
+                                 &config, &given, &err), CD_OK);
+    assert_int_equal(given, CD_CACHE_MODE | CD_CACHE_THRESHOLD
+                            | CD_CACHE_EMBED_PROVIDER | CD_CACHE_EMBED_MODEL
+                            | CD_CACHE_EMBED_SYSTEM | CD_CACHE_EMBED_TIMEOUT
+                            | CD_CACHE_MAX_VECTORS);
+    assert_int_equal(config.mode, SP_CACHE_SEMANTIC);
+    assert_int_equal(config.threshold_ppm, 912345);
+    assert_int_equal(config.embed_provider, SP_PROVIDER_MISTRAL);
+    assert_string_equal(config.embed_model, "mistral-embed");
+    assert_int_equal(config.embed_system, 1);
+    assert_int_equal(config.embed_timeout_ms, 50);
+    assert_int_equal(config.max_vectors, 100000);
+
+    json = cd_cache_config_json(&config);
+    assert_non_null(json);
+    assert_true(json_real_value(json_object_get(json,
+                                                "similarity_threshold"))
+                == 0.912345);
+    assert_string_equal(json_string_value(json_object_get(json,
+                            "embedding_provider")), "mistral");
+    assert_string_equal(json_string_value(json_object_get(json,
+                            "embedding_model")), "mistral-embed");
+    assert_true(json_is_true(json_object_get(json, "embed_system_prompt")));
+    assert_int_equal(json_integer_value(json_object_get(json,
+                         "embedding_timeout_ms")), 50);
+    assert_int_equal(json_integer_value(json_object_get(json,
+                         "max_vectors")), 100000);
+    json_decref(json);
+
+    /* the bounds, an integer threshold, and null unsetting */
+    assert_int_equal(cache_parse("{\"similarity_threshold\": 1, "
+                                 "\"embedding_provider\": null, "
+                                 "\"embedding_model\": null}",
+                                 &config, &given, &err), CD_OK);
+    assert_int_equal(config.threshold_ppm, 1000000);
+    assert_int_equal(config.embed_provider, SP_PROVIDER_UNKNOWN);
+    assert_string_equal(config.embed_model, "");
+    assert_int_equal(given, CD_CACHE_THRESHOLD | CD_CACHE_EMBED_PROVIDER
+                            | CD_CACHE_EMBED_MODEL);
+
+    assert_int_equal(cache_parse("{\"similarity_threshold\": 0.5, "
+                                 "\"embedding_provider\": \"azure\", "
+                                 "\"embedding_model\": \"x\"}",
+                                 &config, &given, &err), CD_OK);
+    assert_int_equal(config.threshold_ppm, 500000);
+    assert_int_equal(config.embed_provider, SP_PROVIDER_AZURE);
+
+    /* 0.95 is not exactly representable: still 950000 */
+    assert_int_equal(cache_parse("{\"similarity_threshold\": 0.95}",
+                                 &config, &given, &err), CD_OK);
+    assert_int_equal(config.threshold_ppm, 950000);
+    assert_int_equal(cache_parse("{\"similarity_threshold\": 0.999999}",
+                                 &config, &given, &err), CD_OK);
+    assert_int_equal(config.threshold_ppm, 999999);
+
+    /* 127 bytes are accepted, 128 are not */
+    memset(m, 'm', sizeof(m));
+    snprintf(model, sizeof(model), "{\"embedding_model\": \"%.127s\"}", m);
+    assert_int_equal(cache_parse(model, &config, &given, &err), CD_OK);
+    assert_int_equal(strlen(config.embed_model), 127);
+
+    snprintf(model, sizeof(model), "{\"embedding_model\": \"%.128s\"}", m);
+    assert_int_equal(cache_parse(model, &config, &given, &err), CD_ERROR);
+    assert_string_equal(err.field, "embedding_model");
+
+    /* the defaults show provider and model as null */
+    sp_cache_config_default(&config);
+    json = cd_cache_config_json(&config);
+    assert_non_null(json);
+    assert_true(json_is_null(json_object_get(json, "embedding_provider")));
+    assert_true(json_is_null(json_object_get(json, "embedding_model")));
+    assert_true(json_real_value(json_object_get(json,
+                                                "similarity_threshold"))
+                == 0.95);
+    assert_true(json_is_false(json_object_get(json, "embed_system_prompt")));
+    assert_int_equal(json_integer_value(json_object_get(json,
+                         "embedding_timeout_ms")), 1000);
+    assert_int_equal(json_integer_value(json_object_get(json,
+                         "max_vectors")), 10000);
+    json_decref(json);
+}
+
+
+/* put's given members over stored, then the semantic rule */
+static int
+cache_merge(const char *stored_body, const char *put_body,
+    sp_cache_config_t *merged, cd_field_error_t *err)
+{
+    unsigned           given;
+    sp_cache_config_t  put;
+
+    assert_int_equal(cache_parse(stored_body, merged, &given, err), CD_OK);
+    assert_int_equal(cache_parse(put_body, &put, &given, err), CD_OK);
+    memset(err, 0, sizeof(*err));
+
+    return cd_cache_config_merge(merged, &put, given, err);
+}
+
+
+static void
+test_cache_config_semantic_needs_embedding_settings(void **state)
+{
+    cd_field_error_t   err;
+    sp_cache_config_t  merged;
+
+    (void) state;
+
+    /* nothing stored, nothing given: the model is named first */
+    assert_int_equal(cache_merge("{}", "{\"mode\": \"semantic\"}",
+                                 &merged, &err), CD_ERROR);
+    assert_int_equal(err.status, 422);
+    assert_string_equal(err.code, "missing_field");
+    assert_string_equal(err.field, "embedding_model");
+    assert_non_null(strstr(err.message, "embedding_provider and "
+                                        "embedding_model"));
+
+    assert_int_equal(cache_merge("{}", "{\"mode\": \"semantic\", "
+                                 "\"embedding_model\": \"m\"}",
+                                 &merged, &err), CD_ERROR);
+    assert_string_equal(err.field, "embedding_provider");
+
+    assert_int_equal(cache_merge("{}", "{\"mode\": \"semantic\", "
+                                 "\"embedding_provider\": \"openai\"}",
+                                 &merged, &err), CD_ERROR);
+    assert_string_equal(err.field, "embedding_model");
+
+    /* both in the same PUT */
+    assert_int_equal(cache_merge("{}", "{\"mode\": \"semantic\", "
+                                 "\"embedding_provider\": \"openai\", "
+                                 "\"embedding_model\": \"m\"}",
+                                 &merged, &err), CD_OK);
+    assert_int_equal(merged.mode, SP_CACHE_SEMANTIC);
+
+    /* stored before */
+    assert_int_equal(cache_merge("{\"embedding_provider\": \"google\", "
+                                 "\"embedding_model\": \"text-embedding-004\","
+                                 " \"ttl_seconds\": 60}",
+                                 "{\"mode\": \"semantic\"}",
+                                 &merged, &err), CD_OK);
+    assert_int_equal(merged.mode, SP_CACHE_SEMANTIC);
+    assert_int_equal(merged.embed_provider, SP_PROVIDER_GOOGLE);
+    assert_string_equal(merged.embed_model, "text-embedding-004");
+    assert_int_equal(merged.ttl_s, 60);
+
+    /* unsetting one while semantic stays */
+    assert_int_equal(cache_merge("{\"mode\": \"semantic\", "
+                                 "\"embedding_provider\": \"google\", "
+                                 "\"embedding_model\": \"e\"}",
+                                 "{\"embedding_provider\": null}",
+                                 &merged, &err), CD_ERROR);
+    assert_string_equal(err.field, "embedding_provider");
+
+    /* ... but leaving semantic in the same PUT is fine */
+    assert_int_equal(cache_merge("{\"mode\": \"semantic\", "
+                                 "\"embedding_provider\": \"google\", "
+                                 "\"embedding_model\": \"e\"}",
+                                 "{\"mode\": \"exact\", "
+                                 "\"embedding_model\": null}",
+                                 &merged, &err), CD_OK);
+    assert_int_equal(merged.mode, SP_CACHE_EXACT);
+    assert_string_equal(merged.embed_model, "");
+    assert_int_equal(merged.embed_provider, SP_PROVIDER_GOOGLE);
+
+    /* other modes need nothing */
+    assert_int_equal(cache_merge("{}", "{\"mode\": \"off\"}", &merged,
+                                 &err), CD_OK);
+}
+
+
 int
 main(void)
 {
@@ -325,6 +546,8 @@ main(void)
         cmocka_unit_test(
             test_cache_config_partial_body_changes_only_its_fields),
         cmocka_unit_test(test_cache_config_refusals_name_their_field),
+        cmocka_unit_test(test_cache_config_semantic_settings_parse),
+        cmocka_unit_test(test_cache_config_semantic_needs_embedding_settings),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
