@@ -574,65 +574,112 @@ cd_api_cache_config_get(cd_request_t *r)
 
 
 /*
- * The PUT's statement: $1..$5, $11, $16..$18 NULL keep the stored value
- * (or take the default $6..$10, $19..$22 for a new row);
- * embedding_provider and embedding_model, which null unsets, are written
- * when their flag ($12, $14) says they were given. One statement:
- * concurrent partial PUTs merge, none is lost.
+ * The PUT's statement. A new row is the merged settings ($14..$24: the
+ * defaults and the PUT; PostgreSQL checks the table's CHECKs on them
+ * even when the row exists). An existing row takes only the members
+ * given ($1..$13, NULL keeps the stored value; embedding_provider and
+ * embedding_model, which null unsets, when their flag $7, $9 says so):
+ * two concurrent partial PUTs merge, neither is lost.
  */
 #define CD_CACHE_UPSERT                                                      \
     "INSERT INTO cache_config AS c (org_id, mode, ttl_seconds, scope,"       \
     " only_deterministic, max_entry_bytes, similarity_threshold_ppm,"        \
     " embedding_provider, embedding_model, embed_system_prompt,"             \
     " embedding_timeout_ms, max_vectors, updated_at)"                        \
-    " VALUES (current_setting('spendpol.org_id'), coalesce($1, $6),"         \
-    " coalesce($2::integer, $7::integer), coalesce($3, $8),"                 \
-    " coalesce($4::boolean, $9::boolean),"                                   \
-    " coalesce($5::integer, $10::integer),"                                  \
-    " coalesce($11::integer, $19::integer), $13, $15,"                       \
-    " coalesce($16::boolean, $20::boolean),"                                 \
-    " coalesce($17::integer, $21::integer),"                                 \
-    " coalesce($18::integer, $22::integer), clock_timestamp())"              \
+    " VALUES (current_setting('spendpol.org_id'), $14, $15::integer, $16,"   \
+    " $17::boolean, $18::integer, $19::integer, $20, $21, $22::boolean,"     \
+    " $23::integer, $24::integer, clock_timestamp())"                        \
     " ON CONFLICT (org_id) DO UPDATE SET"                                    \
     " mode = coalesce($1, c.mode),"                                          \
     " ttl_seconds = coalesce($2::integer, c.ttl_seconds),"                   \
     " scope = coalesce($3, c.scope),"                                        \
     " only_deterministic = coalesce($4::boolean, c.only_deterministic),"     \
     " max_entry_bytes = coalesce($5::integer, c.max_entry_bytes),"           \
-    " similarity_threshold_ppm = coalesce($11::integer,"                     \
+    " similarity_threshold_ppm = coalesce($6::integer,"                      \
     " c.similarity_threshold_ppm),"                                          \
-    " embedding_provider = CASE WHEN $12::boolean THEN $13"                  \
+    " embedding_provider = CASE WHEN $7::boolean THEN $8"                    \
     " ELSE c.embedding_provider END,"                                        \
-    " embedding_model = CASE WHEN $14::boolean THEN $15"                     \
+    " embedding_model = CASE WHEN $9::boolean THEN $10"                      \
     " ELSE c.embedding_model END,"                                           \
-    " embed_system_prompt = coalesce($16::boolean, c.embed_system_prompt),"  \
-    " embedding_timeout_ms = coalesce($17::integer,"                         \
+    " embed_system_prompt = coalesce($11::boolean, c.embed_system_prompt),"  \
+    " embedding_timeout_ms = coalesce($12::integer,"                         \
     " c.embedding_timeout_ms),"                                              \
-    " max_vectors = coalesce($18::integer, c.max_vectors),"                  \
+    " max_vectors = coalesce($13::integer, c.max_vectors),"                  \
     " updated_at = clock_timestamp()"                                        \
     " RETURNING " CD_CACHE_COLUMNS
 
 #define CD_CACHE_CHECK_VIOLATION   "23514"
 
+#define CD_CACHE_PARAMS            24
+
+/* the texts of one config's values, for the statement's parameters */
+typedef struct {
+    char  ttl[CD_INT_TEXT];
+    char  max_entry[CD_INT_TEXT];
+    char  threshold[CD_INT_TEXT];
+    char  timeout[CD_INT_TEXT];
+    char  vectors[CD_INT_TEXT];
+} cd_cache_text_t;
+
+
+static void
+cd_cache_text(cd_cache_text_t *t, const sp_cache_config_t *config)
+{
+    snprintf(t->ttl, sizeof(t->ttl), "%u", config->ttl_s);
+    snprintf(t->max_entry, sizeof(t->max_entry), "%u",
+             config->max_entry_bytes);
+    snprintf(t->threshold, sizeof(t->threshold), "%u",
+             config->threshold_ppm);
+    snprintf(t->timeout, sizeof(t->timeout), "%u", config->embed_timeout_ms);
+    snprintf(t->vectors, sizeof(t->vectors), "%u", config->max_vectors);
+}
+
+
+/*
+ * config's values into params[0..12] in the statement's order: all of
+ * them (given NULL, for a new row: provider and model after their
+ * flags, which are then unused), or those given only
+ */
+static void
+cd_cache_params(const char **params, const sp_cache_config_t *config,
+    const cd_cache_text_t *t, const unsigned *given)
+{
+    unsigned  all;
+
+    all = given ? *given : ~0u;
+
+    params[0] = (all & CD_CACHE_MODE) ? sp_cache_mode_name(config->mode)
+                                      : NULL;
+    params[1] = (all & CD_CACHE_TTL) ? t->ttl : NULL;
+    params[2] = (all & CD_CACHE_SCOPE) ? sp_cache_scope_name(config->scope)
+                                       : NULL;
+    params[3] = (all & CD_CACHE_DETERMINISTIC)
+                ? (config->only_deterministic ? "t" : "f") : NULL;
+    params[4] = (all & CD_CACHE_MAX_ENTRY) ? t->max_entry : NULL;
+    params[5] = (all & CD_CACHE_THRESHOLD) ? t->threshold : NULL;
+    params[6] = (all & CD_CACHE_EMBED_PROVIDER) ? "t" : "f";
+    params[7] = config->embed_provider != SP_PROVIDER_UNKNOWN
+                ? sp_provider_name(config->embed_provider) : NULL;
+    params[8] = (all & CD_CACHE_EMBED_MODEL) ? "t" : "f";
+    params[9] = config->embed_model[0] != '\0' ? config->embed_model : NULL;
+    params[10] = (all & CD_CACHE_EMBED_SYSTEM)
+                 ? (config->embed_system ? "t" : "f") : NULL;
+    params[11] = (all & CD_CACHE_EMBED_TIMEOUT) ? t->timeout : NULL;
+    params[12] = (all & CD_CACHE_MAX_VECTORS) ? t->vectors : NULL;
+}
+
 
 void
 cd_api_cache_config_put(cd_request_t *r)
 {
-    char                ttl[CD_INT_TEXT], max_entry[CD_INT_TEXT];
-    char                threshold[CD_INT_TEXT], timeout[CD_INT_TEXT];
-    char                vectors[CD_INT_TEXT];
-    char                ttl_default[CD_INT_TEXT];
-    char                max_entry_default[CD_INT_TEXT];
-    char                threshold_default[CD_INT_TEXT];
-    char                timeout_default[CD_INT_TEXT];
-    char                vectors_default[CD_INT_TEXT];
     json_t             *body;
     unsigned            given;
     PGresult           *res;
-    const char         *params[22];
+    const char         *params[CD_CACHE_PARAMS], *merged_params[13];
     cd_db_conn_t       *c;
+    cd_cache_text_t     put_text, merged_text;
     cd_field_error_t    err;
-    sp_cache_config_t   put, merged, defaults;
+    sp_cache_config_t   put, merged;
 
     body = cd_request_json(r, cd_cache_fields);
     if (body == NULL) {
@@ -686,51 +733,18 @@ cd_api_cache_config_put(cd_request_t *r)
         goto done;
     }
 
-    sp_cache_config_default(&defaults);
-    snprintf(ttl, sizeof(ttl), "%u", put.ttl_s);
-    snprintf(max_entry, sizeof(max_entry), "%u", put.max_entry_bytes);
-    snprintf(threshold, sizeof(threshold), "%u", put.threshold_ppm);
-    snprintf(timeout, sizeof(timeout), "%u", put.embed_timeout_ms);
-    snprintf(vectors, sizeof(vectors), "%u", put.max_vectors);
-    snprintf(ttl_default, sizeof(ttl_default), "%u", defaults.ttl_s);
-    snprintf(max_entry_default, sizeof(max_entry_default), "%u",
-             defaults.max_entry_bytes);
-    snprintf(threshold_default, sizeof(threshold_default), "%u",
-             defaults.threshold_ppm);
-    snprintf(timeout_default, sizeof(timeout_default), "%u",
-             defaults.embed_timeout_ms);
-    snprintf(vectors_default, sizeof(vectors_default), "%u",
-             defaults.max_vectors);
+    cd_cache_text(&put_text, &put);
+    cd_cache_text(&merged_text, &merged);
+    cd_cache_params(params, &put, &put_text, &given);
+    cd_cache_params(merged_params, &merged, &merged_text, NULL);
 
-    params[0] = (given & CD_CACHE_MODE) ? sp_cache_mode_name(put.mode)
-                                        : NULL;
-    params[1] = (given & CD_CACHE_TTL) ? ttl : NULL;
-    params[2] = (given & CD_CACHE_SCOPE) ? sp_cache_scope_name(put.scope)
-                                         : NULL;
-    params[3] = (given & CD_CACHE_DETERMINISTIC)
-                ? (put.only_deterministic ? "t" : "f") : NULL;
-    params[4] = (given & CD_CACHE_MAX_ENTRY) ? max_entry : NULL;
-    params[5] = sp_cache_mode_name(defaults.mode);
-    params[6] = ttl_default;
-    params[7] = sp_cache_scope_name(defaults.scope);
-    params[8] = defaults.only_deterministic ? "t" : "f";
-    params[9] = max_entry_default;
-    params[10] = (given & CD_CACHE_THRESHOLD) ? threshold : NULL;
-    params[11] = (given & CD_CACHE_EMBED_PROVIDER) ? "t" : "f";
-    params[12] = put.embed_provider != SP_PROVIDER_UNKNOWN
-                 ? sp_provider_name(put.embed_provider) : NULL;
-    params[13] = (given & CD_CACHE_EMBED_MODEL) ? "t" : "f";
-    params[14] = put.embed_model[0] != '\0' ? put.embed_model : NULL;
-    params[15] = (given & CD_CACHE_EMBED_SYSTEM)
-                 ? (put.embed_system ? "t" : "f") : NULL;
-    params[16] = (given & CD_CACHE_EMBED_TIMEOUT) ? timeout : NULL;
-    params[17] = (given & CD_CACHE_MAX_VECTORS) ? vectors : NULL;
-    params[18] = threshold_default;
-    params[19] = defaults.embed_system ? "t" : "f";
-    params[20] = timeout_default;
-    params[21] = vectors_default;
+    /* $14..$24: the merged values, without the two flags */
+    memcpy(&params[13], &merged_params[0], 6 * sizeof(char *));
+    params[19] = merged_params[7];
+    params[20] = merged_params[9];
+    memcpy(&params[21], &merged_params[10], 3 * sizeof(char *));
 
-    res = cd_db_exec(c, CD_CACHE_UPSERT, 22, params);
+    res = cd_db_exec(c, CD_CACHE_UPSERT, CD_CACHE_PARAMS, params);
 
     if (res == NULL
         && strcmp(cd_db_last_sqlstate(c), CD_CACHE_CHECK_VIOLATION) == 0)
