@@ -13,7 +13,12 @@ import { useStack, spendpolHeaders, assertJsonError, newKey, usdToNano } from '.
 
 const s = useStack();
 
-const DEFAULTS = { mode: 'exact', ttl_seconds: 3600, scope: 'org', only_deterministic: true, max_entry_bytes: 1048576 };
+const DEFAULTS = {
+  mode: 'exact', ttl_seconds: 3600, scope: 'org', only_deterministic: true, max_entry_bytes: 1048576,
+  similarity_threshold: 0.95, embedding_provider: null, embedding_model: null, embed_system_prompt: false,
+  embedding_timeout_ms: 1000, max_vectors: 10000,
+};
+const SEMANTIC = { embedding_provider: 'openai', embedding_model: 'text-embedding-3-small' };
 const RFC3339 = /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/;
 
 /** one value (or rows joined by '\n') of a query run as the tables' owner */
@@ -57,7 +62,7 @@ test('PUT /cache/config merges the fields given over the current settings', asyn
 
   r = await s.api('PUT', '/cache/config', { body: { mode: 'off', max_entry_bytes: 16777216, ttl_seconds: 2592000 } });
   assert.equal(r.status, 200, r.text);
-  const want = { mode: 'off', ttl_seconds: 2592000, scope: 'project', only_deterministic: false, max_entry_bytes: 16777216 };
+  const want = { ...DEFAULTS, mode: 'off', ttl_seconds: 2592000, scope: 'project', only_deterministic: false, max_entry_bytes: 16777216 };
   assert.deepEqual(r.json, want);
   assert.deepEqual((await s.api('GET', '/cache/config')).json, want);
 
@@ -72,7 +77,7 @@ test('PUT /cache/config merges the fields given over the current settings', asyn
 test('every refusal of PUT /cache/config names its field, and changes nothing', async () => {
   await s.api('PUT', '/cache/config', { body: { ttl_seconds: 120 } });
   const cases = [
-    [{ mode: 'semantic' }, 422, 'mode'],
+    [{ mode: 'semantic' }, 422, 'embedding_model'],
     [{ mode: 'fuzzy' }, 422, 'mode'],
     [{ mode: 1 }, 400, 'mode'],
     [{ ttl_seconds: 0 }, 422, 'ttl_seconds'],
@@ -85,17 +90,113 @@ test('every refusal of PUT /cache/config names its field, and changes nothing', 
     [{ max_entry_bytes: 0 }, 422, 'max_entry_bytes'],
     [{ max_entry_bytes: 16777217 }, 422, 'max_entry_bytes'],
     [{ ttl_seconds: 30, colour: 'blue' }, 400, 'colour'],
+    [{ similarity_threshold: 0.49 }, 422, 'similarity_threshold'],
+    [{ similarity_threshold: 1.000001 }, 422, 'similarity_threshold'],
+    [{ similarity_threshold: 0.9500001 }, 422, 'similarity_threshold'],
+    [{ similarity_threshold: '0.9' }, 400, 'similarity_threshold'],
+    [{ similarity_threshold: null }, 400, 'similarity_threshold'],
+    [{ embedding_provider: 'anthropic' }, 422, 'embedding_provider'],
+    [{ embedding_provider: 'voyage' }, 422, 'embedding_provider'],
+    [{ embedding_provider: 1 }, 400, 'embedding_provider'],
+    [{ embedding_model: '' }, 422, 'embedding_model'],
+    [{ embedding_model: 'text embedding' }, 422, 'embedding_model'],
+    [{ embedding_model: 'mod\u00e8le' }, 422, 'embedding_model'],
+    [{ embedding_model: 'm'.repeat(128) }, 422, 'embedding_model'],
+    [{ embedding_model: ['m'] }, 400, 'embedding_model'],
+    [{ embed_system_prompt: 'yes' }, 400, 'embed_system_prompt'],
+    [{ embedding_timeout_ms: 49 }, 422, 'embedding_timeout_ms'],
+    [{ embedding_timeout_ms: 30001 }, 422, 'embedding_timeout_ms'],
+    [{ embedding_timeout_ms: 100.5 }, 400, 'embedding_timeout_ms'],
+    [{ max_vectors: 0 }, 422, 'max_vectors'],
+    [{ max_vectors: 100001 }, 422, 'max_vectors'],
+    [{ max_vectors: '10' }, 400, 'max_vectors'],
+    // a valid member beside a bad one is not written either
+    [{ ...SEMANTIC, max_vectors: 0 }, 422, 'max_vectors'],
   ];
   for (const [body, status, field] of cases) {
     fieldError(await s.api('PUT', '/cache/config', { body }), status, field, JSON.stringify(body));
   }
-  const e = fieldError(await s.api('PUT', '/cache/config', { body: { mode: 'semantic' } }), 422, 'mode', 'semantic');
-  assert.equal(e.message, 'semantic caching is not available in this version; use "exact" or "off"');
+  const e = fieldError(await s.api('PUT', '/cache/config', { body: { embedding_provider: 'anthropic' } }), 422,
+    'embedding_provider', 'anthropic');
+  assert.match(e.message, /^anthropic has no embeddings endpoint/);
   assertJsonError(await s.api('PUT', '/cache/config', { body: '{"ttl_seconds": ' }), 400, 'malformed JSON');
   assertJsonError(await s.api('PUT', '/cache/config', { body: { ttl_seconds: 30 }, key: null }), 401, 'no key');
 
-  assert.equal((await s.api('GET', '/cache/config')).json.ttl_seconds, 120);
+  assert.deepEqual((await s.api('GET', '/cache/config')).json, { ...DEFAULTS, ttl_seconds: 120 });
   await s.api('PUT', '/cache/config', { body: DEFAULTS });
+});
+
+test('mode semantic needs an embeddings provider and model, in the same PUT or set before', async () => {
+  await s.api('PUT', '/cache/config', { body: DEFAULTS });
+  try {
+    // neither: the model is named, the message names both
+    let e = fieldError(await s.api('PUT', '/cache/config', { body: { mode: 'semantic' } }), 422, 'embedding_model',
+      'semantic alone');
+    assert.equal(e.code, 'missing_field');
+    assert.match(e.message, /embedding_provider and embedding_model/);
+    e = fieldError(await s.api('PUT', '/cache/config', { body: { mode: 'semantic', embedding_model: 'm' } }), 422,
+      'embedding_provider', 'semantic without a provider');
+    assert.equal(e.code, 'missing_field');
+    fieldError(await s.api('PUT', '/cache/config', { body: { mode: 'semantic', embedding_provider: 'openai' } }), 422,
+      'embedding_model', 'semantic without a model');
+    assert.deepEqual((await s.api('GET', '/cache/config')).json, DEFAULTS, 'refused PUTs wrote nothing');
+
+    // both in the same PUT
+    let r = await s.api('PUT', '/cache/config', {
+      body: { mode: 'semantic', ...SEMANTIC, similarity_threshold: 0.912345, embed_system_prompt: true,
+              embedding_timeout_ms: 250, max_vectors: 100000 },
+    });
+    assert.equal(r.status, 200, r.text);
+    const want = { ...DEFAULTS, mode: 'semantic', ...SEMANTIC, similarity_threshold: 0.912345,
+                   embed_system_prompt: true, embedding_timeout_ms: 250, max_vectors: 100000 };
+    assert.deepEqual(r.json, want);
+    assert.deepEqual((await s.api('GET', '/cache/config')).json, want);
+    assert.equal(sql(`SELECT similarity_threshold_ppm || ' ' || embedding_provider || ' ' || embedding_model
+      FROM cache_config WHERE org_id = 'org_default'`), '912345 openai text-embedding-3-small');
+
+    // a partial PUT keeps them; unsetting one while semantic is refused
+    r = await s.api('PUT', '/cache/config', { body: { ttl_seconds: 90, similarity_threshold: 1 } });
+    assert.equal(r.status, 200, r.text);
+    assert.deepEqual(r.json, { ...want, ttl_seconds: 90, similarity_threshold: 1 });
+    fieldError(await s.api('PUT', '/cache/config', { body: { embedding_provider: null } }), 422,
+      'embedding_provider', 'unsetting the provider of a semantic cache');
+    fieldError(await s.api('PUT', '/cache/config', { body: { embedding_model: null } }), 422,
+      'embedding_model', 'unsetting the model of a semantic cache');
+
+    // leaving semantic and unsetting them in one PUT; then semantic again
+    // with the settings stored before
+    r = await s.api('PUT', '/cache/config', { body: { mode: 'exact', embedding_model: null } });
+    assert.equal(r.status, 200, r.text);
+    assert.deepEqual([r.json.mode, r.json.embedding_provider, r.json.embedding_model], ['exact', 'openai', null]);
+    fieldError(await s.api('PUT', '/cache/config', { body: { mode: 'semantic' } }), 422, 'embedding_model',
+      'semantic with only the provider stored');
+    r = await s.api('PUT', '/cache/config', { body: { embedding_provider: 'cohere', embedding_model: 'embed-english-v3.0' } });
+    assert.equal(r.status, 200, r.text);
+    r = await s.api('PUT', '/cache/config', { body: { mode: 'semantic' } });
+    assert.equal(r.status, 200, r.text);
+    assert.deepEqual([r.json.mode, r.json.embedding_provider, r.json.embedding_model],
+      ['semantic', 'cohere', 'embed-english-v3.0']);
+
+    // every provider with an embeddings endpoint is taken
+    for (const provider of ['openai', 'azure', 'google', 'cohere', 'mistral']) {
+      r = await s.api('PUT', '/cache/config', { body: { embedding_provider: provider } });
+      assert.equal(r.status, 200, `${provider}: ${r.text}`);
+      assert.equal(r.json.embedding_provider, provider);
+    }
+  } finally {
+    const r = await s.api('PUT', '/cache/config', { body: DEFAULTS });
+    assert.equal(r.status, 200, r.text);
+  }
+  assert.deepEqual((await s.api('GET', '/cache/config')).json, DEFAULTS, 'GET\'s body PUT back restores the defaults');
+});
+
+test('the database refuses a half-configured semantic cache, whatever writes it', async () => {
+  assert.throws(() => sql(`UPDATE cache_config SET mode = 'semantic', embedding_provider = NULL
+    WHERE org_id = 'org_default'; INSERT INTO cache_config (org_id, mode) VALUES ('org_default', 'semantic')
+    ON CONFLICT (org_id) DO UPDATE SET mode = 'semantic'`), /cache_config_semantic_embedding/);
+  assert.throws(() => sql(`INSERT INTO cache_config (org_id, embedding_provider) VALUES ('org_default', 'anthropic')
+    ON CONFLICT (org_id) DO UPDATE SET embedding_provider = 'anthropic'`), /check constraint/);
+  assert.deepEqual((await s.api('GET', '/cache/config')).json, DEFAULTS);
 });
 
 test('another organisation neither sees nor changes this one\'s settings', async () => {
@@ -104,7 +205,7 @@ test('another organisation neither sees nor changes this one\'s settings', async
 
   let r = await s.api('GET', '/cache/config', { key: b.key });
   assert.equal(r.status, 200, r.text);
-  assert.deepEqual(r.json, DEFAULTS);
+  assert.deepEqual(r.json, DEFAULTS, 'a fresh organisation has the defaults, semantic ones included');
 
   r = await s.api('PUT', '/cache/config', { key: b.key, body: { mode: 'off' } });
   assert.equal(r.status, 200, r.text);

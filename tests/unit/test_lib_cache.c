@@ -14,6 +14,7 @@
 
 #include "sp_cache.h"
 #include "sp_endpoint.h"
+#include "sp_usage.h"
 
 
 static sp_cache_key_in_t
