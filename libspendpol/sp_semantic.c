@@ -2299,8 +2299,112 @@ sp_semantic_dot_avx2(const int8_t *a, const int8_t *b, size_t dim)
 #endif
 
 
+#if defined(SP_SEMANTIC_X86)
+
+/*
+ * The search's kernel where the CPU has AVX-512 VNNI: vpdpbusd multiplies
+ * unsigned by signed bytes, four products into each int32 at once, so v
+ * is read as v + 128 (its sign bit flipped) and the surplus, 128 times
+ * the sum of q's components, is taken off by the caller: 3 instructions
+ * per 64 components. Four sums hide vpdpbusd's latency; the tail is a
+ * masked load (the bytes masked off are 0 in q, so add nothing).
+ */
+__attribute__((target("avx512f,avx512bw,avx512vnni")))
+static int32_t
+sp_semantic_dot_vnni(const int8_t *v, const int8_t *q, size_t dim)
+{
+    size_t     i;
+    __m512i    flip, s0, s1, s2, s3, x;
+    __mmask64  m;
+
+    flip = _mm512_set1_epi8((char) 0x80);
+    s0 = _mm512_setzero_si512();
+    s1 = s0;
+    s2 = s0;
+    s3 = s0;
+
+    for (i = 0; i + 256 <= dim; i += 256) {
+        x = _mm512_xor_si512(_mm512_loadu_si512(v + i), flip);
+        s0 = _mm512_dpbusd_epi32(s0, x, _mm512_loadu_si512(q + i));
+        x = _mm512_xor_si512(_mm512_loadu_si512(v + i + 64), flip);
+        s1 = _mm512_dpbusd_epi32(s1, x, _mm512_loadu_si512(q + i + 64));
+        x = _mm512_xor_si512(_mm512_loadu_si512(v + i + 128), flip);
+        s2 = _mm512_dpbusd_epi32(s2, x, _mm512_loadu_si512(q + i + 128));
+        x = _mm512_xor_si512(_mm512_loadu_si512(v + i + 192), flip);
+        s3 = _mm512_dpbusd_epi32(s3, x, _mm512_loadu_si512(q + i + 192));
+    }
+
+    for ( /* void */ ; i < dim; i += 64) {
+        m = (dim - i >= 64) ? ~(__mmask64) 0
+                            : (((__mmask64) 1 << (dim - i)) - 1);
+        x = _mm512_xor_si512(_mm512_maskz_loadu_epi8(m, v + i), flip);
+        s0 = _mm512_dpbusd_epi32(s0, x, _mm512_maskz_loadu_epi8(m, q + i));
+    }
+
+    s0 = _mm512_add_epi32(_mm512_add_epi32(s0, s1),
+                          _mm512_add_epi32(s2, s3));
+
+    return _mm512_reduce_add_epi32(s0);
+}
+
+#endif
+
+
+#if defined(SP_SEMANTIC_X86)
+
+/* |v|^2 with AVX-512BW: |v| times |v| by pmaddubsw, as the AVX2 dot */
+__attribute__((target("avx512f,avx512bw")))
+static int32_t
+sp_semantic_norm_avx512(const int8_t *v, const int8_t *unused, size_t dim)
+{
+    size_t     i;
+    __m512i    s, x, ones;
+    __mmask64  m;
+
+    s = _mm512_setzero_si512();
+    ones = _mm512_set1_epi16(1);
+
+    for (i = 0; i < dim; i += 64) {
+        m = (dim - i >= 64) ? ~(__mmask64) 0
+                            : (((__mmask64) 1 << (dim - i)) - 1);
+        x = _mm512_abs_epi8(_mm512_maskz_loadu_epi8(m, v + i));
+        s = _mm512_add_epi32(s, _mm512_madd_epi16(ones,
+                                    _mm512_maddubs_epi16(x, x)));
+    }
+
+    return _mm512_reduce_add_epi32(s);
+}
+
+#endif
+
+
 typedef int32_t (*sp_semantic_dot_pt)(const int8_t *a, const int8_t *b,
     size_t dim);
+
+
+/* |v|^2 in the scan's shape: the dot product with itself */
+#if defined(__SSE2__)
+static int32_t
+sp_semantic_norm_sse2(const int8_t *v, const int8_t *unused, size_t dim)
+{
+    return sp_semantic_dot_sse2(v, v, dim);
+}
+#else
+static int32_t
+sp_semantic_norm_c(const int8_t *v, const int8_t *unused, size_t dim)
+{
+    return sp_semantic_dot_c(v, v, dim);
+}
+#endif
+
+#if defined(SP_SEMANTIC_X86)
+__attribute__((target("avx2")))
+static int32_t
+sp_semantic_norm_avx2(const int8_t *v, const int8_t *unused, size_t dim)
+{
+    return sp_semantic_dot_avx2(v, v, dim);
+}
+#endif
 
 
 /* the fastest kernel this CPU runs; asked once, the answer never changes */
@@ -2363,16 +2467,205 @@ sp_semantic_norm(const int8_t *v, size_t dim)
 }
 
 
+/*
+ * A scan over stored vectors with their norms: the index of the highest
+ * cosine among those that may reach t, ranked by d |d| / |v|^2, which
+ * orders as the cosine does (|q| is common to all) without a square
+ * root; the first of equals wins. SP_SEMANTIC_NONE when none may.
+ *
+ * Most vectors are ruled out after their first k components (a quarter):
+ * by Cauchy-Schwarz the rest adds at most |q_rest| |v_rest| to the dot
+ * product, |v_rest|^2 being |v|^2 less the prefix's, so a vector whose
+ * bound stays below t cannot reach it and is skipped, exactly: the
+ * search finds what brute force finds. Unrelated vectors (a bound near
+ * sqrt(3/4) = 0.87 of the product of norms) go after a quarter of the
+ * work; a threshold low enough to keep them costs one more prefix pass.
+ * One scan per kernel, which the compiler inlines.
+ */
+typedef struct {
+    size_t   k;             /* prefix: 0 for none */
+    int32_t  surplus;       /* the kernel's, over the prefix and the rest */
+    int32_t  surplus_rest;
+    double   t;
+    double   nq;            /* |q|^2 */
+    double   nq_rest;       /* |q_rest|^2 */
+} sp_semantic_scan_t;
+
+#define SP_SEMANTIC_SCAN(name, attr, dot, norm)                               \
+attr static size_t                                                            \
+name(const int8_t *vectors, const uint32_t *norms, size_t count,              \
+    size_t dim, const int8_t *q, const sp_semantic_scan_t *sc,                \
+    int32_t *dot_best)                                                        \
+{                                                                             \
+    size_t        i, best;                                                    \
+    int32_t       d;                                                          \
+    double        score, top, nv, bound;                                      \
+    const int8_t *v;                                                          \
+                                                                              \
+    best = SP_SEMANTIC_NONE;                                                  \
+    top = -1e300;                                                             \
+    *dot_best = 0;                                                            \
+                                                                              \
+    for (i = 0; i < count; i++) {                                             \
+        v = vectors + i * dim;                                                \
+        nv = norms[i];                                                        \
+                                                                              \
+        if (sc->k) {                                                          \
+            d = dot(v, q, sc->k) - sc->surplus;                               \
+            bound = nv - norm(v, NULL, sc->k);                                \
+            bound = d + sp_semantic_sqrt(sc->nq_rest                          \
+                                         * (bound > 0 ? bound : 0));         \
+                                                                              \
+            /* a hair of slack for the rounding of the two roots */          \
+            if (bound < (sc->t - 1e-9)                                        \
+                        * sp_semantic_sqrt(sc->nq * nv))                      \
+            {                                                                 \
+                continue;                                                     \
+            }                                                                 \
+                                                                              \
+            d += dot(v + sc->k, q + sc->k, dim - sc->k) - sc->surplus_rest;   \
+                                                                              \
+        } else {                                                              \
+            d = dot(v, q, dim) - sc->surplus;                                 \
+        }                                                                     \
+                                                                              \
+        score = nv ? (double) d * (d < 0 ? -(double) d : (double) d) / nv    \
+                   : 0;                                                       \
+                                                                              \
+        if (score > top) {                                                    \
+            top = score;                                                      \
+            best = i;                                                         \
+            *dot_best = d;                                                    \
+        }                                                                     \
+    }                                                                         \
+                                                                              \
+    return best;                                                              \
+}
+
+#if defined(__SSE2__)
+SP_SEMANTIC_SCAN(sp_semantic_scan_sse2, , sp_semantic_dot_sse2,
+                 sp_semantic_norm_sse2)
+#else
+SP_SEMANTIC_SCAN(sp_semantic_scan_c, , sp_semantic_dot_c,
+                 sp_semantic_norm_c)
+#endif
+
+#if defined(SP_SEMANTIC_X86)
+
+SP_SEMANTIC_SCAN(sp_semantic_scan_vnni_full,
+                 __attribute__((target("avx512f,avx512bw,avx512vnni"))),
+                 sp_semantic_dot_vnni, sp_semantic_norm_avx512)
+
+SP_SEMANTIC_SCAN(sp_semantic_scan_avx2, __attribute__((target("avx2"))),
+                 sp_semantic_dot_avx2, sp_semantic_norm_avx2)
+
+
+/*
+ * The same scan with AVX-512 VNNI, its prefix pass written out: the dot
+ * product and |v|^2 of the first k components in one pass, as two
+ * independent chains of vpdpbusd (|v| unsigned times |v| signed for the
+ * norm), and one square root per vector: the bound's test is
+ * |q_rest|^2 |v_rest|^2 < (t |q| |v| - d)^2 when t |q| |v| > d.
+ */
+__attribute__((target("avx512f,avx512bw,avx512vnni")))
+static size_t
+sp_semantic_scan_vnni(const int8_t *vectors, const uint32_t *norms,
+    size_t count, size_t dim, const int8_t *q, const sp_semantic_scan_t *sc,
+    int32_t *dot_best)
+{
+    size_t         i, j, best;
+    int32_t        d, np;
+    double         score, top, nv, reach, rest, tq;
+    __m512i        flip, dot0, dot1, norm0, norm1, x;
+    const int8_t  *v;
+
+    if (sc->k == 0 || !(sc->t > 0)) {
+        return sp_semantic_scan_vnni_full(vectors, norms, count, dim, q,
+                                          sc, dot_best);
+    }
+
+    flip = _mm512_set1_epi8((char) 0x80);
+    tq = (sc->t - 1e-9) * sp_semantic_sqrt(sc->nq);
+    best = SP_SEMANTIC_NONE;
+    top = -1e300;
+    *dot_best = 0;
+
+    for (i = 0; i < count; i++) {
+        v = vectors + i * dim;
+        nv = norms[i];
+
+        dot0 = _mm512_setzero_si512();
+        dot1 = dot0;
+        norm0 = dot0;
+        norm1 = dot0;
+
+        for (j = 0; j + 128 <= sc->k; j += 128) {
+            x = _mm512_loadu_si512(v + j);
+            dot0 = _mm512_dpbusd_epi32(dot0, _mm512_xor_si512(x, flip),
+                                       _mm512_loadu_si512(q + j));
+            x = _mm512_abs_epi8(x);
+            norm0 = _mm512_dpbusd_epi32(norm0, x, x);
+
+            x = _mm512_loadu_si512(v + j + 64);
+            dot1 = _mm512_dpbusd_epi32(dot1, _mm512_xor_si512(x, flip),
+                                       _mm512_loadu_si512(q + j + 64));
+            x = _mm512_abs_epi8(x);
+            norm1 = _mm512_dpbusd_epi32(norm1, x, x);
+        }
+
+        if (j < sc->k) {
+            x = _mm512_loadu_si512(v + j);
+            dot0 = _mm512_dpbusd_epi32(dot0, _mm512_xor_si512(x, flip),
+                                       _mm512_loadu_si512(q + j));
+            x = _mm512_abs_epi8(x);
+            norm0 = _mm512_dpbusd_epi32(norm0, x, x);
+        }
+
+        d = _mm512_reduce_add_epi32(_mm512_add_epi32(dot0, dot1))
+            - sc->surplus;
+        np = _mm512_reduce_add_epi32(_mm512_add_epi32(norm0, norm1));
+
+        /* what the whole dot product must reach, less the prefix's */
+        reach = tq * sp_semantic_sqrt(nv) - d;
+        rest = nv - np;
+
+        if (reach > 0 && sc->nq_rest * (rest > 0 ? rest : 0) < reach * reach)
+        {
+            continue;
+        }
+
+        d += sp_semantic_dot_vnni(v + sc->k, q + sc->k, dim - sc->k)
+             - sc->surplus_rest;
+
+        score = nv ? (double) d * (d < 0 ? -(double) d : (double) d) / nv
+                   : 0;
+
+        if (score > top) {
+            top = score;
+            best = i;
+            *dot_best = d;
+        }
+    }
+
+    return best;
+}
+
+#endif
+
+
 int
 sp_semantic_search(const int8_t *vectors, const uint32_t *norms,
     size_t count, size_t dim, const int8_t *query, double threshold,
     size_t *best, double *similarity)
 {
-    size_t              i;
-    double              s, top;
-    int64_t             nq, nv;
-    const int8_t       *v;
-    sp_semantic_dot_pt  dot;
+    int                  vnni;
+    size_t               i, found;
+    double               s, top;
+    int32_t              d, sum_head, sum_rest;
+    int64_t              nq, nv;
+    const int8_t        *v;
+    sp_semantic_dot_pt   dot;
+    sp_semantic_scan_t   sc;
 
     *best = SP_SEMANTIC_NONE;
     *similarity = -1;
@@ -2383,25 +2676,90 @@ sp_semantic_search(const int8_t *vectors, const uint32_t *norms,
 
     dot = sp_semantic_dot_kernel();
     nq = dot(query, query, dim);
-    top = -2;
 
-    for (i = 0, v = vectors; i < count; i++, v += dim) {
-        nv = norms ? (int64_t) norms[i] : (int64_t) dot(v, v, dim);
-        s = sp_semantic_cosine(dot(v, query, dim), nq, nv);
+    if (norms == NULL) {
+        /* the slow way: each vector's norm too, and no bound */
+        top = -2;
+        found = 0;
 
-        if (s > top) {
-            top = s;
-            *best = i;
+        for (i = 0, v = vectors; i < count; i++, v += dim) {
+            nv = dot(v, v, dim);
+            s = sp_semantic_cosine(dot(v, query, dim), nq, nv);
+
+            if (s > top) {
+                top = s;
+                found = i;
+            }
+        }
+
+        goto done;
+    }
+
+    /* the prefix: a quarter, in whole 64-byte blocks; none when short */
+    sc.k = (dim >= 256 && threshold > -1) ? (dim / 4) & ~(size_t) 63 : 0;
+    sc.t = threshold;
+    sc.nq = (double) nq;
+    sc.nq_rest = (double) (nq - dot(query, query, sc.k));
+
+    vnni = 0;
+    sum_head = 0;
+    sum_rest = 0;
+
+#if defined(SP_SEMANTIC_X86)
+    vnni = __builtin_cpu_supports("avx512vnni")
+           && __builtin_cpu_supports("avx512bw");
+#endif
+
+    if (vnni) {
+        for (i = 0; i < dim; i++) {
+            if (i < sc.k) {
+                sum_head += 128 * query[i];
+
+            } else {
+                sum_rest += 128 * query[i];
+            }
         }
     }
+
+    sc.surplus = sc.k ? sum_head : sum_head + sum_rest;
+    sc.surplus_rest = sum_rest;
+
+#if defined(SP_SEMANTIC_X86)
+    if (vnni) {
+        found = sp_semantic_scan_vnni(vectors, norms, count, dim, query,
+                                      &sc, &d);
+
+    } else if (__builtin_cpu_supports("avx2")) {
+        found = sp_semantic_scan_avx2(vectors, norms, count, dim, query,
+                                      &sc, &d);
+    } else
+#endif
+    {
+#if defined(__SSE2__)
+        found = sp_semantic_scan_sse2(vectors, norms, count, dim, query,
+                                      &sc, &d);
+#else
+        found = sp_semantic_scan_c(vectors, norms, count, dim, query, &sc,
+                                   &d);
+#endif
+    }
+
+    if (found == SP_SEMANTIC_NONE) {
+        return SP_ERROR;
+    }
+
+    top = sp_semantic_cosine(d, nq, norms[found]);
+
+done:
 
     *similarity = top;
 
     /* NaN threshold: nothing is at least NaN */
     if (!(top >= threshold)) {
-        *best = SP_SEMANTIC_NONE;
         return SP_ERROR;
     }
+
+    *best = found;
 
     return SP_OK;
 }

@@ -106,9 +106,13 @@
  *    by at most half a step, 1/254 of the largest; for embedding-like
  *    vectors (1536 dimensions) |similarity - float cosine| stays within
  *    0.005 (the unit test checks <= 0.01 over random vectors and pairs
- *    near 0.95). The search is brute force over a flat array (AVX2 when
- *    the CPU has it, SSE2, or plain C), the norms computed in the same
- *    pass.
+ *    near 0.95). The search reads a flat array with the norms stored
+ *    beside it and is exact (it returns what comparing every vector in
+ *    full would): a vector is compared in full only when, after its first
+ *    quarter, the Cauchy-Schwarz bound on the rest still lets it reach
+ *    the threshold; unrelated vectors cost a quarter. Kernels: AVX-512
+ *    VNNI, AVX2, SSE2 or plain C, chosen at run time; 10,000 vectors of
+ *    1536 dimensions take about 150 us (bench: micro semantic).
  *
  * 4. Embeddings endpoints: the body asking for one text's embedding and
  *    the vector in the answer:
@@ -199,11 +203,13 @@ uint32_t sp_semantic_norm(const int8_t *v, size_t dim);
  * The most similar of count vectors of dim components stored one after
  * the other, to query: SP_OK with its index in *best and its similarity
  * when that is at least threshold; SP_ERROR otherwise (none, bad dim),
- * *best then SP_SEMANTIC_NONE and *similarity the best seen (-1 when
- * nothing was compared). Ties go to the lowest index. norms[i] is
- * sp_semantic_norm() of vector i, or norms is NULL and they are
- * computed (twice the work). Components are in [-127, 127], as
- * sp_semantic_quantise() writes them.
+ * *best then SP_SEMANTIC_NONE and *similarity below the threshold: the
+ * best of the vectors compared in full, or -1 when none was (a vector
+ * ruled out early is not compared in full). Ties go to the lowest index.
+ * norms[i] is sp_semantic_norm() of vector i, or norms is NULL and every
+ * vector is compared in full with its norm computed (several times the
+ * work). Components are in [-127, 127], as sp_semantic_quantise() writes
+ * them.
  */
 int sp_semantic_search(const int8_t *vectors, const uint32_t *norms,
     size_t count, size_t dim, const int8_t *query, double threshold,

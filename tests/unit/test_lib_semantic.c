@@ -979,6 +979,91 @@ test_search_best_above_threshold_or_none(void **state)
 }
 
 
+/*
+ * The search rules vectors out after a prefix: it must still find what
+ * comparing all of them in full finds, at every threshold, with planted
+ * vectors at many similarities to the query.
+ */
+static void
+test_search_same_as_brute_force(void **state)
+{
+    size_t     count, dim, i, j, best, full;
+    size_t     dims[] = { 256, 1000, 1536 };
+    double     thresholds[] = { -1, 0, 0.3, 0.5, 0.8, 0.9, 0.95, 0.99 };
+    double     sim, fsim, rho;
+    float     *f, *qf;
+    int8_t    *vectors, *query;
+    uint32_t  *norms;
+    int        k, t, rc, frc, found;
+
+    count = 300;
+    found = 0;
+
+    for (k = 0; k < 3; k++) {
+        dim = dims[k];
+        f = malloc(dim * sizeof(float));
+        qf = malloc(dim * sizeof(float));
+        vectors = malloc(count * dim);
+        query = malloc(dim);
+        norms = malloc(count * sizeof(uint32_t));
+        assert_non_null(f);
+        assert_non_null(qf);
+        assert_non_null(vectors);
+        assert_non_null(query);
+        assert_non_null(norms);
+
+        for (j = 0; j < dim; j++) {
+            qf[j] = (float) rng_gauss();
+        }
+
+        for (i = 0; i < count; i++) {
+            /* every tenth vector correlated with the query, up to 0.999 */
+            rho = (i % 10 == 0) ? 0.5 + 0.499 * rng_uniform() : 0;
+
+            for (j = 0; j < dim; j++) {
+                f[j] = (float) (rho * qf[j]
+                                + sqrt(1 - rho * rho) * rng_gauss());
+            }
+
+            assert_int_equal(sp_semantic_quantise(f, dim,
+                                                  vectors + i * dim),
+                             SP_OK);
+            norms[i] = sp_semantic_norm(vectors + i * dim, dim);
+        }
+
+        assert_int_equal(sp_semantic_quantise(qf, dim, query), SP_OK);
+
+        for (t = 0; t < (int) (sizeof(thresholds) / sizeof(double)); t++) {
+            rc = sp_semantic_search(vectors, norms, count, dim, query,
+                                    thresholds[t], &best, &sim);
+            frc = sp_semantic_search(vectors, NULL, count, dim, query,
+                                     thresholds[t], &full, &fsim);
+
+            assert_int_equal(rc, frc);
+
+            if (frc == SP_OK) {
+                assert_int_equal(best, full);
+                assert_true(sim == fsim);
+                found++;
+
+            } else {
+                assert_int_equal(best, SP_SEMANTIC_NONE);
+                assert_true(sim < thresholds[t]);
+            }
+        }
+
+        free(f);
+        free(qf);
+        free(vectors);
+        free(query);
+        free(norms);
+    }
+
+    /* some thresholds found a vector, some none */
+    assert_true(found > 3 && found < 24);
+}
+
+
 /* ---- embeddings endpoints ---------------------------------------------- */
 
 static int
@@ -1227,6 +1312,7 @@ main(void)
         cmocka_unit_test(test_quantise_refuses_bad_vectors),
         cmocka_unit_test(test_similarity_within_001_of_float_cosine),
         cmocka_unit_test(test_search_best_above_threshold_or_none),
+        cmocka_unit_test(test_search_same_as_brute_force),
         cmocka_unit_test(test_embedding_answers_per_provider),
         cmocka_unit_test(test_embedding_errors_name_what_was_expected),
         cmocka_unit_test(test_embed_body_round_trips_through_jansson),
