@@ -1963,7 +1963,8 @@ sp_semantic_sift(sp_semantic_token_t *t, size_t root, size_t n)
     sp_semantic_token_t  tmp;
 
     while ((child = 2 * root + 1) < n) {
-        if (child + 1 < n && sp_semantic_token_cmp(&t[child], &t[child + 1]) < 0)
+        if (child + 1 < n
+            && sp_semantic_token_cmp(&t[child], &t[child + 1]) < 0)
         {
             child++;
         }
@@ -2350,32 +2351,6 @@ sp_semantic_dot_vnni(const int8_t *v, const int8_t *q, size_t dim)
 #endif
 
 
-#if defined(SP_SEMANTIC_X86)
-
-/* |v|^2 with AVX-512BW: |v| times |v| by pmaddubsw, as the AVX2 dot */
-__attribute__((target("avx512f,avx512bw")))
-static int32_t
-sp_semantic_norm_avx512(const int8_t *v, const int8_t *unused, size_t dim)
-{
-    size_t     i;
-    __m512i    s, x, ones;
-    __mmask64  m;
-
-    s = _mm512_setzero_si512();
-    ones = _mm512_set1_epi16(1);
-
-    for (i = 0; i < dim; i += 64) {
-        m = (dim - i >= 64) ? ~(__mmask64) 0
-                            : (((__mmask64) 1 << (dim - i)) - 1);
-        x = _mm512_abs_epi8(_mm512_maskz_loadu_epi8(m, v + i));
-        s = _mm512_add_epi32(s, _mm512_madd_epi16(ones,
-                                    _mm512_maddubs_epi16(x, x)));
-    }
-
-    return _mm512_reduce_add_epi32(s);
-}
-
-#endif
 
 
 typedef int32_t (*sp_semantic_dot_pt)(const int8_t *a, const int8_t *b,
@@ -2552,9 +2527,10 @@ SP_SEMANTIC_SCAN(sp_semantic_scan_c, , sp_semantic_dot_c,
 
 #if defined(SP_SEMANTIC_X86)
 
+/* AVX-512F implies AVX2: the AVX2 norm inlines into the VNNI scan */
 SP_SEMANTIC_SCAN(sp_semantic_scan_vnni_full,
                  __attribute__((target("avx512f,avx512bw,avx512vnni"))),
-                 sp_semantic_dot_vnni, sp_semantic_norm_avx512)
+                 sp_semantic_dot_vnni, sp_semantic_norm_avx2)
 
 SP_SEMANTIC_SCAN(sp_semantic_scan_avx2, __attribute__((target("avx2"))),
                  sp_semantic_dot_avx2, sp_semantic_norm_avx2)

@@ -877,79 +877,107 @@ test_similarity_within_001_of_float_cosine(void **state)
 }
 
 
+/* the buffers of a search test: count vectors of dim, the query's */
+typedef struct {
+    float     *f;
+    float     *qf;
+    int8_t    *vectors;
+    int8_t    *query;
+    uint32_t  *norms;
+} search_bufs_t;
+
+
+static void
+search_bufs(search_bufs_t *b, size_t count, size_t dim)
+{
+    size_t  j;
+
+    b->f = malloc(dim * sizeof(float));
+    b->qf = malloc(dim * sizeof(float));
+    b->vectors = malloc(count * dim);
+    b->query = malloc(dim);
+    b->norms = malloc(count * sizeof(uint32_t));
+    assert_non_null(b->f);
+    assert_non_null(b->qf);
+    assert_non_null(b->vectors);
+    assert_non_null(b->query);
+    assert_non_null(b->norms);
+
+    for (j = 0; j < dim; j++) {
+        b->qf[j] = (float) rng_gauss();
+    }
+}
+
+
+static void
+search_bufs_free(search_bufs_t *b)
+{
+    free(b->f);
+    free(b->qf);
+    free(b->vectors);
+    free(b->query);
+    free(b->norms);
+}
+
+
 static void
 test_search_best_above_threshold_or_none(void **state)
 {
     size_t     count, dim, i, j, best, best2;
     size_t     dims[] = { 1, 7, 16, 33, 100, 1536 };
-    double     sim, sim2, s;
-    float     *f, *qf;
-    int8_t    *vectors, *query;
-    uint32_t  *norms;
-    int        k;
-    int8_t     none[16] = { 1 };
+    double          sim, sim2, s;
+    int             k;
+    int8_t          none[16] = { 1 };
+    search_bufs_t   b;
 
     count = 200;
 
     for (k = 0; k < (int) (sizeof(dims) / sizeof(dims[0])); k++) {
         dim = dims[k];
-        f = malloc(dim * sizeof(float));
-        qf = malloc(dim * sizeof(float));
-        vectors = malloc(count * dim);
-        query = malloc(dim);
-        norms = malloc(count * sizeof(uint32_t));
-        assert_non_null(f);
-        assert_non_null(qf);
-        assert_non_null(vectors);
-        assert_non_null(query);
-        assert_non_null(norms);
-
-        for (j = 0; j < dim; j++) {
-            qf[j] = (float) rng_gauss();
-        }
+        search_bufs(&b, count, dim);
 
         for (i = 0; i < count; i++) {
             for (j = 0; j < dim; j++) {
-                f[j] = (float) rng_gauss();
+                b.f[j] = (float) rng_gauss();
 
                 /* vector 137 is the query, slightly moved */
                 if (i == 137) {
-                    f[j] = qf[j] + 0.05f * f[j];
+                    b.f[j] = b.qf[j] + 0.05f * b.f[j];
                 }
             }
 
             if (dim == 1) {
-                f[0] = (i == 137) ? qf[0] : -qf[0];
+                b.f[0] = (i == 137) ? b.qf[0] : -b.qf[0];
             }
 
-            assert_int_equal(sp_semantic_quantise(f, dim,
-                                                  vectors + i * dim),
+            assert_int_equal(sp_semantic_quantise(b.f, dim,
+                                                  b.vectors + i * dim),
                              SP_OK);
-            norms[i] = sp_semantic_norm(vectors + i * dim, dim);
+            b.norms[i] = sp_semantic_norm(b.vectors + i * dim, dim);
         }
 
-        assert_int_equal(sp_semantic_quantise(qf, dim, query), SP_OK);
+        assert_int_equal(sp_semantic_quantise(b.qf, dim, b.query), SP_OK);
 
-        assert_int_equal(sp_semantic_search(vectors, norms, count, dim,
-                                            query, 0.95, &best, &sim),
+        assert_int_equal(sp_semantic_search(b.vectors, b.norms, count, dim,
+                                            b.query, 0.95, &best, &sim),
                          SP_OK);
         assert_int_equal(best, 137);
         assert_true(sim >= 0.95);
 
         /* without norms: the same answer */
-        assert_int_equal(sp_semantic_search(vectors, NULL, count, dim,
-                                            query, 0.95, &best2, &sim2),
+        assert_int_equal(sp_semantic_search(b.vectors, NULL, count, dim,
+                                            b.query, 0.95, &best2, &sim2),
                          SP_OK);
         assert_int_equal(best2, 137);
         assert_true(sim == sim2);
 
         /* the same as the pairwise similarity, exactly */
-        s = sp_semantic_similarity(vectors + 137 * dim, query, dim);
+        s = sp_semantic_similarity(b.vectors + 137 * dim, b.query, dim);
         assert_true(s == sim);
 
         /* above the best: none, and the best seen */
-        assert_int_equal(sp_semantic_search(vectors, norms, count, dim,
-                                            query, sim + 1e-9, &best,
+        assert_int_equal(sp_semantic_search(b.vectors, b.norms, count, dim,
+                                            b.query, sim + 1e-9, &best,
                                             &sim2),
                          SP_ERROR);
         assert_int_equal(best, SP_SEMANTIC_NONE);
@@ -957,20 +985,16 @@ test_search_best_above_threshold_or_none(void **state)
 
         /* without vector 137, nothing is close */
         if (dim > 16) {
-            memset(vectors + 137 * dim, 0, dim);
-            norms[137] = 0;
-            assert_int_equal(sp_semantic_search(vectors, norms, count, dim,
-                                                query, 0.95, &best, &sim),
+            memset(b.vectors + 137 * dim, 0, dim);
+            b.norms[137] = 0;
+            assert_int_equal(sp_semantic_search(b.vectors, b.norms, count, dim,
+                                                b.query, 0.95, &best, &sim),
                              SP_ERROR);
             assert_int_equal(best, SP_SEMANTIC_NONE);
             assert_true(sim < 0.5);
         }
 
-        free(f);
-        free(qf);
-        free(vectors);
-        free(query);
-        free(norms);
+        search_bufs_free(&b);
     }
 
     assert_int_equal(sp_semantic_search(NULL, NULL, 0, 16, none, 0.9,
@@ -990,53 +1014,38 @@ test_search_same_as_brute_force(void **state)
     size_t     count, dim, i, j, best, full;
     size_t     dims[] = { 256, 1000, 1536 };
     double     thresholds[] = { -1, 0, 0.3, 0.5, 0.8, 0.9, 0.95, 0.99 };
-    double     sim, fsim, rho;
-    float     *f, *qf;
-    int8_t    *vectors, *query;
-    uint32_t  *norms;
-    int        k, t, rc, frc, found;
+    double          sim, fsim, rho;
+    int             k, t, rc, frc, found;
+    search_bufs_t   b;
 
     count = 300;
     found = 0;
 
     for (k = 0; k < 3; k++) {
         dim = dims[k];
-        f = malloc(dim * sizeof(float));
-        qf = malloc(dim * sizeof(float));
-        vectors = malloc(count * dim);
-        query = malloc(dim);
-        norms = malloc(count * sizeof(uint32_t));
-        assert_non_null(f);
-        assert_non_null(qf);
-        assert_non_null(vectors);
-        assert_non_null(query);
-        assert_non_null(norms);
-
-        for (j = 0; j < dim; j++) {
-            qf[j] = (float) rng_gauss();
-        }
+        search_bufs(&b, count, dim);
 
         for (i = 0; i < count; i++) {
             /* every tenth vector correlated with the query, up to 0.999 */
             rho = (i % 10 == 0) ? 0.5 + 0.499 * rng_uniform() : 0;
 
             for (j = 0; j < dim; j++) {
-                f[j] = (float) (rho * qf[j]
+                b.f[j] = (float) (rho * b.qf[j]
                                 + sqrt(1 - rho * rho) * rng_gauss());
             }
 
-            assert_int_equal(sp_semantic_quantise(f, dim,
-                                                  vectors + i * dim),
+            assert_int_equal(sp_semantic_quantise(b.f, dim,
+                                                  b.vectors + i * dim),
                              SP_OK);
-            norms[i] = sp_semantic_norm(vectors + i * dim, dim);
+            b.norms[i] = sp_semantic_norm(b.vectors + i * dim, dim);
         }
 
-        assert_int_equal(sp_semantic_quantise(qf, dim, query), SP_OK);
+        assert_int_equal(sp_semantic_quantise(b.qf, dim, b.query), SP_OK);
 
         for (t = 0; t < (int) (sizeof(thresholds) / sizeof(double)); t++) {
-            rc = sp_semantic_search(vectors, norms, count, dim, query,
+            rc = sp_semantic_search(b.vectors, b.norms, count, dim, b.query,
                                     thresholds[t], &best, &sim);
-            frc = sp_semantic_search(vectors, NULL, count, dim, query,
+            frc = sp_semantic_search(b.vectors, NULL, count, dim, b.query,
                                      thresholds[t], &full, &fsim);
 
             assert_int_equal(rc, frc);
@@ -1052,11 +1061,7 @@ test_search_same_as_brute_force(void **state)
             }
         }
 
-        free(f);
-        free(qf);
-        free(vectors);
-        free(query);
-        free(norms);
+        search_bufs_free(&b);
     }
 
     /* some thresholds found a vector, some none */
