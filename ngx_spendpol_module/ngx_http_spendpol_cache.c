@@ -73,7 +73,6 @@ static void ngx_http_spendpol_cache_free(ngx_http_spendpol_main_conf_t *smcf,
 static void ngx_http_spendpol_cache_expire(
     ngx_http_spendpol_main_conf_t *smcf, int64_t now_ms);
 static ngx_uint_t ngx_http_spendpol_cache_skip_asked(ngx_http_request_t *r);
-static int64_t ngx_http_spendpol_cache_now_ms(void);
 static void ngx_http_spendpol_cache_rbtree_insert_value(
     ngx_rbtree_node_t *temp, ngx_rbtree_node_t *node,
     ngx_rbtree_node_t *sentinel);
@@ -118,10 +117,11 @@ ngx_http_spendpol_cache_lookup(ngx_http_request_t *r,
     ngx_uint_t                        i;
     ngx_table_elt_t                  *h[NGX_HTTP_SPENDPOL_CACHE_HEADERS];
     int64_t                           now_ms, purged_ms, max_entry;
-    sp_str_t                          org, model;
+    sp_str_t                          org;
     sp_cache_config_t                 config;
+    ngx_int_t                         rc;
+    ngx_uint_t                        semantic;
     sp_cache_key_in_t                 in;
-    ngx_http_spendpol_cache_entry_t  *entry;
     ngx_http_spendpol_main_conf_t    *smcf;
 
     ctx->cache_state = NGX_HTTP_SPENDPOL_CACHE_SKIP;
@@ -252,12 +252,22 @@ ngx_http_spendpol_cache_lookup(ngx_http_request_t *r,
         return NGX_OK;
     }
 
+    semantic = 0;
+
+    if (config.mode == SP_CACHE_SEMANTIC
+        && (ctx->endpoint->flags & SP_ENDPOINT_CHAT))
+    {
+        /* the semantic group's first part: the key without the prompt */
+        in.flags = SP_CACHE_KEY_NO_PROMPT;
+
+        semantic = sp_cache_key(&in, scratch, n, ctx->cache_group, err,
+                                sizeof(err))
+                   == SP_OK;
+    }
+
     ngx_pfree(r->pool, scratch);
 
-    model = sp_str_from(ctx->request->model);
-
-    purged_ms = sp_snapshot_cache_purged_ms(&smcf->snapshot, org,
-                                            in.provider, model);
+    purged_ms = ngx_http_spendpol_cache_purged_ms(r, ctx);
 
     /* one entry may take at most a quarter of the zone */
     max_entry = ngx_min((int64_t) config.max_entry_bytes,
@@ -271,26 +281,114 @@ ngx_http_spendpol_cache_lookup(ngx_http_request_t *r,
     now_ms = ngx_http_spendpol_cache_now_ms();
     ctx->cache_lookup_ms = now_ms;
 
+    if (semantic) {
+        /* kept for the semantic step, after the exact ones */
+        ctx->cache_config = ngx_palloc(r->pool, sizeof(sp_cache_config_t));
+        if (ctx->cache_config == NULL) {
+            return NGX_ERROR;
+        }
+
+        *ctx->cache_config = config;
+    }
+
     ngx_shmtx_lock(&smcf->cache_shpool->mutex);
 
-    entry = ngx_http_spendpol_cache_find(smcf->cache_sh, ctx->cache_key);
+    rc = ngx_http_spendpol_cache_fetch_locked(r, ctx, ctx->cache_key, now_ms,
+                                              purged_ms);
 
-    if (entry != NULL
-        && (entry->expires_ms <= now_ms
-            || now_ms - entry->stored_ms >= ctx->cache_ttl_ms
-            || entry->stored_ms <= purged_ms))
+    ngx_shmtx_unlock(&smcf->cache_shpool->mutex);
+
+    if (rc == NGX_ERROR) {
+        return NGX_ERROR;
+    }
+
+    /* a miss: the Redis tier, then the semantic cache, when there are */
+    return ngx_http_spendpol_cache_next(r, ctx);
+}
+
+
+/*
+ * After a miss so far, the next place to look: the Redis tier, then the
+ * semantic cache (after its embedding call answered: the search). NGX_OK
+ * when there is nowhere left (ctx->cache_state says hit or miss);
+ * NGX_AGAIN when the request is to wait, at most ctx->cache_wait, for
+ * an answer (the handler calls this again once it came or not).
+ */
+ngx_int_t
+ngx_http_spendpol_cache_next(ngx_http_request_t *r,
+    ngx_http_spendpol_ctx_t *ctx)
+{
+    ngx_http_spendpol_main_conf_t  *smcf;
+
+    if (ctx->cache_state != NGX_HTTP_SPENDPOL_CACHE_MISS) {
+        return NGX_OK;
+    }
+
+    if (!ctx->cache_redis_tried) {
+        ctx->cache_redis_tried = 1;
+
+        if (ngx_http_spendpol_redis_lookup(r, ctx) == NGX_AGAIN) {
+            smcf = ngx_http_get_module_main_conf(r, ngx_http_spendpol_module);
+            ctx->cache_wait = smcf->cache_redis_timeout;
+            return NGX_AGAIN;
+        }
+
+        if (ctx->cache_state != NGX_HTTP_SPENDPOL_CACHE_MISS) {
+            return NGX_OK;
+        }
+    }
+
+    if (ctx->cache_config == NULL) {
+        return NGX_OK;
+    }
+
+    if (!ctx->cache_semantic_tried) {
+        ctx->cache_semantic_tried = 1;
+
+        if (ngx_http_spendpol_semantic_begin(r, ctx) == NGX_AGAIN) {
+            ctx->cache_wait = ctx->cache_config->embed_timeout_ms;
+            return NGX_AGAIN;
+        }
+    }
+
+    if (ctx->cache_vector) {
+        ngx_http_spendpol_semantic_search(r, ctx);
+    }
+
+    return NGX_OK;
+}
+
+
+/*
+ * Under the zone's mutex: the entry stored under key, when it is still
+ * good (not expired by its own time or the organisation's current TTL,
+ * not purged), copied into the request as its hit. NGX_OK (a hit),
+ * NGX_DECLINED, or NGX_ERROR.
+ */
+ngx_int_t
+ngx_http_spendpol_cache_fetch_locked(ngx_http_request_t *r,
+    ngx_http_spendpol_ctx_t *ctx, u_char *key, int64_t now_ms,
+    int64_t purged_ms)
+{
+    u_char                           *p;
+    ngx_http_spendpol_cache_entry_t  *entry;
+    ngx_http_spendpol_main_conf_t    *smcf;
+
+    smcf = ngx_http_get_module_main_conf(r, ngx_http_spendpol_module);
+
+    entry = ngx_http_spendpol_cache_find(smcf->cache_sh, key);
+
+    if (entry == NULL) {
+        return NGX_DECLINED;
+    }
+
+    if (entry->expires_ms <= now_ms
+        || now_ms - entry->stored_ms >= ctx->cache_ttl_ms
+        || entry->stored_ms <= purged_ms)
     {
         /* expired, by its own time or a shorter one set since, or purged */
         ngx_http_spendpol_cache_free(smcf, entry);
-        entry = NULL;
-    }
-
-    if (entry == NULL) {
-        ngx_shmtx_unlock(&smcf->cache_shpool->mutex);
-
-        /* the second tier, when there is one: NGX_AGAIN waits for it */
-        return ngx_http_spendpol_redis_lookup(r, ctx) == NGX_AGAIN
-               ? NGX_AGAIN : NGX_OK;
+        return NGX_DECLINED;
     }
 
     ngx_queue_remove(&entry->queue);
@@ -299,7 +397,6 @@ ngx_http_spendpol_cache_lookup(ngx_http_request_t *r,
     /* copied out: the entry may go as soon as the mutex is released */
     p = ngx_pnalloc(r->pool, entry->type_len + entry->body_len);
     if (p == NULL) {
-        ngx_shmtx_unlock(&smcf->cache_shpool->mutex);
         return NGX_ERROR;
     }
 
@@ -311,9 +408,6 @@ ngx_http_spendpol_cache_lookup(ngx_http_request_t *r,
     ctx->cache_body.len = entry->body_len;
     ctx->cache_saved_nano = entry->cost_nano;
     ctx->cache_age_s = (now_ms - entry->stored_ms) / 1000;
-
-    ngx_shmtx_unlock(&smcf->cache_shpool->mutex);
-
     ctx->cache_state = NGX_HTTP_SPENDPOL_CACHE_HIT;
     ctx->cache_store = 0;
 
@@ -463,7 +557,6 @@ ngx_http_spendpol_cache_store(ngx_http_request_t *r,
 {
     u_char                           *value, *p;
     int64_t                           now_ms;
-    sp_str_t                          org, provider;
     ngx_str_t                        *type;
     ngx_http_spendpol_main_conf_t    *smcf;
 
@@ -493,16 +586,7 @@ ngx_http_spendpol_cache_store(ngx_http_request_t *r,
      * An entry's time is its request's lookup: an answer still in flight
      * when a purge was made is older than the purge, and not stored.
      */
-    org.data = (char *) ctx->org_id.data;
-    org.len = ctx->org_id.len;
-    provider.data = (char *) ctx->provider_name.data;
-    provider.len = ctx->provider_name.len;
-
-    if (smcf->snapshot_map == NULL
-        || sp_snapshot_cache_purged_ms(&smcf->snapshot, org, provider,
-                                       sp_str_from(ctx->request->model))
-           >= ctx->cache_lookup_ms)
-    {
+    if (ngx_http_spendpol_cache_purged_ms(r, ctx) >= ctx->cache_lookup_ms) {
         return;
     }
 
@@ -516,6 +600,10 @@ ngx_http_spendpol_cache_store(ngx_http_request_t *r,
         != NGX_OK)
     {
         return;
+    }
+
+    if (ctx->cache_vector) {
+        ngx_http_spendpol_semantic_store(r, ctx, ctx->cache_lookup_ms);
     }
 
     if (!ngx_http_spendpol_redis_ready(smcf, r->connection->log)) {
@@ -555,7 +643,6 @@ ngx_http_spendpol_cache_found(ngx_http_request_t *r,
     int64_t                         now_ms, stored_ms, cost, purged_ms;
     uint64_t                        lens;
     size_t                          type_len, body_len;
-    sp_str_t                        org, provider;
     ngx_str_t                       type;
     ngx_http_spendpol_main_conf_t  *smcf;
 
@@ -563,8 +650,7 @@ ngx_http_spendpol_cache_found(ngx_http_request_t *r,
 
     if (len < NGX_HTTP_SPENDPOL_CACHE_VALUE
         || ngx_http_spendpol_cache_get64(value)
-           != NGX_HTTP_SPENDPOL_CACHE_MAGIC
-        || smcf->snapshot_map == NULL)
+           != NGX_HTTP_SPENDPOL_CACHE_MAGIC)
     {
         return;
     }
@@ -587,13 +673,7 @@ ngx_http_spendpol_cache_found(ngx_http_request_t *r,
         return;
     }
 
-    org.data = (char *) ctx->org_id.data;
-    org.len = ctx->org_id.len;
-    provider.data = (char *) ctx->provider_name.data;
-    provider.len = ctx->provider_name.len;
-
-    purged_ms = sp_snapshot_cache_purged_ms(&smcf->snapshot, org, provider,
-                                            sp_str_from(ctx->request->model));
+    purged_ms = ngx_http_spendpol_cache_purged_ms(r, ctx);
     now_ms = ngx_http_spendpol_cache_now_ms();
 
     if (stored_ms <= purged_ms
@@ -757,10 +837,24 @@ ngx_http_spendpol_cache_headers(ngx_http_request_t *r,
         return NGX_OK;
     }
 
+    if (ngx_http_spendpol_add_header(r, &r->headers_out.headers,
+                                     "X-Spendpol-Cache-Age", age,
+                                     ngx_sprintf(age, "%L", ctx->cache_age_s)
+                                     - age)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    if (ctx->cache_similarity == 0) {
+        return NGX_OK;
+    }
+
+    /* a semantic hit: how close its prompt was, 4 decimals */
     return ngx_http_spendpol_add_header(r, &r->headers_out.headers,
-                                        "X-Spendpol-Cache-Age", age,
-                                        ngx_sprintf(age, "%L",
-                                                    ctx->cache_age_s)
+                                        "X-Spendpol-Cache-Similarity", age,
+                                        ngx_sprintf(age, "%.4f",
+                                                    ctx->cache_similarity)
                                         - age);
 }
 
@@ -893,7 +987,35 @@ ngx_http_spendpol_cache_expire(ngx_http_spendpol_main_conf_t *smcf,
 }
 
 
-static int64_t
+/*
+ * The time of the last purge (DELETE /cache) covering the request's
+ * organisation, provider and model: entries stored at or before it are
+ * not served. Without a snapshot, everything counts as purged.
+ */
+int64_t
+ngx_http_spendpol_cache_purged_ms(ngx_http_request_t *r,
+    ngx_http_spendpol_ctx_t *ctx)
+{
+    sp_str_t                        org, provider;
+    ngx_http_spendpol_main_conf_t  *smcf;
+
+    smcf = ngx_http_get_module_main_conf(r, ngx_http_spendpol_module);
+
+    if (smcf->snapshot_map == NULL) {
+        return INT64_MAX;
+    }
+
+    org.data = (char *) ctx->org_id.data;
+    org.len = ctx->org_id.len;
+    provider.data = (char *) ctx->provider_name.data;
+    provider.len = ctx->provider_name.len;
+
+    return sp_snapshot_cache_purged_ms(&smcf->snapshot, org, provider,
+                                       sp_str_from(ctx->request->model));
+}
+
+
+int64_t
 ngx_http_spendpol_cache_now_ms(void)
 {
     ngx_time_t  *tp;
@@ -941,6 +1063,7 @@ ngx_http_spendpol_cache_init_zone(ngx_shm_zone_t *shm_zone, void *data)
     ngx_rbtree_init(&smcf->cache_sh->rbtree, &smcf->cache_sh->sentinel,
                     ngx_http_spendpol_cache_rbtree_insert_value);
     ngx_queue_init(&smcf->cache_sh->queue);
+    ngx_http_spendpol_semantic_init_zone(smcf->cache_sh);
 
     smcf->cache_shpool->log_ctx = (u_char *) " in spendpol cache zone";
 

@@ -310,6 +310,27 @@ ngx_http_spendpol_park(ngx_http_request_t *r, ngx_msec_t delay,
 }
 
 
+/*
+ * Cuts a wait short (an answer came): the request's handler runs from
+ * the event loop, not from inside the caller (hiredis, a connection's
+ * handler).
+ */
+void
+ngx_http_spendpol_unpark(ngx_http_request_t *r)
+{
+    ngx_event_t  *wev;
+
+    wev = r->connection->write;
+
+    if (wev->timer_set) {
+        ngx_del_timer(wev);
+    }
+
+    wev->delayed = 0;
+    ngx_post_event(wev, &ngx_posted_events);
+}
+
+
 static void
 ngx_http_spendpol_lease_wake(ngx_http_request_t *r)
 {
@@ -675,6 +696,17 @@ ngx_http_spendpol_authenticate(ngx_http_request_t *r,
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
+    /*
+     * Well formed (sp_key_ and hex), so safe in a header: the semantic
+     * cache's embedding call presents it again (ngx_http_spendpol_embed.c)
+     */
+    ctx->presented_key.data = ngx_pstrdup(r->pool, &key);
+    if (ctx->presented_key.data == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ctx->presented_key.len = key.len;
+
     ctx->authenticated = 1;
 
     rc = ngx_http_spendpol_attribute(r, ctx, found);
@@ -991,7 +1023,6 @@ ngx_http_spendpol_prepare(ngx_http_request_t *r, ngx_http_spendpol_ctx_t *ctx)
     ngx_buf_t                     *b;
     ngx_chain_t                   *cl;
     ngx_http_spendpol_loc_conf_t  *slcf;
-    ngx_http_spendpol_main_conf_t *smcf;
     const sp_snapshot_price_t     *price;
 
     slcf = ngx_http_get_module_loc_conf(r, ngx_http_spendpol_module);
@@ -1112,11 +1143,10 @@ ngx_http_spendpol_prepare(ngx_http_request_t *r, ngx_http_spendpol_ctx_t *ctx)
     rc = ngx_http_spendpol_cache_lookup(r, ctx);
 
     if (rc == NGX_AGAIN) {
-        /* the Redis tier answers, or its time runs out */
-        smcf = ngx_http_get_module_main_conf(r, ngx_http_spendpol_module);
+        /* Redis or the embedding call answers, or its time runs out */
         ctx->cache_waiting = 1;
 
-        return ngx_http_spendpol_park(r, smcf->cache_redis_timeout,
+        return ngx_http_spendpol_park(r, ctx->cache_wait,
                                       ngx_http_spendpol_cache_wake);
     }
 
@@ -1181,8 +1211,27 @@ ngx_http_spendpol_cache_wake(ngx_http_request_t *r)
 
     started = ngx_http_spendpol_now_us();
 
-    ctx->cache_waiting = 0;
+    /* what did not answer in time is a miss */
     ngx_http_spendpol_redis_abandon(ctx);
+    ngx_http_spendpol_embed_abandon(ctx);
+
+    rc = ngx_http_spendpol_cache_next(r, ctx);
+
+    if (rc == NGX_AGAIN) {
+        /* the next step waits too */
+        rc = ngx_http_spendpol_park(r, ctx->cache_wait,
+                                    ngx_http_spendpol_cache_wake);
+
+        ctx->gateway_us += ngx_http_spendpol_now_us() - started;
+
+        if (rc != NGX_AGAIN) {
+            ngx_http_finalize_request(r, rc);
+        }
+
+        return;
+    }
+
+    ctx->cache_waiting = 0;
 
     if (ngx_handle_read_event(r->connection->read, 0) != NGX_OK) {
         ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);

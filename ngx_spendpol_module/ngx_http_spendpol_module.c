@@ -24,6 +24,8 @@ static ngx_int_t ngx_http_spendpol_variable(ngx_http_request_t *r,
 static void *ngx_http_spendpol_create_main_conf(ngx_conf_t *cf);
 static char *ngx_http_spendpol_init_main_conf(ngx_conf_t *cf, void *conf);
 static void *ngx_http_spendpol_create_loc_conf(ngx_conf_t *cf);
+static char *ngx_http_spendpol_cache_embed_address(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
 static char *ngx_http_spendpol_merge_loc_conf(ngx_conf_t *cf, void *parent,
     void *child);
 static char *ngx_http_spendpol(ngx_conf_t *cf, ngx_command_t *cmd,
@@ -121,6 +123,13 @@ static ngx_command_t  ngx_http_spendpol_commands[] = {
       ngx_conf_set_flag_slot,
       NGX_HTTP_MAIN_CONF_OFFSET,
       offsetof(ngx_http_spendpol_main_conf_t, cache_redis),
+      NULL },
+
+    { ngx_string("spendpol_cache_embed_address"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_http_spendpol_cache_embed_address,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
       NULL },
 
     { ngx_string("spendpol_cache_redis_timeout"),
@@ -1174,4 +1183,47 @@ ngx_http_spendpol_exit_process(ngx_cycle_t *cycle)
     ngx_http_spendpol_upstream_exit_worker(smcf);
     ngx_http_spendpol_snapshot_exit_worker(smcf);
     ngx_http_spendpol_tokenizer_exit_worker();
+}
+
+
+/*
+ * spendpol_cache_embed_address ADDRESS:PORT: where the semantic cache's
+ * embedding calls go (a plain-HTTP listener of this nginx with the
+ * spendpol locations), instead of the address the client reached.
+ */
+static char *
+ngx_http_spendpol_cache_embed_address(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_http_spendpol_main_conf_t *smcf = conf;
+
+    ngx_url_t   u;
+    ngx_str_t  *value;
+
+    if (smcf->cache_embed_address) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    ngx_memzero(&u, sizeof(ngx_url_t));
+
+    u.url = value[1];
+    u.no_resolve = 1;
+
+    if (ngx_parse_url(cf->pool, &u) != NGX_OK || u.naddrs == 0
+        || u.no_port || u.uri.len)
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "spendpol_cache_embed_address must be a numeric "
+                           "address and port of a plain-HTTP listener, "
+                           "such as 127.0.0.1:8080, not \"%V\"%s%s",
+                           &value[1], u.err ? ": " : "",
+                           u.err ? u.err : "");
+        return NGX_CONF_ERROR;
+    }
+
+    smcf->cache_embed_address = &u.addrs[0];
+
+    return NGX_CONF_OK;
 }

@@ -71,6 +71,13 @@ typedef struct {
     int64_t                    entries;
     int64_t                    bytes;         /* of answers stored */
     int64_t                    evictions;     /* for room, before expiry */
+
+    /* the semantic cache's vectors (ngx_http_spendpol_semantic.c) */
+    ngx_rbtree_t               groups;        /* by group key */
+    ngx_rbtree_node_t          groups_sentinel;
+    ngx_rbtree_t               orgs;          /* by organisation */
+    ngx_rbtree_node_t          orgs_sentinel;
+    int64_t                    vectors;
 } ngx_http_spendpol_cache_sh_t;
 
 
@@ -137,6 +144,7 @@ typedef struct {
     ngx_http_spendpol_cache_sh_t  *cache_sh;
     ngx_flag_t                 cache_redis;   /* the Redis tier, if any */
     ngx_msec_t                 cache_redis_timeout;  /* a Redis lookup's */
+    ngx_addr_t                *cache_embed_address;  /* embedding calls */
 
     /* the ask file (sp_lease.h): mapped by the master with the zone */
     void                      *ask;
@@ -186,6 +194,9 @@ typedef struct {
     ngx_str_t                  ssl_trusted_certificate;
     ngx_uint_t                 ssl_checked;      /* readable: checked once */
 } ngx_http_spendpol_main_conf_t;
+
+
+typedef struct ngx_http_spendpol_embed_s  ngx_http_spendpol_embed_t;
 
 
 typedef struct {
@@ -349,8 +360,20 @@ typedef struct {
     u_char                    *cache_capture; /* a stream to store */
     size_t                     cache_captured;
     size_t                     cache_capture_size;
-    ngx_uint_t                 cache_waiting:1;  /* on the Redis tier */
+    ngx_uint_t                 cache_waiting:1;  /* on Redis or an
+                                                    embedding */
+    ngx_uint_t                 cache_redis_tried:1;
+    ngx_uint_t                 cache_semantic_tried:1;
+    ngx_msec_t                 cache_wait;    /* how long, at most */
     void                      *cache_redis;   /* its lookup in flight */
+    ngx_http_spendpol_embed_t *cache_embed;   /* the embedding call */
+    sp_cache_config_t         *cache_config;  /* semantic: the org's */
+    int8_t                    *cache_vector;  /* the prompt's embedding */
+    size_t                     cache_dim;
+    ngx_str_t                  cache_text;    /* and text, for the guard */
+    u_char                     cache_group[SP_CACHE_KEY_LEN];
+    double                     cache_similarity;  /* a semantic hit's */
+    ngx_str_t                  presented_key; /* the client's Spendpol key */
 
     /*
      * Response side (ngx_http_spendpol_filter.c): a JSON body
@@ -381,6 +404,7 @@ void *ngx_http_spendpol_map_file(ngx_str_t *path, ngx_file_info_t *fi,
 
 /* ngx_http_spendpol_handler.c */
 ngx_int_t ngx_http_spendpol_handler(ngx_http_request_t *r);
+void ngx_http_spendpol_unpark(ngx_http_request_t *r);
 ngx_table_elt_t *ngx_http_spendpol_request_header(ngx_http_request_t *r,
     const char *name, size_t len);
 ngx_int_t ngx_http_spendpol_add_header(ngx_http_request_t *r,
@@ -483,6 +507,30 @@ ngx_str_t *ngx_http_spendpol_cache_state_name(ngx_http_spendpol_ctx_t *ctx);
 void ngx_http_spendpol_cache_report(ngx_http_spendpol_main_conf_t *smcf);
 void ngx_http_spendpol_cache_found(ngx_http_request_t *r,
     ngx_http_spendpol_ctx_t *ctx, u_char *value, size_t len);
+
+ngx_int_t ngx_http_spendpol_cache_next(ngx_http_request_t *r,
+    ngx_http_spendpol_ctx_t *ctx);
+ngx_int_t ngx_http_spendpol_cache_fetch_locked(ngx_http_request_t *r,
+    ngx_http_spendpol_ctx_t *ctx, u_char *key, int64_t now_ms,
+    int64_t purged_ms);
+int64_t ngx_http_spendpol_cache_now_ms(void);
+int64_t ngx_http_spendpol_cache_purged_ms(ngx_http_request_t *r,
+    ngx_http_spendpol_ctx_t *ctx);
+
+/* ngx_http_spendpol_semantic.c */
+ngx_int_t ngx_http_spendpol_semantic_begin(ngx_http_request_t *r,
+    ngx_http_spendpol_ctx_t *ctx);
+void ngx_http_spendpol_semantic_search(ngx_http_request_t *r,
+    ngx_http_spendpol_ctx_t *ctx);
+void ngx_http_spendpol_semantic_store(ngx_http_request_t *r,
+    ngx_http_spendpol_ctx_t *ctx, int64_t stored_ms);
+void ngx_http_spendpol_semantic_init_zone(ngx_http_spendpol_cache_sh_t *sh);
+
+/* ngx_http_spendpol_embed.c */
+ngx_int_t ngx_http_spendpol_embed_start(ngx_http_request_t *r,
+    ngx_http_spendpol_ctx_t *ctx, const sp_cache_config_t *config,
+    sp_str_t text);
+void ngx_http_spendpol_embed_abandon(ngx_http_spendpol_ctx_t *ctx);
 
 /* ngx_http_spendpol_redis.c */
 ngx_uint_t ngx_http_spendpol_redis_ready(ngx_http_spendpol_main_conf_t *smcf,

@@ -633,7 +633,6 @@ ngx_http_spendpol_redis_got(redisAsyncContext *ac, void *reply,
     void *privdata)
 {
     redisReply                     *rr = reply;
-    ngx_event_t                    *wev;
     ngx_http_request_t             *r;
     ngx_http_spendpol_ctx_t        *ctx;
     ngx_http_spendpol_redis_get_t  *get;
@@ -665,15 +664,7 @@ ngx_http_spendpol_redis_got(redisAsyncContext *ac, void *reply,
                        "spendpol cache: Redis: %s", rr->str);
     }
 
-    /* woken from the event loop, not from inside hiredis */
-    wev = r->connection->write;
-
-    if (wev->timer_set) {
-        ngx_del_timer(wev);
-    }
-
-    wev->delayed = 0;
-    ngx_post_event(wev, &ngx_posted_events);
+    ngx_http_spendpol_unpark(r);
 }
 
 

@@ -149,7 +149,7 @@ http {
   assert.match(bad.output, /\[emerg\].*"spendpol_cache_size"/, bad.output);
 });
 
-test('nginx -t: spendpol_cache_redis on|off and spendpol_cache_redis_timeout (at least 1ms) are checked', (t) => {
+test('nginx -t: spendpol_cache_redis on|off, spendpol_cache_redis_timeout (at least 1ms) and spendpol_cache_embed_address (numeric address:port) are checked', (t) => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'spendpol-cache-redis-'));
   t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
   const so = path.join(BUILD, 'nginx/objs/ngx_http_spendpol_module.so');
@@ -167,13 +167,22 @@ http {
 }
 `;
   for (const ok of ['spendpol_cache_redis off;', 'spendpol_cache_redis on; spendpol_cache_redis_timeout 20ms;',
-    'spendpol_cache_redis_timeout 1;']) {
+    'spendpol_cache_redis_timeout 1;', 'spendpol_cache_embed_address 127.0.0.1:8080;',
+    'spendpol_cache_embed_address [::1]:8080;']) {
     const r = nginxTest(dir, conf(ok));
     assert.equal(r.status, 0, `${ok}: ${r.output}`);
   }
   const zero = nginxTest(dir, conf('spendpol_cache_redis_timeout 0;'));
   assert.notEqual(zero.status, 0, zero.output);
   assert.match(zero.output, /\[emerg\].*spendpol_cache_redis_timeout must be at least 1ms/, zero.output);
+  for (const bad of ['spendpol_cache_embed_address localhost:8080;', 'spendpol_cache_embed_address 127.0.0.1;',
+    'spendpol_cache_embed_address 127.0.0.1:8080/v1;']) {
+    const r = nginxTest(dir, conf(bad));
+    assert.notEqual(r.status, 0, `${bad}: ${r.output}`);
+    assert.match(r.output, /\[emerg\].*spendpol_cache_embed_address must be a numeric address and port/, `${bad}: ${r.output}`);
+  }
+  const twice = nginxTest(dir, conf('spendpol_cache_embed_address 127.0.0.1:1; spendpol_cache_embed_address 127.0.0.1:2;'));
+  assert.match(twice.output, /\[emerg\].*"spendpol_cache_embed_address" directive is duplicate/, twice.output);
   for (const bad of ['spendpol_cache_redis maybe;', 'spendpol_cache_redis_timeout soon;']) {
     const r = nginxTest(dir, conf(bad));
     assert.notEqual(r.status, 0, `${bad}: ${r.output}`);
