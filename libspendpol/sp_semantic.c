@@ -2930,14 +2930,26 @@ sp_semantic_embed_body(sp_provider_e provider, sp_str_t model,
             sp_semantic_lit(&b, ",");
         }
 
-        sp_semantic_lit(&b, "\"input\":");
-        rc |= sp_semantic_add_string(&b, text);
+        /*
+         * Mistral documents a list of inputs; float is OpenAI's default,
+         * asked for since its SDKs default to base64; Azure's older
+         * api-versions refuse the member, and default to float too
+         */
+        if (provider == SP_PROVIDER_MISTRAL) {
+            sp_semantic_lit(&b, "\"input\":[");
+            rc |= sp_semantic_add_string(&b, text);
+            sp_semantic_lit(&b, "]}");
 
-        if (provider != SP_PROVIDER_MISTRAL) {
-            sp_semantic_lit(&b, ",\"encoding_format\":\"float\"");
+        } else {
+            sp_semantic_lit(&b, "\"input\":");
+            rc |= sp_semantic_add_string(&b, text);
+
+            if (provider == SP_PROVIDER_OPENAI) {
+                sp_semantic_lit(&b, ",\"encoding_format\":\"float\"");
+            }
+
+            sp_semantic_lit(&b, "}");
         }
-
-        sp_semantic_lit(&b, "}");
     }
 
     if (rc != SP_OK) {

@@ -119,7 +119,10 @@
  *
  * 4. Embeddings endpoints: the body asking for one text's embedding and
  *    the vector in the answer:
- *      openai, azure, mistral  {"model", "input"} -> data[0].embedding
+ *      openai, azure           {"model", "input", openai:
+ *                              "encoding_format": "float"} ->
+ *                              data[0].embedding
+ *      mistral                 {"model", "input": [..]} -> data[0].embedding
  *      google                  {"model": "models/M", "content": {"parts":
  *                              [{"text"}]}} (embedContent) ->
  *                              embedding.values (batch: embeddings[0].values)

@@ -1226,6 +1226,13 @@ expect_body(sp_provider_e provider, const char *model, sp_str_t text,
     if (strcmp(path_text, "input") == 0) {
         v = json_object_get(root, "input");
 
+        if (provider == SP_PROVIDER_MISTRAL) {
+            v = json_array_get(v, 0);
+        }
+
+        assert_true((json_object_get(root, "encoding_format") != NULL)
+                    == (provider == SP_PROVIDER_OPENAI));
+
     } else if (strcmp(path_text, "texts") == 0) {
         v = json_array_get(json_object_get(root, "texts"), 0);
         assert_string_equal(json_string_value(json_object_get(root,
