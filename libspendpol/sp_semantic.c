@@ -1701,12 +1701,12 @@ sp_semantic_word(const char *w, size_t len, int sentence_start,
         return;
     }
 
-    /* n't, n’t: "not" */
-    if ((len >= 4 && memcmp(w + len - 3, "n't", 3) == 0
-         && (w[len - 4] | 0x20) >= 'a' && (w[len - 4] | 0x20) <= 'z')
-        || (len >= 6 && memcmp(w + len - 5, "n\xe2\x80\x99t", 5) == 0)
-        || (len == 3 && (memcmp(w, "n't", 3) == 0
-                         || memcmp(w, "N'T", 3) == 0)))
+    /* n't, n’t, N'T: "not" */
+    if (len >= 3 && sp_semantic_lower((unsigned char) w[len - 1]) == 't'
+        && ((w[len - 2] == '\''
+             && sp_semantic_lower((unsigned char) w[len - 3]) == 'n')
+            || (len >= 5 && memcmp(w + len - 4, "\xe2\x80\x99", 3) == 0
+                && sp_semantic_lower((unsigned char) w[len - 5]) == 'n')))
     {
         sp_semantic_push(t, "not", 3, SP_SEMANTIC_NEGATION, 0);
         return;

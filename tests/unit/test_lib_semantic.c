@@ -509,6 +509,8 @@ test_guard_negation(void **state)
     expect_hit("Don't enable it", "do not enable it");
     expect_hit("it is enabled", "is it enabled?");
     expect_hit("I can't sleep", "I cannot sleep");
+    expect_hit("DON'T panic", "do not panic");
+    expect_hit("it won\xe2\x80\x99t start", "it will not start");
 }
 
 
