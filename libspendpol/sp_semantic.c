@@ -18,13 +18,28 @@
 #include <string.h>
 #include <float.h>
 
-#if defined(__SSE2__)
-#include <emmintrin.h>
+/*
+ * The widest vector kernels compiled in: 3 AVX-512 VNNI, 2 AVX2, 1 SSE2,
+ * 0 plain C; the CPU still decides at run time. Lowered by hand
+ * (-DSP_SEMANTIC_ISA=2) to test the narrower ones on a wider CPU.
+ */
+#ifndef SP_SEMANTIC_ISA
+#define SP_SEMANTIC_ISA  3
 #endif
 
-#if defined(__x86_64__) && defined(__GNUC__)
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#if (SP_SEMANTIC_ISA >= 1)
+#define SP_SEMANTIC_SSE2  1
+#endif
+#endif
+
+#if defined(__x86_64__) && defined(__GNUC__) && (SP_SEMANTIC_ISA >= 2)
 #include <immintrin.h>
 #define SP_SEMANTIC_X86  1
+#if (SP_SEMANTIC_ISA >= 3)
+#define SP_SEMANTIC_AVX512  1
+#endif
 #endif
 
 #include "sp_semantic.h"
@@ -36,6 +51,7 @@
 #define SP_SEMANTIC_HASH_SEED    0x73656d616e746963ULL   /* "semantic" */
 #define SP_SEMANTIC_WORD_MAX     16      /* longest word in the lists */
 #define SP_SEMANTIC_REASON_TOKEN 8       /* a token quoted in a reason */
+#define SP_SEMANTIC_AHEAD        4       /* vectors prefetched ahead */
 
 
 /* ---- JSON, read in place ---------------------------------------------- */
@@ -1685,12 +1701,12 @@ sp_semantic_word(const char *w, size_t len, int sentence_start,
         return;
     }
 
-    /* n't, n’t: "not" */
-    if ((len >= 4 && memcmp(w + len - 3, "n't", 3) == 0
-         && (w[len - 4] | 0x20) >= 'a' && (w[len - 4] | 0x20) <= 'z')
-        || (len >= 6 && memcmp(w + len - 5, "n\xe2\x80\x99t", 5) == 0)
-        || (len == 3 && (memcmp(w, "n't", 3) == 0
-                         || memcmp(w, "N'T", 3) == 0)))
+    /* n't, n’t, N'T: "not" */
+    if (len >= 3 && sp_semantic_lower((unsigned char) w[len - 1]) == 't'
+        && ((w[len - 2] == '\''
+             && sp_semantic_lower((unsigned char) w[len - 3]) == 'n')
+            || (len >= 5 && memcmp(w + len - 4, "\xe2\x80\x99", 3) == 0
+                && sp_semantic_lower((unsigned char) w[len - 5]) == 'n')))
     {
         sp_semantic_push(t, "not", 3, SP_SEMANTIC_NEGATION, 0);
         return;
@@ -2211,7 +2227,7 @@ sp_semantic_dot_c(const int8_t *a, const int8_t *b, size_t dim)
 }
 
 
-#if defined(__SSE2__)
+#if defined(SP_SEMANTIC_SSE2)
 
 /* 16 components at a time: sign-extended to int16, pmaddwd */
 static int32_t
@@ -2300,7 +2316,7 @@ sp_semantic_dot_avx2(const int8_t *a, const int8_t *b, size_t dim)
 #endif
 
 
-#if defined(SP_SEMANTIC_X86)
+#if defined(SP_SEMANTIC_AVX512)
 
 /*
  * The search's kernel where the CPU has AVX-512 VNNI: vpdpbusd multiplies
@@ -2357,28 +2373,126 @@ typedef int32_t (*sp_semantic_dot_pt)(const int8_t *a, const int8_t *b,
     size_t dim);
 
 
-/* |v|^2 in the scan's shape: the dot product with itself */
-#if defined(__SSE2__)
+/*
+ * The heads: the dot product of v and q over their first k components
+ * and |v|^2 over them into *norm, in one pass where the kernel allows.
+ */
+#if defined(SP_SEMANTIC_SSE2)
 static int32_t
-sp_semantic_norm_sse2(const int8_t *v, const int8_t *unused, size_t dim)
+sp_semantic_head_sse2(const int8_t *v, const int8_t *q, size_t k,
+    int32_t *norm)
 {
-    return sp_semantic_dot_sse2(v, v, dim);
+    *norm = sp_semantic_dot_sse2(v, v, k);
+    return sp_semantic_dot_sse2(v, q, k);
 }
 #else
 static int32_t
-sp_semantic_norm_c(const int8_t *v, const int8_t *unused, size_t dim)
+sp_semantic_head_c(const int8_t *v, const int8_t *q, size_t k,
+    int32_t *norm)
 {
-    return sp_semantic_dot_c(v, v, dim);
+    *norm = sp_semantic_dot_c(v, v, k);
+    return sp_semantic_dot_c(v, q, k);
 }
 #endif
 
 #if defined(SP_SEMANTIC_X86)
+
+/* |v| (unsigned) is shared: times q with v's sign, and times itself */
 __attribute__((target("avx2")))
 static int32_t
-sp_semantic_norm_avx2(const int8_t *v, const int8_t *unused, size_t dim)
+sp_semantic_head_avx2(const int8_t *v, const int8_t *q, size_t k,
+    int32_t *norm)
 {
-    return sp_semantic_dot_avx2(v, v, dim);
+    size_t   i;
+    int32_t  sum[8];
+    __m256i  ones, x, a, dot0, dot1, norm0, norm1;
+
+    ones = _mm256_set1_epi16(1);
+    dot0 = _mm256_setzero_si256();
+    dot1 = dot0;
+    norm0 = dot0;
+    norm1 = dot0;
+
+    /* k is a multiple of 64 */
+    for (i = 0; i < k; i += 64) {
+        x = _mm256_loadu_si256((const __m256i *) (v + i));
+        a = _mm256_abs_epi8(x);
+        dot0 = _mm256_add_epi32(dot0, _mm256_madd_epi16(ones,
+                   _mm256_maddubs_epi16(a, _mm256_sign_epi8(
+                       _mm256_loadu_si256((const __m256i *) (q + i)), x))));
+        norm0 = _mm256_add_epi32(norm0, _mm256_madd_epi16(ones,
+                    _mm256_maddubs_epi16(a, a)));
+
+        x = _mm256_loadu_si256((const __m256i *) (v + i + 32));
+        a = _mm256_abs_epi8(x);
+        dot1 = _mm256_add_epi32(dot1, _mm256_madd_epi16(ones,
+                   _mm256_maddubs_epi16(a, _mm256_sign_epi8(
+                       _mm256_loadu_si256((const __m256i *) (q + i + 32)),
+                       x))));
+        norm1 = _mm256_add_epi32(norm1, _mm256_madd_epi16(ones,
+                    _mm256_maddubs_epi16(a, a)));
+    }
+
+    _mm256_storeu_si256((__m256i *) sum, _mm256_add_epi32(norm0, norm1));
+    *norm = sum[0] + sum[1] + sum[2] + sum[3] + sum[4] + sum[5] + sum[6]
+            + sum[7];
+
+    _mm256_storeu_si256((__m256i *) sum, _mm256_add_epi32(dot0, dot1));
+
+    return sum[0] + sum[1] + sum[2] + sum[3] + sum[4] + sum[5] + sum[6]
+           + sum[7];
 }
+
+#endif
+
+#if defined(SP_SEMANTIC_AVX512)
+
+/*
+ * Two independent chains of vpdpbusd each: v + 128 times q (the surplus
+ * taken off by the caller) and |v| unsigned times |v| signed.
+ */
+__attribute__((target("avx512f,avx512bw,avx512vnni")))
+static int32_t
+sp_semantic_head_vnni(const int8_t *v, const int8_t *q, size_t k,
+    int32_t *norm)
+{
+    size_t   i;
+    __m512i  flip, dot0, dot1, norm0, norm1, x;
+
+    flip = _mm512_set1_epi8((char) 0x80);
+    dot0 = _mm512_setzero_si512();
+    dot1 = dot0;
+    norm0 = dot0;
+    norm1 = dot0;
+
+    for (i = 0; i + 128 <= k; i += 128) {
+        x = _mm512_loadu_si512(v + i);
+        dot0 = _mm512_dpbusd_epi32(dot0, _mm512_xor_si512(x, flip),
+                                   _mm512_loadu_si512(q + i));
+        x = _mm512_abs_epi8(x);
+        norm0 = _mm512_dpbusd_epi32(norm0, x, x);
+
+        x = _mm512_loadu_si512(v + i + 64);
+        dot1 = _mm512_dpbusd_epi32(dot1, _mm512_xor_si512(x, flip),
+                                   _mm512_loadu_si512(q + i + 64));
+        x = _mm512_abs_epi8(x);
+        norm1 = _mm512_dpbusd_epi32(norm1, x, x);
+    }
+
+    /* k is a multiple of 64 */
+    if (i < k) {
+        x = _mm512_loadu_si512(v + i);
+        dot0 = _mm512_dpbusd_epi32(dot0, _mm512_xor_si512(x, flip),
+                                   _mm512_loadu_si512(q + i));
+        x = _mm512_abs_epi8(x);
+        norm0 = _mm512_dpbusd_epi32(norm0, x, x);
+    }
+
+    *norm = _mm512_reduce_add_epi32(_mm512_add_epi32(norm0, norm1));
+
+    return _mm512_reduce_add_epi32(_mm512_add_epi32(dot0, dot1));
+}
+
 #endif
 
 
@@ -2392,7 +2506,7 @@ sp_semantic_dot_kernel(void)
     }
 #endif
 
-#if defined(__SSE2__)
+#if defined(SP_SEMANTIC_SSE2)
     return sp_semantic_dot_sse2;
 #else
     return sp_semantic_dot_c;
@@ -2455,7 +2569,9 @@ sp_semantic_norm(const int8_t *v, size_t dim)
  * search finds what brute force finds. Unrelated vectors (a bound near
  * sqrt(3/4) = 0.87 of the product of norms) go after a quarter of the
  * work; a threshold low enough to keep them costs one more prefix pass.
- * One scan per kernel, which the compiler inlines.
+ * One scan per kernel, which the compiler inlines, with its head for the
+ * prefix (the dot product and |v|^2 in one pass) and one square root per
+ * vector.
  */
 typedef struct {
     size_t   k;             /* prefix: 0 for none */
@@ -2466,34 +2582,47 @@ typedef struct {
     double   nq_rest;       /* |q_rest|^2 */
 } sp_semantic_scan_t;
 
-#define SP_SEMANTIC_SCAN(name, attr, dot, norm)                               \
+#define SP_SEMANTIC_SCAN(name, attr, dot, head)                               \
 attr static size_t                                                            \
 name(const int8_t *vectors, const uint32_t *norms, size_t count,              \
     size_t dim, const int8_t *q, const sp_semantic_scan_t *sc,                \
     int32_t *dot_best)                                                        \
 {                                                                             \
-    size_t        i, best;                                                    \
-    int32_t       d;                                                          \
-    double        score, top, nv, bound;                                      \
+    size_t        i, j, best;                                                 \
+    int32_t       d, np;                                                      \
+    double        score, top, nv, reach, rest, tq;                            \
     const int8_t *v;                                                          \
                                                                               \
     best = SP_SEMANTIC_NONE;                                                  \
     top = -1e300;                                                             \
     *dot_best = 0;                                                            \
                                                                               \
+    /* a hair of slack for rounding: a vector in doubt is compared */         \
+    tq = (sc->t - 1e-9) * sp_semantic_sqrt(sc->nq);                           \
+                                                                              \
     for (i = 0; i < count; i++) {                                             \
         v = vectors + i * dim;                                                \
         nv = norms[i];                                                        \
                                                                               \
         if (sc->k) {                                                          \
-            d = dot(v, q, sc->k) - sc->surplus;                               \
-            bound = nv - norm(v, NULL, sc->k);                                \
-            bound = d + sp_semantic_sqrt(sc->nq_rest                          \
-                                         * (bound > 0 ? bound : 0));         \
+            /* the prefix a few vectors on: its lines are not adjacent */     \
+            if (i + SP_SEMANTIC_AHEAD < count) {                              \
+                for (j = 0; j < sc->k; j += 64) {                             \
+                    __builtin_prefetch(v + SP_SEMANTIC_AHEAD * dim + j);      \
+                }                                                             \
+            }                                                                 \
                                                                               \
-            /* a hair of slack for the rounding of the two roots */          \
-            if (bound < (sc->t - 1e-9)                                        \
-                        * sp_semantic_sqrt(sc->nq * nv))                      \
+            d = head(v, q, sc->k, &np) - sc->surplus;                         \
+                                                                              \
+            /*                                                                \
+             * what the rest must add to reach t |q| |v|, and at most can:    \
+             * out when |q_rest|^2 |v_rest|^2 < reach^2, reach > 0            \
+             */                                                               \
+            reach = tq * sp_semantic_sqrt(nv) - d;                            \
+            rest = nv - np;                                                   \
+                                                                              \
+            if (reach > 0                                                     \
+                && sc->nq_rest * (rest > 0 ? rest : 0) < reach * reach)       \
             {                                                                 \
                 continue;                                                     \
             }                                                                 \
@@ -2517,115 +2646,23 @@ name(const int8_t *vectors, const uint32_t *norms, size_t count,              \
     return best;                                                              \
 }
 
-#if defined(__SSE2__)
+#if defined(SP_SEMANTIC_SSE2)
 SP_SEMANTIC_SCAN(sp_semantic_scan_sse2, , sp_semantic_dot_sse2,
-                 sp_semantic_norm_sse2)
+                 sp_semantic_head_sse2)
 #else
 SP_SEMANTIC_SCAN(sp_semantic_scan_c, , sp_semantic_dot_c,
-                 sp_semantic_norm_c)
+                 sp_semantic_head_c)
 #endif
 
 #if defined(SP_SEMANTIC_X86)
-
-/* AVX-512F implies AVX2: the AVX2 norm inlines into the VNNI scan */
-SP_SEMANTIC_SCAN(sp_semantic_scan_vnni_full,
-                 __attribute__((target("avx512f,avx512bw,avx512vnni"))),
-                 sp_semantic_dot_vnni, sp_semantic_norm_avx2)
-
 SP_SEMANTIC_SCAN(sp_semantic_scan_avx2, __attribute__((target("avx2"))),
-                 sp_semantic_dot_avx2, sp_semantic_norm_avx2)
+                 sp_semantic_dot_avx2, sp_semantic_head_avx2)
+#endif
 
-
-/*
- * The same scan with AVX-512 VNNI, its prefix pass written out: the dot
- * product and |v|^2 of the first k components in one pass, as two
- * independent chains of vpdpbusd (|v| unsigned times |v| signed for the
- * norm), and one square root per vector: the bound's test is
- * |q_rest|^2 |v_rest|^2 < (t |q| |v| - d)^2 when t |q| |v| > d.
- */
-__attribute__((target("avx512f,avx512bw,avx512vnni")))
-static size_t
-sp_semantic_scan_vnni(const int8_t *vectors, const uint32_t *norms,
-    size_t count, size_t dim, const int8_t *q, const sp_semantic_scan_t *sc,
-    int32_t *dot_best)
-{
-    size_t         i, j, best;
-    int32_t        d, np;
-    double         score, top, nv, reach, rest, tq;
-    __m512i        flip, dot0, dot1, norm0, norm1, x;
-    const int8_t  *v;
-
-    if (sc->k == 0 || !(sc->t > 0)) {
-        return sp_semantic_scan_vnni_full(vectors, norms, count, dim, q,
-                                          sc, dot_best);
-    }
-
-    flip = _mm512_set1_epi8((char) 0x80);
-    tq = (sc->t - 1e-9) * sp_semantic_sqrt(sc->nq);
-    best = SP_SEMANTIC_NONE;
-    top = -1e300;
-    *dot_best = 0;
-
-    for (i = 0; i < count; i++) {
-        v = vectors + i * dim;
-        nv = norms[i];
-
-        dot0 = _mm512_setzero_si512();
-        dot1 = dot0;
-        norm0 = dot0;
-        norm1 = dot0;
-
-        for (j = 0; j + 128 <= sc->k; j += 128) {
-            x = _mm512_loadu_si512(v + j);
-            dot0 = _mm512_dpbusd_epi32(dot0, _mm512_xor_si512(x, flip),
-                                       _mm512_loadu_si512(q + j));
-            x = _mm512_abs_epi8(x);
-            norm0 = _mm512_dpbusd_epi32(norm0, x, x);
-
-            x = _mm512_loadu_si512(v + j + 64);
-            dot1 = _mm512_dpbusd_epi32(dot1, _mm512_xor_si512(x, flip),
-                                       _mm512_loadu_si512(q + j + 64));
-            x = _mm512_abs_epi8(x);
-            norm1 = _mm512_dpbusd_epi32(norm1, x, x);
-        }
-
-        if (j < sc->k) {
-            x = _mm512_loadu_si512(v + j);
-            dot0 = _mm512_dpbusd_epi32(dot0, _mm512_xor_si512(x, flip),
-                                       _mm512_loadu_si512(q + j));
-            x = _mm512_abs_epi8(x);
-            norm0 = _mm512_dpbusd_epi32(norm0, x, x);
-        }
-
-        d = _mm512_reduce_add_epi32(_mm512_add_epi32(dot0, dot1))
-            - sc->surplus;
-        np = _mm512_reduce_add_epi32(_mm512_add_epi32(norm0, norm1));
-
-        /* what the whole dot product must reach, less the prefix's */
-        reach = tq * sp_semantic_sqrt(nv) - d;
-        rest = nv - np;
-
-        if (reach > 0 && sc->nq_rest * (rest > 0 ? rest : 0) < reach * reach)
-        {
-            continue;
-        }
-
-        d += sp_semantic_dot_vnni(v + sc->k, q + sc->k, dim - sc->k)
-             - sc->surplus_rest;
-
-        score = nv ? (double) d * (d < 0 ? -(double) d : (double) d) / nv
-                   : 0;
-
-        if (score > top) {
-            top = score;
-            best = i;
-            *dot_best = d;
-        }
-    }
-
-    return best;
-}
-
+#if defined(SP_SEMANTIC_AVX512)
+SP_SEMANTIC_SCAN(sp_semantic_scan_vnni,
+                 __attribute__((target("avx512f,avx512bw,avx512vnni"))),
+                 sp_semantic_dot_vnni, sp_semantic_head_vnni)
 #endif
 
 
@@ -2681,7 +2718,7 @@ sp_semantic_search(const int8_t *vectors, const uint32_t *norms,
     sum_head = 0;
     sum_rest = 0;
 
-#if defined(SP_SEMANTIC_X86)
+#if defined(SP_SEMANTIC_AVX512)
     vnni = __builtin_cpu_supports("avx512vnni")
            && __builtin_cpu_supports("avx512bw");
 #endif
@@ -2700,18 +2737,20 @@ sp_semantic_search(const int8_t *vectors, const uint32_t *norms,
     sc.surplus = sc.k ? sum_head : sum_head + sum_rest;
     sc.surplus_rest = sum_rest;
 
-#if defined(SP_SEMANTIC_X86)
+#if defined(SP_SEMANTIC_AVX512)
     if (vnni) {
         found = sp_semantic_scan_vnni(vectors, norms, count, dim, query,
                                       &sc, &d);
-
-    } else if (__builtin_cpu_supports("avx2")) {
+    } else
+#endif
+#if defined(SP_SEMANTIC_X86)
+    if (__builtin_cpu_supports("avx2")) {
         found = sp_semantic_scan_avx2(vectors, norms, count, dim, query,
                                       &sc, &d);
     } else
 #endif
     {
-#if defined(__SSE2__)
+#if defined(SP_SEMANTIC_SSE2)
         found = sp_semantic_scan_sse2(vectors, norms, count, dim, query,
                                       &sc, &d);
 #else
@@ -2891,14 +2930,26 @@ sp_semantic_embed_body(sp_provider_e provider, sp_str_t model,
             sp_semantic_lit(&b, ",");
         }
 
-        sp_semantic_lit(&b, "\"input\":");
-        rc |= sp_semantic_add_string(&b, text);
+        /*
+         * Mistral documents a list of inputs; float is OpenAI's default,
+         * asked for since its SDKs default to base64; Azure's older
+         * api-versions refuse the member, and default to float too
+         */
+        if (provider == SP_PROVIDER_MISTRAL) {
+            sp_semantic_lit(&b, "\"input\":[");
+            rc |= sp_semantic_add_string(&b, text);
+            sp_semantic_lit(&b, "]}");
 
-        if (provider != SP_PROVIDER_MISTRAL) {
-            sp_semantic_lit(&b, ",\"encoding_format\":\"float\"");
+        } else {
+            sp_semantic_lit(&b, "\"input\":");
+            rc |= sp_semantic_add_string(&b, text);
+
+            if (provider == SP_PROVIDER_OPENAI) {
+                sp_semantic_lit(&b, ",\"encoding_format\":\"float\"");
+            }
+
+            sp_semantic_lit(&b, "}");
         }
-
-        sp_semantic_lit(&b, "}");
     }
 
     if (rc != SP_OK) {

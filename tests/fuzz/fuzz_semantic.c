@@ -4,7 +4,8 @@
  * embedding body for the text found (jansson reads back exactly the
  * text), the lexical guard (symmetric, a prompt may share its own
  * answer), the embeddings answers' parser (finite values, at most the
- * room given) and quantised vectors (a vector is similar to itself).
+ * room given) and quantised vectors (a vector is similar to itself and
+ * the search finds it).
  */
 
 #include <math.h>
@@ -146,12 +147,13 @@ fuzz_guard(const char *data, size_t size)
 static void
 fuzz_embedding(const char *body, size_t size)
 {
-    int      p, rc;
-    char     err[256];
-    float    v[FUZZ_DIM];
-    int8_t   q[FUZZ_DIM];
-    size_t   dim, i;
-    double   s;
+    int       p, rc;
+    char      err[256];
+    float     v[FUZZ_DIM];
+    int8_t    q[FUZZ_DIM], stored[2 * FUZZ_DIM];
+    size_t    dim, i, best;
+    double    s;
+    uint32_t  norms[2];
 
     for (p = SP_PROVIDER_UNKNOWN; p <= SP_PROVIDER_MISTRAL; p++) {
         rc = sp_semantic_embedding((sp_provider_e) p, body, size, v,
@@ -168,10 +170,24 @@ fuzz_embedding(const char *body, size_t size)
             FUZZ_CHECK(isfinite(v[i]));
         }
 
-        if (sp_semantic_quantise(v, dim, q) == SP_OK) {
-            s = sp_semantic_similarity(q, q, dim);
-            FUZZ_CHECK(s > 0.999999 && s <= 1);
+        if (sp_semantic_quantise(v, dim, q) != SP_OK) {
+            continue;
         }
+
+        s = sp_semantic_similarity(q, q, dim);
+        FUZZ_CHECK(s > 0.999999 && s <= 1);
+
+        /* among itself negated and itself, it finds itself */
+        for (i = 0; i < dim; i++) {
+            stored[i] = (int8_t) -q[i];
+            stored[dim + i] = q[i];
+        }
+
+        norms[0] = sp_semantic_norm(stored, dim);
+        norms[1] = sp_semantic_norm(stored + dim, dim);
+
+        rc = sp_semantic_search(stored, norms, 2, dim, q, 0.99, &best, &s);
+        FUZZ_CHECK(rc == SP_OK && best == 1 && s > 0.999999);
     }
 }
 
