@@ -17,11 +17,14 @@
  * answer, once stored, brings its vector in.
  *
  * Vectors live in the cache zone beside the entries: quantised to int8
- * (sp_semantic_quantise()), each with the prompt text the guard compares
- * and the exact key of its answer; on a queue per group (searched by
- * brute force) and on one least-recently-used queue per organisation,
- * which holds at most its max_vectors (the oldest go first). A vector
- * whose answer has expired, was purged or evicted is dropped when met.
+ * (sp_semantic_quantise()) with their norms, in blocks of up to 256 per
+ * group, contiguous so that sp_semantic_search() reads them at memory
+ * speed; each with a record holding the prompt text the guard compares
+ * and the exact key of its answer, on one least-recently-used queue per
+ * organisation, which holds at most its max_vectors (the oldest go
+ * first). A vector is removed by moving the group's last one into its
+ * place. A vector whose answer has expired or was purged is dropped by
+ * the next search of its group; one whose answer was evicted, when met.
  */
 
 
@@ -41,6 +44,13 @@
 /* vectors evicted at most to make room for one */
 #define NGX_HTTP_SPENDPOL_SEMANTIC_EVICT   16
 
+/* vectors in a group's block at most */
+#define NGX_HTTP_SPENDPOL_SEMANTIC_BLOCK   256
+
+
+typedef struct ngx_http_spendpol_semantic_block_s
+    ngx_http_spendpol_semantic_block_t;
+
 
 typedef struct {
     ngx_str_node_t                   sn;         /* the organisation's id */
@@ -52,37 +62,55 @@ typedef struct {
 
 typedef struct {
     ngx_str_node_t                   sn;         /* the group key */
-    ngx_queue_t                      vectors;    /* newest first */
+    ngx_queue_t                      blocks;
     ngx_http_spendpol_semantic_org_t *org;
+    ngx_uint_t                       count;
+    size_t                           dim;        /* its vectors' */
     u_char                           key[SP_CACHE_KEY_LEN];
 } ngx_http_spendpol_semantic_group_t;
 
 
+/* a stored prompt */
 typedef struct {
-    ngx_queue_t                      in_group;
     ngx_queue_t                      lru;
     ngx_http_spendpol_semantic_group_t *group;
+    ngx_http_spendpol_semantic_block_t *block;
+    ngx_uint_t                       index;      /* its vector's, in block */
     u_char                           key[SP_CACHE_KEY_LEN];  /* its answer */
     int64_t                          stored_ms;
-    uint32_t                         dim;
-    uint32_t                         text_len;
-    int8_t                           data[1];    /* dim, then the text */
+    size_t                           text_len;
+    u_char                           text[1];
 } ngx_http_spendpol_semantic_vector_t;
+
+
+struct ngx_http_spendpol_semantic_block_s {
+    ngx_queue_t                      queue;      /* the group's blocks */
+    ngx_uint_t                       count;
+    ngx_uint_t                       size;       /* room */
+    ngx_http_spendpol_semantic_vector_t **records;   /* size of them */
+    uint32_t                        *norms;      /* size */
+    int8_t                           vectors[1]; /* size x dim */
+};
 
 
 static ngx_http_spendpol_semantic_group_t *ngx_http_spendpol_semantic_group(
     ngx_http_spendpol_cache_sh_t *sh, u_char *key);
 static ngx_http_spendpol_semantic_org_t *ngx_http_spendpol_semantic_org(
     ngx_http_spendpol_cache_sh_t *sh, ngx_str_t *id);
+static ngx_http_spendpol_semantic_vector_t *ngx_http_spendpol_semantic_best(
+    ngx_http_spendpol_semantic_group_t *group, int8_t *query,
+    double threshold, ngx_http_spendpol_semantic_vector_t **refused,
+    ngx_uint_t n, double *similarity);
+static ngx_int_t ngx_http_spendpol_semantic_add(
+    ngx_http_spendpol_main_conf_t *smcf,
+    ngx_http_spendpol_semantic_group_t *group,
+    ngx_http_spendpol_semantic_vector_t *v, int8_t *vector);
 static void ngx_http_spendpol_semantic_drop(
     ngx_http_spendpol_main_conf_t *smcf,
     ngx_http_spendpol_semantic_vector_t *v);
 static void ngx_http_spendpol_semantic_gc(
     ngx_http_spendpol_main_conf_t *smcf,
     ngx_http_spendpol_semantic_group_t *group);
-static void ngx_http_spendpol_semantic_free(
-    ngx_http_spendpol_main_conf_t *smcf,
-    ngx_http_spendpol_semantic_vector_t *v);
 
 
 /*
@@ -133,8 +161,12 @@ ngx_http_spendpol_semantic_begin(ngx_http_request_t *r,
         return NGX_DECLINED;
     }
 
-    ctx->cache_text.data = (u_char *) prompt.text.data;
-    ctx->cache_text.len = prompt.text.len;
+    /*
+     * The guard compares the user's texts: the system prompt, when it is
+     * embedded, is the same anyway (it is in the group's context)
+     */
+    ctx->cache_text.data = (u_char *) prompt.user.data;
+    ctx->cache_text.len = prompt.user.len;
 
     /*
      * The group: the parameters' key (computed with the exact key), the
@@ -156,9 +188,10 @@ ngx_http_spendpol_semantic_begin(ngx_http_request_t *r,
 
 
 /*
- * With the prompt's vector: the group's most similar stored prompts at
- * or above the threshold, best first, each put to the guard; the first
- * that passes and whose answer is still stored is the hit.
+ * With the prompt's vector: the group's expired vectors go, then its
+ * most similar ones at or above the threshold, best first, are put to
+ * the guard; the first that passes and whose answer is still stored is
+ * the hit.
  */
 void
 ngx_http_spendpol_semantic_search(ngx_http_request_t *r,
@@ -166,21 +199,17 @@ ngx_http_spendpol_semantic_search(ngx_http_request_t *r,
 {
     char                                 reason[96];
     double                               sim, threshold;
-    double                               best_sim[NGX_HTTP_SPENDPOL_SEMANTIC_TRIES];
     int64_t                              now_ms, purged_ms;
     ngx_int_t                            rc;
-    ngx_uint_t                           i, j, n;
-    ngx_queue_t                         *q, *next;
+    ngx_uint_t                           t, n, k;
+    ngx_queue_t                         *q, *prev;
+    ngx_http_spendpol_semantic_block_t  *b;
     ngx_http_spendpol_semantic_group_t  *group;
     ngx_http_spendpol_semantic_vector_t *v;
-    ngx_http_spendpol_semantic_vector_t *best[NGX_HTTP_SPENDPOL_SEMANTIC_TRIES];
+    ngx_http_spendpol_semantic_vector_t *refused[NGX_HTTP_SPENDPOL_SEMANTIC_TRIES];
     ngx_http_spendpol_main_conf_t       *smcf;
 
     smcf = ngx_http_get_module_main_conf(r, ngx_http_spendpol_module);
-
-    if (smcf->snapshot_map == NULL) {
-        return;
-    }
 
     threshold = ctx->cache_config->threshold_ppm / 1e6;
 
@@ -192,69 +221,58 @@ ngx_http_spendpol_semantic_search(ngx_http_request_t *r,
     group = ngx_http_spendpol_semantic_group(smcf->cache_sh,
                                              ctx->cache_group);
 
-    if (group == NULL) {
+    if (group == NULL || group->dim != ctx->cache_dim) {
         ngx_shmtx_unlock(&smcf->cache_shpool->mutex);
         return;
     }
 
-    n = 0;
-
-    for (q = ngx_queue_head(&group->vectors);
-         q != ngx_queue_sentinel(&group->vectors);
-         q = next)
+    /*
+     * Expired or purged ones go, from the end: a removal moves the
+     * group's last vector (already looked at) into the gap, and frees
+     * only the last block when it empties (this one, or one passed).
+     */
+    for (q = ngx_queue_last(&group->blocks);
+         q != ngx_queue_sentinel(&group->blocks);
+         q = prev)
     {
-        next = ngx_queue_next(q);
-        v = ngx_queue_data(q, ngx_http_spendpol_semantic_vector_t, in_group);
+        prev = ngx_queue_prev(q);
+        b = ngx_queue_data(q, ngx_http_spendpol_semantic_block_t, queue);
 
-        if (now_ms - v->stored_ms >= ctx->cache_ttl_ms
-            || v->stored_ms <= purged_ms)
-        {
-            /* its answer is gone too */
-            ngx_http_spendpol_semantic_drop(smcf, v);
-            continue;
+        for (k = b->count; k > 0; k--) {
+            v = b->records[k - 1];
+
+            if (now_ms - v->stored_ms >= ctx->cache_ttl_ms
+                || v->stored_ms <= purged_ms)
+            {
+                ngx_http_spendpol_semantic_drop(smcf, v);
+            }
         }
-
-        if (v->dim != ctx->cache_dim) {
-            continue;
-        }
-
-        sim = sp_semantic_similarity(v->data, ctx->cache_vector,
-                                     ctx->cache_dim);
-
-        if (sim < threshold) {
-            continue;
-        }
-
-        /* kept best first, at most NGX_HTTP_SPENDPOL_SEMANTIC_TRIES */
-        for (i = 0; i < n && best_sim[i] >= sim; i++) { /* void */ }
-
-        if (i == NGX_HTTP_SPENDPOL_SEMANTIC_TRIES) {
-            continue;
-        }
-
-        if (n < NGX_HTTP_SPENDPOL_SEMANTIC_TRIES) {
-            n++;
-        }
-
-        for (j = n - 1; j > i; j--) {
-            best[j] = best[j - 1];
-            best_sim[j] = best_sim[j - 1];
-        }
-
-        best[i] = v;
-        best_sim[i] = sim;
     }
 
-    for (i = 0; i < n; i++) {
-        v = best[i];
+    /*
+     * The most similar at or above the threshold; refused by the guard,
+     * it is left out and the next most similar is looked for, at most
+     * NGX_HTTP_SPENDPOL_SEMANTIC_TRIES times (near twins such as "3
+     * apples" and "4 apples" must not hide each other)
+     */
+    n = 0;
 
-        if (!sp_semantic_guard((char *) v->data + v->dim, v->text_len,
+    for (t = 0; t < NGX_HTTP_SPENDPOL_SEMANTIC_TRIES; t++) {
+
+        v = ngx_http_spendpol_semantic_best(group, ctx->cache_vector,
+                                            threshold, refused, n, &sim);
+        if (v == NULL) {
+            break;
+        }
+
+        if (!sp_semantic_guard((char *) v->text, v->text_len,
                                (char *) ctx->cache_text.data,
                                ctx->cache_text.len, reason, sizeof(reason)))
         {
             ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                            "spendpol semantic: %.4f, refused: %s",
-                           best_sim[i], reason);
+                           sim, reason);
+            refused[n++] = v;
             continue;
         }
 
@@ -262,10 +280,10 @@ ngx_http_spendpol_semantic_search(ngx_http_request_t *r,
                                                   purged_ms);
 
         if (rc == NGX_OK) {
-            ctx->cache_similarity = best_sim[i];
+            ctx->cache_similarity = sim;
 
             ngx_queue_remove(&v->lru);
-            ngx_queue_insert_head(&v->group->org->lru, &v->lru);
+            ngx_queue_insert_head(&group->org->lru, &v->lru);
             break;
         }
 
@@ -292,13 +310,13 @@ void
 ngx_http_spendpol_semantic_store(ngx_http_request_t *r,
     ngx_http_spendpol_ctx_t *ctx, int64_t stored_ms)
 {
-    size_t                               size;
-    ngx_uint_t                           i;
+    ngx_uint_t                           i, k;
     ngx_queue_t                         *q;
     ngx_http_spendpol_cache_sh_t        *sh;
     ngx_http_spendpol_semantic_org_t    *org;
-    ngx_http_spendpol_semantic_group_t  *group;
-    ngx_http_spendpol_semantic_vector_t *v;
+    ngx_http_spendpol_semantic_block_t  *b;
+    ngx_http_spendpol_semantic_group_t  *group, *other;
+    ngx_http_spendpol_semantic_vector_t *v, *oldest;
     ngx_http_spendpol_main_conf_t       *smcf;
 
     if (ctx->cache_vector == NULL || ctx->cache_config == NULL) {
@@ -343,39 +361,68 @@ ngx_http_spendpol_semantic_store(ngx_http_request_t *r,
         group->sn.str.data = group->key;
         group->sn.str.len = SP_CACHE_KEY_LEN;
         group->sn.node.key = ngx_crc32_short(group->key, SP_CACHE_KEY_LEN);
-        ngx_queue_init(&group->vectors);
+        ngx_queue_init(&group->blocks);
         group->org = org;
+        group->count = 0;
+        group->dim = ctx->cache_dim;
 
         ngx_rbtree_insert(&sh->groups, &group->sn.node);
 
+    } else if (group->dim != ctx->cache_dim) {
+        /* the model answered another size: not comparable */
+        goto done;
+
     } else {
         /* the same answer stored again: its old vector goes */
-        for (q = ngx_queue_head(&group->vectors);
-             q != ngx_queue_sentinel(&group->vectors);
+        for (q = ngx_queue_head(&group->blocks);
+             q != ngx_queue_sentinel(&group->blocks);
              q = ngx_queue_next(q))
         {
-            v = ngx_queue_data(q, ngx_http_spendpol_semantic_vector_t,
-                               in_group);
+            b = ngx_queue_data(q, ngx_http_spendpol_semantic_block_t, queue);
 
-            if (ngx_memcmp(v->key, ctx->cache_key, SP_CACHE_KEY_LEN) == 0) {
-                ngx_http_spendpol_semantic_drop(smcf, v);
-                break;
+            for (k = 0; k < b->count; k++) {
+                if (ngx_memcmp(b->records[k]->key, ctx->cache_key,
+                               SP_CACHE_KEY_LEN) == 0)
+                {
+                    ngx_http_spendpol_semantic_drop(smcf, b->records[k]);
+                    goto dropped;
+                }
             }
         }
-    }
 
-    size = offsetof(ngx_http_spendpol_semantic_vector_t, data)
-           + ctx->cache_dim + ctx->cache_text.len;
+    dropped:
+
+        ;
+    }
 
     v = NULL;
 
     for (i = 0; i < NGX_HTTP_SPENDPOL_SEMANTIC_EVICT; i++) {
 
         if (org->count < ctx->cache_config->max_vectors) {
-            v = ngx_slab_alloc_locked(smcf->cache_shpool, size);
+            if (v == NULL) {
+                v = ngx_slab_alloc_locked(smcf->cache_shpool,
+                            offsetof(ngx_http_spendpol_semantic_vector_t,
+                                     text)
+                            + ctx->cache_text.len);
+            }
 
             if (v) {
-                break;
+                ngx_memcpy(v->key, ctx->cache_key, SP_CACHE_KEY_LEN);
+                v->stored_ms = stored_ms;
+                v->text_len = ctx->cache_text.len;
+                ngx_memcpy(v->text, ctx->cache_text.data,
+                           ctx->cache_text.len);
+
+                if (ngx_http_spendpol_semantic_add(smcf, group, v,
+                                                   ctx->cache_vector)
+                    == NGX_OK)
+                {
+                    ngx_queue_insert_head(&org->lru, &v->lru);
+                    org->count++;
+                    sh->vectors++;
+                    goto done;
+                }
             }
         }
 
@@ -386,37 +433,21 @@ ngx_http_spendpol_semantic_store(ngx_http_request_t *r,
             break;
         }
 
-        v = ngx_queue_data(q, ngx_http_spendpol_semantic_vector_t, lru);
+        oldest = ngx_queue_data(q, ngx_http_spendpol_semantic_vector_t, lru);
+        other = oldest->group;
 
-        if (v->group == group) {
-            /* the group stays for the new one */
-            ngx_http_spendpol_semantic_drop(smcf, v);
+        ngx_http_spendpol_semantic_drop(smcf, oldest);
 
-        } else {
-            ngx_http_spendpol_semantic_free(smcf, v);
+        if (other != group) {
+            ngx_http_spendpol_semantic_gc(smcf, other);
         }
-
-        v = NULL;
     }
 
-    if (v == NULL) {
-        ngx_http_spendpol_semantic_gc(smcf, group);
-        goto done;
+    if (v) {
+        ngx_slab_free_locked(smcf->cache_shpool, v);
     }
 
-    ngx_memcpy(v->key, ctx->cache_key, SP_CACHE_KEY_LEN);
-    v->group = group;
-    v->stored_ms = stored_ms;
-    v->dim = (uint32_t) ctx->cache_dim;
-    v->text_len = (uint32_t) ctx->cache_text.len;
-    ngx_memcpy(v->data, ctx->cache_vector, ctx->cache_dim);
-    ngx_memcpy((u_char *) v->data + ctx->cache_dim, ctx->cache_text.data,
-               ctx->cache_text.len);
-
-    ngx_queue_insert_head(&group->vectors, &v->in_group);
-    ngx_queue_insert_head(&org->lru, &v->lru);
-    org->count++;
-    sh->vectors++;
+    ngx_http_spendpol_semantic_gc(smcf, group);
 
 done:
 
@@ -431,6 +462,66 @@ ngx_http_spendpol_semantic_init_zone(ngx_http_spendpol_cache_sh_t *sh)
                     ngx_str_rbtree_insert_value);
     ngx_rbtree_init(&sh->orgs, &sh->orgs_sentinel,
                     ngx_str_rbtree_insert_value);
+}
+
+
+/*
+ * Under the zone's mutex: the group's most similar vector to query at or
+ * above threshold, the n refused ones left out (each block searched in
+ * the ranges between them); NULL when there is none.
+ */
+static ngx_http_spendpol_semantic_vector_t *
+ngx_http_spendpol_semantic_best(ngx_http_spendpol_semantic_group_t *group,
+    int8_t *query, double threshold,
+    ngx_http_spendpol_semantic_vector_t **refused, ngx_uint_t n,
+    double *similarity)
+{
+    size_t                               at, start, end, cut;
+    double                               sim, best_sim;
+    ngx_uint_t                           i;
+    ngx_queue_t                         *q;
+    ngx_http_spendpol_semantic_block_t  *b;
+    ngx_http_spendpol_semantic_vector_t *best;
+
+    best = NULL;
+    best_sim = -2;
+
+    for (q = ngx_queue_head(&group->blocks);
+         q != ngx_queue_sentinel(&group->blocks);
+         q = ngx_queue_next(q))
+    {
+        b = ngx_queue_data(q, ngx_http_spendpol_semantic_block_t, queue);
+
+        for (start = 0; start < b->count; start = end + 1) {
+
+            /* the range up to the next refused index of this block */
+            end = b->count;
+
+            for (i = 0; i < n; i++) {
+                cut = refused[i]->index;
+
+                if (refused[i]->block == b && cut >= start && cut < end) {
+                    end = cut;
+                }
+            }
+
+            if (end > start
+                && sp_semantic_search(b->vectors + start * group->dim,
+                                      b->norms + start, end - start,
+                                      group->dim, query, threshold, &at,
+                                      &sim)
+                   == SP_OK
+                && sim > best_sim)
+            {
+                best = b->records[start + at];
+                best_sim = sim;
+            }
+        }
+    }
+
+    *similarity = best_sim;
+
+    return best;
 }
 
 
@@ -461,15 +552,116 @@ ngx_http_spendpol_semantic_org(ngx_http_spendpol_cache_sh_t *sh,
 }
 
 
-/* under the zone's mutex: a vector; its group stays, maybe empty */
+/*
+ * Under the zone's mutex: v's vector into the group's last block, or a
+ * new one (as large as the group already is, from 8 up to 256 vectors).
+ * NGX_DECLINED when the zone has no room.
+ */
+static ngx_int_t
+ngx_http_spendpol_semantic_add(ngx_http_spendpol_main_conf_t *smcf,
+    ngx_http_spendpol_semantic_group_t *group,
+    ngx_http_spendpol_semantic_vector_t *v, int8_t *vector)
+{
+    u_char                              *p;
+    size_t                               size;
+    ngx_uint_t                           room;
+    ngx_http_spendpol_semantic_block_t  *b;
+
+    b = NULL;
+
+    if (!ngx_queue_empty(&group->blocks)) {
+        b = ngx_queue_data(ngx_queue_last(&group->blocks),
+                           ngx_http_spendpol_semantic_block_t, queue);
+
+        if (b->count == b->size) {
+            b = NULL;
+        }
+    }
+
+    if (b == NULL) {
+        room = ngx_min(ngx_max(group->count, 8),
+                       NGX_HTTP_SPENDPOL_SEMANTIC_BLOCK);
+
+        size = ngx_align(offsetof(ngx_http_spendpol_semantic_block_t, vectors)
+                         + room * group->dim, sizeof(void *))
+               + room * sizeof(void *) + room * sizeof(uint32_t);
+
+        b = ngx_slab_alloc_locked(smcf->cache_shpool, size);
+        if (b == NULL) {
+            return NGX_DECLINED;
+        }
+
+        p = ngx_align_ptr((u_char *) b->vectors + room * group->dim,
+                          sizeof(void *));
+
+        b->records = (ngx_http_spendpol_semantic_vector_t **) p;
+        b->norms = (uint32_t *) (p + room * sizeof(void *));
+        b->count = 0;
+        b->size = room;
+
+        ngx_queue_insert_tail(&group->blocks, &b->queue);
+    }
+
+    ngx_memcpy(b->vectors + b->count * group->dim, vector, group->dim);
+    b->norms[b->count] = sp_semantic_norm(vector, group->dim);
+    b->records[b->count] = v;
+
+    v->group = group;
+    v->block = b;
+    v->index = b->count;
+
+    b->count++;
+    group->count++;
+
+    return NGX_OK;
+}
+
+
+/*
+ * Under the zone's mutex: a vector goes; the group's last one takes its
+ * place, and the last block goes when it empties. Its group stays, maybe
+ * empty (ngx_http_spendpol_semantic_gc()).
+ */
 static void
 ngx_http_spendpol_semantic_drop(ngx_http_spendpol_main_conf_t *smcf,
     ngx_http_spendpol_semantic_vector_t *v)
 {
-    ngx_queue_remove(&v->in_group);
-    ngx_queue_remove(&v->lru);
-    v->group->org->count--;
+    ngx_uint_t                           k;
+    ngx_http_spendpol_semantic_block_t  *b, *last;
+    ngx_http_spendpol_semantic_group_t  *group;
+    ngx_http_spendpol_semantic_vector_t *moved;
+
+    group = v->group;
+    b = v->block;
+
+    last = ngx_queue_data(ngx_queue_last(&group->blocks),
+                          ngx_http_spendpol_semantic_block_t, queue);
+    k = last->count - 1;
+
+    if (last != b || k != v->index) {
+        moved = last->records[k];
+
+        ngx_memcpy(b->vectors + v->index * group->dim,
+                   last->vectors + k * group->dim, group->dim);
+        b->norms[v->index] = last->norms[k];
+        b->records[v->index] = moved;
+
+        moved->block = b;
+        moved->index = v->index;
+    }
+
+    last->count--;
+
+    if (last->count == 0) {
+        ngx_queue_remove(&last->queue);
+        ngx_slab_free_locked(smcf->cache_shpool, last);
+    }
+
+    group->count--;
+    group->org->count--;
     smcf->cache_sh->vectors--;
+
+    ngx_queue_remove(&v->lru);
     ngx_slab_free_locked(smcf->cache_shpool, v);
 }
 
@@ -479,22 +671,8 @@ static void
 ngx_http_spendpol_semantic_gc(ngx_http_spendpol_main_conf_t *smcf,
     ngx_http_spendpol_semantic_group_t *group)
 {
-    if (ngx_queue_empty(&group->vectors)) {
+    if (group->count == 0) {
         ngx_rbtree_delete(&smcf->cache_sh->groups, &group->sn.node);
         ngx_slab_free_locked(smcf->cache_shpool, group);
     }
-}
-
-
-/* under the zone's mutex: a vector, and its group when it was the last */
-static void
-ngx_http_spendpol_semantic_free(ngx_http_spendpol_main_conf_t *smcf,
-    ngx_http_spendpol_semantic_vector_t *v)
-{
-    ngx_http_spendpol_semantic_group_t  *group;
-
-    group = v->group;
-
-    ngx_http_spendpol_semantic_drop(smcf, v);
-    ngx_http_spendpol_semantic_gc(smcf, group);
 }

@@ -33,7 +33,11 @@ async function putSemantic(extra) {
   return r.json;
 }
 
-const tag = () => crypto.randomBytes(4).toString('hex');
+/**
+ * A word no other prompt has, with a digit: an identifier to the guard,
+ * so prompts of two tags never share an answer whatever their vectors
+ */
+const tag = () => `t${crypto.randomBytes(4).toString('hex')}7`;
 /** a deterministic chat request (temperature 0) */
 const chatBody = (prompt, extra = {}) => ({
   model: 'gpt-4o-mini', max_tokens: 12, temperature: 0, messages: [{ role: 'user', content: prompt }], ...extra,
@@ -79,10 +83,17 @@ async function pair(a, b, va, vb, extra = {}) {
 
 test('semantic settings reach nginx: a paraphrase of a stored prompt is a hit, with its similarity, no chat upstream, cost 0', async () => {
   // the setting travels in the snapshot: poll with fresh pairs
+  // each try in a direction of its own (cosine under 0.95 to the others)
+  // and a group of its own (max_tokens 11): only 4 equally close prompts
+  // are put to the guard (docs/cache.md), and the tries' prompts differ
+  // by their tags
   let last;
+  let n = 0;
   await waitApplied(async () => {
     const t = tag();
-    last = await pair(`What is the capital of France? ${t}`, `what's the capital of France ${t}`, vec(0), vec(0));
+    const v = vec(n % 8, 0.4 * Math.floor(n / 8));
+    n++;
+    last = await pair(`What is the capital of France? ${t}`, `what's the capital of France ${t}`, v, v, { max_tokens: 11 });
     return last.second.cache;
   }, (c) => c === 'hit', { message: 'mode semantic on nginx' });
   const { first, second, reachedProvider } = last;
@@ -93,7 +104,7 @@ test('semantic settings reach nginx: a paraphrase of a stored prompt is a hit, w
   assert.equal(second.json.id, first.json.id, 'byte for byte the stored answer');
   // an exact repeat is an exact hit: no similarity header, no embedding
   const n0 = embeddingCalls();
-  const again = await expect(chatBody(JSON.parse(first.requestBody).messages[0].content), 'hit', 'the same prompt again');
+  const again = await expect(JSON.parse(first.requestBody), 'hit', 'the same prompt again');
   assert.equal(again.similarity, null);
   assert.equal(embeddingCalls(), n0, 'an exact hit needs no embedding');
 });
@@ -135,6 +146,20 @@ test('the lexical guard: negation, numbers and named entities never hit, even wi
     assert.equal(second.cache, 'miss', `${what}: "${b}" after "${a}"`);
     assert.equal(reachedProvider, 1, `${what}: the provider answered`);
   }
+});
+
+test('near twins do not hide each other: refused by the guard, the next most similar is tried', async () => {
+  const t = tag();
+  const [three, four, ask] = [`Give me 3 ideas for a team offsite ${t}`, `Give me 4 ideas for a team offsite ${t}`,
+    `Suggest 4 ideas for a team offsite ${t}`];
+  s.fixture.setEmbeddings({ [three]: { vector: vec(6) }, [four]: { vector: vec(6) }, [ask]: { vector: vec(6) } });
+  const x = { max_tokens: 14 };
+  await expect(chatBody(three, x), 'miss', 'the 3 ideas prompt');
+  const stored = await expect(chatBody(four, x), 'miss', 'the 4 ideas prompt: the guard refuses the 3 ideas answer');
+  const n0 = upstream();
+  const r = await expect(chatBody(ask, x), 'hit', 'a paraphrase of the 4 ideas prompt, stored second');
+  assert.equal(upstream(), n0);
+  assert.equal(r.json.id, stored.json.id, 'the 4 ideas answer, not the 3 ideas one');
 });
 
 test('below similarity_threshold, or other parameters: a miss', async () => {
