@@ -683,6 +683,19 @@ ngx_http_spendpol_cache_found(ngx_http_request_t *r,
         return;
     }
 
+    /* a header value: whoever can write to Redis must not add headers */
+    for (p = value + NGX_HTTP_SPENDPOL_CACHE_VALUE;
+         p < value + NGX_HTTP_SPENDPOL_CACHE_VALUE + type_len;
+         p++)
+    {
+        if (*p < 0x20 || *p == 0x7f) {
+            ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                          "spendpol: an entry of the cache's Redis tier has "
+                          "a control character in its content type; a miss");
+            return;
+        }
+    }
+
     p = ngx_pnalloc(r->pool, type_len + body_len);
     if (p == NULL) {
         return;

@@ -12,7 +12,7 @@
  * span).
  *
  * The call is made without waiting: a peer connection on nginx's events,
- * the request written, the answer read (Connection: close, at most
+ * the request written (HTTP/1.0), the answer read (until the close, at most
  * NGX_HTTP_SPENDPOL_EMBED_MAX bytes) and its vector parsed
  * (sp_semantic.h). The request it serves is parked meanwhile, at most the
  * organisation's embedding_timeout_ms; whatever comes first wakes it. A
@@ -29,10 +29,15 @@
 #define NGX_HTTP_SPENDPOL_EMBED_MAX   (1024 * 1024)
 
 
+/* a failed connection is logged once until one is made */
+static ngx_uint_t  ngx_http_spendpol_embed_failed;
+
+
 struct ngx_http_spendpol_embed_s {
     ngx_pool_t                  *pool;
     ngx_peer_connection_t        peer;
     ngx_http_request_t          *request;    /* NULL: given up on */
+    ngx_http_spendpol_ctx_t     *ctx;        /* the request's, at the start */
     ngx_uint_t                   provider;   /* sp_provider_e */
     ngx_uint_t                   starting:1;  /* not parked yet */
     ngx_addr_t                   addr;
@@ -84,7 +89,10 @@ ngx_http_spendpol_embed_start(ngx_http_request_t *r,
     model = sp_str_from(config->embed_model);
 
     /* the endpoint, as the provider's SDK calls it through the gateway */
-    path_len = 96 + 2 * model.len;
+    path_len = 96 + 2 * (model.len
+                         + 2 * ngx_escape_uri(NULL, (u_char *) model.data,
+                                              model.len,
+                                              NGX_ESCAPE_URI_COMPONENT));
 
     pool = ngx_create_pool(4096, ngx_cycle->log);
     if (pool == NULL) {
@@ -118,14 +126,20 @@ ngx_http_spendpol_embed_start(ngx_http_request_t *r,
         break;
 
     case SP_PROVIDER_GOOGLE:
-        p = ngx_sprintf(path.data, "/v1/google/v1beta/models/%*s:embedContent",
-                        model.len, model.data);
+        /* the model in the path, escaped: "/", "?", "#", "%" stay its own */
+        p = ngx_cpymem(path.data, "/v1/google/v1beta/models/",
+                       sizeof("/v1/google/v1beta/models/") - 1);
+        p = (u_char *) ngx_escape_uri(p, (u_char *) model.data, model.len,
+                                      NGX_ESCAPE_URI_COMPONENT);
+        p = ngx_cpymem(p, ":embedContent", sizeof(":embedContent") - 1);
         break;
 
     case SP_PROVIDER_AZURE:
-        p = ngx_sprintf(path.data, "/v1/azure/openai/deployments/%*s/"
-                        "embeddings?api-version=2024-10-21",
-                        model.len, model.data);
+        p = ngx_cpymem(path.data, "/v1/azure/openai/deployments/",
+                       sizeof("/v1/azure/openai/deployments/") - 1);
+        p = (u_char *) ngx_escape_uri(p, (u_char *) model.data, model.len,
+                                      NGX_ESCAPE_URI_COMPONENT);
+        p = ngx_sprintf(p, "/embeddings?api-version=2024-10-21");
         break;
 
     default:
@@ -164,7 +178,8 @@ ngx_http_spendpol_embed_start(ngx_http_request_t *r,
         goto failed;
     }
 
-    p = ngx_sprintf(em->out, "POST %V HTTP/1.1" CRLF
+    /* HTTP/1.0: the answer comes whole, never chunked, then the close */
+    p = ngx_sprintf(em->out, "POST %V HTTP/1.0" CRLF
                     "Host: %V" CRLF
                     "X-Spendpol-Key: %V" CRLF
                     "Content-Type: application/json" CRLF
@@ -205,9 +220,13 @@ ngx_http_spendpol_embed_start(ngx_http_request_t *r,
     rc = ngx_event_connect_peer(&em->peer);
 
     if (rc == NGX_ERROR || rc == NGX_BUSY || rc == NGX_DECLINED) {
-        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
-                      "spendpol: the semantic cache cannot call %V for an "
-                      "embedding; a miss", &addr.name);
+        if (!ngx_http_spendpol_embed_failed) {
+            ngx_http_spendpol_embed_failed = 1;
+            ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                          "spendpol: the semantic cache cannot call %V for "
+                          "an embedding; semantic lookups are misses (logged "
+                          "once until a call is made)", &addr.name);
+        }
 
         if (em->peer.connection) {
             ngx_close_connection(em->peer.connection);
@@ -216,12 +235,15 @@ ngx_http_spendpol_embed_start(ngx_http_request_t *r,
         goto failed;
     }
 
+    ngx_http_spendpol_embed_failed = 0;
+
     em->peer.connection->data = em;
     em->peer.connection->pool = pool;
     em->peer.connection->read->handler = ngx_http_spendpol_embed_read;
     em->peer.connection->write->handler = ngx_http_spendpol_embed_write;
 
     em->request = r;
+    em->ctx = ctx;
     ctx->cache_embed = em;
     cln->handler = ngx_http_spendpol_embed_detach;
     cln->data = ctx;
@@ -380,6 +402,7 @@ ngx_http_spendpol_embed_done(ngx_http_spendpol_embed_t *em, ngx_uint_t ok)
     u_char                   *p, *last, *body;
     char                      err[160];
     float                    *v;
+    int8_t                   *q;
     size_t                    dim;
     ngx_http_request_t       *r;
     ngx_http_spendpol_ctx_t  *ctx;
@@ -391,8 +414,14 @@ ngx_http_spendpol_embed_done(ngx_http_spendpol_embed_t *em, ngx_uint_t ok)
         return;
     }
 
-    ctx = ngx_http_get_module_ctx(r, ngx_http_spendpol_module);
+    ctx = em->ctx;
     ctx->cache_embed = NULL;
+
+    if (ngx_http_get_module_ctx(r, ngx_http_spendpol_module) != ctx) {
+        /* the request was redirected meanwhile (an error_page): not ours */
+        ngx_http_spendpol_embed_close(em);
+        return;
+    }
 
     p = em->in;
     last = em->in + em->in_len;
@@ -418,11 +447,10 @@ ngx_http_spendpol_embed_done(ngx_http_spendpol_embed_t *em, ngx_uint_t ok)
                                  SP_SEMANTIC_DIM_MAX, &dim, err, sizeof(err))
            == SP_OK)
     {
-        ctx->cache_vector = ngx_pnalloc(r->pool, dim);
+        q = ngx_pnalloc(r->pool, dim);
 
-        if (ctx->cache_vector
-            && sp_semantic_quantise(v, dim, ctx->cache_vector) == SP_OK)
-        {
+        if (q && sp_semantic_quantise(v, dim, q) == SP_OK) {
+            ctx->cache_vector = q;
             ctx->cache_dim = dim;
         }
 
@@ -435,7 +463,8 @@ ngx_http_spendpol_embed_done(ngx_http_spendpol_embed_t *em, ngx_uint_t ok)
         ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
                       "spendpol: the semantic cache's embedding call "
                       "failed (%*s); a miss",
-                      (size_t) ngx_min(em->in_len, 12), em->in);
+                      em->in_len ? (size_t) ngx_min(em->in_len, 12) : 9,
+                      em->in_len ? em->in : (u_char *) "no answer");
     }
 
     if (em->starting) {

@@ -1207,6 +1207,11 @@ ngx_http_spendpol_cache_wake(ngx_http_request_t *r)
         return;
     }
 
+    if (wev->posted) {
+        /* both the socket and the answer woke it: once is enough */
+        ngx_delete_posted_event(wev);
+    }
+
     ctx = ngx_http_get_module_ctx(r, ngx_http_spendpol_module);
 
     started = ngx_http_spendpol_now_us();

@@ -78,6 +78,7 @@ typedef struct {
     ngx_rbtree_t               orgs;          /* by organisation */
     ngx_rbtree_node_t          orgs_sentinel;
     int64_t                    vectors;
+    size_t                     vector_bytes;  /* at most half the zone */
 } ngx_http_spendpol_cache_sh_t;
 
 

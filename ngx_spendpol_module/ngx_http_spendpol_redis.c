@@ -43,10 +43,16 @@
 #define NGX_HTTP_SPENDPOL_REDIS_GETS     1024
 #define NGX_HTTP_SPENDPOL_REDIS_OUT      (8 * 1024 * 1024)
 
+/* a connection with commands in flight and no reply for this long is
+   given up on (a partition without a reset, a stuck server) */
+#define NGX_HTTP_SPENDPOL_REDIS_STALE    5000
+
 
 /* a lookup in flight: outlives its request when the timer won */
 typedef struct {
     ngx_http_request_t          *request;   /* NULL: no longer waited for */
+    ngx_http_spendpol_ctx_t     *ctx;       /* the request's, when it was
+                                               sent */
 } ngx_http_spendpol_redis_get_t;
 
 
@@ -67,6 +73,10 @@ typedef struct {
     ngx_uint_t                   slow_logged;
     ngx_uint_t                   gets;        /* lookups in flight */
     size_t                       out;         /* bytes of stores in flight */
+    ngx_uint_t                   setup;       /* AUTH, SELECT unanswered */
+    ngx_msec_t                   heard;       /* the last reply, or the
+                                                 first command after
+                                                 none was in flight */
     ngx_event_t                  connect_timer;
 } ngx_http_spendpol_redis_t;
 
@@ -90,6 +100,8 @@ static void ngx_http_spendpol_redis_got(redisAsyncContext *ac, void *reply,
     void *privdata);
 static void ngx_http_spendpol_redis_stored(redisAsyncContext *ac,
     void *reply, void *privdata);
+static void ngx_http_spendpol_redis_sent(ngx_http_spendpol_redis_t *rd);
+static void ngx_http_spendpol_redis_usable(ngx_http_spendpol_redis_t *rd);
 static void ngx_http_spendpol_redis_detach(void *data);
 static void ngx_http_spendpol_redis_name(u_char *key, u_char *name);
 static void ngx_http_spendpol_redis_read(ngx_event_t *ev);
@@ -140,6 +152,7 @@ ngx_http_spendpol_redis_lookup(ngx_http_request_t *r,
     }
 
     get->request = r;
+    get->ctx = ctx;
 
     ngx_http_spendpol_redis_name(ctx->cache_key, name);
 
@@ -151,6 +164,7 @@ ngx_http_spendpol_redis_lookup(ngx_http_request_t *r,
         return NGX_DECLINED;
     }
 
+    ngx_http_spendpol_redis_sent(rd);
     rd->gets++;
 
     ctx->cache_redis = get;
@@ -222,6 +236,7 @@ ngx_http_spendpol_redis_store(ngx_http_request_t *r,
                           (long long) ttl_ms)
         == REDIS_OK)
     {
+        ngx_http_spendpol_redis_sent(rd);
         rd->out += len;
     }
 }
@@ -250,6 +265,17 @@ ngx_http_spendpol_redis_ready(ngx_http_spendpol_main_conf_t *smcf,
     ngx_http_spendpol_redis_settings(smcf, log);
 
     if (!rd->configured) {
+        return 0;
+    }
+
+    if (rd->connected
+        && (rd->gets || rd->out)
+        && ngx_current_msec - rd->heard > NGX_HTTP_SPENDPOL_REDIS_STALE)
+    {
+        /* its callbacks give back what was in flight */
+        ngx_http_spendpol_redis_down(log, "no reply for 5 s; reconnecting");
+        ngx_http_spendpol_redis_close();
+        rd->retry_at = ngx_current_msec + NGX_HTTP_SPENDPOL_REDIS_RETRY;
         return 0;
     }
 
@@ -461,6 +487,9 @@ ngx_http_spendpol_redis_connect(ngx_log_t *log)
     redisAsyncSetConnectCallback(ac, ngx_http_spendpol_redis_connected);
     redisAsyncSetDisconnectCallback(ac, ngx_http_spendpol_redis_disconnected);
 
+    /* usable once AUTH and SELECT said OK: nothing goes to another db */
+    rd->setup = (rd->password[0] ? 1 : 0) + (rd->db ? 1 : 0);
+
     if (rd->password[0]) {
         if (rd->user[0]) {
             (void) redisAsyncCommand(ac, ngx_http_spendpol_redis_checked,
@@ -544,11 +573,11 @@ ngx_http_spendpol_redis_connected(const redisAsyncContext *ac, int status)
         return;
     }
 
-    if (rd->connect_timer.timer_set) {
-        ngx_del_timer(&rd->connect_timer);
-    }
-
     if (status != REDIS_OK) {
+        if (rd->connect_timer.timer_set) {
+            ngx_del_timer(&rd->connect_timer);
+        }
+
         /* hiredis frees the context after this */
         ngx_http_spendpol_redis_down(ngx_cycle->log, ac->errstr);
         rd->ac = NULL;
@@ -556,14 +585,11 @@ ngx_http_spendpol_redis_connected(const redisAsyncContext *ac, int status)
         return;
     }
 
-    if (rd->down_logged) {
-        ngx_log_error(NGX_LOG_NOTICE, ngx_cycle->log, 0,
-                      "spendpol: Redis at %s:%d (the cache's second tier) "
-                      "is reachable again", rd->host, rd->port);
-    }
+    (void) redisEnableKeepAlive(&((redisAsyncContext *) ac)->c);
 
-    rd->down_logged = 0;
-    rd->connected = 1;
+    if (rd->setup == 0) {
+        ngx_http_spendpol_redis_usable(rd);
+    }
 }
 
 
@@ -599,7 +625,8 @@ ngx_http_spendpol_redis_connect_timeout(ngx_event_t *ev)
         return;
     }
 
-    ngx_http_spendpol_redis_down(ev->log, "no connection within 1 s");
+    ngx_http_spendpol_redis_down(ev->log, "not connected (or AUTH and "
+                                 "SELECT not answered) within 1 s");
     ngx_http_spendpol_redis_close();
     rd->retry_at = ngx_current_msec + NGX_HTTP_SPENDPOL_REDIS_RETRY;
 }
@@ -610,9 +637,20 @@ static void
 ngx_http_spendpol_redis_checked(redisAsyncContext *ac, void *reply,
     void *privdata)
 {
-    redisReply  *rr = reply;
+    redisReply                 *rr = reply;
+    ngx_http_spendpol_redis_t  *rd;
 
-    if (rr == NULL || rr->type != REDIS_REPLY_ERROR) {
+    rd = &ngx_http_spendpol_redis;
+
+    if (rr == NULL) {
+        return;
+    }
+
+    if (rr->type != REDIS_REPLY_ERROR) {
+        if (ac == rd->ac && rd->setup && --rd->setup == 0) {
+            ngx_http_spendpol_redis_usable(rd);
+        }
+
         return;
     }
 
@@ -639,20 +677,26 @@ ngx_http_spendpol_redis_got(redisAsyncContext *ac, void *reply,
 
     get = privdata;
     r = get->request;
+    ctx = get->ctx;
 
     ngx_free(get);
     ngx_http_spendpol_redis.gets--;
+
+    if (rr != NULL) {
+        ngx_http_spendpol_redis.heard = ngx_current_msec;
+        ngx_http_spendpol_redis.slow_logged = 0;
+    }
 
     if (r == NULL) {
         /* the request went on without it, or is gone */
         return;
     }
 
-    ctx = ngx_http_get_module_ctx(r, ngx_http_spendpol_module);
     ctx->cache_redis = NULL;
 
-    if (rr != NULL) {
-        ngx_http_spendpol_redis.slow_logged = 0;
+    if (ngx_http_get_module_ctx(r, ngx_http_spendpol_module) != ctx) {
+        /* the request was redirected meanwhile (an error_page): not ours */
+        return;
     }
 
     if (rr != NULL && rr->type == REDIS_REPLY_STRING) {
@@ -672,7 +716,42 @@ static void
 ngx_http_spendpol_redis_stored(redisAsyncContext *ac, void *reply,
     void *privdata)
 {
+    if (reply != NULL) {
+        ngx_http_spendpol_redis.heard = ngx_current_msec;
+    }
+
     ngx_http_spendpol_redis.out -= (size_t) (uintptr_t) privdata;
+}
+
+
+/* a command goes out: with none in flight before, its wait starts now */
+static void
+ngx_http_spendpol_redis_sent(ngx_http_spendpol_redis_t *rd)
+{
+    if (rd->gets == 0 && rd->out == 0) {
+        rd->heard = ngx_current_msec;
+    }
+}
+
+
+/* connected, and AUTH and SELECT (if any) said OK */
+static void
+ngx_http_spendpol_redis_usable(ngx_http_spendpol_redis_t *rd)
+{
+    /* the connect timer covers AUTH and SELECT too */
+    if (rd->connect_timer.timer_set) {
+        ngx_del_timer(&rd->connect_timer);
+    }
+
+    if (rd->down_logged) {
+        ngx_log_error(NGX_LOG_NOTICE, ngx_cycle->log, 0,
+                      "spendpol: Redis at %s:%d (the cache's second tier) "
+                      "is reachable again", rd->host, rd->port);
+    }
+
+    rd->down_logged = 0;
+    rd->connected = 1;
+    rd->heard = ngx_current_msec;
 }
 
 

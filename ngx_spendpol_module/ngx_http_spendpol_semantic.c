@@ -87,6 +87,7 @@ struct ngx_http_spendpol_semantic_block_s {
     ngx_queue_t                      queue;      /* the group's blocks */
     ngx_uint_t                       count;
     ngx_uint_t                       size;       /* room */
+    size_t                           bytes;      /* allocated */
     ngx_http_spendpol_semantic_vector_t **records;   /* size of them */
     uint32_t                        *norms;      /* size */
     int8_t                           vectors[1]; /* size x dim */
@@ -310,6 +311,7 @@ void
 ngx_http_spendpol_semantic_store(ngx_http_request_t *r,
     ngx_http_spendpol_ctx_t *ctx, int64_t stored_ms)
 {
+    size_t                               size;
     ngx_uint_t                           i, k;
     ngx_queue_t                         *q;
     ngx_http_spendpol_cache_sh_t        *sh;
@@ -395,38 +397,24 @@ ngx_http_spendpol_semantic_store(ngx_http_request_t *r,
         ;
     }
 
-    v = NULL;
+    /*
+     * Room: within the organisation's max_vectors, and vectors take at
+     * most half the zone (the answers keep the rest); the organisation's
+     * least recently used go first, a few at most. A slab that cannot
+     * give the memory after that is only a later miss.
+     */
+    size = offsetof(ngx_http_spendpol_semantic_vector_t, text)
+           + ctx->cache_text.len;
 
     for (i = 0; i < NGX_HTTP_SPENDPOL_SEMANTIC_EVICT; i++) {
 
-        if (org->count < ctx->cache_config->max_vectors) {
-            if (v == NULL) {
-                v = ngx_slab_alloc_locked(smcf->cache_shpool,
-                            offsetof(ngx_http_spendpol_semantic_vector_t,
-                                     text)
-                            + ctx->cache_text.len);
-            }
-
-            if (v) {
-                ngx_memcpy(v->key, ctx->cache_key, SP_CACHE_KEY_LEN);
-                v->stored_ms = stored_ms;
-                v->text_len = ctx->cache_text.len;
-                ngx_memcpy(v->text, ctx->cache_text.data,
-                           ctx->cache_text.len);
-
-                if (ngx_http_spendpol_semantic_add(smcf, group, v,
-                                                   ctx->cache_vector)
-                    == NGX_OK)
-                {
-                    ngx_queue_insert_head(&org->lru, &v->lru);
-                    org->count++;
-                    sh->vectors++;
-                    goto done;
-                }
-            }
+        if (org->count < ctx->cache_config->max_vectors
+            && sh->vector_bytes + size + 2 * group->dim
+               <= smcf->cache_size / 2)
+        {
+            break;
         }
 
-        /* the organisation's least recently used vector makes room */
         q = ngx_queue_last(&org->lru);
 
         if (q == ngx_queue_sentinel(&org->lru)) {
@@ -443,11 +431,38 @@ ngx_http_spendpol_semantic_store(ngx_http_request_t *r,
         }
     }
 
-    if (v) {
-        ngx_slab_free_locked(smcf->cache_shpool, v);
+    if (i == NGX_HTTP_SPENDPOL_SEMANTIC_EVICT
+        || org->count >= ctx->cache_config->max_vectors
+        || sh->vector_bytes + size + 2 * group->dim > smcf->cache_size / 2)
+    {
+        ngx_http_spendpol_semantic_gc(smcf, group);
+        goto done;
     }
 
-    ngx_http_spendpol_semantic_gc(smcf, group);
+    v = ngx_slab_alloc_locked(smcf->cache_shpool, size);
+
+    if (v == NULL) {
+        ngx_http_spendpol_semantic_gc(smcf, group);
+        goto done;
+    }
+
+    ngx_memcpy(v->key, ctx->cache_key, SP_CACHE_KEY_LEN);
+    v->stored_ms = stored_ms;
+    v->text_len = ctx->cache_text.len;
+    ngx_memcpy(v->text, ctx->cache_text.data, ctx->cache_text.len);
+
+    if (ngx_http_spendpol_semantic_add(smcf, group, v, ctx->cache_vector)
+        != NGX_OK)
+    {
+        ngx_slab_free_locked(smcf->cache_shpool, v);
+        ngx_http_spendpol_semantic_gc(smcf, group);
+        goto done;
+    }
+
+    ngx_queue_insert_head(&org->lru, &v->lru);
+    org->count++;
+    sh->vectors++;
+    sh->vector_bytes += size;
 
 done:
 
@@ -579,8 +594,10 @@ ngx_http_spendpol_semantic_add(ngx_http_spendpol_main_conf_t *smcf,
     }
 
     if (b == NULL) {
+        /* as large as the group already is, within 256 KB of vectors */
         room = ngx_min(ngx_max(group->count, 8),
                        NGX_HTTP_SPENDPOL_SEMANTIC_BLOCK);
+        room = ngx_min(room, ngx_max(262144 / group->dim, 8));
 
         size = ngx_align(offsetof(ngx_http_spendpol_semantic_block_t, vectors)
                          + room * group->dim, sizeof(void *))
@@ -598,6 +615,9 @@ ngx_http_spendpol_semantic_add(ngx_http_spendpol_main_conf_t *smcf,
         b->norms = (uint32_t *) (p + room * sizeof(void *));
         b->count = 0;
         b->size = room;
+        b->bytes = size;
+
+        smcf->cache_sh->vector_bytes += size;
 
         ngx_queue_insert_tail(&group->blocks, &b->queue);
     }
@@ -654,12 +674,17 @@ ngx_http_spendpol_semantic_drop(ngx_http_spendpol_main_conf_t *smcf,
 
     if (last->count == 0) {
         ngx_queue_remove(&last->queue);
+        smcf->cache_sh->vector_bytes -= last->bytes;
         ngx_slab_free_locked(smcf->cache_shpool, last);
     }
 
     group->count--;
     group->org->count--;
     smcf->cache_sh->vectors--;
+
+    smcf->cache_sh->vector_bytes -= offsetof(ngx_http_spendpol_semantic_vector_t,
+                                             text)
+                                    + v->text_len;
 
     ngx_queue_remove(&v->lru);
     ngx_slab_free_locked(smcf->cache_shpool, v);
