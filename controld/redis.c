@@ -5,6 +5,7 @@
  */
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/time.h>
@@ -149,8 +150,9 @@ cd_redis_close(cd_redis_t *rd)
 /*
  * The host as a numeric address for the module's cache tier (a worker
  * must not wait on DNS): resolved here, on controld's own thread, each
- * time a snapshot is built. CD_ERROR (logged once until it resolves
- * again) leaves the tier off.
+ * time a snapshot is built. When it does not resolve, the last address
+ * it resolved to stays (logged once until it resolves again); CD_ERROR
+ * only when it never did, which leaves the tier off.
  */
 int
 cd_redis_resolve(cd_redis_t *rd, char *out, size_t len)
@@ -158,6 +160,7 @@ cd_redis_resolve(cd_redis_t *rd, char *out, size_t len)
     int               rc;
     struct addrinfo   hints, *res;
     static int        failed;
+    static char       last[NI_MAXHOST];
 
     memset(&hints, 0, sizeof(hints));
     hints.ai_family = AF_UNSPEC;
@@ -173,16 +176,27 @@ cd_redis_resolve(cd_redis_t *rd, char *out, size_t len)
 
     if (rc != 0) {
         if (!failed) {
-            cd_log_warn(CD_REDIS_SUBJECT, "cannot resolve %s (%s): the "
-                        "response cache has no Redis tier until it resolves",
-                        rd->host, gai_strerror(rc));
+            cd_log_warn(CD_REDIS_SUBJECT, "cannot resolve %s (%s): %s",
+                        rd->host, gai_strerror(rc),
+                        last[0] ? "the response cache's Redis tier keeps "
+                                  "its last address"
+                                : "the response cache has no Redis tier "
+                                  "until it resolves");
         }
 
         failed = 1;
-        return CD_ERROR;
+
+        if (last[0] == '\0' || strlen(last) >= len) {
+            return CD_ERROR;
+        }
+
+        memcpy(out, last, strlen(last) + 1);
+
+        return CD_OK;
     }
 
     failed = 0;
+    snprintf(last, sizeof(last), "%s", out);
 
     return CD_OK;
 }
