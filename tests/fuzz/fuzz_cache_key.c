@@ -10,6 +10,8 @@
  *     header, and checked against the key) is JSON that jansson reads as
  *     the body's value without the top-level user, stream_options and
  *     metadata; and it is a fixed point: its own key is the body's key;
+ *   - the semantic group's key (SP_CACHE_KEY_NO_PROMPT) of a body is
+ *     never its exact key;
  *   - a body wrapped in whitespace has the same key; scratch one byte
  *     short is refused; the body is read within its length only (an
  *     exact-size copy).
@@ -26,8 +28,8 @@
 
 
 static int
-fuzz_key(const char *body, size_t len, uint8_t *key, char **scratch_out,
-    size_t *scratch_len)
+fuzz_key(const char *body, size_t len, unsigned flags, uint8_t *key,
+    char **scratch_out, size_t *scratch_len)
 {
     int                 rc;
     char               *scratch, err[256];
@@ -42,6 +44,7 @@ fuzz_key(const char *body, size_t len, uint8_t *key, char **scratch_out,
     in.endpoint = sp_str_from("POST /chat/completions");
     in.body = body;
     in.body_len = len;
+    in.flags = flags;
 
     need = sp_cache_key_scratch(len);
     scratch = calloc(1, need);
@@ -129,7 +132,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     body = (char *) fuzz_dup(data, size);
 
-    rc = fuzz_key(body, size, key, &scratch, &scratch_len);
+    rc = fuzz_key(body, size, 0, key, &scratch, &scratch_len);
 
     root = json_loadb(body, size, JSON_DECODE_ANY | JSON_REJECT_DUPLICATES
                                   | JSON_ALLOW_NUL, &jerr);
@@ -174,10 +177,17 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         /* a fixed point: nothing left to remove or sort */
         wrapped = (char *) fuzz_dup((const uint8_t *) canonical,
                                     canonical_len);
-        rc2 = fuzz_key(wrapped, canonical_len, key2, NULL, NULL);
+        rc2 = fuzz_key(wrapped, canonical_len, 0, key2, NULL, NULL);
         FUZZ_CHECK(rc2 == SP_OK);
         FUZZ_CHECK(memcmp(key, key2, SP_CACHE_KEY_LEN) == 0);
         free(wrapped);
+    }
+
+    /* a semantic group's key is never an exact key */
+    rc2 = fuzz_key(body, size, SP_CACHE_KEY_NO_PROMPT, key2, NULL, NULL);
+
+    if (rc == SP_OK && rc2 == SP_OK) {
+        FUZZ_CHECK(memcmp(key, key2, SP_CACHE_KEY_LEN) != 0);
     }
 
     if (rc == SP_OK) {
@@ -187,7 +197,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         memcpy(wrapped, " \n", 2);
         memcpy(wrapped + 2, body, size);
         memcpy(wrapped + 2 + size, "\t\r", 2);
-        rc2 = fuzz_key(wrapped, size + 4, key2, NULL, NULL);
+        rc2 = fuzz_key(wrapped, size + 4, 0, key2, NULL, NULL);
         FUZZ_CHECK(rc2 == SP_OK);
         FUZZ_CHECK(memcmp(key, key2, SP_CACHE_KEY_LEN) == 0);
         free(wrapped);
