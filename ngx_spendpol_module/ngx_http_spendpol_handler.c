@@ -698,14 +698,18 @@ ngx_http_spendpol_authenticate(ngx_http_request_t *r,
 
     /*
      * Well formed (sp_key_ and hex), so safe in a header: the semantic
-     * cache's embedding call presents it again (ngx_http_spendpol_embed.c)
+     * cache's embedding call presents it again (ngx_http_spendpol_embed.c).
+     * A header's value lives as long as the request; only a key taken
+     * from the query (in the caller's buffer) is copied.
      */
-    ctx->presented_key.data = ngx_pstrdup(r->pool, &key);
-    if (ctx->presented_key.data == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
+    ctx->presented_key = key;
 
-    ctx->presented_key.len = key.len;
+    if (key.data == query_key) {
+        ctx->presented_key.data = ngx_pstrdup(r->pool, &key);
+        if (ctx->presented_key.data == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+    }
 
     ctx->authenticated = 1;
 
@@ -1230,6 +1234,7 @@ ngx_http_spendpol_cache_wake(ngx_http_request_t *r)
         ctx->gateway_us += ngx_http_spendpol_now_us() - started;
 
         if (rc != NGX_AGAIN) {
+            ctx->phase_status = NGX_DONE;
             ngx_http_finalize_request(r, rc);
         }
 

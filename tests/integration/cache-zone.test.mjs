@@ -116,12 +116,10 @@ async function zoneFigures(pred = () => true, what = 'steady zone figures') {
 
 // ------------------------------------------------------------ the directive
 
-test('nginx -t: spendpol_cache_size below 8 pages is refused naming the directive; 8 pages and 0 are accepted', (t) => {
-  const page = Number(execFileSync('getconf', ['PAGESIZE'], { encoding: 'utf8' }).trim());
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'spendpol-cache-size-'));
-  t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
+/** an nginx.conf for nginx -t in dir, with lines in its http{} block */
+function httpConf(dir, lines) {
   const so = path.join(BUILD, 'nginx/objs/ngx_http_spendpol_module.so');
-  const conf = (size) => `
+  return `
 load_module ${so};
 pid ${dir}/nginx.pid;
 error_log ${dir}/error.log;
@@ -130,10 +128,17 @@ http {
   access_log off;
   client_body_temp_path ${dir}/cb; proxy_temp_path ${dir}/px; fastcgi_temp_path ${dir}/fc;
   uwsgi_temp_path ${dir}/uw; scgi_temp_path ${dir}/sc;
-  spendpol_cache_size ${size};
+  ${lines}
   server { listen 127.0.0.1:1; location /v1/ { spendpol on; } }
 }
 `;
+}
+
+test('nginx -t: spendpol_cache_size below 8 pages is refused naming the directive; 8 pages and 0 are accepted', (t) => {
+  const page = Number(execFileSync('getconf', ['PAGESIZE'], { encoding: 'utf8' }).trim());
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'spendpol-cache-size-'));
+  t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const conf = (size) => httpConf(dir, `spendpol_cache_size ${size};`);
   for (const size of [`${(7 * page) / 1024}k`, '1k', '1']) {
     const r = nginxTest(dir, conf(size));
     assert.notEqual(r.status, 0, `spendpol_cache_size ${size} (under 8 pages of ${page}): ${r.output}`);
@@ -152,20 +157,7 @@ http {
 test('nginx -t: spendpol_cache_redis on|off, spendpol_cache_redis_timeout (at least 1ms) and spendpol_cache_embed_address (numeric address:port) are checked', (t) => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'spendpol-cache-redis-'));
   t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
-  const so = path.join(BUILD, 'nginx/objs/ngx_http_spendpol_module.so');
-  const conf = (lines) => `
-load_module ${so};
-pid ${dir}/nginx.pid;
-error_log ${dir}/error.log;
-events {}
-http {
-  access_log off;
-  client_body_temp_path ${dir}/cb; proxy_temp_path ${dir}/px; fastcgi_temp_path ${dir}/fc;
-  uwsgi_temp_path ${dir}/uw; scgi_temp_path ${dir}/sc;
-  ${lines}
-  server { listen 127.0.0.1:1; location /v1/ { spendpol on; } }
-}
-`;
+  const conf = (lines) => httpConf(dir, lines);
   for (const ok of ['spendpol_cache_redis off;', 'spendpol_cache_redis on; spendpol_cache_redis_timeout 20ms;',
     'spendpol_cache_redis_timeout 1;', 'spendpol_cache_embed_address 127.0.0.1:8080;',
     'spendpol_cache_embed_address [::1]:8080;']) {
