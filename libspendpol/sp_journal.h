@@ -15,7 +15,10 @@
  *    "trace_id":"<uuid>","span_id":"<16 hex>","parent_id":"...",
  *    "warnings":"usage_estimated,unpriced_model","error_code":"...",
  *    "epoch":1764230000000,"reserved_nano":450000,
- *    "endpoint":"POST /chat/completions"}
+ *    "endpoint":"POST /chat/completions",
+ *    "routed":true,"route_rule":"rr_...","attempts":2,
+ *    "attempt_log":"openai/gpt-4o:429","route_note":"...",
+ *    "template_id":"<uuid>","template_version":3}
  *
  * epoch identifies the nginx instance's shared spend counters (when they
  * were created, unix ms): controld sums this node's ingested spend per
@@ -36,6 +39,7 @@
 #define SP_JOURNAL_LINE_MAX   16384   /* a full record, all escaped */
 #define SP_ID_LEN             64      /* max length of any id field */
 #define SP_FIELD_LEN          256     /* max length of other strings */
+#define SP_JOURNAL_NOTE_LEN   1024    /* attempt_log, route_note */
 
 typedef struct {
     char      id[SP_ID_LEN];
@@ -71,6 +75,23 @@ typedef struct {
     char      endpoint[SP_FIELD_LEN]; /* "POST /chat/completions": the
                                          method and the path after
                                          /v1/{provider}, re-encoded */
+
+    /* routing (sp_route.h); absent in older lines: 0 and "" */
+    int       routed;                 /* a rule chose the target */
+    char      route_rule[SP_ID_LEN];  /* its id */
+    int       attempts;               /* upstream attempts, 0 or 1 when
+                                         none fell back */
+    char      attempt_log[SP_JOURNAL_NOTE_LEN];  /* the attempts that
+                                         failed, in order, comma-separated
+                                         "provider/model:status" (status
+                                         0: no answer, a connect failure,
+                                         reset or timeout) */
+    char      route_note[SP_JOURNAL_NOTE_LEN];   /* rules skipped, and
+                                         why; targets left out */
+
+    /* the prompt template applied (sp_template.h); "" and 0: none */
+    char      template_id[SP_ID_LEN];
+    int64_t   template_version;
 } sp_journal_record_t;
 
 /*

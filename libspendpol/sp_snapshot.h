@@ -25,7 +25,7 @@
 
 
 #define SP_SNAPSHOT_MAGIC        "SPSNAP01"
-#define SP_SNAPSHOT_VERSION      9
+#define SP_SNAPSHOT_VERSION      10
 #define SP_SNAPSHOT_FILE         "policy.snap"
 
 enum {
@@ -38,6 +38,8 @@ enum {
     SP_TABLE_ENDPOINTS,
     SP_TABLE_SETTINGS,
     SP_TABLE_CACHE_PURGES,
+    SP_TABLE_ROUTES,
+    SP_TABLE_TEMPLATES,
     SP_TABLE_COUNT
 };
 
@@ -91,6 +93,8 @@ typedef struct {
  * or -Agent (a shared service key); without it the key's own values bind.
  */
 #define SP_KEY_ATTRIBUTION_OVERRIDE  0x02u
+/* requests with this key must name a prompt template (403 otherwise) */
+#define SP_KEY_TEMPLATE_REQUIRED     0x04u
 
 /* SP_TABLE_PROVIDERS: looked up by (org_id, provider) */
 typedef struct {
@@ -114,6 +118,8 @@ typedef struct {
 
 /* organisation settings */
 #define SP_ORG_REFUSE_UNPRICED   0x01u   /* refuse models without a price */
+/* X-Spendpol-Route: skip is ignored: the rules always apply */
+#define SP_ORG_ROUTE_SKIP_FORBIDDEN  0x02u
 
 /*
  * SP_TABLE_ORGS: looked up by org_id; absent means all flags off and the
@@ -203,6 +209,28 @@ typedef struct {
     sp_snapshot_ref_t  method;
     sp_snapshot_ref_t  pattern;
 } sp_snapshot_endpoint_t;
+
+
+/*
+ * SP_TABLE_ROUTES (v10): looked up by org_id: the organisation's enabled
+ * routing rules, in evaluation order, as one JSON array that each worker
+ * compiles once per snapshot (sp_route_compile(), sp_route.h).
+ */
+typedef struct {
+    sp_snapshot_ref_t  org_id;
+    sp_snapshot_ref_t  rules;         /* JSON array */
+} sp_snapshot_routes_t;
+
+/*
+ * SP_TABLE_TEMPLATES (v10): looked up by (org_id, slug): a prompt
+ * template with all its versions and labels, the JSON record of
+ * sp_template.h.
+ */
+typedef struct {
+    sp_snapshot_ref_t  org_id;
+    sp_snapshot_ref_t  slug;
+    sp_snapshot_ref_t  record;        /* JSON object */
+} sp_snapshot_template_t;
 
 
 /*
@@ -316,6 +344,17 @@ typedef struct {
     const char  *value;
 } sp_snapshot_setting_in_t;
 
+typedef struct {
+    const char  *org_id;
+    const char  *rules;
+} sp_snapshot_routes_in_t;
+
+typedef struct {
+    const char  *org_id;
+    const char  *slug;
+    const char  *record;
+} sp_snapshot_template_in_t;
+
 sp_snapshot_builder_t *sp_snapshot_builder_new(uint64_t generation);
 void sp_snapshot_builder_free(sp_snapshot_builder_t *b);
 
@@ -342,6 +381,12 @@ int sp_snapshot_add_endpoint(sp_snapshot_builder_t *b,
 /* a later value of the same name replaces an earlier one */
 int sp_snapshot_add_setting(sp_snapshot_builder_t *b,
     const sp_snapshot_setting_in_t *setting);
+
+/* later duplicates of an org_id, or of (org_id, slug), replace earlier */
+int sp_snapshot_add_routes(sp_snapshot_builder_t *b,
+    const sp_snapshot_routes_in_t *routes);
+int sp_snapshot_add_template(sp_snapshot_builder_t *b,
+    const sp_snapshot_template_in_t *tmpl);
 
 /*
  * Lays the snapshot out in one malloc()ed buffer (*out, *len); the caller
@@ -453,6 +498,12 @@ size_t sp_snapshot_foreach_endpoint(const sp_snapshot_t *s, sp_str_t org_id,
     sp_str_t provider,
     int (*visit)(const sp_snapshot_endpoint_t *endpoint, void *arg),
     void *arg);
+
+/* NULL when absent */
+const sp_snapshot_routes_t *sp_snapshot_find_routes(const sp_snapshot_t *s,
+    sp_str_t org_id);
+const sp_snapshot_template_t *sp_snapshot_find_template(
+    const sp_snapshot_t *s, sp_str_t org_id, sp_str_t slug);
 
 /* NULL when absent */
 const sp_snapshot_setting_t *sp_snapshot_find_setting(const sp_snapshot_t *s,
