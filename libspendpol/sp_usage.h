@@ -93,6 +93,11 @@ typedef struct {
     int         has_seed;           /* seed (Mistral random_seed,
                                        Gemini generationConfig.seed) is
                                        present and not null */
+    int         has_tools;          /* a non-empty tools (functions,
+                                       Gemini functionDeclarations)
+                                       array: routing conditions */
+    int         has_images;         /* an image input part, any
+                                       provider's shape */
     const char *error_code;         /* on SP_ERROR: "invalid_json",
                                        "invalid_field" or
                                        "duplicate_field" (static) */
