@@ -311,6 +311,23 @@ static const sp_snapshot_kind_t  sp_snapshot_kinds[SP_TABLE_COUNT] = {
         { SP_REF(cache_purge, org_id), SP_REF(cache_purge, provider),
           SP_REF(cache_purge, model) },
         3, sp_snapshot_put_cache_purge
+    },
+
+    [SP_TABLE_ROUTES] = {
+        sizeof(sp_snapshot_routes_in_t), sizeof(sp_snapshot_routes_t), 2,
+        { SP_STR(routes, org_id), SP_STR(routes, rules) },
+        { SP_REF(routes, org_id), SP_REF(routes, rules) },
+        1, NULL
+    },
+
+    [SP_TABLE_TEMPLATES] = {
+        sizeof(sp_snapshot_template_in_t), sizeof(sp_snapshot_template_t),
+        3,
+        { SP_STR(template, org_id), SP_STR(template, slug),
+          SP_STR(template, record) },
+        { SP_REF(template, org_id), SP_REF(template, slug),
+          SP_REF(template, record) },
+        2, NULL
     }
 };
 
@@ -562,6 +579,28 @@ sp_snapshot_add_setting(sp_snapshot_builder_t *b,
                            sp_snapshot_lookup_hash(sp_str_from(in->name),
                                                    sp_str_from(NULL),
                                                    sp_str_from(NULL), 1));
+}
+
+
+int
+sp_snapshot_add_routes(sp_snapshot_builder_t *b,
+    const sp_snapshot_routes_in_t *in)
+{
+    return sp_snapshot_add(b, SP_TABLE_ROUTES, in,
+                           sp_snapshot_lookup_hash(sp_str_from(in->org_id),
+                                                   sp_str_from(NULL),
+                                                   sp_str_from(NULL), 1));
+}
+
+
+int
+sp_snapshot_add_template(sp_snapshot_builder_t *b,
+    const sp_snapshot_template_in_t *in)
+{
+    return sp_snapshot_add(b, SP_TABLE_TEMPLATES, in,
+                           sp_snapshot_lookup_hash(sp_str_from(in->org_id),
+                                                   sp_str_from(in->slug),
+                                                   sp_str_from(NULL), 2));
 }
 
 
@@ -1347,6 +1386,21 @@ sp_snapshot_find_alias(const sp_snapshot_t *s, sp_str_t org_id,
     sp_str_t provider, sp_str_t alias)
 {
     return sp_snapshot_find(s, SP_TABLE_ALIASES, org_id, provider, alias);
+}
+
+
+const sp_snapshot_routes_t *
+sp_snapshot_find_routes(const sp_snapshot_t *s, sp_str_t org_id)
+{
+    return sp_snapshot_find(s, SP_TABLE_ROUTES, org_id, org_id, org_id);
+}
+
+
+const sp_snapshot_template_t *
+sp_snapshot_find_template(const sp_snapshot_t *s, sp_str_t org_id,
+    sp_str_t slug)
+{
+    return sp_snapshot_find(s, SP_TABLE_TEMPLATES, org_id, slug, slug);
 }
 
 

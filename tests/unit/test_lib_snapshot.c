@@ -217,6 +217,32 @@ add_setting(sp_snapshot_builder_t *b, const char *name, const char *value)
 }
 
 
+static void
+add_routes(sp_snapshot_builder_t *b, const char *org_id, const char *rules)
+{
+    sp_snapshot_routes_in_t  in;
+
+    in.org_id = org_id;
+    in.rules = rules;
+
+    assert_int_equal(sp_snapshot_add_routes(b, &in), SP_OK);
+}
+
+
+static void
+add_template(sp_snapshot_builder_t *b, const char *org_id, const char *slug,
+    const char *record)
+{
+    sp_snapshot_template_in_t  in;
+
+    in.org_id = org_id;
+    in.slug = slug;
+    in.record = record;
+
+    assert_int_equal(sp_snapshot_add_template(b, &in), SP_OK);
+}
+
+
 /* a small snapshot with a bit of everything */
 static uint8_t *
 small_snapshot(size_t *len)
@@ -256,6 +282,11 @@ small_snapshot(size_t *len)
     add_purge(b, "org_a", "openai", "", 3000);
     add_purge(b, "org_a", "openai", "gpt-4o", 2000);
     add_purge(b, "org_b", "anthropic", "claude-3-5-haiku", 5000);
+    add_routes(b, "org_a", "[{\"id\":\"rr_old\"}]");
+    add_routes(b, "org_a", "[{\"id\":\"rr_1\"}]");
+    add_template(b, "org_a", "support", "{\"latest\":1}");
+    add_template(b, "org_a", "support", "{\"latest\":2}");
+    add_template(b, "org_b", "support", "{\"latest\":7}");
 
     return build(b, len);
 }
@@ -2103,6 +2134,48 @@ str_is(sp_str_t str, const char *want)
 
 
 /* v7: deployment settings by name, the last value of a name wins */
+/* v10: an organisation's rules, and templates by (organisation, slug) */
+static void
+test_snapshot_routes_and_templates(void **state)
+{
+    size_t                         len;
+    uint8_t                       *buf;
+    sp_str_t                       v;
+    sp_snapshot_t                  s;
+    const sp_snapshot_routes_t    *routes;
+    const sp_snapshot_template_t  *t;
+
+    (void) state;
+
+    buf = small_snapshot(&len);
+    assert_int_equal(sp_snapshot_open(&s, buf, len, NULL, 0), SP_OK);
+
+    routes = sp_snapshot_find_routes(&s, sp_str_from("org_a"));
+    assert_non_null(routes);
+    v = sp_snapshot_str(&s, routes->rules);
+    assert_int_equal(v.len, strlen("[{\"id\":\"rr_1\"}]"));
+    assert_memory_equal(v.data, "[{\"id\":\"rr_1\"}]", v.len);
+    assert_null(sp_snapshot_find_routes(&s, sp_str_from("org_b")));
+
+    t = sp_snapshot_find_template(&s, sp_str_from("org_a"),
+                                  sp_str_from("support"));
+    assert_non_null(t);
+    v = sp_snapshot_str(&s, t->record);
+    assert_memory_equal(v.data, "{\"latest\":2}", v.len);
+    t = sp_snapshot_find_template(&s, sp_str_from("org_b"),
+                                  sp_str_from("support"));
+    assert_non_null(t);
+    v = sp_snapshot_str(&s, t->record);
+    assert_memory_equal(v.data, "{\"latest\":7}", v.len);
+    assert_null(sp_snapshot_find_template(&s, sp_str_from("org_a"),
+                                          sp_str_from("other")));
+    assert_null(sp_snapshot_find_template(&s, sp_str_from("org_c"),
+                                          sp_str_from("support")));
+
+    free(buf);
+}
+
+
 static void
 test_snapshot_settings(void **state)
 {
@@ -2385,6 +2458,7 @@ main(void)
     const struct CMUnitTest  tests[] = {
         cmocka_unit_test(test_snapshot_finds_keys_with_all_fields),
         cmocka_unit_test(test_snapshot_settings),
+        cmocka_unit_test(test_snapshot_routes_and_templates),
         cmocka_unit_test(test_snapshot_absent_key_is_null),
         cmocka_unit_test(test_snapshot_finds_providers_by_org_and_name),
         cmocka_unit_test(test_snapshot_org_price_beats_list_price),
