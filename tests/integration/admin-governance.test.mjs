@@ -12,11 +12,11 @@ import { useStack, waitFor, assertJsonError } from './lib/stack.mjs';
 const s = useStack();
 const ORG = 'org_default';
 
-// ---- a reader of the snapshot file (libspendpol/sp_snapshot.h, v9) ----
+// ---- a reader of the snapshot file (libspendpol/sp_snapshot.h, v10) ----
 
-const SNAPSHOT_VERSION = 9;
+const SNAPSHOT_VERSION = 10;
 const TABLE = { KEYS: 0, PRICES: 2, ENDPOINTS: 6 };
-const TABLES = 9;
+const TABLES = 11;
 const KEY_ATTRIBUTION_OVERRIDE = 0x02;
 
 function readSnapshot() {
