@@ -31,6 +31,9 @@ typedef struct {
 } ngx_http_spendpol_budget_scan_t;
 
 
+static void ngx_http_spendpol_budget_scan(ngx_http_request_t *r,
+    ngx_http_spendpol_ctx_t *ctx, ngx_http_spendpol_main_conf_t *smcf,
+    ngx_http_spendpol_budget_scan_t *scan);
 static int ngx_http_spendpol_budget_visit(const sp_snapshot_budget_t *budget,
     void *arg);
 static int64_t ngx_http_spendpol_effective(ngx_http_spendpol_counter_t *counter,
@@ -55,9 +58,8 @@ ngx_http_spendpol_budget_admit(ngx_http_request_t *r,
     int64_t                           worst;
     int64_t                           effective[NGX_HTTP_SPENDPOL_MAX_BUDGETS];
     sp_spend_view_t                   view;
-    sp_str_t                          org, id, values[SP_BUDGET_SCOPE_COUNT];
+    sp_str_t                          id;
     ngx_uint_t                        i, j, refused, waiting, hard, fits;
-    ngx_time_t                       *tp;
     ngx_http_spendpol_counter_t      *counter;
     ngx_http_spendpol_main_conf_t    *smcf;
     ngx_http_spendpol_reservation_t  *res;
@@ -72,63 +74,7 @@ ngx_http_spendpol_budget_admit(ngx_http_request_t *r,
         return NGX_OK;
     }
 
-    tp = ngx_timeofday();
-
-    ngx_memzero(&scan, sizeof(scan));
-    scan.r = r;
-    scan.ctx = ctx;
-    scan.smcf = smcf;
-    scan.now_ms = (int64_t) tp->sec * 1000 + tp->msec;
-    scan.provider.data = (char *) ctx->provider_name.data;
-    scan.provider.len = ctx->provider_name.len;
-    scan.model.data = ctx->request->model;
-    scan.model.len = ngx_strlen(ctx->request->model);
-
-    org.data = (char *) ctx->org_id.data;
-    org.len = ctx->org_id.len;
-
-    values[SP_BUDGET_SCOPE_ORG].data = "";
-    values[SP_BUDGET_SCOPE_ORG].len = 0;
-    values[SP_BUDGET_SCOPE_API_KEY].data = (char *) ctx->key_id.data;
-    values[SP_BUDGET_SCOPE_API_KEY].len = ctx->key_id.len;
-    values[SP_BUDGET_SCOPE_AGENT].data = (char *) ctx->agent_id.data;
-    values[SP_BUDGET_SCOPE_AGENT].len = ctx->agent_id.len;
-    values[SP_BUDGET_SCOPE_DEPARTMENT].data = (char *) ctx->department.data;
-    values[SP_BUDGET_SCOPE_DEPARTMENT].len = ctx->department.len;
-    values[SP_BUDGET_SCOPE_PROJECT].data = (char *) ctx->project.data;
-    values[SP_BUDGET_SCOPE_PROJECT].len = ctx->project.len;
-
-    for (i = 0; i < SP_BUDGET_SCOPE_COUNT; i++) {
-        if (i != SP_BUDGET_SCOPE_ORG && values[i].len == 0) {
-            continue;
-        }
-
-        (void) sp_snapshot_foreach_budget(&smcf->snapshot, org, (uint32_t) i,
-                                          values[i],
-                                          ngx_http_spendpol_budget_visit,
-                                          &scan);
-    }
-
-    /* re-attributed by a key that allows it: the key's own budgets too */
-    if (ctx->key_department.len) {
-        id.data = (char *) ctx->key_department.data;
-        id.len = ctx->key_department.len;
-
-        (void) sp_snapshot_foreach_budget(&smcf->snapshot, org,
-                                          SP_BUDGET_SCOPE_DEPARTMENT, id,
-                                          ngx_http_spendpol_budget_visit,
-                                          &scan);
-    }
-
-    if (ctx->key_project.len) {
-        id.data = (char *) ctx->key_project.data;
-        id.len = ctx->key_project.len;
-
-        (void) sp_snapshot_foreach_budget(&smcf->snapshot, org,
-                                          SP_BUDGET_SCOPE_PROJECT, id,
-                                          ngx_http_spendpol_budget_visit,
-                                          &scan);
-    }
+    ngx_http_spendpol_budget_scan(r, ctx, smcf, &scan);
 
     if (scan.n == 0) {
         return NGX_OK;
@@ -301,6 +247,151 @@ ngx_http_spendpol_budget_admit(ngx_http_request_t *r,
     return (ctx->refused_lease == SP_LEASE_TOP_UP
             || ctx->refused_lease == SP_LEASE_CATCHING_UP)
            ? NGX_AGAIN : NGX_DECLINED;
+}
+
+
+/* every budget that covers the request, into scan */
+static void
+ngx_http_spendpol_budget_scan(ngx_http_request_t *r,
+    ngx_http_spendpol_ctx_t *ctx, ngx_http_spendpol_main_conf_t *smcf,
+    ngx_http_spendpol_budget_scan_t *scan)
+{
+    sp_str_t     org, id, values[SP_BUDGET_SCOPE_COUNT];
+    ngx_uint_t   i;
+    ngx_time_t  *tp;
+
+    tp = ngx_timeofday();
+
+    ngx_memzero(scan, sizeof(*scan));
+    scan->r = r;
+    scan->ctx = ctx;
+    scan->smcf = smcf;
+    scan->now_ms = (int64_t) tp->sec * 1000 + tp->msec;
+    scan->provider.data = (char *) ctx->provider_name.data;
+    scan->provider.len = ctx->provider_name.len;
+    scan->model.data = ctx->request->model;
+    scan->model.len = ngx_strlen(ctx->request->model);
+
+    org.data = (char *) ctx->org_id.data;
+    org.len = ctx->org_id.len;
+
+    values[SP_BUDGET_SCOPE_ORG].data = "";
+    values[SP_BUDGET_SCOPE_ORG].len = 0;
+    values[SP_BUDGET_SCOPE_API_KEY].data = (char *) ctx->key_id.data;
+    values[SP_BUDGET_SCOPE_API_KEY].len = ctx->key_id.len;
+    values[SP_BUDGET_SCOPE_AGENT].data = (char *) ctx->agent_id.data;
+    values[SP_BUDGET_SCOPE_AGENT].len = ctx->agent_id.len;
+    values[SP_BUDGET_SCOPE_DEPARTMENT].data = (char *) ctx->department.data;
+    values[SP_BUDGET_SCOPE_DEPARTMENT].len = ctx->department.len;
+    values[SP_BUDGET_SCOPE_PROJECT].data = (char *) ctx->project.data;
+    values[SP_BUDGET_SCOPE_PROJECT].len = ctx->project.len;
+
+    for (i = 0; i < SP_BUDGET_SCOPE_COUNT; i++) {
+        if (i != SP_BUDGET_SCOPE_ORG && values[i].len == 0) {
+            continue;
+        }
+
+        (void) sp_snapshot_foreach_budget(&smcf->snapshot, org, (uint32_t) i,
+                                          values[i],
+                                          ngx_http_spendpol_budget_visit,
+                                          scan);
+    }
+
+    /* re-attributed by a key that allows it: the key's own budgets too */
+    if (ctx->key_department.len) {
+        id.data = (char *) ctx->key_department.data;
+        id.len = ctx->key_department.len;
+
+        (void) sp_snapshot_foreach_budget(&smcf->snapshot, org,
+                                          SP_BUDGET_SCOPE_DEPARTMENT, id,
+                                          ngx_http_spendpol_budget_visit,
+                                          scan);
+    }
+
+    if (ctx->key_project.len) {
+        id.data = (char *) ctx->key_project.data;
+        id.len = ctx->key_project.len;
+
+        (void) sp_snapshot_foreach_budget(&smcf->snapshot, org,
+                                          SP_BUDGET_SCOPE_PROJECT, id,
+                                          ngx_http_spendpol_budget_visit,
+                                          scan);
+    }
+}
+
+
+/*
+ * The used share of a budget that covers the request, in parts per
+ * million (routing rules' budget_used_pct): of budget_id, or the largest
+ * over every budget that covers it (budget_id of length 0); -1 when none
+ * does. Used is what admission compares: every node's ingested spend,
+ * this node's settled and its reservations in flight.
+ */
+int64_t
+ngx_http_spendpol_budget_used_ppm(ngx_http_request_t *r,
+    ngx_http_spendpol_ctx_t *ctx, sp_str_t budget_id)
+{
+    int64_t                           used, ppm, best;
+    sp_str_t                          id;
+    ngx_uint_t                        i;
+    sp_spend_view_t                   view;
+    ngx_http_spendpol_counter_t      *counter;
+    ngx_http_spendpol_main_conf_t    *smcf;
+    ngx_http_spendpol_budget_scan_t   scan;
+
+    smcf = ngx_http_get_module_main_conf(r, ngx_http_spendpol_module);
+
+    if (smcf->sh == NULL || smcf->snapshot_map == NULL
+        || smcf->snapshot.header->entries[SP_TABLE_BUDGETS] == 0)
+    {
+        return -1;
+    }
+
+    ngx_http_spendpol_budget_scan(r, ctx, smcf, &scan);
+
+    best = -1;
+
+    ngx_shmtx_lock(&smcf->shpool->mutex);
+
+    for (i = 0; i < scan.n; i++) {
+        id = sp_snapshot_str(&smcf->snapshot, scan.budgets[i]->budget_id);
+
+        if (budget_id.len
+            && (id.len != budget_id.len
+                || ngx_strncmp(id.data, budget_id.data, id.len) != 0))
+        {
+            continue;
+        }
+
+        counter = ngx_http_spendpol_zone_count(smcf, &smcf->sh->rbtree,
+                                        sp_budget_hash(id),
+                                        scan.budgets[i]->period_start_ms,
+                                        sizeof(ngx_http_spendpol_counter_t));
+        if (counter == NULL) {
+            continue;
+        }
+
+        ngx_http_spendpol_spend_view(smcf, counter->count.node.key,
+                                     scan.budgets[i]->period_start_ms, &view);
+
+        used = ngx_http_spendpol_effective(counter, &view);
+
+        if (scan.budgets[i]->limit_nano <= 0) {
+            ppm = used > 0 ? INT64_MAX : 0;
+
+        } else {
+            /* both below 2^63 / 1e6 in any real budget; saturate past it */
+            ppm = used >= INT64_MAX / 1000000
+                  ? INT64_MAX
+                  : used * 1000000 / scan.budgets[i]->limit_nano;
+        }
+
+        best = ngx_max(best, ppm);
+    }
+
+    ngx_shmtx_unlock(&smcf->shpool->mutex);
+
+    return best;
 }
 
 

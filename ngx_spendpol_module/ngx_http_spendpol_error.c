@@ -58,7 +58,10 @@ ngx_http_spendpol_send_error(ngx_http_request_t *r,
     r->headers_out.content_type_len = r->headers_out.content_type.len;
     r->headers_out.content_type_lowcase = NULL;
 
-    if (ngx_http_spendpol_add_request_headers(r, ctx) != NGX_OK) {
+    if (ngx_http_spendpol_add_request_headers(r, ctx) != NGX_OK
+        || ngx_http_spendpol_latency_header(r, ctx, &r->headers_out.headers)
+           != NGX_OK)
+    {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 

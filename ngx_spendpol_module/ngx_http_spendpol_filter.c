@@ -60,6 +60,12 @@ static ngx_int_t ngx_http_spendpol_orphan_filter(ngx_http_request_t *r,
 static void ngx_http_spendpol_orphan_timeout(ngx_event_t *ev);
 static void ngx_http_spendpol_orphan_cleanup(void *data);
 static void ngx_http_spendpol_check_client(ngx_http_request_t *r);
+static ngx_int_t ngx_http_spendpol_translate_body(ngx_http_request_t *r,
+    ngx_http_spendpol_ctx_t *ctx);
+static ngx_int_t ngx_http_spendpol_translate_filter(ngx_http_request_t *r,
+    ngx_http_spendpol_ctx_t *ctx, ngx_chain_t *in);
+static ngx_buf_t *ngx_http_spendpol_out_buf(ngx_http_request_t *r,
+    ngx_http_spendpol_ctx_t *ctx, ngx_chain_t ***last, size_t size);
 
 
 static ngx_http_output_header_filter_pt  ngx_http_next_header_filter;
@@ -172,6 +178,23 @@ ngx_http_spendpol_header_filter(ngx_http_request_t *r)
     slcf = ngx_http_get_module_loc_conf(r, ngx_http_spendpol_module);
     type = &r->headers_out.content_type;
 
+    if (ctx->targets) {
+        ngx_http_spendpol_route_answered(r, ctx, r->headers_out.status);
+
+        if (ctx->translate && !r->header_only
+            && r->headers_out.content_length_n
+               > (off_t) slcf->max_response_size)
+        {
+            /* a translation needs the whole answer: none comes raw */
+            r->headers_out.status = NGX_HTTP_BAD_GATEWAY;
+            r->headers_out.status_line.len = 0;
+
+            rc = ngx_http_spendpol_replace_header(r, ctx);
+            ctx->gateway_us += ngx_http_spendpol_now_us() - started;
+            return rc;
+        }
+    }
+
     if (type->len >= sizeof("text/event-stream") - 1
         && ngx_strncasecmp(type->data, (u_char *) "text/event-stream",
                            sizeof("text/event-stream") - 1) == 0)
@@ -242,6 +265,13 @@ ngx_http_spendpol_replace_header(ngx_http_request_t *r,
                   "invalid response";
         break;
 
+    case NGX_HTTP_TOO_MANY_REQUESTS:
+        /* a routed request whose every target refused (the last one's
+           answer went where nginx's retries go) */
+        code = "upstream_rate_limited";
+        message = "every provider this request may go to refused it (429)";
+        break;
+
     case NGX_HTTP_GATEWAY_TIME_OUT:
         code = "upstream_timeout";
         message = "the provider did not answer in time";
@@ -294,7 +324,10 @@ ngx_http_spendpol_replace_header(ngx_http_request_t *r,
 
     r->headers_out.content_length_n = ctx->replacement.len;
 
-    if (ngx_http_spendpol_add_request_headers(r, ctx) != NGX_OK) {
+    if (ngx_http_spendpol_add_request_headers(r, ctx) != NGX_OK
+        || ngx_http_spendpol_latency_header(r, ctx, &r->headers_out.headers)
+           != NGX_OK)
+    {
         return NGX_ERROR;
     }
 
@@ -322,6 +355,18 @@ ngx_http_spendpol_start_stream(ngx_http_request_t *r,
         if (ctx->event == NULL) {
             return NGX_ERROR;
         }
+    }
+
+    if (ctx->translate) {
+        ctx->translate_stream = ngx_palloc(r->pool,
+                                           sizeof(sp_translate_stream_t));
+        if (ctx->translate_stream == NULL) {
+            return NGX_ERROR;
+        }
+
+        sp_translate_stream_init(ctx->translate_stream, ctx->provider,
+                                 ctx->client_include_usage,
+                                 (char *) ctx->audit_id, ngx_time());
     }
 
     /* the cost is known only at the end: it goes in trailers */
@@ -477,6 +522,25 @@ ngx_http_spendpol_buffer_filter(ngx_http_request_t *r,
             return NGX_ERROR;
         }
 
+        if (rc == NGX_DECLINED && ctx->translate) {
+            /* a translation needs the whole answer: none comes raw */
+            ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                          "spendpol: answer to translate over "
+                          "spendpol_max_response_size");
+
+            r->headers_out.status = NGX_HTTP_BAD_GATEWAY;
+            r->headers_out.status_line.len = 0;
+            ctx->buffer_len = 0;
+
+            rc = ngx_http_spendpol_replace_header(r, ctx);
+
+            if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
+                return rc;
+            }
+
+            return ngx_http_spendpol_send_replacement(r, ctx);
+        }
+
         if (rc == NGX_DECLINED) {
             /*
              * Too large to hold: what we have goes out without a cost
@@ -546,6 +610,29 @@ ngx_http_spendpol_buffer_filter(ngx_http_request_t *r,
     ngx_http_spendpol_settle(r, ctx);
 
     ngx_http_spendpol_cache_store(r, ctx, ctx->buffer, ctx->buffer_len);
+
+    if (ctx->translate) {
+        rc = ngx_http_spendpol_translate_body(r, ctx);
+
+        if (rc == NGX_ERROR) {
+            return NGX_ERROR;
+        }
+
+        if (rc == NGX_DECLINED) {
+            /* a JSON 502: the client never gets a shape it did not ask for */
+            r->headers_out.status = NGX_HTTP_BAD_GATEWAY;
+            r->headers_out.status_line.len = 0;
+            ctx->buffer_len = 0;
+
+            rc = ngx_http_spendpol_replace_header(r, ctx);
+
+            if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
+                return rc;
+            }
+
+            return ngx_http_spendpol_send_replacement(r, ctx);
+        }
+    }
 
     return ngx_http_spendpol_send_buffered(r, ctx, 1);
 }
@@ -676,6 +763,10 @@ ngx_http_spendpol_stream_filter(ngx_http_request_t *r,
 
     last_buf = 0;
     flush = 0;
+
+    if (ctx->translate_stream) {
+        return ngx_http_spendpol_translate_filter(r, ctx, in);
+    }
 
     if (ctx->cache_store
         && ngx_http_spendpol_cache_capture(r, ctx, in) != NGX_OK)
@@ -1334,6 +1425,238 @@ ngx_http_spendpol_warnings(ngx_http_spendpol_ctx_t *ctx, u_char *buf,
 }
 
 
+/*
+ * A held answer of the target, metered, written back in OpenAI's form
+ * (the client spoke OpenAI's chat completions). NGX_DECLINED: it cannot
+ * be.
+ */
+static ngx_int_t
+ngx_http_spendpol_translate_body(ngx_http_request_t *r,
+    ngx_http_spendpol_ctx_t *ctx)
+{
+    u_char  *out;
+    size_t   size, len;
+
+    size = sp_translate_response_bound(ctx->buffer_len);
+
+    out = ngx_pnalloc(r->pool, size);
+    if (out == NULL) {
+        return NGX_ERROR;
+    }
+
+    if (sp_translate_response(ctx->provider, (int) r->headers_out.status,
+                              (char *) ctx->buffer, ctx->buffer_len,
+                              (char *) ctx->audit_id, ngx_time(),
+                              (char *) out, size, &len)
+        == SP_OK)
+    {
+        ctx->buffer = out;
+        ctx->buffer_len = len;
+        ctx->buffer_size = size;
+
+        ngx_str_set(&r->headers_out.content_type, "application/json");
+        r->headers_out.content_type_len = r->headers_out.content_type.len;
+        r->headers_out.content_type_lowcase = NULL;
+        r->headers_out.charset.len = 0;
+
+        return NGX_OK;
+    }
+
+    ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                  "spendpol: the answer of %V could not be translated",
+                  &ctx->provider_name);
+
+    return NGX_DECLINED;
+}
+
+
+/*
+ * A stream of the target, metered as it comes and written back as
+ * OpenAI's chunks, event by event (nothing is held longer than an
+ * event). Output buffers are recycled through free/busy.
+ */
+static ngx_int_t
+ngx_http_spendpol_translate_filter(ngx_http_request_t *r,
+    ngx_http_spendpol_ctx_t *ctx, ngx_chain_t *in)
+{
+    int            done;
+    u_char        *p, *last;
+    size_t         n, need, written;
+    ngx_int_t      rc;
+    ngx_buf_t     *b, *ob;
+    ngx_uint_t     last_buf, flush;
+    ngx_chain_t   *cl, *out, **ll;
+
+    last_buf = 0;
+    flush = 0;
+    out = NULL;
+    ll = &out;
+    ob = NULL;
+
+    for (cl = in; cl; cl = cl->next) {
+        b = cl->buf;
+
+        if (b->last_buf) {
+            last_buf = 1;
+        }
+
+        if (b->flush) {
+            flush = 1;
+        }
+
+        if (!ngx_buf_in_memory(b)) {
+            continue;
+        }
+
+        last = b->last;
+
+        for (p = b->pos; p < last; p += n) {
+            n = sp_sse_feed(&ctx->sse, (char *) p, last - p, &done);
+
+            if (!done) {
+                continue;
+            }
+
+            if (ctx->sse.truncated) {
+                ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                              "spendpol: an event of %V's stream over %uz "
+                              "bytes is not translated",
+                              &ctx->provider_name,
+                              (size_t) NGX_HTTP_SPENDPOL_SSE_EVENT_MAX);
+                continue;
+            }
+
+            (void) sp_usage_from_event(ctx->provider, ctx->sse.event,
+                                       ctx->sse.data, ctx->sse.data_len,
+                                       &ctx->response);
+
+            need = sp_translate_stream_bound(ctx->sse.data_len);
+
+            if (ob == NULL || (size_t) (ob->end - ob->last) < need) {
+                ob = ngx_http_spendpol_out_buf(r, ctx, &ll, need);
+                if (ob == NULL) {
+                    return NGX_ERROR;
+                }
+            }
+
+            written = sp_translate_stream_event(ctx->translate_stream,
+                                                ctx->sse.event,
+                                                ctx->sse.event_len,
+                                                ctx->sse.data,
+                                                ctx->sse.data_len,
+                                                (char *) ob->last,
+                                                ob->end - ob->last);
+
+            if (written == (size_t) -1) {
+                ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                              "spendpol: an event of %V's stream could not "
+                              "be translated", &ctx->provider_name);
+                continue;
+            }
+
+            ob->last += written;
+        }
+
+        b->pos = last;
+    }
+
+    if (last_buf) {
+        need = sp_translate_stream_bound(0);
+
+        if (ob == NULL || (size_t) (ob->end - ob->last) < need) {
+            ob = ngx_http_spendpol_out_buf(r, ctx, &ll, need);
+            if (ob == NULL) {
+                return NGX_ERROR;
+            }
+        }
+
+        ob->last += sp_translate_stream_end(ctx->translate_stream,
+                                            (char *) ob->last,
+                                            ob->end - ob->last);
+
+        if (ngx_http_spendpol_stream_end(r, ctx) != NGX_OK) {
+            return NGX_ERROR;
+        }
+    }
+
+    if (out == NULL) {
+        if (!last_buf && !flush) {
+            return NGX_OK;
+        }
+
+        ob = ngx_http_spendpol_out_buf(r, ctx, &ll, 0);
+        if (ob == NULL) {
+            return NGX_ERROR;
+        }
+    }
+
+    for (cl = out; cl; cl = cl->next) {
+        if (cl->buf->last == cl->buf->pos) {
+            /* no data, only flags: a special buffer */
+            cl->buf->memory = 0;
+        }
+
+        if (cl->next == NULL) {
+            cl->buf->last_buf = last_buf;
+            cl->buf->last_in_chain = last_buf;
+            cl->buf->flush = !last_buf;
+        }
+    }
+
+    ctx->finished = last_buf;
+
+    rc = ngx_http_spendpol_next_body(r, ctx, out);
+
+    ngx_chain_update_chains(r->pool, &ctx->free, &ctx->busy, &out,
+                            (ngx_buf_tag_t) &ngx_http_spendpol_module);
+
+    return rc;
+}
+
+
+/* an output buffer of at least size bytes, linked at *last */
+static ngx_buf_t *
+ngx_http_spendpol_out_buf(ngx_http_request_t *r,
+    ngx_http_spendpol_ctx_t *ctx, ngx_chain_t ***last, size_t size)
+{
+    size_t        n;
+    ngx_buf_t    *b;
+    ngx_chain_t  *cl;
+
+    cl = ngx_chain_get_free_buf(r->pool, &ctx->free);
+    if (cl == NULL) {
+        return NULL;
+    }
+
+    b = cl->buf;
+
+    if (b->start == NULL || (size_t) (b->end - b->start) < size) {
+        n = ngx_max(size, NGX_HTTP_SPENDPOL_OUT_BUF_SIZE);
+
+        b->start = ngx_palloc(r->pool, n);
+        if (b->start == NULL) {
+            return NULL;
+        }
+
+        b->end = b->start + n;
+    }
+
+    b->pos = b->start;
+    b->last = b->start;
+    b->memory = 1;
+    b->tag = (ngx_buf_tag_t) &ngx_http_spendpol_module;
+    b->flush = 0;
+    b->last_buf = 0;
+    b->last_in_chain = 0;
+
+    cl->next = NULL;
+    **last = cl;
+    *last = &cl->next;
+
+    return b;
+}
+
+
 /* cost, tokens, model and the gateway's own time */
 static ngx_int_t
 ngx_http_spendpol_result_headers(ngx_http_request_t *r,
@@ -1341,10 +1664,7 @@ ngx_http_spendpol_result_headers(ngx_http_request_t *r,
 {
     u_char      buf[SP_FIELD_LEN], *p;
     size_t      len;
-    uint64_t    us;
     ngx_str_t   model;
-
-    us = ctx->gateway_us;
 
     if (final) {
         len = sp_money_format(ctx->cost_nano, (char *) buf);
@@ -1403,6 +1723,20 @@ ngx_http_spendpol_result_headers(ngx_http_request_t *r,
     {
         return NGX_ERROR;
     }
+
+    return ngx_http_spendpol_latency_header(r, ctx, headers);
+}
+
+
+/* X-Spendpol-Latency-Ms: the gateway's own time, on every answer */
+ngx_int_t
+ngx_http_spendpol_latency_header(ngx_http_request_t *r,
+    ngx_http_spendpol_ctx_t *ctx, ngx_list_t *headers)
+{
+    u_char    buf[NGX_INT64_LEN + 8], *p;
+    uint64_t  us;
+
+    us = ctx->gateway_us;
 
     p = ngx_sprintf(buf, "%uL.%03uL", us / 1000, us % 1000);
 

@@ -14,7 +14,6 @@
 
 
 #define NGX_HTTP_SPENDPOL_PREFIX             "/v1/"
-#define NGX_HTTP_SPENDPOL_ANTHROPIC_VERSION  "2023-06-01"
 
 /* a request waiting for its lease looks again this often (ms) */
 #define NGX_HTTP_SPENDPOL_LEASE_RECHECK      5
@@ -55,6 +54,10 @@ static int ngx_http_spendpol_endpoint_visit(const sp_snapshot_endpoint_t *e,
     void *arg);
 static ngx_int_t ngx_http_spendpol_check_price(ngx_http_request_t *r,
     ngx_http_spendpol_ctx_t *ctx, const sp_snapshot_price_t **found);
+static void ngx_http_spendpol_price_target(ngx_http_request_t *r,
+    ngx_http_spendpol_ctx_t *ctx);
+static const sp_snapshot_price_t *ngx_http_spendpol_lookup_price(
+    ngx_http_request_t *r, ngx_http_spendpol_ctx_t *ctx);
 static void ngx_http_spendpol_worst_case(ngx_http_request_t *r,
     ngx_http_spendpol_ctx_t *ctx, const sp_snapshot_price_t *price);
 static void ngx_http_spendpol_count_prompt(ngx_http_request_t *r,
@@ -378,6 +381,15 @@ void
 ngx_http_spendpol_forward(ngx_http_request_t *r, ngx_http_spendpol_ctx_t *ctx,
     ngx_int_t rc)
 {
+    if (ctx->targets && rc != NGX_AGAIN) {
+        /* a routed request's fallbacks are resolved before it goes */
+        rc = ngx_http_spendpol_route_resolve(r, ctx, rc);
+
+        if (rc == NGX_AGAIN) {
+            return;
+        }
+    }
+
     if (rc != NGX_OK) {
         ctx->phase_status = NGX_DONE;
         ngx_http_finalize_request(r, rc);
@@ -712,6 +724,7 @@ ngx_http_spendpol_authenticate(ngx_http_request_t *r,
     }
 
     ctx->authenticated = 1;
+    ctx->template_required = (found->flags & SP_KEY_TEMPLATE_REQUIRED) != 0;
 
     rc = ngx_http_spendpol_attribute(r, ctx, found);
 
@@ -1104,6 +1117,19 @@ ngx_http_spendpol_prepare(ngx_http_request_t *r, ngx_http_spendpol_ctx_t *ctx)
     sp_request_from_path(ctx->provider, (char *) ctx->rest.data,
                          ctx->rest.len, ctx->request);
 
+    /* stage 4 (attribution is done), stage 6 (policies are issue 14) */
+    rc = ngx_http_spendpol_template_stage(r, ctx);
+
+    if (rc != NGX_DECLINED) {
+        return rc;
+    }
+
+    rc = ngx_http_spendpol_route_stage(r, ctx);
+
+    if (rc != NGX_DECLINED) {
+        return rc;
+    }
+
     rc = ngx_http_spendpol_check_price(r, ctx, &price);
 
     if (rc != NGX_DECLINED) {
@@ -1143,8 +1169,19 @@ ngx_http_spendpol_prepare(ngx_http_request_t *r, ngx_http_spendpol_ctx_t *ctx)
         }
     }
 
-    /* stage 7 on the final body */
-    rc = ngx_http_spendpol_cache_lookup(r, ctx);
+    ngx_http_spendpol_route_keep(ctx);
+
+    /*
+     * Stage 7 on the final body. A request that may fall back to another
+     * target, or whose answer is translated, is not cached: the key
+     * names one target's request, the answer could come from another.
+     */
+    if (ctx->targets && (ctx->ntargets > 1 || ctx->translate)) {
+        rc = NGX_OK;
+
+    } else {
+        rc = ngx_http_spendpol_cache_lookup(r, ctx);
+    }
 
     if (rc == NGX_AGAIN) {
         /* Redis or the embedding call answers, or its time runs out */
@@ -1175,7 +1212,13 @@ ngx_http_spendpol_after_lookup(ngx_http_request_t *r,
     ngx_http_spendpol_ctx_t *ctx, const sp_snapshot_price_t *price)
 {
     if (ctx->cache_state != NGX_HTTP_SPENDPOL_CACHE_HIT) {
-        ngx_http_spendpol_worst_case(r, ctx, price);
+        if (ctx->targets && ctx->ntargets > 1) {
+            ngx_http_spendpol_route_worst_case(r, ctx,
+                                              ngx_http_spendpol_price_target);
+
+        } else {
+            ngx_http_spendpol_worst_case(r, ctx, price);
+        }
 
     } else {
         /* nothing is billed, at any price */
@@ -1425,14 +1468,11 @@ static ngx_int_t
 ngx_http_spendpol_check_price(ngx_http_request_t *r,
     ngx_http_spendpol_ctx_t *ctx, const sp_snapshot_price_t **found)
 {
-    char                            err[384];
-    int64_t                         limit;
-    sp_str_t                        org, provider, any;
-    sp_request_info_t              *req;
-    ngx_http_spendpol_main_conf_t  *smcf;
-    const sp_snapshot_price_t      *price;
+    char                        err[384];
+    int64_t                     limit;
+    sp_request_info_t          *req;
+    const sp_snapshot_price_t  *price;
 
-    smcf = ngx_http_get_module_main_conf(r, ngx_http_spendpol_module);
     req = ctx->request;
 
     *found = NULL;
@@ -1452,19 +1492,8 @@ ngx_http_spendpol_check_price(ngx_http_request_t *r,
                                    "admin API");
     }
 
-    if (price == NULL && smcf->snapshot_map) {
-        org.data = (char *) ctx->org_id.data;
-        org.len = ctx->org_id.len;
-        provider.data = (char *) ctx->provider_name.data;
-        provider.len = ctx->provider_name.len;
-        any.data = "*";
-        any.len = 1;
-
-        price = sp_snapshot_find_price(&smcf->snapshot, org, provider, any);
-
-        if (price) {
-            ctx->fallback_price = 1;
-        }
+    if (price == NULL) {
+        price = ngx_http_spendpol_lookup_price(r, ctx);
     }
 
     *found = price;
@@ -1486,6 +1515,63 @@ ngx_http_spendpol_check_price(ngx_http_request_t *r,
     }
 
     return NGX_DECLINED;
+}
+
+
+/* the organisation's fallback "*" price of the request's provider */
+static const sp_snapshot_price_t *
+ngx_http_spendpol_lookup_price(ngx_http_request_t *r,
+    ngx_http_spendpol_ctx_t *ctx)
+{
+    sp_str_t                        org, provider, any;
+    ngx_http_spendpol_main_conf_t  *smcf;
+    const sp_snapshot_price_t      *price;
+
+    smcf = ngx_http_get_module_main_conf(r, ngx_http_spendpol_module);
+
+    if (smcf->snapshot_map == NULL) {
+        return NULL;
+    }
+
+    org.data = (char *) ctx->org_id.data;
+    org.len = ctx->org_id.len;
+    provider.data = (char *) ctx->provider_name.data;
+    provider.len = ctx->provider_name.len;
+    any.data = "*";
+    any.len = 1;
+
+    price = sp_snapshot_find_price(&smcf->snapshot, org, provider, any);
+
+    if (price) {
+        ctx->fallback_price = 1;
+    }
+
+    return price;
+}
+
+
+/*
+ * A routed request's target, priced as stage 3 prices the request (its
+ * model's price, else the "*" one) and its worst case computed: the
+ * reservation covers the costliest target (ngx_http_spendpol_route.c).
+ */
+static void
+ngx_http_spendpol_price_target(ngx_http_request_t *r,
+    ngx_http_spendpol_ctx_t *ctx)
+{
+    const sp_snapshot_price_t  *price;
+
+    price = NULL;
+
+    if (ctx->endpoint->meter != SP_METER_FREE) {
+        price = ngx_http_spendpol_price(r, ctx, ctx->request->model);
+
+        if (price == NULL) {
+            price = ngx_http_spendpol_lookup_price(r, ctx);
+        }
+    }
+
+    ngx_http_spendpol_worst_case(r, ctx, price);
 }
 
 
@@ -1792,7 +1878,8 @@ ngx_http_spendpol_add_request_headers(ngx_http_request_t *r,
                                         ngx_strlen(ctx->span_id)) != NGX_OK
         || ngx_http_spendpol_add_header(r, headers, "X-Spendpol-Region",
                                         smcf->region.data, smcf->region.len)
-           != NGX_OK)
+           != NGX_OK
+        || ngx_http_spendpol_route_headers(r, ctx) != NGX_OK)
     {
         return NGX_ERROR;
     }

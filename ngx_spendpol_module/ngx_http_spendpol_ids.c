@@ -16,6 +16,7 @@
 static ngx_uint_t ngx_http_spendpol_valid_id(ngx_str_t *value);
 static ngx_uint_t ngx_http_spendpol_hex(u_char *p, size_t n);
 static ngx_uint_t ngx_http_spendpol_valid_traceparent(ngx_str_t *v);
+static ngx_uint_t ngx_http_spendpol_uuid(u_char *p, size_t len, u_char *out);
 
 
 /*
@@ -56,13 +57,13 @@ ngx_http_spendpol_ids(ngx_http_request_t *r, ngx_http_spendpol_ctx_t *ctx,
         ctx->trace_flags[1] = '1';
     }
 
-    if (h && ngx_http_spendpol_valid_id(&h->value)) {
-        ngx_memcpy(ctx->trace_id, h->value.data, h->value.len);
-        ctx->trace_id[h->value.len] = '\0';
+    if (h && ngx_http_spendpol_uuid(h->value.data, h->value.len,
+                                    ctx->trace_id))
+    {
+        /* the client's own trace, a UUID (or its 32 hex digits) */
 
     } else if (tp) {
-        ngx_memcpy(ctx->trace_id, tp->value.data + 3, 32);
-        ctx->trace_id[32] = '\0';
+        (void) ngx_http_spendpol_uuid(tp->value.data + 3, 32, ctx->trace_id);
         ngx_memcpy(ctx->parent_id, tp->value.data + 36, 16);
         ctx->parent_id[16] = '\0';
 
@@ -149,6 +150,60 @@ ngx_http_spendpol_valid_id(ngx_str_t *value)
             return 0;
         }
     }
+
+    return 1;
+}
+
+
+/*
+ * A trace id as the docs promise it, a UUID in lowercase 8-4-4-4-12 form,
+ * from a UUID in either case or 32 hex digits (W3C's trace id) into out
+ * (37 bytes); 0 when p is neither.
+ */
+static ngx_uint_t
+ngx_http_spendpol_uuid(u_char *p, size_t len, u_char *out)
+{
+    u_char      c;
+    size_t      i, n;
+    ngx_uint_t  dashed;
+
+    if (len == 36) {
+        dashed = 1;
+
+    } else if (len == 32) {
+        dashed = 0;
+
+    } else {
+        return 0;
+    }
+
+    n = 0;
+
+    for (i = 0; i < len; i++) {
+        c = p[i];
+
+        if (dashed && (i == 8 || i == 13 || i == 18 || i == 23)) {
+            if (c != '-') {
+                return 0;
+            }
+
+            continue;
+        }
+
+        c = ngx_tolower(c);
+
+        if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) {
+            return 0;
+        }
+
+        if (n == 8 || n == 13 || n == 18 || n == 23) {
+            out[n++] = '-';
+        }
+
+        out[n++] = c;
+    }
+
+    out[n] = '\0';
 
     return 1;
 }

@@ -53,9 +53,16 @@ ngx_http_spendpol_log_handler(ngx_http_request_t *r)
     ngx_http_spendpol_copy_field(api_key_id, ctx->key_id);
     ngx_http_spendpol_copy_field(provider, ctx->provider_name);
 
-    if (ctx->request) {
+    if (ctx->requested_model.data) {
+        /* as the client sent it: routing may have sent another */
+        ngx_http_spendpol_copy_field(requested_model, ctx->requested_model);
+
+    } else if (ctx->request) {
         sp_field_copy(rec.requested_model, sizeof(rec.requested_model),
                       ctx->request->model, ngx_strlen(ctx->request->model));
+    }
+
+    if (ctx->request) {
         rec.stream = ctx->request->stream;
     }
 
@@ -108,6 +115,25 @@ ngx_http_spendpol_log_handler(ngx_http_request_t *r)
         /* cut short: by the client or the provider; billed as delivered */
         ngx_memcpy(rec.error_code, "stream_incomplete",
                    sizeof("stream_incomplete"));
+    }
+
+    /* routing (ngx_http_spendpol_route.c) and templates */
+    rec.routed = ctx->route_matched;
+    ngx_http_spendpol_copy_field(route_rule, ctx->route_rule);
+    rec.attempts = (int) ctx->attempts;
+
+    if (ctx->attempt_log) {
+        sp_field_copy(rec.attempt_log, sizeof(rec.attempt_log),
+                      (char *) ctx->attempt_log, ctx->attempt_log_len);
+    }
+
+    ngx_http_spendpol_copy_field(route_note, ctx->route_note);
+
+    if (ctx->template_applied) {
+        sp_field_copy(rec.template_id, sizeof(rec.template_id),
+                      (char *) ctx->template_id,
+                      ngx_strlen(ctx->template_id));
+        rec.template_version = ctx->template_version;
     }
 
     rec.epoch = ngx_http_spendpol_epoch(smcf);

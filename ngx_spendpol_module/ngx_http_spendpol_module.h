@@ -22,6 +22,9 @@
 #include <sp_price.h>
 #include <sp_provider.h>
 #include <sp_cache.h>
+#include <sp_route.h>
+#include <sp_template.h>
+#include <sp_translate.h>
 
 
 #define NGX_HTTP_SPENDPOL_SSE_EVENT_MAX     65536
@@ -30,8 +33,27 @@
 #define NGX_HTTP_SPENDPOL_LIMITS            3    /* key, agent, org */
 #define NGX_HTTP_SPENDPOL_WINDOW_MS         60000 /* a rate limit's minute */
 
+/* sent to Anthropic when the client named none */
+#define NGX_HTTP_SPENDPOL_ANTHROPIC_VERSION  "2023-06-01"
+
 /* the host of $spendpol_upstream_url: the upstream{} block the module adds */
 #define NGX_HTTP_SPENDPOL_UPSTREAM          "spendpol.upstream"
+
+
+/*
+ * A routing target that keeps failing is out for a while, for every
+ * worker (ngx_http_spendpol_route.c): slots in the shared zone, found by
+ * the hash of (organisation, provider, model), under the zone's mutex.
+ */
+#define NGX_HTTP_SPENDPOL_COOLDOWNS         256
+
+typedef struct {
+    uint64_t                   hash;          /* 0: a free slot */
+    uint32_t                   failures;      /* in a row */
+    uint32_t                   pad;
+    int64_t                    until_ms;      /* out until then (unix ms) */
+    int64_t                    used_ms;       /* last failure or success */
+} ngx_http_spendpol_cooldown_t;
 
 
 /* the shared zone: budget counters of this nginx instance */
@@ -46,6 +68,7 @@ typedef struct {
     uint64_t                   admissions;    /* locked admissions so far */
     int64_t                    full_logged_ms; /* the last "zone is full" */
     int64_t                    ask_logged_ms; /* the last "ask file full" */
+    ngx_http_spendpol_cooldown_t  cooldowns[NGX_HTTP_SPENDPOL_COOLDOWNS];
 } ngx_http_spendpol_shctx_t;
 
 
@@ -214,6 +237,44 @@ typedef struct {
 } ngx_http_spendpol_loc_conf_t;
 
 
+/*
+ * Where a routed request may go (ngx_http_spendpol_route.c): the first
+ * target, then its fallbacks. Everything the proxy needs for it is made
+ * before the request is admitted; switching target copies it into the
+ * ctx's forwarding fields.
+ */
+typedef struct {
+    sp_provider_e              provider;
+    ngx_str_t                  provider_name;
+    ngx_str_t                  model;
+    ngx_str_t                  rest;           /* path after the base URL */
+    ngx_str_t                  args;
+    const sp_endpoint_t       *endpoint;
+    sp_request_info_t         *request;        /* of body, as sent to it */
+    ngx_str_t                  body;
+    ngx_str_t                  credential;
+    ngx_str_t                  authorization;
+    ngx_str_t                  anthropic_version;
+    ngx_str_t                  upstream_url;
+    ngx_str_t                  upstream_host;
+    ngx_str_t                  upstream_name;
+    in_port_t                  upstream_port;
+    ngx_addr_t                *upstream_addrs;
+    ngx_uint_t                 upstream_naddrs;
+    ngx_uint_t                 ssl:1;
+    ngx_uint_t                 translate:1;    /* answers translated back
+                                                  to OpenAI form */
+    ngx_uint_t                 strip_usage:1;
+    ngx_uint_t                 resolved:1;     /* its addresses are known */
+    ngx_uint_t                 dropped:1;      /* unreachable: not tried */
+    ngx_uint_t                 priced:1;
+    ngx_uint_t                 fallback_price:1;
+    sp_price_t                 price;
+    int64_t                    worst_nano;
+    uint64_t                   cooldown_hash;
+} ngx_http_spendpol_target_t;
+
+
 typedef enum {
     NGX_HTTP_SPENDPOL_RESPONSE_NONE = 0,
     NGX_HTTP_SPENDPOL_RESPONSE_BUFFER,    /* JSON: held until complete */
@@ -376,6 +437,42 @@ typedef struct {
     double                     cache_similarity;  /* a semantic hit's */
     ngx_str_t                  presented_key; /* the client's Spendpol key */
 
+    /* templates and routing (ngx_http_spendpol_route.c) */
+    ngx_str_t                  requested_model;  /* as the client sent it */
+    ngx_http_spendpol_target_t  *targets;      /* NULL: not routed */
+    ngx_uint_t                 ntargets;
+    ngx_uint_t                 target;        /* the current one */
+    ngx_uint_t                 attempts;      /* upstream attempts made */
+    ngx_uint_t                 max_attempts;
+    ngx_msec_t                 attempt_timeout;  /* 0: none */
+    ngx_http_upstream_conf_t  *upstream_conf;  /* the request's own copy */
+    ngx_msec_t                 read_timeout;   /* the location's */
+    ngx_uint_t                 route_resolving;  /* 1 + the target whose
+                                                    address is asked */
+    uint32_t                   cooldown_failures;
+    int64_t                    cooldown_ms;
+    ngx_uint_t                 route_matched:1;  /* a rule applied */
+    ngx_uint_t                 route_skipped:1;  /* X-Spendpol-Route: skip */
+    ngx_uint_t                 route_rebuild:1;  /* the next attempt goes
+                                                    to another target */
+    ngx_uint_t                 route_answered:1;
+    ngx_uint_t                 translate:1;   /* the current target's
+                                                 answer is translated */
+    ngx_uint_t                 template_applied:1;
+    ngx_uint_t                 template_required:1;  /* by the key */
+    ngx_uint_t                 client_include_usage:1;
+    sp_provider_e              client_provider;  /* the client's format */
+    sp_translate_stream_t     *translate_stream;
+    u_char                    *translate_out;  /* a stream's translation */
+    size_t                     translate_out_size;
+    ngx_str_t                  route_rule;
+    ngx_str_t                  route_note;
+    u_char                    *attempt_log;   /* SP_JOURNAL_NOTE_LEN */
+    size_t                     attempt_log_len;
+    u_char                    *route_code;    /* a template refusal's */
+    u_char                     template_id[SP_ID_LEN];
+    int64_t                    template_version;
+
     /*
      * Response side (ngx_http_spendpol_filter.c): a JSON body
      * too large to hold is metered as it passes (scan); a client that
@@ -427,6 +524,8 @@ const sp_snapshot_price_t *ngx_http_spendpol_price(ngx_http_request_t *r,
 size_t ngx_http_spendpol_warnings(ngx_http_spendpol_ctx_t *ctx, u_char *buf,
     size_t len);
 void ngx_http_spendpol_watch_client(ngx_http_request_t *r);
+ngx_int_t ngx_http_spendpol_latency_header(ngx_http_request_t *r,
+    ngx_http_spendpol_ctx_t *ctx, ngx_list_t *headers);
 
 /* ngx_http_spendpol_zone.c */
 ngx_int_t ngx_http_spendpol_init_zone(ngx_shm_zone_t *shm_zone, void *data);
@@ -453,6 +552,8 @@ void ngx_http_spendpol_spend_refresh(ngx_http_spendpol_main_conf_t *smcf,
     ngx_log_t *log);
 void ngx_http_spendpol_spend_view(ngx_http_spendpol_main_conf_t *smcf,
     uint64_t hash, int64_t period_start_ms, sp_spend_view_t *view);
+int64_t ngx_http_spendpol_budget_used_ppm(ngx_http_request_t *r,
+    ngx_http_spendpol_ctx_t *ctx, sp_str_t budget_id);
 
 /* ngx_http_spendpol_lease.c */
 ngx_int_t ngx_http_spendpol_ask_init(ngx_http_spendpol_main_conf_t *smcf,
@@ -477,6 +578,35 @@ ngx_int_t ngx_http_spendpol_ratelimit_refuse(ngx_http_request_t *r,
     ngx_http_spendpol_ctx_t *ctx);
 void ngx_http_spendpol_ratelimit_release(ngx_http_spendpol_ctx_t *ctx,
     int64_t used);
+
+/* ngx_http_spendpol_route.c */
+ngx_int_t ngx_http_spendpol_template_stage(ngx_http_request_t *r,
+    ngx_http_spendpol_ctx_t *ctx);
+ngx_int_t ngx_http_spendpol_route_stage(ngx_http_request_t *r,
+    ngx_http_spendpol_ctx_t *ctx);
+void ngx_http_spendpol_route_load(ngx_http_spendpol_ctx_t *ctx,
+    ngx_http_spendpol_target_t *t);
+void ngx_http_spendpol_route_keep(ngx_http_spendpol_ctx_t *ctx);
+void ngx_http_spendpol_route_worst_case(ngx_http_request_t *r,
+    ngx_http_spendpol_ctx_t *ctx,
+    void (*price_target)(ngx_http_request_t *r,
+                         ngx_http_spendpol_ctx_t *ctx));
+ngx_int_t ngx_http_spendpol_route_resolve(ngx_http_request_t *r,
+    ngx_http_spendpol_ctx_t *ctx, ngx_int_t rc);
+ngx_int_t ngx_http_spendpol_route_upstream(ngx_http_request_t *r,
+    ngx_http_spendpol_ctx_t *ctx, ngx_http_upstream_t *u);
+ngx_uint_t ngx_http_spendpol_route_failed(ngx_http_request_t *r,
+    ngx_http_spendpol_ctx_t *ctx, ngx_uint_t status);
+void ngx_http_spendpol_route_answered(ngx_http_request_t *r,
+    ngx_http_spendpol_ctx_t *ctx, ngx_uint_t status);
+void ngx_http_spendpol_route_note_attempt(ngx_http_request_t *r,
+    ngx_http_spendpol_ctx_t *ctx, ngx_http_spendpol_target_t *t,
+    const char *what);
+ngx_int_t ngx_http_spendpol_route_request(ngx_http_request_t *r,
+    ngx_http_spendpol_ctx_t *ctx);
+ngx_int_t ngx_http_spendpol_route_headers(ngx_http_request_t *r,
+    ngx_http_spendpol_ctx_t *ctx);
+void ngx_http_spendpol_route_exit_worker(void);
 
 /* ngx_http_spendpol_upstream.c */
 ngx_int_t ngx_http_spendpol_upstream_add(ngx_conf_t *cf,

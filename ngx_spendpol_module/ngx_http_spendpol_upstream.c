@@ -541,6 +541,11 @@ ngx_http_spendpol_outbound_check(ngx_http_request_t *r,
                       d.verdict == SP_NET_REFUSED_ADMIN_API
                       ? "" : "; allow it with SPENDPOL_UPSTREAM_ALLOW");
 
+        if (ctx->route_resolving) {
+            /* a fallback's address: the fallback is left out, no answer */
+            return NGX_DECLINED;
+        }
+
         rc = ngx_http_spendpol_send_error(r, ctx, NGX_HTTP_BAD_GATEWAY,
                  "api_error", "upstream_not_allowed",
                  "the provider's address is not one the gateway's operator "
@@ -611,6 +616,11 @@ ngx_http_spendpol_upstream_init_peer(ngx_http_request_t *r,
     u->peer.free = ngx_http_spendpol_upstream_free_peer;
     u->peer.tries = ctx->upstream_naddrs;
 
+    /* a routed request may fall back: its own retry settings and tries */
+    if (ngx_http_spendpol_route_upstream(r, ctx, u) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
 #if (NGX_HTTP_SSL)
     u->peer.set_session = ngx_http_spendpol_upstream_set_session;
     u->peer.save_session = ngx_http_spendpol_upstream_save_session;
@@ -639,6 +649,18 @@ ngx_http_spendpol_upstream_get_peer(ngx_peer_connection_t *pc, void *data)
     ngx_http_spendpol_keepalive_t  *item;
 
     ctx = peer->ctx;
+
+    if (ctx->route_rebuild) {
+        /* a fallback: its target's request, written here */
+        if (ngx_http_spendpol_route_request(peer->request, ctx) != NGX_OK) {
+            return NGX_ERROR;
+        }
+
+        ctx->route_rebuild = 0;
+    }
+
+    ctx->attempts++;
+
     ssl = peer->request->upstream->ssl;
 
     pc->cached = 0;
@@ -762,6 +784,19 @@ ngx_http_spendpol_upstream_free_peer(ngx_peer_connection_t *pc, void *data,
     ctx = peer->ctx;
     u = peer->request->upstream;
     c = pc->connection;
+
+    if (ctx->targets && (state & NGX_PEER_FAILED)) {
+
+        if (pc->cached && u->headers_in.status_n == 0) {
+            /* an idle connection the provider had closed: nginx retries */
+            ctx->attempts--;
+
+        } else {
+            pc->tries = ngx_min(pc->tries,
+                                ngx_http_spendpol_route_failed(peer->request,
+                                          ctx, u->headers_in.status_n));
+        }
+    }
 
     /* only a connection whose response was read to its end is reusable */
 

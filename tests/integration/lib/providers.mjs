@@ -569,13 +569,15 @@ export function providerSuite(ctx, a, test) {
       headers: { ...r.headers, traceparent: `00-${trace}-${parent}-01` }, body: r.body,
     });
     assert.equal(res.status, 200, res.text.slice(0, 300));
-    assert.equal(res.headers['x-spendpol-trace-id'], trace);
+    // the trace id is always a UUID: W3C's 32 hex digits in UUID form
+    const uuid = `${trace.slice(0, 8)}-${trace.slice(8, 12)}-${trace.slice(12, 16)}-${trace.slice(16, 20)}-${trace.slice(20)}`;
+    assert.equal(res.headers['x-spendpol-trace-id'], uuid);
     const rec = lastRec();
     const tp = /^00-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}$/.exec(rec.headers.traceparent ?? '');
     assert.ok(tp, `traceparent upstream: ${rec.headers.traceparent}`);
     assert.equal(tp[1], trace);
     assert.equal(tp[2], res.headers['x-spendpol-span-id'], 'our span is the parent upstream');
-    assert.equal(rec.headers['x-spendpol-trace-id'], trace);
+    assert.equal(rec.headers['x-spendpol-trace-id'], uuid);
     const row = await auditRow(s, res.headers['x-spendpol-audit-id']);
     assert.equal(row.parent_id, parent);
   });

@@ -1,0 +1,1590 @@
+
+/*
+ * Copyright (C) Spendpol
+ *
+ * Stages 4 and 6 of the request path: prompt templates and routing
+ * rules (libspendpol's sp_template.h and sp_route.h decide; this is the
+ * glue). A routed request has targets, the first and then its fallbacks,
+ * each made whole before admission (body, path, credential, address), so
+ * that a fallback attempt only switches: the balancer
+ * (ngx_http_spendpol_upstream.c) asks for the next target when an
+ * attempt fails before any byte of its answer was passed on, and the
+ * request such an attempt sends is written here (the proxy module writes
+ * a request once). A target that keeps failing cools down for every
+ * worker: slots in the shared zone, judged by the clock at each request.
+ */
+
+
+#include <sp_scan.h>
+
+#include "ngx_http_spendpol_module.h"
+
+
+/* an organisation's rules, compiled once per snapshot by each worker */
+typedef struct {
+    uint64_t                   generation;
+    const void                *base;          /* the snapshot's mapping */
+    size_t                     org_len;
+    u_char                     org[SP_ID_LEN];
+    sp_route_set_t            *set;
+} ngx_http_spendpol_rules_t;
+
+#define NGX_HTTP_SPENDPOL_RULES_CACHED  64
+#define NGX_HTTP_SPENDPOL_COOLDOWN_PROBE  8
+
+
+static sp_route_set_t *ngx_http_spendpol_rules(ngx_http_request_t *r,
+    ngx_http_spendpol_main_conf_t *smcf, ngx_str_t *org,
+    const sp_snapshot_routes_t *routes);
+static int64_t ngx_http_spendpol_route_prompt_tokens(void *data);
+static int64_t ngx_http_spendpol_route_budget_used(void *data,
+    sp_str_t budget_id);
+static int ngx_http_spendpol_route_usable(void *data,
+    const sp_route_target_t *target, char *why, size_t whylen);
+static ngx_int_t ngx_http_spendpol_target_make(ngx_http_request_t *r,
+    ngx_http_spendpol_ctx_t *ctx, ngx_http_spendpol_target_t *sent,
+    const sp_route_target_t *rt, ngx_http_spendpol_target_t *t);
+static ngx_int_t ngx_http_spendpol_target_model(ngx_http_request_t *r,
+    ngx_http_spendpol_target_t *t);
+static void ngx_http_spendpol_target_save(ngx_http_spendpol_ctx_t *ctx,
+    ngx_http_spendpol_target_t *t);
+static ngx_uint_t ngx_http_spendpol_cooling(ngx_http_spendpol_main_conf_t *smcf,
+    uint64_t hash, int64_t now_ms);
+static void ngx_http_spendpol_cooldown_record(
+    ngx_http_spendpol_main_conf_t *smcf, ngx_http_spendpol_ctx_t *ctx,
+    uint64_t hash, ngx_uint_t failed);
+static ngx_http_spendpol_cooldown_t *ngx_http_spendpol_cooldown_slot(
+    ngx_http_spendpol_shctx_t *sh, uint64_t hash, ngx_uint_t create,
+    int64_t now_ms);
+static void ngx_http_spendpol_route_log(ngx_http_request_t *r,
+    ngx_http_spendpol_ctx_t *ctx, ngx_uint_t status);
+static ngx_int_t ngx_http_spendpol_route_header(ngx_http_request_t *r,
+    const char *name, u_char *value, size_t len);
+
+
+/* a worker is one thread: plain statics, freed at exit */
+static ngx_http_spendpol_rules_t
+    ngx_http_spendpol_rules_cache[NGX_HTTP_SPENDPOL_RULES_CACHED];
+
+
+/*
+ * Stage 4: X-Spendpol-Template: slug, slug@3 or slug@production builds
+ * the request's messages from the organisation's template. A key that
+ * requires templates refuses requests without one. NGX_DECLINED goes
+ * on; anything else was sent.
+ */
+ngx_int_t
+ngx_http_spendpol_template_stage(ngx_http_request_t *r,
+    ngx_http_spendpol_ctx_t *ctx)
+{
+    u_char                          *out;
+    char                             err[512], code[SP_TEMPLATE_CODE_LEN];
+    size_t                           size, len;
+    int64_t                          version;
+    sp_str_t                         org, slug, label, record;
+    ngx_table_elt_t                 *h, *vars;
+    sp_template_result_t             res;
+    ngx_http_spendpol_main_conf_t   *smcf;
+    const sp_snapshot_template_t    *tmpl;
+
+    h = ngx_http_spendpol_request_header(r, "X-Spendpol-Template",
+                                         sizeof("X-Spendpol-Template") - 1);
+
+    if (h == NULL || h->value.len == 0) {
+        if (!ctx->template_required) {
+            return NGX_DECLINED;
+        }
+
+        return ngx_http_spendpol_send_error(r, ctx, NGX_HTTP_FORBIDDEN,
+                                   "permission_error", "template_required",
+                                   "this key may only send requests built "
+                                   "from a prompt template: name one with "
+                                   "the header X-Spendpol-Template: {slug}");
+    }
+
+    if (ctx->ungoverned || ctx->endpoint == NULL
+        || ctx->endpoint->meter != SP_METER_TOKENS)
+    {
+        return ngx_http_spendpol_send_error(r, ctx, NGX_HTTP_BAD_REQUEST,
+                                   "invalid_request_error",
+                                   "template_not_applicable",
+                                   "prompt templates apply to chat and "
+                                   "completion endpoints only");
+    }
+
+    if (sp_template_ref_parse((char *) h->value.data, h->value.len, &slug,
+                              &version, &label, err, sizeof(err))
+        != SP_OK)
+    {
+        return ngx_http_spendpol_send_error(r, ctx, NGX_HTTP_BAD_REQUEST,
+                                            "invalid_request_error",
+                                            "invalid_template", err);
+    }
+
+    smcf = ngx_http_get_module_main_conf(r, ngx_http_spendpol_module);
+
+    org.data = (char *) ctx->org_id.data;
+    org.len = ctx->org_id.len;
+
+    tmpl = sp_snapshot_find_template(&smcf->snapshot, org, slug);
+
+    if (tmpl == NULL) {
+        ngx_snprintf((u_char *) err, sizeof(err) - 1,
+                     "prompt template \"%*s\" does not exist in your "
+                     "organisation: create it with POST /prompts on the "
+                     "admin API%Z", ngx_min(slug.len, 64), slug.data);
+        err[sizeof(err) - 1] = '\0';
+
+        return ngx_http_spendpol_send_error(r, ctx, NGX_HTTP_BAD_REQUEST,
+                                            "invalid_request_error",
+                                            "template_not_found", err);
+    }
+
+    record = sp_snapshot_str(&smcf->snapshot, tmpl->record);
+
+    vars = ngx_http_spendpol_request_header(r,
+                                    "X-Spendpol-Template-Variables",
+                                    sizeof("X-Spendpol-Template-Variables")
+                                    - 1);
+
+    size = sp_template_apply_bound(record.len, ctx->body.len,
+                                   vars ? vars->value.len : 0);
+
+    out = ngx_pnalloc(r->pool, size + 1);
+    if (out == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    code[0] = '\0';
+
+    if (sp_template_apply(ctx->provider, record.data, record.len, version,
+                          label, (char *) ctx->body.data, ctx->body.len,
+                          vars ? (char *) vars->value.data : NULL,
+                          vars ? vars->value.len : 0, (char *) out, size,
+                          &len, &res, code, sizeof(code), err, sizeof(err))
+        != SP_OK)
+    {
+        /* the journal keeps the code until the log phase */
+        ctx->route_code = ngx_pnalloc(r->pool, sizeof(code));
+        if (ctx->route_code == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        ngx_cpystrn(ctx->route_code,
+                    (u_char *) (code[0] ? code : "invalid_template"),
+                    sizeof(code));
+
+        return ngx_http_spendpol_send_error(r, ctx, NGX_HTTP_BAD_REQUEST,
+                                            "invalid_request_error",
+                                            (char *) ctx->route_code, err);
+    }
+
+    out[len] = '\0';
+    ctx->body.data = out;
+    ctx->body.len = len;
+
+    ngx_memzero(ctx->request, sizeof(sp_request_info_t));
+
+    if (sp_request_parse(ctx->provider, (char *) ctx->body.data,
+                         ctx->body.len, ctx->request, err, sizeof(err))
+        != SP_OK)
+    {
+        return ngx_http_spendpol_send_error(r, ctx, NGX_HTTP_BAD_REQUEST,
+                                   "invalid_request_error",
+                                   ctx->request->error_code
+                                   ? ctx->request->error_code
+                                   : "invalid_json", err);
+    }
+
+    sp_request_from_path(ctx->provider, (char *) ctx->rest.data,
+                         ctx->rest.len, ctx->request);
+
+    ngx_cpystrn(ctx->template_id, (u_char *) res.id, sizeof(ctx->template_id));
+    ctx->template_version = res.version;
+    ctx->template_applied = 1;
+
+    return NGX_DECLINED;
+}
+
+
+/*
+ * Stage 6: the organisation's routing rules. A rule that applies gives
+ * the request its targets; the first becomes the request's provider,
+ * model, body and address. NGX_DECLINED goes on (routed or not);
+ * anything else was sent.
+ */
+ngx_int_t
+ngx_http_spendpol_route_stage(ngx_http_request_t *r,
+    ngx_http_spendpol_ctx_t *ctx)
+{
+    size_t                           len;
+    ngx_str_t                        org;
+    ngx_uint_t                       i, n, first;
+    ngx_time_t                      *tp;
+    sp_str_t                         org_id;
+    ngx_table_elt_t                 *h;
+    sp_route_set_t                  *set;
+    sp_route_request_t               req;
+    sp_route_decision_t             *d;
+    ngx_http_spendpol_target_t       sent;
+    ngx_http_spendpol_main_conf_t   *smcf;
+    const sp_snapshot_org_t         *org_record;
+    const sp_snapshot_routes_t      *routes;
+
+    ctx->client_provider = ctx->provider;
+    ctx->client_include_usage = ctx->request->include_usage ? 1 : 0;
+
+    len = ngx_strlen(ctx->request->model);
+
+    ctx->requested_model.data = ngx_pnalloc(r->pool, len + 1);
+    if (ctx->requested_model.data == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ngx_memcpy(ctx->requested_model.data, ctx->request->model, len + 1);
+    ctx->requested_model.len = len;
+
+    smcf = ngx_http_get_module_main_conf(r, ngx_http_spendpol_module);
+
+    if (ctx->ungoverned || ctx->endpoint == NULL
+        || ctx->endpoint->meter != SP_METER_TOKENS
+        || smcf->snapshot_map == NULL
+        || smcf->snapshot.header->entries[SP_TABLE_ROUTES] == 0)
+    {
+        return NGX_DECLINED;
+    }
+
+    org_id.data = (char *) ctx->org_id.data;
+    org_id.len = ctx->org_id.len;
+
+    routes = sp_snapshot_find_routes(&smcf->snapshot, org_id);
+
+    if (routes == NULL) {
+        return NGX_DECLINED;
+    }
+
+    org = ctx->org_id;
+
+    set = ngx_http_spendpol_rules(r, smcf, &org, routes);
+
+    if (set == NULL) {
+        return NGX_DECLINED;
+    }
+
+    h = ngx_http_spendpol_request_header(r, "X-Spendpol-Route",
+                                         sizeof("X-Spendpol-Route") - 1);
+
+    if (h && h->value.len == 4
+        && ngx_strncasecmp(h->value.data, (u_char *) "skip", 4) == 0)
+    {
+        org_record = sp_snapshot_find_org(&smcf->snapshot, org_id);
+
+        if (org_record == NULL
+            || !(org_record->flags & SP_ORG_ROUTE_SKIP_FORBIDDEN))
+        {
+            ctx->route_skipped = 1;
+        }
+    }
+
+    tp = ngx_timeofday();
+
+    ngx_memzero(&req, sizeof(sp_route_request_t));
+    req.provider = ctx->provider;
+    req.model.data = (char *) ctx->requested_model.data;
+    req.model.len = ctx->requested_model.len;
+    req.api_key_id.data = (char *) ctx->key_id.data;
+    req.api_key_id.len = ctx->key_id.len;
+    req.agent_id.data = (char *) ctx->agent_id.data;
+    req.agent_id.len = ctx->agent_id.len;
+    req.department.data = (char *) ctx->department.data;
+    req.department.len = ctx->department.len;
+    req.project.data = (char *) ctx->project.data;
+    req.project.len = ctx->project.len;
+    req.trace_id.data = (char *) ctx->trace_id;
+    req.trace_id.len = ngx_strlen(ctx->trace_id);
+    req.has_tools = ctx->request->has_tools;
+    req.has_images = ctx->request->has_images;
+    req.now_ms = (int64_t) tp->sec * 1000 + tp->msec;
+    req.random = ngx_http_spendpol_random(smcf);
+    req.prompt_tokens = ngx_http_spendpol_route_prompt_tokens;
+    req.budget_used_ppm = ngx_http_spendpol_route_budget_used;
+    req.usable = ngx_http_spendpol_route_usable;
+    req.data = r;
+
+    d = ngx_palloc(r->pool, sizeof(sp_route_decision_t));
+    if (d == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    sp_route_evaluate(set, &req, d);
+
+    d->explain[sizeof(d->explain) - 1] = '\0';
+
+    if (d->explain[0]) {
+        ctx->route_note.len = ngx_strlen(d->explain);
+        ctx->route_note.data = ngx_pnalloc(r->pool, ctx->route_note.len);
+        if (ctx->route_note.data == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        ngx_memcpy(ctx->route_note.data, d->explain, ctx->route_note.len);
+    }
+
+    if (!d->matched || d->ntargets == 0) {
+        return NGX_DECLINED;
+    }
+
+    ctx->route_matched = 1;
+
+    ctx->route_rule.len = ngx_strlen(d->rule_id);
+    ctx->route_rule.data = ngx_pnalloc(r->pool, ctx->route_rule.len);
+    if (ctx->route_rule.data == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ngx_memcpy(ctx->route_rule.data, d->rule_id, ctx->route_rule.len);
+
+    if (ctx->route_skipped) {
+        /*
+         * The client asked to skip routing: its request goes first as
+         * sent, and the rule's fallbacks still stand behind it
+         * (docs/routing.md).
+         */
+        d->targets[0].provider = ctx->provider;
+        sp_field_copy(d->targets[0].model, sizeof(d->targets[0].model),
+                      (char *) ctx->requested_model.data,
+                      ctx->requested_model.len);
+    }
+
+    ngx_memzero(&sent, sizeof(ngx_http_spendpol_target_t));
+    ngx_http_spendpol_target_save(ctx, &sent);
+    sent.model = ctx->requested_model;
+    sent.resolved = ctx->upstream_naddrs ? 1 : 0;
+
+    ctx->targets = ngx_pcalloc(r->pool,
+                          d->ntargets * sizeof(ngx_http_spendpol_target_t));
+    if (ctx->targets == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    n = 0;
+
+    for (i = 0; i < d->ntargets && i < SP_ROUTE_MAX_TARGETS; i++) {
+
+        switch (ngx_http_spendpol_target_make(r, ctx, &sent, &d->targets[i],
+                                              &ctx->targets[n]))
+        {
+        case NGX_OK:
+            n++;
+            break;
+
+        case NGX_DECLINED:
+            ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                          "spendpol: rule %V: target %s/%s left out: it "
+                          "cannot take this request",
+                          &ctx->route_rule,
+                          sp_provider_name(d->targets[i].provider),
+                          d->targets[i].model);
+            break;
+
+        default:
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+    }
+
+    ngx_http_spendpol_route_load(ctx, &sent);
+
+    if (n == 0) {
+        ctx->targets = NULL;
+        ctx->route_matched = 0;
+        return NGX_DECLINED;
+    }
+
+    ctx->ntargets = n;
+    ctx->max_attempts = d->max_attempts > 0 ? (ngx_uint_t) d->max_attempts
+                                            : n;
+    ctx->max_attempts = ngx_min(ctx->max_attempts, n);
+    ctx->attempt_timeout = (ngx_msec_t) d->attempt_timeout_ms;
+    ctx->cooldown_failures = d->cooldown_failures > 0
+                             ? (uint32_t) d->cooldown_failures
+                             : SP_ROUTE_DEFAULT_COOLDOWN_FAILURES;
+    ctx->cooldown_ms = d->cooldown_ms > 0
+                       ? d->cooldown_ms
+                       : SP_ROUTE_DEFAULT_COOLDOWN_SECONDS * 1000;
+
+    /* a target cooling down is passed over, unless it is the last */
+    first = 0;
+
+    while (first + 1 < n
+           && ngx_http_spendpol_cooling(smcf, ctx->targets[first].cooldown_hash,
+                                        req.now_ms))
+    {
+        ngx_http_spendpol_route_note_attempt(r, ctx, &ctx->targets[first],
+                                             "cooling");
+        first++;
+    }
+
+    ctx->target = first;
+
+    ngx_http_spendpol_route_load(ctx, &ctx->targets[first]);
+
+    return NGX_DECLINED;
+}
+
+
+/* the compiled rules of org in the current snapshot, or NULL */
+static sp_route_set_t *
+ngx_http_spendpol_rules(ngx_http_request_t *r,
+    ngx_http_spendpol_main_conf_t *smcf, ngx_str_t *org,
+    const sp_snapshot_routes_t *routes)
+{
+    char                        err[256];
+    sp_str_t                    rules;
+    uint64_t                    generation;
+    ngx_uint_t                  i;
+    ngx_http_spendpol_rules_t  *c;
+
+    if (org->len >= SP_ID_LEN) {
+        return NULL;
+    }
+
+    generation = smcf->snapshot.header->generation;
+
+    i = ngx_hash_key(org->data, org->len) % NGX_HTTP_SPENDPOL_RULES_CACHED;
+    c = &ngx_http_spendpol_rules_cache[i];
+
+    if (c->set && c->generation == generation
+        && c->base == smcf->snapshot.base && c->org_len == org->len
+        && ngx_strncmp(c->org, org->data, org->len) == 0)
+    {
+        return c->set;
+    }
+
+    if (c->set) {
+        sp_route_free(c->set);
+        c->set = NULL;
+    }
+
+    rules = sp_snapshot_str(&smcf->snapshot, routes->rules);
+
+    c->set = sp_route_compile(rules.data, rules.len, err, sizeof(err));
+
+    if (c->set == NULL) {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "spendpol: routing rules of %V not used: %s", org, err);
+        return NULL;
+    }
+
+    c->generation = generation;
+    c->base = smcf->snapshot.base;
+    c->org_len = org->len;
+    ngx_memcpy(c->org, org->data, org->len);
+
+    return c->set;
+}
+
+
+void
+ngx_http_spendpol_route_exit_worker(void)
+{
+    ngx_uint_t  i;
+
+    for (i = 0; i < NGX_HTTP_SPENDPOL_RULES_CACHED; i++) {
+        if (ngx_http_spendpol_rules_cache[i].set) {
+            sp_route_free(ngx_http_spendpol_rules_cache[i].set);
+            ngx_http_spendpol_rules_cache[i].set = NULL;
+        }
+    }
+}
+
+
+static int64_t
+ngx_http_spendpol_route_prompt_tokens(void *data)
+{
+    ngx_http_request_t  *r = data;
+
+    ngx_http_spendpol_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_spendpol_module);
+
+    return sp_request_prompt_estimate(ctx->request);
+}
+
+
+static int64_t
+ngx_http_spendpol_route_budget_used(void *data, sp_str_t budget_id)
+{
+    ngx_http_request_t  *r = data;
+
+    ngx_http_spendpol_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_spendpol_module);
+
+    return ngx_http_spendpol_budget_used_ppm(r, ctx, budget_id);
+}
+
+
+/*
+ * A target can take the request when its provider has a credential in
+ * the organisation, and, for another provider than the client's, when
+ * the request is an OpenAI chat completion that translates faithfully.
+ */
+static int
+ngx_http_spendpol_route_usable(void *data, const sp_route_target_t *target,
+    char *why, size_t whylen)
+{
+    ngx_http_request_t  *r = data;
+
+    sp_str_t                        org, name;
+    ngx_http_spendpol_ctx_t        *ctx;
+    ngx_http_spendpol_main_conf_t  *smcf;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_spendpol_module);
+    smcf = ngx_http_get_module_main_conf(r, ngx_http_spendpol_module);
+
+    org.data = (char *) ctx->org_id.data;
+    org.len = ctx->org_id.len;
+    name = sp_str_from(sp_provider_name(target->provider));
+
+    if (sp_snapshot_find_provider(&smcf->snapshot, org, name) == NULL) {
+        sp_errorf(why, whylen, "%s has no credential in the organisation",
+                  name.data);
+        return 0;
+    }
+
+    if (target->provider == ctx->provider) {
+        return 1;
+    }
+
+    if (ctx->provider != SP_PROVIDER_OPENAI
+        || !(ctx->endpoint->flags & SP_ENDPOINT_CHAT))
+    {
+        sp_errorf(why, whylen, "only OpenAI chat completions are translated "
+                  "to another provider");
+        return 0;
+    }
+
+    return sp_translate_check(target->provider, (char *) ctx->body.data,
+                              ctx->body.len, why, whylen);
+}
+
+
+/*
+ * Makes target rt of the request as sent: NGX_OK, NGX_DECLINED when it
+ * cannot take the request after all, NGX_ERROR. Leaves ctx's forwarding
+ * fields pointing at t's (the caller loads what it chooses).
+ */
+static ngx_int_t
+ngx_http_spendpol_target_make(ngx_http_request_t *r,
+    ngx_http_spendpol_ctx_t *ctx, ngx_http_spendpol_target_t *sent,
+    const sp_route_target_t *rt, ngx_http_spendpol_target_t *t)
+{
+    u_char                         *out, *p;
+    char                            err[256];
+    size_t                          size, len;
+    uint64_t                        hash;
+    sp_str_t                        org, name, base_url, api_key;
+    ngx_int_t                       rc;
+    const char                     *scheme;
+    sp_translate_request_t          tr;
+    ngx_http_spendpol_main_conf_t  *smcf;
+    const sp_snapshot_provider_t   *provider;
+
+    smcf = ngx_http_get_module_main_conf(r, ngx_http_spendpol_module);
+
+    *t = *sent;
+
+    t->provider = rt->provider;
+    t->provider_name.data = (u_char *) sp_provider_name(rt->provider);
+    t->provider_name.len = ngx_strlen(t->provider_name.data);
+
+    len = ngx_strlen(rt->model);
+
+    t->model.data = ngx_pnalloc(r->pool, len + 1);
+    if (t->model.data == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_memcpy(t->model.data, rt->model, len + 1);
+    t->model.len = len;
+
+    org.data = (char *) ctx->org_id.data;
+    org.len = ctx->org_id.len;
+    name.data = (char *) t->provider_name.data;
+    name.len = t->provider_name.len;
+
+    provider = sp_snapshot_find_provider(&smcf->snapshot, org, name);
+
+    if (provider == NULL) {
+        return NGX_DECLINED;
+    }
+
+    if (rt->provider == sent->provider) {
+        rc = ngx_http_spendpol_target_model(r, t);
+
+        if (rc != NGX_OK) {
+            return rc;
+        }
+
+    } else {
+        size = sp_translate_request_bound(sent->body.len);
+
+        out = ngx_pnalloc(r->pool, size + 1);
+        if (out == NULL) {
+            return NGX_ERROR;
+        }
+
+        if (sp_translate_request(rt->provider, (char *) t->model.data,
+                                 t->model.len, (char *) sent->body.data,
+                                 sent->body.len, (char *) out, size, &tr, err,
+                                 sizeof(err))
+            != SP_OK)
+        {
+            ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                          "spendpol: not translated to %V: %s",
+                          &t->provider_name, err);
+            return NGX_DECLINED;
+        }
+
+        out[tr.body_len] = '\0';
+        t->body.data = out;
+        t->body.len = tr.body_len;
+
+        t->rest.len = ngx_strlen(tr.path);
+        t->rest.data = ngx_pnalloc(r->pool, t->rest.len);
+        if (t->rest.data == NULL) {
+            return NGX_ERROR;
+        }
+
+        ngx_memcpy(t->rest.data, tr.path, t->rest.len);
+
+        t->args.len = ngx_strlen(tr.query);
+        t->args.data = ngx_pnalloc(r->pool, t->args.len + 1);
+        if (t->args.data == NULL) {
+            return NGX_ERROR;
+        }
+
+        ngx_memcpy(t->args.data, tr.query, t->args.len);
+
+        t->translate = 1;
+        t->strip_usage = 0;
+    }
+
+    t->endpoint = sp_endpoint_find(t->provider, "POST", 4,
+                                   (char *) t->rest.data, t->rest.len);
+
+    if (t->endpoint == NULL) {
+        return NGX_DECLINED;
+    }
+
+    t->request = ngx_pcalloc(r->pool, sizeof(sp_request_info_t));
+    if (t->request == NULL) {
+        return NGX_ERROR;
+    }
+
+    if (sp_request_parse(t->provider, (char *) t->body.data, t->body.len,
+                         t->request, err, sizeof(err))
+        != SP_OK)
+    {
+        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                      "spendpol: the request for %V does not parse: %s",
+                      &t->provider_name, err);
+        return NGX_DECLINED;
+    }
+
+    sp_request_from_path(t->provider, (char *) t->rest.data, t->rest.len,
+                         t->request);
+
+    base_url = sp_snapshot_str(&smcf->snapshot, provider->base_url);
+    api_key = sp_snapshot_str(&smcf->snapshot, provider->api_key);
+
+    t->credential.data = ngx_pnalloc(r->pool, api_key.len + 1);
+    if (t->credential.data == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_memcpy(t->credential.data, api_key.data, api_key.len);
+    t->credential.len = api_key.len;
+
+    ngx_str_null(&t->authorization);
+
+    scheme = sp_provider(t->provider)->auth_scheme;
+
+    if (scheme[0] != '\0') {
+        t->authorization.len = ngx_strlen(scheme) + api_key.len;
+        t->authorization.data = ngx_pnalloc(r->pool, t->authorization.len);
+        if (t->authorization.data == NULL) {
+            return NGX_ERROR;
+        }
+
+        p = ngx_cpymem(t->authorization.data, scheme, ngx_strlen(scheme));
+        ngx_memcpy(p, api_key.data, api_key.len);
+    }
+
+    if (t->provider == SP_PROVIDER_ANTHROPIC) {
+        if (sent->provider != SP_PROVIDER_ANTHROPIC) {
+            ngx_str_set(&t->anthropic_version,
+                        NGX_HTTP_SPENDPOL_ANTHROPIC_VERSION);
+        }
+
+    } else {
+        ngx_str_null(&t->anthropic_version);
+    }
+
+    /* the base URL is parsed into ctx's fields, then kept in t */
+    ngx_http_spendpol_route_load(ctx, t);
+
+    rc = ngx_http_spendpol_upstream_target(r, ctx, (u_char *) base_url.data,
+                                           base_url.len, &ctx->args);
+
+    if (rc != NGX_OK) {
+        return rc == NGX_ERROR ? NGX_ERROR : NGX_DECLINED;
+    }
+
+    ngx_http_spendpol_target_save(ctx, t);
+
+    t->ssl = ctx->upstream_url.len > 5
+             && (ctx->upstream_url.data[4] | 0x20) == 's';
+
+    /* even an address literal is judged (the outbound allow list) */
+    t->resolved = 0;
+    t->dropped = 0;
+
+    /* cooldowns are per organisation (its credential), provider, model */
+    hash = sp_hash64(ctx->org_id.data, ctx->org_id.len, 0x53505254ULL);
+    hash = sp_hash64(t->provider_name.data, t->provider_name.len, hash);
+    hash = sp_hash64(t->model.data, t->model.len, hash);
+
+    t->cooldown_hash = hash ? hash : 1;
+
+    return NGX_OK;
+}
+
+
+/*
+ * The model of a target of the client's own provider: in the path for
+ * Google and Azure deployments, else the body's "model" member.
+ */
+static ngx_int_t
+ngx_http_spendpol_target_model(ngx_http_request_t *r,
+    ngx_http_spendpol_target_t *t)
+{
+    u_char           *p, *q, *last, *out, *start, *end;
+    size_t            len, n;
+    ngx_uint_t        i;
+    sp_json_tape_t    tape;
+    sp_json_token_t  *tok;
+
+    if (t->provider == SP_PROVIDER_GOOGLE
+        || (t->provider == SP_PROVIDER_AZURE
+            && t->rest.len > sizeof("/openai/deployments/") - 1
+            && ngx_strncmp(t->rest.data, "/openai/deployments/",
+                           sizeof("/openai/deployments/") - 1) == 0))
+    {
+        /* ".../models/{model}:verb" or "/openai/deployments/{name}/..." */
+        last = t->rest.data + t->rest.len;
+
+        if (t->provider == SP_PROVIDER_GOOGLE) {
+            start = ngx_strnstr(t->rest.data, "/models/", t->rest.len);
+            if (start == NULL) {
+                return NGX_DECLINED;
+            }
+
+            start += sizeof("/models/") - 1;
+            end = ngx_strlchr(start, last, ':');
+
+        } else {
+            start = t->rest.data + sizeof("/openai/deployments/") - 1;
+            end = ngx_strlchr(start, last, '/');
+        }
+
+        if (end == NULL) {
+            return NGX_DECLINED;
+        }
+
+        /* escaped: every byte outside RFC 3986's unreserved set */
+        n = 0;
+
+        for (i = 0; i < t->model.len; i++) {
+            n += (isalnum(t->model.data[i])
+                  || ngx_strchr("-._~", t->model.data[i])) ? 1 : 3;
+        }
+
+        out = ngx_pnalloc(r->pool, t->rest.len - (end - start) + n);
+        if (out == NULL) {
+            return NGX_ERROR;
+        }
+
+        q = ngx_cpymem(out, t->rest.data, start - t->rest.data);
+        q += ngx_escape_uri(q, t->model.data, t->model.len,
+                            NGX_ESCAPE_ARGS);
+
+        for (p = out + (start - t->rest.data); p < q; p++) {
+            /* ngx_escape_uri leaves some sub-delims: path-safe anyway */
+            if (*p == '/' || *p == '?' || *p == '#') {
+                return NGX_DECLINED;
+            }
+        }
+
+        q = ngx_cpymem(q, end, last - end);
+
+        t->rest.data = out;
+        t->rest.len = q - out;
+
+        return NGX_OK;
+    }
+
+    sp_json_tape_init(&tape);
+
+    if (sp_json_scan(&tape, (char *) t->body.data, t->body.len) != SP_OK) {
+        sp_json_tape_free(&tape);
+        return NGX_DECLINED;
+    }
+
+    i = sp_json_get(&tape, 0, "model");
+
+    if (i == 0 || tape.token[i].type != SP_JSON_STRING) {
+        sp_json_tape_free(&tape);
+        return NGX_DECLINED;
+    }
+
+    tok = &tape.token[i];
+
+    /* the string as written, its quotes included */
+    start = (u_char *) tok->text - 1;
+    end = (u_char *) tok->text + tok->raw_len + 1;
+
+    sp_json_tape_free(&tape);
+
+    len = t->body.len - (end - start) + 2 + 6 * t->model.len;
+
+    out = ngx_pnalloc(r->pool, len + 1);
+    if (out == NULL) {
+        return NGX_ERROR;
+    }
+
+    q = ngx_cpymem(out, t->body.data, start - t->body.data);
+    *q++ = '"';
+
+    for (i = 0; i < t->model.len; i++) {
+        p = &t->model.data[i];
+
+        if (*p == '"' || *p == '\\') {
+            *q++ = '\\';
+            *q++ = *p;
+
+        } else if (*p < 0x20) {
+            q = ngx_sprintf(q, "\\u%04xd", (ngx_uint_t) *p);
+
+        } else {
+            *q++ = *p;
+        }
+    }
+
+    *q++ = '"';
+    q = ngx_cpymem(q, end, t->body.data + t->body.len - end);
+    *q = '\0';
+
+    t->body.data = out;
+    t->body.len = q - out;
+
+    return NGX_OK;
+}
+
+
+/* makes t the request's current target */
+void
+ngx_http_spendpol_route_load(ngx_http_spendpol_ctx_t *ctx,
+    ngx_http_spendpol_target_t *t)
+{
+    ctx->provider = t->provider;
+    ctx->provider_name = t->provider_name;
+    ctx->rest = t->rest;
+    ctx->args = t->args;
+    ctx->endpoint = t->endpoint;
+    ctx->request = t->request;
+    ctx->body = t->body;
+    ctx->credential = t->credential;
+    ctx->upstream_authorization = t->authorization;
+    ctx->anthropic_version = t->anthropic_version;
+    ctx->upstream_url = t->upstream_url;
+    ctx->upstream_host = t->upstream_host;
+    ctx->upstream_name = t->upstream_name;
+    ctx->upstream_port = t->upstream_port;
+    ctx->upstream_addrs = t->upstream_addrs;
+    ctx->upstream_naddrs = t->upstream_naddrs;
+    ctx->translate = t->translate;
+    ctx->strip_usage = t->strip_usage;
+    ctx->priced = t->priced;
+    ctx->fallback_price = t->fallback_price;
+    ctx->price = t->price;
+}
+
+
+/* keeps ctx's current forwarding fields in t */
+static void
+ngx_http_spendpol_target_save(ngx_http_spendpol_ctx_t *ctx,
+    ngx_http_spendpol_target_t *t)
+{
+    t->provider = ctx->provider;
+    t->provider_name = ctx->provider_name;
+    t->rest = ctx->rest;
+    t->args = ctx->args;
+    t->endpoint = ctx->endpoint;
+    t->request = ctx->request;
+    t->body = ctx->body;
+    t->credential = ctx->credential;
+    t->authorization = ctx->upstream_authorization;
+    t->anthropic_version = ctx->anthropic_version;
+    t->upstream_url = ctx->upstream_url;
+    t->upstream_host = ctx->upstream_host;
+    t->upstream_name = ctx->upstream_name;
+    t->upstream_port = ctx->upstream_port;
+    t->upstream_addrs = ctx->upstream_addrs;
+    t->upstream_naddrs = ctx->upstream_naddrs;
+    t->translate = ctx->translate;
+    t->strip_usage = ctx->strip_usage;
+    t->priced = ctx->priced;
+    t->fallback_price = ctx->fallback_price;
+    t->price = ctx->price;
+}
+
+
+void
+ngx_http_spendpol_route_keep(ngx_http_spendpol_ctx_t *ctx)
+{
+    if (ctx->targets) {
+        ngx_http_spendpol_target_save(ctx, &ctx->targets[ctx->target]);
+    }
+}
+
+
+/*
+ * The worst case a routed request reserves: the largest of its targets'
+ * (each priced at its own provider's price), so that any fallback is
+ * covered. price_target() prices the current target as the handler does.
+ */
+void
+ngx_http_spendpol_route_worst_case(ngx_http_request_t *r,
+    ngx_http_spendpol_ctx_t *ctx,
+    void (*price_target)(ngx_http_request_t *r, ngx_http_spendpol_ctx_t *ctx))
+{
+    int64_t     worst, hold;
+    ngx_uint_t  i, current;
+
+    current = ctx->target;
+    worst = 0;
+    hold = 0;
+
+    ngx_http_spendpol_target_save(ctx, &ctx->targets[current]);
+
+    for (i = 0; i < ctx->ntargets; i++) {
+        ngx_http_spendpol_route_load(ctx, &ctx->targets[i]);
+
+        ctx->priced = 0;
+        ctx->fallback_price = 0;
+        ctx->worst_nano = 0;
+        ctx->hold_tokens = 0;
+
+        price_target(r, ctx);
+
+        ngx_http_spendpol_target_save(ctx, &ctx->targets[i]);
+        ctx->targets[i].worst_nano = ctx->worst_nano;
+
+        worst = ngx_max(worst, ctx->worst_nano);
+        hold = ngx_max(hold, ctx->hold_tokens);
+    }
+
+    ngx_http_spendpol_route_load(ctx, &ctx->targets[current]);
+
+    ctx->worst_nano = worst;
+    ctx->hold_tokens = hold;
+}
+
+
+/*
+ * Before the proxy runs: every fallback's address, resolved now (a
+ * worker cannot wait for DNS in the middle of a fallback). rc is the
+ * outcome of the last resolution; NGX_AGAIN: one is in flight, and
+ * ngx_http_spendpol_forward() is called again. A fallback whose address
+ * is unknown or not allowed is left out. NGX_OK: the first target is
+ * current again.
+ */
+ngx_int_t
+ngx_http_spendpol_route_resolve(ngx_http_request_t *r,
+    ngx_http_spendpol_ctx_t *ctx, ngx_int_t rc)
+{
+    ngx_uint_t                   i;
+    ngx_http_spendpol_target_t  *t;
+
+    if (ctx->route_resolving) {
+        t = &ctx->targets[ctx->route_resolving - 1];
+
+        if (rc == NGX_OK && ctx->upstream_naddrs) {
+            ngx_http_spendpol_target_save(ctx, t);
+            t->resolved = 1;
+
+        } else {
+            ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                          "spendpol: fallback %V/%V left out: its address "
+                          "is unknown or not allowed",
+                          &t->provider_name, &t->model);
+            t->dropped = 1;
+        }
+
+        ctx->route_resolving = 0;
+
+    } else {
+        if (rc != NGX_OK) {
+            return rc;
+        }
+
+        t = &ctx->targets[ctx->target];
+        ngx_http_spendpol_target_save(ctx, t);
+        t->resolved = 1;
+    }
+
+    for (i = 0; i < ctx->ntargets; i++) {
+        t = &ctx->targets[i];
+
+        if (t->resolved || t->dropped) {
+            continue;
+        }
+
+        ngx_http_spendpol_route_load(ctx, t);
+        ctx->route_resolving = i + 1;
+
+        rc = ngx_http_spendpol_upstream_resolve(r, ctx);
+
+        if (rc == NGX_AGAIN) {
+            return NGX_AGAIN;
+        }
+
+        if (rc == NGX_OK && ctx->upstream_naddrs) {
+            ngx_http_spendpol_target_save(ctx, t);
+            t->resolved = 1;
+
+        } else {
+            t->dropped = 1;
+        }
+
+        ctx->route_resolving = 0;
+    }
+
+    ngx_http_spendpol_route_load(ctx, &ctx->targets[ctx->target]);
+
+    return NGX_OK;
+}
+
+
+/*
+ * The proxy's settings for this request, when it may fall back: a copy
+ * of the location's, retrying on 429, 5xx, errors and timeouts (even a
+ * POST: the provider did not answer it), with the rule's attempt
+ * timeout until the answer's headers arrive. Other requests keep the
+ * location's settings: nginx's own, which never retry a POST.
+ */
+ngx_int_t
+ngx_http_spendpol_route_upstream(ngx_http_request_t *r,
+    ngx_http_spendpol_ctx_t *ctx, ngx_http_upstream_t *u)
+{
+    ngx_uint_t                 i, left;
+    ngx_http_upstream_conf_t  *conf;
+
+    if (ctx->targets == NULL
+        || (ctx->max_attempts < 2 && ctx->attempt_timeout == 0))
+    {
+        return NGX_OK;
+    }
+
+    conf = ngx_palloc(r->pool, sizeof(ngx_http_upstream_conf_t));
+    if (conf == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_memcpy(conf, u->conf, sizeof(ngx_http_upstream_conf_t));
+
+    conf->next_upstream |= NGX_HTTP_UPSTREAM_FT_ERROR
+                           | NGX_HTTP_UPSTREAM_FT_TIMEOUT
+                           | NGX_HTTP_UPSTREAM_FT_HTTP_500
+                           | NGX_HTTP_UPSTREAM_FT_HTTP_502
+                           | NGX_HTTP_UPSTREAM_FT_HTTP_503
+                           | NGX_HTTP_UPSTREAM_FT_HTTP_504
+                           | NGX_HTTP_UPSTREAM_FT_HTTP_429
+                           | NGX_HTTP_UPSTREAM_FT_NON_IDEMPOTENT;
+    conf->next_upstream_tries = 0;
+    conf->next_upstream_timeout = 0;
+
+    ctx->read_timeout = conf->read_timeout;
+
+    if (ctx->attempt_timeout) {
+        conf->read_timeout = ctx->attempt_timeout;
+        conf->send_timeout = ngx_min(conf->send_timeout, ctx->attempt_timeout);
+        conf->connect_timeout = ngx_min(conf->connect_timeout,
+                                        ctx->attempt_timeout);
+    }
+
+    ctx->upstream_conf = conf;
+    u->conf = conf;
+
+    left = 0;
+
+    for (i = ctx->target; i < ctx->ntargets; i++) {
+        if (!ctx->targets[i].dropped) {
+            left++;
+        }
+    }
+
+    /* the last try passes its answer on, whatever it is */
+    u->peer.tries = ngx_max(ngx_min(ctx->max_attempts, left), 1);
+
+    return NGX_OK;
+}
+
+
+/*
+ * An attempt failed before its answer was passed on (the balancer's
+ * free with NGX_PEER_FAILED): counted against the target's cooldown,
+ * logged, and the next usable target made current. Returns how many
+ * more attempts the request may make (0: the answer, or nginx's error,
+ * goes to the client).
+ */
+ngx_uint_t
+ngx_http_spendpol_route_failed(ngx_http_request_t *r,
+    ngx_http_spendpol_ctx_t *ctx, ngx_uint_t status)
+{
+    int64_t                         now;
+    ngx_uint_t                      j, left;
+    ngx_time_t                     *tp;
+    ngx_http_spendpol_main_conf_t  *smcf;
+
+    smcf = ngx_http_get_module_main_conf(r, ngx_http_spendpol_module);
+
+    ngx_http_spendpol_cooldown_record(smcf, ctx,
+                                      ctx->targets[ctx->target].cooldown_hash,
+                                      1);
+    ngx_http_spendpol_route_log(r, ctx, status);
+
+    if (ctx->attempts >= ctx->max_attempts) {
+        return 0;
+    }
+
+    tp = ngx_timeofday();
+    now = (int64_t) tp->sec * 1000 + tp->msec;
+
+    for (j = ctx->target + 1; j < ctx->ntargets; j++) {
+        if (ctx->targets[j].dropped) {
+            continue;
+        }
+
+        if (j + 1 < ctx->ntargets
+            && ngx_http_spendpol_cooling(smcf, ctx->targets[j].cooldown_hash,
+                                         now))
+        {
+            ngx_http_spendpol_route_note_attempt(r, ctx, &ctx->targets[j],
+                                                 "cooling");
+            continue;
+        }
+
+        break;
+    }
+
+    if (j >= ctx->ntargets) {
+        return 0;
+    }
+
+    ngx_http_spendpol_target_save(ctx, &ctx->targets[ctx->target]);
+
+    ctx->target = j;
+    ngx_http_spendpol_route_load(ctx, &ctx->targets[j]);
+    ctx->route_rebuild = 1;
+
+    ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                  "spendpol: falling back to %V/%V",
+                  &ctx->targets[j].provider_name, &ctx->targets[j].model);
+
+    left = 0;
+
+    for ( /* void */ ; j < ctx->ntargets; j++) {
+        if (!ctx->targets[j].dropped) {
+            left++;
+        }
+    }
+
+    return ngx_min(left, ctx->max_attempts - ctx->attempts);
+}
+
+
+/*
+ * The answer's headers arrived and go to the client: the attempt
+ * timeout ends (the stream may take its time), and the target's
+ * cooldown learns how it went.
+ */
+void
+ngx_http_spendpol_route_answered(ngx_http_request_t *r,
+    ngx_http_spendpol_ctx_t *ctx, ngx_uint_t status)
+{
+    ngx_uint_t                      failed;
+    ngx_http_spendpol_main_conf_t  *smcf;
+
+    if (ctx->targets == NULL || ctx->route_answered) {
+        return;
+    }
+
+    ctx->route_answered = 1;
+
+    if (ctx->upstream_conf && r->upstream
+        && r->upstream->conf == ctx->upstream_conf)
+    {
+        ctx->upstream_conf->read_timeout = ctx->read_timeout;
+    }
+
+    smcf = ngx_http_get_module_main_conf(r, ngx_http_spendpol_module);
+
+    failed = status == NGX_HTTP_TOO_MANY_REQUESTS || status >= 500;
+
+    ngx_http_spendpol_cooldown_record(smcf, ctx,
+                                      ctx->targets[ctx->target].cooldown_hash,
+                                      failed);
+
+    if (failed && ctx->attempts > 1) {
+        ngx_http_spendpol_route_log(r, ctx, status);
+    }
+}
+
+
+/* appends "provider/model:what" to the request's attempt log */
+void
+ngx_http_spendpol_route_note_attempt(ngx_http_request_t *r,
+    ngx_http_spendpol_ctx_t *ctx, ngx_http_spendpol_target_t *t,
+    const char *what)
+{
+    u_char  *p, *last;
+
+    if (ctx->attempt_log == NULL) {
+        ctx->attempt_log = ngx_pnalloc(r->pool, SP_JOURNAL_NOTE_LEN);
+        if (ctx->attempt_log == NULL) {
+            return;
+        }
+
+        ctx->attempt_log_len = 0;
+    }
+
+    p = ctx->attempt_log + ctx->attempt_log_len;
+    last = ctx->attempt_log + SP_JOURNAL_NOTE_LEN - 1;
+
+    if (ctx->attempt_log_len && p < last) {
+        *p++ = ',';
+    }
+
+    p = ngx_slprintf(p, last, "%V/%V:%s", &t->provider_name, &t->model,
+                     what);
+
+    ctx->attempt_log_len = p - ctx->attempt_log;
+}
+
+
+static void
+ngx_http_spendpol_route_log(ngx_http_request_t *r,
+    ngx_http_spendpol_ctx_t *ctx, ngx_uint_t status)
+{
+    u_char  buf[NGX_INT_T_LEN + 1];
+
+    ngx_sprintf(buf, "%ui%Z", status);
+
+    ngx_http_spendpol_route_note_attempt(r, ctx, &ctx->targets[ctx->target],
+                                         (char *) buf);
+}
+
+
+/*
+ * The request a fallback attempt sends to its target, in place of the
+ * proxy module's (written once, for the first): the request line, Host,
+ * the target's credential in its provider's header, the body.
+ */
+ngx_int_t
+ngx_http_spendpol_route_request(ngx_http_request_t *r,
+    ngx_http_spendpol_ctx_t *ctx)
+{
+    u_char               *p, *path, *last;
+    size_t                len, scheme;
+    ngx_buf_t            *b;
+    ngx_chain_t          *cl;
+    ngx_http_upstream_t  *u;
+    const sp_provider_t  *provider;
+
+    u = r->upstream;
+
+    scheme = (ctx->upstream_url.len > 5
+              && (ctx->upstream_url.data[4] | 0x20) == 's')
+             ? sizeof("https://") - 1 : sizeof("http://") - 1;
+
+    path = ctx->upstream_url.data + scheme
+           + sizeof(NGX_HTTP_SPENDPOL_UPSTREAM) - 1;
+    last = ctx->upstream_url.data + ctx->upstream_url.len;
+
+    if (path > last) {
+        return NGX_ERROR;
+    }
+
+    provider = sp_provider(ctx->provider);
+
+    len = sizeof("POST  HTTP/1.1" CRLF) - 1 + (last - path)
+          + sizeof("Host: " CRLF) - 1 + ctx->upstream_host.len
+          + sizeof("Content-Type: application/json" CRLF) - 1
+          + sizeof("Content-Length: " CRLF) - 1 + NGX_SIZE_T_LEN
+          + ngx_strlen(provider->auth_header) + sizeof(": " CRLF) - 1
+          + ngx_max(ctx->upstream_authorization.len, ctx->credential.len)
+          + sizeof("anthropic-version: " CRLF) - 1
+          + ctx->anthropic_version.len
+          + sizeof("X-Spendpol-Trace-Id: " CRLF) - 1 + SP_ID_LEN
+          + sizeof("X-Spendpol-Span-Id: " CRLF) - 1 + sizeof(ctx->span_id)
+          + sizeof(CRLF) - 1 + ctx->body.len;
+
+    b = ngx_create_temp_buf(r->pool, len);
+    if (b == NULL) {
+        return NGX_ERROR;
+    }
+
+    p = ngx_cpymem(b->last, "POST ", 5);
+    p = ngx_cpymem(p, path, last - path);
+    p = ngx_cpymem(p, " HTTP/1.1" CRLF "Host: ",
+                   sizeof(" HTTP/1.1" CRLF "Host: ") - 1);
+    p = ngx_cpymem(p, ctx->upstream_host.data, ctx->upstream_host.len);
+    p = ngx_sprintf(p, CRLF "Content-Type: application/json" CRLF
+                    "Content-Length: %uz" CRLF, ctx->body.len);
+
+    /* the header the provider reads its key from (sp_provider.h) */
+    p = ngx_cpymem(p, provider->auth_header,
+                   ngx_strlen(provider->auth_header));
+    *p++ = ':';
+    *p++ = ' ';
+
+    if (ctx->upstream_authorization.len) {
+        p = ngx_cpymem(p, ctx->upstream_authorization.data,
+                       ctx->upstream_authorization.len);
+
+    } else {
+        p = ngx_cpymem(p, ctx->credential.data, ctx->credential.len);
+    }
+
+    *p++ = CR; *p++ = LF;
+
+    if (ctx->anthropic_version.len) {
+        p = ngx_sprintf(p, "anthropic-version: %V" CRLF,
+                        &ctx->anthropic_version);
+    }
+
+    p = ngx_sprintf(p, "X-Spendpol-Trace-Id: %s" CRLF
+                    "X-Spendpol-Span-Id: %s" CRLF CRLF,
+                    ctx->trace_id, ctx->span_id);
+
+    p = ngx_cpymem(p, ctx->body.data, ctx->body.len);
+
+    b->last = p;
+
+    cl = ngx_alloc_chain_link(r->pool);
+    if (cl == NULL) {
+        return NGX_ERROR;
+    }
+
+    cl->buf = b;
+    cl->next = NULL;
+
+    u->request_bufs = cl;
+    u->ssl = ctx->targets[ctx->target].ssl;
+
+    return NGX_OK;
+}
+
+
+/* X-Spendpol-Routed, -Requested-Model, -Attempts, -Template-Id, -Version */
+ngx_int_t
+ngx_http_spendpol_route_headers(ngx_http_request_t *r,
+    ngx_http_spendpol_ctx_t *ctx)
+{
+    u_char      buf[NGX_INT64_LEN + 1], *p, *value;
+    size_t      len;
+    ngx_uint_t  routed;
+
+    if (ctx->template_applied) {
+        p = ngx_sprintf(buf, "%L", ctx->template_version);
+
+        if (ngx_http_spendpol_route_header(r, "X-Spendpol-Template-Id",
+                                           ctx->template_id,
+                                           ngx_strlen(ctx->template_id))
+            != NGX_OK
+            || ngx_http_spendpol_route_header(r,
+                                              "X-Spendpol-Template-Version",
+                                              buf, p - buf)
+               != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+    }
+
+    if (ctx->requested_model.data == NULL) {
+        return NGX_OK;
+    }
+
+    routed = ctx->targets
+             && (ctx->provider != ctx->client_provider
+                 || ctx->targets[ctx->target].model.len
+                    != ctx->requested_model.len
+                 || ngx_strncmp(ctx->targets[ctx->target].model.data,
+                                ctx->requested_model.data,
+                                ctx->requested_model.len) != 0);
+
+    if (ngx_http_spendpol_route_header(r, "X-Spendpol-Routed",
+                                       (u_char *) (routed ? "true" : "false"),
+                                       routed ? 4 : 5)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    value = ctx->requested_model.data;
+    len = ctx->requested_model.len;
+
+    if (len && !sp_header_value_ok((char *) value, len)) {
+        value = ngx_pnalloc(r->pool, 3 * len);
+        if (value == NULL) {
+            return NGX_ERROR;
+        }
+
+        len = sp_header_value_escape((char *) ctx->requested_model.data,
+                                     ctx->requested_model.len,
+                                     (char *) value, 3 * len);
+    }
+
+    if (len
+        && ngx_http_spendpol_route_header(r, "X-Spendpol-Requested-Model",
+                                          value, len)
+           != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    if (ctx->attempts > 1) {
+        p = ngx_sprintf(buf, "%ui", ctx->attempts);
+
+        if (ngx_http_spendpol_route_header(r, "X-Spendpol-Attempts", buf,
+                                           p - buf)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_spendpol_route_header(ngx_http_request_t *r, const char *name,
+    u_char *value, size_t len)
+{
+    return ngx_http_spendpol_add_header(r, &r->headers_out.headers, name,
+                                        value, len);
+}
+
+
+/* ---- cooldowns: slots in the shared zone, under its mutex ------------ */
+
+static ngx_uint_t
+ngx_http_spendpol_cooling(ngx_http_spendpol_main_conf_t *smcf, uint64_t hash,
+    int64_t now_ms)
+{
+    ngx_uint_t                     cooling;
+    ngx_http_spendpol_cooldown_t  *slot;
+
+    if (smcf->sh == NULL) {
+        return 0;
+    }
+
+    ngx_shmtx_lock(&smcf->shpool->mutex);
+
+    slot = ngx_http_spendpol_cooldown_slot(smcf->sh, hash, 0, now_ms);
+    cooling = slot != NULL && slot->until_ms > now_ms;
+
+    ngx_shmtx_unlock(&smcf->shpool->mutex);
+
+    return cooling;
+}
+
+
+/*
+ * A failure in a row more, or a success: cooldown_failures failures in a
+ * row take the target out for cooldown_ms (and start the count again:
+ * after its cooldown it has as many tries as before).
+ */
+static void
+ngx_http_spendpol_cooldown_record(ngx_http_spendpol_main_conf_t *smcf,
+    ngx_http_spendpol_ctx_t *ctx, uint64_t hash, ngx_uint_t failed)
+{
+    int64_t                        now;
+    ngx_time_t                    *tp;
+    ngx_http_spendpol_cooldown_t  *slot;
+
+    if (smcf->sh == NULL) {
+        return;
+    }
+
+    tp = ngx_timeofday();
+    now = (int64_t) tp->sec * 1000 + tp->msec;
+
+    ngx_shmtx_lock(&smcf->shpool->mutex);
+
+    slot = ngx_http_spendpol_cooldown_slot(smcf->sh, hash, failed, now);
+
+    if (slot) {
+        slot->used_ms = now;
+
+        if (!failed) {
+            slot->failures = 0;
+
+        } else if (++slot->failures >= ctx->cooldown_failures) {
+            slot->failures = 0;
+            slot->until_ms = now + ctx->cooldown_ms;
+        }
+    }
+
+    ngx_shmtx_unlock(&smcf->shpool->mutex);
+}
+
+
+/* the slot of hash; with create, made (in the stalest of its probe) */
+static ngx_http_spendpol_cooldown_t *
+ngx_http_spendpol_cooldown_slot(ngx_http_spendpol_shctx_t *sh, uint64_t hash,
+    ngx_uint_t create, int64_t now_ms)
+{
+    ngx_uint_t                     i, n;
+    ngx_http_spendpol_cooldown_t  *slot, *stalest;
+
+    stalest = NULL;
+
+    for (i = 0; i < NGX_HTTP_SPENDPOL_COOLDOWN_PROBE; i++) {
+        n = (hash + i) % NGX_HTTP_SPENDPOL_COOLDOWNS;
+        slot = &sh->cooldowns[n];
+
+        if (slot->hash == hash) {
+            return slot;
+        }
+
+        if (stalest == NULL || slot->hash == 0
+            || (stalest->hash != 0 && slot->used_ms < stalest->used_ms
+                && slot->until_ms <= now_ms))
+        {
+            stalest = slot;
+        }
+    }
+
+    if (!create) {
+        return NULL;
+    }
+
+    ngx_memzero(stalest, sizeof(ngx_http_spendpol_cooldown_t));
+    stalest->hash = hash;
+
+    return stalest;
+}
