@@ -28,6 +28,7 @@ void cd_api_providers_get(cd_request_t *r);
 void cd_api_providers_delete(cd_request_t *r);
 
 void cd_api_audit_list(cd_request_t *r);
+void cd_api_audit_summary(cd_request_t *r);
 
 void cd_api_org_get(cd_request_t *r);
 void cd_api_org_update(cd_request_t *r);

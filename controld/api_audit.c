@@ -1,6 +1,8 @@
 /*
  * /audit-logs: the organisation's request events, newest first, keyset
- * paginated on (created_at, id) with an opaque cursor.
+ * paginated on (created_at, id) with an opaque cursor; and
+ * /audit-logs/summary: their requests and spend grouped (by prompt
+ * template version), summed by PostgreSQL from the same rows.
  */
 
 #include <stdio.h>
@@ -18,7 +20,8 @@
     " cache_write_tokens, cost_nano, status, cache, stream, latency_ms,"     \
     " gateway_us, department, project, agent_id, trace_id, span_id,"         \
     " parent_id, to_json(warnings)::text, error_code, "                      \
-    CD_SQL_US("created_at") ", endpoint, saved_nano"
+    CD_SQL_US("created_at") ", endpoint, saved_nano, routed, route_rule,"  \
+    " attempts, attempt_log, route_note, template_id, template_version"
 
 enum {
     CD_AUDIT_ID = 0, CD_AUDIT_CREATED, CD_AUDIT_KEY, CD_AUDIT_PROVIDER,
@@ -27,8 +30,13 @@ enum {
     CD_AUDIT_STATUS, CD_AUDIT_CACHE, CD_AUDIT_STREAM, CD_AUDIT_LATENCY,
     CD_AUDIT_GATEWAY, CD_AUDIT_DEPARTMENT, CD_AUDIT_PROJECT, CD_AUDIT_AGENT,
     CD_AUDIT_TRACE, CD_AUDIT_SPAN, CD_AUDIT_PARENT, CD_AUDIT_WARNINGS,
-    CD_AUDIT_ERROR, CD_AUDIT_CREATED_US, CD_AUDIT_ENDPOINT, CD_AUDIT_SAVED
+    CD_AUDIT_ERROR, CD_AUDIT_CREATED_US, CD_AUDIT_ENDPOINT, CD_AUDIT_SAVED,
+    CD_AUDIT_ROUTED, CD_AUDIT_ROUTE_RULE, CD_AUDIT_ATTEMPTS,
+    CD_AUDIT_ATTEMPT_LOG, CD_AUDIT_ROUTE_NOTE, CD_AUDIT_TEMPLATE_ID,
+    CD_AUDIT_TEMPLATE_VERSION
 };
+
+#define CD_AUDIT_VERSION_MAX  2147483647   /* template_version, an integer */
 
 
 static json_int_t
@@ -36,6 +44,18 @@ cd_audit_int(PGresult *res, int row, int col)
 {
     return PQgetisnull(res, row, col)
            ? 0 : (json_int_t) strtoll(PQgetvalue(res, row, col), NULL, 10);
+}
+
+
+/* an integer column, null when NULL */
+static int
+cd_audit_set_int_or_null(json_t *obj, const char *key, PGresult *res,
+    int row, int col)
+{
+    return json_object_set_new(obj, key,
+                               PQgetisnull(res, row, col)
+                               ? json_null()
+                               : json_integer(cd_audit_int(res, row, col)));
 }
 
 
@@ -89,7 +109,20 @@ cd_audit_json(PGresult *res, int row)
         || warnings == NULL
         || json_object_set_new(obj, "warnings", warnings)
         || cd_json_set_column(obj, "error_code", res, row, CD_AUDIT_ERROR)
-        || cd_json_set_column(obj, "endpoint", res, row, CD_AUDIT_ENDPOINT))
+        || cd_json_set_column(obj, "endpoint", res, row, CD_AUDIT_ENDPOINT)
+        || json_object_set_new(obj, "routed",
+               json_boolean(cd_db_bool(res, row, CD_AUDIT_ROUTED)))
+        || cd_json_set_column(obj, "route_rule", res, row,
+                              CD_AUDIT_ROUTE_RULE)
+        || cd_audit_num("attempts", CD_AUDIT_ATTEMPTS)
+        || cd_json_set_column(obj, "attempt_log", res, row,
+                              CD_AUDIT_ATTEMPT_LOG)
+        || cd_json_set_column(obj, "route_note", res, row,
+                              CD_AUDIT_ROUTE_NOTE)
+        || cd_json_set_column(obj, "template_id", res, row,
+                              CD_AUDIT_TEMPLATE_ID)
+        || cd_audit_set_int_or_null(obj, "template_version", res, row,
+                                    CD_AUDIT_TEMPLATE_VERSION))
     {
         json_decref(obj);
         return NULL;
@@ -101,15 +134,75 @@ cd_audit_json(PGresult *res, int row)
 }
 
 
-/* a filter value: absent is no filter; empty or oversized is a 400 */
+/* 1..CD_AUDIT_VERSION_MAX in decimal digits, nothing else */
+static int
+cd_audit_version_valid(const char *s)
+{
+    size_t   i;
+    int64_t  v;
+
+    v = 0;
+
+    for (i = 0; s[i] >= '0' && s[i] <= '9' && i < 10; i++) {
+        v = v * 10 + (s[i] - '0');
+    }
+
+    return i > 0 && s[i] == '\0' && v >= 1 && v <= CD_AUDIT_VERSION_MAX;
+}
+
+
+/*
+ * A filter value: absent is no filter; a bad value is a 400 naming the
+ * filter. routed is true or false, template_id a UUID, template_version
+ * a version number; the others non-empty UTF-8 strings.
+ */
 static int
 cd_audit_filter(cd_request_t *r, const char *name, const char **value)
 {
+    uint8_t  uuid[16];
+
     *value = cd_query(r, name);
 
-    if (*value != NULL
-        && ((*value)[0] == '\0' || strlen(*value) > SP_FIELD_LEN
-            || !cd_utf8_valid(*value, strlen(*value))))
+    if (*value == NULL) {
+        return CD_OK;
+    }
+
+    if (strcmp(name, "routed") == 0) {
+        if (strcmp(*value, "true") != 0 && strcmp(*value, "false") != 0) {
+            cd_respond_error(r, 400, "invalid_request_error",
+                             "invalid_filter", name, "routed must be true "
+                             "or false");
+            return CD_ERROR;
+        }
+
+        return CD_OK;
+    }
+
+    if (strcmp(name, "template_id") == 0) {
+        if (cd_uuid_parse(*value, uuid) != CD_OK) {
+            cd_respond_error(r, 400, "invalid_request_error",
+                             "invalid_filter", name, "template_id must be a "
+                             "template's UUID (8-4-4-4-12 hex digits)");
+            return CD_ERROR;
+        }
+
+        return CD_OK;
+    }
+
+    if (strcmp(name, "template_version") == 0) {
+        if (!cd_audit_version_valid(*value)) {
+            cd_respond_error(r, 400, "invalid_request_error",
+                             "invalid_filter", name, "template_version must "
+                             "be a version number, 1 to %d",
+                             CD_AUDIT_VERSION_MAX);
+            return CD_ERROR;
+        }
+
+        return CD_OK;
+    }
+
+    if ((*value)[0] == '\0' || strlen(*value) > SP_FIELD_LEN
+        || !cd_utf8_valid(*value, strlen(*value)))
     {
         cd_respond_error(r, 400, "invalid_request_error", "invalid_filter",
                          name, "%s must be a non-empty UTF-8 string of at most "
@@ -129,14 +222,160 @@ cd_api_audit_list(cd_request_t *r)
                            " AND ($4::text IS NULL OR api_key_id = $4)"
                            " AND ($5::text IS NULL OR provider = $5)"
                            " AND ($6::text IS NULL OR model = $6"
-                           " OR requested_model = $6)"),
+                           " OR requested_model = $6)"
+                           " AND ($7::boolean IS NULL OR routed = $7)"
+                           " AND ($8::uuid IS NULL OR template_id = $8)"
+                           " AND ($9::integer IS NULL"
+                           " OR template_version = $9)"),
         .default_limit = 50,
         .id_column = CD_AUDIT_ID,
         .created_us_column = CD_AUDIT_CREATED_US,
         .row_json = cd_audit_json,
-        .filters = { "api_key_id", "provider", "model" },
+        .filters = { "api_key_id", "provider", "model", "routed",
+                     "template_id", "template_version" },
         .filter = cd_audit_filter
     };
 
     cd_page_respond(r, &page);
+}
+
+
+/* ?from= and ?to=: absent is no bound; else an RFC 3339 date-time */
+static int
+cd_audit_time(cd_request_t *r, const char *name, char *us, size_t len)
+{
+    int64_t      t;
+    const char  *value;
+
+    us[0] = '\0';
+    value = cd_query(r, name);
+
+    if (value == NULL) {
+        return CD_OK;
+    }
+
+    if (cd_rfc3339_parse(value, &t) != CD_OK) {
+        cd_respond_error(r, 400, "invalid_request_error", "invalid_time",
+                         name, "%s must be an RFC 3339 date-time, e.g. "
+                         "\"2026-12-01T00:00:00Z\"", name);
+        return CD_ERROR;
+    }
+
+    snprintf(us, len, "%lld", (long long) t);
+
+    return CD_OK;
+}
+
+
+static json_t *
+cd_audit_summary_json(PGresult *res, int row)
+{
+    char     cost[SP_MONEY_STR_LEN];
+    json_t  *obj;
+    int64_t  nano;
+
+    obj = json_object();
+    if (obj == NULL) {
+        return NULL;
+    }
+
+    nano = (int64_t) cd_audit_int(res, row, 3);
+    sp_money_format(nano, cost);
+
+    if (cd_json_set_column(obj, "template_id", res, row, 0)
+        || cd_audit_set_int_or_null(obj, "template_version", res, row, 1)
+        || json_object_set_new(obj, "requests",
+                               json_integer(cd_audit_int(res, row, 2)))
+        || json_object_set_new(obj, "cost_nano", json_integer(nano))
+        || json_object_set_new(obj, "cost_usd", json_string(cost)))
+    {
+        json_decref(obj);
+        return NULL;
+    }
+
+    return obj;
+}
+
+
+void
+cd_api_audit_summary(cd_request_t *r)
+{
+    int            n;
+    char           from[CD_INT_TEXT], to[CD_INT_TEXT];
+    json_t        *data, *json;
+    PGresult      *res;
+    const char    *group_by, *params[2];
+    cd_db_conn_t  *c;
+
+    group_by = cd_query(r, "group_by");
+
+    if (group_by == NULL || strcmp(group_by, "template") != 0) {
+        cd_respond_error(r, 400, "invalid_request_error", "invalid_group_by",
+                         "group_by", "group_by must be \"template\" (spend "
+                         "by prompt template version)");
+        return;
+    }
+
+    if (cd_audit_time(r, "from", from, sizeof(from)) != CD_OK
+        || cd_audit_time(r, "to", to, sizeof(to)) != CD_OK)
+    {
+        return;
+    }
+
+    if (from[0] && to[0] && strtoll(from, NULL, 10) > strtoll(to, NULL, 10)) {
+        cd_respond_error(r, 422, "invalid_request_error", "invalid_range",
+                         "from", "from must not be after to");
+        return;
+    }
+
+    params[0] = from[0] ? from : NULL;
+    params[1] = to[0] ? to : NULL;
+
+    c = cd_request_begin(r);
+    if (c == NULL) {
+        return;
+    }
+
+    /*
+     * The templated rows only (a request without a template is in no
+     * group), by the partial index of migration 020; RLS supplies the
+     * organisation. The sums are exact: numeric, cast back to bigint
+     * (more than 9.2e9 USD in one group fails the statement rather than
+     * round).
+     */
+    res = cd_db_exec(c, "SELECT template_id, template_version, count(*),"
+                        " sum(cost_nano)::bigint"
+                        " FROM audit_logs"
+                        " WHERE template_id IS NOT NULL"
+                        " AND ($1::bigint IS NULL OR created_at >="
+                        " 'epoch'::timestamptz"
+                        " + $1::bigint * interval '1 microsecond')"
+                        " AND ($2::bigint IS NULL OR created_at <"
+                        " 'epoch'::timestamptz"
+                        " + $2::bigint * interval '1 microsecond')"
+                        " GROUP BY template_id, template_version"
+                        " ORDER BY 4 DESC, 1, 2",
+                     2, params);
+
+    if (res == NULL) {
+        cd_respond_statement_error(r, c);
+        cd_request_end(r, c);
+        return;
+    }
+
+    n = PQntuples(res);
+    data = cd_rows_json(res, n, cd_audit_summary_json);
+    json = data ? json_pack("{s:s, s:o}", "group_by", "template", "data",
+                            data)
+                : NULL;
+
+    PQclear(res);
+    cd_request_end(r, c);
+
+    if (json == NULL) {
+        cd_respond_db_error(r);
+        return;
+    }
+
+    cd_respond(r, 200, json);
 }

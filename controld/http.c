@@ -40,6 +40,7 @@ const cd_route_t  cd_routes[] = {
     { "PUT",    "/providers/{name}",        cd_api_providers_put,    1 },
     { "DELETE", "/providers/{name}",        cd_api_providers_delete, 1 },
     { "GET",    "/audit-logs",              cd_api_audit_list,       1 },
+    { "GET",    "/audit-logs/summary",      cd_api_audit_summary,    1 },
     { "GET",    "/org",                     cd_api_org_get,          1 },
     { "PATCH",  "/org",                     cd_api_org_update,       1 },
     { "PUT",    "/org",                     cd_api_org_update,       1 },

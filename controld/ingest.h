@@ -159,6 +159,13 @@ int64_t cd_ingest_month_start(int64_t ms);
 size_t cd_ingest_copy_row(const sp_journal_record_t *rec, const char *node_id,
     uint8_t *out, size_t pos, size_t cap);
 
+/*
+ * The 16 bytes of a UUID written as 8-4-4-4-12 hex digits (either case,
+ * nothing around them): PostgreSQL's binary uuid. CD_ERROR when s is no
+ * such UUID (the API's filters check theirs with it too).
+ */
+int cd_uuid_parse(const char *s, uint8_t *out) CD_CHECK;
+
 /* ingest_spend.c */
 cd_ingest_spend_t *cd_ingest_spend_create(void);
 void cd_ingest_spend_free(cd_ingest_spend_t *s);

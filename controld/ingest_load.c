@@ -30,6 +30,7 @@
 #define CD_INGEST_RETENTION_MS  (3600 * 1000)
 #define CD_INGEST_COPY_SIZE   (256 * 1024)
 #define CD_INGEST_ROW_MAX     (32 * 1024)   /* > any record's fields */
+
 #define CD_INGEST_PG_EPOCH_MS 946684800000LL   /* 2000-01-01, unix ms */
 
 #define CD_INGEST_AUDIT_COLUMNS                                              \
@@ -38,9 +39,19 @@
     " cost_nano, status, cache, stream, latency_ms, gateway_us,"             \
     " department, project, agent_id, trace_id, span_id, parent_id,"          \
     " warnings, error_code, node_id, epoch, reserved_nano, endpoint,"        \
-    " saved_nano"
+    " saved_nano, routed, route_rule, attempts, attempt_log, route_note,"    \
+    " template_id, template_version"
 
-#define CD_INGEST_AUDIT_NCOLUMNS  30
+#define CD_INGEST_AUDIT_NCOLUMNS  37
+
+/*
+ * A row is the record's strings (each shorter than its array), 4 bytes
+ * of length per column and the warnings array's headers (at most 4
+ * bytes per element, one element per byte of warnings, and 20).
+ */
+_Static_assert(sizeof(sp_journal_record_t) + 4 * CD_INGEST_AUDIT_NCOLUMNS
+               + 5 * SP_FIELD_LEN + 64 < CD_INGEST_ROW_MAX,
+               "CD_INGEST_ROW_MAX holds a whole audit row");
 
 #define CD_INGEST_UNIQUE_VIOLATION  "23505"
 #define CD_INGEST_UNDEFINED_TABLE   "42P01"
@@ -122,6 +133,75 @@ cd_copy_text(uint8_t *out, size_t pos, const char *s, int empty_is_null)
 }
 
 
+static size_t
+cd_copy_bool(uint8_t *out, size_t pos, int v)
+{
+    pos = cd_copy_u32(out, pos, 1);
+    out[pos++] = v ? 1 : 0;
+
+    return pos;
+}
+
+
+static int
+cd_hex_digit(char c)
+{
+    if (c >= '0' && c <= '9') {
+        return c - '0';
+    }
+
+    c |= 0x20;
+
+    return (c >= 'a' && c <= 'f') ? c - 'a' + 10 : -1;
+}
+
+
+int
+cd_uuid_parse(const char *s, uint8_t *out)
+{
+    int     hi, lo;
+    size_t  i, k;
+
+    /* 8-4-4-4-12 hex digits, either case, and nothing after */
+    for (i = 0, k = 0; k < 16; k++) {
+        if (i == 8 || i == 13 || i == 18 || i == 23) {
+            if (s[i++] != '-') {
+                return CD_ERROR;
+            }
+        }
+
+        hi = cd_hex_digit(s[i]);
+        lo = hi < 0 ? -1 : cd_hex_digit(s[i + 1]);
+
+        if (lo < 0) {
+            return CD_ERROR;
+        }
+
+        out[k] = (uint8_t) (hi << 4 | lo);
+        i += 2;
+    }
+
+    return s[i] == '\0' ? CD_OK : CD_ERROR;
+}
+
+
+/* a uuid, or NULL when s is "" or (sp_journal_check refused it) no uuid */
+static size_t
+cd_copy_uuid(uint8_t *out, size_t pos, const char *s)
+{
+    uint8_t  bytes[16];
+
+    if (s[0] == '\0' || cd_uuid_parse(s, bytes) != CD_OK) {
+        return cd_copy_u32(out, pos, 0xffffffff);
+    }
+
+    pos = cd_copy_u32(out, pos, 16);
+    memcpy(out + pos, bytes, 16);
+
+    return pos + 16;
+}
+
+
 /* text[] of the comma-separated names, as string_to_array(s, ',') */
 static size_t
 cd_copy_text_array(uint8_t *out, size_t pos, const char *s)
@@ -197,8 +277,7 @@ cd_ingest_copy_row(const sp_journal_record_t *rec, const char *node_id,
     pos = cd_copy_u32(out, pos, 4);
     pos = cd_copy_u32(out, pos, (uint32_t) rec->status);
     pos = cd_copy_text(out, pos, rec->cache, 1);
-    pos = cd_copy_u32(out, pos, 1);
-    out[pos++] = rec->stream ? 1 : 0;
+    pos = cd_copy_bool(out, pos, rec->stream);
     pos = cd_copy_i64(out, pos, rec->latency_ms);
     pos = cd_copy_i64(out, pos, rec->gateway_us);
     pos = cd_copy_text(out, pos, rec->department, 1);
@@ -214,6 +293,26 @@ cd_ingest_copy_row(const sp_journal_record_t *rec, const char *node_id,
     pos = cd_copy_i64(out, pos, rec->reserved_nano);
     pos = cd_copy_text(out, pos, rec->endpoint, 1);
     pos = cd_copy_i64(out, pos, rec->saved_nano);
+
+    pos = cd_copy_bool(out, pos, rec->routed);
+    pos = cd_copy_text(out, pos, rec->route_rule, 1);
+
+    /* smallint; the journal's 0 and 1 both mean no fallback: 1 attempt */
+    pos = cd_copy_u32(out, pos, 2);
+    out[pos++] = 0;
+    out[pos++] = (uint8_t) (rec->attempts > 1 ? rec->attempts : 1);
+
+    pos = cd_copy_text(out, pos, rec->attempt_log, 1);
+    pos = cd_copy_text(out, pos, rec->route_note, 1);
+    pos = cd_copy_uuid(out, pos, rec->template_id);
+
+    if (rec->template_version > 0) {
+        pos = cd_copy_u32(out, pos, 4);
+        pos = cd_copy_u32(out, pos, (uint32_t) rec->template_version);
+
+    } else {
+        pos = cd_copy_u32(out, pos, 0xffffffff);
+    }
 
     return pos;
 }

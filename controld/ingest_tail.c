@@ -54,7 +54,8 @@ cd_record_acceptable(const sp_journal_record_t *rec)
         rec->id, rec->org_id, rec->api_key_id, rec->provider,
         rec->requested_model, rec->model, rec->cache, rec->department,
         rec->project, rec->agent_id, rec->trace_id, rec->span_id,
-        rec->parent_id, rec->warnings, rec->error_code
+        rec->parent_id, rec->warnings, rec->error_code, rec->endpoint,
+        rec->route_rule, rec->attempt_log, rec->route_note
     };
 
     if (rec->id[0] == '\0' || rec->org_id[0] == '\0'

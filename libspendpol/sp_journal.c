@@ -2,6 +2,7 @@
  * Journal lines: formatted by nginx workers, parsed by controld.
  */
 
+#include <limits.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -10,7 +11,13 @@
 #include <jansson.h>
 
 #include "sp_journal.h"
+#include "sp_route.h"
 #include "sp_scan.h"
+
+
+#define SP_JOURNAL_ATTEMPTS_MAX          SP_ROUTE_MAX_TARGETS
+#define SP_JOURNAL_TEMPLATE_VERSION_MAX  2147483647   /* the audit column
+                                                          is an integer */
 
 
 typedef struct {
@@ -221,6 +228,41 @@ sp_journal_format(const sp_journal_record_t *rec, char *out, size_t outlen)
     SP_FIELD_INT(epoch);
     SP_FIELD_INT(reserved_nano);
     SP_FIELD_STR(endpoint);
+
+    /*
+     * Routing and templates only when set, so that a request no rule or
+     * template touched keeps the line it had before them. attempts 1 is
+     * no fallback, as 0 is (the reader makes it 0); anything else is
+     * written, out of range or not, for sp_journal_check to judge.
+     */
+    if (rec->routed) {
+        sp_out_cstr(&o, ",\"routed\":true");
+    }
+
+    if (rec->route_rule[0]) {
+        SP_FIELD_STR(route_rule);
+    }
+
+    if (rec->attempts != 0 && rec->attempts != 1) {
+        SP_FIELD_INT(attempts);
+    }
+
+    if (rec->attempt_log[0]) {
+        SP_FIELD_STR(attempt_log);
+    }
+
+    if (rec->route_note[0]) {
+        SP_FIELD_STR(route_note);
+    }
+
+    if (rec->template_id[0]) {
+        SP_FIELD_STR(template_id);
+    }
+
+    if (rec->template_version != 0) {
+        SP_FIELD_INT(template_version);
+    }
+
     sp_out_cstr(&o, "}\n");
 
     if (o.overflow) {
@@ -281,7 +323,9 @@ typedef enum {
     SP_JF_INTEGER,
     SP_JF_VERSION,
     SP_JF_STATUS,
-    SP_JF_STREAM
+    SP_JF_STREAM,
+    SP_JF_BOOLEAN,                      /* an int: true 1, false 0 */
+    SP_JF_ATTEMPTS                      /* an int; 1 is read as 0 */
 } sp_journal_kind_e;
 
 typedef struct {
@@ -328,6 +372,13 @@ static const sp_journal_field_t  sp_journal_fields[] = {
     SP_JF(epoch, SP_JF_INTEGER),
     SP_JF(reserved_nano, SP_JF_INTEGER),
     SP_JF(endpoint, SP_JF_STRING),
+    SP_JF(routed, SP_JF_BOOLEAN),         /* absent: an older writer, or */
+    SP_JF(route_rule, SP_JF_STRING),      /* no rule, no template */
+    SP_JF(attempts, SP_JF_ATTEMPTS),
+    SP_JF(attempt_log, SP_JF_STRING),
+    SP_JF(route_note, SP_JF_STRING),
+    SP_JF(template_id, SP_JF_STRING),
+    SP_JF(template_version, SP_JF_INTEGER),
     { "status", 6, SP_JF_STATUS, 0, 0 },
     { "stream", 6, SP_JF_STREAM, 0, 0 },
 };
@@ -384,7 +435,7 @@ static int
 sp_journal_read(const sp_json_tape_t *tape, sp_journal_record_t *rec,
     char *err, size_t errlen)
 {
-    int                        f;
+    int                        f, flag;
     char                      *dst;
     size_t                     k, n, keep, hint;
     uint32_t                   at[SP_JF_COUNT];
@@ -465,6 +516,37 @@ sp_journal_read(const sp_json_tape_t *tape, sp_journal_record_t *rec,
 
         case SP_JF_STREAM:
             rec->stream = (v != NULL && v->type == SP_JSON_TRUE);
+            break;
+
+        case SP_JF_BOOLEAN:
+            if (v != NULL && v->type != SP_JSON_TRUE
+                && v->type != SP_JSON_FALSE)
+            {
+                sp_errorf(err, errlen, "field \"%s\" must be a boolean",
+                          jf->name);
+                return SP_ERROR;
+            }
+
+            flag = (v != NULL && v->type == SP_JSON_TRUE);
+            memcpy((char *) rec + jf->offset, &flag, sizeof(int));
+            break;
+
+        case SP_JF_ATTEMPTS:
+            if (v != NULL && v->type != SP_JSON_INTEGER) {
+                sp_errorf(err, errlen, "field \"%s\" must be an integer",
+                          jf->name);
+                return SP_ERROR;
+            }
+
+            /* an int: what it cannot hold is no count the gateway made */
+            if (v != NULL && (v->value < INT_MIN || v->value > INT_MAX)) {
+                sp_errorf(err, errlen, "field \"%s\" must be 0..%d",
+                          jf->name, SP_JOURNAL_ATTEMPTS_MAX);
+                return SP_ERROR;
+            }
+
+            /* 0 and 1 both say that no attempt fell back: one form */
+            rec->attempts = (v == NULL || v->value == 1) ? 0 : (int) v->value;
             break;
 
         default: /* SP_JF_INTEGER, SP_JF_STATUS */
@@ -570,6 +652,34 @@ sp_journal_check_range(const char *name, int64_t v, int64_t max, char *err,
 }
 
 
+/* "" or 8-4-4-4-12 hex digits, either case: what PostgreSQL's uuid takes */
+static int
+sp_journal_uuid_or_empty(const char *s)
+{
+    size_t  i;
+
+    if (s[0] == '\0') {
+        return 1;
+    }
+
+    for (i = 0; i < 36; i++) {
+        if (i == 8 || i == 13 || i == 18 || i == 23) {
+            if (s[i] != '-') {
+                return 0;
+            }
+
+        } else if (!((s[i] >= '0' && s[i] <= '9')
+                     || (s[i] >= 'a' && s[i] <= 'f')
+                     || (s[i] >= 'A' && s[i] <= 'F')))
+        {
+            return 0;
+        }
+    }
+
+    return s[36] == '\0';
+}
+
+
 int
 sp_journal_check(const sp_journal_record_t *rec, char *err, size_t errlen)
 {
@@ -587,6 +697,9 @@ sp_journal_check(const sp_journal_record_t *rec, char *err, size_t errlen)
         { "cost_nano", rec->cost_nano, SP_JOURNAL_NANO_MAX },
         { "reserved_nano", rec->reserved_nano, SP_JOURNAL_NANO_MAX },
         { "saved_nano", rec->saved_nano, SP_JOURNAL_NANO_MAX },
+        { "attempts", rec->attempts, SP_JOURNAL_ATTEMPTS_MAX },
+        { "template_version", rec->template_version,
+          SP_JOURNAL_TEMPLATE_VERSION_MAX },
     };
 
     for (i = 0; i < sizeof(ranges) / sizeof(ranges[0]); i++) {
@@ -616,6 +729,13 @@ sp_journal_check(const sp_journal_record_t *rec, char *err, size_t errlen)
         sp_errorf(err, errlen, "field \"status\" is %d, expected 0 or "
                   "%d..%d", rec->status, SP_JOURNAL_STATUS_MIN,
                   SP_JOURNAL_STATUS_MAX);
+        return SP_ERROR;
+    }
+
+    /* the audit column is a uuid: anything else would fail its batch */
+    if (!sp_journal_uuid_or_empty(rec->template_id)) {
+        sp_errorf(err, errlen, "field \"template_id\" must be a UUID "
+                  "(8-4-4-4-12 hex digits)");
         return SP_ERROR;
     }
 

@@ -3,7 +3,9 @@
  * single write() each, tailed by controld and loaded into PostgreSQL.
  *
  * A line is at most SP_JOURNAL_LINE_MAX bytes and ends with '\n'. Fields
- * (all present; strings may be ""):
+ * (all present, strings may be "", but for routed .. template_version,
+ * written only when set: routed true, attempts > 1, strings not "",
+ * template_version > 0):
  *
  *   {"v":1,"id":"evt_...","ts_ms":1764230000123,"org_id":"...",
  *    "api_key_id":"key_...","provider":"openai","requested_model":"...",
@@ -36,7 +38,7 @@
 
 
 #define SP_JOURNAL_VERSION    1
-#define SP_JOURNAL_LINE_MAX   16384   /* a full record, all escaped */
+#define SP_JOURNAL_LINE_MAX   32768   /* a full record, all escaped */
 #define SP_ID_LEN             64      /* max length of any id field */
 #define SP_FIELD_LEN          256     /* max length of other strings */
 #define SP_JOURNAL_NOTE_LEN   1024    /* attempt_log, route_note */
@@ -126,7 +128,9 @@ int sp_journal_parse(const char *line, size_t len, sp_journal_record_t *rec,
  * cached_tokens + cache_write_tokens <= input_tokens (both are part of the
  * input), cost_nano, reserved_nano and saved_nano 0..SP_JOURNAL_NANO_MAX,
  * status 0 (no
- * response was sent) or SP_JOURNAL_STATUS_MIN..MAX. Returns SP_OK, or
+ * response was sent) or SP_JOURNAL_STATUS_MIN..MAX, attempts
+ * 0..SP_ROUTE_MAX_TARGETS, template_version 0..2^31 - 1 (the audit
+ * column is an integer), template_id "" or a UUID. Returns SP_OK, or
  * SP_ERROR with the first field out of range and its bound in err (never
  * the record's strings, so err is safe to log).
  */

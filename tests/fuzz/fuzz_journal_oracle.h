@@ -3,12 +3,15 @@
  * (libspendpol/sp_journal.c at 4c13498): a jansson tree, members read
  * from it. Kept as the oracle the new parser must agree with, field for
  * field, on every decision and every error text (tests/unit/
- * test_lib_journal.c and fuzz_journal.c). Not to be changed.
+ * test_lib_journal.c and fuzz_journal.c). Not to be changed, but for
+ * members added to the line since, read the same jansson way (issue 13:
+ * routed .. template_version).
  */
 
 #ifndef FUZZ_JOURNAL_ORACLE_H
 #define FUZZ_JOURNAL_ORACLE_H
 
+#include <limits.h>
 #include <string.h>
 
 #include <jansson.h>
@@ -93,7 +96,7 @@ oracle_journal_parse(const char *line, size_t len, sp_journal_record_t *rec,
 {
     json_t        *root, *v;
     json_error_t   jerr;
-    int64_t        status;
+    int64_t        status, attempts;
 
     while (len && (line[len - 1] == '\n' || line[len - 1] == '\r')) {
         len--;
@@ -148,6 +151,33 @@ oracle_journal_parse(const char *line, size_t len, sp_journal_record_t *rec,
     ORACLE_GET_INT(epoch);
     ORACLE_GET_INT(reserved_nano);
     ORACLE_GET_STR(endpoint, 0);
+
+    v = json_object_get(root, "routed");
+
+    if (v != NULL && !json_is_null(v) && !json_is_boolean(v)) {
+        sp_errorf(err, errlen, "field \"routed\" must be a boolean");
+        goto failed;
+    }
+
+    rec->routed = json_is_true(v);
+    ORACLE_GET_STR(route_rule, 0);
+
+    if (oracle_journal_get_int(root, "attempts", &attempts, err, errlen)
+        != SP_OK)
+    {
+        goto failed;
+    }
+
+    if (attempts < INT_MIN || attempts > INT_MAX) {
+        sp_errorf(err, errlen, "field \"attempts\" must be 0..8");
+        goto failed;
+    }
+
+    rec->attempts = attempts == 1 ? 0 : (int) attempts;
+    ORACLE_GET_STR(attempt_log, 0);
+    ORACLE_GET_STR(route_note, 0);
+    ORACLE_GET_STR(template_id, 0);
+    ORACLE_GET_INT(template_version);
 
     if (oracle_journal_get_int(root, "status", &status, err, errlen) != SP_OK) {
         goto failed;

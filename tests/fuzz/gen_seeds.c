@@ -367,6 +367,29 @@ journal(const char *dir)
     write_file(dir, "journal", "cache-hit.jsonl", line, n);
     rec.saved_nano = 0;
 
+    /* routed by a rule, fallen back twice, built from a template */
+    strcpy(rec.id, "evt_01JDQ2M4W7X8Y9Z0A1B2C3D4E8");
+    strcpy(rec.cache, "miss");
+    rec.cost_nano = 4340000;
+    rec.routed = 1;
+    strcpy(rec.route_rule, "rr_01JDQ2M4W7X8Y9Z0A1B2C3D4");
+    rec.attempts = 3;
+    strcpy(rec.attempt_log, "openai/gpt-4o:429,openai/gpt-4o-mini:0");
+    strcpy(rec.route_note, "rr_2: target cohere left out (tools); "
+           "rr_3: \"window\" closed\n");
+    strcpy(rec.template_id, "7d4c9b1e-3f2a-4c6d-8e9f-0a1b2c3d4e5f");
+    rec.template_version = 3;
+    n = sp_journal_format(&rec, line, sizeof(line));
+    write_file(dir, "journal", "routed-fallback-template.jsonl", line, n);
+
+    rec.routed = 0;
+    rec.route_rule[0] = '\0';
+    rec.attempts = 0;
+    rec.attempt_log[0] = '\0';
+    rec.route_note[0] = '\0';
+    rec.template_id[0] = '\0';
+    rec.template_version = 0;
+
     memset(&rec, 0, sizeof(rec));
     strcpy(rec.id, "evt_err");
     strcpy(rec.org_id, "org_2");

@@ -192,7 +192,7 @@ test_copy_row_is_binary_copy_of_the_audit_columns(void **state)
 
     len = cd_ingest_copy_row(&rec, "node-a", out, 0, sizeof(out));
     assert_true(len > 0);
-    assert_int_equal(out[0] << 8 | out[1], 30);
+    assert_int_equal(out[0] << 8 | out[1], 37);
 
     assert_int_equal(field(out, 0, &d), 5);
     assert_memory_equal(d, "evt_1", 5);
@@ -224,7 +224,18 @@ test_copy_row_is_binary_copy_of_the_audit_columns(void **state)
     assert_int_equal(field(out, 28, &d), -1);       /* no endpoint */
     assert_int_equal(field(out, 29, &d), 8);
     assert_int_equal(get_i64(d), 987654);
-    assert_int_equal(d + 8 - out, (ptrdiff_t) len);
+
+    /* no routing, no template: false, NULL, 1 attempt, NULL... */
+    assert_int_equal(field(out, 30, &d), 1);
+    assert_int_equal(d[0], 0);
+    assert_int_equal(field(out, 31, &d), -1);
+    assert_int_equal(field(out, 32, &d), 2);
+    assert_int_equal(d[0] << 8 | d[1], 1);
+    assert_int_equal(field(out, 33, &d), -1);
+    assert_int_equal(field(out, 34, &d), -1);
+    assert_int_equal(field(out, 35, &d), -1);
+    assert_int_equal(field(out, 36, &d), -1);
+    assert_int_equal(d - out, (ptrdiff_t) len);
 
     /* no warnings: an empty array, not NULL */
     rec.warnings[0] = '\0';
@@ -234,6 +245,130 @@ test_copy_row_is_binary_copy_of_the_audit_columns(void **state)
 
     /* too little room: refused, nothing written past it */
     assert_int_equal(cd_ingest_copy_row(&rec, "node-a", out, 0, 1024), 0);
+}
+
+
+/* a journal line through the reader, its check and the COPY row */
+static size_t
+ingest_line(const char *line, uint8_t *out, size_t cap)
+{
+    char                 err[256];
+    size_t               len;
+    sp_journal_record_t  rec;
+
+    if (sp_journal_parse(line, strlen(line), &rec, err, sizeof(err))
+        != SP_OK || sp_journal_check(&rec, err, sizeof(err)) != SP_OK)
+    {
+        fail_msg("%s: %s", line, err);
+    }
+
+    len = cd_ingest_copy_row(&rec, "node-a", out, 0, cap);
+    assert_true(len > 0);
+    assert_int_equal(out[0] << 8 | out[1], 37);
+
+    return len;
+}
+
+
+static void
+test_copy_row_carries_routing_and_template_fields(void **state)
+{
+    static const uint8_t  uuid[16] = {
+        0x7d, 0x4c, 0x9b, 0x1e, 0x3f, 0x2a, 0x4c, 0x6d,
+        0x8e, 0x9f, 0x0a, 0x1b, 0x2c, 0x3d, 0x4e, 0x5f
+    };
+    size_t                len;
+    uint8_t               out[64 * 1024];
+    const uint8_t        *d;
+
+    (void) state;
+
+    len = ingest_line("{\"v\":1,\"id\":\"evt_1\",\"ts_ms\":1764230000123,"
+                      "\"org_id\":\"org_a\",\"status\":200,"
+                      "\"routed\":true,\"route_rule\":\"rr_1\","
+                      "\"attempts\":3,\"attempt_log\":"
+                      "\"openai/gpt-4o:429,openai/gpt-4o:0\","
+                      "\"route_note\":\"rr_0: \\\"tools\\\" not on cohere\","
+                      "\"template_id\":"
+                      "\"7D4C9B1E-3f2a-4c6d-8e9f-0a1b2c3d4e5f\","
+                      "\"template_version\":12}", out, sizeof(out));
+
+    assert_int_equal(field(out, 30, &d), 1);
+    assert_int_equal(d[0], 1);
+    assert_int_equal(field(out, 31, &d), 4);
+    assert_memory_equal(d, "rr_1", 4);
+    assert_int_equal(field(out, 32, &d), 2);
+    assert_int_equal(d[0] << 8 | d[1], 3);
+    assert_int_equal(field(out, 33, &d), 33);
+    assert_memory_equal(d, "openai/gpt-4o:429,openai/gpt-4o:0", 33);
+    assert_int_equal(field(out, 34, &d), 27);
+    assert_memory_equal(d, "rr_0: \"tools\" not on cohere", 27);
+    assert_int_equal(field(out, 35, &d), 16);
+    assert_memory_equal(d, uuid, 16);
+    assert_int_equal(field(out, 36, &d), 4);
+    assert_int_equal(get_u32(d), 12);
+    assert_int_equal(d + 4 - out, (ptrdiff_t) len);
+
+    /* an older writer's line: the columns' defaults, as before them */
+    len = ingest_line("{\"v\":1,\"id\":\"evt_2\",\"ts_ms\":1764230000123,"
+                      "\"org_id\":\"org_a\",\"status\":200,"
+                      "\"endpoint\":\"POST /chat/completions\"}",
+                      out, sizeof(out));
+
+    assert_int_equal(field(out, 30, &d), 1);
+    assert_int_equal(d[0], 0);
+    assert_int_equal(field(out, 31, &d), -1);
+    assert_int_equal(field(out, 32, &d), 2);
+    assert_int_equal(d[0] << 8 | d[1], 1);
+    assert_int_equal(field(out, 33, &d), -1);
+    assert_int_equal(field(out, 34, &d), -1);
+    assert_int_equal(field(out, 35, &d), -1);
+    assert_int_equal(field(out, 36, &d), -1);
+    assert_int_equal(d - out, (ptrdiff_t) len);
+
+    /* one attempt written out is no fallback either */
+    (void) ingest_line("{\"v\":1,\"id\":\"evt_3\",\"org_id\":\"org_a\","
+                       "\"attempts\":1,\"routed\":false}", out,
+                       sizeof(out));
+    assert_int_equal(field(out, 32, &d), 2);
+    assert_int_equal(d[0] << 8 | d[1], 1);
+    assert_int_equal(field(out, 30, &d), 1);
+    assert_int_equal(d[0], 0);
+}
+
+
+static void
+test_uuid_parse_takes_only_the_8_4_4_4_12_form(void **state)
+{
+    size_t       i;
+    uint8_t      bytes[16];
+    const char  *bad[] = {
+        "", "7d4c9b1e", "7d4c9b1e3f2a4c6d8e9f0a1b2c3d4e5f",
+        "7d4c9b1e-3f2a-4c6d-8e9f-0a1b2c3d4e5",
+        "7d4c9b1e-3f2a-4c6d-8e9f-0a1b2c3d4e5f0",
+        "7d4c9b1e-3f2a-4c6d-8e9f-0a1b2c3d4e5g",
+        "7d4c9b1e-3f2a-4c6d-8e9f_0a1b2c3d4e5f",
+        "{7d4c9b1e-3f2a-4c6d-8e9f-0a1b2c3d4e5f}",
+        " 7d4c9b1e-3f2a-4c6d-8e9f-0a1b2c3d4e5f",
+        "7d4c9b1e-3f2a-4c6d-8e9f-0a1b2c3d4e5f ",
+        "7d4c9b1e--3f2a-4c6d-8e9f-0a1b2c3d4e5",
+    };
+
+    (void) state;
+
+    assert_int_equal(cd_uuid_parse("00000000-0000-0000-0000-00000000000a",
+                                   bytes), CD_OK);
+    assert_int_equal(bytes[15], 10);
+    assert_int_equal(cd_uuid_parse("FFFFFFFF-ffff-FFFF-ffff-FFFFFFFFFFFF",
+                                   bytes), CD_OK);
+    assert_int_equal(bytes[0], 0xff);
+    assert_int_equal(bytes[15], 0xff);
+
+    for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        if (cd_uuid_parse(bad[i], bytes) != CD_ERROR) {
+            fail_msg("accepted \"%s\"", bad[i]);
+        }
+    }
 }
 
 
@@ -273,6 +408,8 @@ main(void)
         cmocka_unit_test(test_scan_skips_a_line_longer_than_a_read),
         cmocka_unit_test(test_scan_empty_lines_are_fed),
         cmocka_unit_test(test_copy_row_is_binary_copy_of_the_audit_columns),
+        cmocka_unit_test(test_copy_row_carries_routing_and_template_fields),
+        cmocka_unit_test(test_uuid_parse_takes_only_the_8_4_4_4_12_form),
         cmocka_unit_test(test_array_literal_quotes_what_it_must),
         cmocka_unit_test(test_month_start_is_the_utc_month),
     };

@@ -2,6 +2,7 @@
  * libspendpol journal lines: format, parse, escaping, field copies.
  */
 
+#include <limits.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -51,6 +52,13 @@ fill_record(sp_journal_record_t *rec)
     rec->epoch = 1764230000000;
     rec->reserved_nano = 450000;
     strcpy(rec->endpoint, "POST /chat/completions");
+    rec->routed = 1;
+    strcpy(rec->route_rule, "rr_0123456789abcdef01234567");
+    rec->attempts = 3;
+    strcpy(rec->attempt_log, "openai/gpt-4o:429,openai/gpt-4o:0");
+    strcpy(rec->route_note, "rr_a: no tools on cohere");
+    strcpy(rec->template_id, "7d4c9b1e-3f2a-4c6d-8e9f-0a1b2c3d4e5f");
+    rec->template_version = 3;
 }
 
 
@@ -87,6 +95,13 @@ assert_records_equal(const sp_journal_record_t *a,
     assert_true(a->epoch == b->epoch);
     assert_true(a->reserved_nano == b->reserved_nano);
     assert_string_equal(a->endpoint, b->endpoint);
+    assert_int_equal(a->routed, b->routed);
+    assert_string_equal(a->route_rule, b->route_rule);
+    assert_int_equal(a->attempts, b->attempts);
+    assert_string_equal(a->attempt_log, b->attempt_log);
+    assert_string_equal(a->route_note, b->route_note);
+    assert_string_equal(a->template_id, b->template_id);
+    assert_true(a->template_version == b->template_version);
 }
 
 
@@ -100,6 +115,11 @@ format_ok(const sp_journal_record_t *rec, char *line)
     assert_true(n <= SP_JOURNAL_LINE_MAX);
     assert_int_equal(line[n - 1], '\n');
     assert_null(memchr(line, '\n', n - 1));
+
+    /* for strstr: the writer does not terminate the line */
+    if (n < SP_JOURNAL_LINE_MAX) {
+        line[n] = '\0';
+    }
 
     return n;
 }
@@ -173,7 +193,7 @@ test_journal_line_is_the_documented_shape(void **state)
 
     root = json_loadb(line, n, JSON_REJECT_DUPLICATES, &jerr);
     assert_non_null(root);
-    assert_int_equal(json_object_size(root), 30);
+    assert_int_equal(json_object_size(root), 37);
     assert_true(json_is_false(json_object_get(root, "stream")));
     assert_true(json_is_integer(json_object_get(root, "cost_nano")));
     assert_true(json_is_integer(json_object_get(root, "status")));
@@ -183,7 +203,201 @@ test_journal_line_is_the_documented_shape(void **state)
                 == 120000);
     /* saved_nano right after cache, as sp_journal.h shows the line */
     assert_non_null(strstr(line, "\"cache\":\"hit\",\"saved_nano\":120000,"));
+    /* routing and template last, in the header's order */
+    assert_non_null(strstr(line, "\"endpoint\":\"POST /chat/completions\","
+                            "\"routed\":true,\"route_rule\":\"rr_"));
+    assert_non_null(strstr(line, "\"template_version\":3}\n"));
     json_decref(root);
+}
+
+
+/* a request no rule or template touched keeps the line it had before */
+static void
+test_journal_unrouted_line_has_no_routing_or_template_members(void **state)
+{
+    sp_journal_record_t  rec, back;
+    char                 line[SP_JOURNAL_LINE_MAX];
+    size_t               n;
+    json_t              *root;
+    json_error_t         jerr;
+
+    (void) state;
+
+    fill_record(&rec);
+    rec.routed = 0;
+    rec.route_rule[0] = '\0';
+    rec.attempts = 1;                   /* one attempt: no fallback */
+    rec.attempt_log[0] = '\0';
+    rec.route_note[0] = '\0';
+    rec.template_id[0] = '\0';
+    rec.template_version = 0;
+    n = format_ok(&rec, line);
+
+    root = json_loadb(line, n, JSON_REJECT_DUPLICATES, &jerr);
+    assert_non_null(root);
+    assert_int_equal(json_object_size(root), 30);
+    json_decref(root);
+    assert_non_null(strstr(line, "\"endpoint\":\"POST /chat/completions\"}\n"));
+
+    /* read back: 0 and "", attempts 1 as 0 (the same meaning) */
+    parse_ok(line, n, &back);
+    rec.attempts = 0;
+    assert_records_equal(&rec, &back);
+
+    /* each member alone is written, and only it */
+    fill_record(&rec);
+    memset(&back, 0, sizeof(back));
+    rec.routed = 0;
+    rec.route_rule[0] = '\0';
+    rec.attempts = 0;
+    rec.attempt_log[0] = '\0';
+    rec.route_note[0] = '\0';
+    rec.template_id[0] = '\0';
+    rec.template_version = 0;
+    rec.attempts = 2;
+    n = format_ok(&rec, line);
+    assert_non_null(strstr(line, "\"endpoint\":\"POST /chat/completions\","
+                            "\"attempts\":2}\n"));
+    parse_ok(line, n, &back);
+    assert_records_equal(&rec, &back);
+}
+
+
+static void
+test_journal_round_trips_routing_and_template_fields(void **state)
+{
+    sp_journal_record_t  rec, back;
+    char                 line[SP_JOURNAL_LINE_MAX];
+    size_t               n;
+
+    (void) state;
+
+    /* every new member set, with characters to escape */
+    fill_record(&rec);
+    strcpy(rec.route_note, "rr_a: \"tools\"\tnot on cohere\n"
+           "rr_b: caf\xc3\xa9 \\ window closed");
+    strcpy(rec.attempt_log, "openai/gpt-4o:429,anthropic/claude-3-5:500,"
+           "mistral/mistral-large:0");
+    rec.attempts = 8;
+    rec.template_version = 2147483647;
+    strcpy(rec.template_id, "7D4C9B1E-3F2A-4C6D-8E9F-0A1B2C3D4E5F");
+    n = format_ok(&rec, line);
+    parse_ok(line, n, &back);
+    assert_records_equal(&rec, &back);
+
+    /* out-of-range values are written and read back for the check */
+    rec.attempts = -1;
+    rec.template_version = -5;
+    n = format_ok(&rec, line);
+    parse_ok(line, n, &back);
+    assert_records_equal(&rec, &back);
+
+    /* a routed request without fallback, without a template */
+    fill_record(&rec);
+    rec.attempts = 0;
+    rec.attempt_log[0] = '\0';
+    rec.template_id[0] = '\0';
+    rec.template_version = 0;
+    n = format_ok(&rec, line);
+    assert_null(strstr(line, "\"attempts\""));
+    assert_null(strstr(line, "\"template"));
+    parse_ok(line, n, &back);
+    assert_records_equal(&rec, &back);
+}
+
+
+static void
+test_journal_routing_fields_bounds(void **state)
+{
+    static const struct {
+        const char  *members;
+        const char  *message;
+    } bad[] = {
+        { "\"routed\":1", "field \"routed\" must be a boolean" },
+        { "\"routed\":\"true\"", "field \"routed\" must be a boolean" },
+        { "\"route_rule\":7", "field \"route_rule\" must be a string" },
+        { "\"attempts\":\"2\"", "field \"attempts\" must be an integer" },
+        { "\"attempts\":2.5", "field \"attempts\" must be an integer" },
+        { "\"attempts\":4294967298", "field \"attempts\" must be 0..8" },
+        { "\"attempts\":-4294967298", "field \"attempts\" must be 0..8" },
+        { "\"attempt_log\":[]", "field \"attempt_log\" must be a string" },
+        { "\"route_note\":{}", "field \"route_note\" must be a string" },
+        { "\"template_id\":1", "field \"template_id\" must be a string" },
+        { "\"template_version\":\"3\"",
+          "field \"template_version\" must be an integer" },
+    };
+    static const struct {
+        const char  *members;
+        const char  *message;               /* NULL: the check passes */
+    } checked[] = {
+        { "\"attempts\":8", NULL },
+        { "\"attempts\":1", NULL },
+        { "\"attempts\":0", NULL },
+        { "\"attempts\":9", "field \"attempts\" is 9, expected 0..8" },
+        { "\"attempts\":-1", "field \"attempts\" is -1, expected 0..8" },
+        { "\"template_version\":2147483647", NULL },
+        { "\"template_version\":2147483648",
+          "field \"template_version\" is 2147483648, expected "
+          "0..2147483647" },
+        { "\"template_version\":-1",
+          "field \"template_version\" is -1, expected 0..2147483647" },
+        { "\"template_id\":\"7d4c9b1e-3f2a-4c6d-8e9f-0a1b2c3d4e5f\"", NULL },
+        { "\"template_id\":\"\"", NULL },
+        { "\"template_id\":null", NULL },
+        { "\"template_id\":\"7d4c9b1e3f2a4c6d8e9f0a1b2c3d4e5f\"",
+          "field \"template_id\" must be a UUID" },
+        { "\"template_id\":\"7d4c9b1e-3f2a-4c6d-8e9f-0a1b2c3d4e5\"",
+          "field \"template_id\" must be a UUID" },
+        { "\"template_id\":\"7d4c9b1e-3f2a-4c6d-8e9f-0a1b2c3d4e5fa\"",
+          "field \"template_id\" must be a UUID" },
+        { "\"template_id\":\"7d4c9b1e-3f2a-4c6d-8e9f-0a1b2c3d4e5g\"",
+          "field \"template_id\" must be a UUID" },
+        { "\"template_id\":\"tpl_1\"", "field \"template_id\" must be a UUID" },
+        { "\"routed\":false,\"route_rule\":\"\",\"route_note\":null", NULL },
+    };
+    char                 line[512], err[256];
+    size_t               i;
+    sp_journal_record_t  rec;
+
+    (void) state;
+
+    for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        snprintf(line, sizeof(line), "{\"v\":1,\"id\":\"evt_1\","
+                 "\"org_id\":\"o\",%s}", bad[i].members);
+        err[0] = '\0';
+
+        if (sp_journal_parse(line, strlen(line), &rec, err, sizeof(err))
+            != SP_ERROR || strcmp(err, bad[i].message) != 0)
+        {
+            fail_msg("%s: \"%s\", expected \"%s\"", line, err,
+                     bad[i].message);
+        }
+
+        differ_check(line, strlen(line));
+    }
+
+    for (i = 0; i < sizeof(checked) / sizeof(checked[0]); i++) {
+        snprintf(line, sizeof(line), "{\"v\":1,\"id\":\"evt_1\","
+                 "\"org_id\":\"o\",%s}", checked[i].members);
+        parse_ok(line, strlen(line), &rec);
+        differ_check(line, strlen(line));
+        err[0] = '\0';
+
+        if (checked[i].message == NULL) {
+            if (sp_journal_check(&rec, err, sizeof(err)) != SP_OK) {
+                fail_msg("%s: refused: %s", line, err);
+            }
+
+            continue;
+        }
+
+        if (sp_journal_check(&rec, err, sizeof(err)) != SP_ERROR
+            || strstr(err, checked[i].message) == NULL)
+        {
+            fail_msg("%s: \"%s\", expected \"%s\"", line, err,
+                     checked[i].message);
+        }
+    }
 }
 
 
@@ -322,6 +536,10 @@ fill_all(sp_journal_record_t *rec, unsigned char c)
     SP_FILL(warnings);
     SP_FILL(error_code);
     SP_FILL(endpoint);
+    SP_FILL(route_rule);
+    SP_FILL(attempt_log);
+    SP_FILL(route_note);
+    SP_FILL(template_id);
 #undef SP_FILL
 }
 
@@ -353,10 +571,26 @@ test_journal_longest_record_fits_line_max(void **state)
     rec.latency_ms = INT64_MIN;
     rec.gateway_us = INT64_MIN;
     rec.status = 999;
+    rec.attempts = INT_MIN;
+    rec.template_version = INT64_MIN;
     n = sp_journal_format(&rec, line, SP_JOURNAL_LINE_MAX);
     assert_true(n > 0);
     parse_ok(line, n, &back);
     assert_records_equal(&rec, &back);
+
+    /* every string of characters escaped 6x ("\u0001"): still fits */
+    fill_all(&rec, 0x01);
+    n = sp_journal_format(&rec, line, SP_JOURNAL_LINE_MAX);
+    assert_true(n > 0);
+    print_message("the widest line: %zu of %d bytes\n", n,
+                  SP_JOURNAL_LINE_MAX);
+    parse_ok(line, n, &back);
+    assert_records_equal(&rec, &back);
+
+    /* and of bytes that are no UTF-8, each one a 6-byte U+FFFD escape */
+    fill_all(&rec, 0xff);
+    n = sp_journal_format(&rec, line, SP_JOURNAL_LINE_MAX);
+    assert_true(n > 0);
 
     free(line);
 }
@@ -802,6 +1036,13 @@ static const char  *differ_members[][2] = {
     { "epoch", "1764230000000" },
     { "reserved_nano", "450000" },
     { "endpoint", "\"POST /chat/completions\"" },
+    { "routed", "true" },
+    { "route_rule", "\"rr_0123456789abcdef01234567\"" },
+    { "attempts", "3" },
+    { "attempt_log", "\"openai/gpt-4o:429,openai/gpt-4o:0\"" },
+    { "route_note", "\"rr_a: no tools on cohere\"" },
+    { "template_id", "\"7d4c9b1e-3f2a-4c6d-8e9f-0a1b2c3d4e5f\"" },
+    { "template_version", "3" },
 };
 
 #define DIFFER_NMEMBERS                                                       \
@@ -1003,6 +1244,10 @@ main(void)
     const struct CMUnitTest  tests[] = {
         cmocka_unit_test(test_journal_round_trips_every_field),
         cmocka_unit_test(test_journal_line_is_the_documented_shape),
+        cmocka_unit_test(
+            test_journal_unrouted_line_has_no_routing_or_template_members),
+        cmocka_unit_test(test_journal_round_trips_routing_and_template_fields),
+        cmocka_unit_test(test_journal_routing_fields_bounds),
         cmocka_unit_test(test_journal_escapes_quotes_backslashes_and_controls),
         cmocka_unit_test(
             test_journal_invalid_utf8_becomes_replacement_and_parses),
