@@ -787,7 +787,9 @@ ngx_http_spendpol_upstream_free_peer(ngx_peer_connection_t *pc, void *data,
 
     if (ctx->targets && (state & NGX_PEER_FAILED)) {
 
-        if (pc->cached && u->headers_in.status_n == 0) {
+        if (pc->cached && u->headers_in.status_n == 0 && c != NULL
+            && !c->read->timedout && !c->write->timedout)
+        {
             /* an idle connection the provider had closed: nginx retries */
             ctx->attempts--;
 

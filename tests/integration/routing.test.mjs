@@ -10,7 +10,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
 import { Stack, sleep, waitFor, nanoToUsd, UUID_RE, rawRequest } from './lib/stack.mjs';
-import { CREDENTIAL, SLOW, auditRow, costNano, priceOf } from './lib/providers.mjs';
+import { CREDENTIAL, SLOW, auditRow, costNano, priceOf, assertCostString } from './lib/providers.mjs';
 import { fixtureUsage, fixtureReply } from '../fixtures/openai-fixture.mjs';
 import * as anthropic from '../fixtures/providers/anthropic.mjs';
 import * as google from '../fixtures/providers/google.mjs';
@@ -105,7 +105,7 @@ test('a rewrite rule sends gpt-4o to gpt-4o-mini, with its headers and audit row
     assert.equal(sent[0].json.model, 'gpt-4o-mini', 'the provider was asked for the rewritten model');
     const usage = fixtureUsage(sent[0].json);
     const expected = costNano(priceOf('openai', 'gpt-4o-mini'), { input: usage.prompt_tokens, output: usage.completion_tokens, cached: usage.prompt_tokens_details.cached_tokens });
-    assert.equal(h.cost, nanoToUsd(expected), 'priced at the model that answered');
+    assertCostString(h.cost, expected, 'priced at the model that answered');
     const row = await auditRow(s, h.audit);
     assert.equal(row.routed, true);
     assert.equal(row.route_rule, rule.id);
@@ -225,7 +225,7 @@ for (const [name, t] of Object.entries(TARGETS)) {
           response = r.response;
           assert.equal(r.data.object, 'chat.completion');
           assert.equal(r.data.choices[0].message.role, 'assistant');
-          assert.equal(r.data.choices[0].finish_reason, 'length');
+          assert.ok(['stop', 'length'].includes(r.data.choices[0].finish_reason), r.data.choices[0].finish_reason);
           text = r.data.choices[0].message.content;
           usage = r.data.usage;
         } else {
@@ -241,7 +241,7 @@ for (const [name, t] of Object.entries(TARGETS)) {
               finish = c.finish_reason ?? finish;
             }
           }
-          assert.equal(finish, 'length');
+          assert.ok(['stop', 'length'].includes(finish), `finish_reason ${finish}`);
         }
         const recs = f.requests.slice(n0).filter((x) => x.method === 'POST');
         assert.equal(recs.length, 1, `one request reached ${name}`);
@@ -258,7 +258,7 @@ for (const [name, t] of Object.entries(TARGETS)) {
         const row = await auditRow(s, h.audit);
         assert.equal(row.provider, name);
         assert.equal(BigInt(row.cost_nano), expected, 'the target\'s usage at the target\'s price');
-        if (!stream) assert.equal(h.cost, nanoToUsd(expected));
+        if (!stream) assertCostString(h.cost, expected);
       } finally {
         await dropRule(rule.id);
       }
@@ -370,7 +370,7 @@ test('when every target refuses, the client gets the last 429 in OpenAI\'s shape
       assert.equal(res.status, 429, res.text);
       const err = JSON.parse(res.text);
       assert.equal(typeof err.error?.message, 'string', res.text);
-      assert.equal(res.headers['x-spendpol-attempts'], '2');
+      assert.equal(res.headers.get('x-spendpol-attempts'), '2');
     } finally {
       s.fixture.fail(null);
     }
@@ -388,15 +388,15 @@ test('the trace id is a UUID also from a traceparent, and the gateway\'s own err
     body: JSON.stringify({ model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'hi' }], max_tokens: 2 }),
   });
   assert.equal(res.status, 200, res.text);
-  assert.match(res.headers['x-spendpol-trace-id'], UUID_RE);
-  assert.equal(res.headers['x-spendpol-trace-id'].replaceAll('-', ''), trace);
+  assert.match(res.headers.get('x-spendpol-trace-id'), UUID_RE);
+  assert.equal(res.headers.get('x-spendpol-trace-id').replaceAll('-', ''), trace);
 
   const bad = await rawRequest(`${s.openaiBaseURL}/chat/completions`, {
     headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' }, body: '{"model": ',
   });
   assert.equal(bad.status, 400);
-  assert.match(bad.headers['x-spendpol-latency-ms'] ?? '', /^\d+\.\d{3}$/);
-  assert.match(bad.headers['x-spendpol-trace-id'], UUID_RE);
+  assert.match(bad.headers.get('x-spendpol-latency-ms') ?? '', /^\d+\.\d{3}$/);
+  assert.match(bad.headers.get('x-spendpol-trace-id'), UUID_RE);
   // a fixture answer is no gateway error: its text is checked elsewhere
   assert.ok(fixtureReply);
 });
