@@ -423,7 +423,12 @@ cd_api_prompts_get(cd_request_t *r)
 }
 
 
-/* the template's id, its row locked so versions number without gaps */
+/*
+ * The template's id, locked until the transaction ends so that versions
+ * number without gaps or clashes and a label never names a version being
+ * written. An advisory lock on the id, not FOR UPDATE: that would need an
+ * UPDATE privilege on prompts, which no statement uses.
+ */
 static PGresult *
 cd_prompt_lock(cd_request_t *r, cd_db_conn_t *c)
 {
@@ -431,8 +436,9 @@ cd_prompt_lock(cd_request_t *r, cd_db_conn_t *c)
     const char  *params[1];
 
     params[0] = r->params[0];
-    res = cd_db_exec(c, "SELECT id::text FROM prompts WHERE slug = $1"
-                        " FOR UPDATE", 1, params);
+    res = cd_db_exec(c, "SELECT id::text,"
+                        " pg_advisory_xact_lock(hashtextextended(id::text,"
+                        " 19)) FROM prompts WHERE slug = $1", 1, params);
 
     if (cd_request_found(r, c, res, CD_PROMPT_NOT_FOUND, r->params[0])
         != CD_OK)
