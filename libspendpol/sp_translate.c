@@ -67,7 +67,8 @@ sp_tr_put(sp_tr_out_t *o, const char *s, size_t n)
 }
 
 
-#define sp_tr_lit(o, s)  sp_tr_put(o, s, sizeof(s) - 1)
+/* a string literal only: "" s does not compile for a pointer */
+#define sp_tr_lit(o, s)  sp_tr_put(o, "" s, sizeof(s) - 1)
 
 
 static void
@@ -3898,7 +3899,12 @@ sp_tr_google_event(sp_tr_out_t *o, sp_translate_stream_t *st,
                 continue;
             }
 
-            sp_tr_lit(o, call ? "," : ",\"tool_calls\":[");
+            if (call) {
+                sp_tr_lit(o, ",");
+            } else {
+                sp_tr_lit(o, ",\"tool_calls\":[");
+            }
+
             call = sp_tr_google_call(d, k);
             st->tool_index++;
             sp_tr_call_out(o, d, sp_tr_get(d, call, "id"), st->id,
