@@ -328,3 +328,24 @@ test('POST /routing/evaluate refuses bad input naming the field', async () => {
     fieldError(await s.api('POST', '/routing/evaluate', { body }), status, field, JSON.stringify(body));
   }
 });
+
+test('POST /routing/evaluate: a rule to another provider is skipped when translation cannot carry the request', async () => {
+  await deleteAllRules();
+  const rule = (await s.api('POST', '/routing/rules', {
+    body: { name: 'to claude', conditions: { model: 'gpt-4o' }, action: { type: 'provider', provider: 'anthropic', model: 'claude-sonnet-4-5' } },
+  })).json;
+
+  let r = await s.api('POST', '/routing/evaluate', { body: { provider: 'openai', body: chat } });
+  assert.equal(r.status, 200, r.text);
+  assert.equal(r.json.matched, true, r.text);
+  assert.equal(r.json.rule.id, rule.id);
+  assert.deepEqual(r.json.targets[0], { provider: 'anthropic', model: 'claude-sonnet-4-5' });
+
+  // several choices: Anthropic has no n, so the rule does not apply
+  r = await s.api('POST', '/routing/evaluate', { body: { provider: 'openai', body: { ...chat, n: 2 } } });
+  assert.equal(r.status, 200, r.text);
+  assert.equal(r.json.matched, false, r.text);
+  assert.match(r.json.explain, new RegExp(rule.id));
+  assert.deepEqual(r.json.targets, [{ provider: 'openai', model: 'gpt-4o' }]);
+  await deleteAllRules();
+});
