@@ -271,7 +271,7 @@ void
 cd_api_prompts_create(cd_request_t *r)
 {
     int                found;
-    char              *text;
+    char              *text, id[CD_ID_MAX];
     json_t            *body, *version, *tmpl, *slug_json;
     PGresult          *res;
     const char        *slug, *name, *description, *params[5];
@@ -354,10 +354,13 @@ cd_api_prompts_create(cd_request_t *r)
         goto done;
     }
 
-    params[0] = PQgetvalue(res, 0, 0);
+    /* the id outlives the result it came in */
+    snprintf(id, sizeof(id), "%s", PQgetvalue(res, 0, 0));
+    PQclear(res);
+
+    params[0] = id;
     params[1] = text;
     params[2] = r->key_id;
-    PQclear(res);
 
     res = cd_db_exec(c, "INSERT INTO prompt_versions (prompt_id, org_id,"
                         " version, body, created_by)"
