@@ -3,8 +3,9 @@
  * (refuse_unpriced_models: 400 unpriced_model instead of serving a model
  * without a price; rate_limits; allowed_endpoints: endpoints forwarded
  * beyond the built-in catalogue; route_skip_forbidden: X-Spendpol-Route:
- * skip is ignored, the routing rules always apply). PATCH and PUT both change only the
- * members given; allowed_endpoints, when given, replaces the whole list.
+ * skip is ignored, the routing rules always apply). PATCH and PUT both
+ * change only the members given; allowed_endpoints, when given, replaces
+ * the whole list.
  */
 
 #include <stdio.h>

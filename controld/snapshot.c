@@ -2,8 +2,9 @@
  * The snapshot publisher: reads every active key (flagged when its agent
  * is paused or it may override attribution), provider (decrypted), price,
  * budget (with its current period), organisation setting, allowed
- * endpoint, routing rule set and prompt template as spendpol_system in one repeatable-read transaction and
- * publishes them atomically for the nginx workers. It runs once at start,
+ * endpoint, routing rule set and prompt template as spendpol_system in
+ * one repeatable-read transaction and publishes them atomically for the
+ * nginx workers. It runs once at start,
  * at once when signalled after a commit, and whenever the change marker
  * state_version moved (writes by other controld nodes), a stored price
  * reached its effective_from, a budget period rolled over (also noticed
