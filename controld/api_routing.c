@@ -882,7 +882,11 @@ cd_api_routing_evaluate(cd_request_t *r)
     params[4] = provider_name;
     params[5] = model;
 
-    /* the figures of GET /budgets/{id}/spend: the current period's */
+    /*
+     * The figures of GET /budgets/{id}/spend: the current period's. The
+     * cover is sp_budget_covers()'s: the scopes, then the provider and
+     * model narrowing (a model covers its dated names, as ingest counts).
+     */
     budgets = rules ? cd_db_exec(c,
                   "SELECT b.id, b.limit_nano, coalesce(s.spent_nano, 0),"
                   " (b.scope_type = 'organization'"
@@ -891,7 +895,7 @@ cd_api_routing_evaluate(cd_request_t *r)
                   " OR (b.scope_type = 'department' AND b.scope_value = $3)"
                   " OR (b.scope_type = 'project' AND b.scope_value = $4))"
                   " AND (b.provider IS NULL OR b.provider = $5)"
-                  " AND (b.model IS NULL OR b.model = $6)"
+                  " AND spendpol_model_covers(b.model, $6)"
                   " FROM budgets b LEFT JOIN budget_spend s"
                   " ON s.budget_id = b.id AND s.period_start ="
                   " spendpol_period_start(b.period, b.timezone,"

@@ -349,3 +349,24 @@ test('POST /routing/evaluate: a rule to another provider is skipped when transla
   assert.deepEqual(r.json.targets, [{ provider: 'openai', model: 'gpt-4o' }]);
   await deleteAllRules();
 });
+
+test('POST /routing/evaluate: a budget narrowed to a model covers its dated names, not other models', async () => {
+  await deleteAllRules();
+  await s.api('POST', '/routing/rules', {
+    body: rewrite('4o budget', { conditions: { model: 'gpt-4o*', budget_used_pct: { gte: 80 } } }),
+  });
+  const budget = await s.api('POST', '/budgets', {
+    body: { name: '4o only', scope: { type: 'organization' }, model: 'gpt-4o', limit_usd: '1.00', period: 'daily' },
+  });
+  assert.equal(budget.status, 201, budget.text);
+  try {
+    sql(`INSERT INTO budget_spend (budget_id, org_id, period_start, spent_nano, requests)
+      SELECT id, org_id, spendpol_period_start(period, timezone, created_at, now()), 900000000, 1
+        FROM budgets WHERE id = '${budget.json.id}'`);
+    const evaluate = (model) => s.api('POST', '/routing/evaluate', { body: { provider: 'openai', body: { ...chat, model } } });
+    assert.equal((await evaluate('gpt-4o-2024-08-06')).json.matched, true, 'a dated name is covered');
+    assert.equal((await evaluate('gpt-4o-mini')).json.matched, false, 'another model is not');
+  } finally {
+    await s.api('DELETE', `/budgets/${budget.json.id}`);
+  }
+});
