@@ -759,7 +759,7 @@ cd_route_eval_attribute(PGresult *key, int col, const char *given)
 void
 cd_api_routing_evaluate(cd_request_t *r)
 {
-    int                   skip_forbidden;
+    int                   skip_forbidden, skipped;
     char                 *text, why[256], explain[SP_ROUTE_EXPLAIN_LEN + 160];
     json_t               *body, *request, *answer;
     int64_t               now_us;
@@ -908,16 +908,7 @@ cd_api_routing_evaluate(cd_request_t *r)
     }
 
     skip_forbidden = cd_db_bool(org, 0, 0);
-    memset(&d, 0, sizeof(d));
-    explain[0] = '\0';
-
-    if (headers.skip && !skip_forbidden) {
-        answer = cd_route_decision_json(&d, 1, provider, model,
-                                        "X-Spendpol-Route: skip: the routing "
-                                        "rules were not evaluated; the "
-                                        "request goes as sent");
-        goto answer;
-    }
+    skipped = headers.skip && !skip_forbidden;
 
     set = sp_route_compile(PQgetvalue(rules, 0, 0),
                            (size_t) PQgetlength(rules, 0, 0), why,
@@ -962,14 +953,24 @@ cd_api_routing_evaluate(cd_request_t *r)
 
     sp_route_evaluate(set, &req, &d);
 
+    /*
+     * As the module does: skip sends the request first as it came, and
+     * the rule's fallbacks still stand behind it.
+     */
+    if (skipped && d.matched && d.ntargets > 0) {
+        d.targets[0].provider = provider;
+        snprintf(d.targets[0].model, sizeof(d.targets[0].model), "%s",
+                 model);
+    }
+
     snprintf(explain, sizeof(explain), "%s%s",
-             headers.skip ? "X-Spendpol-Route: skip ignored: this "
-                            "organization forbids skipping the rules; " : "",
-             d.explain);
+             skipped ? "X-Spendpol-Route: skip: the request goes first as "
+                       "sent, the rule's fallbacks behind it; "
+             : headers.skip ? "X-Spendpol-Route: skip ignored: this "
+                              "organization forbids skipping the rules; "
+             : "", d.explain);
 
-    answer = cd_route_decision_json(&d, 0, provider, model, explain);
-
-answer:
+    answer = cd_route_decision_json(&d, skipped, provider, model, explain);
 
     if (answer == NULL) {
         cd_respond_error(r, 500, "api_error", "out_of_memory", NULL,

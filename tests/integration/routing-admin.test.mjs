@@ -239,23 +239,27 @@ test('POST /routing/evaluate: a matching rule, a request no rule matches, and wh
   assert.deepEqual(r.json.targets, [{ provider: 'openai', model: 'gpt-4.1' }], 'the request as sent');
 });
 
-test('POST /routing/evaluate: X-Spendpol-Route: skip, unless the organisation forbids it', async () => {
+test('POST /routing/evaluate: X-Spendpol-Route: skip sends the request first as sent, the fallbacks behind it, unless forbidden', async () => {
   await deleteAllRules();
-  await s.api('POST', '/routing/rules', { body: rewrite('mini') });
+  const rule = (await s.api('POST', '/routing/rules', {
+    body: rewrite('mini', { fallback: [{ provider: 'openai', model: 'gpt-4.1' }] }),
+  })).json;
   const body = { provider: 'openai', body: chat, headers: { 'x-spendpol-route': 'skip' } };
 
   let r = await s.api('POST', '/routing/evaluate', { body });
   assert.equal(r.status, 200, r.text);
   assert.equal(r.json.skipped_by_header, true);
-  assert.equal(r.json.matched, false);
-  assert.deepEqual(r.json.targets, [{ provider: 'openai', model: 'gpt-4o' }]);
+  assert.equal(r.json.rule.id, rule.id, 'the rule still applies for its fallbacks');
+  assert.deepEqual(r.json.targets, [{ provider: 'openai', model: 'gpt-4o' }, { provider: 'openai', model: 'gpt-4.1' }]);
+  assert.match(r.json.explain, /skip/);
 
   await s.api('PUT', '/org', { body: { route_skip_forbidden: true } });
   try {
     r = await s.api('POST', '/routing/evaluate', { body });
     assert.equal(r.json.skipped_by_header, false);
     assert.equal(r.json.matched, true);
-    assert.match(r.json.explain, /skip/);
+    assert.deepEqual(r.json.targets, [{ provider: 'openai', model: 'gpt-4o-mini' }, { provider: 'openai', model: 'gpt-4.1' }]);
+    assert.match(r.json.explain, /skip ignored/);
   } finally {
     await s.api('PUT', '/org', { body: { route_skip_forbidden: false } });
   }
