@@ -293,4 +293,96 @@ void cd_api_alert_rules_list(cd_request_t *r);
 void cd_api_alert_rules_delete(cd_request_t *r);
 
 
+/* ---- api_routing.c ---------------------------------------------------- */
+
+#define CD_RULE_PRIORITY_DEFAULT  100
+#define CD_RULE_PRIORITY_MIN      (-1000000)
+#define CD_RULE_PRIORITY_MAX      1000000
+
+/*
+ * An organisation's enabled routing rules as one JSON array in
+ * evaluation order (priority, then creation), each the stored rule with
+ * its id, name, priority and enabled: what the snapshot publishes
+ * (SP_TABLE_ROUTES) and /routing/evaluate compiles. An aggregate over
+ * routing_rules: one row, "[]" when there is none.
+ */
+#define CD_ROUTING_RULES_JSON                                                \
+    "coalesce(jsonb_agg(rule || jsonb_build_object('id', id, 'name', name,"  \
+    " 'priority', priority, 'enabled', enabled)"                            \
+    " ORDER BY priority, created_at, id), '[]'::jsonb)::text"
+
+/* a validated rule body (POST, or PATCH merged onto the stored rule) */
+typedef struct {
+    const char  *name;              /* points into the body */
+    int          priority;
+    int          enabled;
+    json_t      *rule;              /* owned: the body without the members
+                                       held in columns (id, name, priority,
+                                       enabled, created_at, updated_at) */
+} cd_rule_input_t;
+
+/*
+ * name (required), priority (default CD_RULE_PRIORITY_DEFAULT) and
+ * enabled (default true), then the whole body through
+ * sp_route_validate(): a refusal is 422 invalid_rule naming the member's
+ * path ("action.targets[1].weight"). On CD_OK the caller frees in->rule.
+ */
+int cd_rule_body_parse(json_t *body, cd_rule_input_t *in,
+    cd_field_error_t *err) CD_CHECK;
+
+/* spent / limit in parts per million, exact (no floats); -1: no limit */
+int64_t cd_route_used_ppm(int64_t spent_nano, int64_t limit_nano);
+
+/* the "headers" of POST /routing/evaluate that routing reads */
+typedef struct {
+    int          skip;              /* X-Spendpol-Route: skip */
+    const char  *trace_id;          /* X-Spendpol-Trace-Id, or NULL */
+    char         field[64];         /* a refused header's field */
+} cd_route_headers_t;
+
+/* names matched case-insensitively; values must be strings */
+int cd_route_headers_parse(json_t *headers, cd_route_headers_t *out,
+    cd_field_error_t *err) CD_CHECK;
+
+void cd_api_routing_rules_create(cd_request_t *r);
+void cd_api_routing_rules_list(cd_request_t *r);
+void cd_api_routing_rules_get(cd_request_t *r);
+void cd_api_routing_rules_update(cd_request_t *r);
+void cd_api_routing_rules_delete(cd_request_t *r);
+void cd_api_routing_evaluate(cd_request_t *r);
+
+
+/* ---- api_prompts.c ---------------------------------------------------- */
+
+/*
+ * The snapshot record of each template (sp_template.h): {"id", "slug",
+ * "latest", "labels": {...}, "versions": [{"version": n, ...}]}, from
+ * prompts p (the template's row) as text.
+ */
+#define CD_PROMPT_RECORD_JSON                                                \
+    "jsonb_build_object('id', p.id::text, 'slug', p.slug,"                   \
+    " 'latest', (SELECT coalesce(max(v.version), 0) FROM prompt_versions v"  \
+    " WHERE v.prompt_id = p.id),"                                            \
+    " 'labels', (SELECT coalesce(jsonb_object_agg(l.label, l.version),"      \
+    " '{}'::jsonb) FROM prompt_labels l WHERE l.prompt_id = p.id),"          \
+    " 'versions', (SELECT coalesce(jsonb_agg(v.body ||"                      \
+    " jsonb_build_object('version', v.version) ORDER BY v.version),"         \
+    " '[]'::jsonb) FROM prompt_versions v WHERE v.prompt_id = p.id))::text"
+
+/*
+ * A version object through sp_template_validate(); a refusal is 422
+ * invalid_template naming the member's path after prefix ("version."
+ * for POST /prompts, "" for POST /prompts/{slug}/versions).
+ */
+int cd_prompt_version_parse(json_t *version, const char *prefix,
+    cd_field_error_t *err) CD_CHECK;
+
+void cd_api_prompts_list(cd_request_t *r);
+void cd_api_prompts_create(cd_request_t *r);
+void cd_api_prompts_get(cd_request_t *r);
+void cd_api_prompts_version_create(cd_request_t *r);
+void cd_api_prompts_label_put(cd_request_t *r);
+void cd_api_prompts_label_delete(cd_request_t *r);
+
+
 #endif /* CD_API_H */

@@ -33,7 +33,7 @@
     "id, key_prefix, name, department, project, agent_id, "                  \
     "to_json(scopes)::text, active, " CD_SQL_TS("created_at") ", "           \
     CD_SQL_TS("revoked_at") ", rotated_from, " CD_SQL_US("created_at") ","  \
-    " rpm_limit, tpm_limit, attribution_override"
+    " rpm_limit, tpm_limit, attribution_override, require_template"
 
 enum {
     CD_KEY_COL_ID = 0,
@@ -50,16 +50,17 @@ enum {
     CD_KEY_COL_CREATED_US,
     CD_KEY_COL_RPM,
     CD_KEY_COL_TPM,
-    CD_KEY_COL_ATTRIBUTION_OVERRIDE
+    CD_KEY_COL_ATTRIBUTION_OVERRIDE,
+    CD_KEY_COL_REQUIRE_TEMPLATE
 };
 
 static const char  *cd_key_fields[] = {
     "name", "department", "project", "agent_id", "scopes", "rate_limits",
-    "attribution_override", NULL
+    "attribution_override", "require_template", NULL
 };
 
 static const char  *cd_key_update_fields[] = {
-    "name", "rate_limits", "attribution_override", NULL
+    "name", "rate_limits", "attribution_override", "require_template", NULL
 };
 
 
@@ -264,6 +265,9 @@ cd_key_json(PGresult *res, int row, const char *plaintext)
         || json_object_set_new(obj, "attribution_override",
                json_boolean(cd_db_bool(res, row,
                                        CD_KEY_COL_ATTRIBUTION_OVERRIDE)))
+        || json_object_set_new(obj, "require_template",
+               json_boolean(cd_db_bool(res, row,
+                                       CD_KEY_COL_REQUIRE_TEMPLATE)))
         || cd_json_set_column(obj, "created_at", res, row, CD_KEY_COL_CREATED)
         || cd_json_set_column(obj, "revoked_at", res, row, CD_KEY_COL_REVOKED)
         || cd_json_set_column(obj, "rotated_from", res, row,
@@ -287,21 +291,22 @@ cd_key_json(PGresult *res, int row, const char *plaintext)
 /*
  * Inserts a fresh key into the transaction's org (RLS checks it) and
  * returns its row in *out, the plaintext in plaintext. Only the SHA-256
- * is stored. attribution_override is "t" or "f". On failure the error is
+ * is stored. attribution_override and require_template are "t" or "f".
+ * On failure the error is
  * answered.
  */
 static int
 cd_key_insert(cd_request_t *r, cd_db_conn_t *c, const char *name,
     const char *department, const char *project, const char *agent_id,
     const char *scopes, const char *rotated_from, const char *rpm,
-    const char *tpm, const char *attribution_override, PGresult **out,
-    char *plaintext)
+    const char *tpm, const char *attribution_override,
+    const char *require_template, PGresult **out, char *plaintext)
 {
-    int          lengths[12], formats[12];
+    int          lengths[13], formats[13];
     char         id[CD_ID_MAX], prefix[CD_KEY_PREFIX_SHOWN + 1];
     uint8_t      hash[SP_KEY_HASH_LEN];
     PGresult    *res;
-    const char  *params[12];
+    const char  *params[13];
 
     if (sp_key_generate(plaintext) != SP_OK
         || cd_random_id(CD_KEY_ID_PREFIX, CD_KEY_ID_BYTES, id) != CD_OK)
@@ -332,16 +337,18 @@ cd_key_insert(cd_request_t *r, cd_db_conn_t *c, const char *name,
     params[9] = rpm;
     params[10] = tpm;
     params[11] = attribution_override;
+    params[12] = require_template;
 
     res = cd_db_exec_bin(c,
               "INSERT INTO api_keys (id, org_id, name, key_hash, key_prefix,"
               " department, project, agent_id, scopes, rotated_from,"
-              " rpm_limit, tpm_limit, attribution_override)"
+              " rpm_limit, tpm_limit, attribution_override,"
+              " require_template)"
               " VALUES ($1, current_setting('spendpol.org_id'), $2, $3, $4,"
               " $5, $6, $7, $8::text[], $9, $10::bigint, $11::bigint,"
-              " $12::boolean)"
+              " $12::boolean, $13::boolean)"
               " RETURNING " CD_KEY_COLUMNS,
-              12, params, lengths, formats);
+              13, params, lengths, formats);
 
     OPENSSL_cleanse(hash, sizeof(hash));
 
@@ -389,9 +396,13 @@ cd_key_agent_exists(cd_request_t *r, cd_db_conn_t *c, const char *agent_id)
 }
 
 
-/* rate_limits and attribution_override, read by create and update */
+/*
+ * rate_limits, attribution_override and require_template, read by create
+ * and update
+ */
 typedef struct {
     int                override;
+    int                require_template;    /* -1: not given */
     cd_rate_limits_t   limits;
     char               rpm[CD_INT_TEXT];
     char               tpm[CD_INT_TEXT];
@@ -404,6 +415,8 @@ cd_key_limits_of(cd_request_t *r, json_t *body, cd_key_limits_t *k)
 {
     if (cd_rate_limits_of(r, body, &k->limits) != CD_OK
         || cd_json_bool(r, body, "attribution_override", &k->override)
+           != CD_OK
+        || cd_json_bool(r, body, "require_template", &k->require_template)
            != CD_OK)
     {
         return CD_ERROR;
@@ -514,7 +527,8 @@ cd_api_keys_create(cd_request_t *r)
 
     if (cd_key_insert(r, c, name, department, project, agent_id,
                       cd_scopes_literal(scopes), NULL, k.rpm, k.tpm,
-                      k.override == 1 ? "t" : "f", &res, plaintext)
+                      k.override == 1 ? "t" : "f",
+                      k.require_template == 1 ? "t" : "f", &res, plaintext)
         != CD_OK)
     {
         goto done;
@@ -655,8 +669,9 @@ cd_api_keys_rotate(cd_request_t *r)
     /* the row lock makes concurrent rotations of one key serial */
     old = cd_db_exec(c, "SELECT name, department, project, agent_id,"
                         " scopes::text, active, rpm_limit, tpm_limit,"
-                        " attribution_override FROM api_keys"
-                        " WHERE id = $1 FOR UPDATE", 1, params);
+                        " attribution_override, require_template"
+                        " FROM api_keys WHERE id = $1 FOR UPDATE", 1,
+                        params);
 
     if (cd_key_found(r, c, old) != CD_OK) {
         goto done;
@@ -683,7 +698,8 @@ cd_api_keys_rotate(cd_request_t *r)
                       cd_db_value(old, 0, 2), cd_db_value(old, 0, 3),
                       cd_db_value(old, 0, 4), r->params[0],
                       cd_db_value(old, 0, 6), cd_db_value(old, 0, 7),
-                      cd_db_bool(old, 0, 8) ? "t" : "f", &res, plaintext)
+                      cd_db_bool(old, 0, 8) ? "t" : "f",
+                      cd_db_bool(old, 0, 9) ? "t" : "f", &res, plaintext)
         != CD_OK)
     {
         res = NULL;
@@ -702,15 +718,15 @@ done:
 
 
 /*
- * PATCH /api-keys/{id}: name, rate_limits and attribution_override; what
- * is left out stays
+ * PATCH /api-keys/{id}: name, rate_limits, attribution_override and
+ * require_template; what is left out stays
  */
 void
 cd_api_keys_update(cd_request_t *r)
 {
     json_t           *body, *key;
     PGresult         *res;
-    const char       *name, *params[5];
+    const char       *name, *params[6];
     cd_db_conn_t     *c;
     cd_key_limits_t   k;
 
@@ -738,6 +754,8 @@ cd_api_keys_update(cd_request_t *r)
     params[2] = k.limits.rpm < 0 ? NULL : k.rpm;
     params[3] = k.limits.tpm < 0 ? NULL : k.tpm;
     params[4] = k.override < 0 ? NULL : k.override ? "t" : "f";
+    params[5] = k.require_template < 0 ? NULL
+                : k.require_template ? "t" : "f";
 
     c = cd_request_begin(r);
     if (c == NULL) {
@@ -749,9 +767,11 @@ cd_api_keys_update(cd_request_t *r)
                         " rpm_limit = coalesce($3::bigint, rpm_limit),"
                         " tpm_limit = coalesce($4::bigint, tpm_limit),"
                         " attribution_override = coalesce($5::boolean,"
-                        " attribution_override)"
+                        " attribution_override),"
+                        " require_template = coalesce($6::boolean,"
+                        " require_template)"
                         " WHERE id = $1 RETURNING " CD_KEY_COLUMNS,
-                     5, params);
+                     6, params);
 
     if (cd_key_found(r, c, res) == CD_OK) {
         key = cd_key_json(res, 0, NULL);

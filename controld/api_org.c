@@ -2,8 +2,10 @@
  * /org: the caller's organisation and the settings the proxy enforces
  * (refuse_unpriced_models: 400 unpriced_model instead of serving a model
  * without a price; rate_limits; allowed_endpoints: endpoints forwarded
- * beyond the built-in catalogue). PATCH and PUT both change only the
- * members given; allowed_endpoints, when given, replaces the whole list.
+ * beyond the built-in catalogue; route_skip_forbidden: X-Spendpol-Route:
+ * skip is ignored, the routing rules always apply). PATCH and PUT both
+ * change only the members given; allowed_endpoints, when given, replaces
+ * the whole list.
  */
 
 #include <stdio.h>
@@ -16,10 +18,11 @@
 
 #define CD_ORG_COLUMNS                                                       \
     "id, name, refuse_unpriced, " CD_SQL_TS("updated_at") ","               \
-    " rpm_limit, tpm_limit"
+    " rpm_limit, tpm_limit, route_skip_forbidden"
 
 static const char  *cd_org_fields[] = {
-    "refuse_unpriced_models", "rate_limits", "allowed_endpoints", NULL
+    "refuse_unpriced_models", "rate_limits", "allowed_endpoints",
+    "route_skip_forbidden", NULL
 };
 
 
@@ -219,12 +222,13 @@ cd_org_json(PGresult *res, PGresult *endpoints)
         }
     }
 
-    return json_pack("{s:s, s:s, s:b, s:o, s:o, s:s}",
+    return json_pack("{s:s, s:s, s:b, s:o, s:o, s:b, s:s}",
                      "id", PQgetvalue(res, 0, 0),
                      "name", PQgetvalue(res, 0, 1),
                      "refuse_unpriced_models", cd_db_bool(res, 0, 2),
                      "rate_limits", limits,
                      "allowed_endpoints", list,
+                     "route_skip_forbidden", cd_db_bool(res, 0, 6),
                      "updated_at", PQgetvalue(res, 0, 3));
 }
 
@@ -309,12 +313,12 @@ cd_org_store_endpoints(cd_request_t *r, cd_db_conn_t *c,
 void
 cd_api_org_update(cd_request_t *r)
 {
-    int                    refuse;
+    int                    refuse, skip_forbidden;
     char                   rpm[CD_INT_TEXT], tpm[CD_INT_TEXT];
     size_t                 nendpoints;
     json_t                *body, *allowed, *org;
     PGresult              *res, *endpoints;
-    const char            *params[3];
+    const char            *params[4];
     cd_db_conn_t          *c;
     cd_field_error_t       err;
     cd_rate_limits_t       limits;
@@ -326,6 +330,8 @@ cd_api_org_update(cd_request_t *r)
     }
 
     if (cd_json_bool(r, body, "refuse_unpriced_models", &refuse) != CD_OK
+        || cd_json_bool(r, body, "route_skip_forbidden", &skip_forbidden)
+           != CD_OK
         || cd_rate_limits_of(r, body, &limits) != CD_OK)
     {
         json_decref(body);
@@ -349,6 +355,7 @@ cd_api_org_update(cd_request_t *r)
     params[0] = refuse < 0 ? NULL : refuse ? "t" : "f";
     params[1] = limits.rpm < 0 ? NULL : rpm;
     params[2] = limits.tpm < 0 ? NULL : tpm;
+    params[3] = skip_forbidden < 0 ? NULL : skip_forbidden ? "t" : "f";
 
     c = cd_request_begin(r);
     if (c == NULL) {
@@ -363,8 +370,10 @@ cd_api_org_update(cd_request_t *r)
                         " coalesce($1::boolean, refuse_unpriced),"
                         " rpm_limit = coalesce($2::bigint, rpm_limit),"
                         " tpm_limit = coalesce($3::bigint, tpm_limit),"
+                        " route_skip_forbidden = coalesce($4::boolean,"
+                        " route_skip_forbidden),"
                         " updated_at = clock_timestamp()"
-                        " RETURNING " CD_ORG_COLUMNS, 3, params);
+                        " RETURNING " CD_ORG_COLUMNS, 4, params);
 
     if (res == NULL || PQntuples(res) != 1) {
         cd_respond_statement_error(r, c);

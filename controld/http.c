@@ -74,6 +74,21 @@ const cd_route_t  cd_routes[] = {
     { "DELETE", "/agents/{id}",             cd_api_agents_delete,    1 },
     { "POST",   "/agents/{id}/pause",       cd_api_agents_pause,     1 },
     { "POST",   "/agents/{id}/resume",      cd_api_agents_resume,    1 },
+    { "GET",    "/routing/rules",           cd_api_routing_rules_list, 1 },
+    { "POST",   "/routing/rules",           cd_api_routing_rules_create, 1 },
+    { "GET",    "/routing/rules/{id}",      cd_api_routing_rules_get, 1 },
+    { "PATCH",  "/routing/rules/{id}",      cd_api_routing_rules_update, 1 },
+    { "DELETE", "/routing/rules/{id}",      cd_api_routing_rules_delete, 1 },
+    { "POST",   "/routing/evaluate",        cd_api_routing_evaluate, 1 },
+    { "GET",    "/prompts",                 cd_api_prompts_list,     1 },
+    { "POST",   "/prompts",                 cd_api_prompts_create,   1 },
+    { "GET",    "/prompts/{slug}",          cd_api_prompts_get,      1 },
+    { "POST",   "/prompts/{slug}/versions", cd_api_prompts_version_create,
+      1 },
+    { "PUT",    "/prompts/{slug}/labels/{label}", cd_api_prompts_label_put,
+      1 },
+    { "DELETE", "/prompts/{slug}/labels/{label}",
+      cd_api_prompts_label_delete, 1 },
 };
 
 const size_t  cd_routes_count = sizeof(cd_routes) / sizeof(cd_routes[0]);

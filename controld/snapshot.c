@@ -1,9 +1,10 @@
 /*
  * The snapshot publisher: reads every active key (flagged when its agent
  * is paused or it may override attribution), provider (decrypted), price,
- * budget (with its current period), organisation setting and allowed
- * endpoint as spendpol_system in one repeatable-read transaction and
- * publishes them atomically for the nginx workers. It runs once at start,
+ * budget (with its current period), organisation setting, allowed
+ * endpoint, routing rule set and prompt template as spendpol_system in
+ * one repeatable-read transaction and publishes them atomically for the
+ * nginx workers. It runs once at start,
  * at once when signalled after a commit, and whenever the change marker
  * state_version moved (writes by other controld nodes), a stored price
  * reached its effective_from, a budget period rolled over (also noticed
@@ -92,7 +93,8 @@ cd_snapshot_key_row(sp_snapshot_builder_t *b, PGresult *res, int i)
                  | (strstr(scopes, "admin") ? SP_SCOPE_ADMIN : 0);
     key.flags = (cd_db_bool(res, i, 8) ? SP_KEY_AGENT_PAUSED : 0)
                 | (cd_db_bool(res, i, 13) ? SP_KEY_ATTRIBUTION_OVERRIDE
-                                          : 0);
+                                          : 0)
+                | (cd_db_bool(res, i, 14) ? SP_KEY_TEMPLATE_REQUIRED : 0);
     key.rpm_limit = (uint32_t) strtoul(PQgetvalue(res, i, 9), NULL, 10);
     key.tpm_limit = (uint32_t) strtoul(PQgetvalue(res, i, 10), NULL, 10);
     key.agent_rpm_limit = (uint32_t) strtoul(PQgetvalue(res, i, 11),
@@ -272,7 +274,8 @@ cd_snapshot_org_row(sp_snapshot_builder_t *b, PGresult *res, int i)
 
     memset(&org, 0, sizeof(org));
     org.org_id = PQgetvalue(res, i, 0);
-    org.flags = cd_db_bool(res, i, 1) ? SP_ORG_REFUSE_UNPRICED : 0;
+    org.flags = (cd_db_bool(res, i, 1) ? SP_ORG_REFUSE_UNPRICED : 0)
+                | (cd_db_bool(res, i, 15) ? SP_ORG_ROUTE_SKIP_FORBIDDEN : 0);
     org.rpm_limit = (uint32_t) strtoul(PQgetvalue(res, i, 2), NULL, 10);
     org.tpm_limit = (uint32_t) strtoul(PQgetvalue(res, i, 3), NULL, 10);
 
@@ -481,6 +484,33 @@ cd_snapshot_add_settings(cd_app_t *app, sp_snapshot_builder_t *b)
 }
 
 
+/* an organisation's enabled rules: org_id, CD_ROUTING_RULES_JSON */
+static int
+cd_snapshot_routes_row(sp_snapshot_builder_t *b, PGresult *res, int i)
+{
+    sp_snapshot_routes_in_t  routes;
+
+    routes.org_id = PQgetvalue(res, i, 0);
+    routes.rules = PQgetvalue(res, i, 1);
+
+    return sp_snapshot_add_routes(b, &routes) == SP_OK ? CD_OK : CD_ERROR;
+}
+
+
+/* a template: org_id, slug, CD_PROMPT_RECORD_JSON */
+static int
+cd_snapshot_template_row(sp_snapshot_builder_t *b, PGresult *res, int i)
+{
+    sp_snapshot_template_in_t  tmpl;
+
+    tmpl.org_id = PQgetvalue(res, i, 0);
+    tmpl.slug = PQgetvalue(res, i, 1);
+    tmpl.record = PQgetvalue(res, i, 2);
+
+    return sp_snapshot_add_template(b, &tmpl) == SP_OK ? CD_OK : CD_ERROR;
+}
+
+
 static PGresult *
 cd_snapshot_query(cd_db_conn_t *c, const char *sql)
 {
@@ -506,14 +536,14 @@ cd_snapshot_publish_now(cd_app_t *app)
     uint64_t                generation;
     PGresult               *marker, *keys, *providers, *prices, *gen;
     PGresult               *orgs, *aliases, *next_change, *budgets;
-    PGresult               *endpoints, *purges;
+    PGresult               *endpoints, *purges, *routes, *templates;
     int64_t                 next_us, budget_end_us;
     int64_t                 started, queried, built, published;
     cd_db_conn_t           *c;
     sp_snapshot_builder_t  *b;
 
     marker = keys = providers = prices = gen = orgs = aliases = NULL;
-    next_change = budgets = endpoints = purges = NULL;
+    next_change = budgets = endpoints = purges = routes = templates = NULL;
     b = NULL;
     rc = CD_ERROR;
     started = cd_clock_ms(CLOCK_MONOTONIC);
@@ -536,7 +566,8 @@ cd_snapshot_publish_now(cd_app_t *app)
                " k.project, k.agent_id, k.scopes::text,"
                " coalesce(a.state = 'paused', false),"
                " k.rpm_limit, k.tpm_limit, coalesce(a.rpm_limit, 0),"
-               " coalesce(a.tpm_limit, 0), k.attribution_override"
+               " coalesce(a.tpm_limit, 0), k.attribution_override,"
+               " k.require_template"
                " FROM api_keys k LEFT JOIN agents a"
                " ON a.id = k.agent_id AND a.org_id = k.org_id"
                " WHERE k.active") : NULL;
@@ -577,7 +608,7 @@ cd_snapshot_publish_now(cd_app_t *app)
                " c.max_entry_bytes, c.similarity_threshold_ppm,"
                " c.embedding_provider, c.embedding_model,"
                " c.embed_system_prompt, c.embedding_timeout_ms,"
-               " c.max_vectors"
+               " c.max_vectors, o.route_skip_forbidden"
                " FROM orgs o LEFT JOIN cache_config c ON c.org_id = o.id")
                : NULL;
     aliases = orgs ? cd_snapshot_query(c,
@@ -590,7 +621,13 @@ cd_snapshot_publish_now(cd_app_t *app)
     purges = endpoints ? cd_snapshot_query(c,
                "SELECT org_id, provider, model, "
                CD_SQL_MS("purged_at") " FROM cache_purges") : NULL;
-    gen = purges ? cd_snapshot_query(c,
+    routes = purges ? cd_snapshot_query(c,
+               "SELECT org_id, " CD_ROUTING_RULES_JSON
+               " FROM routing_rules WHERE enabled GROUP BY org_id") : NULL;
+    templates = routes ? cd_snapshot_query(c,
+               "SELECT p.org_id, p.slug, " CD_PROMPT_RECORD_JSON
+               " FROM prompts p") : NULL;
+    gen = templates ? cd_snapshot_query(c,
                "SELECT nextval('snapshot_generation')") : NULL;
 
     if (gen == NULL || PQntuples(marker) != 1) {
@@ -627,6 +664,9 @@ cd_snapshot_publish_now(cd_app_t *app)
            != CD_OK
         || cd_snapshot_add_rows(b, purges, cd_snapshot_cache_purge_row)
            != CD_OK
+        || cd_snapshot_add_rows(b, routes, cd_snapshot_routes_row) != CD_OK
+        || cd_snapshot_add_rows(b, templates, cd_snapshot_template_row)
+           != CD_OK
         || cd_snapshot_add_settings(app, b) != CD_OK)
     {
         cd_log_error(CD_SNAPSHOT_SUBJECT, "out of memory building "
@@ -659,12 +699,13 @@ cd_snapshot_publish_now(cd_app_t *app)
 
     cd_log_info(CD_SNAPSHOT_SUBJECT, "published generation %llu (%d keys, "
                 "%d providers, %d prices, %d orgs, %d aliases, %d budgets, "
-                "%d allowed endpoints, %d cache purges) "
+                "%d allowed endpoints, %d cache purges, %d routing rule "
+                "sets, %d templates) "
                 "in %lld ms (read %lld, build %lld, write %lld)",
                 (unsigned long long) generation, PQntuples(keys),
                 PQntuples(providers), PQntuples(prices), PQntuples(orgs),
                 PQntuples(aliases), PQntuples(budgets), PQntuples(endpoints),
-                PQntuples(purges),
+                PQntuples(purges), PQntuples(routes), PQntuples(templates),
                 (long long) (published - started),
                 (long long) (queried - started), (long long) (built - queried),
                 (long long) (published - built));
@@ -684,6 +725,8 @@ done:
     PQclear(budgets);
     PQclear(endpoints);
     PQclear(purges);
+    PQclear(routes);
+    PQclear(templates);
     cd_db_rollback(c);
     cd_db_release(&app->db, c);
 

@@ -79,6 +79,7 @@ sp_request_add(int64_t a, int64_t b)
 typedef struct {
     int64_t  text;
     int64_t  media;
+    int      images;     /* an image part was seen */
     int      keys;       /* count object keys as text */
     int      token_ids;  /* integers are token ids (input, prompt) */
 } sp_prompt_t;
@@ -156,10 +157,13 @@ sp_prompt_file_tokens(const sp_json_tape_t *tape, size_t v)
 }
 
 
-/* OpenAI, Anthropic, Cohere, Mistral: a content part of a media type */
+/*
+ * OpenAI, Anthropic, Cohere, Mistral: a content part of a media type;
+ * *image set to 1 when it is an image (routing's has_images)
+ */
 static int64_t
 sp_prompt_part_tokens(const sp_json_tape_t *tape, size_t part,
-    const char *type)
+    const char *type, int *image)
 {
     size_t  file;
 
@@ -169,6 +173,7 @@ sp_prompt_part_tokens(const sp_json_tape_t *tape, size_t part,
         if (strcmp(type, "image_url") == 0 || strcmp(type, "image") == 0
             || strcmp(type, "input_image") == 0)
         {
+            *image = 1;
             return SP_REQUEST_IMAGE_TOKENS;
         }
 
@@ -215,10 +220,10 @@ sp_prompt_part_tokens(const sp_json_tape_t *tape, size_t part,
 }
 
 
-/* Gemini: inline_data or file_data, by mime type */
+/* Gemini: inline_data or file_data, by mime type; *image as above */
 static int64_t
 sp_prompt_blob_tokens(const sp_json_tape_t *tape, size_t blob,
-    int inline_data)
+    int inline_data, int *image)
 {
     char    type[16];
     size_t  mime;
@@ -238,6 +243,7 @@ sp_prompt_blob_tokens(const sp_json_tape_t *tape, size_t blob,
         && strncmp(sp_json_cstr(&tape->token[mime], type, sizeof(type)),
                    "image/", 6) == 0)
     {
+        *image = 1;
         return SP_REQUEST_IMAGE_TOKENS;
     }
 
@@ -329,17 +335,20 @@ sp_prompt_walk(const sp_json_tape_t *tape, size_t v, int depth,
 
     if (type != NULL) {
         prompt->media = sp_request_add(prompt->media,
-                                       sp_prompt_part_tokens(tape, v, type));
+                              sp_prompt_part_tokens(tape, v, type,
+                                                    &prompt->images));
     }
 
     if (inline_data) {
         prompt->media = sp_request_add(prompt->media,
-                              sp_prompt_blob_tokens(tape, inline_data, 1));
+                              sp_prompt_blob_tokens(tape, inline_data, 1,
+                                                    &prompt->images));
     }
 
     if (file_data) {
         prompt->media = sp_request_add(prompt->media,
-                              sp_prompt_blob_tokens(tape, file_data, 0));
+                              sp_prompt_blob_tokens(tape, file_data, 0,
+                                                    &prompt->images));
     }
 }
 
@@ -455,6 +464,7 @@ sp_prompt_field(const sp_json_tape_t *tape, sp_field_e field, size_t v,
 
     case SP_FIELD_IMAGES:
         if (t[v].type == SP_JSON_ARRAY) {
+            prompt->images |= (t[v].value > 0);
             prompt->media = sp_request_add(prompt->media,
                                 t[v].value < INT64_MAX
                                              / SP_REQUEST_IMAGE_TOKENS
@@ -937,9 +947,24 @@ sp_request_members(sp_provider_e provider, const sp_json_tape_t *tape,
 
             break;
 
+        case SP_FIELD_SCHEMA:
+            /*
+             * tools (every provider's, Gemini's functionDeclarations
+             * inside them) or OpenAI's deprecated functions, not empty:
+             * routing's has_tools
+             */
+            if (t[v].type == SP_JSON_ARRAY && t[v].value > 0
+                && (strcmp(key, "tools") == 0
+                    || strcmp(key, "functions") == 0))
+            {
+                info->has_tools = 1;
+            }
+
+            sp_prompt_field(tape, field, v, &prompt);
+            break;
+
         case SP_FIELD_PROMPT:
         case SP_FIELD_PROMPT_IDS:
-        case SP_FIELD_SCHEMA:
         case SP_FIELD_IMAGES:
             sp_prompt_field(tape, field, v, &prompt);
             break;
@@ -955,6 +980,7 @@ sp_request_members(sp_provider_e provider, const sp_json_tape_t *tape,
 
     info->prompt_bytes = prompt.text;
     info->media_tokens = prompt.media;
+    info->has_images = prompt.images;
 
     return SP_OK;
 }
@@ -1150,6 +1176,7 @@ sp_count_text_part(const char *type)
 static void
 sp_count_content(sp_count_t *c, const sp_json_tape_t *tape, size_t v)
 {
+    int                     image;      /* not needed here */
     char                    type[32];
     size_t                  part, type_v, text_v, k;
     int64_t                 parts;
@@ -1215,7 +1242,7 @@ sp_count_content(sp_count_t *c, const sp_json_tape_t *tape, size_t v)
         }
 
         /* media are media_tokens already */
-        if (sp_prompt_part_tokens(tape, part, type) == 0) {
+        if (sp_prompt_part_tokens(tape, part, type, &image) == 0) {
             sp_count_bound(c, tape, part);
         }
     }

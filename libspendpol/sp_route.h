@@ -90,6 +90,14 @@ sp_route_set_t *sp_route_compile(const char *json, size_t len, char *err,
 void sp_route_free(sp_route_set_t *set);
 size_t sp_route_count(const sp_route_set_t *set);
 
+/*
+ * Of the compiled rules, how many never match because they failed
+ * validation; err gets the first one's number, id, member and reason
+ * (for the worker's error log), "" when none.
+ */
+size_t sp_route_invalid(const sp_route_set_t *set, char *err,
+    size_t errlen);
+
 
 typedef struct {
     sp_provider_e  provider;

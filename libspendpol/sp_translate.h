@@ -24,6 +24,12 @@
 #define SP_TRANSLATE_QUERY_MAX  64
 /* the Azure API version a translated request asks for */
 #define SP_TRANSLATE_AZURE_API_VERSION  "2024-10-21"
+/*
+ * Anthropic requires max_tokens: a request that sets neither max_tokens
+ * nor max_completion_tokens asks Anthropic for this many (the budget
+ * reservation of the translated request counts it as its limit).
+ */
+#define SP_TRANSLATE_ANTHROPIC_MAX_TOKENS  4096
 
 
 /* what a translated request is sent as, after the target's base URL */
@@ -41,6 +47,48 @@ typedef struct {
 
 
 /*
+ * What each target gets (model: the target's, in the path for Google and
+ * Azure):
+ *   anthropic  POST /v1/messages: system and developer messages joined
+ *              into "system" (one text block each), tool messages as
+ *              tool_result blocks (consecutive ones one user turn),
+ *              tool_calls as tool_use blocks (arguments must hold a JSON
+ *              object), tools, tool_choice (auto, none, required -> any,
+ *              a function -> tool; parallel_tool_calls false ->
+ *              disable_parallel_tool_use), max_tokens (default above),
+ *              stop -> stop_sequences, images (data: URLs base64, http(s)
+ *              by URL), user -> metadata.user_id; seed is dropped.
+ *              Not faithful: n > 1, response_format json_object or
+ *              json_schema, temperature above 1, non-zero penalties.
+ *   google     POST /v1beta/models/{model}:generateContent, or
+ *              :streamGenerateContent?alt=sse: contents (user, model),
+ *              systemInstruction, generationConfig (maxOutputTokens,
+ *              temperature, topP, stopSequences, candidateCount, seed,
+ *              penalties, responseMimeType for json_object), tools
+ *              functionDeclarations, toolConfig, functionCall and
+ *              functionResponse parts (the name from the earlier call
+ *              with the tool_call_id), images from data: URLs. Not
+ *              faithful: http(s) images, json_schema, a tool result
+ *              without its call, function names over 64 characters.
+ *   cohere     POST /v2/chat: messages nearly as they are, max_tokens,
+ *              temperature, p (top_p, held within Cohere's 0.01..0.99),
+ *              stop_sequences, seed, penalties, tools, tool_choice
+ *              REQUIRED or NONE. Not faithful: images, n > 1, a named
+ *              tool_choice, json_schema, penalties outside 0..1.
+ *   mistral    POST /v1/chat/completions: the members Mistral knows
+ *              (max_completion_tokens -> max_tokens, seed -> random_seed,
+ *              developer -> system; stream_options and the rest
+ *              dropped: Mistral refuses members it does not know and
+ *              reports usage in its last chunk anyway). Not faithful:
+ *              n > 1, json_schema.
+ *   azure      POST /openai/deployments/{model}/chat/completions
+ *              ?api-version=SP_TRANSLATE_AZURE_API_VERSION: the body as
+ *              it is without "model".
+ *   openai     the body as it is, "model" replaced.
+ * For every target but OpenAI and Azure, logprobs, audio output and
+ * logit_bias are not faithful, nor content parts other than text and
+ * image_url.
+ *
  * 1 when body (an OpenAI chat-completions request) can be sent to target
  * faithfully; 0 with the reason in why ("anthropic does not take n > 1",
  * "cohere does not take image inputs", ...) when a feature the target
@@ -78,6 +126,17 @@ int sp_translate_response(sp_provider_e source, int status,
     const char *body, size_t len, const char *id, int64_t created,
     char *out, size_t outsize, size_t *out_len);
 
+/*
+ * The same, with the model the client asked for (model_len bytes, less
+ * than SP_FIELD_LEN): the answer's "model" when the target's answer names
+ * none (Cohere's never does). sp_translate_response() writes "" then.
+ * id must be at most 63 printable ASCII bytes without '"' or '\\'.
+ */
+int sp_translate_response_model(sp_provider_e source, int status,
+    const char *body, size_t len, const char *id, int64_t created,
+    const char *model, size_t model_len, char *out, size_t outsize,
+    size_t *out_len);
+
 
 /*
  * A streamed answer, one SSE event at a time: source's events in, OpenAI
@@ -100,8 +159,17 @@ typedef struct {
     char           finish_reason[32];
     int            tool_index;          /* OpenAI tool_calls index */
     int            block_is_tool;       /* Anthropic: the open block */
+    int64_t        cache_write_tokens;  /* Anthropic: part of input */
+    int            has_usage;           /* the source reported usage */
 } sp_translate_stream_t;
 
+/*
+ * id: at most 63 printable ASCII bytes without '"' or '\\' (else the
+ * chunks carry ""). model is "" until the source names one; the caller
+ * may copy the requested model into it after init (a C string), which
+ * the chunks carry until then. The usage chunk is written only when the
+ * source reported usage.
+ */
 void sp_translate_stream_init(sp_translate_stream_t *st,
     sp_provider_e source, int include_usage, const char *id,
     int64_t created);

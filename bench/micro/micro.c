@@ -7,6 +7,7 @@
  *        micro journal     (the journal line parser only)
  *        micro cache       (the response cache key only)
  *        micro semantic    (the semantic cache: search and guard)
+ *        micro template    (a prompt template applied to a request)
  */
 
 #include <stdio.h>
@@ -25,6 +26,7 @@
 #include "sp_journal.h"
 #include "sp_semantic.h"
 #include "sp_snapshot.h"
+#include "sp_template.h"
 #include "sp_tokenize.h"
 #include "sp_usage.h"
 
@@ -963,6 +965,125 @@ bench_semantic(void)
 }
 
 
+/*
+ * A prompt template applied at stage 4 (issue 13: under 10 us): a record
+ * with two versions, the latest of 3 messages and 3 variables, applied to
+ * a 1 KB OpenAI body that carries the variables, for OpenAI and for
+ * Anthropic (system text joined). The best of several runs, thread CPU
+ * time.
+ */
+static void
+bench_template_one(sp_provider_e provider, const char *record,
+    const char *body, size_t body_len)
+{
+    int                   run;
+    char                  code[SP_TEMPLATE_CODE_LEN], err[256], *out;
+    size_t                i, rounds, bound, len;
+    double                t0, t1, fastest;
+    sp_template_result_t  res;
+
+    bound = sp_template_apply_bound(strlen(record), body_len, 0);
+    out = malloc(bound);
+
+    if (out == NULL) {
+        exit(1);
+    }
+
+    if (sp_template_apply(provider, record, strlen(record), 0,
+                          sp_str_from(""), body, body_len, NULL, 0, out,
+                          bound, &len, &res, code, sizeof(code), err,
+                          sizeof(err))
+        != SP_OK)
+    {
+        fprintf(stderr, "template: %s: %s\n", code, err);
+        exit(1);
+    }
+
+    rounds = 50000;
+    fastest = 1e9;
+
+    for (run = 0; run < 5; run++) {
+        t0 = cpu_s();
+
+        for (i = 0; i < rounds; i++) {
+            (void) sp_template_apply(provider, record, strlen(record), 0,
+                                     sp_str_from(""), body, body_len, NULL,
+                                     0, out, bound, &len, &res, code,
+                                     sizeof(code), err, sizeof(err));
+        }
+
+        t1 = cpu_s();
+        fastest = (t1 - t0) / rounds < fastest ? (t1 - t0) / rounds
+                                               : fastest;
+    }
+
+    printf("template %-9s %zu B record, %zu B body -> %zu B  %6.2f us "
+           "(bound %zu B)\n", sp_provider_name(provider), strlen(record),
+           body_len, len, fastest * 1e6, bound);
+
+    free(out);
+}
+
+
+static void
+bench_template(void)
+{
+    size_t  len;
+    char    body[2048];
+
+    static const char  record[] =
+        "{\"id\":\"5f0c6a7e-3b1d-4c2a-9e8f-0123456789ab\","
+        "\"slug\":\"support-reply\",\"latest\":2,"
+        "\"labels\":{\"production\":1},"
+        "\"versions\":["
+        "{\"version\":1,\"messages\":[{\"role\":\"user\","
+        "\"content\":\"{{question}}\"}],"
+        "\"variables\":{\"question\":{\"required\":true}}},"
+        "{\"version\":2,"
+        "\"messages\":[{\"role\":\"system\",\"content\":\"You answer "
+        "{{product}} questions for the support team, in {{ tone }} tone, "
+        "citing the documentation where you can.\"},"
+        "{\"role\":\"developer\",\"content\":\"Keep answers under "
+        "two hundred words; say so when you do not know.\"},"
+        "{\"role\":\"user\",\"content\":\"Customer question: "
+        "{{question}}\"}],"
+        "\"variables\":{\"product\":{\"required\":true},"
+        "\"tone\":{\"default\":\"a friendly\"},"
+        "\"question\":{\"required\":true}},"
+        "\"model\":\"gpt-4o-mini\","
+        "\"parameters\":{\"temperature\":0.2,\"max_tokens\":300}}"
+        "]}";
+
+    static const char  question[] =
+        "We set a monthly budget of 500 USD for the marketing department "
+        "and a rule that sends gpt-4o to gpt-4o-mini at 80 percent. Last "
+        "week the dashboard showed 82 percent but some requests still went "
+        "to gpt-4o, and the X-Spendpol-Model header said gpt-4o on them. "
+        "Those requests came from an agent key that belongs to the growth "
+        "project, which has its own budget of 200 USD at 40 percent. Is "
+        "the rule evaluated against the department budget or against every "
+        "budget that covers the request, and how do we make it use the "
+        "department's? Please also explain whether the rule still applies "
+        "when the request names a fallback chain of its own, what the "
+        "journal records for such requests, and whether the answer changes "
+        "for streamed requests. We run two nginx nodes behind one load "
+        "balancer.";
+
+    len = (size_t) snprintf(body, sizeof(body),
+                            "{\"messages\":[{\"role\":\"user\","
+                            "\"content\":\"Also: do cached answers count "
+                            "against the budget, and do they show up in the "
+                            "chargeback report?\"}],\"stream\":true,"
+                            "\"spendpol_variables\":{\"product\":"
+                            "\"Spendpol\",\"tone\":\"a precise\","
+                            "\"question\":\"%s\"},\"user\":"
+                            "\"agent-42\"}", question);
+
+    bench_template_one(SP_PROVIDER_OPENAI, record, body, len);
+    bench_template_one(SP_PROVIDER_ANTHROPIC, record, body, len);
+}
+
+
 int
 main(int argc, char **argv)
 {
@@ -986,6 +1107,11 @@ main(int argc, char **argv)
 
     if (argc > 1 && strcmp(argv[1], "semantic") == 0) {
         bench_semantic();
+        return 0;
+    }
+
+    if (argc > 1 && strcmp(argv[1], "template") == 0) {
+        bench_template();
         return 0;
     }
 

@@ -1639,6 +1639,115 @@ test_request_seed_is_present_and_not_null(void **state)
 }
 
 
+/* has_tools and has_images as provider said, by both readers */
+static void
+routing_flags_are(sp_provider_e provider, const char *body, int has_tools,
+    int has_images)
+{
+    int                 tree;
+    char                err[256];
+    sp_request_info_t   info;
+
+    for (tree = 0; tree < 2; tree++) {
+        err[0] = '\0';
+
+        if ((tree ? sp_request_parse_tree : sp_request_parse)(provider, body,
+                strlen(body), &info, err, sizeof(err))
+            != SP_OK)
+        {
+            fail_msg("%s: %s", body, err);
+        }
+
+        if (info.has_tools != has_tools || info.has_images != has_images) {
+            fail_msg("%s (%s, %s): has_tools %d has_images %d, expected "
+                     "%d %d", body, sp_provider_name(provider),
+                     tree ? "tree" : "scan", info.has_tools,
+                     info.has_images, has_tools, has_images);
+        }
+    }
+}
+
+
+static void
+test_request_has_tools_is_a_non_empty_tools_array(void **state)
+{
+    (void) state;
+
+    routing_flags_are(SP_PROVIDER_OPENAI, "{\"model\":\"gpt-4o\"}", 0, 0);
+    routing_flags_are(SP_PROVIDER_OPENAI,
+        "{\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\","
+        "\"parameters\":{}}}],\"messages\":[]}", 1, 0);
+    routing_flags_are(SP_PROVIDER_OPENAI, "{\"tools\":[]}", 0, 0);
+    routing_flags_are(SP_PROVIDER_OPENAI, "{\"tools\":null}", 0, 0);
+    routing_flags_are(SP_PROVIDER_OPENAI, "{\"tools\":{\"a\":1}}", 0, 0);
+    routing_flags_are(SP_PROVIDER_OPENAI,
+        "{\"functions\":[{\"name\":\"f\",\"parameters\":{}}]}", 1, 0);
+    /* a tool_choice alone, or tools named inside a message, is not tools */
+    routing_flags_are(SP_PROVIDER_OPENAI, "{\"tool_choice\":\"auto\"}", 0, 0);
+    routing_flags_are(SP_PROVIDER_OPENAI,
+        "{\"messages\":[{\"role\":\"user\",\"tools\":[1]}]}", 0, 0);
+    routing_flags_are(SP_PROVIDER_ANTHROPIC,
+        "{\"tools\":[{\"name\":\"f\",\"input_schema\":{}}]}", 1, 0);
+    routing_flags_are(SP_PROVIDER_GOOGLE,
+        "{\"tools\":[{\"functionDeclarations\":[{\"name\":\"f\"}]}]}", 1, 0);
+    routing_flags_are(SP_PROVIDER_COHERE,
+        "{\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\"}}]}",
+        1, 0);
+}
+
+
+static void
+test_request_has_images_in_every_providers_shape(void **state)
+{
+    (void) state;
+
+    /* OpenAI chat, Mistral, Cohere v2 */
+    routing_flags_are(SP_PROVIDER_OPENAI,
+        "{\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"text\","
+        "\"text\":\"what\"},{\"type\":\"image_url\",\"image_url\":{\"url\":"
+        "\"https://x/y.png\"}}]}]}", 0, 1);
+    routing_flags_are(SP_PROVIDER_MISTRAL,
+        "{\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":"
+        "\"image_url\",\"image_url\":\"data:image/png;base64,AA==\"}]}]}",
+        0, 1);
+    /* OpenAI Responses */
+    routing_flags_are(SP_PROVIDER_OPENAI,
+        "{\"input\":[{\"role\":\"user\",\"content\":[{\"type\":"
+        "\"input_image\",\"image_url\":\"https://x\"}]}]}", 0, 1);
+    /* Anthropic */
+    routing_flags_are(SP_PROVIDER_ANTHROPIC,
+        "{\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"image\","
+        "\"source\":{\"type\":\"base64\",\"media_type\":\"image/png\","
+        "\"data\":\"AA==\"}}]}]}", 0, 1);
+    /* Gemini, both spellings; audio is not an image */
+    routing_flags_are(SP_PROVIDER_GOOGLE,
+        "{\"contents\":[{\"parts\":[{\"inlineData\":{\"mimeType\":"
+        "\"image/jpeg\",\"data\":\"AA==\"}}]}]}", 0, 1);
+    routing_flags_are(SP_PROVIDER_GOOGLE,
+        "{\"contents\":[{\"parts\":[{\"file_data\":{\"mime_type\":"
+        "\"image/png\",\"file_uri\":\"gs://b/x.png\"}}]}]}", 0, 1);
+    routing_flags_are(SP_PROVIDER_GOOGLE,
+        "{\"contents\":[{\"parts\":[{\"inlineData\":{\"mimeType\":"
+        "\"audio/wav\",\"data\":\"AA==\"}}]}]}", 0, 0);
+    /* Cohere embed: images as data URIs */
+    routing_flags_are(SP_PROVIDER_COHERE,
+        "{\"images\":[\"data:image/png;base64,AA==\"]}", 0, 1);
+    routing_flags_are(SP_PROVIDER_COHERE, "{\"images\":[]}", 0, 0);
+    /* files, audio and text are not images */
+    routing_flags_are(SP_PROVIDER_OPENAI,
+        "{\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":"
+        "\"input_audio\",\"input_audio\":{\"data\":\"AA==\",\"format\":"
+        "\"wav\"}},{\"type\":\"file\",\"file\":{\"file_id\":\"f\"}}]}]}",
+        0, 0);
+    routing_flags_are(SP_PROVIDER_OPENAI,
+        "{\"messages\":[{\"role\":\"user\",\"content\":\"an image_url\"}]}",
+        0, 0);
+    /* an image in a tool's schema is a schema, not an input */
+    routing_flags_are(SP_PROVIDER_OPENAI,
+        "{\"tools\":[{\"type\":\"image_url\"}],\"messages\":[]}", 1, 0);
+}
+
+
 int
 main(void)
 {
@@ -1673,6 +1782,8 @@ main(void)
         cmocka_unit_test(
             test_request_gemini_temperature_and_seed_are_in_generation_config),
         cmocka_unit_test(test_request_seed_is_present_and_not_null),
+        cmocka_unit_test(test_request_has_tools_is_a_non_empty_tools_array),
+        cmocka_unit_test(test_request_has_images_in_every_providers_shape),
         cmocka_unit_test(test_tokens_estimate_rounds_up_quarters),
         cmocka_unit_test(test_provider_names_round_trip),
         cmocka_unit_test(test_request_model_and_stream_from_path),
