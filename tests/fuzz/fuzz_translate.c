@@ -78,6 +78,20 @@ fuzz_request(sp_provider_e target, const char *body, size_t size)
         FUZZ_CHECK((rc == SP_OK) == ok);
     }
 
+    /* the longest model, every byte escaped six-fold, where the path
+     * does not hold it: the bound holds */
+    if (rc == SP_OK && target != SP_PROVIDER_GOOGLE
+        && target != SP_PROVIDER_AZURE)
+    {
+        char  model[SP_FIELD_LEN];
+
+        memset(model, '\x01', sizeof(model));
+        FUZZ_CHECK(sp_translate_request(target, model, sizeof(model) - 1,
+                                        body, size, out, bound, &res, why,
+                                        sizeof(why)) == SP_OK);
+        fuzz_is_json(out, res.body_len);
+    }
+
     free(out);
 
     if (rc != SP_OK) {
@@ -105,15 +119,20 @@ static void
 fuzz_response(sp_provider_e source, int status, const char *body,
     size_t size)
 {
-    char    *out;
+    char    *out, model[SP_FIELD_LEN];
     size_t   bound, len, len2;
+
+    /* the longest requested model, every byte escaped six-fold */
+    memset(model, '\x01', sizeof(model) - 1);
+    model[sizeof(model) - 1] = '\0';
 
     bound = sp_translate_response_bound(size);
     out = malloc(bound);
     FUZZ_CHECK(out != NULL);
 
     if (sp_translate_response_model(source, status, body, size, "chatcmpl-x",
-                                    1, "asked\x01", 6, out, bound, &len)
+                                    1, model, sizeof(model) - 1, out, bound,
+                                    &len)
         != SP_OK)
     {
         free(out);
@@ -127,10 +146,12 @@ fuzz_response(sp_provider_e source, int status, const char *body,
     out = malloc(len);
     FUZZ_CHECK(out != NULL);
     FUZZ_CHECK(sp_translate_response_model(source, status, body, size,
-                   "chatcmpl-x", 1, "asked\x01", 6, out, len, &len2)
+                   "chatcmpl-x", 1, model, sizeof(model) - 1, out, len,
+                   &len2)
                == SP_OK && len2 == len);
     FUZZ_CHECK(sp_translate_response_model(source, status, body, size,
-                   "chatcmpl-x", 1, "asked\x01", 6, out, len - 1, &len2)
+                   "chatcmpl-x", 1, model, sizeof(model) - 1, out,
+                   len - 1, &len2)
                == SP_ERROR);
     free(out);
 }
@@ -146,7 +167,9 @@ fuzz_stream(sp_provider_e source, const char *body, size_t size)
 
     sp_translate_stream_init(&st, source, (int) (size & 1), "chatcmpl-x",
                              1);
-    strcpy(st.model, "asked\"model");
+    /* the longest model, every byte escaped six-fold: the bound holds */
+    memset(st.model, (size & 2) ? '\x01' : 'm', sizeof(st.model) - 1);
+    st.model[sizeof(st.model) - 1] = '\0';
 
     p = body;
     last = body + size;
