@@ -78,6 +78,8 @@ fuzz_request(sp_provider_e target, const char *body, size_t size)
         FUZZ_CHECK((rc == SP_OK) == ok);
     }
 
+    need = res.body_len;
+
     /* the longest model, every byte escaped six-fold, where the path
      * does not hold it: the bound holds */
     if (rc == SP_OK && target != SP_PROVIDER_GOOGLE
@@ -98,7 +100,6 @@ fuzz_request(sp_provider_e target, const char *body, size_t size)
         return;
     }
 
-    need = res.body_len;
     FUZZ_CHECK(need <= bound);
     FUZZ_CHECK(strlen(res.path) < SP_TRANSLATE_PATH_MAX);
 
