@@ -967,7 +967,7 @@ bench_semantic(void)
 
 /*
  * Cross-provider translation: a typical 2 KB OpenAI chat request (system
- * prompt, a question, one tool) to Anthropic, and Anthropic's JSON
+ * prompt, a short exchange, a question, one tool) to Anthropic, and Anthropic's JSON
  * answer back to a chat.completion. The issue allows 20 us for both
  * together; the best of several runs, in thread CPU time.
  */
@@ -1020,7 +1020,10 @@ bench_translate(void)
 
     len = (size_t) snprintf(body, sizeof(body),
         "{\"model\":\"gpt-4o\",\"messages\":[{\"role\":\"system\","
-        "\"content\":\"%s\"},{\"role\":\"user\",\"content\":\"%s\"}],"
+        "\"content\":\"%s\"},{\"role\":\"user\",\"content\":\"Which "
+        "months are in the export?\"},{\"role\":\"assistant\",\"content\":"
+        "\"Only last month's: one line per department and cost centre, "
+        "with its budget.\"},{\"role\":\"user\",\"content\":\"%s\"}],"
         "\"tools\":[{\"type\":\"function\",\"function\":{\"name\":"
         "\"get_ledger\",\"description\":\"Ledger lines of a department "
         "for a month\",\"parameters\":{\"type\":\"object\",\"properties\":"

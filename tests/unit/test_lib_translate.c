@@ -198,15 +198,16 @@ test_google_request_maps_every_member(void **state)
 
     assert_int_equal(translate(SP_PROVIDER_GOOGLE, "gemini-2.5-flash",
                                chat, &r), SP_OK);
-    assert_string_equal(r.res.path,
-                        "/v1beta/models/gemini-2.5-flash:streamGenerateContent");
+    assert_string_equal(r.res.path, "/v1beta/models/gemini-2.5-flash"
+                                    ":streamGenerateContent");
     assert_string_equal(r.res.query, "alt=sse");
     assert_int_equal(r.res.stream, 1);
 
     assert_json(r.out, r.len,
         "{\"contents\":["
-        "{\"role\":\"user\",\"parts\":[{\"text\":\"Weather in \\\"Paris\\\"?\"},"
-        "{\"inlineData\":{\"mimeType\":\"image/png\",\"data\":\"iVBORw0K\"}}]},"
+        "{\"role\":\"user\",\"parts\":[{\"text\":"
+        "\"Weather in \\\"Paris\\\"?\"},{\"inlineData\":{\"mimeType\":"
+        "\"image/png\",\"data\":\"iVBORw0K\"}}]},"
         "{\"role\":\"model\",\"parts\":[{\"functionCall\":{\"name\":"
         "\"get_weather\",\"args\":{\"city\":\"Paris\"}}},{\"functionCall\":"
         "{\"name\":\"get_time\",\"args\":{}}}]},"
@@ -920,7 +921,7 @@ test_answer_output_one_byte_short_is_an_error(void **state)
 }
 
 
-/* ---- answers: streams ----------------------------------------------------- */
+/* ---- answers: streams ------------------------------------------------ */
 
 typedef struct {
     char     content[1024];
@@ -1401,7 +1402,8 @@ main(void)
         cmocka_unit_test(test_request_the_scanner_declines_translates_the_same),
         cmocka_unit_test(test_anthropic_answer_becomes_a_chat_completion),
         cmocka_unit_test(test_google_answer_becomes_a_chat_completion),
-        cmocka_unit_test(test_cohere_and_mistral_answers_become_chat_completions),
+        cmocka_unit_test(
+            test_cohere_and_mistral_answers_become_chat_completions),
         cmocka_unit_test(test_error_answers_take_openai_error_shape),
         cmocka_unit_test(test_hostile_answers_are_errors),
         cmocka_unit_test(test_answer_output_one_byte_short_is_an_error),
