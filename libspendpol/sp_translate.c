@@ -38,8 +38,9 @@
 #define SP_TR_NUMBER_MAX      63
 /* the most candidates (choices) an answer may hold */
 #define SP_TR_CHOICES_MAX     SP_REQUEST_MAX_CHOICES
-/* what one chunk costs beside its payload: id, created, model, names */
-#define SP_TR_CHUNK_OVERHEAD  (320 + SP_TR_ID_MAX + SP_FIELD_LEN)
+/* what one chunk costs beside its payload: id, created, the model (any
+ * byte of it may need a six-byte escape), names, the usage numbers */
+#define SP_TR_CHUNK_OVERHEAD  (320 + SP_TR_ID_MAX + 6 * SP_FIELD_LEN)
 
 
 /* ---- the writer ----------------------------------------------------- */

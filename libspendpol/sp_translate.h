@@ -181,7 +181,10 @@ size_t sp_translate_stream_bound(size_t data_len);
  * One complete event of source's stream (its "event:" name, may be empty,
  * and its "data:" joined) -> zero or more OpenAI events in out. Returns
  * the bytes written, or (size_t) -1 when the event is not of source's
- * shape (the caller ends the stream with an error event).
+ * shape (the caller ends the stream with an error event), or out is too
+ * small. A source's error event becomes OpenAI's {"error":{...}} event,
+ * after which nothing more is written; "[DONE]" (Cohere, Mistral) ends
+ * the stream as sp_translate_stream_end() does.
  */
 size_t sp_translate_stream_event(sp_translate_stream_t *st,
     const char *event, size_t event_len, const char *data, size_t data_len,

@@ -8,6 +8,7 @@
  *        micro cache       (the response cache key only)
  *        micro semantic    (the semantic cache: search and guard)
  *        micro template    (a prompt template applied to a request)
+ *        micro translate   (a request to Anthropic and its answer back)
  */
 
 #include <stdio.h>
@@ -26,6 +27,7 @@
 #include "sp_journal.h"
 #include "sp_semantic.h"
 #include "sp_snapshot.h"
+#include "sp_translate.h"
 #include "sp_template.h"
 #include "sp_tokenize.h"
 #include "sp_usage.h"
@@ -1084,6 +1086,135 @@ bench_template(void)
 }
 
 
+/*
+ * Cross-provider translation: a typical 2 KB OpenAI chat request (system
+ * prompt, a short exchange, a question, one tool) to Anthropic, and Anthropic's JSON
+ * answer back to a chat.completion. The issue allows 20 us for both
+ * together; the best of several runs, in thread CPU time.
+ */
+static void
+bench_translate(void)
+{
+    int                     run, i, rounds;
+    char                    body[4096], *req, *resp, err[256];
+    size_t                  len, out_len;
+    double                  t0, t1, fastest, fastest_req;
+    sp_translate_request_t  res;
+
+    static const char  system[] =
+        "You are a careful assistant for the finance team of a mid-sized "
+        "company. Answer in plain English, cite the ledger lines you rely "
+        "on, never invent figures, and say so when the data you were given "
+        "does not answer the question. Amounts are in US dollars unless a "
+        "line says otherwise; round to whole dollars in prose and keep "
+        "cents in tables. When a department is over budget, name the three "
+        "largest contributors and whether each is recurring.";
+    static const char  question[] =
+        "Here is last month's spend export. Summarise it by department, "
+        "flag anything above budget and suggest where to look first.\\n\\n"
+        "department,line,amount,budget\\nengineering,cloud compute,48210.55,"
+        "45000\\nengineering,LLM APIs,12877.10,10000\\nmarketing,events,"
+        "23100.00,25000\\nmarketing,ads,31877.42,30000\\nsales,travel,"
+        "9120.77,12000\\nsales,CRM seats,7600.00,7600\\nfinance,audit,"
+        "15000.00,15000\\nsupport,contractors,21455.90,20000\\n"
+        "support,tooling,4380.00,5000\\nlegal,outside counsel,18250.00,"
+        "15000\\nlegal,filings,1200.00,2000\\nhr,recruiting,11990.35,"
+        "12000\\n\\nLast month engineering moved two services to a new "
+        "region, and marketing ran its spring campaign three weeks early; "
+        "both may explain some of the variance. Please keep the summary "
+        "short enough to paste into the monthly report, then add a table "
+        "with one row per department (spend, budget, difference).";
+    static const char  answer[] =
+        "{\"id\":\"msg_01XFDUDYJgAACzvnptvVoYEL\",\"type\":\"message\","
+        "\"role\":\"assistant\",\"model\":\"claude-sonnet-4-5-20250929\","
+        "\"content\":[{\"type\":\"text\",\"text\":\"Engineering is 6,088 "
+        "dollars over budget: cloud compute (48,211 against 45,000, "
+        "recurring) and LLM APIs (12,877 against 10,000, growing month on "
+        "month). Marketing's ads ran 1,877 over while events came in "
+        "under, so the department as a whole is within budget. Support's "
+        "contractors are 1,456 over; legal's outside counsel 3,250 over, "
+        "a one-off if the dispute settles this quarter.\"}],"
+        "\"stop_reason\":\"end_turn\",\"stop_sequence\":null,\"usage\":{"
+        "\"input_tokens\":412,\"cache_creation_input_tokens\":0,"
+        "\"cache_read_input_tokens\":0,\"output_tokens\":96,"
+        "\"service_tier\":\"standard\"}}";
+
+    len = (size_t) snprintf(body, sizeof(body),
+        "{\"model\":\"gpt-4o\",\"messages\":[{\"role\":\"system\","
+        "\"content\":\"%s\"},{\"role\":\"user\",\"content\":\"Which "
+        "months are in the export?\"},{\"role\":\"assistant\",\"content\":"
+        "\"Only last month's: one line per department and cost centre, "
+        "with its budget.\"},{\"role\":\"user\",\"content\":\"%s\"}],"
+        "\"tools\":[{\"type\":\"function\",\"function\":{\"name\":"
+        "\"get_ledger\",\"description\":\"Ledger lines of a department "
+        "for a month\",\"parameters\":{\"type\":\"object\",\"properties\":"
+        "{\"department\":{\"type\":\"string\"},\"month\":{\"type\":"
+        "\"string\",\"description\":\"YYYY-MM\"}},\"required\":"
+        "[\"department\",\"month\"]}}}],\"max_tokens\":512,"
+        "\"temperature\":0.2,\"user\":\"finance-bot\"}", system, question);
+
+    req = malloc(sp_translate_request_bound(len));
+    resp = malloc(sp_translate_response_bound(sizeof(answer) - 1));
+
+    if (req == NULL || resp == NULL) {
+        exit(1);
+    }
+
+    if (sp_translate_request(SP_PROVIDER_ANTHROPIC, "claude-sonnet-4-5", 17,
+                             body, len, req, sp_translate_request_bound(len),
+                             &res, err, sizeof(err)) != SP_OK
+        || sp_translate_response(SP_PROVIDER_ANTHROPIC, 200, answer,
+                                 sizeof(answer) - 1, "chatcmpl-bench",
+                                 1764230000, resp,
+                                 sp_translate_response_bound(
+                                     sizeof(answer) - 1), &out_len) != SP_OK)
+    {
+        fprintf(stderr, "translate: %s\n", err);
+        exit(1);
+    }
+
+    rounds = 20000;
+    fastest = 1e9;
+    fastest_req = 1e9;
+
+    for (run = 0; run < 5; run++) {
+        t0 = cpu_s();
+
+        for (i = 0; i < rounds; i++) {
+            (void) sp_translate_request(SP_PROVIDER_ANTHROPIC,
+                                        "claude-sonnet-4-5", 17, body, len,
+                                        req, sp_translate_request_bound(len),
+                                        &res, err, sizeof(err));
+        }
+
+        t1 = cpu_s();
+        fastest_req = (t1 - t0) / rounds < fastest_req
+                      ? (t1 - t0) / rounds : fastest_req;
+
+        for (i = 0; i < rounds; i++) {
+            (void) sp_translate_response(SP_PROVIDER_ANTHROPIC, 200, answer,
+                                         sizeof(answer) - 1,
+                                         "chatcmpl-bench", 1764230000, resp,
+                                         sp_translate_response_bound(
+                                             sizeof(answer) - 1), &out_len);
+        }
+
+        t0 = cpu_s() - t0;
+        fastest = t0 / rounds < fastest ? t0 / rounds : fastest;
+    }
+
+    printf("translate %zu B request -> anthropic   %8.2f us  (%zu B out)\n",
+           len, fastest_req * 1e6, res.body_len);
+    printf("translate %zu B answer -> openai        %8.2f us  (%zu B out)\n",
+           sizeof(answer) - 1, (fastest - fastest_req) * 1e6, out_len);
+    printf("translate request + answer           %8.2f us  (limit 20 us)\n",
+           fastest * 1e6);
+
+    free(req);
+    free(resp);
+}
+
+
 int
 main(int argc, char **argv)
 {
@@ -1112,6 +1243,11 @@ main(int argc, char **argv)
 
     if (argc > 1 && strcmp(argv[1], "template") == 0) {
         bench_template();
+        return 0;
+    }
+
+    if (argc > 1 && strcmp(argv[1], "translate") == 0) {
+        bench_translate();
         return 0;
     }
 

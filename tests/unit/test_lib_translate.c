@@ -15,6 +15,7 @@
 
 #include <jansson.h>
 
+#include "sp_scan.h"
 #include "sp_translate.h"
 
 
@@ -197,15 +198,16 @@ test_google_request_maps_every_member(void **state)
 
     assert_int_equal(translate(SP_PROVIDER_GOOGLE, "gemini-2.5-flash",
                                chat, &r), SP_OK);
-    assert_string_equal(r.res.path,
-                        "/v1beta/models/gemini-2.5-flash:streamGenerateContent");
+    assert_string_equal(r.res.path, "/v1beta/models/gemini-2.5-flash"
+                                    ":streamGenerateContent");
     assert_string_equal(r.res.query, "alt=sse");
     assert_int_equal(r.res.stream, 1);
 
     assert_json(r.out, r.len,
         "{\"contents\":["
-        "{\"role\":\"user\",\"parts\":[{\"text\":\"Weather in \\\"Paris\\\"?\"},"
-        "{\"inlineData\":{\"mimeType\":\"image/png\",\"data\":\"iVBORw0K\"}}]},"
+        "{\"role\":\"user\",\"parts\":[{\"text\":"
+        "\"Weather in \\\"Paris\\\"?\"},{\"inlineData\":{\"mimeType\":"
+        "\"image/png\",\"data\":\"iVBORw0K\"}}]},"
         "{\"role\":\"model\",\"parts\":[{\"functionCall\":{\"name\":"
         "\"get_weather\",\"args\":{\"city\":\"Paris\"}}},{\"functionCall\":"
         "{\"name\":\"get_time\",\"args\":{}}}]},"
@@ -552,6 +554,63 @@ test_hostile_requests_are_errors(void **state)
 }
 
 
+/*
+ * A body the tape scanner declines (an object too wide to check for twin
+ * keys) is read by jansson: the translation is the same.
+ */
+static void
+test_request_the_scanner_declines_translates_the_same(void **state)
+{
+    char    wide[8192], narrow[4096];
+    size_t  len, k;
+    req_t   a, b;
+
+    (void) state;
+
+    len = (size_t) snprintf(wide, sizeof(wide), "{\"metadata\":{");
+
+    for (k = 0; k < 80; k++) {
+        len += (size_t) snprintf(wide + len, sizeof(wide) - len,
+                                 "%s\"k%zu\":%zu.5", k ? "," : "", k, k);
+    }
+
+    snprintf(wide + len, sizeof(wide) - len, "},%s", chat + 1);
+    snprintf(narrow, sizeof(narrow), "%s", chat);
+
+    {
+        sp_json_tape_t  tape;
+
+        /* it is declined indeed */
+        sp_json_tape_init(&tape);
+        assert_int_equal(sp_json_scan(&tape, wide, strlen(wide)), SP_ERROR);
+        sp_json_tape_free(&tape);
+    }
+
+    assert_int_equal(translate(SP_PROVIDER_ANTHROPIC, "claude", wide, &a),
+                     SP_OK);
+    assert_int_equal(translate(SP_PROVIDER_ANTHROPIC, "claude", narrow, &b),
+                     SP_OK);
+    assert_int_equal(a.len, b.len);
+    assert_memory_equal(a.out, b.out, a.len);
+    free(a.out);
+    free(b.out);
+
+    assert_int_equal(translate(SP_PROVIDER_GOOGLE, "gemini", wide, &a),
+                     SP_OK);
+    assert_int_equal(translate(SP_PROVIDER_GOOGLE, "gemini", narrow, &b),
+                     SP_OK);
+    assert_int_equal(a.len, b.len);
+    assert_memory_equal(a.out, b.out, a.len);
+    free(a.out);
+    free(b.out);
+
+    /* Azure keeps the wide member as written */
+    assert_int_equal(translate(SP_PROVIDER_AZURE, "dep", wide, &a), SP_OK);
+    assert_non_null(memmem(a.out, a.len, "\"k79\":79.5}", 11));
+    free(a.out);
+}
+
+
 /* ---- answers: JSON ------------------------------------------------------ */
 
 static void
@@ -862,7 +921,7 @@ test_answer_output_one_byte_short_is_an_error(void **state)
 }
 
 
-/* ---- answers: streams ----------------------------------------------------- */
+/* ---- answers: streams ------------------------------------------------ */
 
 typedef struct {
     char     content[1024];
@@ -1340,9 +1399,11 @@ main(void)
         cmocka_unit_test(test_requests_a_target_cannot_take_say_why),
         cmocka_unit_test(test_request_output_one_byte_short_is_an_error),
         cmocka_unit_test(test_hostile_requests_are_errors),
+        cmocka_unit_test(test_request_the_scanner_declines_translates_the_same),
         cmocka_unit_test(test_anthropic_answer_becomes_a_chat_completion),
         cmocka_unit_test(test_google_answer_becomes_a_chat_completion),
-        cmocka_unit_test(test_cohere_and_mistral_answers_become_chat_completions),
+        cmocka_unit_test(
+            test_cohere_and_mistral_answers_become_chat_completions),
         cmocka_unit_test(test_error_answers_take_openai_error_shape),
         cmocka_unit_test(test_hostile_answers_are_errors),
         cmocka_unit_test(test_answer_output_one_byte_short_is_an_error),
