@@ -999,9 +999,10 @@ test_template_apply_hostile_values(void **state)
 
 
 /*
- * outsize = the bound works; every smaller size up to the output's
- * length - 1 is refused with the size needed and nothing written past
- * the buffer (malloc'ed exactly: ASan watches its end).
+ * outsize = the bound works; smaller sizes up to the output's length - 1
+ * (all of the first and last 64) are refused with the size needed and
+ * nothing written past the buffer (malloc'ed exactly: ASan watches its
+ * end).
  */
 static void
 assert_bounds(sp_provider_e provider, const char *rec, const char *body,
@@ -1028,7 +1029,12 @@ assert_bounds(sp_provider_e provider, const char *rec, const char *body,
     assert_true(need <= bound);
     free(out);
 
-    for (size = 0; size < need; size += (need - size > 64 ? 7 : 1)) {
+    /* every size near both ends, a few between */
+    for (size = 0; size < need;
+         size = (size < 64 || need - size <= 64) ? size + 1
+                : (need - size > 2 * 64 ? size + (need - size) / 2
+                                       : need - 64))
+    {
         out = malloc(size ? size : 1);
         assert_non_null(out);
 
