@@ -19,6 +19,18 @@
  * validation rather than sent as text, so a typo cannot reach a model
  * unnoticed. There is no escape for literal "{{...}}".
  *
+ * Beyond the header: a snapshot record that is not what controld writes
+ * is refused with code "template_invalid" (a 500 for the module to
+ * answer: the client did nothing wrong), and an output that does not fit
+ * outsize (out may be NULL) with code "output_too_small" and *out_len
+ * the size it needs, so that a caller may try a smaller buffer than
+ * sp_template_apply_bound() first, then the exact size.
+ *
+ * Anthropic: system and developer messages go to "system", the others to
+ * "messages". Mistral and Cohere have no developer role: it becomes
+ * system there. Azure gets no "model": the deployment in the path
+ * decides, and a model in the body would only mislead the pricing.
+ *
  * Limits of a version: SP_TPL_MESSAGES_MAX messages,
  * SP_TEMPLATE_VARIABLE_MAX declared variables, SP_TPL_PARAMETERS_MAX
  * parameters and SP_TPL_PLACEHOLDERS_MAX placeholders in all; the last
@@ -26,7 +38,6 @@
  */
 
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 
 #include <jansson.h>
@@ -134,6 +145,20 @@ typedef struct {
     uint64_t          present;          /* parameters the body has */
 } sp_tpl_body_t;
 
+/* the edits of a body, applied in the order of their positions */
+typedef enum {
+    SP_TPL_EDIT_INSERT = 0,             /* members added after '{' */
+    SP_TPL_EDIT_MESSAGES,
+    SP_TPL_EDIT_SYSTEM,
+    SP_TPL_EDIT_CUT
+} sp_tpl_edit_e;
+
+typedef struct {
+    const char     *from;
+    const char     *to;
+    sp_tpl_edit_e   kind;
+} sp_tpl_edit_t;
+
 
 static const char *sp_tpl_space(const char *p, const char *last);
 static const char *sp_tpl_string_end(const char *p, const char *last);
@@ -176,6 +201,28 @@ static void sp_tpl_put(sp_tpl_out_t *o, const char *s, size_t n);
 static void sp_tpl_put_text(sp_tpl_out_t *o, const char *s, size_t n);
 static void sp_tpl_put_content(sp_tpl_out_t *o, sp_str_t content,
     const sp_tpl_version_t *v, const sp_tpl_value_t *values);
+static void sp_tpl_code(char *code, size_t codelen, const char *s);
+static int sp_tpl_vars_check(const char *value, const char *end,
+    const char *what, char *code, size_t codelen, char *err, size_t errlen);
+static int sp_tpl_vars_diagnose(const char *value, const char *last,
+    const char *what, char *code, size_t codelen, char *err, size_t errlen);
+static const char *sp_tpl_find(const char *value, const char *end,
+    const char *name, size_t len, const char **vend);
+static int sp_tpl_model_valid(const char *p, const char *last);
+static int sp_tpl_id_valid(const char *p, const char *last);
+static int sp_tpl_select(const char *record, size_t record_len,
+    int64_t *resolved, sp_str_t label, const char **vstart,
+    const char **vend, char *slug, size_t slugsize, char *id, size_t idsize,
+    char *code, size_t codelen, char *err, size_t errlen);
+static int sp_tpl_read_body(const char *body, size_t body_len,
+    const sp_tpl_version_t *v, sp_tpl_body_t *b, char *code, size_t codelen,
+    char *err, size_t errlen);
+static int sp_tpl_to_messages(sp_provider_e provider, sp_tpl_role_e role);
+static void sp_tpl_put_messages(sp_tpl_out_t *o, sp_provider_e provider,
+    const sp_tpl_version_t *v, const sp_tpl_value_t *values);
+static void sp_tpl_put_system(sp_tpl_out_t *o, const sp_tpl_version_t *v,
+    const sp_tpl_value_t *values);
+static sp_str_t sp_tpl_inner(const sp_tpl_member_t *m);
 
 
 /* ---- reading JSON text as written ----------------------------------- */
@@ -1062,12 +1109,15 @@ sp_tpl_parse_version(const char *json, size_t len, int record,
             }
 
         } else if (sp_tpl_key_is(&m, "model")) {
+            /* it may end up in X-Spendpol-Model: printable, unescaped */
             if (*m.value != '"' || m.end - m.value < 3
-                || m.end - m.value - 2 > SP_TPL_MODEL_MAX)
+                || m.end - m.value - 2 > SP_TPL_MODEL_MAX
+                || !sp_tpl_model_valid(m.value + 1, m.end - 1))
             {
                 sp_errorf(field, fieldlen, "model");
-                sp_errorf(err, errlen, "expected a model name, a string of "
-                          "1 to %d bytes", SP_TPL_MODEL_MAX);
+                sp_errorf(err, errlen, "expected a model name: 1 to %d "
+                          "printable ASCII characters, no space, quote or "
+                          "backslash", SP_TPL_MODEL_MAX);
                 return SP_ERROR;
             }
 
@@ -1506,23 +1556,10 @@ int
 sp_template_validate(const char *json, size_t len, char *field,
     size_t fieldlen, char *err, size_t errlen)
 {
-    int                rc;
-    sp_tpl_version_t  *v;
+    sp_tpl_version_t  v;
 
-    /* about 10 KB: the heap, as controld's threads have small stacks */
-    v = malloc(sizeof(sp_tpl_version_t));
-    if (v == NULL) {
-        sp_errorf(field, fieldlen, "%s", "");
-        sp_errorf(err, errlen, "out of memory");
-        return SP_ERROR;
-    }
-
-    rc = sp_tpl_parse_version(json, len, 0, v, field, fieldlen, err,
-                              errlen);
-
-    free(v);
-
-    return rc;
+    return sp_tpl_parse_version(json, len, 0, &v, field, fieldlen, err,
+                                errlen);
 }
 
 
@@ -1751,6 +1788,40 @@ sp_tpl_find(const char *value, const char *end, const char *name,
 }
 
 
+/* 0x21..0x7e but '"' and '\\' */
+static int
+sp_tpl_model_valid(const char *p, const char *last)
+{
+    for ( ; p < last; p++) {
+        if (*p < 0x21 || *p > 0x7e || *p == '"' || *p == '\\') {
+            return 0;
+        }
+    }
+
+    return 1;
+}
+
+
+/* [0-9A-Za-z-]+ */
+static int
+sp_tpl_id_valid(const char *p, const char *last)
+{
+    if (p == last) {
+        return 0;
+    }
+
+    for ( ; p < last; p++) {
+        if (!((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'z')
+              || (*p >= 'A' && *p <= 'Z') || *p == '-'))
+        {
+            return 0;
+        }
+    }
+
+    return 1;
+}
+
+
 /*
  * The record's version to apply, as text: *vstart .. *vend. The record
  * is the snapshot's, written by controld; it is not trusted further than
@@ -1767,7 +1838,7 @@ sp_tpl_select(const char *record, size_t record_len, int64_t *resolved,
     char             quoted[SP_TPL_QUOTE_MAX + 4];
     const char      *p, *last, *end, *value, *vlast;
     sp_tpl_iter_t    it, vit;
-    sp_tpl_member_t  m, vm, labels, versions;
+    sp_tpl_member_t  m, vm, labels, versions, idm;
 
     version = *resolved;
     last = record + record_len;
@@ -1775,6 +1846,7 @@ sp_tpl_select(const char *record, size_t record_len, int64_t *resolved,
     quoted[0] = '\0';
     memset(&labels, 0, sizeof(sp_tpl_member_t));
     memset(&versions, 0, sizeof(sp_tpl_member_t));
+    memset(&idm, 0, sizeof(sp_tpl_member_t));
     p = sp_tpl_space(record, last);
     end = sp_tpl_value_end(p, last);
     latest = 0;
@@ -1789,14 +1861,7 @@ sp_tpl_select(const char *record, size_t record_len, int64_t *resolved,
 
     while ((rc = sp_tpl_next_member(&it, &m)) == SP_OK) {
         if (sp_tpl_key_is(&m, "id")) {
-            if (*m.value != '"' || (size_t) (m.end - m.value - 2) >= idsize
-                || memchr(m.value + 1, '\\', m.end - m.value - 2) != NULL)
-            {
-                goto malformed;
-            }
-
-            memcpy(id, m.value + 1, m.end - m.value - 2);
-            id[m.end - m.value - 2] = '\0';
+            idm = m;
 
         } else if (sp_tpl_key_is(&m, "slug") && *m.value == '"') {
             sp_tpl_quote(slug, slugsize, m.value + 1,
@@ -1815,9 +1880,20 @@ sp_tpl_select(const char *record, size_t record_len, int64_t *resolved,
         }
     }
 
-    if (rc != SP_TPL_END || versions.value == NULL || id[0] == '\0') {
+    if (rc != SP_TPL_END || versions.value == NULL) {
         goto malformed;
     }
+
+    /* a UUID, bound for a response header: nothing else passes */
+    if (idm.value == NULL || *idm.value != '"'
+        || (size_t) (idm.end - idm.value - 2) >= idsize
+        || !sp_tpl_id_valid(idm.value + 1, idm.end - 1))
+    {
+        goto malformed;
+    }
+
+    memcpy(id, idm.value + 1, idm.end - idm.value - 2);
+    id[idm.end - idm.value - 2] = '\0';
 
     if (label.len) {
         value = labels.value ? sp_tpl_find(labels.value, labels.end,
@@ -2076,21 +2152,6 @@ sp_tpl_inner(const sp_tpl_member_t *m)
 
     return inner;
 }
-
-
-/* the edits of a body, in the order of their positions */
-typedef enum {
-    SP_TPL_EDIT_INSERT = 0,
-    SP_TPL_EDIT_MESSAGES,
-    SP_TPL_EDIT_SYSTEM,
-    SP_TPL_EDIT_CUT
-} sp_tpl_edit_e;
-
-typedef struct {
-    const char     *from;
-    const char     *to;
-    sp_tpl_edit_e   kind;
-} sp_tpl_edit_t;
 
 
 int

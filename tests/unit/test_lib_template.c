@@ -387,9 +387,13 @@ test_template_validate_errors_name_the_member(void **state)
           "\"variables\":{\"tone\":{\"required\":true,\"help\":\"x\"}}}",
           "variables.tone.help", "unknown member" },
         { "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],"
-          "\"model\":\"\"}", "model", "1 to 255 bytes" },
+          "\"model\":\"\"}", "model", "1 to 255 printable" },
         { "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],"
           "\"model\":4}", "model", "model name" },
+        { "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],"
+          "\"model\":\"gpt\\n4\"}", "model", "printable ASCII" },
+        { "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],"
+          "\"model\":\"gpt 4\"}", "model", "no space" },
         { "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],"
           "\"parameters\":[]}", "parameters", "expected an object" },
         { "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],"
@@ -917,6 +921,11 @@ test_template_apply_errors(void **state)
                 "is malformed: messages[0].content");
     apply_fails(SP_PROVIDER_OPENAI, "not json", 0, NULL, "{}", NULL,
                 "template_invalid", "malformed");
+    apply_fails(SP_PROVIDER_OPENAI,
+                "{\"id\":\"u\\r\\nX-Evil: 1\",\"slug\":\"x\",\"latest\":1,"
+                "\"versions\":[{\"version\":1,\"messages\":[{\"role\":"
+                "\"user\",\"content\":\"hi\"}]}]}", 0, NULL, "{}", NULL,
+                "template_invalid", "template x is malformed");
 
     /* a newer controld's members in the record are let through */
     apply(&a, SP_PROVIDER_OPENAI,
