@@ -201,9 +201,11 @@ static void sp_tpl_put(sp_tpl_out_t *o, const char *s, size_t n);
 static void sp_tpl_put_text(sp_tpl_out_t *o, const char *s, size_t n);
 static void sp_tpl_put_content(sp_tpl_out_t *o, sp_str_t content,
     const sp_tpl_version_t *v, const sp_tpl_value_t *values);
+static void sp_tpl_clear(char *s, size_t size);
 static void sp_tpl_code(char *code, size_t codelen, const char *s);
-static int sp_tpl_vars_check(const char *value, const char *end,
-    const char *what, char *code, size_t codelen, char *err, size_t errlen);
+static int sp_tpl_vars_take(const char *value, const char *end,
+    const char *what, const sp_tpl_version_t *v, sp_tpl_value_t *values,
+    char *code, size_t codelen, char *err, size_t errlen);
 static int sp_tpl_vars_diagnose(const char *value, const char *last,
     const char *what, char *code, size_t codelen, char *err, size_t errlen);
 static const char *sp_tpl_find(const char *value, const char *end,
@@ -568,10 +570,21 @@ sp_tpl_raw_equal(sp_str_t a, sp_str_t b)
     const char    *p, *q, *plast, *qlast;
     unsigned char  c[4], d[4];
 
+    if (a.len == b.len && memcmp(a.data, b.data, a.len) == 0) {
+        return 1;
+    }
+
+    /* the usual answer: the first characters differ, neither escaped */
+    if (a.len && b.len && a.data[0] != b.data[0] && a.data[0] != '\\'
+        && b.data[0] != '\\')
+    {
+        return 0;
+    }
+
     if (memchr(a.data, '\\', a.len) == NULL
         && memchr(b.data, '\\', b.len) == NULL)
     {
-        return a.len == b.len && memcmp(a.data, b.data, a.len) == 0;
+        return 0;
     }
 
     p = a.data;
@@ -1065,7 +1078,7 @@ sp_tpl_parse_version(const char *json, size_t len, int record,
     v->model.len = 0;
     has_messages = 0;
 
-    sp_errorf(field, fieldlen, "%s", "");
+    sp_tpl_clear(field, fieldlen);
 
     if (sp_tpl_json_valid(json, len, 0, err, errlen) != SP_OK) {
         return SP_ERROR;
@@ -1299,8 +1312,6 @@ sp_tpl_parse_variables(const sp_tpl_member_t *m, sp_tpl_version_t *v,
 
     while ((rc = sp_tpl_next_member(&it, &vm)) == SP_OK) {
 
-        sp_tpl_quote(quoted, sizeof(quoted), vm.key.data, vm.key.len);
-
         if (v->nvariables == SP_TEMPLATE_VARIABLE_MAX) {
             sp_errorf(field, fieldlen, "variables");
             sp_errorf(err, errlen, "at most %d variables",
@@ -1312,6 +1323,7 @@ sp_tpl_parse_variables(const sp_tpl_member_t *m, sp_tpl_version_t *v,
         n = sp_tpl_decode_name(vm.key, var->name, sizeof(var->name));
 
         if (n == sizeof(var->name) || !sp_tpl_name_valid(var->name, n)) {
+            sp_tpl_quote(quoted, sizeof(quoted), vm.key.data, vm.key.len);
             sp_errorf(field, fieldlen, "variables.%s", quoted);
             sp_errorf(err, errlen, "not a variable name: letters, digits "
                       "and '_', not starting with a digit, at most %d "
@@ -1325,7 +1337,7 @@ sp_tpl_parse_variables(const sp_tpl_member_t *m, sp_tpl_version_t *v,
         has_required = 0;
 
         if (*vm.value != '{') {
-            sp_errorf(field, fieldlen, "variables.%s", quoted);
+            sp_errorf(field, fieldlen, "variables.%s", var->name);
             sp_errorf(err, errlen, "expected {\"required\": true} or "
                       "{\"default\": a string, number or boolean}");
             return SP_ERROR;
@@ -1338,7 +1350,7 @@ sp_tpl_parse_variables(const sp_tpl_member_t *m, sp_tpl_version_t *v,
             if (sp_tpl_key_is(&mm, "required")) {
                 if (*mm.value != 't' && *mm.value != 'f') {
                     sp_errorf(field, fieldlen, "variables.%s.required",
-                              quoted);
+                              var->name);
                     sp_errorf(err, errlen, "expected true or false");
                     return SP_ERROR;
                 }
@@ -1349,7 +1361,7 @@ sp_tpl_parse_variables(const sp_tpl_member_t *m, sp_tpl_version_t *v,
             } else if (sp_tpl_key_is(&mm, "default")) {
                 if (sp_tpl_scalar(mm.value, mm.end, &var->def) != SP_OK) {
                     sp_errorf(field, fieldlen, "variables.%s.default",
-                              quoted);
+                              var->name);
                     sp_errorf(err, errlen, "expected a string, a number or "
                               "a boolean");
                     return SP_ERROR;
@@ -1367,13 +1379,13 @@ sp_tpl_parse_variables(const sp_tpl_member_t *m, sp_tpl_version_t *v,
         }
 
         if (erc != SP_TPL_END) {
-            sp_errorf(field, fieldlen, "variables.%s", quoted);
+            sp_errorf(field, fieldlen, "variables.%s", var->name);
             sp_errorf(err, errlen, "malformed JSON");
             return SP_ERROR;
         }
 
         if (var->required == var->def.given) {
-            sp_errorf(field, fieldlen, "variables.%s", quoted);
+            sp_errorf(field, fieldlen, "variables.%s", var->name);
             sp_errorf(err, errlen, var->required
                       ? "a variable is required or has a default, not both"
                       : (has_required
@@ -1421,10 +1433,10 @@ sp_tpl_parse_parameters(const sp_tpl_member_t *m, sp_tpl_version_t *v,
 
     while ((rc = sp_tpl_next_member(&it, &pm)) == SP_OK) {
 
-        sp_tpl_quote(quoted, sizeof(quoted), pm.key.data, pm.key.len);
-
         for (i = 0; i < sizeof(reserved) / sizeof(char *); i++) {
             if (sp_tpl_key_is(&pm, reserved[i])) {
+                sp_tpl_quote(quoted, sizeof(quoted), pm.key.data,
+                             pm.key.len);
                 sp_errorf(field, fieldlen, "parameters.%s", quoted);
                 sp_errorf(err, errlen, "a template may not set %s in its "
                           "parameters%s", reserved[i],
@@ -1481,9 +1493,8 @@ sp_tpl_check_placeholders(sp_tpl_version_t *v, char *field,
                 break;
             }
 
-            sp_errorf(field, fieldlen, "messages[%zu].content", i);
-
             if (rc != SP_OK) {
+                sp_errorf(field, fieldlen, "messages[%zu].content", i);
                 sp_tpl_quote(quoted, sizeof(quoted), from,
                              (size_t) (to - from));
                 sp_errorf(err, errlen, "\"%s\" is not a placeholder: write "
@@ -1502,12 +1513,14 @@ sp_tpl_check_placeholders(sp_tpl_version_t *v, char *field,
             }
 
             if (k == v->nvariables) {
+                sp_errorf(field, fieldlen, "messages[%zu].content", i);
                 sp_errorf(err, errlen, "{{%s}} is used but not declared in "
                           "variables", name);
                 return SP_ERROR;
             }
 
             if (++count > SP_TPL_PLACEHOLDERS_MAX) {
+                sp_errorf(field, fieldlen, "messages[%zu].content", i);
                 sp_errorf(err, errlen, "at most %d placeholders in a "
                           "version", SP_TPL_PLACEHOLDERS_MAX);
                 return SP_ERROR;
@@ -1517,7 +1530,7 @@ sp_tpl_check_placeholders(sp_tpl_version_t *v, char *field,
         }
     }
 
-    sp_errorf(field, fieldlen, "%s", "");
+    sp_tpl_clear(field, fieldlen);
 
     return SP_OK;
 }
@@ -1673,6 +1686,15 @@ sp_template_apply_bound(size_t record_len, size_t body_len,
 
 
 static void
+sp_tpl_clear(char *s, size_t size)
+{
+    if (s != NULL && size > 0) {
+        s[0] = '\0';
+    }
+}
+
+
+static void
 sp_tpl_code(char *code, size_t codelen, const char *s)
 {
     if (code != NULL && codelen > 0) {
@@ -1682,14 +1704,18 @@ sp_tpl_code(char *code, size_t codelen, const char *s)
 
 
 /*
- * The variables object of the body or the header, from value .. end:
- * every value a string, number or boolean. what names the source.
+ * The variables object of the body or the header, from value .. end,
+ * in one pass: every value a string, number or boolean, and those of the
+ * version's variables not given yet taken into values. what names the
+ * source.
  */
 static int
-sp_tpl_vars_check(const char *value, const char *end, const char *what,
-    char *code, size_t codelen, char *err, size_t errlen)
+sp_tpl_vars_take(const char *value, const char *end, const char *what,
+    const sp_tpl_version_t *v, sp_tpl_value_t *values, char *code,
+    size_t codelen, char *err, size_t errlen)
 {
     int              rc;
+    size_t           k;
     char             quoted[SP_TPL_QUOTE_MAX + 4];
     const char      *type;
     sp_tpl_iter_t    it;
@@ -1707,6 +1733,18 @@ sp_tpl_vars_check(const char *value, const char *end, const char *what,
 
     while ((rc = sp_tpl_next_member(&it, &m)) == SP_OK) {
         if (sp_tpl_scalar(m.value, m.end, &scalar) == SP_OK) {
+            for (k = 0; k < v->nvariables; k++) {
+                if (!values[k].given
+                    && sp_tpl_raw_equal(m.key,
+                                        (sp_str_t) { v->variables[k].name,
+                                                     v->variables[k].name_len
+                                                   }))
+                {
+                    values[k] = scalar;
+                    break;
+                }
+            }
+
             continue;
         }
 
@@ -1850,7 +1888,7 @@ sp_tpl_select(const char *record, size_t record_len, int64_t *resolved,
     p = sp_tpl_space(record, last);
     end = sp_tpl_value_end(p, last);
     latest = 0;
-    snprintf(slug, slugsize, "?");
+    memcpy(slug, "?", 2);
     id[0] = '\0';
 
     if (p == last || *p != '{' || end == NULL) {
@@ -2165,7 +2203,7 @@ sp_template_apply(sp_provider_e provider, const char *record,
     size_t             i, k, nedits, kept;
     char               slug[SP_TPL_QUOTE_MAX + 4], id[SP_ID_LEN];
     char               field[96], why[160];
-    const char        *vstart, *vend, *hp, *hlast, *hend, *value, *vlast;
+    const char        *vstart, *vend, *hp, *hlast, *hend;
     const char        *pos;
     sp_str_t           inner;
     sp_tpl_out_t       o;
@@ -2175,8 +2213,8 @@ sp_template_apply(sp_provider_e provider, const char *record,
     sp_tpl_version_t   v;
 
     *out_len = 0;
-    sp_tpl_code(code, codelen, "");
-    sp_errorf(err, errlen, "%s", "");
+    sp_tpl_clear(code, codelen);
+    sp_tpl_clear(err, errlen);
 
     if (provider != SP_PROVIDER_OPENAI && provider != SP_PROVIDER_AZURE
         && provider != SP_PROVIDER_MISTRAL && provider != SP_PROVIDER_COHERE
@@ -2254,10 +2292,14 @@ sp_template_apply(sp_provider_e provider, const char *record,
         return SP_ERROR;
     }
 
-    /* the variables: the body's, then the header's */
+    /* the variables: the body's, then the header's, then the defaults */
+    for (k = 0; k < v.nvariables; k++) {
+        values[k].given = 0;
+    }
+
     if (b.has_vars
-        && sp_tpl_vars_check(b.vars.value, b.vars.end, "spendpol_variables",
-                             code, codelen, err, errlen)
+        && sp_tpl_vars_take(b.vars.value, b.vars.end, "spendpol_variables",
+                            &v, values, code, codelen, err, errlen)
            != SP_OK)
     {
         return SP_ERROR;
@@ -2297,8 +2339,8 @@ sp_template_apply(sp_provider_e provider, const char *record,
 
         hend = sp_tpl_value_end(hp, hlast);
 
-        if (sp_tpl_vars_check(hp, hend, "X-Spendpol-Template-Variables",
-                              code, codelen, err, errlen)
+        if (sp_tpl_vars_take(hp, hend, "X-Spendpol-Template-Variables",
+                             &v, values, code, codelen, err, errlen)
             != SP_OK)
         {
             return SP_ERROR;
@@ -2306,23 +2348,7 @@ sp_template_apply(sp_provider_e provider, const char *record,
     }
 
     for (k = 0; k < v.nvariables; k++) {
-        values[k].given = 0;
-        value = NULL;
-        vlast = NULL;
-
-        if (b.has_vars) {
-            value = sp_tpl_find(b.vars.value, b.vars.end,
-                                v.variables[k].name,
-                                v.variables[k].name_len, &vlast);
-        }
-
-        if (value == NULL && hp != NULL) {
-            value = sp_tpl_find(hp, hend, v.variables[k].name,
-                                v.variables[k].name_len, &vlast);
-        }
-
-        if (value != NULL) {
-            (void) sp_tpl_scalar(value, vlast, &values[k]);
+        if (values[k].given) {
             continue;
         }
 
