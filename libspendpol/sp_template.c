@@ -19,6 +19,18 @@
  * validation rather than sent as text, so a typo cannot reach a model
  * unnoticed. There is no escape for literal "{{...}}".
  *
+ * Beyond the header: a snapshot record that is not what controld writes
+ * is refused with code "template_invalid" (a 500 for the module to
+ * answer: the client did nothing wrong), and an output that does not fit
+ * outsize (out may be NULL) with code "output_too_small" and *out_len
+ * the size it needs, so that a caller may try a smaller buffer than
+ * sp_template_apply_bound() first, then the exact size.
+ *
+ * Anthropic: system and developer messages go to "system", the others to
+ * "messages". Mistral and Cohere have no developer role: it becomes
+ * system there. Azure gets no "model": the deployment in the path
+ * decides, and a model in the body would only mislead the pricing.
+ *
  * Limits of a version: SP_TPL_MESSAGES_MAX messages,
  * SP_TEMPLATE_VARIABLE_MAX declared variables, SP_TPL_PARAMETERS_MAX
  * parameters and SP_TPL_PLACEHOLDERS_MAX placeholders in all; the last
@@ -26,7 +38,6 @@
  */
 
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 
 #include <jansson.h>
@@ -134,6 +145,20 @@ typedef struct {
     uint64_t          present;          /* parameters the body has */
 } sp_tpl_body_t;
 
+/* the edits of a body, applied in the order of their positions */
+typedef enum {
+    SP_TPL_EDIT_INSERT = 0,             /* members added after '{' */
+    SP_TPL_EDIT_MESSAGES,
+    SP_TPL_EDIT_SYSTEM,
+    SP_TPL_EDIT_CUT
+} sp_tpl_edit_e;
+
+typedef struct {
+    const char     *from;
+    const char     *to;
+    sp_tpl_edit_e   kind;
+} sp_tpl_edit_t;
+
 
 static const char *sp_tpl_space(const char *p, const char *last);
 static const char *sp_tpl_string_end(const char *p, const char *last);
@@ -176,6 +201,30 @@ static void sp_tpl_put(sp_tpl_out_t *o, const char *s, size_t n);
 static void sp_tpl_put_text(sp_tpl_out_t *o, const char *s, size_t n);
 static void sp_tpl_put_content(sp_tpl_out_t *o, sp_str_t content,
     const sp_tpl_version_t *v, const sp_tpl_value_t *values);
+static void sp_tpl_clear(char *s, size_t size);
+static void sp_tpl_code(char *code, size_t codelen, const char *s);
+static int sp_tpl_vars_take(const char *value, const char *end,
+    const char *what, const sp_tpl_version_t *v, sp_tpl_value_t *values,
+    char *code, size_t codelen, char *err, size_t errlen);
+static int sp_tpl_vars_diagnose(const char *value, const char *last,
+    const char *what, char *code, size_t codelen, char *err, size_t errlen);
+static const char *sp_tpl_find(const char *value, const char *end,
+    const char *name, size_t len, const char **vend);
+static int sp_tpl_model_valid(const char *p, const char *last);
+static int sp_tpl_id_valid(const char *p, const char *last);
+static int sp_tpl_select(const char *record, size_t record_len,
+    int64_t *resolved, sp_str_t label, const char **vstart,
+    const char **vend, char *slug, size_t slugsize, char *id, size_t idsize,
+    char *code, size_t codelen, char *err, size_t errlen);
+static int sp_tpl_read_body(const char *body, size_t body_len,
+    const sp_tpl_version_t *v, sp_tpl_body_t *b, char *code, size_t codelen,
+    char *err, size_t errlen);
+static int sp_tpl_to_messages(sp_provider_e provider, sp_tpl_role_e role);
+static void sp_tpl_put_messages(sp_tpl_out_t *o, sp_provider_e provider,
+    const sp_tpl_version_t *v, const sp_tpl_value_t *values);
+static void sp_tpl_put_system(sp_tpl_out_t *o, const sp_tpl_version_t *v,
+    const sp_tpl_value_t *values);
+static sp_str_t sp_tpl_inner(const sp_tpl_member_t *m);
 
 
 /* ---- reading JSON text as written ----------------------------------- */
@@ -521,10 +570,21 @@ sp_tpl_raw_equal(sp_str_t a, sp_str_t b)
     const char    *p, *q, *plast, *qlast;
     unsigned char  c[4], d[4];
 
+    if (a.len == b.len && memcmp(a.data, b.data, a.len) == 0) {
+        return 1;
+    }
+
+    /* the usual answer: the first characters differ, neither escaped */
+    if (a.len && b.len && a.data[0] != b.data[0] && a.data[0] != '\\'
+        && b.data[0] != '\\')
+    {
+        return 0;
+    }
+
     if (memchr(a.data, '\\', a.len) == NULL
         && memchr(b.data, '\\', b.len) == NULL)
     {
-        return a.len == b.len && memcmp(a.data, b.data, a.len) == 0;
+        return 0;
     }
 
     p = a.data;
@@ -1018,7 +1078,7 @@ sp_tpl_parse_version(const char *json, size_t len, int record,
     v->model.len = 0;
     has_messages = 0;
 
-    sp_errorf(field, fieldlen, "%s", "");
+    sp_tpl_clear(field, fieldlen);
 
     if (sp_tpl_json_valid(json, len, 0, err, errlen) != SP_OK) {
         return SP_ERROR;
@@ -1062,12 +1122,15 @@ sp_tpl_parse_version(const char *json, size_t len, int record,
             }
 
         } else if (sp_tpl_key_is(&m, "model")) {
+            /* it may end up in X-Spendpol-Model: printable, unescaped */
             if (*m.value != '"' || m.end - m.value < 3
-                || m.end - m.value - 2 > SP_TPL_MODEL_MAX)
+                || m.end - m.value - 2 > SP_TPL_MODEL_MAX
+                || !sp_tpl_model_valid(m.value + 1, m.end - 1))
             {
                 sp_errorf(field, fieldlen, "model");
-                sp_errorf(err, errlen, "expected a model name, a string of "
-                          "1 to %d bytes", SP_TPL_MODEL_MAX);
+                sp_errorf(err, errlen, "expected a model name: 1 to %d "
+                          "printable ASCII characters, no space, quote or "
+                          "backslash", SP_TPL_MODEL_MAX);
                 return SP_ERROR;
             }
 
@@ -1249,8 +1312,6 @@ sp_tpl_parse_variables(const sp_tpl_member_t *m, sp_tpl_version_t *v,
 
     while ((rc = sp_tpl_next_member(&it, &vm)) == SP_OK) {
 
-        sp_tpl_quote(quoted, sizeof(quoted), vm.key.data, vm.key.len);
-
         if (v->nvariables == SP_TEMPLATE_VARIABLE_MAX) {
             sp_errorf(field, fieldlen, "variables");
             sp_errorf(err, errlen, "at most %d variables",
@@ -1262,6 +1323,7 @@ sp_tpl_parse_variables(const sp_tpl_member_t *m, sp_tpl_version_t *v,
         n = sp_tpl_decode_name(vm.key, var->name, sizeof(var->name));
 
         if (n == sizeof(var->name) || !sp_tpl_name_valid(var->name, n)) {
+            sp_tpl_quote(quoted, sizeof(quoted), vm.key.data, vm.key.len);
             sp_errorf(field, fieldlen, "variables.%s", quoted);
             sp_errorf(err, errlen, "not a variable name: letters, digits "
                       "and '_', not starting with a digit, at most %d "
@@ -1275,7 +1337,7 @@ sp_tpl_parse_variables(const sp_tpl_member_t *m, sp_tpl_version_t *v,
         has_required = 0;
 
         if (*vm.value != '{') {
-            sp_errorf(field, fieldlen, "variables.%s", quoted);
+            sp_errorf(field, fieldlen, "variables.%s", var->name);
             sp_errorf(err, errlen, "expected {\"required\": true} or "
                       "{\"default\": a string, number or boolean}");
             return SP_ERROR;
@@ -1288,7 +1350,7 @@ sp_tpl_parse_variables(const sp_tpl_member_t *m, sp_tpl_version_t *v,
             if (sp_tpl_key_is(&mm, "required")) {
                 if (*mm.value != 't' && *mm.value != 'f') {
                     sp_errorf(field, fieldlen, "variables.%s.required",
-                              quoted);
+                              var->name);
                     sp_errorf(err, errlen, "expected true or false");
                     return SP_ERROR;
                 }
@@ -1299,7 +1361,7 @@ sp_tpl_parse_variables(const sp_tpl_member_t *m, sp_tpl_version_t *v,
             } else if (sp_tpl_key_is(&mm, "default")) {
                 if (sp_tpl_scalar(mm.value, mm.end, &var->def) != SP_OK) {
                     sp_errorf(field, fieldlen, "variables.%s.default",
-                              quoted);
+                              var->name);
                     sp_errorf(err, errlen, "expected a string, a number or "
                               "a boolean");
                     return SP_ERROR;
@@ -1317,13 +1379,13 @@ sp_tpl_parse_variables(const sp_tpl_member_t *m, sp_tpl_version_t *v,
         }
 
         if (erc != SP_TPL_END) {
-            sp_errorf(field, fieldlen, "variables.%s", quoted);
+            sp_errorf(field, fieldlen, "variables.%s", var->name);
             sp_errorf(err, errlen, "malformed JSON");
             return SP_ERROR;
         }
 
         if (var->required == var->def.given) {
-            sp_errorf(field, fieldlen, "variables.%s", quoted);
+            sp_errorf(field, fieldlen, "variables.%s", var->name);
             sp_errorf(err, errlen, var->required
                       ? "a variable is required or has a default, not both"
                       : (has_required
@@ -1371,10 +1433,10 @@ sp_tpl_parse_parameters(const sp_tpl_member_t *m, sp_tpl_version_t *v,
 
     while ((rc = sp_tpl_next_member(&it, &pm)) == SP_OK) {
 
-        sp_tpl_quote(quoted, sizeof(quoted), pm.key.data, pm.key.len);
-
         for (i = 0; i < sizeof(reserved) / sizeof(char *); i++) {
             if (sp_tpl_key_is(&pm, reserved[i])) {
+                sp_tpl_quote(quoted, sizeof(quoted), pm.key.data,
+                             pm.key.len);
                 sp_errorf(field, fieldlen, "parameters.%s", quoted);
                 sp_errorf(err, errlen, "a template may not set %s in its "
                           "parameters%s", reserved[i],
@@ -1431,9 +1493,8 @@ sp_tpl_check_placeholders(sp_tpl_version_t *v, char *field,
                 break;
             }
 
-            sp_errorf(field, fieldlen, "messages[%zu].content", i);
-
             if (rc != SP_OK) {
+                sp_errorf(field, fieldlen, "messages[%zu].content", i);
                 sp_tpl_quote(quoted, sizeof(quoted), from,
                              (size_t) (to - from));
                 sp_errorf(err, errlen, "\"%s\" is not a placeholder: write "
@@ -1452,12 +1513,14 @@ sp_tpl_check_placeholders(sp_tpl_version_t *v, char *field,
             }
 
             if (k == v->nvariables) {
+                sp_errorf(field, fieldlen, "messages[%zu].content", i);
                 sp_errorf(err, errlen, "{{%s}} is used but not declared in "
                           "variables", name);
                 return SP_ERROR;
             }
 
             if (++count > SP_TPL_PLACEHOLDERS_MAX) {
+                sp_errorf(field, fieldlen, "messages[%zu].content", i);
                 sp_errorf(err, errlen, "at most %d placeholders in a "
                           "version", SP_TPL_PLACEHOLDERS_MAX);
                 return SP_ERROR;
@@ -1467,7 +1530,7 @@ sp_tpl_check_placeholders(sp_tpl_version_t *v, char *field,
         }
     }
 
-    sp_errorf(field, fieldlen, "%s", "");
+    sp_tpl_clear(field, fieldlen);
 
     return SP_OK;
 }
@@ -1506,23 +1569,10 @@ int
 sp_template_validate(const char *json, size_t len, char *field,
     size_t fieldlen, char *err, size_t errlen)
 {
-    int                rc;
-    sp_tpl_version_t  *v;
+    sp_tpl_version_t  v;
 
-    /* about 10 KB: the heap, as controld's threads have small stacks */
-    v = malloc(sizeof(sp_tpl_version_t));
-    if (v == NULL) {
-        sp_errorf(field, fieldlen, "%s", "");
-        sp_errorf(err, errlen, "out of memory");
-        return SP_ERROR;
-    }
-
-    rc = sp_tpl_parse_version(json, len, 0, v, field, fieldlen, err,
-                              errlen);
-
-    free(v);
-
-    return rc;
+    return sp_tpl_parse_version(json, len, 0, &v, field, fieldlen, err,
+                                errlen);
 }
 
 
@@ -1636,6 +1686,15 @@ sp_template_apply_bound(size_t record_len, size_t body_len,
 
 
 static void
+sp_tpl_clear(char *s, size_t size)
+{
+    if (s != NULL && size > 0) {
+        s[0] = '\0';
+    }
+}
+
+
+static void
 sp_tpl_code(char *code, size_t codelen, const char *s)
 {
     if (code != NULL && codelen > 0) {
@@ -1645,14 +1704,18 @@ sp_tpl_code(char *code, size_t codelen, const char *s)
 
 
 /*
- * The variables object of the body or the header, from value .. end:
- * every value a string, number or boolean. what names the source.
+ * The variables object of the body or the header, from value .. end,
+ * in one pass: every value a string, number or boolean, and those of the
+ * version's variables not given yet taken into values. what names the
+ * source.
  */
 static int
-sp_tpl_vars_check(const char *value, const char *end, const char *what,
-    char *code, size_t codelen, char *err, size_t errlen)
+sp_tpl_vars_take(const char *value, const char *end, const char *what,
+    const sp_tpl_version_t *v, sp_tpl_value_t *values, char *code,
+    size_t codelen, char *err, size_t errlen)
 {
     int              rc;
+    size_t           k;
     char             quoted[SP_TPL_QUOTE_MAX + 4];
     const char      *type;
     sp_tpl_iter_t    it;
@@ -1670,6 +1733,18 @@ sp_tpl_vars_check(const char *value, const char *end, const char *what,
 
     while ((rc = sp_tpl_next_member(&it, &m)) == SP_OK) {
         if (sp_tpl_scalar(m.value, m.end, &scalar) == SP_OK) {
+            for (k = 0; k < v->nvariables; k++) {
+                if (!values[k].given
+                    && sp_tpl_raw_equal(m.key,
+                                        (sp_str_t) { v->variables[k].name,
+                                                     v->variables[k].name_len
+                                                   }))
+                {
+                    values[k] = scalar;
+                    break;
+                }
+            }
+
             continue;
         }
 
@@ -1751,6 +1826,40 @@ sp_tpl_find(const char *value, const char *end, const char *name,
 }
 
 
+/* 0x21..0x7e but '"' and '\\' */
+static int
+sp_tpl_model_valid(const char *p, const char *last)
+{
+    for ( ; p < last; p++) {
+        if (*p < 0x21 || *p > 0x7e || *p == '"' || *p == '\\') {
+            return 0;
+        }
+    }
+
+    return 1;
+}
+
+
+/* [0-9A-Za-z-]+ */
+static int
+sp_tpl_id_valid(const char *p, const char *last)
+{
+    if (p == last) {
+        return 0;
+    }
+
+    for ( ; p < last; p++) {
+        if (!((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'z')
+              || (*p >= 'A' && *p <= 'Z') || *p == '-'))
+        {
+            return 0;
+        }
+    }
+
+    return 1;
+}
+
+
 /*
  * The record's version to apply, as text: *vstart .. *vend. The record
  * is the snapshot's, written by controld; it is not trusted further than
@@ -1767,7 +1876,7 @@ sp_tpl_select(const char *record, size_t record_len, int64_t *resolved,
     char             quoted[SP_TPL_QUOTE_MAX + 4];
     const char      *p, *last, *end, *value, *vlast;
     sp_tpl_iter_t    it, vit;
-    sp_tpl_member_t  m, vm, labels, versions;
+    sp_tpl_member_t  m, vm, labels, versions, idm;
 
     version = *resolved;
     last = record + record_len;
@@ -1775,10 +1884,11 @@ sp_tpl_select(const char *record, size_t record_len, int64_t *resolved,
     quoted[0] = '\0';
     memset(&labels, 0, sizeof(sp_tpl_member_t));
     memset(&versions, 0, sizeof(sp_tpl_member_t));
+    memset(&idm, 0, sizeof(sp_tpl_member_t));
     p = sp_tpl_space(record, last);
     end = sp_tpl_value_end(p, last);
     latest = 0;
-    snprintf(slug, slugsize, "?");
+    memcpy(slug, "?", 2);
     id[0] = '\0';
 
     if (p == last || *p != '{' || end == NULL) {
@@ -1789,14 +1899,7 @@ sp_tpl_select(const char *record, size_t record_len, int64_t *resolved,
 
     while ((rc = sp_tpl_next_member(&it, &m)) == SP_OK) {
         if (sp_tpl_key_is(&m, "id")) {
-            if (*m.value != '"' || (size_t) (m.end - m.value - 2) >= idsize
-                || memchr(m.value + 1, '\\', m.end - m.value - 2) != NULL)
-            {
-                goto malformed;
-            }
-
-            memcpy(id, m.value + 1, m.end - m.value - 2);
-            id[m.end - m.value - 2] = '\0';
+            idm = m;
 
         } else if (sp_tpl_key_is(&m, "slug") && *m.value == '"') {
             sp_tpl_quote(slug, slugsize, m.value + 1,
@@ -1815,9 +1918,20 @@ sp_tpl_select(const char *record, size_t record_len, int64_t *resolved,
         }
     }
 
-    if (rc != SP_TPL_END || versions.value == NULL || id[0] == '\0') {
+    if (rc != SP_TPL_END || versions.value == NULL) {
         goto malformed;
     }
+
+    /* a UUID, bound for a response header: nothing else passes */
+    if (idm.value == NULL || *idm.value != '"'
+        || (size_t) (idm.end - idm.value - 2) >= idsize
+        || !sp_tpl_id_valid(idm.value + 1, idm.end - 1))
+    {
+        goto malformed;
+    }
+
+    memcpy(id, idm.value + 1, idm.end - idm.value - 2);
+    id[idm.end - idm.value - 2] = '\0';
 
     if (label.len) {
         value = labels.value ? sp_tpl_find(labels.value, labels.end,
@@ -2078,21 +2192,6 @@ sp_tpl_inner(const sp_tpl_member_t *m)
 }
 
 
-/* the edits of a body, in the order of their positions */
-typedef enum {
-    SP_TPL_EDIT_INSERT = 0,
-    SP_TPL_EDIT_MESSAGES,
-    SP_TPL_EDIT_SYSTEM,
-    SP_TPL_EDIT_CUT
-} sp_tpl_edit_e;
-
-typedef struct {
-    const char     *from;
-    const char     *to;
-    sp_tpl_edit_e   kind;
-} sp_tpl_edit_t;
-
-
 int
 sp_template_apply(sp_provider_e provider, const char *record,
     size_t record_len, int64_t version, sp_str_t label, const char *body,
@@ -2104,7 +2203,7 @@ sp_template_apply(sp_provider_e provider, const char *record,
     size_t             i, k, nedits, kept;
     char               slug[SP_TPL_QUOTE_MAX + 4], id[SP_ID_LEN];
     char               field[96], why[160];
-    const char        *vstart, *vend, *hp, *hlast, *hend, *value, *vlast;
+    const char        *vstart, *vend, *hp, *hlast, *hend;
     const char        *pos;
     sp_str_t           inner;
     sp_tpl_out_t       o;
@@ -2114,8 +2213,8 @@ sp_template_apply(sp_provider_e provider, const char *record,
     sp_tpl_version_t   v;
 
     *out_len = 0;
-    sp_tpl_code(code, codelen, "");
-    sp_errorf(err, errlen, "%s", "");
+    sp_tpl_clear(code, codelen);
+    sp_tpl_clear(err, errlen);
 
     if (provider != SP_PROVIDER_OPENAI && provider != SP_PROVIDER_AZURE
         && provider != SP_PROVIDER_MISTRAL && provider != SP_PROVIDER_COHERE
@@ -2193,10 +2292,14 @@ sp_template_apply(sp_provider_e provider, const char *record,
         return SP_ERROR;
     }
 
-    /* the variables: the body's, then the header's */
+    /* the variables: the body's, then the header's, then the defaults */
+    for (k = 0; k < v.nvariables; k++) {
+        values[k].given = 0;
+    }
+
     if (b.has_vars
-        && sp_tpl_vars_check(b.vars.value, b.vars.end, "spendpol_variables",
-                             code, codelen, err, errlen)
+        && sp_tpl_vars_take(b.vars.value, b.vars.end, "spendpol_variables",
+                            &v, values, code, codelen, err, errlen)
            != SP_OK)
     {
         return SP_ERROR;
@@ -2236,8 +2339,8 @@ sp_template_apply(sp_provider_e provider, const char *record,
 
         hend = sp_tpl_value_end(hp, hlast);
 
-        if (sp_tpl_vars_check(hp, hend, "X-Spendpol-Template-Variables",
-                              code, codelen, err, errlen)
+        if (sp_tpl_vars_take(hp, hend, "X-Spendpol-Template-Variables",
+                             &v, values, code, codelen, err, errlen)
             != SP_OK)
         {
             return SP_ERROR;
@@ -2245,23 +2348,7 @@ sp_template_apply(sp_provider_e provider, const char *record,
     }
 
     for (k = 0; k < v.nvariables; k++) {
-        values[k].given = 0;
-        value = NULL;
-        vlast = NULL;
-
-        if (b.has_vars) {
-            value = sp_tpl_find(b.vars.value, b.vars.end,
-                                v.variables[k].name,
-                                v.variables[k].name_len, &vlast);
-        }
-
-        if (value == NULL && hp != NULL) {
-            value = sp_tpl_find(hp, hend, v.variables[k].name,
-                                v.variables[k].name_len, &vlast);
-        }
-
-        if (value != NULL) {
-            (void) sp_tpl_scalar(value, vlast, &values[k]);
+        if (values[k].given) {
             continue;
         }
 

@@ -387,9 +387,13 @@ test_template_validate_errors_name_the_member(void **state)
           "\"variables\":{\"tone\":{\"required\":true,\"help\":\"x\"}}}",
           "variables.tone.help", "unknown member" },
         { "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],"
-          "\"model\":\"\"}", "model", "1 to 255 bytes" },
+          "\"model\":\"\"}", "model", "1 to 255 printable" },
         { "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],"
           "\"model\":4}", "model", "model name" },
+        { "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],"
+          "\"model\":\"gpt\\n4\"}", "model", "printable ASCII" },
+        { "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],"
+          "\"model\":\"gpt 4\"}", "model", "no space" },
         { "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],"
           "\"parameters\":[]}", "parameters", "expected an object" },
         { "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],"
@@ -917,6 +921,11 @@ test_template_apply_errors(void **state)
                 "is malformed: messages[0].content");
     apply_fails(SP_PROVIDER_OPENAI, "not json", 0, NULL, "{}", NULL,
                 "template_invalid", "malformed");
+    apply_fails(SP_PROVIDER_OPENAI,
+                "{\"id\":\"u\\r\\nX-Evil: 1\",\"slug\":\"x\",\"latest\":1,"
+                "\"versions\":[{\"version\":1,\"messages\":[{\"role\":"
+                "\"user\",\"content\":\"hi\"}]}]}", 0, NULL, "{}", NULL,
+                "template_invalid", "template x is malformed");
 
     /* a newer controld's members in the record are let through */
     apply(&a, SP_PROVIDER_OPENAI,
@@ -999,9 +1008,10 @@ test_template_apply_hostile_values(void **state)
 
 
 /*
- * outsize = the bound works; every smaller size up to the output's
- * length - 1 is refused with the size needed and nothing written past
- * the buffer (malloc'ed exactly: ASan watches its end).
+ * outsize = the bound works; smaller sizes up to the output's length - 1
+ * (all of the first and last 64) are refused with the size needed and
+ * nothing written past the buffer (malloc'ed exactly: ASan watches its
+ * end).
  */
 static void
 assert_bounds(sp_provider_e provider, const char *rec, const char *body,
@@ -1028,7 +1038,12 @@ assert_bounds(sp_provider_e provider, const char *rec, const char *body,
     assert_true(need <= bound);
     free(out);
 
-    for (size = 0; size < need; size += (need - size > 64 ? 7 : 1)) {
+    /* every size near both ends, a few between */
+    for (size = 0; size < need;
+         size = (size < 64 || need - size <= 64) ? size + 1
+                : (need - size > 2 * 64 ? size + (need - size) / 2
+                                       : need - 64))
+    {
         out = malloc(size ? size : 1);
         assert_non_null(out);
 
