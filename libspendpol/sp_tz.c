@@ -308,7 +308,8 @@ sp_tz_abbr(sp_tz_text_t *s)
     start = s->p;
 
     while (s->p < s->end
-           && ((*s->p >= 'a' && *s->p <= 'z') || (*s->p >= 'A' && *s->p <= 'Z')))
+           && ((*s->p >= 'a' && *s->p <= 'z')
+               || (*s->p >= 'A' && *s->p <= 'Z')))
     {
         s->p++;
     }
