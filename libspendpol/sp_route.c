@@ -1523,7 +1523,7 @@ sp_route_action(sp_route_ctx_t *ctx, json_t *a)
 static int
 sp_route_rule(sp_route_ctx_t *ctx, json_t *rule)
 {
-    int               rc;
+    int               rc, disabled;
     size_t            chain;
     json_t           *v, *c;
     int64_t           n;
@@ -1590,6 +1590,9 @@ sp_route_rule(sp_route_ctx_t *ctx, json_t *rule)
         return sp_route_fail(ctx, "enabled", "expected true or false, not "
                              "%s", sp_route_kind(v));
     }
+
+    /* controld publishes enabled rules only; a disabled one never matches */
+    disabled = json_is_false(v);
 
     c = json_object_get(rule, "conditions");
 
@@ -1698,7 +1701,7 @@ sp_route_rule(sp_route_ctx_t *ctx, json_t *rule)
         }
     }
 
-    r->valid = 1;
+    r->valid = !disabled;
 
     return SP_OK;
 }
@@ -2435,6 +2438,7 @@ sp_route_apply(sp_route_eval_t *ev, const sp_route_rule_t *r,
         break;
 
     case SP_ROUTE_SPLIT:
+        /* sticky without a trace id: as if not sticky */
         pick = (r->sticky && req->trace_id.len)
                ? sp_hash64(req->trace_id.data, req->trace_id.len,
                            SP_ROUTE_HASH_SEED)

@@ -308,7 +308,8 @@ sp_tz_abbr(sp_tz_text_t *s)
     start = s->p;
 
     while (s->p < s->end
-           && ((*s->p >= 'a' && *s->p <= 'z') || (*s->p >= 'A' && *s->p <= 'Z')))
+           && ((*s->p >= 'a' && *s->p <= 'z')
+               || (*s->p >= 'A' && *s->p <= 'Z')))
     {
         s->p++;
     }
@@ -714,8 +715,7 @@ sp_tz_load(const char *dir, const char *name, size_t len, char *err,
             return sp_tz_utc(err, errlen);
         }
 
-        sp_errorf(err, errlen, "no time zone %.*s in %s", (int) len, name,
-                  dir);
+        sp_errorf(err, errlen, "no time zone %.*s", (int) len, name);
         return NULL;
     }
 
@@ -723,8 +723,7 @@ sp_tz_load(const char *dir, const char *name, size_t len, char *err,
         || st.st_size < 44 || st.st_size > SP_TZ_FILE_MAX)
     {
         close(fd);
-        sp_errorf(err, errlen, "no time zone %.*s in %s", (int) len, name,
-                  dir);
+        sp_errorf(err, errlen, "no time zone %.*s", (int) len, name);
         return NULL;
     }
 

@@ -9,6 +9,7 @@
  *        micro semantic    (the semantic cache: search and guard)
  *        micro template    (a prompt template applied to a request)
  *        micro translate   (a request to Anthropic and its answer back)
+ *        micro route       (100 routing rules, none matching)
  */
 
 #include <stdio.h>
@@ -25,6 +26,7 @@
 #include "spendpol.h"
 #include "sp_cache.h"
 #include "sp_journal.h"
+#include "sp_route.h"
 #include "sp_semantic.h"
 #include "sp_snapshot.h"
 #include "sp_translate.h"
@@ -1215,6 +1217,150 @@ bench_translate(void)
 }
 
 
+static int64_t
+bench_route_tokens(void *data)
+{
+    return 1200;
+}
+
+
+static int64_t
+bench_route_budget(void *data, sp_str_t budget_id)
+{
+    return 500000;
+}
+
+
+/*
+ * An organisation's 100 rules, none of which matches the request: model
+ * globs that share its prefix, other departments, projects, keys and
+ * providers, time windows (Europe/Paris) and budget thresholds behind a
+ * model that matches, so the lazy values are asked too (once each).
+ */
+static void
+bench_route(void)
+{
+    int                  i, run;
+    char                *json, err[256];
+    size_t               len, cap, rounds;
+    double               t0, t1, fastest;
+    sp_route_set_t      *set;
+    sp_route_request_t   req;
+    sp_route_decision_t  out;
+
+    cap = 64 * 1024;
+    json = malloc(cap);
+
+    if (json == NULL) {
+        exit(1);
+    }
+
+    len = 0;
+    json[len++] = '[';
+
+    for (i = 0; i < 100; i++) {
+        len += snprintf(json + len, cap - len, "%s{\"id\":\"rr_%d\","
+                        "\"conditions\":{", i ? "," : "", i);
+
+        switch (i % 10) {
+        case 0:
+            len += snprintf(json + len, cap - len,
+                            "\"model\":\"gpt-4o-%d*\"", i);
+            break;
+        case 1:
+            len += snprintf(json + len, cap - len,
+                            "\"model\":\"claude-*-%d\"", i);
+            break;
+        case 2:
+            len += snprintf(json + len, cap - len,
+                            "\"department\":\"dept-%d\"", i);
+            break;
+        case 3:
+            len += snprintf(json + len, cap - len, "\"project\":\"p%d\","
+                            "\"model\":\"gpt-4o\"", i);
+            break;
+        case 4:
+            len += snprintf(json + len, cap - len, "\"provider\":"
+                            "\"anthropic\"");
+            break;
+        case 5:
+            len += snprintf(json + len, cap - len, "\"api_key_id\":"
+                            "\"key_%024d\"", i);
+            break;
+        case 6:
+            len += snprintf(json + len, cap - len, "\"model\":\"gpt-4o\","
+                            "\"time_window\":{\"timezone\":"
+                            "\"Europe/Paris\",\"days\":[\"sat\",\"sun\"]}");
+            break;
+        case 7:
+            len += snprintf(json + len, cap - len, "\"model\":\"gpt-4o*\","
+                            "\"budget_used_pct\":{\"gte\":%d}", 60 + i / 10);
+            break;
+        case 8:
+            len += snprintf(json + len, cap - len, "\"model\":\"gpt-4?\","
+                            "\"prompt_tokens\":{\"min\":%d}", 5000 + i);
+            break;
+        default:
+            len += snprintf(json + len, cap - len, "\"model\":"
+                            "\"gpt-4o-mini\",\"has_tools\":true");
+            break;
+        }
+
+        len += snprintf(json + len, cap - len, "},\"action\":{\"type\":"
+                        "\"rewrite\",\"model\":\"gpt-4o-mini\"}}");
+    }
+
+    json[len++] = ']';
+
+    set = sp_route_compile(json, len, err, sizeof(err));
+
+    if (set == NULL || sp_route_invalid(set, err, sizeof(err)) != 0) {
+        fprintf(stderr, "route: %s\n", err);
+        exit(1);
+    }
+
+    memset(&req, 0, sizeof(req));
+    req.provider = SP_PROVIDER_OPENAI;
+    req.model = sp_str_from("gpt-4o");
+    req.api_key_id = sp_str_from("key_aaaaaaaaaaaaaaaaaaaaaaaa");
+    req.department = sp_str_from("marketing");
+    req.project = sp_str_from("web");
+    req.trace_id = sp_str_from("4bf92f3577b34da6a3ce929d0e0e4736");
+    req.now_ms = 1796418000000LL;           /* a Friday */
+    req.prompt_tokens = bench_route_tokens;
+    req.budget_used_ppm = bench_route_budget;
+
+    sp_route_evaluate(set, &req, &out);
+
+    if (out.matched) {
+        fprintf(stderr, "route: a rule matched: %s\n", out.explain);
+        exit(1);
+    }
+
+    rounds = 200000;
+    fastest = 1e9;
+
+    for (run = 0; run < 5; run++) {
+        t0 = cpu_s();
+
+        for (i = 0; i < (int) rounds; i++) {
+            req.random = (uint64_t) i;
+            sp_route_evaluate(set, &req, &out);
+        }
+
+        t1 = cpu_s();
+        fastest = (t1 - t0) / rounds < fastest ? (t1 - t0) / rounds
+                                               : fastest;
+    }
+
+    printf("route: 100 rules, none matching  %8.3f us  (%zu B of rules)\n",
+           fastest * 1e6, len);
+
+    sp_route_free(set);
+    free(json);
+}
+
+
 int
 main(int argc, char **argv)
 {
@@ -1248,6 +1394,11 @@ main(int argc, char **argv)
 
     if (argc > 1 && strcmp(argv[1], "translate") == 0) {
         bench_translate();
+        return 0;
+    }
+
+    if (argc > 1 && strcmp(argv[1], "route") == 0) {
+        bench_route();
         return 0;
     }
 

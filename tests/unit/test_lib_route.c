@@ -538,6 +538,12 @@ test_route_compile_keeps_invalid_rules_as_never_matching(void **state)
     assert_int_equal(out.max_attempts, 1);
     sp_route_free(set);
 
+    /* a disabled rule is valid and never matches */
+    set = compile_ok("[{\"enabled\":false," RW "}]");
+    sp_route_evaluate(set, &req, &out);
+    assert_false(out.matched);
+    sp_route_free(set);
+
     sp_route_evaluate(NULL, &req, &out);
     assert_false(out.matched);
     assert_int_equal(sp_route_count(NULL), 0);
