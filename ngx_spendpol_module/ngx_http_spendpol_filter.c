@@ -339,7 +339,7 @@ static ngx_int_t
 ngx_http_spendpol_start_stream(ngx_http_request_t *r,
     ngx_http_spendpol_ctx_t *ctx)
 {
-    u_char  *data;
+    u_char  *data, id[64];
 
     ctx->mode = NGX_HTTP_SPENDPOL_RESPONSE_STREAM;
 
@@ -364,9 +364,17 @@ ngx_http_spendpol_start_stream(ngx_http_request_t *r,
             return NGX_ERROR;
         }
 
+        ngx_sprintf(id, "chatcmpl-%s%Z", ctx->audit_id);
+
         sp_translate_stream_init(ctx->translate_stream, ctx->provider,
-                                 ctx->client_include_usage,
-                                 (char *) ctx->audit_id, ngx_time());
+                                 ctx->client_include_usage, (char *) id,
+                                 ngx_time());
+
+        /* the model the rule named, when the events name none (Cohere) */
+        sp_field_copy(ctx->translate_stream->model,
+                      sizeof(ctx->translate_stream->model),
+                      (char *) ctx->targets[ctx->target].model.data,
+                      ctx->targets[ctx->target].model.len);
     }
 
     /* the cost is known only at the end: it goes in trailers */
@@ -1434,7 +1442,7 @@ static ngx_int_t
 ngx_http_spendpol_translate_body(ngx_http_request_t *r,
     ngx_http_spendpol_ctx_t *ctx)
 {
-    u_char  *out;
+    u_char  *out, id[64];
     size_t   size, len;
 
     size = sp_translate_response_bound(ctx->buffer_len);
@@ -1444,10 +1452,19 @@ ngx_http_spendpol_translate_body(ngx_http_request_t *r,
         return NGX_ERROR;
     }
 
-    if (sp_translate_response(ctx->provider, (int) r->headers_out.status,
-                              (char *) ctx->buffer, ctx->buffer_len,
-                              (char *) ctx->audit_id, ngx_time(),
-                              (char *) out, size, &len)
+    ngx_sprintf(id, "chatcmpl-%s%Z", ctx->audit_id);
+
+    /* the model the rule named, when the answer names none (Cohere) */
+    if (sp_translate_response_model(ctx->provider,
+                                    (int) r->headers_out.status,
+                                    (char *) ctx->buffer, ctx->buffer_len,
+                                    (char *) id, ngx_time(),
+                                    (char *) ctx->targets[ctx->target]
+                                                 .model.data,
+                                    ngx_min(ctx->targets[ctx->target]
+                                                .model.len,
+                                            SP_FIELD_LEN - 1),
+                                    (char *) out, size, &len)
         == SP_OK)
     {
         ctx->buffer = out;

@@ -174,6 +174,21 @@ ngx_http_spendpol_template_stage(ngx_http_request_t *r,
                     (u_char *) (code[0] ? code : "invalid_template"),
                     sizeof(code));
 
+        if (ngx_strcmp(ctx->route_code, "template_invalid") == 0
+            || ngx_strcmp(ctx->route_code, "output_too_small") == 0)
+        {
+            /* controld validated the record: this is ours, not the client's */
+            ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                          "spendpol: template \"%*s\": %s: %s",
+                          ngx_min(slug.len, 64), slug.data, code, err);
+
+            return ngx_http_spendpol_send_error(r, ctx,
+                                   NGX_HTTP_INTERNAL_SERVER_ERROR,
+                                   "api_error", "template_invalid",
+                                   "the gateway could not apply this "
+                                   "template; its log says why");
+        }
+
         return ngx_http_spendpol_send_error(r, ctx, NGX_HTTP_BAD_REQUEST,
                                             "invalid_request_error",
                                             (char *) ctx->route_code, err);
