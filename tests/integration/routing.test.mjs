@@ -391,6 +391,13 @@ test('the trace id is a UUID also from a traceparent, and the gateway\'s own err
   assert.match(res.headers.get('x-spendpol-trace-id'), UUID_RE);
   assert.equal(res.headers.get('x-spendpol-trace-id').replaceAll('-', ''), trace);
 
+  // a client's own trace id is kept when it is a UUID (any case), replaced when it is not
+  const upper = crypto.randomUUID().toUpperCase();
+  const kept = H((await chat('gpt-4o-mini', {}, { headers: { 'X-Spendpol-Trace-Id': upper } })).response);
+  assert.equal(kept.trace, upper.toLowerCase());
+  const replaced = H((await chat('gpt-4o-mini', {}, { headers: { 'X-Spendpol-Trace-Id': 'my-own-trace.7' } })).response);
+  assert.match(replaced.trace, UUID_RE);
+
   const bad = await rawRequest(`${s.openaiBaseURL}/chat/completions`, {
     headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' }, body: '{"model": ',
   });

@@ -510,7 +510,7 @@ export function providerSuite(ctx, a, test) {
     // the gateway holds a JSON answer until it is complete, so nothing has
     // reached the client when the provider resets: it can still answer
     const r = a.raw(conv(`${SHORT_PROMPT} fixture-mode:reset`), { stream: false, key: ctx.key });
-    const trace = `reset-${crypto.randomUUID()}`;
+    const trace = crypto.randomUUID();   // a trace id is a UUID, or it is replaced
     let res = null;
     let err = null;
     try {
