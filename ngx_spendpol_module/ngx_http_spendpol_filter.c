@@ -179,7 +179,7 @@ ngx_http_spendpol_header_filter(ngx_http_request_t *r)
     type = &r->headers_out.content_type;
 
     if (ctx->targets) {
-        ngx_http_spendpol_route_answered(r, ctx, r->headers_out.status);
+        ngx_http_spendpol_fallback_answered(r, ctx, r->headers_out.status);
 
         if (ctx->translate && !r->header_only
             && r->headers_out.content_length_n
@@ -766,7 +766,7 @@ ngx_http_spendpol_stream_filter(ngx_http_request_t *r,
     ngx_int_t     rc;
     ngx_buf_t    *b, *ob;
     ngx_uint_t    last_buf, flush;
-    ngx_chain_t  *cl, *out;
+    ngx_chain_t  *cl, *out, **ll;
     int           done, usage_only;
 
     last_buf = 0;
@@ -821,35 +821,13 @@ ngx_http_spendpol_stream_filter(ngx_http_request_t *r,
 
     ob = NULL;
     out = NULL;
+    ll = &out;
 
     if (needed) {
-        cl = ngx_chain_get_free_buf(r->pool, &ctx->free);
-        if (cl == NULL) {
+        ob = ngx_http_spendpol_out_buf(r, ctx, &ll, needed);
+        if (ob == NULL) {
             return NGX_ERROR;
         }
-
-        ob = cl->buf;
-
-        if (ob->start == NULL || (size_t) (ob->end - ob->start) < needed) {
-            n = ngx_max(needed, NGX_HTTP_SPENDPOL_OUT_BUF_SIZE);
-
-            ob->start = ngx_palloc(r->pool, n);
-            if (ob->start == NULL) {
-                return NGX_ERROR;
-            }
-
-            ob->end = ob->start + n;
-        }
-
-        ob->pos = ob->start;
-        ob->last = ob->start;
-        ob->memory = 1;
-        ob->tag = (ngx_buf_tag_t) &ngx_http_spendpol_module;
-        ob->flush = 0;
-        ob->last_buf = 0;
-        ob->last_in_chain = 0;
-
-        out = cl;
     }
 
     for (cl = in; cl; cl = cl->next) {
@@ -936,17 +914,13 @@ ngx_http_spendpol_stream_filter(ngx_http_request_t *r,
     }
 
     if (ob == NULL && (last_buf || flush)) {
-        cl = ngx_chain_get_free_buf(r->pool, &ctx->free);
-        if (cl == NULL) {
+        ob = ngx_http_spendpol_out_buf(r, ctx, &ll, 0);
+        if (ob == NULL) {
             return NGX_ERROR;
         }
 
-        ob = cl->buf;
-        ob->pos = ob->start;
-        ob->last = ob->start;
+        /* no data, only the flag: a special buffer */
         ob->memory = 0;
-        ob->tag = (ngx_buf_tag_t) &ngx_http_spendpol_module;
-        out = cl;
     }
 
     if (ob) {
@@ -1647,7 +1621,7 @@ ngx_http_spendpol_out_buf(ngx_http_request_t *r,
 
     b = cl->buf;
 
-    if (b->start == NULL || (size_t) (b->end - b->start) < size) {
+    if (size && (b->start == NULL || (size_t) (b->end - b->start) < size)) {
         n = ngx_max(size, NGX_HTTP_SPENDPOL_OUT_BUF_SIZE);
 
         b->start = ngx_palloc(r->pool, n);

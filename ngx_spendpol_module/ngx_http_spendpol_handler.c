@@ -383,7 +383,7 @@ ngx_http_spendpol_forward(ngx_http_request_t *r, ngx_http_spendpol_ctx_t *ctx,
 {
     if (ctx->targets && rc != NGX_AGAIN) {
         /* a routed request's fallbacks are resolved before it goes */
-        rc = ngx_http_spendpol_route_resolve(r, ctx, rc);
+        rc = ngx_http_spendpol_fallback_resolve(r, ctx, rc);
 
         if (rc == NGX_AGAIN) {
             return;
@@ -1034,7 +1034,6 @@ static ngx_int_t
 ngx_http_spendpol_prepare(ngx_http_request_t *r, ngx_http_spendpol_ctx_t *ctx)
 {
     u_char                        *p, *rewritten;
-    char                           err[512];
     size_t                         len, n;
     ngx_int_t                      rc;
     ngx_buf_t                     *b;
@@ -1103,19 +1102,11 @@ ngx_http_spendpol_prepare(ngx_http_request_t *r, ngx_http_spendpol_ctx_t *ctx)
         goto admit;
     }
 
-    if (sp_request_parse(ctx->provider, (char *) ctx->body.data,
-                         ctx->body.len, ctx->request, err, sizeof(err))
-        != SP_OK)
-    {
-        return ngx_http_spendpol_send_error(r, ctx, NGX_HTTP_BAD_REQUEST,
-                                   "invalid_request_error",
-                                   ctx->request->error_code
-                                   ? ctx->request->error_code
-                                   : "invalid_json", err);
-    }
+    rc = ngx_http_spendpol_parse_body(r, ctx);
 
-    sp_request_from_path(ctx->provider, (char *) ctx->rest.data,
-                         ctx->rest.len, ctx->request);
+    if (rc != NGX_DECLINED) {
+        return rc;
+    }
 
     /* stage 4 (attribution is done), stage 6 (policies are issue 14) */
     rc = ngx_http_spendpol_template_stage(r, ctx);
@@ -1200,6 +1191,35 @@ ngx_http_spendpol_prepare(ngx_http_request_t *r, ngx_http_spendpol_ctx_t *ctx)
 admit:
 
     return ngx_http_spendpol_admit(r, ctx);
+}
+
+
+/*
+ * Stage 3: ctx->body read into ctx->request (the path says what the body
+ * does not). NGX_DECLINED goes on; a body that is not a valid request is
+ * refused, naming the field.
+ */
+ngx_int_t
+ngx_http_spendpol_parse_body(ngx_http_request_t *r,
+    ngx_http_spendpol_ctx_t *ctx)
+{
+    char  err[512];
+
+    if (sp_request_parse(ctx->provider, (char *) ctx->body.data,
+                         ctx->body.len, ctx->request, err, sizeof(err))
+        != SP_OK)
+    {
+        return ngx_http_spendpol_send_error(r, ctx, NGX_HTTP_BAD_REQUEST,
+                                   "invalid_request_error",
+                                   ctx->request->error_code
+                                   ? ctx->request->error_code
+                                   : "invalid_json", err);
+    }
+
+    sp_request_from_path(ctx->provider, (char *) ctx->rest.data,
+                         ctx->rest.len, ctx->request);
+
+    return NGX_DECLINED;
 }
 
 

@@ -503,6 +503,8 @@ void *ngx_http_spendpol_map_file(ngx_str_t *path, ngx_file_info_t *fi,
 /* ngx_http_spendpol_handler.c */
 ngx_int_t ngx_http_spendpol_handler(ngx_http_request_t *r);
 void ngx_http_spendpol_unpark(ngx_http_request_t *r);
+ngx_int_t ngx_http_spendpol_parse_body(ngx_http_request_t *r,
+    ngx_http_spendpol_ctx_t *ctx);
 ngx_table_elt_t *ngx_http_spendpol_request_header(ngx_http_request_t *r,
     const char *name, size_t len);
 ngx_int_t ngx_http_spendpol_add_header(ngx_http_request_t *r,
@@ -586,27 +588,33 @@ ngx_int_t ngx_http_spendpol_route_stage(ngx_http_request_t *r,
     ngx_http_spendpol_ctx_t *ctx);
 void ngx_http_spendpol_route_load(ngx_http_spendpol_ctx_t *ctx,
     ngx_http_spendpol_target_t *t);
+void ngx_http_spendpol_route_save(ngx_http_spendpol_ctx_t *ctx,
+    ngx_http_spendpol_target_t *t);
 void ngx_http_spendpol_route_keep(ngx_http_spendpol_ctx_t *ctx);
 void ngx_http_spendpol_route_worst_case(ngx_http_request_t *r,
     ngx_http_spendpol_ctx_t *ctx,
     void (*price_target)(ngx_http_request_t *r,
                          ngx_http_spendpol_ctx_t *ctx));
-ngx_int_t ngx_http_spendpol_route_resolve(ngx_http_request_t *r,
-    ngx_http_spendpol_ctx_t *ctx, ngx_int_t rc);
-ngx_int_t ngx_http_spendpol_route_upstream(ngx_http_request_t *r,
-    ngx_http_spendpol_ctx_t *ctx, ngx_http_upstream_t *u);
-ngx_uint_t ngx_http_spendpol_route_failed(ngx_http_request_t *r,
-    ngx_http_spendpol_ctx_t *ctx, ngx_uint_t status);
-void ngx_http_spendpol_route_answered(ngx_http_request_t *r,
-    ngx_http_spendpol_ctx_t *ctx, ngx_uint_t status);
-void ngx_http_spendpol_route_note_attempt(ngx_http_request_t *r,
-    ngx_http_spendpol_ctx_t *ctx, ngx_http_spendpol_target_t *t,
-    const char *what);
-ngx_int_t ngx_http_spendpol_route_request(ngx_http_request_t *r,
-    ngx_http_spendpol_ctx_t *ctx);
 ngx_int_t ngx_http_spendpol_route_headers(ngx_http_request_t *r,
     ngx_http_spendpol_ctx_t *ctx);
 void ngx_http_spendpol_route_exit_worker(void);
+
+/* ngx_http_spendpol_fallback.c */
+ngx_int_t ngx_http_spendpol_fallback_resolve(ngx_http_request_t *r,
+    ngx_http_spendpol_ctx_t *ctx, ngx_int_t rc);
+ngx_int_t ngx_http_spendpol_fallback_upstream(ngx_http_request_t *r,
+    ngx_http_spendpol_ctx_t *ctx, ngx_http_upstream_t *u);
+ngx_uint_t ngx_http_spendpol_fallback_failed(ngx_http_request_t *r,
+    ngx_http_spendpol_ctx_t *ctx, ngx_uint_t status);
+void ngx_http_spendpol_fallback_answered(ngx_http_request_t *r,
+    ngx_http_spendpol_ctx_t *ctx, ngx_uint_t status);
+void ngx_http_spendpol_fallback_note(ngx_http_request_t *r,
+    ngx_http_spendpol_ctx_t *ctx, ngx_http_spendpol_target_t *t,
+    const char *what);
+ngx_int_t ngx_http_spendpol_fallback_request(ngx_http_request_t *r,
+    ngx_http_spendpol_ctx_t *ctx);
+ngx_uint_t ngx_http_spendpol_fallback_cooling(
+    ngx_http_spendpol_main_conf_t *smcf, uint64_t hash, int64_t now_ms);
 
 /* ngx_http_spendpol_upstream.c */
 ngx_int_t ngx_http_spendpol_upstream_add(ngx_conf_t *cf,

@@ -617,7 +617,7 @@ ngx_http_spendpol_upstream_init_peer(ngx_http_request_t *r,
     u->peer.tries = ctx->upstream_naddrs;
 
     /* a routed request may fall back: its own retry settings and tries */
-    if (ngx_http_spendpol_route_upstream(r, ctx, u) != NGX_OK) {
+    if (ngx_http_spendpol_fallback_upstream(r, ctx, u) != NGX_OK) {
         return NGX_ERROR;
     }
 
@@ -652,7 +652,9 @@ ngx_http_spendpol_upstream_get_peer(ngx_peer_connection_t *pc, void *data)
 
     if (ctx->route_rebuild) {
         /* a fallback: its target's request, written here */
-        if (ngx_http_spendpol_route_request(peer->request, ctx) != NGX_OK) {
+        if (ngx_http_spendpol_fallback_request(peer->request, ctx)
+            != NGX_OK)
+        {
             return NGX_ERROR;
         }
 
@@ -795,8 +797,9 @@ ngx_http_spendpol_upstream_free_peer(ngx_peer_connection_t *pc, void *data,
 
         } else {
             pc->tries = ngx_min(pc->tries,
-                                ngx_http_spendpol_route_failed(peer->request,
-                                          ctx, u->headers_in.status_n));
+                                ngx_http_spendpol_fallback_failed(
+                                    peer->request, ctx,
+                                    u->headers_in.status_n));
         }
     }
 

@@ -5,42 +5,17 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
-import fs from 'node:fs';
-import path from 'node:path';
 import { useStack, waitFor, assertJsonError } from './lib/stack.mjs';
+import { readSnapshot as readSnapshotFile, TABLE } from './lib/snapshot.mjs';
 
 const s = useStack();
 const ORG = 'org_default';
 
 // ---- a reader of the snapshot file (libspendpol/sp_snapshot.h, v10) ----
 
-const SNAPSHOT_VERSION = 10;
-const TABLE = { KEYS: 0, PRICES: 2, ENDPOINTS: 6 };
-const TABLES = 11;
 const KEY_ATTRIBUTION_OVERRIDE = 0x02;
 
-function readSnapshot() {
-  const buf = fs.readFileSync(path.join(s.snapshotDir, 'policy.snap'));
-  assert.equal(buf.toString('latin1', 0, 8), 'SPSNAP01');
-  assert.equal(buf.readUInt32LE(8), SNAPSHOT_VERSION, 'snapshot format version');
-  const str = (at) => {
-    const off = buf.readUInt32LE(at), len = buf.readUInt32LE(at + 4);
-    return buf.toString('utf8', off, off + len);
-  };
-  // every record of a table: the file offset of each used slot's record
-  const records = (t) => {
-    const tableAt = 48 + TABLES * 8 + t * 16;
-    const offset = Number(buf.readBigUInt64LE(tableAt));
-    const slots = Number(buf.readBigUInt64LE(tableAt + 8));
-    const out = [];
-    for (let i = 0; i < slots; i++) {
-      const rec = Number(buf.readBigUInt64LE(offset + i * 16 + 8));
-      if (rec) out.push(rec);
-    }
-    return out;
-  };
-  return { buf, str, records };
-}
+const readSnapshot = () => readSnapshotFile(s.snapshotDir);
 
 /** the flags of the key whose plaintext is key, or null when absent */
 function snapshotKeyFlags(key) {

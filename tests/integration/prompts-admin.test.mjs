@@ -6,40 +6,18 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
-import fs from 'node:fs';
-import path from 'node:path';
 import { execFileSync } from 'node:child_process';
 import { useStack, waitFor, assertJsonError, UUID_RE } from './lib/stack.mjs';
+import { readSnapshot as readSnapshotFile, TABLE } from './lib/snapshot.mjs';
 
 const s = useStack();
 const ORG = 'org_default';
 
 // ---- the snapshot file (libspendpol/sp_snapshot.h, v10) ----------------
 
-const TABLES = 11;
-const TABLE = { KEYS: 0, TEMPLATES: 10 };
 const KEY_TEMPLATE_REQUIRED = 0x04;
 
-function readSnapshot() {
-  const buf = fs.readFileSync(path.join(s.snapshotDir, 'policy.snap'));
-  assert.equal(buf.readUInt32LE(8), 10, 'snapshot format version');
-  const str = (at) => {
-    const off = buf.readUInt32LE(at), len = buf.readUInt32LE(at + 4);
-    return buf.toString('utf8', off, off + len);
-  };
-  const records = (t) => {
-    const tableAt = 48 + TABLES * 8 + t * 16;
-    const offset = Number(buf.readBigUInt64LE(tableAt));
-    const slots = Number(buf.readBigUInt64LE(tableAt + 8));
-    const out = [];
-    for (let i = 0; i < slots; i++) {
-      const rec = Number(buf.readBigUInt64LE(offset + i * 16 + 8));
-      if (rec) out.push(rec);
-    }
-    return out;
-  };
-  return { buf, str, records };
-}
+const readSnapshot = () => readSnapshotFile(s.snapshotDir);
 
 /** the template record (org, slug) of the snapshot, or null */
 function snapshotTemplate(org, slug) {
