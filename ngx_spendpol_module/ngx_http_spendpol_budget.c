@@ -34,6 +34,9 @@ typedef struct {
 static void ngx_http_spendpol_budget_scan(ngx_http_request_t *r,
     ngx_http_spendpol_ctx_t *ctx, ngx_http_spendpol_main_conf_t *smcf,
     ngx_http_spendpol_budget_scan_t *scan);
+static void ngx_http_spendpol_budget_union(ngx_http_request_t *r,
+    ngx_http_spendpol_ctx_t *ctx, ngx_http_spendpol_main_conf_t *smcf,
+    ngx_http_spendpol_budget_scan_t *scan, uint32_t *covers);
 static int ngx_http_spendpol_budget_visit(const sp_snapshot_budget_t *budget,
     void *arg);
 static int64_t ngx_http_spendpol_effective(ngx_http_spendpol_counter_t *counter,
@@ -57,6 +60,7 @@ ngx_http_spendpol_budget_admit(ngx_http_request_t *r,
 {
     int64_t                           worst;
     int64_t                           effective[NGX_HTTP_SPENDPOL_MAX_BUDGETS];
+    uint32_t                          covers[NGX_HTTP_SPENDPOL_MAX_BUDGETS];
     sp_spend_view_t                   view;
     sp_str_t                          id;
     ngx_uint_t                        i, j, refused, waiting, hard, fits;
@@ -75,6 +79,15 @@ ngx_http_spendpol_budget_admit(ngx_http_request_t *r,
     }
 
     ngx_http_spendpol_budget_scan(r, ctx, smcf, &scan);
+
+    for (i = 0; i < scan.n; i++) {
+        covers[i] = ctx->targets ? (uint32_t) 1 << ctx->target : 0;
+    }
+
+    if (ctx->targets && ctx->ntargets > 1) {
+        /* a routed request holds against every target's budgets */
+        ngx_http_spendpol_budget_union(r, ctx, smcf, &scan, covers);
+    }
 
     if (scan.n == 0) {
         return NGX_OK;
@@ -230,6 +243,7 @@ ngx_http_spendpol_budget_admit(ngx_http_request_t *r,
     } else {
         for (i = 0; i < scan.n; i++) {
             ctx->reservations[i].amount = worst;
+            ctx->reservations[i].covers = covers[i];
             ctx->reservations[i].counter->reserved_nano += worst;
         }
 
@@ -321,6 +335,56 @@ ngx_http_spendpol_budget_scan(ngx_http_request_t *r,
 
 
 /*
+ * The budgets of a routed request's other targets joined to scan's (a
+ * fallback to another provider or model may fall under budgets the first
+ * target does not); covers[i] gets a bit for each target budget i covers.
+ */
+static void
+ngx_http_spendpol_budget_union(ngx_http_request_t *r,
+    ngx_http_spendpol_ctx_t *ctx, ngx_http_spendpol_main_conf_t *smcf,
+    ngx_http_spendpol_budget_scan_t *scan, uint32_t *covers)
+{
+    ngx_uint_t                        t, i, j, current;
+    ngx_http_spendpol_budget_scan_t   other;
+
+    current = ctx->target;
+
+    ngx_http_spendpol_route_save(ctx, &ctx->targets[current]);
+
+    for (t = 0; t < ctx->ntargets; t++) {
+
+        if (t == current || ctx->targets[t].dropped) {
+            continue;
+        }
+
+        ngx_http_spendpol_route_load(ctx, &ctx->targets[t]);
+        ngx_http_spendpol_budget_scan(r, ctx, smcf, &other);
+
+        for (j = 0; j < other.n; j++) {
+            for (i = 0; i < scan->n; i++) {
+                if (scan->budgets[i] == other.budgets[j]) {
+                    break;
+                }
+            }
+
+            if (i == scan->n) {
+                if (scan->n == NGX_HTTP_SPENDPOL_MAX_BUDGETS) {
+                    continue;
+                }
+
+                scan->budgets[scan->n] = other.budgets[j];
+                covers[scan->n++] = 0;
+            }
+
+            covers[i] |= (uint32_t) 1 << t;
+        }
+    }
+
+    ngx_http_spendpol_route_load(ctx, &ctx->targets[current]);
+}
+
+
+/*
  * The used share of a budget that covers the request, in parts per
  * million (routing rules' budget_used_pct): of budget_id, or the largest
  * over every budget that covers it (budget_id of length 0); -1 when none
@@ -380,10 +444,10 @@ ngx_http_spendpol_budget_used_ppm(ngx_http_request_t *r,
             ppm = used > 0 ? INT64_MAX : 0;
 
         } else {
-            /* both below 2^63 / 1e6 in any real budget; saturate past it */
-            ppm = used >= INT64_MAX / 1000000
-                  ? INT64_MAX
-                  : used * 1000000 / scan.budgets[i]->limit_nano;
+            /* 128 bits: a budget past $9,223 would overflow 2^63 / 1e6 */
+            ppm = (int64_t) ngx_min((__int128) used * 1000000
+                                    / scan.budgets[i]->limit_nano,
+                                    (__int128) INT64_MAX);
         }
 
         best = ngx_max(best, ppm);
@@ -509,7 +573,11 @@ ngx_http_spendpol_budget_release(ngx_http_spendpol_main_conf_t *smcf,
             res->counter->reserved_nano = 0;
         }
 
-        if (cost > 0) {
+        /* a routed request's cost counts where its answering target does */
+        if (cost > 0
+            && (res->covers == 0
+                || (res->covers & ((uint32_t) 1 << ctx->target))))
+        {
             res->counter->settled_nano += cost;
         }
 

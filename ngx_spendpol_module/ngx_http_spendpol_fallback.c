@@ -25,6 +25,9 @@ static void ngx_http_spendpol_fallback_log(ngx_http_request_t *r,
 static void ngx_http_spendpol_cooldown_record(
     ngx_http_spendpol_main_conf_t *smcf, ngx_http_spendpol_ctx_t *ctx,
     uint64_t hash, ngx_uint_t failed);
+static ngx_uint_t ngx_http_spendpol_cooldown_better(
+    ngx_http_spendpol_cooldown_t *a, ngx_http_spendpol_cooldown_t *b,
+    int64_t now_ms);
 static ngx_http_spendpol_cooldown_t *ngx_http_spendpol_cooldown_slot(
     ngx_http_spendpol_shctx_t *sh, uint64_t hash, ngx_uint_t create,
     int64_t now_ms);
@@ -222,15 +225,14 @@ ngx_http_spendpol_fallback_failed(ngx_http_request_t *r,
         return 0;
     }
 
-    ngx_http_spendpol_route_save(ctx, &ctx->targets[ctx->target]);
-
-    ctx->target = j;
-    ngx_http_spendpol_route_load(ctx, &ctx->targets[j]);
+    /*
+     * Made current when the balancer is asked for the next connection:
+     * nginx may still decide not to retry (the client went away, a
+     * failure its settings do not retry), and then the request stays
+     * the failed target's.
+     */
+    ctx->route_next = j;
     ctx->route_rebuild = 1;
-
-    ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
-                  "spendpol: falling back to %V/%V",
-                  &ctx->targets[j].provider_name, &ctx->targets[j].model);
 
     left = 0;
 
@@ -327,9 +329,10 @@ ngx_http_spendpol_fallback_log(ngx_http_request_t *r,
 
 
 /*
- * The request a fallback attempt sends to its target, in place of the
- * proxy module's (written once, for the first): the request line, Host,
- * the target's credential in its provider's header, the body.
+ * The next target made current, and the request a fallback attempt sends
+ * it, in place of the proxy module's (written once, for the first): the
+ * request line, Host, the target's credential in its provider's header,
+ * the body.
  */
 ngx_int_t
 ngx_http_spendpol_fallback_request(ngx_http_request_t *r,
@@ -341,6 +344,16 @@ ngx_http_spendpol_fallback_request(ngx_http_request_t *r,
     ngx_chain_t          *cl;
     ngx_http_upstream_t  *u;
     const sp_provider_t  *provider;
+
+    ngx_http_spendpol_route_save(ctx, &ctx->targets[ctx->target]);
+
+    ctx->target = ctx->route_next;
+    ngx_http_spendpol_route_load(ctx, &ctx->targets[ctx->target]);
+
+    ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                  "spendpol: falling back to %V/%V",
+                  &ctx->targets[ctx->target].provider_name,
+                  &ctx->targets[ctx->target].model);
 
     u = r->upstream;
 
@@ -397,7 +410,8 @@ ngx_http_spendpol_fallback_request(ngx_http_request_t *r,
         p = ngx_cpymem(p, ctx->credential.data, ctx->credential.len);
     }
 
-    *p++ = CR; *p++ = LF;
+    *p++ = CR;
+    *p++ = LF;
 
     if (ctx->anthropic_version.len) {
         p = ngx_sprintf(p, "anthropic-version: %V" CRLF,
@@ -492,6 +506,32 @@ ngx_http_spendpol_cooldown_record(ngx_http_spendpol_main_conf_t *smcf,
 }
 
 
+/* 1 when a is a better slot to give up than b */
+static ngx_uint_t
+ngx_http_spendpol_cooldown_better(ngx_http_spendpol_cooldown_t *a,
+    ngx_http_spendpol_cooldown_t *b, int64_t now_ms)
+{
+    ngx_uint_t  a_cooling, b_cooling;
+
+    if (b->hash == 0) {
+        return 0;
+    }
+
+    if (a->hash == 0) {
+        return 1;
+    }
+
+    a_cooling = a->until_ms > now_ms;
+    b_cooling = b->until_ms > now_ms;
+
+    if (a_cooling != b_cooling) {
+        return !a_cooling;
+    }
+
+    return a_cooling ? a->until_ms < b->until_ms : a->used_ms < b->used_ms;
+}
+
+
 /* the slot of hash; with create, made (in the stalest of its probe) */
 static ngx_http_spendpol_cooldown_t *
 ngx_http_spendpol_cooldown_slot(ngx_http_spendpol_shctx_t *sh, uint64_t hash,
@@ -510,9 +550,12 @@ ngx_http_spendpol_cooldown_slot(ngx_http_spendpol_shctx_t *sh, uint64_t hash,
             return slot;
         }
 
-        if (stalest == NULL || slot->hash == 0
-            || (stalest->hash != 0 && slot->used_ms < stalest->used_ms
-                && slot->until_ms <= now_ms))
+        /*
+         * Room for a new one: a free slot, else the least recently used
+         * that is not cooling, else the one whose cooldown ends first.
+         */
+        if (stalest == NULL
+            || ngx_http_spendpol_cooldown_better(slot, stalest, now_ms))
         {
             stalest = slot;
         }

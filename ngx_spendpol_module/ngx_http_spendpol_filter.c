@@ -64,6 +64,9 @@ static ngx_int_t ngx_http_spendpol_translate_body(ngx_http_request_t *r,
     ngx_http_spendpol_ctx_t *ctx);
 static ngx_int_t ngx_http_spendpol_translate_filter(ngx_http_request_t *r,
     ngx_http_spendpol_ctx_t *ctx, ngx_chain_t *in);
+static ngx_int_t ngx_http_spendpol_out_room(ngx_http_request_t *r,
+    ngx_http_spendpol_ctx_t *ctx, ngx_buf_t **ob, ngx_chain_t ***last,
+    size_t size);
 static ngx_buf_t *ngx_http_spendpol_out_buf(ngx_http_request_t *r,
     ngx_http_spendpol_ctx_t *ctx, ngx_chain_t ***last, size_t size);
 
@@ -1523,11 +1526,10 @@ ngx_http_spendpol_translate_filter(ngx_http_request_t *r,
 
             need = sp_translate_stream_bound(ctx->sse.data_len);
 
-            if (ob == NULL || (size_t) (ob->end - ob->last) < need) {
-                ob = ngx_http_spendpol_out_buf(r, ctx, &ll, need);
-                if (ob == NULL) {
-                    return NGX_ERROR;
-                }
+            if (ngx_http_spendpol_out_room(r, ctx, &ob, &ll, need)
+                != NGX_OK)
+            {
+                return NGX_ERROR;
             }
 
             written = sp_translate_stream_event(ctx->translate_stream,
@@ -1554,16 +1556,17 @@ ngx_http_spendpol_translate_filter(ngx_http_request_t *r,
     if (last_buf) {
         need = sp_translate_stream_bound(0);
 
-        if (ob == NULL || (size_t) (ob->end - ob->last) < need) {
-            ob = ngx_http_spendpol_out_buf(r, ctx, &ll, need);
-            if (ob == NULL) {
-                return NGX_ERROR;
-            }
+        if (ngx_http_spendpol_out_room(r, ctx, &ob, &ll, need) != NGX_OK) {
+            return NGX_ERROR;
         }
 
-        ob->last += sp_translate_stream_end(ctx->translate_stream,
-                                            (char *) ob->last,
-                                            ob->end - ob->last);
+        written = sp_translate_stream_end(ctx->translate_stream,
+                                          (char *) ob->last,
+                                          ob->end - ob->last);
+
+        if (written != (size_t) -1) {
+            ob->last += written;
+        }
 
         if (ngx_http_spendpol_stream_end(r, ctx) != NGX_OK) {
             return NGX_ERROR;
@@ -1602,6 +1605,47 @@ ngx_http_spendpol_translate_filter(ngx_http_request_t *r,
                             (ngx_buf_tag_t) &ngx_http_spendpol_module);
 
     return rc;
+}
+
+
+/*
+ * Room for size more bytes in *ob: its own, else a larger storage for an
+ * ob still empty (an empty buffer must not stay in the chain: the writer
+ * refuses a zero-size buffer without flags), else a new buffer linked at
+ * *last.
+ */
+static ngx_int_t
+ngx_http_spendpol_out_room(ngx_http_request_t *r,
+    ngx_http_spendpol_ctx_t *ctx, ngx_buf_t **ob, ngx_chain_t ***last,
+    size_t size)
+{
+    size_t      n;
+    ngx_buf_t  *b;
+
+    b = *ob;
+
+    if (b && (size_t) (b->end - b->last) >= size) {
+        return NGX_OK;
+    }
+
+    if (b && b->last == b->pos) {
+        n = ngx_max(size, NGX_HTTP_SPENDPOL_OUT_BUF_SIZE);
+
+        b->start = ngx_palloc(r->pool, n);
+        if (b->start == NULL) {
+            return NGX_ERROR;
+        }
+
+        b->end = b->start + n;
+        b->pos = b->start;
+        b->last = b->start;
+
+        return NGX_OK;
+    }
+
+    *ob = ngx_http_spendpol_out_buf(r, ctx, last, size);
+
+    return *ob ? NGX_OK : NGX_ERROR;
 }
 
 

@@ -64,6 +64,8 @@ static void ngx_http_spendpol_count_prompt(ngx_http_request_t *r,
     ngx_http_spendpol_ctx_t *ctx);
 static ngx_int_t ngx_http_spendpol_prepare(ngx_http_request_t *r,
     ngx_http_spendpol_ctx_t *ctx);
+static ngx_int_t ngx_http_spendpol_stream_usage(ngx_http_request_t *r,
+    ngx_http_spendpol_ctx_t *ctx);
 static ngx_int_t ngx_http_spendpol_route(ngx_http_request_t *r,
     ngx_http_spendpol_ctx_t *ctx);
 static ngx_uint_t ngx_http_spendpol_refuses_unpriced(ngx_http_request_t *r,
@@ -1033,10 +1035,11 @@ ngx_http_spendpol_endpoint_visit(const sp_snapshot_endpoint_t *e, void *arg)
 static ngx_int_t
 ngx_http_spendpol_prepare(ngx_http_request_t *r, ngx_http_spendpol_ctx_t *ctx)
 {
-    u_char                        *p, *rewritten;
-    size_t                         len, n;
+    u_char                        *p;
+    size_t                         len;
     ngx_int_t                      rc;
     ngx_buf_t                     *b;
+    ngx_uint_t                     i, current;
     ngx_chain_t                   *cl;
     ngx_http_spendpol_loc_conf_t  *slcf;
     const sp_snapshot_price_t     *price;
@@ -1127,37 +1130,32 @@ ngx_http_spendpol_prepare(ngx_http_request_t *r, ngx_http_spendpol_ctx_t *ctx)
         return rc;
     }
 
-    /*
-     * A streamed OpenAI-shaped chat call reports usage only when asked to;
-     * ask, and keep the extra chunk from a client that did not. (The
-     * Responses API always reports usage and has no stream_options.)
-     */
-    if (ctx->request->stream && !ctx->request->include_usage
-        && (ctx->endpoint->flags & SP_ENDPOINT_CHAT))
-    {
-        n = ctx->body.len * 2 + 64;
+    if (ctx->targets == NULL) {
+        rc = ngx_http_spendpol_stream_usage(r, ctx);
 
-        rewritten = ngx_pnalloc(r->pool, n);
-        if (rewritten == NULL) {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    } else {
+        /* each target of the chain is its own request */
+        ngx_http_spendpol_route_keep(ctx);
+
+        current = ctx->target;
+
+        for (i = 0; i < ctx->ntargets; i++) {
+            ngx_http_spendpol_route_load(ctx, &ctx->targets[i]);
+
+            rc = ngx_http_spendpol_stream_usage(r, ctx);
+
+            ngx_http_spendpol_route_save(ctx, &ctx->targets[i]);
+
+            if (rc != NGX_OK) {
+                break;
+            }
         }
 
-        if (!ctx->request->has_stream_options) {
-            n = sp_request_add_stream_usage((char *) ctx->body.data,
-                                            ctx->body.len,
-                                            (char *) rewritten, n);
+        ngx_http_spendpol_route_load(ctx, &ctx->targets[current]);
+    }
 
-        } else {
-            n = sp_request_set_stream_usage((char *) ctx->body.data,
-                                            ctx->body.len,
-                                            (char *) rewritten, n);
-        }
-
-        if (n) {
-            ctx->body.data = rewritten;
-            ctx->body.len = n;
-            ctx->strip_usage = 1;
-        }
+    if (rc != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
     ngx_http_spendpol_route_keep(ctx);
@@ -1191,6 +1189,52 @@ ngx_http_spendpol_prepare(ngx_http_request_t *r, ngx_http_spendpol_ctx_t *ctx)
 admit:
 
     return ngx_http_spendpol_admit(r, ctx);
+}
+
+
+/*
+ * A streamed OpenAI-shaped chat call reports usage only when asked to;
+ * ask, and keep the extra chunk from a client that did not. (The
+ * Responses API always reports usage and has no stream_options.)
+ */
+static ngx_int_t
+ngx_http_spendpol_stream_usage(ngx_http_request_t *r,
+    ngx_http_spendpol_ctx_t *ctx)
+{
+    u_char  *rewritten;
+    size_t   n;
+
+    if (!ctx->request->stream || ctx->request->include_usage
+        || !(ctx->endpoint->flags & SP_ENDPOINT_CHAT))
+    {
+        return NGX_OK;
+    }
+
+    n = ctx->body.len * 2 + 64;
+
+    rewritten = ngx_pnalloc(r->pool, n);
+    if (rewritten == NULL) {
+        return NGX_ERROR;
+    }
+
+    if (!ctx->request->has_stream_options) {
+        n = sp_request_add_stream_usage((char *) ctx->body.data,
+                                        ctx->body.len,
+                                        (char *) rewritten, n);
+
+    } else {
+        n = sp_request_set_stream_usage((char *) ctx->body.data,
+                                        ctx->body.len,
+                                        (char *) rewritten, n);
+    }
+
+    if (n) {
+        ctx->body.data = rewritten;
+        ctx->body.len = n;
+        ctx->strip_usage = 1;
+    }
+
+    return NGX_OK;
 }
 
 

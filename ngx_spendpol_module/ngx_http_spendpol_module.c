@@ -1049,6 +1049,11 @@ ngx_http_spendpol(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     NGX_HTTP_SPENDPOL_PROXY("proxy_set_header", 2, "X-Spendpol-Department",
                             "");
     NGX_HTTP_SPENDPOL_PROXY("proxy_set_header", 2, "X-Spendpol-Project", "");
+    NGX_HTTP_SPENDPOL_PROXY("proxy_set_header", 2, "X-Spendpol-Route", "");
+    NGX_HTTP_SPENDPOL_PROXY("proxy_set_header", 2, "X-Spendpol-Template",
+                            "");
+    NGX_HTTP_SPENDPOL_PROXY("proxy_set_header", 2,
+                            "X-Spendpol-Template-Variables", "");
     NGX_HTTP_SPENDPOL_PROXY("proxy_set_header", 2, "X-Spendpol-Parent-Id",
                             "$spendpol_parent_id");
     NGX_HTTP_SPENDPOL_PROXY("proxy_set_header", 2, "traceparent",

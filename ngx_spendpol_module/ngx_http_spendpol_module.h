@@ -42,7 +42,7 @@
 
 /*
  * A routing target that keeps failing is out for a while, for every
- * worker (ngx_http_spendpol_route.c): slots in the shared zone, found by
+ * worker (ngx_http_spendpol_fallback.c): slots in the shared zone, found by
  * the hash of (organisation, provider, model), under the zone's mutex.
  */
 #define NGX_HTTP_SPENDPOL_COOLDOWNS         256
@@ -133,6 +133,9 @@ typedef struct {
     uint64_t                   hash;
     int64_t                    period_start_ms;
     int64_t                    amount;
+    uint32_t                   covers;        /* routed: bit i, the budget
+                                                 covers target i; 0: the
+                                                 request was not routed */
 } ngx_http_spendpol_reservation_t;
 
 
@@ -442,6 +445,7 @@ typedef struct {
     ngx_http_spendpol_target_t  *targets;      /* NULL: not routed */
     ngx_uint_t                 ntargets;
     ngx_uint_t                 target;        /* the current one */
+    ngx_uint_t                 route_next;    /* the next attempt's */
     ngx_uint_t                 attempts;      /* upstream attempts made */
     ngx_uint_t                 max_attempts;
     ngx_msec_t                 attempt_timeout;  /* 0: none */
@@ -463,8 +467,6 @@ typedef struct {
     ngx_uint_t                 client_include_usage:1;
     sp_provider_e              client_provider;  /* the client's format */
     sp_translate_stream_t     *translate_stream;
-    u_char                    *translate_out;  /* a stream's translation */
-    size_t                     translate_out_size;
     ngx_str_t                  route_rule;
     ngx_str_t                  route_note;
     u_char                    *attempt_log;   /* SP_JOURNAL_NOTE_LEN */

@@ -22,6 +22,7 @@ typedef struct {
     size_t                     org_len;
     u_char                     org[SP_ID_LEN];
     sp_route_set_t            *set;
+    ngx_uint_t                 failed;        /* did not compile */
 } ngx_http_spendpol_rules_t;
 
 #define NGX_HTTP_SPENDPOL_RULES_CACHED  64
@@ -349,7 +350,6 @@ ngx_http_spendpol_route_stage(ngx_http_request_t *r,
     ngx_memzero(&sent, sizeof(ngx_http_spendpol_target_t));
     ngx_http_spendpol_route_save(ctx, &sent);
     sent.model = ctx->requested_model;
-    sent.resolved = ctx->upstream_naddrs ? 1 : 0;
 
     ctx->targets = ngx_pcalloc(r->pool,
                           d->ntargets * sizeof(ngx_http_spendpol_target_t));
@@ -444,10 +444,11 @@ ngx_http_spendpol_rules(ngx_http_request_t *r,
     i = ngx_hash_key(org->data, org->len) % NGX_HTTP_SPENDPOL_RULES_CACHED;
     c = &ngx_http_spendpol_rules_cache[i];
 
-    if (c->set && c->generation == generation
+    if ((c->set || c->failed) && c->generation == generation
         && c->base == smcf->snapshot.base && c->org_len == org->len
         && ngx_strncmp(c->org, org->data, org->len) == 0)
     {
+        /* a set that did not compile is not tried again until it changes */
         return c->set;
     }
 
@@ -459,11 +460,11 @@ ngx_http_spendpol_rules(ngx_http_request_t *r,
     rules = sp_snapshot_str(&smcf->snapshot, routes->rules);
 
     c->set = sp_route_compile(rules.data, rules.len, err, sizeof(err));
+    c->failed = (c->set == NULL);
 
     if (c->set == NULL) {
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                       "spendpol: routing rules of %V not used: %s", org, err);
-        return NULL;
     }
 
     c->generation = generation;
@@ -793,13 +794,10 @@ ngx_http_spendpol_target_model(ngx_http_request_t *r,
             return NGX_DECLINED;
         }
 
-        /* escaped: every byte outside RFC 3986's unreserved set */
-        n = 0;
-
-        for (i = 0; i < t->model.len; i++) {
-            n += (isalnum(t->model.data[i])
-                  || ngx_strchr("-._~", t->model.data[i])) ? 1 : 3;
-        }
+        /* escaped as a path segment (":" too: Google's verb follows it) */
+        n = t->model.len
+            + 2 * ngx_escape_uri(NULL, t->model.data, t->model.len,
+                                 NGX_ESCAPE_URI_COMPONENT);
 
         out = ngx_pnalloc(r->pool, t->rest.len - (end - start) + n);
         if (out == NULL) {
@@ -807,16 +805,8 @@ ngx_http_spendpol_target_model(ngx_http_request_t *r,
         }
 
         q = ngx_cpymem(out, t->rest.data, start - t->rest.data);
-        q += ngx_escape_uri(q, t->model.data, t->model.len,
-                            NGX_ESCAPE_ARGS);
-
-        for (p = out + (start - t->rest.data); p < q; p++) {
-            /* ngx_escape_uri leaves some sub-delims: path-safe anyway */
-            if (*p == '/' || *p == '?' || *p == '#') {
-                return NGX_DECLINED;
-            }
-        }
-
+        q = (u_char *) ngx_escape_uri(q, t->model.data, t->model.len,
+                                      NGX_ESCAPE_URI_COMPONENT);
         q = ngx_cpymem(q, end, last - end);
 
         t->rest.data = out;
@@ -865,7 +855,7 @@ ngx_http_spendpol_target_model(ngx_http_request_t *r,
             *q++ = *p;
 
         } else if (*p < 0x20) {
-            q = ngx_sprintf(q, "\\u%04xd", (ngx_uint_t) *p);
+            q = ngx_sprintf(q, "\\u%04xd", (int) *p);
 
         } else {
             *q++ = *p;
@@ -981,6 +971,21 @@ ngx_http_spendpol_route_worst_case(ngx_http_request_t *r,
 
         ngx_http_spendpol_route_save(ctx, &ctx->targets[i]);
         ctx->targets[i].worst_nano = ctx->worst_nano;
+
+        if (i != current && !ctx->priced
+            && ctx->endpoint->meter != SP_METER_FREE)
+        {
+            /* its cost could not be held, nor checked against a budget */
+            ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                          "spendpol: fallback %V/%V left out: no price",
+                          &ctx->targets[i].provider_name,
+                          &ctx->targets[i].model);
+
+            ngx_http_spendpol_fallback_note(r, ctx, &ctx->targets[i],
+                                            "unpriced");
+            ctx->targets[i].dropped = 1;
+            continue;
+        }
 
         worst = ngx_max(worst, ctx->worst_nano);
         hold = ngx_max(hold, ctx->hold_tokens);

@@ -267,7 +267,8 @@ ngx_http_spendpol_init_zone(ngx_shm_zone_t *shm_zone, void *data)
     /* a full zone is answered and logged once a minute, not per request */
     smcf->shpool->log_nomem = 0;
 
-    smcf->sh = ngx_slab_alloc(smcf->shpool, sizeof(ngx_http_spendpol_shctx_t));
+    smcf->sh = ngx_slab_calloc(smcf->shpool,
+                               sizeof(ngx_http_spendpol_shctx_t));
     if (smcf->sh == NULL) {
         return NGX_ERROR;
     }

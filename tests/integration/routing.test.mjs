@@ -136,6 +136,35 @@ test('a rewrite rule sends gpt-4o to gpt-4o-mini, with its headers and audit row
   }
 });
 
+test('a rewrite within Google and Azure changes the model in the path', async () => {
+  const g = await addRule({ priority: 11, conditions: { provider: 'google', model: 'gemini-2.0-flash' }, action: { type: 'rewrite', model: 'gemini-2.5-flash-lite' } });
+  const a = await addRule({ priority: 12, conditions: { provider: 'azure', model: 'mini-eu' }, action: { type: 'rewrite', model: 'prod-chat' } });
+  try {
+    const google = (n) => rawRequest(`${s.proxyURL}/v1/google/v1beta/models/gemini-2.0-flash:generateContent`, {
+      headers: { 'x-goog-api-key': key, 'content-type': 'application/json' },
+      body: JSON.stringify({ contents: [{ role: 'user', parts: [{ text: `rewrite me ${n}` }] }], generationConfig: { maxOutputTokens: 8 } }),
+    });
+    const azureCall = (n) => rawRequest(`${s.proxyURL}/v1/azure/openai/deployments/mini-eu/chat/completions?api-version=2024-10-21`, {
+      headers: { 'api-key': key, 'content-type': 'application/json' },
+      body: JSON.stringify({ messages: [{ role: 'user', content: `rewrite me ${n}` }], max_tokens: 8 }),
+    });
+    await s.waitStable(async () => (await google('w')).headers.get('x-spendpol-routed'), (v) => v === 'true', { message: 'the google rule in every worker', times: 6 });
+    const res = await google('now');
+    assert.equal(res.status, 200, res.text);
+    assert.equal(res.headers.get('x-spendpol-requested-model'), 'gemini-2.0-flash');
+    assert.equal(fx.google.requests.at(-1).pathname, '/v1beta/models/gemini-2.5-flash-lite:generateContent');
+
+    await s.waitStable(async () => (await azureCall('w')).headers.get('x-spendpol-routed'), (v) => v === 'true', { message: 'the azure rule in every worker', times: 6 });
+    const az = await azureCall('now');
+    assert.equal(az.status, 200, az.text);
+    assert.equal(fx.azure.requests.at(-1).pathname, '/openai/deployments/prod-chat/chat/completions');
+    assert.equal(az.headers.get('x-spendpol-requested-model'), 'mini-eu');
+  } finally {
+    await dropRule(g.id);
+    await dropRule(a.id);
+  }
+});
+
 // ------------------------------------------------------- budget threshold
 
 test('a budget rule starts rewriting exactly when 80 % of the budget is spent', async () => {
