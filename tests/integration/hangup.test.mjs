@@ -127,7 +127,10 @@ async function assertRealUsage(row, body, budget) {
 test('a client that hangs up while waiting for a JSON answer pays the real usage', async () => {
   const { key, keyId, budget } = await budgetedKey('json');
   const body = chatBody('json');
-  const seen = await hangUp(key, body, { mode: `slow-${800 * SLOW}`, after: 200 });
+  // the client leaves well after the request reached the provider (a new
+  // budget's first request may wait ~200 ms for its lease on a loaded
+  // machine) and well before the answer
+  const seen = await hangUp(key, body, { mode: `slow-${1500 * SLOW}`, after: 600 });
   assert.equal(seen.status, 0, 'the client left before any answer');
   const row = await rowOf(keyId);
   await assertRealUsage(row, body, budget);
