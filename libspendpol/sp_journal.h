@@ -3,9 +3,9 @@
  * single write() each, tailed by controld and loaded into PostgreSQL.
  *
  * A line is at most SP_JOURNAL_LINE_MAX bytes and ends with '\n'. Fields
- * (all present, strings may be "", but for routed .. template_version,
+ * (all present, strings may be "", but for routed .. client_addr,
  * written only when set: routed true, attempts > 1, strings not "",
- * template_version > 0):
+ * template_version > 0, guard_score_milli > 0, hallucination_pct >= 0):
  *
  *   {"v":1,"id":"evt_...","ts_ms":1764230000123,"org_id":"...",
  *    "api_key_id":"key_...","provider":"openai","requested_model":"...",
@@ -20,7 +20,11 @@
  *    "endpoint":"POST /chat/completions",
  *    "routed":true,"route_rule":"rr_...","attempts":2,
  *    "attempt_log":"openai/gpt-4o:429","route_note":"...",
- *    "template_id":"<uuid>","template_version":3}
+ *    "template_id":"<uuid>","template_version":3,
+ *    "guard_score_milli":850,"pii_types":"card","policy_action":"redact",
+ *    "policy_ids":"pol_...","policy_warnings":"pii_detected",
+ *    "hallucination_pct":12,"shadow_key_type":"openai",
+ *    "shadow_key_fp":"fp_0123456789abcdef","client_addr":"10.0.0.7"}
  *
  * epoch identifies the nginx instance's shared spend counters (when they
  * were created, unix ms): controld sums this node's ingested spend per
@@ -94,6 +98,33 @@ typedef struct {
     /* the prompt template applied (sp_template.h); "" and 0: none */
     char      template_id[SP_ID_LEN];
     int64_t   template_version;
+
+    /*
+     * Policies and scores (sp_policy.h, sp_pii.h, sp_halluc.h), written
+     * only when set: guard_score_milli > 0, strings not "",
+     * hallucination_pct >= 0. Absent: 0, "" and -1.
+     */
+    int       guard_score_milli;      /* 0..1000: the prompt's PII score */
+    char      pii_types[SP_FIELD_LEN];    /* names of the types found in
+                                         the prompt, "card,email" */
+    char      policy_action[16];      /* the decision: "", "log", "warn",
+                                         "redact" or "block" */
+    char      policy_ids[SP_JOURNAL_NOTE_LEN];   /* every policy matched,
+                                         comma-separated */
+    char      policy_warnings[SP_FIELD_LEN];     /* the warn codes sent in
+                                         X-Spendpol-Policy-Warning */
+    int       hallucination_pct;      /* 0..100; -1: not scored */
+
+    /*
+     * Shadow AI: a raw provider key was presented instead of a Spendpol
+     * key (refused with 401). Its kind (sp_pii_secret_kind()) and
+     * fingerprint, "fp_" and the first 16 hex digits of its SHA-256,
+     * never the key; and the client's address. The line's org_id is the
+     * deployment's shadow organisation (setting "shadow_org").
+     */
+    char      shadow_key_type[SP_ID_LEN];
+    char      shadow_key_fp[SP_ID_LEN];
+    char      client_addr[SP_ID_LEN];
 } sp_journal_record_t;
 
 /*

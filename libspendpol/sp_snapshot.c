@@ -328,6 +328,13 @@ static const sp_snapshot_kind_t  sp_snapshot_kinds[SP_TABLE_COUNT] = {
         { SP_REF(template, org_id), SP_REF(template, slug),
           SP_REF(template, record) },
         2, NULL
+    },
+
+    [SP_TABLE_POLICIES] = {
+        sizeof(sp_snapshot_routes_in_t), sizeof(sp_snapshot_routes_t), 2,
+        { SP_STR(routes, org_id), SP_STR(routes, rules) },
+        { SP_REF(routes, org_id), SP_REF(routes, rules) },
+        1, NULL
     }
 };
 
@@ -587,6 +594,17 @@ sp_snapshot_add_routes(sp_snapshot_builder_t *b,
     const sp_snapshot_routes_in_t *in)
 {
     return sp_snapshot_add(b, SP_TABLE_ROUTES, in,
+                           sp_snapshot_lookup_hash(sp_str_from(in->org_id),
+                                                   sp_str_from(NULL),
+                                                   sp_str_from(NULL), 1));
+}
+
+
+int
+sp_snapshot_add_policies(sp_snapshot_builder_t *b,
+    const sp_snapshot_routes_in_t *in)
+{
+    return sp_snapshot_add(b, SP_TABLE_POLICIES, in,
                            sp_snapshot_lookup_hash(sp_str_from(in->org_id),
                                                    sp_str_from(NULL),
                                                    sp_str_from(NULL), 1));
@@ -1393,6 +1411,13 @@ const sp_snapshot_routes_t *
 sp_snapshot_find_routes(const sp_snapshot_t *s, sp_str_t org_id)
 {
     return sp_snapshot_find(s, SP_TABLE_ROUTES, org_id, org_id, org_id);
+}
+
+
+const sp_snapshot_policies_t *
+sp_snapshot_find_policies(const sp_snapshot_t *s, sp_str_t org_id)
+{
+    return sp_snapshot_find(s, SP_TABLE_POLICIES, org_id, org_id, org_id);
 }
 
 

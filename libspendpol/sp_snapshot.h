@@ -25,7 +25,7 @@
 
 
 #define SP_SNAPSHOT_MAGIC        "SPSNAP01"
-#define SP_SNAPSHOT_VERSION      10
+#define SP_SNAPSHOT_VERSION      11
 #define SP_SNAPSHOT_FILE         "policy.snap"
 
 enum {
@@ -40,6 +40,7 @@ enum {
     SP_TABLE_CACHE_PURGES,
     SP_TABLE_ROUTES,
     SP_TABLE_TEMPLATES,
+    SP_TABLE_POLICIES,
     SP_TABLE_COUNT
 };
 
@@ -232,6 +233,14 @@ typedef struct {
     sp_snapshot_ref_t  record;        /* JSON object */
 } sp_snapshot_template_t;
 
+/*
+ * SP_TABLE_POLICIES (v11): looked up by org_id: the organisation's
+ * enabled policies, every scope, as one JSON array that each worker
+ * compiles once per snapshot (sp_policy_compile(), sp_policy.h). The
+ * record has the routes' shape: rules is the array.
+ */
+typedef sp_snapshot_routes_t  sp_snapshot_policies_t;
+
 
 /*
  * SP_TABLE_SETTINGS: deployment-wide settings controld passes to the
@@ -387,6 +396,9 @@ int sp_snapshot_add_routes(sp_snapshot_builder_t *b,
     const sp_snapshot_routes_in_t *routes);
 int sp_snapshot_add_template(sp_snapshot_builder_t *b,
     const sp_snapshot_template_in_t *tmpl);
+/* org_id and the JSON array of policies (in "rules") */
+int sp_snapshot_add_policies(sp_snapshot_builder_t *b,
+    const sp_snapshot_routes_in_t *policies);
 
 /*
  * Lays the snapshot out in one malloc()ed buffer (*out, *len); the caller
@@ -504,6 +516,8 @@ const sp_snapshot_routes_t *sp_snapshot_find_routes(const sp_snapshot_t *s,
     sp_str_t org_id);
 const sp_snapshot_template_t *sp_snapshot_find_template(
     const sp_snapshot_t *s, sp_str_t org_id, sp_str_t slug);
+const sp_snapshot_policies_t *sp_snapshot_find_policies(
+    const sp_snapshot_t *s, sp_str_t org_id);
 
 /* NULL when absent */
 const sp_snapshot_setting_t *sp_snapshot_find_setting(const sp_snapshot_t *s,

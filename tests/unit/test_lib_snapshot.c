@@ -230,6 +230,19 @@ add_routes(sp_snapshot_builder_t *b, const char *org_id, const char *rules)
 
 
 static void
+add_policies(sp_snapshot_builder_t *b, const char *org_id,
+    const char *policies)
+{
+    sp_snapshot_routes_in_t  in;
+
+    in.org_id = org_id;
+    in.rules = policies;
+
+    assert_int_equal(sp_snapshot_add_policies(b, &in), SP_OK);
+}
+
+
+static void
 add_template(sp_snapshot_builder_t *b, const char *org_id, const char *slug,
     const char *record)
 {
@@ -287,6 +300,8 @@ small_snapshot(size_t *len)
     add_template(b, "org_a", "support", "{\"latest\":1}");
     add_template(b, "org_a", "support", "{\"latest\":2}");
     add_template(b, "org_b", "support", "{\"latest\":7}");
+    add_policies(b, "org_a", "[{\"id\":\"pol_old\"}]");
+    add_policies(b, "org_a", "[{\"id\":\"pol_1\"}]");
 
     return build(b, len);
 }
@@ -2156,6 +2171,14 @@ test_snapshot_routes_and_templates(void **state)
     assert_int_equal(v.len, strlen("[{\"id\":\"rr_1\"}]"));
     assert_memory_equal(v.data, "[{\"id\":\"rr_1\"}]", v.len);
     assert_null(sp_snapshot_find_routes(&s, sp_str_from("org_b")));
+
+    /* policies: the routes' shape in a table of their own */
+    routes = sp_snapshot_find_policies(&s, sp_str_from("org_a"));
+    assert_non_null(routes);
+    v = sp_snapshot_str(&s, routes->rules);
+    assert_int_equal(v.len, strlen("[{\"id\":\"pol_1\"}]"));
+    assert_memory_equal(v.data, "[{\"id\":\"pol_1\"}]", v.len);
+    assert_null(sp_snapshot_find_policies(&s, sp_str_from("org_b")));
 
     t = sp_snapshot_find_template(&s, sp_str_from("org_a"),
                                   sp_str_from("support"));

@@ -7,11 +7,12 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 
-export const SNAPSHOT_VERSION = 10;
-export const TABLES = 11;
+export const SNAPSHOT_VERSION = 11;
+export const TABLES = 12;
 export const TABLE = {
   KEYS: 0, PROVIDERS: 1, PRICES: 2, ORGS: 3, ALIASES: 4, BUDGETS: 5,
   ENDPOINTS: 6, SETTINGS: 7, CACHE_PURGES: 8, ROUTES: 9, TEMPLATES: 10,
+  POLICIES: 11,
 };
 
 /** {buf, str(at), records(table)} of dir/policy.snap */
