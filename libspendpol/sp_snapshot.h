@@ -267,6 +267,12 @@ typedef struct {
 #define SP_SETTING_REDIS_DB        "redis_db"
 #define SP_SETTING_REDIS_USER      "redis_user"
 #define SP_SETTING_REDIS_PASSWORD  "redis_password"
+/*
+ * The organisation a raw provider key's refusal is journaled in (a
+ * shadow-AI alert; the key names no organisation): SPENDPOL_SHADOW_ORG,
+ * absent: not journaled.
+ */
+#define SP_SETTING_SHADOW_ORG      "shadow_org"
 
 
 /* ---- building (controld) --------------------------------------------- */
