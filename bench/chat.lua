@@ -7,6 +7,7 @@
 --   BENCH_AUTH          value of the Authorization header
 --   BENCH_HEADERS       extra headers, "Name: value" separated by "|"
 --   BENCH_PATH          request path (default /v1/chat/completions)
+--   BENCH_PROMPT_BYTES  the user prompt's size (0: one short sentence)
 -- done() prints one line that run.sh parses:
 --   BENCH_RESULT requests=N duration_us=N rps=F p50_us=N p99_us=N
 --                p999_us=N max_us=N non2xx=N connect=N read=N write=N
@@ -14,9 +15,23 @@
 
 local stream = os.getenv("BENCH_STREAM") == "1"
 
+-- BENCH_PROMPT_BYTES=N: a user prompt of N bytes of clean prose (the p2k
+-- kind: what the PII scan and the prompt count cost on a real prompt)
+local prompt = "Hello! Say hello back in one short sentence."
+local want = tonumber(os.getenv("BENCH_PROMPT_BYTES") or "0") or 0
+if want > 0 then
+  local prose = "Our quarterly planning meeting covered the roadmap for the "
+    .. "next release, the hiring plan for the support team and the budget "
+    .. "for cloud infrastructure. Please summarise the main decisions and "
+    .. "list the open questions in a short paragraph. "
+  prompt = ""
+  while #prompt < want do prompt = prompt .. prose end
+  prompt = string.sub(prompt, 1, want)
+end
+
 local body = '{"model":"gpt-4o-mini","messages":['
   .. '{"role":"system","content":"You are a helpful assistant."},'
-  .. '{"role":"user","content":"Hello! Say hello back in one short sentence."}],'
+  .. '{"role":"user","content":"' .. prompt .. '"}],'
   .. '"max_tokens":64'
 if os.getenv("BENCH_CACHEABLE") == "1" then
   body = body .. ',"temperature":0'

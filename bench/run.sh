@@ -36,11 +36,13 @@
 #                               (also: nokeep, plain nginx without upstream
 #                               keepalive, proxied the way `spendpol on` does)
 #   BENCH_CONNS="1 64"          connection counts (-t1 for c=1, else -t2)
-#   BENCH_KINDS="json sse hit"
+#   BENCH_KINDS="json sse hit p2k"
 #                               (hit: JSON with "temperature": 0, which
 #                               Spendpol's response cache answers after the
 #                               first request; plain nginx proxies it as
-#                               any JSON request)
+#                               any JSON request; p2k: JSON with a 2 KB
+#                               user prompt of clean prose, the PII scan's
+#                               and the tokenizer's work per request)
 #   BENCH_WARMUP=2              seconds of warm-up per configuration and kind
 #   BENCH_SOAK=0                seconds of the memory check (300: 5 minutes):
 #                               Spendpol under JSON+SSE load, each worker's RSS
@@ -95,7 +97,7 @@ SECS=${BENCH_SECONDS:-10}
 REPS=${BENCH_REPS:-3}
 CONFIGS=${BENCH_CONFIGS:-direct nginx spendpol portkey}
 CONNS=${BENCH_CONNS:-1 64}
-KINDS=${BENCH_KINDS:-json sse hit}
+KINDS=${BENCH_KINDS:-json sse hit p2k}
 WARMUP=${BENCH_WARMUP:-2}
 SOAK=${BENCH_SOAK:-0}
 SOAK_INTERVAL=${BENCH_SOAK_INTERVAL:-10}

@@ -64,9 +64,6 @@ static ngx_int_t ngx_http_spendpol_translate_body(ngx_http_request_t *r,
     ngx_http_spendpol_ctx_t *ctx);
 static ngx_int_t ngx_http_spendpol_translate_filter(ngx_http_request_t *r,
     ngx_http_spendpol_ctx_t *ctx, ngx_chain_t *in);
-static ngx_int_t ngx_http_spendpol_out_room(ngx_http_request_t *r,
-    ngx_http_spendpol_ctx_t *ctx, ngx_buf_t **ob, ngx_chain_t ***last,
-    size_t size);
 static ngx_buf_t *ngx_http_spendpol_out_buf(ngx_http_request_t *r,
     ngx_http_spendpol_ctx_t *ctx, ngx_chain_t ***last, size_t size);
 
@@ -342,7 +339,8 @@ static ngx_int_t
 ngx_http_spendpol_start_stream(ngx_http_request_t *r,
     ngx_http_spendpol_ctx_t *ctx)
 {
-    u_char  *data, id[64];
+    u_char      *data, id[64];
+    const char  *warnings;
 
     ctx->mode = NGX_HTTP_SPENDPOL_RESPONSE_STREAM;
 
@@ -353,7 +351,7 @@ ngx_http_spendpol_start_stream(ngx_http_request_t *r,
 
     sp_sse_init(&ctx->sse, (char *) data, NGX_HTTP_SPENDPOL_SSE_EVENT_MAX);
 
-    if (ctx->strip_usage) {
+    if (ctx->strip_usage || ctx->response_mask) {
         ctx->event = ngx_pnalloc(r->pool, NGX_HTTP_SPENDPOL_SSE_EVENT_MAX);
         if (ctx->event == NULL) {
             return NGX_ERROR;
@@ -389,12 +387,26 @@ ngx_http_spendpol_start_stream(ngx_http_request_t *r,
         return NGX_ERROR;
     }
 
+    if (ngx_http_spendpol_halluc_start(r, ctx) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
     if (ngx_http_spendpol_add_header(r, &r->headers_out.headers, "Trailer",
-                                     (u_char *) "X-Spendpol-Cost, "
-                                     "X-Spendpol-Tokens",
-                                     sizeof("X-Spendpol-Cost, "
-                                            "X-Spendpol-Tokens") - 1)
+                                     (u_char *) NGX_HTTP_SPENDPOL_TRAILERS,
+                                     sizeof(NGX_HTTP_SPENDPOL_TRAILERS) - 1)
         != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    /* the policies' warnings are known now; the trailer says them all */
+    warnings = ngx_http_spendpol_policy_warnings(ctx);
+
+    if (warnings[0]
+        && ngx_http_spendpol_add_header(r, &r->headers_out.headers,
+                                        "X-Spendpol-Policy-Warning",
+                                        (u_char *) warnings,
+                                        ngx_strlen(warnings)) != NGX_OK)
     {
         return NGX_ERROR;
     }
@@ -616,9 +628,21 @@ ngx_http_spendpol_buffer_filter(ngx_http_request_t *r,
     if (r->headers_out.status >= 200 && r->headers_out.status < 300) {
         (void) sp_usage_from_json(ctx->provider, (char *) ctx->buffer,
                                   ctx->buffer_len, &ctx->response);
+
+        if (ngx_http_spendpol_halluc_start(r, ctx) != NGX_OK) {
+            return NGX_ERROR;
+        }
+
+        ngx_http_spendpol_halluc_json(ctx, ctx->buffer, ctx->buffer_len);
+        ngx_http_spendpol_halluc_end(ctx);
     }
 
     ngx_http_spendpol_settle(r, ctx);
+
+    /* what policies redact in answers is not stored either */
+    if (ngx_http_spendpol_scan_answer(r, ctx) != NGX_OK) {
+        return NGX_ERROR;
+    }
 
     ngx_http_spendpol_cache_store(r, ctx, ctx->buffer, ctx->buffer_len);
 
@@ -740,6 +764,7 @@ ngx_http_spendpol_sse_usage(ngx_http_spendpol_ctx_t *ctx, u_char *p,
             (void) sp_usage_from_event(ctx->provider, ctx->sse.event,
                                        ctx->sse.data, ctx->sse.data_len,
                                        &ctx->response);
+            ngx_http_spendpol_halluc_event(ctx);
         }
     }
 }
@@ -751,6 +776,8 @@ ngx_http_spendpol_stream_end(ngx_http_request_t *r,
     ngx_http_spendpol_ctx_t *ctx)
 {
     ngx_http_spendpol_settle(r, ctx);
+    ngx_http_spendpol_halluc_end(ctx);
+    ngx_http_spendpol_scan_answer_text(ctx);
 
     ngx_http_spendpol_cache_store(r, ctx, ctx->cache_capture,
                                   ctx->cache_captured);
@@ -785,7 +812,7 @@ ngx_http_spendpol_stream_filter(ngx_http_request_t *r,
         return NGX_ERROR;
     }
 
-    if (!ctx->strip_usage) {
+    if (!ctx->strip_usage && ctx->response_mask == 0) {
 
         for (cl = in; cl; cl = cl->next) {
             b = cl->buf;
@@ -811,8 +838,10 @@ ngx_http_spendpol_stream_filter(ngx_http_request_t *r,
     }
 
     /*
-     * We asked the provider for usage the client did not ask for: pass
-     * complete events on, except the one that carries only that usage.
+     * We asked the provider for usage the client did not ask for, or a
+     * policy scans the answer: pass complete events on (each scanned, a
+     * redacted one written anew), except the one that carries only that
+     * usage.
      * Event bytes are copied (the upstream buffer is reused as soon as we
      * return), into output buffers that are recycled through free/busy.
      */
@@ -859,6 +888,13 @@ ngx_http_spendpol_stream_filter(ngx_http_request_t *r,
 
             } else {
                 /* an event too large to hold passes on unexamined */
+                if (ngx_http_spendpol_out_room(r, ctx, &ob, &ll,
+                                               ctx->event_len + n)
+                    != NGX_OK)
+                {
+                    return NGX_ERROR;
+                }
+
                 ob->last = ngx_cpymem(ob->last, ctx->event, ctx->event_len);
                 ob->last = ngx_cpymem(ob->last, p, n);
                 ctx->event_len = 0;
@@ -876,13 +912,27 @@ ngx_http_spendpol_stream_filter(ngx_http_request_t *r,
                                                  ctx->sse.data,
                                                  ctx->sse.data_len,
                                                  &ctx->response);
+                ngx_http_spendpol_halluc_event(ctx);
             }
 
-            if (!usage_only) {
-                ob->last = ngx_cpymem(ob->last, ctx->event, ctx->event_len);
+            if (usage_only) {
+                ctx->event_dropped++;
+
+            } else if (ctx->response_mask && !ctx->sse.truncated) {
+                if (ngx_http_spendpol_scan_event(r, ctx, &ob, &ll) != NGX_OK)
+                {
+                    return NGX_ERROR;
+                }
 
             } else {
-                ctx->event_dropped++;
+                if (ngx_http_spendpol_out_room(r, ctx, &ob, &ll,
+                                               ctx->event_len)
+                    != NGX_OK)
+                {
+                    return NGX_ERROR;
+                }
+
+                ob->last = ngx_cpymem(ob->last, ctx->event, ctx->event_len);
             }
 
             ctx->event_len = 0;
@@ -894,6 +944,12 @@ ngx_http_spendpol_stream_filter(ngx_http_request_t *r,
     if (last_buf) {
         /* an unfinished event at the end still belongs to the client */
         if (ctx->event_len) {
+            if (ngx_http_spendpol_out_room(r, ctx, &ob, &ll, ctx->event_len)
+                != NGX_OK)
+            {
+                return NGX_ERROR;
+            }
+
             ob->last = ngx_cpymem(ob->last, ctx->event, ctx->event_len);
             ctx->event_len = 0;
         }
@@ -1406,6 +1462,16 @@ ngx_http_spendpol_warnings(ngx_http_spendpol_ctx_t *ctx, u_char *buf,
                          p == buf ? "" : ",");
     }
 
+    if (ctx->response_pii) {
+        p = ngx_slprintf(p, last, "%spii_in_response",
+                         p == buf ? "" : ",");
+    }
+
+    if (ctx->policy && ctx->policy->warnings[0]) {
+        p = ngx_slprintf(p, last, "%s%s", p == buf ? "" : ",",
+                         ctx->policy->warnings);
+    }
+
     return p - buf;
 }
 
@@ -1523,6 +1589,7 @@ ngx_http_spendpol_translate_filter(ngx_http_request_t *r,
             (void) sp_usage_from_event(ctx->provider, ctx->sse.event,
                                        ctx->sse.data, ctx->sse.data_len,
                                        &ctx->response);
+            ngx_http_spendpol_halluc_event(ctx);
 
             need = sp_translate_stream_bound(ctx->sse.data_len);
 
@@ -1614,7 +1681,7 @@ ngx_http_spendpol_translate_filter(ngx_http_request_t *r,
  * refuses a zero-size buffer without flags), else a new buffer linked at
  * *last.
  */
-static ngx_int_t
+ngx_int_t
 ngx_http_spendpol_out_room(ngx_http_request_t *r,
     ngx_http_spendpol_ctx_t *ctx, ngx_buf_t **ob, ngx_chain_t ***last,
     size_t size)
@@ -1726,6 +1793,10 @@ ngx_http_spendpol_result_headers(ngx_http_request_t *r,
                                             "X-Spendpol-Policy-Warning", buf,
                                             len) != NGX_OK)
         {
+            return NGX_ERROR;
+        }
+
+        if (ngx_http_spendpol_halluc_header(r, ctx, headers) != NGX_OK) {
             return NGX_ERROR;
         }
     }

@@ -60,6 +60,9 @@ static const sp_snapshot_price_t *ngx_http_spendpol_lookup_price(
     ngx_http_request_t *r, ngx_http_spendpol_ctx_t *ctx);
 static void ngx_http_spendpol_worst_case(ngx_http_request_t *r,
     ngx_http_spendpol_ctx_t *ctx, const sp_snapshot_price_t *price);
+static void ngx_http_spendpol_worst_tokens(ngx_http_request_t *r,
+    ngx_http_spendpol_ctx_t *ctx, const sp_snapshot_price_t *price,
+    int64_t *input, int64_t *output);
 static void ngx_http_spendpol_count_prompt(ngx_http_request_t *r,
     ngx_http_spendpol_ctx_t *ctx);
 static ngx_int_t ngx_http_spendpol_prepare(ngx_http_request_t *r,
@@ -682,6 +685,15 @@ ngx_http_spendpol_authenticate(ngx_http_request_t *r,
         }
     }
 
+    if (found == NULL && !sp_key_is_wellformed((char *) key.data, key.len))
+    {
+        rc = ngx_http_spendpol_shadow_key(r, ctx, &key);
+
+        if (rc != NGX_DECLINED) {
+            return rc;
+        }
+    }
+
     if (found == NULL || !(found->scopes & SP_SCOPE_PROXY)) {
         return ngx_http_spendpol_send_error(r, ctx, NGX_HTTP_UNAUTHORIZED,
                                    "authentication_error",
@@ -1111,8 +1123,14 @@ ngx_http_spendpol_prepare(ngx_http_request_t *r, ngx_http_spendpol_ctx_t *ctx)
         return rc;
     }
 
-    /* stage 4 (attribution is done), stage 6 (policies are issue 14) */
+    /* stage 4 (attribution is done), 5 and 6 */
     rc = ngx_http_spendpol_template_stage(r, ctx);
+
+    if (rc != NGX_DECLINED) {
+        return rc;
+    }
+
+    rc = ngx_http_spendpol_policy_stage(r, ctx);
 
     if (rc != NGX_DECLINED) {
         return rc;
@@ -1619,6 +1637,78 @@ ngx_http_spendpol_lookup_price(ngx_http_request_t *r,
  * model's price, else the "*" one) and its worst case computed: the
  * reservation covers the costliest target (ngx_http_spendpol_route.c).
  */
+/*
+ * The tokens a request may cost at worst at price (NULL: unpriced): its
+ * prompt counted, and its output up to what it asks for or the model's
+ * limit, as the endpoint meters them.
+ */
+static void
+ngx_http_spendpol_worst_tokens(ngx_http_request_t *r,
+    ngx_http_spendpol_ctx_t *ctx, const sp_snapshot_price_t *price,
+    int64_t *input, int64_t *output)
+{
+    int64_t  limit;
+
+    limit = price ? price->max_output_tokens : 0;
+
+    ngx_http_spendpol_count_prompt(r, ctx);
+
+    sp_request_worst_case(ctx->request,
+                          limit ? limit : NGX_HTTP_SPENDPOL_DEFAULT_MAX_OUTPUT,
+                          input, output);
+
+    switch (ctx->endpoint->meter) {
+
+    case SP_METER_EMBED:
+        *output = 0;
+        break;
+
+    case SP_METER_SEARCH:
+        /*
+         * Search units: one per query and 100 documents (or 500-token
+         * chunks); a document takes at least 3 bytes of the body.
+         */
+        *input = 1 + (int64_t) ctx->body.len / 300;
+        *output = 0;
+        break;
+
+    default:
+        break;
+    }
+}
+
+
+/*
+ * What the request as it stands may cost at worst at its model's own
+ * price (a limits policy's max_cost_usd); -1 when the model has none.
+ */
+int64_t
+ngx_http_spendpol_request_worst(ngx_http_request_t *r,
+    ngx_http_spendpol_ctx_t *ctx)
+{
+    int64_t                     input, output, worst;
+    const sp_snapshot_price_t  *price;
+
+    if (ctx->endpoint->meter == SP_METER_FREE) {
+        return 0;
+    }
+
+    price = ngx_http_spendpol_price(r, ctx, ctx->request->model);
+
+    if (price == NULL) {
+        return -1;
+    }
+
+    ngx_http_spendpol_worst_tokens(r, ctx, price, &input, &output);
+
+    if (sp_cost_worst_case(&price->price, input, output, &worst) != SP_OK) {
+        return INT64_MAX / 4;
+    }
+
+    return worst;
+}
+
+
 static void
 ngx_http_spendpol_price_target(ngx_http_request_t *r,
     ngx_http_spendpol_ctx_t *ctx)
@@ -1651,7 +1741,7 @@ static void
 ngx_http_spendpol_worst_case(ngx_http_request_t *r,
     ngx_http_spendpol_ctx_t *ctx, const sp_snapshot_price_t *price)
 {
-    int64_t             input, output, limit;
+    int64_t             input, output;
     sp_request_info_t  *req;
 
     req = ctx->request;
@@ -1660,32 +1750,7 @@ ngx_http_spendpol_worst_case(ngx_http_request_t *r,
         return;
     }
 
-    limit = price ? price->max_output_tokens : 0;
-
-    ngx_http_spendpol_count_prompt(r, ctx);
-
-    sp_request_worst_case(req,
-                          limit ? limit : NGX_HTTP_SPENDPOL_DEFAULT_MAX_OUTPUT,
-                          &input, &output);
-
-    switch (ctx->endpoint->meter) {
-
-    case SP_METER_EMBED:
-        output = 0;
-        break;
-
-    case SP_METER_SEARCH:
-        /*
-         * Search units: one per query and 100 documents (or 500-token
-         * chunks); a document takes at least 3 bytes of the body.
-         */
-        input = 1 + (int64_t) ctx->body.len / 300;
-        output = 0;
-        break;
-
-    default:
-        break;
-    }
+    ngx_http_spendpol_worst_tokens(r, ctx, price, &input, &output);
 
     /*
      * The rate limits hold the estimate plus what was asked for (all of
@@ -1943,7 +2008,8 @@ ngx_http_spendpol_add_request_headers(ngx_http_request_t *r,
         || ngx_http_spendpol_add_header(r, headers, "X-Spendpol-Region",
                                         smcf->region.data, smcf->region.len)
            != NGX_OK
-        || ngx_http_spendpol_route_headers(r, ctx) != NGX_OK)
+        || ngx_http_spendpol_route_headers(r, ctx) != NGX_OK
+        || ngx_http_spendpol_guard_header(r, ctx) != NGX_OK)
     {
         return NGX_ERROR;
     }

@@ -16,6 +16,10 @@
                   (str).len)
 
 
+static void ngx_http_spendpol_journal_policy(ngx_http_request_t *r,
+    ngx_http_spendpol_ctx_t *ctx, sp_journal_record_t *rec);
+
+
 ngx_int_t
 ngx_http_spendpol_log_handler(ngx_http_request_t *r)
 {
@@ -31,8 +35,13 @@ ngx_http_spendpol_log_handler(ngx_http_request_t *r)
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_spendpol_module);
 
-    /* requests without a valid key are not anybody's spend */
-    if (ctx == NULL || !ctx->authenticated || ctx->journaled) {
+    /*
+     * Requests without a valid key are not anybody's spend; a raw
+     * provider key's refusal is journaled for its shadow-AI alert.
+     */
+    if (ctx == NULL || (!ctx->authenticated && !ctx->shadow)
+        || ctx->journaled)
+    {
         return NGX_OK;
     }
 
@@ -136,6 +145,8 @@ ngx_http_spendpol_log_handler(ngx_http_request_t *r)
         rec.template_version = ctx->template_version;
     }
 
+    ngx_http_spendpol_journal_policy(r, ctx, &rec);
+
     rec.epoch = ngx_http_spendpol_epoch(smcf);
     rec.reserved_nano = ctx->reserved_nano;
 
@@ -193,3 +204,56 @@ ngx_http_spendpol_log_handler(ngx_http_request_t *r)
 }
 
 
+
+
+/* stage 5's decision, the scores and a shadow key's signal */
+static void
+ngx_http_spendpol_journal_policy(ngx_http_request_t *r,
+    ngx_http_spendpol_ctx_t *ctx, sp_journal_record_t *rec)
+{
+    u_char                *p, *last;
+    ngx_uint_t             t;
+    sp_policy_decision_t  *d;
+
+    rec->guard_score_milli = (int) ctx->guard_score;
+    rec->hallucination_pct = ctx->halluc_scored ? (int) ctx->halluc_pct : -1;
+
+    d = ctx->policy;
+
+    if (d) {
+        p = (u_char *) rec->pii_types;
+        last = p + sizeof(rec->pii_types) - 1;
+
+        for (t = 0; t < SP_PII_COUNT; t++) {
+            if (d->pii.types & (1u << t)) {
+                p = ngx_slprintf(p, last, "%s%s",
+                                 p == (u_char *) rec->pii_types ? "" : ",",
+                                 sp_pii_name(t));
+            }
+        }
+
+        *p = '\0';
+
+        if (d->decision != SP_POLICY_PASS) {
+            ngx_cpystrn((u_char *) rec->policy_action,
+                        (u_char *) sp_policy_action_name(d->decision),
+                        sizeof(rec->policy_action));
+        }
+
+        ngx_cpystrn((u_char *) rec->policy_ids, (u_char *) d->policy_ids,
+                    sizeof(rec->policy_ids));
+        ngx_cpystrn((u_char *) rec->policy_warnings, (u_char *) d->warnings,
+                    sizeof(rec->policy_warnings));
+    }
+
+    if (ctx->shadow_key_type) {
+        ngx_cpystrn((u_char *) rec->shadow_key_type,
+                    (u_char *) ctx->shadow_key_type,
+                    sizeof(rec->shadow_key_type));
+        ngx_cpystrn((u_char *) rec->shadow_key_fp, ctx->shadow_key_fp,
+                    sizeof(rec->shadow_key_fp));
+        sp_field_copy(rec->client_addr, sizeof(rec->client_addr),
+                      (char *) r->connection->addr_text.data,
+                      r->connection->addr_text.len);
+    }
+}

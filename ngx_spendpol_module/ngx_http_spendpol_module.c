@@ -1187,6 +1187,7 @@ ngx_http_spendpol_exit_process(ngx_cycle_t *cycle)
     ngx_http_spendpol_redis_exit_worker();
     ngx_http_spendpol_upstream_exit_worker(smcf);
     ngx_http_spendpol_route_exit_worker();
+    ngx_http_spendpol_policy_exit_worker();
     ngx_http_spendpol_snapshot_exit_worker(smcf);
     ngx_http_spendpol_tokenizer_exit_worker();
 }

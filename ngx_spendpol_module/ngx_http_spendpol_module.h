@@ -25,6 +25,9 @@
 #include <sp_route.h>
 #include <sp_template.h>
 #include <sp_translate.h>
+#include <sp_pii.h>
+#include <sp_policy.h>
+#include <sp_halluc.h>
 
 
 #define NGX_HTTP_SPENDPOL_SSE_EVENT_MAX     65536
@@ -32,6 +35,11 @@
 #define NGX_HTTP_SPENDPOL_DEFAULT_MAX_OUTPUT 4096
 #define NGX_HTTP_SPENDPOL_LIMITS            3    /* key, agent, org */
 #define NGX_HTTP_SPENDPOL_WINDOW_MS         60000 /* a rate limit's minute */
+
+/* what a stream's trailers may carry, announced in its Trailer header */
+#define NGX_HTTP_SPENDPOL_TRAILERS                                            \
+    "X-Spendpol-Cost, X-Spendpol-Tokens, X-Spendpol-Policy-Warning, "         \
+    "X-Spendpol-Hallucination-Score"
 
 /* sent to Anthropic when the client named none */
 #define NGX_HTTP_SPENDPOL_ANTHROPIC_VERSION  "2023-06-01"
@@ -486,7 +494,41 @@ typedef struct {
     ngx_uint_t                 orphan_cut:1;   /* given up: time or size */
     off_t                      orphan_bytes;   /* read after the client left */
     ngx_event_t                orphan_timer;
+
+    /* policies and scores (ngx_http_spendpol_policy.c) */
+    sp_policy_decision_t      *policy;        /* stage 5's, or NULL */
+    ngx_int_t                  guard_score;   /* the prompt's, 0..1000 */
+    uint32_t                   response_mask; /* PII types to scan the
+                                                 answer for */
+    sp_halluc_answer_t        *halluc;        /* the answer, to score */
+    ngx_int_t                  halluc_pct;
+    ngx_uint_t                 halluc_scored:1;
+    ngx_uint_t                 redacted:1;
+    ngx_uint_t                 response_pii:1;  /* the answer had some */
+    sp_pii_result_t           *answer_pii;    /* a stream's events' scan */
+    ngx_uint_t                 shadow:1;      /* a raw provider key,
+                                                 journaled */
+    const char                *shadow_key_type;
+    u_char                     shadow_key_fp[24];
 } ngx_http_spendpol_ctx_t;
+
+
+/*
+ * What an organisation publishes as one JSON array, compiled once per
+ * snapshot by each worker (ngx_http_spendpol_policy.c).
+ */
+typedef void *(*ngx_http_spendpol_compile_pt)(const char *json, size_t len,
+    char *err, size_t errlen);
+typedef void (*ngx_http_spendpol_free_pt)(void *set);
+
+typedef struct {
+    uint64_t                   generation;
+    const void                *base;          /* the snapshot's mapping */
+    size_t                     org_len;
+    u_char                     org[SP_ID_LEN];
+    void                      *set;
+    ngx_uint_t                 failed;        /* did not compile */
+} ngx_http_spendpol_compiled_t;
 
 
 extern ngx_module_t  ngx_http_spendpol_module;
@@ -505,6 +547,8 @@ void *ngx_http_spendpol_map_file(ngx_str_t *path, ngx_file_info_t *fi,
 /* ngx_http_spendpol_handler.c */
 ngx_int_t ngx_http_spendpol_handler(ngx_http_request_t *r);
 void ngx_http_spendpol_unpark(ngx_http_request_t *r);
+int64_t ngx_http_spendpol_request_worst(ngx_http_request_t *r,
+    ngx_http_spendpol_ctx_t *ctx);
 ngx_int_t ngx_http_spendpol_parse_body(ngx_http_request_t *r,
     ngx_http_spendpol_ctx_t *ctx);
 ngx_table_elt_t *ngx_http_spendpol_request_header(ngx_http_request_t *r,
@@ -600,6 +644,40 @@ void ngx_http_spendpol_route_worst_case(ngx_http_request_t *r,
 ngx_int_t ngx_http_spendpol_route_headers(ngx_http_request_t *r,
     ngx_http_spendpol_ctx_t *ctx);
 void ngx_http_spendpol_route_exit_worker(void);
+
+/* ngx_http_spendpol_policy.c */
+void *ngx_http_spendpol_compiled(ngx_http_request_t *r,
+    ngx_http_spendpol_compiled_t *cache, ngx_uint_t n, ngx_str_t *org,
+    sp_str_t json, ngx_http_spendpol_compile_pt compile,
+    ngx_http_spendpol_free_pt release, const char *what);
+void ngx_http_spendpol_compiled_free(ngx_http_spendpol_compiled_t *cache,
+    ngx_uint_t n, ngx_http_spendpol_free_pt release);
+void ngx_http_spendpol_policy_exit_worker(void);
+ngx_int_t ngx_http_spendpol_policy_stage(ngx_http_request_t *r,
+    ngx_http_spendpol_ctx_t *ctx);
+const char *ngx_http_spendpol_policy_warnings(ngx_http_spendpol_ctx_t *ctx);
+ngx_int_t ngx_http_spendpol_guard_header(ngx_http_request_t *r,
+    ngx_http_spendpol_ctx_t *ctx);
+ngx_int_t ngx_http_spendpol_shadow_key(ngx_http_request_t *r,
+    ngx_http_spendpol_ctx_t *ctx, ngx_str_t *key);
+ngx_int_t ngx_http_spendpol_halluc_start(ngx_http_request_t *r,
+    ngx_http_spendpol_ctx_t *ctx);
+void ngx_http_spendpol_halluc_event(ngx_http_spendpol_ctx_t *ctx);
+void ngx_http_spendpol_halluc_json(ngx_http_spendpol_ctx_t *ctx,
+    u_char *data, size_t len);
+void ngx_http_spendpol_halluc_end(ngx_http_spendpol_ctx_t *ctx);
+ngx_int_t ngx_http_spendpol_halluc_header(ngx_http_request_t *r,
+    ngx_http_spendpol_ctx_t *ctx, ngx_list_t *headers);
+ngx_int_t ngx_http_spendpol_scan_answer(ngx_http_request_t *r,
+    ngx_http_spendpol_ctx_t *ctx);
+ngx_int_t ngx_http_spendpol_scan_event(ngx_http_request_t *r,
+    ngx_http_spendpol_ctx_t *ctx, ngx_buf_t **ob, ngx_chain_t ***last);
+void ngx_http_spendpol_scan_answer_text(ngx_http_spendpol_ctx_t *ctx);
+
+/* ngx_http_spendpol_filter.c */
+ngx_int_t ngx_http_spendpol_out_room(ngx_http_request_t *r,
+    ngx_http_spendpol_ctx_t *ctx, ngx_buf_t **ob, ngx_chain_t ***last,
+    size_t size);
 
 /* ngx_http_spendpol_fallback.c */
 ngx_int_t ngx_http_spendpol_fallback_resolve(ngx_http_request_t *r,

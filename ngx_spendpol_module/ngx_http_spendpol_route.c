@@ -16,21 +16,12 @@
 
 
 /* an organisation's rules, compiled once per snapshot by each worker */
-typedef struct {
-    uint64_t                   generation;
-    const void                *base;          /* the snapshot's mapping */
-    size_t                     org_len;
-    u_char                     org[SP_ID_LEN];
-    sp_route_set_t            *set;
-    ngx_uint_t                 failed;        /* did not compile */
-} ngx_http_spendpol_rules_t;
-
 #define NGX_HTTP_SPENDPOL_RULES_CACHED  64
 
 
-static sp_route_set_t *ngx_http_spendpol_rules(ngx_http_request_t *r,
-    ngx_http_spendpol_main_conf_t *smcf, ngx_str_t *org,
-    const sp_snapshot_routes_t *routes);
+static void *ngx_http_spendpol_rules_compile(const char *json, size_t len,
+    char *err, size_t errlen);
+static void ngx_http_spendpol_rules_free(void *set);
 static int64_t ngx_http_spendpol_route_prompt_tokens(void *data);
 static int64_t ngx_http_spendpol_route_budget_used(void *data,
     sp_str_t budget_id);
@@ -46,7 +37,7 @@ static ngx_int_t ngx_http_spendpol_route_header(ngx_http_request_t *r,
 
 
 /* a worker is one thread: plain statics, freed at exit */
-static ngx_http_spendpol_rules_t
+static ngx_http_spendpol_compiled_t
     ngx_http_spendpol_rules_cache[NGX_HTTP_SPENDPOL_RULES_CACHED];
 
 
@@ -256,7 +247,13 @@ ngx_http_spendpol_route_stage(ngx_http_request_t *r,
 
     org = ctx->org_id;
 
-    set = ngx_http_spendpol_rules(r, smcf, &org, routes);
+    set = ngx_http_spendpol_compiled(r, ngx_http_spendpol_rules_cache,
+                                     NGX_HTTP_SPENDPOL_RULES_CACHED, &org,
+                                     sp_snapshot_str(&smcf->snapshot,
+                                                     routes->rules),
+                                     ngx_http_spendpol_rules_compile,
+                                     ngx_http_spendpol_rules_free,
+                                     "routing rules");
 
     if (set == NULL) {
         return NGX_DECLINED;
@@ -423,70 +420,27 @@ ngx_http_spendpol_route_stage(ngx_http_request_t *r,
 }
 
 
-/* the compiled rules of org in the current snapshot, or NULL */
-static sp_route_set_t *
-ngx_http_spendpol_rules(ngx_http_request_t *r,
-    ngx_http_spendpol_main_conf_t *smcf, ngx_str_t *org,
-    const sp_snapshot_routes_t *routes)
+static void *
+ngx_http_spendpol_rules_compile(const char *json, size_t len, char *err,
+    size_t errlen)
 {
-    char                        err[256];
-    sp_str_t                    rules;
-    uint64_t                    generation;
-    ngx_uint_t                  i;
-    ngx_http_spendpol_rules_t  *c;
+    return sp_route_compile(json, len, err, errlen);
+}
 
-    if (org->len >= SP_ID_LEN) {
-        return NULL;
-    }
 
-    generation = smcf->snapshot.header->generation;
-
-    i = ngx_hash_key(org->data, org->len) % NGX_HTTP_SPENDPOL_RULES_CACHED;
-    c = &ngx_http_spendpol_rules_cache[i];
-
-    if ((c->set || c->failed) && c->generation == generation
-        && c->base == smcf->snapshot.base && c->org_len == org->len
-        && ngx_strncmp(c->org, org->data, org->len) == 0)
-    {
-        /* a set that did not compile is not tried again until it changes */
-        return c->set;
-    }
-
-    if (c->set) {
-        sp_route_free(c->set);
-        c->set = NULL;
-    }
-
-    rules = sp_snapshot_str(&smcf->snapshot, routes->rules);
-
-    c->set = sp_route_compile(rules.data, rules.len, err, sizeof(err));
-    c->failed = (c->set == NULL);
-
-    if (c->set == NULL) {
-        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                      "spendpol: routing rules of %V not used: %s", org, err);
-    }
-
-    c->generation = generation;
-    c->base = smcf->snapshot.base;
-    c->org_len = org->len;
-    ngx_memcpy(c->org, org->data, org->len);
-
-    return c->set;
+static void
+ngx_http_spendpol_rules_free(void *set)
+{
+    sp_route_free(set);
 }
 
 
 void
 ngx_http_spendpol_route_exit_worker(void)
 {
-    ngx_uint_t  i;
-
-    for (i = 0; i < NGX_HTTP_SPENDPOL_RULES_CACHED; i++) {
-        if (ngx_http_spendpol_rules_cache[i].set) {
-            sp_route_free(ngx_http_spendpol_rules_cache[i].set);
-            ngx_http_spendpol_rules_cache[i].set = NULL;
-        }
-    }
+    ngx_http_spendpol_compiled_free(ngx_http_spendpol_rules_cache,
+                                    NGX_HTTP_SPENDPOL_RULES_CACHED,
+                                    ngx_http_spendpol_rules_free);
 }
 
 

@@ -31,6 +31,7 @@ wrk_start() {
     [ "$2" -lt 2 ] && t=1
     BENCH_STREAM=$([ "$1" = sse ] && echo 1 || echo 0) BENCH_PATH=$T_PATH \
     BENCH_CACHEABLE=$([ "$1" = hit ] && echo 1 || echo 0) \
+    BENCH_PROMPT_BYTES=$([ "$1" = p2k ] && echo 2048 || echo 0) \
     BENCH_AUTH=$T_AUTH BENCH_HEADERS=$T_HEADERS \
         wrk -t"$t" -c"$2" -d"${3}s" --timeout 10s -s "$BENCH/chat.lua" \
             "http://127.0.0.1:$T_PORT" >"$4" 2>&1 &
