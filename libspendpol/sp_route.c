@@ -387,7 +387,7 @@ sp_route_set_len(const char *g, size_t len)
 }
 
 
-static int
+int
 sp_route_glob_valid(const char *g, size_t len)
 {
     size_t  i, n;
