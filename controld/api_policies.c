@@ -14,6 +14,7 @@
  * attribution (stage 4), so it gives the module's answer.
  */
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,6 +26,7 @@
 #include "sp_budget.h"
 #include "sp_endpoint.h"
 #include "sp_policy.h"
+#include "sp_tokenize.h"
 
 
 #define CD_POLICIES_SUBJECT   "policies"
@@ -595,17 +597,115 @@ typedef struct {
     const char         *org_id;
     const char         *provider;
     const char         *model;
+    sp_provider_e       provider_id;
+    const char         *body;
+    size_t              body_len;
     sp_request_info_t  *info;
     int                 failed;       /* a statement failed */
 } cd_policy_eval_t;
 
 
 /*
+ * The module's prompt tokenizers (ngx_http_spendpol_tokenizer_init()),
+ * built on the first dry run that prices a request rather than at
+ * start: most controlds never need them. An encoding that cannot be
+ * built leaves its models at the bytes bound, and says so once.
+ */
+static pthread_once_t  cd_policy_tok_once = PTHREAD_ONCE_INIT;
+static sp_tok_enc_t   *cd_policy_tok_enc[SP_TOK_ENCODINGS];
+
+
+static void
+cd_policy_tok_init(void)
+{
+    char               err[256];
+    sp_tok_encoding_e  e;
+
+    static const sp_tok_vocab_t  *vocabs[SP_TOK_ENCODINGS] = {
+        &sp_tok_vocab_o200k_base, &sp_tok_vocab_cl100k_base
+    };
+
+    for (e = 0; e < SP_TOK_ENCODINGS; e++) {
+        err[0] = '\0';
+        cd_policy_tok_enc[e] = sp_tok_enc_create(e, vocabs[e], err,
+                                                 sizeof(err));
+
+        if (cd_policy_tok_enc[e] == NULL) {
+            cd_log_warn(CD_POLICIES_SUBJECT, "cannot build the %s prompt "
+                        "tokenizer (%s): /policies/evaluate bounds those "
+                        "prompts by their bytes", vocabs[e]->name, err);
+        }
+    }
+}
+
+
+/*
+ * The module's ngx_http_spendpol_count_prompt(): OpenAI's models (an
+ * Azure deployment as the model its alias runs) counted exactly, the
+ * others left to the bytes bound. A failure to count leaves the bound
+ * too, as in the module.
+ */
+static int
+cd_policy_eval_count_prompt(cd_policy_eval_t *e)
+{
+    int                      rc, i;
+    char                     model[SP_FIELD_LEN];
+    PGresult                *res;
+    const char              *params[2];
+    sp_request_tokenizer_t   tokenizer;
+
+    snprintf(model, sizeof(model), "%s", e->model);
+
+    if (e->provider_id == SP_PROVIDER_AZURE) {
+        params[0] = e->provider;
+        params[1] = model;
+        res = cd_db_exec(e->conn, "SELECT model FROM model_aliases"
+                                  " WHERE provider = $1 AND alias = $2", 2,
+                         params);
+        if (res == NULL) {
+            return CD_ERROR;
+        }
+
+        if (PQntuples(res) == 1) {
+            snprintf(model, sizeof(model), "%s", PQgetvalue(res, 0, 0));
+        }
+
+        PQclear(res);
+    }
+
+    if (e->provider_id != SP_PROVIDER_OPENAI
+        && e->provider_id != SP_PROVIDER_AZURE)
+    {
+        return CD_OK;
+    }
+
+    (void) pthread_once(&cd_policy_tok_once, cd_policy_tok_init);
+
+    for (i = 0; i < SP_TOK_ENCODINGS; i++) {
+        tokenizer.enc[i] = cd_policy_tok_enc[i];
+    }
+
+    /* one context per dry run: the HTTP threads run them concurrently */
+    tokenizer.ctx = sp_tok_ctx_create(0);
+    if (tokenizer.ctx == NULL) {
+        return CD_OK;
+    }
+
+    rc = sp_request_count_prompt(&tokenizer, e->provider_id, model, 0,
+                                 e->body, e->body_len, e->info);
+    (void) rc;
+
+    sp_tok_ctx_free(tokenizer.ctx);
+
+    return CD_OK;
+}
+
+
+/*
  * The module's ngx_http_spendpol_worst_case() for a chat or generation
  * endpoint: the requested model's price as /pricing resolves it, the
- * prompt's bytes bound (controld builds no tokenizer: an OpenAI prompt
- * the module counts exactly may be held lower there) and the output
- * limit asked, else the model's, else the module's default.
+ * prompt counted as the module counts it and the output limit asked,
+ * else the model's, else the module's default.
  */
 static int64_t
 cd_policy_eval_worst_case(void *data)
@@ -623,6 +723,11 @@ cd_policy_eval_worst_case(void *data)
     }
 
     if (!priced) {
+        return -1;
+    }
+
+    if (cd_policy_eval_count_prompt(e) != CD_OK) {
+        e->failed = 1;
         return -1;
     }
 
@@ -1223,6 +1328,9 @@ cd_api_policies_evaluate(cd_request_t *r)
     eval.org_id = r->org_id;
     eval.provider = provider_name;
     eval.model = model;
+    eval.provider_id = provider;
+    eval.body = text;
+    eval.body_len = len;
     eval.info = &info;
     eval.failed = 0;
 

@@ -256,6 +256,16 @@ test('evaluate: a limits policy warns with its code; a max cost priced as /prici
   const roomy = [{ name: 'roomy', kind: 'limits', action: 'block', max_cost_usd: '100' }];
   r = await evaluate({ body: chat('Hi', { max_tokens: 50 }), policies: roomy });
   assert.equal(r.json.decision, 'pass', r.text);
+  // the prompt counted as the module counts it: gpt-4o's "Hi" is 8 tokens
+  // (3 per message, the role, the content, 3 for the reply), so 8 x $2.50
+  // + 50 x $10 per 1M tokens is $0.00052 exactly: at the limit passes,
+  // a nano-dollar below blocks (the bytes bound would block both)
+  const at = (usd) => [{ name: 'edge', kind: 'limits', action: 'block', max_cost_usd: usd }];
+  r = await evaluate({ body: chat('Hi', { max_tokens: 50 }), policies: at('0.00052') });
+  assert.equal(r.json.decision, 'pass', r.text);
+  r = await evaluate({ body: chat('Hi', { max_tokens: 50 }), policies: at('0.000519999') });
+  assert.equal(r.json.decision, 'block', r.text);
+
   // an unpriced model's worst case is unknown: no violation
   r = await evaluate({ body: chat('Hi', { model: 'no-such-model-xyz', max_tokens: 50 }), policies: costly });
   assert.equal(r.json.decision, 'pass', r.text);
