@@ -305,7 +305,10 @@ sp_halluc_read_object(const sp_json_tape_t *tape, size_t i,
                    || sp_halluc_is(tape, t, "response.incomplete")
                    || sp_halluc_is(tape, t, "response.failed"))
         {
-            sp_halluc_status(tape, sp_halluc_get(tape, i, "response"), a);
+            d = sp_halluc_get(tape, i, "response");
+            if (d) {
+                sp_halluc_status(tape, d, a);
+            }
 
         } else if (sp_halluc_is(tape, t, "content_block_delta")) {
             d = sp_halluc_get(tape, i, "delta");
@@ -582,13 +585,16 @@ sp_halluc_finish(const sp_json_tape_t *tape, size_t i, sp_halluc_answer_t *a)
 }
 
 
-/* a Responses API object's status, and why it is incomplete */
+/*
+ * A Responses API object's status, and why it is incomplete; i may be
+ * the root (0), so it is the caller who checks that the member exists.
+ */
 static void
 sp_halluc_status(const sp_json_tape_t *tape, size_t i, sp_halluc_answer_t *a)
 {
     size_t  s, d;
 
-    if (i == 0 || tape->token[i].type != SP_JSON_OBJECT) {
+    if (tape->token[i].type != SP_JSON_OBJECT) {
         return;
     }
 
