@@ -89,6 +89,12 @@ const cd_route_t  cd_routes[] = {
       1 },
     { "DELETE", "/prompts/{slug}/labels/{label}",
       cd_api_prompts_label_delete, 1 },
+    { "GET",    "/policies",                cd_api_policies_list,    1 },
+    { "POST",   "/policies",                cd_api_policies_create,  1 },
+    { "POST",   "/policies/evaluate",       cd_api_policies_evaluate, 1 },
+    { "GET",    "/policies/{id}",           cd_api_policies_get,     1 },
+    { "PATCH",  "/policies/{id}",           cd_api_policies_update,  1 },
+    { "DELETE", "/policies/{id}",           cd_api_policies_delete,  1 },
 };
 
 const size_t  cd_routes_count = sizeof(cd_routes) / sizeof(cd_routes[0]);

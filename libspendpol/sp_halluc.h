@@ -68,5 +68,13 @@ int sp_halluc_answer_event(sp_provider_e provider, const char *data,
 void sp_halluc_score(sp_provider_e provider, const char *body,
     size_t body_len, const sp_halluc_answer_t *a, sp_halluc_result_t *out);
 
+/*
+ * The same with the context given as plain text (len bytes, need not be
+ * NUL-terminated): grounded when len > 0, signals only otherwise. For
+ * callers that hold the material themselves, the bench and the tests.
+ */
+void sp_halluc_score_text(const char *context, size_t len,
+    const sp_halluc_answer_t *a, sp_halluc_result_t *out);
+
 
 #endif /* SP_HALLUC_H */
