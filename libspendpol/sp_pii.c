@@ -224,7 +224,7 @@ sp_pii_context(const char *text, size_t len, size_t from, size_t to,
     low[n] = '\0';
 
     for (w = words; *w; w++) {
-        if (memmem(low, n, *w, strlen(*w)) != NULL) {
+        if (sp_memmem(low, n, *w, strlen(*w)) != NULL) {
             return 1;
         }
     }
@@ -1582,7 +1582,7 @@ sp_pii_jwt(const char *text, size_t len, size_t at)
 
     head[n] = '\0';
 
-    if (n < 8 || head[0] != '{' || memmem(head, n, "\"alg\"", 5) == NULL) {
+    if (n < 8 || head[0] != '{' || sp_memmem(head, n, "\"alg\"", 5) == NULL) {
         return 0;
     }
 
@@ -1609,7 +1609,7 @@ sp_pii_private_key(const char *text, size_t len, size_t at)
     llen = p - label;
 
     if (p + 5 > len || memcmp(text + p, "-----", 5) != 0 || llen < 11
-        || (memmem(text + label, llen, "PRIVATE KEY", 11) == NULL))
+        || (sp_memmem(text + label, llen, "PRIVATE KEY", 11) == NULL))
     {
         return 0;
     }
@@ -1619,7 +1619,7 @@ sp_pii_private_key(const char *text, size_t len, size_t at)
     memcpy(want + 9, text + label, llen);
     memcpy(want + 9 + llen, "-----", 5);
 
-    end = memmem(text + p + 5, len - p - 5, want, 14 + llen);
+    end = sp_memmem(text + p + 5, len - p - 5, want, 14 + llen);
     if (end == NULL) {
         return len;
     }
