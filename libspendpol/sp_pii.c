@@ -552,6 +552,13 @@ sp_pii_card(const char *text, size_t len, size_t at)
     char    d[20];
     char    sep;
 
+    /* not the tail of a longer run of groups (a failed IBAN, a ledger) */
+    if (at >= 2 && (text[at - 1] == ' ' || text[at - 1] == '-')
+        && sp_digit(text[at - 2]))
+    {
+        return 0;
+    }
+
     p = at;
     n = 0;
     best = 0;
@@ -864,7 +871,7 @@ sp_pii_phone(const char *text, size_t len, size_t at)
 
         /* UK, DE: a 3-5 digit area code, then groups of 3 or more */
         if (ng <= 3 && g[0] >= 3 && g[0] <= 5 && g[1] >= 3
-            && (ng == 2 || g[2] >= 3))
+            && (ng == 2 || g[2] >= 4 || (g[0] == 5 && g[2] == 3)))
         {
             return end;
         }
@@ -1281,7 +1288,9 @@ sp_pii_ipv6(const char *text, size_t len, size_t at)
         }
 
         /* an IPv4 tail */
-        if (p + n < len && text[p + n] == '.' && (groups < 7 || dbl)) {
+        if (p + n + 1 < len && text[p + n] == '.' && n <= 3
+            && sp_digit(text[p + n + 1]) && (groups < 7 || dbl))
+        {
             tail = sp_pii_ipv4(text, len, p);
 
             if (tail == 0) {
@@ -1556,7 +1565,10 @@ sp_pii_jwt(const char *text, size_t len, size_t at)
         }
     }
 
-    if (p < len && (text[p] == '.' || sp_is(text[p], SP_C_WORD))) {
+    if (p < len && (sp_is(text[p], SP_C_WORD)
+                    || (text[p] == '.' && p + 1 < len
+                        && sp_is(text[p + 1], SP_C_B64URL))))
+    {
         return 0;
     }
 

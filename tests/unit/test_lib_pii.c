@@ -150,7 +150,7 @@ test_pii_card(void **state)
                  "3782 822463 10005");
     assert_finds("disc 6011111111111117 2031", SP_PII_CARD,
                  "6011111111111117");
-    assert_finds("mc2 2223003122003222", SP_PII_CARD, "2223003122003222");
+    assert_finds("mc: 2223003122003222", SP_PII_CARD, "2223003122003222");
     assert_finds("jcb 3530111333300000", SP_PII_CARD, "3530111333300000");
     assert_clean("order 4111 1111 1111 1112");
     assert_clean("order 1234567812345678");
