@@ -140,7 +140,7 @@ struct sp_policy_set_s {
     sp_pii_entity_t        *merged;
     size_t                  nspans;
 
-    char                    first_error[SP_POLICY_REASON_LEN];
+    char                    first_error[2 * SP_POLICY_REASON_LEN];
     sp_policy_t             policy[];
 };
 
@@ -250,6 +250,10 @@ sp_policy_print(const char *s, size_t len, char *out, size_t outlen)
 static const char *
 sp_policy_json_kind(const json_t *v)
 {
+    if (v == NULL) {
+        return "nothing";
+    }
+
     switch (json_typeof(v)) {
     case JSON_OBJECT:
         return "an object";
