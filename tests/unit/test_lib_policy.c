@@ -709,6 +709,45 @@ test_policy_response_mask_is_the_union_of_scanning_policies(void **state)
 /* ---- patterns ------------------------------------------------------ */
 
 static void
+test_policy_scan_with_patterns_equals_scan_body(void **state)
+{
+    size_t                i;
+    test_data_t           data;
+    sp_pii_result_t       alone;
+    sp_policy_request_t   req;
+    sp_policy_decision_t  d;
+
+    /* escapes before the entities: spans are raw body offsets */
+    test_request(&req, &data, "gpt-4o", "caf\\u00e9\\n\\\"x\\\" "
+                 "mail " EMAIL ", card " CARD ", ip 10.1.2.3 and "
+                 "bob@example.org");
+
+    assert_int_equal(sp_pii_scan_body(req.provider, 0, req.body,
+                                      req.body_len, SP_PII_ALL, &alone),
+                     SP_OK);
+    assert_true(alone.nentities >= 3);
+
+    /* a pattern policy walks the texts once for both */
+    assert_int_equal(evaluate("[" POLICY("pol_x", "pattern", "log",
+                              ",\"patterns\":[\"nothing\"]") "]", &req,
+                              &d), SP_POLICY_PASS);
+
+    assert_int_equal(d.pii.nentities, alone.nentities);
+    assert_int_equal(d.pii.total, alone.total);
+    assert_int_equal(d.pii.types, alone.types);
+    assert_int_equal(d.pii.score_milli, alone.score_milli);
+    assert_int_equal(d.pii.scanned, alone.scanned);
+    assert_memory_equal(d.pii.counts, alone.counts, sizeof(alone.counts));
+
+    for (i = 0; i < alone.nentities; i++) {
+        assert_int_equal(d.pii.entities[i].type, alone.entities[i].type);
+        assert_int_equal(d.pii.entities[i].start, alone.entities[i].start);
+        assert_int_equal(d.pii.entities[i].end, alone.entities[i].end);
+    }
+}
+
+
+static void
 test_policy_pattern_blocks_warns_and_logs(void **state)
 {
     test_data_t           data;
@@ -933,6 +972,7 @@ main(void)
             test_policy_pii_threshold_at_exactly_the_score_matches),
         cmocka_unit_test(
             test_policy_response_mask_is_the_union_of_scanning_policies),
+        cmocka_unit_test(test_policy_scan_with_patterns_equals_scan_body),
         cmocka_unit_test(test_policy_pattern_blocks_warns_and_logs),
         cmocka_unit_test(test_policy_pattern_redact_spans_merge_with_pii),
         cmocka_unit_test(test_policy_catastrophic_regex_fails_closed_quickly),
