@@ -139,8 +139,9 @@ struct sp_policy_set_s {
     sp_pii_entity_t        *spans;          /* pattern spans to redact */
     sp_pii_entity_t        *merged;
     size_t                  nspans;
+    sp_pii_result_t        *text_pii;       /* one text's scan */
 
-    char                    first_error[SP_POLICY_REASON_LEN];
+    char                    first_error[2 * SP_POLICY_REASON_LEN];
     sp_policy_t             policy[];
 };
 
@@ -250,6 +251,10 @@ sp_policy_print(const char *s, size_t len, char *out, size_t outlen)
 static const char *
 sp_policy_json_kind(const json_t *v)
 {
+    if (v == NULL) {
+        return "nothing";
+    }
+
     switch (json_typeof(v)) {
     case JSON_OBJECT:
         return "an object";
@@ -1442,6 +1447,7 @@ sp_policy_free(sp_policy_set_t *set)
     free(set->pat_index);
     free(set->spans);
     free(set->merged);
+    free(set->text_pii);
     free(set);
 }
 
@@ -1467,6 +1473,11 @@ sp_policy_prepare(sp_policy_set_t *set)
 
     if (set->npatterns == 0) {
         return SP_OK;
+    }
+
+    set->text_pii = malloc(sizeof(sp_pii_result_t));
+    if (set->text_pii == NULL) {
+        return SP_POLICY_NO_MEMORY;
     }
 
     set->match_ctx = pcre2_match_context_create(NULL);
@@ -1743,15 +1754,48 @@ sp_policy_run(sp_policy_eval_t *ev, size_t i, const sp_pii_text_t *text)
 }
 
 
+/*
+ * One walk of the body's texts for the PII scan and the patterns: each
+ * text is scanned as sp_pii_scan_body() scans it (sp_pii_scan_text(),
+ * spans mapped to the body, counts added up), then the pattern policies
+ * still running look at it. A second walk would cost as much as the
+ * scan itself.
+ */
 static int
 sp_policy_visit(const sp_pii_text_t *text, void *arg)
 {
     size_t             i;
+    uint32_t           t;
+    sp_pii_entity_t   *e;
+    sp_pii_result_t   *pii, *one;
     sp_policy_eval_t  *ev;
     sp_policy_set_t   *set;
 
     ev = arg;
     set = ev->set;
+    pii = &ev->out->pii;
+    one = set->text_pii;
+
+    sp_pii_scan_text(text->text, text->len, SP_PII_ALL, one);
+
+    for (i = 0; i < one->nentities; i++) {
+        if (pii->nentities == SP_PII_MAX_ENTITIES) {
+            break;
+        }
+
+        e = &pii->entities[pii->nentities++];
+        e->type = one->entities[i].type;
+        e->start = text->raw[one->entities[i].start];
+        e->end = text->raw[one->entities[i].end];
+    }
+
+    for (t = 0; t < SP_PII_COUNT; t++) {
+        pii->counts[t] += one->counts[t];
+    }
+
+    pii->total += one->total;
+    pii->types |= one->types;
+    pii->scanned += text->len;
 
     for (i = 0; i < set->npolicies && ev->npending > 0; i++) {
         if (set->pat_state[i] == SP_POLICY_PAT_PENDING
@@ -1762,25 +1806,29 @@ sp_policy_visit(const sp_pii_text_t *text, void *arg)
         }
     }
 
-    /* every pattern policy has its answer: stop the walk */
-    return ev->npending == 0;
+    return 0;
 }
 
 
-/* the texts are walked once for every pattern policy in scope */
+/*
+ * The scan, and the patterns of the pattern policies in scope, in one
+ * walk; without pattern policies, sp_pii_scan_body() itself.
+ */
 static int
-sp_policy_patterns_run(sp_policy_eval_t *ev)
+sp_policy_scan(sp_policy_eval_t *ev)
 {
+    int                         rc;
     size_t                      i;
     sp_policy_set_t            *set;
+    sp_pii_result_t            *pii;
     const sp_policy_request_t  *req;
 
     set = ev->set;
     req = ev->req;
-    set->nspans = 0;
+    pii = &ev->out->pii;
     ev->npending = 0;
 
-    for (i = 0; i < set->npolicies; i++) {
+    for (i = 0; set != NULL && i < set->npolicies; i++) {
         if (set->policy[i].kind == SP_POLICY_KIND_PATTERN
             && sp_policy_applies(set, &set->policy[i], req))
         {
@@ -1792,12 +1840,28 @@ sp_policy_patterns_run(sp_policy_eval_t *ev)
         }
     }
 
-    if (ev->npending == 0 || req->body == NULL || req->body_len == 0) {
+    if (set != NULL) {
+        set->nspans = 0;
+    }
+
+    if (req->body == NULL || req->body_len == 0) {
+        sp_pii_scan_text("", 0, SP_PII_ALL, pii);
         return SP_OK;
     }
 
-    return sp_pii_body_text(req->provider, 0, req->body, req->body_len,
-                            sp_policy_visit, ev);
+    if (ev->npending == 0) {
+        return sp_pii_scan_body(req->provider, 0, req->body, req->body_len,
+                                SP_PII_ALL, pii);
+    }
+
+    sp_pii_scan_text("", 0, SP_PII_ALL, pii);
+
+    rc = sp_pii_body_text(req->provider, 0, req->body, req->body_len,
+                          sp_policy_visit, ev);
+
+    pii->score_milli = sp_pii_score(pii->types);
+
+    return rc;
 }
 
 
@@ -2332,30 +2396,20 @@ sp_policy_evaluate(sp_policy_set_t *set, const sp_policy_request_t *req,
     out->redact_mask = 0;
     out->response_mask = 0;
 
-    /* the guard score for every request, policies or not */
-    if (req->body != NULL && req->body_len > 0) {
-        if (sp_pii_scan_body(req->provider, 0, req->body, req->body_len,
-                             SP_PII_ALL, &out->pii) != SP_OK)
-        {
-            return SP_ERROR;
-        }
-
-    } else {
-        sp_pii_scan_text("", 0, SP_PII_ALL, &out->pii);
-    }
-
-    if (set == NULL || set->npolicies == 0) {
-        return SP_OK;
-    }
-
     ev.set = set;
     ev.req = req;
     ev.out = out;
     ev.worst = -1;
     ev.worst_known = 0;
 
-    if (set->npatterns > 0 && sp_policy_patterns_run(&ev) != SP_OK) {
+    /* the guard score for every request, policies or not */
+    if (sp_policy_scan(&ev) != SP_OK) {
+        out->pii.nentities = 0;
         return SP_ERROR;
+    }
+
+    if (set == NULL || set->npolicies == 0) {
+        return SP_OK;
     }
 
     for (i = 0; i < set->npolicies; i++) {
