@@ -223,9 +223,19 @@ sp_pii_context(const char *text, size_t len, size_t from, size_t to,
 
     low[n] = '\0';
 
+    /* a word of the list where a word begins: "tel", not "hotel" */
     for (w = words; *w; w++) {
-        if (memmem(low, n, *w, strlen(*w)) != NULL) {
-            return 1;
+        const char  *at, *p;
+
+        for (p = low; (size_t) (p - low) < n; p = at + 1) {
+            at = memmem(p, n - (size_t) (p - low), *w, strlen(*w));
+            if (at == NULL) {
+                break;
+            }
+
+            if (at == low || !(at[-1] >= 'a' && at[-1] <= 'z')) {
+                return 1;
+            }
         }
     }
 
@@ -237,6 +247,21 @@ static size_t
 sp_pii_back(size_t at, size_t n)
 {
     return at > n ? at - n : 0;
+}
+
+
+/*
+ * A context window: n bytes back from at, but not into the last match,
+ * whose own context word it was.
+ */
+static size_t
+sp_pii_from(size_t at, size_t n, size_t floor)
+{
+    size_t  from;
+
+    from = sp_pii_back(at, n);
+
+    return from < floor ? floor : from;
 }
 
 
@@ -618,7 +643,7 @@ static const char *const  sp_pii_ssn_words[] = {
 
 
 static size_t
-sp_pii_ssn(const char *text, size_t len, size_t at)
+sp_pii_ssn(const char *text, size_t len, size_t at, size_t floor)
 {
     size_t    p, n;
     unsigned  area, group, serial;
@@ -633,7 +658,7 @@ sp_pii_ssn(const char *text, size_t len, size_t at)
         p += 9;
 
         if (!sp_pii_boundary_after(text, len, p)
-            || !sp_pii_context(text, len, sp_pii_back(at, 40), at,
+            || !sp_pii_context(text, len, sp_pii_from(at, 40, floor), at,
                                sp_pii_ssn_words))
         {
             return 0;
@@ -683,7 +708,7 @@ sp_pii_ssn(const char *text, size_t len, size_t at)
     }
 
     /* spaced: a run of numbers unless an SSN is spoken of */
-    if (sep == ' ' && !sp_pii_context(text, len, sp_pii_back(at, 40), at,
+    if (sep == ' ' && !sp_pii_context(text, len, sp_pii_from(at, 40, floor), at,
                                       sp_pii_ssn_words))
     {
         return 0;
@@ -782,7 +807,7 @@ sp_pii_groups(const char *text, size_t len, size_t p, size_t *ndigits,
 
 
 static size_t
-sp_pii_phone(const char *text, size_t len, size_t at)
+sp_pii_phone(const char *text, size_t len, size_t at, size_t floor)
 {
     size_t    p, nd, ng, g[8], k, first, end;
     int       paren, plus, context;
@@ -879,7 +904,7 @@ sp_pii_phone(const char *text, size_t len, size_t at)
 
     /* a bare run of 10 or 11 digits only where a phone is spoken of */
     if (ng == 1 && (nd == 10 || (nd == 11 && first == 1)) && !paren) {
-        context = sp_pii_context(text, len, sp_pii_back(at, 40), at,
+        context = sp_pii_context(text, len, sp_pii_from(at, 40, floor), at,
                                  sp_pii_phone_words);
         return context ? end : 0;
     }
@@ -1137,7 +1162,7 @@ sp_pii_dob(const char *text, size_t len, size_t at, size_t floor,
         return 0;
     }
 
-    if (!sp_pii_context(text, len, sp_pii_back(s, 48), s,
+    if (!sp_pii_context(text, len, sp_pii_from(s, 48, floor), s,
                         sp_pii_birth_words))
     {
         return 0;
@@ -1715,7 +1740,7 @@ sp_pii_number(sp_pii_scan_t *s, const char *text, size_t len, size_t i,
         return end;
     }
 
-    if ((mask & (1u << SP_PII_SSN)) && (end = sp_pii_ssn(text, len, i))) {
+    if ((mask & (1u << SP_PII_SSN)) && (end = sp_pii_ssn(text, len, i, floor))) {
         sp_pii_add(s, SP_PII_SSN, i, end);
         return end;
     }
@@ -1725,7 +1750,7 @@ sp_pii_number(sp_pii_scan_t *s, const char *text, size_t len, size_t i,
         return end;
     }
 
-    if ((mask & (1u << SP_PII_PHONE)) && (end = sp_pii_phone(text, len, i)))
+    if ((mask & (1u << SP_PII_PHONE)) && (end = sp_pii_phone(text, len, i, floor)))
     {
         sp_pii_add(s, SP_PII_PHONE, i, end);
         return end;
@@ -1982,7 +2007,7 @@ sp_pii_scan_run(sp_pii_scan_t *s, const char *text, size_t len)
                     && sp_digit(text[i + 1])
                     && sp_pii_boundary_before(text, i))
                 {
-                    end = sp_pii_phone(text, len, i);
+                    end = sp_pii_phone(text, len, i, floor);
                     if (end) {
                         sp_pii_add(s, SP_PII_PHONE, i, end);
                     }
