@@ -441,6 +441,10 @@ test_policy_limits_max_tokens_and_required_output_limit(void **state)
                         "max_tokens 5000 above the limit 4000");
     assert_string_equal(d.matches[0].code, "limit_exceeded");
 
+    assert_int_equal(evaluate("[" POLICY("pol_l", "limits", "log",
+                              ",\"max_tokens\":4000") "]", &req, &d),
+                     SP_POLICY_LOG);
+
     req.max_tokens = 4000;
     assert_int_equal(evaluate("[" POLICY("pol_l", "limits", "block",
                               ",\"max_tokens\":4000") "]", &req, &d),
