@@ -1792,6 +1792,66 @@ sp_pii_number(sp_pii_scan_t *s, const char *text, size_t len, size_t i,
 }
 
 
+static int
+sp_pii_aws_char(char c)
+{
+    return sp_alnum(c) || c == '/' || c == '+';
+}
+
+
+static const char *const  sp_pii_secret_words[] = {
+    "secret", NULL
+};
+
+
+/*
+ * 40 characters of base64 (upper, lower and digits among them), named a
+ * secret, within 120 bytes after an AWS access key id: its secret access key. Returns
+ * where the scan goes on: past the secret, or at from.
+ */
+static size_t
+sp_pii_aws_secret(sp_pii_scan_t *s, const char *text, size_t len,
+    size_t from)
+{
+    size_t  p, e, last, k;
+    int     upper, lower, digit;
+
+    last = len - from > 120 ? from + 120 : len;
+
+    for (p = from; p < last; p = e + 1) {
+        while (p < last && !sp_pii_aws_char(text[p])) {
+            p++;
+        }
+
+        e = p;
+        while (e < len && sp_pii_aws_char(text[e])) {
+            e++;
+        }
+
+        if (e - p != 40 || (e < len && (text[e] == '=' || text[e] == '.'))
+            || !sp_pii_context(text, len, from, p, sp_pii_secret_words))
+        {
+            continue;
+        }
+
+        upper = lower = digit = 0;
+
+        for (k = p; k < e; k++) {
+            upper |= sp_is(text[k], SP_C_UPPER) != 0;
+            lower |= sp_is(text[k], SP_C_LOWER) != 0;
+            digit |= sp_digit(text[k]);
+        }
+
+        if (upper && lower && digit) {
+            sp_pii_add(s, SP_PII_API_KEY, p, e);
+            return e;
+        }
+    }
+
+    return from;
+}
+
+
 /* a word that begins with a letter and passed sp_pii_word_trigger() */
 static size_t
 sp_pii_word(sp_pii_scan_t *s, const char *text, size_t len, size_t i)
@@ -1823,6 +1883,12 @@ sp_pii_word(sp_pii_scan_t *s, const char *text, size_t len, size_t i)
         && (end = sp_pii_api_key(text, len, i)))
     {
         sp_pii_add(s, SP_PII_API_KEY, i, end);
+
+        if (text[i] == 'A' && (text[i + 1] == 'K' || text[i + 1] == 'S')) {
+            /* an AWS key id: its secret is often written next to it */
+            end = sp_pii_aws_secret(s, text, len, end);
+        }
+
         return end;
     }
 
