@@ -56,7 +56,7 @@ static const int  sp_pii_weights[] = {
 };
 
 
-/* ---- character classes ---------------------------------------------- */
+/* ---- character classes ----------------------------------------------- */
 
 #define SP_C_DIGIT   0x01
 #define SP_C_UPPER   0x02
@@ -132,7 +132,7 @@ sp_pii_classes(void)
 }
 
 
-/* ---- results ---------------------------------------------------------- */
+/* ---- results --------------------------------------------------------- */
 
 static void
 sp_pii_keep(sp_pii_scan_t *s, const sp_pii_entity_t *e)
@@ -191,7 +191,34 @@ sp_pii_add(sp_pii_scan_t *s, uint32_t type, size_t start, size_t end)
 }
 
 
-/* ---- helpers ----------------------------------------------------------- */
+/* ---- helpers --------------------------------------------------------- */
+
+/* needle in hay; memmem() is a GNU extension the nginx build lacks */
+static const char *
+sp_pii_find(const char *hay, size_t n, const char *needle, size_t m)
+{
+    const char  *p, *last;
+
+    if (m == 0 || m > n) {
+        return m == 0 ? hay : NULL;
+    }
+
+    last = hay + n - m;
+
+    for (p = hay; p <= last; p++) {
+        p = memchr(p, needle[0], (size_t) (last - p) + 1);
+        if (p == NULL) {
+            return NULL;
+        }
+
+        if (memcmp(p, needle, m) == 0) {
+            return p;
+        }
+    }
+
+    return NULL;
+}
+
 
 /* 1 when one of words (lowercase) occurs in text[from, to), any case */
 static int
@@ -228,7 +255,7 @@ sp_pii_context(const char *text, size_t len, size_t from, size_t to,
         const char  *at, *p;
 
         for (p = low; (size_t) (p - low) < n; p = at + 1) {
-            at = sp_memmem(p, n - (size_t) (p - low), *w, strlen(*w));
+            at = sp_pii_find(p, n - (size_t) (p - low), *w, strlen(*w));
             if (at == NULL) {
                 break;
             }
@@ -280,7 +307,7 @@ sp_pii_boundary_after(const char *text, size_t len, size_t at)
 }
 
 
-/* ---- email --------------------------------------------------------------- */
+/* ---- email ----------------------------------------------------------- */
 
 static size_t
 sp_pii_email(const char *text, size_t len, size_t at, size_t floor,
@@ -387,7 +414,7 @@ sp_pii_email(const char *text, size_t len, size_t at, size_t floor,
 }
 
 
-/* ---- numbers -------------------------------------------------------------- */
+/* ---- numbers --------------------------------------------------------- */
 
 /* up to max digits at p; their value in *v */
 static size_t
@@ -917,7 +944,7 @@ sp_pii_phone(const char *text, size_t len, size_t at, size_t floor)
 }
 
 
-/* ---- dates of birth -------------------------------------------------------- */
+/* ---- dates of birth -------------------------------------------------- */
 
 static const char *const  sp_pii_birth_words[] = {
     "birth", "dob", "d.o.b", "born", "né le", "née le", "né(e)",
@@ -1174,7 +1201,7 @@ sp_pii_dob(const char *text, size_t len, size_t at, size_t floor,
 }
 
 
-/* ---- IBAN --------------------------------------------------------------- */
+/* ---- IBAN ------------------------------------------------------------ */
 
 typedef struct {
     char     cc[3];
@@ -1286,7 +1313,7 @@ sp_pii_iban(const char *text, size_t len, size_t at)
 }
 
 
-/* ---- IPv6 ----------------------------------------------------------------- */
+/* ---- IPv6 ------------------------------------------------------------ */
 
 static size_t
 sp_pii_ipv6(const char *text, size_t len, size_t at)
@@ -1383,7 +1410,7 @@ sp_pii_ipv6(const char *text, size_t len, size_t at)
 }
 
 
-/* ---- secrets -------------------------------------------------------------- */
+/* ---- secrets --------------------------------------------------------- */
 
 typedef struct {
     const char  *prefix;
@@ -1551,7 +1578,7 @@ sp_pii_api_key(const char *text, size_t len, size_t at)
 }
 
 
-/* ---- JWT -------------------------------------------------------------------- */
+/* ---- JWT ------------------------------------------------------------- */
 
 static int
 sp_pii_b64url_value(char c)
@@ -1624,7 +1651,9 @@ sp_pii_jwt(const char *text, size_t len, size_t at)
 
     head[n] = '\0';
 
-    if (n < 8 || head[0] != '{' || sp_memmem(head, n, "\"alg\"", 5) == NULL) {
+    if (n < 8 || head[0] != '{'
+        || sp_pii_find(head, n, "\"alg\"", 5) == NULL)
+    {
         return 0;
     }
 
@@ -1632,7 +1661,7 @@ sp_pii_jwt(const char *text, size_t len, size_t at)
 }
 
 
-/* ---- PEM private keys --------------------------------------------------- */
+/* ---- PEM private keys ------------------------------------------------ */
 
 static size_t
 sp_pii_private_key(const char *text, size_t len, size_t at)
@@ -1651,7 +1680,7 @@ sp_pii_private_key(const char *text, size_t len, size_t at)
     llen = p - label;
 
     if (p + 5 > len || memcmp(text + p, "-----", 5) != 0 || llen < 11
-        || (sp_memmem(text + label, llen, "PRIVATE KEY", 11) == NULL))
+        || (sp_pii_find(text + label, llen, "PRIVATE KEY", 11) == NULL))
     {
         return 0;
     }
@@ -1661,7 +1690,7 @@ sp_pii_private_key(const char *text, size_t len, size_t at)
     memcpy(want + 9, text + label, llen);
     memcpy(want + 9 + llen, "-----", 5);
 
-    end = sp_memmem(text + p + 5, len - p - 5, want, 14 + llen);
+    end = sp_pii_find(text + p + 5, len - p - 5, want, 14 + llen);
     if (end == NULL) {
         return len;
     }
@@ -1672,7 +1701,7 @@ sp_pii_private_key(const char *text, size_t len, size_t at)
 }
 
 
-/* ---- the scan ------------------------------------------------------------- */
+/* ---- the scan -------------------------------------------------------- */
 
 /*
  * 1 when a word beginning c0 c1 may be a key, a JWT or an IBAN: most
@@ -1740,7 +1769,9 @@ sp_pii_number(sp_pii_scan_t *s, const char *text, size_t len, size_t i,
         return end;
     }
 
-    if ((mask & (1u << SP_PII_SSN)) && (end = sp_pii_ssn(text, len, i, floor))) {
+    if ((mask & (1u << SP_PII_SSN))
+        && (end = sp_pii_ssn(text, len, i, floor)))
+    {
         sp_pii_add(s, SP_PII_SSN, i, end);
         return end;
     }
@@ -1750,13 +1781,74 @@ sp_pii_number(sp_pii_scan_t *s, const char *text, size_t len, size_t i,
         return end;
     }
 
-    if ((mask & (1u << SP_PII_PHONE)) && (end = sp_pii_phone(text, len, i, floor)))
+    if ((mask & (1u << SP_PII_PHONE))
+        && (end = sp_pii_phone(text, len, i, floor)))
     {
         sp_pii_add(s, SP_PII_PHONE, i, end);
         return end;
     }
 
     return 0;
+}
+
+
+static int
+sp_pii_aws_char(char c)
+{
+    return sp_alnum(c) || c == '/' || c == '+';
+}
+
+
+static const char *const  sp_pii_secret_words[] = {
+    "secret", NULL
+};
+
+
+/*
+ * 40 characters of base64 (upper, lower and digits among them), named a
+ * secret, within 120 bytes after an AWS access key id: its secret access key. Returns
+ * where the scan goes on: past the secret, or at from.
+ */
+static size_t
+sp_pii_aws_secret(sp_pii_scan_t *s, const char *text, size_t len,
+    size_t from)
+{
+    size_t  p, e, last, k;
+    int     upper, lower, digit;
+
+    last = len - from > 120 ? from + 120 : len;
+
+    for (p = from; p < last; p = e + 1) {
+        while (p < last && !sp_pii_aws_char(text[p])) {
+            p++;
+        }
+
+        e = p;
+        while (e < len && sp_pii_aws_char(text[e])) {
+            e++;
+        }
+
+        if (e - p != 40 || (e < len && (text[e] == '=' || text[e] == '.'))
+            || !sp_pii_context(text, len, from, p, sp_pii_secret_words))
+        {
+            continue;
+        }
+
+        upper = lower = digit = 0;
+
+        for (k = p; k < e; k++) {
+            upper |= sp_is(text[k], SP_C_UPPER) != 0;
+            lower |= sp_is(text[k], SP_C_LOWER) != 0;
+            digit |= sp_digit(text[k]);
+        }
+
+        if (upper && lower && digit) {
+            sp_pii_add(s, SP_PII_API_KEY, p, e);
+            return e;
+        }
+    }
+
+    return from;
 }
 
 
@@ -1791,6 +1883,12 @@ sp_pii_word(sp_pii_scan_t *s, const char *text, size_t len, size_t i)
         && (end = sp_pii_api_key(text, len, i)))
     {
         sp_pii_add(s, SP_PII_API_KEY, i, end);
+
+        if (text[i] == 'A' && (text[i + 1] == 'K' || text[i + 1] == 'S')) {
+            /* an AWS key id: its secret is often written next to it */
+            end = sp_pii_aws_secret(s, text, len, end);
+        }
+
         return end;
     }
 
@@ -2100,7 +2198,7 @@ sp_pii_scan_body(sp_provider_e provider, int answer, const char *body,
 }
 
 
-/* ---- names, weights, score ------------------------------------------------ */
+/* ---- names, weights, score ------------------------------------------- */
 
 const char *
 sp_pii_name(sp_pii_type_e type)
@@ -2162,7 +2260,7 @@ sp_pii_score(uint32_t types)
 }
 
 
-/* ---- whole tokens ---------------------------------------------------------- */
+/* ---- whole tokens ---------------------------------------------------- */
 
 const char *
 sp_pii_secret_kind(sp_provider_e provider, const char *token, size_t len)
@@ -2230,7 +2328,7 @@ sp_pii_secret_kind(sp_provider_e provider, const char *token, size_t len)
 }
 
 
-/* ---- redaction ---------------------------------------------------------------- */
+/* ---- redaction ------------------------------------------------------- */
 
 size_t
 sp_pii_redact(const char *body, size_t len, const sp_pii_result_t *res,

@@ -1623,6 +1623,8 @@ typedef struct {
     sp_policy_decision_t        *out;
     int64_t                      worst;
     int                          worst_known;
+    int                          ids_full;
+    int                          warnings_full;
     size_t                       npending;    /* pattern policies running */
 } sp_policy_eval_t;
 
@@ -2198,15 +2200,24 @@ sp_policy_check_window(sp_policy_eval_t *ev, const sp_policy_t *p,
 }
 
 
-/* appends s to a comma-separated list, whole or not at all */
+/*
+ * Appends s to a comma-separated list, whole or not at all; once one
+ * does not fit, none after it is added (*full): the list is a prefix.
+ */
 static void
-sp_policy_list_add(char *list, size_t cap, const char *s, size_t len)
+sp_policy_list_add(char *list, size_t cap, int *full, const char *s,
+    size_t len)
 {
     size_t  used;
+
+    if (*full || len == 0) {
+        return;
+    }
 
     used = strlen(list);
 
     if (used + (used > 0) + len + 1 > cap) {
+        *full = 1;
         return;
     }
 
@@ -2256,15 +2267,15 @@ sp_policy_record(sp_policy_eval_t *ev, const sp_policy_t *p, int action,
     }
 
     sp_policy_list_add(out->policy_ids, sizeof(out->policy_ids),
-                       sp_policy_text(set, p->id), p->id.len);
+                       &ev->ids_full, sp_policy_text(set, p->id), p->id.len);
 
     code = sp_policy_text(set, p->code);
 
     if (action == SP_POLICY_WARN
         && !sp_policy_list_has(out->warnings, code, p->code.len))
     {
-        sp_policy_list_add(out->warnings, sizeof(out->warnings), code,
-                           p->code.len);
+        sp_policy_list_add(out->warnings, sizeof(out->warnings),
+                           &ev->warnings_full, code, p->code.len);
     }
 
     if (out->nmatches < SP_POLICY_MAX_MATCHES) {
@@ -2401,6 +2412,8 @@ sp_policy_evaluate(sp_policy_set_t *set, const sp_policy_request_t *req,
     ev.out = out;
     ev.worst = -1;
     ev.worst_known = 0;
+    ev.ids_full = 0;
+    ev.warnings_full = 0;
 
     /* the guard score for every request, policies or not */
     if (sp_policy_scan(&ev) != SP_OK) {

@@ -156,39 +156,4 @@ void sp_hash64_update(sp_hash_state_t *st, const void *data, size_t len);
 uint64_t sp_hash64_end(sp_hash_state_t *st);
 
 
-/*
- * The first needle in hay, or NULL: memmem() without _GNU_SOURCE, which
- * the nginx build of the library does not define.
- */
-static inline const char *
-sp_memmem(const char *hay, size_t hlen, const char *needle, size_t nlen)
-{
-    const char  *p, *last;
-
-    if (nlen == 0) {
-        return hay;
-    }
-
-    if (nlen > hlen) {
-        return NULL;
-    }
-
-    last = hay + hlen - nlen;
-
-    for (p = hay; p <= last; p++) {
-        p = memchr(p, needle[0], (size_t) (last - p) + 1);
-
-        if (p == NULL) {
-            return NULL;
-        }
-
-        if (memcmp(p, needle, nlen) == 0) {
-            return p;
-        }
-    }
-
-    return NULL;
-}
-
-
 #endif /* SPENDPOL_H */

@@ -212,6 +212,13 @@ test_pii_api_key(void **state)
     assert_finds("hf_abcdefghijklmnopqrstuvwxyz12345678", SP_PII_API_KEY,
                  "hf_abcdefghijklmnopqrstuvwxyz12345678");
     assert_clean("sk-learn is a library; task-oriented sk-dev");
+
+    /* an AWS secret next to its key id */
+    scan("aws_access_key_id = AKIAIOSFODNN7EXAMPLE\n"
+         "aws_secret_access_key = wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY\n");
+    assert_int_equal(res.nentities, 2);
+    assert_int_equal(res.counts[SP_PII_API_KEY], 2);
+    assert_int_equal(res.entities[1].end - res.entities[1].start, 40);
     assert_clean("AKIA is a prefix and AKIAIOSFODNN7EXAMPL is short");
     assert_clean("the skeleton of a shell-script");
 }
@@ -247,7 +254,8 @@ test_pii_private_key(void **state)
     assert_finds("x -----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaA",
                  SP_PII_PRIVATE_KEY,
                  "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaA");
-    assert_clean("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----");
+    assert_clean("-----BEGIN CERTIFICATE-----\nMIIB\n"
+                 "-----END CERTIFICATE-----");
     assert_clean("-----BEGIN PUBLIC KEY-----");
 }
 

@@ -441,6 +441,10 @@ test_policy_limits_max_tokens_and_required_output_limit(void **state)
                         "max_tokens 5000 above the limit 4000");
     assert_string_equal(d.matches[0].code, "limit_exceeded");
 
+    assert_int_equal(evaluate("[" POLICY("pol_l", "limits", "log",
+                              ",\"max_tokens\":4000") "]", &req, &d),
+                     SP_POLICY_LOG);
+
     req.max_tokens = 4000;
     assert_int_equal(evaluate("[" POLICY("pol_l", "limits", "block",
                               ",\"max_tokens\":4000") "]", &req, &d),
@@ -934,6 +938,51 @@ test_policy_block_beyond_kept_matches_is_kept(void **state)
 
 
 static void
+test_policy_ids_are_cut_at_a_comma(void **state)
+{
+    char                 *json, *p;
+    size_t                i, n, cap;
+    test_data_t           data;
+    sp_policy_request_t   req;
+    sp_policy_decision_t  d;
+
+    cap = 64 * 1024;
+    json = malloc(cap);
+    assert_non_null(json);
+    n = (size_t) snprintf(json, cap, "[");
+
+    /* 60 ids of 30 bytes: 1,860 bytes of list for 1,024 */
+    for (i = 0; i < 60; i++) {
+        n += (size_t) snprintf(json + n, cap - n, "{\"id\":"
+                               "\"pol_%026zu\",\"name\":\"w\",\"kind\":"
+                               "\"model\"," ORG ",\"action\":\"warn\","
+                               "\"code\":\"c%zu\",\"deny_models\":[\"*\"]},",
+                               i, i);
+    }
+
+    json[n - 1] = ']';
+
+    test_request(&req, &data, "gpt-4o", "hello");
+    assert_int_equal(evaluate(json, &req, &d), SP_POLICY_WARN);
+    assert_int_equal(d.total_matches, 60);
+    assert_true(strlen(d.policy_ids) < sizeof(d.policy_ids));
+    assert_int_equal(strlen(d.policy_ids) % 31, 30);
+    assert_int_equal(strncmp(d.policy_ids, "pol_00000000000000000000000000,"
+                             "pol_00000000000000000000000001,", 62), 0);
+
+    for (p = d.policy_ids; *p != '\0'; p += 31) {
+        assert_int_equal(strncmp(p, "pol_", 4), 0);
+    }
+
+    /* the warnings: a prefix of the codes, whole codes only */
+    assert_int_equal(strncmp(d.warnings, "c0,c1,c2,", 9), 0);
+    assert_true(d.warnings[strlen(d.warnings) - 1] != ',');
+
+    free(json);
+}
+
+
+static void
 test_policy_names(void **state)
 {
     assert_string_equal(sp_policy_action_name(SP_POLICY_REDACT), "redact");
@@ -979,6 +1028,7 @@ main(void)
         cmocka_unit_test(
             test_policy_decision_lists_warnings_ids_and_first_block),
         cmocka_unit_test(test_policy_block_beyond_kept_matches_is_kept),
+        cmocka_unit_test(test_policy_ids_are_cut_at_a_comma),
         cmocka_unit_test(test_policy_names),
     };
 
