@@ -908,15 +908,18 @@ sp_halluc_number(const char *p, const char *end, sp_halluc_num_t *num,
 
     static const struct {
         const char  *word;
+        size_t       len;
         double       scale;
         int          letter;     /* a one-letter suffix, no space */
     } scales[] = {
-        { "thousand", 1e3, 0 }, { "million", 1e6, 0 },
-        { "billion", 1e9, 0 }, { "trillion", 1e12, 0 },
-        { "mn", 1e6, 0 }, { "bn", 1e9, 0 }, { "tn", 1e12, 0 },
-        { "k", 1e3, 1 }, { "K", 1e3, 1 }, { "m", 1e6, 1 }, { "M", 1e6, 1 },
-        { "b", 1e9, 1 }, { "B", 1e9, 1 }, { "T", 1e12, 1 },
-        { NULL, 0, 0 }
+        { "thousand", 8, 1e3, 0 }, { "million", 7, 1e6, 0 },
+        { "billion", 7, 1e9, 0 }, { "trillion", 8, 1e12, 0 },
+        { "percent", 7, 1, 0 },
+        { "mn", 2, 1e6, 0 }, { "bn", 2, 1e9, 0 }, { "tn", 2, 1e12, 0 },
+        { "k", 1, 1e3, 1 }, { "K", 1, 1e3, 1 }, { "m", 1, 1e6, 1 },
+        { "M", 1, 1e6, 1 }, { "b", 1, 1e9, 1 }, { "B", 1, 1e9, 1 },
+        { "T", 1, 1e12, 1 },
+        { NULL, 0, 0, 0 }
     };
 
     start = p;
@@ -1040,8 +1043,10 @@ sp_halluc_number(const char *p, const char *end, sp_halluc_num_t *num,
     } else {
         q = (w < end && *w == ' ') ? w + 1 : w;
 
-        for (k = 0; scales[k].word != NULL; k++) {
-            n = strlen(scales[k].word);
+        for (k = 0; q < end && sp_halluc_alpha(*q) && scales[k].word != NULL;
+             k++)
+        {
+            n = scales[k].len;
 
             if (scales[k].letter && q != w) {
                 continue;
@@ -1050,20 +1055,13 @@ sp_halluc_number(const char *p, const char *end, sp_halluc_num_t *num,
             if ((size_t) (end - q) >= n
                 && strncasecmp(q, scales[k].word, n) == 0
                 && (q + n == end || !sp_halluc_alnum(q[n]))
-                && (!scales[k].letter || memcmp(q, scales[k].word, n) == 0))
+                && (!scales[k].letter || *q == scales[k].word[0]))
             {
                 scale = scales[k].scale;
                 scaled = 1;
                 w = q + n;
                 break;
             }
-        }
-
-        if (!scaled && (size_t) (end - q) >= 7
-            && strncasecmp(q, "percent", 7) == 0)
-        {
-            scaled = 1;
-            w = q + 7;
         }
 
         if (!scaled && q == w && end - w >= 2
@@ -1083,45 +1081,63 @@ sp_halluc_number(const char *p, const char *end, sp_halluc_num_t *num,
 }
 
 
-static const char  *sp_halluc_months[] = {
-    "january", "february", "march", "april", "may", "june", "july",
-    "august", "september", "october", "november", "december"
+static const struct {
+    char    name[10];
+    size_t  len;
+} sp_halluc_months[12] = {
+    { "january", 7 }, { "february", 8 }, { "march", 5 }, { "april", 5 },
+    { "may", 3 }, { "june", 4 }, { "july", 4 }, { "august", 6 },
+    { "september", 9 }, { "october", 7 }, { "november", 8 },
+    { "december", 8 }
 };
 
 
 /*
- * A month name (or its three-letter form, with or without a dot) at p:
- * 1..12, and its length; 0 when none.
+ * A month name (or its three-letter form, with or without a dot; Sept.)
+ * at p: 1..12, and its length; 0 when none. Called at every capitalised
+ * word: the first three letters decide before any longer compare.
  */
 static int
 sp_halluc_month(const char *p, const char *end, size_t *len)
 {
     int     m;
-    size_t  n, w;
-
-    w = sp_halluc_word(p, end);
+    size_t  w;
+    char    c[3];
 
     /* capitalised, as in dates: "may" and "march" are also words */
-    if (w < 3 || !sp_halluc_upper(*p)) {
+    if (p >= end || !sp_halluc_upper(*p)) {
         return 0;
     }
 
-    for (m = 0; m < 12; m++) {
-        n = strlen(sp_halluc_months[m]);
+    w = sp_halluc_word(p, end);
 
-        if (w == n && strncasecmp(p, sp_halluc_months[m], n) == 0) {
-            *len = n;
+    if (w < 3) {
+        return 0;
+    }
+
+    c[0] = (char) (p[0] | 0x20);
+    c[1] = (char) (p[1] | 0x20);
+    c[2] = (char) (p[2] | 0x20);
+
+    for (m = 0; m < 12; m++) {
+        if (memcmp(c, sp_halluc_months[m].name, 3) != 0) {
+            continue;
+        }
+
+        if (w == sp_halluc_months[m].len
+            && strncasecmp(p + 3, sp_halluc_months[m].name + 3, w - 3) == 0)
+        {
+            *len = w;
             return m + 1;
         }
 
-        /* Sept. too, but not "Mar" inside "Marco": the whole word */
-        if ((w == 3 || (w == 4 && m == 8))
-            && strncasecmp(p, sp_halluc_months[m], w) == 0
-            && m != 4)
-        {
+        /* the whole word: not "Mar" inside "Marco" */
+        if (w == 3 || (m == 8 && w == 4 && (p[3] | 0x20) == 't')) {
             *len = (p + w < end && p[w] == '.') ? w + 1 : w;
             return m + 1;
         }
+
+        return 0;
     }
 
     return 0;
