@@ -650,7 +650,7 @@ test_halluc_score_bodies(void **state)
 static void
 test_halluc_never_reads_past_len(void **state)
 {
-    size_t        i, k, n;
+    size_t        i, k, n, m;
     char         *copy;
     const char   *answers[] = {
         "{\"choices\":[{\"message\":{\"content\":\"a \\\"q\\u00e9\\\" \"},"
@@ -689,8 +689,10 @@ test_halluc_never_reads_past_len(void **state)
             memcpy(ans.text, texts[i], k);
             ans.len = k;
 
-            copy = exact(texts[(i + 1) % 3], k);
-            sp_halluc_score_text(copy, k, &ans, &res);
+            m = strlen(texts[(i + 1) % 3]);
+            m = k < m ? k : m;
+            copy = exact(texts[(i + 1) % 3], m);
+            sp_halluc_score_text(copy, m, &ans, &res);
             assert_true(res.pct >= 0 && res.pct <= 100);
             assert_true(res.unsupported <= res.claims);
             free(copy);
