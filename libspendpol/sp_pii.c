@@ -223,9 +223,19 @@ sp_pii_context(const char *text, size_t len, size_t from, size_t to,
 
     low[n] = '\0';
 
+    /* a word of the list where a word begins: "tel", not "hotel" */
     for (w = words; *w; w++) {
-        if (memmem(low, n, *w, strlen(*w)) != NULL) {
-            return 1;
+        const char  *at, *p;
+
+        for (p = low; (size_t) (p - low) < n; p = at + 1) {
+            at = memmem(p, n - (size_t) (p - low), *w, strlen(*w));
+            if (at == NULL) {
+                break;
+            }
+
+            if (at == low || !(at[-1] >= 'a' && at[-1] <= 'z')) {
+                return 1;
+            }
         }
     }
 
@@ -237,6 +247,21 @@ static size_t
 sp_pii_back(size_t at, size_t n)
 {
     return at > n ? at - n : 0;
+}
+
+
+/*
+ * A context window: n bytes back from at, but not into the last match,
+ * whose own context word it was.
+ */
+static size_t
+sp_pii_from(size_t at, size_t n, size_t floor)
+{
+    size_t  from;
+
+    from = sp_pii_back(at, n);
+
+    return from < floor ? floor : from;
 }
 
 
@@ -552,6 +577,13 @@ sp_pii_card(const char *text, size_t len, size_t at)
     char    d[20];
     char    sep;
 
+    /* not the tail of a longer run of groups (a failed IBAN, a ledger) */
+    if (at >= 2 && (text[at - 1] == ' ' || text[at - 1] == '-')
+        && sp_digit(text[at - 2]))
+    {
+        return 0;
+    }
+
     p = at;
     n = 0;
     best = 0;
@@ -611,7 +643,7 @@ static const char *const  sp_pii_ssn_words[] = {
 
 
 static size_t
-sp_pii_ssn(const char *text, size_t len, size_t at)
+sp_pii_ssn(const char *text, size_t len, size_t at, size_t floor)
 {
     size_t    p, n;
     unsigned  area, group, serial;
@@ -626,7 +658,7 @@ sp_pii_ssn(const char *text, size_t len, size_t at)
         p += 9;
 
         if (!sp_pii_boundary_after(text, len, p)
-            || !sp_pii_context(text, len, sp_pii_back(at, 40), at,
+            || !sp_pii_context(text, len, sp_pii_from(at, 40, floor), at,
                                sp_pii_ssn_words))
         {
             return 0;
@@ -676,7 +708,7 @@ sp_pii_ssn(const char *text, size_t len, size_t at)
     }
 
     /* spaced: a run of numbers unless an SSN is spoken of */
-    if (sep == ' ' && !sp_pii_context(text, len, sp_pii_back(at, 40), at,
+    if (sep == ' ' && !sp_pii_context(text, len, sp_pii_from(at, 40, floor), at,
                                       sp_pii_ssn_words))
     {
         return 0;
@@ -775,7 +807,7 @@ sp_pii_groups(const char *text, size_t len, size_t p, size_t *ndigits,
 
 
 static size_t
-sp_pii_phone(const char *text, size_t len, size_t at)
+sp_pii_phone(const char *text, size_t len, size_t at, size_t floor)
 {
     size_t    p, nd, ng, g[8], k, first, end;
     int       paren, plus, context;
@@ -864,7 +896,7 @@ sp_pii_phone(const char *text, size_t len, size_t at)
 
         /* UK, DE: a 3-5 digit area code, then groups of 3 or more */
         if (ng <= 3 && g[0] >= 3 && g[0] <= 5 && g[1] >= 3
-            && (ng == 2 || g[2] >= 3))
+            && (ng == 2 || g[2] >= 4 || (g[0] == 5 && g[2] == 3)))
         {
             return end;
         }
@@ -872,7 +904,7 @@ sp_pii_phone(const char *text, size_t len, size_t at)
 
     /* a bare run of 10 or 11 digits only where a phone is spoken of */
     if (ng == 1 && (nd == 10 || (nd == 11 && first == 1)) && !paren) {
-        context = sp_pii_context(text, len, sp_pii_back(at, 40), at,
+        context = sp_pii_context(text, len, sp_pii_from(at, 40, floor), at,
                                  sp_pii_phone_words);
         return context ? end : 0;
     }
@@ -922,12 +954,15 @@ sp_pii_month(const char *text, size_t len, size_t p)
 
     n = e - p;
 
-    if (n < 3) {
+    /* every month's name here begins with one of these */
+    if (n < 3 || strchr("jfmasonde", text[p] | 0x20) == NULL) {
         return 0;
     }
 
     for (m = sp_pii_months; *m; m++) {
-        if (strlen(*m) <= n && strncasecmp(text + p, *m, strlen(*m)) == 0) {
+        if (((*m)[0] == (text[p] | 0x20)) && strlen(*m) <= n
+            && strncasecmp(text + p, *m, strlen(*m)) == 0)
+        {
             if (e < len && text[e] == '.') {
                 e++;
             }
@@ -1048,7 +1083,9 @@ sp_pii_date_month_first(const char *text, size_t len, size_t at,
     unsigned  a, c;
 
     /* back over one space to the month's word */
-    if (at < 4 || text[at - 1] != ' ') {
+    if (at < 4 || text[at - 1] != ' '
+        || !sp_is(text[at - 2], SP_C_UPPER | SP_C_LOWER))
+    {
         return 0;
     }
 
@@ -1125,7 +1162,7 @@ sp_pii_dob(const char *text, size_t len, size_t at, size_t floor,
         return 0;
     }
 
-    if (!sp_pii_context(text, len, sp_pii_back(s, 48), s,
+    if (!sp_pii_context(text, len, sp_pii_from(s, 48, floor), s,
                         sp_pii_birth_words))
     {
         return 0;
@@ -1281,7 +1318,9 @@ sp_pii_ipv6(const char *text, size_t len, size_t at)
         }
 
         /* an IPv4 tail */
-        if (p + n < len && text[p + n] == '.' && (groups < 7 || dbl)) {
+        if (p + n + 1 < len && text[p + n] == '.' && n <= 3
+            && sp_digit(text[p + n + 1]) && (groups < 7 || dbl))
+        {
             tail = sp_pii_ipv4(text, len, p);
 
             if (tail == 0) {
@@ -1556,7 +1595,10 @@ sp_pii_jwt(const char *text, size_t len, size_t at)
         }
     }
 
-    if (p < len && (text[p] == '.' || sp_is(text[p], SP_C_WORD))) {
+    if (p < len && (sp_is(text[p], SP_C_WORD)
+                    || (text[p] == '.' && p + 1 < len
+                        && sp_is(text[p + 1], SP_C_B64URL))))
+    {
         return 0;
     }
 
@@ -1632,12 +1674,241 @@ sp_pii_private_key(const char *text, size_t len, size_t at)
 
 /* ---- the scan ------------------------------------------------------------- */
 
+/*
+ * 1 when a word beginning c0 c1 may be a key, a JWT or an IBAN: most
+ * words of prose are skipped whole on this test alone.
+ */
+static int
+sp_pii_word_trigger(unsigned char c0, unsigned char c1, unsigned char c2)
+{
+    switch (c0) {
+    case 's':
+        return c1 == 'k' || c1 == 'p';
+    case 'r':
+        return c1 == 'k' || c1 == '8';
+    case 'g':
+        return c1 == 'h' || c1 == 'i' || c1 == 'l' || c1 == 's';
+    case 'x':
+        return c1 == 'o' || c1 == 'a';
+    case 'h':
+        return c1 == 'f';
+    case 'p':
+        return c1 == 'p';
+    case 'e':
+        return c1 == 'y';
+    case 'A':
+        if (c1 == 'K' || c1 == 'S' || c1 == 'I' || c1 == 'c') {
+            return 1;
+        }
+
+        break;
+    default:
+        break;
+    }
+
+    /* an IBAN: two capitals and two digits */
+    return c0 >= 'A' && c0 <= 'Z' && c1 >= 'A' && c1 <= 'Z' && sp_digit(c2);
+}
+
+
+/* a word that begins with a digit: the numeric types */
+static size_t
+sp_pii_number(sp_pii_scan_t *s, const char *text, size_t len, size_t i,
+    size_t floor)
+{
+    size_t    end, start;
+    uint32_t  mask;
+
+    mask = s->mask;
+
+    if (i > 1 && (text[i - 1] == '.' || text[i - 1] == '-')
+        && sp_digit(text[i - 2]))
+    {
+        /* the middle of a dotted or dashed number */
+        return 0;
+    }
+
+    if ((mask & (1u << SP_PII_IPV4)) && (end = sp_pii_ipv4(text, len, i))) {
+        sp_pii_add(s, SP_PII_IPV4, i, end);
+        return end;
+    }
+
+    if ((mask & (1u << SP_PII_DOB))
+        && (end = sp_pii_dob(text, len, i, floor, &start)))
+    {
+        sp_pii_add(s, SP_PII_DOB, start, end);
+        return end;
+    }
+
+    if ((mask & (1u << SP_PII_SSN)) && (end = sp_pii_ssn(text, len, i, floor))) {
+        sp_pii_add(s, SP_PII_SSN, i, end);
+        return end;
+    }
+
+    if ((mask & (1u << SP_PII_CARD)) && (end = sp_pii_card(text, len, i))) {
+        sp_pii_add(s, SP_PII_CARD, i, end);
+        return end;
+    }
+
+    if ((mask & (1u << SP_PII_PHONE)) && (end = sp_pii_phone(text, len, i, floor)))
+    {
+        sp_pii_add(s, SP_PII_PHONE, i, end);
+        return end;
+    }
+
+    return 0;
+}
+
+
+/* a word that begins with a letter and passed sp_pii_word_trigger() */
+static size_t
+sp_pii_word(sp_pii_scan_t *s, const char *text, size_t len, size_t i)
+{
+    size_t    end;
+    uint32_t  mask;
+
+    mask = s->mask;
+
+    if (text[i] == 'e') {
+        if ((mask & (1u << SP_PII_JWT)) && len - i > 3 && text[i + 2] == 'J'
+            && (end = sp_pii_jwt(text, len, i)))
+        {
+            sp_pii_add(s, SP_PII_JWT, i, end);
+            return end;
+        }
+
+        return 0;
+    }
+
+    if (sp_is(text[i], SP_C_UPPER) && (mask & (1u << SP_PII_IBAN))
+        && len - i > 4 && (end = sp_pii_iban(text, len, i)))
+    {
+        sp_pii_add(s, SP_PII_IBAN, i, end);
+        return end;
+    }
+
+    if ((mask & (1u << SP_PII_API_KEY))
+        && (end = sp_pii_api_key(text, len, i)))
+    {
+        sp_pii_add(s, SP_PII_API_KEY, i, end);
+        return end;
+    }
+
+    return 0;
+}
+
+
+/*
+ * Where a match may begin: '@', ':', '+', '(' and '-' anywhere; a digit,
+ * a capital or one of "srgxhpe" where a word begins. Everything else in
+ * prose is skipped 16 bytes at a time.
+ */
+static int
+sp_pii_interesting(const char *text, size_t p)
+{
+    unsigned char  c;
+
+    c = (unsigned char) text[p];
+
+    if (c == '@' || c == ':' || c == '+' || c == '(' || c == '-') {
+        return 1;
+    }
+
+    return (sp_pii_class[c] & SP_C_TRIG)
+           && (p == 0 || !(sp_pii_class[(unsigned char) text[p - 1]]
+                           & SP_C_WORD));
+}
+
+
+#ifdef __SSE2__
+
+#include <emmintrin.h>
+
+/* 0xff where lo <= x <= hi (ASCII: bytes >= 0x80 are below every lo) */
+#define sp_pii_in(x, lo, hi)                                                  \
+    _mm_and_si128(_mm_cmpgt_epi8(x, _mm_set1_epi8((char) ((lo) - 1))),       \
+                  _mm_cmpgt_epi8(_mm_set1_epi8((char) ((hi) + 1)), x))
+
+#define sp_pii_eq(x, c)  _mm_cmpeq_epi8(x, _mm_set1_epi8(c))
+
+static size_t
+sp_pii_next(const char *text, size_t len, size_t i)
+{
+    int      m;
+    __m128i  cur, prev, lower, word, start, special;
+
+    if (i == 0) {
+        if (len == 0 || sp_pii_interesting(text, 0)) {
+            return 0;
+        }
+
+        i = 1;
+    }
+
+    for ( ; i + 16 <= len; i += 16) {
+        cur = _mm_loadu_si128((const __m128i *) (text + i));
+        prev = _mm_loadu_si128((const __m128i *) (text + i - 1));
+
+        lower = _mm_or_si128(prev, _mm_set1_epi8(0x20));
+        word = _mm_or_si128(_mm_or_si128(sp_pii_in(lower, 'a', 'z'),
+                                         sp_pii_in(prev, '0', '9')),
+                            sp_pii_eq(prev, '_'));
+
+        start = _mm_or_si128(sp_pii_in(cur, '0', '9'),
+                             sp_pii_in(cur, 'A', 'Z'));
+        start = _mm_or_si128(start, _mm_or_si128(sp_pii_eq(cur, 's'),
+                                                 sp_pii_eq(cur, 'r')));
+        start = _mm_or_si128(start, _mm_or_si128(sp_pii_eq(cur, 'g'),
+                                                 sp_pii_eq(cur, 'x')));
+        start = _mm_or_si128(start, _mm_or_si128(sp_pii_eq(cur, 'h'),
+                                                 sp_pii_eq(cur, 'p')));
+        start = _mm_or_si128(start, sp_pii_eq(cur, 'e'));
+
+        special = _mm_or_si128(_mm_or_si128(sp_pii_eq(cur, '@'),
+                                            sp_pii_eq(cur, ':')),
+                               _mm_or_si128(sp_pii_eq(cur, '+'),
+                                            sp_pii_eq(cur, '(')));
+        special = _mm_or_si128(special, sp_pii_eq(cur, '-'));
+
+        m = _mm_movemask_epi8(_mm_or_si128(special,
+                                           _mm_andnot_si128(word, start)));
+        if (m) {
+            return i + (size_t) __builtin_ctz((unsigned) m);
+        }
+    }
+
+    for ( ; i < len; i++) {
+        if (sp_pii_interesting(text, i)) {
+            return i;
+        }
+    }
+
+    return len;
+}
+
+#else
+
+static size_t
+sp_pii_next(const char *text, size_t len, size_t i)
+{
+    for ( ; i < len; i++) {
+        if (sp_pii_interesting(text, i)) {
+            return i;
+        }
+    }
+
+    return len;
+}
+
+#endif
+
+
 static void
 sp_pii_scan_run(sp_pii_scan_t *s, const char *text, size_t len)
 {
-    size_t    i, end, start, floor, tried;
-    uint32_t  mask;
-    unsigned  char c;
+    size_t         i, end, start, floor, tried;
+    uint32_t       mask;
+    unsigned char  c, c1, c2;
 
     sp_pii_classes();
 
@@ -1646,168 +1917,104 @@ sp_pii_scan_run(sp_pii_scan_t *s, const char *text, size_t len)
     tried = 0;           /* an IPv6 run already tried up to here */
     i = 0;
 
-    while (i < len) {
-        c = (unsigned char) text[i];
-
-        if (!(sp_pii_class[c] & SP_C_TRIG)) {
-            i++;
-            continue;
+    for ( ;; ) {
+        i = sp_pii_next(text, len, i);
+        if (i >= len) {
+            break;
         }
 
+        c = (unsigned char) text[i];
         end = 0;
         start = i;
 
-        switch (c) {
+        if (sp_pii_class[c] & SP_C_WORD) {
+            /* a word begins here */
+            if (sp_digit(c)) {
+                end = sp_pii_number(s, text, len, i, floor);
 
-        case '@':
-            if (mask & (1u << SP_PII_EMAIL)) {
-                end = sp_pii_email(text, len, i, floor, &start);
-                if (end) {
-                    sp_pii_add(s, SP_PII_EMAIL, start, end);
+            } else {
+                c1 = i + 1 < len ? (unsigned char) text[i + 1] : 0;
+                c2 = i + 2 < len ? (unsigned char) text[i + 2] : 0;
+
+                if (sp_pii_word_trigger(c, c1, c2)) {
+                    end = sp_pii_word(s, text, len, i);
                 }
             }
 
-            break;
+        } else {
+            switch (c) {
 
-        case ':':
-            if ((mask & (1u << SP_PII_IPV6)) && i >= tried
-                && ((i + 1 < len && (text[i + 1] == ':'
-                                     || sp_is(text[i + 1], SP_C_HEX)))))
-            {
-                start = i;
-                while (start > floor && i - start < 40
-                       && (sp_is(text[start - 1], SP_C_HEX)
-                           || text[start - 1] == ':'))
-                {
-                    start--;
-                }
-
-                if (sp_pii_boundary_before(text, start)
-                    && !(start > 0 && text[start - 1] == '.'))
-                {
-                    end = sp_pii_ipv6(text, len, start);
-                }
-
-                if (end) {
-                    sp_pii_add(s, SP_PII_IPV6, start, end);
-
-                } else {
-                    /* the rest of this run of hex and colons */
-                    tried = i + 1;
-                    while (tried < len && (sp_is(text[tried], SP_C_HEX)
-                                           || text[tried] == ':'))
-                    {
-                        tried++;
+            case '@':
+                if (mask & (1u << SP_PII_EMAIL)) {
+                    end = sp_pii_email(text, len, i, floor, &start);
+                    if (end) {
+                        sp_pii_add(s, SP_PII_EMAIL, start, end);
                     }
                 }
-            }
 
-            break;
-
-        case '-':
-            if ((mask & (1u << SP_PII_PRIVATE_KEY)) && len - i > 11
-                && memcmp(text + i, "-----BEGIN ", 11) == 0)
-            {
-                end = sp_pii_private_key(text, len, i);
-                if (end) {
-                    sp_pii_add(s, SP_PII_PRIVATE_KEY, i, end);
-                }
-            }
-
-            break;
-
-        case '+':
-        case '(':
-            if ((mask & (1u << SP_PII_PHONE)) && i + 1 < len
-                && sp_digit(text[i + 1]) && sp_pii_boundary_before(text, i)
-                && !(i > 0 && sp_digit(text[i - 1])))
-            {
-                end = sp_pii_phone(text, len, i);
-                if (end) {
-                    sp_pii_add(s, SP_PII_PHONE, i, end);
-                }
-            }
-
-            break;
-
-        default:
-            if (!sp_pii_boundary_before(text, i)) {
                 break;
-            }
 
-            if (sp_digit(c)) {
-                if (i > 0 && (text[i - 1] == '.' || text[i - 1] == '-')
-                    && i > 1 && sp_digit(text[i - 2]))
+            case ':':
+                if ((mask & (1u << SP_PII_IPV6)) && i >= tried
+                    && i + 1 < len && (text[i + 1] == ':'
+                                       || sp_is(text[i + 1], SP_C_HEX)))
                 {
-                    /* the middle of a dotted or dashed number */
-                    break;
+                    while (start > floor && i - start < 40
+                           && (sp_is(text[start - 1], SP_C_HEX)
+                               || text[start - 1] == ':'))
+                    {
+                        start--;
+                    }
+
+                    if (sp_pii_boundary_before(text, start)
+                        && !(start > 0 && text[start - 1] == '.'))
+                    {
+                        end = sp_pii_ipv6(text, len, start);
+                    }
+
+                    if (end) {
+                        sp_pii_add(s, SP_PII_IPV6, start, end);
+
+                    } else {
+                        /* the rest of this run of hex and colons */
+                        tried = i + 1;
+                        while (tried < len
+                               && (sp_is(text[tried], SP_C_HEX)
+                                   || text[tried] == ':'))
+                        {
+                            tried++;
+                        }
+                    }
                 }
 
-                if ((mask & (1u << SP_PII_IPV4))
-                    && (end = sp_pii_ipv4(text, len, i)))
+                break;
+
+            case '-':
+                if ((mask & (1u << SP_PII_PRIVATE_KEY)) && len - i > 11
+                    && text[i + 1] == '-'
+                    && memcmp(text + i, "-----BEGIN ", 11) == 0)
                 {
-                    sp_pii_add(s, SP_PII_IPV4, i, end);
-                    break;
+                    end = sp_pii_private_key(text, len, i);
+                    if (end) {
+                        sp_pii_add(s, SP_PII_PRIVATE_KEY, i, end);
+                    }
                 }
 
-                if ((mask & (1u << SP_PII_DOB))
-                    && (end = sp_pii_dob(text, len, i, floor, &start)))
-                {
-                    sp_pii_add(s, SP_PII_DOB, start, end);
-                    break;
-                }
+                break;
 
-                if ((mask & (1u << SP_PII_SSN))
-                    && (end = sp_pii_ssn(text, len, i)))
+            default:            /* '+', '(' */
+                if ((mask & (1u << SP_PII_PHONE)) && i + 1 < len
+                    && sp_digit(text[i + 1])
+                    && sp_pii_boundary_before(text, i))
                 {
-                    sp_pii_add(s, SP_PII_SSN, i, end);
-                    break;
-                }
-
-                if ((mask & (1u << SP_PII_CARD))
-                    && (end = sp_pii_card(text, len, i)))
-                {
-                    sp_pii_add(s, SP_PII_CARD, i, end);
-                    break;
-                }
-
-                if ((mask & (1u << SP_PII_PHONE))
-                    && (end = sp_pii_phone(text, len, i)))
-                {
-                    sp_pii_add(s, SP_PII_PHONE, i, end);
-                    break;
+                    end = sp_pii_phone(text, len, i, floor);
+                    if (end) {
+                        sp_pii_add(s, SP_PII_PHONE, i, end);
+                    }
                 }
 
                 break;
             }
-
-            if (c == 'e' && (mask & (1u << SP_PII_JWT)) && len - i > 3
-                && text[i + 1] == 'y' && text[i + 2] == 'J')
-            {
-                end = sp_pii_jwt(text, len, i);
-                if (end) {
-                    sp_pii_add(s, SP_PII_JWT, i, end);
-                }
-
-                break;
-            }
-
-            if (sp_is(c, SP_C_UPPER) && (mask & (1u << SP_PII_IBAN))
-                && len - i > 4 && sp_digit(text[i + 2])
-                && (end = sp_pii_iban(text, len, i)))
-            {
-                sp_pii_add(s, SP_PII_IBAN, i, end);
-                break;
-            }
-
-            if (mask & (1u << SP_PII_API_KEY)) {
-                end = sp_pii_api_key(text, len, i);
-                if (end) {
-                    sp_pii_add(s, SP_PII_API_KEY, i, end);
-                }
-            }
-
-            break;
         }
 
         if (end > i) {
@@ -1816,13 +2023,6 @@ sp_pii_scan_run(sp_pii_scan_t *s, const char *text, size_t len)
 
         } else {
             i++;
-
-            /* the rest of a word cannot start a match */
-            while (i < len && sp_is(text[i], SP_C_WORD)
-                   && sp_is(text[i - 1], SP_C_WORD))
-            {
-                i++;
-            }
         }
     }
 }

@@ -36,6 +36,7 @@
 #include "sp_template.h"
 #include "sp_tokenize.h"
 #include "sp_usage.h"
+#include "sp_pii.h"
 
 
 static double
@@ -1364,6 +1365,146 @@ bench_route(void)
 }
 
 
+/* ---- PII scan --------------------------------------------------------- */
+
+static const char  *pii_words[] = {
+    "the", "of", "and", "to", "in", "a", "is", "that", "for", "it", "as",
+    "was", "with", "be", "by", "on", "not", "he", "this", "are", "or",
+    "his", "from", "at", "which", "but", "have", "an", "had", "they",
+    "you", "were", "their", "one", "all", "we", "can", "her", "has",
+    "there", "been", "if", "more", "when", "will", "would", "who", "so",
+    "no", "She", "people", "report", "summary", "please", "shipping",
+    "government", "history", "research", "process", "example", "system",
+    "general", "group", "possible", "however", "experience", "Europe",
+    "Paris", "Monday", "request", "explain", "short", "happy", "expected",
+    "rather", "several", "great", "problem", "service", "point", "house"
+};
+
+
+static size_t
+pii_prose(char *buf, size_t cap)
+{
+    size_t    len, w, n;
+    uint64_t  seed;
+
+    len = 0;
+    seed = 0x9e3779b97f4a7c15ull;
+    n = sizeof(pii_words) / sizeof(pii_words[0]);
+
+    while (len + 32 < cap) {
+        seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+        w = (size_t) (seed >> 33) % n;
+
+        len += (size_t) sprintf(buf + len, "%s", pii_words[w]);
+
+        switch ((seed >> 20) % 16) {
+        case 0:
+            len += (size_t) sprintf(buf + len, ". ");
+            break;
+        case 1:
+            len += (size_t) sprintf(buf + len, ", ");
+            break;
+        case 2:
+            /* numbers are clean text too */
+            len += (size_t) sprintf(buf + len, " %u ",
+                                    (unsigned) (seed >> 40) % 3000);
+            break;
+        default:
+            buf[len++] = ' ';
+        }
+    }
+
+    return len;
+}
+
+
+static int
+pii_cmp_double(const void *a, const void *b)
+{
+    double  x = *(const double *) a, y = *(const double *) b;
+
+    return x < y ? -1 : x > y;
+}
+
+
+static void
+bench_pii(void)
+{
+    int               i, rounds;
+    char             *prose, *body, prompt[2048];
+    size_t            len, plen, blen;
+    double            t0, t1, *us;
+    sp_pii_result_t  *res;
+
+    prose = malloc(1 << 20);
+    body = malloc(4096);
+    res = malloc(sizeof(sp_pii_result_t));
+    us = malloc(20000 * sizeof(double));
+
+    if (prose == NULL || body == NULL || res == NULL || us == NULL) {
+        fprintf(stderr, "pii: out of memory\n");
+        exit(1);
+    }
+
+    len = pii_prose(prose, 1 << 20);
+
+    sp_pii_scan_text(prose, len, SP_PII_ALL, res);
+    if (res->total != 0) {
+        fprintf(stderr, "pii: the clean prose has %s in it\n",
+                sp_pii_name(res->entities[0].type));
+        exit(1);
+    }
+
+    rounds = 20;
+    t0 = cpu_s();
+
+    for (i = 0; i < rounds; i++) {
+        sp_pii_scan_text(prose, len, SP_PII_ALL, res);
+    }
+
+    t1 = cpu_s();
+
+    printf("pii scan, clean prose %zu KB  %8.1f MB/s\n", len >> 10,
+           rounds * len / (t1 - t0) / 1e6);
+
+    /* a 2 KB chat prompt with one card number in it */
+    plen = pii_prose(prompt, 1800);
+    memcpy(prompt + plen / 2, " card 4111 1111 1111 1111 ", 26);
+
+    blen = (size_t) snprintf(body, 4096,
+                             "{\"model\":\"gpt-4o-mini\",\"messages\":[{"
+                             "\"role\":\"system\",\"content\":\"You are a "
+                             "helpful assistant.\"},{\"role\":\"user\","
+                             "\"content\":\"%.*s\"}],\"max_tokens\":256}",
+                             (int) plen, prompt);
+
+    if (sp_pii_scan_body(SP_PROVIDER_OPENAI, 0, body, blen, SP_PII_ALL, res)
+        != SP_OK || res->total != 1 || res->entities[0].type != SP_PII_CARD)
+    {
+        fprintf(stderr, "pii: the prompt's card was not found alone\n");
+        exit(1);
+    }
+
+    for (i = 0; i < 20000; i++) {
+        t0 = now_s();
+        (void) sp_pii_scan_body(SP_PROVIDER_OPENAI, 0, body, blen,
+                                SP_PII_ALL, res);
+        t1 = now_s();
+        us[i] = (t1 - t0) * 1e6;
+    }
+
+    qsort(us, 20000, sizeof(double), pii_cmp_double);
+
+    printf("pii scan_body, %zu B chat body, one card  p50 %.2f us  "
+           "p99 %.2f us\n", blen, us[10000], us[19800]);
+
+    free(us);
+    free(res);
+    free(body);
+    free(prose);
+}
+
+
 /* this thread's CPU time: a call preempted on a busy machine is not slow */
 static double
 bench_cpu_us(void)
@@ -1373,15 +1514,6 @@ bench_cpu_us(void)
     clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
 
     return ts.tv_sec * 1e6 + ts.tv_nsec / 1e3;
-}
-
-
-static int
-bench_cmp_double(const void *a, const void *b)
-{
-    double  x = *(const double *) a, y = *(const double *) b;
-
-    return x < y ? -1 : x > y;
 }
 
 
@@ -1486,8 +1618,8 @@ bench_halluc(void)
         exit(1);
     }
 
-    qsort(us, 20000, sizeof(double), bench_cmp_double);
-    qsort(json_us, 20000, sizeof(double), bench_cmp_double);
+    qsort(us, 20000, sizeof(double), pii_cmp_double);
+    qsort(json_us, 20000, sizeof(double), pii_cmp_double);
 
     printf("halluc: answer from a JSON completion (%zu B)  p50 %6.2f us  "
            "p99 %6.2f us\n", n, json_us[10000], json_us[19800]);
@@ -1507,6 +1639,11 @@ int
 main(int argc, char **argv)
 {
     size_t  keys;
+
+    if (argc > 1 && strcmp(argv[1], "pii") == 0) {
+        bench_pii();
+        return 0;
+    }
 
     if (argc > 1 && strcmp(argv[1], "tokenize") == 0) {
         bench_tokenize();
@@ -1557,6 +1694,7 @@ main(int argc, char **argv)
     bench_cache_key();
     bench_tokenize();
     bench_request_count();
+    bench_pii();
     bench_snapshot(keys);
 
     return 0;
