@@ -143,6 +143,19 @@ static void sp_halluc_count(sp_halluc_count_t *count, size_t weight,
 static void sp_halluc_result(const sp_halluc_ctx_t *ctx, int grounded,
     const sp_halluc_answer_t *a, sp_halluc_result_t *out);
 static int sp_halluc_hedges(const char *text, size_t len);
+static int sp_halluc_digit(const char *p, const char *end);
+static int sp_halluc_alpha(char c);
+static int sp_halluc_upper(char c);
+static int sp_halluc_alnum(char c);
+static size_t sp_halluc_digits(const char *p, const char *end, size_t max,
+    int *value);
+static int sp_halluc_in(const char *words, const char *p, size_t len);
+static int sp_halluc_common_acronym(const char *p, size_t len);
+static int sp_halluc_connector(const char *p, size_t len);
+static size_t sp_halluc_capitalised(const char *p, const char *end);
+static int sp_halluc_acronym(const char *p, size_t len);
+static const char *sp_halluc_run(const char *p, const char *end,
+    size_t *words, const char **second);
 
 
 /* ---- the answer -------------------------------------------------------- */
@@ -273,6 +286,14 @@ sp_halluc_read_object(const sp_json_tape_t *tape, size_t i,
     if (v && tape->token[v].type == SP_JSON_ARRAY) {
         c = sp_halluc_first(tape, v);
         if (c == 0 || tape->token[c].type != SP_JSON_OBJECT) {
+            return;
+        }
+
+        /* with n > 1 a stream's chunks carry the other choices too */
+        d = sp_halluc_get(tape, c, "index");
+        if (d && tape->token[d].type == SP_JSON_INTEGER
+            && tape->token[d].value != 0)
+        {
             return;
         }
 

@@ -155,6 +155,16 @@ test_halluc_openai_chat(void **state)
     assert_int_equal(event(SP_PROVIDER_OPENAI, "[DONE]"), SP_ERROR);
     assert_answer("Hello", 1, 1);
 
+    /* n > 1: the first choice is the answer scored */
+    sp_halluc_answer_init(&ans);
+    assert_int_equal(event(SP_PROVIDER_OPENAI,
+        "{\"choices\":[{\"index\":1,\"delta\":{\"content\":\"B\"}}]}"),
+        SP_OK);
+    assert_int_equal(event(SP_PROVIDER_OPENAI,
+        "{\"choices\":[{\"index\":0,\"delta\":{\"content\":\"A\"}}]}"),
+        SP_OK);
+    assert_answer("A", 0, 0);
+
     /* Mistral's own spelling of a length stop */
     sp_halluc_answer_init(&ans);
     assert_int_equal(event(SP_PROVIDER_MISTRAL,
