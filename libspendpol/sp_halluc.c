@@ -1103,7 +1103,9 @@ sp_halluc_number(const char *p, const char *end, sp_halluc_num_t *num,
         {
             n = scales[k].len;
 
-            if (scales[k].letter && q != w) {
+            if ((scales[k].letter && q != w)
+                || (*q | 0x20) != (scales[k].word[0] | 0x20))
+            {
                 continue;
             }
 
