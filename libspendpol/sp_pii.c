@@ -1805,9 +1805,9 @@ static const char *const  sp_pii_secret_words[] = {
 
 
 /*
- * 40 characters of base64 (upper, lower and digits among them), named a
- * secret, within 120 bytes after an AWS access key id: its secret access key. Returns
- * where the scan goes on: past the secret, or at from.
+ * An AWS secret access key: 40 characters of base64 (upper, lower and
+ * digits among them), named a secret, within 120 bytes after its access
+ * key id. Returns where the scan goes on: past the secret, or at from.
  */
 static size_t
 sp_pii_aws_secret(sp_pii_scan_t *s, const char *text, size_t len,
