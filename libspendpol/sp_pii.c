@@ -481,7 +481,7 @@ sp_pii_ipv4(const char *text, size_t len, size_t at)
         return 0;
     }
 
-    if (sp_pii_context(text, len, sp_pii_back(at, 16), at,
+    if (sp_pii_context(text, len, sp_pii_back(at, 24), at,
                        sp_pii_version_words))
     {
         return 0;
@@ -656,9 +656,19 @@ sp_pii_card(const char *text, size_t len, size_t at)
 }
 
 
+/*
+ * The SSA's rules, and the two numbers it voided after they were printed
+ * (a wallet insert, 078-05-1120, and an advertisement, 219-09-9999).
+ */
 static int
 sp_pii_ssn_valid(unsigned area, unsigned group, unsigned serial)
 {
+    if ((area == 78 && group == 5 && serial == 1120)
+        || (area == 219 && group == 9 && serial == 9999))
+    {
+        return 0;
+    }
+
     return area != 0 && area != 666 && area < 900 && group != 0
            && serial != 0;
 }
@@ -934,10 +944,6 @@ sp_pii_phone(const char *text, size_t len, size_t at, size_t floor)
         context = sp_pii_context(text, len, sp_pii_from(at, 40, floor), at,
                                  sp_pii_phone_words);
         return context ? end : 0;
-    }
-
-    if (paren && ng == 3 && nd == 10) {
-        return end;
     }
 
     return 0;

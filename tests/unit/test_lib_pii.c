@@ -120,6 +120,8 @@ test_pii_phone(void **state)
     assert_clean("part 123-456-7890 (area starts with 1)");
     assert_clean("P/N 4417-0032-118 and SKU 12-3456-789");
     assert_clean("3+4 = 7, x+12 and 1+1");
+    assert_clean("the old one (07700 900 46) is cut short");
+    assert_clean("release notes for 10.0.0.1");
 }
 
 
@@ -135,6 +137,7 @@ test_pii_ssn(void **state)
     assert_clean("SSN 912-12-3456");
     assert_clean("SSN 123-00-4567");
     assert_clean("SSN 123-45-0000");
+    assert_clean("SSN 078-05-1120 and 219-09-9999, voided");
     assert_clean("invoice 123456789");
     assert_clean("meeting id 123456789, getting there");
     assert_clean("build 123 45 6789");
