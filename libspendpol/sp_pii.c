@@ -481,7 +481,7 @@ sp_pii_ipv4(const char *text, size_t len, size_t at)
         return 0;
     }
 
-    if (sp_pii_context(text, len, sp_pii_back(at, 16), at,
+    if (sp_pii_context(text, len, sp_pii_back(at, 24), at,
                        sp_pii_version_words))
     {
         return 0;
@@ -656,9 +656,19 @@ sp_pii_card(const char *text, size_t len, size_t at)
 }
 
 
+/*
+ * The SSA's rules, and the two numbers it voided after they were printed
+ * (a wallet insert, 078-05-1120, and an advertisement, 219-09-9999).
+ */
 static int
 sp_pii_ssn_valid(unsigned area, unsigned group, unsigned serial)
 {
+    if ((area == 78 && group == 5 && serial == 1120)
+        || (area == 219 && group == 9 && serial == 9999))
+    {
+        return 0;
+    }
+
     return area != 0 && area != 666 && area < 900 && group != 0
            && serial != 0;
 }
@@ -934,10 +944,6 @@ sp_pii_phone(const char *text, size_t len, size_t at, size_t floor)
         context = sp_pii_context(text, len, sp_pii_from(at, 40, floor), at,
                                  sp_pii_phone_words);
         return context ? end : 0;
-    }
-
-    if (paren && ng == 3 && nd == 10) {
-        return end;
     }
 
     return 0;
@@ -1792,6 +1798,66 @@ sp_pii_number(sp_pii_scan_t *s, const char *text, size_t len, size_t i,
 }
 
 
+static int
+sp_pii_aws_char(char c)
+{
+    return sp_alnum(c) || c == '/' || c == '+';
+}
+
+
+static const char *const  sp_pii_secret_words[] = {
+    "secret", NULL
+};
+
+
+/*
+ * An AWS secret access key: 40 characters of base64 (upper, lower and
+ * digits among them), named a secret, within 120 bytes after its access
+ * key id. Returns where the scan goes on: past the secret, or at from.
+ */
+static size_t
+sp_pii_aws_secret(sp_pii_scan_t *s, const char *text, size_t len,
+    size_t from)
+{
+    size_t  p, e, last, k;
+    int     upper, lower, digit;
+
+    last = len - from > 120 ? from + 120 : len;
+
+    for (p = from; p < last; p = e + 1) {
+        while (p < last && !sp_pii_aws_char(text[p])) {
+            p++;
+        }
+
+        e = p;
+        while (e < len && sp_pii_aws_char(text[e])) {
+            e++;
+        }
+
+        if (e - p != 40 || (e < len && (text[e] == '=' || text[e] == '.'))
+            || !sp_pii_context(text, len, from, p, sp_pii_secret_words))
+        {
+            continue;
+        }
+
+        upper = lower = digit = 0;
+
+        for (k = p; k < e; k++) {
+            upper |= sp_is(text[k], SP_C_UPPER) != 0;
+            lower |= sp_is(text[k], SP_C_LOWER) != 0;
+            digit |= sp_digit(text[k]);
+        }
+
+        if (upper && lower && digit) {
+            sp_pii_add(s, SP_PII_API_KEY, p, e);
+            return e;
+        }
+    }
+
+    return from;
+}
+
+
 /* a word that begins with a letter and passed sp_pii_word_trigger() */
 static size_t
 sp_pii_word(sp_pii_scan_t *s, const char *text, size_t len, size_t i)
@@ -1823,6 +1889,12 @@ sp_pii_word(sp_pii_scan_t *s, const char *text, size_t len, size_t i)
         && (end = sp_pii_api_key(text, len, i)))
     {
         sp_pii_add(s, SP_PII_API_KEY, i, end);
+
+        if (text[i] == 'A' && (text[i + 1] == 'K' || text[i + 1] == 'S')) {
+            /* an AWS key id: its secret is often written next to it */
+            end = sp_pii_aws_secret(s, text, len, end);
+        }
+
         return end;
     }
 

@@ -10,6 +10,7 @@
  *        micro template    (a prompt template applied to a request)
  *        micro translate   (a request to Anthropic and its answer back)
  *        micro route       (100 routing rules, none matching)
+ *        micro pii         (PII scan: clean prose, a chat body with a card)
  *        micro halluc      (the hallucination score: 2 KB context, 1 KB
  *                           answer, p50 and p99)
  */

@@ -374,6 +374,15 @@ function generate() {
     for (const type of Object.keys(POS)) {
         for (let k = 0; k < SAMPLES_PER_TYPE; k++) out.push(POS[type]());
     }
+    for (let k = 0; k < 40; k++) {
+        // AWS credentials: the secret access key next to its key id
+        out.push(sample([pick(['[default]\n', 'export ', '']),
+            pick(['aws_access_key_id = ', 'AWS_ACCESS_KEY_ID=']),
+            ['api_key', `AKIA${chars(UPNUM, 15)}${int(0, 9)}`],
+            pick(['\naws_secret_access_key = ', '\nexport AWS_SECRET_ACCESS_KEY=']),
+            ['api_key', `${chars(B64, 20)}${int(0, 9)}a${chars(B64, 17)}Z`],
+            '\n']));
+    }
     for (let k = 0; k < NEGATIVES; k++) out.push(sample([pick(NEG)()]));
     for (let k = 0; k < MIXED; k++) {
         // two or three entities of different types in one text
