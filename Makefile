@@ -149,7 +149,9 @@ $(OUT)/pii-quality: tests/pii/quality.c $(OUT)/libspendpol.a
 
 pii-quality: $(OUT)/pii-quality
 	@node tools/pii-corpus/gen.mjs --check tests/pii/corpus.jsonl
+	@node tools/pii-corpus/markup.mjs --check
 	@$(OUT)/pii-quality --check tests/pii/corpus.jsonl
+	@$(OUT)/pii-quality --check tests/pii/handwritten.jsonl
 
 unit-san:
 	$(MAKE) SAN=1 unit

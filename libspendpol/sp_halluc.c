@@ -143,6 +143,19 @@ static void sp_halluc_count(sp_halluc_count_t *count, size_t weight,
 static void sp_halluc_result(const sp_halluc_ctx_t *ctx, int grounded,
     const sp_halluc_answer_t *a, sp_halluc_result_t *out);
 static int sp_halluc_hedges(const char *text, size_t len);
+static int sp_halluc_digit(const char *p, const char *end);
+static int sp_halluc_alpha(char c);
+static int sp_halluc_upper(char c);
+static int sp_halluc_alnum(char c);
+static size_t sp_halluc_digits(const char *p, const char *end, size_t max,
+    int *value);
+static int sp_halluc_in(const char *words, const char *p, size_t len);
+static int sp_halluc_common_acronym(const char *p, size_t len);
+static int sp_halluc_connector(const char *p, size_t len);
+static size_t sp_halluc_capitalised(const char *p, const char *end);
+static int sp_halluc_acronym(const char *p, size_t len);
+static const char *sp_halluc_run(const char *p, const char *end,
+    size_t *words, const char **second);
 
 
 /* ---- the answer -------------------------------------------------------- */
@@ -273,6 +286,14 @@ sp_halluc_read_object(const sp_json_tape_t *tape, size_t i,
     if (v && tape->token[v].type == SP_JSON_ARRAY) {
         c = sp_halluc_first(tape, v);
         if (c == 0 || tape->token[c].type != SP_JSON_OBJECT) {
+            return;
+        }
+
+        /* with n > 1 a stream's chunks carry the other choices too */
+        d = sp_halluc_get(tape, c, "index");
+        if (d && tape->token[d].type == SP_JSON_INTEGER
+            && tape->token[d].value != 0)
+        {
             return;
         }
 
@@ -824,9 +845,49 @@ sp_halluc_ctx_add(sp_halluc_ctx_t *ctx, const char *text, size_t len)
 
 
 /*
- * Lowercase ASCII letters, digits and non-ASCII bytes kept; any other
- * run of bytes becomes one space (space: the output already ends in
- * one). Returns the bytes written, at most len.
+ * What each byte becomes in normalised text: ASCII letters lowercased,
+ * digits and non-ASCII bytes (UTF-8 letters) kept, anything else 0, a
+ * separator.
+ */
+static const unsigned char  sp_halluc_fold[256] = {
+    0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+    0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+    0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+    0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+    0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+    0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+    0x30, 0x31, 0x32, 0x33, 0x34, 0x35, 0x36, 0x37,
+    0x38, 0x39, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+    0x00, 0x61, 0x62, 0x63, 0x64, 0x65, 0x66, 0x67,
+    0x68, 0x69, 0x6a, 0x6b, 0x6c, 0x6d, 0x6e, 0x6f,
+    0x70, 0x71, 0x72, 0x73, 0x74, 0x75, 0x76, 0x77,
+    0x78, 0x79, 0x7a, 0x00, 0x00, 0x00, 0x00, 0x00,
+    0x00, 0x61, 0x62, 0x63, 0x64, 0x65, 0x66, 0x67,
+    0x68, 0x69, 0x6a, 0x6b, 0x6c, 0x6d, 0x6e, 0x6f,
+    0x70, 0x71, 0x72, 0x73, 0x74, 0x75, 0x76, 0x77,
+    0x78, 0x79, 0x7a, 0x00, 0x00, 0x00, 0x00, 0x00,
+    0x80, 0x81, 0x82, 0x83, 0x84, 0x85, 0x86, 0x87,
+    0x88, 0x89, 0x8a, 0x8b, 0x8c, 0x8d, 0x8e, 0x8f,
+    0x90, 0x91, 0x92, 0x93, 0x94, 0x95, 0x96, 0x97,
+    0x98, 0x99, 0x9a, 0x9b, 0x9c, 0x9d, 0x9e, 0x9f,
+    0xa0, 0xa1, 0xa2, 0xa3, 0xa4, 0xa5, 0xa6, 0xa7,
+    0xa8, 0xa9, 0xaa, 0xab, 0xac, 0xad, 0xae, 0xaf,
+    0xb0, 0xb1, 0xb2, 0xb3, 0xb4, 0xb5, 0xb6, 0xb7,
+    0xb8, 0xb9, 0xba, 0xbb, 0xbc, 0xbd, 0xbe, 0xbf,
+    0xc0, 0xc1, 0xc2, 0xc3, 0xc4, 0xc5, 0xc6, 0xc7,
+    0xc8, 0xc9, 0xca, 0xcb, 0xcc, 0xcd, 0xce, 0xcf,
+    0xd0, 0xd1, 0xd2, 0xd3, 0xd4, 0xd5, 0xd6, 0xd7,
+    0xd8, 0xd9, 0xda, 0xdb, 0xdc, 0xdd, 0xde, 0xdf,
+    0xe0, 0xe1, 0xe2, 0xe3, 0xe4, 0xe5, 0xe6, 0xe7,
+    0xe8, 0xe9, 0xea, 0xeb, 0xec, 0xed, 0xee, 0xef,
+    0xf0, 0xf1, 0xf2, 0xf3, 0xf4, 0xf5, 0xf6, 0xf7,
+    0xf8, 0xf9, 0xfa, 0xfb, 0xfc, 0xfd, 0xfe, 0xff,
+};
+
+
+/*
+ * Normalised text: each run of separators becomes one space (space: the
+ * output already ends in one). Returns the bytes written, at most len.
  */
 static size_t
 sp_halluc_normalise(const char *text, size_t len, char *out, int space)
@@ -837,15 +898,9 @@ sp_halluc_normalise(const char *text, size_t len, char *out, int space)
     n = 0;
 
     for (i = 0; i < len; i++) {
-        c = (unsigned char) text[i];
+        c = sp_halluc_fold[(unsigned char) text[i]];
 
-        if (c >= 'A' && c <= 'Z') {
-            out[n++] = (char) (c | 0x20);
-            space = 0;
-
-        } else if ((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9')
-                   || c >= 0x80)
-        {
+        if (c != 0) {
             out[n++] = (char) c;
             space = 0;
 
@@ -908,15 +963,18 @@ sp_halluc_number(const char *p, const char *end, sp_halluc_num_t *num,
 
     static const struct {
         const char  *word;
+        size_t       len;
         double       scale;
         int          letter;     /* a one-letter suffix, no space */
     } scales[] = {
-        { "thousand", 1e3, 0 }, { "million", 1e6, 0 },
-        { "billion", 1e9, 0 }, { "trillion", 1e12, 0 },
-        { "mn", 1e6, 0 }, { "bn", 1e9, 0 }, { "tn", 1e12, 0 },
-        { "k", 1e3, 1 }, { "K", 1e3, 1 }, { "m", 1e6, 1 }, { "M", 1e6, 1 },
-        { "b", 1e9, 1 }, { "B", 1e9, 1 }, { "T", 1e12, 1 },
-        { NULL, 0, 0 }
+        { "thousand", 8, 1e3, 0 }, { "million", 7, 1e6, 0 },
+        { "billion", 7, 1e9, 0 }, { "trillion", 8, 1e12, 0 },
+        { "percent", 7, 1, 0 },
+        { "mn", 2, 1e6, 0 }, { "bn", 2, 1e9, 0 }, { "tn", 2, 1e12, 0 },
+        { "k", 1, 1e3, 1 }, { "K", 1, 1e3, 1 }, { "m", 1, 1e6, 1 },
+        { "M", 1, 1e6, 1 }, { "b", 1, 1e9, 1 }, { "B", 1, 1e9, 1 },
+        { "T", 1, 1e12, 1 },
+        { NULL, 0, 0, 0 }
     };
 
     start = p;
@@ -1040,30 +1098,27 @@ sp_halluc_number(const char *p, const char *end, sp_halluc_num_t *num,
     } else {
         q = (w < end && *w == ' ') ? w + 1 : w;
 
-        for (k = 0; scales[k].word != NULL; k++) {
-            n = strlen(scales[k].word);
+        for (k = 0; q < end && sp_halluc_alpha(*q) && scales[k].word != NULL;
+             k++)
+        {
+            n = scales[k].len;
 
-            if (scales[k].letter && q != w) {
+            if ((scales[k].letter && q != w)
+                || (*q | 0x20) != (scales[k].word[0] | 0x20))
+            {
                 continue;
             }
 
             if ((size_t) (end - q) >= n
                 && strncasecmp(q, scales[k].word, n) == 0
                 && (q + n == end || !sp_halluc_alnum(q[n]))
-                && (!scales[k].letter || memcmp(q, scales[k].word, n) == 0))
+                && (!scales[k].letter || *q == scales[k].word[0]))
             {
                 scale = scales[k].scale;
                 scaled = 1;
                 w = q + n;
                 break;
             }
-        }
-
-        if (!scaled && (size_t) (end - q) >= 7
-            && strncasecmp(q, "percent", 7) == 0)
-        {
-            scaled = 1;
-            w = q + 7;
         }
 
         if (!scaled && q == w && end - w >= 2
@@ -1083,45 +1138,63 @@ sp_halluc_number(const char *p, const char *end, sp_halluc_num_t *num,
 }
 
 
-static const char  *sp_halluc_months[] = {
-    "january", "february", "march", "april", "may", "june", "july",
-    "august", "september", "october", "november", "december"
+static const struct {
+    char    name[10];
+    size_t  len;
+} sp_halluc_months[12] = {
+    { "january", 7 }, { "february", 8 }, { "march", 5 }, { "april", 5 },
+    { "may", 3 }, { "june", 4 }, { "july", 4 }, { "august", 6 },
+    { "september", 9 }, { "october", 7 }, { "november", 8 },
+    { "december", 8 }
 };
 
 
 /*
- * A month name (or its three-letter form, with or without a dot) at p:
- * 1..12, and its length; 0 when none.
+ * A month name (or its three-letter form, with or without a dot; Sept.)
+ * at p: 1..12, and its length; 0 when none. Called at every capitalised
+ * word: the first three letters decide before any longer compare.
  */
 static int
 sp_halluc_month(const char *p, const char *end, size_t *len)
 {
     int     m;
-    size_t  n, w;
-
-    w = sp_halluc_word(p, end);
+    size_t  w;
+    char    c[3];
 
     /* capitalised, as in dates: "may" and "march" are also words */
-    if (w < 3 || !sp_halluc_upper(*p)) {
+    if (p >= end || !sp_halluc_upper(*p)) {
         return 0;
     }
 
-    for (m = 0; m < 12; m++) {
-        n = strlen(sp_halluc_months[m]);
+    w = sp_halluc_word(p, end);
 
-        if (w == n && strncasecmp(p, sp_halluc_months[m], n) == 0) {
-            *len = n;
+    if (w < 3) {
+        return 0;
+    }
+
+    c[0] = (char) (p[0] | 0x20);
+    c[1] = (char) (p[1] | 0x20);
+    c[2] = (char) (p[2] | 0x20);
+
+    for (m = 0; m < 12; m++) {
+        if (memcmp(c, sp_halluc_months[m].name, 3) != 0) {
+            continue;
+        }
+
+        if (w == sp_halluc_months[m].len
+            && strncasecmp(p + 3, sp_halluc_months[m].name + 3, w - 3) == 0)
+        {
+            *len = w;
             return m + 1;
         }
 
-        /* Sept. too, but not "Mar" inside "Marco": the whole word */
-        if ((w == 3 || (w == 4 && m == 8))
-            && strncasecmp(p, sp_halluc_months[m], w) == 0
-            && m != 4)
-        {
+        /* the whole word: not "Mar" inside "Marco" */
+        if (w == 3 || (m == 8 && w == 4 && (p[3] | 0x20) == 't')) {
             *len = (p + w < end && p[w] == '.') ? w + 1 : w;
             return m + 1;
         }
+
+        return 0;
     }
 
     return 0;
@@ -1293,7 +1366,8 @@ sp_halluc_context_facts(sp_halluc_ctx_t *ctx, const char *text, size_t len)
             continue;
         }
 
-        if (sp_halluc_date(p, end, &date)) {
+        /* dates start with a digit or a capital */
+        if (!(*p >= 'a' && *p <= 'z') && sp_halluc_date(p, end, &date)) {
             q = sp_halluc_grow(ctx->date, ctx->date_local, &ctx->date_cap,
                                ctx->ndate + 1, sizeof(sp_halluc_date_t));
             if (q == NULL) {
@@ -1457,23 +1531,35 @@ sp_halluc_count(sp_halluc_count_t *count, size_t weight, int supported)
 }
 
 
+/* one of the words (NUL-separated, an empty one last) is p[0..len) */
+static int
+sp_halluc_in(const char *words, const char *p, size_t len)
+{
+    size_t  n;
+
+    for ( ;; ) {
+        n = strlen(words);
+
+        if (n == 0) {
+            return 0;
+        }
+
+        if (n == len && memcmp(words, p, len) == 0) {
+            return 1;
+        }
+
+        words += n + 1;
+    }
+}
+
+
 /* acronyms that state nothing checkable */
 static int
 sp_halluc_common_acronym(const char *p, size_t len)
 {
-    static const char  *common[] = {
-        "OK", "AM", "PM", "ID", "NB", "PS", "FAQ", "USD", "EUR", "GBP",
-        "TL", "DR", "AI", NULL
-    };
-    size_t  i;
-
-    for (i = 0; common[i] != NULL; i++) {
-        if (strlen(common[i]) == len && memcmp(common[i], p, len) == 0) {
-            return 1;
-        }
-    }
-
-    return 0;
+    return len <= 3
+           && sp_halluc_in("OK\0AM\0PM\0ID\0NB\0PS\0TL\0DR\0AI\0FAQ\0"
+                           "USD\0EUR\0GBP\0", p, len);
 }
 
 
@@ -1481,19 +1567,9 @@ sp_halluc_common_acronym(const char *p, size_t len)
 static int
 sp_halluc_connector(const char *p, size_t len)
 {
-    static const char  *words[] = {
-        "of", "de", "da", "di", "du", "del", "der", "van", "von", "la",
-        "le", "y", "and", NULL
-    };
-    size_t  i;
-
-    for (i = 0; words[i] != NULL; i++) {
-        if (strlen(words[i]) == len && memcmp(words[i], p, len) == 0) {
-            return 1;
-        }
-    }
-
-    return 0;
+    return len <= 3
+           && sp_halluc_in("of\0de\0da\0di\0du\0del\0der\0van\0von\0la\0"
+                           "le\0y\0and\0", p, len);
 }
 
 
@@ -1668,7 +1744,7 @@ sp_halluc_claims(const sp_halluc_ctx_t *ctx, const char *text, size_t len,
             continue;
         }
 
-        n = sp_halluc_date(p, end, &date);
+        n = (c >= 'a' && c <= 'z') ? 0 : sp_halluc_date(p, end, &date);
         if (n > 0) {
             sp_halluc_count(count, SP_HALLUC_W_DATE,
                             sp_halluc_has_date(ctx, &date));

@@ -12,9 +12,9 @@
  * named entities (capitalised multi-word names, not sentence starts),
  * combined with signals (finish_reason length, an answer cut short,
  * hedges). Without context the score comes from the signals alone and is
- * documented as such (result.grounded 0). docs/policies.md gives the
- * formula, the labelled set (tests/halluc/) and how well it separates
- * grounded from ungrounded answers.
+ * documented as such (result.grounded 0). docs/hallucination.md gives
+ * the formula, the labelled set (tests/halluc/) and how well it
+ * separates grounded from ungrounded answers.
  */
 
 #ifndef SP_HALLUC_H

@@ -481,7 +481,7 @@ sp_pii_ipv4(const char *text, size_t len, size_t at)
         return 0;
     }
 
-    if (sp_pii_context(text, len, sp_pii_back(at, 16), at,
+    if (sp_pii_context(text, len, sp_pii_back(at, 24), at,
                        sp_pii_version_words))
     {
         return 0;
@@ -656,9 +656,19 @@ sp_pii_card(const char *text, size_t len, size_t at)
 }
 
 
+/*
+ * The SSA's rules, and the two numbers it voided after they were printed
+ * (a wallet insert, 078-05-1120, and an advertisement, 219-09-9999).
+ */
 static int
 sp_pii_ssn_valid(unsigned area, unsigned group, unsigned serial)
 {
+    if ((area == 78 && group == 5 && serial == 1120)
+        || (area == 219 && group == 9 && serial == 9999))
+    {
+        return 0;
+    }
+
     return area != 0 && area != 666 && area < 900 && group != 0
            && serial != 0;
 }
@@ -934,10 +944,6 @@ sp_pii_phone(const char *text, size_t len, size_t at, size_t floor)
         context = sp_pii_context(text, len, sp_pii_from(at, 40, floor), at,
                                  sp_pii_phone_words);
         return context ? end : 0;
-    }
-
-    if (paren && ng == 3 && nd == 10) {
-        return end;
     }
 
     return 0;
@@ -1805,9 +1811,9 @@ static const char *const  sp_pii_secret_words[] = {
 
 
 /*
- * 40 characters of base64 (upper, lower and digits among them), named a
- * secret, within 120 bytes after an AWS access key id: its secret access key. Returns
- * where the scan goes on: past the secret, or at from.
+ * An AWS secret access key: 40 characters of base64 (upper, lower and
+ * digits among them), named a secret, within 120 bytes after its access
+ * key id. Returns where the scan goes on: past the secret, or at from.
  */
 static size_t
 sp_pii_aws_secret(sp_pii_scan_t *s, const char *text, size_t len,

@@ -106,7 +106,7 @@ sp_pii_is_base64(const sp_json_token_t *t)
     size_t          k;
     unsigned char   c;
 
-    if (t->raw_len < 64) {
+    if (t->type != SP_JSON_STRING || t->raw_len < 64) {
         return 0;
     }
 

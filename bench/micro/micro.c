@@ -11,6 +11,8 @@
  *        micro translate   (a request to Anthropic and its answer back)
  *        micro route       (100 routing rules, none matching)
  *        micro policy      (20 policies on a 2 KB chat body)
+ *        micro halluc      (the hallucination score: 2 KB context, 1 KB
+ *                           answer, p50 and p99)
  */
 
 #include <stdio.h>
@@ -26,6 +28,7 @@
 
 #include "spendpol.h"
 #include "sp_cache.h"
+#include "sp_halluc.h"
 #include "sp_journal.h"
 #include "sp_route.h"
 #include "sp_semantic.h"
@@ -1663,6 +1666,146 @@ bench_policy(void)
 }
 
 
+/* this thread's CPU time: a call preempted on a busy machine is not slow */
+static double
+bench_cpu_us(void)
+{
+    struct timespec  ts;
+
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+
+    return ts.tv_sec * 1e6 + ts.tv_nsec / 1e3;
+}
+
+
+/*
+ * The hallucination score as the module computes it on a JSON answer:
+ * the answer's text read from the completion, then scored against the
+ * request body (a 2 KB passage in the system prompt, a 1 KB answer of
+ * about 40 claims). Timed in this thread's CPU time (a call preempted
+ * on a busy machine is not slow) by batches of 50 calls, since reading
+ * that clock costs about a microsecond: p50 and p99 of 400 batches.
+ */
+static void
+bench_halluc(void)
+{
+    int                  i, k;
+    size_t               n, blen, clen, alen;
+    double               t0, *us, *json_us;
+    char                *body, *json_answer, answer[1400];
+    sp_halluc_answer_t  *a;
+    sp_halluc_result_t   res;
+
+    static const char  *sentences[] = {
+        "Norvale Systems, headquartered in Lyon, reported revenue of "
+        "$3,200,000 for the quarter ending March 31, 2024, up 12% on the "
+        "year. ",
+        "Chief executive Maria Keller said demand for the \\\"Atlas line\\\" "
+        "drove most of the growth in Europe and in the Asia Pacific region. ",
+        "The company employs 1,234 people and plans a second site in "
+        "Rotterdam, with 240 more engineers by 2026. ",
+        "Analysts at Hollis Partners noted that operating margins were "
+        "broadly stable at 18.5 percent despite higher freight costs. ",
+    };
+    static const char  *claims[] = {
+        "Revenue reached $3.2 million in the quarter that ended on "
+        "2024-03-31, 12 percent higher than a year before. ",
+        "According to Maria Keller, the \\\"Atlas line\\\" was the main "
+        "driver, and Hollis Partners saw margins of 18.5% hold. ",
+        "The firm has 1 234 employees and wants 240 more engineers in "
+        "Rotterdam by 2026, while John Barrow expects 9,000 units. ",
+    };
+
+    body = malloc(4096);
+    json_answer = malloc(4096);
+    a = malloc(sizeof(sp_halluc_answer_t));
+    us = malloc(400 * sizeof(double));
+    json_us = malloc(400 * sizeof(double));
+
+    if (body == NULL || json_answer == NULL || a == NULL || us == NULL
+        || json_us == NULL)
+    {
+        fprintf(stderr, "halluc: out of memory\n");
+        exit(1);
+    }
+
+    blen = (size_t) snprintf(body, 4096, "{\"model\":\"gpt-4o-mini\","
+                             "\"messages\":[{\"role\":\"system\","
+                             "\"content\":\"");
+    clen = 0;
+
+    for (k = 0; clen < 2048; k++) {
+        n = strlen(sentences[k % 4]);
+        memcpy(body + blen, sentences[k % 4], n);
+        blen += n;
+        clen += n;
+    }
+
+    blen += (size_t) snprintf(body + blen, 4096 - blen, "\"},{\"role\":"
+                              "\"user\",\"content\":\"How did Norvale "
+                              "do?\"}]}");
+
+    alen = 0;
+
+    for (k = 0; alen < 1024; k++) {
+        n = strlen(claims[k % 3]);
+        memcpy(answer + alen, claims[k % 3], n);
+        alen += n;
+    }
+
+    answer[alen] = '\0';
+
+    n = (size_t) snprintf(json_answer, 4096, "{\"id\":\"chatcmpl-1\","
+                          "\"object\":\"chat.json_answer\",\"choices\":[{"
+                          "\"index\":0,\"message\":{\"role\":"
+                          "\"assistant\",\"content\":\"%s\"},"
+                          "\"finish_reason\":\"stop\"}],\"usage\":{"
+                          "\"prompt_tokens\":600,\"completion_tokens\":"
+                          "260}}", answer);
+
+    for (i = 0; i < 400; i++) {
+        t0 = bench_cpu_us();
+
+        for (k = 0; k < 50; k++) {
+            sp_halluc_answer_init(a);
+            (void) sp_halluc_answer_json(SP_PROVIDER_OPENAI, json_answer, n,
+                                         a);
+        }
+
+        json_us[i] = (bench_cpu_us() - t0) / 50;
+
+        t0 = bench_cpu_us();
+
+        for (k = 0; k < 50; k++) {
+            sp_halluc_score(SP_PROVIDER_OPENAI, body, blen, a, &res);
+        }
+
+        us[i] = (bench_cpu_us() - t0) / 50;
+    }
+
+    if (!res.grounded || res.claims < 20) {
+        fprintf(stderr, "halluc: scored %s (%zu claims)\n", res.basis,
+                res.claims);
+        exit(1);
+    }
+
+    qsort(us, 400, sizeof(double), pii_cmp_double);
+    qsort(json_us, 400, sizeof(double), pii_cmp_double);
+
+    printf("halluc: answer from a JSON completion (%zu B)  p50 %6.2f us  "
+           "p99 %6.2f us\n", n, json_us[200], json_us[396]);
+    printf("halluc: score, %zu B context + %zu B answer  p50 %6.2f us  "
+           "p99 %6.2f us  (%s, %d%%)\n", clen, a->len, us[200],
+           us[396], res.basis, res.pct);
+
+    free(body);
+    free(json_answer);
+    free(a);
+    free(us);
+    free(json_us);
+}
+
+
 int
 main(int argc, char **argv)
 {
@@ -1711,6 +1854,11 @@ main(int argc, char **argv)
 
     if (argc > 1 && strcmp(argv[1], "route") == 0) {
         bench_route();
+        return 0;
+    }
+
+    if (argc > 1 && strcmp(argv[1], "halluc") == 0) {
+        bench_halluc();
         return 0;
     }
 

@@ -155,6 +155,16 @@ test_halluc_openai_chat(void **state)
     assert_int_equal(event(SP_PROVIDER_OPENAI, "[DONE]"), SP_ERROR);
     assert_answer("Hello", 1, 1);
 
+    /* n > 1: the first choice is the answer scored */
+    sp_halluc_answer_init(&ans);
+    assert_int_equal(event(SP_PROVIDER_OPENAI,
+        "{\"choices\":[{\"index\":1,\"delta\":{\"content\":\"B\"}}]}"),
+        SP_OK);
+    assert_int_equal(event(SP_PROVIDER_OPENAI,
+        "{\"choices\":[{\"index\":0,\"delta\":{\"content\":\"A\"}}]}"),
+        SP_OK);
+    assert_answer("A", 0, 0);
+
     /* Mistral's own spelling of a length stop */
     sp_halluc_answer_init(&ans);
     assert_int_equal(event(SP_PROVIDER_MISTRAL,
@@ -650,7 +660,7 @@ test_halluc_score_bodies(void **state)
 static void
 test_halluc_never_reads_past_len(void **state)
 {
-    size_t        i, k, n;
+    size_t        i, k, n, m;
     char         *copy;
     const char   *answers[] = {
         "{\"choices\":[{\"message\":{\"content\":\"a \\\"q\\u00e9\\\" \"},"
@@ -689,8 +699,10 @@ test_halluc_never_reads_past_len(void **state)
             memcpy(ans.text, texts[i], k);
             ans.len = k;
 
-            copy = exact(texts[(i + 1) % 3], k);
-            sp_halluc_score_text(copy, k, &ans, &res);
+            m = strlen(texts[(i + 1) % 3]);
+            m = k < m ? k : m;
+            copy = exact(texts[(i + 1) % 3], m);
+            sp_halluc_score_text(copy, m, &ans, &res);
             assert_true(res.pct >= 0 && res.pct <= 100);
             assert_true(res.unsupported <= res.claims);
             free(copy);

@@ -120,6 +120,8 @@ test_pii_phone(void **state)
     assert_clean("part 123-456-7890 (area starts with 1)");
     assert_clean("P/N 4417-0032-118 and SKU 12-3456-789");
     assert_clean("3+4 = 7, x+12 and 1+1");
+    assert_clean("the old one (07700 900 46) is cut short");
+    assert_clean("release notes for 10.0.0.1");
 }
 
 
@@ -135,6 +137,7 @@ test_pii_ssn(void **state)
     assert_clean("SSN 912-12-3456");
     assert_clean("SSN 123-00-4567");
     assert_clean("SSN 123-45-0000");
+    assert_clean("SSN 078-05-1120 and 219-09-9999, voided");
     assert_clean("invoice 123456789");
     assert_clean("meeting id 123456789, getting there");
     assert_clean("build 123 45 6789");
@@ -512,6 +515,20 @@ test_pii_body_cohere_mistral(void **state)
     assert_string_equal(texts.text[3], "d2");
     assert_int_equal(texts.context[3], 1);
 
+    /* Mistral FIM, Azure as OpenAI, a member name written with escapes */
+    walk(SP_PROVIDER_MISTRAL, 0,
+         "{\"model\":\"codestral\",\"prompt\":\"def f(\","
+         "\"suffix\":\"ret\"}");
+    assert_int_equal(texts.n, 2);
+    assert_string_equal(texts.text[1], "ret");
+
+    walk(SP_PROVIDER_AZURE, 0,
+         "{\"mess\\u0061ges\":[{\"r\\u006fle\":\"system\",\"content\":"
+         "\"s\"}]}");
+    assert_int_equal(texts.n, 1);
+    assert_string_equal(texts.text[0], "s");
+    assert_int_equal(texts.context[0], 1);
+
     walk(SP_PROVIDER_MISTRAL, 0,
          "{\"model\":\"mistral-small\",\"messages\":[{\"role\":\"user\","
          "\"content\":\"bonjour\"}],\"safe_prompt\":false}");
@@ -683,6 +700,15 @@ test_pii_redact_keeps_json(void **state)
     assert_string_equal(json_string_value(json_object_get(root, "user")),
                         "a@example.com");
     json_decref(root);
+
+    /* a policy pattern's span, redacted as PATTERN */
+    res.entities[2].type = SP_PII_PATTERN;
+    n = sp_pii_redact(body, strlen(body), &res, 1u << SP_PII_PATTERN,
+                      out, sizeof(out));
+    assert_true(n > 0);
+    out[n] = '\0';
+    assert_non_null(strstr(out, "ip [REDACTED:PATTERN]\\\""));
+    assert_non_null(strstr(out, "4111\\u00201111"));
 
     /* too small: 0 */
     assert_int_equal(sp_pii_redact(body, strlen(body), &res, SP_PII_ALL,
