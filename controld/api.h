@@ -424,7 +424,9 @@ int cd_shadow_batch_line(cd_shadow_batch_t *b, const char *line, size_t len)
  * else only whole lines, *consumed their bytes (a tail's partial line
  * waits). CD_ERROR: no memory.
  */
+#ifndef CD_DECLINED
 #define CD_DECLINED  -5
+#endif
 int cd_shadow_batch_text(cd_shadow_batch_t *b, const char *text, size_t len,
     size_t *consumed) CD_CHECK;
 
