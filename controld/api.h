@@ -100,6 +100,17 @@ int cd_rfc3339_parse(const char *s, int64_t *us) CD_CHECK;
  */
 const char *cd_price_model_problem(const char *model);
 
+/*
+ * The price the proxy applies to provider/model for the organisation of
+ * the transaction (row-level security): GET /pricing's resolution, with
+ * the organisation's fallback price. CD_OK with *priced 1, *price and
+ * *max_output_tokens (0: unknown), or *priced 0 when the model has no
+ * price; CD_ERROR when a statement failed or memory ran out.
+ */
+int cd_pricing_resolve(cd_db_conn_t *c, const char *org_id,
+    const char *provider, const char *model, sp_price_t *price,
+    int64_t *max_output_tokens, int *priced) CD_CHECK;
+
 void cd_api_pricing_list(cd_request_t *r);
 void cd_api_pricing_get(cd_request_t *r);
 void cd_api_pricing_put(cd_request_t *r);
@@ -351,6 +362,38 @@ void cd_api_routing_rules_get(cd_request_t *r);
 void cd_api_routing_rules_update(cd_request_t *r);
 void cd_api_routing_rules_delete(cd_request_t *r);
 void cd_api_routing_evaluate(cd_request_t *r);
+
+
+/* ---- api_policies.c --------------------------------------------------- */
+
+/*
+ * An organisation's enabled policies as one JSON array, oldest first,
+ * each the stored policy with its id: what the snapshot publishes
+ * (SP_TABLE_POLICIES) and /policies/evaluate compiles. An aggregate over
+ * policies: one row, "[]" when there is none.
+ */
+#define CD_POLICIES_JSON                                                     \
+    "coalesce(jsonb_agg(policy || jsonb_build_object('id', id)"             \
+    " ORDER BY created_at, id), '[]'::jsonb)::text"
+
+/*
+ * A policy body (POST, PATCH merged onto the stored policy, or one of
+ * /policies/evaluate's "policies"), with enabled (true) and scope
+ * (organization) written down when absent, through sp_policy_validate().
+ * A refusal is 422 naming the member's path after prefix: code
+ * invalid_pattern for a regex PCRE2 refuses (its message and offset),
+ * else validation_error (missing_field for a missing name). On CD_OK
+ * *policy (owned) is the body without id, created_at and updated_at.
+ */
+int cd_policy_body_parse(json_t *body, const char *prefix, json_t **policy,
+    cd_field_error_t *err) CD_CHECK;
+
+void cd_api_policies_create(cd_request_t *r);
+void cd_api_policies_list(cd_request_t *r);
+void cd_api_policies_get(cd_request_t *r);
+void cd_api_policies_update(cd_request_t *r);
+void cd_api_policies_delete(cd_request_t *r);
+void cd_api_policies_evaluate(cd_request_t *r);
 
 
 /* ---- api_prompts.c ---------------------------------------------------- */

@@ -12,6 +12,7 @@
 #include "controld.h"
 #include "api.h"
 #include "sp_journal.h"
+#include "sp_pii.h"
 
 
 #define CD_AUDIT_COLUMNS                                                     \
@@ -21,7 +22,11 @@
     " gateway_us, department, project, agent_id, trace_id, span_id,"         \
     " parent_id, to_json(warnings)::text, error_code, "                      \
     CD_SQL_US("created_at") ", endpoint, saved_nano, routed, route_rule,"  \
-    " attempts, attempt_log, route_note, template_id, template_version"
+    " attempts, attempt_log, route_note, template_id, template_version,"   \
+    " round(guard_score::numeric, 3)::text, to_json(pii_types)::text,"       \
+    " policy_action, to_json(policy_ids)::text,"                             \
+    " to_json(policy_warnings)::text, hallucination_score, shadow_key_type," \
+    " shadow_key_fp, client_addr"
 
 enum {
     CD_AUDIT_ID = 0, CD_AUDIT_CREATED, CD_AUDIT_KEY, CD_AUDIT_PROVIDER,
@@ -33,7 +38,10 @@ enum {
     CD_AUDIT_ERROR, CD_AUDIT_CREATED_US, CD_AUDIT_ENDPOINT, CD_AUDIT_SAVED,
     CD_AUDIT_ROUTED, CD_AUDIT_ROUTE_RULE, CD_AUDIT_ATTEMPTS,
     CD_AUDIT_ATTEMPT_LOG, CD_AUDIT_ROUTE_NOTE, CD_AUDIT_TEMPLATE_ID,
-    CD_AUDIT_TEMPLATE_VERSION
+    CD_AUDIT_TEMPLATE_VERSION, CD_AUDIT_GUARD_SCORE, CD_AUDIT_PII_TYPES,
+    CD_AUDIT_POLICY_ACTION, CD_AUDIT_POLICY_IDS, CD_AUDIT_POLICY_WARNINGS,
+    CD_AUDIT_HALLUCINATION, CD_AUDIT_SHADOW_KEY_TYPE, CD_AUDIT_SHADOW_KEY_FP,
+    CD_AUDIT_CLIENT_ADDR
 };
 
 #define CD_AUDIT_VERSION_MAX  2147483647   /* template_version, an integer */
@@ -56,6 +64,18 @@ cd_audit_set_int_or_null(json_t *obj, const char *key, PGresult *res,
                                PQgetisnull(res, row, col)
                                ? json_null()
                                : json_integer(cd_audit_int(res, row, col)));
+}
+
+
+/* a text[] column read as to_json(...)::text: a JSON array, [] for NULL */
+static json_t *
+cd_audit_array(PGresult *res, int row, int col)
+{
+    if (PQgetisnull(res, row, col)) {
+        return json_array();
+    }
+
+    return json_loads(PQgetvalue(res, row, col), 0, NULL);
 }
 
 
@@ -122,7 +142,29 @@ cd_audit_json(PGresult *res, int row)
         || cd_json_set_column(obj, "template_id", res, row,
                               CD_AUDIT_TEMPLATE_ID)
         || cd_audit_set_int_or_null(obj, "template_version", res, row,
-                                    CD_AUDIT_TEMPLATE_VERSION))
+                                    CD_AUDIT_TEMPLATE_VERSION)
+        /* 0..1, rounded to 3 decimals by the query (a real is not) */
+        || json_object_set_new(obj, "guard_score", json_real(
+               PQgetisnull(res, row, CD_AUDIT_GUARD_SCORE)
+               ? 0.0 : strtod(PQgetvalue(res, row, CD_AUDIT_GUARD_SCORE),
+                              NULL)))
+        /* json_object_set_new() fails on NULL, and takes the reference */
+        || json_object_set_new(obj, "pii_types",
+               cd_audit_array(res, row, CD_AUDIT_PII_TYPES))
+        || cd_json_set_column(obj, "policy_action", res, row,
+                              CD_AUDIT_POLICY_ACTION)
+        || json_object_set_new(obj, "policy_ids",
+               cd_audit_array(res, row, CD_AUDIT_POLICY_IDS))
+        || json_object_set_new(obj, "policy_warnings",
+               cd_audit_array(res, row, CD_AUDIT_POLICY_WARNINGS))
+        || cd_audit_set_int_or_null(obj, "hallucination_score", res, row,
+                                    CD_AUDIT_HALLUCINATION)
+        || cd_json_set_column(obj, "shadow_key_type", res, row,
+                              CD_AUDIT_SHADOW_KEY_TYPE)
+        || cd_json_set_column(obj, "shadow_key_fp", res, row,
+                              CD_AUDIT_SHADOW_KEY_FP)
+        || cd_json_set_column(obj, "client_addr", res, row,
+                              CD_AUDIT_CLIENT_ADDR))
     {
         json_decref(obj);
         return NULL;
@@ -151,10 +193,36 @@ cd_audit_version_valid(const char *s)
 }
 
 
+/* "0", "1", "0.5", "0.125", "1.000": 0 to 1, at most 3 decimals */
+static int
+cd_audit_score_valid(const char *s)
+{
+    size_t  i;
+
+    if ((s[0] != '0' && s[0] != '1') || (s[1] != '\0' && s[1] != '.')) {
+        return 0;
+    }
+
+    if (s[1] == '\0') {
+        return 1;
+    }
+
+    for (i = 2; s[i] >= '0' && s[i] <= '9'; i++) {
+        /* 1.000 and no more than 1 */
+        if (s[0] == '1' && s[i] != '0') {
+            return 0;
+        }
+    }
+
+    return i > 2 && i <= 5 && s[i] == '\0';
+}
+
+
 /*
  * A filter value: absent is no filter; a bad value is a 400 naming the
  * filter. routed is true or false, template_id a UUID, template_version
- * a version number; the others non-empty UTF-8 strings.
+ * a version number, policy_action a decision, pii_type an entity type,
+ * min_guard_score 0 to 1; the others non-empty UTF-8 strings.
  */
 static int
 cd_audit_filter(cd_request_t *r, const char *name, const char **value)
@@ -201,6 +269,43 @@ cd_audit_filter(cd_request_t *r, const char *name, const char **value)
         return CD_OK;
     }
 
+    if (strcmp(name, "policy_action") == 0) {
+        if (strcmp(*value, "log") != 0 && strcmp(*value, "warn") != 0
+            && strcmp(*value, "redact") != 0 && strcmp(*value, "block") != 0)
+        {
+            cd_respond_error(r, 400, "invalid_request_error",
+                             "invalid_filter", name, "policy_action must be "
+                             "log, warn, redact or block");
+            return CD_ERROR;
+        }
+
+        return CD_OK;
+    }
+
+    if (strcmp(name, "pii_type") == 0) {
+        if (sp_pii_type(*value, strlen(*value)) < 0) {
+            cd_respond_error(r, 400, "invalid_request_error",
+                             "invalid_filter", name, "pii_type must be an "
+                             "entity type: email, phone, ssn, card, iban, "
+                             "ipv4, ipv6, api_key, jwt, private_key or dob");
+            return CD_ERROR;
+        }
+
+        return CD_OK;
+    }
+
+    if (strcmp(name, "min_guard_score") == 0) {
+        if (!cd_audit_score_valid(*value)) {
+            cd_respond_error(r, 400, "invalid_request_error",
+                             "invalid_filter", name, "min_guard_score must "
+                             "be a decimal from 0 to 1 with at most 3 "
+                             "decimals, e.g. 0.5");
+            return CD_ERROR;
+        }
+
+        return CD_OK;
+    }
+
     if ((*value)[0] == '\0' || strlen(*value) > SP_FIELD_LEN
         || !cd_utf8_valid(*value, strlen(*value)))
     {
@@ -226,13 +331,18 @@ cd_api_audit_list(cd_request_t *r)
                            " AND ($7::boolean IS NULL OR routed = $7)"
                            " AND ($8::uuid IS NULL OR template_id = $8)"
                            " AND ($9::integer IS NULL"
-                           " OR template_version = $9)"),
+                           " OR template_version = $9)"
+                           " AND ($10::text IS NULL OR policy_action = $10)"
+                           " AND ($11::text IS NULL OR $11 = ANY(pii_types))"
+                           " AND ($12::real IS NULL"
+                           " OR guard_score >= $12::real)"),
         .default_limit = 50,
         .id_column = CD_AUDIT_ID,
         .created_us_column = CD_AUDIT_CREATED_US,
         .row_json = cd_audit_json,
         .filters = { "api_key_id", "provider", "model", "routed",
-                     "template_id", "template_version" },
+                     "template_id", "template_version", "policy_action",
+                     "pii_type", "min_guard_score" },
         .filter = cd_audit_filter
     };
 

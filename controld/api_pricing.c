@@ -828,6 +828,82 @@ cd_pricing_is_fallback(const char *model)
 }
 
 
+
+int
+cd_pricing_resolve(cd_db_conn_t *c, const char *org_id, const char *provider,
+    const char *model, sp_price_t *price, int64_t *max_output_tokens,
+    int *priced)
+{
+    int                 rc, row;
+    const void         *record;
+    sp_str_t            org, prov, name;
+    sp_price_found_t    found;
+    sp_price_lookup_t   lookup;
+    cd_pricing_book_t   book;
+
+    memset(&book, 0, sizeof(book));
+    rc = CD_ERROR;
+    *priced = 0;
+
+    /* GET /pricing's book for the one provider, under row-level security */
+    book.res = cd_db_exec(c, "SELECT " CD_PRICING_COLUMNS " FROM model_prices"
+                             " WHERE provider = $1"
+                             " ORDER BY provider, model, org_id IS NULL,"
+                             " effective_from DESC", 1, &provider);
+    book.aliases = book.res ? cd_db_exec(c, "SELECT provider, alias, model"
+                                            " FROM model_aliases"
+                                            " WHERE provider = $1", 1,
+                                         &provider) : NULL;
+
+    if (book.aliases == NULL || cd_pricing_book_open(&book) != CD_OK) {
+        goto done;
+    }
+
+    lookup.find_price = cd_pricing_book_price;
+    lookup.find_alias = cd_pricing_book_alias;
+    lookup.data = &book;
+    org = sp_str_from(org_id);
+    prov = sp_str_from(provider);
+    name = sp_str_from(model);
+
+    record = sp_price_resolve(&lookup, org, prov, name,
+                              SP_PRICE_WITH_FALLBACK, &found);
+
+    if (record == NULL) {
+        rc = CD_OK;
+        goto done;
+    }
+
+    /* as the snapshot publisher reads a row: unset cached prices as input */
+    row = *(const int *) record;
+    price->input = strtoll(PQgetvalue(book.res, row, CD_PRICING_INPUT),
+                           NULL, 10);
+    price->output = strtoll(PQgetvalue(book.res, row, CD_PRICING_OUTPUT),
+                            NULL, 10);
+    price->cached_input = PQgetisnull(book.res, row, CD_PRICING_CACHED)
+                          ? price->input
+                          : strtoll(PQgetvalue(book.res, row,
+                                               CD_PRICING_CACHED), NULL, 10);
+    price->cache_write = PQgetisnull(book.res, row, CD_PRICING_CACHE_WRITE)
+                         ? price->input
+                         : strtoll(PQgetvalue(book.res, row,
+                                              CD_PRICING_CACHE_WRITE),
+                                   NULL, 10);
+    *max_output_tokens = strtoll(PQgetvalue(book.res, row,
+                                            CD_PRICING_MAX_OUTPUT), NULL, 10);
+    *priced = 1;
+    rc = CD_OK;
+
+done:
+
+    free(book.groups);
+    PQclear(book.aliases);
+    PQclear(book.res);
+
+    return rc;
+}
+
+
 /* ---- routes ----------------------------------------------------------- */
 
 /*

@@ -240,7 +240,7 @@ int cd_cursor_decode(const char *cursor, int64_t *us, char *id,
 /* ---- paged lists (http_request.c) ------------------------------------- */
 
 #define CD_PAGE_LIMIT_MAX     1000
-#define CD_PAGE_FILTERS_MAX   6
+#define CD_PAGE_FILTERS_MAX   9
 
 /*
  * The query of a paged list, newest first: $1 and $2 are the cursor's

@@ -40,17 +40,21 @@
     " department, project, agent_id, trace_id, span_id, parent_id,"          \
     " warnings, error_code, node_id, epoch, reserved_nano, endpoint,"        \
     " saved_nano, routed, route_rule, attempts, attempt_log, route_note,"    \
-    " template_id, template_version"
+    " template_id, template_version, guard_score, pii_types,"               \
+    " policy_action, policy_ids, policy_warnings, hallucination_score,"      \
+    " shadow_key_type, shadow_key_fp, client_addr"
 
-#define CD_INGEST_AUDIT_NCOLUMNS  37
+#define CD_INGEST_AUDIT_NCOLUMNS  46
 
 /*
  * A row is the record's strings (each shorter than its array), 4 bytes
- * of length per column and the warnings array's headers (at most 4
- * bytes per element, one element per byte of warnings, and 20).
+ * of length per column and the headers of the four text[] columns (at
+ * most 4 bytes per element, one element per byte of the string, and 20
+ * each).
  */
 _Static_assert(sizeof(sp_journal_record_t) + 4 * CD_INGEST_AUDIT_NCOLUMNS
-               + 5 * SP_FIELD_LEN + 64 < CD_INGEST_ROW_MAX,
+               + 5 * (3 * SP_FIELD_LEN + SP_JOURNAL_NOTE_LEN) + 4 * 20
+               < CD_INGEST_ROW_MAX,
                "CD_INGEST_ROW_MAX holds a whole audit row");
 
 #define CD_INGEST_UNIQUE_VIOLATION  "23505"
@@ -130,6 +134,18 @@ cd_copy_text(uint8_t *out, size_t pos, const char *s, int empty_is_null)
     memcpy(out + pos, s, n);
 
     return pos + n;
+}
+
+
+/* float4 in network order: its IEEE 754 bits as a 32-bit integer */
+static size_t
+cd_copy_f32(uint8_t *out, size_t pos, float v)
+{
+    uint32_t  bits;
+
+    memcpy(&bits, &v, sizeof(bits));
+
+    return cd_copy_u32(out, pos, bits);
 }
 
 
@@ -314,6 +330,32 @@ cd_ingest_copy_row(const sp_journal_record_t *rec, const char *node_id,
         pos = cd_copy_u32(out, pos, 0xffffffff);
     }
 
+    /*
+     * real, 0..1 (NOT NULL: a request with nothing found scores 0); the
+     * milli value is exact in a float's 24-bit mantissa before the
+     * division, and /audit-logs rounds to 3 decimals again.
+     */
+    pos = cd_copy_u32(out, pos, 4);
+    pos = cd_copy_f32(out, pos, (float) rec->guard_score_milli / 1000.0f);
+    pos = cd_copy_text_array(out, pos, rec->pii_types);
+    pos = cd_copy_text(out, pos, rec->policy_action, 1);
+    pos = cd_copy_text_array(out, pos, rec->policy_ids);
+    pos = cd_copy_text_array(out, pos, rec->policy_warnings);
+
+    /* smallint percent; -1 (not scored) is NULL */
+    if (rec->hallucination_pct >= 0) {
+        pos = cd_copy_u32(out, pos, 2);
+        out[pos++] = 0;
+        out[pos++] = (uint8_t) rec->hallucination_pct;
+
+    } else {
+        pos = cd_copy_u32(out, pos, 0xffffffff);
+    }
+
+    pos = cd_copy_text(out, pos, rec->shadow_key_type, 1);
+    pos = cd_copy_text(out, pos, rec->shadow_key_fp, 1);
+    pos = cd_copy_text(out, pos, rec->client_addr, 1);
+
     return pos;
 }
 
@@ -470,7 +512,7 @@ static int
 cd_ingest_copy(cd_ingest_ctx_t *x, cd_db_conn_t *c, const char *table,
     int64_t month, char *state, size_t state_len)
 {
-    char         sql[512];
+    char         sql[sizeof(CD_INGEST_AUDIT_COLUMNS) + 128];
     size_t       i, pos, n;
     PGresult    *res;
     const char  *s;

@@ -55,7 +55,10 @@ cd_record_acceptable(const sp_journal_record_t *rec)
         rec->requested_model, rec->model, rec->cache, rec->department,
         rec->project, rec->agent_id, rec->trace_id, rec->span_id,
         rec->parent_id, rec->warnings, rec->error_code, rec->endpoint,
-        rec->route_rule, rec->attempt_log, rec->route_note
+        rec->route_rule, rec->attempt_log, rec->route_note,
+        rec->pii_types, rec->policy_action, rec->policy_ids,
+        rec->policy_warnings, rec->shadow_key_type, rec->shadow_key_fp,
+        rec->client_addr
     };
 
     if (rec->id[0] == '\0' || rec->org_id[0] == '\0'

@@ -497,6 +497,19 @@ cd_snapshot_routes_row(sp_snapshot_builder_t *b, PGresult *res, int i)
 }
 
 
+/* an organisation's enabled policies: org_id, CD_POLICIES_JSON */
+static int
+cd_snapshot_policies_row(sp_snapshot_builder_t *b, PGresult *res, int i)
+{
+    sp_snapshot_routes_in_t  policies;
+
+    policies.org_id = PQgetvalue(res, i, 0);
+    policies.rules = PQgetvalue(res, i, 1);
+
+    return sp_snapshot_add_policies(b, &policies) == SP_OK ? CD_OK : CD_ERROR;
+}
+
+
 /* a template: org_id, slug, CD_PROMPT_RECORD_JSON */
 static int
 cd_snapshot_template_row(sp_snapshot_builder_t *b, PGresult *res, int i)
@@ -537,6 +550,7 @@ cd_snapshot_publish_now(cd_app_t *app)
     PGresult               *marker, *keys, *providers, *prices, *gen;
     PGresult               *orgs, *aliases, *next_change, *budgets;
     PGresult               *endpoints, *purges, *routes, *templates;
+    PGresult               *policies;
     int64_t                 next_us, budget_end_us;
     int64_t                 started, queried, built, published;
     cd_db_conn_t           *c;
@@ -544,6 +558,7 @@ cd_snapshot_publish_now(cd_app_t *app)
 
     marker = keys = providers = prices = gen = orgs = aliases = NULL;
     next_change = budgets = endpoints = purges = routes = templates = NULL;
+    policies = NULL;
     b = NULL;
     rc = CD_ERROR;
     started = cd_clock_ms(CLOCK_MONOTONIC);
@@ -627,7 +642,10 @@ cd_snapshot_publish_now(cd_app_t *app)
     templates = routes ? cd_snapshot_query(c,
                "SELECT p.org_id, p.slug, " CD_PROMPT_RECORD_JSON
                " FROM prompts p") : NULL;
-    gen = templates ? cd_snapshot_query(c,
+    policies = templates ? cd_snapshot_query(c,
+               "SELECT org_id, " CD_POLICIES_JSON
+               " FROM policies WHERE enabled GROUP BY org_id") : NULL;
+    gen = policies ? cd_snapshot_query(c,
                "SELECT nextval('snapshot_generation')") : NULL;
 
     if (gen == NULL || PQntuples(marker) != 1) {
@@ -667,6 +685,8 @@ cd_snapshot_publish_now(cd_app_t *app)
         || cd_snapshot_add_rows(b, routes, cd_snapshot_routes_row) != CD_OK
         || cd_snapshot_add_rows(b, templates, cd_snapshot_template_row)
            != CD_OK
+        || cd_snapshot_add_rows(b, policies, cd_snapshot_policies_row)
+           != CD_OK
         || cd_snapshot_add_settings(app, b) != CD_OK)
     {
         cd_log_error(CD_SNAPSHOT_SUBJECT, "out of memory building "
@@ -700,13 +720,13 @@ cd_snapshot_publish_now(cd_app_t *app)
     cd_log_info(CD_SNAPSHOT_SUBJECT, "published generation %llu (%d keys, "
                 "%d providers, %d prices, %d orgs, %d aliases, %d budgets, "
                 "%d allowed endpoints, %d cache purges, %d routing rule "
-                "sets, %d templates) "
+                "sets, %d templates, %d policy sets) "
                 "in %lld ms (read %lld, build %lld, write %lld)",
                 (unsigned long long) generation, PQntuples(keys),
                 PQntuples(providers), PQntuples(prices), PQntuples(orgs),
                 PQntuples(aliases), PQntuples(budgets), PQntuples(endpoints),
                 PQntuples(purges), PQntuples(routes), PQntuples(templates),
-                (long long) (published - started),
+                PQntuples(policies), (long long) (published - started),
                 (long long) (queried - started), (long long) (built - queried),
                 (long long) (published - built));
     rc = CD_OK;
@@ -727,6 +747,7 @@ done:
     PQclear(purges);
     PQclear(routes);
     PQclear(templates);
+    PQclear(policies);
     cd_db_rollback(c);
     cd_db_release(&app->db, c);
 

@@ -263,6 +263,49 @@ sp_journal_format(const sp_journal_record_t *rec, char *out, size_t outlen)
         SP_FIELD_INT(template_version);
     }
 
+    /*
+     * Policies, scores and shadow AI as routing: only when set, so that a
+     * request with no PII, no policy and no score keeps its old line. A
+     * negative guard score is written, for sp_journal_check to refuse;
+     * hallucination_pct -1 is "not scored", and anything else below 0
+     * is written for the same reason.
+     */
+    if (rec->guard_score_milli != 0) {
+        SP_FIELD_INT(guard_score_milli);
+    }
+
+    if (rec->pii_types[0]) {
+        SP_FIELD_STR(pii_types);
+    }
+
+    if (rec->policy_action[0]) {
+        SP_FIELD_STR(policy_action);
+    }
+
+    if (rec->policy_ids[0]) {
+        SP_FIELD_STR(policy_ids);
+    }
+
+    if (rec->policy_warnings[0]) {
+        SP_FIELD_STR(policy_warnings);
+    }
+
+    if (rec->hallucination_pct != -1) {
+        SP_FIELD_INT(hallucination_pct);
+    }
+
+    if (rec->shadow_key_type[0]) {
+        SP_FIELD_STR(shadow_key_type);
+    }
+
+    if (rec->shadow_key_fp[0]) {
+        SP_FIELD_STR(shadow_key_fp);
+    }
+
+    if (rec->client_addr[0]) {
+        SP_FIELD_STR(client_addr);
+    }
+
     sp_out_cstr(&o, "}\n");
 
     if (o.overflow) {
@@ -325,7 +368,9 @@ typedef enum {
     SP_JF_STATUS,
     SP_JF_STREAM,
     SP_JF_BOOLEAN,                      /* an int: true 1, false 0 */
-    SP_JF_ATTEMPTS                      /* an int; 1 is read as 0 */
+    SP_JF_ATTEMPTS,                     /* an int; 1 is read as 0 */
+    SP_JF_INT,                          /* an int; absent 0 */
+    SP_JF_PERCENT                       /* an int; absent -1 */
 } sp_journal_kind_e;
 
 typedef struct {
@@ -379,6 +424,15 @@ static const sp_journal_field_t  sp_journal_fields[] = {
     SP_JF(route_note, SP_JF_STRING),
     SP_JF(template_id, SP_JF_STRING),
     SP_JF(template_version, SP_JF_INTEGER),
+    SP_JF(guard_score_milli, SP_JF_INT),  /* absent: no PII found, no */
+    SP_JF(pii_types, SP_JF_STRING),       /* policy matched, no score */
+    SP_JF(policy_action, SP_JF_STRING),
+    SP_JF(policy_ids, SP_JF_STRING),
+    SP_JF(policy_warnings, SP_JF_STRING),
+    SP_JF(hallucination_pct, SP_JF_PERCENT),
+    SP_JF(shadow_key_type, SP_JF_STRING),
+    SP_JF(shadow_key_fp, SP_JF_STRING),
+    SP_JF(client_addr, SP_JF_STRING),
     { "status", 6, SP_JF_STATUS, 0, 0 },
     { "stream", 6, SP_JF_STREAM, 0, 0 },
 };
@@ -549,6 +603,30 @@ sp_journal_read(const sp_json_tape_t *tape, sp_journal_record_t *rec,
             rec->attempts = (v == NULL || v->value == 1) ? 0 : (int) v->value;
             break;
 
+        case SP_JF_INT:
+        case SP_JF_PERCENT:
+            if (v != NULL && v->type != SP_JSON_INTEGER) {
+                sp_errorf(err, errlen, "field \"%s\" must be an integer",
+                          jf->name);
+                return SP_ERROR;
+            }
+
+            /*
+             * An int field: what it cannot hold is refused here, the rest
+             * is sp_journal_check's to judge against the field's range.
+             */
+            if (v != NULL && (v->value < INT_MIN || v->value > INT_MAX)) {
+                sp_errorf(err, errlen, "field \"%s\" must be %s",
+                          jf->name, jf->kind == SP_JF_INT
+                                    ? "0..1000" : "-1..100");
+                return SP_ERROR;
+            }
+
+            flag = (v != NULL) ? (int) v->value
+                               : (jf->kind == SP_JF_PERCENT ? -1 : 0);
+            memcpy((char *) rec + jf->offset, &flag, sizeof(int));
+            break;
+
         default: /* SP_JF_INTEGER, SP_JF_STATUS */
             if (v != NULL && v->type != SP_JSON_INTEGER) {
                 sp_errorf(err, errlen, "field \"%s\" must be an integer",
@@ -680,6 +758,11 @@ sp_journal_uuid_or_empty(const char *s)
 }
 
 
+static const char  *sp_journal_policy_actions[] = {
+    "", "log", "warn", "redact", "block"
+};
+
+
 int
 sp_journal_check(const sp_journal_record_t *rec, char *err, size_t errlen)
 {
@@ -736,6 +819,36 @@ sp_journal_check(const sp_journal_record_t *rec, char *err, size_t errlen)
     if (!sp_journal_uuid_or_empty(rec->template_id)) {
         sp_errorf(err, errlen, "field \"template_id\" must be a UUID "
                   "(8-4-4-4-12 hex digits)");
+        return SP_ERROR;
+    }
+
+    if (rec->guard_score_milli < 0 || rec->guard_score_milli > 1000) {
+        sp_errorf(err, errlen, "field \"guard_score_milli\" is %d, "
+                  "expected 0..1000", rec->guard_score_milli);
+        return SP_ERROR;
+    }
+
+    /* -1: not scored; the audit column is NULL then */
+    if (rec->hallucination_pct < -1 || rec->hallucination_pct > 100) {
+        sp_errorf(err, errlen, "field \"hallucination_pct\" is %d, "
+                  "expected -1..100", rec->hallucination_pct);
+        return SP_ERROR;
+    }
+
+    /* what /audit-logs filters on: the decision names and nothing else */
+    for (i = 0; i < sizeof(sp_journal_policy_actions)
+                    / sizeof(sp_journal_policy_actions[0]); i++)
+    {
+        if (strcmp(rec->policy_action, sp_journal_policy_actions[i]) == 0) {
+            break;
+        }
+    }
+
+    if (i == sizeof(sp_journal_policy_actions)
+             / sizeof(sp_journal_policy_actions[0]))
+    {
+        sp_errorf(err, errlen, "field \"policy_action\" must be \"\", "
+                  "\"log\", \"warn\", \"redact\" or \"block\"");
         return SP_ERROR;
     }
 

@@ -42,7 +42,7 @@
 
 
 #define SP_JOURNAL_VERSION    1
-#define SP_JOURNAL_LINE_MAX   32768   /* a full record, all escaped */
+#define SP_JOURNAL_LINE_MAX   65536   /* a full record, all escaped */
 #define SP_ID_LEN             64      /* max length of any id field */
 #define SP_FIELD_LEN          256     /* max length of other strings */
 #define SP_JOURNAL_NOTE_LEN   1024    /* attempt_log, route_note */

@@ -26,7 +26,6 @@
 #define SP_ROUTE_TIMEOUT_MAX    600000
 #define SP_ROUTE_FAILURES_MAX   100
 #define SP_ROUTE_SECONDS_MAX    3600
-#define SP_ROUTE_DAY_MINUTES    1440
 
 /*
  * Lazy values asked once per evaluation: budgets and time zones are
@@ -94,9 +93,7 @@ typedef struct {
     uint8_t             has_tools;
     uint8_t             has_images;
     uint8_t             model_glob;     /* else compared exactly */
-    uint8_t             days;           /* bit 0 Sunday .. bit 6 */
-    uint16_t            start;          /* minutes of the local day */
-    uint16_t            end;            /* 1 .. 1440 */
+    sp_tz_window_t      window;
     uint16_t            zone;
     uint16_t            budget;         /* distinct budget_id number */
     sp_route_ref_t      model;
@@ -390,7 +387,7 @@ sp_route_set_len(const char *g, size_t len)
 }
 
 
-static int
+int
 sp_route_glob_valid(const char *g, size_t len)
 {
     size_t  i, n;
@@ -756,53 +753,18 @@ sp_route_targets(sp_route_ctx_t *ctx, json_t *v, const char *path,
 }
 
 
-/* "HH:MM", 00:00 to 23:59 (24:00 too for an end) */
 static int
-sp_route_hhmm(sp_route_ctx_t *ctx, json_t *v, const char *path, int end,
-    uint16_t *minutes)
-{
-    int          h, m;
-    const char  *s;
-
-    s = json_is_string(v) ? json_string_value(v) : "";
-
-    if (json_string_length(v) == 5 && s[2] == ':'
-        && s[0] >= '0' && s[0] <= '9' && s[1] >= '0' && s[1] <= '9'
-        && s[3] >= '0' && s[3] <= '9' && s[4] >= '0' && s[4] <= '9')
-    {
-        h = (s[0] - '0') * 10 + (s[1] - '0');
-        m = (s[3] - '0') * 10 + (s[4] - '0');
-
-        if ((h < 24 && m < 60) || (end && h == 24 && m == 0)) {
-            *minutes = (uint16_t) (h * 60 + m);
-            return SP_OK;
-        }
-    }
-
-    return sp_route_fail(ctx, path, "expected a time \"HH:MM\" from "
-                         "\"00:00\" to \"%s\"", end ? "24:00" : "23:59");
-}
-
-
-static int
-sp_route_zone(sp_route_ctx_t *ctx, json_t *v, const char *path)
+sp_route_zone(sp_route_ctx_t *ctx, const char *name, size_t len,
+    const char *path)
 {
     int               rc;
     char              reason[128];
-    size_t            i, len;
+    size_t            i;
     sp_tz_t          *tz;
-    const char       *name;
     sp_route_set_t   *set;
     sp_route_zone_t  *z;
 
-    name = json_is_string(v) ? json_string_value(v) : "";
-    len = json_is_string(v) ? json_string_length(v) : 0;
     set = ctx->set;
-
-    if (!sp_tz_name_valid(name, len)) {
-        return sp_route_fail(ctx, path, "expected an IANA time zone such as "
-                             "Europe/Paris");
-    }
 
     /* a zone several rules name is loaded once */
     for (i = 0; set != NULL && i < set->nzones; i++) {
@@ -847,108 +809,28 @@ sp_route_zone(sp_route_ctx_t *ctx, json_t *v, const char *path)
 }
 
 
+/* the window's form and checks are sp_tz's, shared with policies */
 static int
 sp_route_window(sp_route_ctx_t *ctx, json_t *w)
 {
-    int          rc, d;
-    size_t       i;
-    json_t      *v, *day;
-    const char  *s;
-    char         path[160];
+    int          rc;
+    char         member[96], reason[160], path[160];
+    size_t       zone_len;
+    const char  *zone;
 
-    static const char *const  members[] = { "timezone", "days", "start",
-                                            "end", NULL };
-    static const char *const  days[7][2] = {
-        { "sun", "sunday" }, { "mon", "monday" }, { "tue", "tuesday" },
-        { "wed", "wednesday" }, { "thu", "thursday" }, { "fri", "friday" },
-        { "sat", "saturday" }
-    };
-
-    if (!json_is_object(w)) {
-        return sp_route_fail(ctx, "conditions.time_window", "expected an "
-                             "object {\"timezone\", \"days\", \"start\", "
-                             "\"end\"}, not %s", sp_route_kind(w));
-    }
-
-    rc = sp_route_members(ctx, w, "conditions.time_window", members,
-                          "timezone, days, start, end");
-    if (rc != SP_OK) {
-        return rc;
-    }
-
-    v = json_object_get(w, "timezone");
-
-    if (v == NULL) {
-        v = json_string("UTC");
-        if (v == NULL) {
-            return SP_ROUTE_NO_MEMORY;
-        }
-
-        rc = sp_route_zone(ctx, v, "conditions.time_window.timezone");
-        json_decref(v);
-
-    } else {
-        rc = sp_route_zone(ctx, v, "conditions.time_window.timezone");
-    }
+    rc = sp_tz_window_parse(w, &ctx->rule->window, &zone, &zone_len,
+                            member, sizeof(member), reason, sizeof(reason));
 
     if (rc != SP_OK) {
+        snprintf(path, sizeof(path), "conditions.time_window%s%s",
+                 member[0] ? "." : "", member);
+        return sp_route_fail(ctx, path, "%s", reason);
+    }
+
+    rc = sp_route_zone(ctx, zone, zone_len,
+                       "conditions.time_window.timezone");
+    if (rc != SP_OK) {
         return rc;
-    }
-
-    ctx->rule->days = 0x7f;
-    v = json_object_get(w, "days");
-
-    if (v != NULL) {
-        if (!json_is_array(v) || json_array_size(v) == 0) {
-            return sp_route_fail(ctx, "conditions.time_window.days",
-                                 "expected an array of one or more days "
-                                 "(\"mon\" .. \"sun\")");
-        }
-
-        ctx->rule->days = 0;
-
-        json_array_foreach(v, i, day) {
-            s = json_is_string(day) ? json_string_value(day) : "";
-
-            for (d = 0; d < 7; d++) {
-                if (strcmp(s, days[d][0]) == 0 || strcmp(s, days[d][1]) == 0)
-                {
-                    break;
-                }
-            }
-
-            if (d == 7 || (size_t) json_string_length(day) != strlen(s)) {
-                snprintf(path, sizeof(path), "conditions.time_window.days"
-                         "[%zu]", i);
-                return sp_route_fail(ctx, path, "expected a day: mon, tue, "
-                                     "wed, thu, fri, sat or sun");
-            }
-
-            ctx->rule->days |= (uint8_t) (1u << d);
-        }
-    }
-
-    ctx->rule->start = 0;
-    ctx->rule->end = SP_ROUTE_DAY_MINUTES;
-
-    v = json_object_get(w, "start");
-
-    if (v != NULL) {
-        rc = sp_route_hhmm(ctx, v, "conditions.time_window.start", 0,
-                           &ctx->rule->start);
-        if (rc != SP_OK) {
-            return rc;
-        }
-    }
-
-    v = json_object_get(w, "end");
-
-    if (v != NULL) {
-        rc = sp_route_hhmm(ctx, v, "conditions.time_window.end", 1,
-                           &ctx->rule->end);
-        if (rc != SP_OK) {
-            return rc;
-        }
     }
 
     ctx->rule->conds |= SP_ROUTE_C_WINDOW;
@@ -2051,32 +1933,6 @@ sp_route_eval_local(sp_route_eval_t *ev, const sp_route_rule_t *r,
 }
 
 
-/*
- * In the window: from start (inclusive) to end (exclusive) of a listed
- * day. A window whose end is not after its start runs past midnight
- * (start == end: 24 hours) and belongs to the day it starts on: "fri
- * 22:00-06:00" holds early on Saturday, not early on Friday.
- */
-static int
-sp_route_in_window(const sp_route_rule_t *r, int weekday, int minute)
-{
-    if (r->start < r->end) {
-        return minute >= r->start && minute < r->end
-               && (r->days & (1u << weekday));
-    }
-
-    if (minute >= r->start) {
-        return (r->days & (1u << weekday)) != 0;
-    }
-
-    if (minute < r->end) {
-        return (r->days & (1u << ((weekday + 6) % 7))) != 0;
-    }
-
-    return 0;
-}
-
-
 static int
 sp_route_str_eq(const sp_route_set_t *set, sp_route_ref_t ref, sp_str_t s)
 {
@@ -2155,7 +2011,7 @@ sp_route_matches(sp_route_eval_t *ev, const sp_route_rule_t *r)
     if (c & SP_ROUTE_C_WINDOW) {
         sp_route_eval_local(ev, r, &weekday, &minute);
 
-        if (!sp_route_in_window(r, weekday, minute)) {
+        if (!sp_tz_window_contains(&r->window, weekday, minute)) {
             return 0;
         }
     }
@@ -2284,8 +2140,9 @@ sp_route_explain_match(sp_route_eval_t *ev, const sp_route_rule_t *r,
                       minute % 60);
         sp_route_add(t, sp_route_text(set, set->zones[r->zone].name),
                      set->zones[r->zone].name.len);
-        sp_route_addf(t, " within %02d:%02d-%02d:%02d", r->start / 60,
-                      r->start % 60, r->end / 60, r->end % 60);
+        sp_route_addf(t, " within %02d:%02d-%02d:%02d",
+                      r->window.start / 60, r->window.start % 60,
+                      r->window.end / 60, r->window.end % 60);
     }
 
     if (c & SP_ROUTE_C_BUDGET) {

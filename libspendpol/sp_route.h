@@ -150,6 +150,12 @@ typedef struct {
 void sp_route_evaluate(const sp_route_set_t *set,
     const sp_route_request_t *req, sp_route_decision_t *out);
 
+/*
+ * 1 when glob is well formed: not empty, each [set] closed, not empty and
+ * its ranges low to high, no stray ']' (policies' model lists too)
+ */
+int sp_route_glob_valid(const char *glob, size_t len);
+
 /* 1 when name matches glob (* ? [set] [!set]); a malformed glob: 0 */
 int sp_route_glob_match(const char *glob, size_t glob_len, const char *name,
     size_t len);

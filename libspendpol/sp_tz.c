@@ -768,3 +768,187 @@ sp_tz_free(sp_tz_t *tz)
 {
     free(tz);
 }
+
+
+/* ---- weekly windows -------------------------------------------------- */
+
+#define SP_TZ_DAY_MINUTES  1440
+
+
+static int
+sp_tz_window_fail(char *member, size_t memberlen, const char *path,
+    char *err, size_t errlen, const char *what)
+{
+    sp_errorf(member, memberlen, "%s", path);
+    sp_errorf(err, errlen, "%s", what);
+
+    return SP_ERROR;
+}
+
+
+/* "HH:MM", 00:00 to 23:59 (24:00 too for an end) */
+static int
+sp_tz_hhmm(json_t *v, int end, uint16_t *minutes)
+{
+    int          h, m;
+    const char  *s;
+
+    if (!json_is_string(v) || json_string_length(v) != 5) {
+        return SP_ERROR;
+    }
+
+    s = json_string_value(v);
+
+    if (s[2] != ':' || s[0] < '0' || s[0] > '9' || s[1] < '0' || s[1] > '9'
+        || s[3] < '0' || s[3] > '9' || s[4] < '0' || s[4] > '9')
+    {
+        return SP_ERROR;
+    }
+
+    h = (s[0] - '0') * 10 + (s[1] - '0');
+    m = (s[3] - '0') * 10 + (s[4] - '0');
+
+    if ((h < 24 && m < 60) || (end && h == 24 && m == 0)) {
+        *minutes = (uint16_t) (h * 60 + m);
+        return SP_OK;
+    }
+
+    return SP_ERROR;
+}
+
+
+int
+sp_tz_window_parse(json_t *w, sp_tz_window_t *win, const char **zone,
+    size_t *zone_len, char *member, size_t memberlen, char *err,
+    size_t errlen)
+{
+    int          d;
+    char         path[96];
+    size_t       i;
+    json_t      *v, *day;
+    const char  *k, *s;
+
+    static const char *const  days[7][2] = {
+        { "sun", "sunday" }, { "mon", "monday" }, { "tue", "tuesday" },
+        { "wed", "wednesday" }, { "thu", "thursday" }, { "fri", "friday" },
+        { "sat", "saturday" }
+    };
+
+    sp_errorf(member, memberlen, "%s", "");
+    sp_errorf(err, errlen, "%s", "");
+
+    win->days = 0x7f;
+    win->start = 0;
+    win->end = SP_TZ_DAY_MINUTES;
+    *zone = "UTC";
+    *zone_len = 3;
+
+    if (!json_is_object(w)) {
+        return sp_tz_window_fail(member, memberlen, "", err, errlen,
+                                 "expected an object {\"timezone\", "
+                                 "\"days\", \"start\", \"end\"}");
+    }
+
+    /* a typo must not silently widen a window */
+    json_object_foreach(w, k, v) {
+        if (strcmp(k, "timezone") != 0 && strcmp(k, "days") != 0
+            && strcmp(k, "start") != 0 && strcmp(k, "end") != 0)
+        {
+            for (i = 0; k[i] != '\0' && i < 64; i++) {
+                path[i] = (k[i] < 0x20 || k[i] > 0x7e || k[i] == '"'
+                           || k[i] == '\\') ? '?' : k[i];
+            }
+
+            path[i] = '\0';
+            sp_errorf(member, memberlen, "%s", path);
+            sp_errorf(err, errlen, "unknown member \"%s\"; expected one of "
+                      "timezone, days, start, end", path);
+            return SP_ERROR;
+        }
+    }
+
+    v = json_object_get(w, "timezone");
+
+    if (v != NULL) {
+        if (!json_is_string(v)
+            || !sp_tz_name_valid(json_string_value(v), json_string_length(v)))
+        {
+            return sp_tz_window_fail(member, memberlen, "timezone", err,
+                                     errlen, "expected an IANA time zone "
+                                     "such as Europe/Paris");
+        }
+
+        *zone = json_string_value(v);
+        *zone_len = json_string_length(v);
+    }
+
+    v = json_object_get(w, "days");
+
+    if (v != NULL) {
+        if (!json_is_array(v) || json_array_size(v) == 0) {
+            return sp_tz_window_fail(member, memberlen, "days", err, errlen,
+                                     "expected an array of one or more days "
+                                     "(\"mon\" .. \"sun\")");
+        }
+
+        win->days = 0;
+
+        json_array_foreach(v, i, day) {
+            s = json_is_string(day) ? json_string_value(day) : "";
+
+            for (d = 0; d < 7; d++) {
+                if (strcmp(s, days[d][0]) == 0 || strcmp(s, days[d][1]) == 0)
+                {
+                    break;
+                }
+            }
+
+            if (d == 7 || (size_t) json_string_length(day) != strlen(s)) {
+                snprintf(path, sizeof(path), "days[%zu]", i);
+                return sp_tz_window_fail(member, memberlen, path, err,
+                                         errlen, "expected a day: mon, tue, "
+                                         "wed, thu, fri, sat or sun");
+            }
+
+            win->days |= (uint8_t) (1u << d);
+        }
+    }
+
+    v = json_object_get(w, "start");
+
+    if (v != NULL && sp_tz_hhmm(v, 0, &win->start) != SP_OK) {
+        return sp_tz_window_fail(member, memberlen, "start", err, errlen,
+                                 "expected a time \"HH:MM\" from \"00:00\" "
+                                 "to \"23:59\"");
+    }
+
+    v = json_object_get(w, "end");
+
+    if (v != NULL && sp_tz_hhmm(v, 1, &win->end) != SP_OK) {
+        return sp_tz_window_fail(member, memberlen, "end", err, errlen,
+                                 "expected a time \"HH:MM\" from \"00:00\" "
+                                 "to \"24:00\"");
+    }
+
+    return SP_OK;
+}
+
+
+int
+sp_tz_window_contains(const sp_tz_window_t *win, int weekday, int minute)
+{
+    if (win->start < win->end) {
+        return minute >= win->start && minute < win->end
+               && (win->days & (1u << weekday));
+    }
+
+    if (minute >= win->start) {
+        return (win->days & (1u << weekday)) != 0;
+    }
+
+    if (minute < win->end) {
+        return (win->days & (1u << ((weekday + 6) % 7))) != 0;
+    }
+
+    return 0;
+}

@@ -14,6 +14,8 @@
 #ifndef SP_TZ_H
 #define SP_TZ_H
 
+#include <jansson.h>
+
 #include "spendpol.h"
 
 
@@ -55,6 +57,40 @@ int32_t sp_tz_offset(const sp_tz_t *tz, int64_t unix_s);
  */
 void sp_tz_local(const sp_tz_t *tz, int64_t now_ms, int *weekday,
     int *minute);
+
+
+
+/*
+ * A weekly time window in a zone's local time, the one form routing
+ * rules' conditions and time_window policies share:
+ * {"timezone": "Europe/Paris", "days": ["mon", ...], "start": "09:00",
+ *  "end": "18:00"}, every member optional (UTC, every day, all day).
+ */
+typedef struct {
+    uint16_t  start;            /* minutes of the local day, 0..1439 */
+    uint16_t  end;              /* 1..1440; not after start: past midnight */
+    uint8_t   days;             /* bit 0 Sunday .. bit 6 Saturday */
+} sp_tz_window_t;
+
+/*
+ * Parses a window object. *zone gets the timezone member's text ("UTC"
+ * when absent; valid while w lives), checked with sp_tz_name_valid()
+ * only: the caller loads it (sp_tz_load()), once per distinct name.
+ * SP_ERROR: member gets the path below the window ("days[1]", "start";
+ * "" for the window itself) and err what was expected.
+ */
+int sp_tz_window_parse(json_t *w, sp_tz_window_t *win, const char **zone,
+    size_t *zone_len, char *member, size_t memberlen, char *err,
+    size_t errlen);
+
+/*
+ * 1 when the local weekday and minute (sp_tz_local()) lie in the window:
+ * from start (inclusive) to end (exclusive) of a listed day; a window
+ * whose end is not after its start runs past midnight and belongs to the
+ * day it starts on.
+ */
+int sp_tz_window_contains(const sp_tz_window_t *win, int weekday,
+    int minute);
 
 
 #endif /* SP_TZ_H */

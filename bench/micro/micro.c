@@ -10,6 +10,7 @@
  *        micro template    (a prompt template applied to a request)
  *        micro translate   (a request to Anthropic and its answer back)
  *        micro route       (100 routing rules, none matching)
+ *        micro policy      (20 policies on a 2 KB chat body)
  */
 
 #include <stdio.h>
@@ -33,6 +34,8 @@
 #include "sp_template.h"
 #include "sp_tokenize.h"
 #include "sp_usage.h"
+#include "sp_pii.h"
+#include "sp_policy.h"
 
 
 static double
@@ -1361,10 +1364,319 @@ bench_route(void)
 }
 
 
+/* ---- PII scan --------------------------------------------------------- */
+
+static const char  *pii_words[] = {
+    "the", "of", "and", "to", "in", "a", "is", "that", "for", "it", "as",
+    "was", "with", "be", "by", "on", "not", "he", "this", "are", "or",
+    "his", "from", "at", "which", "but", "have", "an", "had", "they",
+    "you", "were", "their", "one", "all", "we", "can", "her", "has",
+    "there", "been", "if", "more", "when", "will", "would", "who", "so",
+    "no", "She", "people", "report", "summary", "please", "shipping",
+    "government", "history", "research", "process", "example", "system",
+    "general", "group", "possible", "however", "experience", "Europe",
+    "Paris", "Monday", "request", "explain", "short", "happy", "expected",
+    "rather", "several", "great", "problem", "service", "point", "house"
+};
+
+
+static size_t
+pii_prose(char *buf, size_t cap)
+{
+    size_t    len, w, n;
+    uint64_t  seed;
+
+    len = 0;
+    seed = 0x9e3779b97f4a7c15ull;
+    n = sizeof(pii_words) / sizeof(pii_words[0]);
+
+    while (len + 32 < cap) {
+        seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+        w = (size_t) (seed >> 33) % n;
+
+        len += (size_t) sprintf(buf + len, "%s", pii_words[w]);
+
+        switch ((seed >> 20) % 16) {
+        case 0:
+            len += (size_t) sprintf(buf + len, ". ");
+            break;
+        case 1:
+            len += (size_t) sprintf(buf + len, ", ");
+            break;
+        case 2:
+            /* numbers are clean text too */
+            len += (size_t) sprintf(buf + len, " %u ",
+                                    (unsigned) (seed >> 40) % 3000);
+            break;
+        default:
+            buf[len++] = ' ';
+        }
+    }
+
+    return len;
+}
+
+
+static int
+pii_cmp_double(const void *a, const void *b)
+{
+    double  x = *(const double *) a, y = *(const double *) b;
+
+    return x < y ? -1 : x > y;
+}
+
+
+static void
+bench_pii(void)
+{
+    int               i, rounds;
+    char             *prose, *body, prompt[2048];
+    size_t            len, plen, blen;
+    double            t0, t1, *us;
+    sp_pii_result_t  *res;
+
+    prose = malloc(1 << 20);
+    body = malloc(4096);
+    res = malloc(sizeof(sp_pii_result_t));
+    us = malloc(20000 * sizeof(double));
+
+    if (prose == NULL || body == NULL || res == NULL || us == NULL) {
+        fprintf(stderr, "pii: out of memory\n");
+        exit(1);
+    }
+
+    len = pii_prose(prose, 1 << 20);
+
+    sp_pii_scan_text(prose, len, SP_PII_ALL, res);
+    if (res->total != 0) {
+        fprintf(stderr, "pii: the clean prose has %s in it\n",
+                sp_pii_name(res->entities[0].type));
+        exit(1);
+    }
+
+    rounds = 20;
+    t0 = cpu_s();
+
+    for (i = 0; i < rounds; i++) {
+        sp_pii_scan_text(prose, len, SP_PII_ALL, res);
+    }
+
+    t1 = cpu_s();
+
+    printf("pii scan, clean prose %zu KB  %8.1f MB/s\n", len >> 10,
+           rounds * len / (t1 - t0) / 1e6);
+
+    /* a 2 KB chat prompt with one card number in it */
+    plen = pii_prose(prompt, 1800);
+    memcpy(prompt + plen / 2, " card 4111 1111 1111 1111 ", 26);
+
+    blen = (size_t) snprintf(body, 4096,
+                             "{\"model\":\"gpt-4o-mini\",\"messages\":[{"
+                             "\"role\":\"system\",\"content\":\"You are a "
+                             "helpful assistant.\"},{\"role\":\"user\","
+                             "\"content\":\"%.*s\"}],\"max_tokens\":256}",
+                             (int) plen, prompt);
+
+    if (sp_pii_scan_body(SP_PROVIDER_OPENAI, 0, body, blen, SP_PII_ALL, res)
+        != SP_OK || res->total != 1 || res->entities[0].type != SP_PII_CARD)
+    {
+        fprintf(stderr, "pii: the prompt's card was not found alone\n");
+        exit(1);
+    }
+
+    for (i = 0; i < 20000; i++) {
+        t0 = now_s();
+        (void) sp_pii_scan_body(SP_PROVIDER_OPENAI, 0, body, blen,
+                                SP_PII_ALL, res);
+        t1 = now_s();
+        us[i] = (t1 - t0) * 1e6;
+    }
+
+    qsort(us, 20000, sizeof(double), pii_cmp_double);
+
+    printf("pii scan_body, %zu B chat body, one card  p50 %.2f us  "
+           "p99 %.2f us\n", blen, us[10000], us[19800]);
+
+    free(us);
+    free(res);
+    free(body);
+    free(prose);
+}
+
+
+/* ---- policies ------------------------------------------------------- */
+
+static int64_t
+bench_policy_worst(void *data)
+{
+    return 12000000;                        /* $0.012 */
+}
+
+
+/*
+ * 20 policies as an organisation might have them: model globs, limits, a
+ * PII policy (which the body's card violates: warn), three patterns (no
+ * match), attribution and a time window. Reported against the PII scan
+ * alone on the same body: the policies' own cost is the difference.
+ */
+static void
+bench_policy(void)
+{
+    int                    i;
+    char                  *json, *body, prompt[2048], err[256];
+    size_t                 len, cap, plen, blen;
+    double                 t0, t1, *us, *scan_us;
+    sp_policy_set_t       *set;
+    sp_pii_result_t       *res;
+    sp_policy_request_t    req;
+    sp_policy_decision_t  *out;
+
+    cap = 16 * 1024;
+    json = malloc(cap);
+    body = malloc(4096);
+    res = malloc(sizeof(sp_pii_result_t));
+    out = malloc(sizeof(sp_policy_decision_t));
+    us = malloc(20000 * sizeof(double));
+    scan_us = malloc(20000 * sizeof(double));
+
+    if (json == NULL || body == NULL || res == NULL || out == NULL
+        || us == NULL || scan_us == NULL)
+    {
+        fprintf(stderr, "policy: out of memory\n");
+        exit(1);
+    }
+
+#define BENCH_ORG  ",\"scope\":{\"type\":\"organization\"}"
+
+    len = 0;
+    json[len++] = '[';
+
+    for (i = 0; i < 12; i++) {
+        len += snprintf(json + len, cap - len, "{\"id\":\"pol_m%d\","
+                        "\"name\":\"models %d\",\"kind\":\"model\","
+                        "\"action\":\"%s\"" BENCH_ORG ",%s},", i, i,
+                        i % 2 ? "block" : "warn",
+                        i % 3 == 0 ? "\"deny_models\":[\"o1*\",\"gpt-3*\"]"
+                        : i % 3 == 1 ? "\"allow_models\":[\"gpt-4o*\","
+                                       "\"claude-*\",\"gemini-[0-9]*\"]"
+                        : "\"deny_providers\":[\"cohere\"],"
+                          "\"deny_models\":[\"*-preview\"]");
+    }
+
+    len += snprintf(json + len, cap - len,
+        "{\"id\":\"pol_l1\",\"name\":\"tokens\",\"kind\":\"limits\","
+        "\"action\":\"block\"" BENCH_ORG ",\"max_tokens\":4096},"
+        "{\"id\":\"pol_l2\",\"name\":\"cost\",\"kind\":\"limits\","
+        "\"action\":\"block\"" BENCH_ORG ",\"max_cost_usd\":\"0.50\"},"
+        "{\"id\":\"pol_l3\",\"name\":\"cost warn\",\"kind\":"
+        "\"limits\",\"action\":\"warn\"" BENCH_ORG ",\"max_cost_usd\":"
+        "0.10,\"require_max_tokens\":true},"
+        "{\"id\":\"pol_a\",\"name\":\"who\",\"kind\":\"attribution\","
+        "\"action\":\"warn\"" BENCH_ORG ",\"require\":\"either\"},"
+        "{\"id\":\"pol_t\",\"name\":\"hours\",\"kind\":\"time_window\","
+        "\"action\":\"log\"" BENCH_ORG ",\"timezone\":\"Europe/Paris\","
+        "\"days\":[\"mon\",\"tue\",\"wed\",\"thu\",\"fri\"],"
+        "\"start\":\"07:00\",\"end\":\"21:00\"},"
+        "{\"id\":\"pol_p\",\"name\":\"pii\",\"kind\":\"pii\","
+        "\"action\":\"warn\"" BENCH_ORG ",\"entities\":{\"card\":"
+        "\"warn\",\"ssn\":\"block\"},\"threshold\":0.5},"
+        "{\"id\":\"pol_r\",\"name\":\"words\",\"kind\":\"pattern\","
+        "\"action\":\"block\"" BENCH_ORG ",\"case_insensitive\":true,"
+        "\"patterns\":[\"project\\\\s+apollo\",\"\\\\bconfidential\\\\b\","
+        "\"internal-only-\\\\d+\"]},"
+        "{\"id\":\"pol_k\",\"name\":\"other key\",\"kind\":\"pii\","
+        "\"action\":\"block\",\"scope\":{\"type\":\"api_key\","
+        "\"value\":\"key_bbbbbbbbbbbbbbbbbbbbbbbb\"}}]");
+
+    set = sp_policy_compile(json, len, err, sizeof(err));
+
+    if (set == NULL || sp_policy_invalid(set, err, sizeof(err)) != 0
+        || sp_policy_count(set) != 20)
+    {
+        fprintf(stderr, "policy: %s\n", set ? err : "not compiled");
+        exit(1);
+    }
+
+    /* the pii bench's 2 KB chat prompt with one card number in it */
+    plen = pii_prose(prompt, 1800);
+    memcpy(prompt + plen / 2, " card 4111 1111 1111 1111 ", 26);
+
+    blen = (size_t) snprintf(body, 4096,
+                             "{\"model\":\"gpt-4o-mini\",\"messages\":[{"
+                             "\"role\":\"system\",\"content\":\"You are a "
+                             "helpful assistant.\"},{\"role\":\"user\","
+                             "\"content\":\"%.*s\"}],\"max_tokens\":256}",
+                             (int) plen, prompt);
+
+    memset(&req, 0, sizeof(req));
+    req.provider = SP_PROVIDER_OPENAI;
+    req.model = sp_str_from("gpt-4o-mini");
+    req.api_key_id = sp_str_from("key_aaaaaaaaaaaaaaaaaaaaaaaa");
+    req.department = sp_str_from("marketing");
+    req.project = sp_str_from("");
+    req.max_tokens = 256;
+    req.now_ms = 1796207400000LL;           /* a Wednesday, 11:30 Paris */
+    req.body = body;
+    req.body_len = blen;
+    req.worst_case_nano = bench_policy_worst;
+
+    if (sp_policy_evaluate(set, &req, out) != SP_OK
+        || out->decision != SP_POLICY_WARN || out->total_matches != 1
+        || strcmp(out->policy_ids, "pol_p") != 0)
+    {
+        fprintf(stderr, "policy: expected the pii policy alone to warn, "
+                "got %s (%s)\n", sp_policy_action_name(out->decision),
+                out->policy_ids);
+        exit(1);
+    }
+
+    for (i = 0; i < 20000; i++) {
+        t0 = now_s();
+        (void) sp_pii_scan_body(SP_PROVIDER_OPENAI, 0, body, blen,
+                                SP_PII_ALL, res);
+        t1 = now_s();
+        scan_us[i] = (t1 - t0) * 1e6;
+
+        t0 = now_s();
+        (void) sp_policy_evaluate(set, &req, out);
+        t1 = now_s();
+        us[i] = (t1 - t0) * 1e6;
+    }
+
+    qsort(us, 20000, sizeof(double), pii_cmp_double);
+    qsort(scan_us, 20000, sizeof(double), pii_cmp_double);
+
+    printf("policy: 20 policies, %zu B chat body  p50 %.2f us  p99 %.2f us"
+           "  (PII scan alone p50 %.2f us: policies add %.2f us)\n", blen,
+           us[10000], us[19800], scan_us[10000],
+           us[10000] - scan_us[10000]);
+
+#undef BENCH_ORG
+
+    sp_policy_free(set);
+    free(scan_us);
+    free(us);
+    free(out);
+    free(res);
+    free(body);
+    free(json);
+}
+
+
 int
 main(int argc, char **argv)
 {
     size_t  keys;
+
+    if (argc > 1 && strcmp(argv[1], "pii") == 0) {
+        bench_pii();
+        return 0;
+    }
+
+    if (argc > 1 && strcmp(argv[1], "policy") == 0) {
+        bench_policy();
+        return 0;
+    }
 
     if (argc > 1 && strcmp(argv[1], "tokenize") == 0) {
         bench_tokenize();
@@ -1410,6 +1722,7 @@ main(int argc, char **argv)
     bench_cache_key();
     bench_tokenize();
     bench_request_count();
+    bench_pii();
     bench_snapshot(keys);
 
     return 0;

@@ -5,7 +5,7 @@
  * field, on every decision and every error text (tests/unit/
  * test_lib_journal.c and fuzz_journal.c). Not to be changed, but for
  * members added to the line since, read the same jansson way (issue 13:
- * routed .. template_version).
+ * routed .. template_version; issue 14: guard_score_milli .. client_addr).
  */
 
 #ifndef FUZZ_JOURNAL_ORACLE_H
@@ -178,6 +178,50 @@ oracle_journal_parse(const char *line, size_t len, sp_journal_record_t *rec,
     ORACLE_GET_STR(route_note, 0);
     ORACLE_GET_STR(template_id, 0);
     ORACLE_GET_INT(template_version);
+
+    if (oracle_journal_get_int(root, "guard_score_milli", &attempts, err,
+                               errlen)
+        != SP_OK)
+    {
+        goto failed;
+    }
+
+    if (attempts < INT_MIN || attempts > INT_MAX) {
+        sp_errorf(err, errlen, "field \"guard_score_milli\" must be 0..1000");
+        goto failed;
+    }
+
+    rec->guard_score_milli = (int) attempts;
+    ORACLE_GET_STR(pii_types, 0);
+    ORACLE_GET_STR(policy_action, 0);
+    ORACLE_GET_STR(policy_ids, 0);
+    ORACLE_GET_STR(policy_warnings, 0);
+
+    v = json_object_get(root, "hallucination_pct");
+
+    if (v == NULL || json_is_null(v)) {
+        rec->hallucination_pct = -1;
+
+    } else {
+        if (oracle_journal_get_int(root, "hallucination_pct", &attempts,
+                                   err, errlen)
+            != SP_OK)
+        {
+            goto failed;
+        }
+
+        if (attempts < INT_MIN || attempts > INT_MAX) {
+            sp_errorf(err, errlen, "field \"hallucination_pct\" must be "
+                      "-1..100");
+            goto failed;
+        }
+
+        rec->hallucination_pct = (int) attempts;
+    }
+
+    ORACLE_GET_STR(shadow_key_type, 0);
+    ORACLE_GET_STR(shadow_key_fp, 0);
+    ORACLE_GET_STR(client_addr, 0);
 
     if (oracle_journal_get_int(root, "status", &status, err, errlen) != SP_OK) {
         goto failed;

@@ -189,10 +189,11 @@ test_copy_row_is_binary_copy_of_the_audit_columns(void **state)
     strcpy(rec.warnings, "unpriced_model,,x");
     rec.epoch = -2;
     rec.saved_nano = 987654;
+    rec.hallucination_pct = -1;
 
     len = cd_ingest_copy_row(&rec, "node-a", out, 0, sizeof(out));
     assert_true(len > 0);
-    assert_int_equal(out[0] << 8 | out[1], 37);
+    assert_int_equal(out[0] << 8 | out[1], 46);
 
     assert_int_equal(field(out, 0, &d), 5);
     assert_memory_equal(d, "evt_1", 5);
@@ -235,6 +236,18 @@ test_copy_row_is_binary_copy_of_the_audit_columns(void **state)
     assert_int_equal(field(out, 34, &d), -1);
     assert_int_equal(field(out, 35, &d), -1);
     assert_int_equal(field(out, 36, &d), -1);
+
+    /* nothing found, no policy, not scored: 0, {}, NULL, {}, {}, NULL.. */
+    assert_int_equal(field(out, 37, &d), 4);
+    assert_int_equal(get_u32(d), 0);                /* 0.0f */
+    assert_int_equal(field(out, 38, &d), 12);
+    assert_int_equal(field(out, 39, &d), -1);
+    assert_int_equal(field(out, 40, &d), 12);
+    assert_int_equal(field(out, 41, &d), 12);
+    assert_int_equal(field(out, 42, &d), -1);
+    assert_int_equal(field(out, 43, &d), -1);
+    assert_int_equal(field(out, 44, &d), -1);
+    assert_int_equal(field(out, 45, &d), -1);
     assert_int_equal(d - out, (ptrdiff_t) len);
 
     /* no warnings: an empty array, not NULL */
@@ -264,9 +277,80 @@ ingest_line(const char *line, uint8_t *out, size_t cap)
 
     len = cd_ingest_copy_row(&rec, "node-a", out, 0, cap);
     assert_true(len > 0);
-    assert_int_equal(out[0] << 8 | out[1], 37);
+    assert_int_equal(out[0] << 8 | out[1], 46);
 
     return len;
+}
+
+
+static void
+test_copy_row_carries_policy_score_and_shadow_fields(void **state)
+{
+    size_t                len;
+    uint8_t               out[64 * 1024];
+    float                 score;
+    uint32_t              bits;
+    const uint8_t        *d;
+
+    (void) state;
+
+    len = ingest_line("{\"v\":1,\"id\":\"evt_1\",\"ts_ms\":1764230000123,"
+                      "\"org_id\":\"org_a\",\"status\":403,"
+                      "\"guard_score_milli\":850,"
+                      "\"pii_types\":\"card,email\","
+                      "\"policy_action\":\"block\","
+                      "\"policy_ids\":\"pol_a,pol_b\","
+                      "\"policy_warnings\":\"pii_detected\","
+                      "\"hallucination_pct\":0,"
+                      "\"shadow_key_type\":\"openai\","
+                      "\"shadow_key_fp\":\"fp_0123456789abcdef\","
+                      "\"client_addr\":\"10.0.0.7\"}", out, sizeof(out));
+
+    assert_int_equal(field(out, 37, &d), 4);
+    bits = get_u32(d);
+    memcpy(&score, &bits, sizeof(score));
+    assert_true(score > 0.8499f && score < 0.8501f);
+
+    /* pii_types: text[] of 2 */
+    assert_true(field(out, 38, &d) > 0);
+    assert_int_equal(get_u32(d + 12), 2);
+    assert_int_equal(get_u32(d + 20), 4);
+    assert_memory_equal(d + 24, "card", 4);
+    assert_int_equal(get_u32(d + 28), 5);
+    assert_memory_equal(d + 32, "email", 5);
+
+    assert_int_equal(field(out, 39, &d), 5);
+    assert_memory_equal(d, "block", 5);
+    assert_true(field(out, 40, &d) > 0);
+    assert_int_equal(get_u32(d + 12), 2);
+    assert_true(field(out, 41, &d) > 0);
+    assert_int_equal(get_u32(d + 12), 1);
+
+    /* scored 0 is a score, not NULL */
+    assert_int_equal(field(out, 42, &d), 2);
+    assert_int_equal(d[0] << 8 | d[1], 0);
+
+    assert_int_equal(field(out, 43, &d), 6);
+    assert_memory_equal(d, "openai", 6);
+    assert_int_equal(field(out, 44, &d), 19);
+    assert_memory_equal(d, "fp_0123456789abcdef", 19);
+    assert_int_equal(field(out, 45, &d), 8);
+    assert_memory_equal(d, "10.0.0.7", 8);
+    assert_int_equal(d + 8 - out, (ptrdiff_t) len);
+
+    /* an older line: guard score 0, hallucination NULL */
+    (void) ingest_line("{\"v\":1,\"id\":\"evt_2\",\"ts_ms\":1764230000123,"
+                       "\"org_id\":\"org_a\",\"status\":200,"
+                       "\"hallucination_pct\":100}", out, sizeof(out));
+    assert_int_equal(field(out, 42, &d), 2);
+    assert_int_equal(d[0] << 8 | d[1], 100);
+
+    (void) ingest_line("{\"v\":1,\"id\":\"evt_3\",\"ts_ms\":1764230000123,"
+                       "\"org_id\":\"org_a\",\"status\":200}", out,
+                       sizeof(out));
+    assert_int_equal(field(out, 37, &d), 4);
+    assert_int_equal(get_u32(d), 0);
+    assert_int_equal(field(out, 42, &d), -1);
 }
 
 
@@ -307,7 +391,8 @@ test_copy_row_carries_routing_and_template_fields(void **state)
     assert_memory_equal(d, uuid, 16);
     assert_int_equal(field(out, 36, &d), 4);
     assert_int_equal(get_u32(d), 12);
-    assert_int_equal(d + 4 - out, (ptrdiff_t) len);
+    assert_int_equal(field(out, 45, &d), -1);       /* the row's last */
+    assert_int_equal(d - out, (ptrdiff_t) len);
 
     /* an older writer's line: the columns' defaults, as before them */
     len = ingest_line("{\"v\":1,\"id\":\"evt_2\",\"ts_ms\":1764230000123,"
@@ -324,6 +409,7 @@ test_copy_row_carries_routing_and_template_fields(void **state)
     assert_int_equal(field(out, 34, &d), -1);
     assert_int_equal(field(out, 35, &d), -1);
     assert_int_equal(field(out, 36, &d), -1);
+    assert_int_equal(field(out, 45, &d), -1);
     assert_int_equal(d - out, (ptrdiff_t) len);
 
     /* one attempt written out is no fallback either */
@@ -409,6 +495,7 @@ main(void)
         cmocka_unit_test(test_scan_empty_lines_are_fed),
         cmocka_unit_test(test_copy_row_is_binary_copy_of_the_audit_columns),
         cmocka_unit_test(test_copy_row_carries_routing_and_template_fields),
+        cmocka_unit_test(test_copy_row_carries_policy_score_and_shadow_fields),
         cmocka_unit_test(test_uuid_parse_takes_only_the_8_4_4_4_12_form),
         cmocka_unit_test(test_array_literal_quotes_what_it_must),
         cmocka_unit_test(test_month_start_is_the_utc_month),

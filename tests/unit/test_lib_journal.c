@@ -59,6 +59,31 @@ fill_record(sp_journal_record_t *rec)
     strcpy(rec->route_note, "rr_a: no tools on cohere");
     strcpy(rec->template_id, "7d4c9b1e-3f2a-4c6d-8e9f-0a1b2c3d4e5f");
     rec->template_version = 3;
+    rec->guard_score_milli = 850;
+    strcpy(rec->pii_types, "card,email");
+    strcpy(rec->policy_action, "redact");
+    strcpy(rec->policy_ids, "pol_0123456789abcdef,pol_fedcba9876543210");
+    strcpy(rec->policy_warnings, "pii_detected");
+    rec->hallucination_pct = 12;
+    strcpy(rec->shadow_key_type, "openai");
+    strcpy(rec->shadow_key_fp, "fp_0123456789abcdef");
+    strcpy(rec->client_addr, "10.0.0.7");
+}
+
+
+/* what a request with no PII, no policy and no score leaves unset */
+static void
+clear_policy_fields(sp_journal_record_t *rec)
+{
+    rec->guard_score_milli = 0;
+    rec->pii_types[0] = '\0';
+    rec->policy_action[0] = '\0';
+    rec->policy_ids[0] = '\0';
+    rec->policy_warnings[0] = '\0';
+    rec->hallucination_pct = -1;
+    rec->shadow_key_type[0] = '\0';
+    rec->shadow_key_fp[0] = '\0';
+    rec->client_addr[0] = '\0';
 }
 
 
@@ -102,6 +127,15 @@ assert_records_equal(const sp_journal_record_t *a,
     assert_string_equal(a->route_note, b->route_note);
     assert_string_equal(a->template_id, b->template_id);
     assert_true(a->template_version == b->template_version);
+    assert_int_equal(a->guard_score_milli, b->guard_score_milli);
+    assert_string_equal(a->pii_types, b->pii_types);
+    assert_string_equal(a->policy_action, b->policy_action);
+    assert_string_equal(a->policy_ids, b->policy_ids);
+    assert_string_equal(a->policy_warnings, b->policy_warnings);
+    assert_int_equal(a->hallucination_pct, b->hallucination_pct);
+    assert_string_equal(a->shadow_key_type, b->shadow_key_type);
+    assert_string_equal(a->shadow_key_fp, b->shadow_key_fp);
+    assert_string_equal(a->client_addr, b->client_addr);
 }
 
 
@@ -193,7 +227,7 @@ test_journal_line_is_the_documented_shape(void **state)
 
     root = json_loadb(line, n, JSON_REJECT_DUPLICATES, &jerr);
     assert_non_null(root);
-    assert_int_equal(json_object_size(root), 37);
+    assert_int_equal(json_object_size(root), 46);
     assert_true(json_is_false(json_object_get(root, "stream")));
     assert_true(json_is_integer(json_object_get(root, "cost_nano")));
     assert_true(json_is_integer(json_object_get(root, "status")));
@@ -206,7 +240,9 @@ test_journal_line_is_the_documented_shape(void **state)
     /* routing and template last, in the header's order */
     assert_non_null(strstr(line, "\"endpoint\":\"POST /chat/completions\","
                             "\"routed\":true,\"route_rule\":\"rr_"));
-    assert_non_null(strstr(line, "\"template_version\":3}\n"));
+    assert_non_null(strstr(line, "\"template_version\":3,"
+                            "\"guard_score_milli\":850,"));
+    assert_non_null(strstr(line, "\"client_addr\":\"10.0.0.7\"}\n"));
     json_decref(root);
 }
 
@@ -231,6 +267,7 @@ test_journal_unrouted_line_has_no_routing_or_template_members(void **state)
     rec.route_note[0] = '\0';
     rec.template_id[0] = '\0';
     rec.template_version = 0;
+    clear_policy_fields(&rec);
     n = format_ok(&rec, line);
 
     root = json_loadb(line, n, JSON_REJECT_DUPLICATES, &jerr);
@@ -254,6 +291,7 @@ test_journal_unrouted_line_has_no_routing_or_template_members(void **state)
     rec.route_note[0] = '\0';
     rec.template_id[0] = '\0';
     rec.template_version = 0;
+    clear_policy_fields(&rec);
     rec.attempts = 2;
     n = format_ok(&rec, line);
     assert_non_null(strstr(line, "\"endpoint\":\"POST /chat/completions\","
@@ -354,6 +392,173 @@ test_journal_routing_fields_bounds(void **state)
           "field \"template_id\" must be a UUID" },
         { "\"template_id\":\"tpl_1\"", "field \"template_id\" must be a UUID" },
         { "\"routed\":false,\"route_rule\":\"\",\"route_note\":null", NULL },
+    };
+    char                 line[512], err[256];
+    size_t               i;
+    sp_journal_record_t  rec;
+
+    (void) state;
+
+    for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        snprintf(line, sizeof(line), "{\"v\":1,\"id\":\"evt_1\","
+                 "\"org_id\":\"o\",%s}", bad[i].members);
+        err[0] = '\0';
+
+        if (sp_journal_parse(line, strlen(line), &rec, err, sizeof(err))
+            != SP_ERROR || strcmp(err, bad[i].message) != 0)
+        {
+            fail_msg("%s: \"%s\", expected \"%s\"", line, err,
+                     bad[i].message);
+        }
+
+        differ_check(line, strlen(line));
+    }
+
+    for (i = 0; i < sizeof(checked) / sizeof(checked[0]); i++) {
+        snprintf(line, sizeof(line), "{\"v\":1,\"id\":\"evt_1\","
+                 "\"org_id\":\"o\",%s}", checked[i].members);
+        parse_ok(line, strlen(line), &rec);
+        differ_check(line, strlen(line));
+        err[0] = '\0';
+
+        if (checked[i].message == NULL) {
+            if (sp_journal_check(&rec, err, sizeof(err)) != SP_OK) {
+                fail_msg("%s: refused: %s", line, err);
+            }
+
+            continue;
+        }
+
+        if (sp_journal_check(&rec, err, sizeof(err)) != SP_ERROR
+            || strstr(err, checked[i].message) == NULL)
+        {
+            fail_msg("%s: \"%s\", expected \"%s\"", line, err,
+                     checked[i].message);
+        }
+    }
+}
+
+
+/* issue 14: the policy, score and shadow-AI members, written only when set */
+static void
+test_journal_round_trips_policy_and_score_fields(void **state)
+{
+    sp_journal_record_t  rec, back;
+    char                 line[SP_JOURNAL_LINE_MAX];
+    size_t               n;
+    char                 err[256];
+
+    (void) state;
+
+    fill_record(&rec);
+    strcpy(rec.policy_ids, "pol_a,pol_\"b\"\tc");
+    n = format_ok(&rec, line);
+    assert_non_null(strstr(line, "\"guard_score_milli\":850,"
+                            "\"pii_types\":\"card,email\","
+                            "\"policy_action\":\"redact\","));
+    assert_non_null(strstr(line, "\"hallucination_pct\":12,"
+                            "\"shadow_key_type\":\"openai\","
+                            "\"shadow_key_fp\":\"fp_0123456789abcdef\","));
+    parse_ok(line, n, &back);
+    assert_records_equal(&rec, &back);
+    differ_check(line, n);
+    assert_int_equal(sp_journal_check(&back, err, sizeof(err)), SP_OK);
+
+    /* a score of 0 is written: it was scored, and found grounded */
+    rec.hallucination_pct = 0;
+    n = format_ok(&rec, line);
+    assert_non_null(strstr(line, "\"hallucination_pct\":0,"));
+    parse_ok(line, n, &back);
+    assert_int_equal(back.hallucination_pct, 0);
+
+    /* nothing set: none of them written, read back as 0, "" and -1 */
+    clear_policy_fields(&rec);
+    n = format_ok(&rec, line);
+    assert_null(strstr(line, "guard_score"));
+    assert_null(strstr(line, "pii_types"));
+    assert_null(strstr(line, "policy_"));
+    assert_null(strstr(line, "hallucination"));
+    assert_null(strstr(line, "shadow_"));
+    assert_null(strstr(line, "client_addr"));
+    memset(&back, 0x5a, sizeof(back));
+    parse_ok(line, n, &back);
+    assert_records_equal(&rec, &back);
+    assert_int_equal(back.guard_score_milli, 0);
+    assert_int_equal(back.hallucination_pct, -1);
+    assert_string_equal(back.policy_action, "");
+    differ_check(line, n);
+
+    /* an older line, and null, mean the same: not scored */
+    n = (size_t) snprintf(line, sizeof(line), "{\"v\":1,\"id\":\"evt_1\","
+                          "\"org_id\":\"o\",\"hallucination_pct\":null}");
+    parse_ok(line, n, &back);
+    assert_int_equal(back.hallucination_pct, -1);
+    assert_int_equal(back.guard_score_milli, 0);
+    differ_check(line, n);
+
+    /* out of range values are written and read back for the check */
+    fill_record(&rec);
+    rec.guard_score_milli = 1001;
+    rec.hallucination_pct = -2;
+    n = format_ok(&rec, line);
+    parse_ok(line, n, &back);
+    assert_records_equal(&rec, &back);
+}
+
+
+static void
+test_journal_policy_fields_bounds(void **state)
+{
+    static const struct {
+        const char  *members;
+        const char  *message;
+    } bad[] = {
+        { "\"guard_score_milli\":0.85",
+          "field \"guard_score_milli\" must be an integer" },
+        { "\"guard_score_milli\":\"850\"",
+          "field \"guard_score_milli\" must be an integer" },
+        { "\"guard_score_milli\":4294967296",
+          "field \"guard_score_milli\" must be 0..1000" },
+        { "\"pii_types\":[\"card\"]", "field \"pii_types\" must be a string" },
+        { "\"policy_action\":1", "field \"policy_action\" must be a string" },
+        { "\"policy_ids\":{}", "field \"policy_ids\" must be a string" },
+        { "\"policy_warnings\":true",
+          "field \"policy_warnings\" must be a string" },
+        { "\"hallucination_pct\":12.5",
+          "field \"hallucination_pct\" must be an integer" },
+        { "\"hallucination_pct\":-4294967296",
+          "field \"hallucination_pct\" must be -1..100" },
+        { "\"shadow_key_type\":1",
+          "field \"shadow_key_type\" must be a string" },
+        { "\"shadow_key_fp\":[]", "field \"shadow_key_fp\" must be a string" },
+        { "\"client_addr\":false", "field \"client_addr\" must be a string" },
+    };
+    static const struct {
+        const char  *members;
+        const char  *message;               /* NULL: the check passes */
+    } checked[] = {
+        { "\"guard_score_milli\":0", NULL },
+        { "\"guard_score_milli\":1000", NULL },
+        { "\"guard_score_milli\":1001",
+          "field \"guard_score_milli\" is 1001, expected 0..1000" },
+        { "\"guard_score_milli\":-1",
+          "field \"guard_score_milli\" is -1, expected 0..1000" },
+        { "\"hallucination_pct\":-1", NULL },
+        { "\"hallucination_pct\":0", NULL },
+        { "\"hallucination_pct\":100", NULL },
+        { "\"hallucination_pct\":101",
+          "field \"hallucination_pct\" is 101, expected -1..100" },
+        { "\"hallucination_pct\":-2",
+          "field \"hallucination_pct\" is -2, expected -1..100" },
+        { "\"policy_action\":\"\"", NULL },
+        { "\"policy_action\":\"log\"", NULL },
+        { "\"policy_action\":\"warn\"", NULL },
+        { "\"policy_action\":\"redact\"", NULL },
+        { "\"policy_action\":\"block\"", NULL },
+        { "\"policy_action\":\"pass\"",
+          "field \"policy_action\" must be \"\", \"log\"" },
+        { "\"policy_action\":\"BLOCK\"",
+          "field \"policy_action\" must be \"\", \"log\"" },
     };
     char                 line[512], err[256];
     size_t               i;
@@ -540,6 +745,13 @@ fill_all(sp_journal_record_t *rec, unsigned char c)
     SP_FILL(attempt_log);
     SP_FILL(route_note);
     SP_FILL(template_id);
+    SP_FILL(pii_types);
+    SP_FILL(policy_action);
+    SP_FILL(policy_ids);
+    SP_FILL(policy_warnings);
+    SP_FILL(shadow_key_type);
+    SP_FILL(shadow_key_fp);
+    SP_FILL(client_addr);
 #undef SP_FILL
 }
 
@@ -573,6 +785,8 @@ test_journal_longest_record_fits_line_max(void **state)
     rec.status = 999;
     rec.attempts = INT_MIN;
     rec.template_version = INT64_MIN;
+    rec.guard_score_milli = INT_MIN;
+    rec.hallucination_pct = INT_MIN;
     n = sp_journal_format(&rec, line, SP_JOURNAL_LINE_MAX);
     assert_true(n > 0);
     parse_ok(line, n, &back);
@@ -1043,6 +1257,15 @@ static const char  *differ_members[][2] = {
     { "route_note", "\"rr_a: no tools on cohere\"" },
     { "template_id", "\"7d4c9b1e-3f2a-4c6d-8e9f-0a1b2c3d4e5f\"" },
     { "template_version", "3" },
+    { "guard_score_milli", "850" },
+    { "pii_types", "\"card,email\"" },
+    { "policy_action", "\"redact\"" },
+    { "policy_ids", "\"pol_0123456789abcdef\"" },
+    { "policy_warnings", "\"pii_detected\"" },
+    { "hallucination_pct", "12" },
+    { "shadow_key_type", "\"openai\"" },
+    { "shadow_key_fp", "\"fp_0123456789abcdef\"" },
+    { "client_addr", "\"10.0.0.7\"" },
 };
 
 #define DIFFER_NMEMBERS                                                       \
@@ -1248,6 +1471,8 @@ main(void)
             test_journal_unrouted_line_has_no_routing_or_template_members),
         cmocka_unit_test(test_journal_round_trips_routing_and_template_fields),
         cmocka_unit_test(test_journal_routing_fields_bounds),
+        cmocka_unit_test(test_journal_round_trips_policy_and_score_fields),
+        cmocka_unit_test(test_journal_policy_fields_bounds),
         cmocka_unit_test(test_journal_escapes_quotes_backslashes_and_controls),
         cmocka_unit_test(
             test_journal_invalid_utf8_becomes_replacement_and_parses),
