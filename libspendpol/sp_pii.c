@@ -56,7 +56,7 @@ static const int  sp_pii_weights[] = {
 };
 
 
-/* ---- character classes ---------------------------------------------- */
+/* ---- character classes ----------------------------------------------- */
 
 #define SP_C_DIGIT   0x01
 #define SP_C_UPPER   0x02
@@ -132,7 +132,7 @@ sp_pii_classes(void)
 }
 
 
-/* ---- results ---------------------------------------------------------- */
+/* ---- results --------------------------------------------------------- */
 
 static void
 sp_pii_keep(sp_pii_scan_t *s, const sp_pii_entity_t *e)
@@ -191,7 +191,34 @@ sp_pii_add(sp_pii_scan_t *s, uint32_t type, size_t start, size_t end)
 }
 
 
-/* ---- helpers ----------------------------------------------------------- */
+/* ---- helpers --------------------------------------------------------- */
+
+/* needle in hay; memmem() is a GNU extension the nginx build lacks */
+static const char *
+sp_pii_find(const char *hay, size_t n, const char *needle, size_t m)
+{
+    const char  *p, *last;
+
+    if (m == 0 || m > n) {
+        return m == 0 ? hay : NULL;
+    }
+
+    last = hay + n - m;
+
+    for (p = hay; p <= last; p++) {
+        p = memchr(p, needle[0], (size_t) (last - p) + 1);
+        if (p == NULL) {
+            return NULL;
+        }
+
+        if (memcmp(p, needle, m) == 0) {
+            return p;
+        }
+    }
+
+    return NULL;
+}
+
 
 /* 1 when one of words (lowercase) occurs in text[from, to), any case */
 static int
@@ -228,7 +255,7 @@ sp_pii_context(const char *text, size_t len, size_t from, size_t to,
         const char  *at, *p;
 
         for (p = low; (size_t) (p - low) < n; p = at + 1) {
-            at = memmem(p, n - (size_t) (p - low), *w, strlen(*w));
+            at = sp_pii_find(p, n - (size_t) (p - low), *w, strlen(*w));
             if (at == NULL) {
                 break;
             }
@@ -280,7 +307,7 @@ sp_pii_boundary_after(const char *text, size_t len, size_t at)
 }
 
 
-/* ---- email --------------------------------------------------------------- */
+/* ---- email ----------------------------------------------------------- */
 
 static size_t
 sp_pii_email(const char *text, size_t len, size_t at, size_t floor,
@@ -387,7 +414,7 @@ sp_pii_email(const char *text, size_t len, size_t at, size_t floor,
 }
 
 
-/* ---- numbers -------------------------------------------------------------- */
+/* ---- numbers --------------------------------------------------------- */
 
 /* up to max digits at p; their value in *v */
 static size_t
@@ -917,7 +944,7 @@ sp_pii_phone(const char *text, size_t len, size_t at, size_t floor)
 }
 
 
-/* ---- dates of birth -------------------------------------------------------- */
+/* ---- dates of birth -------------------------------------------------- */
 
 static const char *const  sp_pii_birth_words[] = {
     "birth", "dob", "d.o.b", "born", "né le", "née le", "né(e)",
@@ -1174,7 +1201,7 @@ sp_pii_dob(const char *text, size_t len, size_t at, size_t floor,
 }
 
 
-/* ---- IBAN --------------------------------------------------------------- */
+/* ---- IBAN ------------------------------------------------------------ */
 
 typedef struct {
     char     cc[3];
@@ -1286,7 +1313,7 @@ sp_pii_iban(const char *text, size_t len, size_t at)
 }
 
 
-/* ---- IPv6 ----------------------------------------------------------------- */
+/* ---- IPv6 ------------------------------------------------------------ */
 
 static size_t
 sp_pii_ipv6(const char *text, size_t len, size_t at)
@@ -1383,7 +1410,7 @@ sp_pii_ipv6(const char *text, size_t len, size_t at)
 }
 
 
-/* ---- secrets -------------------------------------------------------------- */
+/* ---- secrets --------------------------------------------------------- */
 
 typedef struct {
     const char  *prefix;
@@ -1551,7 +1578,7 @@ sp_pii_api_key(const char *text, size_t len, size_t at)
 }
 
 
-/* ---- JWT -------------------------------------------------------------------- */
+/* ---- JWT ------------------------------------------------------------- */
 
 static int
 sp_pii_b64url_value(char c)
@@ -1624,7 +1651,9 @@ sp_pii_jwt(const char *text, size_t len, size_t at)
 
     head[n] = '\0';
 
-    if (n < 8 || head[0] != '{' || memmem(head, n, "\"alg\"", 5) == NULL) {
+    if (n < 8 || head[0] != '{'
+        || sp_pii_find(head, n, "\"alg\"", 5) == NULL)
+    {
         return 0;
     }
 
@@ -1632,7 +1661,7 @@ sp_pii_jwt(const char *text, size_t len, size_t at)
 }
 
 
-/* ---- PEM private keys --------------------------------------------------- */
+/* ---- PEM private keys ------------------------------------------------ */
 
 static size_t
 sp_pii_private_key(const char *text, size_t len, size_t at)
@@ -1651,7 +1680,7 @@ sp_pii_private_key(const char *text, size_t len, size_t at)
     llen = p - label;
 
     if (p + 5 > len || memcmp(text + p, "-----", 5) != 0 || llen < 11
-        || (memmem(text + label, llen, "PRIVATE KEY", 11) == NULL))
+        || (sp_pii_find(text + label, llen, "PRIVATE KEY", 11) == NULL))
     {
         return 0;
     }
@@ -1661,7 +1690,7 @@ sp_pii_private_key(const char *text, size_t len, size_t at)
     memcpy(want + 9, text + label, llen);
     memcpy(want + 9 + llen, "-----", 5);
 
-    end = memmem(text + p + 5, len - p - 5, want, 14 + llen);
+    end = sp_pii_find(text + p + 5, len - p - 5, want, 14 + llen);
     if (end == NULL) {
         return len;
     }
@@ -1672,7 +1701,7 @@ sp_pii_private_key(const char *text, size_t len, size_t at)
 }
 
 
-/* ---- the scan ------------------------------------------------------------- */
+/* ---- the scan -------------------------------------------------------- */
 
 /*
  * 1 when a word beginning c0 c1 may be a key, a JWT or an IBAN: most
@@ -1740,7 +1769,9 @@ sp_pii_number(sp_pii_scan_t *s, const char *text, size_t len, size_t i,
         return end;
     }
 
-    if ((mask & (1u << SP_PII_SSN)) && (end = sp_pii_ssn(text, len, i, floor))) {
+    if ((mask & (1u << SP_PII_SSN))
+        && (end = sp_pii_ssn(text, len, i, floor)))
+    {
         sp_pii_add(s, SP_PII_SSN, i, end);
         return end;
     }
@@ -1750,7 +1781,8 @@ sp_pii_number(sp_pii_scan_t *s, const char *text, size_t len, size_t i,
         return end;
     }
 
-    if ((mask & (1u << SP_PII_PHONE)) && (end = sp_pii_phone(text, len, i, floor)))
+    if ((mask & (1u << SP_PII_PHONE))
+        && (end = sp_pii_phone(text, len, i, floor)))
     {
         sp_pii_add(s, SP_PII_PHONE, i, end);
         return end;
@@ -2100,7 +2132,7 @@ sp_pii_scan_body(sp_provider_e provider, int answer, const char *body,
 }
 
 
-/* ---- names, weights, score ------------------------------------------------ */
+/* ---- names, weights, score ------------------------------------------- */
 
 const char *
 sp_pii_name(sp_pii_type_e type)
@@ -2162,7 +2194,7 @@ sp_pii_score(uint32_t types)
 }
 
 
-/* ---- whole tokens ---------------------------------------------------------- */
+/* ---- whole tokens ---------------------------------------------------- */
 
 const char *
 sp_pii_secret_kind(sp_provider_e provider, const char *token, size_t len)
@@ -2230,7 +2262,7 @@ sp_pii_secret_kind(sp_provider_e provider, const char *token, size_t len)
 }
 
 
-/* ---- redaction ---------------------------------------------------------------- */
+/* ---- redaction ------------------------------------------------------- */
 
 size_t
 sp_pii_redact(const char *body, size_t len, const sp_pii_result_t *res,

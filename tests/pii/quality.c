@@ -149,8 +149,9 @@ main(int argc, char **argv)
             q[x->type].fp++;
 
             if (verbose) {
-                printf("FP %-11s line %ld: \"%.*s\" in %s", sp_pii_name(x->type),
-                       line, (int) (x->end - x->start), text + x->start, buf);
+                printf("FP %-11s line %ld: \"%.*s\" in %s",
+                       sp_pii_name(x->type), line,
+                       (int) (x->end - x->start), text + x->start, buf);
             }
         }
 

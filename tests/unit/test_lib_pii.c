@@ -247,7 +247,8 @@ test_pii_private_key(void **state)
     assert_finds("x -----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaA",
                  SP_PII_PRIVATE_KEY,
                  "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaA");
-    assert_clean("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----");
+    assert_clean("-----BEGIN CERTIFICATE-----\nMIIB\n"
+                 "-----END CERTIFICATE-----");
     assert_clean("-----BEGIN PUBLIC KEY-----");
 }
 
