@@ -389,3 +389,29 @@ test('the tail reads SPENDPOL_EGRESS_LOG from its last offset, across a restart 
   await new Promise((r) => setTimeout(r, 1500));
   assert.equal((await get()).hits, 5);
 });
+
+test('raw-key journal lines become one alert through ingest, a line read twice counted once', async () => {
+  const client = `10.12.${uniq()}.1`;
+  const base = { v: 1, ts_ms: Date.now(), org_id: 'org_default', provider: 'openai', model: 'gpt-4o', status: 401 };
+  const ids = [1, 2, 3].map(() => `evt_${crypto.randomBytes(8).toString('hex')}`);
+  const lines = [
+    { ...base, id: ids[0], shadow_key_type: 'openai', shadow_key_fp: 'fp_00000000000000aa', client_addr: client },
+    { ...base, id: ids[1], shadow_key_type: 'google', shadow_key_fp: 'fp_00000000000000bb', client_addr: client },
+    { ...base, id: ids[2], status: 200, client_addr: client },
+  ];
+  fs.appendFileSync(s.journalPath, lines.map((l) => `${JSON.stringify(l)}\n`).join(''));
+  await s.waitAuditRows(ids);
+  // the first line again, as after a crash before the offset was stored
+  fs.appendFileSync(s.journalPath, `${JSON.stringify(lines[0])}\n`);
+  const again = `evt_${crypto.randomBytes(8).toString('hex')}`;
+  fs.appendFileSync(s.journalPath, `${JSON.stringify({ ...base, id: again, status: 200 })}\n`);
+  await s.waitAuditRows([again]);
+
+  const rows = await list(`?client=${client}`);
+  assert.equal(rows.length, 1, JSON.stringify(rows));
+  assert.equal(rows[0].source, 'raw_key');
+  assert.equal(rows[0].hits, 2);
+  assert.deepEqual(rows[0].key_types, ['google', 'openai']);
+  assert.deepEqual(rows[0].key_fps, ['fp_00000000000000aa', 'fp_00000000000000bb']);
+  assert.equal(rows[0].day, new Date(base.ts_ms).toISOString().slice(0, 10));
+});
