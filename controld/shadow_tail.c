@@ -183,13 +183,14 @@ cd_shadow_tail_load(cd_shadow_tail_t *t, cd_shadow_file_t *f)
  * The hits of b and the offset after consumed bytes, in one
  * transaction. The stored offset is locked and compared first: another
  * tail of the same file (a second controld) that moved it wins, and
- * this one takes the stored offset instead of writing the lines again.
+ * this one takes the stored offset instead of writing the lines again
+ * (CD_DECLINED).
  */
 static int
 cd_shadow_tail_commit(cd_shadow_tail_t *t, cd_shadow_file_t *f,
     cd_shadow_batch_t *b, size_t consumed)
 {
-    int            ok;
+    int            ok, moved;
     char           dev[CD_INT_TEXT], ino[CD_INT_TEXT], off[CD_INT_TEXT];
     int64_t        stored;
     PGresult      *res;
@@ -212,6 +213,21 @@ cd_shadow_tail_commit(cd_shadow_tail_t *t, cd_shadow_file_t *f,
     params[3] = off;
 
     ok = 0;
+    moved = 0;
+
+    /*
+     * The row first, so that two tails of a file new to both serialise
+     * on it: the second waits for the first's commit, then finds its
+     * offset moved
+     */
+    res = cd_db_exec(c, "INSERT INTO egress_offsets (path, device, inode,"
+                        " \"offset\") VALUES ($1, $2, $3, 0)"
+                        " ON CONFLICT DO NOTHING", 3, params);
+    if (res == NULL) {
+        goto done;
+    }
+
+    PQclear(res);
 
     res = cd_db_exec(c, "SELECT \"offset\" FROM egress_offsets WHERE"
                         " path = $1 AND device = $2 AND inode = $3"
@@ -228,6 +244,7 @@ cd_shadow_tail_commit(cd_shadow_tail_t *t, cd_shadow_file_t *f,
                     " elsewhere", f->path, (long long) f->offset,
                     (long long) stored);
         f->offset = stored;
+        moved = 1;
         goto done;
     }
 
@@ -240,11 +257,9 @@ cd_shadow_tail_commit(cd_shadow_tail_t *t, cd_shadow_file_t *f,
         PQclear(res);
     }
 
-    res = cd_db_exec(c, "INSERT INTO egress_offsets (path, device, inode,"
-                        " \"offset\") VALUES ($1, $2, $3, $4)"
-                        " ON CONFLICT (path, device, inode) DO UPDATE SET"
-                        " \"offset\" = EXCLUDED.\"offset\","
-                        " updated_at = clock_timestamp()", 4, params);
+    res = cd_db_exec(c, "UPDATE egress_offsets SET \"offset\" = $4,"
+                        " updated_at = clock_timestamp() WHERE path = $1"
+                        " AND device = $2 AND inode = $3", 4, params);
     if (res == NULL) {
         goto done;
     }
@@ -264,7 +279,7 @@ done:
 
     cd_db_release(&t->app->db, c);
 
-    return ok ? CD_OK : CD_ERROR;
+    return ok ? CD_OK : (moved ? CD_DECLINED : CD_ERROR);
 }
 
 
@@ -298,7 +313,7 @@ cd_shadow_tail_close(cd_shadow_file_t *f)
 static void
 cd_shadow_tail_file(cd_shadow_tail_t *t, cd_shadow_file_t *f)
 {
-    int                rotated;
+    int                rc, rotated;
     size_t             consumed;
     ssize_t            n;
     struct stat        st;
@@ -394,7 +409,14 @@ cd_shadow_tail_file(cd_shadow_tail_t *t, cd_shadow_file_t *f)
             return;
         }
 
-        if (cd_shadow_tail_commit(t, f, &b, consumed) != CD_OK) {
+        rc = cd_shadow_tail_commit(t, f, &b, consumed);
+
+        if (rc == CD_DECLINED) {
+            cd_shadow_batch_free(&b);
+            continue;
+        }
+
+        if (rc != CD_OK) {
             cd_log_warn(CD_SHADOW_TAIL_SUBJECT, "%s: could not store %ld"
                         " lines at offset %lld; retrying", f->path,
                         b.lines, (long long) f->offset);
