@@ -8,6 +8,7 @@
 
 
 #include "sp_cache.h"
+#include "sp_egress.h"
 
 
 extern const cd_route_t  cd_routes[];
@@ -426,6 +427,67 @@ void cd_api_prompts_get(cd_request_t *r);
 void cd_api_prompts_version_create(cd_request_t *r);
 void cd_api_prompts_label_put(cd_request_t *r);
 void cd_api_prompts_label_delete(cd_request_t *r);
+
+
+/* ---- api_shadow.c ----------------------------------------------------- */
+
+#define CD_SHADOW_ID_PREFIX   "sai_"
+/* POST /shadow-ai/logs: a body up to this size (http.c raises
+   SPENDPOL_API_BODY_MAX for this route alone), and this many lines */
+#define CD_SHADOW_BODY_MAX    (10L * 1024 * 1024)
+#define CD_SHADOW_LINES_MAX   100000
+#define CD_SHADOW_PATH        "/shadow-ai/logs"
+
+/* the lines of one batch and their AI hits, as JSON for the upsert */
+typedef struct {
+    sp_egress_format_e  format;
+    int64_t             now_ms;           /* for year-less times */
+    long                lines;
+    long                queries;
+    long                ai_queries;
+    long                unreadable;
+    long                first_unreadable; /* 1-based; 0: none */
+    char                first_reason[128];/* its shape, never its text */
+    char               *hits;             /* owned: "[{...},..." */
+    size_t              len;
+    size_t              cap;
+} cd_shadow_batch_t;
+
+void cd_shadow_batch_init(cd_shadow_batch_t *b, sp_egress_format_e format,
+    int64_t now_ms);
+void cd_shadow_batch_free(cd_shadow_batch_t *b);
+
+/* one line (no '\n'): counted, and an AI hit kept; CD_ERROR: no memory */
+int cd_shadow_batch_line(cd_shadow_batch_t *b, const char *line, size_t len)
+    CD_CHECK;
+
+/*
+ * Lines of text into b. consumed NULL: every line, the last one without
+ * its '\n' too, at most CD_SHADOW_LINES_MAX in b (CD_DECLINED beyond);
+ * else only whole lines, *consumed their bytes (a tail's partial line
+ * waits). CD_ERROR: no memory.
+ */
+#ifndef CD_DECLINED
+#define CD_DECLINED  -5
+#endif
+int cd_shadow_batch_text(cd_shadow_batch_t *b, const char *text, size_t len,
+    size_t *consumed) CD_CHECK;
+
+/*
+ * Upserts b's hits into org's alerts (one per client and UTC day) in c's
+ * transaction: the ids touched, one per row, or NULL when the statement
+ * failed (or b has no hit: check b->len first).
+ */
+PGresult *cd_shadow_batch_commit(cd_db_conn_t *c, const char *org,
+    cd_shadow_batch_t *b) CD_CHECK;
+
+/* 1 when id is "sai_" and 24 lowercase hex digits */
+int cd_shadow_id_valid(const char *id);
+
+void cd_api_shadow_alerts_list(cd_request_t *r);
+void cd_api_shadow_alerts_get(cd_request_t *r);
+void cd_api_shadow_alerts_acknowledge(cd_request_t *r);
+void cd_api_shadow_logs(cd_request_t *r);
 
 
 #endif /* CD_API_H */

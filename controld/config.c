@@ -156,6 +156,15 @@ static const cd_conf_entry_t  cd_conf_table[] = {
     { "SPENDPOL_LEASE_HORIZON_MS", NULL, CD_STRINGIFY(SP_LEASE_HORIZON_MS),
       CD_CONF_LONG, CD_CONF_OFFSET(lease_horizon_ms), 0, 100, 600000,
       "ms" },
+    /*
+     * Shadow AI (shadow_tail.c): egress logs controld tails, each
+     * "path[:format]" (dnsmasq, bind, squid, generic; auto when left
+     * out), comma-separated; their alerts go to the shadow organisation
+     */
+    { "SPENDPOL_EGRESS_LOG", NULL, NULL, CD_CONF_STRING,
+      CD_CONF_OFFSET(egress_log), 0, CD_CONF_ANY },
+    { "SPENDPOL_SHADOW_ORG", NULL, CD_DEFAULT_ORG, CD_CONF_STRING,
+      CD_CONF_OFFSET(shadow_org), 0, CD_CONF_ANY },
 };
 
 /* a PEM file holds a few certificates at most */
@@ -616,6 +625,8 @@ cd_config_free(cd_config_t *cf)
     free(cf->data_dir);
     free(cf->snapshot_dir);
     free(cf->journal_path);
+    free(cf->egress_log);
+    free(cf->shadow_org);
     free(cf->master_key_hex);
     free(cf->admin_key);
     free(cf->migrations_dir);

@@ -47,6 +47,8 @@ typedef struct {
     long       lease_ttl_ms;                  /* budget leases (lease.c) */
     long       lease_grace_ms;
     long       lease_horizon_ms;
+    char      *egress_log;         /* SPENDPOL_EGRESS_LOG; NULL: no tail */
+    char      *shadow_org;         /* its alerts' organisation */
 } cd_config_t;
 
 /* looks a variable up; NULL when unset. Tests pass a fake environment. */

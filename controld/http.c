@@ -95,6 +95,11 @@ const cd_route_t  cd_routes[] = {
     { "GET",    "/policies/{id}",           cd_api_policies_get,     1 },
     { "PATCH",  "/policies/{id}",           cd_api_policies_update,  1 },
     { "DELETE", "/policies/{id}",           cd_api_policies_delete,  1 },
+    { "GET",    "/shadow-ai/alerts",        cd_api_shadow_alerts_list, 1 },
+    { "GET",    "/shadow-ai/alerts/{id}",   cd_api_shadow_alerts_get, 1 },
+    { "POST",   "/shadow-ai/alerts/{id}/acknowledge",
+      cd_api_shadow_alerts_acknowledge, 1 },
+    { "POST",   CD_SHADOW_PATH,             cd_api_shadow_logs,      1 },
 };
 
 const size_t  cd_routes_count = sizeof(cd_routes) / sizeof(cd_routes[0]);
@@ -106,6 +111,7 @@ typedef struct {
     size_t   len;
     size_t   cap;
     size_t   discarded;
+    size_t   max;               /* the body cap of this request */
     int      too_large;
     int      responded;
 } cd_http_upload_t;
@@ -378,6 +384,23 @@ cd_http_body_free(cd_http_upload_t *up)
 }
 
 
+/*
+ * SPENDPOL_API_BODY_MAX, or more for POST /shadow-ai/logs: a day of a
+ * DNS log is megabytes, and the route reads it line by line
+ */
+static size_t
+cd_http_body_max(cd_app_t *app, const char *method, const char *url)
+{
+    if (strcmp(method, "POST") == 0 && strcmp(url, CD_SHADOW_PATH) == 0
+        && app->config.api_body_max < CD_SHADOW_BODY_MAX)
+    {
+        return CD_SHADOW_BODY_MAX;
+    }
+
+    return (size_t) app->config.api_body_max;
+}
+
+
 static enum MHD_Result
 cd_http_access(void *cls, struct MHD_Connection *connection,
     const char *url, const char *method, const char *version,
@@ -404,6 +427,7 @@ cd_http_access(void *cls, struct MHD_Connection *connection,
         }
 
         *con_cls = up;
+        up->max = cd_http_body_max(app, method, url);
 
         header = MHD_lookup_connection_value(connection, MHD_HEADER_KIND,
                                              MHD_HTTP_HEADER_CONTENT_LENGTH);
@@ -411,13 +435,11 @@ cd_http_access(void *cls, struct MHD_Connection *connection,
         if (header != NULL) {
             length = strtoll(header, NULL, 10);
 
-            if (length > app->config.api_body_max) {
+            if (length > (long long) up->max) {
                 up->too_large = 1;
 
                 /* far over the cap: refuse before reading a byte */
-                if (length / CD_HTTP_DRAIN_FACTOR
-                    > app->config.api_body_max)
-                {
+                if (length / CD_HTTP_DRAIN_FACTOR > (long long) up->max) {
                     goto respond;
                 }
             }
@@ -428,8 +450,7 @@ cd_http_access(void *cls, struct MHD_Connection *connection,
 
     if (*upload_data_size != 0) {
         if (!up->too_large
-            && up->len + *upload_data_size
-               > (size_t) app->config.api_body_max)
+            && up->len + *upload_data_size > up->max)
         {
             up->too_large = 1;
             cd_http_body_free(up);
@@ -475,8 +496,7 @@ cd_http_access(void *cls, struct MHD_Connection *connection,
          * no answer can be queued while upload data is handled: a body
          * that goes on far past the cap (chunked) loses its connection
          */
-        if (up->discarded / CD_HTTP_DRAIN_FACTOR
-            > (size_t) app->config.api_body_max)
+        if (up->discarded / CD_HTTP_DRAIN_FACTOR > up->max)
         {
             return MHD_NO;
         }
@@ -504,9 +524,10 @@ respond:
 
     if (up->too_large) {
         cd_respond_error(&r, 413, "invalid_request_error", "body_too_large",
-                         NULL, "the request body exceeds the limit of %ld "
-                         "bytes (SPENDPOL_API_BODY_MAX)",
-                         app->config.api_body_max);
+                         NULL, "the request body exceeds the limit of %zu "
+                         "bytes%s", up->max,
+                         up->max == (size_t) app->config.api_body_max
+                         ? " (SPENDPOL_API_BODY_MAX)" : "");
     } else {
         cd_http_dispatch(&r);
     }

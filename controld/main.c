@@ -27,6 +27,7 @@
 #include "prices.h"
 #include "outbound.h"
 #include "auth.h"
+#include "shadow_tail.h"
 
 
 #define CD_MAIN_SUBJECT  "main"
@@ -458,10 +459,11 @@ cd_main_admin_seed(cd_app_t *app)
 int
 main(int argc, char **argv)
 {
-    int        status, migrated;
-    char       err[512];
-    sigset_t   signals;
-    cd_app_t  *app;
+    int                status, migrated;
+    char               err[512];
+    sigset_t           signals;
+    cd_app_t          *app;
+    cd_shadow_tail_t  *shadow_tail;
 
     if (argc > 1) {
         fprintf(stderr, "usage: controld (configured by SPENDPOL_* "
@@ -477,6 +479,7 @@ main(int argc, char **argv)
     /* before any thread: jansson's allocator is process-wide */
     cd_json_wipe_on_free();
 
+    shadow_tail = NULL;
     app = calloc(1, sizeof(cd_app_t));
     if (app == NULL) {
         fprintf(stderr, "controld: out of memory\n");
@@ -684,7 +687,8 @@ main(int argc, char **argv)
         || cd_ingest_start(app) != CD_OK
         || cd_spend_start(app) != CD_OK
         || cd_lease_start(app) != CD_OK
-        || cd_alert_jobs_start(app) != CD_OK)
+        || cd_alert_jobs_start(app) != CD_OK
+        || cd_shadow_tail_start(app, &shadow_tail) != CD_OK)
     {
         goto done;
     }
@@ -708,6 +712,7 @@ main(int argc, char **argv)
 done:
 
     cd_http_stop(app);
+    cd_shadow_tail_stop(shadow_tail);
     cd_alert_jobs_stop(app);
     cd_lease_stop(app);
     cd_ingest_stop(app);

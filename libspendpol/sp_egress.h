@@ -33,6 +33,11 @@
 #include "spendpol.h"
 
 
+/* a line of a known format that is no query (nginx's NGX_DECLINED) */
+#ifndef SP_DECLINED
+#define SP_DECLINED       -5
+#endif
+
 typedef enum {
     SP_EGRESS_AUTO = 0,
     SP_EGRESS_DNSMASQ,
