@@ -480,6 +480,16 @@ cd_snapshot_add_settings(cd_app_t *app, sp_snapshot_builder_t *b)
         return CD_ERROR;
     }
 
+    /* where the module journals a raw provider key's refusal */
+    if (app->config.shadow_org && app->config.shadow_org[0]) {
+        setting.name = SP_SETTING_SHADOW_ORG;
+        setting.value = app->config.shadow_org;
+
+        if (sp_snapshot_add_setting(b, &setting) != SP_OK) {
+            return CD_ERROR;
+        }
+    }
+
     return cd_snapshot_add_redis(app, b);
 }
 

@@ -2394,6 +2394,7 @@ sp_policy_evaluate(sp_policy_set_t *set, const sp_policy_request_t *req,
     int                  action, hit;
     char                 reason[SP_POLICY_REASON_LEN];
     size_t               i;
+    unsigned             t;
     sp_policy_buf_t      why;
     sp_policy_eval_t     ev;
     const sp_policy_t   *p;
@@ -2406,6 +2407,7 @@ sp_policy_evaluate(sp_policy_set_t *set, const sp_policy_request_t *req,
     out->policy_ids[0] = '\0';
     out->redact_mask = 0;
     out->response_mask = 0;
+    out->response_redact = 0;
 
     ev.set = set;
     ev.req = req;
@@ -2434,6 +2436,14 @@ sp_policy_evaluate(sp_policy_set_t *set, const sp_policy_request_t *req,
 
         if (p->kind == SP_POLICY_KIND_PII && p->scan_responses) {
             out->response_mask |= p->types;
+
+            for (t = 0; t < SP_PII_COUNT; t++) {
+                if ((p->types & (1u << t))
+                    && p->entity_action[t] == SP_POLICY_REDACT)
+                {
+                    out->response_redact |= 1u << t;
+                }
+            }
         }
 
         why.p = reason;

@@ -177,6 +177,8 @@ typedef struct {
 
     /* answers: the types to scan (0: answers are not scanned) */
     uint32_t           response_mask;
+    uint32_t           response_redact;   /* of them, the types redacted
+                                         in answers */
 } sp_policy_decision_t;
 
 /*

@@ -491,7 +491,7 @@ ngx_http_spendpol_scan_answer(ngx_http_request_t *r,
 
     ctx->response_pii = 1;
 
-    redact = ctx->policy->redact_mask & res->types;
+    redact = ctx->policy->response_redact & res->types;
 
     if (redact == 0) {
         return NGX_OK;
@@ -555,7 +555,7 @@ ngx_http_spendpol_scan_event(ngx_http_request_t *r,
         && res->total)
     {
         ctx->response_pii = 1;
-        redact = ctx->policy->redact_mask & res->types;
+        redact = ctx->policy->response_redact & res->types;
     }
 
     if (redact == 0) {
