@@ -335,4 +335,14 @@ test('scan_responses: a card in the answer is redacted before it reaches the cli
   const r = await settled(k.key, body, (x) => x.status === 200 && /REDACTED/.test(x.data.choices[0].message.content), 'the policy in every worker');
   assert.equal(r.data.choices[0].message.content, 'The card on file is [REDACTED:CARD].');
   assert.match(r.headers.get('x-spendpol-policy-warning') ?? '', /pii_in_response/);
+  const row = await auditRow(s, r.headers.get('x-spendpol-audit-id'));
+  assert.ok((row.warnings ?? []).includes('pii_in_response'), JSON.stringify(row.warnings));
+
+  // a stream: the fixture splits the card over several events, which are
+  // passed on as they come (none is held back): the whole text is scanned
+  // at the end and the trailer says so
+  const st = await streamRaw(k.key, { ...body, stream: true });
+  assert.equal(st.status, 200);
+  assert.match(st.text, /data: \[DONE\]/);
+  assert.match(st.trailers['x-spendpol-policy-warning'] ?? '', /pii_in_response/);
 });
