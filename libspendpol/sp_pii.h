@@ -60,7 +60,7 @@
  * The guard score (0 to 1, reported as thousandths here) is the noisy-or
  * of the distinct types found: score = 1 - prod(1 - w(type)), each type
  * counted once, with the weights of sp_pii_weight(); 0 when none. It is
- * documented in docs/policies.md.
+ * documented in docs/pii.md.
  */
 
 #ifndef SP_PII_H
