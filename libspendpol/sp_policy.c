@@ -20,6 +20,7 @@
 
 #include "sp_id.h"
 #include "sp_pii.h"
+#include "sp_conf.h"
 #include "sp_policy.h"
 #include "sp_provider.h"
 #include "sp_route.h"
@@ -219,15 +220,10 @@ sp_policy_fail(sp_policy_ctx_t *ctx, const char *field, const char *fmt, ...)
 {
     va_list  args;
 
-    if (ctx->field != NULL && ctx->fieldlen > 0) {
-        snprintf(ctx->field, ctx->fieldlen, "%s", field);
-    }
-
-    if (ctx->err != NULL && ctx->errlen > 0) {
-        va_start(args, fmt);
-        vsnprintf(ctx->err, ctx->errlen, fmt, args);
-        va_end(args);
-    }
+    va_start(args, fmt);
+    (void) sp_conf_vfail(ctx->field, ctx->fieldlen, ctx->err, ctx->errlen,
+                         field, fmt, args);
+    va_end(args);
 
     return SP_ERROR;
 }
@@ -248,56 +244,13 @@ sp_policy_print(const char *s, size_t len, char *out, size_t outlen)
 }
 
 
-static const char *
-sp_policy_json_kind(const json_t *v)
-{
-    if (v == NULL) {
-        return "nothing";
-    }
-
-    switch (json_typeof(v)) {
-    case JSON_OBJECT:
-        return "an object";
-    case JSON_ARRAY:
-        return "an array";
-    case JSON_STRING:
-        return "a string";
-    case JSON_INTEGER:
-        return "an integer";
-    case JSON_REAL:
-        return "a number";
-    case JSON_TRUE:
-    case JSON_FALSE:
-        return "a boolean";
-    default:
-        return "null";
-    }
-}
-
-
 /* ---- the set's pools ------------------------------------------------ */
 
 static int
 sp_policy_grow(void **pool, size_t *cap, size_t n, size_t size)
 {
-    void    *p;
-    size_t   ncap;
-
-    if (n < *cap) {
-        return SP_OK;
-    }
-
-    ncap = *cap ? *cap * 2 : 8;
-
-    p = realloc(*pool, ncap * size);
-    if (p == NULL) {
-        return SP_POLICY_NO_MEMORY;
-    }
-
-    *pool = p;
-    *cap = ncap;
-
-    return SP_OK;
+    return sp_conf_grow(pool, cap, n, size) == SP_OK ? SP_OK
+                                                     : SP_POLICY_NO_MEMORY;
 }
 
 
@@ -305,8 +258,6 @@ static int
 sp_policy_store(sp_policy_ctx_t *ctx, const char *s, size_t len,
     sp_policy_ref_t *ref)
 {
-    char             *p;
-    size_t            cap;
     sp_policy_set_t  *set;
 
     ref->off = 0;
@@ -318,31 +269,9 @@ sp_policy_store(sp_policy_ctx_t *ctx, const char *s, size_t len,
         return SP_OK;
     }
 
-    if (set->strings_len + len > set->strings_cap) {
-        cap = set->strings_cap ? set->strings_cap * 2 : 1024;
-
-        while (cap < set->strings_len + len) {
-            cap *= 2;
-        }
-
-        if (cap > UINT32_MAX) {
-            return SP_POLICY_NO_MEMORY;
-        }
-
-        p = realloc(set->strings, cap);
-        if (p == NULL) {
-            return SP_POLICY_NO_MEMORY;
-        }
-
-        set->strings = p;
-        set->strings_cap = cap;
-    }
-
-    memcpy(set->strings + set->strings_len, s, len);
-    ref->off = (uint32_t) set->strings_len;
-    set->strings_len += len;
-
-    return SP_OK;
+    return sp_conf_store(&set->strings, &set->strings_len, &set->strings_cap,
+                         s, len, &ref->off) == SP_OK ? SP_OK
+                                                     : SP_POLICY_NO_MEMORY;
 }
 
 
@@ -376,7 +305,7 @@ sp_policy_string(sp_policy_ctx_t *ctx, json_t *v, const char *path,
     if (!json_is_string(v)) {
         return sp_policy_fail(ctx, path, "expected %s of %zu to %zu bytes, "
                               "not %s", what, min, max,
-                              sp_policy_json_kind(v));
+                              sp_conf_kind(v));
     }
 
     s = json_string_value(v);
@@ -404,7 +333,7 @@ sp_policy_bool(sp_policy_ctx_t *ctx, json_t *v, const char *path,
 {
     if (!json_is_boolean(v)) {
         return sp_policy_fail(ctx, path, "expected true or false, not %s",
-                              sp_policy_json_kind(v));
+                              sp_conf_kind(v));
     }
 
     *out = json_is_true(v);
@@ -465,7 +394,7 @@ sp_policy_scope(sp_policy_ctx_t *ctx, json_t *v)
 
     if (!json_is_object(v)) {
         return sp_policy_fail(ctx, "scope", "expected an object {\"type\", "
-                              "\"value\"}, not %s", sp_policy_json_kind(v));
+                              "\"value\"}, not %s", sp_conf_kind(v));
     }
 
     json_object_foreach(v, k, m) {
@@ -796,7 +725,7 @@ sp_policy_cost(sp_policy_ctx_t *ctx, json_t *v, int64_t *nano)
     } else {
         return sp_policy_fail(ctx, "max_cost_usd", "expected a decimal "
                               "string (e.g. \"0.50\") or a number of USD, "
-                              "not %s", sp_policy_json_kind(v));
+                              "not %s", sp_conf_kind(v));
     }
 
     if (*nano <= 0 || *nano > SP_POLICY_COST_MAX_USD * SP_POLICY_NANO_PER_USD)
@@ -966,7 +895,7 @@ sp_policy_pii(sp_policy_ctx_t *ctx, json_t *obj)
         return sp_policy_fail(ctx, "entities", "expected an object of "
                               "types and actions ({\"card\": \"redact\"}) "
                               "or an array of types, not %s",
-                              sp_policy_json_kind(v));
+                              sp_conf_kind(v));
     }
 
     v = json_object_get(obj, "scan_responses");
@@ -1244,7 +1173,7 @@ sp_policy_one(sp_policy_ctx_t *ctx, json_t *obj)
 
     if (!json_is_object(obj)) {
         return sp_policy_fail(ctx, "", "expected a policy object, not %s",
-                              sp_policy_json_kind(obj));
+                              sp_conf_kind(obj));
     }
 
     /* the id first: a policy that fails is named by it in the logs */

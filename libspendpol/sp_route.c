@@ -14,6 +14,7 @@
 
 #include "sp_id.h"
 #include "sp_provider.h"
+#include "sp_conf.h"
 #include "sp_route.h"
 #include "sp_tz.h"
 
@@ -168,15 +169,10 @@ sp_route_fail(sp_route_ctx_t *ctx, const char *field, const char *fmt, ...)
 {
     va_list  args;
 
-    if (ctx->field != NULL && ctx->fieldlen > 0) {
-        snprintf(ctx->field, ctx->fieldlen, "%s", field);
-    }
-
-    if (ctx->err != NULL && ctx->errlen > 0) {
-        va_start(args, fmt);
-        vsnprintf(ctx->err, ctx->errlen, fmt, args);
-        va_end(args);
-    }
+    va_start(args, fmt);
+    (void) sp_conf_vfail(ctx->field, ctx->fieldlen, ctx->err, ctx->errlen,
+                         field, fmt, args);
+    va_end(args);
 
     return SP_ERROR;
 }
@@ -194,29 +190,6 @@ sp_route_key_print(const char *key, char *out, size_t outlen)
     }
 
     out[i] = '\0';
-}
-
-
-static const char *
-sp_route_kind(const json_t *v)
-{
-    switch (json_typeof(v)) {
-    case JSON_OBJECT:
-        return "an object";
-    case JSON_ARRAY:
-        return "an array";
-    case JSON_STRING:
-        return "a string";
-    case JSON_INTEGER:
-        return "an integer";
-    case JSON_REAL:
-        return "a number";
-    case JSON_TRUE:
-    case JSON_FALSE:
-        return "a boolean";
-    default:
-        return "null";
-    }
 }
 
 
@@ -259,8 +232,6 @@ static int
 sp_route_store(sp_route_ctx_t *ctx, const char *s, size_t len,
     sp_route_ref_t *ref)
 {
-    char            *p;
-    size_t           cap;
     sp_route_set_t  *set;
 
     ref->off = 0;
@@ -272,31 +243,9 @@ sp_route_store(sp_route_ctx_t *ctx, const char *s, size_t len,
         return SP_OK;
     }
 
-    if (set->strings_len + len > set->strings_cap) {
-        cap = set->strings_cap ? set->strings_cap * 2 : 1024;
-
-        while (cap < set->strings_len + len) {
-            cap *= 2;
-        }
-
-        if (cap > UINT32_MAX) {
-            return SP_ROUTE_NO_MEMORY;
-        }
-
-        p = realloc(set->strings, cap);
-        if (p == NULL) {
-            return SP_ROUTE_NO_MEMORY;
-        }
-
-        set->strings = p;
-        set->strings_cap = cap;
-    }
-
-    memcpy(set->strings + set->strings_len, s, len);
-    ref->off = (uint32_t) set->strings_len;
-    set->strings_len += len;
-
-    return SP_OK;
+    return sp_conf_store(&set->strings, &set->strings_len, &set->strings_cap,
+                         s, len, &ref->off) == SP_OK ? SP_OK
+                                                     : SP_ROUTE_NO_MEMORY;
 }
 
 
@@ -320,24 +269,8 @@ sp_route_ref_eq(const sp_route_set_t *set, sp_route_ref_t a, const char *s,
 static int
 sp_route_grow(void **pool, size_t *cap, size_t n, size_t size)
 {
-    void    *p;
-    size_t   ncap;
-
-    if (n < *cap) {
-        return SP_OK;
-    }
-
-    ncap = *cap ? *cap * 2 : 8;
-
-    p = realloc(*pool, ncap * size);
-    if (p == NULL) {
-        return SP_ROUTE_NO_MEMORY;
-    }
-
-    *pool = p;
-    *cap = ncap;
-
-    return SP_OK;
+    return sp_conf_grow(pool, cap, n, size) == SP_OK ? SP_OK
+                                                     : SP_ROUTE_NO_MEMORY;
 }
 
 
@@ -533,7 +466,7 @@ sp_route_string(sp_route_ctx_t *ctx, json_t *v, const char *path,
 
     if (!json_is_string(v)) {
         return sp_route_fail(ctx, path, "expected %s of %zu to %zu bytes, "
-                             "not %s", what, min, max, sp_route_kind(v));
+                             "not %s", what, min, max, sp_conf_kind(v));
     }
 
     s = json_string_value(v);
@@ -592,7 +525,7 @@ sp_route_int(sp_route_ctx_t *ctx, json_t *v, const char *path, int64_t min,
     if (!json_is_integer(v)) {
         return sp_route_fail(ctx, path, "expected an integer from %lld to "
                              "%lld, not %s", (long long) min,
-                             (long long) max, sp_route_kind(v));
+                             (long long) max, sp_conf_kind(v));
     }
 
     *out = json_integer_value(v);
@@ -613,7 +546,7 @@ sp_route_bool(sp_route_ctx_t *ctx, json_t *v, const char *path,
 {
     if (!json_is_boolean(v)) {
         return sp_route_fail(ctx, path, "expected true or false, not %s",
-                             sp_route_kind(v));
+                             sp_conf_kind(v));
     }
 
     *out = json_is_true(v);
@@ -658,7 +591,7 @@ sp_route_target(sp_route_ctx_t *ctx, json_t *v, const char *path,
         return sp_route_fail(ctx, path, "expected a target object "
                              "{\"provider\", \"model\"%s}, not %s",
                              weighted ? ", \"weight\"" : "",
-                             sp_route_kind(v));
+                             sp_conf_kind(v));
     }
 
     rc = weighted ? sp_route_members(ctx, v, path, split,
@@ -848,7 +781,7 @@ sp_route_pct(sp_route_ctx_t *ctx, json_t *v, const char *path, int64_t *ppm)
     if (!json_is_number(v)) {
         return sp_route_fail(ctx, path, "expected a percentage from 0 to "
                              "%d, not %s", SP_ROUTE_PCT_MAX,
-                             sp_route_kind(v));
+                             sp_conf_kind(v));
     }
 
     pct = json_number_value(v);
@@ -881,7 +814,7 @@ sp_route_budget(sp_route_ctx_t *ctx, json_t *b)
     if (!json_is_object(b)) {
         return sp_route_fail(ctx, "conditions.budget_used_pct", "expected "
                              "an object {\"gte\", \"lt\", \"budget_id\"}, "
-                             "not %s", sp_route_kind(b));
+                             "not %s", sp_conf_kind(b));
     }
 
     rc = sp_route_members(ctx, b, "conditions.budget_used_pct", members,
@@ -975,7 +908,7 @@ sp_route_tokens(sp_route_ctx_t *ctx, json_t *t)
     if (!json_is_object(t)) {
         return sp_route_fail(ctx, "conditions.prompt_tokens", "expected an "
                              "object {\"min\", \"max\"}, not %s",
-                             sp_route_kind(t));
+                             sp_conf_kind(t));
     }
 
     rc = sp_route_members(ctx, t, "conditions.prompt_tokens", members,
@@ -1038,7 +971,7 @@ sp_route_conditions(sp_route_ctx_t *ctx, json_t *c)
 
     if (!json_is_object(c)) {
         return sp_route_fail(ctx, "conditions", "expected an object, not %s",
-                             sp_route_kind(c));
+                             sp_conf_kind(c));
     }
 
     rc = sp_route_members(ctx, c, "conditions", members,
@@ -1425,7 +1358,7 @@ sp_route_rule(sp_route_ctx_t *ctx, json_t *rule)
 
     if (!json_is_object(rule)) {
         return sp_route_fail(ctx, "", "expected a rule object, not %s",
-                             sp_route_kind(rule));
+                             sp_conf_kind(rule));
     }
 
     rc = sp_route_members(ctx, rule, "", members,
@@ -1463,14 +1396,14 @@ sp_route_rule(sp_route_ctx_t *ctx, json_t *rule)
 
     if (v != NULL && !json_is_integer(v)) {
         return sp_route_fail(ctx, "priority", "expected an integer, not %s",
-                             sp_route_kind(v));
+                             sp_conf_kind(v));
     }
 
     v = json_object_get(rule, "enabled");
 
     if (v != NULL && !json_is_boolean(v)) {
         return sp_route_fail(ctx, "enabled", "expected true or false, not "
-                             "%s", sp_route_kind(v));
+                             "%s", sp_conf_kind(v));
     }
 
     /* controld publishes enabled rules only; a disabled one never matches */
@@ -1549,7 +1482,7 @@ sp_route_rule(sp_route_ctx_t *ctx, json_t *rule)
         if (!json_is_object(v)) {
             return sp_route_fail(ctx, "cooldown", "expected an object "
                                  "{\"failures\", \"seconds\"}, not %s",
-                                 sp_route_kind(v));
+                                 sp_conf_kind(v));
         }
 
         rc = sp_route_members(ctx, v, "cooldown", cooldown,
