@@ -431,7 +431,7 @@ void cd_api_prompts_label_delete(cd_request_t *r);
 
 /* ---- api_shadow.c ----------------------------------------------------- */
 
-#define CD_SHADOW_ID_PREFIX   "sai_"
+#define CD_SHADOW_ID_PREFIX   SP_ID_SHADOW_ALERT_PREFIX
 /* POST /shadow-ai/logs: a body up to this size (http.c raises
    SPENDPOL_API_BODY_MAX for this route alone), and this many lines */
 #define CD_SHADOW_BODY_MAX    (10L * 1024 * 1024)
@@ -482,7 +482,6 @@ PGresult *cd_shadow_batch_commit(cd_db_conn_t *c, const char *org,
     cd_shadow_batch_t *b) CD_CHECK;
 
 /* 1 when id is "sai_" and 24 lowercase hex digits */
-int cd_shadow_id_valid(const char *id);
 
 void cd_api_shadow_alerts_list(cd_request_t *r);
 void cd_api_shadow_alerts_get(cd_request_t *r);

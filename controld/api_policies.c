@@ -30,7 +30,7 @@
 
 
 #define CD_POLICIES_SUBJECT   "policies"
-#define CD_POLICY_ID_PREFIX   "pol_"
+#define CD_POLICY_ID_PREFIX   SP_ID_POLICY_PREFIX
 
 /*
  * What the module reserves for a request without an output limit when
@@ -205,64 +205,7 @@ cd_policy_json(PGresult *res, int row)
 static int
 cd_policy_id_param(cd_request_t *r)
 {
-    size_t       i, len;
-    const char  *id;
-
-    id = r->params[0];
-    len = strlen(id);
-
-    if (len == sizeof(CD_POLICY_ID_PREFIX) - 1 + 2 * CD_RANDOM_ID_BYTES
-        && memcmp(id, CD_POLICY_ID_PREFIX,
-                  sizeof(CD_POLICY_ID_PREFIX) - 1) == 0)
-    {
-        for (i = sizeof(CD_POLICY_ID_PREFIX) - 1; i < len; i++) {
-            if (!((id[i] >= '0' && id[i] <= '9')
-                  || (id[i] >= 'a' && id[i] <= 'f')))
-            {
-                break;
-            }
-        }
-
-        if (i == len) {
-            return CD_OK;
-        }
-    }
-
-    cd_respond_error(r, 404, "not_found_error", "policy_not_found", "id",
-                     "no policy with id \"%.64s\" (expected "
-                     CD_POLICY_ID_PREFIX " and %d lowercase hex digits)", id,
-                     2 * CD_RANDOM_ID_BYTES);
-
-    return CD_ERROR;
-}
-
-
-/*
- * The body as a JSON object, any members: unknown ones are the policy
- * validator's to refuse (422 naming the member's path).
- */
-static json_t *
-cd_policy_request_json(cd_request_t *r)
-{
-    json_t        *root;
-    json_error_t   error;
-
-    if (r->body_len == 0) {
-        cd_respond_error(r, 400, "invalid_request_error", "invalid_json",
-                         NULL, "the request body must be a JSON object");
-        return NULL;
-    }
-
-    root = json_loadb(r->body, r->body_len, JSON_REJECT_DUPLICATES, &error);
-
-    if (root == NULL || !json_is_object(root)) {
-        json_decref(root);
-        cd_respond_error(r, 400, "invalid_request_error", "invalid_json",
-                         NULL, "the request body must be a JSON object");
-        return NULL;
-    }
-
-    return root;
+    return cd_id_param(r, SP_ID_POLICY, "policy_not_found");
 }
 
 
@@ -381,7 +324,7 @@ cd_api_policies_create(cd_request_t *r)
     cd_db_conn_t     *c;
     cd_field_error_t  err;
 
-    body = cd_policy_request_json(r);
+    body = cd_request_json(r, NULL);
     if (body == NULL) {
         return;
     }
@@ -514,7 +457,7 @@ cd_api_policies_update(cd_request_t *r)
         return;
     }
 
-    patch = cd_policy_request_json(r);
+    patch = cd_request_json(r, NULL);
     if (patch == NULL) {
         return;
     }

@@ -300,36 +300,6 @@ cd_rule_id_param(cd_request_t *r)
 
 
 /*
- * The body as a JSON object, any members: unknown ones are the rule
- * validator's to refuse (422 naming the member's path), as nested ones
- * are.
- */
-static json_t *
-cd_rule_request_json(cd_request_t *r)
-{
-    json_t        *root;
-    json_error_t   error;
-
-    if (r->body_len == 0) {
-        cd_respond_error(r, 400, "invalid_request_error", "invalid_json",
-                         NULL, "the request body must be a JSON object");
-        return NULL;
-    }
-
-    root = json_loadb(r->body, r->body_len, JSON_REJECT_DUPLICATES, &error);
-
-    if (root == NULL || !json_is_object(root)) {
-        json_decref(root);
-        cd_respond_error(r, 400, "invalid_request_error", "invalid_json",
-                         NULL, "the request body must be a JSON object");
-        return NULL;
-    }
-
-    return root;
-}
-
-
-/*
  * Writes in with sql ($1 id, $2 name, $3 priority, $4 enabled, $5 rule;
  * RETURNING CD_RULE_COLUMNS), commits, publishes and answers the rule.
  */
@@ -391,7 +361,7 @@ cd_api_routing_rules_create(cd_request_t *r)
     cd_rule_input_t   in;
     cd_field_error_t  err;
 
-    body = cd_rule_request_json(r);
+    body = cd_request_json(r, NULL);
     if (body == NULL) {
         return;
     }
@@ -464,7 +434,7 @@ cd_api_routing_rules_update(cd_request_t *r)
         return;
     }
 
-    patch = cd_rule_request_json(r);
+    patch = cd_request_json(r, NULL);
     if (patch == NULL) {
         return;
     }

@@ -407,43 +407,10 @@ cd_api_shadow_alerts_list(cd_request_t *r)
 }
 
 
-int
-cd_shadow_id_valid(const char *id)
-{
-    size_t  i;
-
-    if (strncmp(id, CD_SHADOW_ID_PREFIX, sizeof(CD_SHADOW_ID_PREFIX) - 1)
-        != 0)
-    {
-        return 0;
-    }
-
-    id += sizeof(CD_SHADOW_ID_PREFIX) - 1;
-
-    for (i = 0; i < 24; i++) {
-        if (!((id[i] >= '0' && id[i] <= '9')
-              || (id[i] >= 'a' && id[i] <= 'f')))
-        {
-            return 0;
-        }
-    }
-
-    return id[24] == '\0';
-}
-
-
 static int
 cd_shadow_id_param(cd_request_t *r)
 {
-    if (r->nparams < 1 || !cd_shadow_id_valid(r->params[0])) {
-        cd_respond_error(r, 404, "not_found_error", "shadow_alert_not_found",
-                         "id", "no shadow AI alert %.64s: ids are \"sai_\""
-                         " and 24 hex digits", r->nparams ? r->params[0]
-                                                          : "");
-        return CD_ERROR;
-    }
-
-    return CD_OK;
+    return cd_id_param(r, SP_ID_SHADOW_ALERT, "shadow_alert_not_found");
 }
 
 

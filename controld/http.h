@@ -149,7 +149,8 @@ const char *cd_query(cd_request_t *r, const char *name);
 
 /*
  * Parses the body as a JSON object whose keys are all in allowed (NULL
- * terminated). On failure answers 400 and returns NULL.
+ * terminated; allowed NULL: any keys, for a validator that names the
+ * unknown one by its path). On failure answers 400 and returns NULL.
  */
 json_t *cd_request_json(cd_request_t *r, const char *const *allowed)
     CD_CHECK;

@@ -211,7 +211,12 @@ cd_request_json(cd_request_t *r, const char *const *allowed)
         return NULL;
     }
 
+    /* allowed NULL: any members, left to the resource's validator */
     json_object_foreach(root, key, value) {
+        if (allowed == NULL) {
+            break;
+        }
+
         for (i = 0; allowed[i] != NULL; i++) {
             if (strcmp(key, allowed[i]) == 0) {
                 break;

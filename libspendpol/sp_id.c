@@ -17,6 +17,8 @@ static const sp_id_format_t  sp_id_formats[SP_ID_KIND_COUNT] = {
     { SP_ID_ALERT_PREFIX, 2 * SP_ID_RANDOM_BYTES, "alert" },
     { SP_ID_ALERT_RULE_PREFIX, 2 * SP_ID_RANDOM_BYTES, "alert rule" },
     { SP_ID_EVENT_PREFIX, SP_ID_EVENT_HEX, "audit event" },
+    { SP_ID_POLICY_PREFIX, 2 * SP_ID_RANDOM_BYTES, "policy" },
+    { SP_ID_SHADOW_ALERT_PREFIX, 2 * SP_ID_RANDOM_BYTES, "shadow-AI alert" },
 };
 
 

@@ -19,6 +19,8 @@ enum {
     SP_ID_ALERT,
     SP_ID_ALERT_RULE,
     SP_ID_EVENT,                  /* an audit event, made by the module */
+    SP_ID_POLICY,
+    SP_ID_SHADOW_ALERT,
     SP_ID_KIND_COUNT
 };
 
@@ -28,6 +30,8 @@ enum {
 #define SP_ID_ALERT_PREFIX       "alr_"
 #define SP_ID_ALERT_RULE_PREFIX  "arl_"
 #define SP_ID_EVENT_PREFIX       "evt_"
+#define SP_ID_POLICY_PREFIX      "pol_"
+#define SP_ID_SHADOW_ALERT_PREFIX  "sai_"
 
 /* random bytes behind a generated id: 24 hex digits */
 #define SP_ID_RANDOM_BYTES       12

@@ -4,6 +4,7 @@
  * cap, whole lines for a tail) and alert ids.
  */
 
+#include "sp_id.h"
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -152,12 +153,12 @@ test_alert_ids(void **state)
 {
     (void) state;
 
-    assert_true(cd_shadow_id_valid("sai_0123456789abcdef01234567"));
-    assert_false(cd_shadow_id_valid("sai_0123456789abcdef0123456"));
-    assert_false(cd_shadow_id_valid("sai_0123456789abcdef012345678"));
-    assert_false(cd_shadow_id_valid("sai_0123456789ABCDEF01234567"));
-    assert_false(cd_shadow_id_valid("alr_0123456789abcdef01234567"));
-    assert_false(cd_shadow_id_valid(""));
+    assert_true(sp_id_valid(SP_ID_SHADOW_ALERT, "sai_0123456789abcdef01234567", strlen("sai_0123456789abcdef01234567")));
+    assert_false(sp_id_valid(SP_ID_SHADOW_ALERT, "sai_0123456789abcdef0123456", strlen("sai_0123456789abcdef0123456")));
+    assert_false(sp_id_valid(SP_ID_SHADOW_ALERT, "sai_0123456789abcdef012345678", strlen("sai_0123456789abcdef012345678")));
+    assert_false(sp_id_valid(SP_ID_SHADOW_ALERT, "sai_0123456789ABCDEF01234567", strlen("sai_0123456789ABCDEF01234567")));
+    assert_false(sp_id_valid(SP_ID_SHADOW_ALERT, "alr_0123456789abcdef01234567", strlen("alr_0123456789abcdef01234567")));
+    assert_false(sp_id_valid(SP_ID_SHADOW_ALERT, "", strlen("")));
 }
 
 
