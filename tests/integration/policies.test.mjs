@@ -189,6 +189,44 @@ test('attribution, patterns and time windows', async () => {
   assert.match(tw.error.message, /Office hours/);
 });
 
+test('every kind blocks, warns and logs through the proxy, as its action says', async () => {
+  const days = ['sun', 'mon', 'tue', 'wed', 'thu', 'fri', 'sat'];
+  const kinds = [
+    { kind: 'model', def: { deny_models: ['gpt-4o-mini'] }, code: 'model_not_allowed', body: user('hi') },
+    { kind: 'limits', def: { max_tokens: 10 }, code: 'limit_exceeded', body: { ...user('hi'), max_tokens: 11 } },
+    { kind: 'attribution', def: { require: 'project' }, code: 'attribution_missing', body: user('hi') },
+    { kind: 'pii', def: { entities: ['email'] }, code: 'pii_detected', body: user(`mail ${EMAIL}`) },
+    { kind: 'pattern', def: { patterns: ['\\bsecret sauce\\b'] }, code: 'pattern_matched', body: user('the secret sauce is') },
+    {
+      kind: 'time_window', def: { timezone: 'UTC', days: [days[(new Date().getUTCDay() + 3) % 7]], start: '00:00', end: '00:01' },
+      code: 'outside_time_window', body: user('hi'),
+    },
+  ];
+  const keys = [];
+  for (const k of kinds) {
+    for (const action of ['block', 'warn', 'log']) {
+      const key = await s.createKey({ name: `kind-${k.kind}-${action}` });
+      const pol = await createPolicy({ name: `${k.kind} ${action}`, scope: keyScope(key), kind: k.kind, action, ...k.def });
+      keys.push({ ...k, action, key, pol });
+    }
+  }
+  for (const x of keys) {
+    const what = `${x.kind} ${x.action}`;
+    const want = x.action === 'block' ? 403 : 200;
+    const r = await settled(x.key.key, x.body, (y) => y.status === want
+      && (x.action !== 'warn' || (y.headers.get('x-spendpol-policy-warning') ?? '').split(',').includes(x.code)), `${what} in every worker`);
+    if (x.action === 'block') {
+      assert.equal(r.error.code, 'policy_violation', what);
+      assert.match(r.error.message, new RegExp(x.pol.id), what);
+    }
+    const warning = (r.headers.get('x-spendpol-policy-warning') ?? '').split(',');
+    assert.equal(warning.includes(x.code), x.action === 'warn', `${what}: warning ${warning}`);
+    const row = await auditRow(s, r.headers.get('x-spendpol-audit-id'));
+    assert.equal(row.policy_action, x.action, what);
+    assert.deepEqual(row.policy_ids, [x.pol.id], what);
+  }
+});
+
 test('an invalid pattern is 422 with PCRE2\'s message and offset; nothing is stored', async () => {
   const r = await s.api('POST', '/policies', { body: { name: 'bad', scope: { type: 'organization' }, kind: 'pattern', action: 'block', patterns: ['ok', 'a(b'] } });
   assert.equal(r.status, 422, r.text);
