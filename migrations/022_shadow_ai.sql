@@ -18,13 +18,7 @@
 -- count, union its arrays and move last_seen; an acknowledged alert
 -- stays acknowledged (the day's later hits are still counted).
 
--- The audit columns are 021's (branch cpol); added here too, as they are
--- there, so that this file stands alone. IF NOT EXISTS: whichever runs
--- first defines them.
-ALTER TABLE audit_logs
-    ADD COLUMN IF NOT EXISTS shadow_key_type text,
-    ADD COLUMN IF NOT EXISTS shadow_key_fp text,
-    ADD COLUMN IF NOT EXISTS client_addr text;
+-- audit_logs' shadow_key_type, shadow_key_fp and client_addr are 021's.
 
 CREATE TABLE IF NOT EXISTS shadow_ai_alerts (
     id               text PRIMARY KEY CHECK (id ~ '^sai_[0-9a-f]{24}$'),
