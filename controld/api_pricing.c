@@ -18,7 +18,6 @@
  */
 
 #include <errno.h>
-#include <float.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -52,43 +51,6 @@ static const char  *cd_pricing_fields[] = {
 
 
 /* ---- validation (pure, unit tested) ----------------------------------- */
-
-
-/*
- * The shortest "%.Nf" (N <= 9) that reads back as exactly v, or CD_ERROR.
- * With at most DBL_DIG significant digits that text is the one the client
- * wrote (two such decimals never share a double), so the conversion is
- * exact; anything longer is ambiguous and refused.
- */
-static int
-cd_price_number_text(double v, char *out, size_t outlen)
-{
-    int          decimals, significant;
-    const char  *p;
-
-    for (decimals = 0; decimals <= 9; decimals++) {
-        snprintf(out, outlen, "%.*f", decimals, v);
-
-        if (strtod(out, NULL) != v) {
-            continue;
-        }
-
-        significant = 0;
-
-        for (p = out; *p != '\0'; p++) {
-            if (*p >= '1' && *p <= '9') {
-                significant++;
-
-            } else if (*p == '0' && significant > 0) {
-                significant++;
-            }
-        }
-
-        return significant <= DBL_DIG ? CD_OK : CD_ERROR;
-    }
-
-    return CD_ERROR;
-}
 
 
 int
@@ -134,7 +96,7 @@ cd_price_json_money(json_t *value, const char *field, int64_t *nano,
         } else if (v > CD_PRICE_MAX_USD) {
             *nano = (int64_t) CD_PRICE_MAX_USD * CD_NANO_PER_USD + 1;
 
-        } else if (cd_price_number_text(v, text, sizeof(text)) != CD_OK
+        } else if (sp_money_number_text(v, text, sizeof(text)) != SP_OK
                    || sp_money_parse(text, strlen(text), nano) != SP_OK)
         {
             return cd_field_error(err, 422, "invalid_value", field,

@@ -2,6 +2,9 @@
  * Money: integer nano-USD, no floating point anywhere.
  */
 
+#include <float.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "spendpol.h"
@@ -199,4 +202,32 @@ sp_money_parse(const char *s, size_t len, int64_t *nano)
     }
 
     return SP_OK;
+}
+
+
+int
+sp_money_number_text(double v, char *out, size_t outlen)
+{
+    int          decimals, significant;
+    const char  *p;
+
+    for (decimals = 0; decimals <= 9; decimals++) {
+        snprintf(out, outlen, "%.*f", decimals, v);
+
+        if (strtod(out, NULL) != v) {
+            continue;
+        }
+
+        significant = 0;
+
+        for (p = out; *p != '\0'; p++) {
+            if ((*p >= '1' && *p <= '9') || (*p == '0' && significant > 0)) {
+                significant++;
+            }
+        }
+
+        return significant <= DBL_DIG ? SP_OK : SP_ERROR;
+    }
+
+    return SP_ERROR;
 }

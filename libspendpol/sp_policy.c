@@ -6,7 +6,6 @@
  * which one thread uses at a time.
  */
 
-#include <float.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -645,40 +644,6 @@ sp_policy_model(sp_policy_ctx_t *ctx, json_t *obj)
 }
 
 
-/*
- * A JSON number as decimal text sp_money_parse() reads exactly: the
- * fewest decimals (at most 9) that give the double back, and at most
- * DBL_DIG significant digits (beyond them the double is not the number
- * the admin wrote). controld's prices read numbers the same way.
- */
-static int
-sp_policy_number_text(double v, char *out, size_t outlen)
-{
-    int          decimals, significant;
-    const char  *p;
-
-    for (decimals = 0; decimals <= 9; decimals++) {
-        snprintf(out, outlen, "%.*f", decimals, v);
-
-        if (strtod(out, NULL) != v) {
-            continue;
-        }
-
-        significant = 0;
-
-        for (p = out; *p != '\0'; p++) {
-            if ((*p >= '1' && *p <= '9') || (*p == '0' && significant > 0)) {
-                significant++;
-            }
-        }
-
-        return significant <= DBL_DIG ? SP_OK : SP_ERROR;
-    }
-
-    return SP_ERROR;
-}
-
-
 static int
 sp_policy_cost(sp_policy_ctx_t *ctx, json_t *v, int64_t *nano)
 {
@@ -712,7 +677,7 @@ sp_policy_cost(sp_policy_ctx_t *ctx, json_t *v, int64_t *nano)
         {
             *nano = -1;
 
-        } else if (sp_policy_number_text(json_real_value(v), text,
+        } else if (sp_money_number_text(json_real_value(v), text,
                                          sizeof(text)) != SP_OK
                    || sp_money_parse(text, strlen(text), nano) != SP_OK)
         {

@@ -132,6 +132,15 @@ size_t sp_money_format(int64_t nano, char *out);
  */
 int sp_money_parse(const char *s, size_t len, int64_t *nano);
 
+/*
+ * A JSON number (a double) as the decimal text sp_money_parse() reads:
+ * the shortest "%.Nf" (N <= 9) that reads back as exactly v, with at
+ * most DBL_DIG significant digits, so it is the text the client wrote
+ * (two such decimals never share a double). SP_ERROR: anything longer
+ * is ambiguous and refused.
+ */
+int sp_money_number_text(double v, char *out, size_t outlen);
+
 
 /* ---- hashing (sp_hash.c) --------------------------------------------- */
 
