@@ -34,6 +34,10 @@ void cd_api_audit_summary(cd_request_t *r);
 void cd_api_org_get(cd_request_t *r);
 void cd_api_org_update(cd_request_t *r);
 
+void cd_api_orgs_create(cd_request_t *r);
+void cd_api_orgs_list(cd_request_t *r);
+void cd_api_orgs_get(cd_request_t *r);
+
 
 /* "openai" ... -> default base URL ("" when none), NULL when unknown */
 const char *cd_provider_default_url(const char *name);

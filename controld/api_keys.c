@@ -1,7 +1,12 @@
 /*
  * /api-keys: Spendpol keys of the caller's organisation. Only SHA-256
  * hashes are stored; the plaintext is answered once, on create and
- * rotate. Also the bootstrap admin key.
+ * rotate. Also the bootstrap key and an organisation's first admin key.
+ *
+ * A key with the operator scope manages the whole deployment's
+ * organisations; only an operator key may create, rotate or revoke one,
+ * so an admin of the default organisation cannot mint itself an operator
+ * key (a rotation answers the new plaintext).
  */
 
 #include <errno.h>
@@ -211,6 +216,9 @@ cd_scopes_parse(json_t *array, uint32_t *bits, size_t *bad_index)
         } else if (s != NULL && strcmp(s, "admin") == 0) {
             *bits |= SP_SCOPE_ADMIN;
 
+        } else if (s != NULL && strcmp(s, "operator") == 0) {
+            *bits |= CD_SCOPE_OPERATOR;
+
         } else {
             *bad_index = i;
             return CD_ERROR;
@@ -221,18 +229,60 @@ cd_scopes_parse(json_t *array, uint32_t *bits, size_t *bad_index)
 }
 
 
-/* a text[] literal from constants only */
+/* a text[] literal from constants only; proxy when bits has none */
 static const char *
 cd_scopes_literal(uint32_t bits)
 {
-    switch (bits & (SP_SCOPE_PROXY | SP_SCOPE_ADMIN)) {
-    case SP_SCOPE_PROXY | SP_SCOPE_ADMIN:
-        return "{proxy,admin}";
-    case SP_SCOPE_ADMIN:
-        return "{admin}";
-    default:
-        return "{proxy}";
+    static const char  *literals[] = {
+        "{proxy}", "{proxy}", "{admin}", "{proxy,admin}",
+        "{operator}", "{proxy,operator}", "{admin,operator}",
+        "{proxy,admin,operator}"
+    };
+
+    return literals[((bits & SP_SCOPE_PROXY) ? 1 : 0)
+                    | ((bits & SP_SCOPE_ADMIN) ? 2 : 0)
+                    | ((bits & CD_SCOPE_OPERATOR) ? 4 : 0)];
+}
+
+
+/*
+ * A key with the operator scope is made, rotated or revoked by an
+ * operator key only (target NULL: a new key with the operator scope).
+ * CD_ERROR has answered: 403 naming scopes, or the statement's error.
+ */
+static int
+cd_key_operator_guard(cd_request_t *r, cd_db_conn_t *c, const char *target)
+{
+    int          target_operator, caller_operator;
+    PGresult    *res;
+    const char  *params[2];
+
+    params[0] = r->key_id;
+    params[1] = target;
+
+    res = cd_db_exec(c, "SELECT coalesce((SELECT 'operator' = ANY (scopes)"
+                        " FROM api_keys WHERE id = $1), false),"
+                        " coalesce((SELECT 'operator' = ANY (scopes)"
+                        " FROM api_keys WHERE id = $2), $2 IS NULL)",
+                     2, params);
+    if (res == NULL) {
+        cd_respond_statement_error(r, c);
+        return CD_ERROR;
     }
+
+    caller_operator = cd_db_bool(res, 0, 0);
+    target_operator = cd_db_bool(res, 0, 1);
+    PQclear(res);
+
+    if (target_operator && !caller_operator) {
+        cd_respond_error(r, 403, "permission_error", "insufficient_scope",
+                         "scopes", "only a key with the operator scope may "
+                         "%s a key with the operator scope",
+                         target ? "rotate or revoke" : "create");
+        return CD_ERROR;
+    }
+
+    return CD_OK;
 }
 
 
@@ -468,8 +518,8 @@ cd_api_keys_create(cd_request_t *r)
     if (scopes_json != NULL && !json_is_null(scopes_json)) {
         if (!json_is_array(scopes_json)) {
             cd_respond_error(r, 400, "invalid_request_error", "invalid_type",
-                             "scopes", "scopes must be an array of \"proxy\""
-                             " and/or \"admin\"");
+                             "scopes", "scopes must be an array of "
+                             "\"proxy\", \"admin\" and \"operator\"");
             json_decref(body);
             return;
         }
@@ -478,7 +528,8 @@ cd_api_keys_create(cd_request_t *r)
             if (json_is_string(json_array_get(scopes_json, bad))) {
                 cd_respond_error(r, 422, "invalid_request_error",
                                  "invalid_scope", "scopes", "scopes[%zu] "
-                                 "must be \"proxy\" or \"admin\"", bad);
+                                 "must be \"proxy\", \"admin\" or "
+                                 "\"operator\"", bad);
             } else {
                 cd_respond_error(r, 400, "invalid_request_error",
                                  "invalid_type", "scopes", "scopes[%zu] "
@@ -492,7 +543,7 @@ cd_api_keys_create(cd_request_t *r)
         if (scopes == 0) {
             cd_respond_error(r, 422, "invalid_request_error", "invalid_scope",
                              "scopes", "scopes must hold at least one of "
-                             "\"proxy\" and \"admin\"");
+                             "\"proxy\", \"admin\" and \"operator\"");
             json_decref(body);
             return;
         }
@@ -521,6 +572,12 @@ cd_api_keys_create(cd_request_t *r)
         return;
     }
 
+    if ((scopes & CD_SCOPE_OPERATOR)
+        && cd_key_operator_guard(r, c, NULL) != CD_OK)
+    {
+        goto done;
+    }
+
     if (agent_id != NULL && cd_key_agent_exists(r, c, agent_id) != CD_OK) {
         goto done;
     }
@@ -546,6 +603,34 @@ done:
     OPENSSL_cleanse(plaintext, sizeof(plaintext));
     cd_request_end(r, c);
     json_decref(body);
+}
+
+
+int
+cd_key_create_first(cd_request_t *r, cd_db_conn_t *c, json_t **key)
+{
+    int        rc;
+    char       plaintext[SP_KEY_LEN + 1];
+    PGresult  *res;
+
+    rc = cd_key_insert(r, c, "first admin", NULL, NULL, NULL,
+                       cd_scopes_literal(SP_SCOPE_PROXY | SP_SCOPE_ADMIN),
+                       NULL, "0", "0", "f", "f", &res, plaintext);
+
+    if (rc == CD_OK) {
+        *key = cd_key_json(res, 0, plaintext);
+        PQclear(res);
+
+        if (*key == NULL) {
+            cd_respond_error(r, 500, "api_error", "internal_error", NULL,
+                             "out of memory");
+            rc = CD_ERROR;
+        }
+    }
+
+    OPENSSL_cleanse(plaintext, sizeof(plaintext));
+
+    return rc;
 }
 
 
@@ -629,6 +714,11 @@ cd_api_keys_revoke(cd_request_t *r)
         return;
     }
 
+    if (cd_key_operator_guard(r, c, r->params[0]) != CD_OK) {
+        cd_request_end(r, c);
+        return;
+    }
+
     /* idempotent: a second revoke keeps the first revoked_at */
     res = cd_request_row(r, c, "UPDATE api_keys SET active = false,"
                                " revoked_at = coalesce(revoked_at,"
@@ -673,7 +763,9 @@ cd_api_keys_rotate(cd_request_t *r)
                         " FROM api_keys WHERE id = $1 FOR UPDATE", 1,
                         params);
 
-    if (cd_key_found(r, c, old) != CD_OK) {
+    if (cd_key_found(r, c, old) != CD_OK
+        || cd_key_operator_guard(r, c, r->params[0]) != CD_OK)
+    {
         goto done;
     }
 
@@ -803,9 +895,10 @@ cd_admin_ensure(cd_db_conn_t *c, const char *plaintext, int *created)
 
     len = strlen(plaintext);
 
-    /* an existing row is made an active admin+proxy key again */
+    /* an existing row is made an active proxy+admin+operator key again */
     res = cd_key_hash_exec(c, "UPDATE api_keys SET active = true,"
-                              " revoked_at = NULL, scopes = '{proxy,admin}'"
+                              " revoked_at = NULL,"
+                              " scopes = '{proxy,admin,operator}'"
                               " WHERE key_hash = $1 AND org_id = '"
                               CD_DEFAULT_ORG "' RETURNING id, org_id",
                            plaintext, len, 0, NULL);
@@ -836,7 +929,8 @@ cd_admin_ensure(cd_db_conn_t *c, const char *plaintext, int *created)
     res = cd_key_hash_exec(c, "INSERT INTO api_keys (id, org_id, name,"
                               " key_hash, key_prefix, scopes)"
                               " VALUES ($2, '" CD_DEFAULT_ORG "',"
-                              " 'bootstrap admin', $1, $3, '{proxy,admin}')",
+                              " 'bootstrap admin', $1, $3,"
+                              " '{proxy,admin,operator}')",
                            plaintext, len, 2, params);
     if (res == NULL) {
         if (strcmp(cd_db_last_sqlstate(c), "23505") == 0) {

@@ -27,6 +27,7 @@
 #define CD_HTTP_THREADS      4
 
 
+/* the last column: 0 no key, 1 an admin key, 2 an operator key (auth.h) */
 const cd_route_t  cd_routes[] = {
     { "GET",    "/healthz",                 cd_api_healthz,          0 },
     { "GET",    "/api-keys",                cd_api_keys_list,        1 },
@@ -100,6 +101,9 @@ const cd_route_t  cd_routes[] = {
     { "POST",   "/shadow-ai/alerts/{id}/acknowledge",
       cd_api_shadow_alerts_acknowledge, 1 },
     { "POST",   CD_SHADOW_PATH,             cd_api_shadow_logs,      1 },
+    { "GET",    "/orgs",                    cd_api_orgs_list,        2 },
+    { "POST",   "/orgs",                    cd_api_orgs_create,      2 },
+    { "GET",    "/orgs/{id}",               cd_api_orgs_get,         2 },
 };
 
 const size_t  cd_routes_count = sizeof(cd_routes) / sizeof(cd_routes[0]);
@@ -361,7 +365,9 @@ cd_http_dispatch(cd_request_t *r)
         r->nparams = i + 1;
     }
 
-    if (route->admin && cd_authenticate(r) != CD_OK) {
+    if (route->admin != CD_ROUTE_PUBLIC
+        && cd_authenticate_scope(r, route->admin) != CD_OK)
+    {
         return;
     }
 

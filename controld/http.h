@@ -17,7 +17,7 @@ typedef struct {
     const char     *method;
     const char     *pattern;      /* "/api-keys/{id}/rotate" */
     cd_handler_pt   handler;
-    unsigned        admin:1;      /* needs an admin key */
+    unsigned        admin:2;      /* the key's scope: CD_ROUTE_* (auth.h) */
 } cd_route_t;
 
 typedef enum {

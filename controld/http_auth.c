@@ -1,6 +1,7 @@
 /*
  * Admin API authentication: the bearer key's hash looked up among the
- * active keys with the admin scope; the request learns its org and key.
+ * active keys with the scope the route needs (admin, or operator for the
+ * organisations); the request learns its org and key.
  */
 
 #include <stdio.h>
@@ -59,7 +60,14 @@ cd_key_hash_exec(cd_db_conn_t *c, const char *sql, const char *key,
 int
 cd_authenticate(cd_request_t *r)
 {
-    int             rc;
+    return cd_authenticate_scope(r, CD_ROUTE_ADMIN);
+}
+
+
+int
+cd_authenticate_scope(cd_request_t *r, unsigned need)
+{
+    int             rc, col;
     size_t          len;
     PGresult       *res;
     const char     *header, *key;
@@ -103,10 +111,12 @@ cd_authenticate(cd_request_t *r)
         return CD_ERROR;
     }
 
-    res = cd_key_hash_exec(c, "SELECT id, org_id, 'admin' = ANY (scopes) "
-                              "FROM api_keys WHERE key_hash = $1 AND active",
+    res = cd_key_hash_exec(c, "SELECT id, org_id, 'admin' = ANY (scopes),"
+                              " 'operator' = ANY (scopes)"
+                              " FROM api_keys WHERE key_hash = $1 AND active",
                            key, len, 0, NULL);
     rc = CD_ERROR;
+    col = need == CD_ROUTE_OPERATOR ? 3 : 2;
 
     if (res == NULL) {
         cd_respond_db_error(r);
@@ -115,9 +125,22 @@ cd_authenticate(cd_request_t *r)
         cd_respond_error(r, 401, "authentication_error", "invalid_api_key",
                          NULL, "the API key is unknown or revoked");
 
-    } else if (!cd_db_bool(res, 0, 2)) {
+    } else if (!cd_db_bool(res, 0, col)) {
         cd_respond_error(r, 403, "permission_error", "insufficient_scope",
-                         NULL, "this API key lacks the admin scope");
+                         NULL, "this API key lacks the %s scope",
+                         col == 3 ? "operator" : "admin");
+
+    } else if (PQgetlength(res, 0, 1) >= (int) sizeof(r->org_id)) {
+        /*
+         * 001 allows org ids longer than a request holds; cut short, one
+         * could name another organisation
+         */
+        cd_log_error("auth", "key %s: its organisation's id is longer "
+                     "than %zu characters; refused", PQgetvalue(res, 0, 0),
+                     sizeof(r->org_id) - 1);
+        cd_respond_error(r, 403, "permission_error", "org_id_too_long",
+                         NULL, "this key's organization id is too long to "
+                         "serve; give the organization a shorter id");
 
     } else {
         snprintf(r->key_id, sizeof(r->key_id), "%s", PQgetvalue(res, 0, 0));
