@@ -7,6 +7,7 @@
 #include <cmocka.h>
 
 #include "controld.h"
+#include "auth.h"
 #include "api.h"
 
 
@@ -155,6 +156,41 @@ test_route_daemon_table_has_every_resource(void **state)
 }
 
 
+/*
+ * The organisations are the operator's: /orgs and only /orgs needs the
+ * operator scope; every other route needs no key or an admin key
+ */
+static void
+test_route_orgs_need_operator(void **state)
+{
+    size_t   i;
+    int      orgs;
+
+    for (i = 0; i < cd_routes_count; i++) {
+        orgs = strcmp(cd_routes[i].pattern, "/orgs") == 0
+               || strncmp(cd_routes[i].pattern, "/orgs/", 6) == 0;
+
+        if (orgs) {
+            assert_int_equal(cd_routes[i].admin, CD_ROUTE_OPERATOR);
+
+        } else {
+            assert_true(cd_routes[i].admin == CD_ROUTE_PUBLIC
+                        || cd_routes[i].admin == CD_ROUTE_ADMIN);
+        }
+    }
+
+    for (i = 0; i < cd_routes_count; i++) {
+        if (strcmp(cd_routes[i].method, "POST") == 0
+            && strcmp(cd_routes[i].pattern, "/orgs") == 0)
+        {
+            return;
+        }
+    }
+
+    fail_msg("POST /orgs is not in cd_routes");
+}
+
+
 int
 main(void)
 {
@@ -165,6 +201,7 @@ main(void)
         cmocka_unit_test(test_route_head_uses_get),
         cmocka_unit_test(test_route_unknown_paths_are_404),
         cmocka_unit_test(test_route_daemon_table_has_every_resource),
+        cmocka_unit_test(test_route_orgs_need_operator),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -10,6 +10,7 @@
 #include <cmocka.h>
 
 #include "controld.h"
+#include "auth.h"
 #include "migrate.h"
 #include "api.h"
 
@@ -140,6 +141,19 @@ test_scopes(void **state)
     a = json_loads("[]", 0, NULL);
     assert_int_equal(cd_scopes_parse(a, &bits, &bad), CD_OK);
     assert_int_equal(bits, 0);
+    json_decref(a);
+
+    /* the operator scope is controld's own bit, beside the snapshot's */
+    a = json_loads("[\"operator\", \"admin\"]", 0, NULL);
+    assert_int_equal(cd_scopes_parse(a, &bits, &bad), CD_OK);
+    assert_int_equal(bits, CD_SCOPE_OPERATOR | SP_SCOPE_ADMIN);
+    assert_int_equal(CD_SCOPE_OPERATOR & (SP_SCOPE_PROXY | SP_SCOPE_ADMIN),
+                     0);
+    json_decref(a);
+
+    a = json_loads("[\"Operator\"]", 0, NULL);
+    assert_int_equal(cd_scopes_parse(a, &bits, &bad), CD_ERROR);
+    assert_int_equal(bad, 0);
     json_decref(a);
 }
 
