@@ -4,9 +4,10 @@
  * rotate. Also the bootstrap key and an organisation's first admin key.
  *
  * A key with the operator scope manages the whole deployment's
- * organisations; only an operator key may create, rotate or revoke one,
- * so an admin of the default organisation cannot mint itself an operator
- * key (a rotation answers the new plaintext).
+ * organisations; only an operator key may create or rotate one, so an
+ * admin of the default organisation cannot mint itself an operator key (a
+ * rotation answers the new plaintext). Revoking one gives nobody anything
+ * and stays any admin's right: a leaked bootstrap key must be revocable.
  */
 
 #include <errno.h>
@@ -246,8 +247,8 @@ cd_scopes_literal(uint32_t bits)
 
 
 /*
- * A key with the operator scope is made, rotated or revoked by an
- * operator key only (target NULL: a new key with the operator scope).
+ * A key with the operator scope is made or rotated by an operator key
+ * only (target NULL: a new key with the operator scope).
  * CD_ERROR has answered: 403 naming scopes, or the statement's error.
  */
 static int
@@ -278,7 +279,7 @@ cd_key_operator_guard(cd_request_t *r, cd_db_conn_t *c, const char *target)
         cd_respond_error(r, 403, "permission_error", "insufficient_scope",
                          "scopes", "only a key with the operator scope may "
                          "%s a key with the operator scope",
-                         target ? "rotate or revoke" : "create");
+                         target ? "rotate" : "create");
         return CD_ERROR;
     }
 
@@ -711,11 +712,6 @@ cd_api_keys_revoke(cd_request_t *r)
 
     c = cd_request_begin_param(r, cd_key_id_param);
     if (c == NULL) {
-        return;
-    }
-
-    if (cd_key_operator_guard(r, c, r->params[0]) != CD_OK) {
-        cd_request_end(r, c);
         return;
     }
 
