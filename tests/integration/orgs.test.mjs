@@ -495,6 +495,34 @@ const PROBES = {
     assert.equal((await B.ok('GET', `/shadow-ai/alerts/${B.shadow}`)).hits, 1);
   },
   // ---- routes of this session's other branches (PENDING below)
+  'GET /audit-logs/export': async () => {
+    const q = `format=jsonl&from=${new Date(Date.now() - 24 * HOUR).toISOString()}&to=${new Date(Date.now() + HOUR).toISOString()}`;
+    const r = await A.api('GET', `/audit-logs/export?${q}`);
+    assert.equal(r.status, 200, r.text.slice(0, 300));
+    for (const id of A.audit) assert.ok(r.text.includes(id), `A's export lacks ${id}`);
+    for (const id of B.audit) assert.ok(!r.text.includes(id), `A's export holds B's ${id}`);
+  },
+  'GET /compliance/verify': async () => {
+    for (const o of [A, B]) {
+      const v = await o.ok('GET', '/compliance/verify');
+      assert.equal(v.rows, Number(owner(`SELECT count(*) FROM audit_logs WHERE org_id = '${o.id}' AND chain_seq IS NOT NULL`)),
+        `${o.tag}: ${JSON.stringify(v)}`);
+    }
+  },
+  'POST /compliance/erasure': async () => {
+    await notFound('POST', '/compliance/erasure', { api_key_id: B.proxyId });
+    assert.equal(owner(`SELECT count(*) FROM audit_logs WHERE org_id = '${B.id}' AND erased_at IS NOT NULL`), '0');
+  },
+  'GET /compliance/erasures': async () => {
+    const r = await A.ok('GET', '/compliance/erasures');
+    assert.ok(!JSON.stringify(r).includes(B.proxyId));
+  },
+  'GET /compliance/retention': async () => {
+    await B.ok('PUT', '/compliance/retention', { audit_retention_days: 400 });
+    assert.notEqual((await A.ok('GET', '/compliance/retention')).audit_retention_days, 400);
+  },
+  'PUT /compliance/retention': () => unchanged('/compliance/retention', () =>
+    A.ok('PUT', '/compliance/retention', { audit_retention_days: 31 })),
   'GET /chargeback/periods': () => absent('/chargeback/periods', B.period),
   'POST /chargeback/periods': async () => {
     // B's period covers the same window: no overlap across organisations
@@ -552,6 +580,12 @@ const PROBES = {
  * cd_routes until they are merged, probed once they are there.
  */
 const PENDING = {
+  'GET /audit-logs/export': 'export',
+  'GET /compliance/verify': 'chain',
+  'POST /compliance/erasure': 'chain',
+  'GET /compliance/erasures': 'chain',
+  'GET /compliance/retention': 'chain',
+  'PUT /compliance/retention': 'chain',
   'GET /chargeback/periods': 'chargeback',
   'POST /chargeback/periods': 'chargeback',
   'GET /chargeback/periods/{id}': 'chargeback',
