@@ -21,6 +21,7 @@
 #include "controld.h"
 #include "auth.h"
 #include "api.h"
+#include "metrics.h"
 
 
 #define CD_HTTP_SUBJECT      "http"
@@ -29,6 +30,7 @@
 
 const cd_route_t  cd_routes[] = {
     { "GET",    "/healthz",                 cd_api_healthz,          0 },
+    { "GET",    "/metrics",                 cd_api_metrics,          0 },
     { "GET",    "/api-keys",                cd_api_keys_list,        1 },
     { "POST",   "/api-keys",                cd_api_keys_create,      1 },
     { "GET",    "/api-keys/{id}",           cd_api_keys_get,         1 },
@@ -257,13 +259,21 @@ cd_http_send(struct MHD_Connection *connection, cd_request_t *r)
 {
     char                  *text, allow[64];
     size_t                 len;
+    const char            *type;
     enum MHD_Result        ret;
     struct MHD_Response   *response;
 
     text = NULL;
     len = 0;
+    type = "application/json";
 
-    if (r->response != NULL) {
+    if (r->text != NULL) {
+        text = r->text;
+        r->text = NULL;
+        len = strlen(text);
+        type = r->content_type;
+
+    } else if (r->response != NULL) {
         /*
          * 15 significant digits (DBL_DIG): a decimal of up to 15 digits,
          * as a user typed it or a rate rounded to 4 places, prints as
@@ -302,7 +312,7 @@ cd_http_send(struct MHD_Connection *connection, cd_request_t *r)
 
     if (r->status != 204) {
         MHD_add_response_header(response, MHD_HTTP_HEADER_CONTENT_TYPE,
-                                "application/json");
+                                type);
     }
 
     MHD_add_response_header(response, MHD_HTTP_HEADER_CACHE_CONTROL,
@@ -360,6 +370,8 @@ cd_http_dispatch(cd_request_t *r)
 
         r->nparams = i + 1;
     }
+
+    r->route = route;
 
     if (route->admin && cd_authenticate(r) != CD_OK) {
         return;
@@ -540,6 +552,7 @@ respond:
     ret = cd_http_send(connection, &r);
 
     clock_gettime(CLOCK_MONOTONIC, &end);
+    cd_metrics_http_request(r.route, r.status, &start, &end);
 
     cd_log(r.status >= 500 ? CD_LOG_WARN : CD_LOG_INFO, CD_HTTP_SUBJECT,
            "%s %.200s -> %u (%.1f ms)%s%s", method, url, r.status,
@@ -552,6 +565,7 @@ respond:
     }
 
     json_decref(r.response);
+    free(r.text);
 
     return ret;
 }
