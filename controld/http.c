@@ -30,7 +30,6 @@
 
 const cd_route_t  cd_routes[] = {
     { "GET",    "/healthz",                 cd_api_healthz,          0 },
-    { "GET",    "/metrics",                 cd_api_metrics,          0 },
     { "GET",    "/api-keys",                cd_api_keys_list,        1 },
     { "POST",   "/api-keys",                cd_api_keys_create,      1 },
     { "GET",    "/api-keys/{id}",           cd_api_keys_get,         1 },
@@ -65,6 +64,7 @@ const cd_route_t  cd_routes[] = {
     { "GET",    "/budgets/{id}/spend",      cd_api_budgets_spend,    1 },
     { "GET",    "/budget-leases",           cd_api_leases_list,      1 },
     { "DELETE", "/budget-leases/{node_id}", cd_api_leases_release,   1 },
+    { "GET",    "/metrics",                 cd_api_metrics,          0 },
     { "GET",    "/cache/config",            cd_api_cache_config_get, 1 },
     { "PUT",    "/cache/config",            cd_api_cache_config_put, 1 },
     { "GET",    "/cache/stats",             cd_api_cache_stats,      1 },
