@@ -361,6 +361,8 @@ cd_http_dispatch(cd_request_t *r)
         break;
     }
 
+    r->route = route;
+
     for (i = 0; i < nparams; i++) {
         r->params[i] = strndup(params[i].data, params[i].len);
 
@@ -370,8 +372,6 @@ cd_http_dispatch(cd_request_t *r)
 
         r->nparams = i + 1;
     }
-
-    r->route = route;
 
     if (route->admin && cd_authenticate(r) != CD_OK) {
         return;
