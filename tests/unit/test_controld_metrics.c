@@ -755,6 +755,52 @@ test_metrics_token_setting_refuses_weak_or_key_values(void **state)
 }
 
 
+static const char *
+fake_getenv(const char *name, void *data)
+{
+    const char  **env;
+
+    for (env = data; env[0] != NULL; env += 2) {
+        if (strcmp(env[0], name) == 0) {
+            return env[1];
+        }
+    }
+
+    return NULL;
+}
+
+
+static void
+test_metrics_token_loaded_or_refused_without_echo(void **state)
+{
+    char          err[512];
+    cd_config_t   cf;
+    const char   *good[] = { "DATABASE_URL", "x", "SPENDPOL_METRICS_TOKEN",
+                             "0123456789abcdef0123456789abcdef", NULL };
+    const char   *bad[] = { "DATABASE_URL", "x", "SPENDPOL_METRICS_TOKEN",
+                            "SECRET VALUE with spaces", NULL };
+    const char   *none[] = { "DATABASE_URL", "x", NULL };
+
+    (void) state;
+
+    assert_int_equal(cd_config_load(&cf, fake_getenv, good, err,
+                                    sizeof(err)), CD_OK);
+    assert_string_equal(cf.metrics_token,
+                        "0123456789abcdef0123456789abcdef");
+    cd_config_free(&cf);
+
+    assert_int_equal(cd_config_load(&cf, fake_getenv, none, err,
+                                    sizeof(err)), CD_OK);
+    assert_null(cf.metrics_token);
+    cd_config_free(&cf);
+
+    assert_int_equal(cd_config_load(&cf, fake_getenv, bad, err,
+                                    sizeof(err)), CD_ERROR);
+    assert_non_null(strstr(err, "SPENDPOL_METRICS_TOKEN"));
+    assert_null(strstr(err, "SECRET"));
+}
+
+
 int
 main(void)
 {
@@ -772,6 +818,7 @@ main(void)
         cmocka_unit_test(test_metrics_webhook_deliveries_by_result),
         cmocka_unit_test(
             test_metrics_token_setting_refuses_weak_or_key_values),
+        cmocka_unit_test(test_metrics_token_loaded_or_refused_without_echo),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
