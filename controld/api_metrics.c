@@ -6,8 +6,10 @@
  * The token is what a scraper should hold: Prometheus reads it from a
  * credentials file, and it opens this route and nothing else, where an
  * admin key in the scraper's configuration could create keys and read
- * every audit row. The numbers are the whole daemon's (no organisation's
- * data is in a label), so an admin key of any organisation reads them.
+ * every audit row. The numbers are the whole daemon's, every
+ * organisation's traffic together, so an admin key reads them only when
+ * it is of the operator's organisation (CD_DEFAULT_ORG, where the
+ * bootstrap key lives): another tenant learns nothing of the others.
  */
 
 #include <string.h>
@@ -21,6 +23,27 @@
 #include "auth.h"
 #include "api.h"
 #include "metrics.h"
+
+
+/* an admin key of the operator's organisation */
+static int
+cd_metrics_authenticate_key(cd_request_t *r)
+{
+    if (cd_authenticate(r) != CD_OK) {
+        return CD_ERROR;
+    }
+
+    if (strcmp(r->org_id, CD_DEFAULT_ORG) != 0) {
+        cd_respond_error(r, 403, "permission_error", "insufficient_scope",
+                         NULL, "the metrics cover every organization: read "
+                         "them with SPENDPOL_METRICS_TOKEN or an admin key "
+                         "of the operator's organization (%s)",
+                         CD_DEFAULT_ORG);
+        return CD_ERROR;
+    }
+
+    return CD_OK;
+}
 
 
 /* CD_OK when the bearer is SPENDPOL_METRICS_TOKEN, else the admin key's */
@@ -37,7 +60,7 @@ cd_metrics_authenticate(cd_request_t *r)
     if (token == NULL || header == NULL
         || strncasecmp(header, "Bearer ", 7) != 0)
     {
-        return cd_authenticate(r);
+        return cd_metrics_authenticate_key(r);
     }
 
     value = header + 7;
@@ -57,7 +80,7 @@ cd_metrics_authenticate(cd_request_t *r)
     }
 
     if (sp_key_is_wellformed(value, len)) {
-        return cd_authenticate(r);
+        return cd_metrics_authenticate_key(r);
     }
 
     /* never echo what was sent: it may be a mistyped secret */

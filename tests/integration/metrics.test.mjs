@@ -8,7 +8,7 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import http from 'node:http';
 import { execFileSync } from 'node:child_process';
-import { useStack, waitFor, spendpolHeaders } from './lib/stack.mjs';
+import { useStack, waitFor, spendpolHeaders, newKey } from './lib/stack.mjs';
 
 const TOKEN = crypto.randomBytes(32).toString('hex');
 const s = useStack({ env: { SPENDPOL_METRICS_TOKEN: TOKEN } });
@@ -97,6 +97,18 @@ function sql(query) {
     { encoding: 'utf8' }).trim();
 }
 
+/** an admin key of a second organisation (the API makes none) */
+function otherOrganisationKey() {
+  const org = `org_metrics_${crypto.randomBytes(4).toString('hex')}`;
+  const key = newKey();
+  const hash = crypto.createHash('sha256').update(key).digest('hex');
+  sql(`INSERT INTO orgs (id, name) VALUES ('${org}', 'metrics B');
+    INSERT INTO api_keys (id, org_id, name, key_hash, key_prefix, scopes)
+      VALUES ('key_${crypto.randomBytes(12).toString('hex')}', '${org}', 'metrics B admin',
+              '\\x${hash}', '${key.slice(0, 12)}', ARRAY['admin'])`);
+  return key;
+}
+
 test('the token or an admin key reads /metrics; the token opens nothing else', async () => {
   const none = await s.api('GET', '/metrics', { key: null });
   assert.equal(none.status, 401, none.text);
@@ -111,6 +123,13 @@ test('the token or an admin key reads /metrics; the token opens nothing else', a
 
   const { key } = await s.createKey({ name: 'metrics-not-admin' });
   assert.equal((await s.api('GET', '/metrics', { key })).status, 403);
+
+  // every organisation's traffic is in them: another tenant's admin key may not
+  const other = otherOrganisationKey();
+  assert.equal((await s.api('GET', '/budgets', { key: other })).status, 200);
+  const foreign = await s.api('GET', '/metrics', { key: other });
+  assert.equal(foreign.status, 403, foreign.text);
+  assert.equal(foreign.json.error.code, 'insufficient_scope');
 
   // the scraper's token is no admin key
   assert.equal((await s.api('GET', '/budgets', { key: TOKEN })).status, 401);
