@@ -25,6 +25,7 @@
 
 #include "controld.h"
 #include "webhook.h"
+#include "metrics.h"
 
 
 #define CD_JOBS_SUBJECT   "alert-jobs"
@@ -229,6 +230,9 @@ cd_deliver_record(cd_app_t *app, PGresult *jobs, int row, int status,
 
     state = delivered ? "delivered"
             : attempt >= CD_WEBHOOK_ATTEMPTS ? "failed" : "pending";
+    cd_metrics_webhook_delivery(delivered ? CD_METRICS_DELIVERED
+                                : attempt >= CD_WEBHOOK_ATTEMPTS
+                                ? CD_METRICS_GAVE_UP : CD_METRICS_RETRYING);
 
     snprintf(code, sizeof(code), "%d", status);
     snprintf(wait, sizeof(wait), "%lld", (long long) backoff);

@@ -15,6 +15,7 @@ extern const cd_route_t  cd_routes[];
 extern const size_t      cd_routes_count;
 
 void cd_api_healthz(cd_request_t *r);
+void cd_api_metrics(cd_request_t *r);
 
 void cd_api_keys_create(cd_request_t *r);
 void cd_api_keys_list(cd_request_t *r);

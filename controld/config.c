@@ -29,6 +29,7 @@ typedef enum {
     CD_CONF_LOG_LEVEL,
     CD_CONF_MASTER_KEY,
     CD_CONF_ADMIN_KEY,
+    CD_CONF_METRICS_TOKEN,
     CD_CONF_NODE_ID,             /* default from hostname and journal */
     CD_CONF_LONG,                /* a long in [min, max] */
     CD_CONF_BOOL                 /* "0" or "1", stored as a long */
@@ -83,6 +84,12 @@ static const cd_conf_entry_t  cd_conf_table[] = {
       CD_CONF_OFFSET(master_key_hex), 0, CD_CONF_ANY },
     { "SPENDPOL_ADMIN_KEY", NULL, NULL, CD_CONF_ADMIN_KEY,
       CD_CONF_OFFSET(admin_key), 0, CD_CONF_ANY },
+    /*
+     * a bearer token that reads GET /metrics and nothing else, for a
+     * scraper's credentials file; admin keys read it too
+     */
+    { "SPENDPOL_METRICS_TOKEN", NULL, NULL, CD_CONF_METRICS_TOKEN,
+      CD_CONF_OFFSET(metrics_token), 0, CD_CONF_ANY },
     { "SPENDPOL_MIGRATIONS_DIR", NULL, NULL, CD_CONF_STRING,
       CD_CONF_OFFSET(migrations_dir), 0, CD_CONF_ANY },
     { "SPENDPOL_PRICES_FILE", NULL, NULL, CD_CONF_STRING,
@@ -260,6 +267,29 @@ cd_conf_master_key_valid(const char *value)
     uint8_t  key[CD_MASTER_KEY_LEN];
 
     return sp_hex_decode(value, strlen(value), key, sizeof(key)) == SP_OK;
+}
+
+
+int
+cd_config_metrics_token_valid(const char *value)
+{
+    size_t  i, len;
+
+    len = strlen(value);
+
+    if (len < CD_METRICS_TOKEN_MIN || len > CD_METRICS_TOKEN_MAX
+        || strncmp(value, "sp_key_", 7) == 0)
+    {
+        return 0;
+    }
+
+    for (i = 0; i < len; i++) {
+        if (value[i] <= ' ' || value[i] > '~') {
+            return 0;
+        }
+    }
+
+    return 1;
 }
 
 
@@ -520,6 +550,17 @@ cd_config_load(cd_config_t *cf, cd_getenv_pt getenv_fn, void *data,
             }
             break;
 
+        case CD_CONF_METRICS_TOKEN:
+            if (value != NULL && !cd_config_metrics_token_valid(value)) {
+                /* never echo the value: it is a secret */
+                snprintf(err, errlen, "%s must be %d to %d printable ASCII "
+                         "characters without spaces, e.g. from `openssl "
+                         "rand -hex 32`, and not a Spendpol key", used_name,
+                         CD_METRICS_TOKEN_MIN, CD_METRICS_TOKEN_MAX);
+                goto failed;
+            }
+            break;
+
         case CD_CONF_PATH_IN_DATA_DIR:
             if (value == e->default_value) {
                 if (asprintf(&path, "%s/%s", cf->data_dir, value) < 0) {
@@ -607,7 +648,7 @@ cd_config_free(cd_config_t *cf)
     char   **secrets[] = { &cf->database_url, &cf->migrate_database_url,
                            &cf->api_database_url, &cf->redis_url,
                            &cf->master_key_hex, &cf->admin_key,
-                           &cf->api_tls_key_pem };
+                           &cf->metrics_token, &cf->api_tls_key_pem };
 
     /* passwords and keys: wiped, not only freed */
     for (i = 0; i < sizeof(secrets) / sizeof(secrets[0]); i++) {
@@ -629,6 +670,7 @@ cd_config_free(cd_config_t *cf)
     free(cf->shadow_org);
     free(cf->master_key_hex);
     free(cf->admin_key);
+    free(cf->metrics_token);
     free(cf->migrations_dir);
     free(cf->prices_file);
     free(cf->node_id);

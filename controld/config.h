@@ -21,6 +21,8 @@ typedef struct {
     char      *journal_path;
     char      *master_key_hex;     /* NULL: data_dir/master.key */
     char      *admin_key;          /* NULL: generated on first run */
+    char      *metrics_token;      /* GET /metrics bearer; NULL: admin
+                                      keys only */
     char      *migrations_dir;     /* NULL: searched at start */
     char      *prices_file;        /* NULL: migrations_dir/data/... */
     char      *node_id;            /* this node in budget_node_spend */
@@ -83,6 +85,16 @@ char *cd_config_find_migrations(void);
  * resolved: any other name counts as reachable from outside.
  */
 int cd_config_host_is_loopback(const char *host);
+
+/*
+ * SPENDPOL_METRICS_TOKEN: 1 when value is CD_METRICS_TOKEN_MIN to _MAX
+ * printable ASCII characters without spaces and not a Spendpol key (a
+ * key there would be an admin key handed to the scraper)
+ */
+#define CD_METRICS_TOKEN_MIN  16
+#define CD_METRICS_TOKEN_MAX  256
+
+int cd_config_metrics_token_valid(const char *value);
 
 
 #endif /* CD_CONFIG_H */

@@ -11,6 +11,7 @@
 #include <time.h>
 
 #include "controld.h"
+#include "metrics.h"
 
 
 #define CD_DB_SUBJECT  "db"
@@ -120,12 +121,14 @@ cd_db_pool_close(cd_db_pool_t *pool)
 cd_db_conn_t *
 cd_db_acquire(cd_db_pool_t *pool, unsigned timeout_ms)
 {
+    int               waited;
     char              line[512];
     size_t            i;
     cd_db_conn_t     *c;
     struct timespec   deadline;
 
     cd_deadline_after(&deadline, timeout_ms);
+    waited = 0;
 
     pthread_mutex_lock(&pool->mutex);
 
@@ -146,10 +149,13 @@ cd_db_acquire(cd_db_pool_t *pool, unsigned timeout_ms)
             break;
         }
 
+        waited = cd_metrics_db_wait(pool, waited);
+
         if (pthread_cond_timedwait(&pool->cond, &pool->mutex, &deadline)
             == ETIMEDOUT)
         {
             pthread_mutex_unlock(&pool->mutex);
+            cd_metrics_db_timeout(pool);
             cd_log_warn(CD_DB_SUBJECT, "no free connection within %u ms",
                         timeout_ms);
             return NULL;

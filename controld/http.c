@@ -21,6 +21,7 @@
 #include "controld.h"
 #include "auth.h"
 #include "api.h"
+#include "metrics.h"
 
 
 #define CD_HTTP_SUBJECT      "http"
@@ -64,6 +65,7 @@ const cd_route_t  cd_routes[] = {
     { "GET",    "/budgets/{id}/spend",      cd_api_budgets_spend,    1 },
     { "GET",    "/budget-leases",           cd_api_leases_list,      1 },
     { "DELETE", "/budget-leases/{node_id}", cd_api_leases_release,   1 },
+    { "GET",    "/metrics",                 cd_api_metrics,          0 },
     { "GET",    "/cache/config",            cd_api_cache_config_get, 1 },
     { "PUT",    "/cache/config",            cd_api_cache_config_put, 1 },
     { "GET",    "/cache/stats",             cd_api_cache_stats,      1 },
@@ -261,13 +263,21 @@ cd_http_send(struct MHD_Connection *connection, cd_request_t *r)
 {
     char                  *text, allow[64];
     size_t                 len;
+    const char            *type;
     enum MHD_Result        ret;
     struct MHD_Response   *response;
 
     text = NULL;
     len = 0;
+    type = "application/json";
 
-    if (r->response != NULL) {
+    if (r->text != NULL) {
+        text = r->text;
+        r->text = NULL;
+        len = strlen(text);
+        type = r->content_type;
+
+    } else if (r->response != NULL) {
         /*
          * 15 significant digits (DBL_DIG): a decimal of up to 15 digits,
          * as a user typed it or a rate rounded to 4 places, prints as
@@ -306,7 +316,7 @@ cd_http_send(struct MHD_Connection *connection, cd_request_t *r)
 
     if (r->status != 204) {
         MHD_add_response_header(response, MHD_HTTP_HEADER_CONTENT_TYPE,
-                                "application/json");
+                                type);
     }
 
     MHD_add_response_header(response, MHD_HTTP_HEADER_CACHE_CONTROL,
@@ -354,6 +364,8 @@ cd_http_dispatch(cd_request_t *r)
     case CD_ROUTE_FOUND:
         break;
     }
+
+    r->route = route;
 
     for (i = 0; i < nparams; i++) {
         r->params[i] = strndup(params[i].data, params[i].len);
@@ -546,6 +558,7 @@ respond:
     ret = cd_http_send(connection, &r);
 
     clock_gettime(CLOCK_MONOTONIC, &end);
+    cd_metrics_http_request(r.route, r.status, &start, &end);
 
     cd_log(r.status >= 500 ? CD_LOG_WARN : CD_LOG_INFO, CD_HTTP_SUBJECT,
            "%s %.200s -> %u (%.1f ms)%s%s", method, url, r.status,
@@ -558,6 +571,7 @@ respond:
     }
 
     json_decref(r.response);
+    free(r.text);
 
     return ret;
 }

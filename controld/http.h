@@ -53,6 +53,12 @@ struct cd_request_s {
     char                     key_id[CD_ID_MAX];
     unsigned                 status;
     json_t                  *response;               /* NULL: no body */
+    char                    *text;                   /* a body that is no
+                                                        JSON (GET /metrics),
+                                                        of content_type;
+                                                        freed once sent */
+    const char              *content_type;
+    const cd_route_t        *route;                  /* matched, or NULL */
     const char              *allow;                  /* for 405 */
 };
 

@@ -24,6 +24,7 @@
 #include <time.h>
 
 #include "controld.h"
+#include "metrics.h"
 
 
 #define CD_INGEST_BACKOFF_MS  5000
@@ -824,6 +825,8 @@ cd_ingest_flush(cd_ingest_ctx_t *x)
     __atomic_add_fetch(&x->app->ingest.refused_lines, (int64_t) x->refused,
                        __ATOMIC_RELAXED);
 
+    cd_metrics_ingest_batch(x->inserted, x->count,
+                            x->scan_off - x->commit_off);
     x->commit_off = x->scan_off;
     __atomic_store_n(&x->app->ingest.committed_offset, x->commit_off,
                      __ATOMIC_RELEASE);
@@ -951,6 +954,7 @@ cd_ingest_flush_retry(cd_ingest_ctx_t *x)
             return CD_OK;
         }
 
+        cd_metrics_ingest_failed();
         cd_ingest_reset_batch(x);
         x->scan_off = x->commit_off;
         x->skipping = 0;

@@ -24,6 +24,7 @@
 #include <sys/stat.h>
 
 #include "controld.h"
+#include "metrics.h"
 
 
 #define CD_INGEST_IDLE_MS     50
@@ -691,6 +692,8 @@ cd_ingest_thread(void *data)
             cd_ingest_sleep(x.app, 1000);
             continue;
         }
+
+        cd_metrics_ingest_file(x.dev, x.ino);
 
         if (x.at_eof) {
             /* every line written before this read began is below here */

@@ -31,6 +31,7 @@
 #include "api.h"
 #include "sp_budget.h"
 #include "sp_snapshot.h"
+#include "metrics.h"
 
 
 #define CD_SNAPSHOT_SUBJECT   "snapshot"
@@ -575,6 +576,7 @@ cd_snapshot_publish_now(cd_app_t *app)
 
     c = cd_db_acquire_begin(&app->db, 10000, CD_ROLE_SYSTEM, NULL);
     if (c == NULL) {
+        cd_metrics_snapshot_publish(0, started);
         return CD_ERROR;
     }
 
@@ -760,6 +762,7 @@ done:
     PQclear(policies);
     cd_db_rollback(c);
     cd_db_release(&app->db, c);
+    cd_metrics_snapshot_publish(rc == CD_OK, started);
 
     /*
      * A large publish (1M keys: ~900 MB of rows, records and the file's
