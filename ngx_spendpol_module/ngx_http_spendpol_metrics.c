@@ -316,11 +316,14 @@ ngx_http_spendpol_metrics_record(ngx_http_request_t *r,
                              ngx_http_spendpol_metrics_nbounds(
                                  ngx_http_spendpol_metrics_token_bounds),
                              (uint64_t) ngx_max(rec->input_tokens, 0));
-        ngx_http_spendpol_metrics_observe(&slot->tokens[1],
+        /* an embedding has no output tokens, by the conventions too */
+        if (operation != NGX_HTTP_SPENDPOL_OP_EMBEDDINGS) {
+            ngx_http_spendpol_metrics_observe(&slot->tokens[1],
                              ngx_http_spendpol_metrics_token_bounds,
                              ngx_http_spendpol_metrics_nbounds(
                                  ngx_http_spendpol_metrics_token_bounds),
                              (uint64_t) ngx_max(rec->output_tokens, 0));
+        }
     }
 
     if (rec->error_code[0] && ngx_strcmp(rec->error_code, "stream_incomplete"))

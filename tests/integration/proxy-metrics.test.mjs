@@ -312,6 +312,57 @@ test('spendpol_metrics answers GET and HEAD only', async () => {
   assert.equal(post.status, 405);
 });
 
+test('a reload keeps the counters', async () => {
+  const before = await scrape();
+  const requests = total(before, 'spendpol_proxy_requests_total');
+  assert.ok(requests > 0n);
+  const old = new Set(s.nginxWorkerPids());
+  s.nginxSignal('reload');
+  await waitFor(() => {
+    const now = s.nginxWorkerPids();
+    return now.length === 2 && now.every((p) => !old.has(p));
+  }, { timeout: 20_000, message: 'the reload to replace both workers' });
+  // a connection an old worker accepted as it shut down may be closed unread
+  let after;
+  await waitFor(async () => {
+    try { after = await scrape(); return true; } catch (e) { if (e.code === 'ERR_ASSERTION') throw e; return false; }
+  }, { timeout: 10_000, message: 'a scrape from the new workers' });
+  assert.equal(total(after, 'spendpol_proxy_requests_total'), requests);
+  assert.equal(total(after, 'spendpol_proxy_cost_nano_usd_total'), total(before, 'spendpol_proxy_cost_nano_usd_total'));
+  assert.equal(total(after, 'spendpol_proxy_model_slots_used'), total(before, 'spendpol_proxy_model_slots_used'));
+});
+
+/*
+ * Last: it fills the table. The fixture answers any model name with 200,
+ * as no real provider does, so each made-up name here takes a slot.
+ */
+test('past 128 model slots, models are counted as "other" and the totals stay exact', async () => {
+  const { key } = await s.createKey({ name: 'metrics-many' });
+  const before = await scrape();
+  const free = 128n - total(before, 'spendpol_proxy_model_slots_used');
+  const n = Number(free) + 5;
+  const tag = crypto.randomBytes(3).toString('hex');
+  const results = [];
+  for (let i = 0; i < n; i += 16) {
+    results.push(...await Promise.all(Array.from({ length: Math.min(16, n - i) }, (_, j) => chat(key, {
+      model: `slot-${tag}-${i + j}`, max_tokens: 2, messages: [{ role: 'user', content: 'hi' }],
+    }))));
+  }
+  for (const r of results) assert.equal(r.status, 200, JSON.stringify(r));
+  const rows = await s.waitAuditRows(results.map((r) => r.auditId));
+  const after = await scrape();
+  const delta = (name, match) => total(after, name, match) - total(before, name, match);
+  assert.equal(total(after, 'spendpol_proxy_model_slots_used'), 128n);
+  const named = after.samples.filter((x) => x.name === 'spendpol_proxy_requests_total' && x.labels.requested_model.startsWith(`slot-${tag}-`));
+  assert.equal(BigInt(named.length), free, 'one series per slot that was free');
+  assert.equal(delta('spendpol_proxy_requests_total', { provider: 'openai', requested_model: 'other', model: 'other', status_class: '2xx' }), 5n);
+  assert.equal(delta('spendpol_proxy_requests_total'), BigInt(n));
+  assert.equal(delta('gen_ai_client_token_usage_sum', { gen_ai_system: 'openai', gen_ai_token_type: 'output' }), sumOf(rows, 'output_tokens'));
+  assert.equal(delta('spendpol_proxy_cost_nano_usd_total'), sumOf(rows, 'cost_nano'));
+  // the text stays bounded: 128 slots and the "other" ones
+  assert.ok(after.samples.length < 128 * 45 + 2000, `${after.samples.length} samples`);
+});
+
 test('nginx -t: spendpol_metrics takes a location of its own and no arguments', () => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'spendpol-metrics-conf-'));
   after(() => fs.rmSync(dir, { recursive: true, force: true }));
