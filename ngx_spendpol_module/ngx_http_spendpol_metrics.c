@@ -155,8 +155,6 @@ struct ngx_http_spendpol_metrics_s {
 };
 
 
-static ngx_int_t ngx_http_spendpol_metrics_init_zone(ngx_shm_zone_t *shm_zone,
-    void *data);
 static ngx_int_t ngx_http_spendpol_metrics_handler(ngx_http_request_t *r);
 static size_t ngx_http_spendpol_metrics_reason(const char *code);
 static ngx_uint_t ngx_http_spendpol_metrics_operation(
@@ -184,6 +182,8 @@ static u_char *ngx_http_spendpol_metrics_escape(u_char *p, u_char *last,
     u_char *s, size_t len);
 static u_char *ngx_http_spendpol_metrics_decimal(u_char *p, u_char *last,
     uint64_t value, ngx_uint_t scale);
+static ngx_int_t ngx_http_spendpol_metrics_init_zone(ngx_shm_zone_t *shm_zone,
+    void *data);
 
 
 #define ngx_http_spendpol_metrics_add(v, n)                                   \
@@ -532,7 +532,7 @@ ngx_http_spendpol_metrics_slot(ngx_http_spendpol_main_conf_t *smcf,
                 slot->hash = hash;
                 ngx_memcpy(slot->requested, requested, rlen);
                 ngx_memcpy(slot->model, model, mlen);
-                m->slots_used++;
+                ngx_http_spendpol_metrics_add(m->slots_used, 1);
 
                 __atomic_store_n(&slot->state,
                                  NGX_HTTP_SPENDPOL_METRICS_READY,
@@ -598,115 +598,6 @@ ngx_http_spendpol_metrics_observe(ngx_http_spendpol_histogram_t *h,
 
     ngx_http_spendpol_metrics_add(h->bucket[i], 1);
     ngx_http_spendpol_metrics_add(h->sum, value);
-}
-
-
-/* "spendpol_metrics;" in a location: the content handler */
-char *
-ngx_http_spendpol_metrics(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
-{
-    ngx_http_core_loc_conf_t  *clcf;
-
-    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
-
-    if (clcf->handler) {
-        return "conflicts with another content handler in this location "
-               "(such as \"spendpol on\" or \"proxy_pass\"): give the "
-               "metrics a location of their own";
-    }
-
-    clcf->handler = ngx_http_spendpol_metrics_handler;
-
-    return NGX_CONF_OK;
-}
-
-
-/* from ngx_http_spendpol_init_main_conf(): every http{} has the zone */
-ngx_int_t
-ngx_http_spendpol_metrics_add_zone(ngx_conf_t *cf,
-    ngx_http_spendpol_main_conf_t *smcf)
-{
-    size_t     size;
-    ngx_str_t  name;
-
-    ngx_str_set(&name, "spendpol_metrics");
-
-    /* the counters, and room for the slab pool's own pages */
-    size = ngx_align(sizeof(ngx_http_spendpol_metrics_t), ngx_pagesize)
-           + 16 * ngx_pagesize;
-
-    smcf->metrics_zone = ngx_shared_memory_add(cf, &name, size,
-                                               &ngx_http_spendpol_module);
-    if (smcf->metrics_zone == NULL) {
-        return NGX_ERROR;
-    }
-
-    smcf->metrics_zone->init = ngx_http_spendpol_metrics_init_zone;
-    smcf->metrics_zone->data = smcf;
-
-    return NGX_OK;
-}
-
-
-/*
- * A reload keeps the counters (Prometheus counters do not reset but on a
- * restart); a module of another layout loaded by the reload starts afresh.
- */
-static ngx_int_t
-ngx_http_spendpol_metrics_init_zone(ngx_shm_zone_t *shm_zone, void *data)
-{
-    ngx_http_spendpol_main_conf_t  *osmcf = data;
-
-    ngx_uint_t                      i, j;
-    ngx_slab_pool_t                *shpool;
-    ngx_http_spendpol_metrics_t    *m;
-    ngx_http_spendpol_main_conf_t  *smcf;
-
-    smcf = shm_zone->data;
-    shpool = (ngx_slab_pool_t *) shm_zone->shm.addr;
-
-    m = NULL;
-
-    if (osmcf) {
-        m = osmcf->metrics;
-
-    } else if (shm_zone->shm.exists) {
-        m = shpool->data;
-    }
-
-    if (m && m->magic == NGX_HTTP_SPENDPOL_METRICS_MAGIC
-        && m->size == sizeof(ngx_http_spendpol_metrics_t))
-    {
-        smcf->metrics = m;
-        return NGX_OK;
-    }
-
-    if (m) {
-        ngx_slab_free(shpool, m);
-    }
-
-    m = ngx_slab_calloc(shpool, sizeof(ngx_http_spendpol_metrics_t));
-    if (m == NULL) {
-        return NGX_ERROR;
-    }
-
-    m->magic = NGX_HTTP_SPENDPOL_METRICS_MAGIC;
-    m->size = sizeof(ngx_http_spendpol_metrics_t);
-
-    /* the "other" slots: no model names (requested_len 0 says so) */
-    for (i = 0; i < NGX_HTTP_SPENDPOL_METRICS_PROVIDERS; i++) {
-        for (j = 0; j < NGX_HTTP_SPENDPOL_OPS; j++) {
-            m->other[i][j].provider = (uint8_t) i;
-            m->other[i][j].operation = (uint8_t) j;
-        }
-    }
-
-    shpool->data = m;
-    shpool->log_ctx = (u_char *) " in spendpol metrics zone";
-
-    smcf->metrics = m;
-
-    return NGX_OK;
 }
 
 
@@ -1170,4 +1061,113 @@ ngx_http_spendpol_metrics_decimal(u_char *p, u_char *last, uint64_t value,
     default:
         return ngx_slprintf(p, last, "%uL", value);
     }
+}
+
+
+/* "spendpol_metrics;" in a location: the content handler */
+char *
+ngx_http_spendpol_metrics(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_core_loc_conf_t  *clcf;
+
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+
+    if (clcf->handler) {
+        return "conflicts with another content handler in this location "
+               "(such as \"spendpol on\" or \"proxy_pass\"): give the "
+               "metrics a location of their own";
+    }
+
+    clcf->handler = ngx_http_spendpol_metrics_handler;
+
+    return NGX_CONF_OK;
+}
+
+
+/* from ngx_http_spendpol_init_main_conf(): every http{} has the zone */
+ngx_int_t
+ngx_http_spendpol_metrics_add_zone(ngx_conf_t *cf,
+    ngx_http_spendpol_main_conf_t *smcf)
+{
+    size_t     size;
+    ngx_str_t  name;
+
+    ngx_str_set(&name, "spendpol_metrics");
+
+    /* the counters, and room for the slab pool's own pages */
+    size = ngx_align(sizeof(ngx_http_spendpol_metrics_t), ngx_pagesize)
+           + 16 * ngx_pagesize;
+
+    smcf->metrics_zone = ngx_shared_memory_add(cf, &name, size,
+                                               &ngx_http_spendpol_module);
+    if (smcf->metrics_zone == NULL) {
+        return NGX_ERROR;
+    }
+
+    smcf->metrics_zone->init = ngx_http_spendpol_metrics_init_zone;
+    smcf->metrics_zone->data = smcf;
+
+    return NGX_OK;
+}
+
+
+/*
+ * A reload keeps the counters (Prometheus counters do not reset but on a
+ * restart); a module of another layout loaded by the reload starts afresh.
+ */
+static ngx_int_t
+ngx_http_spendpol_metrics_init_zone(ngx_shm_zone_t *shm_zone, void *data)
+{
+    ngx_http_spendpol_main_conf_t  *osmcf = data;
+
+    ngx_uint_t                      i, j;
+    ngx_slab_pool_t                *shpool;
+    ngx_http_spendpol_metrics_t    *m;
+    ngx_http_spendpol_main_conf_t  *smcf;
+
+    smcf = shm_zone->data;
+    shpool = (ngx_slab_pool_t *) shm_zone->shm.addr;
+
+    m = NULL;
+
+    if (osmcf) {
+        m = osmcf->metrics;
+
+    } else if (shm_zone->shm.exists) {
+        m = shpool->data;
+    }
+
+    if (m && m->magic == NGX_HTTP_SPENDPOL_METRICS_MAGIC
+        && m->size == sizeof(ngx_http_spendpol_metrics_t))
+    {
+        smcf->metrics = m;
+        return NGX_OK;
+    }
+
+    if (m) {
+        ngx_slab_free(shpool, m);
+    }
+
+    m = ngx_slab_calloc(shpool, sizeof(ngx_http_spendpol_metrics_t));
+    if (m == NULL) {
+        return NGX_ERROR;
+    }
+
+    m->magic = NGX_HTTP_SPENDPOL_METRICS_MAGIC;
+    m->size = sizeof(ngx_http_spendpol_metrics_t);
+
+    /* the "other" slots: no model names (requested_len 0 says so) */
+    for (i = 0; i < NGX_HTTP_SPENDPOL_METRICS_PROVIDERS; i++) {
+        for (j = 0; j < NGX_HTTP_SPENDPOL_OPS; j++) {
+            m->other[i][j].provider = (uint8_t) i;
+            m->other[i][j].operation = (uint8_t) j;
+        }
+    }
+
+    shpool->data = m;
+    shpool->log_ctx = (u_char *) " in spendpol metrics zone";
+
+    smcf->metrics = m;
+
+    return NGX_OK;
 }
