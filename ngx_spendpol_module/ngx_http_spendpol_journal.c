@@ -35,17 +35,21 @@ ngx_http_spendpol_log_handler(ngx_http_request_t *r)
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_spendpol_module);
 
-    /*
-     * Requests without a valid key are not anybody's spend; a raw
-     * provider key's refusal is journaled for its shadow-AI alert.
-     */
-    if (ctx == NULL || (!ctx->authenticated && !ctx->shadow)
-        || ctx->journaled)
-    {
+    if (ctx == NULL || ctx->journaled) {
         return NGX_OK;
     }
 
     ctx->journaled = 1;
+
+    /*
+     * Requests without a valid key are not anybody's spend, only a
+     * refusal in the metrics; a raw provider key's refusal is journaled
+     * for its shadow-AI alert.
+     */
+    if (!ctx->authenticated && !ctx->shadow) {
+        ngx_http_spendpol_metrics_refused(r, ctx);
+        return NGX_OK;
+    }
 
     smcf = ngx_http_get_module_main_conf(r, ngx_http_spendpol_module);
 
@@ -153,6 +157,9 @@ ngx_http_spendpol_log_handler(ngx_http_request_t *r)
     /* the method is nginx's (a token), the path our re-encoded one */
     ngx_snprintf((u_char *) rec.endpoint, sizeof(rec.endpoint) - 1, "%V %V%Z",
                  &r->method_name, &ctx->rest);
+
+    /* the metrics count what the audit row says */
+    ngx_http_spendpol_metrics_record(r, ctx, &rec);
 
     /* line[0] is kept for the newline that ends a torn line */
     len = sp_journal_format(&rec, (char *) line + 1, sizeof(line) - 1);

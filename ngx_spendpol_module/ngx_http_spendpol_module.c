@@ -76,6 +76,13 @@ static ngx_command_t  ngx_http_spendpol_commands[] = {
       offsetof(ngx_http_spendpol_loc_conf_t, enable),
       NULL },
 
+    { ngx_string("spendpol_metrics"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_spendpol_metrics,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
     { ngx_string("spendpol_snapshot"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
       ngx_conf_set_str_slot,
@@ -523,6 +530,10 @@ ngx_http_spendpol_init_main_conf(ngx_conf_t *cf, void *conf)
 
     smcf->shm_zone->init = ngx_http_spendpol_init_zone;
     smcf->shm_zone->data = smcf;
+
+    if (ngx_http_spendpol_metrics_add_zone(cf, smcf) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
 
     ngx_conf_init_size_value(smcf->cache_size, 64 * 1024 * 1024);
     ngx_conf_init_value(smcf->cache_redis, 1);
@@ -996,6 +1007,7 @@ static char *
 ngx_http_spendpol(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     char                           *rv;
+    ngx_http_core_loc_conf_t       *clcf;
     ngx_http_spendpol_main_conf_t  *smcf;
 
     rv = ngx_conf_set_flag_slot(cf, cmd, conf);
@@ -1006,6 +1018,14 @@ ngx_http_spendpol(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     if (!((ngx_http_spendpol_loc_conf_t *) conf)->enable) {
         return NGX_CONF_OK;
+    }
+
+    /* the proxy would silently replace another handler, such as metrics */
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+
+    if (clcf->handler) {
+        return "conflicts with another content handler in this location "
+               "(such as \"spendpol_metrics\")";
     }
 
     smcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_spendpol_module);

@@ -158,6 +158,10 @@ typedef struct {
 } ngx_http_spendpol_lease_t;
 
 
+/* the proxy's metrics zone (ngx_http_spendpol_metrics.c) */
+typedef struct ngx_http_spendpol_metrics_s  ngx_http_spendpol_metrics_t;
+
+
 /* per worker: the mapped snapshot and id generation */
 typedef struct {
     ngx_str_t                  snapshot_dir;
@@ -177,6 +181,10 @@ typedef struct {
     ngx_shm_zone_t            *cache_zone;
     ngx_slab_pool_t           *cache_shpool;
     ngx_http_spendpol_cache_sh_t  *cache_sh;
+
+    /* the proxy's metrics: a zone of their own */
+    ngx_shm_zone_t            *metrics_zone;
+    ngx_http_spendpol_metrics_t  *metrics;
     ngx_flag_t                 cache_redis;   /* the Redis tier, if any */
     ngx_msec_t                 cache_redis_timeout;  /* a Redis lookup's */
     ngx_addr_t                *cache_embed_address;  /* embedding calls */
@@ -764,6 +772,16 @@ void ngx_http_spendpol_redis_exit_worker(void);
 
 /* ngx_http_spendpol_journal.c */
 ngx_int_t ngx_http_spendpol_log_handler(ngx_http_request_t *r);
+
+/* ngx_http_spendpol_metrics.c */
+ngx_int_t ngx_http_spendpol_metrics_add_zone(ngx_conf_t *cf,
+    ngx_http_spendpol_main_conf_t *smcf);
+char *ngx_http_spendpol_metrics(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+void ngx_http_spendpol_metrics_record(ngx_http_request_t *r,
+    ngx_http_spendpol_ctx_t *ctx, sp_journal_record_t *rec);
+void ngx_http_spendpol_metrics_refused(ngx_http_request_t *r,
+    ngx_http_spendpol_ctx_t *ctx);
 
 /* ngx_http_spendpol_error.c */
 ngx_int_t ngx_http_spendpol_send_error(ngx_http_request_t *r,
