@@ -100,6 +100,9 @@ const cd_route_t  cd_routes[] = {
     { "POST",   "/shadow-ai/alerts/{id}/acknowledge",
       cd_api_shadow_alerts_acknowledge, 1 },
     { "POST",   CD_SHADOW_PATH,             cd_api_shadow_logs,      1 },
+    { "GET",    "/forecast/spend",          cd_api_forecast_spend,   1 },
+    { "GET",    "/forecast/anomalies",      cd_api_forecast_anomalies, 1 },
+    { "POST",   "/forecast/what-if",        cd_api_forecast_what_if, 1 },
 };
 
 const size_t  cd_routes_count = sizeof(cd_routes) / sizeof(cd_routes[0]);
