@@ -990,10 +990,15 @@ cd_api_forecast_spend(cd_request_t *r)
     cd_fc_bucket_text(sp.today, CD_FORECAST_DAY_S, date, NULL);
 
     obj = json_object();
+    if (obj == NULL) {
+        goto oom;
+    }
+
+    /* the object's from here on: json_object_set_new steals, set or not */
     groups = json_array();
     budgets = json_array();
 
-    if (obj == NULL || json_object_set_new(obj, "groups", groups)
+    if (json_object_set_new(obj, "groups", groups)
         || json_object_set_new(obj, "budgets", budgets)
         || json_object_set_new(obj, "interval", json_string("day"))
         || cd_json_set_str(obj, "group_by", group_by)
@@ -1047,12 +1052,6 @@ oom:
                      "out of memory");
 
 done:
-
-    if (obj == NULL) {
-        /* not yet the object's */
-        json_decref(groups);
-        json_decref(budgets);
-    }
 
     json_decref(obj);
     cd_forecast_set_free(&set);
@@ -1219,9 +1218,10 @@ static const char  *cd_whatif_change_fields[] = {
     "provider", "from_model", "to_model", "model", "prices", NULL
 };
 
+/* PUT /pricing's names, in sp_price_t's order */
 static const char  *cd_whatif_price_fields[] = {
-    "input_per_mtok_usd", "output_per_mtok_usd", "cached_input_per_mtok_usd",
-    "cache_write_per_mtok_usd", NULL
+    "input_usd_per_mtok", "output_usd_per_mtok", "cached_input_usd_per_mtok",
+    "cache_write_usd_per_mtok", NULL
 };
 
 
@@ -1320,7 +1320,7 @@ cd_whatif_prices(json_t *prices, size_t i, sp_price_t *price,
     if (!json_is_object(prices)) {
         return cd_field_error(err, 400, "invalid_type", err->field_buf,
                               "%s must be an object of USD per 1M tokens "
-                              "(input_per_mtok_usd, output_per_mtok_usd, "
+                              "(input_usd_per_mtok, output_usd_per_mtok, "
                               "...)", err->field_buf);
     }
 
@@ -1576,6 +1576,27 @@ cd_whatif_sum_json(json_t *obj, const cd_whatif_sum_t *s)
 }
 
 
+/* a price as GET /pricing shows one: USD per 1M tokens, decimal text */
+static int
+cd_whatif_price_json(json_t *obj, const sp_price_t *price)
+{
+    char           text[SP_MONEY_STR_LEN];
+    size_t         k;
+    const int64_t  nano[4] = { price->input, price->output,
+                               price->cached_input, price->cache_write };
+
+    for (k = 0; k < 4; k++) {
+        sp_money_format(nano[k], text);
+
+        if (cd_json_set_str(obj, cd_whatif_price_fields[k], text)) {
+            return CD_ERROR;
+        }
+    }
+
+    return CD_OK;
+}
+
+
 static json_t *
 cd_whatif_changes_json(const cd_whatif_t *w)
 {
@@ -1608,12 +1629,7 @@ cd_whatif_changes_json(const cd_whatif_t *w)
                                ch->model)
             || (ch->to_model != NULL
                 && cd_json_set_str(item, "to_model", ch->to_model))
-            || cd_fc_money(price, "input_per_mtok", ch->price.input)
-            || cd_fc_money(price, "output_per_mtok", ch->price.output)
-            || cd_fc_money(price, "cached_input_per_mtok",
-                           ch->price.cached_input)
-            || cd_fc_money(price, "cache_write_per_mtok",
-                           ch->price.cache_write))
+            || cd_whatif_price_json(price, &ch->price) != CD_OK)
         {
             json_decref(arr);
             return NULL;
