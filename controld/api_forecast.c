@@ -1065,7 +1065,7 @@ void
 cd_api_forecast_anomalies(cd_request_t *r)
 {
     int                 given_from, given_to;
-    char                at[32];
+    char                at[32], min_change[SP_MONEY_STR_LEN];
     json_t             *obj, *data, *rule;
     int64_t             bucket_s, from_us, to_us, from, end, now, context;
     int64_t             window;
@@ -1144,9 +1144,10 @@ cd_api_forecast_anomalies(cd_request_t *r)
         goto oom;
     }
 
+    sp_money_format(SP_ANOMALY_MIN_ABS_NANO, min_change);
     data = json_array();
     rule = json_pack("{s:f, s:s, s:f}", "z_threshold", SP_ANOMALY_Z_THRESHOLD,
-                     "min_change_usd", "1.000000",
+                     "min_change_usd", min_change,
                      "min_change_ratio", SP_ANOMALY_MIN_RATIO);
 
     /* json_object_set_new steals its value, set or not */
