@@ -33,7 +33,6 @@
 
 #define CD_FORECAST_SUBJECT     "forecast"
 #define CD_FC_NANO_PER_USD      1000000000LL
-#define CD_WHATIF_CHANGES_MAX   20
 /* the widest what-if window */
 #define CD_WHATIF_WINDOW_US     (366LL * CD_FORECAST_DAY_S * 1000000)
 
@@ -1195,22 +1194,6 @@ done:
 
 /* ---- POST /forecast/what-if ------------------------------------------- */
 
-typedef struct {
-    const char  *provider;          /* all point into the body */
-    const char  *model;             /* the model matched: from_model */
-    const char  *to_model;          /* NULL: re-priced in place */
-    sp_price_t   price;             /* to_model's, or the given prices */
-    int          priced;
-} cd_whatif_change_t;
-
-typedef struct {
-    int64_t              from_us;
-    int64_t              to_us;
-    const char          *group_by;
-    cd_whatif_change_t   changes[CD_WHATIF_CHANGES_MAX];
-    size_t               nchanges;
-} cd_whatif_t;
-
 static const char  *cd_whatif_fields[] = {
     "from", "to", "changes", "group_by", NULL
 };
@@ -1373,7 +1356,7 @@ cd_whatif_prices(json_t *prices, size_t i, sp_price_t *price,
 }
 
 
-static int
+int
 cd_whatif_parse(json_t *body, cd_whatif_t *w, cd_field_error_t *err)
 {
     size_t               i;

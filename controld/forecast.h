@@ -75,6 +75,36 @@ int cd_forecast_anomalies(const cd_forecast_set_t *set, const char *group_by,
     int64_t from, json_t *out) CD_CHECK;
 
 
+/* ---- POST /forecast/what-if (api_forecast.c) -------------------------- */
+
+#define CD_WHATIF_CHANGES_MAX   20
+
+typedef struct {
+    const char  *provider;          /* all point into the body */
+    const char  *model;             /* the model matched: from_model */
+    const char  *to_model;          /* NULL: re-priced in place */
+    sp_price_t   price;             /* to_model's, or the given prices */
+    int          priced;            /* price is set */
+} cd_whatif_change_t;
+
+typedef struct {
+    int64_t              from_us;
+    int64_t              to_us;
+    const char          *group_by;  /* NULL: the total only */
+    cd_whatif_change_t   changes[CD_WHATIF_CHANGES_MAX];
+    size_t               nchanges;
+} cd_whatif_t;
+
+/*
+ * Validates a what-if body (its keys already checked): from and to, the
+ * changes (unknown members 400 unknown_field naming "changes[i].x"),
+ * group_by. Prices given are read exactly (cd_price_json_money); the
+ * price of a to_model is left to the caller (cd_pricing_resolve).
+ */
+int cd_whatif_parse(json_t *body, cd_whatif_t *w, cd_field_error_t *err)
+    CD_CHECK;
+
+
 /* ---- forecast_job.c --------------------------------------------------- */
 
 /*
