@@ -74,7 +74,8 @@ cd_forecast_job_find(cd_forecast_job_t *job, const char *org)
                         "org=%s", org);
 
         } else if (json_array_size(items) > 0) {
-            text = json_dumps(items, JSON_COMPACT);
+            /* z as rounded (12.4), as the HTTP answers print it */
+            text = json_dumps(items, JSON_COMPACT | JSON_REAL_PRECISION(15));
         }
 
         cd_forecast_set_free(&set);

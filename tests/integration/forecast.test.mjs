@@ -130,6 +130,7 @@ test('the job raises each anomaly once as a spend_anomaly alert', async () => {
   for (const a of alerts) {
     assert.equal(a.type, 'spend_anomaly');
     assert.match(a.message, /Spend (spike|drop) on \d{4}-\d{2}-\d{2}/);
+    assert.match(a.message, /\(robust z-score -?\d+(\.\d{1,2})?\)$/, a.message);
   }
   // once per (org, group, day): later runs add nothing
   await new Promise((res) => setTimeout(res, 2000));
