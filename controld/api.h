@@ -494,4 +494,11 @@ void cd_api_shadow_alerts_acknowledge(cd_request_t *r);
 void cd_api_shadow_logs(cd_request_t *r);
 
 
+/* ---- api_forecast.c (forecast.h: the series and the job) -------------- */
+
+void cd_api_forecast_spend(cd_request_t *r);
+void cd_api_forecast_anomalies(cd_request_t *r);
+void cd_api_forecast_what_if(cd_request_t *r);
+
+
 #endif /* CD_API_H */

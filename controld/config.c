@@ -168,6 +168,12 @@ static const cd_conf_entry_t  cd_conf_table[] = {
      * "path[:format]" (dnsmasq, bind, squid, generic; auto when left
      * out), comma-separated; their alerts go to the shadow organisation
      */
+    /*
+     * The spend anomaly job (forecast_job.c): how often it raises the
+     * anomalies of the last days as alerts. Tests shorten it.
+     */
+    { "SPENDPOL_FORECAST_JOB_MS", NULL, "300000", CD_CONF_LONG,
+      CD_CONF_OFFSET(forecast_job_ms), 0, 100, 86400000, "ms" },
     { "SPENDPOL_EGRESS_LOG", NULL, NULL, CD_CONF_STRING,
       CD_CONF_OFFSET(egress_log), 0, CD_CONF_ANY },
     { "SPENDPOL_SHADOW_ORG", NULL, CD_DEFAULT_ORG, CD_CONF_STRING,

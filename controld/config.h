@@ -49,6 +49,7 @@ typedef struct {
     long       lease_ttl_ms;                  /* budget leases (lease.c) */
     long       lease_grace_ms;
     long       lease_horizon_ms;
+    long       forecast_job_ms;               /* the anomaly job's period */
     char      *egress_log;         /* SPENDPOL_EGRESS_LOG; NULL: no tail */
     char      *shadow_org;         /* its alerts' organisation */
 } cd_config_t;

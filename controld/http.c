@@ -106,6 +106,9 @@ const cd_route_t  cd_routes[] = {
     { "GET",    "/orgs",                    cd_api_orgs_list,        2 },
     { "POST",   "/orgs",                    cd_api_orgs_create,      2 },
     { "GET",    "/orgs/{id}",               cd_api_orgs_get,         2 },
+    { "GET",    "/forecast/spend",          cd_api_forecast_spend,   1 },
+    { "GET",    "/forecast/anomalies",      cd_api_forecast_anomalies, 1 },
+    { "POST",   "/forecast/what-if",        cd_api_forecast_what_if, 1 },
 };
 
 const size_t  cd_routes_count = sizeof(cd_routes) / sizeof(cd_routes[0]);

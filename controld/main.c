@@ -28,6 +28,7 @@
 #include "outbound.h"
 #include "auth.h"
 #include "shadow_tail.h"
+#include "forecast.h"
 
 
 #define CD_MAIN_SUBJECT  "main"
@@ -459,11 +460,12 @@ cd_main_admin_seed(cd_app_t *app)
 int
 main(int argc, char **argv)
 {
-    int                status, migrated;
-    char               err[512];
-    sigset_t           signals;
-    cd_app_t          *app;
-    cd_shadow_tail_t  *shadow_tail;
+    int                 status, migrated;
+    char                err[512];
+    sigset_t            signals;
+    cd_app_t           *app;
+    cd_shadow_tail_t   *shadow_tail;
+    cd_forecast_job_t  *forecast_job;
 
     if (argc > 1) {
         fprintf(stderr, "usage: controld (configured by SPENDPOL_* "
@@ -480,6 +482,7 @@ main(int argc, char **argv)
     cd_json_wipe_on_free();
 
     shadow_tail = NULL;
+    forecast_job = NULL;
     app = calloc(1, sizeof(cd_app_t));
     if (app == NULL) {
         fprintf(stderr, "controld: out of memory\n");
@@ -688,6 +691,7 @@ main(int argc, char **argv)
         || cd_spend_start(app) != CD_OK
         || cd_lease_start(app) != CD_OK
         || cd_alert_jobs_start(app) != CD_OK
+        || cd_forecast_job_start(app, &forecast_job) != CD_OK
         || cd_shadow_tail_start(app, &shadow_tail) != CD_OK)
     {
         goto done;
@@ -713,6 +717,7 @@ done:
 
     cd_http_stop(app);
     cd_shadow_tail_stop(shadow_tail);
+    cd_forecast_job_stop(forecast_job);
     cd_alert_jobs_stop(app);
     cd_lease_stop(app);
     cd_ingest_stop(app);
