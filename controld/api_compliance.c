@@ -483,7 +483,7 @@ void
 cd_api_compliance_erase(cd_request_t *r)
 {
     json_t            *body, *json;
-    PGresult          *res;
+    PGresult          *res, *erasure;
     const char        *key_id, *addr, *params[3];
     cd_db_conn_t      *c;
     cd_field_error_t   err;
@@ -552,11 +552,24 @@ cd_api_compliance_erase(cd_request_t *r)
     params[1] = key_id;
     params[2] = addr;
 
-    res = cd_db_exec(c, "SELECT e.erasure_id, e.erased, a.selector,"
-                        " a.fingerprint, " CD_SQL_TS("a.created_at")
-                        " FROM spendpol_audit_erase($1, $2, $3) e"
-                        " JOIN audit_erasures a ON a.id = e.erasure_id",
-                     3, params);
+    res = cd_db_exec(c, "SELECT erasure_id FROM"
+                        " spendpol_audit_erase($1, $2, $3)", 3, params);
+
+    if (res == NULL || PQntuples(res) != 1) {
+        PQclear(res);
+        cd_respond_statement_error(r, c);
+        goto done;
+    }
+
+    /* a statement of its own: the function's INSERT is after the
+       snapshot of the statement that called it */
+    params[0] = PQgetvalue(res, 0, 0);
+    erasure = cd_db_exec(c, "SELECT id, rows, selector, fingerprint, "
+                            CD_SQL_TS("created_at")
+                            " FROM audit_erasures WHERE id = $1",
+                         1, params);
+    PQclear(res);
+    res = erasure;
 
     if (res == NULL || PQntuples(res) != 1) {
         PQclear(res);
