@@ -431,13 +431,14 @@ cd_api_compliance_verify(cd_request_t *r)
         }
     }
 
-    /* rows missing at the end: the head (or the range) names them */
+    /* rows missing at the end (the head, or the range, names them): no
+       row where one was expected */
     if (v.broken == NULL && first <= last && v.last_seq != last) {
-        v.broken = json_pack("{s:n, s:I, s:s, s:I, s:I}", "id", "chain_seq",
-                             (json_int_t) (v.last_seq + 1), "reason",
-                             "seq_gap", "expected",
-                             (json_int_t) (v.last_seq + 1), "found",
-                             (json_int_t) last);
+        v.broken = json_pack("{s:n, s:I, s:s, s:I, s:n}", "id", "chain_seq",
+                             (json_int_t) (v.rows ? v.last_seq + 1 : first),
+                             "reason", "seq_gap", "expected",
+                             (json_int_t) (v.rows ? v.last_seq + 1 : first),
+                             "found");
         if (v.broken == NULL) {
             goto failed;
         }
