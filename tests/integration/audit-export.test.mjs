@@ -3,8 +3,9 @@
 // with the list's values, formula-like text neutralised in CSV only;
 // from/to and the list's filters; each bad argument named; a million rows
 // streamed with controld's memory flat; two exports at once at most (429
-// beyond), a client that hangs up releases its slot and its connection;
-// a database error mid-stream cuts the body so it cannot pass for whole.
+// beyond); a client that hangs up or stalls releases its slot and its
+// connection; a database error mid-stream cuts the body so it cannot pass
+// for whole.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
@@ -13,7 +14,9 @@ import http from 'node:http';
 import { execFileSync } from 'node:child_process';
 import { useStack, waitFor, spendpolHeaders, IS_SAN } from './lib/stack.mjs';
 
-const s = useStack();
+// a client that stops reading is dropped after 5 s (default 30)
+const STALL_S = 5;
+const s = useStack({ env: { SPENDPOL_API_CONNECTION_TIMEOUT: String(STALL_S) } });
 
 /* /work/brief/export-format.md: the columns, in order */
 const COLUMNS = [
@@ -245,7 +248,7 @@ test('from, to and the list\'s filters narrow the export', async () => {
   assert.deepEqual(jsonlObjects(from.text).map((o) => o.id), all.slice(0, 4).map((o) => o.id));
   const to = await exportOf(`format=jsonl&from=${since}&to=${at}`);
   assert.deepEqual(jsonlObjects(to.text).map((o) => o.id), all.slice(4).map((o) => o.id));
-  const none = await exportOf(`format=csv&from=${since}&to=${since.replace(/\.\d+Z$/, '.001Z')}`);
+  const none = await exportOf('format=csv&from=2019-01-01T00:00:00Z&to=2019-02-01T00:00:00Z');
   assert.equal(none.status, 200);
   assert.equal(none.text, `${COLUMNS.map((c) => `"${c}"`).join(',')}\r\n`, 'an empty window: the header alone');
   assert.equal((await exportOf('format=jsonl&from=2019-01-01T00:00:00Z&to=2019-02-01T00:00:00Z')).text, '');
@@ -363,6 +366,17 @@ test('two exports at once at most; a client that hangs up gives its slot and con
     return r.status === 200 ? r : null;
   }, { timeout: 10_000, message: 'an export slot again' });
   assert.equal(csvObjects(again.text).length, made.ids.length);
+});
+
+test('a client that stops reading is timed out and its transaction ended', async () => {
+  const { req, res } = await openExport(`format=jsonl&from=${BULK_FROM}&to=${BULK_TO}`);
+  assert.equal(res.statusCode, 200);
+  res.pause();
+  await waitFor(() => idleCursors() === 1, { message: 'the export\'s cursor' });
+  const t0 = Date.now();
+  await waitFor(() => idleCursors() === 0, { timeout: (STALL_S + 10) * 1000, message: 'the stalled export to end' });
+  assert.ok(Date.now() - t0 >= (STALL_S - 1) * 1000, 'not before the timeout');
+  req.destroy();
 });
 
 test('a database error mid-stream cuts the body: no complete-looking file', async () => {
