@@ -767,10 +767,9 @@ cd_ingest_chain_link(cd_ingest_ctx_t *x, cd_db_conn_t *c)
     PGresult            *res;
     const char          *params[3], *org;
     cd_ingest_link_t    *link;
-
-    org = "";
     cd_spend_array_t     a[3];
 
+    org = "";
     linked = 0;
 
     for (i = 0; i < x->count; i++) {

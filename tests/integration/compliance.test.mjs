@@ -5,8 +5,8 @@
 // key's or a client address's identifying fields keeps the chain whole;
 // retention deletes the old rows (at once on PUT, and by the periodic job
 // after a restart), the first kept row's prev_hash becoming the anchor;
-// tools/spendpol-audit-verify checks an export offline; bad input on each
-// route.
+// tools/spendpol-audit-verify checks an export offline (GET
+// /audit-logs/export's CSV and JSON lines); bad input on each route.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
@@ -377,6 +377,39 @@ test('tools/spendpol-audit-verify checks an export offline (JSONL and CSV)', asy
   const r = runTool(bad);
   assert.equal(r.status, 1, r.out);
   assert.match(r.out, new RegExp(`${ids[1]}.*row_hash_mismatch`));
+});
+
+test('GET /audit-logs/export, CSV and JSON lines, verifies offline; a changed cell is named', async () => {
+  const dir = fs.mkdtempSync(path.join(process.env.SPENDPOL_TEST_TMP || os.tmpdir(), 'spendpol-export-'));
+  const { key } = await s.createKey({ name: 'export' });
+  await traffic(2, key);
+  const v = await verify();
+  assert.equal(v.verified, true, JSON.stringify(v));
+  for (const format of ['jsonl', 'csv']) {
+    const r = await fetch(`${s.apiURL}/audit-logs/export?format=${format}`,
+      { headers: { authorization: `Bearer ${s.adminKey}` } });
+    const text = await r.text();
+    assert.equal(r.status, 200, text.slice(0, 500));
+    const f = path.join(dir, `api.${format}`);
+    fs.writeFileSync(f, text);
+    const ok = runTool(f);
+    assert.equal(ok.status, 0, ok.out);
+    assert.ok(ok.out.includes(`OK ${v.rows} rows, org org_default seq 1..${v.head.seq} head ${v.head.hash}`), ok.out);
+
+    /* one digit of one cost changed in the file */
+    const lines = text.split(format === 'csv' ? '\r\n' : '\n');
+    const i = format === 'csv' ? 1 : 0;           /* the newest row */
+    const changed = format === 'csv'
+      ? lines[i].replace(/^((?:"[^"]*",){12})"(\d+)"/, (m, head, cost) => `${head}"${BigInt(cost) + 1n}"`)
+      : JSON.stringify({ ...JSON.parse(lines[i]), cost_nano: JSON.parse(lines[i]).cost_nano + 1 });
+    assert.notEqual(changed, lines[i], 'the cost cell found');
+    lines[i] = changed;
+    const bad = path.join(dir, `bad.${format}`);
+    fs.writeFileSync(bad, lines.join(format === 'csv' ? '\r\n' : '\n'));
+    const broken = runTool(bad);
+    assert.equal(broken.status, 1, broken.out);
+    assert.match(broken.out, /BROKEN org org_default: row evt_\S+ chain_seq \d+: row_hash_mismatch/);
+  }
 });
 
 /*
