@@ -149,6 +149,39 @@ test('ingest links every row of real traffic; verify recomputes the chain', asyn
     .toString('hex'), rowHex);
 });
 
+test('lines read twice (in a batch, and after a forgotten offset) are linked once: no gap, no duplicate seq', async () => {
+  const { key } = await s.createKey({ name: 'twice' });
+  const [first] = await traffic(1, key);
+  const line = JSON.parse(fs.readFileSync(s.journalPath, 'utf8').split('\n').find((l) => l.includes(`"${first}"`)));
+  const newId = () => `evt_chain${crypto.randomBytes(10).toString('hex')}`;
+  const append = (lines) => fs.appendFileSync(s.journalPath, lines.map((l) => `${JSON.stringify(l)}\n`).join(''));
+  const loaded = (id) => waitFor(() => sql(`SELECT count(*) FROM audit_logs WHERE id = '${id}'`) === '1',
+    { timeout: 10_000, message: `audit row ${id}` });
+
+  const lines = Array.from({ length: 3 }, () => ({ ...line, id: newId() }));
+  append(lines);
+  await loaded(lines[2].id);
+  const head = (await verify()).head.seq;
+
+  const fresh = { ...line, id: newId() };
+  append([...lines, lines[1], fresh]);
+  await loaded(fresh.id);
+  let v = await verify();
+  assert.equal(v.verified, true, JSON.stringify(v));
+  assert.equal(v.head.seq, head + 1, 'only the new line is linked');
+  assert.equal(sql(`SELECT chain_seq FROM audit_logs WHERE id = '${fresh.id}'`), String(head + 1));
+
+  sql('DELETE FROM journal_offsets');
+  await s.restartControld();
+  const after = { ...line, id: newId() };
+  append([after]);
+  await loaded(after.id);
+  v = await verify();
+  assert.equal(v.verified, true, JSON.stringify(v));
+  assert.equal(v.head.seq, head + 2, 'the whole journal read again links nothing twice');
+  assert.equal(sql(`SELECT count(*) = count(DISTINCT chain_seq) FROM audit_logs WHERE org_id = 'org_default'`), 't');
+});
+
 test('a row changed as the owner is named; deleting one is a seq_gap', async () => {
   const { key } = await s.createKey({ name: 'tamper' });
   const ids = await traffic(3, key);
