@@ -165,8 +165,10 @@ void cd_ingest_forget(cd_ingest_ctx_t *x);
 int cd_ingest_load_init(cd_ingest_ctx_t *x) CD_CHECK;
 
 /*
- * At most hourly, with SPENDPOL_AUDIT_RETENTION_MONTHS set: drops the
- * audit_logs months older than that (spendpol_audit_drop_months).
+ * At start and hourly: each organisation's audit_retention_days
+ * (spendpol_audit_retention, docs/compliance.md); with
+ * SPENDPOL_AUDIT_RETENTION_MONTHS set, also drops the audit_logs months
+ * older than that (spendpol_audit_drop_months).
  */
 void cd_ingest_retention(cd_ingest_ctx_t *x);
 void cd_ingest_load_free(cd_ingest_ctx_t *x);
