@@ -711,6 +711,7 @@ static const char *const  cd_retention_fields[] = {
 void
 cd_api_compliance_retention_put(cd_request_t *r)
 {
+    int            keep_all;
     char           days[CD_INT_TEXT];
     json_t        *body, *value, *json;
     PGresult      *res;
@@ -742,10 +743,12 @@ cd_api_compliance_retention_put(cd_request_t *r)
         return;
     }
 
+    /* null keeps every row: n 0 */
     n = json_is_integer(value) ? json_integer_value(value) : 0;
+    keep_all = json_is_null(value);
     json_decref(body);
 
-    if (!json_is_null(value) && (n < 1 || n > CD_RETENTION_MAX)) {
+    if (!keep_all && (n < 1 || n > CD_RETENTION_MAX)) {
         cd_respond_error(r, 422, "invalid_request_error", "invalid_value",
                          "audit_retention_days", "audit_retention_days must "
                          "be 1 to %d days, or null to keep every row",
