@@ -31,8 +31,15 @@ void cd_api_providers_delete(cd_request_t *r);
 
 void cd_api_audit_list(cd_request_t *r);
 void cd_api_audit_summary(cd_request_t *r);
+void cd_api_audit_export(cd_request_t *r);
 
 void cd_api_org_get(cd_request_t *r);
+
+void cd_api_compliance_verify(cd_request_t *r);
+void cd_api_compliance_erase(cd_request_t *r);
+void cd_api_compliance_erasures(cd_request_t *r);
+void cd_api_compliance_retention_get(cd_request_t *r);
+void cd_api_compliance_retention_put(cd_request_t *r);
 void cd_api_org_update(cd_request_t *r);
 
 void cd_api_orgs_create(cd_request_t *r);
@@ -499,6 +506,49 @@ void cd_api_shadow_logs(cd_request_t *r);
 void cd_api_forecast_spend(cd_request_t *r);
 void cd_api_forecast_anomalies(cd_request_t *r);
 void cd_api_forecast_what_if(cd_request_t *r);
+/* ---- the audit export (api_audit.c, docs/audit.md) -------------------- */
+
+typedef enum {
+    CD_EXPORT_CSV = 0,
+    CD_EXPORT_JSONL
+} cd_export_format_e;
+
+/* the columns of an export, in order: /work/brief/export-format.md */
+#define CD_EXPORT_COLUMNS     52
+
+/* bytes of one or more formatted rows, reused row after row */
+typedef struct {
+    char    *data;
+    size_t   len;
+    size_t   cap;
+} cd_export_buf_t;
+
+void cd_export_buf_free(cd_export_buf_t *b);
+
+/* column i's name, or NULL past the last */
+const char *cd_export_column_name(size_t i);
+
+/* appends the CSV header row (nothing for JSONL); CD_ERROR: no memory */
+int cd_export_header(cd_export_buf_t *b, cd_export_format_e format)
+    CD_CHECK;
+
+/*
+ * Appends one row: values[i] (lengths[i] bytes, NULL for SQL NULL) are
+ * the CD_EXPORT_COLUMNS columns as the export's query prints them. CSV:
+ * every cell quoted, a text cell starting with = + - @ TAB CR or ' gets
+ * one ' first, CRLF; JSONL: one object, '\n'. CD_ERROR: no memory.
+ */
+int cd_export_row(cd_export_buf_t *b, cd_export_format_e format,
+    const char *const *values, const int *lengths) CD_CHECK;
+
+/*
+ * "audit-logs-<org>-<from>-<to>.csv" (or .jsonl): the bounds as
+ * 20261201T000000Z, from_us or to_us < 0 for none ("start", and now_us
+ * for to); an org id character outside [A-Za-z0-9_-] becomes '_'.
+ */
+void cd_export_filename(char *out, size_t len, const char *org,
+    int64_t from_us, int64_t to_us, int64_t now_us,
+    cd_export_format_e format);
 
 
 #endif /* CD_API_H */

@@ -43,6 +43,14 @@ const cd_route_t  cd_routes[] = {
     { "DELETE", "/providers/{name}",        cd_api_providers_delete, 1 },
     { "GET",    "/audit-logs",              cd_api_audit_list,       1 },
     { "GET",    "/audit-logs/summary",      cd_api_audit_summary,    1 },
+    { "GET",    "/audit-logs/export",       cd_api_audit_export,     1 },
+    { "GET",    "/compliance/verify",       cd_api_compliance_verify, 1 },
+    { "POST",   "/compliance/erasure",      cd_api_compliance_erase, 1 },
+    { "GET",    "/compliance/erasures",     cd_api_compliance_erasures, 1 },
+    { "GET",    "/compliance/retention",    cd_api_compliance_retention_get,
+      1 },
+    { "PUT",    "/compliance/retention",    cd_api_compliance_retention_put,
+      1 },
     { "GET",    "/org",                     cd_api_org_get,          1 },
     { "PATCH",  "/org",                     cd_api_org_update,       1 },
     { "PUT",    "/org",                     cd_api_org_update,       1 },
@@ -261,6 +269,167 @@ cd_http_response_free(void *text)
 }
 
 
+/* ---- streamed answers ------------------------------------------------- */
+
+/* a stream's state in libmicrohttpd's hands, with the slot it holds */
+typedef struct {
+    cd_app_t           *app;
+    cd_stream_read_pt   read;
+    cd_stream_free_pt   free;
+    void               *data;
+} cd_http_stream_t;
+
+/* the stream's bytes of a chunked body */
+#define CD_HTTP_STREAM_BLOCK  (32 * 1024)
+
+
+static void
+cd_http_stream_slot_release(cd_app_t *app)
+{
+    __atomic_sub_fetch(&app->http.streams, 1, __ATOMIC_ACQ_REL);
+}
+
+
+int
+cd_stream_slot(cd_request_t *r, const char *what)
+{
+    if (r->stream_slot) {
+        return CD_OK;
+    }
+
+    if (__atomic_add_fetch(&r->app->http.streams, 1, __ATOMIC_ACQ_REL)
+        > CD_HTTP_STREAMS_MAX)
+    {
+        cd_http_stream_slot_release(r->app);
+        cd_respond_error(r, 429, "rate_limit_error", "too_many_streams",
+                         NULL, "at most %d %s run at once; retry when one "
+                         "of them ends", CD_HTTP_STREAMS_MAX, what);
+        return CD_ERROR;
+    }
+
+    r->stream_slot = 1;
+
+    return CD_OK;
+}
+
+
+void
+cd_respond_stream(cd_request_t *r, const char *content_type,
+    const char *filename, cd_stream_read_pt read,
+    cd_stream_free_pt release, void *data)
+{
+    if (!r->stream_slot) {
+        release(data);
+        cd_respond_error(r, 500, "api_error", "internal_error", NULL,
+                         "internal error");
+        return;
+    }
+
+    json_decref(r->response);
+    r->response = NULL;
+    r->status = 200;
+    r->stream.read = read;
+    r->stream.free = release;
+    r->stream.data = data;
+    r->stream.content_type = content_type;
+    snprintf(r->stream.filename, sizeof(r->stream.filename), "%s",
+             filename ? filename : "");
+}
+
+
+static ssize_t
+cd_http_stream_read(void *cls, uint64_t pos, char *buf, size_t max)
+{
+    ssize_t            n;
+    cd_http_stream_t  *s;
+
+    (void) pos;
+    s = cls;
+
+    n = s->read(s->data, buf, max);
+
+    if (n == CD_STREAM_END) {
+        return MHD_CONTENT_READER_END_OF_STREAM;
+    }
+
+    /* 0 would have the polling thread call again at once: never */
+    if (n <= 0) {
+        return MHD_CONTENT_READER_END_WITH_ERROR;
+    }
+
+    return n;
+}
+
+
+static void
+cd_http_stream_free(void *cls)
+{
+    cd_http_stream_t  *s;
+
+    s = cls;
+    s->free(s->data);
+    cd_http_stream_slot_release(s->app);
+    free(s);
+}
+
+
+/* the request's stream as a chunked answer; its free runs whatever */
+static enum MHD_Result
+cd_http_send_stream(struct MHD_Connection *connection, cd_request_t *r)
+{
+    char                   disposition[192];
+    enum MHD_Result        ret;
+    cd_http_stream_t      *s;
+    struct MHD_Response   *response;
+
+    s = malloc(sizeof(cd_http_stream_t));
+    if (s == NULL) {
+        r->stream.free(r->stream.data);
+        cd_http_stream_slot_release(r->app);
+        return MHD_NO;
+    }
+
+    s->app = r->app;
+    s->read = r->stream.read;
+    s->free = r->stream.free;
+    s->data = r->stream.data;
+
+    /* the slot and the data are the response's now */
+    r->stream_slot = 0;
+    r->stream.read = NULL;
+
+    response = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN,
+                                                 CD_HTTP_STREAM_BLOCK,
+                                                 cd_http_stream_read, s,
+                                                 cd_http_stream_free);
+    if (response == NULL) {
+        cd_http_stream_free(s);
+        return MHD_NO;
+    }
+
+    MHD_add_response_header(response, MHD_HTTP_HEADER_CONTENT_TYPE,
+                            r->stream.content_type);
+    MHD_add_response_header(response, MHD_HTTP_HEADER_CACHE_CONTROL,
+                            "no-store");
+    MHD_add_response_header(response, "X-Content-Type-Options", "nosniff");
+
+    if (r->stream.filename[0] != '\0') {
+        snprintf(disposition, sizeof(disposition),
+                 "attachment; filename=\"%s\"", r->stream.filename);
+        MHD_add_response_header(response,
+                                MHD_HTTP_HEADER_CONTENT_DISPOSITION,
+                                disposition);
+    }
+
+    ret = MHD_queue_response(connection, r->status, response);
+
+    /* the connection holds its own reference until the answer is done */
+    MHD_destroy_response(response);
+
+    return ret;
+}
+
+
 static enum MHD_Result
 cd_http_send(struct MHD_Connection *connection, cd_request_t *r)
 {
@@ -269,6 +438,10 @@ cd_http_send(struct MHD_Connection *connection, cd_request_t *r)
     const char            *type;
     enum MHD_Result        ret;
     struct MHD_Response   *response;
+
+    if (r->stream.read != NULL) {
+        return cd_http_send_stream(connection, r);
+    }
 
     text = NULL;
     len = 0;
@@ -328,6 +501,11 @@ cd_http_send(struct MHD_Connection *connection, cd_request_t *r)
     if (r->status == 401) {
         MHD_add_response_header(response, MHD_HTTP_HEADER_WWW_AUTHENTICATE,
                                 "Bearer");
+    }
+
+    /* the one 429 of the API: a stream slot, freed within seconds */
+    if (r->status == 429) {
+        MHD_add_response_header(response, MHD_HTTP_HEADER_RETRY_AFTER, "5");
     }
 
     if (r->status == 405) {
@@ -551,6 +729,12 @@ respond:
                          ? " (SPENDPOL_API_BODY_MAX)" : "");
     } else {
         cd_http_dispatch(&r);
+    }
+
+    /* a slot taken for a stream the handler did not start goes back */
+    if (r.stream_slot && r.stream.read == NULL) {
+        r.stream_slot = 0;
+        cd_http_stream_slot_release(app);
     }
 
     if (r.status == 0) {

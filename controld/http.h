@@ -32,6 +32,28 @@ typedef struct {
 } cd_param_t;
 
 /*
+ * A streamed answer (http.c): read fills buf with up to max bytes of the
+ * body and returns their count (> 0), CD_STREAM_END after the last byte,
+ * or CD_STREAM_ERROR to cut the body (the connection closes without the
+ * chunked terminator, so the client sees a truncated answer). free is
+ * called once, from the connection's thread, when the answer is done,
+ * sent or not (the client hung up, the server stops).
+ */
+#define CD_STREAM_END     -1
+#define CD_STREAM_ERROR   -2
+
+typedef ssize_t (*cd_stream_read_pt)(void *data, char *buf, size_t max);
+typedef void (*cd_stream_free_pt)(void *data);
+
+typedef struct {
+    cd_stream_read_pt    read;            /* NULL: no stream */
+    cd_stream_free_pt    free;
+    void                *data;
+    const char          *content_type;    /* a constant */
+    char                 filename[128];   /* attachment; "" for none */
+} cd_stream_t;
+
+/*
  * Matches method and path against the table. On CD_ROUTE_FOUND, *route
  * and params (borrowed slices of path) are set; CD_ROUTE_BAD_METHOD means
  * some route has the path but not the method.
@@ -60,15 +82,45 @@ struct cd_request_s {
     const char              *content_type;
     const cd_route_t        *route;                  /* matched, or NULL */
     const char              *allow;                  /* for 405 */
+    cd_stream_t              stream;                 /* instead of response */
+    unsigned                 stream_slot:1;          /* holds one */
 };
+
+/*
+ * Streamed answers hold a pooled database connection for as long as the
+ * client reads: at most this many at once, so they cannot starve the
+ * other routes of the tenant pool
+ */
+#define CD_HTTP_STREAMS_MAX   2
 
 typedef struct {
     void                    *daemon;                 /* MHD_Daemon */
     uint16_t                 port;                   /* bound */
+    unsigned                 streams;                /* atomic: running */
 } cd_http_t;
 
 int cd_http_start(cd_app_t *app) CD_CHECK;
 void cd_http_stop(cd_app_t *app);
+
+/*
+ * Takes one of the CD_HTTP_STREAMS_MAX stream slots for the request, or
+ * answers 429 too_many_streams (what names the streams: "audit log
+ * exports") and returns CD_ERROR. Take it before the database: the slot
+ * goes with the stream to its end, or back when the handler answers
+ * without one.
+ */
+int cd_stream_slot(cd_request_t *r, const char *what) CD_CHECK;
+
+/*
+ * Answers 200 with a body streamed by read (chunked), in place of JSON;
+ * needs the request's stream slot. From here data belongs to the stream:
+ * release(data) is called once whatever happens, even if the answer cannot
+ * be queued. content_type is a constant; filename (or NULL) goes in
+ * Content-Disposition: attachment.
+ */
+void cd_respond_stream(cd_request_t *r, const char *content_type,
+    const char *filename, cd_stream_read_pt read,
+    cd_stream_free_pt release, void *data);
 
 
 /* ---- http_request.c: what every handler uses -------------------------- */
