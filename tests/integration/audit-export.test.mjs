@@ -302,39 +302,48 @@ test(`${BULK.toLocaleString('en')} rows stream with controld's memory flat`, { t
   const pid = s.controld.pid;
   const rss = () => Number(/VmRSS:\s+(\d+) kB/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'))[1]) * 1024;
   assert.match(fs.readFileSync(`/proc/${pid}/comm`, 'utf8'), /controld/);
-  const before = rss();
-  let peak = before;
-  const sampler = setInterval(() => { peak = Math.max(peak, rss()); }, 20);
 
-  const t1 = Date.now();
-  const { res } = await openExport(`format=csv&from=${BULK_FROM}&to=${BULK_TO}&provider=openai`);
-  assert.equal(res.statusCode, 200);
-  const hash = crypto.createHash('sha256');
-  let lines = 0;
-  let bytes = 0;
-  let head = '';
-  let tail = '';
-  try {
-    for await (const chunk of res) {
-      hash.update(chunk);
-      bytes += chunk.length;
-      for (let i = chunk.indexOf(10); i !== -1; i = chunk.indexOf(10, i + 1)) lines++;
-      if (head.length < 2000) head += chunk.toString('utf8', 0, 2000);
-      tail = (tail + chunk.toString('latin1')).slice(-2000);
+  /* reads the whole export without keeping it: lines, a hash, its ends */
+  const run = async () => {
+    const before = rss();
+    let peak = before;
+    const sampler = setInterval(() => { peak = Math.max(peak, rss()); }, 20);
+    const t1 = Date.now();
+    const { res } = await openExport(`format=csv&from=${BULK_FROM}&to=${BULK_TO}&provider=openai`);
+    assert.equal(res.statusCode, 200);
+    const hash = crypto.createHash('sha256');
+    const out = { lines: 0, bytes: 0, head: '', tail: '' };
+    try {
+      for await (const chunk of res) {
+        hash.update(chunk);
+        out.bytes += chunk.length;
+        for (let i = chunk.indexOf(10); i !== -1; i = chunk.indexOf(10, i + 1)) out.lines++;
+        if (out.head.length < 2000) out.head += chunk.toString('utf8', 0, 2000);
+        out.tail = (out.tail + chunk.toString('latin1')).slice(-2000);
+      }
+    } finally {
+      clearInterval(sampler);
     }
-  } finally {
-    clearInterval(sampler);
-  }
-  peak = Math.max(peak, rss());
-  t.diagnostic(`exported ${lines} lines, ${bytes} bytes in ${Date.now() - t1} ms, sha256 ${hash.digest('hex')};`
-    + ` RSS ${before} -> peak ${peak} (+${((peak - before) / 1048576).toFixed(1)} MiB)`);
+    peak = Math.max(peak, rss());
+    out.growth = peak - before;
+    t.diagnostic(`exported ${out.lines} lines, ${out.bytes} bytes in ${Date.now() - t1} ms,`
+      + ` sha256 ${hash.digest('hex')}; RSS ${before} -> peak ${peak} (+${(out.growth / 1048576).toFixed(1)} MiB)`);
+    return out;
+  };
+
+  const { lines, head, tail, growth } = await run();
   assert.equal(lines, BULK + 1, 'the header and every row');
   const rows = head.split('\r\n');
   assert.equal(rows[0], COLUMNS.map((c) => `"${c}"`).join(','));
   assert.match(rows[1], new RegExp(`^"evt_bulk_${String(BULK).padStart(7, '0')}","org_default","2020-01-`));
   assert.match(tail, /\r\n"evt_bulk_0000001","org_default","2020-01-01T00:00:00\.001000Z",[^\r\n]*\r\n$/);
   assert.match(tail, /"'=bulk"|"bulk"/);
-  assert.ok(peak - before < 20 * 1048576, `controld's RSS grew by ${peak - before} bytes (at most 20 MiB)`);
+  // Under ASan, RSS measures ASan: it keeps up to 256 MiB of freed memory
+  // in quarantine, with its shadow, before reusing any (+281 MiB over a
+  // first 200,000-row export, +62 MiB over a second), and the stack
+  // passes controld no ASAN_OPTIONS to shrink it. The plain build
+  // asserts the bound, on a million rows.
+  if (!IS_SAN) assert.ok(growth < 20 * 1048576, `controld's RSS grew by ${growth} bytes (at most 20 MiB)`);
   await waitFor(() => idleCursors() === 0, { message: 'the export\'s transaction to end' });
 });
 
