@@ -11,8 +11,10 @@ import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import http from 'node:http';
+import os from 'node:os';
+import path from 'node:path';
 import { execFileSync } from 'node:child_process';
-import { useStack, waitFor, spendpolHeaders, IS_SAN } from './lib/stack.mjs';
+import { useStack, waitFor, spendpolHeaders, IS_SAN, REPO } from './lib/stack.mjs';
 
 // a client that stops reading is dropped after 5 s (default 30)
 const STALL_S = 5;
@@ -34,6 +36,7 @@ const TEXT = new Set([
   'project', 'agent_id', 'trace_id', 'span_id', 'parent_id', 'error_code', 'node_id', 'route_rule', 'attempt_log',
   'route_note', 'policy_action', 'shadow_key_type', 'shadow_key_fp', 'client_addr',
 ]);
+const TOOL = path.join(REPO, 'tools/spendpol-audit-verify');
 const TS_RE = /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$/;
 
 /* the bulk rows: a month of their own, far from the proxy's rows */
@@ -252,6 +255,40 @@ test('from, to and the list\'s filters narrow the export', async () => {
   assert.equal(none.status, 200);
   assert.equal(none.text, `${COLUMNS.map((c) => `"${c}"`).join(',')}\r\n`, 'an empty window: the header alone');
   assert.equal((await exportOf('format=jsonl&from=2019-01-01T00:00:00Z&to=2019-02-01T00:00:00Z')).text, '');
+});
+
+test('an export verifies offline with tools/spendpol-audit-verify, and a changed cell does not', async () => {
+  // every row so far: the chain is whole (the inserted row has none)
+  const dir = fs.mkdtempSync(path.join(process.env.SPENDPOL_TEST_TMP || os.tmpdir(), 'spendpol-export-'));
+  try {
+    for (const format of ['csv', 'jsonl']) {
+      const r = await exportOf(`format=${format}`);
+      assert.equal(r.status, 200, r.text.slice(0, 300));
+      const file = path.join(dir, `all.${format}`);
+      fs.writeFileSync(file, r.text);
+      const out = execFileSync(TOOL, [file], { encoding: 'utf8' });
+      assert.match(out, /^OK \d+ rows, org org_default seq 1\.\.\d+ head [0-9a-f]{64}, 1 rows without a chain\n$/,
+        `${format}: ${out}`);
+      const head = /head ([0-9a-f]{64})/.exec(out)[1];
+      const live = await s.api('GET', '/compliance/verify');
+      assert.equal(live.json?.head?.hash, head, `the file's head is the live chain's: ${live.text}`);
+    }
+    // a department changed in the CSV (neutralised or not): the chain breaks there
+    const csv = fs.readFileSync(path.join(dir, 'all.csv'), 'utf8');
+    const changed = csv.replace('"\'@SUM(A1)"', '"\'@SUM(A2)"');
+    assert.notEqual(changed, csv);
+    fs.writeFileSync(path.join(dir, 'changed.csv'), changed);
+    let broken;
+    try {
+      execFileSync(TOOL, [path.join(dir, 'changed.csv')], { encoding: 'utf8' });
+    } catch (e) {
+      broken = e;
+    }
+    assert.equal(broken?.status, 1, 'the tool exits 1');
+    assert.match(broken.stdout, /^BROKEN org org_default: row evt_\w+ chain_seq \d+/);
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
 });
 
 test('bad arguments are refused, each named', async () => {
