@@ -100,6 +100,13 @@ const cd_route_t  cd_routes[] = {
     { "POST",   "/shadow-ai/alerts/{id}/acknowledge",
       cd_api_shadow_alerts_acknowledge, 1 },
     { "POST",   CD_SHADOW_PATH,             cd_api_shadow_logs,      1 },
+    { "GET",    "/chargeback/periods",      cd_api_chargeback_list,  1 },
+    { "POST",   "/chargeback/periods",      cd_api_chargeback_create, 1 },
+    { "GET",    "/chargeback/periods/{id}", cd_api_chargeback_get,   1 },
+    { "PATCH",  "/chargeback/periods/{id}", cd_api_chargeback_update, 1 },
+    { "DELETE", "/chargeback/periods/{id}", cd_api_chargeback_delete, 1 },
+    { "POST",   "/chargeback/periods/{id}/finalize",
+      cd_api_chargeback_finalize, 1 },
 };
 
 const size_t  cd_routes_count = sizeof(cd_routes) / sizeof(cd_routes[0]);
