@@ -407,13 +407,25 @@ cd_cbp_set_figures(json_t *period, PGresult *res)
     totals = json_object();
     adjusted = json_object();
 
-    if (json_object_set_new(period, "lines", lines)
-        || json_object_set_new(period, "adjustments", adjustments)
-        || json_object_set_new(period, "adjustments_total", adjusted)
-        || json_object_set_new(period, "totals", totals))
+    /* json_object_set: period takes its own references, ours go below */
+    if (lines == NULL || adjustments == NULL || totals == NULL
+        || adjusted == NULL
+        || json_object_set(period, "lines", lines)
+        || json_object_set(period, "adjustments", adjustments)
+        || json_object_set(period, "adjustments_total", adjusted)
+        || json_object_set(period, "totals", totals))
     {
+        json_decref(lines);
+        json_decref(adjustments);
+        json_decref(totals);
+        json_decref(adjusted);
         return CD_ERROR;
     }
+
+    json_decref(lines);
+    json_decref(adjustments);
+    json_decref(totals);
+    json_decref(adjusted);
 
     for (i = 0; i < PQntuples(res); i++) {
         adjustment = strcmp(PQgetvalue(res, i, CD_FIG_KIND), "adjustment")
