@@ -32,6 +32,12 @@ void cd_api_audit_list(cd_request_t *r);
 void cd_api_audit_summary(cd_request_t *r);
 
 void cd_api_org_get(cd_request_t *r);
+
+void cd_api_compliance_verify(cd_request_t *r);
+void cd_api_compliance_erase(cd_request_t *r);
+void cd_api_compliance_erasures(cd_request_t *r);
+void cd_api_compliance_retention_get(cd_request_t *r);
+void cd_api_compliance_retention_put(cd_request_t *r);
 void cd_api_org_update(cd_request_t *r);
 
 

@@ -22,6 +22,7 @@
 #include <sys/types.h>
 
 #include "sp_journal.h"
+#include "sp_chain.h"
 
 
 #define CD_INGEST_BATCH_LINES   1000
@@ -85,6 +86,24 @@ size_t cd_journal_scan(const char *buf, size_t len, size_t cap, int64_t base,
 
 typedef struct cd_ingest_spend_s  cd_ingest_spend_t;
 
+/*
+ * A record's link in its organisation's audit chain (sp_chain.h), set
+ * by ingest_load.c in the batch's transaction; seq 0: not linked (a row
+ * loaded before), its chain columns NULL.
+ */
+typedef struct {
+    int64_t  seq;
+    uint8_t  prev[SP_CHAIN_HASH_LEN];
+    uint8_t  hash[SP_CHAIN_HASH_LEN];
+    uint8_t  salt[SP_CHAIN_SALT_LEN];
+    uint8_t  subject[SP_CHAIN_HASH_LEN];
+} cd_ingest_link_t;
+
+typedef struct {
+    const char  *org_id;
+    size_t       record;
+} cd_ingest_order_t;
+
 typedef struct {
     cd_app_t              *app;
     int                    fd;
@@ -117,6 +136,10 @@ typedef struct {
     size_t                 raises;        /* records with an alert key */
     unsigned char         *inserted;      /* per record: loaded by this
                                              batch (not a duplicate) */
+    cd_ingest_link_t      *links;         /* per record */
+    cd_ingest_order_t     *order;         /* the records by organisation,
+                                             then batch order: the
+                                             chain's order */
     uint8_t               *copy;          /* binary COPY data */
     size_t                 copy_cap;
     int64_t                months[CD_INGEST_MONTHS];  /* partitions known
@@ -153,11 +176,13 @@ int64_t cd_ingest_month_start(int64_t ms);
 
 /*
  * Appends one record as a row of binary COPY (the columns of
- * CD_INGEST_AUDIT_COLUMNS) to out; returns the new length, or 0 when it
- * does not fit in cap.
+ * CD_INGEST_AUDIT_COLUMNS, its chain link last; NULL link or seq 0: the
+ * chain columns NULL) to out; returns the new length, or 0 when it does
+ * not fit in cap.
  */
-size_t cd_ingest_copy_row(const sp_journal_record_t *rec, const char *node_id,
-    uint8_t *out, size_t pos, size_t cap);
+size_t cd_ingest_copy_row(const sp_journal_record_t *rec,
+    const cd_ingest_link_t *link, const char *node_id, uint8_t *out,
+    size_t pos, size_t cap);
 
 /*
  * The 16 bytes of a UUID written as 8-4-4-4-12 hex digits (either case,

@@ -11,6 +11,13 @@
  * CONFLICT DO NOTHING RETURNING, so each row is loaded, and its spend
  * counted (ingest_spend.c), exactly once.
  *
+ * The audit chain (sp_chain.h, migration 023): before its COPY, the batch
+ * takes each of its organisations' chain locks in org id order, reads
+ * their heads, links the rows it inserts in batch order and moves the
+ * heads, all in the same transaction; the dedupe path first learns which
+ * rows are present, so only the rows it inserts are linked and the seqs
+ * have no gap and no duplicate.
+ *
  * Why the partitions and not the parent: PostgreSQL refuses COPY FROM
  * into a table with row-level security, and audit_logs forces it for
  * the tenants' reads. The partitions have none; only spendpol_system may
@@ -22,6 +29,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+
+#include <openssl/rand.h>
 
 #include "controld.h"
 
@@ -42,9 +51,10 @@
     " saved_nano, routed, route_rule, attempts, attempt_log, route_note,"    \
     " template_id, template_version, guard_score, pii_types,"               \
     " policy_action, policy_ids, policy_warnings, hallucination_score,"      \
-    " shadow_key_type, shadow_key_fp, client_addr"
+    " shadow_key_type, shadow_key_fp, client_addr,"                        \
+    " chain_seq, prev_hash, row_hash, subject_salt, subject_digest"
 
-#define CD_INGEST_AUDIT_NCOLUMNS  46
+#define CD_INGEST_AUDIT_NCOLUMNS  51
 
 /*
  * A row is the record's strings (each shorter than its array), 4 bytes
@@ -54,6 +64,7 @@
  */
 _Static_assert(sizeof(sp_journal_record_t) + 4 * CD_INGEST_AUDIT_NCOLUMNS
                + 5 * (3 * SP_FIELD_LEN + SP_JOURNAL_NOTE_LEN) + 4 * 20
+               + sizeof(cd_ingest_link_t)
                < CD_INGEST_ROW_MAX,
                "CD_INGEST_ROW_MAX holds a whole audit row");
 
@@ -266,10 +277,24 @@ cd_copy_text_array(uint8_t *out, size_t pos, const char *s)
 }
 
 
-size_t
-cd_ingest_copy_row(const sp_journal_record_t *rec, const char *node_id,
-    uint8_t *out, size_t pos, size_t cap)
+/* bytea of n bytes */
+static size_t
+cd_copy_bytes(uint8_t *out, size_t pos, const uint8_t *p, size_t n)
 {
+    pos = cd_copy_u32(out, pos, (uint32_t) n);
+    memcpy(out + pos, p, n);
+
+    return pos + n;
+}
+
+
+size_t
+cd_ingest_copy_row(const sp_journal_record_t *rec,
+    const cd_ingest_link_t *link, const char *node_id, uint8_t *out,
+    size_t pos, size_t cap)
+{
+    int  i;
+
     /* every field is bounded by sp_journal_record_t's arrays */
     if (cap < pos || cap - pos < CD_INGEST_ROW_MAX + strlen(node_id)) {
         return 0;
@@ -356,7 +381,20 @@ cd_ingest_copy_row(const sp_journal_record_t *rec, const char *node_id,
     pos = cd_copy_text(out, pos, rec->shadow_key_fp, 1);
     pos = cd_copy_text(out, pos, rec->client_addr, 1);
 
-    return pos;
+    if (link == NULL || link->seq == 0) {
+        for (i = 0; i < 5; i++) {
+            pos = cd_copy_u32(out, pos, 0xffffffff);
+        }
+
+        return pos;
+    }
+
+    pos = cd_copy_i64(out, pos, link->seq);
+    pos = cd_copy_bytes(out, pos, link->prev, SP_CHAIN_HASH_LEN);
+    pos = cd_copy_bytes(out, pos, link->hash, SP_CHAIN_HASH_LEN);
+    pos = cd_copy_bytes(out, pos, link->salt, SP_CHAIN_SALT_LEN);
+
+    return cd_copy_bytes(out, pos, link->subject, SP_CHAIN_HASH_LEN);
 }
 
 
@@ -540,20 +578,24 @@ cd_ingest_copy(cd_ingest_ctx_t *x, cd_db_conn_t *c, const char *table,
     pos = cd_copy_u32(x->copy, pos, 0);         /* no header extension */
 
     for (i = 0; i < x->count; i++) {
-        if (month != 0 && cd_ingest_month_start(x->records[i].ts_ms) != month)
+        if (!x->inserted[i]
+            || (month != 0
+                && cd_ingest_month_start(x->records[i].ts_ms) != month))
         {
             continue;
         }
 
-        n = cd_ingest_copy_row(&x->records[i], x->app->config.node_id,
-                               x->copy, pos, x->copy_cap);
+        n = cd_ingest_copy_row(&x->records[i], &x->links[i],
+                               x->app->config.node_id, x->copy, pos,
+                               x->copy_cap);
         if (n == 0) {
             if (PQputCopyData(c->pg, (char *) x->copy, (int) pos) != 1) {
                 goto drain;
             }
 
-            pos = cd_ingest_copy_row(&x->records[i], x->app->config.node_id,
-                                     x->copy, 0, x->copy_cap);
+            pos = cd_ingest_copy_row(&x->records[i], &x->links[i],
+                                     x->app->config.node_id, x->copy, 0,
+                                     x->copy_cap);
             if (pos == 0) {
                 PQputCopyEnd(c->pg, "row does not fit");
                 goto drain;
@@ -641,24 +683,357 @@ cd_ingest_copy_months(cd_ingest_ctx_t *x, cd_db_conn_t *c, char *state,
         }
     }
 
+    return CD_OK;
+}
+
+
+static int
+cd_ingest_order_cmp(const void *one, const void *two)
+{
+    int                       rc;
+    const cd_ingest_order_t  *a = one, *b = two;
+
+    rc = strcmp(a->org_id, b->org_id);
+
+    if (rc != 0) {
+        return rc;
+    }
+
+    return a->record < b->record ? -1 : a->record > b->record;
+}
+
+
+/*
+ * Sorts the batch into the chain's order (organisation, then batch
+ * order) and takes each organisation's chain lock, in org id order: two
+ * nodes' batches then never wait on each other in a cycle. Bytewise
+ * order, as strcmp and COLLATE "C" both give it.
+ */
+static int
+cd_ingest_chain_lock(cd_ingest_ctx_t *x, cd_db_conn_t *c)
+{
+    int                rc;
+    size_t             i;
+    const char        *params[1];
+    cd_spend_array_t   orgs;
+
+    for (i = 0; i < x->count; i++) {
+        x->order[i].org_id = x->records[i].org_id;
+        x->order[i].record = i;
+    }
+
+    qsort(x->order, x->count, sizeof(cd_ingest_order_t),
+          cd_ingest_order_cmp);
+
+    if (cd_spend_array_init(&orgs, x->count, SP_ID_LEN) != CD_OK) {
+        return CD_ERROR;
+    }
+
+    for (i = 0; i < x->count; i++) {
+        if (i == 0
+            || strcmp(x->order[i].org_id, x->order[i - 1].org_id) != 0)
+        {
+            cd_spend_array_str(&orgs, x->order[i].org_id);
+        }
+    }
+
+    params[0] = cd_spend_array_end(&orgs);
+
+    /* volatile, so evaluated after the sort: one lock after the other */
+    rc = cd_db_command(c, "SELECT spendpol_chain_lock(o)"
+                          " FROM unnest($1::text[]) WITH ORDINALITY"
+                          " AS u(o, n) ORDER BY n", 1, params);
+
+    free(orgs.data);
+
+    return rc;
+}
+
+
+/*
+ * Links the inserted records, organisation by organisation in batch
+ * order, after the head each organisation's chain has (none: seq 0 and
+ * 32 zero bytes), and moves the heads. Under the chain locks.
+ */
+static int
+cd_ingest_chain_link(cd_ingest_ctx_t *x, cd_db_conn_t *c)
+{
+    int                  row, nrows, rc;
+    char                 hex[2 * SP_CHAIN_HASH_LEN + 1];
+    size_t               i, k, end, linked;
+    int64_t              seq;
+    uint8_t              prev[SP_CHAIN_HASH_LEN], body[SP_CHAIN_HASH_LEN];
+    uint8_t              salts[CD_INGEST_BATCH_LINES * SP_CHAIN_SALT_LEN];
+    PGresult            *res;
+    const char          *params[3], *org;
+    cd_ingest_link_t    *link;
+
+    org = "";
+    cd_spend_array_t     a[3];
+
+    linked = 0;
+
+    for (i = 0; i < x->count; i++) {
+        x->links[i].seq = 0;
+        linked += x->inserted[i];
+    }
+
+    if (linked == 0) {
+        return CD_OK;
+    }
+
+    /* one call for the batch: RAND_bytes costs more per call than byte */
+    if (RAND_bytes(salts, (int) (linked * SP_CHAIN_SALT_LEN)) != 1) {
+        cd_log_error(CD_INGEST_SUBJECT, "no randomness for the audit "
+                     "chain's subject salts");
+        return CD_ERROR;
+    }
+
+    if (cd_spend_array_init(&a[0], linked, SP_ID_LEN) != CD_OK) {
+        return CD_ERROR;
+    }
+
+    if (cd_spend_array_init(&a[1], linked, 24) != CD_OK) {
+        free(a[0].data);
+        return CD_ERROR;
+    }
+
+    if (cd_spend_array_init(&a[2], linked, sizeof(hex)) != CD_OK) {
+        free(a[0].data);
+        free(a[1].data);
+        return CD_ERROR;
+    }
+
+    for (i = 0; i < x->count; i++) {
+        if (x->inserted[x->order[i].record]
+            && (a[0].len == 0
+                || strcmp(x->order[i].org_id, org) != 0))
+        {
+            org = x->order[i].org_id;
+            cd_spend_array_str(&a[0], org);
+        }
+    }
+
+    params[0] = cd_spend_array_end(&a[0]);
+
+    res = cd_db_exec(c, "SELECT org_id, seq, hash FROM audit_chain_heads"
+                        " WHERE org_id = ANY($1::text[])"
+                        " ORDER BY org_id COLLATE \"C\"", 1, params);
+    if (res == NULL) {
+        goto failed;
+    }
+
+    a[0].len = 0;
+    nrows = PQntuples(res);
+    row = 0;
+    linked = 0;
+
+    for (i = 0; i < x->count; i = end) {
+        org = x->order[i].org_id;
+
+        for (end = i; end < x->count
+                      && strcmp(x->order[end].org_id, org) == 0; end++)
+        { /* void */ }
+
+        /* the heads come in the same bytewise order: a merge */
+        while (row < nrows && strcmp(PQgetvalue(res, row, 0), org) < 0) {
+            row++;
+        }
+
+        if (row < nrows && strcmp(PQgetvalue(res, row, 0), org) == 0) {
+            seq = strtoll(PQgetvalue(res, row, 1), NULL, 10);
+
+            if (cd_db_bytea(res, row, 2, prev, sizeof(prev))
+                != SP_CHAIN_HASH_LEN)
+            {
+                cd_log_error(CD_INGEST_SUBJECT, "the audit chain head of "
+                             "organisation %s is no SHA-256", org);
+                PQclear(res);
+                goto failed;
+            }
+
+        } else {
+            seq = 0;
+            memset(prev, 0, sizeof(prev));
+        }
+
+        for (k = i; k < end; k++) {
+            if (!x->inserted[x->order[k].record]) {
+                continue;
+            }
+
+            link = &x->links[x->order[k].record];
+            link->seq = ++seq;
+            memcpy(link->prev, prev, SP_CHAIN_HASH_LEN);
+            memcpy(link->salt, salts + linked++ * SP_CHAIN_SALT_LEN,
+                   SP_CHAIN_SALT_LEN);
+
+            sp_chain_body_digest(&x->records[x->order[k].record], body);
+            sp_chain_subject_digest(&x->records[x->order[k].record],
+                                    link->salt, link->subject);
+            sp_chain_link(prev, body, link->subject, link->hash);
+
+            memcpy(prev, link->hash, SP_CHAIN_HASH_LEN);
+        }
+
+        /* an organisation with nothing inserted keeps its head */
+        for (k = i; k < end && !x->inserted[x->order[k].record]; k++)
+        { /* void */ }
+
+        if (k < end) {
+            sp_hex_encode(prev, SP_CHAIN_HASH_LEN, hex);
+            cd_spend_array_str(&a[0], org);
+            cd_spend_array_int(&a[1], seq);
+            cd_spend_array_str(&a[2], hex);
+        }
+    }
+
+    PQclear(res);
+
+    params[0] = cd_spend_array_end(&a[0]);
+    params[1] = cd_spend_array_end(&a[1]);
+    params[2] = cd_spend_array_end(&a[2]);
+
+    rc = cd_db_command(c, "INSERT INTO audit_chain_heads (org_id, seq, hash)"
+                          " SELECT o, s, decode(h, 'hex')"
+                          " FROM unnest($1::text[], $2::bigint[],"
+                          " $3::text[]) AS u(o, s, h)"
+                          " ON CONFLICT (org_id) DO UPDATE"
+                          " SET seq = EXCLUDED.seq, hash = EXCLUDED.hash,"
+                          " updated_at = clock_timestamp()", 3, params);
+
+    for (i = 0; i < 3; i++) {
+        free(a[i].data);
+    }
+
+    return rc;
+
+failed:
+
+    for (i = 0; i < 3; i++) {
+        free(a[i].data);
+    }
+
+    return CD_ERROR;
+}
+
+
+/*
+ * The dedupe path, before linking: marks inserted the records whose row
+ * is not in audit_logs yet, and of a line read twice within the batch
+ * only its first copy. Under the chain locks, so no other batch of these
+ * organisations commits in between.
+ */
+static int
+cd_ingest_mark_new(cd_ingest_ctx_t *x, cd_db_conn_t *c)
+{
+    int                  i, n;
+    size_t               j, k, r, present;
+    PGresult            *res;
+    const char          *params[3];
+    cd_spend_array_t     a[3];
+    sp_journal_record_t *rec;
+
+    if (cd_spend_array_init(&a[0], x->count, SP_ID_LEN) != CD_OK) {
+        return CD_ERROR;
+    }
+
+    if (cd_spend_array_init(&a[1], x->count, SP_ID_LEN) != CD_OK) {
+        free(a[0].data);
+        return CD_ERROR;
+    }
+
+    if (cd_spend_array_init(&a[2], x->count, 24) != CD_OK) {
+        free(a[0].data);
+        free(a[1].data);
+        return CD_ERROR;
+    }
+
+    for (j = 0; j < x->count; j++) {
+        cd_spend_array_str(&a[0], x->records[j].org_id);
+        cd_spend_array_str(&a[1], x->records[j].id);
+        cd_spend_array_int(&a[2], x->records[j].ts_ms * 1000);
+    }
+
+    params[0] = cd_spend_array_end(&a[0]);
+    params[1] = cd_spend_array_end(&a[1]);
+    params[2] = cd_spend_array_end(&a[2]);
+
+    /* the primary key's columns: one index probe per record */
+    res = cd_db_exec(c, "SELECT u.n FROM unnest($1::text[], $2::text[],"
+                        " $3::bigint[]) WITH ORDINALITY AS u(o, i, us, n)"
+                        " JOIN audit_logs a ON a.org_id = u.o"
+                        " AND a.created_at = 'epoch'::timestamptz"
+                        " + u.us * interval '1 microsecond'"
+                        " AND a.id = u.i", 3, params);
+
+    for (j = 0; j < 3; j++) {
+        free(a[j].data);
+    }
+
+    if (res == NULL) {
+        return CD_ERROR;
+    }
+
     memset(x->inserted, 1, x->count);
+    n = PQntuples(res);
+
+    for (i = 0; i < n; i++) {
+        r = (size_t) strtoull(PQgetvalue(res, i, 0), NULL, 10);
+
+        if (r >= 1 && r <= x->count) {
+            x->inserted[r - 1] = 0;
+        }
+    }
+
+    PQclear(res);
+
+    /* a line twice in one batch: in the same organisation's group */
+    for (j = 0; j < x->count; j++) {
+        r = x->order[j].record;
+        rec = &x->records[r];
+
+        for (k = j; k > 0; k--) {
+            if (strcmp(x->order[k - 1].org_id, rec->org_id) != 0) {
+                break;
+            }
+
+            if (x->records[x->order[k - 1].record].ts_ms == rec->ts_ms
+                && strcmp(x->records[x->order[k - 1].record].id, rec->id)
+                   == 0)
+            {
+                x->inserted[r] = 0;
+                break;
+            }
+        }
+    }
+
+    present = 0;
+
+    for (j = 0; j < x->count; j++) {
+        present += !x->inserted[j];
+    }
+
+    cd_log_info(CD_INGEST_SUBJECT, "%s: %zu of the %zu events of the batch "
+                "ending at offset %lld were loaded before; skipped",
+                x->app->config.journal_path, present, x->count,
+                (long long) x->scan_off);
 
     return CD_OK;
 }
 
 
 /*
- * The dedupe path: the rows through a temporary table, inserted unless
- * present, each record marked with whether it was.
+ * The dedupe path: the new rows (cd_ingest_mark_new) through a temporary
+ * table, inserted unless present; any row found present now was linked
+ * in vain, so the batch fails and is tried again.
  */
 static int
 cd_ingest_copy_dedupe(cd_ingest_ctx_t *x, cd_db_conn_t *c)
 {
-    int          i;
-    char         state[8];
-    size_t       k;
-    PGresult    *res;
-    const char  *id;
+    char       state[8];
+    size_t     k, expected;
+    PGresult  *res;
 
     if (cd_db_exec_script(c,
             "CREATE TEMP TABLE IF NOT EXISTS cd_audit_batch"
@@ -677,31 +1052,25 @@ cd_ingest_copy_dedupe(cd_ingest_ctx_t *x, cd_db_conn_t *c)
     res = cd_db_exec(c, "INSERT INTO audit_logs (" CD_INGEST_AUDIT_COLUMNS ")"
                         " SELECT " CD_INGEST_AUDIT_COLUMNS
                         " FROM cd_audit_batch"
-                        " ON CONFLICT (org_id, created_at, id) DO NOTHING"
-                        " RETURNING id", 0, NULL);
+                        " ON CONFLICT (org_id, created_at, id) DO NOTHING",
+                     0, NULL);
     if (res == NULL) {
         return CD_ERROR;
     }
 
-    memset(x->inserted, 0, x->count);
+    expected = 0;
 
-    /* a line twice in one batch: only its first copy was inserted */
-    for (i = 0; i < PQntuples(res); i++) {
-        id = PQgetvalue(res, i, 0);
-
-        for (k = 0; k < x->count; k++) {
-            if (!x->inserted[k] && strcmp(x->records[k].id, id) == 0) {
-                x->inserted[k] = 1;
-                break;
-            }
-        }
+    for (k = 0; k < x->count; k++) {
+        expected += x->inserted[k];
     }
 
-    cd_log_info(CD_INGEST_SUBJECT, "%s: %zu of the %zu events of the batch "
-                "ending at offset %lld were loaded before; skipped",
-                x->app->config.journal_path,
-                x->count - (size_t) PQntuples(res), x->count,
-                (long long) x->scan_off);
+    if (strtoull(PQcmdTuples(res), NULL, 10) != expected) {
+        cd_log_warn(CD_INGEST_SUBJECT, "%s rows of %zu inserted: another "
+                    "loader of this journal? trying the batch again",
+                    PQcmdTuples(res), expected);
+        PQclear(res);
+        return CD_ERROR;
+    }
 
     PQclear(res);
 
@@ -763,8 +1132,22 @@ cd_ingest_load(cd_ingest_ctx_t *x, int dedupe, char *state, size_t state_len)
     }
 
     if (x->count > 0) {
-        if (dedupe ? cd_ingest_copy_dedupe(x, c)
-                   : cd_ingest_copy_months(x, c, state, state_len))
+        if (cd_ingest_chain_lock(x, c) != CD_OK) {
+            goto failed;
+        }
+
+        if (dedupe) {
+            if (cd_ingest_mark_new(x, c) != CD_OK) {
+                goto failed;
+            }
+
+        } else {
+            memset(x->inserted, 1, x->count);
+        }
+
+        if (cd_ingest_chain_link(x, c) != CD_OK
+            || (dedupe ? cd_ingest_copy_dedupe(x, c)
+                       : cd_ingest_copy_months(x, c, state, state_len)))
         {
             goto failed;
         }
@@ -835,6 +1218,43 @@ cd_ingest_flush(cd_ingest_ctx_t *x)
 }
 
 
+/*
+ * spendpol_audit_retention(): every organisation's rows older than its
+ * audit_retention_days, in chain order, and the months that left empty
+ */
+static void
+cd_ingest_org_retention(cd_ingest_ctx_t *x)
+{
+    PGresult      *res;
+    cd_db_conn_t  *c;
+
+    c = cd_db_acquire_begin(&x->app->db, 2000, CD_ROLE_SYSTEM, NULL);
+    if (c == NULL) {
+        return;
+    }
+
+    res = cd_db_exec(c, "SELECT spendpol_audit_retention()", 0, NULL);
+
+    if (res == NULL || cd_db_commit(c) != CD_OK) {
+        cd_log_warn(CD_INGEST_SUBJECT, "could not delete the audit rows "
+                    "past the organisations' retention; trying again in "
+                    "an hour");
+
+    } else if (strcmp(PQgetvalue(res, 0, 0), "0") != 0) {
+        cd_log_info(CD_INGEST_SUBJECT, "deleted %s audit rows past their "
+                    "organisation's audit_retention_days",
+                    PQgetvalue(res, 0, 0));
+
+        /* a month dropped is created again if a late line needs it */
+        x->nmonths = 0;
+    }
+
+    PQclear(res);
+    cd_db_rollback(c);
+    cd_db_release(&x->app->db, c);
+}
+
+
 void
 cd_ingest_retention(cd_ingest_ctx_t *x)
 {
@@ -846,14 +1266,20 @@ cd_ingest_retention(cd_ingest_ctx_t *x)
 
     now = cd_clock_ms(CLOCK_MONOTONIC);
 
-    if (x->app->config.audit_retention_months <= 0
-        || (x->retention_at != 0
-            && now - x->retention_at < CD_INGEST_RETENTION_MS))
+    if (x->retention_at != 0
+        && now - x->retention_at < CD_INGEST_RETENTION_MS)
     {
         return;
     }
 
     x->retention_at = now;
+
+    /* each organisation's own audit_retention_days (migration 024) */
+    cd_ingest_org_retention(x);
+
+    if (x->app->config.audit_retention_months <= 0) {
+        return;
+    }
 
     c = cd_db_acquire_begin(&x->app->db, 2000, CD_ROLE_SYSTEM, NULL);
     if (c == NULL) {
@@ -894,9 +1320,13 @@ cd_ingest_load_init(cd_ingest_ctx_t *x)
     x->copy_cap = CD_INGEST_COPY_SIZE;
     x->copy = malloc(x->copy_cap);
     x->inserted = malloc(CD_INGEST_BATCH_LINES);
+    x->links = calloc(CD_INGEST_BATCH_LINES, sizeof(cd_ingest_link_t));
+    x->order = calloc(CD_INGEST_BATCH_LINES, sizeof(cd_ingest_order_t));
     x->spend = cd_ingest_spend_create();
 
-    if (x->copy == NULL || x->inserted == NULL || x->spend == NULL) {
+    if (x->copy == NULL || x->inserted == NULL || x->links == NULL
+        || x->order == NULL || x->spend == NULL)
+    {
         return CD_ERROR;
     }
 
@@ -909,9 +1339,13 @@ cd_ingest_load_free(cd_ingest_ctx_t *x)
 {
     free(x->copy);
     free(x->inserted);
+    free(x->links);
+    free(x->order);
     cd_ingest_spend_free(x->spend);
     x->copy = NULL;
     x->inserted = NULL;
+    x->links = NULL;
+    x->order = NULL;
     x->spend = NULL;
 }
 

@@ -191,9 +191,9 @@ test_copy_row_is_binary_copy_of_the_audit_columns(void **state)
     rec.saved_nano = 987654;
     rec.hallucination_pct = -1;
 
-    len = cd_ingest_copy_row(&rec, "node-a", out, 0, sizeof(out));
+    len = cd_ingest_copy_row(&rec, NULL, "node-a", out, 0, sizeof(out));
     assert_true(len > 0);
-    assert_int_equal(out[0] << 8 | out[1], 46);
+    assert_int_equal(out[0] << 8 | out[1], 51);
 
     assert_int_equal(field(out, 0, &d), 5);
     assert_memory_equal(d, "evt_1", 5);
@@ -248,16 +248,18 @@ test_copy_row_is_binary_copy_of_the_audit_columns(void **state)
     assert_int_equal(field(out, 43, &d), -1);
     assert_int_equal(field(out, 44, &d), -1);
     assert_int_equal(field(out, 45, &d), -1);
+    assert_int_equal(field(out, 50, &d), -1);       /* no chain link */
     assert_int_equal(d - out, (ptrdiff_t) len);
 
     /* no warnings: an empty array, not NULL */
     rec.warnings[0] = '\0';
-    len = cd_ingest_copy_row(&rec, "node-a", out, 0, sizeof(out));
+    len = cd_ingest_copy_row(&rec, NULL, "node-a", out, 0, sizeof(out));
     assert_int_equal(field(out, 23, &d), 12);
     assert_int_equal(get_u32(d), 0);
 
     /* too little room: refused, nothing written past it */
-    assert_int_equal(cd_ingest_copy_row(&rec, "node-a", out, 0, 1024), 0);
+    assert_int_equal(cd_ingest_copy_row(&rec, NULL, "node-a", out, 0, 1024),
+                     0);
 }
 
 
@@ -275,9 +277,9 @@ ingest_line(const char *line, uint8_t *out, size_t cap)
         fail_msg("%s: %s", line, err);
     }
 
-    len = cd_ingest_copy_row(&rec, "node-a", out, 0, cap);
+    len = cd_ingest_copy_row(&rec, NULL, "node-a", out, 0, cap);
     assert_true(len > 0);
-    assert_int_equal(out[0] << 8 | out[1], 46);
+    assert_int_equal(out[0] << 8 | out[1], 51);
 
     return len;
 }
@@ -336,7 +338,8 @@ test_copy_row_carries_policy_score_and_shadow_fields(void **state)
     assert_memory_equal(d, "fp_0123456789abcdef", 19);
     assert_int_equal(field(out, 45, &d), 8);
     assert_memory_equal(d, "10.0.0.7", 8);
-    assert_int_equal(d + 8 - out, (ptrdiff_t) len);
+    assert_int_equal(field(out, 50, &d), -1);       /* no chain link */
+    assert_int_equal(d - out, (ptrdiff_t) len);
 
     /* an older line: guard score 0, hallucination NULL */
     (void) ingest_line("{\"v\":1,\"id\":\"evt_2\",\"ts_ms\":1764230000123,"
@@ -392,6 +395,7 @@ test_copy_row_carries_routing_and_template_fields(void **state)
     assert_int_equal(field(out, 36, &d), 4);
     assert_int_equal(get_u32(d), 12);
     assert_int_equal(field(out, 45, &d), -1);       /* the row's last */
+    assert_int_equal(field(out, 50, &d), -1);       /* no chain link */
     assert_int_equal(d - out, (ptrdiff_t) len);
 
     /* an older writer's line: the columns' defaults, as before them */
@@ -410,6 +414,7 @@ test_copy_row_carries_routing_and_template_fields(void **state)
     assert_int_equal(field(out, 35, &d), -1);
     assert_int_equal(field(out, 36, &d), -1);
     assert_int_equal(field(out, 45, &d), -1);
+    assert_int_equal(field(out, 50, &d), -1);       /* no chain link */
     assert_int_equal(d - out, (ptrdiff_t) len);
 
     /* one attempt written out is no fallback either */
@@ -420,6 +425,56 @@ test_copy_row_carries_routing_and_template_fields(void **state)
     assert_int_equal(d[0] << 8 | d[1], 1);
     assert_int_equal(field(out, 30, &d), 1);
     assert_int_equal(d[0], 0);
+}
+
+
+static void
+test_copy_row_carries_the_chain_link(void **state)
+{
+    size_t               len;
+    uint8_t              out[64 * 1024];
+    const uint8_t       *d;
+    cd_ingest_link_t     link;
+    sp_journal_record_t  rec;
+
+    (void) state;
+
+    memset(&rec, 0, sizeof(rec));
+    strcpy(rec.id, "evt_1");
+    strcpy(rec.org_id, "org_a");
+    rec.ts_ms = 1764230000123LL;
+    rec.status = 200;
+    rec.hallucination_pct = -1;
+
+    memset(&link, 0, sizeof(link));
+    link.seq = 7;
+    memset(link.prev, 0xaa, sizeof(link.prev));
+    memset(link.hash, 0xbb, sizeof(link.hash));
+    memset(link.salt, 0xcc, sizeof(link.salt));
+    memset(link.subject, 0xdd, sizeof(link.subject));
+
+    len = cd_ingest_copy_row(&rec, &link, "node-a", out, 0, sizeof(out));
+    assert_true(len > 0);
+
+    /* chain_seq, prev_hash, row_hash, subject_salt, subject_digest */
+    assert_int_equal(field(out, 46, &d), 8);
+    assert_int_equal(get_i64(d), 7);
+    assert_int_equal(field(out, 47, &d), 32);
+    assert_memory_equal(d, link.prev, 32);
+    assert_int_equal(field(out, 48, &d), 32);
+    assert_memory_equal(d, link.hash, 32);
+    assert_int_equal(field(out, 49, &d), 16);
+    assert_memory_equal(d, link.salt, 16);
+    assert_int_equal(field(out, 50, &d), 32);
+    assert_memory_equal(d, link.subject, 32);
+    assert_int_equal(d + 32 - out, (ptrdiff_t) len);
+
+    /* seq 0: a row loaded before, not linked again: NULLs */
+    link.seq = 0;
+    len = cd_ingest_copy_row(&rec, &link, "node-a", out, 0, sizeof(out));
+    assert_int_equal(field(out, 46, &d), -1);
+    assert_int_equal(field(out, 50, &d), -1);
+    assert_int_equal(d - out, (ptrdiff_t) len);
 }
 
 
@@ -496,6 +551,7 @@ main(void)
         cmocka_unit_test(test_copy_row_is_binary_copy_of_the_audit_columns),
         cmocka_unit_test(test_copy_row_carries_routing_and_template_fields),
         cmocka_unit_test(test_copy_row_carries_policy_score_and_shadow_fields),
+        cmocka_unit_test(test_copy_row_carries_the_chain_link),
         cmocka_unit_test(test_uuid_parse_takes_only_the_8_4_4_4_12_form),
         cmocka_unit_test(test_array_literal_quotes_what_it_must),
         cmocka_unit_test(test_month_start_is_the_utc_month),
