@@ -500,6 +500,13 @@ void cd_api_shadow_alerts_get(cd_request_t *r);
 void cd_api_shadow_alerts_acknowledge(cd_request_t *r);
 void cd_api_shadow_logs(cd_request_t *r);
 
+void cd_api_chargeback_create(cd_request_t *r);
+void cd_api_chargeback_list(cd_request_t *r);
+void cd_api_chargeback_get(cd_request_t *r);
+void cd_api_chargeback_update(cd_request_t *r);
+void cd_api_chargeback_delete(cd_request_t *r);
+void cd_api_chargeback_finalize(cd_request_t *r);
+
 
 /* ---- api_forecast.c (forecast.h: the series and the job) -------------- */
 

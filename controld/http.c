@@ -117,6 +117,13 @@ const cd_route_t  cd_routes[] = {
     { "GET",    "/forecast/spend",          cd_api_forecast_spend,   1 },
     { "GET",    "/forecast/anomalies",      cd_api_forecast_anomalies, 1 },
     { "POST",   "/forecast/what-if",        cd_api_forecast_what_if, 1 },
+    { "GET",    "/chargeback/periods",      cd_api_chargeback_list,  1 },
+    { "POST",   "/chargeback/periods",      cd_api_chargeback_create, 1 },
+    { "GET",    "/chargeback/periods/{id}", cd_api_chargeback_get,   1 },
+    { "PATCH",  "/chargeback/periods/{id}", cd_api_chargeback_update, 1 },
+    { "DELETE", "/chargeback/periods/{id}", cd_api_chargeback_delete, 1 },
+    { "POST",   "/chargeback/periods/{id}/finalize",
+      cd_api_chargeback_finalize, 1 },
 };
 
 const size_t  cd_routes_count = sizeof(cd_routes) / sizeof(cd_routes[0]);
