@@ -53,6 +53,31 @@ function responseOf(op, status) {
 }
 
 /**
+ * A JSON body the document's schema takes must not be refused for its
+ * shape (400 invalid_type, unknown_field, invalid_json), and one it
+ * refuses must not be accepted; values it cannot express (an unknown
+ * budget id, ...) may still be 404 or 422.
+ */
+function checkBody(found, body, r, what) {
+  const schema = found.op.requestBody?.content?.['application/json']?.schema;
+  if (!schema) {
+    problems.push(`${what}: a body was sent, the document describes none`);
+    return;
+  }
+  const id = `${found.key} body`;
+  if (!compiled.has(id)) compiled.set(id, ajv.compile(absolute(schema)));
+  const validate = compiled.get(id);
+  const shape = ['invalid_type', 'unknown_field', 'invalid_json'];
+  if (validate(body)) {
+    if (r.status === 400 && shape.includes(r.json?.error?.code)) {
+      problems.push(`${what}: the document takes this body, controld refused its shape`);
+    }
+  } else if (r.status < 300) {
+    problems.push(`${what}: controld took a body the document refuses: ${ajv.errorsText(validate.errors)}`);
+  }
+}
+
+/**
  * One call to controld, held to the document: the status must be
  * documented for the operation, a JSON answer must match its schema.
  */
@@ -74,6 +99,7 @@ async function call(method, urlPath, { body, key, text, contentType } = {}) {
   const doc404 = r.status === 404 && r.json?.error?.code === 'unknown_route';
   if (found.op['x-spendpol-pending'] && doc404) return r;     /* not landed */
   called.add(found.key);
+  if (body !== undefined) checkBody(found, body, r, what);
   const resp = responseOf(found.op, r.status);
   if (!resp) {
     problems.push(`${what}: status ${r.status} is not documented for ${found.key}`);
@@ -91,7 +117,9 @@ async function call(method, urlPath, { body, key, text, contentType } = {}) {
     const id = `${found.key} ${r.status}`;
     if (!compiled.has(id)) compiled.set(id, ajv.compile(absolute(content[ct].schema)));
     const validate = compiled.get(id);
-    if (!validate(r.json)) problems.push(`${what}: ${ajv.errorsText(validate.errors)}`);
+    if (!validate(r.json)) {
+      problems.push(`${what}: ${validate.errors.map((e) => `${e.instancePath} ${e.message} ${JSON.stringify(e.params)}`).join('; ')}`);
+    }
   }
   return r;
 }
