@@ -158,6 +158,7 @@ test('every route answers what the document says', async () => {
   await call('GET', '/healthz', { key: `sp_key_${'1'.repeat(48)}` });
   await call('GET', '/openapi.json', { key: null });
   await call('GET', '/metrics');
+  await call('GET', '/metrics', { key: null });
 
   // api keys
   const created = await call('POST', '/api-keys', { body: { name: `oa-${uniq()}`, department: 'docs', rate_limits: { requests_per_minute: 60 } } });
@@ -321,6 +322,7 @@ test('every route answers what the document says', async () => {
   await call('GET', '/shadow-ai/alerts/sai_000000000000000000000000');
 
   // the routes of this session's other branches, once they have landed
+  await call('POST', '/compliance/erasure', { body: { client_addr: '10.1.2.3' } });
   await call('GET', '/compliance/verify');
   await call('GET', '/compliance/erasures');
   await call('GET', '/compliance/retention');

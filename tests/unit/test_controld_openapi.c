@@ -3,7 +3,7 @@
  * document (controld/openapi.json) has an operation for every row of
  * cd_routes, with the same method, path template and path parameter
  * names, no operation the table lacks, and security that matches the
- * row's admin flag.
+ * row's key column.
  *
  * An operation marked "x-spendpol-pending": "<branch>" describes a route
  * another branch of this session adds: while its row is missing it is
@@ -184,15 +184,24 @@ check_path_parameters(json_t *doc, const char *path, const char *method,
 
 
 /*
- * An operation needs no key when its "security" is [] (the document's
- * default asks for the bearer admin key), exactly when the table's row
- * has no admin flag.
+ * The row's last column says which key the route needs: 0 none, 1 an
+ * admin key, 2 an operator key (the orgs branch). The document says the
+ * same: "security": [] for none, the default bearer otherwise, and
+ * "x-spendpol-scope": "operator" exactly on the operator routes. A row
+ * of 0 whose handler checks a credential itself (GET /metrics) is marked
+ * "x-spendpol-auth": "handler" and documents what it takes.
  */
 static int
 check_security(json_t *doc, const cd_route_t *route, json_t *op)
 {
-    json_t  *security;
-    int      open;
+    int          open, handler, operator_doc, problems;
+    json_t      *security;
+    unsigned     level;
+    const char  *scope, *auth;
+
+    /* a plain unsigned: the column is 1 bit wide before the orgs branch */
+    level = route->admin;
+    problems = 0;
 
     security = json_object_get(op, "security");
 
@@ -201,16 +210,34 @@ check_security(json_t *doc, const cd_route_t *route, json_t *op)
     }
 
     open = security == NULL || json_array_size(security) == 0;
+    auth = json_string_value(json_object_get(op, "x-spendpol-auth"));
+    handler = auth != NULL && strcmp(auth, "handler") == 0;
+    scope = json_string_value(json_object_get(op, "x-spendpol-scope"));
+    operator_doc = scope != NULL && strcmp(scope, "operator") == 0;
 
-    if (open != !route->admin) {
-        print_error("openapi: %s %s: the table %s a key, the document %s\n",
+    if (handler && (level != 0 || open)) {
+        print_error("openapi: %s %s: x-spendpol-auth handler needs a row of "
+                    "0 and a security requirement\n", route->method,
+                    route->pattern);
+        problems++;
+
+    } else if (!handler && open != (level == 0)) {
+        print_error("openapi: %s %s: the table %s, the document %s\n",
                     route->method, route->pattern,
-                    route->admin ? "asks for" : "needs no",
-                    open ? "does not" : "does");
-        return 1;
+                    level ? "asks for a key" : "asks for none",
+                    open ? "asks for none" : "asks for a key");
+        problems++;
     }
 
-    return 0;
+    if (operator_doc != (level == 2)) {
+        print_error("openapi: %s %s: the table %s the operator scope, the "
+                    "document %s\n", route->method, route->pattern,
+                    level == 2 ? "asks for" : "does not ask for",
+                    operator_doc ? "does" : "does not");
+        problems++;
+    }
+
+    return problems;
 }
 
 
