@@ -356,12 +356,17 @@ test_openapi_documents_no_other_route(void **state)
 
             /* the names are checked for pending routes too */
             problems += check_path_parameters(doc, path, upper, item, op);
+            branch = json_object_get(op, "x-spendpol-pending");
 
             if (found) {
+                if (json_is_string(branch)) {
+                    print_message("openapi: %s %s has landed (branch %s): "
+                                  "its x-spendpol-pending can go\n", upper,
+                                  path, json_string_value(branch));
+                }
+
                 continue;
             }
-
-            branch = json_object_get(op, "x-spendpol-pending");
 
             if (json_is_string(branch)) {
                 print_message("openapi: pending (branch %s): %s %s is "
