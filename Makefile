@@ -35,7 +35,8 @@ LIB_SRCS      := $(wildcard libspendpol/*.c)
 LIB_OBJS      := $(patsubst %.c,$(OUT)/obj/%.o,$(LIB_SRCS)) \
                  $(OUT)/obj/gen/sp_tok_vocab.o
 CONTROLD_SRCS := $(wildcard controld/*.c)
-CONTROLD_OBJS := $(patsubst %.c,$(OUT)/obj/%.o,$(CONTROLD_SRCS))
+CONTROLD_OBJS := $(patsubst %.c,$(OUT)/obj/%.o,$(CONTROLD_SRCS)) \
+                 $(OUT)/obj/gen/cd_openapi.o
 # controld logic without main(), for unit tests
 CONTROLD_LIB_OBJS := $(filter-out $(OUT)/obj/controld/main.o,$(CONTROLD_OBJS))
 MODULE_SRCS   := $(wildcard ngx_spendpol_module/*.c ngx_spendpol_module/*.h) \
@@ -83,6 +84,28 @@ $(TOK_VOCAB): $(TOK_DIR)/gen-vocab.mjs $(TOK_DIR)/package-lock.json
 	node $(TOK_DIR)/gen-vocab.mjs $@
 
 $(OUT)/obj/gen/sp_tok_vocab.o: $(TOK_VOCAB) libspendpol/sp_tokenize.h
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -O0 -c -o $@ $<
+
+# GET /openapi.json's document: controld/openapi.json, checked to be JSON
+# (node, as above) and embedded as bytes (od, no other tool); the unit
+# test test_controld_openapi holds the same bytes to the route table.
+OPENAPI_SRC := controld/openapi.json
+OPENAPI_C   := $(BUILD)/gen/cd_openapi.c
+
+$(OPENAPI_C): $(OPENAPI_SRC)
+	@mkdir -p $(dir $@)
+	@node -e 'JSON.parse(require("fs").readFileSync(process.argv[1]))' $< \
+	    || { echo "$<: not valid JSON"; exit 1; }
+	@{ echo "/* generated from $< by the Makefile: do not edit */"; \
+	   echo "#include <stddef.h>"; \
+	   echo "const char cd_openapi_json[] = {"; \
+	   od -An -v -tx1 $< | sed 's/ \([0-9a-f][0-9a-f]\)/0x\1,/g'; \
+	   echo "0x00 };"; \
+	   echo "const size_t cd_openapi_json_len = sizeof(cd_openapi_json) - 1;"; \
+	 } > $@.tmp && mv $@.tmp $@
+
+$(OUT)/obj/gen/cd_openapi.o: $(OPENAPI_C)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -O0 -c -o $@ $<
 

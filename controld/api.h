@@ -17,6 +17,12 @@ extern const size_t      cd_routes_count;
 void cd_api_healthz(cd_request_t *r);
 void cd_api_metrics(cd_request_t *r);
 
+/* api_openapi.c: controld/openapi.json, embedded by the Makefile */
+extern const char    cd_openapi_json[];
+extern const size_t  cd_openapi_json_len;
+
+void cd_api_openapi(cd_request_t *r);
+
 void cd_api_keys_create(cd_request_t *r);
 void cd_api_keys_list(cd_request_t *r);
 void cd_api_keys_get(cd_request_t *r);

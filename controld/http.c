@@ -31,6 +31,7 @@
 /* the last column: 0 no key, 1 an admin key, 2 an operator key (auth.h) */
 const cd_route_t  cd_routes[] = {
     { "GET",    "/healthz",                 cd_api_healthz,          0 },
+    { "GET",    "/openapi.json",            cd_api_openapi,          0 },
     { "GET",    "/api-keys",                cd_api_keys_list,        1 },
     { "POST",   "/api-keys",                cd_api_keys_create,      1 },
     { "GET",    "/api-keys/{id}",           cd_api_keys_get,         1 },
