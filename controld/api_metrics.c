@@ -2,14 +2,13 @@
  * GET /metrics: controld's metrics (metrics.c) in the Prometheus text
  * format.
  *
- * Who may read them: the bearer SPENDPOL_METRICS_TOKEN, or an admin key.
+ * Who may read them: the bearer SPENDPOL_METRICS_TOKEN, or an operator key.
  * The token is what a scraper should hold: Prometheus reads it from a
  * credentials file, and it opens this route and nothing else, where an
  * admin key in the scraper's configuration could create keys and read
  * every audit row. The numbers are the whole daemon's, every
- * organisation's traffic together, so an admin key reads them only when
- * it is of the operator's organisation (CD_DEFAULT_ORG, where the
- * bootstrap key lives): another tenant learns nothing of the others.
+ * organisation's traffic together, so the only key that reads them is
+ * one with the operator scope: a tenant learns nothing of the others.
  */
 
 #include <string.h>
@@ -25,24 +24,14 @@
 #include "metrics.h"
 
 
-/* an admin key of the operator's organisation */
+/*
+ * a key with the operator scope (docs/organisations.md): the numbers are
+ * every organisation's, so a tenant's admin key may not read them
+ */
 static int
 cd_metrics_authenticate_key(cd_request_t *r)
 {
-    if (cd_authenticate(r) != CD_OK) {
-        return CD_ERROR;
-    }
-
-    if (strcmp(r->org_id, CD_DEFAULT_ORG) != 0) {
-        cd_respond_error(r, 403, "permission_error", "insufficient_scope",
-                         NULL, "the metrics cover every organization: read "
-                         "them with SPENDPOL_METRICS_TOKEN or an admin key "
-                         "of the operator's organization (%s)",
-                         CD_DEFAULT_ORG);
-        return CD_ERROR;
-    }
-
-    return CD_OK;
+    return cd_authenticate_scope(r, CD_ROUTE_OPERATOR);
 }
 
 

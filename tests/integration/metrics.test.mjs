@@ -109,7 +109,7 @@ function otherOrganisationKey() {
   return key;
 }
 
-test('the token or an admin key reads /metrics; the token opens nothing else', async () => {
+test('the token or an operator key reads /metrics; the token opens nothing else', async () => {
   const none = await s.api('GET', '/metrics', { key: null });
   assert.equal(none.status, 401, none.text);
   assert.equal(none.json.error.code, 'missing_api_key');
@@ -123,6 +123,12 @@ test('the token or an admin key reads /metrics; the token opens nothing else', a
 
   const { key } = await s.createKey({ name: 'metrics-not-admin' });
   assert.equal((await s.api('GET', '/metrics', { key })).status, 403);
+
+  // an admin of the operator's own organisation without the operator scope
+  const admin = await s.createKey({ name: 'metrics-admin-only', scopes: ['admin'] });
+  const refused = await s.api('GET', '/metrics', { key: admin.key });
+  assert.equal(refused.status, 403, refused.text);
+  assert.equal(refused.json.error.code, 'insufficient_scope');
 
   // every organisation's traffic is in them: another tenant's admin key may not
   const other = otherOrganisationKey();
