@@ -125,7 +125,7 @@ test('the token or an operator key reads /metrics; the token opens nothing else'
   assert.equal((await s.api('GET', '/metrics', { key })).status, 403);
 
   // an admin of the operator's own organisation without the operator scope
-  const admin = await s.createKey({ name: 'metrics-admin-only', scopes: ['admin'] });
+  const admin = await s.createKey({ name: 'metrics-admin-only', scopes: ['admin'] }, { wait: false });
   const refused = await s.api('GET', '/metrics', { key: admin.key });
   assert.equal(refused.status, 403, refused.text);
   assert.equal(refused.json.error.code, 'insufficient_scope');
