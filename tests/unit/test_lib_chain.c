@@ -189,6 +189,25 @@ test_chain_every_field_and_the_salt_change_a_digest(void **state)
     sp_chain_body_digest(&rec, b);
     assert_memory_not_equal(a, b, SP_CHAIN_HASH_LEN);
 
+    /* negative and extreme integers: decimal, '-' first */
+    {
+        static const char *const  vals[] = {
+            "evt_1", "org_a", "1764230000123000", "key_1", "openai", "gpt-4o",
+            "gpt-4o-mini", "-9223372036854775808", "9223372036854775807",
+            "0", "0", "150000", "450000", "0", "200", "miss", "f",
+            "POST /chat/completions", "eng", NULL, NULL, NULL, "t", "rr_1",
+            "0123abcd-0000-4000-8000-00000000abcd", "3", "850", "card,email",
+            "redact", "pol_1", NULL, NULL, NULL
+        };
+
+        record(&rec);
+        rec.input_tokens = INT64_MIN;
+        rec.output_tokens = INT64_MAX;
+        sp_chain_body_digest(&rec, a);
+        assert_int_equal(sp_chain_body_digest_values(vals, 33, b), SP_OK);
+        assert_memory_equal(a, b, SP_CHAIN_HASH_LEN);
+    }
+
     /* no template: NULL, as ingest stores a malformed one */
     record(&rec);
     strcpy(rec.template_id, "not-a-uuid");
