@@ -453,6 +453,22 @@ cd_api_compliance_verify(cd_request_t *r)
         }
     }
 
+    /* the head itself must be the last row's hash: a forged head would
+       let the next batch link to it */
+    if (v.broken == NULL && !to[0] && v.rows > 0 && v.last_seq == head_seq
+        && memcmp(v.prev, head_hash, SP_CHAIN_HASH_LEN) != 0)
+    {
+        v.broken = json_pack("{s:n, s:I, s:s, s:o, s:o}", "id", "chain_seq",
+                             (json_int_t) head_seq, "reason",
+                             "row_hash_mismatch", "expected",
+                             cd_hash_json(v.prev, SP_CHAIN_HASH_LEN),
+                             "found",
+                             cd_hash_json(head_hash, SP_CHAIN_HASH_LEN));
+        if (v.broken == NULL) {
+            goto failed;
+        }
+    }
+
     cd_request_end(r, c);
 
     json = json_pack("{s:b, s:I, s:o, s:o, s:{s:I, s:o}, s:I, s:o}",

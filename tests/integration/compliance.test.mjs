@@ -220,6 +220,18 @@ test('a row changed as the owner is named; deleting one is a seq_gap', async () 
   assert.equal(v.first_broken.id, ids[2]);
   sql(`INSERT INTO ${part} SELECT * FROM ${saved}; DROP TABLE ${saved}`);
   assert.equal((await verify()).verified, true, 'put back: verified again');
+
+  /* a forged head: named at the head's seq */
+  const head = sql(`SELECT seq || '|' || encode(hash, 'hex') FROM audit_chain_heads WHERE org_id = 'org_default'`);
+  const [headSeq, headHash] = head.split('|');
+  sql(`UPDATE audit_chain_heads SET hash = '\\x${'ab'.repeat(32)}' WHERE org_id = 'org_default'`);
+  v = await verify();
+  assert.equal(v.verified, false);
+  assert.equal(v.first_broken.chain_seq, Number(headSeq));
+  assert.equal(v.first_broken.reason, 'row_hash_mismatch');
+  assert.equal(v.first_broken.expected, headHash);
+  sql(`UPDATE audit_chain_heads SET hash = '\\x${headHash}' WHERE org_id = 'org_default'`);
+  assert.equal((await verify()).verified, true);
 });
 
 test('ranges: from= takes the first row\'s prev_hash as the anchor; bad times and inverted ranges', async () => {
