@@ -5,9 +5,12 @@
  * audit rows (GET/PUT /compliance/retention). docs/compliance.md.
  *
  * Verify recomputes what ingest wrote (ingest_load.c, sp_chain.h) from
- * the stored rows: under the organisation's chain lock, so no batch of
- * it commits meanwhile, through a cursor, so a chain of millions of rows
- * costs one page of rows of memory.
+ * the stored rows through a cursor, so a chain of millions of rows costs
+ * one page of rows of memory. It takes no lock that ingest waits for:
+ * the head is read first, and the cursor's snapshot, taken after, holds
+ * every row up to it (a batch commits its rows and its head together);
+ * the shared trim lock keeps retention from moving the chain's start
+ * meanwhile (migrations/024).
  */
 
 #include <stdio.h>
@@ -317,8 +320,9 @@ cd_api_compliance_verify(cd_request_t *r)
 
     params[0] = r->org_id;
 
-    /* held to the end of the transaction: no batch of ours meanwhile */
-    if (cd_db_command(c, "SELECT spendpol_chain_lock($1)", 1, params)
+    /* held to the end of the transaction: retention waits, ingest not */
+    if (cd_db_command(c, "SELECT spendpol_chain_trim_lock($1, true)", 1,
+                      params)
         != CD_OK)
     {
         goto failed;

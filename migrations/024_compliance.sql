@@ -53,6 +53,28 @@ DROP POLICY IF EXISTS audit_erasures_app ON audit_erasures;
 CREATE POLICY audit_erasures_app ON audit_erasures TO spendpol_app
     USING (org_id = current_setting('spendpol.org_id', true));
 
+-- The trim lock: retention (spendpol_audit_retain) takes it exclusive
+-- before it deletes an organisation's oldest rows and moves the anchor;
+-- GET /compliance/verify takes it shared. Verify needs no other lock: it
+-- reads the head, then opens its cursor, whose snapshot holds every row
+-- up to that head (a batch commits its rows and its head together), so
+-- ingest never waits for a verify; only the start of the chain could
+-- move under it, and that is what this lock keeps still.
+CREATE OR REPLACE FUNCTION spendpol_chain_trim_lock(org text,
+    shared boolean)
+RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF shared THEN
+        PERFORM pg_advisory_xact_lock_shared(hashtext('spendpol_chain_trim'),
+                                             hashtext(org));
+    ELSE
+        PERFORM pg_advisory_xact_lock(hashtext('spendpol_chain_trim'),
+                                      hashtext(org));
+    END IF;
+END
+$$;
+
 -- The selector's fingerprint: "fp_" and 16 hex digits of SHA-256 over
 -- the organisation, the selector's name and its value. Who holds the
 -- value can show it was erased; the list does not show the value.
@@ -83,7 +105,7 @@ BEGIN
         RAISE EXCEPTION 'spendpol_audit_erase: one of key_id and addr';
     END IF;
 
-    -- a verify running holds it: it sees the rows before or after
+    -- ingest's lock: a batch of the organisation commits before or after
     PERFORM spendpol_chain_lock(org);
 
     UPDATE audit_logs
@@ -136,6 +158,8 @@ BEGIN
     END IF;
     cutoff := now() - make_interval(days => days);
 
+    -- trim before chain: a verify holds trim (shared), ingest holds chain
+    PERFORM spendpol_chain_trim_lock(org, false);
     PERFORM spendpol_chain_lock(org);
 
     SELECT min(chain_seq) INTO keep FROM audit_logs
