@@ -251,6 +251,60 @@ BEGIN
 END
 $$;
 
+-- SPENDPOL_AUDIT_RETENTION_MONTHS (015's whole-month drops), now moving
+-- each organisation's anchor to the last link it drops, under the trim
+-- and chain locks of every organisation (in org id order, as ingest), so
+-- the chain still verifies from its new start. A row linked later than
+-- the anchor but dropped with the month would show as a seq_gap; a row
+-- linked earlier but kept (ingested late into a newer month) is before
+-- the anchor and no longer walked.
+CREATE OR REPLACE FUNCTION spendpol_audit_drop_months(keep_months integer)
+RETURNS integer
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = public AS $$
+DECLARE
+    cutoff   text;
+    part     record;
+    o        record;
+    dropped  integer := 0;
+BEGIN
+    IF keep_months IS NULL OR keep_months < 1 THEN
+        RETURN 0;
+    END IF;
+    cutoff := 'audit_logs_p' || to_char(date_trunc('month',
+                  now() AT TIME ZONE 'UTC')
+                  - make_interval(months => keep_months), 'YYYYMM');
+    FOR part IN
+        SELECT c.relname FROM pg_inherits i
+        JOIN pg_class c ON c.oid = i.inhrelid
+        WHERE i.inhparent = 'audit_logs'::regclass
+          AND c.relname ~ '^audit_logs_p[0-9]{6}$' AND c.relname < cutoff
+        ORDER BY c.relname
+    LOOP
+        FOR o IN EXECUTE format('SELECT DISTINCT org_id COLLATE "C" AS org_id'
+                                ' FROM %I'
+                                ' WHERE chain_seq IS NOT NULL'
+                                ' ORDER BY 1',
+                                part.relname)
+        LOOP
+            PERFORM spendpol_chain_trim_lock(o.org_id, false);
+            PERFORM spendpol_chain_lock(o.org_id);
+        END LOOP;
+        EXECUTE format('UPDATE audit_chain_heads h'
+                       '   SET anchor_seq = x.chain_seq,'
+                       '       anchor_hash = x.row_hash'
+                       '  FROM (SELECT DISTINCT ON (org_id) org_id,'
+                       '               chain_seq, row_hash FROM %I'
+                       '         WHERE chain_seq IS NOT NULL'
+                       '         ORDER BY org_id, chain_seq DESC) x'
+                       ' WHERE h.org_id = x.org_id'
+                       '   AND h.anchor_seq < x.chain_seq', part.relname);
+        EXECUTE format('DROP TABLE %I', part.relname);
+        dropped := dropped + 1;
+    END LOOP;
+    RETURN dropped;
+END
+$$;
+
 DO $$
 BEGIN
     REVOKE ALL ON FUNCTION spendpol_audit_erase(text, text, text),

@@ -379,6 +379,25 @@ test('another organisation: its chain, client address erasure, retention now and
   assert.deepEqual(r.json, { audit_retention_days: null });
 });
 
+test('SPENDPOL_AUDIT_RETENTION_MONTHS drops whole months and moves the anchor: the chain still verifies', async () => {
+  const c = otherOrganisation();
+  const old = insertRows(c.org, 3, 400);
+  const recent = insertRows(c.org, 2, 0);
+  linkRows(c.org, [...old, ...recent]);
+  assert.equal((await verify('', c.key)).verified, true);
+
+  /* what the ingest thread runs for SPENDPOL_AUDIT_RETENTION_MONTHS=12 */
+  const month = partitionOf(old[0]);
+  assert.ok(Number(sql('SELECT spendpol_audit_drop_months(12)')) >= 1);
+  assert.equal(sql(`SELECT to_regclass('${month}') IS NULL`), 't');
+  assert.equal(sql(`SELECT anchor_seq FROM audit_chain_heads WHERE org_id = '${c.org}'`), '3');
+
+  const v = await verify('', c.key);
+  assert.equal(v.verified, true, JSON.stringify(v));
+  assert.equal(v.rows, 2);
+  assert.equal(v.first_seq, 4);
+});
+
 test('retention: bad input names the field; null keeps everything', async () => {
   for (const [body, status] of [
     [{}, 422],
