@@ -1188,9 +1188,9 @@ cd_api_audit_export(cd_request_t *r)
     to_us = to[0] ? strtoll(to, NULL, 10) : -1;
 
     if (from_us >= 0 && to_us >= 0 && to_us <= from_us) {
-        cd_respond_error(r, 422, "invalid_request_error", "invalid_value",
-                         "to", "to must be after from (from is inclusive, "
-                         "to exclusive)");
+        cd_respond_error(r, 422, "invalid_request_error", "invalid_range",
+                         "from", "from must be before to (from is "
+                         "inclusive, to exclusive)");
         return;
     }
 

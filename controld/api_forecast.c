@@ -1110,8 +1110,8 @@ cd_api_forecast_anomalies(cd_request_t *r)
                       : end - (bucket_s == CD_FORECAST_DAY_S ? 30 : 48);
 
     if (given_from && given_to && from_us >= to_us) {
-        cd_respond_error(r, 422, "invalid_request_error", "invalid_value",
-                         "to", "to must be after from");
+        cd_respond_error(r, 422, "invalid_request_error", "invalid_range",
+                         "from", "from must be before to");
         return;
     }
 
@@ -1373,8 +1373,8 @@ cd_whatif_parse(json_t *body, cd_whatif_t *w, cd_field_error_t *err)
     }
 
     if (w->from_us >= w->to_us) {
-        return cd_field_error(err, 422, "invalid_value", "to",
-                              "to must be after from");
+        return cd_field_error(err, 422, "invalid_range", "from",
+                              "from must be before to");
     }
 
     if (w->to_us - w->from_us > CD_WHATIF_WINDOW_US) {

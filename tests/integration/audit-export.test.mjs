@@ -307,8 +307,8 @@ test('bad arguments are refused, each named', async () => {
   await refused('format=CSV', 422, 'invalid_value', 'format');
   await refused('format=csv&from=yesterday', 400, 'invalid_time', 'from');
   await refused('format=csv&to=2026-13-01T00:00:00Z', 400, 'invalid_time', 'to');
-  await refused('format=csv&from=2026-12-02T00:00:00Z&to=2026-12-01T00:00:00Z', 422, 'invalid_value', 'to');
-  await refused('format=csv&from=2026-12-01T00:00:00Z&to=2026-12-01T00:00:00Z', 422, 'invalid_value', 'to');
+  await refused('format=csv&from=2026-12-02T00:00:00Z&to=2026-12-01T00:00:00Z', 422, 'invalid_range', 'from');
+  await refused('format=csv&from=2026-12-01T00:00:00Z&to=2026-12-01T00:00:00Z', 422, 'invalid_range', 'from');
   await refused('format=csv&bogus=1', 400, 'unknown_field', 'bogus');
   await refused('format=csv&limit=10', 400, 'unknown_field', 'limit');
   await refused('format=csv&cursor=abc', 400, 'unknown_field', 'cursor');

@@ -108,7 +108,7 @@ test_whatif_refusals_name_the_field(void **state)
             "invalid_type", "from");
     refused("{\"from\":\"2026-11-02T00:00:00Z\","
             "\"to\":\"2026-11-01T00:00:00Z\",\"changes\":[]}", 422,
-            "invalid_value", "to");
+            "invalid_range", "from");
     refused("{\"from\":\"2025-01-01T00:00:00Z\","
             "\"to\":\"2026-11-01T00:00:00Z\",\"changes\":[]}", 422,
             "invalid_value", "to");
