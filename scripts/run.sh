@@ -265,6 +265,10 @@ spendpol ready: proxy $PROXY/v1/{provider}/  admin API $API  data $DATA  (Ctrl-C
        -d '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Hello"}]}' -D -
   # what it cost:
   curl -s -H "Authorization: Bearer \$ADMIN" $API/audit-logs
+  # metrics (Prometheus): the proxy's, and controld's (an operator key or SPENDPOL_METRICS_TOKEN)
+  curl -s $PROXY/metrics
+  curl -s -H "Authorization: Bearer \$ADMIN" $API/metrics
+  # the API, described: $API/openapi.json
 
   logs: $DATA/logs/
 EOF

@@ -564,6 +564,14 @@ http {
             default_type text/plain;
             return 200 "ok\n";
         }
+
+        # the proxy's metrics, every worker's (docs/metrics.md): local only
+        location = /metrics {
+            spendpol_metrics;
+            allow 127.0.0.1;
+            allow ::1;
+            deny all;
+        }
     }
 }
 EOF

@@ -172,6 +172,17 @@ test('make run: ready line, admin key, a governed call with its cost in the audi
     { timeout: 10_000 * SLOW, message: 'the audit row' });
   assert.equal(usdToNano(row.cost_usd), usdToNano(cost));
 
+  // the ready line's metrics: the proxy's (local only) and controld's (the bootstrap key is an operator)
+  assert.match(out, new RegExp(`curl -s http://127\\.0\\.0\\.1:${proxyPort}/metrics`));
+  const pm = await fetch(`http://127.0.0.1:${proxyPort}/metrics`);
+  const ptext = await pm.text();
+  assert.equal(pm.status, 200, ptext);
+  assert.match(ptext, /^spendpol_proxy_requests_total\{.*model="gpt-4o-mini[^"]*".*\} [1-9]/m);
+  const cm = await fetch(`http://127.0.0.1:${apiPort}/metrics`, { headers: { authorization: `Bearer ${adminKey}` } });
+  const ctext = await cm.text();
+  assert.equal(cm.status, 200, ctext);
+  assert.match(ctext, /^spendpol_controld_ingest_rows_total [1-9]/m);
+
   await stopRun(p, 'SIGINT');
   assert.equal(await portOpen(proxyPort), false, 'nginx still listening after Ctrl-C');
   assert.equal(await portOpen(apiPort), false, 'controld still listening after Ctrl-C');
