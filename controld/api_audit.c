@@ -370,33 +370,6 @@ cd_api_audit_list(cd_request_t *r)
 }
 
 
-/* ?from= and ?to=: absent is no bound; else an RFC 3339 date-time */
-static int
-cd_audit_time(cd_request_t *r, const char *name, char *us, size_t len)
-{
-    int64_t      t;
-    const char  *value;
-
-    us[0] = '\0';
-    value = cd_query(r, name);
-
-    if (value == NULL) {
-        return CD_OK;
-    }
-
-    if (cd_rfc3339_parse(value, &t) != CD_OK) {
-        cd_respond_error(r, 400, "invalid_request_error", "invalid_time",
-                         name, "%s must be an RFC 3339 date-time, e.g. "
-                         "\"2026-12-01T00:00:00Z\"", name);
-        return CD_ERROR;
-    }
-
-    snprintf(us, len, "%lld", (long long) t);
-
-    return CD_OK;
-}
-
-
 static json_t *
 cd_audit_summary_json(PGresult *res, int row)
 {
@@ -446,8 +419,8 @@ cd_api_audit_summary(cd_request_t *r)
         return;
     }
 
-    if (cd_audit_time(r, "from", from, sizeof(from)) != CD_OK
-        || cd_audit_time(r, "to", to, sizeof(to)) != CD_OK)
+    if (cd_query_time_text(r, "from", from, sizeof(from)) != CD_OK
+        || cd_query_time_text(r, "to", to, sizeof(to)) != CD_OK)
     {
         return;
     }
@@ -1178,8 +1151,8 @@ cd_api_audit_export(cd_request_t *r)
         return;
     }
 
-    if (cd_audit_time(r, "from", from, sizeof(from)) != CD_OK
-        || cd_audit_time(r, "to", to, sizeof(to)) != CD_OK)
+    if (cd_query_time_text(r, "from", from, sizeof(from)) != CD_OK
+        || cd_query_time_text(r, "to", to, sizeof(to)) != CD_OK)
     {
         return;
     }

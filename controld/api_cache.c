@@ -855,30 +855,6 @@ done:
 }
 
 
-/* ?name= as RFC 3339 into *us; absent leaves it. 400 when malformed */
-static int
-cd_cache_time(cd_request_t *r, const char *name, int64_t *us, int *given)
-{
-    const char  *value;
-
-    value = cd_query(r, name);
-    *given = value != NULL;
-
-    if (value == NULL) {
-        return CD_OK;
-    }
-
-    if (cd_rfc3339_parse(value, us) != CD_OK) {
-        cd_respond_error(r, 400, "invalid_request_error", "invalid_time",
-                         name, "%s must be an RFC 3339 date-time, e.g. "
-                         "\"2026-12-01T00:00:00Z\"", name);
-        return CD_ERROR;
-    }
-
-    return CD_OK;
-}
-
-
 /* microseconds since the epoch as RFC 3339 UTC with milliseconds */
 static void
 cd_cache_time_text(int64_t us, char *out, size_t outlen)
@@ -995,8 +971,8 @@ cd_api_cache_stats(cd_request_t *r)
     to_t = cd_clock_ms(CLOCK_REALTIME) * 1000;
     from_t = 0;
 
-    if (cd_cache_time(r, "from", &from_t, &from_given) != CD_OK
-        || cd_cache_time(r, "to", &to_t, &to_given) != CD_OK)
+    if (cd_query_time(r, "from", &from_t, &from_given) != CD_OK
+        || cd_query_time(r, "to", &to_t, &to_given) != CD_OK)
     {
         return;
     }

@@ -71,33 +71,6 @@ typedef struct {
 } cd_verify_t;
 
 
-/* ?from= and ?to=: absent is no bound (us[0] '\0'), else RFC 3339 */
-static int
-cd_compliance_time(cd_request_t *r, const char *name, char *us, size_t len)
-{
-    int64_t      t;
-    const char  *value;
-
-    us[0] = '\0';
-    value = cd_query(r, name);
-
-    if (value == NULL) {
-        return CD_OK;
-    }
-
-    if (cd_rfc3339_parse(value, &t) != CD_OK) {
-        cd_respond_error(r, 400, "invalid_request_error", "invalid_time",
-                         name, "%s must be an RFC 3339 date-time, e.g. "
-                         "\"2026-12-01T00:00:00Z\"", name);
-        return CD_ERROR;
-    }
-
-    snprintf(us, len, "%lld", (long long) t);
-
-    return CD_OK;
-}
-
-
 static json_t *
 cd_hash_json(const uint8_t *hash, size_t len)
 {
@@ -296,8 +269,8 @@ cd_api_compliance_verify(cd_request_t *r)
     cd_verify_t    v;
     cd_db_conn_t  *c;
 
-    if (cd_compliance_time(r, "from", from, sizeof(from)) != CD_OK
-        || cd_compliance_time(r, "to", to, sizeof(to)) != CD_OK)
+    if (cd_query_time_text(r, "from", from, sizeof(from)) != CD_OK
+        || cd_query_time_text(r, "to", to, sizeof(to)) != CD_OK)
     {
         return;
     }

@@ -479,26 +479,6 @@ cd_fc_horizon(cd_request_t *r, size_t *days)
 }
 
 
-/* an RFC 3339 query argument into microseconds; absent leaves *us */
-static int
-cd_fc_time(cd_request_t *r, const char *name, int64_t *us, int *given)
-{
-    const char  *value;
-
-    value = cd_query(r, name);
-    *given = value != NULL;
-
-    if (value != NULL && cd_rfc3339_parse(value, us) != CD_OK) {
-        cd_respond_error(r, 422, "invalid_request_error", "invalid_value",
-                         name, "%s must be an RFC 3339 date-time, e.g. "
-                         "\"2026-12-01T00:00:00Z\"", name);
-        return CD_ERROR;
-    }
-
-    return CD_OK;
-}
-
-
 /* ---- GET /forecast/spend ---------------------------------------------- */
 
 /* the days a spend forecast answers, all day numbers (epoch / 86400) */
@@ -1092,8 +1072,8 @@ cd_api_forecast_anomalies(cd_request_t *r)
     }
 
     if (cd_fc_group_by(r, &group_by) != CD_OK
-        || cd_fc_time(r, "from", &from_us, &given_from) != CD_OK
-        || cd_fc_time(r, "to", &to_us, &given_to) != CD_OK)
+        || cd_query_time(r, "from", &from_us, &given_from) != CD_OK
+        || cd_query_time(r, "to", &to_us, &given_to) != CD_OK)
     {
         return;
     }

@@ -206,6 +206,17 @@ cd_db_conn_t *cd_request_begin_create(cd_request_t *r, const char *prefix,
 const char *cd_query(cd_request_t *r, const char *name);
 
 /*
+ * ?name= as an RFC 3339 date-time, in microseconds since the epoch:
+ * *given 0 when absent (*us untouched); 400 invalid_time naming it when
+ * malformed. _text: the same as decimal text, "" when absent (an SQL
+ * parameter).
+ */
+int cd_query_time(cd_request_t *r, const char *name, int64_t *us,
+    int *given) CD_CHECK;
+int cd_query_time_text(cd_request_t *r, const char *name, char *us,
+    size_t len) CD_CHECK;
+
+/*
  * Parses the body as a JSON object whose keys are all in allowed (NULL
  * terminated; allowed NULL: any keys, for a validator that names the
  * unknown one by its path). On failure answers 400 and returns NULL.

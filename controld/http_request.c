@@ -147,6 +147,45 @@ cd_query(cd_request_t *r, const char *name)
 
 
 int
+cd_query_time(cd_request_t *r, const char *name, int64_t *us, int *given)
+{
+    const char  *value;
+
+    value = cd_query(r, name);
+    *given = value != NULL;
+
+    if (value != NULL && cd_rfc3339_parse(value, us) != CD_OK) {
+        cd_respond_error(r, 400, "invalid_request_error", "invalid_time",
+                         name, "%s must be an RFC 3339 date-time, e.g. "
+                         "\"2026-12-01T00:00:00Z\"", name);
+        return CD_ERROR;
+    }
+
+    return CD_OK;
+}
+
+
+int
+cd_query_time_text(cd_request_t *r, const char *name, char *us, size_t len)
+{
+    int      given;
+    int64_t  t;
+
+    us[0] = '\0';
+
+    if (cd_query_time(r, name, &t, &given) != CD_OK) {
+        return CD_ERROR;
+    }
+
+    if (given) {
+        snprintf(us, len, "%lld", (long long) t);
+    }
+
+    return CD_OK;
+}
+
+
+int
 cd_query_limit(cd_request_t *r, long def, long max, long *limit)
 {
     long         n;

@@ -262,7 +262,7 @@ test('bad input is refused naming the field', async () => {
   assertError(await api('GET', '/forecast/spend?group_by=color'), 422, 'group_by', 'invalid_value');
   assertError(await api('GET', '/forecast/spend?interval=hour'), 422, 'interval', 'invalid_value');
   assertError(await api('GET', '/forecast/anomalies?interval=week'), 422, 'interval', 'invalid_value');
-  assertError(await api('GET', '/forecast/anomalies?from=yesterday'), 422, 'from', 'invalid_value');
+  assertError(await api('GET', '/forecast/anomalies?from=yesterday'), 400, 'from', 'invalid_time');
   assertError(await api('GET', '/forecast/anomalies?from=2026-12-02T00:00:00Z&to=2026-12-01T00:00:00Z'), 422, 'from', 'invalid_range');
   assertError(await api('GET', '/forecast/anomalies?from=2020-01-01T00:00:00Z'), 422, 'from', 'invalid_value');
 
