@@ -263,16 +263,39 @@ RETURNS integer
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = public AS $$
 DECLARE
     cutoff   text;
+    before   timestamptz;
     part     record;
     o        record;
+    orgs     text[] := '{}';
+    found    text[];
     dropped  integer := 0;
 BEGIN
     IF keep_months IS NULL OR keep_months < 1 THEN
         RETURN 0;
     END IF;
-    cutoff := 'audit_logs_p' || to_char(date_trunc('month',
-                  now() AT TIME ZONE 'UTC')
-                  - make_interval(months => keep_months), 'YYYYMM');
+    before := (date_trunc('month', now() AT TIME ZONE 'UTC')
+               - make_interval(months => keep_months)) AT TIME ZONE 'UTC';
+    cutoff := 'audit_logs_p' || to_char(before AT TIME ZONE 'UTC', 'YYYYMM');
+    -- every organisation with a link in the months to drop (read from
+    -- the partitions, which have no row-level security), locked once and
+    -- in org id order, as ingest takes them: no lock cycle with it
+    FOR part IN
+        SELECT c.relname FROM pg_inherits i
+        JOIN pg_class c ON c.oid = i.inhrelid
+        WHERE i.inhparent = 'audit_logs'::regclass
+          AND c.relname ~ '^audit_logs_p[0-9]{6}$' AND c.relname < cutoff
+    LOOP
+        EXECUTE format('SELECT array_agg(DISTINCT org_id) FROM %I'
+                       ' WHERE chain_seq IS NOT NULL', part.relname)
+            INTO found;
+        orgs := orgs || coalesce(found, '{}');
+    END LOOP;
+    FOR o IN SELECT DISTINCT u COLLATE "C" AS org_id FROM unnest(orgs) u
+              ORDER BY 1
+    LOOP
+        PERFORM spendpol_chain_trim_lock(o.org_id, false);
+        PERFORM spendpol_chain_lock(o.org_id);
+    END LOOP;
     FOR part IN
         SELECT c.relname FROM pg_inherits i
         JOIN pg_class c ON c.oid = i.inhrelid
@@ -280,15 +303,6 @@ BEGIN
           AND c.relname ~ '^audit_logs_p[0-9]{6}$' AND c.relname < cutoff
         ORDER BY c.relname
     LOOP
-        FOR o IN EXECUTE format('SELECT DISTINCT org_id COLLATE "C" AS org_id'
-                                ' FROM %I'
-                                ' WHERE chain_seq IS NOT NULL'
-                                ' ORDER BY 1',
-                                part.relname)
-        LOOP
-            PERFORM spendpol_chain_trim_lock(o.org_id, false);
-            PERFORM spendpol_chain_lock(o.org_id);
-        END LOOP;
         EXECUTE format('UPDATE audit_chain_heads h'
                        '   SET anchor_seq = x.chain_seq,'
                        '       anchor_hash = x.row_hash'
