@@ -28,7 +28,8 @@ LIB_OBJS    := $(patsubst libspendpol/%.c,$(OUT)/obj/%.o,$(LIB_SRCS)) \
                $(OUT)/obj/gen/sp_tok_vocab.o
 CD_SRCS     := $(filter-out controld/main.c,$(wildcard controld/*.c))
 CD_HDRS     := $(wildcard controld/*.h)
-CD_OBJS     := $(patsubst controld/%.c,$(OUT)/obj/controld/%.o,$(CD_SRCS))
+CD_OBJS     := $(patsubst controld/%.c,$(OUT)/obj/controld/%.o,$(CD_SRCS)) \
+               $(OUT)/obj/gen/cd_openapi.o
 TARGET_SRCS := $(wildcard tests/fuzz/fuzz_*.c)
 TARGETS     := $(patsubst tests/fuzz/%.c,$(OUT)/%,$(TARGET_SRCS))
 
@@ -70,6 +71,17 @@ $(TOK_VOCAB): tools/tokenizer/gen-vocab.mjs
 $(OUT)/obj/gen/sp_tok_vocab.o: $(TOK_VOCAB) libspendpol/sp_tokenize.h
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) -std=gnu11 -O0 -Ilibspendpol -c -o $@ $<
+
+# GET /openapi.json's bytes, which api_openapi.c serves (the main
+# Makefile writes them from controld/openapi.json; data only)
+OPENAPI_C   := build/gen/cd_openapi.c
+
+$(OPENAPI_C): controld/openapi.json
+	$(MAKE) -f Makefile $@
+
+$(OUT)/obj/gen/cd_openapi.o: $(OPENAPI_C)
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) -std=gnu11 -O0 -c -o $@ $<
 
 $(OUT)/fuzz_tokenize: tests/fuzz/fuzz_tokenize.c tests/fuzz/fuzz_common.h \
                       $(LIB_HDRS) $(OUT)/libspendpol_fuzz.a \
