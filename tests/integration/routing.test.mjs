@@ -399,7 +399,8 @@ test('when every target refuses, the client gets the last 429 in OpenAI\'s shape
       assert.equal(res.status, 429, res.text);
       const err = JSON.parse(res.text);
       assert.equal(typeof err.error?.message, 'string', res.text);
-      assert.equal(res.headers.get('x-spendpol-attempts'), '2');
+      assert.equal(res.headers.get('x-spendpol-attempts'), '2',
+        `both targets tried: ${JSON.stringify(Object.fromEntries(res.headers))} ${res.text}`);
     } finally {
       s.fixture.fail(null);
     }
